@@ -1,0 +1,309 @@
+"""DMSC messages as typed dataclasses (draft-dmsc-protocol-00, Sections 5 and 6).
+
+Each message class names its TLVs once, in the field metadata: ``tlv(TlvType.X)`` for a
+required TLV, ``tlv(TlvType.X, OPTIONAL)`` for at most one, ``tlv(TlvType.X, REPEATED)``
+for any number.  The codec (:mod:`dmscproto.codec.pdu`) and the draft's per-message
+tables are both driven by that metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, ClassVar
+
+from .cose import SignedRecord
+from .registry import ErrorCode, MessageType, Scope, TlvType
+from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
+from .wire import Advertisement, DigestSummary, Result, VersionedId
+
+
+class Occurs(Enum):
+    """How often a TLV appears in a message."""
+
+    REQUIRED = "1"
+    OPTIONAL = "0..1"
+    REPEATED = "0..n"
+
+
+REQUIRED, OPTIONAL, REPEATED = Occurs.REQUIRED, Occurs.OPTIONAL, Occurs.REPEATED
+
+
+def tlv(tlv_type: TlvType, occurs: Occurs = REQUIRED) -> Any:
+    """Declare a message field carried in a TLV of ``tlv_type``."""
+    meta = {"tlv": tlv_type, "occurs": occurs}
+    if occurs is REQUIRED:
+        return field(metadata=meta)
+    if occurs is OPTIONAL:
+        return field(default=None, metadata=meta)
+    return field(default=(), metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class RawTlv:
+    """A TLV this implementation does not understand in this message, kept verbatim."""
+
+    type: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One TLV-carried field of a message class."""
+
+    name: str
+    tlv: TlvType
+    occurs: Occurs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """Base of all messages: the header fields every PDU has (Section 4.1)."""
+
+    TYPE: ClassVar[MessageType]
+    SPEC: ClassVar[tuple[FieldSpec, ...]]
+    BY_TLV: ClassVar[dict[int, FieldSpec]]
+
+    transaction_id: int = 0
+    flags: int = 0
+    unknown_tlvs: tuple[RawTlv, ...] = ()
+
+
+#: Message classes by type code, filled by :func:`message`.
+MESSAGE_CLASSES: dict[int, type[Message]] = {}
+
+
+def message(mtype: MessageType) -> Any:
+    """Class decorator: make a frozen dataclass message of type ``mtype`` and register it."""
+    def wrap(cls: type[Message]) -> type[Message]:
+        cls = dataclass(frozen=True, kw_only=True)(cls)
+        cls.TYPE = mtype
+        spec = tuple(FieldSpec(f.name, f.metadata["tlv"], f.metadata["occurs"])
+                     for f in fields(cls) if "tlv" in f.metadata)
+        cls.SPEC = tuple(sorted(spec, key=lambda s: s.tlv.value))
+        cls.BY_TLV = {s.tlv.value: s for s in spec}
+        MESSAGE_CLASSES[mtype.value] = cls
+        return cls
+    return wrap
+
+
+# --- Section 5.1: registration ---------------------------------------------------------
+@message(MessageType.REGISTER)
+class Register(Message):
+    """REGISTER (= IAIP CAP_ADV): a signed capability record and the lease asked for."""
+
+    record: SignedRecord = tlv(TlvType.SIGNED_RECORD)
+    lease: int = tlv(TlvType.LEASE)
+    nonce: bytes = tlv(TlvType.NONCE)
+    timestamp: int = tlv(TlvType.TIMESTAMP)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.REGISTER_ACK)
+class RegisterAck(Message):
+    """REGISTER-ACK: the outcome, and on success the agent ID and the lease granted."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    agent_id: bytes | None = tlv(TlvType.AGENT_ID, OPTIONAL)
+    lease: int | None = tlv(TlvType.LEASE, OPTIONAL)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.REFRESH)
+class Refresh(Message):
+    """REFRESH: extend the lease of a registered agent."""
+
+    agent_id: bytes = tlv(TlvType.AGENT_ID)
+    lease: int = tlv(TlvType.LEASE)
+    nonce: bytes = tlv(TlvType.NONCE)
+    timestamp: int = tlv(TlvType.TIMESTAMP)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.REFRESH_ACK)
+class RefreshAck(Message):
+    """REFRESH-ACK: the outcome and, on success, the lease granted."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    lease: int | None = tlv(TlvType.LEASE, OPTIONAL)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.DEREGISTER)
+class Deregister(Message):
+    """DEREGISTER: withdraw a registration before its lease ends."""
+
+    agent_id: bytes = tlv(TlvType.AGENT_ID)
+    nonce: bytes = tlv(TlvType.NONCE)
+    timestamp: int = tlv(TlvType.TIMESTAMP)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.DEREGISTER_ACK)
+class DeregisterAck(Message):
+    """DEREGISTER-ACK: the outcome."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+# --- Section 5.2: discovery -------------------------------------------------------------
+@message(MessageType.DISCOVER)
+class Discover(Message):
+    """DISCOVER (= IAIP INTENT_REQ): a query, its scope and the most answers wanted."""
+
+    query: DiscoveryQuery = tlv(TlvType.QUERY)
+    scope: Scope = tlv(TlvType.SCOPE)
+    max_results: int = tlv(TlvType.MAX_RESULTS)
+    source_agent: bytes | None = tlv(TlvType.SOURCE_AGENT, OPTIONAL)
+    hop_limit: int | None = tlv(TlvType.HOP_LIMIT, OPTIONAL)
+    path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, OPTIONAL)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.DISCOVER_REPLY)
+class DiscoverReply(Message):
+    """DISCOVER-REPLY: ranked records, best first."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    results: tuple[Result, ...] = tlv(TlvType.RESULT, REPEATED)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+# --- Section 5.3: routing ---------------------------------------------------------------
+@message(MessageType.ROUTE_REQUEST)
+class RouteRequest(Message):
+    """ROUTE-REQUEST: an opaque payload for an agent, or for the best match of a query."""
+
+    source_agent: bytes = tlv(TlvType.SOURCE_AGENT)
+    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, OPTIONAL)
+    query: DiscoveryQuery | None = tlv(TlvType.QUERY, OPTIONAL)
+    hop_limit: int = tlv(TlvType.HOP_LIMIT)
+    path: tuple[bytes, ...] = tlv(TlvType.PATH_VECTOR)
+    payload: bytes = tlv(TlvType.PAYLOAD)
+    timeout_ms: int | None = tlv(TlvType.TIMEOUT, OPTIONAL)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.ROUTE_REPLY)
+class RouteReply(Message):
+    """ROUTE-REPLY: the answer (or an error), back along the return path."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, OPTIONAL)
+    path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, OPTIONAL)
+    payload: bytes | None = tlv(TlvType.PAYLOAD, OPTIONAL)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+# --- Section 6: gateway peering and sync ------------------------------------------------
+@message(MessageType.OPEN)
+class Open(Message):
+    """OPEN: who the gateway is, its domain, proposed hold time and capabilities."""
+
+    gateway_id: bytes = tlv(TlvType.GATEWAY_ID)
+    domain: str = tlv(TlvType.DOMAIN)
+    hold_time: int = tlv(TlvType.HOLD_TIME)
+    capabilities: int = tlv(TlvType.GATEWAY_CAPS)
+    export_policy: ExportPolicy | None = tlv(TlvType.EXPORT_POLICY, OPTIONAL)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
+
+
+@message(MessageType.KEEPALIVE)
+class Keepalive(Message):
+    """KEEPALIVE: keeps a peer session's hold timer from expiring."""
+
+
+@message(MessageType.UPDATE)
+class Update(Message):
+    """UPDATE: records advertised and withdrawn, each with its version."""
+
+    advertise: tuple[Advertisement, ...] = tlv(TlvType.ADVERTISE, REPEATED)
+    withdraw: tuple[VersionedId, ...] = tlv(TlvType.WITHDRAW, REPEATED)
+
+
+@message(MessageType.DIGEST)
+class Digest(Message):
+    """DIGEST: an anti-entropy summary of the sender's table."""
+
+    summary: DigestSummary = tlv(TlvType.DIGEST_SUMMARY)
+    entries: tuple[tuple[VersionedId, ...], ...] = tlv(TlvType.DIGEST_ENTRIES, REPEATED)
+
+
+@message(MessageType.SYNC_REQUEST)
+class SyncRequest(Message):
+    """SYNC-REQUEST: the records a peer wants after comparing a DIGEST."""
+
+    agent_ids: tuple[tuple[bytes, ...], ...] = tlv(TlvType.AGENT_IDS, REPEATED)
+
+
+@message(MessageType.NOTIFY)
+class Notify(Message):
+    """NOTIFY: an error on a peer session; the session closes after it."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+
+
+# --- Section 6.8: OAM --------------------------------------------------------------------
+@message(MessageType.ECHO_REQUEST)
+class EchoRequest(Message):
+    """ECHO-REQUEST: liveness and round-trip time to a gateway."""
+
+    sequence: int = tlv(TlvType.SEQUENCE)
+    timestamp: int = tlv(TlvType.TIMESTAMP)
+    payload: bytes | None = tlv(TlvType.PAYLOAD, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.ECHO_REPLY)
+class EchoReply(Message):
+    """ECHO-REPLY: the request's sequence and timestamp, and who answered."""
+
+    sequence: int = tlv(TlvType.SEQUENCE)
+    timestamp: int = tlv(TlvType.TIMESTAMP)
+    gateway_id: bytes = tlv(TlvType.GATEWAY_ID)
+    payload: bytes | None = tlv(TlvType.PAYLOAD, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.TRACE_REQUEST)
+class TraceRequest(Message):
+    """TRACE-REQUEST: follow the route towards an agent, collecting each gateway."""
+
+    target_agent: bytes = tlv(TlvType.TARGET_AGENT)
+    hop_limit: int = tlv(TlvType.HOP_LIMIT)
+    path: tuple[bytes, ...] = tlv(TlvType.PATH_VECTOR)
+    hops: tuple[HopRecord, ...] = tlv(TlvType.HOP, REPEATED)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+@message(MessageType.TRACE_REPLY)
+class TraceReply(Message):
+    """TRACE-REPLY: every gateway on the path, in order, and how the trace ended."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, OPTIONAL)
+    hops: tuple[HopRecord, ...] = tlv(TlvType.HOP, REPEATED)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+
+
+# --- Section 5.4: errors ------------------------------------------------------------------
+@message(MessageType.ERROR)
+class Error(Message):
+    """ERROR: a request could not be processed; the transaction id names which."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    offending_type: int | None = tlv(TlvType.OFFENDING_TYPE, OPTIONAL)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)

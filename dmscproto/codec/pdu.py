@@ -1,0 +1,143 @@
+"""PDU encoding and decoding (draft-dmsc-protocol-00, Section 4).
+
+Decoding checks, in this order: header size, version, message type, PDU size limit
+(before the body is read), length agreement, then each TLV in order (framing, ascending
+type order, known or skippable, repetition, value), then required TLVs.  Every failure
+is a :class:`DecodeError` carrying the registered error code and the offset.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from .errors import DecodeError, EncodeError
+from .messages import MESSAGE_CLASSES, REPEATED, REQUIRED, Message, RawTlv
+from .registry import CRITICAL_BIT, HEADER_SIZE, MAX_PDU_SIZE, VERSION, ErrorCode
+from .wire import HEADER_STRUCT, MAX_TLV_VALUE, TLV_HEADER_STRUCT, VALUE_CODECS
+
+_unpack_header = HEADER_STRUCT.unpack_from
+_unpack_tlv = TLV_HEADER_STRUCT.unpack_from
+_pack_header = HEADER_STRUCT.pack
+_pack_tlv = TLV_HEADER_STRUCT.pack
+
+
+def peek_length(data: bytes) -> int | None:
+    """Total PDU length announced by a header at the start of ``data``, for stream
+    framing; None until the 8 octets that hold it have arrived.  Raises
+    :class:`DecodeError` for a header a receiver must refuse without reading on."""
+    if len(data) < 8:
+        return None
+    version, _type, _flags, length = struct.unpack_from(">BBHI", data)
+    if version != VERSION:
+        raise DecodeError(ErrorCode.UNSUPPORTED_VERSION, 0, f"version {version}")
+    if length > MAX_PDU_SIZE:
+        raise DecodeError(ErrorCode.PDU_TOO_LARGE, 4, f"PDU length {length} > {MAX_PDU_SIZE}")
+    if length < HEADER_SIZE:
+        raise DecodeError(ErrorCode.LENGTH_MISMATCH, 4, f"PDU length {length} < header size")
+    return int(length)
+
+
+def decode(data: bytes) -> Message:
+    """Decode exactly one PDU from ``data`` into its message dataclass."""
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise DecodeError(ErrorCode.TRUNCATED, size, f"{size} octets, header needs {HEADER_SIZE}")
+    version, mtype, flags, length, txid = _unpack_header(data)
+    if version != VERSION:
+        raise DecodeError(ErrorCode.UNSUPPORTED_VERSION, 0, f"version {version}")
+    cls = MESSAGE_CLASSES.get(mtype)
+    if cls is None:
+        raise DecodeError(ErrorCode.UNKNOWN_MESSAGE_TYPE, 1, f"message type 0x{mtype:02x}")
+    if length > MAX_PDU_SIZE:
+        raise DecodeError(ErrorCode.PDU_TOO_LARGE, 4, f"PDU length {length} > {MAX_PDU_SIZE}")
+    if length < HEADER_SIZE:
+        raise DecodeError(ErrorCode.LENGTH_MISMATCH, 4, f"PDU length {length} < header size")
+    if size < length:
+        raise DecodeError(ErrorCode.TRUNCATED, size, f"{size} octets, header says {length}")
+    if size > length:
+        raise DecodeError(ErrorCode.TRAILING_DATA, length, f"{size - length} octets after the PDU")
+
+    by_tlv = cls.BY_TLV
+    values: dict[str, Any] = {}
+    unknown: list[RawTlv] = []
+    offset = HEADER_SIZE
+    last_type = -1
+    while offset < length:
+        if length - offset < 4:
+            raise DecodeError(ErrorCode.LENGTH_MISMATCH, offset,
+                              "TLV header runs past the end of the PDU")
+        ttype, tlen = _unpack_tlv(data, offset)
+        start = offset + 4
+        end = start + tlen
+        if end > length:
+            raise DecodeError(ErrorCode.LENGTH_MISMATCH, offset + 2,
+                              f"TLV length {tlen} runs past the end of the PDU")
+        if ttype < last_type:
+            raise DecodeError(ErrorCode.TLV_ORDER, offset,
+                              f"TLV 0x{ttype:04x} after 0x{last_type:04x}")
+        spec = by_tlv.get(ttype)
+        if spec is None:
+            if ttype & CRITICAL_BIT:
+                raise DecodeError(ErrorCode.UNKNOWN_CRITICAL_TLV, offset,
+                                  f"critical TLV 0x{ttype:04x} not understood in {cls.TYPE.name}")
+            unknown.append(RawTlv(ttype, data[start:end]))
+        else:
+            repeated = spec.occurs is REPEATED
+            if ttype == last_type and not repeated:
+                raise DecodeError(ErrorCode.DUPLICATE_TLV, offset,
+                                  f"{spec.tlv.name} repeated in {cls.TYPE.name}")
+            try:
+                value = VALUE_CODECS[spec.tlv].parse(data[start:end])
+            except DecodeError as exc:
+                raise exc.at(start) from None
+            if repeated:
+                values.setdefault(spec.name, []).append(value)
+            else:
+                values[spec.name] = value
+        last_type = ttype
+        offset = end
+
+    for spec in cls.SPEC:
+        if spec.occurs is REQUIRED and spec.name not in values:
+            raise DecodeError(ErrorCode.MISSING_TLV, length,
+                              f"{cls.TYPE.name} lacks {spec.tlv.name}")
+        if spec.occurs is REPEATED and spec.name in values:
+            values[spec.name] = tuple(values[spec.name])
+    return cls(transaction_id=txid, flags=flags, unknown_tlvs=tuple(unknown), **values)
+
+
+def encode(msg: Message) -> bytes:
+    """Encode ``msg`` as one PDU, TLVs in ascending type order (Section 4.2)."""
+    tlvs: list[tuple[int, bytes]] = [(t.type, t.value) for t in msg.unknown_tlvs]
+    for spec in msg.SPEC:
+        value = getattr(msg, spec.name)
+        if value is None:
+            if spec.occurs is REQUIRED:
+                raise EncodeError(f"{msg.TYPE.name}.{spec.name} is required")
+            continue
+        codec = VALUE_CODECS[spec.tlv]
+        try:
+            if spec.occurs is REPEATED:
+                tlvs.extend((spec.tlv.value, codec.build(v)) for v in value)
+            else:
+                tlvs.append((spec.tlv.value, codec.build(value)))
+        except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
+            raise EncodeError(f"{msg.TYPE.name}.{spec.name}: {exc}") from exc
+    if msg.unknown_tlvs:
+        tlvs.sort(key=lambda t: t[0])  # stable: repeated TLVs keep their order
+    parts = []
+    for ttype, value in tlvs:
+        if len(value) > MAX_TLV_VALUE:
+            raise EncodeError(f"TLV 0x{ttype:04x} value of {len(value)} octets is too long")
+        parts.append(_pack_tlv(ttype, len(value)))
+        parts.append(value)
+    body = b"".join(parts)
+    length = HEADER_SIZE + len(body)
+    if length > MAX_PDU_SIZE:
+        raise EncodeError(f"PDU of {length} octets exceeds {MAX_PDU_SIZE}")
+    try:
+        header = _pack_header(VERSION, msg.TYPE.value, msg.flags, length, msg.transaction_id)
+    except struct.error as exc:
+        raise EncodeError(f"header field out of range: {exc}") from exc
+    return header + body

@@ -1,0 +1,234 @@
+"""The DMSC registries: the single source of truth for every number on the wire.
+
+Message types, TLV types, header flags, error codes and the small enumerations
+carried in TLVs live here and nowhere else (draft-dmsc-protocol-00, Section 11,
+"IANA Considerations").  The draft's tables, the Wireshark dissector and the scapy
+layer are generated from or checked against this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+#: Protocol version carried in the first header octet (Section 4.1).
+VERSION = 1
+#: Size of the common header in octets (Section 4.1).
+HEADER_SIZE = 16
+#: Size of a TLV header (type and length) in octets (Section 4.2).
+TLV_HEADER_SIZE = 4
+#: Largest PDU, header included, that a receiver accepts (Section 4.1).
+MAX_PDU_SIZE = 65535
+#: TLV type bit that marks a TLV as must-understand ("critical", Section 4.2).
+CRITICAL_BIT = 0x8000
+#: Size of an Agent ID or Gateway ID (Section 3.2).
+ID_SIZE = 16
+#: ALPN protocol identifier for DMSC over QUIC (Section 9.1).
+ALPN = "dmsc/1"
+#: UDP port for cleartext lab mode and DTLS (Section 9).
+UDP_PORT = 4760
+
+
+class MessageType(IntEnum):
+    """Message Type registry (Section 11.2)."""
+
+    REGISTER = 0x01
+    REGISTER_ACK = 0x02
+    REFRESH = 0x03
+    REFRESH_ACK = 0x04
+    DEREGISTER = 0x05
+    DEREGISTER_ACK = 0x06
+    DISCOVER = 0x10
+    DISCOVER_REPLY = 0x11
+    ROUTE_REQUEST = 0x20
+    ROUTE_REPLY = 0x21
+    OPEN = 0x30
+    KEEPALIVE = 0x31
+    UPDATE = 0x32
+    DIGEST = 0x33
+    SYNC_REQUEST = 0x34
+    NOTIFY = 0x35
+    ECHO_REQUEST = 0x40
+    ECHO_REPLY = 0x41
+    TRACE_REQUEST = 0x42
+    TRACE_REPLY = 0x43
+    ERROR = 0x7F
+
+
+class Flags(IntFlag):
+    """Header Flags registry (Section 11.3).  Unassigned bits are sent as zero,
+    ignored on receipt and preserved when a PDU is re-encoded."""
+
+    RETRANSMISSION = 0x0001
+    """Set on a request sent again over a datagram transport (Section 9.3)."""
+
+
+class TlvType(IntEnum):
+    """TLV Type registry (Section 11.4).  Codes with bit 0x8000 set are critical."""
+
+    TRACE_CONTEXT = 0x0001
+    DIAGNOSTIC = 0x0002
+    AGENT_ID = 0x8001
+    GATEWAY_ID = 0x8002
+    SIGNED_RECORD = 0x8003
+    LEASE = 0x8004
+    STATUS = 0x8005
+    NONCE = 0x8006
+    TIMESTAMP = 0x8007
+    QUERY = 0x8008
+    SCOPE = 0x8009
+    MAX_RESULTS = 0x800A
+    RESULT = 0x800B
+    SOURCE_AGENT = 0x800C
+    TARGET_AGENT = 0x800D
+    HOP_LIMIT = 0x800E
+    PATH_VECTOR = 0x800F
+    PAYLOAD = 0x8010
+    DOMAIN = 0x8011
+    HOLD_TIME = 0x8012
+    GATEWAY_CAPS = 0x8013
+    ADVERTISE = 0x8014
+    WITHDRAW = 0x8015
+    DIGEST_SUMMARY = 0x8016
+    DIGEST_ENTRIES = 0x8017
+    AGENT_IDS = 0x8018
+    ACCESS_TOKEN = 0x8019
+    OFFENDING_TYPE = 0x801A
+    TIMEOUT = 0x801B
+    EXPORT_POLICY = 0x801C
+    SEQUENCE = 0x801D
+    HOP = 0x801E
+
+    @property
+    def critical(self) -> bool:
+        return bool(self.value & CRITICAL_BIT)
+
+
+class ErrorCode(IntEnum):
+    """Error Code registry (Section 11.5), carried in STATUS TLVs."""
+
+    SUCCESS = 0x0000
+    # Decoding errors (Section 4.4)
+    TRUNCATED = 0x0101
+    TRAILING_DATA = 0x0102
+    LENGTH_MISMATCH = 0x0103
+    UNSUPPORTED_VERSION = 0x0104
+    UNKNOWN_MESSAGE_TYPE = 0x0105
+    UNKNOWN_CRITICAL_TLV = 0x0106
+    DUPLICATE_TLV = 0x0107
+    PDU_TOO_LARGE = 0x0108
+    MALFORMED_CBOR = 0x0109
+    NON_DETERMINISTIC_CBOR = 0x010A
+    MALFORMED_COSE = 0x010B
+    MISSING_TLV = 0x010C
+    INVALID_TLV_LENGTH = 0x010D
+    INVALID_TLV_VALUE = 0x010E
+    TLV_ORDER = 0x010F
+    # Protocol errors (Section 6)
+    UNEXPECTED_MESSAGE = 0x0201
+    HOLD_TIMER_EXPIRED = 0x0202
+    TRANSACTION_TIMEOUT = 0x0203
+    CEASE = 0x0204
+    # Registration errors (Section 5.1)
+    UNKNOWN_AGENT = 0x0301
+    NAME_CONFLICT = 0x0302
+    LEASE_EXPIRED = 0x0303
+    # Routing errors (Section 5.3)
+    NO_ROUTE = 0x0401
+    LOOP_DETECTED = 0x0402
+    HOP_LIMIT_EXCEEDED = 0x0403
+    TARGET_UNREACHABLE = 0x0404
+    # Security errors (Section 10)
+    BAD_SIGNATURE = 0x0501
+    UNTRUSTED_CERTIFICATE = 0x0502
+    IDENTITY_MISMATCH = 0x0503
+    REPLAY = 0x0504
+    STALE_TIMESTAMP = 0x0505
+    INVALID_TOKEN = 0x0506
+    TOKEN_EXPIRED = 0x0507
+    INSUFFICIENT_SCOPE = 0x0508
+    WRONG_AUDIENCE = 0x0509
+    TOKEN_KEY_MISMATCH = 0x050A
+    CERTIFICATE_REVOKED = 0x050B
+    CERTIFICATE_EXPIRED = 0x050C
+    POLICY_DENIED = 0x050D
+    # Resource errors
+    RATE_LIMITED = 0x0601
+    RESOURCE_EXHAUSTED = 0x0602
+    INTERNAL_ERROR = 0x0603
+
+
+class Scope(IntEnum):
+    """Discovery scope, the SCOPE TLV (Section 5.2)."""
+
+    LOCAL = 0
+    DOMAIN = 1
+    FEDERATED = 2
+
+
+class ConstraintOp(IntEnum):
+    """Constraint operators in a discovery query (Section 7.3)."""
+
+    EQ = 0
+    NE = 1
+    LT = 2
+    LE = 3
+    GT = 4
+    GE = 5
+    IN = 6
+    EXISTS = 7
+
+
+class GatewayCaps(IntFlag):
+    """Gateway capability bits carried in OPEN's GATEWAY_CAPS TLV (Section 6.4)."""
+
+    ROUTING = 0x0001
+    DIGEST_SYNC = 0x0002
+    FEDERATION = 0x0004
+    OAM = 0x0008
+
+
+class CoseAlgorithm(IntEnum):
+    """COSE algorithms accepted for signed capability records (RFC 9053)."""
+
+    EDDSA = -8
+    ES256 = -7
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A protocol timer with its default value (Section 8)."""
+
+    name: str
+    default_s: float
+    description: str
+
+
+#: Protocol timers and their defaults (Section 8, "Timers").
+TIMERS: tuple[Timer, ...] = (
+    Timer("DEFAULT_LEASE", 3600, "lease an agent asks for when it has no preference"),
+    Timer("MAX_LEASE", 86400, "longest lease a gateway grants"),
+    Timer("MIN_LEASE", 30, "shortest lease a gateway grants"),
+    Timer("REFRESH_FRACTION", 0.5, "fraction of the lease after which an agent refreshes"),
+    Timer("FRESHNESS_WINDOW", 300, "allowed clock skew for TIMESTAMP TLVs"),
+    Timer("REQUEST_TIMEOUT", 10, "how long a requester waits for an answer"),
+    Timer("ROUTE_TIMEOUT", 30, "how long a gateway keeps a forwarded transaction"),
+    Timer("HOLD_TIME", 90, "peer hold time proposed in OPEN"),
+    Timer("KEEPALIVE_FRACTION", 1 / 3, "fraction of the hold time between KEEPALIVEs"),
+    Timer("DIGEST_INTERVAL", 30, "interval between DIGEST messages on a session"),
+    Timer("RETRANSMIT_INITIAL", 0.5, "first retransmission timeout on datagram transports"),
+    Timer("RETRANSMIT_MAX", 8, "largest retransmission timeout on datagram transports"),
+    Timer("RETRANSMIT_LIMIT", 6, "retransmissions before a request is abandoned"),
+    Timer("DUPLICATE_CACHE_TIME", 60, "how long a responder caches answers by transaction id"),
+)
+
+#: Default hop limit placed in ROUTE-REQUEST, DISCOVER and TRACE-REQUEST (Section 5.3).
+DEFAULT_HOP_LIMIT = 8
+
+
+def timer(name: str) -> float:
+    """Return the default value of the named timer in seconds (or as a fraction)."""
+    for t in TIMERS:
+        if t.name == name:
+            return t.default_s
+    raise KeyError(name)

@@ -1,0 +1,318 @@
+"""Wire formats, defined with ``construct`` (draft-dmsc-protocol-00, Section 4).
+
+``construct`` is the definition.  Fixed-size formats are additionally turned into
+``struct.Struct`` objects by :func:`fixed_struct` (derived from the construct, never
+written by hand), and variable-size ones are ``.compile()``-d; the interpreted
+definitions stay the reference, and ``tests/test_codec_compiled.py`` checks that the
+fast paths and the interpreted definitions agree on every test vector.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import construct as c
+
+from . import cbor
+from .cose import SignedRecord
+from .errors import DecodeError
+from .registry import ID_SIZE, ErrorCode, MessageType, Scope, TlvType
+from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
+
+T = TypeVar("T")
+
+# --- Section 4.1: the common header -------------------------------------------------
+Header = c.Struct(
+    "version" / c.Int8ub,
+    "type" / c.Int8ub,
+    "flags" / c.Int16ub,
+    "length" / c.Int32ub,
+    "transaction_id" / c.Int64ub,
+)
+
+# --- Section 4.2: TLVs ---------------------------------------------------------------
+TlvHeader = c.Struct("type" / c.Int16ub, "length" / c.Int16ub)
+Tlv = c.Struct("type" / c.Int16ub, "length" / c.Int16ub, "value" / c.Bytes(c.this.length))
+
+#: A whole PDU.  Reference definition used by the analysis tools and the agreement tests.
+Pdu = c.Struct("header" / Header, "tlvs" / c.GreedyRange(Tlv))
+
+# --- Section 5: fixed-layout TLV values ----------------------------------------------
+Id = c.Bytes(ID_SIZE)
+IdList8 = c.PrefixedArray(c.Int8ub, Id)
+IdList16 = c.PrefixedArray(c.Int16ub, Id)
+DigestEntry = c.Struct("agent_id" / Id, "version" / c.Int64ub)
+DigestSummaryFormat = c.Struct("count" / c.Int32ub, "hash" / c.Bytes(32))
+ResultFormat = c.Struct("score" / c.Int16ub, "record" / c.GreedyBytes)
+AdvertiseFormat = c.Struct("version" / c.Int64ub, "path" / IdList8, "record" / c.GreedyBytes)
+WithdrawFormat = DigestEntry
+DigestEntriesFormat = c.PrefixedArray(c.Int16ub, DigestEntry)
+
+#: The largest value a TLV can carry (its length field is 16 bits).
+MAX_TLV_VALUE = 0xFFFF
+
+
+def fixed_struct(fmt: c.Construct) -> struct.Struct:
+    """Derive a ``struct.Struct`` from a fixed-size construct of FormatFields and Bytes."""
+    def piece(sub: c.Construct) -> str:
+        while isinstance(sub, c.Renamed):
+            sub = sub.subcon
+        if isinstance(sub, c.FormatField):
+            return str(sub.fmtstr[1:])
+        if isinstance(sub, c.Bytes) and isinstance(sub.length, int):
+            return f"{sub.length}s"
+        if isinstance(sub, c.Struct):
+            return "".join(piece(s) for s in sub.subcons)
+        raise TypeError(f"not a fixed-size format: {sub!r}")
+    return struct.Struct(">" + piece(fmt))
+
+
+HEADER_STRUCT = fixed_struct(Header)
+TLV_HEADER_STRUCT = fixed_struct(TlvHeader)
+
+
+# --- value codecs: one per TLV type ---------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DigestSummary:
+    """DIGEST_SUMMARY (Section 6.6): entry count and SHA-256 over the sorted entries."""
+
+    count: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """RESULT (Section 5.2): one ranked discovery answer."""
+
+    score: int
+    record: SignedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Advertisement:
+    """ADVERTISE (Section 6.5): a record, its version and the gateways it crossed."""
+
+    version: int
+    path: tuple[bytes, ...]
+    record: SignedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedId:
+    """WITHDRAW and DIGEST_ENTRIES items (Section 6.5, 6.6): an agent and a version."""
+
+    agent_id: bytes
+    version: int
+
+
+class ValueCodec(Generic[T]):
+    """Parses and builds one TLV type's value.  ``fmt`` is its construct definition."""
+
+    fmt: c.Construct
+
+    def parse(self, data: bytes) -> T:
+        raise NotImplementedError
+
+    def build(self, value: T) -> bytes:
+        raise NotImplementedError
+
+
+class FixedCodec(ValueCodec[T]):
+    """A fixed-size value: one integer or byte string (optionally through an enum)."""
+
+    def __init__(self, fmt: c.Construct, convert: Callable[[Any], T] | None = None) -> None:
+        self.fmt = fmt
+        self._struct = fixed_struct(fmt)
+        self.size = self._struct.size
+        self._convert = convert
+
+    def parse(self, data: bytes) -> T:
+        if len(data) != self.size:
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0,
+                              f"value is {len(data)} octets, expected {self.size}")
+        (value,) = self._struct.unpack(data)
+        if self._convert is None:
+            return value  # type: ignore[no-any-return]
+        try:
+            return self._convert(value)
+        except ValueError:
+            raise DecodeError(ErrorCode.INVALID_TLV_VALUE, 0,
+                              f"unregistered value {value!r}") from None
+
+    def build(self, value: T) -> bytes:
+        return self._struct.pack(value)
+
+
+class StructCodec(ValueCodec[T]):
+    """A fixed-size struct of several fields, mapped onto a dataclass."""
+
+    def __init__(self, fmt: c.Struct, cls: Callable[..., T]) -> None:
+        self.fmt = fmt
+        self._struct = fixed_struct(fmt)
+        self._cls = cls
+
+    def parse(self, data: bytes) -> T:
+        if len(data) != self._struct.size:
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0,
+                              f"value is {len(data)} octets, expected {self._struct.size}")
+        return self._cls(*self._struct.unpack(data))
+
+    def build(self, value: T) -> bytes:
+        return self._struct.pack(*(getattr(value, f) for f in value.__slots__))  # type: ignore[attr-defined]
+
+
+class BytesCodec(ValueCodec[bytes]):
+    fmt = c.GreedyBytes
+
+    def parse(self, data: bytes) -> bytes:
+        return data
+
+    def build(self, value: bytes) -> bytes:
+        return bytes(value)
+
+
+class TextCodec(ValueCodec[str]):
+    fmt = c.GreedyString("utf8")
+
+    def parse(self, data: bytes) -> str:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(ErrorCode.INVALID_TLV_VALUE, exc.start, "invalid UTF-8") from None
+
+    def build(self, value: str) -> bytes:
+        return value.encode("utf-8")
+
+
+class CborCodec(ValueCodec[T]):
+    """A deterministic CBOR value mapped onto a class with ``to_cbor``/``from_cbor``."""
+
+    fmt = c.GreedyBytes
+
+    def __init__(self, cls: Any) -> None:
+        self._cls = cls
+
+    def parse(self, data: bytes) -> T:
+        return self._cls.from_cbor(cbor.loads(data))  # type: ignore[no-any-return]
+
+    def build(self, value: T) -> bytes:
+        return cbor.dumps(value.to_cbor())  # type: ignore[attr-defined]
+
+
+class SignedRecordCodec(ValueCodec[SignedRecord]):
+    fmt = c.GreedyBytes
+
+    def parse(self, data: bytes) -> SignedRecord:
+        return SignedRecord.decode(data)
+
+    def build(self, value: SignedRecord) -> bytes:
+        return value.encode()
+
+
+class ArrayCodec(ValueCodec[tuple[T, ...]]):
+    """A count-prefixed array of fixed-size items (compiled construct)."""
+
+    def __init__(self, fmt: c.PrefixedArray, item: Callable[..., T] | None = None) -> None:
+        self.fmt = fmt
+        self._compiled = fmt.compile()
+        self._item = item
+
+    def parse(self, data: bytes) -> tuple[T, ...]:
+        try:
+            items = self._compiled.parse(data)
+        except c.ConstructError:
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0,
+                              "array shorter than its count says") from None
+        if len(self._compiled.build(items)) != len(data):
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0, "octets after the array")
+        if self._item is None:
+            return tuple(items)
+        return tuple(self._item(**{k: v for k, v in i.items() if k != "_io"}) for i in items)
+
+    def build(self, value: tuple[T, ...]) -> bytes:
+        if self._item is None:
+            return bytes(self._compiled.build(list(value)))
+        return bytes(self._compiled.build([vars_of(v) for v in value]))
+
+
+def vars_of(value: Any) -> dict[str, Any]:
+    return {f: getattr(value, f) for f in value.__slots__}
+
+
+class ResultCodec(ValueCodec[Result]):
+    fmt = ResultFormat
+
+    def parse(self, data: bytes) -> Result:
+        if len(data) < 2:
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0, "RESULT shorter than 2 octets")
+        try:
+            record = SignedRecord.decode(data[2:])
+        except DecodeError as exc:
+            raise exc.at(2) from None
+        return Result(int.from_bytes(data[:2], "big"), record)
+
+    def build(self, value: Result) -> bytes:
+        return value.score.to_bytes(2, "big") + value.record.encode()
+
+
+class AdvertiseCodec(ValueCodec[Advertisement]):
+    fmt = AdvertiseFormat
+
+    def parse(self, data: bytes) -> Advertisement:
+        if len(data) < 9 or len(data) < 9 + data[8] * ID_SIZE:
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0, "ADVERTISE shorter than its path")
+        n = data[8]
+        end = 9 + n * ID_SIZE
+        path = tuple(data[9 + i * ID_SIZE: 9 + (i + 1) * ID_SIZE] for i in range(n))
+        try:
+            record = SignedRecord.decode(data[end:])
+        except DecodeError as exc:
+            raise exc.at(end) from None
+        return Advertisement(int.from_bytes(data[:8], "big"), path, record)
+
+    def build(self, value: Advertisement) -> bytes:
+        return (value.version.to_bytes(8, "big") + len(value.path).to_bytes(1, "big")
+                + b"".join(value.path) + value.record.encode())
+
+
+#: The value codec of every TLV type: the one table the message codec dispatches on.
+VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
+    TlvType.TRACE_CONTEXT: CborCodec(TraceContext),
+    TlvType.DIAGNOSTIC: TextCodec(),
+    TlvType.AGENT_ID: FixedCodec(Id),
+    TlvType.GATEWAY_ID: FixedCodec(Id),
+    TlvType.SIGNED_RECORD: SignedRecordCodec(),
+    TlvType.LEASE: FixedCodec(c.Int32ub),
+    TlvType.STATUS: FixedCodec(c.Int16ub, ErrorCode),
+    TlvType.NONCE: FixedCodec(c.Bytes(16)),
+    TlvType.TIMESTAMP: FixedCodec(c.Int64ub),
+    TlvType.QUERY: CborCodec(DiscoveryQuery),
+    TlvType.SCOPE: FixedCodec(c.Int8ub, Scope),
+    TlvType.MAX_RESULTS: FixedCodec(c.Int16ub),
+    TlvType.RESULT: ResultCodec(),
+    TlvType.SOURCE_AGENT: FixedCodec(Id),
+    TlvType.TARGET_AGENT: FixedCodec(Id),
+    TlvType.HOP_LIMIT: FixedCodec(c.Int8ub),
+    TlvType.PATH_VECTOR: ArrayCodec(IdList8),
+    TlvType.PAYLOAD: BytesCodec(),
+    TlvType.DOMAIN: TextCodec(),
+    TlvType.HOLD_TIME: FixedCodec(c.Int16ub),
+    TlvType.GATEWAY_CAPS: FixedCodec(c.Int32ub),
+    TlvType.ADVERTISE: AdvertiseCodec(),
+    TlvType.WITHDRAW: StructCodec(WithdrawFormat, VersionedId),
+    TlvType.DIGEST_SUMMARY: StructCodec(DigestSummaryFormat, DigestSummary),
+    TlvType.DIGEST_ENTRIES: ArrayCodec(DigestEntriesFormat, VersionedId),
+    TlvType.AGENT_IDS: ArrayCodec(IdList16),
+    TlvType.ACCESS_TOKEN: BytesCodec(),
+    TlvType.OFFENDING_TYPE: FixedCodec(c.Int8ub),
+    TlvType.TIMEOUT: FixedCodec(c.Int32ub),
+    TlvType.EXPORT_POLICY: CborCodec(ExportPolicy),
+    TlvType.SEQUENCE: FixedCodec(c.Int32ub),
+    TlvType.HOP: CborCodec(HopRecord),
+}
+
+#: Message types, as ``MessageType`` members by their code (fast lookup).
+MESSAGE_TYPES: dict[int, MessageType] = {m.value: m for m in MessageType}

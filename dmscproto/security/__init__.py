@@ -1,0 +1,1 @@
+"""Keys, identities, record signatures (draft-dmsc-protocol-00, Section 10)."""
