@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -389,3 +391,17 @@ def test_console_script_errors(tmp_path: Path) -> None:
     listed = dmsc("decode", "--pcap", str(cap))
     assert listed.returncode == 0
     assert listed.stdout.decode().count(f":{UDP_PORT}") == len(EXAMPLES)
+
+
+# --- the README -----------------------------------------------------------------------------
+def test_readme_examples_are_current(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Decoding a PDU", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert blocks
+    for block in blocks:
+        command, *expected = block.splitlines()
+        assert command.startswith("$ dmsc ")
+        main(shlex.split(command)[2:])
+        out, err = capsys.readouterr()
+        assert (out + err).splitlines() == expected
