@@ -405,3 +405,17 @@ def test_readme_examples_are_current(capsys: pytest.CaptureFixture[str]) -> None
         main(shlex.split(command)[2:])
         out, err = capsys.readouterr()
         assert (out + err).splitlines() == expected
+
+
+def test_binary_on_stdin_without_file_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for data in (PDUS["register"], b"\xff\xfe"):
+        status, out, err = run_main(["decode"], capsys, data, monkeypatch)
+        assert (status, out) == (2, "") and "--file" in err
+
+
+def test_text_output_escapes_wire_strings(capsys: pytest.CaptureFixture[str]) -> None:
+    msg = dataclasses.replace(EXAMPLES["route-reply-no-route"], diagnostic="bad\x1b[31m\nline")
+    status, out, _ = run_main(["decode", encode(msg).hex()], capsys)
+    assert status == 0 and "\x1b" not in out
+    assert "  diagnostic [DIAGNOSTIC]: 'bad\\x1b[31m\\nline'" in out.splitlines()

@@ -80,7 +80,7 @@ def parse_hex(text: str) -> bytes:
     digits = _HEX_NOISE.sub("", text)
     bad = _NOT_HEX.search(digits)
     if bad is not None:
-        raise UsageError(f"not hex: {bad.group()!r}")
+        raise UsageError(f"not hex: {bad.group()!r} (binary input goes through --file)")
     if len(digits) % 2:
         raise UsageError(f"odd number of hex digits ({len(digits)})")
     return bytes.fromhex(digits)
@@ -134,7 +134,12 @@ def _read_input(args: argparse.Namespace) -> tuple[bytes, bool]:
             return Path(args.file).read_bytes(), True
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-    text = sys.stdin.read() if args.hex in ([], ["-"]) else " ".join(args.hex)
+    if args.hex not in ([], ["-"]):
+        return parse_hex(" ".join(args.hex)), args.stream
+    try:
+        text = sys.stdin.buffer.read().decode("ascii")
+    except UnicodeDecodeError:
+        raise UsageError("stdin is not hex text (binary input goes through --file -)") from None
     return parse_hex(text), args.stream
 
 

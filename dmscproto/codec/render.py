@@ -159,8 +159,16 @@ def _printable(data: bytes) -> str | None:
     return text if text.isprintable() and text.strip() else None
 
 
+def _safe(text: str) -> str:
+    """``text`` as is when it is printable and non-empty, else quoted with escapes (text
+    from the wire must not break lines or reach the terminal as control characters)."""
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def _scalar_text(value: Any) -> str | None:
     """One-line text for a leaf of :func:`jsonable` output, None for containers."""
+    if value is None:
+        return "null"
     if isinstance(value, Hex):
         if not value:
             return "(empty)"
@@ -170,7 +178,9 @@ def _scalar_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, Coded):
         return _coded_text(value)
-    if isinstance(value, str | int | float):
+    if isinstance(value, str):
+        return _safe(value)
+    if isinstance(value, int | float):
         return str(value)
     if isinstance(value, list) and not value:
         return "[]"
@@ -187,9 +197,9 @@ def _text_lines(value: Any, indent: str) -> Iterator[str]:
                 continue
             scalar = _scalar_text(item)
             if scalar is not None:
-                yield f"{indent}{key}: {scalar}"
+                yield f"{indent}{_safe(key)}: {scalar}"
             else:
-                yield f"{indent}{key}:"
+                yield f"{indent}{_safe(key)}:"
                 yield from _text_lines(item, indent + "  ")
     else:
         for item in value:
@@ -197,7 +207,7 @@ def _text_lines(value: Any, indent: str) -> Iterator[str]:
             if scalar is not None:
                 yield f"{indent}- {scalar}"
             else:
-                inner = list(_text_lines(item, indent + "  "))
+                inner = list(_text_lines(item, indent + "  ")) or ["{}"]
                 yield f"{indent}- {inner[0].lstrip()}"
                 yield from inner[1:]
 
@@ -243,7 +253,7 @@ def _brief(value: Any) -> str | None:
         text = _printable(value)
         if text is not None:
             return _brief(text)
-        if len(value) <= ID_SIZE:
+        if 0 < len(value) <= ID_SIZE:
             return value[:4].hex() + ("…" if len(value) > 4 else "")
         return f"<{len(value)} octets>"
     if isinstance(value, SignedRecord):
