@@ -1,0 +1,17 @@
+"""DMSC transports (draft-dmsc-protocol-00, Section 9): QUIC with mutual TLS 1.3."""
+
+from .quic import (
+    ConnectionClosed,
+    ConnectionPool,
+    DmscConnection,
+    Handler,
+    PeerInfo,
+    QuicServer,
+    TransportError,
+    connect,
+    serve,
+)
+from .tls import TlsIdentity
+
+__all__ = ["ConnectionClosed", "ConnectionPool", "DmscConnection", "Handler", "PeerInfo",
+           "QuicServer", "TlsIdentity", "TransportError", "connect", "serve"]

@@ -1,0 +1,597 @@
+"""DMSC over QUIC (draft-dmsc-protocol-00, Section 9.1): asyncio glue around aioquic.
+
+* ALPN ``dmsc/1``; mutual TLS 1.3 with domain certificates (:mod:`.tls`).
+* One bidirectional stream per transaction: the requester opens a new stream and writes
+  the request PDU and FIN, the responder answers on the same stream with the response
+  PDU and FIN (or a bare FIN when it has no answer).  Either end may open streams: a
+  gateway sends a ROUTE-REQUEST to an agent over the connection the agent opened.
+* A malformed PDU on a stream is answered with an ERROR carrying the decoding error
+  code (Section 4.4); the connection keeps serving.
+* QUIC application error codes (STOP_SENDING, CONNECTION_CLOSE) are DMSC error codes.
+* Every datagram sent and received can be written to a pcap file (synthetic IPv4/UDP
+  headers, no root needed), and the TLS secrets to an SSLKEYLOGFILE-format key log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from aioquic._buffer import Buffer
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic import events
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
+from aioquic.quic.connection import NetworkAddress
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from cryptography import x509
+
+from ..analysis.pcap import PcapWriter
+from ..codec.errors import DecodeError, EncodeError
+from ..codec.messages import Error, Message
+from ..codec.pdu import decode, encode
+from ..codec.registry import ErrorCode
+from ..security.ca import Identity
+from .framing import StreamAssembler
+from .tls import DmscQuicConnection, TlsIdentity, code_for_quic_error
+
+log = logging.getLogger(__name__)
+
+#: Default wait for a handshake and for a response (Section 8 sets the protocol timers).
+CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 10.0
+
+
+class TransportError(ConnectionError):
+    """A transaction or connection failed; ``code`` is the DMSC error code."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(f"{code.name}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionClosed(TransportError):
+    """The QUIC connection is closed.  ``quic_error`` is the code it was closed with:
+    a DMSC error code for an application close, 0x100 + a TLS alert for a refused
+    handshake (``code`` then names the certificate error), else a QUIC transport error."""
+
+    def __init__(self, quic_error: int, application: bool, reason: str) -> None:
+        if application:
+            code = (ErrorCode(quic_error) if quic_error in ErrorCode._value2member_map_
+                    and quic_error else ErrorCode.CEASE)
+        else:
+            code = code_for_quic_error(quic_error)
+        super().__init__(code, f"connection closed (0x{quic_error:x}) {reason}".rstrip())
+        self.quic_error = quic_error
+
+
+@dataclass(frozen=True, eq=False)
+class PeerInfo:
+    """The authenticated peer of a connection, as a request handler sees it."""
+
+    identity: Identity
+    certificate: x509.Certificate
+    address: NetworkAddress
+    connection: DmscConnection
+
+
+Handler = Callable[[Message, PeerInfo], Awaitable[Message | None]]
+
+
+def _ipv4(addr: NetworkAddress) -> tuple[str, int] | None:
+    host = str(addr[0]).removeprefix("::ffff:")
+    try:
+        return (host, int(addr[1])) if ipaddress.ip_address(host).version == 4 else None
+    except ValueError:
+        return None
+
+
+class _Recorder:
+    """Writes the datagrams of one UDP socket to a pcap (IPv4 only: the pcap format
+    used has synthetic IPv4 headers; IPv6 datagrams are not recorded)."""
+
+    def __init__(self, pcap: PcapWriter, transport: asyncio.DatagramTransport) -> None:
+        self._pcap = pcap
+        self._local = _ipv4(transport.get_extra_info("sockname"))
+        self._transport = transport
+
+    def sendto(self, data: bytes, addr: NetworkAddress | None = None) -> None:
+        self._transport.sendto(data, addr)
+        self.record(data, self._local, _ipv4(addr) if addr else None)
+
+    def received(self, data: bytes, addr: NetworkAddress) -> None:
+        self.record(data, _ipv4(addr), self._local)
+
+    def record(self, data: bytes, src: tuple[str, int] | None,
+               dst: tuple[str, int] | None) -> None:
+        if src is not None and dst is not None:
+            self._pcap.write_udp(src, dst, data, time.time())
+
+
+def _sender(transport: asyncio.DatagramTransport,
+            recorder: _Recorder | None) -> asyncio.DatagramTransport:
+    return cast(asyncio.DatagramTransport, recorder) if recorder else transport
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A transaction this end started: the response being reassembled."""
+
+    assembler: StreamAssembler
+    future: asyncio.Future[Message]
+
+
+@dataclass(slots=True)
+class _State:
+    outgoing: dict[int, _Outgoing | None] = field(default_factory=dict)
+    incoming: dict[int, StreamAssembler | None] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class DmscConnection(QuicConnectionProtocol):
+    """One DMSC-over-QUIC connection, usable in both directions: :meth:`request` sends
+    a transaction on a new stream; requests the peer opens go to ``handler``.
+    Requests are only handled and sent once the peer's certificate is verified."""
+
+    _quic: DmscQuicConnection
+
+    def __init__(self, quic: DmscQuicConnection, *, handler: Handler | None = None,
+                 pcap: PcapWriter | None = None, owns_transport: bool = False,
+                 on_close: Callable[[DmscConnection], None] | None = None) -> None:
+        super().__init__(quic)
+        self.handler = handler
+        self.peer: PeerInfo | None = None
+        self._pcap = pcap
+        self._recorder: _Recorder | None = None
+        self._owns_transport = owns_transport
+        self._on_close = on_close
+        self._established: list[Callable[[DmscConnection], None]] = []
+        self._closed_error: ConnectionClosed | None = None
+        self._raw_transport: asyncio.DatagramTransport | None = None
+        self._local_bit = 0 if quic.configuration.is_client else 1
+        self._s = _State()
+
+    # --- asyncio / aioquic plumbing --------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        dgram = cast(asyncio.DatagramTransport, transport)
+        if self._owns_transport and self._pcap is not None:
+            self._recorder = _Recorder(self._pcap, dgram)
+        super().connection_made(_sender(dgram, self._recorder))
+        self._raw_transport = dgram
+
+    def use_sender(self, sender: asyncio.DatagramTransport) -> None:
+        """Server side: send through the listening socket (and its recorder)."""
+        super().connection_made(sender)
+        self._raw_transport = sender
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if self._recorder is not None:
+            self._recorder.received(cast(bytes, data), addr)
+        super().datagram_received(data, addr)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_error is not None
+
+    @property
+    def quic(self) -> DmscQuicConnection:
+        return self._quic
+
+    def close(self, error_code: int = ErrorCode.SUCCESS, reason_phrase: str = "") -> None:
+        """Close with a DMSC error code as the QUIC application error code."""
+        super().close(error_code=int(error_code), reason_phrase=reason_phrase)
+
+    async def wait_established(self) -> None:
+        """Client side: wait until the server has accepted our certificate.  The TLS
+        handshake completes at the client before the server has checked the client
+        certificate; one acknowledged PING proves the server kept the connection."""
+        try:
+            await self.wait_connected()
+            await self.ping()
+        except ConnectionError:
+            raise self._closed_error or ConnectionClosed(
+                QuicErrorCode.INTERNAL_ERROR, False, "handshake failed") from None
+
+    # --- transactions ----------------------------------------------------------------
+    async def request(self, msg: Message, timeout: float | None = REQUEST_TIMEOUT) -> Message:
+        """Send ``msg`` on a new stream and return the response PDU, decoded.
+
+        Raises :class:`TransportError` (TRANSACTION_TIMEOUT, connection closed, no
+        response) or :class:`DecodeError` for a malformed response."""
+        return await self.request_bytes(encode(msg), timeout)
+
+    async def request_bytes(self, pdu: bytes,
+                            timeout: float | None = REQUEST_TIMEOUT) -> Message:
+        """:meth:`request` with the request given as raw octets (which need not be a
+        valid PDU: conformance tests send malformed ones)."""
+        stream_id = self._open(pdu)
+        future: asyncio.Future[Message] = self._loop.create_future()
+        self._s.outgoing[stream_id] = _Outgoing(StreamAssembler(), future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            self._abandon(stream_id, ErrorCode.TRANSACTION_TIMEOUT)
+            raise TransportError(ErrorCode.TRANSACTION_TIMEOUT,
+                                 f"no response within {timeout} s") from None
+
+    def send(self, msg: Message) -> None:
+        """Send ``msg`` on a new stream without waiting for an answer."""
+        self._s.outgoing[self._open(encode(msg))] = None
+
+    def _open(self, data: bytes) -> int:
+        if self._closed_error is not None:
+            raise self._closed_error
+        if self.peer is None:
+            raise TransportError(ErrorCode.UNEXPECTED_MESSAGE, "connection not established")
+        stream_id = self._quic.get_next_available_stream_id()
+        self._quic.send_stream_data(stream_id, data, end_stream=True)
+        self._transmit_soon()
+        return stream_id
+
+    def _abandon(self, stream_id: int, code: ErrorCode) -> None:
+        """Stop reading a stream whose answer is no longer wanted; later data on it
+        is discarded until the peer resets or finishes it."""
+        self._s.outgoing[stream_id] = None
+        if self._closed_error is None:
+            with suppress(ValueError, AssertionError):
+                self._quic.stop_stream(stream_id, int(code))
+            self._transmit_soon()
+
+    # --- events ----------------------------------------------------------------------
+    def on_established(self, callback: Callable[[DmscConnection], None]) -> None:
+        self._established.append(callback)
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.StreamDataReceived):
+            if self.peer is None:
+                return  # nothing is processed before the peer is authenticated
+            if event.stream_id & 1 == self._local_bit:
+                self._response_data(event.stream_id, event.data, event.end_stream)
+            else:
+                self._request_data(event.stream_id, event.data, event.end_stream)
+        elif isinstance(event, events.StreamReset):
+            self._stream_reset(event.stream_id, event.error_code)
+        elif isinstance(event, events.HandshakeCompleted):
+            self._handshake_completed()
+        elif isinstance(event, events.ConnectionTerminated):
+            self._terminated(event.error_code, event.frame_type is None, event.reason_phrase)
+
+    def _handshake_completed(self) -> None:
+        identity, cert = self._quic.peer_identity, self._quic.peer_certificate
+        if identity is None or cert is None:  # cannot happen with _MutualTlsContext
+            self.close(ErrorCode.UNTRUSTED_CERTIFICATE, "peer not authenticated")
+            return
+        address = self._quic.get_peer_address() or ("", 0)
+        self.peer = PeerInfo(identity, cert, address, self)
+        for callback in self._established:
+            callback(self)
+
+    def _terminated(self, quic_error: int, application: bool, reason: str) -> None:
+        self._closed_error = ConnectionClosed(quic_error, application, reason)
+        for pending in self._s.outgoing.values():
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(self._closed_error)
+        self._s.outgoing.clear()
+        self._s.incoming.clear()
+        for task in self._s.tasks:
+            task.cancel()
+        if self._owns_transport and self._raw_transport is not None:
+            self._loop.call_soon(self._raw_transport.close)
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def _stream_reset(self, stream_id: int, error_code: int) -> None:
+        pending = self._s.outgoing.pop(stream_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(TransportError(
+                ErrorCode.TRANSACTION_TIMEOUT
+                if error_code == ErrorCode.TRANSACTION_TIMEOUT else ErrorCode.INTERNAL_ERROR,
+                f"peer reset the stream (code 0x{error_code:x})"))
+        self._s.incoming.pop(stream_id, None)
+
+    def _response_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if stream_id not in self._s.outgoing:
+            return
+        pending = self._s.outgoing[stream_id]
+        if pending is None:  # one-way send or abandoned: discard
+            if end:
+                del self._s.outgoing[stream_id]
+            return
+        try:
+            pdu = pending.assembler.feed(data, end)
+            if pdu is None:
+                return
+            if not pdu:
+                raise TransportError(ErrorCode.UNEXPECTED_MESSAGE,
+                                     "peer finished the stream without a response")
+            result: Message | BaseException = decode(pdu)
+        except (DecodeError, TransportError) as exc:
+            result = exc
+        if not pending.future.done():
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+        if end:
+            del self._s.outgoing[stream_id]
+        else:
+            self._abandon(stream_id, ErrorCode.TRAILING_DATA)
+
+    def _request_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if stream_id in self._s.incoming:
+            known = self._s.incoming[stream_id]
+            if known is None:  # refused earlier: discard the rest of the stream
+                if end:
+                    del self._s.incoming[stream_id]
+                return
+            assembler = known
+        else:
+            assembler = self._s.incoming[stream_id] = StreamAssembler()
+        try:
+            pdu = assembler.feed(data, end)
+            if pdu is None:
+                return
+            del self._s.incoming[stream_id]
+            if not pdu:
+                self._reply(stream_id, None)
+                return
+            msg = decode(pdu)
+        except DecodeError as exc:
+            header = assembler.header()
+            self._reply(stream_id, Error(
+                transaction_id=header[1] if header else 0, status=exc.code,
+                offending_type=header[0] if header else None, diagnostic=exc.reason))
+            if not end:  # the rest of the stream is not wanted
+                self._s.incoming[stream_id] = None
+                with suppress(ValueError, AssertionError):
+                    self._quic.stop_stream(stream_id, int(exc.code))
+            else:
+                self._s.incoming.pop(stream_id, None)
+            return
+        task = self._loop.create_task(self._serve(stream_id, msg))
+        self._s.tasks.add(task)
+        task.add_done_callback(self._s.tasks.discard)
+
+    async def _serve(self, stream_id: int, msg: Message) -> None:
+        assert self.peer is not None
+        response: Message | None
+        if self.handler is None:
+            response = Error(transaction_id=msg.transaction_id,
+                             status=ErrorCode.UNEXPECTED_MESSAGE, offending_type=msg.TYPE,
+                             diagnostic="this endpoint serves no requests")
+        else:
+            try:
+                response = await self.handler(msg, self.peer)
+            except Exception:
+                log.exception("handler failed on %s from %s", msg.TYPE.name,
+                              self.peer.identity.uri)
+                response = Error(transaction_id=msg.transaction_id,
+                                 status=ErrorCode.INTERNAL_ERROR, offending_type=msg.TYPE)
+        if self._closed_error is None:
+            self._reply(stream_id, response)
+
+    def _reply(self, stream_id: int, response: Message | None) -> None:
+        try:
+            data = encode(response) if response is not None else b""
+        except EncodeError as exc:
+            log.error("cannot encode response: %s", exc)
+            data = encode(Error(transaction_id=response.transaction_id if response else 0,
+                                status=ErrorCode.INTERNAL_ERROR, diagnostic="response encoding"))
+        try:
+            self._quic.send_stream_data(stream_id, data, end_stream=True)
+        except (ValueError, AssertionError) as exc:  # peer reset the stream meanwhile
+            log.debug("stream %d gone before the response: %s", stream_id, exc)
+            return
+        self._transmit_soon()
+
+
+class _KeyLog:
+    """An SSLKEYLOGFILE-format key log: a file path opened (append) once, or a caller's
+    open text file."""
+
+    def __init__(self, keylog: str | Path | TextIO | None) -> None:
+        self._owned = isinstance(keylog, str | Path)
+        self.file: TextIO | None = (
+            open(keylog, "a", encoding="ascii")  # noqa: SIM115 - closed by close()
+            if isinstance(keylog, str | Path) else keylog)
+
+    def close(self) -> None:
+        if self._owned and self.file is not None:
+            self.file.close()
+
+
+class QuicServer(asyncio.DatagramProtocol):
+    """A listening DMSC QUIC endpoint: accepts connections, demultiplexes datagrams by
+    connection ID, and tracks authenticated peers by entity ID (:attr:`peers`) so that
+    requests can be sent back over a peer's own connection."""
+
+    def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: PcapWriter | None,
+                 keylog: _KeyLog) -> None:
+        self.tls = tls
+        self.handler = handler
+        self.peers: dict[bytes, DmscConnection] = {}
+        self._configuration = tls.configuration(is_client=False, keylog=keylog.file)
+        self._verifier = tls.verifier()
+        self._pcap = pcap
+        self._keylog = keylog
+        self._by_cid: dict[bytes, DmscConnection] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sender: asyncio.DatagramTransport | None = None
+        self._recorder: _Recorder | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        if self._pcap is not None:
+            self._recorder = _Recorder(self._pcap, self._transport)
+        self._sender = _sender(self._transport, self._recorder)
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        assert self._sender is not None
+        if self._recorder is not None:
+            self._recorder.received(data, addr)
+        try:
+            header = pull_quic_header(Buffer(data=data),
+                                      host_cid_length=self._configuration.connection_id_length)
+        except ValueError:
+            return
+        protocol = self._by_cid.get(header.destination_cid)
+        if protocol is None:
+            supported = self._configuration.supported_versions
+            if (header.packet_type != QuicPacketType.VERSION_NEGOTIATION
+                    and header.version is not None and header.version not in supported):
+                self._sender.sendto(encode_quic_version_negotiation(
+                    source_cid=header.destination_cid, destination_cid=header.source_cid,
+                    supported_versions=supported), addr)
+                return
+            if (header.packet_type != QuicPacketType.INITIAL
+                    or len(data) < SMALLEST_MAX_DATAGRAM_SIZE):
+                return
+            protocol = self._accept(header.destination_cid)
+        protocol.datagram_received(data, addr)
+
+    def _accept(self, original_cid: bytes) -> DmscConnection:
+        quic = DmscQuicConnection(configuration=self._configuration, verifier=self._verifier,
+                                  original_destination_connection_id=original_cid)
+        assert self._sender is not None
+        protocol = DmscConnection(quic, handler=self.handler, on_close=self._forget)
+        protocol.use_sender(self._sender)
+        protocol.on_established(self._established)
+
+        def issued(cid: bytes) -> None:
+            self._by_cid[cid] = protocol
+
+        def retired(cid: bytes) -> None:
+            self._by_cid.pop(cid, None)
+
+        protocol._connection_id_issued_handler = issued
+        protocol._connection_id_retired_handler = retired
+        self._by_cid[original_cid] = protocol
+        self._by_cid[quic.host_cid] = protocol
+        return protocol
+
+    def _established(self, conn: DmscConnection) -> None:
+        assert conn.peer is not None
+        self.peers[conn.peer.identity.entity_id] = conn
+
+    def _forget(self, conn: DmscConnection) -> None:
+        for cid in [c for c, p in self._by_cid.items() if p is conn]:
+            del self._by_cid[cid]
+        if conn.peer is not None and self.peers.get(conn.peer.identity.entity_id) is conn:
+            del self.peers[conn.peer.identity.entity_id]
+
+    def close(self) -> None:
+        """Close every connection (application error CEASE) and the socket."""
+        for conn in set(self._by_cid.values()):
+            conn.close(ErrorCode.CEASE, "server shutting down")
+        self._by_cid.clear()
+        self.peers.clear()
+        if self._transport is not None:
+            self._transport.close()
+        self._keylog.close()
+
+
+async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
+                pcap: PcapWriter | None = None,
+                keylog: str | Path | TextIO | None = None) -> QuicServer:
+    """Listen for DMSC over QUIC on ``host``:``port`` (0 for an ephemeral port)."""
+    loop = asyncio.get_running_loop()
+    server = QuicServer(tls, handler, pcap=pcap, keylog=_KeyLog(keylog))
+    await loop.create_datagram_endpoint(lambda: server, local_addr=(host, port))
+    return server
+
+
+async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | None = None,
+                  expect_domain: str | None = None, handler: Handler | None = None,
+                  pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                  timeout: float = CONNECT_TIMEOUT) -> DmscConnection:
+    """Open a DMSC connection to a gateway and wait until both ends are authenticated.
+
+    ``server_name`` is sent as SNI and checked against the server certificate's DNS
+    names; ``expect_domain`` requires the server's identity to be in that domain.
+    ``handler`` serves requests the server sends over this connection."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, addr = infos[0][0], infos[0][4]
+    key_log = _KeyLog(keylog)
+    quic = DmscQuicConnection(
+        configuration=tls.configuration(is_client=True, server_name=server_name,
+                                        keylog=key_log.file),
+        verifier=tls.verifier(server_name=server_name, expect_domain=expect_domain))
+    remote = cast(tuple[str, int], addr[:2] if family == socket.AF_INET else addr)
+    transport, conn = await loop.create_datagram_endpoint(
+        lambda: DmscConnection(quic, handler=handler, pcap=pcap, owns_transport=True,
+                               on_close=lambda _c: key_log.close()),
+        remote_addr=remote, family=family)
+    try:
+        conn.connect(addr)
+        await asyncio.wait_for(conn.wait_established(), timeout)
+    except BaseException:
+        conn.close(ErrorCode.CEASE)
+        transport.close()
+        key_log.close()
+        raise
+    return conn
+
+
+class ConnectionPool:
+    """One reused connection per peer address (Section 9.1), opened on first use."""
+
+    def __init__(self, tls: TlsIdentity, *, handler: Handler | None = None,
+                 pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                 **connect_options: Any) -> None:
+        self.tls = tls
+        self._handler = handler
+        self._pcap = pcap
+        self._keylog = _KeyLog(keylog)
+        self._options = connect_options
+        self._conns: dict[tuple[str, int], asyncio.Task[DmscConnection]] = {}
+
+    async def get(self, host: str, port: int, **options: Any) -> DmscConnection:
+        key = (host, port)
+        task = self._conns.get(key)
+        if task is not None and task.done() and (task.exception() or task.result().closed):
+            task = None
+        if task is None:
+            task = asyncio.ensure_future(connect(
+                host, port, self.tls, handler=self._handler, pcap=self._pcap,
+                keylog=self._keylog.file, **{**self._options, **options}))
+            self._conns[key] = task
+        return await asyncio.shield(task)
+
+    async def request(self, host: str, port: int, msg: Message,
+                      timeout: float | None = REQUEST_TIMEOUT) -> Message:
+        return await (await self.get(host, port)).request(msg, timeout)
+
+    async def close(self) -> None:
+        """Close every connection and wait (briefly) for them to finish closing."""
+        conns = [t.result() for t in self._conns.values()
+                 if t.done() and not t.cancelled() and t.exception() is None]
+        for task in self._conns.values():
+            task.cancel()
+        self._conns.clear()
+        for conn in conns:
+            conn.close()
+        if conns:
+            await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns],
+                               timeout=1.0)
+        self._keylog.close()
+
