@@ -415,7 +415,8 @@ def test_binary_on_stdin_without_file_is_a_usage_error(
 
 
 def test_text_output_escapes_wire_strings(capsys: pytest.CaptureFixture[str]) -> None:
-    msg = dataclasses.replace(EXAMPLES["route-reply-no-route"], diagnostic="bad\x1b[31m\nline")
+    evil: dict[str, Any] = {"diagnostic": "bad\x1b[31m\nline"}
+    msg = dataclasses.replace(EXAMPLES["route-reply-no-route"], **evil)
     status, out, _ = run_main(["decode", encode(msg).hex()], capsys)
     assert status == 0 and "\x1b" not in out
     assert "  diagnostic [DIAGNOSTIC]: 'bad\\x1b[31m\\nline'" in out.splitlines()
