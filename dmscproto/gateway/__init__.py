@@ -1,0 +1,28 @@
+"""The Agent Gateway's core logic (DESIGN layer 4; draft Sections 5 and 6).
+
+:mod:`.store` is the durable registry (SQLite, WAL), :mod:`.index` the in-memory
+capability index with IAIP matching and ranking, :mod:`.routing` the routing table and
+forwarding decisions, and :mod:`.core` ties them together behind one sans-I/O API.
+"""
+
+from .core import GatewayCore, RegisterOutcome, RouteChanges
+from .index import CapabilityIndex, Match
+from .routing import Decision, DeliverLocal, Forward, Reject, Route, RoutingTable
+from .store import RegistryStore, StoredRecord, StoreError
+
+__all__ = [
+    "CapabilityIndex",
+    "Decision",
+    "DeliverLocal",
+    "Forward",
+    "GatewayCore",
+    "Match",
+    "RegisterOutcome",
+    "RegistryStore",
+    "Reject",
+    "Route",
+    "RouteChanges",
+    "RoutingTable",
+    "StoreError",
+    "StoredRecord",
+]

@@ -1,0 +1,426 @@
+"""The gateway core: registry, discovery, routing and sync state (draft Sections 5, 6).
+
+:class:`GatewayCore` keeps the registry in a :class:`RegistryStore` (the durable copy)
+and mirrors it in memory: the records, a :class:`CapabilityIndex` for discovery and a
+:class:`RoutingTable`.  Every change is committed to SQLite *first* and applied to
+memory only after the commit, so an acknowledged change is durable and a failed write
+leaves both copies as they were.  Input is checked before anything is written, so bad
+input never costs a stored record.
+
+No I/O besides the store, no clock: every method that depends on time takes ``now``
+(seconds, the caller's clock).  Signatures, certificates, tokens and export policy are
+*not* checked here: the security layer verifies a record, the sender's identity and
+its authorization before calling :meth:`GatewayCore.register` or
+:meth:`GatewayCore.learn`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from ..codec.cose import SignedRecord
+from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
+from ..codec.values import CapabilityRecord, DiscoveryQuery
+from ..codec.wire import Advertisement, DigestSummary, Result, VersionedId
+from .index import CapabilityIndex
+from .routing import MAX_PATH, Decision, Route, RoutingTable
+from .store import RegistryStore, StoredRecord
+
+#: Largest record version (a u64 on the wire, Section 6.5).
+MAX_VERSION = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterOutcome:
+    """The answer to REGISTER or REFRESH: a status and, on success, the lease granted."""
+
+    status: ErrorCode
+    lease: int = 0
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChanges:
+    """What a withdrawal or a lost peer changed, for propagation to the other peers:
+    records now gone (send WITHDRAW) and records whose best route changed (send a new
+    ADVERTISE with the new path)."""
+
+    withdrawn: tuple[VersionedId, ...] = ()
+    rerouted: tuple[bytes, ...] = ()
+
+
+class _Batch:
+    """Registrations decided but not yet committed, and what they evict."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
+        self.entries: dict[bytes, StoredRecord] = {}
+        self.by_uri: dict[str, bytes] = {}
+        self.released: set[str] = set()
+        self.evict: set[bytes] = set()
+
+    def current(self, agent_id: bytes) -> StoredRecord | None:
+        if agent_id in self.entries:
+            return self.entries[agent_id]
+        if agent_id in self.evict:
+            return None
+        return self.core._records.get(agent_id)
+
+    def holder(self, uri: str) -> StoredRecord | None:
+        if uri in self.by_uri:
+            return self.entries[self.by_uri[uri]]
+        holder_id = self.core._by_uri.get(uri)
+        if holder_id is None or uri in self.released:
+            return None
+        return self.current(holder_id)
+
+    def add(self, entry: StoredRecord, old: StoredRecord | None,
+            holder: StoredRecord | None) -> None:
+        uri = entry.agent_uri
+        if old is not None and old.agent_uri != uri:
+            self.by_uri.pop(old.agent_uri, None)
+            self.released.add(old.agent_uri)
+        if holder is not None and holder.agent_id != entry.agent_id:
+            self.evict.add(holder.agent_id)
+        self.entries[entry.agent_id] = entry
+        self.by_uri[uri] = entry.agent_id
+        self.released.discard(uri)
+
+
+class GatewayCore:
+    """One gateway's registry, index, routing table and sync state (module doc)."""
+
+    def __init__(self, gateway_id: bytes, domain: str, store: RegistryStore, *,
+                 min_lease: int = int(timer("MIN_LEASE")),
+                 max_lease: int = int(timer("MAX_LEASE"))) -> None:
+        if len(gateway_id) != ID_SIZE:
+            raise ValueError(f"gateway id must be {ID_SIZE} octets")
+        if not 0 < min_lease <= max_lease:
+            raise ValueError("need 0 < min_lease <= max_lease")
+        self.gateway_id = gateway_id
+        self.domain = domain
+        self.store = store
+        self.min_lease = min_lease
+        self.max_lease = max_lease
+        self.index = CapabilityIndex()
+        self.routes = RoutingTable()
+        self._records: dict[bytes, StoredRecord] = {}
+        self._by_uri: dict[str, bytes] = {}
+        self._digest: tuple[DigestSummary, list[VersionedId]] | None = None
+        for entry in store.all():
+            self._install(entry)
+
+    # --- memory mirror ------------------------------------------------------------------
+    def _install(self, e: StoredRecord) -> None:
+        self._uninstall(e.agent_id)
+        self._records[e.agent_id] = e
+        self._by_uri[e.agent_uri] = e.agent_id
+        self.index.add(e.signed.record)
+        self.routes.add(e.agent_id, Route(e.next_hop, e.path, e.version, e.origin))
+        self._digest = None
+
+    def _uninstall(self, agent_id: bytes) -> StoredRecord | None:
+        e = self._records.pop(agent_id, None)
+        if e is None:
+            return None
+        if self._by_uri.get(e.agent_uri) == agent_id:
+            del self._by_uri[e.agent_uri]
+        self.index.remove(agent_id)
+        self.routes.remove_agent(agent_id)
+        self._digest = None
+        return e
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._records
+
+    def get(self, agent_id: bytes) -> StoredRecord | None:
+        return self._records.get(agent_id)
+
+    def agent_ids(self, *, local_only: bool = False) -> list[bytes]:
+        """Known agent ids in ascending order."""
+        return sorted(a for a, e in self._records.items() if e.local or not local_only)
+
+    def _lease(self, requested: int) -> int:
+        return min(max(requested, self.min_lease), self.max_lease)
+
+    # --- registration (Section 5.1) -----------------------------------------------------
+    def register(self, signed: SignedRecord, requested_lease: int,
+                 now: float) -> RegisterOutcome:
+        """REGISTER: store ``signed`` (already verified by the security layer).
+
+        SUCCESS is returned only after the record is committed.  The lease is
+        ``requested_lease`` clamped to ``[min_lease, max_lease]``.  Refused, with
+        nothing written:
+
+        * POLICY_DENIED: the record's domain is not this gateway's;
+        * NAME_CONFLICT: another agent id (another key) holds the agent URI with an
+          unexpired lease, or as a learned record (an expired holder is evicted);
+        * REPLAY: the gateway holds a higher record version of this agent;
+        * INVALID_TLV_VALUE: the gateway holds the same record version with a
+          different payload (a changed record must carry a new version, or peers,
+          which compare versions only, would never learn the change).
+
+        The same version with the same payload re-registers (a retransmission or an
+        agent restart) and renews the lease.  A live record of this agent, local or
+        learned, is replaced.  An expired one counts as absent.
+        """
+        return self.register_many(((signed, requested_lease),), now)[0]
+
+    def register_many(self, requests: Iterable[tuple[SignedRecord, int]],
+                      now: float) -> list[RegisterOutcome]:
+        """Group commit: decide every REGISTER in order as :meth:`register` would, then
+        commit all accepted records in one transaction (one fsync).  Outcomes are
+        returned, and may be acknowledged, only after that commit."""
+        batch = _Batch(self)
+        outcomes = [self._admit(signed, lease, now, batch) for signed, lease in requests]
+        if batch.entries:
+            self.store.put_many(batch.entries.values(), batch.evict)
+            for aid in batch.evict:
+                self._uninstall(aid)
+            for entry in batch.entries.values():
+                self._install(entry)
+        return outcomes
+
+    def _admit(self, signed: SignedRecord, requested_lease: int, now: float,
+               batch: _Batch) -> RegisterOutcome:
+        rec = signed.record
+        if rec.domain != self.domain:
+            return RegisterOutcome(ErrorCode.POLICY_DENIED, 0,
+                                   f"record domain {rec.domain!r} is not {self.domain!r}")
+        old = batch.current(rec.agent_id)
+        if old is not None and old.expires_at > now:
+            if rec.record_version < old.version:
+                return RegisterOutcome(ErrorCode.REPLAY, 0,
+                                       f"record version {rec.record_version} is older "
+                                       f"than the registered {old.version}")
+            if rec.record_version == old.version and signed.payload != old.signed.payload:
+                return RegisterOutcome(ErrorCode.INVALID_TLV_VALUE, 0,
+                                       "record changed without a new record version")
+        holder = batch.holder(rec.agent_uri)
+        if holder is not None and holder.agent_id != rec.agent_id \
+                and holder.expires_at > now:
+            return RegisterOutcome(ErrorCode.NAME_CONFLICT, 0,
+                                   f"{rec.agent_uri} is held by another key")
+        lease = self._lease(requested_lease)
+        entry = StoredRecord(rec.agent_id, signed, now + lease, None, rec.record_version)
+        batch.add(entry, old, holder)
+        return RegisterOutcome(ErrorCode.SUCCESS, lease)
+
+    def refresh(self, agent_id: bytes, requested_lease: int, now: float) -> RegisterOutcome:
+        """REFRESH: extend a local agent's lease (committed before SUCCESS).
+
+        UNKNOWN_AGENT if the agent is not registered here; LEASE_EXPIRED if its lease
+        has ended (it must REGISTER again; :meth:`expire` removes it).
+        """
+        e = self._records.get(agent_id)
+        if e is None or not e.local:
+            return RegisterOutcome(ErrorCode.UNKNOWN_AGENT)
+        if e.expires_at <= now:
+            return RegisterOutcome(ErrorCode.LEASE_EXPIRED)
+        lease = self._lease(requested_lease)
+        self.store.touch(agent_id, now + lease)
+        self._records[agent_id] = replace(e, expires_at=now + lease)
+        return RegisterOutcome(ErrorCode.SUCCESS, lease)
+
+    def deregister(self, agent_id: bytes, now: float) -> ErrorCode:
+        """DEREGISTER: remove a local agent (committed before SUCCESS), whether or not
+        its lease has ended.  UNKNOWN_AGENT if it is not registered here."""
+        e = self._records.get(agent_id)
+        if e is None or not e.local:
+            return ErrorCode.UNKNOWN_AGENT
+        self.store.delete(agent_id)
+        self._uninstall(agent_id)
+        return ErrorCode.SUCCESS
+
+    def expire(self, now: float) -> list[VersionedId]:
+        """Remove every local registration whose lease ended at or before ``now``;
+        return them with their versions (what to WITHDRAW from peers), by agent id."""
+        gone = self.store.expire(now)
+        out = []
+        for aid in gone:
+            e = self._uninstall(aid)
+            if e is not None:
+                out.append(VersionedId(aid, e.version))
+        return out
+
+    def next_expiry(self) -> float | None:
+        """The earliest lease end, for the caller's timer (None when nothing expires)."""
+        return self.store.next_expiry()
+
+    # --- discovery (Section 5.2) ----------------------------------------------------------
+    def discover(self, query: DiscoveryQuery, scope: Scope, max_results: int, now: float,
+                 allow: Callable[[CapabilityRecord], bool] | None = None) -> list[Result]:
+        """DISCOVER: ranked records (see :mod:`.index` for the filter and the score).
+
+        ``scope`` LOCAL answers from this gateway's registrations, DOMAIN from every
+        record of this gateway's domain, FEDERATED from every record it knows.  Records
+        whose lease has ended are never returned.  ``allow`` is the caller's policy.
+        """
+        records = self._records
+
+        def permitted(r: CapabilityRecord) -> bool:
+            e = records[r.agent_id]
+            if e.expires_at <= now:
+                return False
+            if scope is Scope.LOCAL and not e.local:
+                return False
+            if scope is Scope.DOMAIN and r.domain != self.domain:
+                return False
+            return allow is None or allow(r)
+
+        return [Result(m.score, records[m.agent_id].signed)
+                for m in self.index.match(query, max_results, permitted)]
+
+    # --- routing (Section 5.3) ------------------------------------------------------------
+    def route(self, target: bytes, hop_limit: int, path: tuple[bytes, ...]) -> Decision:
+        """The forwarding decision for a ROUTE-REQUEST or TRACE-REQUEST."""
+        return self.routes.decide(self.gateway_id, target, hop_limit, path)
+
+    # --- gateway sync (Section 6.5, 6.6) --------------------------------------------------
+    def learn(self, adv: Advertisement, from_peer: bytes, now: float) -> bool:
+        """ADVERTISE from ``from_peer``.  Return whether the table changed in a way to
+        propagate (a new record or record version, or a new best route).
+
+        Ignored (False, nothing written): a version different from the record's
+        ``record_version``; a path that is empty, longer than 255, has a malformed or
+        repeated id, contains this gateway (a loop) or does not end with ``from_peer``
+        (each gateway appends itself before advertising); an agent registered here
+        with a live lease (local beats remote); a URI held by another live agent; a
+        version older than the one held.  The same version through another peer adds
+        an alternative route.  Learned records have no lease: they live until
+        withdrawn or until :meth:`drop_peer`.
+        """
+        signed = adv.record
+        rec = signed.record
+        aid, path = rec.agent_id, adv.path
+        if adv.version != rec.record_version or not path or len(path) > MAX_PATH \
+                or any(len(g) != ID_SIZE for g in path) or len(set(path)) != len(path) \
+                or path[-1] != from_peer or self.gateway_id in path:
+            return False
+        cur = self._records.get(aid)
+        if cur is not None and cur.expires_at <= now:
+            cur = None
+        if cur is not None and (cur.local or adv.version < cur.version):
+            return False
+        holder_id = self._by_uri.get(rec.agent_uri)
+        evict: tuple[bytes, ...] = ()
+        if holder_id is not None and holder_id != aid:
+            if self._records[holder_id].expires_at > now:
+                return False
+            evict = (holder_id,)
+        route = Route(from_peer, path, adv.version, path[0])
+        if cur is not None and adv.version == cur.version:
+            return self._add_route(cur, route)
+        entry = StoredRecord(aid, signed, math.inf, path[0], adv.version, path, from_peer)
+        self.store.put(entry, evict)
+        for h in evict:
+            self._uninstall(h)
+        self._install(entry)
+        return True
+
+    def _add_route(self, cur: StoredRecord, route: Route) -> bool:
+        """Another route to a learned record of the same version."""
+        aid = cur.agent_id
+        before = self.routes.best(aid)
+        candidates = [r for r in self.routes.routes(aid) if r.next_hop != route.next_hop]
+        best = min([*candidates, route], key=Route.preference)
+        if best != before:
+            self._persist_route(cur, best)
+        self.routes.add(aid, route)
+        return best != before
+
+    def _persist_route(self, cur: StoredRecord, best: Route) -> None:
+        new = replace(cur, path=best.path, next_hop=best.next_hop, origin=best.origin_gateway)
+        self.store.put(new)
+        self._records[cur.agent_id] = new
+
+    def withdraw(self, agent_id: bytes, version: int, from_peer: bytes) -> bool:
+        """WITHDRAW from ``from_peer``: drop its route to ``agent_id`` if that route's
+        version is at most ``version``.  The record goes when its last route goes.
+        Return whether anything changed (see :meth:`get` for what is left)."""
+        ch = self._drop_routes([agent_id], from_peer, version)
+        return bool(ch.withdrawn or ch.rerouted)
+
+    def drop_peer(self, peer: bytes) -> RouteChanges:
+        """The session with ``peer`` ended: drop every route through it (one commit)."""
+        return self._drop_routes(sorted(self.routes.via(peer)), peer, MAX_VERSION)
+
+    def _drop_routes(self, agent_ids: Sequence[bytes], peer: bytes,
+                     version: int) -> RouteChanges:
+        gone: list[StoredRecord] = []
+        moved: list[tuple[StoredRecord, Route]] = []
+        for aid in agent_ids:
+            cur = self._records.get(aid)
+            if cur is None or cur.local:
+                continue
+            routes = self.routes.routes(aid)
+            mine = [r for r in routes if r.next_hop == peer]
+            if not mine or mine[0].version > version:
+                continue
+            rest = [r for r in routes if r.next_hop != peer]
+            if not rest:
+                gone.append(cur)
+            elif rest[0] != routes[0]:
+                moved.append((cur, rest[0]))
+            else:
+                self.routes.remove(aid, peer)
+        if gone or moved:
+            updated = [replace(c, path=b.path, next_hop=b.next_hop, origin=b.origin_gateway)
+                       for c, b in moved]
+            self.store.put_many(updated, [c.agent_id for c in gone])
+            for c in gone:
+                self._uninstall(c.agent_id)
+            for u in updated:
+                self._records[u.agent_id] = u
+                self.routes.remove(u.agent_id, peer)
+        return RouteChanges(tuple(VersionedId(c.agent_id, c.version) for c in gone),
+                            tuple(c.agent_id for c, _ in moved))
+
+    def advertisements_for(self, agent_ids: Iterable[bytes],
+                           to_peer: bytes | None = None) -> list[Advertisement]:
+        """ADVERTISE items for ``agent_ids`` (unknown ids are skipped), each with this
+        gateway appended to the path.  With ``to_peer``, records whose path already
+        holds that peer are skipped (it would discard them as a loop)."""
+        out = []
+        for aid in agent_ids:
+            e = self._records.get(aid)
+            if e is None or (to_peer is not None and to_peer in e.path):
+                continue
+            path = (*e.path, self.gateway_id)
+            if len(path) <= MAX_PATH:
+                out.append(Advertisement(e.version, path, e.signed))
+        return out
+
+    def digest(self) -> tuple[DigestSummary, list[VersionedId]]:
+        """DIGEST (Section 6.6) of every record held, local and learned.
+
+        The entries are (agent id, version) sorted by agent id (bytewise); the summary
+        is their count and SHA-256 over the concatenation, for each entry, of the
+        16-octet agent id followed by the version as an unsigned 64-bit big-endian
+        integer.  Two gateways holding the same versions get the same summary.
+        """
+        if self._digest is None:
+            entries = [VersionedId(a, self._records[a].version) for a in sorted(self._records)]
+            h = hashlib.sha256()
+            for e in entries:
+                h.update(e.agent_id + e.version.to_bytes(8, "big"))
+            self._digest = (DigestSummary(len(entries), h.digest()), entries)
+        summary, entries = self._digest
+        return summary, list(entries)
+
+    def missing_from(self, entries: Iterable[VersionedId]) -> list[bytes]:
+        """The ids in a peer's DIGEST entries that this gateway should SYNC-REQUEST:
+        unknown here, or with a newer version than held.  Agents registered here are
+        never requested (local beats remote).  Sorted, without duplicates."""
+        want = set()
+        for item in entries:
+            cur = self._records.get(item.agent_id)
+            if cur is None or (not cur.local and item.version > cur.version):
+                want.add(item.agent_id)
+        return sorted(want)

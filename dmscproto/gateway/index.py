@@ -1,0 +1,301 @@
+"""In-memory capability index: matching and ranking (draft-dmsc-protocol-00, 5.2, 7.3).
+
+Discovery follows IAIP's order: **filter** on the mandatory terms, **score** what is
+left, apply **policy**, then the **limit**.
+
+Filter.  A record matches a query when all of the following hold:
+
+* every skill in ``query.skills`` equals the ``id`` of one of the record's skills;
+* every mode in ``query.input_modes`` (``output_modes``) is among the record's default
+  input (output) modes or a skill's input (output) modes;
+* ``query.domain``, when present, equals ``record.domain``;
+* every constraint holds on ``record.attributes`` (``a`` is the attribute's value,
+  ``v`` the constraint's; values compare only within one CBOR type, so ``1`` never
+  equals ``true`` and ``1 < "2"`` is false):
+
+  - ``EQ``: ``a`` is present and equal to ``v``; ``NE``: not ``EQ`` (an absent
+    attribute satisfies ``NE``);
+  - ``LT LE GT GE``: ``a`` is present, ``a`` and ``v`` are both integers (not booleans)
+    or both text strings (compared by Unicode code point), and ``a < v`` (``<=``,
+    ``>``, ``>=``);
+  - ``IN``: ``a`` is present and equal to one element of ``v``;
+  - ``EXISTS``: ``a`` is present if ``v`` is true, absent if ``v`` is false.
+
+Every term except ``NE`` and ``EXISTS false`` has a posting set (the records that can
+satisfy it); the candidates are the intersection of those sets, smallest first, so a
+skill query costs the size of its rarest term, never a scan of all records.  A query
+with no posting term matches the records sharing at least one tag or intent word with
+it (below), or every record when it has neither tags nor intent.
+
+Score.  An integer in 0..10000.  With ``T`` the query's tags, ``W`` its intent words,
+``S`` its required skills, ``tags(r)`` the union of the record's skill tags, ``words(r)``
+the words of its skills' ids, names, descriptions and tags, and ``n(r)`` its number of
+distinct skill ids (words are the maximal runs of Unicode letters and digits after case folding;
+tags compare after case folding)::
+
+    t = |T ∩ tags(r)| / |T|        (t = 1 when T is empty)
+    i = |W ∩ words(r)| / |W|       (i = 1 when W is empty)
+    s = 1 / (1 + n(r) - |S|)       (specificity: 1 for a record offering exactly S)
+    score = floor(1000 * (5t + 3i + 2s))
+
+computed exactly in integers.  Results are ordered by score, highest first, then by
+agent id (bytewise ascending), so equal inputs always give the same answer.
+
+Policy and limit.  ``allow`` is asked about records in that order, and the first
+``limit`` records it accepts are returned.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..codec.registry import ConstraintOp
+from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQuery
+
+#: Largest score (a perfect match).
+MAX_SCORE = 10000
+
+_WORD = re.compile(r"[^\W_]+")
+_EMPTY: frozenset[bytes] = frozenset()
+_ValueKey = tuple[bool, AttrValue]
+
+
+def words(text: str) -> set[str]:
+    """The words of ``text``: maximal runs of letters and digits, case-folded."""
+    return set(_WORD.findall(text.casefold()))
+
+
+def _vkey(v: AttrValue) -> _ValueKey:
+    """A hashable key under which ``True`` and ``1`` differ (CBOR types differ)."""
+    return (type(v) is bool, v)
+
+
+def _ordered(a: AttrValue, v: AttrValue) -> bool:
+    """Whether ``a`` and ``v`` are comparable by LT/LE/GT/GE (both int, or both str)."""
+    ta, tv = type(a), type(v)
+    return ta is tv and ta is not bool
+
+
+def constraint_holds(c: Constraint, attributes: dict[str, AttrValue]) -> bool:
+    """Whether constraint ``c`` holds on ``attributes`` (semantics in the module doc)."""
+    op, v = c.op, c.value
+    present = c.attribute in attributes
+    if op is ConstraintOp.EXISTS:
+        return present is bool(v)
+    if op is ConstraintOp.NE:
+        return not present or isinstance(v, tuple) or _vkey(attributes[c.attribute]) != _vkey(v)
+    if not present:
+        return False
+    a = attributes[c.attribute]
+    if op is ConstraintOp.IN:
+        values = v if isinstance(v, tuple) else (v,)
+        return _vkey(a) in {_vkey(x) for x in values}
+    if isinstance(v, tuple):
+        return False
+    if op is ConstraintOp.EQ:
+        return _vkey(a) == _vkey(v)
+    if not _ordered(a, v):
+        return False
+    if op is ConstraintOp.LT:
+        return a < v  # type: ignore[operator]
+    if op is ConstraintOp.LE:
+        return a <= v  # type: ignore[operator]
+    if op is ConstraintOp.GT:
+        return a > v  # type: ignore[operator]
+    return a >= v  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One ranked answer: an agent and its score (0..10000)."""
+
+    agent_id: bytes
+    score: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the index keeps per record, precomputed for scoring."""
+
+    record: CapabilityRecord
+    skills: frozenset[str]
+    tags: frozenset[str]
+    words: frozenset[str]
+    in_modes: frozenset[str]
+    out_modes: frozenset[str]
+
+    @classmethod
+    def of(cls, r: CapabilityRecord) -> _Entry:
+        tags = {t.casefold() for s in r.skills for t in s.tags}
+        ws: set[str] = set()
+        for s in r.skills:
+            ws |= words(" ".join((s.id, s.name, s.description or "", *s.tags)))
+        return cls(
+            record=r,
+            skills=frozenset(s.id for s in r.skills),
+            tags=frozenset(tags),
+            words=frozenset(ws),
+            in_modes=frozenset(r.default_input_modes).union(
+                *(s.input_modes for s in r.skills)),
+            out_modes=frozenset(r.default_output_modes).union(
+                *(s.output_modes for s in r.skills)),
+        )
+
+
+class _Postings:
+    """term -> set of agent ids."""
+
+    __slots__ = ("sets",)
+
+    def __init__(self) -> None:
+        self.sets: dict[object, set[bytes]] = {}
+
+    def add(self, terms: Iterable[object], agent_id: bytes) -> None:
+        for t in terms:
+            s = self.sets.get(t)
+            if s is None:
+                self.sets[t] = {agent_id}
+            else:
+                s.add(agent_id)
+
+    def remove(self, terms: Iterable[object], agent_id: bytes) -> None:
+        for t in terms:
+            s = self.sets[t]
+            s.discard(agent_id)
+            if not s:
+                del self.sets[t]
+
+    def get(self, term: object) -> set[bytes] | frozenset[bytes]:
+        return self.sets.get(term, _EMPTY)
+
+
+class CapabilityIndex:
+    """Inverted indexes over capability records, for :meth:`match` (module doc)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, _Entry] = {}
+        self._skills = _Postings()
+        self._tags = _Postings()
+        self._words = _Postings()
+        self._in_modes = _Postings()
+        self._out_modes = _Postings()
+        self._domains = _Postings()
+        self._attr_present = _Postings()  # attribute name
+        self._attr_values = _Postings()   # (attribute name, value key)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._entries
+
+    def get(self, agent_id: bytes) -> CapabilityRecord | None:
+        e = self._entries.get(agent_id)
+        return None if e is None else e.record
+
+    def _postings(self, e: _Entry) -> Iterable[tuple[_Postings, Iterable[object]]]:
+        attrs = e.record.attributes
+        return ((self._skills, e.skills), (self._tags, e.tags), (self._words, e.words),
+                (self._in_modes, e.in_modes), (self._out_modes, e.out_modes),
+                (self._domains, (e.record.domain,)), (self._attr_present, attrs),
+                (self._attr_values, [(k, _vkey(v)) for k, v in attrs.items()]))
+
+    def add(self, record: CapabilityRecord) -> None:
+        """Index ``record``, replacing any record with the same agent id."""
+        aid = record.agent_id
+        self.remove(aid)
+        e = _Entry.of(record)
+        self._entries[aid] = e
+        for postings, terms in self._postings(e):
+            postings.add(terms, aid)
+
+    def remove(self, agent_id: bytes) -> bool:
+        e = self._entries.pop(agent_id, None)
+        if e is None:
+            return False
+        for postings, terms in self._postings(e):
+            postings.remove(terms, agent_id)
+        return True
+
+    # --- matching -------------------------------------------------------------------------
+    def _candidates(self, q: DiscoveryQuery, residual: list[Constraint],
+                    tags: set[str], intent: set[str]) -> set[bytes] | frozenset[bytes]:
+        sets: list[set[bytes] | frozenset[bytes]] = []
+        sets += (self._skills.get(s) for s in q.skills)
+        sets += (self._in_modes.get(m) for m in q.input_modes)
+        sets += (self._out_modes.get(m) for m in q.output_modes)
+        if q.domain is not None:
+            sets.append(self._domains.get(q.domain))
+        for c in q.constraints:
+            op, v = c.op, c.value
+            if op is ConstraintOp.EQ and not isinstance(v, tuple):
+                sets.append(self._attr_values.get((c.attribute, _vkey(v))))
+            elif op is ConstraintOp.IN:
+                values = v if isinstance(v, tuple) else (v,)
+                union: set[bytes] = set()
+                for x in values:
+                    union |= self._attr_values.get((c.attribute, _vkey(x)))
+                sets.append(union)
+            elif op is ConstraintOp.EXISTS and v:
+                sets.append(self._attr_present.get(c.attribute))
+            elif op in (ConstraintOp.NE, ConstraintOp.EXISTS):
+                residual.append(c)
+            else:  # EQ with an array value (never true), LT, LE, GT, GE
+                sets.append(self._attr_present.get(c.attribute))
+                residual.append(c)
+        if not sets:
+            if not tags and not intent:
+                return set(self._entries)
+            union = set()
+            for t in tags:
+                union |= self._tags.get(t)
+            for w in intent:
+                union |= self._words.get(w)
+            return union
+        sets.sort(key=len)
+        result = sets[0]
+        for s in sets[1:]:
+            if not result:
+                break
+            result = result & s
+        return result
+
+    def match(self, query: DiscoveryQuery, limit: int,
+              allow: Callable[[CapabilityRecord], bool] | None = None) -> list[Match]:
+        """Filter, score, apply ``allow``, then keep ``limit`` (see the module doc)."""
+        if limit <= 0:
+            return []
+        tags = {t.casefold() for t in query.tags}
+        intent = words(query.intent) if query.intent else set()
+        residual: list[Constraint] = []
+        candidates = self._candidates(query, residual, tags, intent)
+        n_req = len(set(query.skills))
+        nt, ni = len(tags) or 1, len(intent) or 1
+        entries = self._entries
+        scored: list[tuple[int, bytes]] = []
+        for aid in candidates:
+            e = entries[aid]
+            if residual:
+                attrs = e.record.attributes
+                if not all(constraint_holds(c, attrs) for c in residual):
+                    continue
+            ht = len(tags & e.tags) if tags else 1
+            hi = len(intent & e.words) if intent else 1
+            ns = 1 + len(e.skills) - n_req
+            score = (5000 * ht * ni * ns + 3000 * hi * nt * ns + 2000 * nt * ni) \
+                // (nt * ni * ns)
+            scored.append((-score, aid))
+        if allow is None:
+            best = heapq.nsmallest(limit, scored)
+        else:
+            scored.sort()
+            best = []
+            for item in scored:
+                if allow(entries[item[1]].record):
+                    best.append(item)
+                    if len(best) == limit:
+                        break
+        return [Match(aid, -neg) for neg, aid in best]

@@ -1,0 +1,145 @@
+"""The routing table and forwarding decisions (draft-dmsc-protocol-00, 5.3, 6.5).
+
+A gateway knows a route to each agent registered with it (local) and to each agent a
+peer advertised, one route per peer that advertised it.  The best route is the local
+one if any, else the one with the shortest path, then the lowest next-hop gateway id
+(bytewise).
+
+Forwarding (:meth:`RoutingTable.decide`), in this order:
+
+1. the gateway's own id is already in the request's path vector: ``LOOP_DETECTED``;
+2. the target is local: deliver it (local delivery consumes no hop);
+3. no route whose next hop is absent from the path: ``NO_ROUTE`` (``LOOP_DETECTED``
+   if routes exist but every next hop is already in the path);
+4. the hop limit is checked *before* it is decremented: a request that must be
+   forwarded with hop limit 0 is rejected with ``HOP_LIMIT_EXCEEDED``; otherwise it is
+   forwarded with hop limit ``h - 1`` and path ``path + (own id,)``.  A path vector
+   holds at most 255 ids (its count is one octet), so a path that is already full is
+   also ``HOP_LIMIT_EXCEEDED``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..codec.registry import ErrorCode
+
+#: Most gateway ids a PATH_VECTOR can carry (8-bit count, Section 4.2).
+MAX_PATH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How to reach an agent: locally (``next_hop`` None) or through a peer gateway."""
+
+    next_hop: bytes | None
+    path: tuple[bytes, ...] = ()
+    version: int = 0
+    origin_gateway: bytes | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.next_hop is None
+
+    def preference(self) -> tuple[int, int, bytes]:
+        """Sort key: smaller is better (local, then shorter path, then lower next hop)."""
+        if self.next_hop is None:
+            return (0, 0, b"")
+        return (1, len(self.path), self.next_hop)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverLocal:
+    """Hand the request to the local agent."""
+
+    agent_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request on to ``next_hop`` with the new hop limit and path."""
+
+    next_hop: bytes
+    hop_limit: int
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Answer the request with ``code``."""
+
+    code: ErrorCode
+
+
+Decision = DeliverLocal | Forward | Reject
+
+
+class RoutingTable:
+    """agent id -> routes, keyed by next hop (None for the local route)."""
+
+    def __init__(self) -> None:
+        self._routes: dict[bytes, dict[bytes | None, Route]] = {}
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._routes
+
+    def add(self, agent_id: bytes, route: Route) -> bool:
+        """Install ``route`` (replacing the one via the same next hop).
+        Return whether the best route changed."""
+        before = self.best(agent_id)
+        self._routes.setdefault(agent_id, {})[route.next_hop] = route
+        return self.best(agent_id) != before
+
+    def add_local(self, agent_id: bytes, version: int) -> bool:
+        return self.add(agent_id, Route(None, (), version, None))
+
+    def remove(self, agent_id: bytes, next_hop: bytes | None) -> bool:
+        """Remove the route via ``next_hop``; return whether the best route changed."""
+        routes = self._routes.get(agent_id)
+        if routes is None or next_hop not in routes:
+            return False
+        before = self.best(agent_id)
+        del routes[next_hop]
+        if not routes:
+            del self._routes[agent_id]
+        return self.best(agent_id) != before
+
+    def remove_agent(self, agent_id: bytes) -> bool:
+        return self._routes.pop(agent_id, None) is not None
+
+    def routes(self, agent_id: bytes) -> list[Route]:
+        """All routes to ``agent_id``, best first."""
+        return sorted(self._routes.get(agent_id, {}).values(), key=Route.preference)
+
+    def best(self, agent_id: bytes) -> Route | None:
+        routes = self._routes.get(agent_id)
+        if not routes:
+            return None
+        return min(routes.values(), key=Route.preference)
+
+    def via(self, peer: bytes) -> Iterator[bytes]:
+        """Agents with a route through ``peer``."""
+        return (aid for aid, routes in self._routes.items() if peer in routes)
+
+    def decide(self, self_id: bytes, target: bytes, hop_limit: int,
+               path: tuple[bytes, ...]) -> Decision:
+        """The forwarding decision for a request to ``target`` (module doc)."""
+        if self_id in path:
+            return Reject(ErrorCode.LOOP_DETECTED)
+        routes = self.routes(target)
+        if not routes:
+            return Reject(ErrorCode.NO_ROUTE)
+        if routes[0].next_hop is None:
+            return DeliverLocal(target)
+        usable = [r for r in routes if r.next_hop not in path]
+        if not usable:
+            return Reject(ErrorCode.LOOP_DETECTED)
+        if hop_limit <= 0 or len(path) >= MAX_PATH:
+            return Reject(ErrorCode.HOP_LIMIT_EXCEEDED)
+        nh = usable[0].next_hop
+        assert nh is not None
+        return Forward(nh, hop_limit - 1, (*path, self_id))

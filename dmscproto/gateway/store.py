@@ -1,0 +1,259 @@
+"""The gateway's registry store: one SQLite file (draft-dmsc-protocol-00, 5.1, 6.5).
+
+Durability rule (Section 5.1): a gateway acknowledges a REGISTER only after the record
+is committed.  Every mutating method of :class:`RegistryStore` runs one transaction and
+returns only after its ``COMMIT``.  The database runs in WAL mode with
+``synchronous=FULL``: in WAL mode ``NORMAL`` fsyncs the log only at checkpoints, so
+the last commits before a power loss or kernel crash can vanish although they were
+acknowledged; ``FULL`` fsyncs the WAL at every commit, which is what "acknowledged =>
+durable" needs.  Throughput comes from batching (:meth:`RegistryStore.put_many`: one
+fsync for many records, all acknowledged after it), never from a weaker sync mode.
+
+Rows hold the raw COSE_Sign1 octets exactly as received (``SignedRecord.encode()``
+reproduces them).  Signatures are *not* re-verified on load: the security layer
+verified every record before the gateway core stored it, and the file is the
+gateway's own state.  Loading re-runs the structural decoding of
+:meth:`SignedRecord.decode`, so a corrupt row raises instead of yielding a wrong record.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..codec.cose import SignedRecord
+from ..codec.registry import ID_SIZE
+
+#: Schema version stored in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS entries (
+    agent_id BLOB PRIMARY KEY CHECK (length(agent_id) = {ID_SIZE}),
+    agent_uri TEXT NOT NULL UNIQUE,
+    owner_key BLOB NOT NULL,
+    record BLOB NOT NULL,
+    record_version INTEGER NOT NULL CHECK (record_version >= 0),
+    expires_at REAL NOT NULL,
+    origin BLOB CHECK (origin IS NULL OR length(origin) = {ID_SIZE}),
+    path BLOB NOT NULL CHECK (length(path) % {ID_SIZE} = 0),
+    next_hop BLOB CHECK (next_hop IS NULL OR length(next_hop) = {ID_SIZE})
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+_COLUMNS = "agent_id, agent_uri, owner_key, record, record_version, expires_at, origin, " \
+           "path, next_hop"
+_UPSERT = (
+    f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (agent_id) DO UPDATE SET agent_uri = excluded.agent_uri, "
+    "owner_key = excluded.owner_key, record = excluded.record, "
+    "record_version = excluded.record_version, expires_at = excluded.expires_at, "
+    "origin = excluded.origin, path = excluded.path, next_hop = excluded.next_hop"
+)
+_SELECT = "SELECT agent_id, record, expires_at, origin, record_version, path, next_hop " \
+          "FROM entries"
+
+
+class StoreError(ValueError):
+    """An entry was refused before anything was written (the store is unchanged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One registry entry: a signed record and where the gateway learned it.
+
+    ``origin`` is None for an agent registered at this gateway, else the ID of the
+    gateway where it is registered; ``path`` lists the gateways the advertisement
+    crossed (Section 6.5) and ``next_hop`` the peer it came from (None when local).
+    ``expires_at`` is the lease end in seconds on the caller's clock (``math.inf``
+    for learned records, which live as long as a peer advertises them).
+    """
+
+    agent_id: bytes
+    signed: SignedRecord
+    expires_at: float
+    origin: bytes | None = None
+    version: int = 0
+    path: tuple[bytes, ...] = ()
+    next_hop: bytes | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.origin is None
+
+    @property
+    def agent_uri(self) -> str:
+        return self.signed.record.agent_uri
+
+
+def _check(entry: StoredRecord) -> None:
+    """Refuse an entry whose fields disagree, before any write."""
+    rec = entry.signed.record
+    if len(entry.agent_id) != ID_SIZE or rec.agent_id != entry.agent_id:
+        raise StoreError("agent id does not match the signed record")
+    if entry.version != rec.record_version:
+        raise StoreError("version does not match the record version")
+    ids = [*entry.path, *(x for x in (entry.origin, entry.next_hop) if x is not None)]
+    if any(len(i) != ID_SIZE for i in ids):
+        raise StoreError(f"gateway ids must be {ID_SIZE} octets")
+    if (entry.origin is None) != (entry.next_hop is None):
+        raise StoreError("a local entry has neither origin nor next hop, a learned one both")
+    if math.isnan(entry.expires_at):
+        raise StoreError("expiry is NaN")
+
+
+def _row(entry: StoredRecord) -> tuple[object, ...]:
+    rec = entry.signed.record
+    return (entry.agent_id, rec.agent_uri, rec.public_key, entry.signed.encode(),
+            entry.version, entry.expires_at, entry.origin, b"".join(entry.path),
+            entry.next_hop)
+
+
+def _split(path: bytes) -> tuple[bytes, ...]:
+    return tuple(path[i:i + ID_SIZE] for i in range(0, len(path), ID_SIZE))
+
+
+def _load(row: tuple[bytes, bytes, float, bytes | None, int, bytes, bytes | None]) \
+        -> StoredRecord:
+    agent_id, raw, expires_at, origin, version, path, next_hop = row
+    return StoredRecord(agent_id, SignedRecord.decode(raw), expires_at, origin, version,
+                        _split(path), next_hop)
+
+
+class RegistryStore:
+    """The SQLite registry file (WAL, ``synchronous=FULL``, one commit per call).
+
+    ``agent_uri`` is UNIQUE: the store itself can never hold one name for two agents.
+    Writes use an upsert keyed on ``agent_id`` (not ``INSERT OR REPLACE``, which would
+    silently delete another agent's row on a name clash); a clash raises
+    :class:`sqlite3.IntegrityError` and the transaction is rolled back.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            self._db.close()
+            raise StoreError(f"{self.path}: cannot enable WAL mode (got {mode!r})")
+        self._db.execute("PRAGMA synchronous=FULL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            self._db.close()
+            raise StoreError(f"{self.path}: unknown schema version {version}")
+        self._db.executescript(_SCHEMA)
+
+    # --- transactions ------------------------------------------------------------------
+    def _write(self, sql: str, rows: Iterable[tuple[object, ...]],
+               evict: Iterable[bytes] = ()) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM entries WHERE agent_id = ?", ((i,) for i in evict))
+            db.executemany(sql, rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def put(self, entry: StoredRecord, evict: Iterable[bytes] = ()) -> None:
+        """Insert or replace ``entry`` (deleting the ``evict`` ids first), committed."""
+        self.put_many((entry,), evict)
+
+    def put_many(self, entries: Iterable[StoredRecord], evict: Iterable[bytes] = ()) -> None:
+        """Write many entries in one transaction: one commit (one fsync) for all.
+
+        Every entry is checked first; on any error nothing is written.
+        """
+        batch = list(entries)
+        for e in batch:
+            _check(e)
+        self._write(_UPSERT, [_row(e) for e in batch], list(evict))
+
+    def touch(self, agent_id: bytes, expires_at: float) -> bool:
+        """Set the lease end of an entry (REFRESH), committed.  False if unknown."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            n = db.execute("UPDATE entries SET expires_at = ? WHERE agent_id = ?",
+                           (expires_at, agent_id)).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return n > 0
+
+    def delete(self, agent_id: bytes) -> bool:
+        """Delete one entry, committed.  False if it was not there."""
+        return bool(self.delete_many((agent_id,)))
+
+    def delete_many(self, agent_ids: Iterable[bytes]) -> list[bytes]:
+        """Delete entries in one transaction; return the ids that existed."""
+        db = self._db
+        gone: list[bytes] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for aid in agent_ids:
+                if db.execute("DELETE FROM entries WHERE agent_id = ?", (aid,)).rowcount:
+                    gone.append(aid)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return gone
+
+    def expire(self, now: float) -> list[bytes]:
+        """Delete every entry whose lease ended at or before ``now``; return their ids
+        (sorted), committed."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [r[0] for r in db.execute(
+                "DELETE FROM entries WHERE expires_at <= ? RETURNING agent_id", (now,))]
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return sorted(ids)
+
+    # --- reads ----------------------------------------------------------------------------
+    def get(self, agent_id: bytes) -> StoredRecord | None:
+        row = self._db.execute(f"{_SELECT} WHERE agent_id = ?", (agent_id,)).fetchone()
+        return None if row is None else _load(row)
+
+    def by_uri(self, uri: str) -> StoredRecord | None:
+        row = self._db.execute(f"{_SELECT} WHERE agent_uri = ?", (uri,)).fetchone()
+        return None if row is None else _load(row)
+
+    def all(self) -> Iterator[StoredRecord]:
+        """Every entry, in agent id order."""
+        for row in self._db.execute(f"{_SELECT} ORDER BY agent_id"):
+            yield _load(row)
+
+    def next_expiry(self) -> float | None:
+        """The earliest finite lease end, or None."""
+        row = self._db.execute("SELECT min(expires_at) FROM entries "
+                               "WHERE expires_at < 9e999").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def journal_mode(self) -> str:
+        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    def __enter__(self) -> RegistryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
