@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmscproto.analysis.pcap import PcapWriter
 from dmscproto.cli import build_parser, main, subcommands
+from dmscproto.cli.decode import split_pdus
 from dmscproto.codec import DecodeError, Message, SignedRecord, decode, encode
 from dmscproto.codec.examples import examples
 from dmscproto.codec.registry import (
@@ -35,6 +38,7 @@ from dmscproto.codec.registry import (
     MessageType,
     TlvType,
 )
+from dmscproto.codec.render import message_text, message_to_dict, summary
 from dmscproto.codec.wire import HEADER_STRUCT, TLV_HEADER_STRUCT
 
 EXAMPLES = examples()
@@ -240,6 +244,22 @@ def test_binary_stream_is_split_by_header_length(
     assert status == 1
     assert text.count("# PDU at input offset") == 2
     assert f"PDU at input offset {len(PDUS['keepalive'])}: INVALID_TLV_VALUE" in err
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(PDUS)), data=st.data())
+def test_mutated_streams_split_and_render_without_crashing(name: str, data: st.DataObject) -> None:
+    stream = bytearray(PDUS[name] + PDUS["keepalive"])
+    for _ in range(data.draw(st.integers(1, 4))):
+        stream[data.draw(st.integers(0, len(stream) - 1))] = data.draw(st.integers(0, 255))
+    stream = stream[: data.draw(st.integers(0, len(stream)))]
+    items = list(split_pdus(bytes(stream)))
+    assert sum(item.length for item in items) == len(stream)
+    for item in items:
+        if isinstance(item.result, Message):
+            json.dumps(message_to_dict(item.result, item.length))
+            assert message_text(item.result).startswith(item.result.TYPE.name)
+            summary(item.result)
 
 
 # --- malformed input ----------------------------------------------------------------------
