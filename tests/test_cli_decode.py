@@ -173,6 +173,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["no-such-command"]) == 2
     assert main(["decode", "--keylog", "x"]) == 2
+    assert main(["decode", "--port", "1", "01"]) == 2
     assert "needs --pcap" in capsys.readouterr().err
 
 

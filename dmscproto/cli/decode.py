@@ -65,7 +65,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                         help="hex input holds several PDUs back to back")
     parser.add_argument("--json", action="store_true",
                         help="JSON Lines: one object per PDU (or per packet with --pcap)")
-    parser.add_argument("--port", type=int, default=UDP_PORT,
+    parser.add_argument("--port", type=int,
                         help=f"with --pcap: the DMSC UDP port (default {UDP_PORT})")
     parser.add_argument("--any-port", action="store_true",
                         help="with --pcap: look at UDP datagrams on every port")
@@ -265,12 +265,14 @@ def _decode_pcap(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.pcap is None:
-        for option in ("keylog", "any_port"):
-            if getattr(args, option):
+        for option in ("keylog", "any_port", "port"):
+            if getattr(args, option) not in (None, False):
                 raise UsageError(f"--{option.replace('_', '-')} needs --pcap")
         return _decode_octets(args)
     if args.hex or args.stream:
         raise UsageError("--pcap takes no hex input and no --stream")
     if args.keylog is not None and not Path(args.keylog).is_file():
         raise UsageError(f"key log {args.keylog} not found")
+    if args.port is None:
+        args.port = UDP_PORT
     return _decode_pcap(args)
