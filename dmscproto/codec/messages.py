@@ -1,16 +1,17 @@
 """DMSC messages as typed dataclasses (draft-dmsc-protocol-00, Sections 5 and 6).
 
 Each message class names its TLVs once, in the field metadata: ``tlv(TlvType.X)`` for a
-required TLV, ``tlv(TlvType.X, OPTIONAL)`` for at most one, ``tlv(TlvType.X, REPEATED)``
+required TLV, ``tlv(TlvType.X, default=None)`` for at most one, ``tlv(TlvType.X, default=())``
 for any number.  The codec (:mod:`dmscproto.codec.pdu`) and the draft's per-message
 tables are both driven by that metadata.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from .cose import SignedRecord
 from .registry import ErrorCode, MessageType, Scope, TlvType
@@ -29,14 +30,19 @@ class Occurs(Enum):
 REQUIRED, OPTIONAL, REPEATED = Occurs.REQUIRED, Occurs.OPTIONAL, Occurs.REPEATED
 
 
-def tlv(tlv_type: TlvType, occurs: Occurs = REQUIRED) -> Any:
-    """Declare a message field carried in a TLV of ``tlv_type``."""
+def tlv(tlv_type: TlvType, *, default: Any = MISSING) -> Any:
+    """Declare a message field carried in a TLV of ``tlv_type``: required without a
+    default, at most once with ``default=None``, any number of times with ``default=()``."""
+    if default is MISSING:
+        occurs = REQUIRED
+    elif default is None:
+        occurs = OPTIONAL
+    elif default == ():
+        occurs = REPEATED
+    else:
+        raise ValueError(f"tlv() default must be None or (), not {default!r}")
     meta = {"tlv": tlv_type, "occurs": occurs}
-    if occurs is REQUIRED:
-        return field(metadata=meta)
-    if occurs is OPTIONAL:
-        return field(default=None, metadata=meta)
-    return field(default=(), metadata=meta)
+    return field(metadata=meta) if occurs is REQUIRED else field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +79,13 @@ class Message:
 MESSAGE_CLASSES: dict[int, type[Message]] = {}
 
 
-def message(mtype: MessageType) -> Any:
+M = TypeVar("M", bound=Message)
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(tlv, field))
+def message(mtype: MessageType) -> Callable[[type[M]], type[M]]:
     """Class decorator: make a frozen dataclass message of type ``mtype`` and register it."""
-    def wrap(cls: type[Message]) -> type[Message]:
+    def wrap(cls: type[M]) -> type[M]:
         cls = dataclass(frozen=True, kw_only=True)(cls)
         cls.TYPE = mtype
         spec = tuple(FieldSpec(f.name, f.metadata["tlv"], f.metadata["occurs"])
@@ -96,8 +106,8 @@ class Register(Message):
     lease: int = tlv(TlvType.LEASE)
     nonce: bytes = tlv(TlvType.NONCE)
     timestamp: int = tlv(TlvType.TIMESTAMP)
-    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.REGISTER_ACK)
@@ -105,10 +115,10 @@ class RegisterAck(Message):
     """REGISTER-ACK: the outcome, and on success the agent ID and the lease granted."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    agent_id: bytes | None = tlv(TlvType.AGENT_ID, OPTIONAL)
-    lease: int | None = tlv(TlvType.LEASE, OPTIONAL)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    agent_id: bytes | None = tlv(TlvType.AGENT_ID, default=None)
+    lease: int | None = tlv(TlvType.LEASE, default=None)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.REFRESH)
@@ -119,8 +129,8 @@ class Refresh(Message):
     lease: int = tlv(TlvType.LEASE)
     nonce: bytes = tlv(TlvType.NONCE)
     timestamp: int = tlv(TlvType.TIMESTAMP)
-    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.REFRESH_ACK)
@@ -128,9 +138,9 @@ class RefreshAck(Message):
     """REFRESH-ACK: the outcome and, on success, the lease granted."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    lease: int | None = tlv(TlvType.LEASE, OPTIONAL)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    lease: int | None = tlv(TlvType.LEASE, default=None)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.DEREGISTER)
@@ -140,8 +150,8 @@ class Deregister(Message):
     agent_id: bytes = tlv(TlvType.AGENT_ID)
     nonce: bytes = tlv(TlvType.NONCE)
     timestamp: int = tlv(TlvType.TIMESTAMP)
-    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.DEREGISTER_ACK)
@@ -149,8 +159,8 @@ class DeregisterAck(Message):
     """DEREGISTER-ACK: the outcome."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 # --- Section 5.2: discovery -------------------------------------------------------------
@@ -161,11 +171,11 @@ class Discover(Message):
     query: DiscoveryQuery = tlv(TlvType.QUERY)
     scope: Scope = tlv(TlvType.SCOPE)
     max_results: int = tlv(TlvType.MAX_RESULTS)
-    source_agent: bytes | None = tlv(TlvType.SOURCE_AGENT, OPTIONAL)
-    hop_limit: int | None = tlv(TlvType.HOP_LIMIT, OPTIONAL)
-    path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, OPTIONAL)
-    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    source_agent: bytes | None = tlv(TlvType.SOURCE_AGENT, default=None)
+    hop_limit: int | None = tlv(TlvType.HOP_LIMIT, default=None)
+    path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, default=None)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.DISCOVER_REPLY)
@@ -173,9 +183,9 @@ class DiscoverReply(Message):
     """DISCOVER-REPLY: ranked records, best first."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    results: tuple[Result, ...] = tlv(TlvType.RESULT, REPEATED)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    results: tuple[Result, ...] = tlv(TlvType.RESULT, default=())
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 # --- Section 5.3: routing ---------------------------------------------------------------
@@ -184,14 +194,14 @@ class RouteRequest(Message):
     """ROUTE-REQUEST: an opaque payload for an agent, or for the best match of a query."""
 
     source_agent: bytes = tlv(TlvType.SOURCE_AGENT)
-    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, OPTIONAL)
-    query: DiscoveryQuery | None = tlv(TlvType.QUERY, OPTIONAL)
+    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, default=None)
+    query: DiscoveryQuery | None = tlv(TlvType.QUERY, default=None)
     hop_limit: int = tlv(TlvType.HOP_LIMIT)
     path: tuple[bytes, ...] = tlv(TlvType.PATH_VECTOR)
     payload: bytes = tlv(TlvType.PAYLOAD)
-    timeout_ms: int | None = tlv(TlvType.TIMEOUT, OPTIONAL)
-    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    timeout_ms: int | None = tlv(TlvType.TIMEOUT, default=None)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.ROUTE_REPLY)
@@ -199,11 +209,11 @@ class RouteReply(Message):
     """ROUTE-REPLY: the answer (or an error), back along the return path."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, OPTIONAL)
-    path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, OPTIONAL)
-    payload: bytes | None = tlv(TlvType.PAYLOAD, OPTIONAL)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, default=None)
+    path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, default=None)
+    payload: bytes | None = tlv(TlvType.PAYLOAD, default=None)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 # --- Section 6: gateway peering and sync ------------------------------------------------
@@ -215,8 +225,8 @@ class Open(Message):
     domain: str = tlv(TlvType.DOMAIN)
     hold_time: int = tlv(TlvType.HOLD_TIME)
     capabilities: int = tlv(TlvType.GATEWAY_CAPS)
-    export_policy: ExportPolicy | None = tlv(TlvType.EXPORT_POLICY, OPTIONAL)
-    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, OPTIONAL)
+    export_policy: ExportPolicy | None = tlv(TlvType.EXPORT_POLICY, default=None)
+    token: bytes | None = tlv(TlvType.ACCESS_TOKEN, default=None)
 
 
 @message(MessageType.KEEPALIVE)
@@ -228,8 +238,8 @@ class Keepalive(Message):
 class Update(Message):
     """UPDATE: records advertised and withdrawn, each with its version."""
 
-    advertise: tuple[Advertisement, ...] = tlv(TlvType.ADVERTISE, REPEATED)
-    withdraw: tuple[VersionedId, ...] = tlv(TlvType.WITHDRAW, REPEATED)
+    advertise: tuple[Advertisement, ...] = tlv(TlvType.ADVERTISE, default=())
+    withdraw: tuple[VersionedId, ...] = tlv(TlvType.WITHDRAW, default=())
 
 
 @message(MessageType.DIGEST)
@@ -237,14 +247,14 @@ class Digest(Message):
     """DIGEST: an anti-entropy summary of the sender's table."""
 
     summary: DigestSummary = tlv(TlvType.DIGEST_SUMMARY)
-    entries: tuple[tuple[VersionedId, ...], ...] = tlv(TlvType.DIGEST_ENTRIES, REPEATED)
+    entries: tuple[tuple[VersionedId, ...], ...] = tlv(TlvType.DIGEST_ENTRIES, default=())
 
 
 @message(MessageType.SYNC_REQUEST)
 class SyncRequest(Message):
     """SYNC-REQUEST: the records a peer wants after comparing a DIGEST."""
 
-    agent_ids: tuple[tuple[bytes, ...], ...] = tlv(TlvType.AGENT_IDS, REPEATED)
+    agent_ids: tuple[tuple[bytes, ...], ...] = tlv(TlvType.AGENT_IDS, default=())
 
 
 @message(MessageType.NOTIFY)
@@ -252,7 +262,7 @@ class Notify(Message):
     """NOTIFY: an error on a peer session; the session closes after it."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
 
 
 # --- Section 6.8: OAM --------------------------------------------------------------------
@@ -262,8 +272,8 @@ class EchoRequest(Message):
 
     sequence: int = tlv(TlvType.SEQUENCE)
     timestamp: int = tlv(TlvType.TIMESTAMP)
-    payload: bytes | None = tlv(TlvType.PAYLOAD, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    payload: bytes | None = tlv(TlvType.PAYLOAD, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.ECHO_REPLY)
@@ -273,8 +283,8 @@ class EchoReply(Message):
     sequence: int = tlv(TlvType.SEQUENCE)
     timestamp: int = tlv(TlvType.TIMESTAMP)
     gateway_id: bytes = tlv(TlvType.GATEWAY_ID)
-    payload: bytes | None = tlv(TlvType.PAYLOAD, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    payload: bytes | None = tlv(TlvType.PAYLOAD, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.TRACE_REQUEST)
@@ -284,8 +294,8 @@ class TraceRequest(Message):
     target_agent: bytes = tlv(TlvType.TARGET_AGENT)
     hop_limit: int = tlv(TlvType.HOP_LIMIT)
     path: tuple[bytes, ...] = tlv(TlvType.PATH_VECTOR)
-    hops: tuple[HopRecord, ...] = tlv(TlvType.HOP, REPEATED)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    hops: tuple[HopRecord, ...] = tlv(TlvType.HOP, default=())
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 @message(MessageType.TRACE_REPLY)
@@ -293,10 +303,10 @@ class TraceReply(Message):
     """TRACE-REPLY: every gateway on the path, in order, and how the trace ended."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, OPTIONAL)
-    hops: tuple[HopRecord, ...] = tlv(TlvType.HOP, REPEATED)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
-    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, OPTIONAL)
+    target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, default=None)
+    hops: tuple[HopRecord, ...] = tlv(TlvType.HOP, default=())
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
 # --- Section 5.4: errors ------------------------------------------------------------------
@@ -305,5 +315,5 @@ class Error(Message):
     """ERROR: a request could not be processed; the transaction id names which."""
 
     status: ErrorCode = tlv(TlvType.STATUS)
-    offending_type: int | None = tlv(TlvType.OFFENDING_TYPE, OPTIONAL)
-    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, OPTIONAL)
+    offending_type: int | None = tlv(TlvType.OFFENDING_TYPE, default=None)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
