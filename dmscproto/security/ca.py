@@ -23,7 +23,7 @@ Profile (Section 10):
 
 :func:`verify_chain` checks a peer certificate against trust anchors and returns its
 :class:`Identity`; failures raise :class:`CertificateError` subclasses that carry the
-registered error code (UNTRUSTED_CERTIFICATE, CERTIFICATE_EXPIRED).
+registered error code (UNTRUSTED_CERTIFICATE, CERTIFICATE_EXPIRED, IDENTITY_MISMATCH).
 """
 
 from __future__ import annotations
@@ -85,6 +85,12 @@ class CertificateExpired(CertificateError):
     """Outside its validity period (expired or not yet valid)."""
 
     code = ErrorCode.CERTIFICATE_EXPIRED
+
+
+class IdentityMismatch(CertificateError):
+    """A valid certificate, but not of the identity (domain, name) expected."""
+
+    code = ErrorCode.IDENTITY_MISMATCH
 
 
 def _check_domain(domain: str) -> str:

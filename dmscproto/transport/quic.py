@@ -68,14 +68,22 @@ class ConnectionClosed(TransportError):
     a DMSC error code for an application close, 0x100 + a TLS alert for a refused
     handshake (``code`` then names the certificate error), else a QUIC transport error."""
 
-    def __init__(self, quic_error: int, application: bool, reason: str) -> None:
-        if application:
+    def __init__(self, quic_error: int, reason: str, code: ErrorCode) -> None:
+        super().__init__(code, f"connection closed (0x{quic_error:x}) {reason}".rstrip())
+        self.quic_error = quic_error
+
+    @classmethod
+    def of(cls, quic_error: int, application: bool, reason: str,
+           refusal: ErrorCode | None = None) -> ConnectionClosed:
+        """From a CONNECTION_CLOSE; ``refusal`` is this end's own certificate verdict."""
+        if refusal is not None:
+            code = refusal
+        elif application:
             code = (ErrorCode(quic_error) if quic_error in ErrorCode._value2member_map_
                     and quic_error else ErrorCode.CEASE)
         else:
             code = code_for_quic_error(quic_error)
-        super().__init__(code, f"connection closed (0x{quic_error:x}) {reason}".rstrip())
-        self.quic_error = quic_error
+        return cls(quic_error, reason, code)
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,8 +199,13 @@ class DmscConnection(QuicConnectionProtocol):
         return self._quic
 
     def close(self, error_code: int = ErrorCode.SUCCESS, reason_phrase: str = "") -> None:
-        """Close with a DMSC error code as the QUIC application error code."""
+        """Close with a DMSC error code as the QUIC application error code.  Pending
+        requests fail and running handlers are cancelled at once;
+        :meth:`wait_closed` returns when QUIC's closing period is over."""
         super().close(error_code=int(error_code), reason_phrase=reason_phrase)
+        if self._closed_error is None:
+            self._fail_all(ConnectionClosed(int(error_code), f"closed locally {reason_phrase}",
+                                            ErrorCode.CEASE))
 
     async def wait_established(self) -> None:
         """Client side: wait until the server has accepted our certificate.  The TLS
@@ -203,7 +216,8 @@ class DmscConnection(QuicConnectionProtocol):
             await self.ping()
         except ConnectionError:
             raise self._closed_error or ConnectionClosed(
-                QuicErrorCode.INTERNAL_ERROR, False, "handshake failed") from None
+                QuicErrorCode.INTERNAL_ERROR, "handshake failed", ErrorCode.INTERNAL_ERROR
+            ) from None
 
     # --- transactions ----------------------------------------------------------------
     async def request(self, msg: Message, timeout: float | None = REQUEST_TIMEOUT) -> Message:
@@ -221,11 +235,14 @@ class DmscConnection(QuicConnectionProtocol):
         future: asyncio.Future[Message] = self._loop.create_future()
         self._s.outgoing[stream_id] = _Outgoing(StreamAssembler(), future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             self._abandon(stream_id, ErrorCode.TRANSACTION_TIMEOUT)
             raise TransportError(ErrorCode.TRANSACTION_TIMEOUT,
                                  f"no response within {timeout} s") from None
+        except asyncio.CancelledError:
+            self._abandon(stream_id, ErrorCode.CEASE)
+            raise
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` on a new stream without waiting for an answer."""
@@ -244,8 +261,8 @@ class DmscConnection(QuicConnectionProtocol):
     def _abandon(self, stream_id: int, code: ErrorCode) -> None:
         """Stop reading a stream whose answer is no longer wanted; later data on it
         is discarded until the peer resets or finishes it."""
-        self._s.outgoing[stream_id] = None
-        if self._closed_error is None:
+        if self._closed_error is None and stream_id in self._s.outgoing:
+            self._s.outgoing[stream_id] = None
             with suppress(ValueError, AssertionError):
                 self._quic.stop_stream(stream_id, int(code))
             self._transmit_soon()
@@ -280,18 +297,22 @@ class DmscConnection(QuicConnectionProtocol):
             callback(self)
 
     def _terminated(self, quic_error: int, application: bool, reason: str) -> None:
-        self._closed_error = ConnectionClosed(quic_error, application, reason)
-        for pending in self._s.outgoing.values():
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(self._closed_error)
-        self._s.outgoing.clear()
-        self._s.incoming.clear()
-        for task in self._s.tasks:
-            task.cancel()
+        self._fail_all(ConnectionClosed.of(quic_error, application, reason,
+                                           self._quic.refusal))
         if self._owns_transport and self._raw_transport is not None:
             self._loop.call_soon(self._raw_transport.close)
         if self._on_close is not None:
             self._on_close(self)
+
+    def _fail_all(self, error: ConnectionClosed) -> None:
+        self._closed_error = error
+        for pending in self._s.outgoing.values():
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(error)
+        self._s.outgoing.clear()
+        self._s.incoming.clear()
+        for task in self._s.tasks:
+            task.cancel()
 
     def _stream_reset(self, stream_id: int, error_code: int) -> None:
         pending = self._s.outgoing.pop(stream_id, None)

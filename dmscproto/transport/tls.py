@@ -45,6 +45,7 @@ from ..security.ca import (
     Credential,
     DomainAuthority,
     Identity,
+    IdentityMismatch,
     Kind,
     TrustStore,
 )
@@ -54,6 +55,7 @@ ALERTS: dict[ErrorCode, tls.AlertDescription] = {
     ErrorCode.UNTRUSTED_CERTIFICATE: tls.AlertDescription.unknown_ca,
     ErrorCode.CERTIFICATE_EXPIRED: tls.AlertDescription.certificate_expired,
     ErrorCode.CERTIFICATE_REVOKED: tls.AlertDescription.certificate_revoked,
+    ErrorCode.IDENTITY_MISMATCH: tls.AlertDescription.bad_certificate,
 }
 
 
@@ -65,7 +67,7 @@ def code_for_quic_error(quic_error: int) -> ErrorCode:
     for code, description in ALERTS.items():
         if description == alert:
             return code
-    if alert in (tls.AlertDescription.bad_certificate, tls.AlertDescription.certificate_required):
+    if alert == tls.AlertDescription.certificate_required:
         return ErrorCode.UNTRUSTED_CERTIFICATE
     return ErrorCode.TARGET_UNREACHABLE
 
@@ -126,13 +128,13 @@ class TlsIdentity:
         def verify(cert: x509.Certificate, usage: x509.ObjectIdentifier) -> Identity:
             identity = self.trust.verify(cert, usage=usage)
             if expect_domain is not None and identity.domain != expect_domain:
-                raise CertificateError(f"peer is {identity.uri}, expected domain {expect_domain}")
+                raise IdentityMismatch(f"peer is {identity.uri}, expected domain {expect_domain}")
             if server_name is not None:
                 try:
                     service_identity.cryptography.verify_certificate_hostname(cert, server_name)
                 except (service_identity.VerificationError,
                         service_identity.CertificateError) as exc:
-                    raise CertificateError(f"server name {server_name!r}: {exc}") from None
+                    raise IdentityMismatch(f"server name {server_name!r}: {exc}") from None
             return identity
         return verify
 
@@ -143,6 +145,11 @@ class _MutualTlsContext(tls.Context):
 
     peer_verifier: PeerVerifier
     peer_identity: Identity | None
+    refusal: ErrorCode | None
+
+    def _refuse(self, description: tls.AlertDescription, code: ErrorCode, reason: str) -> None:
+        self.refusal = code
+        raise PeerCertificateRefused(description, code, reason)
 
     def _verify_peer(self, usage: x509.ObjectIdentifier) -> None:
         cert = self._peer_certificate
@@ -151,14 +158,13 @@ class _MutualTlsContext(tls.Context):
             self.peer_identity = self.peer_verifier(cert, usage)
         except CertificateError as exc:
             desc = ALERTS.get(exc.code, tls.AlertDescription.bad_certificate)
-            raise PeerCertificateRefused(desc, exc.code, str(exc)) from None
+            self._refuse(desc, exc.code, str(exc))
 
     def _server_handle_certificate(self, input_buf: Buffer) -> None:
         super()._server_handle_certificate(input_buf)
         if self._peer_certificate is None:
-            raise PeerCertificateRefused(tls.AlertDescription.certificate_required,
-                                         ErrorCode.UNTRUSTED_CERTIFICATE,
-                                         "a client certificate is required")
+            self._refuse(tls.AlertDescription.certificate_required,
+                         ErrorCode.UNTRUSTED_CERTIFICATE, "a client certificate is required")
 
     def _server_handle_certificate_verify(self, input_buf: Buffer) -> None:
         super()._server_handle_certificate_verify(input_buf)
@@ -185,12 +191,18 @@ class DmscQuicConnection(QuicConnection):
         ctx = cast(_MutualTlsContext, self.tls)
         ctx.peer_verifier = self._peer_verifier
         ctx.peer_identity = None
+        ctx.refusal = None
         ctx._request_client_certificate = not self._is_client
 
     @property
     def peer_identity(self) -> Identity | None:
         """The verified identity of the peer, once its CertificateVerify has arrived."""
         return getattr(getattr(self, "tls", None), "peer_identity", None)
+
+    @property
+    def refusal(self) -> ErrorCode | None:
+        """The error code for which this end refused the peer's certificate, if it did."""
+        return getattr(getattr(self, "tls", None), "refusal", None)
 
     @property
     def peer_certificate(self) -> x509.Certificate | None:

@@ -1,0 +1,389 @@
+"""DMSC over QUIC (draft-dmsc-protocol-00, Section 9.1): real handshakes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import ssl
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioquic.quic.configuration import QuicConfiguration
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from dmscproto.analysis.pcap import PcapWriter, read_udp
+from dmscproto.codec import examples
+from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteReply
+from dmscproto.codec.pdu import encode
+from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
+from dmscproto.security.ca import DomainAuthority, Kind, TrustStore
+from dmscproto.security.signing import entity_id
+from dmscproto.transport import (
+    ConnectionClosed,
+    ConnectionPool,
+    DmscConnection,
+    PeerInfo,
+    QuicServer,
+    TlsIdentity,
+    TransportError,
+    connect,
+    serve,
+)
+from dmscproto.transport.tls import DmscQuicConnection
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: DomainAuthority
+    gateway: TlsIdentity
+    agent: TlsIdentity
+    other_ca: DomainAuthority
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    ca = DomainAuthority.create("a.example")
+    other = DomainAuthority.create("b.example")
+    return Pki(ca, TlsIdentity.issue(ca, "gw1", Kind.GATEWAY),
+               TlsIdentity.issue(ca, "agent1", Kind.AGENT), other)
+
+
+class Recorder:
+    """A request handler that echoes requests and remembers who sent what."""
+
+    def __init__(self, respond: Callable[[Message], Awaitable[Message | None]] | None = None):
+        self.calls: list[tuple[Message, PeerInfo]] = []
+        self._respond = respond
+
+    async def __call__(self, msg: Message, peer: PeerInfo) -> Message | None:
+        self.calls.append((msg, peer))
+        return await self._respond(msg) if self._respond else msg
+
+
+@asynccontextmanager
+async def server(tls: TlsIdentity, handler: Any, **kw: Any) -> AsyncIterator[QuicServer]:
+    srv = await serve(LOOPBACK, 0, tls, handler, **kw)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@asynccontextmanager
+async def client(srv: QuicServer, tls: TlsIdentity,
+                 **kw: Any) -> AsyncIterator[DmscConnection]:
+    conn = await connect(LOOPBACK, srv.address[1], tls, **kw)
+    try:
+        yield conn
+    finally:
+        conn.close()
+        await asyncio.wait_for(conn.wait_closed(), 2)
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 15))
+
+
+def test_examples_round_trip(pki: Pki) -> None:
+    names = ["register", "discover", "route-request", "open", "update", "digest",
+             "trace-request", "route-reply-with-extension", "discover-reply-translator"]
+    ex = examples.examples()
+
+    async def main() -> None:
+        handler = Recorder()
+        async with server(pki.gateway, handler) as srv, client(srv, pki.agent) as conn:
+            for name in names:
+                assert await conn.request(ex[name]) == ex[name], name
+        assert [m for m, _ in handler.calls] == [ex[n] for n in names]
+    run(main())
+
+
+def test_concurrent_requests_on_one_connection(pki: Pki) -> None:
+    async def reply(msg: Message) -> Message:
+        assert isinstance(msg, EchoRequest)
+        await asyncio.sleep(0.01 * (msg.sequence % 3))  # answers complete out of order
+        return EchoReply(transaction_id=msg.transaction_id, sequence=msg.sequence,
+                         timestamp=msg.timestamp, gateway_id=bytes(16),
+                         payload=msg.payload)
+
+    async def main() -> None:
+        handler = Recorder(reply)
+        async with server(pki.gateway, handler) as srv, client(srv, pki.agent) as conn:
+            requests = [EchoRequest(transaction_id=1000 + i, sequence=i, timestamp=i,
+                                    payload=bytes([i]) * 100) for i in range(32)]
+            replies = await asyncio.gather(*(conn.request(r) for r in requests))
+        for req, rep in zip(requests, replies, strict=True):
+            assert isinstance(rep, EchoReply)
+            assert (rep.transaction_id, rep.sequence, rep.payload) == (
+                req.transaction_id, req.sequence, req.payload)
+        assert len(handler.calls) == 32
+        assert len({id(peer.connection) for _, peer in handler.calls}) == 1
+    run(main())
+
+
+def test_both_ends_see_verified_identities(pki: Pki) -> None:
+    async def main() -> None:
+        handler = Recorder()
+        async with server(pki.gateway, handler) as srv, \
+                client(srv, pki.agent, server_name="localhost", expect_domain="a.example") as conn:
+            await conn.request(examples.examples()["keepalive"])
+            assert conn.peer is not None
+            assert conn.peer.identity.uri == "dmsc://a.example/gw1"
+            assert conn.peer.identity.kind is Kind.GATEWAY
+            peer = handler.calls[0][1]
+            agent_key = pki.agent.credential.private_key
+            assert agent_key is not None
+            assert peer.identity.uri == "dmsc://a.example/agent1"
+            assert peer.identity.kind is Kind.AGENT
+            assert peer.identity.entity_id == entity_id(agent_key.public_key())
+            assert peer.certificate == pki.agent.credential.certificate
+            assert peer.address[0].endswith(LOOPBACK)
+            assert srv.peers == {peer.identity.entity_id: peer.connection}
+            # The TLS keys really are Ed25519 on both sides.
+            assert isinstance(agent_key, ed25519.Ed25519PrivateKey)
+            assert isinstance(conn.peer.certificate.public_key(), ed25519.Ed25519PublicKey)
+    run(main())
+
+
+def refused(srv: QuicServer, tls: TlsIdentity, **kw: Any) -> Awaitable[DmscConnection]:
+    return connect(LOOPBACK, srv.address[1], tls, timeout=3, **kw)
+
+
+def test_client_from_untrusted_ca_refused(pki: Pki) -> None:
+    intruder = TlsIdentity(pki.other_ca.issue("intruder", Kind.AGENT), pki.ca.trust_store)
+
+    async def main() -> None:
+        handler = Recorder()
+        async with server(pki.gateway, handler) as srv:
+            with pytest.raises(ConnectionClosed) as info:
+                await refused(srv, intruder)
+            assert info.value.code is ErrorCode.UNTRUSTED_CERTIFICATE
+            assert info.value.quic_error == 0x100 + 48  # CRYPTO_ERROR + unknown_ca
+            assert not srv.peers
+            async with client(srv, pki.agent) as conn:  # still serving
+                await conn.request(examples.examples()["keepalive"])
+        assert len(handler.calls) == 1
+    run(main())
+
+
+def test_expired_client_certificate_refused(pki: Pki) -> None:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    old = TlsIdentity(pki.ca.issue("old", Kind.AGENT, validity=dt.timedelta(days=1), now=past),
+                      pki.ca.trust_store)
+
+    async def main() -> None:
+        handler = Recorder()
+        async with server(pki.gateway, handler) as srv:
+            with pytest.raises(ConnectionClosed) as info:
+                await refused(srv, old)
+            assert info.value.code is ErrorCode.CERTIFICATE_EXPIRED
+            assert info.value.quic_error == 0x100 + 45  # certificate_expired
+        assert not handler.calls
+    run(main())
+
+
+def test_client_without_certificate_refused(pki: Pki) -> None:
+    async def main() -> None:
+        handler = Recorder()
+        async with server(pki.gateway, handler) as srv:
+            loop = asyncio.get_running_loop()
+            quic = DmscQuicConnection(
+                configuration=QuicConfiguration(alpn_protocols=[ALPN], is_client=True,
+                                                verify_mode=ssl.CERT_NONE),
+                verifier=pki.agent.verifier())
+            addr = (LOOPBACK, srv.address[1])
+            transport, conn = await loop.create_datagram_endpoint(
+                lambda: DmscConnection(quic, owns_transport=True), remote_addr=addr)
+            conn.connect(addr)
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(conn.wait_established(), 3)
+            transport.close()
+            assert info.value.quic_error == 0x100 + 116  # certificate_required
+            assert not srv.peers
+        assert not handler.calls
+    run(main())
+
+
+def test_client_refuses_server_of_unexpected_domain(pki: Pki) -> None:
+    """A server with a valid certificate of another trusted domain is refused when the
+    client expects its own domain (a gateway impersonating another domain's)."""
+    federated = TrustStore([pki.ca.certificate, pki.other_ca.certificate])
+    foreign_gw = TlsIdentity(pki.other_ca.issue("gw-b", Kind.GATEWAY), federated)
+    agent = TlsIdentity(pki.agent.credential, federated)
+
+    async def main() -> None:
+        async with server(foreign_gw, Recorder()) as srv:
+            with pytest.raises(ConnectionClosed) as info:
+                await refused(srv, agent, expect_domain="a.example")
+            assert info.value.quic_error == 0x100 + 42  # bad_certificate
+            assert info.value.code is ErrorCode.IDENTITY_MISMATCH
+            with pytest.raises(ConnectionClosed):
+                await refused(srv, agent, server_name="gw1.a.example")
+            async with client(srv, agent, expect_domain="b.example",
+                              server_name="gw-b") as conn:
+                assert conn.peer is not None and conn.peer.identity.domain == "b.example"
+    run(main())
+
+
+def header(mtype: int, length: int, txid: int, version: int = 1) -> bytes:
+    return struct.pack(">BBHIQ", version, mtype, 0, length, txid)
+
+
+def test_malformed_pdus_answered_with_error(pki: Pki) -> None:
+    keepalive = encode(examples.examples()["keepalive"])
+    cases = [
+        (header(0x66, 16, 77), ErrorCode.UNKNOWN_MESSAGE_TYPE, 77, 0x66),
+        (header(MessageType.KEEPALIVE, 16, 5, version=9), ErrorCode.UNSUPPORTED_VERSION, 5, None),
+        (header(MessageType.KEEPALIVE, 40, 6) + bytes(4), ErrorCode.TRUNCATED, 6, None),
+        (keepalive + b"junk", ErrorCode.TRAILING_DATA, 9, None),
+        (header(MessageType.ERROR, 16, 8), ErrorCode.MISSING_TLV, 8, None),
+        (header(MessageType.KEEPALIVE, 0x10000, 3), ErrorCode.PDU_TOO_LARGE, 3, None),
+        (b"\x01\x31", ErrorCode.TRUNCATED, 0, None),
+    ]
+
+    async def main() -> None:
+        handler = Recorder()
+        async with server(pki.gateway, handler) as srv, client(srv, pki.agent) as conn:
+            for data, code, txid, offending in cases:
+                answer = await conn.request_bytes(data, timeout=3)
+                assert isinstance(answer, Error), data
+                assert answer.status is code, (data, answer)
+                if offending is not None:
+                    assert answer.offending_type == offending
+                if len(data) >= 16:
+                    assert answer.transaction_id == txid
+            assert await conn.request_bytes(keepalive) == examples.examples()["keepalive"]
+        assert len(handler.calls) == 1  # only the well-formed request reached the handler
+    run(main())
+
+
+def test_handler_failures(pki: Pki) -> None:
+    async def respond(msg: Message) -> Message | None:
+        if isinstance(msg, EchoRequest):
+            if msg.sequence == 1:
+                raise RuntimeError("boom")
+            if msg.sequence == 2:
+                return None
+            await asyncio.Event().wait()  # never answers
+        return msg
+
+    def echo(seq: int) -> EchoRequest:
+        return EchoRequest(transaction_id=seq, sequence=seq, timestamp=0)
+
+    async def main() -> None:
+        handler = Recorder(respond)
+        async with server(pki.gateway, handler) as srv, client(srv, pki.agent) as conn:
+            answer = await conn.request(echo(1))
+            assert isinstance(answer, Error) and answer.status is ErrorCode.INTERNAL_ERROR
+            assert answer.transaction_id == 1
+            with pytest.raises(TransportError) as info:
+                await conn.request(echo(2))
+            assert info.value.code is ErrorCode.UNEXPECTED_MESSAGE
+            with pytest.raises(TransportError) as info:
+                await conn.request(echo(3), timeout=0.2)
+            assert info.value.code is ErrorCode.TRANSACTION_TIMEOUT
+            conn.send(echo(2))  # one-way: no answer expected
+            ka = examples.examples()["keepalive"]
+            assert await conn.request(ka) == ka
+        assert [m.sequence for m, _ in handler.calls if isinstance(m, EchoRequest)] == [1, 2, 3, 2]
+    run(main())
+
+
+def test_server_initiated_request_over_client_connection(pki: Pki) -> None:
+    """A gateway forwards a ROUTE-REQUEST to an agent over the agent's own connection."""
+    ex = examples.examples()
+
+    async def agent_reply(msg: Message) -> Message:
+        return RouteReply(transaction_id=msg.transaction_id, status=ErrorCode.SUCCESS,
+                          payload=b"from the agent")
+
+    async def main() -> None:
+        agent_handler = Recorder(agent_reply)
+        async with server(pki.gateway, Recorder()) as srv, \
+                client(srv, pki.agent, handler=agent_handler) as conn:
+            await conn.request(ex["keepalive"])
+            to_agent = srv.peers[pki.agent.identity.entity_id]
+            answers = await asyncio.gather(*(to_agent.request(replace(ex["route-request"],
+                                                                      transaction_id=i))
+                                             for i in range(5)))
+            assert all(isinstance(a, RouteReply) for a in answers)
+            assert [(a.transaction_id, getattr(a, "payload", None)) for a in answers
+                    ] == [(i, b"from the agent") for i in range(5)]
+            assert agent_handler.calls[0][1].identity.uri == "dmsc://a.example/gw1"
+            assert conn.peer is not None
+        # A client without a handler answers the server's requests with ERROR.
+        async with server(pki.gateway, Recorder()) as srv, client(srv, pki.agent) as conn:
+            await conn.request(ex["keepalive"])
+            answer = await next(iter(srv.peers.values())).request(ex["route-request"])
+            assert isinstance(answer, Error) and answer.status is ErrorCode.UNEXPECTED_MESSAGE
+    run(main())
+
+
+def test_connection_pool_reuses_connections(pki: Pki) -> None:
+    async def main() -> None:
+        handler = Recorder()
+        async with server(pki.gateway, handler) as srv:
+            pool = ConnectionPool(pki.agent)
+            ka = examples.examples()["keepalive"]
+            first, second = await asyncio.gather(pool.get(LOOPBACK, srv.address[1]),
+                                                 pool.get(LOOPBACK, srv.address[1]))
+            assert first is second
+            assert await pool.request(LOOPBACK, srv.address[1], ka) == ka
+            assert len(srv.peers) == 1
+            first.close()
+            await first.wait_closed()
+            third = await pool.get(LOOPBACK, srv.address[1])
+            assert third is not first and not third.closed
+            await pool.close()
+            assert third.closed
+    run(main())
+
+
+KEYLOG_LINE = re.compile(r"^(CLIENT_HANDSHAKE_TRAFFIC_SECRET|SERVER_HANDSHAKE_TRAFFIC_SECRET|"
+                         r"CLIENT_TRAFFIC_SECRET_0|SERVER_TRAFFIC_SECRET_0) "
+                         r"([0-9a-f]{64}) ([0-9a-f]{64}|[0-9a-f]{96})$")
+
+
+def test_keylog_and_pcap(pki: Pki, tmp_path: Path) -> None:
+    keylog = tmp_path / "keys.log"
+    server_pcap, client_pcap = tmp_path / "server.pcap", tmp_path / "client.pcap"
+
+    async def main() -> int:
+        with PcapWriter(server_pcap) as spcap, PcapWriter(client_pcap) as cpcap:
+            async with server(pki.gateway, Recorder(), pcap=spcap, keylog=keylog) as srv, \
+                    client(srv, pki.agent, pcap=cpcap) as conn:
+                await conn.request(examples.examples()["register"])
+                return srv.address[1]
+
+    port = asyncio.run(main())
+    lines = keylog.read_text().splitlines()
+    matches = [KEYLOG_LINE.match(line) for line in lines]
+    assert all(matches), lines
+    labels = {m.group(1) for m in matches if m}
+    assert labels == {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                      "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"}
+    assert len({m.group(2) for m in matches if m}) == 1  # one connection, one client random
+
+    for path in (server_pcap, client_pcap):
+        packets = list(read_udp(path))
+        to_server = [p for p in packets if p.dst == (LOOPBACK, port)]
+        from_server = [p for p in packets if p.src == (LOOPBACK, port)]
+        assert to_server and from_server
+        assert len(to_server) + len(from_server) == len(packets)
+        first = to_server[0].payload
+        assert first[0] & 0xF0 == 0xC0  # long header, Initial packet
+        assert struct.unpack_from(">I", first, 1)[0] == 1  # QUIC version 1
+        assert len(first) >= 1200
+        assert all(b >= a for a, b in zip([p.time for p in packets], [p.time for p in packets][1:],
+                                          strict=False))
+    server_side = {(p.src, p.dst, p.payload) for p in read_udp(server_pcap)}
+    client_side = {(p.src, p.dst, p.payload) for p in read_udp(client_pcap)}
+    assert server_side & client_side  # the same datagrams, seen from both ends
