@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec import examples
+from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteReply
 from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
@@ -35,6 +36,7 @@ from dmscproto.transport import (
     connect,
     serve,
 )
+from dmscproto.transport.framing import StreamAssembler
 from dmscproto.transport.tls import DmscQuicConnection
 
 LOOPBACK = "127.0.0.1"
@@ -387,3 +389,36 @@ def test_keylog_and_pcap(pki: Pki, tmp_path: Path) -> None:
     server_side = {(p.src, p.dst, p.payload) for p in read_udp(server_pcap)}
     client_side = {(p.src, p.dst, p.payload) for p in read_udp(client_pcap)}
     assert server_side & client_side  # the same datagrams, seen from both ends
+
+
+def test_stream_assembler_reassembles_byte_by_byte() -> None:
+    pdu = encode(examples.examples()["register"])
+    asm = StreamAssembler()
+    for i in range(len(pdu) - 1):
+        assert asm.feed(pdu[i:i + 1], False) is None
+    assert asm.header() == (MessageType.REGISTER, 1)
+    assert asm.feed(pdu[-1:], True) == pdu
+    assert StreamAssembler().feed(b"", True) == b""  # bare FIN: no response
+
+
+@pytest.mark.parametrize(("chunks", "code"), [
+    ([header(MessageType.KEEPALIVE, 16, 1) + b"x"], ErrorCode.TRAILING_DATA),
+    ([header(MessageType.KEEPALIVE, 20, 1), b"ab"], ErrorCode.TRUNCATED),
+    ([b"\x02\x31\x00\x00\x00\x00\x00\x10"], ErrorCode.UNSUPPORTED_VERSION),
+])
+def test_stream_assembler_errors(chunks: list[bytes], code: ErrorCode) -> None:
+    asm = StreamAssembler()
+    with pytest.raises(DecodeError) as info:
+        for i, chunk in enumerate(chunks):
+            asm.feed(chunk, i == len(chunks) - 1)
+    assert info.value.code is code
+
+
+def test_large_pdu_spans_many_stream_frames(pki: Pki) -> None:
+    big = EchoRequest(transaction_id=1, sequence=1, timestamp=0, payload=bytes(range(256)) * 250)
+
+    async def main() -> None:
+        async with server(pki.gateway, Recorder()) as srv, client(srv, pki.agent) as conn:
+            assert len(encode(big)) > 60_000
+            assert await conn.request(big) == big
+    run(main())
