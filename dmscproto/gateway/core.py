@@ -16,18 +16,19 @@ its authorization before calling :meth:`GatewayCore.register` or
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..codec.cose import SignedRecord
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, DigestSummary, Result, VersionedId
-from .index import CapabilityIndex
+from .index import CapabilityIndex, IndexTerms
 from .routing import MAX_PATH, Decision, Route, RoutingTable
-from .store import RegistryStore, StoredRecord
+from .store import RegistryStore, StoredRecord, StoredRow
 
 #: Largest record version (a u64 on the wire, Section 6.5).
 MAX_VERSION = 2**64 - 1
@@ -52,24 +53,71 @@ class RouteChanges:
     rerouted: tuple[bytes, ...] = ()
 
 
+class _Held:
+    """A registry entry in memory.  Its signed record is decoded on first use: a
+    restart only reads the index terms and routing columns (:meth:`RegistryStore.rows`)."""
+
+    __slots__ = ("_raw", "_signed", "agent_id", "agent_uri", "expires_at", "next_hop",
+                 "origin", "path", "version")
+
+    def __init__(self, agent_id: bytes, agent_uri: str, raw: bytes | None,
+                 signed: SignedRecord | None, expires_at: float, origin: bytes | None,
+                 version: int, path: tuple[bytes, ...], next_hop: bytes | None) -> None:
+        self.agent_id, self.agent_uri = agent_id, agent_uri
+        self._raw, self._signed = raw, signed
+        self.expires_at, self.origin, self.version = expires_at, origin, version
+        self.path, self.next_hop = path, next_hop
+
+    @classmethod
+    def of(cls, e: StoredRecord) -> _Held:
+        return cls(e.agent_id, e.agent_uri, None, e.signed, e.expires_at, e.origin,
+                   e.version, e.path, e.next_hop)
+
+    @classmethod
+    def load(cls, r: StoredRow) -> _Held:
+        return cls(r.agent_id, r.agent_uri, r.record, None, r.expires_at, r.origin,
+                   r.version, r.path, r.next_hop)
+
+    @property
+    def signed(self) -> SignedRecord:
+        if self._signed is None:
+            assert self._raw is not None
+            self._signed = SignedRecord.decode(self._raw)
+            self._raw = None
+        return self._signed
+
+    @property
+    def local(self) -> bool:
+        return self.origin is None
+
+    def stored(self) -> StoredRecord:
+        return StoredRecord(self.agent_id, self.signed, self.expires_at, self.origin,
+                            self.version, self.path, self.next_hop)
+
+    def with_route(self, best: Route) -> _Held:
+        return _Held(self.agent_id, self.agent_uri, self._raw, self._signed,
+                     self.expires_at, best.origin_gateway, self.version, best.path,
+                     best.next_hop)
+
+
 class _Batch:
     """Registrations decided but not yet committed, and what they evict."""
 
     def __init__(self, core: GatewayCore) -> None:
         self.core = core
-        self.entries: dict[bytes, StoredRecord] = {}
+        self.entries: dict[bytes, _Held] = {}
         self.by_uri: dict[str, bytes] = {}
         self.released: set[str] = set()
         self.evict: set[bytes] = set()
 
-    def current(self, agent_id: bytes) -> StoredRecord | None:
+    def current(self, agent_id: bytes) -> _Held | None:
         if agent_id in self.entries:
             return self.entries[agent_id]
         if agent_id in self.evict:
             return None
         return self.core._records.get(agent_id)
 
-    def holder(self, uri: str) -> StoredRecord | None:
+    def holder(self, uri: str) -> _Held | None:
         if uri in self.by_uri:
             return self.entries[self.by_uri[uri]]
         holder_id = self.core._by_uri.get(uri)
@@ -77,8 +125,7 @@ class _Batch:
             return None
         return self.current(holder_id)
 
-    def add(self, entry: StoredRecord, old: StoredRecord | None,
-            holder: StoredRecord | None) -> None:
+    def add(self, entry: _Held, old: _Held | None, holder: _Held | None) -> None:
         uri = entry.agent_uri
         if old is not None and old.agent_uri != uri:
             self.by_uri.pop(old.agent_uri, None)
@@ -107,22 +154,31 @@ class GatewayCore:
         self.max_lease = max_lease
         self.index = CapabilityIndex()
         self.routes = RoutingTable()
-        self._records: dict[bytes, StoredRecord] = {}
+        self._records: dict[bytes, _Held] = {}
         self._by_uri: dict[str, bytes] = {}
         self._digest: tuple[DigestSummary, list[VersionedId]] | None = None
-        for entry in store.all():
-            self._install(entry)
+        # The restart path: index terms and routes only, no COSE decoding.  Cyclic GC
+        # is paused meanwhile (nothing built here forms cycles); otherwise its full
+        # collections rescan the growing heap and make the load superlinear.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for row in store.rows():
+                self._install(_Held.load(row), row.terms)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
 
     # --- memory mirror ------------------------------------------------------------------
-    def _install(self, e: StoredRecord) -> None:
+    def _install(self, e: _Held, terms: IndexTerms | None = None) -> None:
         self._uninstall(e.agent_id)
         self._records[e.agent_id] = e
         self._by_uri[e.agent_uri] = e.agent_id
-        self.index.add(e.signed.record)
+        self.index.add_terms(e.agent_id, terms or IndexTerms.of(e.signed.record))
         self.routes.add(e.agent_id, Route(e.next_hop, e.path, e.version, e.origin))
         self._digest = None
 
-    def _uninstall(self, agent_id: bytes) -> StoredRecord | None:
+    def _uninstall(self, agent_id: bytes) -> _Held | None:
         e = self._records.pop(agent_id, None)
         if e is None:
             return None
@@ -140,7 +196,8 @@ class GatewayCore:
         return agent_id in self._records
 
     def get(self, agent_id: bytes) -> StoredRecord | None:
-        return self._records.get(agent_id)
+        e = self._records.get(agent_id)
+        return None if e is None else e.stored()
 
     def agent_ids(self, *, local_only: bool = False) -> list[bytes]:
         """Known agent ids in ascending order."""
@@ -180,7 +237,7 @@ class GatewayCore:
         batch = _Batch(self)
         outcomes = [self._admit(signed, lease, now, batch) for signed, lease in requests]
         if batch.entries:
-            self.store.put_many(batch.entries.values(), batch.evict)
+            self.store.put_many((e.stored() for e in batch.entries.values()), batch.evict)
             for aid in batch.evict:
                 self._uninstall(aid)
             for entry in batch.entries.values():
@@ -208,7 +265,8 @@ class GatewayCore:
             return RegisterOutcome(ErrorCode.NAME_CONFLICT, 0,
                                    f"{rec.agent_uri} is held by another key")
         lease = self._lease(requested_lease)
-        entry = StoredRecord(rec.agent_id, signed, now + lease, None, rec.record_version)
+        entry = _Held(rec.agent_id, rec.agent_uri, None, signed, now + lease, None,
+                      rec.record_version, (), None)
         batch.add(entry, old, holder)
         return RegisterOutcome(ErrorCode.SUCCESS, lease)
 
@@ -225,7 +283,7 @@ class GatewayCore:
             return RegisterOutcome(ErrorCode.LEASE_EXPIRED)
         lease = self._lease(requested_lease)
         self.store.touch(agent_id, now + lease)
-        self._records[agent_id] = replace(e, expires_at=now + lease)
+        e.expires_at = now + lease
         return RegisterOutcome(ErrorCode.SUCCESS, lease)
 
     def deregister(self, agent_id: bytes, now: float) -> ErrorCode:
@@ -262,17 +320,19 @@ class GatewayCore:
         record of this gateway's domain, FEDERATED from every record it knows.  Records
         whose lease has ended are never returned.  ``allow`` is the caller's policy.
         """
-        records = self._records
+        records, index = self._records, self.index
 
-        def permitted(r: CapabilityRecord) -> bool:
-            e = records[r.agent_id]
+        def permitted(aid: bytes) -> bool:
+            e = records[aid]
             if e.expires_at <= now:
                 return False
             if scope is Scope.LOCAL and not e.local:
                 return False
-            if scope is Scope.DOMAIN and r.domain != self.domain:
-                return False
-            return allow is None or allow(r)
+            if scope is Scope.DOMAIN:
+                terms = index.terms(aid)
+                if terms is None or terms.domain != self.domain:
+                    return False
+            return allow is None or allow(e.signed.record)
 
         return [Result(m.score, records[m.agent_id].signed)
                 for m in self.index.match(query, max_results, permitted)]
@@ -317,14 +377,15 @@ class GatewayCore:
         route = Route(from_peer, path, adv.version, path[0])
         if cur is not None and adv.version == cur.version:
             return self._add_route(cur, route)
-        entry = StoredRecord(aid, signed, math.inf, path[0], adv.version, path, from_peer)
-        self.store.put(entry, evict)
+        entry = _Held(aid, rec.agent_uri, None, signed, math.inf, path[0], adv.version, path,
+                      from_peer)
+        self.store.put(entry.stored(), evict)
         for h in evict:
             self._uninstall(h)
         self._install(entry)
         return True
 
-    def _add_route(self, cur: StoredRecord, route: Route) -> bool:
+    def _add_route(self, cur: _Held, route: Route) -> bool:
         """Another route to a learned record of the same version."""
         aid = cur.agent_id
         before = self.routes.best(aid)
@@ -335,9 +396,9 @@ class GatewayCore:
         self.routes.add(aid, route)
         return best != before
 
-    def _persist_route(self, cur: StoredRecord, best: Route) -> None:
-        new = replace(cur, path=best.path, next_hop=best.next_hop, origin=best.origin_gateway)
-        self.store.put(new)
+    def _persist_route(self, cur: _Held, best: Route) -> None:
+        new = cur.with_route(best)
+        self.store.put(new.stored())
         self._records[cur.agent_id] = new
 
     def withdraw(self, agent_id: bytes, version: int, from_peer: bytes) -> bool:
@@ -353,8 +414,8 @@ class GatewayCore:
 
     def _drop_routes(self, agent_ids: Sequence[bytes], peer: bytes,
                      version: int) -> RouteChanges:
-        gone: list[StoredRecord] = []
-        moved: list[tuple[StoredRecord, Route]] = []
+        gone: list[_Held] = []
+        moved: list[tuple[_Held, Route]] = []
         for aid in agent_ids:
             cur = self._records.get(aid)
             if cur is None or cur.local:
@@ -371,9 +432,8 @@ class GatewayCore:
             else:
                 self.routes.remove(aid, peer)
         if gone or moved:
-            updated = [replace(c, path=b.path, next_hop=b.next_hop, origin=b.origin_gateway)
-                       for c, b in moved]
-            self.store.put_many(updated, [c.agent_id for c in gone])
+            updated = [c.with_route(b) for c, b in moved]
+            self.store.put_many((u.stored() for u in updated), [c.agent_id for c in gone])
             for c in gone:
                 self._uninstall(c.agent_id)
             for u in updated:

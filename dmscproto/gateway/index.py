@@ -52,6 +52,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import cbor2
+
 from ..codec.registry import ConstraintOp
 from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQuery
 
@@ -117,32 +119,54 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    """What the index keeps per record, precomputed for scoring."""
+class IndexTerms:
+    """What the index knows about one record: its searchable terms.
 
-    record: CapabilityRecord
+    Derived from a :class:`CapabilityRecord` by :meth:`of`; the registry store keeps
+    the :meth:`encode`-d form next to the signed record so a restart rebuilds the
+    index without decoding every COSE envelope.
+    """
+
     skills: frozenset[str]
     tags: frozenset[str]
     words: frozenset[str]
     in_modes: frozenset[str]
     out_modes: frozenset[str]
+    domain: str
+    attributes: dict[str, AttrValue]
 
     @classmethod
-    def of(cls, r: CapabilityRecord) -> _Entry:
-        tags = {t.casefold() for s in r.skills for t in s.tags}
+    def of(cls, r: CapabilityRecord) -> IndexTerms:
         ws: set[str] = set()
         for s in r.skills:
             ws |= words(" ".join((s.id, s.name, s.description or "", *s.tags)))
         return cls(
-            record=r,
             skills=frozenset(s.id for s in r.skills),
-            tags=frozenset(tags),
+            tags=frozenset(t.casefold() for s in r.skills for t in s.tags),
             words=frozenset(ws),
             in_modes=frozenset(r.default_input_modes).union(
                 *(s.input_modes for s in r.skills)),
             out_modes=frozenset(r.default_output_modes).union(
                 *(s.output_modes for s in r.skills)),
+            domain=r.domain,
+            attributes=dict(r.attributes),
         )
+
+    def encode(self) -> bytes:
+        """A CBOR array (sorted sets, so equal terms give equal octets)."""
+        return cbor2.dumps([sorted(self.skills), sorted(self.tags), sorted(self.words),
+                            sorted(self.in_modes), sorted(self.out_modes), self.domain,
+                            self.attributes])
+
+    @classmethod
+    def decode(cls, data: bytes) -> IndexTerms:
+        """Inverse of :meth:`encode` (raises ValueError on anything else)."""
+        obj = cbor2.loads(data)
+        if type(obj) is not list or len(obj) != 7 or type(obj[6]) is not dict:
+            raise ValueError("not an encoded IndexTerms")
+        sk, tg, ws, im, om, domain, attrs = obj
+        return cls(frozenset(sk), frozenset(tg), frozenset(ws), frozenset(im),
+                   frozenset(om), domain, attrs)
 
 
 class _Postings:
@@ -176,7 +200,7 @@ class CapabilityIndex:
     """Inverted indexes over capability records, for :meth:`match` (module doc)."""
 
     def __init__(self) -> None:
-        self._entries: dict[bytes, _Entry] = {}
+        self._entries: dict[bytes, IndexTerms] = {}
         self._skills = _Postings()
         self._tags = _Postings()
         self._words = _Postings()
@@ -192,32 +216,33 @@ class CapabilityIndex:
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._entries
 
-    def get(self, agent_id: bytes) -> CapabilityRecord | None:
-        e = self._entries.get(agent_id)
-        return None if e is None else e.record
+    def terms(self, agent_id: bytes) -> IndexTerms | None:
+        return self._entries.get(agent_id)
 
-    def _postings(self, e: _Entry) -> Iterable[tuple[_Postings, Iterable[object]]]:
-        attrs = e.record.attributes
+    def _postings(self, e: IndexTerms) -> Iterable[tuple[_Postings, Iterable[object]]]:
+        attrs = e.attributes
         return ((self._skills, e.skills), (self._tags, e.tags), (self._words, e.words),
                 (self._in_modes, e.in_modes), (self._out_modes, e.out_modes),
-                (self._domains, (e.record.domain,)), (self._attr_present, attrs),
+                (self._domains, (e.domain,)), (self._attr_present, attrs),
                 (self._attr_values, [(k, _vkey(v)) for k, v in attrs.items()]))
 
     def add(self, record: CapabilityRecord) -> None:
         """Index ``record``, replacing any record with the same agent id."""
-        aid = record.agent_id
-        self.remove(aid)
-        e = _Entry.of(record)
-        self._entries[aid] = e
-        for postings, terms in self._postings(e):
-            postings.add(terms, aid)
+        self.add_terms(record.agent_id, IndexTerms.of(record))
+
+    def add_terms(self, agent_id: bytes, terms: IndexTerms) -> None:
+        """Index a record by its precomputed terms (the restart path)."""
+        self.remove(agent_id)
+        self._entries[agent_id] = terms
+        for postings, items in self._postings(terms):
+            postings.add(items, agent_id)
 
     def remove(self, agent_id: bytes) -> bool:
         e = self._entries.pop(agent_id, None)
         if e is None:
             return False
-        for postings, terms in self._postings(e):
-            postings.remove(terms, agent_id)
+        for postings, items in self._postings(e):
+            postings.remove(items, agent_id)
         return True
 
     # --- matching -------------------------------------------------------------------------
@@ -264,8 +289,9 @@ class CapabilityIndex:
         return result
 
     def match(self, query: DiscoveryQuery, limit: int,
-              allow: Callable[[CapabilityRecord], bool] | None = None) -> list[Match]:
-        """Filter, score, apply ``allow``, then keep ``limit`` (see the module doc)."""
+              allow: Callable[[bytes], bool] | None = None) -> list[Match]:
+        """Filter, score, apply ``allow`` (asked with an agent id), then keep ``limit``
+        (see the module doc)."""
         if limit <= 0:
             return []
         tags = {t.casefold() for t in query.tags}
@@ -279,7 +305,7 @@ class CapabilityIndex:
         for aid in candidates:
             e = entries[aid]
             if residual:
-                attrs = e.record.attributes
+                attrs = e.attributes
                 if not all(constraint_holds(c, attrs) for c in residual):
                     continue
             ht = len(tags & e.tags) if tags else 1
@@ -294,7 +320,7 @@ class CapabilityIndex:
             scored.sort()
             best = []
             for item in scored:
-                if allow(entries[item[1]].record):
+                if allow(item[1]):
                     best.append(item)
                     if len(best) == limit:
                         break

@@ -1,0 +1,219 @@
+"""Registry benchmark: register, discover, reload (issue 3 item 5).
+
+    python tools/bench/registry.py [--agents N] [--queries Q] [--batch B] [--db PATH]
+
+1. Builds N agents, each with its own Ed25519 key (agent id derived from it, as in
+   Section 3.2) and a real COSE_Sign1 signature over a random capability record
+   (1-3 skills out of 500, 1-3 tags per skill out of 200, attributes ``region``,
+   ``latency_ms``, ``tier`` and sometimes ``gpu``).  Generation is not timed.  The
+   gateway core does not verify signatures (the security layer does, before it), so
+   verification cost is not part of ``register_per_s``.
+2. Registers them through :class:`GatewayCore` with ``synchronous=FULL``: with
+   ``--batch 1`` (the default) every REGISTER is its own committed transaction, so the
+   rate is bounded by one fsync per registration; ``--batch B`` uses group commit
+   (``register_many``: B registrations per transaction, all acknowledged after its
+   commit, so acknowledged still means durable).
+3. Runs Q discovery queries (a random skill, one random constraint, 1-2 random tags,
+   sometimes an intent; 10 results, federated scope) and reports p50/p99 latency.
+4. Closes the store and times a cold :class:`GatewayCore` construction on the file
+   (read every row, rebuild the index and the routing table; signed records are
+   decoded lazily), then runs 1,000 of the queries again on the reloaded core
+   (``discover_after_reload_p99_ms``, which includes decoding the returned records).
+
+Baselines measured in the same run: ``commit_baseline_per_s`` is bare SQLite
+single-row INSERT+COMMIT transactions on a second file with the same pragmas (the
+fsync bound), and ``scan_p50_ms`` the p50 of a naive linear scan (``constraint_holds``
+plus skill check over every record) for the first 200 queries; ratios compare with them.
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from dmscproto.codec.cose import SignedRecord
+from dmscproto.codec.registry import ConstraintOp, Scope
+from dmscproto.codec.values import CapabilityRecord, Constraint, DiscoveryQuery, Endpoint, Skill
+from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.index import constraint_holds
+from dmscproto.gateway.store import RegistryStore
+from dmscproto.security.signing import entity_id, sign_record, spki
+
+DOMAIN = "bench.example"
+GATEWAY_ID = bytes(range(16))
+NOW = 1_790_000_000.0
+SKILLS = [f"skill{i}" for i in range(500)]
+TAGS = [f"tag{i}" for i in range(200)]
+MODES = ["text/plain", "application/json", "image/png", "audio/wav"]
+REGIONS = ["eu", "us", "uk", "jp", "br", "in", "au", "ca"]
+WORDS = ["translate", "summarize", "forecast", "search", "classify", "detect", "render",
+         "plan", "route", "price"]
+
+
+def make_record(i: int, key: ed25519.Ed25519PrivateKey, rng: random.Random) -> SignedRecord:
+    pub = key.public_key()
+    skills = tuple(
+        Skill(sid, f"{rng.choice(WORDS)} {sid}", tuple(rng.sample(TAGS, rng.randint(1, 3))),
+              description=f"{rng.choice(WORDS)} and {rng.choice(WORDS)}",
+              input_modes=(rng.choice(MODES),), output_modes=(rng.choice(MODES),))
+        for sid in rng.sample(SKILLS, rng.randint(1, 3)))
+    attrs: dict[str, str | int | bool] = {
+        "latency_ms": rng.randint(1, 500), "region": rng.choice(REGIONS),
+        "tier": rng.choice(["free", "pro"])}
+    if rng.random() < 0.3:
+        attrs["gpu"] = True
+    record = CapabilityRecord(
+        agent_uri=f"dmsc://{DOMAIN}/agent-{i}", agent_id=entity_id(pub), name=f"Agent {i}",
+        version="1.0.0", skills=skills, default_input_modes=("text/plain",),
+        default_output_modes=("application/json",),
+        endpoints=(Endpoint("quic", f"dmsc://{DOMAIN}/agent-{i}"),), domain=DOMAIN,
+        issued_at=int(NOW), lease=3600, record_version=1, public_key=spki(pub),
+        attributes=dict(sorted(attrs.items(), key=lambda kv: (len(kv[0]), kv[0]))))
+    return sign_record(record, key)
+
+
+def make_query(rng: random.Random) -> DiscoveryQuery:
+    constraint = rng.choice([
+        Constraint("latency_ms", ConstraintOp.LE, rng.randint(50, 500)),
+        Constraint("region", ConstraintOp.IN, tuple(rng.sample(REGIONS, 3))),
+        Constraint("tier", ConstraintOp.EQ, rng.choice(["free", "pro"])),
+        Constraint("gpu", ConstraintOp.EXISTS, True),
+        Constraint("region", ConstraintOp.NE, rng.choice(REGIONS)),
+    ])
+    intent = f"{rng.choice(WORDS)} {rng.choice(WORDS)} quickly" if rng.random() < 0.5 else None
+    return DiscoveryQuery(skills=(rng.choice(SKILLS),),
+                          tags=tuple(rng.sample(TAGS, rng.randint(1, 2))),
+                          intent=intent, constraints=(constraint,))
+
+
+def scan(records: list[CapabilityRecord], q: DiscoveryQuery) -> int:
+    """The naive baseline: test every record against the mandatory terms."""
+    n = 0
+    for r in records:
+        ids = {s.id for s in r.skills}
+        if all(s in ids for s in q.skills) and \
+                all(constraint_holds(c, r.attributes) for c in q.constraints):
+            n += 1
+    return n
+
+
+def commit_baseline(path: Path, payloads: list[bytes]) -> float:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
+    t0 = time.perf_counter()
+    for i, p in enumerate(payloads):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?, ?)", (i.to_bytes(16, "big"), p))
+        db.execute("COMMIT")
+    rate = len(payloads) / (time.perf_counter() - t0)
+    db.close()
+    return rate
+
+
+def ms(ns: float) -> float:
+    return round(ns / 1e6, 4)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agents", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--batch", type=int, default=1, help="registrations per commit")
+    ap.add_argument("--db", type=Path, help="registry file (default: a temporary one)")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    tmp = tempfile.TemporaryDirectory(prefix="dmsc-bench-")
+    db_path = args.db or Path(tmp.name) / "registry.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+
+    t0 = time.perf_counter()
+    signed = [make_record(i, ed25519.Ed25519PrivateKey.generate(), rng)
+              for i in range(args.agents)]
+    print(f"generated {len(signed)} signed records in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+
+    baseline_n = min(2000, len(signed))
+    base_rate = commit_baseline(Path(tmp.name) / "baseline.db",
+                                [s.encode() for s in signed[:baseline_n]])
+
+    core = GatewayCore(GATEWAY_ID, DOMAIN, RegistryStore(db_path))
+    t0 = time.perf_counter()
+    for start in range(0, len(signed), args.batch):
+        chunk = signed[start:start + args.batch]
+        outcomes = core.register_many(((s, 3600) for s in chunk), NOW)
+        if any(o.lease == 0 for o in outcomes):
+            raise SystemExit(f"registration failed: {outcomes}")
+    reg_s = time.perf_counter() - t0
+    print(f"registered in {reg_s:.1f} s", file=sys.stderr)
+
+    queries = [make_query(rng) for _ in range(args.queries)]
+    lat: list[int] = []
+    hits = 0
+    for q in queries:
+        t = time.perf_counter_ns()
+        res = core.discover(q, Scope.FEDERATED, 10, NOW + 1)
+        lat.append(time.perf_counter_ns() - t)
+        hits += len(res)
+    lat.sort()
+    records = [s.record for s in signed]
+    scan_lat = []
+    for q in queries[:200]:
+        t = time.perf_counter_ns()
+        scan(records, q)
+        scan_lat.append(time.perf_counter_ns() - t)
+    del records
+
+    core.store.close()
+    del core
+    t0 = time.perf_counter()
+    core = GatewayCore(GATEWAY_ID, DOMAIN, RegistryStore(db_path))
+    reload_s = time.perf_counter() - t0
+    if len(core) != len(signed):
+        raise SystemExit(f"reload found {len(core)} of {len(signed)} records")
+    cold: list[int] = []
+    for q in queries[:1000]:
+        t = time.perf_counter_ns()
+        core.discover(q, Scope.FEDERATED, 10, NOW + 1)
+        cold.append(time.perf_counter_ns() - t)
+    cold.sort()
+    core.store.close()
+    tmp.cleanup()
+
+    p50 = statistics.median(lat)
+    register_per_s = len(signed) / reg_s
+    print(json.dumps({
+        "agents": len(signed),
+        "batch": args.batch,
+        "register_per_s": round(register_per_s, 1),
+        "commit_baseline_per_s": round(base_rate, 1),
+        "register_vs_commit_ratio": round(register_per_s / base_rate, 3),
+        "queries": len(queries),
+        "mean_results": round(hits / max(1, len(queries)), 2),
+        "discover_p50_ms": ms(p50),
+        "discover_p99_ms": ms(lat[min(len(lat) - 1, int(len(lat) * 0.99))]),
+        "scan_p50_ms": ms(statistics.median(scan_lat)),
+        "scan_vs_discover_p50_ratio": round(statistics.median(scan_lat) / p50, 1),
+        "reload_s": round(reload_s, 3),
+        "discover_after_reload_p99_ms": ms(cold[min(len(cold) - 1, int(len(cold) * 0.99))]),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
