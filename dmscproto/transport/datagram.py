@@ -724,28 +724,34 @@ class DatagramNode(asyncio.DatagramProtocol):
 
 
 async def start_node(channel: Channel, transport_name: str, handler: Handler | None, *,
-                     local_addr: tuple[str, int], is_client: bool,
+                     local_addr: tuple[str, int] | None = None,
+                     remote_addr: tuple[str, int] | None = None,
                      pcap: PcapWriter | None = None, reliability: Reliability | None = None,
                      on_close: Callable[[], None] | None = None) -> DatagramNode:
-    """Bind a UDP socket at ``local_addr`` and run a :class:`DatagramNode` on it."""
+    """Run a :class:`DatagramNode` on a new UDP socket: a server bound to ``local_addr``,
+    or a client connected to ``remote_addr`` (IPv4)."""
     loop = asyncio.get_running_loop()
     _transport, protocol = await loop.create_datagram_endpoint(
-        lambda: DatagramNode(channel, transport_name, handler, is_client=is_client, pcap=pcap,
-                             reliability=reliability, on_close=on_close),
-        local_addr=local_addr)
+        lambda: DatagramNode(channel, transport_name, handler, is_client=remote_addr is not None,
+                             pcap=pcap, reliability=reliability, on_close=on_close),
+        local_addr=local_addr, remote_addr=remote_addr, family=socket.AF_INET)
     assert isinstance(protocol, DatagramNode)
     return protocol
 
 
-async def connect_node(node: DatagramNode, host: str, port: int,
-                       timeout: float) -> DatagramConnection:
-    """Associate a client :class:`DatagramNode` with ``host``:``port``; on failure the
-    node is closed and :class:`TransportError` raised."""
+async def open_client(channel: Channel, transport_name: str, handler: Handler | None,
+                      host: str, port: int, timeout: float, *, pcap: PcapWriter | None = None,
+                      reliability: Reliability | None = None,
+                      on_close: Callable[[], None] | None = None) -> DatagramConnection:
+    """Associate with ``host``:``port`` from a new client socket; on failure the socket is
+    closed and :class:`TransportError` raised."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    addr = (str(infos[0][4][0]), int(infos[0][4][1]))
+    node = await start_node(channel, transport_name, handler, remote_addr=addr, pcap=pcap,
+                            reliability=reliability, on_close=on_close)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-        addr = infos[0][4]
-        return await node.connect((str(addr[0]), int(addr[1])), timeout)
+        return await node.connect(addr, timeout)
     except BaseException:
         node.close()
         raise

@@ -67,7 +67,7 @@ from .datagram import (
     PeerClosed,
     PeerConnected,
     Reliability,
-    connect_node,
+    open_client,
     start_node,
 )
 from .quic import CONNECT_TIMEOUT, _KeyLog
@@ -418,7 +418,7 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
     endpoint = DtlsEndpoint(tls, is_client=False, max_datagram=max_datagram,
                             keylog=key_log.file)
     return await start_node(endpoint, "dtls", handler, local_addr=(host, port),
-                            is_client=False, pcap=pcap, reliability=reliability,
+                            pcap=pcap, reliability=reliability,
                             on_close=key_log.close)
 
 
@@ -433,7 +433,5 @@ async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | 
     endpoint = DtlsEndpoint(tls, is_client=True, server_name=server_name,
                             expect_domain=expect_domain, max_datagram=max_datagram,
                             keylog=key_log.file)
-    node = await start_node(endpoint, "dtls", handler, local_addr=("0.0.0.0", 0),
-                            is_client=True, pcap=pcap, reliability=reliability,
-                            on_close=key_log.close)
-    return await connect_node(node, host, port, timeout)
+    return await open_client(endpoint, "dtls", handler, host, port, timeout, pcap=pcap,
+                             reliability=reliability, on_close=key_log.close)
