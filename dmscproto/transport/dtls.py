@@ -165,8 +165,8 @@ class DtlsEndpoint:
         ctx.set_cipher_list(CIPHERS)
         ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
         assert tls.credential.private_key is not None
-        ctx.use_certificate(crypto.X509.from_cryptography(tls.credential.certificate))
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(tls.credential.private_key))
+        ctx.use_certificate(tls.credential.certificate)
+        ctx.use_privatekey(tls.credential.private_key)
         ctx.check_privatekey()
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
         if not self.is_client:

@@ -1,0 +1,353 @@
+"""DMSC over DTLS 1.2 (draft-dmsc-protocol-00, Section 9.2): real handshakes on loopback
+and in memory, mutual authentication, stateless cookies, loss through the relay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from OpenSSL import SSL
+
+from dmscproto.analysis.pcap import PcapWriter, read_udp
+from dmscproto.codec.examples import by_type, examples
+from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message
+from dmscproto.codec.registry import ErrorCode, MessageType
+from dmscproto.security.ca import DomainAuthority, Kind
+from dmscproto.transport import dtls
+from dmscproto.transport.datagram import (
+    RESPONSE_TO,
+    ChannelEvent,
+    PduTooLarge,
+    PeerClosed,
+    PeerConnected,
+    PeerInfo,
+)
+from dmscproto.transport.dtls import DtlsEndpoint, p256_identity
+from dmscproto.transport.quic import TransportError
+from dmscproto.transport.tls import TlsIdentity
+from interop.relay import Impairment, Relay
+
+LOOPBACK = "127.0.0.1"
+EX = examples()
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: DomainAuthority
+    gateway: TlsIdentity
+    agent: TlsIdentity
+    other_agent: TlsIdentity
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    ca = DomainAuthority.create("a.example")
+    other = DomainAuthority.create("b.example")
+    return Pki(ca, p256_identity(ca, "gw1", Kind.GATEWAY),
+               TlsIdentity.issue(ca, "agent1", Kind.AGENT),
+               TlsIdentity(other.issue("mallory", Kind.AGENT), ca.trust_store))
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+async def echo_handler(msg: Message, peer: PeerInfo) -> Message:
+    assert isinstance(msg, EchoRequest)
+    return EchoReply(sequence=msg.sequence, timestamp=msg.timestamp, gateway_id=bytes(16),
+                     payload=msg.payload)
+
+
+def echo(seq: int, txid: int = 0, payload: bytes = b"") -> EchoRequest:
+    return EchoRequest(transaction_id=txid, sequence=seq, timestamp=0, payload=payload)
+
+
+# --- in memory: the sans-I/O endpoint ----------------------------------------------------
+def pump(a: DtlsEndpoint, a_addr: tuple[str, int], b: DtlsEndpoint, b_addr: tuple[str, int],
+         now: float = 0.0) -> tuple[list[Any], list[Any]]:
+    """Exchange datagrams until both ends are quiet; the events of each end."""
+    ev_a: list[Any] = []
+    ev_b: list[Any] = []
+    for _ in range(20):
+        moved = False
+        for src, src_addr, dst in ((a, a_addr, b), (b, b_addr, a)):
+            for data, _to in src.datagrams_to_send(now):
+                dst.receive_datagram(data, src_addr, now)
+                moved = True
+        for ep, evs in ((a, ev_a), (b, ev_b)):
+            while (ev := ep.next_event()) is not None:
+                evs.append(ev)
+        if not moved:
+            break
+    return ev_a, ev_b
+
+
+CLIENT, SERVER = ("192.0.2.1", 5000), ("192.0.2.2", 4760)
+
+
+def drain(endpoint: DtlsEndpoint) -> list[ChannelEvent]:
+    return list(iter(endpoint.next_event, None))
+
+
+def test_sans_io_handshake_and_one_pdu_per_record(pki: Pki) -> None:
+    server = DtlsEndpoint(pki.gateway, is_client=False)
+    client = DtlsEndpoint(pki.agent, is_client=True)
+    client.connect(SERVER, 0.0)
+    ev_c, ev_s = pump(client, CLIENT, server, SERVER)
+    assert [type(e) for e in ev_c] == [PeerConnected]
+    assert [type(e) for e in ev_s] == [PeerConnected]
+    assert ev_c[0].identity.uri == "dmsc://a.example/gw1"
+    assert ev_s[0].identity.uri == "dmsc://a.example/agent1"
+    assert ev_s[0].identity.entity_id == pki.agent.identity.entity_id
+    assert server.hello_verify_requests == 1  # the cookie exchange happened first
+    client.send(SERVER, b"one")
+    client.send(SERVER, b"two")
+    out = client.datagrams_to_send(0.0)
+    assert len(out) == 2  # one record, one datagram each
+    for data, _ in out:
+        server.receive_datagram(data, CLIENT, 0.0)
+    assert [getattr(e, "data", None) for e in drain(server)] == [b"one", b"two"]
+    with pytest.raises(PduTooLarge):
+        client.send(SERVER, bytes(client.max_pdu + 1))
+    assert client.max_pdu == 1200 - dtls.RECORD_OVERHEAD
+    client.send(SERVER, bytes(client.max_pdu))
+    [(data, _)] = client.datagrams_to_send(0.0)
+    assert len(data) <= 1200
+    # handshake datagrams stayed within the limit too (checked on a fresh pair)
+    c2, s2 = DtlsEndpoint(pki.agent, is_client=True), DtlsEndpoint(pki.gateway, is_client=False)
+    c2.connect(SERVER, 0.0)
+    sizes = []
+    for _ in range(6):
+        for src, src_addr, dst in ((c2, CLIENT, s2), (s2, SERVER, c2)):
+            for d, _to in src.datagrams_to_send(0.0):
+                sizes.append(len(d))
+                dst.receive_datagram(d, src_addr, 0.0)
+    assert c2.sessions[SERVER].established and max(sizes) <= 1200
+
+
+def test_spoofed_client_hello_flood_creates_no_state(pki: Pki) -> None:
+    server = DtlsEndpoint(pki.gateway, is_client=False)
+    client = DtlsEndpoint(pki.agent, is_client=True)
+    client.connect(SERVER, 0.0)
+    [(hello, _)] = client.datagrams_to_send(0.0)
+    n = 500
+    for i in range(n):
+        spoofed = (f"198.51.{i // 250}.{i % 250}", 1024 + i)
+        server.receive_datagram(hello, spoofed, 0.0)
+    assert len(server.sessions) == 0
+    assert server.next_event() is None
+    assert server.get_timer() is None
+    out = server.datagrams_to_send(0.0)
+    assert len(out) == n and server.hello_verify_requests == n  # one HelloVerifyRequest each
+    assert all(len(d) < 2 * len(hello) for d, _ in out)  # no amplification
+    # a cookie for one address is worthless from another
+    hvr = next(d for d, to in out if to == ("198.51.0.0", 1024))
+    client.receive_datagram(hvr, SERVER, 0.0)
+    [(hello2, _)] = client.datagrams_to_send(0.0)
+    server.receive_datagram(hello2, ("198.51.0.1", 1025), 0.0)
+    assert len(server.sessions) == 0
+    # the genuine client still gets in
+    server.receive_datagram(hello2, ("198.51.0.0", 1024), 0.0)
+    assert len(server.sessions) == 1
+
+
+def test_client_without_certificate_refused(pki: Pki) -> None:
+    server = DtlsEndpoint(pki.gateway, is_client=False)
+    ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+    ctx.set_verify(SSL.VERIFY_NONE)
+    bare = SSL.Connection(ctx, None)
+    bare.set_connect_state()
+    failed = False
+    for _ in range(6):
+        try:
+            bare.do_handshake()
+        except SSL.WantReadError:
+            pass
+        except SSL.Error:
+            failed = True
+            break
+        while True:
+            try:
+                server.receive_datagram(bare.bio_read(65536), CLIENT, 0.0)
+            except SSL.WantReadError:
+                break
+        for data, _ in server.datagrams_to_send(0.0):
+            bare.bio_write(data)
+    [event] = drain(server)
+    assert failed
+    assert isinstance(event, PeerClosed) and event.code is ErrorCode.UNTRUSTED_CERTIFICATE
+    assert server.sessions == {}
+
+
+def test_ed25519_server_certificate_is_refused_up_front(pki: Pki) -> None:
+    gw = TlsIdentity.issue(pki.ca, "gw-ed", Kind.GATEWAY)
+    with pytest.raises(ValueError, match="P-256"):
+        DtlsEndpoint(gw, is_client=False)
+
+
+# --- on loopback --------------------------------------------------------------------------
+def test_handshake_with_mutual_authentication(pki: Pki) -> None:
+    async def main() -> None:
+        seen: list[PeerInfo] = []
+
+        async def handler(msg: Message, peer: PeerInfo) -> Message:
+            seen.append(peer)
+            return await echo_handler(msg, peer)
+        server = await dtls.serve(LOOPBACK, 0, pki.gateway, handler)
+        conn = await dtls.connect(LOOPBACK, server.address[1], pki.agent,
+                                  expect_domain="a.example")
+        try:
+            assert conn.peer.identity is not None
+            assert conn.peer.identity.uri == "dmsc://a.example/gw1"
+            assert conn.peer.certificate == pki.gateway.credential.certificate
+            answer = await conn.request(echo(1, payload=b"hi"))
+            assert isinstance(answer, EchoReply) and answer.payload == b"hi"
+            assert seen[0].identity is not None
+            assert seen[0].identity.uri == "dmsc://a.example/agent1"
+            assert server.peers[pki.agent.identity.entity_id] is seen[0].connection
+        finally:
+            conn.close()
+            await asyncio.wait_for(seen[0].connection.wait_closed(), 2)  # close_notify
+            assert server.connections == {}
+            server.close()
+    run(main())
+
+
+@pytest.mark.security
+def test_client_certificate_from_untrusted_authority_refused(pki: Pki) -> None:
+    async def main() -> None:
+        server = await dtls.serve(LOOPBACK, 0, pki.gateway, echo_handler)
+        try:
+            with pytest.raises(TransportError) as info:
+                await dtls.connect(LOOPBACK, server.address[1], pki.other_agent, timeout=3)
+            assert info.value.code is ErrorCode.UNTRUSTED_CERTIFICATE
+            assert isinstance(server.channel, DtlsEndpoint)
+            assert server.connections == {} and server.channel.sessions == {}
+        finally:
+            server.close()
+    run(main())
+
+
+@pytest.mark.security
+def test_client_refuses_server_of_unexpected_domain(pki: Pki) -> None:
+    async def main() -> None:
+        server = await dtls.serve(LOOPBACK, 0, pki.gateway, echo_handler)
+        try:
+            with pytest.raises(TransportError) as info:
+                await dtls.connect(LOOPBACK, server.address[1], pki.agent,
+                                   expect_domain="b.example", timeout=3)
+            assert info.value.code is ErrorCode.UNTRUSTED_CERTIFICATE
+        finally:
+            server.close()
+    run(main())
+
+
+def test_example_requests_answered_over_dtls(pki: Pki) -> None:
+    types = by_type()
+
+    async def handler(msg: Message, peer: PeerInfo) -> Message:
+        return EX[types[RESPONSE_TO[msg.TYPE]][0]]
+
+    async def main() -> None:
+        server = await dtls.serve(LOOPBACK, 0, pki.gateway, handler)
+        conn = await dtls.connect(LOOPBACK, server.address[1], pki.agent)
+        try:
+            for request_type in RESPONSE_TO:
+                for name in types[request_type]:
+                    answer = await conn.request(EX[name])
+                    assert answer.TYPE is RESPONSE_TO[request_type]
+                    assert answer.transaction_id == EX[name].transaction_id
+            with pytest.raises(PduTooLarge):
+                await conn.request(echo(1, payload=bytes(1500)))
+        finally:
+            conn.close()
+            server.close()
+    run(main())
+
+
+def test_too_large_answer_becomes_error(pki: Pki) -> None:
+    async def handler(msg: Message, peer: PeerInfo) -> Message:
+        return EchoReply(sequence=1, timestamp=0, gateway_id=bytes(16), payload=bytes(4000))
+
+    async def main() -> None:
+        server = await dtls.serve(LOOPBACK, 0, pki.gateway, handler)
+        conn = await dtls.connect(LOOPBACK, server.address[1], pki.agent)
+        try:
+            answer = await conn.request(echo(1))
+            assert isinstance(answer, Error) and answer.status is ErrorCode.PDU_TOO_LARGE
+            assert answer.offending_type == MessageType.ECHO_REPLY
+        finally:
+            conn.close()
+            server.close()
+    run(main())
+
+
+def test_server_sends_request_over_client_association(pki: Pki) -> None:
+    async def main() -> None:
+        server = await dtls.serve(LOOPBACK, 0, pki.gateway, echo_handler)
+        conn = await dtls.connect(LOOPBACK, server.address[1], pki.agent, handler=echo_handler)
+        try:
+            back = server.peers[pki.agent.identity.entity_id]
+            answer = await back.request(echo(7, payload=b"to the agent"))
+            assert isinstance(answer, EchoReply) and answer.sequence == 7
+        finally:
+            conn.close()
+            server.close()
+    run(main())
+
+
+def test_lossy_path_all_requests_complete_once(pki: Pki) -> None:
+    """10 % loss, reordering and duplication in both directions, through the relay: the
+    handshake and N concurrent requests complete, and the handler runs once per request."""
+    n = 30
+
+    async def main() -> None:
+        calls: Counter[int] = Counter()
+
+        async def handler(msg: Message, peer: PeerInfo) -> Message:
+            calls[msg.transaction_id] += 1
+            await asyncio.sleep(0.005)  # duplicates can arrive while this one is processed
+            return await echo_handler(msg, peer)
+        server = await dtls.serve(LOOPBACK, 0, pki.gateway, handler)
+        relay = await Relay.start((LOOPBACK, 0), server.address, Impairment(
+            loss=0.1, duplicate=0.1, reorder=0.1, delay_ms=1, jitter_ms=1, seed=11))
+        conn = await dtls.connect(*relay.address, pki.agent, timeout=10)
+        try:
+            answers = await asyncio.gather(*(conn.request(echo(i, txid=i))
+                                             for i in range(1, n + 1)))
+        finally:
+            conn.close()
+            relay.close()
+            server.close()
+        assert [a.sequence for a in answers] == list(range(1, n + 1))  # type: ignore[attr-defined]
+        assert sum(calls.values()) == n and set(calls) == set(range(1, n + 1))
+        c = relay.counters
+        assert c.up.dropped + c.down.dropped > 0
+        assert c.up.duplicated + c.down.duplicated > 0
+        assert c.up.reordered + c.down.reordered > 0
+    run(main())
+
+
+def test_keylog_and_pcap(pki: Pki, tmp_path: Path) -> None:
+    keylog = tmp_path / "keys.log"
+    pcap_path = tmp_path / "dtls.pcap"
+
+    async def main() -> None:
+        with PcapWriter(pcap_path) as pcap:
+            server = await dtls.serve(LOOPBACK, 0, pki.gateway, echo_handler)
+            conn = await dtls.connect(LOOPBACK, server.address[1], pki.agent, keylog=keylog,
+                                      pcap=pcap)
+            await conn.request(echo(1))
+            conn.close()
+            server.close()
+    run(main())
+    lines = keylog.read_text().splitlines()
+    assert lines and all(line.startswith("CLIENT_RANDOM ") for line in lines)
+    packets = list(read_udp(pcap_path))
+    assert packets and packets[0].payload[0] == 22  # a DTLS handshake record first
+    assert any(p.payload[0] == 23 for p in packets)  # application data
