@@ -275,8 +275,12 @@ class RegistryStore:
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
 
-    def journal_mode(self) -> str:
-        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
+    def settings(self) -> dict[str, int | str]:
+        """The durability settings in force: ``journal_mode`` and ``synchronous``
+        (2 = FULL)."""
+        db = self._db
+        return {"journal_mode": str(db.execute("PRAGMA journal_mode").fetchone()[0]),
+                "synchronous": int(db.execute("PRAGMA synchronous").fetchone()[0])}
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close."""

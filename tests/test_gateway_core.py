@@ -1,0 +1,293 @@
+"""GatewayCore on a real SQLite file: registration, discovery, restart, routing, sync."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dmscproto.codec.cose import SignedRecord
+from dmscproto.codec.examples import example_key, weather_record
+from dmscproto.codec.registry import ErrorCode, Scope
+from dmscproto.codec.values import DiscoveryQuery, Skill
+from dmscproto.codec.wire import Advertisement, VersionedId
+from dmscproto.gateway.core import GatewayCore, RouteChanges
+from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
+from dmscproto.gateway.store import RegistryStore
+from dmscproto.security.signing import entity_id, sign_record, spki
+
+ME, P1, P2, FAR = (bytes([n]) * 16 for n in (0xEE, 0x01, 0x02, 0x0F))
+T0 = 1_000_000.0
+
+
+def signed(n: int, name: str | None = None, version: int = 1, domain: str = "a.example",
+           skill: str = "forecast", description: str | None = None) -> SignedRecord:
+    key = example_key(n)
+    pub = key.public_key()
+    rec = replace(weather_record(), agent_id=entity_id(pub), public_key=spki(pub),
+                  agent_uri=f"dmsc://{domain}/{name or f'agent{n}'}", domain=domain,
+                  record_version=version, skills=(Skill(skill, skill.title(), ("t",)),),
+                  description=description)
+    return sign_record(rec, key)
+
+
+def agent(n: int) -> bytes:
+    return entity_id(example_key(n).public_key())
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "gw.db"
+
+
+@pytest.fixture
+def core(db: Path) -> Iterator[GatewayCore]:
+    c = GatewayCore(ME, "a.example", RegistryStore(db), min_lease=30, max_lease=3600)
+    yield c
+    c.store.close()
+
+
+def q(skill: str = "forecast") -> DiscoveryQuery:
+    return DiscoveryQuery(skills=(skill,))
+
+
+def found(core: GatewayCore, scope: Scope = Scope.FEDERATED, now: float = T0,
+          skill: str = "forecast") -> list[bytes]:
+    return [r.record.record.agent_id for r in core.discover(q(skill), scope, 10, now)]
+
+
+def test_register_commits_before_success(core: GatewayCore, db: Path) -> None:
+    out = core.register(signed(1), 600, T0)
+    assert (out.status, out.lease) == (ErrorCode.SUCCESS, 600)
+    # another connection sees the committed row at once
+    with sqlite3.connect(db) as other:
+        row = other.execute("SELECT agent_uri, expires_at FROM entries").fetchone()
+    assert row == ("dmsc://a.example/agent1", T0 + 600)
+    assert core.store.settings()["synchronous"] == 2
+    assert found(core) == [agent(1)]
+    assert core.route(agent(1), 8, ()) == DeliverLocal(agent(1))
+
+
+def test_lease_is_clamped(core: GatewayCore) -> None:
+    assert core.register(signed(1), 1, T0).lease == 30
+    assert core.register(signed(2), 10**9, T0).lease == 3600
+    assert core.refresh(agent(2), 0, T0).lease == 30
+
+
+def test_wrong_domain_is_refused(core: GatewayCore) -> None:
+    out = core.register(signed(1, domain="b.example"), 600, T0)
+    assert out.status is ErrorCode.POLICY_DENIED and len(core) == 0
+
+
+def test_name_conflict_until_the_lease_ends(core: GatewayCore) -> None:
+    assert core.register(signed(1, name="weather"), 60, T0).status is ErrorCode.SUCCESS
+    out = core.register(signed(2, name="weather"), 60, T0 + 59)
+    assert out.status is ErrorCode.NAME_CONFLICT and out.lease == 0
+    assert core.get(agent(2)) is None
+    # once the holder's lease has ended the name is free; the old holder is evicted
+    assert core.register(signed(2, name="weather"), 60, T0 + 60).status is ErrorCode.SUCCESS
+    assert core.get(agent(1)) is None
+    assert core.store.get(agent(1)) is None
+    assert found(core, now=T0 + 61) == [agent(2)]
+
+
+def test_versions(core: GatewayCore) -> None:
+    assert core.register(signed(1, version=2), 600, T0).status is ErrorCode.SUCCESS
+    assert core.register(signed(1, version=1), 600, T0).status is ErrorCode.REPLAY
+    changed = signed(1, version=2, description="changed")
+    assert core.register(changed, 600, T0).status is ErrorCode.INVALID_TLV_VALUE
+    # a retransmission (same version, same payload) renews the lease
+    assert core.register(signed(1, version=2), 600, T0 + 100).status is ErrorCode.SUCCESS
+    assert core.store.get(agent(1)).expires_at == T0 + 700  # type: ignore[union-attr]
+    v3 = signed(1, version=3, name="renamed", skill="alerts")
+    assert core.register(v3, 600, T0).status is ErrorCode.SUCCESS
+    assert len(core) == 1 and core.get(agent(1)).version == 3  # type: ignore[union-attr]
+    assert found(core) == [] and found(core, skill="alerts") == [agent(1)]
+    assert core.store.by_uri("dmsc://a.example/agent1") is None
+    # the old name is free for another key now
+    assert core.register(signed(2, name="agent1"), 600, T0).status is ErrorCode.SUCCESS
+
+
+def test_refresh_deregister_expire(core: GatewayCore) -> None:
+    assert core.refresh(agent(1), 60, T0).status is ErrorCode.UNKNOWN_AGENT
+    core.register(signed(1), 60, T0)
+    core.register(signed(2), 100, T0)
+    assert core.refresh(agent(1), 60, T0 + 59).status is ErrorCode.SUCCESS
+    assert core.store.get(agent(1)).expires_at == T0 + 119  # type: ignore[union-attr]
+    assert core.next_expiry() == T0 + 100
+    # a lapsed lease cannot be refreshed and is no longer discoverable
+    assert core.refresh(agent(2), 60, T0 + 100).status is ErrorCode.LEASE_EXPIRED
+    assert found(core, now=T0 + 100) == [agent(1)]
+    assert core.expire(T0 + 100) == [VersionedId(agent(2), 1)]
+    assert core.refresh(agent(2), 60, T0 + 100).status is ErrorCode.UNKNOWN_AGENT
+    assert core.route(agent(2), 8, ()) == Reject(ErrorCode.NO_ROUTE)
+    assert core.deregister(agent(1), T0 + 101) is ErrorCode.SUCCESS
+    assert core.deregister(agent(1), T0 + 101) is ErrorCode.UNKNOWN_AGENT
+    assert len(core) == 0 and len(core.store) == 0 and core.expire(T0 + 10**6) == []
+
+
+def test_restart_keeps_registrations(db: Path) -> None:
+    c = GatewayCore(ME, "a.example", RegistryStore(db))
+    c.register(signed(1), 600, T0)
+    c.register(signed(2, skill="alerts"), 600, T0)
+    c.learn(Advertisement(1, (FAR, P1), signed(3, domain="b.example")), P1, T0)
+    before = c.digest()
+    c.store.close()
+    c = GatewayCore(ME, "a.example", RegistryStore(db))
+    assert len(c) == 3 and c.digest() == before
+    assert sorted(found(c)) == sorted([agent(1), agent(3)])
+    res = c.discover(q("alerts"), Scope.LOCAL, 10, T0)
+    assert [r.record.encode() for r in res] == [signed(2, skill="alerts").encode()]
+    assert c.route(agent(1), 8, ()) == DeliverLocal(agent(1))
+    assert c.route(agent(3), 8, ()) == Forward(P1, 7, (ME,))
+    assert c.get(agent(3)).path == (FAR, P1)  # type: ignore[union-attr]
+    assert c.register(signed(5, name="agent1"), 60, T0).status is ErrorCode.NAME_CONFLICT
+    assert c.expire(T0 + 600) == sorted([VersionedId(agent(1), 1), VersionedId(agent(2), 1)],
+                                        key=lambda v: v.agent_id)
+    c.store.close()
+
+
+def test_group_commit(core: GatewayCore) -> None:
+    outs = core.register_many([(signed(1, name="x"), 60), (signed(2, name="x"), 60),
+                               (signed(3), 60), (signed(3, version=2), 60),
+                               (signed(4, domain="b.example"), 60)], T0)
+    assert [o.status for o in outs] == [ErrorCode.SUCCESS, ErrorCode.NAME_CONFLICT,
+                                        ErrorCode.SUCCESS, ErrorCode.SUCCESS,
+                                        ErrorCode.POLICY_DENIED]
+    assert sorted(e.agent_id for e in core.store.all()) == sorted([agent(1), agent(3)])
+    assert core.store.get(agent(3)).version == 2  # type: ignore[union-attr]
+
+
+def test_failed_write_changes_nothing(core: GatewayCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    core.register(signed(1), 60, T0)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(core.store, "put_many", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        core.register(signed(1, version=2, skill="alerts"), 60, T0)
+    with pytest.raises(sqlite3.OperationalError):
+        core.register(signed(2), 60, T0)
+    assert core.get(agent(1)).version == 1  # type: ignore[union-attr]
+    assert found(core) == [agent(1)] and agent(2) not in core
+
+
+def test_discover_scopes_and_policy(core: GatewayCore) -> None:
+    core.register(signed(1), 600, T0)
+    core.learn(Advertisement(1, (P1,), signed(2)), P1, T0)                     # same domain
+    core.learn(Advertisement(1, (P2,), signed(3, domain="b.example")), P2, T0)
+    assert found(core, Scope.LOCAL) == [agent(1)]
+    assert sorted(found(core, Scope.DOMAIN)) == sorted([agent(1), agent(2)])
+    assert sorted(found(core, Scope.FEDERATED)) == sorted([agent(1), agent(2), agent(3)])
+    res = core.discover(q(), Scope.FEDERATED, 10, T0,
+                        allow=lambda r: r.domain == "b.example")
+    assert [r.record.record.agent_id for r in res] == [agent(3)]
+    assert all(r.score == 10000 for r in core.discover(q(), Scope.FEDERATED, 10, T0))
+    assert len(core.discover(q(), Scope.FEDERATED, 2, T0)) == 2
+
+
+def test_learn_rules(core: GatewayCore) -> None:
+    rec = signed(2, domain="b.example")
+    assert not core.learn(Advertisement(1, (ME, P1), rec), P1, T0)    # loop
+    assert not core.learn(Advertisement(1, (P2,), rec), P1, T0)       # sender not last
+    assert not core.learn(Advertisement(1, (), rec), P1, T0)          # empty path
+    assert not core.learn(Advertisement(1, (P1, P1), rec), P1, T0)    # repeated id
+    assert not core.learn(Advertisement(2, (P1,), rec), P1, T0)       # version mismatch
+    assert len(core) == 0
+    assert core.learn(Advertisement(1, (FAR, P1), rec), P1, T0)
+    assert not core.learn(Advertisement(1, (FAR, P1), rec), P1, T0)   # nothing new
+    # local beats remote, and a learned record cannot take a local name
+    core.register(signed(1), 600, T0)
+    assert not core.learn(Advertisement(1, (P1,), signed(1)), P1, T0)
+    assert not core.learn(Advertisement(1, (P1,), signed(9, name="agent1")), P1, T0)
+    assert core.get(agent(1)).local  # type: ignore[union-attr]
+    # a newer version replaces, an older one is ignored
+    v2 = signed(2, version=2, domain="b.example", skill="alerts")
+    assert core.learn(Advertisement(2, (P2,), v2), P2, T0)
+    assert not core.learn(Advertisement(1, (P1,), rec), P1, T0)
+    assert core.get(agent(2)).version == 2  # type: ignore[union-attr]
+    assert found(core, skill="alerts") == [agent(2)]
+    assert core.route(agent(2), 8, ()) == Forward(P2, 7, (ME,))
+    # a local registration replaces a learned record of the same agent
+    assert core.register(signed(2, version=2, domain="b.example"), 60, T0).status \
+        is ErrorCode.POLICY_DENIED
+    assert core.store.get(agent(2)).origin == P2  # type: ignore[union-attr]
+
+
+def test_alternative_routes_and_withdraw(core: GatewayCore) -> None:
+    rec = signed(2, domain="b.example")
+    assert core.learn(Advertisement(1, (FAR, P2), rec), P2, T0)
+    assert core.route(agent(2), 8, ()) == Forward(P2, 7, (ME,))
+    # the same version through P1 on a shorter path becomes the best route
+    assert core.learn(Advertisement(1, (P1,), rec), P1, T0)
+    assert core.route(agent(2), 8, ()) == Forward(P1, 7, (ME,))
+    assert core.store.get(agent(2)).next_hop == P1  # type: ignore[union-attr]
+    # a withdrawal of an older version than the route's is stale
+    assert not core.withdraw(agent(2), 0, P1)
+    # withdrawing the best route falls back to the other one (persisted)
+    assert core.withdraw(agent(2), 1, P1)
+    assert core.route(agent(2), 8, ()) == Forward(P2, 7, (ME,))
+    stored = core.store.get(agent(2))
+    assert stored is not None and (stored.next_hop, stored.path) == (P2, (FAR, P2))
+    assert not core.withdraw(agent(2), 1, P1)
+    # the last route gone, the record goes
+    assert core.withdraw(agent(2), 1, P2)
+    assert agent(2) not in core and core.store.get(agent(2)) is None
+    assert not core.withdraw(agent(9), 1, P2)
+
+
+def test_drop_peer(core: GatewayCore) -> None:
+    core.register(signed(1), 600, T0)
+    core.learn(Advertisement(1, (P1,), signed(2)), P1, T0)
+    core.learn(Advertisement(1, (P1,), signed(3)), P1, T0)
+    core.learn(Advertisement(1, (FAR, P2), signed(3)), P2, T0)
+    core.learn(Advertisement(1, (P2,), signed(4)), P2, T0)
+    ch = core.drop_peer(P1)
+    assert ch == RouteChanges((VersionedId(agent(2), 1),), (agent(3),))
+    assert core.route(agent(3), 8, ()) == Forward(P2, 7, (ME,))
+    assert core.store.get(agent(3)).next_hop == P2  # type: ignore[union-attr]
+    assert agent(2) not in core and core.store.get(agent(2)) is None
+    assert core.drop_peer(P1) == RouteChanges()
+
+
+def test_digest_and_missing_from(db: Path, tmp_path: Path) -> None:
+    a = GatewayCore(ME, "a.example", RegistryStore(db))
+    b = GatewayCore(P1, "a.example", RegistryStore(tmp_path / "other.db"))
+    for n in (1, 2, 3):
+        a.register(signed(n), 600, T0)
+    for n in (3, 2, 1):  # other order, same content
+        b.register(signed(n), 600, T0 + 5)
+    summary, entries = a.digest()
+    assert b.digest() == (summary, entries)
+    assert [e.agent_id for e in entries] == sorted(agent(n) for n in (1, 2, 3))
+    expected = hashlib.sha256(b"".join(e.agent_id + e.version.to_bytes(8, "big")
+                                       for e in entries)).digest()
+    assert (summary.count, summary.hash) == (3, expected)
+    # changing a version changes the summary
+    b.register(signed(2, version=5), 600, T0)
+    assert b.digest()[0] != summary
+    # a peer holding agent 4 and a newer agent 5 (learned here at version 1)
+    a.learn(Advertisement(1, (P2,), signed(5)), P2, T0)
+    peer = [VersionedId(agent(1), 9), VersionedId(agent(4), 1), VersionedId(agent(5), 2),
+            VersionedId(agent(5), 2), VersionedId(agent(3), 1)]
+    assert a.missing_from(peer) == sorted([agent(4), agent(5)])  # never a local agent
+    assert a.missing_from(a.digest()[1]) == []
+    a.store.close()
+    b.store.close()
+
+
+def test_advertisements_for(core: GatewayCore) -> None:
+    core.register(signed(1), 600, T0)
+    core.learn(Advertisement(1, (FAR, P1), signed(2)), P1, T0)
+    ads = core.advertisements_for([agent(1), agent(2), agent(9)])
+    assert [(ad.version, ad.path) for ad in ads] == [(1, (ME,)), (1, (FAR, P1, ME))]
+    assert ads[0].record.encode() == signed(1).encode()
+    # split horizon: P1 would drop its own advertisement as a loop
+    assert [ad.path for ad in core.advertisements_for([agent(1), agent(2)], to_peer=P1)] \
+        == [(ME,)]
+    assert core.agent_ids(local_only=True) == [agent(1)]
