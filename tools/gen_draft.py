@@ -1,0 +1,687 @@
+"""Regenerate the parts of drafts/draft-dmsc-protocol-00.md that mirror the code.
+
+Every table that repeats a number from :mod:`dmscproto.codec.registry` (constants,
+message types, flags, TLV types, error codes, scopes, constraint operators, gateway
+capability bits, COSE algorithms, timers), each message's TLV table (from
+``Message.SPEC``) and the test vectors of Appendix A live between marker comments::
+
+    <!-- BEGIN GENERATED: name -->
+    ...
+    <!-- END GENERATED: name -->
+
+``python tools/gen_draft.py`` rewrites those regions in place; ``--check`` exits 1 and
+names the stale regions instead.  The prose around them is written by hand.  A region
+the generator knows but the draft lacks (a new message type, say) is an error, so the
+draft cannot silently fall behind the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import re
+import sys
+from collections.abc import Callable
+from enum import IntEnum, IntFlag
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import construct as c
+
+from dmscproto.codec import cbor, decode, encode
+from dmscproto.codec import registry as reg
+from dmscproto.codec.cose import SignedRecord
+from dmscproto.codec.errors import DecodeError
+from dmscproto.codec.examples import examples
+from dmscproto.codec.messages import MESSAGE_CLASSES, Message
+from dmscproto.codec.registry import (
+    ConstraintOp,
+    CoseAlgorithm,
+    ErrorCode,
+    Flags,
+    GatewayCaps,
+    MessageType,
+    Scope,
+    TlvType,
+)
+from dmscproto.codec.render import message_text
+from dmscproto.codec.wire import (
+    HEADER_STRUCT,
+    MAX_TLV_VALUE,
+    TLV_HEADER_STRUCT,
+    VALUE_CODECS,
+    AdvertiseCodec,
+    ArrayCodec,
+    BytesCodec,
+    CborCodec,
+    FixedCodec,
+    ResultCodec,
+    SignedRecordCodec,
+    StructCodec,
+    TextCodec,
+    ValueCodec,
+)
+
+DRAFT = Path(__file__).resolve().parent.parent / "drafts" / "draft-dmsc-protocol-00.md"
+REGION = re.compile(
+    r"(?P<begin><!-- BEGIN GENERATED: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)"
+    r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
+#: Hex digits per line in a test vector (32 octets).
+HEX_WIDTH = 64
+#: Longest line in a figure or code block (RFC 7322 plain-text width).
+LINE_WIDTH = 72
+
+
+# --- names and references -----------------------------------------------------------
+def message_section(m: MessageType) -> str:
+    """The section of this draft that specifies message type ``m``."""
+    sections = {
+        MessageType.REGISTER: "5.1.1", MessageType.REGISTER_ACK: "5.1.2",
+        MessageType.REFRESH: "5.1.3", MessageType.REFRESH_ACK: "5.1.4",
+        MessageType.DEREGISTER: "5.1.5", MessageType.DEREGISTER_ACK: "5.1.6",
+        MessageType.DISCOVER: "5.2.1", MessageType.DISCOVER_REPLY: "5.2.2",
+        MessageType.ROUTE_REQUEST: "5.3.1", MessageType.ROUTE_REPLY: "5.3.2",
+        MessageType.ERROR: "5.4",
+        MessageType.OPEN: "6.4.1", MessageType.KEEPALIVE: "6.4.2",
+        MessageType.UPDATE: "6.5", MessageType.DIGEST: "6.6.1",
+        MessageType.SYNC_REQUEST: "6.6.2", MessageType.NOTIFY: "6.7",
+        MessageType.ECHO_REQUEST: "6.8.1", MessageType.ECHO_REPLY: "6.8.1",
+        MessageType.TRACE_REQUEST: "6.8.2", MessageType.TRACE_REPLY: "6.8.2",
+    }
+    return sections[m]
+
+
+#: Meaning and defining section of every TLV type (Section 4.3).
+TLV_DOCS: dict[TlvType, tuple[str, str]] = {
+    TlvType.TRACE_CONTEXT: ("W3C trace context of the transaction", "7.5"),
+    TlvType.DIAGNOSTIC: ("human-readable diagnostic text", "4.3"),
+    TlvType.AGENT_ID: ("an Agent ID", "3.2"),
+    TlvType.GATEWAY_ID: ("a Gateway ID", "3.2"),
+    TlvType.SIGNED_RECORD: ("signed capability record", "7.2.1"),
+    TlvType.LEASE: ("lease in seconds", "5.1"),
+    TlvType.STATUS: ("outcome of a request", "11.5"),
+    TlvType.NONCE: ("random value, unique per request", "5.1"),
+    TlvType.TIMESTAMP: ("milliseconds since 1970-01-01T00:00:00Z", "4.3"),
+    TlvType.QUERY: ("what a requester looks for", "7.3"),
+    TlvType.SCOPE: ("how far discovery reaches", "5.2"),
+    TlvType.MAX_RESULTS: ("most RESULT TLVs wanted", "5.2"),
+    TlvType.RESULT: ("score 0..10000 and a signed record", "5.2"),
+    TlvType.SOURCE_AGENT: ("Agent ID of the requesting agent", "5.3"),
+    TlvType.TARGET_AGENT: ("Agent ID of the destination agent", "5.3"),
+    TlvType.HOP_LIMIT: ("gateways the request may still cross", "5.3"),
+    TlvType.PATH_VECTOR: ("Gateway IDs crossed, oldest first", "5.3"),
+    TlvType.PAYLOAD: ("opaque application data", "5.3"),
+    TlvType.DOMAIN: ("domain name of the sender", "6.4"),
+    TlvType.HOLD_TIME: ("proposed hold time in seconds", "6.4"),
+    TlvType.GATEWAY_CAPS: ("gateway capability bits", "6.4"),
+    TlvType.ADVERTISE: ("version, path and signed record", "6.5"),
+    TlvType.WITHDRAW: ("Agent ID and version withdrawn", "6.5"),
+    TlvType.DIGEST_SUMMARY: ("entry count and SHA-256 of the entries", "6.6"),
+    TlvType.DIGEST_ENTRIES: ("(Agent ID, version) pairs", "6.6"),
+    TlvType.AGENT_IDS: ("Agent IDs requested", "6.6"),
+    TlvType.ACCESS_TOKEN: ("OAuth 2.0 access token", "10.3"),
+    TlvType.OFFENDING_TYPE: ("message type that caused an ERROR", "5.4"),
+    TlvType.TIMEOUT: ("requester's deadline in milliseconds", "5.3"),
+    TlvType.EXPORT_POLICY: ("what the sender exports to the peer", "7.4"),
+    TlvType.SEQUENCE: ("echo sequence number", "6.8"),
+    TlvType.HOP: ("one gateway's hop record", "7.6"),
+}
+
+#: Meaning and defining section of every error code (Section 11.5).
+ERROR_DOCS: dict[ErrorCode, tuple[str, str]] = {
+    ErrorCode.SUCCESS: ("the request succeeded", "5"),
+    ErrorCode.TRUNCATED: ("fewer octets than the header or its length field needs", "4.4"),
+    ErrorCode.TRAILING_DATA: ("octets after the PDU's announced length", "4.4"),
+    ErrorCode.LENGTH_MISMATCH: ("a length field disagrees with the octets around it", "4.4"),
+    ErrorCode.UNSUPPORTED_VERSION: ("header version is not 1", "4.4"),
+    ErrorCode.UNKNOWN_MESSAGE_TYPE: ("message type not registered", "4.4"),
+    ErrorCode.UNKNOWN_CRITICAL_TLV: ("a critical TLV not defined for the message", "4.4"),
+    ErrorCode.DUPLICATE_TLV: ("a TLV repeated where at most one is allowed", "4.4"),
+    ErrorCode.PDU_TOO_LARGE: ("PDU length above MAX_PDU_SIZE", "4.4"),
+    ErrorCode.MALFORMED_CBOR: ("a CBOR value is not one well-formed data item", "7.1"),
+    ErrorCode.NON_DETERMINISTIC_CBOR: ("a CBOR value is not deterministically encoded",
+                                       "7.1"),
+    ErrorCode.MALFORMED_COSE: ("a signed record violates the COSE_Sign1 profile", "7.2.1"),
+    ErrorCode.MISSING_TLV: ("a required TLV is absent", "4.4"),
+    ErrorCode.INVALID_TLV_LENGTH: ("a TLV value has the wrong size", "4.3"),
+    ErrorCode.INVALID_TLV_VALUE: ("a TLV value is out of range or breaks its schema", "4.3"),
+    ErrorCode.TLV_ORDER: ("TLVs not in ascending type order", "4.2"),
+    ErrorCode.UNEXPECTED_MESSAGE: ("message not valid in the current state", "6.1"),
+    ErrorCode.HOLD_TIMER_EXPIRED: ("nothing received from the peer for the hold time", "6.4"),
+    ErrorCode.TRANSACTION_TIMEOUT: ("no answer within the transaction's time", "5.3"),
+    ErrorCode.CEASE: ("the peer closes the session administratively", "6.7"),
+    ErrorCode.UNKNOWN_AGENT: ("no registration for this Agent ID", "5.1"),
+    ErrorCode.NAME_CONFLICT: ("the agent URI is held by another key", "5.1"),
+    ErrorCode.LEASE_EXPIRED: ("the lease ended; register again", "5.1"),
+    ErrorCode.NO_ROUTE: ("no route to the target or no match for the query", "5.3"),
+    ErrorCode.LOOP_DETECTED: ("the request would cross a gateway twice", "5.3"),
+    ErrorCode.HOP_LIMIT_EXCEEDED: ("the hop limit or path vector is exhausted", "5.3"),
+    ErrorCode.TARGET_UNREACHABLE: ("the target agent did not answer", "5.3"),
+    ErrorCode.BAD_SIGNATURE: ("a signed record does not verify", "10.2"),
+    ErrorCode.UNTRUSTED_CERTIFICATE: ("no path to an accepted trust anchor", "10.2"),
+    ErrorCode.IDENTITY_MISMATCH: ("record, certificate and peer identities differ", "10.2"),
+    ErrorCode.REPLAY: ("nonce seen before, or an older record version", "10.4"),
+    ErrorCode.STALE_TIMESTAMP: ("TIMESTAMP outside FRESHNESS_WINDOW", "10.4"),
+    ErrorCode.INVALID_TOKEN: ("the access token does not verify", "10.3"),
+    ErrorCode.TOKEN_EXPIRED: ("the access token has expired", "10.3"),
+    ErrorCode.INSUFFICIENT_SCOPE: ("the token lacks the operation's scope", "10.3"),
+    ErrorCode.WRONG_AUDIENCE: ("the token is for another audience", "10.3"),
+    ErrorCode.TOKEN_KEY_MISMATCH: ("the token is bound to another key", "10.3"),
+    ErrorCode.CERTIFICATE_REVOKED: ("the certificate is revoked", "10.2"),
+    ErrorCode.CERTIFICATE_EXPIRED: ("the certificate is outside its validity", "10.2"),
+    ErrorCode.POLICY_DENIED: ("local or export policy forbids the request", "10.6"),
+    ErrorCode.RATE_LIMITED: ("the sender exceeds a rate limit", "10.7"),
+    ErrorCode.RESOURCE_EXHAUSTED: ("the receiver lacks resources", "10.7"),
+    ErrorCode.INTERNAL_ERROR: ("the receiver failed", "5.4"),
+}
+
+#: Units of the timers whose value is not in seconds (Section 8).
+TIMER_UNITS = {"REFRESH_FRACTION": "ratio", "KEEPALIVE_FRACTION": "ratio",
+               "RETRANSMIT_LIMIT": "count"}
+
+#: The protocol constants shown in Section 4.5, with their meaning.
+CONSTANTS: tuple[tuple[str, Any, str], ...] = (
+    ("VERSION", reg.VERSION, "protocol version in the header"),
+    ("HEADER_SIZE", reg.HEADER_SIZE, "octets in the common header"),
+    ("TLV_HEADER_SIZE", reg.TLV_HEADER_SIZE, "octets in a TLV's type and length"),
+    ("MAX_PDU_SIZE", reg.MAX_PDU_SIZE, "largest PDU, header included"),
+    ("MAX_TLV_VALUE", MAX_TLV_VALUE, "largest TLV value"),
+    ("CRITICAL_BIT", reg.CRITICAL_BIT, "must-understand bit of a TLV type"),
+    ("ID_SIZE", reg.ID_SIZE, "octets in an Agent ID or Gateway ID"),
+    ("DEFAULT_HOP_LIMIT", reg.DEFAULT_HOP_LIMIT, "initial HOP_LIMIT"),
+    ("ALPN", reg.ALPN, "ALPN protocol ID over QUIC"),
+    ("UDP_PORT", reg.UDP_PORT, "default UDP port (DTLS, lab UDP)"),
+)
+
+
+def message_name(m: MessageType) -> str:
+    return m.name
+
+
+def cddl_name(cls: type) -> str:
+    """The CDDL rule name of a value class: ``TraceContext`` -> ``trace-context``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", cls.__name__).lower()
+
+
+# --- value formats (derived from the codec's construct definitions) ----------------------
+def _unwrap(fmt: c.Construct) -> c.Construct:
+    while isinstance(fmt, c.Renamed | c.Rebuild):
+        fmt = fmt.subcon
+    return fmt
+
+
+def _construct_format(fmt: c.Construct, rest: str = "octets") -> str:
+    """Describe ``fmt``; ``rest`` names what a trailing GreedyBytes holds."""
+    fmt = _unwrap(fmt)
+    if isinstance(fmt, c.FormatField):
+        return f"uint{8 * fmt.length}"
+    if isinstance(fmt, c.Bytes) and isinstance(fmt.length, int):
+        return f"{fmt.length} octets"
+    if isinstance(fmt, c.FocusedSeq):  # PrefixedArray: count, then the items
+        count = _construct_format(fmt.subcons[0])
+        items = _unwrap(fmt.subcons[1])
+        assert isinstance(items, c.Array)
+        item = _construct_format(items.subcon)
+        return f"{count} count, count * " + (f"({item})" if "," in item else item)
+    if isinstance(fmt, c.Struct):
+        return ", ".join(_construct_format(s, rest) for s in fmt.subcons)
+    if fmt is c.GreedyBytes:
+        return rest
+    raise TypeError(f"no format description for {fmt!r}")
+
+
+def value_format(tlv: TlvType) -> str:
+    """A short description of TLV ``tlv``'s value, derived from its codec."""
+    codec: ValueCodec[Any] = VALUE_CODECS[tlv]
+    if isinstance(codec, FixedCodec):
+        convert = codec._convert
+        base = _construct_format(codec.fmt)
+        return base if convert is None else f"{base} {convert.__name__}"
+    if isinstance(codec, StructCodec | ArrayCodec):
+        return _construct_format(codec.fmt)
+    if isinstance(codec, ResultCodec | AdvertiseCodec):
+        return _construct_format(codec.fmt, rest="COSE_Sign1")
+    if isinstance(codec, SignedRecordCodec):
+        return "COSE_Sign1"
+    if isinstance(codec, CborCodec):
+        return f"CBOR {cddl_name(codec._cls)}"
+    if isinstance(codec, TextCodec):
+        return "UTF-8 text"
+    if isinstance(codec, BytesCodec):
+        return "octets"
+    raise TypeError(f"no format description for {tlv.name}")
+
+
+# --- tables -----------------------------------------------------------------------------
+def table(head: tuple[str, ...], rows: list[tuple[str, ...]], title: str) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(x.ljust(w) for x, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    out.append(f'{{: title="{title}"}}')
+    return "\n".join(out) + "\n"
+
+
+def hex16(v: int) -> str:
+    return f"0x{v:04X}"
+
+
+def hex8(v: int) -> str:
+    return f"0x{v:02X}"
+
+
+def number(v: float) -> str:
+    """A timer value as the draft writes it: integers plain, 1/3 as a fraction."""
+    if float(v).is_integer():
+        return str(int(v))
+    text = repr(float(v))
+    if len(text) <= 5:
+        return text
+    frac = Fraction(v).limit_denominator(1000)
+    if float(frac) != v:
+        raise ValueError(f"cannot write {v!r} exactly")
+    return f"{frac.numerator}/{frac.denominator}"
+
+
+def gen_constants() -> str:
+    rows = [(n, hex16(v) if n == "CRITICAL_BIT" else f'"{v}"' if isinstance(v, str) else str(v),
+             meaning) for n, v, meaning in CONSTANTS]
+    return table(("Name", "Value", "Meaning"), rows, "Protocol constants")
+
+
+def gen_message_types() -> str:
+    rows = [(hex8(m), message_name(m), f"Section {message_section(m)}") for m in MessageType]
+    return table(("Code", "Name", "Reference"), rows, "DMSC Message Types, initial contents")
+
+
+def gen_flags() -> str:
+    rows = [(hex16(f), str(f.name), "Section 9.3") for f in Flags]
+    return table(("Bit", "Name", "Reference"), rows, "DMSC Header Flags, initial contents")
+
+
+def gen_tlv_formats() -> str:
+    rows = [(t.name, hex16(t), value_format(t), TLV_DOCS[t][0]) for t in TlvType]
+    return table(("TLV", "Code", "Value", "Meaning"), rows, "TLV value formats")
+
+
+def gen_tlv_types() -> str:
+    rows = [(hex16(t), t.name, "yes" if t.critical else "no", f"Section {TLV_DOCS[t][1]}")
+            for t in TlvType]
+    return table(("Code", "Name", "Critical", "Reference"), rows,
+                 "DMSC TLV Types, initial contents")
+
+
+def gen_error_codes() -> str:
+    rows = [(hex16(e), e.name, ERROR_DOCS[e][0], f"Section {ERROR_DOCS[e][1]}")
+            for e in ErrorCode]
+    return table(("Code", "Name", "Meaning", "Reference"), rows,
+                 "DMSC Error Codes, initial contents")
+
+
+def _enum_table(enum: type[IntEnum] | type[IntFlag], title: str, ref: str,
+                fmt: Callable[[int], str] = str) -> str:
+    rows = [(fmt(int(m)), str(m.name), ref) for m in enum]
+    return table(("Value", "Name", "Reference"), rows, title)
+
+
+def gen_scopes() -> str:
+    return _enum_table(Scope, "DMSC Discovery Scopes, initial contents", "Section 5.2")
+
+
+def gen_constraint_ops() -> str:
+    return _enum_table(ConstraintOp, "DMSC Constraint Operators, initial contents",
+                       "Section 7.3")
+
+
+def gen_gateway_caps() -> str:
+    return _enum_table(GatewayCaps, "DMSC Gateway Capability Bits, initial contents",
+                       "Section 6.4", lambda v: f"0x{v:08X}")
+
+
+def gen_cose_algorithms() -> str:
+    return _enum_table(CoseAlgorithm, "COSE algorithms for signed records", "[RFC9053]")
+
+
+def gen_timers() -> str:
+    rows = [(t.name, number(t.default_s), TIMER_UNITS.get(t.name, "seconds"), t.description)
+            for t in reg.TIMERS]
+    return table(("Timer", "Default", "Unit", "Meaning"), rows, "Timers and defaults")
+
+
+def gen_message(m: MessageType) -> str:
+    cls = MESSAGE_CLASSES[m.value]
+    rows = [(s.tlv.name, hex16(s.tlv), s.occurs.value, value_format(s.tlv)) for s in cls.SPEC]
+    if not rows:
+        return f"{message_name(m)} carries no TLVs.\n"
+    return table(("TLV", "Code", "Occurs", "Value"), rows, f"TLVs of {message_name(m)}")
+
+
+# --- test vectors (Appendix A) -------------------------------------------------------------
+def hex_lines(data: bytes) -> str:
+    h = data.hex()
+    return "\n".join(h[i:i + HEX_WIDTH] for i in range(0, len(h), HEX_WIDTH)) + "\n"
+
+
+def _wrap(line: str) -> list[str]:
+    """Break a long ``key: hexvalue`` line of a decoded listing into 64-digit pieces."""
+    m = re.fullmatch(r"(?P<ind> *)(?P<key>[^:]+): (?P<hex>[0-9a-f]+)(?P<rest>.*)", line)
+    if len(line) <= LINE_WIDTH or m is None:
+        return [line]
+    ind = m["ind"] + "    "
+    step = HEX_WIDTH - (HEX_WIDTH % 2) if len(ind) + HEX_WIDTH <= LINE_WIDTH else 56
+    pieces = [m["hex"][i:i + step] for i in range(0, len(m["hex"]), step)]
+    return [f"{m['ind']}{m['key']}:", *(ind + p for p in pieces)] + (
+        [ind + m["rest"].strip()] if m["rest"].strip() else [])
+
+
+def decoded_listing(msg: Message, length: int) -> str:
+    lines = [w for line in message_text(msg, length).splitlines() for w in _wrap(line)]
+    return "\n".join(lines) + "\n"
+
+
+def vector_block(name: str, expect: str, data: bytes) -> str:
+    return f"~~~~\nvector {name} {expect}\n{hex_lines(data)}~~~~\n"
+
+
+def gen_vectors_valid() -> str:
+    out = []
+    for name, msg in examples().items():
+        data = encode(msg)
+        out.append(f"### {name} {{#vector-{name}}}\n\n{message_name(msg.TYPE)}, {len(data)} octets.\n\n")
+        out.append(vector_block(name, "valid", data))
+        out.append(f"\nDecoded:\n\n~~~~\n{decoded_listing(decode(data), len(data))}~~~~\n\n")
+    return "".join(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawPdu:
+    """A PDU taken apart into header fields and TLVs, to be mutated and rebuilt."""
+
+    version: int
+    type: int
+    flags: int
+    length: int | None
+    txid: int
+    tlvs: list[tuple[int, bytes]]
+
+    @classmethod
+    def parse(cls, data: bytes) -> RawPdu:
+        version, mtype, flags, length, txid = HEADER_STRUCT.unpack_from(data)
+        tlvs, off = [], reg.HEADER_SIZE
+        while off < len(data):
+            t, n = TLV_HEADER_STRUCT.unpack_from(data, off)
+            tlvs.append((t, data[off + 4: off + 4 + n]))
+            off += reg.TLV_HEADER_SIZE + n
+        return cls(version, mtype, flags, None, txid, tlvs)
+
+    def build(self) -> bytes:
+        body = b"".join(TLV_HEADER_STRUCT.pack(t, len(v)) + v for t, v in self.tlvs)
+        length = reg.HEADER_SIZE + len(body) if self.length is None else self.length
+        return HEADER_STRUCT.pack(self.version, self.type, self.flags, length, self.txid) + body
+
+    def value(self, tlv: TlvType) -> bytes:
+        return next(v for t, v in self.tlvs if t == tlv)
+
+    def replace(self, tlv: TlvType, value: bytes) -> RawPdu:
+        return dataclasses.replace(
+            self, tlvs=[(t, value if t == tlv else v) for t, v in self.tlvs])
+
+
+@functools.cache
+def _ex(name: str) -> bytes:
+    return encode(examples()[name])
+
+
+def _example(name: str) -> RawPdu:
+    return RawPdu.parse(_ex(name))
+
+
+def _without(p: RawPdu, tlv: TlvType) -> RawPdu:
+    return dataclasses.replace(p, tlvs=[(t, v) for t, v in p.tlvs if t != tlv])
+
+
+def _with(p: RawPdu, tlv: int, value: bytes) -> RawPdu:
+    return dataclasses.replace(p, tlvs=[*p.tlvs, (tlv, value)])
+
+
+def _last_tlv_length_plus_one(data: bytes) -> bytes:
+    n = len(RawPdu.parse(data).tlvs[-1][1])
+    off = len(data) - n - 2
+    return data[:off] + (n + 1).to_bytes(2, "big") + data[off + 2:]
+
+
+def _query_non_shortest() -> bytes:
+    p = _example("route-request-by-query")
+    q = p.value(TlvType.QUERY)  # a1 01 ...: map(1), key 1
+    return p.replace(TlvType.QUERY, q[:1] + b"\x18\x01" + q[2:]).build()
+
+
+def _policy_key_order() -> bytes:
+    p = _example("open")
+    policy = cbor.loads(p.value(TlvType.EXPORT_POLICY))
+    swapped = cbor2.dumps(dict(reversed(list(policy.items()))))
+    return p.replace(TlvType.EXPORT_POLICY, swapped).build()
+
+
+def _cose_tag_17() -> bytes:
+    p = _example("register")
+    rec = p.value(TlvType.SIGNED_RECORD)
+    return p.replace(TlvType.SIGNED_RECORD, b"\xd1" + rec[1:]).build()
+
+
+def _uri_domain_mismatch() -> bytes:
+    p = _example("register")
+    signed = SignedRecord.decode(p.value(TlvType.SIGNED_RECORD))
+    payload = cbor.loads(signed.payload)
+    payload[1] = payload[1].replace("a.example", "b.example")
+    bad = dataclasses.replace(signed, payload=cbor.dumps(payload))
+    return p.replace(TlvType.SIGNED_RECORD, bad.encode()).build()
+
+
+def _repeat_first(p: RawPdu) -> RawPdu:
+    return dataclasses.replace(p, tlvs=[p.tlvs[0], *p.tlvs])
+
+
+def _swap_first_two(p: RawPdu) -> RawPdu:
+    return dataclasses.replace(p, tlvs=[p.tlvs[1], p.tlvs[0], *p.tlvs[2:]])
+
+
+#: Negative vectors: (name, expected code, how the base example is changed, builder).
+NEGATIVE: tuple[tuple[str, ErrorCode, str, Callable[[], bytes]], ...] = (
+    ("truncated-header", ErrorCode.TRUNCATED,
+     "The first 15 octets of `keepalive`: the common header is incomplete.",
+     lambda: _ex("keepalive")[:15]),
+    ("truncated-body", ErrorCode.TRUNCATED,
+     "`refresh-ack` without its last octet; the header still announces 30 octets.",
+     lambda: _ex("refresh-ack")[:-1]),
+    ("trailing-data", ErrorCode.TRAILING_DATA,
+     "`keepalive` followed by one extra zero octet that the header does not announce.",
+     lambda: _ex("keepalive") + b"\x00"),
+    ("length-below-header", ErrorCode.LENGTH_MISMATCH,
+     "`keepalive` with the header's Length set to 15, less than the header itself.",
+     lambda: dataclasses.replace(_example("keepalive"), length=15).build()),
+    ("tlv-length-overrun", ErrorCode.LENGTH_MISMATCH,
+     "`refresh-ack` with the Length of its last TLV (STATUS) one larger (3), so the TLV "
+     "runs past the end of the PDU, whose Length is unchanged.",
+     lambda: _last_tlv_length_plus_one(_ex("refresh-ack"))),
+    ("unsupported-version", ErrorCode.UNSUPPORTED_VERSION,
+     "`keepalive` with Version 2.",
+     lambda: dataclasses.replace(_example("keepalive"), version=2).build()),
+    ("unknown-message-type", ErrorCode.UNKNOWN_MESSAGE_TYPE,
+     "`keepalive` with Message Type 0x66, which is unassigned.",
+     lambda: dataclasses.replace(_example("keepalive"), type=0x66).build()),
+    ("unknown-critical-tlv", ErrorCode.UNKNOWN_CRITICAL_TLV,
+     "`keepalive` with an unassigned critical TLV 0x8042 carrying \"future\" appended.",
+     lambda: _with(_example("keepalive"), 0x8042, b"future").build()),
+    ("critical-tlv-not-in-message", ErrorCode.UNKNOWN_CRITICAL_TLV,
+     "`keepalive` with a STATUS TLV (SUCCESS) appended; STATUS is registered but not "
+     "defined for KEEPALIVE, and it is critical.",
+     lambda: _with(_example("keepalive"), TlvType.STATUS, b"\x00\x00").build()),
+    ("duplicate-tlv", ErrorCode.DUPLICATE_TLV,
+     "`refresh-ack` with its LEASE TLV sent twice in a row.",
+     lambda: _repeat_first(_example("refresh-ack")).build()),
+    ("pdu-too-large", ErrorCode.PDU_TOO_LARGE,
+     "The 16-octet header of `keepalive` with Length 65536 (MAX_PDU_SIZE + 1) and no "
+     "body: the receiver refuses it before reading further.",
+     lambda: dataclasses.replace(_example("keepalive"),
+                                 length=reg.MAX_PDU_SIZE + 1).build()),
+    ("malformed-cbor", ErrorCode.MALFORMED_CBOR,
+     "`route-request-by-query` with the QUERY value's array head changed from 0x81 to "
+     "0x82: the array announces two skills and holds one.",
+     lambda: _example("route-request-by-query").replace(
+         TlvType.QUERY,
+         _example("route-request-by-query").value(TlvType.QUERY).replace(b"\x81", b"\x82", 1))
+     .build()),
+    ("non-shortest-integer", ErrorCode.NON_DETERMINISTIC_CBOR,
+     "`route-request-by-query` with map key 1 of the QUERY value written in two octets "
+     "(0x18 0x01) instead of one; lengths adjusted.",
+     _query_non_shortest),
+    ("map-key-order", ErrorCode.NON_DETERMINISTIC_CBOR,
+     "`open` with the EXPORT_POLICY map's two keys in descending order (2, then 1).",
+     _policy_key_order),
+    ("cose-wrong-tag", ErrorCode.MALFORMED_COSE,
+     "`register` with the SIGNED_RECORD's CBOR tag 18 (0xD2) changed to 17 (0xD1, "
+     "COSE_Mac0).",
+     _cose_tag_17),
+    ("missing-tlv", ErrorCode.MISSING_TLV,
+     "`refresh-ack` without its STATUS TLV.",
+     lambda: _without(_example("refresh-ack"), TlvType.STATUS).build()),
+    ("invalid-tlv-length", ErrorCode.INVALID_TLV_LENGTH,
+     "`refresh-ack` with a 3-octet LEASE value (0x000E10) instead of 4 octets.",
+     lambda: _example("refresh-ack").replace(TlvType.LEASE, b"\x00\x0e\x10").build()),
+    ("invalid-scope", ErrorCode.INVALID_TLV_VALUE,
+     "`discover` with SCOPE 3, which is not a registered scope.",
+     lambda: _example("discover").replace(TlvType.SCOPE, b"\x03").build()),
+    ("invalid-utf8", ErrorCode.INVALID_TLV_VALUE,
+     "`notify` with the first octet of the DIAGNOSTIC text replaced by 0xFF.",
+     lambda: _example("notify").replace(
+         TlvType.DIAGNOSTIC, b"\xff" + _example("notify").value(TlvType.DIAGNOSTIC)[1:])
+     .build()),
+    ("record-uri-domain-mismatch", ErrorCode.INVALID_TLV_VALUE,
+     "`register` with the record's agent-uri changed to dmsc://b.example/weather while "
+     "its domain stays a.example (the signature is left as is; decoding does not "
+     "verify it).",
+     _uri_domain_mismatch),
+    ("tlv-order", ErrorCode.TLV_ORDER,
+     "`refresh-ack` with its two TLVs swapped: STATUS (0x8005) before LEASE (0x8004).",
+     lambda: _swap_first_two(_example("refresh-ack")).build()),
+)
+
+
+def negative_vectors() -> list[tuple[str, ErrorCode, str, bytes]]:
+    """The negative vectors, each checked to fail with its expected code."""
+    out = []
+    for name, code, why, build in NEGATIVE:
+        data = build()
+        try:
+            decode(data)
+        except DecodeError as exc:
+            if exc.code is not code:
+                raise AssertionError(f"{name}: {exc.code.name}, expected {code.name}") from None
+        else:
+            raise AssertionError(f"{name}: decodes, expected {code.name}")
+        out.append((name, code, why, data))
+    return out
+
+
+def gen_vectors_invalid() -> str:
+    out = []
+    for name, code, why, data in negative_vectors():
+        out.append(f"### {name} {{#vector-{name}}}\n\n{why} Expected: {code.name}.\n\n")
+        out.append(vector_block(name, code.name, data))
+        out.append("\n")
+    return "".join(out)
+
+
+def digest_hash(entries: list[tuple[bytes, int]]) -> tuple[bytes, bytes]:
+    """The DIGEST_SUMMARY hash input and its SHA-256 (Section 6.6)."""
+    data = b"".join(a + v.to_bytes(8, "big") for a, v in sorted(entries))
+    return data, hashlib.sha256(data).digest()
+
+
+def gen_digest_example() -> str:
+    msg = examples()["digest"]
+    entries = [(e.agent_id, e.version) for chunk in msg.entries for e in chunk]  # type: ignore[attr-defined]
+    data, h = digest_hash(entries)
+    return (f"Hash input ({len(entries)} entries, {len(data)} octets):\n\n~~~~\n"
+            f"{hex_lines(data)}~~~~\n\nSHA-256 of the input (the summary hash):\n\n~~~~\n"
+            f"{hex_lines(h)}~~~~\n")
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "constants": gen_constants,
+    "message-types": gen_message_types,
+    "flags": gen_flags,
+    "tlv-formats": gen_tlv_formats,
+    "tlv-types": gen_tlv_types,
+    "error-codes": gen_error_codes,
+    "scopes": gen_scopes,
+    "constraint-ops": gen_constraint_ops,
+    "gateway-caps": gen_gateway_caps,
+    "cose-algorithms": gen_cose_algorithms,
+    "timers": gen_timers,
+    "vectors-valid": gen_vectors_valid,
+    "vectors-invalid": gen_vectors_invalid,
+    "digest-example": gen_digest_example,
+    **{f"msg-{m.name.lower().replace('_', '-')}": (lambda m=m: gen_message(m))  # type: ignore[misc]
+       for m in MessageType},
+}
+
+
+def regenerate(text: str) -> tuple[str, list[str]]:
+    """Return ``text`` with every generated region rewritten, and the stale region names.
+
+    Raises ``ValueError`` for a region the generator does not know, a region it knows
+    that the draft lacks, or a region that appears twice.
+    """
+    found = [m["name"] for m in REGION.finditer(text)]
+    unknown = sorted(set(found) - set(GENERATORS))
+    missing = sorted(set(GENERATORS) - set(found))
+    twice = sorted({n for n in found if found.count(n) > 1})
+    if unknown or missing or twice:
+        raise ValueError(f"generated regions: unknown {unknown}, missing {missing}, "
+                         f"repeated {twice}")
+    stale: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        body = GENERATORS[m["name"]]()
+        if body != m["body"]:
+            stale.append(m["name"])
+        return m["begin"] + body + m["end"]
+
+    return REGION.sub(sub, text), stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if the draft is out of date instead of rewriting it")
+    ap.add_argument("--draft", type=Path, default=DRAFT, help="draft to process")
+    args = ap.parse_args(argv)
+    text = args.draft.read_text(encoding="utf-8")
+    try:
+        new, stale = regenerate(text)
+    except ValueError as exc:
+        print(f"{args.draft}: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        if stale:
+            print(f"{args.draft}: out of date: {', '.join(stale)}; "
+                  "run python tools/gen_draft.py", file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        args.draft.write_text(new, encoding="utf-8")
+        print(f"{args.draft}: regenerated {', '.join(stale)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
