@@ -23,7 +23,7 @@ import functools
 import hashlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum, IntFlag
 from fractions import Fraction
 from pathlib import Path
@@ -257,7 +257,7 @@ def value_format(tlv: TlvType) -> str:
 
 
 # --- tables -----------------------------------------------------------------------------
-def table(head: tuple[str, ...], rows: list[tuple[str, ...]], title: str) -> str:
+def table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]], title: str) -> str:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -394,7 +394,8 @@ def gen_vectors_valid() -> str:
     out = []
     for name, msg in examples().items():
         data = encode(msg)
-        out.append(f"### {name} {{#vector-{name}}}\n\n{message_name(msg.TYPE)}, {len(data)} octets.\n\n")
+        out.append(f"### {name} {{#vector-{name}}}\n\n"
+                   f"{message_name(msg.TYPE)}, {len(data)} octets.\n\n")
         out.append(vector_block(name, "valid", data))
         out.append(f"\nDecoded:\n\n~~~~\n{decoded_listing(decode(data), len(data))}~~~~\n\n")
     return "".join(out)
@@ -413,7 +414,7 @@ class RawPdu:
 
     @classmethod
     def parse(cls, data: bytes) -> RawPdu:
-        version, mtype, flags, length, txid = HEADER_STRUCT.unpack_from(data)
+        version, mtype, flags, _length, txid = HEADER_STRUCT.unpack_from(data)
         tlvs, off = [], reg.HEADER_SIZE
         while off < len(data):
             t, n = TLV_HEADER_STRUCT.unpack_from(data, off)
