@@ -31,7 +31,6 @@ from aioquic.quic import events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import (
-    QuicErrorCode,
     QuicPacketType,
     encode_quic_version_negotiation,
     pull_quic_header,
@@ -134,6 +133,16 @@ def _sender(transport: asyncio.DatagramTransport,
     return cast(asyncio.DatagramTransport, recorder) if recorder else transport
 
 
+#: PING identifier of the client's post-handshake confirmation (see wait_established).
+_CONFIRM_PING = 0
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a future's exception as retrieved: nobody need wait for it."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(slots=True)
 class _Outgoing:
     """A transaction this end started: the response being reassembled."""
@@ -171,6 +180,8 @@ class DmscConnection(QuicConnectionProtocol):
         self._raw_transport: asyncio.DatagramTransport | None = None
         self._local_bit = 0 if quic.configuration.is_client else 1
         self._s = _State()
+        self._confirmed: asyncio.Future[None] = self._loop.create_future()
+        self._confirmed.add_done_callback(_retrieve)
 
     # --- asyncio / aioquic plumbing --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -208,16 +219,11 @@ class DmscConnection(QuicConnectionProtocol):
                                             ErrorCode.CEASE))
 
     async def wait_established(self) -> None:
-        """Client side: wait until the server has accepted our certificate.  The TLS
-        handshake completes at the client before the server has checked the client
-        certificate; one acknowledged PING proves the server kept the connection."""
-        try:
-            await self.wait_connected()
-            await self.ping()
-        except ConnectionError:
-            raise self._closed_error or ConnectionClosed(
-                QuicErrorCode.INTERNAL_ERROR, "handshake failed", ErrorCode.INTERNAL_ERROR
-            ) from None
+        """Wait until both ends are authenticated.  At the client, the TLS handshake
+        completes before the server has checked the client certificate, so the client
+        sends a PING on completion and waits for its acknowledgement: a server that
+        refuses the certificate closes the connection instead of acknowledging."""
+        await asyncio.shield(self._confirmed)
 
     # --- transactions ----------------------------------------------------------------
     async def request(self, msg: Message, timeout: float | None = REQUEST_TIMEOUT) -> Message:
@@ -283,6 +289,9 @@ class DmscConnection(QuicConnectionProtocol):
             self._stream_reset(event.stream_id, event.error_code)
         elif isinstance(event, events.HandshakeCompleted):
             self._handshake_completed()
+        elif isinstance(event, events.PingAcknowledged):
+            if event.uid == _CONFIRM_PING and not self._confirmed.done():
+                self._confirmed.set_result(None)
         elif isinstance(event, events.ConnectionTerminated):
             self._terminated(event.error_code, event.frame_type is None, event.reason_phrase)
 
@@ -293,6 +302,10 @@ class DmscConnection(QuicConnectionProtocol):
             return
         address = self._quic.get_peer_address() or ("", 0)
         self.peer = PeerInfo(identity, cert, address, self)
+        if self._quic.configuration.is_client:
+            self._quic.send_ping(_CONFIRM_PING)  # sent by the transmit() that follows
+        else:
+            self._confirmed.set_result(None)
         for callback in self._established:
             callback(self)
 
@@ -306,6 +319,8 @@ class DmscConnection(QuicConnectionProtocol):
 
     def _fail_all(self, error: ConnectionClosed) -> None:
         self._closed_error = error
+        if not self._confirmed.done():
+            self._confirmed.set_exception(error)
         for pending in self._s.outgoing.values():
             if pending is not None and not pending.future.done():
                 pending.future.set_exception(error)
