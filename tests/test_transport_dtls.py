@@ -156,6 +156,32 @@ def test_spoofed_client_hello_flood_creates_no_state(pki: Pki) -> None:
     assert len(server.sessions) == 1
 
 
+def test_handshake_timeout_idle_timeout_and_session_limit(pki: Pki) -> None:
+    lonely = DtlsEndpoint(pki.agent, is_client=True, handshake_timeout=2.0)
+    lonely.connect(SERVER, 0.0)
+    lonely.datagrams_to_send(0.0)  # the ClientHello goes nowhere
+    timer = lonely.get_timer()
+    assert timer is not None and timer <= 2.0  # OpenSSL's retransmission timer or ours
+    lonely.handle_timer(2.0)
+    [event] = drain(lonely)
+    assert isinstance(event, PeerClosed) and event.code is ErrorCode.TARGET_UNREACHABLE
+    assert lonely.sessions == {}
+
+    server = DtlsEndpoint(pki.gateway, is_client=False, idle_timeout=30.0, max_sessions=1)
+    client = DtlsEndpoint(pki.agent, is_client=True, idle_timeout=1000.0)
+    client.connect(SERVER, 0.0)
+    pump(client, CLIENT, server, SERVER)
+    other = DtlsEndpoint(pki.agent, is_client=True)
+    other.connect(SERVER, 0.0)
+    _, ev_s = pump(other, ("192.0.2.9", 9), server, SERVER)
+    assert ev_s == [] and len(server.sessions) == 1  # over the limit: ignored
+    assert server.get_timer() == pytest.approx(30.0)
+    server.handle_timer(30.0)  # idle: close_notify to the client
+    ev_c, ev_s = pump(client, CLIENT, server, SERVER, now=30.0)
+    assert [type(e) for e in ev_s] == [PeerClosed] and server.sessions == {}
+    assert [type(e) for e in ev_c] == [PeerClosed] and client.sessions == {}
+
+
 def test_client_without_certificate_refused(pki: Pki) -> None:
     server = DtlsEndpoint(pki.gateway, is_client=False)
     ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)

@@ -544,6 +544,9 @@ class DatagramNode(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for addr in list(self.connections):
             self._peer_gone(addr, "socket closed")
+        while (rev := self.reliability.next_event()) is not None:
+            if isinstance(rev, RequestFailed):  # fail the requests still waiting
+                self._on_reliability_event(rev)
         for fut in self._connecting.values():
             if not fut.done():
                 fut.set_exception(TransportError(ErrorCode.TARGET_UNREACHABLE,

@@ -27,7 +27,9 @@
   ``DTLSv1_handle_timeout``, which reads the real clock); ``now`` only decides when
   :meth:`DtlsEndpoint.handle_timer` is called.  An association whose handshake does not
   finish within ``handshake_timeout`` is dropped, and an established one idle for
-  ``idle_timeout`` is closed with close_notify.
+  ``idle_timeout`` (default DEFAULT_LEASE, so that an agent refreshing at half its lease
+  keeps its association) is closed with close_notify.  At most ``max_sessions``
+  associations are kept; ClientHellos with valid cookies beyond that are ignored.
 * A key log in SSLKEYLOGFILE format is written on request, so Wireshark can decrypt.
 
 OpenSSL (up to 4.0 at least) cannot use an Ed25519 certificate for a DTLS 1.2 *server*
@@ -131,7 +133,8 @@ class DtlsEndpoint:
                  server_name: str | None = None, expect_domain: str | None = None,
                  max_datagram: int = DEFAULT_MAX_DATAGRAM, keylog: TextIO | None = None,
                  handshake_timeout: float = timer("REQUEST_TIMEOUT"),
-                 idle_timeout: float = 10 * timer("DUPLICATE_CACHE_TIME")) -> None:
+                 idle_timeout: float = timer("DEFAULT_LEASE"),
+                 max_sessions: int = 10000) -> None:
         key = tls.credential.private_key
         if not is_client and isinstance(key, ed25519.Ed25519PrivateKey):
             raise ValueError("OpenSSL cannot authenticate a DTLS 1.2 server with an Ed25519 "
@@ -143,6 +146,7 @@ class DtlsEndpoint:
         self.max_pdu = max_datagram - RECORD_OVERHEAD
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
         self.server_name = server_name
         #: Per-peer state by address: what a spoofed ClientHello flood must not grow.
         self.sessions: dict[Address, _Session] = {}
@@ -238,7 +242,8 @@ class DtlsEndpoint:
             session.last_seen = now
             session.conn.bio_write(data)
             self._drive(session)
-        elif self._listener is not None and _is_client_hello(data):
+        elif (self._listener is not None and _is_client_hello(data)
+              and (session is not None or len(self.sessions) < self.max_sessions)):
             self._listen(data, addr, now)
 
     def _listen(self, data: bytes, addr: Address, now: float) -> None:

@@ -46,7 +46,7 @@ class CleartextEndpoint:
     ``idle_timeout`` without traffic."""
 
     def __init__(self, *, max_datagram: int = DEFAULT_MAX_DATAGRAM,
-                 idle_timeout: float = 10 * timer("DUPLICATE_CACHE_TIME")) -> None:
+                 idle_timeout: float = timer("DEFAULT_LEASE")) -> None:
         self.max_pdu = max_datagram
         self.idle_timeout = idle_timeout
         #: Last time each associated peer was heard from (or connected to).
