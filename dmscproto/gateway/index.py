@@ -47,9 +47,9 @@ Policy and limit.  ``allow`` is asked about records in that order, and the first
 
 from __future__ import annotations
 
-import heapq
 import re
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import cbor2
@@ -62,6 +62,7 @@ MAX_SCORE = 10000
 
 _WORD = re.compile(r"[^\W_]+")
 _EMPTY: frozenset[bytes] = frozenset()
+Set = AbstractSet
 _ValueKey = tuple[bool, AttrValue]
 
 
@@ -192,7 +193,7 @@ class _Postings:
             if not s:
                 del self.sets[t]
 
-    def get(self, term: object) -> set[bytes] | frozenset[bytes]:
+    def get(self, term: object) -> Set[bytes]:
         return self.sets.get(term, _EMPTY)
 
 
@@ -209,6 +210,7 @@ class CapabilityIndex:
         self._domains = _Postings()
         self._attr_present = _Postings()  # attribute name
         self._attr_values = _Postings()   # (attribute name, value key)
+        self._n_skills = _Postings()      # number of distinct skill ids
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -224,7 +226,8 @@ class CapabilityIndex:
         return ((self._skills, e.skills), (self._tags, e.tags), (self._words, e.words),
                 (self._in_modes, e.in_modes), (self._out_modes, e.out_modes),
                 (self._domains, (e.domain,)), (self._attr_present, attrs),
-                (self._attr_values, [(k, _vkey(v)) for k, v in attrs.items()]))
+                (self._attr_values, [(k, _vkey(v)) for k, v in attrs.items()]),
+                (self._n_skills, (len(e.skills),)))
 
     def add(self, record: CapabilityRecord) -> None:
         """Index ``record``, replacing any record with the same agent id."""
@@ -247,81 +250,111 @@ class CapabilityIndex:
 
     # --- matching -------------------------------------------------------------------------
     def _candidates(self, q: DiscoveryQuery, residual: list[Constraint],
-                    tags: set[str], intent: set[str]) -> set[bytes] | frozenset[bytes]:
-        sets: list[set[bytes] | frozenset[bytes]] = []
-        sets += (self._skills.get(s) for s in q.skills)
-        sets += (self._in_modes.get(m) for m in q.input_modes)
-        sets += (self._out_modes.get(m) for m in q.output_modes)
+                    tags: set[str], intent: set[str]) -> Set[bytes]:
+        """Intersect the posting sets of the mandatory terms, smallest first.  A term
+        is a union of posting sets (several for IN); constraints without a complete
+        posting set are appended to ``residual`` for a per-record check."""
+        terms: list[list[Set[bytes]]] = []
+        terms += ([self._skills.get(s)] for s in q.skills)
+        terms += ([self._in_modes.get(m)] for m in q.input_modes)
+        terms += ([self._out_modes.get(m)] for m in q.output_modes)
         if q.domain is not None:
-            sets.append(self._domains.get(q.domain))
+            terms.append([self._domains.get(q.domain)])
         for c in q.constraints:
             op, v = c.op, c.value
             if op is ConstraintOp.EQ and not isinstance(v, tuple):
-                sets.append(self._attr_values.get((c.attribute, _vkey(v))))
+                terms.append([self._attr_values.get((c.attribute, _vkey(v)))])
             elif op is ConstraintOp.IN:
                 values = v if isinstance(v, tuple) else (v,)
-                union: set[bytes] = set()
-                for x in values:
-                    union |= self._attr_values.get((c.attribute, _vkey(x)))
-                sets.append(union)
+                terms.append([self._attr_values.get((c.attribute, _vkey(x))) for x in values])
             elif op is ConstraintOp.EXISTS and v:
-                sets.append(self._attr_present.get(c.attribute))
+                terms.append([self._attr_present.get(c.attribute)])
             elif op in (ConstraintOp.NE, ConstraintOp.EXISTS):
                 residual.append(c)
             else:  # EQ with an array value (never true), LT, LE, GT, GE
-                sets.append(self._attr_present.get(c.attribute))
+                terms.append([self._attr_present.get(c.attribute)])
                 residual.append(c)
-        if not sets:
+        if not terms:
             if not tags and not intent:
-                return set(self._entries)
-            union = set()
-            for t in tags:
-                union |= self._tags.get(t)
-            for w in intent:
-                union |= self._words.get(w)
-            return union
-        sets.sort(key=len)
-        result = sets[0]
-        for s in sets[1:]:
+                return self._entries.keys()
+            terms.append([*(self._tags.get(t) for t in tags),
+                          *(self._words.get(w) for w in intent)])
+        terms.sort(key=lambda sets: sum(map(len, sets)))
+        first = terms[0]
+        result: Set[bytes] = first[0] if len(first) == 1 else set().union(*first)
+        for sets in terms[1:]:
             if not result:
                 break
-            result = result & s
+            if len(sets) == 1:
+                result = result & sets[0]
+            else:  # each intersection iterates over the smaller operand
+                result = set().union(*(result & s for s in sets))
         return result
+
+    def _hits(self, candidates: Set[bytes], postings: _Postings,
+              terms: set[str]) -> dict[bytes, int]:
+        """How many of ``terms`` each candidate carries (only candidates with a hit)."""
+        hits: dict[bytes, int] = {}
+        for t in terms:
+            for aid in candidates & postings.get(t):
+                hits[aid] = hits.get(aid, 0) + 1
+        return hits
 
     def match(self, query: DiscoveryQuery, limit: int,
               allow: Callable[[bytes], bool] | None = None) -> list[Match]:
         """Filter, score, apply ``allow`` (asked with an agent id), then keep ``limit``
-        (see the module doc)."""
+        (see the module doc).
+
+        Candidates are grouped by score without a per-record loop: a candidate with no
+        tag or intent-word hit scores by its skill count alone, so only the (few)
+        candidates with hits are scored one by one.  Groups are then walked best
+        first, in agent id order, and the per-record checks (residual constraints,
+        then ``allow``) run only on the records walked until ``limit`` are accepted.
+        Checking a filter lazily in ranked order selects the same records as
+        filtering first.
+        """
         if limit <= 0:
             return []
         tags = {t.casefold() for t in query.tags}
         intent = words(query.intent) if query.intent else set()
         residual: list[Constraint] = []
         candidates = self._candidates(query, residual, tags, intent)
+        if not candidates:
+            return []
         n_req = len(set(query.skills))
         nt, ni = len(tags) or 1, len(intent) or 1
-        entries = self._entries
-        scored: list[tuple[int, bytes]] = []
-        for aid in candidates:
-            e = entries[aid]
-            if residual:
-                attrs = e.attributes
-                if not all(constraint_holds(c, attrs) for c in residual):
-                    continue
-            ht = len(tags & e.tags) if tags else 1
-            hi = len(intent & e.words) if intent else 1
-            ns = 1 + len(e.skills) - n_req
-            score = (5000 * ht * ni * ns + 3000 * hi * nt * ns + 2000 * nt * ni) \
+
+        def score(ht: int, hi: int, n_skills: int) -> int:
+            ns = 1 + n_skills - n_req
+            return (5000 * ht * ni * ns + 3000 * hi * nt * ns + 2000 * nt * ni) \
                 // (nt * ni * ns)
-            scored.append((-score, aid))
-        if allow is None:
-            best = heapq.nsmallest(limit, scored)
-        else:
-            scored.sort()
-            best = []
-            for item in scored:
-                if allow(item[1]):
-                    best.append(item)
-                    if len(best) == limit:
-                        break
-        return [Match(aid, -neg) for neg, aid in best]
+
+        tag_hits = self._hits(candidates, self._tags, tags)
+        word_hits = self._hits(candidates, self._words, intent)
+        no_tag, no_word = (0 if tags else 1), (0 if intent else 1)
+        groups: dict[int, list[bytes]] = {}
+        hot = tag_hits.keys() | word_hits.keys()
+        for aid in hot:
+            sc = score(tag_hits.get(aid, no_tag), word_hits.get(aid, no_word),
+                       len(self._entries[aid].skills))
+            groups.setdefault(sc, []).append(aid)
+        cold = candidates - hot if hot else candidates
+        for n_skills, members in self._n_skills.sets.items():
+            if cold:
+                same = cold & members
+                if same:
+                    groups.setdefault(score(no_tag, no_word, n_skills),  # type: ignore[arg-type]
+                                      []).extend(same)
+        out: list[Match] = []
+        entries = self._entries
+        for sc in sorted(groups, reverse=True):
+            for aid in sorted(groups[sc]):
+                if residual and not all(constraint_holds(c, entries[aid].attributes)
+                                        for c in residual):
+                    continue
+                if allow is not None and not allow(aid):
+                    continue
+                out.append(Match(aid, sc))
+                if len(out) == limit:
+                    return out
+        return out

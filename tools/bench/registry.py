@@ -15,10 +15,11 @@
    commit, so acknowledged still means durable).
 3. Runs Q discovery queries (a random skill, one random constraint, 1-2 random tags,
    sometimes an intent; 10 results, federated scope) and reports p50/p99 latency.
-4. Closes the store and times a cold :class:`GatewayCore` construction on the file
-   (read every row, rebuild the index and the routing table; signed records are
-   decoded lazily), then runs 1,000 of the queries again on the reloaded core
+4. Closes the store and, in a fresh process, times a cold :class:`GatewayCore`
+   construction on the file (read every row, rebuild the index and the routing table;
+   signed records are decoded lazily), then runs 1,000 of the queries again
    (``discover_after_reload_p99_ms``, which includes decoding the returned records).
+   ``rss_mb`` is that process's peak RSS: what a gateway holding N agents needs.
 
 Baselines measured in the same run: ``commit_baseline_per_s`` is bare SQLite
 single-row INSERT+COMMIT transactions on a second file with the same pragmas (the
@@ -36,6 +37,7 @@ import random
 import resource
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -135,7 +137,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="registrations per commit")
     ap.add_argument("--db", type=Path, help="registry file (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--reload-only", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    queries = [make_query(random.Random(args.seed + i)) for i in range(args.queries)]
+    if args.reload_only:
+        reload_only(args.reload_only, args.agents, queries)
+        return
     rng = random.Random(args.seed)
     tmp = tempfile.TemporaryDirectory(prefix="dmsc-bench-")
     db_path = args.db or Path(tmp.name) / "registry.db"
@@ -162,7 +169,6 @@ def main() -> None:
     reg_s = time.perf_counter() - t0
     print(f"registered in {reg_s:.1f} s", file=sys.stderr)
 
-    queries = [make_query(rng) for _ in range(args.queries)]
     lat: list[int] = []
     hits = 0
     for q in queries:
@@ -180,25 +186,18 @@ def main() -> None:
     del records
 
     core.store.close()
-    del core
-    t0 = time.perf_counter()
-    core = GatewayCore(GATEWAY_ID, DOMAIN, RegistryStore(db_path))
-    reload_s = time.perf_counter() - t0
-    if len(core) != len(signed):
-        raise SystemExit(f"reload found {len(core)} of {len(signed)} records")
-    cold: list[int] = []
-    for q in queries[:1000]:
-        t = time.perf_counter_ns()
-        core.discover(q, Scope.FEDERATED, 10, NOW + 1)
-        cold.append(time.perf_counter_ns() - t)
-    cold.sort()
-    core.store.close()
+    del core, signed
+    child = subprocess.run(
+        [sys.executable, __file__, "--reload-only", str(db_path), "--agents", str(args.agents),
+         "--queries", str(args.queries), "--seed", str(args.seed)],
+        check=True, capture_output=True, text=True)
+    reloaded = json.loads(child.stdout.strip().splitlines()[-1])
     tmp.cleanup()
 
     p50 = statistics.median(lat)
-    register_per_s = len(signed) / reg_s
+    register_per_s = args.agents / reg_s
     print(json.dumps({
-        "agents": len(signed),
+        "agents": args.agents,
         "batch": args.batch,
         "register_per_s": round(register_per_s, 1),
         "commit_baseline_per_s": round(base_rate, 1),
@@ -209,6 +208,25 @@ def main() -> None:
         "discover_p99_ms": ms(lat[min(len(lat) - 1, int(len(lat) * 0.99))]),
         "scan_p50_ms": ms(statistics.median(scan_lat)),
         "scan_vs_discover_p50_ratio": round(statistics.median(scan_lat) / p50, 1),
+        **reloaded,
+    }))
+
+
+def reload_only(db_path: Path, agents: int, queries: list[DiscoveryQuery]) -> None:
+    """Step 4, in a fresh process, so that ``rss_mb`` is a gateway's own footprint."""
+    t0 = time.perf_counter()
+    core = GatewayCore(GATEWAY_ID, DOMAIN, RegistryStore(db_path))
+    reload_s = time.perf_counter() - t0
+    if len(core) != agents:
+        raise SystemExit(f"reload found {len(core)} of {agents} records")
+    cold: list[int] = []
+    for q in queries[:1000]:
+        t = time.perf_counter_ns()
+        core.discover(q, Scope.FEDERATED, 10, NOW + 1)
+        cold.append(time.perf_counter_ns() - t)
+    cold.sort()
+    core.store.close()
+    print(json.dumps({
         "reload_s": round(reload_s, 3),
         "discover_after_reload_p99_ms": ms(cold[min(len(cold) - 1, int(len(cold) * 0.99))]),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
