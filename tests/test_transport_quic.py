@@ -192,25 +192,60 @@ def test_expired_client_certificate_refused(pki: Pki) -> None:
     run(main())
 
 
+async def raw_handshake(srv: QuicServer, configuration: QuicConfiguration,
+                        tls: TlsIdentity) -> ConnectionClosed:
+    """Handshake with a hand-made client configuration; return how it was refused."""
+    loop = asyncio.get_running_loop()
+    quic = DmscQuicConnection(configuration=configuration, verifier=tls.verifier())
+    addr = (LOOPBACK, srv.address[1])
+    transport, conn = await loop.create_datagram_endpoint(
+        lambda: DmscConnection(quic, owns_transport=True), remote_addr=addr)
+    conn.connect(addr)
+    try:
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(conn.wait_established(), 3)
+    finally:
+        transport.close()
+    return info.value
+
+
 def test_client_without_certificate_refused(pki: Pki) -> None:
     async def main() -> None:
         handler = Recorder()
         async with server(pki.gateway, handler) as srv:
-            loop = asyncio.get_running_loop()
-            quic = DmscQuicConnection(
-                configuration=QuicConfiguration(alpn_protocols=[ALPN], is_client=True,
-                                                verify_mode=ssl.CERT_NONE),
-                verifier=pki.agent.verifier())
-            addr = (LOOPBACK, srv.address[1])
-            transport, conn = await loop.create_datagram_endpoint(
-                lambda: DmscConnection(quic, owns_transport=True), remote_addr=addr)
-            conn.connect(addr)
-            with pytest.raises(ConnectionClosed) as info:
-                await asyncio.wait_for(conn.wait_established(), 3)
-            transport.close()
-            assert info.value.quic_error == 0x100 + 116  # certificate_required
+            no_cert = QuicConfiguration(alpn_protocols=[ALPN], is_client=True,
+                                        verify_mode=ssl.CERT_NONE)
+            refusal = await raw_handshake(srv, no_cert, pki.agent)
+            assert refusal.quic_error == 0x100 + 116  # certificate_required
             assert not srv.peers
         assert not handler.calls
+    run(main())
+
+
+def test_client_with_other_alpn_refused(pki: Pki) -> None:
+    async def main() -> None:
+        async with server(pki.gateway, Recorder()) as srv:
+            h3 = pki.agent.configuration(is_client=True)
+            h3.alpn_protocols = ["h3"]
+            refusal = await raw_handshake(srv, h3, pki.agent)
+            assert refusal.quic_error == 0x100 + 120  # no_application_protocol
+            async with client(srv, pki.agent) as conn:
+                assert conn.quic.tls.alpn_negotiated == ALPN == "dmsc/1"
+    run(main())
+
+
+def test_keepalive_holds_idle_connection_open(pki: Pki) -> None:
+    ka = examples.examples()["keepalive"]
+
+    async def main() -> None:
+        async with server(pki.gateway, Recorder(), idle_timeout=0.6) as srv, \
+                client(srv, pki.agent, idle_timeout=0.6, keepalive=0.2) as kept, \
+                client(srv, pki.agent, idle_timeout=0.6, keepalive=None) as idle:
+            await asyncio.sleep(1.5)
+            assert idle.closed and not kept.closed
+            assert await kept.request(ka) == ka
+            with pytest.raises(ConnectionClosed):
+                await idle.request(ka)
     run(main())
 
 

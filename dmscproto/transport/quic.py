@@ -41,16 +41,22 @@ from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
-from ..codec.registry import ErrorCode
+from ..codec.registry import ErrorCode, timer
 from ..security.ca import Identity
 from .framing import StreamAssembler
 from .tls import DmscQuicConnection, TlsIdentity, code_for_quic_error
 
 log = logging.getLogger(__name__)
 
-#: Default wait for a handshake and for a response (Section 8 sets the protocol timers).
+#: How long a requester waits for an answer (Section 8).
+REQUEST_TIMEOUT = timer("REQUEST_TIMEOUT")
+#: How long connect() waits for the handshake and its confirmation.
 CONNECT_TIMEOUT = 5.0
-REQUEST_TIMEOUT = 10.0
+#: QUIC max_idle_timeout both ends advertise, and the interval at which a client sends
+#: a PING on an otherwise idle connection so that a gateway can keep using it to reach
+#: the agent (Section 9.1).
+IDLE_TIMEOUT = 60.0
+KEEPALIVE_INTERVAL = 20.0
 
 
 class TransportError(ConnectionError):
@@ -133,8 +139,9 @@ def _sender(transport: asyncio.DatagramTransport,
     return cast(asyncio.DatagramTransport, recorder) if recorder else transport
 
 
-#: PING identifier of the client's post-handshake confirmation (see wait_established).
-_CONFIRM_PING = 0
+#: PING identifiers: the client's post-handshake confirmation (see wait_established),
+#: and keepalives.
+_CONFIRM_PING, _KEEPALIVE_PING = 0, 1
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -167,7 +174,8 @@ class DmscConnection(QuicConnectionProtocol):
 
     def __init__(self, quic: DmscQuicConnection, *, handler: Handler | None = None,
                  pcap: PcapWriter | None = None, owns_transport: bool = False,
-                 on_close: Callable[[DmscConnection], None] | None = None) -> None:
+                 on_close: Callable[[DmscConnection], None] | None = None,
+                 keepalive: float | None = None) -> None:
         super().__init__(quic)
         self.handler = handler
         self.peer: PeerInfo | None = None
@@ -182,6 +190,8 @@ class DmscConnection(QuicConnectionProtocol):
         self._s = _State()
         self._confirmed: asyncio.Future[None] = self._loop.create_future()
         self._confirmed.add_done_callback(_retrieve)
+        self._keepalive = keepalive
+        self._keepalive_handle: asyncio.TimerHandle | None = None
 
     # --- asyncio / aioquic plumbing --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -306,10 +316,15 @@ class DmscConnection(QuicConnectionProtocol):
             self._quic.send_ping(_CONFIRM_PING)  # sent by the transmit() that follows
         else:
             self._confirmed.set_result(None)
+        if self._keepalive:
+            self._keepalive_handle = self._loop.call_later(self._keepalive, self._ping_idle)
         for callback in self._established:
             callback(self)
 
     def _terminated(self, quic_error: int, application: bool, reason: str) -> None:
+        if self._quic.refusal is not None:
+            log.warning("refused the certificate of %s: %s (%s)",
+                        self._quic.get_peer_address(), self._quic.refusal.name, reason)
         self._fail_all(ConnectionClosed.of(quic_error, application, reason,
                                            self._quic.refusal))
         if self._owns_transport and self._raw_transport is not None:
@@ -317,8 +332,18 @@ class DmscConnection(QuicConnectionProtocol):
         if self._on_close is not None:
             self._on_close(self)
 
+    def _ping_idle(self) -> None:
+        assert self._keepalive is not None
+        if self._closed_error is not None:
+            return
+        self._quic.send_ping(_KEEPALIVE_PING)
+        self.transmit()
+        self._keepalive_handle = self._loop.call_later(self._keepalive, self._ping_idle)
+
     def _fail_all(self, error: ConnectionClosed) -> None:
         self._closed_error = error
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
         if not self._confirmed.done():
             self._confirmed.set_exception(error)
         for pending in self._s.outgoing.values():
@@ -455,11 +480,12 @@ class QuicServer(asyncio.DatagramProtocol):
     requests can be sent back over a peer's own connection."""
 
     def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: PcapWriter | None,
-                 keylog: _KeyLog) -> None:
+                 keylog: _KeyLog, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.tls = tls
         self.handler = handler
         self.peers: dict[bytes, DmscConnection] = {}
-        self._configuration = tls.configuration(is_client=False, keylog=keylog.file)
+        self._configuration = tls.configuration(is_client=False, keylog=keylog.file,
+                                                idle_timeout=idle_timeout)
         self._verifier = tls.verifier()
         self._pcap = pcap
         self._keylog = keylog
@@ -546,11 +572,12 @@ class QuicServer(asyncio.DatagramProtocol):
 
 
 async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
-                pcap: PcapWriter | None = None,
-                keylog: str | Path | TextIO | None = None) -> QuicServer:
+                pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                idle_timeout: float = IDLE_TIMEOUT) -> QuicServer:
     """Listen for DMSC over QUIC on ``host``:``port`` (0 for an ephemeral port)."""
     loop = asyncio.get_running_loop()
-    server = QuicServer(tls, handler, pcap=pcap, keylog=_KeyLog(keylog))
+    server = QuicServer(tls, handler, pcap=pcap, keylog=_KeyLog(keylog),
+                        idle_timeout=idle_timeout)
     await loop.create_datagram_endpoint(lambda: server, local_addr=(host, port))
     return server
 
@@ -558,24 +585,26 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
 async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | None = None,
                   expect_domain: str | None = None, handler: Handler | None = None,
                   pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
-                  timeout: float = CONNECT_TIMEOUT) -> DmscConnection:
+                  timeout: float = CONNECT_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                  keepalive: float | None = KEEPALIVE_INTERVAL) -> DmscConnection:
     """Open a DMSC connection to a gateway and wait until both ends are authenticated.
 
     ``server_name`` is sent as SNI and checked against the server certificate's DNS
     names; ``expect_domain`` requires the server's identity to be in that domain.
-    ``handler`` serves requests the server sends over this connection."""
+    ``handler`` serves requests the server sends over this connection; ``keepalive``
+    (seconds, None for none) keeps an idle connection open by sending PINGs."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, addr = infos[0][0], infos[0][4]
     key_log = _KeyLog(keylog)
     quic = DmscQuicConnection(
         configuration=tls.configuration(is_client=True, server_name=server_name,
-                                        keylog=key_log.file),
+                                        keylog=key_log.file, idle_timeout=idle_timeout),
         verifier=tls.verifier(server_name=server_name, expect_domain=expect_domain))
     remote = cast(tuple[str, int], addr[:2] if family == socket.AF_INET else addr)
     transport, conn = await loop.create_datagram_endpoint(
         lambda: DmscConnection(quic, handler=handler, pcap=pcap, owns_transport=True,
-                               on_close=lambda _c: key_log.close()),
+                               on_close=lambda _c: key_log.close(), keepalive=keepalive),
         remote_addr=remote, family=family)
     try:
         conn.connect(addr)

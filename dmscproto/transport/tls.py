@@ -113,10 +113,11 @@ class TlsIdentity:
         return cls(authority.issue(name, kind), trust or authority.trust_store)
 
     def configuration(self, *, is_client: bool, server_name: str | None = None,
-                      keylog: TextIO | None = None) -> QuicConfiguration:
+                      keylog: TextIO | None = None,
+                      idle_timeout: float = 60.0) -> QuicConfiguration:
         """An aioquic configuration using the already loaded certificate and key."""
         return QuicConfiguration(
-            alpn_protocols=[ALPN], is_client=is_client,
+            alpn_protocols=[ALPN], is_client=is_client, idle_timeout=idle_timeout,
             certificate=self.credential.certificate, certificate_chain=[],
             private_key=self.credential.private_key, verify_mode=ssl.CERT_NONE,
             server_name=server_name, secrets_log_file=keylog)
