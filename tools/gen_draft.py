@@ -72,8 +72,8 @@ REGION = re.compile(
     r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
 #: Hex digits per line in a test vector (32 octets).
 HEX_WIDTH = 64
-#: Longest line in a figure or code block (RFC 7322 plain-text width).
-LINE_WIDTH = 72
+#: Longest line in a figure: 72 columns (RFC 7322) less the 3 of its indentation.
+ARTWORK_WIDTH = 69
 
 
 # --- names and references -----------------------------------------------------------
@@ -370,15 +370,19 @@ def hex_lines(data: bytes) -> str:
 
 
 def _wrap(line: str) -> list[str]:
-    """Break a long ``key: hexvalue`` line of a decoded listing into 64-digit pieces."""
-    m = re.fullmatch(r"(?P<ind> *)(?P<key>[^:]+): (?P<hex>[0-9a-f]+)(?P<rest>.*)", line)
-    if len(line) <= LINE_WIDTH or m is None:
+    """Fit a ``key: value`` line of a decoded listing into ARTWORK_WIDTH: the value
+    moves to its own line, and a hex value is cut into pieces of an even length."""
+    m = re.fullmatch(r"(?P<ind> *)(?P<key>[^:]+): (?P<val>.+)", line)
+    if len(line) <= ARTWORK_WIDTH or m is None:
         return [line]
     ind = m["ind"] + "    "
-    step = HEX_WIDTH - (HEX_WIDTH % 2) if len(ind) + HEX_WIDTH <= LINE_WIDTH else 56
-    pieces = [m["hex"][i:i + step] for i in range(0, len(m["hex"]), step)]
-    return [f"{m['ind']}{m['key']}:", *(ind + p for p in pieces)] + (
-        [ind + m["rest"].strip()] if m["rest"].strip() else [])
+    val, width = m["val"], ARTWORK_WIDTH - len(ind)
+    if re.fullmatch(r"[0-9a-f]+", val):
+        step = min(HEX_WIDTH, width - width % 2)
+        pieces = [val[i:i + step] for i in range(0, len(val), step)]
+    else:
+        pieces = [val]
+    return [f"{m['ind']}{m['key']}:", *(ind + p for p in pieces)]
 
 
 def decoded_listing(msg: Message, length: int) -> str:
@@ -652,7 +656,8 @@ def regenerate(text: str) -> tuple[str, list[str]]:
     stale: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
-        body = GENERATORS[m["name"]]()
+        # blank lines around the body keep kramdown from gluing it to the markers
+        body = "\n" + GENERATORS[m["name"]]() + "\n"
         if body != m["body"]:
             stale.append(m["name"])
         return m["begin"] + body + m["end"]
