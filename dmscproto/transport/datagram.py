@@ -511,7 +511,8 @@ class DatagramNode(asyncio.DatagramProtocol):
         self.transport_name = transport_name
         self.handler = handler
         self.is_client = is_client
-        self.reliability = reliability or Reliability(max_pdu=channel.max_pdu)
+        self.reliability = reliability or Reliability()
+        self.reliability.max_pdu = min(self.reliability.max_pdu, channel.max_pdu)
         self.connections: dict[Address, DatagramConnection] = {}
         self.peers: dict[bytes, DatagramConnection] = {}
         self._pcap = pcap
