@@ -13,9 +13,10 @@ import pytest
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.examples import example_key, weather_record
 from dmscproto.codec.registry import ErrorCode, Scope
-from dmscproto.codec.values import DiscoveryQuery, Skill
+from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
 from dmscproto.gateway.core import GatewayCore, RouteChanges
+from dmscproto.gateway.policy import export_filter, exportable
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.security.signing import entity_id, sign_record, spki
@@ -291,3 +292,34 @@ def test_advertisements_for(core: GatewayCore) -> None:
     assert [ad.path for ad in core.advertisements_for([agent(1), agent(2)], to_peer=P1)] \
         == [(ME,)]
     assert core.agent_ids(local_only=True) == [agent(1)]
+
+
+def test_export_policy() -> None:
+    def rec(n: int, *tags: str) -> CapabilityRecord:
+        return replace(signed(n).record, skills=(Skill("s", "S", tags),))
+
+    weather, secret, plain = rec(1, "weather"), rec(2, "weather", "internal"), rec(3, "misc")
+    tags_only = ExportPolicy(("b.example",), include_tags=("weather",),
+                             exclude_tags=("internal",))
+    assert exportable(tags_only, "b.example", weather)
+    assert not exportable(tags_only, "b.example", secret)   # excluded tag wins
+    assert not exportable(tags_only, "b.example", plain)    # not included
+    assert not exportable(tags_only, "c.example", weather)  # peer not listed
+    by_name = ExportPolicy(("b.example",), exclude_tags=("internal",),
+                           include_agents=("dmsc://a.example/agent2",))
+    assert exportable(by_name, "b.example", secret)         # named agent always
+    assert not exportable(by_name, "b.example", plain)      # only named ones
+    everything = ExportPolicy(("b.example",), exclude_tags=("internal",))
+    assert exportable(everything, "b.example", plain)
+    assert not exportable(everything, "b.example", secret)
+
+
+def test_export_filter_in_discovery_and_updates(core: GatewayCore) -> None:
+    core.register(signed(1, skill="forecast"), 600, T0)
+    core.register(signed(2, skill="alerts"), 600, T0)
+    only_agent2 = export_filter(ExportPolicy(("b.example",),
+                                             include_agents=("dmsc://a.example/agent2",)),
+                                "b.example")
+    assert core.discover(q(), Scope.FEDERATED, 10, T0, allow=only_agent2) == []
+    ads = core.advertisements_for(core.agent_ids(), allow=only_agent2)
+    assert [ad.record.record.agent_id for ad in ads] == [agent(2)]

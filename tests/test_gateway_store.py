@@ -78,12 +78,12 @@ def test_acknowledged_put_survives_a_killed_process(db: Path) -> None:
     """put() returned => the row is in the file even if the process dies unclosed."""
     code = (
         "import os, sys\n"
-        "sys.path.insert(0, %r)\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_gateway_store import local\n"
         "from dmscproto.gateway.store import RegistryStore\n"
-        "st = RegistryStore(%r)\n"
+        f"st = RegistryStore({str(db)!r})\n"
         "st.put(local(7))\n"
-        "os._exit(0)\n" % (str(Path(__file__).parent), str(db))
+        "os._exit(0)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     with RegistryStore(db) as st:

@@ -2,13 +2,15 @@
 
 :mod:`.store` is the durable registry (SQLite, WAL), :mod:`.index` the in-memory
 capability index with IAIP matching and ranking, :mod:`.routing` the routing table and
-forwarding decisions, and :mod:`.core` ties them together behind one sans-I/O API.
+forwarding decisions, :mod:`.policy` export policy, and :mod:`.core` ties them together
+behind one sans-I/O API.
 """
 
 from .core import GatewayCore, RegisterOutcome, RouteChanges
-from .index import CapabilityIndex, Match
+from .index import CapabilityIndex, IndexTerms, Match
+from .policy import export_filter, exportable
 from .routing import Decision, DeliverLocal, Forward, Reject, Route, RoutingTable
-from .store import RegistryStore, StoredRecord, StoreError
+from .store import RegistryStore, StoredRecord, StoredRow, StoreError
 
 __all__ = [
     "CapabilityIndex",
@@ -16,6 +18,7 @@ __all__ = [
     "DeliverLocal",
     "Forward",
     "GatewayCore",
+    "IndexTerms",
     "Match",
     "RegisterOutcome",
     "RegistryStore",
@@ -25,4 +28,7 @@ __all__ = [
     "RoutingTable",
     "StoreError",
     "StoredRecord",
+    "StoredRow",
+    "export_filter",
+    "exportable",
 ]

@@ -442,15 +442,19 @@ class GatewayCore:
         return RouteChanges(tuple(VersionedId(c.agent_id, c.version) for c in gone),
                             tuple(c.agent_id for c, _ in moved))
 
-    def advertisements_for(self, agent_ids: Iterable[bytes],
-                           to_peer: bytes | None = None) -> list[Advertisement]:
+    def advertisements_for(self, agent_ids: Iterable[bytes], to_peer: bytes | None = None,
+                           allow: Callable[[CapabilityRecord], bool] | None = None
+                           ) -> list[Advertisement]:
         """ADVERTISE items for ``agent_ids`` (unknown ids are skipped), each with this
         gateway appended to the path.  With ``to_peer``, records whose path already
-        holds that peer are skipped (it would discard them as a loop)."""
+        holds that peer are skipped (it would discard them as a loop); with ``allow``
+        (e.g. :func:`.policy.export_filter`), records it refuses are skipped."""
         out = []
         for aid in agent_ids:
             e = self._records.get(aid)
             if e is None or (to_peer is not None and to_peer in e.path):
+                continue
+            if allow is not None and not allow(e.signed.record):
                 continue
             path = (*e.path, self.gateway_id)
             if len(path) <= MAX_PATH:
