@@ -213,10 +213,7 @@ class Reliability:
         key = (peer, msg.transaction_id)
         if key in self._pending:
             raise ValueError(f"transaction {msg.transaction_id} already outstanding")
-        data = self._encode(msg)
-        if len(data) > self.max_pdu:
-            raise PduTooLarge(f"{msg.TYPE.name} PDU of {len(data)} octets exceeds the "
-                              f"datagram limit of {self.max_pdu}")
+        data = self._encode_within_limit(msg)
         rto = self.retransmit_initial
         limit = self.request_timeout if timeout is None else timeout
         self._pending[key] = _Pending(msg, data, rto, now + rto, now + limit)
@@ -226,11 +223,14 @@ class Reliability:
 
     def send_message(self, peer: Address, msg: Message) -> None:
         """Send a one-way message once (no retransmission, no answer expected)."""
-        data = self._encode(msg)
+        self._out.append((self._encode_within_limit(msg), peer))
+
+    def _encode_within_limit(self, msg: Message) -> bytes:
+        data = encode(msg)
         if len(data) > self.max_pdu:
             raise PduTooLarge(f"{msg.TYPE.name} PDU of {len(data)} octets exceeds the "
                               f"datagram limit of {self.max_pdu}")
-        self._out.append((data, peer))
+        return data
 
     def cancel(self, peer: Address, transaction_id: int) -> None:
         """Stop retransmitting a request (its answer is no longer wanted)."""
@@ -255,9 +255,9 @@ class Reliability:
 
     def _answer(self, peer: Address, txid: int, response: Message, now: float) -> None:
         response = replace(response, transaction_id=txid)
-        data = self._encode(response)
+        data = encode(response)
         if len(data) > self.max_pdu:
-            data = self._encode(Error(
+            data = encode(Error(
                 transaction_id=txid, status=ErrorCode.PDU_TOO_LARGE,
                 offending_type=response.TYPE.value,
                 diagnostic=f"{response.TYPE.name} of {len(data)} octets exceeds "
@@ -309,14 +309,14 @@ class Reliability:
             entry = None
         if entry is None:
             if len(self._cache) >= self.max_cache_entries and not self._evict_one():
-                self._out.append((self._encode(Error(
+                self._out.append((encode(Error(
                     transaction_id=key[1], status=ErrorCode.RESOURCE_EXHAUSTED,
                     diagnostic="duplicate cache full")), key[0]))
                 return True
             self._cache[key] = _Cached(fingerprint)
             return False
         if entry.fingerprint != fingerprint:
-            self._out.append((self._encode(Error(
+            self._out.append((encode(Error(
                 transaction_id=key[1], status=ErrorCode.UNEXPECTED_MESSAGE,
                 diagnostic="transaction id reused by a different request")), key[0]))
         elif entry.answer is None:
@@ -361,7 +361,7 @@ class Reliability:
                     f"no answer after {p.retransmissions} retransmissions"))
                 continue
             if p.retransmissions == 0:
-                p.data = self._encode(replace(
+                p.data = encode(replace(
                     p.request, flags=p.request.flags | Flags.RETRANSMISSION))
             p.retransmissions += 1
             self.counters.retransmissions += 1
@@ -389,10 +389,6 @@ class Reliability:
             txid = secrets.randbits(64)
             if txid and (peer, txid) not in self._pending:
                 return txid
-
-    @staticmethod
-    def _encode(msg: Message) -> bytes:
-        return encode(msg)
 
 
 _REQUEST_CODES: Final = frozenset(t.value for t in RESPONSE_TO)
@@ -489,8 +485,9 @@ class DatagramConnection:
         self.node.send_message(self.peer.address, msg)
 
     def close(self, error_code: int = ErrorCode.SUCCESS, reason_phrase: str = "") -> None:
-        """End the association (DTLS close_notify); a client also closes its socket."""
-        self.node.close_peer(self.peer.address, reason_phrase or ErrorCode(error_code).name)
+        """End the association with DTLS close_notify (which carries no code or reason; the
+        arguments exist for parity with QUIC); a client also closes its socket."""
+        self.node.close_peer(self.peer.address)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -599,7 +596,7 @@ class DatagramNode(asyncio.DatagramProtocol):
         self.reliability.send_message(addr, msg)
         self._process()
 
-    def close_peer(self, addr: Address, reason: str) -> None:
+    def close_peer(self, addr: Address) -> None:
         self.channel.close(addr)
         self._process()
         if self.is_client:
