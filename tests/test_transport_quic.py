@@ -457,3 +457,29 @@ def test_large_pdu_spans_many_stream_frames(pki: Pki) -> None:
             assert len(encode(big)) > 60_000
             assert await conn.request(big) == big
     run(main())
+
+
+def test_retry_and_capture_on_wildcard_address(pki: Pki, tmp_path: Path) -> None:
+    """With retry the server answers a first Initial with a Retry packet and handshakes
+    only with a client that echoes the token; a server bound to 0.0.0.0 records its
+    loopback traffic as 127.0.0.1."""
+    capture = tmp_path / "retry.pcap"
+
+    async def main() -> int:
+        with PcapWriter(capture) as pcap:
+            srv = await serve("0.0.0.0", 0, pki.gateway, Recorder(), pcap=pcap, retry=True)
+            try:
+                async with client(srv, pki.agent) as conn:
+                    ka = examples.examples()["keepalive"]
+                    assert await conn.request(ka) == ka
+            finally:
+                srv.close()
+            return srv.address[1]
+
+    port = asyncio.run(main())
+    packets = list(read_udp(capture))
+    from_server = [p for p in packets if p.src[1] == port]
+    assert {p.src[0] for p in from_server} == {LOOPBACK}
+    assert from_server[0].payload[0] & 0xF0 == 0xF0  # long header, Retry
+    initials = [p for p in packets if p.dst[1] == port and p.payload[0] & 0xF0 == 0xC0]
+    assert len(initials) >= 2  # the first one again, now with the token

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -32,9 +33,11 @@ from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import (
     QuicPacketType,
+    encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
@@ -81,13 +84,14 @@ class ConnectionClosed(TransportError):
     def of(cls, quic_error: int, application: bool, reason: str,
            refusal: ErrorCode | None = None) -> ConnectionClosed:
         """From a CONNECTION_CLOSE; ``refusal`` is this end's own certificate verdict."""
+        code = ErrorCode.CEASE
         if refusal is not None:
             code = refusal
-        elif application:
-            code = (ErrorCode(quic_error) if quic_error in ErrorCode._value2member_map_
-                    and quic_error else ErrorCode.CEASE)
-        else:
+        elif not application:
             code = code_for_quic_error(quic_error)
+        elif quic_error != ErrorCode.SUCCESS:
+            with suppress(ValueError):
+                code = ErrorCode(quic_error)
         return cls(quic_error, reason, code)
 
 
@@ -114,7 +118,8 @@ def _ipv4(addr: NetworkAddress) -> tuple[str, int] | None:
 
 class _Recorder:
     """Writes the datagrams of one UDP socket to a pcap (IPv4 only: the pcap format
-    used has synthetic IPv4 headers; IPv6 datagrams are not recorded)."""
+    used has synthetic IPv4 headers; IPv6 datagrams are not recorded).  A socket bound
+    to 0.0.0.0 is recorded as 127.0.0.1 when talking to a loopback peer."""
 
     def __init__(self, pcap: PcapWriter, transport: asyncio.DatagramTransport) -> None:
         self._pcap = pcap
@@ -123,13 +128,21 @@ class _Recorder:
 
     def sendto(self, data: bytes, addr: NetworkAddress | None = None) -> None:
         self._transport.sendto(data, addr)
-        self.record(data, self._local, _ipv4(addr) if addr else None)
+        peer = _ipv4(addr or self._transport.get_extra_info("peername"))
+        self._record(data, self._local_for(peer), peer)
 
     def received(self, data: bytes, addr: NetworkAddress) -> None:
-        self.record(data, _ipv4(addr), self._local)
+        peer = _ipv4(addr)
+        self._record(data, peer, self._local_for(peer))
 
-    def record(self, data: bytes, src: tuple[str, int] | None,
-               dst: tuple[str, int] | None) -> None:
+    def _local_for(self, peer: tuple[str, int] | None) -> tuple[str, int] | None:
+        if (self._local is not None and self._local[0] == "0.0.0.0" and peer is not None
+                and ipaddress.ip_address(peer[0]).is_loopback):
+            return ("127.0.0.1", self._local[1])
+        return self._local
+
+    def _record(self, data: bytes, src: tuple[str, int] | None,
+                dst: tuple[str, int] | None) -> None:
         if src is not None and dst is not None:
             self._pcap.write_udp(src, dst, data, time.time())
 
@@ -297,6 +310,9 @@ class DmscConnection(QuicConnectionProtocol):
                 self._request_data(event.stream_id, event.data, event.end_stream)
         elif isinstance(event, events.StreamReset):
             self._stream_reset(event.stream_id, event.error_code)
+        elif isinstance(event, events.StopSendingReceived):
+            with suppress(ValueError, AssertionError):  # the peer wants no answer
+                self._quic.reset_stream(event.stream_id, event.error_code)
         elif isinstance(event, events.HandshakeCompleted):
             self._handshake_completed()
         elif isinstance(event, events.PingAcknowledged):
@@ -480,7 +496,8 @@ class QuicServer(asyncio.DatagramProtocol):
     requests can be sent back over a peer's own connection."""
 
     def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: PcapWriter | None,
-                 keylog: _KeyLog, idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 keylog: _KeyLog, idle_timeout: float = IDLE_TIMEOUT,
+                 retry: bool = False) -> None:
         self.tls = tls
         self.handler = handler
         self.peers: dict[bytes, DmscConnection] = {}
@@ -490,6 +507,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self._pcap = pcap
         self._keylog = keylog
         self._by_cid: dict[bytes, DmscConnection] = {}
+        self._retry = QuicRetryTokenHandler() if retry else None
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.DatagramTransport | None = None
         self._recorder: _Recorder | None = None
@@ -524,15 +542,37 @@ class QuicServer(asyncio.DatagramProtocol):
                     source_cid=header.destination_cid, destination_cid=header.source_cid,
                     supported_versions=supported), addr)
                 return
-            if (header.packet_type != QuicPacketType.INITIAL
+            if (header.packet_type != QuicPacketType.INITIAL or header.version is None
                     or len(data) < SMALLEST_MAX_DATAGRAM_SIZE):
                 return
-            protocol = self._accept(header.destination_cid)
+            original_cid, retry_cid = header.destination_cid, None
+            if self._retry is not None:
+                now = asyncio.get_running_loop().time()
+                if not header.token:  # prove the address first (RFC 9000, 8.1.2)
+                    retry_cid = os.urandom(8)
+                    self._sender.sendto(encode_quic_retry(
+                        version=header.version, source_cid=retry_cid,
+                        destination_cid=header.source_cid,
+                        original_destination_cid=header.destination_cid,
+                        retry_token=self._retry.create_token(
+                            address=addr, original_destination_connection_id=original_cid,
+                            retry_source_connection_id=retry_cid, now=now)), addr)
+                    return
+                try:
+                    original_cid = self._retry.validate_token(
+                        address=addr, destination_cid=header.destination_cid,
+                        token=header.token, now=now)
+                except ValueError:
+                    return  # forged, stale or foreign token: dropped
+                retry_cid = header.destination_cid
+            protocol = self._accept(header.destination_cid, original_cid, retry_cid)
         protocol.datagram_received(data, addr)
 
-    def _accept(self, original_cid: bytes) -> DmscConnection:
+    def _accept(self, cid: bytes, original_cid: bytes,
+                retry_cid: bytes | None) -> DmscConnection:
         quic = DmscQuicConnection(configuration=self._configuration, verifier=self._verifier,
-                                  original_destination_connection_id=original_cid)
+                                  original_destination_connection_id=original_cid,
+                                  retry_source_connection_id=retry_cid)
         assert self._sender is not None
         protocol = DmscConnection(quic, handler=self.handler, on_close=self._forget)
         protocol.use_sender(self._sender)
@@ -546,7 +586,7 @@ class QuicServer(asyncio.DatagramProtocol):
 
         protocol._connection_id_issued_handler = issued
         protocol._connection_id_retired_handler = retired
-        self._by_cid[original_cid] = protocol
+        self._by_cid[cid] = protocol
         self._by_cid[quic.host_cid] = protocol
         return protocol
 
@@ -573,11 +613,15 @@ class QuicServer(asyncio.DatagramProtocol):
 
 async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
                 pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
-                idle_timeout: float = IDLE_TIMEOUT) -> QuicServer:
-    """Listen for DMSC over QUIC on ``host``:``port`` (0 for an ephemeral port)."""
+                idle_timeout: float = IDLE_TIMEOUT, retry: bool = False) -> QuicServer:
+    """Listen for DMSC over QUIC on ``host``:``port`` (0 for an ephemeral port).
+
+    With ``retry``, a client must echo a Retry token before the server keeps any state
+    or does any cryptography for it, so spoofed source addresses cannot make the server
+    handshake (or amplify traffic) on their behalf; it costs one round trip."""
     loop = asyncio.get_running_loop()
     server = QuicServer(tls, handler, pcap=pcap, keylog=_KeyLog(keylog),
-                        idle_timeout=idle_timeout)
+                        idle_timeout=idle_timeout, retry=retry)
     await loop.create_datagram_endpoint(lambda: server, local_addr=(host, port))
     return server
 

@@ -180,9 +180,11 @@ class DmscQuicConnection(QuicConnection):
     """aioquic's sans-I/O QUIC connection with DMSC mutual TLS (Section 9.1)."""
 
     def __init__(self, *, configuration: QuicConfiguration, verifier: PeerVerifier,
-                 original_destination_connection_id: bytes | None = None) -> None:
+                 original_destination_connection_id: bytes | None = None,
+                 retry_source_connection_id: bytes | None = None) -> None:
         super().__init__(configuration=configuration,
-                         original_destination_connection_id=original_destination_connection_id)
+                         original_destination_connection_id=original_destination_connection_id,
+                         retry_source_connection_id=retry_source_connection_id)
         self._peer_verifier = verifier
 
     def _initialize(self, peer_cid: bytes) -> None:
