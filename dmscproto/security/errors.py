@@ -1,0 +1,18 @@
+"""The error every DMSC security check raises (draft-dmsc-protocol-00, Section 10).
+
+Each refusal carries the registered error code (Section 11.5) a gateway puts in the
+STATUS of its answer, and a reason for the DIAGNOSTIC TLV and the logs.
+"""
+
+from __future__ import annotations
+
+from ..codec.registry import ErrorCode
+
+
+class SecurityError(ValueError):
+    """A security check failed; ``code`` is the registered error code to answer with."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(f"{code.name}: {reason}")
+        self.code = code
+        self.reason = reason
