@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import shutil
 import ssl
 import struct
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -389,7 +391,8 @@ KEYLOG_LINE = re.compile(r"^(CLIENT_HANDSHAKE_TRAFFIC_SECRET|SERVER_HANDSHAKE_TR
                          r"([0-9a-f]{64}) ([0-9a-f]{64}|[0-9a-f]{96})$")
 
 
-def test_keylog_and_pcap(pki: Pki, tmp_path: Path) -> None:
+def capture_session(pki: Pki, tmp_path: Path, msg: Message) -> tuple[int, Path, Path, Path]:
+    """One request over a connection recorded at both ends, with a key log."""
     keylog = tmp_path / "keys.log"
     server_pcap, client_pcap = tmp_path / "server.pcap", tmp_path / "client.pcap"
 
@@ -397,10 +400,15 @@ def test_keylog_and_pcap(pki: Pki, tmp_path: Path) -> None:
         with PcapWriter(server_pcap) as spcap, PcapWriter(client_pcap) as cpcap:
             async with server(pki.gateway, Recorder(), pcap=spcap, keylog=keylog) as srv, \
                     client(srv, pki.agent, pcap=cpcap) as conn:
-                await conn.request(examples.examples()["register"])
+                await conn.request(msg)
                 return srv.address[1]
 
-    port = asyncio.run(main())
+    return asyncio.run(main()), keylog, server_pcap, client_pcap
+
+
+def test_keylog_and_pcap(pki: Pki, tmp_path: Path) -> None:
+    port, keylog, server_pcap, client_pcap = capture_session(
+        pki, tmp_path, examples.examples()["register"])
     lines = keylog.read_text().splitlines()
     matches = [KEYLOG_LINE.match(line) for line in lines]
     assert all(matches), lines
@@ -483,3 +491,15 @@ def test_retry_and_capture_on_wildcard_address(pki: Pki, tmp_path: Path) -> None
     assert from_server[0].payload[0] & 0xF0 == 0xF0  # long header, Retry
     initials = [p for p in packets if p.dst[1] == port and p.payload[0] & 0xF0 == 0xC0]
     assert len(initials) >= 2  # the first one again, now with the token
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_decrypts_capture_with_keylog(pki: Pki, tmp_path: Path) -> None:
+    msg = examples.examples()["route-request"]
+    port, keylog, server_pcap, _ = capture_session(pki, tmp_path, msg)
+    out = subprocess.run(
+        ["tshark", "-r", str(server_pcap), "-o", f"tls.keylog_file:{keylog}",
+         "-d", f"udp.port=={port},quic", "-Y", "quic.stream_data",
+         "-T", "fields", "-e", "quic.stream_data"],
+        capture_output=True, text=True, check=True, timeout=30).stdout.split()
+    assert encode(msg).hex() in out  # the request, decrypted from the capture
