@@ -217,17 +217,33 @@ def test_full_cache_evicts_answered_entries_first() -> None:
 
 def test_malformed_request_is_answered_with_its_decoding_error() -> None:
     r = Reliability()
-    data = encode(echo(1, txid=42))
-    r.receive(A, bytes(data[:-3]), 0.0)  # cut short
+    r.receive(A, encode(echo(1, txid=42))[:-3], 0.0)  # cut short
     [rejected] = events(r)
     assert isinstance(rejected, DatagramRejected)
     [(answer, _)] = r.datagrams_to_send()
     err = decode(answer)
     assert isinstance(err, Error) and err.transaction_id == 42
     assert err.status is ErrorCode.TRUNCATED and err.offending_type == MessageType.ECHO_REQUEST
-    # a malformed answer is never answered (no ERROR ping-pong)
-    r.receive(A, encode(reply_to(echo(1)))[:-3], 0.0)
+    # a PDU of an unknown message type is answered too
+    unknown = bytearray(encode(echo(1, txid=43)))
+    unknown[1] = 0x66
+    r.receive(A, bytes(unknown), 0.0)
+    [(answer, _)] = r.datagrams_to_send()
+    assert decode(answer).status is ErrorCode.UNKNOWN_MESSAGE_TYPE  # type: ignore[attr-defined]
+    # a malformed answer, one-way message or ERROR is never answered (no ERROR ping-pong)
+    for msg in (reply_to(echo(1)), EX["keepalive"], EX["error"]):
+        r.receive(A, encode(msg)[:-1], 0.0)
     assert r.datagrams_to_send() == []
+
+
+def test_malformed_answer_fails_the_request() -> None:
+    r = Reliability()
+    txid = r.send_request(A, echo(1), 0.0)
+    r.datagrams_to_send()
+    r.receive(A, encode(replace(reply_to(echo(1)), transaction_id=txid))[:-2], 0.1)
+    failed = [e for e in events(r) if isinstance(e, RequestFailed)]
+    assert len(failed) == 1 and failed[0].code is ErrorCode.TRUNCATED
+    assert r.outstanding() == 0 and r.datagrams_to_send() == []
 
 
 def test_one_way_messages_are_delivered_not_answered() -> None:

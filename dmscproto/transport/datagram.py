@@ -23,6 +23,9 @@ DMSC layer itself makes requests reliable:
   is answered with ERROR UNEXPECTED_MESSAGE.
 * One-way messages (:data:`ONE_WAY`) are sent once and never answered; the peering
   protocol tolerates their loss (hold time, DIGEST anti-entropy, Section 6).
+* A PDU that does not decode (Section 4.4) is answered with ERROR carrying the decoding
+  error code, unless it is an answer, a one-way message or ERROR; as the answer to an
+  outstanding request it fails that request with its decoding error code.
 
 :class:`Reliability` is sans-I/O: it is fed datagrams and ``now`` and returns datagrams to
 send, a timer and events.  :class:`DatagramNode` is the asyncio glue shared by the DTLS and
@@ -282,8 +285,8 @@ class Reliability:
         except DecodeError as exc:
             self.counters.rejected += 1
             self._events.append(DatagramRejected(peer, exc))
-            if len(data) >= HEADER_SIZE and data[1] in _REQUEST_CODES:
-                self._reject_request(peer, data, exc, now)
+            if len(data) >= HEADER_SIZE:
+                self._undecodable(peer, data, exc, now)
             return
         key = (peer, msg.transaction_id)
         pending = self._pending.get(key)
@@ -326,12 +329,20 @@ class Reliability:
             self._out.append((entry.answer, key[0]))
         return True
 
-    def _reject_request(self, peer: Address, data: bytes, exc: DecodeError,
-                        now: float) -> None:
-        """Answer an undecodable request with ERROR (Section 4.4), through the cache."""
-        txid = int(HEADER_STRUCT.unpack_from(data)[4])
-        if not self._is_duplicate((peer, txid), _fingerprint(data), now):
-            self._answer(peer, txid, Error(status=exc.code, offending_type=data[1],
+    def _undecodable(self, peer: Address, data: bytes, exc: DecodeError, now: float) -> None:
+        """A PDU that does not decode (Section 4.4): as the answer to an outstanding
+        request it fails that request; a request or a PDU of unknown type is answered
+        with ERROR (through the cache); an answer, a one-way message or ERROR is dropped."""
+        mtype, txid = data[1], int(HEADER_STRUCT.unpack_from(data)[4])
+        pending = self._pending.get((peer, txid))
+        if pending is not None and mtype in (RESPONSE_TO[pending.request.TYPE],
+                                             MessageType.ERROR):
+            del self._pending[(peer, txid)]
+            self._events.append(RequestFailed(peer, pending.request, exc.code,
+                                              f"malformed answer: {exc}"))
+        elif (mtype not in _NOT_ANSWERED
+              and not self._is_duplicate((peer, txid), _fingerprint(data), now)):
+            self._answer(peer, txid, Error(status=exc.code, offending_type=mtype,
                                            diagnostic=exc.reason[:200]), now)
 
     # -- output, timers, events ------------------------------------------------------------
@@ -391,7 +402,9 @@ class Reliability:
                 return txid
 
 
-_REQUEST_CODES: Final = frozenset(t.value for t in RESPONSE_TO)
+#: Codes of the messages that are never answered, even with ERROR (Section 4.4).
+_NOT_ANSWERED: Final = frozenset(
+    t.value for t in {*RESPONSE_TO.values(), *ONE_WAY, MessageType.ERROR} - set(RESPONSE_TO))
 
 
 # --- the sans-I/O layer below: DTLS or cleartext ----------------------------------------
