@@ -298,7 +298,7 @@ def test_export_policy() -> None:
     def rec(n: int, *tags: str) -> CapabilityRecord:
         return replace(signed(n).record, skills=(Skill("s", "S", tags),))
 
-    weather, secret, plain = rec(1, "weather"), rec(2, "weather", "internal"), rec(3, "misc")
+    weather, secret, plain = rec(1, "weather"), rec(2, "weather", "Internal"), rec(3, "misc")
     tags_only = ExportPolicy(("b.example",), include_tags=("weather",),
                              exclude_tags=("internal",))
     assert exportable(tags_only, "b.example", weather)

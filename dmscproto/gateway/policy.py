@@ -9,7 +9,8 @@ when
   ``include_agents`` are empty (export everything else) or one of its skill tags is in
   ``include_tags``.
 
-Tags compare exactly (no case folding).  The same rule filters UPDATE advertisements
+Tags compare after Unicode case folding, as in discovery (so an excluded ``internal``
+also excludes ``Internal``).  The same rule filters UPDATE advertisements
 and, as the ``allow`` of :meth:`GatewayCore.discover`, discovery answers to that peer.
 """
 
@@ -26,12 +27,12 @@ def exportable(policy: ExportPolicy, peer_domain: str, record: CapabilityRecord)
         return False
     if record.agent_uri in policy.include_agents:
         return True
-    tags = {t for s in record.skills for t in s.tags}
-    if tags.intersection(policy.exclude_tags):
+    tags = {t.casefold() for s in record.skills for t in s.tags}
+    if not tags.isdisjoint(t.casefold() for t in policy.exclude_tags):
         return False
     if not policy.include_tags and not policy.include_agents:
         return True
-    return bool(tags.intersection(policy.include_tags))
+    return not tags.isdisjoint(t.casefold() for t in policy.include_tags)
 
 
 def export_filter(policy: ExportPolicy, peer_domain: str) -> Callable[[CapabilityRecord], bool]:
