@@ -37,6 +37,7 @@ from dmscproto.codec.registry import (
 )
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
 from dmscproto.codec.wire import MAX_TLV_VALUE, VALUE_CODECS, FixedCodec
+from dmscproto.transport.datagram import ONE_WAY, RESPONSE_TO
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAFT = ROOT / "drafts" / "draft-dmsc-protocol-00.md"
@@ -155,6 +156,14 @@ def integer(cell: str) -> int:
 def test_message_type_table() -> None:
     got = [(integer(r[0]), r[1]) for r in rows("message-types")]
     assert got == [(m.value, m.name) for m in MessageType]
+
+
+def test_message_pair_table() -> None:
+    got = [(r[0], r[1]) for r in rows("message-pairs")]
+    assert got == [(q.name, a.name) for q, a in RESPONSE_TO.items()]
+    one_way = re.search(r"One-way messages: ([A-Z_, ]+)\.", region("message-pairs"))
+    assert one_way is not None
+    assert set(one_way.group(1).split(", ")) == {m.name for m in ONE_WAY}
 
 
 def test_flag_table() -> None:

@@ -65,6 +65,7 @@ from dmscproto.codec.wire import (
     TextCodec,
     ValueCodec,
 )
+from dmscproto.transport.datagram import ONE_WAY, RESPONSE_TO
 
 DRAFT = Path(__file__).resolve().parent.parent / "drafts" / "draft-dmsc-protocol-00.md"
 REGION = re.compile(
@@ -299,6 +300,13 @@ def gen_constants() -> str:
 def gen_message_types() -> str:
     rows = [(hex8(m), message_name(m), f"Section {message_section(m)}") for m in MessageType]
     return table(("Code", "Name", "Reference"), rows, "DMSC Message Types, initial contents")
+
+
+def gen_message_pairs() -> str:
+    """Requests and their answers, as the datagram layer matches them (Section 9.3)."""
+    rows = [(req.name, ans.name) for req, ans in RESPONSE_TO.items()]
+    return table(("Request", "Answer"), rows, "Requests and their answers") + (
+        f"\nOne-way messages: {', '.join(m.name for m in sorted(ONE_WAY))}.\n")
 
 
 def gen_flags() -> str:
@@ -623,6 +631,7 @@ def gen_digest_example() -> str:
 GENERATORS: dict[str, Callable[[], str]] = {
     "constants": gen_constants,
     "message-types": gen_message_types,
+    "message-pairs": gen_message_pairs,
     "flags": gen_flags,
     "tlv-formats": gen_tlv_formats,
     "tlv-types": gen_tlv_types,
