@@ -19,7 +19,13 @@ TLS context into :class:`_MutualTlsContext`, which
   CRYPTO_ERROR (0x100 + alert) before any DMSC message is processed.
 
 aioquic's own chain check (pyOpenSSL, certifi defaults) is switched off
-(``verify_mode=CERT_NONE``): the trust store is the only authority.
+(``verify_mode=CERT_NONE``): the trust store is the only authority.  Session tickets
+(resumption, 0-RTT) are never issued or used, so every connection authenticates both
+certificates; a connection whose handshake ends without a verified peer identity is
+closed by :class:`~dmscproto.transport.quic.DmscConnection`.
+
+This relies on aioquic internals (``tls.Context`` handshake methods, ``_peer_certificate``,
+``QuicConnection._initialize``), checked against aioquic 1.7 by the transport tests.
 """
 
 from __future__ import annotations
