@@ -217,6 +217,17 @@ def test_client_without_certificate_refused(pki: Pki) -> None:
     assert server.sessions == {}
 
 
+def test_peer_without_dmsc_alpn_refused(pki: Pki) -> None:
+    server = DtlsEndpoint(pki.gateway, is_client=False)
+    client = DtlsEndpoint(pki.agent, is_client=True)
+    client._context.set_alpn_protos([b"h2"])  # not dmsc/1
+    client.connect(SERVER, 0.0)
+    ev_c, ev_s = pump(client, CLIENT, server, SERVER)
+    assert [type(e) for e in ev_s] == [PeerClosed]
+    assert ev_s[0].code is ErrorCode.UNEXPECTED_MESSAGE and server.sessions == {}
+    assert not any(isinstance(e, PeerConnected) for e in ev_c) and client.sessions == {}
+
+
 def test_ed25519_server_certificate_is_refused_up_front(pki: Pki) -> None:
     gw = TlsIdentity.issue(pki.ca, "gw-ed", Kind.GATEWAY)
     with pytest.raises(ValueError, match="P-256"):

@@ -4,6 +4,8 @@
   methods on memory BIOs: :class:`DtlsEndpoint` is sans-I/O (datagrams and ``now`` in,
   datagrams, a timer and :mod:`.datagram` channel events out); :func:`serve` and
   :func:`connect` are the asyncio bindings, with the API of :mod:`.quic`.
+* ALPN ``dmsc/1`` as for QUIC (so that captures are recognised on any port); a peer
+  that does not negotiate it is refused.
 * Mutual certificate authentication: the server requires a client certificate, and
   each end checks the other's with the DMSC trust store
   (:meth:`~dmscproto.transport.tls.TlsIdentity.verifier`, Section 10: issued by a trusted
@@ -55,7 +57,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 
 from ..analysis.pcap import PcapWriter
-from ..codec.registry import ErrorCode, timer
+from ..codec.registry import ALPN, ErrorCode, timer
 from ..security.ca import CertificateError, Credential, DomainAuthority, Identity, Kind
 from .datagram import (
     DEFAULT_MAX_DATAGRAM,
@@ -85,6 +87,7 @@ RECORD_OVERHEAD = 37
 _RECORD_HEADER = 13
 _CT_HANDSHAKE, _CT_APPLICATION_DATA = 22, 23
 _HT_CLIENT_HELLO = 1
+_ALPN = ALPN.encode("ascii")
 _READ_SIZE = 1 << 16
 
 
@@ -173,7 +176,11 @@ class DtlsEndpoint:
         ctx.use_privatekey(tls.credential.private_key)
         ctx.check_privatekey()
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
-        if not self.is_client:
+        if self.is_client:
+            ctx.set_alpn_protos([_ALPN])
+        else:
+            ctx.set_alpn_select_callback(
+                lambda _conn, offered: _ALPN if _ALPN in offered else SSL.NO_OVERLAPPING_PROTOCOLS)
             ctx.set_cookie_generate_callback(self._cookie)
             ctx.set_cookie_verify_callback(self._cookie_verify)
         if keylog is not None:
@@ -353,6 +360,10 @@ class DtlsEndpoint:
                 return
             if session.identity is None:  # the verify callback always runs: defensive
                 self._fail(session, "peer not authenticated", ErrorCode.UNTRUSTED_CERTIFICATE)
+                return
+            if conn.get_alpn_proto_negotiated() != _ALPN:
+                conn.shutdown()
+                self._fail(session, f"ALPN {ALPN} not negotiated", ErrorCode.UNEXPECTED_MESSAGE)
                 return
             session.established = True
             self._events.append(PeerConnected(
