@@ -13,6 +13,10 @@ from typing import Any, cast
 
 import pytest
 
+from dmscproto.codec.messages import EchoReply, EchoRequest, Message
+from dmscproto.security.ca import DomainAuthority, Kind
+from dmscproto.transport import quic
+from dmscproto.transport.tls import TlsIdentity
 from interop.relay import Impairment, Relay
 
 LOOPBACK = "127.0.0.1"
@@ -122,3 +126,41 @@ def test_command_line_runs_for_a_bounded_time() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=20, check=True)
     counters = json.loads(proc.stdout.strip().splitlines()[-1])
     assert counters["up"]["received"] == 0 and counters["clients"] == 0
+
+
+def test_quic_through_the_relay_at_ten_percent_loss() -> None:
+    """The relay never parses what it carries: QUIC (with its own loss recovery) works
+    through it as DTLS and lab UDP do (tests/test_transport_dtls.py, _datagram.py)."""
+    ca = DomainAuthority.create("a.example")
+
+    async def handler(msg: Message, peer: Any) -> Message:
+        assert isinstance(msg, EchoRequest)
+        return EchoReply(sequence=msg.sequence, timestamp=0, gateway_id=bytes(16))
+
+    async def main() -> None:
+        server = await quic.serve(LOOPBACK, 0, TlsIdentity.issue(ca, "gw", Kind.GATEWAY),
+                                  handler)
+        relay = await Relay.start((LOOPBACK, 0), server.address, Impairment(
+            loss=0.1, duplicate=0.1, reorder=0.1, seed=2))
+        conn = None
+        try:
+            for _attempt in range(3):
+                try:
+                    conn = await quic.connect(*relay.address,
+                                              TlsIdentity.issue(ca, "ag", Kind.AGENT),
+                                              timeout=10)
+                    break
+                except quic.TransportError:
+                    continue
+            assert conn is not None
+            answers = await asyncio.gather(*(
+                conn.request(EchoRequest(sequence=i, timestamp=0), timeout=30)
+                for i in range(20)))
+            assert [a.sequence for a in answers] == list(range(20))  # type: ignore[attr-defined]
+        finally:
+            if conn is not None:
+                conn.close()
+            relay.close()
+            server.close()
+        assert relay.counters.up.dropped + relay.counters.down.dropped > 0
+    asyncio.run(asyncio.wait_for(main(), 60))
