@@ -245,7 +245,7 @@ def _domain_of(uri: str) -> str | None:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: TokenServer
     protocol_version = "HTTP/1.1"
 
     def _send(self, response: Response) -> None:
@@ -296,7 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
+class TokenServer(ThreadingHTTPServer):
+    """The HTTPS server of :func:`serve`; ``endpoint.url`` is the token endpoint."""
+
     daemon_threads = True
     endpoint: TokenEndpoint
 
@@ -322,11 +324,11 @@ def _load_credential(ctx: ssl.SSLContext, credential: Credential) -> None:
 
 
 def serve(store: AuthorityStore, host: str = "127.0.0.1", port: int = 0, *,
-          lifetime: int | None = None) -> ThreadingHTTPServer:
+          lifetime: int | None = None) -> TokenServer:
     """An HTTPS server for ``store`` on ``host``:``port`` (0: ephemeral), not started:
     call ``serve_forever()`` (in a thread) and ``shutdown()``."""
     credential = store.authority_credential()
-    httpd = _Server((host, port), _Handler, bind_and_activate=True)
+    httpd = TokenServer((host, port), _Handler, bind_and_activate=True)
     bound = httpd.server_address
     url = f"https://{host}:{bound[1]}{TOKEN_PATH}"
     issuer = TokenIssuer(store.authority, **({"lifetime": lifetime} if lifetime else {}))

@@ -1,0 +1,332 @@
+"""Cross-domain trust (draft-dmsc-protocol-00, Sections 6.4, 7.4, 10.5 and 10.6).
+
+A :class:`Federation` is one gateway's view of the domains it peers with: for each peer
+domain its trust anchor, its export policy (which of our records it is shown, Section
+7.4, :func:`dmscproto.gateway.policy.exportable`) and its import policy (which record
+domains it may advertise to us, and which of its capabilities our agents may call).
+It answers the gateway's security questions:
+
+* :meth:`Federation.trust_store`: the anchors for TLS (own domain and peer domains,
+  each name-constrained to its own domain), with revocation.
+* :meth:`Federation.check_open`: an OPEN's GATEWAY_ID and DOMAIN are the peer
+  certificate's, the peer is a gateway (IDENTITY_MISMATCH) of a federated domain
+  (POLICY_DENIED).  :meth:`Federation.check_client` refuses agents of other domains.
+* :meth:`Federation.export_filter`: the ``allow`` for discovery answers, UPDATE,
+  DIGEST and TRACE towards a peer domain; only our own domain's records unless the
+  peer is configured for ``transit``.
+* :meth:`Federation.check_advertisement`: a learned record's signature (BAD_SIGNATURE)
+  and whether the advertising peer may speak for the record's domain (POLICY_DENIED);
+  a foreign peer can never advertise our own domain's records; an x5chain, if
+  present, must chain to the record domain's anchor (record poisoning, Section 10.5).
+* :meth:`Federation.check_call`: the import policy for a local agent calling a remote
+  one (POLICY_DENIED).
+* Origin assertions (:func:`sign_origin`, :meth:`Federation.verify_origin`): a
+  forwarded ROUTE_REQUEST carries, in ACCESS_TOKEN, a JWT signed by the origin gateway
+  (its certificate in ``x5c``) stating which agent sent it to which target with which
+  route scope, bound to the payload hash.  The gateway that delivers checks it against
+  the origin domain's anchor, its own export policy towards that domain, the scope and
+  a replay cache, so a cross-domain call proves the origin's authorization.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..codec.cose import SignedRecord
+from ..codec.messages import Open, RouteRequest
+from ..codec.registry import ErrorCode, timer
+from ..codec.values import CapabilityRecord, ExportPolicy
+from ..gateway.policy import exportable
+from .ca import Credential, Identity, Kind, anchor_domains, parse_identity_uri
+from .errors import SecurityError
+from .proof import check_certificate, x5chain
+from .replay import ReplayCache
+from .revocation import RevocationChecker, RevocationTrustStore
+from .signing import SignatureError, verify_record
+from .tokens import (
+    LEEWAY,
+    Operation,
+    ScopeSet,
+    audiences,
+    b64url,
+    check_times,
+    gateway_audience,
+    sign_jwt,
+    verify_jwt,
+)
+
+#: ``typ`` of an origin assertion.
+ORIGIN_TYPE = "dmsc-origin+jwt"
+#: Lifetime of an origin assertion: the longest a forwarded transaction lives.
+ORIGIN_LIFETIME = int(timer("ROUTE_TIMEOUT"))
+#: Wildcard in an import policy's capabilities: every capability.
+ANY = "*"
+
+
+def _denied(reason: str) -> SecurityError:
+    return SecurityError(ErrorCode.POLICY_DENIED, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportPolicy:
+    """What we take from a peer domain: the record domains it may advertise (default:
+    its own), the capabilities (skill ids, or ``*``) our agents may call there, and
+    which of our agents may (empty: all)."""
+
+    domains: tuple[str, ...]
+    capabilities: tuple[str, ...] = ()
+    callers: tuple[str, ...] = ()
+
+    def allows_call(self, caller_uri: str, target: CapabilityRecord) -> bool:
+        if self.callers and caller_uri not in self.callers:
+            return False
+        if ANY in self.capabilities:
+            return True
+        return not {s.id for s in target.skills}.isdisjoint(self.capabilities)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDomain:
+    """One federated domain (module docstring)."""
+
+    domain: str
+    anchor: x509.Certificate
+    export: ExportPolicy
+    imports: ImportPolicy
+    transit: bool = False
+
+    def __post_init__(self) -> None:
+        if anchor_domains(self.anchor) != {self.domain}:
+            raise ValueError(f"trust anchor of {self.domain} is not that domain's authority")
+
+
+@dataclass(slots=True)
+class OriginClaims:
+    """A verified origin assertion."""
+
+    gateway: Identity
+    source_uri: str
+    scope: ScopeSet
+    jti: str
+
+
+def _payload_hash(payload: bytes) -> str:
+    return b64url(hashlib.sha256(payload).digest())
+
+
+def sign_origin(gateway: Credential, msg: RouteRequest, *, source_uri: str,
+                target_agent: bytes, target_domain: str, scope: ScopeSet,
+                now: float) -> bytes:
+    """The origin assertion an origin gateway puts in a forwarded ROUTE_REQUEST's
+    ACCESS_TOKEN, after it authorized ``source_uri`` (its own agent) for ``scope``."""
+    if gateway.private_key is None or gateway.identity.kind is not Kind.GATEWAY:
+        raise ValueError("an origin assertion is signed with a gateway's key")
+    der = gateway.certificate.public_bytes(serialization.Encoding.DER)
+    claims = {
+        "iss": gateway.identity.uri, "sub": source_uri,
+        "aud": [gateway_audience(target_domain)], "iat": int(now),
+        "exp": int(now) + ORIGIN_LIFETIME, "jti": b64url(secrets.token_bytes(16)),
+        "scope": str(scope), "src": b64url(msg.source_agent), "tgt": b64url(target_agent),
+        "pld": _payload_hash(msg.payload),
+    }
+    header = {"typ": ORIGIN_TYPE, "x5c": [base64.b64encode(der).decode()]}
+    return sign_jwt(header, claims, gateway.private_key).encode()
+
+
+class Federation:
+    """One gateway's federation configuration (module docstring)."""
+
+    def __init__(self, domain: str, anchor: x509.Certificate, peers: Iterable[PeerDomain], *,
+                 revocation: RevocationChecker | None = None,
+                 replay: ReplayCache | None = None) -> None:
+        if anchor_domains(anchor) != {domain}:
+            raise ValueError(f"trust anchor is not the authority of {domain}")
+        self.domain = domain
+        self.anchor = anchor
+        self.peers = {p.domain: p for p in peers}
+        if domain in self.peers:
+            raise ValueError("a domain does not federate with itself")
+        anchors = [anchor, *(p.anchor for p in self.peers.values())]
+        self._trust = RevocationTrustStore(anchors, revocation)
+        self._replay = replay or ReplayCache(window_ms=(ORIGIN_LIFETIME + LEEWAY) * 1000)
+
+    # --- configuration --------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> Federation:
+        """Read a TOML federation file (paths in it are relative to the file)::
+
+            domain = "a.example"
+            anchor = "ca.pem"
+            [[peers]]
+            domain = "b.example"
+            anchor = "b-ca.pem"
+            transit = false                  # re-export other domains' records to it
+            [peers.export]                   # absent: it is shown nothing
+            include_tags = ["public"]        # ExportPolicy members (Section 7.4)
+            exclude_tags = ["internal"]
+            include_agents = []
+            [peers.import]
+            capabilities = ["forecast"]      # remote skills our agents may call, or "*"
+            callers = []                     # our agents that may call (empty: all)
+            domains = ["b.example"]          # record domains it may advertise
+        """
+        path = Path(path)
+        conf = tomllib.loads(path.read_text())
+
+        def anchor_at(name: str) -> x509.Certificate:
+            return x509.load_pem_x509_certificate((path.parent / name).read_bytes())
+
+        peers = []
+        for p in conf.get("peers", []):
+            dom = p["domain"]
+            exp = p.get("export")
+            export = ExportPolicy(peer_domains=(), include_tags=(), exclude_tags=()) \
+                if exp is None else ExportPolicy(
+                    peer_domains=(dom,), include_tags=tuple(exp.get("include_tags", ())),
+                    exclude_tags=tuple(exp.get("exclude_tags", ())),
+                    include_agents=tuple(exp.get("include_agents", ())))
+            imp = p.get("import", {})
+            peers.append(PeerDomain(
+                dom, anchor_at(p["anchor"]), export,
+                ImportPolicy(tuple(imp.get("domains", (dom,))),
+                             tuple(imp.get("capabilities", ())), tuple(imp.get("callers", ()))),
+                bool(p.get("transit", False))))
+        return cls(conf["domain"], anchor_at(conf["anchor"]), peers)
+
+    def trust_store(self) -> RevocationTrustStore:
+        """Own and peer anchors with revocation (for :class:`TlsIdentity`)."""
+        return self._trust
+
+    @property
+    def revocation(self) -> RevocationChecker:
+        return self._trust.revocation
+
+    def peer(self, domain: str) -> PeerDomain:
+        """The peer domain's configuration; POLICY_DENIED if not federated."""
+        try:
+            return self.peers[domain]
+        except KeyError:
+            raise _denied(f"{domain} is not a federated domain") from None
+
+    # --- associations (Section 6.4) -------------------------------------------------
+    def check_open(self, msg: Open, peer: Identity) -> PeerDomain | None:
+        """An OPEN received over an association authenticated as ``peer``; returns the
+        peer domain (None for a gateway of our own domain)."""
+        if peer.kind is not Kind.GATEWAY:
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH, f"{peer.uri} is not a gateway")
+        if msg.gateway_id != peer.entity_id or msg.domain != peer.domain:
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                f"OPEN names {msg.domain} {msg.gateway_id.hex()}, the "
+                                f"certificate {peer.uri} {peer.entity_id.hex()}")
+        return None if peer.domain == self.domain else self.peer(peer.domain)
+
+    def check_client(self, peer: Identity) -> None:
+        """An association from an agent: only agents of our own domain are served."""
+        if peer.kind is Kind.AGENT and peer.domain != self.domain:
+            raise _denied(f"{peer.uri} is an agent of another domain")
+
+    # --- what we show (Section 7.4, 10.6) -------------------------------------------
+    def exports(self, peer_domain: str, record: CapabilityRecord) -> bool:
+        """Whether ``record`` may be shown to a gateway (or requester) of ``peer_domain``."""
+        if peer_domain == self.domain:
+            return True
+        peer = self.peers.get(peer_domain)
+        if peer is None:
+            return False
+        if record.domain != self.domain and not peer.transit:
+            return False
+        return exportable(peer.export, peer_domain, record)
+
+    def export_filter(self, peer_domain: str) -> Callable[[CapabilityRecord], bool]:
+        """:meth:`exports` bound to one domain, as ``GatewayCore.discover(allow=...)``."""
+        return lambda record: self.exports(peer_domain, record)
+
+    # --- what we take (Section 10.5) ------------------------------------------------
+    def check_advertisement(self, signed: SignedRecord, peer: Identity, now: float) -> None:
+        """A record ADVERTISEd by ``peer`` (a gateway, authenticated): may we learn it?"""
+        try:
+            verify_record(signed)
+        except SignatureError as exc:
+            raise SecurityError(ErrorCode.BAD_SIGNATURE, str(exc)) from None
+        rec = signed.record
+        if peer.domain != self.domain:
+            if rec.domain == self.domain:
+                raise _denied(f"{peer.uri} may not advertise records of {self.domain}")
+            if rec.domain not in self.peer(peer.domain).imports.domains:
+                raise _denied(f"{peer.domain} may not advertise records of {rec.domain}")
+        elif rec.domain != self.domain and rec.domain not in self.peers:
+            raise _denied(f"records of {rec.domain} are not accepted here")
+        chain = x5chain(signed)
+        if chain:
+            identity = check_certificate(self._trust, chain[0], now)
+            if identity.uri != rec.agent_uri or identity.entity_id != rec.agent_id:
+                raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                    "x5chain certificate is not the record's agent")
+
+    def check_call(self, caller_uri: str, target: CapabilityRecord) -> None:
+        """A local agent calling ``target``: the import policy of the target's domain."""
+        if target.domain == self.domain:
+            return
+        if not self.peer(target.domain).imports.allows_call(caller_uri, target):
+            raise _denied(f"{caller_uri} may not call {target.agent_uri}")
+
+    # --- origin assertions --------------------------------------------------------------
+    def verify_origin(self, token: bytes, msg: RouteRequest, target: CapabilityRecord,
+                      now: float) -> OriginClaims:
+        """Check the origin assertion of a ROUTE_REQUEST about to be delivered to the
+        local agent ``target`` (module docstring); records its jti."""
+        try:
+            header = json.loads(base64.urlsafe_b64decode(token.split(b".", 1)[0] + b"==="))
+            x5c = header["x5c"]
+            cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+            if header.get("typ") != ORIGIN_TYPE:
+                raise ValueError("not an origin assertion")
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise SecurityError(ErrorCode.INVALID_TOKEN, f"origin assertion: {exc}") from None
+        gateway = check_certificate(self._trust, cert, now, usage=None)
+        if gateway.kind is not Kind.GATEWAY:
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                "origin assertion not signed by a gateway")
+        c = verify_jwt(token, cert.public_key()).claims  # type: ignore[arg-type]
+        if c.get("iss") != gateway.uri:
+            raise SecurityError(ErrorCode.INVALID_TOKEN, "iss is not the signing gateway")
+        check_times(c, now, "origin assertion")
+        if gateway_audience(self.domain) not in audiences(c):
+            raise SecurityError(ErrorCode.WRONG_AUDIENCE,
+                                f"origin assertion is not for {self.domain}")
+        sub = c.get("sub")
+        try:
+            source_domain = parse_identity_uri(sub)[0] if isinstance(sub, str) else None
+        except ValueError:
+            source_domain = None
+        if source_domain != gateway.domain or c.get("src") != b64url(msg.source_agent) \
+                or c.get("tgt") != b64url(target.agent_id) \
+                or c.get("pld") != _payload_hash(msg.payload):
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                "origin assertion is for another source, target or payload")
+        if not self.exports(gateway.domain, target):
+            raise _denied(f"{target.agent_uri} is not exported to {gateway.domain}")
+        try:
+            scope = ScopeSet.parse(str(c.get("scope", "")))
+        except ValueError as exc:
+            raise SecurityError(ErrorCode.INVALID_TOKEN, str(exc)) from None
+        if not scope.allows(Operation.ROUTE, (s.id for s in target.skills)):
+            raise SecurityError(ErrorCode.INSUFFICIENT_SCOPE,
+                                f"origin scope {str(scope)!r} does not reach {target.agent_uri}")
+        jti = c.get("jti")
+        if not isinstance(jti, str):
+            raise SecurityError(ErrorCode.INVALID_TOKEN, "origin assertion lacks a jti")
+        now_ms = int(now * 1000)
+        self._replay.accept(gateway.entity_id, hashlib.sha256(jti.encode()).digest()[:16],
+                            now_ms, now_ms)
+        return OriginClaims(gateway, str(sub), scope, jti)
