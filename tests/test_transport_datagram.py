@@ -141,6 +141,27 @@ def test_error_answers_any_request() -> None:
     assert isinstance(ev, ResponseReceived) and ev.response.TYPE is MessageType.ERROR
 
 
+def test_raw_request_octets_are_retransmitted_with_the_flag() -> None:
+    r = Reliability()
+    pdu = encode(echo(1, txid=77))
+    assert r.send_request_bytes(A, pdu, 0.0) == 77
+    [(first, _)] = r.datagrams_to_send()
+    r.handle_timer(timer("RETRANSMIT_INITIAL"))
+    [(again, _)] = r.datagrams_to_send()
+    assert first == pdu
+    assert decode(again) == replace(echo(1, txid=77), flags=Flags.RETRANSMISSION)
+    unknown = bytearray(encode(echo(1, txid=78)))
+    unknown[1] = 0x66  # no such type: only ERROR can answer it
+    r.send_request_bytes(A, bytes(unknown), 0.0)
+    r.receive(A, encode(replace(reply_to(echo(1)), transaction_id=78)), 0.1)
+    assert events(r) == []
+    r.receive(A, encode(Error(transaction_id=78, status=ErrorCode.UNKNOWN_MESSAGE_TYPE)), 0.1)
+    [ev] = events(r)
+    assert isinstance(ev, ResponseReceived) and ev.transaction_id == 78
+    with pytest.raises(ValueError, match="header"):
+        r.send_request_bytes(A, pdu[:10], 0.0)
+
+
 def test_only_requests_are_retransmitted() -> None:
     r = Reliability()
     with pytest.raises(ValueError, match="not a request"):
@@ -296,7 +317,7 @@ def test_lossy_link_every_request_completes_once() -> None:
             server.respond(ev.peer, ev.message, reply_to(ev.message), now)  # type: ignore[arg-type]
         for ev in events(client):
             assert isinstance(ev, ResponseReceived)
-            answers[ev.request.transaction_id] = ev.response
+            answers[ev.transaction_id] = ev.response
         carry(server, client, B)
         timers = [t for t in (client.get_timer(), server.get_timer()) if t is not None]
         timers += [f[0] for f in in_flight]
@@ -349,6 +370,20 @@ def test_lab_udp_examples_round_trip(caplog: pytest.LogCaptureFixture) -> None:
                     assert answer.transaction_id == EX[name].transaction_id
             [peer] = server.connections.values()
             assert peer.peer.identity is None and peer.peer.address == conn.node.address
+        finally:
+            conn.close()
+            server.close()
+    run(main())
+
+
+def test_lab_udp_malformed_request_gets_error() -> None:
+    async def main() -> None:
+        server = await udp.serve("127.0.0.1", 0, respond_with_examples, lab=True)
+        conn = await udp.connect(*server.address, lab=True)
+        try:
+            answer = await conn.request_bytes(encode(echo(1, txid=9))[:-2])
+            assert isinstance(answer, Error) and answer.transaction_id == 9
+            assert answer.status is ErrorCode.TRUNCATED
         finally:
             conn.close()
             server.close()

@@ -111,19 +111,19 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
-    """The answer to an outstanding request."""
+    """The answer to the outstanding request ``transaction_id``."""
 
     peer: Address
-    request: Message
+    transaction_id: int
     response: Message
 
 
 @dataclass(frozen=True, slots=True)
 class RequestFailed:
-    """An outstanding request was abandoned."""
+    """The outstanding request ``transaction_id`` was abandoned."""
 
     peer: Address
-    request: Message
+    transaction_id: int
     code: ErrorCode
     reason: str
 
@@ -142,7 +142,7 @@ ReliabilityEvent = RequestReceived | MessageReceived | ResponseReceived | Reques
 
 @dataclass(slots=True)
 class _Pending:
-    request: Message
+    answers: tuple[int, int]  # the answer's message type code, and ERROR's
     data: bytes
     rto: float
     next_at: float
@@ -213,16 +213,30 @@ class Reliability:
             raise ValueError(f"{msg.TYPE.name} is not a request")
         if msg.transaction_id == 0:
             msg = replace(msg, transaction_id=self._free_transaction_id(peer))
-        key = (peer, msg.transaction_id)
+        return self.send_request_bytes(peer, self._encode_within_limit(msg), now, timeout)
+
+    def send_request_bytes(self, peer: Address, pdu: bytes, now: float,
+                           timeout: float | None = None) -> int:
+        """:meth:`send_request` with the request as octets, which need not decode
+        (conformance tests send malformed ones) but must hold a header; the answer is
+        the type's answer (:data:`RESPONSE_TO`) or ERROR."""
+        if len(pdu) < HEADER_SIZE:
+            raise ValueError(f"a request needs a {HEADER_SIZE}-octet header")
+        if len(pdu) > self.max_pdu:
+            raise PduTooLarge(f"request of {len(pdu)} octets exceeds the datagram limit "
+                              f"of {self.max_pdu}")
+        _version, mtype, _flags, _length, txid = HEADER_STRUCT.unpack_from(pdu)
+        key = (peer, txid)
         if key in self._pending:
-            raise ValueError(f"transaction {msg.transaction_id} already outstanding")
-        data = self._encode_within_limit(msg)
+            raise ValueError(f"transaction {txid} already outstanding")
+        answer = RESPONSE_TO.get(MessageType(mtype)) if mtype in _TYPE_CODES else None
         rto = self.retransmit_initial
         limit = self.request_timeout if timeout is None else timeout
-        self._pending[key] = _Pending(msg, data, rto, now + rto, now + limit)
-        self._out.append((data, peer))
+        self._pending[key] = _Pending((answer or MessageType.ERROR, MessageType.ERROR),
+                                      pdu, rto, now + rto, now + limit)
+        self._out.append((pdu, peer))
         self.counters.requests_sent += 1
-        return msg.transaction_id
+        return int(txid)
 
     def send_message(self, peer: Address, msg: Message) -> None:
         """Send a one-way message once (no retransmission, no answer expected)."""
@@ -242,9 +256,9 @@ class Reliability:
     def forget_peer(self, peer: Address, reason: str) -> None:
         """Fail every request outstanding to ``peer`` (its association is gone)."""
         for key in [k for k in self._pending if k[0] == peer]:
-            pending = self._pending.pop(key)
-            self._events.append(RequestFailed(peer, pending.request,
-                                              ErrorCode.TARGET_UNREACHABLE, reason))
+            del self._pending[key]
+            self._events.append(RequestFailed(peer, key[1], ErrorCode.TARGET_UNREACHABLE,
+                                              reason))
 
     def outstanding(self) -> int:
         return len(self._pending)
@@ -290,10 +304,9 @@ class Reliability:
             return
         key = (peer, msg.transaction_id)
         pending = self._pending.get(key)
-        if pending is not None and msg.TYPE in (RESPONSE_TO[pending.request.TYPE],
-                                                MessageType.ERROR):
+        if pending is not None and msg.TYPE in pending.answers:
             del self._pending[key]
-            self._events.append(ResponseReceived(peer, pending.request, msg))
+            self._events.append(ResponseReceived(peer, msg.transaction_id, msg))
             return
         if msg.TYPE in RESPONSE_TO:
             if self._is_duplicate(key, _fingerprint(data), now):
@@ -335,11 +348,9 @@ class Reliability:
         with ERROR (through the cache); an answer, a one-way message or ERROR is dropped."""
         mtype, txid = data[1], int(HEADER_STRUCT.unpack_from(data)[4])
         pending = self._pending.get((peer, txid))
-        if pending is not None and mtype in (RESPONSE_TO[pending.request.TYPE],
-                                             MessageType.ERROR):
+        if pending is not None and mtype in pending.answers:
             del self._pending[(peer, txid)]
-            self._events.append(RequestFailed(peer, pending.request, exc.code,
-                                              f"malformed answer: {exc}"))
+            self._events.append(RequestFailed(peer, txid, exc.code, f"malformed answer: {exc}"))
         elif (mtype not in _NOT_ANSWERED
               and not self._is_duplicate((peer, txid), _fingerprint(data), now)):
             self._answer(peer, txid, Error(status=exc.code, offending_type=mtype,
@@ -368,12 +379,13 @@ class Reliability:
                 del self._pending[key]
                 self.counters.timeouts += 1
                 self._events.append(RequestFailed(
-                    key[0], p.request, ErrorCode.TRANSACTION_TIMEOUT,
+                    key[0], key[1], ErrorCode.TRANSACTION_TIMEOUT,
                     f"no answer after {p.retransmissions} retransmissions"))
                 continue
             if p.retransmissions == 0:
-                p.data = encode(replace(
-                    p.request, flags=p.request.flags | Flags.RETRANSMISSION))
+                version, mtype, flags, length, txid = HEADER_STRUCT.unpack_from(p.data)
+                p.data = HEADER_STRUCT.pack(version, mtype, flags | Flags.RETRANSMISSION,
+                                            length, txid) + p.data[HEADER_SIZE:]
             p.retransmissions += 1
             self.counters.retransmissions += 1
             p.rto = min(2 * p.rto, self.retransmit_max)
@@ -402,6 +414,7 @@ class Reliability:
                 return txid
 
 
+_TYPE_CODES: Final = frozenset(t.value for t in MessageType)
 #: Codes of the messages that are never answered, even with ERROR (Section 4.4).
 _NOT_ANSWERED: Final = frozenset(
     t.value for t in {*RESPONSE_TO.values(), *ONE_WAY, MessageType.ERROR} - set(RESPONSE_TO))
@@ -491,6 +504,13 @@ class DatagramConnection:
         be ERROR.  Raises :class:`TransportError` (TRANSACTION_TIMEOUT, peer gone) or
         :class:`PduTooLarge`."""
         return await self.node.request(self.peer.address, msg,
+                                       math.inf if timeout is None else timeout)
+
+    async def request_bytes(self, pdu: bytes,
+                            timeout: float | None = REQUEST_TIMEOUT) -> Message:
+        """:meth:`request` with the request given as octets (which need not be a valid
+        PDU, but must hold a header: conformance tests send malformed ones)."""
+        return await self.node.request(self.peer.address, pdu,
                                        math.inf if timeout is None else timeout)
 
     def send(self, msg: Message) -> None:
@@ -590,10 +610,13 @@ class DatagramNode(asyncio.DatagramProtocol):
         finally:
             self._connecting.pop(addr, None)
 
-    async def request(self, addr: Address, msg: Message, timeout: float) -> Message:
+    async def request(self, addr: Address, msg: Message | bytes, timeout: float) -> Message:
         if addr not in self.connections:
             raise TransportError(ErrorCode.TARGET_UNREACHABLE, f"no association with {addr}")
-        txid = self.reliability.send_request(addr, msg, self._loop.time(), timeout)
+        now = self._loop.time()
+        txid = (self.reliability.send_request_bytes(addr, msg, now, timeout)
+                if isinstance(msg, bytes)
+                else self.reliability.send_request(addr, msg, now, timeout))
         fut: asyncio.Future[Message] = self._loop.create_future()
         self._waiting[(addr, txid)] = fut
         self._process()
@@ -677,7 +700,7 @@ class DatagramNode(asyncio.DatagramProtocol):
 
     def _on_reliability_event(self, ev: ReliabilityEvent) -> None:
         if isinstance(ev, ResponseReceived | RequestFailed):
-            fut = self._waiting.pop((ev.peer, ev.request.transaction_id), None)
+            fut = self._waiting.pop((ev.peer, ev.transaction_id), None)
             if fut is not None and not fut.done():
                 if isinstance(ev, ResponseReceived):
                     fut.set_result(ev.response)
