@@ -69,7 +69,7 @@ def test_put_close_reopen_get(db: Path) -> None:
     assert same(st.by_uri("dmsc://a.example/agent2"), b)
     assert [e.agent_id for e in st.all()] == sorted([a.agent_id, b.agent_id, learned.agent_id])
     rows = {r.agent_id: r for r in st.rows()}
-    assert rows[a.agent_id].terms == IndexTerms.of(a.signed.record)
+    assert IndexTerms.decode(rows[a.agent_id].terms) == IndexTerms.of(a.signed.record)
     assert rows[learned.agent_id].path == (GW1, GW2)
     st.close()
 

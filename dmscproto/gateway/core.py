@@ -26,7 +26,7 @@ from ..codec.cose import SignedRecord
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, DigestSummary, Result, VersionedId
-from .index import CapabilityIndex, IndexTerms
+from .index import CapabilityIndex
 from .routing import MAX_PATH, Decision, Route, RoutingTable
 from .store import RegistryStore, StoredRecord, StoredRow
 
@@ -170,11 +170,14 @@ class GatewayCore:
                 gc.enable()
 
     # --- memory mirror ------------------------------------------------------------------
-    def _install(self, e: _Held, terms: IndexTerms | None = None) -> None:
+    def _install(self, e: _Held, terms: bytes | None = None) -> None:
         self._uninstall(e.agent_id)
         self._records[e.agent_id] = e
         self._by_uri[e.agent_uri] = e.agent_id
-        self.index.add_terms(e.agent_id, terms or IndexTerms.of(e.signed.record))
+        if terms is None:
+            self.index.add(e.signed.record)
+        else:
+            self.index.add_encoded(e.agent_id, terms)
         self.routes.add(e.agent_id, Route(e.next_hop, e.path, e.version, e.origin))
         self._digest = None
 
@@ -328,10 +331,8 @@ class GatewayCore:
                 return False
             if scope is Scope.LOCAL and not e.local:
                 return False
-            if scope is Scope.DOMAIN:
-                terms = index.terms(aid)
-                if terms is None or terms.domain != self.domain:
-                    return False
+            if scope is Scope.DOMAIN and index.domain_of(aid) != self.domain:
+                return False
             return allow is None or allow(e.signed.record)
 
         return [Result(m.score, records[m.agent_id].signed)

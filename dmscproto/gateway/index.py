@@ -162,12 +162,37 @@ class IndexTerms:
     @classmethod
     def decode(cls, data: bytes) -> IndexTerms:
         """Inverse of :meth:`encode` (raises ValueError on anything else)."""
-        obj = cbor2.loads(data)
-        if type(obj) is not list or len(obj) != 7 or type(obj[6]) is not dict:
-            raise ValueError("not an encoded IndexTerms")
-        sk, tg, ws, im, om, domain, attrs = obj
+        sk, tg, ws, im, om, domain, attrs = _parse(data)
         return cls(frozenset(sk), frozenset(tg), frozenset(ws), frozenset(im),
                    frozenset(om), domain, attrs)
+
+
+_Parsed = tuple[list[str], list[str], list[str], list[str], list[str], str,
+                dict[str, AttrValue]]
+
+
+def _parse(data: bytes) -> _Parsed:
+    """The seven parts of an encoded :class:`IndexTerms`, as plain lists."""
+    try:
+        obj = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types, all mean "not CBOR"
+        raise ValueError(f"not an encoded IndexTerms: {exc}") from None
+    if type(obj) is not list or len(obj) != 7 or type(obj[5]) is not str \
+            or type(obj[6]) is not dict or any(type(x) is not list for x in obj[:5]):
+        raise ValueError("not an encoded IndexTerms")
+    return tuple(obj)
+
+
+class _Entry:
+    """What the index keeps per record: enough to filter and score, plus the encoded
+    terms to find the postings again on removal (compact: no per-record sets)."""
+
+    __slots__ = ("attributes", "domain", "encoded", "n_skills")
+
+    def __init__(self, n_skills: int, domain: str, attributes: dict[str, AttrValue],
+                 encoded: bytes) -> None:
+        self.n_skills, self.domain = n_skills, domain
+        self.attributes, self.encoded = attributes, encoded
 
 
 class _Postings:
@@ -201,7 +226,7 @@ class CapabilityIndex:
     """Inverted indexes over capability records, for :meth:`match` (module doc)."""
 
     def __init__(self) -> None:
-        self._entries: dict[bytes, IndexTerms] = {}
+        self._entries: dict[bytes, _Entry] = {}
         self._skills = _Postings()
         self._tags = _Postings()
         self._words = _Postings()
@@ -219,32 +244,38 @@ class CapabilityIndex:
         return agent_id in self._entries
 
     def terms(self, agent_id: bytes) -> IndexTerms | None:
-        return self._entries.get(agent_id)
+        e = self._entries.get(agent_id)
+        return None if e is None else IndexTerms.decode(e.encoded)
 
-    def _postings(self, e: IndexTerms) -> Iterable[tuple[_Postings, Iterable[object]]]:
-        attrs = e.attributes
-        return ((self._skills, e.skills), (self._tags, e.tags), (self._words, e.words),
-                (self._in_modes, e.in_modes), (self._out_modes, e.out_modes),
-                (self._domains, (e.domain,)), (self._attr_present, attrs),
+    def domain_of(self, agent_id: bytes) -> str | None:
+        e = self._entries.get(agent_id)
+        return None if e is None else e.domain
+
+    def _postings(self, p: _Parsed) -> Iterable[tuple[_Postings, Iterable[object]]]:
+        skills, tags, ws, in_modes, out_modes, domain, attrs = p
+        return ((self._skills, skills), (self._tags, tags), (self._words, ws),
+                (self._in_modes, in_modes), (self._out_modes, out_modes),
+                (self._domains, (domain,)), (self._attr_present, attrs),
                 (self._attr_values, [(k, _vkey(v)) for k, v in attrs.items()]),
-                (self._n_skills, (len(e.skills),)))
+                (self._n_skills, (len(skills),)))
 
     def add(self, record: CapabilityRecord) -> None:
         """Index ``record``, replacing any record with the same agent id."""
-        self.add_terms(record.agent_id, IndexTerms.of(record))
+        self.add_encoded(record.agent_id, IndexTerms.of(record).encode())
 
-    def add_terms(self, agent_id: bytes, terms: IndexTerms) -> None:
-        """Index a record by its precomputed terms (the restart path)."""
+    def add_encoded(self, agent_id: bytes, encoded: bytes) -> None:
+        """Index a record by its encoded :class:`IndexTerms` (the restart path)."""
+        parsed = _parse(encoded)
         self.remove(agent_id)
-        self._entries[agent_id] = terms
-        for postings, items in self._postings(terms):
+        self._entries[agent_id] = _Entry(len(parsed[0]), parsed[5], parsed[6], encoded)
+        for postings, items in self._postings(parsed):
             postings.add(items, agent_id)
 
     def remove(self, agent_id: bytes) -> bool:
         e = self._entries.pop(agent_id, None)
         if e is None:
             return False
-        for postings, items in self._postings(e):
+        for postings, items in self._postings(_parse(e.encoded)):
             postings.remove(items, agent_id)
         return True
 
@@ -336,7 +367,7 @@ class CapabilityIndex:
         hot = tag_hits.keys() | word_hits.keys()
         for aid in hot:
             sc = score(tag_hits.get(aid, no_tag), word_hits.get(aid, no_word),
-                       len(self._entries[aid].skills))
+                       self._entries[aid].n_skills)
             groups.setdefault(sc, []).append(aid)
         cold = candidates - hot if hot else candidates
         for n_skills, members in self._n_skills.sets.items():

@@ -100,12 +100,13 @@ class StoredRecord:
 class StoredRow(NamedTuple):
     """One entry as stored, undecoded: what a restart needs to rebuild the index and
     the routing table without decoding the COSE envelope (decode ``record`` with
-    :meth:`SignedRecord.decode` when the record itself is needed)."""
+    :meth:`SignedRecord.decode` when the record itself is needed; ``terms`` is an
+    encoded :class:`IndexTerms`)."""
 
     agent_id: bytes
     agent_uri: str
     record: bytes
-    terms: IndexTerms
+    terms: bytes
     expires_at: float
     origin: bytes | None
     version: int
@@ -259,11 +260,10 @@ class RegistryStore:
 
     def rows(self) -> Iterator[StoredRow]:
         """Every entry, undecoded, in agent id order (the fast restart path)."""
-        decode = IndexTerms.decode
         for aid, uri, raw, terms, exp, origin, version, path, next_hop in self._db.execute(
                 "SELECT agent_id, agent_uri, record, terms, expires_at, origin, "
                 "record_version, path, next_hop FROM entries ORDER BY agent_id"):
-            yield StoredRow(aid, uri, raw, decode(terms), exp, origin, version, _split(path),
+            yield StoredRow(aid, uri, raw, terms, exp, origin, version, _split(path),
                             next_hop)
 
     def next_expiry(self) -> float | None:
