@@ -239,6 +239,40 @@ def test_message_tables_sit_under_their_message_heading() -> None:
         assert m.name in TEXT[heading:TEXT.index("\n", heading + 1)], m.name
 
 
+# --- names and numbers in the prose ----------------------------------------------------------
+#: Names the draft borrows from other documents (IAIP's messages).
+FOREIGN_NAMES = {"CAP_ADV", "INTENT_REQ"}
+
+
+def registry_names() -> dict[str, int | str | float]:
+    """Every name the draft may use in capitals, with its value."""
+    names: dict[str, int | str | float] = {}
+    for enum in (MessageType, TlvType, ErrorCode, Flags, Scope, ConstraintOp, GatewayCaps,
+                 CoseAlgorithm):
+        names.update({m.name: int(m) for m in enum if m.name is not None})
+    names.update({t.name: t.default_s for t in reg.TIMERS})
+    names.update({n: getattr(reg, n) for n in dir(reg)
+                  if n.isupper() and isinstance(getattr(reg, n), int | str)})
+    names["MAX_TLV_VALUE"] = MAX_TLV_VALUE
+    return names
+
+
+def test_every_capitalized_name_in_the_draft_is_registered() -> None:
+    """A renamed code or timer cannot leave a stale name behind in hand-written prose."""
+    used = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b", TEXT))
+    assert used - FOREIGN_NAMES <= set(registry_names())
+
+
+def test_numbers_given_with_names_match_the_code() -> None:
+    """Every "NAME (number)" in the draft, e.g. "MAX_PDU_SIZE (65535)", is right."""
+    names = registry_names()
+    found = re.findall(r"\b([A-Z][A-Z0-9_]*[A-Z0-9]) \((0x[0-9A-Fa-f]+|-?\d+)\)", TEXT)
+    assert len(found) > 20
+    for name, number in found:
+        if name in names:
+            assert names[name] == int(number, 0), name
+
+
 # --- CDDL -------------------------------------------------------------------------------
 CDDL = "\n".join("\n".join(lines) for info, lines in fenced_blocks(TEXT) if info == "cddl")
 
