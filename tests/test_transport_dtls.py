@@ -137,6 +137,37 @@ def test_sans_io_handshake_and_one_pdu_per_record(pki: Pki) -> None:
     assert c2.sessions[SERVER].established and max(sizes) <= 1200
 
 
+def test_late_copy_of_client_hello_keeps_the_association(pki: Pki) -> None:
+    server = DtlsEndpoint(pki.gateway, is_client=False)
+    client = DtlsEndpoint(pki.agent, is_client=True)
+    client.connect(SERVER, 0.0)
+    [(hello, _)] = client.datagrams_to_send(0.0)
+    server.receive_datagram(hello, CLIENT, 0.0)
+    [(hvr, _)] = server.datagrams_to_send(0.0)
+    client.receive_datagram(hvr, SERVER, 0.0)
+    [(hello_with_cookie, _)] = client.datagrams_to_send(0.0)
+    server.receive_datagram(hello_with_cookie, CLIENT, 0.0)
+    pump(client, CLIENT, server, SERVER)
+    session = server.sessions[CLIENT]
+    assert session.established
+    for late in (hello, hello_with_cookie):  # duplicated and delayed by the network
+        server.receive_datagram(late, CLIENT, 1.0)
+    assert server.sessions[CLIENT] is session and drain(server) == []
+    for data, _ in server.datagrams_to_send(1.0):  # at most a stateless HelloVerifyRequest
+        client.receive_datagram(data, SERVER, 1.0)
+    assert drain(client) == []
+    client.send(SERVER, b"still here")
+    for data, _ in client.datagrams_to_send(1.0):
+        server.receive_datagram(data, CLIENT, 1.0)
+    assert [getattr(e, "data", None) for e in drain(server)] == [b"still here"]
+    # a new handshake from the same address (the client restarted) replaces it
+    restarted = DtlsEndpoint(pki.agent, is_client=True)
+    restarted.connect(SERVER, 2.0)
+    _ev_c, ev_s = pump(restarted, CLIENT, server, SERVER, now=2.0)
+    assert [type(e) for e in ev_s] == [PeerClosed, PeerConnected]
+    assert server.sessions[CLIENT] is not session
+
+
 def test_spoofed_client_hello_flood_creates_no_state(pki: Pki) -> None:
     server = DtlsEndpoint(pki.gateway, is_client=False)
     client = DtlsEndpoint(pki.agent, is_client=True)

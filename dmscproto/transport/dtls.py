@@ -15,9 +15,10 @@
   association is answered by a HelloVerifyRequest carrying a stateless cookie,
   HMAC-SHA256(per-endpoint secret, address | port), through one shared listening SSL
   object (``DTLSv1_listen``).  Only a ClientHello that returns a valid cookie, proving the
-  source address, creates per-client state.  A valid ClientHello from an address whose
-  association is established starts a new association that replaces it (RFC 6347,
-  4.2.8).
+  source address, creates per-client state.  A valid new ClientHello from an address
+  whose association is established starts a new association that replaces it (the
+  client restarted, RFC 6347, 4.2.8); a late copy of the ClientHello that set up the
+  association (same random) is ignored.
 * One DMSC PDU per DTLS record and per datagram.  Datagrams are at most ``max_datagram``
   octets of UDP payload (default 1200): handshake messages are fragmented by DTLS to fit,
   and a PDU may be at most ``max_datagram`` - 37 octets (the DTLS record header, explicit
@@ -115,6 +116,13 @@ def _is_client_hello(data: bytes) -> bool:
             and data[3:5] == b"\0\0" and data[_RECORD_HEADER] == _HT_CLIENT_HELLO)
 
 
+def _client_random(hello: bytes) -> bytes:
+    """The ClientHello's random: after the record header, the 12-octet DTLS handshake
+    header and client_version (RFC 6347, 4.2.2)."""
+    start = _RECORD_HEADER + 12 + 2
+    return hello[start:start + 32]
+
+
 @dataclass(eq=False, slots=True)
 class _Session:
     """Per-peer state, created only after a valid cookie (server) or by connect (client)."""
@@ -124,6 +132,7 @@ class _Session:
     started: float
     last_seen: float
     established: bool = False
+    hello_random: bytes = b""
     identity: Identity | None = None
     refusal: str | None = None
 
@@ -245,11 +254,14 @@ class DtlsEndpoint:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._now = now
         session = self.sessions.get(addr)
-        if session is not None and not (session.established and _is_client_hello(data)):
+        hello = _is_client_hello(data)
+        if session is not None and not (session.established and hello):
             session.last_seen = now
             session.conn.bio_write(data)
             self._drive(session)
-        elif (self._listener is not None and _is_client_hello(data)
+        elif session is not None and _client_random(data) == session.hello_random:
+            return  # a late copy of the ClientHello that set up this association
+        elif (self._listener is not None and hello
               and (session is not None or len(self.sessions) < self.max_sessions)):
             self._listen(data, addr, now)
 
@@ -274,7 +286,7 @@ class DtlsEndpoint:
         old = self.sessions.pop(addr, None)
         if old is not None:
             self._events.append(PeerClosed(addr, "replaced by a new handshake"))
-        session = _Session(addr, listener, now, now)
+        session = _Session(addr, listener, now, now, hello_random=_client_random(data))
         listener.set_app_data(session)
         self.sessions[addr] = session
         self._drive(session)
