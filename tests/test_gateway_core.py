@@ -236,6 +236,12 @@ def test_alternative_routes_and_withdraw(core: GatewayCore) -> None:
     stored = core.store.get(agent(2))
     assert stored is not None and (stored.next_hop, stored.path) == (P2, (FAR, P2))
     assert not core.withdraw(agent(2), 1, P1)
+    # P1 back on the short path, then P1's own best path runs through us: its
+    # looping advertisement replaces (withdraws) its earlier route
+    assert core.learn(Advertisement(1, (P1,), rec), P1, T0)
+    assert core.learn(Advertisement(1, (FAR, ME, P1), rec), P1, T0)
+    assert core.route(agent(2), 8, ()) == Forward(P2, 7, (ME,))
+    assert core.store.get(agent(2)).next_hop == P2  # type: ignore[union-attr]
     # the last route gone, the record goes
     assert core.withdraw(agent(2), 1, P2)
     assert agent(2) not in core and core.store.get(agent(2)) is None

@@ -143,3 +143,18 @@ def test_expire_touch_delete(db: Path) -> None:
         assert st.delete(local(4).agent_id)
         assert not st.delete(local(4).agent_id)
         assert st.next_expiry() is None
+
+
+def test_set_routes_changes_learned_entries_only(db: Path) -> None:
+    with RegistryStore(db) as st:
+        s2, s3 = signed(2), signed(3)
+        a = StoredRecord(s2.record.agent_id, s2, math.inf, GW1, 1, (GW1,), GW1)
+        b = StoredRecord(s3.record.agent_id, s3, math.inf, GW1, 1, (GW1,), GW1)
+        st.put_many([a, b, local(1)])
+        st.set_routes([(a.agent_id, GW2, (GW1, GW2), GW2),
+                       (local(1).agent_id, GW2, (GW2,), GW2)], delete=[b.agent_id])
+        assert same(st.get(a.agent_id), replace(a, origin=GW2, path=(GW1, GW2), next_hop=GW2))
+        assert st.get(b.agent_id) is None
+        assert same(st.get(local(1).agent_id), local(1))  # a local entry keeps no route
+        with pytest.raises(StoreError):
+            st.set_routes([(a.agent_id, GW2, (b"short",), GW2)])

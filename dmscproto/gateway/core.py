@@ -69,11 +69,6 @@ class _Held:
         self.path, self.next_hop = path, next_hop
 
     @classmethod
-    def of(cls, e: StoredRecord) -> _Held:
-        return cls(e.agent_id, e.agent_uri, None, e.signed, e.expires_at, e.origin,
-                   e.version, e.path, e.next_hop)
-
-    @classmethod
     def load(cls, r: StoredRow) -> _Held:
         return cls(r.agent_id, r.agent_uri, r.record, None, r.expires_at, r.origin,
                    r.version, r.path, r.next_hop)
@@ -94,10 +89,14 @@ class _Held:
         return StoredRecord(self.agent_id, self.signed, self.expires_at, self.origin,
                             self.version, self.path, self.next_hop)
 
-    def with_route(self, best: Route) -> _Held:
-        return _Held(self.agent_id, self.agent_uri, self._raw, self._signed,
-                     self.expires_at, best.origin_gateway, self.version, best.path,
-                     best.next_hop)
+    def set_route(self, best: Route) -> None:
+        self.origin, self.path, self.next_hop = best.origin_gateway, best.path, best.next_hop
+
+
+def _route_row(agent_id: bytes, r: Route) -> tuple[bytes, bytes, tuple[bytes, ...], bytes]:
+    """The store's route columns for a learned record's best route."""
+    assert r.next_hop is not None and r.origin_gateway is not None
+    return (agent_id, r.origin_gateway, r.path, r.next_hop)
 
 
 class _Batch:
@@ -350,20 +349,25 @@ class GatewayCore:
 
         Ignored (False, nothing written): a version different from the record's
         ``record_version``; a path that is empty, longer than 255, has a malformed or
-        repeated id, contains this gateway (a loop) or does not end with ``from_peer``
-        (each gateway appends itself before advertising); an agent registered here
-        with a live lease (local beats remote); a URI held by another live agent; a
-        version older than the one held.  The same version through another peer adds
-        an alternative route.  Learned records have no lease: they live until
-        withdrawn or until :meth:`drop_peer`.
+        repeated id or does not end with ``from_peer`` (each gateway appends itself
+        before advertising); an agent registered here with a live lease (local beats
+        remote); a URI held by another live agent; a version older than the one held.
+
+        A path that already holds this gateway is a loop: it is not learned, and it
+        replaces (so withdraws) what ``from_peer`` advertised before for that agent,
+        as in any path-vector protocol.  The same version through another peer adds an
+        alternative route.  Learned records have no lease: they live until withdrawn
+        or until :meth:`drop_peer`.
         """
         signed = adv.record
         rec = signed.record
         aid, path = rec.agent_id, adv.path
         if adv.version != rec.record_version or not path or len(path) > MAX_PATH \
                 or any(len(g) != ID_SIZE for g in path) or len(set(path)) != len(path) \
-                or path[-1] != from_peer or self.gateway_id in path:
+                or path[-1] != from_peer:
             return False
+        if self.gateway_id in path:
+            return self.withdraw(aid, adv.version, from_peer)
         cur = self._records.get(aid)
         if cur is not None and cur.expires_at <= now:
             cur = None
@@ -398,14 +402,14 @@ class GatewayCore:
         return best != before
 
     def _persist_route(self, cur: _Held, best: Route) -> None:
-        new = cur.with_route(best)
-        self.store.put(new.stored())
-        self._records[cur.agent_id] = new
+        self.store.set_routes([_route_row(cur.agent_id, best)])
+        cur.set_route(best)
 
     def withdraw(self, agent_id: bytes, version: int, from_peer: bytes) -> bool:
         """WITHDRAW from ``from_peer``: drop its route to ``agent_id`` if that route's
         version is at most ``version``.  The record goes when its last route goes.
-        Return whether anything changed (see :meth:`get` for what is left)."""
+        Return whether to propagate: the record is gone (:meth:`get` is None: send
+        WITHDRAW) or its best route changed (send the new ADVERTISE)."""
         ch = self._drop_routes([agent_id], from_peer, version)
         return bool(ch.withdrawn or ch.rerouted)
 
@@ -433,13 +437,13 @@ class GatewayCore:
             else:
                 self.routes.remove(aid, peer)
         if gone or moved:
-            updated = [c.with_route(b) for c, b in moved]
-            self.store.put_many((u.stored() for u in updated), [c.agent_id for c in gone])
+            self.store.set_routes([_route_row(c.agent_id, b) for c, b in moved],
+                                  [c.agent_id for c in gone])
             for c in gone:
                 self._uninstall(c.agent_id)
-            for u in updated:
-                self._records[u.agent_id] = u
-                self.routes.remove(u.agent_id, peer)
+            for c, b in moved:
+                c.set_route(b)
+                self.routes.remove(c.agent_id, peer)
         return RouteChanges(tuple(VersionedId(c.agent_id, c.version) for c in gone),
                             tuple(c.agent_id for c, _ in moved))
 

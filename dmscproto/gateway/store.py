@@ -198,6 +198,16 @@ class RegistryStore:
             _check(e)
         self._write(_UPSERT, [_row(e) for e in batch], list(evict))
 
+    def set_routes(self, routes: Iterable[tuple[bytes, bytes, tuple[bytes, ...], bytes]],
+                   delete: Iterable[bytes] = ()) -> None:
+        """For learned entries, set (agent id, origin, path, next hop) without rewriting
+        the records, and delete the ``delete`` ids; one transaction, committed."""
+        rows = [(origin, b"".join(path), next_hop, aid) for aid, origin, path, next_hop in routes]
+        if any(len(x) % ID_SIZE or not x for row in rows for x in row):
+            raise StoreError(f"route ids must be {ID_SIZE} octets")
+        self._write("UPDATE entries SET origin = ?, path = ?, next_hop = ? "
+                    "WHERE agent_id = ? AND origin IS NOT NULL", rows, list(delete))
+
     def touch(self, agent_id: bytes, expires_at: float) -> bool:
         """Set the lease end of an entry (REFRESH), committed.  False if unknown."""
         db = self._db
