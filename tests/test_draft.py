@@ -17,14 +17,15 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pycddl
 import pytest
 
-from dmscproto.codec import DecodeError, MessageType, cbor, decode, encode
+from dmscproto.codec import DecodeError, MessageType, cbor, decode, encode, values
 from dmscproto.codec import registry as reg
 from dmscproto.codec.cose import SignedRecord
-from dmscproto.codec.examples import examples
+from dmscproto.codec.examples import examples, weather_query, weather_record
 from dmscproto.codec.messages import MESSAGE_CLASSES, Message
 from dmscproto.codec.registry import (
     ConstraintOp,
@@ -35,7 +36,16 @@ from dmscproto.codec.registry import (
     Scope,
     TlvType,
 )
-from dmscproto.codec.values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
+from dmscproto.codec.values import (
+    CapabilityRecord,
+    DiscoveryQuery,
+    Endpoint,
+    ExportPolicy,
+    HopRecord,
+    Provider,
+    Skill,
+    TraceContext,
+)
 from dmscproto.codec.wire import MAX_TLV_VALUE, VALUE_CODECS, FixedCodec
 from dmscproto.transport.datagram import ONE_WAY, RESPONSE_TO
 
@@ -323,6 +333,58 @@ def test_cddl_rejects_what_the_codec_rejects() -> None:
         validate("capability-record", cbor.dumps(payload))
     with pytest.raises(pycddl.ValidationError):
         validate("protected-header", cbor.dumps({1: -35}))
+
+
+def cddl_map_keys(rule: str) -> tuple[set[int], set[int]]:
+    """(required, optional) integer keys of the CDDL map ``rule = { ... }``."""
+    m = re.search(rf"^{re.escape(rule)} = \{{\n(.*?)^\}}", CDDL, re.S | re.M)
+    assert m is not None, rule
+    required: set[int] = set()
+    optional: set[int] = set()
+    for opt, key in re.findall(r"^\s*(\? )?(\d+) =>", m.group(1), re.M):
+        (optional if opt else required).add(int(key))
+    return required, optional
+
+
+def samples() -> dict[str, tuple[type[Any], dict[int, Any]]]:
+    """A populated instance of every CDDL map rule, as the CBOR data model."""
+    rec = weather_record()
+    return {
+        "capability-record": (CapabilityRecord, rec.to_cbor()),
+        "skill": (Skill, rec.skills[0].to_cbor()),
+        "provider": (Provider, rec.provider.to_cbor() if rec.provider else {}),
+        "endpoint": (Endpoint, rec.endpoints[0].to_cbor()),
+        "discovery-query": (DiscoveryQuery, weather_query().to_cbor()),
+        "export-policy": (ExportPolicy, EXAMPLES["open"].export_policy.to_cbor()),  # type: ignore[attr-defined]
+        "trace-context": (TraceContext, TraceContext("00-1-2-01", "k=v").to_cbor()),
+        "hop-record": (HopRecord, EXAMPLES["trace-reply"].hops[0].to_cbor()),  # type: ignore[attr-defined]
+    }
+
+
+def test_record_keys_equal_the_codec_schema() -> None:
+    required, optional = cddl_map_keys("capability-record")
+    assert required == set(values._RECORD_REQUIRED)
+    assert required | optional == set(values._RECORD_ALLOWED)
+
+
+@pytest.mark.parametrize("rule", sorted(samples()))
+def test_cddl_keys_behave_like_the_codec(rule: str) -> None:
+    """Removing a key the CDDL requires, or adding one it lacks, is refused by the codec;
+    removing an optional key is not."""
+    cls, sample = samples()[rule]
+    sample = cbor.loads(cbor.dumps(sample))  # keys in deterministic order
+    required, optional = cddl_map_keys(rule)
+    assert set(sample) <= required | optional
+    cls.from_cbor(sample)
+    for key in sample:
+        reduced = {k: v for k, v in sample.items() if k != key}
+        if key in required:
+            with pytest.raises(DecodeError):
+                cls.from_cbor(reduced)
+        else:
+            cls.from_cbor(reduced)
+    with pytest.raises(DecodeError):
+        cls.from_cbor({**sample, max(required | optional) + 1: "x"})
 
 
 # --- the generator --------------------------------------------------------------------
