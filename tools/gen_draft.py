@@ -613,6 +613,19 @@ def gen_vectors_invalid() -> str:
     return "".join(out)
 
 
+def gen_vector_index() -> str:
+    """Which vectors cover each message type and each decoding error."""
+    by_type: dict[MessageType, list[str]] = {}
+    for name, msg in examples().items():
+        by_type.setdefault(msg.TYPE, []).append(name)
+    by_code: dict[ErrorCode, list[str]] = {}
+    for name, code, _why, _data in negative_vectors():
+        by_code.setdefault(code, []).append(name)
+    rows = [(m.name, ", ".join(by_type[m])) for m in MessageType]
+    rows += [(e.name, ", ".join(v)) for e, v in sorted(by_code.items())]
+    return table(("Message type or error", "Vectors"), rows, "Vector index")
+
+
 def digest_hash(entries: list[tuple[bytes, int]]) -> tuple[bytes, bytes]:
     """The DIGEST_SUMMARY hash input and its SHA-256 (Section 6.6)."""
     data = b"".join(a + v.to_bytes(8, "big") for a, v in sorted(entries))
@@ -641,6 +654,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "gateway-caps": gen_gateway_caps,
     "cose-algorithms": gen_cose_algorithms,
     "timers": gen_timers,
+    "vector-index": gen_vector_index,
     "vectors-valid": gen_vectors_valid,
     "vectors-invalid": gen_vectors_invalid,
     "digest-example": gen_digest_example,
