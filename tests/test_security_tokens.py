@@ -156,15 +156,15 @@ def test_assertion_replay_and_forgery_refused(authority: Authority) -> None:
     # an assertion signed by another key than the x5c certificate's
     head, _, _ = assertion.split(".")
     forged = client_assertion(authority.narrow, authority.url).split(".")
-    status, body = authority.post(form[:2] + [("client_assertion",
-                                                f"{head}.{forged[1]}.{forged[2]}")])
+    status, body = authority.post([*form[:2], ("client_assertion",
+                                               f"{head}.{forged[1]}.{forged[2]}")])
     assert (status, body["error"]) == (401, "invalid_client")
     # an assertion for another token endpoint
     other = client_assertion(authority.agent, "https://elsewhere.example/token")
-    status, body = authority.post(form[:2] + [("client_assertion", other)])
+    status, body = authority.post([*form[:2], ("client_assertion", other)])
     assert (status, body["error"]) == (401, "invalid_client")
-    assert authority.post(form[:2] + [("client_assertion", client_assertion(
-        authority.agent, authority.url))])[0] == 200
+    fresh = client_assertion(authority.agent, authority.url)
+    assert authority.post([*form[:2], ("client_assertion", fresh)])[0] == 200
 
 
 @pytest.mark.security
