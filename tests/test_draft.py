@@ -1,8 +1,8 @@
 """drafts/draft-dmsc-protocol-00.md and the code cannot drift apart.
 
-The test vectors are extracted from the markdown with the rule Appendix A gives (a
-fenced block whose first line is ``vector <name> <expect>``, then hex), and checked
-against the codec.  The registry, timer and per-message TLV tables are parsed back
+The test vectors are extracted from the markdown by ``tools/draft_vectors.py`` with the
+rule Appendix A gives (a fenced block whose first line is ``vector <name> <expect>``,
+then hex), and checked against the codec.  The registry, timer and per-message TLV tables are parsed back
 from the markdown and compared with :mod:`dmscproto.codec.registry` and
 ``Message.SPEC``; the CDDL blocks are compiled and every example's CBOR values are
 validated against them.  Finally ``tools/gen_draft.py --check`` must pass.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import re
 import sys
 from fractions import Fraction
@@ -55,40 +56,30 @@ TEXT = DRAFT.read_text(encoding="utf-8")
 EXAMPLES = examples()
 
 
+# --- tools/ modules (tools/ is not a package) ---------------------------------------------
+@functools.cache
+def load_tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 # --- the extraction rule of Appendix A ------------------------------------------------------
-def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
-    """Every fenced code block (``` or ~~~) as (info string, content lines)."""
-    blocks: list[tuple[str, list[str]]] = []
-    fence: str | None = None
-    info, lines = "", list[str]()
-    for line in text.splitlines():
-        m = re.match(r"^(`{3,}|~{3,})\s*(.*)$", line)
-        if fence is None:
-            if m:
-                fence, info, lines = m.group(1), m.group(2).strip(), []
-        elif m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
-                and not m.group(2):
-            blocks.append((info, lines))
-            fence = None
-        else:
-            lines.append(line)
-    assert fence is None, "unterminated fenced block"
-    return blocks
-
-
-def vectors(text: str) -> list[tuple[str, str, bytes]]:
-    """(name, expect, pdu) of every test vector in ``text``."""
-    out = []
-    for _info, lines in fenced_blocks(text):
-        if lines and lines[0].startswith("vector "):
-            _, name, expect = lines[0].split()
-            out.append((name, expect, bytes.fromhex("".join("".join(lines[1:]).split()))))
-    return out
-
-
+fenced_blocks = load_tool("draft_vectors").fenced_blocks
+vectors = load_tool("draft_vectors").vectors
 VECTORS = vectors(TEXT)
 VALID = {n: d for n, e, d in VECTORS if e == "valid"}
 INVALID = [(n, e, d) for n, e, d in VECTORS if e != "valid"]
+
+
+def test_extractor_prints_every_vector(capsys: pytest.CaptureFixture[str]) -> None:
+    assert load_tool("draft_vectors").main([str(DRAFT)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [(d["name"], d["expect"], bytes.fromhex(d["hex"])) for d in map(json.loads, lines)] \
+        == VECTORS
 
 
 def test_vector_names_are_unique() -> None:
@@ -388,25 +379,14 @@ def test_cddl_keys_behave_like_the_codec(rule: str) -> None:
 
 
 # --- the generator --------------------------------------------------------------------
-@functools.cache
-def load_generator() -> ModuleType:
-    """tools/gen_draft.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gen_draft", ROOT / "tools" / "gen_draft.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_generated_regions_are_up_to_date() -> None:
-    assert load_generator().main(["--check"]) == 0
+    assert load_tool("gen_draft").main(["--check"]) == 0
 
 
 def test_check_detects_a_stale_table(tmp_path: Path) -> None:
     stale = tmp_path / "draft.md"
     stale.write_text(TEXT.replace("| 0x7F | ERROR ", "| 0x7E | ERROR "), encoding="utf-8")
-    gen = load_generator()
+    gen = load_tool("gen_draft")
     assert gen.main(["--check", "--draft", str(stale)]) == 1
     assert gen.main(["--draft", str(stale)]) == 0
     assert stale.read_text(encoding="utf-8") == TEXT
