@@ -27,11 +27,11 @@ skill query costs the size of its rarest term, never a scan of all records.  A q
 with no posting term matches the records sharing at least one tag or intent word with
 it (below), or every record when it has neither tags nor intent.
 
-Score.  An integer in 0..10000.  With ``T`` the query's tags, ``W`` its intent words,
-``S`` its required skills, ``tags(r)`` the union of the record's skill tags, ``words(r)``
-the words of its skills' ids, names, descriptions and tags, and ``n(r)`` its number of
-distinct skill ids (words are the maximal runs of Unicode letters and digits after case folding;
-tags compare after case folding)::
+Score.  An integer in 0..10000.  With ``T`` the set of the query's tags, ``W`` of its
+intent words, ``S`` of its required skill ids, ``tags(r)`` the union of the record's
+skill tags, ``words(r)`` the words of its skills' ids, names, descriptions and tags,
+and ``n(r)`` its number of distinct skill ids (words are the maximal runs of Unicode
+letters and digits after Unicode case folding; tags compare after case folding)::
 
     t = |T ∩ tags(r)| / |T|        (t = 1 when T is empty)
     i = |W ∩ words(r)| / |W|       (i = 1 when W is empty)
@@ -48,8 +48,7 @@ Policy and limit.  ``allow`` is asked about records in that order, and the first
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 
 import cbor2
@@ -57,12 +56,8 @@ import cbor2
 from ..codec.registry import ConstraintOp
 from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQuery
 
-#: Largest score (a perfect match).
-MAX_SCORE = 10000
-
 _WORD = re.compile(r"[^\W_]+")
 _EMPTY: frozenset[bytes] = frozenset()
-Set = AbstractSet
 _ValueKey = tuple[bool, AttrValue]
 
 
