@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.messages import Register, RegisterAck
 from dmscproto.codec.registry import ErrorCode
@@ -78,11 +80,12 @@ def core_for(path: Path, domain: str, gateway: Credential) -> GatewayCore:
 
 
 def handle_register(verifier: RequestVerifier, core: GatewayCore, msg: Register,
-                    cert: Credential, now: float = NOW) -> RegisterAck:
+                    cert: Credential | x509.Certificate, now: float = NOW) -> RegisterAck:
     """What a gateway does with a REGISTER (Section 5.1): the security checks, then the
     core's (domain, versions, NAME_CONFLICT), answering with the first failure."""
+    peer = cert.certificate if isinstance(cert, Credential) else cert
     try:
-        verifier.register(msg, cert.certificate, now)
+        verifier.register(msg, peer, now)
     except SecurityError as exc:
         return RegisterAck(transaction_id=msg.transaction_id, status=exc.code,
                            diagnostic=exc.reason)
