@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from dmscproto.transport.datagram import (
     PeerInfo,
     Reliability,
 )
-from dmscproto.transport.dtls import DtlsEndpoint, p256_identity
+from dmscproto.transport.dtls import _RECORD_HEADER, DtlsEndpoint, p256_identity
 from dmscproto.transport.quic import TransportError
 from dmscproto.transport.tls import TlsIdentity
 from interop.relay import Impairment, Relay
@@ -192,6 +193,26 @@ def test_spoofed_client_hello_flood_creates_no_state(pki: Pki) -> None:
     # the genuine client still gets in
     server.receive_datagram(hello2, ("198.51.0.0", 1024), 0.0)
     assert len(server.sessions) == 1
+
+
+def test_lost_client_hello_is_sent_again_on_openssl_timer(pki: Pki) -> None:
+    """OpenSSL's DTLS timer reads the real clock (module docstring): wait it out once.
+    The new ClientHello comes from a fresh SSL object (record sequence 0), which avoids
+    OpenSSL's replay-window stall after a retransmitted first ClientHello."""
+    server = DtlsEndpoint(pki.gateway, is_client=False)
+    client = DtlsEndpoint(pki.agent, is_client=True)
+    client.connect(SERVER, 0.0)
+    [(lost, _)] = client.datagrams_to_send(0.0)
+    at = client.get_timer()
+    assert at is not None and 0.0 < at <= 1.0  # OpenSSL's initial DTLS timeout
+    time.sleep(at + 0.05)
+    client.handle_timer(at)
+    [(again, _)] = client.datagrams_to_send(at)
+    assert again[_RECORD_HEADER] == 1 and again != lost  # a new ClientHello
+    assert again[3:11] == bytes(8)  # epoch 0, record sequence 0
+    server.receive_datagram(again, CLIENT, at)
+    ev_c, ev_s = pump(client, CLIENT, server, SERVER, now=at)
+    assert [type(e) for e in ev_c] == [PeerConnected] == [type(e) for e in ev_s]
 
 
 def test_handshake_timeout_idle_timeout_and_session_limit(pki: Pki) -> None:

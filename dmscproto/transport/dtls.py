@@ -33,6 +33,11 @@
   ``idle_timeout`` (default DEFAULT_LEASE, so that an agent refreshing at half its lease
   keeps its association) is closed with close_notify.  At most ``max_sessions``
   associations are kept; ClientHellos with valid cookies beyond that are ignored.
+* A client that has heard nothing from the server when its first handshake timer
+  expires sends a new ClientHello from a fresh SSL object instead of letting OpenSSL
+  retransmit the first one: OpenSSL (4.0) copies the retransmission's record sequence
+  number (1) into the HelloVerifyRequest, then sends the ServerHello with record sequence
+  1 as well, which the client drops as a replay, and the handshake stalls.
 * A key log in SSLKEYLOGFILE format is written on request, so Wireshark can decrypt.
 
 OpenSSL (up to 4.0 at least) cannot use an Ed25519 certificate for a DTLS 1.2 *server*
@@ -132,6 +137,7 @@ class _Session:
     started: float
     last_seen: float
     established: bool = False
+    heard: bool = False
     hello_random: bytes = b""
     identity: Identity | None = None
     refusal: str | None = None
@@ -242,13 +248,20 @@ class DtlsEndpoint:
         if not self.is_client:
             raise ValueError("a DTLS server does not connect")
         self._now = now
+        session = _Session(addr, self._client_connection(), now, now)
+        self.sessions[addr] = session
+        self._start_client(session)
+
+    def _client_connection(self) -> SSL.Connection:
         conn = self._new_connection()
         if self.server_name is not None:
             conn.set_tlsext_host_name(self.server_name.encode("idna"))
         conn.set_connect_state()
-        session = _Session(addr, conn, now, now)
-        conn.set_app_data(session)
-        self.sessions[addr] = session
+        return conn
+
+    def _start_client(self, session: _Session) -> None:
+        """Send a first ClientHello (record sequence 0) from the session's SSL object."""
+        session.conn.set_app_data(session)
         self._drive(session)
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -257,6 +270,7 @@ class DtlsEndpoint:
         hello = _is_client_hello(data)
         if session is not None and not (session.established and hello):
             session.last_seen = now
+            session.heard = True
             session.conn.bio_write(data)
             self._drive(session)
         elif session is not None and _client_random(data) == session.hello_random:
@@ -348,6 +362,10 @@ class DtlsEndpoint:
                     self.close(session.addr)
             elif now >= session.started + self.handshake_timeout:
                 self._fail(session, "DTLS handshake timed out", ErrorCode.TARGET_UNREACHABLE)
+            elif self.is_client and not session.heard:
+                if not session.conn.DTLSv1_get_timeout():  # OpenSSL's timer has expired
+                    session.conn = self._client_connection()  # see the module docstring
+                    self._start_client(session)
             else:
                 try:
                     session.conn.DTLSv1_handle_timeout()
