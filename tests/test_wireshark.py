@@ -1,0 +1,228 @@
+"""The generated Wireshark dissector (tools/wireshark/dmsc.lua) against the codec: it is
+up to date with the registry, and tshark with it decodes every fixture to the field
+values dmscproto.codec gives (message type, transaction id, TLV types in order, the
+message field each TLV carries, typed values, status names); malformed PDUs get the
+expert info named after the codec's decoding error; the QUIC capture decrypts with
+its key log.  Skipped without tshark, except in CI (CI=true), where it must exist."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmscproto.analysis.pcap import read_udp
+from dmscproto.analysis.scapy_dmsc import LAYOUTS, Part
+from dmscproto.codec import DecodeError, Message, SignedRecord, decode, encode
+from dmscproto.codec import cbor as dcbor
+from dmscproto.codec.examples import examples
+from dmscproto.codec.messages import REPEATED
+from dmscproto.codec.registry import TlvType
+from dmscproto.codec.wire import VALUE_CODECS, Pdu
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "tools" / "wireshark" / "dmsc.lua"
+FIXTURES = ROOT / "pcap-fixtures"
+LAB = sorted(FIXTURES.glob("lab-*.pcap"))
+
+
+@pytest.fixture(scope="module")
+def tshark() -> str:
+    path = shutil.which("tshark")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tshark is missing; CI must have it (.ci/run installs Debian's tshark)")
+        pytest.skip("tshark is not installed")
+    return path
+
+
+def test_generated_dissector_is_current() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_wireshark.py"), "--check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def pdml(tshark: str, pcap: Path, *options: str) -> list[ET.Element]:
+    """The packets of ``pcap`` as tshark's PDML with the DMSC dissector loaded."""
+    out = subprocess.run([tshark, "-n", "-X", f"lua_script:{LUA}", *options,
+                          "-r", str(pcap), "-T", "pdml"],
+                         capture_output=True, check=True, timeout=60).stdout
+    return ET.fromstring(out).findall("packet")
+
+
+def error_experts(packet: ET.Element) -> set[str]:
+    return {f.get("name", "") for f in packet.iter("field")
+            if f.get("name", "").startswith("dmsc.error.")}
+
+
+def _children(elem: ET.Element, name: str) -> list[ET.Element]:
+    return [f for f in elem if f.get("name") == name]
+
+
+def _one(elem: ET.Element, name: str) -> ET.Element:
+    (found,) = _children(elem, name)
+    return found
+
+
+def _encoded(value: Any, tlv: TlvType, top: bool) -> bytes:
+    if isinstance(value, SignedRecord):
+        return value.encode()
+    return VALUE_CODECS[tlv].build(value) if top else dcbor.dumps(value.to_cbor())
+
+
+def expected_leaves(parts: tuple[Part, ...], value: Any, prefix: str, tlv: TlvType
+                    ) -> list[tuple[str, Any]]:
+    """(field name, value) of every leaf the dissector shows for a TLV value, from the
+    codec's value, in tree order."""
+    out: list[tuple[str, Any]] = []
+    single = len(parts) == 1
+    for part in parts:
+        abbrev = prefix if single else f"{prefix}.{part.name}"
+        v = value if single else (value[part.name] if isinstance(value, dict)
+                                  else getattr(value, part.name))
+        if part.kind == "uint":
+            out.append((abbrev, int(v)))
+        elif part.kind == "bytes":
+            out.append((abbrev, bytes(v).hex()))
+        elif part.kind == "text":
+            out.append((abbrev, v))
+        elif part.kind == "cbor":
+            out.append((abbrev, _encoded(v, tlv, single and prefix.count(".") == 1).hex()))
+        else:
+            out.append((f"{abbrev}.count", len(v)))
+            for item in v:
+                if len(part.item) == 1:
+                    out += expected_leaves(part.item, item, f"{abbrev}.item", tlv)
+                else:
+                    out += expected_leaves(part.item, item, abbrev, tlv)
+    return out
+
+
+def shown_leaves(tlv_elem: ET.Element, names: set[str], kinds: dict[str, str]
+                 ) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for f in tlv_elem.iter("field"):
+        name = f.get("name", "")
+        if name not in names:
+            continue
+        raw = f.get("value", "")
+        kind = kinds[name]
+        if kind == "uint":
+            out.append((name, int(raw, 16)))
+        elif kind == "text":
+            out.append((name, bytes.fromhex(raw).decode()))
+        else:
+            out.append((name, raw))
+    return out
+
+
+def _kinds(parts: tuple[Part, ...], prefix: str) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    single = len(parts) == 1
+    for part in parts:
+        abbrev = prefix if single else f"{prefix}.{part.name}"
+        if part.kind == "list":
+            kinds[f"{abbrev}.count"] = "uint"
+            sub = f"{abbrev}.item" if len(part.item) == 1 else abbrev
+            kinds.update(_kinds(part.item, sub))
+        else:
+            kinds[abbrev] = part.kind
+    return kinds
+
+
+def check_pdu(proto: ET.Element, msg: Message, data: bytes) -> None:
+    """One DMSC tree of tshark's output shows what the codec decoded from ``data``."""
+    mtype = _one(proto, "dmsc.type")
+    assert int(mtype.get("value", ""), 16) == msg.TYPE
+    assert msg.TYPE.name in mtype.get("showname", "")
+    assert int(_one(proto, "dmsc.txid").get("show", "")) == msg.transaction_id
+    assert int(_one(proto, "dmsc.flags").get("value", ""), 16) == msg.flags
+    assert int(_one(proto, "dmsc.length").get("show", "")) == len(data)
+    wire_tlvs = Pdu.parse(data).tlvs
+    shown = _children(proto, "dmsc.tlv")
+    assert [int(_one(t, "dmsc.tlv.type").get("value", ""), 16) for t in shown] == \
+        [t.type for t in wire_tlvs]
+    seen: dict[int, int] = {}
+    for elem, wire in zip(shown, wire_tlvs, strict=True):
+        spec = msg.BY_TLV.get(wire.type)
+        if spec is None:  # unknown to this message: shown as its octets
+            assert _one(elem, "dmsc.tlv.value").get("value", "") == bytes(wire.value).hex()
+            continue
+        assert _one(elem, "dmsc.field").get("show") == spec.name
+        value = getattr(msg, spec.name)
+        if spec.occurs is REPEATED:
+            value = value[seen.get(wire.type, 0)]
+            seen[wire.type] = seen.get(wire.type, 0) + 1
+        tlv = TlvType(wire.type)
+        prefix = f"dmsc.{tlv.name.lower()}"
+        kinds = _kinds(LAYOUTS[tlv], prefix)
+        expected = expected_leaves(LAYOUTS[tlv], value, prefix, tlv)
+        assert expected  # every registered TLV value shows at least one typed field
+        assert shown_leaves(elem, set(kinds), kinds) == expected, tlv.name
+        if tlv is TlvType.STATUS:
+            assert f"{value.name} (0x{int(value):04x})" in _one(elem, "dmsc.status").get(
+                "showname", "")
+
+
+@pytest.mark.parametrize("pcap", LAB, ids=[p.name for p in LAB])
+def test_lab_fixture_decodes_like_the_codec(tshark: str, pcap: Path) -> None:
+    datagrams = list(read_udp(pcap))
+    packets = pdml(tshark, pcap)
+    assert len(packets) == len(datagrams)
+    for packet, dgram in zip(packets, datagrams, strict=True):
+        protos = packet.findall("proto[@name='dmsc']")
+        assert len(protos) == 1
+        try:
+            msg = decode(dgram.payload)
+        except DecodeError as exc:
+            assert error_experts(packet) == {f"dmsc.error.{exc.code.name.lower()}"}
+            continue
+        assert error_experts(packet) == set()
+        check_pdu(protos[0], msg, dgram.payload)
+
+
+def test_error_fixture_covers_the_decoding_errors(tshark: str) -> None:
+    """lab-errors.pcap exercises every decoding error the dissector reports."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gen_wireshark
+    finally:
+        sys.path.pop(0)
+    found: set[str] = set()
+    for packet in pdml(tshark, FIXTURES / "lab-errors.pcap"):
+        found |= error_experts(packet)
+    expected = {f"dmsc.error.{code.name.lower()}" for code in gen_wireshark.EXPERT_ERRORS}
+    untested = {"dmsc.error.pdu_too_large", "dmsc.error.invalid_tlv_value"}
+    assert found == expected - untested
+
+
+QUIC = FIXTURES / "quic-session.pcap"
+KEYLOG = FIXTURES / "quic-session.keylog"
+
+
+@pytest.mark.skipif(not QUIC.exists(), reason="no QUIC capture recorded")
+def test_quic_fixture_decrypts_with_its_key_log(tshark: str) -> None:
+    """The QUIC capture shows its DMSC messages only with the key log (Section 9.1)."""
+    ex = examples()
+    expected = [ex["register"], ex["register-ack"], ex["echo-request"], ex["echo-reply"],
+                ex["discover"],
+                dataclasses.replace(ex["discover-reply-translator"], transaction_id=5)]
+    packets = pdml(tshark, QUIC, "-o", f"tls.keylog_file:{KEYLOG}")
+    protos = [p for packet in packets for p in packet.findall("proto[@name='dmsc']")]
+    assert [int(_one(p, "dmsc.type").get("value", ""), 16) for p in protos] == \
+        [m.TYPE for m in expected]
+    for proto, msg in zip(protos, expected, strict=True):
+        check_pdu(proto, msg, encode(msg))
+    assert not any(error_experts(p) for p in packets)
+    alpn = {f.get("show") for packet in packets for f in packet.iter("field")
+            if f.get("name") == "tls.handshake.extensions_alpn_str"}
+    assert alpn == {"dmsc/1"}
+    encrypted = pdml(tshark, QUIC)
+    assert not [p for packet in encrypted for p in packet.findall("proto[@name='dmsc']")]
