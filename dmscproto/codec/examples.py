@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..security.signing import entity_id, sign_record, spki
 from .cose import SignedRecord
+from .digest import summarize
 from .messages import (
     Deregister,
     DeregisterAck,
@@ -49,7 +50,7 @@ from .values import (
     Skill,
     TraceContext,
 )
-from .wire import Advertisement, DigestSummary, Result, VersionedId
+from .wire import Advertisement, Result, VersionedId
 
 #: 2026-09-21T12:26:40Z, the fixed clock of the examples.
 NOW_S = 1790000000
@@ -138,6 +139,8 @@ def weather_query() -> DiscoveryQuery:
 def examples() -> dict[str, Message]:
     """Named example messages; at least one per message type."""
     weather, translator = weather_signed(), translator_signed()
+    digest_entries = tuple(sorted((VersionedId(AGENT_ID, 1), VersionedId(AGENT2_ID, 3)),
+                                  key=lambda e: e.agent_id))
     return {
         "register": Register(transaction_id=1, record=weather, lease=3600, nonce=NONCE,
                              timestamp=NOW_MS, trace=TRACE),
@@ -176,8 +179,8 @@ def examples() -> dict[str, Message]:
         "update": Update(transaction_id=10,
                          advertise=(Advertisement(1, (GATEWAY_A_ID,), weather),),
                          withdraw=(VersionedId(AGENT2_ID, 3),)),
-        "digest": Digest(transaction_id=11, summary=DigestSummary(2, bytes(range(32))),
-                         entries=((VersionedId(AGENT_ID, 1), VersionedId(AGENT2_ID, 3)),)),
+        "digest": Digest(transaction_id=11, summary=summarize(digest_entries),
+                         entries=(digest_entries,)),
         "sync-request": SyncRequest(transaction_id=12, agent_ids=((AGENT2_ID,),)),
         "notify": Notify(transaction_id=13, status=ErrorCode.HOLD_TIMER_EXPIRED,
                          diagnostic="no KEEPALIVE for 90 s"),

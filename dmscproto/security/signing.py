@@ -42,10 +42,13 @@ def entity_id(key: PublicKey) -> bytes:
 
 
 def load_public_key(der_spki: bytes) -> PublicKey:
+    """Load an Ed25519 or P-256 public key; any other key type or curve is refused."""
     key = serialization.load_der_public_key(der_spki)
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise SignatureError("unsupported public key type")
-    return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise SignatureError("record keys must be Ed25519 or P-256")
 
 
 def algorithm_of(key: PrivateKey | PublicKey) -> CoseAlgorithm:
@@ -57,6 +60,8 @@ def algorithm_of(key: PrivateKey | PublicKey) -> CoseAlgorithm:
 def sign_record(record: CapabilityRecord, key: PrivateKey,
                 unprotected: dict[int, Any] | None = None) -> SignedRecord:
     """Sign ``record`` as COSE_Sign1; the kid header is the record's agent ID."""
+    if isinstance(key, ec.EllipticCurvePrivateKey) and not isinstance(key.curve, ec.SECP256R1):
+        raise SignatureError("ES256 needs a P-256 key")
     header = {HDR_KID: record.agent_id, **(unprotected or {})}
     env = SignedRecord.unsigned(record, algorithm_of(key), header)
     tbs = env.to_be_signed()
@@ -69,14 +74,17 @@ def sign_record(record: CapabilityRecord, key: PrivateKey,
 
 
 def verify_record(signed: SignedRecord) -> None:
-    """Check the signature against the record's own public key and that the record's
-    agent ID is derived from that key.  Raises :class:`SignatureError`."""
+    """Check the signature against the record's own public key, that the record's
+    agent ID is derived from that key and that the kid, if present, equals it.
+    Raises :class:`SignatureError`."""
     try:
         key = load_public_key(signed.record.public_key)
     except (ValueError, TypeError) as exc:
         raise SignatureError(f"record public key unusable: {exc}") from None
     if entity_id(key) != signed.record.agent_id:
         raise SignatureError("agent id is not derived from the record's public key")
+    if signed.kid is not None and signed.kid != signed.record.agent_id:
+        raise SignatureError("kid differs from the record's agent id")
     if algorithm_of(key) is not signed.algorithm:
         raise SignatureError("COSE algorithm does not match the key type")
     tbs = signed.to_be_signed()
