@@ -80,7 +80,7 @@ from .datagram import (
     open_client,
     start_node,
 )
-from .quic import CONNECT_TIMEOUT, _KeyLog
+from .quic import _KeyLog
 from .tls import TlsIdentity
 
 #: DTLS 1.2 protocol version (RFC 6347, 4.1).
@@ -471,10 +471,13 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
 async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | None = None,
                   expect_domain: str | None = None, handler: Handler | None = None,
                   pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
-                  timeout: float = CONNECT_TIMEOUT, max_datagram: int = DEFAULT_MAX_DATAGRAM,
+                  timeout: float = timer("REQUEST_TIMEOUT"),
+                  max_datagram: int = DEFAULT_MAX_DATAGRAM,
                   reliability: Reliability | None = None) -> DatagramConnection:
     """Open a DMSC-over-DTLS association with a gateway (handshake done, both ends
-    authenticated).  Options as :func:`dmscproto.transport.quic.connect`."""
+    authenticated).  Options as :func:`dmscproto.transport.quic.connect`; ``timeout``
+    defaults to REQUEST_TIMEOUT because OpenSSL's handshake retransmission timer starts
+    at 1 s and doubles.  Under heavy loss a handshake can still time out: callers retry."""
     key_log = _KeyLog(keylog)
     endpoint = DtlsEndpoint(tls, is_client=True, server_name=server_name,
                             expect_domain=expect_domain, max_datagram=max_datagram,
