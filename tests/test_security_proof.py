@@ -281,3 +281,18 @@ def test_replay_cache_expires_and_is_bounded() -> None:
         cache.accept(b"a", b"n1", 10_000, 11_001)
     assert err.value.code is ErrorCode.STALE_TIMESTAMP
     cache.accept(b"c", b"n1", 11_001, 11_001)
+
+
+@pytest.mark.security
+def test_check_dispatches_and_refuses_unauthenticated(gw: Gw) -> None:
+    msg = gw.good()
+    with pytest.raises(SecurityError) as err:
+        gw.verifier.check(msg, None, NOW)
+    assert err.value.code is ErrorCode.UNTRUSTED_CERTIFICATE
+    assert gw.verifier.check(msg, gw.weather.certificate, NOW).identity == gw.weather.identity
+    aid, ts = gw.weather.identity.entity_id, int(NOW * 1000)
+    refresh = Refresh(agent_id=aid, lease=60, nonce=os.urandom(16), timestamp=ts)
+    assert gw.verifier.check(refresh, gw.weather.certificate, NOW).token is None
+    with pytest.raises(SecurityError) as err:
+        gw.verifier.check(refresh, gw.weather.certificate, NOW)
+    assert err.value.code is ErrorCode.REPLAY

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..codec.cose import HDR_X5CHAIN, SignedRecord
-from ..codec.messages import Deregister, Refresh, Register
+from ..codec.messages import Deregister, Message, Refresh, Register
 from ..codec.registry import ErrorCode
 from .ca import CertificateError, Identity, Kind, TrustStore
 from .errors import SecurityError
@@ -56,7 +56,7 @@ def utc(now: float) -> dt.datetime:
 
 
 def check_certificate(trust: TrustStore, cert: x509.Certificate, now: float,
-                      usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH
+                      usage: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CLIENT_AUTH
                       ) -> Identity:
     """``trust.verify`` with its certificate errors as :class:`SecurityError`."""
     try:
@@ -128,6 +128,21 @@ class RequestVerifier:
             raise SecurityError(ErrorCode.INVALID_TOKEN, "this gateway requires an access token")
         return self.tokens.verify(token, peer_certificate=cert, now=now, operation=operation,
                                   capabilities=capabilities)
+
+    def check(self, msg: Message, cert: x509.Certificate | None, now: float) -> Verified:
+        """:meth:`register`, :meth:`refresh` or :meth:`deregister` by message type: the
+        hook a gateway calls before the core acts.  Without a peer certificate (a lab
+        transport) every request is UNTRUSTED_CERTIFICATE."""
+        if cert is None:
+            raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE,
+                                "the association is not authenticated")
+        if isinstance(msg, Register):
+            return self.register(msg, cert, now)
+        if isinstance(msg, Refresh):
+            return self.refresh(msg, cert, now)
+        if isinstance(msg, Deregister):
+            return self.deregister(msg, cert, now)
+        raise TypeError(f"not a registration request: {msg.TYPE.name}")
 
     def register(self, msg: Register, cert: x509.Certificate, now: float) -> Verified:
         """All checks of a REGISTER from the holder of ``cert``; records the nonce."""
