@@ -1,0 +1,226 @@
+"""The gateway node, sans-I/O: every protocol machine of one gateway composed
+(draft-dmsc-protocol-00, Sections 5 and 6; draft-dmsc-state-machines-00).
+
+:class:`GatewayNode` is fed ``(source, message, now)`` with :meth:`GatewayNode.receive`
+and timer expiries with :meth:`GatewayNode.handle_timer`; it returns ``(destination,
+message)`` pairs from :meth:`GatewayNode.messages_to_send` and events from
+:meth:`GatewayNode.next_event`.  ``source`` and ``destination`` are the caller's handles
+for associations (agents and peer gateways alike).  It holds the
+:class:`~.core.GatewayCore`, the registration, discovery and echo responders, the peer
+sessions and the relayed ROUTE_REQUEST / TRACE_REQUEST transactions, and propagates
+registry changes to the peers.
+
+Security plugs in through two hooks: ``verifier`` checks each signed record before it is
+stored or learned (default: the COSE signature, BAD_SIGNATURE), and ``admit`` checks each
+message before dispatch (identity, freshness, tokens; default: none), its refusal being
+answered as the draft says (the answer message with STATUS, or ERROR).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from ..codec.messages import Message, Open, RouteRequest, TraceRequest
+from ..codec.registry import ErrorCode, MessageType, timer
+from ..codec.wire import VersionedId
+from ..protocol.discovery import DiscoveryResponder, PolicyFor
+from ..protocol.events import (
+    AgentRegistered,
+    AgentRemoved,
+    ProtocolViolation,
+    SessionClosed,
+    SessionEstablished,
+    TableChanged,
+)
+from ..protocol.machine import (
+    Handle,
+    Outbox,
+    ProtocolError,
+    TransactionIds,
+    earliest,
+    error_answer,
+    refusal_answer,
+)
+from ..protocol.oam import EchoResponder, TraceRelay
+from ..protocol.peering import ExportFor, LocalGateway, OpenCheck, PeerSession
+from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
+from ..protocol.routing import Relay, RelayContext, RouteRelay
+from .core import GatewayCore
+
+#: Checks a message before dispatch; returns the error to refuse it with, or None.
+Admission = Callable[[Handle, Message, float], ErrorCode | None]
+
+_M = MessageType
+_SESSION = frozenset({_M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST, _M.NOTIFY})
+_REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
+_RELAY_ANSWERS = frozenset({_M.ROUTE_REPLY, _M.TRACE_REPLY, _M.ERROR})
+
+
+class GatewayNode:
+    """One Agent Gateway (module doc)."""
+
+    def __init__(self, core: GatewayCore, *, name: str | None = None,
+                 hold_time: int = int(timer("HOLD_TIME")),
+                 verifier: RecordVerifier = verify_signature,
+                 admit: Admission | None = None,
+                 accept_open: OpenCheck | None = None,
+                 export_for: ExportFor = lambda _domain: None,
+                 discovery_policy: PolicyFor = lambda _source: None,
+                 route_timeout: float = timer("ROUTE_TIMEOUT"),
+                 rng: random.Random | None = None) -> None:
+        self.core = core
+        self.name = name
+        self.local = LocalGateway(core.gateway_id, core.domain, hold_time)
+        self.verifier = verifier
+        self.admit = admit
+        self.accept_open = accept_open or self._accept_open
+        self.export_for = export_for
+        self.txids = TransactionIds(rng)
+        self._out = Outbox()                   # what the machines produce
+        self._events: deque[object] = deque()  # what the caller sees
+        self.registration = GatewayRegistration(self._out, core, verifier)
+        self.discovery = DiscoveryResponder(self._out, core, discovery_policy)
+        self.echo = EchoResponder(self._out, core.gateway_id)
+        self.sessions: dict[Handle, PeerSession] = {}
+        self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
+        self.relays: dict[tuple[Handle, int], Relay] = {}
+        self._unanswered: list[Relay] = []     # relays that may still time out
+        self.ctx = RelayContext(core, self.txids, self.peers.get,
+                                self.registration.handles.get, name, route_timeout)
+
+    # --- peering ------------------------------------------------------------------------------
+    def _accept_open(self, handle: Handle, msg: Open) -> ErrorCode | None:
+        """Default OPEN check: not ourselves, not a gateway already peered elsewhere."""
+        if msg.gateway_id == self.core.gateway_id:
+            return ErrorCode.IDENTITY_MISMATCH
+        other = self.peers.get(msg.gateway_id)
+        return ErrorCode.POLICY_DENIED if other is not None and other != handle else None
+
+    def _session(self, handle: Handle) -> PeerSession:
+        s = self.sessions.get(handle)
+        if s is None:
+            s = PeerSession(self._out, handle, self.local, self.core, self.txids,
+                            self.verifier, accept_open=self.accept_open,
+                            export_for=self.export_for)
+            self.sessions[handle] = s
+        return s
+
+    def connect(self, handle: Handle, now: float) -> None:
+        """Open a peer session over the association ``handle`` (we send OPEN)."""
+        self._session(handle).start(now)
+        self._settle(now)
+
+    def disconnect(self, handle: Handle, now: float) -> None:
+        """Close a peer session with NOTIFY CEASE."""
+        self.sessions[handle].close(now)
+        self._settle(now)
+
+    # --- input --------------------------------------------------------------------------------
+    def receive(self, source: Handle, msg: Message, now: float) -> None:
+        """Dispatch one decoded message from ``source``."""
+        try:
+            self._dispatch(source, msg, now)
+        except ProtocolError as err:
+            self._events.append(ProtocolViolation(source, msg.TYPE, err.code, err.diagnostic))
+        self._settle(now)
+
+    def _dispatch(self, source: Handle, msg: Message, now: float) -> None:
+        t = msg.TYPE
+        if self.admit is not None:
+            refused = self.admit(source, msg, now)
+            if refused is not None:
+                answer = refusal_answer(msg, refused, "refused by admission policy")
+                if answer is not None:
+                    self._out.send(source, answer)
+                raise ProtocolError(refused, f"{t.name} refused", t)
+        relay = self.relays.get((source, msg.transaction_id)) if t in _RELAY_ANSWERS else None
+        if relay is not None:
+            del self.relays[(source, msg.transaction_id)]
+            relay.receive(source, msg, now)
+        elif t in _SESSION or (t is _M.ERROR and source in self.sessions):
+            if t is not _M.OPEN and source not in self.sessions:
+                raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                    f"{t.name} outside a peer session", t)
+            self._session(source).receive(msg, now)
+        elif t in _REGISTRATION:
+            self.registration.receive(source, msg, now)
+        elif t is _M.DISCOVER:
+            self.discovery.receive(source, msg, now)
+        elif t is _M.ECHO_REQUEST:
+            self.echo.receive(source, msg, now)
+        elif isinstance(msg, RouteRequest):
+            self._relay(RouteRelay(self._out, self.ctx, source, msg), now)
+        elif isinstance(msg, TraceRequest):
+            self._relay(TraceRelay(self._out, self.ctx, source, msg), now)
+        else:
+            err = ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                f"{t.name} matches no transaction", t)
+            answer = error_answer(msg, err.code, err.diagnostic)
+            if answer is not None:
+                self._out.send(source, answer)
+            raise err
+
+    def _relay(self, relay: Relay, now: float) -> None:
+        relay.start(now)
+        if relay.downstream is not None:
+            self.relays[relay.downstream] = relay
+            self._unanswered.append(relay)
+
+    # --- timers -------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        self._unanswered = [r for r in self._unanswered if not r.done]
+        return earliest(self.registration.get_timer(),
+                        *(s.get_timer() for s in self.sessions.values()),
+                        *(r.get_timer() for r in self._unanswered))
+
+    def handle_timer(self, now: float) -> None:
+        """Run every machine whose timer is due."""
+        due = self.registration.get_timer()
+        if due is not None and now >= due:
+            self.registration.handle_timer(now)
+        for s in list(self.sessions.values()):
+            due = s.get_timer()
+            if due is not None and now >= due:
+                s.handle_timer(now)
+        for r in self._unanswered:
+            if not r.done:
+                r.handle_timer(now)
+                if r.done and r.downstream is not None:
+                    self.relays.pop(r.downstream, None)
+        self._settle(now)
+
+    # --- output -------------------------------------------------------------------------------
+    def messages_to_send(self) -> list[tuple[Handle, Message]]:
+        return self._out.messages_to_send()
+
+    def next_event(self) -> object | None:
+        return self._events.popleft() if self._events else None
+
+    # --- propagation (Section 6.5) ------------------------------------------------------------
+    def _settle(self, now: float) -> None:
+        """React to what the machines reported, then pass the events on."""
+        while (ev := self._out.next_event()) is not None:
+            if isinstance(ev, AgentRegistered):
+                self._announce([ev.agent_id], (), None, now)
+            elif isinstance(ev, AgentRemoved):
+                self._announce((), [ev.withdrawn], None, now)
+            elif isinstance(ev, TableChanged):
+                self._announce(ev.advertised, ev.withdrawn, ev.from_handle, now)
+            elif isinstance(ev, SessionEstablished):
+                self.peers[ev.gateway_id] = ev.handle
+            elif isinstance(ev, SessionClosed):
+                self.sessions.pop(ev.handle, None)
+                if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
+                    del self.peers[ev.gateway_id]
+                    changes = self.core.drop_peer(ev.gateway_id)
+                    self._announce(changes.rerouted, changes.withdrawn, ev.handle, now)
+            self._events.append(ev)
+
+    def _announce(self, advertised: Iterable[bytes], withdrawn: Iterable[VersionedId],
+                  except_handle: Handle, now: float) -> None:
+        adv, wd = tuple(advertised), tuple(withdrawn)
+        for handle, s in self.sessions.items():
+            if handle != except_handle and s.sync is not None:
+                s.sync.announce(adv, wd, now)

@@ -1,0 +1,144 @@
+"""The agent side, sans-I/O: registration, requests and serving ROUTE_REQUESTs
+(draft-dmsc-protocol-00, Section 5).
+
+:class:`AgentClient` composes an :class:`~.registration.AgentRegistration` and the
+agent's outstanding :class:`~.requester.Requester` transactions, all talking to one home
+gateway.  Like aioquic's ``QuicConnection``: feed it with :meth:`AgentClient.receive` and
+:meth:`AgentClient.handle_timer`, drain :meth:`AgentClient.messages_to_send` and
+:meth:`AgentClient.next_event`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+
+from ..codec.cose import SignedRecord
+from ..codec.messages import (
+    Discover,
+    EchoRequest,
+    Message,
+    RouteReply,
+    RouteRequest,
+    TraceRequest,
+)
+from ..codec.registry import DEFAULT_HOP_LIMIT, ErrorCode, MessageType, Scope, timer
+from ..codec.values import DiscoveryQuery, TraceContext
+from .events import RouteRequestReceived
+from .machine import (
+    Handle,
+    Outbox,
+    ProtocolError,
+    TransactionIds,
+    earliest,
+    error_answer,
+    timestamp_ms,
+)
+from .registration import AgentRegistration
+from .requester import Requests
+
+_REGISTRATION_ANSWERS = frozenset({MessageType.REGISTER_ACK, MessageType.REFRESH_ACK,
+                                   MessageType.DEREGISTER_ACK})
+_REQUEST_ANSWERS = frozenset({MessageType.DISCOVER_REPLY, MessageType.ROUTE_REPLY,
+                              MessageType.ECHO_REPLY, MessageType.TRACE_REPLY})
+
+
+class AgentClient:
+    """One agent and its home gateway ``gateway``."""
+
+    def __init__(self, signed: SignedRecord, gateway: Handle, *,
+                 rng: random.Random | None = None,
+                 nonce: Callable[[], bytes] | None = None,
+                 request_timeout: float = timer("REQUEST_TIMEOUT")) -> None:
+        self.signed = signed
+        self.agent_id = signed.record.agent_id
+        self.gateway = gateway
+        self.outbox = Outbox()
+        self.txids = TransactionIds(rng)
+        if nonce is None:
+            nonce = (lambda: rng.randbytes(16)) if rng is not None else (lambda: os.urandom(16))
+        self.registration = AgentRegistration(self.outbox, gateway, self.txids, nonce=nonce,
+                                              request_timeout=request_timeout)
+        self.requests = Requests(self.outbox)
+        self.request_timeout = request_timeout
+        self._seq = 0
+
+    # --- local calls --------------------------------------------------------------------------
+    def register(self, now: float, lease: int = int(timer("DEFAULT_LEASE"))) -> None:
+        self.registration.register(self.signed, lease, now)
+
+    def deregister(self, now: float) -> None:
+        self.registration.deregister(now)
+
+    def _request(self, msg: Message, now: float) -> int:
+        self.requests.start(self.gateway, msg, now, self.request_timeout)
+        return msg.transaction_id
+
+    def discover(self, query: DiscoveryQuery, now: float, *, scope: Scope = Scope.FEDERATED,
+                 max_results: int = 10, trace: TraceContext | None = None) -> int:
+        """Send DISCOVER; the answer is a RequestCompleted event.  Returns the txid."""
+        return self._request(Discover(transaction_id=self.txids(), query=query, scope=scope,
+                                      max_results=max_results, source_agent=self.agent_id,
+                                      trace=trace), now)
+
+    def route(self, payload: bytes, now: float, *, target: bytes | None = None,
+              query: DiscoveryQuery | None = None, timeout_ms: int | None = None,
+              trace: TraceContext | None = None) -> int:
+        """Send ROUTE_REQUEST to ``target`` or the best match of ``query``."""
+        return self._request(RouteRequest(
+            transaction_id=self.txids(), source_agent=self.agent_id, target_agent=target,
+            query=query, hop_limit=DEFAULT_HOP_LIMIT, path=(), payload=payload,
+            timeout_ms=timeout_ms, trace=trace), now)
+
+    def echo(self, now: float, payload: bytes | None = None) -> int:
+        """Send ECHO_REQUEST to the home gateway; the event's ``rtt`` is the round trip."""
+        self._seq += 1
+        return self._request(EchoRequest(transaction_id=self.txids(), sequence=self._seq,
+                                         timestamp=timestamp_ms(now), payload=payload), now)
+
+    def trace(self, target: bytes, now: float) -> int:
+        """Send TRACE_REQUEST towards ``target``."""
+        return self._request(TraceRequest(transaction_id=self.txids(), target_agent=target,
+                                          hop_limit=DEFAULT_HOP_LIMIT, path=()), now)
+
+    def reply(self, request: RouteRequestReceived, payload: bytes | None,
+              status: ErrorCode = ErrorCode.SUCCESS) -> None:
+        """Answer a ROUTE_REQUEST delivered to this agent."""
+        self.outbox.send(self.gateway, RouteReply(
+            transaction_id=request.transaction_id, status=status, target_agent=self.agent_id,
+            payload=payload, trace=request.request.trace))
+
+    # --- input and output ---------------------------------------------------------------------
+    def receive(self, msg: Message, now: float) -> None:
+        """A message from the home gateway.  One this agent cannot take raises
+        :class:`ProtocolError` (a request is answered with ERROR first)."""
+        t = msg.TYPE
+        if t in _REGISTRATION_ANSWERS or (t is MessageType.ERROR
+                                          and msg.transaction_id not in self.requests):
+            self.registration.receive(msg, now)
+        elif t in _REQUEST_ANSWERS or t is MessageType.ERROR:
+            self.requests.receive(msg, now)
+        elif isinstance(msg, RouteRequest):
+            self.outbox.emit(RouteRequestReceived(msg.transaction_id, msg.source_agent,
+                                                  msg.payload, msg))
+        else:
+            err = ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                f"{t.name} is not for an agent", t)
+            answer = error_answer(msg, err.code, err.diagnostic)
+            if answer is not None:
+                self.outbox.send(self.gateway, answer)
+            raise err
+
+    def get_timer(self) -> float | None:
+        return earliest(self.registration.get_timer(), self.requests.get_timer())
+
+    def handle_timer(self, now: float) -> None:
+        self.registration.handle_timer(now)
+        self.requests.handle_timer(now)
+
+    def messages_to_send(self) -> list[tuple[Handle, Message]]:
+        return self.outbox.messages_to_send()
+
+    def next_event(self) -> object | None:
+        return self.outbox.next_event()

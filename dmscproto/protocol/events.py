@@ -1,0 +1,156 @@
+"""Events the protocol machines report (draft-dmsc-state-machines-00).
+
+Small frozen dataclasses, drained from an :class:`~.machine.Outbox` with ``next_event()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..codec.messages import Message, RouteRequest
+from ..codec.registry import ErrorCode, MessageType
+from ..codec.wire import VersionedId
+from .machine import Handle
+
+
+# --- registration, agent side (Section 5.1) -------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """REGISTER_ACK with SUCCESS: the agent is registered until ``expires_at``."""
+
+    agent_id: bytes
+    lease: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRefreshed:
+    """REFRESH_ACK with SUCCESS: the lease now ends at ``expires_at``."""
+
+    lease: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationLost:
+    """The gateway no longer holds the registration (REFRESH refused, or the lease ended
+    before a REFRESH was answered); the agent registers again."""
+
+    status: ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationFailed:
+    """REGISTER was refused (``status``), answered with ERROR, or timed out
+    (TRANSACTION_TIMEOUT); the agent is not registered."""
+
+    status: ErrorCode
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deregistered:
+    """DEREGISTER was answered (``status``) or timed out (TRANSACTION_TIMEOUT)."""
+
+    status: ErrorCode
+
+
+# --- requester transactions (Sections 5.2, 5.3, 6.8) -----------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """A request got its answer message; ``rtt`` is the round-trip time in seconds."""
+
+    transaction_id: int
+    request: Message
+    answer: Message
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A request got ERROR (its ``status``) or no answer in time (TRANSACTION_TIMEOUT)."""
+
+    transaction_id: int
+    request: Message
+    status: ErrorCode
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequestReceived:
+    """A ROUTE_REQUEST delivered to this agent; answer it with ``AgentClient.reply``."""
+
+    transaction_id: int
+    source_agent: bytes
+    payload: bytes
+    request: RouteRequest
+
+
+# --- gateway side ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AgentRegistered:
+    """A REGISTER was accepted and committed; ``handle`` reaches the agent."""
+
+    agent_id: bytes
+    lease: int
+    handle: Handle
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRemoved:
+    """A registration ended: DEREGISTER (``status`` SUCCESS) or its lease ran out
+    (LEASE_EXPIRED); ``withdrawn`` is what peers are told."""
+
+    withdrawn: VersionedId
+    status: ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionEnded:
+    """A relayed ROUTE_REQUEST or TRACE_REQUEST was answered upstream with ``status``."""
+
+    request_type: MessageType
+    upstream: Handle
+    transaction_id: int
+    status: ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEstablished:
+    """A peer session reached ESTABLISHED with the negotiated hold time (seconds)."""
+
+    handle: Handle
+    gateway_id: bytes
+    domain: str
+    hold_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """A peer session went back to IDLE: ``status`` is the NOTIFY code sent or received
+    (``by_peer`` says which)."""
+
+    handle: Handle
+    gateway_id: bytes | None
+    status: ErrorCode
+    by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TableChanged:
+    """Records learned or withdrawn through a peer, to propagate to the other peers:
+    ``advertised`` have a new version or best route, ``withdrawn`` are gone."""
+
+    from_handle: Handle
+    advertised: tuple[bytes, ...]
+    withdrawn: tuple[VersionedId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation:
+    """A message was refused with ``status`` (and answered as the draft says)."""
+
+    handle: Handle
+    message_type: MessageType
+    status: ErrorCode
+    diagnostic: str

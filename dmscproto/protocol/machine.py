@@ -1,0 +1,195 @@
+"""The common shape of every DMSC protocol state machine (draft-dmsc-state-machines-00).
+
+Each machine is sans-I/O, in the style of aioquic's ``QuicConnection`` and h11/h2:
+
+* it is fed decoded messages with ``receive(source, msg, now)``, local calls (``register()``,
+  ``start()`` ...) and timer expiries with ``handle_timer(now)``; ``now`` is the caller's
+  clock in seconds, the machine never reads one;
+* it writes what to send and what happened into an :class:`Outbox` (``(destination,
+  message)`` pairs and event dataclasses), and ``get_timer()`` says when it next wants
+  ``handle_timer``;
+* its transitions are ONE table, ``TABLE[(State, Input)] = (Action, NextState)``.  An
+  input with no entry raises :class:`ProtocolError` carrying a registered
+  :class:`ErrorCode` (UNEXPECTED_MESSAGE), after the answer the draft prescribes has been
+  queued (:func:`error_answer`), and the state is left as it was.  An action may refuse
+  its input (it returns ``False``): the state is then left as it was, too.
+
+The tables, and the input, state and action enums, are what
+``tools/gen_state_diagrams.py`` renders into the draft.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, TypeVar
+
+from ..codec.messages import MESSAGE_CLASSES, Error, Message
+from ..codec.registry import ErrorCode, MessageType
+
+M = MessageType
+#: The answer message of each request type (draft-dmsc-protocol-00, Section 3.3); ERROR
+#: answers any request.  Everything else is an answer or a one-way message.
+ANSWER_TO: Mapping[MessageType, MessageType] = {
+    M.REGISTER: M.REGISTER_ACK,
+    M.REFRESH: M.REFRESH_ACK,
+    M.DEREGISTER: M.DEREGISTER_ACK,
+    M.DISCOVER: M.DISCOVER_REPLY,
+    M.ROUTE_REQUEST: M.ROUTE_REPLY,
+    M.OPEN: M.OPEN,
+    M.SYNC_REQUEST: M.UPDATE,
+    M.ECHO_REQUEST: M.ECHO_REPLY,
+    M.TRACE_REQUEST: M.TRACE_REPLY,
+}
+del M
+
+#: Who a message comes from or goes to: an agent, a peer gateway or a home gateway, as the
+#: caller names them (an address, a connection, a name).
+Handle = Hashable
+
+MsgT = TypeVar("MsgT", bound=Message)
+
+
+class ProtocolError(Exception):
+    """An input the machine's table has no entry for, or a message it cannot accept.
+
+    ``code`` is the registered error code sent on the wire (UNEXPECTED_MESSAGE for a
+    missing table entry); ``message_type`` the offending message's type, if any."""
+
+    def __init__(self, code: ErrorCode, diagnostic: str,
+                 message_type: MessageType | None = None) -> None:
+        super().__init__(f"{code.name}: {diagnostic}")
+        self.code = code
+        self.diagnostic = diagnostic
+        self.message_type = message_type
+
+
+def error_answer(msg: Message, code: ErrorCode, diagnostic: str) -> Error | None:
+    """The wire answer to a request that cannot be processed (Section 5.4): ERROR with the
+    request's transaction id and type.  Answers, one-way messages and ERROR itself are
+    never answered (None): they are dropped."""
+    if msg.TYPE not in ANSWER_TO:
+        return None
+    return Error(transaction_id=msg.transaction_id, status=code,
+                 offending_type=int(msg.TYPE), diagnostic=diagnostic)
+
+
+def refusal_answer(msg: Message, code: ErrorCode, diagnostic: str) -> Message | None:
+    """The answer to a request that was decoded but cannot be accepted (Section 5): its
+    answer message with the error in STATUS when that message has a STATUS TLV, ERROR
+    otherwise; nothing for answers and one-way messages."""
+    answer_type = ANSWER_TO.get(msg.TYPE)
+    if answer_type is None:
+        return None
+    cls = MESSAGE_CLASSES[answer_type]
+    if any(s.name == "status" for s in cls.SPEC) and answer_type is not MessageType.UPDATE:
+        return cls(transaction_id=msg.transaction_id, status=code,  # type: ignore[call-arg]
+                   diagnostic=diagnostic)
+    return error_answer(msg, code, diagnostic)
+
+
+@dataclass
+class Outbox:
+    """What machines produce: messages to send (in order) and events (in order).
+
+    Machines composed into one node or client share one outbox; the owner drains it with
+    :meth:`messages_to_send` and :meth:`next_event`."""
+
+    messages: list[tuple[Handle, Message]] = field(default_factory=list)
+    events: deque[object] = field(default_factory=deque)
+
+    def send(self, dest: Handle, msg: Message) -> None:
+        self.messages.append((dest, msg))
+
+    def emit(self, event: object) -> None:
+        self.events.append(event)
+
+    def messages_to_send(self) -> list[tuple[Handle, Message]]:
+        out, self.messages = self.messages, []
+        return out
+
+    def next_event(self) -> object | None:
+        return self.events.popleft() if self.events else None
+
+
+class TransactionIds:
+    """Transaction ids for new requests (Section 3.3): a counter from a random start, so
+    ids are not reused while outstanding and are hard to guess off-path."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        start = (rng or random.SystemRandom()).getrandbits(63)
+        self._ids: Iterator[int] = itertools.count(start)
+
+    def __call__(self) -> int:
+        return next(self._ids) % 2**64
+
+
+class Machine:
+    """Base of the table-driven machines: the table, the lookup and the step.
+
+    A subclass defines the enums, ``INITIAL``, ``TABLE`` and one method per action,
+    named ``_`` + the action's name in lower case, taking ``(now, msg)``."""
+
+    #: Short name used for the draft's generated regions and diagrams.
+    NAME: ClassVar[str]
+    #: One line for the draft: what the machine is and where it runs.
+    TITLE: ClassVar[str]
+    State: ClassVar[type[Enum]]
+    Input: ClassVar[type[Enum]]
+    Action: ClassVar[type[Enum]]
+    INITIAL: ClassVar[Enum]
+    TABLE: ClassVar[Mapping[tuple[Any, Any], tuple[Any, Any]]]
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.state: Enum = self.INITIAL
+
+    def lookup(self, state: Enum, inp: Enum,
+               msg: Message | None = None) -> tuple[Any, Any]:
+        """The table entry for ``(state, inp)``, or :class:`ProtocolError`."""
+        entry = self.TABLE.get((state, inp))
+        if entry is None:
+            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                f"{inp.value} in state {state.name} of {self.NAME}",
+                                None if msg is None else msg.TYPE)
+        return entry
+
+    def unexpected(self, msg: Message, why: str = "") -> ProtocolError:
+        """The error for a message this machine has no input for in its state."""
+        return ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                             f"{msg.TYPE.name} in state {self.state.name} of {self.NAME}"
+                             + (f" ({why})" if why else ""), msg.TYPE)
+
+    def step(self, inp: Enum, now: float, msg: Message | None = None) -> None:
+        """Run the transition for ``inp`` from the current state."""
+        action, nxt = self.lookup(self.state, inp, msg)
+        if getattr(self, "_" + action.name.lower())(now, msg) is not False:
+            self.state = nxt
+
+    def refuse(self, source: Handle, msg: Message, err: ProtocolError) -> None:
+        """Queue the wire answer to a message that raised ``err`` (default: ERROR for a
+        request, nothing otherwise; peer sessions answer NOTIFY)."""
+        answer = error_answer(msg, err.code, err.diagnostic)
+        if answer is not None:
+            self.outbox.send(source, answer)
+
+
+def expect(msg: object, cls: type[MsgT]) -> MsgT:
+    """``msg`` as ``cls`` (actions know which message their input carries)."""
+    assert isinstance(msg, cls), f"expected {cls.__name__}, got {type(msg).__name__}"
+    return msg
+
+
+def timestamp_ms(now: float) -> int:
+    """A TIMESTAMP value (milliseconds since the epoch, Section 4.3) for ``now``."""
+    return int(now * 1000)
+
+
+def earliest(*deadlines: float | None) -> float | None:
+    """The earliest of the deadlines that are set."""
+    live = [d for d in deadlines if d is not None]
+    return min(live) if live else None

@@ -1,0 +1,423 @@
+"""Registration, agent side and gateway side (draft-dmsc-protocol-00, Section 5.1).
+
+:class:`AgentRegistration` keeps one agent registered with its home gateway: REGISTER,
+REFRESH after REFRESH_FRACTION of the granted lease, REGISTER again when the gateway has
+lost the registration or the lease ended unrefreshed, DEREGISTER.  Every request waits
+REQUEST_TIMEOUT for its answer.
+
+:class:`GatewayRegistration` answers those requests at the gateway.  Its per-agent state
+is read from the :class:`~dmscproto.gateway.core.GatewayCore` (a local record is
+REGISTERED), so it survives a restart; REGISTER_ACK is sent only after the core has
+committed the record.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from ..codec.cose import SignedRecord
+from ..codec.messages import (
+    Deregister,
+    DeregisterAck,
+    Message,
+    Refresh,
+    RefreshAck,
+    Register,
+    RegisterAck,
+)
+from ..codec.registry import ErrorCode, MessageType, timer
+from ..codec.wire import VersionedId
+from ..gateway.core import GatewayCore
+from .events import (
+    AgentRegistered,
+    AgentRemoved,
+    Deregistered,
+    LeaseRefreshed,
+    Registered,
+    RegistrationFailed,
+    RegistrationLost,
+)
+from .machine import (
+    Handle,
+    Machine,
+    Outbox,
+    ProtocolError,
+    TransactionIds,
+    earliest,
+    expect,
+    timestamp_ms,
+)
+
+#: Checks a signed record before it is stored; returns the error to answer, or None.
+RecordVerifier = Callable[[SignedRecord], ErrorCode | None]
+
+
+class AgentState(Enum):
+    IDLE = "IDLE"
+    REGISTERING = "REGISTERING"
+    REGISTERED = "REGISTERED"
+    REFRESHING = "REFRESHING"
+    DEREGISTERING = "DEREGISTERING"
+
+
+class AgentInput(Enum):
+    REGISTER_CALL = "register()"
+    DEREGISTER_CALL = "deregister()"
+    REGISTER_ACK_OK = "REGISTER_ACK [SUCCESS]"
+    REGISTER_ACK_REFUSED = "REGISTER_ACK [error]"
+    REFRESH_ACK_OK = "REFRESH_ACK [SUCCESS]"
+    REFRESH_ACK_REFUSED = "REFRESH_ACK [error]"
+    DEREGISTER_ACK = "DEREGISTER_ACK"
+    ERROR = "ERROR"
+    REQUEST_TIMEOUT = "request timer"
+    REFRESH_DUE = "refresh timer"
+    LEASE_END = "lease timer"
+
+
+class AgentAction(Enum):
+    SEND_REGISTER = "send REGISTER, start request timer"
+    GRANTED = "start refresh and lease timers; report Registered"
+    FAILED = "report RegistrationFailed"
+    SEND_REFRESH = "send REFRESH, start request timer"
+    EXTENDED = "restart refresh and lease timers; report LeaseRefreshed"
+    REREGISTER = "report RegistrationLost; send REGISTER, start request timer"
+    SEND_DEREGISTER = "send DEREGISTER, start request timer"
+    DEREGISTERED = "stop timers; report Deregistered"
+
+
+_S, _I, _A = AgentState, AgentInput, AgentAction
+
+_ANSWERS = {
+    MessageType.REGISTER_ACK: (_I.REGISTER_ACK_OK, _I.REGISTER_ACK_REFUSED),
+    MessageType.REFRESH_ACK: (_I.REFRESH_ACK_OK, _I.REFRESH_ACK_REFUSED),
+    MessageType.DEREGISTER_ACK: (_I.DEREGISTER_ACK, _I.DEREGISTER_ACK),
+    MessageType.ERROR: (_I.ERROR, _I.ERROR),
+}
+
+
+class AgentRegistration(Machine):
+    """One agent's registration with its home gateway (Section 5.1)."""
+
+    NAME = "agent-registration"
+    TITLE = "Registration, agent side"
+    State, Input, Action = AgentState, AgentInput, AgentAction
+    INITIAL = AgentState.IDLE
+    TABLE = {
+        (_S.IDLE, _I.REGISTER_CALL): (_A.SEND_REGISTER, _S.REGISTERING),
+        (_S.REGISTERING, _I.REGISTER_ACK_OK): (_A.GRANTED, _S.REGISTERED),
+        (_S.REGISTERING, _I.REGISTER_ACK_REFUSED): (_A.FAILED, _S.IDLE),
+        (_S.REGISTERING, _I.ERROR): (_A.FAILED, _S.IDLE),
+        (_S.REGISTERING, _I.REQUEST_TIMEOUT): (_A.FAILED, _S.IDLE),
+        (_S.REGISTERED, _I.REFRESH_DUE): (_A.SEND_REFRESH, _S.REFRESHING),
+        (_S.REGISTERED, _I.DEREGISTER_CALL): (_A.SEND_DEREGISTER, _S.DEREGISTERING),
+        (_S.REFRESHING, _I.REFRESH_ACK_OK): (_A.EXTENDED, _S.REGISTERED),
+        (_S.REFRESHING, _I.REFRESH_ACK_REFUSED): (_A.REREGISTER, _S.REGISTERING),
+        (_S.REFRESHING, _I.ERROR): (_A.REREGISTER, _S.REGISTERING),
+        (_S.REFRESHING, _I.REQUEST_TIMEOUT): (_A.SEND_REFRESH, _S.REFRESHING),
+        (_S.REFRESHING, _I.LEASE_END): (_A.REREGISTER, _S.REGISTERING),
+        (_S.REFRESHING, _I.DEREGISTER_CALL): (_A.SEND_DEREGISTER, _S.DEREGISTERING),
+        (_S.DEREGISTERING, _I.DEREGISTER_ACK): (_A.DEREGISTERED, _S.IDLE),
+        (_S.DEREGISTERING, _I.ERROR): (_A.DEREGISTERED, _S.IDLE),
+        (_S.DEREGISTERING, _I.REQUEST_TIMEOUT): (_A.DEREGISTERED, _S.IDLE),
+    }
+
+    def __init__(self, outbox: Outbox, gateway: Handle, txids: TransactionIds, *,
+                 nonce: Callable[[], bytes] = lambda: os.urandom(16),
+                 request_timeout: float = timer("REQUEST_TIMEOUT"),
+                 refresh_fraction: float = timer("REFRESH_FRACTION")) -> None:
+        super().__init__(outbox)
+        self.gateway = gateway
+        self._txids = txids
+        self._nonce = nonce
+        self.request_timeout = request_timeout
+        self.refresh_fraction = refresh_fraction
+        self.signed: SignedRecord | None = None
+        self.requested_lease = int(timer("DEFAULT_LEASE"))
+        self.agent_id: bytes | None = None
+        self.lease = 0
+        self._pending: int | None = None      # transaction id of the outstanding request
+        self._sent_at = 0.0
+        self._deadline: float | None = None
+        self._refresh_at: float | None = None
+        self.lease_end: float | None = None
+
+    # --- inputs -----------------------------------------------------------------------------
+    def register(self, signed: SignedRecord, lease: int, now: float) -> None:
+        """Register ``signed`` asking for ``lease`` seconds (local call)."""
+        self.lookup(self.state, _I.REGISTER_CALL)
+        self.signed, self.requested_lease = signed, lease
+        self.step(_I.REGISTER_CALL, now)
+
+    def deregister(self, now: float) -> None:
+        """End the registration (local call)."""
+        self.step(_I.DEREGISTER_CALL, now)
+
+    def receive(self, msg: Message, now: float) -> None:
+        """An answer from the home gateway."""
+        try:
+            pair = _ANSWERS.get(msg.TYPE)
+            if pair is None:
+                raise self.unexpected(msg)
+            if msg.transaction_id != self._pending:
+                raise self.unexpected(msg, "no request outstanding with its transaction id")
+            ok = getattr(msg, "status", None) is ErrorCode.SUCCESS
+            self.step(pair[0] if ok else pair[1], now, msg)
+        except ProtocolError as err:
+            self.refuse(self.gateway, msg, err)
+            raise
+
+    def get_timer(self) -> float | None:
+        return earliest(self._deadline, self._refresh_at,
+                        self.lease_end if self.state is _S.REFRESHING else None)
+
+    def handle_timer(self, now: float) -> None:
+        if self.lease_end is not None and now >= self.lease_end \
+                and self.state is _S.REFRESHING:
+            self.step(_I.LEASE_END, now)
+        elif self._deadline is not None and now >= self._deadline:
+            self.step(_I.REQUEST_TIMEOUT, now)
+        elif self._refresh_at is not None and now >= self._refresh_at:
+            self.step(_I.REFRESH_DUE, now)
+
+    # --- actions ------------------------------------------------------------------------------
+    def _request(self, msg: Message, now: float) -> None:
+        self._pending = msg.transaction_id
+        self._sent_at = now
+        self._deadline = now + self.request_timeout
+        self._refresh_at = None
+        self.outbox.send(self.gateway, msg)
+
+    def _send_register(self, now: float, msg: Message | None) -> None:
+        assert self.signed is not None
+        self._request(Register(transaction_id=self._txids(), record=self.signed,
+                               lease=self.requested_lease, nonce=self._nonce(),
+                               timestamp=timestamp_ms(now)), now)
+
+    def _send_refresh(self, now: float, msg: Message | None) -> None:
+        assert self.agent_id is not None
+        self._request(Refresh(transaction_id=self._txids(), agent_id=self.agent_id,
+                              lease=self.requested_lease, nonce=self._nonce(),
+                              timestamp=timestamp_ms(now)), now)
+
+    def _send_deregister(self, now: float, msg: Message | None) -> None:
+        assert self.agent_id is not None
+        self._request(Deregister(transaction_id=self._txids(), agent_id=self.agent_id,
+                                 nonce=self._nonce(), timestamp=timestamp_ms(now)), now)
+        self.lease_end = None
+
+    def _start_lease(self, lease: int | None) -> None:
+        # The lease is counted from when the request was sent, so the agent never
+        # believes itself registered for longer than the gateway does.
+        self.lease = self.requested_lease if lease is None else lease
+        self.lease_end = self._sent_at + self.lease
+        self._refresh_at = self._sent_at + self.refresh_fraction * self.lease
+        self._pending = self._deadline = None
+
+    def _granted(self, now: float, msg: Message | None) -> None:
+        ack = expect(msg, RegisterAck)
+        assert self.signed is not None
+        self.agent_id = ack.agent_id or self.signed.record.agent_id
+        self._start_lease(ack.lease)
+        assert self.lease_end is not None
+        self.outbox.emit(Registered(self.agent_id, self.lease, self.lease_end))
+
+    def _extended(self, now: float, msg: Message | None) -> None:
+        self._start_lease(expect(msg, RefreshAck).lease)
+        assert self.lease_end is not None
+        self.outbox.emit(LeaseRefreshed(self.lease, self.lease_end))
+
+    def _clear(self) -> None:
+        self._pending = self._deadline = self._refresh_at = self.lease_end = None
+
+    def _failed(self, now: float, msg: Message | None) -> None:
+        self._clear()
+        status, diag = _status_of(msg)
+        self.outbox.emit(RegistrationFailed(status, diag))
+
+    def _reregister(self, now: float, msg: Message | None) -> None:
+        status = ErrorCode.LEASE_EXPIRED if msg is None else _status_of(msg)[0]
+        self._clear()
+        self.outbox.emit(RegistrationLost(status))
+        self._send_register(now, None)
+
+    def _deregistered(self, now: float, msg: Message | None) -> None:
+        self._clear()
+        self.agent_id = None
+        self.outbox.emit(Deregistered(_status_of(msg)[0]))
+
+
+def _status_of(msg: Message | None) -> tuple[ErrorCode, str | None]:
+    """The status an answer carries; TRANSACTION_TIMEOUT when there is none (a timer)."""
+    if msg is None:
+        return ErrorCode.TRANSACTION_TIMEOUT, None
+    return getattr(msg, "status"), getattr(msg, "diagnostic", None)  # noqa: B009
+
+
+# --- gateway side ------------------------------------------------------------------------------
+class GatewayState(Enum):
+    UNREGISTERED = "UNREGISTERED"
+    REGISTERED = "REGISTERED"
+
+
+class GatewayInput(Enum):
+    REGISTER = "REGISTER"
+    REFRESH = "REFRESH"
+    DEREGISTER = "DEREGISTER"
+    LEASE_END = "lease timer"
+
+
+class GatewayAction(Enum):
+    ADMIT = ("verify the record; commit it (GatewayCore.register); then answer "
+             "REGISTER_ACK; a refusal answers its STATUS and keeps the state")
+    REFRESH = "extend the lease (GatewayCore.refresh), committed; answer REFRESH_ACK"
+    DEREGISTER = "remove the record (GatewayCore.deregister); answer DEREGISTER_ACK"
+    EXPIRE = "report AgentRemoved (GatewayCore.expire removed every due record in one commit)"
+
+
+_GS, _GI, _GA = GatewayState, GatewayInput, GatewayAction
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    source: Handle
+    agent_id: bytes
+
+
+def verify_signature(signed: SignedRecord) -> ErrorCode | None:
+    """The default record check: the COSE signature and the key-derived Agent ID
+    (Section 7.2.1); BAD_SIGNATURE on failure."""
+    from ..security.signing import SignatureError, verify_record
+    try:
+        verify_record(signed)
+    except SignatureError:
+        return ErrorCode.BAD_SIGNATURE
+    return None
+
+
+class GatewayRegistration(Machine):
+    """The gateway's answers to REGISTER, REFRESH and DEREGISTER, and lease expiry
+    (Section 5.1).  The state of an agent is REGISTERED while the core holds its local
+    record (until the lease timer removes it)."""
+
+    NAME = "gateway-registration"
+    TITLE = "Registration, gateway side (per agent)"
+    State, Input, Action = GatewayState, GatewayInput, GatewayAction
+    INITIAL = GatewayState.UNREGISTERED
+    TABLE = {
+        (_GS.UNREGISTERED, _GI.REGISTER): (_GA.ADMIT, _GS.REGISTERED),
+        (_GS.UNREGISTERED, _GI.REFRESH): (_GA.REFRESH, _GS.UNREGISTERED),
+        (_GS.UNREGISTERED, _GI.DEREGISTER): (_GA.DEREGISTER, _GS.UNREGISTERED),
+        (_GS.REGISTERED, _GI.REGISTER): (_GA.ADMIT, _GS.REGISTERED),
+        (_GS.REGISTERED, _GI.REFRESH): (_GA.REFRESH, _GS.REGISTERED),
+        (_GS.REGISTERED, _GI.DEREGISTER): (_GA.DEREGISTER, _GS.UNREGISTERED),
+        (_GS.REGISTERED, _GI.LEASE_END): (_GA.EXPIRE, _GS.UNREGISTERED),
+    }
+    _INPUTS = {MessageType.REGISTER: _GI.REGISTER, MessageType.REFRESH: _GI.REFRESH,
+               MessageType.DEREGISTER: _GI.DEREGISTER}
+
+    def __init__(self, outbox: Outbox, core: GatewayCore,
+                 verifier: RecordVerifier = verify_signature) -> None:
+        super().__init__(outbox)
+        self.core = core
+        self.verifier = verifier
+        #: How to reach each agent registered since start (for ROUTE_REQUEST delivery).
+        self.handles: dict[bytes, Handle] = {}
+        self._req: _Request | None = None
+        self._expired: VersionedId | None = None
+
+    def state_of(self, agent_id: bytes) -> GatewayState:
+        e = self.core.get(agent_id)
+        return _GS.REGISTERED if e is not None and e.origin is None else _GS.UNREGISTERED
+
+    def receive(self, source: Handle, msg: Message, now: float) -> None:
+        """REGISTER, REFRESH or DEREGISTER from an agent."""
+        try:
+            inp = self._INPUTS.get(msg.TYPE)
+            if inp is None:
+                raise self.unexpected(msg)
+            aid = (expect(msg, Register).record.record.agent_id if inp is _GI.REGISTER
+                   else getattr(msg, "agent_id"))  # noqa: B009
+            self._run(aid, inp, now, msg, _Request(source, aid))
+        except ProtocolError as err:
+            self.refuse(source, msg, err)
+            raise
+
+    def _run(self, agent_id: bytes, inp: GatewayInput, now: float, msg: Message | None,
+             req: _Request | None) -> None:
+        self.state = self.state_of(agent_id)
+        self._req = req
+        self.step(inp, now, msg)
+        # The table's next state (or, after a refusal, the state before) is what the core
+        # now holds: the machine and the registry cannot disagree.
+        assert self.state_of(agent_id) is self.state, (agent_id.hex(), inp)
+
+    def get_timer(self) -> float | None:
+        return self.core.next_expiry()
+
+    def handle_timer(self, now: float) -> None:
+        """Lease timer: the core removes every registration due, in one commit; then each
+        goes through its (REGISTERED, LEASE_END) transition."""
+        for vid in self.core.expire(now):
+            self.state, self._expired = _GS.REGISTERED, vid
+            self.step(_GI.LEASE_END, now)
+            assert self.state_of(vid.agent_id) is self.state
+
+    # --- actions ------------------------------------------------------------------------------
+    def _answer(self, msg: Message) -> None:
+        assert self._req is not None
+        self.outbox.send(self._req.source, msg)
+
+    def _admit(self, now: float, msg: Message | None) -> bool:
+        reg = expect(msg, Register)
+        bad = self.verifier(reg.record)
+        if bad is not None:
+            self._answer(RegisterAck(transaction_id=reg.transaction_id, status=bad,
+                                     diagnostic="signed record does not verify",
+                                     trace=reg.trace))
+            return False
+        out = self.core.register(reg.record, reg.lease, now)  # committed when it returns
+        ok = out.status is ErrorCode.SUCCESS
+        aid = reg.record.record.agent_id
+        self._answer(RegisterAck(transaction_id=reg.transaction_id, status=out.status,
+                                 agent_id=aid if ok else None, lease=out.lease if ok else None,
+                                 diagnostic=out.diagnostic, trace=reg.trace))
+        if ok:
+            assert self._req is not None
+            self.handles[aid] = self._req.source
+            self.outbox.emit(AgentRegistered(aid, out.lease, self._req.source))
+        return ok
+
+    def _refresh(self, now: float, msg: Message | None) -> bool:
+        ref = expect(msg, Refresh)
+        out = self.core.refresh(ref.agent_id, ref.lease, now)
+        ok = out.status is ErrorCode.SUCCESS
+        self._answer(RefreshAck(transaction_id=ref.transaction_id, status=out.status,
+                                lease=out.lease if ok else None, diagnostic=out.diagnostic,
+                                trace=ref.trace))
+        if ok:
+            assert self._req is not None
+            self.handles[ref.agent_id] = self._req.source
+        return ok
+
+    def _deregister(self, now: float, msg: Message | None) -> bool:
+        dereg = expect(msg, Deregister)
+        held = self.core.get(dereg.agent_id)
+        status = self.core.deregister(dereg.agent_id, now)
+        self._answer(DeregisterAck(transaction_id=dereg.transaction_id, status=status,
+                                   trace=dereg.trace))
+        if status is not ErrorCode.SUCCESS:
+            return False
+        assert held is not None
+        self.handles.pop(dereg.agent_id, None)
+        self.outbox.emit(AgentRemoved(VersionedId(dereg.agent_id, held.version), status))
+        return True
+
+    def _expire(self, now: float, msg: Message | None) -> None:
+        vid = self._expired
+        assert vid is not None
+        self.handles.pop(vid.agent_id, None)
+        self.outbox.emit(AgentRemoved(vid, ErrorCode.LEASE_EXPIRED))
+

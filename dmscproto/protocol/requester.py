@@ -1,0 +1,158 @@
+"""The requester side of one transaction (draft-dmsc-protocol-00, Sections 3.3, 5.2, 5.3,
+6.8): send a request, wait REQUEST_TIMEOUT for its answer message or ERROR.
+
+Agents use it for DISCOVER, ROUTE_REQUEST, ECHO_REQUEST and TRACE_REQUEST; the answer is
+matched by transaction id and by being the request's answer type (Section 9.3).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from ..codec.messages import Error, Message, RouteRequest
+from ..codec.registry import ErrorCode, MessageType, timer
+from .events import RequestCompleted, RequestFailed
+from .machine import ANSWER_TO, Handle, Machine, Outbox, ProtocolError, expect
+
+
+class RequesterState(Enum):
+    IDLE = "IDLE"
+    WAITING = "WAITING"
+    DONE = "DONE"
+
+
+class RequesterInput(Enum):
+    SEND = "request()"
+    ANSWER = "answer message"
+    ERROR = "ERROR"
+    TIMEOUT = "request timer"
+
+
+class RequesterAction(Enum):
+    SEND = "send the request, start request timer"
+    COMPLETE = "report RequestCompleted with the round-trip time"
+    FAIL = "report RequestFailed (ERROR's STATUS, or TRANSACTION_TIMEOUT)"
+
+
+_S, _I, _A = RequesterState, RequesterInput, RequesterAction
+
+
+class Requester(Machine):
+    """One outstanding request to ``dest``."""
+
+    NAME = "requester"
+    TITLE = "Requester transaction (DISCOVER, ROUTE_REQUEST, ECHO_REQUEST, TRACE_REQUEST)"
+    State, Input, Action = RequesterState, RequesterInput, RequesterAction
+    INITIAL = RequesterState.IDLE
+    TABLE = {
+        (_S.IDLE, _I.SEND): (_A.SEND, _S.WAITING),
+        (_S.WAITING, _I.ANSWER): (_A.COMPLETE, _S.DONE),
+        (_S.WAITING, _I.ERROR): (_A.FAIL, _S.DONE),
+        (_S.WAITING, _I.TIMEOUT): (_A.FAIL, _S.DONE),
+    }
+
+    def __init__(self, outbox: Outbox, dest: Handle, request: Message,
+                 timeout: float = timer("REQUEST_TIMEOUT")) -> None:
+        if request.TYPE not in ANSWER_TO:
+            raise ValueError(f"{request.TYPE.name} is not a request")
+        super().__init__(outbox)
+        self.dest = dest
+        self.request = request
+        if isinstance(request, RouteRequest) and request.timeout_ms is not None:
+            timeout = min(timeout, request.timeout_ms / 1000)
+        self.timeout = timeout
+        self.sent_at = 0.0
+        self.deadline: float | None = None
+
+    @property
+    def transaction_id(self) -> int:
+        return self.request.transaction_id
+
+    def send(self, now: float) -> None:
+        self.step(_I.SEND, now)
+
+    def receive(self, msg: Message, now: float) -> None:
+        try:
+            if msg.transaction_id != self.transaction_id:
+                raise self.unexpected(msg, "another transaction id")
+            if msg.TYPE is ANSWER_TO[self.request.TYPE]:
+                inp = _I.ANSWER
+            elif msg.TYPE is MessageType.ERROR:
+                inp = _I.ERROR
+            else:
+                raise self.unexpected(msg, f"not an answer to {self.request.TYPE.name}")
+            self.step(inp, now, msg)
+        except ProtocolError as err:
+            self.refuse(self.dest, msg, err)
+            raise
+
+    def get_timer(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            self.step(_I.TIMEOUT, now)
+
+    def _send(self, now: float, msg: Message | None) -> None:
+        self.sent_at, self.deadline = now, now + self.timeout
+        self.outbox.send(self.dest, self.request)
+
+    def _complete(self, now: float, msg: Message | None) -> None:
+        assert msg is not None
+        self.deadline = None
+        self.outbox.emit(RequestCompleted(self.transaction_id, self.request, msg,
+                                          now - self.sent_at))
+
+    def _fail(self, now: float, msg: Message | None) -> None:
+        self.deadline = None
+        if msg is None:
+            self.outbox.emit(RequestFailed(self.transaction_id, self.request,
+                                           ErrorCode.TRANSACTION_TIMEOUT))
+        else:
+            err = expect(msg, Error)
+            self.outbox.emit(RequestFailed(self.transaction_id, self.request, err.status,
+                                           err.diagnostic))
+
+
+class Requests:
+    """The outstanding :class:`Requester` transactions of one endpoint, by transaction id."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._open: dict[int, Requester] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __contains__(self, txid: object) -> bool:
+        return txid in self._open
+
+    def start(self, dest: Handle, request: Message, now: float,
+              timeout: float = timer("REQUEST_TIMEOUT")) -> Requester:
+        if request.transaction_id in self._open:
+            raise ValueError(f"transaction id {request.transaction_id} is outstanding")
+        req = Requester(self.outbox, dest, request, timeout)
+        req.send(now)
+        self._open[req.transaction_id] = req
+        return req
+
+    def receive(self, msg: Message, now: float) -> None:
+        """An answer; one that matches no outstanding request raises
+        :class:`ProtocolError` and is dropped (Section 9.3)."""
+        req = self._open.get(msg.transaction_id)
+        if req is None:
+            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                f"{msg.TYPE.name} matches no outstanding request", msg.TYPE)
+        req.receive(msg, now)
+        if req.state is _S.DONE:
+            del self._open[req.transaction_id]
+
+    def get_timer(self) -> float | None:
+        return min((d for r in self._open.values() if (d := r.get_timer()) is not None),
+                   default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for txid, req in list(self._open.items()):
+            req.handle_timer(now)
+            if req.state is _S.DONE:
+                del self._open[txid]
