@@ -1,0 +1,2 @@
+"""Interoperability tooling outside the package: the impairment relay (relay.py) and
+the interop runner."""
