@@ -5,7 +5,8 @@ field values dmscproto.codec.decode gives, and rebuilds to the same octets."""
 from __future__ import annotations
 
 import dataclasses
-import re
+import importlib.util
+import struct
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -119,31 +120,43 @@ def test_fixture_packet_dissects_like_the_codec(name: str, frame: int, ip: bytes
     check_same(pkt[DMSC], msg, payload)
 
 
-def _draft_vectors() -> list[tuple[str, bytes]]:
-    """``vector <name> valid`` blocks of the draft's Appendix A (hex after the line)."""
+def _draft_vectors() -> list[tuple[str, str, bytes]]:
+    """The draft's Appendix A vectors, by its own extraction rule (tools/draft_vectors.py)."""
     if not DRAFT.exists():
         return []
-    vectors = []
-    for block in re.findall(r"```[^\n]*\n(.*?)```", DRAFT.read_text(), re.S):
-        lines = block.splitlines()
-        if not lines:
-            continue
-        head = re.match(r"\s*vector\s+(\S+)\s+valid\b", lines[0])
-        if head is None:
-            continue
-        digits = re.sub(r"#[^\n]*|[^0-9a-fA-F]", "", "\n".join(
-            line.split("#")[0] for line in lines[1:]))
-        vectors.append((head.group(1), bytes.fromhex(digits)))
-    return vectors
+    spec = importlib.util.spec_from_file_location("draft_vectors",
+                                                  ROOT / "tools" / "draft_vectors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found: list[tuple[str, str, bytes]] = module.vectors(DRAFT.read_text(encoding="utf-8"))
+    return found
 
 
 DRAFT_VECTORS = _draft_vectors()
+VALID_VECTORS = [(n, d) for n, e, d in DRAFT_VECTORS if e == "valid"]
+INVALID_VECTORS = [(n, d) for n, e, d in DRAFT_VECTORS if e != "valid"]
 
 
-@pytest.mark.skipif(not DRAFT_VECTORS, reason="the draft has no valid test vectors yet")
-@pytest.mark.parametrize(("name", "data"), DRAFT_VECTORS, ids=[n for n, _ in DRAFT_VECTORS])
+@pytest.mark.skipif(not VALID_VECTORS, reason="the draft has no valid test vectors yet")
+@pytest.mark.parametrize(("name", "data"), VALID_VECTORS, ids=[n for n, _ in VALID_VECTORS])
 def test_draft_vector_dissects_like_the_codec(name: str, data: bytes) -> None:
     check_same(DMSC(data), decode(data), data)
+
+
+@pytest.mark.skipif(not INVALID_VECTORS, reason="the draft has no invalid test vectors yet")
+@pytest.mark.parametrize(("name", "data"), INVALID_VECTORS,
+                         ids=[n for n, _ in INVALID_VECTORS])
+def test_invalid_draft_vector_is_shown_as_is(name: str, data: bytes) -> None:
+    """A malformed PDU still dissects and rebuilds to its octets; like scapy's own
+    layers (IP), DMSC(data) refuses data too short for its fixed header."""
+    if len(data) < HEADER_SIZE:
+        with pytest.raises(struct.error):
+            DMSC(data)
+        return
+    pkt = DMSC(data)
+    assert raw(pkt) == data
+    pkt.show(dump=True)
 
 
 def test_request_and_response_pairs() -> None:
@@ -152,12 +165,14 @@ def test_request_and_response_pairs() -> None:
     pairs = [("register", "register-ack"), ("refresh", "refresh-ack"),
              ("deregister", "deregister-ack"), ("discover", "discover-reply"),
              ("route-request", "route-reply"), ("echo-request", "echo-reply"),
-             ("trace-request", "trace-reply")]
+             ("trace-request", "trace-reply"), ("open", "open"), ("sync-request", "update")]
     assert {EXAMPLES[q].TYPE for q, _ in pairs} == set(RESPONSES)
     for req_name, resp_name in pairs:
-        req, resp = DMSC(encode(EXAMPLES[req_name])), DMSC(encode(EXAMPLES[resp_name]))
+        req = DMSC(encode(EXAMPLES[req_name]))
+        resp = DMSC(encode(dataclasses.replace(EXAMPLES[resp_name], transaction_id=req.txid)))
         assert resp.hashret() == req.hashret()
-        assert resp.answers(req) and not req.answers(resp)
+        assert resp.answers(req)
+        assert req.answers(resp) == (req_name == resp_name)  # OPEN answers OPEN
         err = DMSC(encode(dataclasses.replace(EXAMPLES["error"],
                                               transaction_id=req.txid)))
         assert err.answers(req) and err.hashret() == req.hashret()
@@ -174,23 +189,31 @@ def test_request_and_response_pairs() -> None:
 
 
 def test_fixture_responses_answer_their_requests() -> None:
-    """In every lab capture, each response answers an earlier packet sent the other way
-    (a retransmitted request is answered once, and both copies match); answers() only
-    ever pairs a later packet with an earlier one of the same transaction id; requests
-    and peering messages answer nothing."""
-    responses = set(RESPONSES.values())
+    """In every lab capture, answers() pairs a packet only with one sent the other way
+    with the same transaction id (earlier, except for the OPEN pair); every ACK and
+    REPLY answers its request (a retransmitted request is answered once, and both copies
+    match); requests answer nothing; the answering OPEN and the UPDATE answering
+    SYNC-REQUEST are matched."""
+    acks = set(RESPONSES.values()) - set(RESPONSES) - {MessageType.UPDATE}
+    requests = set(RESPONSES) - set(RESPONSES.values())
+    matched: set[tuple[int, int]] = set()
     for path in sorted(FIXTURES.glob("lab-*.pcap")):
         packets = [ip for ip in (IP(raw(p)) for p in rdpcap(str(path))) if ip.haslayer(DMSC)]
         for i, ip in enumerate(packets):
             dmsc = ip[DMSC]
             answered = [q for q in packets if ip.answers(q)]  # type: ignore[no-untyped-call]
             for q in answered:
-                assert packets.index(q) < i and q[DMSC].txid == dmsc.txid
+                assert q[DMSC].txid == dmsc.txid
+                # OPEN answers OPEN both ways; everything else answers only earlier packets
+                assert packets.index(q) < i or dmsc.type == q[DMSC].type == MessageType.OPEN
                 assert (q[IP].src, q[UDP].sport) == (ip[IP].dst, ip[UDP].dport)
-            if dmsc.type in responses:
+                matched.add((int(q[DMSC].type), int(dmsc.type)))
+            if dmsc.type in acks:
                 assert answered, (path.name, dmsc.summary())
-            elif dmsc.type != MessageType.ERROR:
+            if dmsc.type in requests:
                 assert not answered, (path.name, dmsc.summary())
+    assert {(MessageType.OPEN, MessageType.OPEN),
+            (MessageType.SYNC_REQUEST, MessageType.UPDATE)} <= matched
 
 
 def test_build_from_fields_matches_the_codec() -> None:

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from dmscproto.analysis.pcap import read_udp
+from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.analysis.scapy_dmsc import LAYOUTS, Part
 from dmscproto.codec import DecodeError, Message, SignedRecord, decode, encode
 from dmscproto.codec import cbor as dcbor
 from dmscproto.codec.examples import examples
 from dmscproto.codec.messages import REPEATED
-from dmscproto.codec.registry import TlvType
+from dmscproto.codec.registry import UDP_PORT, TlvType
 from dmscproto.codec.wire import VALUE_CODECS, Pdu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,9 +198,55 @@ def test_error_fixture_covers_the_decoding_errors(tshark: str) -> None:
     found: set[str] = set()
     for packet in pdml(tshark, FIXTURES / "lab-errors.pcap"):
         found |= error_experts(packet)
-    expected = {f"dmsc.error.{code.name.lower()}" for code in gen_wireshark.EXPERT_ERRORS}
-    untested = {"dmsc.error.pdu_too_large", "dmsc.error.invalid_tlv_value"}
-    assert found == expected - untested
+    assert found == {f"dmsc.error.{code.name.lower()}" for code in gen_wireshark.EXPERT_ERRORS}
+
+
+DRAFT = ROOT / "drafts" / "draft-dmsc-protocol-00.md"
+
+
+def _draft_vectors() -> list[tuple[str, str, bytes]]:
+    """The draft's Appendix A vectors, by its own extraction rule (tools/draft_vectors.py)."""
+    if not DRAFT.exists():
+        return []
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import draft_vectors
+    finally:
+        sys.path.pop(0)
+    found: list[tuple[str, str, bytes]] = draft_vectors.vectors(DRAFT.read_text("utf-8"))
+    return found
+
+
+@pytest.mark.skipif(not _draft_vectors(), reason="the draft has no test vectors yet")
+def test_draft_vectors(tshark: str, tmp_path: Path) -> None:
+    """Every Appendix A vector, one per datagram: valid ones decode to the codec's field
+    values; for an invalid one the dissector reports the vector's error code if it
+    reports any, and always does for the errors it checks (INVALID_TLV_VALUE only for
+    registered codes and UTF-8: CBOR and COSE content is left to Wireshark's CBOR
+    dissector)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gen_wireshark
+    finally:
+        sys.path.pop(0)
+    vectors = _draft_vectors()
+    pcap = tmp_path / "vectors.pcap"
+    with PcapWriter(pcap) as writer:
+        for i, (_, _, data) in enumerate(vectors):
+            writer.write_udp(("192.0.2.10", 40001), ("192.0.2.1", UDP_PORT), data, i)
+    packets = pdml(tshark, pcap)
+    assert len(packets) == len(vectors)
+    structural = {c.name for c in gen_wireshark.EXPERT_ERRORS} - {"INVALID_TLV_VALUE"}
+    for packet, (name, expect, data) in zip(packets, vectors, strict=True):
+        errors = error_experts(packet)
+        if expect == "valid":
+            assert errors == set(), name
+            (proto,) = packet.findall("proto[@name='dmsc']")
+            check_pdu(proto, decode(data), data)
+        elif expect in structural:
+            assert errors == {f"dmsc.error.{expect.lower()}"}, name
+        else:
+            assert errors <= {f"dmsc.error.{expect.lower()}"}, name
 
 
 QUIC = FIXTURES / "quic-session.pcap"

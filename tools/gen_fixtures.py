@@ -71,7 +71,14 @@ from dmscproto.codec.examples import (
     weather_record,
     weather_signed,
 )
-from dmscproto.codec.registry import HEADER_SIZE, UDP_PORT, VERSION, GatewayCaps, TlvType
+from dmscproto.codec.registry import (
+    HEADER_SIZE,
+    MAX_PDU_SIZE,
+    UDP_PORT,
+    VERSION,
+    GatewayCaps,
+    TlvType,
+)
 from dmscproto.codec.values import ExportPolicy, HopRecord
 from dmscproto.codec.wire import Advertisement
 from dmscproto.security.signing import entity_id, sign_record, spki
@@ -264,12 +271,14 @@ def lab_captures() -> list[Capture]:
                                              diagnostic="gateway already in the path")))),
         Capture("lab-peering.pcap", "Gateway peering and sync (Section 6)",
                 "Two gateways exchange OPEN (ids, domains, hold time, capabilities, export "
-                "policy) and KEEPALIVEs; one advertises a record and withdraws another in an "
-                "UPDATE; the other sends a DIGEST, the first asks for a record it lacks with "
-                "SYNC-REQUEST and receives it in an UPDATE; the session ends with a NOTIFY.",
+                "policy; the answering OPEN has the same transaction id) and KEEPALIVEs; one "
+                "advertises a record and withdraws another in an UPDATE; the other sends a "
+                "DIGEST, the first asks for a record it lacks with SYNC-REQUEST and receives "
+                "it in the answering UPDATE; the session ends with a NOTIFY.",
                 tuple(_send(GW_A, GW_B, ex["open"])
                       + _send(GW_B, GW_A,
-                              Open(transaction_id=70, gateway_id=GATEWAY_B_ID, domain="b.example",
+                              Open(transaction_id=ex["open"].transaction_id,
+                                   gateway_id=GATEWAY_B_ID, domain="b.example",
                                    hold_time=90,
                                    capabilities=GatewayCaps.ROUTING | GatewayCaps.DIGEST_SYNC
                                    | GatewayCaps.FEDERATION,
@@ -280,7 +289,7 @@ def lab_captures() -> list[Capture]:
                       + _send(GW_B, GW_A, ex["digest"])
                       + _send(GW_A, GW_B, ex["sync-request"])
                       + _send(GW_B, GW_A,
-                              Update(transaction_id=72,
+                              Update(transaction_id=ex["sync-request"].transaction_id,
                                      advertise=(Advertisement(3, (GATEWAY_B_ID,), translator),)))
                       + _send(GW_A, GW_B, ex["notify"]))),
         Capture("lab-echo-trace.pcap", "Echo and trace (Section 6.8)",
@@ -350,6 +359,17 @@ def _error_datagrams(ex: dict[str, Message]) -> list[Datagram]:
     bad(100, echo, ErrorCode.MISSING_TLV,
         lambda d: _retlv(d, lambda t: [x for x in t if x[:2] != _code(TlvType.SEQUENCE)]),
         "ECHO_REQUEST lacks SEQUENCE")
+    bad(104, echo, ErrorCode.PDU_TOO_LARGE, lambda d: _set_length(d, MAX_PDU_SIZE + 1),
+        "PDU length 65536")
+    discover = ex["discover"]
+    bad(105, discover, ErrorCode.INVALID_TLV_VALUE,
+        lambda d: _retlv(d, lambda t: [x[:4] + b"\x03" if x[:2] == _code(TlvType.SCOPE) else x
+                                       for x in t]),
+        "unregistered scope 3")
+    bad(106, ex["open"], ErrorCode.INVALID_TLV_VALUE,
+        lambda d: _retlv(d, lambda t: [x[:2] + struct.pack("!H", 11) + b"a.\xc0\xafexample"
+                                       if x[:2] == _code(TlvType.DOMAIN) else x for x in t]),
+        "invalid UTF-8 in DOMAIN")
     out.extend(_exchange(WEATHER, GW_A, dataclasses.replace(refresh, transaction_id=101),
                          RefreshAck(transaction_id=101, status=ErrorCode.STALE_TIMESTAMP,
                                     diagnostic="timestamp outside the freshness window")))
@@ -415,8 +435,9 @@ built by the generator, encoded by `dmscproto.codec.encode` (or deliberately dam
 `dmscproto.analysis.pcap.PcapWriter`, at fixed timestamps (2026-09-21T12:26:40Z plus one
 millisecond per datagram), so regenerating gives identical files. They show what the
 messages of each flow look like on the wire in cleartext lab mode (draft Section 9.4),
-not the timing or behaviour of the gateway runtime. Transaction ids are per hop: a
-gateway that forwards a request starts a new transaction with the next node.
+not the timing or behaviour of the gateway runtime. An answer carries its request's
+transaction id; ids are per hop: a gateway that forwards a request starts a new
+transaction with the next node.
 
 Addresses are documentation ranges (RFC 5737): domain `a.example` is `192.0.2.0/24`
 (gateway `192.0.2.1`, weather agent `.10`, planner agent `.11`, an impostor `.66`),

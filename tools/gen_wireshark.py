@@ -241,6 +241,28 @@ local messages = {
 
 local cbor = Dissector.get("cbor")
 
+-- Strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF).
+local function valid_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2
+      or (c >= 0xE0 and c <= 0xEF) and 3 or (c >= 0xF0 and c <= 0xF4) and 4 or nil
+    if len == nil or i + len - 1 > n then return false end
+    for j = i + 1, i + len - 1 do
+      local b = s:byte(j)
+      if b < 0x80 or b > 0xBF then return false end
+    end
+    local c2 = s:byte(i + 1)
+    if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F)
+        or (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then
+      return false
+    end
+    i = i + len
+  end
+  return true
+end
+
 -- Decoding errors found in the current PDU: after the first, checks that would only
 -- repeat it (MISSING_TLV after a broken TLV list) are skipped.
 local pdu_errors = 0
@@ -300,6 +322,9 @@ local function add_parts(parts, tvb, offset, stop, tree, pinfo)
         if p.kind == "text" then
           local item = tree:add_packet_field(p.field, range, ENC_UTF_8)
           brief = '"' .. range:string(ENC_UTF_8) .. '"'
+          if not valid_utf8(range:raw()) then
+            expert_at(item, range, "INVALID_TLV_VALUE", "invalid UTF-8")
+          end
         else
           local item = tree:add(p.field, range)
           brief = n .. " octets"

@@ -23,7 +23,7 @@ dissector generator (``tools/gen_wireshark.py``) uses too.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -79,6 +79,7 @@ from ..codec.wire import (
     TextCodec,
     ValueCodec,
 )
+from ..transport.datagram import RESPONSE_TO
 
 # --- value layouts (Sections 4.2, 5, 6, 7), derived from the codec ------------------------
 
@@ -489,23 +490,9 @@ MESSAGE_PACKETS: dict[MessageType, type[DMSCMessage]] = {
 }
 
 
-def _response_types() -> dict[MessageType, MessageType]:
-    """Request -> response type pairs, by the registry's names: X / X_ACK and
-    X_REQUEST / X_REPLY, DISCOVER / DISCOVER_REPLY (Sections 5, 6.8)."""
-    pairs = {}
-    for m in MessageType:
-        for suffix in ("_ACK", "_REPLY"):
-            if m.name.endswith(suffix):
-                base = m.name[: -len(suffix)]
-                request = MessageType.__members__.get(base + "_REQUEST") \
-                    or MessageType.__members__.get(base)
-                if request is not None:
-                    pairs[request] = m
-    return pairs
-
-
-#: The response type of each request type; any request may also be answered by ERROR.
-RESPONSES: dict[MessageType, MessageType] = _response_types()
+#: The answer type of each request type (Section 9.3); any request may also be answered
+#: by ERROR (Section 5.4).
+RESPONSES: Mapping[MessageType, MessageType] = RESPONSE_TO
 
 
 # --- the header (Section 4.1) -------------------------------------------------------------
@@ -541,7 +528,7 @@ class DMSC(Packet):
 
     def answers(self, other: Packet) -> int:
         """A response answers the request with the same transaction id whose type it
-        pairs with; ERROR answers any request (Section 5.4)."""
+        pairs with (:data:`RESPONSES`); ERROR answers any request (Section 5.4)."""
         if not isinstance(other, DMSC) or int(other.txid) != int(self.txid):
             return 0
         try:
