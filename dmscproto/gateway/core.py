@@ -169,14 +169,12 @@ class GatewayCore:
                 gc.enable()
 
     # --- memory mirror ------------------------------------------------------------------
-    def _install(self, e: _Held, terms: bytes | None = None) -> None:
+    def _install(self, e: _Held, terms: bytes) -> None:
+        """Mirror a committed entry; ``terms`` are its encoded index terms."""
         self._uninstall(e.agent_id)
         self._records[e.agent_id] = e
         self._by_uri[e.agent_uri] = e.agent_id
-        if terms is None:
-            self.index.add(e.signed.record)
-        else:
-            self.index.add_encoded(e.agent_id, terms)
+        self.index.add_encoded(e.agent_id, terms)
         self.routes.add(e.agent_id, Route(e.next_hop, e.path, e.version, e.origin))
         self._digest = None
 
@@ -239,11 +237,12 @@ class GatewayCore:
         batch = _Batch(self)
         outcomes = [self._admit(signed, lease, now, batch) for signed, lease in requests]
         if batch.entries:
-            self.store.put_many((e.stored() for e in batch.entries.values()), batch.evict)
+            entries = list(batch.entries.values())
+            terms = self.store.put_many((e.stored() for e in entries), batch.evict)
             for aid in batch.evict:
                 self._uninstall(aid)
-            for entry in batch.entries.values():
-                self._install(entry)
+            for entry, t in zip(entries, terms, strict=True):
+                self._install(entry, t)
         return outcomes
 
     def _admit(self, signed: SignedRecord, requested_lease: int, now: float,
@@ -384,10 +383,10 @@ class GatewayCore:
             return self._add_route(cur, route)
         entry = _Held(aid, rec.agent_uri, None, signed, math.inf, path[0], adv.version, path,
                       from_peer)
-        self.store.put(entry.stored(), evict)
+        terms = self.store.put(entry.stored(), evict)
         for h in evict:
             self._uninstall(h)
-        self._install(entry)
+        self._install(entry, terms)
         return True
 
     def _add_route(self, cur: _Held, route: Route) -> bool:

@@ -130,10 +130,10 @@ def _check(entry: StoredRecord) -> None:
         raise StoreError("expiry is NaN")
 
 
-def _row(entry: StoredRecord) -> tuple[object, ...]:
+def _row(entry: StoredRecord, terms: bytes) -> tuple[object, ...]:
     rec = entry.signed.record
     return (entry.agent_id, rec.agent_uri, rec.public_key, entry.signed.encode(),
-            IndexTerms.of(rec).encode(), entry.version, entry.expires_at, entry.origin,
+            terms, entry.version, entry.expires_at, entry.origin,
             b"".join(entry.path), entry.next_hop)
 
 
@@ -184,19 +184,26 @@ class RegistryStore:
             raise
         db.execute("COMMIT")
 
-    def put(self, entry: StoredRecord, evict: Iterable[bytes] = ()) -> None:
-        """Insert or replace ``entry`` (deleting the ``evict`` ids first), committed."""
-        self.put_many((entry,), evict)
+    def put(self, entry: StoredRecord, evict: Iterable[bytes] = ()) -> bytes:
+        """Insert or replace ``entry`` (deleting the ``evict`` ids first), committed.
+        Return its encoded :class:`IndexTerms` (as :meth:`put_many`)."""
+        return self.put_many((entry,), evict)[0]
 
-    def put_many(self, entries: Iterable[StoredRecord], evict: Iterable[bytes] = ()) -> None:
+    def put_many(self, entries: Iterable[StoredRecord],
+                 evict: Iterable[bytes] = ()) -> list[bytes]:
         """Write many entries in one transaction: one commit (one fsync) for all.
 
-        Every entry is checked first; on any error nothing is written.
+        Every entry is checked first; on any error nothing is written.  Return the
+        encoded :class:`IndexTerms` written for each entry, in order, so the caller
+        can index them without deriving them again.
         """
         batch = list(entries)
         for e in batch:
             _check(e)
-        self._write(_UPSERT, [_row(e) for e in batch], list(evict))
+        terms = [IndexTerms.of(e.signed.record).encode() for e in batch]
+        self._write(_UPSERT, [_row(e, t) for e, t in zip(batch, terms, strict=True)],
+                    list(evict))
+        return terms
 
     def set_routes(self, routes: Iterable[tuple[bytes, bytes, tuple[bytes, ...], bytes]],
                    delete: Iterable[bytes] = ()) -> None:
