@@ -4,10 +4,18 @@ DMSC maps never mix key types (all unsigned integers, or all text strings), so t
 length-first ordering that ``cbor2``'s canonical mode applies coincides with the
 bytewise lexicographic ordering of RFC 8949 core deterministic encoding
 (draft-dmsc-protocol-00, Section 7.1).
+
+Speed: creating a ``cbor2`` encoder or decoder costs more than encoding a small item,
+so each thread keeps one of each (:class:`_Workers`) and reuses them.  Reuse cannot
+change an outcome: a successful decode is accepted only if re-encoding it reproduces
+the input octets, and anything else (including any exception, after which the workers
+are replaced) is decided again by :func:`_loads_checked` with fresh ``cbor2`` objects.
 """
 
 from __future__ import annotations
 
+import io
+import threading
 from typing import Any
 
 import cbor2
@@ -16,9 +24,34 @@ from .errors import DecodeError
 from .registry import ErrorCode
 
 
+class _Workers(threading.local):
+    """Per-thread reusable ``cbor2`` encoders (received order and canonical) and decoder."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.out = io.BytesIO()
+        self.plain = cbor2.CBOREncoder(self.out)
+        self.canonical = cbor2.CBOREncoder(self.out, canonical=True)
+        self.decoder = cbor2.CBORDecoder(io.BytesIO())
+
+
+_workers = _Workers()
+
+
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as deterministic CBOR."""
-    return cbor2.dumps(value, canonical=True)
+    w = _workers
+    out = w.out
+    out.seek(0)
+    out.truncate()
+    try:
+        w.canonical.encode(value)
+    except BaseException:
+        w.reset()
+        raise
+    return out.getvalue()
 
 
 def loads(data: bytes) -> Any:
@@ -32,6 +65,23 @@ def loads(data: bytes) -> Any:
     visits every map anyway: re-encoding in received order (``cbor2`` without canonical
     sorting, roughly twice as fast) then proves everything else.
     """
+    w = _workers
+    try:
+        value = w.decoder.decode_from_bytes(data)
+        out = w.out
+        out.seek(0)
+        out.truncate()
+        w.plain.encode(value)
+        if out.getvalue() == data:
+            return value
+    except Exception:
+        w.reset()
+    return _loads_checked(data)
+
+
+def _loads_checked(data: bytes) -> Any:
+    """:func:`loads` with fresh ``cbor2`` objects: the reference that decides every input
+    the fast path does not accept, and names the error."""
     try:
         value = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types, all mean "malformed"
@@ -42,9 +92,11 @@ def loads(data: bytes) -> Any:
         raise DecodeError(ErrorCode.MALFORMED_CBOR, 0, f"unsupported CBOR item: {exc}") from None
     if not same:
         again = cbor2.dumps(value, canonical=True)
+        if again == data:  # e.g. a float in its shortest form, which cbor2 widens by default
+            return value
         if again.startswith(data) or not data.startswith(again):
             raise DecodeError(
-                ErrorCode.NON_DETERMINISTIC_CBOR, _first_difference(data, again),
+                ErrorCode.NON_DETERMINISTIC_CBOR, first_difference(data, again),
                 "CBOR item is not in deterministic encoding (RFC 8949, Section 4.2.1)",
             )
         if len(again) < len(data):
@@ -62,10 +114,24 @@ def check_key_order(keys: list[Any]) -> None:
     else:
         ok = keys == sorted(keys)
     if not ok:
-        raise DecodeError(ErrorCode.NON_DETERMINISTIC_CBOR, 0, "map keys are not in deterministic order")
+        raise DecodeError(ErrorCode.NON_DETERMINISTIC_CBOR, 0,
+                          "map keys are not in deterministic order")
 
 
-def _first_difference(a: bytes, b: bytes) -> int:
+def head_size(n: int) -> int:
+    """Octets of the shortest CBOR head carrying argument ``n`` (RFC 8949, 3.1)."""
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9
+
+
+def bstr_head(n: int) -> bytes:
+    """The shortest head of a byte string of ``n`` octets (major type 2)."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    size = head_size(n) - 1
+    return bytes((0x58 + size.bit_length() - 1,)) + n.to_bytes(size, "big")
+
+
+def first_difference(a: bytes, b: bytes) -> int:
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i

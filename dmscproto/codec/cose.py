@@ -13,6 +13,7 @@ from typing import Any
 import cbor2
 
 from . import cbor
+from .cbor import bstr_head
 from .errors import DecodeError
 from .registry import CoseAlgorithm, ErrorCode
 from .values import CapabilityRecord
@@ -54,8 +55,8 @@ class SignedRecord:
         return cbor.dumps(["Signature1", self.protected, b"", self.payload])
 
     def encode(self) -> bytes:
-        return cbor.dumps(cbor2.CBORTag(
-            COSE_SIGN1_TAG, [self.protected, self.unprotected, self.payload, self.signature]))
+        """The COSE_Sign1_Tagged item, deterministically encoded (Section 7.2.1)."""
+        return _envelope(self.protected, self.unprotected, self.payload, self.signature)
 
     @classmethod
     def unsigned(cls, record: CapabilityRecord, algorithm: CoseAlgorithm,
@@ -72,7 +73,21 @@ class SignedRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> SignedRecord:
-        """Parse a COSE_Sign1_Tagged item (structure and record schema, no signature check)."""
+        """Parse a COSE_Sign1_Tagged item (structure and record schema, no signature check).
+
+        Errors in the payload carry offsets into ``data``; COSE structure errors carry 0.
+        """
+        parts = _scan_envelope(data)
+        if parts is None:
+            return cls._decode_general(data)
+        protected, algorithm, unprotected, start, end, signature = parts
+        payload = data[start:end]
+        return cls(protected, unprotected, payload, signature,
+                   _payload_record(payload, start), algorithm)
+
+    @classmethod
+    def _decode_general(cls, data: bytes) -> SignedRecord:
+        """Decode any input :func:`_scan_envelope` does not accept, naming the first error."""
         obj = cbor.loads(data)
         if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
             raise _malformed("not a COSE_Sign1_Tagged item (tag 18)")
@@ -85,7 +100,11 @@ class SignedRecord:
             raise _malformed("protected header, payload or signature is not a byte string")
         if type(unprotected) is not dict or any(type(k) is not int for k in unprotected):
             raise _malformed("unprotected header is not a map with integer labels")
-        cbor.check_key_order(list(unprotected))
+        envelope = _envelope(protected, unprotected, payload, signature)
+        if envelope != data:  # unprotected labels out of order, or a float not at its shortest
+            raise DecodeError(ErrorCode.NON_DETERMINISTIC_CBOR,
+                              cbor.first_difference(data, envelope),
+                              "unprotected header is not in deterministic encoding")
         try:
             prot = cbor.loads(protected)
         except DecodeError as exc:
@@ -98,5 +117,81 @@ class SignedRecord:
         kid = unprotected.get(HDR_KID)
         if kid is not None and type(kid) is not bytes:
             raise _malformed("kid is not a byte string")
-        record = CapabilityRecord.from_cbor(cbor.loads(payload))
+        end = len(data) - len(signature) - cbor.head_size(len(signature))
+        record = _payload_record(payload, end - len(payload))
         return cls(protected, unprotected, payload, signature, record, CoseAlgorithm(alg))
+
+
+def _envelope(protected: bytes, unprotected: dict[int, Any], payload: bytes,
+              signature: bytes) -> bytes:
+    """The deterministic encoding of a COSE_Sign1_Tagged item with these parts."""
+    return b"".join((_ENVELOPE_START, bstr_head(len(protected)), protected,
+                     cbor.dumps(unprotected), bstr_head(len(payload)), payload,
+                     bstr_head(len(signature)), signature))
+
+
+#: Tag 18 and a 4-element array head: how every deterministic COSE_Sign1_Tagged starts.
+_ENVELOPE_START = b"\xd2\x84"
+#: The deterministic protected header of each accepted algorithm: exactly ``{1: alg}``.
+_PROTECTED = {cbor.dumps({HDR_ALG: int(alg)}): alg for alg in CoseAlgorithm}
+
+
+def _payload_record(payload: bytes, start: int) -> CapabilityRecord:
+    """The capability record in ``payload``, found at offset ``start`` of the envelope."""
+    try:
+        return CapabilityRecord.from_cbor(cbor.loads(payload))
+    except DecodeError as exc:
+        raise exc.at(start) from None
+
+
+def _bstr(data: bytes, pos: int) -> tuple[int, int]:
+    """(start, end) of the byte string whose shortest head is at ``pos``; ValueError if
+    there is none (IndexError if ``data`` ends first)."""
+    b = data[pos]
+    if 0x40 <= b <= 0x57:
+        start = pos + 1
+        return start, start + b - 0x40
+    if b == 0x58 and data[pos + 1] >= 24:
+        return pos + 2, pos + 2 + data[pos + 1]
+    if b == 0x59:
+        n = int.from_bytes(data[pos + 1:pos + 3], "big")
+        if n > 0xFF:
+            return pos + 3, pos + 3 + n
+    raise ValueError("not a deterministic byte string head")
+
+
+def _scan_envelope(data: bytes) -> tuple[bytes, CoseAlgorithm, dict[int, Any], int, int,
+                                         bytes] | None:
+    """Fast path of :meth:`SignedRecord.decode` for the usual shape: a deterministic
+    envelope whose unprotected labels are 0-23 with byte string values.
+
+    Returns (protected, algorithm, unprotected, payload start, payload end, signature)
+    only where :meth:`SignedRecord._decode_general` would accept the envelope with the
+    same parts; None sends every other input there.
+    """
+    if data[:2] != _ENVELOPE_START:
+        return None
+    try:
+        start, pos = _bstr(data, 2)
+        protected = data[start:pos]
+        algorithm = _PROTECTED.get(protected)
+        n = data[pos] - 0xA0
+        if algorithm is None or not 0 <= n <= 23:
+            return None
+        pos += 1
+        unprotected: dict[int, Any] = {}
+        last = -1
+        for _ in range(n):
+            label = data[pos]
+            if not last < label <= 23:
+                return None
+            start, pos = _bstr(data, pos + 1)
+            unprotected[label] = data[start:pos]
+            last = label
+        start, end = _bstr(data, pos)
+        sig_start, sig_end = _bstr(data, end)
+    except (IndexError, ValueError):
+        return None
+    if sig_end != len(data):
+        return None
+    return protected, algorithm, unprotected, start, end, data[sig_start:sig_end]

@@ -25,6 +25,33 @@ def _invalid(what: str) -> DecodeError:
     return DecodeError(ErrorCode.INVALID_TLV_VALUE, 0, what)
 
 
+_INT = {int}
+_STR = {str}
+_ATTR_TYPES = {str, int, bool}
+
+
+class _Keys:
+    """The keys of one CDDL map with integer keys: which are required, which optional.
+
+    :meth:`check` accepts a map at the cost of one set lookup: every sorted key tuple a
+    valid map can have is precomputed.  Anything else goes to :func:`_map`, which names
+    the first problem.
+    """
+
+    def __init__(self, what: str, required: frozenset[int], optional: frozenset[int]) -> None:
+        self.what, self.required, self.allowed = what, required, required | optional
+        tuples = {tuple(sorted(required))}
+        for key in optional:
+            tuples |= {tuple(sorted((*t, key))) for t in tuples}
+        self.valid = frozenset(tuples)
+
+    def check(self, obj: Any) -> dict[int, Any]:
+        valid = type(obj) is dict and tuple(obj) in self.valid
+        if valid and (not obj or {*map(type, obj)} == _INT):
+            return obj  # type: ignore[no-any-return]
+        return _map(obj, self.what, self.required, self.allowed)
+
+
 def _map(obj: Any, what: str, required: frozenset[int], allowed: frozenset[int]) -> dict[int, Any]:
     if not isinstance(obj, dict):
         raise _invalid(f"{what} is not a map")
@@ -46,6 +73,12 @@ def _text(v: Any, what: str) -> str:
     return v
 
 
+def _opt_text(v: Any, what: str) -> str | None:
+    if v is None or type(v) is str:
+        return v
+    raise _invalid(f"{what} is not a text string")
+
+
 def _uint(v: Any, what: str) -> int:
     if type(v) is not int or v < 0:
         raise _invalid(f"{what} is not an unsigned integer")
@@ -59,19 +92,40 @@ def _bytes(v: Any, what: str, size: int | None = None) -> bytes:
 
 
 def _texts(v: Any, what: str) -> tuple[str, ...]:
+    """``[* tstr]``."""
+    if type(v) is list and {*map(type, v)} <= _STR:
+        return tuple(v)
     if type(v) is not list:
         raise _invalid(f"{what} is not an array")
-    return tuple(_text(x, what) for x in v)
+    raise _invalid(f"{what} is not a text string")
+
+
+def _opt_texts(v: Any, what: str) -> tuple[str, ...]:
+    """``? key => [+ tstr]``: absent (None) is empty, present must not be."""
+    if v is None:
+        return ()
+    if v == []:
+        raise _invalid(f"{what} is present but empty")
+    return _texts(v, what)
 
 
 def _array(v: Any, what: str, item: Callable[[Any], T]) -> tuple[T, ...]:
     if type(v) is not list:
         raise _invalid(f"{what} is not an array")
-    return tuple(item(x) for x in v)
+    return tuple(map(item, v))
+
+
+def _opt_array(v: Any, what: str, item: Callable[[Any], T]) -> tuple[T, ...]:
+    """``? key => [+ item]``."""
+    if v is None:
+        return ()
+    if v == []:
+        raise _invalid(f"{what} is present but empty")
+    return _array(v, what, item)
 
 
 def _attr_value(v: Any, what: str) -> AttrValue:
-    if type(v) not in (str, int, bool):
+    if type(v) not in _ATTR_TYPES:
         raise _invalid(f"{what} is not a text string, integer or boolean")
     return v  # type: ignore[no-any-return]
 
@@ -101,10 +155,11 @@ class Provider:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> Provider:
-        m = _map(obj, "provider", frozenset({1}), frozenset({1, 2}))
-        url = m.get(2)
-        return cls(_text(m[1], "provider organization"),
-                   None if url is None else _text(url, "provider url"))
+        m = _PROVIDER_KEYS.check(obj)
+        return cls(_text(m[1], "provider organization"), _opt_text(m.get(2), "provider url"))
+
+
+_PROVIDER_KEYS = _Keys("provider", frozenset({1}), frozenset({2}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +183,18 @@ class Skill:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> Skill:
-        m = _map(obj, "skill", frozenset({1, 2, 4}), frozenset({1, 2, 3, 4, 5, 6}))
-        desc = m.get(3)
+        m = _SKILL_KEYS.check(obj)
         return cls(
-            id=_text(m[1], "skill id"),
-            name=_text(m[2], "skill name"),
-            tags=_texts(m[4], "skill tags"),
-            description=None if desc is None else _text(desc, "skill description"),
-            input_modes=_texts(m.get(5, []), "skill input modes"),
-            output_modes=_texts(m.get(6, []), "skill output modes"),
+            _text(m[1], "skill id"),
+            _text(m[2], "skill name"),
+            _texts(m[4], "skill tags"),
+            _opt_text(m.get(3), "skill description"),
+            _opt_texts(m.get(5), "skill input modes"),
+            _opt_texts(m.get(6), "skill output modes"),
         )
+
+
+_SKILL_KEYS = _Keys("skill", frozenset({1, 2, 4}), frozenset({3, 5, 6}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +209,11 @@ class Endpoint:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> Endpoint:
-        m = _map(obj, "endpoint", frozenset({1, 2}), frozenset({1, 2}))
+        m = _ENDPOINT_KEYS.check(obj)
         return cls(_text(m[1], "endpoint transport"), _text(m[2], "endpoint uri"))
 
 
-_RECORD_REQUIRED = frozenset({1, 2, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15})
-_RECORD_ALLOWED = _RECORD_REQUIRED | {4, 6, 16}
+_ENDPOINT_KEYS = _Keys("endpoint", frozenset({1, 2}), frozenset())
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,36 +263,48 @@ class CapabilityRecord:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> CapabilityRecord:
-        m = _map(obj, "capability record", _RECORD_REQUIRED, _RECORD_ALLOWED)
+        m = _RECORD_KEYS.check(obj)
         uri = _text(m[1], "agent uri")
         domain = _text(m[11], "domain")
         prefix = f"dmsc://{domain}/"
         if not uri.startswith(prefix) or len(uri) == len(prefix) or "/" in uri[len(prefix):]:
             raise _invalid(f"agent uri {uri!r} is not dmsc://{domain}/<agent-name>")
-        attrs = m.get(16, {})
-        if type(attrs) is not dict:
-            raise _invalid("attributes is not a map")
-        check_key_order([_text(k, "attribute name") for k in attrs])
-        desc = m.get(4)
+        attrs = m.get(16)
+        if attrs is None:
+            attrs = {}
+        elif type(attrs) is not dict or not attrs:
+            raise _invalid("attributes is not a non-empty map")
+        elif not {*map(type, attrs)} <= _STR:
+            raise _invalid("attribute name is not a text string")
+        elif len(attrs) > 1:
+            check_key_order(list(attrs))
         prov = m.get(6)
-        return cls(
-            agent_uri=uri,
-            agent_id=_bytes(m[2], "agent id", ID_SIZE),
-            name=_text(m[3], "name"),
-            version=_text(m[5], "version"),
-            skills=_array(m[7], "skills", Skill.from_cbor),
-            default_input_modes=_texts(m[8], "default input modes"),
-            default_output_modes=_texts(m[9], "default output modes"),
-            endpoints=_array(m[10], "endpoints", Endpoint.from_cbor),
-            domain=domain,
-            issued_at=_uint(m[12], "issued-at"),
-            lease=_uint(m[13], "lease"),
-            record_version=_uint(m[14], "record version"),
-            public_key=_bytes(m[15], "public key"),
-            description=None if desc is None else _text(desc, "description"),
-            provider=None if prov is None else Provider.from_cbor(prov),
-            attributes={k: _attr_value(v, "attribute value") for k, v in attrs.items()},
+        record = cls(
+            uri,
+            _bytes(m[2], "agent id", ID_SIZE),
+            _text(m[3], "name"),
+            _text(m[5], "version"),
+            _array(m[7], "skills", Skill.from_cbor),
+            _texts(m[8], "default input modes"),
+            _texts(m[9], "default output modes"),
+            _array(m[10], "endpoints", Endpoint.from_cbor),
+            domain,
+            _uint(m[12], "issued-at"),
+            _uint(m[13], "lease"),
+            _uint(m[14], "record version"),
+            _bytes(m[15], "public key"),
+            _opt_text(m.get(4), "description"),
+            None if prov is None else Provider.from_cbor(prov),
+            attrs,
         )
+        if not {*map(type, attrs.values())} <= _ATTR_TYPES:
+            raise _invalid("attribute value is not a text string, integer or boolean")
+        return record
+
+
+_RECORD_REQUIRED = frozenset({1, 2, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+_RECORD_ALLOWED = _RECORD_REQUIRED | {4, 6, 16}
+_RECORD_KEYS = _Keys("capability record", _RECORD_REQUIRED, _RECORD_ALLOWED - _RECORD_REQUIRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,17 +360,19 @@ class DiscoveryQuery:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> DiscoveryQuery:
-        m = _map(obj, "discovery query", frozenset(), frozenset(range(1, 8)))
-        intent, domain = m.get(3), m.get(7)
+        m = _QUERY_KEYS.check(obj)
         return cls(
-            skills=_texts(m.get(1, []), "query skills"),
-            tags=_texts(m.get(2, []), "query tags"),
-            intent=None if intent is None else _text(intent, "query intent"),
-            constraints=_array(m.get(4, []), "constraints", Constraint.from_cbor),
-            input_modes=_texts(m.get(5, []), "query input modes"),
-            output_modes=_texts(m.get(6, []), "query output modes"),
-            domain=None if domain is None else _text(domain, "query domain"),
+            _opt_texts(m.get(1), "query skills"),
+            _opt_texts(m.get(2), "query tags"),
+            _opt_text(m.get(3), "query intent"),
+            _opt_array(m.get(4), "constraints", Constraint.from_cbor),
+            _opt_texts(m.get(5), "query input modes"),
+            _opt_texts(m.get(6), "query output modes"),
+            _opt_text(m.get(7), "query domain"),
         )
+
+
+_QUERY_KEYS = _Keys("discovery query", frozenset(), frozenset(range(1, 8)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,13 +393,16 @@ class ExportPolicy:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> ExportPolicy:
-        m = _map(obj, "export policy", frozenset({1}), frozenset({1, 2, 3, 4}))
+        m = _POLICY_KEYS.check(obj)
         return cls(
-            peer_domains=_texts(m[1], "peer domains"),
-            include_tags=_texts(m.get(2, []), "include tags"),
-            exclude_tags=_texts(m.get(3, []), "exclude tags"),
-            include_agents=_texts(m.get(4, []), "include agents"),
+            _texts(m[1], "peer domains"),
+            _opt_texts(m.get(2), "include tags"),
+            _opt_texts(m.get(3), "exclude tags"),
+            _opt_texts(m.get(4), "include agents"),
         )
+
+
+_POLICY_KEYS = _Keys("export policy", frozenset({1}), frozenset({2, 3, 4}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,10 +419,11 @@ class TraceContext:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> TraceContext:
-        m = _map(obj, "trace context", frozenset({1}), frozenset({1, 2}))
-        state = m.get(2)
-        return cls(_text(m[1], "traceparent"),
-                   None if state is None else _text(state, "tracestate"))
+        m = _TRACE_KEYS.check(obj)
+        return cls(_text(m[1], "traceparent"), _opt_text(m.get(2), "tracestate"))
+
+
+_TRACE_KEYS = _Keys("trace context", frozenset({1}), frozenset({2}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +442,9 @@ class HopRecord:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> HopRecord:
-        m = _map(obj, "hop record", frozenset({1, 2, 3}), frozenset({1, 2, 3, 4}))
-        name = m.get(4)
+        m = _HOP_KEYS.check(obj)
         return cls(_bytes(m[1], "hop gateway id", ID_SIZE), _text(m[2], "hop domain"),
-                   _uint(m[3], "hop timestamp"), None if name is None else _text(name, "hop name"))
+                   _uint(m[3], "hop timestamp"), _opt_text(m.get(4), "hop name"))
+
+
+_HOP_KEYS = _Keys("hop record", frozenset({1, 2, 3}), frozenset({4}))

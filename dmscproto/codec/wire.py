@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
 import construct as c
@@ -58,8 +59,7 @@ MAX_TLV_VALUE = 0xFFFF
 def fixed_struct(fmt: c.Construct) -> struct.Struct:
     """Derive a ``struct.Struct`` from a fixed-size construct of FormatFields and Bytes."""
     def piece(sub: c.Construct) -> str:
-        while isinstance(sub, c.Renamed):
-            sub = sub.subcon
+        sub = _unwrap(sub)
         if isinstance(sub, c.FormatField):
             return str(sub.fmtstr[1:])
         if isinstance(sub, c.Bytes) and isinstance(sub.length, int):
@@ -68,6 +68,13 @@ def fixed_struct(fmt: c.Construct) -> struct.Struct:
             return "".join(piece(s) for s in sub.subcons)
         raise TypeError(f"not a fixed-size format: {sub!r}")
     return struct.Struct(">" + piece(fmt))
+
+
+def _unwrap(sub: c.Construct) -> c.Construct:
+    """Strip names and ``Rebuild`` (same octets on the wire) off a construct."""
+    while isinstance(sub, c.Renamed | c.Rebuild):
+        sub = sub.subcon
+    return sub
 
 
 HEADER_STRUCT = fixed_struct(Header)
@@ -123,26 +130,31 @@ class ValueCodec(Generic[T]):
 class FixedCodec(ValueCodec[T]):
     """A fixed-size value: one integer or byte string (optionally through an enum)."""
 
-    def __init__(self, fmt: c.Construct, convert: Callable[[Any], T] | None = None) -> None:
+    def __init__(self, fmt: c.Construct, convert: type[IntEnum] | None = None) -> None:
         self.fmt = fmt
         self._struct = fixed_struct(fmt)
         self.size = self._struct.size
         self._convert = convert
+        self._members = None if convert is None else dict(convert._value2member_map_)
+        self._is_bytes = self._struct.format.endswith("s")
 
     def parse(self, data: bytes) -> T:
         if len(data) != self.size:
             raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0,
                               f"value is {len(data)} octets, expected {self.size}")
+        if self._is_bytes:
+            return data  # type: ignore[return-value]
         (value,) = self._struct.unpack(data)
-        if self._convert is None:
+        if self._members is None:
             return value  # type: ignore[no-any-return]
-        try:
-            return self._convert(value)
-        except ValueError:
-            raise DecodeError(ErrorCode.INVALID_TLV_VALUE, 0,
-                              f"unregistered value {value!r}") from None
+        member = self._members.get(value)
+        if member is None:
+            raise DecodeError(ErrorCode.INVALID_TLV_VALUE, 0, f"unregistered value {value!r}")
+        return member  # type: ignore[no-any-return]
 
     def build(self, value: T) -> bytes:
+        if self._is_bytes and len(value) != self.size:  # type: ignore[arg-type]
+            raise ValueError(f"{len(value)} octets, expected {self.size}")  # type: ignore[arg-type]
         return self._struct.pack(value)
 
 
@@ -213,33 +225,43 @@ class SignedRecordCodec(ValueCodec[SignedRecord]):
 
 
 class ArrayCodec(ValueCodec[tuple[T, ...]]):
-    """A count-prefixed array of fixed-size items (compiled construct)."""
+    """A count-prefixed array of fixed-size items: ``c.PrefixedArray(count, item)``.
+
+    Parsed and built with the ``struct.Struct`` objects :func:`fixed_struct` derives
+    from the count and item constructs.  (Not ``fmt.compile()``: construct 2.10's
+    compiled ``Bytes`` returns short reads without an error, so a compiled
+    ``PrefixedArray`` of IDs accepts an array shorter than its count.)
+    """
 
     def __init__(self, fmt: c.PrefixedArray, item: Callable[..., T] | None = None) -> None:
         self.fmt = fmt
-        self._compiled = fmt.compile()
+        count, items = fmt.subcons
+        self._count = fixed_struct(count)
+        self._item_struct = fixed_struct(_unwrap(items).subcon)
         self._item = item
+        self._id_size = self._item_struct.size
 
     def parse(self, data: bytes) -> tuple[T, ...]:
-        try:
-            items = self._compiled.parse(data)
-        except c.ConstructError:
+        head, size = self._count.size, self._item_struct.size
+        if len(data) < head:
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0, "array count missing")
+        (n,) = self._count.unpack_from(data)
+        if len(data) != head + n * size:
             raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0,
-                              "array shorter than its count says") from None
-        if len(self._compiled.build(items)) != len(data):
-            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0, "octets after the array")
+                              f"{len(data) - head} octets for {n} items of {size}")
         if self._item is None:
-            return tuple(items)
-        return tuple(self._item(**{k: v for k, v in i.items() if k != "_io"}) for i in items)
+            return tuple(data[i:i + size] for i in range(head, len(data), size))  # type: ignore[misc]
+        item = self._item
+        return tuple(item(*v) for v in self._item_struct.iter_unpack(data[head:]))
 
     def build(self, value: tuple[T, ...]) -> bytes:
         if self._item is None:
-            return bytes(self._compiled.build(list(value)))
-        return bytes(self._compiled.build([vars_of(v) for v in value]))
-
-
-def vars_of(value: Any) -> dict[str, Any]:
-    return {f: getattr(value, f) for f in value.__slots__}
+            if any(len(v) != self._id_size for v in value):  # type: ignore[arg-type]
+                raise ValueError(f"array item is not {self._id_size} octets")
+            return self._count.pack(len(value)) + b"".join(value)  # type: ignore[arg-type]
+        pack = self._item_struct.pack
+        return self._count.pack(len(value)) + b"".join(
+            pack(*(getattr(v, f) for f in v.__slots__)) for v in value)  # type: ignore[attr-defined]
 
 
 class ResultCodec(ValueCodec[Result]):
