@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from OpenSSL import SSL
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message
 from dmscproto.codec.registry import ErrorCode, MessageType
-from dmscproto.security.ca import DomainAuthority, Kind
+from dmscproto.security.ca import Credential, DomainAuthority, Kind
 from dmscproto.transport import dtls
 from dmscproto.transport.datagram import (
     RESPONSE_TO,
@@ -281,7 +282,10 @@ def test_peer_without_dmsc_alpn_refused(pki: Pki) -> None:
 
 
 def test_ed25519_server_certificate_is_refused_up_front(pki: Pki) -> None:
-    gw = TlsIdentity.issue(pki.ca, "gw-ed", Kind.GATEWAY)
+    key = ed25519.Ed25519PrivateKey.generate()
+    gw = TlsIdentity(Credential(pki.ca.issue("gw-ed", Kind.GATEWAY,
+                                             public_key=key.public_key()).certificate, key),
+                     pki.ca.trust_store)
     with pytest.raises(ValueError, match="P-256"):
         DtlsEndpoint(gw, is_client=False)
 

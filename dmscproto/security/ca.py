@@ -362,13 +362,16 @@ class DomainAuthority:
               ip_addresses: Sequence[str] = ()) -> Credential:
         """Issue a certificate for ``dmsc://<domain>/<name>``.
 
-        Without ``public_key`` a fresh Ed25519 key is generated and returned in the
-        credential.  ``dns_names`` defaults to ``("localhost", name)`` for gateways and
-        to none for agents."""
+        Without ``public_key`` a fresh key is generated and returned in the credential:
+        Ed25519 for agents, ECDSA P-256 for gateways (OpenSSL cannot serve DTLS 1.2 with
+        an Ed25519 certificate, and a gateway's ID is derived from its one key).
+        ``dns_names`` defaults to ``("localhost", name)`` for gateways and to none for
+        agents."""
         uri = identity_uri(self.domain, name)
         private: PrivateKey | None = None
         if public_key is None:
-            private = ed25519.Ed25519PrivateKey.generate()
+            private = (ec.generate_private_key(ec.SECP256R1()) if kind is Kind.GATEWAY
+                       else ed25519.Ed25519PrivateKey.generate())
             public_key = private.public_key()
         if dns_names is None:
             dns_names = ("localhost", name.lower()) if kind is Kind.GATEWAY else ()
