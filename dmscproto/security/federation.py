@@ -158,7 +158,9 @@ class Federation:
             raise ValueError("a domain does not federate with itself")
         anchors = [anchor, *(p.anchor for p in self.peers.values())]
         self._trust = RevocationTrustStore(anchors, revocation)
-        self._replay = replay or ReplayCache(window_ms=(ORIGIN_LIFETIME + LEEWAY) * 1000)
+        # keyed by origin gateway, which speaks for many agents: no per-entity bound
+        self._replay = replay or ReplayCache(window_ms=(ORIGIN_LIFETIME + LEEWAY) * 1000,
+                                             per_agent=1_000_000)
 
     # --- configuration --------------------------------------------------------------
     @classmethod
