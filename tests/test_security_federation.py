@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from security_support import NOW, Domain, core_for, record_of, signed_of
 
 from dmscproto.codec.cose import HDR_X5CHAIN
@@ -232,7 +233,9 @@ def test_origin_assertion_accepted_once(world: World, call: Call) -> None:
     assert claims.source_uri == "dmsc://a.example/weather"
     assert str(claims.scope) == "route:forecast"
     header = json.loads(base64.urlsafe_b64decode(token.split(b".")[0] + b"=="))
-    assert header["typ"] == "dmsc-origin+jwt" and header["alg"] == "Ed25519"
+    ec_key = isinstance(call.gateway.private_key, ec.EllipticCurvePrivateKey)
+    assert header["typ"] == "dmsc-origin+jwt"
+    assert header["alg"] == ("ES256" if ec_key else "Ed25519")
     sec(ErrorCode.REPLAY, lambda: world.fed_b.verify_origin(token, call.msg, rec, NOW + 2))
 
 
