@@ -166,6 +166,13 @@ def check_pdu(proto: ET.Element, msg: Message, data: bytes) -> None:
         expected = expected_leaves(LAYOUTS[tlv], value, prefix, tlv)
         assert expected  # every registered TLV value shows at least one typed field
         assert shown_leaves(elem, set(kinds), kinds) == expected, tlv.name
+        if any(part.is_signed_record for part in LAYOUTS[tlv]):
+            record = value if isinstance(value, SignedRecord) else value.record
+            assert record.kid is not None
+            fields = [(f.get("name"), f.get("value")) for f in elem.iter("field")]
+            assert [v for n, v in fields if n == "dmsc.capability_record"] == \
+                [record.payload.hex()]
+            assert [v for n, v in fields if n == "cose.kid"] == [record.kid.hex()]
         if tlv is TlvType.STATUS:
             assert f"{value.name} (0x{int(value):04x})" in _one(elem, "dmsc.status").get(
                 "showname", "")

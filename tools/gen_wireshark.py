@@ -118,7 +118,8 @@ def _part_lua(fields: Fields, prefix: str, part: Part, single: bool) -> str:
     else:
         ref = fields.add(abbrev, "bytes", label)
     size = "nil" if part.size is None else str(part.size)
-    return f'{{ kind = "{part.kind}", size = {size}, field = {ref} }}'
+    cose = "true" if part.is_signed_record else "false"
+    return f'{{ kind = "{part.kind}", size = {size}, field = {ref}, cose = {cose} }}'
 
 
 def render() -> str:
@@ -211,6 +212,8 @@ f["dmsc.tlv.critical"] = ProtoField.bool("dmsc.tlv.critical", "Critical", 16,
 f["dmsc.tlv.length"] = ProtoField.uint16("dmsc.tlv.length", "Length", base.DEC)
 f["dmsc.tlv.value"] = ProtoField.bytes("dmsc.tlv.value", "Value")
 f["dmsc.field"] = ProtoField.string("dmsc.field", "Message field")
+f["dmsc.capability_record"] = ProtoField.bytes("dmsc.capability_record",
+    "Capability record (COSE payload)")
 @FIELDS@
 local FLAG_FIELDS = @FLAG_FIELDS@
 
@@ -240,6 +243,23 @@ local messages = {
 }
 
 local cbor = Dissector.get("cbor")
+local cose, cose_payload = nil, nil
+pcall(function()
+  cose = Dissector.get("cose_sign1")
+  cose_payload = Field.new("cose.msg.payload")
+end)
+
+-- A COSE_Sign1 capability record (Section 7.2.1): Wireshark's COSE dissector shows the
+-- envelope (alg, kid, signature), the CBOR dissector the record in its payload.
+local function add_signed_record(range, pinfo, item)
+  pcall(function() cose:call(range:tvb(), pinfo, item) end)
+  local payloads = { cose_payload() }
+  local payload = payloads[#payloads]
+  if payload ~= nil and payload.len > 0 then
+    local rt = item:add(f["dmsc.capability_record"], payload.range)
+    if cbor ~= nil then pcall(function() cbor:call(payload.range:tvb(), pinfo, rt) end) end
+  end
+end
 
 -- Strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF).
 local function valid_utf8(s)
@@ -328,7 +348,9 @@ local function add_parts(parts, tvb, offset, stop, tree, pinfo)
         else
           local item = tree:add(p.field, range)
           brief = n .. " octets"
-          if p.kind == "cbor" and cbor ~= nil then
+          if p.cose and cose ~= nil then
+            add_signed_record(range, pinfo, item)
+          elseif p.kind == "cbor" and cbor ~= nil then
             pcall(function() cbor:call(range:tvb(), pinfo, item) end)
           end
         end

@@ -100,6 +100,7 @@ class Part:
     the rest of the value when ``size`` is None), ``text`` (UTF-8, the rest), ``cbor``
     (one CBOR item, the rest; ``decode`` is the codec's parser for it) or ``list``
     (a ``count_size``-octet count, then that many ``item``s of fixed size).
+    ``is_signed_record`` tells a COSE_Sign1 capability record (Section 7.2.1).
     """
 
     name: str
@@ -109,6 +110,10 @@ class Part:
     count_size: int = 0
     item: tuple[Part, ...] = ()
     decode: Callable[[bytes], Any] | None = None
+
+    @property
+    def is_signed_record(self) -> bool:
+        return self.kind == "cbor" and self.decode == SignedRecord.decode
 
     @property
     def fixed_size(self) -> int | None:
@@ -142,7 +147,9 @@ def tlv_layout(tlv: TlvType) -> tuple[Part, ...]:
     """The value layout of ``tlv``, from its codec in :data:`VALUE_CODECS`."""
     codec: ValueCodec[Any] = VALUE_CODECS[tlv]
     name = tlv.name.lower()
-    if isinstance(codec, CborCodec | SignedRecordCodec):
+    if isinstance(codec, SignedRecordCodec):
+        return (Part(name, "cbor", decode=SignedRecord.decode),)
+    if isinstance(codec, CborCodec):
         return (Part(name, "cbor", decode=codec.parse),)
     if isinstance(codec, TextCodec):
         return (Part(name, "text"),)

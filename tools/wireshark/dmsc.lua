@@ -45,6 +45,8 @@ f["dmsc.tlv.critical"] = ProtoField.bool("dmsc.tlv.critical", "Critical", 16,
 f["dmsc.tlv.length"] = ProtoField.uint16("dmsc.tlv.length", "Length", base.DEC)
 f["dmsc.tlv.value"] = ProtoField.bytes("dmsc.tlv.value", "Value")
 f["dmsc.field"] = ProtoField.string("dmsc.field", "Message field")
+f["dmsc.capability_record"] = ProtoField.bytes("dmsc.capability_record",
+    "Capability record (COSE payload)")
 f["dmsc.trace_context"] = ProtoField.bytes("dmsc.trace_context", "trace context")
 f["dmsc.diagnostic"] = ProtoField.string("dmsc.diagnostic", "diagnostic", base.UNICODE)
 f["dmsc.agent_id"] = ProtoField.bytes("dmsc.agent_id", "agent id")
@@ -127,38 +129,38 @@ dmsc.experts = expert_list
 
 -- Value layouts by TLV type (Sections 5-7), from the codec's construct formats --------
 local layouts = {
-  [1] = { { kind = "cbor", size = nil, field = f["dmsc.trace_context"] } },
-  [2] = { { kind = "text", size = nil, field = f["dmsc.diagnostic"] } },
-  [32769] = { { kind = "bytes", size = 16, field = f["dmsc.agent_id"] } },
-  [32770] = { { kind = "bytes", size = 16, field = f["dmsc.gateway_id"] } },
-  [32771] = { { kind = "cbor", size = nil, field = f["dmsc.signed_record"] } },
+  [1] = { { kind = "cbor", size = nil, field = f["dmsc.trace_context"], cose = false } },
+  [2] = { { kind = "text", size = nil, field = f["dmsc.diagnostic"], cose = false } },
+  [32769] = { { kind = "bytes", size = 16, field = f["dmsc.agent_id"], cose = false } },
+  [32770] = { { kind = "bytes", size = 16, field = f["dmsc.gateway_id"], cose = false } },
+  [32771] = { { kind = "cbor", size = nil, field = f["dmsc.signed_record"], cose = true } },
   [32772] = { { kind = "uint", size = 4, field = f["dmsc.lease"], flags = nil, strict = nil } },
   [32773] = { { kind = "uint", size = 2, field = f["dmsc.status"], flags = nil, strict = vs.ErrorCode } },
-  [32774] = { { kind = "bytes", size = 16, field = f["dmsc.nonce"] } },
+  [32774] = { { kind = "bytes", size = 16, field = f["dmsc.nonce"], cose = false } },
   [32775] = { { kind = "uint", size = 8, field = f["dmsc.timestamp"], flags = nil, strict = nil } },
-  [32776] = { { kind = "cbor", size = nil, field = f["dmsc.query"] } },
+  [32776] = { { kind = "cbor", size = nil, field = f["dmsc.query"], cose = false } },
   [32777] = { { kind = "uint", size = 1, field = f["dmsc.scope"], flags = nil, strict = vs.Scope } },
   [32778] = { { kind = "uint", size = 2, field = f["dmsc.max_results"], flags = nil, strict = nil } },
-  [32779] = { { kind = "uint", size = 2, field = f["dmsc.result.score"], flags = nil, strict = nil }, { kind = "cbor", size = nil, field = f["dmsc.result.record"] } },
-  [32780] = { { kind = "bytes", size = 16, field = f["dmsc.source_agent"] } },
-  [32781] = { { kind = "bytes", size = 16, field = f["dmsc.target_agent"] } },
+  [32779] = { { kind = "uint", size = 2, field = f["dmsc.result.score"], flags = nil, strict = nil }, { kind = "cbor", size = nil, field = f["dmsc.result.record"], cose = true } },
+  [32780] = { { kind = "bytes", size = 16, field = f["dmsc.source_agent"], cose = false } },
+  [32781] = { { kind = "bytes", size = 16, field = f["dmsc.target_agent"], cose = false } },
   [32782] = { { kind = "uint", size = 1, field = f["dmsc.hop_limit"], flags = nil, strict = nil } },
-  [32783] = { { kind = "list", field = f["dmsc.path_vector"], count_field = f["dmsc.path_vector.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.path_vector.item"] } } } },
-  [32784] = { { kind = "bytes", size = nil, field = f["dmsc.payload"] } },
-  [32785] = { { kind = "text", size = nil, field = f["dmsc.domain"] } },
+  [32783] = { { kind = "list", field = f["dmsc.path_vector"], count_field = f["dmsc.path_vector.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.path_vector.item"], cose = false } } } },
+  [32784] = { { kind = "bytes", size = nil, field = f["dmsc.payload"], cose = false } },
+  [32785] = { { kind = "text", size = nil, field = f["dmsc.domain"], cose = false } },
   [32786] = { { kind = "uint", size = 2, field = f["dmsc.hold_time"], flags = nil, strict = nil } },
   [32787] = { { kind = "uint", size = 4, field = f["dmsc.gateway_caps"], flags = { f["dmsc.gateway_caps.routing"], f["dmsc.gateway_caps.digest_sync"], f["dmsc.gateway_caps.federation"], f["dmsc.gateway_caps.oam"] }, strict = nil } },
-  [32788] = { { kind = "uint", size = 8, field = f["dmsc.advertise.version"], flags = nil, strict = nil }, { kind = "list", field = f["dmsc.advertise.path"], count_field = f["dmsc.advertise.path.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.advertise.path.item"] } } }, { kind = "cbor", size = nil, field = f["dmsc.advertise.record"] } },
-  [32789] = { { kind = "bytes", size = 16, field = f["dmsc.withdraw.agent_id"] }, { kind = "uint", size = 8, field = f["dmsc.withdraw.version"], flags = nil, strict = nil } },
-  [32790] = { { kind = "uint", size = 4, field = f["dmsc.digest_summary.count"], flags = nil, strict = nil }, { kind = "bytes", size = 32, field = f["dmsc.digest_summary.hash"] } },
-  [32791] = { { kind = "list", field = f["dmsc.digest_entries"], count_field = f["dmsc.digest_entries.count"], count_size = 2, item_size = 24, entry_field = f["dmsc.digest_entries.entry"], item = { { kind = "bytes", size = 16, field = f["dmsc.digest_entries.agent_id"] }, { kind = "uint", size = 8, field = f["dmsc.digest_entries.version"], flags = nil, strict = nil } } } },
-  [32792] = { { kind = "list", field = f["dmsc.agent_ids"], count_field = f["dmsc.agent_ids.count"], count_size = 2, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.agent_ids.item"] } } } },
-  [32793] = { { kind = "bytes", size = nil, field = f["dmsc.access_token"] } },
+  [32788] = { { kind = "uint", size = 8, field = f["dmsc.advertise.version"], flags = nil, strict = nil }, { kind = "list", field = f["dmsc.advertise.path"], count_field = f["dmsc.advertise.path.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.advertise.path.item"], cose = false } } }, { kind = "cbor", size = nil, field = f["dmsc.advertise.record"], cose = true } },
+  [32789] = { { kind = "bytes", size = 16, field = f["dmsc.withdraw.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.withdraw.version"], flags = nil, strict = nil } },
+  [32790] = { { kind = "uint", size = 4, field = f["dmsc.digest_summary.count"], flags = nil, strict = nil }, { kind = "bytes", size = 32, field = f["dmsc.digest_summary.hash"], cose = false } },
+  [32791] = { { kind = "list", field = f["dmsc.digest_entries"], count_field = f["dmsc.digest_entries.count"], count_size = 2, item_size = 24, entry_field = f["dmsc.digest_entries.entry"], item = { { kind = "bytes", size = 16, field = f["dmsc.digest_entries.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.digest_entries.version"], flags = nil, strict = nil } } } },
+  [32792] = { { kind = "list", field = f["dmsc.agent_ids"], count_field = f["dmsc.agent_ids.count"], count_size = 2, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.agent_ids.item"], cose = false } } } },
+  [32793] = { { kind = "bytes", size = nil, field = f["dmsc.access_token"], cose = false } },
   [32794] = { { kind = "uint", size = 1, field = f["dmsc.offending_type"], flags = nil, strict = nil } },
   [32795] = { { kind = "uint", size = 4, field = f["dmsc.timeout"], flags = nil, strict = nil } },
-  [32796] = { { kind = "cbor", size = nil, field = f["dmsc.export_policy"] } },
+  [32796] = { { kind = "cbor", size = nil, field = f["dmsc.export_policy"], cose = false } },
   [32797] = { { kind = "uint", size = 4, field = f["dmsc.sequence"], flags = nil, strict = nil } },
-  [32798] = { { kind = "cbor", size = nil, field = f["dmsc.hop"] } },
+  [32798] = { { kind = "cbor", size = nil, field = f["dmsc.hop"], cose = false } },
 }
 
 -- Message types: TLV occurrence ("1", "0..1", "0..n") and field names (Sections 5, 6)
@@ -187,6 +189,23 @@ local messages = {
 }
 
 local cbor = Dissector.get("cbor")
+local cose, cose_payload = nil, nil
+pcall(function()
+  cose = Dissector.get("cose_sign1")
+  cose_payload = Field.new("cose.msg.payload")
+end)
+
+-- A COSE_Sign1 capability record (Section 7.2.1): Wireshark's COSE dissector shows the
+-- envelope (alg, kid, signature), the CBOR dissector the record in its payload.
+local function add_signed_record(range, pinfo, item)
+  pcall(function() cose:call(range:tvb(), pinfo, item) end)
+  local payloads = { cose_payload() }
+  local payload = payloads[#payloads]
+  if payload ~= nil and payload.len > 0 then
+    local rt = item:add(f["dmsc.capability_record"], payload.range)
+    if cbor ~= nil then pcall(function() cbor:call(payload.range:tvb(), pinfo, rt) end) end
+  end
+end
 
 -- Strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF).
 local function valid_utf8(s)
@@ -275,7 +294,9 @@ local function add_parts(parts, tvb, offset, stop, tree, pinfo)
         else
           local item = tree:add(p.field, range)
           brief = n .. " octets"
-          if p.kind == "cbor" and cbor ~= nil then
+          if p.cose and cose ~= nil then
+            add_signed_record(range, pinfo, item)
+          elseif p.kind == "cbor" and cbor ~= nil then
             pcall(function() cbor:call(range:tvb(), pinfo, item) end)
           end
         end
