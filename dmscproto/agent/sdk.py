@@ -1,0 +1,401 @@
+"""The agent SDK (DESIGN.md layer 5): register, serve, discover and call in a few lines.
+
+An :class:`Agent` holds the agent's certificate and key (its identity, Section 3.2) and
+talks to its home gateway over one QUIC connection (Section 9.1) with mutual TLS.  The
+protocol is the sans-I/O :class:`~dmscproto.protocol.agent.AgentClient` (registration
+with lease refresh, request transactions), driven by a
+:class:`~dmscproto.runtime.pump.Pump`; this module only turns its events into awaitable
+results and runs the application's handler for ROUTE_REQUESTs the gateway delivers
+over the same connection::
+
+    agent = Agent.from_files("hello.pem", "hello.key", ["ca.pem"], gateway="127.0.0.1:4433")
+
+    @agent.handler
+    async def hello(payload: bytes, request: Request) -> bytes:
+        return b"hello, " + payload
+
+    async with agent:
+        await agent.register(skills=["greet"])
+        await agent.wait_closed()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from ..analysis.pcap import PcapWriter
+from ..codec.cose import SignedRecord
+from ..codec.messages import DiscoverReply, Message, RouteReply
+from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
+from ..codec.values import AttrValue, CapabilityRecord, DiscoveryQuery, Endpoint, Provider, Skill
+from ..protocol.agent import AgentClient
+from ..protocol.events import (
+    Deregistered,
+    LeaseRefreshed,
+    Registered,
+    RegistrationFailed,
+    RegistrationLost,
+    RequestCompleted,
+    RequestFailed,
+    RouteRequestReceived,
+)
+from ..runtime.pump import Association, Pump
+from ..security.ca import Credential, Identity, TrustStore
+from ..security.signing import sign_record, spki
+from ..transport.quic import DmscConnection, PeerInfo, connect
+from ..transport.tls import TlsIdentity
+
+log = logging.getLogger(__name__)
+
+#: Media type of payloads unless the agent says otherwise.
+DEFAULT_MODE = "text/plain"
+
+
+class AgentError(Exception):
+    """A DMSC request failed: ``status`` is the error code, ``diagnostic`` the text."""
+
+    def __init__(self, status: ErrorCode, diagnostic: str | None = None) -> None:
+        super().__init__(f"{status.name}" + (f": {diagnostic}" if diagnostic else ""))
+        self.status = status
+        self.diagnostic = diagnostic
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One discovery answer: the signed record and its score (Section 5.2)."""
+
+    score: int
+    signed: SignedRecord
+
+    @property
+    def record(self) -> CapabilityRecord:
+        return self.signed.record
+
+    @property
+    def agent_id(self) -> bytes:
+        return self.signed.record.agent_id
+
+    @property
+    def agent_uri(self) -> str:
+        return self.signed.record.agent_uri
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A routed request delivered to this agent."""
+
+    source_agent: bytes
+    payload: bytes
+    transaction_id: int
+
+
+#: An application handler: payload and request in, answer payload out.
+Handler = Callable[[bytes, Request], Awaitable[bytes] | bytes]
+
+
+class _Machine:
+    """:class:`AgentClient` in the :class:`~dmscproto.runtime.pump.Machine` shape (its
+    only peer is the home gateway, so ``receive`` needs no source)."""
+
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        self.messages_to_send = client.messages_to_send
+        self.next_event = client.next_event
+
+    def receive(self, source: object, msg: Message, now: float) -> None:
+        self.client.receive(msg, now)
+
+    def get_timer(self) -> float | None:
+        return self.client.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.client.handle_timer(now)
+
+
+def _skill(s: str | Skill) -> Skill:
+    return s if isinstance(s, Skill) else Skill(id=s, name=s)
+
+
+class Agent:
+    """One DMSC agent (module docstring).  ``gateway`` is the home gateway's
+    ``host:port``; ``server_name`` (default ``localhost``) is checked against the
+    gateway certificate, which must also be of the agent's own domain."""
+
+    def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
+                 server_name: str | None = "localhost", pcap: PcapWriter | None = None,
+                 keylog: str | Path | TextIO | None = None,
+                 tls: TlsIdentity | None = None) -> None:
+        self.tls = tls or TlsIdentity(credential, trust)
+        self.identity: Identity = self.tls.identity
+        host, _, port = gateway.rpartition(":")
+        self.gateway = (host.strip("[]"), int(port))
+        self.server_name = server_name
+        self._pcap = pcap
+        self._keylog = keylog
+        self._handler: Handler | None = None
+        self._conn: DmscConnection | None = None
+        self._assoc: Association | None = None
+        self._pump: Pump | None = None
+        self._client: AgentClient | None = None
+        self._waiters: dict[int, asyncio.Future[Message]] = {}
+        self._registration: asyncio.Future[Registered] | None = None
+        self._deregistration: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed: asyncio.Event | None = None
+        #: The signed record registered last, and the lease the gateway granted.
+        self.signed: SignedRecord | None = None
+        self.lease = 0
+
+    @classmethod
+    def from_files(cls, cert: str | Path, key: str | Path, anchors: Iterable[str | Path], *,
+                   gateway: str, **options: Any) -> Agent:
+        """An agent from its certificate and key files and its domain's anchor(s)."""
+        return cls(Credential.load(cert, key), TrustStore.load(anchors), gateway=gateway,
+                   **options)
+
+    @property
+    def agent_id(self) -> bytes:
+        return self.identity.entity_id
+
+    @property
+    def uri(self) -> str:
+        return self.identity.uri
+
+    @property
+    def registered(self) -> bool:
+        return self._client is not None and self._client.registration.agent_id is not None
+
+    # --- connection --------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open the QUIC connection to the home gateway (both ends authenticated)."""
+        if self._conn is not None:
+            return
+        self._closed = asyncio.Event()
+        host, port = self.gateway
+        self._conn = await connect(host, port, self.tls, server_name=self.server_name,
+                                   expect_domain=self.identity.domain, handler=self._serve,
+                                   pcap=self._pcap, keylog=self._keylog)
+        assert self._conn.peer is not None
+        self._assoc = Association(self._conn, self._conn.peer.identity,
+                                  self._conn.peer.certificate, {"address": f"{host}:{port}"})
+
+    async def __aenter__(self) -> Agent:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, Registered):
+            self.lease = event.lease
+            if self._registration is not None and not self._registration.done():
+                self._registration.set_result(event)
+            log.info("registered %s, lease %d s", self.uri, event.lease)
+        elif isinstance(event, RegistrationFailed):
+            if self._registration is not None and not self._registration.done():
+                self._registration.set_exception(AgentError(event.status, event.diagnostic))
+            else:
+                log.warning("re-registration of %s failed: %s", self.uri, event.status.name)
+        elif isinstance(event, LeaseRefreshed):
+            self.lease = event.lease
+            log.debug("lease of %s refreshed: %d s", self.uri, event.lease)
+        elif isinstance(event, RegistrationLost):
+            log.warning("gateway lost the registration of %s (%s); registering again",
+                        self.uri, event.status.name)
+        elif isinstance(event, Deregistered):
+            if self._deregistration is not None and not self._deregistration.done():
+                self._deregistration.set_result(None)
+        elif isinstance(event, RequestCompleted | RequestFailed):
+            waiter = self._waiters.pop(event.transaction_id, None)
+            if waiter is None or waiter.done():
+                return
+            if isinstance(event, RequestCompleted):
+                waiter.set_result(event.answer)
+            else:
+                waiter.set_exception(AgentError(event.status, event.diagnostic))
+        elif isinstance(event, RouteRequestReceived):
+            task = asyncio.get_running_loop().create_task(self._answer(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, msg: Message, peer: PeerInfo) -> Message | None:
+        """Requests the gateway sends over this connection (ROUTE_REQUEST)."""
+        if self._pump is None or self._assoc is None:
+            return None
+        return await self._pump.deliver(self._assoc, msg)
+
+    async def _answer(self, event: RouteRequestReceived) -> None:
+        assert self._pump is not None and self._client is not None
+        request = Request(event.source_agent, event.payload, event.transaction_id)
+        status, payload = ErrorCode.SUCCESS, None
+        if self._handler is None:
+            status = ErrorCode.TARGET_UNREACHABLE
+        else:
+            try:
+                result = self._handler(event.payload, request)
+                payload = await result if inspect.isawaitable(result) else result
+            except Exception:
+                log.exception("handler of %s failed", self.uri)
+                status = ErrorCode.INTERNAL_ERROR
+        self._pump.call(self._client.reply, event, payload, status)
+
+    # --- registration (Section 5.1) -----------------------------------------------------
+    def record(self, skills: Sequence[str | Skill], *, name: str | None = None,
+               description: str | None = None, version: str = "1.0",
+               input_modes: Sequence[str] = (DEFAULT_MODE,),
+               output_modes: Sequence[str] = (DEFAULT_MODE,),
+               provider: Provider | None = None,
+               attributes: dict[str, AttrValue] | None = None,
+               lease: int = int(timer("DEFAULT_LEASE"))) -> SignedRecord:
+        """The agent's capability record (Section 7.2), signed with its key.  The
+        record version is the issue time in milliseconds, so each new record of this
+        agent supersedes the last, across restarts too."""
+        key = self.tls.credential.private_key
+        assert key is not None
+        now = time.time()
+        host, port = self.gateway
+        rec = CapabilityRecord(
+            agent_uri=self.uri, agent_id=self.agent_id, name=name or self.identity.name,
+            version=version, skills=tuple(_skill(s) for s in skills),
+            default_input_modes=tuple(input_modes), default_output_modes=tuple(output_modes),
+            endpoints=(Endpoint("quic", f"quic://{host}:{port}"),),
+            domain=self.identity.domain, issued_at=int(now), lease=lease,
+            record_version=int(now * 1000), public_key=spki(key.public_key()),
+            description=description, provider=provider, attributes=dict(attributes or {}))
+        return sign_record(rec, key)
+
+    async def register(self, skills: Sequence[str | Skill] = (), *,
+                       lease: int = int(timer("DEFAULT_LEASE")), signed: SignedRecord | None = None,
+                       **record: Any) -> int:
+        """REGISTER the agent's record (built by :meth:`record` from ``skills`` and
+        ``record``, or ``signed``) and keep it registered: REFRESH before the lease
+        ends, REGISTER again if the gateway lost it.  Returns the lease granted;
+        raises :class:`AgentError` if the gateway refuses."""
+        await self.connect()
+        assert self._assoc is not None
+        signed = signed or self.record(skills, lease=lease, **record)
+        loop = asyncio.get_running_loop()
+        if self._client is None:
+            self._client = AgentClient(signed, self._assoc)
+            self._pump = Pump(_Machine(self._client), on_event=self._on_event)
+        else:
+            self._client.signed = signed
+        self.signed = signed
+        self._registration = loop.create_future()
+        self._pump.call(self._client.register, self._pump.now(), lease)  # type: ignore[union-attr]
+        event = await self._registration
+        return event.lease
+
+    # --- serving (Section 5.3) ------------------------------------------------------------
+    def handler(self, fn: Handler) -> Handler:
+        """Decorator: ``fn(payload, request)`` answers ROUTE_REQUESTs for this agent."""
+        self._handler = fn
+        return fn
+
+    def serve(self, fn: Handler) -> None:
+        """Answer ROUTE_REQUESTs with ``fn`` (same as the :meth:`handler` decorator)."""
+        self._handler = fn
+
+    # --- requests (Sections 5.2, 5.3, 6.8) ------------------------------------------------
+    async def _transaction(self, start: Callable[[float], int]) -> Message:
+        if self._pump is None or self._client is None:
+            raise AgentError(ErrorCode.UNKNOWN_AGENT, "register() first")
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        txid = self._pump.call(start, self._pump.now())
+        self._waiters[txid] = future
+        return await future
+
+    async def discover(self, query: DiscoveryQuery | None = None, *,
+                       skills: Sequence[str] = (), tags: Sequence[str] = (),
+                       intent: str | None = None, domain: str | None = None,
+                       scope: Scope = Scope.FEDERATED, max_results: int = 10) -> list[Found]:
+        """DISCOVER: records matching ``query`` (or one built from ``skills``, ``tags``,
+        ``intent`` and ``domain``), best first."""
+        q = query or DiscoveryQuery(skills=tuple(skills), tags=tuple(tags), intent=intent,
+                                    domain=domain)
+        assert self._client is not None or self._pump is None
+        client = self._client
+        answer = await self._transaction(
+            lambda now: client.discover(q, now, scope=scope,  # type: ignore[union-attr]
+                                        max_results=max_results))
+        assert isinstance(answer, DiscoverReply)
+        if answer.status is not ErrorCode.SUCCESS:
+            raise AgentError(answer.status, answer.diagnostic)
+        return [Found(r.score, r.record) for r in answer.results]
+
+    async def call(self, target: bytes | Found | DiscoveryQuery, payload: bytes, *,
+                   timeout: float | None = None) -> bytes:
+        """ROUTE_REQUEST: send ``payload`` to an agent (its Agent ID or a
+        :class:`Found`) or to the best match of a query, through the gateways; return
+        the answer's payload.  Raises :class:`AgentError` with the routing error."""
+        client = self._client
+        timeout_ms = None if timeout is None else int(timeout * 1000)
+        if isinstance(target, DiscoveryQuery):
+            query: DiscoveryQuery | None = target
+            agent: bytes | None = None
+        else:
+            query, agent = None, target.agent_id if isinstance(target, Found) else target
+            if len(agent) != ID_SIZE:
+                raise ValueError(f"an Agent ID is {ID_SIZE} octets")
+        answer = await self._transaction(
+            lambda now: client.route(payload, now, target=agent,  # type: ignore[union-attr]
+                                     query=query, timeout_ms=timeout_ms))
+        assert isinstance(answer, RouteReply)
+        if answer.status is not ErrorCode.SUCCESS:
+            raise AgentError(answer.status, answer.diagnostic)
+        return answer.payload or b""
+
+    async def echo(self, payload: bytes | None = None) -> float:
+        """ECHO_REQUEST to the home gateway; the round-trip time in seconds."""
+        client = self._client
+        sent = time.perf_counter()
+        await self._transaction(lambda now: client.echo(now, payload))  # type: ignore[union-attr]
+        return time.perf_counter() - sent
+
+    # --- shutdown ---------------------------------------------------------------------
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`close` is called or the connection is lost."""
+        assert self._closed is not None and self._conn is not None
+        closed = asyncio.ensure_future(self._closed.wait())
+        lost = asyncio.ensure_future(self._conn.wait_closed())
+        try:
+            await asyncio.wait([closed, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            lost.cancel()
+
+    async def close(self, *, deregister: bool = True) -> None:
+        """DEREGISTER (unless ``deregister`` is false: the gateway then expires the
+        record when its lease ends) and close the connection."""
+        if deregister and self.registered and self._conn is not None \
+                and not self._conn.closed:
+            assert self._pump is not None and self._client is not None
+            self._deregistration = asyncio.get_running_loop().create_future()
+            self._pump.call(self._client.deregister, self._pump.now())
+            try:
+                await asyncio.wait_for(self._deregistration, timer("REQUEST_TIMEOUT"))
+            except (TimeoutError, ConnectionError):
+                log.warning("no DEREGISTER_ACK for %s", self.uri)
+        for task in list(self._tasks):
+            task.cancel()
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(AgentError(ErrorCode.CEASE, "agent closed"))
+        self._waiters.clear()
+        if self._pump is not None:
+            await self._pump.close()
+        if self._conn is not None:
+            self._conn.close()
+            await self._conn.wait_closed()
+        if self._closed is not None:
+            self._closed.set()

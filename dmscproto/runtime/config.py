@@ -1,0 +1,306 @@
+"""Gateway configuration file (TOML) for ``dmsc gateway --config FILE`` (DESIGN.md §5).
+
+Relative paths are relative to the file's directory.  Every error names the key it is
+about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
+
+    [gateway]
+    domain = "a.example"              # this gateway's domain (its certificate's)
+    listen = "127.0.0.1:4433"         # host:port, port 0 for an ephemeral one
+    certificate = "gw.pem"            # gateway certificate (PEM) ...
+    key = "gw.key"                    # ... and its private key
+    trust_anchors = ["ca.pem"]        # own domain's authority; peer anchors are added
+    store = "registry.sqlite"         # the registry (SQLite, WAL)
+    name = "gw1"                      # optional, for HOP records (default: the cert's)
+
+    [limits]                          # optional (Section 8 defaults)
+    min_lease = 30
+    max_lease = 86400
+    hold_time = 90
+
+    [log]                             # optional
+    format = "text"                   # or "json" (JSON lines)
+    level = "info"
+
+    [capture]                         # optional: every datagram, and the TLS secrets
+    pcap = "gw.pcap"
+    keylog = "keys.log"
+
+    [[peers]]                         # a federated (or same-domain) gateway
+    domain = "b.example"
+    address = "127.0.0.1:4434"        # optional: dialled if given, else only accepted
+    anchor = "b-ca.pem"               # the peer domain's authority (other domains)
+    server_name = "localhost"         # optional TLS server name to check
+    transit = false
+    [peers.export]                    # which of our records it is shown (Section 7.4);
+    include_tags = []                 # absent table: nothing
+    exclude_tags = ["internal"]
+    include_agents = []
+    [peers.import]                    # what we take from it (security.federation)
+    capabilities = ["*"]
+    callers = []
+    domains = ["b.example"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..codec.registry import timer
+from ..codec.values import ExportPolicy
+from ..security.ca import parse_identity_uri
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used: ``key`` is where, ``reason`` what."""
+
+    def __init__(self, path: Path | None, key: str, reason: str) -> None:
+        where = f"{path}: " if path is not None else ""
+        super().__init__(f"{where}{key}: {reason}" if key else f"{where}{reason}")
+        self.path = path
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """One ``[[peers]]`` entry."""
+
+    domain: str
+    address: tuple[str, int] | None = None
+    anchor: Path | None = None
+    server_name: str | None = None
+    transit: bool = False
+    export: ExportPolicy | None = None
+    import_domains: tuple[str, ...] = ()
+    import_capabilities: tuple[str, ...] = ("*",)
+    import_callers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """A validated gateway configuration (module docstring)."""
+
+    domain: str
+    listen: tuple[str, int]
+    certificate: Path
+    key: Path
+    trust_anchors: tuple[Path, ...]
+    store: Path
+    name: str | None = None
+    peers: tuple[PeerConfig, ...] = ()
+    min_lease: int = int(timer("MIN_LEASE"))
+    max_lease: int = int(timer("MAX_LEASE"))
+    hold_time: int = int(timer("HOLD_TIME"))
+    log_format: str = "text"
+    log_level: str = "info"
+    pcap: Path | None = None
+    keylog: Path | None = None
+    source: Path | None = field(default=None, compare=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GatewayConfig:
+        """Read and check a TOML file; :class:`ConfigError` on any problem."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(path, "", f"cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(path, "", "not UTF-8 text") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+        return cls.from_dict(data, base=path.parent, source=path)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: Path = Path("."),
+                  source: Path | None = None) -> GatewayConfig:
+        r = _Reader(source, base)
+        r.only(data, "", {"gateway", "limits", "log", "capture", "peers"})
+        gw = r.table(data, "gateway", required=True)
+        r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
+                               "store", "name"})
+        limits = r.table(data, "limits")
+        r.only(limits, "limits", {"min_lease", "max_lease", "hold_time"})
+        log = r.table(data, "log")
+        r.only(log, "log", {"format", "level"})
+        capture = r.table(data, "capture")
+        r.only(capture, "capture", {"pcap", "keylog"})
+        min_lease = r.get(limits, "limits", "min_lease", int, int(timer("MIN_LEASE")))
+        max_lease = r.get(limits, "limits", "max_lease", int, int(timer("MAX_LEASE")))
+        if min_lease <= 0:
+            raise r.error("limits.min_lease", "must be a positive number of seconds")
+        if max_lease < min_lease:
+            raise r.error("limits.max_lease", f"must be at least min_lease ({min_lease})")
+        hold_time = r.get(limits, "limits", "hold_time", int, int(timer("HOLD_TIME")))
+        if hold_time != 0 and hold_time < 3:
+            raise r.error("limits.hold_time", "must be 0 or at least 3 seconds (Section 6.4)")
+        log_format = r.get(log, "log", "format", str, "text")
+        if log_format not in ("text", "json"):
+            raise r.error("log.format", f"must be \"text\" or \"json\", not {log_format!r}")
+        log_level = r.get(log, "log", "level", str, "info").lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise r.error("log.level", "must be one of debug, info, warning, error")
+        anchors = r.get(gw, "gateway", "trust_anchors", list, None)
+        if not anchors:
+            raise r.error("gateway.trust_anchors",
+                          "missing or empty: list the domain authority's certificate (PEM)")
+        domain = r.domain(gw, "gateway.domain")
+        peers = tuple(r.peer(p, i) for i, p in enumerate(r.get(data, "", "peers", list, [])))
+        for i, peer in enumerate(peers):
+            if peer.domain != domain and peer.anchor is None:
+                raise r.error(f"peers[{i}].anchor", f"missing: the authority certificate of "
+                              f"{peer.domain} is needed to authenticate its gateways")
+        return cls(
+            domain=domain,
+            listen=r.address(gw, "gateway.listen", required=True),  # type: ignore[arg-type]
+            certificate=r.file(gw, "gateway", "certificate"),
+            key=r.file(gw, "gateway", "key"),
+            trust_anchors=tuple(r.file_value(a, f"gateway.trust_anchors[{i}]")
+                                for i, a in enumerate(anchors)),
+            store=r.path(r.get(gw, "gateway", "store", str, None), "gateway.store",
+                         must_exist=False),
+            name=r.get(gw, "gateway", "name", str, None),
+            peers=peers,
+            min_lease=min_lease, max_lease=max_lease, hold_time=hold_time,
+            log_format=log_format, log_level=log_level,
+            pcap=r.optional_path(capture, "capture", "pcap"),
+            keylog=r.optional_path(capture, "capture", "keylog"),
+            source=source,
+        )
+
+
+_TYPE_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false",
+                                list: "a list", dict: "a table"}
+
+
+class _Reader:
+    """Typed access to the parsed TOML with errors naming the key."""
+
+    def __init__(self, source: Path | None, base: Path) -> None:
+        self.source = source
+        self.base = base
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, key, reason)
+
+    def only(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                name = f"{where}.{key}" if where else key
+                expected = ", ".join(sorted(allowed))
+                raise self.error(name, f"unknown key (expected one of {expected})")
+
+    def table(self, data: Mapping[str, Any], key: str, *, required: bool = False
+              ) -> Mapping[str, Any]:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise self.error(key, f"missing [{key}] table")
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(key, "must be a table")
+        return value
+
+    def get(self, table: Mapping[str, Any], where: str, key: str, kind: type[T],
+            default: T | None) -> T:
+        name = f"{where}.{key}" if where else key
+        if key not in table:
+            if default is None and kind is not list:
+                raise self.error(name, "missing")
+            return default  # type: ignore[return-value]
+        value = table[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(name, f"must be {_TYPE_NAMES[kind]}, not {type(value).__name__}")
+        return value
+
+    def strings(self, table: Mapping[str, Any], where: str, key: str,
+                default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        if key not in table:
+            return default
+        value = self.get(table, where, key, list, [])
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(f"{where}.{key}[{i}]", "must be a string")
+        return tuple(value)
+
+    def domain(self, table: Mapping[str, Any], name: str) -> str:
+        where, _, key = name.rpartition(".")
+        value = self.get(table, where, key, str, None)
+        try:
+            return parse_identity_uri(f"dmsc://{value}/x")[0]
+        except ValueError:
+            raise self.error(name, f"not a valid DNS-style domain name: {value!r}") from None
+
+    def address(self, table: Mapping[str, Any], name: str, *, required: bool = False
+                ) -> tuple[str, int] | None:
+        where, _, key = name.rpartition(".")
+        if key not in table and not required:
+            return None
+        value = self.get(table, where, key, str, None)
+        host, sep, port = value.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise self.error(name, f"must be \"host:port\" (port 0-65535), not {value!r}")
+        return host, int(port)
+
+    def path(self, value: str | None, name: str, *, must_exist: bool = True) -> Path:
+        if value is None:
+            raise self.error(name, "missing")
+        path = Path(value)
+        path = path if path.is_absolute() else self.base / path
+        if must_exist and not path.is_file():
+            raise self.error(name, f"no such file: {path}")
+        if not must_exist and not path.parent.is_dir():
+            raise self.error(name, f"directory does not exist: {path.parent}")
+        return path
+
+    def file(self, table: Mapping[str, Any], where: str, key: str) -> Path:
+        return self.path(self.get(table, where, key, str, None), f"{where}.{key}")
+
+    def file_value(self, value: object, name: str) -> Path:
+        if not isinstance(value, str):
+            raise self.error(name, "must be a string (a file name)")
+        return self.path(value, name)
+
+    def optional_path(self, table: Mapping[str, Any], where: str, key: str) -> Path | None:
+        value = self.get(table, where, key, str, "")
+        return self.path(value, f"{where}.{key}", must_exist=False) if value else None
+
+    def peer(self, p: object, i: int) -> PeerConfig:
+        where = f"peers[{i}]"
+        if not isinstance(p, dict):
+            raise self.error(where, "must be a table ([[peers]])")
+        self.only(p, where, {"domain", "address", "anchor", "server_name", "transit",
+                             "export", "import"})
+        domain = self.domain(p, f"{where}.domain")
+        anchor = p.get("anchor")
+        exp = self.table(p, "export") if "export" in p else None
+        if exp is not None:
+            self.only(exp, f"{where}.export", {"include_tags", "exclude_tags",
+                                               "include_agents"})
+        imp = self.table(p, "import")
+        self.only(imp, f"{where}.import", {"capabilities", "callers", "domains"})
+        iw = f"{where}.import"
+        ew = f"{where}.export"
+        return PeerConfig(
+            domain=domain,
+            address=self.address(p, f"{where}.address"),
+            anchor=None if anchor is None else self.file_value(anchor, f"{where}.anchor"),
+            server_name=self.get(p, where, "server_name", str, "") or None,
+            transit=self.get(p, where, "transit", bool, False),
+            export=None if exp is None else ExportPolicy(
+                peer_domains=(domain,), include_tags=self.strings(exp, ew, "include_tags"),
+                exclude_tags=self.strings(exp, ew, "exclude_tags"),
+                include_agents=self.strings(exp, ew, "include_agents")),
+            import_domains=self.strings(imp, iw, "domains", (domain,)),
+            import_capabilities=self.strings(imp, iw, "capabilities", ("*",)),
+            import_callers=self.strings(imp, iw, "callers"),
+        )

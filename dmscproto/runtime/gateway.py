@@ -1,0 +1,343 @@
+"""The gateway process: a :class:`~dmscproto.gateway.node.GatewayNode` on QUIC
+(DESIGN.md §3 layer 4, draft Sections 5, 6 and 9.1).
+
+The node decides everything; :class:`GatewayRuntime` only
+
+* opens the registry file (:class:`~dmscproto.gateway.store.RegistryStore`; the node
+  acknowledges a registration only after its commit) and loads the TLS identity once;
+* listens for QUIC connections from agents and peer gateways, and dials the configured
+  peers (re-dialling with backoff when a connection fails or drops), handing each
+  authenticated connection to the node as an
+  :class:`~dmscproto.runtime.pump.Association` (peer sessions start with OPEN on the
+  connections this gateway dials);
+* plugs the security layer into the node's hooks: the federation's OPEN checks and
+  export policy (:class:`~dmscproto.security.federation.Federation`), the registration
+  proof (:class:`~dmscproto.security.proof.RequestVerifier`), agents of other domains
+  refused;
+* moves messages and timers with a :class:`~dmscproto.runtime.pump.Pump` (a gateway's
+  ROUTE_REQUEST to a local agent goes on a new stream of that agent's own connection);
+* shuts down cleanly: NOTIFY CEASE to the peers, connections closed, timers stopped,
+  the store closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from cryptography import x509
+
+from ..analysis.pcap import PcapWriter
+from ..codec.messages import Message, Open
+from ..codec.registry import ErrorCode, MessageType
+from ..codec.values import CapabilityRecord, ExportPolicy
+from ..gateway.core import GatewayCore
+from ..gateway.node import GatewayNode
+from ..gateway.store import RegistryStore
+from ..protocol.events import (
+    AgentRegistered,
+    AgentRemoved,
+    ProtocolViolation,
+    SessionClosed,
+    SessionEstablished,
+)
+from ..protocol.machine import Handle
+from ..security.ca import Credential, Kind, anchor_domains
+from ..security.errors import SecurityError
+from ..security.federation import Federation, ImportPolicy, PeerDomain
+from ..security.proof import RequestVerifier
+from ..transport.quic import DmscConnection, PeerInfo, QuicServer, connect, serve
+from ..transport.tls import TlsIdentity
+from .config import ConfigError, GatewayConfig, PeerConfig
+from .logs import facts
+from .pump import Association, Pump
+
+log = logging.getLogger("dmsc.gateway")
+
+_REGISTRATION = frozenset({MessageType.REGISTER, MessageType.REFRESH, MessageType.DEREGISTER})
+#: Re-dial delays for a peer: first, growth factor, cap (seconds).
+REDIAL_FIRST, REDIAL_FACTOR, REDIAL_MAX = 0.5, 2.0, 30.0
+
+
+@dataclass
+class Observer:
+    """Optional callbacks for every message the gateway sends and receives and every
+    event of its node (the demo's step display, tests)."""
+
+    sent: Callable[[Handle, Message], None] | None = None
+    received: Callable[[Handle, Message], None] | None = None
+    event: Callable[[object], None] | None = None
+
+
+def build_federation(config: GatewayConfig) -> Federation:
+    """The federation of a configuration: the own domain's anchor from
+    ``trust_anchors`` and one :class:`PeerDomain` per peer of another domain."""
+    own: x509.Certificate | None = None
+    for path in config.trust_anchors:
+        for cert in x509.load_pem_x509_certificates(path.read_bytes()):
+            if anchor_domains(cert) == {config.domain}:
+                own = cert
+    if own is None:
+        raise ConfigError(config.source, "gateway.trust_anchors",
+                          f"none is the authority of {config.domain}")
+    peers: dict[str, PeerDomain] = {}
+    for i, p in enumerate(config.peers):
+        if p.domain == config.domain or p.domain in peers or p.anchor is None:
+            continue
+        try:
+            anchor = x509.load_pem_x509_certificate(p.anchor.read_bytes())
+            peers[p.domain] = PeerDomain(
+                p.domain, anchor, p.export or ExportPolicy(peer_domains=()),
+                ImportPolicy(p.import_domains, p.import_capabilities, p.import_callers),
+                p.transit)
+        except ValueError as exc:
+            raise ConfigError(config.source, f"peers[{i}].anchor", str(exc)) from None
+    return Federation(config.domain, own, peers.values())
+
+
+@dataclass
+class _PeerLink:
+    """A configured peer this gateway dials, and the task that keeps it connected."""
+
+    config: PeerConfig
+    task: asyncio.Task[None] | None = None
+    connection: DmscConnection | None = None
+    established: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class GatewayRuntime:
+    """One running gateway (module docstring).  ``pcap`` and ``keylog`` override the
+    configuration's capture files (the demo shares one of each among all nodes)."""
+
+    def __init__(self, config: GatewayConfig, *, pcap: PcapWriter | None = None,
+                 keylog: TextIO | None = None, observer: Observer | None = None) -> None:
+        self.config = config
+        self.observer = observer or Observer()
+        self.federation = build_federation(config)
+        credential = Credential.load(config.certificate, config.key)
+        identity = credential.identity
+        if identity.kind is not Kind.GATEWAY or identity.domain != config.domain:
+            raise ConfigError(config.source, "gateway.certificate",
+                              f"{identity.uri} is not a gateway certificate of {config.domain}")
+        self.tls = TlsIdentity(credential, self.federation.trust_store())
+        self.identity = identity
+        self.name = config.name or identity.name
+        self._own_pcap = pcap is None and config.pcap is not None
+        self._pcap = pcap or (PcapWriter(str(config.pcap)) if config.pcap else None)
+        self._keylog_file: TextIO | None = keylog
+        self._own_keylog = keylog is None and config.keylog is not None
+        if self._own_keylog:
+            assert config.keylog is not None
+            self._keylog_file = open(config.keylog, "a", encoding="ascii")  # noqa: SIM115
+        self.requests = RequestVerifier(self.federation.trust_store())
+        self.store: RegistryStore | None = None
+        self.core: GatewayCore | None = None
+        self.node: GatewayNode | None = None
+        self.pump: Pump | None = None
+        self.server: QuicServer | None = None
+        self._assocs: dict[DmscConnection, Association] = {}
+        self._peers = [_PeerLink(p) for p in config.peers if p.address is not None]
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def gateway_id(self) -> bytes:
+        return self.identity.entity_id
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server is not None
+        return self.server.address
+
+    # --- start ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the store, start the node, listen, dial the peers."""
+        c = self.config
+        self.store = RegistryStore(c.store)
+        self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
+                                max_lease=c.max_lease)
+        self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
+                                admit=self._admit, export_for=self._export_for,
+                                discovery_policy=self._discovery_policy)
+        base_check = self.node.accept_open
+        self.node.accept_open = lambda h, m: self._accept_open(base_check, h, m)
+        self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
+                         on_receive=self.observer.received)
+        host, port = c.listen
+        self.server = await serve(host, port, self.tls, self._handle, pcap=self._pcap,
+                                  keylog=self._keylog_file)
+        log.info("gateway listening", extra=facts(
+            gateway=self.identity.uri, gateway_id=self.gateway_id,
+            address=f"{self.address[0]}:{self.address[1]}", records=len(self.core)))
+        self.pump.flush()  # arms the lease timer of records loaded from the store
+        for peer in self._peers:
+            peer.task = asyncio.get_running_loop().create_task(self._keep_peer(peer))
+
+    async def wait_peers(self, timeout: float = 10.0) -> None:
+        """Wait until every dialled peer's session is ESTABLISHED."""
+        await asyncio.wait_for(asyncio.gather(*(p.established.wait() for p in self._peers)),
+                               timeout)
+
+    # --- associations --------------------------------------------------------------------
+    def _association(self, conn: DmscConnection, *, dialled: bool = False) -> Association:
+        assoc = self._assocs.get(conn)
+        if assoc is None:
+            assert conn.peer is not None
+            host, port = conn.peer.address[:2]
+            assoc = Association(conn, conn.peer.identity, conn.peer.certificate,
+                                {"address": f"{host}:{port}", "dialled": dialled})
+            self._assocs[conn] = assoc
+            watcher = asyncio.get_running_loop().create_task(self._watch(conn, assoc))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
+        return assoc
+
+    async def _watch(self, conn: DmscConnection, assoc: Association) -> None:
+        """Tell the node when a peer gateway's connection is gone."""
+        await conn.wait_closed()
+        self._assocs.pop(conn, None)
+        node, pump = self.node, self.pump
+        if self._stopping or node is None or pump is None:
+            return
+        if assoc in node.sessions:
+            pump.call(node.disconnect, assoc, pump.now())
+
+    async def _handle(self, msg: Message, peer: PeerInfo) -> Message | None:
+        """A request or one-way message on a connection (either direction)."""
+        assert self.pump is not None
+        return await self.pump.deliver(self._association(peer.connection), msg)
+
+    async def _keep_peer(self, peer: _PeerLink) -> None:
+        """Dial a configured peer, start the session, re-dial when it drops."""
+        assert peer.config.address is not None
+        host, port = peer.config.address
+        delay = REDIAL_FIRST
+        while not self._stopping:
+            try:
+                conn = await connect(host, port, self.tls, server_name=peer.config.server_name,
+                                     expect_domain=peer.config.domain, handler=self._handle,
+                                     pcap=self._pcap, keylog=self._keylog_file)
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                log.warning("cannot reach peer", extra=facts(
+                    peer=f"{host}:{port}", domain=peer.config.domain, error=str(exc),
+                    retry_s=delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * REDIAL_FACTOR, REDIAL_MAX)
+                continue
+            delay = REDIAL_FIRST
+            peer.connection = conn
+            assoc = self._association(conn, dialled=True)
+            assert self.pump is not None and self.node is not None
+            self.pump.call(self.node.connect, assoc, self.pump.now())
+            await conn.wait_closed()
+            peer.established.clear()
+            peer.connection = None
+            if not self._stopping:
+                await asyncio.sleep(delay)
+
+    # --- security hooks ------------------------------------------------------------------
+    def _admit(self, source: Handle, msg: Message, now: float) -> ErrorCode | None:
+        """Before dispatch: agents only of this domain; the registration proof."""
+        if not isinstance(source, Association):
+            return ErrorCode.UNTRUSTED_CERTIFICATE
+        try:
+            self.federation.check_client(source.identity)
+            if msg.TYPE in _REGISTRATION:
+                self.requests.check(msg, source.certificate, now)
+        except SecurityError as exc:
+            log.warning("refused", extra=facts(peer=source.identity.uri, message=msg.TYPE,
+                                               status=exc.code, reason=str(exc)))
+            return exc.code
+        return None
+
+    def _accept_open(self, base: Callable[[Handle, Open], ErrorCode | None], handle: Handle,
+                     msg: Open) -> ErrorCode | None:
+        if not isinstance(handle, Association):
+            return ErrorCode.UNTRUSTED_CERTIFICATE
+        try:
+            self.federation.check_open(msg, handle.identity)
+        except SecurityError as exc:
+            log.warning("OPEN refused", extra=facts(peer=handle.identity.uri, status=exc.code,
+                                                    reason=str(exc)))
+            return exc.code
+        return base(handle, msg)
+
+    def _export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
+        return None if domain == self.config.domain else self.federation.export_filter(domain)
+
+    def _discovery_policy(self, source: Handle) -> Callable[[CapabilityRecord], bool] | None:
+        if isinstance(source, Association) and source.identity.domain != self.config.domain:
+            return self.federation.export_filter(source.identity.domain)
+        return None
+
+    # --- events --------------------------------------------------------------------------
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, SessionEstablished):
+            for peer in self._peers:
+                if peer.connection is not None and isinstance(event.handle, Association) \
+                        and event.handle.link is peer.connection:
+                    peer.established.set()
+            log.info("peer session established", extra=facts(
+                peer=_uri(event.handle), gateway_id=event.gateway_id, domain=event.domain,
+                hold_time=event.hold_time))
+        elif isinstance(event, SessionClosed):
+            log.info("peer session closed", extra=facts(
+                peer=_uri(event.handle), status=event.status, by_peer=event.by_peer))
+        elif isinstance(event, AgentRegistered):
+            log.info("agent registered", extra=facts(
+                agent=_uri(event.handle), agent_id=event.agent_id, lease=event.lease))
+        elif isinstance(event, AgentRemoved):
+            log.info("agent removed", extra=facts(agent_id=event.withdrawn.agent_id,
+                                                  status=event.status))
+        elif isinstance(event, ProtocolViolation):
+            log.info("message refused", extra=facts(
+                peer=_uri(event.handle), message=event.message_type, status=event.status,
+                reason=event.diagnostic))
+        if self.observer.event is not None:
+            self.observer.event(event)
+
+    # --- stop ----------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """NOTIFY CEASE to the peers, close every connection, stop the timers and close
+        the store.  Every acknowledged change is already committed."""
+        if self._stopping:
+            return
+        self._stopping = True
+        node, pump = self.node, self.pump
+        if node is not None and pump is not None:
+            for handle in list(node.sessions):
+                with suppress(Exception):
+                    pump.call(node.disconnect, handle, pump.now())
+            await asyncio.sleep(0)  # let the NOTIFYs be written
+        for peer in self._peers:
+            if peer.task is not None:
+                peer.task.cancel()
+        conns = list(self._assocs)
+        for conn in conns:
+            conn.close(ErrorCode.CEASE, "gateway shutting down")
+        if self.server is not None:
+            self.server.close()
+        if conns:
+            await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns],
+                               timeout=1.0)
+        for task in [*(p.task for p in self._peers if p.task), *self._watchers]:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        if pump is not None:
+            await pump.close()
+        if self.store is not None:
+            self.store.close()
+        if self._own_keylog and self._keylog_file is not None:
+            self._keylog_file.close()
+        if self._own_pcap and self._pcap is not None:
+            self._pcap.close()
+        log.info("gateway stopped", extra=facts(gateway=self.identity.uri))
+
+
+def _uri(handle: Handle) -> str:
+    return handle.identity.uri if isinstance(handle, Association) else repr(handle)

@@ -1,0 +1,243 @@
+"""Asyncio glue between a sans-I/O DMSC machine and its associations (DESIGN.md §3).
+
+In aioquic's style the machine decides and this module only moves messages and timers:
+
+* a message from the network goes to ``machine.receive(handle, msg, now)``;
+* what the machine queued in its :class:`~dmscproto.protocol.machine.Outbox` is
+  sent: an *answer* to a request received on an association (same association and
+  transaction id, the request's answer type or ERROR) completes that request's
+  transaction (on QUIC, the response on the request's stream, Section 9.1); a new
+  *request* is sent as its own transaction and its answer (or the transport's
+  failure, as an ERROR) is fed back to the machine; anything else is sent one-way;
+* ``machine.get_timer()`` is armed on the event loop and ``handle_timer`` called when
+  it is due; events are handed to ``on_event`` in order.
+
+The association a machine sees as a *handle* is an :class:`Association`: the
+transport's :class:`Link` (a QUIC connection, or any transport offering the same two
+calls) and the peer identity the transport authenticated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from ..codec.messages import Error, Message
+from ..codec.registry import ErrorCode, MessageType, timer
+from ..protocol.machine import ANSWER_TO, Handle, ProtocolError
+from ..security.ca import Identity
+
+log = logging.getLogger(__name__)
+
+#: How long a transaction this end starts may take at the transport before it is
+#: abandoned: the longest protocol transaction timer, plus a margin so the machine's
+#: own timer (which decides) always fires first.
+TRANSPORT_TIMEOUT = max(timer("REQUEST_TIMEOUT"), timer("ROUTE_TIMEOUT")) + 2.0
+
+
+class Link(Protocol):
+    """What a transport association offers the runtime (QUIC's
+    :class:`~dmscproto.transport.quic.DmscConnection` is one)."""
+
+    async def request(self, msg: Message, timeout: float | None = ...) -> Message: ...
+
+    def send(self, msg: Message) -> None: ...
+
+
+class Machine(Protocol):
+    """The sans-I/O side: a gateway node, an agent endpoint."""
+
+    def receive(self, source: Handle, msg: Message, now: float) -> None: ...
+
+    def messages_to_send(self) -> list[tuple[Handle, Message]]: ...
+
+    def next_event(self) -> object | None: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+@dataclass(eq=False)
+class Association:
+    """One authenticated association, the handle machines address messages to."""
+
+    link: Link
+    identity: Identity
+    #: The peer's certificate, for checks made after the handshake (Section 10).
+    certificate: x509.Certificate | None = None
+    #: Extra facts for logs and displays (e.g. the remote address).
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<{self.identity.uri}>"
+
+
+@dataclass(slots=True)
+class _Waiting:
+    request_type: MessageType
+    future: asyncio.Future[Message]
+
+
+class Pump:
+    """Drives one sans-I/O machine (module docstring).  ``clock`` gives ``now`` in
+    seconds since the epoch (the machines put it in TIMESTAMP TLVs)."""
+
+    def __init__(self, machine: Machine, *, on_event: Callable[[object], None] | None = None,
+                 on_send: Callable[[Handle, Message], None] | None = None,
+                 on_receive: Callable[[Handle, Message], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.machine = machine
+        self.on_event = on_event
+        #: Called for every message sent and received (tracing, the demo's display).
+        self.on_send = on_send
+        self.on_receive = on_receive
+        self.clock = clock
+        self._loop = asyncio.get_running_loop()
+        self._waiting: dict[tuple[Handle, int], _Waiting] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+
+    # --- input -----------------------------------------------------------------------
+    async def deliver(self, source: Handle, msg: Message) -> Message | None:
+        """A message received from ``source``.  For a request, wait until the machine
+        answers it and return the answer; for anything else return None at once."""
+        if msg.TYPE not in ANSWER_TO:
+            self.feed(source, msg)
+            return None
+        key = (source, msg.transaction_id)
+        if key in self._waiting:  # a duplicate while the first is being answered
+            return Error(transaction_id=msg.transaction_id, status=ErrorCode.REPLAY,
+                         offending_type=int(msg.TYPE),
+                         diagnostic="transaction id already outstanding")
+        waiting = _Waiting(msg.TYPE, self._loop.create_future())
+        self._waiting[key] = waiting
+        try:
+            self.feed(source, msg)
+            return await asyncio.wait_for(asyncio.shield(waiting.future), TRANSPORT_TIMEOUT)
+        except TimeoutError:
+            log.error("no answer to %s from the machine", msg.TYPE.name)
+            return Error(transaction_id=msg.transaction_id, status=ErrorCode.INTERNAL_ERROR,
+                         offending_type=int(msg.TYPE), diagnostic="no answer")
+        finally:
+            self._waiting.pop(key, None)
+
+    def feed(self, source: Handle, msg: Message) -> None:
+        """Give ``msg`` to the machine without waiting for an answer."""
+        if self._closed:
+            return
+        if self.on_receive is not None:
+            self.on_receive(source, msg)
+        try:
+            self.machine.receive(source, msg, self.clock())
+        except ProtocolError as err:  # the machine queued the draft's answer, if any
+            log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
+        self.flush()
+
+    def now(self) -> float:
+        return self.clock()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A local call on the machine, then send what it queued."""
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.flush()
+
+    # --- output ----------------------------------------------------------------------
+    def flush(self) -> None:
+        """Send what the machine queued, hand over its events, re-arm its timer."""
+        machine = self.machine
+        while True:
+            messages = machine.messages_to_send()
+            for dest, msg in messages:
+                self._send(dest, msg)
+            event = machine.next_event()
+            if event is None and not messages:
+                break
+            while event is not None:  # a handler may make local calls: loop again
+                if self.on_event is not None:
+                    self.on_event(event)
+                event = machine.next_event()
+        self._arm()
+
+    def _send(self, dest: Handle, msg: Message) -> None:
+        if self.on_send is not None:
+            self.on_send(dest, msg)
+        waiting = self._waiting.get((dest, msg.transaction_id))
+        if waiting is not None and (msg.TYPE is MessageType.ERROR
+                                    or msg.TYPE is ANSWER_TO[waiting.request_type]):
+            if not waiting.future.done():
+                waiting.future.set_result(msg)
+            return
+        if not isinstance(dest, Association):
+            log.error("cannot send %s to %r: not an association", msg.TYPE.name, dest)
+            return
+        if msg.TYPE in ANSWER_TO:
+            task = self._loop.create_task(self._transact(dest, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        try:
+            dest.link.send(msg)
+        except ConnectionError as exc:
+            log.info("cannot send %s to %r: %s", msg.TYPE.name, dest, exc)
+
+    async def _transact(self, dest: Association, msg: Message) -> None:
+        try:
+            answer = await dest.link.request(msg, TRANSPORT_TIMEOUT)
+        except ConnectionError as exc:  # TransportError: code says why
+            code = getattr(exc, "code", ErrorCode.TARGET_UNREACHABLE)
+            answer = Error(transaction_id=msg.transaction_id, status=code,
+                           offending_type=int(msg.TYPE), diagnostic=str(exc))
+        except Exception as exc:  # a malformed answer (DecodeError)
+            code = getattr(exc, "code", ErrorCode.INTERNAL_ERROR)
+            answer = Error(transaction_id=msg.transaction_id, status=code,
+                           offending_type=int(msg.TYPE), diagnostic=str(exc))
+        self.feed(dest, answer)
+
+    # --- timers ----------------------------------------------------------------------
+    def _arm(self) -> None:
+        if self._closed:
+            return
+        at = self.machine.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self._loop.call_later(max(0.0, at - self.clock()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        if self._closed:
+            return
+        self.machine.handle_timer(self.clock())
+        self.flush()
+
+    # --- shutdown --------------------------------------------------------------------
+    async def close(self) -> None:
+        """Stop the timer, cancel transactions in flight and wait for them to end."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for waiting in self._waiting.values():
+            if not waiting.future.done():
+                waiting.future.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,101 @@
+"""Throw-away domains on one machine: authorities, certificates and gateway configuration
+files in a directory, for ``dmsc demo``, the end-to-end tests and the benchmarks.
+
+Everything is real: a :class:`~dmscproto.security.ca.DomainAuthority` per domain, its
+certificates saved as PEM files, gateway configurations written as the TOML files
+``dmsc gateway --config`` reads (:mod:`.config`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..agent import Agent
+from ..security.ca import CA_CERT_FILE, DomainAuthority, Kind
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One domain's authority and the directory holding its files."""
+
+    authority: DomainAuthority
+    directory: Path
+
+    @classmethod
+    def create(cls, root: Path, name: str) -> Domain:
+        authority = DomainAuthority.create(name)
+        directory = root / name
+        authority.save(directory)
+        return cls(authority, directory)
+
+    @property
+    def name(self) -> str:
+        return self.authority.domain
+
+    @property
+    def anchor(self) -> Path:
+        return self.directory / CA_CERT_FILE
+
+    def issue(self, name: str, kind: Kind) -> tuple[Path, Path]:
+        """A certificate and key for ``name``, saved as ``<name>.pem`` / ``<name>.key``."""
+        cert, key = self.authority.issue(name, kind).save(self.directory)
+        assert key is not None
+        return cert, key
+
+    def agent(self, name: str, gateway: tuple[str, int], **options: object) -> Agent:
+        """A new agent of this domain with a fresh certificate, homed at ``gateway``."""
+        cert, key = self.issue(name, Kind.AGENT)
+        return Agent.from_files(cert, key, [self.anchor],
+                                gateway=f"{gateway[0]}:{gateway[1]}", **options)
+
+
+def _toml(value: object) -> str:
+    """A TOML value (strings, numbers, booleans and lists of them): JSON's syntax for
+    these is TOML's."""
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """A ``[[peers]]`` entry: the peer's domain and, to dial it, its address."""
+
+    domain: Domain
+    address: tuple[str, int] | None = None
+    exclude_tags: Sequence[str] = ()
+
+
+def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
+                         listen: tuple[str, int] = ("127.0.0.1", 0), min_lease: int = 30,
+                         max_lease: int = 86400, hold_time: int = 90,
+                         store: Path | None = None) -> Path:
+    """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path."""
+    cert, key = domain.issue(name, Kind.GATEWAY)
+    lines = [
+        "[gateway]",
+        f"domain = {_toml(domain.name)}",
+        f"name = {_toml(name)}",
+        f"listen = {_toml(f'{listen[0]}:{listen[1]}')}",
+        f"certificate = {_toml(cert.name)}",
+        f"key = {_toml(key.name)}",
+        f"trust_anchors = {_toml([CA_CERT_FILE])}",
+        f"store = {_toml(str(store) if store else f'{name}.sqlite')}",
+        "",
+        "[limits]",
+        f"min_lease = {min_lease}",
+        f"max_lease = {max_lease}",
+        f"hold_time = {hold_time}",
+    ]
+    for peer in peers:
+        lines += ["", "[[peers]]", f"domain = {_toml(peer.domain.name)}"]
+        if peer.address is not None:
+            lines.append(f"address = {_toml(f'{peer.address[0]}:{peer.address[1]}')}")
+            lines.append('server_name = "localhost"')
+        if peer.domain.name != domain.name:
+            lines.append(f"anchor = {_toml(str(peer.domain.anchor))}")
+            lines += ["[peers.export]", f"exclude_tags = {_toml(list(peer.exclude_tags))}"]
+    path = domain.directory / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
