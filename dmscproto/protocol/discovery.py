@@ -44,6 +44,7 @@ class DiscoveryResponder(Machine):
     TITLE = "Discovery, responder side (gateway)"
     State, Input, Action = ResponderState, ResponderInput, ResponderAction
     INITIAL = ResponderState.READY
+    MESSAGE_INPUTS = {MessageType.DISCOVER: (ResponderInput.DISCOVER,)}
     TABLE = {(ResponderState.READY, ResponderInput.DISCOVER):
              (ResponderAction.ANSWER, ResponderState.READY)}
 

@@ -143,10 +143,18 @@ class Machine:
     Action: ClassVar[type[Enum]]
     INITIAL: ClassVar[Enum]
     TABLE: ClassVar[Mapping[tuple[Any, Any], tuple[Any, Any]]]
+    #: The inputs a received message of each type can be (its guards decide which);
+    #: a message of a type not listed is unexpected in every state.
+    MESSAGE_INPUTS: ClassVar[Mapping[MessageType, tuple[Any, ...]]] = {}
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self.state: Enum = self.INITIAL
+
+    def message_inputs(self) -> Mapping[MessageType, tuple[Any, ...]]:
+        """:data:`MESSAGE_INPUTS` (a machine whose answers depend on its request
+        overrides this)."""
+        return self.MESSAGE_INPUTS
 
     def lookup(self, state: Enum, inp: Enum,
                msg: Message | None = None) -> tuple[Any, Any]:

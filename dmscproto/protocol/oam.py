@@ -39,6 +39,7 @@ class EchoResponder(Machine):
     TITLE = "Echo, responder side (gateway)"
     State, Input, Action = EchoState, EchoInput, EchoAction
     INITIAL = EchoState.READY
+    MESSAGE_INPUTS = {MessageType.ECHO_REQUEST: (EchoInput.ECHO_REQUEST,)}
     TABLE = {(EchoState.READY, EchoInput.ECHO_REQUEST): (EchoAction.ANSWER, EchoState.READY)}
 
     def __init__(self, outbox: Outbox, gateway_id: bytes) -> None:
@@ -100,6 +101,11 @@ class TraceRelay(Relay):
     INITIAL = TraceState.IDLE
     REQUEST = TraceRequest
     REPLY = MessageType.TRACE_REPLY
+    MESSAGE_INPUTS = {
+        MessageType.TRACE_REQUEST: (_I.REQUEST_LOCAL, _I.REQUEST_FORWARD, _I.REQUEST_REJECT),
+        MessageType.TRACE_REPLY: (_I.REPLY,),
+        MessageType.ERROR: (_I.ERROR,),
+    }
     TABLE = {
         (_S.IDLE, _I.REQUEST_LOCAL): (_A.ANSWER, _S.DONE),
         (_S.IDLE, _I.REQUEST_FORWARD): (_A.FORWARD, _S.FORWARDED),

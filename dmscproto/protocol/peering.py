@@ -93,9 +93,6 @@ _S, _I, _A = PeerState, PeerInput, PeerAction
 _OPENING = (_S.OPEN_SENT, _S.OPEN_CONFIRM)
 _ACTIVE = (*_OPENING, _S.ESTABLISHED)
 _SYNC_INPUTS = (_I.UPDATE, _I.DIGEST, _I.SYNC_REQUEST)
-_INPUTS = {MessageType.KEEPALIVE: _I.KEEPALIVE, MessageType.UPDATE: _I.UPDATE,
-           MessageType.DIGEST: _I.DIGEST, MessageType.SYNC_REQUEST: _I.SYNC_REQUEST,
-           MessageType.ERROR: _I.ERROR, MessageType.NOTIFY: _I.NOTIFY}
 
 
 class PeerSession(Machine):
@@ -105,6 +102,12 @@ class PeerSession(Machine):
     TITLE = "Gateway peering session"
     State, Input, Action = PeerState, PeerInput, PeerAction
     INITIAL = PeerState.IDLE
+    MESSAGE_INPUTS = {
+        MessageType.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REFUSED),
+        MessageType.KEEPALIVE: (_I.KEEPALIVE,), MessageType.UPDATE: (_I.UPDATE,),
+        MessageType.DIGEST: (_I.DIGEST,), MessageType.SYNC_REQUEST: (_I.SYNC_REQUEST,),
+        MessageType.ERROR: (_I.ERROR,), MessageType.NOTIFY: (_I.NOTIFY,),
+    }
     TABLE = {
         (_S.IDLE, _I.START): (_A.SEND_OPEN, _S.OPEN_SENT),
         (_S.IDLE, _I.OPEN_REQUEST): (_A.ANSWER_OPEN, _S.OPEN_CONFIRM),
@@ -179,10 +182,10 @@ class PeerSession(Machine):
             if self._open_txid is not None and msg.transaction_id == self._open_txid:
                 return _I.OPEN_ANSWER
             return _I.OPEN_REQUEST
-        inp = _INPUTS.get(msg.TYPE)
-        if inp is None:
+        inputs = self.MESSAGE_INPUTS.get(msg.TYPE)
+        if inputs is None:
             raise self.unexpected(msg)
-        return inp
+        return inputs[0]  # type: ignore[no-any-return]
 
     def refuse(self, source: Handle, msg: Message, err: ProtocolError) -> None:
         """An unexpected message closes the session with NOTIFY (Section 6.1); a NOTIFY

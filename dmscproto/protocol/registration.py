@@ -90,13 +90,6 @@ class AgentAction(Enum):
 
 _S, _I, _A = AgentState, AgentInput, AgentAction
 
-_ANSWERS = {
-    MessageType.REGISTER_ACK: (_I.REGISTER_ACK_OK, _I.REGISTER_ACK_REFUSED),
-    MessageType.REFRESH_ACK: (_I.REFRESH_ACK_OK, _I.REFRESH_ACK_REFUSED),
-    MessageType.DEREGISTER_ACK: (_I.DEREGISTER_ACK, _I.DEREGISTER_ACK),
-    MessageType.ERROR: (_I.ERROR, _I.ERROR),
-}
-
 
 class AgentRegistration(Machine):
     """One agent's registration with its home gateway (Section 5.1)."""
@@ -105,6 +98,13 @@ class AgentRegistration(Machine):
     TITLE = "Registration, agent side"
     State, Input, Action = AgentState, AgentInput, AgentAction
     INITIAL = AgentState.IDLE
+    #: (input on SUCCESS, input otherwise) per answer type.
+    MESSAGE_INPUTS = {
+        MessageType.REGISTER_ACK: (_I.REGISTER_ACK_OK, _I.REGISTER_ACK_REFUSED),
+        MessageType.REFRESH_ACK: (_I.REFRESH_ACK_OK, _I.REFRESH_ACK_REFUSED),
+        MessageType.DEREGISTER_ACK: (_I.DEREGISTER_ACK,),
+        MessageType.ERROR: (_I.ERROR,),
+    }
     TABLE = {
         (_S.IDLE, _I.REGISTER_CALL): (_A.SEND_REGISTER, _S.REGISTERING),
         (_S.REGISTERING, _I.REGISTER_ACK_OK): (_A.GRANTED, _S.REGISTERED),
@@ -158,13 +158,13 @@ class AgentRegistration(Machine):
     def receive(self, msg: Message, now: float) -> None:
         """An answer from the home gateway."""
         try:
-            pair = _ANSWERS.get(msg.TYPE)
+            pair = self.MESSAGE_INPUTS.get(msg.TYPE)
             if pair is None:
                 raise self.unexpected(msg)
             if msg.transaction_id != self._pending:
                 raise self.unexpected(msg, "no request outstanding with its transaction id")
             ok = getattr(msg, "status", None) is ErrorCode.SUCCESS
-            self.step(pair[0] if ok else pair[1], now, msg)
+            self.step(pair[0] if ok else pair[-1], now, msg)
         except ProtocolError as err:
             self.refuse(self.gateway, msg, err)
             raise
@@ -315,8 +315,9 @@ class GatewayRegistration(Machine):
         (_GS.REGISTERED, _GI.DEREGISTER): (_GA.DEREGISTER, _GS.UNREGISTERED),
         (_GS.REGISTERED, _GI.LEASE_END): (_GA.EXPIRE, _GS.UNREGISTERED),
     }
-    _INPUTS = {MessageType.REGISTER: _GI.REGISTER, MessageType.REFRESH: _GI.REFRESH,
-               MessageType.DEREGISTER: _GI.DEREGISTER}
+    MESSAGE_INPUTS = {MessageType.REGISTER: (_GI.REGISTER,),
+                      MessageType.REFRESH: (_GI.REFRESH,),
+                      MessageType.DEREGISTER: (_GI.DEREGISTER,)}
 
     def __init__(self, outbox: Outbox, core: GatewayCore,
                  verifier: RecordVerifier = verify_signature) -> None:
@@ -335,9 +336,10 @@ class GatewayRegistration(Machine):
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         """REGISTER, REFRESH or DEREGISTER from an agent."""
         try:
-            inp = self._INPUTS.get(msg.TYPE)
-            if inp is None:
+            inputs = self.MESSAGE_INPUTS.get(msg.TYPE)
+            if inputs is None:
                 raise self.unexpected(msg)
+            inp = inputs[0]
             aid = (expect(msg, Register).record.record.agent_id if inp is _GI.REGISTER
                    else getattr(msg, "agent_id"))  # noqa: B009
             self._run(aid, inp, now, msg, _Request(source, aid))

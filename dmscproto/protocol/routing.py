@@ -177,6 +177,11 @@ class RouteRelay(Relay):
     INITIAL = RouteState.IDLE
     REQUEST = RouteRequest
     REPLY = MessageType.ROUTE_REPLY
+    MESSAGE_INPUTS = {
+        MessageType.ROUTE_REQUEST: (_I.REQUEST_LOCAL, _I.REQUEST_FORWARD, _I.REQUEST_REJECT),
+        MessageType.ROUTE_REPLY: (_I.REPLY,),
+        MessageType.ERROR: (_I.ERROR,),
+    }
     TABLE = {
         (_S.IDLE, _I.REQUEST_LOCAL): (_A.DELIVER, _S.DELIVERED),
         (_S.IDLE, _I.REQUEST_FORWARD): (_A.FORWARD, _S.FORWARDED),

@@ -134,6 +134,13 @@ class PeerSync(Machine):
     TITLE = "Gateway sync on an established session"
     State, Input, Action = SyncState, SyncInput, SyncAction
     INITIAL = SyncState.READY
+    MESSAGE_INPUTS = {
+        MessageType.UPDATE: (_I.UPDATE, _I.UPDATE_ANSWER),
+        MessageType.DIGEST: (_I.DIGEST_PARTIAL, _I.DIGEST_SAME, _I.DIGEST_STALE,
+                             _I.DIGEST_PULL),
+        MessageType.SYNC_REQUEST: (_I.SYNC_REQUEST,),
+        MessageType.ERROR: (_I.ERROR,),
+    }
     TABLE = {
         **{(s, _I.UPDATE): (_A.APPLY, s) for s in _S},
         (_S.PULLING, _I.UPDATE_ANSWER): (_A.APPLY_ANSWER, _S.READY),

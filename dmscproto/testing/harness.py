@@ -1,0 +1,191 @@
+"""An in-memory DMSC network under a fake clock (like aioquic's ``client_and_server()`` and
+``roundtrip()`` test helpers).
+
+:class:`Network` holds N :class:`~dmscproto.protocol.agent.AgentClient` agents and M
+:class:`~dmscproto.gateway.node.GatewayNode` gateways, each gateway with its registry in a
+real SQLite file under a directory the caller gives (``tmp_path``).  :meth:`Network.pump`
+delivers every queued message, ENCODING AND DECODING each one through
+:mod:`dmscproto.codec`, so the wire format is exercised on every hop;
+:meth:`Network.advance` moves the clock from timer to timer.  Every endpoint is named by a
+string, which is also the handle the others use for it.  Links can be cut to lose
+messages (hold-timer expiry, timeouts).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..codec import decode, encode
+from ..codec.cose import SignedRecord
+from ..codec.examples import NOW_S, example_key, weather_record
+from ..codec.messages import Message
+from ..codec.values import AttrValue, Skill
+from ..gateway.core import GatewayCore
+from ..gateway.node import GatewayNode
+from ..gateway.store import RegistryStore
+from ..protocol.agent import AgentClient
+from ..protocol.machine import Handle, ProtocolError, earliest
+from ..security.signing import entity_id, sign_record, spki
+
+E = TypeVar("E")
+
+#: The fake clock's start: the test vectors' time, so TIMESTAMPs look real.
+T0 = float(NOW_S)
+
+
+def make_record(n: int, name: str, domain: str, *, skills: tuple[Skill, ...] | None = None,
+                attributes: dict[str, AttrValue] | None = None, version: int = 1,
+                description: str | None = None) -> SignedRecord:
+    """A capability record for agent ``name`` signed with example key ``n``."""
+    key = example_key(n)
+    pub = key.public_key()
+    rec = replace(weather_record(), agent_id=entity_id(pub), public_key=spki(pub),
+                  agent_uri=f"dmsc://{domain}/{name}", domain=domain, name=name,
+                  record_version=version, description=description,
+                  skills=skills if skills is not None else (Skill("forecast", "Forecast",
+                                                                    ("weather",)),),
+                  attributes=attributes if attributes is not None else {})
+    return sign_record(rec, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One delivered PDU: when, from whom, to whom, decoded, and its size on the wire."""
+
+    time: float
+    source: str
+    dest: str
+    msg: Message
+    size: int
+
+
+@dataclass
+class Network:
+    """N agents and M gateways exchanging PDUs in memory (module doc)."""
+
+    directory: Path
+    now: float = T0
+    seed: int = 0
+    gateways: dict[str, GatewayNode] = field(default_factory=dict)
+    agents: dict[str, AgentClient] = field(default_factory=dict)
+    log: list[Sent] = field(default_factory=list)
+    events: dict[str, list[object]] = field(default_factory=dict)
+    cut: set[frozenset[str]] = field(default_factory=set)
+    _keys: int = 20
+    _gw_keys: dict[str, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)
+
+    # --- building ---------------------------------------------------------------------------------
+    def gateway(self, name: str, domain: str = "a.example", **node_options: Any) -> GatewayNode:
+        """Add a gateway with a fresh identity and its registry in ``<directory>/<name>.db``."""
+        key_n = 200 + len(self._gw_keys)
+        self._gw_keys[name] = (key_n, domain, node_options)
+        return self._start_gateway(name)
+
+    def _start_gateway(self, name: str) -> GatewayNode:
+        key_n, domain, options = self._gw_keys[name]
+        gid = entity_id(example_key(key_n).public_key())
+        core = GatewayCore(gid, domain, RegistryStore(self.directory / f"{name}.db"))
+        node = GatewayNode(core, name=name, rng=random.Random(f"{self.seed}/{name}"),
+                           **options)
+        self.gateways[name] = node
+        self.events.setdefault(name, [])
+        return node
+
+    def restart(self, name: str) -> GatewayNode:
+        """Stop a gateway (its sessions and pending transactions are lost) and start it
+        again on the same SQLite file."""
+        self.gateways.pop(name).core.store.close()
+        return self._start_gateway(name)
+
+    def close(self) -> None:
+        for node in self.gateways.values():
+            node.core.store.close()
+
+    def agent(self, name: str, gateway: str, *, domain: str | None = None,
+              signed: SignedRecord | None = None, **record: Any) -> AgentClient:
+        """Add an agent homed at ``gateway`` (its record from :func:`make_record`)."""
+        self._keys += 1
+        if signed is None:
+            dom = domain or self.gateways[gateway].core.domain
+            signed = make_record(self._keys, name, dom, **record)
+        client = AgentClient(signed, gateway, rng=random.Random(f"{self.seed}/{name}"))
+        self.agents[name] = client
+        self.events.setdefault(name, [])
+        return client
+
+    def gateway_id(self, name: str) -> bytes:
+        return self.gateways[name].core.gateway_id
+
+    # --- running ----------------------------------------------------------------------------------
+    def _endpoints(self) -> Iterator[tuple[str, GatewayNode | AgentClient]]:
+        yield from self.gateways.items()
+        yield from self.agents.items()
+
+    def _collect(self) -> list[tuple[str, Handle, Message]]:
+        out: list[tuple[str, Handle, Message]] = []
+        for name, ep in self._endpoints():
+            out.extend((name, dest, msg) for dest, msg in ep.messages_to_send())
+            while (ev := ep.next_event()) is not None:
+                self.events[name].append(ev)
+        return out
+
+    def deliver(self, source: str, dest: Handle, msg: Message) -> None:
+        """Encode, decode and hand one message to ``dest`` (dropped if the link is cut or
+        ``dest`` does not exist)."""
+        assert isinstance(dest, str), dest
+        data = encode(msg)
+        if frozenset((source, dest)) in self.cut:
+            return
+        wire = decode(data)
+        self.log.append(Sent(self.now, source, dest, wire, len(data)))
+        if dest in self.gateways:
+            self.gateways[dest].receive(source, wire, self.now)
+        elif dest in self.agents:
+            try:
+                self.agents[dest].receive(wire, self.now)
+            except ProtocolError as err:
+                self.events[dest].append(err)
+
+    def pump(self, limit: int = 100_000) -> int:
+        """Deliver messages until none is queued; return how many were delivered."""
+        n = 0
+        while batch := self._collect():
+            for source, dest, msg in batch:
+                self.deliver(source, dest, msg)
+                n += 1
+                if n > limit:
+                    raise RuntimeError("the network does not settle")
+        return n
+
+    def next_timer(self) -> float | None:
+        return earliest(*(ep.get_timer() for _, ep in self._endpoints()))
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` ahead, firing every timer on the way (in order) and
+        pumping after each."""
+        target = self.now + seconds
+        self.pump()
+        while (t := self.next_timer()) is not None and t <= target:
+            self.now = max(self.now, t)
+            for _, ep in self._endpoints():
+                due = ep.get_timer()
+                if due is not None and due <= self.now:
+                    ep.handle_timer(self.now)
+            self.pump()
+        self.now = target
+
+    # --- looking --------------------------------------------------------------------------------
+    def take(self, name: str, kind: type[E]) -> list[E]:
+        """Remove and return ``name``'s events of type ``kind``."""
+        evs = self.events[name]
+        found = [e for e in evs if isinstance(e, kind)]
+        self.events[name] = [e for e in evs if not isinstance(e, kind)]
+        return found
+
+    def sent(self, source: str | None = None, dest: str | None = None) -> list[Sent]:
+        return [s for s in self.log if (source is None or s.source == source)
+                and (dest is None or s.dest == dest)]

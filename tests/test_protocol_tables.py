@@ -1,0 +1,280 @@
+"""The transition tables: well-formed, and every unexpected message in every state is
+refused with the right error on the wire while the machine stays consistent
+(draft-dmsc-state-machines-00; draft-dmsc-protocol-00 Sections 5.4 and 6.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+
+import pytest
+
+from dmscproto.codec.examples import by_type, examples
+from dmscproto.codec.messages import (
+    Digest,
+    Error,
+    Message,
+    Notify,
+    Open,
+    RegisterAck,
+    RouteRequest,
+    TraceRequest,
+)
+from dmscproto.codec.registry import ErrorCode, MessageType
+from dmscproto.codec.wire import Advertisement, DigestSummary, VersionedId
+from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol import MACHINES
+from dmscproto.protocol.discovery import DiscoveryResponder
+from dmscproto.protocol.machine import Machine, Outbox, ProtocolError, TransactionIds
+from dmscproto.protocol.oam import EchoResponder, TraceRelay
+from dmscproto.protocol.peering import LocalGateway, PeerSession
+from dmscproto.protocol.registration import AgentRegistration, GatewayRegistration
+from dmscproto.protocol.requester import Requester
+from dmscproto.protocol.routing import RelayContext, RouteRelay
+from dmscproto.protocol.sync import PeerSync, SyncPeer
+from dmscproto.testing.harness import T0, make_record
+
+M = MessageType
+#: Requests and their answers, as the draft's Section 3.3 table lists them.
+REQUESTS = {M.REGISTER, M.REFRESH, M.DEREGISTER, M.DISCOVER, M.ROUTE_REQUEST, M.OPEN,
+            M.SYNC_REQUEST, M.ECHO_REQUEST, M.TRACE_REQUEST}
+ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16
+EXAMPLE = {t: examples()[names[0]] for t, names in by_type().items()}
+
+
+def test_examples_cover_every_message_type() -> None:
+    assert set(EXAMPLE) == set(MessageType)
+
+
+@pytest.mark.parametrize("cls", MACHINES, ids=lambda c: c.NAME)
+def test_table_is_well_formed(cls: type[Machine]) -> None:
+    states, inputs, actions = set(cls.State), set(cls.Input), set(cls.Action)
+    used_inputs = set()
+    used_actions = set()
+    for (state, inp), (action, nxt) in cls.TABLE.items():
+        assert state in states and nxt in states and inp in inputs and action in actions
+        used_inputs.add(inp)
+        used_actions.add(action)
+        assert callable(getattr(cls, "_" + action.name.lower(), None)), action
+    assert used_inputs == inputs, "an input no transition uses"
+    assert used_actions == actions, "an action no transition uses"
+    # every state is reachable from the initial one
+    seen, todo = {cls.INITIAL}, [cls.INITIAL]
+    while todo:
+        s = todo.pop()
+        for (src, _), (_, nxt) in cls.TABLE.items():
+            if src is s and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    assert seen == states
+    for t, inps in cls.MESSAGE_INPUTS.items():
+        assert isinstance(t, MessageType) and set(inps) <= inputs
+
+
+# --- machines driven into each of their states by real inputs -------------------------------
+@dataclass
+class Rig:
+    """A machine in a state, how to feed it a message, and the txid it expects."""
+
+    machine: Machine
+    feed: Callable[[Message], None]
+    outbox: Outbox
+    txid: int = 7
+
+
+def _core(tmp_path: Path) -> GatewayCore:
+    return GatewayCore(ME, "a.example", RegistryStore(tmp_path / "gw.db"))
+
+
+def _agent_registration(state: Enum, tmp_path: Path) -> Rig:
+    out = Outbox()
+    m = AgentRegistration(out, "gw", TransactionIds(), nonce=lambda: bytes(16))
+    signed = make_record(30, "alice", "a.example")
+    if state is not m.State.IDLE:
+        m.register(signed, 600, T0)
+        if state is not m.State.REGISTERING:
+            [(_, reg)] = out.messages_to_send()
+            m.receive(RegisterAck(transaction_id=reg.transaction_id, status=ErrorCode.SUCCESS,
+                                  agent_id=signed.record.agent_id, lease=600), T0)
+            if state is m.State.REFRESHING:
+                m.handle_timer(T0 + 300)
+            elif state is m.State.DEREGISTERING:
+                m.deregister(T0 + 1)
+    out.messages_to_send()
+    assert m.state is state
+    return Rig(m, lambda msg: m.receive(msg, T0 + 2), out, m._pending or 7)
+
+
+def _gateway_registration(state: Enum, tmp_path: Path) -> Rig:
+    out = Outbox()
+    m = GatewayRegistration(out, _core(tmp_path))
+    signed = make_record(30, "alice", "a.example")
+    if state is m.State.REGISTERED:
+        assert m.core.register(signed, 600, T0).status is ErrorCode.SUCCESS
+    m.state = m.state_of(signed.record.agent_id)
+    assert m.state is state
+    return Rig(m, lambda msg: m.receive("alice", msg, T0 + 1), out)
+
+
+def _requester(state: Enum, tmp_path: Path) -> Rig:
+    out = Outbox()
+    m = Requester(out, "gw", replace(EXAMPLE[M.DISCOVER], transaction_id=7))
+    if state is not m.State.IDLE:
+        m.send(T0)
+        if state is m.State.DONE:
+            m.receive(replace(EXAMPLE[M.DISCOVER_REPLY], transaction_id=7), T0 + 1)
+    out.messages_to_send()
+    assert m.state is state
+    return Rig(m, lambda msg: m.receive(msg, T0 + 2), out)
+
+
+def _responder(cls: type[DiscoveryResponder] | type[EchoResponder]) -> Callable[..., Rig]:
+    def make(state: Enum, tmp_path: Path) -> Rig:
+        out = Outbox()
+        m = (DiscoveryResponder(out, _core(tmp_path)) if cls is DiscoveryResponder
+             else EchoResponder(out, ME))
+        return Rig(m, lambda msg: m.receive("agent", msg, T0), out)
+    return make
+
+
+def _relay(cls: type[RouteRelay] | type[TraceRelay]) -> Callable[..., Rig]:
+    def make(state: Enum, tmp_path: Path) -> Rig:
+        out = Outbox()
+        core = _core(tmp_path)
+        local, remote = make_record(30, "alice", "a.example"), make_record(31, "bob", "b.ex")
+        core.register(local, 600, T0)
+        assert core.learn(Advertisement(1, (PEER,), remote), PEER, T0)
+        ctx = RelayContext(core, TransactionIds(), {PEER: "peer"}.get,
+                           {local.record.agent_id: "alice"}.get)
+        target = {"DELIVERED": local, "FORWARDED": remote}.get(state.name, remote)
+        if cls is TraceRelay and state.name == "DONE":
+            target = local  # answered at once
+        path = (ME,) if state.name == "DONE" and cls is RouteRelay else ()
+        req: RouteRequest | TraceRequest
+        if cls is RouteRelay:
+            req = RouteRequest(transaction_id=5, source_agent=PEER,
+                               target_agent=target.record.agent_id, hop_limit=8, path=path,
+                               payload=b"x")
+            m: RouteRelay | TraceRelay = RouteRelay(out, ctx, "up", req)
+        else:
+            req = TraceRequest(transaction_id=5, target_agent=target.record.agent_id,
+                               hop_limit=8, path=())
+            m = TraceRelay(out, ctx, "up", req)
+        if state is not m.State.IDLE:
+            m.start(T0)
+        out.messages_to_send()
+        assert m.state is state
+        txid = m.downstream[1] if m.downstream else 7
+        return Rig(m, lambda msg: m.receive("down", msg, T0 + 1), out, txid)
+    return make
+
+
+def _session(state: Enum, tmp_path: Path) -> Rig:
+    out = Outbox()
+    m = PeerSession(out, "peer", LocalGateway(ME, "a.example"), _core(tmp_path),
+                    TransactionIds(), lambda _s: None)
+    peer_open = Open(transaction_id=99, gateway_id=PEER, domain="b.example", hold_time=90,
+                     capabilities=0)
+    if state is m.State.OPEN_SENT or state is m.State.ESTABLISHED:
+        m.start(T0)
+        if state is m.State.ESTABLISHED:
+            [(_, mine)] = out.messages_to_send()
+            m.receive(replace(peer_open, transaction_id=mine.transaction_id), T0)
+    elif state is m.State.OPEN_CONFIRM:
+        m.receive(peer_open, T0)
+    out.messages_to_send()
+    out.events.clear()
+    assert m.state is state
+    return Rig(m, lambda msg: m.receive(msg, T0 + 1), out)
+
+
+def _sync(state: Enum, tmp_path: Path) -> Rig:
+    out = Outbox()
+    sent: list[Message] = []
+    m = PeerSync(out, _core(tmp_path), SyncPeer("peer", PEER, "b.example",
+                                                lambda msg, _now: sent.append(msg)),
+                 TransactionIds(), lambda _s: None)
+    if state is m.State.PULLING:
+        wanted = [VersionedId(bytes([9]) * 16, 1)]
+        m.receive(Digest(summary=DigestSummary(1, bytes(32)), entries=(tuple(wanted),)), T0)
+    assert m.state is state
+    return Rig(m, lambda msg: m.receive(msg, T0 + 1), out,
+               sent[-1].transaction_id if sent else 7)
+
+
+RIGS: dict[type[Machine], Callable[[Enum, Path], Rig]] = {
+    AgentRegistration: _agent_registration,
+    GatewayRegistration: _gateway_registration,
+    Requester: _requester,
+    DiscoveryResponder: _responder(DiscoveryResponder),
+    EchoResponder: _responder(EchoResponder),
+    RouteRelay: _relay(RouteRelay),
+    TraceRelay: _relay(TraceRelay),
+    PeerSession: _session,
+    PeerSync: _sync,
+}
+
+
+def test_every_machine_has_a_rig() -> None:
+    assert set(RIGS) == set(MACHINES)
+
+
+def _inputs(cls: type[Machine], t: MessageType) -> tuple[Enum, ...]:
+    if cls is Requester:  # its answer type is DISCOVER's: DISCOVER_REPLY
+        return {M.DISCOVER_REPLY: (Requester.Input.ANSWER,),
+                M.ERROR: (Requester.Input.ERROR,)}.get(t, ())
+    return cls.MESSAGE_INPUTS.get(t, ())
+
+
+def unexpected_cases() -> Iterator[tuple[type[Machine], Enum, MessageType]]:
+    """(machine, state, message type) with no table entry for any input the type maps to."""
+    for cls in MACHINES:
+        for state in cls.State:
+            for t in MessageType:
+                if not any((state, i) in cls.TABLE for i in _inputs(cls, t)):
+                    yield cls, state, t
+
+
+CASES = list(unexpected_cases())
+
+
+def test_product_is_large() -> None:
+    # all 21 message types in every state of every machine, less the expected ones
+    total = sum(len(cls.State) for cls in MACHINES) * len(MessageType)
+    assert 0.8 * total < len(CASES) < total
+
+
+@pytest.mark.parametrize(("cls", "state", "mtype"), CASES,
+                         ids=[f"{c.NAME}-{s.name}-{t.name}" for c, s, t in CASES])
+def test_unexpected_message_is_refused(cls: type[Machine], state: Enum, mtype: MessageType,
+                                       tmp_path: Path) -> None:
+    rig = RIGS[cls](state, tmp_path)
+    msg = replace(EXAMPLE[mtype], transaction_id=rig.txid)
+    with pytest.raises(ProtocolError) as exc:
+        rig.feed(msg)
+    assert exc.value.code is ErrorCode.UNEXPECTED_MESSAGE
+    assert exc.value.message_type is mtype
+    sent = [m for _, m in rig.outbox.messages_to_send()]
+    if cls is PeerSession:
+        # a peer session answers NOTIFY (never to a NOTIFY) and closes (Section 6.1)
+        if mtype is M.NOTIFY:
+            assert sent == []
+        else:
+            assert [type(m) for m in sent] == [Notify]
+            assert isinstance(sent[0], Notify)
+            assert sent[0].status is ErrorCode.UNEXPECTED_MESSAGE
+        assert rig.machine.state is PeerSession.State.IDLE
+        return
+    if cls is PeerSync:
+        sent = []  # the session owning it answers (previous branch)
+    elif mtype in REQUESTS:
+        assert len(sent) == 1 and isinstance(sent[0], Error)
+        err = sent[0]
+        assert (err.status, err.offending_type, err.transaction_id) == \
+            (ErrorCode.UNEXPECTED_MESSAGE, int(mtype), rig.txid)
+    else:
+        assert sent == [], "answers, one-way messages and ERROR are never answered"
+    assert rig.machine.state is state, "the machine must stay where it was"
