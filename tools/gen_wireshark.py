@@ -57,9 +57,15 @@ def lua_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def hx(code: int, digits: int = 2) -> str:
+    """A code as a Lua hex literal of at least ``digits`` digits."""
+    return f"0x{code:0{digits}x}"
+
+
 def value_string(enum: type[IntEnum] | type[IntFlag]) -> str:
-    items = ", ".join(f"[{int(m)}] = {lua_str(str(m.name))}" for m in enum)
-    return "{ " + items + " }"
+    digits = 2 if max(int(m) for m in enum) < 0x100 else 4
+    items = "".join(f"\n  [{hx(int(m), digits)}] = {lua_str(str(m.name))}," for m in enum)
+    return "{" + items + "\n}"
 
 
 class Fields:
@@ -130,12 +136,13 @@ def render() -> str:
         parts = LAYOUTS[tlv]
         prefix = f"dmsc.{tlv.name.lower()}"
         entries = ", ".join(_part_lua(fields, prefix, p, len(parts) == 1) for p in parts)
-        layouts.append(f"  [{int(tlv)}] = {{ {entries} }},")
+        layouts.append(f"  [{hx(int(tlv), 4)}] = {{ {entries} }},")
     messages = []
     for mtype, cls in sorted(MESSAGE_CLASSES.items()):
-        specs = ", ".join(f"[{int(s.tlv)}] = {lua_str(s.occurs.value)}" for s in cls.SPEC)
-        names = ", ".join(f"[{int(s.tlv)}] = {lua_str(s.name)}" for s in cls.SPEC)
-        messages.append(f"  [{mtype}] = {{ occurs = {{ {specs} }}, names = {{ {names} }} }},")
+        specs = ", ".join(f"[{hx(int(s.tlv), 4)}] = {lua_str(s.occurs.value)}" for s in cls.SPEC)
+        names = ", ".join(f"[{hx(int(s.tlv), 4)}] = {lua_str(s.name)}" for s in cls.SPEC)
+        messages.append(f"  [{hx(mtype)}] = {{ -- {MessageType(mtype).name}\n"
+                        f"    occurs = {{ {specs} }},\n    names = {{ {names} }} }},")
     flag_fields = [fields.add(f"dmsc.flags.{str(flag.name).lower()}", "bool", str(flag.name),
                               "16", "nil", hex(int(flag))) for flag in Flags]
     experts = "\n".join(
@@ -159,8 +166,8 @@ def render() -> str:
         "@LAYOUTS@": "\n".join(layouts),
         "@MESSAGES@": "\n".join(messages),
         "@EXPERTS@": experts,
-        "@SUCCESS@": str(int(ErrorCode.SUCCESS)),
-        "@STATUS@": str(int(TlvType.STATUS)),
+        "@SUCCESS@": hx(int(ErrorCode.SUCCESS), 4),
+        "@STATUS@": hx(int(TlvType.STATUS), 4),
     }
     text = TEMPLATE
     for key, value in substitutions.items():

@@ -21,15 +21,118 @@ local MAX_PDU_SIZE = 65535
 local CRITICAL_BIT = 0x8000
 local UDP_PORT = 4760
 local ALPN = "dmsc/1"
-local SUCCESS = 0
-local STATUS_TLV = 32773
+local SUCCESS = 0x0000
+local STATUS_TLV = 0x8005
 
 -- Registries (Section 11) --------------------------------------------------------------
 local vs = {}
-vs.ErrorCode = { [0] = "SUCCESS", [257] = "TRUNCATED", [258] = "TRAILING_DATA", [259] = "LENGTH_MISMATCH", [260] = "UNSUPPORTED_VERSION", [261] = "UNKNOWN_MESSAGE_TYPE", [262] = "UNKNOWN_CRITICAL_TLV", [263] = "DUPLICATE_TLV", [264] = "PDU_TOO_LARGE", [265] = "MALFORMED_CBOR", [266] = "NON_DETERMINISTIC_CBOR", [267] = "MALFORMED_COSE", [268] = "MISSING_TLV", [269] = "INVALID_TLV_LENGTH", [270] = "INVALID_TLV_VALUE", [271] = "TLV_ORDER", [513] = "UNEXPECTED_MESSAGE", [514] = "HOLD_TIMER_EXPIRED", [515] = "TRANSACTION_TIMEOUT", [516] = "CEASE", [769] = "UNKNOWN_AGENT", [770] = "NAME_CONFLICT", [771] = "LEASE_EXPIRED", [1025] = "NO_ROUTE", [1026] = "LOOP_DETECTED", [1027] = "HOP_LIMIT_EXCEEDED", [1028] = "TARGET_UNREACHABLE", [1281] = "BAD_SIGNATURE", [1282] = "UNTRUSTED_CERTIFICATE", [1283] = "IDENTITY_MISMATCH", [1284] = "REPLAY", [1285] = "STALE_TIMESTAMP", [1286] = "INVALID_TOKEN", [1287] = "TOKEN_EXPIRED", [1288] = "INSUFFICIENT_SCOPE", [1289] = "WRONG_AUDIENCE", [1290] = "TOKEN_KEY_MISMATCH", [1291] = "CERTIFICATE_REVOKED", [1292] = "CERTIFICATE_EXPIRED", [1293] = "POLICY_DENIED", [1537] = "RATE_LIMITED", [1538] = "RESOURCE_EXHAUSTED", [1539] = "INTERNAL_ERROR" }
-vs.MessageType = { [1] = "REGISTER", [2] = "REGISTER_ACK", [3] = "REFRESH", [4] = "REFRESH_ACK", [5] = "DEREGISTER", [6] = "DEREGISTER_ACK", [16] = "DISCOVER", [17] = "DISCOVER_REPLY", [32] = "ROUTE_REQUEST", [33] = "ROUTE_REPLY", [48] = "OPEN", [49] = "KEEPALIVE", [50] = "UPDATE", [51] = "DIGEST", [52] = "SYNC_REQUEST", [53] = "NOTIFY", [64] = "ECHO_REQUEST", [65] = "ECHO_REPLY", [66] = "TRACE_REQUEST", [67] = "TRACE_REPLY", [127] = "ERROR" }
-vs.Scope = { [0] = "LOCAL", [1] = "DOMAIN", [2] = "FEDERATED" }
-vs.TlvType = { [1] = "TRACE_CONTEXT", [2] = "DIAGNOSTIC", [32769] = "AGENT_ID", [32770] = "GATEWAY_ID", [32771] = "SIGNED_RECORD", [32772] = "LEASE", [32773] = "STATUS", [32774] = "NONCE", [32775] = "TIMESTAMP", [32776] = "QUERY", [32777] = "SCOPE", [32778] = "MAX_RESULTS", [32779] = "RESULT", [32780] = "SOURCE_AGENT", [32781] = "TARGET_AGENT", [32782] = "HOP_LIMIT", [32783] = "PATH_VECTOR", [32784] = "PAYLOAD", [32785] = "DOMAIN", [32786] = "HOLD_TIME", [32787] = "GATEWAY_CAPS", [32788] = "ADVERTISE", [32789] = "WITHDRAW", [32790] = "DIGEST_SUMMARY", [32791] = "DIGEST_ENTRIES", [32792] = "AGENT_IDS", [32793] = "ACCESS_TOKEN", [32794] = "OFFENDING_TYPE", [32795] = "TIMEOUT", [32796] = "EXPORT_POLICY", [32797] = "SEQUENCE", [32798] = "HOP" }
+vs.ErrorCode = {
+  [0x0000] = "SUCCESS",
+  [0x0101] = "TRUNCATED",
+  [0x0102] = "TRAILING_DATA",
+  [0x0103] = "LENGTH_MISMATCH",
+  [0x0104] = "UNSUPPORTED_VERSION",
+  [0x0105] = "UNKNOWN_MESSAGE_TYPE",
+  [0x0106] = "UNKNOWN_CRITICAL_TLV",
+  [0x0107] = "DUPLICATE_TLV",
+  [0x0108] = "PDU_TOO_LARGE",
+  [0x0109] = "MALFORMED_CBOR",
+  [0x010a] = "NON_DETERMINISTIC_CBOR",
+  [0x010b] = "MALFORMED_COSE",
+  [0x010c] = "MISSING_TLV",
+  [0x010d] = "INVALID_TLV_LENGTH",
+  [0x010e] = "INVALID_TLV_VALUE",
+  [0x010f] = "TLV_ORDER",
+  [0x0201] = "UNEXPECTED_MESSAGE",
+  [0x0202] = "HOLD_TIMER_EXPIRED",
+  [0x0203] = "TRANSACTION_TIMEOUT",
+  [0x0204] = "CEASE",
+  [0x0301] = "UNKNOWN_AGENT",
+  [0x0302] = "NAME_CONFLICT",
+  [0x0303] = "LEASE_EXPIRED",
+  [0x0401] = "NO_ROUTE",
+  [0x0402] = "LOOP_DETECTED",
+  [0x0403] = "HOP_LIMIT_EXCEEDED",
+  [0x0404] = "TARGET_UNREACHABLE",
+  [0x0501] = "BAD_SIGNATURE",
+  [0x0502] = "UNTRUSTED_CERTIFICATE",
+  [0x0503] = "IDENTITY_MISMATCH",
+  [0x0504] = "REPLAY",
+  [0x0505] = "STALE_TIMESTAMP",
+  [0x0506] = "INVALID_TOKEN",
+  [0x0507] = "TOKEN_EXPIRED",
+  [0x0508] = "INSUFFICIENT_SCOPE",
+  [0x0509] = "WRONG_AUDIENCE",
+  [0x050a] = "TOKEN_KEY_MISMATCH",
+  [0x050b] = "CERTIFICATE_REVOKED",
+  [0x050c] = "CERTIFICATE_EXPIRED",
+  [0x050d] = "POLICY_DENIED",
+  [0x0601] = "RATE_LIMITED",
+  [0x0602] = "RESOURCE_EXHAUSTED",
+  [0x0603] = "INTERNAL_ERROR",
+}
+vs.MessageType = {
+  [0x01] = "REGISTER",
+  [0x02] = "REGISTER_ACK",
+  [0x03] = "REFRESH",
+  [0x04] = "REFRESH_ACK",
+  [0x05] = "DEREGISTER",
+  [0x06] = "DEREGISTER_ACK",
+  [0x10] = "DISCOVER",
+  [0x11] = "DISCOVER_REPLY",
+  [0x20] = "ROUTE_REQUEST",
+  [0x21] = "ROUTE_REPLY",
+  [0x30] = "OPEN",
+  [0x31] = "KEEPALIVE",
+  [0x32] = "UPDATE",
+  [0x33] = "DIGEST",
+  [0x34] = "SYNC_REQUEST",
+  [0x35] = "NOTIFY",
+  [0x40] = "ECHO_REQUEST",
+  [0x41] = "ECHO_REPLY",
+  [0x42] = "TRACE_REQUEST",
+  [0x43] = "TRACE_REPLY",
+  [0x7f] = "ERROR",
+}
+vs.Scope = {
+  [0x00] = "LOCAL",
+  [0x01] = "DOMAIN",
+  [0x02] = "FEDERATED",
+}
+vs.TlvType = {
+  [0x0001] = "TRACE_CONTEXT",
+  [0x0002] = "DIAGNOSTIC",
+  [0x8001] = "AGENT_ID",
+  [0x8002] = "GATEWAY_ID",
+  [0x8003] = "SIGNED_RECORD",
+  [0x8004] = "LEASE",
+  [0x8005] = "STATUS",
+  [0x8006] = "NONCE",
+  [0x8007] = "TIMESTAMP",
+  [0x8008] = "QUERY",
+  [0x8009] = "SCOPE",
+  [0x800a] = "MAX_RESULTS",
+  [0x800b] = "RESULT",
+  [0x800c] = "SOURCE_AGENT",
+  [0x800d] = "TARGET_AGENT",
+  [0x800e] = "HOP_LIMIT",
+  [0x800f] = "PATH_VECTOR",
+  [0x8010] = "PAYLOAD",
+  [0x8011] = "DOMAIN",
+  [0x8012] = "HOLD_TIME",
+  [0x8013] = "GATEWAY_CAPS",
+  [0x8014] = "ADVERTISE",
+  [0x8015] = "WITHDRAW",
+  [0x8016] = "DIGEST_SUMMARY",
+  [0x8017] = "DIGEST_ENTRIES",
+  [0x8018] = "AGENT_IDS",
+  [0x8019] = "ACCESS_TOKEN",
+  [0x801a] = "OFFENDING_TYPE",
+  [0x801b] = "TIMEOUT",
+  [0x801c] = "EXPORT_POLICY",
+  [0x801d] = "SEQUENCE",
+  [0x801e] = "HOP",
+}
 
 -- Fields -------------------------------------------------------------------------------
 local f = {}
@@ -129,63 +232,105 @@ dmsc.experts = expert_list
 
 -- Value layouts by TLV type (Sections 5-7), from the codec's construct formats --------
 local layouts = {
-  [1] = { { kind = "cbor", size = nil, field = f["dmsc.trace_context"], cose = false } },
-  [2] = { { kind = "text", size = nil, field = f["dmsc.diagnostic"], cose = false } },
-  [32769] = { { kind = "bytes", size = 16, field = f["dmsc.agent_id"], cose = false } },
-  [32770] = { { kind = "bytes", size = 16, field = f["dmsc.gateway_id"], cose = false } },
-  [32771] = { { kind = "cbor", size = nil, field = f["dmsc.signed_record"], cose = true } },
-  [32772] = { { kind = "uint", size = 4, field = f["dmsc.lease"], flags = nil, strict = nil } },
-  [32773] = { { kind = "uint", size = 2, field = f["dmsc.status"], flags = nil, strict = vs.ErrorCode } },
-  [32774] = { { kind = "bytes", size = 16, field = f["dmsc.nonce"], cose = false } },
-  [32775] = { { kind = "uint", size = 8, field = f["dmsc.timestamp"], flags = nil, strict = nil } },
-  [32776] = { { kind = "cbor", size = nil, field = f["dmsc.query"], cose = false } },
-  [32777] = { { kind = "uint", size = 1, field = f["dmsc.scope"], flags = nil, strict = vs.Scope } },
-  [32778] = { { kind = "uint", size = 2, field = f["dmsc.max_results"], flags = nil, strict = nil } },
-  [32779] = { { kind = "uint", size = 2, field = f["dmsc.result.score"], flags = nil, strict = nil }, { kind = "cbor", size = nil, field = f["dmsc.result.record"], cose = true } },
-  [32780] = { { kind = "bytes", size = 16, field = f["dmsc.source_agent"], cose = false } },
-  [32781] = { { kind = "bytes", size = 16, field = f["dmsc.target_agent"], cose = false } },
-  [32782] = { { kind = "uint", size = 1, field = f["dmsc.hop_limit"], flags = nil, strict = nil } },
-  [32783] = { { kind = "list", field = f["dmsc.path_vector"], count_field = f["dmsc.path_vector.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.path_vector.item"], cose = false } } } },
-  [32784] = { { kind = "bytes", size = nil, field = f["dmsc.payload"], cose = false } },
-  [32785] = { { kind = "text", size = nil, field = f["dmsc.domain"], cose = false } },
-  [32786] = { { kind = "uint", size = 2, field = f["dmsc.hold_time"], flags = nil, strict = nil } },
-  [32787] = { { kind = "uint", size = 4, field = f["dmsc.gateway_caps"], flags = { f["dmsc.gateway_caps.routing"], f["dmsc.gateway_caps.digest_sync"], f["dmsc.gateway_caps.federation"], f["dmsc.gateway_caps.oam"] }, strict = nil } },
-  [32788] = { { kind = "uint", size = 8, field = f["dmsc.advertise.version"], flags = nil, strict = nil }, { kind = "list", field = f["dmsc.advertise.path"], count_field = f["dmsc.advertise.path.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.advertise.path.item"], cose = false } } }, { kind = "cbor", size = nil, field = f["dmsc.advertise.record"], cose = true } },
-  [32789] = { { kind = "bytes", size = 16, field = f["dmsc.withdraw.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.withdraw.version"], flags = nil, strict = nil } },
-  [32790] = { { kind = "uint", size = 4, field = f["dmsc.digest_summary.count"], flags = nil, strict = nil }, { kind = "bytes", size = 32, field = f["dmsc.digest_summary.hash"], cose = false } },
-  [32791] = { { kind = "list", field = f["dmsc.digest_entries"], count_field = f["dmsc.digest_entries.count"], count_size = 2, item_size = 24, entry_field = f["dmsc.digest_entries.entry"], item = { { kind = "bytes", size = 16, field = f["dmsc.digest_entries.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.digest_entries.version"], flags = nil, strict = nil } } } },
-  [32792] = { { kind = "list", field = f["dmsc.agent_ids"], count_field = f["dmsc.agent_ids.count"], count_size = 2, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.agent_ids.item"], cose = false } } } },
-  [32793] = { { kind = "bytes", size = nil, field = f["dmsc.access_token"], cose = false } },
-  [32794] = { { kind = "uint", size = 1, field = f["dmsc.offending_type"], flags = nil, strict = nil } },
-  [32795] = { { kind = "uint", size = 4, field = f["dmsc.timeout"], flags = nil, strict = nil } },
-  [32796] = { { kind = "cbor", size = nil, field = f["dmsc.export_policy"], cose = false } },
-  [32797] = { { kind = "uint", size = 4, field = f["dmsc.sequence"], flags = nil, strict = nil } },
-  [32798] = { { kind = "cbor", size = nil, field = f["dmsc.hop"], cose = false } },
+  [0x0001] = { { kind = "cbor", size = nil, field = f["dmsc.trace_context"], cose = false } },
+  [0x0002] = { { kind = "text", size = nil, field = f["dmsc.diagnostic"], cose = false } },
+  [0x8001] = { { kind = "bytes", size = 16, field = f["dmsc.agent_id"], cose = false } },
+  [0x8002] = { { kind = "bytes", size = 16, field = f["dmsc.gateway_id"], cose = false } },
+  [0x8003] = { { kind = "cbor", size = nil, field = f["dmsc.signed_record"], cose = true } },
+  [0x8004] = { { kind = "uint", size = 4, field = f["dmsc.lease"], flags = nil, strict = nil } },
+  [0x8005] = { { kind = "uint", size = 2, field = f["dmsc.status"], flags = nil, strict = vs.ErrorCode } },
+  [0x8006] = { { kind = "bytes", size = 16, field = f["dmsc.nonce"], cose = false } },
+  [0x8007] = { { kind = "uint", size = 8, field = f["dmsc.timestamp"], flags = nil, strict = nil } },
+  [0x8008] = { { kind = "cbor", size = nil, field = f["dmsc.query"], cose = false } },
+  [0x8009] = { { kind = "uint", size = 1, field = f["dmsc.scope"], flags = nil, strict = vs.Scope } },
+  [0x800a] = { { kind = "uint", size = 2, field = f["dmsc.max_results"], flags = nil, strict = nil } },
+  [0x800b] = { { kind = "uint", size = 2, field = f["dmsc.result.score"], flags = nil, strict = nil }, { kind = "cbor", size = nil, field = f["dmsc.result.record"], cose = true } },
+  [0x800c] = { { kind = "bytes", size = 16, field = f["dmsc.source_agent"], cose = false } },
+  [0x800d] = { { kind = "bytes", size = 16, field = f["dmsc.target_agent"], cose = false } },
+  [0x800e] = { { kind = "uint", size = 1, field = f["dmsc.hop_limit"], flags = nil, strict = nil } },
+  [0x800f] = { { kind = "list", field = f["dmsc.path_vector"], count_field = f["dmsc.path_vector.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.path_vector.item"], cose = false } } } },
+  [0x8010] = { { kind = "bytes", size = nil, field = f["dmsc.payload"], cose = false } },
+  [0x8011] = { { kind = "text", size = nil, field = f["dmsc.domain"], cose = false } },
+  [0x8012] = { { kind = "uint", size = 2, field = f["dmsc.hold_time"], flags = nil, strict = nil } },
+  [0x8013] = { { kind = "uint", size = 4, field = f["dmsc.gateway_caps"], flags = { f["dmsc.gateway_caps.routing"], f["dmsc.gateway_caps.digest_sync"], f["dmsc.gateway_caps.federation"], f["dmsc.gateway_caps.oam"] }, strict = nil } },
+  [0x8014] = { { kind = "uint", size = 8, field = f["dmsc.advertise.version"], flags = nil, strict = nil }, { kind = "list", field = f["dmsc.advertise.path"], count_field = f["dmsc.advertise.path.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.advertise.path.item"], cose = false } } }, { kind = "cbor", size = nil, field = f["dmsc.advertise.record"], cose = true } },
+  [0x8015] = { { kind = "bytes", size = 16, field = f["dmsc.withdraw.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.withdraw.version"], flags = nil, strict = nil } },
+  [0x8016] = { { kind = "uint", size = 4, field = f["dmsc.digest_summary.count"], flags = nil, strict = nil }, { kind = "bytes", size = 32, field = f["dmsc.digest_summary.hash"], cose = false } },
+  [0x8017] = { { kind = "list", field = f["dmsc.digest_entries"], count_field = f["dmsc.digest_entries.count"], count_size = 2, item_size = 24, entry_field = f["dmsc.digest_entries.entry"], item = { { kind = "bytes", size = 16, field = f["dmsc.digest_entries.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.digest_entries.version"], flags = nil, strict = nil } } } },
+  [0x8018] = { { kind = "list", field = f["dmsc.agent_ids"], count_field = f["dmsc.agent_ids.count"], count_size = 2, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.agent_ids.item"], cose = false } } } },
+  [0x8019] = { { kind = "bytes", size = nil, field = f["dmsc.access_token"], cose = false } },
+  [0x801a] = { { kind = "uint", size = 1, field = f["dmsc.offending_type"], flags = nil, strict = nil } },
+  [0x801b] = { { kind = "uint", size = 4, field = f["dmsc.timeout"], flags = nil, strict = nil } },
+  [0x801c] = { { kind = "cbor", size = nil, field = f["dmsc.export_policy"], cose = false } },
+  [0x801d] = { { kind = "uint", size = 4, field = f["dmsc.sequence"], flags = nil, strict = nil } },
+  [0x801e] = { { kind = "cbor", size = nil, field = f["dmsc.hop"], cose = false } },
 }
 
 -- Message types: TLV occurrence ("1", "0..1", "0..n") and field names (Sections 5, 6)
 local messages = {
-  [1] = { occurs = { [1] = "0..1", [32771] = "1", [32772] = "1", [32774] = "1", [32775] = "1", [32793] = "0..1" }, names = { [1] = "trace", [32771] = "record", [32772] = "lease", [32774] = "nonce", [32775] = "timestamp", [32793] = "token" } },
-  [2] = { occurs = { [1] = "0..1", [2] = "0..1", [32769] = "0..1", [32772] = "0..1", [32773] = "1" }, names = { [1] = "trace", [2] = "diagnostic", [32769] = "agent_id", [32772] = "lease", [32773] = "status" } },
-  [3] = { occurs = { [1] = "0..1", [32769] = "1", [32772] = "1", [32774] = "1", [32775] = "1", [32793] = "0..1" }, names = { [1] = "trace", [32769] = "agent_id", [32772] = "lease", [32774] = "nonce", [32775] = "timestamp", [32793] = "token" } },
-  [4] = { occurs = { [1] = "0..1", [2] = "0..1", [32772] = "0..1", [32773] = "1" }, names = { [1] = "trace", [2] = "diagnostic", [32772] = "lease", [32773] = "status" } },
-  [5] = { occurs = { [1] = "0..1", [32769] = "1", [32774] = "1", [32775] = "1", [32793] = "0..1" }, names = { [1] = "trace", [32769] = "agent_id", [32774] = "nonce", [32775] = "timestamp", [32793] = "token" } },
-  [6] = { occurs = { [1] = "0..1", [2] = "0..1", [32773] = "1" }, names = { [1] = "trace", [2] = "diagnostic", [32773] = "status" } },
-  [16] = { occurs = { [1] = "0..1", [32776] = "1", [32777] = "1", [32778] = "1", [32780] = "0..1", [32782] = "0..1", [32783] = "0..1", [32793] = "0..1" }, names = { [1] = "trace", [32776] = "query", [32777] = "scope", [32778] = "max_results", [32780] = "source_agent", [32782] = "hop_limit", [32783] = "path", [32793] = "token" } },
-  [17] = { occurs = { [1] = "0..1", [2] = "0..1", [32773] = "1", [32779] = "0..n" }, names = { [1] = "trace", [2] = "diagnostic", [32773] = "status", [32779] = "results" } },
-  [32] = { occurs = { [1] = "0..1", [32776] = "0..1", [32780] = "1", [32781] = "0..1", [32782] = "1", [32783] = "1", [32784] = "1", [32793] = "0..1", [32795] = "0..1" }, names = { [1] = "trace", [32776] = "query", [32780] = "source_agent", [32781] = "target_agent", [32782] = "hop_limit", [32783] = "path", [32784] = "payload", [32793] = "token", [32795] = "timeout_ms" } },
-  [33] = { occurs = { [1] = "0..1", [2] = "0..1", [32773] = "1", [32781] = "0..1", [32783] = "0..1", [32784] = "0..1" }, names = { [1] = "trace", [2] = "diagnostic", [32773] = "status", [32781] = "target_agent", [32783] = "path", [32784] = "payload" } },
-  [48] = { occurs = { [32770] = "1", [32785] = "1", [32786] = "1", [32787] = "1", [32793] = "0..1", [32796] = "0..1" }, names = { [32770] = "gateway_id", [32785] = "domain", [32786] = "hold_time", [32787] = "capabilities", [32793] = "token", [32796] = "export_policy" } },
-  [49] = { occurs = {  }, names = {  } },
-  [50] = { occurs = { [32788] = "0..n", [32789] = "0..n" }, names = { [32788] = "advertise", [32789] = "withdraw" } },
-  [51] = { occurs = { [32790] = "1", [32791] = "0..n" }, names = { [32790] = "summary", [32791] = "entries" } },
-  [52] = { occurs = { [32792] = "0..n" }, names = { [32792] = "agent_ids" } },
-  [53] = { occurs = { [2] = "0..1", [32773] = "1" }, names = { [2] = "diagnostic", [32773] = "status" } },
-  [64] = { occurs = { [1] = "0..1", [32775] = "1", [32784] = "0..1", [32797] = "1" }, names = { [1] = "trace", [32775] = "timestamp", [32784] = "payload", [32797] = "sequence" } },
-  [65] = { occurs = { [1] = "0..1", [32770] = "1", [32775] = "1", [32784] = "0..1", [32797] = "1" }, names = { [1] = "trace", [32770] = "gateway_id", [32775] = "timestamp", [32784] = "payload", [32797] = "sequence" } },
-  [66] = { occurs = { [1] = "0..1", [32781] = "1", [32782] = "1", [32783] = "1", [32798] = "0..n" }, names = { [1] = "trace", [32781] = "target_agent", [32782] = "hop_limit", [32783] = "path", [32798] = "hops" } },
-  [67] = { occurs = { [1] = "0..1", [2] = "0..1", [32773] = "1", [32781] = "0..1", [32798] = "0..n" }, names = { [1] = "trace", [2] = "diagnostic", [32773] = "status", [32781] = "target_agent", [32798] = "hops" } },
-  [127] = { occurs = { [2] = "0..1", [32773] = "1", [32794] = "0..1" }, names = { [2] = "diagnostic", [32773] = "status", [32794] = "offending_type" } },
+  [0x01] = { -- REGISTER
+    occurs = { [0x0001] = "0..1", [0x8003] = "1", [0x8004] = "1", [0x8006] = "1", [0x8007] = "1", [0x8019] = "0..1" },
+    names = { [0x0001] = "trace", [0x8003] = "record", [0x8004] = "lease", [0x8006] = "nonce", [0x8007] = "timestamp", [0x8019] = "token" } },
+  [0x02] = { -- REGISTER_ACK
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8001] = "0..1", [0x8004] = "0..1", [0x8005] = "1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8001] = "agent_id", [0x8004] = "lease", [0x8005] = "status" } },
+  [0x03] = { -- REFRESH
+    occurs = { [0x0001] = "0..1", [0x8001] = "1", [0x8004] = "1", [0x8006] = "1", [0x8007] = "1", [0x8019] = "0..1" },
+    names = { [0x0001] = "trace", [0x8001] = "agent_id", [0x8004] = "lease", [0x8006] = "nonce", [0x8007] = "timestamp", [0x8019] = "token" } },
+  [0x04] = { -- REFRESH_ACK
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8004] = "0..1", [0x8005] = "1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8004] = "lease", [0x8005] = "status" } },
+  [0x05] = { -- DEREGISTER
+    occurs = { [0x0001] = "0..1", [0x8001] = "1", [0x8006] = "1", [0x8007] = "1", [0x8019] = "0..1" },
+    names = { [0x0001] = "trace", [0x8001] = "agent_id", [0x8006] = "nonce", [0x8007] = "timestamp", [0x8019] = "token" } },
+  [0x06] = { -- DEREGISTER_ACK
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status" } },
+  [0x10] = { -- DISCOVER
+    occurs = { [0x0001] = "0..1", [0x8008] = "1", [0x8009] = "1", [0x800a] = "1", [0x800c] = "0..1", [0x800e] = "0..1", [0x800f] = "0..1", [0x8019] = "0..1" },
+    names = { [0x0001] = "trace", [0x8008] = "query", [0x8009] = "scope", [0x800a] = "max_results", [0x800c] = "source_agent", [0x800e] = "hop_limit", [0x800f] = "path", [0x8019] = "token" } },
+  [0x11] = { -- DISCOVER_REPLY
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1", [0x800b] = "0..n" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status", [0x800b] = "results" } },
+  [0x20] = { -- ROUTE_REQUEST
+    occurs = { [0x0001] = "0..1", [0x8008] = "0..1", [0x800c] = "1", [0x800d] = "0..1", [0x800e] = "1", [0x800f] = "1", [0x8010] = "1", [0x8019] = "0..1", [0x801b] = "0..1" },
+    names = { [0x0001] = "trace", [0x8008] = "query", [0x800c] = "source_agent", [0x800d] = "target_agent", [0x800e] = "hop_limit", [0x800f] = "path", [0x8010] = "payload", [0x8019] = "token", [0x801b] = "timeout_ms" } },
+  [0x21] = { -- ROUTE_REPLY
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1", [0x800d] = "0..1", [0x800f] = "0..1", [0x8010] = "0..1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status", [0x800d] = "target_agent", [0x800f] = "path", [0x8010] = "payload" } },
+  [0x30] = { -- OPEN
+    occurs = { [0x8002] = "1", [0x8011] = "1", [0x8012] = "1", [0x8013] = "1", [0x8019] = "0..1", [0x801c] = "0..1" },
+    names = { [0x8002] = "gateway_id", [0x8011] = "domain", [0x8012] = "hold_time", [0x8013] = "capabilities", [0x8019] = "token", [0x801c] = "export_policy" } },
+  [0x31] = { -- KEEPALIVE
+    occurs = {  },
+    names = {  } },
+  [0x32] = { -- UPDATE
+    occurs = { [0x8014] = "0..n", [0x8015] = "0..n" },
+    names = { [0x8014] = "advertise", [0x8015] = "withdraw" } },
+  [0x33] = { -- DIGEST
+    occurs = { [0x8016] = "1", [0x8017] = "0..n" },
+    names = { [0x8016] = "summary", [0x8017] = "entries" } },
+  [0x34] = { -- SYNC_REQUEST
+    occurs = { [0x8018] = "0..n" },
+    names = { [0x8018] = "agent_ids" } },
+  [0x35] = { -- NOTIFY
+    occurs = { [0x0002] = "0..1", [0x8005] = "1" },
+    names = { [0x0002] = "diagnostic", [0x8005] = "status" } },
+  [0x40] = { -- ECHO_REQUEST
+    occurs = { [0x0001] = "0..1", [0x8007] = "1", [0x8010] = "0..1", [0x801d] = "1" },
+    names = { [0x0001] = "trace", [0x8007] = "timestamp", [0x8010] = "payload", [0x801d] = "sequence" } },
+  [0x41] = { -- ECHO_REPLY
+    occurs = { [0x0001] = "0..1", [0x8002] = "1", [0x8007] = "1", [0x8010] = "0..1", [0x801d] = "1" },
+    names = { [0x0001] = "trace", [0x8002] = "gateway_id", [0x8007] = "timestamp", [0x8010] = "payload", [0x801d] = "sequence" } },
+  [0x42] = { -- TRACE_REQUEST
+    occurs = { [0x0001] = "0..1", [0x800d] = "1", [0x800e] = "1", [0x800f] = "1", [0x801e] = "0..n" },
+    names = { [0x0001] = "trace", [0x800d] = "target_agent", [0x800e] = "hop_limit", [0x800f] = "path", [0x801e] = "hops" } },
+  [0x43] = { -- TRACE_REPLY
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1", [0x800d] = "0..1", [0x801e] = "0..n" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status", [0x800d] = "target_agent", [0x801e] = "hops" } },
+  [0x7f] = { -- ERROR
+    occurs = { [0x0002] = "0..1", [0x8005] = "1", [0x801a] = "0..1" },
+    names = { [0x0002] = "diagnostic", [0x8005] = "status", [0x801a] = "offending_type" } },
 }
 
 local cbor = Dissector.get("cbor")
