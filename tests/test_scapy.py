@@ -261,6 +261,8 @@ def test_stream_payload_with_several_pdus() -> None:
     pdus = dissect_stream(stream)
     assert [MessageType(p.type) for p in pdus] == [EXAMPLES[n].TYPE for n in names]
     assert b"".join(raw(p) for p in pdus) == stream
+    cut = dissect_stream(stream[:-5])  # the last PDU is still arriving
+    assert [type(p) for p in cut] == [DMSC, DMSC, Raw] and b"".join(map(raw, cut)) == stream[:-5]
     first = DMSC(stream)  # DMSC(data) takes the first PDU, the rest is padding
     size = len(encode(EXAMPLES["register"]))
     assert first.length == size and first[Padding].load == stream[size:]

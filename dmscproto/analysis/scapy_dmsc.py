@@ -47,12 +47,13 @@ from scapy.fields import (
     XStrLenField,
 )
 from scapy.layers.inet import UDP
-from scapy.packet import Packet, bind_bottom_up, bind_layers
+from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
 
 from ..codec import cbor
 from ..codec.cose import SignedRecord
 from ..codec.errors import DecodeError
 from ..codec.messages import MESSAGE_CLASSES, REPEATED, FieldSpec
+from ..codec.pdu import peek_length
 from ..codec.registry import (
     CRITICAL_BIT,
     HEADER_SIZE,
@@ -550,18 +551,22 @@ class DMSC(Packet):
         return str(self.sprintf("DMSC %type% txid=%txid%"))
 
 
-def dissect_stream(data: bytes) -> list[DMSC]:
-    """Every PDU of a stream (e.g. a QUIC stream's payload), split by the header length
-    (Section 9.1); a truncated last PDU is dissected as far as it goes."""
-    pdus = []
+def dissect_stream(data: bytes) -> list[Packet]:
+    """Every PDU of a stream (e.g. a QUIC stream's payload, Section 9.1), split by the
+    length in each header as a stream receiver does (:func:`peek_length`); the rest,
+    from a header that must be refused or a PDU cut short, is returned as ``Raw``."""
+    pdus: list[Packet] = []
     offset = 0
     while offset < len(data):
-        end = len(data)
-        if end - offset >= 8:
-            (length,) = struct.unpack_from("!I", data, offset + 4)
-            end = min(end, offset + max(length, HEADER_SIZE))
-        pdus.append(DMSC(data[offset:end]))
-        offset = end
+        try:
+            length = peek_length(data[offset:])
+        except DecodeError:
+            length = None
+        if length is None or offset + length > len(data):
+            pdus.append(Raw(data[offset:]))
+            break
+        pdus.append(DMSC(data[offset:offset + length]))
+        offset += length
     return pdus
 
 
