@@ -122,9 +122,9 @@ class Part:
         return self.size if self.kind in ("uint", "bytes") else None
 
 
-def _parts(fmt: c.Construct, name: str, record: Callable[[bytes], Any]) -> tuple[Part, ...]:
+def _parts(fmt: c.Construct, name: str) -> tuple[Part, ...]:
     """The parts of a construct format; a greedy byte string inside a struct is the
-    signed record (RESULT, ADVERTISE), parsed by ``record``."""
+    signed record (RESULT, ADVERTISE)."""
     while isinstance(fmt, c.Renamed):
         fmt = fmt.subcon
     if isinstance(fmt, c.FormatField):
@@ -134,13 +134,13 @@ def _parts(fmt: c.Construct, name: str, record: Callable[[bytes], Any]) -> tuple
     if isinstance(fmt, c.StringEncoded):
         return (Part(name, "text"),)
     if fmt is c.GreedyBytes:
-        return (Part(name, "cbor", decode=record),)
+        return (Part(name, "cbor", decode=SignedRecord.decode),)
     if isinstance(fmt, c.FocusedSeq):  # PrefixedArray: Rebuild(count), Array(items)
         count, items = (s.subcon for s in fmt.subcons)
-        item = _parts(items.subcon, "item", record)
+        item = _parts(items.subcon, "item")
         return (Part(name, "list", count_size=count.subcon.sizeof(), item=item),)
     if isinstance(fmt, c.Struct):
-        return tuple(p for sub in fmt.subcons for p in _parts(sub, sub.name, record))
+        return tuple(p for sub in fmt.subcons for p in _parts(sub, sub.name))
     raise TypeError(f"no layout for {fmt!r}")
 
 
@@ -157,9 +157,9 @@ def tlv_layout(tlv: TlvType) -> tuple[Part, ...]:
     if isinstance(codec, BytesCodec):
         return (Part(name, "bytes"),)
     if isinstance(codec, ResultCodec | AdvertiseCodec | StructCodec):
-        return _parts(codec.fmt, name, SignedRecord.decode)
+        return _parts(codec.fmt, name)
     if isinstance(codec, FixedCodec | ArrayCodec):
-        (part,) = _parts(codec.fmt, name, SignedRecord.decode)
+        (part,) = _parts(codec.fmt, name)
         if part.kind == "uint" and tlv in MEANINGS:
             part = Part(part.name, "uint", part.size, MEANINGS[tlv])
         return (part,)
@@ -187,26 +187,23 @@ def layout_fits(parts: tuple[Part, ...], value: bytes) -> bool:
     return offset == len(value)
 
 
-def _show_cbor(data: bytes, decode: Callable[[bytes], Any] | None) -> str:
+def _show_cbor(data: bytes, decode: Callable[[bytes], Any]) -> str:
     """A CBOR value as text: the codec's value object, else the generic CBOR data
-    model with the reason it is invalid, else hex."""
-    if decode is not None:
-        try:
-            value = decode(data)
-        except DecodeError as exc:
-            reason = f"  # {exc.code.name}: {exc.reason}"
-        else:
-            if isinstance(value, SignedRecord):
-                kid = "-" if value.kid is None else value.kid.hex()
-                return (f"COSE_Sign1(alg={value.algorithm.name}, kid={kid}, "
-                        f"signature={value.signature.hex()}, record={value.record!r})")
-            return repr(value)
+    model with the reason the codec refuses it, else hex."""
+    try:
+        value = decode(data)
+    except DecodeError as exc:
+        reason = f"  # {exc.code.name}: {exc.reason}"
     else:
-        reason = ""
+        if isinstance(value, SignedRecord):
+            kid = "-" if value.kid is None else value.kid.hex()
+            return (f"COSE_Sign1(alg={value.algorithm.name}, kid={kid}, "
+                    f"signature={value.signature.hex()}, record={value.record!r})")
+        return repr(value)
     try:
         return repr(cbor2.loads(data)) + reason
     except Exception:
-        return data.hex() + "  # not CBOR"
+        return data.hex() + reason
 
 
 # --- scapy fields -------------------------------------------------------------------------
@@ -236,7 +233,7 @@ class CborField(StrLenField):
 
     __slots__ = ["decoder"]
 
-    def __init__(self, name: str, default: bytes, decode: Callable[[bytes], Any] | None,
+    def __init__(self, name: str, default: bytes, decode: Callable[[bytes], Any],
                  length_from: Callable[[Packet], int]) -> None:
         super().__init__(name, default, length_from=length_from)
         self.decoder = decode
@@ -304,7 +301,7 @@ def _field(part: Part, name: str, fixed_before: int) -> Field[Any, Any]:
         return XStrLenField(name, b"", length_from=_rest(fixed_before))
     if part.kind == "text":
         return Utf8Field(name, b"", length_from=_rest(fixed_before))
-    if part.kind == "cbor":
+    if part.kind == "cbor" and part.decode is not None:
         return CborField(name, b"", part.decode, _rest(fixed_before))
     raise TypeError(part.kind)
 
