@@ -1,0 +1,71 @@
+"""``dmsc gateway --config FILE.toml``: run an Agent Gateway (DESIGN.md §5).
+
+The file's format is :mod:`dmscproto.runtime.config`.  SIGTERM or SIGINT stop the gateway
+cleanly (peers are sent NOTIFY CEASE, connections closed, the registry closed; every
+acknowledged registration is already committed).  A configuration that cannot be used
+is reported with the key at fault and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import EXIT_FAILURE, EXIT_OK, Subparsers, UsageError
+
+
+def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "gateway", help="run an Agent Gateway from a TOML configuration",
+        description="Run an Agent Gateway: registry, discovery, routing and peering over "
+                    "QUIC, configured by a TOML file (see dmscproto/runtime/config.py and "
+                    "examples/gateway-a.toml).  Stops cleanly on SIGTERM or SIGINT.")
+    p.add_argument("--config", type=Path, required=True, metavar="FILE",
+                   help="the gateway's TOML configuration")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log format (overrides [log] format): json = one object per line")
+    p.add_argument("--check", action="store_true",
+                   help="check the configuration (files, keys, anchors) and exit")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+    import sqlite3
+    import sys
+
+    from ..gateway.store import StoreError
+    from ..runtime import logs
+    from ..runtime.config import ConfigError, GatewayConfig
+    from ..runtime.gateway import GatewayRuntime
+
+    try:
+        config = GatewayConfig.load(args.config)
+        fmt = args.log_format or config.log_format
+        level = "debug" if args.verbose > 1 else config.log_level
+        logs.setup(fmt, level)
+        gateway = GatewayRuntime(config)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.check:
+        print(f"{args.config}: OK ({gateway.identity.uri}, {len(config.peers)} peer(s))")
+        return EXIT_OK
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await gateway.start()
+            await stop.wait()
+        finally:
+            await gateway.stop()
+
+    try:
+        asyncio.run(main())
+    except (OSError, StoreError, sqlite3.Error) as exc:
+        print(f"dmsc gateway: cannot run: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,355 @@
+"""``dmsc demo`` (DESIGN.md §5): two domains, a gateway each and four agents on loopback
+over real QUIC, in one asyncio process, printed step by step.
+
+Every piece is the real one: domain authorities issue Ed25519 certificates into a
+temporary directory, each gateway is a :class:`~.gateway.GatewayRuntime` started from a
+TOML file as ``dmsc gateway`` would be (SQLite registry, mutual TLS 1.3, ALPN
+``dmsc/1``, ephemeral ports), the agents use the SDK (:mod:`dmscproto.agent`).  The
+messages shown are those the gateways actually send and receive.  Each step checks
+its outcome; the exit status is 0 only if all of them succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from ..agent import Agent, DiscoveryQuery, Request
+from ..analysis.pcap import PcapWriter
+from ..codec import render
+from ..codec.messages import (
+    Deregister,
+    Digest,
+    Discover,
+    DiscoverReply,
+    Message,
+    Open,
+    Refresh,
+    Register,
+    RegisterAck,
+    RouteReply,
+    RouteRequest,
+    Update,
+)
+from ..codec.registry import ErrorCode, Scope
+from ..codec.values import Skill
+from ..protocol.machine import Handle
+from ..security.ca import Kind
+from .config import GatewayConfig
+from .gateway import GatewayRuntime, Observer
+from .pump import Association
+from .sandbox import Domain, PeerSpec, write_gateway_config
+
+T = TypeVar("T")
+
+PCAP_NAME = "dmsc-demo.pcap"
+KEYLOG_NAME = "keys.log"
+#: The Wireshark dissector generated from the codec registry (tools/gen_wireshark.py).
+LUA = Path(__file__).resolve().parents[2] / "tools" / "wireshark" / "dmsc.lua"
+
+
+class _OncePcap(PcapWriter):
+    """A pcap shared by every endpoint of one process: each datagram is offered twice
+    (by its sender and by its receiver) and written once."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._seen: set[tuple[object, object, bytes]] = set()
+
+    def write_udp(self, src: tuple[str, int], dst: tuple[str, int], payload: bytes,
+                  timestamp: float) -> None:
+        key = (src, dst, payload)
+        if key in self._seen:
+            self._seen.discard(key)
+            return
+        self._seen.add(key)
+        super().write_udp(src, dst, payload, timestamp)
+
+
+class StepFailed(Exception):
+    """A demo step did not have the expected outcome."""
+
+
+@dataclass
+class _Display:
+    """Prints numbered steps and the messages the gateways exchange during each."""
+
+    out: TextIO
+    names: dict[bytes, str] = field(default_factory=dict)
+    step_no: int = 0
+    started: float = 0.0
+    show_messages: bool = True
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        self.started = time.perf_counter()
+        self.line(f"\n{self.step_no}. {title}")
+
+    def ms(self) -> str:
+        return f"{(time.perf_counter() - self.started) * 1e3:7.1f} ms"
+
+    def note(self, text: str) -> None:
+        self.line(f"   {text}")
+
+    def name(self, entity_id: bytes | None) -> str:
+        if entity_id is None:
+            return "-"
+        return self.names.get(entity_id, entity_id.hex()[:8])
+
+    def who(self, handle: Handle) -> str:
+        if isinstance(handle, Association):
+            return self.name(handle.identity.entity_id)
+        return repr(handle)
+
+    def message(self, src: str, dst: str, msg: Message) -> None:
+        if self.show_messages:
+            self.line(f"   {self.ms()}  {src:>10} -> {dst:<10} {msg.TYPE.name:<15}"
+                      f" {self.describe(msg)}")
+
+    def describe(self, msg: Message) -> str:
+        """The facts of ``msg`` worth a line, with names for ids."""
+        if isinstance(msg, Register):
+            rec = msg.record.record
+            return (f"record v{rec.record_version} skills {[s.id for s in rec.skills]} "
+                    f"lease {msg.lease} s (COSE_Sign1, {msg.record.algorithm.name})")
+        if isinstance(msg, RegisterAck):
+            return f"{msg.status.name} agent {self.name(msg.agent_id)} lease {msg.lease} s"
+        if isinstance(msg, Refresh | Deregister):
+            return f"agent {self.name(msg.agent_id)}"
+        if isinstance(msg, Open):
+            return (f"gateway {self.name(msg.gateway_id)} domain {msg.domain} "
+                    f"hold {msg.hold_time} s")
+        if isinstance(msg, Update):
+            adv = [f"{self.name(a.record.record.agent_id)} v{a.version} path "
+                   f"[{', '.join(self.name(g) for g in a.path)}]" for a in msg.advertise]
+            wd = [self.name(w.agent_id) for w in msg.withdraw]
+            return (f"advertise {adv}" if adv else "") + (f" withdraw {wd}" if wd else "")
+        if isinstance(msg, Digest):
+            return f"{msg.summary.count} records, hash {msg.summary.hash.hex()[:12]}"
+        if isinstance(msg, Discover):
+            return f"query {_query(msg.query)} scope {msg.scope.name} max {msg.max_results}"
+        if isinstance(msg, DiscoverReply):
+            found = [f"{self.name(r.record.record.agent_id)} ({r.score})" for r in msg.results]
+            return f"{msg.status.name} {len(found)} result(s) {found}"
+        if isinstance(msg, RouteRequest):
+            target = (self.name(msg.target_agent) if msg.target_agent
+                      else f"best match of {_query(msg.query)}")
+            return (f"from {self.name(msg.source_agent)} to {target} hop_limit "
+                    f"{msg.hop_limit} path [{', '.join(self.name(g) for g in msg.path)}] "
+                    f"payload {msg.payload!r}")
+        if isinstance(msg, RouteReply):
+            if msg.status is not ErrorCode.SUCCESS:
+                return f"{msg.status.name} {msg.diagnostic or ''}"
+            return f"SUCCESS from {self.name(msg.target_agent)} payload {msg.payload!r}"
+        return render.summary(msg, 80)
+
+
+def _query(q: DiscoveryQuery | None) -> str:
+    if q is None:
+        return "{}"
+    parts = [f"skills={list(q.skills)}" if q.skills else "",
+             f"tags={list(q.tags)}" if q.tags else "",
+             f"intent={q.intent!r}" if q.intent else ""]
+    return "{" + " ".join(p for p in parts if p) + "}"
+
+
+def _observer(display: _Display, gateway: GatewayRuntime) -> Observer:
+    """Show what a gateway sends, and what agents send it (a message between two
+    gateways is shown once, by its sender)."""
+    def sent(dest: Handle, msg: Message) -> None:
+        display.message(display.name(gateway.gateway_id), display.who(dest), msg)
+
+    def received(src: Handle, msg: Message) -> None:
+        if isinstance(src, Association) and src.identity.kind is Kind.AGENT:
+            display.message(display.who(src), display.name(gateway.gateway_id), msg)
+
+    return Observer(sent=sent, received=received)
+
+
+async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise StepFailed(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _expect(awaitable: Awaitable[T], what: str, timeout: float = 10.0) -> T:
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise StepFailed(f"{what}: no answer in {timeout} s") from None
+    except Exception as exc:
+        raise StepFailed(f"{what}: {exc}") from exc
+
+
+async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | None = None,
+                   quiet: bool = False) -> int:
+    """Run the demo, printing to ``out``; returns the exit status."""
+    display = _Display(out, show_messages=not quiet)
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="dmsc-demo-"))
+    try:
+        async with AsyncExitStack() as stack:
+            await _scenario(display, stack, tmp, capture)
+    except StepFailed as exc:
+        display.line(f"\nFAILED at step {display.step_no}: {exc}")
+        return 1
+    finally:
+        if keep is not None:
+            shutil.copytree(tmp, keep, dirs_exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    display.line(f"\nAll {display.step_no} steps succeeded in "
+                 f"{(time.perf_counter() - started) * 1e3:.0f} ms; every task, connection, "
+                 "port and temporary file is gone.")
+    if capture is not None:
+        pcap, keys = capture / PCAP_NAME, capture / KEYLOG_NAME
+        display.line(f"\nCapture: {pcap}\nKey log: {keys}\nShow it (Wireshark's tshark, "
+                     "with the DMSC dissector):")
+        lua = LUA if LUA.is_file() else Path("tools/wireshark/dmsc.lua")
+        display.line(f"  tshark -r {pcap} -o tls.keylog_file:{keys} -X lua_script:{lua}")
+    return 0
+
+
+async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
+                    capture: Path | None) -> None:
+    pcap: PcapWriter | None = None
+    keylog: TextIO | None = None
+    if capture is not None:
+        capture.mkdir(parents=True, exist_ok=True)
+        pcap = stack.enter_context(_OncePcap(capture / PCAP_NAME))
+        keylog = stack.enter_context(open(capture / KEYLOG_NAME, "w",  # noqa: SIM115
+                                          encoding="ascii"))
+    d.line("DMSC demo: two domains, a gateway each, four agents; 127.0.0.1, QUIC "
+           "(ALPN dmsc/1, mutual TLS 1.3), ephemeral ports.")
+
+    d.step("Domain authorities issue certificates")
+    a, b = Domain.create(tmp, "a.example"), Domain.create(tmp, "b.example")
+    d.note(f"{d.ms()}  a.example and b.example: Ed25519 CAs, name-constrained to their "
+           f"domain; files in {tmp}")
+
+    d.step("Gateways start from their TOML configuration")
+    gateways: list[GatewayRuntime] = []
+
+    async def start(path: Path) -> GatewayRuntime:
+        gw = GatewayRuntime(GatewayConfig.load(path), pcap=pcap, keylog=keylog)
+        gw.observer = _observer(d, gw)
+        d.names[gw.gateway_id] = gw.name
+        await gw.start()
+        gateways.append(gw)
+        stack.push_async_callback(gw.stop)
+        host, port = gw.address
+        d.note(f"{d.ms()}  {gw.name}: {gw.identity.uri} id {gw.gateway_id.hex()} "
+               f"on {host}:{port} (config {path.relative_to(tmp)})")
+        return gw
+
+    gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5))
+    gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)],
+                                            min_lease=5))
+
+    d.step("Peering: gw-a dials gw-b; the gateways OPEN a session and sync (Section 6)")
+    await _expect(gw_a.wait_peers(), "peer session gw-a -> gw-b")
+    await _until(lambda: bool(gw_b.node and gw_b.node.peers), 5, "gw-b's session")
+    d.note(f"{d.ms()}  session ESTABLISHED on both gateways")
+
+    d.step("Agents connect to their home gateway and REGISTER signed capability records")
+    agents: dict[str, Agent] = {}
+
+    async def agent(dom: Domain, gw: GatewayRuntime, name: str, skills: list[Skill],
+                    handler: Callable[[bytes, Request], bytes] | None) -> Agent:
+        ag = dom.agent(name, gw.address, pcap=pcap, keylog=keylog)
+        d.names[ag.agent_id] = name
+        if handler is not None:
+            ag.serve(handler)
+        await _expect(ag.connect(), f"{name} connecting")
+        stack.push_async_callback(ag.close)
+        lease = await _expect(ag.register(skills=skills, lease=60,
+                                          description=f"demo {name}"), f"{name} REGISTER")
+        d.note(f"{d.ms()}  {ag.uri} registered at {gw.name}, lease {lease} s")
+        agents[name] = ag
+        return ag
+
+    forecasts = {b"Paris": b"sunny, 21 C", b"Oslo": b"snow, -3 C"}
+    await agent(b, gw_b, "weather", [Skill("forecast", "Weather forecast",
+                                           ("weather", "public"))],
+                lambda p, r: forecasts.get(p, b"no forecast for " + p))
+    words = {b"hello": b"bonjour", b"thank you": b"merci"}
+    await agent(b, gw_b, "translator", [Skill("translate", "English to French",
+                                              ("language", "public"))],
+                lambda p, r: words.get(p, b"?"))
+    await agent(a, gw_a, "clock", [Skill("time", "Current time", ("utility",))],
+                lambda p, r: time.strftime("%H:%M:%S UTC", time.gmtime()).encode())
+    client = await agent(a, gw_a, "client", [Skill("chat", "Chat front end", ("ui",))], None)
+
+    d.step("Sync: gw-b's records reach gw-a with their path (UPDATE)")
+    b_ids = [agents["weather"].agent_id, agents["translator"].agent_id]
+    core_a = gw_a.core
+    assert core_a is not None
+    await _until(lambda: all(i in core_a for i in b_ids), 5, "gw-a learning gw-b's agents")
+    for i in b_ids:
+        stored = core_a.get(i)
+        assert stored is not None
+        d.note(f"{d.ms()}  gw-a holds {d.name(i)} (domain b.example) v{stored.version}, "
+               f"next hop {d.name(stored.next_hop)}")
+
+    d.step("Discovery by capability across the federation: client asks gw-a for 'forecast'")
+    found = await _expect(client.discover(skills=["forecast"], scope=Scope.FEDERATED),
+                          "DISCOVER")
+    if not found or found[0].agent_id != agents["weather"].agent_id:
+        raise StepFailed(f"expected weather first, got {[f.agent_uri for f in found]}")
+    for f in found:
+        d.note(f"{d.ms()}  score {f.score}: {f.agent_uri} id {f.agent_id.hex()} skills "
+               f"{[s.id for s in f.record.skills]}")
+
+    d.step("Routed call across domains: client (a.example) -> weather (b.example)")
+    t = time.perf_counter()
+    answer = await _expect(client.call(found[0], b"Paris"), "ROUTE_REQUEST to weather")
+    if answer != forecasts[b"Paris"]:
+        raise StepFailed(f"unexpected answer {answer!r}")
+    d.note(f"{d.ms()}  answer {answer.decode()!r} after {(time.perf_counter() - t) * 1e3:.1f}"
+           " ms (client -> gw-a -> gw-b -> weather and back)")
+
+    d.step("Call by capability: the gateway picks the best 'translate' agent")
+    answer = await _expect(client.call(DiscoveryQuery(skills=("translate",)), b"hello"),
+                           "ROUTE_REQUEST by query")
+    if answer != b"bonjour":
+        raise StepFailed(f"unexpected answer {answer!r}")
+    d.note(f"{d.ms()}  answer {answer.decode()!r}")
+
+    d.step("Local call inside a.example: client -> clock")
+    answer = await _expect(client.call(agents["clock"].agent_id, b"now?"), "local call")
+    d.note(f"{d.ms()}  answer {answer.decode()!r}")
+
+    d.step("Unknown target: the gateway answers with a routing error")
+    try:
+        await client.call(bytes(16), b"anyone?")
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        if status not in (ErrorCode.NO_ROUTE, ErrorCode.TARGET_UNREACHABLE):
+            raise StepFailed(f"expected NO_ROUTE, got {exc}") from exc
+        d.note(f"{d.ms()}  refused as expected: {exc}")
+    else:
+        raise StepFailed("a call to an unknown agent succeeded")
+
+    d.step("weather deregisters; gw-b withdraws it from gw-a")
+    await _expect(agents["weather"].close(), "weather DEREGISTER")
+    await _until(lambda: agents["weather"].agent_id not in core_a, 5, "the withdrawal")
+    left = await _expect(client.discover(skills=["forecast"]), "DISCOVER")
+    if left:
+        raise StepFailed(f"weather still discovered: {[f.agent_uri for f in left]}")
+    d.note(f"{d.ms()}  'forecast' finds nothing any more")
+
+    d.step("Shutdown: agents deregister, gateways NOTIFY CEASE, close connections and stores")
+    d.show_messages = False
+    await stack.aclose()
+    d.note(f"{d.ms()}  done")
