@@ -50,7 +50,8 @@ class AgentClient:
     def __init__(self, signed: SignedRecord, gateway: Handle, *,
                  rng: random.Random | None = None,
                  nonce: Callable[[], bytes] | None = None,
-                 request_timeout: float = timer("REQUEST_TIMEOUT")) -> None:
+                 request_timeout: float = timer("REQUEST_TIMEOUT"),
+                 route_timeout: float = timer("ROUTE_TIMEOUT")) -> None:
         self.signed = signed
         self.agent_id = signed.record.agent_id
         self.gateway = gateway
@@ -62,6 +63,7 @@ class AgentClient:
                                               request_timeout=request_timeout)
         self.requests = Requests(self.outbox)
         self.request_timeout = request_timeout
+        self.route_timeout = route_timeout
         self._seq = 0
 
     # --- local calls --------------------------------------------------------------------------
@@ -71,8 +73,8 @@ class AgentClient:
     def deregister(self, now: float) -> None:
         self.registration.deregister(now)
 
-    def _request(self, msg: Message, now: float) -> int:
-        self.requests.start(self.gateway, msg, now, self.request_timeout)
+    def _request(self, msg: Message, now: float, wait: float = 0.0) -> int:
+        self.requests.start(self.gateway, msg, now, wait + self.request_timeout)
         return msg.transaction_id
 
     def discover(self, query: DiscoveryQuery, now: float, *, scope: Scope = Scope.FEDERATED,
@@ -85,11 +87,14 @@ class AgentClient:
     def route(self, payload: bytes, now: float, *, target: bytes | None = None,
               query: DiscoveryQuery | None = None, timeout_ms: int | None = None,
               trace: TraceContext | None = None) -> int:
-        """Send ROUTE_REQUEST to ``target`` or the best match of ``query``."""
+        """Send ROUTE_REQUEST to ``target`` or the best match of ``query``.  The agent
+        waits for the gateway's transaction timer (``timeout_ms``, else ROUTE_TIMEOUT) plus
+        REQUEST_TIMEOUT, so that a TRANSACTION_TIMEOUT answer still reaches it."""
+        wait = self.route_timeout if timeout_ms is None else timeout_ms / 1000
         return self._request(RouteRequest(
             transaction_id=self.txids(), source_agent=self.agent_id, target_agent=target,
             query=query, hop_limit=DEFAULT_HOP_LIMIT, path=(), payload=payload,
-            timeout_ms=timeout_ms, trace=trace), now)
+            timeout_ms=timeout_ms, trace=trace), now, wait)
 
     def echo(self, now: float, payload: bytes | None = None) -> int:
         """Send ECHO_REQUEST to the home gateway; the event's ``rtt`` is the round trip."""
@@ -98,9 +103,10 @@ class AgentClient:
                                          timestamp=timestamp_ms(now), payload=payload), now)
 
     def trace(self, target: bytes, now: float) -> int:
-        """Send TRACE_REQUEST towards ``target``."""
+        """Send TRACE_REQUEST towards ``target`` (waiting as for a ROUTE_REQUEST)."""
         return self._request(TraceRequest(transaction_id=self.txids(), target_agent=target,
-                                          hop_limit=DEFAULT_HOP_LIMIT, path=()), now)
+                                          hop_limit=DEFAULT_HOP_LIMIT, path=()), now,
+                             self.route_timeout)
 
     def reply(self, request: RouteRequestReceived, payload: bytes | None,
               status: ErrorCode = ErrorCode.SUCCESS) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..codec.messages import Error, Message, RouteRequest
+from ..codec.messages import Error, Message
 from ..codec.registry import ErrorCode, MessageType, timer
 from .events import RequestCompleted, RequestFailed
 from .machine import ANSWER_TO, Handle, Machine, Outbox, ProtocolError, expect
@@ -58,8 +58,6 @@ class Requester(Machine):
         super().__init__(outbox)
         self.dest = dest
         self.request = request
-        if isinstance(request, RouteRequest) and request.timeout_ms is not None:
-            timeout = min(timeout, request.timeout_ms / 1000)
         self.timeout = timeout
         self.sent_at = 0.0
         self.deadline: float | None = None

@@ -36,6 +36,9 @@ class RelayContext:
     #: The gateway's name in HOP records (Section 7.6).
     name: str | None = None
     route_timeout: float = timer("ROUTE_TIMEOUT")
+    #: A forwarded request's TIMEOUT is this fraction of the forwarding gateway's own
+    #: transaction time, so the next hop's error answer arrives before that time is up.
+    forward_fraction: float = 0.9
 
 
 class Relay(Machine):
@@ -105,13 +108,21 @@ class Relay(Machine):
             self.step(self.Input["TIMEOUT"], now)
 
     # --- shared actions -------------------------------------------------------------------------
+    def timeout(self) -> float:
+        """The transaction time: ROUTE_TIMEOUT, or a ROUTE_REQUEST's TIMEOUT if smaller.
+        TRACE_REQUEST has no TIMEOUT: each hop along its path waits ``forward_fraction``
+        as long as the one before it."""
+        if isinstance(self.request, TraceRequest):
+            return self.ctx.route_timeout * self.ctx.forward_fraction ** len(self.request.path)
+        timeout = self.ctx.route_timeout
+        if self.request.timeout_ms is not None:
+            timeout = min(timeout, self.request.timeout_ms / 1000)
+        return timeout
+
     def send_on(self, dest: Handle, msg: Message, now: float) -> None:
         txid = self.ctx.txids()
         self.downstream = (dest, txid)
-        timeout = self.ctx.route_timeout
-        if isinstance(self.request, RouteRequest) and self.request.timeout_ms is not None:
-            timeout = min(timeout, self.request.timeout_ms / 1000)
-        self.deadline = now + timeout
+        self.deadline = now + self.timeout()
         self.outbox.send(dest, replace(msg, transaction_id=txid))
 
     def answer(self, reply: RouteReply | TraceReply) -> None:
@@ -156,8 +167,9 @@ class RouteInput(Enum):
 
 class RouteAction(Enum):
     DELIVER = "send to the agent with a new transaction id; start transaction timer"
-    FORWARD = ("send to the next hop with a new transaction id, HOP_LIMIT - 1 and own id "
-               "appended to PATH_VECTOR; start transaction timer")
+    FORWARD = ("send to the next hop with a new transaction id, HOP_LIMIT - 1, own id "
+               "appended to PATH_VECTOR and TIMEOUT 9/10 of the transaction time; start "
+               "transaction timer")
     REJECT = "answer ROUTE_REPLY with the error (NO_ROUTE, LOOP_DETECTED, ...)"
     RELAY_REPLY = "pass ROUTE_REPLY upstream with the incoming transaction id"
     RELAY_ERROR = "answer ROUTE_REPLY upstream with ERROR's STATUS"
@@ -230,8 +242,9 @@ class RouteRelay(Relay):
         assert isinstance(d, Forward)
         dest = self.ctx.peer_handle(d.next_hop)
         assert dest is not None
-        self.send_on(dest, replace(self._target_only(), hop_limit=d.hop_limit, path=d.path),
-                     now)
+        budget = int(self.timeout() * self.ctx.forward_fraction * 1000)
+        self.send_on(dest, replace(self._target_only(), hop_limit=d.hop_limit, path=d.path,
+                                   timeout_ms=budget), now)
 
     def _unreachable(self, now: float, msg: Message | None) -> None:
         self.answer(self.failure(ErrorCode.TARGET_UNREACHABLE, "no answer from the agent"))
