@@ -156,15 +156,19 @@ class GatewayCore:
         self._records: dict[bytes, _Held] = {}
         self._by_uri: dict[str, bytes] = {}
         self._digest: tuple[DigestSummary, list[VersionedId]] | None = None
-        # The restart path: index terms and routes only, no COSE decoding.  Cyclic GC
-        # is paused meanwhile (nothing built here forms cycles); otherwise its full
-        # collections rescan the growing heap and make the load superlinear.
+        # The restart path: index terms and routes only, no COSE decoding.  Nothing
+        # built here forms reference cycles, so the cyclic collector has no work in it:
+        # it is paused during the load (else its collections rescan the growing heap
+        # and make the load superlinear) and the loaded objects are then moved to the
+        # permanent generation (gc.freeze), so that later collections do not stall a
+        # running gateway by rescanning the whole registry.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             for row in store.rows():
                 self._install(_Held.load(row), row.terms)
         finally:
+            gc.freeze()
             if gc_was_enabled:
                 gc.enable()
 

@@ -151,6 +151,12 @@ def _load(row: tuple[bytes, bytes, float, bytes | None, int, bytes, bytes | None
 class RegistryStore:
     """The SQLite registry file (WAL, ``synchronous=FULL``, one commit per call).
 
+    One table, ``entries``: ``agent_id`` (16-octet primary key), ``agent_uri``,
+    ``owner_key`` (the record's public key: who holds the name), ``record`` (the
+    COSE_Sign1 octets), ``terms`` (encoded :class:`IndexTerms`), ``record_version``,
+    ``expires_at`` (indexed, for expiry), ``origin``, ``path`` (concatenated gateway
+    ids) and ``next_hop`` (NULL for local entries).
+
     ``agent_uri`` is UNIQUE: the store itself can never hold one name for two agents.
     Writes use an upsert keyed on ``agent_id`` (not ``INSERT OR REPLACE``, which would
     silently delete another agent's row on a name clash); a clash raises
