@@ -143,6 +143,17 @@ def sign_origin(gateway: Credential, msg: RouteRequest, *, source_uri: str,
     return sign_jwt(header, claims, gateway.private_key).encode()
 
 
+def check_open_identity(msg: Open, peer: Identity) -> None:
+    """OPEN's GATEWAY_ID and DOMAIN are those of the peer's certificate, which names a
+    gateway (IDENTITY_MISMATCH, Section 6.4)."""
+    if peer.kind is not Kind.GATEWAY:
+        raise SecurityError(ErrorCode.IDENTITY_MISMATCH, f"{peer.uri} is not a gateway")
+    if msg.gateway_id != peer.entity_id or msg.domain != peer.domain:
+        raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                            f"OPEN names {msg.domain} {msg.gateway_id.hex()}, the "
+                            f"certificate {peer.uri} {peer.entity_id.hex()}")
+
+
 class Federation:
     """One gateway's federation configuration (module docstring)."""
 
@@ -224,12 +235,7 @@ class Federation:
     def check_open(self, msg: Open, peer: Identity) -> PeerDomain | None:
         """An OPEN received over an association authenticated as ``peer``; returns the
         peer domain (None for a gateway of our own domain)."""
-        if peer.kind is not Kind.GATEWAY:
-            raise SecurityError(ErrorCode.IDENTITY_MISMATCH, f"{peer.uri} is not a gateway")
-        if msg.gateway_id != peer.entity_id or msg.domain != peer.domain:
-            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
-                                f"OPEN names {msg.domain} {msg.gateway_id.hex()}, the "
-                                f"certificate {peer.uri} {peer.entity_id.hex()}")
+        check_open_identity(msg, peer)
         return None if peer.domain == self.domain else self.peer(peer.domain)
 
     def check_client(self, peer: Identity) -> None:

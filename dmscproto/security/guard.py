@@ -1,0 +1,238 @@
+"""The security hooks of a gateway node (draft-dmsc-protocol-00, Section 10): one object
+that gives :class:`~dmscproto.gateway.node.GatewayNode` its ``admit``, ``accept_open``,
+``export_for`` and ``discovery_policy`` arguments, built from a
+:class:`~.proof.RequestVerifier` and, for a federated gateway, a
+:class:`~.federation.Federation`.
+
+``peer_of(handle)`` tells who is behind an association: anything with ``identity`` and
+``certificate`` (the QUIC transport's :class:`~dmscproto.transport.quic.PeerInfo`, or a
+:class:`~.ca.Credential` in tests); ``None`` for an unauthenticated one, whose every
+request is refused with UNTRUSTED_CERTIFICATE.
+
+:meth:`GatewayGuard.admit` checks, before the node dispatches a message:
+
+* from an agent: that it belongs to our domain (POLICY_DENIED); REGISTER, REFRESH and
+  DEREGISTER with :meth:`RequestVerifier.check`; DISCOVER with a token for
+  ``discover``; ROUTE_REQUEST: SOURCE_AGENT is the agent itself (IDENTITY_MISMATCH),
+  a token for ``route`` on the target's skills (or the query's), and the import policy
+  for a remote target (POLICY_DENIED);
+* from a gateway: that its domain is ours or federated (POLICY_DENIED); agent requests
+  are refused (IDENTITY_MISMATCH); a ROUTE_REQUEST for an agent registered here must
+  carry a valid origin assertion when ``require_origin`` is set.
+
+:meth:`GatewayGuard.outgoing` is what the origin gateway does to a ROUTE_REQUEST from
+one of its agents before forwarding it to a peer: the agent's token, bound to the
+agent's certificate and useless to the next hop, is replaced by an origin assertion
+(:func:`~.federation.sign_origin`) carrying the route scope the agent was granted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from ..codec.messages import (
+    Deregister,
+    Discover,
+    Message,
+    Open,
+    Refresh,
+    Register,
+    RouteRequest,
+)
+from ..codec.registry import ErrorCode
+from ..codec.values import CapabilityRecord
+from ..gateway.core import GatewayCore
+from .ca import Credential, Identity, Kind
+from .errors import SecurityError
+from .federation import Federation, check_open_identity, sign_origin
+from .proof import RequestVerifier
+from .tokens import AccessToken, Operation, ScopeSet
+
+Handle = object
+#: Most verified scopes kept between admit() and the node's use of them.
+MAX_PENDING = 4096
+RecordFilter = Callable[[CapabilityRecord], bool]
+_AGENT_REQUESTS = (Register, Refresh, Deregister)
+
+
+class Authenticated(Protocol):
+    """Who is behind an association."""
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def certificate(self) -> x509.Certificate: ...
+
+
+class GatewayGuard:
+    """Admission, OPEN, export and discovery policy of one gateway (module docstring)."""
+
+    def __init__(self, core: GatewayCore, verifier: RequestVerifier,
+                 peer_of: Callable[[Any], Authenticated | None], *,
+                 federation: Federation | None = None, credential: Credential | None = None,
+                 require_origin: bool = False) -> None:
+        if federation is not None and federation.domain != core.domain:
+            raise ValueError("federation configuration is for another domain")
+        if require_origin and federation is None:
+            raise ValueError("origin assertions need a federation configuration")
+        self.core = core
+        self.verifier = verifier
+        self.peer_of = peer_of
+        self.federation = federation
+        self.credential = credential
+        self.require_origin = require_origin
+        #: The last refusal's reason, for logs (the node's hook carries only the code).
+        self.last_refusal: SecurityError | None = None
+        # scopes verified by admit() for discovery_policy() and outgoing(), which the
+        # node calls right after; bounded, oldest first out (a refused request leaves one)
+        self._discover_scope: OrderedDict[object, ScopeSet] = OrderedDict()
+        self._route_scope: OrderedDict[object, ScopeSet] = OrderedDict()
+
+    # --- GatewayNode(admit=...) -------------------------------------------------------------
+    def admit(self, source: Handle, msg: Message, now: float) -> ErrorCode | None:
+        try:
+            self.check(source, msg, now)
+        except SecurityError as exc:
+            self.last_refusal = exc
+            return exc.code
+        return None
+
+    def check(self, source: Handle, msg: Message, now: float) -> None:
+        """:meth:`admit`, raising :class:`SecurityError` with the reason."""
+        peer = self.peer_of(source)
+        if peer is None:
+            raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE,
+                                "the association is not authenticated")
+        identity = peer.identity
+        if identity.kind is Kind.GATEWAY:
+            self._from_gateway(identity, msg, now)
+            return
+        if self.federation is not None:
+            self.federation.check_client(identity)
+        elif identity.domain != self.core.domain:
+            raise SecurityError(ErrorCode.POLICY_DENIED, f"{identity.uri} is not of this domain")
+        if isinstance(msg, _AGENT_REQUESTS):
+            self.verifier.check(msg, peer.certificate, now)
+        elif isinstance(msg, Discover):
+            token = self.verifier.authorize(msg.token, peer.certificate, now,
+                                            Operation.DISCOVER)
+            self._remember(self._discover_scope, source, token)
+        elif isinstance(msg, RouteRequest):
+            self._route(source, peer, msg, now)
+
+    def _from_gateway(self, identity: Identity, msg: Message, now: float) -> None:
+        if isinstance(msg, _AGENT_REQUESTS):
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                f"{identity.uri} is a gateway, not an agent")
+        if identity.domain == self.core.domain:
+            pass
+        elif self.federation is None:
+            raise SecurityError(ErrorCode.POLICY_DENIED,
+                                f"{identity.domain} is not a federated domain")
+        else:
+            self.federation.peer(identity.domain)
+        if isinstance(msg, RouteRequest) and self.require_origin and msg.target_agent:
+            held = self.core.get(msg.target_agent)
+            if held is not None and held.origin is None:  # delivered here
+                assert self.federation is not None
+                if msg.token is None:
+                    raise SecurityError(ErrorCode.INVALID_TOKEN,
+                                        "a relayed ROUTE_REQUEST needs an origin assertion")
+                self.federation.verify_origin(msg.token, msg, held.signed.record, now)
+
+    def _route(self, source: Handle, peer: Authenticated, msg: RouteRequest,
+               now: float) -> None:
+        identity = peer.identity
+        if msg.source_agent != identity.entity_id:
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                "SOURCE_AGENT is not the sender's Agent ID")
+        target = self._target(msg)
+        caps = [s.id for s in target.skills] if target is not None else \
+            list(msg.query.skills) if msg.query is not None else []
+        token = self.verifier.authorize(msg.token, peer.certificate, now, Operation.ROUTE,
+                                        caps)
+        if target is not None and self.federation is not None:
+            self.federation.check_call(identity.uri, target)
+        self._remember(self._route_scope, (source, msg.transaction_id), token)
+
+    def _target(self, msg: RouteRequest) -> CapabilityRecord | None:
+        if msg.target_agent is None:
+            return None
+        held = self.core.get(msg.target_agent)
+        return None if held is None else held.signed.record
+
+    @staticmethod
+    def _remember(table: OrderedDict[object, ScopeSet], key: object,
+                  token: AccessToken | None) -> None:
+        table.pop(key, None)
+        if token is not None:
+            table[key] = token.scope
+            if len(table) > MAX_PENDING:
+                table.popitem(last=False)
+
+    # --- GatewayNode(accept_open=...) --------------------------------------------------------
+    def accept_open(self, source: Handle, msg: Open) -> ErrorCode | None:
+        """OPEN: the sender's certificate is the gateway it claims to be, of our domain or
+        a federated one."""
+        peer = self.peer_of(source)
+        try:
+            if peer is None:
+                raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE,
+                                    "the association is not authenticated")
+            if self.federation is not None:
+                self.federation.check_open(msg, peer.identity)
+            else:
+                check_open_identity(msg, peer.identity)
+                if peer.identity.domain != self.core.domain:
+                    raise SecurityError(ErrorCode.POLICY_DENIED,
+                                        f"{peer.identity.domain} is not a federated domain")
+        except SecurityError as exc:
+            self.last_refusal = exc
+            return exc.code
+        return None
+
+    # --- GatewayNode(export_for=..., discovery_policy=...) -----------------------------------
+    def export_for(self, domain: str) -> RecordFilter | None:
+        """Which records a peer of ``domain`` is shown (None: all, our own domain)."""
+        if domain == self.core.domain:
+            return None
+        if self.federation is None:
+            return lambda _record: False
+        return self.federation.export_filter(domain)
+
+    def discovery_policy(self, source: Handle) -> RecordFilter | None:
+        """Which records a DISCOVER from ``source`` may return: the export policy for a
+        gateway of another domain; for an agent, what its discover scope shows."""
+        peer = self.peer_of(source)
+        if peer is None:
+            return lambda _record: False
+        if peer.identity.kind is Kind.GATEWAY:
+            return self.export_for(peer.identity.domain)
+        scope = self._discover_scope.pop(source, None)
+        if scope is None:
+            return None
+        return lambda record: scope.visible(s.id for s in record.skills)
+
+    # --- the origin gateway's forwarding ----------------------------------------------------
+    def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
+                 now: float) -> RouteRequest:
+        """The ROUTE_REQUEST to forward to a peer: from one of our agents, with its token
+        replaced by an origin assertion; relayed ones unchanged."""
+        peer = self.peer_of(upstream)
+        scope = self._route_scope.pop((upstream, incoming_txid), None)
+        if peer is None or peer.identity.kind is not Kind.AGENT or msg.target_agent is None:
+            return msg
+        if self.credential is None:
+            raise ValueError("forwarding for agents needs the gateway's credential")
+        target = self._target(msg)
+        domain = target.domain if target is not None else self.core.domain
+        token = sign_origin(self.credential, msg, source_uri=peer.identity.uri,
+                            target_agent=msg.target_agent, target_domain=domain,
+                            scope=scope or ScopeSet.parse(Operation.ROUTE.value), now=now)
+        return replace(msg, token=token)
