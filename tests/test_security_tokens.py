@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -269,3 +271,41 @@ def test_cli_init_issue_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert checker.number(store.authority.certificate.subject) == number + 1
     assert main(["authority", "crl", d]) == 0
     assert main(["authority", "issue", str(tmp_path / "none"), "x"]) == 2
+
+
+def test_cli_serve_and_token(tmp_path: Path) -> None:
+    d = tmp_path / "auth"
+    assert main(["authority", "init", str(d), "--domain", "a.example"]) == 0
+    assert main(["authority", "issue", str(d), "weather", "--scope", "route:forecast"]) == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from dmscproto.cli import main; raise SystemExit(main())",
+         "authority", "serve", str(d), "--port", "0", "--token-lifetime", "120"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("token endpoint https://127.0.0.1:"), line
+        url = line.split()[-1]
+        issued = d / "issued"
+        out = subprocess.run(
+            [sys.executable, "-c", "from dmscproto.cli import main; raise SystemExit(main())",
+             "authority", "token", url, "--cert", str(issued / "weather.pem"),
+             "--key", str(issued / "weather.key"), "--ca", str(d / "ca.pem")],
+            capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "scope 'route:forecast', expires in 120 s" in out.stderr
+        cred = Credential.load(issued / "weather.pem")
+        store = AuthorityStore.open(d)
+        tok = TokenVerifier(store.authority.certificate).verify(
+            out.stdout.strip(), peer_certificate=cred.certificate, now=time.time(),
+            operation=Operation.ROUTE, capabilities=["forecast"])
+        assert tok.expires_at - tok.issued_at == 120
+        bad = subprocess.run(
+            [sys.executable, "-c", "from dmscproto.cli import main; raise SystemExit(main())",
+             "authority", "token", url, "--cert", str(issued / "weather.pem"),
+             "--key", str(issued / "weather.key"), "--ca", str(d / "ca.pem"),
+             "--scope", "register"], capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 1 and "invalid_scope" in bad.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
