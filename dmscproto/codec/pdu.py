@@ -9,11 +9,12 @@ is a :class:`DecodeError` carrying the registered error code and the offset.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from .errors import DecodeError, EncodeError
 from .messages import MESSAGE_CLASSES, REPEATED, REQUIRED, Message, RawTlv
-from .registry import CRITICAL_BIT, HEADER_SIZE, MAX_PDU_SIZE, VERSION, ErrorCode
+from .registry import CRITICAL_BIT, HEADER_SIZE, MAX_PDU_SIZE, VERSION, ErrorCode, TlvType
 from .wire import HEADER_STRUCT, MAX_TLV_VALUE, TLV_HEADER_STRUCT, VALUE_CODECS
 
 _unpack_header = HEADER_STRUCT.unpack_from
@@ -38,6 +39,35 @@ def peek_length(data: bytes) -> int | None:
     return int(length)
 
 
+class _Plan:
+    """How to decode the TLVs of one message class, precomputed from its ``SPEC``."""
+
+    __slots__ = ("cls", "fields", "repeated", "required")
+
+    def __init__(self, cls: type[Message]) -> None:
+        self.cls = cls
+        #: TLV type -> (field name, value parser, may repeat)
+        self.fields: dict[int, tuple[str, Callable[[bytes], Any], bool]] = {
+            s.tlv.value: (s.name, VALUE_CODECS[s.tlv].parse, s.occurs is REPEATED)
+            for s in cls.SPEC}
+        self.required = tuple((s.name, s.tlv.name) for s in cls.SPEC if s.occurs is REQUIRED)
+        self.repeated = tuple(s.name for s in cls.SPEC if s.occurs is REPEATED)
+
+
+#: Decoding plans by message type code.
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(mtype: int) -> _Plan | None:
+    plan = _PLANS.get(mtype)
+    if plan is None:
+        cls = MESSAGE_CLASSES.get(mtype)
+        if cls is None:
+            return None
+        plan = _PLANS[mtype] = _Plan(cls)
+    return plan
+
+
 def decode(data: bytes) -> Message:
     """Decode exactly one PDU from ``data`` into its message dataclass."""
     size = len(data)
@@ -46,8 +76,8 @@ def decode(data: bytes) -> Message:
     version, mtype, flags, length, txid = _unpack_header(data)
     if version != VERSION:
         raise DecodeError(ErrorCode.UNSUPPORTED_VERSION, 0, f"version {version}")
-    cls = MESSAGE_CLASSES.get(mtype)
-    if cls is None:
+    plan = _PLANS.get(mtype) or _plan(mtype)
+    if plan is None:
         raise DecodeError(ErrorCode.UNKNOWN_MESSAGE_TYPE, 1, f"message type 0x{mtype:02x}")
     if length > MAX_PDU_SIZE:
         raise DecodeError(ErrorCode.PDU_TOO_LARGE, 4, f"PDU length {length} > {MAX_PDU_SIZE}")
@@ -58,7 +88,7 @@ def decode(data: bytes) -> Message:
     if size > length:
         raise DecodeError(ErrorCode.TRAILING_DATA, length, f"{size - length} octets after the PDU")
 
-    by_tlv = cls.BY_TLV
+    fields = plan.fields
     values: dict[str, Any] = {}
     unknown: list[RawTlv] = []
     offset = HEADER_SIZE
@@ -73,38 +103,48 @@ def decode(data: bytes) -> Message:
         if end > length:
             raise DecodeError(ErrorCode.LENGTH_MISMATCH, offset + 2,
                               f"TLV length {tlen} runs past the end of the PDU")
-        if ttype < last_type:
-            raise DecodeError(ErrorCode.TLV_ORDER, offset,
-                              f"TLV 0x{ttype:04x} after 0x{last_type:04x}")
-        spec = by_tlv.get(ttype)
-        if spec is None:
+        if ttype <= last_type:
+            _check_repeat(plan, ttype, last_type, offset)
+        field = fields.get(ttype)
+        if field is None:
             if ttype & CRITICAL_BIT:
                 raise DecodeError(ErrorCode.UNKNOWN_CRITICAL_TLV, offset,
-                                  f"critical TLV 0x{ttype:04x} not understood in {cls.TYPE.name}")
+                                  f"critical TLV 0x{ttype:04x} not understood in "
+                                  f"{plan.cls.TYPE.name}")
             unknown.append(RawTlv(ttype, data[start:end]))
         else:
-            repeated = spec.occurs is REPEATED
-            if ttype == last_type and not repeated:
-                raise DecodeError(ErrorCode.DUPLICATE_TLV, offset,
-                                  f"{spec.tlv.name} repeated in {cls.TYPE.name}")
+            name, parse, repeated = field
             try:
-                value = VALUE_CODECS[spec.tlv].parse(data[start:end])
+                value = parse(data[start:end])
             except DecodeError as exc:
                 raise exc.at(start) from None
             if repeated:
-                values.setdefault(spec.name, []).append(value)
+                values.setdefault(name, []).append(value)
             else:
-                values[spec.name] = value
+                values[name] = value
         last_type = ttype
         offset = end
 
-    for spec in cls.SPEC:
-        if spec.occurs is REQUIRED and spec.name not in values:
+    for name, tlv_name in plan.required:
+        if name not in values:
             raise DecodeError(ErrorCode.MISSING_TLV, length,
-                              f"{cls.TYPE.name} lacks {spec.tlv.name}")
-        if spec.occurs is REPEATED and spec.name in values:
-            values[spec.name] = tuple(values[spec.name])
-    return cls(transaction_id=txid, flags=flags, unknown_tlvs=tuple(unknown), **values)
+                              f"{plan.cls.TYPE.name} lacks {tlv_name}")
+    for name in plan.repeated:
+        if name in values:
+            values[name] = tuple(values[name])
+    return plan.cls(transaction_id=txid, flags=flags, unknown_tlvs=tuple(unknown), **values)
+
+
+def _check_repeat(plan: _Plan, ttype: int, last_type: int, offset: int) -> None:
+    """A TLV whose type is not above the previous one's: out of order, or a repetition
+    that only REPEATED fields and unknown non-critical TLVs may make (Section 4.2)."""
+    if ttype < last_type:
+        raise DecodeError(ErrorCode.TLV_ORDER, offset,
+                          f"TLV 0x{ttype:04x} after 0x{last_type:04x}")
+    field = plan.fields.get(ttype)
+    if field is not None and not field[2]:
+        raise DecodeError(ErrorCode.DUPLICATE_TLV, offset,
+                          f"{TlvType(ttype).name} repeated in {plan.cls.TYPE.name}")
 
 
 def encode(msg: Message) -> bytes:

@@ -324,15 +324,21 @@ class Constraint:
         if type(obj) is not list or len(obj) != 3:
             raise _invalid("constraint is not a 3-element array")
         attr, op, value = obj
-        if type(op) is not int or op not in ConstraintOp._value2member_map_:
+        cop = _OPS.get(op) if type(op) is int else None
+        if cop is None:
             raise _invalid(f"unknown constraint operator {op!r}")
-        cop = ConstraintOp(op)
-        if cop is ConstraintOp.IN:
-            val: ConstraintValue = _array(value, "constraint values",
-                                          lambda x: _attr_value(x, "constraint value"))
+        if cop is not ConstraintOp.IN:
+            val: ConstraintValue = _attr_value(value, "constraint value")
+        elif type(value) is not list:
+            raise _invalid("constraint values is not an array")
+        elif {*map(type, value)} <= _ATTR_TYPES:
+            val = tuple(value)
         else:
-            val = _attr_value(value, "constraint value")
+            raise _invalid("constraint value is not a text string, integer or boolean")
         return cls(_text(attr, "constraint attribute"), cop, val)
+
+
+_OPS: dict[int, ConstraintOp] = dict(ConstraintOp._value2member_map_)
 
 
 @dataclass(frozen=True, slots=True)

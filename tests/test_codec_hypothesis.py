@@ -1,0 +1,318 @@
+"""Property tests of the codec (draft-dmsc-protocol-00, Sections 4 and 7).
+
+* Random valid messages of every type, built from each class's TLV metadata (records,
+  queries, policies, hop records, unknown non-critical TLVs included), survive
+  ``decode(encode(m)) == m`` and ``encode(decode(b)) == b``.
+* Mutated PDUs (byte flips, insertions, deletions, truncations, edited length fields)
+  either decode, and then re-encode to exactly the mutated octets, or raise
+  :class:`DecodeError` with a registered code and an offset inside the input.
+* The fast paths of the CBOR and COSE decoders decide every mutated input exactly as
+  their reference paths do.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import fields, replace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dmscproto.codec import (
+    MESSAGE_CLASSES,
+    Advertisement,
+    CapabilityRecord,
+    Constraint,
+    ConstraintOp,
+    CoseAlgorithm,
+    DecodeError,
+    DigestSummary,
+    DiscoveryQuery,
+    Endpoint,
+    ErrorCode,
+    ExportPolicy,
+    HopRecord,
+    Message,
+    Provider,
+    RawTlv,
+    Result,
+    Scope,
+    SignedRecord,
+    Skill,
+    TlvType,
+    TraceContext,
+    VersionedId,
+    cbor,
+    decode,
+    encode,
+)
+from dmscproto.codec.examples import examples
+from dmscproto.codec.messages import OPTIONAL, REPEATED
+from dmscproto.codec.registry import CRITICAL_BIT, HEADER_SIZE, ID_SIZE
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# --- value strategies -----------------------------------------------------------------
+ids = st.binary(min_size=ID_SIZE, max_size=ID_SIZE)
+short_text = st.text(max_size=12)
+texts = st.lists(short_text, max_size=3).map(tuple)
+uint8 = st.integers(0, 0xFF)
+uint16 = st.integers(0, 0xFFFF)
+uint32 = st.integers(0, 0xFFFFFFFF)
+uint64 = st.integers(0, 2**64 - 1)
+big_uint = st.one_of(uint64, st.integers(2**64, 2**72))  # CBOR bignums (tag 2) too
+attr_value = st.one_of(short_text, st.integers(-(2**70), 2**70), st.booleans())
+
+providers = st.builds(Provider, short_text, st.none() | short_text)
+skills = st.builds(Skill, short_text, short_text, texts, st.none() | short_text, texts, texts)
+endpoints = st.builds(Endpoint, short_text, short_text)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> CapabilityRecord:
+    domain = draw(short_text)
+    name = draw(st.text(min_size=1, max_size=12).filter(lambda n: "/" not in n))
+    return CapabilityRecord(
+        agent_uri=f"dmsc://{domain}/{name}", agent_id=draw(ids), name=draw(short_text),
+        version=draw(short_text), skills=tuple(draw(st.lists(skills, max_size=2))),
+        default_input_modes=draw(texts), default_output_modes=draw(texts),
+        endpoints=tuple(draw(st.lists(endpoints, max_size=2))), domain=domain,
+        issued_at=draw(big_uint), lease=draw(uint32), record_version=draw(big_uint),
+        public_key=draw(st.binary(max_size=48)), description=draw(st.none() | short_text),
+        provider=draw(st.none() | providers),
+        attributes=draw(st.dictionaries(short_text, attr_value, max_size=3)))
+
+
+unprotected_extra = st.dictionaries(
+    st.sampled_from([33, 5, 99, 1000]),
+    st.one_of(st.binary(max_size=8), st.integers(-5, 2**40), short_text,
+              st.lists(st.binary(max_size=4), max_size=2)), max_size=2)
+
+
+@st.composite
+def signed_records(draw: st.DrawFn) -> SignedRecord:
+    record = draw(records())
+    unprotected = {4: record.agent_id, **draw(unprotected_extra)}
+    env = SignedRecord.unsigned(record, draw(st.sampled_from(CoseAlgorithm)), unprotected)
+    return replace(env, signature=draw(st.binary(min_size=0, max_size=64)))
+
+
+constraints = st.sampled_from(ConstraintOp).flatmap(lambda op: st.builds(
+    Constraint, short_text, st.just(op),
+    st.lists(attr_value, max_size=3).map(tuple) if op is ConstraintOp.IN else attr_value))
+queries = st.builds(DiscoveryQuery, texts, texts, st.none() | short_text,
+                    st.lists(constraints, max_size=2).map(tuple), texts, texts,
+                    st.none() | short_text)
+traces = st.builds(TraceContext, short_text, st.none() | short_text)
+versioned = st.builds(VersionedId, ids, uint64)
+
+VALUES: dict[TlvType, st.SearchStrategy[Any]] = {
+    TlvType.TRACE_CONTEXT: traces,
+    TlvType.DIAGNOSTIC: st.text(max_size=40),
+    TlvType.AGENT_ID: ids,
+    TlvType.GATEWAY_ID: ids,
+    TlvType.SIGNED_RECORD: signed_records(),
+    TlvType.LEASE: uint32,
+    TlvType.STATUS: st.sampled_from(ErrorCode),
+    TlvType.NONCE: st.binary(min_size=16, max_size=16),
+    TlvType.TIMESTAMP: uint64,
+    TlvType.QUERY: queries,
+    TlvType.SCOPE: st.sampled_from(Scope),
+    TlvType.MAX_RESULTS: uint16,
+    TlvType.RESULT: st.builds(Result, uint16, signed_records()),
+    TlvType.SOURCE_AGENT: ids,
+    TlvType.TARGET_AGENT: ids,
+    TlvType.HOP_LIMIT: uint8,
+    TlvType.PATH_VECTOR: st.lists(ids, max_size=3).map(tuple),
+    TlvType.PAYLOAD: st.binary(max_size=64),
+    TlvType.DOMAIN: short_text,
+    TlvType.HOLD_TIME: uint16,
+    TlvType.GATEWAY_CAPS: uint32,
+    TlvType.ADVERTISE: st.builds(Advertisement, uint64, st.lists(ids, max_size=3).map(tuple),
+                                 signed_records()),
+    TlvType.WITHDRAW: versioned,
+    TlvType.DIGEST_SUMMARY: st.builds(DigestSummary, uint32,
+                                      st.binary(min_size=32, max_size=32)),
+    TlvType.DIGEST_ENTRIES: st.lists(versioned, max_size=3).map(tuple),
+    TlvType.AGENT_IDS: st.lists(ids, max_size=3).map(tuple),
+    TlvType.ACCESS_TOKEN: st.binary(max_size=32),
+    TlvType.OFFENDING_TYPE: uint8,
+    TlvType.TIMEOUT: uint32,
+    TlvType.EXPORT_POLICY: st.builds(ExportPolicy, texts, texts, texts, texts),
+    TlvType.SEQUENCE: uint32,
+    TlvType.HOP: st.builds(HopRecord, ids, short_text, uint64, st.none() | short_text),
+}
+
+
+def test_every_tlv_type_has_a_strategy() -> None:
+    assert set(VALUES) == set(TlvType)
+
+
+@st.composite
+def messages(draw: st.DrawFn, cls: type[Message]) -> Message:
+    """A random valid message of class ``cls``, built from its TLV metadata."""
+    kwargs: dict[str, Any] = {}
+    for spec in cls.SPEC:
+        value = VALUES[spec.tlv]
+        if spec.occurs is REPEATED:
+            kwargs[spec.name] = tuple(draw(st.lists(value, max_size=2)))
+        elif spec.occurs is OPTIONAL:
+            kwargs[spec.name] = draw(st.none() | value)
+        else:
+            kwargs[spec.name] = draw(value)
+    # Unknown TLVs: non-critical types this message does not define, in wire order.
+    free = st.integers(0, CRITICAL_BIT - 1).filter(lambda t: t not in cls.BY_TLV)
+    unknown = draw(st.lists(st.builds(RawTlv, free, st.binary(max_size=12)), max_size=3))
+    unknown.sort(key=lambda t: t.type)
+    return cls(transaction_id=draw(uint64), flags=draw(uint16), unknown_tlvs=tuple(unknown),
+               **kwargs)
+
+
+CLASSES = [MESSAGE_CLASSES[t] for t in sorted(MESSAGE_CLASSES)]
+any_message = st.sampled_from(CLASSES).flatmap(messages)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=[c.TYPE.name for c in CLASSES])
+def test_round_trip_every_message_type(cls: type[Message]) -> None:
+    @SETTINGS
+    @given(messages(cls))
+    def check(msg: Message) -> None:
+        data = encode(msg)
+        again = decode(data)
+        assert again == msg
+        assert type(again) is cls
+        assert encode(again) == data
+
+    check()
+
+
+def test_message_fields_are_all_generated() -> None:
+    """Every dataclass field of every message is a header field or a TLV field."""
+    for cls in MESSAGE_CLASSES.values():
+        names = {f.name for f in fields(cls)}
+        assert names == {s.name for s in cls.SPEC} | {"transaction_id", "flags", "unknown_tlvs"}
+
+
+# --- mutations --------------------------------------------------------------------------
+EXAMPLE_PDUS = [encode(m) for m in examples().values()]
+
+
+def tlv_length_fields(data: bytes) -> list[int]:
+    """Offsets of the TLV length fields of a well-framed PDU."""
+    out, off = [], HEADER_SIZE
+    while off + 4 <= len(data):
+        out.append(off + 2)
+        off += 4 + struct.unpack_from(">H", data, off + 2)[0]
+    return out
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes], *, pdu: bool = False) -> bytes:
+    """``base`` with one to four random edits; for a ``pdu``, the header's length is then
+    often set to the new size so that decoding reaches the TLVs."""
+    data = bytearray(draw(base))
+    lengths = tlv_length_fields(bytes(data))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(
+            ["flip", "insert", "delete", "truncate", "pdu-length", "tlv-length", "set"]))
+        n = len(data)
+        if kind == "flip" and n:
+            i = draw(st.integers(0, n - 1))
+            data[i] ^= draw(st.integers(1, 255))
+        elif kind == "set" and n:
+            i = draw(st.integers(0, n - 1))
+            data[i] = draw(st.sampled_from([0x00, 0x17, 0x18, 0x1F, 0x5F, 0x7F, 0x9F, 0xBF,
+                                            0xC2, 0xD8, 0xF9, 0xFB, 0xFF]))
+        elif kind == "insert":
+            i = draw(st.integers(0, n))
+            data[i:i] = draw(st.binary(min_size=1, max_size=4))
+        elif kind == "delete" and n:
+            i = draw(st.integers(0, n - 1))
+            del data[i:i + draw(st.integers(1, 4))]
+        elif kind == "truncate":
+            del data[draw(st.integers(0, n)):]
+        elif kind == "pdu-length" and n >= 8:
+            struct.pack_into(">I", data, 4, draw(st.one_of(
+                st.integers(0, 0xFFFFFFFF), st.integers(max(0, n - 3), n + 3))))
+        elif kind == "tlv-length" and lengths and lengths[-1] + 2 <= n:
+            at = draw(st.sampled_from([o for o in lengths if o + 2 <= n]))
+            old = struct.unpack_from(">H", data, at)[0]
+            struct.pack_into(">H", data, at, draw(st.one_of(
+                st.integers(0, 0xFFFF), st.integers(max(0, old - 2), min(0xFFFF, old + 2)))))
+    if pdu and len(data) >= 8 and draw(st.booleans()):
+        data[:2] = draw(base)[:2]  # version and type as they were
+        struct.pack_into(">I", data, 4, len(data))
+    return bytes(data)
+
+
+def decodes_or_fails_cleanly(data: bytes) -> None:
+    try:
+        msg = decode(data)
+    except DecodeError as exc:
+        assert isinstance(exc.code, ErrorCode) and ErrorCode(exc.code.value) is exc.code
+        assert 0 <= exc.offset <= len(data), exc
+    else:
+        assert encode(msg) == data
+
+
+@settings(SETTINGS, max_examples=400)
+@given(mutated(st.sampled_from(EXAMPLE_PDUS), pdu=True))
+def test_mutated_examples(data: bytes) -> None:
+    decodes_or_fails_cleanly(data)
+
+
+@settings(SETTINGS, max_examples=200)
+@given(mutated(any_message.map(encode), pdu=True))
+def test_mutated_random_messages(data: bytes) -> None:
+    decodes_or_fails_cleanly(data)
+
+
+@settings(SETTINGS, max_examples=150)
+@given(st.binary(max_size=64).map(lambda b: bytes.fromhex("0101000000000000") + b))
+def test_arbitrary_bodies(tail: bytes) -> None:
+    data = tail[:4] + struct.pack(">I", len(tail)) + tail[8:]
+    decodes_or_fails_cleanly(data)
+
+
+# --- fast paths agree with their reference paths -----------------------------------------
+def outcome(fn: Any, data: bytes) -> Any:
+    try:
+        return ("ok", fn(data))
+    except DecodeError as exc:
+        return ("error", exc.code, exc.offset)
+
+
+RECORD_ITEMS = [m.record.encode() for m in examples().values() if hasattr(m, "record")]
+CBOR_ITEMS = [cbor.dumps(v) for v in (
+    examples()["discover"].query.to_cbor(),  # type: ignore[attr-defined]
+    {1: [1, -1, 2**64, 1.5, None, True, "x", b"y"], 2: {"a": 1}}, [[], {}, ""],
+)] + [SignedRecord.decode(r).payload for r in RECORD_ITEMS]
+
+
+@settings(SETTINGS, max_examples=300)
+@given(mutated(st.sampled_from(CBOR_ITEMS)))
+def test_fast_cbor_loads_agrees_with_reference(data: bytes) -> None:
+    assert outcome(cbor.loads, data) == outcome(cbor._loads_checked, data)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(mutated(st.sampled_from(RECORD_ITEMS)) | signed_records().map(SignedRecord.encode))
+def test_fast_cose_decode_agrees_with_reference(data: bytes) -> None:
+    fast = outcome(SignedRecord.decode, data)
+    assert fast == outcome(SignedRecord._decode_general, data)
+    if fast[0] == "ok":
+        assert fast[1].encode() == data
+
+
+def test_reused_cbor_workers_do_not_leak_state() -> None:
+    """A shared-value or string-reference from an earlier item is not visible later."""
+    for first in (b"\xd8\x1c\x63abc", b"\xd9\x01\x00\x82\x63abc\xd8\x19\x00"):
+        with pytest.raises(DecodeError):
+            cbor.loads(first)  # tags are never deterministic DMSC values
+        for later in (b"\xd8\x1d\x00", b"\xd8\x19\x00"):
+            with pytest.raises(DecodeError) as info:
+                cbor.loads(later)
+            assert info.value.code is ErrorCode.MALFORMED_CBOR
