@@ -7,7 +7,6 @@ its key log.  Skipped without tshark, except in CI (CI=true), where it must exis
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -264,16 +263,30 @@ KEYLOG = FIXTURES / "quic-session.keylog"
 def test_quic_fixture_decrypts_with_its_key_log(tshark: str) -> None:
     """The QUIC capture shows its DMSC messages only with the key log (Section 9.1)."""
     ex = examples()
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gen_fixtures
+    finally:
+        sys.path.pop(0)
+    large = gen_fixtures.quic_discover_reply()
     expected = [ex["register"], ex["register-ack"], ex["echo-request"], ex["echo-reply"],
-                ex["discover"],
-                dataclasses.replace(ex["discover-reply-translator"], transaction_id=5)]
+                ex["discover"], large]
     packets = pdml(tshark, QUIC, "-o", f"tls.keylog_file:{KEYLOG}")
-    protos = [p for packet in packets for p in packet.findall("proto[@name='dmsc']")]
+    trees = [p for packet in packets for p in packet.findall("proto[@name='dmsc']")]
+    protos = [p for p in trees if _children(p, "dmsc.type")]
     assert [int(_one(p, "dmsc.type").get("value", ""), 16) for p in protos] == \
         [m.TYPE for m in expected]
+    parts = [p for p in trees if not _children(p, "dmsc.type")]
+    assert parts and all("completed in a later frame" in p.get("showname", "") for p in parts)
     for proto, msg in zip(protos, expected, strict=True):
         check_pdu(proto, msg, encode(msg))
     assert not any(error_experts(p) for p in packets)
+    # The large answer spans QUIC packets; it is shown whole, in the packet that ends it.
+    (last,) = [p for p in packets for t in p.iter("field")
+               if t.get("name") == "dmsc.type" and int(t.get("value", ""), 16) == large.TYPE]
+    frame_len = int(next(f for f in last.iter("field") if f.get("name") == "frame.len")
+                    .get("show", ""))
+    assert frame_len < len(encode(large)) == int(protos[-1].get("size", ""))
     alpn = {f.get("show") for packet in packets for f in packet.iter("field")
             if f.get("name") == "tls.handshake.extensions_alpn_str"}
     assert alpn == {"dmsc/1"}

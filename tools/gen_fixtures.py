@@ -505,10 +505,12 @@ tshark -X lua_script:tools/wireshark/dmsc.lua \\
 ```
 
 The dissector is registered for ALPN `dmsc/1` in Wireshark's QUIC ALPN table
-(`quic.proto`). For a PDU that spans several STREAM frames it asks QUIC for
-reassembly (`desegment_len`, as over TCP); with Wireshark 4.0 (Debian 12's `tshark`)
-the continuation is not handed back to the dissector, so such a PDU shows only as
-QUIC stream data there. Newer Wireshark versions are untested.
+(`quic.proto`). It joins a PDU that spans several STREAM frames itself, per
+connection direction and stream id, and shows it in the frame that completes it:
+Wireshark 4.0 (Debian 12's `tshark`) does not hand a STREAM continuation back to a
+dissector that asks for more data with `desegment_len`. This needs the QUIC fields of
+the protocol tree, so it does not work in tshark's two-pass mode (`-2`), whose first
+pass builds no tree. Tested with tshark 4.0 only.
 """
 
 
@@ -525,15 +527,24 @@ QUIC_CAPTURES = [
                 "An agent connects to a gateway over QUIC (mutual TLS 1.3, ALPN dmsc/1) and "
                 "sends REGISTER, ECHO-REQUEST and DISCOVER, each on a new bidirectional "
                 "stream; a stand-in for the gateway (the gateway runtime is not used) "
-                "answers each on the same stream with the example REGISTER-ACK, ECHO-REPLY "
-                "and a DISCOVER-REPLY with two signed records. Every PDU fits in one QUIC "
-                "packet (see the reassembly note above)."),
+                "answers each on the same stream with the example REGISTER-ACK and "
+                "ECHO-REPLY, and a DISCOVER-REPLY with four signed records that spans two "
+                "QUIC packets (the dissector joins it, see above)."),
 ]
 
 
 def quic_captures_present(directory: Path) -> list[QuicCapture]:
     return [q for q in QUIC_CAPTURES
             if (directory / q.name).exists() and (directory / q.keylog).exists()]
+
+
+def quic_discover_reply() -> DiscoverReply:
+    """The QUIC capture's DISCOVER-REPLY: four signed records, about 2 kB, so the PDU
+    spans several QUIC packets."""
+    records = (weather_signed(), translator_signed()) * 2
+    return DiscoverReply(transaction_id=examples()["discover"].transaction_id,
+                         status=ErrorCode.SUCCESS,
+                         results=tuple(Result(10000 - 500 * i, r) for i, r in enumerate(records)))
 
 
 async def record_session(pcap_path: Path, keylog_path: Path) -> None:
@@ -550,7 +561,7 @@ async def record_session(pcap_path: Path, keylog_path: Path) -> None:
     ex = examples()
     answers = {MessageType.REGISTER: ex["register-ack"],
                MessageType.ECHO_REQUEST: ex["echo-reply"],
-               MessageType.DISCOVER: ex["discover-reply-translator"]}
+               MessageType.DISCOVER: quic_discover_reply()}
 
     async def answer(msg: Message, peer: PeerInfo) -> Message | None:
         return dataclasses.replace(answers[msg.TYPE], transaction_id=msg.transaction_id)

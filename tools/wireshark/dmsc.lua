@@ -8,7 +8,8 @@
 -- Registered on UDP port 4760 (lab mode, Section 9.4), for ALPN "dmsc/1" in the QUIC
 -- and DTLS ALPN tables (Sections 9.1, 9.2), on DTLS port 4760, and as a heuristic
 -- on QUIC stream payloads where Wireshark has that list.  On a stream (QUIC) PDUs are
--- reassembled by the length in their header; on datagrams one PDU fills a datagram.
+-- joined across STREAM frames by the length in their header; on datagrams one PDU
+-- fills a datagram.
 -- Malformed PDUs get expert info named after the decoding error code (Section 4.4) the
 -- codec reports for them.
 
@@ -599,29 +600,137 @@ local function dissect_pdu(tvb, pinfo, tree, offset, size, datagram)
   return summary
 end
 
--- Entry point: a datagram (one PDU) or a stream segment (PDUs reassembled by length).
+-- Streams (Section 9.1) ------------------------------------------------------------------
+-- On QUIC the dissector joins PDUs that span STREAM frames itself, per connection
+-- direction and stream id (read from the QUIC dissector's fields): Wireshark 4.0 does
+-- not hand a STREAM continuation back after desegment_len.  Other streams use
+-- desegment_len, as over TCP.
+local quic_fields = nil
+pcall(function()
+  quic_fields = { id = Field.new("quic.stream.stream_id"),
+                  has_offset = Field.new("quic.stream.off"),
+                  offset = Field.new("quic.stream.offset") }
+end)
+local stream_state = {}   -- first pass: stream key -> { next = stream offset, pending = ByteArray }
+local stream_frames = {}  -- frame/stream/offset -> { own = n } or { joined = ByteArray }, and rest
+
+function dmsc.init()
+  stream_state = {}
+  stream_frames = {}
+end
+
+local function last_value(field)
+  local all = { field() }
+  local fi = all[#all]
+  return fi and fi.value
+end
+
+-- The QUIC stream key and offset of the STREAM frame being dissected, or nil.
+local function quic_segment(pinfo)
+  if quic_fields == nil then return nil end
+  local id = last_value(quic_fields.id)
+  if id == nil then return nil end
+  local offset = 0
+  if last_value(quic_fields.has_offset) then
+    offset = tonumber(tostring(last_value(quic_fields.offset)))
+  end
+  return string.format("%s:%d>%s:%d/%s", tostring(pinfo.src), pinfo.src_port,
+                       tostring(pinfo.dst), pinfo.dst_port, tostring(id)), offset
+end
+
+local function u32(bytes, i)
+  return ((bytes:get_index(i) * 256 + bytes:get_index(i + 1)) * 256
+          + bytes:get_index(i + 2)) * 256 + bytes:get_index(i + 3)
+end
+
+-- Octets of `bytes` that hold whole PDUs (a header that must be refused takes the rest).
+local function complete_prefix(bytes)
+  local offset, n = 0, bytes:len()
+  while n - offset >= 8 do
+    local length = u32(bytes, offset + 4)
+    if length < HEADER_SIZE or length > MAX_PDU_SIZE then return n end
+    if offset + length > n then break end
+    offset = offset + length
+  end
+  return offset
+end
+
+local function tail(bytes, from)
+  if from >= bytes:len() then return ByteArray.new() end
+  return bytes:subset(from, bytes:len() - from)
+end
+
+local function dissect_pdus(tvb, pinfo, tree, stop, summaries)
+  local offset = 0
+  while offset < stop do
+    local length = tvb(offset + 4, 4):uint()
+    local size = (length >= HEADER_SIZE and length <= MAX_PDU_SIZE) and length or stop - offset
+    summaries[#summaries + 1] = dissect_pdu(tvb, pinfo, tree, offset, size, false)
+    offset = offset + size
+  end
+end
+
+local function dissect_quic_segment(tvb, pinfo, tree, key, offset, summaries)
+  local id = pinfo.number .. "/" .. key .. "/" .. offset
+  if not pinfo.visited then
+    local st = stream_state[key]
+    local bytes = tvb():bytes()
+    local result
+    if st ~= nil and st.next == offset and st.pending:len() > 0 then
+      local joined = st.pending .. bytes
+      local n = complete_prefix(joined)
+      result = { joined = n > 0 and joined:subset(0, n) or nil, rest = joined:len() - n }
+      stream_state[key] = { next = offset + bytes:len(), pending = tail(joined, n) }
+    elseif bytes:get_index(0) ~= VERSION then  -- the rest of a PDU whose start is not here
+      result = { own = 0, rest = 0, orphan = true }
+      stream_state[key] = { next = offset + bytes:len(), pending = ByteArray.new() }
+    else
+      local n = complete_prefix(bytes)
+      result = { own = n, rest = bytes:len() - n }
+      stream_state[key] = { next = offset + bytes:len(), pending = tail(bytes, n) }
+    end
+    stream_frames[id] = result
+  end
+  local r = stream_frames[id]
+  if r == nil then return end
+  if r.joined ~= nil then
+    local joined = r.joined:tvb("Reassembled DMSC")
+    dissect_pdus(joined, pinfo, tree, joined:len(), summaries)
+  elseif r.own ~= nil and r.own > 0 then
+    dissect_pdus(tvb, pinfo, tree, r.own, summaries)
+  end
+  if r.orphan then
+    tree:add(dmsc, tvb(), "DMSC: continuation of a PDU whose start is not in the capture")
+  elseif r.rest > 0 then
+    local here = math.min(r.rest, tvb:len())
+    tree:add(dmsc, tvb(tvb:len() - here), "DMSC: part of a PDU completed in a later frame")
+    summaries[#summaries + 1] = "[PDU continues]"
+  end
+end
+
+-- Entry point: a datagram (one PDU, Section 9.4) or a stream segment (Section 9.1).
 function dmsc.dissector(tvb, pinfo, tree)
   local total = tvb:len()
   if total == 0 then return 0 end
-  -- Not DMSC (QUIC sets bit 0x40, DTLS records start at 20): let other dissectors try.
-  if tvb(0, 1):uint() >= 16 then return 0 end
-  local stream = pinfo.can_desegment > 0
-  pinfo.cols.protocol = "DMSC"
   local summaries = {}
-  local offset = 0
-  while offset < total do
-    local remaining = total - offset
-    local length = remaining >= 8 and tvb(offset + 4, 4):uint() or nil
-    if stream and (length == nil or (remaining < length and length <= MAX_PDU_SIZE)) then
-      pinfo.desegment_offset = offset
-      pinfo.desegment_len = length and (length - remaining) or DESEGMENT_ONE_MORE_SEGMENT
-      break
+  if pinfo.can_desegment > 0 then
+    local key, offset = quic_segment(pinfo)
+    if key ~= nil then
+      dissect_quic_segment(tvb, pinfo, tree, key, offset, summaries)
+    else
+      local n = complete_prefix(tvb():bytes())
+      if n < total then
+        pinfo.desegment_offset = n
+        pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+      end
+      dissect_pdus(tvb, pinfo, tree, n, summaries)
     end
-    local size = remaining
-    if stream and length >= HEADER_SIZE and length <= MAX_PDU_SIZE then size = length end
-    summaries[#summaries + 1] = dissect_pdu(tvb, pinfo, tree, offset, size, not stream)
-    offset = offset + size
+  else
+    -- Not DMSC (QUIC sets bit 0x40, DTLS records start at 20): let other dissectors try.
+    if tvb(0, 1):uint() >= 16 then return 0 end
+    summaries[1] = dissect_pdu(tvb, pinfo, tree, 0, total, true)
   end
+  pinfo.cols.protocol = "DMSC"
   if #summaries > 0 then pinfo.cols.info = table.concat(summaries, ", ") end
   return total
 end
