@@ -288,3 +288,25 @@ def test_origin_assertion_from_the_guard_verifies_at_the_destination(snet: Secur
         is ErrorCode.IDENTITY_MISMATCH
     relayed = guard_a.outgoing("gw-b", fwd, 6, snet.net.now)
     assert relayed is fwd  # transit: unchanged
+
+
+def test_revocation_applies_to_live_associations(snet: SecureNet) -> None:
+    federated(snet)
+    query = Discover(transaction_id=20, query=DiscoveryQuery(skills=("translate",)),
+                     scope=Scope.FEDERATED, max_results=5)
+    assert snet.raw("alice", "gw-a", query).status is ErrorCode.SUCCESS  # type: ignore[attr-defined]
+    a = snet.domains["a.example"]
+    fed = snet.guards["gw-a"].federation
+    assert fed is not None
+    fed.revocation.update(issue_crl(a.authority, [Revocation(
+        snet.creds["alice"].certificate.serial_number, at(T0))], number=5, now=at(T0)), at(T0))
+    reply = snet.raw("alice", "gw-a", replace(query, transaction_id=21))
+    assert isinstance(reply, DiscoverReply) and reply.status is ErrorCode.CERTIFICATE_REVOKED
+    snet.agent("zed", "gw-a", "a.example")
+    assert snet.raw("zed", "gw-a", replace(query, transaction_id=22)).status \
+        is ErrorCode.SUCCESS  # type: ignore[attr-defined]
+    # once the CRL is past its nextUpdate, revocation status is unknown: fail closed
+    later = replace(query, transaction_id=23)
+    snet.net.now = T0 + 3 * 86400
+    reply = snet.raw("zed", "gw-a", later)
+    assert isinstance(reply, DiscoverReply) and reply.status is ErrorCode.UNTRUSTED_CERTIFICATE

@@ -7,7 +7,10 @@ that gives :class:`~dmscproto.gateway.node.GatewayNode` its ``admit``, ``accept_
 ``peer_of(handle)`` tells who is behind an association: anything with ``identity`` and
 ``certificate`` (the QUIC transport's :class:`~dmscproto.transport.quic.PeerInfo`, or a
 :class:`~.ca.Credential` in tests); ``None`` for an unauthenticated one, whose every
-request is refused with UNTRUSTED_CERTIFICATE.
+request is refused with UNTRUSTED_CERTIFICATE.  The peer's certificate is checked again
+on every message (cached until its notAfter, the CRL's nextUpdate or the next CRL
+installed), so an association outliving its certificate or its revocation can do
+nothing more (CERTIFICATE_EXPIRED, CERTIFICATE_REVOKED).
 
 :meth:`GatewayGuard.admit` checks, before the node dispatches a message:
 
@@ -34,6 +37,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from ..codec.messages import (
     Deregister,
@@ -50,7 +54,8 @@ from ..gateway.core import GatewayCore
 from .ca import Credential, Identity, Kind
 from .errors import SecurityError
 from .federation import Federation, check_open_identity, sign_origin
-from .proof import RequestVerifier
+from .proof import RequestVerifier, check_certificate
+from .revocation import RevocationTrustStore
 from .tokens import AccessToken, Operation, ScopeSet
 
 Handle = object
@@ -93,6 +98,7 @@ class GatewayGuard:
         # node calls right after; bounded, oldest first out (a refused request leaves one)
         self._discover_scope: OrderedDict[object, ScopeSet] = OrderedDict()
         self._route_scope: OrderedDict[object, ScopeSet] = OrderedDict()
+        self._valid: dict[bytes, tuple[int, float, Identity]] = {}
 
     # --- GatewayNode(admit=...) -------------------------------------------------------------
     def admit(self, source: Handle, msg: Message, now: float) -> ErrorCode | None:
@@ -109,7 +115,7 @@ class GatewayGuard:
         if peer is None:
             raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE,
                                 "the association is not authenticated")
-        identity = peer.identity
+        identity = self._still_valid(peer.certificate, now)
         if identity.kind is Kind.GATEWAY:
             self._from_gateway(identity, msg, now)
             return
@@ -125,6 +131,28 @@ class GatewayGuard:
             self._remember(self._discover_scope, source, token)
         elif isinstance(msg, RouteRequest):
             self._route(source, peer, msg, now)
+
+    def _still_valid(self, cert: x509.Certificate, now: float) -> Identity:
+        """The peer certificate checked again (it may have expired or been revoked since
+        the handshake), with the verdict cached until the certificate's notAfter or the
+        next CRL installed, whichever comes first."""
+        trust = self.verifier.trust
+        until = cert.not_valid_after_utc.timestamp()
+        generation = 0
+        if isinstance(trust, RevocationTrustStore):
+            generation = trust.revocation.generation
+            next_update = trust.revocation.next_update()
+            if next_update is not None:
+                until = min(until, next_update.timestamp())
+        key = cert.fingerprint(hashes.SHA256())
+        cached = self._valid.get(key)
+        if cached is not None and cached[0] == generation and now <= cached[1]:
+            return cached[2]
+        identity = check_certificate(trust, cert, now, usage=None)
+        if len(self._valid) >= MAX_PENDING:
+            self._valid.clear()
+        self._valid[key] = (generation, until, identity)
+        return identity
 
     def _from_gateway(self, identity: Identity, msg: Message, now: float) -> None:
         if isinstance(msg, _AGENT_REQUESTS):

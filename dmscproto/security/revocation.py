@@ -115,6 +115,8 @@ class RevocationChecker:
         self._anchors = tuple(anchors)
         self._crls: dict[x509.Name, _Loaded] = {}
         self.required = frozenset(required)
+        #: Grows with every CRL installed: a cached verdict older than it is stale.
+        self.generation = 0
 
     def update(self, crl: x509.CertificateRevocationList,
                now: dt.datetime | None = None) -> bool:
@@ -134,6 +136,7 @@ class RevocationChecker:
             return False
         self._crls[crl.issuer] = _Loaded(number, next_update,
                                          frozenset(r.serial_number for r in crl))
+        self.generation += 1
         return True
 
     def number(self, issuer: x509.Name) -> int | None:
