@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmscproto.codec.examples import weather_record
 from dmscproto.codec.registry import ConstraintOp as Op
@@ -16,7 +21,13 @@ from dmscproto.codec.values import (
     DiscoveryQuery,
     Skill,
 )
-from dmscproto.gateway.index import CapabilityIndex, IndexTerms, Match, constraint_holds
+from dmscproto.gateway.index import (
+    CapabilityIndex,
+    IndexTerms,
+    Match,
+    constraint_holds,
+    words,
+)
 
 
 def aid(n: int) -> bytes:
@@ -175,7 +186,97 @@ def test_large_index_intersects_rare_terms() -> None:
     idx = CapabilityIndex()
     for n in range(5000):
         sid = "rare" if n in (17, 4242) else f"common{n % 5}"
-        idx.add(replace(record(0, skills=(Skill(sid, sid, ("t",)),)),
+        idx.add(replace(record(0, skills=(Skill(sid, sid, ("t",)),), rank=n % 7),
                         agent_id=n.to_bytes(16, "big")))
-    got = idx.match(DiscoveryQuery(skills=("rare",), tags=("t",)), 10)
+
+    class Counting(dict[bytes, object]):
+        reads = 0
+
+        def __getitem__(self, key: bytes) -> object:
+            Counting.reads += 1
+            return super().__getitem__(key)
+
+    idx._entries = Counting(idx._entries)  # type: ignore[assignment]
+    lt = Constraint("rank", Op.LT, 5)  # residual check: only on the records walked
+    got = idx.match(DiscoveryQuery(skills=("rare",), tags=("t",), intent="rare thing",
+                                   constraints=(lt,)), 10)
     assert [int.from_bytes(m.agent_id, "big") for m in got] == [17, 4242]
+    assert Counting.reads <= 4  # never a pass over the 5000 records
+
+
+# --- the optimised matcher against the module doc's rules, written naively ----------------
+def reference(records: list[CapabilityRecord], q: DiscoveryQuery, limit: int,
+              allow: Callable[[bytes], bool]) -> list[Match]:
+    """Filter, score (exact rationals), sort, policy, limit: straight from the doc."""
+    tags_q = {t.casefold() for t in q.tags}
+    words_q = words(q.intent) if q.intent else set()
+    req = set(q.skills)
+    posting = bool(req or q.input_modes or q.output_modes or q.domain is not None
+                   or any(c.op not in (Op.NE, Op.EXISTS) or (c.op is Op.EXISTS and c.value)
+                          for c in q.constraints))
+    out = []
+    for r in records:
+        t = IndexTerms.of(r)
+        if not (req <= t.skills and set(q.input_modes) <= t.in_modes
+                and set(q.output_modes) <= t.out_modes
+                and q.domain in (None, r.domain)
+                and all(constraint_holds(c, r.attributes) for c in q.constraints)):
+            continue
+        if not posting and (tags_q or words_q) and not (tags_q & t.tags or words_q & t.words):
+            continue
+        tf = Fraction(len(tags_q & t.tags), len(tags_q)) if tags_q else Fraction(1)
+        wf = Fraction(len(words_q & t.words), len(words_q)) if words_q else Fraction(1)
+        sf = Fraction(1, 1 + len(t.skills) - len(req))
+        out.append(Match(r.agent_id, math.floor(1000 * (5 * tf + 3 * wf + 2 * sf))))
+    out.sort(key=lambda m: (-m.score, m.agent_id))
+    return [m for m in out if allow(m.agent_id)][:limit]
+
+
+SKILL_IDS = ["a", "b", "c"]
+TAG_POOL = ["x", "Y", "z", "w"]
+small = st.sampled_from
+
+
+@st.composite
+def records(draw: st.DrawFn) -> list[CapabilityRecord]:
+    out = []
+    for n in range(draw(st.integers(0, 12))):
+        skills = tuple(Skill(sid, draw(small(["Alpha beta", "gamma", "beta x"])),
+                             tuple(draw(st.lists(small(TAG_POOL), max_size=2, unique=True))),
+                             input_modes=tuple(draw(st.lists(small(["i1", "i2"]), max_size=1))))
+                       for sid in draw(st.lists(small(SKILL_IDS), min_size=1, max_size=3,
+                                                unique=True)))
+        attrs = draw(st.dictionaries(small(["k", "m"]),
+                                     st.one_of(st.integers(0, 3), st.booleans(),
+                                               small(["p", "q"])), max_size=2))
+        out.append(record(n, skills=skills, domain=draw(small(["a.example", "b.example"])),
+                          **dict(sorted(attrs.items()))))
+    return out
+
+
+value = st.one_of(st.integers(0, 3), st.booleans(), small(["p", "q"]))
+constraints = st.one_of(
+    st.builds(Constraint, small(["k", "m"]), small([op for op in Op if op is not Op.IN]),
+              value),
+    st.builds(Constraint, small(["k", "m"]), st.just(Op.IN),
+              st.lists(value, max_size=3).map(tuple)))
+queries = st.builds(
+    DiscoveryQuery,
+    skills=st.lists(small(SKILL_IDS), max_size=2).map(tuple),
+    tags=st.lists(small(["x", "y", "Z", "v"]), max_size=2).map(tuple),
+    intent=st.one_of(st.none(), small(["beta", "alpha x", "nothing here", "GAMMA beta"])),
+    constraints=st.lists(constraints, max_size=2).map(tuple),
+    input_modes=st.lists(small(["i1", "text/plain"]), max_size=1).map(tuple),
+    domain=st.one_of(st.none(), small(["a.example", "b.example"])),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records(), queries, st.integers(1, 5), st.integers(0, 255))
+def test_match_agrees_with_the_reference(recs: list[CapabilityRecord], q: DiscoveryQuery,
+                                         limit: int, deny: int) -> None:
+    idx = CapabilityIndex()
+    for r in recs:
+        idx.add(r)
+    allow = (lambda a: a[0] % 3 != deny % 3) if deny % 2 else (lambda a: True)
+    assert idx.match(q, limit, allow) == reference(recs, q, limit, allow)
