@@ -4,6 +4,7 @@ and together the captures cover every message type and flow."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -96,3 +97,24 @@ def test_quic_capture_has_its_key_log() -> None:
     packets = list(read_udp(FIXTURES / "quic-session.pcap"))
     assert packets and packets[0].payload[0] & 0xC0 == 0xC0  # QUIC long header first
     assert all(p.payload[0] & 0x40 for p in packets)  # QUIC fixed bit: no cleartext DMSC
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("lab-*.pcap")))
+def test_dmsc_decode_lists_every_datagram(name: str, gen: ModuleType,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``dmsc decode --pcap`` shows each datagram as the message or decoding error the
+    codec gives for it."""
+    from dmscproto.cli import main
+    (capture,) = [c for c in gen.lab_captures() if c.name == name]
+    status = main(["decode", "--pcap", str(FIXTURES / name), "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == (1 if any(d.error for d in capture.datagrams) else 0)
+    assert len(lines) == len(capture.datagrams)
+    for line, dgram in zip(lines, capture.datagrams, strict=True):
+        if dgram.error is None:
+            msg = decode(dgram.pdu)
+            header = line["message"]["header"]
+            assert (header["type"], header["transaction_id"]) == \
+                (msg.TYPE.name, msg.transaction_id)
+        else:
+            assert line["error"]["error"] == dgram.error.name
