@@ -80,7 +80,7 @@ from dmscproto.codec.registry import (
     TlvType,
 )
 from dmscproto.codec.values import ExportPolicy, HopRecord
-from dmscproto.codec.wire import Advertisement
+from dmscproto.codec.wire import HEADER_STRUCT, Advertisement
 from dmscproto.security.signing import entity_id, sign_record, spki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -470,7 +470,7 @@ def readme(captures: list[Capture], quic: list[QuicCapture]) -> str:
         parts.append("| # | from | to | message |\n|---|---|---|---|\n")
         for i, d in enumerate(cap.datagrams, 1):
             if d.error is not None:
-                what = f"damaged request: {d.error.name}"
+                what = f"damaged {_header_text(d.pdu)}: {d.error.name}"
             else:
                 msg = decode(d.pdu)
                 what = f"{msg.TYPE.name} txid={msg.transaction_id}" + _status(msg)
@@ -481,6 +481,16 @@ def readme(captures: list[Capture], quic: list[QuicCapture]) -> str:
     if not quic:
         parts.append("\nNone recorded yet.\n")
     return "".join(parts)
+
+
+def _header_text(pdu: bytes) -> str:
+    """What the header of a damaged PDU says (type and transaction id), if it is whole."""
+    if len(pdu) < HEADER_SIZE:
+        return f"PDU of {len(pdu)} octets"
+    _version, mtype, _flags, _length, txid = HEADER_STRUCT.unpack_from(pdu)
+    name = MessageType(mtype).name if mtype in MessageType._value2member_map_ \
+        else f"type 0x{mtype:02x}"
+    return f"{name} txid={txid}"
 
 
 def _status(msg: Message) -> str:
