@@ -288,12 +288,23 @@ def test_digest_and_missing_from(db: Path, tmp_path: Path) -> None:
     b.store.close()
 
 
+def only_local(r: CapabilityRecord) -> bool:
+    return r.agent_id == agent(1)
+
+
 def test_advertisements_for(core: GatewayCore) -> None:
     core.register(signed(1), 600, T0)
     core.learn(Advertisement(1, (FAR, P1), signed(2)), P1, T0)
     ads = core.advertisements_for([agent(1), agent(2), agent(9)])
     assert [(ad.version, ad.path) for ad in ads] == [(1, (ME,)), (1, (FAR, P1, ME))]
     assert ads[0].record.encode() == signed(1).encode()
+    # the digest towards a peer covers exactly what would be advertised to it
+    for peer, allow in ((None, None), (P1, None), (None, only_local)):
+        ads = core.advertisements_for(core.agent_ids(), peer, allow)
+        summary, entries = core.digest(peer, allow)
+        assert entries == [VersionedId(ad.record.record.agent_id, ad.version) for ad in ads]
+        assert summary.count == len(ads)
+    assert core.digest(P1)[0] != core.digest()[0]
     # split horizon: P1 would drop its own advertisement as a loop
     assert [ad.path for ad in core.advertisements_for([agent(1), agent(2)], to_peer=P1)] \
         == [(ME,)]

@@ -450,41 +450,54 @@ class GatewayCore:
         return RouteChanges(tuple(VersionedId(c.agent_id, c.version) for c in gone),
                             tuple(c.agent_id for c, _ in moved))
 
+    def _exported(self, e: _Held, to_peer: bytes | None,
+                  allow: Callable[[CapabilityRecord], bool] | None) -> bool:
+        """Whether ``e`` is advertised to ``to_peer`` under ``allow``."""
+        if to_peer is not None and to_peer in e.path:
+            return False
+        if len(e.path) >= MAX_PATH:
+            return False
+        return allow is None or allow(e.signed.record)
+
     def advertisements_for(self, agent_ids: Iterable[bytes], to_peer: bytes | None = None,
                            allow: Callable[[CapabilityRecord], bool] | None = None
                            ) -> list[Advertisement]:
         """ADVERTISE items for ``agent_ids`` (unknown ids are skipped), each with this
-        gateway appended to the path.  With ``to_peer``, records whose path already
-        holds that peer are skipped (it would discard them as a loop); with ``allow``
-        (e.g. :func:`.policy.export_filter`), records it refuses are skipped."""
+        gateway appended to the path.  Skipped as well: with ``to_peer``, records whose
+        path already holds that peer (it would discard them as a loop); with ``allow``
+        (e.g. :func:`.policy.export_filter`), records it refuses; records whose path
+        could not take one more gateway id."""
         out = []
         for aid in agent_ids:
             e = self._records.get(aid)
-            if e is None or (to_peer is not None and to_peer in e.path):
-                continue
-            if allow is not None and not allow(e.signed.record):
-                continue
-            path = (*e.path, self.gateway_id)
-            if len(path) <= MAX_PATH:
-                out.append(Advertisement(e.version, path, e.signed))
+            if e is not None and self._exported(e, to_peer, allow):
+                out.append(Advertisement(e.version, (*e.path, self.gateway_id), e.signed))
         return out
 
-    def digest(self) -> tuple[DigestSummary, list[VersionedId]]:
-        """DIGEST (Section 6.6) of every record held, local and learned.
+    def digest(self, to_peer: bytes | None = None,
+               allow: Callable[[CapabilityRecord], bool] | None = None
+               ) -> tuple[DigestSummary, list[VersionedId]]:
+        """DIGEST (Section 6.6) of the records held, local and learned, that
+        :meth:`advertisements_for` would advertise (to ``to_peer``, under ``allow``).
 
         The entries are (agent id, version) sorted by agent id (bytewise); the summary
         is their count and SHA-256 over the concatenation, for each entry, of the
         16-octet agent id followed by the version as an unsigned 64-bit big-endian
-        integer.  Two gateways holding the same versions get the same summary.
+        integer.  Two gateways holding the same versions get the same summary.  The
+        unfiltered digest is cached until the table changes.
         """
-        if self._digest is None:
-            entries = [VersionedId(a, self._records[a].version) for a in sorted(self._records)]
-            h = hashlib.sha256()
-            for e in entries:
-                h.update(e.agent_id + e.version.to_bytes(8, "big"))
-            self._digest = (DigestSummary(len(entries), h.digest()), entries)
-        summary, entries = self._digest
-        return summary, list(entries)
+        if to_peer is None and allow is None and self._digest is not None:
+            summary, entries = self._digest
+            return summary, list(entries)
+        entries = [VersionedId(a, e.version) for a, e in sorted(self._records.items())
+                   if self._exported(e, to_peer, allow)]
+        h = hashlib.sha256()
+        for v in entries:
+            h.update(v.agent_id + v.version.to_bytes(8, "big"))
+        result = (DigestSummary(len(entries), h.digest()), entries)
+        if to_peer is None and allow is None:
+            self._digest = result
+        return result[0], list(entries)
 
     def missing_from(self, entries: Iterable[VersionedId]) -> list[bytes]:
         """The ids in a peer's DIGEST entries that this gateway should SYNC-REQUEST:
