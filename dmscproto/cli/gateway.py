@@ -24,6 +24,8 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="the gateway's TOML configuration")
     p.add_argument("--log-format", choices=["text", "json"],
                    help="log format (overrides [log] format): json = one object per line")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="event loop (auto: uvloop if installed)")
     p.add_argument("--check", action="store_true",
                    help="check the configuration (files, keys, anchors) and exit")
     return p
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..gateway.store import StoreError
-    from ..runtime import logs
+    from ..runtime import logs, loop
     from ..runtime.config import ConfigError, GatewayConfig
     from ..runtime.gateway import GatewayRuntime
 
@@ -53,10 +55,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         try:
             await gateway.start()
             await stop.wait()
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             await gateway.stop()
 
     try:
-        asyncio.run(main())
+        loop.run(main(), args.loop)
     except (OSError, StoreError, sqlite3.Error) as exc:
         print(f"dmsc gateway: cannot run: {exc}", file=sys.stderr)
         return EXIT_FAILURE

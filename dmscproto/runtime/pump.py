@@ -86,6 +86,14 @@ class _Waiting:
     future: asyncio.Future[Message]
 
 
+def _give_up(future: asyncio.Future[Message], msg: Message) -> None:
+    if not future.done():
+        log.error("no answer to %s from the machine", msg.TYPE.name)
+        future.set_result(Error(transaction_id=msg.transaction_id,
+                                status=ErrorCode.INTERNAL_ERROR, offending_type=int(msg.TYPE),
+                                diagnostic="no answer"))
+
+
 class Pump:
     """Drives one sans-I/O machine (module docstring).  ``clock`` gives ``now`` in
     seconds since the epoch (the machines put it in TIMESTAMP TLVs)."""
@@ -105,6 +113,7 @@ class Pump:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._arm_soon = False
         self._closed = False
 
     # --- input -----------------------------------------------------------------------
@@ -119,16 +128,15 @@ class Pump:
             return Error(transaction_id=msg.transaction_id, status=ErrorCode.REPLAY,
                          offending_type=int(msg.TYPE),
                          diagnostic="transaction id already outstanding")
-        waiting = _Waiting(msg.TYPE, self._loop.create_future())
-        self._waiting[key] = waiting
+        future: asyncio.Future[Message] = self._loop.create_future()
+        self._waiting[key] = _Waiting(msg.TYPE, future)
+        # The machine's own timers answer every request; this is only a safety net.
+        guard = self._loop.call_later(TRANSPORT_TIMEOUT, _give_up, future, msg)
         try:
             self.feed(source, msg)
-            return await asyncio.wait_for(asyncio.shield(waiting.future), TRANSPORT_TIMEOUT)
-        except TimeoutError:
-            log.error("no answer to %s from the machine", msg.TYPE.name)
-            return Error(transaction_id=msg.transaction_id, status=ErrorCode.INTERNAL_ERROR,
-                         offending_type=int(msg.TYPE), diagnostic="no answer")
+            return await future
         finally:
+            guard.cancel()
             self._waiting.pop(key, None)
 
     def feed(self, source: Handle, msg: Message) -> None:
@@ -168,7 +176,9 @@ class Pump:
                 if self.on_event is not None:
                     self.on_event(event)
                 event = machine.next_event()
-        self._arm()
+        if not self._arm_soon:  # once per loop iteration, however many flushes
+            self._arm_soon = True
+            self._loop.call_soon(self._arm)
 
     def _send(self, dest: Handle, msg: Message) -> None:
         if self.on_send is not None:
@@ -207,6 +217,7 @@ class Pump:
 
     # --- timers ----------------------------------------------------------------------
     def _arm(self) -> None:
+        self._arm_soon = False
         if self._closed:
             return
         at = self.machine.get_timer()

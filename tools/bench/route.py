@@ -1,0 +1,155 @@
+"""Routed call benchmark: agent -> gateway -> agent over QUIC vs a direct aioquic echo
+(draft Sections 5.3 and 9.1; issue 4 item 7).
+
+    python tools/bench/route.py [--seconds S] [--rounds R] [--inflight N] [--size BYTES]
+
+Two processes for a routed call, as for the baseline: ``dmsc gateway --config`` (the
+real gateway process: SQLite store, mutual TLS) and this one, where two SDK agents run,
+a responder (echoes the payload) and the caller.  Each call is a ROUTE_REQUEST from the
+caller to the gateway, the gateway's ROUTE_REQUEST to the responder on the responder's
+own connection, and both ROUTE_REPLYs back: two QUIC hops, four streams, eight PDUs
+encoded and decoded.  N calls are kept in flight for S
+seconds.  The baseline is ``tools/bench/quic_transport.py``'s plain aioquic echo
+between two processes (a new stream per BYTES-octet request, N in flight), measured in
+the same run.  Both are run R rounds, interleaved, on asyncio's loop and, if installed,
+on uvloop; medians are reported.
+
+Last line, one JSON object: ``routed_per_s``, ``direct_per_s``, ``ratio`` (routed /
+direct), ``p50_ms`` and ``p99_ms`` of the routed calls, on the best loop (uvloop when
+installed), plus the same on asyncio with the ``asyncio_`` prefix and ``uvloop_gain``
+(routed rate on uvloop / on asyncio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quic_transport
+
+from dmscproto.agent import Agent, Request
+from dmscproto.runtime import loop as loops
+from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.security.ca import Kind
+
+HOST = "127.0.0.1"
+_CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
+
+
+def _agent(keys: Path, name: str, gateway: str) -> Agent:
+    return Agent.from_files(keys / f"{name}.pem", keys / f"{name}.key", [keys / "ca.pem"],
+                            gateway=gateway)
+
+
+async def _agents(keys: Path, gateway: str, args: argparse.Namespace
+                  ) -> tuple[float, list[float]]:
+    """The responder (echoes the payload) and the caller, N calls in flight."""
+    responder, caller = _agent(keys, "responder", gateway), _agent(keys, "caller", gateway)
+
+    @responder.handler
+    def echo(payload: bytes, request: Request) -> bytes:
+        return payload
+
+    payload = (bytes(range(256)) * (args.size // 256 + 1))[: args.size]
+    async with responder, caller:
+        await responder.register(skills=["echo"])
+        await caller.register(skills=["bench"])
+        target = responder.agent_id
+        for _ in range(200):  # warm-up
+            assert await caller.call(target, payload) == payload
+        latencies: list[float] = []
+        end = time.perf_counter() + args.seconds
+
+        async def worker() -> None:
+            while (now := time.perf_counter()) < end:
+                await caller.call(target, payload)
+                latencies.append(time.perf_counter() - now)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.inflight)))
+        return len(latencies) / (time.perf_counter() - start), latencies
+
+
+def _measure_routed(keys: Path, loop: str, args: argparse.Namespace
+                    ) -> tuple[float, list[float]]:
+    config = keys / "gw.toml"
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "gateway", "--config", str(config), "--log-format",
+         "json", "--loop", loop], stderr=subprocess.PIPE, text=True)
+    try:
+        assert gateway.stderr is not None
+        address = None
+        for line in gateway.stderr:
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("msg") == "gateway listening":
+                address = event["address"]
+                break
+        if address is None:
+            raise RuntimeError("the gateway did not start")
+        return loops.run(_agents(keys, address, args), loop)  # type: ignore[arg-type]
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+
+
+def _setup(root: Path) -> Path:
+    """One domain: the gateway's TOML configuration and the agents' certificates, plus
+    the files quic_transport's baseline expects (``ca.pem``, ``gw.*``, ``agent.*``)."""
+    domain = Domain.create(root, "bench.example")
+    for name in ("responder", "caller", "agent"):
+        domain.issue(name, Kind.AGENT)
+    write_gateway_config(domain, "gw")
+    return domain.directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--inflight", type=int, default=32)
+    parser.add_argument("--size", type=int, default=100)
+    args = parser.parse_args()
+
+    loop_names = ["asyncio", "uvloop"] if loops.have_uvloop() else ["asyncio"]
+    routed: dict[str, list[float]] = {n: [] for n in loop_names}
+    direct: dict[str, list[float]] = {n: [] for n in loop_names}
+    latencies: dict[str, list[float]] = {n: [] for n in loop_names}
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = _setup(Path(tmp))
+        for _ in range(args.rounds):  # interleaved: load from elsewhere hits all alike
+            for name in loop_names:
+                rate, lat = _measure_routed(keys, name, args)
+                routed[name].append(rate)
+                latencies[name].extend(lat)
+                base, _lat, _hs = quic_transport._measure("aioquic", keys, name == "uvloop",
+                                                          args)
+                direct[name].append(base)
+                print(f"{name}: routed {rate:.0f}/s, direct aioquic echo {base:.0f}/s",
+                      file=sys.stderr)
+    out: dict[str, Any] = {"inflight": args.inflight, "size": args.size,
+                           "rounds": args.rounds, "seconds": args.seconds,
+                           "loop": loop_names[-1]}
+    for name in loop_names:
+        prefix = "" if name == loop_names[-1] else f"{name}_"
+        r, d = statistics.median(routed[name]), statistics.median(direct[name])
+        lat = sorted(latencies[name])
+        out |= {f"{prefix}routed_per_s": round(r, 1), f"{prefix}direct_per_s": round(d, 1),
+                f"{prefix}ratio": round(r / d, 3),
+                f"{prefix}p50_ms": round(statistics.median(lat) * 1e3, 3),
+                f"{prefix}p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 3)}
+    if len(loop_names) == 2:
+        out["uvloop_gain"] = round(out["routed_per_s"] / out["asyncio_routed_per_s"], 3)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
