@@ -140,6 +140,7 @@ def test_restart_keeps_registrations(db: Path) -> None:
     c.store.close()
     c = GatewayCore(ME, "a.example", RegistryStore(db))
     assert len(c) == 3 and c.digest() == before
+    assert c.warm(2) == 1 and c.warm(5) == 0  # decode the loaded records ahead of use
     assert sorted(found(c)) == sorted([agent(1), agent(3)])
     res = c.discover(q("alerts"), Scope.LOCAL, 10, T0)
     assert [r.record.encode() for r in res] == [signed(2, skill="alerts").encode()]

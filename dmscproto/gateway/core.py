@@ -76,10 +76,20 @@ class _Held:
     @property
     def signed(self) -> SignedRecord:
         if self._signed is None:
-            assert self._raw is not None
+            self.decode()
+            assert self._signed is not None
+        return self._signed
+
+    @property
+    def cold(self) -> bool:
+        """Not decoded yet."""
+        return self._signed is None
+
+    def decode(self) -> None:
+        """Decode the stored octets (once; the octets are then dropped)."""
+        if self._raw is not None:
             self._signed = SignedRecord.decode(self._raw)
             self._raw = None
-        return self._signed
 
     @property
     def local(self) -> bool:
@@ -156,6 +166,7 @@ class GatewayCore:
         self._records: dict[bytes, _Held] = {}
         self._by_uri: dict[str, bytes] = {}
         self._digest: tuple[DigestSummary, list[VersionedId]] | None = None
+        self._cold: list[bytes] = []
         # The restart path: index terms and routes only, no COSE decoding.  Nothing
         # built here forms reference cycles, so the cyclic collector has no work in it:
         # it is paused during the load (else its collections rescan the growing heap
@@ -167,10 +178,23 @@ class GatewayCore:
         try:
             for row in store.rows():
                 self._install(_Held.load(row), row.terms)
+            self._cold = list(self._records)
         finally:
             gc.freeze()
             if gc_was_enabled:
                 gc.enable()
+
+    def warm(self, limit: int) -> int:
+        """Decode up to ``limit`` of the records loaded at start and not decoded yet
+        (records are otherwise decoded on first use, e.g. in a discovery answer or
+        under an export filter).  A gateway calls this when idle after a restart.
+        Return how many may still be cold."""
+        while self._cold and limit > 0:
+            e = self._records.get(self._cold.pop())
+            if e is not None and e.cold:
+                e.decode()
+                limit -= 1
+        return len(self._cold)
 
     # --- memory mirror ------------------------------------------------------------------
     def _install(self, e: _Held, terms: bytes) -> None:
