@@ -44,7 +44,7 @@ from ..protocol.machine import (
     refusal_answer,
 )
 from ..protocol.oam import EchoResponder, TraceRelay
-from ..protocol.peering import ExportFor, LocalGateway, OpenCheck, PeerSession
+from ..protocol.peering import ExportFor, LocalGateway, OpenCheck, PeerSession, PeerState
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Relay, RelayContext, RouteRelay
 from .core import GatewayCore
@@ -143,7 +143,12 @@ class GatewayNode:
             if t is not _M.OPEN and source not in self.sessions:
                 raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                                     f"{t.name} outside a peer session", t)
-            self._session(source).receive(msg, now)
+            session = self._session(source)
+            try:
+                session.receive(msg, now)
+            finally:
+                if session.state is PeerState.IDLE:  # refused or closed: forget it
+                    self.sessions.pop(source, None)
         elif t in _REGISTRATION:
             self.registration.receive(source, msg, now)
         elif t is _M.DISCOVER:

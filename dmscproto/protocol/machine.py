@@ -146,6 +146,8 @@ class Machine:
     #: The inputs a received message of each type can be (its guards decide which);
     #: a message of a type not listed is unexpected in every state.
     MESSAGE_INPUTS: ClassVar[Mapping[MessageType, tuple[Any, ...]]] = {}
+    #: The timers of draft-dmsc-protocol-00 Section 8 the machine uses, by name.
+    TIMERS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox

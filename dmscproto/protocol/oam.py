@@ -99,6 +99,7 @@ class TraceRelay(Relay):
     TITLE = "Trace, one transaction at a gateway"
     State, Input, Action = TraceState, TraceInput, TraceAction
     INITIAL = TraceState.IDLE
+    TIMERS = ("ROUTE_TIMEOUT",)
     REQUEST = TraceRequest
     REPLY = MessageType.TRACE_REPLY
     MESSAGE_INPUTS = {

@@ -102,6 +102,7 @@ class PeerSession(Machine):
     TITLE = "Gateway peering session"
     State, Input, Action = PeerState, PeerInput, PeerAction
     INITIAL = PeerState.IDLE
+    TIMERS = ("HOLD_TIME", "KEEPALIVE_FRACTION")
     MESSAGE_INPUTS = {
         MessageType.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REFUSED),
         MessageType.KEEPALIVE: (_I.KEEPALIVE,), MessageType.UPDATE: (_I.UPDATE,),

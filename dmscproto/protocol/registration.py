@@ -98,6 +98,7 @@ class AgentRegistration(Machine):
     TITLE = "Registration, agent side"
     State, Input, Action = AgentState, AgentInput, AgentAction
     INITIAL = AgentState.IDLE
+    TIMERS = ("DEFAULT_LEASE", "REFRESH_FRACTION", "REQUEST_TIMEOUT")
     #: (input on SUCCESS, input otherwise) per answer type.
     MESSAGE_INPUTS = {
         MessageType.REGISTER_ACK: (_I.REGISTER_ACK_OK, _I.REGISTER_ACK_REFUSED),
@@ -306,6 +307,7 @@ class GatewayRegistration(Machine):
     TITLE = "Registration, gateway side (per agent)"
     State, Input, Action = GatewayState, GatewayInput, GatewayAction
     INITIAL = GatewayState.UNREGISTERED
+    TIMERS = ("MIN_LEASE", "MAX_LEASE")
     TABLE = {
         (_GS.UNREGISTERED, _GI.REGISTER): (_GA.ADMIT, _GS.REGISTERED),
         (_GS.UNREGISTERED, _GI.REFRESH): (_GA.REFRESH, _GS.UNREGISTERED),

@@ -44,6 +44,7 @@ class Requester(Machine):
     TITLE = "Requester transaction (DISCOVER, ROUTE_REQUEST, ECHO_REQUEST, TRACE_REQUEST)"
     State, Input, Action = RequesterState, RequesterInput, RequesterAction
     INITIAL = RequesterState.IDLE
+    TIMERS = ("REQUEST_TIMEOUT", "ROUTE_TIMEOUT")
     TABLE = {
         (_S.IDLE, _I.SEND): (_A.SEND, _S.WAITING),
         (_S.WAITING, _I.ANSWER): (_A.COMPLETE, _S.DONE),

@@ -187,6 +187,7 @@ class RouteRelay(Relay):
     TITLE = "Routing, one transaction at a gateway"
     State, Input, Action = RouteState, RouteInput, RouteAction
     INITIAL = RouteState.IDLE
+    TIMERS = ("ROUTE_TIMEOUT",)
     REQUEST = RouteRequest
     REPLY = MessageType.ROUTE_REPLY
     MESSAGE_INPUTS = {

@@ -134,6 +134,7 @@ class PeerSync(Machine):
     TITLE = "Gateway sync on an established session"
     State, Input, Action = SyncState, SyncInput, SyncAction
     INITIAL = SyncState.READY
+    TIMERS = ("DIGEST_INTERVAL", "REQUEST_TIMEOUT")
     MESSAGE_INPUTS = {
         MessageType.UPDATE: (_I.UPDATE, _I.UPDATE_ANSWER),
         MessageType.DIGEST: (_I.DIGEST_PARTIAL, _I.DIGEST_SAME, _I.DIGEST_STALE,
