@@ -78,15 +78,18 @@ def test_load_toml(world: World, tmp_path: Path) -> None:
     (tmp_path / "fed.toml").write_text('''
 domain = "a.example"
 anchor = "a.example.pem"
+crl = "a.crl"
 [[peers]]
 domain = "b.example"
 anchor = "b.example.pem"
+crl = "https://authority.b.example/crl"
 [peers.export]
 include_tags = ["public"]
 [peers.import]
 capabilities = ["translate"]
 ''')
     fed = Federation.load(tmp_path / "fed.toml")
+    assert fed.crl_sources == (str(tmp_path / "a.crl"), "https://authority.b.example/crl")
     p = fed.peer("b.example")
     assert p.export == ExportPolicy(("b.example",), include_tags=("public",))
     assert p.imports == ImportPolicy(("b.example",), ("translate",)) and not p.transit

@@ -5,6 +5,7 @@ assertions, the errors of RFC 6749 Section 5.2, and `dmsc authority`."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -23,7 +24,14 @@ from dmscproto.cli import main
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.security.authority_store import AuthorityStore
 from dmscproto.security.ca import Credential, Kind
-from dmscproto.security.revocation import CertificateRevoked, CrlFeed, RevocationChecker
+from dmscproto.security.federation import Federation
+from dmscproto.security.revocation import (
+    MAX_REFRESH,
+    MIN_REFRESH,
+    CertificateRevoked,
+    CrlFeed,
+    RevocationChecker,
+)
 from dmscproto.security.token_server import (
     TokenRequestError,
     TokenServer,
@@ -309,3 +317,23 @@ def test_cli_serve_and_token(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_federation_crl_feed_over_https(authority: Authority) -> None:
+    """A gateway's federation feed fetches its authority's CRL over HTTPS, trusting the
+    federation anchors, and schedules the next refresh before nextUpdate."""
+    anchor = authority.store.authority.certificate
+    fed = Federation("a.example", anchor, [], crl_sources=[
+        authority.url.replace("/token", "/crl")])
+    feed = fed.crl_feed()
+    now = dt.datetime.now(dt.UTC)
+    assert feed.next_refresh(now) == now + MIN_REFRESH  # nothing held yet
+    assert feed.refresh() == {}
+    assert fed.revocation.number(anchor.subject) == authority.store.state.crl_number
+    assert feed.next_refresh(now) == now + MAX_REFRESH  # a day left: capped
+    next_update = fed.revocation.next_update()
+    assert next_update is not None
+    soon = next_update - dt.timedelta(minutes=10)
+    assert feed.next_refresh(soon) == soon + dt.timedelta(minutes=5)
+    broken = Federation("a.example", anchor, [], crl_sources=["https://127.0.0.1:1/crl"])
+    assert list(broken.crl_feed().refresh()) == ["https://127.0.0.1:1/crl"]

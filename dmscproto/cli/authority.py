@@ -73,6 +73,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8443, help="0 for any free port")
     p.add_argument("--token-lifetime", type=int, default=3600, help="seconds (default 3600)")
+    p.add_argument("--dns", action="append", metavar="NAME",
+                   help="DNS name of the endpoint's certificate (repeatable; default "
+                   "localhost and the IP address 127.0.0.1)")
 
     p = actions.add_parser("token", help="get an access token from a token endpoint")
     p.add_argument("url", metavar="URL")
@@ -156,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     from ..security.token_server import serve
 
     try:
-        httpd = serve(store, args.host, args.port, lifetime=args.token_lifetime)
+        httpd = serve(store, args.host, args.port, lifetime=args.token_lifetime,
+                      dns_names=args.dns)
     except OSError as exc:
         print(f"dmsc authority serve: {exc}", file=sys.stderr)
         return EXIT_FAILURE

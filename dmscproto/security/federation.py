@@ -34,10 +34,12 @@ import base64
 import hashlib
 import json
 import secrets
+import ssl
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -51,7 +53,7 @@ from .ca import Credential, Identity, Kind, anchor_domains, parse_identity_uri
 from .errors import SecurityError
 from .proof import check_certificate, x5chain
 from .replay import ReplayCache
-from .revocation import RevocationChecker, RevocationTrustStore
+from .revocation import CrlFeed, RevocationChecker, RevocationTrustStore
 from .signing import SignatureError, verify_record
 from .tokens import (
     LEEWAY,
@@ -159,7 +161,8 @@ class Federation:
 
     def __init__(self, domain: str, anchor: x509.Certificate, peers: Iterable[PeerDomain], *,
                  revocation: RevocationChecker | None = None,
-                 replay: ReplayCache | None = None) -> None:
+                 replay: ReplayCache | None = None,
+                 crl_sources: Iterable[str] = ()) -> None:
         if anchor_domains(anchor) != {domain}:
             raise ValueError(f"trust anchor is not the authority of {domain}")
         self.domain = domain
@@ -169,6 +172,8 @@ class Federation:
             raise ValueError("a domain does not federate with itself")
         anchors = [anchor, *(p.anchor for p in self.peers.values())]
         self._trust = RevocationTrustStore(anchors, revocation)
+        #: Where the CRLs of our own and the peer domains come from (files, URLs).
+        self.crl_sources = tuple(crl_sources)
         # keyed by origin gateway, which speaks for many agents: no per-entity bound
         self._replay = replay or ReplayCache(window_ms=(ORIGIN_LIFETIME + LEEWAY) * 1000,
                                              per_agent=1_000_000)
@@ -180,9 +185,11 @@ class Federation:
 
             domain = "a.example"
             anchor = "ca.pem"
+            crl = "crl.pem"                  # our CRL: a file or the authority's URL
             [[peers]]
             domain = "b.example"
             anchor = "b-ca.pem"
+            crl = "https://authority.b.example:8443/crl"
             transit = false                  # re-export other domains' records to it
             [peers.export]                   # absent: it is shown nothing
             include_tags = ["public"]        # ExportPolicy members (Section 7.4)
@@ -199,8 +206,16 @@ class Federation:
         def anchor_at(name: str) -> x509.Certificate:
             return x509.load_pem_x509_certificate((path.parent / name).read_bytes())
 
+        def crl_at(table: dict[str, Any]) -> list[str]:
+            source = table.get("crl")
+            if source is None:
+                return []
+            return [source if source.startswith("https://") else str(path.parent / source)]
+
+        crls = crl_at(conf)
         peers = []
         for p in conf.get("peers", []):
+            crls += crl_at(p)
             dom = p["domain"]
             exp = p.get("export")
             export = ExportPolicy(peer_domains=(), include_tags=(), exclude_tags=()) \
@@ -214,7 +229,7 @@ class Federation:
                 ImportPolicy(tuple(imp.get("domains", (dom,))),
                              tuple(imp.get("capabilities", ())), tuple(imp.get("callers", ()))),
                 bool(p.get("transit", False))))
-        return cls(conf["domain"], anchor_at(conf["anchor"]), peers)
+        return cls(conf["domain"], anchor_at(conf["anchor"]), peers, crl_sources=crls)
 
     def trust_store(self) -> RevocationTrustStore:
         """Own and peer anchors with revocation (for :class:`TlsIdentity`)."""
@@ -223,6 +238,13 @@ class Federation:
     @property
     def revocation(self) -> RevocationChecker:
         return self._trust.revocation
+
+    def crl_feed(self, ssl_context: ssl.SSLContext | None = None) -> CrlFeed:
+        """A feed of :attr:`crl_sources` into our revocation checker; HTTPS sources are
+        fetched trusting the federation's anchors unless ``ssl_context`` is given."""
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context(cadata=self._trust.pem().decode())
+        return CrlFeed(self.revocation, self.crl_sources, ssl_context=ssl_context)
 
     def peer(self, domain: str) -> PeerDomain:
         """The peer domain's configuration; POLICY_DENIED if not federated."""

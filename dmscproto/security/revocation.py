@@ -44,6 +44,9 @@ from .ca import (
 
 #: Default time from a CRL's thisUpdate to its nextUpdate.
 CRL_VALIDITY = dt.timedelta(days=1)
+#: Bounds of the wait between two CRL refreshes (:meth:`CrlFeed.next_refresh`).
+MIN_REFRESH = dt.timedelta(minutes=1)
+MAX_REFRESH = dt.timedelta(hours=1)
 #: Media type of a DER CRL (RFC 5280, Section 4.2.1.13 / RFC 2585).
 CRL_MEDIA_TYPE = "application/pkix-crl"
 
@@ -203,6 +206,15 @@ class CrlFeed:
                 data: bytes = response.read()
                 return data
         return Path(source).read_bytes()
+
+    def next_refresh(self, now: dt.datetime | None = None) -> dt.datetime:
+        """When to call :meth:`refresh` next: half the time left until the earliest
+        nextUpdate held, at least MIN_REFRESH and at most MAX_REFRESH from now (so a
+        revocation reaches the node within MAX_REFRESH)."""
+        now = now or dt.datetime.now(dt.UTC)
+        next_update = self.checker.next_update()
+        wait = MIN_REFRESH if next_update is None else (next_update - now) / 2
+        return now + min(max(wait, MIN_REFRESH), MAX_REFRESH)
 
     def refresh(self, now: dt.datetime | None = None) -> dict[str, str]:
         """Fetch every source and install what is newer.  Returns, per source that

@@ -324,10 +324,14 @@ def _load_credential(ctx: ssl.SSLContext, credential: Credential) -> None:
 
 
 def serve(store: AuthorityStore, host: str = "127.0.0.1", port: int = 0, *,
-          lifetime: int | None = None) -> TokenServer:
+          lifetime: int | None = None, dns_names: Sequence[str] | None = None
+          ) -> TokenServer:
     """An HTTPS server for ``store`` on ``host``:``port`` (0: ephemeral), not started:
-    call ``serve_forever()`` (in a thread) and ``shutdown()``."""
-    credential = store.authority_credential()
+    call ``serve_forever()`` (in a thread) and ``shutdown()``.  Its certificate,
+    ``dmsc://<domain>/authority``, names ``dns_names`` (default: localhost and
+    127.0.0.1)."""
+    credential = store.authority_credential() if not dns_names else \
+        store.authority_credential(dns_names=dns_names, ip_addresses=())
     httpd = TokenServer((host, port), _Handler, bind_and_activate=True)
     bound = httpd.server_address
     url = f"https://{host}:{bound[1]}{TOKEN_PATH}"
