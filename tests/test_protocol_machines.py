@@ -1,0 +1,270 @@
+"""Single machines driven by hand: timer values, retries, guards and edge cases
+(draft-dmsc-state-machines-00)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+
+import pytest
+
+from dmscproto.codec.messages import (
+    Digest,
+    Discover,
+    EchoRequest,
+    Error,
+    Keepalive,
+    Message,
+    Notify,
+    Open,
+    Refresh,
+    Register,
+    RegisterAck,
+    SyncRequest,
+    Update,
+)
+from dmscproto.codec.registry import ErrorCode, MessageType, Scope
+from dmscproto.codec.values import DiscoveryQuery
+from dmscproto.codec.wire import Advertisement, Result, VersionedId
+from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.node import GatewayNode
+from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.discovery import fit_results
+from dmscproto.protocol.events import (
+    ProtocolViolation,
+    RegistrationLost,
+    RequestFailed,
+    SessionClosed,
+)
+from dmscproto.protocol.machine import Outbox, ProtocolError, TransactionIds, refusal_answer
+from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState
+from dmscproto.protocol.registration import AgentRegistration, AgentState
+from dmscproto.protocol.requester import Requests
+from dmscproto.protocol.sync import PeerSync, SyncPeer, SyncState, summarize
+from dmscproto.testing.harness import T0, make_record
+
+ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> Iterator[GatewayCore]:
+    c = GatewayCore(ME, "a.example", RegistryStore(tmp_path / "gw.db"))
+    yield c
+    c.store.close()
+
+
+def state(m: AgentRegistration | PeerSync) -> Enum:
+    """The machine's state, unnarrowed (mypy narrows ``m.state`` after a check)."""
+    return m.state
+
+
+def sent(out: Outbox) -> list[Message]:
+    return [m for _, m in out.messages_to_send()]
+
+
+# --- agent registration ---------------------------------------------------------------------
+def registered_agent() -> tuple[AgentRegistration, Outbox]:
+    out = Outbox()
+    nonces = iter(range(100))
+    m = AgentRegistration(out, "gw", TransactionIds(), nonce=lambda: bytes([next(nonces)]) * 16)
+    m.register(make_record(30, "alice", "a.example"), 100, T0)
+    [reg] = sent(out)
+    assert isinstance(reg, Register) and reg.timestamp == int(T0 * 1000)
+    # the answer arrives 2 s later; the lease still counts from the REGISTER
+    m.receive(RegisterAck(transaction_id=reg.transaction_id, status=ErrorCode.SUCCESS,
+                          agent_id=reg.record.record.agent_id, lease=100), T0 + 2)
+    return m, out
+
+
+def test_agent_timers_follow_the_granted_lease() -> None:
+    m, out = registered_agent()
+    assert (m.lease_end, m.get_timer()) == (T0 + 100, T0 + 50)
+    m.handle_timer(T0 + 49.9)
+    assert m.state is AgentState.REGISTERED and sent(out) == []
+    m.handle_timer(T0 + 50)
+    [ref] = sent(out)
+    assert isinstance(ref, Refresh) and m.get_timer() == T0 + 60  # REQUEST_TIMEOUT
+    # unanswered: sent again with a new transaction id and nonce, until the lease ends
+    m.handle_timer(T0 + 60)
+    [again] = sent(out)
+    assert isinstance(again, Refresh)
+    assert again.transaction_id != ref.transaction_id and again.nonce != ref.nonce
+    for t in (70, 80, 90):
+        m.handle_timer(T0 + t)
+        assert [type(x) for x in sent(out)] == [Refresh]
+    m.handle_timer(T0 + 100)
+    assert [type(x) for x in sent(out)] == [Register]
+    assert state(m) is AgentState.REGISTERING
+    assert [e for e in out.events if isinstance(e, RegistrationLost)] == \
+        [RegistrationLost(ErrorCode.LEASE_EXPIRED)]
+
+
+def test_agent_answer_with_a_stale_transaction_id_is_dropped() -> None:
+    m, out = registered_agent()
+    m.handle_timer(T0 + 50)
+    [ref] = sent(out)
+    with pytest.raises(ProtocolError):
+        m.receive(RegisterAck(transaction_id=ref.transaction_id, status=ErrorCode.SUCCESS), T0)
+    with pytest.raises(ProtocolError):
+        m.receive(Error(transaction_id=ref.transaction_id + 1, status=ErrorCode.REPLAY), T0)
+    assert m.state is AgentState.REFRESHING and sent(out) == []
+
+
+def test_local_call_in_the_wrong_state_raises() -> None:
+    m, _ = registered_agent()
+    with pytest.raises(ProtocolError):
+        m.register(make_record(30, "alice", "a.example"), 100, T0)
+    assert m.state is AgentState.REGISTERED
+
+
+# --- requester ----------------------------------------------------------------------------------
+def test_late_answer_after_timeout_is_dropped() -> None:
+    out = Outbox()
+    reqs = Requests(out)
+    reg = Register(transaction_id=5, record=make_record(30, "a", "a.example"), lease=1,
+                   nonce=bytes(16), timestamp=0)
+    reqs.start("gw", reg, T0, timeout=3)
+    assert reqs.get_timer() == T0 + 3
+    reqs.handle_timer(T0 + 3)
+    assert [type(e) for e in out.events] == [RequestFailed] and len(reqs) == 0
+    with pytest.raises(ProtocolError):
+        reqs.receive(RegisterAck(transaction_id=5, status=ErrorCode.SUCCESS), T0 + 4)
+    assert sent(out) == [reg]  # nothing answers a stray answer
+
+
+# --- peering ------------------------------------------------------------------------------------
+def session(core: GatewayCore, hold: int = 90, refuse: ErrorCode | None = None
+            ) -> tuple[PeerSession, Outbox]:
+    out = Outbox()
+    return PeerSession(out, "peer", LocalGateway(ME, "a.example", hold), core,
+                       TransactionIds(), lambda _s: None,
+                       accept_open=lambda _h, _o: refuse), out
+
+
+def peer_open(txid: int = 9, hold: int = 90) -> Open:
+    return Open(transaction_id=txid, gateway_id=PEER, domain="b.example", hold_time=hold,
+                capabilities=0)
+
+
+def test_refused_open_is_notified(core: GatewayCore) -> None:
+    s, out = session(core, refuse=ErrorCode.POLICY_DENIED)
+    s.receive(peer_open(), T0)
+    [notify] = sent(out)
+    assert isinstance(notify, Notify) and notify.status is ErrorCode.POLICY_DENIED
+    assert s.state is PeerState.IDLE
+
+
+def test_open_sent_without_answer_expires(core: GatewayCore) -> None:
+    s, out = session(core, hold=30)
+    s.start(T0)
+    assert [type(m) for m in sent(out)] == [Open] and s.get_timer() == T0 + 30
+    s.handle_timer(T0 + 30)
+    [notify] = sent(out)
+    assert isinstance(notify, Notify) and notify.status is ErrorCode.HOLD_TIMER_EXPIRED
+    assert list(out.events) == [SessionClosed("peer", None, ErrorCode.HOLD_TIMER_EXPIRED,
+                                              False)]
+
+
+def test_hold_time_zero_means_no_keepalives(core: GatewayCore) -> None:
+    s, out = session(core, hold=0)
+    s.receive(peer_open(hold=90), T0)
+    s.receive(Keepalive(), T0)
+    assert s.state is PeerState.ESTABLISHED and s.hold_time == 0
+    sent(out)
+    # only the DIGEST timer is left; no KEEPALIVE, no hold timer
+    assert s.get_timer() == T0 + 30
+    s.handle_timer(T0 + 30)
+    assert [type(m) for m in sent(out)] == [Digest]
+
+
+def test_keepalive_restarts_the_hold_timer(core: GatewayCore) -> None:
+    s, out = session(core, hold=60)
+    s.start(T0)
+    [mine] = sent(out)
+    s.receive(peer_open(txid=mine.transaction_id), T0)
+    for t in range(10, 200, 10):
+        s.receive(Keepalive(), T0 + t)
+        s.handle_timer(T0 + t)
+    assert s.state is PeerState.ESTABLISHED
+
+
+# --- sync -----------------------------------------------------------------------------------------
+def test_digest_in_runs_is_collected_before_comparing(core: GatewayCore) -> None:
+    out = Outbox()
+    msgs: list[Message] = []
+    sync = PeerSync(out, core, SyncPeer("peer", PEER, "b.example",
+                                        lambda m, _t: msgs.append(m)),
+                    TransactionIds(), lambda _s: None)
+    entries = sorted((VersionedId(bytes([i]) * 16, 1) for i in range(3, 7)),
+                     key=lambda e: e.agent_id)
+    summary = summarize(entries)
+    sync.receive(Digest(summary=summary, entries=(tuple(entries[:2]),)), T0)
+    assert sync.state is SyncState.READY and msgs == []
+    sync.receive(Digest(summary=summary, entries=(tuple(entries[2:]),)), T0)
+    assert state(sync) is SyncState.PULLING
+    [pull] = msgs
+    assert isinstance(pull, SyncRequest)
+    assert pull.agent_ids == (tuple(e.agent_id for e in entries),)
+    # the answer ends the pull even when it carries nothing
+    sync.receive(Update(transaction_id=pull.transaction_id), T0 + 1)
+    assert state(sync) is SyncState.READY and sync.get_timer() is None
+
+
+def test_sync_request_answer_skips_records_on_the_requesters_path(core: GatewayCore) -> None:
+    mine, learned = make_record(30, "alice", "a.example"), make_record(31, "bob", "b.example")
+    core.register(mine, 600, T0)
+    assert core.learn(Advertisement(1, (PEER,), learned), PEER, T0)
+    out = Outbox()
+    msgs: list[Message] = []
+    sync = PeerSync(out, core, SyncPeer("peer", PEER, "b.example",
+                                        lambda m, _t: msgs.append(m)),
+                    TransactionIds(), lambda _s: None)
+    sync.receive(SyncRequest(transaction_id=77, agent_ids=((mine.record.agent_id,
+                                                             learned.record.agent_id),)), T0)
+    [up] = msgs
+    assert isinstance(up, Update) and up.transaction_id == 77
+    assert [a.record.record.agent_id for a in up.advertise] == [mine.record.agent_id]
+    assert up.advertise[0].path == (ME,)
+
+
+# --- discovery and node ---------------------------------------------------------------------------
+def test_discover_reply_is_trimmed_to_one_pdu() -> None:
+    big = make_record(30, "alice", "a.example", description="x" * 20_000)
+    results = [Result(100, big)] * 5
+    assert len(fit_results(results)) == 3
+
+
+def test_admission_refusal_is_answered_in_status(core: GatewayCore) -> None:
+    node = GatewayNode(core, admit=lambda _h, m, _t: ErrorCode.STALE_TIMESTAMP
+                       if m.TYPE is MessageType.REGISTER else None)
+    reg = Register(transaction_id=3, record=make_record(30, "alice", "a.example"), lease=60,
+                   nonce=bytes(16), timestamp=0)
+    node.receive("alice", reg, T0)
+    [(dest, ack)] = node.messages_to_send()
+    assert dest == "alice" and isinstance(ack, RegisterAck)
+    assert (ack.status, ack.transaction_id) == (ErrorCode.STALE_TIMESTAMP, 3)
+    assert len(core) == 0
+    assert isinstance(node.next_event(), ProtocolViolation)
+    node.receive("alice", Keepalive(), T0)  # not a request, not a session: dropped
+    assert node.messages_to_send() == []
+
+
+def test_refusal_answer_kinds() -> None:
+    q = DiscoveryQuery()
+    disc = refusal_answer(Discover(transaction_id=1, query=q, scope=Scope.LOCAL, max_results=1),
+                          ErrorCode.INVALID_TOKEN, "no")
+    echo = refusal_answer(EchoRequest(transaction_id=2, sequence=1, timestamp=0),
+                          ErrorCode.RATE_LIMITED, "slow down")
+    assert disc is not None and disc.TYPE is MessageType.DISCOVER_REPLY
+    assert isinstance(echo, Error) and echo.offending_type == MessageType.ECHO_REQUEST
+    assert refusal_answer(Keepalive(), ErrorCode.RATE_LIMITED, "") is None
+
+
+def test_open_from_ourselves_is_refused(core: GatewayCore) -> None:
+    node = GatewayNode(core)
+    node.receive("mirror", Open(transaction_id=1, gateway_id=ME, domain="a.example",
+                                hold_time=90, capabilities=0), T0)
+    [(_, notify)] = node.messages_to_send()
+    assert isinstance(notify, Notify) and notify.status is ErrorCode.IDENTITY_MISMATCH
+    assert node.sessions == {}
