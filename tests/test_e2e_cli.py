@@ -48,6 +48,7 @@ def edit(config: Path, old: str, new: str) -> Path:
     ('address = "127.0.0.1:9"', 'address = "127.0.0.1:99999"', "peers[0].address",
      "host:port"),
     ("[gateway]", "[gatewey]", "gatewey", "unknown key"),
+    ('store = "gw.sqlite"', "", "gateway.store", "missing"),
 ])
 def test_bad_configuration_names_the_key(good: Path, old: str, new: str, key: str,
                                          reason: str, capsys: pytest.CaptureFixture[str]

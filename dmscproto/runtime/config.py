@@ -54,6 +54,7 @@ from ..codec.values import ExportPolicy
 from ..security.ca import parse_identity_uri
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class ConfigError(ValueError):
@@ -148,7 +149,7 @@ class GatewayConfig:
         log_level = r.get(log, "log", "level", str, "info").lower()
         if log_level not in ("debug", "info", "warning", "error"):
             raise r.error("log.level", "must be one of debug, info, warning, error")
-        anchors = r.get(gw, "gateway", "trust_anchors", list, None)
+        anchors = r.get(gw, "gateway", "trust_anchors", list, [])
         if not anchors:
             raise r.error("gateway.trust_anchors",
                           "missing or empty: list the domain authority's certificate (PEM)")
@@ -165,7 +166,7 @@ class GatewayConfig:
             key=r.file(gw, "gateway", "key"),
             trust_anchors=tuple(r.file_value(a, f"gateway.trust_anchors[{i}]")
                                 for i, a in enumerate(anchors)),
-            store=r.path(r.get(gw, "gateway", "store", str, None), "gateway.store",
+            store=r.path(r.need(gw, "gateway", "store", str), "gateway.store",
                          must_exist=False),
             name=r.get(gw, "gateway", "name", str, None),
             peers=peers,
@@ -209,15 +210,21 @@ class _Reader:
             raise self.error(key, "must be a table")
         return value
 
+    def need(self, table: Mapping[str, Any], where: str, key: str, kind: type[T]) -> T:
+        """A required value of type ``kind``."""
+        value = self.get(table, where, key, kind, None)
+        if value is None:
+            raise self.error(f"{where}.{key}" if where else key, "missing")
+        return value
+
     def get(self, table: Mapping[str, Any], where: str, key: str, kind: type[T],
-            default: T | None) -> T:
-        name = f"{where}.{key}" if where else key
+            default: D) -> T | D:
+        """An optional value of type ``kind``, ``default`` when absent."""
         if key not in table:
-            if default is None and kind is not list:
-                raise self.error(name, "missing")
-            return default  # type: ignore[return-value]
+            return default
         value = table[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            name = f"{where}.{key}" if where else key
             raise self.error(name, f"must be {_TYPE_NAMES[kind]}, not {type(value).__name__}")
         return value
 
@@ -233,7 +240,7 @@ class _Reader:
 
     def domain(self, table: Mapping[str, Any], name: str) -> str:
         where, _, key = name.rpartition(".")
-        value = self.get(table, where, key, str, None)
+        value = self.need(table, where, key, str)
         try:
             return parse_identity_uri(f"dmsc://{value}/x")[0]
         except ValueError:
@@ -244,16 +251,14 @@ class _Reader:
         where, _, key = name.rpartition(".")
         if key not in table and not required:
             return None
-        value = self.get(table, where, key, str, None)
+        value = self.need(table, where, key, str)
         host, sep, port = value.rpartition(":")
         host = host.strip("[]")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise self.error(name, f"must be \"host:port\" (port 0-65535), not {value!r}")
         return host, int(port)
 
-    def path(self, value: str | None, name: str, *, must_exist: bool = True) -> Path:
-        if value is None:
-            raise self.error(name, "missing")
+    def path(self, value: str, name: str, *, must_exist: bool = True) -> Path:
         path = Path(value)
         path = path if path.is_absolute() else self.base / path
         if must_exist and not path.is_file():
@@ -263,7 +268,7 @@ class _Reader:
         return path
 
     def file(self, table: Mapping[str, Any], where: str, key: str) -> Path:
-        return self.path(self.get(table, where, key, str, None), f"{where}.{key}")
+        return self.path(self.need(table, where, key, str), f"{where}.{key}")
 
     def file_value(self, value: object, name: str) -> Path:
         if not isinstance(value, str):
