@@ -109,8 +109,9 @@ def check_key_order(keys: list[Any]) -> None:
     order) are in deterministic order: ascending integers, or text strings by UTF-8
     length then bytes (RFC 8949, Section 4.2.1)."""
     if keys and type(keys[0]) is str:
-        encoded = [k.encode() for k in keys]
-        ok = encoded == sorted(encoded, key=lambda e: (len(e), e))
+        # UTF-8 preserves code point order, so equal-length keys compare as str.
+        order = [(len(k.encode()), k) for k in keys]
+        ok = order == sorted(order)
     else:
         ok = keys == sorted(keys)
     if not ok:

@@ -13,6 +13,10 @@ Measured, all in this one process:
 * baseline ``header_struct``: a hand-written ``struct`` decoder and encoder of the same
   16-octet common header (Section 4.1) and nothing else: the floor any Python codec
   pays per PDU.  ``*_ratio_vs_struct`` is each rate divided by the baseline's.
+* floor ``register_payload_cbor``: ``cbor2`` alone decoding the REGISTER's record
+  payload and re-encoding it for the determinism check (reused encoder and decoder, no
+  schema, no envelope): the part of a REGISTER decode no Python code around ``cbor2``
+  can avoid.  ``register_decode_ratio_vs_cbor_floor`` compares the full decode with it.
 
 Each rate is the best of ``--repeat`` timed runs of about ``--seconds`` each (the
 median is reported beside it as ``*_median_per_s``).  The last line printed is one JSON
@@ -22,6 +26,7 @@ object.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import struct
@@ -31,7 +36,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from dmscproto.codec import RouteRequest, decode, encode
+import cbor2
+
+from dmscproto.codec import Register, RouteRequest, decode, encode
 from dmscproto.codec.examples import examples
 
 #: The common header written by hand (version, type, flags, length, transaction id).
@@ -95,7 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     best, med = rate(lambda: hand_encode(0x31, 0, 9), args.seconds, args.repeat)
     out["header_struct_encode_per_s"], out["header_struct_encode_median_per_s"] = best, med
 
-    for name, (msg, data) in workloads().items():
+    loads = workloads()
+    register = loads["register"][0]
+    assert isinstance(register, Register)
+    payload, buf = register.record.payload, io.BytesIO()
+    decoder, encoder = cbor2.CBORDecoder(io.BytesIO()), cbor2.CBOREncoder(buf)
+
+    def cbor_floor() -> bool:
+        value = decoder.decode_from_bytes(payload)
+        buf.seek(0)
+        buf.truncate()
+        encoder.encode(value)
+        return buf.getvalue() == payload
+
+    assert cbor_floor()
+    out["register_payload_cbor_per_s"], _ = rate(cbor_floor, args.seconds, args.repeat)
+
+    for name, (msg, data) in loads.items():
         assert decode(data) == msg and encode(msg) == data
         for op, fn in (("decode", lambda d=data: decode(d)), ("encode", lambda m=msg: encode(m))):
             best, med = rate(fn, args.seconds, args.repeat)
@@ -105,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:14} {op}: {best:>10,.0f}/s (median {med:,.0f}/s, "
                   f"{len(data)} octets)", file=sys.stderr)
         out[f"{name}_pdu_octets"] = len(data)
+    out["register_decode_ratio_vs_cbor_floor"] = (out["register_decode_per_s"]
+                                                  / out["register_payload_cbor_per_s"])
+    print(f"cbor2 floor    payload decode + re-encode: {out['register_payload_cbor_per_s']:,.0f}/s",
+          file=sys.stderr)
     print(f"header struct  decode: {out['header_struct_decode_per_s']:>10,.0f}/s, "
           f"encode: {out['header_struct_encode_per_s']:,.0f}/s", file=sys.stderr)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) and v < 1 else
