@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -337,3 +338,27 @@ def test_federation_crl_feed_over_https(authority: Authority) -> None:
     assert feed.next_refresh(soon) == soon + dt.timedelta(minutes=5)
     broken = Federation("a.example", anchor, [], crl_sources=["https://127.0.0.1:1/crl"])
     assert list(broken.crl_feed().refresh()) == ["https://127.0.0.1:1/crl"]
+
+
+@pytest.mark.security
+def test_stalled_client_does_not_block_the_endpoint(authority: Authority) -> None:
+    host, port = authority.server.server_address[:2]
+    with socket.create_connection((str(host), int(port)), timeout=5) as stalled:
+        stalled.sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
+        resp = request_token(authority.url, authority.agent, authority.anchors,
+                             scope="discover", timeout=3)
+        assert resp.scope == "discover"
+
+
+def test_concurrent_revocations_are_not_lost(tmp_path: Path) -> None:
+    """Two processes' handles on one authority directory (the CLI and a running token
+    server): changes made through one are seen, never overwritten, by the other."""
+    one = AuthorityStore.init(tmp_path, "a.example")
+    other = AuthorityStore.open(tmp_path)
+    x, y = one.issue("x", Kind.AGENT), other.issue("y", Kind.AGENT)
+    one.revoke([y.certificate.serial_number])  # one has not re-read since y was issued
+    other.revoke([x.certificate.serial_number])
+    crl = AuthorityStore.open(tmp_path).crl()
+    assert {r.serial_number for r in crl} == {x.certificate.serial_number,
+                                              y.certificate.serial_number}
+    assert one.write_crl() is not None and AuthorityStore.open(tmp_path).state.crl_number == 4

@@ -4,6 +4,7 @@
 Layout::
 
     ca.pem, ca.key        the CA certificate and key (DomainAuthority.save)
+    .lock                 serializes changes to state.json between processes
     state.json            every certificate issued (serial, name, kind, notAfter, the
                           scope its holder may get tokens for), the revocations and
                           the last CRL number
@@ -18,9 +19,11 @@ them never sees a half-written one.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from .signing import PublicKey
 from .tokens import DEFAULT_SCOPE, ScopeSet
 
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
 CRL_FILE = "crl.pem"
 ISSUED_DIR = "issued"
 #: Names an authority never issues to agents or gateways (its own identities).
@@ -122,10 +126,21 @@ class AuthorityStore:
     def reload(self) -> None:
         """Re-read state.json if another process (the CLI) changed it."""
         mtime = self._mtime()
-        if mtime != self._state_mtime:
+        if mtime and mtime != self._state_mtime:
             self.state = State.from_json(
                 json.loads((self.directory / STATE_FILE).read_text()))
             self._state_mtime = mtime
+
+    @contextmanager
+    def _transaction(self) -> Iterator[State]:
+        """Read-modify-write of state.json under an exclusive lock on ``.lock``, so the
+        CLI and a running token server never lose each other's changes."""
+        with open(self.directory / LOCK_FILE, "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._state_mtime = -1
+            self.reload()
+            yield self.state
+            self._save()
 
     def _save(self) -> None:
         data = json.dumps(asdict(self.state), indent=1, sort_keys=True).encode()
@@ -146,11 +161,10 @@ class AuthorityStore:
         cred.save(self.directory / ISSUED_DIR)
         if scope is None:
             scope = DEFAULT_SCOPE if kind is Kind.AGENT else ScopeSet({})
-        self.reload()
-        self.state.issued.append(Issued(cred.certificate.serial_number, name, kind.value,
-                                        cred.certificate.not_valid_after_utc.isoformat(),
-                                        str(scope)))
-        self._save()
+        with self._transaction() as state:
+            state.issued.append(Issued(cred.certificate.serial_number, name, kind.value,
+                                       cred.certificate.not_valid_after_utc.isoformat(),
+                                       str(scope)))
         return cred
 
     def authority_credential(self, *, validity: dt.timedelta = LEAF_VALIDITY,
@@ -177,29 +191,32 @@ class AuthorityStore:
                now: dt.datetime | None = None) -> list[int]:
         """Revoke ``serials`` (those not revoked yet) and re-sign the CRL; returns the
         serials newly revoked.  KeyError for a serial this authority never issued."""
-        self.reload()
-        known = {i.serial for i in self.state.issued}
-        unknown = [s for s in serials if s not in known]
-        if unknown:
-            raise KeyError(f"not issued here: {', '.join(f'{s:x}' for s in unknown)}")
-        done = {r.serial for r in self.state.revoked}
         now = now or _now()
-        new = [s for s in dict.fromkeys(serials) if s not in done]
-        self.state.revoked += [Revoked(s, now.isoformat(), reason.value if reason else None)
-                               for s in new]
-        self.write_crl(now)
+        with self._transaction() as state:
+            known = {i.serial for i in state.issued}
+            unknown = [s for s in serials if s not in known]
+            if unknown:
+                raise KeyError(f"not issued here: {', '.join(f'{s:x}' for s in unknown)}")
+            done = {r.serial for r in state.revoked}
+            new = [s for s in dict.fromkeys(serials) if s not in done]
+            state.revoked += [Revoked(s, now.isoformat(), reason.value if reason else None)
+                              for s in new]
+            self._sign_crl(state, now)
         return new
 
     def write_crl(self, now: dt.datetime | None = None) -> x509.CertificateRevocationList:
         """Sign a CRL with the next CRL number and write crl.pem (and state.json)."""
-        self.reload()
-        self.state.crl_number += 1
+        with self._transaction() as state:
+            return self._sign_crl(state, now)
+
+    def _sign_crl(self, state: State, now: dt.datetime | None
+                  ) -> x509.CertificateRevocationList:
+        state.crl_number += 1
         revoked = [Revocation(r.serial, dt.datetime.fromisoformat(r.revoked_at),
                               x509.ReasonFlags(r.reason) if r.reason else None)
-                   for r in self.state.revoked]
-        crl = issue_crl(self.authority, revoked, number=self.state.crl_number, now=now,
-                        validity=dt.timedelta(seconds=self.state.crl_validity_s))
-        self._save()
+                   for r in state.revoked]
+        crl = issue_crl(self.authority, revoked, number=state.crl_number, now=now,
+                        validity=dt.timedelta(seconds=state.crl_validity_s))
         _atomic_write(self.directory / CRL_FILE, pem(crl))
         return crl
 

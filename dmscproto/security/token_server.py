@@ -32,6 +32,7 @@ import base64
 import hashlib
 import json
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -70,6 +71,8 @@ GRANT_TYPE = "client_credentials"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Longest a client assertion may be valid for (seconds ahead of now).
 MAX_ASSERTION_LIFETIME = 300
+#: Socket timeout of a connection (handshake, request, response), seconds.
+IO_TIMEOUT = 10.0
 #: Largest request body accepted.
 MAX_BODY = 8192
 TOKEN_PATH = "/token"
@@ -247,6 +250,14 @@ def _domain_of(uri: str) -> str | None:
 class _Handler(BaseHTTPRequestHandler):
     server: TokenServer
     protocol_version = "HTTP/1.1"
+    timeout = IO_TIMEOUT
+
+    def setup(self) -> None:
+        # The TLS handshake runs here, in the connection's thread, not in accept():
+        # a client that never completes it holds one thread until IO_TIMEOUT.
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()
+        super().setup()
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)
@@ -302,6 +313,11 @@ class TokenServer(ThreadingHTTPServer):
     daemon_threads = True
     endpoint: TokenEndpoint
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Failed handshakes and dropped connections are the client's problem."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
 
 def server_context(credential: Credential, anchors_pem: bytes) -> ssl.SSLContext:
     """TLS 1.3 server context: ``credential`` as server certificate, client certificates
@@ -338,7 +354,8 @@ def serve(store: AuthorityStore, host: str = "127.0.0.1", port: int = 0, *,
     issuer = TokenIssuer(store.authority, **({"lifetime": lifetime} if lifetime else {}))
     httpd.endpoint = TokenEndpoint(store, url=url, issuer=issuer)
     ctx = server_context(credential, store.authority.trust_store.pem())
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True,
+                                   do_handshake_on_connect=False)
     return httpd
 
 
