@@ -2,8 +2,8 @@
 
 The test vectors are extracted from the markdown by ``tools/draft_vectors.py`` with the
 rule Appendix A gives (a fenced block whose first line is ``vector <name> <expect>``,
-then hex), and checked against the codec.  The registry, timer and per-message TLV tables are parsed back
-from the markdown and compared with :mod:`dmscproto.codec.registry` and
+then hex), and checked against the codec.  The registry, timer and per-message TLV
+tables are parsed back from the markdown and compared with :mod:`dmscproto.codec.registry` and
 ``Message.SPEC``; the CDDL blocks are compiled and every example's CBOR values are
 validated against them.  Finally ``tools/gen_draft.py --check`` must pass.
 """

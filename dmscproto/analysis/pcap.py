@@ -56,7 +56,7 @@ class PcapWriter:
         hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
         packet = hdr + udp
         sec = int(timestamp)
-        usec = int(round((timestamp - sec) * 1e6))
+        usec = round((timestamp - sec) * 1e6)
         if usec >= 1_000_000:
             sec, usec = sec + 1, usec - 1_000_000
         self._file.write(_RECORD.pack(sec, usec, len(packet), len(packet)) + packet)
