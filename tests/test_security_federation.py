@@ -100,6 +100,7 @@ capabilities = ["translate"]
         Federation.load(tmp_path / "bad.toml")
 
 
+@pytest.mark.security
 def test_peer_without_export_table_is_shown_nothing(world: World, tmp_path: Path) -> None:
     (tmp_path / "a.pem").write_bytes(
         world.a.authority.certificate.public_bytes(serialization.Encoding.PEM))
@@ -228,6 +229,7 @@ def call(world: World) -> Call:
     return Call(msg, target, world.cred(world.a, "gw-a", Kind.GATEWAY), source)
 
 
+@pytest.mark.security
 def test_origin_assertion_accepted_once(world: World, call: Call) -> None:
     rec = record_of(call.target, tags=("public",))
     token = call.assertion(scope="route:forecast")
@@ -290,6 +292,7 @@ def test_origin_assertion_refused(world: World, call: Call, case: str) -> None:
     world.fed_b.verify_origin(call.assertion(), call.msg, good, NOW)
 
 
+@pytest.mark.security
 def test_check_open_rules(world: World) -> None:
     from dmscproto.codec.messages import Open
     gw_b = world.cred(world.b, "gw-b", Kind.GATEWAY).identity

@@ -132,10 +132,6 @@ class ScopeSet:
     def __bool__(self) -> bool:
         return bool(self.grants)
 
-    def capabilities(self, op: Operation) -> frozenset[str] | None:
-        """The capabilities ``op`` is narrowed to (None: all); KeyError if not granted."""
-        return self.grants[op]
-
     def allows(self, op: Operation, capabilities: Iterable[str] = ()) -> bool:
         """Whether the scope grants ``op`` on ``capabilities``: for REGISTER, the
         record's skills, every one must be granted; for ROUTE, the target's skills, one
