@@ -202,6 +202,10 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
     try:
         async with AsyncExitStack() as stack:
             await _scenario(display, stack, tmp, capture)
+        await asyncio.sleep(0)  # let cancelled tasks finish
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if leftover:
+            raise StepFailed(f"{len(leftover)} task(s) still running: {leftover}")
     except StepFailed as exc:
         display.line(f"\nFAILED at step {display.step_no}: {exc}")
         return 1
@@ -247,12 +251,17 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         d.names[gw.gateway_id] = gw.name
         await gw.start()
         gateways.append(gw)
-        stack.push_async_callback(gw.stop)
         host, port = gw.address
         d.note(f"{d.ms()}  {gw.name}: {gw.identity.uri} id {gw.gateway_id.hex()} "
                f"on {host}:{port} (config {path.relative_to(tmp)})")
         return gw
 
+    async def stop_all() -> None:  # in parallel: each waits out QUIC's closing period
+        await asyncio.gather(*(ag.close() for ag in opened))
+        await asyncio.gather(*(gw.stop() for gw in gateways))
+
+    opened: list[Agent] = []
+    stack.push_async_callback(stop_all)
     gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5))
     gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)],
                                             min_lease=5))
@@ -272,7 +281,7 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         if handler is not None:
             ag.serve(handler)
         await _expect(ag.connect(), f"{name} connecting")
-        stack.push_async_callback(ag.close)
+        opened.append(ag)
         lease = await _expect(ag.register(skills=skills, lease=60,
                                           description=f"demo {name}"), f"{name} REGISTER")
         d.note(f"{d.ms()}  {ag.uri} registered at {gw.name}, lease {lease} s")
