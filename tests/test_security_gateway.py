@@ -26,12 +26,19 @@ from dmscproto.codec.messages import (
     RegisterAck,
     RouteReply,
     RouteRequest,
+    Update,
 )
 from dmscproto.codec.registry import ErrorCode, GatewayCaps, Scope
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
+from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.protocol.agent import AgentClient
-from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived, SessionEstablished
+from dmscproto.protocol.events import (
+    ProtocolViolation,
+    RequestCompleted,
+    RouteRequestReceived,
+    SessionEstablished,
+)
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
 from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain
 from dmscproto.security.guard import GatewayGuard
@@ -310,3 +317,28 @@ def test_revocation_applies_to_live_associations(snet: SecureNet) -> None:
     snet.net.now = T0 + 3 * 86400
     reply = snet.raw("zed", "gw-a", later)
     assert isinstance(reply, DiscoverReply) and reply.status is ErrorCode.UNTRUSTED_CERTIFICATE
+
+
+def test_record_poisoning_through_sync_refused(snet: SecureNet) -> None:
+    """gw-b, a federated peer, advertises a record of a.example (gw-a's own domain) and
+    one of c.example (not in gw-a's import policy for b): refused, nothing learned; its
+    next UPDATE with a b.example record is learned."""
+    federated(snet)
+    node_a = snet.net.gateways["gw-a"]
+    gw_b = snet.net.gateways["gw-b"].core.gateway_id
+    path = (gw_b,)
+    own = signed_of(snet.domains["a.example"].issue("mole", now=T0))
+    third = signed_of(snet.domains["c.example"].issue("far", now=T0))
+    fresh = signed_of(snet.domains["b.example"].issue("fresh", now=T0))
+    before = len(node_a.core)
+    for i, bad in enumerate((own, third)):
+        snet.net.deliver("gw-b", "gw-a", Update(transaction_id=40 + i, advertise=(
+            Advertisement(1, path, fresh), Advertisement(1, path, bad))))
+        snet.net.pump()
+        [violation] = snet.net.take("gw-a", ProtocolViolation)
+        assert violation.status is ErrorCode.POLICY_DENIED
+        assert bad.record.agent_id not in node_a.core and len(node_a.core) == before
+    snet.net.deliver("gw-b", "gw-a", Update(transaction_id=42, advertise=(
+        Advertisement(1, path, fresh),)))
+    snet.net.pump()
+    assert fresh.record.agent_id in node_a.core

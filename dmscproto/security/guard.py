@@ -20,8 +20,11 @@ nothing more (CERTIFICATE_EXPIRED, CERTIFICATE_REVOKED).
   a token for ``route`` on the target's skills (or the query's), and the import policy
   for a remote target (POLICY_DENIED);
 * from a gateway: that its domain is ours or federated (POLICY_DENIED); agent requests
-  are refused (IDENTITY_MISMATCH); a ROUTE_REQUEST for an agent registered here must
-  carry a valid origin assertion when ``require_origin`` is set.
+  are refused (IDENTITY_MISMATCH); every record of an UPDATE must pass
+  :meth:`Federation.check_advertisement` (record poisoning, Section 10.5; the node's
+  record hook does not know the sender, so an UPDATE with one record the peer may not
+  advertise is refused whole); a ROUTE_REQUEST for an agent registered here must carry
+  a valid origin assertion when ``require_origin`` is set.
 
 :meth:`GatewayGuard.outgoing` is what the origin gateway does to a ROUTE_REQUEST from
 one of its agents before forwarding it to a peer: the agent's token, bound to the
@@ -39,6 +42,7 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from ..codec.cose import SignedRecord
 from ..codec.messages import (
     Deregister,
     Discover,
@@ -47,6 +51,7 @@ from ..codec.messages import (
     Refresh,
     Register,
     RouteRequest,
+    Update,
 )
 from ..codec.registry import ErrorCode
 from ..codec.values import CapabilityRecord
@@ -165,6 +170,9 @@ class GatewayGuard:
                                 f"{identity.domain} is not a federated domain")
         else:
             self.federation.peer(identity.domain)
+        if isinstance(msg, Update):
+            for ad in msg.advertise:
+                self._check_learned(ad.record, identity, now)
         if isinstance(msg, RouteRequest) and self.require_origin and msg.target_agent:
             held = self.core.get(msg.target_agent)
             if held is not None and held.origin is None:  # delivered here
@@ -173,6 +181,13 @@ class GatewayGuard:
                     raise SecurityError(ErrorCode.INVALID_TOKEN,
                                         "a relayed ROUTE_REQUEST needs an origin assertion")
                 self.federation.verify_origin(msg.token, msg, held.signed.record, now)
+
+    def _check_learned(self, signed: SignedRecord, peer: Identity, now: float) -> None:
+        if self.federation is not None:
+            self.federation.check_advertisement(signed, peer, now)
+        elif signed.record.domain != self.core.domain:
+            raise SecurityError(ErrorCode.POLICY_DENIED,
+                                f"records of {signed.record.domain} are not accepted here")
 
     def _route(self, source: Handle, peer: Authenticated, msg: RouteRequest,
                now: float) -> None:
