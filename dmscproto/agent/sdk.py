@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from ..analysis.pcap import PcapWriter
 from ..codec.cose import SignedRecord
-from ..codec.messages import DiscoverReply, Message, RouteReply
+from ..codec.messages import DiscoverReply, Message, RouteReply, TraceReply
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import AttrValue, CapabilityRecord, DiscoveryQuery, Endpoint, Provider, Skill
 from ..protocol.agent import AgentClient
@@ -186,6 +186,10 @@ class Agent:
         assert self._conn.peer is not None
         self._assoc = Association(self._conn, self._conn.peer.identity,
                                   self._conn.peer.certificate, {"address": f"{host}:{port}"})
+        # discover, call, echo and trace need no registration: the record is given
+        # by register()
+        self._client = AgentClient(self.record(()), self._assoc)
+        self._pump = Pump(_Machine(self._client), on_event=self._on_event)
 
     async def __aenter__(self) -> Agent:
         await self.connect()
@@ -282,17 +286,11 @@ class Agent:
         ends, REGISTER again if the gateway lost it.  Returns the lease granted;
         raises :class:`AgentError` if the gateway refuses."""
         await self.connect()
-        assert self._assoc is not None
+        assert self._client is not None and self._pump is not None
         signed = signed or self.record(skills, lease=lease, **record)
-        loop = asyncio.get_running_loop()
-        if self._client is None:
-            self._client = AgentClient(signed, self._assoc)
-            self._pump = Pump(_Machine(self._client), on_event=self._on_event)
-        else:
-            self._client.signed = signed
-        self.signed = signed
-        self._registration = loop.create_future()
-        self._pump.call(self._client.register, self._pump.now(), lease)  # type: ignore[union-attr]
+        self._client.signed = self.signed = signed
+        self._registration = asyncio.get_running_loop().create_future()
+        self._pump.call(self._client.register, self._pump.now(), lease)
         event = await self._registration
         return event.lease
 
@@ -309,7 +307,7 @@ class Agent:
     # --- requests (Sections 5.2, 5.3, 6.8) ------------------------------------------------
     async def _transaction(self, start: Callable[[float], int]) -> Message:
         if self._pump is None or self._client is None:
-            raise AgentError(ErrorCode.UNKNOWN_AGENT, "register() first")
+            raise AgentError(ErrorCode.CEASE, "not connected: connect() first")
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         txid = self._pump.call(start, self._pump.now())
         self._waiters[txid] = future
@@ -323,7 +321,6 @@ class Agent:
         ``intent`` and ``domain``), best first."""
         q = query or DiscoveryQuery(skills=tuple(skills), tags=tuple(tags), intent=intent,
                                     domain=domain)
-        assert self._client is not None or self._pump is None
         client = self._client
         answer = await self._transaction(
             lambda now: client.discover(q, now, scope=scope,  # type: ignore[union-attr]
@@ -354,6 +351,14 @@ class Agent:
         if answer.status is not ErrorCode.SUCCESS:
             raise AgentError(answer.status, answer.diagnostic)
         return answer.payload or b""
+
+    async def trace(self, target: bytes) -> TraceReply:
+        """TRACE_REQUEST towards an agent: the reply lists every gateway on the path."""
+        client = self._client
+        answer = await self._transaction(
+            lambda now: client.trace(target, now))  # type: ignore[union-attr]
+        assert isinstance(answer, TraceReply)
+        return answer
 
     async def echo(self, payload: bytes | None = None) -> float:
         """ECHO_REQUEST to the home gateway; the round-trip time in seconds."""
