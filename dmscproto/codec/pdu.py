@@ -59,12 +59,11 @@ _PLANS: dict[int, _Plan] = {}
 
 
 def _plan(mtype: int) -> _Plan | None:
-    plan = _PLANS.get(mtype)
-    if plan is None:
-        cls = MESSAGE_CLASSES.get(mtype)
-        if cls is None:
-            return None
-        plan = _PLANS[mtype] = _Plan(cls)
+    """The plan for message type ``mtype`` (made on first use), None if unregistered."""
+    cls = MESSAGE_CLASSES.get(mtype)
+    if cls is None:
+        return None
+    plan = _PLANS[mtype] = _Plan(cls)
     return plan
 
 

@@ -3,7 +3,10 @@
 Each class maps one CDDL rule onto a frozen dataclass with ``to_cbor()`` (the CBOR
 data model, integer map keys) and ``from_cbor()`` (schema check, raising
 :class:`DecodeError` with INVALID_TLV_VALUE).  Maps use the integer keys of the CDDL;
-keys not defined there are an error in protocol version 1.
+keys not defined there are an error in protocol version 1.  An optional array or map
+(CDDL ``? key => [+ ...]``, the attributes ``{ + ... }``) that is present must not be
+empty: ``to_cbor()`` leaves empty ones out, so only then does every accepted value
+re-encode to the octets it came from.
 """
 
 from __future__ import annotations
