@@ -10,10 +10,10 @@ The node decides everything; :class:`GatewayRuntime` only
   authenticated connection to the node as an
   :class:`~dmscproto.runtime.pump.Association` (peer sessions start with OPEN on the
   connections this gateway dials);
-* plugs the security layer into the node's hooks: the federation's OPEN checks and
-  export policy (:class:`~dmscproto.security.federation.Federation`), the registration
-  proof (:class:`~dmscproto.security.proof.RequestVerifier`), agents of other domains
-  refused;
+* plugs the security layer into the node's hooks: a
+  :class:`~dmscproto.security.guard.GatewayGuard` (registration proof, agents of other
+  domains refused, tokens when required, the federation's OPEN, advertisement, import
+  and export checks, :class:`~dmscproto.security.federation.Federation`);
 * moves messages and timers with a :class:`~dmscproto.runtime.pump.Pump` (a gateway's
   ROUTE_REQUEST to a local agent goes on a new stream of that agent's own connection);
 * shuts down cleanly: NOTIFY CEASE to the peers, connections closed, timers stopped,
@@ -27,14 +27,14 @@ import logging
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TextIO, cast
 
 from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
 from ..codec.messages import Message, Open
-from ..codec.registry import ErrorCode, MessageType
-from ..codec.values import CapabilityRecord, ExportPolicy
+from ..codec.registry import ErrorCode
+from ..codec.values import ExportPolicy
 from ..gateway.core import GatewayCore
 from ..gateway.node import GatewayNode
 from ..gateway.store import RegistryStore
@@ -47,8 +47,8 @@ from ..protocol.events import (
 )
 from ..protocol.machine import Handle
 from ..security.ca import Credential, Kind, anchor_domains
-from ..security.errors import SecurityError
 from ..security.federation import Federation, ImportPolicy, PeerDomain
+from ..security.guard import Authenticated, GatewayGuard
 from ..security.proof import RequestVerifier
 from ..transport.quic import DmscConnection, PeerInfo, QuicServer, connect, serve
 from ..transport.tls import TlsIdentity
@@ -58,7 +58,6 @@ from .pump import Association, Pump
 
 log = logging.getLogger("dmsc.gateway")
 
-_REGISTRATION = frozenset({MessageType.REGISTER, MessageType.REFRESH, MessageType.DEREGISTER})
 #: Re-dial delays for a peer: first, growth factor, cap (seconds).
 REDIAL_FIRST, REDIAL_FACTOR, REDIAL_MAX = 0.5, 2.0, 30.0
 
@@ -133,7 +132,8 @@ class GatewayRuntime:
         if self._own_keylog:
             assert config.keylog is not None
             self._keylog_file = open(config.keylog, "a", encoding="ascii")  # noqa: SIM115
-        self.requests = RequestVerifier(self.federation.trust_store())
+        self.credential = credential
+        self.guard: GatewayGuard | None = None
         self.store: RegistryStore | None = None
         self.core: GatewayCore | None = None
         self.node: GatewayNode | None = None
@@ -160,9 +160,11 @@ class GatewayRuntime:
         self.store = RegistryStore(c.store)
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
                                 max_lease=c.max_lease)
+        self.guard = GatewayGuard(self.core, RequestVerifier(self.tls.trust), _peer_of,
+                                  federation=self.federation, credential=self.credential)
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
-                                admit=self._admit, export_for=self._export_for,
-                                discovery_policy=self._discovery_policy)
+                                admit=self.guard.admit, export_for=self.guard.export_for,
+                                discovery_policy=self.guard.discovery_policy)
         base_check = self.node.accept_open
         self.node.accept_open = lambda h, m: self._accept_open(base_check, h, m)
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
@@ -240,39 +242,11 @@ class GatewayRuntime:
                 await asyncio.sleep(delay)
 
     # --- security hooks ------------------------------------------------------------------
-    def _admit(self, source: Handle, msg: Message, now: float) -> ErrorCode | None:
-        """Before dispatch: agents only of this domain; the registration proof."""
-        if not isinstance(source, Association):
-            return ErrorCode.UNTRUSTED_CERTIFICATE
-        try:
-            self.federation.check_client(source.identity)
-            if msg.TYPE in _REGISTRATION:
-                self.requests.check(msg, source.certificate, now)
-        except SecurityError as exc:
-            log.warning("refused", extra=facts(peer=source.identity.uri, message=msg.TYPE,
-                                               status=exc.code, reason=str(exc)))
-            return exc.code
-        return None
-
     def _accept_open(self, base: Callable[[Handle, Open], ErrorCode | None], handle: Handle,
                      msg: Open) -> ErrorCode | None:
-        if not isinstance(handle, Association):
-            return ErrorCode.UNTRUSTED_CERTIFICATE
-        try:
-            self.federation.check_open(msg, handle.identity)
-        except SecurityError as exc:
-            log.warning("OPEN refused", extra=facts(peer=handle.identity.uri, status=exc.code,
-                                                    reason=str(exc)))
-            return exc.code
-        return base(handle, msg)
-
-    def _export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
-        return None if domain == self.config.domain else self.federation.export_filter(domain)
-
-    def _discovery_policy(self, source: Handle) -> Callable[[CapabilityRecord], bool] | None:
-        if isinstance(source, Association) and source.identity.domain != self.config.domain:
-            return self.federation.export_filter(source.identity.domain)
-        return None
+        """The guard's identity and federation checks, then the node's own."""
+        assert self.guard is not None
+        return self.guard.accept_open(handle, msg) or base(handle, msg)
 
     # --- events --------------------------------------------------------------------------
     def _on_event(self, event: object) -> None:
@@ -294,9 +268,11 @@ class GatewayRuntime:
             log.info("agent removed", extra=facts(agent_id=event.withdrawn.agent_id,
                                                   status=event.status))
         elif isinstance(event, ProtocolViolation):
-            log.info("message refused", extra=facts(
+            refusal = self.guard.last_refusal if self.guard is not None else None
+            log.warning("message refused", extra=facts(
                 peer=_uri(event.handle), message=event.message_type, status=event.status,
-                reason=event.diagnostic))
+                reason=str(refusal) if refusal is not None and refusal.code is event.status
+                else event.diagnostic))
         if self.observer.event is not None:
             self.observer.event(event)
 
@@ -337,6 +313,13 @@ class GatewayRuntime:
         if self._own_pcap and self._pcap is not None:
             self._pcap.close()
         log.info("gateway stopped", extra=facts(gateway=self.identity.uri))
+
+
+def _peer_of(handle: object) -> Authenticated | None:
+    """Who is behind an association, for the guard (None: not authenticated)."""
+    if isinstance(handle, Association) and handle.certificate is not None:
+        return cast(Authenticated, handle)
+    return None
 
 
 def _uri(handle: Handle) -> str:
