@@ -197,6 +197,10 @@ class GatewayNode:
         self._settle(now)
 
     # --- output -------------------------------------------------------------------------------
+    def has_output(self) -> bool:
+        """Whether messages or events are waiting to be drained."""
+        return bool(self._out.messages or self._events)
+
     def messages_to_send(self) -> list[tuple[Handle, Message]]:
         return self._out.messages_to_send()
 

@@ -143,6 +143,10 @@ class AgentClient:
         self.registration.handle_timer(now)
         self.requests.handle_timer(now)
 
+    def has_output(self) -> bool:
+        """Whether messages or events are waiting to be drained."""
+        return bool(self.outbox.messages or self.outbox.events)
+
     def messages_to_send(self) -> list[tuple[Handle, Message]]:
         return self.outbox.messages_to_send()
 

@@ -168,8 +168,8 @@ class PeerSession(Machine):
     def receive(self, msg: Message, now: float) -> None:
         try:
             self.step(self._classify(msg), now, msg)
-            if self.state in (_S.OPEN_CONFIRM, _S.ESTABLISHED) and self.hold_time:
-                self._hold_deadline = now + self.hold_time
+            if self.state in (_S.OPEN_CONFIRM, _S.ESTABLISHED):
+                self._hold_deadline = now + self.hold_time if self.hold_time else None
         except ProtocolError as err:
             self.refuse(self.handle, msg, err)
             raise

@@ -14,7 +14,7 @@ messages (hold-timer expiry, timeouts).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,13 +125,22 @@ class Network:
         yield from self.gateways.items()
         yield from self.agents.items()
 
-    def _collect(self) -> list[tuple[str, Handle, Message]]:
+    def _collect(self, names: set[str] | None = None) -> list[tuple[str, Handle, Message]]:
+        """Drain the outputs of the endpoints ``names`` (all when None)."""
         out: list[tuple[str, Handle, Message]] = []
-        for name, ep in self._endpoints():
+        endpoints: Iterable[tuple[str, GatewayNode | AgentClient]] = (
+            self._endpoints() if names is None else
+            ((n, ep) for n in sorted(names) if (ep := self._endpoint(n)) is not None))
+        for name, ep in endpoints:
+            if not ep.has_output():
+                continue
             out.extend((name, dest, msg) for dest, msg in ep.messages_to_send())
             while (ev := ep.next_event()) is not None:
                 self.events[name].append(ev)
         return out
+
+    def _endpoint(self, name: str) -> GatewayNode | AgentClient | None:
+        return self.gateways.get(name) or self.agents.get(name)
 
     def deliver(self, source: str, dest: Handle, msg: Message) -> None:
         """Encode, decode and hand one message to ``dest`` (dropped if the link is cut or
@@ -151,14 +160,20 @@ class Network:
                 self.events[dest].append(err)
 
     def pump(self, limit: int = 100_000) -> int:
-        """Deliver messages until none is queued; return how many were delivered."""
+        """Deliver messages until none is queued; return how many were delivered.  The
+        first round drains every endpoint (local calls queue messages too), later rounds
+        only those that were just given a message."""
         n = 0
-        while batch := self._collect():
+        batch = self._collect()
+        while batch:
+            receivers = set()
             for source, dest, msg in batch:
                 self.deliver(source, dest, msg)
+                receivers.add(str(dest))
                 n += 1
                 if n > limit:
                     raise RuntimeError("the network does not settle")
+            batch = self._collect(receivers)
         return n
 
     def next_timer(self) -> float | None:
