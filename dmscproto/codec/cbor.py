@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -25,16 +26,26 @@ from .registry import ErrorCode
 
 
 class _Workers(threading.local):
-    """Per-thread reusable ``cbor2`` encoders (received order and canonical) and decoder."""
+    """Per-thread reusable ``cbor2`` decoder and encoders (received order, canonical)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.out = io.BytesIO()
-        self.plain = cbor2.CBOREncoder(self.out)
-        self.canonical = cbor2.CBOREncoder(self.out, canonical=True)
-        self.decoder = cbor2.CBORDecoder(io.BytesIO())
+        out = io.BytesIO()
+        seek, truncate, getvalue = out.seek, out.truncate, out.getvalue
+
+        def dumper(encode: Callable[[Any], None]) -> Callable[[Any], bytes]:
+            def dump(value: Any) -> bytes:
+                seek(0)
+                truncate()
+                encode(value)
+                return getvalue()
+            return dump
+
+        self.decode: Callable[[bytes], Any] = cbor2.CBORDecoder(io.BytesIO()).decode_from_bytes
+        self.plain = dumper(cbor2.CBOREncoder(out).encode)
+        self.canonical = dumper(cbor2.CBOREncoder(out, canonical=True).encode)
 
 
 _workers = _Workers()
@@ -43,15 +54,11 @@ _workers = _Workers()
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as deterministic CBOR."""
     w = _workers
-    out = w.out
-    out.seek(0)
-    out.truncate()
     try:
-        w.canonical.encode(value)
+        return w.canonical(value)
     except BaseException:
         w.reset()
         raise
-    return out.getvalue()
 
 
 def loads(data: bytes) -> Any:
@@ -67,12 +74,8 @@ def loads(data: bytes) -> Any:
     """
     w = _workers
     try:
-        value = w.decoder.decode_from_bytes(data)
-        out = w.out
-        out.seek(0)
-        out.truncate()
-        w.plain.encode(value)
-        if out.getvalue() == data:
+        value = w.decode(data)
+        if w.plain(value) == data:
             return value
     except Exception:
         w.reset()
