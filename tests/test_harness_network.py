@@ -318,6 +318,18 @@ def test_update_and_withdraw_propagate(net: Network) -> None:
     assert net.take("gw-b", TableChanged)[-1].withdrawn[0].agent_id == carol.agent_id
 
 
+def test_lease_expiry_is_withdrawn_from_peers(net: Network) -> None:
+    alice, _ = two_domains(net)
+    net.cut.add(frozenset({"alice", "gw-a"}))  # alice goes silent
+    net.advance(3599)
+    assert alice.agent_id in net.gateways["gw-b"].core
+    net.advance(1)  # DEFAULT_LEASE is over
+    assert alice.agent_id not in net.gateways["gw-a"].core
+    assert alice.agent_id not in net.gateways["gw-b"].core
+    [changed] = net.take("gw-b", TableChanged)[-1:]
+    assert [w.agent_id for w in changed.withdrawn] == [alice.agent_id]
+
+
 def test_new_record_version_propagates(net: Network) -> None:
     two_domains(net)
     carol = net.agent("carol", "gw-a", signed=make_record(77, "carol", "a.example"))
