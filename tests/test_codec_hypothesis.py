@@ -316,3 +316,21 @@ def test_reused_cbor_workers_do_not_leak_state() -> None:
             with pytest.raises(DecodeError) as info:
                 cbor.loads(later)
             assert info.value.code is ErrorCode.MALFORMED_CBOR
+
+
+TEXT_MAPS = [cbor.dumps(t.to_cbor()) for t in (
+    TraceContext("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "k=v"),
+    TraceContext("x" * 300), TraceContext(""))]
+
+
+@settings(SETTINGS, max_examples=300)
+@given(mutated(st.sampled_from(TEXT_MAPS)) | traces.map(lambda t: cbor.dumps(t.to_cbor())))
+def test_text_map_scan_agrees_with_loads(data: bytes) -> None:
+    fast = cbor.scan_text_map(data)
+    if fast is not None:  # otherwise loads decides alone
+        assert list(fast.items()) == list(cbor.loads(data).items())
+
+
+def test_text_map_scan_takes_the_usual_shapes() -> None:
+    for data in TEXT_MAPS:
+        assert cbor.scan_text_map(data) == cbor.loads(data)

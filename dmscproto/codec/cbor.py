@@ -122,6 +122,45 @@ def check_key_order(keys: list[Any]) -> None:
                           "map keys are not in deterministic order")
 
 
+def string_span(data: bytes, pos: int, major: int) -> tuple[int, int]:
+    """(start, end) of the byte string (``major`` 2) or text string (3) whose head, in
+    its shortest form, is at ``pos``.  ValueError for any other head, IndexError if
+    ``data`` ends inside it; ``end`` may lie past the end of ``data``."""
+    info = data[pos] - (major << 5)
+    if 0 <= info <= 23:
+        return pos + 1, pos + 1 + info
+    if info == 24 and data[pos + 1] >= 24:
+        return pos + 2, pos + 2 + data[pos + 1]
+    if info == 25:
+        n = int.from_bytes(data[pos + 1:pos + 3], "big")
+        if n > 0xFF:
+            return pos + 3, pos + 3 + n
+    raise ValueError("not the shortest head of a string")
+
+
+def scan_text_map(data: bytes) -> dict[int, str] | None:
+    """Fast path of :func:`loads` for a deterministic map from unsigned keys 0-23 to text
+    strings (a trace context, Section 7.5): the map :func:`loads` would return, or None
+    for anything else, which :func:`loads` then decides."""
+    try:
+        n = data[0] - 0xA0
+        if not 0 <= n <= 23:
+            return None
+        pos, last, out = 1, -1, {}
+        for _ in range(n):
+            key = data[pos]
+            if not last < key <= 23:
+                return None
+            start, pos = string_span(data, pos + 1, 3)
+            if pos > len(data):
+                return None
+            out[key] = data[start:pos].decode()
+            last = key
+    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return out if pos == len(data) else None
+
+
 def head_size(n: int) -> int:
     """Octets of the shortest CBOR head carrying argument ``n`` (RFC 8949, 3.1)."""
     return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 2**32 else 9

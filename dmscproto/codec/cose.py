@@ -13,7 +13,7 @@ from typing import Any
 import cbor2
 
 from . import cbor
-from .cbor import bstr_head
+from .cbor import bstr_head, string_span
 from .errors import DecodeError
 from .registry import CoseAlgorithm, ErrorCode
 from .values import CapabilityRecord
@@ -144,22 +144,6 @@ def _payload_record(payload: bytes, start: int) -> CapabilityRecord:
         raise exc.at(start) from None
 
 
-def _bstr(data: bytes, pos: int) -> tuple[int, int]:
-    """(start, end) of the byte string whose shortest head is at ``pos``; ValueError if
-    there is none (IndexError if ``data`` ends first)."""
-    b = data[pos]
-    if 0x40 <= b <= 0x57:
-        start = pos + 1
-        return start, start + b - 0x40
-    if b == 0x58 and data[pos + 1] >= 24:
-        return pos + 2, pos + 2 + data[pos + 1]
-    if b == 0x59:
-        n = int.from_bytes(data[pos + 1:pos + 3], "big")
-        if n > 0xFF:
-            return pos + 3, pos + 3 + n
-    raise ValueError("not a deterministic byte string head")
-
-
 def _scan_envelope(data: bytes) -> tuple[bytes, CoseAlgorithm, dict[int, Any], int, int,
                                          bytes] | None:
     """Fast path of :meth:`SignedRecord.decode` for the usual shape: a deterministic
@@ -172,7 +156,7 @@ def _scan_envelope(data: bytes) -> tuple[bytes, CoseAlgorithm, dict[int, Any], i
     if data[:2] != _ENVELOPE_START:
         return None
     try:
-        start, pos = _bstr(data, 2)
+        start, pos = string_span(data, 2, 2)
         protected = data[start:pos]
         algorithm = _PROTECTED.get(protected)
         n = data[pos] - 0xA0
@@ -185,11 +169,11 @@ def _scan_envelope(data: bytes) -> tuple[bytes, CoseAlgorithm, dict[int, Any], i
             label = data[pos]
             if not last < label <= 23:
                 return None
-            start, pos = _bstr(data, pos + 1)
+            start, pos = string_span(data, pos + 1, 2)
             unprotected[label] = data[start:pos]
             last = label
-        start, end = _bstr(data, pos)
-        sig_start, sig_end = _bstr(data, end)
+        start, end = string_span(data, pos, 2)
+        sig_start, sig_end = string_span(data, end, 2)
     except (IndexError, ValueError):
         return None
     if sig_end != len(data):

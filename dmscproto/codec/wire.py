@@ -202,15 +202,23 @@ class TextCodec(ValueCodec[str]):
 
 
 class CborCodec(ValueCodec[T]):
-    """A deterministic CBOR value mapped onto a class with ``to_cbor``/``from_cbor``."""
+    """A deterministic CBOR value mapped onto a class with ``to_cbor``/``from_cbor``.
+
+    ``scan``, if given, is a fast path for the value's usual shape: it returns what
+    :func:`cbor.loads` would, or None to leave the input to :func:`cbor.loads`.
+    """
 
     fmt = c.GreedyBytes
 
-    def __init__(self, cls: Any) -> None:
+    def __init__(self, cls: Any, scan: Callable[[bytes], Any] | None = None) -> None:
         self._cls = cls
+        self._scan = scan
 
     def parse(self, data: bytes) -> T:
-        return self._cls.from_cbor(cbor.loads(data))  # type: ignore[no-any-return]
+        obj = None if self._scan is None else self._scan(data)
+        if obj is None:
+            obj = cbor.loads(data)
+        return self._cls.from_cbor(obj)  # type: ignore[no-any-return]
 
     def build(self, value: T) -> bytes:
         return cbor.dumps(value.to_cbor())  # type: ignore[attr-defined]
@@ -304,7 +312,7 @@ class AdvertiseCodec(ValueCodec[Advertisement]):
 
 #: The value codec of every TLV type: the one table the message codec dispatches on.
 VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
-    TlvType.TRACE_CONTEXT: CborCodec(TraceContext),
+    TlvType.TRACE_CONTEXT: CborCodec(TraceContext, cbor.scan_text_map),
     TlvType.DIAGNOSTIC: TextCodec(),
     TlvType.AGENT_ID: FixedCodec(Id),
     TlvType.GATEWAY_ID: FixedCodec(Id),
