@@ -50,12 +50,13 @@ class World:
     gw_b: GatewayRuntime
     stack: AsyncExitStack
     events: list[object]
+    transport: str = "quic"
 
     async def agent(self, domain: Domain, name: str, skills: list[str],
                     handler: Callable[[bytes, Request], bytes] | None = None,
                     lease: int = 60) -> Agent:
         gw = self.gw_a if domain is self.a else self.gw_b
-        agent = domain.agent(name, gw.address)
+        agent = domain.agent(name, gw.address, transport=self.transport)
         if handler is not None:
             agent.serve(handler)
         self.stack.push_async_callback(agent.close)
@@ -71,28 +72,33 @@ async def start(path: Path, events: list[object] | None = None) -> GatewayRuntim
 
 
 @asynccontextmanager
-async def world(tmp: Path, *, min_lease: int = 30) -> AsyncIterator[World]:
+async def world(tmp: Path, *, min_lease: int = 30, transport: str = "quic"
+                ) -> AsyncIterator[World]:
     """Two domains, gw-a dialling gw-b, session established."""
     a, b = Domain.create(tmp, "a.example"), Domain.create(tmp, "b.example")
     events: list[object] = []
     async with AsyncExitStack() as stack:
         gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)],
-                                                min_lease=min_lease), events)
+                                                min_lease=min_lease, transport=transport),
+                           events)
         stack.push_async_callback(gw_b.stop)
         gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)],
-                                                min_lease=min_lease), events)
+                                                min_lease=min_lease, transport=transport),
+                           events)
         stack.push_async_callback(gw_a.stop)
         await gw_a.wait_peers(5)
-        yield World(a, b, gw_a, gw_b, stack, events)
+        yield World(a, b, gw_a, gw_b, stack, events, transport)
 
 
 def upper(payload: bytes, request: Request) -> bytes:
     return payload.upper()
 
 
-def test_register_discover_and_route_local_and_across_domains(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["quic", "dtls"])
+def test_register_discover_and_route_local_and_across_domains(tmp_path: Path,
+                                                              transport: str) -> None:
     async def scenario() -> None:
-        async with world(tmp_path) as w:
+        async with world(tmp_path, transport=transport) as w:
             weather = await w.agent(w.b, "weather", ["forecast"], lambda p, r: b"sun in " + p)
             shout = await w.agent(w.a, "shout", ["upper"], upper)
             client = await w.agent(w.a, "client", ["chat"])

@@ -48,9 +48,9 @@ from ..protocol.events import (
     RouteRequestReceived,
 )
 from ..runtime.pump import Association, Pump
+from ..runtime.transports import Connection, Peer, transport_named
 from ..security.ca import Credential, Identity, TrustStore
 from ..security.signing import sign_record, spki
-from ..transport.quic import DmscConnection, PeerInfo, connect
 from ..transport.tls import TlsIdentity
 
 log = logging.getLogger(__name__)
@@ -127,21 +127,23 @@ def _skill(s: str | Skill) -> Skill:
 class Agent:
     """One DMSC agent (module docstring).  ``gateway`` is the home gateway's
     ``host:port``; ``server_name`` (default ``localhost``) is checked against the
-    gateway certificate, which must also be of the agent's own domain."""
+    gateway certificate, which must also be of the agent's own domain; ``transport``
+    is ``quic`` (default) or ``dtls``."""
 
     def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
                  server_name: str | None = "localhost", pcap: PcapWriter | None = None,
                  keylog: str | Path | TextIO | None = None,
-                 tls: TlsIdentity | None = None) -> None:
+                 tls: TlsIdentity | None = None, transport: str = "quic") -> None:
         self.tls = tls or TlsIdentity(credential, trust)
         self.identity: Identity = self.tls.identity
         host, _, port = gateway.rpartition(":")
         self.gateway = (host.strip("[]"), int(port))
         self.server_name = server_name
+        self.transport = transport_named(transport)
         self._pcap = pcap
         self._keylog = keylog
         self._handler: Handler | None = None
-        self._conn: DmscConnection | None = None
+        self._conn: Connection | None = None
         self._assoc: Association | None = None
         self._pump: Pump | None = None
         self._client: AgentClient | None = None
@@ -180,10 +182,11 @@ class Agent:
             return
         self._closed = asyncio.Event()
         host, port = self.gateway
-        self._conn = await connect(host, port, self.tls, server_name=self.server_name,
-                                   expect_domain=self.identity.domain, handler=self._serve,
-                                   pcap=self._pcap, keylog=self._keylog)
-        assert self._conn.peer is not None
+        self._conn = await self.transport.connect(
+            host, port, self.tls, server_name=self.server_name,
+            expect_domain=self.identity.domain, handler=self._serve, pcap=self._pcap,
+            keylog=self._keylog)
+        assert self._conn.peer.identity is not None
         self._assoc = Association(self._conn, self._conn.peer.identity,
                                   self._conn.peer.certificate, {"address": f"{host}:{port}"})
         # discover, call, echo and trace need no registration: the record is given
@@ -232,7 +235,7 @@ class Agent:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, msg: Message, peer: PeerInfo) -> Message | None:
+    async def _serve(self, msg: Message, peer: Peer) -> Message | None:
         """Requests the gateway sends over this connection (ROUTE_REQUEST)."""
         if self._pump is None or self._assoc is None:
             return None

@@ -23,6 +23,8 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="copy the generated certificates, configurations and stores to DIR")
     p.add_argument("--quiet", action="store_true", help="steps only, not every message")
+    p.add_argument("--transport", choices=["quic", "dtls"], default="quic",
+                   help="QUIC (default, Section 9.1) or DTLS 1.2 (Section 9.2)")
     return p
 
 
@@ -31,4 +33,4 @@ def run(args: argparse.Namespace) -> int:
 
     from ..runtime.demo import run_demo
     return asyncio.run(run_demo(sys.stdout, capture=args.capture, keep=args.keep,
-                                quiet=args.quiet))
+                                quiet=args.quiet, transport=args.transport))

@@ -11,6 +11,7 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     trust_anchors = ["ca.pem"]        # own domain's authority; peer anchors are added
     store = "registry.sqlite"         # the registry (SQLite, WAL)
     name = "gw1"                      # optional, for HOP records (default: the cert's)
+    transport = "quic"                # or "dtls" (Section 9.2; needs a P-256 certificate)
 
     [limits]                          # optional (Section 8 defaults)
     min_lease = 30
@@ -94,6 +95,7 @@ class GatewayConfig:
     trust_anchors: tuple[Path, ...]
     store: Path
     name: str | None = None
+    transport: str = "quic"
     peers: tuple[PeerConfig, ...] = ()
     min_lease: int = int(timer("MIN_LEASE"))
     max_lease: int = int(timer("MAX_LEASE"))
@@ -127,7 +129,7 @@ class GatewayConfig:
         r.only(data, "", {"gateway", "limits", "log", "capture", "peers"})
         gw = r.table(data, "gateway", required=True)
         r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
-                               "store", "name"})
+                               "store", "name", "transport"})
         limits = r.table(data, "limits")
         r.only(limits, "limits", {"min_lease", "max_lease", "hold_time"})
         log = r.table(data, "log")
@@ -154,6 +156,9 @@ class GatewayConfig:
             raise r.error("gateway.trust_anchors",
                           "missing or empty: list the domain authority's certificate (PEM)")
         domain = r.domain(gw, "gateway.domain")
+        transport = r.get(gw, "gateway", "transport", str, "quic")
+        if transport not in ("quic", "dtls"):
+            raise r.error("gateway.transport", f"must be \"quic\" or \"dtls\", not {transport!r}")
         peers = tuple(r.peer(p, i) for i, p in enumerate(r.get(data, "", "peers", list, [])))
         for i, peer in enumerate(peers):
             if peer.domain != domain and peer.anchor is None:
@@ -169,6 +174,7 @@ class GatewayConfig:
             store=r.path(r.need(gw, "gateway", "store", str), "gateway.store",
                          must_exist=False),
             name=r.get(gw, "gateway", "name", str, None),
+            transport=transport,
             peers=peers,
             min_lease=min_lease, max_lease=max_lease, hold_time=hold_time,
             log_format=log_format, log_level=log_level,

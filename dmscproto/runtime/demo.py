@@ -1,5 +1,5 @@
 """``dmsc demo`` (DESIGN.md §5): two domains, a gateway each and four agents on loopback
-over real QUIC, in one asyncio process, printed step by step.
+over real QUIC (or DTLS), in one asyncio process, printed step by step.
 
 Every piece is the real one: domain authorities issue Ed25519 certificates into a
 temporary directory, each gateway is a :class:`~.gateway.GatewayRuntime` started from a
@@ -194,14 +194,14 @@ async def _expect(awaitable: Awaitable[T], what: str, timeout: float = 10.0) -> 
 
 
 async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | None = None,
-                   quiet: bool = False) -> int:
+                   quiet: bool = False, transport: str = "quic") -> int:
     """Run the demo, printing to ``out``; returns the exit status."""
     display = _Display(out, show_messages=not quiet)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dmsc-demo-"))
     try:
         async with AsyncExitStack() as stack:
-            await _scenario(display, stack, tmp, capture)
+            await _scenario(display, stack, tmp, capture, transport)
         await asyncio.sleep(0)  # let cancelled tasks finish
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         if leftover:
@@ -226,7 +226,7 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
 
 
 async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
-                    capture: Path | None) -> None:
+                    capture: Path | None, transport: str) -> None:
     pcap: PcapWriter | None = None
     keylog: TextIO | None = None
     if capture is not None:
@@ -234,8 +234,10 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         pcap = stack.enter_context(_OncePcap(capture / PCAP_NAME))
         keylog = stack.enter_context(open(capture / KEYLOG_NAME, "w",  # noqa: SIM115
                                           encoding="ascii"))
-    d.line("DMSC demo: two domains, a gateway each, four agents; 127.0.0.1, QUIC "
-           "(ALPN dmsc/1, mutual TLS 1.3), ephemeral ports.")
+    over = ("QUIC (ALPN dmsc/1, mutual TLS 1.3)" if transport == "quic" else
+            "DTLS 1.2 (ALPN dmsc/1, mutual authentication, DMSC retransmission)")
+    d.line(f"DMSC demo: two domains, a gateway each, four agents; 127.0.0.1, {over}, "
+           "ephemeral ports.")
 
     d.step("Domain authorities issue certificates")
     a, b = Domain.create(tmp, "a.example"), Domain.create(tmp, "b.example")
@@ -262,9 +264,10 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
 
     opened: list[Agent] = []
     stack.push_async_callback(stop_all)
-    gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5))
+    gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5,
+                                            transport=transport))
     gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)],
-                                            min_lease=5))
+                                            min_lease=5, transport=transport))
 
     d.step("Peering: gw-a dials gw-b; the gateways OPEN a session and sync (Section 6)")
     await _expect(gw_a.wait_peers(), "peer session gw-a -> gw-b")
@@ -276,7 +279,7 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
 
     async def agent(dom: Domain, gw: GatewayRuntime, name: str, skills: list[Skill],
                     handler: Callable[[bytes, Request], bytes] | None) -> Agent:
-        ag = dom.agent(name, gw.address, pcap=pcap, keylog=keylog)
+        ag = dom.agent(name, gw.address, pcap=pcap, keylog=keylog, transport=transport)
         d.names[ag.agent_id] = name
         if handler is not None:
             ag.serve(handler)

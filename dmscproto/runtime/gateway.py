@@ -5,7 +5,8 @@ The node decides everything; :class:`GatewayRuntime` only
 
 * opens the registry file (:class:`~dmscproto.gateway.store.RegistryStore`; the node
   acknowledges a registration only after its commit) and loads the TLS identity once;
-* listens for QUIC connections from agents and peer gateways, and dials the configured
+* listens for connections (QUIC, or DTLS: :mod:`.transports`) from agents and peer
+  gateways, and dials the configured
   peers (re-dialling with backoff when a connection fails or drops), handing each
   authenticated connection to the node as an
   :class:`~dmscproto.runtime.pump.Association` (peer sessions start with OPEN on the
@@ -50,11 +51,11 @@ from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain
 from ..security.guard import Authenticated, GatewayGuard
 from ..security.proof import RequestVerifier
-from ..transport.quic import DmscConnection, PeerInfo, QuicServer, connect, serve
 from ..transport.tls import TlsIdentity
 from .config import ConfigError, GatewayConfig, PeerConfig
 from .logs import facts
 from .pump import Association, Pump
+from .transports import Connection, Listener, Peer, transport_named
 
 log = logging.getLogger("dmsc.gateway")
 
@@ -104,7 +105,7 @@ class _PeerLink:
 
     config: PeerConfig
     task: asyncio.Task[None] | None = None
-    connection: DmscConnection | None = None
+    connection: Connection | None = None
     established: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -138,8 +139,9 @@ class GatewayRuntime:
         self.core: GatewayCore | None = None
         self.node: GatewayNode | None = None
         self.pump: Pump | None = None
-        self.server: QuicServer | None = None
-        self._assocs: dict[DmscConnection, Association] = {}
+        self.server: Listener | None = None
+        self.transport = transport_named(config.transport)
+        self._assocs: dict[Connection, Association] = {}
         self._peers = [_PeerLink(p) for p in config.peers if p.address is not None]
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -170,7 +172,8 @@ class GatewayRuntime:
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)
         host, port = c.listen
-        self.server = await serve(host, port, self.tls, self._handle, pcap=self._pcap,
+        self.server = await self.transport.serve(host, port, self.tls, self._handle,
+                                                 pcap=self._pcap,
                                   keylog=self._keylog_file)
         log.info("gateway listening", extra=facts(
             gateway=self.identity.uri, gateway_id=self.gateway_id,
@@ -185,10 +188,10 @@ class GatewayRuntime:
                                timeout)
 
     # --- associations --------------------------------------------------------------------
-    def _association(self, conn: DmscConnection, *, dialled: bool = False) -> Association:
+    def _association(self, conn: Connection, *, dialled: bool = False) -> Association:
         assoc = self._assocs.get(conn)
         if assoc is None:
-            assert conn.peer is not None
+            assert conn.peer.identity is not None  # both transports authenticate
             host, port = conn.peer.address[:2]
             assoc = Association(conn, conn.peer.identity, conn.peer.certificate,
                                 {"address": f"{host}:{port}", "dialled": dialled})
@@ -198,7 +201,7 @@ class GatewayRuntime:
             watcher.add_done_callback(self._watchers.discard)
         return assoc
 
-    async def _watch(self, conn: DmscConnection, assoc: Association) -> None:
+    async def _watch(self, conn: Connection, assoc: Association) -> None:
         """Tell the node when a peer gateway's connection is gone."""
         await conn.wait_closed()
         self._assocs.pop(conn, None)
@@ -208,7 +211,7 @@ class GatewayRuntime:
         if assoc in node.sessions:
             pump.call(node.disconnect, assoc, pump.now())
 
-    async def _handle(self, msg: Message, peer: PeerInfo) -> Message | None:
+    async def _handle(self, msg: Message, peer: Peer) -> Message | None:
         """A request or one-way message on a connection (either direction)."""
         assert self.pump is not None
         return await self.pump.deliver(self._association(peer.connection), msg)
@@ -220,9 +223,10 @@ class GatewayRuntime:
         delay = REDIAL_FIRST
         while not self._stopping:
             try:
-                conn = await connect(host, port, self.tls, server_name=peer.config.server_name,
-                                     expect_domain=peer.config.domain, handler=self._handle,
-                                     pcap=self._pcap, keylog=self._keylog_file)
+                conn = await self.transport.connect(
+                    host, port, self.tls, server_name=peer.config.server_name,
+                    expect_domain=peer.config.domain, handler=self._handle, pcap=self._pcap,
+                    keylog=self._keylog_file)
             except (ConnectionError, OSError, TimeoutError) as exc:
                 log.warning("cannot reach peer", extra=facts(
                     peer=f"{host}:{port}", domain=peer.config.domain, error=str(exc),

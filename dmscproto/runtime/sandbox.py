@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from ..agent import Agent
-from ..security.ca import CA_CERT_FILE, DomainAuthority, Kind
+from ..security.ca import CA_CERT_FILE, Credential, DomainAuthority, Kind
+from .transports import transport_named
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,18 @@ class Domain:
     def anchor(self) -> Path:
         return self.directory / CA_CERT_FILE
 
-    def issue(self, name: str, kind: Kind) -> tuple[Path, Path]:
-        """A certificate and key for ``name``, saved as ``<name>.pem`` / ``<name>.key``."""
-        cert, key = self.authority.issue(name, kind).save(self.directory)
-        assert key is not None
-        return cert, key
+    def issue(self, name: str, kind: Kind, *, p256: bool = False) -> tuple[Path, Path]:
+        """A certificate and key for ``name``, saved as ``<name>.pem`` / ``<name>.key``:
+        Ed25519, or ECDSA P-256 with ``p256`` (a DTLS server needs it)."""
+        if p256:
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = self.authority.issue(name, kind, public_key=key.public_key()).certificate
+            credential = Credential(cert, key)
+        else:
+            credential = self.authority.issue(name, kind)
+        cert_path, key_path = credential.save(self.directory)
+        assert key_path is not None
+        return cert_path, key_path
 
     def agent(self, name: str, gateway: tuple[str, int], **options: object) -> Agent:
         """A new agent of this domain with a fresh certificate, homed at ``gateway``."""
@@ -70,13 +80,15 @@ class PeerSpec:
 def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
                          listen: tuple[str, int] = ("127.0.0.1", 0), min_lease: int = 30,
                          max_lease: int = 86400, hold_time: int = 90,
-                         store: Path | None = None) -> Path:
+                         store: Path | None = None, transport: str = "quic") -> Path:
     """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path."""
-    cert, key = domain.issue(name, Kind.GATEWAY)
+    cert, key = domain.issue(name, Kind.GATEWAY,
+                             p256=transport_named(transport).server_needs_p256)
     lines = [
         "[gateway]",
         f"domain = {_toml(domain.name)}",
         f"name = {_toml(name)}",
+        f"transport = {_toml(transport)}",
         f"listen = {_toml(f'{listen[0]}:{listen[1]}')}",
         f"certificate = {_toml(cert.name)}",
         f"key = {_toml(key.name)}",

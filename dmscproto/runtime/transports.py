@@ -1,0 +1,112 @@
+"""The transports a gateway or an agent can run on (draft Section 9), behind one shape.
+
+QUIC (:mod:`dmscproto.transport.quic`, Section 9.1) and DTLS 1.2
+(:mod:`dmscproto.transport.dtls`, Section 9.2) offer the same asyncio API: ``serve(host,
+port, tls, handler, pcap=, keylog=)`` returns a listener with ``address`` and
+``close()``; ``connect(host, port, tls, server_name=, expect_domain=, handler=, pcap=,
+keylog=)`` returns an authenticated connection with ``request``, ``send``, ``close``,
+``closed``, ``wait_closed`` and ``peer``; handlers get ``(message, peer)`` where
+``peer.connection`` is the connection.  The runtime only uses that shape, so a transport
+is picked by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TextIO, cast
+
+from cryptography import x509
+
+from ..analysis.pcap import PcapWriter
+from ..codec.messages import Message
+from ..security.ca import Identity
+from ..transport.tls import TlsIdentity
+
+
+class Connection(Protocol):
+    """An authenticated association, as both transports provide it."""
+
+    @property
+    def peer(self) -> Peer: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def request(self, msg: Message, timeout: float | None = ...) -> Message: ...
+
+    def send(self, msg: Message) -> None: ...
+
+    def close(self, error_code: int = ..., reason_phrase: str = ...) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+class Peer(Protocol):
+    """Who is at the other end of a connection (None identity: lab mode only)."""
+
+    @property
+    def identity(self) -> Identity | None: ...
+
+    @property
+    def certificate(self) -> x509.Certificate | None: ...
+
+    @property
+    def address(self) -> Any: ...
+
+    @property
+    def connection(self) -> Connection: ...
+
+
+class Listener(Protocol):
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+Handler = Callable[[Message, Peer], Awaitable[Message | None]]
+
+
+@dataclass(frozen=True)
+class Transport:
+    """A transport by name, with its ``serve`` and ``connect``."""
+
+    name: str
+    module: str
+    #: Whether a server needs an ECDSA P-256 certificate (DTLS with OpenSSL).
+    server_needs_p256: bool = False
+
+    def _api(self) -> Any:
+        return importlib.import_module(self.module)
+
+    async def serve(self, host: str, port: int, tls: TlsIdentity, handler: Handler, *,
+                    pcap: PcapWriter | None = None,
+                    keylog: str | Path | TextIO | None = None) -> Listener:
+        return cast(Listener, await self._api().serve(host, port, tls, handler, pcap=pcap,
+                                                      keylog=keylog))
+
+    async def connect(self, host: str, port: int, tls: TlsIdentity, *,
+                      server_name: str | None = None, expect_domain: str | None = None,
+                      handler: Handler | None = None, pcap: PcapWriter | None = None,
+                      keylog: str | Path | TextIO | None = None) -> Connection:
+        return cast(Connection, await self._api().connect(
+            host, port, tls, server_name=server_name, expect_domain=expect_domain,
+            handler=handler, pcap=pcap, keylog=keylog))
+
+
+TRANSPORTS: dict[str, Transport] = {
+    "quic": Transport("quic", "dmscproto.transport.quic"),
+    "dtls": Transport("dtls", "dmscproto.transport.dtls", server_needs_p256=True),
+}
+
+
+def transport_named(name: str) -> Transport:
+    """The transport called ``name`` (``quic`` or ``dtls``); ValueError otherwise."""
+    try:
+        return TRANSPORTS[name]
+    except KeyError:
+        raise ValueError(f"unknown transport {name!r} (one of {', '.join(TRANSPORTS)})") \
+            from None
