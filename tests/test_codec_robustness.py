@@ -315,6 +315,12 @@ def test_malformed_cbor(value: bytes) -> None:
     fails(raw.build(), ErrorCode.MALFORMED_CBOR, raw.value_offset(TlvType.QUERY))
 
 
+@pytest.mark.parametrize("value", [b"\x81" * 30000 + b"\x00", b"\xa1\x01" * 15000 + b"\x00"])
+def test_deeply_nested_cbor(value: bytes) -> None:
+    raw = Raw.of("route-request-by-query").with_value(TlvType.QUERY, value)
+    fails(raw.build(), ErrorCode.MALFORMED_CBOR, raw.value_offset(TlvType.QUERY))
+
+
 def test_cbor_item_followed_by_more_data() -> None:
     raw, q = _query()
     raw = raw.with_value(TlvType.QUERY, q + b"\x00")
