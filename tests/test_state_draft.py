@@ -9,7 +9,10 @@ must pass and must notice a stale region.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -116,3 +119,18 @@ def test_every_machine_has_prose() -> None:
         before = TEXT.split(f"<!-- BEGIN GENERATED: {m.NAME} -->")[0]
         prose = re.split(r"^#+ .*$", before, flags=re.M)[-1]
         assert len(prose.split()) >= 40, f"{m.NAME} has no prose before its tables"
+
+
+@pytest.mark.skipif(shutil.which("kramdown-rfc") is None, reason="kramdown-rfc not installed")
+def test_draft_converts_with_kramdown_rfc(tmp_path: Path) -> None:
+    """Every generated figure and table survives the conversion to RFCXML."""
+    src = tmp_path / DRAFT.name
+    src.write_text(TEXT, encoding="utf-8")
+    done = subprocess.run(["kramdown-rfc", src.name], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "KRAMDOWN_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    xml = done.stdout
+    for m in MACHINES:
+        assert f'<figure title="{m.TITLE}: state diagram">' in xml
+        assert f'title="{m.TITLE}: transitions"' in xml
+    assert "\\[" not in xml  # escaped brackets came out as brackets
