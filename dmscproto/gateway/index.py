@@ -50,6 +50,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import cbor2
 
@@ -59,6 +60,7 @@ from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQue
 _WORD = re.compile(r"[^\W_]+")
 _EMPTY: frozenset[bytes] = frozenset()
 _ValueKey = tuple[bool, AttrValue]
+K = TypeVar("K")
 
 
 def words(text: str) -> set[str]:
@@ -190,15 +192,15 @@ class _Entry:
         self.attributes, self.encoded = attributes, encoded
 
 
-class _Postings:
+class _Postings(Generic[K]):
     """term -> set of agent ids."""
 
     __slots__ = ("sets",)
 
     def __init__(self) -> None:
-        self.sets: dict[object, set[bytes]] = {}
+        self.sets: dict[K, set[bytes]] = {}
 
-    def add(self, terms: Iterable[object], agent_id: bytes) -> None:
+    def add(self, terms: Iterable[K], agent_id: bytes) -> None:
         for t in terms:
             s = self.sets.get(t)
             if s is None:
@@ -206,14 +208,14 @@ class _Postings:
             else:
                 s.add(agent_id)
 
-    def remove(self, terms: Iterable[object], agent_id: bytes) -> None:
+    def remove(self, terms: Iterable[K], agent_id: bytes) -> None:
         for t in terms:
             s = self.sets[t]
             s.discard(agent_id)
             if not s:
                 del self.sets[t]
 
-    def get(self, term: object) -> Set[bytes]:
+    def get(self, term: K) -> Set[bytes]:
         return self.sets.get(term, _EMPTY)
 
 
@@ -222,15 +224,15 @@ class CapabilityIndex:
 
     def __init__(self) -> None:
         self._entries: dict[bytes, _Entry] = {}
-        self._skills = _Postings()
-        self._tags = _Postings()
-        self._words = _Postings()
-        self._in_modes = _Postings()
-        self._out_modes = _Postings()
-        self._domains = _Postings()
-        self._attr_present = _Postings()  # attribute name
-        self._attr_values = _Postings()   # (attribute name, value key)
-        self._n_skills = _Postings()      # number of distinct skill ids
+        self._skills = _Postings[str]()
+        self._tags = _Postings[str]()
+        self._words = _Postings[str]()
+        self._in_modes = _Postings[str]()
+        self._out_modes = _Postings[str]()
+        self._domains = _Postings[str]()
+        self._attr_present = _Postings[str]()            # attribute name
+        self._attr_values = _Postings[tuple[str, _ValueKey]]()  # (name, value key)
+        self._n_skills = _Postings[int]()                # number of distinct skill ids
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -246,7 +248,7 @@ class CapabilityIndex:
         e = self._entries.get(agent_id)
         return None if e is None else e.domain
 
-    def _postings(self, p: _Parsed) -> Iterable[tuple[_Postings, Iterable[object]]]:
+    def _postings(self, p: _Parsed) -> Iterable[tuple[_Postings[Any], Iterable[Any]]]:
         skills, tags, ws, in_modes, out_modes, domain, attrs = p
         return ((self._skills, skills), (self._tags, tags), (self._words, ws),
                 (self._in_modes, in_modes), (self._out_modes, out_modes),
@@ -317,27 +319,35 @@ class CapabilityIndex:
                 result = set().union(*(result & s for s in sets))
         return result
 
-    def _hits(self, candidates: Set[bytes], postings: _Postings,
-              terms: set[str]) -> dict[bytes, int]:
-        """How many of ``terms`` each candidate carries (only candidates with a hit)."""
-        hits: dict[bytes, int] = {}
+    @staticmethod
+    def _refine(classes: dict[tuple[int, int], Set[bytes]], postings: _Postings[str],
+                terms: set[str], axis: int) -> dict[tuple[int, int], Set[bytes]]:
+        """Split every class by membership of each term's posting set, counting the
+        hits on ``axis`` (0: tags, 1: intent words).  Set operations only."""
         for t in terms:
-            for aid in candidates & postings.get(t):
-                hits[aid] = hits.get(aid, 0) + 1
-        return hits
+            post = postings.get(t)
+            out: dict[tuple[int, int], Set[bytes]] = {}
+            for key, members in classes.items():
+                inside = members & post
+                parts = ((key, members - inside if inside else members),
+                         ((key[0] + 1, key[1]) if axis == 0 else (key[0], key[1] + 1), inside))
+                for k, part in parts:
+                    if part:
+                        out[k] = out[k] | part if k in out else part
+            classes = out
+        return classes
 
     def match(self, query: DiscoveryQuery, limit: int,
               allow: Callable[[bytes], bool] | None = None) -> list[Match]:
         """Filter, score, apply ``allow`` (asked with an agent id), then keep ``limit``
         (see the module doc).
 
-        Candidates are grouped by score without a per-record loop: a candidate with no
-        tag or intent-word hit scores by its skill count alone, so only the (few)
-        candidates with hits are scored one by one.  Groups are then walked best
-        first, in agent id order, and the per-record checks (residual constraints,
-        then ``allow``) run only on the records walked until ``limit`` are accepted.
-        Checking a filter lazily in ranked order selects the same records as
-        filtering first.
+        Scoring has no per-record loop: the candidates are partitioned by set
+        operations into classes of equal (tag hits, word hits, skill count), and one
+        class has one score.  Classes are then walked best first, each in agent id
+        order, and the per-record checks (residual constraints, then ``allow``) run only
+        on the records walked until ``limit`` are accepted.  Checking a filter lazily in
+        ranked order selects the same records as filtering first.
         """
         if limit <= 0:
             return []
@@ -349,38 +359,29 @@ class CapabilityIndex:
             return []
         n_req = len(set(query.skills))
         nt, ni = len(tags) or 1, len(intent) or 1
-
-        def score(ht: int, hi: int, n_skills: int) -> int:
-            ns = 1 + n_skills - n_req
-            return (5000 * ht * ni * ns + 3000 * hi * nt * ns + 2000 * nt * ni) \
-                // (nt * ni * ns)
-
-        tag_hits = self._hits(candidates, self._tags, tags)
-        word_hits = self._hits(candidates, self._words, intent)
         no_tag, no_word = (0 if tags else 1), (0 if intent else 1)
+        classes: dict[tuple[int, int], Set[bytes]] = {(no_tag, no_word): candidates}
+        classes = self._refine(classes, self._tags, tags, 0)
+        classes = self._refine(classes, self._words, intent, 1)
         groups: dict[int, list[bytes]] = {}
-        hot = tag_hits.keys() | word_hits.keys()
-        for aid in hot:
-            sc = score(tag_hits.get(aid, no_tag), word_hits.get(aid, no_word),
-                       self._entries[aid].n_skills)
-            groups.setdefault(sc, []).append(aid)
-        cold = candidates - hot if hot else candidates
-        for n_skills, members in self._n_skills.sets.items():
-            if cold:
-                same = cold & members
+        for (ht, hi), members in classes.items():
+            for n_skills, post in self._n_skills.sets.items():
+                same = members & post
                 if same:
-                    groups.setdefault(score(no_tag, no_word, n_skills),  # type: ignore[arg-type]
-                                      []).extend(same)
+                    ns = 1 + n_skills - n_req
+                    score = (5000 * ht * ni * ns + 3000 * hi * nt * ns + 2000 * nt * ni) \
+                        // (nt * ni * ns)
+                    groups.setdefault(score, []).extend(same)
         out: list[Match] = []
         entries = self._entries
-        for sc in sorted(groups, reverse=True):
-            for aid in sorted(groups[sc]):
+        for score in sorted(groups, reverse=True):
+            for aid in sorted(groups[score]):
                 if residual and not all(constraint_holds(c, entries[aid].attributes)
                                         for c in residual):
                     continue
                 if allow is not None and not allow(aid):
                     continue
-                out.append(Match(aid, sc))
+                out.append(Match(aid, score))
                 if len(out) == limit:
                     return out
         return out
