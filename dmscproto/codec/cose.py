@@ -75,7 +75,9 @@ class SignedRecord:
     def decode(cls, data: bytes) -> SignedRecord:
         """Parse a COSE_Sign1_Tagged item (structure and record schema, no signature check).
 
-        Errors in the payload carry offsets into ``data``; COSE structure errors carry 0.
+        Offsets are into ``data``: COSE structure errors (MALFORMED_COSE) carry 0, CBOR
+        errors where the octets go wrong, and record errors the payload's first octet or
+        the position inside it.
         """
         parts = _scan_envelope(data)
         if parts is None:
