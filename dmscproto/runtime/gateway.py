@@ -46,7 +46,7 @@ from ..protocol.events import (
     SessionClosed,
     SessionEstablished,
 )
-from ..protocol.machine import Handle
+from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain
 from ..security.guard import Authenticated, GatewayGuard
@@ -126,13 +126,10 @@ class GatewayRuntime:
         self.tls = TlsIdentity(credential, self.federation.trust_store())
         self.identity = identity
         self.name = config.name or identity.name
-        self._own_pcap = pcap is None and config.pcap is not None
-        self._pcap = pcap or (PcapWriter(str(config.pcap)) if config.pcap else None)
-        self._keylog_file: TextIO | None = keylog
-        self._own_keylog = keylog is None and config.keylog is not None
-        if self._own_keylog:
-            assert config.keylog is not None
-            self._keylog_file = open(config.keylog, "a", encoding="ascii")  # noqa: SIM115
+        self._pcap = pcap
+        self._keylog_file = keylog
+        #: Capture files this gateway opened itself (from the configuration).
+        self._owned: list[PcapWriter | TextIO] = []
         self.credential = credential
         self.guard: GatewayGuard | None = None
         self.store: RegistryStore | None = None
@@ -159,6 +156,12 @@ class GatewayRuntime:
     async def start(self) -> None:
         """Open the store, start the node, listen, dial the peers."""
         c = self.config
+        if self._pcap is None and c.pcap is not None:
+            self._pcap = PcapWriter(c.pcap)
+            self._owned.append(self._pcap)
+        if self._keylog_file is None and c.keylog is not None:
+            self._keylog_file = open(c.keylog, "a", encoding="ascii")  # noqa: SIM115
+            self._owned.append(self._keylog_file)
         self.store = RegistryStore(c.store)
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
                                 max_lease=c.max_lease)
@@ -173,8 +176,7 @@ class GatewayRuntime:
                          on_receive=self.observer.received)
         host, port = c.listen
         self.server = await self.transport.serve(host, port, self.tls, self._handle,
-                                                 pcap=self._pcap,
-                                  keylog=self._keylog_file)
+                                                 pcap=self._pcap, keylog=self._keylog_file)
         log.info("gateway listening", extra=facts(
             gateway=self.identity.uri, gateway_id=self.gateway_id,
             address=f"{self.address[0]}:{self.address[1]}", records=len(self.core)))
@@ -290,7 +292,7 @@ class GatewayRuntime:
         node, pump = self.node, self.pump
         if node is not None and pump is not None:
             for handle in list(node.sessions):
-                with suppress(Exception):
+                with suppress(KeyError, ProtocolError):  # the session ended meanwhile
                     pump.call(node.disconnect, handle, pump.now())
             await asyncio.sleep(0)  # let the NOTIFYs be written
         for peer in self._peers:
@@ -301,9 +303,11 @@ class GatewayRuntime:
             conn.close(ErrorCode.CEASE, "gateway shutting down")
         if self.server is not None:
             self.server.close()
-        if conns:
-            await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns],
-                               timeout=1.0)
+        if conns:  # QUIC's closing period, briefly
+            waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
+            await asyncio.wait(waits, timeout=1.0)
+            for w in waits:
+                w.cancel()
         for task in [*(p.task for p in self._peers if p.task), *self._watchers]:
             task.cancel()
             with suppress(asyncio.CancelledError):
@@ -312,10 +316,8 @@ class GatewayRuntime:
             await pump.close()
         if self.store is not None:
             self.store.close()
-        if self._own_keylog and self._keylog_file is not None:
-            self._keylog_file.close()
-        if self._own_pcap and self._pcap is not None:
-            self._pcap.close()
+        for file in self._owned:
+            file.close()
         log.info("gateway stopped", extra=facts(gateway=self.identity.uri))
 
 
