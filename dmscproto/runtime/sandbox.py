@@ -9,6 +9,7 @@ certificates saved as PEM files, gateway configurations written as the TOML file
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,8 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
             lines.append(f"address = {_toml(f'{peer.address[0]}:{peer.address[1]}')}")
             lines.append('server_name = "localhost"')
         if peer.domain.name != domain.name:
-            lines.append(f"anchor = {_toml(str(peer.domain.anchor))}")
+            anchor = os.path.relpath(peer.domain.anchor, domain.directory)
+            lines.append(f"anchor = {_toml(anchor)}")
             lines += ["[peers.export]", f"exclude_tags = {_toml(list(peer.exclude_tags))}"]
     path = domain.directory / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
