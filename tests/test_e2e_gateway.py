@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -195,6 +196,42 @@ def test_restarted_gateway_keeps_its_registrations(tmp_path: Path) -> None:
             assert [f.agent_id for f in found] == [agent.agent_id]
             await client.close()
         finally:
+            await again.stop()
+    run(scenario())
+
+
+def test_agent_reconnects_and_registers_again_after_a_gateway_restart(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario() -> None:
+        a = Domain.create(tmp_path, "a.example")
+        config = write_gateway_config(a, "gw", listen=("127.0.0.1", port))
+        gw = await start(config)
+        phoenix = a.agent("phoenix", gw.address)
+        phoenix.serve(upper)
+        await phoenix.register(skills=["rise"], lease=600)
+        await gw.stop()
+        again = await start(config)  # same address; phoenix's connection is gone
+        client = a.agent("client", again.address, reconnect=False)
+        try:
+            await client.register(skills=["chat"])
+
+            async def delivered() -> bool:
+                try:
+                    return await client.call(phoenix.agent_id, b"again") == b"AGAIN"
+                except AgentError as exc:  # not reconnected yet: no association to it
+                    assert exc.status is ErrorCode.TARGET_UNREACHABLE
+                    return False
+            deadline = time.monotonic() + 5
+            while not await delivered():
+                assert time.monotonic() < deadline, "phoenix did not come back"
+                await asyncio.sleep(0.05)
+            assert phoenix.registered
+        finally:
+            await client.close()
+            await phoenix.close()
             await again.stop()
     run(scenario())
 

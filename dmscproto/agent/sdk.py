@@ -26,6 +26,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,8 @@ from ..transport.tls import TlsIdentity
 
 log = logging.getLogger(__name__)
 
+#: Reconnection delays (seconds): the first, and the cap of the doubling.
+RECONNECT_FIRST, RECONNECT_MAX = 0.2, 10.0
 #: Media type of payloads unless the agent says otherwise.
 DEFAULT_MODE = "text/plain"
 
@@ -128,12 +131,15 @@ class Agent:
     """One DMSC agent (module docstring).  ``gateway`` is the home gateway's
     ``host:port``; ``server_name`` (default ``localhost``) is checked against the
     gateway certificate, which must also be of the agent's own domain; ``transport``
-    is ``quic`` (default) or ``dtls``."""
+    is ``quic`` (default) or ``dtls``.  When the connection is lost (the gateway
+    restarted, say) the agent reconnects with backoff and registers again, unless
+    ``reconnect`` is false; requests in flight then fail with TARGET_UNREACHABLE."""
 
     def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
                  server_name: str | None = "localhost", pcap: PcapWriter | None = None,
                  keylog: str | Path | TextIO | None = None,
-                 tls: TlsIdentity | None = None, transport: str = "quic") -> None:
+                 tls: TlsIdentity | None = None, transport: str = "quic",
+                 reconnect: bool = True) -> None:
         self.tls = tls or TlsIdentity(credential, trust)
         self.identity: Identity = self.tls.identity
         host, _, port = gateway.rpartition(":")
@@ -152,8 +158,13 @@ class Agent:
         self._deregistration: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Event | None = None
-        #: The signed record registered last, and the lease the gateway granted.
+        self._closing = False
+        self._watcher: asyncio.Task[None] | None = None
+        #: Whether to reconnect (and register again) when the connection is lost.
+        self.reconnect = reconnect
+        #: The signed record registered last, the lease asked for and the one granted.
         self.signed: SignedRecord | None = None
+        self.requested_lease = int(timer("DEFAULT_LEASE"))
         self.lease = 0
 
     @classmethod
@@ -177,22 +188,62 @@ class Agent:
 
     # --- connection --------------------------------------------------------------------
     async def connect(self) -> None:
-        """Open the QUIC connection to the home gateway (both ends authenticated)."""
+        """Open the connection to the home gateway (both ends authenticated)."""
         if self._conn is not None:
             return
         self._closed = asyncio.Event()
+        await self._open()
+        self._watcher = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _open(self) -> None:
         host, port = self.gateway
-        self._conn = await self.transport.connect(
+        conn = await self.transport.connect(
             host, port, self.tls, server_name=self.server_name,
             expect_domain=self.identity.domain, handler=self._serve, pcap=self._pcap,
             keylog=self._keylog)
-        assert self._conn.peer.identity is not None
-        self._assoc = Association(self._conn, self._conn.peer.identity,
-                                  self._conn.peer.certificate, {"address": f"{host}:{port}"})
+        assert conn.peer.identity is not None
+        self._conn = conn
+        self._assoc = Association(conn, conn.peer.identity, conn.peer.certificate,
+                                  {"address": f"{host}:{port}"})
         # discover, call, echo and trace need no registration: the record is given
         # by register()
-        self._client = AgentClient(self.record(()), self._assoc)
+        self._client = AgentClient(self.signed or self.record(()), self._assoc)
         self._pump = Pump(_Machine(self._client), on_event=self._on_event)
+
+    async def _keep(self) -> None:
+        """When the connection is lost: reconnect with backoff, register again."""
+        assert self._closed is not None
+        while True:
+            assert self._conn is not None
+            await self._conn.wait_closed()
+            if self._closing or not self.reconnect:
+                break
+            was_registered = self.registered
+            log.warning("connection to %s:%d lost; reconnecting", *self.gateway)
+            self._fail_waiters(AgentError(ErrorCode.TARGET_UNREACHABLE, "connection lost"))
+            if self._pump is not None:
+                await self._pump.close()
+            delay = RECONNECT_FIRST
+            while True:
+                try:
+                    await self._open()
+                    break
+                except (ConnectionError, OSError, TimeoutError) as exc:
+                    log.info("reconnect to %s:%d failed: %s", *self.gateway, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX)
+            if was_registered and self.signed is not None:
+                try:
+                    await self.register(signed=self.signed, lease=self.requested_lease)
+                except AgentError as exc:
+                    log.warning("registering %s again failed: %s", self.uri, exc)
+        self._closed.set()
+
+    def _fail_waiters(self, error: AgentError) -> None:
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._waiters.clear()
 
     async def __aenter__(self) -> Agent:
         await self.connect()
@@ -292,6 +343,7 @@ class Agent:
         assert self._client is not None and self._pump is not None
         signed = signed or self.record(skills, lease=lease, **record)
         self._client.signed = self.signed = signed
+        self.requested_lease = lease
         self._registration = asyncio.get_running_loop().create_future()
         self._pump.call(self._client.register, self._pump.now(), lease)
         event = await self._registration
@@ -311,6 +363,8 @@ class Agent:
     async def _transaction(self, start: Callable[[float], int]) -> Message:
         if self._pump is None or self._client is None:
             raise AgentError(ErrorCode.CEASE, "not connected: connect() first")
+        if self._conn is None or self._conn.closed:
+            raise AgentError(ErrorCode.TARGET_UNREACHABLE, "not connected to the gateway")
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         txid = self._pump.call(start, self._pump.now())
         self._waiters[txid] = future
@@ -372,19 +426,15 @@ class Agent:
 
     # --- shutdown ---------------------------------------------------------------------
     async def wait_closed(self) -> None:
-        """Wait until :meth:`close` is called or the connection is lost."""
-        assert self._closed is not None and self._conn is not None
-        closed = asyncio.ensure_future(self._closed.wait())
-        lost = asyncio.ensure_future(self._conn.wait_closed())
-        try:
-            await asyncio.wait([closed, lost], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-            lost.cancel()
+        """Wait until :meth:`close` is called, or the connection is lost for good
+        (without ``reconnect``)."""
+        assert self._closed is not None
+        await self._closed.wait()
 
     async def close(self, *, deregister: bool = True) -> None:
         """DEREGISTER (unless ``deregister`` is false: the gateway then expires the
         record when its lease ends) and close the connection."""
+        self._closing = True
         if deregister and self.registered and self._conn is not None \
                 and not self._conn.closed:
             assert self._pump is not None and self._client is not None
@@ -396,14 +446,15 @@ class Agent:
                 log.warning("no DEREGISTER_ACK for %s", self.uri)
         for task in list(self._tasks):
             task.cancel()
-        for waiter in self._waiters.values():
-            if not waiter.done():
-                waiter.set_exception(AgentError(ErrorCode.CEASE, "agent closed"))
-        self._waiters.clear()
+        self._fail_waiters(AgentError(ErrorCode.CEASE, "agent closed"))
         if self._pump is not None:
             await self._pump.close()
         if self._conn is not None:
             self._conn.close()
             await self._conn.wait_closed()
+        if self._watcher is not None:  # it may be reconnecting
+            self._watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watcher
         if self._closed is not None:
             self._closed.set()
