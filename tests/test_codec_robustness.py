@@ -101,6 +101,16 @@ def roundtrips(data: bytes) -> Any:
     return msg
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_bytes_like_input(kind: Any) -> None:
+    data = encode(EX["route-reply-with-extension"])
+    msg: Any = decode(kind(data))
+    assert msg == EX["route-reply-with-extension"] and type(msg.payload) is bytes
+    with pytest.raises(DecodeError) as info:
+        decode(kind(data[:-1]))
+    assert info.value.code is ErrorCode.TRUNCATED
+
+
 # --- Section 4.1: header and length ---------------------------------------------------
 @pytest.mark.parametrize("size", [0, 1, 8, 15])
 def test_truncated_header(size: int) -> None:

@@ -68,7 +68,10 @@ def _plan(mtype: int) -> _Plan | None:
 
 
 def decode(data: bytes) -> Message:
-    """Decode exactly one PDU from ``data`` into its message dataclass."""
+    """Decode exactly one PDU from ``data`` (any bytes-like object) into its message
+    dataclass, whose byte fields are then ``bytes``."""
+    if type(data) is not bytes:
+        data = bytes(data)
     size = len(data)
     if size < HEADER_SIZE:
         raise DecodeError(ErrorCode.TRUNCATED, size, f"{size} octets, header needs {HEADER_SIZE}")
