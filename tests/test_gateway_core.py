@@ -94,6 +94,15 @@ def test_name_conflict_until_the_lease_ends(core: GatewayCore) -> None:
     assert core.get(agent(1)) is None
     assert core.store.get(agent(1)) is None
     assert found(core, now=T0 + 61) == [agent(2)]
+    # and reported by the next expire() (peers must get its WITHDRAW), which is due now
+    assert core.next_expiry() == T0 + 60
+    assert core.expire(T0 + 61) == [VersionedId(agent(1), 1)]
+    assert core.next_expiry() == T0 + 120 and core.expire(T0 + 61) == []
+    # a lapsed holder that registers again (under another name) is not withdrawn
+    assert core.register(signed(3, name="w3"), 60, T0).status is ErrorCode.SUCCESS
+    assert core.register(signed(4, name="w3"), 60, T0 + 60).status is ErrorCode.SUCCESS
+    assert core.register(signed(3, name="w4"), 60, T0 + 61).status is ErrorCode.SUCCESS
+    assert core.expire(T0 + 62) == []
 
 
 def test_versions(core: GatewayCore) -> None:

@@ -167,6 +167,9 @@ class GatewayCore:
         self._by_uri: dict[str, bytes] = {}
         self._digest: tuple[DigestSummary, list[VersionedId]] | None = None
         self._cold: list[bytes] = []
+        #: Lapsed local registrations evicted when another agent took their name,
+        #: kept (with their lease end) until :meth:`expire` reports them.
+        self._lapsed: list[tuple[float, VersionedId]] = []
         # The restart path: index terms and routes only, no COSE decoding.  Nothing
         # built here forms reference cycles, so the cyclic collector has no work in it:
         # it is paused during the load (else its collections rescan the growing heap
@@ -199,6 +202,8 @@ class GatewayCore:
     # --- memory mirror ------------------------------------------------------------------
     def _install(self, e: _Held, terms: bytes) -> None:
         """Mirror a committed entry; ``terms`` are its encoded index terms."""
+        if self._lapsed:  # registered again: no WITHDRAW for its lapsed predecessor
+            self._lapsed = [x for x in self._lapsed if x[1].agent_id != e.agent_id]
         self._uninstall(e.agent_id)
         self._records[e.agent_id] = e
         self._by_uri[e.agent_uri] = e.agent_id
@@ -268,7 +273,7 @@ class GatewayCore:
             entries = list(batch.entries.values())
             terms = self.store.put_many((e.stored() for e in entries), batch.evict)
             for aid in batch.evict:
-                self._uninstall(aid)
+                self._evicted(aid)
             for entry, t in zip(entries, terms, strict=True):
                 self._install(entry, t)
         return outcomes
@@ -325,20 +330,33 @@ class GatewayCore:
         self._uninstall(agent_id)
         return ErrorCode.SUCCESS
 
+    def _evicted(self, agent_id: bytes) -> None:
+        """A lapsed registration was deleted to free its name (already committed)."""
+        e = self._uninstall(agent_id)
+        if e is not None and e.local:
+            self._lapsed.append((e.expires_at, VersionedId(agent_id, e.version)))
+
     def expire(self, now: float) -> list[VersionedId]:
         """Remove every local registration whose lease ended at or before ``now``;
-        return them with their versions (what to WITHDRAW from peers), by agent id."""
-        gone = self.store.expire(now)
-        out = []
-        for aid in gone:
+        return them with their versions (what to WITHDRAW from peers), by agent id.
+        Lapsed registrations already deleted because another agent took their name
+        (:meth:`register`, :meth:`learn`) are reported here too."""
+        out = [v for _, v in self._lapsed]
+        self._lapsed.clear()
+        for aid in self.store.expire(now):
             e = self._uninstall(aid)
             if e is not None:
                 out.append(VersionedId(aid, e.version))
-        return out
+        return sorted(out, key=lambda v: v.agent_id)
 
     def next_expiry(self) -> float | None:
-        """The earliest lease end, for the caller's timer (None when nothing expires)."""
-        return self.store.next_expiry()
+        """The earliest lease end, for the caller's timer (None when nothing expires);
+        in the past while :meth:`expire` has lapsed registrations to report."""
+        ends = [t for t, _ in self._lapsed]
+        stored = self.store.next_expiry()
+        if stored is not None:
+            ends.append(stored)
+        return min(ends, default=None)
 
     # --- discovery (Section 5.2) ----------------------------------------------------------
     def discover(self, query: DiscoveryQuery, scope: Scope, max_results: int, now: float,
@@ -413,7 +431,7 @@ class GatewayCore:
                       from_peer)
         terms = self.store.put(entry.stored(), evict)
         for h in evict:
-            self._uninstall(h)
+            self._evicted(h)
         self._install(entry, terms)
         return True
 
