@@ -29,6 +29,8 @@ from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.examples import examples, weather_query, weather_record
 from dmscproto.codec.messages import MESSAGE_CLASSES, Message
 from dmscproto.codec.registry import (
+    ANSWER_TO,
+    ONE_WAY,
     ConstraintOp,
     CoseAlgorithm,
     ErrorCode,
@@ -48,7 +50,6 @@ from dmscproto.codec.values import (
     TraceContext,
 )
 from dmscproto.codec.wire import MAX_TLV_VALUE, VALUE_CODECS, FixedCodec
-from dmscproto.transport.datagram import ONE_WAY, RESPONSE_TO
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAFT = ROOT / "drafts" / "draft-dmsc-protocol-00.md"
@@ -161,7 +162,7 @@ def test_message_type_table() -> None:
 
 def test_message_pair_table() -> None:
     got = [(r[0], r[1]) for r in rows("message-pairs")]
-    assert got == [(q.name, a.name) for q, a in RESPONSE_TO.items()]
+    assert got == [(q.name, a.name) for q, a in ANSWER_TO.items()]
     one_way = re.search(r"One-way messages: ([A-Z_, ]+)\.", region("message-pairs"))
     assert one_way is not None
     assert set(one_way.group(1).split(", ")) == {m.name for m in ONE_WAY}

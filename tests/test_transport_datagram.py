@@ -15,11 +15,9 @@ import pytest
 from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Keepalive, Message, RouteReply
 from dmscproto.codec.pdu import decode, encode
-from dmscproto.codec.registry import ErrorCode, Flags, MessageType, timer
+from dmscproto.codec.registry import ANSWER_TO, ONE_WAY, ErrorCode, Flags, MessageType, timer
 from dmscproto.transport import udp
 from dmscproto.transport.datagram import (
-    ONE_WAY,
-    RESPONSE_TO,
     DatagramRejected,
     MessageReceived,
     PduTooLarge,
@@ -55,15 +53,15 @@ def events(r: Reliability) -> list[ReliabilityEvent]:
 
 # --- the request/response table ------------------------------------------------------------
 def test_every_message_type_is_classified() -> None:
-    known = set(RESPONSE_TO) | set(RESPONSE_TO.values()) | ONE_WAY | {MessageType.ERROR}
+    known = set(ANSWER_TO) | set(ANSWER_TO.values()) | ONE_WAY | {MessageType.ERROR}
     assert known == set(MessageType)
-    assert MessageType.ERROR not in RESPONSE_TO
-    assert not set(RESPONSE_TO) & ONE_WAY
+    assert MessageType.ERROR not in ANSWER_TO
+    assert not set(ANSWER_TO) & ONE_WAY
 
 
 def test_example_requests_have_example_answers() -> None:
     types = by_type()
-    for request, response in RESPONSE_TO.items():
+    for request, response in ANSWER_TO.items():
         assert types[request] and types[response]
 
 
@@ -343,7 +341,7 @@ def run(coro: object) -> object:
 
 
 async def respond_with_examples(msg: Message, peer: PeerInfo) -> Message:
-    answer_type = RESPONSE_TO[msg.TYPE]
+    answer_type = ANSWER_TO[msg.TYPE]
     return EX[by_type()[answer_type][0]]
 
 
@@ -363,10 +361,10 @@ def test_lab_udp_examples_round_trip(caplog: pytest.LogCaptureFixture) -> None:
             conn = await udp.connect(*server.address, lab=True)
         assert sum("CLEARTEXT" in r.getMessage() for r in caplog.records) == 2
         try:
-            for request_type in RESPONSE_TO:
+            for request_type in ANSWER_TO:
                 for name in by_type()[request_type]:
                     answer = await conn.request(EX[name])
-                    assert answer.TYPE is RESPONSE_TO[request_type]
+                    assert answer.TYPE is ANSWER_TO[request_type]
                     assert answer.transaction_id == EX[name].transaction_id
             [peer] = server.connections.values()
             assert peer.peer.identity is None and peer.peer.address == conn.node.address

@@ -19,11 +19,10 @@ from OpenSSL import SSL
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message
-from dmscproto.codec.registry import ErrorCode, MessageType
+from dmscproto.codec.registry import ANSWER_TO, ErrorCode, MessageType
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
 from dmscproto.transport import dtls
 from dmscproto.transport.datagram import (
-    RESPONSE_TO,
     ChannelEvent,
     PduTooLarge,
     PeerClosed,
@@ -351,16 +350,16 @@ def test_example_requests_answered_over_dtls(pki: Pki) -> None:
     types = by_type()
 
     async def handler(msg: Message, peer: PeerInfo) -> Message:
-        return EX[types[RESPONSE_TO[msg.TYPE]][0]]
+        return EX[types[ANSWER_TO[msg.TYPE]][0]]
 
     async def main() -> None:
         server = await dtls.serve(LOOPBACK, 0, pki.gateway, handler)
         conn = await dtls.connect(LOOPBACK, server.address[1], pki.agent)
         try:
-            for request_type in RESPONSE_TO:
+            for request_type in ANSWER_TO:
                 for name in types[request_type]:
                     answer = await conn.request(EX[name])
-                    assert answer.TYPE is RESPONSE_TO[request_type]
+                    assert answer.TYPE is ANSWER_TO[request_type]
                     assert answer.transaction_id == EX[name].transaction_id
             with pytest.raises(PduTooLarge):
                 await conn.request(echo(1, payload=bytes(1500)))

@@ -39,6 +39,8 @@ from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.examples import examples
 from dmscproto.codec.messages import MESSAGE_CLASSES, Message
 from dmscproto.codec.registry import (
+    ANSWER_TO,
+    ONE_WAY,
     ConstraintOp,
     CoseAlgorithm,
     ErrorCode,
@@ -65,7 +67,6 @@ from dmscproto.codec.wire import (
     TextCodec,
     ValueCodec,
 )
-from dmscproto.transport.datagram import ONE_WAY, RESPONSE_TO
 
 DRAFT = Path(__file__).resolve().parent.parent / "drafts" / "draft-dmsc-protocol-00.md"
 REGION = re.compile(
@@ -304,7 +305,7 @@ def gen_message_types() -> str:
 
 def gen_message_pairs() -> str:
     """Requests and their answers, as the datagram layer matches them (Section 9.3)."""
-    rows = [(req.name, ans.name) for req, ans in RESPONSE_TO.items()]
+    rows = [(req.name, ans.name) for req, ans in ANSWER_TO.items()]
     return table(("Request", "Answer"), rows, "Requests and their answers") + (
         f"\nOne-way messages: {', '.join(m.name for m in sorted(ONE_WAY))}.\n")
 

@@ -55,6 +55,7 @@ from ..codec.errors import DecodeError
 from ..codec.messages import MESSAGE_CLASSES, REPEATED, FieldSpec
 from ..codec.pdu import peek_length
 from ..codec.registry import (
+    ANSWER_TO,
     CRITICAL_BIT,
     HEADER_SIZE,
     TLV_HEADER_SIZE,
@@ -80,7 +81,6 @@ from ..codec.wire import (
     TextCodec,
     ValueCodec,
 )
-from ..transport.datagram import RESPONSE_TO
 
 # --- value layouts (Sections 4.2, 5, 6, 7), derived from the codec ------------------------
 
@@ -497,7 +497,7 @@ MESSAGE_PACKETS: dict[MessageType, type[DMSCMessage]] = {
 
 #: The answer type of each request type (Section 9.3); any request may also be answered
 #: by ERROR (Section 5.4).
-RESPONSES: Mapping[MessageType, MessageType] = RESPONSE_TO
+RESPONSES: Mapping[MessageType, MessageType] = ANSWER_TO
 
 
 # --- the header (Section 4.1) -------------------------------------------------------------

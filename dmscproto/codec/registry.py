@@ -8,8 +8,10 @@ layer are generated from or checked against this module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from types import MappingProxyType
 
 #: Protocol version carried in the first header octet (Section 4.1).
 VERSION = 1
@@ -53,6 +55,25 @@ class MessageType(IntEnum):
     TRACE_REQUEST = 0x42
     TRACE_REPLY = 0x43
     ERROR = 0x7F
+
+
+_M = MessageType
+#: The answer type of each request type (Section 3.3); ERROR may answer any request.
+ANSWER_TO: Mapping[MessageType, MessageType] = MappingProxyType({
+    _M.REGISTER: _M.REGISTER_ACK,
+    _M.REFRESH: _M.REFRESH_ACK,
+    _M.DEREGISTER: _M.DEREGISTER_ACK,
+    _M.DISCOVER: _M.DISCOVER_REPLY,
+    _M.ROUTE_REQUEST: _M.ROUTE_REPLY,
+    _M.OPEN: _M.OPEN,
+    _M.SYNC_REQUEST: _M.UPDATE,
+    _M.ECHO_REQUEST: _M.ECHO_REPLY,
+    _M.TRACE_REQUEST: _M.TRACE_REPLY,
+})
+#: Messages sent without an answer and never retransmitted (Section 3.3); UPDATE is also
+#: SYNC-REQUEST's answer.
+ONE_WAY: frozenset[MessageType] = frozenset({_M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.NOTIFY})
+del _M
 
 
 class Flags(IntFlag):

@@ -5,9 +5,10 @@ events; none touches a socket, a clock or asyncio.  :data:`MACHINES` lists them 
 order of the draft; each one's transitions are its ``TABLE``.
 """
 
+from ..codec.registry import ANSWER_TO
 from .agent import AgentClient
 from .discovery import DiscoveryResponder
-from .machine import ANSWER_TO, Machine, Outbox, ProtocolError, TransactionIds
+from .machine import Machine, Outbox, ProtocolError, TransactionIds
 from .oam import EchoResponder, TraceRelay
 from .peering import LocalGateway, PeerSession
 from .registration import AgentRegistration, GatewayRegistration

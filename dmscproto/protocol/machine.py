@@ -29,23 +29,7 @@ from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
 from ..codec.messages import MESSAGE_CLASSES, Error, Message
-from ..codec.registry import ErrorCode, MessageType
-
-M = MessageType
-#: The answer message of each request type (draft-dmsc-protocol-00, Section 3.3); ERROR
-#: answers any request.  Everything else is an answer or a one-way message.
-ANSWER_TO: Mapping[MessageType, MessageType] = {
-    M.REGISTER: M.REGISTER_ACK,
-    M.REFRESH: M.REFRESH_ACK,
-    M.DEREGISTER: M.DEREGISTER_ACK,
-    M.DISCOVER: M.DISCOVER_REPLY,
-    M.ROUTE_REQUEST: M.ROUTE_REPLY,
-    M.OPEN: M.OPEN,
-    M.SYNC_REQUEST: M.UPDATE,
-    M.ECHO_REQUEST: M.ECHO_REPLY,
-    M.TRACE_REQUEST: M.TRACE_REPLY,
-}
-del M
+from ..codec.registry import ANSWER_TO, ErrorCode, MessageType
 
 #: Who a message comes from or goes to: an agent, a peer gateway or a home gateway, as the
 #: caller names them (an address, a connection, a name).

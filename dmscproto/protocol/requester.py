@@ -10,9 +10,9 @@ from __future__ import annotations
 from enum import Enum
 
 from ..codec.messages import Error, Message
-from ..codec.registry import ErrorCode, MessageType, timer
+from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
 from .events import RequestCompleted, RequestFailed
-from .machine import ANSWER_TO, Handle, Machine, Outbox, ProtocolError, expect
+from .machine import Handle, Machine, Outbox, ProtocolError, expect
 
 
 class RequesterState(Enum):

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from ..codec.messages import Error, Message
-from ..codec.registry import ErrorCode, MessageType, timer
-from ..protocol.machine import ANSWER_TO, Handle, ProtocolError
+from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
+from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
 
 log = logging.getLogger(__name__)

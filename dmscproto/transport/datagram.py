@@ -14,15 +14,15 @@ DMSC layer itself makes requests reliable:
   retransmission or REQUEST_TIMEOUT after the first transmission, whichever comes first.
   Retransmissions are the same PDU with the RETRANSMISSION flag set.
 * An answer matches the outstanding request with the same transaction id from the same
-  peer, if it has the answering type of :data:`RESPONSE_TO` or is ERROR; any other answer
-  (a late or duplicated one) is dropped.
+  peer, if it has the answering type of :data:`~dmscproto.codec.registry.ANSWER_TO` or is
+  ERROR; any other answer (a late or duplicated one) is dropped.
 * A responder keeps, for DUPLICATE_CACHE_TIME after answering, the answer keyed by
   (peer, transaction id).  A repeated request gets the cached answer and is not processed
   again; a repeat that arrives while the request is still being processed is dropped (the
   answer goes out when it is ready).  A different request reusing a cached transaction id
   is answered with ERROR UNEXPECTED_MESSAGE.
-* One-way messages (:data:`ONE_WAY`) are sent once and never answered; the peering
-  protocol tolerates their loss (hold time, DIGEST anti-entropy, Section 6).
+* One-way messages (:data:`~dmscproto.codec.registry.ONE_WAY`) are sent once and never
+  answered; the peering protocol tolerates their loss (hold time, DIGEST anti-entropy, Section 6).
 * A PDU that does not decode (Section 4.4) is answered with ERROR carrying the decoding
   error code, unless it is an answer, a one-way message or ERROR; as the answer to an
   outstanding request it fails that request with its decoding error code.
@@ -46,7 +46,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Any, Final, Protocol, cast
 
 from cryptography import x509
@@ -55,29 +54,12 @@ from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
-from ..codec.registry import HEADER_SIZE, ErrorCode, Flags, MessageType, timer
+from ..codec.registry import ANSWER_TO, HEADER_SIZE, ONE_WAY, ErrorCode, Flags, MessageType, timer
 from ..codec.wire import HEADER_STRUCT
 from ..security.ca import Identity
 from .quic import REQUEST_TIMEOUT, TransportError
 
 log = logging.getLogger(__name__)
-
-M = MessageType
-#: The message type that answers each request type (Section 9.3); ERROR answers any request.
-RESPONSE_TO: Final = MappingProxyType({
-    M.REGISTER: M.REGISTER_ACK,
-    M.REFRESH: M.REFRESH_ACK,
-    M.DEREGISTER: M.DEREGISTER_ACK,
-    M.DISCOVER: M.DISCOVER_REPLY,
-    M.ROUTE_REQUEST: M.ROUTE_REPLY,
-    M.OPEN: M.OPEN,
-    M.SYNC_REQUEST: M.UPDATE,
-    M.ECHO_REQUEST: M.ECHO_REPLY,
-    M.TRACE_REQUEST: M.TRACE_REPLY,
-})
-#: Messages sent without an answer, never retransmitted (UPDATE is also SYNC-REQUEST's answer).
-ONE_WAY: Final = frozenset({M.KEEPALIVE, M.UPDATE, M.DIGEST, M.NOTIFY})
-del M
 
 #: Default largest UDP payload a datagram transport sends (Section 9.2): the IPv6 minimum
 #: MTU less IP and UDP headers, rounded down, as QUIC assumes.
@@ -209,7 +191,7 @@ class Reliability:
                      timeout: float | None = None) -> int:
         """Send request ``msg`` to ``peer``; returns its transaction id.  A zero transaction
         id is replaced by a random one.  Raises :class:`PduTooLarge` or ValueError."""
-        if msg.TYPE not in RESPONSE_TO:
+        if msg.TYPE not in ANSWER_TO:
             raise ValueError(f"{msg.TYPE.name} is not a request")
         if msg.transaction_id == 0:
             msg = replace(msg, transaction_id=self._free_transaction_id(peer))
@@ -219,7 +201,7 @@ class Reliability:
                            timeout: float | None = None) -> int:
         """:meth:`send_request` with the request as octets, which need not decode
         (conformance tests send malformed ones) but must hold a header; the answer is
-        the type's answer (:data:`RESPONSE_TO`) or ERROR."""
+        the type's answer (:data:`ANSWER_TO`) or ERROR."""
         if len(pdu) < HEADER_SIZE:
             raise ValueError(f"a request needs a {HEADER_SIZE}-octet header")
         if len(pdu) > self.max_pdu:
@@ -229,7 +211,7 @@ class Reliability:
         key = (peer, txid)
         if key in self._pending:
             raise ValueError(f"transaction {txid} already outstanding")
-        answer = RESPONSE_TO.get(MessageType(mtype)) if mtype in _TYPE_CODES else None
+        answer = ANSWER_TO.get(MessageType(mtype)) if mtype in _TYPE_CODES else None
         rto = self.retransmit_initial
         limit = self.request_timeout if timeout is None else timeout
         self._pending[key] = _Pending((answer or MessageType.ERROR, MessageType.ERROR),
@@ -308,7 +290,7 @@ class Reliability:
             del self._pending[key]
             self._events.append(ResponseReceived(peer, msg.transaction_id, msg))
             return
-        if msg.TYPE in RESPONSE_TO:
+        if msg.TYPE in ANSWER_TO:
             if self._is_duplicate(key, _fingerprint(data), now):
                 return
             self._events.append(RequestReceived(peer, msg))
@@ -417,7 +399,7 @@ class Reliability:
 _TYPE_CODES: Final = frozenset(t.value for t in MessageType)
 #: Codes of the messages that are never answered, even with ERROR (Section 4.4).
 _NOT_ANSWERED: Final = frozenset(
-    t.value for t in {*RESPONSE_TO.values(), *ONE_WAY, MessageType.ERROR} - set(RESPONSE_TO))
+    t.value for t in {*ANSWER_TO.values(), *ONE_WAY, MessageType.ERROR} - set(ANSWER_TO))
 
 
 # --- the sans-I/O layer below: DTLS or cleartext ----------------------------------------
