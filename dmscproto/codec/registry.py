@@ -234,6 +234,8 @@ TIMERS: tuple[Timer, ...] = (
     Timer("FRESHNESS_WINDOW", 300, "allowed clock skew for TIMESTAMP TLVs"),
     Timer("REQUEST_TIMEOUT", 10, "how long a requester waits for an answer"),
     Timer("ROUTE_TIMEOUT", 30, "how long a gateway keeps a forwarded transaction"),
+    Timer("FORWARD_FRACTION", 0.9,
+          "fraction of its own transaction time a gateway gives the next hop in TIMEOUT"),
     Timer("HOLD_TIME", 90, "peer hold time proposed in OPEN"),
     Timer("KEEPALIVE_FRACTION", 1 / 3, "fraction of the hold time between KEEPALIVEs"),
     Timer("DIGEST_INTERVAL", 30, "interval between DIGEST messages on a session"),

@@ -38,7 +38,7 @@ class RelayContext:
     route_timeout: float = timer("ROUTE_TIMEOUT")
     #: A forwarded request's TIMEOUT is this fraction of the forwarding gateway's own
     #: transaction time, so the next hop's error answer arrives before that time is up.
-    forward_fraction: float = 0.9
+    forward_fraction: float = timer("FORWARD_FRACTION")
 
 
 class Relay(Machine):
