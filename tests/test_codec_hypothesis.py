@@ -224,8 +224,9 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes], *, pdu: bool = Fals
             data[i] ^= draw(st.integers(1, 255))
         elif kind == "set" and n:
             i = draw(st.integers(0, n - 1))
-            data[i] = draw(st.sampled_from([0x00, 0x17, 0x18, 0x1F, 0x5F, 0x7F, 0x9F, 0xBF,
-                                            0xC2, 0xD8, 0xF9, 0xFB, 0xFF]))
+            data[i] = draw(st.sampled_from([0x00, 0x17, 0x18, 0x1F, 0x40, 0x5F, 0x60, 0x7F,
+                                            0x80, 0x9F, 0xA0, 0xBF, 0xC2, 0xD8, 0xF4, 0xF6,
+                                            0xF9, 0xFB, 0xFF]))
         elif kind == "insert":
             i = draw(st.integers(0, n))
             data[i:i] = draw(st.binary(min_size=1, max_size=4))

@@ -506,6 +506,12 @@ RECORD_VIOLATIONS: dict[str, Any] = {
     "attribute value float": _change(16, {"region": 1.5}),
     "attribute value null": _change(16, {"region": None}),
     "empty attributes": _change(16, {}),
+    "null attributes": _change(16, None),
+    "null description": _change(4, None),
+    "null provider": _change(6, None),
+    "null provider url": _change(6, {1: "Example", 2: None}),
+    "null skill description": _change(7, [{1: "a", 2: "b", 3: None, 4: []}]),
+    "null skill modes": _change(7, [{1: "a", 2: "b", 4: [], 6: None}]),
 }
 
 
@@ -523,7 +529,12 @@ def test_record_schema_violations(case: str) -> None:
     ("discover", TlvType.QUERY, {4: [["a", 6, "eu"]]}),        # IN needs an array
     ("discover", TlvType.QUERY, {4: [["a", 0, [1]]]}),         # only IN takes an array
     ("discover", TlvType.QUERY, {4: [["a", 0]]}),              # 3 elements
+    ("discover", TlvType.QUERY, {3: None}),                    # null is not absent
+    ("discover", TlvType.QUERY, {4: None}),
     ("discover", TlvType.TRACE_CONTEXT, {2: "x"}),
+    ("discover", TlvType.TRACE_CONTEXT, {1: "x", 2: None}),
+    ("trace-request", TlvType.HOP, {1: bytes(16), 2: "a", 3: 5, 4: None}),
+    ("open", TlvType.EXPORT_POLICY, {1: ["b.example"], 3: None}),
     ("open", TlvType.EXPORT_POLICY, {1: ["b.example"], 2: []}),
     ("trace-request", TlvType.HOP, {1: bytes(16), 2: "a", 3: -5}),
     ("trace-request", TlvType.HOP, {1: bytes(8), 2: "a", 3: 5}),

@@ -3,10 +3,10 @@
 Each class maps one CDDL rule onto a frozen dataclass with ``to_cbor()`` (the CBOR
 data model, integer map keys) and ``from_cbor()`` (schema check, raising
 :class:`DecodeError` with INVALID_TLV_VALUE).  Maps use the integer keys of the CDDL;
-keys not defined there are an error in protocol version 1.  An optional array or map
-(CDDL ``? key => [+ ...]``, the attributes ``{ + ... }``) that is present must not be
-empty: ``to_cbor()`` leaves empty ones out, so only then does every accepted value
-re-encode to the octets it came from.
+keys not defined there are an error in protocol version 1.  An optional member that is
+present must not be null, nor, if it is an array or map (CDDL ``? key => [+ ...]``, the
+attributes ``{ + ... }``), empty: ``to_cbor()`` leaves such members out, so only then
+does every accepted value re-encode to the octets it came from.
 """
 
 from __future__ import annotations
@@ -76,9 +76,20 @@ def _text(v: Any, what: str) -> str:
     return v
 
 
-def _opt_text(v: Any, what: str) -> str | None:
-    if v is None or type(v) is str:
+def _absent(m: dict[int, Any], key: int, what: str) -> None:
+    """Member ``key`` of ``m`` is None: absent is fine, null is not (Section 7.1)."""
+    if key in m:
+        raise _invalid(f"{what} is null")
+
+
+def _opt_text(m: dict[int, Any], key: int, what: str) -> str | None:
+    """``? key => tstr``."""
+    v = m.get(key)
+    if type(v) is str:
         return v
+    if v is None:
+        _absent(m, key, what)
+        return None
     raise _invalid(f"{what} is not a text string")
 
 
@@ -103,9 +114,11 @@ def _texts(v: Any, what: str) -> tuple[str, ...]:
     raise _invalid(f"{what} is not a text string")
 
 
-def _opt_texts(v: Any, what: str) -> tuple[str, ...]:
-    """``? key => [+ tstr]``: absent (None) is empty, present must not be."""
+def _opt_texts(m: dict[int, Any], key: int, what: str) -> tuple[str, ...]:
+    """``? key => [+ tstr]``: absent is empty, present must not be."""
+    v = m.get(key)
     if v is None:
+        _absent(m, key, what)
         return ()
     if v == []:
         raise _invalid(f"{what} is present but empty")
@@ -118,9 +131,12 @@ def _array(v: Any, what: str, item: Callable[[Any], T]) -> tuple[T, ...]:
     return tuple(map(item, v))
 
 
-def _opt_array(v: Any, what: str, item: Callable[[Any], T]) -> tuple[T, ...]:
+def _opt_array(m: dict[int, Any], key: int, what: str,
+               item: Callable[[Any], T]) -> tuple[T, ...]:
     """``? key => [+ item]``."""
+    v = m.get(key)
     if v is None:
+        _absent(m, key, what)
         return ()
     if v == []:
         raise _invalid(f"{what} is present but empty")
@@ -159,7 +175,7 @@ class Provider:
     @classmethod
     def from_cbor(cls, obj: Any) -> Provider:
         m = _PROVIDER_KEYS.check(obj)
-        return cls(_text(m[1], "provider organization"), _opt_text(m.get(2), "provider url"))
+        return cls(_text(m[1], "provider organization"), _opt_text(m, 2, "provider url"))
 
 
 _PROVIDER_KEYS = _Keys("provider", frozenset({1}), frozenset({2}))
@@ -191,9 +207,9 @@ class Skill:
             _text(m[1], "skill id"),
             _text(m[2], "skill name"),
             _texts(m[4], "skill tags"),
-            _opt_text(m.get(3), "skill description"),
-            _opt_texts(m.get(5), "skill input modes"),
-            _opt_texts(m.get(6), "skill output modes"),
+            _opt_text(m, 3, "skill description"),
+            _opt_texts(m, 5, "skill input modes"),
+            _opt_texts(m, 6, "skill output modes"),
         )
 
 
@@ -274,6 +290,7 @@ class CapabilityRecord:
             raise _invalid(f"agent uri {uri!r} is not dmsc://{domain}/<agent-name>")
         attrs = m.get(16)
         if attrs is None:
+            _absent(m, 16, "attributes")
             attrs = {}
         elif type(attrs) is not dict or not attrs:
             raise _invalid("attributes is not a non-empty map")
@@ -282,6 +299,8 @@ class CapabilityRecord:
         elif len(attrs) > 1:
             check_key_order(list(attrs))
         prov = m.get(6)
+        if prov is None:
+            _absent(m, 6, "provider")
         record = cls(
             uri,
             _bytes(m[2], "agent id", ID_SIZE),
@@ -296,7 +315,7 @@ class CapabilityRecord:
             _uint(m[13], "lease"),
             _uint(m[14], "record version"),
             _bytes(m[15], "public key"),
-            _opt_text(m.get(4), "description"),
+            _opt_text(m, 4, "description"),
             None if prov is None else Provider.from_cbor(prov),
             attrs,
         )
@@ -371,13 +390,13 @@ class DiscoveryQuery:
     def from_cbor(cls, obj: Any) -> DiscoveryQuery:
         m = _QUERY_KEYS.check(obj)
         return cls(
-            _opt_texts(m.get(1), "query skills"),
-            _opt_texts(m.get(2), "query tags"),
-            _opt_text(m.get(3), "query intent"),
-            _opt_array(m.get(4), "constraints", Constraint.from_cbor),
-            _opt_texts(m.get(5), "query input modes"),
-            _opt_texts(m.get(6), "query output modes"),
-            _opt_text(m.get(7), "query domain"),
+            _opt_texts(m, 1, "query skills"),
+            _opt_texts(m, 2, "query tags"),
+            _opt_text(m, 3, "query intent"),
+            _opt_array(m, 4, "constraints", Constraint.from_cbor),
+            _opt_texts(m, 5, "query input modes"),
+            _opt_texts(m, 6, "query output modes"),
+            _opt_text(m, 7, "query domain"),
         )
 
 
@@ -405,9 +424,9 @@ class ExportPolicy:
         m = _POLICY_KEYS.check(obj)
         return cls(
             _texts(m[1], "peer domains"),
-            _opt_texts(m.get(2), "include tags"),
-            _opt_texts(m.get(3), "exclude tags"),
-            _opt_texts(m.get(4), "include agents"),
+            _opt_texts(m, 2, "include tags"),
+            _opt_texts(m, 3, "exclude tags"),
+            _opt_texts(m, 4, "include agents"),
         )
 
 
@@ -429,7 +448,7 @@ class TraceContext:
     @classmethod
     def from_cbor(cls, obj: Any) -> TraceContext:
         m = _TRACE_KEYS.check(obj)
-        return cls(_text(m[1], "traceparent"), _opt_text(m.get(2), "tracestate"))
+        return cls(_text(m[1], "traceparent"), _opt_text(m, 2, "tracestate"))
 
 
 _TRACE_KEYS = _Keys("trace context", frozenset({1}), frozenset({2}))
@@ -453,7 +472,7 @@ class HopRecord:
     def from_cbor(cls, obj: Any) -> HopRecord:
         m = _HOP_KEYS.check(obj)
         return cls(_bytes(m[1], "hop gateway id", ID_SIZE), _text(m[2], "hop domain"),
-                   _uint(m[3], "hop timestamp"), _opt_text(m.get(4), "hop name"))
+                   _uint(m[3], "hop timestamp"), _opt_text(m, 4, "hop name"))
 
 
 _HOP_KEYS = _Keys("hop record", frozenset({1, 2, 3}), frozenset({4}))
