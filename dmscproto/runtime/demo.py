@@ -287,7 +287,8 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         opened.append(ag)
         lease = await _expect(ag.register(skills=skills, lease=60,
                                           description=f"demo {name}"), f"{name} REGISTER")
-        d.note(f"{d.ms()}  {ag.uri} registered at {gw.name}, lease {lease} s")
+        d.note(f"{d.ms()}  {ag.uri} (id {ag.agent_id.hex()}) registered at {gw.name}, "
+               f"lease {lease} s")
         agents[name] = ag
         return ag
 
