@@ -195,6 +195,11 @@ def test_discover_scopes_and_policy(core: GatewayCore) -> None:
     assert found(core, Scope.LOCAL) == [agent(1)]
     assert sorted(found(core, Scope.DOMAIN)) == sorted([agent(1), agent(2)])
     assert sorted(found(core, Scope.FEDERATED)) == sorted([agent(1), agent(2), agent(3)])
+    other = DiscoveryQuery(skills=("forecast",), domain="b.example")
+    assert core.discover(other, Scope.DOMAIN, 10, T0) == []
+    assert [r.record.record.agent_id for r in core.discover(other, Scope.FEDERATED, 10, T0)] \
+        == [agent(3)]
+    assert core.discover(other, Scope.LOCAL, 10, T0) == []
     res = core.discover(q(), Scope.FEDERATED, 10, T0,
                         allow=lambda r: r.domain == "b.example")
     assert [r.record.record.agent_id for r in res] == [agent(3)]

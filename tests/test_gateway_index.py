@@ -272,11 +272,18 @@ queries = st.builds(
 
 
 @settings(max_examples=200, deadline=None)
-@given(records(), queries, st.integers(1, 5), st.integers(0, 255))
+@given(records(), queries, st.integers(1, 5), st.integers(0, 255),
+       st.one_of(st.none(), st.sets(st.integers(0, 12))))
 def test_match_agrees_with_the_reference(recs: list[CapabilityRecord], q: DiscoveryQuery,
-                                         limit: int, deny: int) -> None:
+                                         limit: int, deny: int, within: set[int] | None
+                                         ) -> None:
     idx = CapabilityIndex()
     for r in recs:
         idx.add(r)
     allow = (lambda a: a[0] % 3 != deny % 3) if deny % 2 else (lambda a: True)
-    assert idx.match(q, limit, allow) == reference(recs, q, limit, allow)
+    if within is None:
+        assert idx.match(q, limit, allow) == reference(recs, q, limit, allow)
+    else:
+        ids = {aid(n) for n in within}  # one more mandatory term
+        expected = [m for m in reference(recs, q, len(recs), allow) if m.agent_id in ids]
+        assert idx.match(q, limit, allow, ids) == expected[:limit]

@@ -20,7 +20,7 @@ import gc
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..codec.cose import SignedRecord
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
@@ -165,6 +165,7 @@ class GatewayCore:
         self.routes = RoutingTable()
         self._records: dict[bytes, _Held] = {}
         self._by_uri: dict[str, bytes] = {}
+        self._local: set[bytes] = set()
         self._digest: tuple[DigestSummary, list[VersionedId]] | None = None
         self._cold: list[bytes] = []
         #: Lapsed local registrations evicted when another agent took their name,
@@ -207,6 +208,8 @@ class GatewayCore:
         self._uninstall(e.agent_id)
         self._records[e.agent_id] = e
         self._by_uri[e.agent_uri] = e.agent_id
+        if e.local:
+            self._local.add(e.agent_id)
         self.index.add_encoded(e.agent_id, terms)
         self.routes.add(e.agent_id, Route(e.next_hop, e.path, e.version, e.origin))
         self._digest = None
@@ -217,6 +220,7 @@ class GatewayCore:
             return None
         if self._by_uri.get(e.agent_uri) == agent_id:
             del self._by_uri[e.agent_uri]
+        self._local.discard(agent_id)
         self.index.remove(agent_id)
         self.routes.remove_agent(agent_id)
         self._digest = None
@@ -364,23 +368,24 @@ class GatewayCore:
         """DISCOVER: ranked records (see :mod:`.index` for the filter and the score).
 
         ``scope`` LOCAL answers from this gateway's registrations, DOMAIN from every
-        record of this gateway's domain, FEDERATED from every record it knows.  Records
-        whose lease has ended are never returned.  ``allow`` is the caller's policy.
+        record of this gateway's domain (a query naming another domain gets nothing),
+        FEDERATED from every record it knows; the scope is a mandatory term of the
+        filter.  Records whose lease has ended are never returned.  ``allow`` is the
+        caller's policy, asked after scoring, before the limit.
         """
-        records, index = self._records, self.index
+        if scope is Scope.DOMAIN:  # a mandatory term, so answered from the index
+            if query.domain not in (None, self.domain):
+                return []
+            query = replace(query, domain=self.domain)
+        records = self._records
 
         def permitted(aid: bytes) -> bool:
             e = records[aid]
-            if e.expires_at <= now:
-                return False
-            if scope is Scope.LOCAL and not e.local:
-                return False
-            if scope is Scope.DOMAIN and index.domain_of(aid) != self.domain:
-                return False
-            return allow is None or allow(e.signed.record)
+            return e.expires_at > now and (allow is None or allow(e.signed.record))
 
+        within = self._local if scope is Scope.LOCAL else None
         return [Result(m.score, records[m.agent_id].signed)
-                for m in self.index.match(query, max_results, permitted)]
+                for m in self.index.match(query, max_results, permitted, within)]
 
     # --- routing (Section 5.3) ------------------------------------------------------------
     def route(self, target: bytes, hop_limit: int, path: tuple[bytes, ...]) -> Decision:

@@ -278,7 +278,8 @@ class CapabilityIndex:
 
     # --- matching -------------------------------------------------------------------------
     def _candidates(self, q: DiscoveryQuery, residual: list[Constraint],
-                    tags: set[str], intent: set[str]) -> Set[bytes]:
+                    tags: set[str], intent: set[str],
+                    within: Set[bytes] | None) -> Set[bytes]:
         """Intersect the posting sets of the mandatory terms, smallest first.  A term
         is a union of posting sets (several for IN); constraints without a complete
         posting set are appended to ``residual`` for a per-record check."""
@@ -302,11 +303,13 @@ class CapabilityIndex:
             else:  # EQ with an array value (never true), LT, LE, GT, GE
                 terms.append([self._attr_present.get(c.attribute)])
                 residual.append(c)
-        if not terms:
-            if not tags and not intent:
-                return self._entries.keys()
+        if not terms and (tags or intent):
             terms.append([*(self._tags.get(t) for t in tags),
                           *(self._words.get(w) for w in intent)])
+        if within is not None:
+            terms.append([within])
+        if not terms:
+            return self._entries.keys()
         terms.sort(key=lambda sets: sum(map(len, sets)))
         first = terms[0]
         result: Set[bytes] = first[0] if len(first) == 1 else set().union(*first)
@@ -338,9 +341,11 @@ class CapabilityIndex:
         return classes
 
     def match(self, query: DiscoveryQuery, limit: int,
-              allow: Callable[[bytes], bool] | None = None) -> list[Match]:
+              allow: Callable[[bytes], bool] | None = None,
+              within: Set[bytes] | None = None) -> list[Match]:
         """Filter, score, apply ``allow`` (asked with an agent id), then keep ``limit``
-        (see the module doc).
+        (see the module doc).  ``within``, when given, is one more mandatory term: only
+        those agent ids can match (e.g. a gateway's own registrations).
 
         Scoring has no per-record loop: the candidates are partitioned by set
         operations into classes of equal (tag hits, word hits, skill count), and one
@@ -354,7 +359,7 @@ class CapabilityIndex:
         tags = {t.casefold() for t in query.tags}
         intent = words(query.intent) if query.intent else set()
         residual: list[Constraint] = []
-        candidates = self._candidates(query, residual, tags, intent)
+        candidates = self._candidates(query, residual, tags, intent, within)
         if not candidates:
             return []
         n_req = len(set(query.skills))
