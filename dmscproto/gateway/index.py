@@ -151,10 +151,10 @@ class IndexTerms:
         )
 
     def encode(self) -> bytes:
-        """A CBOR array (sorted sets, so equal terms give equal octets)."""
+        """A CBOR array (sorted sets, canonical maps: equal terms give equal octets)."""
         return cbor2.dumps([sorted(self.skills), sorted(self.tags), sorted(self.words),
                             sorted(self.in_modes), sorted(self.out_modes), self.domain,
-                            self.attributes])
+                            self.attributes], canonical=True)
 
     @classmethod
     def decode(cls, data: bytes) -> IndexTerms:
@@ -181,14 +181,13 @@ def _parse(data: bytes) -> _Parsed:
 
 
 class _Entry:
-    """What the index keeps per record: enough to filter and score, plus the encoded
-    terms to find the postings again on removal (compact: no per-record sets)."""
+    """What the index keeps per record: the attributes for the residual constraint
+    checks, and the encoded terms to find the postings again on removal (compact: no
+    per-record sets; scoring works on the postings)."""
 
-    __slots__ = ("attributes", "domain", "encoded", "n_skills")
+    __slots__ = ("attributes", "encoded")
 
-    def __init__(self, n_skills: int, domain: str, attributes: dict[str, AttrValue],
-                 encoded: bytes) -> None:
-        self.n_skills, self.domain = n_skills, domain
+    def __init__(self, attributes: dict[str, AttrValue], encoded: bytes) -> None:
         self.attributes, self.encoded = attributes, encoded
 
 
@@ -240,14 +239,6 @@ class CapabilityIndex:
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._entries
 
-    def terms(self, agent_id: bytes) -> IndexTerms | None:
-        e = self._entries.get(agent_id)
-        return None if e is None else IndexTerms.decode(e.encoded)
-
-    def domain_of(self, agent_id: bytes) -> str | None:
-        e = self._entries.get(agent_id)
-        return None if e is None else e.domain
-
     def _postings(self, p: _Parsed) -> Iterable[tuple[_Postings[Any], Iterable[Any]]]:
         skills, tags, ws, in_modes, out_modes, domain, attrs = p
         return ((self._skills, skills), (self._tags, tags), (self._words, ws),
@@ -264,7 +255,7 @@ class CapabilityIndex:
         """Index a record by its encoded :class:`IndexTerms` (the restart path)."""
         parsed = _parse(encoded)
         self.remove(agent_id)
-        self._entries[agent_id] = _Entry(len(parsed[0]), parsed[5], parsed[6], encoded)
+        self._entries[agent_id] = _Entry(parsed[6], encoded)
         for postings, items in self._postings(parsed):
             postings.add(items, agent_id)
 
