@@ -221,7 +221,10 @@ class Pump:
         if self._closed:
             return
         at = self.machine.get_timer()
-        if at == self._timer_at:
+        if at is None or (self._timer_at is not None and at >= self._timer_at):
+            # A timer armed for an earlier deadline stays: firing early is harmless
+            # (handle_timer runs only what is due, then the timer is armed afresh), and
+            # re-arming on every deadline change would cost more than it saves.
             return
         if self._timer is not None:
             self._timer.cancel()
