@@ -302,6 +302,8 @@ class Agent:
             try:
                 result = self._handler(event.payload, request)
                 payload = await result if inspect.isawaitable(result) else result
+                if not isinstance(payload, bytes):
+                    raise TypeError(f"a handler returns bytes, not {type(payload).__name__}")
             except Exception:
                 log.exception("handler of %s failed", self.uri)
                 status = ErrorCode.INTERNAL_ERROR
@@ -326,7 +328,8 @@ class Agent:
             agent_uri=self.uri, agent_id=self.agent_id, name=name or self.identity.name,
             version=version, skills=tuple(_skill(s) for s in skills),
             default_input_modes=tuple(input_modes), default_output_modes=tuple(output_modes),
-            endpoints=(Endpoint("quic", f"quic://{host}:{port}"),),
+            endpoints=(Endpoint(self.transport.name,
+                                f"{self.transport.name}://{host}:{port}"),),
             domain=self.identity.domain, issued_at=int(now), lease=lease,
             record_version=int(now * 1000), public_key=spki(key.public_key()),
             description=description, provider=provider, attributes=dict(attributes or {}))
