@@ -157,6 +157,9 @@ class RegistryStore:
     ``expires_at`` (indexed, for expiry), ``origin``, ``path`` (concatenated gateway
     ids) and ``next_hop`` (NULL for local entries).
 
+    Not thread-safe: the connection may be created in one thread and used in another,
+    but calls must not overlap (the gateway core is driven from one event loop).
+
     ``agent_uri`` is UNIQUE: the store itself can never hold one name for two agents.
     Writes use an upsert keyed on ``agent_id`` (not ``INSERT OR REPLACE``, which would
     silently delete another agent's row on a name clash); a clash raises
