@@ -15,7 +15,7 @@ from dmscproto.codec.examples import example_key, weather_record
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
-from dmscproto.gateway.core import GatewayCore, RouteChanges
+from dmscproto.gateway.core import GatewayCore, RouteChanges, summarize
 from dmscproto.gateway.policy import export_filter, exportable
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore
@@ -299,6 +299,11 @@ def test_digest_and_missing_from(db: Path, tmp_path: Path) -> None:
             VersionedId(agent(5), 2), VersionedId(agent(3), 1)]
     assert a.missing_from(peer) == sorted([agent(4), agent(5)])  # never a local agent
     assert a.missing_from(a.digest()[1]) == []
+    # what P2's own DIGEST should hold: the routes through P2
+    assert a.peer_digest(P2) == (summarize([VersionedId(agent(5), 1)]),
+                                 [VersionedId(agent(5), 1)])
+    assert a.peer_digest(P1) == (summarize([]), [])
+    assert summarize([]).hash == hashlib.sha256(b"").digest()
     a.store.close()
     b.store.close()
 

@@ -34,8 +34,11 @@ def test_best_route_preference() -> None:
     assert rt.remove(AGENT, None)                # back to the best remote route
     assert rt.best(AGENT) == same_len_via_b
     assert not rt.remove(AGENT, A)               # not the best: best unchanged
-    assert sorted(rt.via(C)) == [AGENT]
+    assert rt.via(C) == [AGENT] and rt.via(A) == [] and rt.route_via(AGENT, C) == short_via_c
+    rt.add(OTHER, Route(C, (C,), 2, C))
+    assert rt.via(C) == sorted([AGENT, OTHER])
     assert rt.remove_agent(AGENT) and rt.best(AGENT) is None and AGENT not in rt
+    assert rt.via(C) == [OTHER] and rt.via(B) == [] and rt.route_via(AGENT, C) is None
 
 
 def test_local_delivery() -> None:

@@ -34,6 +34,17 @@ from .store import RegistryStore, StoredRecord, StoredRow
 MAX_VERSION = 2**64 - 1
 
 
+def summarize(entries: Sequence[VersionedId]) -> DigestSummary:
+    """DIGEST_SUMMARY (Section 6.6) of entries sorted by agent id: their count and the
+    SHA-256 over the concatenation, for each entry, of the 16-octet agent id followed
+    by the version as an unsigned 64-bit big-endian integer.  Two gateways holding the
+    same versions get the same summary; an empty table hashes the empty string."""
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(e.agent_id + e.version.to_bytes(8, "big"))
+    return DigestSummary(len(entries), h.digest())
+
+
 @dataclass(frozen=True, slots=True)
 class RegisterOutcome:
     """The answer to REGISTER or REFRESH: a status and, on success, the lease granted."""
@@ -465,7 +476,7 @@ class GatewayCore:
 
     def drop_peer(self, peer: bytes) -> RouteChanges:
         """The session with ``peer`` ended: drop every route through it (one commit)."""
-        return self._drop_routes(sorted(self.routes.via(peer)), peer, MAX_VERSION)
+        return self._drop_routes(self.routes.via(peer), peer, MAX_VERSION)
 
     def _drop_routes(self, agent_ids: Sequence[bytes], peer: bytes,
                      version: int) -> RouteChanges:
@@ -525,26 +536,29 @@ class GatewayCore:
                allow: Callable[[CapabilityRecord], bool] | None = None
                ) -> tuple[DigestSummary, list[VersionedId]]:
         """DIGEST (Section 6.6) of the records held, local and learned, that
-        :meth:`advertisements_for` would advertise (to ``to_peer``, under ``allow``).
-
-        The entries are (agent id, version) sorted by agent id (bytewise); the summary
-        is their count and SHA-256 over the concatenation, for each entry, of the
-        16-octet agent id followed by the version as an unsigned 64-bit big-endian
-        integer.  Two gateways holding the same versions get the same summary.  The
-        unfiltered digest is cached until the table changes.
-        """
+        :meth:`advertisements_for` would advertise (to ``to_peer``, under ``allow``):
+        the entries, sorted by agent id, and their :func:`summarize`.  The unfiltered
+        digest is cached until the table changes."""
         if to_peer is None and allow is None and self._digest is not None:
             summary, entries = self._digest
             return summary, list(entries)
         entries = [VersionedId(a, e.version) for a, e in sorted(self._records.items())
                    if self._exported(e, to_peer, allow)]
-        h = hashlib.sha256()
-        for v in entries:
-            h.update(v.agent_id + v.version.to_bytes(8, "big"))
-        result = (DigestSummary(len(entries), h.digest()), entries)
+        result = (summarize(entries), entries)
         if to_peer is None and allow is None:
             self._digest = result
         return result[0], list(entries)
+
+    def peer_digest(self, peer: bytes) -> tuple[DigestSummary, list[VersionedId]]:
+        """What ``peer``'s DIGEST should hold if it and this gateway agree: the
+        (agent id, version) of every route through ``peer``, sorted by agent id, and
+        their :func:`summarize`."""
+        entries = []
+        for aid in self.routes.via(peer):
+            r = self.routes.route_via(aid, peer)
+            assert r is not None
+            entries.append(VersionedId(aid, r.version))
+        return summarize(entries), entries
 
     def missing_from(self, entries: Iterable[VersionedId]) -> list[bytes]:
         """The ids in a peer's DIGEST entries that this gateway should SYNC-REQUEST:

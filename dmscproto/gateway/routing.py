@@ -20,7 +20,6 @@ Forwarding (:meth:`RoutingTable.decide`), in this order:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..codec.registry import ErrorCode
@@ -76,10 +75,13 @@ Decision = DeliverLocal | Forward | Reject
 
 
 class RoutingTable:
-    """agent id -> routes, keyed by next hop (None for the local route)."""
+    """agent id -> routes, keyed by next hop (None for the local route), and the
+    reverse map next hop -> agent ids, so that a peer's routes are found without a
+    pass over the table."""
 
     def __init__(self) -> None:
         self._routes: dict[bytes, dict[bytes | None, Route]] = {}
+        self._via: dict[bytes, set[bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -92,10 +94,19 @@ class RoutingTable:
         Return whether the best route changed."""
         before = self.best(agent_id)
         self._routes.setdefault(agent_id, {})[route.next_hop] = route
+        if route.next_hop is not None:
+            self._via.setdefault(route.next_hop, set()).add(agent_id)
         return self.best(agent_id) != before
 
     def add_local(self, agent_id: bytes, version: int) -> bool:
         return self.add(agent_id, Route(None, (), version, None))
+
+    def _unlink(self, agent_id: bytes, next_hop: bytes | None) -> None:
+        if next_hop is not None:
+            agents = self._via[next_hop]
+            agents.discard(agent_id)
+            if not agents:
+                del self._via[next_hop]
 
     def remove(self, agent_id: bytes, next_hop: bytes | None) -> bool:
         """Remove the route via ``next_hop``; return whether the best route changed."""
@@ -104,16 +115,26 @@ class RoutingTable:
             return False
         before = self.best(agent_id)
         del routes[next_hop]
+        self._unlink(agent_id, next_hop)
         if not routes:
             del self._routes[agent_id]
         return self.best(agent_id) != before
 
     def remove_agent(self, agent_id: bytes) -> bool:
-        return self._routes.pop(agent_id, None) is not None
+        routes = self._routes.pop(agent_id, None)
+        if routes is None:
+            return False
+        for next_hop in routes:
+            self._unlink(agent_id, next_hop)
+        return True
 
     def routes(self, agent_id: bytes) -> list[Route]:
         """All routes to ``agent_id``, best first."""
         return sorted(self._routes.get(agent_id, {}).values(), key=Route.preference)
+
+    def route_via(self, agent_id: bytes, peer: bytes) -> Route | None:
+        """The route to ``agent_id`` through ``peer``, if any."""
+        return self._routes.get(agent_id, {}).get(peer)
 
     def best(self, agent_id: bytes) -> Route | None:
         routes = self._routes.get(agent_id)
@@ -121,9 +142,9 @@ class RoutingTable:
             return None
         return min(routes.values(), key=Route.preference)
 
-    def via(self, peer: bytes) -> Iterator[bytes]:
-        """Agents with a route through ``peer``."""
-        return (aid for aid, routes in self._routes.items() if peer in routes)
+    def via(self, peer: bytes) -> list[bytes]:
+        """Agents with a route through ``peer``, in ascending order."""
+        return sorted(self._via.get(peer, ()))
 
     def decide(self, self_id: bytes, target: bytes, hop_limit: int,
                path: tuple[bytes, ...]) -> Decision:
