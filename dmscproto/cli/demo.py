@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import Subparsers
+from . import Subparsers, UsageError
 
 
 def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -25,12 +25,18 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="steps only, not every message")
     p.add_argument("--transport", choices=["quic", "dtls"], default="quic",
                    help="QUIC (default, Section 9.1) or DTLS 1.2 (Section 9.2)")
+    p.add_argument("--loss", type=float, default=0.0, metavar="P",
+                   help="reach each gateway through an impairment relay that loses this "
+                        "fraction of datagrams (0-0.5; needs a source checkout)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    if not 0.0 <= args.loss <= 0.5:
+        raise UsageError("--loss must be between 0 and 0.5")
     from ..runtime.demo import run_demo
     return asyncio.run(run_demo(sys.stdout, capture=args.capture, keep=args.keep,
-                                quiet=args.quiet, transport=args.transport))
+                                quiet=args.quiet, transport=args.transport,
+                                loss=args.loss))

@@ -12,14 +12,16 @@ its outcome; the exit status is 0 only if all of them succeeded.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from ..agent import Agent, DiscoveryQuery, Request
 from ..analysis.pcap import PcapWriter
@@ -71,6 +73,18 @@ class _OncePcap(PcapWriter):
             return
         self._seen.add(key)
         super().write_udp(src, dst, payload, timestamp)
+
+
+def _relay_module() -> Any:
+    """``interop/relay.py`` of the source tree (the impairment relay, for --loss)."""
+    path = Path(__file__).resolve().parents[2] / "interop" / "relay.py"
+    spec = importlib.util.spec_from_file_location("dmsc_demo_relay", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise StepFailed(f"--loss needs the impairment relay of a source checkout ({path})")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 class StepFailed(Exception):
@@ -194,14 +208,14 @@ async def _expect(awaitable: Awaitable[T], what: str, timeout: float = 10.0) -> 
 
 
 async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | None = None,
-                   quiet: bool = False, transport: str = "quic") -> int:
+                   quiet: bool = False, transport: str = "quic", loss: float = 0.0) -> int:
     """Run the demo, printing to ``out``; returns the exit status."""
     display = _Display(out, show_messages=not quiet)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dmsc-demo-"))
     try:
         async with AsyncExitStack() as stack:
-            await _scenario(display, stack, tmp, capture, transport)
+            await _scenario(display, stack, tmp, capture, transport, loss)
         await asyncio.sleep(0)  # let cancelled tasks finish
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         if leftover:
@@ -226,7 +240,9 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
 
 
 async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
-                    capture: Path | None, transport: str) -> None:
+                    capture: Path | None, transport: str, loss: float) -> None:
+    front: dict[bytes, Any] = {}  # gateway id -> its impairment relay (--loss)
+    relays: Any = _relay_module() if loss else None
     pcap: PcapWriter | None = None
     keylog: TextIO | None = None
     if capture is not None:
@@ -256,17 +272,30 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         host, port = gw.address
         d.note(f"{d.ms()}  {gw.name}: {gw.identity.uri} id {gw.gateway_id.hex()} "
                f"on {host}:{port} (config {path.relative_to(tmp)})")
+        if loss:
+            relay = await relays.Relay.start(("127.0.0.1", 0), gw.address,
+                                             relays.Impairment(loss=loss, seed=len(front)))
+            front[gw.gateway_id] = relay
+            d.note(f"{d.ms()}  {gw.name} is reached through a relay on "
+                   f"{relay.address[0]}:{relay.address[1]} losing {loss:.0%} of datagrams")
         return gw
+
+    def reach(gw: GatewayRuntime) -> tuple[str, int]:
+        """Where peers and agents reach ``gw``: its relay with --loss."""
+        relay = front.get(gw.gateway_id)
+        return gw.address if relay is None else relay.address
 
     async def stop_all() -> None:  # in parallel: each waits out QUIC's closing period
         await asyncio.gather(*(ag.close() for ag in opened))
         await asyncio.gather(*(gw.stop() for gw in gateways))
+        for relay in front.values():
+            relay.close()
 
     opened: list[Agent] = []
     stack.push_async_callback(stop_all)
     gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5,
                                             transport=transport))
-    gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)],
+    gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, reach(gw_b))],
                                             min_lease=5, transport=transport))
 
     d.step("Peering: gw-a dials gw-b; the gateways OPEN a session and sync (Section 6)")
@@ -279,7 +308,7 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
 
     async def agent(dom: Domain, gw: GatewayRuntime, name: str, skills: list[Skill],
                     handler: Callable[[bytes, Request], bytes] | None) -> Agent:
-        ag = dom.agent(name, gw.address, pcap=pcap, keylog=keylog, transport=transport)
+        ag = dom.agent(name, reach(gw), pcap=pcap, keylog=keylog, transport=transport)
         d.names[ag.agent_id] = name
         if handler is not None:
             ag.serve(handler)
