@@ -174,8 +174,8 @@ def _parse(data: bytes) -> _Parsed:
         obj = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types, all mean "not CBOR"
         raise ValueError(f"not an encoded IndexTerms: {exc}") from None
-    if type(obj) is not list or len(obj) != 7 or type(obj[5]) is not str \
-            or type(obj[6]) is not dict or any(type(x) is not list for x in obj[:5]):
+    if type(obj) is not list or len(obj) != 7 \
+            or [type(x) for x in obj] != [list, list, list, list, list, str, dict]:
         raise ValueError("not an encoded IndexTerms")
     return tuple(obj)
 

@@ -92,10 +92,14 @@ class RoutingTable:
     def add(self, agent_id: bytes, route: Route) -> bool:
         """Install ``route`` (replacing the one via the same next hop).
         Return whether the best route changed."""
-        before = self.best(agent_id)
-        self._routes.setdefault(agent_id, {})[route.next_hop] = route
         if route.next_hop is not None:
             self._via.setdefault(route.next_hop, set()).add(agent_id)
+        routes = self._routes.get(agent_id)
+        if routes is None:  # the common case: the first route to an agent
+            self._routes[agent_id] = {route.next_hop: route}
+            return True
+        before = self.best(agent_id)
+        routes[route.next_hop] = route
         return self.best(agent_id) != before
 
     def add_local(self, agent_id: bytes, version: int) -> bool:

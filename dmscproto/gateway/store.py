@@ -138,6 +138,8 @@ def _row(entry: StoredRecord, terms: bytes) -> tuple[object, ...]:
 
 
 def _split(path: bytes) -> tuple[bytes, ...]:
+    if not path:
+        return ()
     return tuple(path[i:i + ID_SIZE] for i in range(0, len(path), ID_SIZE))
 
 
