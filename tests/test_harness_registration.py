@@ -140,7 +140,7 @@ def test_bad_signature_is_refused(net: Network) -> None:
     alice.register(net.now)
     net.pump()
     assert net.take("alice", RegistrationFailed) == \
-        [RegistrationFailed(ErrorCode.BAD_SIGNATURE, "signed record does not verify")]
+        [RegistrationFailed(ErrorCode.BAD_SIGNATURE, "signature does not verify")]
     assert registered_at(net, alice.agent_id) is None
 
 

@@ -37,7 +37,13 @@ from dmscproto.protocol.events import (
     RequestFailed,
     SessionClosed,
 )
-from dmscproto.protocol.machine import Outbox, ProtocolError, TransactionIds, refusal_answer
+from dmscproto.protocol.machine import (
+    Outbox,
+    ProtocolError,
+    Refusal,
+    TransactionIds,
+    refusal_answer,
+)
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState
 from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.protocol.requester import Requests
@@ -134,11 +140,11 @@ def test_late_answer_after_timeout_is_dropped() -> None:
 
 
 # --- peering ------------------------------------------------------------------------------------
-def session(core: GatewayCore, hold: int = 90, refuse: ErrorCode | None = None
+def session(core: GatewayCore, hold: int = 90, refuse: Refusal | None = None
             ) -> tuple[PeerSession, Outbox]:
     out = Outbox()
     return PeerSession(out, "peer", LocalGateway(ME, "a.example", hold), core,
-                       TransactionIds(), lambda _s: None,
+                       TransactionIds(), lambda _h, _s, _t: None,
                        accept_open=lambda _h, _o: refuse), out
 
 
@@ -148,10 +154,11 @@ def peer_open(txid: int = 9, hold: int = 90) -> Open:
 
 
 def test_refused_open_is_notified(core: GatewayCore) -> None:
-    s, out = session(core, refuse=ErrorCode.POLICY_DENIED)
+    s, out = session(core, refuse=Refusal(ErrorCode.POLICY_DENIED, "b.example is not federated"))
     s.receive(peer_open(), T0)
     [notify] = sent(out)
     assert isinstance(notify, Notify) and notify.status is ErrorCode.POLICY_DENIED
+    assert notify.diagnostic == "b.example is not federated"
     assert s.state is PeerState.IDLE
 
 
@@ -195,7 +202,7 @@ def test_digest_in_runs_is_collected_before_comparing(core: GatewayCore) -> None
     msgs: list[Message] = []
     sync = PeerSync(out, core, SyncPeer("peer", PEER, "b.example",
                                         lambda m, _t: msgs.append(m)),
-                    TransactionIds(), lambda _s: None)
+                    TransactionIds(), lambda _h, _s, _t: None)
     entries = sorted((VersionedId(bytes([i]) * 16, 1) for i in range(3, 7)),
                      key=lambda e: e.agent_id)
     summary = summarize(entries)
@@ -219,7 +226,7 @@ def test_sync_request_answer_skips_records_on_the_requesters_path(core: GatewayC
     msgs: list[Message] = []
     sync = PeerSync(out, core, SyncPeer("peer", PEER, "b.example",
                                         lambda m, _t: msgs.append(m)),
-                    TransactionIds(), lambda _s: None)
+                    TransactionIds(), lambda _h, _s, _t: None)
     sync.receive(SyncRequest(transaction_id=77, agent_ids=((mine.record.agent_id,
                                                              learned.record.agent_id),)), T0)
     [up] = msgs
@@ -236,14 +243,15 @@ def test_discover_reply_is_trimmed_to_one_pdu() -> None:
 
 
 def test_admission_refusal_is_answered_in_status(core: GatewayCore) -> None:
-    node = GatewayNode(core, admit=lambda _h, m, _t: ErrorCode.STALE_TIMESTAMP
+    node = GatewayNode(core, admit=lambda _h, m, _t: Refusal(ErrorCode.STALE_TIMESTAMP, "old")
                        if m.TYPE is MessageType.REGISTER else None)
     reg = Register(transaction_id=3, record=make_record(30, "alice", "a.example"), lease=60,
                    nonce=bytes(16), timestamp=0)
     node.receive("alice", reg, T0)
     [(dest, ack)] = node.messages_to_send()
     assert dest == "alice" and isinstance(ack, RegisterAck)
-    assert (ack.status, ack.transaction_id) == (ErrorCode.STALE_TIMESTAMP, 3)
+    assert (ack.status, ack.transaction_id, ack.diagnostic) == (ErrorCode.STALE_TIMESTAMP, 3,
+                                                                "old")
     assert len(core) == 0
     assert isinstance(node.next_event(), ProtocolViolation)
     node.receive("alice", Keepalive(), T0)  # not a request, not a session: dropped

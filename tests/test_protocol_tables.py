@@ -175,7 +175,7 @@ def _relay(cls: type[RouteRelay] | type[TraceRelay]) -> Callable[..., Rig]:
 def _session(state: Enum, tmp_path: Path) -> Rig:
     out = Outbox()
     m = PeerSession(out, "peer", LocalGateway(ME, "a.example"), _core(tmp_path),
-                    TransactionIds(), lambda _s: None)
+                    TransactionIds(), lambda _h, _s, _t: None)
     peer_open = Open(transaction_id=99, gateway_id=PEER, domain="b.example", hold_time=90,
                      capabilities=0)
     if state is m.State.OPEN_SENT or state is m.State.ESTABLISHED:
@@ -196,7 +196,7 @@ def _sync(state: Enum, tmp_path: Path) -> Rig:
     sent: list[Message] = []
     m = PeerSync(out, _core(tmp_path), SyncPeer("peer", PEER, "b.example",
                                                 lambda msg, _now: sent.append(msg)),
-                 TransactionIds(), lambda _s: None)
+                 TransactionIds(), lambda _h, _s, _t: None)
     if state is m.State.PULLING:
         wanted = [VersionedId(bytes([9]) * 16, 1)]
         m.receive(Digest(summary=DigestSummary(1, bytes(32)), entries=(tuple(wanted),)), T0)

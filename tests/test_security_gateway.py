@@ -6,11 +6,14 @@ serves the next good request."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from security_support import Domain, at, register, signed_of
@@ -35,13 +38,16 @@ from dmscproto.gateway.node import GatewayNode
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.events import (
     ProtocolViolation,
+    RecordRefused,
     RequestCompleted,
     RouteRequestReceived,
     SessionEstablished,
 )
+from dmscproto.protocol.machine import Handle, Refusal
+from dmscproto.protocol.routing import Outgoing
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
 from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain
-from dmscproto.security.guard import GatewayGuard
+from dmscproto.security.guard import GatewayGuard, NodeHooks
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.revocation import Revocation, issue_crl
 from dmscproto.security.signing import entity_id
@@ -49,6 +55,7 @@ from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
 from dmscproto.testing.harness import T0, Network
 
 pytestmark = pytest.mark.security
+M = TypeVar("M", bound=Message)
 
 
 @dataclass
@@ -61,13 +68,17 @@ class SecureNet:
     guards: dict[str, GatewayGuard] = field(default_factory=dict)
 
     def gateway(self, name: str, domain: str, *, peers: tuple[PeerDomain, ...] = (),
-                tokens: bool = False) -> GatewayNode:
+                tokens: bool = False, require_origin: bool = False,
+                outgoing: Callable[[Outgoing], Outgoing] = lambda hook: hook) -> GatewayNode:
+        """A gateway with every hook of its guard (``outgoing`` may wrap the guard's)."""
         g = self.guards
-        node = self.net.gateway(
-            name, domain, admit=lambda s, m, n: g[name].admit(s, m, n),
-            accept_open=lambda s, m: g[name].accept_open(s, m),
-            export_for=lambda d: g[name].export_for(d),
-            discovery_policy=lambda s: g[name].discovery_policy(s))
+
+        def hook(key: str) -> Callable[..., Any]:
+            return lambda *args: g[name].node_hooks()[key](*args)  # type: ignore[literal-required]
+
+        hooks = {k: hook(k) for k in NodeHooks.__annotations__}
+        hooks["outgoing"] = outgoing(hooks["outgoing"])
+        node = self.net.gateway(name, domain, **hooks)
         key = next(example_key(k) for k in range(200, 300)
                    if entity_id(example_key(k).public_key()) == node.core.gateway_id)
         d = self.domains[domain]
@@ -79,15 +90,21 @@ class SecureNet:
         verifier = RequestVerifier(fed.trust_store(), tokens=TokenVerifier(
             d.authority.certificate) if tokens else None)
         g[name] = GatewayGuard(node.core, verifier, self.creds.get, federation=fed,
-                               credential=self.creds[name])
+                               credential=self.creds[name], require_origin=require_origin)
         return node
 
     def agent(self, name: str, gateway: str, domain: str, *,
-              skills: tuple[str, ...] = ("forecast",), tags: tuple[str, ...] = ("public",)
-              ) -> AgentClient:
+              skills: tuple[str, ...] = ("forecast",), tags: tuple[str, ...] = ("public",),
+              scope: str | None = None) -> AgentClient:
+        """An agent; with ``scope``, holding an access token of its domain for it."""
         cred = self.domains[domain].issue(name, now=T0)
         self.creds[name] = cred
-        return self.net.agent(name, gateway, signed=signed_of(cred, skills=skills, tags=tags))
+        client = self.net.agent(name, gateway, signed=signed_of(cred, skills=skills,
+                                                                tags=tags))
+        if scope is not None:
+            client.token = TokenIssuer(self.domains[domain].authority).issue(
+                cred.certificate, cred.identity.uri, ScopeSet.parse(scope), now=T0).encode()
+        return client
 
     def raw(self, source: str, dest: str, msg: Message) -> Message:
         """Deliver ``msg`` from a bare handle and return the gateway's answer to it (a
@@ -100,6 +117,13 @@ class SecureNet:
                                              or isinstance(s.msg, Notify))]
         assert len(answers) == 1, answers
         return answers[0]
+
+    def messages(self, kind: type[M], *, source: str | None = None, dest: str | None = None,
+                 since: int = 0) -> list[M]:
+        """The messages of type ``kind`` delivered (from ``source``, to ``dest``) since
+        log entry ``since``."""
+        return [s.msg for s in self.net.log[since:] if isinstance(s.msg, kind)
+                and source in (None, s.source) and dest in (None, s.dest)]
 
     def peer_domain(self, domain: str, *, export_tags: tuple[str, ...] = ("public",),
                     capabilities: tuple[str, ...] = ("*",)) -> PeerDomain:
@@ -286,13 +310,16 @@ def test_origin_assertion_from_the_guard_verifies_at_the_destination(snet: Secur
                        token=os.urandom(8))
     assert guard_a.admit("alice", replace(req, token=None), snet.net.now) is None
     fwd = guard_a.outgoing("alice", req, 5, snet.net.now)
-    assert fwd.token is not None and fwd.token != req.token
+    assert not isinstance(fwd, Refusal) and fwd.token is not None and fwd.token != req.token
     assert strict.admit("gw-a", fwd, snet.net.now) is None
-    assert strict.admit("gw-a", fwd, snet.net.now) is ErrorCode.REPLAY
-    assert strict.admit("gw-a", replace(fwd, token=None), snet.net.now) \
-        is ErrorCode.INVALID_TOKEN
-    assert strict.admit("gw-a", replace(fwd, payload=b"other"), snet.net.now) \
-        is ErrorCode.IDENTITY_MISMATCH
+
+    def code(msg: RouteRequest) -> ErrorCode | None:
+        refused = strict.admit("gw-a", msg, snet.net.now)
+        return None if refused is None else refused.code
+
+    assert code(fwd) is ErrorCode.REPLAY
+    assert code(replace(fwd, token=None)) is ErrorCode.INVALID_TOKEN
+    assert code(replace(fwd, payload=b"other")) is ErrorCode.IDENTITY_MISMATCH
     relayed = guard_a.outgoing("gw-b", fwd, 6, snet.net.now)
     assert relayed is fwd  # transit: unchanged
 
@@ -321,24 +348,179 @@ def test_revocation_applies_to_live_associations(snet: SecureNet) -> None:
 
 def test_record_poisoning_through_sync_refused(snet: SecureNet) -> None:
     """gw-b, a federated peer, advertises a record of a.example (gw-a's own domain) and
-    one of c.example (not in gw-a's import policy for b): refused, nothing learned; its
-    next UPDATE with a b.example record is learned."""
+    one of c.example (not in gw-a's import policy for b), each next to a good b.example
+    record: the bad record is refused (RecordRefused, POLICY_DENIED, its reason), the
+    good one in the same UPDATE is learned, and the session stays up."""
     federated(snet)
     node_a = snet.net.gateways["gw-a"]
     gw_b = snet.net.gateways["gw-b"].core.gateway_id
     path = (gw_b,)
     own = signed_of(snet.domains["a.example"].issue("mole", now=T0))
     third = signed_of(snet.domains["c.example"].issue("far", now=T0))
-    fresh = signed_of(snet.domains["b.example"].issue("fresh", now=T0))
-    before = len(node_a.core)
-    for i, bad in enumerate((own, third)):
+    forged = replace(signed_of(snet.domains["b.example"].issue("forged", now=T0)),
+                     signature=bytes(64))
+    for i, (bad, code, why) in enumerate((
+            (own, ErrorCode.POLICY_DENIED, "may not advertise records of a.example"),
+            (third, ErrorCode.POLICY_DENIED, "may not advertise records of c.example"),
+            (forged, ErrorCode.BAD_SIGNATURE, "signature"))):
+        fresh = signed_of(snet.domains["b.example"].issue(f"fresh{i}", now=T0))
         snet.net.deliver("gw-b", "gw-a", Update(transaction_id=40 + i, advertise=(
             Advertisement(1, path, fresh), Advertisement(1, path, bad))))
         snet.net.pump()
-        [violation] = snet.net.take("gw-a", ProtocolViolation)
-        assert violation.status is ErrorCode.POLICY_DENIED
-        assert bad.record.agent_id not in node_a.core and len(node_a.core) == before
-    snet.net.deliver("gw-b", "gw-a", Update(transaction_id=42, advertise=(
-        Advertisement(1, path, fresh),)))
+        [refused] = snet.net.take("gw-a", RecordRefused)
+        assert (refused.handle, refused.agent_id, refused.status) == \
+            ("gw-b", bad.record.agent_id, code)
+        assert why in refused.diagnostic
+        assert not snet.net.take("gw-a", ProtocolViolation)
+        assert bad.record.agent_id not in node_a.core
+        assert fresh.record.agent_id in node_a.core
+    assert node_a.peers[gw_b] == "gw-b"
+
+
+def test_cross_domain_query_call_refused_by_import_policy(snet: SecureNet) -> None:
+    """A QUERY is resolved after admission: the import policy is applied to the resolved
+    remote target on the forwarding path (the outgoing hook), with its reason."""
+    alice, _, _, _ = federated(snet)
+    erin = snet.agent("erin", "gw-b", "b.example", skills=("summarize",))
+    erin.register(snet.net.now)
     snet.net.pump()
-    assert fresh.record.agent_id in node_a.core
+    assert erin.agent_id in snet.net.gateways["gw-a"].core
+    alice.route(b"tl;dr?", snet.net.now, query=DiscoveryQuery(skills=("summarize",)))
+    snet.net.pump()
+    [done] = snet.net.take("alice", RequestCompleted)
+    assert isinstance(done.answer, RouteReply)
+    assert done.answer.status is ErrorCode.POLICY_DENIED
+    assert done.answer.diagnostic is not None and "may not call" in done.answer.diagnostic
+    assert not snet.messages(RouteRequest, dest="erin")
+    alice.route(b"translate please", snet.net.now, query=DiscoveryQuery(skills=("translate",)))
+    snet.net.pump()
+    assert snet.net.take("bob", RouteRequestReceived)
+
+
+# --- origin assertions end to end (Section 10.6) -------------------------------------------------
+def origin_net(snet: SecureNet, outgoing: Callable[[Outgoing], Outgoing] = lambda h: h
+               ) -> tuple[AgentClient, AgentClient]:
+    """gw-a and gw-b require access tokens; gw-b requires an origin assertion on every
+    ROUTE_REQUEST relayed to its agents.  alice (a) may route to translators only."""
+    snet.gateway("gw-a", "a.example", tokens=True, outgoing=outgoing,
+                 peers=(snet.peer_domain("b.example"),))
+    snet.gateway("gw-b", "b.example", tokens=True, require_origin=True,
+                 peers=(snet.peer_domain("a.example"),))
+    alice = snet.agent("alice", "gw-a", "a.example", scope="register discover route:translate")
+    bob = snet.agent("bob", "gw-b", "b.example", skills=("translate",), scope="register")
+    for agent in (alice, bob):
+        agent.register(snet.net.now)
+    snet.net.pump()
+    snet.net.gateways["gw-a"].connect("gw-b", snet.net.now)
+    snet.net.pump()
+    assert snet.net.take("gw-a", SessionEstablished)
+    assert bob.agent_id in snet.net.gateways["gw-a"].core
+    return alice, bob
+
+
+def _jwt_part(token: bytes, i: int) -> dict[str, Any]:
+    part = token.split(b".")[i]
+    return json.loads(base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4)))  # type: ignore[no-any-return]
+
+
+def test_cross_domain_call_carries_a_verified_origin_assertion(snet: SecureNet) -> None:
+    """alice's token (bound to her certificate) stops at gw-a; gw-a forwards an origin
+    assertion naming alice, bob and the route scope; gw-b verifies it and delivers;
+    the answer comes back.  The same holds for a QUERY resolved at gw-a."""
+    alice, bob = origin_net(snet)
+    assert alice.token is not None
+    for target, query in ((bob.agent_id, None), (None, DiscoveryQuery(skills=("translate",)))):
+        since = len(snet.net.log)
+        alice.route(b"hallo", snet.net.now, target=target, query=query)
+        snet.net.pump()
+        [sent] = snet.messages(RouteRequest, source="alice", since=since)
+        assert sent.token == alice.token
+        [relayed] = snet.messages(RouteRequest, source="gw-a", dest="gw-b", since=since)
+        [delivered] = snet.messages(RouteRequest, dest="bob", since=since)
+        assert relayed.token is not None and relayed.token != alice.token
+        assert _jwt_part(relayed.token, 0)["typ"] == "dmsc-origin+jwt"
+        claims = _jwt_part(relayed.token, 1)
+        assert (claims["iss"], claims["sub"], claims["scope"]) == (
+            "dmsc://a.example/gw-a", "dmsc://a.example/alice", "route:translate")
+        assert delivered.target_agent == bob.agent_id
+        [req] = snet.net.take("bob", RouteRequestReceived)
+        snet.net.agents["bob"].reply(req, b"hello")
+        snet.net.pump()
+        [done] = snet.net.take("alice", RequestCompleted)
+        assert isinstance(done.answer, RouteReply) and done.answer.payload == b"hello"
+    assert not snet.net.take("gw-b", ProtocolViolation)
+
+
+def _broken_signature(token: bytes) -> bytes:
+    head, body, sig = token.split(b".")
+    return b".".join((head, body, sig[::-1]))
+
+
+#: What a man in the middle does to the forwarded request (given alice's own token).
+TAMPER: dict[str, Callable[[RouteRequest, bytes], RouteRequest]] = {
+    "stripped": lambda m, _t: replace(m, token=None),
+    "other payload": lambda m, _t: replace(m, payload=b"transfer all funds"),
+    "broken signature": lambda m, _t: replace(m, token=_broken_signature(m.token or b"..")),
+    "agent token instead": lambda m, t: replace(m, token=t),
+}
+
+
+@pytest.mark.parametrize(("tamper", "code"), [
+    ("stripped", ErrorCode.INVALID_TOKEN),
+    ("other payload", ErrorCode.IDENTITY_MISMATCH),
+    ("broken signature", ErrorCode.INVALID_TOKEN),
+    ("agent token instead", ErrorCode.INVALID_TOKEN),
+])
+def test_call_with_stripped_or_tampered_origin_assertion_refused(
+        snet: SecureNet, tamper: str, code: ErrorCode) -> None:
+    """Between gw-a and gw-b the origin assertion is stripped, its request's payload
+    changed, its signature broken, or alice's own token forwarded instead: gw-b answers
+    ROUTE_REPLY with the code, which reaches alice; bob gets nothing; the next call
+    (untouched) is delivered."""
+    tampered: list[RouteRequest] = []
+
+    def wrap(hook: Outgoing) -> Outgoing:
+        def out(upstream: Handle, msg: RouteRequest, txid: int, now: float
+                ) -> RouteRequest | Refusal:
+            fwd = hook(upstream, msg, txid, now)
+            if tampered or isinstance(fwd, Refusal):
+                return fwd
+            tampered.append(fwd)
+            assert alice.token is not None
+            return TAMPER[tamper](fwd, alice.token)
+        return out
+
+    alice, bob = origin_net(snet, wrap)
+    alice.route(b"hallo", snet.net.now, target=bob.agent_id)
+    snet.net.pump()
+    [done] = snet.net.take("alice", RequestCompleted)
+    assert isinstance(done.answer, RouteReply) and done.answer.status is code, done.answer
+    assert done.answer.diagnostic
+    [violation] = snet.net.take("gw-b", ProtocolViolation)
+    assert violation.status is code
+    assert not snet.messages(RouteRequest, dest="bob")
+    alice.route(b"hallo again", snet.net.now, target=bob.agent_id)
+    snet.net.pump()
+    assert snet.net.take("bob", RouteRequestReceived)
+
+
+def test_agent_client_sends_its_token_with_every_request(snet: SecureNet) -> None:
+    """AgentClient.token goes into REGISTER, REFRESH, DISCOVER, ROUTE_REQUEST and
+    DEREGISTER; a gateway requiring tokens accepts all of them."""
+    snet.gateway("gw-a", "a.example", tokens=True)
+    alice = snet.agent("alice", "gw-a", "a.example", scope="register discover route")
+    alice.register(snet.net.now, lease=60)
+    snet.net.advance(50)  # REFRESH after REFRESH_FRACTION of the lease
+    alice.discover(DiscoveryQuery(), snet.net.now)
+    alice.route(b"me", snet.net.now, target=alice.agent_id)
+    snet.net.pump()
+    [req] = snet.net.take("alice", RouteRequestReceived)
+    alice.reply(req, b"you")
+    alice.deregister(snet.net.now)
+    snet.net.pump()
+    sent = [m for m in snet.messages(Message, source="alice") if m.TYPE.name != "ROUTE_REPLY"]
+    assert [m.TYPE.name for m in sent] == ["REGISTER", "REFRESH", "DISCOVER",
+                                           "ROUTE_REQUEST", "DEREGISTER"]
+    assert all(getattr(m, "token") == alice.token for m in sent)  # noqa: B009
+    assert not snet.net.take("gw-a", ProtocolViolation)
+    assert len(snet.net.gateways["gw-a"].core) == 0

@@ -10,10 +10,24 @@ for associations (agents and peer gateways alike).  It holds the
 sessions and the relayed ROUTE_REQUEST / TRACE_REQUEST transactions, and propagates
 registry changes to the peers.
 
-Security plugs in through two hooks: ``verifier`` checks each signed record before it is
-stored or learned (default: the COSE signature, BAD_SIGNATURE), and ``admit`` checks each
-message before dispatch (identity, freshness, tokens; default: none), its refusal being
-answered as the draft says (the answer message with STATUS, or ERROR).
+Security plugs in through hooks, each returning a :class:`~dmscproto.protocol.machine.Refusal`
+(the error code and its reason, sent in STATUS and DIAGNOSTIC) or None:
+
+* ``admit(source, msg, now)`` checks each message before dispatch (identity, freshness,
+  tokens; default: none); a refused request is answered as the draft says (its answer
+  message with STATUS, or ERROR) and reported as :class:`ProtocolViolation`;
+* ``verifier(source, signed, now)`` checks each signed record before it is stored or
+  learned, knowing who sent it (default: the COSE signature, BAD_SIGNATURE); a record of
+  an UPDATE that fails is skipped and reported (RecordRefused), the others are learned;
+* ``accept_open(source, open)`` checks an OPEN, before the node's own check (not
+  ourselves, not a gateway already peered over another association);
+* ``outgoing(upstream, request, incoming_txid, now)`` prepares or refuses each
+  ROUTE_REQUEST forwarded to a peer (:class:`~dmscproto.protocol.routing.RelayContext`;
+  the origin assertion of Section 10.6);
+* ``export_for(domain)`` and ``discovery_policy(source)`` filter what peers and
+  requesters are shown (Section 7.4).
+
+:meth:`dmscproto.security.guard.GatewayGuard.node_hooks` supplies all of them.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from ..protocol.machine import (
     Handle,
     Outbox,
     ProtocolError,
+    Refusal,
     TransactionIds,
     earliest,
     error_answer,
@@ -46,11 +61,11 @@ from ..protocol.machine import (
 from ..protocol.oam import EchoResponder, TraceRelay
 from ..protocol.peering import ExportFor, LocalGateway, OpenCheck, PeerSession, PeerState
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
-from ..protocol.routing import Relay, RelayContext, RouteRelay
+from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
 from .core import GatewayCore
 
-#: Checks a message before dispatch; returns the error to refuse it with, or None.
-Admission = Callable[[Handle, Message, float], ErrorCode | None]
+#: Checks a message before dispatch; returns the refusal, or None to accept it.
+Admission = Callable[[Handle, Message, float], Refusal | None]
 
 _M = MessageType
 _SESSION = frozenset({_M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST, _M.NOTIFY})
@@ -68,6 +83,7 @@ class GatewayNode:
                  accept_open: OpenCheck | None = None,
                  export_for: ExportFor = lambda _domain: None,
                  discovery_policy: PolicyFor = lambda _source: None,
+                 outgoing: Outgoing | None = None,
                  route_timeout: float = timer("ROUTE_TIMEOUT"),
                  rng: random.Random | None = None) -> None:
         self.core = core
@@ -75,7 +91,7 @@ class GatewayNode:
         self.local = LocalGateway(core.gateway_id, core.domain, hold_time)
         self.verifier = verifier
         self.admit = admit
-        self.accept_open = accept_open or self._accept_open
+        self.accept_open: OpenCheck = accept_open or (lambda _handle, _msg: None)
         self.export_for = export_for
         self.txids = TransactionIds(rng)
         self._out = Outbox()                   # what the machines produce
@@ -88,21 +104,29 @@ class GatewayNode:
         self.relays: dict[tuple[Handle, int], Relay] = {}
         self._unanswered: list[Relay] = []     # relays that may still time out
         self.ctx = RelayContext(core, self.txids, self.peers.get,
-                                self.registration.handles.get, name, route_timeout)
+                                self.registration.handles.get, name, route_timeout,
+                                outgoing=outgoing)
 
     # --- peering ------------------------------------------------------------------------------
-    def _accept_open(self, handle: Handle, msg: Open) -> ErrorCode | None:
-        """Default OPEN check: not ourselves, not a gateway already peered elsewhere."""
+    def _check_open(self, handle: Handle, msg: Open) -> Refusal | None:
+        """The ``accept_open`` hook (identity and federation), then the node's own OPEN
+        check: not ourselves, not a gateway already peered over another association."""
+        refused = self.accept_open(handle, msg)
+        if refused is not None:
+            return refused
         if msg.gateway_id == self.core.gateway_id:
-            return ErrorCode.IDENTITY_MISMATCH
+            return Refusal(ErrorCode.IDENTITY_MISMATCH, "OPEN carries our own gateway id")
         other = self.peers.get(msg.gateway_id)
-        return ErrorCode.POLICY_DENIED if other is not None and other != handle else None
+        if other is not None and other != handle:
+            return Refusal(ErrorCode.POLICY_DENIED,
+                           "a session with that gateway exists on another association")
+        return None
 
     def _session(self, handle: Handle) -> PeerSession:
         s = self.sessions.get(handle)
         if s is None:
             s = PeerSession(self._out, handle, self.local, self.core, self.txids,
-                            self.verifier, accept_open=self.accept_open,
+                            self.verifier, accept_open=self._check_open,
                             export_for=self.export_for)
             self.sessions[handle] = s
         return s
@@ -131,10 +155,10 @@ class GatewayNode:
         if self.admit is not None:
             refused = self.admit(source, msg, now)
             if refused is not None:
-                answer = refusal_answer(msg, refused, "refused by admission policy")
+                answer = refusal_answer(msg, refused.code, refused.diagnostic)
                 if answer is not None:
                     self._out.send(source, answer)
-                raise ProtocolError(refused, f"{t.name} refused", t)
+                raise ProtocolError(refused.code, refused.diagnostic, t)
         relay = self.relays.get((source, msg.transaction_id)) if t in _RELAY_ANSWERS else None
         if relay is not None:
             del self.relays[(source, msg.transaction_id)]

@@ -6,6 +6,12 @@ agent's outstanding :class:`~.requester.Requester` transactions, all talking to 
 gateway.  Like aioquic's ``QuicConnection``: feed it with :meth:`AgentClient.receive` and
 :meth:`AgentClient.handle_timer`, drain :meth:`AgentClient.messages_to_send` and
 :meth:`AgentClient.next_event`.
+
+Access tokens (Section 10.3): :attr:`AgentClient.token`, set at construction or any time
+later (the caller fetches and renews it, e.g. with
+:func:`dmscproto.security.token_server.request_token`; the machines do no I/O), is put in
+the ACCESS_TOKEN TLV of every REGISTER, REFRESH, DEREGISTER, DISCOVER and ROUTE_REQUEST
+sent from then on.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class AgentClient:
     def __init__(self, signed: SignedRecord, gateway: Handle, *,
                  rng: random.Random | None = None,
                  nonce: Callable[[], bytes] | None = None,
+                 token: bytes | None = None,
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
                  route_timeout: float = timer("ROUTE_TIMEOUT")) -> None:
         self.signed = signed
@@ -57,9 +64,12 @@ class AgentClient:
         self.gateway = gateway
         self.outbox = Outbox()
         self.txids = TransactionIds(rng)
+        #: The access token sent with every request that carries one (module docstring).
+        self.token = token
         if nonce is None:
             nonce = (lambda: rng.randbytes(16)) if rng is not None else (lambda: os.urandom(16))
         self.registration = AgentRegistration(self.outbox, gateway, self.txids, nonce=nonce,
+                                              token=lambda: self.token,
                                               request_timeout=request_timeout)
         self.requests = Requests(self.outbox)
         self.request_timeout = request_timeout
@@ -82,7 +92,7 @@ class AgentClient:
         """Send DISCOVER; the answer is a RequestCompleted event.  Returns the txid."""
         return self._request(Discover(transaction_id=self.txids(), query=query, scope=scope,
                                       max_results=max_results, source_agent=self.agent_id,
-                                      trace=trace), now)
+                                      trace=trace, token=self.token), now)
 
     def route(self, payload: bytes, now: float, *, target: bytes | None = None,
               query: DiscoveryQuery | None = None, timeout_ms: int | None = None,
@@ -94,7 +104,7 @@ class AgentClient:
         return self._request(RouteRequest(
             transaction_id=self.txids(), source_agent=self.agent_id, target_agent=target,
             query=query, hop_limit=DEFAULT_HOP_LIMIT, path=(), payload=payload,
-            timeout_ms=timeout_ms, trace=trace), now, wait)
+            timeout_ms=timeout_ms, trace=trace, token=self.token), now, wait)
 
     def echo(self, now: float, payload: bytes | None = None) -> int:
         """Send ECHO_REQUEST to the home gateway; the event's ``rtt`` is the round trip."""

@@ -147,6 +147,17 @@ class TableChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordRefused:
+    """An ADVERTISEd record failed the record check (signature, import policy; Sections
+    6.5, 10.5) and was not learned; the rest of its UPDATE was applied."""
+
+    handle: Handle
+    agent_id: bytes
+    status: ErrorCode
+    diagnostic: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolViolation:
     """A message was refused with ``status`` (and answered as the draft says)."""
 

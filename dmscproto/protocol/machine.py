@@ -52,6 +52,16 @@ class ProtocolError(Exception):
         self.message_type = message_type
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a node's hook (admission, OPEN check, record check, forwarding) refuses a
+    message or a record: the registered error code for STATUS and the reason for the
+    DIAGNOSTIC TLV (Section 5.4) and the logs."""
+
+    code: ErrorCode
+    diagnostic: str
+
+
 def error_answer(msg: Message, code: ErrorCode, diagnostic: str) -> Error | None:
     """The wire answer to a request that cannot be processed (Section 5.4): ERROR with the
     request's transaction id and type.  Answers, one-way messages and ERROR itself are

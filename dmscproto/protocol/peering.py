@@ -25,13 +25,22 @@ from ..codec.registry import ErrorCode, GatewayCaps, MessageType, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
 from ..gateway.core import GatewayCore
 from .events import SessionClosed, SessionEstablished
-from .machine import Handle, Machine, Outbox, ProtocolError, TransactionIds, earliest, expect
+from .machine import (
+    Handle,
+    Machine,
+    Outbox,
+    ProtocolError,
+    Refusal,
+    TransactionIds,
+    earliest,
+    expect,
+)
 from .registration import RecordVerifier
 from .sync import PeerSync, SyncPeer
 
 #: Checks a received OPEN (identity against the association, federation policy); returns
-#: the error to NOTIFY, or None to accept.
-OpenCheck = Callable[[Handle, Open], ErrorCode | None]
+#: the refusal to NOTIFY, or None to accept.
+OpenCheck = Callable[[Handle, Open], Refusal | None]
 #: The export filter towards a peer of a domain (None: export everything).
 ExportFor = Callable[[str], Callable[[CapabilityRecord], bool] | None]
 
@@ -77,7 +86,7 @@ class PeerAction(Enum):
     SEND_OPEN = "send OPEN, start hold timer with the proposed hold time"
     ANSWER_OPEN = ("answer OPEN with the request's transaction id; negotiate the hold time; "
                    "start hold timer")
-    REFUSE_OPEN = "send NOTIFY with the check's error; close"
+    REFUSE_OPEN = "send NOTIFY with the check's error and reason; close"
     CONFIRM = "negotiate the hold time; send KEEPALIVE; establish"
     ESTABLISH = "establish: report SessionEstablished, start sync (DIGEST at once)"
     ESTABLISH_AND_SYNC = "establish, then pass the message to sync"
@@ -152,7 +161,7 @@ class PeerSession(Machine):
         self.hold_time = local.hold_time
         self.sync: PeerSync | None = None
         self._open_txid: int | None = None
-        self._refusal = ErrorCode.POLICY_DENIED
+        self._refusal = Refusal(ErrorCode.POLICY_DENIED, "OPEN refused")
         self._hold_deadline: float | None = None
         self._last_sent = 0.0
 
@@ -253,9 +262,9 @@ class PeerSession(Machine):
         self.send(self._open(msg.transaction_id), now)
 
     def _refuse_open(self, now: float, msg: Message | None) -> None:
-        self._notify(self._refusal, "OPEN refused", now)
+        self._notify(self._refusal.code, self._refusal.diagnostic, now)
         if self.state is not _S.IDLE:
-            self._close(self._refusal, by_peer=False)
+            self._close(self._refusal.code, by_peer=False)
 
     def _confirm(self, now: float, msg: Message | None) -> None:
         self._learn_peer(msg)

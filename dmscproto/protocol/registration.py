@@ -3,7 +3,8 @@
 :class:`AgentRegistration` keeps one agent registered with its home gateway: REGISTER,
 REFRESH after REFRESH_FRACTION of the granted lease, REGISTER again when the gateway has
 lost the registration or the lease ended unrefreshed, DEREGISTER.  Every request waits
-REQUEST_TIMEOUT for its answer.
+REQUEST_TIMEOUT for its answer, and carries the agent's current access token, if it has
+one, in ACCESS_TOKEN (Section 10.3).
 
 :class:`GatewayRegistration` answers those requests at the gateway.  Its per-agent state
 is read from the :class:`~dmscproto.gateway.core.GatewayCore` (a local record is
@@ -45,14 +46,16 @@ from .machine import (
     Machine,
     Outbox,
     ProtocolError,
+    Refusal,
     TransactionIds,
     earliest,
     expect,
     timestamp_ms,
 )
 
-#: Checks a signed record before it is stored; returns the error to answer, or None.
-RecordVerifier = Callable[[SignedRecord], ErrorCode | None]
+#: Checks a signed record before it is stored or learned, given the association it came
+#: from (an agent's REGISTER, a peer's UPDATE) and ``now``; returns the refusal, or None.
+RecordVerifier = Callable[[Handle, SignedRecord, float], Refusal | None]
 
 
 class AgentState(Enum):
@@ -127,12 +130,14 @@ class AgentRegistration(Machine):
 
     def __init__(self, outbox: Outbox, gateway: Handle, txids: TransactionIds, *,
                  nonce: Callable[[], bytes] = lambda: os.urandom(16),
+                 token: Callable[[], bytes | None] = lambda: None,
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
                  refresh_fraction: float = timer("REFRESH_FRACTION")) -> None:
         super().__init__(outbox)
         self.gateway = gateway
         self._txids = txids
         self._nonce = nonce
+        self._token = token
         self.request_timeout = request_timeout
         self.refresh_fraction = refresh_fraction
         self.signed: SignedRecord | None = None
@@ -195,18 +200,19 @@ class AgentRegistration(Machine):
         assert self.signed is not None
         self._request(Register(transaction_id=self._txids(), record=self.signed,
                                lease=self.requested_lease, nonce=self._nonce(),
-                               timestamp=timestamp_ms(now)), now)
+                               timestamp=timestamp_ms(now), token=self._token()), now)
 
     def _send_refresh(self, now: float, msg: Message | None) -> None:
         assert self.agent_id is not None
         self._request(Refresh(transaction_id=self._txids(), agent_id=self.agent_id,
                               lease=self.requested_lease, nonce=self._nonce(),
-                              timestamp=timestamp_ms(now)), now)
+                              timestamp=timestamp_ms(now), token=self._token()), now)
 
     def _send_deregister(self, now: float, msg: Message | None) -> None:
         assert self.agent_id is not None
         self._request(Deregister(transaction_id=self._txids(), agent_id=self.agent_id,
-                                 nonce=self._nonce(), timestamp=timestamp_ms(now)), now)
+                                 nonce=self._nonce(), timestamp=timestamp_ms(now),
+                                 token=self._token()), now)
         self.lease_end = None
 
     def _start_lease(self, lease: int | None) -> None:
@@ -287,14 +293,14 @@ class _Request:
     agent_id: bytes
 
 
-def verify_signature(signed: SignedRecord) -> ErrorCode | None:
-    """The default record check: the COSE signature and the key-derived Agent ID
-    (Section 7.2.1); BAD_SIGNATURE on failure."""
+def verify_signature(source: Handle, signed: SignedRecord, now: float) -> Refusal | None:
+    """The default record check, whoever sent it: the COSE signature and the
+    key-derived Agent ID (Section 7.2.1); BAD_SIGNATURE on failure."""
     from ..security.signing import SignatureError, verify_record
     try:
         verify_record(signed)
-    except SignatureError:
-        return ErrorCode.BAD_SIGNATURE
+    except SignatureError as exc:
+        return Refusal(ErrorCode.BAD_SIGNATURE, str(exc))
     return None
 
 
@@ -376,11 +382,11 @@ class GatewayRegistration(Machine):
 
     def _admit(self, now: float, msg: Message | None) -> bool:
         reg = expect(msg, Register)
-        bad = self.verifier(reg.record)
+        assert self._req is not None
+        bad = self.verifier(self._req.source, reg.record, now)
         if bad is not None:
-            self._answer(RegisterAck(transaction_id=reg.transaction_id, status=bad,
-                                     diagnostic="signed record does not verify",
-                                     trace=reg.trace))
+            self._answer(RegisterAck(transaction_id=reg.transaction_id, status=bad.code,
+                                     diagnostic=bad.diagnostic, trace=reg.trace))
             return False
         out = self.core.register(reg.record, reg.lease, now)  # committed when it returns
         ok = out.status is ErrorCode.SUCCESS
@@ -389,7 +395,6 @@ class GatewayRegistration(Machine):
                                  agent_id=aid if ok else None, lease=out.lease if ok else None,
                                  diagnostic=out.diagnostic, trace=reg.trace))
         if ok:
-            assert self._req is not None
             self.handles[aid] = self._req.source
             self.outbox.emit(AgentRegistered(aid, out.lease, self._req.source))
         return ok

@@ -2,10 +2,14 @@
 
 A ROUTE_REQUEST is decided in the draft's order (:meth:`GatewayCore.route`: loop, local
 target, route, hop limit) and then delivered to the local agent, forwarded to the next
-hop, or answered with the routing error.  A delivered or forwarded request gets a new
-transaction id towards the next hop; the machine keeps the incoming association and
-transaction id (the return path) until the answer comes back or the transaction timer
-(ROUTE_TIMEOUT, or the request's TIMEOUT if smaller) expires.
+hop, or answered with the routing error.  A request to be forwarded first passes the
+gateway's ``outgoing`` hook (:class:`RelayContext`), which may rewrite it (the origin
+gateway replaces an agent's ACCESS_TOKEN with an origin assertion, Section 10.6) or
+refuse it (the import policy, once a QUERY is resolved to a remote target).  A
+delivered or forwarded request gets a new transaction id towards the next hop; the
+machine keeps the incoming association and transaction id (the return path) until the
+answer comes back or the transaction timer (ROUTE_TIMEOUT, or the request's TIMEOUT if
+smaller) expires.
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from ..codec.registry import ErrorCode, MessageType, Scope, timer
 from ..gateway.core import GatewayCore
 from ..gateway.routing import Decision, DeliverLocal, Forward, Reject
 from .events import TransactionEnded
-from .machine import Handle, Machine, Outbox, ProtocolError, TransactionIds, expect
+from .machine import Handle, Machine, Outbox, ProtocolError, Refusal, TransactionIds, expect
+
+#: The ``outgoing`` hook: given the association a ROUTE_REQUEST came from, the request as
+#: it will be forwarded (resolved target, the next hop's HOP_LIMIT, PATH_VECTOR and
+#: TIMEOUT), the incoming transaction id and ``now``, the request to send, or a refusal.
+Outgoing = Callable[[Handle, RouteRequest, int, float], RouteRequest | Refusal]
 
 
 @dataclass
@@ -39,6 +48,8 @@ class RelayContext:
     #: A forwarded request's TIMEOUT is this fraction of the forwarding gateway's own
     #: transaction time, so the next hop's error answer arrives before that time is up.
     forward_fraction: float = timer("FORWARD_FRACTION")
+    #: Prepares or refuses each ROUTE_REQUEST forwarded to a peer (module docstring).
+    outgoing: Outgoing | None = None
 
 
 class Relay(Machine):
@@ -58,6 +69,8 @@ class Relay(Machine):
         self.downstream: tuple[Handle, int] | None = None
         self.deadline: float | None = None
         self.decision: Decision = Reject(ErrorCode.NO_ROUTE)
+        #: The reason given with a Reject decision, if any.
+        self.diagnostic: str | None = None
         #: The target agent, once a QUERY is resolved.
         self.target: bytes | None = None
 
@@ -143,7 +156,7 @@ class Relay(Machine):
 
     def _reject(self, now: float, msg: Message | None) -> None:
         assert isinstance(self.decision, Reject)
-        self.answer(self.failure(self.decision.code, None))
+        self.answer(self.failure(self.decision.code, self.diagnostic))
 
     def failure(self, status: ErrorCode, diagnostic: str | None) -> RouteReply | TraceReply:
         raise NotImplementedError
@@ -158,7 +171,7 @@ class RouteState(Enum):
 
 class RouteInput(Enum):
     REQUEST_LOCAL = "ROUTE_REQUEST [target local]"
-    REQUEST_FORWARD = "ROUTE_REQUEST [route]"
+    REQUEST_FORWARD = "ROUTE_REQUEST [route, outgoing hook accepts]"
     REQUEST_REJECT = "ROUTE_REQUEST [refused]"
     REPLY = "ROUTE_REPLY"
     ERROR = "ERROR"
@@ -168,9 +181,10 @@ class RouteInput(Enum):
 class RouteAction(Enum):
     DELIVER = "send to the agent with a new transaction id; start transaction timer"
     FORWARD = ("send to the next hop with a new transaction id, HOP_LIMIT - 1, own id "
-               "appended to PATH_VECTOR and TIMEOUT 9/10 of the transaction time; start "
-               "transaction timer")
-    REJECT = "answer ROUTE_REPLY with the error (NO_ROUTE, LOOP_DETECTED, ...)"
+               "appended to PATH_VECTOR, TIMEOUT 9/10 of the transaction time and what the "
+               "outgoing hook sets (ACCESS_TOKEN: origin assertion); start transaction timer")
+    REJECT = ("answer ROUTE_REPLY with the error (NO_ROUTE, LOOP_DETECTED, ..., or the "
+              "outgoing hook's refusal and its reason)")
     RELAY_REPLY = "pass ROUTE_REPLY upstream with the incoming transaction id"
     RELAY_ERROR = "answer ROUTE_REPLY upstream with ERROR's STATUS"
     UNREACHABLE = "answer ROUTE_REPLY TARGET_UNREACHABLE"
@@ -207,6 +221,12 @@ class RouteRelay(Relay):
         (_S.FORWARDED, _I.TIMEOUT): (_A.TIMED_OUT, _S.DONE),
     }
 
+    def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,
+                 request: RouteRequest) -> None:
+        super().__init__(outbox, ctx, upstream, request)
+        #: The request for the next hop, once the outgoing hook accepted it.
+        self.forwarded: RouteRequest | None = None
+
     def classify(self, now: float) -> Enum:
         req = expect(self.request, RouteRequest)
         if req.target_agent is None and req.query is None:
@@ -221,11 +241,27 @@ class RouteRelay(Relay):
                 self.target = best[0].record.record.agent_id if best else None
             self.decision = (Reject(ErrorCode.NO_ROUTE) if self.target is None
                              else self.decide(self.target, now))
+        if isinstance(self.decision, Forward):
+            self.forwarded = self._outgoing(self.decision, now)
         if isinstance(self.decision, DeliverLocal):
             return _I.REQUEST_LOCAL
         if isinstance(self.decision, Forward):
             return _I.REQUEST_FORWARD
         return _I.REQUEST_REJECT
+
+    def _outgoing(self, d: Forward, now: float) -> RouteRequest | None:
+        """The request for the next hop, through the ``outgoing`` hook; a refusal turns
+        the decision into a Reject (None)."""
+        budget = int(self.timeout() * self.ctx.forward_fraction * 1000)
+        fwd = replace(self._target_only(), hop_limit=d.hop_limit, path=d.path,
+                      timeout_ms=budget)
+        if self.ctx.outgoing is None:
+            return fwd
+        out = self.ctx.outgoing(self.upstream, fwd, self.request.transaction_id, now)
+        if isinstance(out, Refusal):
+            self.decision, self.diagnostic = Reject(out.code), out.diagnostic
+            return None
+        return out
 
     def _target_only(self) -> RouteRequest:
         """The request naming its resolved target (a QUERY is resolved once, at the
@@ -240,12 +276,10 @@ class RouteRelay(Relay):
 
     def _forward(self, now: float, msg: Message | None) -> None:
         d = self.decision
-        assert isinstance(d, Forward)
+        assert isinstance(d, Forward) and self.forwarded is not None
         dest = self.ctx.peer_handle(d.next_hop)
         assert dest is not None
-        budget = int(self.timeout() * self.ctx.forward_fraction * 1000)
-        self.send_on(dest, replace(self._target_only(), hop_limit=d.hop_limit, path=d.path,
-                                   timeout_ms=budget), now)
+        self.send_on(dest, self.forwarded, now)
 
     def _unreachable(self, now: float, msg: Message | None) -> None:
         self.answer(self.failure(ErrorCode.TARGET_UNREACHABLE, "no answer from the agent"))

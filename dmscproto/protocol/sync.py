@@ -21,7 +21,7 @@ from ..codec.registry import HEADER_SIZE, MAX_PDU_SIZE, MessageType, timer
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Advertisement, DigestSummary, VersionedId
 from ..gateway.core import GatewayCore
-from .events import TableChanged
+from .events import RecordRefused, TableChanged
 from .machine import Handle, Machine, Outbox, TransactionIds, earliest, expect
 from .registration import RecordVerifier
 
@@ -110,8 +110,9 @@ class SyncInput(Enum):
 
 
 class SyncAction(Enum):
-    APPLY = "learn ADVERTISEs, apply WITHDRAWs; report TableChanged"
-    APPLY_ANSWER = "learn ADVERTISEs; stop request timer"
+    APPLY = ("learn the ADVERTISEs that pass the record check (each refused one is "
+             "reported, RecordRefused), apply WITHDRAWs; report TableChanged")
+    APPLY_ANSWER = "learn ADVERTISEs (as APPLY); stop request timer"
     COLLECT = "keep the run of entries"
     NOTHING = "nothing (in sync)"
     DROP_STALE = "remove routes through the peer for ids absent from the entries"
@@ -244,8 +245,15 @@ class PeerSync(Machine):
     def _apply(self, now: float, msg: Message | None) -> None:
         up = expect(msg, Update)
         peer = self.peer.gateway_id
-        learned = [ad.record.record.agent_id for ad in up.advertise
-                   if self.verifier(ad.record) is None and self.core.learn(ad, peer, now)]
+        learned = []
+        for ad in up.advertise:
+            aid = ad.record.record.agent_id
+            refused = self.verifier(self.peer.handle, ad.record, now)
+            if refused is not None:
+                self.outbox.emit(RecordRefused(self.peer.handle, aid, refused.code,
+                                               refused.diagnostic))
+            elif self.core.learn(ad, peer, now):
+                learned.append(aid)
         self._report(learned, [w for w in up.withdraw
                                if self.core.withdraw(w.agent_id, w.version, peer)])
 

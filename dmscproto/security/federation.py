@@ -22,10 +22,13 @@ It answers the gateway's security questions:
   one (POLICY_DENIED).
 * Origin assertions (:func:`sign_origin`, :meth:`Federation.verify_origin`): a
   forwarded ROUTE_REQUEST carries, in ACCESS_TOKEN, a JWT signed by the origin gateway
-  (its certificate in ``x5c``) stating which agent sent it to which target with which
-  route scope, bound to the payload hash.  The gateway that delivers checks it against
-  the origin domain's anchor, its own export policy towards that domain, the scope and
-  a replay cache, so a cross-domain call proves the origin's authorization.
+  stating which agent sent it to which target with which route scope, bound to the
+  payload hash.  The origin gateway's certificate is in ``x5c``, except when the next hop
+  is the target's home gateway: that one verifies the assertion with the certificate of
+  the TLS association it came over (which keeps the request within a DTLS datagram).
+  The gateway that delivers checks it against the origin domain's anchor, its own export
+  policy towards that domain, the scope and a replay cache, so a cross-domain call
+  proves the origin's authorization.
 """
 
 from __future__ import annotations
@@ -128,9 +131,10 @@ def _payload_hash(payload: bytes) -> str:
 
 def sign_origin(gateway: Credential, msg: RouteRequest, *, source_uri: str,
                 target_agent: bytes, target_domain: str, scope: ScopeSet,
-                now: float) -> bytes:
+                now: float, with_certificate: bool = True) -> bytes:
     """The origin assertion an origin gateway puts in a forwarded ROUTE_REQUEST's
-    ACCESS_TOKEN, after it authorized ``source_uri`` (its own agent) for ``scope``."""
+    ACCESS_TOKEN, after it authorized ``source_uri`` (its own agent) for ``scope``;
+    without ``x5c`` unless ``with_certificate`` (module docstring)."""
     if gateway.private_key is None or gateway.identity.kind is not Kind.GATEWAY:
         raise ValueError("an origin assertion is signed with a gateway's key")
     der = gateway.certificate.public_bytes(serialization.Encoding.DER)
@@ -141,7 +145,9 @@ def sign_origin(gateway: Credential, msg: RouteRequest, *, source_uri: str,
         "scope": str(scope), "src": b64url(msg.source_agent), "tgt": b64url(target_agent),
         "pld": _payload_hash(msg.payload),
     }
-    header = {"typ": ORIGIN_TYPE, "x5c": [base64.b64encode(der).decode()]}
+    header: dict[str, Any] = {"typ": ORIGIN_TYPE}
+    if with_certificate:
+        header["x5c"] = [base64.b64encode(der).decode()]
     return sign_jwt(header, claims, gateway.private_key).encode()
 
 
@@ -312,15 +318,22 @@ class Federation:
 
     # --- origin assertions --------------------------------------------------------------
     def verify_origin(self, token: bytes, msg: RouteRequest, target: CapabilityRecord,
-                      now: float) -> OriginClaims:
+                      now: float, previous_hop: x509.Certificate | None = None
+                      ) -> OriginClaims:
         """Check the origin assertion of a ROUTE_REQUEST about to be delivered to the
-        local agent ``target`` (module docstring); records its jti."""
+        local agent ``target`` (module docstring); records its jti.  Without ``x5c`` it
+        must be signed by ``previous_hop``, the certificate of the gateway it came from."""
         try:
             header = json.loads(base64.urlsafe_b64decode(token.split(b".", 1)[0] + b"==="))
-            x5c = header["x5c"]
-            cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
             if header.get("typ") != ORIGIN_TYPE:
                 raise ValueError("not an origin assertion")
+            x5c = header.get("x5c")
+            if x5c is not None:
+                cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+            elif previous_hop is not None:
+                cert = previous_hop
+            else:
+                raise ValueError("no x5c, and it did not come from a gateway")
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise SecurityError(ErrorCode.INVALID_TOKEN, f"origin assertion: {exc}") from None
         gateway = check_certificate(self._trust, cert, now, usage=None)

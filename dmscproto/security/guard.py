@@ -1,8 +1,10 @@
 """The security hooks of a gateway node (draft-dmsc-protocol-00, Section 10): one object
-that gives :class:`~dmscproto.gateway.node.GatewayNode` its ``admit``, ``accept_open``,
-``export_for`` and ``discovery_policy`` arguments, built from a
-:class:`~.proof.RequestVerifier` and, for a federated gateway, a
-:class:`~.federation.Federation`.
+that gives :class:`~dmscproto.gateway.node.GatewayNode` its ``admit``, ``verifier``,
+``accept_open``, ``outgoing``, ``export_for`` and ``discovery_policy`` arguments
+(:meth:`GatewayGuard.node_hooks`), built from a :class:`~.proof.RequestVerifier` and, for
+a federated gateway, a :class:`~.federation.Federation`.  Every refusal is a
+:class:`~dmscproto.protocol.machine.Refusal` carrying the :class:`SecurityError`'s code
+and reason, which the node sends in STATUS and DIAGNOSTIC.
 
 ``peer_of(handle)`` tells who is behind an association: anything with ``identity`` and
 ``certificate`` (the QUIC transport's :class:`~dmscproto.transport.quic.PeerInfo`, or a
@@ -20,16 +22,21 @@ nothing more (CERTIFICATE_EXPIRED, CERTIFICATE_REVOKED).
   a token for ``route`` on the target's skills (or the query's), and the import policy
   for a remote target (POLICY_DENIED);
 * from a gateway: that its domain is ours or federated (POLICY_DENIED); agent requests
-  are refused (IDENTITY_MISMATCH); every record of an UPDATE must pass
-  :meth:`Federation.check_advertisement` (record poisoning, Section 10.5; the node's
-  record hook does not know the sender, so an UPDATE with one record the peer may not
-  advertise is refused whole); a ROUTE_REQUEST for an agent registered here must carry
-  a valid origin assertion when ``require_origin`` is set.
+  are refused (IDENTITY_MISMATCH); a ROUTE_REQUEST for an agent registered here must
+  carry a valid origin assertion when ``require_origin`` is set.
+
+:meth:`GatewayGuard.verify_record` is the node's record check: each record of a peer's
+UPDATE must pass :meth:`Federation.check_advertisement` (signature, and whether that
+peer may advertise that record's domain: record poisoning, Section 10.5); a refused
+record is skipped, the rest of the UPDATE is learned.  An agent's REGISTER record was
+checked in full by :meth:`GatewayGuard.admit` (:meth:`RequestVerifier.register`).
 
 :meth:`GatewayGuard.outgoing` is what the origin gateway does to a ROUTE_REQUEST from
-one of its agents before forwarding it to a peer: the agent's token, bound to the
-agent's certificate and useless to the next hop, is replaced by an origin assertion
-(:func:`~.federation.sign_origin`) carrying the route scope the agent was granted.
+one of its agents before forwarding it to a peer: the import policy and the agent's
+route scope are checked against the resolved target (a QUERY is resolved only after
+admission), and the agent's token, bound to the agent's certificate and useless to the
+next hop, is replaced by an origin assertion (:func:`~.federation.sign_origin`) carrying
+the route scope the agent was granted.  Relayed requests pass unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -51,11 +58,16 @@ from ..codec.messages import (
     Refresh,
     Register,
     RouteRequest,
-    Update,
 )
 from ..codec.registry import ErrorCode
 from ..codec.values import CapabilityRecord
 from ..gateway.core import GatewayCore
+from ..gateway.node import Admission
+from ..protocol.discovery import PolicyFor
+from ..protocol.machine import Refusal
+from ..protocol.peering import ExportFor, OpenCheck
+from ..protocol.registration import RecordVerifier
+from ..protocol.routing import Outgoing
 from .ca import Credential, Identity, Kind
 from .errors import SecurityError
 from .federation import Federation, check_open_identity, sign_origin
@@ -80,6 +92,22 @@ class Authenticated(Protocol):
     def certificate(self) -> x509.Certificate: ...
 
 
+class NodeHooks(TypedDict):
+    """The keyword arguments of :class:`~dmscproto.gateway.node.GatewayNode` a guard
+    supplies."""
+
+    admit: Admission
+    verifier: RecordVerifier
+    accept_open: OpenCheck
+    outgoing: Outgoing
+    export_for: ExportFor
+    discovery_policy: PolicyFor
+
+
+def _refusal(exc: SecurityError) -> Refusal:
+    return Refusal(exc.code, exc.reason)
+
+
 class GatewayGuard:
     """Admission, OPEN, export and discovery policy of one gateway (module docstring)."""
 
@@ -97,21 +125,24 @@ class GatewayGuard:
         self.federation = federation
         self.credential = credential
         self.require_origin = require_origin
-        #: The last refusal's reason, for logs (the node's hook carries only the code).
-        self.last_refusal: SecurityError | None = None
         # scopes verified by admit() for discovery_policy() and outgoing(), which the
         # node calls right after; bounded, oldest first out (a refused request leaves one)
         self._discover_scope: OrderedDict[object, ScopeSet] = OrderedDict()
         self._route_scope: OrderedDict[object, ScopeSet] = OrderedDict()
         self._valid: dict[bytes, tuple[int, float, Identity]] = {}
 
+    def node_hooks(self) -> NodeHooks:
+        """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
+        return NodeHooks(admit=self.admit, verifier=self.verify_record,
+                         accept_open=self.accept_open, outgoing=self.outgoing,
+                         export_for=self.export_for, discovery_policy=self.discovery_policy)
+
     # --- GatewayNode(admit=...) -------------------------------------------------------------
-    def admit(self, source: Handle, msg: Message, now: float) -> ErrorCode | None:
+    def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None:
         try:
             self.check(source, msg, now)
         except SecurityError as exc:
-            self.last_refusal = exc
-            return exc.code
+            return _refusal(exc)
         return None
 
     def check(self, source: Handle, msg: Message, now: float) -> None:
@@ -122,7 +153,7 @@ class GatewayGuard:
                                 "the association is not authenticated")
         identity = self._still_valid(peer.certificate, now)
         if identity.kind is Kind.GATEWAY:
-            self._from_gateway(identity, msg, now)
+            self._from_gateway(peer, identity, msg, now)
             return
         if self.federation is not None:
             self.federation.check_client(identity)
@@ -159,7 +190,8 @@ class GatewayGuard:
         self._valid[key] = (generation, until, identity)
         return identity
 
-    def _from_gateway(self, identity: Identity, msg: Message, now: float) -> None:
+    def _from_gateway(self, peer: Authenticated, identity: Identity, msg: Message,
+                      now: float) -> None:
         if isinstance(msg, _AGENT_REQUESTS):
             raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                 f"{identity.uri} is a gateway, not an agent")
@@ -170,9 +202,6 @@ class GatewayGuard:
                                 f"{identity.domain} is not a federated domain")
         else:
             self.federation.peer(identity.domain)
-        if isinstance(msg, Update):
-            for ad in msg.advertise:
-                self._check_learned(ad.record, identity, now)
         if isinstance(msg, RouteRequest) and self.require_origin and msg.target_agent:
             held = self.core.get(msg.target_agent)
             if held is not None and held.origin is None:  # delivered here
@@ -180,7 +209,24 @@ class GatewayGuard:
                 if msg.token is None:
                     raise SecurityError(ErrorCode.INVALID_TOKEN,
                                         "a relayed ROUTE_REQUEST needs an origin assertion")
-                self.federation.verify_origin(msg.token, msg, held.signed.record, now)
+                self.federation.verify_origin(msg.token, msg, held.signed.record, now,
+                                              previous_hop=peer.certificate)
+
+    # --- GatewayNode(verifier=...) ----------------------------------------------------------
+    def verify_record(self, source: Handle, signed: SignedRecord, now: float
+                      ) -> Refusal | None:
+        """A record to store (REGISTER, checked by :meth:`admit`) or learn (UPDATE)."""
+        peer = self.peer_of(source)
+        if peer is None:
+            return Refusal(ErrorCode.UNTRUSTED_CERTIFICATE,
+                           "the association is not authenticated")
+        if peer.identity.kind is not Kind.GATEWAY:
+            return None
+        try:
+            self._check_learned(signed, peer.identity, now)
+        except SecurityError as exc:
+            return _refusal(exc)
+        return None
 
     def _check_learned(self, signed: SignedRecord, peer: Identity, now: float) -> None:
         if self.federation is not None:
@@ -220,7 +266,7 @@ class GatewayGuard:
                 table.popitem(last=False)
 
     # --- GatewayNode(accept_open=...) --------------------------------------------------------
-    def accept_open(self, source: Handle, msg: Open) -> ErrorCode | None:
+    def accept_open(self, source: Handle, msg: Open) -> Refusal | None:
         """OPEN: the sender's certificate is the gateway it claims to be, of our domain or
         a federated one."""
         peer = self.peer_of(source)
@@ -236,8 +282,7 @@ class GatewayGuard:
                     raise SecurityError(ErrorCode.POLICY_DENIED,
                                         f"{peer.identity.domain} is not a federated domain")
         except SecurityError as exc:
-            self.last_refusal = exc
-            return exc.code
+            return _refusal(exc)
         return None
 
     # --- GatewayNode(export_for=..., discovery_policy=...) -----------------------------------
@@ -262,11 +307,12 @@ class GatewayGuard:
             return None
         return lambda record: scope.visible(s.id for s in record.skills)
 
-    # --- the origin gateway's forwarding ----------------------------------------------------
+    # --- GatewayNode(outgoing=...): the origin gateway's forwarding --------------------------
     def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
-                 now: float) -> RouteRequest:
-        """The ROUTE_REQUEST to forward to a peer: from one of our agents, with its token
-        replaced by an origin assertion; relayed ones unchanged."""
+                 now: float) -> RouteRequest | Refusal:
+        """The ROUTE_REQUEST to forward to a peer (module docstring): from one of our
+        agents, checked against the resolved target and with its token replaced by an
+        origin assertion; relayed ones unchanged."""
         peer = self.peer_of(upstream)
         scope = self._route_scope.pop((upstream, incoming_txid), None)
         if peer is None or peer.identity.kind is not Kind.AGENT or msg.target_agent is None:
@@ -274,8 +320,23 @@ class GatewayGuard:
         if self.credential is None:
             raise ValueError("forwarding for agents needs the gateway's credential")
         target = self._target(msg)
-        domain = target.domain if target is not None else self.core.domain
+        if target is None:  # a route without a record: the node never forwards one
+            return Refusal(ErrorCode.NO_ROUTE, "the target's record is not held here")
+        granted = ScopeSet.parse(Operation.ROUTE.value)
+        if scope is not None:  # only the route grant travels on
+            granted = ScopeSet({Operation.ROUTE: scope.grants.get(Operation.ROUTE)})
+        try:
+            if self.federation is not None:
+                self.federation.check_call(peer.identity.uri, target)
+            if not granted.allows(Operation.ROUTE, (s.id for s in target.skills)):
+                raise SecurityError(ErrorCode.INSUFFICIENT_SCOPE,
+                                    f"route scope {str(granted)!r} does not reach "
+                                    f"{target.agent_uri}")
+        except SecurityError as exc:
+            return _refusal(exc)
+        held = self.core.get(msg.target_agent)
+        direct = held is not None and held.next_hop == held.origin  # next hop is its home
         token = sign_origin(self.credential, msg, source_uri=peer.identity.uri,
-                            target_agent=msg.target_agent, target_domain=domain,
-                            scope=scope or ScopeSet.parse(Operation.ROUTE.value), now=now)
+                            target_agent=msg.target_agent, target_domain=target.domain,
+                            scope=granted, now=now, with_certificate=not direct)
         return replace(msg, token=token)
