@@ -11,10 +11,11 @@ The node decides everything; :class:`GatewayRuntime` only
   authenticated connection to the node as an
   :class:`~dmscproto.runtime.pump.Association` (peer sessions start with OPEN on the
   connections this gateway dials);
-* plugs the security layer into the node's hooks: a
-  :class:`~dmscproto.security.guard.GatewayGuard` (registration proof, agents of other
-  domains refused, tokens when required, the federation's OPEN, advertisement, import
-  and export checks, :class:`~dmscproto.security.federation.Federation`);
+* plugs the security layer into the node's hooks
+  (:meth:`~dmscproto.security.guard.GatewayGuard.node_hooks`: registration proof, agents
+  of other domains refused, tokens when required, the federation's OPEN, advertisement,
+  import and export checks and origin assertions,
+  :class:`~dmscproto.security.federation.Federation`);
 * moves messages and timers with a :class:`~dmscproto.runtime.pump.Pump` (a gateway's
   ROUTE_REQUEST to a local agent goes on a new stream of that agent's own connection);
 * shuts down cleanly: NOTIFY CEASE to the peers, connections closed, timers stopped,
@@ -33,7 +34,7 @@ from typing import TextIO, cast
 from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
-from ..codec.messages import Message, Open
+from ..codec.messages import Message
 from ..codec.registry import ErrorCode
 from ..codec.values import ExportPolicy
 from ..gateway.core import GatewayCore
@@ -168,10 +169,7 @@ class GatewayRuntime:
         self.guard = GatewayGuard(self.core, RequestVerifier(self.tls.trust), _peer_of,
                                   federation=self.federation, credential=self.credential)
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
-                                admit=self.guard.admit, export_for=self.guard.export_for,
-                                discovery_policy=self.guard.discovery_policy)
-        base_check = self.node.accept_open
-        self.node.accept_open = lambda h, m: self._accept_open(base_check, h, m)
+                                **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)
         host, port = c.listen
@@ -247,13 +245,6 @@ class GatewayRuntime:
             if not self._stopping:
                 await asyncio.sleep(delay)
 
-    # --- security hooks ------------------------------------------------------------------
-    def _accept_open(self, base: Callable[[Handle, Open], ErrorCode | None], handle: Handle,
-                     msg: Open) -> ErrorCode | None:
-        """The guard's identity and federation checks, then the node's own."""
-        assert self.guard is not None
-        return self.guard.accept_open(handle, msg) or base(handle, msg)
-
     # --- events --------------------------------------------------------------------------
     def _on_event(self, event: object) -> None:
         if isinstance(event, SessionEstablished):
@@ -274,11 +265,9 @@ class GatewayRuntime:
             log.info("agent removed", extra=facts(agent_id=event.withdrawn.agent_id,
                                                   status=event.status))
         elif isinstance(event, ProtocolViolation):
-            refusal = self.guard.last_refusal if self.guard is not None else None
             log.warning("message refused", extra=facts(
                 peer=_uri(event.handle), message=event.message_type, status=event.status,
-                reason=str(refusal) if refusal is not None and refusal.code is event.status
-                else event.diagnostic))
+                reason=event.diagnostic))
         if self.observer.event is not None:
             self.observer.event(event)
 
