@@ -174,6 +174,31 @@ def test_agent_of_another_domain_cannot_register(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_gateway_requiring_tokens_checks_them(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a = Domain.create(tmp_path, "a.example")
+        gw = await start(write_gateway_config(a, "gw", require_tokens=True))
+        try:
+            for name, scope, refusal in (("bare", None, ErrorCode.INVALID_TOKEN),
+                                         ("nosy", "discover", ErrorCode.INSUFFICIENT_SCOPE)):
+                agent = a.agent(name, gw.address, scope=scope)
+                with pytest.raises(AgentError) as err:
+                    await agent.register(skills=["x"])
+                assert err.value.status is refusal
+                await agent.close()
+            good = a.agent("good", gw.address, scope="register discover route")
+            await good.register(skills=["x"])
+            assert [f.agent_id for f in await good.discover(skills=["x"])] == [good.agent_id]
+            good.token = None  # the gateway wants one on DISCOVER too
+            with pytest.raises(AgentError) as err:
+                await good.discover(skills=["x"])
+            assert err.value.status is ErrorCode.INVALID_TOKEN
+            await good.close(deregister=False)
+        finally:
+            await gw.stop()
+    run(scenario())
+
+
 def test_restarted_gateway_keeps_its_registrations(tmp_path: Path) -> None:
     async def scenario() -> None:
         a = Domain.create(tmp_path, "a.example")

@@ -133,13 +133,15 @@ class Agent:
     gateway certificate, which must also be of the agent's own domain; ``transport``
     is ``quic`` (default) or ``dtls``.  When the connection is lost (the gateway
     restarted, say) the agent reconnects with backoff and registers again, unless
-    ``reconnect`` is false; requests in flight then fail with TARGET_UNREACHABLE."""
+    ``reconnect`` is false; requests in flight then fail with TARGET_UNREACHABLE.
+    ``token`` is an access token from the domain authority (a JWT bound to the agent's
+    certificate), sent with every request, for gateways that require one."""
 
     def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
                  server_name: str | None = "localhost", pcap: PcapWriter | None = None,
                  keylog: str | Path | TextIO | None = None,
                  tls: TlsIdentity | None = None, transport: str = "quic",
-                 reconnect: bool = True) -> None:
+                 reconnect: bool = True, token: bytes | str | None = None) -> None:
         self.tls = tls or TlsIdentity(credential, trust)
         self.identity: Identity = self.tls.identity
         host, _, port = gateway.rpartition(":")
@@ -158,6 +160,7 @@ class Agent:
         self._deregistration: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Event | None = None
+        self._token = token.encode() if isinstance(token, str) else token
         self._closing = False
         self._watcher: asyncio.Task[None] | None = None
         #: Whether to reconnect (and register again) when the connection is lost.
@@ -181,6 +184,17 @@ class Agent:
     @property
     def uri(self) -> str:
         return self.identity.uri
+
+    @property
+    def token(self) -> bytes | None:
+        """The access token sent with every request (Section 10.3), if any."""
+        return self._token
+
+    @token.setter
+    def token(self, value: bytes | str | None) -> None:
+        self._token = value.encode() if isinstance(value, str) else value
+        if self._client is not None:
+            self._client.token = self._token
 
     @property
     def registered(self) -> bool:
@@ -207,7 +221,8 @@ class Agent:
                                   {"address": f"{host}:{port}"})
         # discover, call, echo and trace need no registration: the record is given
         # by register()
-        self._client = AgentClient(self.signed or self.record(()), self._assoc)
+        self._client = AgentClient(self.signed or self.record(()), self._assoc,
+                                   token=self._token)
         self._pump = Pump(_Machine(self._client), on_event=self._on_event)
 
     async def _keep(self) -> None:

@@ -12,6 +12,8 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     store = "registry.sqlite"         # the registry (SQLite, WAL)
     name = "gw1"                      # optional, for HOP records (default: the cert's)
     transport = "quic"                # or "dtls" (Section 9.2; needs a P-256 certificate)
+    require_tokens = false            # true: every agent request carries an access token
+                                      # from the domain authority (Section 10.3)
 
     [limits]                          # optional (Section 8 defaults)
     min_lease = 30
@@ -96,6 +98,7 @@ class GatewayConfig:
     store: Path
     name: str | None = None
     transport: str = "quic"
+    require_tokens: bool = False
     peers: tuple[PeerConfig, ...] = ()
     min_lease: int = int(timer("MIN_LEASE"))
     max_lease: int = int(timer("MAX_LEASE"))
@@ -129,7 +132,7 @@ class GatewayConfig:
         r.only(data, "", {"gateway", "limits", "log", "capture", "peers"})
         gw = r.table(data, "gateway", required=True)
         r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
-                               "store", "name", "transport"})
+                               "store", "name", "transport", "require_tokens"})
         limits = r.table(data, "limits")
         r.only(limits, "limits", {"min_lease", "max_lease", "hold_time"})
         log = r.table(data, "log")
@@ -175,6 +178,7 @@ class GatewayConfig:
                          must_exist=False),
             name=r.get(gw, "gateway", "name", str, None),
             transport=transport,
+            require_tokens=r.get(gw, "gateway", "require_tokens", bool, False),
             peers=peers,
             min_lease=min_lease, max_lease=max_lease, hold_time=hold_time,
             log_format=log_format, log_level=log_level,

@@ -52,6 +52,8 @@ from .sandbox import Domain, PeerSpec, write_gateway_config
 T = TypeVar("T")
 
 PCAP_NAME = "dmsc-demo.pcap"
+#: What the demo's agents may do (Section 10.3); the gateways require tokens.
+SCOPE = "register discover route"
 KEYLOG_NAME = "keys.log"
 #: The Wireshark dissector generated from the codec registry (tools/gen_wireshark.py).
 LUA = Path(__file__).resolve().parents[2] / "tools" / "wireshark" / "dmsc.lua"
@@ -132,6 +134,11 @@ class _Display:
 
     def describe(self, msg: Message) -> str:
         """The facts of ``msg`` worth a line, with names for ids."""
+        token = getattr(msg, "token", None)
+        text = self._describe(msg)
+        return text + (f" +ACCESS_TOKEN ({len(token)} octets)" if token else "")
+
+    def _describe(self, msg: Message) -> str:
         if isinstance(msg, Register):
             rec = msg.record.record
             return (f"record v{rec.record_version} skills {[s.id for s in rec.skills]} "
@@ -255,12 +262,14 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
     d.line(f"DMSC demo: two domains, a gateway each, four agents; 127.0.0.1, {over}, "
            "ephemeral ports.")
 
-    d.step("Domain authorities issue certificates")
+    d.step("Domain authorities issue certificates and access tokens")
     a, b = Domain.create(tmp, "a.example"), Domain.create(tmp, "b.example")
     d.note(f"{d.ms()}  a.example and b.example: Ed25519 CAs, name-constrained to their "
            f"domain; files in {tmp}")
+    d.note(f"{d.ms()}  each agent below gets a certificate and an access token (JWT, "
+           f"scope {SCOPE!r}, bound to its certificate)")
 
-    d.step("Gateways start from their TOML configuration")
+    d.step("Gateways start from their TOML configuration (access tokens required)")
     gateways: list[GatewayRuntime] = []
 
     async def start(path: Path) -> GatewayRuntime:
@@ -294,9 +303,10 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
     opened: list[Agent] = []
     stack.push_async_callback(stop_all)
     gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5,
-                                            transport=transport))
+                                            transport=transport, require_tokens=True))
     gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, reach(gw_b))],
-                                            min_lease=5, transport=transport))
+                                            min_lease=5, transport=transport,
+                                            require_tokens=True))
 
     d.step("Peering: gw-a dials gw-b; the gateways OPEN a session and sync (Section 6)")
     await _expect(gw_a.wait_peers(), "peer session gw-a -> gw-b")
@@ -308,7 +318,8 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
 
     async def agent(dom: Domain, gw: GatewayRuntime, name: str, skills: list[Skill],
                     handler: Callable[[bytes, Request], bytes] | None) -> Agent:
-        ag = dom.agent(name, reach(gw), pcap=pcap, keylog=keylog, transport=transport)
+        ag = dom.agent(name, reach(gw), scope=SCOPE, pcap=pcap, keylog=keylog,
+                       transport=transport)
         d.names[ag.agent_id] = name
         if handler is not None:
             ag.serve(handler)

@@ -52,6 +52,7 @@ from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain
 from ..security.guard import Authenticated, GatewayGuard
 from ..security.proof import RequestVerifier
+from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
 from .config import ConfigError, GatewayConfig, PeerConfig
 from .logs import facts
@@ -166,7 +167,10 @@ class GatewayRuntime:
         self.store = RegistryStore(c.store)
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
                                 max_lease=c.max_lease)
-        self.guard = GatewayGuard(self.core, RequestVerifier(self.tls.trust), _peer_of,
+        tokens = (TokenVerifier(self.federation.anchor, gateway_uri=self.identity.uri)
+                  if c.require_tokens else None)
+        self.guard = GatewayGuard(self.core, RequestVerifier(self.tls.trust, tokens=tokens),
+                                  _peer_of,
                                   federation=self.federation, credential=self.credential)
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
                                 **self.guard.node_hooks())

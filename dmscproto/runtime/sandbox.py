@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..agent import Agent
 from ..security.ca import CA_CERT_FILE, Credential, DomainAuthority, Kind
+from ..security.tokens import ScopeSet, TokenIssuer
 from .transports import transport_named
 
 
@@ -56,9 +59,17 @@ class Domain:
         assert key_path is not None
         return cert_path, key_path
 
-    def agent(self, name: str, gateway: tuple[str, int], **options: object) -> Agent:
-        """A new agent of this domain with a fresh certificate, homed at ``gateway``."""
+    def agent(self, name: str, gateway: tuple[str, int], *, scope: str | None = None,
+              **options: Any) -> Agent:
+        """A new agent of this domain with a fresh certificate, homed at ``gateway``;
+        with ``scope`` (e.g. ``"register discover route"``), also an access token for
+        it from the authority (Section 10.3)."""
         cert, key = self.issue(name, Kind.AGENT)
+        if scope is not None:
+            credential = Credential.load(cert)
+            options["token"] = TokenIssuer(self.authority).issue(
+                credential.certificate, credential.identity.uri, ScopeSet.parse(scope),
+                now=time.time())
         return Agent.from_files(cert, key, [self.anchor],
                                 gateway=f"{gateway[0]}:{gateway[1]}", **options)
 
@@ -81,7 +92,8 @@ class PeerSpec:
 def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
                          listen: tuple[str, int] = ("127.0.0.1", 0), min_lease: int = 30,
                          max_lease: int = 86400, hold_time: int = 90,
-                         store: Path | None = None, transport: str = "quic") -> Path:
+                         store: Path | None = None, transport: str = "quic",
+                         require_tokens: bool = False) -> Path:
     """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path."""
     cert, key = domain.issue(name, Kind.GATEWAY,
                              p256=transport_named(transport).server_needs_p256)
@@ -90,6 +102,7 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
         f"domain = {_toml(domain.name)}",
         f"name = {_toml(name)}",
         f"transport = {_toml(transport)}",
+        f"require_tokens = {_toml(require_tokens)}",
         f"listen = {_toml(f'{listen[0]}:{listen[1]}')}",
         f"certificate = {_toml(cert.name)}",
         f"key = {_toml(key.name)}",

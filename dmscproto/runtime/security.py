@@ -3,8 +3,6 @@ Section 10): the ``[security]`` table, the :class:`~dmscproto.security.guard.Gat
 it gives the node, and the task that keeps the revocation lists fresh::
 
     [security]                        # optional; these are the defaults
-    tokens = false                    # agents must send an access token of our
-                                      # authority (Section 10.3)
     require_origin = true             # a ROUTE_REQUEST relayed to one of our agents
                                       # must carry an origin assertion (Section 10.6)
     crl = []                          # CRL sources of our and the peer domains: files
@@ -12,7 +10,8 @@ it gives the node, and the task that keeps the revocation lists fresh::
                                       # https://.../crl; refreshed before nextUpdate
 
 The peer domains' trust anchors and export and import policies are the ``[[peers]]``
-entries (:mod:`.config`, :func:`.gateway.build_federation`).
+entries (:mod:`.config`, :func:`.gateway.build_federation`); whether agents must send
+access tokens is ``gateway.require_tokens``.
 """
 
 from __future__ import annotations
@@ -39,14 +38,13 @@ from .logs import facts
 
 log = logging.getLogger("dmsc.gateway")
 
-_KEYS = {"tokens", "require_origin", "crl"}
+_KEYS = {"require_origin", "crl"}
 
 
 @dataclass(frozen=True, slots=True)
 class SecurityConfig:
     """The ``[security]`` table (module docstring)."""
 
-    tokens: bool = False
     require_origin: bool = True
     #: CRL sources: absolute file paths or https:// URLs.
     crl: tuple[str, ...] = ()
@@ -60,12 +58,9 @@ class SecurityConfig:
             if key not in _KEYS:
                 raise ConfigError(source, f"security.{key}",
                                   f"unknown key (expected one of {', '.join(sorted(_KEYS))})")
-        flags = {}
-        for key, default in (("tokens", False), ("require_origin", True)):
-            value = table.get(key, default)
-            if not isinstance(value, bool):
-                raise ConfigError(source, f"security.{key}", "must be true or false")
-            flags[key] = value
+        require_origin = table.get("require_origin", True)
+        if not isinstance(require_origin, bool):
+            raise ConfigError(source, "security.require_origin", "must be true or false")
         crl = table.get("crl", [])
         if isinstance(crl, str):
             crl = [crl]
@@ -82,17 +77,17 @@ class SecurityConfig:
             else:
                 path = Path(item) if Path(item).is_absolute() else base / item
                 sources.append(str(path))
-        return cls(flags["tokens"], flags["require_origin"], tuple(sources))
+        return cls(require_origin, tuple(sources))
 
 
 def build_guard(core: GatewayCore, federation: Federation, credential: Credential,
-                security: SecurityConfig,
-                peer_of: Callable[[Any], Authenticated | None]) -> GatewayGuard:
+                security: SecurityConfig, peer_of: Callable[[Any], Authenticated | None],
+                *, require_tokens: bool = False) -> GatewayGuard:
     """The guard of a gateway: registration proof against the federation's anchors
-    (with revocation), access tokens of our authority when ``security.tokens``, the
+    (with revocation), access tokens of our authority when ``require_tokens``, the
     federation's policies and origin assertions."""
     tokens = TokenVerifier(federation.anchor, gateway_uri=credential.identity.uri) \
-        if security.tokens else None
+        if require_tokens else None
     verifier = RequestVerifier(federation.trust_store(), tokens=tokens)
     return GatewayGuard(core, verifier, peer_of, federation=federation,
                         credential=credential, require_origin=security.require_origin)
