@@ -19,19 +19,18 @@ pytestmark = pytest.mark.security
 
 
 def test_security_table_defaults_and_paths(tmp_path: Path) -> None:
-    assert SecurityConfig.from_table({}) == SecurityConfig(False, True, ())
+    assert SecurityConfig.from_table({}) == SecurityConfig(True, ())
     conf = SecurityConfig.from_table(
-        {"tokens": True, "require_origin": False,
+        {"require_origin": False,
          "crl": ["crl.pem", "/etc/b.pem", "https://auth.b.example/crl"]}, base=tmp_path)
-    assert conf == SecurityConfig(True, False, (str(tmp_path / "crl.pem"), "/etc/b.pem",
-                                                "https://auth.b.example/crl"))
+    assert conf == SecurityConfig(False, (str(tmp_path / "crl.pem"), "/etc/b.pem",
+                                          "https://auth.b.example/crl"))
     assert SecurityConfig.from_table({"crl": "x.pem"}, base=tmp_path).crl == \
         (str(tmp_path / "x.pem"),)
 
 
 @pytest.mark.parametrize(("table", "key"), [
-    ({"token": True}, "security.token"),
-    ({"tokens": "yes"}, "security.tokens"),
+    ({"tokens": True}, "security.tokens"),
     ({"require_origin": 1}, "security.require_origin"),
     ({"crl": 3}, "security.crl"),
     ({"crl": ["http://auth/crl"]}, "security.crl[0]"),
@@ -48,7 +47,8 @@ def test_guard_from_the_security_table(tmp_path: Path) -> None:
     gw = a.issue("gw", Kind.GATEWAY)
     fed = Federation("a.example", a.authority.certificate, ())
     core = core_for(tmp_path, "a.example", gw)
-    guard = build_guard(core, fed, gw, SecurityConfig(tokens=True), lambda _h: None)
+    guard = build_guard(core, fed, gw, SecurityConfig(), lambda _h: None,
+                        require_tokens=True)
     assert guard.verifier.tokens is not None and guard.require_origin
     assert guard.verifier.trust is fed.trust_store()
     plain = build_guard(core, fed, gw, SecurityConfig(require_origin=False), lambda _h: None)
