@@ -28,6 +28,8 @@ def add_identity(p: argparse.ArgumentParser) -> None:
                    help="the home gateway's QUIC address")
     p.add_argument("--server-name", default="localhost",
                    help="name the gateway certificate must carry (default: localhost)")
+    p.add_argument("--token", metavar="JWT|@FILE",
+                   help="access token sent with every request (see dmsc authority token)")
 
 
 def agent_of(args: argparse.Namespace) -> Agent:
@@ -37,8 +39,11 @@ def agent_of(args: argparse.Namespace) -> Agent:
     if not sep or not host or not port.isdigit():
         raise UsageError(f"--gateway must be HOST:PORT, not {args.gateway!r}")
     try:
+        token = args.token
+        if token is not None and token.startswith("@"):
+            token = Path(token[1:]).read_text(encoding="ascii").strip()
         return Agent.from_files(args.cert, args.key, args.ca, gateway=args.gateway,
-                                server_name=args.server_name or None)
+                                server_name=args.server_name or None, token=token)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
