@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from dmscproto.codec.cose import SignedRecord
+from dmscproto.codec.digest import summarize
 from dmscproto.codec.examples import example_key, weather_record
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
-from dmscproto.gateway.core import GatewayCore, RouteChanges, summarize
+from dmscproto.gateway.core import GatewayCore, RouteChanges
 from dmscproto.gateway.policy import export_filter, exportable
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore

@@ -17,12 +17,12 @@ its authorization before calling :meth:`GatewayCore.register` or
 from __future__ import annotations
 
 import gc
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from ..codec.cose import SignedRecord
+from ..codec.digest import summarize
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, DigestSummary, Result, VersionedId
@@ -32,17 +32,6 @@ from .store import RegistryStore, StoredRecord, StoredRow
 
 #: Largest record version (a u64 on the wire, Section 6.5).
 MAX_VERSION = 2**64 - 1
-
-
-def summarize(entries: Sequence[VersionedId]) -> DigestSummary:
-    """DIGEST_SUMMARY (Section 6.6) of entries sorted by agent id: their count and the
-    SHA-256 over the concatenation, for each entry, of the 16-octet agent id followed
-    by the version as an unsigned 64-bit big-endian integer.  Two gateways holding the
-    same versions get the same summary; an empty table hashes the empty string."""
-    h = hashlib.sha256()
-    for e in entries:
-        h.update(e.agent_id + e.version.to_bytes(8, "big"))
-    return DigestSummary(len(entries), h.digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,8 +526,9 @@ class GatewayCore:
                ) -> tuple[DigestSummary, list[VersionedId]]:
         """DIGEST (Section 6.6) of the records held, local and learned, that
         :meth:`advertisements_for` would advertise (to ``to_peer``, under ``allow``):
-        the entries, sorted by agent id, and their :func:`summarize`.  The unfiltered
-        digest is cached until the table changes."""
+        the entries, sorted by agent id, and their summary (the codec's
+        :func:`~dmscproto.codec.digest.summarize`).  The unfiltered digest is cached
+        until the table changes."""
         if to_peer is None and allow is None and self._digest is not None:
             summary, entries = self._digest
             return summary, list(entries)
@@ -552,7 +542,7 @@ class GatewayCore:
     def peer_digest(self, peer: bytes) -> tuple[DigestSummary, list[VersionedId]]:
         """What ``peer``'s DIGEST should hold if it and this gateway agree: the
         (agent id, version) of every route through ``peer``, sorted by agent id, and
-        their :func:`summarize`."""
+        their summary."""
         entries = []
         for aid in self.routes.via(peer):
             r = self.routes.route_via(aid, peer)
