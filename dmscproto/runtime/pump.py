@@ -125,7 +125,8 @@ class Pump:
             return None
         key = (source, msg.transaction_id)
         if key in self._waiting:  # a duplicate while the first is being answered
-            return Error(transaction_id=msg.transaction_id, status=ErrorCode.REPLAY,
+            return Error(transaction_id=msg.transaction_id,
+                         status=ErrorCode.UNEXPECTED_MESSAGE,
                          offending_type=int(msg.TYPE),
                          diagnostic="transaction id already outstanding")
         future: asyncio.Future[Message] = self._loop.create_future()
