@@ -49,6 +49,9 @@ def edit(config: Path, old: str, new: str) -> Path:
      "host:port"),
     ("[gateway]", "[gatewey]", "gatewey", "unknown key"),
     ('store = "gw.sqlite"', "", "gateway.store", "missing"),
+    ('transport = "quic"', 'transport = "tcp"', "gateway.transport", '"quic" or "dtls"'),
+    ("require_tokens = false", 'require_tokens = "yes"', "gateway.require_tokens",
+     "true or false"),
 ])
 def test_bad_configuration_names_the_key(good: Path, old: str, new: str, key: str,
                                          reason: str, capsys: pytest.CaptureFixture[str]
