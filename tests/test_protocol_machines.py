@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dmscproto.codec.digest import summarize
 from dmscproto.codec.messages import (
     Digest,
     Discover,
@@ -47,7 +48,7 @@ from dmscproto.protocol.machine import (
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState
 from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.protocol.requester import Requests
-from dmscproto.protocol.sync import PeerSync, SyncPeer, SyncState, summarize
+from dmscproto.protocol.sync import PeerSync, SyncPeer, SyncState
 from dmscproto.testing.harness import T0, make_record
 
 ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16

@@ -11,11 +11,11 @@ route now runs through it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from ..codec.digest import summarize
 from ..codec.messages import Digest, Message, SyncRequest, Update
 from ..codec.registry import HEADER_SIZE, MAX_PDU_SIZE, MessageType, timer
 from ..codec.values import CapabilityRecord
@@ -32,15 +32,6 @@ IDS_PER_PDU = (MAX_PDU_SIZE - HEADER_SIZE - (4 + 2)) // 16
 #: Room for ADVERTISE and WITHDRAW TLVs in one UPDATE.
 _UPDATE_BUDGET = MAX_PDU_SIZE - HEADER_SIZE
 _WITHDRAW_SIZE = 4 + 24
-
-
-def summarize(entries: Sequence[VersionedId]) -> DigestSummary:
-    """DIGEST_SUMMARY of sorted entries (Section 6.6.1): their count and SHA-256 over each
-    16-octet agent id followed by its version as a 64-bit unsigned big-endian integer."""
-    h = hashlib.sha256()
-    for e in entries:
-        h.update(e.agent_id + e.version.to_bytes(8, "big"))
-    return DigestSummary(len(entries), h.digest())
 
 
 def _ad_size(ad: Advertisement) -> int:
