@@ -21,5 +21,6 @@ def run(coro: Coroutine[Any, Any, T], loop: LoopName = "auto") -> T:
     """``asyncio.run(coro)`` on uvloop (``auto``: if installed) or on asyncio's loop."""
     if loop == "uvloop" or (loop == "auto" and have_uvloop()):
         import uvloop
-        return uvloop.run(coro)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
     return asyncio.run(coro)
