@@ -217,8 +217,7 @@ class Agent:
             keylog=self._keylog)
         assert conn.peer.identity is not None
         self._conn = conn
-        self._assoc = Association(conn, conn.peer.identity, conn.peer.certificate,
-                                  {"address": f"{host}:{port}"})
+        self._assoc = Association(conn, conn.peer.identity, conn.peer.certificate)
         # discover, call, echo and trace need no registration: the record is given
         # by register()
         self._client = AgentClient(self.signed or self.record(()), self._assoc,

@@ -192,13 +192,11 @@ class GatewayRuntime:
                                timeout)
 
     # --- associations --------------------------------------------------------------------
-    def _association(self, conn: Connection, *, dialled: bool = False) -> Association:
+    def _association(self, conn: Connection) -> Association:
         assoc = self._assocs.get(conn)
         if assoc is None:
             assert conn.peer.identity is not None  # both transports authenticate
-            host, port = conn.peer.address[:2]
-            assoc = Association(conn, conn.peer.identity, conn.peer.certificate,
-                                {"address": f"{host}:{port}", "dialled": dialled})
+            assoc = Association(conn, conn.peer.identity, conn.peer.certificate)
             self._assocs[conn] = assoc
             watcher = asyncio.get_running_loop().create_task(self._watch(conn, assoc))
             self._watchers.add(watcher)
@@ -240,7 +238,7 @@ class GatewayRuntime:
                 continue
             delay = REDIAL_FIRST
             peer.connection = conn
-            assoc = self._association(conn, dialled=True)
+            assoc = self._association(conn)
             assert self.pump is not None and self.node is not None
             self.pump.call(self.node.connect, assoc, self.pump.now())
             await conn.wait_closed()

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -73,8 +73,6 @@ class Association:
     identity: Identity
     #: The peer's certificate, for checks made after the handshake (Section 10).
     certificate: x509.Certificate | None = None
-    #: Extra facts for logs and displays (e.g. the remote address).
-    info: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"<{self.identity.uri}>"
