@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from dmscproto.analysis.pcap import read_udp
+from dmscproto.runtime.demo import run_demo
 
 
 def test_demo_runs_every_step_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -42,3 +45,9 @@ def test_demo_runs_every_step_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert keys.count("CLIENT_TRAFFIC_SECRET_0") >= 5  # 4 agents + 1 peering connection
     assert f"tshark -r {capture / 'dmsc-demo.pcap'} -o tls.keylog_file:" in out
     assert "-X lua_script:" in out
+
+
+def test_demo_over_dtls() -> None:
+    out = io.StringIO()
+    assert asyncio.run(run_demo(out, quiet=True, transport="dtls")) == 0, out.getvalue()
+    assert "DTLS 1.2" in out.getvalue() and "steps succeeded" in out.getvalue()
