@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from dmscproto.cli import main
-from dmscproto.runtime.config import GatewayConfig
+from dmscproto.runtime.config import AgentConfig, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -19,6 +19,10 @@ def test_hello_agent_is_discovered_and_called(tmp_path: Path) -> None:
     assert main(["authority", "init", str(ca), "--domain", "a.example"]) == 0
     for name, kind in (("gw-a", "gateway"), ("hello", "agent"), ("client", "agent")):
         assert main(["authority", "issue", str(ca), name, "--kind", kind]) == 0
+    agent_toml = tmp_path / "agent.toml"
+    agent_toml.write_text((EXAMPLES / "agent.toml").read_text())
+    agent_config = AgentConfig.load(agent_toml)
+    assert agent_config.skills == ("greet",) and agent_config.gateway == ("127.0.0.1", 4433)
     config = tmp_path / "gateway-a.toml"
     config.write_text((EXAMPLES / "gateway-a.toml").read_text()
                       .replace('listen = "127.0.0.1:4433"', 'listen = "127.0.0.1:0"'))

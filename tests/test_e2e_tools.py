@@ -43,9 +43,19 @@ def running(tmp_path: Path) -> Iterator[tuple[Domain, Path, str]]:
 def test_agent_ping_trace_status(running: tuple[Domain, Path, str],
                                  capsys: pytest.CaptureFixture[str]) -> None:
     domain, config, address = running
+    cert, key = domain.issue("greeter", Kind.AGENT)
+    agent_toml = domain.directory / "greeter.toml"
+    agent_toml.write_text(f"""[agent]
+certificate = "{cert.name}"
+key = "{key.name}"
+trust_anchors = ["ca.pem"]
+gateway = "{address}"
+skills = ["greet"]
+lease = 120
+""")
     server = subprocess.Popen(
-        [sys.executable, "-c", CLI, "agent", *identity(domain, "greeter", address),
-         "--skill", "greet", "--reply", "hi "], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", CLI, "agent", "--config", str(agent_toml), "--reply", "hi "],
+        stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     try:
         line = server.stdout.readline()
@@ -84,7 +94,12 @@ def test_agent_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture
     domain = Domain.create(tmp_path, "a.example")
     me = identity(domain, "tool", "127.0.0.1:9")
     assert main(["agent", *me]) == EXIT_USAGE
+    assert main(["ping", "--cert", me[1]]) == EXIT_USAGE
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[agent]\ngateway = "nowhere"\n')
+    assert main(["agent", "--config", str(bad), "--discover", "x"]) == EXIT_USAGE
     assert main(["trace", *me, "abcd"]) == EXIT_USAGE
     assert main(["ping", *me[:-1], "nowhere"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "give --skill" in err and "32 hex digits" in err and "HOST:PORT" in err
+    assert "give --config, or --cert" in err and "agent.trust_anchors: missing" in err

@@ -16,34 +16,52 @@ from . import EXIT_FAILURE, EXIT_OK, Subparsers, UsageError
 
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..runtime.config import AgentConfig
 
 
 def add_identity(p: argparse.ArgumentParser) -> None:
-    """The options naming an agent's certificate, key, trust anchor and home gateway."""
-    p.add_argument("--cert", type=Path, required=True, help="the agent's certificate (PEM)")
-    p.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
-    p.add_argument("--ca", type=Path, required=True, action="append",
+    """The options naming an agent's certificate, key, trust anchor and home gateway:
+    ``--config FILE`` (:class:`~dmscproto.runtime.config.AgentConfig`) or each one."""
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="the agent's TOML configuration (instead of the four below)")
+    p.add_argument("--cert", type=Path, help="the agent's certificate (PEM)")
+    p.add_argument("--key", type=Path, help="its private key (PEM)")
+    p.add_argument("--ca", type=Path, action="append",
                    help="trust anchor: the domain authority's certificate (repeatable)")
-    p.add_argument("--gateway", required=True, metavar="HOST:PORT",
-                   help="the home gateway's QUIC address")
+    p.add_argument("--gateway", metavar="HOST:PORT", help="the home gateway's address")
     p.add_argument("--server-name", default="localhost",
                    help="name the gateway certificate must carry (default: localhost)")
     p.add_argument("--token", metavar="JWT|@FILE",
                    help="access token sent with every request (see dmsc authority token)")
 
 
-def agent_of(args: argparse.Namespace) -> Agent:
-    """The :class:`~dmscproto.agent.Agent` the identity options describe."""
+def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
+    """The :class:`~dmscproto.agent.Agent` the identity options describe, and its
+    configuration file's contents if ``--config`` was given."""
     from ..agent import Agent
-    host, sep, port = args.gateway.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UsageError(f"--gateway must be HOST:PORT, not {args.gateway!r}")
+    from ..runtime.config import AgentConfig, ConfigError
+    config = None
     try:
-        token = args.token
+        if args.config is not None:
+            config = AgentConfig.load(args.config)
+            token = args.token or (f"@{config.token}" if config.token else None)
+            gateway = "{}:{}".format(*config.gateway)
+            cert, key, anchors = config.certificate, config.key, list(config.trust_anchors)
+            server_name, transport = config.server_name, config.transport
+        else:
+            if not (args.cert and args.key and args.ca and args.gateway):
+                raise UsageError("give --config, or --cert, --key, --ca and --gateway")
+            host, sep, port = args.gateway.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise UsageError(f"--gateway must be HOST:PORT, not {args.gateway!r}")
+            cert, key, anchors, gateway = args.cert, args.key, args.ca, args.gateway
+            server_name, transport, token = args.server_name or None, "quic", args.token
         if token is not None and token.startswith("@"):
             token = Path(token[1:]).read_text(encoding="ascii").strip()
-        return Agent.from_files(args.cert, args.key, args.ca, gateway=args.gateway,
-                                server_name=args.server_name or None, token=token)
+        return Agent.from_files(cert, key, anchors, gateway=gateway, server_name=server_name,
+                                token=token, transport=transport), config
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -68,7 +86,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     add_identity(p)
     p.add_argument("--skill", action="append", default=[],
                    help="a skill to register (repeatable)")
-    p.add_argument("--lease", type=int, default=300, help="lease to ask for, seconds")
+    p.add_argument("--lease", type=int, help="lease to ask for, seconds (default 300)")
     p.add_argument("--reply", default="", help="answer: this text, then the payload")
     p.add_argument("--discover", action="append", metavar="SKILL",
                    help="print the agents having SKILL (repeatable) and exit")
@@ -85,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import loop
     from ..transport import TransportError
 
-    if not (args.skill or args.discover or args.call):
+    agent, config = agent_of(args)
+    skills = args.skill or (list(config.skills) if config else [])
+    lease = args.lease or (config.lease if config else 300)
+    if not (skills or args.discover or args.call):
         raise UsageError("give --skill (serve), --discover or --call")
-    agent = agent_of(args)
 
     async def main() -> int:
         import signal
@@ -102,14 +122,14 @@ def run(args: argparse.Namespace) -> int:
                     and all(c in "0123456789abcdefABCDEF" for c in args.call)
                     else DiscoveryQuery(skills=(args.call,)))
                 print((await agent.call(to, args.payload.encode())).decode(errors="replace"))
-            if args.skill:
+            if skills:
                 prefix: bytes = args.reply.encode()
 
                 def answer(payload: bytes, request: Request) -> bytes:
                     return prefix + payload
                 agent.serve(answer)
-                lease = await agent.register(skills=args.skill, lease=args.lease)
-                print(f"registered {agent.uri} ({agent.agent_id.hex()}), lease {lease} s",
+                granted = await agent.register(skills=skills, lease=lease)
+                print(f"registered {agent.uri} ({agent.agent_id.hex()}), lease {granted} s",
                       flush=True)
                 stop = asyncio.Event()
                 for sig in (signal.SIGTERM, signal.SIGINT):

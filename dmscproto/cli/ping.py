@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import loop
     from ..transport import TransportError
 
-    agent = agent_of(args)
+    agent, _config = agent_of(args)
 
     async def main() -> list[float]:
         rtts = []

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..transport import TransportError
 
     target = target_id(args.target)
-    agent = agent_of(args)
+    agent, _config = agent_of(args)
 
     async def main() -> TraceReply:
         async with agent:

@@ -1,4 +1,5 @@
-"""Gateway configuration file (TOML) for ``dmsc gateway --config FILE`` (DESIGN.md §5).
+"""Configuration files (TOML) for ``dmsc gateway --config FILE`` and ``dmsc agent
+--config FILE`` (DESIGN.md §5).
 
 Relative paths are relative to the file's directory.  Every error names the key it is
 about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
@@ -42,6 +43,19 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     capabilities = ["*"]
     callers = []
     domains = ["b.example"]
+
+An agent's file (:class:`AgentConfig`)::
+
+    [agent]
+    certificate = "hello.pem"         # the agent's certificate and key
+    key = "hello.key"
+    trust_anchors = ["ca.pem"]        # its domain's authority
+    gateway = "127.0.0.1:4433"        # the home gateway
+    server_name = "localhost"         # optional: name the gateway certificate carries
+    transport = "quic"                # optional: or "dtls"
+    token = "hello.jwt"               # optional: file holding its access token
+    skills = ["greet"]                # what it registers (dmsc agent serves them)
+    lease = 300                       # optional: seconds asked for
 """
 
 from __future__ import annotations
@@ -113,16 +127,7 @@ class GatewayConfig:
     def load(cls, path: str | Path) -> GatewayConfig:
         """Read and check a TOML file; :class:`ConfigError` on any problem."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(path, "", f"cannot read: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(path, "", "not UTF-8 text") from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+        data = _read_toml(path)
         return cls.from_dict(data, base=path.parent, source=path)
 
     @classmethod
@@ -185,6 +190,68 @@ class GatewayConfig:
             pcap=r.optional_path(capture, "capture", "pcap"),
             keylog=r.optional_path(capture, "capture", "keylog"),
             source=source,
+        )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """A validated agent configuration (module docstring)."""
+
+    certificate: Path
+    key: Path
+    trust_anchors: tuple[Path, ...]
+    gateway: tuple[str, int]
+    server_name: str | None = "localhost"
+    transport: str = "quic"
+    token: Path | None = None
+    skills: tuple[str, ...] = ()
+    lease: int = int(timer("DEFAULT_LEASE"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AgentConfig:
+        """Read and check a TOML file; :class:`ConfigError` on any problem."""
+        path = Path(path)
+        r = _Reader(path, path.parent)
+        data = _read_toml(path)
+        r.only(data, "", {"agent"})
+        ag = r.table(data, "agent", required=True)
+        r.only(ag, "agent", {"certificate", "key", "trust_anchors", "gateway", "server_name",
+                             "transport", "token", "skills", "lease"})
+        anchors = r.get(ag, "agent", "trust_anchors", list, [])
+        if not anchors:
+            raise r.error("agent.trust_anchors",
+                          "missing or empty: list the domain authority's certificate (PEM)")
+        transport = r.get(ag, "agent", "transport", str, "quic")
+        if transport not in ("quic", "dtls"):
+            raise r.error("agent.transport", f"must be \"quic\" or \"dtls\", not {transport!r}")
+        lease = r.get(ag, "agent", "lease", int, int(timer("DEFAULT_LEASE")))
+        if lease <= 0:
+            raise r.error("agent.lease", "must be a positive number of seconds")
+        token = r.get(ag, "agent", "token", str, None)
+        return cls(
+            certificate=r.file(ag, "agent", "certificate"),
+            key=r.file(ag, "agent", "key"),
+            trust_anchors=tuple(r.file_value(a, f"agent.trust_anchors[{i}]")
+                                for i, a in enumerate(anchors)),
+            gateway=r.address(ag, "agent.gateway", required=True),  # type: ignore[arg-type]
+            server_name=r.get(ag, "agent", "server_name", str, "localhost") or None,
+            transport=transport,
+            token=None if token is None else r.path(token, "agent.token"),
+            skills=r.strings(ag, "agent", "skills"),
+            lease=lease,
         )
 
 
