@@ -31,6 +31,8 @@ def add_identity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gateway", metavar="HOST:PORT", help="the home gateway's address")
     p.add_argument("--server-name", default="localhost",
                    help="name the gateway certificate must carry (default: localhost)")
+    p.add_argument("--transport", choices=["quic", "dtls"],
+                   help="how to reach the gateway (default quic, or the file's)")
     p.add_argument("--token", metavar="JWT|@FILE",
                    help="access token sent with every request (see dmsc authority token)")
 
@@ -47,7 +49,8 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
             token = args.token or (f"@{config.token}" if config.token else None)
             gateway = "{}:{}".format(*config.gateway)
             cert, key, anchors = config.certificate, config.key, list(config.trust_anchors)
-            server_name, transport = config.server_name, config.transport
+            server_name = config.server_name
+            transport = args.transport or config.transport
         else:
             if not (args.cert and args.key and args.ca and args.gateway):
                 raise UsageError("give --config, or --cert, --key, --ca and --gateway")
@@ -55,7 +58,8 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
             if not sep or not host or not port.isdigit():
                 raise UsageError(f"--gateway must be HOST:PORT, not {args.gateway!r}")
             cert, key, anchors, gateway = args.cert, args.key, args.ca, args.gateway
-            server_name, transport, token = args.server_name or None, "quic", args.token
+            server_name, token = args.server_name or None, args.token
+            transport = args.transport or "quic"
         if token is not None and token.startswith("@"):
             token = Path(token[1:]).read_text(encoding="ascii").strip()
         return Agent.from_files(cert, key, anchors, gateway=gateway, server_name=server_name,
