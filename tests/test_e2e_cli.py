@@ -120,3 +120,18 @@ def test_gateway_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     with RegistryStore(tmp_path / "a.example" / "gw.sqlite") as store:
         stored = store.get(agent.agent_id)
     assert stored is not None and stored.signed.record.agent_uri == agent.uri
+
+
+def test_security_table(good: Path) -> None:
+    text = good.read_text()
+    good.write_text(text + '\n[security]\ncrl = ["https://ca.a.example/crl", "ca.pem"]\n'
+                    "require_origin = false\n")
+    config = GatewayConfig.load(good)
+    assert config.crl == ("https://ca.a.example/crl", str(good.parent / "ca.pem"))
+    assert not config.require_origin
+    for crl, key, reason in (('"missing.pem"', "security.crl", "no such file"),
+                             ('["ftp://x/crl"]', "security.crl[0]", "https:// URL")):
+        good.write_text(text + f"\n[security]\ncrl = {crl}\n")
+        with pytest.raises(ConfigError) as err:
+            GatewayConfig.load(good)
+        assert err.value.key == key and reason in err.value.reason

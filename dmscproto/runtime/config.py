@@ -29,10 +29,16 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     pcap = "gw.pcap"
     keylog = "keys.log"
 
+    [security]                        # optional (Section 10)
+    crl = ["crl.pem"]                 # our domain's CRL: files or the authority's
+                                      # https:// URL, refreshed before nextUpdate
+    require_origin = true             # calls from other domains carry an origin assertion
+
     [[peers]]                         # a federated (or same-domain) gateway
     domain = "b.example"
     address = "127.0.0.1:4434"        # optional: dialled if given, else only accepted
     anchor = "b-ca.pem"               # the peer domain's authority (other domains)
+    crl = "https://ca.b.example:8443/crl"  # optional: its CRL (file or URL)
     server_name = "localhost"         # optional TLS server name to check
     transit = false
     [peers.export]                    # which of our records it is shown (Section 7.4);
@@ -98,6 +104,7 @@ class PeerConfig:
     import_domains: tuple[str, ...] = ()
     import_capabilities: tuple[str, ...] = ("*",)
     import_callers: tuple[str, ...] = ()
+    crl: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,8 @@ class GatewayConfig:
     log_level: str = "info"
     pcap: Path | None = None
     keylog: Path | None = None
+    crl: tuple[str, ...] = ()
+    require_origin: bool = True
     source: Path | None = field(default=None, compare=False)
 
     @classmethod
@@ -134,7 +143,7 @@ class GatewayConfig:
     def from_dict(cls, data: Mapping[str, Any], *, base: Path = Path("."),
                   source: Path | None = None) -> GatewayConfig:
         r = _Reader(source, base)
-        r.only(data, "", {"gateway", "limits", "log", "capture", "peers"})
+        r.only(data, "", {"gateway", "limits", "log", "capture", "security", "peers"})
         gw = r.table(data, "gateway", required=True)
         r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
                                "store", "name", "transport", "require_tokens"})
@@ -144,6 +153,8 @@ class GatewayConfig:
         r.only(log, "log", {"format", "level"})
         capture = r.table(data, "capture")
         r.only(capture, "capture", {"pcap", "keylog"})
+        security = r.table(data, "security")
+        r.only(security, "security", {"crl", "require_origin"})
         min_lease = r.get(limits, "limits", "min_lease", int, int(timer("MIN_LEASE")))
         max_lease = r.get(limits, "limits", "max_lease", int, int(timer("MAX_LEASE")))
         if min_lease <= 0:
@@ -189,6 +200,8 @@ class GatewayConfig:
             log_format=log_format, log_level=log_level,
             pcap=r.optional_path(capture, "capture", "pcap"),
             keylog=r.optional_path(capture, "capture", "keylog"),
+            crl=r.sources(security, "security", "crl"),
+            require_origin=r.get(security, "security", "require_origin", bool, True),
             source=source,
         )
 
@@ -315,6 +328,22 @@ class _Reader:
                 raise self.error(f"{where}.{key}[{i}]", "must be a string")
         return tuple(value)
 
+    def sources(self, table: Mapping[str, Any], where: str, key: str) -> tuple[str, ...]:
+        """CRL sources: a string or a list; ``https://`` URLs as they are, files
+        relative to the configuration and required to exist."""
+        value = table.get(key)
+        items = [value] if isinstance(value, str) else self.strings(table, where, key)
+        out = []
+        for i, item in enumerate(items):
+            name = f"{where}.{key}" if isinstance(value, str) else f"{where}.{key}[{i}]"
+            if item.startswith("https://"):
+                out.append(item)
+            elif "://" in item:
+                raise self.error(name, f"a file or an https:// URL, not {item!r}")
+            else:
+                out.append(str(self.path(item, name)))
+        return tuple(out)
+
     def domain(self, table: Mapping[str, Any], name: str) -> str:
         where, _, key = name.rpartition(".")
         value = self.need(table, where, key, str)
@@ -361,7 +390,7 @@ class _Reader:
         if not isinstance(p, dict):
             raise self.error(where, "must be a table ([[peers]])")
         self.only(p, where, {"domain", "address", "anchor", "server_name", "transit",
-                             "export", "import"})
+                             "export", "import", "crl"})
         domain = self.domain(p, f"{where}.domain")
         anchor = p.get("anchor")
         exp = self.table(p, "export") if "export" in p else None
@@ -385,4 +414,5 @@ class _Reader:
             import_domains=self.strings(imp, iw, "domains", (domain,)),
             import_capabilities=self.strings(imp, iw, "capabilities", ("*",)),
             import_callers=self.strings(imp, iw, "callers"),
+            crl=self.sources(p, where, "crl"),
         )

@@ -25,6 +25,7 @@ The node decides everything; :class:`GatewayRuntime` only
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable
 from contextlib import suppress
@@ -52,6 +53,7 @@ from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain
 from ..security.guard import Authenticated, GatewayGuard
 from ..security.proof import RequestVerifier
+from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
 from .config import ConfigError, GatewayConfig, PeerConfig
@@ -98,7 +100,40 @@ def build_federation(config: GatewayConfig) -> Federation:
                 p.transit)
         except ValueError as exc:
             raise ConfigError(config.source, f"peers[{i}].anchor", str(exc)) from None
-    return Federation(config.domain, own, peers.values())
+    sources = [*config.crl, *(s for p in config.peers for s in p.crl)]
+    return Federation(config.domain, own, peers.values(), crl_sources=sources)
+
+
+class CrlRefresher:
+    """Keeps the federation's revocation lists current (Section 10): fetches every
+    source (files, the authorities' ``/crl`` URLs) off the event loop, at start and then
+    before each list's nextUpdate (:meth:`CrlFeed.next_refresh`)."""
+
+    def __init__(self, feed: CrlFeed) -> None:
+        self.feed = feed
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> dict[str, str]:
+        """Fetch and install now; returns the sources that failed, with why."""
+        errors = await asyncio.to_thread(self.feed.refresh)
+        for source, why in errors.items():
+            log.warning("CRL not refreshed", extra=facts(source=source, error=why))
+        return errors
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            wait = self.feed.next_refresh() - dt.datetime.now(dt.UTC)
+            await asyncio.sleep(max(wait.total_seconds(), 1.0))
+            await self.refresh()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
 
 
 @dataclass
@@ -133,6 +168,8 @@ class GatewayRuntime:
         #: Capture files this gateway opened itself (from the configuration).
         self._owned: list[PcapWriter | TextIO] = []
         self.credential = credential
+        #: The CRL refresher, when the configuration names CRL sources.
+        self.crl: CrlRefresher | None = None
         self.guard: GatewayGuard | None = None
         self.store: RegistryStore | None = None
         self.core: GatewayCore | None = None
@@ -164,14 +201,18 @@ class GatewayRuntime:
         if self._keylog_file is None and c.keylog is not None:
             self._keylog_file = open(c.keylog, "a", encoding="ascii")  # noqa: SIM115
             self._owned.append(self._keylog_file)
+        if self.federation.crl_sources:  # before the first handshake
+            self.crl = CrlRefresher(self.federation.crl_feed())
+            await self.crl.refresh()
+            self.crl.start()
         self.store = RegistryStore(c.store)
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
                                 max_lease=c.max_lease)
         tokens = (TokenVerifier(self.federation.anchor, gateway_uri=self.identity.uri)
                   if c.require_tokens else None)
         self.guard = GatewayGuard(self.core, RequestVerifier(self.tls.trust, tokens=tokens),
-                                  _peer_of,
-                                  federation=self.federation, credential=self.credential)
+                                  _peer_of, federation=self.federation,
+                                  credential=self.credential, require_origin=c.require_origin)
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
                                 **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
@@ -305,6 +346,8 @@ class GatewayRuntime:
                 await task
         if pump is not None:
             await pump.close()
+        if self.crl is not None:
+            await self.crl.stop()
         if self.store is not None:
             self.store.close()
         for file in self._owned:
