@@ -7,7 +7,9 @@ then serves the next good request."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from dmscproto.agent import Agent, AgentError, DiscoveryQuery, Request
-from dmscproto.codec.messages import Register, RegisterAck
+from dmscproto.codec.messages import Message, Register, RegisterAck, RouteRequest
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.protocol.events import ProtocolViolation
@@ -54,6 +56,8 @@ class Site:
     gw_b: GatewayRuntime
     stack: AsyncExitStack
     events: list[object]
+    #: What gw-b received.
+    at_b: list[Message]
 
     @property
     def core(self) -> GatewayCore:
@@ -85,9 +89,11 @@ async def site(tmp: Path) -> AsyncIterator[Site]:
     a.issue("fired", Kind.AGENT)
     revoke(a, "fired", number=1)
     events: list[object] = []
+    at_b: list[Message] = []
     async with AsyncExitStack() as stack:
         gw_b = GatewayRuntime(GatewayConfig.load(write_gateway_config(
-            b, "gw-b", peers=[PeerSpec(a)])))
+            b, "gw-b", peers=[PeerSpec(a)])), observer=Observer(
+                received=lambda _h, m: at_b.append(m)))
         await gw_b.start()
         stack.push_async_callback(gw_b.stop)
         path = write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)])
@@ -98,7 +104,7 @@ async def site(tmp: Path) -> AsyncIterator[Site]:
         await gw_a.start()
         stack.push_async_callback(gw_a.stop)
         await gw_a.wait_peers(5)
-        yield Site(a, b, gw_a, gw_b, stack, events)
+        yield Site(a, b, gw_a, gw_b, stack, events, at_b)
 
 
 def test_forged_record_signature_and_replayed_register(tmp_path: Path) -> None:
@@ -171,7 +177,8 @@ def test_untrusted_ca_and_revoked_certificate(tmp_path: Path) -> None:
 def test_cross_domain_call_not_allowed_by_policy(tmp_path: Path) -> None:
     """gw-a imports only b's ``translate``: a call to b's forecaster, by Agent ID or by
     query, is POLICY_DENIED and never reaches it; a call to the translator goes through
-    with an origin assertion that gw-b (require_origin, the default) verifies."""
+    with an origin assertion (no x5c: gw-a is the previous hop) that gw-b
+    (require_origin, the default) verifies."""
     async def scenario() -> None:
         async with site(tmp_path) as s:
             reached: list[Request] = []
@@ -195,4 +202,9 @@ def test_cross_domain_call_not_allowed_by_policy(tmp_path: Path) -> None:
             assert reached == []
             assert await alice.call(DiscoveryQuery(skills=("translate",)), b"hello") == \
                 b"hallo"
+            [relayed] = [m for m in s.at_b if isinstance(m, RouteRequest)]
+            assert relayed.token is not None and relayed.token != alice.token
+            head = relayed.token.split(b".")[0]
+            header = json.loads(base64.urlsafe_b64decode(head + b"=" * (-len(head) % 4)))
+            assert header["typ"] == "dmsc-origin+jwt" and "x5c" not in header
     run(scenario())
