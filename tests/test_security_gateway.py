@@ -438,7 +438,8 @@ def test_cross_domain_call_carries_a_verified_origin_assertion(snet: SecureNet) 
         [relayed] = snet.messages(RouteRequest, source="gw-a", dest="gw-b", since=since)
         [delivered] = snet.messages(RouteRequest, dest="bob", since=since)
         assert relayed.token is not None and relayed.token != alice.token
-        assert _jwt_part(relayed.token, 0)["typ"] == "dmsc-origin+jwt"
+        header = _jwt_part(relayed.token, 0)
+        assert header["typ"] == "dmsc-origin+jwt" and "x5c" not in header  # gw-b: next hop
         claims = _jwt_part(relayed.token, 1)
         assert (claims["iss"], claims["sub"], claims["scope"]) == (
             "dmsc://a.example/gw-a", "dmsc://a.example/alice", "route:translate")
@@ -524,3 +525,36 @@ def test_agent_client_sends_its_token_with_every_request(snet: SecureNet) -> Non
     assert all(getattr(m, "token") == alice.token for m in sent)  # noqa: B009
     assert not snet.net.take("gw-a", ProtocolViolation)
     assert len(snet.net.gateways["gw-a"].core) == 0
+
+
+def test_origin_assertion_through_a_transit_gateway_carries_the_certificate(
+        snet: SecureNet) -> None:
+    """alice at gw-a1 calls bob at gw-b through gw-a2 (a1 - a2 - b): the next hop is
+    not bob's home gateway, so the assertion carries gw-a1's certificate in x5c; gw-a2
+    relays it unchanged and gw-b verifies it against a.example's anchor."""
+    b_peer = snet.peer_domain("b.example")
+    snet.gateway("gw-a1", "a.example", peers=(b_peer,))
+    snet.gateway("gw-a2", "a.example", peers=(b_peer,))
+    snet.gateway("gw-b", "b.example", require_origin=True,
+                 peers=(snet.peer_domain("a.example"),))
+    alice = snet.agent("alice", "gw-a1", "a.example")
+    bob = snet.agent("bob", "gw-b", "b.example", skills=("translate",))
+    for agent in (alice, bob):
+        agent.register(snet.net.now)
+    snet.net.pump()
+    for left, right in (("gw-a1", "gw-a2"), ("gw-a2", "gw-b")):
+        snet.net.gateways[left].connect(right, snet.net.now)
+        snet.net.pump()
+    assert bob.agent_id in snet.net.gateways["gw-a1"].core
+    alice.route(b"hallo", snet.net.now, target=bob.agent_id)
+    snet.net.pump()
+    [first] = snet.messages(RouteRequest, source="gw-a1", dest="gw-a2")
+    [second] = snet.messages(RouteRequest, source="gw-a2", dest="gw-b")
+    assert first.token is not None and second.token == first.token
+    assert "x5c" in _jwt_part(first.token, 0)
+    [req] = snet.net.take("bob", RouteRequestReceived)
+    snet.net.agents["bob"].reply(req, b"hello")
+    snet.net.pump()
+    [done] = snet.net.take("alice", RequestCompleted)
+    assert isinstance(done.answer, RouteReply) and done.answer.payload == b"hello"
+    assert not snet.net.take("gw-b", ProtocolViolation)
