@@ -36,7 +36,9 @@ one of its agents before forwarding it to a peer: the import policy and the agen
 route scope are checked against the resolved target (a QUERY is resolved only after
 admission), and the agent's token, bound to the agent's certificate and useless to the
 next hop, is replaced by an origin assertion (:func:`~.federation.sign_origin`) carrying
-the route scope the agent was granted.  Relayed requests pass unchanged.
+the route scope the agent was granted, and our certificate in ``x5c`` unless the next hop
+is the target's home gateway (which has it from the TLS handshake).  Relayed requests
+pass unchanged.
 """
 
 from __future__ import annotations
