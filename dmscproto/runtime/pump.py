@@ -3,14 +3,15 @@
 In aioquic's style the machine decides and this module only moves messages and timers:
 
 * a message from the network goes to ``machine.receive(handle, msg, now)``;
-* what the machine queued in its :class:`~dmscproto.protocol.machine.Outbox` is
-  sent: an *answer* to a request received on an association (same association and
-  transaction id, the request's answer type or ERROR) completes that request's
+* what ``machine.messages_to_send()`` returns is sent: an *answer* to a request
+  received on an association (same association and transaction id, the request's
+  answer type or ERROR) completes that request's
   transaction (on QUIC, the response on the request's stream, Section 9.1); a new
   *request* is sent as its own transaction and its answer (or the transport's
   failure, as an ERROR) is fed back to the machine; anything else is sent one-way;
-* ``machine.get_timer()`` is armed on the event loop and ``handle_timer`` called when
-  it is due; events are handed to ``on_event`` in order.
+* ``machine.get_timer()`` is armed on the event loop (once per loop iteration; a timer
+  already armed for an earlier deadline is kept) and ``handle_timer`` called when it
+  fires; events (``machine.next_event()``) are handed to ``on_event`` in order.
 
 The association a machine sees as a *handle* is an :class:`Association`: the
 transport's :class:`Link` (a QUIC connection, or any transport offering the same two
