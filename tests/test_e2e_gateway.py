@@ -261,6 +261,34 @@ def test_agent_reconnects_and_registers_again_after_a_gateway_restart(tmp_path: 
     run(scenario())
 
 
+def test_peer_restart_redials_and_resyncs(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario() -> None:
+        a, b = Domain.create(tmp_path, "a.example"), Domain.create(tmp_path, "b.example")
+        config_b = write_gateway_config(b, "gw-b", peers=[PeerSpec(a)],
+                                        listen=("127.0.0.1", port))
+        gw_b = await start(config_b)
+        gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)]))
+        try:
+            await gw_a.wait_peers(5)
+            weather = b.agent("weather", gw_b.address)
+            await weather.register(skills=["forecast"], lease=600)
+            await weather.close(deregister=False)
+            await until(lambda: weather.agent_id in core(gw_a))
+            await gw_b.stop()  # gw-a loses the session and the routes through gw-b
+            await until(lambda: weather.agent_id not in core(gw_a))
+            gw_b = await start(config_b)  # same port, same store
+            await gw_a.wait_peers(10)  # re-dialled
+            await until(lambda: weather.agent_id in core(gw_a), 10)  # re-synced
+        finally:
+            await gw_a.stop()
+            await gw_b.stop()
+    run(scenario())
+
+
 def test_vanished_agent_expires_and_is_withdrawn(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with world(tmp_path, min_lease=1) as w:
