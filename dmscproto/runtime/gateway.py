@@ -290,11 +290,15 @@ class GatewayRuntime:
 
     # --- events --------------------------------------------------------------------------
     def _on_event(self, event: object) -> None:
-        if isinstance(event, SessionEstablished):
+        if isinstance(event, SessionEstablished | SessionClosed):
             for peer in self._peers:
                 if peer.connection is not None and isinstance(event.handle, Association) \
                         and event.handle.link is peer.connection:
-                    peer.established.set()
+                    if isinstance(event, SessionEstablished):
+                        peer.established.set()
+                    else:
+                        peer.established.clear()
+        if isinstance(event, SessionEstablished):
             log.info("peer session established", extra=facts(
                 peer=_uri(event.handle), gateway_id=event.gateway_id, domain=event.domain,
                 hold_time=event.hold_time))
