@@ -25,7 +25,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"],
                    help="log format (overrides [log] format): json = one object per line")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                   help="event loop (default asyncio: uvloop measured slower for routing)")
+                   help="event loop (default asyncio; see dmscproto/runtime/loop.py)")
     p.add_argument("--check", action="store_true",
                    help="check the configuration (files, keys, anchors) and exit")
     return p

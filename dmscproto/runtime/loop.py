@@ -1,10 +1,9 @@
 """Event loop choice for DMSC processes: asyncio's own by default, uvloop on request.
 
-Measured with tools/bench/route.py on a quiet 2-core box, uvloop *lowers* the routed
-call rate (x0.73: 2,770 vs 3,470 calls/s, gateway and agents on the same loop kind)
-while it raises a plain aioquic echo's (x1.2, one send per request, where uvloop's
-cheaper sends pay).  Why the routed path is slower on uvloop is not pinned down; with
-both loops in one process it is not (x1.2 there).  So uvloop is not the default."""
+tools/bench/route.py measures both.  On this project's shared 2-core box, uvloop's
+effect on routed calls through a gateway process varied from x0.73 to x1.22 between
+runs (no consistent gain), while it sped up a plain aioquic echo, which sends one
+datagram per request, by up to x2.  So uvloop is not the default."""
 
 from __future__ import annotations
 
