@@ -15,7 +15,7 @@ import pytest
 
 from dmscproto.codec.messages import EchoReply, EchoRequest, Message
 from dmscproto.security.ca import DomainAuthority, Kind
-from dmscproto.transport import quic
+from dmscproto.transport import TransportError, quic
 from dmscproto.transport.tls import TlsIdentity
 from interop.relay import Impairment, Relay
 
@@ -150,7 +150,7 @@ def test_quic_through_the_relay_at_ten_percent_loss() -> None:
                                               TlsIdentity.issue(ca, "ag", Kind.AGENT),
                                               timeout=10)
                     break
-                except quic.TransportError:
+                except TransportError:
                     continue
             assert conn is not None
             answers = await asyncio.gather(*(

@@ -28,7 +28,7 @@ from dmscproto.transport.datagram import (
     RequestReceived,
     ResponseReceived,
 )
-from dmscproto.transport.quic import TransportError
+from dmscproto.transport.errors import TransportError
 from interop.relay import Impairment, Relay
 
 EX = examples()

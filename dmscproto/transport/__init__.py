@@ -1,5 +1,6 @@
 """DMSC transports (draft-dmsc-protocol-00, Section 9): QUIC with mutual TLS 1.3."""
 
+from .errors import TransportError
 from .quic import (
     ConnectionClosed,
     ConnectionPool,
@@ -7,7 +8,6 @@ from .quic import (
     Handler,
     PeerInfo,
     QuicServer,
-    TransportError,
     connect,
     serve,
 )

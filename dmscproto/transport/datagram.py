@@ -44,9 +44,9 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, TypeAlias, cast
 
 from cryptography import x509
 
@@ -57,7 +57,9 @@ from ..codec.pdu import decode, encode
 from ..codec.registry import ANSWER_TO, HEADER_SIZE, ONE_WAY, ErrorCode, Flags, MessageType, timer
 from ..codec.wire import HEADER_STRUCT
 from ..security.ca import Identity
-from .quic import REQUEST_TIMEOUT, TransportError
+from .errors import TransportError
+from .peer import Handler as AnyHandler
+from .peer import PeerInfo as AnyPeerInfo
 
 log = logging.getLogger(__name__)
 
@@ -450,21 +452,12 @@ class Channel(Protocol):
 
 
 # --- asyncio glue shared by DTLS and lab UDP ----------------------------------------------
-@dataclass(frozen=True, eq=False)
-class PeerInfo:
-    """The peer of a datagram association, as a request handler sees it: the same fields
-    as :class:`dmscproto.transport.quic.PeerInfo`; ``identity`` and ``certificate`` are
-    None only in lab mode (Section 9.4)."""
-
-    identity: Identity | None
-    certificate: x509.Certificate | None
-    address: tuple[str, int]
-    connection: DatagramConnection
-
-
+#: The peer of a datagram association (identity and certificate None only in lab mode,
+#: Section 9.4).
+PeerInfo: TypeAlias = AnyPeerInfo["DatagramConnection"]
 #: Request handler, as for QUIC: its answer is sent back (None: ERROR UNEXPECTED_MESSAGE,
 #: since a datagram transport has no "no response"); for one-way messages it is ignored.
-Handler = Callable[[Message, PeerInfo], Awaitable[Message | None]]
+Handler: TypeAlias = AnyHandler["DatagramConnection"]
 
 
 class DatagramConnection:
@@ -481,7 +474,8 @@ class DatagramConnection:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    async def request(self, msg: Message, timeout: float | None = REQUEST_TIMEOUT) -> Message:
+    async def request(self, msg: Message,
+                      timeout: float | None = timer("REQUEST_TIMEOUT")) -> Message:
         """Send request ``msg`` (retransmitted as needed) and return its answer, which may
         be ERROR.  Raises :class:`TransportError` (TRANSACTION_TIMEOUT, peer gone) or
         :class:`PduTooLarge`."""
@@ -489,7 +483,7 @@ class DatagramConnection:
                                        math.inf if timeout is None else timeout)
 
     async def request_bytes(self, pdu: bytes,
-                            timeout: float | None = REQUEST_TIMEOUT) -> Message:
+                            timeout: float | None = timer("REQUEST_TIMEOUT")) -> Message:
         """:meth:`request` with the request given as octets (which need not be a valid
         PDU, but must hold a header: conformance tests send malformed ones)."""
         return await self.node.request(self.peer.address, pdu,

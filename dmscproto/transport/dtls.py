@@ -80,7 +80,7 @@ from .datagram import (
     open_client,
     start_node,
 )
-from .quic import _KeyLog
+from .keylog import KeyLog
 from .tls import TlsIdentity
 
 #: DTLS 1.2 protocol version (RFC 6347, 4.1).
@@ -460,7 +460,7 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
 
     ``tls`` must hold an ECDSA P-256 certificate (see the module docstring).  The result
     has ``address``, ``connections`` (by address), ``peers`` (by entity ID), ``close()``."""
-    key_log = _KeyLog(keylog)
+    key_log = KeyLog(keylog)
     endpoint = DtlsEndpoint(tls, is_client=False, max_datagram=max_datagram,
                             keylog=key_log.file)
     return await start_node(endpoint, "dtls", handler, local_addr=(host, port),
@@ -478,7 +478,7 @@ async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | 
     authenticated).  Options as :func:`dmscproto.transport.quic.connect`; ``timeout``
     defaults to REQUEST_TIMEOUT because OpenSSL's handshake retransmission timer starts
     at 1 s and doubles.  Under heavy loss a handshake can still time out: callers retry."""
-    key_log = _KeyLog(keylog)
+    key_log = KeyLog(keylog)
     endpoint = DtlsEndpoint(tls, is_client=True, server_name=server_name,
                             expect_domain=expect_domain, max_datagram=max_datagram,
                             keylog=key_log.file)

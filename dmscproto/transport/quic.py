@@ -20,11 +20,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO, TypeAlias, cast
 
 from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -38,15 +38,17 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 from aioquic.quic.retry import QuicRetryTokenHandler
-from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
 from ..codec.registry import ErrorCode, timer
-from ..security.ca import Identity
+from .errors import TransportError
 from .framing import StreamAssembler
+from .keylog import KeyLog
+from .peer import Handler as AnyHandler
+from .peer import PeerInfo as AnyPeerInfo
 from .tls import DmscQuicConnection, TlsIdentity, code_for_quic_error
 
 log = logging.getLogger(__name__)
@@ -60,15 +62,6 @@ CONNECT_TIMEOUT = 5.0
 #: the agent (Section 9.1).
 IDLE_TIMEOUT = 60.0
 KEEPALIVE_INTERVAL = 20.0
-
-
-class TransportError(ConnectionError):
-    """A transaction or connection failed; ``code`` is the DMSC error code."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(f"{code.name}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class ConnectionClosed(TransportError):
@@ -95,17 +88,10 @@ class ConnectionClosed(TransportError):
         return cls(quic_error, reason, code)
 
 
-@dataclass(frozen=True, eq=False)
-class PeerInfo:
-    """The authenticated peer of a connection, as a request handler sees it."""
-
-    identity: Identity
-    certificate: x509.Certificate
-    address: NetworkAddress
-    connection: DmscConnection
-
-
-Handler = Callable[[Message, PeerInfo], Awaitable[Message | None]]
+#: The peer of a QUIC connection (its identity and certificate are always set).
+PeerInfo: TypeAlias = AnyPeerInfo["DmscConnection"]
+#: A request handler on QUIC connections; None answers with a bare FIN.
+Handler: TypeAlias = AnyHandler["DmscConnection"]
 
 
 def _ipv4(addr: NetworkAddress) -> tuple[str, int] | None:
@@ -454,7 +440,7 @@ class DmscConnection(QuicConnectionProtocol):
                 response = await self.handler(msg, self.peer)
             except Exception:
                 log.exception("handler failed on %s from %s", msg.TYPE.name,
-                              self.peer.identity.uri)
+                              self.peer.identity.uri if self.peer.identity else "?")
                 response = Error(transaction_id=msg.transaction_id,
                                  status=ErrorCode.INTERNAL_ERROR, offending_type=msg.TYPE)
         if self._closed_error is None:
@@ -475,28 +461,13 @@ class DmscConnection(QuicConnectionProtocol):
         self._transmit_soon()
 
 
-class _KeyLog:
-    """An SSLKEYLOGFILE-format key log: a file path opened (append) once, or a caller's
-    open text file."""
-
-    def __init__(self, keylog: str | Path | TextIO | None) -> None:
-        self._owned = isinstance(keylog, str | Path)
-        self.file: TextIO | None = (
-            open(keylog, "a", encoding="ascii")  # noqa: SIM115 - closed by close()
-            if isinstance(keylog, str | Path) else keylog)
-
-    def close(self) -> None:
-        if self._owned and self.file is not None:
-            self.file.close()
-
-
 class QuicServer(asyncio.DatagramProtocol):
     """A listening DMSC QUIC endpoint: accepts connections, demultiplexes datagrams by
     connection ID, and tracks authenticated peers by entity ID (:attr:`peers`) so that
     requests can be sent back over a peer's own connection."""
 
     def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: PcapWriter | None,
-                 keylog: _KeyLog, idle_timeout: float = IDLE_TIMEOUT,
+                 keylog: KeyLog, idle_timeout: float = IDLE_TIMEOUT,
                  retry: bool = False) -> None:
         self.tls = tls
         self.handler = handler
@@ -591,14 +562,15 @@ class QuicServer(asyncio.DatagramProtocol):
         return protocol
 
     def _established(self, conn: DmscConnection) -> None:
-        assert conn.peer is not None
+        assert conn.peer is not None and conn.peer.identity is not None
         self.peers[conn.peer.identity.entity_id] = conn
 
     def _forget(self, conn: DmscConnection) -> None:
         for cid in [c for c, p in self._by_cid.items() if p is conn]:
             del self._by_cid[cid]
-        if conn.peer is not None and self.peers.get(conn.peer.identity.entity_id) is conn:
-            del self.peers[conn.peer.identity.entity_id]
+        identity = conn.peer.identity if conn.peer is not None else None
+        if identity is not None and self.peers.get(identity.entity_id) is conn:
+            del self.peers[identity.entity_id]
 
     def close(self) -> None:
         """Close every connection (application error CEASE) and the socket."""
@@ -620,7 +592,7 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
     or does any cryptography for it, so spoofed source addresses cannot make the server
     handshake (or amplify traffic) on their behalf; it costs one round trip."""
     loop = asyncio.get_running_loop()
-    server = QuicServer(tls, handler, pcap=pcap, keylog=_KeyLog(keylog),
+    server = QuicServer(tls, handler, pcap=pcap, keylog=KeyLog(keylog),
                         idle_timeout=idle_timeout, retry=retry)
     await loop.create_datagram_endpoint(lambda: server, local_addr=(host, port))
     return server
@@ -640,7 +612,7 @@ async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | 
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, addr = infos[0][0], infos[0][4]
-    key_log = _KeyLog(keylog)
+    key_log = KeyLog(keylog)
     quic = DmscQuicConnection(
         configuration=tls.configuration(is_client=True, server_name=server_name,
                                         keylog=key_log.file, idle_timeout=idle_timeout),
@@ -670,7 +642,7 @@ class ConnectionPool:
         self.tls = tls
         self._handler = handler
         self._pcap = pcap
-        self._keylog = _KeyLog(keylog)
+        self._keylog = KeyLog(keylog)
         self._options = connect_options
         self._conns: dict[tuple[str, int], asyncio.Task[DmscConnection]] = {}
 

@@ -33,7 +33,6 @@ from .datagram import (
     open_client,
     start_node,
 )
-from .quic import CONNECT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ async def serve(host: str, port: int, handler: Handler, *, lab: bool,
 
 
 async def connect(host: str, port: int, *, lab: bool, handler: Handler | None = None,
-                  pcap: PcapWriter | None = None, timeout: float = CONNECT_TIMEOUT,
+                  pcap: PcapWriter | None = None, timeout: float = timer("REQUEST_TIMEOUT"),
                   max_datagram: int = DEFAULT_MAX_DATAGRAM,
                   reliability: Reliability | None = None) -> DatagramConnection:
     """Talk DMSC over cleartext UDP to ``host``:``port`` (lab mode; ``lab=True`` is
