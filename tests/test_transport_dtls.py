@@ -8,19 +8,20 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from OpenSSL import SSL
+from transport_support import Pki
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message
 from dmscproto.codec.registry import ANSWER_TO, ErrorCode, MessageType
-from dmscproto.security.ca import Credential, DomainAuthority, Kind
+from dmscproto.security.ca import Credential, Kind
 from dmscproto.transport import dtls
 from dmscproto.transport.datagram import (
     ChannelEvent,
@@ -31,7 +32,7 @@ from dmscproto.transport.datagram import (
     Reliability,
 )
 from dmscproto.transport.dtls import _RECORD_HEADER, DtlsEndpoint, p256_identity
-from dmscproto.transport.quic import TransportError
+from dmscproto.transport.errors import TransportError
 from dmscproto.transport.tls import TlsIdentity
 from interop.relay import Impairment, Relay
 
@@ -39,21 +40,10 @@ LOOPBACK = "127.0.0.1"
 EX = examples()
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: DomainAuthority
-    gateway: TlsIdentity
-    agent: TlsIdentity
-    other_agent: TlsIdentity
-
-
 @pytest.fixture(scope="module")
-def pki() -> Pki:
-    ca = DomainAuthority.create("a.example")
-    other = DomainAuthority.create("b.example")
-    return Pki(ca, p256_identity(ca, "gw1", Kind.GATEWAY),
-               TlsIdentity.issue(ca, "agent1", Kind.AGENT),
-               TlsIdentity(other.issue("mallory", Kind.AGENT), ca.trust_store))
+def pki(pki: Pki) -> Pki:
+    """The shared PKI with an ECDSA P-256 gateway: a DTLS server needs one (Section 9.2)."""
+    return replace(pki, gateway=p256_identity(pki.ca, "gw1", Kind.GATEWAY))
 
 
 def fast_retransmission() -> Reliability:

@@ -11,13 +11,14 @@ import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from transport_support import Pki
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec import examples
@@ -25,7 +26,7 @@ from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteReply
 from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
-from dmscproto.security.ca import DomainAuthority, Kind, TrustStore
+from dmscproto.security.ca import Kind, TrustStore
 from dmscproto.security.signing import entity_id
 from dmscproto.transport import (
     ConnectionClosed,
@@ -42,22 +43,6 @@ from dmscproto.transport.framing import StreamAssembler
 from dmscproto.transport.tls import DmscQuicConnection
 
 LOOPBACK = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: DomainAuthority
-    gateway: TlsIdentity
-    agent: TlsIdentity
-    other_ca: DomainAuthority
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    ca = DomainAuthority.create("a.example")
-    other = DomainAuthority.create("b.example")
-    return Pki(ca, TlsIdentity.issue(ca, "gw1", Kind.GATEWAY),
-               TlsIdentity.issue(ca, "agent1", Kind.AGENT), other)
 
 
 class Recorder:
