@@ -243,6 +243,9 @@ TIMERS: tuple[Timer, ...] = (
     Timer("RETRANSMIT_MAX", 8, "largest retransmission timeout on datagram transports"),
     Timer("RETRANSMIT_LIMIT", 6, "retransmissions before a request is abandoned"),
     Timer("DUPLICATE_CACHE_TIME", 60, "how long a responder caches answers by transaction id"),
+    Timer("QUIC_IDLE_TIMEOUT", 120, "QUIC max_idle_timeout; exceeds HOLD_TIME (Section 9.1)"),
+    Timer("QUIC_PING_INTERVAL", 20,
+          "interval of QUIC PINGs a client sends on an otherwise idle connection"),
 )
 
 #: Default hop limit placed in ROUTE-REQUEST, DISCOVER and TRACE-REQUEST (Section 5.3).

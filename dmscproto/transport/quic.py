@@ -59,9 +59,9 @@ REQUEST_TIMEOUT = timer("REQUEST_TIMEOUT")
 CONNECT_TIMEOUT = 5.0
 #: QUIC max_idle_timeout both ends advertise, and the interval at which a client sends
 #: a PING on an otherwise idle connection so that a gateway can keep using it to reach
-#: the agent (Section 9.1).
-IDLE_TIMEOUT = 60.0
-KEEPALIVE_INTERVAL = 20.0
+#: the agent (Sections 8 and 9.1).
+IDLE_TIMEOUT = timer("QUIC_IDLE_TIMEOUT")
+KEEPALIVE_INTERVAL = timer("QUIC_PING_INTERVAL")
 
 
 class ConnectionClosed(TransportError):

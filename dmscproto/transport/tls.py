@@ -45,7 +45,7 @@ from aioquic.quic.packet import QuicErrorCode
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ..codec.registry import ALPN, ErrorCode
+from ..codec.registry import ALPN, ErrorCode, timer
 from ..security.ca import (
     CertificateError,
     Credential,
@@ -120,7 +120,7 @@ class TlsIdentity:
 
     def configuration(self, *, is_client: bool, server_name: str | None = None,
                       keylog: TextIO | None = None,
-                      idle_timeout: float = 60.0) -> QuicConfiguration:
+                      idle_timeout: float = timer("QUIC_IDLE_TIMEOUT")) -> QuicConfiguration:
         """An aioquic configuration using the already loaded certificate and key."""
         return QuicConfiguration(
             alpn_protocols=[ALPN], is_client=is_client, idle_timeout=idle_timeout,
