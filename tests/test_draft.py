@@ -208,8 +208,9 @@ def test_constants_table() -> None:
         "VERSION": reg.VERSION, "HEADER_SIZE": reg.HEADER_SIZE,
         "TLV_HEADER_SIZE": reg.TLV_HEADER_SIZE, "MAX_PDU_SIZE": reg.MAX_PDU_SIZE,
         "MAX_TLV_VALUE": MAX_TLV_VALUE, "CRITICAL_BIT": reg.CRITICAL_BIT,
-        "ID_SIZE": reg.ID_SIZE, "DEFAULT_HOP_LIMIT": reg.DEFAULT_HOP_LIMIT,
-        "ALPN": reg.ALPN, "UDP_PORT": reg.UDP_PORT,
+        "ID_SIZE": reg.ID_SIZE, "NONCE_SIZE": reg.NONCE_SIZE,
+        "DEFAULT_HOP_LIMIT": reg.DEFAULT_HOP_LIMIT, "ALPN": reg.ALPN, "UDP_PORT": reg.UDP_PORT,
+        "DEFAULT_MAX_DATAGRAM": reg.DEFAULT_MAX_DATAGRAM,
     }
     assert set(values) == set(expected)
     for name, value in expected.items():

@@ -195,9 +195,12 @@ CONSTANTS: tuple[tuple[str, Any, str], ...] = (
     ("MAX_TLV_VALUE", MAX_TLV_VALUE, "largest TLV value"),
     ("CRITICAL_BIT", reg.CRITICAL_BIT, "must-understand bit of a TLV type"),
     ("ID_SIZE", reg.ID_SIZE, "octets in an Agent ID or Gateway ID"),
+    ("NONCE_SIZE", reg.NONCE_SIZE, "octets in a NONCE"),
     ("DEFAULT_HOP_LIMIT", reg.DEFAULT_HOP_LIMIT, "initial HOP_LIMIT"),
     ("ALPN", reg.ALPN, "ALPN protocol ID over QUIC"),
     ("UDP_PORT", reg.UDP_PORT, "default UDP port (DTLS, lab UDP)"),
+    ("DEFAULT_MAX_DATAGRAM", reg.DEFAULT_MAX_DATAGRAM,
+     "default largest UDP payload (DTLS, lab UDP)"),
 )
 
 

@@ -25,8 +25,13 @@ MAX_PDU_SIZE = 65535
 CRITICAL_BIT = 0x8000
 #: Size of an Agent ID or Gateway ID (Section 3.2).
 ID_SIZE = 16
+#: Size of a NONCE: random octets, unique per request (Section 5.1).
+NONCE_SIZE = 16
 #: ALPN protocol identifier for DMSC over QUIC (Section 9.1).
 ALPN = "dmsc/1"
+#: Default largest UDP payload a datagram transport sends (Section 9.2): the IPv6 minimum
+#: MTU less IP and UDP headers, rounded down, as QUIC assumes.
+DEFAULT_MAX_DATAGRAM = 1200
 #: UDP port for cleartext lab mode and DTLS (Section 9).
 UDP_PORT = 4760
 

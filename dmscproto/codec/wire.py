@@ -22,7 +22,7 @@ import construct as c
 from . import cbor
 from .cose import SignedRecord
 from .errors import DecodeError
-from .registry import ID_SIZE, ErrorCode, MessageType, Scope, TlvType
+from .registry import ID_SIZE, NONCE_SIZE, ErrorCode, MessageType, Scope, TlvType
 from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
 
 T = TypeVar("T")
@@ -319,7 +319,7 @@ VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
     TlvType.SIGNED_RECORD: SignedRecordCodec(),
     TlvType.LEASE: FixedCodec(c.Int32ub),
     TlvType.STATUS: FixedCodec(c.Int16ub, ErrorCode),
-    TlvType.NONCE: FixedCodec(c.Bytes(16)),
+    TlvType.NONCE: FixedCodec(c.Bytes(NONCE_SIZE)),
     TlvType.TIMESTAMP: FixedCodec(c.Int64ub),
     TlvType.QUERY: CborCodec(DiscoveryQuery),
     TlvType.SCOPE: FixedCodec(c.Int8ub, Scope),

@@ -29,7 +29,14 @@ from ..codec.messages import (
     RouteRequest,
     TraceRequest,
 )
-from ..codec.registry import DEFAULT_HOP_LIMIT, ErrorCode, MessageType, Scope, timer
+from ..codec.registry import (
+    DEFAULT_HOP_LIMIT,
+    NONCE_SIZE,
+    ErrorCode,
+    MessageType,
+    Scope,
+    timer,
+)
 from ..codec.values import DiscoveryQuery, TraceContext
 from .events import RouteRequestReceived
 from .machine import (
@@ -67,7 +74,8 @@ class AgentClient:
         #: The access token sent with every request that carries one (module docstring).
         self.token = token
         if nonce is None:
-            nonce = (lambda: rng.randbytes(16)) if rng is not None else (lambda: os.urandom(16))
+            nonce = ((lambda: rng.randbytes(NONCE_SIZE)) if rng is not None
+                     else (lambda: os.urandom(NONCE_SIZE)))
         self.registration = AgentRegistration(self.outbox, gateway, self.txids, nonce=nonce,
                                               token=lambda: self.token,
                                               request_timeout=request_timeout)

@@ -29,7 +29,7 @@ from ..codec.messages import (
     Register,
     RegisterAck,
 )
-from ..codec.registry import ErrorCode, MessageType, timer
+from ..codec.registry import NONCE_SIZE, ErrorCode, MessageType, timer
 from ..codec.wire import VersionedId
 from ..gateway.core import GatewayCore
 from .events import (
@@ -129,7 +129,7 @@ class AgentRegistration(Machine):
     }
 
     def __init__(self, outbox: Outbox, gateway: Handle, txids: TransactionIds, *,
-                 nonce: Callable[[], bytes] = lambda: os.urandom(16),
+                 nonce: Callable[[], bytes] = lambda: os.urandom(NONCE_SIZE),
                  token: Callable[[], bytes | None] = lambda: None,
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
                  refresh_fraction: float = timer("REFRESH_FRACTION")) -> None:

@@ -17,9 +17,22 @@ from enum import Enum
 
 from ..codec.digest import summarize
 from ..codec.messages import Digest, Message, SyncRequest, Update
-from ..codec.registry import HEADER_SIZE, MAX_PDU_SIZE, MessageType, timer
+from ..codec.registry import (
+    HEADER_SIZE,
+    ID_SIZE,
+    MAX_PDU_SIZE,
+    TLV_HEADER_SIZE,
+    MessageType,
+    timer,
+)
 from ..codec.values import CapabilityRecord
-from ..codec.wire import Advertisement, DigestSummary, VersionedId
+from ..codec.wire import (
+    Advertisement,
+    DigestEntry,
+    DigestSummary,
+    DigestSummaryFormat,
+    VersionedId,
+)
 from ..gateway.core import GatewayCore
 from .events import RecordRefused, TableChanged
 from .machine import Handle, Machine, Outbox, TransactionIds, earliest, expect
@@ -27,15 +40,17 @@ from .registration import RecordVerifier
 
 #: Digest entries in one DIGEST (one DIGEST_ENTRIES TLV next to the DIGEST_SUMMARY) and
 #: agent ids in one SYNC_REQUEST (one AGENT_IDS TLV), so that each fits into a PDU.
-ENTRIES_PER_PDU = (MAX_PDU_SIZE - HEADER_SIZE - (4 + 36) - (4 + 2)) // 24
-IDS_PER_PDU = (MAX_PDU_SIZE - HEADER_SIZE - (4 + 2)) // 16
+ENTRIES_PER_PDU = (MAX_PDU_SIZE - HEADER_SIZE - (TLV_HEADER_SIZE + DigestSummaryFormat.sizeof())
+                   - (TLV_HEADER_SIZE + 2)) // DigestEntry.sizeof()
+IDS_PER_PDU = (MAX_PDU_SIZE - HEADER_SIZE - (TLV_HEADER_SIZE + 2)) // ID_SIZE
 #: Room for ADVERTISE and WITHDRAW TLVs in one UPDATE.
 _UPDATE_BUDGET = MAX_PDU_SIZE - HEADER_SIZE
-_WITHDRAW_SIZE = 4 + 24
+_WITHDRAW_SIZE = TLV_HEADER_SIZE + DigestEntry.sizeof()
 
 
 def _ad_size(ad: Advertisement) -> int:
-    return 4 + 8 + 1 + 16 * len(ad.path) + len(ad.record.encode())
+    """Octets of an ADVERTISE TLV: version (8), path count (1), path, record (Section 6.5)."""
+    return TLV_HEADER_SIZE + 8 + 1 + ID_SIZE * len(ad.path) + len(ad.record.encode())
 
 
 def pack_updates(ads: Sequence[Advertisement], withdraw: Sequence[VersionedId],

@@ -54,7 +54,16 @@ from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
-from ..codec.registry import ANSWER_TO, HEADER_SIZE, ONE_WAY, ErrorCode, Flags, MessageType, timer
+from ..codec.registry import (
+    ANSWER_TO,
+    DEFAULT_MAX_DATAGRAM,
+    HEADER_SIZE,
+    ONE_WAY,
+    ErrorCode,
+    Flags,
+    MessageType,
+    timer,
+)
 from ..codec.wire import HEADER_STRUCT
 from ..security.ca import Identity
 from .errors import TransportError
@@ -62,10 +71,6 @@ from .peer import Handler as AnyHandler
 from .peer import PeerInfo as AnyPeerInfo
 
 log = logging.getLogger(__name__)
-
-#: Default largest UDP payload a datagram transport sends (Section 9.2): the IPv6 minimum
-#: MTU less IP and UDP headers, rounded down, as QUIC assumes.
-DEFAULT_MAX_DATAGRAM = 1200
 
 Address = Hashable
 

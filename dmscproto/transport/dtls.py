@@ -63,10 +63,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 
 from ..analysis.pcap import PcapWriter
-from ..codec.registry import ALPN, ErrorCode, timer
+from ..codec.registry import ALPN, DEFAULT_MAX_DATAGRAM, ErrorCode, timer
 from ..security.ca import CertificateError, Credential, DomainAuthority, Identity, Kind
 from .datagram import (
-    DEFAULT_MAX_DATAGRAM,
     Address,
     ChannelEvent,
     DatagramConnection,

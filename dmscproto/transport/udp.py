@@ -17,9 +17,8 @@ import logging
 from collections import deque
 
 from ..analysis.pcap import PcapWriter
-from ..codec.registry import UDP_PORT, timer
+from ..codec.registry import DEFAULT_MAX_DATAGRAM, UDP_PORT, timer
 from .datagram import (
-    DEFAULT_MAX_DATAGRAM,
     Address,
     ChannelEvent,
     DatagramConnection,
