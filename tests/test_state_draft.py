@@ -90,7 +90,7 @@ def test_diagram_shows_every_state_and_transition(machine: type[Machine]) -> Non
     m = re.search(r"~~~~ ascii-art\n(.*?)\n~~~~", body, re.S)
     assert m is not None
     art = m.group(1)
-    assert max(len(line) for line in art.splitlines()) <= 72
+    assert max(len(line) for line in art.splitlines()) <= 72  # RFC 7322 line length
     boxes = re.findall(r"^\|\s*([A-Z_]+)\s*\|", art, re.M)
     assert boxes == [s.name for s in machine.State]
     labels = [int(n) for group in re.findall(r"\[([\d,]+)\]", art) for n in group.split(",")]

@@ -39,8 +39,6 @@ DRAFT = ROOT / "drafts" / "draft-dmsc-state-machines-00.md"
 REGION = re.compile(
     r"(?P<begin><!-- BEGIN GENERATED: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)"
     r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
-#: Widest artwork line an Internet-Draft allows.
-MAX_WIDTH = 72
 
 
 @dataclass(frozen=True)

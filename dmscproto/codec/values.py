@@ -260,11 +260,6 @@ class CapabilityRecord:
     provider: Provider | None = None
     attributes: dict[str, AttrValue] = field(default_factory=dict)
 
-    @property
-    def agent_name(self) -> str:
-        """The ``<agent-name>`` part of ``dmsc://<domain>/<agent-name>``."""
-        return self.agent_uri.rsplit("/", 1)[1]
-
     def to_cbor(self) -> dict[int, Any]:
         d: dict[int, Any] = {
             1: self.agent_uri, 2: self.agent_id, 3: self.name, 5: self.version,

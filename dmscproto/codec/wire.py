@@ -22,7 +22,7 @@ import construct as c
 from . import cbor
 from .cose import SignedRecord
 from .errors import DecodeError
-from .registry import ID_SIZE, NONCE_SIZE, ErrorCode, MessageType, Scope, TlvType
+from .registry import ID_SIZE, NONCE_SIZE, ErrorCode, Scope, TlvType
 from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
 
 T = TypeVar("T")
@@ -345,6 +345,3 @@ VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
     TlvType.SEQUENCE: FixedCodec(c.Int32ub),
     TlvType.HOP: CborCodec(HopRecord),
 }
-
-#: Message types, as ``MessageType`` members by their code (fast lookup).
-MESSAGE_TYPES: dict[int, MessageType] = {m.value: m for m in MessageType}

@@ -147,11 +147,6 @@ class Machine:
         self.outbox = outbox
         self.state: Enum = self.INITIAL
 
-    def message_inputs(self) -> Mapping[MessageType, tuple[Any, ...]]:
-        """:data:`MESSAGE_INPUTS` (a machine whose answers depend on its request
-        overrides this)."""
-        return self.MESSAGE_INPUTS
-
     def lookup(self, state: Enum, inp: Enum,
                msg: Message | None = None) -> tuple[Any, Any]:
         """The table entry for ``(state, inp)``, or :class:`ProtocolError`."""

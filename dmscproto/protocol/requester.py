@@ -63,9 +63,6 @@ class Requester(Machine):
         self.sent_at = 0.0
         self.deadline: float | None = None
 
-    def message_inputs(self) -> dict[MessageType, tuple[Enum, ...]]:
-        return {ANSWER_TO[self.request.TYPE]: (_I.ANSWER,), MessageType.ERROR: (_I.ERROR,)}
-
     @property
     def transaction_id(self) -> int:
         return self.request.transaction_id
