@@ -121,7 +121,8 @@ class SyncAction(Enum):
     APPLY_ANSWER = "learn ADVERTISEs (as APPLY); stop request timer"
     COLLECT = "keep the run of entries"
     NOTHING = "nothing (in sync)"
-    DROP_STALE = "remove routes through the peer for ids absent from the entries"
+    DROP_STALE = ("remove routes through the peer for ids absent from the entries, except "
+                  "those learned since the previous complete DIGEST")
     PULL = ("remove stale routes; send SYNC_REQUEST for ids unknown or older here; "
             "start request timer")
     ANSWER_SYNC = "answer UPDATE with an ADVERTISE per requested record exported to the peer"
@@ -180,6 +181,9 @@ class PeerSync(Machine):
         self._runs: tuple[DigestSummary, list[VersionedId]] | None = None
         self._want: list[bytes] = []
         self._stale: list[VersionedId] = []
+        #: Agent ids learned from the peer since the last complete DIGEST: the next DIGEST
+        #: may have been generated before the UPDATE that advertised them (Section 6.6).
+        self._fresh: set[bytes] = set()
         self._change: tuple[Sequence[bytes], Sequence[VersionedId]] = ((), ())
 
     # --- inputs -------------------------------------------------------------------------------
@@ -221,11 +225,15 @@ class PeerSync(Machine):
         if len(collected) < d.summary.count:
             return _I.DIGEST_PARTIAL
         self._runs = None
+        fresh, self._fresh = self._fresh, set()
         mine = self.routes_via_peer()
         if summarize(mine) == d.summary:
             return _I.DIGEST_SAME
         listed = {e.agent_id for e in collected}
-        self._stale = [e for e in mine if e.agent_id not in listed]
+        # A route the DIGEST omits goes only if it was held at the previous DIGEST: one
+        # learned since may be newer than this DIGEST's snapshot (QUIC streams and
+        # datagrams are not ordered); the next DIGEST settles it.
+        self._stale = [e for e in mine if e.agent_id not in listed and e.agent_id not in fresh]
         self._want = self.core.missing_from(collected)
         return _I.DIGEST_PULL if self._want else _I.DIGEST_STALE
 
@@ -260,6 +268,7 @@ class PeerSync(Machine):
                                                refused.diagnostic))
             elif self.core.learn(ad, peer, now):
                 learned.append(aid)
+                self._fresh.add(aid)
         self._report(learned, [w for w in up.withdraw
                                if self.core.withdraw(w.agent_id, w.version, peer)])
 
