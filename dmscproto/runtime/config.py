@@ -6,13 +6,17 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
 
     [gateway]
     domain = "a.example"              # this gateway's domain (its certificate's)
-    listen = "127.0.0.1:4433"         # host:port, port 0 for an ephemeral one
+    listen = "127.0.0.1:4433"         # host:port, port 0 for an ephemeral one; or one
+                                      # listener per transport, the first one primary:
+                                      # { quic = "127.0.0.1:4433", dtls = "127.0.0.1:4434" }
     certificate = "gw.pem"            # gateway certificate (PEM) ...
     key = "gw.key"                    # ... and its private key
     trust_anchors = ["ca.pem"]        # own domain's authority; peer anchors are added
     store = "registry.sqlite"         # the registry (SQLite, WAL)
     name = "gw1"                      # optional, for HOP records (default: the cert's)
-    transport = "quic"                # or "dtls" (Section 9.2; needs a P-256 certificate)
+    transport = "quic"                # or "dtls" (Section 9.2; needs a P-256 certificate):
+                                      # the transport of a "host:port" listen (not allowed
+                                      # with a listen table)
     require_tokens = false            # true: every agent request carries an access token
                                       # from the domain authority (Section 10.3)
 
@@ -40,6 +44,8 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     anchor = "b-ca.pem"               # the peer domain's authority (other domains)
     crl = "https://ca.b.example:8443/crl"  # optional: its CRL (file or URL)
     server_name = "localhost"         # optional TLS server name to check
+    transport = "quic"                # optional: how it is dialled (default: the primary
+                                      # listener's transport)
     transit = false
     [peers.export]                    # which of our records it is shown (Section 7.4);
     include_tags = []                 # absent table: nothing
@@ -105,6 +111,8 @@ class PeerConfig:
     import_capabilities: tuple[str, ...] = ("*",)
     import_callers: tuple[str, ...] = ()
     crl: tuple[str, ...] = ()
+    #: The transport it is dialled over (None: the gateway's primary transport).
+    transport: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +126,12 @@ class GatewayConfig:
     trust_anchors: tuple[Path, ...]
     store: Path
     name: str | None = None
+    #: The primary listener's transport (``listen``); peers are dialled over it by default.
     transport: str = "quic"
     require_tokens: bool = False
     peers: tuple[PeerConfig, ...] = ()
+    #: Further listeners, (transport, address), each on another transport (Section 9).
+    also_listen: tuple[tuple[str, tuple[str, int]], ...] = ()
     min_lease: int = int(timer("MIN_LEASE"))
     max_lease: int = int(timer("MAX_LEASE"))
     hold_time: int = int(timer("HOLD_TIME"))
@@ -131,6 +142,11 @@ class GatewayConfig:
     crl: tuple[str, ...] = ()
     require_origin: bool = True
     source: Path | None = field(default=None, compare=False)
+
+    @property
+    def listeners(self) -> tuple[tuple[str, tuple[str, int]], ...]:
+        """Every listener, (transport, address), the primary one first."""
+        return ((self.transport, self.listen), *self.also_listen)
 
     @classmethod
     def load(cls, path: str | Path) -> GatewayConfig:
@@ -175,9 +191,8 @@ class GatewayConfig:
             raise r.error("gateway.trust_anchors",
                           "missing or empty: list the domain authority's certificate (PEM)")
         domain = r.domain(gw, "gateway.domain")
-        transport = r.get(gw, "gateway", "transport", str, "quic")
-        if transport not in ("quic", "dtls"):
-            raise r.error("gateway.transport", f"must be \"quic\" or \"dtls\", not {transport!r}")
+        listeners = r.listeners(gw)
+        transport = listeners[0][0]
         peers = tuple(r.peer(p, i) for i, p in enumerate(r.get(data, "", "peers", list, [])))
         for i, peer in enumerate(peers):
             if peer.domain != domain and peer.anchor is None:
@@ -185,7 +200,8 @@ class GatewayConfig:
                               f"{peer.domain} is needed to authenticate its gateways")
         return cls(
             domain=domain,
-            listen=r.address(gw, "gateway.listen", required=True),  # type: ignore[arg-type]
+            listen=listeners[0][1],
+            also_listen=listeners[1:],
             certificate=r.file(gw, "gateway", "certificate"),
             key=r.file(gw, "gateway", "key"),
             trust_anchors=tuple(r.file_value(a, f"gateway.trust_anchors[{i}]")
@@ -247,9 +263,7 @@ class AgentConfig:
         if not anchors:
             raise r.error("agent.trust_anchors",
                           "missing or empty: list the domain authority's certificate (PEM)")
-        transport = r.get(ag, "agent", "transport", str, "quic")
-        if transport not in ("quic", "dtls"):
-            raise r.error("agent.transport", f"must be \"quic\" or \"dtls\", not {transport!r}")
+        transport = r.transport(ag, "agent.transport")
         lease = r.get(ag, "agent", "lease", int, int(timer("DEFAULT_LEASE")))
         if lease <= 0:
             raise r.error("agent.lease", "must be a positive number of seconds")
@@ -364,6 +378,36 @@ class _Reader:
             raise self.error(name, f"must be \"host:port\" (port 0-65535), not {value!r}")
         return host, int(port)
 
+    def transport(self, table: Mapping[str, Any], name: str, default: str = "quic") -> str:
+        where, _, key = name.rpartition(".")
+        value = self.get(table, where, key, str, default)
+        if value not in ("quic", "dtls"):
+            raise self.error(name, f"must be \"quic\" or \"dtls\", not {value!r}")
+        return value
+
+    def listeners(self, gw: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, int]], ...]:
+        """``gateway.listen``: "host:port" on ``gateway.transport``, or a table of them by
+        transport (the first one primary)."""
+        listen = gw.get("listen")
+        if not isinstance(listen, dict):
+            addr = self.address(gw, "gateway.listen", required=True)
+            assert addr is not None
+            return ((self.transport(gw, "gateway.transport"), addr),)
+        if "transport" in gw:
+            raise self.error("gateway.transport", "not allowed with a listen table (its "
+                             "first entry is the primary transport)")
+        if not listen:
+            raise self.error("gateway.listen", "empty table: name at least one transport")
+        out = []
+        for name in listen:
+            if name not in ("quic", "dtls"):
+                raise self.error(f"gateway.listen.{name}",
+                                 "not a transport (\"quic\" or \"dtls\")")
+            addr = self.address(listen, f"gateway.listen.{name}", required=True)
+            assert addr is not None
+            out.append((name, addr))
+        return tuple(out)
+
     def path(self, value: str, name: str, *, must_exist: bool = True) -> Path:
         path = Path(value)
         path = path if path.is_absolute() else self.base / path
@@ -390,7 +434,7 @@ class _Reader:
         if not isinstance(p, dict):
             raise self.error(where, "must be a table ([[peers]])")
         self.only(p, where, {"domain", "address", "anchor", "server_name", "transit",
-                             "export", "import", "crl"})
+                             "export", "import", "crl", "transport"})
         domain = self.domain(p, f"{where}.domain")
         anchor = p.get("anchor")
         exp = self.table(p, "export") if "export" in p else None
@@ -415,4 +459,5 @@ class _Reader:
             import_capabilities=self.strings(imp, iw, "capabilities", ("*",)),
             import_callers=self.strings(imp, iw, "callers"),
             crl=self.sources(p, where, "crl"),
+            transport=self.transport(p, f"{where}.transport") if "transport" in p else None,
         )

@@ -5,10 +5,11 @@ The node decides everything; :class:`GatewayRuntime` only
 
 * opens the registry file (:class:`~dmscproto.gateway.store.RegistryStore`; the node
   acknowledges a registration only after its commit) and loads the TLS identity once;
-* listens for connections (QUIC, or DTLS: :mod:`.transports`) from agents and peer
-  gateways, and dials the configured
-  peers (re-dialling with backoff when a connection fails or drops), handing each
-  authenticated connection to the node as an
+* listens for connections from agents and peer gateways on one or more transports at
+  once (QUIC and DTLS: :mod:`.transports`, e.g. agents on DTLS beside peers on QUIC),
+  and dials the configured peers, each over its configured transport (re-dialling
+  with backoff when a connection fails or drops), handing each authenticated
+  connection to the node as an
   :class:`~dmscproto.runtime.pump.Association` (peer sessions start with OPEN on the
   connections this gateway dials);
 * plugs the security layer into the node's hooks
@@ -175,8 +176,8 @@ class GatewayRuntime:
         self.core: GatewayCore | None = None
         self.node: GatewayNode | None = None
         self.pump: Pump | None = None
-        self.server: Listener | None = None
-        self.transport = transport_named(config.transport)
+        #: The listeners by transport name, the primary one first.
+        self.servers: dict[str, Listener] = {}
         self._assocs: dict[Connection, Association] = {}
         self._peers = [_PeerLink(p) for p in config.peers if p.address is not None]
         self._watchers: set[asyncio.Task[None]] = set()
@@ -188,8 +189,13 @@ class GatewayRuntime:
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self.server is not None
-        return self.server.address
+        """The primary listener's address."""
+        return self.addresses[self.config.transport]
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Every listener's address by transport name."""
+        return {name: server.address for name, server in self.servers.items()}
 
     # --- start ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -217,12 +223,14 @@ class GatewayRuntime:
                                 **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)
-        host, port = c.listen
-        self.server = await self.transport.serve(host, port, self.tls, self._handle,
-                                                 pcap=self._pcap, keylog=self._keylog_file)
-        log.info("gateway listening", extra=facts(
-            gateway=self.identity.uri, gateway_id=self.gateway_id,
-            address=f"{self.address[0]}:{self.address[1]}", records=len(self.core)))
+        for name, (host, port) in c.listeners:
+            server = await transport_named(name).serve(host, port, self.tls, self._handle,
+                                                       pcap=self._pcap,
+                                                       keylog=self._keylog_file)
+            self.servers[name] = server
+            log.info("gateway listening", extra=facts(
+                gateway=self.identity.uri, gateway_id=self.gateway_id, transport=name,
+                address=f"{server.address[0]}:{server.address[1]}", records=len(self.core)))
         self.pump.flush()  # arms the lease timer of records loaded from the store
         for peer in self._peers:
             peer.task = asyncio.get_running_loop().create_task(self._keep_peer(peer))
@@ -263,10 +271,11 @@ class GatewayRuntime:
         """Dial a configured peer, start the session, re-dial when it drops."""
         assert peer.config.address is not None
         host, port = peer.config.address
+        transport = transport_named(peer.config.transport or self.config.transport)
         delay = REDIAL_FIRST
         while not self._stopping:
             try:
-                conn = await self.transport.connect(
+                conn = await transport.connect(
                     host, port, self.tls, server_name=peer.config.server_name,
                     expect_domain=peer.config.domain, handler=self._handle, pcap=self._pcap,
                     keylog=self._keylog_file)
@@ -337,8 +346,8 @@ class GatewayRuntime:
         conns = list(self._assocs)
         for conn in conns:
             conn.close(ErrorCode.CEASE, "gateway shutting down")
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers.values():
+            server.close()
         if conns:  # QUIC's closing period, briefly
             waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
             await asyncio.wait(waits, timeout=1.0)

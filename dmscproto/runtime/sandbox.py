@@ -82,28 +82,34 @@ def _toml(value: object) -> str:
 
 @dataclass(frozen=True)
 class PeerSpec:
-    """A ``[[peers]]`` entry: the peer's domain and, to dial it, its address."""
+    """A ``[[peers]]`` entry: the peer's domain and, to dial it, its address (and the
+    transport, when not the gateway's primary one)."""
 
     domain: Domain
     address: tuple[str, int] | None = None
     exclude_tags: Sequence[str] = ()
+    transport: str | None = None
 
 
 def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
                          listen: tuple[str, int] = ("127.0.0.1", 0), min_lease: int = 30,
                          max_lease: int = 86400, hold_time: int = 90,
-                         store: Path | None = None, transport: str = "quic",
+                         store: Path | None = None, transport: str | Sequence[str] = "quic",
                          require_tokens: bool = False) -> Path:
-    """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path."""
-    cert, key = domain.issue(name, Kind.GATEWAY,
-                             p256=transport_named(transport).server_needs_p256)
+    """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path.
+    Several ``transport`` names: a listener on ``listen`` per transport (port 0: each its
+    own ephemeral one), the first one primary."""
+    names = [transport] if isinstance(transport, str) else list(transport)
+    cert, key = domain.issue(name, Kind.GATEWAY, p256=any(
+        transport_named(t).server_needs_p256 for t in names))
+    address = _toml(f"{listen[0]}:{listen[1]}")
     lines = [
         "[gateway]",
         f"domain = {_toml(domain.name)}",
         f"name = {_toml(name)}",
-        f"transport = {_toml(transport)}",
+        *([f"transport = {_toml(names[0])}", f"listen = {address}"] if len(names) == 1 else
+          [f"listen = {{ {', '.join(f'{t} = {address}' for t in names)} }}"]),
         f"require_tokens = {_toml(require_tokens)}",
-        f"listen = {_toml(f'{listen[0]}:{listen[1]}')}",
         f"certificate = {_toml(cert.name)}",
         f"key = {_toml(key.name)}",
         f"trust_anchors = {_toml([CA_CERT_FILE])}",
@@ -119,6 +125,8 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
         if peer.address is not None:
             lines.append(f"address = {_toml(f'{peer.address[0]}:{peer.address[1]}')}")
             lines.append('server_name = "localhost"')
+        if peer.transport is not None:
+            lines.append(f"transport = {_toml(peer.transport)}")
         if peer.domain.name != domain.name:
             anchor = os.path.relpath(peer.domain.anchor, domain.directory)
             lines.append(f"anchor = {_toml(anchor)}")
