@@ -24,10 +24,14 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="copy the generated certificates, configurations and stores to DIR")
     p.add_argument("--quiet", action="store_true", help="steps only, not every message")
     p.add_argument("--transport", choices=["quic", "dtls"], default="quic",
-                   help="QUIC (default, Section 9.1) or DTLS 1.2 (Section 9.2)")
+                   help="the agents' transport: QUIC (default, Section 9.1) or DTLS 1.2 "
+                        "(Section 9.2; the gateways then listen on both and peer over "
+                        "QUIC)")
     p.add_argument("--loss", type=float, default=0.0, metavar="P",
-                   help="reach each gateway through an impairment relay that loses this "
-                        "fraction of datagrams (0-0.5; needs a source checkout)")
+                   help="run every path through an impairment relay that loses this "
+                        "fraction of datagrams (0-0.5) and duplicates and reorders 5%%")
+    p.add_argument("--seed", type=int, default=1,
+                   help="seed of the relays' random draws (default 1)")
     return p
 
 
@@ -39,4 +43,4 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.demo import run_demo
     return asyncio.run(run_demo(sys.stdout, capture=args.capture, keep=args.keep,
                                 quiet=args.quiet, transport=args.transport,
-                                loss=args.loss))
+                                loss=args.loss, seed=args.seed))

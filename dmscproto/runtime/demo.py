@@ -1,5 +1,6 @@
 """``dmsc demo`` (DESIGN.md §5): two domains, a gateway each and four agents on loopback
-over real QUIC (or DTLS), in one asyncio process, printed step by step.
+over real QUIC (or the agents on DTLS, the gateways peering over QUIC), in one asyncio
+process, printed step by step.
 
 Every piece is the real one: domain authorities issue Ed25519 certificates into a
 temporary directory, each gateway is a :class:`~.gateway.GatewayRuntime` started from a
@@ -7,21 +8,25 @@ TOML file as ``dmsc gateway`` would be (SQLite registry, mutual TLS 1.3, ALPN
 ``dmsc/1``, ephemeral ports), the agents use the SDK (:mod:`dmscproto.agent`).  The
 messages shown are those the gateways actually send and receive.  Each step checks
 its outcome; the exit status is 0 only if all of them succeeded.
+
+With ``loss``, every path (agent to gateway, gateway to gateway) runs through an
+impairment relay (:mod:`dmscproto.testing.relay`) that loses that fraction of the
+datagrams and also duplicates and reorders some, from a seeded RNG: QUIC recovers by
+itself, DMSC over DTLS by its retransmission (Section 9.3), and handshakes that time out
+are retried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from ..agent import Agent, DiscoveryQuery, Request
 from ..analysis.pcap import PcapWriter
@@ -44,6 +49,7 @@ from ..codec.registry import ErrorCode, Scope
 from ..codec.values import Skill
 from ..protocol.machine import Handle
 from ..security.ca import Kind
+from ..testing.relay import Impairment, Relay
 from .config import GatewayConfig
 from .gateway import GatewayRuntime, Observer
 from .pump import Association
@@ -77,16 +83,17 @@ class _OncePcap(PcapWriter):
         super().write_udp(src, dst, payload, timestamp)
 
 
-def _relay_module() -> Any:
-    """``interop/relay.py`` of the source tree (the impairment relay, for --loss)."""
-    path = Path(__file__).resolve().parents[2] / "interop" / "relay.py"
-    spec = importlib.util.spec_from_file_location("dmsc_demo_relay", path)
-    if spec is None or spec.loader is None or not path.is_file():
-        raise StepFailed(f"--loss needs the impairment relay of a source checkout ({path})")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+#: Duplication and reordering rates beside the loss rate of ``--loss`` (each datagram).
+DUPLICATE, REORDER = 0.05, 0.05
+#: Connection attempts (a DTLS handshake can time out under loss; QUIC's rarely does).
+CONNECT_ATTEMPTS = 5
+
+
+def impairment(loss: float, seed: int) -> Impairment:
+    """What the demo's relays do with ``--loss``: loss, some duplication and reordering
+    (datagrams held 10 ms while later ones, sent with 0-2 ms jitter, overtake them)."""
+    return Impairment(loss=loss, duplicate=DUPLICATE, reorder=REORDER, delay_ms=1,
+                      jitter_ms=1, reorder_gap_ms=10, seed=seed)
 
 
 class StepFailed(Exception):
@@ -215,14 +222,16 @@ async def _expect(awaitable: Awaitable[T], what: str, timeout: float = 10.0) -> 
 
 
 async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | None = None,
-                   quiet: bool = False, transport: str = "quic", loss: float = 0.0) -> int:
-    """Run the demo, printing to ``out``; returns the exit status."""
+                   quiet: bool = False, transport: str = "quic", loss: float = 0.0,
+                   seed: int = 1) -> int:
+    """Run the demo, printing to ``out``; returns the exit status.  ``transport`` is the
+    agents' (the gateways peer over QUIC); ``loss`` and ``seed`` set the relays."""
     display = _Display(out, show_messages=not quiet)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dmsc-demo-"))
     try:
         async with AsyncExitStack() as stack:
-            await _scenario(display, stack, tmp, capture, transport, loss)
+            await _scenario(display, stack, tmp, capture, transport, loss, seed)
         await asyncio.sleep(0)  # let cancelled tasks finish
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         if leftover:
@@ -247,9 +256,10 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
 
 
 async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
-                    capture: Path | None, transport: str, loss: float) -> None:
-    front: dict[bytes, Any] = {}  # gateway id -> its impairment relay (--loss)
-    relays: Any = _relay_module() if loss else None
+                    capture: Path | None, transport: str, loss: float, seed: int) -> None:
+    front: dict[tuple[bytes, str], Relay] = {}  # (gateway id, transport) -> relay (--loss)
+    # The gateways peer over QUIC (their primary listener); agents use ``transport``.
+    listeners = ("quic",) if transport == "quic" else ("quic", transport)
     pcap: PcapWriter | None = None
     keylog: TextIO | None = None
     if capture is not None:
@@ -258,9 +268,13 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         keylog = stack.enter_context(open(capture / KEYLOG_NAME, "w",  # noqa: SIM115
                                           encoding="ascii"))
     over = ("QUIC (ALPN dmsc/1, mutual TLS 1.3)" if transport == "quic" else
-            "DTLS 1.2 (ALPN dmsc/1, mutual authentication, DMSC retransmission)")
+            "agents on DTLS 1.2 (mutual authentication, DMSC retransmission), gateways "
+            "peering over QUIC (ALPN dmsc/1, mutual TLS 1.3)")
     d.line(f"DMSC demo: two domains, a gateway each, four agents; 127.0.0.1, {over}, "
            "ephemeral ports.")
+    if loss:
+        d.line(f"Every path runs through an impairment relay: {loss:.0%} loss, "
+               f"{DUPLICATE:.0%} duplicated, {REORDER:.0%} reordered (seed {seed}).")
 
     d.step("Domain authorities issue certificates and access tokens")
     a, b = Domain.create(tmp, "a.example"), Domain.create(tmp, "b.example")
@@ -278,21 +292,22 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         d.names[gw.gateway_id] = gw.name
         await gw.start()
         gateways.append(gw)
-        host, port = gw.address
+        on = ", ".join(f"{t} {h}:{p}" for t, (h, p) in gw.addresses.items())
         d.note(f"{d.ms()}  {gw.name}: {gw.identity.uri} id {gw.gateway_id.hex()} "
-               f"on {host}:{port} (config {path.relative_to(tmp)})")
-        if loss:
-            relay = await relays.Relay.start(("127.0.0.1", 0), gw.address,
-                                             relays.Impairment(loss=loss, seed=len(front)))
-            front[gw.gateway_id] = relay
-            d.note(f"{d.ms()}  {gw.name} is reached through a relay on "
-                   f"{relay.address[0]}:{relay.address[1]} losing {loss:.0%} of datagrams")
+               f"on {on} (config {path.relative_to(tmp)})")
+        for name, address in gw.addresses.items() if loss else ():
+            relay = await Relay.start(("127.0.0.1", 0), address,
+                                      impairment(loss, seed * 100 + len(front)))
+            front[(gw.gateway_id, name)] = relay
+            d.note(f"{d.ms()}  {gw.name}'s {name} listener is reached through a relay on "
+                   f"{relay.address[0]}:{relay.address[1]}")
         return gw
 
-    def reach(gw: GatewayRuntime) -> tuple[str, int]:
-        """Where peers and agents reach ``gw``: its relay with --loss."""
-        relay = front.get(gw.gateway_id)
-        return gw.address if relay is None else relay.address
+    def reach(gw: GatewayRuntime, name: str) -> tuple[str, int]:
+        """Where peers and agents reach ``gw``'s ``name`` listener: its relay with
+        --loss."""
+        relay = front.get((gw.gateway_id, name))
+        return gw.addresses[name] if relay is None else relay.address
 
     async def stop_all() -> None:  # in parallel: each waits out QUIC's closing period
         await asyncio.gather(*(ag.close() for ag in opened))
@@ -303,13 +318,14 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
     opened: list[Agent] = []
     stack.push_async_callback(stop_all)
     gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5,
-                                            transport=transport, require_tokens=True))
-    gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, reach(gw_b))],
-                                            min_lease=5, transport=transport,
-                                            require_tokens=True))
+                                            transport=listeners, require_tokens=True))
+    to_b = PeerSpec(b, reach(gw_b, "quic"), transport="quic")
+    gw_a = await start(write_gateway_config(a, "gw-a", peers=[to_b], min_lease=5,
+                                            transport=listeners, require_tokens=True))
 
-    d.step("Peering: gw-a dials gw-b; the gateways OPEN a session and sync (Section 6)")
-    await _expect(gw_a.wait_peers(), "peer session gw-a -> gw-b")
+    d.step("Peering: gw-a dials gw-b over QUIC; the gateways OPEN a session and sync "
+           "(Section 6)")
+    await _expect(gw_a.wait_peers(30), "peer session gw-a -> gw-b", 30)
     await _until(lambda: bool(gw_b.node and gw_b.node.peers), 5, "gw-b's session")
     d.note(f"{d.ms()}  session ESTABLISHED on both gateways")
 
@@ -318,12 +334,20 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
 
     async def agent(dom: Domain, gw: GatewayRuntime, name: str, skills: list[Skill],
                     handler: Callable[[bytes, Request], bytes] | None) -> Agent:
-        ag = dom.agent(name, reach(gw), scope=SCOPE, pcap=pcap, keylog=keylog,
+        ag = dom.agent(name, reach(gw, transport), scope=SCOPE, pcap=pcap, keylog=keylog,
                        transport=transport)
         d.names[ag.agent_id] = name
         if handler is not None:
             ag.serve(handler)
-        await _expect(ag.connect(), f"{name} connecting")
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                await ag.connect()
+                break
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                if attempt == CONNECT_ATTEMPTS:
+                    raise StepFailed(f"{name} connecting: {exc}") from exc
+                d.note(f"{d.ms()}  {name}: connection attempt {attempt} failed ({exc}); "
+                       "retrying")
         opened.append(ag)
         lease = await _expect(ag.register(skills=skills, lease=60,
                                           description=f"demo {name}"), f"{name} REGISTER")
