@@ -49,8 +49,10 @@ async def endpoint(echo: bool, remote: tuple[str, int] | None = None) -> Endpoin
 
 
 async def through_relay(impairment: Impairment, n: int,
-                        settle: float = 0.15) -> tuple[Relay, Endpoint, Endpoint]:
-    """Send ``n`` numbered datagrams through a relay to an echo server."""
+                        settle: float | None = None) -> tuple[Relay, Endpoint, Endpoint]:
+    """Send ``n`` numbered datagrams through a relay to an echo server, then wait until
+    every datagram the relay passed on, and every echo, has arrived (or, with ``settle``,
+    that many seconds: to close the relay with datagrams still in it)."""
     server = await endpoint(echo=True)
     assert server.transport is not None
     relay = await Relay.start((LOOPBACK, 0), server.transport.get_extra_info("sockname"),
@@ -60,7 +62,14 @@ async def through_relay(impairment: Impairment, n: int,
     for i in range(n):
         client.transport.sendto(i.to_bytes(4, "big"))
         await asyncio.sleep(0.0005)  # keep arrival order (and so the RNG draws) fixed
-    await asyncio.sleep(settle)
+    if settle is not None:
+        await asyncio.sleep(settle)
+    else:
+        up, down = relay.counters.up, relay.counters.down
+        while not (up.received == n and relay.idle and len(server.received) == up.sent
+                   and down.received == len(server.received)
+                   and len(client.received) == down.sent):
+            await asyncio.sleep(0.005)
     relay.close()
     client.transport.close()
     server.transport.close()
