@@ -88,7 +88,6 @@ def test_readme_lists_every_capture(gen: ModuleType) -> None:
     assert "tshark -X lua_script:tools/wireshark/dmsc.lua -r pcap-fixtures/" in text
 
 
-@pytest.mark.skipif(not (FIXTURES / "quic-session.pcap").exists(), reason="no QUIC capture")
 def test_quic_capture_has_its_key_log() -> None:
     lines = (FIXTURES / "quic-session.keylog").read_text().splitlines()
     labels = {line.split()[0] for line in lines}
