@@ -201,12 +201,24 @@ class Agent:
         return self._client is not None and self._client.registration.agent_id is not None
 
     # --- connection --------------------------------------------------------------------
-    async def connect(self) -> None:
-        """Open the connection to the home gateway (both ends authenticated)."""
+    async def connect(self, *, attempts: int = 1) -> None:
+        """Open the connection to the home gateway (both ends authenticated), trying up to
+        ``attempts`` times with backoff (a DTLS handshake can time out under loss)."""
         if self._conn is not None:
             return
         self._closed = asyncio.Event()
-        await self._open()
+        delay = RECONNECT_FIRST
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._open()
+                break
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                if attempt >= attempts:
+                    raise
+                log.info("connection attempt %d to %s:%d failed: %s", attempt,
+                         *self.gateway, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
         self._watcher = asyncio.get_running_loop().create_task(self._keep())
 
     async def _open(self) -> None:

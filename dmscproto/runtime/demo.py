@@ -339,15 +339,7 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         d.names[ag.agent_id] = name
         if handler is not None:
             ag.serve(handler)
-        for attempt in range(1, CONNECT_ATTEMPTS + 1):
-            try:
-                await ag.connect()
-                break
-            except (ConnectionError, OSError, TimeoutError) as exc:
-                if attempt == CONNECT_ATTEMPTS:
-                    raise StepFailed(f"{name} connecting: {exc}") from exc
-                d.note(f"{d.ms()}  {name}: connection attempt {attempt} failed ({exc}); "
-                       "retrying")
+        await _expect(ag.connect(attempts=CONNECT_ATTEMPTS), f"{name} connecting", 120)
         opened.append(ag)
         lease = await _expect(ag.register(skills=skills, lease=60,
                                           description=f"demo {name}"), f"{name} REGISTER")
