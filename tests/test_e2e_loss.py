@@ -68,8 +68,7 @@ async def scenario(tmp: Path, transport: str) -> None:
                 relays[gw.name, name] = relay
             return gw
 
-        gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)],
-                                                transport=listeners))
+        await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], transport=listeners))
         gw_a = await start(write_gateway_config(
             a, "gw-a", peers=[PeerSpec(b, relays["gw-b", "quic"].address, transport="quic")],
             transport=listeners))
