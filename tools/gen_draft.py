@@ -17,7 +17,6 @@ draft cannot silently fall behind the code.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -68,10 +67,10 @@ from dmscproto.codec.wire import (
     ValueCodec,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
+import draft_regions
+
 DRAFT = Path(__file__).resolve().parent.parent / "drafts" / "draft-dmsc-protocol-00.md"
-REGION = re.compile(
-    r"(?P<begin><!-- BEGIN GENERATED: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)"
-    r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
 #: Hex digits per line in a test vector (32 octets).
 HEX_WIDTH = 64
 #: Longest line in a figure: 72 columns (RFC 7322) less the 3 of its indentation.
@@ -669,52 +668,14 @@ GENERATORS: dict[str, Callable[[], str]] = {
 
 
 def regenerate(text: str) -> tuple[str, list[str]]:
-    """Return ``text`` with every generated region rewritten, and the stale region names.
-
-    Raises ``ValueError`` for a region the generator does not know, a region it knows
-    that the draft lacks, or a region that appears twice.
-    """
-    found = [m["name"] for m in REGION.finditer(text)]
-    unknown = sorted(set(found) - set(GENERATORS))
-    missing = sorted(set(GENERATORS) - set(found))
-    twice = sorted({n for n in found if found.count(n) > 1})
-    if unknown or missing or twice:
-        raise ValueError(f"generated regions: unknown {unknown}, missing {missing}, "
-                         f"repeated {twice}")
-    stale: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        # blank lines around the body keep kramdown from gluing it to the markers
-        body = "\n" + GENERATORS[m["name"]]() + "\n"
-        if body != m["body"]:
-            stale.append(m["name"])
-        return m["begin"] + body + m["end"]
-
-    return REGION.sub(sub, text), stale
+    """Return ``text`` with every generated region rewritten, and the stale region names
+    (:func:`draft_regions.regenerate`)."""
+    return draft_regions.regenerate(text, GENERATORS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true",
-                    help="exit 1 if the draft is out of date instead of rewriting it")
-    ap.add_argument("--draft", type=Path, default=DRAFT, help="draft to process")
-    args = ap.parse_args(argv)
-    text = args.draft.read_text(encoding="utf-8")
-    try:
-        new, stale = regenerate(text)
-    except ValueError as exc:
-        print(f"{args.draft}: {exc}", file=sys.stderr)
-        return 1
-    if args.check:
-        if stale:
-            print(f"{args.draft}: out of date: {', '.join(stale)}; "
-                  "run python tools/gen_draft.py", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        args.draft.write_text(new, encoding="utf-8")
-        print(f"{args.draft}: regenerated {', '.join(stale)}")
-    return 0
+    return draft_regions.main(argv, description=__doc__.split("\n\n")[0], draft=DRAFT,
+                              tool="tools/gen_draft.py", regenerate=regenerate)
 
 
 if __name__ == "__main__":

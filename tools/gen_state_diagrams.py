@@ -21,10 +21,8 @@ transition back to the same state.
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
@@ -34,11 +32,11 @@ from dmscproto.codec.registry import TIMERS
 from dmscproto.protocol import MACHINES
 from dmscproto.protocol.machine import Machine
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
+import draft_regions
+
 ROOT = Path(__file__).resolve().parent.parent
 DRAFT = ROOT / "drafts" / "draft-dmsc-state-machines-00.md"
-REGION = re.compile(
-    r"(?P<begin><!-- BEGIN GENERATED: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)"
-    r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
 
 
 @dataclass(frozen=True)
@@ -190,56 +188,23 @@ def timers_section() -> str:
     return md_table(("Timer", "Default", "Machines"), body, "Timers used by each machine")
 
 
-def generators() -> dict[str, str]:
-    out = {m.NAME: machine_section(m) for m in MACHINES}
-    out["timers"] = timers_section()
+def generators() -> dict[str, Callable[[], str]]:
+    """Each region's generator; a section ends with a blank line before its end marker."""
+    out: dict[str, Callable[[], str]] = {
+        m.NAME: (lambda m=m: machine_section(m) + "\n") for m in MACHINES}
+    out["timers"] = lambda: timers_section() + "\n"
     return out
 
 
 def regenerate(text: str) -> tuple[str, list[str]]:
-    """Return ``text`` with every generated region rewritten, and the stale region names.
-    Raises ``ValueError`` for unknown, missing or repeated regions."""
-    gens = generators()
-    found = [m["name"] for m in REGION.finditer(text)]
-    unknown = sorted(set(found) - set(gens))
-    missing = sorted(set(gens) - set(found))
-    twice = sorted({n for n in found if found.count(n) > 1})
-    if unknown or missing or twice:
-        raise ValueError(f"generated regions: unknown {unknown}, missing {missing}, "
-                         f"repeated {twice}")
-    stale: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        body = "\n" + gens[m["name"]] + "\n\n"
-        if body != m["body"]:
-            stale.append(m["name"])
-        return m["begin"] + body + m["end"]
-
-    return REGION.sub(sub, text), stale
+    """Return ``text`` with every generated region rewritten, and the stale region names
+    (:func:`draft_regions.regenerate`)."""
+    return draft_regions.regenerate(text, generators())
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true",
-                    help="exit 1 if the draft is out of date instead of rewriting it")
-    ap.add_argument("--draft", type=Path, default=DRAFT, help="draft to process")
-    args = ap.parse_args(argv)
-    text = args.draft.read_text(encoding="utf-8")
-    try:
-        new, stale = regenerate(text)
-    except ValueError as exc:
-        print(f"{args.draft}: {exc}", file=sys.stderr)
-        return 1
-    if args.check:
-        if stale:
-            print(f"{args.draft}: out of date: {', '.join(stale)}; "
-                  "run python tools/gen_state_diagrams.py", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        args.draft.write_text(new, encoding="utf-8")
-        print(f"{args.draft}: regenerated {', '.join(stale)}")
-    return 0
+    return draft_regions.main(argv, description=__doc__.split("\n\n")[0], draft=DRAFT,
+                              tool="tools/gen_state_diagrams.py", regenerate=regenerate)
 
 
 if __name__ == "__main__":

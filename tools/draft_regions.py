@@ -1,0 +1,69 @@
+"""The generated regions of a draft, shared by tools/gen_draft.py and
+tools/gen_state_diagrams.py.
+
+A region is the text between ``<!-- BEGIN GENERATED: name -->`` and
+``<!-- END GENERATED: name -->``; a generator tool rewrites each from the code, and its
+``--check`` exits 1 naming the stale ones.  A region the tool knows but the draft lacks,
+one it does not know, or one that appears twice is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+REGION = re.compile(
+    r"(?P<begin><!-- BEGIN GENERATED: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)"
+    r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
+
+
+def regenerate(text: str,
+               generators: Mapping[str, Callable[[], str]]) -> tuple[str, list[str]]:
+    """Return ``text`` with every region rewritten by its generator, and the stale region
+    names.  Raises ``ValueError`` for unknown, missing or repeated regions."""
+    found = [m["name"] for m in REGION.finditer(text)]
+    unknown = sorted(set(found) - set(generators))
+    missing = sorted(set(generators) - set(found))
+    twice = sorted({n for n in found if found.count(n) > 1})
+    if unknown or missing or twice:
+        raise ValueError(f"generated regions: unknown {unknown}, missing {missing}, "
+                         f"repeated {twice}")
+    stale: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        # blank lines around the body keep kramdown from gluing it to the markers
+        body = "\n" + generators[m["name"]]() + "\n"
+        if body != m["body"]:
+            stale.append(m["name"])
+        return m["begin"] + body + m["end"]
+
+    return REGION.sub(sub, text), stale
+
+
+def main(argv: list[str] | None, *, description: str, draft: Path, tool: str,
+         regenerate: Callable[[str], tuple[str, list[str]]]) -> int:
+    """The command line of a generator tool: rewrite ``draft``, or ``--check`` it."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if the draft is out of date instead of rewriting it")
+    ap.add_argument("--draft", type=Path, default=draft, help="draft to process")
+    args = ap.parse_args(argv)
+    text = args.draft.read_text(encoding="utf-8")
+    try:
+        new, stale = regenerate(text)
+    except ValueError as exc:
+        print(f"{args.draft}: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        if stale:
+            print(f"{args.draft}: out of date: {', '.join(stale)}; run python {tool}",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        args.draft.write_text(new, encoding="utf-8")
+        print(f"{args.draft}: regenerated {', '.join(stale)}")
+    return 0
