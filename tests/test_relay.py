@@ -1,5 +1,5 @@
-"""The impairment relay (interop/relay.py): it relays datagrams both ways, and loses,
-duplicates and reorders them at the configured rates, reproducibly for a seed."""
+"""The impairment relay (dmscproto.testing.relay): it relays datagrams both ways, and
+loses, duplicates and reorders them at the configured rates, reproducibly for a seed."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 
 from dmscproto.codec.messages import EchoReply, EchoRequest, Message
 from dmscproto.security.ca import DomainAuthority, Kind
+from dmscproto.testing.relay import Impairment, Relay
 from dmscproto.transport import TransportError, quic
 from dmscproto.transport.tls import TlsIdentity
-from interop.relay import Impairment, Relay
 
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,9 +128,10 @@ def test_rates_are_checked() -> None:
         Impairment(jitter_ms=-1)
 
 
-def test_command_line_runs_for_a_bounded_time() -> None:
+@pytest.mark.parametrize("module", ["dmscproto.testing.relay", "interop.relay"])
+def test_command_line_runs_for_a_bounded_time(module: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "interop.relay", "--upstream", "127.0.0.1:9", "--loss", "0.1",
+        [sys.executable, "-m", module, "--upstream", "127.0.0.1:9", "--loss", "0.1",
          "--duration", "0.2", "--seed", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=20, check=True)
     counters = json.loads(proc.stdout.strip().splitlines()[-1])
