@@ -43,7 +43,7 @@ Tlv = c.Struct("type" / c.Int16ub, "length" / c.Int16ub, "value" / c.Bytes(c.thi
 #: A whole PDU.  Reference definition used by the analysis tools and the agreement tests.
 Pdu = c.Struct("header" / Header, "tlvs" / c.GreedyRange(Tlv))
 
-# --- Section 5: fixed-layout TLV values ----------------------------------------------
+# --- Section 4.3: fixed-layout TLV values --------------------------------------------
 Id = c.Bytes(ID_SIZE)
 IdList8 = c.PrefixedArray(c.Int8ub, Id)
 IdList16 = c.PrefixedArray(c.Int16ub, Id)

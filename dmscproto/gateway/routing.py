@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..codec.registry import ErrorCode
 
-#: Most gateway ids a PATH_VECTOR can carry (8-bit count, Section 4.2).
+#: Most gateway ids a PATH_VECTOR can carry (8-bit count, Section 4.3).
 MAX_PATH = 255
 
 

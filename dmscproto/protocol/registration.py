@@ -295,7 +295,7 @@ class _Request:
 
 def verify_signature(source: Handle, signed: SignedRecord, now: float) -> Refusal | None:
     """The default record check, whoever sent it: the COSE signature and the
-    key-derived Agent ID (Section 7.2.1); BAD_SIGNATURE on failure."""
+    key-derived Agent ID (Sections 7.2.1, 3.2); BAD_SIGNATURE on failure."""
     from ..security.signing import SignatureError, verify_record
     try:
         verify_record(signed)

@@ -2,7 +2,7 @@
 6.8): send a request, wait REQUEST_TIMEOUT for its answer message or ERROR.
 
 Agents use it for DISCOVER, ROUTE_REQUEST, ECHO_REQUEST and TRACE_REQUEST; the answer is
-matched by transaction id and by being the request's answer type (Section 9.3).
+matched by transaction id and by being the request's answer type (Section 3.3).
 """
 
 from __future__ import annotations
