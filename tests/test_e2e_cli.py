@@ -52,6 +52,10 @@ def edit(config: Path, old: str, new: str) -> Path:
     ('transport = "quic"', 'transport = "tcp"', "gateway.transport", '"quic" or "dtls"'),
     ("require_tokens = false", 'require_tokens = "yes"', "gateway.require_tokens",
      "true or false"),
+    ('listen = "127.0.0.1:0"', 'listen = { quic = "127.0.0.1:0" }', "gateway.transport",
+     "not allowed with a listen table"),
+    ('address = "127.0.0.1:9"', 'address = "127.0.0.1:9"\ntransport = "udp"',
+     "peers[0].transport", '"quic" or "dtls"'),
 ])
 def test_bad_configuration_names_the_key(good: Path, old: str, new: str, key: str,
                                          reason: str, capsys: pytest.CaptureFixture[str]
@@ -72,6 +76,23 @@ def test_missing_anchor_for_a_foreign_peer(good: Path) -> None:
     with pytest.raises(ConfigError) as err:
         GatewayConfig.load(good)
     assert err.value.key == "peers[0].anchor" and "b.example" in err.value.reason
+
+
+def test_listeners_on_several_transports(good: Path) -> None:
+    """listen as a table: a listener per transport, the first one primary (peers are
+    dialled over it unless their entry names another)."""
+    edit(good, 'transport = "quic"\n', "")
+    edit(good, 'listen = "127.0.0.1:0"',
+         'listen = { dtls = "127.0.0.1:0", quic = "127.0.0.1:4433" }')
+    edit(good, 'address = "127.0.0.1:9"', 'address = "127.0.0.1:9"\ntransport = "quic"')
+    config = GatewayConfig.load(good)
+    assert config.transport == "dtls" and config.listen == ("127.0.0.1", 0)
+    assert config.listeners == (("dtls", ("127.0.0.1", 0)), ("quic", ("127.0.0.1", 4433)))
+    assert config.peers[0].transport == "quic"
+    edit(good, "dtls = ", "tcp = ")
+    with pytest.raises(ConfigError) as err:
+        GatewayConfig.load(good)
+    assert err.value.key == "gateway.listen.tcp" and "not a transport" in err.value.reason
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path, good: Path) -> None:
