@@ -38,7 +38,16 @@ from .messages import (
     TraceRequest,
     Update,
 )
-from .registry import ConstraintOp, ErrorCode, Flags, GatewayCaps, MessageType, Scope
+from .registry import (
+    DEFAULT_HOP_LIMIT,
+    ConstraintOp,
+    ErrorCode,
+    Flags,
+    GatewayCaps,
+    MessageType,
+    Scope,
+    timer,
+)
 from .values import (
     CapabilityRecord,
     Constraint,
@@ -55,6 +64,9 @@ from .wire import Advertisement, Result, VersionedId
 #: 2026-09-21T12:26:40Z, the fixed clock of the examples.
 NOW_S = 1790000000
 NOW_MS = NOW_S * 1000
+
+#: The hold time the OPEN example proposes, the registry default (Section 6.4).
+HOLD_TIME = int(timer("HOLD_TIME"))
 
 
 def example_key(n: int) -> ed25519.Ed25519PrivateKey:
@@ -159,18 +171,19 @@ def examples() -> dict[str, Message]:
         "discover-reply": DiscoverReply(transaction_id=5, status=ErrorCode.SUCCESS,
                                         results=(Result(9500, weather),)),
         "route-request": RouteRequest(transaction_id=6, source_agent=AGENT2_ID,
-                                      target_agent=AGENT_ID, hop_limit=8,
+                                      target_agent=AGENT_ID, hop_limit=DEFAULT_HOP_LIMIT,
                                       path=(GATEWAY_B_ID,), payload=b'{"city":"Paris"}',
                                       timeout_ms=5000, trace=TRACE),
         "route-request-by-query": RouteRequest(
             transaction_id=7, source_agent=AGENT2_ID, query=DiscoveryQuery(skills=("forecast",)),
-            hop_limit=8, path=(), payload=b"hello", flags=Flags.RETRANSMISSION),
+            hop_limit=DEFAULT_HOP_LIMIT, path=(), payload=b"hello",
+            flags=Flags.RETRANSMISSION),
         "route-reply": RouteReply(transaction_id=6, status=ErrorCode.SUCCESS,
                                   target_agent=AGENT_ID, payload=b'{"temp_c":18}', trace=TRACE),
         "route-reply-no-route": RouteReply(transaction_id=7, status=ErrorCode.NO_ROUTE,
                                            diagnostic="no agent matches"),
         "open": Open(transaction_id=8, gateway_id=GATEWAY_A_ID, domain="a.example",
-                     hold_time=90,
+                     hold_time=HOLD_TIME,
                      capabilities=GatewayCaps.ROUTING | GatewayCaps.DIGEST_SYNC
                      | GatewayCaps.FEDERATION | GatewayCaps.OAM,
                      export_policy=ExportPolicy(peer_domains=("b.example",),
@@ -183,12 +196,13 @@ def examples() -> dict[str, Message]:
                          entries=(digest_entries,)),
         "sync-request": SyncRequest(transaction_id=12, agent_ids=((AGENT2_ID,),)),
         "notify": Notify(transaction_id=13, status=ErrorCode.HOLD_TIMER_EXPIRED,
-                         diagnostic="no KEEPALIVE for 90 s"),
+                         diagnostic=f"no KEEPALIVE for {HOLD_TIME} s"),
         "echo-request": EchoRequest(transaction_id=14, sequence=1, timestamp=NOW_MS,
                                     payload=b"ping"),
         "echo-reply": EchoReply(transaction_id=14, sequence=1, timestamp=NOW_MS,
                                 gateway_id=GATEWAY_A_ID, payload=b"ping"),
-        "trace-request": TraceRequest(transaction_id=15, target_agent=AGENT2_ID, hop_limit=8,
+        "trace-request": TraceRequest(transaction_id=15, target_agent=AGENT2_ID,
+                                      hop_limit=DEFAULT_HOP_LIMIT,
                                       path=(GATEWAY_A_ID,),
                                       hops=(HopRecord(GATEWAY_A_ID, "a.example", NOW_MS, "gw-a"),)),
         "trace-reply": TraceReply(
