@@ -18,6 +18,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dmscproto.codec.registry import timer
 from dmscproto.protocol.peering import PeerState
 from dmscproto.protocol.registration import AgentState
 from dmscproto.testing.harness import Network
@@ -73,9 +74,9 @@ def run(net: Network, steps: list[tuple[str, object]]) -> None:
             net.advance(int(str(arg)))
         net.pump()
     net.cut.clear()
-    net.advance(91)  # sessions that lost a hold time's worth of messages close
+    net.advance(timer("HOLD_TIME") + 1)  # sessions that lost a hold time's worth close
     connect_all(net)
-    net.advance(35)  # one DIGEST_INTERVAL and a bit
+    net.advance(timer("DIGEST_INTERVAL") + 5)  # one DIGEST_INTERVAL and a bit
 
     live = {net.agents[n].agent_id for n in AGENTS
             if net.agents[n].registration.state is AgentState.REGISTERED}

@@ -1,4 +1,10 @@
-"""DMSC transports (draft-dmsc-protocol-00, Section 9): QUIC with mutual TLS 1.3."""
+"""DMSC transports (draft-dmsc-protocol-00, Section 9).
+
+:mod:`.quic` (9.1, mutual TLS 1.3 from :mod:`.tls`), :mod:`.dtls` (9.2) and lab
+:mod:`.udp` (9.4), the latter two over the datagram reliability of :mod:`.datagram`
+(9.3).  All share :class:`~.peer.PeerInfo`, :class:`~.errors.TransportError` and the
+key log of :mod:`.keylog`; this package exports the QUIC API, the default transport.
+"""
 
 from .errors import TransportError
 from .quic import (
