@@ -11,9 +11,10 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+from transport_support import echo, fast_retransmission, reply_to, run
 
 from dmscproto.codec.examples import by_type, examples
-from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Keepalive, Message, RouteReply
+from dmscproto.codec.messages import Error, Keepalive, Message, RouteReply
 from dmscproto.codec.pdu import decode, encode
 from dmscproto.codec.registry import ANSWER_TO, ONE_WAY, ErrorCode, Flags, MessageType, timer
 from dmscproto.transport import udp
@@ -34,14 +35,6 @@ from interop.relay import Impairment, Relay
 EX = examples()
 A, B = ("10.0.0.1", 1000), ("10.0.0.2", 2000)
 
-
-def echo(seq: int, txid: int = 0, payload: bytes = b"") -> EchoRequest:
-    return EchoRequest(transaction_id=txid, sequence=seq, timestamp=0, payload=payload)
-
-
-def reply_to(req: EchoRequest) -> EchoReply:
-    return EchoReply(sequence=req.sequence, timestamp=req.timestamp, gateway_id=bytes(16),
-                     payload=req.payload)
 
 
 def events(r: Reliability) -> list[ReliabilityEvent]:
@@ -336,10 +329,6 @@ def test_lossy_link_every_request_completes_once() -> None:
 
 
 # --- lab UDP on loopback -----------------------------------------------------------------
-def run(coro: object) -> object:
-    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
-
-
 async def respond_with_examples(msg: Message, peer: PeerInfo) -> Message:
     answer_type = ANSWER_TO[msg.TYPE]
     return EX[by_type()[answer_type][0]]
@@ -398,9 +387,8 @@ def test_lab_udp_through_lossy_relay_no_duplicate_side_effects() -> None:
         server = await udp.serve("127.0.0.1", 0, handler, lab=True)
         relay = await Relay.start(("127.0.0.1", 0), server.address, Impairment(
             loss=0.1, duplicate=0.1, reorder=0.1, jitter_ms=2, seed=1))
-        conn = await udp.connect(*relay.address, lab=True, reliability=Reliability(
-            retransmit_initial=0.1, retransmit_max=0.8, retransmit_limit=12,
-            request_timeout=30))
+        conn = await udp.connect(*relay.address, lab=True,
+                                 reliability=fast_retransmission())
         try:
             answers = await asyncio.gather(*(
                 conn.request(echo(i, txid=i)) for i in range(1, 41)))

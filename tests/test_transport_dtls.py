@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from OpenSSL import SSL
-from transport_support import Pki
+from transport_support import Pki, echo, fast_retransmission, reply_to, run
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec.examples import by_type, examples
@@ -29,7 +28,6 @@ from dmscproto.transport.datagram import (
     PeerClosed,
     PeerConnected,
     PeerInfo,
-    Reliability,
 )
 from dmscproto.transport.dtls import _RECORD_HEADER, DtlsEndpoint, p256_identity
 from dmscproto.transport.errors import TransportError
@@ -46,23 +44,9 @@ def pki(pki: Pki) -> Pki:
     return replace(pki, gateway=p256_identity(pki.ca, "gw1", Kind.GATEWAY))
 
 
-def fast_retransmission() -> Reliability:
-    return Reliability(retransmit_initial=0.1, retransmit_max=0.8, retransmit_limit=12,
-                       request_timeout=30)
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 20))
-
-
 async def echo_handler(msg: Message, peer: PeerInfo) -> Message:
     assert isinstance(msg, EchoRequest)
-    return EchoReply(sequence=msg.sequence, timestamp=msg.timestamp, gateway_id=bytes(16),
-                     payload=msg.payload)
-
-
-def echo(seq: int, txid: int = 0, payload: bytes = b"") -> EchoRequest:
-    return EchoRequest(transaction_id=txid, sequence=seq, timestamp=0, payload=payload)
+    return reply_to(msg)
 
 
 # --- in memory: the sans-I/O endpoint ----------------------------------------------------

@@ -1,10 +1,16 @@
-"""The PKI shared by the transport tests (draft-dmsc-protocol-00, Section 10)."""
+"""What the transport tests share (draft-dmsc-protocol-00, Sections 9 and 10): the PKI,
+echo messages, fast retransmission for lossy paths, an event loop runner."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
+from dmscproto.codec.messages import EchoReply, EchoRequest
 from dmscproto.security.ca import DomainAuthority, Kind
+from dmscproto.transport.datagram import Reliability
 from dmscproto.transport.tls import TlsIdentity
 
 
@@ -26,3 +32,23 @@ class Pki:
         return cls(ca, TlsIdentity.issue(ca, "gw1", Kind.GATEWAY),
                    TlsIdentity.issue(ca, "agent1", Kind.AGENT), other,
                    TlsIdentity(other.issue("mallory", Kind.AGENT), ca.trust_store))
+
+
+def echo(seq: int, txid: int = 0, payload: bytes = b"") -> EchoRequest:
+    return EchoRequest(transaction_id=txid, sequence=seq, timestamp=0, payload=payload)
+
+
+def reply_to(req: EchoRequest) -> EchoReply:
+    return EchoReply(sequence=req.sequence, timestamp=req.timestamp, gateway_id=bytes(16),
+                     payload=req.payload)
+
+
+def fast_retransmission() -> Reliability:
+    """Retransmission timers shortened (and the limit raised) so that a test through a
+    lossy relay is fast and a run of unlucky losses cannot fail it."""
+    return Reliability(retransmit_initial=0.1, retransmit_max=0.8, retransmit_limit=12,
+                       request_timeout=30)
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 20))
