@@ -80,7 +80,8 @@ def run_schedule(r: Reliability, timeout: float | None) -> tuple[list[tuple[floa
 def test_retransmission_backoff_follows_the_timers() -> None:
     initial, cap = timer("RETRANSMIT_INITIAL"), timer("RETRANSMIT_MAX")
     limit = int(timer("RETRANSMIT_LIMIT"))
-    sends, gave_up = run_schedule(Reliability(), timeout=math.inf)
+    r = Reliability()
+    sends, gave_up = run_schedule(r, timeout=math.inf)
     expected, t, rto = [0.0], 0.0, initial
     for _ in range(limit):
         t += rto
@@ -90,6 +91,8 @@ def test_retransmission_backoff_follows_the_timers() -> None:
     assert gave_up == pytest.approx(expected[-1] + rto)
     assert sends[0][1] == 0
     assert all(flags & Flags.RETRANSMISSION for _, flags in sends[1:])
+    c = r.counters
+    assert (c.requests_sent, c.retransmissions, c.timeouts) == (1, limit, 1)
 
 
 def test_request_timeout_bounds_the_schedule() -> None:

@@ -1,4 +1,5 @@
-"""Agent identities and capability record signatures (draft-dmsc-protocol-00, 3.2, 7.2.1).
+"""Agent identities and capability record signatures (draft-dmsc-protocol-00, Sections 3.2
+and 7.2.1).
 
 An Agent ID (and a Gateway ID) is the first 16 octets of SHA-256 over the
 DER SubjectPublicKeyInfo of the entity's public key.  Records are signed as
