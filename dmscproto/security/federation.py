@@ -54,10 +54,9 @@ from ..codec.values import CapabilityRecord, ExportPolicy
 from ..gateway.policy import exportable
 from .ca import Credential, Identity, Kind, anchor_domains, parse_identity_uri
 from .errors import SecurityError
-from .proof import check_certificate, x5chain
+from .proof import check_certificate, check_signature, x5chain
 from .replay import ReplayCache
 from .revocation import CrlFeed, RevocationChecker, RevocationTrustStore
-from .signing import SignatureError, verify_record
 from .tokens import (
     LEEWAY,
     Operation,
@@ -290,10 +289,7 @@ class Federation:
     # --- what we take (Section 10.5) ------------------------------------------------
     def check_advertisement(self, signed: SignedRecord, peer: Identity, now: float) -> None:
         """A record ADVERTISEd by ``peer`` (a gateway, authenticated): may we learn it?"""
-        try:
-            verify_record(signed)
-        except SignatureError as exc:
-            raise SecurityError(ErrorCode.BAD_SIGNATURE, str(exc)) from None
+        check_signature(signed)
         rec = signed.record
         if peer.domain != self.domain:
             if rec.domain == self.domain:

@@ -78,12 +78,18 @@ def x5chain(signed: SignedRecord) -> list[x509.Certificate]:
             from None
 
 
-def check_record(signed: SignedRecord, identity: Identity, cert: x509.Certificate) -> None:
-    """Steps 1 and 2: the signature, then the record's identity against ``cert``'s."""
+def check_signature(signed: SignedRecord) -> None:
+    """A record's COSE_Sign1 signature and key-derived Agent ID (Section 7.2.1);
+    BAD_SIGNATURE otherwise."""
     try:
         verify_record(signed)
     except SignatureError as exc:
         raise SecurityError(ErrorCode.BAD_SIGNATURE, str(exc)) from None
+
+
+def check_record(signed: SignedRecord, identity: Identity, cert: x509.Certificate) -> None:
+    """Steps 1 and 2: the signature, then the record's identity against ``cert``'s."""
+    check_signature(signed)
     rec = signed.record
     if rec.agent_uri != identity.uri:
         raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
