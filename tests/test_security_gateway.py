@@ -418,6 +418,15 @@ def origin_net(snet: SecureNet, outgoing: Callable[[Outgoing], Outgoing] = lambd
     return alice, bob
 
 
+def bob_answers_alice(snet: SecureNet) -> None:
+    """bob answers the ROUTE_REQUEST delivered to him; alice gets the answer."""
+    [req] = snet.net.take("bob", RouteRequestReceived)
+    snet.net.agents["bob"].reply(req, b"hello")
+    snet.net.pump()
+    [done] = snet.net.take("alice", RequestCompleted)
+    assert isinstance(done.answer, RouteReply) and done.answer.payload == b"hello"
+
+
 def _jwt_part(token: bytes, i: int) -> dict[str, Any]:
     part = token.split(b".")[i]
     return json.loads(base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4)))  # type: ignore[no-any-return]
@@ -444,11 +453,7 @@ def test_cross_domain_call_carries_a_verified_origin_assertion(snet: SecureNet) 
         assert (claims["iss"], claims["sub"], claims["scope"]) == (
             "dmsc://a.example/gw-a", "dmsc://a.example/alice", "route:translate")
         assert delivered.target_agent == bob.agent_id
-        [req] = snet.net.take("bob", RouteRequestReceived)
-        snet.net.agents["bob"].reply(req, b"hello")
-        snet.net.pump()
-        [done] = snet.net.take("alice", RequestCompleted)
-        assert isinstance(done.answer, RouteReply) and done.answer.payload == b"hello"
+        bob_answers_alice(snet)
     assert not snet.net.take("gw-b", ProtocolViolation)
 
 
@@ -552,9 +557,5 @@ def test_origin_assertion_through_a_transit_gateway_carries_the_certificate(
     [second] = snet.messages(RouteRequest, source="gw-a2", dest="gw-b")
     assert first.token is not None and second.token == first.token
     assert "x5c" in _jwt_part(first.token, 0)
-    [req] = snet.net.take("bob", RouteRequestReceived)
-    snet.net.agents["bob"].reply(req, b"hello")
-    snet.net.pump()
-    [done] = snet.net.take("alice", RequestCompleted)
-    assert isinstance(done.answer, RouteReply) and done.answer.payload == b"hello"
+    bob_answers_alice(snet)
     assert not snet.net.take("gw-b", ProtocolViolation)
