@@ -131,7 +131,9 @@ class Agent:
     """One DMSC agent (module docstring).  ``gateway`` is the home gateway's
     ``host:port``; ``server_name`` (default ``localhost``) is checked against the
     gateway certificate, which must also be of the agent's own domain; ``transport``
-    is ``quic`` (default) or ``dtls``.  When the connection is lost (the gateway
+    is ``quic`` (default) or ``dtls``, or ``udp`` together with ``lab=True`` (lab mode,
+    Section 9.4: cleartext, the gateway is not authenticated, and the agent's token, if
+    any, travels in clear).  When the connection is lost (the gateway
     restarted, say) the agent reconnects with backoff and registers again, unless
     ``reconnect`` is false; requests in flight then fail with TARGET_UNREACHABLE.
     ``token`` is an access token from the domain authority (a JWT bound to the agent's
@@ -141,13 +143,15 @@ class Agent:
                  server_name: str | None = "localhost", pcap: PcapWriter | None = None,
                  keylog: str | Path | TextIO | None = None,
                  tls: TlsIdentity | None = None, transport: str = "quic",
-                 reconnect: bool = True, token: bytes | str | None = None) -> None:
+                 reconnect: bool = True, token: bytes | str | None = None,
+                 lab: bool = False) -> None:
         self.tls = tls or TlsIdentity(credential, trust)
         self.identity: Identity = self.tls.identity
         host, _, port = gateway.rpartition(":")
         self.gateway = (host.strip("[]"), int(port))
         self.server_name = server_name
         self.transport = transport_named(transport)
+        self.lab = lab
         self._pcap = pcap
         self._keylog = keylog
         self._handler: Handler | None = None
@@ -226,8 +230,8 @@ class Agent:
         conn = await self.transport.connect(
             host, port, self.tls, server_name=self.server_name,
             expect_domain=self.identity.domain, handler=self._serve, pcap=self._pcap,
-            keylog=self._keylog)
-        assert conn.peer.identity is not None
+            keylog=self._keylog, lab=self.lab)
+        assert conn.peer.identity is not None or self.lab  # lab: nobody authenticated
         self._conn = conn
         self._assoc = Association(conn, conn.peer.identity, conn.peer.certificate)
         # discover, call, echo and trace need no registration: the record is given

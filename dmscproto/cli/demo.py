@@ -23,10 +23,12 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="copy the generated certificates, configurations and stores to DIR")
     p.add_argument("--quiet", action="store_true", help="steps only, not every message")
-    p.add_argument("--transport", choices=["quic", "dtls"], default="quic",
+    p.add_argument("--transport", choices=["quic", "dtls", "udp"], default="quic",
                    help="the agents' transport: QUIC (default, Section 9.1) or DTLS 1.2 "
                         "(Section 9.2; the gateways then listen on both and peer over "
-                        "QUIC)")
+                        "QUIC); udp is LAB MODE (Section 9.4): everything over cleartext "
+                        "UDP, no confidentiality, no peer authentication beyond record "
+                        "signatures, no access tokens, for readable captures only")
     p.add_argument("--loss", type=float, default=0.0, metavar="P",
                    help="run every path through an impairment relay that loses this "
                         "fraction of datagrams (0-0.5) and duplicates and reorders 5%%")

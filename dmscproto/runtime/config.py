@@ -19,6 +19,12 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
                                       # with a listen table)
     require_tokens = false            # true: every agent request carries an access token
                                       # from the domain authority (Section 10.3)
+    lab = false                       # true, and only deliberately: LAB MODE, cleartext
+                                      # UDP (transport "udp", Section 9.4) on every
+                                      # listener and peer; no confidentiality, no peer
+                                      # authentication (dmscproto.runtime.lab); tokens
+                                      # and origin assertions off.  "udp" anywhere
+                                      # without it is a configuration error
 
     [limits]                          # optional (Section 8 defaults)
     min_lease = 30
@@ -64,7 +70,8 @@ An agent's file (:class:`AgentConfig`)::
     trust_anchors = ["ca.pem"]        # its domain's authority
     gateway = "127.0.0.1:4433"        # the home gateway
     server_name = "localhost"         # optional: name the gateway certificate carries
-    transport = "quic"                # optional: or "dtls"
+    transport = "quic"                # optional: or "dtls"; "udp" (cleartext) only with
+    lab = true                        # (lab mode, Section 9.4; default false)
     token = "hello.jwt"               # optional: file holding its access token
     skills = ["greet"]                # what it registers (dmsc agent serves them)
     lease = 300                       # optional: seconds asked for
@@ -141,6 +148,8 @@ class GatewayConfig:
     keylog: Path | None = None
     crl: tuple[str, ...] = ()
     require_origin: bool = True
+    #: Lab mode: cleartext UDP everywhere, identities from the protocol (runtime.lab).
+    lab: bool = False
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -162,7 +171,7 @@ class GatewayConfig:
         r.only(data, "", {"gateway", "limits", "log", "capture", "security", "peers"})
         gw = r.table(data, "gateway", required=True)
         r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
-                               "store", "name", "transport", "require_tokens"})
+                               "store", "name", "transport", "require_tokens", "lab"})
         limits = r.table(data, "limits")
         r.only(limits, "limits", {"min_lease", "max_lease", "hold_time"})
         log = r.table(data, "log")
@@ -198,6 +207,10 @@ class GatewayConfig:
             if peer.domain != domain and peer.anchor is None:
                 raise r.error(f"peers[{i}].anchor", f"missing: the authority certificate of "
                               f"{peer.domain} is needed to authenticate its gateways")
+        lab = r.get(gw, "gateway", "lab", bool, False)
+        require_tokens = r.get(gw, "gateway", "require_tokens", bool, False)
+        require_origin = r.get(security, "security", "require_origin", bool, not lab)
+        r.lab_mode(lab, listeners, peers, require_tokens, require_origin)
         return cls(
             domain=domain,
             listen=listeners[0][1],
@@ -210,14 +223,15 @@ class GatewayConfig:
                          must_exist=False),
             name=r.get(gw, "gateway", "name", str, None),
             transport=transport,
-            require_tokens=r.get(gw, "gateway", "require_tokens", bool, False),
+            require_tokens=require_tokens,
             peers=peers,
             min_lease=min_lease, max_lease=max_lease, hold_time=hold_time,
             log_format=log_format, log_level=log_level,
             pcap=r.optional_path(capture, "capture", "pcap"),
             keylog=r.optional_path(capture, "capture", "keylog"),
             crl=r.sources(security, "security", "crl"),
-            require_origin=r.get(security, "security", "require_origin", bool, True),
+            require_origin=require_origin,
+            lab=lab,
             source=source,
         )
 
@@ -248,6 +262,8 @@ class AgentConfig:
     token: Path | None = None
     skills: tuple[str, ...] = ()
     lease: int = int(timer("DEFAULT_LEASE"))
+    #: Lab mode: the cleartext ``udp`` transport was asked for deliberately.
+    lab: bool = False
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -258,12 +274,18 @@ class AgentConfig:
         r.only(data, "", {"agent"})
         ag = r.table(data, "agent", required=True)
         r.only(ag, "agent", {"certificate", "key", "trust_anchors", "gateway", "server_name",
-                             "transport", "token", "skills", "lease"})
+                             "transport", "token", "skills", "lease", "lab"})
         anchors = r.get(ag, "agent", "trust_anchors", list, [])
         if not anchors:
             raise r.error("agent.trust_anchors",
                           "missing or empty: list the domain authority's certificate (PEM)")
         transport = r.transport(ag, "agent.transport")
+        lab = r.get(ag, "agent", "lab", bool, False)
+        if transport == "udp" and not lab:
+            raise r.error("agent.transport", _lab_only("agent.lab"))
+        if lab and transport != "udp":
+            raise r.error("agent.lab", "lab mode is cleartext UDP: agent.transport must "
+                          "be \"udp\"")
         lease = r.get(ag, "agent", "lease", int, int(timer("DEFAULT_LEASE")))
         if lease <= 0:
             raise r.error("agent.lease", "must be a positive number of seconds")
@@ -279,7 +301,18 @@ class AgentConfig:
             token=None if token is None else r.path(token, "agent.token"),
             skills=r.strings(ag, "agent", "skills"),
             lease=lease,
+            lab=lab,
         )
+
+
+def _lab_only(lab_key: str) -> str:
+    """Why "udp" is refused without ``lab = true``."""
+    return ("must be \"quic\" or \"dtls\": \"udp\" is cleartext lab mode (Section 9.4: "
+            f"no confidentiality, no peer authentication) and needs {lab_key} = true, set "
+            "deliberately")
+
+
+_TRANSPORTS = ("quic", "dtls", "udp")
 
 
 _TYPE_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false",
@@ -381,9 +414,36 @@ class _Reader:
     def transport(self, table: Mapping[str, Any], name: str, default: str = "quic") -> str:
         where, _, key = name.rpartition(".")
         value = self.get(table, where, key, str, default)
-        if value not in ("quic", "dtls"):
-            raise self.error(name, f"must be \"quic\" or \"dtls\", not {value!r}")
+        if value not in _TRANSPORTS:
+            raise self.error(name, f"must be \"quic\" or \"dtls\" (or \"udp\" with lab = "
+                             f"true), not {value!r}")
         return value
+
+    def lab_mode(self, lab: bool, listeners: tuple[tuple[str, tuple[str, int]], ...],
+                 peers: tuple[PeerConfig, ...], require_tokens: bool,
+                 require_origin: bool) -> None:
+        """``gateway.lab``: cleartext UDP on every listener and peer link, or nowhere;
+        tokens and origin assertions, which need the TLS certificate, off."""
+        keys = [f"gateway.listen.{t}" for t, _ in listeners]
+        keys[0] = "gateway.listen" if len(listeners) == 1 else keys[0]
+        kinds = [t for t, _ in listeners]
+        for i, p in enumerate(peers):
+            if p.transport is not None:
+                keys.append(f"peers[{i}].transport")
+                kinds.append(p.transport)
+        for key, kind in zip(keys, kinds, strict=True):
+            if kind == "udp" and not lab:
+                raise self.error(key, _lab_only("gateway.lab"))
+            if lab and kind != "udp":
+                raise self.error("gateway.lab", f"a lab gateway uses cleartext UDP only, "
+                                 f"but {key} is {kind!r}")
+        if lab and require_tokens:
+            raise self.error("gateway.require_tokens", "access tokens are bound to the "
+                             "TLS certificate, which lab mode has not: set it false")
+        if lab and require_origin:
+            raise self.error("security.require_origin", "origin assertions are checked "
+                             "against the previous hop's TLS certificate, which lab mode "
+                             "has not: set it false")
 
     def listeners(self, gw: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, int]], ...]:
         """``gateway.listen``: "host:port" on ``gateway.transport``, or a table of them by
@@ -400,9 +460,10 @@ class _Reader:
             raise self.error("gateway.listen", "empty table: name at least one transport")
         out = []
         for name in listen:
-            if name not in ("quic", "dtls"):
+            if name not in _TRANSPORTS:
                 raise self.error(f"gateway.listen.{name}",
-                                 "not a transport (\"quic\" or \"dtls\")")
+                                 "not a transport (\"quic\" or \"dtls\", or \"udp\" "
+                                 "with lab = true)")
             addr = self.address(listen, f"gateway.listen.{name}", required=True)
             assert addr is not None
             out.append((name, addr))

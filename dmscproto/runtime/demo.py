@@ -14,6 +14,11 @@ impairment relay (:mod:`dmscproto.testing.relay`) that loses that fraction of th
 datagrams and also duplicates and reorders some, from a seeded RNG: QUIC recovers by
 itself, DMSC over DTLS by its retransmission (Section 9.3), and handshakes that time out
 are retried.
+
+With ``transport="udp"`` the whole demo runs in lab mode (Section 9.4): gateways and
+agents on cleartext UDP (``gateway.lab = true``), identities taken from REGISTER's
+signed records and OPEN (:mod:`.lab`), no access tokens; the capture is readable
+without any key.
 """
 
 from __future__ import annotations
@@ -129,9 +134,13 @@ class _Display:
             return "-"
         return self.names.get(entity_id, entity_id.hex()[:8])
 
-    def who(self, handle: Handle) -> str:
-        if isinstance(handle, Association):
+    def who(self, handle: Handle, msg: Message | None = None) -> str:
+        """The name of the peer behind ``handle``; in lab mode, before it is bound, the
+        agent its REGISTER names."""
+        if isinstance(handle, Association) and handle.identity is not None:
             return self.name(handle.identity.entity_id)
+        if isinstance(msg, Register):
+            return self.name(msg.record.record.agent_id)
         return repr(handle)
 
     def message(self, src: str, dst: str, msg: Message) -> None:
@@ -198,8 +207,11 @@ def _observer(display: _Display, gateway: GatewayRuntime) -> Observer:
         display.message(display.name(gateway.gateway_id), display.who(dest), msg)
 
     def received(src: Handle, msg: Message) -> None:
-        if isinstance(src, Association) and src.identity.kind is Kind.AGENT:
-            display.message(display.who(src), display.name(gateway.gateway_id), msg)
+        if not isinstance(src, Association):
+            return
+        if src.identity.kind is Kind.AGENT if src.identity is not None else \
+                isinstance(msg, Register):  # lab mode: not bound before its REGISTER
+            display.message(display.who(src, msg), display.name(gateway.gateway_id), msg)
 
     return Observer(sent=sent, received=received)
 
@@ -228,10 +240,11 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
     agents' (the gateways peer over QUIC); ``loss`` and ``seed`` set the relays."""
     display = _Display(out, show_messages=not quiet)
     started = time.perf_counter()
+    ports: list[int] = []  # the UDP ports DMSC was spoken on (lab mode's decode-as)
     tmp = Path(tempfile.mkdtemp(prefix="dmsc-demo-"))
     try:
         async with AsyncExitStack() as stack:
-            await _scenario(display, stack, tmp, capture, transport, loss, seed)
+            await _scenario(display, stack, tmp, capture, transport, loss, seed, ports)
         await asyncio.sleep(0)  # let cancelled tasks finish
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         if leftover:
@@ -247,43 +260,70 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
                  f"{(time.perf_counter() - started) * 1e3:.0f} ms; every task, connection, "
                  "port and temporary file is gone.")
     if capture is not None:
-        pcap, keys = capture / PCAP_NAME, capture / KEYLOG_NAME
-        display.line(f"\nCapture: {pcap}\nKey log: {keys}\nShow it (Wireshark's tshark, "
-                     "with the DMSC dissector):")
-        lua = LUA if LUA.is_file() else Path("tools/wireshark/dmsc.lua")
-        display.line(f"  tshark -r {pcap} -o tls.keylog_file:{keys} -X lua_script:{lua}")
+        _show_capture(display, capture, ports if transport == "udp" else None)
     return 0
 
 
+def _show_capture(display: _Display, capture: Path, lab_ports: list[int] | None) -> None:
+    """Where the capture is and the commands that show it: with the key log (QUIC,
+    DTLS), or in clear on the demo's ephemeral UDP ports (lab mode)."""
+    pcap, keys = capture / PCAP_NAME, capture / KEYLOG_NAME
+    lua = LUA if LUA.is_file() else Path("tools/wireshark/dmsc.lua")
+    if lab_ports is None:
+        display.line(f"\nCapture: {pcap}\nKey log: {keys}\nShow it (Wireshark's tshark, "
+                     "with the DMSC dissector):")
+        display.line(f"  tshark -r {pcap} -o tls.keylog_file:{keys} -X lua_script:{lua}")
+        return
+    decode_as = " ".join(f"-d udp.port=={p},dmsc" for p in lab_ports)
+    display.line(f"\nCapture: {pcap} (lab mode: cleartext, no key log)\nShow it:\n"
+                 f"  dmsc decode --pcap {pcap} --any-port\n"
+                 f"  tshark -r {pcap} -X lua_script:{lua} {decode_as}")
+
+
 async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
-                    capture: Path | None, transport: str, loss: float, seed: int) -> None:
+                    capture: Path | None, transport: str, loss: float, seed: int,
+                    ports: list[int]) -> None:
     front: dict[tuple[bytes, str], Relay] = {}  # (gateway id, transport) -> relay (--loss)
-    # The gateways peer over QUIC (their primary listener); agents use ``transport``.
-    listeners = ("quic",) if transport == "quic" else ("quic", transport)
+    # The gateways peer over QUIC (their primary listener); agents use ``transport``;
+    # lab mode (udp) is cleartext UDP everywhere.
+    lab = transport == "udp"
+    peering = "udp" if lab else "quic"
+    listeners = (peering,) if transport == peering else ("quic", transport)
     pcap: PcapWriter | None = None
     keylog: TextIO | None = None
     if capture is not None:
         capture.mkdir(parents=True, exist_ok=True)
         pcap = stack.enter_context(_OncePcap(capture / PCAP_NAME))
-        keylog = stack.enter_context(open(capture / KEYLOG_NAME, "w",  # noqa: SIM115
-                                          encoding="ascii"))
-    over = ("QUIC (ALPN dmsc/1, mutual TLS 1.3)" if transport == "quic" else
-            "agents on DTLS 1.2 (mutual authentication, DMSC retransmission), gateways "
-            "peering over QUIC (ALPN dmsc/1, mutual TLS 1.3)")
+        if not lab:
+            keylog = stack.enter_context(open(capture / KEYLOG_NAME, "w",  # noqa: SIM115
+                                              encoding="ascii"))
+    over = {"quic": "QUIC (ALPN dmsc/1, mutual TLS 1.3)",
+            "dtls": "agents on DTLS 1.2 (mutual authentication, DMSC retransmission), "
+                    "gateways peering over QUIC (ALPN dmsc/1, mutual TLS 1.3)",
+            "udp": "LAB MODE: cleartext UDP (DMSC retransmission), NO confidentiality, NO "
+                   "peer authentication beyond record signatures, no access tokens"
+            }[transport]
     d.line(f"DMSC demo: two domains, a gateway each, four agents; 127.0.0.1, {over}, "
            "ephemeral ports.")
     if loss:
         d.line(f"Every path runs through an impairment relay: {loss:.0%} loss, "
                f"{DUPLICATE:.0%} duplicated, {REORDER:.0%} reordered (seed {seed}).")
 
-    d.step("Domain authorities issue certificates and access tokens")
+    scope = None if lab else SCOPE  # tokens are bound to the TLS certificate
+    d.step("Domain authorities issue certificates" + ("" if lab else " and access tokens"))
     a, b = Domain.create(tmp, "a.example"), Domain.create(tmp, "b.example")
     d.note(f"{d.ms()}  a.example and b.example: Ed25519 CAs, name-constrained to their "
            f"domain; files in {tmp}")
-    d.note(f"{d.ms()}  each agent below gets a certificate and an access token (JWT, "
-           f"scope {SCOPE!r}, bound to its certificate)")
+    if lab:
+        d.note(f"{d.ms()}  each agent below gets a certificate (its key signs its record); "
+               "no access tokens in lab mode")
+    else:
+        d.note(f"{d.ms()}  each agent below gets a certificate and an access token (JWT, "
+               f"scope {SCOPE!r}, bound to its certificate)")
 
-    d.step("Gateways start from their TOML configuration (access tokens required)")
+    d.step("Gateways start from their TOML configuration " +
+           ("(lab = true: cleartext UDP, deliberately)" if lab else
+            "(access tokens required)"))
     gateways: list[GatewayRuntime] = []
 
     async def start(path: Path) -> GatewayRuntime:
@@ -293,12 +333,15 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         await gw.start()
         gateways.append(gw)
         on = ", ".join(f"{t} {h}:{p}" for t, (h, p) in gw.addresses.items())
+        ports.extend(p for t, (_h, p) in gw.addresses.items() if t == "udp")
         d.note(f"{d.ms()}  {gw.name}: {gw.identity.uri} id {gw.gateway_id.hex()} "
                f"on {on} (config {path.relative_to(tmp)})")
         for name, address in gw.addresses.items() if loss else ():
             relay = await Relay.start(("127.0.0.1", 0), address,
                                       impairment(loss, seed * 100 + len(front)))
             front[(gw.gateway_id, name)] = relay
+            if name == "udp":
+                ports.append(relay.address[1])
             d.note(f"{d.ms()}  {gw.name}'s {name} listener is reached through a relay on "
                    f"{relay.address[0]}:{relay.address[1]}")
         return gw
@@ -318,13 +361,15 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
     opened: list[Agent] = []
     stack.push_async_callback(stop_all)
     gw_b = await start(write_gateway_config(b, "gw-b", peers=[PeerSpec(a)], min_lease=5,
-                                            transport=listeners, require_tokens=True))
-    to_b = PeerSpec(b, reach(gw_b, "quic"), transport="quic")
+                                            transport=listeners, require_tokens=not lab,
+                                            lab=lab))
+    to_b = PeerSpec(b, reach(gw_b, peering), transport=peering)
     gw_a = await start(write_gateway_config(a, "gw-a", peers=[to_b], min_lease=5,
-                                            transport=listeners, require_tokens=True))
+                                            transport=listeners, require_tokens=not lab,
+                                            lab=lab))
 
-    d.step("Peering: gw-a dials gw-b over QUIC; the gateways OPEN a session and sync "
-           "(Section 6)")
+    d.step(f"Peering: gw-a dials gw-b over {peering.upper()}; the gateways OPEN a session "
+           "and sync (Section 6)")
     await _expect(gw_a.wait_peers(30), "peer session gw-a -> gw-b", 30)
     await _until(lambda: bool(gw_b.node and gw_b.node.peers), 5, "gw-b's session")
     d.note(f"{d.ms()}  session ESTABLISHED on both gateways")
@@ -334,8 +379,8 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
 
     async def agent(dom: Domain, gw: GatewayRuntime, name: str, skills: list[Skill],
                     handler: Callable[[bytes, Request], bytes] | None) -> Agent:
-        ag = dom.agent(name, reach(gw, transport), scope=SCOPE, pcap=pcap, keylog=keylog,
-                       transport=transport)
+        ag = dom.agent(name, reach(gw, transport), scope=scope, pcap=pcap, keylog=keylog,
+                       transport=transport, lab=lab)
         d.names[ag.agent_id] = name
         if handler is not None:
             ag.serve(handler)

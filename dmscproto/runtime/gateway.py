@@ -19,6 +19,9 @@ The node decides everything; :class:`GatewayRuntime` only
   :class:`~dmscproto.security.federation.Federation`);
 * moves messages and timers with a :class:`~dmscproto.runtime.pump.Pump` (a gateway's
   ROUTE_REQUEST to a local agent goes on a new stream of that agent's own connection);
+* in lab mode (``gateway.lab = true``, cleartext UDP only, Section 9.4), plugs
+  :class:`~.lab.LabGuard` instead, which takes identities from REGISTER's signed record
+  and OPEN (what that does not protect: :mod:`.lab`), and logs a WARNING at start;
 * shuts down cleanly: NOTIFY CEASE to the peers, connections closed, timers stopped,
   the store closed.
 """
@@ -58,6 +61,7 @@ from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
 from .config import ConfigError, GatewayConfig, PeerConfig
+from .lab import WARNING, LabGuard
 from .logs import facts
 from .pump import Association, Pump
 from .transports import Connection, Listener, Peer, transport_named
@@ -171,7 +175,7 @@ class GatewayRuntime:
         self.credential = credential
         #: The CRL refresher, when the configuration names CRL sources.
         self.crl: CrlRefresher | None = None
-        self.guard: GatewayGuard | None = None
+        self.guard: GatewayGuard | LabGuard | None = None
         self.store: RegistryStore | None = None
         self.core: GatewayCore | None = None
         self.node: GatewayNode | None = None
@@ -216,9 +220,15 @@ class GatewayRuntime:
                                 max_lease=c.max_lease)
         tokens = (TokenVerifier(self.federation.anchor, gateway_uri=self.identity.uri)
                   if c.require_tokens else None)
-        self.guard = GatewayGuard(self.core, RequestVerifier(self.tls.trust, tokens=tokens),
-                                  _peer_of, federation=self.federation,
-                                  credential=self.credential, require_origin=c.require_origin)
+        if c.lab:
+            log.warning(WARNING, extra=facts(gateway=self.identity.uri))
+            self.guard = LabGuard(self.core, self.federation)
+        else:
+            self.guard = GatewayGuard(self.core, RequestVerifier(self.tls.trust,
+                                                                 tokens=tokens),
+                                      _peer_of, federation=self.federation,
+                                      credential=self.credential,
+                                      require_origin=c.require_origin)
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
                                 **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
@@ -226,7 +236,7 @@ class GatewayRuntime:
         for name, (host, port) in c.listeners:
             server = await transport_named(name).serve(host, port, self.tls, self._handle,
                                                        pcap=self._pcap,
-                                                       keylog=self._keylog_file)
+                                                       keylog=self._keylog_file, lab=c.lab)
             self.servers[name] = server
             log.info("gateway listening", extra=facts(
                 gateway=self.identity.uri, gateway_id=self.gateway_id, transport=name,
@@ -244,7 +254,8 @@ class GatewayRuntime:
     def _association(self, conn: Connection) -> Association:
         assoc = self._assocs.get(conn)
         if assoc is None:
-            assert conn.peer.identity is not None  # both transports authenticate
+            # None only in lab mode, until the LabGuard binds one
+            assert conn.peer.identity is not None or self.config.lab
             assoc = Association(conn, conn.peer.identity, conn.peer.certificate)
             self._assocs[conn] = assoc
             watcher = asyncio.get_running_loop().create_task(self._watch(conn, assoc))
@@ -278,7 +289,7 @@ class GatewayRuntime:
                 conn = await transport.connect(
                     host, port, self.tls, server_name=peer.config.server_name,
                     expect_domain=peer.config.domain, handler=self._handle, pcap=self._pcap,
-                    keylog=self._keylog_file)
+                    keylog=self._keylog_file, lab=self.config.lab)
             except (ConnectionError, OSError, TimeoutError) as exc:
                 log.warning("cannot reach peer", extra=facts(
                     peer=f"{host}:{port}", domain=peer.config.domain, error=str(exc),
@@ -376,4 +387,5 @@ def _peer_of(handle: object) -> Authenticated | None:
 
 
 def _uri(handle: Handle) -> str:
-    return handle.identity.uri if isinstance(handle, Association) else repr(handle)
+    return handle.identity.uri if isinstance(handle, Association) and handle.identity \
+        else repr(handle)

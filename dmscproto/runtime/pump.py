@@ -68,15 +68,17 @@ class Machine(Protocol):
 
 @dataclass(eq=False)
 class Association:
-    """One authenticated association, the handle machines address messages to."""
+    """One association, the handle machines address messages to.  ``identity`` is the
+    one the transport authenticated; in lab mode (Section 9.4) it is None until the
+    gateway's lab guard binds what the protocol proved (:mod:`.lab`)."""
 
     link: Link
-    identity: Identity
+    identity: Identity | None
     #: The peer's certificate, for checks made after the handshake (Section 10).
     certificate: x509.Certificate | None = None
 
     def __repr__(self) -> str:
-        return f"<{self.identity.uri}>"
+        return f"<{self.identity.uri if self.identity else 'unauthenticated'}>"
 
 
 @dataclass(slots=True)

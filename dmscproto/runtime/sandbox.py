@@ -95,10 +95,11 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
                          listen: tuple[str, int] = ("127.0.0.1", 0), min_lease: int = 30,
                          max_lease: int = 86400, hold_time: int = 90,
                          store: Path | None = None, transport: str | Sequence[str] = "quic",
-                         require_tokens: bool = False) -> Path:
+                         require_tokens: bool = False, lab: bool = False) -> Path:
     """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path.
     Several ``transport`` names: a listener on ``listen`` per transport (port 0: each its
-    own ephemeral one), the first one primary."""
+    own ephemeral one), the first one primary.  ``lab`` writes ``lab = true`` (cleartext
+    UDP, Section 9.4: ``transport`` and the peers' must then be ``udp``)."""
     names = [transport] if isinstance(transport, str) else list(transport)
     cert, key = domain.issue(name, Kind.GATEWAY, p256=any(
         transport_named(t).server_needs_p256 for t in names))
@@ -110,6 +111,7 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
         *([f"transport = {_toml(names[0])}", f"listen = {address}"] if len(names) == 1 else
           [f"listen = {{ {', '.join(f'{t} = {address}' for t in names)} }}"]),
         f"require_tokens = {_toml(require_tokens)}",
+        *(["lab = true"] if lab else []),
         f"certificate = {_toml(cert.name)}",
         f"key = {_toml(key.name)}",
         f"trust_anchors = {_toml([CA_CERT_FILE])}",

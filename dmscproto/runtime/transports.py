@@ -8,6 +8,10 @@ keylog=)`` returns an authenticated connection with ``request``, ``send``, ``clo
 ``closed``, ``wait_closed`` and ``peer``; handlers get ``(message, peer)`` where
 ``peer.connection`` is the connection.  The runtime only uses that shape, so a transport
 is picked by name.
+
+``udp`` is lab mode (:mod:`dmscproto.transport.udp`, Section 9.4): cleartext, no
+authentication, peers without identity.  Its ``serve`` and ``connect`` refuse to run
+unless the caller passes ``lab=True`` itself; the TLS identity and key log are unused.
 """
 
 from __future__ import annotations
@@ -78,20 +82,30 @@ class Transport:
     module: str
     #: Whether a server needs an ECDSA P-256 certificate (DTLS with OpenSSL).
     server_needs_p256: bool = False
+    #: Cleartext lab mode (Section 9.4): only with ``lab=True`` from the caller.
+    lab: bool = False
 
     def _api(self) -> Any:
         return importlib.import_module(self.module)
 
     async def serve(self, host: str, port: int, tls: TlsIdentity, handler: Handler, *,
                     pcap: PcapWriter | None = None,
-                    keylog: str | Path | TextIO | None = None) -> Listener:
+                    keylog: str | Path | TextIO | None = None, lab: bool = False
+                    ) -> Listener:
+        if self.lab:
+            return cast(Listener, await self._api().serve(host, port, handler, lab=lab,
+                                                          pcap=pcap))
         return cast(Listener, await self._api().serve(host, port, tls, handler, pcap=pcap,
                                                       keylog=keylog))
 
     async def connect(self, host: str, port: int, tls: TlsIdentity, *,
                       server_name: str | None = None, expect_domain: str | None = None,
                       handler: Handler | None = None, pcap: PcapWriter | None = None,
-                      keylog: str | Path | TextIO | None = None) -> Connection:
+                      keylog: str | Path | TextIO | None = None, lab: bool = False
+                      ) -> Connection:
+        if self.lab:
+            return cast(Connection, await self._api().connect(host, port, lab=lab,
+                                                              handler=handler, pcap=pcap))
         return cast(Connection, await self._api().connect(
             host, port, tls, server_name=server_name, expect_domain=expect_domain,
             handler=handler, pcap=pcap, keylog=keylog))
@@ -100,11 +114,13 @@ class Transport:
 TRANSPORTS: dict[str, Transport] = {
     "quic": Transport("quic", "dmscproto.transport.quic"),
     "dtls": Transport("dtls", "dmscproto.transport.dtls", server_needs_p256=True),
+    "udp": Transport("udp", "dmscproto.transport.udp", lab=True),
 }
 
 
 def transport_named(name: str) -> Transport:
-    """The transport called ``name`` (``quic`` or ``dtls``); ValueError otherwise."""
+    """The transport called ``name`` (``quic``, ``dtls`` or ``udp``); ValueError
+    otherwise."""
     try:
         return TRANSPORTS[name]
     except KeyError:

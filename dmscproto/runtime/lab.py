@@ -1,0 +1,235 @@
+"""Lab mode at a gateway (draft-dmsc-protocol-00, Section 9.4): the security hooks of a
+gateway whose associations are cleartext UDP, without any authenticated peer.
+
+Lab mode exists so that every DMSC message of a running federation can be captured
+and read in clear (``dmsc decode --pcap``, the Wireshark dissector, scapy).  It is
+never a default: the configuration needs ``gateway.lab = true`` *and* ``udp`` on every
+listener and peer link (:mod:`.config`), the transport refuses to start without
+``lab=True`` (:mod:`dmscproto.transport.udp`), and the gateway logs a WARNING at start.
+
+With no TLS certificate, :class:`LabGuard` gives an association the identity the
+protocol itself proves, and nothing more:
+
+* a REGISTER's record must carry a valid COSE_Sign1 signature by the key its Agent ID
+  derives from (BAD_SIGNATURE, Section 7.2.1), be of our domain (POLICY_DENIED), and
+  have a fresh, unseen nonce (STALE_TIMESTAMP, REPLAY); the association is then bound
+  to that agent, and REFRESH, DEREGISTER and ROUTE_REQUEST's SOURCE_AGENT must name it
+  (IDENTITY_MISMATCH);
+* an OPEN names the gateway (GATEWAY_ID, DOMAIN): the domain must be ours or a
+  configured peer's (POLICY_DENIED), and the association is bound to that gateway;
+  its UPDATEs are checked as a federated gateway's would be
+  (:meth:`~dmscproto.security.federation.Federation.check_advertisement`: signature,
+  which domains it may advertise);
+* anything else from an association bound to nobody is UNTRUSTED_CERTIFICATE.
+
+What lab mode does NOT protect (say it wherever lab mode is offered):
+
+* no confidentiality: every message, payload, record and token is readable on the path;
+* no peer authentication: a record signature proves who *issued* the record, not who
+  *sends* it.  Anyone who has seen a signed record (it travels in clear) can REGISTER
+  it from another address with a fresh nonce until the record expires, and then
+  receive that agent's calls; anyone can send an OPEN naming any gateway of a
+  configured domain; any datagram from a bound address is taken as that peer's (UDP
+  source addresses are not verified: no cookie exchange);
+* no integrity of messages beyond the records' signatures: DISCOVER, ROUTE_REQUEST,
+  ROUTE_REPLY payloads and UPDATE withdrawals can be forged or altered in flight;
+* access tokens are off (they are bound to the TLS certificate, Section 10.3:
+  ``require_tokens`` is refused) and tokens an agent sends anyway travel in clear;
+  origin assertions are off (checked against the previous hop's certificate,
+  ``require_origin`` is refused); certificate revocation does not apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..codec.cose import SignedRecord
+from ..codec.messages import (
+    Deregister,
+    Message,
+    Open,
+    Refresh,
+    Register,
+    RouteRequest,
+)
+from ..codec.registry import ErrorCode
+from ..codec.values import CapabilityRecord
+from ..gateway.core import GatewayCore
+from ..protocol.machine import Handle, Refusal
+from ..security.ca import Identity, Kind, parse_identity_uri
+from ..security.errors import SecurityError
+from ..security.federation import Federation
+from ..security.guard import NodeHooks
+from ..security.proof import check_signature
+from ..security.replay import ReplayCache
+from .pump import Association
+
+RecordFilter = Callable[[CapabilityRecord], bool]
+
+#: The loud line a lab gateway logs at start (module docstring, shortened).
+WARNING = ("LAB MODE: cleartext UDP, no confidentiality, no peer authentication (only "
+           "record signatures), no access tokens or origin assertions; never use it "
+           "outside a lab (Section 9.4)")
+
+
+def _refusal(exc: SecurityError) -> Refusal:
+    return Refusal(exc.code, exc.reason)
+
+
+class LabGuard:
+    """The node hooks of a lab gateway (module docstring)."""
+
+    def __init__(self, core: GatewayCore, federation: Federation,
+                 replay: ReplayCache | None = None) -> None:
+        if federation.domain != core.domain:
+            raise ValueError("federation configuration is for another domain")
+        self.core = core
+        self.federation = federation
+        self.replay = replay or ReplayCache()
+
+    def node_hooks(self) -> NodeHooks:
+        """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
+        return NodeHooks(admit=self.admit, verifier=self.verify_record,
+                         accept_open=self.accept_open, outgoing=self.outgoing,
+                         export_for=self.export_for, discovery_policy=self.discovery_policy)
+
+    @staticmethod
+    def identity(handle: Handle) -> Identity | None:
+        """Who an association has proved to be (None: nobody yet)."""
+        return handle.identity if isinstance(handle, Association) else None
+
+    @staticmethod
+    def _bindable(handle: Handle, identity: Identity) -> Association:
+        """``handle``, if it is bound to nobody or to ``identity``'s entity already."""
+        if not isinstance(handle, Association):
+            raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE, "not a lab association")
+        bound = handle.identity
+        if bound is not None and (bound.kind, bound.entity_id) != (identity.kind,
+                                                                  identity.entity_id):
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                f"this association is bound to {bound.uri}")
+        return handle
+
+    # --- admit -----------------------------------------------------------------------
+    def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None:
+        try:
+            self.check(source, msg, now)
+        except SecurityError as exc:
+            return _refusal(exc)
+        return None
+
+    def check(self, source: Handle, msg: Message, now: float) -> None:
+        """:meth:`admit`, raising :class:`SecurityError` with the reason."""
+        if isinstance(msg, Register):
+            self._register(source, msg, now)
+            return
+        if isinstance(msg, Open):  # accept_open binds it
+            return
+        identity = self.identity(source)
+        if identity is None:
+            raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE, "lab association bound to "
+                                "nobody yet: REGISTER (agent) or OPEN (gateway) first")
+        if identity.kind is Kind.GATEWAY:
+            if isinstance(msg, Refresh | Deregister):
+                raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                    f"{identity.uri} is a gateway, not an agent")
+            if identity.domain != self.core.domain:
+                self.federation.peer(identity.domain)
+            return
+        if isinstance(msg, Refresh | Deregister):
+            if msg.agent_id != identity.entity_id:
+                raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                    "AGENT_ID is not the agent this association registered")
+            self.replay.accept(identity.entity_id, msg.nonce, msg.timestamp, int(now * 1000))
+        elif isinstance(msg, RouteRequest):
+            if msg.source_agent != identity.entity_id:
+                raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                    "SOURCE_AGENT is not the sender's Agent ID")
+            target = self._target(msg)
+            if target is not None:
+                self.federation.check_call(identity.uri, target)
+
+    def _register(self, source: Handle, msg: Register, now: float) -> None:
+        """The REGISTER proof of lab mode: the record's signature and Agent ID, our
+        domain, a fresh nonce; then the association is that agent."""
+        check_signature(msg.record)
+        rec = msg.record.record
+        if rec.domain != self.core.domain:
+            raise SecurityError(ErrorCode.POLICY_DENIED, f"{rec.agent_uri} is not of this "
+                                "domain")
+        try:
+            domain, name = parse_identity_uri(rec.agent_uri)
+        except ValueError as exc:
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH, str(exc)) from None
+        if domain != rec.domain:
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
+                                "the record's agent URI is not of the record's domain")
+        identity = Identity(domain, name, Kind.AGENT, rec.agent_id)
+        assoc = self._bindable(source, identity)
+        self.replay.accept(identity.entity_id, msg.nonce, msg.timestamp, int(now * 1000))
+        assoc.identity = identity
+
+    def _target(self, msg: RouteRequest) -> CapabilityRecord | None:
+        if msg.target_agent is None:
+            return None
+        held = self.core.get(msg.target_agent)
+        return None if held is None else held.signed.record
+
+    # --- records, OPEN, forwarding, export ----------------------------------------------
+    def verify_record(self, source: Handle, signed: SignedRecord, now: float
+                      ) -> Refusal | None:
+        """A REGISTER's record was checked by :meth:`admit`; a peer's UPDATE record as a
+        federated gateway's (signature, advertisement rights)."""
+        identity = self.identity(source)
+        if identity is None:
+            return Refusal(ErrorCode.UNTRUSTED_CERTIFICATE, "lab association bound to nobody")
+        if identity.kind is not Kind.GATEWAY:
+            return None
+        try:
+            self.federation.check_advertisement(signed, identity, now)
+        except SecurityError as exc:
+            return _refusal(exc)
+        return None
+
+    def accept_open(self, source: Handle, msg: Open) -> Refusal | None:
+        """OPEN: of our domain or a configured peer's; binds the association to the
+        gateway it names (unproven: module docstring)."""
+        try:
+            if msg.domain != self.core.domain:
+                self.federation.peer(msg.domain)
+            identity = Identity(msg.domain, f"lab-{msg.gateway_id.hex()[:16]}", Kind.GATEWAY,
+                                msg.gateway_id)
+            self._bindable(source, identity).identity = identity
+        except SecurityError as exc:
+            return _refusal(exc)
+        return None
+
+    def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
+                 now: float) -> RouteRequest | Refusal:
+        """A ROUTE_REQUEST forwarded to a peer: the import policy for a target resolved
+        from a query; no origin assertion (lab mode has none), the agent's token, if any,
+        is not passed on."""
+        identity = self.identity(upstream)
+        if identity is None or identity.kind is not Kind.AGENT:
+            return msg
+        target = self._target(msg)
+        if target is not None:
+            try:
+                self.federation.check_call(identity.uri, target)
+            except SecurityError as exc:
+                return _refusal(exc)
+        return msg if msg.token is None else replace(msg, token=None)
+
+    def export_for(self, domain: str) -> RecordFilter | None:
+        """Which records a peer of ``domain`` is shown (None: all, our own domain)."""
+        return None if domain == self.core.domain else self.federation.export_filter(domain)
+
+    def discovery_policy(self, source: Handle) -> RecordFilter | None:
+        """A DISCOVER from a gateway sees what we export to its domain; an agent's, all."""
+        identity = self.identity(source)
+        if identity is None:
+            return lambda _record: False
+        if identity.kind is Kind.GATEWAY:
+            return self.export_for(identity.domain)
+        return None
