@@ -1,0 +1,158 @@
+"""Lab mode end to end (draft Section 9.4, issue 7 item 3): ``dmsc demo --transport udp``
+and its cleartext capture, the explicit ``gateway.lab`` setting, and what a lab gateway
+still checks (REGISTER's record signature, bound identities)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmscproto.agent import Agent, AgentError
+from dmscproto.codec.cose import SignedRecord
+from dmscproto.codec.messages import Refresh, Register, RegisterAck
+from dmscproto.codec.registry import ErrorCode
+from dmscproto.runtime.config import ConfigError, GatewayConfig
+from dmscproto.runtime.gateway import GatewayRuntime
+from dmscproto.runtime.lab import LabGuard
+from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.transport import udp
+
+DMSC = [sys.executable, "-c", "import sys; from dmscproto.cli import main; sys.exit(main())"]
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_demo_over_udp_writes_a_cleartext_capture(tmp_path: Path) -> None:
+    cap = tmp_path / "cap"
+    demo = subprocess.run([*DMSC, "demo", "--transport", "udp", "--quiet", "--capture",
+                           str(cap)], capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "LAB MODE" in demo.stdout and "LAB MODE" in demo.stderr  # said, and logged
+    pcap = cap / "dmsc-demo.pcap"
+    assert not (cap / "keys.log").exists()  # nothing to decrypt
+    assert f"dmsc decode --pcap {pcap} --any-port" in demo.stdout
+    ports = re.findall(r"-d udp\.port==(\d+),dmsc", demo.stdout)
+    assert len(ports) == 2  # the two gateways' ephemeral UDP ports
+    decoded = subprocess.run([*DMSC, "decode", "--pcap", str(pcap), "--any-port"],
+                             capture_output=True, text=True, timeout=60)
+    assert decoded.returncode == 0, decoded.stderr
+    kinds = set(re.findall(r"\s([A-Z_]+)\s+txid=", decoded.stdout))
+    assert {"OPEN", "DIGEST", "REGISTER", "REGISTER_ACK", "UPDATE", "DISCOVER",
+            "DISCOVER_REPLY", "ROUTE_REQUEST", "ROUTE_REPLY", "DEREGISTER"} <= kinds
+    assert b"sunny, 21 C" in pcap.read_bytes()  # payloads in clear
+    tshark = shutil.which("tshark")
+    if tshark is not None:  # the command the demo printed, with the Lua dissector
+        line = next(x for x in demo.stdout.splitlines() if x.strip().startswith("tshark"))
+        shown = subprocess.run(line.split(), capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert "ROUTE_REQUEST" in shown.stdout and "REGISTER_ACK" in shown.stdout
+
+
+def _config(tmp_path: Path, *, lab: bool) -> Path:
+    return write_gateway_config(Domain.create(tmp_path, "a.example"), "gw", transport="udp",
+                                lab=lab)
+
+
+def test_udp_without_lab_is_a_configuration_error(tmp_path: Path) -> None:
+    path = _config(tmp_path, lab=False)
+    with pytest.raises(ConfigError) as err:
+        GatewayConfig.load(path)
+    assert err.value.key == "gateway.listen" and "gateway.lab = true" in err.value.reason
+    check = subprocess.run([*DMSC, "gateway", "--config", str(path), "--check"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 2
+    assert "gateway.listen" in check.stderr and "lab mode" in check.stderr
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('require_tokens = false', 'require_tokens = true', "gateway.require_tokens"),
+    ('[limits]', '[security]\nrequire_origin = true\n[limits]', "security.require_origin"),
+    ('transport = "udp"', 'transport = "quic"', "gateway.lab"),
+    ('lab = true', 'lab = "yes"', "gateway.lab"),
+])
+def test_lab_settings_that_cannot_hold(tmp_path: Path, old: str, new: str, key: str) -> None:
+    path = _config(tmp_path, lab=True)
+    assert GatewayConfig.load(path).lab
+    text = path.read_text()
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as err:
+        GatewayConfig.load(path)
+    assert err.value.key == key
+
+
+def test_lab_gateway_checks_what_the_protocol_proves(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dom = Domain.create(tmp_path, "a.example")
+        gw = GatewayRuntime(GatewayConfig.load(write_gateway_config(
+            dom, "gw", transport="udp", lab=True)))
+        await gw.start()
+        agents: list[Agent] = []
+        try:
+            assert isinstance(gw.guard, LabGuard)
+            address = gw.addresses["udp"]
+
+            def agent(name: str) -> Agent:
+                ag = dom.agent(name, address, transport="udp", lab=True, reconnect=False)
+                agents.append(ag)
+                return ag
+
+            with pytest.raises(ValueError, match="lab"):  # the agent must ask for it too
+                await dom.agent("x", address, transport="udp").connect()
+            mallory = agent("mallory")
+            await mallory.connect()
+            # bound to nobody yet: nothing but REGISTER (or OPEN)
+            with pytest.raises(AgentError) as err:
+                await mallory.discover(skills=["x"])
+            assert err.value.status is ErrorCode.UNTRUSTED_CERTIFICATE
+            # a forged record signature is refused although nothing is authenticated
+            signed = mallory.record(["x"])
+            forged = replace(signed, signature=bytes(b ^ 1 for b in signed.signature))
+            with pytest.raises(AgentError) as err:
+                await mallory.register(signed=forged)
+            assert err.value.status is ErrorCode.BAD_SIGNATURE
+            assert mallory.agent_id not in gw.core  # type: ignore[operator]
+            # a good one binds the association to that agent ...
+            alice = agent("alice")
+            await alice.register(["greet"])
+            assert alice.agent_id in gw.core  # type: ignore[operator]
+            assert [f.agent_id for f in await alice.discover(skills=["greet"])] \
+                == [alice.agent_id]
+            # ... and an association bound to one agent cannot REGISTER another's
+            # (captured) record, nor REFRESH it
+            bob = agent("bob")
+            assert alice.signed is not None and bob.signed is None
+            raw = await udp.connect(*address, lab=True)
+            try:
+                async def register(signed: SignedRecord, txid: int) -> RegisterAck:
+                    ack = await raw.request(Register(
+                        transaction_id=txid, record=signed, lease=60,
+                        nonce=os.urandom(16), timestamp=int(time.time() * 1000)))
+                    assert isinstance(ack, RegisterAck)
+                    return ack
+
+                assert (await register(bob.record(["y"]), 1)).status is ErrorCode.SUCCESS
+                assert (await register(alice.signed, 2)).status is ErrorCode.IDENTITY_MISMATCH
+                refresh = await raw.request(Refresh(
+                    transaction_id=3, agent_id=alice.agent_id, lease=60, nonce=os.urandom(16),
+                    timestamp=int(time.time() * 1000)))
+                assert getattr(refresh, "status", None) is ErrorCode.IDENTITY_MISMATCH
+            finally:
+                raw.close()
+        finally:
+            await asyncio.gather(*(a.close() for a in agents))
+            await gw.stop()
+
+    run(scenario())
