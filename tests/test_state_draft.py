@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import require_tool
 
 from dmscproto.codec.registry import TIMERS, timer
 from dmscproto.protocol import MACHINES
@@ -121,12 +121,12 @@ def test_every_machine_has_prose() -> None:
         assert len(prose.split()) >= 40, f"{m.NAME} has no prose before its tables"
 
 
-@pytest.mark.skipif(shutil.which("kramdown-rfc") is None, reason="kramdown-rfc not installed")
 def test_draft_converts_with_kramdown_rfc(tmp_path: Path) -> None:
     """Every generated figure and table survives the conversion to RFCXML."""
+    kramdown = require_tool("kramdown-rfc")
     src = tmp_path / DRAFT.name
     src.write_text(TEXT, encoding="utf-8")
-    done = subprocess.run(["kramdown-rfc", src.name], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([kramdown, src.name], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "KRAMDOWN_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
     xml = done.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-import shutil
 import ssl
 import struct
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
+from conftest import require_tool
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from transport_support import Pki
 
@@ -478,12 +478,12 @@ def test_retry_and_capture_on_wildcard_address(pki: Pki, tmp_path: Path) -> None
     assert len(initials) >= 2  # the first one again, now with the token
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_decrypts_capture_with_keylog(pki: Pki, tmp_path: Path) -> None:
+    tshark = require_tool("tshark")
     msg = examples.examples()["route-request"]
     port, keylog, server_pcap, _ = capture_session(pki, tmp_path, msg)
     out = subprocess.run(
-        ["tshark", "-r", str(server_pcap), "-o", f"tls.keylog_file:{keylog}",
+        [tshark, "-r", str(server_pcap), "-o", f"tls.keylog_file:{keylog}",
          "-d", f"udp.port=={port},quic", "-Y", "quic.stream_data",
          "-T", "fields", "-e", "quic.stream_data"],
         capture_output=True, text=True, check=True, timeout=30).stdout.split()

@@ -7,8 +7,6 @@ its key log.  Skipped without tshark, except in CI (CI=true), where it must exis
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tool
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.analysis.scapy_dmsc import LAYOUTS, Part
@@ -34,12 +33,7 @@ LAB = sorted(FIXTURES.glob("lab-*.pcap"))
 
 @pytest.fixture(scope="module")
 def tshark() -> str:
-    path = shutil.which("tshark")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tshark is missing; CI must have it (.ci/run installs Debian's tshark)")
-        pytest.skip("tshark is not installed")
-    return path
+    return require_tool("tshark")
 
 
 def test_generated_dissector_is_current() -> None:
