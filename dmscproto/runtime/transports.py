@@ -31,7 +31,7 @@ from ..transport.tls import TlsIdentity
 
 
 class Connection(Protocol):
-    """An authenticated association, as both transports provide it."""
+    """An association, as every transport provides it (authenticated but in lab mode)."""
 
     @property
     def peer(self) -> Peer: ...

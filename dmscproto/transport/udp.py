@@ -7,8 +7,10 @@ scapy layer, the Wireshark dissector) and for conformance tests of the datagram 
 
 It is never a default: :func:`serve` and :func:`connect` refuse to run unless called with
 ``lab=True``, and each logs a WARNING when it starts.  Peers have no identity
-(``PeerInfo.identity`` is None), so a gateway must not grant anything on the strength of
-a lab association.
+(``PeerInfo.identity`` is None): a gateway grants nothing on the strength of a lab
+association itself; a lab gateway (``gateway.lab = true``) binds an association to what
+the protocol proves instead, a REGISTER's signed record or an OPEN
+(:mod:`dmscproto.runtime.lab`, which lists what lab mode does not protect).
 """
 
 from __future__ import annotations
