@@ -7,16 +7,16 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tool
 
 from dmscproto.agent import Agent, AgentError
 from dmscproto.codec.cose import SignedRecord
@@ -35,30 +35,43 @@ def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
-def test_demo_over_udp_writes_a_cleartext_capture(tmp_path: Path) -> None:
-    cap = tmp_path / "cap"
-    demo = subprocess.run([*DMSC, "demo", "--transport", "udp", "--quiet", "--capture",
+@dataclass(frozen=True)
+class Demo:
+    stdout: str
+    pcap: Path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """``dmsc demo --transport udp --capture DIR``, run once for the module."""
+    cap = tmp_path_factory.mktemp("cap")
+    proc = subprocess.run([*DMSC, "demo", "--transport", "udp", "--quiet", "--capture",
                            str(cap)], capture_output=True, text=True, timeout=120)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "LAB MODE" in demo.stdout and "LAB MODE" in demo.stderr  # said, and logged
-    pcap = cap / "dmsc-demo.pcap"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "LAB MODE" in proc.stdout and "LAB MODE" in proc.stderr  # said, and logged
     assert not (cap / "keys.log").exists()  # nothing to decrypt
-    assert f"dmsc decode --pcap {pcap} --any-port" in demo.stdout
-    ports = re.findall(r"-d udp\.port==(\d+),dmsc", demo.stdout)
-    assert len(ports) == 2  # the two gateways' ephemeral UDP ports
-    decoded = subprocess.run([*DMSC, "decode", "--pcap", str(pcap), "--any-port"],
+    return Demo(proc.stdout, cap / "dmsc-demo.pcap")
+
+
+def test_demo_over_udp_writes_a_cleartext_capture(demo: Demo) -> None:
+    assert f"dmsc decode --pcap {demo.pcap} --any-port" in demo.stdout
+    decoded = subprocess.run([*DMSC, "decode", "--pcap", str(demo.pcap), "--any-port"],
                              capture_output=True, text=True, timeout=60)
     assert decoded.returncode == 0, decoded.stderr
     kinds = set(re.findall(r"\s([A-Z_]+)\s+txid=", decoded.stdout))
     assert {"OPEN", "DIGEST", "REGISTER", "REGISTER_ACK", "UPDATE", "DISCOVER",
             "DISCOVER_REPLY", "ROUTE_REQUEST", "ROUTE_REPLY", "DEREGISTER"} <= kinds
-    assert b"sunny, 21 C" in pcap.read_bytes()  # payloads in clear
-    tshark = shutil.which("tshark")
-    if tshark is not None:  # the command the demo printed, with the Lua dissector
-        line = next(x for x in demo.stdout.splitlines() if x.strip().startswith("tshark"))
-        shown = subprocess.run(line.split(), capture_output=True, text=True, timeout=60)
-        assert shown.returncode == 0, shown.stderr
-        assert "ROUTE_REQUEST" in shown.stdout and "REGISTER_ACK" in shown.stdout
+    assert b"sunny, 21 C" in demo.pcap.read_bytes()  # payloads in clear
+
+
+def test_demo_prints_the_tshark_command_for_its_ports(demo: Demo) -> None:
+    require_tool("tshark")
+    ports = re.findall(r"-d udp\.port==(\d+),dmsc", demo.stdout)
+    assert len(ports) == 2  # the two gateways' ephemeral UDP ports
+    line = next(x for x in demo.stdout.splitlines() if x.strip().startswith("tshark"))
+    shown = subprocess.run(line.split(), capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "ROUTE_REQUEST" in shown.stdout and "REGISTER_ACK" in shown.stdout
 
 
 def _config(tmp_path: Path, *, lab: bool) -> Path:
