@@ -4,6 +4,7 @@ still checks (REGISTER's record signature, bound identities)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -169,3 +170,24 @@ def test_lab_gateway_checks_what_the_protocol_proves(tmp_path: Path) -> None:
             await gw.stop()
 
     run(scenario())
+
+
+def test_dmsc_agent_takes_lab_mode_from_its_configuration(tmp_path: Path) -> None:
+    """``dmsc agent --config`` builds a lab-mode agent only when the file says lab = true."""
+    from dmscproto.cli import UsageError
+    from dmscproto.cli import agent as agent_cli
+    from dmscproto.runtime.sandbox import Domain
+    from dmscproto.security.ca import Kind
+
+    domain = Domain.create(tmp_path, "a.example")
+    cred = domain.issue("lab-agent", Kind.AGENT)
+    text = (f'[agent]\ncertificate = "{cred[0]}"\nkey = "{cred[1]}"\n'
+            f'trust_anchors = ["{domain.anchor}"]\ngateway = "127.0.0.1:4760"\n'
+            'transport = "udp"\n')
+    args = argparse.Namespace(config=tmp_path / "agent.toml", token=None, transport=None)
+    args.config.write_text(text + "lab = true\n", encoding="utf-8")
+    agent, config = agent_cli.agent_of(args)
+    assert config is not None and config.lab and agent.lab and agent.transport.name == "udp"
+    args.config.write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError, match="lab"):
+        agent_cli.agent_of(args)

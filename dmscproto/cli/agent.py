@@ -32,7 +32,8 @@ def add_identity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-name", default="localhost",
                    help="name the gateway certificate must carry (default: localhost)")
     p.add_argument("--transport", choices=["quic", "dtls"],
-                   help="how to reach the gateway (default quic, or the file's)")
+                   help="how to reach the gateway (default quic, or the file's); lab-mode "
+                        "cleartext UDP only through a --config file with agent.lab = true")
     p.add_argument("--token", metavar="JWT|@FILE",
                    help="access token sent with every request (see dmsc authority token)")
 
@@ -51,6 +52,7 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
             cert, key, anchors = config.certificate, config.key, list(config.trust_anchors)
             server_name = config.server_name
             transport = args.transport or config.transport
+            lab = config.lab
         else:
             if not (args.cert and args.key and args.ca and args.gateway):
                 raise UsageError("give --config, or --cert, --key, --ca and --gateway")
@@ -59,11 +61,11 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
                 raise UsageError(f"--gateway must be HOST:PORT, not {args.gateway!r}")
             cert, key, anchors, gateway = args.cert, args.key, args.ca, args.gateway
             server_name, token = args.server_name or None, args.token
-            transport = args.transport or "quic"
+            transport, lab = args.transport or "quic", False
         if token is not None and token.startswith("@"):
             token = Path(token[1:]).read_text(encoding="ascii").strip()
         return Agent.from_files(cert, key, anchors, gateway=gateway, server_name=server_name,
-                                token=token, transport=transport), config
+                                token=token, transport=transport, lab=lab), config
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:
