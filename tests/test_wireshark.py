@@ -3,7 +3,9 @@ up to date with the registry, and tshark with it decodes every fixture to the fi
 values dmscproto.codec gives (message type, transaction id, TLV types in order, the
 message field each TLV carries, typed values, status names); malformed PDUs get the
 expert info named after the codec's decoding error; the QUIC capture decrypts with
-its key log.  Skipped without tshark, except in CI (CI=true), where it must exist."""
+its key log; lab captures on any UDP port are found by the UDP heuristic, which leaves
+near misses, DTLS, DNS and QUIC alone.  Skipped without tshark, except in CI (CI=true),
+where it must exist."""
 
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from dmscproto.analysis.scapy_dmsc import LAYOUTS, Part
 from dmscproto.codec import DecodeError, Message, SignedRecord, decode, encode
 from dmscproto.codec import cbor as dcbor
 from dmscproto.codec.examples import examples
-from dmscproto.codec.messages import REPEATED
-from dmscproto.codec.registry import UDP_PORT, TlvType
+from dmscproto.codec.messages import MESSAGE_CLASSES, REPEATED
+from dmscproto.codec.registry import HEADER_SIZE, UDP_PORT, VERSION, TlvType
 from dmscproto.codec.wire import VALUE_CODECS, Pdu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +201,74 @@ def test_error_fixture_covers_the_decoding_errors(tshark: str) -> None:
     for packet in pdml(tshark, FIXTURES / "lab-errors.pcap"):
         found |= error_experts(packet)
     assert found == {f"dmsc.error.{code.name.lower()}" for code in gen_wireshark.EXPERT_ERRORS}
+
+
+def test_lab_capture_on_any_port_decodes_without_decode_as(tshark: str, tmp_path: Path
+                                                            ) -> None:
+    """Lab mode on ephemeral ports (Section 9.4) needs no ``-d udp.port==N,dmsc``: the UDP
+    heuristic claims every example message, and then the whole conversation, so a later
+    malformed PDU in it shows its decoding error."""
+    msgs = list(examples().values())
+    client, server = ("192.0.2.10", 45000), ("192.0.2.1", 45001)
+    broken = encode(msgs[0])[:HEADER_SIZE + 10]
+    with pytest.raises(DecodeError) as err:
+        decode(broken)
+    pcap = tmp_path / "ephemeral.pcap"
+    with PcapWriter(pcap) as writer:
+        for i, msg in enumerate(msgs):
+            src, dst = (client, server) if i % 2 == 0 else (server, client)
+            writer.write_udp(src, dst, encode(msg), i)
+        writer.write_udp(client, server, broken, len(msgs))
+    packets = pdml(tshark, pcap)
+    assert len(packets) == len(msgs) + 1
+    for packet, msg in zip(packets, msgs, strict=False):
+        (proto,) = packet.findall("proto[@name='dmsc']")
+        assert error_experts(packet) == set()
+        check_pdu(proto, msg, encode(msg))
+    assert packets[-1].findall("proto[@name='dmsc']")
+    assert error_experts(packets[-1]) == {f"dmsc.error.{err.value.code.name.lower()}"}
+
+
+def _near_misses() -> dict[str, bytes]:
+    """UDP payloads on an unregistered port that the heuristic must leave alone."""
+    good = bytearray(encode(examples()["register"]))
+    unknown_type = next(t for t in range(256) if t not in MESSAGE_CLASSES)
+    tlv_overrun = bytearray(good)
+    tlv_overrun[HEADER_SIZE + 2:HEADER_SIZE + 4] = len(good).to_bytes(2, "big")
+    two_octets = bytearray(good[:HEADER_SIZE] + b"\0\0")
+    two_octets[4:8] = len(two_octets).to_bytes(4, "big")
+    return {
+        "trailing octet": bytes(good) + b"\0",
+        "truncated": bytes(good[:-1]),
+        "other version": bytes([VERSION + 1]) + bytes(good[1:]),
+        "unknown message type": bytes(good[:1]) + bytes([unknown_type]) + bytes(good[2:]),
+        "first TLV runs past the PDU": bytes(tlv_overrun),
+        "TLV header cut short": bytes(two_octets),
+        # DTLS 1.2 handshake record (content type 0x16), as a ClientHello starts.
+        "DTLS": bytes.fromhex("16fefd000000000000000000310100"
+                              "00250000000000000025fefd") + bytes(35),
+        # DNS query whose id reads as version 1, REGISTER: the length field is qd/ancount.
+        "DNS": bytes.fromhex("010101000001000000000000076578616d706c6503636f6d0000010001"),
+        # QUIC short header (fixed bit 0x40) and a long-header Initial.
+        "QUIC short": bytes([0x41]) + bytes(range(40)),
+        "QUIC Initial": bytes.fromhex("c000000001") + bytes(40),
+    }
+
+
+def test_udp_heuristic_leaves_other_payloads_alone(tshark: str, tmp_path: Path) -> None:
+    """Only a datagram holding exactly one well-framed DMSC PDU of a registered type is
+    claimed; each near miss is on its own ports, so no DMSC conversation carries it."""
+    cases = _near_misses()
+    pcap = tmp_path / "others.pcap"
+    with PcapWriter(pcap) as writer:
+        for i, data in enumerate(cases.values()):
+            writer.write_udp(("192.0.2.10", 46000 + 2 * i), ("192.0.2.1", 46001 + 2 * i),
+                             data, i)
+    packets = pdml(tshark, pcap)
+    assert len(packets) == len(cases)
+    claimed = [name for name, packet in zip(cases, packets, strict=True)
+               if packet.findall("proto[@name='dmsc']")]
+    assert claimed == []
 
 
 DRAFT = ROOT / "drafts" / "draft-dmsc-protocol-00.md"

@@ -651,12 +651,40 @@ function dmsc.dissector(tvb, pinfo, tree)
   return total
 end
 
--- A heuristic for payloads that have no table entry (QUIC streams, where supported).
-local function heuristic(tvb, pinfo, tree)
-  if tvb:len() < HEADER_SIZE then return false end
-  if tvb(0, 1):uint() ~= VERSION or messages[tvb(1, 1):uint()] == nil then return false end
+-- Heuristics, for payloads that no table entry sends here.
+-- The header (Section 4.1) of a registered message type: its PDU length, or nil.
+local function header_length(tvb)
+  if tvb:len() < HEADER_SIZE then return nil end
+  if tvb(0, 1):uint() ~= VERSION or messages[tvb(1, 1):uint()] == nil then return nil end
   local length = tvb(4, 4):uint()
-  if length < HEADER_SIZE or length > MAX_PDU_SIZE then return false end
+  if length < HEADER_SIZE or length > MAX_PDU_SIZE then return nil end
+  return length
+end
+
+-- QUIC stream payloads (Section 9.1): a PDU may span STREAM frames.
+local function quic_heuristic(tvb, pinfo, tree)
+  if header_length(tvb) == nil then return false end
+  dmsc.dissector(tvb, pinfo, tree)
+  return true
+end
+
+-- Lab-mode datagrams on any UDP port (Section 9.4), claimed only when one PDU fills the
+-- datagram exactly and its first TLV (Section 4.2), if any, is framed within it.  QUIC
+-- (first octet has bit 0x40), DTLS (content types 20-25, unified header 0x20-0x3f) and
+-- DNS (no length field) do not pass.  The conversation is then DMSC, so its later
+-- malformed PDUs are shown with their decoding errors.
+local function udp_heuristic(tvb, pinfo, tree)
+  local length = header_length(tvb)
+  if length == nil or length ~= tvb:reported_length_remaining() then return false end
+  if length > HEADER_SIZE then
+    if length < HEADER_SIZE + TLV_HEADER_SIZE or tvb:len() < HEADER_SIZE + TLV_HEADER_SIZE then
+      return false
+    end
+    if HEADER_SIZE + TLV_HEADER_SIZE + tvb(HEADER_SIZE + 2, 2):uint() > length then
+      return false
+    end
+  end
+  pinfo.conversation = dmsc
   dmsc.dissector(tvb, pinfo, tree)
   return true
 end
@@ -666,7 +694,8 @@ for _, name in ipairs({ "quic.proto", "dtls.alpn", "tls.alpn" }) do
   pcall(function() DissectorTable.get(name):add(ALPN, dmsc) end)
 end
 pcall(function() DissectorTable.get("dtls.port"):add(UDP_PORT, dmsc) end)
-pcall(function() dmsc:register_heuristic("quic", heuristic) end)
+dmsc:register_heuristic("udp", udp_heuristic)
+pcall(function() dmsc:register_heuristic("quic", quic_heuristic) end)
 """
 
 
