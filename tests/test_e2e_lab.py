@@ -65,11 +65,12 @@ def test_demo_over_udp_writes_a_cleartext_capture(demo: Demo) -> None:
     assert b"sunny, 21 C" in demo.pcap.read_bytes()  # payloads in clear
 
 
-def test_demo_prints_the_tshark_command_for_its_ports(demo: Demo) -> None:
+def test_demo_prints_a_tshark_command_that_shows_it(demo: Demo) -> None:
+    """The dissector's UDP heuristic finds DMSC on the demo's ephemeral ports: the
+    printed command needs no decode-as option."""
     require_tool("tshark")
-    ports = re.findall(r"-d udp\.port==(\d+),dmsc", demo.stdout)
-    assert len(ports) == 2  # the two gateways' ephemeral UDP ports
     line = next(x for x in demo.stdout.splitlines() if x.strip().startswith("tshark"))
+    assert "-d" not in line.split()
     shown = subprocess.run(line.split(), capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert "ROUTE_REQUEST" in shown.stdout and "REGISTER_ACK" in shown.stdout

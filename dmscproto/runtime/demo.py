@@ -240,11 +240,10 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
     agents' (the gateways peer over QUIC); ``loss`` and ``seed`` set the relays."""
     display = _Display(out, show_messages=not quiet)
     started = time.perf_counter()
-    ports: list[int] = []  # the UDP ports DMSC was spoken on (lab mode's decode-as)
     tmp = Path(tempfile.mkdtemp(prefix="dmsc-demo-"))
     try:
         async with AsyncExitStack() as stack:
-            await _scenario(display, stack, tmp, capture, transport, loss, seed, ports)
+            await _scenario(display, stack, tmp, capture, transport, loss, seed)
         await asyncio.sleep(0)  # let cancelled tasks finish
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         if leftover:
@@ -260,29 +259,29 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
                  f"{(time.perf_counter() - started) * 1e3:.0f} ms; every task, connection, "
                  "port and temporary file is gone.")
     if capture is not None:
-        _show_capture(display, capture, ports if transport == "udp" else None)
+        _show_capture(display, capture, lab=transport == "udp")
     return 0
 
 
-def _show_capture(display: _Display, capture: Path, lab_ports: list[int] | None) -> None:
+def _show_capture(display: _Display, capture: Path, *, lab: bool) -> None:
     """Where the capture is and the commands that show it: with the key log (QUIC,
-    DTLS), or in clear on the demo's ephemeral UDP ports (lab mode)."""
+    DTLS), or in clear (lab mode: the dissector's UDP heuristic finds DMSC on the demo's
+    ephemeral ports)."""
     pcap, keys = capture / PCAP_NAME, capture / KEYLOG_NAME
     lua = LUA if LUA.is_file() else Path("tools/wireshark/dmsc.lua")
-    if lab_ports is None:
+    if not lab:
         display.line(f"\nCapture: {pcap}\nKey log: {keys}\nShow it (Wireshark's tshark, "
                      "with the DMSC dissector):")
         display.line(f"  tshark -r {pcap} -o tls.keylog_file:{keys} -X lua_script:{lua}")
         return
-    decode_as = " ".join(f"-d udp.port=={p},dmsc" for p in lab_ports)
     display.line(f"\nCapture: {pcap} (lab mode: cleartext, no key log)\nShow it:\n"
                  f"  dmsc decode --pcap {pcap} --any-port\n"
-                 f"  tshark -r {pcap} -X lua_script:{lua} {decode_as}")
+                 f"  tshark -r {pcap} -X lua_script:{lua}")
 
 
 async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
-                    capture: Path | None, transport: str, loss: float, seed: int,
-                    ports: list[int]) -> None:
+                    capture: Path | None, transport: str, loss: float, seed: int
+                    ) -> None:
     front: dict[tuple[bytes, str], Relay] = {}  # (gateway id, transport) -> relay (--loss)
     # The gateways peer over QUIC (their primary listener); agents use ``transport``;
     # lab mode (udp) is cleartext UDP everywhere.
@@ -333,15 +332,12 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         await gw.start()
         gateways.append(gw)
         on = ", ".join(f"{t} {h}:{p}" for t, (h, p) in gw.addresses.items())
-        ports.extend(p for t, (_h, p) in gw.addresses.items() if t == "udp")
         d.note(f"{d.ms()}  {gw.name}: {gw.identity.uri} id {gw.gateway_id.hex()} "
                f"on {on} (config {path.relative_to(tmp)})")
         for name, address in gw.addresses.items() if loss else ():
             relay = await Relay.start(("127.0.0.1", 0), address,
                                       impairment(loss, seed * 100 + len(front)))
             front[(gw.gateway_id, name)] = relay
-            if name == "udp":
-                ports.append(relay.address[1])
             d.note(f"{d.ms()}  {gw.name}'s {name} listener is reached through a relay on "
                    f"{relay.address[0]}:{relay.address[1]}")
         return gw
