@@ -49,6 +49,7 @@ from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
     ProtocolViolation,
+    RecordRefused,
     SessionClosed,
     SessionEstablished,
 )
@@ -334,6 +335,10 @@ class GatewayRuntime:
         elif isinstance(event, ProtocolViolation):
             log.warning("message refused", extra=facts(
                 peer=_uri(event.handle), message=event.message_type, status=event.status,
+                reason=event.diagnostic))
+        elif isinstance(event, RecordRefused):
+            log.warning("advertised record refused", extra=facts(
+                peer=_uri(event.handle), agent_id=event.agent_id, status=event.status,
                 reason=event.diagnostic))
         if self.observer.event is not None:
             self.observer.event(event)
