@@ -73,10 +73,6 @@ WARNING = ("LAB MODE: cleartext UDP, no confidentiality, no peer authentication 
            "outside a lab (Section 9.4)")
 
 
-def _refusal(exc: SecurityError) -> Refusal:
-    return Refusal(exc.code, exc.reason)
-
-
 class LabGuard:
     """The node hooks of a lab gateway (module docstring)."""
 
@@ -116,7 +112,7 @@ class LabGuard:
         try:
             self.check(source, msg, now)
         except SecurityError as exc:
-            return _refusal(exc)
+            return exc.refusal()
         return None
 
     def check(self, source: Handle, msg: Message, now: float) -> None:
@@ -189,7 +185,7 @@ class LabGuard:
         try:
             self.federation.check_advertisement(signed, identity, now)
         except SecurityError as exc:
-            return _refusal(exc)
+            return exc.refusal()
         return None
 
     def accept_open(self, source: Handle, msg: Open) -> Refusal | None:
@@ -202,7 +198,7 @@ class LabGuard:
                                 msg.gateway_id)
             self._bindable(source, identity).identity = identity
         except SecurityError as exc:
-            return _refusal(exc)
+            return exc.refusal()
         return None
 
     def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
@@ -218,7 +214,7 @@ class LabGuard:
             try:
                 self.federation.check_call(identity.uri, target)
             except SecurityError as exc:
-                return _refusal(exc)
+                return exc.refusal()
         return msg if msg.token is None else replace(msg, token=None)
 
     def export_for(self, domain: str) -> RecordFilter | None:

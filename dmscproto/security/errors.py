@@ -7,6 +7,7 @@ STATUS of its answer, and a reason for the DIAGNOSTIC TLV and the logs.
 from __future__ import annotations
 
 from ..codec.registry import ErrorCode
+from ..protocol.machine import Refusal
 
 
 class SecurityError(ValueError):
@@ -16,3 +17,7 @@ class SecurityError(ValueError):
         super().__init__(f"{code.name}: {reason}")
         self.code = code
         self.reason = reason
+
+    def refusal(self) -> Refusal:
+        """The node-hook answer carrying this error's code and reason."""
+        return Refusal(self.code, self.reason)

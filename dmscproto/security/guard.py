@@ -49,7 +49,6 @@ from dataclasses import replace
 from typing import Any, Protocol, TypedDict
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from ..codec.cose import SignedRecord
 from ..codec.messages import (
@@ -106,10 +105,6 @@ class NodeHooks(TypedDict):
     discovery_policy: PolicyFor
 
 
-def _refusal(exc: SecurityError) -> Refusal:
-    return Refusal(exc.code, exc.reason)
-
-
 class GatewayGuard:
     """Admission, OPEN, export and discovery policy of one gateway (module docstring)."""
 
@@ -131,7 +126,8 @@ class GatewayGuard:
         # node calls right after; bounded, oldest first out (a refused request leaves one)
         self._discover_scope: OrderedDict[object, ScopeSet] = OrderedDict()
         self._route_scope: OrderedDict[object, ScopeSet] = OrderedDict()
-        self._valid: dict[bytes, tuple[int, float, Identity]] = {}
+        #: id(certificate) -> (certificate, CRL generation, valid until, identity)
+        self._valid: dict[int, tuple[x509.Certificate, int, float, Identity]] = {}
 
     def node_hooks(self) -> NodeHooks:
         """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
@@ -144,7 +140,7 @@ class GatewayGuard:
         try:
             self.check(source, msg, now)
         except SecurityError as exc:
-            return _refusal(exc)
+            return exc.refusal()
         return None
 
     def check(self, source: Handle, msg: Message, now: float) -> None:
@@ -173,23 +169,24 @@ class GatewayGuard:
     def _still_valid(self, cert: x509.Certificate, now: float) -> Identity:
         """The peer certificate checked again (it may have expired or been revoked since
         the handshake), with the verdict cached until the certificate's notAfter or the
-        next CRL installed, whichever comes first."""
+        next CRL installed, whichever comes first.  This runs for every message, so the
+        cache is keyed by the certificate object the association holds (kept alive in
+        the entry, so its id cannot be reused), not by a per-message fingerprint."""
         trust = self.verifier.trust
-        until = cert.not_valid_after_utc.timestamp()
-        generation = 0
-        if isinstance(trust, RevocationTrustStore):
-            generation = trust.revocation.generation
-            next_update = trust.revocation.next_update()
-            if next_update is not None:
-                until = min(until, next_update.timestamp())
-        key = cert.fingerprint(hashes.SHA256())
-        cached = self._valid.get(key)
-        if cached is not None and cached[0] == generation and now <= cached[1]:
-            return cached[2]
+        revocation = trust.revocation if isinstance(trust, RevocationTrustStore) else None
+        generation = 0 if revocation is None else revocation.generation
+        cached = self._valid.get(id(cert))
+        if (cached is not None and cached[0] is cert and cached[1] == generation
+                and now <= cached[2]):
+            return cached[3]
         identity = check_certificate(trust, cert, now, usage=None)
+        until = cert.not_valid_after_utc.timestamp()
+        next_update = None if revocation is None else revocation.next_update()
+        if next_update is not None:
+            until = min(until, next_update.timestamp())
         if len(self._valid) >= MAX_PENDING:
             self._valid.clear()
-        self._valid[key] = (generation, until, identity)
+        self._valid[id(cert)] = (cert, generation, until, identity)
         return identity
 
     def _from_gateway(self, peer: Authenticated, identity: Identity, msg: Message,
@@ -227,7 +224,7 @@ class GatewayGuard:
         try:
             self._check_learned(signed, peer.identity, now)
         except SecurityError as exc:
-            return _refusal(exc)
+            return exc.refusal()
         return None
 
     def _check_learned(self, signed: SignedRecord, peer: Identity, now: float) -> None:
@@ -284,7 +281,7 @@ class GatewayGuard:
                     raise SecurityError(ErrorCode.POLICY_DENIED,
                                         f"{peer.identity.domain} is not a federated domain")
         except SecurityError as exc:
-            return _refusal(exc)
+            return exc.refusal()
         return None
 
     # --- GatewayNode(export_for=..., discovery_policy=...) -----------------------------------
@@ -335,7 +332,7 @@ class GatewayGuard:
                                     f"route scope {str(granted)!r} does not reach "
                                     f"{target.agent_uri}")
         except SecurityError as exc:
-            return _refusal(exc)
+            return exc.refusal()
         held = self.core.get(msg.target_agent)
         direct = held is not None and held.next_hop == held.origin  # next hop is its home
         token = sign_origin(self.credential, msg, source_uri=peer.identity.uri,
