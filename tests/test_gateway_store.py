@@ -132,6 +132,7 @@ def test_expire_touch_delete(db: Path) -> None:
         st.put_many([a, b, c])
         assert st.next_expiry() == 100.0
         assert st.touch(a.agent_id, 300.0)
+        assert st.next_expiry() == 200.0  # the cached answer follows every write
         assert not st.touch(b"\x09" * 16, 1.0)
         assert st.expire(199.0) == []
         assert st.expire(200.0) == [b.agent_id]

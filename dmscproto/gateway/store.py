@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -181,19 +182,30 @@ class RegistryStore:
             self._db.close()
             raise StoreError(f"{self.path}: unknown schema version {version}")
         self._db.executescript(_SCHEMA)
+        #: :meth:`next_expiry`'s answer, valid while ``_next_expiry_known``.
+        self._next_expiry: float | None = None
+        self._next_expiry_known = False
 
     # --- transactions ------------------------------------------------------------------
-    def _write(self, sql: str, rows: Iterable[tuple[object, ...]],
-               evict: Iterable[bytes] = ()) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed on success and rolled back on any error;
+        it also forgets the cached earliest lease end (:meth:`next_expiry`)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
+        self._next_expiry_known = False
         try:
-            db.executemany("DELETE FROM entries WHERE agent_id = ?", ((i,) for i in evict))
-            db.executemany(sql, rows)
+            yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _write(self, sql: str, rows: Iterable[tuple[object, ...]],
+               evict: Iterable[bytes] = ()) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM entries WHERE agent_id = ?", ((i,) for i in evict))
+            db.executemany(sql, rows)
 
     def put(self, entry: StoredRecord, evict: Iterable[bytes] = ()) -> bytes:
         """Insert or replace ``entry`` (deleting the ``evict`` ids first), committed.
@@ -228,15 +240,9 @@ class RegistryStore:
 
     def touch(self, agent_id: bytes, expires_at: float) -> bool:
         """Set the lease end of an entry (REFRESH), committed.  False if unknown."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             n = db.execute("UPDATE entries SET expires_at = ? WHERE agent_id = ?",
                            (expires_at, agent_id)).rowcount
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return n > 0
 
     def delete(self, agent_id: bytes) -> bool:
@@ -245,31 +251,19 @@ class RegistryStore:
 
     def delete_many(self, agent_ids: Iterable[bytes]) -> list[bytes]:
         """Delete entries in one transaction; return the ids that existed."""
-        db = self._db
         gone: list[bytes] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             for aid in agent_ids:
                 if db.execute("DELETE FROM entries WHERE agent_id = ?", (aid,)).rowcount:
                     gone.append(aid)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return gone
 
     def expire(self, now: float) -> list[bytes]:
         """Delete every entry whose lease ended at or before ``now``; return their ids
         (sorted), committed."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             ids = [r[0] for r in db.execute(
                 "DELETE FROM entries WHERE expires_at <= ? RETURNING agent_id", (now,))]
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return sorted(ids)
 
     # --- reads ----------------------------------------------------------------------------
@@ -295,10 +289,14 @@ class RegistryStore:
                             next_hop)
 
     def next_expiry(self) -> float | None:
-        """The earliest finite lease end, or None."""
-        row = self._db.execute("SELECT min(expires_at) FROM entries "
-                               "WHERE expires_at < 9e999").fetchone()
-        return None if row[0] is None else float(row[0])
+        """The earliest finite lease end, or None.  Asked for at every timer update, so
+        it is cached until the next write transaction."""
+        if not self._next_expiry_known:
+            row = self._db.execute("SELECT min(expires_at) FROM entries "
+                                   "WHERE expires_at < 9e999").fetchone()
+            self._next_expiry = None if row[0] is None else float(row[0])
+            self._next_expiry_known = True
+        return self._next_expiry
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
