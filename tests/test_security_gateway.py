@@ -276,6 +276,26 @@ def test_spoofed_source_agent_refused(snet: SecureNet) -> None:
     assert snet.net.take("bob", RouteRequestReceived)
 
 
+def test_route_reply_naming_another_agent_is_dropped(snet: SecureNet) -> None:
+    """Section 10.2: a local agent's ROUTE_REPLY whose TARGET_AGENT is not the agent is
+    dropped (IDENTITY_MISMATCH); the caller gets TARGET_UNREACHABLE when time runs out."""
+    alice, bob, dave, _ = federated(snet)
+    alice.route(b"translate please", snet.net.now, target=bob.agent_id)
+    snet.net.pump()
+    [req] = snet.net.take("bob", RouteRequestReceived)
+    snet.net.deliver("bob", "gw-b", RouteReply(
+        transaction_id=req.transaction_id, status=ErrorCode.SUCCESS,
+        target_agent=dave.agent_id, payload=b"I am dave"))
+    snet.net.pump()
+    [refused] = snet.net.take("gw-b", ProtocolViolation)
+    assert refused.status is ErrorCode.IDENTITY_MISMATCH
+    assert not snet.net.take("alice", RequestCompleted)
+    snet.net.advance(60)
+    [done] = snet.net.take("alice", RequestCompleted)
+    assert isinstance(done.answer, RouteReply)
+    assert done.answer.status is ErrorCode.TARGET_UNREACHABLE
+
+
 def test_gateway_claiming_another_domain_in_open(snet: SecureNet) -> None:
     """mallory holds a valid gateway certificate of c.example (federated with a) and
     sends OPEN with b.example's gateway ID and domain: refused with NOTIFY

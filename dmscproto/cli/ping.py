@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..transport import TransportError
 
     agent, _config = agent_of(args)
+    host, port = agent.gateway
 
     async def main() -> list[float]:
         rtts = []
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             for seq in range(1, args.count + 1):
                 rtt = await agent.echo()
                 rtts.append(rtt)
-                print(f"ECHO_REPLY from {args.gateway}: seq={seq} time={rtt * 1e3:.2f} ms",
+                print(f"ECHO_REPLY from {host}:{port}: seq={seq} time={rtt * 1e3:.2f} ms",
                       flush=True)
                 if seq < args.count:
                     await asyncio.sleep(args.interval)

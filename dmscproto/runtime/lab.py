@@ -8,19 +8,27 @@ listener and peer link (:mod:`.config`), the transport refuses to start without
 ``lab=True`` (:mod:`dmscproto.transport.udp`), and the gateway logs a WARNING at start.
 
 With no TLS certificate, :class:`LabGuard` gives an association the identity the
-protocol itself proves, and nothing more:
+protocol itself proves or claims, its *lab identity*, which stands in for the
+certificate in every identity check (Section 9.4):
 
 * a REGISTER's record must carry a valid COSE_Sign1 signature by the key its Agent ID
   derives from (BAD_SIGNATURE, Section 7.2.1), be of our domain (POLICY_DENIED), and
   have a fresh, unseen nonce (STALE_TIMESTAMP, REPLAY); the association is then bound
-  to that agent, and REFRESH, DEREGISTER and ROUTE_REQUEST's SOURCE_AGENT must name it
-  (IDENTITY_MISMATCH);
+  to that agent, and a REGISTER of another Agent ID from it is IDENTITY_MISMATCH;
 * an OPEN names the gateway (GATEWAY_ID, DOMAIN): the domain must be ours or a
   configured peer's (POLICY_DENIED), and the association is bound to that gateway;
   its UPDATEs are checked as a federated gateway's would be
   (:meth:`~dmscproto.security.federation.Federation.check_advertisement`: signature,
   which domains it may advertise);
-* anything else from an association bound to nobody is UNTRUSTED_CERTIFICATE.
+* from an association bound to an agent, REFRESH and DEREGISTER must name it
+  (AGENT_ID), and so must SOURCE_AGENT and a ROUTE_REPLY's TARGET_AGENT
+  (IDENTITY_MISMATCH, :func:`~dmscproto.security.guard.check_claimed_source`);
+* an association bound to nobody is an *unregistered lab sender*: an agent of our
+  domain without a name.  It may DISCOVER, ROUTE_REQUEST, ECHO_REQUEST and
+  TRACE_REQUEST (what ``dmsc agent --call``, ``dmsc ping`` and ``dmsc trace`` send);
+  its SOURCE_AGENT is taken as it comes (there is nothing to compare it with), it
+  matches no import policy that names callers, and its REFRESH and DEREGISTER are
+  IDENTITY_MISMATCH (no REGISTER proved that it is that agent).
 
 What lab mode does NOT protect (say it wherever lab mode is offered):
 
@@ -60,12 +68,14 @@ from ..protocol.machine import Handle, Refusal
 from ..security.ca import Identity, Kind, parse_identity_uri
 from ..security.errors import SecurityError
 from ..security.federation import Federation
-from ..security.guard import NodeHooks
+from ..security.guard import NodeHooks, check_claimed_source
 from ..security.proof import check_signature
 from ..security.replay import ReplayCache
 from .pump import Association
 
 RecordFilter = Callable[[CapabilityRecord], bool]
+#: The caller URI of an unregistered lab sender: no import policy's callers name it.
+ANONYMOUS = ""
 
 #: The loud line a lab gateway logs at start (module docstring, shortened).
 WARNING = ("LAB MODE: cleartext UDP, no confidentiality, no peer authentication (only "
@@ -123,9 +133,13 @@ class LabGuard:
         if isinstance(msg, Open):  # accept_open binds it
             return
         identity = self.identity(source)
-        if identity is None:
-            raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE, "lab association bound to "
-                                "nobody yet: REGISTER (agent) or OPEN (gateway) first")
+        if identity is None:  # an unregistered lab sender (module docstring)
+            if isinstance(msg, Refresh | Deregister):
+                raise SecurityError(ErrorCode.IDENTITY_MISMATCH, "no REGISTER from this "
+                                    "association proved that it is that agent")
+            if isinstance(msg, RouteRequest):
+                self._check_call(ANONYMOUS, msg)
+            return
         if identity.kind is Kind.GATEWAY:
             if isinstance(msg, Refresh | Deregister):
                 raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
@@ -138,13 +152,16 @@ class LabGuard:
                 raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                     "AGENT_ID is not the agent this association registered")
             self.replay.accept(identity.entity_id, msg.nonce, msg.timestamp, int(now * 1000))
-        elif isinstance(msg, RouteRequest):
-            if msg.source_agent != identity.entity_id:
-                raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
-                                    "SOURCE_AGENT is not the sender's Agent ID")
-            target = self._target(msg)
-            if target is not None:
-                self.federation.check_call(identity.uri, target)
+            return
+        check_claimed_source(msg, identity)
+        if isinstance(msg, RouteRequest):
+            self._check_call(identity.uri, msg)
+
+    def _check_call(self, caller_uri: str, msg: RouteRequest) -> None:
+        """The import policy for a call to a target named by Agent ID (POLICY_DENIED)."""
+        target = self._target(msg)
+        if target is not None:
+            self.federation.check_call(caller_uri, target)
 
     def _register(self, source: Handle, msg: Register, now: float) -> None:
         """The REGISTER proof of lab mode: the record's signature and Agent ID, our
@@ -175,12 +192,11 @@ class LabGuard:
     # --- records, OPEN, forwarding, export ----------------------------------------------
     def verify_record(self, source: Handle, signed: SignedRecord, now: float
                       ) -> Refusal | None:
-        """A REGISTER's record was checked by :meth:`admit`; a peer's UPDATE record as a
-        federated gateway's (signature, advertisement rights)."""
+        """A REGISTER's record was checked by :meth:`admit` (which bound the association);
+        a peer's UPDATE record as a federated gateway's (signature, advertisement
+        rights)."""
         identity = self.identity(source)
-        if identity is None:
-            return Refusal(ErrorCode.UNTRUSTED_CERTIFICATE, "lab association bound to nobody")
-        if identity.kind is not Kind.GATEWAY:
+        if identity is None or identity.kind is not Kind.GATEWAY:
             return None
         try:
             self.federation.check_advertisement(signed, identity, now)
@@ -207,14 +223,12 @@ class LabGuard:
         from a query; no origin assertion (lab mode has none), the agent's token, if any,
         is not passed on."""
         identity = self.identity(upstream)
-        if identity is None or identity.kind is not Kind.AGENT:
+        if identity is not None and identity.kind is not Kind.AGENT:
             return msg
-        target = self._target(msg)
-        if target is not None:
-            try:
-                self.federation.check_call(identity.uri, target)
-            except SecurityError as exc:
-                return exc.refusal()
+        try:
+            self._check_call(ANONYMOUS if identity is None else identity.uri, msg)
+        except SecurityError as exc:
+            return exc.refusal()
         return msg if msg.token is None else replace(msg, token=None)
 
     def export_for(self, domain: str) -> RecordFilter | None:
@@ -222,10 +236,9 @@ class LabGuard:
         return None if domain == self.core.domain else self.federation.export_filter(domain)
 
     def discovery_policy(self, source: Handle) -> RecordFilter | None:
-        """A DISCOVER from a gateway sees what we export to its domain; an agent's, all."""
+        """A DISCOVER from a gateway sees what we export to its domain; an agent's
+        (registered or not), all."""
         identity = self.identity(source)
-        if identity is None:
-            return lambda _record: False
-        if identity.kind is Kind.GATEWAY:
+        if identity is not None and identity.kind is Kind.GATEWAY:
             return self.export_for(identity.domain)
         return None

@@ -17,10 +17,12 @@ nothing more (CERTIFICATE_EXPIRED, CERTIFICATE_REVOKED).
 :meth:`GatewayGuard.admit` checks, before the node dispatches a message:
 
 * from an agent: that it belongs to our domain (POLICY_DENIED); REGISTER, REFRESH and
-  DEREGISTER with :meth:`RequestVerifier.check`; DISCOVER with a token for
-  ``discover``; ROUTE_REQUEST: SOURCE_AGENT is the agent itself (IDENTITY_MISMATCH),
-  a token for ``route`` on the target's skills (or the query's), and the import policy
-  for a remote target (POLICY_DENIED);
+  DEREGISTER with :meth:`RequestVerifier.check`; in every other message that names its
+  sender (SOURCE_AGENT of DISCOVER and ROUTE_REQUEST, TARGET_AGENT of its ROUTE_REPLY),
+  that the name is the agent itself (IDENTITY_MISMATCH, :func:`check_claimed_source`);
+  DISCOVER with a token for ``discover``; ROUTE_REQUEST with a token for ``route`` on
+  the target's skills (or the query's), and the import policy for a remote target
+  (POLICY_DENIED);
 * from a gateway: that its domain is ours or federated (POLICY_DENIED); agent requests
   are refused (IDENTITY_MISMATCH); a ROUTE_REQUEST for an agent registered here must
   carry a valid origin assertion when ``require_origin`` is set.
@@ -58,6 +60,7 @@ from ..codec.messages import (
     Open,
     Refresh,
     Register,
+    RouteReply,
     RouteRequest,
 )
 from ..codec.registry import ErrorCode
@@ -81,6 +84,21 @@ Handle = object
 MAX_PENDING = 4096
 RecordFilter = Callable[[CapabilityRecord], bool]
 _AGENT_REQUESTS = (Register, Refresh, Deregister)
+
+
+def check_claimed_source(msg: Message, agent: Identity) -> None:
+    """Section 10.2: a message in which an agent names itself (SOURCE_AGENT of DISCOVER
+    and ROUTE_REQUEST, TARGET_AGENT of the ROUTE_REPLY it answers with) must name the
+    agent behind the association: IDENTITY_MISMATCH otherwise.  (REGISTER, REFRESH and
+    DEREGISTER are checked in the order of Section 5.1 by their verifier.)"""
+    if isinstance(msg, Discover | RouteRequest):
+        claimed, name = msg.source_agent, "SOURCE_AGENT"
+    elif isinstance(msg, RouteReply):
+        claimed, name = msg.target_agent, "TARGET_AGENT"
+    else:
+        return
+    if claimed is not None and claimed != agent.entity_id:
+        raise SecurityError(ErrorCode.IDENTITY_MISMATCH, f"{name} is not the sender's Agent ID")
 
 
 class Authenticated(Protocol):
@@ -159,7 +177,9 @@ class GatewayGuard:
             raise SecurityError(ErrorCode.POLICY_DENIED, f"{identity.uri} is not of this domain")
         if isinstance(msg, _AGENT_REQUESTS):
             self.verifier.check(msg, peer.certificate, now)
-        elif isinstance(msg, Discover):
+            return
+        check_claimed_source(msg, identity)
+        if isinstance(msg, Discover):
             token = self.verifier.authorize(msg.token, peer.certificate, now,
                                             Operation.DISCOVER)
             self._remember(self._discover_scope, source, token)
@@ -237,9 +257,6 @@ class GatewayGuard:
     def _route(self, source: Handle, peer: Authenticated, msg: RouteRequest,
                now: float) -> None:
         identity = peer.identity
-        if msg.source_agent != identity.entity_id:
-            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
-                                "SOURCE_AGENT is not the sender's Agent ID")
         target = self._target(msg)
         caps = [s.id for s in target.skills] if target is not None else \
             list(msg.query.skills) if msg.query is not None else []
