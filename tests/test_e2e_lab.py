@@ -21,13 +21,15 @@ from conftest import require_tool
 
 from dmscproto.agent import Agent, AgentError
 from dmscproto.codec.cose import SignedRecord
-from dmscproto.codec.messages import Refresh, Register, RegisterAck
-from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.messages import Discover, Refresh, Register, RegisterAck
+from dmscproto.codec.registry import ErrorCode, Scope
+from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.lab import LabGuard
+from dmscproto.runtime.lab import LabAssociations, LabGuard
 from dmscproto.runtime.sandbox import Domain, write_gateway_config
 from dmscproto.transport import udp
+from dmscproto.transport.datagram import DatagramNode
 
 DMSC = [sys.executable, "-c", "import sys; from dmscproto.cli import main; sys.exit(main())"]
 
@@ -191,3 +193,41 @@ def test_dmsc_agent_takes_lab_mode_from_its_configuration(tmp_path: Path) -> Non
     args.config.write_text(text, encoding="utf-8")
     with pytest.raises(UsageError, match="lab"):
         agent_cli.agent_of(args)
+
+
+def test_lab_associations_bound_to_nobody_are_closed(tmp_path: Path) -> None:
+    """Associations bound to nobody (unregistered lab senders) are closed at the gateway
+    when too many or silent too long (Section 10.7): their state is gone from the
+    runtime and from the transport; a registered agent's association stays."""
+    async def scenario() -> None:
+        dom = Domain.create(tmp_path, "a.example")
+        gw = GatewayRuntime(GatewayConfig.load(write_gateway_config(
+            dom, "gw", transport="udp", lab=True)))
+        await gw.start()
+        gw.lab_associations = LabAssociations(max_unbound=2, unbound_timeout=0.4)
+        alice = dom.agent("alice", gw.addresses["udp"], transport="udp", lab=True,
+                          reconnect=False)
+        raws = [await udp.connect(*gw.addresses["udp"], lab=True) for _ in range(3)]
+        try:
+            await alice.register(["greet"])
+            for i, raw in enumerate(raws):
+                answer = await raw.request(Discover(
+                    transaction_id=i + 1, query=DiscoveryQuery(skills=("greet",)),
+                    scope=Scope.LOCAL, max_results=1))
+                assert getattr(answer, "status", None) is ErrorCode.SUCCESS  # unregistered
+            await asyncio.sleep(0.05)
+            assert len(gw.lab_associations) == 2  # the first was closed at once
+            await asyncio.sleep(0.6)
+            assert len(gw.lab_associations) == 0
+            server = gw.servers["udp"]
+            assert isinstance(server, DatagramNode)
+            assert len(server.connections) == 1  # alice's
+            assert [f.agent_id for f in await alice.discover(skills=["greet"])] == \
+                [alice.agent_id]
+        finally:
+            for raw in raws:
+                raw.close()
+            await alice.close()
+            await gw.stop()
+
+    run(scenario())

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from security_support import Domain, at, register, signed_of
+from cryptography.hazmat.primitives.asymmetric import ec
+from security_support import Domain, at, record_of, register, signed_of
 
 from dmscproto.codec.examples import example_key
 from dmscproto.codec.messages import (
     Discover,
     DiscoverReply,
+    Error,
     Message,
     Notify,
     Open,
@@ -29,6 +31,7 @@ from dmscproto.codec.messages import (
     RegisterAck,
     RouteReply,
     RouteRequest,
+    SyncRequest,
     Update,
 )
 from dmscproto.codec.registry import ErrorCode, GatewayCaps, Scope
@@ -50,7 +53,7 @@ from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain
 from dmscproto.security.guard import GatewayGuard, NodeHooks
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.revocation import Revocation, issue_crl
-from dmscproto.security.signing import entity_id
+from dmscproto.security.signing import entity_id, sign_record, spki
 from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
 from dmscproto.testing.harness import T0, Network
 
@@ -579,3 +582,58 @@ def test_origin_assertion_through_a_transit_gateway_carries_the_certificate(
     assert "x5c" in _jwt_part(first.token, 0)
     bob_answers_alice(snet)
     assert not snet.net.take("gw-b", ProtocolViolation)
+
+
+# --- right code at once (issue 13 item 5) -------------------------------------------------
+def _unknown_algorithm_key(spki_der: bytes) -> bytes:
+    """``spki_der`` (P-256) with its algorithm OID changed to one no library knows."""
+    ec_public_key = bytes.fromhex("2a8648ce3d0201")  # 1.2.840.10045.2.1
+    assert ec_public_key in spki_der
+    return spki_der.replace(ec_public_key, bytes.fromhex("2a8648ce3d0209"))
+
+
+def test_record_key_of_unknown_algorithm_is_bad_signature(snet: SecureNet) -> None:
+    """A record whose public key's algorithm is unknown is BAD_SIGNATURE, in a REGISTER
+    and in a peer's UPDATE (not INTERNAL_ERROR), and nothing is stored."""
+    federated(snet)
+    node_a = snet.net.gateways["gw-a"]
+    cred = snet.domains["a.example"].issue("odd", now=T0)
+    snet.creds["odd"] = cred
+    record = replace(record_of(cred), public_key=_unknown_algorithm_key(
+        spki(ec.generate_private_key(ec.SECP256R1()).public_key())))
+    odd = sign_record(record, cred.private_key)  # type: ignore[arg-type]
+    ack = snet.raw("odd", "gw-a", replace(register(odd, now=T0), transaction_id=61))
+    assert isinstance(ack, RegisterAck) and ack.status is ErrorCode.BAD_SIGNATURE
+    assert "not supported" in (ack.diagnostic or "")
+    far = snet.domains["b.example"].issue("far", now=T0)
+    remote = sign_record(replace(record_of(far), public_key=record.public_key),
+                         far.private_key)  # type: ignore[arg-type]
+    gw_b = snet.net.gateways["gw-b"].core.gateway_id
+    snet.net.deliver("gw-b", "gw-a", Update(transaction_id=62, advertise=(
+        Advertisement(1, (gw_b,), remote),)))
+    snet.net.pump()
+    [refused] = snet.net.take("gw-a", RecordRefused)
+    assert refused.status is ErrorCode.BAD_SIGNATURE
+    assert record.agent_id not in node_a.core and remote.record.agent_id not in node_a.core
+    assert node_a.peers[gw_b] == "gw-b"
+
+
+def test_gateway_messages_from_an_agent_refused_at_once(snet: SecureNet) -> None:
+    """OPEN and SYNC_REQUEST are requests only a peer gateway's session answers: from an
+    agent they get ERROR UNEXPECTED_MESSAGE at once (not a transport timeout), and the
+    agent's association is not turned into a session."""
+    alice, *_ = federated(snet)
+    node_a = snet.net.gateways["gw-a"]
+    for i, msg in enumerate((
+            Open(transaction_id=0, gateway_id=alice.agent_id, domain="a.example",
+                 hold_time=90, capabilities=int(GatewayCaps.ROUTING)),
+            SyncRequest(transaction_id=0, agent_ids=((alice.agent_id,),)))):
+        answer = snet.raw("alice", "gw-a", replace(msg, transaction_id=70 + i))
+        assert isinstance(answer, Error) and answer.status is ErrorCode.UNEXPECTED_MESSAGE
+        assert answer.offending_type == msg.TYPE
+    assert "alice" not in node_a.sessions
+    # from a gateway that has no session on this association: ERROR at once too
+    snet.creds["gw-c"] = snet.domains["c.example"].issue("gw-c", Kind.GATEWAY, now=T0)
+    answer = snet.raw("gw-c", "gw-a", SyncRequest(transaction_id=72))
+    assert isinstance(answer, Error) and answer.status is ErrorCode.UNEXPECTED_MESSAGE
+    assert "outside a peer session" in (answer.diagnostic or "")

@@ -263,3 +263,36 @@ def timer(name: str) -> float:
         if t.name == name:
             return t.default_s
     raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A resource limit of a gateway with its default (Section 10.7, "Denial of
+    Service"); a deployment may configure another value."""
+
+    name: str
+    default: int | float
+    unit: str
+    description: str
+
+
+#: Resource limits and their defaults (Section 10.7); the draft's table is generated from
+#: this tuple.
+LIMITS: tuple[Limit, ...] = (
+    Limit("LAB_MAX_PEERS", 4096, "associations",
+          "lab mode: UDP source addresses associated at once (least recently heard "
+          "forgotten first)"),
+    Limit("LAB_MAX_UNBOUND", 256, "associations",
+          "lab mode: associations bound to no agent or gateway (least recently heard "
+          "closed first)"),
+    Limit("LAB_UNBOUND_TIMEOUT", 60, "s",
+          "lab mode: how long an association bound to nobody may stay silent"),
+)
+
+
+def limit(name: str) -> int | float:
+    """Return the default value of the named resource limit."""
+    for lim in LIMITS:
+        if lim.name == name:
+            return lim.default
+    raise KeyError(name)

@@ -68,7 +68,9 @@ from .core import GatewayCore
 Admission = Callable[[Handle, Message, float], Refusal | None]
 
 _M = MessageType
-_SESSION = frozenset({_M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST, _M.NOTIFY})
+#: The messages of a peer session (Section 6): only gateways send them.
+SESSION_MESSAGES = frozenset({_M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST,
+                              _M.NOTIFY})
 _REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
 _RELAY_ANSWERS = frozenset({_M.ROUTE_REPLY, _M.TRACE_REPLY, _M.ERROR})
 
@@ -144,11 +146,25 @@ class GatewayNode:
     # --- input --------------------------------------------------------------------------------
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         """Dispatch one decoded message from ``source``."""
+        queued = len(self._out.messages)
         try:
             self._dispatch(source, msg, now)
         except ProtocolError as err:
+            self._answer_refused(source, msg, err, queued)
             self._events.append(ProtocolViolation(source, msg.TYPE, err.code, err.diagnostic))
         self._settle(now)
+
+    def _answer_refused(self, source: Handle, msg: Message, err: ProtocolError,
+                        queued: int) -> None:
+        """A refused request is answered at once (Section 5.4): ERROR with the refusal's
+        code, unless the machine that refused it has sent ``source`` its answer (or a
+        session's NOTIFY) since the first ``queued`` messages, so that no requester
+        waits for an answer that will never come."""
+        if any(dest == source for dest, _ in self._out.messages[queued:]):
+            return
+        answer = error_answer(msg, err.code, err.diagnostic)
+        if answer is not None:
+            self._out.send(source, answer)
 
     def _dispatch(self, source: Handle, msg: Message, now: float) -> None:
         t = msg.TYPE
@@ -163,7 +179,7 @@ class GatewayNode:
         if relay is not None:
             del self.relays[(source, msg.transaction_id)]
             relay.receive(source, msg, now)
-        elif t in _SESSION or (t is _M.ERROR and source in self.sessions):
+        elif t in SESSION_MESSAGES or (t is _M.ERROR and source in self.sessions):
             if t is not _M.OPEN and source not in self.sessions:
                 raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                                     f"{t.name} outside a peer session", t)
@@ -184,12 +200,8 @@ class GatewayNode:
         elif isinstance(msg, TraceRequest):
             self._relay(TraceRelay(self._out, self.ctx, source, msg), now)
         else:
-            err = ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                                 f"{t.name} matches no transaction", t)
-            answer = error_answer(msg, err.code, err.diagnostic)
-            if answer is not None:
-                self._out.send(source, answer)
-            raise err
 
     def _relay(self, relay: Relay, now: float) -> None:
         relay.start(now)

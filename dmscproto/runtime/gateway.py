@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
 from .config import ConfigError, GatewayConfig, PeerConfig
-from .lab import WARNING, LabGuard
+from .lab import WARNING, LabAssociations, LabGuard
 from .logs import facts
 from .pump import Association, Pump
 from .transports import Connection, Listener, Peer, transport_named
@@ -184,6 +185,9 @@ class GatewayRuntime:
         #: The listeners by transport name, the primary one first.
         self.servers: dict[str, Listener] = {}
         self._assocs: dict[Connection, Association] = {}
+        #: Lab mode: the associations bound to nobody yet, and the timer that closes them.
+        self.lab_associations = LabAssociations()
+        self._lab_timer: asyncio.TimerHandle | None = None
         self._peers = [_PeerLink(p) for p in config.peers if p.address is not None]
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -268,16 +272,35 @@ class GatewayRuntime:
         """Tell the node when a peer gateway's connection is gone."""
         await conn.wait_closed()
         self._assocs.pop(conn, None)
+        self.lab_associations.closed(assoc)
         node, pump = self.node, self.pump
         if self._stopping or node is None or pump is None:
             return
         if assoc in node.sessions:
             pump.call(node.disconnect, assoc, pump.now())
 
+    def _close_unbound(self, assocs: list[Association]) -> None:
+        """Lab mode: close the associations :class:`LabAssociations` gives up on, and keep
+        a timer armed for the next one due (firing early is harmless: it re-arms)."""
+        for assoc in assocs:
+            cast(Connection, assoc.link).close(ErrorCode.RESOURCE_EXHAUSTED,
+                                               "lab association bound to nobody")
+        at = self.lab_associations.next_expiry()
+        if self._lab_timer is None and at is not None:
+            self._lab_timer = asyncio.get_running_loop().call_later(
+                max(0.0, at - time.monotonic()), self._lab_expiry)
+
+    def _lab_expiry(self) -> None:
+        self._lab_timer = None
+        self._close_unbound(self.lab_associations.expired(time.monotonic()))
+
     async def _handle(self, msg: Message, peer: Peer) -> Message | None:
         """A request or one-way message on a connection (either direction)."""
         assert self.pump is not None
-        return await self.pump.deliver(self._association(peer.connection), msg)
+        assoc = self._association(peer.connection)
+        if self.config.lab:
+            self._close_unbound(self.lab_associations.heard(assoc, time.monotonic()))
+        return await self.pump.deliver(assoc, msg)
 
     async def _keep_peer(self, peer: _PeerLink) -> None:
         """Dial a configured peer, start the session, re-dial when it drops."""
@@ -359,6 +382,8 @@ class GatewayRuntime:
         for peer in self._peers:
             if peer.task is not None:
                 peer.task.cancel()
+        if self._lab_timer is not None:
+            self._lab_timer.cancel()
         conns = list(self._assocs)
         for conn in conns:
             conn.close(ErrorCode.CEASE, "gateway shutting down")

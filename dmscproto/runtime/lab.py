@@ -49,6 +49,7 @@ What lab mode does NOT protect (say it wherever lab mode is offered):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -61,14 +62,14 @@ from ..codec.messages import (
     Register,
     RouteRequest,
 )
-from ..codec.registry import ErrorCode
+from ..codec.registry import ErrorCode, limit
 from ..codec.values import CapabilityRecord
 from ..gateway.core import GatewayCore
 from ..protocol.machine import Handle, Refusal
 from ..security.ca import Identity, Kind, parse_identity_uri
 from ..security.errors import SecurityError
 from ..security.federation import Federation
-from ..security.guard import NodeHooks, check_claimed_source
+from ..security.guard import NodeHooks, check_claimed_source, check_role
 from ..security.proof import check_signature
 from ..security.replay import ReplayCache
 from .pump import Association
@@ -130,9 +131,11 @@ class LabGuard:
         if isinstance(msg, Register):
             self._register(source, msg, now)
             return
+        identity = self.identity(source)
+        if identity is not None:
+            check_role(identity, msg)
         if isinstance(msg, Open):  # accept_open binds it
             return
-        identity = self.identity(source)
         if identity is None:  # an unregistered lab sender (module docstring)
             if isinstance(msg, Refresh | Deregister):
                 raise SecurityError(ErrorCode.IDENTITY_MISMATCH, "no REGISTER from this "
@@ -242,3 +245,55 @@ class LabGuard:
         if identity is not None and identity.kind is Kind.GATEWAY:
             return self.export_for(identity.domain)
         return None
+
+
+class LabAssociations:
+    """Bounds and expiry of a lab gateway's associations (Sections 9.4 and 10.7).  An
+    association bound to nobody (an unregistered lab sender, or a source address that
+    sent garbage) is closed after ``unbound_timeout`` without a message
+    (LAB_UNBOUND_TIMEOUT, longer than ROUTE_TIMEOUT so that no call in flight loses its
+    association), and at most ``max_unbound`` of them are kept (LAB_MAX_UNBOUND), the
+    least recently heard closed first.  Closing forgets the source address; its next
+    datagram opens a new association.  The transport bounds the source addresses it
+    associates in all (LAB_MAX_PEERS, :class:`~dmscproto.transport.udp.CleartextEndpoint`)."""
+
+    def __init__(self, *, max_unbound: int = int(limit("LAB_MAX_UNBOUND")),
+                 unbound_timeout: float = limit("LAB_UNBOUND_TIMEOUT")) -> None:
+        self.max_unbound = max_unbound
+        self.unbound_timeout = unbound_timeout
+        #: Associations not known to be bound, by when they were last heard, oldest first.
+        self._unbound: OrderedDict[Association, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._unbound)
+
+    def heard(self, assoc: Association, now: float) -> list[Association]:
+        """A message on ``assoc`` (new or not); returns the associations to close now."""
+        if assoc.identity is None:
+            self._unbound[assoc] = now
+            self._unbound.move_to_end(assoc)
+        else:
+            self._unbound.pop(assoc, None)
+        return self.expired(now)
+
+    def closed(self, assoc: Association) -> None:
+        self._unbound.pop(assoc, None)
+
+    def expired(self, now: float) -> list[Association]:
+        """Forget the associations bound meanwhile; return (and forget) those unbound and
+        silent for too long, and the least recently heard beyond ``max_unbound``."""
+        for assoc in [a for a in self._unbound if a.identity is not None]:
+            del self._unbound[assoc]
+        out: list[Association] = []
+        while self._unbound:
+            assoc, heard = next(iter(self._unbound.items()))
+            if now < heard + self.unbound_timeout and len(self._unbound) <= self.max_unbound:
+                break
+            del self._unbound[assoc]
+            out.append(assoc)
+        return out
+
+    def next_expiry(self) -> float | None:
+        """When :meth:`expired` next has something to close (None: nothing unbound)."""
+        first = next(iter(self._unbound.values()), None)
+        return None if first is None else first + self.unbound_timeout

@@ -66,7 +66,7 @@ from ..codec.messages import (
 from ..codec.registry import ErrorCode
 from ..codec.values import CapabilityRecord
 from ..gateway.core import GatewayCore
-from ..gateway.node import Admission
+from ..gateway.node import SESSION_MESSAGES, Admission
 from ..protocol.discovery import PolicyFor
 from ..protocol.machine import Refusal
 from ..protocol.peering import ExportFor, OpenCheck
@@ -99,6 +99,15 @@ def check_claimed_source(msg: Message, agent: Identity) -> None:
         return
     if claimed is not None and claimed != agent.entity_id:
         raise SecurityError(ErrorCode.IDENTITY_MISMATCH, f"{name} is not the sender's Agent ID")
+
+
+def check_role(identity: Identity, msg: Message) -> None:
+    """An agent sends no peer-session message (Section 6): UNEXPECTED_MESSAGE at once,
+    whatever the gateway's session state (an OPEN or SYNC_REQUEST would otherwise wait
+    for an answer no role of the gateway gives)."""
+    if identity.kind is not Kind.GATEWAY and msg.TYPE in SESSION_MESSAGES:
+        raise SecurityError(ErrorCode.UNEXPECTED_MESSAGE,
+                            f"{msg.TYPE.name} is a gateway's message; {identity.uri} is an agent")
 
 
 class Authenticated(Protocol):
@@ -175,6 +184,7 @@ class GatewayGuard:
             self.federation.check_client(identity)
         elif identity.domain != self.core.domain:
             raise SecurityError(ErrorCode.POLICY_DENIED, f"{identity.uri} is not of this domain")
+        check_role(identity, msg)
         if isinstance(msg, _AGENT_REQUESTS):
             self.verifier.check(msg, peer.certificate, now)
             return

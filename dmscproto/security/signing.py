@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -43,8 +43,12 @@ def entity_id(key: PublicKey) -> bytes:
 
 
 def load_public_key(der_spki: bytes) -> PublicKey:
-    """Load an Ed25519 or P-256 public key; any other key type or curve is refused."""
-    key = serialization.load_der_public_key(der_spki)
+    """Load an Ed25519 or P-256 public key; any other key type or curve, known to the
+    crypto library or not, is refused (:class:`SignatureError`, Section 7.2.1)."""
+    try:
+        key = serialization.load_der_public_key(der_spki)
+    except UnsupportedAlgorithm as exc:
+        raise SignatureError(f"record key algorithm not supported: {exc}") from None
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):

@@ -16,10 +16,10 @@ the protocol proves instead, a REGISTER's signed record or an OPEN
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 
 from ..analysis.pcap import PcapWriter
-from ..codec.registry import DEFAULT_MAX_DATAGRAM, UDP_PORT, timer
+from ..codec.registry import DEFAULT_MAX_DATAGRAM, UDP_PORT, limit, timer
 from .datagram import (
     Address,
     ChannelEvent,
@@ -43,25 +43,37 @@ __all__ = ["UDP_PORT", "CleartextEndpoint", "connect", "serve"]
 class CleartextEndpoint:
     """Sans-I/O lab channel: a datagram payload is a PDU as is.  A peer is associated by
     its first datagram (server) or by :meth:`connect` (client) and forgotten after
-    ``idle_timeout`` without traffic."""
+    ``idle_timeout`` without traffic; at most ``max_peers`` are associated at once, the
+    least recently heard is forgotten to make room (LAB_MAX_PEERS, Section 10.7: every
+    source address of a datagram would otherwise hold state for an hour)."""
 
     def __init__(self, *, max_datagram: int = DEFAULT_MAX_DATAGRAM,
-                 idle_timeout: float = timer("DEFAULT_LEASE")) -> None:
+                 idle_timeout: float = timer("DEFAULT_LEASE"),
+                 max_peers: int = int(limit("LAB_MAX_PEERS"))) -> None:
         self.max_pdu = max_datagram
         self.idle_timeout = idle_timeout
-        #: Last time each associated peer was heard from (or connected to).
-        self.peers: dict[Address, float] = {}
+        self.max_peers = max_peers
+        #: Last time each associated peer was heard from (or connected to), least
+        #: recently heard first.
+        self.peers: OrderedDict[Address, float] = OrderedDict()
         self._out: list[tuple[bytes, Address]] = []
         self._events: deque[ChannelEvent] = deque()
 
-    def connect(self, addr: Address, now: float) -> None:
-        self.peers[addr] = now
-        self._events.append(PeerConnected(addr))
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        if addr not in self.peers:
+    def _heard(self, addr: Address, now: float) -> None:
+        if addr in self.peers:
+            self.peers.move_to_end(addr)
+        else:
+            while len(self.peers) >= self.max_peers:
+                old, _ = self.peers.popitem(last=False)
+                self._events.append(PeerClosed(old, "too many lab associations"))
             self._events.append(PeerConnected(addr))
         self.peers[addr] = now
+
+    def connect(self, addr: Address, now: float) -> None:
+        self._heard(addr, now)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self._heard(addr, now)
         self._events.append(PayloadReceived(addr, data))
 
     def send(self, addr: Address, payload: bytes) -> None:
@@ -81,13 +93,15 @@ class CleartextEndpoint:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        return min(self.peers.values()) + self.idle_timeout if self.peers else None
+        return next(iter(self.peers.values())) + self.idle_timeout if self.peers else None
 
     def handle_timer(self, now: float) -> None:
-        for addr, seen in list(self.peers.items()):
-            if now >= seen + self.idle_timeout:
-                del self.peers[addr]
-                self._events.append(PeerClosed(addr, "idle"))
+        while self.peers:
+            addr, seen = next(iter(self.peers.items()))
+            if now < seen + self.idle_timeout:
+                break
+            del self.peers[addr]
+            self._events.append(PeerClosed(addr, "idle"))
 
 
 def _require_lab(lab: bool, what: str) -> None:

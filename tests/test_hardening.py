@@ -1,0 +1,57 @@
+"""Resource bounds of a gateway under attack and load (draft Section 10.7, issue 13):
+the lab association tables."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from dmscproto.codec.registry import LIMITS, limit
+from dmscproto.runtime.lab import LabAssociations
+from dmscproto.runtime.pump import Association, Link
+from dmscproto.security.ca import Identity, Kind
+from dmscproto.transport.datagram import PayloadReceived, PeerClosed, PeerConnected
+from dmscproto.transport.udp import CleartextEndpoint
+
+
+def test_limits_are_named_once_with_positive_defaults() -> None:
+    names = [lim.name for lim in LIMITS]
+    assert len(names) == len(set(names))
+    assert all(lim.default > 0 and lim.description for lim in LIMITS)
+    assert limit("LAB_MAX_PEERS") == 4096
+
+
+def test_lab_endpoint_forgets_the_least_recently_heard_beyond_its_bound() -> None:
+    ep = CleartextEndpoint(max_peers=3, idle_timeout=100)
+    for port in (1, 2, 3):
+        ep.receive_datagram(b"x", ("10.0.0.1", port), float(port))
+    ep.receive_datagram(b"y", ("10.0.0.1", 1), 4.0)  # port 1 heard again: 2 is the oldest
+    ep.receive_datagram(b"z", ("10.0.0.1", 9), 5.0)
+    assert list(ep.peers) == [("10.0.0.1", 3), ("10.0.0.1", 1), ("10.0.0.1", 9)]
+    events = []
+    while (ev := ep.next_event()) is not None:
+        events.append(ev)
+    assert PeerClosed(("10.0.0.1", 2), "too many lab associations") in events
+    assert events[-2:] == [PeerConnected(("10.0.0.1", 9)),
+                           PayloadReceived(("10.0.0.1", 9), b"z")]
+    assert ep.get_timer() == 103.0  # the least recently heard, port 3
+    ep.handle_timer(103.5)
+    assert list(ep.peers) == [("10.0.0.1", 1), ("10.0.0.1", 9)]
+
+
+def _assoc() -> Association:
+    return Association(cast(Link, object()), None)
+
+
+def test_lab_associations_bound_to_nobody_are_closed_when_silent_or_too_many() -> None:
+    table = LabAssociations(max_unbound=2, unbound_timeout=30)
+    a, b, c, d = (_assoc() for _ in range(4))
+    assert table.heard(a, 0.0) == [] and table.heard(b, 1.0) == []
+    b.identity = Identity("a.example", "bob", Kind.AGENT, bytes(16))  # b registered
+    assert table.heard(c, 2.0) == []  # b is bound: not counted
+    assert table.heard(a, 2.5) == []  # a heard again: c is now the least recently heard
+    assert table.heard(d, 3.0) == [c]  # three unbound: c goes
+    assert table.next_expiry() == 32.5
+    assert table.expired(32.4) == [] and table.expired(32.5) == [a]
+    assert table.heard(b, 40.0) == [] and len(table) == 1  # a bound one is not tracked
+    table.closed(d)
+    assert len(table) == 0 and table.next_expiry() is None
