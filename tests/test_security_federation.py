@@ -132,7 +132,12 @@ def test_discovery_does_not_leak_hidden_records(world: World, tmp_path: Path) ->
 
     assert names("a.example") == {"public", "secret", "plain", "far"}
     assert names("b.example") == {"public"}  # no transit, excluded tag, not included
-    assert names("c.example") == {"public", "secret", "plain", "far"}  # transit peer
+    # transit = true: other domains' records, but not c's own back to c (its gateways
+    # would refuse them, Section 6.3), unless transit names c.example explicitly
+    assert names("c.example") == {"public", "secret", "plain"}
+    world.fed_a.peers["c.example"] = replace(world.fed_a.peers["c.example"],
+                                             transit=("c.example",))
+    assert names("c.example") == {"public", "secret", "plain", "far"}
     assert names("d.example") == set()  # not federated
     # and the gateway still answers its own domain in full afterwards
     assert len(core.discover(query, Scope.LOCAL, 10, NOW)) == 3

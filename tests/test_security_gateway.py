@@ -49,7 +49,7 @@ from dmscproto.protocol.events import (
 from dmscproto.protocol.machine import Handle, Refusal
 from dmscproto.protocol.routing import Outgoing
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
-from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain
+from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from dmscproto.security.guard import GatewayGuard, NodeHooks
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.revocation import Revocation, issue_crl
@@ -72,7 +72,8 @@ class SecureNet:
 
     def gateway(self, name: str, domain: str, *, peers: tuple[PeerDomain, ...] = (),
                 tokens: bool = False, require_origin: bool = False,
-                outgoing: Callable[[Outgoing], Outgoing] = lambda hook: hook) -> GatewayNode:
+                outgoing: Callable[[Outgoing], Outgoing] = lambda hook: hook,
+                transit: TransitPolicy | None = None) -> GatewayNode:
         """A gateway with every hook of its guard (``outgoing`` may wrap the guard's)."""
         g = self.guards
 
@@ -88,7 +89,8 @@ class SecureNet:
         cert = d.authority.issue(name, Kind.GATEWAY, public_key=key.public_key(),
                                  now=at(T0 - 60)).certificate
         self.creds[name] = Credential(cert, key)
-        fed = Federation(domain, d.authority.certificate, peers)
+        fed = Federation(domain, d.authority.certificate, peers,
+                         transit=transit or TransitPolicy())
         fed.revocation.update(issue_crl(d.authority, [], number=1, now=at(T0)), at(T0))
         verifier = RequestVerifier(fed.trust_store(), tokens=TokenVerifier(
             d.authority.certificate) if tokens else None)
@@ -343,8 +345,14 @@ def test_origin_assertion_from_the_guard_verifies_at_the_destination(snet: Secur
     assert code(fwd) is ErrorCode.REPLAY
     assert code(replace(fwd, token=None)) is ErrorCode.INVALID_TOKEN
     assert code(replace(fwd, payload=b"other")) is ErrorCode.IDENTITY_MISMATCH
-    relayed = guard_a.outgoing("gw-b", fwd, 6, snet.net.now)
-    assert relayed is fwd  # transit: unchanged
+    # gw-a relays a call from b only towards what it exports to b (transit): b's own
+    # agent only when its transit names b.example; then the request passes unchanged
+    refused = guard_a.outgoing("gw-b", fwd, 6, snet.net.now)
+    assert isinstance(refused, Refusal) and refused.code is ErrorCode.POLICY_DENIED
+    fed_a = guard_a.federation
+    assert fed_a is not None
+    fed_a.peers["b.example"] = replace(fed_a.peers["b.example"], transit=("b.example",))
+    assert guard_a.outgoing("gw-b", fwd, 6, snet.net.now) is fwd
 
 
 def test_revocation_applies_to_live_associations(snet: SecureNet) -> None:

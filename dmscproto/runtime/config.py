@@ -52,7 +52,11 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     server_name = "localhost"         # optional TLS server name to check
     transport = "quic"                # optional: how it is dialled (default: the primary
                                       # listener's transport)
-    transit = false
+    transit = false                   # other domains' records re-advertised to it
+                                      # (Section 6.3): true (every domain but its own)
+                                      # or a list of domains ("*": true); its own domain
+                                      # only when listed (its gateways reach each other
+                                      # only through us)
     [peers.export]                    # which of our records it is shown (Section 7.4);
     include_tags = []                 # absent table: nothing
     exclude_tags = ["internal"]
@@ -60,7 +64,21 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     [peers.import]                    # what we take from it (security.federation)
     capabilities = ["*"]
     callers = []
-    domains = ["b.example"]
+    domains = ["b.example"]           # record domains it may advertise; our own only
+                                      # when listed (our gateways joined through it)
+
+    [federation]                      # optional: transit trust (Section 10.6)
+    trust_bundle = ["remote/"]        # PEM files or directories of them (*.pem): the
+                                      # authorities of domains we call and are called by
+                                      # through transit domains, without peering
+    via = ["b.example"]               # peer domains they may be reached through
+                                      # (default: every peer domain)
+    max_path = 16                     # most gateways on the path of their records/calls
+    [federation.export]               # which of our records they may call (absent: none)
+    include_tags = ["public"]
+    [federation.import]               # what our agents may call there (default: nothing)
+    capabilities = ["*"]
+    callers = []
 
 An agent's file (:class:`AgentConfig`)::
 
@@ -87,7 +105,9 @@ from typing import Any, TypeVar
 
 from ..codec.registry import timer
 from ..codec.values import ExportPolicy
+from ..gateway.routing import MAX_PATH
 from ..security.ca import parse_identity_uri
+from ..security.federation import DEFAULT_MAX_PATH
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -112,7 +132,7 @@ class PeerConfig:
     address: tuple[str, int] | None = None
     anchor: Path | None = None
     server_name: str | None = None
-    transit: bool = False
+    transit: bool | tuple[str, ...] = False
     export: ExportPolicy | None = None
     import_domains: tuple[str, ...] = ()
     import_capabilities: tuple[str, ...] = ("*",)
@@ -120,6 +140,19 @@ class PeerConfig:
     crl: tuple[str, ...] = ()
     #: The transport it is dialled over (None: the gateway's primary transport).
     transport: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitConfig:
+    """The ``[federation]`` table: transit trust (module docstring)."""
+
+    #: The trust bundle's PEM files (directories expanded to their ``*.pem``).
+    trust_bundle: tuple[Path, ...] = ()
+    via: tuple[str, ...] = ()
+    max_path: int = DEFAULT_MAX_PATH
+    export: ExportPolicy | None = None
+    capabilities: tuple[str, ...] = ()
+    callers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +183,7 @@ class GatewayConfig:
     require_origin: bool = True
     #: Lab mode: cleartext UDP everywhere, identities from the protocol (runtime.lab).
     lab: bool = False
+    transit: TransitConfig = TransitConfig()
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -168,7 +202,8 @@ class GatewayConfig:
     def from_dict(cls, data: Mapping[str, Any], *, base: Path = Path("."),
                   source: Path | None = None) -> GatewayConfig:
         r = _Reader(source, base)
-        r.only(data, "", {"gateway", "limits", "log", "capture", "security", "peers"})
+        r.only(data, "", {"gateway", "limits", "log", "capture", "security", "peers",
+                          "federation"})
         gw = r.table(data, "gateway", required=True)
         r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
                                "store", "name", "transport", "require_tokens", "lab"})
@@ -232,6 +267,7 @@ class GatewayConfig:
             crl=r.sources(security, "security", "crl"),
             require_origin=require_origin,
             lab=lab,
+            transit=r.transit(r.table(data, "federation")),
             source=source,
         )
 
@@ -393,7 +429,9 @@ class _Reader:
 
     def domain(self, table: Mapping[str, Any], name: str) -> str:
         where, _, key = name.rpartition(".")
-        value = self.need(table, where, key, str)
+        return self.checked_domain(self.need(table, where, key, str), name)
+
+    def checked_domain(self, value: str, name: str) -> str:
         try:
             return parse_identity_uri(f"dmsc://{value}/x")[0]
         except ValueError:
@@ -490,6 +528,43 @@ class _Reader:
         value = self.get(table, where, key, str, "")
         return self.path(value, f"{where}.{key}", must_exist=False) if value else None
 
+    def export_policy(self, table: Mapping[str, Any], where: str, domain: str
+                      ) -> ExportPolicy:
+        self.only(table, where, {"include_tags", "exclude_tags", "include_agents"})
+        return ExportPolicy(peer_domains=(domain,),
+                            include_tags=self.strings(table, where, "include_tags"),
+                            exclude_tags=self.strings(table, where, "exclude_tags"),
+                            include_agents=self.strings(table, where, "include_agents"))
+
+    def transit(self, fed: Mapping[str, Any]) -> TransitConfig:
+        """The ``[federation]`` table (transit trust)."""
+        self.only(fed, "federation", {"trust_bundle", "via", "max_path", "export", "import"})
+        bundle: list[Path] = []
+        for i, item in enumerate(self.strings(fed, "federation", "trust_bundle")):
+            name = f"federation.trust_bundle[{i}]"
+            path = Path(item) if Path(item).is_absolute() else self.base / item
+            if path.is_dir():
+                pems = sorted(path.glob("*.pem"))
+                if not pems:
+                    raise self.error(name, f"directory holds no *.pem file: {path}")
+                bundle += pems
+            else:
+                bundle.append(self.path(item, name))
+        max_path = self.get(fed, "federation", "max_path", int, DEFAULT_MAX_PATH)
+        if not 1 <= max_path <= MAX_PATH:
+            raise self.error("federation.max_path", f"must be 1 to {MAX_PATH} gateways")
+        imp = self.table(fed, "import")
+        self.only(imp, "federation.import", {"capabilities", "callers"})
+        return TransitConfig(
+            trust_bundle=tuple(bundle),
+            via=tuple(self.checked_domain(d, f"federation.via[{i}]")
+                      for i, d in enumerate(self.strings(fed, "federation", "via"))),
+            max_path=max_path,
+            export=(self.export_policy(self.table(fed, "export"), "federation.export", "*")
+                    if "export" in fed else None),
+            capabilities=self.strings(imp, "federation.import", "capabilities"),
+            callers=self.strings(imp, "federation.import", "callers"))
+
     def peer(self, p: object, i: int) -> PeerConfig:
         where = f"peers[{i}]"
         if not isinstance(p, dict):
@@ -499,23 +574,19 @@ class _Reader:
         domain = self.domain(p, f"{where}.domain")
         anchor = p.get("anchor")
         exp = self.table(p, "export") if "export" in p else None
-        if exp is not None:
-            self.only(exp, f"{where}.export", {"include_tags", "exclude_tags",
-                                               "include_agents"})
         imp = self.table(p, "import")
         self.only(imp, f"{where}.import", {"capabilities", "callers", "domains"})
         iw = f"{where}.import"
-        ew = f"{where}.export"
         return PeerConfig(
             domain=domain,
             address=self.address(p, f"{where}.address"),
             anchor=None if anchor is None else self.file_value(anchor, f"{where}.anchor"),
             server_name=self.get(p, where, "server_name", str, "") or None,
-            transit=self.get(p, where, "transit", bool, False),
-            export=None if exp is None else ExportPolicy(
-                peer_domains=(domain,), include_tags=self.strings(exp, ew, "include_tags"),
-                exclude_tags=self.strings(exp, ew, "exclude_tags"),
-                include_agents=self.strings(exp, ew, "include_agents")),
+            transit=(self.get(p, where, "transit", bool, False)
+                     if not isinstance(p.get("transit"), list)
+                     else tuple(d if d == "*" else self.checked_domain(d, f"{where}.transit[{j}]")
+                                for j, d in enumerate(self.strings(p, where, "transit")))),
+            export=None if exp is None else self.export_policy(exp, f"{where}.export", domain),
             import_domains=self.strings(imp, iw, "domains", (domain,)),
             import_capabilities=self.strings(imp, iw, "capabilities", ("*",)),
             import_callers=self.strings(imp, iw, "callers"),

@@ -56,7 +56,7 @@ from ..protocol.events import (
 )
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Credential, Kind, anchor_domains
-from ..security.federation import Federation, ImportPolicy, PeerDomain
+from ..security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from ..security.guard import Authenticated, GatewayGuard
 from ..security.proof import RequestVerifier
 from ..security.revocation import CrlFeed
@@ -108,7 +108,28 @@ def build_federation(config: GatewayConfig) -> Federation:
         except ValueError as exc:
             raise ConfigError(config.source, f"peers[{i}].anchor", str(exc)) from None
     sources = [*config.crl, *(s for p in config.peers for s in p.crl)]
-    return Federation(config.domain, own, peers.values(), crl_sources=sources)
+    return Federation(config.domain, own, peers.values(), crl_sources=sources,
+                      transit=transit_policy(config))
+
+
+def transit_policy(config: GatewayConfig) -> TransitPolicy:
+    """The ``[federation]`` table as a :class:`TransitPolicy`: every certificate of the
+    trust bundle's files must be one domain's authority."""
+    t = config.transit
+    bundle = []
+    for i, path in enumerate(t.trust_bundle):
+        key = f"federation.trust_bundle[{i}]"
+        try:
+            certs = x509.load_pem_x509_certificates(path.read_bytes())
+        except ValueError:
+            raise ConfigError(config.source, key, f"{path} holds no PEM certificate") from None
+        for cert in certs:
+            if len(anchor_domains(cert)) != 1:
+                raise ConfigError(config.source, key, f"{path}: {cert.subject.rfc4514_string()}"
+                                  " is not the authority of one domain")
+        bundle += certs
+    return TransitPolicy(tuple(bundle), t.via, t.max_path, t.export,
+                         ImportPolicy((), t.capabilities, t.callers))
 
 
 class CrlRefresher:

@@ -89,6 +89,10 @@ class PeerSpec:
     address: tuple[str, int] | None = None
     exclude_tags: Sequence[str] = ()
     transport: str | None = None
+    #: ``transit`` (True, or the record domains re-advertised to it, Section 6.3).
+    transit: bool | Sequence[str] = False
+    #: Record domains it may advertise to us besides its own (``import.domains``).
+    imports: Sequence[str] = ()
 
 
 def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
@@ -132,7 +136,13 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
         if peer.domain.name != domain.name:
             anchor = os.path.relpath(peer.domain.anchor, domain.directory)
             lines.append(f"anchor = {_toml(anchor)}")
+            if peer.transit:
+                transit = True if peer.transit is True else list(peer.transit)
+                lines.append(f"transit = {_toml(transit)}")
             lines += ["[peers.export]", f"exclude_tags = {_toml(list(peer.exclude_tags))}"]
+            if peer.imports:
+                lines += ["[peers.import]",
+                          f"domains = {_toml([peer.domain.name, *peer.imports])}"]
     path = domain.directory / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

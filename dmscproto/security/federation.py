@@ -12,14 +12,26 @@ It answers the gateway's security questions:
   certificate's, the peer is a gateway (IDENTITY_MISMATCH) of a federated domain
   (POLICY_DENIED).  :meth:`Federation.check_client` refuses agents of other domains.
 * :meth:`Federation.export_filter`: the ``allow`` for discovery answers, UPDATE,
-  DIGEST and TRACE towards a peer domain; only our own domain's records unless the
-  peer is configured for ``transit``.
+  DIGEST and TRACE towards a peer domain (the transit rule, Section 6.3): our own
+  domain's records under the export policy; another domain's only to a peer whose
+  ``transit`` names it (``True``: every domain but the peer's own; a peer's own records
+  go back to it, for its gateways that reach each other only through us, only when
+  named explicitly).
 * :meth:`Federation.check_advertisement`: a learned record's signature (BAD_SIGNATURE)
-  and whether the advertising peer may speak for the record's domain (POLICY_DENIED);
-  a foreign peer can never advertise our own domain's records; an x5chain, if
-  present, must chain to the record domain's anchor (record poisoning, Section 10.5).
+  and whether the advertising peer may speak for the record's domain (POLICY_DENIED):
+  the domains of its import policy (our own domain only if listed there: a cluster of
+  our gateways joined through that domain), or another domain of the trust bundle
+  advertised by a peer domain of :attr:`TransitPolicy.via`; an x5chain, if present,
+  must chain to the record domain's anchor (record poisoning, Section 10.5).
 * :meth:`Federation.check_call`: the import policy for a local agent calling a remote
-  one (POLICY_DENIED).
+  one (POLICY_DENIED); for a domain of the trust bundle that we do not peer with, the
+  :class:`TransitPolicy`'s import policy and its path limit.
+* :meth:`Federation.check_relay`: a gateway of another domain's ROUTE_REQUEST that we
+  relay (we are a transit domain) must target a record we export to that domain.
+* Transit trust (Section 10.6): a :class:`TransitPolicy` names a trust bundle of
+  remote domains (their anchors) that we may call and be called by without peering,
+  the peer domains they may be reached through, the longest path and what they see
+  and may call.
 * Origin assertions (:func:`sign_origin`, :meth:`Federation.verify_origin`): a
   forwarded ROUTE_REQUEST carries, in ACCESS_TOKEN, a JWT signed by the origin gateway
   stating which agent sent it to which target with which route scope, bound to the
@@ -40,7 +52,7 @@ import secrets
 import ssl
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +113,51 @@ class ImportPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PeerDomain:
-    """One federated domain (module docstring)."""
+    """One federated domain (module docstring).  ``transit``: the other domains whose
+    records we re-advertise to it (``True``: all but its own)."""
 
     domain: str
     anchor: x509.Certificate
     export: ExportPolicy
     imports: ImportPolicy
-    transit: bool = False
+    transit: bool | tuple[str, ...] = False
 
     def __post_init__(self) -> None:
         if anchor_domains(self.anchor) != {self.domain}:
             raise ValueError(f"trust anchor of {self.domain} is not that domain's authority")
+
+    def transits(self, record_domain: str) -> bool:
+        """Whether records of ``record_domain`` (not ours) are re-advertised to it."""
+        if isinstance(self.transit, bool):
+            return self.transit and record_domain != self.domain
+        return record_domain in self.transit or (
+            ANY in self.transit and record_domain != self.domain)
+
+
+#: Default most gateway ids on the path of a record or call of a remote domain.
+DEFAULT_MAX_PATH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TransitPolicy:
+    """Transit trust (module docstring, Section 10.6): the anchors of remote domains
+    (the trust bundle), the peer domains they may be reached through (empty: any peer
+    domain), the most gateways on the path of their records and calls, what they are
+    shown (default: nothing) and what our agents may call there (default: nothing)."""
+
+    bundle: tuple[x509.Certificate, ...] = ()
+    via: tuple[str, ...] = ()
+    max_path: int = DEFAULT_MAX_PATH
+    export: ExportPolicy | None = None
+    imports: ImportPolicy = ImportPolicy(())
+
+    def domains(self) -> set[str]:
+        """The remote domains the bundle's anchors are authorities of."""
+        return {d for a in self.bundle for d in anchor_domains(a)}
+
+    def through(self, peer_domain: str) -> bool:
+        """Whether remote domains may be reached through ``peer_domain``."""
+        return not self.via or peer_domain in self.via
 
 
 @dataclass(slots=True)
@@ -167,7 +213,8 @@ class Federation:
     def __init__(self, domain: str, anchor: x509.Certificate, peers: Iterable[PeerDomain], *,
                  revocation: RevocationChecker | None = None,
                  replay: ReplayCache | None = None,
-                 crl_sources: Iterable[str] = ()) -> None:
+                 crl_sources: Iterable[str] = (),
+                 transit: TransitPolicy = TransitPolicy()) -> None:
         if anchor_domains(anchor) != {domain}:
             raise ValueError(f"trust anchor is not the authority of {domain}")
         self.domain = domain
@@ -175,8 +222,18 @@ class Federation:
         self.peers = {p.domain: p for p in peers}
         if domain in self.peers:
             raise ValueError("a domain does not federate with itself")
+        self.transit = transit
+        #: Other domains of the trust bundle: their records are accepted in transit.
+        self.bundled = transit.domains() - {domain}
+        #: Those we do not peer with (reached only in transit).
+        self.remote = self.bundled - set(self.peers)
         anchors = [anchor, *(p.anchor for p in self.peers.values())]
+        remote = [a for a in transit.bundle if anchor_domains(a) <= self.remote]
+        revocation = revocation or RevocationChecker([*anchors, *remote])
+        # TLS admits our own and peer domains only; origin assertions and x5chains may
+        # also come from the remote domains of the bundle
         self._trust = RevocationTrustStore(anchors, revocation)
+        self._origin_trust = RevocationTrustStore([*anchors, *remote], revocation)
         #: Where the CRLs of our own and the peer domains come from (files, URLs).
         self.crl_sources = tuple(crl_sources)
         # keyed by origin gateway, which speaks for many agents: no per-entity bound
@@ -195,7 +252,8 @@ class Federation:
             domain = "b.example"
             anchor = "b-ca.pem"
             crl = "https://authority.b.example:8443/crl"
-            transit = false                  # re-export other domains' records to it
+            transit = false                  # other domains' records re-exported to it:
+                                             # true (all but its own) or a list
             [peers.export]                   # absent: it is shown nothing
             include_tags = ["public"]        # ExportPolicy members (Section 7.4)
             exclude_tags = ["internal"]
@@ -233,7 +291,8 @@ class Federation:
                 dom, anchor_at(p["anchor"]), export,
                 ImportPolicy(tuple(imp.get("domains", (dom,))),
                              tuple(imp.get("capabilities", ())), tuple(imp.get("callers", ()))),
-                bool(p.get("transit", False))))
+                p.get("transit", False) if isinstance(p.get("transit"), bool)
+                else tuple(p.get("transit", ()))))
         return cls(conf["domain"], anchor_at(conf["anchor"]), peers, crl_sources=crls)
 
     def trust_store(self) -> RevocationTrustStore:
@@ -272,13 +331,19 @@ class Federation:
 
     # --- what we show (Section 7.4, 10.6) -------------------------------------------
     def exports(self, peer_domain: str, record: CapabilityRecord) -> bool:
-        """Whether ``record`` may be shown to a gateway (or requester) of ``peer_domain``."""
+        """Whether ``record`` may be shown to a gateway (or requester) of ``peer_domain``
+        (the transit rule, module docstring); a remote domain of the trust bundle is
+        shown our own records under the transit policy's export policy."""
         if peer_domain == self.domain:
             return True
         peer = self.peers.get(peer_domain)
         if peer is None:
-            return False
-        if record.domain != self.domain and not peer.transit:
+            export = self.transit.export
+            return (peer_domain in self.remote and record.domain == self.domain
+                    and export is not None
+                    and exportable(replace(export, peer_domains=(peer_domain,)),
+                                   peer_domain, record))
+        if record.domain != self.domain and not peer.transits(record.domain):
             return False
         return exportable(peer.export, peer_domain, record)
 
@@ -292,33 +357,58 @@ class Federation:
         check_signature(signed)
         rec = signed.record
         if peer.domain != self.domain:
-            if rec.domain == self.domain:
+            imports = self.peer(peer.domain).imports.domains
+            if rec.domain == self.domain and rec.domain not in imports:
                 raise _denied(f"{peer.uri} may not advertise records of {self.domain}")
-            if rec.domain not in self.peer(peer.domain).imports.domains:
+            if rec.domain not in imports and not (
+                    rec.domain in self.bundled and self.transit.through(peer.domain)):
                 raise _denied(f"{peer.domain} may not advertise records of {rec.domain}")
-        elif rec.domain != self.domain and rec.domain not in self.peers:
+        elif rec.domain != self.domain and rec.domain not in self.peers \
+                and rec.domain not in self.bundled:
             raise _denied(f"records of {rec.domain} are not accepted here")
         chain = x5chain(signed)
         if chain:
-            identity = check_certificate(self._trust, chain[0], now)
+            identity = check_certificate(self._origin_trust, chain[0], now)
             if identity.uri != rec.agent_uri or identity.entity_id != rec.agent_id:
                 raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                     "x5chain certificate is not the record's agent")
 
-    def check_call(self, caller_uri: str, target: CapabilityRecord) -> None:
-        """A local agent calling ``target``: the import policy of the target's domain."""
+    def check_call(self, caller_uri: str, target: CapabilityRecord,
+                   path: tuple[bytes, ...] = ()) -> None:
+        """A local agent calling ``target``, whose route has ``path``: the import policy
+        of the target's domain, or for a remote domain the transit policy's import
+        policy and path limit."""
         if target.domain == self.domain:
             return
-        if not self.peer(target.domain).imports.allows_call(caller_uri, target):
+        if target.domain in self.remote:
+            self.check_path(path)
+            imports = self.transit.imports
+        else:
+            imports = self.peer(target.domain).imports
+        if not imports.allows_call(caller_uri, target):
             raise _denied(f"{caller_uri} may not call {target.agent_uri}")
+
+    def check_path(self, path: tuple[bytes, ...]) -> None:
+        """A record or call of a remote domain crossed at most ``max_path`` gateways."""
+        if len(path) > self.transit.max_path:
+            raise _denied(f"path of {len(path)} gateways is longer than the transit "
+                          f"policy's max_path ({self.transit.max_path})")
+
+    def check_relay(self, from_domain: str, target: CapabilityRecord) -> None:
+        """A ROUTE_REQUEST from a gateway of ``from_domain`` that we forward on: we
+        carry calls from a domain only towards what we export to it (transit)."""
+        if not self.exports(from_domain, target):
+            raise _denied(f"no transit from {from_domain} to {target.agent_uri}")
 
     # --- origin assertions --------------------------------------------------------------
     def verify_origin(self, token: bytes, msg: RouteRequest, target: CapabilityRecord,
-                      now: float, previous_hop: x509.Certificate | None = None
-                      ) -> OriginClaims:
+                      now: float, previous_hop: x509.Certificate | None = None,
+                      via: str | None = None) -> OriginClaims:
         """Check the origin assertion of a ROUTE_REQUEST about to be delivered to the
         local agent ``target`` (module docstring); records its jti.  Without ``x5c`` it
-        must be signed by ``previous_hop``, the certificate of the gateway it came from."""
+        must be signed by ``previous_hop``, the certificate of the gateway it came from.
+        From a remote domain of the trust bundle, ``via`` (the previous hop's domain)
+        must be a transit domain of the policy and the path at most ``max_path``."""
         try:
             header = json.loads(base64.urlsafe_b64decode(token.split(b".", 1)[0] + b"==="))
             if header.get("typ") != ORIGIN_TYPE:
@@ -332,7 +422,7 @@ class Federation:
                 raise ValueError("no x5c, and it did not come from a gateway")
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise SecurityError(ErrorCode.INVALID_TOKEN, f"origin assertion: {exc}") from None
-        gateway = check_certificate(self._trust, cert, now, usage=None)
+        gateway = check_certificate(self._origin_trust, cert, now, usage=None)
         if gateway.kind is not Kind.GATEWAY:
             raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                 "origin assertion not signed by a gateway")
@@ -353,6 +443,10 @@ class Federation:
                 or c.get("pld") != _payload_hash(msg.payload):
             raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                 "origin assertion is for another source, target or payload")
+        if gateway.domain in self.remote:
+            if via is None or not self.transit.through(via):
+                raise _denied(f"calls from {gateway.domain} may not come through {via}")
+            self.check_path(msg.path)
         if not self.exports(gateway.domain, target):
             raise _denied(f"{target.agent_uri} is not exported to {gateway.domain}")
         try:

@@ -40,7 +40,8 @@ admission), and the agent's token, bound to the agent's certificate and useless 
 next hop, is replaced by an origin assertion (:func:`~.federation.sign_origin`) carrying
 the route scope the agent was granted, and our certificate in ``x5c`` unless the next hop
 is the target's home gateway (which has it from the TLS handshake).  Relayed requests
-pass unchanged.
+pass unchanged; one from a gateway of another domain only towards a target that we
+export to that domain (transit, :meth:`~.federation.Federation.check_relay`).
 """
 
 from __future__ import annotations
@@ -239,7 +240,8 @@ class GatewayGuard:
                     raise SecurityError(ErrorCode.INVALID_TOKEN,
                                         "a relayed ROUTE_REQUEST needs an origin assertion")
                 self.federation.verify_origin(msg.token, msg, held.signed.record, now,
-                                              previous_hop=peer.certificate)
+                                              previous_hop=peer.certificate,
+                                              via=identity.domain)
 
     # --- GatewayNode(verifier=...) ----------------------------------------------------------
     def verify_record(self, source: Handle, signed: SignedRecord, now: float
@@ -338,11 +340,13 @@ class GatewayGuard:
                  now: float) -> RouteRequest | Refusal:
         """The ROUTE_REQUEST to forward to a peer (module docstring): from one of our
         agents, checked against the resolved target and with its token replaced by an
-        origin assertion; relayed ones unchanged."""
+        origin assertion; relayed ones unchanged, where transit allows them."""
         peer = self.peer_of(upstream)
         scope = self._route_scope.pop((upstream, incoming_txid), None)
-        if peer is None or peer.identity.kind is not Kind.AGENT or msg.target_agent is None:
+        if peer is None or msg.target_agent is None:
             return msg
+        if peer.identity.kind is not Kind.AGENT:
+            return self._relayed(peer.identity, msg)
         if self.credential is None:
             raise ValueError("forwarding for agents needs the gateway's credential")
         target = self._target(msg)
@@ -351,18 +355,31 @@ class GatewayGuard:
         granted = ScopeSet.parse(Operation.ROUTE.value)
         if scope is not None:  # only the route grant travels on
             granted = ScopeSet({Operation.ROUTE: scope.grants.get(Operation.ROUTE)})
+        held = self.core.get(msg.target_agent)
         try:
             if self.federation is not None:
-                self.federation.check_call(peer.identity.uri, target)
+                self.federation.check_call(peer.identity.uri, target,
+                                           () if held is None else held.path)
             if not granted.allows(Operation.ROUTE, (s.id for s in target.skills)):
                 raise SecurityError(ErrorCode.INSUFFICIENT_SCOPE,
                                     f"route scope {str(granted)!r} does not reach "
                                     f"{target.agent_uri}")
         except SecurityError as exc:
             return exc.refusal()
-        held = self.core.get(msg.target_agent)
         direct = held is not None and held.next_hop == held.origin  # next hop is its home
         token = sign_origin(self.credential, msg, source_uri=peer.identity.uri,
                             target_agent=msg.target_agent, target_domain=target.domain,
                             scope=granted, now=now, with_certificate=not direct)
         return replace(msg, token=token)
+
+    def _relayed(self, upstream: Identity, msg: RouteRequest) -> RouteRequest | Refusal:
+        """A gateway's ROUTE_REQUEST we forward on: unchanged, if a request from its
+        domain may transit us towards the target (:meth:`Federation.check_relay`)."""
+        target = self._target(msg)
+        if upstream.domain == self.core.domain or self.federation is None or target is None:
+            return msg
+        try:
+            self.federation.check_relay(upstream.domain, target)
+        except SecurityError as exc:
+            return exc.refusal()
+        return msg

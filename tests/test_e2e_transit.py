@@ -1,0 +1,107 @@
+"""Transit over real QUIC on loopback (draft Sections 6.3 and 10.6): a chain of five
+domains A - B - C - D - E whose gateways list only their neighbours in ``[[peers]]``,
+each with the five authorities in a trust bundle directory (``[federation]``), and a
+second a.example gateway behind E.  Agents of A and E call each other by Agent ID and
+by query (origin assertions verified at the far end), and the two a.example gateways,
+joined only through the four other domains, share their records and calls."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmscproto.agent import DiscoveryQuery, Request
+from dmscproto.protocol.events import ProtocolViolation, RecordRefused
+from dmscproto.runtime.config import GatewayConfig
+from dmscproto.runtime.gateway import GatewayRuntime, Observer
+from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+
+pytestmark = pytest.mark.security
+NAMES = ("a", "b", "c", "d", "e")
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def test_five_domain_chain_and_a_domain_split_by_it(tmp_path: Path) -> None:
+    doms = {n: Domain.create(tmp_path, f"{n}.example") for n in NAMES}
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for n, d in doms.items():
+        shutil.copy(d.anchor, bundle / f"{n}.pem")
+    events: list[object] = []
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            gws: dict[str, GatewayRuntime] = {}
+
+            async def gateway(name: str, dom: str, peers: list[PeerSpec]) -> None:
+                path = write_gateway_config(doms[dom], name, peers=peers)
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(f'\n[federation]\ntrust_bundle = ["{bundle}"]\n'
+                            '[federation.export]\n[federation.import]\ncapabilities = ["*"]\n')
+                gw = GatewayRuntime(GatewayConfig.load(path),
+                                    observer=Observer(event=events.append))
+                await gw.start()
+                stack.push_async_callback(gw.stop)
+                gws[name] = gw
+
+            def spec(name: str, dom: str, **kw: Any) -> PeerSpec:
+                addr = gws[name].address if name in gws else None
+                return PeerSpec(doms[dom], addr, transit=kw.pop("transit", True), **kw)
+
+            a_home = ["a.example"]  # a.example's gateways take its records from B and E
+            await gateway("gw-a1", "a", [spec("gw-b", "b", imports=a_home)])
+            await gateway("gw-b", "b", [spec("gw-a1", "a", transit=["*", "a.example"]),
+                                        spec("gw-c", "c")])
+            await gateway("gw-c", "c", [spec("gw-b", "b"), spec("gw-d", "d")])
+            await gateway("gw-d", "d", [spec("gw-c", "c"), spec("gw-e", "e")])
+            await gateway("gw-e", "e", [spec("gw-d", "d"),
+                                        spec("gw-a2", "a", transit=["*", "a.example"])])
+            await gateway("gw-a2", "a", [spec("gw-e", "e", imports=a_home)])
+            for gw in gws.values():
+                await gw.wait_peers(10)
+
+            async def agent(name: str, dom: str, gw: str, skill: str) -> Any:
+                ag = doms[dom].agent(name, gws[gw].address)
+
+                def answer(payload: bytes, _req: Request) -> bytes:
+                    return f"{name}: ".encode() + payload
+                ag.serve(answer)
+                stack.push_async_callback(ag.close)
+                await ag.register(skills=[skill])
+                return ag
+
+            alice = await agent("alice", "a", "gw-a1", "greet")
+            erin = await agent("erin", "e", "gw-e", "translate")
+            abe = await agent("abe", "a", "gw-a2", "forecast")
+            held = [(gws["gw-a1"], erin), (gws["gw-e"], alice), (gws["gw-a1"], abe),
+                    (gws["gw-a2"], alice)]
+            await until(lambda: all(g.core is not None and a.agent_id in g.core
+                                    for g, a in held))
+            # A -> E and E -> A, by Agent ID and by query, across three transit domains
+            assert await alice.call(erin.agent_id, b"hi") == b"erin: hi"
+            assert await alice.call(DiscoveryQuery(skills=("translate",)), b"q") == b"erin: q"
+            assert await erin.call(alice.agent_id, b"yo") == b"alice: yo"
+            assert await erin.call(DiscoveryQuery(skills=("greet",)), b"q") == b"alice: q"
+            # a.example's two gateways, joined only through B, C, D and E
+            assert await abe.call(alice.agent_id, b"x") == b"alice: x"
+            assert await alice.call(DiscoveryQuery(skills=("forecast",)), b"y") == b"abe: y"
+
+    run(main())
+    assert not [e for e in events if isinstance(e, RecordRefused | ProtocolViolation)]

@@ -1,0 +1,225 @@
+"""Transit through other domains, in the fake-clock harness with every gateway's guard
+(draft Sections 6.3 and 10.6): a domain's gateways joined only through other domains
+share its records where those domains' transit policy allows it, and domains that do not
+peer call each other through a chain when the trust bundle and the transit policy allow
+it; each refusal has its code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from security_support import Domain
+from test_security_gateway import SecureNet
+
+from dmscproto.codec.messages import RouteReply, RouteRequest, Update
+from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
+from dmscproto.protocol.agent import AgentClient
+from dmscproto.protocol.events import (
+    RecordRefused,
+    RequestCompleted,
+    RouteRequestReceived,
+    SessionEstablished,
+)
+from dmscproto.security.federation import ImportPolicy, PeerDomain, TransitPolicy
+from dmscproto.testing.harness import T0, Network
+
+pytestmark = pytest.mark.security
+DOMAINS = ("a.example", "b.example", "c.example", "d.example")
+
+
+@pytest.fixture
+def snet(tmp_path: Path) -> Iterator[SecureNet]:
+    net = Network(tmp_path)
+    yield SecureNet(net, {n: Domain.create(n, T0) for n in DOMAINS})
+    net.close()
+
+
+def peer(snet: SecureNet, domain: str, *, transit: bool | tuple[str, ...] = False,
+         imports: tuple[str, ...] = ()) -> PeerDomain:
+    """A peer domain shown everything tagged public, importing every capability and
+    the record domains ``imports`` besides its own."""
+    p = snet.peer_domain(domain)
+    return replace(p, transit=transit,
+                   imports=replace(p.imports, domains=(domain, *imports)))
+
+
+def link(snet: SecureNet, *pairs: tuple[str, str]) -> None:
+    for left, right in pairs:
+        snet.net.gateways[left].connect(right, snet.net.now)
+        snet.net.pump()
+        assert snet.net.take(left, SessionEstablished), (left, right)
+
+
+def call(snet: SecureNet, caller: str, callee: str, *, by_query: bool = False
+         ) -> RouteReply:
+    """``caller`` calls ``callee`` (by Agent ID, or by a query for its skill); the
+    callee answers if the request reaches it.  Returns the caller's ROUTE_REPLY."""
+    agents = snet.net.agents
+    query = DiscoveryQuery(skills=(agents[callee].signed.record.skills[0].id,))
+    agents[caller].route(b"ping", snet.net.now, target=None if by_query
+                         else agents[callee].agent_id, query=query if by_query else None)
+    snet.net.pump()
+    for req in snet.net.take(callee, RouteRequestReceived):
+        agents[callee].reply(req, b"pong")
+    snet.net.pump()
+    [done] = snet.net.take(caller, RequestCompleted)
+    assert isinstance(done.answer, RouteReply)
+    return done.answer
+
+
+# --- same-domain clusters through other domains (issue 10 item 5) ---------------------------
+RING = ("a1", "b1", "b2", "a2", "c1", "c2", "d1", "d2")
+
+
+def ring(snet: SecureNet) -> tuple[AgentClient, AgentClient]:
+    """Eight gateways in a ring, a1 and a2 (a.example) joined only through b.example
+    (b1 - b2, which carries a.example's records back to a.example) and through c and d
+    (d does not: its transit to a.example leaves a.example's own records out)."""
+    a_peers = {"b": peer(snet, "b.example", imports=("a.example",)),
+               "c": peer(snet, "c.example", imports=("a.example",)),
+               "d": peer(snet, "d.example", imports=("a.example",))}
+    snet.gateway("a1", "a.example", peers=(a_peers["b"], a_peers["d"]), require_origin=True)
+    snet.gateway("a2", "a.example", peers=(a_peers["b"], a_peers["c"]), require_origin=True)
+    for name in ("b1", "b2"):
+        snet.gateway(name, "b.example", peers=(peer(snet, "a.example", transit=("a.example",)),))
+    # the gateways of one domain share its federation configuration
+    c_peers = (peer(snet, "a.example", transit=True), peer(snet, "d.example", transit=True))
+    d_peers = (peer(snet, "a.example", transit=True),
+               peer(snet, "c.example", imports=("a.example",)))
+    for name in ("c1", "c2"):
+        snet.gateway(name, "c.example", peers=c_peers)
+    for name in ("d1", "d2"):
+        snet.gateway(name, "d.example", peers=d_peers)
+    alice = snet.agent("alice", "a1", "a.example")
+    bob = snet.agent("bob", "a2", "a.example", skills=("translate",))
+    for agent in (alice, bob):
+        agent.register(snet.net.now)
+    snet.net.pump()
+    link(snet, *zip(RING, RING[1:] + RING[:1], strict=True))
+    return alice, bob
+
+
+def test_domain_split_by_other_domains_converges_where_transit_allows(
+        snet: SecureNet) -> None:
+    alice, bob = ring(snet)
+    gw = snet.net.gateways
+    # each learns the other's record through b (a2 b2 b1 a1), never through d
+    held = gw["a1"].core.get(bob.agent_id)
+    assert held is not None and held.path == tuple(
+        snet.net.gateway_id(g) for g in ("a2", "b2", "b1"))
+    assert alice.agent_id in gw["a2"].core
+    # and calls each other along it, by Agent ID and by query
+    assert call(snet, "alice", "bob").status is ErrorCode.SUCCESS
+    assert call(snet, "bob", "alice", by_query=True).status is ErrorCode.SUCCESS
+    [req] = snet.messages(RouteRequest, source="b1", dest="a1")
+    assert req.path == tuple(snet.net.gateway_id(g) for g in ("a2", "b2", "b1"))
+    # d never re-advertises a.example's records to a.example, so nothing is refused,
+    # not at the first exchange and not at the DIGESTs that follow
+    since = len(snet.net.log)
+    snet.net.advance(65)
+    for name in RING:
+        assert not snet.net.take(name, RecordRefused), name
+    assert not [m for m in snet.messages(Update, since=since) if m.advertise]
+    # without b the two halves of a.example stay apart: d's policy forbids that transit
+    gw["b1"].disconnect("b2", snet.net.now)
+    snet.net.pump()
+    assert bob.agent_id not in gw["a1"].core and alice.agent_id not in gw["a2"].core
+
+
+# --- transit trust: domains that do not peer (issue 10 item 6) ------------------------------
+def chain(snet: SecureNet, *, a: TransitPolicy | None = None, c: TransitPolicy | None = None,
+          b_transit: bool = True) -> tuple[AgentClient, AgentClient]:
+    """gw-a - gw-b - gw-c: a and c do not peer; each has the other's anchor in its trust
+    bundle (unless ``a`` or ``c`` says otherwise), shows it everything and may call
+    anything there; b carries each one's records to the other (``b_transit``)."""
+    anchor = {n: d.authority.certificate for n, d in snet.domains.items()}
+
+    def trusting(other: str) -> TransitPolicy:
+        return TransitPolicy((anchor[other],), export=ExportPolicy(()),
+                             imports=ImportPolicy((), ("*",)))
+
+    snet.gateway("gw-a", "a.example", peers=(peer(snet, "b.example"),), require_origin=True,
+                 transit=a or trusting("c.example"))
+    snet.gateway("gw-b", "b.example", peers=(peer(snet, "a.example", transit=b_transit),
+                                             peer(snet, "c.example", transit=True)))
+    snet.gateway("gw-c", "c.example", peers=(peer(snet, "b.example"),), require_origin=True,
+                 transit=c or trusting("a.example"))
+    alice = snet.agent("alice", "gw-a", "a.example")
+    carol = snet.agent("carol", "gw-c", "c.example", skills=("translate",))
+    for agent in (alice, carol):
+        agent.register(snet.net.now)
+    snet.net.pump()
+    link(snet, ("gw-a", "gw-b"), ("gw-b", "gw-c"))
+    return alice, carol
+
+
+def test_call_through_a_transit_domain_both_ways(snet: SecureNet) -> None:
+    _, carol = chain(snet)
+    assert carol.agent_id in snet.net.gateways["gw-a"].core
+    for by_query in (False, True):
+        assert call(snet, "alice", "carol", by_query=by_query).status is ErrorCode.SUCCESS
+        assert call(snet, "carol", "alice", by_query=by_query).status is ErrorCode.SUCCESS
+    [first, *_] = snet.messages(RouteRequest, source="gw-b", dest="gw-c")
+    assert first.token is not None  # gw-a's origin assertion, verified by gw-c
+    for name in ("gw-a", "gw-b", "gw-c"):
+        assert not snet.net.take(name, RecordRefused)
+
+
+def test_call_from_a_domain_outside_the_trust_bundle_refused(snet: SecureNet) -> None:
+    """gw-c does not trust a.example: it refuses a's records (relayed by b) and a call
+    whose origin assertion a.example's authority signed."""
+    chain(snet, c=TransitPolicy())
+    assert {r.status for r in snet.net.take("gw-c", RecordRefused)} == {
+        ErrorCode.POLICY_DENIED}
+    reply = call(snet, "alice", "carol")
+    assert reply.status is ErrorCode.UNTRUSTED_CERTIFICATE, reply.diagnostic
+
+
+def test_path_longer_than_the_transit_policy_allows_refused(snet: SecureNet) -> None:
+    anchor = snet.domains["a.example"].authority.certificate
+    short = TransitPolicy((anchor,), max_path=1, export=ExportPolicy(()),
+                          imports=ImportPolicy((), ("*",)))
+    chain(snet, c=short)  # gw-c: a call from a.example crossed gw-a and gw-b
+    reply = call(snet, "alice", "carol")
+    assert reply.status is ErrorCode.POLICY_DENIED and "max_path" in (reply.diagnostic or "")
+    anchor = snet.domains["c.example"].authority.certificate
+    # gw-a: carol's record came over gw-c and gw-b; the call is refused before it leaves
+    snet.guards["gw-a"].federation = replace_transit(snet, "gw-a", replace(
+        short, bundle=(anchor,)))
+    before = len(snet.messages(RouteRequest, source="gw-a"))
+    reply = call(snet, "alice", "carol")
+    assert reply.status is ErrorCode.POLICY_DENIED and "max_path" in (reply.diagnostic or "")
+    assert len(snet.messages(RouteRequest, source="gw-a")) == before
+
+
+def replace_transit(snet: SecureNet, gateway: str, transit: TransitPolicy
+                    ) -> object:
+    fed = snet.guards[gateway].federation
+    assert fed is not None
+    fed.transit = transit
+    return fed
+
+
+def test_transit_not_allowed_refused(snet: SecureNet) -> None:
+    """gw-c accepts a.example's calls only through d.example; gw-b, without transit to
+    a.example, relays nothing of c.example for it."""
+    anchor = snet.domains["a.example"].authority.certificate
+    chain(snet, c=TransitPolicy((anchor,), via=("d.example",), export=ExportPolicy(()),
+                                imports=ImportPolicy((), ("*",))))
+    reply = call(snet, "alice", "carol")
+    assert reply.status is ErrorCode.POLICY_DENIED, reply.diagnostic
+    assert "through b.example" in (reply.diagnostic or "")
+
+
+def test_transit_gateway_refuses_a_call_it_does_not_carry(snet: SecureNet) -> None:
+    _, carol = chain(snet, b_transit=False)
+    assert carol.agent_id not in snet.net.gateways["gw-a"].core
+    req = RouteRequest(transaction_id=9, source_agent=bytes(16), target_agent=carol.agent_id,
+                       hop_limit=8, path=(snet.net.gateway_id("gw-a"),), payload=b"x")
+    reply = snet.raw("gw-a", "gw-b", req)
+    assert isinstance(reply, RouteReply) and reply.status is ErrorCode.POLICY_DENIED
+    assert "no transit from a.example" in (reply.diagnostic or "")
