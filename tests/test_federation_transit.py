@@ -6,6 +6,7 @@ it; each refusal has its code."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,10 @@ from dmscproto.protocol.events import (
     RouteRequestReceived,
     SessionEstablished,
 )
+from dmscproto.runtime.config import ConfigError, GatewayConfig
+from dmscproto.runtime.gateway import build_federation
+from dmscproto.runtime.sandbox import Domain as SandboxDomain
+from dmscproto.runtime.sandbox import PeerSpec, write_gateway_config
 from dmscproto.security.federation import ImportPolicy, PeerDomain, TransitPolicy
 from dmscproto.testing.harness import T0, Network
 
@@ -223,3 +228,53 @@ def test_transit_gateway_refuses_a_call_it_does_not_carry(snet: SecureNet) -> No
     reply = snet.raw("gw-a", "gw-b", req)
     assert isinstance(reply, RouteReply) and reply.status is ErrorCode.POLICY_DENIED
     assert "no transit from a.example" in (reply.diagnostic or "")
+
+
+# --- configuration: [federation] and transit keys, errors naming the key -----------------
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    a, b = (SandboxDomain.create(tmp_path, n) for n in ("a.example", "b.example"))
+    (tmp_path / "bundle").mkdir()
+    shutil.copy(b.anchor, tmp_path / "bundle" / "b.pem")
+    return write_gateway_config(a, "gw", peers=[PeerSpec(b, ("127.0.0.1", 9), transit=True)])
+
+
+@pytest.mark.parametrize(("extra", "key", "reason"), [
+    ('[federation]\ntrust_bundle = ["nope.pem"]', "federation.trust_bundle[0]",
+     "no such file"),
+    ('[federation]\ntrust_bundle = ["../empty"]', "federation.trust_bundle[0]", "no *.pem"),
+    ("[federation]\nmax_path = 0", "federation.max_path", "1 to 255"),
+    ('[federation]\nvia = ["B_bad"]', "federation.via[0]", "not a valid"),
+    ('[federation]\ntransit = true', "federation.transit", "unknown key"),
+    ('[federation.import]\ndomains = ["b.example"]', "federation.import.domains",
+     "unknown key"),
+])
+def test_bad_federation_table_names_the_key(config: Path, extra: str, key: str,
+                                            reason: str) -> None:
+    (config.parent.parent / "empty").mkdir()
+    config.write_text(config.read_text() + "\n" + extra + "\n")
+    with pytest.raises(ConfigError) as err:
+        GatewayConfig.load(config)
+    assert err.value.key == key and reason in err.value.reason, err.value
+
+
+def test_federation_table_and_transit_lists(config: Path) -> None:
+    text = config.read_text().replace("transit = true", 'transit = ["*", "a.example"]')
+    config.write_text(text + '\n[federation]\ntrust_bundle = ["../bundle"]\nmax_path = 6\n'
+                      'via = ["b.example"]\n[federation.export]\ninclude_tags = ["public"]\n'
+                      '[federation.import]\ncapabilities = ["*"]\n')
+    loaded = GatewayConfig.load(config)
+    assert loaded.peers[0].transit == ("*", "a.example")
+    fed = build_federation(loaded)
+    assert fed.transit.max_path == 6 and fed.transit.via == ("b.example",)
+    assert fed.bundled == {"b.example"} and fed.remote == set()
+    assert fed.peers["b.example"].transits("a.example")
+    config.write_text(text.replace('"a.example"]', '"A_bad"]'))
+    with pytest.raises(ConfigError) as err:
+        GatewayConfig.load(config)
+    assert err.value.key == "peers[0].transit[1]"
+    (config.parent.parent / "bundle" / "b.pem").write_text("not a certificate\n")
+    config.write_text(text + '\n[federation]\ntrust_bundle = ["../bundle"]\n')
+    with pytest.raises(ConfigError) as err:
+        build_federation(GatewayConfig.load(config))
+    assert err.value.key == "federation.trust_bundle[0]" and "no PEM" in err.value.reason
