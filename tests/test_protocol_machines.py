@@ -25,7 +25,7 @@ from dmscproto.codec.messages import (
     SyncRequest,
     Update,
 )
-from dmscproto.codec.registry import ErrorCode, MessageType, Scope
+from dmscproto.codec.registry import MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageType, Scope
 from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.codec.wire import Advertisement, Result, VersionedId
 from dmscproto.gateway.core import GatewayCore
@@ -240,7 +240,11 @@ def test_sync_request_answer_skips_records_on_the_requesters_path(core: GatewayC
 def test_discover_reply_is_trimmed_to_one_pdu() -> None:
     big = make_record(30, "alice", "a.example", description="x" * 20_000)
     results = [Result(100, big)] * 5
-    assert len(fit_results(results)) == 3
+    assert len(fit_results(results, MAX_PDU_SIZE - 100)) == 3
+    each = TLV_HEADER_SIZE + 2 + len(big.encode())
+    assert len(fit_results(results, 2 * each)) == 2
+    assert fit_results(results, 2 * each - 1) == (results[0],)
+    assert fit_results(results, each - 1) == ()
 
 
 def test_admission_refusal_is_answered_in_status(core: GatewayCore) -> None:

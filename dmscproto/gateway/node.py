@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..codec.messages import Message, Open, RouteRequest, TraceRequest
-from ..codec.registry import ErrorCode, MessageType, timer
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode, MessageType, timer
 from ..codec.wire import VersionedId
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.events import (
@@ -87,6 +87,7 @@ class GatewayNode:
                  discovery_policy: PolicyFor = lambda _source: None,
                  outgoing: Outgoing | None = None,
                  route_timeout: float = timer("ROUTE_TIMEOUT"),
+                 pdu_limit: Callable[[Handle], int] = lambda _handle: MAX_PDU_SIZE,
                  rng: random.Random | None = None) -> None:
         self.core = core
         self.name = name
@@ -95,11 +96,12 @@ class GatewayNode:
         self.admit = admit
         self.accept_open: OpenCheck = accept_open or (lambda _handle, _msg: None)
         self.export_for = export_for
+        self.pdu_limit = pdu_limit
         self.txids = TransactionIds(rng)
         self._out = Outbox()                   # what the machines produce
         self._events: deque[object] = deque()  # what the caller sees
         self.registration = GatewayRegistration(self._out, core, verifier)
-        self.discovery = DiscoveryResponder(self._out, core, discovery_policy)
+        self.discovery = DiscoveryResponder(self._out, core, discovery_policy, pdu_limit)
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session

@@ -3,16 +3,19 @@
 The requester side is a :class:`~.requester.Requester` transaction.  The responder
 answers every DISCOVER from the records the gateway holds, in IAIP's order (filter,
 rank, policy, limit: :meth:`GatewayCore.discover`), with fewer RESULTs when all would
-not fit into one PDU.
+not fit into one PDU of the requester's transport (MAX_PDU_SIZE, or the datagram limit
+of Section 9.2: 1163 octets over DTLS, 1200 over lab UDP).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 
 from ..codec.messages import Discover, DiscoverReply, Message
-from ..codec.registry import HEADER_SIZE, MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageType
+from ..codec.pdu import encode
+from ..codec.registry import MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageType
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Result
 from ..gateway.core import GatewayCore
@@ -21,8 +24,8 @@ from .machine import Handle, Machine, Outbox, ProtocolError, expect
 #: The caller's policy for a requester: which records it may see (None: all).
 PolicyFor = Callable[[Handle], Callable[[CapabilityRecord], bool] | None]
 
-#: Room left in a DISCOVER_REPLY for RESULTs: the header, STATUS and a TRACE_CONTEXT.
-_RESULT_BUDGET = MAX_PDU_SIZE - HEADER_SIZE - 1024
+#: The largest PDU the transport of an association carries (Sections 4.1, 9.2).
+PduLimit = Callable[[Handle], int]
 
 
 class ResponderState(Enum):
@@ -49,10 +52,12 @@ class DiscoveryResponder(Machine):
              (ResponderAction.ANSWER, ResponderState.READY)}
 
     def __init__(self, outbox: Outbox, core: GatewayCore,
-                 policy: PolicyFor = lambda _source: None) -> None:
+                 policy: PolicyFor = lambda _source: None,
+                 pdu_limit: PduLimit = lambda _source: MAX_PDU_SIZE) -> None:
         super().__init__(outbox)
         self.core = core
         self.policy = policy
+        self.pdu_limit = pdu_limit
         self._source: Handle = None
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
@@ -69,16 +74,18 @@ class DiscoveryResponder(Machine):
         d = expect(msg, Discover)
         found = self.core.discover(d.query, d.scope, d.max_results, now,
                                    self.policy(self._source))
-        self.outbox.send(self._source, DiscoverReply(
-            transaction_id=d.transaction_id, status=ErrorCode.SUCCESS,
-            results=fit_results(found), trace=d.trace))
+        empty = DiscoverReply(transaction_id=d.transaction_id, status=ErrorCode.SUCCESS,
+                              trace=d.trace)
+        room = self.pdu_limit(self._source) - len(encode(empty))
+        self.outbox.send(self._source, replace(empty, results=fit_results(found, room)))
 
 
-def fit_results(results: list[Result]) -> tuple[Result, ...]:
-    """The leading results that fit into one PDU (Section 5.2)."""
+def fit_results(results: list[Result], room: int) -> tuple[Result, ...]:
+    """The leading results whose RESULT TLVs fit into ``room`` octets (Section 5.2: a
+    reply that would exceed the transport's PDU limit carries fewer RESULTs)."""
     used = 0
     for n, r in enumerate(results):
         used += TLV_HEADER_SIZE + 2 + len(r.record.encode())
-        if used > _RESULT_BUDGET:
+        if used > room:
             return tuple(results[:n])
     return tuple(results)

@@ -41,7 +41,7 @@ from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
 from ..codec.messages import Message
-from ..codec.registry import ErrorCode
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode
 from ..codec.values import ExportPolicy
 from ..gateway.core import GatewayCore
 from ..gateway.node import GatewayNode
@@ -256,7 +256,7 @@ class GatewayRuntime:
                                       credential=self.credential,
                                       require_origin=c.require_origin)
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
-                                **self.guard.node_hooks())
+                                pdu_limit=_pdu_limit, **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)
         for name, (host, port) in c.listeners:
@@ -435,6 +435,13 @@ def _peer_of(handle: object) -> Authenticated | None:
     if isinstance(handle, Association) and handle.certificate is not None:
         return cast(Authenticated, handle)
     return None
+
+
+def _pdu_limit(handle: Handle) -> int:
+    """The largest PDU an association's transport carries (Sections 4.1, 9.2)."""
+    if isinstance(handle, Association):
+        return cast(Connection, handle.link).max_pdu
+    return MAX_PDU_SIZE
 
 
 def _uri(handle: Handle) -> str:

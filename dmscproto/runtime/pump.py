@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from ..codec.errors import EncodeError
 from ..codec.messages import Error, Message
 from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
 from ..protocol.machine import Handle, ProtocolError
@@ -203,6 +204,8 @@ class Pump:
             dest.link.send(msg)
         except ConnectionError as exc:
             log.info("cannot send %s to %r: %s", msg.TYPE.name, dest, exc)
+        except EncodeError as exc:  # e.g. over a datagram's limit: never into a timer
+            log.error("cannot send %s to %r: %s", msg.TYPE.name, dest, exc)
 
     async def _transact(self, dest: Association, msg: Message) -> None:
         try:

@@ -479,6 +479,11 @@ class DatagramConnection:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    @property
+    def max_pdu(self) -> int:
+        """The largest PDU this association carries (Section 9.2)."""
+        return self.node.reliability.max_pdu
+
     async def request(self, msg: Message,
                       timeout: float | None = timer("REQUEST_TIMEOUT")) -> Message:
         """Send request ``msg`` (retransmitted as needed) and return its answer, which may

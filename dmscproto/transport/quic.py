@@ -43,7 +43,7 @@ from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
-from ..codec.registry import ErrorCode, timer
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode, timer
 from .errors import TransportError
 from .framing import StreamAssembler
 from .keylog import KeyLog
@@ -217,6 +217,11 @@ class DmscConnection(QuicConnectionProtocol):
     @property
     def quic(self) -> DmscQuicConnection:
         return self._quic
+
+    @property
+    def max_pdu(self) -> int:
+        """The largest PDU this connection carries: a stream takes any (Section 9.1)."""
+        return MAX_PDU_SIZE
 
     def close(self, error_code: int = ErrorCode.SUCCESS, reason_phrase: str = "") -> None:
         """Close with a DMSC error code as the QUIC application error code.  Pending
