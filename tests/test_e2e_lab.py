@@ -21,7 +21,15 @@ from conftest import require_tool
 
 from dmscproto.agent import Agent, AgentError
 from dmscproto.codec.cose import SignedRecord
-from dmscproto.codec.messages import Discover, Refresh, Register, RegisterAck
+from dmscproto.codec.messages import (
+    Discover,
+    Message,
+    Notify,
+    Open,
+    Refresh,
+    Register,
+    RegisterAck,
+)
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.runtime.config import ConfigError, GatewayConfig
@@ -165,6 +173,29 @@ def test_lab_gateway_checks_what_the_protocol_proves(tmp_path: Path) -> None:
                     transaction_id=3, agent_id=alice.agent_id, lease=60, nonce=os.urandom(16),
                     timestamp=int(time.time() * 1000)))
                 assert getattr(refresh, "status", None) is ErrorCode.IDENTITY_MISMATCH
+            finally:
+                raw.close()
+            # an unregistered sender: no REFRESH, no record of another domain, no OPEN
+            # naming a domain that is neither ours nor a configured peer's
+            notified: asyncio.Queue[Message] = asyncio.Queue()
+
+            async def one_way(msg: Message, _peer: object) -> None:
+                await notified.put(msg)
+
+            raw = await udp.connect(*address, lab=True, handler=one_way)
+            try:
+                refresh = await raw.request(Refresh(
+                    transaction_id=4, agent_id=alice.agent_id, lease=60, nonce=os.urandom(16),
+                    timestamp=int(time.time() * 1000)))
+                assert getattr(refresh, "status", None) is ErrorCode.IDENTITY_MISMATCH
+                other = Domain.create(tmp_path, "b.example").agent(
+                    "eve", address, transport="udp", lab=True)
+                assert (await register(other.record(["x"]), 5)).status \
+                    is ErrorCode.POLICY_DENIED
+                raw.send(Open(transaction_id=6, gateway_id=bytes(range(16)), domain="c.example",
+                              hold_time=90, capabilities=0))
+                notify = await asyncio.wait_for(notified.get(), 5)
+                assert isinstance(notify, Notify) and notify.status is ErrorCode.POLICY_DENIED
             finally:
                 raw.close()
         finally:

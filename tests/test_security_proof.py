@@ -13,8 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from security_support import NOW, Domain, at, core_for, handle_register, register, signed_of
 
+from dmscproto.codec.cose import HDR_X5CHAIN, SignedRecord
 from dmscproto.codec.messages import Deregister, Refresh, Register
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.gateway.core import GatewayCore
@@ -108,6 +110,8 @@ CASES: dict[str, tuple[Case, ErrorCode]] = {
         ErrorCode.IDENTITY_MISMATCH),
     "gateway-registers-as-agent": (lambda g: (register(signed_of(
         g.a.creds["gw1"])), g.a.creds["gw1"]), ErrorCode.IDENTITY_MISMATCH),
+    "x5chain-of-another-certificate": (lambda g: (register(_chained(
+        signed_of(g.weather), g.rogue)), g.weather), ErrorCode.IDENTITY_MISMATCH),
     "untrusted-ca": (lambda g: _impostor(g), ErrorCode.UNTRUSTED_CERTIFICATE),
     "expired-certificate": (lambda g: _expired(g), ErrorCode.CERTIFICATE_EXPIRED),
     "revoked-certificate": (lambda g: _revoked(g), ErrorCode.CERTIFICATE_REVOKED),
@@ -117,6 +121,13 @@ CASES: dict[str, tuple[Case, ErrorCode]] = {
         NOW * 1000) + FRESHNESS_WINDOW_MS + 1), g.weather), ErrorCode.STALE_TIMESTAMP),
     "foreign-domain-record": (lambda g: _foreign(g), ErrorCode.UNTRUSTED_CERTIFICATE),
 }
+
+
+def _chained(signed: SignedRecord, leaf: Credential) -> SignedRecord:
+    """``signed`` with an x5chain header (unprotected, so the signature still holds)
+    whose first certificate is ``leaf``'s (Section 5.1.1, step 2)."""
+    der = leaf.certificate.public_bytes(Encoding.DER)
+    return replace(signed, unprotected={**signed.unprotected, HDR_X5CHAIN: der})
 
 
 def _impostor(g: Gw) -> tuple[Register, Credential]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 REGION = re.compile(
@@ -20,12 +20,13 @@ REGION = re.compile(
     r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
 
 
-def regenerate(text: str,
-               generators: Mapping[str, Callable[[], str]]) -> tuple[str, list[str]]:
+def regenerate(text: str, generators: Mapping[str, Callable[[], str]], *,
+               foreign: Collection[str] = ()) -> tuple[str, list[str]]:
     """Return ``text`` with every region rewritten by its generator, and the stale region
-    names.  Raises ``ValueError`` for unknown, missing or repeated regions."""
+    names.  Regions named in ``foreign`` belong to another tool and are left as they are.
+    Raises ``ValueError`` for unknown, missing or repeated regions."""
     found = [m["name"] for m in REGION.finditer(text)]
-    unknown = sorted(set(found) - set(generators))
+    unknown = sorted(set(found) - set(generators) - set(foreign))
     missing = sorted(set(generators) - set(found))
     twice = sorted({n for n in found if found.count(n) > 1})
     if unknown or missing or twice:
@@ -34,6 +35,8 @@ def regenerate(text: str,
     stale: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
+        if m["name"] not in generators:
+            return m[0]
         # blank lines around the body keep kramdown from gluing it to the markers
         body = "\n" + generators[m["name"]]() + "\n"
         if body != m["body"]:

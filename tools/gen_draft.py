@@ -3,7 +3,8 @@
 Every table that repeats a number from :mod:`dmscproto.codec.registry` (constants,
 message types, flags, TLV types, error codes, scopes, constraint operators, gateway
 capability bits, COSE algorithms, timers), each message's TLV table (from
-``Message.SPEC``) and the test vectors of Appendix A live between marker comments::
+``Message.SPEC``) and the test vectors of Appendix A live between marker comments (the
+conformance checklist's region belongs to ``tools/gen_checklist.py``)::
 
     <!-- BEGIN GENERATED: name -->
     ...
@@ -670,7 +671,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
 def regenerate(text: str) -> tuple[str, list[str]]:
     """Return ``text`` with every generated region rewritten, and the stale region names
     (:func:`draft_regions.regenerate`)."""
-    return draft_regions.regenerate(text, GENERATORS)
+    return draft_regions.regenerate(text, GENERATORS, foreign=("conformance",))
 
 
 def main(argv: list[str] | None = None) -> int:
