@@ -44,6 +44,11 @@ def edit(config: Path, old: str, new: str) -> Path:
     ("max_lease = 86400", "max_lease = 10", "limits.max_lease", "at least min_lease"),
     ("[limits]", "[limits]\nlease = 3", "limits.lease", "unknown key"),
     ("hold_time = 90", "hold_time = true", "limits.hold_time", "must be an integer"),
+    ("hold_time = 90", "hold_time = 2", "limits.hold_time", "0 or at least 3 seconds"),
+    ("hold_time = 90", "hold_time = 90\nrestart_grace = 0", "limits.restart_grace",
+     "positive number of seconds"),
+    ('address = "127.0.0.1:9"', 'address = "127.0.0.1:9"\nhold_time = 9\nkeepalive = 4',
+     "peers[0].keepalive", "at most a third of hold_time"),
     ('anchor = "', 'ankor = "', "peers[0].ankor", "unknown key"),
     ('address = "127.0.0.1:9"', 'address = "127.0.0.1:99999"', "peers[0].address",
      "host:port"),
@@ -67,6 +72,18 @@ def test_bad_configuration_names_the_key(good: Path, old: str, new: str, key: st
     assert main(["gateway", "--config", str(good)]) == EXIT_USAGE
     stderr = capsys.readouterr().err
     assert stderr.startswith("dmsc gateway: error: ") and f"{key}: " in stderr
+
+
+def test_session_timers_per_peer_and_their_defaults(good: Path) -> None:
+    edit(good, "hold_time = 90", "hold_time = 30\nkeepalive = 5\nrestart_grace = 20")
+    edit(good, 'address = "127.0.0.1:9"', 'address = "127.0.0.1:9"\nhold_time = 3\n'
+         "keepalive = 1")
+    config = GatewayConfig.load(good)
+    assert (config.hold_time, config.keepalive, config.restart_grace) == (30, 5.0, 20.0)
+    assert (config.peers[0].hold_time, config.peers[0].keepalive) == (3, 1.0)
+    edit(good, "hold_time = 3\nkeepalive = 1", "")
+    assert (GatewayConfig.load(good).peers[0].hold_time,
+            GatewayConfig.load(good).peers[0].keepalive) == (30, 5.0)
 
 
 def test_missing_anchor_for_a_foreign_peer(good: Path) -> None:

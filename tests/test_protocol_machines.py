@@ -45,7 +45,7 @@ from dmscproto.protocol.machine import (
     TransactionIds,
     refusal_answer,
 )
-from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState
+from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
 from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.protocol.requester import Requests
 from dmscproto.protocol.sync import PeerSync, SyncPeer, SyncState
@@ -141,12 +141,13 @@ def test_late_answer_after_timeout_is_dropped() -> None:
 
 
 # --- peering ------------------------------------------------------------------------------------
-def session(core: GatewayCore, hold: int = 90, refuse: Refusal | None = None
-            ) -> tuple[PeerSession, Outbox]:
+def session(core: GatewayCore, hold: int = 90, refuse: Refusal | None = None,
+            keepalive: float | None = None) -> tuple[PeerSession, Outbox]:
     out = Outbox()
-    return PeerSession(out, "peer", LocalGateway(ME, "a.example", hold), core,
-                       TransactionIds(), lambda _h, _s, _t: None,
-                       accept_open=lambda _h, _o: refuse), out
+    node = GatewayNode(core, accept_open=lambda _h, _o: refuse)
+    node._out = out  # the session's sync machine writes where the test reads
+    return PeerSession(out, "peer", LocalGateway(ME, "a.example"), node, TransactionIds(),
+                       timers=SessionTimers(hold, keepalive)), out
 
 
 def peer_open(txid: int = 9, hold: int = 90) -> Open:
@@ -281,3 +282,31 @@ def test_open_from_ourselves_is_refused(core: GatewayCore) -> None:
     [(_, notify)] = node.messages_to_send()
     assert isinstance(notify, Notify) and notify.status is ErrorCode.IDENTITY_MISMATCH
     assert node.sessions == {}
+
+
+def test_keepalive_is_periodic_and_capped_by_the_negotiated_hold_time(core: GatewayCore) -> None:
+    s, out = session(core, hold=90, keepalive=20)
+    s.start(T0)
+    [mine] = sent(out)
+    s.receive(peer_open(txid=mine.transaction_id, hold=3), T0)  # the peer proposes 3 s
+    assert (s.hold_time, s.keepalive) == (3, 1.0)
+    sent(out)
+    for t in (1, 2):  # a KEEPALIVE every second, whatever else is sent
+        assert s.get_timer() == T0 + t
+        s.receive(Keepalive(), T0 + t)
+        s.handle_timer(T0 + t)
+        assert [type(m) for m in sent(out)] == [Keepalive]
+    s.handle_timer(T0 + 5)  # nothing received for 3 s
+    [notify] = sent(out)
+    assert isinstance(notify, Notify) and notify.status is ErrorCode.HOLD_TIMER_EXPIRED
+    assert s.state is PeerState.IDLE and s.get_timer() is None
+
+
+@pytest.mark.parametrize("hold", [1, 2])
+def test_open_with_a_hold_time_below_the_minimum_is_refused(core: GatewayCore,
+                                                            hold: int) -> None:
+    s, out = session(core)
+    s.receive(peer_open(hold=hold), T0)
+    [notify] = sent(out)
+    assert isinstance(notify, Notify) and notify.status is ErrorCode.INVALID_TLV_VALUE
+    assert s.state is PeerState.IDLE and s.get_timer() is None

@@ -25,6 +25,7 @@ from dmscproto.codec.messages import (
 from dmscproto.codec.registry import ErrorCode, MessageType
 from dmscproto.codec.wire import Advertisement, DigestSummary, VersionedId
 from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol import MACHINES
 from dmscproto.protocol.discovery import DiscoveryResponder
@@ -174,8 +175,9 @@ def _relay(cls: type[RouteRelay] | type[TraceRelay]) -> Callable[..., Rig]:
 
 def _session(state: Enum, tmp_path: Path) -> Rig:
     out = Outbox()
-    m = PeerSession(out, "peer", LocalGateway(ME, "a.example"), _core(tmp_path),
-                    TransactionIds(), lambda _h, _s, _t: None)
+    node = GatewayNode(_core(tmp_path))
+    node._out = out  # the session's sync machine writes where the test reads
+    m = PeerSession(out, "peer", LocalGateway(ME, "a.example"), node, TransactionIds())
     peer_open = Open(transaction_id=99, gateway_id=PEER, domain="b.example", hold_time=90,
                      capabilities=0)
     if state is m.State.OPEN_SENT or state is m.State.ESTABLISHED:

@@ -183,7 +183,7 @@ ERROR_DOCS: dict[ErrorCode, tuple[str, str]] = {
 
 #: Units of the timers whose value is not in seconds (Section 8).
 TIMER_UNITS = {"REFRESH_FRACTION": "ratio", "KEEPALIVE_FRACTION": "ratio",
-               "FORWARD_FRACTION": "ratio",
+               "FORWARD_FRACTION": "ratio", "REDIAL_JITTER": "ratio",
                "RETRANSMIT_LIMIT": "count"}
 
 #: The protocol constants shown in Section 4.5, with their meaning.

@@ -36,7 +36,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from ..codec.messages import Message, Open, RouteRequest, TraceRequest
+from ..codec.messages import Error, Message, Open, RouteRequest, TraceRequest
 from ..codec.registry import MAX_PDU_SIZE, ErrorCode, MessageType, timer
 from ..codec.wire import VersionedId
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
@@ -59,9 +59,17 @@ from ..protocol.machine import (
     refusal_answer,
 )
 from ..protocol.oam import EchoResponder, TraceRelay
-from ..protocol.peering import ExportFor, LocalGateway, OpenCheck, PeerSession, PeerState
+from ..protocol.peering import (
+    ExportFor,
+    LocalGateway,
+    OpenCheck,
+    PeerSession,
+    PeerState,
+    SessionTimers,
+)
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
+from ..protocol.sync import PeerSync, SyncPeer
 from .core import GatewayCore
 
 #: Checks a message before dispatch; returns the refusal, or None to accept it.
@@ -80,6 +88,7 @@ class GatewayNode:
 
     def __init__(self, core: GatewayCore, *, name: str | None = None,
                  hold_time: int = int(timer("HOLD_TIME")),
+                 session_timers: Callable[[Handle], SessionTimers] | None = None,
                  verifier: RecordVerifier = verify_signature,
                  admit: Admission | None = None,
                  accept_open: OpenCheck | None = None,
@@ -91,7 +100,9 @@ class GatewayNode:
                  rng: random.Random | None = None) -> None:
         self.core = core
         self.name = name
-        self.local = LocalGateway(core.gateway_id, core.domain, hold_time)
+        self.local = LocalGateway(core.gateway_id, core.domain)
+        #: The session timers towards the peer behind a handle (default: ``hold_time``).
+        self.session_timers = session_timers or (lambda _h: SessionTimers(hold_time))
         self.verifier = verifier
         self.admit = admit
         self.accept_open: OpenCheck = accept_open or (lambda _handle, _msg: None)
@@ -111,8 +122,8 @@ class GatewayNode:
                                 self.registration.handles.get, name, route_timeout,
                                 outgoing=outgoing)
 
-    # --- peering ------------------------------------------------------------------------------
-    def _check_open(self, handle: Handle, msg: Open) -> Refusal | None:
+    # --- peering (the sessions' PeeringPort) --------------------------------------------------
+    def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
         """The ``accept_open`` hook (identity and federation), then the node's own OPEN
         check: not ourselves, not a gateway already peered over another association."""
         refused = self.accept_open(handle, msg)
@@ -126,12 +137,19 @@ class GatewayNode:
                            "a session with that gateway exists on another association")
         return None
 
+    def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> PeerSync:
+        """Record exchange on a session just established (Section 6.5)."""
+        return PeerSync(self._out, self.core,
+                        SyncPeer(handle, gateway_id, domain,
+                                 lambda msg, _now: self._out.send(handle, msg),
+                                 self.export_for(domain)),
+                        self.txids, self.verifier)
+
     def _session(self, handle: Handle) -> PeerSession:
         s = self.sessions.get(handle)
         if s is None:
-            s = PeerSession(self._out, handle, self.local, self.core, self.txids,
-                            self.verifier, accept_open=self._check_open,
-                            export_for=self.export_for)
+            s = PeerSession(self._out, handle, self.local, self, self.txids,
+                            timers=self.session_timers(handle))
             self.sessions[handle] = s
         return s
 
@@ -259,15 +277,27 @@ class GatewayNode:
                 self.peers[ev.gateway_id] = ev.handle
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
+                self._fail_relays_via(ev.handle, now)
                 if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
                     del self.peers[ev.gateway_id]
                     changes = self.core.drop_peer(ev.gateway_id)
                     self._announce(changes.rerouted, changes.withdrawn, ev.handle, now)
             self._events.append(ev)
 
+    def _fail_relays_via(self, handle: Handle, now: float) -> None:
+        """Answer at once the relayed transactions waiting on a peer whose session just
+        closed (Section 6.7): TARGET_UNREACHABLE, as if the next hop had said so."""
+        for key in [k for k in self.relays if k[0] == handle]:
+            relay = self.relays.pop(key)
+            relay.receive(handle, Error(transaction_id=key[1],
+                                        status=ErrorCode.TARGET_UNREACHABLE,
+                                        offending_type=int(relay.request.TYPE),
+                                        diagnostic="the session with the next hop closed"),
+                          now)
+
     def _announce(self, advertised: Iterable[bytes], withdrawn: Iterable[VersionedId],
                   except_handle: Handle, now: float) -> None:
         adv, wd = tuple(advertised), tuple(withdrawn)
         for handle, s in self.sessions.items():
-            if handle != except_handle and s.sync is not None:
+            if handle != except_handle and isinstance(s.sync, PeerSync):
                 s.sync.announce(adv, wd, now)

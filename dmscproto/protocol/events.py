@@ -117,12 +117,14 @@ class TransactionEnded:
 
 @dataclass(frozen=True, slots=True)
 class SessionEstablished:
-    """A peer session reached ESTABLISHED with the negotiated hold time (seconds)."""
+    """A peer session reached ESTABLISHED with the negotiated hold time (seconds) and
+    this end's keepalive interval (None: no KEEPALIVEs)."""
 
     handle: Handle
     gateway_id: bytes
     domain: str
     hold_time: int
+    keepalive: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,31 @@
-"""Gateway peering: one session with one peer gateway (draft-dmsc-protocol-00, 6.1, 6.4,
-6.7; draft-dmsc-state-machines-00).
+"""Gateway peering: one session with one peer gateway (draft-dmsc-protocol-00, Sections
+6.1, 6.4, 6.7; draft-dmsc-state-machines-00).
 
 The initiator sends OPEN (OPEN_SENT); the responder checks it, answers with its own OPEN
 carrying the same transaction id (OPEN_CONFIRM) and waits for the initiator's KEEPALIVE
 (or its first UPDATE, DIGEST or SYNC_REQUEST, which may overtake the KEEPALIVE on a
 transport without ordering across transactions).  When both start at once, each answers
-the other's OPEN and the answers to their own OPENs establish the session.  The hold time
-is the smaller of the two proposals (0: no hold timer and no KEEPALIVE).  Each side sends
-KEEPALIVE after KEEPALIVE_FRACTION of the hold time without sending anything, and closes
-the session with NOTIFY HOLD_TIMER_EXPIRED after a hold time without receiving anything.
-Any message the session's state does not expect is answered with NOTIFY
-UNEXPECTED_MESSAGE and closes the session.  Record exchange on the established session is
-:class:`~.sync.PeerSync`.
+the other's OPEN and the answers to their own OPENs establish the session.
+
+Timers (Section 6.4), each started and stopped only by the table's actions:
+
+* the hold timer runs from OPEN on, restarted by every message received; when it
+  expires the session sends NOTIFY HOLD_TIMER_EXPIRED and closes.  The session's hold
+  time is the smaller of the two proposals; 0 means no hold timer and no KEEPALIVE;
+  an OPEN proposing less than MIN_HOLD_TIME (but not 0) is refused;
+* the keepalive timer runs while ESTABLISHED: a KEEPALIVE every keepalive interval,
+  which is this end's configured interval (:class:`SessionTimers`, per peer) but never
+  more than KEEPALIVE_FRACTION of the negotiated hold time, so a peer's hold timer
+  expires only after about three KEEPALIVEs were lost.
+
+A closed session is reported (:class:`~.events.SessionClosed`); its owner closes the
+association and re-dials (Section 6.7).  Any message the session's state does not
+expect is answered with NOTIFY UNEXPECTED_MESSAGE and closes the session.  Record
+exchange on the established session is the sync machine the :class:`PeeringPort` starts.
+
+The session is a :class:`~.typed.TypedMachine`: inputs are the dataclasses below, every
+refusal (a refused OPEN, an unexpected message) has its own rows, and the table is the
+whole behaviour.
 """
 
 from __future__ import annotations
@@ -19,44 +33,79 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from ..codec.messages import Error, Keepalive, Message, Notify, Open
 from ..codec.registry import ErrorCode, GatewayCaps, MessageType, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
-from ..gateway.core import GatewayCore
 from .events import SessionClosed, SessionEstablished
-from .machine import (
-    Handle,
-    Machine,
-    Outbox,
-    ProtocolError,
-    Refusal,
-    TransactionIds,
-    earliest,
-    expect,
-)
-from .registration import RecordVerifier
-from .sync import PeerSync, SyncPeer
+from .machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds, earliest
+from .typed import StepInput, TypedMachine
+
+ALL_CAPS = GatewayCaps.ROUTING | GatewayCaps.DIGEST_SYNC | GatewayCaps.FEDERATION \
+    | GatewayCaps.OAM
+MIN_HOLD_TIME = int(timer("MIN_HOLD_TIME"))
 
 #: Checks a received OPEN (identity against the association, federation policy); returns
-#: the refusal to NOTIFY, or None to accept.
+#: the refusal to NOTIFY, or None to accept (the gateway's ``accept_open`` hook).
 OpenCheck = Callable[[Handle, Open], Refusal | None]
 #: The export filter towards a peer of a domain (None: export everything).
 ExportFor = Callable[[str], Callable[[CapabilityRecord], bool] | None]
 
-ALL_CAPS = GatewayCaps.ROUTING | GatewayCaps.DIGEST_SYNC | GatewayCaps.FEDERATION \
-    | GatewayCaps.OAM
-
 
 @dataclass(frozen=True, slots=True)
 class LocalGateway:
-    """What a gateway announces in OPEN (Section 6.4)."""
+    """What a gateway announces in OPEN (Section 6.4), but the hold time (per peer)."""
 
     gateway_id: bytes
     domain: str
-    hold_time: int = int(timer("HOLD_TIME"))
     capabilities: int = int(ALL_CAPS)
     export_policy: ExportPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimers:
+    """This end's timers towards one peer (Section 6.4): the hold time it proposes in
+    OPEN and the largest interval between its KEEPALIVEs (None: KEEPALIVE_FRACTION of
+    the negotiated hold time)."""
+
+    hold_time: int = int(timer("HOLD_TIME"))
+    keepalive: float | None = None
+
+    def keepalive_for(self, hold_time: int) -> float | None:
+        """The keepalive interval on a session of negotiated ``hold_time``."""
+        if hold_time == 0:
+            return None
+        cap = hold_time * timer("KEEPALIVE_FRACTION")
+        return cap if self.keepalive is None else min(self.keepalive, cap)
+
+
+def acceptable_hold_time(seconds: int) -> bool:
+    """0 (no hold timer) or at least MIN_HOLD_TIME (Section 6.4)."""
+    return seconds == 0 or seconds >= MIN_HOLD_TIME
+
+
+class SessionSync(Protocol):
+    """The record exchange running on an established session (Sections 6.5, 6.6)."""
+
+    def start(self, now: float) -> None: ...
+
+    def receive(self, msg: Message, now: float) -> None: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+class PeeringPort(Protocol):
+    """What a peer session needs from its gateway."""
+
+    def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
+        """Identity, federation policy, duplicate sessions: the refusal to NOTIFY, or
+        None to accept."""
+
+    def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> SessionSync:
+        """The sync machine for a session just established with ``gateway_id``."""
 
 
 class PeerState(Enum):
@@ -71,241 +120,323 @@ class PeerInput(Enum):
     STOP = "close()"
     OPEN_REQUEST = "OPEN [request, accepted]"
     OPEN_ANSWER = "OPEN [answers ours, accepted]"
-    OPEN_REFUSED = "OPEN [refused]"
+    OPEN_REFUSED = "OPEN [refused: the port's check, or hold time 1..MIN_HOLD_TIME-1]"
     KEEPALIVE = "KEEPALIVE"
-    UPDATE = "UPDATE"
-    DIGEST = "DIGEST"
-    SYNC_REQUEST = "SYNC_REQUEST"
+    SYNC = "UPDATE, DIGEST, SYNC_REQUEST"
     ERROR = "ERROR"
     NOTIFY = "NOTIFY"
+    UNEXPECTED = "any other message, or one the sync machine refuses"
     KEEPALIVE_DUE = "keepalive timer"
-    HOLD_EXPIRY = "hold timer"
+    HOLD_EXPIRED = "hold timer"
 
 
 class PeerAction(Enum):
-    SEND_OPEN = "send OPEN, start hold timer with the proposed hold time"
-    ANSWER_OPEN = ("answer OPEN with the request's transaction id; negotiate the hold time; "
-                   "start hold timer")
-    REFUSE_OPEN = "send NOTIFY with the check's error and reason; close"
+    SEND_OPEN = "send OPEN with our hold time; start the hold timer with it"
+    ANSWER_OPEN = ("negotiate the hold time; answer OPEN with the request's transaction id; "
+                   "restart the hold timer")
+    REFUSE_OPEN = "send NOTIFY with the refusal's code and reason"
+    REFUSE_AND_CLOSE = "send NOTIFY with the refusal's code and reason; close"
     CONFIRM = "negotiate the hold time; send KEEPALIVE; establish"
-    ESTABLISH = "establish: report SessionEstablished, start sync (DIGEST at once)"
+    ESTABLISH = ("establish: restart the hold timer, start the keepalive timer, report "
+                 "SessionEstablished, start sync (DIGEST at once)")
     ESTABLISH_AND_SYNC = "establish, then pass the message to sync"
-    RESTART_HOLD = "restart hold timer"
-    SYNC = "restart hold timer; pass the message to sync"
-    SEND_KEEPALIVE = "send KEEPALIVE"
+    RESTART_HOLD = "restart the hold timer"
+    SYNC = "restart the hold timer; pass the message to sync"
+    SEND_KEEPALIVE = "send KEEPALIVE; restart the keepalive timer"
     EXPIRE = "send NOTIFY HOLD_TIMER_EXPIRED; close"
-    PEER_CLOSED = "close (the peer's STATUS)"
+    PEER_CLOSED = "close with the peer's STATUS"
     CEASE = "send NOTIFY CEASE; close"
+    REFUSE_MESSAGE = "send NOTIFY UNEXPECTED_MESSAGE"
+    CLOSE_UNEXPECTED = "send NOTIFY UNEXPECTED_MESSAGE; close"
+    DROP = "nothing (a NOTIFY is never answered)"
 
 
 _S, _I, _A = PeerState, PeerInput, PeerAction
+
+
+# --- inputs --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Start(StepInput):
+    KIND = _I.START
+
+
+@dataclass(frozen=True, slots=True)
+class Stop(StepInput):
+    KIND = _I.STOP
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRequest(StepInput):
+    KIND = _I.OPEN_REQUEST
+    msg: Open
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAnswer(StepInput):
+    KIND = _I.OPEN_ANSWER
+    msg: Open
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRefused(StepInput):
+    KIND = _I.OPEN_REFUSED
+    msg: Open
+    refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveReceived(StepInput):
+    KIND = _I.KEEPALIVE
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReceived(StepInput):
+    KIND = _I.SYNC
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReceived(StepInput):
+    KIND = _I.ERROR
+    msg: Error
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyReceived(StepInput):
+    KIND = _I.NOTIFY
+    msg: Notify
+
+
+@dataclass(frozen=True, slots=True)
+class Unexpected(StepInput):
+    KIND = _I.UNEXPECTED
+    msg: Message
+    error: ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveDue(StepInput):
+    KIND = _I.KEEPALIVE_DUE
+
+
+@dataclass(frozen=True, slots=True)
+class HoldExpired(StepInput):
+    KIND = _I.HOLD_EXPIRED
+
+
+_M = MessageType
+#: The input a received message becomes, by type (OPEN: by the guards in ``_classify``).
+_INPUT_OF: dict[MessageType, type[KeepaliveReceived | SyncReceived | ErrorReceived
+                                  | NotifyReceived]] = {
+    _M.KEEPALIVE: KeepaliveReceived, _M.UPDATE: SyncReceived, _M.DIGEST: SyncReceived,
+    _M.SYNC_REQUEST: SyncReceived, _M.ERROR: ErrorReceived, _M.NOTIFY: NotifyReceived,
+}
 _OPENING = (_S.OPEN_SENT, _S.OPEN_CONFIRM)
 _ACTIVE = (*_OPENING, _S.ESTABLISHED)
-_SYNC_INPUTS = (_I.UPDATE, _I.DIGEST, _I.SYNC_REQUEST)
 
 
-class PeerSession(Machine):
-    """One peer session (Sections 6.1, 6.4, 6.7)."""
+class PeerSession(TypedMachine):
+    """One peer session (module docstring)."""
 
     NAME = "gateway-peering"
     TITLE = "Gateway peering session"
     State, Input, Action = PeerState, PeerInput, PeerAction
     INITIAL = PeerState.IDLE
-    TIMERS = ("HOLD_TIME", "KEEPALIVE_FRACTION")
+    TIMERS = ("HOLD_TIME", "MIN_HOLD_TIME", "KEEPALIVE_FRACTION")
     MESSAGE_INPUTS = {
-        MessageType.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REFUSED),
-        MessageType.KEEPALIVE: (_I.KEEPALIVE,), MessageType.UPDATE: (_I.UPDATE,),
-        MessageType.DIGEST: (_I.DIGEST,), MessageType.SYNC_REQUEST: (_I.SYNC_REQUEST,),
-        MessageType.ERROR: (_I.ERROR,), MessageType.NOTIFY: (_I.NOTIFY,),
+        _M.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REFUSED),
+        **{t: (cls.KIND,) for t, cls in _INPUT_OF.items()},
     }
     TABLE = {
         (_S.IDLE, _I.START): (_A.SEND_OPEN, _S.OPEN_SENT),
         (_S.IDLE, _I.OPEN_REQUEST): (_A.ANSWER_OPEN, _S.OPEN_CONFIRM),
         (_S.IDLE, _I.OPEN_REFUSED): (_A.REFUSE_OPEN, _S.IDLE),
+        (_S.IDLE, _I.NOTIFY): (_A.DROP, _S.IDLE),
+        (_S.IDLE, _I.UNEXPECTED): (_A.REFUSE_MESSAGE, _S.IDLE),
         (_S.OPEN_SENT, _I.OPEN_ANSWER): (_A.CONFIRM, _S.ESTABLISHED),
         (_S.OPEN_SENT, _I.OPEN_REQUEST): (_A.ANSWER_OPEN, _S.OPEN_CONFIRM),
         (_S.OPEN_SENT, _I.ERROR): (_A.PEER_CLOSED, _S.IDLE),
         (_S.OPEN_CONFIRM, _I.OPEN_ANSWER): (_A.CONFIRM, _S.ESTABLISHED),
         (_S.OPEN_CONFIRM, _I.KEEPALIVE): (_A.ESTABLISH, _S.ESTABLISHED),
-        **{(_S.OPEN_CONFIRM, i): (_A.ESTABLISH_AND_SYNC, _S.ESTABLISHED)
-           for i in _SYNC_INPUTS},
+        (_S.OPEN_CONFIRM, _I.SYNC): (_A.ESTABLISH_AND_SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.KEEPALIVE): (_A.RESTART_HOLD, _S.ESTABLISHED),
-        **{(_S.ESTABLISHED, i): (_A.SYNC, _S.ESTABLISHED) for i in (*_SYNC_INPUTS, _I.ERROR)},
+        (_S.ESTABLISHED, _I.SYNC): (_A.SYNC, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.ERROR): (_A.SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.KEEPALIVE_DUE): (_A.SEND_KEEPALIVE, _S.ESTABLISHED),
-        **{(s, _I.OPEN_REFUSED): (_A.REFUSE_OPEN, _S.IDLE) for s in _OPENING},
+        **{(s, _I.OPEN_REFUSED): (_A.REFUSE_AND_CLOSE, _S.IDLE) for s in _OPENING},
         **{(s, _I.NOTIFY): (_A.PEER_CLOSED, _S.IDLE) for s in _ACTIVE},
-        **{(s, _I.HOLD_EXPIRY): (_A.EXPIRE, _S.IDLE) for s in _ACTIVE},
+        **{(s, _I.HOLD_EXPIRED): (_A.EXPIRE, _S.IDLE) for s in _ACTIVE},
         **{(s, _I.STOP): (_A.CEASE, _S.IDLE) for s in _ACTIVE},
+        **{(s, _I.UNEXPECTED): (_A.CLOSE_UNEXPECTED, _S.IDLE) for s in _ACTIVE},
     }
 
-    def __init__(self, outbox: Outbox, handle: Handle, local: LocalGateway, core: GatewayCore,
-                 txids: TransactionIds, verifier: RecordVerifier, *,
-                 accept_open: OpenCheck = lambda _h, _o: None,
-                 export_for: ExportFor = lambda _domain: None,
-                 keepalive_fraction: float = timer("KEEPALIVE_FRACTION"),
-                 digest_interval: float = timer("DIGEST_INTERVAL"),
-                 request_timeout: float = timer("REQUEST_TIMEOUT")) -> None:
+    def __init__(self, outbox: Outbox, handle: Handle, local: LocalGateway,
+                 port: PeeringPort, txids: TransactionIds, *,
+                 timers: SessionTimers = SessionTimers()) -> None:
         super().__init__(outbox)
         self.handle = handle
         self.local = local
-        self.core = core
+        self.port = port
+        self.timers = timers
         self._txids = txids
-        self.verifier = verifier
-        self.accept_open = accept_open
-        self.export_for = export_for
-        self.keepalive_fraction = keepalive_fraction
-        self.digest_interval = digest_interval
-        self.request_timeout = request_timeout
         self.peer_id: bytes | None = None
         self.peer_domain: str | None = None
-        self.hold_time = local.hold_time
-        self.sync: PeerSync | None = None
+        #: The negotiated hold time once OPEN is received (our proposal until then).
+        self.hold_time = timers.hold_time
+        self.keepalive: float | None = None
+        self.sync: SessionSync | None = None
         self._open_txid: int | None = None
-        self._refusal = Refusal(ErrorCode.POLICY_DENIED, "OPEN refused")
-        self._hold_deadline: float | None = None
-        self._last_sent = 0.0
+        self._hold_at: float | None = None
+        self._keepalive_at: float | None = None
 
     # --- inputs -------------------------------------------------------------------------------
     def start(self, now: float) -> None:
         """Open the session actively (local call)."""
-        self.step(_I.START, now)
+        self.run(Start(), now)
 
     def close(self, now: float) -> None:
         """Close the session with NOTIFY CEASE (local call)."""
-        self.step(_I.STOP, now)
+        self.run(Stop(), now)
 
     def receive(self, msg: Message, now: float) -> None:
+        """A message on the session's association.  One the state does not expect (or
+        the sync machine refuses) is answered and raises :class:`ProtocolError` after
+        its UNEXPECTED transition."""
+        inp = self._classify(msg)
+        if not self.rows_for(inp.KIND):
+            inp = Unexpected(msg, self.unexpected(msg))
         try:
-            self.step(self._classify(msg), now, msg)
-            if self.state in (_S.OPEN_CONFIRM, _S.ESTABLISHED):
-                self._hold_deadline = now + self.hold_time if self.hold_time else None
-        except ProtocolError as err:
-            self.refuse(self.handle, msg, err)
+            self.run(inp, now)
+        except ProtocolError as err:  # the sync machine refused it
+            self.run(Unexpected(msg, err), now)
             raise
+        if isinstance(inp, Unexpected):
+            raise inp.error
 
-    def _classify(self, msg: Message) -> PeerInput:
+    def _classify(self, msg: Message) -> StepInput:
         if isinstance(msg, Open):
-            refusal = self.accept_open(self.handle, msg)
+            refusal = self.port.check_open(self.handle, msg)
+            if refusal is None and not acceptable_hold_time(msg.hold_time):
+                refusal = Refusal(ErrorCode.INVALID_TLV_VALUE,
+                                  f"hold time {msg.hold_time} s: 0 or at least "
+                                  f"{MIN_HOLD_TIME} s")
             if refusal is not None:
-                self._refusal = refusal
-                return _I.OPEN_REFUSED
-            if self._open_txid is not None and msg.transaction_id == self._open_txid:
-                return _I.OPEN_ANSWER
-            return _I.OPEN_REQUEST
-        inputs = self.MESSAGE_INPUTS.get(msg.TYPE)
-        if inputs is None:
-            raise self.unexpected(msg)
-        return inputs[0]  # type: ignore[no-any-return]
-
-    def refuse(self, source: Handle, msg: Message, err: ProtocolError) -> None:
-        """An unexpected message closes the session with NOTIFY (Section 6.1); a NOTIFY
-        is never answered."""
-        if msg.TYPE is MessageType.NOTIFY:
-            return
-        self._notify(err.code, err.diagnostic, self._last_sent)
-        if self.state is not _S.IDLE:
-            self._close(err.code, by_peer=False)
-            self.state = _S.IDLE
+                return OpenRefused(msg, refusal)
+            if msg.transaction_id == self._open_txid:
+                return OpenAnswer(msg)
+            return OpenRequest(msg)
+        cls = _INPUT_OF.get(msg.TYPE)
+        if cls is None:
+            return Unexpected(msg, self.unexpected(msg))
+        return cls(msg)  # type: ignore[arg-type]
 
     def get_timer(self) -> float | None:
-        keepalive = None
-        if self.state is _S.ESTABLISHED and self.hold_time:
-            keepalive = self._last_sent + self.keepalive_fraction * self.hold_time
-        return earliest(self._hold_deadline, keepalive,
+        return earliest(self._hold_at, self._keepalive_at,
                         None if self.sync is None else self.sync.get_timer())
 
     def handle_timer(self, now: float) -> None:
-        if self._hold_deadline is not None and now >= self._hold_deadline:
-            self.step(_I.HOLD_EXPIRY, now)
+        if self._hold_at is not None and now >= self._hold_at:
+            self.run(HoldExpired(), now)
             return
         if self.sync is not None:
             self.sync.handle_timer(now)
-        if self.state is _S.ESTABLISHED and self.hold_time \
-                and now >= self._last_sent + self.keepalive_fraction * self.hold_time:
-            self.step(_I.KEEPALIVE_DUE, now)
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            self.run(KeepaliveDue(), now)
 
-    # --- helpers ------------------------------------------------------------------------------
-    def send(self, msg: Message, now: float) -> None:
-        """Send on the session (sync uses it too), for the keepalive timer's sake."""
-        self._last_sent = now
+    # --- helpers (called by actions only) -----------------------------------------------------
+    def _send(self, msg: Message) -> None:
         self.outbox.send(self.handle, msg)
 
-    def _notify(self, status: ErrorCode, diagnostic: str | None, now: float) -> None:
-        self.send(Notify(transaction_id=self._txids(), status=status, diagnostic=diagnostic),
-                  now)
+    def _notify(self, status: ErrorCode, diagnostic: str | None) -> None:
+        self._send(Notify(transaction_id=self._txids(), status=status, diagnostic=diagnostic))
 
     def _open(self, txid: int) -> Open:
         loc = self.local
         return Open(transaction_id=txid, gateway_id=loc.gateway_id, domain=loc.domain,
-                    hold_time=loc.hold_time, capabilities=loc.capabilities,
+                    hold_time=self.timers.hold_time, capabilities=loc.capabilities,
                     export_policy=loc.export_policy)
 
-    def _learn_peer(self, msg: Message | None) -> None:
-        o = expect(msg, Open)
+    def _learn_peer(self, o: Open) -> None:
         self.peer_id, self.peer_domain = o.gateway_id, o.domain
-        self.hold_time = min(self.local.hold_time, o.hold_time)
+        self.hold_time = min(self.timers.hold_time, o.hold_time)
+        self.keepalive = self.timers.keepalive_for(self.hold_time)
+
+    def _restart_hold_timer(self, now: float, hold_time: int) -> None:
+        self._hold_at = now + hold_time if hold_time else None
 
     def _close(self, status: ErrorCode, *, by_peer: bool) -> None:
         self.sync = None
-        self._hold_deadline = self._open_txid = None
+        self._hold_at = self._keepalive_at = self._open_txid = None
         self.outbox.emit(SessionClosed(self.handle, self.peer_id, status, by_peer))
 
     # --- actions ------------------------------------------------------------------------------
-    def _send_open(self, now: float, msg: Message | None) -> None:
+    def _send_open(self, now: float, inp: Start) -> None:
         self._open_txid = self._txids()
-        self._hold_deadline = now + self.local.hold_time if self.local.hold_time else None
-        self.send(self._open(self._open_txid), now)
+        self._send(self._open(self._open_txid))
+        self._restart_hold_timer(now, self.timers.hold_time)
 
-    def _answer_open(self, now: float, msg: Message | None) -> None:
-        self._learn_peer(msg)
-        assert msg is not None
-        self.send(self._open(msg.transaction_id), now)
+    def _answer_open(self, now: float, inp: OpenRequest) -> None:
+        self._learn_peer(inp.msg)
+        self._send(self._open(inp.msg.transaction_id))
+        self._restart_hold_timer(now, self.hold_time)
 
-    def _refuse_open(self, now: float, msg: Message | None) -> None:
-        self._notify(self._refusal.code, self._refusal.diagnostic, now)
-        if self.state is not _S.IDLE:
-            self._close(self._refusal.code, by_peer=False)
+    def _refuse_open(self, now: float, inp: OpenRefused) -> None:
+        self._notify(inp.refusal.code, inp.refusal.diagnostic)
 
-    def _confirm(self, now: float, msg: Message | None) -> None:
-        self._learn_peer(msg)
-        self.send(Keepalive(transaction_id=self._txids()), now)
-        self._establish(now, msg)
+    def _refuse_and_close(self, now: float, inp: OpenRefused) -> None:
+        self._notify(inp.refusal.code, inp.refusal.diagnostic)
+        self._close(inp.refusal.code, by_peer=False)
 
-    def _establish(self, now: float, msg: Message | None) -> None:
+    def _confirm(self, now: float, inp: OpenAnswer) -> None:
+        self._learn_peer(inp.msg)
+        self._send(Keepalive(transaction_id=self._txids()))
+        self._establish(now, inp)
+
+    def _establish(self, now: float, inp: StepInput) -> None:
         assert self.peer_id is not None and self.peer_domain is not None
         self._open_txid = None
-        self.sync = PeerSync(self.outbox, self.core,
-                             SyncPeer(self.handle, self.peer_id, self.peer_domain, self.send,
-                                      self.export_for(self.peer_domain)),
-                             self._txids, self.verifier, digest_interval=self.digest_interval,
-                             request_timeout=self.request_timeout)
+        self._restart_hold_timer(now, self.hold_time)
+        self._keepalive_at = None if self.keepalive is None else now + self.keepalive
+        self.sync = self.port.start_sync(self.handle, self.peer_id, self.peer_domain)
         self.outbox.emit(SessionEstablished(self.handle, self.peer_id, self.peer_domain,
-                                            self.hold_time))
+                                            self.hold_time, self.keepalive))
         self.sync.start(now)
 
-    def _establish_and_sync(self, now: float, msg: Message | None) -> None:
-        self._establish(now, msg)
-        self._sync(now, msg)
+    def _establish_and_sync(self, now: float, inp: SyncReceived) -> None:
+        self._establish(now, inp)
+        self._sync(now, inp)
 
-    def _restart_hold(self, now: float, msg: Message | None) -> None:
-        """The hold timer restarts on every message received (in :meth:`receive`)."""
+    def _restart_hold(self, now: float, inp: KeepaliveReceived) -> None:
+        self._restart_hold_timer(now, self.hold_time)
 
-    def _sync(self, now: float, msg: Message | None) -> None:
-        assert self.sync is not None and msg is not None
-        self.sync.receive(msg, now)
+    def _sync(self, now: float, inp: SyncReceived | ErrorReceived) -> None:
+        assert self.sync is not None
+        self._restart_hold_timer(now, self.hold_time)
+        self.sync.receive(inp.msg, now)
 
-    def _send_keepalive(self, now: float, msg: Message | None) -> None:
-        self.send(Keepalive(transaction_id=self._txids()), now)
+    def _send_keepalive(self, now: float, inp: KeepaliveDue) -> None:
+        assert self.keepalive is not None
+        self._send(Keepalive(transaction_id=self._txids()))
+        self._keepalive_at = now + self.keepalive
 
-    def _expire(self, now: float, msg: Message | None) -> None:
-        self._notify(ErrorCode.HOLD_TIMER_EXPIRED, f"nothing received for {self.hold_time} s",
-                     now)
+    def _expire(self, now: float, inp: HoldExpired) -> None:
+        self._notify(ErrorCode.HOLD_TIMER_EXPIRED, f"nothing received for {self.hold_time} s")
         self._close(ErrorCode.HOLD_TIMER_EXPIRED, by_peer=False)
 
-    def _peer_closed(self, now: float, msg: Message | None) -> None:
-        assert isinstance(msg, Notify | Error)
-        self._close(msg.status, by_peer=True)
+    def _peer_closed(self, now: float, inp: NotifyReceived | ErrorReceived) -> None:
+        self._close(inp.msg.status, by_peer=True)
 
-    def _cease(self, now: float, msg: Message | None) -> None:
-        self._notify(ErrorCode.CEASE, None, now)
+    def _cease(self, now: float, inp: Stop) -> None:
+        self._notify(ErrorCode.CEASE, None)
         self._close(ErrorCode.CEASE, by_peer=False)
+
+    def _refuse_message(self, now: float, inp: Unexpected) -> None:
+        self._notify(inp.error.code, inp.error.diagnostic)
+
+    def _close_unexpected(self, now: float, inp: Unexpected) -> None:
+        self._notify(inp.error.code, inp.error.diagnostic)
+        self._close(inp.error.code, by_peer=False)
+
+    def _drop(self, now: float, inp: NotifyReceived) -> None:
+        """A NOTIFY outside a session is never answered."""

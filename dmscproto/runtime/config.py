@@ -29,7 +29,11 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
     [limits]                          # optional (Section 8 defaults)
     min_lease = 30
     max_lease = 86400
-    hold_time = 90
+    hold_time = 90                    # proposed in OPEN: 0 (none) or at least 3 s
+    keepalive = 30                    # optional: largest KEEPALIVE interval (default
+                                      # and cap: a third of the negotiated hold time)
+    restart_grace = 60                # after a restart, records of agents that have not
+                                      # come back are not advertised for this long
 
     [log]                             # optional
     format = "text"                   # or "json" (JSON lines)
@@ -57,6 +61,8 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
                                       # or a list of domains ("*": true); its own domain
                                       # only when listed (its gateways reach each other
                                       # only through us)
+    hold_time = 3                     # optional: this peer's hold time and keepalive
+    keepalive = 1                     # (default: [limits]); detection in about 3 s
     [peers.export]                    # which of our records it is shown (Section 7.4);
     include_tags = []                 # absent table: nothing
     exclude_tags = ["internal"]
@@ -106,6 +112,7 @@ from typing import Any, TypeVar
 from ..codec.registry import timer
 from ..codec.values import ExportPolicy
 from ..gateway.routing import MAX_PATH
+from ..protocol.peering import MIN_HOLD_TIME, acceptable_hold_time
 from ..security.ca import parse_identity_uri
 from ..security.federation import DEFAULT_MAX_PATH
 
@@ -140,6 +147,9 @@ class PeerConfig:
     crl: tuple[str, ...] = ()
     #: The transport it is dialled over (None: the gateway's primary transport).
     transport: str | None = None
+    #: Hold time and keepalive towards it (None: the gateway's ``[limits]``).
+    hold_time: int | None = None
+    keepalive: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +185,8 @@ class GatewayConfig:
     min_lease: int = int(timer("MIN_LEASE"))
     max_lease: int = int(timer("MAX_LEASE"))
     hold_time: int = int(timer("HOLD_TIME"))
+    keepalive: float | None = None
+    restart_grace: float = timer("RESTART_GRACE")
     log_format: str = "text"
     log_level: str = "info"
     pcap: Path | None = None
@@ -208,7 +220,8 @@ class GatewayConfig:
         r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
                                "store", "name", "transport", "require_tokens", "lab"})
         limits = r.table(data, "limits")
-        r.only(limits, "limits", {"min_lease", "max_lease", "hold_time"})
+        r.only(limits, "limits", {"min_lease", "max_lease", "hold_time", "keepalive",
+                                  "restart_grace"})
         log = r.table(data, "log")
         r.only(log, "log", {"format", "level"})
         capture = r.table(data, "capture")
@@ -221,9 +234,11 @@ class GatewayConfig:
             raise r.error("limits.min_lease", "must be a positive number of seconds")
         if max_lease < min_lease:
             raise r.error("limits.max_lease", f"must be at least min_lease ({min_lease})")
-        hold_time = r.get(limits, "limits", "hold_time", int, int(timer("HOLD_TIME")))
-        if hold_time != 0 and hold_time < 3:
-            raise r.error("limits.hold_time", "must be 0 or at least 3 seconds (Section 6.4)")
+        hold_time, keepalive = r.session_timers(limits, "limits", int(timer("HOLD_TIME")),
+                                                None)
+        restart_grace = r.seconds(limits, "limits", "restart_grace")
+        if restart_grace is None:
+            restart_grace = timer("RESTART_GRACE")
         log_format = r.get(log, "log", "format", str, "text")
         if log_format not in ("text", "json"):
             raise r.error("log.format", f"must be \"text\" or \"json\", not {log_format!r}")
@@ -237,7 +252,8 @@ class GatewayConfig:
         domain = r.domain(gw, "gateway.domain")
         listeners = r.listeners(gw)
         transport = listeners[0][0]
-        peers = tuple(r.peer(p, i) for i, p in enumerate(r.get(data, "", "peers", list, [])))
+        peers = tuple(r.peer(p, i, hold_time, keepalive)
+                      for i, p in enumerate(r.get(data, "", "peers", list, [])))
         for i, peer in enumerate(peers):
             if peer.domain != domain and peer.anchor is None:
                 raise r.error(f"peers[{i}].anchor", f"missing: the authority certificate of "
@@ -261,6 +277,7 @@ class GatewayConfig:
             require_tokens=require_tokens,
             peers=peers,
             min_lease=min_lease, max_lease=max_lease, hold_time=hold_time,
+            keepalive=keepalive, restart_grace=restart_grace,
             log_format=log_format, log_level=log_level,
             pcap=r.optional_path(capture, "capture", "pcap"),
             keylog=r.optional_path(capture, "capture", "keylog"),
@@ -565,12 +582,41 @@ class _Reader:
             capabilities=self.strings(imp, "federation.import", "capabilities"),
             callers=self.strings(imp, "federation.import", "callers"))
 
-    def peer(self, p: object, i: int) -> PeerConfig:
+    def seconds(self, table: Mapping[str, Any], where: str, key: str) -> float | None:
+        """An optional positive number of seconds (integer or not)."""
+        if key not in table:
+            return None
+        value = table[key]
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise self.error(f"{where}.{key}", "must be a positive number of seconds")
+        return float(value)
+
+    def session_timers(self, table: Mapping[str, Any], where: str, hold_default: int,
+                       keepalive_default: float | None) -> tuple[int, float | None]:
+        """``hold_time`` and ``keepalive`` (Section 6.4): the hold time 0 or at least
+        MIN_HOLD_TIME, the keepalive at most KEEPALIVE_FRACTION of it."""
+        hold_time = self.get(table, where, "hold_time", int, hold_default)
+        if not acceptable_hold_time(hold_time):
+            raise self.error(f"{where}.hold_time", f"must be 0 or at least {MIN_HOLD_TIME} "
+                             "seconds (Section 6.4)")
+        keepalive = self.seconds(table, where, "keepalive")
+        if keepalive is None:
+            keepalive = keepalive_default
+        if keepalive is not None and hold_time \
+                and keepalive > hold_time * timer("KEEPALIVE_FRACTION") + 1e-9:
+            raise self.error(f"{where}.keepalive", f"must be at most a third of hold_time "
+                             f"({hold_time} s) (Section 6.4)")
+        return hold_time, keepalive
+
+    def peer(self, p: object, i: int, hold_default: int,
+             keepalive_default: float | None) -> PeerConfig:
         where = f"peers[{i}]"
         if not isinstance(p, dict):
             raise self.error(where, "must be a table ([[peers]])")
         self.only(p, where, {"domain", "address", "anchor", "server_name", "transit",
-                             "export", "import", "crl", "transport"})
+                             "export", "import", "crl", "transport", "hold_time",
+                             "keepalive"})
+        hold_time, keepalive = self.session_timers(p, where, hold_default, keepalive_default)
         domain = self.domain(p, f"{where}.domain")
         anchor = p.get("anchor")
         exp = self.table(p, "export") if "export" in p else None
@@ -592,4 +638,5 @@ class _Reader:
             import_callers=self.strings(imp, iw, "callers"),
             crl=self.sources(p, where, "crl"),
             transport=self.transport(p, f"{where}.transport") if "transport" in p else None,
+            hold_time=hold_time, keepalive=keepalive,
         )

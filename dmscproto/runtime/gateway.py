@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import random
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -41,7 +42,7 @@ from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
 from ..codec.messages import Message
-from ..codec.registry import MAX_PDU_SIZE, ErrorCode
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode, timer
 from ..codec.values import ExportPolicy
 from ..gateway.core import GatewayCore
 from ..gateway.node import GatewayNode
@@ -55,6 +56,7 @@ from ..protocol.events import (
     SessionEstablished,
 )
 from ..protocol.machine import Handle, ProtocolError
+from ..protocol.peering import SessionTimers
 from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from ..security.guard import Authenticated, GatewayGuard
@@ -70,8 +72,27 @@ from .transports import Connection, Listener, Peer, transport_named
 
 log = logging.getLogger("dmsc.gateway")
 
-#: Re-dial delays for a peer: first, growth factor, cap (seconds).
-REDIAL_FIRST, REDIAL_FACTOR, REDIAL_MAX = 0.5, 2.0, 30.0
+
+
+class Redial:
+    """Delays between dials of one peer (Section 6.7): exponential from REDIAL_INITIAL,
+    doubling up to REDIAL_MAX, each varied by +-REDIAL_JITTER at random so that gateways
+    cut off together do not dial back in step; back to REDIAL_INITIAL once a session
+    was established."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self.delay = timer("REDIAL_INITIAL")
+
+    def next(self) -> float:
+        """The delay before the next dial; the one after is twice as long (capped)."""
+        jitter = timer("REDIAL_JITTER")
+        wait = self.delay * (1 + self._rng.uniform(-jitter, jitter))
+        self.delay = min(self.delay * 2, timer("REDIAL_MAX"))
+        return wait
+
+    def reset(self) -> None:
+        self.delay = timer("REDIAL_INITIAL")
 
 
 @dataclass
@@ -172,6 +193,7 @@ class _PeerLink:
     task: asyncio.Task[None] | None = None
     connection: Connection | None = None
     established: asyncio.Event = field(default_factory=asyncio.Event)
+    redial: Redial = field(default_factory=Redial)
 
 
 class GatewayRuntime:
@@ -256,7 +278,8 @@ class GatewayRuntime:
                                       credential=self.credential,
                                       require_origin=c.require_origin)
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
-                                pdu_limit=_pdu_limit, **self.guard.node_hooks())
+                                pdu_limit=_pdu_limit, session_timers=self._session_timers,
+                                **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)
         for name, (host, port) in c.listeners:
@@ -323,12 +346,28 @@ class GatewayRuntime:
             self._close_unbound(self.lab_associations.heard(assoc, time.monotonic()))
         return await self.pump.deliver(assoc, msg)
 
+    def _session_timers(self, handle: Handle) -> SessionTimers:
+        """Hold time and keepalive towards the peer behind ``handle``: its ``[[peers]]``
+        entry (the one dialled over this association, else the first of its domain),
+        else ``[limits]``."""
+        c = self.config
+        link = handle.link if isinstance(handle, Association) else None
+        identity = handle.identity if isinstance(handle, Association) else None
+        chosen = next((p.config for p in self._peers if link is not None
+                       and p.connection is link), None)
+        if chosen is None and identity is not None:
+            chosen = next((p for p in c.peers if p.domain == identity.domain), None)
+        if chosen is None:
+            return SessionTimers(c.hold_time, c.keepalive)
+        return SessionTimers(c.hold_time if chosen.hold_time is None else chosen.hold_time,
+                             c.keepalive if chosen.keepalive is None else chosen.keepalive)
+
     async def _keep_peer(self, peer: _PeerLink) -> None:
-        """Dial a configured peer, start the session, re-dial when it drops."""
+        """Dial a configured peer, start the session, dial again when the connection
+        ends (the session closed, the handshake failed), after :class:`Redial`'s delay."""
         assert peer.config.address is not None
         host, port = peer.config.address
         transport = transport_named(peer.config.transport or self.config.transport)
-        delay = REDIAL_FIRST
         while not self._stopping:
             try:
                 conn = await transport.connect(
@@ -338,20 +377,17 @@ class GatewayRuntime:
             except (ConnectionError, OSError, TimeoutError) as exc:
                 log.warning("cannot reach peer", extra=facts(
                     peer=f"{host}:{port}", domain=peer.config.domain, error=str(exc),
-                    retry_s=delay))
-                await asyncio.sleep(delay)
-                delay = min(delay * REDIAL_FACTOR, REDIAL_MAX)
-                continue
-            delay = REDIAL_FIRST
-            peer.connection = conn
-            assoc = self._association(conn)
-            assert self.pump is not None and self.node is not None
-            self.pump.call(self.node.connect, assoc, self.pump.now())
-            await conn.wait_closed()
-            peer.established.clear()
-            peer.connection = None
+                    retry_s=round(peer.redial.delay, 3)))
+            else:
+                peer.connection = conn
+                assoc = self._association(conn)
+                assert self.pump is not None and self.node is not None
+                self.pump.call(self.node.connect, assoc, self.pump.now())
+                await conn.wait_closed()
+                peer.established.clear()
+                peer.connection = None
             if not self._stopping:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(peer.redial.next())
 
     # --- events --------------------------------------------------------------------------
     def _on_event(self, event: object) -> None:
@@ -361,8 +397,11 @@ class GatewayRuntime:
                         and event.handle.link is peer.connection:
                     if isinstance(event, SessionEstablished):
                         peer.established.set()
+                        peer.redial.reset()
                     else:
                         peer.established.clear()
+        if isinstance(event, SessionClosed) and not self._stopping:
+            self._close_association(event.handle, event.status)
         if isinstance(event, SessionEstablished):
             log.info("peer session established", extra=facts(
                 peer=_uri(event.handle), gateway_id=event.gateway_id, domain=event.domain,
@@ -386,6 +425,14 @@ class GatewayRuntime:
                 reason=event.diagnostic))
         if self.observer.event is not None:
             self.observer.event(event)
+
+    def _close_association(self, handle: Handle, status: ErrorCode) -> None:
+        """A session ended: close its association (Section 6.7), once what the node
+        queued for it (its NOTIFY) is on its way; the peer is then dialled again."""
+        for conn, assoc in self._assocs.items():
+            if assoc is handle:
+                asyncio.get_running_loop().call_soon(conn.close, status, "session closed")
+                return
 
     # --- stop ----------------------------------------------------------------------------
     async def stop(self) -> None:

@@ -98,6 +98,7 @@ class PeerSpec:
 def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
                          listen: tuple[str, int] = ("127.0.0.1", 0), min_lease: int = 30,
                          max_lease: int = 86400, hold_time: int = 90,
+                         keepalive: float | None = None, restart_grace: float | None = None,
                          store: Path | None = None, transport: str | Sequence[str] = "quic",
                          require_tokens: bool = False, lab: bool = False) -> Path:
     """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path.
@@ -125,6 +126,8 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
         f"min_lease = {min_lease}",
         f"max_lease = {max_lease}",
         f"hold_time = {hold_time}",
+        *([f"keepalive = {keepalive}"] if keepalive is not None else []),
+        *([f"restart_grace = {restart_grace}"] if restart_grace is not None else []),
     ]
     for peer in peers:
         lines += ["", "[[peers]]", f"domain = {_toml(peer.domain.name)}"]
