@@ -5,6 +5,7 @@ then xml2rfc to text and HTML, offline, with no error and no warning
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -28,9 +29,19 @@ def _tool() -> ModuleType:
 RENDER = _tool()
 
 
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    """kramdown-rfc (Debian) and xml2rfc (the test extra): skipped where missing on a
+    developer's machine (``pip install -e '.[test]'`` again), a failure in CI."""
+    require_tool("kramdown-rfc")
+    if importlib.util.find_spec("xml2rfc") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("xml2rfc is missing; the test extra must install it")
+        pytest.skip("xml2rfc is not installed: pip install -e '.[test]'")
+
+
 def test_every_draft_renders_without_errors_or_warnings(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    require_tool("kramdown-rfc")
     code = RENDER.main(["--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     for draft in sorted((ROOT / "drafts").glob("draft-*.md")):
@@ -46,7 +57,6 @@ def test_every_draft_renders_without_errors_or_warnings(
 
 
 def test_missing_reference_names_the_cache_file(tmp_path: Path) -> None:
-    require_tool("kramdown-rfc")
     draft = tmp_path / "draft-x-00.md"
     text = (ROOT / "drafts" / "draft-dmsc-state-machines-00.md").read_text(encoding="utf-8")
     draft.write_text(text.replace("  RFC9000:\n", "  RFC9000:\n  RFC1149:\n", 1)
