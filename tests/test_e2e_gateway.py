@@ -4,6 +4,7 @@ SDK, real certificates and SQLite files (draft Sections 5, 6, 9.1, 10)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -225,7 +226,8 @@ def test_restarted_gateway_keeps_its_registrations(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_agent_reconnects_and_registers_again_after_a_gateway_restart(tmp_path: Path) -> None:
+def test_agent_reconnects_and_registers_again_after_a_gateway_restart(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -254,6 +256,11 @@ def test_agent_reconnects_and_registers_again_after_a_gateway_restart(tmp_path: 
                 assert time.monotonic() < deadline, "phoenix did not come back"
                 await asyncio.sleep(0.05)
             assert phoenix.registered
+            said = [r.getMessage() for r in caplog.records
+                    if r.name == "dmscproto.agent.sdk" and r.levelno >= logging.WARNING]
+            assert said[:3] == [f"connection to {again.address[0]}:{port} lost; reconnecting",
+                                f"reconnected to {again.address[0]}:{port}",
+                                "registered dmsc://a.example/phoenix again"]
         finally:
             await client.close()
             await phoenix.close()

@@ -217,7 +217,8 @@ def test_dmsc_agent_takes_lab_mode_from_its_configuration(tmp_path: Path) -> Non
     text = (f'[agent]\ncertificate = "{cred[0]}"\nkey = "{cred[1]}"\n'
             f'trust_anchors = ["{domain.anchor}"]\ngateway = "127.0.0.1:4760"\n'
             'transport = "udp"\n')
-    args = argparse.Namespace(config=tmp_path / "agent.toml", token=None, transport=None)
+    args = argparse.Namespace(config=tmp_path / "agent.toml", token=None, transport=None,
+                              server_name=None, timeout=None)
     args.config.write_text(text + "lab = true\n", encoding="utf-8")
     agent, config = agent_cli.agent_of(args)
     assert config is not None and config.lab and agent.lab and agent.transport.name == "udp"

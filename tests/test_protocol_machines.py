@@ -120,9 +120,24 @@ def test_agent_answer_with_a_stale_transaction_id_is_dropped() -> None:
 
 def test_local_call_in_the_wrong_state_raises() -> None:
     m, _ = registered_agent()
+    m.deregister(T0)
     with pytest.raises(ProtocolError):
         m.register(make_record(30, "alice", "a.example"), 100, T0)
-    assert m.state is AgentState.REGISTERED
+    assert m.state is AgentState.DEREGISTERING
+
+
+def test_register_again_replaces_the_record() -> None:
+    """A registered agent may REGISTER a new record (other skills): the late answer to
+    the first request is refused, the second's is taken."""
+    m, out = registered_agent()
+    newer = make_record(31, "alice", "a.example")
+    m.register(newer, 100, T0 + 1)
+    [reg] = sent(out)
+    assert isinstance(reg, Register) and reg.record == newer
+    assert m.state is AgentState.REGISTERING
+    m.receive(RegisterAck(transaction_id=reg.transaction_id, status=ErrorCode.SUCCESS,
+                          agent_id=newer.record.agent_id, lease=100), T0 + 1)
+    assert m.state is AgentState.REGISTERED and m.signed == newer
 
 
 # --- requester ----------------------------------------------------------------------------------

@@ -1,6 +1,16 @@
-"""The DMSC agent SDK (DESIGN.md layer 5): see :mod:`.sdk`."""
+"""The DMSC agent SDK (:mod:`.sdk`): an :class:`Agent` registers with its home gateway,
+answers the requests routed to it, discovers other agents and calls them.
 
-from ..codec.values import DiscoveryQuery, Skill
-from .sdk import Agent, AgentError, Found, Handler, Request
+Everything an application needs is importable from here: the agent and its results,
+the query and record types, and the errors (every one a :class:`DmscError`).
+"""
 
-__all__ = ["Agent", "AgentError", "DiscoveryQuery", "Found", "Handler", "Request", "Skill"]
+from ..codec.registry import ErrorCode, Scope
+from ..codec.values import DiscoveryQuery, HopRecord, Provider, Skill
+from ..errors import DeadlineExceeded, DmscError, MissingExtra, NotConnected
+from ..transport.errors import TransportError
+from .sdk import Agent, AgentError, Found, Handler, Request, Trace
+
+__all__ = ["Agent", "AgentError", "DeadlineExceeded", "DiscoveryQuery", "DmscError",
+           "ErrorCode", "Found", "Handler", "HopRecord", "MissingExtra", "NotConnected",
+           "Provider", "Request", "Scope", "Skill", "Trace", "TransportError"]

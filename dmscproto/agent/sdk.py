@@ -1,4 +1,4 @@
-"""The agent SDK (DESIGN.md layer 5): register, serve, discover and call in a few lines.
+"""The agent SDK: register, serve, discover and call in a few lines (Section 5).
 
 An :class:`Agent` holds the agent's certificate and key (its identity, Section 3.2) and
 talks to its home gateway over one QUIC connection (Section 9.1) with mutual TLS.  The
@@ -17,12 +17,22 @@ over the same connection::
     async with agent:
         await agent.register(skills=["greet"])
         await agent.wait_closed()
+
+Contract: every failure is a :class:`~dmscproto.errors.DmscError` with a ``code``:
+:class:`AgentError` when the gateway answers with an error (its STATUS),
+:class:`~dmscproto.transport.errors.TransportError` when the gateway cannot be reached
+or the connection is lost, :class:`~dmscproto.errors.NotConnected` before
+:meth:`Agent.connect`, and :class:`~dmscproto.errors.DeadlineExceeded` (a
+``TimeoutError``) when a ``timeout=`` passes.  A request whose caller stops waiting
+(a deadline, a cancelled task) is abandoned at both ends: the protocol machine forgets
+it and its QUIC stream is stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -30,13 +40,22 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
 from ..analysis.pcap import PcapWriter
 from ..codec.cose import SignedRecord
 from ..codec.messages import DiscoverReply, Message, RouteReply, TraceReply
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
-from ..codec.values import AttrValue, CapabilityRecord, DiscoveryQuery, Endpoint, Provider, Skill
+from ..codec.values import (
+    AttrValue,
+    CapabilityRecord,
+    DiscoveryQuery,
+    Endpoint,
+    HopRecord,
+    Provider,
+    Skill,
+)
+from ..errors import DeadlineExceeded, DmscError, NotConnected
 from ..protocol.agent import AgentClient
 from ..protocol.events import (
     Deregistered,
@@ -60,15 +79,22 @@ log = logging.getLogger(__name__)
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 10.0
 #: Media type of payloads unless the agent says otherwise.
 DEFAULT_MODE = "text/plain"
+#: The lease asked for unless the caller says otherwise (seconds).
+DEFAULT_LEASE = int(timer("DEFAULT_LEASE"))
 
 
-class AgentError(Exception):
-    """A DMSC request failed: ``status`` is the error code, ``diagnostic`` the text."""
+class AgentError(DmscError):
+    """The gateway refused or failed a request: ``code`` is the STATUS it answered with
+    (also as ``status``), ``diagnostic`` its DIAGNOSTIC text, if any."""
 
     def __init__(self, status: ErrorCode, diagnostic: str | None = None) -> None:
-        super().__init__(f"{status.name}" + (f": {diagnostic}" if diagnostic else ""))
-        self.status = status
         self.diagnostic = diagnostic
+        super().__init__(diagnostic or "", status)
+
+    @property
+    def status(self) -> ErrorCode:
+        """The error code (the same as ``code``)."""
+        return self.code
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +126,20 @@ class Request:
     transaction_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """What a TRACE_REQUEST found (Section 6.8): the gateways on the path, in order, and
+    how the trace ended (SUCCESS when it reached the target's gateway)."""
+
+    status: ErrorCode
+    hops: tuple[HopRecord, ...]
+    diagnostic: str | None = None
+
+    @property
+    def reached(self) -> bool:
+        return self.status is ErrorCode.SUCCESS
+
+
 #: An application handler: payload and request in, answer payload out.
 Handler = Callable[[bytes, Request], Awaitable[bytes] | bytes]
 
@@ -127,10 +167,21 @@ def _skill(s: str | Skill) -> Skill:
     return s if isinstance(s, Skill) else Skill(id=s, name=s)
 
 
+def _server_name(host: str) -> str | None:
+    """The name checked against the gateway certificate: the gateway's host name, or
+    none for an IP address (the certificate must still be of the agent's domain)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
+
+
 class Agent:
     """One DMSC agent (module docstring).  ``gateway`` is the home gateway's
-    ``host:port``; ``server_name`` (default ``localhost``) is checked against the
-    gateway certificate, which must also be of the agent's own domain; ``transport``
+    ``host:port``; the gateway certificate must be of the agent's own domain and carry
+    ``server_name`` (default: the gateway's host when it is a name; no name is checked
+    for an IP address); ``transport``
     is ``quic`` (default) or ``dtls``, or ``udp`` together with ``lab=True`` (lab mode,
     Section 9.4: cleartext, the gateway is not authenticated, and the agent's token, if
     any, travels in clear).  When the connection is lost (the gateway
@@ -140,7 +191,7 @@ class Agent:
     certificate), sent with every request, for gateways that require one."""
 
     def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
-                 server_name: str | None = "localhost", pcap: PcapWriter | None = None,
+                 server_name: str | None = None, pcap: PcapWriter | None = None,
                  keylog: str | Path | TextIO | None = None,
                  tls: TlsIdentity | None = None, transport: str = "quic",
                  reconnect: bool = True, token: bytes | str | None = None,
@@ -149,7 +200,7 @@ class Agent:
         self.identity: Identity = self.tls.identity
         host, _, port = gateway.rpartition(":")
         self.gateway = (host.strip("[]"), int(port))
-        self.server_name = server_name
+        self.server_name = server_name or _server_name(self.gateway[0])
         self.transport = transport_named(transport)
         self.lab = lab
         self._pcap = pcap
@@ -161,6 +212,7 @@ class Agent:
         self._client: AgentClient | None = None
         self._waiters: dict[int, asyncio.Future[Message]] = {}
         self._registration: asyncio.Future[Registered] | None = None
+        self._register_lock = asyncio.Lock()
         self._deregistration: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Event | None = None
@@ -169,17 +221,45 @@ class Agent:
         self._watcher: asyncio.Task[None] | None = None
         #: Whether to reconnect (and register again) when the connection is lost.
         self.reconnect = reconnect
+        #: Why the agent stopped by itself (the connection lost for good, the
+        #: registration taken over by another process), after :meth:`wait_closed`.
+        self.close_reason: DmscError | None = None
         #: The signed record registered last, the lease asked for and the one granted.
         self.signed: SignedRecord | None = None
-        self.requested_lease = int(timer("DEFAULT_LEASE"))
+        self.requested_lease = DEFAULT_LEASE
         self.lease = 0
 
     @classmethod
     def from_files(cls, cert: str | Path, key: str | Path, anchors: Iterable[str | Path], *,
-                   gateway: str, **options: Any) -> Agent:
-        """An agent from its certificate and key files and its domain's anchor(s)."""
+                   gateway: str, server_name: str | None = None,
+                   pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                   transport: str = "quic", reconnect: bool = True,
+                   token: bytes | str | None = None, lab: bool = False) -> Agent:
+        """An agent from its certificate and key files and its domain's anchor(s); the
+        options are :class:`Agent`'s."""
         return cls(Credential.load(cert, key), TrustStore.load(anchors), gateway=gateway,
-                   **options)
+                   server_name=server_name, pcap=pcap, keylog=keylog, transport=transport,
+                   reconnect=reconnect, token=token, lab=lab)
+
+    @classmethod
+    def from_config(cls, path: str | Path, *, reconnect: bool = True) -> Agent:
+        """An agent from its TOML file (``[agent]``: certificate, key, trust anchors,
+        gateway, server name, transport, token file; see
+        :class:`~dmscproto.runtime.config.AgentConfig`), as ``dmsc agent --config``
+        reads it.  Raises :class:`~dmscproto.runtime.config.ConfigError`."""
+        from ..runtime.config import AgentConfig
+
+        c = AgentConfig.load(path)
+        token = None if c.token is None else c.token.read_text(encoding="ascii").strip()
+        return cls.from_files(c.certificate, c.key, c.trust_anchors,
+                              gateway="{}:{}".format(*c.gateway), server_name=c.server_name,
+                              transport=c.transport, reconnect=reconnect, token=token,
+                              lab=c.lab)
+
+    @property
+    def address(self) -> str:
+        """The home gateway as ``host:port``."""
+        return "{}:{}".format(*self.gateway)
 
     @property
     def agent_id(self) -> bytes:
@@ -207,7 +287,9 @@ class Agent:
     # --- connection --------------------------------------------------------------------
     async def connect(self, *, attempts: int = 1) -> None:
         """Open the connection to the home gateway (both ends authenticated), trying up to
-        ``attempts`` times with backoff (a DTLS handshake can time out under loss)."""
+        ``attempts`` times with backoff (a DTLS handshake can time out under loss).
+        Raises :class:`~dmscproto.transport.errors.TransportError` saying why the
+        gateway could not be reached."""
         if self._conn is not None:
             return
         self._closed = asyncio.Event()
@@ -246,7 +328,21 @@ class Agent:
         while True:
             assert self._conn is not None
             await self._conn.wait_closed()
-            if self._closing or not self.reconnect:
+            if self._closing:
+                break
+            error = self._conn.close_error
+            if error is not None and error.code is ErrorCode.NAME_CONFLICT:
+                # Section 5.1: the same identity registered on another connection; going
+                # back would only take the registration back and forth
+                self.close_reason = AgentError(
+                    ErrorCode.NAME_CONFLICT,
+                    f"{self.uri} was registered again by another process with the same "
+                    "identity; this one no longer gets requests")
+                log.error("%s", self.close_reason)
+            elif not self.reconnect:
+                self.close_reason = error or NotConnected("connection lost")
+            if self.close_reason is not None:
+                self._fail_waiters(self.close_reason)
                 break
             was_registered = self.registered
             log.warning("connection to %s:%d lost; reconnecting", *self.gateway)
@@ -262,14 +358,16 @@ class Agent:
                     log.info("reconnect to %s:%d failed: %s", *self.gateway, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_MAX)
+            log.warning("reconnected to %s:%d", *self.gateway)
             if was_registered and self.signed is not None:
                 try:
                     await self.register(signed=self.signed, lease=self.requested_lease)
-                except AgentError as exc:
+                    log.warning("registered %s again", self.uri)
+                except DmscError as exc:
                     log.warning("registering %s again failed: %s", self.uri, exc)
         self._closed.set()
 
-    def _fail_waiters(self, error: AgentError) -> None:
+    def _fail_waiters(self, error: DmscError) -> None:
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(error)
@@ -346,7 +444,7 @@ class Agent:
                output_modes: Sequence[str] = (DEFAULT_MODE,),
                provider: Provider | None = None,
                attributes: dict[str, AttrValue] | None = None,
-               lease: int = int(timer("DEFAULT_LEASE"))) -> SignedRecord:
+               lease: int = DEFAULT_LEASE) -> SignedRecord:
         """The agent's capability record (Section 7.2), signed with its key.  The
         record version is the issue time in milliseconds, so each new record of this
         agent supersedes the last, across restarts too."""
@@ -366,21 +464,38 @@ class Agent:
         return sign_record(rec, key)
 
     async def register(self, skills: Sequence[str | Skill] = (), *,
-                       lease: int = int(timer("DEFAULT_LEASE")), signed: SignedRecord | None = None,
-                       **record: Any) -> int:
-        """REGISTER the agent's record (built by :meth:`record` from ``skills`` and
-        ``record``, or ``signed``) and keep it registered: REFRESH before the lease
-        ends, REGISTER again if the gateway lost it.  Returns the lease granted;
-        raises :class:`AgentError` if the gateway refuses."""
-        await self.connect()
-        assert self._client is not None and self._pump is not None
-        signed = signed or self.record(skills, lease=lease, **record)
-        self._client.signed = self.signed = signed
-        self.requested_lease = lease
-        self._registration = asyncio.get_running_loop().create_future()
-        self._pump.call(self._client.register, self._pump.now(), lease)
-        event = await self._registration
-        return event.lease
+                       lease: int = DEFAULT_LEASE, name: str | None = None,
+                       description: str | None = None, version: str = "1.0",
+                       input_modes: Sequence[str] = (DEFAULT_MODE,),
+                       output_modes: Sequence[str] = (DEFAULT_MODE,),
+                       provider: Provider | None = None,
+                       attributes: dict[str, AttrValue] | None = None,
+                       signed: SignedRecord | None = None) -> int:
+        """REGISTER the agent's record (built by :meth:`record` from ``skills`` and the
+        other fields, or ``signed``) and keep it registered: REFRESH before the lease
+        ends, REGISTER again if the gateway lost it.  Calling it again (other skills,
+        say) replaces the registered record; concurrent calls run one after the other,
+        so :attr:`signed` is the record the gateway acknowledged last.  Connects first
+        if needed.  Returns the lease granted; raises :class:`AgentError` if the
+        gateway refuses (the agent is then not registered)."""
+        async with self._register_lock:
+            await self.connect()
+            pump, client = self._machine()
+            record = signed or self.record(
+                skills, name=name, description=description, version=version,
+                input_modes=input_modes, output_modes=output_modes, provider=provider,
+                attributes=attributes, lease=lease)
+            client.signed = record
+            future: asyncio.Future[Registered] = asyncio.get_running_loop().create_future()
+            self._registration = future
+            pump.call(client.register, pump.now(), lease)
+            try:
+                event = await future
+            except AgentError:
+                self.signed = None
+                raise
+            self.signed, self.requested_lease = record, lease
+            return event.lease
 
     # --- serving (Section 5.3) ------------------------------------------------------------
     def handler(self, fn: Handler) -> Handler:
@@ -393,28 +508,50 @@ class Agent:
         self._handler = fn
 
     # --- requests (Sections 5.2, 5.3, 6.8) ------------------------------------------------
-    async def _transaction(self, start: Callable[[float], int]) -> Message:
-        if self._pump is None or self._client is None:
-            raise AgentError(ErrorCode.CEASE, "not connected: connect() first")
-        if self._conn is None or self._conn.closed:
-            raise AgentError(ErrorCode.TARGET_UNREACHABLE, "not connected to the gateway")
+    def _machine(self) -> tuple[Pump, AgentClient]:
+        if self._pump is None or self._client is None or self._conn is None:
+            raise NotConnected("not connected: use `async with agent:` or "
+                               "`await agent.connect()` first")
+        if self._conn.closed:
+            raise NotConnected(f"the connection to {self.address} is closed"
+                               + ("; reconnecting" if self.reconnect and not self._closing
+                                  else ""))
+        return self._pump, self._client
+
+    async def _transaction(self, start: Callable[[AgentClient, float], int],
+                           timeout: float | None) -> Message:
+        """Start a request and wait for its answer, at most ``timeout`` seconds.  If the
+        caller stops waiting (the deadline, a cancellation), the request is abandoned:
+        the machine forgets it and its transport transaction is stopped."""
+        pump, client = self._machine()
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        txid = self._pump.call(start, self._pump.now())
+        txid = pump.call(start, client, pump.now())
         self._waiters[txid] = future
-        return await future
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                return await future
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise DeadlineExceeded(f"no answer within {timeout:g} s") from None
+        finally:
+            self._waiters.pop(txid, None)
+            if pump.call(client.cancel, txid, pump.now()):  # still outstanding
+                pump.abandon(self._assoc, txid)
 
     async def discover(self, query: DiscoveryQuery | None = None, *,
                        skills: Sequence[str] = (), tags: Sequence[str] = (),
                        intent: str | None = None, domain: str | None = None,
-                       scope: Scope = Scope.FEDERATED, max_results: int = 10) -> list[Found]:
+                       scope: Scope = Scope.FEDERATED, max_results: int = 10,
+                       timeout: float | None = None) -> list[Found]:
         """DISCOVER: records matching ``query`` (or one built from ``skills``, ``tags``,
-        ``intent`` and ``domain``), best first."""
+        ``intent`` and ``domain``), best first; an empty list when none matches.
+        ``timeout`` (seconds) raises :class:`~dmscproto.errors.DeadlineExceeded`."""
         q = query or DiscoveryQuery(skills=tuple(skills), tags=tuple(tags), intent=intent,
                                     domain=domain)
-        client = self._client
         answer = await self._transaction(
-            lambda now: client.discover(q, now, scope=scope,  # type: ignore[union-attr]
-                                        max_results=max_results))
+            lambda client, now: client.discover(q, now, scope=scope, max_results=max_results),
+            timeout)
         assert isinstance(answer, DiscoverReply)
         if answer.status is not ErrorCode.SUCCESS:
             raise AgentError(answer.status, answer.diagnostic)
@@ -424,9 +561,11 @@ class Agent:
                    timeout: float | None = None) -> bytes:
         """ROUTE_REQUEST: send ``payload`` to an agent (its Agent ID or a
         :class:`Found`) or to the best match of a query, through the gateways; return
-        the answer's payload.  Raises :class:`AgentError` with the routing error."""
-        client = self._client
-        timeout_ms = None if timeout is None else int(timeout * 1000)
+        the answer's payload.  Raises :class:`AgentError` with the routing error.
+        ``timeout`` (seconds) is sent to the gateways (the TIMEOUT TLV) and is also the
+        local deadline: past it, :class:`~dmscproto.errors.DeadlineExceeded` (a
+        ``TimeoutError``) is raised and the request abandoned."""
+        timeout_ms = None if timeout is None else max(1, int(timeout * 1000))
         if isinstance(target, DiscoveryQuery):
             query: DiscoveryQuery | None = target
             agent: bytes | None = None
@@ -434,34 +573,44 @@ class Agent:
             query, agent = None, target.agent_id if isinstance(target, Found) else target
             if len(agent) != ID_SIZE:
                 raise ValueError(f"an Agent ID is {ID_SIZE} octets")
-        answer = await self._transaction(
-            lambda now: client.route(payload, now, target=agent,  # type: ignore[union-attr]
-                                     query=query, timeout_ms=timeout_ms))
+        try:
+            answer = await self._transaction(
+                lambda client, now: client.route(payload, now, target=agent, query=query,
+                                                 timeout_ms=timeout_ms), timeout)
+        except AgentError as exc:  # the gateways' deadline: the same as the local one
+            if timeout is not None and exc.code is ErrorCode.TRANSACTION_TIMEOUT:
+                raise DeadlineExceeded(f"no answer within {timeout:g} s") from exc
+            raise
         assert isinstance(answer, RouteReply)
         if answer.status is not ErrorCode.SUCCESS:
+            if timeout is not None and answer.status is ErrorCode.TRANSACTION_TIMEOUT:
+                raise DeadlineExceeded(f"no answer within {timeout:g} s: "
+                                       f"{answer.diagnostic or 'the gateway gave up'}")
             raise AgentError(answer.status, answer.diagnostic)
         return answer.payload or b""
 
-    async def trace(self, target: bytes) -> TraceReply:
-        """TRACE_REQUEST towards an agent: the reply lists every gateway on the path."""
-        client = self._client
-        answer = await self._transaction(
-            lambda now: client.trace(target, now))  # type: ignore[union-attr]
+    async def trace(self, target: bytes, *, timeout: float | None = None) -> Trace:
+        """TRACE_REQUEST towards an agent: every gateway on the path, and whether the
+        trace reached the target's gateway (:attr:`Trace.status`)."""
+        answer = await self._transaction(lambda client, now: client.trace(target, now),
+                                         timeout)
         assert isinstance(answer, TraceReply)
-        return answer
+        return Trace(answer.status, answer.hops, answer.diagnostic)
 
-    async def echo(self, payload: bytes | None = None) -> float:
+    async def echo(self, payload: bytes | None = None, *,
+                   timeout: float | None = None) -> float:
         """ECHO_REQUEST to the home gateway; the round-trip time in seconds."""
-        client = self._client
         sent = time.perf_counter()
-        await self._transaction(lambda now: client.echo(now, payload))  # type: ignore[union-attr]
+        await self._transaction(lambda client, now: client.echo(now, payload), timeout)
         return time.perf_counter() - sent
 
     # --- shutdown ---------------------------------------------------------------------
     async def wait_closed(self) -> None:
         """Wait until :meth:`close` is called, or the connection is lost for good
-        (without ``reconnect``)."""
-        assert self._closed is not None
+        (without ``reconnect``).  Raises :class:`~dmscproto.errors.NotConnected` if
+        the agent never connected."""
+        if self._closed is None:
+            raise NotConnected("wait_closed() before connect(): nothing to wait for")
         await self._closed.wait()
 
     async def close(self, *, deregister: bool = True) -> None:

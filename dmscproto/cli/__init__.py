@@ -1,4 +1,4 @@
-"""The ``dmsc`` command line (DESIGN.md, Section 5).
+"""The ``dmsc`` command line.
 
 Every public module of this package (name not starting with ``_``) is a subcommand and
 is found automatically; adding one needs no edit here.  A subcommand module provides::
@@ -12,7 +12,7 @@ Conventions: keep module-level imports light (import transports, the gateway, et
 inside ``run``) so ``dmsc --help`` and ``dmsc decode`` start fast; raise
 :class:`UsageError` for input the user can fix (exit status 2); return
 :data:`EXIT_OK` or :data:`EXIT_FAILURE`.  Logging goes to stderr at WARNING, INFO
-with ``-v`` and DEBUG with ``-vv``.
+with ``-v`` and DEBUG with ``-vv`` (before or after the subcommand).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in subcommands():
         sub = command.add_parser(subparsers)
+        sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                         help="log more to stderr (-v: info, -vv: debug)")
         sub.set_defaults(_run=command.run)
     return parser
 

@@ -31,19 +31,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..codec import DecodeError, Message, decode, peek_length
-from ..codec.registry import UDP_PORT, VERSION
+from ..codec.registry import HEADER_SIZE, UDP_PORT, VERSION
 from ..codec.render import error_text, error_to_dict, message_text, message_to_dict, summary
 from . import EXIT_FAILURE, EXIT_OK, Subparsers, UsageError
 
 if TYPE_CHECKING:
     from ..analysis.pcap import UdpPacket
 
-#: Characters ``dmsc decode`` ignores in hex input: ``#`` comments, ``0x`` prefixes,
-#: whitespace and colons.
-_HEX_NOISE = re.compile(r"#[^\n]*|(?<![0-9A-Fa-f])0[xX]|[\s:]")
+#: What ``dmsc decode`` ignores in hex input: ``#`` comments, ``0x`` prefixes, whitespace,
+#: colons, and the fence and ``vector NAME OUTCOME`` lines of a test vector pasted from
+#: the draft's appendix.
+_HEX_NOISE = re.compile(r"(?m)^[ \t]*(?:~~~+|```+|vector[ \t])[^\n]*|#[^\n]*"
+                        r"|(?<![0-9A-Fa-f])0[xX]|[\s:]")
 _NOT_HEX = re.compile(r"[^0-9A-Fa-f]")
 #: First octet of a pcapng file; ``read_udp`` reads classic pcap only.
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+#: Classic pcap magic numbers (micro- and nanosecond, either byte order).
+_PCAP_MAGICS = frozenset(struct.pack(e + "I", m) for e in "<>" for m in (0xA1B2C3D4, 0xA1B23C4D))
 #: Wireshark dissector generated from the registry (issue 6), for the tshark hint.
 _DISSECTOR = "tools/wireshark/dmsc.lua"
 
@@ -198,10 +202,23 @@ def _read_capture(name: str) -> list[UdpPacket]:
         raise UsageError(f"cannot read {name}: {exc.strerror}") from None
     if magic == _PCAPNG_MAGIC:
         raise UsageError(f"{name} is pcapng; convert it first: editcap -F pcap {name} out.pcap")
+    if magic not in _PCAP_MAGICS:
+        raise UsageError(f"{name} is not a pcap file (it starts with {magic.hex() or 'nothing'}"
+                         ", not a pcap magic number)")
     try:
         return list(read_udp(path))
     except (struct.error, ValueError) as exc:
         raise UsageError(f"{name} is not a readable pcap file: {exc}") from None
+
+
+def looks_like_dmsc(payload: bytes) -> bool:
+    """Whether a datagram on an unknown port is DMSC, malformed or not: the current
+    version, or a header whose length field is the datagram's length (a PDU of another
+    version, say)."""
+    if payload[:1] == bytes([VERSION]):
+        return True
+    return (len(payload) >= HEADER_SIZE
+            and struct.unpack_from(">I", payload, 4)[0] == len(payload))
 
 
 def _tshark_hint(args: argparse.Namespace, encrypted: dict[tuple[str, int], int]) -> str:
@@ -223,7 +240,7 @@ def _decode_pcap(args: argparse.Namespace) -> int:
         if not args.any_port and args.port not in ports:
             continue
         kind = encrypted_kind(pkt.payload)
-        if kind is None and args.any_port and pkt.payload[:1] != bytes([VERSION]):
+        if kind is None and args.any_port and not looks_like_dmsc(pkt.payload):
             continue  # another protocol on another port
         src, dst = f"{pkt.src[0]}:{pkt.src[1]}", f"{pkt.dst[0]}:{pkt.dst[1]}"
         out: dict[str, Any] = {"frame": frame, "time": pkt.time, "src": src, "dst": dst,
@@ -253,14 +270,20 @@ def _decode_pcap(args: argparse.Namespace) -> int:
         parts = [f"{len(packets)} UDP datagrams", f"{decoded} DMSC messages",
                  f"{malformed} malformed", f"{total} encrypted"]
         print(f"# {', '.join(parts)}")
+    if not (decoded or malformed or total) and packets and not args.any_port:
+        seen = sorted({min(p.src[1], p.dst[1]) for p in packets})
+        print(f"dmsc decode: no datagram to or from port {args.port}; the capture's UDP "
+              f"ports include {', '.join(map(str, seen[:8]))}: try --any-port or --port N",
+              file=sys.stderr)
+        return EXIT_FAILURE
     if not total:
         return EXIT_FAILURE if malformed else EXIT_OK
     used = f"the key log {args.keylog} was not used" if args.keylog else "they are not shown"
     print(f"dmsc decode: {total} encrypted datagram(s) (QUIC/DTLS); dmsc decode does not "
           f"decrypt QUIC or DTLS yet, so {used}.  Wireshark/tshark can, with the key log "
           f"and the generated dissector:\n  {_tshark_hint(args, encrypted)}", file=sys.stderr)
-    # --keylog asks for decryption, which was not done: do not report success.
-    return EXIT_FAILURE if malformed or args.keylog else EXIT_OK
+    # what the user asked to see was not shown: do not report success
+    return EXIT_FAILURE
 
 
 def run(args: argparse.Namespace) -> int:

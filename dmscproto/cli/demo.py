@@ -1,4 +1,4 @@
-"""``dmsc demo``: the whole protocol suite in one command (DESIGN.md §5)."""
+"""``dmsc demo``: the whole protocol suite in one command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``dmsc gateway --config FILE.toml``: run an Agent Gateway (DESIGN.md §5).
+"""``dmsc gateway --config FILE.toml``: run an Agent Gateway (Sections 5, 6 and 9).
 
 The file's format is :mod:`dmscproto.runtime.config`.  SIGTERM or SIGINT stop the gateway
 cleanly (peers are sent NOTIFY CEASE, connections closed, the registry closed; every
@@ -33,6 +33,8 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import errno
+    import logging
     import signal
     import sqlite3
     import sys
@@ -50,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
         gateway = GatewayRuntime(config)
     except (ConfigError, ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    for warning in config.warnings():
+        if args.check:
+            print(f"{args.config}: warning: {warning}")
+        else:
+            logging.getLogger("dmscproto.cli.gateway").warning("%s: %s", args.config, warning)
     if args.check:
         print(f"{args.config}: OK ({gateway.identity.uri}, {len(config.peers)} peer(s))")
         return EXIT_OK
@@ -66,7 +73,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         loop.run(main(), args.loop)
-    except (OSError, StoreError, sqlite3.Error) as exc:
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            where = ", ".join(f"{h}:{p} ({t})" for t, (h, p) in config.listeners)
+            print(f"dmsc gateway: cannot listen on {where}: address already in use "
+                  "(another gateway? change [gateway] listen)", file=sys.stderr)
+        else:
+            print(f"dmsc gateway: cannot run: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (StoreError, sqlite3.Error) as exc:
         print(f"dmsc gateway: cannot run: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

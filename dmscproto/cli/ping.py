@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import EXIT_FAILURE, EXIT_OK, Subparsers
-from .agent import add_identity, agent_of
+from .agent import add_identity, agent_of, connect, progress, run_agent
 
 
 def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -23,34 +23,28 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import statistics
-    import sys
-
-    from ..agent import AgentError
-    from ..runtime import loop
-    from ..transport import TransportError
 
     agent, _config = agent_of(args)
-    host, port = agent.gateway
 
     async def main() -> list[float]:
         rtts = []
+        await connect(agent, retry=False)
         async with agent:
             for seq in range(1, args.count + 1):
-                rtt = await agent.echo()
+                async with progress(f"waiting for ECHO_REPLY seq={seq} from {agent.address}"):
+                    rtt = await agent.echo()
                 rtts.append(rtt)
-                print(f"ECHO_REPLY from {host}:{port}: seq={seq} time={rtt * 1e3:.2f} ms",
+                print(f"ECHO_REPLY from {agent.address}: seq={seq} time={rtt * 1e3:.2f} ms",
                       flush=True)
                 if seq < args.count:
                     await asyncio.sleep(args.interval)
         return rtts
 
-    try:
-        rtts = loop.run(main())
-    except (AgentError, TransportError, OSError) as exc:
-        print(f"dmsc ping: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    rtts = run_agent("ping", args.timeout, main)
+    if isinstance(rtts, int):
+        return rtts
     ms = [r * 1e3 for r in rtts]
     if ms:
         print(f"{len(ms)} replies, rtt min/median/max = {min(ms):.2f}/"
               f"{statistics.median(ms):.2f}/{max(ms):.2f} ms")
-    return EXIT_OK
+    return EXIT_OK if ms else EXIT_FAILURE

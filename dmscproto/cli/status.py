@@ -1,4 +1,4 @@
-"""``dmsc status --config FILE``: what a gateway's registry holds (DESIGN.md §5).
+"""``dmsc status --config FILE``: what a gateway's registry holds.
 
 Reads the registry file named by the gateway's configuration (SQLite in WAL mode can be
 read while the gateway runs): every local registration with its lease, every record

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..errors import DmscError
 from .registry import ErrorCode
 
 
-class DecodeError(ValueError):
+class DecodeError(DmscError, ValueError):
     """A PDU or value could not be decoded.
 
     ``code`` is the registered :class:`ErrorCode` a receiver reports (its ``.name`` is
@@ -13,15 +14,18 @@ class DecodeError(ValueError):
     """
 
     def __init__(self, code: ErrorCode, offset: int, reason: str) -> None:
-        super().__init__(f"{code.name} at offset {offset}: {reason}")
-        self.code = code
         self.offset = offset
-        self.reason = reason
+        super().__init__(reason, code)
+
+    def message(self) -> str:
+        return f"{self.code.name} at offset {self.offset}: {self.reason}"
 
     def at(self, base: int) -> DecodeError:
         """Return this error with its offset moved by ``base`` (for nested values)."""
         return DecodeError(self.code, self.offset + base, self.reason)
 
 
-class EncodeError(ValueError):
+class EncodeError(DmscError, ValueError):
     """A message cannot be encoded (a value out of range, a PDU over the size limit)."""
+
+    named = False

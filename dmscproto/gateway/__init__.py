@@ -1,4 +1,4 @@
-"""The Agent Gateway's core logic (DESIGN layer 4; draft Sections 5 and 6).
+"""The Agent Gateway's core logic, sans-I/O (draft Sections 5 and 6).
 
 :mod:`.store` is the durable registry (SQLite, WAL), :mod:`.index` the in-memory
 capability index with IAIP matching and ranking, :mod:`.routing` the routing table and

@@ -21,7 +21,9 @@ gateway core stored it, and the file is the gateway's own state.  Decoding a row
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -31,6 +33,7 @@ from typing import NamedTuple
 
 from ..codec.cose import SignedRecord
 from ..codec.registry import ID_SIZE
+from ..errors import DmscError
 from .index import IndexTerms
 
 #: Schema version stored in ``PRAGMA user_version``.
@@ -66,8 +69,24 @@ _SELECT = "SELECT agent_id, record, expires_at, origin, record_version, path, ne
           "FROM entries"
 
 
-class StoreError(ValueError):
-    """An entry was refused before anything was written (the store is unchanged)."""
+def _lock_file(path: Path) -> int:
+    """An exclusive advisory lock (flock, which SQLite's own POSIX locks ignore) on
+    ``path``, created if need be; StoreError if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{path} is in use by another gateway (one registry file per "
+                         "gateway: give this one its own [gateway] store)") from None
+    return fd
+
+
+class StoreError(DmscError, ValueError):
+    """An entry was refused before anything was written (the store is unchanged), or the
+    registry file cannot be used."""
+
+    named = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +188,26 @@ class RegistryStore:
     :class:`sqlite3.IntegrityError` and the transaction is rolled back.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
+        """Open (or create) the registry file.  ``exclusive`` (a gateway's own store)
+        holds an advisory lock on it while open: a second gateway configured with the
+        same file gets :class:`StoreError` instead of sharing it; readers such as
+        ``dmsc status`` do not lock."""
         self.path = Path(path)
+        self._lock: int | None = None
+        if exclusive:
+            self._lock = _lock_file(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             self._db.close()
+            self._unlock()
             raise StoreError(f"{self.path}: cannot enable WAL mode (got {mode!r})")
         self._db.execute("PRAGMA synchronous=FULL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             self._db.close()
+            self._unlock()
             raise StoreError(f"{self.path}: unknown schema version {version}")
         self._db.executescript(_SCHEMA)
         #: :meth:`next_expiry`'s answer, valid while ``_next_expiry_known``.
@@ -309,9 +337,17 @@ class RegistryStore:
                 "synchronous": int(db.execute("PRAGMA synchronous").fetchone()[0])}
 
     def close(self) -> None:
-        """Checkpoint the WAL into the main file and close."""
+        """Checkpoint the WAL into the main file and close (then release the lock)."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        # after SQLite has closed: closing a descriptor of the file drops the process's
+        # POSIX locks on it, SQLite's included
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> RegistryStore:
         return self

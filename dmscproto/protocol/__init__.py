@@ -1,4 +1,4 @@
-"""The DMSC protocol state machines, sans-I/O (DESIGN layer 2; draft-dmsc-state-machines-00).
+"""The DMSC protocol state machines, sans-I/O (draft-dmsc-state-machines-00).
 
 Each machine is fed decoded messages and ``now`` and produces messages to send, timers and
 events; none touches a socket, a clock or asyncio.  :data:`MACHINES` lists them in the

@@ -126,6 +126,11 @@ class AgentClient:
                                           hop_limit=DEFAULT_HOP_LIMIT, path=()), now,
                              self.route_timeout)
 
+    def cancel(self, txid: int, now: float) -> bool:
+        """Abandon the request ``txid`` (the caller stopped waiting): no event will
+        report it; False if it was not outstanding."""
+        return self.requests.cancel(txid, now)
+
     def reply(self, request: RouteRequestReceived, payload: bytes | None,
               status: ErrorCode = ErrorCode.SUCCESS) -> None:
         """Answer a ROUTE_REQUEST delivered to this agent."""

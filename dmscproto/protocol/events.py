@@ -89,11 +89,15 @@ class RouteRequestReceived:
 # --- gateway side ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class AgentRegistered:
-    """A REGISTER was accepted and committed; ``handle`` reaches the agent."""
+    """A REGISTER was accepted and committed; ``handle`` reaches the agent.  ``replaced``
+    is the other association the agent's registration was bound to until now (another
+    process holding the same identity), which no longer gets its requests (Section
+    5.1): the runtime closes it with NAME_CONFLICT."""
 
     agent_id: bytes
     lease: int
     handle: Handle
+    replaced: Handle | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..codec.messages import MESSAGE_CLASSES, Error, Message
 from ..codec.registry import ANSWER_TO, ErrorCode, MessageType
+from ..errors import DmscError
 
 #: Who a message comes from or goes to: an agent, a peer gateway or a home gateway, as the
 #: caller names them (an address, a connection, a name).
@@ -38,7 +39,7 @@ Handle = Hashable
 MsgT = TypeVar("MsgT", bound=Message)
 
 
-class ProtocolError(Exception):
+class ProtocolError(DmscError):
     """An input the machine's table has no entry for, or a message it cannot accept.
 
     ``code`` is the registered error code sent on the wire (UNEXPECTED_MESSAGE for a
@@ -46,10 +47,9 @@ class ProtocolError(Exception):
 
     def __init__(self, code: ErrorCode, diagnostic: str,
                  message_type: MessageType | None = None) -> None:
-        super().__init__(f"{code.name}: {diagnostic}")
-        self.code = code
         self.diagnostic = diagnostic
         self.message_type = message_type
+        super().__init__(diagnostic, code)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,10 @@ class AgentRegistration(Machine):
         (_S.REGISTERING, _I.REQUEST_TIMEOUT): (_A.FAILED, _S.IDLE),
         (_S.REGISTERED, _I.REFRESH_DUE): (_A.SEND_REFRESH, _S.REFRESHING),
         (_S.REGISTERED, _I.DEREGISTER_CALL): (_A.SEND_DEREGISTER, _S.DEREGISTERING),
+        # a new record (other skills, say) replaces the registered one (Section 5.1)
+        (_S.REGISTERED, _I.REGISTER_CALL): (_A.SEND_REGISTER, _S.REGISTERING),
+        (_S.REFRESHING, _I.REGISTER_CALL): (_A.SEND_REGISTER, _S.REGISTERING),
+        (_S.REGISTERING, _I.REGISTER_CALL): (_A.SEND_REGISTER, _S.REGISTERING),
         (_S.REFRESHING, _I.REFRESH_ACK_OK): (_A.EXTENDED, _S.REGISTERED),
         (_S.REFRESHING, _I.REFRESH_ACK_REFUSED): (_A.REREGISTER, _S.REGISTERING),
         (_S.REFRESHING, _I.ERROR): (_A.REREGISTER, _S.REGISTERING),
@@ -395,8 +399,11 @@ class GatewayRegistration(Machine):
                                  agent_id=aid if ok else None, lease=out.lease if ok else None,
                                  diagnostic=out.diagnostic, trace=reg.trace))
         if ok:
+            before = self.handles.get(aid)
             self.handles[aid] = self._req.source
-            self.outbox.emit(AgentRegistered(aid, out.lease, self._req.source))
+            self.outbox.emit(AgentRegistered(
+                aid, out.lease, self._req.source,
+                replaced=before if before not in (None, self._req.source) else None))
         return ok
 
     def _refresh(self, now: float, msg: Message | None) -> bool:

@@ -26,12 +26,14 @@ class RequesterInput(Enum):
     ANSWER = "answer message"
     ERROR = "ERROR"
     TIMEOUT = "request timer"
+    CANCEL = "cancel()"
 
 
 class RequesterAction(Enum):
     SEND = "send the request, start request timer"
     COMPLETE = "report RequestCompleted with the round-trip time"
     FAIL = "report RequestFailed (ERROR's STATUS, or TRANSACTION_TIMEOUT)"
+    ABANDON = "stop request timer; report nothing (the requester gave up)"
 
 
 _S, _I, _A = RequesterState, RequesterInput, RequesterAction
@@ -50,6 +52,7 @@ class Requester(Machine):
         (_S.WAITING, _I.ANSWER): (_A.COMPLETE, _S.DONE),
         (_S.WAITING, _I.ERROR): (_A.FAIL, _S.DONE),
         (_S.WAITING, _I.TIMEOUT): (_A.FAIL, _S.DONE),
+        (_S.WAITING, _I.CANCEL): (_A.ABANDON, _S.DONE),
     }
 
     def __init__(self, outbox: Outbox, dest: Handle, request: Message,
@@ -85,6 +88,11 @@ class Requester(Machine):
             self.refuse(self.dest, msg, err)
             raise
 
+    def cancel(self, now: float) -> None:
+        """The requester no longer wants the answer (a local deadline, a cancelled
+        task): a late answer is then refused as matching no request."""
+        self.step(_I.CANCEL, now)
+
     def get_timer(self) -> float | None:
         return self.deadline
 
@@ -101,6 +109,9 @@ class Requester(Machine):
         self.deadline = None
         self.outbox.emit(RequestCompleted(self.transaction_id, self.request, msg,
                                           now - self.sent_at))
+
+    def _abandon(self, now: float, msg: Message | None) -> None:
+        self.deadline = None
 
     def _fail(self, now: float, msg: Message | None) -> None:
         self.deadline = None
@@ -145,6 +156,14 @@ class Requests:
         req.receive(msg, now)
         if req.state is _S.DONE:
             del self._open[req.transaction_id]
+
+    def cancel(self, txid: int, now: float) -> bool:
+        """Abandon the outstanding request ``txid``; False if there is none."""
+        req = self._open.pop(txid, None)
+        if req is None:
+            return False
+        req.cancel(now)
+        return True
 
     def get_timer(self) -> float | None:
         return min((d for r in self._open.values() if (d := r.get_timer()) is not None),

@@ -1,4 +1,4 @@
-"""Network runtime (DESIGN.md layers 3-5): asyncio glue that drives the sans-I/O gateway
+"""Network runtime: asyncio glue that drives the sans-I/O gateway
 node and agent client over real transports.
 
 :mod:`.pump` moves a machine's messages and timers; :mod:`.transports` names QUIC and

@@ -1,5 +1,5 @@
 """Configuration files (TOML) for ``dmsc gateway --config FILE`` and ``dmsc agent
---config FILE`` (DESIGN.md §5).
+--config FILE``.
 
 Relative paths are relative to the file's directory.  Every error names the key it is
 about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
@@ -63,13 +63,16 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
                                       # only through us)
     hold_time = 3                     # optional: this peer's hold time and keepalive
     keepalive = 1                     # (default: [limits]); detection in about 3 s
-    [peers.export]                    # which of our records it is shown (Section 7.4);
-    include_tags = []                 # absent table: nothing
-    exclude_tags = ["internal"]
-    include_agents = []
-    [peers.import]                    # what we take from it (security.federation)
-    capabilities = ["*"]
-    callers = []
+    [peers.export]                    # which of our records it is shown (Section 7.4).
+                                      # ABSENT TABLE: NOTHING (a warning says so); an
+                                      # empty table: every record
+    include_tags = []                 # only records with one of these tags (empty: all)
+    exclude_tags = ["internal"]       # never records with one of these tags
+    include_agents = []               # only these agent URIs (empty: all)
+    [peers.import]                    # what we take from it (Section 10.5)
+    capabilities = ["*"]              # skill ids of its agents ours may call, or "*"
+    callers = []                      # URIs of our agents that may call there (empty:
+                                      # every one of our agents)
     domains = ["b.example"]           # record domains it may advertise; our own only
                                       # when listed (our gateways joined through it)
 
@@ -94,6 +97,8 @@ An agent's file (:class:`AgentConfig`)::
     trust_anchors = ["ca.pem"]        # its domain's authority
     gateway = "127.0.0.1:4433"        # the home gateway
     server_name = "localhost"         # optional: name the gateway certificate carries
+                                      # (default: the gateway's host name; none for an
+                                      # IP address: the domain is always checked)
     transport = "quic"                # optional: or "dtls"; "udp" (cleartext) only with
     lab = true                        # (lab mode, Section 9.4; default false)
     token = "hello.jwt"               # optional: file holding its access token
@@ -111,6 +116,7 @@ from typing import Any, TypeVar
 
 from ..codec.registry import timer
 from ..codec.values import ExportPolicy
+from ..errors import DmscError
 from ..gateway.routing import MAX_PATH
 from ..protocol.peering import MIN_HOLD_TIME, acceptable_hold_time
 from ..security.ca import parse_identity_uri
@@ -120,15 +126,19 @@ T = TypeVar("T")
 D = TypeVar("D")
 
 
-class ConfigError(ValueError):
+class ConfigError(DmscError, ValueError):
     """A configuration file that cannot be used: ``key`` is where, ``reason`` what."""
 
+    named = False
+
     def __init__(self, path: Path | None, key: str, reason: str) -> None:
-        where = f"{path}: " if path is not None else ""
-        super().__init__(f"{where}{key}: {reason}" if key else f"{where}{reason}")
         self.path = path
         self.key = key
-        self.reason = reason
+        super().__init__(reason)
+
+    def message(self) -> str:
+        where = f"{self.path}: " if self.path is not None else ""
+        return f"{where}{self.key}: {self.reason}" if self.key else f"{where}{self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +212,13 @@ class GatewayConfig:
     def listeners(self) -> tuple[tuple[str, tuple[str, int]], ...]:
         """Every listener, (transport, address), the primary one first."""
         return ((self.transport, self.listen), *self.also_listen)
+
+    def warnings(self) -> list[str]:
+        """What is valid but probably not meant (``dmsc gateway`` logs these at start
+        and ``--check`` prints them)."""
+        return [f"peers[{n}] ({p.domain}) has no [peers.export] table: none of our "
+                "records are shown to it (add an empty table to show every one)"
+                for n, p in enumerate(self.peers) if p.export is None]
 
     @classmethod
     def load(cls, path: str | Path) -> GatewayConfig:
@@ -310,7 +327,9 @@ class AgentConfig:
     key: Path
     trust_anchors: tuple[Path, ...]
     gateway: tuple[str, int]
-    server_name: str | None = "localhost"
+    #: The name the gateway certificate must carry (None: the gateway's host name, or
+    #: no name for an IP address).
+    server_name: str | None = None
     transport: str = "quic"
     token: Path | None = None
     skills: tuple[str, ...] = ()
@@ -349,7 +368,7 @@ class AgentConfig:
             trust_anchors=tuple(r.file_value(a, f"agent.trust_anchors[{i}]")
                                 for i, a in enumerate(anchors)),
             gateway=r.address(ag, "agent.gateway", required=True),  # type: ignore[arg-type]
-            server_name=r.get(ag, "agent", "server_name", str, "localhost") or None,
+            server_name=r.get(ag, "agent", "server_name", str, None) or None,
             transport=transport,
             token=None if token is None else r.path(token, "agent.token"),
             skills=r.strings(ag, "agent", "skills"),

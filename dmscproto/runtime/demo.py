@@ -1,4 +1,4 @@
-"""``dmsc demo`` (DESIGN.md §5): two domains, a gateway each and four agents on loopback
+"""``dmsc demo``: two domains, a gateway each and four agents on loopback
 over real QUIC (or the agents on DTLS, the gateways peering over QUIC), in one asyncio
 process, printed step by step.
 

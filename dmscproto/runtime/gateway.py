@@ -1,5 +1,5 @@
 """The gateway process: a :class:`~dmscproto.gateway.node.GatewayNode` on QUIC
-(DESIGN.md §3 layer 4, draft Sections 5, 6 and 9.1).
+(draft Sections 5, 6 and 9.1).
 
 The node decides everything; :class:`GatewayRuntime` only
 
@@ -263,7 +263,7 @@ class GatewayRuntime:
             self.crl = CrlRefresher(self.federation.crl_feed())
             await self.crl.refresh()
             self.crl.start()
-        self.store = RegistryStore(c.store)
+        self.store = RegistryStore(c.store, exclusive=True)
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
                                 max_lease=c.max_lease)
         tokens = (TokenVerifier(self.federation.anchor, gateway_uri=self.identity.uri)
@@ -412,6 +412,12 @@ class GatewayRuntime:
         elif isinstance(event, AgentRegistered):
             log.info("agent registered", extra=facts(
                 agent=_uri(event.handle), agent_id=event.agent_id, lease=event.lease))
+            if isinstance(event.replaced, Association):  # Section 5.1: tell the other one
+                log.warning("registration replaced", extra=facts(
+                    agent=_uri(event.handle), agent_id=event.agent_id))
+                cast(Connection, event.replaced.link).close(
+                    ErrorCode.NAME_CONFLICT,
+                    f"{_uri(event.handle)} registered again on another connection")
         elif isinstance(event, AgentRemoved):
             log.info("agent removed", extra=facts(agent_id=event.withdrawn.agent_id,
                                                   status=event.status))

@@ -1,4 +1,4 @@
-"""Structured logs for long-running DMSC processes (DESIGN.md layer 7, OAM).
+"""Structured logs for long-running DMSC processes (operations and management).
 
 A log call carries its facts as ``extra={"dmsc": {...}}``; :func:`setup` formats them as
 ``key=value`` pairs after the message (``text``) or as one JSON object per line

@@ -1,4 +1,4 @@
-"""Asyncio glue between a sans-I/O DMSC machine and its associations (DESIGN.md §3).
+"""Asyncio glue between a sans-I/O DMSC machine and its associations.
 
 In aioquic's style the machine decides and this module only moves messages and timers:
 
@@ -113,6 +113,8 @@ class Pump:
         self._loop = asyncio.get_running_loop()
         self._waiting: dict[tuple[Handle, int], _Waiting] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The transport transactions of requests the machine sent, by (handle, txid).
+        self._outgoing: dict[tuple[Handle, int], asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._arm_soon = False
@@ -196,9 +198,13 @@ class Pump:
             log.error("cannot send %s to %r: not an association", msg.TYPE.name, dest)
             return
         if msg.TYPE in ANSWER_TO:
+            key = (dest, msg.transaction_id)
             task = self._loop.create_task(self._transact(dest, msg))
             self._tasks.add(task)
+            self._outgoing[key] = task
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda t: self._outgoing.pop(key, None)
+                                   if self._outgoing.get(key) is t else None)
             return
         try:
             dest.link.send(msg)
@@ -206,6 +212,14 @@ class Pump:
             log.info("cannot send %s to %r: %s", msg.TYPE.name, dest, exc)
         except EncodeError as exc:  # e.g. over a datagram's limit: never into a timer
             log.error("cannot send %s to %r: %s", msg.TYPE.name, dest, exc)
+
+    def abandon(self, dest: Handle, txid: int) -> None:
+        """Stop the transport transaction of the request ``txid`` sent to ``dest`` (the
+        machine abandoned it): on QUIC its stream is stopped (STOP_SENDING), so the
+        answer is not even received."""
+        task = self._outgoing.pop((dest, txid), None)
+        if task is not None:
+            task.cancel()
 
     async def _transact(self, dest: Association, msg: Message) -> None:
         try:

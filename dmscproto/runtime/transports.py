@@ -27,6 +27,7 @@ from cryptography import x509
 from ..analysis.pcap import PcapWriter
 from ..codec.messages import Message
 from ..security.ca import Identity
+from ..transport.errors import TransportError
 from ..transport.tls import TlsIdentity
 
 
@@ -41,6 +42,9 @@ class Connection(Protocol):
 
     @property
     def max_pdu(self) -> int: ...
+
+    @property
+    def close_error(self) -> TransportError | None: ...
 
     async def request(self, msg: Message, timeout: float | None = ...) -> Message: ...
 

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..codec.registry import ErrorCode
+from ..errors import DmscError
 from .signing import PrivateKey, PublicKey, entity_id
 
 #: URI scheme of DMSC identities (Section 3.2).
@@ -69,8 +70,10 @@ class Kind(StrEnum):
     GATEWAY = "gateway"
 
 
-class CertificateError(ValueError):
+class CertificateError(DmscError, ValueError):
     """A peer certificate is not acceptable; ``code`` is the registered error code."""
+
+    named = False
 
     code: ErrorCode = ErrorCode.UNTRUSTED_CERTIFICATE
 
@@ -305,8 +308,19 @@ class Credential:
 
     @classmethod
     def load(cls, cert_path: str | Path, key_path: str | Path | None = None) -> Credential:
+        """The certificate in ``cert_path`` and the private key in ``key_path``;
+        ValueError if the key is not the certificate's (a TLS handshake would fail)."""
         cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-        return cls(cert, load_private_key(key_path) if key_path is not None else None)
+        if key_path is None:
+            return cls(cert)
+        key = load_private_key(key_path)
+        der = serialization.Encoding.DER
+        spki_format = serialization.PublicFormat.SubjectPublicKeyInfo
+        if key.public_key().public_bytes(der, spki_format) != \
+                cert.public_key().public_bytes(der, spki_format):
+            raise ValueError(f"{key_path} is not the private key of the certificate "
+                             f"{cert_path} ({cert.subject.rfc4514_string()})")
+        return cls(cert, key)
 
 
 def _sign_algorithm(key: PrivateKey) -> hashes.SHA256 | None:

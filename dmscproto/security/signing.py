@@ -21,15 +21,19 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from ..codec.cose import HDR_KID, SignedRecord
-from ..codec.registry import ID_SIZE, CoseAlgorithm
+from ..codec.registry import ID_SIZE, CoseAlgorithm, ErrorCode
 from ..codec.values import CapabilityRecord
+from ..errors import DmscError
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
-class SignatureError(ValueError):
+class SignatureError(DmscError, ValueError):
     """A signed record does not verify (reported as BAD_SIGNATURE)."""
+
+    code = ErrorCode.BAD_SIGNATURE
+    named = False
 
 
 def spki(key: PublicKey) -> bytes:

@@ -484,6 +484,11 @@ class DatagramConnection:
         """The largest PDU this association carries (Section 9.2)."""
         return self.node.reliability.max_pdu
 
+    @property
+    def close_error(self) -> TransportError | None:
+        """Always None: DTLS close_notify carries no code or reason."""
+        return None
+
     async def request(self, msg: Message,
                       timeout: float | None = timer("REQUEST_TIMEOUT")) -> Message:
         """Send request ``msg`` (retransmitted as needed) and return its answer, which may

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from ..codec.registry import ErrorCode
+from ..errors import DmscError
 
 
-class TransportError(ConnectionError):
+class TransportError(DmscError, ConnectionError):
     """A transaction or connection failed; ``code`` is the DMSC error code (Section 11.5)."""
 
     def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(f"{code.name}: {reason}")
-        self.code = code
-        self.reason = reason
+        super().__init__(reason, code)

@@ -210,9 +210,23 @@ class DmscConnection(QuicConnectionProtocol):
             self._recorder.received(cast(bytes, data), addr)
         super().datagram_received(data, addr)
 
+    def error_received(self, exc: Exception) -> None:
+        """A client's own socket reports an ICMP error: during the handshake, a refused
+        port means nothing listens there, so connecting fails at once (not after
+        CONNECT_TIMEOUT)."""
+        if (self._owns_transport and isinstance(exc, ConnectionRefusedError)
+                and not self._confirmed.done()):
+            self._confirmed.set_exception(TransportError(
+                ErrorCode.TARGET_UNREACHABLE, f"connection refused: {exc.strerror}"))
+
     @property
     def closed(self) -> bool:
         return self._closed_error is not None
+
+    @property
+    def close_error(self) -> ConnectionClosed | None:
+        """Why the connection closed (the peer's code and reason), once it has."""
+        return self._closed_error
 
     @property
     def quic(self) -> DmscQuicConnection:
@@ -630,10 +644,17 @@ async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | 
     try:
         conn.connect(addr)
         await asyncio.wait_for(conn.wait_established(), timeout)
-    except BaseException:
+    except BaseException as exc:
         conn.close(ErrorCode.CEASE)
         transport.close()
         key_log.close()
+        where = f"{host}:{port}"
+        if isinstance(exc, TimeoutError):
+            raise TransportError(ErrorCode.TARGET_UNREACHABLE,
+                                 f"no QUIC handshake with {where} within {timeout:g} s "
+                                 "(is a DMSC gateway listening there?)") from None
+        if isinstance(exc, TransportError) and not isinstance(exc, ConnectionClosed):
+            raise TransportError(exc.code, f"{where}: {exc.reason}") from None
         raise
     return conn
 

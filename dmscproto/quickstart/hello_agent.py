@@ -1,15 +1,16 @@
-"""A hello-world DMSC agent: registers the skill "greet", answers routed requests.
+"""A hello-world DMSC agent: registers the skill "greet" and answers routed requests.
 
-    python examples/hello_agent.py CERT KEY CA_CERT GATEWAY_HOST:PORT
+    python hello_agent.py hello.toml      (the agent's file, as dmsc init writes it)
 """
 import asyncio
+import contextlib
 import sys
 
 from dmscproto.agent import Agent, Request
 
 
-async def main(cert: str, key: str, ca: str, gateway: str) -> None:
-    agent = Agent.from_files(cert, key, [ca], gateway=gateway)
+async def main(config: str) -> None:
+    agent = Agent.from_config(config)
 
     @agent.handler
     async def hello(payload: bytes, request: Request) -> bytes:
@@ -20,4 +21,6 @@ async def main(cert: str, key: str, ca: str, gateway: str) -> None:
         print("registered", agent.uri, flush=True)
         await agent.wait_closed()  # serve until interrupted
 
-asyncio.run(main(*sys.argv[1:5]))
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: deregister and exit quietly
+        asyncio.run(main(sys.argv[1]))

@@ -1,0 +1,138 @@
+"""The agent SDK's contract (issue 14): one error hierarchy, register() that replaces the
+record under a lock, abandoned requests abandoned at both ends, local deadlines that
+raise TimeoutError, and what an unconnected agent says; against a real gateway over
+QUIC on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dmscproto.agent as sdk
+from dmscproto.agent import (
+    AgentError,
+    DeadlineExceeded,
+    DmscError,
+    ErrorCode,
+    NotConnected,
+    Request,
+    Scope,
+    Trace,
+    TransportError,
+)
+from dmscproto.codec import DecodeError, decode
+from dmscproto.gateway.store import StoreError
+from dmscproto.protocol.machine import ProtocolError
+from dmscproto.runtime.config import ConfigError, GatewayConfig
+from dmscproto.runtime.gateway import GatewayRuntime
+from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.security.errors import SecurityError
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+@asynccontextmanager
+async def gateway(tmp: Path) -> AsyncIterator[tuple[Domain, GatewayRuntime]]:
+    domain = Domain.create(tmp, "a.example")
+    gw = GatewayRuntime(GatewayConfig.load(write_gateway_config(domain, "gw")))
+    await gw.start()
+    try:
+        yield domain, gw
+    finally:
+        await gw.stop()
+
+
+async def slow(payload: bytes, request: Request) -> bytes:
+    await asyncio.sleep(float(payload))
+    return b"late"
+
+
+def test_every_error_is_a_dmsc_error_with_a_code() -> None:
+    for cls in (AgentError, TransportError, DecodeError, ProtocolError, SecurityError,
+                ConfigError, StoreError, NotConnected, DeadlineExceeded):
+        assert issubclass(cls, DmscError), cls
+    with pytest.raises(DmscError) as err:
+        decode(b"\x02" + bytes(15))
+    assert err.value.code is ErrorCode.UNSUPPORTED_VERSION and isinstance(err.value, ValueError)
+    refused = AgentError(ErrorCode.NO_ROUTE, "no agent matches")
+    assert refused.code is refused.status is ErrorCode.NO_ROUTE
+    assert str(refused) == "NO_ROUTE: no agent matches"
+    assert issubclass(DeadlineExceeded, TimeoutError)
+    # what the README uses is importable from dmscproto.agent
+    assert Scope.FEDERATED and {"Agent", "Request", "Skill", "DiscoveryQuery", "Found",
+                                "Scope", "AgentError", "DmscError"} <= set(sdk.__all__)
+
+
+def test_an_unconnected_agent_says_so(tmp_path: Path) -> None:
+    domain = Domain.create(tmp_path, "a.example")
+
+    async def scenario() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        agent = domain.agent("lonely", ("127.0.0.1", port))
+        assert agent.server_name is None  # an IP address: no name to check
+        with pytest.raises(NotConnected, match="connect"):
+            await agent.wait_closed()
+        with pytest.raises(NotConnected, match="connect"):
+            await agent.discover(skills=["x"])
+        # nothing listens there: refused at once, with the address, not a bare timeout
+        with pytest.raises(TransportError, match=f"127.0.0.1:{port}.*refused") as err:
+            await asyncio.wait_for(agent.connect(), 3)
+        assert err.value.code is ErrorCode.TARGET_UNREACHABLE
+    run(scenario())
+
+
+def test_register_again_replaces_the_record_and_concurrent_calls_queue(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway(tmp_path) as (domain, gw), \
+                domain.agent("shifty", gw.address) as agent, \
+                domain.agent("seeker", gw.address) as seeker:
+            await agent.register(skills=["one"])
+            assert await agent.register(skills=["two"], description="changed") > 0
+            [found] = await seeker.discover(skills=["two"])
+            assert found.record.description == "changed"
+            assert await seeker.discover(skills=["one"]) == []
+            # two at once: both answered, and signed is the record registered last
+            await asyncio.gather(agent.register(skills=["three"]),
+                                 agent.register(skills=["four"]))
+            assert agent.signed is not None
+            assert [s.id for s in agent.signed.record.skills] == ["four"]
+            [found] = await seeker.discover(skills=["four"])
+            assert found.signed == agent.signed
+    run(scenario())
+
+
+def test_deadlines_raise_timeout_error_and_abandon_the_request(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway(tmp_path) as (domain, gw), \
+                domain.agent("sloth", gw.address) as sloth, \
+                domain.agent("caller", gw.address) as caller:
+            sloth.serve(slow)
+            await sloth.register(skills=["slow"])
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await caller.call(sloth.agent_id, b"3", timeout=0.3)
+            assert loop.time() - started < 1.5
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await caller.call(sloth.agent_id, b"3")
+            # abandoned at both ends: no waiter, no machine transaction, no stream
+            client, pump = caller._client, caller._pump
+            assert client is not None and pump is not None
+            assert not caller._waiters and len(client.requests) == 0
+            assert not pump._outgoing
+            assert await caller.call(sloth.agent_id, b"0", timeout=5) == b"late"
+            trace = await caller.trace(sloth.agent_id, timeout=5)
+            assert isinstance(trace, Trace) and trace.reached
+            assert [h.name for h in trace.hops] == ["gw"]
+    run(scenario())
