@@ -1,15 +1,23 @@
 """Resource bounds of a gateway under attack and load (draft Section 10.7, issue 13):
-the lab association tables."""
+the limits registry and its configuration, the lab association tables."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import cast
 
+import pytest
+
 from dmscproto.codec.registry import LIMITS, limit
+from dmscproto.runtime.config import ConfigError, GatewayConfig
+from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.lab import LabAssociations
 from dmscproto.runtime.pump import Association, Link
+from dmscproto.runtime.sandbox import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
 from dmscproto.transport.datagram import PayloadReceived, PeerClosed, PeerConnected
+from dmscproto.transport.quic import QuicLimits, QuicServer
 from dmscproto.transport.udp import CleartextEndpoint
 
 
@@ -55,3 +63,34 @@ def test_lab_associations_bound_to_nobody_are_closed_when_silent_or_too_many() -
     assert table.heard(b, 32.9) == [] and len(table) == 1  # a bound one is not tracked
     table.closed(d)
     assert len(table) == 0 and table.next_expiry() is None
+
+
+def test_resource_limits_are_configured_in_the_limits_table(tmp_path: Path) -> None:
+    """``[limits]`` takes every Section 10.7 limit by its name in lower case; a running
+    gateway's QUIC listener applies them."""
+    dom = Domain.create(tmp_path, "a.example")
+    path = write_gateway_config(dom, "gw")
+    text = path.read_text()
+    path.write_text(text.replace("[limits]\n", "[limits]\nquic_max_pending = 7\n"
+                                 "quic_handshake_timeout = 2.5\n"))
+    config = GatewayConfig.load(path)
+    assert config.limit("QUIC_MAX_PENDING") == 7 and config.limit("QUIC_HANDSHAKE_TIMEOUT") == 2.5
+    assert config.limit("QUIC_MAX_CONNECTIONS") == limit("QUIC_MAX_CONNECTIONS")
+
+    async def started() -> QuicLimits:
+        gw = GatewayRuntime(config)
+        await gw.start()
+        try:
+            server = gw.servers["quic"]
+            assert isinstance(server, QuicServer)
+            return server.limits
+        finally:
+            await gw.stop()
+
+    limits = asyncio.run(started())
+    assert (limits.max_pending, limits.handshake_timeout) == (7, 2.5)
+    for bad in ("quic_max_pending = -1", "quic_max_pending = 1.5", 'lab_max_peers = "x"'):
+        path.write_text(text.replace("[limits]\n", f"[limits]\n{bad}\n"))
+        with pytest.raises(ConfigError) as err:
+            GatewayConfig.load(path)
+        assert err.value.key == "limits." + bad.split()[0]

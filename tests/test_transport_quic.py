@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import socket
 import ssl
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
 from dmscproto.security.ca import Kind, TrustStore
 from dmscproto.security.signing import entity_id
+from dmscproto.testing import flood
 from dmscproto.transport import (
     ConnectionClosed,
     ConnectionPool,
@@ -40,6 +42,7 @@ from dmscproto.transport import (
     serve,
 )
 from dmscproto.transport.framing import StreamAssembler
+from dmscproto.transport.quic import QuicLimits
 from dmscproto.transport.tls import DmscQuicConnection
 
 LOOPBACK = "127.0.0.1"
@@ -460,7 +463,8 @@ def test_retry_and_capture_on_wildcard_address(pki: Pki, tmp_path: Path) -> None
 
     async def main() -> int:
         with PcapWriter(capture) as pcap:
-            srv = await serve("0.0.0.0", 0, pki.gateway, Recorder(), pcap=pcap, retry=True)
+            srv = await serve("0.0.0.0", 0, pki.gateway, Recorder(), pcap=pcap,
+                              limits=QuicLimits(retry_threshold=0))
             try:
                 async with client(srv, pki.agent) as conn:
                     ka = examples.examples()["keepalive"]
@@ -488,3 +492,74 @@ def test_tshark_decrypts_capture_with_keylog(pki: Pki, tmp_path: Path) -> None:
          "-T", "fields", "-e", "quic.stream_data"],
         capture_output=True, text=True, check=True, timeout=30).stdout.split()
     assert encode(msg).hex() in out  # the request, decrypted from the capture
+
+
+# --- address validation and connection limits (Section 10.7) ----------------------------------
+async def _settle(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+
+
+def _send_initials(srv: QuicServer, n: int) -> list[bytes]:
+    """``n`` Initials of clients that never complete their handshake; the datagrams the
+    server answered with."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    sock.settimeout(0.2)
+    made = flood.initials(LOOPBACK, srv.address[1])
+    try:
+        for _ in range(n):
+            sock.sendto(next(made), srv.address)
+        answers = []
+        with suppress(TimeoutError):
+            while True:
+                answers.append(sock.recv(65536))
+        return answers
+    finally:
+        sock.close()
+
+
+def test_retry_beyond_the_pending_threshold_and_pending_handshakes_expire(pki: Pki) -> None:
+    """One handshake may be pending without Retry; the next client without a token gets
+    a Retry packet and no state.  A handshake not completed in time is closed, and a
+    real client still connects (echoing its Retry token) meanwhile."""
+    async def main() -> None:
+        limits = QuicLimits(retry_threshold=1, handshake_timeout=0.5)
+        async with server(pki.gateway, Recorder(), limits=limits) as srv:
+            answers = await asyncio.to_thread(_send_initials, srv, 3)
+            assert (srv.counters.accepted, srv.counters.retries) == (1, 2)
+            retries = [a for a in answers if a[0] & 0xF0 == 0xF0]  # long header, Retry
+            assert len(retries) == 2 and srv.pending == 1
+            async with client(srv, pki.agent) as conn:  # through a Retry
+                ka = examples.examples()["keepalive"]
+                assert await conn.request(ka) == ka
+            assert srv.counters.retries == 3
+            await _settle(lambda: srv.connections == 0)
+            assert srv.counters.expired == 1 and srv.pending == 0
+    run(main())
+
+
+def test_handshakes_and_connections_beyond_the_caps_are_dropped(pki: Pki) -> None:
+    """Beyond QUIC_MAX_PENDING (or the per-address cap) an Initial is dropped: no
+    connection state, no answer; one identity keeps at most QUIC_MAX_PER_IDENTITY
+    connections, the oldest is closed."""
+    async def main() -> None:
+        limits = QuicLimits(retry_threshold=100, max_pending=2, max_per_identity=1,
+                            handshake_timeout=0.6)
+        async with server(pki.gateway, Recorder(), limits=limits) as srv:
+            await asyncio.to_thread(_send_initials, srv, 5)
+            assert (srv.counters.accepted, srv.counters.dropped) == (2, 3)
+            assert srv.pending == 2
+            await _settle(lambda: srv.connections == 0)
+            async with client(srv, pki.agent) as first, client(srv, pki.agent) as second:
+                await _settle(lambda: first.closed)
+                assert srv.counters.evicted == 1
+                ka = examples.examples()["keepalive"]
+                assert await second.request(ka) == ka
+        limits = QuicLimits(max_per_address=1, handshake_timeout=0.3)
+        async with server(pki.gateway, Recorder(), limits=limits) as srv:
+            await asyncio.to_thread(_send_initials, srv, 3)
+            assert (srv.counters.accepted, srv.counters.dropped) == (1, 2)
+    run(main())

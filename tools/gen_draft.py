@@ -2,9 +2,9 @@
 
 Every table that repeats a number from :mod:`dmscproto.codec.registry` (constants,
 message types, flags, TLV types, error codes, scopes, constraint operators, gateway
-capability bits, COSE algorithms, timers), each message's TLV table (from
-``Message.SPEC``) and the test vectors of Appendix A live between marker comments (the
-conformance checklist's region belongs to ``tools/gen_checklist.py``)::
+capability bits, COSE algorithms, timers, resource limits), each message's TLV table
+(from ``Message.SPEC``) and the test vectors of Appendix A live between marker comments
+(the conformance checklist's region belongs to ``tools/gen_checklist.py``)::
 
     <!-- BEGIN GENERATED: name -->
     ...
@@ -368,6 +368,12 @@ def gen_timers() -> str:
     return table(("Timer", "Default", "Unit", "Meaning"), rows, "Timers and defaults")
 
 
+def gen_limits() -> str:
+    rows = [(lim.name, number(lim.default), lim.unit, lim.description) for lim in reg.LIMITS]
+    return table(("Limit", "Default", "Unit", "Meaning"), rows,
+                 "Resource limits of a gateway and defaults")
+
+
 def gen_message(m: MessageType) -> str:
     cls = MESSAGE_CLASSES[m.value]
     rows = [(s.tlv.name, hex16(s.tlv), s.occurs.value, value_format(s.tlv)) for s in cls.SPEC]
@@ -659,6 +665,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "gateway-caps": gen_gateway_caps,
     "cose-algorithms": gen_cose_algorithms,
     "timers": gen_timers,
+    "limits": gen_limits,
     "vector-index": gen_vector_index,
     "vectors-valid": gen_vectors_valid,
     "vectors-invalid": gen_vectors_invalid,

@@ -288,6 +288,19 @@ class Limit:
 #: Resource limits and their defaults (Section 10.7); the draft's table is generated from
 #: this tuple.
 LIMITS: tuple[Limit, ...] = (
+    Limit("QUIC_RETRY_THRESHOLD", 32, "handshakes",
+          "QUIC handshakes in progress above which a new client must first echo a Retry "
+          "token (0: always; at least QUIC_MAX_PENDING: never)"),
+    Limit("QUIC_MAX_PENDING", 256, "handshakes",
+          "QUIC handshakes in progress at once; further Initials are dropped"),
+    Limit("QUIC_HANDSHAKE_TIMEOUT", 10, "s",
+          "time a QUIC client has to complete its handshake before it is closed"),
+    Limit("QUIC_MAX_CONNECTIONS", 4096, "connections",
+          "QUIC connections at once (handshakes included); further Initials are dropped"),
+    Limit("QUIC_MAX_PER_ADDRESS", 256, "connections",
+          "QUIC connections (handshakes included) from one source IP address"),
+    Limit("QUIC_MAX_PER_IDENTITY", 16, "connections",
+          "authenticated QUIC connections of one agent or gateway; the oldest is closed"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

@@ -34,6 +34,8 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
                                       # and cap: a third of the negotiated hold time)
     restart_grace = 60                # after a restart, records of agents that have not
                                       # come back are not advertised for this long
+    quic_max_pending = 256            # and any resource limit of Section 10.7 by its
+                                      # name in lower case (codec.registry.LIMITS)
 
     [log]                             # optional
     format = "text"                   # or "json" (JSON lines)
@@ -114,7 +116,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..codec.registry import timer
+from ..codec.registry import LIMITS, limit, timer
 from ..codec.values import ExportPolicy
 from ..errors import DmscError
 from ..gateway.routing import MAX_PATH
@@ -206,7 +208,13 @@ class GatewayConfig:
     #: Lab mode: cleartext UDP everywhere, identities from the protocol (runtime.lab).
     lab: bool = False
     transit: TransitConfig = TransitConfig()
+    #: Resource limits set in ``[limits]`` (Section 10.7), by registry name.
+    resource_limits: tuple[tuple[str, float], ...] = ()
     source: Path | None = field(default=None, compare=False)
+
+    def limit(self, name: str) -> float:
+        """A resource limit (codec.registry.LIMITS): the configured value or the default."""
+        return dict(self.resource_limits).get(name, limit(name))
 
     @property
     def listeners(self) -> tuple[tuple[str, tuple[str, int]], ...]:
@@ -238,7 +246,7 @@ class GatewayConfig:
                                "store", "name", "transport", "require_tokens", "lab"})
         limits = r.table(data, "limits")
         r.only(limits, "limits", {"min_lease", "max_lease", "hold_time", "keepalive",
-                                  "restart_grace"})
+                                  "restart_grace", *(lim.name.lower() for lim in LIMITS)})
         log = r.table(data, "log")
         r.only(log, "log", {"format", "level"})
         capture = r.table(data, "capture")
@@ -302,6 +310,7 @@ class GatewayConfig:
             require_origin=require_origin,
             lab=lab,
             transit=r.transit(r.table(data, "federation")),
+            resource_limits=r.resource_limits(limits),
             source=source,
         )
 
@@ -436,6 +445,22 @@ class _Reader:
             name = f"{where}.{key}" if where else key
             raise self.error(name, f"must be {_TYPE_NAMES[kind]}, not {type(value).__name__}")
         return value
+
+    def resource_limits(self, table: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+        """The Section 10.7 limits set in ``[limits]``: numbers, counts whole, none
+        negative."""
+        out = []
+        for lim in LIMITS:
+            key = lim.name.lower()
+            if key not in table:
+                continue
+            kind: type[Any] = float if lim.unit == "s" else int
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int | kind) or value < 0:
+                raise self.error(f"limits.{key}", f"must be a non-negative "
+                                 f"{'number' if kind is float else 'integer'} ({lim.unit})")
+            out.append((lim.name, float(value)))
+        return tuple(out)
 
     def strings(self, table: Mapping[str, Any], where: str, key: str,
                 default: tuple[str, ...] = ()) -> tuple[str, ...]:

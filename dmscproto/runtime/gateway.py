@@ -285,7 +285,8 @@ class GatewayRuntime:
         for name, (host, port) in c.listeners:
             server = await transport_named(name).serve(host, port, self.tls, self._handle,
                                                        pcap=self._pcap,
-                                                       keylog=self._keylog_file, lab=c.lab)
+                                                       keylog=self._keylog_file, lab=c.lab,
+                                                       limits=c.limit)
             self.servers[name] = server
             log.info("gateway listening", extra=facts(
                 gateway=self.identity.uri, gateway_id=self.gateway_id, transport=name,

@@ -26,6 +26,7 @@ from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
 from ..codec.messages import Message
+from ..codec.registry import limit
 from ..security.ca import Identity
 from ..transport.errors import TransportError
 from ..transport.tls import TlsIdentity
@@ -97,13 +98,17 @@ class Transport:
 
     async def serve(self, host: str, port: int, tls: TlsIdentity, handler: Handler, *,
                     pcap: PcapWriter | None = None,
-                    keylog: str | Path | TextIO | None = None, lab: bool = False
-                    ) -> Listener:
+                    keylog: str | Path | TextIO | None = None, lab: bool = False,
+                    limits: Callable[[str], float] = limit) -> Listener:
+        """Listen; ``limits(name)`` gives the resource limits of Section 10.7 (QUIC's
+        handshake and connection limits)."""
         if self.lab:
             return cast(Listener, await self._api().serve(host, port, handler, lab=lab,
                                                           pcap=pcap))
-        return cast(Listener, await self._api().serve(host, port, tls, handler, pcap=pcap,
-                                                      keylog=keylog))
+        api = self._api()
+        extra = {"limits": api.QuicLimits.of(limits)} if self.name == "quic" else {}
+        return cast(Listener, await api.serve(host, port, tls, handler, pcap=pcap,
+                                              keylog=keylog, **extra))
 
     async def connect(self, host: str, port: int, tls: TlsIdentity, *,
                       server_name: str | None = None, expect_domain: str | None = None,

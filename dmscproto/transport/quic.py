@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
-from ..codec.registry import MAX_PDU_SIZE, ErrorCode, timer
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode, limit, timer
 from .errors import TransportError
 from .framing import StreamAssembler
 from .keylog import KeyLog
@@ -480,6 +481,38 @@ class DmscConnection(QuicConnectionProtocol):
         self._transmit_soon()
 
 
+@dataclass(frozen=True, slots=True)
+class QuicLimits:
+    """Address validation and connection limits of a QUIC server (Sections 9.1, 10.7),
+    by default the LIMITS of :mod:`dmscproto.codec.registry` of the same names."""
+
+    #: Handshakes in progress above which a client must echo a Retry token first.
+    retry_threshold: int = int(limit("QUIC_RETRY_THRESHOLD"))
+    max_pending: int = int(limit("QUIC_MAX_PENDING"))
+    handshake_timeout: float = limit("QUIC_HANDSHAKE_TIMEOUT")
+    max_connections: int = int(limit("QUIC_MAX_CONNECTIONS"))
+    max_per_address: int = int(limit("QUIC_MAX_PER_ADDRESS"))
+    max_per_identity: int = int(limit("QUIC_MAX_PER_IDENTITY"))
+
+    @classmethod
+    def of(cls, value: Callable[[str], float]) -> QuicLimits:
+        """From ``value(name)`` of each QUIC_* limit (e.g. a gateway configuration's)."""
+        return cls(int(value("QUIC_RETRY_THRESHOLD")), int(value("QUIC_MAX_PENDING")),
+                   value("QUIC_HANDSHAKE_TIMEOUT"), int(value("QUIC_MAX_CONNECTIONS")),
+                   int(value("QUIC_MAX_PER_ADDRESS")), int(value("QUIC_MAX_PER_IDENTITY")))
+
+
+@dataclass(slots=True)
+class QuicServerCounters:
+    """What a :class:`QuicServer`'s limits did, for logs and benchmarks."""
+
+    accepted: int = 0       # Initials that created a connection
+    retries: int = 0        # Retry packets sent
+    dropped: int = 0        # Initials dropped: a limit reached, or a bad Retry token
+    expired: int = 0        # handshakes closed for taking too long
+    evicted: int = 0        # connections closed beyond QUIC_MAX_PER_IDENTITY
+
+
 class QuicServer(asyncio.DatagramProtocol):
     """A listening DMSC QUIC endpoint: accepts connections, demultiplexes datagrams by
     connection ID, and tracks authenticated peers by entity ID (:attr:`peers`) so that
@@ -487,7 +520,7 @@ class QuicServer(asyncio.DatagramProtocol):
 
     def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: PcapWriter | None,
                  keylog: KeyLog, idle_timeout: float = IDLE_TIMEOUT,
-                 retry: bool = False) -> None:
+                 limits: QuicLimits | None = None) -> None:
         self.tls = tls
         self.handler = handler
         self.peers: dict[bytes, DmscConnection] = {}
@@ -497,7 +530,16 @@ class QuicServer(asyncio.DatagramProtocol):
         self._pcap = pcap
         self._keylog = keylog
         self._by_cid: dict[bytes, DmscConnection] = {}
-        self._retry = QuicRetryTokenHandler() if retry else None
+        self.limits = limits or QuicLimits()
+        self.counters = QuicServerCounters()
+        self._retry = QuicRetryTokenHandler()
+        #: Every connection (handshakes included) and its source IP address.
+        self._conns: dict[DmscConnection, str] = {}
+        self._per_address: Counter[str] = Counter()
+        #: Handshakes in progress and the timers that end them.
+        self._pending: dict[DmscConnection, asyncio.TimerHandle] = {}
+        #: Authenticated connections by entity ID, oldest first.
+        self._by_identity: dict[bytes, list[DmscConnection]] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.DatagramTransport | None = None
         self._recorder: _Recorder | None = None
@@ -535,36 +577,50 @@ class QuicServer(asyncio.DatagramProtocol):
             if (header.packet_type != QuicPacketType.INITIAL or header.version is None
                     or len(data) < SMALLEST_MAX_DATAGRAM_SIZE):
                 return
+            host = str(addr[0])
+            lim = self.limits
+            if (len(self._pending) >= lim.max_pending or len(self._conns) >= lim.max_connections
+                    or self._per_address[host] >= lim.max_per_address):
+                self.counters.dropped += 1  # no state, no cryptography, no answer
+                return
             original_cid, retry_cid = header.destination_cid, None
-            if self._retry is not None:
-                now = asyncio.get_running_loop().time()
-                if not header.token:  # prove the address first (RFC 9000, 8.1.2)
-                    retry_cid = os.urandom(8)
-                    self._sender.sendto(encode_quic_retry(
-                        version=header.version, source_cid=retry_cid,
-                        destination_cid=header.source_cid,
-                        original_destination_cid=header.destination_cid,
-                        retry_token=self._retry.create_token(
-                            address=addr, original_destination_connection_id=original_cid,
-                            retry_source_connection_id=retry_cid, now=now)), addr)
-                    return
+            now = asyncio.get_running_loop().time()
+            if header.token:
                 try:
                     original_cid = self._retry.validate_token(
                         address=addr, destination_cid=header.destination_cid,
                         token=header.token, now=now)
                 except ValueError:
-                    return  # forged, stale or foreign token: dropped
+                    self.counters.dropped += 1  # forged, stale or foreign token
+                    return
                 retry_cid = header.destination_cid
-            protocol = self._accept(header.destination_cid, original_cid, retry_cid)
+            elif len(self._pending) >= lim.retry_threshold:
+                # prove the address first (RFC 9000, 8.1.2): no state until it does
+                retry_cid = os.urandom(8)
+                self._sender.sendto(encode_quic_retry(
+                    version=header.version, source_cid=retry_cid,
+                    destination_cid=header.source_cid,
+                    original_destination_cid=header.destination_cid,
+                    retry_token=self._retry.create_token(
+                        address=addr, original_destination_connection_id=original_cid,
+                        retry_source_connection_id=retry_cid, now=now)), addr)
+                self.counters.retries += 1
+                return
+            protocol = self._accept(header.destination_cid, original_cid, retry_cid, host)
         protocol.datagram_received(data, addr)
 
-    def _accept(self, cid: bytes, original_cid: bytes,
-                retry_cid: bytes | None) -> DmscConnection:
+    def _accept(self, cid: bytes, original_cid: bytes, retry_cid: bytes | None,
+                host: str) -> DmscConnection:
         quic = DmscQuicConnection(configuration=self._configuration, verifier=self._verifier,
                                   original_destination_connection_id=original_cid,
                                   retry_source_connection_id=retry_cid)
         assert self._sender is not None
         protocol = DmscConnection(quic, handler=self.handler, on_close=self._forget)
+        self.counters.accepted += 1
+        self._conns[protocol] = host
+        self._per_address[host] += 1
+        self._pending[protocol] = asyncio.get_running_loop().call_later(
+            self.limits.handshake_timeout, self._handshake_expired, protocol)
         protocol.use_sender(self._sender)
         protocol.on_established(self._established)
 
@@ -580,21 +636,65 @@ class QuicServer(asyncio.DatagramProtocol):
         self._by_cid[quic.host_cid] = protocol
         return protocol
 
+    def _handshake_expired(self, conn: DmscConnection) -> None:
+        if self._pending.pop(conn, None) is not None:
+            self.counters.expired += 1
+            conn.close(ErrorCode.RESOURCE_EXHAUSTED, "handshake not completed in time")
+
     def _established(self, conn: DmscConnection) -> None:
         assert conn.peer is not None and conn.peer.identity is not None
-        self.peers[conn.peer.identity.entity_id] = conn
+        timer_ = self._pending.pop(conn, None)
+        if timer_ is not None:
+            timer_.cancel()
+        entity = conn.peer.identity.entity_id
+        self.peers[entity] = conn
+        same = self._by_identity.setdefault(entity, [])
+        same.append(conn)
+        while len(same) > self.limits.max_per_identity:
+            self.counters.evicted += 1
+            same.pop(0).close(ErrorCode.RESOURCE_EXHAUSTED,
+                              "too many connections of this identity")
 
     def _forget(self, conn: DmscConnection) -> None:
         for cid in [c for c, p in self._by_cid.items() if p is conn]:
             del self._by_cid[cid]
+        timer_ = self._pending.pop(conn, None)
+        if timer_ is not None:
+            timer_.cancel()
+        host = self._conns.pop(conn, None)
+        if host is not None:
+            self._per_address[host] -= 1
+            if not self._per_address[host]:
+                del self._per_address[host]
         identity = conn.peer.identity if conn.peer is not None else None
-        if identity is not None and self.peers.get(identity.entity_id) is conn:
-            del self.peers[identity.entity_id]
+        if identity is not None:
+            same = self._by_identity.get(identity.entity_id, [])
+            if conn in same:
+                same.remove(conn)
+            if not same:
+                self._by_identity.pop(identity.entity_id, None)
+            if self.peers.get(identity.entity_id) is conn:
+                del self.peers[identity.entity_id]
+                if same:
+                    self.peers[identity.entity_id] = same[-1]
+
+    @property
+    def pending(self) -> int:
+        """Handshakes in progress."""
+        return len(self._pending)
+
+    @property
+    def connections(self) -> int:
+        """Connections, handshakes included."""
+        return len(self._conns)
 
     def close(self) -> None:
         """Close every connection (application error CEASE) and the socket."""
         for conn in set(self._by_cid.values()):
             conn.close(ErrorCode.CEASE, "server shutting down")
+        for timer_ in self._pending.values():
+            timer_.cancel()
+        self._pending.clear()
         self._by_cid.clear()
         self.peers.clear()
         if self._transport is not None:
@@ -604,15 +704,19 @@ class QuicServer(asyncio.DatagramProtocol):
 
 async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
                 pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
-                idle_timeout: float = IDLE_TIMEOUT, retry: bool = False) -> QuicServer:
+                idle_timeout: float = IDLE_TIMEOUT,
+                limits: QuicLimits | None = None) -> QuicServer:
     """Listen for DMSC over QUIC on ``host``:``port`` (0 for an ephemeral port).
 
-    With ``retry``, a client must echo a Retry token before the server keeps any state
-    or does any cryptography for it, so spoofed source addresses cannot make the server
-    handshake (or amplify traffic) on their behalf; it costs one round trip."""
+    Beyond ``limits.retry_threshold`` handshakes in progress (0: always), a client must
+    echo a Retry token before the server keeps any state or does any cryptography for
+    it, so spoofed source addresses cannot make the server handshake (or amplify
+    traffic) on their behalf; it costs one round trip.  Beyond the other limits
+    (:class:`QuicLimits`), Initials are dropped; a handshake not completed in
+    ``limits.handshake_timeout`` is closed."""
     loop = asyncio.get_running_loop()
     server = QuicServer(tls, handler, pcap=pcap, keylog=KeyLog(keylog),
-                        idle_timeout=idle_timeout, retry=retry)
+                        idle_timeout=idle_timeout, limits=limits)
     await loop.create_datagram_endpoint(lambda: server, local_addr=(host, port))
     return server
 

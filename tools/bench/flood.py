@@ -1,0 +1,195 @@
+"""QUIC handshake flood benchmark (draft Section 10.7; issue 13 item 1).
+
+    python tools/bench/flood.py [--initials N] [--rate R] [--seconds S] [--unlimited]
+
+Three processes: ``dmsc gateway --config`` (the real gateway: SQLite store, mutual TLS,
+the QUIC limits of its ``[limits]`` table, defaults unless ``--unlimited``), the
+attacker (this script with ``--attack``: N QUIC Initials, each a real client's first
+flight for a new connection, from 127.0.0.2, never completing a handshake nor echoing a
+Retry token, :mod:`dmscproto.testing.flood`) and this one, where an agent that
+connected before the flood sends ECHO_REQUESTs back to back, and a new agent connects
+and echoes every half second.  The baseline is the same agent's ECHO latency during S
+seconds before the flood, in the same run; the gateway's resident memory (VmRSS) is
+sampled every 50 ms throughout.
+
+``--unlimited`` sets the QUIC limits so high that none applies (no Retry, no caps, the
+handshake timeout at QUIC's idle timeout): the gateway as it was before the limits.
+
+Last line, one JSON object: ``initials``, ``attack_s``, ``rss_before_mb``,
+``rss_peak_mb``, ``echo_p50_ms``/``echo_p99_ms`` during the flood and
+``base_p50_ms``/``base_p99_ms`` before it, ``p99_ratio`` (flood / baseline),
+``connect_max_ms`` (a new agent's connection and first ECHO during the flood, one every
+half second), ``connects`` and ``connect_failures`` (not connected in 5 s), ``echoes``
+and ``echo_failures`` during the flood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dmscproto.agent import Agent
+from dmscproto.codec.registry import LIMITS, timer
+from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.security.ca import Kind
+from dmscproto.testing.flood import flood
+
+HOST = "127.0.0.1"
+ATTACKER = "127.0.0.2"  # another source address on loopback (Linux routes 127/8 to lo)
+_CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _setup(root: Path, unlimited: bool) -> Path:
+    domain = Domain.create(root, "bench.example")
+    for i in range(64):
+        domain.issue(f"agent{i}", Kind.AGENT)
+    config = write_gateway_config(domain, "gw")
+    if unlimited:
+        off = {"QUIC_RETRY_THRESHOLD": 10**9, "QUIC_MAX_PENDING": 10**9,
+               "QUIC_MAX_CONNECTIONS": 10**9, "QUIC_MAX_PER_ADDRESS": 10**9,
+               "QUIC_HANDSHAKE_TIMEOUT": timer("QUIC_IDLE_TIMEOUT")}
+        assert set(off) <= {lim.name for lim in LIMITS}
+        text = config.read_text()
+        config.write_text(text.replace("[limits]\n", "[limits]\n" + "".join(
+            f"{name.lower()} = {value}\n" for name, value in off.items())))
+    return domain.directory
+
+
+def _agent(keys: Path, i: int, gateway: str) -> Agent:
+    return Agent.from_files(keys / f"agent{i}.pem", keys / f"agent{i}.key",
+                            [keys / "ca.pem"], gateway=gateway)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3, 3)
+
+
+async def _run(keys: Path, gateway: subprocess.Popen[str], address: str,
+               args: argparse.Namespace) -> dict[str, Any]:
+    rss: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            rss.append(rss_mb(gateway.pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    prober = _agent(keys, 0, address)
+    await prober.connect()
+    for _ in range(100):  # warm-up
+        await prober.echo()
+    base: list[float] = []
+    end = time.perf_counter() + args.seconds
+    while time.perf_counter() < end:
+        base.append(await prober.echo())
+    rss_before = rss_mb(gateway.pid)
+    host, port = address.rsplit(":", 1)
+    attacker = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--attack", host, port, str(args.initials),
+        str(args.rate), stdout=subprocess.PIPE)
+    under: list[float] = []
+    failures = 0
+    connects: list[float] = []
+    connect_failures = 0
+
+    async def newcomers() -> None:
+        nonlocal connect_failures
+        i = 1
+        while attacker.returncode is None and i < 64:
+            started = time.perf_counter()
+            agent = _agent(keys, i, address)
+            try:
+                await agent.connect()
+                await agent.echo()
+                connects.append(time.perf_counter() - started)
+            except (ConnectionError, TimeoutError):
+                connect_failures += 1
+            finally:
+                await agent.close(deregister=False)
+            i += 1
+            await asyncio.sleep(0.5)
+
+    joining = asyncio.create_task(newcomers())
+    waiting = asyncio.create_task(attacker.wait())
+    while not waiting.done():
+        try:
+            under.append(await asyncio.wait_for(prober.echo(), 5))
+        except Exception:
+            failures += 1
+    assert attacker.stdout is not None
+    attack_s = float((await attacker.stdout.read()).decode().strip() or "nan")
+    await joining
+    await asyncio.sleep(1.0)  # memory after the flood, while handshakes expire
+    sampler.cancel()
+    await prober.close(deregister=False)
+    return {"initials": args.initials, "attack_s": round(attack_s, 2),
+            "unlimited": args.unlimited,
+            "rss_before_mb": round(rss_before, 1), "rss_peak_mb": round(max(rss), 1),
+            "echo_p50_ms": _pct(under, 0.5), "echo_p99_ms": _pct(under, 0.99),
+            "base_p50_ms": _pct(base, 0.5), "base_p99_ms": _pct(base, 0.99),
+            "p99_ratio": round(_pct(under, 0.99) / _pct(base, 0.99), 2),
+            "connect_max_ms": round(max(connects, default=float("nan")) * 1e3, 1),
+            "connects": len(connects), "connect_failures": connect_failures, "echoes": len(under), "echo_failures": failures,
+            "echo_mean_ms": round(statistics.fmean(under) * 1e3, 3) if under else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--initials", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="Initials per second (0: as fast as the attacker makes them)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="baseline duration")
+    parser.add_argument("--unlimited", action="store_true")
+    parser.add_argument("--attack", nargs=4, metavar=("HOST", "PORT", "COUNT", "RATE"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.attack:
+        host, port, count, rate = args.attack
+        took = asyncio.run(flood(host, int(port), int(count),
+                                 rate=float(rate) or None, source=ATTACKER))
+        print(took)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = _setup(Path(tmp), args.unlimited)
+        gateway = subprocess.Popen(
+            [sys.executable, "-c", _CLI, "gateway", "--config", str(keys / "gw.toml"),
+             "--log-format", "json"], stderr=subprocess.PIPE, text=True)
+        try:
+            assert gateway.stderr is not None
+            address = None
+            for line in gateway.stderr:
+                event = json.loads(line) if line.startswith("{") else {}
+                if event.get("msg") == "gateway listening":
+                    address = event["address"]
+                    break
+            if address is None:
+                raise RuntimeError("the gateway did not start")
+            drain = gateway.stderr
+            threading.Thread(target=lambda: all(True for _ in drain), daemon=True).start()
+            out = asyncio.run(_run(keys, gateway, address, args))
+        finally:
+            gateway.terminate()
+            gateway.wait(10)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
