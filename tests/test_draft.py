@@ -254,6 +254,7 @@ def registry_names() -> dict[str, int | str | float]:
                  CoseAlgorithm):
         names.update({m.name: int(m) for m in enum if m.name is not None})
     names.update({t.name: t.default_s for t in reg.TIMERS})
+    names.update({lim.name: lim.default for lim in reg.LIMITS})
     names.update({n: getattr(reg, n) for n in dir(reg)
                   if n.isupper() and isinstance(getattr(reg, n), int | str)})
     names["MAX_TLV_VALUE"] = MAX_TLV_VALUE

@@ -147,7 +147,8 @@ async def _run(keys: Path, gateway: subprocess.Popen[str], address: str,
             "base_p50_ms": _pct(base, 0.5), "base_p99_ms": _pct(base, 0.99),
             "p99_ratio": round(_pct(under, 0.99) / _pct(base, 0.99), 2),
             "connect_max_ms": round(max(connects, default=float("nan")) * 1e3, 1),
-            "connects": len(connects), "connect_failures": connect_failures, "echoes": len(under), "echo_failures": failures,
+            "connects": len(connects), "connect_failures": connect_failures,
+            "echoes": len(under), "echo_failures": failures,
             "echo_mean_ms": round(statistics.fmean(under) * 1e3, 3) if under else None}
 
 
