@@ -14,6 +14,8 @@ source per client.  Every datagram, in each direction, independently:
 The random draws come from one ``random.Random`` per direction, both derived from
 ``seed``, so a run is reproducible given the order in which datagrams arrive in each
 direction (however the two directions interleave).  :attr:`Relay.counters` says what was done.
+A ``tap`` sees every datagram as its sender sent it, before any impairment, addressed
+client to server or server to client (the interop runner records its captures so).
 
 Run it standalone (it stops after ``--duration`` seconds and prints its counters as one
 JSON line; ``python -m interop.relay`` in a source checkout is the same)::
@@ -34,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 Address = tuple[str, int]
+#: Called with (source, destination, datagram) for every datagram the relay receives.
+Tap = Callable[[Address, Address, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +101,11 @@ class _Side(asyncio.DatagramProtocol):
 class Relay:
     """A running impairment relay; create with :meth:`start`, stop with :meth:`close`."""
 
-    def __init__(self, upstream: Address, impairment: Impairment) -> None:
+    def __init__(self, upstream: Address, impairment: Impairment, tap: Tap | None = None
+                 ) -> None:
         self.upstream = upstream
         self.impairment = impairment
+        self.tap = tap
         self.counters = Counters()
         self._rng_up = random.Random(impairment.seed)
         self._rng_down = random.Random(f"{impairment.seed}/down")
@@ -113,9 +119,9 @@ class Relay:
 
     @classmethod
     async def start(cls, listen: Address, upstream: Address,
-                    impairment: Impairment = Impairment()) -> Relay:
+                    impairment: Impairment = Impairment(), tap: Tap | None = None) -> Relay:
         """Listen on ``listen`` (port 0: ephemeral) and relay to ``upstream``."""
-        relay = cls(upstream, impairment)
+        relay = cls(upstream, impairment, tap)
         _t, side = await relay._loop.create_datagram_endpoint(
             lambda: _Side(relay._from_client), local_addr=listen)
         relay._listen = side
@@ -136,6 +142,8 @@ class Relay:
 
     # -- relaying --------------------------------------------------------------------------
     def _from_client(self, data: bytes, client: Address) -> None:
+        if self.tap is not None and not self._closed:
+            self.tap(client, self.upstream, data)
         side = self._clients.get(client)
         if side is not None:
             self._impair(data, side, None, self.counters.up, self._rng_up)
@@ -152,6 +160,8 @@ class Relay:
     async def _open_upstream(self, client: Address) -> None:
         def back(data: bytes, _src: Address) -> None:
             assert self._listen is not None
+            if self.tap is not None and not self._closed:
+                self.tap(self.upstream, client, data)
             self._impair(data, self._listen, client, self.counters.down, self._rng_down)
         _t, side = await self._loop.create_datagram_endpoint(
             lambda: _Side(back), remote_addr=self.upstream)

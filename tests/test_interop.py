@@ -1,0 +1,106 @@
+"""The interop runner (interop/README.md): this implementation against itself on the
+quick cases over lab UDP and QUIC, real processes, judged on the decoded capture; and
+the runner's verdicts for an endpoint that declines a case (127) or passes its side
+with wrong output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import require_tool
+
+from interop.cases import all_cases
+from interop.contract import Role
+from interop.manifest import load
+from interop.runner import plan
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = [c.name for c in all_cases() if c.quick]
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "interop", "run", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_quick_matrix_against_itself(tmp_path: Path) -> None:
+    require_tool("tshark")  # decrypts the QUIC captures
+    result = run("--quick", "--transport", "udp", "--transport", "quic", "--output",
+                 str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    runs = {(r["case"], r["transport"]) for r in data["results"]}
+    assert runs == {("codec", "-")} | {(c, t) for c in QUICK if c != "codec"
+                                       for t in ("udp", "quic")}
+    assert data["summary"]["passed"] == len(runs) and data["summary"]["failed"] == 0
+    for r in data["results"]:
+        case = tmp_path / r["logs"]
+        assert (case / "check.txt").read_text().startswith("passed")
+        if r["transport"] != "-":
+            assert r["messages"] > 0 and (case / "trace.pcap").stat().st_size > 24
+    quic = tmp_path / "dmscproto_dmscproto" / "quic" / "routing"
+    assert "ROUTE_REPLY SUCCESS" in (quic / "trace.txt").read_text()  # decrypted, decoded
+    assert (quic / "keys.log").read_text().count("CLIENT_TRAFFIC_SECRET_0") >= 2
+    matrix = (tmp_path / "matrix.md").read_text()
+    assert f"{len(QUICK)} cases, 1 pairs, {len(runs)} runs: {len(runs)} passed" in matrix
+    assert "[✓](dmscproto_dmscproto/quic/routing/)" in matrix
+    assert "href='dmscproto_dmscproto/udp/peering/'" in (tmp_path / "index.html").read_text()
+
+
+def test_verdicts_come_from_the_output_not_the_exit_status(tmp_path: Path) -> None:
+    """A decoder that exits 0 but says every vector is valid fails the codec case; one
+    that exits 127 is unsupported; the runner's exit status is 1 for the failure."""
+    lenient = tmp_path / "lenient.py"
+    lenient.write_text("import json, sys\n"
+                       "for line in sys.stdin:\n"
+                       "    v = json.loads(line)\n"
+                       "    print(json.dumps({'name': v['name'], 'result': 'valid', "
+                       "'hex': v['hex']}))\n")
+    manifest = tmp_path / "implementations.toml"
+    manifest.write_text(f"""
+[[implementation]]
+name = "dmscproto"
+command = ["{{python}}", "-m", "interop.adapter"]
+cwd = "{ROOT}"
+roles = ["decoder"]
+
+[[implementation]]
+name = "lenient"
+command = ["{{python}}", "{lenient}"]
+roles = ["decoder"]
+
+[[implementation]]
+name = "declines"
+command = ["sh", "-c", "exit 127"]
+roles = ["decoder", "gateway"]
+""")
+    result = run("--manifest", str(manifest), "--case", "codec", "--output",
+                 str(tmp_path / "out"), timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    verdicts = {r["pair"][0]: (r["status"], r["reason"]) for r in data["results"]}
+    assert verdicts["dmscproto"] == ("passed", "")
+    assert verdicts["declines"][0] == "unsupported"
+    status, reason = verdicts["lenient"]
+    assert status == "failed" and "truncated-header: valid (expected TRUNCATED)" in reason
+    assert "1 failed, 1 unsupported" in result.stdout
+
+
+def test_plan_pairs_every_implementation_in_both_roles() -> None:
+    (ours,) = load()
+    other = replace(ours, name="other", roles=ours.roles - {Role.DECODER},
+                    transports=("quic",))
+    planned = list(plan([ours, other], [c for c in all_cases() if c.name in
+                                        ("codec", "routing", "peering")], ["quic", "udp"]))
+    got = {(p.case.name, p.transport, p.pair) for p in planned}
+    pairs = {("dmscproto", "dmscproto"), ("dmscproto", "other"), ("other", "dmscproto"),
+             ("other", "other")}
+    assert got == ({("codec", "-", ("dmscproto", "dmscproto"))}
+                   | {(c, "quic", p) for c in ("routing", "peering") for p in pairs}
+                   | {(c, "udp", ("dmscproto", "dmscproto")) for c in ("routing", "peering")})
