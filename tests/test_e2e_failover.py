@@ -100,3 +100,26 @@ def test_partition_is_detected_calls_fail_fast_and_the_session_heals(tmp_path: P
             assert await client.call(server.agent_id, b"back") == b"back"
             print(f"detected and failed fast after {waited:.2f} s, healed in {healed:.2f} s")
     asyncio.run(asyncio.wait_for(scenario(), 40))
+
+
+def test_agent_notices_a_silent_gateway_and_reconnects(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a = Domain.create(tmp_path, "a.example")
+        async with AsyncExitStack() as stack:
+            gw = GatewayRuntime(GatewayConfig.load(write_gateway_config(a, "gw-a")))
+            await gw.start()
+            stack.push_async_callback(gw.stop)
+            relay = await Relay.start(("127.0.0.1", 0), gw.address)
+            stack.callback(relay.close)
+            agent = a.agent("alice", relay.address, keepalive=0.5)
+            stack.push_async_callback(agent.close)
+            await agent.register(skills=["echo"], lease=60)
+            first = agent._conn
+            assert first is not None
+            relay.impairment = CUT
+            lost = await until(lambda: first.closed, 3.0)
+            assert 1.0 < lost < 2.5, lost  # three intervals of 0.5 s, not the idle timeout
+            relay.impairment = Impairment()
+            await until(lambda: agent._conn is not first and agent.registered, 10)
+            assert await agent.echo() >= 0
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -59,6 +59,7 @@ from ..errors import DeadlineExceeded, DmscError, NotConnected
 from ..protocol.agent import AgentClient
 from ..protocol.events import (
     Deregistered,
+    GatewayLost,
     LeaseRefreshed,
     Registered,
     RegistrationFailed,
@@ -188,14 +189,19 @@ class Agent:
     restarted, say) the agent reconnects with backoff and registers again, unless
     ``reconnect`` is false; requests in flight then fail with TARGET_UNREACHABLE.
     ``token`` is an access token from the domain authority (a JWT bound to the agent's
-    certificate), sent with every request, for gateways that require one."""
+    certificate), sent with every request, for gateways that require one.
+    ``keepalive`` (seconds, default AGENT_KEEPALIVE; None: off) is the agent keepalive
+    (Section 6.8.3): ECHO_REQUEST after that much silence from the gateway, and the
+    gateway taken for lost, the connection closed and re-opened, after three such
+    intervals, instead of the transport's idle timeout."""
 
     def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
                  server_name: str | None = None, pcap: PcapWriter | None = None,
                  keylog: str | Path | TextIO | None = None,
                  tls: TlsIdentity | None = None, transport: str = "quic",
                  reconnect: bool = True, token: bytes | str | None = None,
-                 lab: bool = False) -> None:
+                 lab: bool = False,
+                 keepalive: float | None = timer("AGENT_KEEPALIVE")) -> None:
         self.tls = tls or TlsIdentity(credential, trust)
         self.identity: Identity = self.tls.identity
         host, _, port = gateway.rpartition(":")
@@ -224,6 +230,7 @@ class Agent:
         #: Why the agent stopped by itself (the connection lost for good, the
         #: registration taken over by another process), after :meth:`wait_closed`.
         self.close_reason: DmscError | None = None
+        self.keepalive = keepalive
         #: The signed record registered last, the lease asked for and the one granted.
         self.signed: SignedRecord | None = None
         self.requested_lease = DEFAULT_LEASE
@@ -234,12 +241,13 @@ class Agent:
                    gateway: str, server_name: str | None = None,
                    pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
                    transport: str = "quic", reconnect: bool = True,
-                   token: bytes | str | None = None, lab: bool = False) -> Agent:
+                   token: bytes | str | None = None, lab: bool = False,
+                   keepalive: float | None = timer("AGENT_KEEPALIVE")) -> Agent:
         """An agent from its certificate and key files and its domain's anchor(s); the
         options are :class:`Agent`'s."""
         return cls(Credential.load(cert, key), TrustStore.load(anchors), gateway=gateway,
                    server_name=server_name, pcap=pcap, keylog=keylog, transport=transport,
-                   reconnect=reconnect, token=token, lab=lab)
+                   reconnect=reconnect, token=token, lab=lab, keepalive=keepalive)
 
     @classmethod
     def from_config(cls, path: str | Path, *, reconnect: bool = True) -> Agent:
@@ -254,7 +262,7 @@ class Agent:
         return cls.from_files(c.certificate, c.key, c.trust_anchors,
                               gateway="{}:{}".format(*c.gateway), server_name=c.server_name,
                               transport=c.transport, reconnect=reconnect, token=token,
-                              lab=c.lab)
+                              lab=c.lab, keepalive=c.keepalive)
 
     @property
     def address(self) -> str:
@@ -319,8 +327,9 @@ class Agent:
         # discover, call, echo and trace need no registration: the record is given
         # by register()
         self._client = AgentClient(self.signed or self.record(()), self._assoc,
-                                   token=self._token)
+                                   token=self._token, keepalive=self.keepalive)
         self._pump = Pump(_Machine(self._client), on_event=self._on_event)
+        self._pump.call(self._client.watch_gateway, self._pump.now())
 
     async def _keep(self) -> None:
         """When the connection is lost: reconnect with backoff, register again."""
@@ -409,6 +418,11 @@ class Agent:
                 waiter.set_result(event.answer)
             else:
                 waiter.set_exception(AgentError(event.status, event.diagnostic))
+        elif isinstance(event, GatewayLost):
+            log.warning("nothing from %s:%d for %.1f s; closing the connection",
+                        *self.gateway, event.silent_s)
+            if self._conn is not None:
+                self._conn.close(ErrorCode.HOLD_TIMER_EXPIRED, "gateway silent")
         elif isinstance(event, RouteRequestReceived):
             task = asyncio.get_running_loop().create_task(self._answer(event))
             self._tasks.add(task)

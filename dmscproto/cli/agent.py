@@ -57,6 +57,7 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
     """The :class:`~dmscproto.agent.Agent` the identity options describe, and its
     configuration file's contents if ``--config`` was given."""
     from ..agent import Agent
+    from ..codec.registry import timer
     from ..runtime.config import AgentConfig, ConfigError
     config = None
     if args.timeout is not None and args.timeout <= 0:
@@ -69,7 +70,7 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
             cert, key, anchors = config.certificate, config.key, list(config.trust_anchors)
             server_name = args.server_name or config.server_name
             transport = args.transport or config.transport
-            lab = config.lab
+            lab, keepalive = config.lab, config.keepalive
         else:
             if not (args.cert and args.key and args.ca and args.gateway):
                 raise UsageError("give --config, or --cert, --key, --ca and --gateway")
@@ -79,10 +80,12 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
             cert, key, anchors, gateway = args.cert, args.key, args.ca, args.gateway
             server_name, token = args.server_name, args.token
             transport, lab = args.transport or "quic", False
+            keepalive = timer("AGENT_KEEPALIVE")
         if token is not None and token.startswith("@"):
             token = Path(token[1:]).read_text(encoding="ascii").strip()
         return Agent.from_files(cert, key, anchors, gateway=gateway, server_name=server_name,
-                                token=token, transport=transport, lab=lab), config
+                                token=token, transport=transport, lab=lab,
+                                keepalive=keepalive), config
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:

@@ -36,7 +36,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from ..codec.messages import Error, Message, Open, RouteRequest, TraceRequest
+from ..codec.messages import Error, Message, Open, Refresh, RouteRequest, TraceRequest
 from ..codec.registry import MAX_PDU_SIZE, ErrorCode, MessageType, timer
 from ..codec.wire import VersionedId
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
@@ -71,6 +71,7 @@ from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
 from ..protocol.sync import PeerSync, SyncPeer
 from .core import GatewayCore
+from .restart import RestartGrace
 
 #: Checks a message before dispatch; returns the refusal, or None to accept it.
 Admission = Callable[[Handle, Message, float], Refusal | None]
@@ -118,9 +119,24 @@ class GatewayNode:
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
         self.relays: dict[tuple[Handle, int], Relay] = {}
         self._unanswered: list[Relay] = []     # relays that may still time out
+        #: Local records withheld from peers after a restart (Section 6.1.2), if any.
+        self.grace: RestartGrace | None = None
         self.ctx = RelayContext(core, self.txids, self.peers.get,
                                 self.registration.handles.get, name, route_timeout,
                                 outgoing=outgoing)
+
+    def restarted(self, now: float, grace: float = timer("RESTART_GRACE")) -> int:
+        """This gateway restarted on its registry (Section 6.1.2): withhold the local
+        records loaded from it from peers until their agents come back or ``grace``
+        seconds pass.  Returns how many records are withheld."""
+        self.grace = RestartGrace(self.core.agent_ids(local_only=True), now + grace)
+        return len(self.grace.stale)
+
+    def _release(self, agent_ids: Iterable[bytes], now: float) -> None:
+        """Records no longer stale (their agents came back, or the grace ended)."""
+        back = [a for a in agent_ids if self.grace is not None and self.grace.back(a)]
+        if back:
+            self._announce(back, (), None, now)
 
     # --- peering (the sessions' PeeringPort) --------------------------------------------------
     def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
@@ -139,10 +155,12 @@ class GatewayNode:
 
     def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> PeerSync:
         """Record exchange on a session just established (Section 6.5)."""
+        allow = self.export_for(domain)
         return PeerSync(self._out, self.core,
                         SyncPeer(handle, gateway_id, domain,
                                  lambda msg, _now: self._out.send(handle, msg),
-                                 self.export_for(domain)),
+                                 allow if self.grace is None
+                                 else self.grace.exportable(allow)),
                         self.txids, self.verifier)
 
     def _session(self, handle: Handle) -> PeerSession:
@@ -211,6 +229,9 @@ class GatewayNode:
                     self.sessions.pop(source, None)
         elif t in _REGISTRATION:
             self.registration.receive(source, msg, now)
+            if isinstance(msg, Refresh) and self.registration.handles.get(msg.agent_id) \
+                    == source:
+                self._release([msg.agent_id], now)
         elif t is _M.DISCOVER:
             self.discovery.receive(source, msg, now)
         elif t is _M.ECHO_REQUEST:
@@ -233,6 +254,7 @@ class GatewayNode:
     def get_timer(self) -> float | None:
         self._unanswered = [r for r in self._unanswered if not r.done]
         return earliest(self.registration.get_timer(),
+                        None if self.grace is None else self.grace.get_timer(),
                         *(s.get_timer() for s in self.sessions.values()),
                         *(r.get_timer() for r in self._unanswered))
 
@@ -241,6 +263,8 @@ class GatewayNode:
         due = self.registration.get_timer()
         if due is not None and now >= due:
             self.registration.handle_timer(now)
+        if self.grace is not None:
+            self._announce(self.grace.expire(now), (), None, now)
         for s in list(self.sessions.values()):
             due = s.get_timer()
             if due is not None and now >= due:
@@ -268,8 +292,12 @@ class GatewayNode:
         """React to what the machines reported, then pass the events on."""
         while (ev := self._out.next_event()) is not None:
             if isinstance(ev, AgentRegistered):
+                if self.grace is not None:
+                    self.grace.back(ev.agent_id)
                 self._announce([ev.agent_id], (), None, now)
             elif isinstance(ev, AgentRemoved):
+                if self.grace is not None:
+                    self.grace.back(ev.withdrawn.agent_id)
                 self._announce((), [ev.withdrawn], None, now)
             elif isinstance(ev, TableChanged):
                 self._announce(ev.advertised, ev.withdrawn, ev.from_handle, now)

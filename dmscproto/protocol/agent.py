@@ -39,6 +39,7 @@ from ..codec.registry import (
 )
 from ..codec.values import DiscoveryQuery, TraceContext
 from .events import RouteRequestReceived
+from .liveness import GatewayLiveness
 from .machine import (
     Handle,
     Outbox,
@@ -65,7 +66,8 @@ class AgentClient:
                  nonce: Callable[[], bytes] | None = None,
                  token: bytes | None = None,
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
-                 route_timeout: float = timer("ROUTE_TIMEOUT")) -> None:
+                 route_timeout: float = timer("ROUTE_TIMEOUT"),
+                 keepalive: float | None = None) -> None:
         self.signed = signed
         self.agent_id = signed.record.agent_id
         self.gateway = gateway
@@ -83,6 +85,10 @@ class AgentClient:
         self.request_timeout = request_timeout
         self.route_timeout = route_timeout
         self._seq = 0
+        #: The watch on the gateway (Section 6.8.3) with ``keepalive`` (seconds; the SDK
+        #: uses AGENT_KEEPALIVE), started by :meth:`watch_gateway`; None: no keepalive.
+        self.liveness = None if keepalive is None else GatewayLiveness(self.outbox, self,
+                                                                       keepalive)
 
     # --- local calls --------------------------------------------------------------------------
     def register(self, now: float, lease: int = int(timer("DEFAULT_LEASE"))) -> None:
@@ -120,6 +126,15 @@ class AgentClient:
         return self._request(EchoRequest(transaction_id=self.txids(), sequence=self._seq,
                                          timestamp=timestamp_ms(now), payload=payload), now)
 
+    def watch_gateway(self, now: float) -> None:
+        """Start the agent keepalive (the association to the gateway is open)."""
+        if self.liveness is not None:
+            self.liveness.watch(now)
+
+    def probe(self, now: float) -> None:
+        """The keepalive's ECHO_REQUEST (its answer, or failure, is an event like any)."""
+        self.echo(now)
+
     def trace(self, target: bytes, now: float) -> int:
         """Send TRACE_REQUEST towards ``target`` (waiting as for a ROUTE_REQUEST)."""
         return self._request(TraceRequest(transaction_id=self.txids(), target_agent=target,
@@ -142,6 +157,8 @@ class AgentClient:
     def receive(self, msg: Message, now: float) -> None:
         """A message from the home gateway.  One this agent cannot take raises
         :class:`ProtocolError` (a request is answered with ERROR first)."""
+        if self.liveness is not None:
+            self.liveness.heard(msg, now)
         t = msg.TYPE
         if t in _REGISTRATION_ANSWERS or (t is MessageType.ERROR
                                           and msg.transaction_id not in self.requests):
@@ -160,11 +177,14 @@ class AgentClient:
             raise err
 
     def get_timer(self) -> float | None:
-        return earliest(self.registration.get_timer(), self.requests.get_timer())
+        return earliest(self.registration.get_timer(), self.requests.get_timer(),
+                        None if self.liveness is None else self.liveness.get_timer())
 
     def handle_timer(self, now: float) -> None:
         self.registration.handle_timer(now)
         self.requests.handle_timer(now)
+        if self.liveness is not None:
+            self.liveness.handle_timer(now)
 
     def has_output(self) -> bool:
         """Whether messages or events are waiting to be drained."""

@@ -86,6 +86,14 @@ class RouteRequestReceived:
     request: RouteRequest
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayLost:
+    """Nothing came from the home gateway for the agent hold time (``silent_s`` seconds,
+    Section 6.8.3): the agent closes the association and reconnects."""
+
+    silent_s: float
+
+
 # --- gateway side ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class AgentRegistered:

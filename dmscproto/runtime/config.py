@@ -106,6 +106,9 @@ An agent's file (:class:`AgentConfig`)::
     token = "hello.jwt"               # optional: file holding its access token
     skills = ["greet"]                # what it registers (dmsc agent serves them)
     lease = 300                       # optional: seconds asked for
+    keepalive = 5                     # optional: ECHO_REQUEST after that much silence,
+                                      # gateway lost after three times that (Section
+                                      # 6.8.3); 0 turns the keepalive off
 """
 
 from __future__ import annotations
@@ -345,6 +348,8 @@ class AgentConfig:
     lease: int = int(timer("DEFAULT_LEASE"))
     #: Lab mode: the cleartext ``udp`` transport was asked for deliberately.
     lab: bool = False
+    #: The agent keepalive interval (None: off).
+    keepalive: float | None = timer("AGENT_KEEPALIVE")
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -355,7 +360,7 @@ class AgentConfig:
         r.only(data, "", {"agent"})
         ag = r.table(data, "agent", required=True)
         r.only(ag, "agent", {"certificate", "key", "trust_anchors", "gateway", "server_name",
-                             "transport", "token", "skills", "lease", "lab"})
+                             "transport", "token", "skills", "lease", "lab", "keepalive"})
         anchors = r.get(ag, "agent", "trust_anchors", list, [])
         if not anchors:
             raise r.error("agent.trust_anchors",
@@ -371,6 +376,11 @@ class AgentConfig:
         if lease <= 0:
             raise r.error("agent.lease", "must be a positive number of seconds")
         token = r.get(ag, "agent", "token", str, None)
+        keepalive: float | None = timer("AGENT_KEEPALIVE")
+        if ag.get("keepalive") != 0:
+            keepalive = r.seconds(ag, "agent", "keepalive") or keepalive
+        else:
+            keepalive = None
         return cls(
             certificate=r.file(ag, "agent", "certificate"),
             key=r.file(ag, "agent", "key"),
@@ -383,6 +393,7 @@ class AgentConfig:
             skills=r.strings(ag, "agent", "skills"),
             lease=lease,
             lab=lab,
+            keepalive=keepalive,
         )
 
 

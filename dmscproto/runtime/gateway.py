@@ -7,11 +7,14 @@ The node decides everything; :class:`GatewayRuntime` only
   acknowledges a registration only after its commit) and loads the TLS identity once;
 * listens for connections from agents and peer gateways on one or more transports at
   once (QUIC and DTLS: :mod:`.transports`, e.g. agents on DTLS beside peers on QUIC),
-  and dials the configured peers, each over its configured transport (re-dialling
-  with backoff when a connection fails or drops), handing each authenticated
-  connection to the node as an
+  and dials the configured peers, each over its configured transport, handing each
+  authenticated connection to the node as an
   :class:`~dmscproto.runtime.pump.Association` (peer sessions start with OPEN on the
-  connections this gateway dials);
+  connections this gateway dials, with each peer's hold time and keepalive);
+* closes the association of every session that ends (hold timer, NOTIFY) and dials
+  the peer again with :class:`Redial`'s backoff (Section 6.1.1);
+* after a restart, has the node withhold the records loaded from the store until their
+  agents come back or ``restart_grace`` passes (Section 6.1.2);
 * plugs the security layer into the node's hooks
   (:meth:`~dmscproto.security.guard.GatewayGuard.node_hooks`: registration proof, agents
   of other domains refused, tokens when required, the federation's OPEN, advertisement,
@@ -282,6 +285,10 @@ class GatewayRuntime:
                                 **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)
+        if self.core.agent_ids(local_only=True):  # a restart (Section 6.1.2)
+            withheld = self.node.restarted(self.pump.now(), c.restart_grace)
+            log.info("restarted: records withheld from peers until their agents return",
+                     extra=facts(records=withheld, grace_s=c.restart_grace))
         for name, (host, port) in c.listeners:
             server = await transport_named(name).serve(host, port, self.tls, self._handle,
                                                        pcap=self._pcap,

@@ -1,0 +1,71 @@
+"""Graceful restart and fail-fast in the in-memory harness (draft-dmsc-protocol-00,
+Sections 6.1.1 and 6.1.2): real nodes, the real codec on every PDU, a fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dmscproto.codec.messages import RouteReply
+from dmscproto.codec.registry import ErrorCode
+from dmscproto.protocol.events import RequestCompleted, SessionClosed
+from dmscproto.testing.harness import Network
+
+
+def test_restarted_gateway_withholds_records_until_their_agents_return(tmp_path: Path
+                                                                        ) -> None:
+    net = Network(tmp_path)
+    try:
+        net.gateway("gw-a", hold_time=9)
+        gwb = net.gateway("gw-b", hold_time=9)
+        x, y = net.agent("x", "gw-a"), net.agent("y", "gw-a")
+        x.register(net.now, lease=60)   # refreshes after 30 s
+        y.register(net.now, lease=600)  # silent for 300 s
+        net.gateways["gw-a"].connect("gw-b", net.now)
+        net.pump()
+        assert x.agent_id in gwb.core and y.agent_id in gwb.core
+
+        gwa = net.restart("gw-a")  # the store kept both registrations
+        assert gwa.restarted(net.now, grace=60) == 2
+        restart_at = net.now
+        net.advance(10)  # gw-b's hold timer: the routes through gw-a are gone
+        [closed] = net.take("gw-b", SessionClosed)
+        assert closed.status is ErrorCode.HOLD_TIMER_EXPIRED
+        assert x.agent_id not in gwb.core and y.agent_id not in gwb.core
+        gwa.connect("gw-b", net.now)
+        net.pump()
+        assert gwb.peers and x.agent_id not in gwb.core and y.agent_id not in gwb.core
+        assert x.agent_id in gwa.core and y.agent_id in gwa.core  # still stored
+
+        net.advance(restart_at + 35 - net.now)  # x refreshes over its association
+        assert x.agent_id in gwb.core and y.agent_id not in gwb.core
+        net.advance(restart_at + 61 - net.now)  # the grace period is over
+        assert y.agent_id in gwb.core
+        assert gwa.grace is not None and gwa.grace.get_timer() is None
+    finally:
+        net.close()
+
+
+def test_call_through_a_next_hop_that_went_silent_fails_at_hold_expiry(tmp_path: Path
+                                                                       ) -> None:
+    net = Network(tmp_path)
+    try:
+        gwa = net.gateway("gw-a", hold_time=3)
+        net.gateway("gw-b", "b.example", hold_time=3)
+        server = net.agent("server", "gw-b")
+        client = net.agent("client", "gw-a")
+        server.register(net.now)
+        client.register(net.now)
+        gwa.connect("gw-b", net.now)
+        net.pump()
+        assert server.agent_id in gwa.core
+        net.cut.add(frozenset(("gw-a", "gw-b")))  # gw-b dies: nothing comes back
+        sent_at = net.now
+        client.route(b"hi", net.now, target=server.agent_id)
+        net.advance(3.5)
+        [done] = net.take("client", RequestCompleted)
+        assert isinstance(done.answer, RouteReply)
+        assert done.answer.status is ErrorCode.TARGET_UNREACHABLE
+        assert net.sent("gw-a", "client")[-1].time - sent_at <= 3  # not ROUTE_TIMEOUT
+        assert server.agent_id not in gwa.core
+    finally:
+        net.close()
