@@ -276,7 +276,7 @@ def test_peer_restart_redials_and_resyncs(tmp_path: Path) -> None:
     async def scenario() -> None:
         a, b = Domain.create(tmp_path, "a.example"), Domain.create(tmp_path, "b.example")
         config_b = write_gateway_config(b, "gw-b", peers=[PeerSpec(a)],
-                                        listen=("127.0.0.1", port))
+                                        listen=("127.0.0.1", port), restart_grace=1.5)
         gw_b = await start(config_b)
         gw_a = await start(write_gateway_config(a, "gw-a", peers=[PeerSpec(b, gw_b.address)]))
         try:
@@ -289,7 +289,10 @@ def test_peer_restart_redials_and_resyncs(tmp_path: Path) -> None:
             await until(lambda: weather.agent_id not in core(gw_a))
             gw_b = await start(config_b)  # same port, same store
             await gw_a.wait_peers(10)  # re-dialled
-            await until(lambda: weather.agent_id in core(gw_a), 10)  # re-synced
+            # weather has not come back: its record is stored but withheld until the
+            # restart grace ends (Section 6.1.2), then re-synced
+            assert weather.agent_id in core(gw_b) and weather.agent_id not in core(gw_a)
+            await until(lambda: weather.agent_id in core(gw_a), 10)
         finally:
             await gw_a.stop()
             await gw_b.stop()
