@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dmscproto.codec import encode
 from dmscproto.codec.messages import (
     Deregister,
     Digest,
@@ -26,11 +27,12 @@ from dmscproto.codec.messages import (
     RegisterAck,
     RouteReply,
     RouteRequest,
+    SyncRequest,
     TraceReply,
     TraceRequest,
     Update,
 )
-from dmscproto.codec.registry import ANSWER_TO, ErrorCode, timer
+from dmscproto.codec.registry import ANSWER_TO, VERSION, ErrorCode, MessageType, timer
 from dmscproto.security.signing import SignatureError, verify_record
 
 from . import contract as c
@@ -77,9 +79,11 @@ class Case:
     decoder: bool = False
     quick: bool = False
     loss: bool = False
-    tls_only: bool = False
+    transports: tuple[str, ...] = ("quic", "dtls", "udp")
     timeout: float = 40.0
     scenario: str = ""
+    #: A fresh filter per run: the relays drop the datagrams it returns True for.
+    drop: Callable[[], Callable[[bytes], bool]] | None = None
 
     @property
     def test_case(self) -> str:
@@ -342,6 +346,46 @@ def rule_peering(ck: Check) -> list[str]:
                         "NOTIFY CEASE from the peer gateway when it stops", t, Notify)
 
 
+class UpdateBlackhole:
+    """Drops every UPDATE until a SYNC_REQUEST has passed (lab UDP, where the runner
+    reads the datagrams): only anti-entropy (Section 6.4) can then bring the record."""
+
+    def __init__(self) -> None:
+        self.pulled = False
+
+    def __call__(self, data: bytes) -> bool:
+        kind = data[1] if len(data) > 1 and data[0] == VERSION else None
+        self.pulled = self.pulled or kind == MessageType.SYNC_REQUEST
+        return kind == MessageType.UPDATE and not self.pulled
+
+
+def rule_sync_repair(ck: Check) -> list[str]:
+    t = ck.trace
+    remote = registered(t, PEER)
+    pulled = [(r, a) for r in of(t, SyncRequest, listener=GATEWAY)
+              for a in [answer(t, r)] if a is not None and isinstance(a.msg, Update)
+              and any(x.record.record.agent_id in remote for x in a.msg.advertise)]
+    return (need(remote, "the server's REGISTER at the peer gateway", t, Register)
+            + need(pulled, "SYNC_REQUEST between the gateways answered by an UPDATE "
+                   "advertising the server", t, SyncRequest)
+            + need(_found_servers(t, GATEWAY, remote), "DISCOVER_REPLY at the gateway "
+                   "listing the peer gateway's server", t, Discover))
+
+
+def wellformed(trace: Trace, *, malformed_requests: bool = False) -> list[str]:
+    """Every case's first rule: each PDU on the wire decodes and re-encodes octet for
+    octet (Section 4), except the malformed requests of the malformed case."""
+    fails = []
+    for m in trace.messages:
+        if m.error is not None and not (malformed_requests and m.up):
+            fails.append(f"{'to' if m.up else 'from'} {m.listener}: a PDU that does not "
+                         f"decode: {m.error.code.name} ({m.data[:24].hex()}...)")
+        elif m.msg is not None and encode(m.msg) != m.data:
+            fails.append(f"{'to' if m.up else 'from'} {m.listener}: {m.type_name} does not "
+                         f"re-encode octet for octet")
+    return fails[:5] + [f"... and {len(fails) - 5} more"] * (len(fails) > 5)
+
+
 def rule_codec(ck: Check) -> list[str]:
     """The decoder's output (one line per vector) agrees with every vector: valid ones
     re-encoded octet for octet, invalid ones refused with their code."""
@@ -391,7 +435,8 @@ CASES: tuple[Case, ...] = (
                                    _forged), quick=True),
     Case("identity-mismatch", "a well-signed record of another key than the certificate's: "
          "IDENTITY_MISMATCH", _refused(ErrorCode.IDENTITY_MISMATCH, "of another key",
-                                       lambda w, m: not _forged(w, m)), tls_only=True),
+                                       lambda w, m: not _forged(w, m)),
+         transports=("quic", "dtls")),
     Case("replay", "the same REGISTER (NONCE, TIMESTAMP) twice: SUCCESS, then REPLAY",
          rule_replay),
     Case("stale-timestamp", "a REGISTER whose TIMESTAMP is older than FRESHNESS_WINDOW: "
@@ -403,6 +448,11 @@ CASES: tuple[Case, ...] = (
     Case("discovery-federated", "the gateway's client DISCOVERs the peer gateway's server "
          "(FEDERATED)", rule_discovery_federated, servers=(PEER,),
          clients=(Client(GATEWAY, PEER),), peering=True, loss=True, timeout=60),
+    Case("sync-repair", "the relay drops every UPDATE until a SYNC_REQUEST: the next DIGEST "
+         "shows the difference and SYNC_REQUEST pulls the record (lab UDP)", rule_sync_repair,
+         servers=(PEER,), clients=(Client(GATEWAY, PEER),), peering=True,
+         transports=("udp",), timeout=90, scenario="discovery-federated",
+         drop=UpdateBlackhole),
     Case("routing-federated", "each gateway's client calls the other gateway's server by "
          "Agent ID and by query", rule_routing_federated, servers=(GATEWAY, PEER),
          clients=(Client(GATEWAY, PEER), Client(PEER, GATEWAY)), peering=True, loss=True,

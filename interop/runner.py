@@ -31,7 +31,7 @@ from dmscproto.security.ca import Kind
 from dmscproto.testing.relay import Impairment, Relay
 
 from . import contract as c
-from .cases import GATEWAY, PEER, SKILL, Case, Check, Client
+from .cases import GATEWAY, PEER, SKILL, Case, Check, Client, wellformed
 from .manifest import Implementation
 from .vectors import draft_vectors
 from .wire import Trace, WireError, read_trace
@@ -166,6 +166,7 @@ class CaseRun:
         self.relays: dict[str, Relay] = {}
         self.listeners: dict[int, str] = {}
         self.pcap: PcapWriter | None = None
+        self.drop = case.drop() if case.drop is not None else None
 
     # --- endpoints ------------------------------------------------------------------------
     def endpoint(self, label: str, role: c.Role, impl: Implementation, home: str,
@@ -206,9 +207,11 @@ class CaseRun:
         self.relays[which] = relay
         return "{}:{}".format(*relay.address)
 
-    def _tap(self, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None:
+    def _tap(self, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> bool:
+        """Record the datagram; whether the case's filter drops it."""
         if self.pcap is not None:
             self.pcap.write_udp(src, dst, data, time.time())
+        return self.drop is not None and self.drop(data)
 
     # --- the case ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -303,7 +306,8 @@ class CaseRun:
         except WireError as exc:
             return [f"capture not checked: {exc}"], 0
         (self.directory / "trace.txt").write_text(trace.text(), encoding="utf-8")
-        return self.case.rule(Check(trace, self.directory)), len(trace.messages)
+        return (wellformed(trace, malformed_requests=self.case.test_case == "malformed")
+                + self.case.rule(Check(trace, self.directory)), len(trace.messages))
 
 
 async def run_case(run: CaseRun) -> tuple[str, str, int]:
@@ -364,9 +368,8 @@ def plan(impls: Sequence[Implementation], cases: Sequence[Case],
                     if transport == transports[0]:
                         yield Planned(case, "-", roles, agents, (a.name, b.name))
                     continue
-                if case.tls_only and transport == "udp":
-                    continue
-                if all(transport in i.transports for i in involved):
+                if transport in case.transports \
+                        and all(transport in i.transports for i in involved):
                     yield Planned(case, transport, roles, agents, (a.name, b.name))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from dmscproto.analysis.pcap import read_udp
 from dmscproto.cli.decode import split_pdus
 from dmscproto.codec import DecodeError, decode
-from dmscproto.codec.messages import Message
+from dmscproto.codec.messages import Message, Open
 
 Address = tuple[str, int]
 #: tshark's time limit for one capture (seconds).
@@ -55,12 +55,13 @@ class WireMessage:
     def type_name(self) -> str:
         return self.msg.TYPE.name if self.msg is not None else "MALFORMED"
 
-    def line(self, start: float) -> str:
-        arrow = "->" if self.up else "<-"
+    def line(self, start: float, dialler: str) -> str:
+        """One line of ``trace.txt``; ``dialler`` names the other end of the flow."""
+        src, dst = (dialler, self.listener) if self.up else (self.listener, dialler)
         what = (self.type_name if self.error is None
                 else f"MALFORMED ({self.error.code.name}: {self.error})")
         status = getattr(self.msg, "status", None)
-        return (f"{self.time - start:9.4f}  client {arrow} {self.listener:<12} "
+        return (f"{self.time - start:9.4f}  {src:>14} -> {dst:<14} "
                 f"{what}{' ' + status.name if status is not None else ''} "
                 f"txid={self.msg.transaction_id if self.msg else '-'}")
 
@@ -74,8 +75,18 @@ class Trace:
     notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
+        """The messages, one a line; the far end of a flow that carries OPEN is the other
+        gateway, of any other flow an agent (by its port)."""
         start = self.messages[0].time if self.messages else 0.0
-        return "\n".join([*(m.line(start) for m in self.messages), *self.notes]) + "\n"
+        peers = {m.stream[0] for m in self.messages if isinstance(m.msg, Open)}
+        others = {"gateway": "peer-gateway", "peer-gateway": "gateway"}
+
+        def dialler(m: WireMessage) -> str:
+            if m.stream[0] in peers:
+                return others.get(m.listener, "gateway")
+            return f"agent:{(m.src if m.up else m.dst)[1]}"
+        return "\n".join([*(m.line(start, dialler(m)) for m in self.messages),
+                          *self.notes]) + "\n"
 
 
 def _message(time: float, src: Address, dst: Address, listeners: dict[int, str],
@@ -176,6 +187,8 @@ def _quic(packets: list[dict[str, Any]], listeners: dict[int, str]) -> Iterator[
         data = b""
         for offset in sorted(parts):
             data = data[:offset] + parts[offset]
+        if not data:  # a bare FIN: the answer to a one-way message
+            continue
         time, src, dst = seen[key]
         for piece in _pdus(data):
             yield _message(time, src, dst, listeners, key[:-1], piece)

@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 
-from interop.cases import all_cases
+from dmscproto.codec import DecodeError, encode
+from dmscproto.codec.examples import examples
+from dmscproto.codec.registry import ErrorCode
+from interop.cases import Check, all_cases, rule_registration, wellformed
 from interop.contract import Role
 from interop.manifest import load
 from interop.runner import plan
+from interop.wire import Trace, WireMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = [c.name for c in all_cases() if c.quick]
@@ -104,3 +108,48 @@ def test_plan_pairs_every_implementation_in_both_roles() -> None:
     assert got == ({("codec", "-", ("dmscproto", "dmscproto"))}
                    | {(c, "quic", p) for c in ("routing", "peering") for p in pairs}
                    | {(c, "udp", ("dmscproto", "dmscproto")) for c in ("routing", "peering")})
+
+
+# --- pass rules on hand-made traces: they fail on what is missing or wrong ---------------------
+def wire(trace: Trace, name: str, up: bool, **fields: object) -> None:
+    msg = replace(examples()[name], **fields)
+    data = encode(msg)
+    t = len(trace.messages) * 0.1
+    src, dst = (("127.0.0.1", 40000), ("127.0.0.1", 4433))[::1 if up else -1]
+    trace.messages.append(WireMessage(t, src, dst, "gateway", up, (("127.0.0.1", 40000),),
+                                      data, msg))
+
+
+def registration_trace(*names: str) -> Trace:
+    trace = Trace()
+    for name in names:
+        wire(trace, name, not name.endswith("-ack"))
+    return trace
+
+
+def test_registration_rule_needs_every_step(tmp_path: Path) -> None:
+    full = registration_trace("register", "register-ack", "refresh", "refresh-ack",
+                              "deregister", "deregister-ack")
+    assert rule_registration(Check(full, tmp_path)) == []
+    assert wellformed(full) == []
+    no_refresh = registration_trace("register", "register-ack", "deregister", "deregister-ack")
+    fails = rule_registration(Check(no_refresh, tmp_path))
+    assert [f.split(" (")[0] for f in fails] == [
+        "missing: REFRESH of the registered agent answered SUCCESS",
+        "missing: DEREGISTER after the REFRESH answered SUCCESS"]
+    refused = registration_trace("register")
+    wire(refused, "register-ack", False, status=ErrorCode.BAD_SIGNATURE, agent_id=None,
+         lease=None)
+    assert rule_registration(Check(refused, tmp_path)) == [
+        "missing: REGISTER answered SUCCESS (REGISTER answers seen: "
+        "['REGISTER_ACK BAD_SIGNATURE'])"]
+
+
+def test_wellformed_flags_what_does_not_decode_or_round_trip(tmp_path: Path) -> None:
+    trace = registration_trace("register", "register-ack")
+    bad = trace.messages[1]
+    trace.messages[1] = replace(bad, data=bad.data[:-1], msg=None,
+                                error=DecodeError(ErrorCode.TRUNCATED, 0, "short"))
+    (fail,) = wellformed(trace)
+    assert fail.startswith("from gateway: a PDU that does not decode: TRUNCATED")
+    assert wellformed(trace, malformed_requests=True) == [fail]  # answers are not excused

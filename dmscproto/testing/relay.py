@@ -15,7 +15,8 @@ The random draws come from one ``random.Random`` per direction, both derived fro
 ``seed``, so a run is reproducible given the order in which datagrams arrive in each
 direction (however the two directions interleave).  :attr:`Relay.counters` says what was done.
 A ``tap`` sees every datagram as its sender sent it, before any impairment, addressed
-client to server or server to client (the interop runner records its captures so).
+client to server or server to client (the interop runner records its captures so); a
+datagram it returns True for is dropped (counted in ``dropped``).
 
 Run it standalone (it stops after ``--duration`` seconds and prints its counters as one
 JSON line; ``python -m interop.relay`` in a source checkout is the same)::
@@ -36,8 +37,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 Address = tuple[str, int]
-#: Called with (source, destination, datagram) for every datagram the relay receives.
-Tap = Callable[[Address, Address, bytes], None]
+#: Called with (source, destination, datagram) for every datagram the relay receives;
+#: True drops it.
+Tap = Callable[[Address, Address, bytes], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +144,8 @@ class Relay:
 
     # -- relaying --------------------------------------------------------------------------
     def _from_client(self, data: bytes, client: Address) -> None:
-        if self.tap is not None and not self._closed:
-            self.tap(client, self.upstream, data)
+        if self._tapped(client, self.upstream, data, self.counters.up):
+            return
         side = self._clients.get(client)
         if side is not None:
             self._impair(data, side, None, self.counters.up, self._rng_up)
@@ -160,14 +162,23 @@ class Relay:
     async def _open_upstream(self, client: Address) -> None:
         def back(data: bytes, _src: Address) -> None:
             assert self._listen is not None
-            if self.tap is not None and not self._closed:
-                self.tap(self.upstream, client, data)
+            if self._tapped(self.upstream, client, data, self.counters.down):
+                return
             self._impair(data, self._listen, client, self.counters.down, self._rng_down)
         _t, side = await self._loop.create_datagram_endpoint(
             lambda: _Side(back), remote_addr=self.upstream)
         self._clients[client] = side
         for data in self._opening.pop(client, []):
             self._impair(data, side, None, self.counters.up, self._rng_up)
+
+    def _tapped(self, src: Address, dst: Address, data: bytes,
+                counters: DirectionCounters) -> bool:
+        """Show the datagram to the tap; whether it is to be dropped."""
+        if self.tap is None or self._closed or not self.tap(src, dst, data):
+            return False
+        counters.received += 1
+        counters.dropped += 1
+        return True
 
     def _impair(self, data: bytes, side: _Side, to: Address | None,
                 counters: DirectionCounters, rng: random.Random) -> None:
