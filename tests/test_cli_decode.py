@@ -92,7 +92,7 @@ MALFORMED: dict[ErrorCode, bytes] = {
     ErrorCode.MALFORMED_COSE: pdu(MessageType.REGISTER, [(TlvType.SIGNED_RECORD, b"\x80")]),
     ErrorCode.MISSING_TLV: pdu(MessageType.DEREGISTER_ACK, [(TlvType.TRACE_CONTEXT, TRACE_CBOR)]),
     ErrorCode.INVALID_TLV_LENGTH: pdu(MessageType.DEREGISTER_ACK, [(TlvType.STATUS, b"\0")]),
-    ErrorCode.INVALID_TLV_VALUE: pdu(MessageType.DEREGISTER_ACK, [(TlvType.STATUS, b"\xff\xfe")]),
+    ErrorCode.INVALID_TLV_VALUE: pdu(MessageType.DISCOVER, [(TlvType.SCOPE, b"\x03")]),
     ErrorCode.TLV_ORDER: pdu(MessageType.DEREGISTER_ACK,
                              [STATUS_OK, (TlvType.TRACE_CONTEXT, TRACE_CBOR)]),
 }

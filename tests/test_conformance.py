@@ -15,10 +15,14 @@ import cbor2
 import pytest
 
 from dmscproto.codec import decode, encode
-from dmscproto.codec.examples import examples
-from dmscproto.codec.messages import Keepalive, Register, RegisterAck
-from dmscproto.codec.registry import ErrorCode, Flags
+from dmscproto.codec.examples import AGENT_ID, examples
+from dmscproto.codec.messages import Discover, DiscoverReply, Keepalive, Register, RegisterAck
+from dmscproto.codec.registry import ErrorClass, ErrorCode, Flags
 from dmscproto.codec.values import Skill
+from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.index import CapabilityIndex
+from dmscproto.gateway.node import GatewayNode
+from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.machine import Outbox, TransactionIds
 from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.testing.harness import T0, make_record
@@ -118,3 +122,52 @@ def test_signer_writes_no_null_no_empty_optional_and_only_kid() -> None:
     assert 4 not in record and 16 not in record  # no description, no empty attributes
     assert record[7] == [{1: "echo", 2: "Echo", 4: []}]  # no null, no empty modes
     assert set(signed.unprotected) == {4} and signed.unprotected[4] == record[2]
+
+
+def test_discover_reply_vector_scores_follow_the_default_ranking() -> None:
+    """Appendix A.1: the score in discover-reply is the default ranking's (Section
+    5.2.1) for the discover vector's query; worked out in the draft as 7200."""
+    ex = examples()
+    index = CapabilityIndex()
+    reply, query = ex["discover-reply"], ex["discover"]
+    assert isinstance(reply, DiscoverReply) and isinstance(query, Discover)
+    for result in reply.results:
+        index.add(result.record.record)
+    assert [(m.agent_id, m.score) for m in index.match(query.query, query.max_results)] \
+        == [(r.record.record.agent_id, r.score) for r in reply.results] \
+        == [(AGENT_ID, 7200)]
+
+
+def test_unknown_status_is_a_failure_of_its_class() -> None:
+    """Section 4.3: a code the agent does not know is never taken for success."""
+    out = Outbox()
+    m = AgentRegistration(out, "gw", TransactionIds())
+    m.register(make_record(30, "alice", "a.example"), 100, T0)
+    [(_, reg)] = out.messages_to_send()
+    assert isinstance(reg, Register)
+    unknown = ErrorCode(0x03F0)
+    m.receive(RegisterAck(transaction_id=reg.transaction_id, status=unknown), T0)
+    assert m.state is not AgentState.REGISTERED
+    assert unknown.error_class is ErrorClass.REGISTRATION and not unknown.registered
+
+
+def test_kid_other_than_the_agent_id_decodes_and_is_bad_signature(
+        tmp_path: Path) -> None:
+    """Section 7.2.1: the register vector with a zero kid decodes; the gateway answers
+    REGISTER_ACK BAD_SIGNATURE."""
+    data = encode(examples()["register"])
+    kid = AGENT_ID
+    assert data.count(kid) >= 2  # kid, agent-id member (and the key's derivation)
+    i = data.index(b"\x04\x50" + kid) + 2  # unprotected {4: bstr(16)}
+    bad = data[:i] + bytes(16) + data[i + 16:]
+    msg = decode(bad)
+    assert isinstance(msg, Register) and msg.record.kid == bytes(16)
+    core = GatewayCore(bytes([0xEE]) * 16, "a.example", RegistryStore(tmp_path / "gw.db"))
+    try:
+        node = GatewayNode(core)
+        node.receive("agent", msg, T0)
+        [(_, ack)] = node.messages_to_send()
+        assert isinstance(ack, RegisterAck) and ack.status is ErrorCode.BAD_SIGNATURE
+        assert AGENT_ID not in core
+    finally:
+        core.store.close()

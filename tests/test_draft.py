@@ -193,7 +193,9 @@ def test_small_registry_tables(name: str, enum: type[Scope]) -> None:
 def test_tlv_format_table() -> None:
     table = rows("tlv-formats")
     assert [(r[0], integer(r[1])) for r in table] == [(t.name, t.value) for t in TlvType]
-    for name, _code, fmt, _meaning in table:
+    carried = {s.tlv: s.name for cls in MESSAGE_CLASSES.values() for s in cls.SPEC}
+    for name, _code, field, fmt, _meaning in table:
+        assert f"`{carried.get(TlvType[name], name.lower())}`" == field  # decoded name
         codec = VALUE_CODECS[TlvType[name]]
         if isinstance(codec, FixedCodec):
             m = re.fullmatch(r"uint(\d+)(?: \w+)?|(\d+) octets", fmt)

@@ -160,6 +160,18 @@ def test_route_through_a_second_gateway_and_back(net: Network) -> None:
     assert hops[1].msg.transaction_id == hops[-2].msg.transaction_id
 
 
+def test_unregistered_status_is_relayed_unchanged(net: Network) -> None:
+    """Section 4.3: a code no registry assigns comes back to the caller as sent."""
+    alice, bob = two_domains(net)
+    alice.route(b"to bob", net.now, target=bob.agent_id)
+    net.pump()
+    [req] = net.take("bob", RouteRequestReceived)
+    net.agents["bob"].reply(req, None, ErrorCode(0x04F0))
+    net.pump()
+    status = reply(net, "alice", RouteReply).status
+    assert status == 0x04F0 and not status.registered
+
+
 def test_route_by_query_resolves_at_the_first_gateway(net: Network) -> None:
     alice, bob = two_domains(net)
     alice.route(b"x", net.now, query=DiscoveryQuery(skills=("forecast",),

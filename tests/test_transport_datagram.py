@@ -101,6 +101,17 @@ def test_request_timeout_bounds_the_schedule() -> None:
     assert all(t < gave_up for t, _ in sends)
 
 
+def test_relayed_request_waits_its_whole_transaction_time() -> None:
+    """Section 9.3: a ROUTE_REQUEST's requester waits the gateway's transaction time plus
+    REQUEST_TIMEOUT, past the end of the retransmission schedule, then gives up."""
+    wait = timer("ROUTE_TIMEOUT") + timer("REQUEST_TIMEOUT")
+    r = Reliability()
+    sends, gave_up = run_schedule(r, timeout=wait)
+    assert gave_up == pytest.approx(wait)
+    assert len(sends) == 1 + int(timer("RETRANSMIT_LIMIT")) and sends[-1][0] < wait - 8
+    assert r.counters.timeouts == 1
+
+
 def test_timer_overrides() -> None:
     sends, gave_up = run_schedule(
         Reliability(retransmit_initial=0.1, retransmit_max=0.2, retransmit_limit=3), math.inf)

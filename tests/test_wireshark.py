@@ -168,8 +168,9 @@ def check_pdu(proto: ET.Element, msg: Message, data: bytes) -> None:
             assert [v for n, v in fields if n == "dmsc.capability_record"] == \
                 [record.payload.hex()]
             assert [v for n, v in fields if n == "cose.kid"] == [record.kid.hex()]
-        if tlv is TlvType.STATUS:
-            assert f"{value.name} (0x{int(value):04x})" in _one(elem, "dmsc.status").get(
+        if tlv is TlvType.STATUS:  # an unregistered code is shown, not refused
+            name = value.name if value.registered else "Unknown"
+            assert f"{name} (0x{int(value):04x})" in _one(elem, "dmsc.status").get(
                 "showname", "")
 
 

@@ -319,9 +319,27 @@ def gen_flags() -> str:
     return table(("Bit", "Name", "Reference"), rows, "DMSC Header Flags, initial contents")
 
 
+def field_names() -> dict[TlvType, str]:
+    """The decoded field name of every TLV type (Section 4.3): the same in every message
+    that carries it; a type no message carries is named after itself."""
+    names: dict[TlvType, set[str]] = {}
+    for cls in MESSAGE_CLASSES.values():
+        for spec in cls.SPEC:
+            names.setdefault(spec.tlv, set()).add(spec.name)
+    out = {}
+    for t in TlvType:
+        found = names.get(t, {t.name.lower()})
+        if len(found) != 1:
+            raise ValueError(f"{t.name} is decoded under several names: {sorted(found)}")
+        out[t] = found.pop()
+    return out
+
+
 def gen_tlv_formats() -> str:
-    rows = [(t.name, hex16(t), value_format(t), TLV_DOCS[t][0]) for t in TlvType]
-    return table(("TLV", "Code", "Value", "Meaning"), rows, "TLV value formats")
+    fields = field_names()
+    rows = [(t.name, hex16(t), f"`{fields[t]}`", value_format(t), TLV_DOCS[t][0])
+            for t in TlvType]
+    return table(("TLV", "Code", "Field", "Value", "Meaning"), rows, "TLV value formats")
 
 
 def gen_tlv_types() -> str:
@@ -509,6 +527,38 @@ def _uri_domain_mismatch() -> bytes:
     return p.replace(TlvType.SIGNED_RECORD, bad.encode()).build()
 
 
+def _query_bad_utf8() -> bytes:
+    p = _example("route-request-by-query")
+    q = p.value(TlvType.QUERY)
+    i = q.index(b"forecast")
+    return p.replace(TlvType.QUERY, q[:i] + b"\xff" + q[i + 1:]).build()
+
+
+def _query_duplicate_key() -> bytes:
+    p = _example("route-request-by-query")
+    q = p.value(TlvType.QUERY)  # a1 01 81 68 "forecast": map(1), key 1
+    return p.replace(TlvType.QUERY, b"\xa2" + q[1:] + b"\x01\x81\x61x").build()
+
+
+def _protected_non_deterministic() -> bytes:
+    p = _example("register")
+    rec = p.value(TlvType.SIGNED_RECORD)  # d2 84 43 a1 01 27: tag 18, array(4), bstr(3)
+    assert rec[1:6] == bytes.fromhex("8443a10127")
+    return p.replace(TlvType.SIGNED_RECORD, rec[:1] + bytes.fromhex("8444a1013807")
+                     + rec[6:]).build()
+
+
+def _result_without_record() -> bytes:
+    p = _example("discover-reply")
+    return p.replace(TlvType.RESULT, p.value(TlvType.RESULT)[:2]).build()
+
+
+def _advertise_without_record() -> bytes:
+    p = _example("update")
+    adv = p.value(TlvType.ADVERTISE)
+    return p.replace(TlvType.ADVERTISE, adv[:9 + 16 * adv[8]]).build()
+
+
 def _repeat_first(p: RawPdu) -> RawPdu:
     return dataclasses.replace(p, tlvs=[p.tlvs[0], *p.tlvs])
 
@@ -570,6 +620,28 @@ NEGATIVE: tuple[tuple[str, ErrorCode, str, Callable[[], bytes]], ...] = (
     ("map-key-order", ErrorCode.NON_DETERMINISTIC_CBOR,
      "`open` with the EXPORT_POLICY map's two keys in descending order (2, then 1).",
      _policy_key_order),
+    ("cbor-invalid-utf8", ErrorCode.MALFORMED_CBOR,
+     "`route-request-by-query` with the first octet of the text string \"forecast\" in "
+     "the QUERY value replaced by 0xFF: a CBOR text string that is not UTF-8 (Section "
+     "7.1).",
+     _query_bad_utf8),
+    ("duplicate-map-key", ErrorCode.NON_DETERMINISTIC_CBOR,
+     "`route-request-by-query` with the QUERY map holding key 1 twice (the second time "
+     "with an array holding \"x\"); lengths adjusted (Section 7.1).",
+     _query_duplicate_key),
+    ("cose-protected-non-deterministic", ErrorCode.MALFORMED_COSE,
+     "`register` with the algorithm -8 in the protected header written in two octets "
+     "(0x38 0x07) instead of one: the protected header is not the profile's "
+     "deterministic map (Section 7.2.1); lengths adjusted.",
+     _protected_non_deterministic),
+    ("result-without-record", ErrorCode.MALFORMED_CBOR,
+     "`discover-reply` with the RESULT value cut after its 2-octet score: the signed "
+     "record that fills the rest is empty (Section 4.3).",
+     _result_without_record),
+    ("advertise-without-record", ErrorCode.MALFORMED_CBOR,
+     "`update` with the ADVERTISE value cut after its version and path: the signed "
+     "record that fills the rest is empty (Section 4.3).",
+     _advertise_without_record),
     ("cose-wrong-tag", ErrorCode.MALFORMED_COSE,
      "`register` with the SIGNED_RECORD's CBOR tag 18 (0xD2) changed to 17 (0xD1, "
      "COSE_Mac0).",

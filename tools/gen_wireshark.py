@@ -49,8 +49,11 @@ EXPERT_ERRORS = (
     ErrorCode.MISSING_TLV, ErrorCode.INVALID_TLV_LENGTH, ErrorCode.INVALID_TLV_VALUE,
     ErrorCode.TLV_ORDER,
 )
-#: TLV value meanings whose unregistered values the codec refuses (INVALID_TLV_VALUE).
+#: TLV value meanings whose values are named by their registry: an unregistered value is
+#: refused (INVALID_TLV_VALUE), except in an open registry (STATUS takes any code,
+#: Section 4.3), where it is shown as unregistered.
 STRICT_MEANINGS = (ErrorCode, Scope)
+OPEN_MEANINGS = (ErrorCode,)
 
 
 def lua_str(text: str) -> str:
@@ -104,8 +107,9 @@ def _part_lua(fields: Fields, prefix: str, part: Part, single: bool) -> str:
     if part.kind == "uint":
         ref, flags = _uint_field(fields, abbrev, label, part)
         strict = f"vs.{part.meaning.__name__}" if part.meaning in STRICT_MEANINGS else "nil"
+        is_open = "true" if part.meaning in OPEN_MEANINGS else "false"
         return (f'{{ kind = "uint", size = {part.size}, field = {ref}, flags = {flags}, '
-                f"strict = {strict} }}")
+                f"strict = {strict}, open = {is_open} }}")
     if part.kind == "list":
         ref = fields.add(abbrev, "none", label)
         count = fields.add(f"{abbrev}.count", f"uint{8 * part.count_size}", "count", "base.DEC")
@@ -429,6 +433,9 @@ local function dissect_tlv(tvb, pinfo, tree, offset, stop, mtype, state)
   if #layout == 1 and first.kind == "uint" and first.strict ~= nil then
     local value = tvb(vstart, first.size):uint()
     local meaning = first.strict[value]
+    if meaning == nil and first.open then
+      meaning = string.format("unregistered 0x%04x", value)
+    end
     if meaning == nil then
       expert_at(t, tvb(vstart, first.size), "INVALID_TLV_VALUE",
                 string.format("unregistered value 0x%04x", value))

@@ -168,8 +168,9 @@ def examples() -> dict[str, Message]:
         "deregister-ack": DeregisterAck(transaction_id=4, status=ErrorCode.SUCCESS),
         "discover": Discover(transaction_id=5, query=weather_query(), scope=Scope.FEDERATED,
                              max_results=5, source_agent=AGENT2_ID, trace=TRACE),
+        # the score the default ranking (Section 5.2.1) gives weather for "discover"
         "discover-reply": DiscoverReply(transaction_id=5, status=ErrorCode.SUCCESS,
-                                        results=(Result(9500, weather),)),
+                                        results=(Result(7200, weather),)),
         "route-request": RouteRequest(transaction_id=6, source_agent=AGENT2_ID,
                                       target_agent=AGENT_ID, hop_limit=DEFAULT_HOP_LIMIT,
                                       path=(GATEWAY_B_ID,), payload=b'{"city":"Paris"}',
@@ -217,6 +218,10 @@ def examples() -> dict[str, Message]:
         "discover-reply-translator": DiscoverReply(
             transaction_id=18, status=ErrorCode.SUCCESS,
             results=(Result(10000, translator), Result(4200, weather))),
+        # a code of the routing class that no registry assigns (Section 4.3)
+        "route-reply-unregistered-status": RouteReply(
+            transaction_id=19, status=ErrorCode(0x04F0),
+            diagnostic="a routing failure this version does not name"),
     }
 
 

@@ -130,8 +130,23 @@ class TlvType(IntEnum):
         return bool(self.value & CRITICAL_BIT)
 
 
+class ErrorClass(IntEnum):
+    """The class of an error code, its high octet (Section 11.5): what a receiver that
+    does not know a code takes it to mean (Section 4.3)."""
+
+    SUCCESS = 0x00
+    DECODING = 0x01
+    PROTOCOL = 0x02
+    REGISTRATION = 0x03
+    ROUTING = 0x04
+    SECURITY = 0x05
+    RESOURCES = 0x06
+
+
 class ErrorCode(IntEnum):
-    """Error Code registry (Section 11.5), carried in STATUS TLVs."""
+    """Error Code registry (Section 11.5), carried in STATUS TLVs.  The registry is open:
+    ``ErrorCode(n)`` of any other 16-bit ``n`` is a code this receiver does not know
+    (``registered`` false), which it handles by its :attr:`error_class` (Section 4.3)."""
 
     SUCCESS = 0x0000
     # Decoding errors (Section 4.4)
@@ -182,6 +197,28 @@ class ErrorCode(IntEnum):
     RATE_LIMITED = 0x0601
     RESOURCE_EXHAUSTED = 0x0602
     INTERNAL_ERROR = 0x0603
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorCode | None:
+        """A 16-bit value not in this copy of the registry (Section 4.3)."""
+        if type(value) is not int or not 0 <= value <= 0xFFFF:
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"UNREGISTERED_{value:#06x}"
+        member._value_ = value
+        return member
+
+    @property
+    def registered(self) -> bool:
+        """Whether the code is in this copy of the registry."""
+        return self._name_ in type(self).__members__
+
+    @property
+    def error_class(self) -> ErrorClass | None:
+        """The class (high octet) a receiver goes by for a code it does not know; None
+        for a class this version does not define (handled as a failure)."""
+        high = int(self) >> 8
+        return ErrorClass(high) if high in ErrorClass._value2member_map_ else None
 
 
 class Scope(IntEnum):

@@ -151,8 +151,12 @@ class FixedCodec(ValueCodec[T]):
             return value  # type: ignore[no-any-return]
         member = self._members.get(value)
         if member is None:
-            raise DecodeError(ErrorCode.INVALID_TLV_VALUE, 0, f"unregistered value {value!r}")
-        return member  # type: ignore[no-any-return]
+            try:  # an open registry (STATUS, Section 4.3) takes any value
+                member = self._convert(value)  # type: ignore[misc]
+            except ValueError:
+                raise DecodeError(ErrorCode.INVALID_TLV_VALUE, 0,
+                                  f"unregistered value {value!r}") from None
+        return member  # type: ignore[return-value]
 
     def build(self, value: T) -> bytes:
         if self._is_bytes and len(value) != self.size:  # type: ignore[arg-type]

@@ -39,9 +39,10 @@ from ..security.ca import Identity
 log = logging.getLogger(__name__)
 
 #: How long a transaction this end starts may take at the transport before it is
-#: abandoned: the longest protocol transaction timer, plus a margin so the machine's
-#: own timer (which decides) always fires first.
-TRANSPORT_TIMEOUT = max(timer("REQUEST_TIMEOUT"), timer("ROUTE_TIMEOUT")) + 2.0
+#: abandoned: the longest protocol transaction timer (a requester's wait for a relayed
+#: ROUTE_REQUEST or TRACE_REQUEST: the gateway's ROUTE_TIMEOUT plus REQUEST_TIMEOUT,
+#: Section 9.3), plus a margin so the machine's own timer (which decides) fires first.
+TRANSPORT_TIMEOUT = timer("REQUEST_TIMEOUT") + timer("ROUTE_TIMEOUT") + 2.0
 
 
 class Link(Protocol):

@@ -10,8 +10,11 @@ DMSC layer itself makes requests reliable:
   There is no fragmentation at the DMSC layer.
 * A requester retransmits a request that has no answer after RETRANSMIT_INITIAL, doubling
   the timeout after each retransmission up to RETRANSMIT_MAX, at most RETRANSMIT_LIMIT
-  times; it abandons the transaction (TRANSACTION_TIMEOUT) one timeout after the last
-  retransmission or REQUEST_TIMEOUT after the first transmission, whichever comes first.
+  times; it abandons the transaction (TRANSACTION_TIMEOUT) when its transaction time
+  ends (the ``timeout`` of the request, by default REQUEST_TIMEOUT; the caller gives a
+  relayed request's longer one), whether or not every retransmission went out.  A
+  request without a transaction time is abandoned one timeout after the last
+  retransmission.
   Retransmissions are the same PDU with the RETRANSMISSION flag set.
 * An answer matches the outstanding request with the same transaction id from the same
   peer, if it has the answering type of :data:`~dmscproto.codec.registry.ANSWER_TO` or is
@@ -364,12 +367,16 @@ class Reliability:
         for key, p in list(self._pending.items()):
             if now < p.next_at and now < p.deadline:
                 continue
-            if now >= p.deadline or p.retransmissions >= self.retransmit_limit:
+            exhausted = p.retransmissions >= self.retransmit_limit
+            if now >= p.deadline or (exhausted and not math.isfinite(p.deadline)):
                 del self._pending[key]
                 self.counters.timeouts += 1
                 self._events.append(RequestFailed(
                     key[0], key[1], ErrorCode.TRANSACTION_TIMEOUT,
                     f"no answer after {p.retransmissions} retransmissions"))
+                continue
+            if exhausted:  # no more retransmissions: wait for the answer until the deadline
+                p.next_at = p.deadline
                 continue
             if p.retransmissions == 0:
                 version, mtype, flags, length, txid = HEADER_STRUCT.unpack_from(p.data)

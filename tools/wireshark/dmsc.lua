@@ -238,32 +238,32 @@ local layouts = {
   [0x8001] = { { kind = "bytes", size = 16, field = f["dmsc.agent_id"], cose = false } },
   [0x8002] = { { kind = "bytes", size = 16, field = f["dmsc.gateway_id"], cose = false } },
   [0x8003] = { { kind = "cbor", size = nil, field = f["dmsc.signed_record"], cose = true } },
-  [0x8004] = { { kind = "uint", size = 4, field = f["dmsc.lease"], flags = nil, strict = nil } },
-  [0x8005] = { { kind = "uint", size = 2, field = f["dmsc.status"], flags = nil, strict = vs.ErrorCode } },
+  [0x8004] = { { kind = "uint", size = 4, field = f["dmsc.lease"], flags = nil, strict = nil, open = false } },
+  [0x8005] = { { kind = "uint", size = 2, field = f["dmsc.status"], flags = nil, strict = vs.ErrorCode, open = true } },
   [0x8006] = { { kind = "bytes", size = 16, field = f["dmsc.nonce"], cose = false } },
-  [0x8007] = { { kind = "uint", size = 8, field = f["dmsc.timestamp"], flags = nil, strict = nil } },
+  [0x8007] = { { kind = "uint", size = 8, field = f["dmsc.timestamp"], flags = nil, strict = nil, open = false } },
   [0x8008] = { { kind = "cbor", size = nil, field = f["dmsc.query"], cose = false } },
-  [0x8009] = { { kind = "uint", size = 1, field = f["dmsc.scope"], flags = nil, strict = vs.Scope } },
-  [0x800a] = { { kind = "uint", size = 2, field = f["dmsc.max_results"], flags = nil, strict = nil } },
-  [0x800b] = { { kind = "uint", size = 2, field = f["dmsc.result.score"], flags = nil, strict = nil }, { kind = "cbor", size = nil, field = f["dmsc.result.record"], cose = true } },
+  [0x8009] = { { kind = "uint", size = 1, field = f["dmsc.scope"], flags = nil, strict = vs.Scope, open = false } },
+  [0x800a] = { { kind = "uint", size = 2, field = f["dmsc.max_results"], flags = nil, strict = nil, open = false } },
+  [0x800b] = { { kind = "uint", size = 2, field = f["dmsc.result.score"], flags = nil, strict = nil, open = false }, { kind = "cbor", size = nil, field = f["dmsc.result.record"], cose = true } },
   [0x800c] = { { kind = "bytes", size = 16, field = f["dmsc.source_agent"], cose = false } },
   [0x800d] = { { kind = "bytes", size = 16, field = f["dmsc.target_agent"], cose = false } },
-  [0x800e] = { { kind = "uint", size = 1, field = f["dmsc.hop_limit"], flags = nil, strict = nil } },
+  [0x800e] = { { kind = "uint", size = 1, field = f["dmsc.hop_limit"], flags = nil, strict = nil, open = false } },
   [0x800f] = { { kind = "list", field = f["dmsc.path_vector"], count_field = f["dmsc.path_vector.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.path_vector.item"], cose = false } } } },
   [0x8010] = { { kind = "bytes", size = nil, field = f["dmsc.payload"], cose = false } },
   [0x8011] = { { kind = "text", size = nil, field = f["dmsc.domain"], cose = false } },
-  [0x8012] = { { kind = "uint", size = 2, field = f["dmsc.hold_time"], flags = nil, strict = nil } },
-  [0x8013] = { { kind = "uint", size = 4, field = f["dmsc.gateway_caps"], flags = { f["dmsc.gateway_caps.routing"], f["dmsc.gateway_caps.digest_sync"], f["dmsc.gateway_caps.federation"], f["dmsc.gateway_caps.oam"] }, strict = nil } },
-  [0x8014] = { { kind = "uint", size = 8, field = f["dmsc.advertise.version"], flags = nil, strict = nil }, { kind = "list", field = f["dmsc.advertise.path"], count_field = f["dmsc.advertise.path.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.advertise.path.item"], cose = false } } }, { kind = "cbor", size = nil, field = f["dmsc.advertise.record"], cose = true } },
-  [0x8015] = { { kind = "bytes", size = 16, field = f["dmsc.withdraw.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.withdraw.version"], flags = nil, strict = nil } },
-  [0x8016] = { { kind = "uint", size = 4, field = f["dmsc.digest_summary.count"], flags = nil, strict = nil }, { kind = "bytes", size = 32, field = f["dmsc.digest_summary.hash"], cose = false } },
-  [0x8017] = { { kind = "list", field = f["dmsc.digest_entries"], count_field = f["dmsc.digest_entries.count"], count_size = 2, item_size = 24, entry_field = f["dmsc.digest_entries.entry"], item = { { kind = "bytes", size = 16, field = f["dmsc.digest_entries.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.digest_entries.version"], flags = nil, strict = nil } } } },
+  [0x8012] = { { kind = "uint", size = 2, field = f["dmsc.hold_time"], flags = nil, strict = nil, open = false } },
+  [0x8013] = { { kind = "uint", size = 4, field = f["dmsc.gateway_caps"], flags = { f["dmsc.gateway_caps.routing"], f["dmsc.gateway_caps.digest_sync"], f["dmsc.gateway_caps.federation"], f["dmsc.gateway_caps.oam"] }, strict = nil, open = false } },
+  [0x8014] = { { kind = "uint", size = 8, field = f["dmsc.advertise.version"], flags = nil, strict = nil, open = false }, { kind = "list", field = f["dmsc.advertise.path"], count_field = f["dmsc.advertise.path.count"], count_size = 1, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.advertise.path.item"], cose = false } } }, { kind = "cbor", size = nil, field = f["dmsc.advertise.record"], cose = true } },
+  [0x8015] = { { kind = "bytes", size = 16, field = f["dmsc.withdraw.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.withdraw.version"], flags = nil, strict = nil, open = false } },
+  [0x8016] = { { kind = "uint", size = 4, field = f["dmsc.digest_summary.count"], flags = nil, strict = nil, open = false }, { kind = "bytes", size = 32, field = f["dmsc.digest_summary.hash"], cose = false } },
+  [0x8017] = { { kind = "list", field = f["dmsc.digest_entries"], count_field = f["dmsc.digest_entries.count"], count_size = 2, item_size = 24, entry_field = f["dmsc.digest_entries.entry"], item = { { kind = "bytes", size = 16, field = f["dmsc.digest_entries.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.digest_entries.version"], flags = nil, strict = nil, open = false } } } },
   [0x8018] = { { kind = "list", field = f["dmsc.agent_ids"], count_field = f["dmsc.agent_ids.count"], count_size = 2, item_size = 16, entry_field = nil, item = { { kind = "bytes", size = 16, field = f["dmsc.agent_ids.item"], cose = false } } } },
   [0x8019] = { { kind = "bytes", size = nil, field = f["dmsc.access_token"], cose = false } },
-  [0x801a] = { { kind = "uint", size = 1, field = f["dmsc.offending_type"], flags = nil, strict = nil } },
-  [0x801b] = { { kind = "uint", size = 4, field = f["dmsc.timeout"], flags = nil, strict = nil } },
+  [0x801a] = { { kind = "uint", size = 1, field = f["dmsc.offending_type"], flags = nil, strict = nil, open = false } },
+  [0x801b] = { { kind = "uint", size = 4, field = f["dmsc.timeout"], flags = nil, strict = nil, open = false } },
   [0x801c] = { { kind = "cbor", size = nil, field = f["dmsc.export_policy"], cose = false } },
-  [0x801d] = { { kind = "uint", size = 4, field = f["dmsc.sequence"], flags = nil, strict = nil } },
+  [0x801d] = { { kind = "uint", size = 4, field = f["dmsc.sequence"], flags = nil, strict = nil, open = false } },
   [0x801e] = { { kind = "cbor", size = nil, field = f["dmsc.hop"], cose = false } },
 }
 
@@ -513,6 +513,9 @@ local function dissect_tlv(tvb, pinfo, tree, offset, stop, mtype, state)
   if #layout == 1 and first.kind == "uint" and first.strict ~= nil then
     local value = tvb(vstart, first.size):uint()
     local meaning = first.strict[value]
+    if meaning == nil and first.open then
+      meaning = string.format("unregistered 0x%04x", value)
+    end
     if meaning == nil then
       expert_at(t, tvb(vstart, first.size), "INVALID_TLV_VALUE",
                 string.format("unregistered value 0x%04x", value))
