@@ -13,11 +13,14 @@ messages (hold-timer expiry, timeouts).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..codec import decode, encode
 from ..codec.cose import SignedRecord
@@ -37,11 +40,21 @@ E = TypeVar("E")
 T0 = float(NOW_S)
 
 
+def numbered_key(n: int) -> ed25519.Ed25519PrivateKey:
+    """Fixed Ed25519 key number ``n``: the example key ``n`` below 256, else one whose
+    seed is the SHA-256 of ``n`` (as many as a simulated federation needs).  For tests
+    only."""
+    if n < 256:
+        return example_key(n)
+    return ed25519.Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(f"dmsc test key {n}".encode()).digest())
+
+
 def make_record(n: int, name: str, domain: str, *, skills: tuple[Skill, ...] | None = None,
                 attributes: dict[str, AttrValue] | None = None, version: int = 1,
                 description: str | None = None) -> SignedRecord:
-    """A capability record for agent ``name`` signed with example key ``n``."""
-    key = example_key(n)
+    """A capability record for agent ``name`` signed with key ``n``."""
+    key = numbered_key(n)
     pub = key.public_key()
     rec = replace(weather_record(), agent_id=entity_id(pub), public_key=spki(pub),
                   agent_uri=f"dmsc://{domain}/{name}", domain=domain, name=name,

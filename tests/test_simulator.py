@@ -1,0 +1,175 @@
+"""The federation simulator on small topologies (draft-dmsc-protocol-00, Sections 6.4-6.6;
+issue 10 item 9): registrations converge, withdrawn records leave no ghost, partitions and
+restarts heal, and what the simulator measures (PDUs per link, ghosts) is right.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dmscproto.codec.registry import MessageType, timer
+from dmscproto.codec.values import CapabilityRecord
+from dmscproto.testing.harness import make_record
+from dmscproto.testing.simulator import (
+    Edge,
+    Simulation,
+    chain,
+    full_mesh,
+    random_graph,
+    ring,
+)
+
+DIGEST = timer("DIGEST_INTERVAL")
+HOLD = timer("HOLD_TIME")
+#: Long enough for a DIGEST round to repair what UPDATEs missed.
+SETTLE = DIGEST + 5
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """The gateways' SQLite files, on a tmpfs when there is one (an fsync per learned
+    record costs a disk write otherwise)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir=shm) as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def sim(scratch: Path) -> Iterator[Simulation]:
+    s = Simulation(scratch, seed=3)
+    yield s
+    s.close()
+
+
+def names(n: int) -> list[str]:
+    return [f"gw-{i}" for i in range(n)]
+
+
+def build(sim: Simulation, gateways: list[str], edges: list[Edge], per_domain: int = 2) -> None:
+    sim.build({g: f"d{i // per_domain}.example" for i, g in enumerate(gateways)}, edges)
+    assert sim.settle(10)
+    assert sim.established_links == len(edges)
+
+
+def register(sim: Simulation, n: int, home: str) -> bytes:
+    signed = make_record(100 + n, f"agent-{n}", sim.gateways[home].domain)
+    sim.register(home, signed)
+    return signed.record.agent_id
+
+
+# Not yet on a full mesh: deregistrations leave ghosts there until the next DIGEST
+# (path hunting, issue 10 item 1).
+@pytest.mark.parametrize("topology", [
+    chain, ring, lambda g: random_graph(g, 3, random.Random(5))])
+def test_registrations_converge_without_ghosts(sim: Simulation,
+                                               topology: Callable[[list[str]], list[Edge]]
+                                               ) -> None:
+    gateways = names(8)
+    build(sim, gateways, topology(gateways))
+    ids = [register(sim, n, gateways[n % 8]) for n in range(6)]
+    assert sim.settle(SETTLE)
+    assert sim.check().ok
+    assert all(set(sim.holders(a)) == set(gateways) for a in ids)
+    convergence = sim.convergence("register")
+    assert convergence is not None and convergence < 1.0  # a few link latencies
+    for a in ids[:3]:
+        sim.deregister(a)
+    assert sim.settle(SETTLE)
+    check = sim.check()
+    assert check.ok, check
+    assert sum(len(sim.holders(a)) for a in ids[:3]) == 0
+
+
+def test_update_pdus_per_registration_on_a_full_mesh(sim: Simulation) -> None:
+    """Issue 10's 8-gateway, 4-domain full mesh: at most 2 UPDATEs per peer link for
+    one registration, none of them a duplicate."""
+    gateways = names(8)
+    build(sim, gateways, full_mesh(gateways))
+    links = len(sim.links)
+    for n in range(3):
+        before = sim.count(MessageType.UPDATE)
+        register(sim, n, gateways[n])
+        assert sim.settle(SETTLE)
+        assert sim.count(MessageType.UPDATE) - before <= 2 * links
+    assert sim.duplicates == 0
+    # every UPDATE counted went over a peer link, each one in each direction at most
+    assert {(s, d) for (s, d, t) in sim.pdus if t is MessageType.UPDATE} <= \
+        {(a, b) for a in gateways for b in gateways if a != b}
+
+
+def test_a_lost_withdraw_is_a_ghost_until_anti_entropy(sim: Simulation) -> None:
+    """The checker sees a ghost; DIGEST removes it (within two rounds: a route learned
+    since the previous DIGEST is kept once, Section 6.6)."""
+    gateways = names(3)
+    build(sim, gateways, chain(gateways))
+    a = register(sim, 0, "gw-0")
+    assert sim.settle(SETTLE)
+    sim.cut("gw-1", "gw-2")
+    sim.deregister(a)
+    sim.run(1)
+    assert sim.count(MessageType.UPDATE) and sim.lost[MessageType.UPDATE] == 1
+    sim.heal("gw-1", "gw-2")
+    assert sim.check().ghosts == {"gw-2": {a}}
+    sim.run(2 * DIGEST + 1)
+    assert sim.check().ok
+
+
+def test_a_partition_longer_than_the_hold_time_heals(sim: Simulation) -> None:
+    gateways = names(4)
+    build(sim, gateways, ring(gateways))
+    ids = [register(sim, n, g) for n, g in enumerate(gateways)]
+    assert sim.settle(SETTLE)
+    for a, b in (("gw-0", "gw-1"), ("gw-2", "gw-3")):  # {gw-1, gw-2} | {gw-3, gw-0}
+        sim.cut(a, b)
+    sim.deregister(ids[1])
+    extra = register(sim, 9, "gw-3")
+    sim.run(HOLD + 5)
+    assert sim.established_links == 2
+    assert sim.holders(extra) == ["gw-0", "gw-3"]
+    for a, b in (("gw-0", "gw-1"), ("gw-2", "gw-3")):
+        sim.heal(a, b)
+    assert sim.settle(4 * DIGEST)
+    assert sim.check().ok
+    assert set(sim.holders(extra)) == set(gateways) and sim.holders(ids[1]) == []
+
+
+def test_killed_gateway_is_dropped_and_restarts_with_its_registrations(sim: Simulation) -> None:
+    gateways = names(5)
+    build(sim, gateways, chain(gateways))
+    mine = register(sim, 0, "gw-2")
+    other = register(sim, 1, "gw-0")
+    assert sim.settle(SETTLE)
+    sim.kill("gw-2")
+    sim.run(HOLD + 5)
+    assert sim.holders(mine) == [] and sim.holders(other) == ["gw-0", "gw-1"]
+    assert sim.check().ok
+    sim.restart("gw-2")
+    assert sim.settle(4 * DIGEST)
+    assert sim.check().ok
+    assert set(sim.holders(mine)) == set(gateways) == set(sim.holders(other))
+
+
+def test_export_policy_bounds_where_a_record_is_expected(scratch: Path) -> None:
+    def export(own: str, peer: str, record: CapabilityRecord) -> bool:
+        return peer != "d2.example" or record.domain == own
+
+    policy = Simulation(scratch, seed=1, export=export)
+    try:
+        gateways = names(6)
+        build(policy, gateways, chain(gateways))
+        a = register(policy, 0, "gw-0")   # d0: stops before d2 (gw-4, gw-5)
+        b = register(policy, 1, "gw-4")   # d2: everywhere
+        assert policy.settle(SETTLE)
+        assert policy.check().ok
+        assert policy.holders(a) == ["gw-0", "gw-1", "gw-2", "gw-3"]
+        assert set(policy.holders(b)) == set(gateways)
+    finally:
+        policy.close()

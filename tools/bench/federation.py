@@ -1,0 +1,243 @@
+"""Federation benchmark: convergence, update cost, duplicates and ghosts in the simulator,
+plus the real-process figures of the other federation benchmarks (issue 10 item 9).
+
+    python tools/bench/federation.py [--gateways 200] [--domains 50] [--records 100000]
+                                     [--sim-records N] [--seed S] [--no-real]
+
+Two simulated federations (:mod:`dmscproto.testing.simulator`: real gateway nodes,
+SQLite files on a tmpfs when there is one, every PDU encoded and decoded, simulated
+time):
+
+* the 8-gateway full mesh of issue 10 (4 domains of 2 gateways, 28 peer links): 10
+  agents register one at a time, then deregister one at a time, each followed by a
+  settle (every gateway holds it, or has dropped it, and nothing changed for a second
+  or 35 s passed).  ``updates_per_registration`` and ``updates_per_deregistration`` are
+  the mean UPDATE PDUs between gateways per operation (target: at most 2 x 28 = 56),
+  ``duplicates`` the ADVERTISEs of a version and path the receiver already held from
+  that peer (target 0), ``ghosts_after_converge`` the withdrawn records still held
+  after the settles, here and in the large federation (target 0);
+* the large federation: ``--gateways`` in ``--domains`` (full mesh inside a domain, a
+  random connected graph of degree 3 between domains, each domain link between random
+  gateways of the two), ``--sim-records`` registered at once; ``converge_s`` is the
+  simulated time until every gateway held every record (registration seen everywhere
+  its export policy allows: everything, here); then 1% churn, a domain cut off for
+  twice the hold time and healed, a gateway killed and restarted; then the tables are
+  compared with what the topology implies.
+
+Every gateway of the large federation holds a full copy of every record (per-peer
+summaries between domains, issue 10 item 8, are not on main yet), so the default
+``--sim-records`` is scaled down from ``--records``: the output says ``records`` (what
+was simulated) and ``records_asked``.
+
+Real processes: ``tools/bench/bulk_sync.py`` (``bulk_sync_records_per_s``,
+``bulk_sync_vs_verify``, ``digest_stall_ms_max``) and ``tools/bench/failover.py``
+(``failure_detect_s``) are run as subprocesses when they exist and their last line
+merged; a figure whose benchmark is missing or failed is null (stderr says why).
+
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dmscproto.codec.registry import MessageType, timer
+from dmscproto.testing.harness import make_record
+from dmscproto.testing.simulator import Simulation, full_mesh, random_graph
+
+HERE = Path(__file__).resolve().parent
+#: Scaled-down record count while every gateway holds a full copy of every record.
+FULL_COPY_RECORDS = 100
+#: Real-process benchmarks and the figures taken from their last line.
+REAL = {
+    "bulk_sync.py": ("bulk_sync_records_per_s", "bulk_sync_vs_verify", "digest_stall_ms_max"),
+    "failover.py": ("failure_detect_s",),
+}
+SETTLE = 35.0
+
+
+def _tmp() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
+
+
+def _record(n: int, domain: str) -> Any:
+    return make_record(1000 + n, f"agent-{n}", domain,
+                       attributes={"n": n})
+
+
+def mesh8(seed: int) -> dict[str, Any]:
+    """The 8-gateway, 4-domain full mesh: UPDATE PDUs per (de)registration."""
+    with tempfile.TemporaryDirectory(dir=_tmp()) as d:
+        sim = Simulation(Path(d), seed=seed)
+        names = [f"gw-{i}" for i in range(8)]
+        sim.build({n: f"d{i // 2}.example" for i, n in enumerate(names)}, full_mesh(names))
+        sim.run(timer("DIGEST_INTERVAL") + 5)
+        links = sim.established_links
+        per_reg, per_dereg, ghosts = [], [], 0
+        for i in range(10):
+            home = names[i % len(names)]
+            before = sim.count(MessageType.UPDATE)
+            sim.register(home, _record(i, sim.gateways[home].domain))
+            sim.settle(SETTLE)
+            per_reg.append(sim.count(MessageType.UPDATE) - before)
+        for aid in list(sim.registered):
+            before = sim.count(MessageType.UPDATE)
+            sim.deregister(aid)
+            sim.settle(SETTLE)
+            per_dereg.append(sim.count(MessageType.UPDATE) - before)
+        ghosts = sim.check().ghost_count
+        out = {"mesh8_links": links,
+               "updates_per_registration": sum(per_reg) / len(per_reg),
+               "updates_per_deregistration": sum(per_dereg) / len(per_dereg),
+               "updates_per_deregistration_max": max(per_dereg),
+               "duplicates": sim.duplicates, "mesh8_ghosts": ghosts}
+        sim.close()
+        return out
+
+
+def large(gateways: int, domains: int, records: int, seed: int) -> dict[str, Any]:
+    """The large federation (module doc)."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(dir=_tmp()) as d:
+        sim = Simulation(Path(d), seed=seed)
+        doms = [f"d{i}.example" for i in range(domains)]
+        members: dict[str, list[str]] = {dom: [] for dom in doms}
+        layout = {}
+        for i in range(gateways):
+            dom = doms[i % domains]
+            name = f"gw-{i}"
+            layout[name] = dom
+            members[dom].append(name)
+        edges = [e for names in members.values() for e in full_mesh(names)]
+        edges += [(rng.choice(members[a]), rng.choice(members[b]))
+                  for a, b in random_graph(doms, 3, rng)]
+        sim.build(layout, edges)
+        names = list(layout)
+        sim.run(5)
+        out: dict[str, Any] = {"links": len(sim.links),
+                               "links_established": sim.established_links}
+        t = time.perf_counter()
+        for n in range(records):
+            home = names[n % len(names)]
+            sim.register(home, _record(n, layout[home]))
+        before = sim.count(MessageType.UPDATE)
+        sim.settle(4 * timer("DIGEST_INTERVAL"))
+        out["converge_s"] = sim.convergence("register")
+        out["load_updates"] = sim.count(MessageType.UPDATE) - before
+        sim.converged.clear()
+        # churn: 1% leave, 1% new
+        churn = max(1, records // 100)
+        for aid in rng.sample(sorted(sim.registered), churn):
+            sim.deregister(aid)
+        for n in range(records, records + churn):
+            home = names[n % len(names)]
+            sim.register(home, _record(n, layout[home]))
+        sim.settle(4 * timer("DIGEST_INTERVAL"))
+        reg, dereg = sim.convergence("register"), sim.convergence("deregister")
+        out["churn_converge_s"] = None if reg is None or dereg is None else max(reg, dereg)
+        sim.converged.clear()
+        # a domain cut off for twice the hold time, with churn inside, then healed
+        cut_dom = doms[0]
+        cut = [(link.a, link.b) for link in sim.links.values()
+               if (layout[link.a] == cut_dom) != (layout[link.b] == cut_dom)]
+        for a, b in cut:
+            sim.cut(a, b)
+        inside = [a for a, (home, _) in sim.registered.items() if layout[home] == cut_dom]
+        for aid in inside[:5]:
+            sim.deregister(aid)
+        sim.run(2 * timer("HOLD_TIME"))
+        for a, b in cut:
+            sim.heal(a, b)
+        healed = sim.settle(4 * timer("DIGEST_INTERVAL"), quiet=5)
+        out["partition_healed"] = healed and sim.check().ok
+        # kill -9 of a gateway, restarted after its peers noticed
+        victim = members[doms[1]][0]
+        sim.kill(victim)
+        sim.run(timer("HOLD_TIME") + 10)
+        sim.restart(victim)
+        sim.settle(4 * timer("DIGEST_INTERVAL"), quiet=5)
+        sim.run(timer("DIGEST_INTERVAL") + 5)
+        check = sim.check()
+        out.update(scale_ghosts=check.ghost_count,
+                   scale_missing=sum(map(len, check.missing.values())),
+                   scale_strays=sum(map(len, check.strays.values())),
+                   scale_duplicates=sim.duplicates,
+                   sim_pdus=sum(sim.pdus.values()),
+                   sim_wall_s=round(time.perf_counter() - t, 1))
+        sim.close()
+        return out
+
+
+def real_figures(skip: bool) -> dict[str, Any]:
+    """The real-process benchmarks' figures (module doc)."""
+    out: dict[str, Any] = {}
+    for script, keys in REAL.items():
+        out.update(dict.fromkeys(keys))
+        path = HERE / script
+        if skip:
+            print(f"federation: {script} not run (--no-real): {', '.join(keys)} null",
+                  file=sys.stderr)
+            continue
+        if not path.is_file():
+            print(f"federation: tools/bench/{script} is not on main yet: "
+                  f"{', '.join(keys)} null", file=sys.stderr)
+            continue
+        run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                             timeout=240, check=False)
+        lines = run.stdout.strip().splitlines()
+        try:
+            last = json.loads(lines[-1]) if run.returncode == 0 and lines else None
+        except json.JSONDecodeError:
+            last = None
+        if not isinstance(last, dict):
+            print(f"federation: tools/bench/{script} failed (exit {run.returncode}): "
+                  f"{run.stderr.strip()[-500:]}", file=sys.stderr)
+            continue
+        for k in keys:
+            out[k] = last.get(k)
+            if k not in last:
+                print(f"federation: tools/bench/{script} gives no {k}", file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gateways", type=int, default=200)
+    p.add_argument("--domains", type=int, default=50)
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--sim-records", type=int, default=None,
+                   help=f"records simulated (default: --records, at most {FULL_COPY_RECORDS} "
+                        "while every gateway holds a full copy)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-real", action="store_true", help="simulator figures only")
+    args = p.parse_args()
+    records = args.sim_records or min(args.records, FULL_COPY_RECORDS)
+    if records < args.records:
+        print(f"federation: {records} records simulated, not {args.records}: every "
+              "gateway holds a full copy of every record (no per-peer summaries between "
+              "domains on main yet)", file=sys.stderr)
+    t = time.perf_counter()
+    result: dict[str, Any] = {"gateways": args.gateways, "domains": args.domains,
+                              "records": records, "records_asked": args.records}
+    big = large(args.gateways, args.domains, records, args.seed)
+    small = mesh8(args.seed)
+    result["converge_s"] = big.pop("converge_s")
+    result.update(small)
+    result["ghosts_after_converge"] = small["mesh8_ghosts"] + big["scale_ghosts"]
+    result.update(big)
+    result.update(real_figures(args.no_real))
+    result["wall_s"] = round(time.perf_counter() - t, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
