@@ -13,7 +13,7 @@ What the runtime does around the node is modelled here: a link is a configured p
 that one side (``a``) dials, a connection carries one session and is closed when its
 session closes (its other end is told after the link's latency, unless the link is cut
 or that end is dead), and the dialling side redials with the runtime's backoff
-(``REDIAL_*`` of :mod:`dmscproto.runtime.gateway`).  A connection whose session is not
+(:class:`dmscproto.runtime.gateway.Redial`).  A connection whose session is not
 ESTABLISHED within a hold time is abandoned and redialled.  Links deliver in order,
 as a QUIC stream or DTLS with its retransmissions does; ``jitter`` reorders them.
 Agents are not simulated: REGISTER and DEREGISTER PDUs are injected at their home
@@ -64,7 +64,7 @@ from ..protocol.events import (
 from ..protocol.machine import Handle, Refusal
 from ..protocol.peering import PeerState
 from ..protocol.registration import verify_signature
-from ..runtime.gateway import REDIAL_FACTOR, REDIAL_FIRST, REDIAL_MAX
+from ..runtime.gateway import Redial
 from ..security.signing import entity_id
 from .harness import T0, numbered_key
 
@@ -122,9 +122,9 @@ class _Link:
     a: str                      # dials
     b: str                      # accepts
     latency: float
+    redial: Redial
     cut: bool = False
     conn: _Conn | None = None
-    backoff: float = REDIAL_FIRST
     dial_pending: bool = False
 
 
@@ -237,7 +237,8 @@ class Simulation:
 
     def add_link(self, a: str, b: str, latency: float | None = None) -> None:
         """Configure a peering: ``a`` dials ``b`` (now, and again whenever it drops)."""
-        link = _Link(a, b, self.latency if latency is None else latency)
+        link = _Link(a, b, self.latency if latency is None else latency,
+                     Redial(random.Random(f"{self.seed}/{a}/{b}")))
         self.links[frozenset((a, b))] = link
         self._schedule(self.now, lambda: self._dial(link))
 
@@ -320,7 +321,7 @@ class Simulation:
                                        and self._current(link.conn, link.a)):
             return
         if link.cut or not self._alive(link.b):
-            self._redial(link, failed=True)
+            self._redial(link)
             return
         a, b = self.gateways[link.a], self.gateways[link.b]
         conn = _Conn(link, next(self._conn_n), (a.incarnation, b.incarnation))
@@ -333,14 +334,11 @@ class Simulation:
         hold = float(self.node_options.get("hold_time", timer("HOLD_TIME")))
         self._schedule(self.now + hold, lambda: self._check_open(conn))
 
-    def _redial(self, link: _Link, *, failed: bool) -> None:
+    def _redial(self, link: _Link) -> None:
         if link.dial_pending or not self._alive(link.a):
             return
         link.dial_pending = True
-        delay = link.backoff
-        if failed:
-            link.backoff = min(link.backoff * REDIAL_FACTOR, REDIAL_MAX)
-        self._schedule(self.now + delay, lambda: self._dial(link))
+        self._schedule(self.now + link.redial.next(), lambda: self._dial(link))
 
     def _check_open(self, conn: _Conn) -> None:
         """A connection whose session never got ESTABLISHED is abandoned."""
@@ -385,7 +383,7 @@ class Simulation:
                                lambda name=name: self._close_end(conn, name))  # type: ignore[misc]
         if link.conn is conn:
             link.conn = None
-            self._redial(link, failed=False)
+            self._redial(link)
 
     # --- traffic ------------------------------------------------------------------------------
     def _drain(self, gw: _Gateway) -> None:
@@ -479,7 +477,7 @@ class Simulation:
         elif isinstance(ev, SessionEstablished):
             conn = self._conns.get(str(ev.handle))
             if conn is not None:
-                conn.link.backoff = REDIAL_FIRST
+                conn.link.redial.reset()
         elif isinstance(ev, SessionClosed):  # the routes through the peer are gone
             self._dropped(gw, [aid for aid, w in self._dereg_watch.items()
                                if gw.name in w.waiting and gw.node is not None
@@ -566,7 +564,7 @@ class Simulation:
         self._start_node(gw)
         for link in self.links.values():
             if link.a == name:
-                link.backoff = REDIAL_FIRST
+                link.redial.reset()
                 self._schedule(self.now, lambda link=link: self._dial(link))  # type: ignore[misc]
 
     # --- looking ------------------------------------------------------------------------------
