@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import report
 from .cases import all_cases
-from .manifest import MANIFEST, TRANSPORTS, ManifestError, load
-from .runner import FAILED, plan, run_all
+from .manifest import MANIFEST, TRANSPORTS, Implementation, ManifestError, load
+from .runner import FAILED, Result, authorities, execute, labels, plan, run_all
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +32,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, metavar="DIR",
                      help="where results and logs go (default interop/logs/<time>)")
     run.add_argument("--manifest", type=Path, default=MANIFEST, metavar="FILE")
+    debug = sub.add_parser(
+        "debug", help="one case with one endpoint started by hand (yours, in a debugger)",
+        description="Run one case on one transport with every endpoint but one started as "
+                    "usual; the environment of that one (--yours) is printed for you to "
+                    "start it by hand.  The case is then judged as in a run.")
+    debug.add_argument("--case", required=True, metavar="NAME")
+    debug.add_argument("--transport", default="udp", choices=TRANSPORTS)
+    debug.add_argument("--yours", default="client@gateway", metavar="LABEL",
+                       help="the endpoint you start: gateway, peer-gateway, server@gateway, "
+                            "client@gateway, ... (default client@gateway)")
+    debug.add_argument("--impl", default=None, metavar="NAME",
+                       help="the implementation of the other endpoints (default: the "
+                            "manifest's first)")
+    debug.add_argument("--output", type=Path, metavar="DIR")
+    debug.add_argument("--manifest", type=Path, default=MANIFEST, metavar="FILE")
     sub.add_parser("list", help="list the test cases")
     return parser
 
@@ -49,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, OSError) as exc:
         print(f"python -m interop: {exc}", file=sys.stderr)
         return 2
+    if args.command == "debug":
+        return _debug(args, impls)
     names = {i.name for i in impls} | {c.name for c in cases}
     wanted = set(args.impl) | set(args.case) | set((args.pair or ":").split(":")) - {""}
     if unknown := wanted - names:
@@ -70,6 +87,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{report.summary_line(results)}\nresults: {output / 'results.json'}, "
           f"{output / 'matrix.md'}, {output / 'index.html'}")
     return 1 if any(r.status == FAILED for r in results) else 0
+
+
+def _debug(args: argparse.Namespace, impls: list[Implementation]) -> int:
+    case = next((c for c in all_cases() if c.name == args.case), None)
+    impl = next((i for i in impls if i.name == (args.impl or impls[0].name)), None)
+    if case is None or impl is None or args.yours not in labels(case):
+        print(f"python -m interop debug: no case {args.case!r}, implementation "
+              f"{args.impl!r} or endpoint {args.yours!r} (this case has "
+              f"{labels(case) if case else []})", file=sys.stderr)
+        return 2
+    planned = next((p for p in plan([impl], [case], [args.transport])), None)
+    if planned is None:
+        print(f"python -m interop debug: {case.name} does not run over {args.transport}",
+              file=sys.stderr)
+        return 2
+    output = args.output or Path(__file__).parent / "logs" / time.strftime(
+        "debug-%Y%m%dT%H%M%SZ", time.gmtime())
+    output.mkdir(parents=True, exist_ok=True)
+
+    async def main() -> Result:
+        return await execute(planned, output, authorities(output), manual=args.yours)
+
+    result = asyncio.run(main())
+    print(f"\n{result.status}{': ' + result.reason if result.reason else ''}\n"
+          f"logs: {output / result.logs}")
+    return 1 if result.status == FAILED else 0
 
 
 if __name__ == "__main__":

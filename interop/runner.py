@@ -40,6 +40,8 @@ from .wire import Trace, WireError, read_trace
 LOSS = 0.1
 #: How long an endpoint may take to become ready, and to stop after SIGTERM (seconds).
 READY_TIMEOUT, STOP_TIMEOUT = 20.0, 10.0
+#: How long a hand-started endpoint may take to become ready (seconds).
+MANUAL_TIMEOUT = 600.0
 DOMAINS = {GATEWAY: "a.example", PEER: "b.example"}
 PASSED, FAILED, UNSUPPORTED = "passed", "failed", "unsupported"
 
@@ -85,12 +87,18 @@ class Endpoint:
     directory: Path
     process: asyncio.subprocess.Process | None = None
     files: list[IO[Any]] = field(default_factory=list)
+    #: Started by hand (``python -m interop debug``): the runner only prints its
+    #: environment and waits for it.
+    manual: bool = False
 
     @property
     def ready_file(self) -> Path:
         return Path(self.env[c.READY])
 
     async def start(self, stdin: Path | None = None, stdout: Path | None = None) -> None:
+        if self.manual:
+            self.hand_over()
+            return
         out = (stdout or self.directory / "stdout.log").open("wb")
         err = (self.directory / "stderr.log").open("wb")
         inp = stdin.open("rb") if stdin is not None else None
@@ -102,11 +110,24 @@ class Endpoint:
         except OSError as exc:
             raise CaseFailed(f"{self.label}: cannot start {self.impl.argv()}: {exc}") from exc
 
+    def hand_over(self) -> None:
+        """Write the endpoint's environment to ``<label>.env`` and say how to use it."""
+        path = self.directory.parent / f"{self.label}.env"
+        path.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.env.items())
+                                if k.startswith("DMSC_") or k == "SSLKEYLOGFILE"))
+        print(f"\nStart your {self.label} ({self.role.value}) now, with this environment "
+              f"(also in {path}):\n" + "".join(
+                  f"  export {k}={v}\n" for k, v in sorted(self.env.items())
+                  if k.startswith("DMSC_") or k == "SSLKEYLOGFILE")
+              + ("It is awaited until it creates DMSC_READY." if self.role is not c.Role.AGENT
+                 or self.env.get(c.PARTY) == c.Party.SERVER else
+                 "Press Ctrl-C when it is done: the runner then stops the rest and judges "
+                 "the capture."), flush=True)
+
     async def wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + (MANUAL_TIMEOUT if self.manual else READY_TIMEOUT)
         while not self.ready_file.exists():
-            if self.process.returncode is not None:
+            if self.process is not None and self.process.returncode is not None:
                 self.check(self.process.returncode, "exited before it was ready")
                 raise CaseFailed(f"{self.label} exited 0 before it was ready")
             if time.monotonic() > deadline:
@@ -121,9 +142,19 @@ class Endpoint:
             raise CaseFailed(f"{self.label} ({self.impl.name}) exited {status}"
                              f"{' ' + when if when else ''}; see {self.directory.name}/")
 
+    async def finish(self, interrupted: asyncio.Event) -> None:
+        """Wait for a client: its exit status, or Ctrl-C for one started by hand."""
+        if self.manual:
+            await interrupted.wait()
+            return
+        assert self.process is not None
+        self.check(await self.process.wait())
+
     async def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; the exit status (None: killed)."""
         process = self.process
+        if self.manual:
+            return c.EXIT_PASSED  # its own to stop
         if process is None:
             return None
         if process.returncode is None:
@@ -159,8 +190,11 @@ class CaseRun:
 
     def __init__(self, case: Case, transport: str, impls: dict[str, Implementation],
                  agents: dict[str, Implementation], domains: dict[str, Domain],
-                 directory: Path) -> None:
+                 directory: Path, manual: str | None = None) -> None:
         self.case, self.transport, self.impls = case, transport, impls
+        self.manual = manual
+        #: Set by Ctrl-C in a debug run (the hand-started client is done).
+        self.interrupted = asyncio.Event()
         self.agents, self.domains, self.directory = agents, domains, directory
         self.endpoints: list[Endpoint] = []
         self.relays: dict[str, Relay] = {}
@@ -184,7 +218,7 @@ class CaseRun:
                c.READY: str(directory / "ready"), c.DOMAIN: domain.name, c.NAME: name,
                c.CERT: str(cert), c.KEY: str(key), c.CA: str(domain.anchor),
                c.SKILL: SKILL, **extra}
-        ep = Endpoint(label, role, impl, env, directory)
+        ep = Endpoint(label, role, impl, env, directory, manual=label == self.manual)
         self.endpoints.append(ep)
         return ep
 
@@ -242,8 +276,7 @@ class CaseRun:
         for ep in clients:
             await ep.start()
         for ep in clients:
-            assert ep.process is not None
-            ep.check(await ep.process.wait())
+            await ep.finish(self.interrupted)
         if case.peering and not clients:  # let KEEPALIVE, UPDATE and DIGEST flow
             await asyncio.sleep(c.INTEROP_HOLD_TIME * 1.5)
 
@@ -314,7 +347,7 @@ async def run_case(run: CaseRun) -> tuple[str, str, int]:
     """(status, reason, messages) of one case run."""
     status, reason = PASSED, ""
     try:
-        await asyncio.wait_for(run.run(), run.case.timeout)
+        await asyncio.wait_for(run.run(), None if run.manual else run.case.timeout)
     except CaseFailed as exc:
         status, reason = exc.status, str(exc)
     except TimeoutError:
@@ -373,23 +406,45 @@ def plan(impls: Sequence[Implementation], cases: Sequence[Case],
                     yield Planned(case, transport, roles, agents, (a.name, b.name))
 
 
+def labels(case: Case) -> list[str]:
+    """The endpoints of ``case``, by the names of their directories."""
+    if case.decoder:
+        return ["decoder"]
+    return ([GATEWAY, PEER] if case.peering else [GATEWAY]) \
+        + [f"server@{h}" for h in case.servers] + [f"client@{cl.home}" for cl in case.clients]
+
+
+async def execute(p: Planned, output: Path, domains: dict[str, Domain],
+                  manual: str | None = None) -> Result:
+    """Run one planned case in its directory under ``output``."""
+    rel = Path(f"{p.pair[0]}_{p.pair[1]}") / p.transport / p.case.name
+    directory = output / rel
+    directory.mkdir(parents=True, exist_ok=True)
+    run = CaseRun(p.case, p.transport, p.impls, p.agents, domains, directory, manual)
+    if manual is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, run.interrupted.set)
+    started = time.monotonic()
+    status, reason, count = await run_case(run)
+    return Result(p.case.name, p.transport, p.pair, status, reason,
+                  time.monotonic() - started, str(rel), count)
+
+
+def authorities(output: Path) -> dict[str, Domain]:
+    """The run's two domain authorities (``a.example`` and ``b.example``)."""
+    return {w: Domain.create(output / "pki", d) for w, d in DOMAINS.items()}
+
+
 async def run_all(planned: Sequence[Planned], output: Path,
                   progress: IO[str] | None = None) -> list[Result]:
     """Run every planned case, one after the other; results in the same order."""
-    domains = {w: Domain.create(output / "pki", d) for w, d in DOMAINS.items()}
+    domains = authorities(output)
     results = []
     for p in planned:
-        rel = Path(f"{p.pair[0]}_{p.pair[1]}") / p.transport / p.case.name
-        directory = output / rel
-        directory.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        status, reason, count = await run_case(CaseRun(p.case, p.transport, p.impls, p.agents,
-                                                       domains, directory))
-        result = Result(p.case.name, p.transport, p.pair, status, reason,
-                        time.monotonic() - started, str(rel), count)
+        result = await execute(p, output, domains)
         results.append(result)
         if progress is not None:
-            print(f"{status:>11}  {p.case.name:<24} {p.transport:<5} "
+            print(f"{result.status:>11}  {p.case.name:<24} {p.transport:<5} "
                   f"{p.pair[0]} x {p.pair[1]}  {result.duration:5.1f} s"
-                  f"{'  ' + reason if reason else ''}", file=progress, flush=True)
+                  f"{'  ' + result.reason if result.reason else ''}", file=progress,
+                  flush=True)
     return results

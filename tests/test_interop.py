@@ -6,8 +6,11 @@ with wrong output."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -153,3 +156,27 @@ def test_wellformed_flags_what_does_not_decode_or_round_trip(tmp_path: Path) -> 
     (fail,) = wellformed(trace)
     assert fail.startswith("from gateway: a PDU that does not decode: TRUNCATED")
     assert wellformed(trace, malformed_requests=True) == [fail]  # answers are not excused
+
+
+def test_debug_waits_for_the_endpoint_started_by_hand(tmp_path: Path) -> None:
+    """``python -m interop debug``: the client's environment is written out, the client
+    started by hand with it, Ctrl-C ends the case, which is judged on its capture."""
+    debug = subprocess.Popen(
+        [sys.executable, "-m", "interop", "debug", "--case", "registration", "--transport",
+         "udp", "--output", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    env_file = tmp_path / "dmscproto_dmscproto" / "udp" / "registration" / "client@gateway.env"
+    try:
+        deadline = time.monotonic() + 30
+        while not env_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        mine = subprocess.run([sys.executable, "-m", "interop.adapter"], cwd=ROOT,
+                              env={**os.environ, **env}, capture_output=True, timeout=60,
+                              check=False)
+        assert mine.returncode == 0, mine.stderr
+        debug.send_signal(signal.SIGINT)
+        out, _ = debug.communicate(timeout=30)
+    finally:
+        debug.kill()
+    assert "export DMSC_GATEWAY=127.0.0.1:" in out
+    assert debug.returncode == 0 and "\npassed\n" in out, out
