@@ -17,38 +17,17 @@ describes it as ``code`` and a readable message as ``str(error)``:
   request), :class:`NotConnected`, :class:`DeadlineExceeded` (also a ``TimeoutError``)
   and :class:`MissingExtra` (an optional dependency is not installed).
 
-``except DmscError`` catches all of them; the historical bases (``ValueError`` for the
+:class:`DmscError` itself is defined with the codec, the lowest layer, and exported
+here.  ``except DmscError`` catches all of them; the historical bases (``ValueError`` for the
 codec, ``ConnectionError`` for transports) are kept as second bases.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
+from .codec.errors import DmscError
 from .codec.registry import ErrorCode
 
-
-class DmscError(Exception):
-    """A dmscproto error: ``code`` is the registered error code that describes it,
-    ``reason`` the text after the code name in ``str(error)``."""
-
-    #: The code of errors of this class when the raiser gives none.
-    code: ErrorCode = ErrorCode.INTERNAL_ERROR
-    #: Whether ``str(error)`` starts with the code's name (classes whose reasons are
-    #: complete sentences on their own leave it out).
-    named: ClassVar[bool] = True
-
-    def __init__(self, reason: str = "", code: ErrorCode | None = None) -> None:
-        if code is not None:
-            self.code = code
-        self.reason = reason
-        super().__init__(self.message())
-
-    def message(self) -> str:
-        """The readable message: the code's name (if :attr:`named`) and the reason."""
-        if not self.named:
-            return self.reason
-        return f"{self.code.name}: {self.reason}" if self.reason else self.code.name
+__all__ = ["DeadlineExceeded", "DmscError", "MissingExtra", "NotConnected", "require_extra"]
 
 
 class NotConnected(DmscError, ConnectionError):
@@ -77,11 +56,12 @@ class MissingExtra(DmscError, ImportError):
                          f"pip install 'dmscproto[{extra}]'")
 
 
-def require_extra(module: str, extra: str, feature: str) -> None:
-    """Import ``module`` or raise :class:`MissingExtra` naming the extra to install."""
+def require_extra(module: str, extra: str, feature: str, package: str) -> None:
+    """Import ``module`` (of the PyPI ``package``) or raise :class:`MissingExtra` naming
+    the extra that installs it."""
     import importlib
 
     try:
         importlib.import_module(module)
     except ImportError:
-        raise MissingExtra(feature, extra, module.split(".")[0]) from None
+        raise MissingExtra(feature, extra, package) from None

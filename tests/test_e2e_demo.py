@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dmscproto.analysis.pcap import read_udp
+from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.demo import run_demo
 
 
@@ -17,7 +18,7 @@ def test_demo_runs_every_step_and_leaves_nothing_behind(tmp_path: Path) -> None:
     capture = tmp_path / "capture"
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from dmscproto.cli import main; sys.exit(main())",
-         "demo", "--capture", str(capture)],
+         "demo", "--capture", str(capture), "--keep", str(tmp_path / "kept")],
         capture_output=True, text=True, timeout=60)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -45,6 +46,11 @@ def test_demo_runs_every_step_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert keys.count("CLIENT_TRAFFIC_SECRET_0") >= 5  # 4 agents + 1 peering connection
     assert f"tshark -r {capture / 'dmsc-demo.pcap'} -o tls.keylog_file:" in out
     assert "-X lua_script:" in out
+    # --keep: the configurations as they ran, ports included, so they start again
+    gw_a = GatewayConfig.load(tmp_path / "kept" / "a.example" / "gw-a.toml")
+    gw_b = GatewayConfig.load(tmp_path / "kept" / "b.example" / "gw-b.toml")
+    assert all(port != 0 for cfg in (gw_a, gw_b) for _, (_, port) in cfg.listeners)
+    assert gw_a.peers[0].address in [address for _, address in gw_b.listeners]
 
 
 def test_demo_over_dtls() -> None:

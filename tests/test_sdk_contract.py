@@ -136,3 +136,43 @@ def test_deadlines_raise_timeout_error_and_abandon_the_request(tmp_path: Path) -
             assert isinstance(trace, Trace) and trace.reached
             assert [h.name for h in trace.hops] == ["gw"]
     run(scenario())
+
+
+#: Run in a fresh interpreter where scapy is not installed (and pyOpenSSL, once what
+#: aioquic imports of it is forgotten: aioquic itself needs it).
+WITHOUT_EXTRAS = """
+import asyncio, importlib.abc, sys
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("OpenSSL", "scapy"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+import dmscproto.agent, dmscproto.cli, dmscproto.runtime.gateway
+from dmscproto.errors import MissingExtra
+from dmscproto.runtime.transports import transport_named
+sys.meta_path.insert(0, NotInstalled())
+assert "scapy" not in sys.modules, "a plain agent imported scapy"
+assert "dmscproto.transport.dtls" not in sys.modules, "a QUIC agent imported DTLS"
+try:
+    import dmscproto.analysis.scapy_dmsc
+except MissingExtra as exc:
+    print(exc)
+for name in [m for m in sys.modules if m.partition(".")[0] == "OpenSSL"]:
+    del sys.modules[name]
+try:
+    asyncio.run(transport_named("dtls").connect("127.0.0.1", 9, None))
+except MissingExtra as exc:
+    print(exc)
+"""
+
+
+def test_optional_extras_are_named_when_missing() -> None:
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "the scapy layer (dmscproto.analysis.scapy_dmsc) needs the scapy package: "
+        "pip install 'dmscproto[analysis]'",
+        "the dtls transport needs the pyOpenSSL package: pip install 'dmscproto[dtls]'"]

@@ -30,24 +30,31 @@ from typing import Any
 
 import cbor2
 import construct as c
-from scapy.fields import (
-    ByteEnumField,
-    ByteField,
-    Field,
-    FieldLenField,
-    FieldListField,
-    FlagsField,
-    IntField,
-    LongField,
-    PacketListField,
-    ShortField,
-    StrLenField,
-    XShortEnumField,
-    XStrFixedLenField,
-    XStrLenField,
-)
-from scapy.layers.inet import UDP
-from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
+
+from ..errors import MissingExtra
+
+try:  # the analysis extra
+    from scapy.fields import (
+        ByteEnumField,
+        ByteField,
+        Field,
+        FieldLenField,
+        FieldListField,
+        FlagsField,
+        IntField,
+        LongField,
+        PacketListField,
+        ShortField,
+        StrLenField,
+        XShortEnumField,
+        XStrFixedLenField,
+        XStrLenField,
+    )
+    from scapy.layers.inet import UDP
+    from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
+except ImportError:
+    raise MissingExtra("the scapy layer (dmscproto.analysis.scapy_dmsc)", "analysis",
+                       "scapy") from None
 
 from ..codec import cbor
 from ..codec.cose import SignedRecord

@@ -25,7 +25,7 @@ import pkgutil
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
 #: Exit statuses shared by all subcommands.
 EXIT_OK = 0
@@ -34,7 +34,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: The type ``add_parser`` receives (``argparse``'s private subparsers action).
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+if TYPE_CHECKING:
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time (pdoc evaluates the annotations)
+    Subparsers = argparse._SubParsersAction
 
 
 class UsageError(Exception):

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import sqlite3
     import sys
 
-    from ..gateway.store import StoreError
+    from ..errors import DmscError
     from ..runtime import logs, loop
     from ..runtime.config import ConfigError, GatewayConfig
     from ..runtime.gateway import GatewayRuntime
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"dmsc gateway: cannot run: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except (StoreError, sqlite3.Error) as exc:
+    except (DmscError, sqlite3.Error) as exc:  # StoreError, MissingExtra, ...
         print(f"dmsc gateway: cannot run: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

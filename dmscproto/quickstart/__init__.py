@@ -73,8 +73,7 @@ lease = 300
 """
 
 
-def write(directory: str | Path, *, domain: str, host: str = "127.0.0.1",
-          port: int = 4433) -> list[Path]:
+def write(directory: str | Path, *, domain: str, host: str, port: int) -> list[Path]:
     """Write the setup (module docstring) into ``directory``, which must be empty or
     absent; returns the files written at its top.  ValueError if it is not empty."""
     root = Path(directory)

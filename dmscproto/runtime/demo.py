@@ -263,6 +263,22 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
     return 0
 
 
+def _pin(gw: GatewayRuntime, relayed: dict[tuple[str, int], tuple[str, int]]) -> None:
+    """Rewrite ``gw``'s TOML file as it ran (``--keep``): the ports it got instead of
+    port 0, and each peer's own address instead of the relay in front of it, so that the
+    kept files start the same gateways again."""
+    path = gw.config.source
+    assert path is not None
+    text = path.read_text(encoding="utf-8")
+    for name, (host, port) in gw.addresses.items():
+        text = text.replace(f'{name} = "{host}:0"', f'{name} = "{host}:{port}"')
+    host, port = gw.address
+    text = text.replace(f'listen = "{host}:0"', f'listen = "{host}:{port}"')
+    for (rh, rp), (h, p) in relayed.items():
+        text = text.replace(f'"{rh}:{rp}"', f'"{h}:{p}"')
+    path.write_text(text, encoding="utf-8")
+
+
 def _show_capture(display: _Display, capture: Path, *, lab: bool) -> None:
     """Where the capture is and the commands that show it: with the key log (QUIC,
     DTLS), or in clear (lab mode: the dissector's UDP heuristic finds DMSC on the demo's
@@ -363,6 +379,10 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
     gw_a = await start(write_gateway_config(a, "gw-a", peers=[to_b], min_lease=5,
                                             transport=listeners, require_tokens=not lab,
                                             lab=lab))
+    by_id = {g.gateway_id: g for g in gateways}
+    relayed = {relay.address: by_id[gid].addresses[name] for (gid, name), relay in front.items()}
+    for gw in gateways:
+        _pin(gw, relayed)
 
     d.step(f"Peering: gw-a dials gw-b over {peering.upper()}; the gateways OPEN a session "
            "and sync (Section 6)")

@@ -27,6 +27,7 @@ from cryptography import x509
 from ..analysis.pcap import PcapWriter
 from ..codec.messages import Message
 from ..codec.registry import limit
+from ..errors import require_extra
 from ..security.ca import Identity
 from ..transport.errors import TransportError
 from ..transport.tls import TlsIdentity
@@ -92,8 +93,14 @@ class Transport:
     server_needs_p256: bool = False
     #: Cleartext lab mode (Section 9.4): only with ``lab=True`` from the caller.
     lab: bool = False
+    #: What it needs beyond a plain install: (``dmscproto[EXTRA]``, a module of it, its
+    #: PyPI package).
+    extra: tuple[str, str, str] | None = None
 
     def _api(self) -> Any:
+        if self.extra is not None:
+            extra, module, package = self.extra
+            require_extra(module, extra, f"the {self.name} transport", package)
         return importlib.import_module(self.module)
 
     async def serve(self, host: str, port: int, tls: TlsIdentity, handler: Handler, *,
@@ -125,7 +132,8 @@ class Transport:
 
 TRANSPORTS: dict[str, Transport] = {
     "quic": Transport("quic", "dmscproto.transport.quic"),
-    "dtls": Transport("dtls", "dmscproto.transport.dtls", server_needs_p256=True),
+    "dtls": Transport("dtls", "dmscproto.transport.dtls", server_needs_p256=True,
+                      extra=("dtls", "OpenSSL.SSL", "pyOpenSSL")),
     "udp": Transport("udp", "dmscproto.transport.udp", lab=True),
 }
 
