@@ -50,7 +50,7 @@ class Job:
         for line in self.proc.stdout:
             self.lines.append(line)
 
-    def first_line(self, timeout: float = 15) -> str:
+    def first_line(self, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
         while not self.lines:
             assert self.proc.poll() is None, f"{self.argv} exited: {self.proc.returncode}"

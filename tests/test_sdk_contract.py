@@ -122,7 +122,7 @@ def test_deadlines_raise_timeout_error_and_abandon_the_request(tmp_path: Path) -
             started = loop.time()
             with pytest.raises(TimeoutError):
                 await caller.call(sloth.agent_id, b"3", timeout=0.3)
-            assert loop.time() - started < 1.5
+            assert loop.time() - started < 2.5  # the handler takes 3 s
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.3):
                     await caller.call(sloth.agent_id, b"3")
