@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
-"""Write the reference captures in ``pcap-fixtures/`` and their README.
+"""Record the reference captures in ``pcap-fixtures/`` and write their README.
 
-Lab UDP captures (draft-dmsc-protocol-00, Section 9.4) are synthesized from the codec:
-every PDU is a :mod:`dmscproto.codec.examples` message or one built here, encoded by
-:func:`dmscproto.codec.encode` (or deliberately damaged, for the error capture), and
-written by :class:`dmscproto.analysis.pcap.PcapWriter` with fixed addresses and
-timestamps, so the files are byte-for-byte reproducible.
+Lab UDP captures (draft-dmsc-protocol-00, Section 9.4) are recorded from real lab-mode
+gateways: :func:`record_lab` runs two :class:`~dmscproto.runtime.gateway.GatewayRuntime`
+(a.example and b.example, peered over cleartext UDP) and their agents on loopback, plays
+every flow of :data:`FLOWS`, and cuts the recording into one capture per flow, with the
+loopback addresses replaced by documentation ones.  Each recording differs (keys, nonces,
+times, transaction ids); ``tests/test_fixtures.py`` checks every capture against the
+draft's rules rather than against a regeneration.
 
 QUIC captures (Section 9.1) are recorded from real DMSC-over-QUIC sessions on loopback
-(:mod:`dmscproto.transport.quic`) with their TLS key logs; they differ on every run
-(fresh keys and connection ids), so they are written only with ``--quic``.
+(:mod:`dmscproto.transport.quic`) with their TLS key logs.
 
 Usage:
-  tools/gen_fixtures.py            rewrite the lab UDP captures and README.md
+  tools/gen_fixtures.py            rewrite README.md from the committed captures
+  tools/gen_fixtures.py --record   record the lab captures again (and README.md)
   tools/gen_fixtures.py --quic     also record the QUIC captures and key logs again
-  tools/gen_fixtures.py --check    exit 1 if a committed lab capture or README differs
+  tools/gen_fixtures.py --check    exit 1 if a capture is missing or README.md is stale
 """
 
 from __future__ import annotations
@@ -28,47 +30,31 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dmscproto.analysis.pcap import PcapWriter
 from dmscproto.codec import (
+    Deregister,
     Discover,
     DiscoverReply,
     DiscoveryQuery,
-    Error,
     ErrorCode,
-    Keepalive,
     Message,
     MessageType,
     Open,
     RawTlv,
     Refresh,
-    RefreshAck,
     Register,
-    RegisterAck,
     Result,
-    RouteReply,
     RouteRequest,
     Scope,
     SignedRecord,
-    TraceReply,
-    TraceRequest,
-    Update,
     encode,
 )
 from dmscproto.codec.examples import (
-    AGENT2_ID,
-    AGENT2_KEY,
-    AGENT_ID,
-    GATEWAY_A_ID,
-    GATEWAY_B_ID,
-    NONCE,
-    NOW_MS,
     NOW_S,
-    TRACE,
-    example_key,
     examples,
     translator_signed,
-    weather_record,
     weather_signed,
 )
 from dmscproto.codec.registry import (
@@ -76,12 +62,10 @@ from dmscproto.codec.registry import (
     MAX_PDU_SIZE,
     UDP_PORT,
     VERSION,
-    GatewayCaps,
+    Flags,
     TlvType,
 )
-from dmscproto.codec.values import ExportPolicy, HopRecord
-from dmscproto.codec.wire import HEADER_STRUCT, Advertisement
-from dmscproto.security.signing import entity_id, sign_record, spki
+from dmscproto.codec.wire import HEADER_STRUCT
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcap-fixtures"
@@ -95,37 +79,11 @@ WEATHER: Address = ("192.0.2.10", 40001)      # dmsc://a.example/weather (AGENT_
 PLANNER: Address = ("192.0.2.11", 40003)      # dmsc://a.example/planner
 IMPOSTOR: Address = ("192.0.2.66", 40066)     # claims dmsc://a.example/weather
 TRANSLATOR: Address = ("198.51.100.20", 40002)  # dmsc://b.example/translate (AGENT2_ID)
-PLANNER_ID = entity_id(example_key(3).public_key())
-
-
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    """One UDP datagram of a capture; ``error`` is the decoding error a receiver must
-    report for it (Section 4.4), None for a well-formed PDU."""
-
-    src: Address
-    dst: Address
-    pdu: bytes
-    error: ErrorCode | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Capture:
-    """A capture file: its name, what it shows, and its datagrams in order."""
-
-    name: str
-    title: str
-    description: str
-    datagrams: tuple[Datagram, ...]
-
-
-def _send(src: Address, dst: Address, *msgs: Message) -> list[Datagram]:
-    return [Datagram(src, dst, encode(m)) for m in msgs]
-
-
-def _exchange(client: Address, server: Address, request: Message, response: Message
-              ) -> list[Datagram]:
-    return _send(client, server, request) + _send(server, client, response)
+TESTER_A: Address = ("192.0.2.99", 40099)     # one-shot client of a.example's gateway
+TESTER_B: Address = ("198.51.100.99", 40199)  # one-shot client of b.example's gateway
+DAMAGED: Address = ("192.0.2.98", 40098)      # sends the damaged PDUs
+PLANNER_2: Address = ("192.0.2.12", 40012)    # the planner again, on a new association
+IMPOSTOR_2: Address = ("192.0.2.67", 40067)   # a forged record, then a stray OPEN
 
 
 def _damaged(pdu: bytes, error: ErrorCode, edit: Callable[[bytearray], bytes | bytearray]
@@ -147,243 +105,379 @@ def _set_length(data: bytearray, length: int) -> bytearray:
     return data
 
 
-def lab_captures() -> list[Capture]:
-    """Every lab UDP capture, in README order."""
+#: Session messages between the two gateways go to the peering capture, whenever sent.
+SESSION_TYPES = frozenset({MessageType.OPEN, MessageType.KEEPALIVE, MessageType.UPDATE,
+                           MessageType.DIGEST, MessageType.SYNC_REQUEST, MessageType.NOTIFY})
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One lab capture: a window of the recording (or, for peering, every session
+    message between the gateways)."""
+
+    name: str
+    title: str
+    description: str
+
+
+FLOWS = (
+    Flow("lab-registration.pcap", "Registration (Section 5.1)",
+         "The weather agent registers its signed capability record and is granted a "
+         "lease; a second key claiming the same agent name, from another address, is "
+         "refused with NAME_CONFLICT."),
+    Flow("lab-refresh.pcap", "Lease refresh (Section 5.1)",
+         "The planner agent registers and refreshes its lease."),
+    Flow("lab-deregistration.pcap", "Deregistration (Section 5.1)",
+         "The planner agent deregisters; a REFRESH after that is answered "
+         "UNKNOWN_AGENT."),
+    Flow("lab-discovery-local.pcap", "Local discovery (Section 5.2)",
+         "The planner agent asks its own gateway, scope LOCAL, for agents with the skill "
+         "'forecast' and gets the weather agent's signed record back, with the score of "
+         "the default ranking."),
+    Flow("lab-discovery-federated.pcap", "Federated discovery (Section 5.2)",
+         "The translator agent of b.example discovers, scope FEDERATED, by skill, tag and "
+         "intent; its gateway answers from the records it learned from a.example's "
+         "gateway (DISCOVER is not relayed between gateways in this version of the "
+         "implementation)."),
+    Flow("lab-route-local.pcap", "Routed call within a domain (Section 5.3)",
+         "The planner agent calls the weather agent of its domain through their gateway: "
+         "ROUTE_REQUEST in, delivered to the target (hop limit and path unchanged: local "
+         "delivery consumes no hop), ROUTE_REPLY back. Each hop is its own transaction."),
+    Flow("lab-route-cross-domain.pcap", "Routed call across domains (Section 5.3)",
+         "The translator agent of b.example calls the weather agent of a.example: its "
+         "gateway forwards to a.example's gateway (hop limit decremented, its id appended "
+         "to the path), which delivers to the agent; the reply returns along the path."),
+    Flow("lab-route-errors.pcap", "Routing errors (Section 5.3)",
+         "A one-shot client (never registered: an unregistered lab sender, Section 9.4) "
+         "sends a request by capability query that matches nothing (NO_ROUTE), then the "
+         "same PDU again with the RETRANSMISSION flag, answered from the gateway's "
+         "duplicate cache; a request with hop limit 0 for an agent of the other domain "
+         "(HOP_LIMIT_EXCEEDED); one whose path vector already holds the gateway "
+         "(LOOP_DETECTED); and at a.example's gateway, a request with hop limit 0 for "
+         "an agent registered there, which is delivered."),
+    Flow("lab-peering.pcap", "Gateway peering and sync (Section 6)",
+         "Every session message between the two gateways during the whole recording: "
+         "OPEN both ways (the answering OPEN has the same transaction id), DIGESTs, "
+         "UPDATEs advertising and withdrawing the records registered and deregistered in "
+         "the other captures, SYNC_REQUEST and its answering UPDATE where a DIGEST "
+         "showed a record missing, KEEPALIVEs (hold time 3 s), and the NOTIFY CEASE that "
+         "closes the session when the gateways stop."),
+    Flow("lab-echo-trace.pcap", "Echo and trace (Section 6.8)",
+         "The weather agent pings its gateway, then traces the route to the translator "
+         "agent of the other domain: each gateway on the path adds its hop record."),
+    Flow("lab-errors.pcap", "Malformed PDUs and refusals (Sections 4.4, 5, 5.4)",
+         "A client sends one damaged request per decoding error; the gateway answers each "
+         "with an ERROR naming the error code and the request's type (a PDU too short to "
+         "carry a transaction id gets no answer). Then refusals of requests that decoded, "
+         "each in the request's answer message with STATUS: a REFRESH with a stale "
+         "TIMESTAMP, a DISCOVER whose SOURCE_AGENT is not the sender's (DISCOVER_REPLY "
+         "IDENTITY_MISMATCH, not ERROR), a REGISTER with a forged signature; and an OPEN "
+         "naming a domain that is not configured, refused with NOTIFY."),
+)
+
+
+@dataclass
+class Recording:
+    """What the recording learned: when each flow ran, and which client address stands
+    for which documentation address (clients are created, and first send, in order)."""
+
+    windows: dict[str, list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
+    clients: list[Address] = dataclasses.field(default_factory=list)
+
+
+def _damaged_requests() -> list[bytes]:
+    """One damaged request per decoding error a receiver reports (each checked against
+    the codec), as the errors capture sends them."""
     ex = examples()
-    discover = ex["discover"]
-    assert isinstance(discover, Discover)
-    weather, translator = weather_signed(), translator_signed()
-    query = DiscoveryQuery(skills=("forecast",))
-    hop_a = HopRecord(GATEWAY_A_ID, "a.example", NOW_MS, "gw-a")
-    hop_b = HopRecord(GATEWAY_B_ID, "b.example", NOW_MS + 2, "gw-b")
-    impostor_record = dataclasses.replace(
-        weather_record(), agent_id=AGENT2_ID, public_key=spki(AGENT2_KEY.public_key()))
-    forecast = b'{"city":"Paris","date":"2026-09-22"}'
-    answer = b'{"temp_c":18,"sky":"clear"}'
-
-    captures = [
-        Capture("lab-registration.pcap", "Registration (Section 5.1)",
-                "An agent registers its signed capability record and is granted a lease; "
-                "a second key claiming the same agent name is refused with NAME_CONFLICT.",
-                tuple(_exchange(WEATHER, GW_A, ex["register"], ex["register-ack"])
-                      + _exchange(IMPOSTOR, GW_A,
-                                  Register(transaction_id=2,
-                                           record=sign_record(impostor_record, AGENT2_KEY),
-                                           lease=600, nonce=NONCE[::-1], timestamp=NOW_MS + 5),
-                                  ex["register-ack-conflict"]))),
-        Capture("lab-refresh.pcap", "Lease refresh (Section 5.1)",
-                "The agent refreshes its lease halfway through; a refresh for an agent the "
-                "gateway does not know is answered with UNKNOWN_AGENT.",
-                tuple(_exchange(WEATHER, GW_A, ex["refresh"], ex["refresh-ack"])
-                      + _exchange(PLANNER, GW_A,
-                                  Refresh(transaction_id=20, agent_id=PLANNER_ID, lease=3600,
-                                          nonce=NONCE, timestamp=NOW_MS + 1_800_100),
-                                  RefreshAck(transaction_id=20, status=ErrorCode.UNKNOWN_AGENT,
-                                             diagnostic="no registration for this agent")))),
-        Capture("lab-deregistration.pcap", "Deregistration (Section 5.1)",
-                "The agent withdraws its registration before the lease ends.",
-                tuple(_exchange(WEATHER, GW_A, ex["deregister"], ex["deregister-ack"]))),
-        Capture("lab-discovery-local.pcap", "Local discovery (Section 5.2)",
-                "An agent asks its own gateway, scope LOCAL, for agents with the skill "
-                "'forecast' and gets one ranked signed record back.",
-                tuple(_exchange(PLANNER, GW_A,
-                                Discover(transaction_id=30, query=query, scope=Scope.LOCAL,
-                                         max_results=3, source_agent=PLANNER_ID),
-                                DiscoverReply(transaction_id=30, status=ErrorCode.SUCCESS,
-                                              results=(Result(9000, weather),))))),
-        Capture("lab-discovery-federated.pcap", "Federated discovery (Section 5.2)",
-                "An agent of b.example discovers, scope FEDERATED, by skills, tags, intent "
-                "and constraints; its gateway forwards the query to the a.example gateway "
-                "(hop limit decremented, its id in the path vector) and relays the answer.",
-                tuple(_send(TRANSLATOR, GW_B, ex["discover"])
-                      + _exchange(GW_B, GW_A,
-                                  dataclasses.replace(discover, transaction_id=31,
-                                                      hop_limit=7, path=(GATEWAY_B_ID,)),
-                                  DiscoverReply(transaction_id=31, status=ErrorCode.SUCCESS,
-                                                results=(Result(9500, weather),), trace=TRACE))
-                      + _send(GW_B, TRANSLATOR, ex["discover-reply"]))),
-        Capture("lab-route-local.pcap", "Routed call within a domain (Section 5.3)",
-                "An agent calls another agent of its domain through their gateway: "
-                "ROUTE-REQUEST in, forwarded to the target, ROUTE-REPLY back. Each hop is "
-                "its own transaction.",
-                tuple(_send(PLANNER, GW_A,
-                            RouteRequest(transaction_id=40, source_agent=PLANNER_ID,
-                                         target_agent=AGENT_ID, hop_limit=8, path=(),
-                                         payload=forecast, timeout_ms=5000))
-                      + _exchange(GW_A, WEATHER,
-                                  RouteRequest(transaction_id=41, source_agent=PLANNER_ID,
-                                               target_agent=AGENT_ID, hop_limit=7,
-                                               path=(GATEWAY_A_ID,), payload=forecast,
-                                               timeout_ms=4000),
-                                  RouteReply(transaction_id=41, status=ErrorCode.SUCCESS,
-                                             target_agent=AGENT_ID, payload=answer))
-                      + _send(GW_A, PLANNER,
-                              RouteReply(transaction_id=40, status=ErrorCode.SUCCESS,
-                                         target_agent=AGENT_ID, payload=answer)))),
-        Capture("lab-route-cross-domain.pcap", "Routed call across domains (Section 5.3)",
-                "An agent of b.example calls the weather agent of a.example: its gateway "
-                "forwards to the a.example gateway, which delivers to the agent; the reply "
-                "returns along the path. Trace context travels on every hop.",
-                tuple(_send(TRANSLATOR, GW_B,
-                            RouteRequest(transaction_id=50, source_agent=AGENT2_ID,
-                                         target_agent=AGENT_ID, hop_limit=8, path=(),
-                                         payload=forecast, timeout_ms=5000, trace=TRACE))
-                      + _send(GW_B, GW_A,
-                              RouteRequest(transaction_id=51, source_agent=AGENT2_ID,
-                                           target_agent=AGENT_ID, hop_limit=7,
-                                           path=(GATEWAY_B_ID,), payload=forecast,
-                                           timeout_ms=4500, trace=TRACE))
-                      + _exchange(GW_A, WEATHER,
-                                  RouteRequest(transaction_id=52, source_agent=AGENT2_ID,
-                                               target_agent=AGENT_ID, hop_limit=6,
-                                               path=(GATEWAY_B_ID, GATEWAY_A_ID),
-                                               payload=forecast, timeout_ms=4000, trace=TRACE),
-                                  RouteReply(transaction_id=52, status=ErrorCode.SUCCESS,
-                                             target_agent=AGENT_ID, payload=answer, trace=TRACE))
-                      + _send(GW_A, GW_B,
-                              RouteReply(transaction_id=51, status=ErrorCode.SUCCESS,
-                                         target_agent=AGENT_ID,
-                                         path=(GATEWAY_B_ID, GATEWAY_A_ID), payload=answer,
-                                         trace=TRACE))
-                      + _send(GW_B, TRANSLATOR,
-                              RouteReply(transaction_id=50, status=ErrorCode.SUCCESS,
-                                         target_agent=AGENT_ID, payload=answer, trace=TRACE)))),
-        Capture("lab-route-errors.pcap", "Routing errors (Section 5.3)",
-                "A request by capability query is sent, retransmitted (RETRANSMISSION flag) "
-                "and answered NO_ROUTE; a request with hop limit 0 gets HOP_LIMIT_EXCEEDED; "
-                "one whose path vector already holds the gateway gets LOOP_DETECTED.",
-                tuple(_send(TRANSLATOR, GW_B,
-                            dataclasses.replace(ex["route-request-by-query"], flags=0),
-                            ex["route-request-by-query"])
-                      + _send(GW_B, TRANSLATOR, ex["route-reply-no-route"])
-                      + _exchange(GW_B, GW_A,
-                                  RouteRequest(transaction_id=60, source_agent=AGENT2_ID,
-                                               target_agent=AGENT_ID, hop_limit=0,
-                                               path=(GATEWAY_B_ID,), payload=b"hello"),
-                                  RouteReply(transaction_id=60,
-                                             status=ErrorCode.HOP_LIMIT_EXCEEDED))
-                      + _exchange(GW_B, GW_A,
-                                  RouteRequest(transaction_id=61, source_agent=AGENT2_ID,
-                                               target_agent=AGENT_ID, hop_limit=6,
-                                               path=(GATEWAY_A_ID, GATEWAY_B_ID),
-                                               payload=b"hello"),
-                                  RouteReply(transaction_id=61, status=ErrorCode.LOOP_DETECTED,
-                                             diagnostic="gateway already in the path")))),
-        Capture("lab-peering.pcap", "Gateway peering and sync (Section 6)",
-                "Two gateways exchange OPEN (ids, domains, hold time, capabilities, export "
-                "policy; the answering OPEN has the same transaction id) and KEEPALIVEs; one "
-                "advertises a record and withdraws another in an UPDATE; the other sends a "
-                "DIGEST, the first asks for a record it lacks with SYNC-REQUEST and receives "
-                "it in the answering UPDATE; the session ends with a NOTIFY.",
-                tuple(_send(GW_A, GW_B, ex["open"])
-                      + _send(GW_B, GW_A,
-                              Open(transaction_id=ex["open"].transaction_id,
-                                   gateway_id=GATEWAY_B_ID, domain="b.example",
-                                   hold_time=90,
-                                   capabilities=GatewayCaps.ROUTING | GatewayCaps.DIGEST_SYNC
-                                   | GatewayCaps.FEDERATION,
-                                   export_policy=ExportPolicy(peer_domains=("a.example",))))
-                      + _send(GW_A, GW_B, ex["keepalive"])
-                      + _send(GW_B, GW_A, Keepalive(transaction_id=71))
-                      + _send(GW_A, GW_B, ex["update"])
-                      + _send(GW_B, GW_A, ex["digest"])
-                      + _send(GW_A, GW_B, ex["sync-request"])
-                      + _send(GW_B, GW_A,
-                              Update(transaction_id=ex["sync-request"].transaction_id,
-                                     advertise=(Advertisement(3, (GATEWAY_B_ID,), translator),)))
-                      + _send(GW_A, GW_B, ex["notify"]))),
-        Capture("lab-echo-trace.pcap", "Echo and trace (Section 6.8)",
-                "An agent pings its gateway; then traces the route to an agent of the other "
-                "domain: each gateway on the path adds its hop record.",
-                tuple(_exchange(WEATHER, GW_A, ex["echo-request"], ex["echo-reply"])
-                      + _send(WEATHER, GW_A,
-                              TraceRequest(transaction_id=80, target_agent=AGENT2_ID,
-                                           hop_limit=8, path=(), trace=TRACE))
-                      + _exchange(GW_A, GW_B, ex["trace-request"], ex["trace-reply"])
-                      + _send(GW_A, WEATHER,
-                              TraceReply(transaction_id=80, status=ErrorCode.SUCCESS,
-                                         target_agent=AGENT2_ID, hops=(hop_a, hop_b),
-                                         trace=TRACE)))),
-        Capture("lab-errors.pcap", "Malformed PDUs and ERROR answers (Sections 4.4, 5.4)",
-                "One damaged request per decoding error, each answered by an ERROR naming "
-                "the error code and the request's type (a PDU too short to carry a "
-                "transaction id gets no answer), then status answers for refused requests.",
-                tuple(_error_datagrams(ex))),
-    ]
-    return captures
-
-
-def _error(txid: int, code: ErrorCode, offending: MessageType | int, text: str) -> Message:
-    return Error(transaction_id=txid, status=code, offending_type=int(offending),
-                 diagnostic=text)
-
-
-def _error_datagrams(ex: dict[str, Message]) -> list[Datagram]:
-    """Damaged requests (each checked against the codec) and the answers to them."""
-    echo = ex["echo-request"]
-    refresh = ex["refresh"]
-    out: list[Datagram] = []
+    echo, refresh = ex["echo-request"], ex["refresh"]
+    out: list[bytes] = [_damaged(struct.pack("!BBHIQ", VERSION, 0x66, 0, HEADER_SIZE, 16),
+                                 ErrorCode.UNKNOWN_MESSAGE_TYPE, lambda d: d)]
 
     def bad(txid: int, request: Message, code: ErrorCode,
-            edit: Callable[[bytearray], bytes | bytearray], text: str,
-            answer: bool = True) -> None:
+            edit: Callable[[bytearray], bytes | bytearray]) -> None:
         pdu = encode(dataclasses.replace(request, transaction_id=txid))
-        out.append(Datagram(WEATHER, GW_A, _damaged(pdu, code, edit), code))
-        if answer:
-            out.extend(_send(GW_A, WEATHER, _error(txid, code, request.TYPE, text)))
+        out.append(_damaged(pdu, code, edit))
 
-    unknown_type = struct.pack("!BBHIQ", VERSION, 0x66, 0, HEADER_SIZE, 16)
-    out.append(Datagram(WEATHER, GW_A, _damaged(unknown_type, ErrorCode.UNKNOWN_MESSAGE_TYPE,
-                                                lambda d: d),
-                        ErrorCode.UNKNOWN_MESSAGE_TYPE))
-    out.extend(_send(GW_A, WEATHER, ex["error"]))
-    bad(90, echo, ErrorCode.TRUNCATED, lambda d: d[:10], "", answer=False)
-    bad(91, echo, ErrorCode.TRUNCATED, lambda d: d[:-3], "datagram shorter than its length")
-    bad(92, echo, ErrorCode.TRAILING_DATA, lambda d: d + b"\0\0",
-        "octets after the PDU")
-    bad(93, echo, ErrorCode.UNSUPPORTED_VERSION, lambda d: b"\x02" + d[1:], "version 2")
+    bad(90, echo, ErrorCode.TRUNCATED, lambda d: d[:10])
+    bad(91, echo, ErrorCode.TRUNCATED, lambda d: d[:-3])
+    bad(92, echo, ErrorCode.TRAILING_DATA, lambda d: d + b"\0\0")
+    bad(93, echo, ErrorCode.UNSUPPORTED_VERSION, lambda d: b"\x02" + d[1:])
     bad(94, echo, ErrorCode.LENGTH_MISMATCH,
-        lambda d: d[:HEADER_SIZE + 2] + b"\x00\xff" + d[HEADER_SIZE + 4:],
-        "TLV runs past the end of the PDU")
-    bad(95, echo, ErrorCode.LENGTH_MISMATCH, lambda d: _set_length(d, 12),
-        "PDU length below the header size")
+        lambda d: d[:HEADER_SIZE + 2] + b"\x00\xff" + d[HEADER_SIZE + 4:])
+    bad(95, echo, ErrorCode.LENGTH_MISMATCH, lambda d: _set_length(d, 12))
     bad(96, dataclasses.replace(echo, unknown_tlvs=(RawTlv(0x8042, b"\x01"),)),
-        ErrorCode.UNKNOWN_CRITICAL_TLV, lambda d: d,
-        "critical TLV 0x8042 not understood in ECHO_REQUEST")
-    bad(97, echo, ErrorCode.DUPLICATE_TLV, lambda d: _retlv(d, lambda t: [t[0], *t]),
-        "TIMESTAMP repeated")
-    bad(98, echo, ErrorCode.TLV_ORDER, lambda d: _retlv(d, lambda t: [t[1], t[0], *t[2:]]),
-        "PAYLOAD before TIMESTAMP")
-    bad(99, refresh, ErrorCode.INVALID_TLV_LENGTH, lambda d: _retlv(d, _short_lease),
-        "LEASE of 3 octets")
+        ErrorCode.UNKNOWN_CRITICAL_TLV, lambda d: d)
+    bad(97, echo, ErrorCode.DUPLICATE_TLV, lambda d: _retlv(d, lambda t: [t[0], *t]))
+    bad(98, echo, ErrorCode.TLV_ORDER, lambda d: _retlv(d, lambda t: [t[1], t[0], *t[2:]]))
+    bad(99, refresh, ErrorCode.INVALID_TLV_LENGTH, lambda d: _retlv(d, _short_lease))
     bad(100, echo, ErrorCode.MISSING_TLV,
-        lambda d: _retlv(d, lambda t: [x for x in t if x[:2] != _code(TlvType.SEQUENCE)]),
-        "ECHO_REQUEST lacks SEQUENCE")
-    bad(104, echo, ErrorCode.PDU_TOO_LARGE, lambda d: _set_length(d, MAX_PDU_SIZE + 1),
-        "PDU length 65536")
-    discover = ex["discover"]
-    bad(105, discover, ErrorCode.INVALID_TLV_VALUE,
+        lambda d: _retlv(d, lambda t: [x for x in t if x[:2] != _code(TlvType.SEQUENCE)]))
+    bad(104, echo, ErrorCode.PDU_TOO_LARGE, lambda d: _set_length(d, MAX_PDU_SIZE + 1))
+    bad(105, ex["discover"], ErrorCode.INVALID_TLV_VALUE,
         lambda d: _retlv(d, lambda t: [x[:4] + b"\x03" if x[:2] == _code(TlvType.SCOPE) else x
-                                       for x in t]),
-        "unregistered scope 3")
+                                       for x in t]))
     bad(106, ex["open"], ErrorCode.INVALID_TLV_VALUE,
         lambda d: _retlv(d, lambda t: [x[:2] + struct.pack("!H", 11) + b"a.\xc0\xafexample"
-                                       if x[:2] == _code(TlvType.DOMAIN) else x for x in t]),
-        "invalid UTF-8 in DOMAIN")
-    out.extend(_exchange(WEATHER, GW_A, dataclasses.replace(refresh, transaction_id=101),
-                         RefreshAck(transaction_id=101, status=ErrorCode.STALE_TIMESTAMP,
-                                    diagnostic="timestamp outside the freshness window")))
-    out.extend(_exchange(PLANNER, GW_A,
-                         Discover(transaction_id=102, query=DiscoveryQuery(tags=("weather",)),
-                                  scope=Scope.DOMAIN, max_results=10, token=b"expired-token"),
-                         _error(102, ErrorCode.TOKEN_EXPIRED, MessageType.DISCOVER,
-                                "access token expired")))
-    out.extend(_exchange(IMPOSTOR, GW_A,
-                         Register(transaction_id=103, record=_forged(weather_signed()),
-                                  lease=3600, nonce=NONCE, timestamp=NOW_MS + 9),
-                         RegisterAck(transaction_id=103, status=ErrorCode.BAD_SIGNATURE,
-                                     diagnostic="record signature does not verify")))
+                                       if x[:2] == _code(TlvType.DOMAIN) else x for x in t]))
     return out
+
+
+async def _record(root: Path, pcap: PcapWriter, rec: Recording) -> dict[str, Address]:
+    """Run two lab-mode gateways (a.example, b.example) and their agents on loopback and
+    play every flow of :data:`FLOWS`; returns the gateways' addresses by role."""
+    import os
+    import socket
+    import time
+
+    from dmscproto.agent import Agent, AgentError
+    from dmscproto.runtime.config import GatewayConfig
+    from dmscproto.runtime.gateway import GatewayRuntime
+    from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+    from dmscproto.transport import udp
+
+    dom_a, dom_b = Domain.create(root, "a.example"), Domain.create(root, "b.example")
+    gw_b = GatewayRuntime(GatewayConfig.load(write_gateway_config(
+        dom_b, "gw-b", transport="udp", lab=True, hold_time=3,
+        peers=[PeerSpec(dom_a)])), pcap=pcap)
+    await gw_b.start()
+    b_addr = gw_b.addresses["udp"]
+    gw_a = GatewayRuntime(GatewayConfig.load(write_gateway_config(
+        dom_a, "gw-a", transport="udp", lab=True, hold_time=3,
+        peers=[PeerSpec(dom_b, address=b_addr)])), pcap=pcap)
+    agents: list[Agent] = []
+    raws: list[Any] = []
+
+    def flow(name: str) -> Any:
+        class Window:
+            def __enter__(self) -> None:
+                self.start = time.time()
+
+            def __exit__(self, *exc: object) -> None:
+                rec.windows.setdefault(name, []).append((self.start, time.time()))
+        return Window()
+
+    def agent(dom: Domain, name: str, gateway: Address, role: Address) -> Agent:
+        ag = dom.agent(name, gateway, transport="udp", lab=True, reconnect=False)
+        agents.append(ag)
+        rec.clients.append(role)
+        return ag
+
+    async def raw(gateway: Address, role: Address, handler: Any = None) -> Any:
+        conn = await udp.connect(*gateway, lab=True, handler=handler)
+        raws.append(conn)
+        rec.clients.append(role)
+        return conn
+
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    async def settle(seconds: float = 0.3) -> None:
+        await asyncio.sleep(seconds)
+
+    try:
+        # the translator registers before the session, so the first DIGEST shows it
+        translator = agent(dom_b, "translate", b_addr, TRANSLATOR)
+        translator.serve(lambda payload, _request: b"translated: " + payload)
+        await translator.register(["translate"])
+        await gw_a.start()
+        a_addr = gw_a.addresses["udp"]
+        for _ in range(100):
+            if gw_a.node is not None and gw_a.node.peers:
+                break
+            await asyncio.sleep(0.05)
+        await settle(1.0)
+
+        weather = agent(dom_a, "weather", a_addr, WEATHER)
+        weather.serve(lambda payload, _request: b'{"temp_c":18,"sky":"clear"} for ' + payload)
+        with flow("lab-registration.pcap"):
+            await weather.register(["forecast", "alerts"], attributes={"region": "eu"})
+            impostor = agent(dom_a, "weather", a_addr, IMPOSTOR)
+            try:
+                await impostor.register(["forecast"])
+            except AgentError as exc:
+                assert exc.status is ErrorCode.NAME_CONFLICT, exc
+            else:
+                raise AssertionError("the second key was not refused")
+            await settle()
+
+        planner = dom_a.agent("planner", a_addr, transport="udp", lab=True)
+        signed = planner.record(["plan"])
+        p = await raw(a_addr, PLANNER)
+        with flow("lab-refresh.pcap"):
+            for msg in (Register(transaction_id=20, record=signed, lease=60,
+                                 nonce=os.urandom(16), timestamp=now_ms()),
+                        Refresh(transaction_id=21, agent_id=planner.agent_id, lease=60,
+                                nonce=os.urandom(16), timestamp=now_ms())):
+                answer = await p.request(msg)
+                assert getattr(answer, "status", None) is ErrorCode.SUCCESS, answer
+            await settle()
+        with flow("lab-discovery-local.pcap"):
+            answer = await p.request(Discover(
+                transaction_id=30, query=DiscoveryQuery(skills=("forecast",)),
+                scope=Scope.LOCAL, max_results=3, source_agent=planner.agent_id))
+            assert isinstance(answer, DiscoverReply) and answer.results, answer
+            await settle()
+        with flow("lab-route-local.pcap"):
+            answer = await p.request(RouteRequest(
+                transaction_id=40, source_agent=planner.agent_id, target_agent=weather.agent_id,
+                hop_limit=8, path=(), payload=b"Paris", timeout_ms=5000))
+            assert getattr(answer, "status", None) is ErrorCode.SUCCESS, answer
+            await settle()
+        with flow("lab-deregistration.pcap"):
+            for msg, code in ((Deregister(transaction_id=22, agent_id=planner.agent_id,
+                                          nonce=os.urandom(16), timestamp=now_ms()),
+                               ErrorCode.SUCCESS),
+                              (Refresh(transaction_id=23, agent_id=planner.agent_id, lease=60,
+                                       nonce=os.urandom(16), timestamp=now_ms()),
+                               ErrorCode.UNKNOWN_AGENT)):
+                answer = await p.request(msg)
+                assert getattr(answer, "status", None) is code, answer
+            await settle()
+
+        for _ in range(100):  # b has learned the weather record
+            if gw_b.core is not None and weather.agent_id in gw_b.core:
+                break
+            await asyncio.sleep(0.05)
+        with flow("lab-discovery-federated.pcap"):
+            found = await translator.discover(skills=["forecast"], tags=["forecast"],
+                                              intent="weather in Paris",
+                                              scope=Scope.FEDERATED)
+            assert [f.agent_id for f in found] == [weather.agent_id], found
+            await settle()
+        with flow("lab-route-cross-domain.pcap"):
+            assert (await translator.call(weather.agent_id, b"Paris")).endswith(b"Paris")
+            await settle()
+        with flow("lab-echo-trace.pcap"):
+            await weather.echo(b"ping")
+            trace = await weather.trace(translator.agent_id)
+            assert trace.status is ErrorCode.SUCCESS and len(trace.hops) == 2, trace
+            await settle()
+
+        one_shot = await raw(b_addr, TESTER_B)
+        with flow("lab-route-errors.pcap"):
+            query = RouteRequest(transaction_id=60, source_agent=translator.agent_id,
+                                 query=DiscoveryQuery(skills=("teleport",)), hop_limit=8,
+                                 path=(), payload=b"hello")
+            assert _status_of(await one_shot.request(query)) is ErrorCode.NO_ROUTE
+            again = bytearray(encode(query))
+            again[2:4] = struct.pack("!H", Flags.RETRANSMISSION)
+            assert _status_of(await one_shot.request_bytes(bytes(again))) \
+                is ErrorCode.NO_ROUTE
+            for txid, hop_limit, path, code in (
+                    (61, 0, (), ErrorCode.HOP_LIMIT_EXCEEDED),
+                    (62, 8, (gw_b.core.gateway_id,), ErrorCode.LOOP_DETECTED)):
+                answer = await one_shot.request(RouteRequest(
+                    transaction_id=txid, source_agent=translator.agent_id,
+                    target_agent=weather.agent_id, hop_limit=hop_limit, path=path,
+                    payload=b"hello"))
+                assert _status_of(answer) is code, answer
+            local = await raw(a_addr, TESTER_A)
+            answer = await local.request(RouteRequest(
+                transaction_id=63, source_agent=translator.agent_id,
+                target_agent=weather.agent_id, hop_limit=0, path=(gw_b.core.gateway_id,),
+                payload=b"Lyon"))
+            assert _status_of(answer) is ErrorCode.SUCCESS, answer
+            await settle()
+
+        with flow("lab-errors.pcap"):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            rec.clients.append(DAMAGED)
+            try:
+                for pdu in _damaged_requests():
+                    sock.sendto(pdu, a_addr)
+                    await asyncio.sleep(0.05)
+            finally:
+                await settle()
+                sock.close()
+            w2 = await raw(a_addr, PLANNER_2)
+            w2_signed = planner.record(["plan"])
+            assert _status_of(await w2.request(Register(
+                transaction_id=101, record=w2_signed, lease=60, nonce=os.urandom(16),
+                timestamp=now_ms()))) is ErrorCode.SUCCESS
+            for msg, code in (
+                    (Refresh(transaction_id=102, agent_id=planner.agent_id, lease=60,
+                             nonce=os.urandom(16), timestamp=now_ms() - 3_600_000),
+                     ErrorCode.STALE_TIMESTAMP),
+                    (Discover(transaction_id=103, query=DiscoveryQuery(skills=("forecast",)),
+                              scope=Scope.LOCAL, max_results=3,
+                              source_agent=weather.agent_id), ErrorCode.IDENTITY_MISMATCH)):
+                assert _status_of(await w2.request(msg)) is code
+            forger = await raw(a_addr, IMPOSTOR_2)
+            assert _status_of(await forger.request(Register(
+                transaction_id=104, record=_forged(dom_a.agent(
+                    "mallory", a_addr, transport="udp", lab=True).record(["x"])),
+                lease=60, nonce=os.urandom(16), timestamp=now_ms()))) is ErrorCode.BAD_SIGNATURE
+            forger.send(Open(transaction_id=105, gateway_id=bytes(range(16)),
+                             domain="c.example", hold_time=90, capabilities=0))
+            await settle()
+    finally:
+        for conn in raws:
+            conn.close()
+        await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
+        await gw_a.stop()
+        await gw_b.stop()
+    return {"gw-a": gw_a.addresses["udp"], "gw-b": b_addr}
+
+
+def _decoded(payload: bytes) -> Message | None:
+    from dmscproto.codec import DecodeError, decode
+    try:
+        return decode(payload)
+    except DecodeError:
+        return None
+
+
+def _status_of(msg: Message) -> ErrorCode | None:
+    status = getattr(msg, "status", None)
+    return status if isinstance(status, ErrorCode) else None
+
+
+def record_lab(directory: Path) -> None:
+    """Record every lab capture of :data:`FLOWS` from real lab-mode gateways, and
+    rewrite the loopback addresses to the documentation ones (module docstring)."""
+    from dmscproto.analysis.pcap import read_udp
+    rec = Recording()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_pcap = Path(tmp) / "all.pcap"
+        with PcapWriter(raw_pcap) as pcap:
+            gateways = asyncio.run(_record(Path(tmp), pcap, rec))
+        packets = list(read_udp(raw_pcap))
+    roles = {gateways["gw-a"]: GW_A, gateways["gw-b"]: GW_B}
+    for pkt in packets:  # a gateway dials its peer from a socket of its own
+        msg = _decoded(pkt.payload)
+        if isinstance(msg, Open) and msg.domain in ("a.example", "b.example"):
+            roles.setdefault((pkt.src[0], pkt.src[1]),
+                             GW_A if msg.domain == "a.example" else GW_B)
+    gateway_ends = set(roles)
+    clients = iter(rec.clients)
+    kept: list[tuple[float, Address, Address, bytes]] = []
+    for pkt in packets:
+        src, dst = (pkt.src[0], pkt.src[1]), (pkt.dst[0], pkt.dst[1])
+        for end in (src, dst):
+            if end not in roles:
+                roles[end] = next(clients)
+        both = src in gateway_ends and dst in gateway_ends
+        if both and any(k[1:] == (roles[src], roles[dst], pkt.payload)
+                        and pkt.time - k[0] < 0.05 for k in kept[-8:]):
+            continue  # the same datagram, written by the sender and by the receiver
+        kept.append((pkt.time, roles[src], roles[dst], pkt.payload))
+    t0 = kept[0][0]
+    for f in FLOWS:
+        with PcapWriter(directory / f.name) as out:
+            for when, src, dst, payload in kept:
+                if _in_flow(f.name, rec, when, src, dst, payload):
+                    out.write_udp(src, dst, payload, NOW_S + round(when - t0, 6))
+
+
+def _in_flow(name: str, rec: Recording, when: float, src: Address, dst: Address,
+             payload: bytes) -> bool:
+    gateways = (GW_A, GW_B)
+    session = src in gateways and dst in gateways and len(payload) >= HEADER_SIZE \
+        and payload[1] in {int(t) for t in SESSION_TYPES}
+    if name == "lab-peering.pcap":
+        return session
+    return not session and any(a <= when <= b for a, b in rec.windows.get(name, []))
 
 
 def _forged(record: SignedRecord) -> SignedRecord:
@@ -413,36 +507,30 @@ def _short_lease(tlvs: list[bytes]) -> list[bytes]:
             for t in tlvs]
 
 
-def write_capture(capture: Capture, directory: Path) -> Path:
-    """Write ``capture`` into ``directory``; datagram i is at NOW_S + i ms."""
-    path = directory / capture.name
-    with PcapWriter(path) as pcap:
-        for i, dgram in enumerate(capture.datagrams):
-            pcap.write_udp(dgram.src, dgram.dst, dgram.pdu, NOW_S + i / 1000)
-    return path
-
-
 # --- README -----------------------------------------------------------------------------
 README_HEAD = """\
 # pcap-fixtures: reference captures of DMSC
 
-Generated by `tools/gen_fixtures.py` (do not edit by hand; `--check` verifies).
+Generated by `tools/gen_fixtures.py` (do not edit by hand; `--check` verifies this
+README against the captures).
 
-**Lab UDP captures (`lab-*.pcap`) are synthesized from the codec, not recorded from a
-running gateway.** Every PDU is an example message of `dmscproto.codec.examples` or one
-built by the generator, encoded by `dmscproto.codec.encode` (or deliberately damaged in
-`lab-errors.pcap`), wrapped in synthetic IPv4/UDP headers by
-`dmscproto.analysis.pcap.PcapWriter`, at fixed timestamps (2026-09-21T12:26:40Z plus one
-millisecond per datagram), so regenerating gives identical files. They show what the
-messages of each flow look like on the wire in cleartext lab mode (draft Section 9.4),
-not the timing or behaviour of the gateway runtime. An answer carries its request's
-transaction id; ids are per hop: a gateway that forwards a request starts a new
-transaction with the next node.
+**Lab UDP captures (`lab-*.pcap`) are recorded from real gateways**: `tools/gen_fixtures.py
+--record` runs two lab-mode gateways (`dmscproto.runtime.gateway.GatewayRuntime`, domains
+`a.example` and `b.example`, peered over cleartext UDP, draft Section 9.4) and their agents
+(the SDK, and raw lab clients for one-shot requests, refusals and damaged PDUs) on
+loopback, with the gateways writing every datagram they send and receive.  Each capture
+is the part of that recording in which its flow ran (session messages between the
+gateways all go to `lab-peering.pcap`), with two changes: the loopback addresses and
+ephemeral ports are replaced by documentation ones (RFC 5737), and times start at
+2026-09-21T12:26:40Z, keeping the recorded intervals.  The PDUs are the octets the
+gateways and agents sent, so every recording differs (keys, nonces, timestamps,
+transaction ids); `tests/test_fixtures.py` checks each capture against the draft's rules.
 
-Addresses are documentation ranges (RFC 5737): domain `a.example` is `192.0.2.0/24`
-(gateway `192.0.2.1`, weather agent `.10`, planner agent `.11`, an impostor `.66`),
-domain `b.example` is `198.51.100.0/24` (gateway `198.51.100.1`, translator agent `.20`).
-Gateways use UDP port {port}, agents ephemeral ports.
+Addresses: domain `a.example` is `192.0.2.0/24` (gateway `192.0.2.1`, weather agent `.10`,
+planner agent `.11` and `.12`, an impostor `.66` and `.67`, a one-shot client `.99`, the
+sender of damaged PDUs `.98`), domain `b.example` is `198.51.100.0/24` (gateway
+`198.51.100.1`, translator agent `.20`, a one-shot client `.99`).  Gateways use UDP port
+{port}, agents ephemeral ports.
 
 ## Viewing them
 
@@ -462,19 +550,26 @@ then `rdpcap("pcap-fixtures/lab-registration.pcap")` (the link type is raw IPv4)
 """
 
 
-def readme(captures: list[Capture], quic: list[QuicCapture]) -> str:
-    from dmscproto.codec import decode
+def readme(directory: Path, quic: list[QuicCapture]) -> str:
+    """README.md for the lab captures in ``directory`` (each datagram decoded) and the
+    QUIC captures present."""
+    from dmscproto.analysis.pcap import read_udp
+    from dmscproto.codec import DecodeError, decode
     parts = [README_HEAD.format(port=UDP_PORT)]
-    for cap in captures:
-        parts.append(f"\n### `{cap.name}`: {cap.title}\n\n{cap.description}\n\n")
+    for flow in FLOWS:
+        parts.append(f"\n### `{flow.name}`: {flow.title}\n\n{flow.description}\n\n")
         parts.append("| # | from | to | message |\n|---|---|---|---|\n")
-        for i, d in enumerate(cap.datagrams, 1):
-            if d.error is not None:
-                what = f"damaged {_header_text(d.pdu)}: {d.error.name}"
+        for i, pkt in enumerate(read_udp(directory / flow.name), 1):
+            try:
+                msg = decode(pkt.payload)
+            except DecodeError as exc:
+                what = f"damaged {_header_text(pkt.payload)}: {exc.code.name}"
             else:
-                msg = decode(d.pdu)
                 what = f"{msg.TYPE.name} txid={msg.transaction_id}" + _status(msg)
-            parts.append(f"| {i} | {d.src[0]}:{d.src[1]} | {d.dst[0]}:{d.dst[1]} | {what} |\n")
+                if msg.flags & Flags.RETRANSMISSION:
+                    what += " (RETRANSMISSION)"
+            parts.append(f"| {i} | {pkt.src[0]}:{pkt.src[1]} | {pkt.dst[0]}:{pkt.dst[1]} "
+                         f"| {what} |\n")
     parts.append(QUIC_README)
     for q in quic:
         parts.append(f"\n### `{q.name}` (key log `{q.keylog}`)\n\n{q.description}\n")
@@ -598,29 +693,23 @@ def record_quic(directory: Path) -> None:
 
 
 # --- main -------------------------------------------------------------------------------
-def generate(directory: Path) -> list[Path]:
-    """Write every lab capture and README.md into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    captures = lab_captures()
-    paths = [write_capture(cap, directory) for cap in captures]
-    readme_path = directory / "README.md"
-    readme_path.write_text(readme(captures, quic_captures_present(FIXTURES)))
-    return [*paths, readme_path]
-
-
 def check() -> list[str]:
-    """Names of the committed files that differ from a fresh generation."""
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
-        return [p.name for p in fresh
-                if not (FIXTURES / p.name).exists()
-                or (FIXTURES / p.name).read_bytes() != p.read_bytes()]
+    """Names of the files that are missing or stale: README.md must be what the
+    committed captures give."""
+    missing = [f.name for f in FLOWS if not (FIXTURES / f.name).exists()]
+    if missing:
+        return missing
+    fresh = readme(FIXTURES, quic_captures_present(FIXTURES))
+    readme_path = FIXTURES / "README.md"
+    return [] if readme_path.exists() and readme_path.read_text() == fresh else ["README.md"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the committed lab captures or README are stale")
+                        help="exit 1 if a capture is missing or README.md is stale")
+    parser.add_argument("--record", action="store_true",
+                        help="record the lab captures again from real lab-mode gateways")
     parser.add_argument("--quic", action="store_true",
                         help="also record the QUIC captures and key logs again")
     args = parser.parse_args(argv)
@@ -629,10 +718,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in stale:
             print(f"stale: pcap-fixtures/{name} (run tools/gen_fixtures.py)", file=sys.stderr)
         return 1 if stale else 0
+    if args.record:
+        record_lab(FIXTURES)
     if args.quic:
         record_quic(FIXTURES)
-    for path in generate(FIXTURES):
-        print(path.relative_to(ROOT))
+    (FIXTURES / "README.md").write_text(readme(FIXTURES, quic_captures_present(FIXTURES)))
+    print("pcap-fixtures/README.md")
     return 0
 
 
