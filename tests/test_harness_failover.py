@@ -1,13 +1,16 @@
-"""Graceful restart and fail-fast in the in-memory harness (draft-dmsc-protocol-00,
-Sections 6.1.1 and 6.1.2): real nodes, the real codec on every PDU, a fake clock."""
+"""Graceful restart, fail-fast and the redial schedule (draft-dmsc-protocol-00, Sections
+6.1.1 and 6.1.2): real nodes in the in-memory harness, the real codec on every PDU, a
+fake clock."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from dmscproto.codec.messages import RouteReply
-from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.registry import ErrorCode, timer
 from dmscproto.protocol.events import RequestCompleted, SessionClosed
+from dmscproto.runtime.gateway import Redial
 from dmscproto.testing.harness import Network
 
 
@@ -69,3 +72,15 @@ def test_call_through_a_next_hop_that_went_silent_fails_at_hold_expiry(tmp_path:
         assert server.agent_id not in gwa.core
     finally:
         net.close()
+
+
+def test_redial_delays_double_up_to_the_cap_with_jitter_and_reset() -> None:
+    redial = Redial(random.Random(7))
+    first, cap, jitter = timer("REDIAL_INITIAL"), timer("REDIAL_MAX"), timer("REDIAL_JITTER")
+    waits = [redial.next() for _ in range(10)]
+    for n, wait in enumerate(waits):
+        base = min(first * 2 ** n, cap)
+        assert base * (1 - jitter) <= wait <= base * (1 + jitter)
+    assert len(set(waits[-3:])) == 3  # capped, yet not in step
+    redial.reset()
+    assert first * (1 - jitter) <= redial.next() <= first * (1 + jitter)

@@ -19,7 +19,7 @@ Timers (Section 6.4), each started and stopped only by the table's actions:
   expires only after about three KEEPALIVEs were lost.
 
 A closed session is reported (:class:`~.events.SessionClosed`); its owner closes the
-association and re-dials (Section 6.7).  Any message the session's state does not
+association and dials again (Section 6.1.1).  Any message the session's state does not
 expect is answered with NOTIFY UNEXPECTED_MESSAGE and closes the session.  Record
 exchange on the established session is the sync machine the :class:`PeeringPort` starts.
 
