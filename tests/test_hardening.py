@@ -4,12 +4,16 @@ the limits registry and its configuration, the lab association tables."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import tracemalloc
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from dmscproto.codec.registry import LIMITS, limit
+from dmscproto.codec import cbor
+from dmscproto.codec.errors import DecodeError
+from dmscproto.codec.registry import LIMITS, ErrorCode, limit
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.lab import LabAssociations
@@ -94,3 +98,22 @@ def test_resource_limits_are_configured_in_the_limits_table(tmp_path: Path) -> N
         with pytest.raises(ConfigError) as err:
             GatewayConfig.load(path)
         assert err.value.key == "limits." + bad.split()[0]
+
+
+def test_cbor_text_that_is_not_utf8_is_malformed_and_costs_no_memory() -> None:
+    """A text string that is not UTF-8 is MALFORMED_CBOR, and refusing it leaks nothing
+    (cbor2's C decoder leaked about 700 octets per such string; found by fuzzing)."""
+    bad = b"\xa1\x01\x63ab\xff"  # {1: "ab" + 0xff}
+    with pytest.raises(DecodeError) as err:
+        cbor.loads(bad)
+    assert err.value.code is ErrorCode.MALFORMED_CBOR
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(5000):
+            with contextlib.suppress(DecodeError):
+                cbor.loads(bad)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, grown
