@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import cbor2
-from cbor2 import _decoder as cbor2_decoder
 
 from .errors import DecodeError
 from .registry import ErrorCode
@@ -44,9 +43,9 @@ class _Workers(threading.local):
                 return getvalue()
             return dump
 
-        # str_errors="replace": the C decoder leaks memory on every text string that is
-        # not UTF-8 when it raises (cbor2 5.9, about 700 octets each, found by fuzzing);
-        # the replacement character makes the re-encoding check fail instead
+        # cbor2's C decoder leaks memory each time it raises on a text string that is not
+        # UTF-8 (cbor2 5.9, about 700 octets; found by fuzzing): it is never asked to.
+        # Here U+FFFD replaces the bad octets and the re-encoding check refuses them.
         self.decode: Callable[[bytes], Any] = cbor2.CBORDecoder(
             io.BytesIO(), str_errors="replace").decode_from_bytes
         self.plain = dumper(cbor2.CBOREncoder(out).encode)
@@ -54,7 +53,6 @@ class _Workers(threading.local):
 
 
 _workers = _Workers()
-_reference_loads: Callable[[bytes], Any] = cbor2_decoder.loads
 
 
 def dumps(value: Any) -> bytes:
@@ -90,10 +88,12 @@ def loads(data: bytes) -> Any:
 
 def _loads_checked(data: bytes) -> Any:
     """:func:`loads` with fresh ``cbor2`` objects: the reference that decides every input
-    the fast path does not accept, and names the error.  It decodes with ``cbor2``'s
-    pure-Python decoder, which raises without leaking (see :class:`_Workers`)."""
+    the fast path does not accept, and names the error.  Octets of a text string that
+    are not UTF-8 decode to lone surrogates (never raising, so never leaking: see
+    :class:`_Workers`), which re-encoding refuses: MALFORMED_CBOR, as a strict decoder
+    would say."""
     try:
-        value = _reference_loads(data)
+        value = cbor2.loads(data, str_errors="surrogateescape")
     except Exception as exc:  # cbor2 raises several types, all mean "malformed"
         raise DecodeError(ErrorCode.MALFORMED_CBOR, 0, f"malformed CBOR: {exc}") from None
     try:
