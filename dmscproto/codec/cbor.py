@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import cbor2
 
@@ -93,7 +93,9 @@ def _loads_checked(data: bytes) -> Any:
     :class:`_Workers`), which re-encoding refuses: MALFORMED_CBOR, as a strict decoder
     would say."""
     try:
-        value = cbor2.loads(data, str_errors="surrogateescape")
+        # any codec error handler works (cbor2 hands it to the UTF-8 decoder), though
+        # cbor2's annotations name only its own three
+        value = cbor2.loads(data, str_errors=cast(Any, "surrogateescape"))
     except Exception as exc:  # cbor2 raises several types, all mean "malformed"
         raise DecodeError(ErrorCode.MALFORMED_CBOR, 0, f"malformed CBOR: {exc}") from None
     try:
