@@ -226,7 +226,13 @@ async def case_routing(agent: Agent, env: Mapping[str, str]) -> bool:
     return True
 
 
-CLIENT_CASES["routing-federated"] = case_routing
+@client_case
+async def case_routing_federated(agent: Agent, env: Mapping[str, str]) -> bool:
+    """The calls of the routing case, then a TRACE to the remote server."""
+    await case_routing(agent, env)
+    reply = await agent.trace((await _find(agent, env)).agent_id)
+    _log(f"trace: {reply.status.name} hops {[h.name for h in reply.hops]}")
+    return reply.status is ErrorCode.SUCCESS and len(reply.hops) >= 2
 
 
 @client_case

@@ -257,9 +257,12 @@ def rule_routing_federated(ck: Check) -> list[str]:
     t = ck.trace
     crossing = [m for m in of(t, RouteRequest) if m.listener == GATEWAY
                 and isinstance(m.msg, RouteRequest) and m.msg.path]
+    traced = [(r, a) for r, a in answered(t, TraceRequest) if isinstance(a.msg, TraceReply)
+              and len({h.domain for h in a.msg.hops}) >= 2]
     return (_routing(t, GATEWAY, PEER) + _routing(t, PEER, GATEWAY)
             + need(crossing, "ROUTE_REQUEST between the gateways with a PATH_VECTOR", t,
-                   RouteRequest))
+                   RouteRequest)
+            + need(traced, "TRACE_REPLY SUCCESS with HOPs of both domains", t, TraceRequest))
 
 
 def rule_echo_trace(ck: Check) -> list[str]:
@@ -418,10 +421,10 @@ CASES: tuple[Case, ...] = (
     Case("codec", "decode and re-encode every draft vector; refuse every invalid one with "
          "its code (decoder role)", rule_codec, clients=(), decoder=True, quick=True,
          timeout=20),
-    Case("registration", "REGISTER, REFRESH (lease 2 s), DEREGISTER", rule_registration,
-         quick=True, loss=True),
-    Case("lease-expiry", "REGISTER with a 2 s lease, never refreshed: gone from DISCOVER "
-         "after it", rule_lease_expiry),
+    Case("registration", f"REGISTER, REFRESH (lease {c.SHORT_LEASE} s), DEREGISTER",
+         rule_registration, quick=True, loss=True),
+    Case("lease-expiry", f"REGISTER with a {c.SHORT_LEASE} s lease, never refreshed: gone from "
+         "DISCOVER after it", rule_lease_expiry),
     Case("discovery", "a server registers; the client DISCOVERs it by skill (LOCAL)",
          rule_discovery, servers=(GATEWAY,)),
     Case("routing", "ROUTE_REQUEST to a local server by Agent ID and by query",
@@ -454,7 +457,7 @@ CASES: tuple[Case, ...] = (
          transports=("udp",), timeout=90, scenario="discovery-federated",
          drop=UpdateBlackhole),
     Case("routing-federated", "each gateway's client calls the other gateway's server by "
-         "Agent ID and by query", rule_routing_federated, servers=(GATEWAY, PEER),
+         "Agent ID and by query, then TRACEs it", rule_routing_federated, servers=(GATEWAY, PEER),
          clients=(Client(GATEWAY, PEER), Client(PEER, GATEWAY)), peering=True, loss=True,
          timeout=60),
 )

@@ -58,6 +58,6 @@ TARGET_DOMAIN = "DMSC_TARGET_DOMAIN"  # agents: the domain of the client's targe
 #: What a server agent answers a ROUTE_REQUEST with: this prefix, then the payload.
 REPLY_PREFIX = b"interop:"
 #: The lease a lease-expiry client asks for (seconds); gateways must grant it.
-SHORT_LEASE = 2
+SHORT_LEASE = 3
 #: The hold time the gateways are given (seconds): KEEPALIVE every third of it.
-INTEROP_HOLD_TIME = 3
+INTEROP_HOLD_TIME = 6

@@ -278,7 +278,7 @@ class CaseRun:
         for ep in clients:
             await ep.finish(self.interrupted)
         if case.peering and not clients:  # let KEEPALIVE, UPDATE and DIGEST flow
-            await asyncio.sleep(c.INTEROP_HOLD_TIME * 1.5)
+            await asyncio.sleep(c.INTEROP_HOLD_TIME / 3 + 1.0)  # a KEEPALIVE interval
 
     def client(self, cl: Client, addresses: dict[str, str]) -> Endpoint:
         extra = {c.PARTY: c.Party.CLIENT.value, c.GATEWAY: addresses[cl.home]}
