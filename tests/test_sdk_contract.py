@@ -6,7 +6,9 @@ QUIC on loopback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,12 +29,14 @@ from dmscproto.agent import (
     TransportError,
 )
 from dmscproto.codec import DecodeError, decode
+from dmscproto.codec.messages import Deregister, DeregisterAck
 from dmscproto.gateway.store import StoreError
 from dmscproto.protocol.machine import ProtocolError
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.sandbox import Domain, write_gateway_config
 from dmscproto.security.errors import SecurityError
+from dmscproto.transport import connect
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -135,6 +139,31 @@ def test_deadlines_raise_timeout_error_and_abandon_the_request(tmp_path: Path) -
             trace = await caller.trace(sloth.agent_id, timeout=5)
             assert isinstance(trace, Trace) and trace.reached
             assert [h.name for h in trace.hops] == ["gw"]
+    run(scenario())
+
+
+def test_a_registration_removed_from_another_connection_is_made_again(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with gateway(tmp_path) as (domain, gw), \
+                domain.agent("phoenix", gw.address) as phoenix:
+            await phoenix.register(skills=["rise"])
+            assert gw.core is not None and phoenix.agent_id in gw.core
+            # another process holding the same identity sends DEREGISTER on its own
+            other = await connect(*gw.address, phoenix.tls, expect_domain="a.example")
+            try:
+                ack = await other.request(Deregister(
+                    transaction_id=7, agent_id=phoenix.agent_id, nonce=os.urandom(16),
+                    timestamp=int(time.time() * 1000)))
+                assert isinstance(ack, DeregisterAck) and ack.status is ErrorCode.SUCCESS
+                # the gateway tells phoenix, which still serves: it registers again
+                for _ in range(500):
+                    if phoenix.agent_id in gw.core and phoenix.registered:
+                        break
+                    await asyncio.sleep(0.01)
+                assert phoenix.agent_id in gw.core
+            finally:
+                other.close()
     run(scenario())
 
 

@@ -19,9 +19,10 @@ over the same connection::
         await agent.wait_closed()
 
 Contract: every failure is a :class:`~dmscproto.errors.DmscError` with a ``code``:
-:class:`AgentError` when the gateway answers with an error (its STATUS),
+:class:`AgentError` when a request fails (the gateway's STATUS, or TRANSACTION_TIMEOUT
+or TARGET_UNREACHABLE when its answer could not come),
 :class:`~dmscproto.transport.errors.TransportError` when the gateway cannot be reached
-or the connection is lost, :class:`~dmscproto.errors.NotConnected` before
+(:meth:`Agent.connect`), :class:`~dmscproto.errors.NotConnected` before
 :meth:`Agent.connect`, and :class:`~dmscproto.errors.DeadlineExceeded` (a
 ``TimeoutError``) when a ``timeout=`` passes.  A request whose caller stops waiting
 (a deadline, a cancelled task) is abandoned at both ends: the protocol machine forgets
@@ -348,7 +349,11 @@ class Agent:
                     f"{self.uri} was registered again by another process with the same "
                     "identity; this one no longer gets requests")
                 log.error("%s", self.close_reason)
-            elif not self.reconnect:
+            elif error is not None and error.code is ErrorCode.UNKNOWN_AGENT:
+                log.warning("the registration of %s was removed from another connection "
+                            "(a DEREGISTER by another process with the same identity)",
+                            self.uri)
+            if self.close_reason is None and not self.reconnect:
                 self.close_reason = error or NotConnected("connection lost")
             if self.close_reason is not None:
                 self._fail_waiters(self.close_reason)

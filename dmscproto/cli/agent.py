@@ -50,7 +50,8 @@ def add_identity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", metavar="JWT|@FILE",
                    help="access token sent with every request (see dmsc authority token)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="give up after SECONDS, connecting included (exit status 1)")
+                   help="give up after SECONDS, connecting included (exit status 1); "
+                        "not for an agent that serves")
 
 
 def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
@@ -262,8 +263,8 @@ def run(args: argparse.Namespace) -> int:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:
                     w.cancel()
-                if agent.close_reason is not None:
-                    raise agent.close_reason
+                if agent.close_reason is not None:  # the SDK has logged why
+                    return EXIT_FAILURE
         return status
 
     return run_agent("agent", None if skills else args.timeout, main)

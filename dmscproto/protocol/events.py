@@ -111,10 +111,13 @@ class AgentRegistered:
 @dataclass(frozen=True, slots=True)
 class AgentRemoved:
     """A registration ended: DEREGISTER (``status`` SUCCESS) or its lease ran out
-    (LEASE_EXPIRED); ``withdrawn`` is what peers are told."""
+    (LEASE_EXPIRED); ``withdrawn`` is what peers are told.  ``bound`` is the association
+    the registration was bound to when the DEREGISTER came over another one (Section
+    5.1): the runtime closes it with UNKNOWN_AGENT, so that the agent registers again."""
 
     withdrawn: VersionedId
     status: ErrorCode
+    bound: Handle | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -427,8 +427,11 @@ class GatewayRegistration(Machine):
         if status is not ErrorCode.SUCCESS:
             return False
         assert held is not None
-        self.handles.pop(dereg.agent_id, None)
-        self.outbox.emit(AgentRemoved(VersionedId(dereg.agent_id, held.version), status))
+        assert self._req is not None
+        bound = self.handles.pop(dereg.agent_id, None)
+        self.outbox.emit(AgentRemoved(
+            VersionedId(dereg.agent_id, held.version), status,
+            bound=bound if bound not in (None, self._req.source) else None))
         return True
 
     def _expire(self, now: float, msg: Message | None) -> None:

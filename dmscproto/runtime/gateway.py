@@ -429,6 +429,9 @@ class GatewayRuntime:
         elif isinstance(event, AgentRemoved):
             log.info("agent removed", extra=facts(agent_id=event.withdrawn.agent_id,
                                                   status=event.status))
+            if isinstance(event.bound, Association):  # Section 5.1: tell the agent
+                cast(Connection, event.bound.link).close(
+                    ErrorCode.UNKNOWN_AGENT, "registration removed from another connection")
         elif isinstance(event, ProtocolViolation):
             log.warning("message refused", extra=facts(
                 peer=_uri(event.handle), message=event.message_type, status=event.status,
