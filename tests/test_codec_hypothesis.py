@@ -24,6 +24,7 @@ from dmscproto.codec import (
     MESSAGE_CLASSES,
     Advertisement,
     CapabilityRecord,
+    CapabilitySummary,
     Constraint,
     ConstraintOp,
     CoseAlgorithm,
@@ -144,6 +145,10 @@ VALUES: dict[TlvType, st.SearchStrategy[Any]] = {
     TlvType.EXPORT_POLICY: st.builds(ExportPolicy, texts, texts, texts, texts),
     TlvType.SEQUENCE: uint32,
     TlvType.HOP: st.builds(HopRecord, ids, short_text, uint64, st.none() | short_text),
+    TlvType.SUMMARY_FILTER: st.builds(
+        CapabilitySummary, st.integers(1, 16), uint32,
+        st.integers(1, 8).flatmap(lambda words: st.binary(min_size=8 * words,
+                                                          max_size=8 * words))),
 }
 
 

@@ -213,6 +213,9 @@ def test_constants_table() -> None:
         "ID_SIZE": reg.ID_SIZE, "NONCE_SIZE": reg.NONCE_SIZE,
         "DEFAULT_HOP_LIMIT": reg.DEFAULT_HOP_LIMIT, "ALPN": reg.ALPN, "UDP_PORT": reg.UDP_PORT,
         "DEFAULT_MAX_DATAGRAM": reg.DEFAULT_MAX_DATAGRAM,
+        "SUMMARY_MAX_HASHES": reg.SUMMARY_MAX_HASHES, "SUMMARY_MIN_BITS": reg.SUMMARY_MIN_BITS,
+        "SUMMARY_MAX_BITS": reg.SUMMARY_MAX_BITS,
+        "SUMMARY_BITS_PER_ELEMENT": reg.SUMMARY_BITS_PER_ELEMENT,
     }
     assert set(values) == set(expected)
     for name, value in expected.items():

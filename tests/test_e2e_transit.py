@@ -104,4 +104,60 @@ def test_five_domain_chain_and_a_domain_split_by_it(tmp_path: Path) -> None:
             assert await alice.call(DiscoveryQuery(skills=("forecast",)), b"y") == b"abe: y"
 
     run(main())
-    assert not [e for e in events if isinstance(e, RecordRefused | ProtocolViolation)]
+    refused = [e for e in events if isinstance(e, RecordRefused | ProtocolViolation)]
+    assert not refused, refused
+
+
+def test_summary_replication_discovers_and_calls_across_a_transit_domain(
+        tmp_path: Path) -> None:
+    """a - b - c with replication = "summary" on every link: no gateway holds another
+    domain's record, yet alice (a) finds carol (c) by a relayed DISCOVER and calls her by
+    query and then by Agent ID (origin assertion checked by gw-c against the bundle)."""
+    doms = {n: Domain.create(tmp_path, f"{n}.example") for n in NAMES[:3]}
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for n, d in doms.items():
+        shutil.copy(d.anchor, bundle / f"{n}.pem")
+    events: list[object] = []
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            gws: dict[str, GatewayRuntime] = {}
+            for name, peers in (("a", ["b"]), ("b", ["a", "c"]), ("c", ["b"])):
+                path = write_gateway_config(doms[name], f"gw-{name}", peers=[
+                    PeerSpec(doms[p], gws[p].address if p in gws else None, transit=True,
+                             replication="summary") for p in peers])
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(f'\n[federation]\ntrust_bundle = ["{bundle}"]\n[federation.export]'
+                            '\n[federation.import]\ncapabilities = ["*"]\n')
+                gw = GatewayRuntime(GatewayConfig.load(path),
+                                    observer=Observer(event=events.append))
+                await gw.start()
+                stack.push_async_callback(gw.stop)
+                gws[name] = gw
+            for gw in gws.values():
+                await gw.wait_peers(10)
+            alice = doms["a"].agent("alice", gws["a"].address)
+            carol = doms["c"].agent("carol", gws["c"].address)
+            carol.serve(lambda payload, _req: b"carol: " + payload)
+            for ag, skill in ((alice, "greet"), (carol, "translate")):
+                stack.push_async_callback(ag.close)
+                await ag.register(skills=[skill])
+            query = DiscoveryQuery(skills=("translate",))
+
+            def summarized() -> bool:
+                node = gws["a"].node
+                return node is not None and len(node.summaries.table) == 2 and any(
+                    r.domain == "c.example" for r in node.summaries.table.matching(query))
+            await until(summarized)
+            for name, held in (("a", 1), ("b", 0), ("c", 1)):
+                core = gws[name].core
+                assert core is not None and len(core) == held  # its own agents only
+            [found] = await alice.discover(query)
+            assert found.record.agent_id == carol.agent_id
+            assert await alice.call(DiscoveryQuery(skills=("translate",)), b"q") == b"carol: q"
+            assert await alice.call(carol.agent_id, b"id") == b"carol: id"
+
+    run(main())
+    refused = [e for e in events if isinstance(e, RecordRefused | ProtocolViolation)]
+    assert not refused, refused

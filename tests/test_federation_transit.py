@@ -15,16 +15,18 @@ import pytest
 from security_support import Domain
 from test_security_gateway import SecureNet
 
-from dmscproto.codec.messages import RouteReply, RouteRequest, Update
-from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.messages import RouteReply, RouteRequest, Summary, Update
+from dmscproto.codec.registry import ErrorCode, MessageType
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.events import (
+    ProtocolViolation,
     RecordRefused,
     RequestCompleted,
     RouteRequestReceived,
     SessionEstablished,
 )
+from dmscproto.protocol.summary import Bloom
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import build_federation
 from dmscproto.runtime.sandbox import Domain as SandboxDomain
@@ -278,3 +280,38 @@ def test_federation_table_and_transit_lists(config: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build_federation(GatewayConfig.load(config))
     assert err.value.key == "federation.trust_bundle[0]" and "no PEM" in err.value.reason
+
+
+@pytest.mark.parametrize(("new", "key", "reason"), [
+    ('replication = "partial"', "peers[0].replication", '"full" or "summary"'),
+    ('replication = "summary"\n[[peers]]\ndomain = "b.example"\nanchor = "../b.example/ca.pem"'
+     '\nreplication = "full"', "peers[1].replication", "applies to the domain"),
+    ('replication = "summary"\n[[peers]]\ndomain = "a.example"\nreplication = "summary"',
+     "peers[1].replication", "own domain"),
+])
+def test_bad_replication_names_the_key(config: Path, new: str, key: str, reason: str) -> None:
+    config.write_text(config.read_text().replace("transit = true", f"transit = true\n{new}"))
+    with pytest.raises(ConfigError) as err:
+        GatewayConfig.load(config)
+    assert err.value.key == key and reason in err.value.reason, err.value
+    config.write_text(config.read_text().replace(new, 'replication = "summary"'))
+    assert GatewayConfig.load(config).peers[0].replication == "summary"
+
+
+def test_summary_of_a_domain_the_peer_may_not_advertise_is_refused(snet: SecureNet) -> None:
+    """gw-b may advertise only b.example to gw-a: a SUMMARY of c.example from it is
+    refused (POLICY_DENIED, not kept), and the session stays up."""
+    snet.gateway("gw-a", "a.example", peers=(peer(snet, "b.example"),))
+    snet.gateway("gw-b", "b.example", peers=(peer(snet, "a.example"),))
+    link(snet, ("gw-a", "gw-b"))
+    b = snet.net.gateway_id("gw-b")
+    forged = Summary(gateway_id=b, timestamp=int(T0 * 1000) + 5, path=(b,),
+                     domain="c.example", summary=Bloom.of([]).value)
+    snet.net.deliver("gw-b", "gw-a", forged)
+    snet.net.pump()
+    [refused] = snet.net.take("gw-a", ProtocolViolation)
+    assert refused.status is ErrorCode.POLICY_DENIED and refused.message_type is MessageType.SUMMARY
+    table = snet.net.gateways["gw-a"].summaries.table
+    best = table.best(b)
+    assert best is not None and best.domain == "b.example"  # gw-b's own, kept
+    assert snet.net.gateways["gw-a"].peers  # still peered

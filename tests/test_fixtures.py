@@ -89,7 +89,8 @@ def test_captures_cover_every_message_type_and_flow() -> None:
         "lab-route-cross-domain.pcap": {MessageType.ROUTE_REQUEST, MessageType.ROUTE_REPLY},
         "lab-route-errors.pcap": {MessageType.ROUTE_REQUEST, MessageType.ROUTE_REPLY},
         "lab-peering.pcap": {MessageType.OPEN, MessageType.KEEPALIVE, MessageType.UPDATE,
-                             MessageType.DIGEST, MessageType.SYNC_REQUEST, MessageType.NOTIFY},
+                             MessageType.DIGEST, MessageType.SYNC_REQUEST, MessageType.NOTIFY,
+                             MessageType.SUMMARY},
         "lab-echo-trace.pcap": {MessageType.ECHO_REQUEST, MessageType.ECHO_REPLY,
                                 MessageType.TRACE_REQUEST, MessageType.TRACE_REPLY},
         "lab-errors.pcap": {MessageType.ERROR, MessageType.DISCOVER_REPLY,
@@ -106,7 +107,7 @@ MESSAGE_TYPES_RECORDED = frozenset(MessageType[name] for name in (
     "REGISTER", "REGISTER_ACK", "REFRESH", "REFRESH_ACK", "DEREGISTER", "DEREGISTER_ACK",
     "DISCOVER", "DISCOVER_REPLY", "ROUTE_REQUEST", "ROUTE_REPLY", "OPEN", "KEEPALIVE",
     "UPDATE", "DIGEST", "SYNC_REQUEST", "NOTIFY", "ECHO_REQUEST", "ECHO_REPLY",
-    "TRACE_REQUEST", "TRACE_REPLY", "ERROR"))
+    "TRACE_REQUEST", "TRACE_REPLY", "ERROR", "SUMMARY"))
 
 
 def _has_status(mtype: MessageType) -> bool:

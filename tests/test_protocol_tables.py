@@ -14,27 +14,32 @@ import pytest
 from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import (
     Digest,
+    Discover,
     Error,
     Message,
     Notify,
     Open,
     RegisterAck,
     RouteRequest,
+    Summary,
     TraceRequest,
 )
-from dmscproto.codec.registry import ErrorCode, MessageType
+from dmscproto.codec.registry import ErrorCode, MessageType, Scope
+from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.codec.wire import Advertisement, DigestSummary, VersionedId
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol import MACHINES
 from dmscproto.protocol.discovery import DiscoveryResponder
+from dmscproto.protocol.federated import DiscoveryContext, FederatedDiscovery
 from dmscproto.protocol.machine import Machine, Outbox, ProtocolError, TransactionIds
 from dmscproto.protocol.oam import EchoResponder, TraceRelay
 from dmscproto.protocol.peering import LocalGateway, PeerSession
 from dmscproto.protocol.registration import AgentRegistration, GatewayRegistration
 from dmscproto.protocol.requester import Requester
 from dmscproto.protocol.routing import RelayContext, RouteRelay
+from dmscproto.protocol.summary import Bloom, SummaryTable
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.testing.harness import T0, make_record
 
@@ -207,7 +212,31 @@ def _sync(state: Enum, tmp_path: Path) -> Rig:
                sent[-1].transaction_id if sent else 7)
 
 
+def _federated(state: Enum, tmp_path: Path) -> Rig:
+    """gw-a holds a summary of b.example (through PEER) offering 'forecast'; a query for
+    it is relayed (RELAYED), one for 'juggle' answered at once (DONE)."""
+    out = Outbox()
+    core = _core(tmp_path)
+    table = SummaryTable(ME)
+    bloom = Bloom.of([make_record(31, "bob", "b.example").record])
+    assert table.learn(Summary(gateway_id=PEER, timestamp=1, path=(PEER,), domain="b.example",
+                               summary=bloom.value), PEER)
+    ctx = DiscoveryContext(core, table, TransactionIds(), {PEER: "peer"}.get,
+                           lambda _h, _s, _t: None, lambda _h: None, lambda _p, _d: True)
+    skill = "juggle" if state is FederatedDiscovery.State.DONE else "forecast"
+    m = FederatedDiscovery(out, ctx, "agent", Discover(
+        transaction_id=5, query=DiscoveryQuery(skills=(skill,)), scope=Scope.FEDERATED,
+        max_results=5), None)
+    if state is not m.State.IDLE:
+        m.start(T0)
+    out.messages_to_send()
+    assert m.state is state
+    txid = next(iter(m.pending))[1] if m.pending else 7
+    return Rig(m, lambda msg: m.receive("peer", msg, T0 + 1), out, txid)
+
+
 RIGS: dict[type[Machine], Callable[[Enum, Path], Rig]] = {
+    FederatedDiscovery: _federated,
     AgentRegistration: _agent_registration,
     GatewayRegistration: _gateway_registration,
     Requester: _requester,

@@ -59,6 +59,7 @@ from dmscproto.codec.wire import (
     AdvertiseCodec,
     ArrayCodec,
     BytesCodec,
+    CapabilitySummaryCodec,
     CborCodec,
     FixedCodec,
     ResultCodec,
@@ -93,6 +94,7 @@ def message_section(m: MessageType) -> str:
         MessageType.SYNC_REQUEST: "6.6.2", MessageType.NOTIFY: "6.7",
         MessageType.ECHO_REQUEST: "6.8.1", MessageType.ECHO_REPLY: "6.8.1",
         MessageType.TRACE_REQUEST: "6.8.2", MessageType.TRACE_REPLY: "6.8.2",
+        MessageType.SUMMARY: "6.9",
     }
     return sections[m]
 
@@ -131,6 +133,7 @@ TLV_DOCS: dict[TlvType, tuple[str, str]] = {
     TlvType.EXPORT_POLICY: ("what the sender exports to the peer", "7.4"),
     TlvType.SEQUENCE: ("echo sequence number", "6.8"),
     TlvType.HOP: ("one gateway's hop record", "7.6"),
+    TlvType.SUMMARY_FILTER: ("Bloom filter of a domain's capability terms", "6.9"),
 }
 
 #: Meaning and defining section of every error code (Section 11.5).
@@ -201,6 +204,11 @@ CONSTANTS: tuple[tuple[str, Any, str], ...] = (
     ("UDP_PORT", reg.UDP_PORT, "default UDP port (DTLS, lab UDP)"),
     ("DEFAULT_MAX_DATAGRAM", reg.DEFAULT_MAX_DATAGRAM,
      "default largest UDP payload (DTLS, lab UDP)"),
+    ("SUMMARY_MAX_HASHES", reg.SUMMARY_MAX_HASHES, "most hash functions of a summary"),
+    ("SUMMARY_MIN_BITS", reg.SUMMARY_MIN_BITS, "fewest bits of a summary's filter"),
+    ("SUMMARY_MAX_BITS", reg.SUMMARY_MAX_BITS, "most bits of a summary's filter"),
+    ("SUMMARY_BITS_PER_ELEMENT", reg.SUMMARY_BITS_PER_ELEMENT,
+     "filter bits a sender aims at per term"),
 )
 
 
@@ -251,6 +259,8 @@ def value_format(tlv: TlvType) -> str:
         return _construct_format(codec.fmt)
     if isinstance(codec, ResultCodec | AdvertiseCodec):
         return _construct_format(codec.fmt, rest="COSE_Sign1")
+    if isinstance(codec, CapabilitySummaryCodec):
+        return _construct_format(codec.fmt, rest="filter bits")
     if isinstance(codec, SignedRecordCodec):
         return "COSE_Sign1"
     if isinstance(codec, CborCodec):

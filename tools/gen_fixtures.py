@@ -107,7 +107,8 @@ def _set_length(data: bytearray, length: int) -> bytearray:
 
 #: Session messages between the two gateways go to the peering capture, whenever sent.
 SESSION_TYPES = frozenset({MessageType.OPEN, MessageType.KEEPALIVE, MessageType.UPDATE,
-                           MessageType.DIGEST, MessageType.SYNC_REQUEST, MessageType.NOTIFY})
+                           MessageType.DIGEST, MessageType.SYNC_REQUEST, MessageType.NOTIFY,
+                           MessageType.SUMMARY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +161,9 @@ FLOWS = (
          "OPEN both ways (the answering OPEN has the same transaction id), DIGESTs, "
          "UPDATEs advertising and withdrawing the records registered and deregistered in "
          "the other captures, SYNC_REQUEST and its answering UPDATE where a DIGEST "
-         "showed a record missing, KEEPALIVEs (hold time 3 s), and the NOTIFY CEASE that "
-         "closes the session when the gateways stop."),
+         "showed a record missing, KEEPALIVEs (hold time 3 s), each gateway's SUMMARY "
+         "of its domain's capabilities (Section 6.9) after each change, and the NOTIFY "
+         "CEASE that closes the session when the gateways stop."),
     Flow("lab-echo-trace.pcap", "Echo and trace (Section 6.8)",
          "The weather agent pings its gateway, then traces the route to the translator "
          "agent of the other domain: each gateway on the path adds its hop record."),

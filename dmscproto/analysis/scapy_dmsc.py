@@ -80,6 +80,7 @@ from ..codec.wire import (
     AdvertiseCodec,
     ArrayCodec,
     BytesCodec,
+    CapabilitySummaryCodec,
     CborCodec,
     FixedCodec,
     ResultCodec,
@@ -131,7 +132,7 @@ class Part:
 
 def _parts(fmt: c.Construct, name: str) -> tuple[Part, ...]:
     """The parts of a construct format; a greedy byte string inside a struct is the
-    signed record (RESULT, ADVERTISE)."""
+    signed record (RESULT, ADVERTISE) when named ``record``, else octets."""
     while isinstance(fmt, c.Renamed):
         fmt = fmt.subcon
     if isinstance(fmt, c.FormatField):
@@ -141,6 +142,8 @@ def _parts(fmt: c.Construct, name: str) -> tuple[Part, ...]:
     if isinstance(fmt, c.StringEncoded):
         return (Part(name, "text"),)
     if fmt is c.GreedyBytes:
+        if name != "record":
+            return (Part(name, "bytes"),)
         return (Part(name, "cbor", decode=SignedRecord.decode),)
     if isinstance(fmt, c.FocusedSeq):  # PrefixedArray: Rebuild(count), Array(items)
         count, items = (s.subcon for s in fmt.subcons)
@@ -163,7 +166,7 @@ def tlv_layout(tlv: TlvType) -> tuple[Part, ...]:
         return (Part(name, "text"),)
     if isinstance(codec, BytesCodec):
         return (Part(name, "bytes"),)
-    if isinstance(codec, ResultCodec | AdvertiseCodec | StructCodec):
+    if isinstance(codec, ResultCodec | AdvertiseCodec | StructCodec | CapabilitySummaryCodec):
         return _parts(codec.fmt, name)
     if isinstance(codec, FixedCodec | ArrayCodec):
         (part,) = _parts(codec.fmt, name)

@@ -27,6 +27,7 @@ from .messages import (
     RegisterAck,
     RouteReply,
     RouteRequest,
+    Summary,
     SyncRequest,
     TraceReply,
     TraceRequest,
@@ -54,15 +55,16 @@ from .values import (
     Skill,
     TraceContext,
 )
-from .wire import Advertisement, DigestSummary, Result, VersionedId
+from .wire import Advertisement, CapabilitySummary, DigestSummary, Result, VersionedId
 
 __all__ = [
-    "MESSAGE_CLASSES", "Advertisement", "CapabilityRecord", "Constraint", "ConstraintOp",
+    "MESSAGE_CLASSES", "Advertisement", "CapabilityRecord", "CapabilitySummary", "Constraint",
+    "ConstraintOp",
     "CoseAlgorithm", "DecodeError", "Deregister", "DeregisterAck", "Digest", "DigestSummary",
     "Discover", "DiscoverReply", "DiscoveryQuery", "EchoReply", "EchoRequest", "EncodeError",
     "Endpoint", "Error", "ErrorCode", "ExportPolicy", "Flags", "GatewayCaps", "HopRecord",
     "Keepalive", "Message", "MessageType", "Notify", "Open", "Provider", "RawTlv", "Refresh",
     "RefreshAck", "Register", "RegisterAck", "Result", "RouteReply", "RouteRequest", "Scope",
-    "SignedRecord", "Skill", "SyncRequest", "TlvType", "TraceContext", "TraceReply",
+    "SignedRecord", "Skill", "Summary", "SyncRequest", "TlvType", "TraceContext", "TraceReply",
     "TraceRequest", "Update", "VersionedId", "decode", "encode", "peek_length",
 ]

@@ -33,6 +33,7 @@ from .messages import (
     RegisterAck,
     RouteReply,
     RouteRequest,
+    Summary,
     SyncRequest,
     TraceReply,
     TraceRequest,
@@ -59,7 +60,7 @@ from .values import (
     Skill,
     TraceContext,
 )
-from .wire import Advertisement, Result, VersionedId
+from .wire import Advertisement, CapabilitySummary, Result, VersionedId
 
 #: 2026-09-21T12:26:40Z, the fixed clock of the examples.
 NOW_S = 1790000000
@@ -222,6 +223,12 @@ def examples() -> dict[str, Message]:
         "route-reply-unregistered-status": RouteReply(
             transaction_id=19, status=ErrorCode(0x04F0),
             diagnostic="a routing failure this version does not name"),
+        # gw-a's summary of a.example holding the weather record alone (Section 6.9:
+        # 9 terms, 128 bits, 10 hash functions; tests check the bits against the filter)
+        "summary": Summary(transaction_id=20, gateway_id=GATEWAY_A_ID, timestamp=NOW_MS,
+                           path=(GATEWAY_A_ID,), domain="a.example",
+                           summary=CapabilitySummary(
+                               10, 1, bytes.fromhex("943b0507403aba500bf567c9caf8f529"))),
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 from .cose import SignedRecord
 from .registry import ErrorCode, MessageType, Scope, TlvType
 from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
-from .wire import Advertisement, DigestSummary, Result, VersionedId
+from .wire import Advertisement, CapabilitySummary, DigestSummary, Result, VersionedId
 
 
 class Occurs(Enum):
@@ -263,6 +263,20 @@ class Notify(Message):
 
     status: ErrorCode = tlv(TlvType.STATUS)
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+
+
+# --- Section 6.9: capability summaries ----------------------------------------------------
+@message(MessageType.SUMMARY)
+class Summary(Message):
+    """SUMMARY: the capability summary of the domain of ``gateway_id`` (its origin), of
+    version ``timestamp``, and the gateways it crossed; no SUMMARY_FILTER withdraws
+    it."""
+
+    gateway_id: bytes = tlv(TlvType.GATEWAY_ID)
+    timestamp: int = tlv(TlvType.TIMESTAMP)
+    path: tuple[bytes, ...] = tlv(TlvType.PATH_VECTOR)
+    domain: str = tlv(TlvType.DOMAIN)
+    summary: CapabilitySummary | None = tlv(TlvType.SUMMARY_FILTER, default=None)
 
 
 # --- Section 6.8: OAM --------------------------------------------------------------------

@@ -55,6 +55,7 @@ class MessageType(IntEnum):
     DIGEST = 0x33
     SYNC_REQUEST = 0x34
     NOTIFY = 0x35
+    SUMMARY = 0x3A
     ECHO_REQUEST = 0x40
     ECHO_REPLY = 0x41
     TRACE_REQUEST = 0x42
@@ -77,7 +78,8 @@ ANSWER_TO: Mapping[MessageType, MessageType] = MappingProxyType({
 })
 #: Messages sent without an answer and never retransmitted (Section 3.3); UPDATE is also
 #: SYNC-REQUEST's answer.
-ONE_WAY: frozenset[MessageType] = frozenset({_M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.NOTIFY})
+ONE_WAY: frozenset[MessageType] = frozenset({_M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.NOTIFY,
+                                             _M.SUMMARY})
 del _M
 
 
@@ -124,6 +126,7 @@ class TlvType(IntEnum):
     EXPORT_POLICY = 0x801C
     SEQUENCE = 0x801D
     HOP = 0x801E
+    SUMMARY_FILTER = 0x8040
 
     @property
     def critical(self) -> bool:
@@ -295,12 +298,22 @@ TIMERS: tuple[Timer, ...] = (
     Timer("RETRANSMIT_LIMIT", 6, "retransmissions before a request is abandoned"),
     Timer("DUPLICATE_CACHE_TIME", 60, "how long a responder caches answers by transaction id"),
     Timer("QUIC_IDLE_TIMEOUT", 120, "QUIC max_idle_timeout; exceeds HOLD_TIME (Section 9.1)"),
+    Timer("SUMMARY_INTERVAL", 1,
+          "least time between two SUMMARYs a gateway originates (changes coalesce)"),
+    Timer("DISCOVERY_CACHE_TTL", 30,
+          "how long relayed DISCOVER answers and the routes they give are kept"),
     Timer("QUIC_PING_INTERVAL", 20,
           "interval of QUIC PINGs a client sends on an otherwise idle connection"),
 )
 
 #: Default hop limit placed in ROUTE-REQUEST, DISCOVER and TRACE-REQUEST (Section 5.3).
 DEFAULT_HOP_LIMIT = 8
+#: Capability summary Bloom filters (Section 6.9): most hash functions, fewest and most
+#: filter bits, and the bits per element a sender aims at (about 1% false positives).
+SUMMARY_MAX_HASHES = 16
+SUMMARY_MIN_BITS = 64
+SUMMARY_MAX_BITS = 65536
+SUMMARY_BITS_PER_ELEMENT = 10
 
 
 def timer(name: str) -> float:

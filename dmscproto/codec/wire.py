@@ -22,7 +22,16 @@ import construct as c
 from . import cbor
 from .cose import SignedRecord
 from .errors import DecodeError
-from .registry import ID_SIZE, NONCE_SIZE, ErrorCode, Scope, TlvType
+from .registry import (
+    ID_SIZE,
+    NONCE_SIZE,
+    SUMMARY_MAX_BITS,
+    SUMMARY_MAX_HASHES,
+    SUMMARY_MIN_BITS,
+    ErrorCode,
+    Scope,
+    TlvType,
+)
 from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
 
 T = TypeVar("T")
@@ -52,6 +61,8 @@ DigestSummaryFormat = c.Struct("count" / c.Int32ub, "hash" / c.Bytes(32))
 ResultFormat = c.Struct("score" / c.Int16ub, "record" / c.GreedyBytes)
 AdvertiseFormat = c.Struct("version" / c.Int64ub, "path" / IdList8, "record" / c.GreedyBytes)
 WithdrawFormat = DigestEntry
+CapabilitySummaryFormat = c.Struct("hashes" / c.Int8ub, "count" / c.Int32ub,
+                                   "bits" / c.GreedyBytes)
 DigestEntriesFormat = c.PrefixedArray(c.Int16ub, DigestEntry)
 
 #: The largest value a TLV can carry (its length field is 16 bits).
@@ -115,6 +126,16 @@ class VersionedId:
 
     agent_id: bytes
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilitySummary:
+    """SUMMARY_FILTER (Section 6.9): a Bloom filter of ``8 * len(bits)`` bits with
+    ``hashes`` hash functions over the capability terms of ``count`` records."""
+
+    hashes: int
+    count: int
+    bits: bytes
 
 
 class ValueCodec(Generic[T]):
@@ -314,6 +335,28 @@ class AdvertiseCodec(ValueCodec[Advertisement]):
                 + b"".join(value.path) + value.record.encode())
 
 
+class CapabilitySummaryCodec(ValueCodec[CapabilitySummary]):
+    """1..SUMMARY_MAX_HASHES hash functions, a record count, and a filter of 64 to
+    SUMMARY_MAX_BITS bits, a whole number of 64-bit words."""
+
+    fmt = CapabilitySummaryFormat
+
+    def parse(self, data: bytes) -> CapabilitySummary:
+        bits = data[5:]
+        if len(data) < 5 or not SUMMARY_MIN_BITS <= 8 * len(bits) <= SUMMARY_MAX_BITS \
+                or len(bits) % 8:
+            raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0,
+                              f"{len(bits)} filter octets: not 8 to "
+                              f"{SUMMARY_MAX_BITS // 8} in 8-octet words")
+        if not 1 <= data[0] <= SUMMARY_MAX_HASHES:
+            raise DecodeError(ErrorCode.INVALID_TLV_VALUE, 0,
+                              f"{data[0]} hash functions, not 1 to {SUMMARY_MAX_HASHES}")
+        return CapabilitySummary(data[0], int.from_bytes(data[1:5], "big"), bits)
+
+    def build(self, value: CapabilitySummary) -> bytes:
+        return bytes((value.hashes,)) + value.count.to_bytes(4, "big") + value.bits
+
+
 #: The value codec of every TLV type: the one table the message codec dispatches on.
 VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
     TlvType.TRACE_CONTEXT: CborCodec(TraceContext, cbor.scan_text_map),
@@ -348,4 +391,5 @@ VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
     TlvType.EXPORT_POLICY: CborCodec(ExportPolicy),
     TlvType.SEQUENCE: FixedCodec(c.Int32ub),
     TlvType.HOP: CborCodec(HopRecord),
+    TlvType.SUMMARY_FILTER: CapabilitySummaryCodec(),
 }

@@ -26,6 +26,7 @@ from ..codec.digest import summarize
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, DigestSummary, Result, VersionedId
+from .directory import RemoteDirectory
 from .index import CapabilityIndex
 from .routing import MAX_PATH, Decision, Route, RoutingTable
 from .store import RegistryStore, StoredRecord, StoredRow
@@ -163,6 +164,8 @@ class GatewayCore:
         self.max_lease = max_lease
         self.index = CapabilityIndex()
         self.routes = RoutingTable()
+        #: Records known only from relayed DISCOVER answers (Section 5.2.1).
+        self.remote = RemoteDirectory()
         self._records: dict[bytes, _Held] = {}
         self._by_uri: dict[str, bytes] = {}
         self._local: set[bytes] = set()

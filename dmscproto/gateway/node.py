@@ -25,7 +25,18 @@ Security plugs in through hooks, each returning a :class:`~dmscproto.protocol.ma
   ROUTE_REQUEST forwarded to a peer (:class:`~dmscproto.protocol.routing.RelayContext`;
   the origin assertion of Section 10.6);
 * ``export_for(domain)`` and ``discovery_policy(source)`` filter what peers and
-  requesters are shown (Section 7.4).
+  requesters are shown (Section 7.4);
+* ``replication(domain)`` says whether a peer domain's gateways get records or only
+  capability summaries (Section 6.9, :mod:`~dmscproto.protocol.summary`; our own
+  domain always gets records); ``summary_check(source, domain)`` whether a peer may
+  advertise summaries of that domain, ``transit(peer_domain, domain)`` whether
+  summaries (and relayed answers) of ``domain`` are shown to ``peer_domain``.
+
+Summaries are originated, learned and re-advertised by a
+:class:`~dmscproto.protocol.summary.SummaryExchange`; a FEDERATED DISCOVER (and a
+ROUTE_REQUEST whose QUERY no held record matches) is relayed to the domains whose
+summary matches by a :class:`~dmscproto.protocol.federated.FederatedDiscovery`
+transaction once any summary is held.
 
 :meth:`dmscproto.security.guard.GatewayGuard.node_hooks` supplies all of them.
 """
@@ -36,8 +47,18 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from ..codec.messages import Error, Message, Open, Refresh, RouteRequest, TraceRequest
-from ..codec.registry import MAX_PDU_SIZE, ErrorCode, MessageType, timer
+from ..codec.messages import (
+    Discover,
+    Error,
+    Message,
+    Open,
+    Refresh,
+    RouteRequest,
+    Summary,
+    TraceRequest,
+)
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode, MessageType, Scope, timer
+from ..codec.values import CapabilityRecord
 from ..codec.wire import VersionedId
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.events import (
@@ -48,6 +69,7 @@ from ..protocol.events import (
     SessionEstablished,
     TableChanged,
 )
+from ..protocol.federated import DiscoveryContext, FederatedDiscovery, QueryResolved
 from ..protocol.machine import (
     Handle,
     Outbox,
@@ -69,6 +91,13 @@ from ..protocol.peering import (
 )
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
+from ..protocol.summary import (
+    Replication,
+    SummaryCheck,
+    SummaryExchange,
+    SummaryPeer,
+    SummaryTransit,
+)
 from ..protocol.sync import PeerSync, SyncPeer
 from .core import GatewayCore
 from .restart import RestartGrace
@@ -79,9 +108,12 @@ Admission = Callable[[Handle, Message, float], Refusal | None]
 _M = MessageType
 #: The messages of a peer session (Section 6): only gateways send them.
 SESSION_MESSAGES = frozenset({_M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST,
-                              _M.NOTIFY})
+                              _M.NOTIFY, _M.SUMMARY})
 _REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
 _RELAY_ANSWERS = frozenset({_M.ROUTE_REPLY, _M.TRACE_REPLY, _M.ERROR})
+_DISCOVERY_ANSWERS = frozenset({_M.DISCOVER_REPLY, _M.ERROR})
+#: The query limit a ROUTE_REQUEST's QUERY is relayed with (only the best is used).
+_RESOLVE_LIMIT = 1
 
 
 class GatewayNode:
@@ -98,6 +130,9 @@ class GatewayNode:
                  outgoing: Outgoing | None = None,
                  route_timeout: float = timer("ROUTE_TIMEOUT"),
                  pdu_limit: Callable[[Handle], int] = lambda _handle: MAX_PDU_SIZE,
+                 replication: Callable[[str], Replication] = lambda _d: Replication.FULL,
+                 summary_check: SummaryCheck = lambda _h, _d: None,
+                 transit: SummaryTransit = lambda _p, _d: True,
                  rng: random.Random | None = None) -> None:
         self.core = core
         self.name = name
@@ -107,8 +142,9 @@ class GatewayNode:
         self.verifier = verifier
         self.admit = admit
         self.accept_open: OpenCheck = accept_open or (lambda _handle, _msg: None)
-        self.export_for = export_for
+        self._export_for = export_for
         self.pdu_limit = pdu_limit
+        self.replication = replication
         self.txids = TransactionIds(rng)
         self._out = Outbox()                   # what the machines produce
         self._events: deque[object] = deque()  # what the caller sees
@@ -124,6 +160,33 @@ class GatewayNode:
         self.ctx = RelayContext(core, self.txids, self.peers.get,
                                 self.registration.handles.get, name, route_timeout,
                                 outgoing=outgoing)
+        self.summaries = SummaryExchange(self._out, core, export_for=self._shown,
+                                         accepts=summary_check, transit=transit)
+        self.discovery_policy = discovery_policy
+        self.fed_ctx = DiscoveryContext(core, self.summaries.table, self.txids,
+                                        self.peers.get, verifier, self._peer_domain, transit,
+                                        pdu_limit)
+        #: Relayed DISCOVERs by (association, transaction id) of each one sent.
+        self.discoveries: dict[tuple[Handle, int], FederatedDiscovery] = {}
+        self._relaying: list[FederatedDiscovery] = []  # may still time out
+
+    def export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
+        """The records advertised to a peer of ``domain``: none to a domain that gets
+        summaries only (``replication``), else the ``export_for`` hook's."""
+        if domain != self.core.domain and self.replication(domain) is Replication.SUMMARY:
+            return lambda _record: False
+        return self._export_for(domain)
+
+    def _shown(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
+        """What a capability summary towards ``domain`` covers: what the ``export_for``
+        hook shows it, less the records withheld after a restart."""
+        allow = self._export_for(domain)
+        return allow if self.grace is None else self.grace.exportable(allow)
+
+    def _peer_domain(self, handle: Handle) -> str | None:
+        """The domain of an ESTABLISHED peer session's gateway (None: not a peer)."""
+        s = self.sessions.get(handle)
+        return None if s is None or s.state is not PeerState.ESTABLISHED else s.peer_domain
 
     def restarted(self, now: float, grace: float = timer("RESTART_GRACE")) -> int:
         """This gateway restarted on its registry (Section 6.1.2): withhold the local
@@ -137,6 +200,7 @@ class GatewayNode:
         back = [a for a in agent_ids if self.grace is not None and self.grace.back(a)]
         if back:
             self._announce(back, (), None, now)
+            self.summaries.changed(now)
 
     # --- peering (the sessions' PeeringPort) --------------------------------------------------
     def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
@@ -214,9 +278,25 @@ class GatewayNode:
                     self._out.send(source, answer)
                 raise ProtocolError(refused.code, refused.diagnostic, t)
         relay = self.relays.get((source, msg.transaction_id)) if t in _RELAY_ANSWERS else None
+        fed = (self.discoveries.pop((source, msg.transaction_id), None)
+               if t in _DISCOVERY_ANSWERS and relay is None else None)
         if relay is not None:
             del self.relays[(source, msg.transaction_id)]
             relay.receive(source, msg, now)
+        elif fed is not None:
+            fed.receive(source, msg, now)
+        elif isinstance(msg, Summary):
+            self._summary(source, msg, now)
+        elif isinstance(msg, Discover) and self._relays_discovery(msg):
+            self._federated(FederatedDiscovery(self._out, self.fed_ctx, source, msg,
+                                               self.discovery_policy(source)), now)
+        elif isinstance(msg, RouteRequest) and self._resolves_first(msg, now):
+            assert msg.query is not None
+            self._federated(FederatedDiscovery(
+                self._out, self.fed_ctx, source, Discover(
+                    transaction_id=msg.transaction_id, query=msg.query,
+                    scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT),
+                None, resolving=msg), now)
         elif t in SESSION_MESSAGES or (t is _M.ERROR and source in self.sessions):
             if t is not _M.OPEN and source not in self.sessions:
                 raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
@@ -244,6 +324,36 @@ class GatewayNode:
             raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                                 f"{t.name} matches no transaction", t)
 
+    # --- capability summaries and relayed discovery (Sections 5.2.1, 6.9) ---------------------
+    def _summary(self, source: Handle, msg: Summary, now: float) -> None:
+        s = self.sessions.get(source)
+        if s is None or s.state is not PeerState.ESTABLISHED or s.peer_id is None \
+                or s.peer_domain is None:
+            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                "SUMMARY outside an established peer session", msg.TYPE)
+        refused = self.summaries.receive(SummaryPeer(source, s.peer_id, s.peer_domain), msg,
+                                         now)
+        if refused is not None:
+            raise ProtocolError(refused.code, refused.diagnostic, msg.TYPE)
+
+    def _relays_discovery(self, msg: Discover) -> bool:
+        """A FEDERATED DISCOVER, once summaries are held, may be relayed."""
+        return msg.scope is Scope.FEDERATED and len(self.summaries.table) > 0
+
+    def _resolves_first(self, msg: RouteRequest, now: float) -> bool:
+        """A ROUTE_REQUEST whose QUERY no held record matches is resolved by a relayed
+        DISCOVER first, once summaries are held."""
+        return msg.query is not None and msg.target_agent is None \
+            and len(self.summaries.table) > 0 \
+            and not self.core.discover(msg.query, Scope.FEDERATED, 1, now)
+
+    def _federated(self, fed: FederatedDiscovery, now: float) -> None:
+        fed.start(now)
+        for key in fed.pending:
+            self.discoveries[key] = fed
+        if fed.pending:
+            self._relaying.append(fed)
+
     def _relay(self, relay: Relay, now: float) -> None:
         relay.start(now)
         if relay.downstream is not None:
@@ -253,10 +363,12 @@ class GatewayNode:
     # --- timers -------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
         self._unanswered = [r for r in self._unanswered if not r.done]
-        return earliest(self.registration.get_timer(),
+        self._relaying = [f for f in self._relaying if not f.done]
+        return earliest(self.registration.get_timer(), self.summaries.get_timer(),
                         None if self.grace is None else self.grace.get_timer(),
                         *(s.get_timer() for s in self.sessions.values()),
-                        *(r.get_timer() for r in self._unanswered))
+                        *(r.get_timer() for r in self._unanswered),
+                        *(f.get_timer() for f in self._relaying))
 
     def handle_timer(self, now: float) -> None:
         """Run every machine whose timer is due."""
@@ -264,7 +376,10 @@ class GatewayNode:
         if due is not None and now >= due:
             self.registration.handle_timer(now)
         if self.grace is not None:
-            self._announce(self.grace.expire(now), (), None, now)
+            released = self.grace.expire(now)
+            self._announce(released, (), None, now)
+            if released:
+                self.summaries.changed(now)
         for s in list(self.sessions.values()):
             due = s.get_timer()
             if due is not None and now >= due:
@@ -274,6 +389,11 @@ class GatewayNode:
                 r.handle_timer(now)
                 if r.done and r.downstream is not None:
                     self.relays.pop(r.downstream, None)
+        for f in self._relaying:
+            if not f.done:
+                f.handle_timer(now)
+        self.discoveries = {k: f for k, f in self.discoveries.items() if not f.done}
+        self.summaries.handle_timer(now)
         self._settle(now)
 
     # --- output -------------------------------------------------------------------------------
@@ -295,21 +415,30 @@ class GatewayNode:
                 if self.grace is not None:
                     self.grace.back(ev.agent_id)
                 self._announce([ev.agent_id], (), None, now)
+                self.summaries.changed(now)
             elif isinstance(ev, AgentRemoved):
                 if self.grace is not None:
                     self.grace.back(ev.withdrawn.agent_id)
                 self._announce((), [ev.withdrawn], None, now)
+                self.summaries.changed(now)
             elif isinstance(ev, TableChanged):
                 self._announce(ev.advertised, ev.withdrawn, ev.from_handle, now)
+                if self._peer_domain(ev.from_handle) == self.core.domain:
+                    self.summaries.changed(now)
             elif isinstance(ev, SessionEstablished):
                 self.peers[ev.gateway_id] = ev.handle
+                self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
                 self._fail_relays_via(ev.handle, now)
                 if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
                     del self.peers[ev.gateway_id]
+                    self.summaries.down(ev.gateway_id, now)
                     changes = self.core.drop_peer(ev.gateway_id)
                     self._announce(changes.rerouted, changes.withdrawn, ev.handle, now)
+            elif isinstance(ev, QueryResolved):  # the query is answered: route it now
+                self._relay(RouteRelay(self._out, self.ctx, ev.source, ev.request), now)
+                continue
             self._events.append(ev)
 
     def _fail_relays_via(self, handle: Handle, now: float) -> None:

@@ -8,6 +8,7 @@ order of the draft; each one's transitions are its ``TABLE``.
 from ..codec.registry import ANSWER_TO
 from .agent import AgentClient
 from .discovery import DiscoveryResponder
+from .federated import FederatedDiscovery
 from .machine import Machine, Outbox, ProtocolError, TransactionIds
 from .oam import EchoResponder, TraceRelay
 from .peering import LocalGateway, PeerSession
@@ -18,13 +19,14 @@ from .sync import PeerSync
 
 #: Every table-driven machine, in the order of draft-dmsc-state-machines-00.
 MACHINES: tuple[type[Machine], ...] = (
-    AgentRegistration, GatewayRegistration, Requester, DiscoveryResponder, RouteRelay,
-    PeerSession, PeerSync, EchoResponder, TraceRelay,
+    AgentRegistration, GatewayRegistration, Requester, DiscoveryResponder,
+    FederatedDiscovery, RouteRelay, PeerSession, PeerSync, EchoResponder, TraceRelay,
 )
 
 __all__ = [
     "ANSWER_TO", "MACHINES", "AgentClient", "AgentRegistration", "DiscoveryResponder",
-    "EchoResponder", "GatewayRegistration", "LocalGateway", "Machine", "Outbox", "PeerSession",
+    "EchoResponder", "FederatedDiscovery", "GatewayRegistration", "LocalGateway", "Machine",
+    "Outbox", "PeerSession",
     "PeerSync", "ProtocolError", "RelayContext", "Requester", "Requests", "RouteRelay",
     "TraceRelay", "TransactionIds",
 ]

@@ -22,6 +22,7 @@ from typing import ClassVar
 from ..codec.messages import Error, Message, RouteReply, RouteRequest, TraceReply, TraceRequest
 from ..codec.registry import ErrorCode, MessageType, Scope, timer
 from ..gateway.core import GatewayCore
+from ..gateway.directory import query_key
 from ..gateway.routing import Decision, DeliverLocal, Forward, Reject
 from .events import TransactionEnded
 from .machine import Handle, Machine, Outbox, ProtocolError, Refusal, TransactionIds, expect
@@ -91,7 +92,11 @@ class Relay(Machine):
 
     def decide(self, target: bytes, now: float) -> Decision:
         """The routing decision, with the association the request would go to."""
-        d = self.ctx.core.route(target, self.request.hop_limit, self.request.path)
+        core = self.ctx.core
+        d = core.route(target, self.request.hop_limit, self.request.path)
+        if isinstance(d, Reject) and d.code is ErrorCode.NO_ROUTE:  # a relayed answer's?
+            d = core.remote.decide(core.gateway_id, target, self.request.hop_limit,
+                                   self.request.path, now) or d
         if isinstance(d, DeliverLocal) and self.ctx.agent_handle(d.agent_id) is None:
             return Reject(ErrorCode.TARGET_UNREACHABLE)
         if isinstance(d, Forward) and self.ctx.peer_handle(d.next_hop) is None:
@@ -238,7 +243,11 @@ class RouteRelay(Relay):
             if self.target is None:
                 assert req.query is not None
                 best = self.ctx.core.discover(req.query, Scope.FEDERATED, 1, now)
-                self.target = best[0].record.record.agent_id if best else None
+                kept = self.ctx.core.remote.answers(query_key(req.query, 1), now)
+                if best:
+                    self.target = best[0].record.record.agent_id
+                elif kept:
+                    self.target = kept[0].record.record.agent_id
             self.decision = (Reject(ErrorCode.NO_ROUTE) if self.target is None
                              else self.decide(self.target, now))
         if isinstance(self.decision, Forward):

@@ -65,6 +65,9 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
                                       # only through us)
     hold_time = 3                     # optional: this peer's hold time and keepalive
     keepalive = 1                     # (default: [limits]); detection in about 3 s
+    replication = "full"              # or "summary": its domain's gateways get only
+                                      # capability summaries, no records (Section 6.9;
+                                      # one mode per domain, "full" for our own)
     [peers.export]                    # which of our records it is shown (Section 7.4).
                                       # ABSENT TABLE: NOTHING (a warning says so); an
                                       # empty table: every record
@@ -165,6 +168,8 @@ class PeerConfig:
     #: Hold time and keepalive towards it (None: the gateway's ``[limits]``).
     hold_time: int | None = None
     keepalive: float | None = None
+    #: "full" (records) or "summary" (capability summaries only), Section 6.9.
+    replication: str = "full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,10 +287,18 @@ class GatewayConfig:
         transport = listeners[0][0]
         peers = tuple(r.peer(p, i, hold_time, keepalive)
                       for i, p in enumerate(r.get(data, "", "peers", list, [])))
+        modes: dict[str, str] = {}
         for i, peer in enumerate(peers):
             if peer.domain != domain and peer.anchor is None:
                 raise r.error(f"peers[{i}].anchor", f"missing: the authority certificate of "
                               f"{peer.domain} is needed to authenticate its gateways")
+            if peer.domain == domain and peer.replication != "full":
+                raise r.error(f"peers[{i}].replication", "the gateways of our own domain "
+                              "always get records (\"full\")")
+            if modes.setdefault(peer.domain, peer.replication) != peer.replication:
+                raise r.error(f"peers[{i}].replication", f"another [[peers]] entry of "
+                              f"{peer.domain} says {modes[peer.domain]!r}: it applies to "
+                              "the domain")
         lab = r.get(gw, "gateway", "lab", bool, False)
         require_tokens = r.get(gw, "gateway", "require_tokens", bool, False)
         require_origin = r.get(security, "security", "require_origin", bool, not lab)
@@ -405,6 +418,8 @@ def _lab_only(lab_key: str) -> str:
 
 
 _TRANSPORTS = ("quic", "dtls", "udp")
+#: ``peers[].replication`` (Section 6.9).
+REPLICATION_MODES = ("full", "summary")
 
 
 _TYPE_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false",
@@ -670,7 +685,7 @@ class _Reader:
             raise self.error(where, "must be a table ([[peers]])")
         self.only(p, where, {"domain", "address", "anchor", "server_name", "transit",
                              "export", "import", "crl", "transport", "hold_time",
-                             "keepalive"})
+                             "keepalive", "replication"})
         hold_time, keepalive = self.session_timers(p, where, hold_default, keepalive_default)
         domain = self.domain(p, f"{where}.domain")
         anchor = p.get("anchor")
@@ -694,4 +709,12 @@ class _Reader:
             crl=self.sources(p, where, "crl"),
             transport=self.transport(p, f"{where}.transport") if "transport" in p else None,
             hold_time=hold_time, keepalive=keepalive,
+            replication=self.replication(p, where),
         )
+
+    def replication(self, p: Mapping[str, Any], where: str) -> str:
+        value = self.get(p, where, "replication", str, "full")
+        if value not in REPLICATION_MODES:
+            raise self.error(f"{where}.replication",
+                             f"must be \"full\" or \"summary\", not {value!r}")
+        return value

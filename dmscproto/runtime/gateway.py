@@ -60,6 +60,7 @@ from ..protocol.events import (
 )
 from ..protocol.machine import Handle, ProtocolError
 from ..protocol.peering import SessionTimers
+from ..protocol.summary import Replication
 from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from ..security.guard import Authenticated, GatewayGuard
@@ -280,8 +281,11 @@ class GatewayRuntime:
                                       _peer_of, federation=self.federation,
                                       credential=self.credential,
                                       require_origin=c.require_origin)
+        summary = {p.domain for p in c.peers if p.replication == "summary"}
         self.node = GatewayNode(self.core, name=self.name, hold_time=c.hold_time,
                                 pdu_limit=_pdu_limit, session_timers=self._session_timers,
+                                replication=lambda domain: Replication.SUMMARY
+                                if domain in summary else Replication.FULL,
                                 **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)

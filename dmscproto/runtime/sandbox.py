@@ -93,6 +93,8 @@ class PeerSpec:
     transit: bool | Sequence[str] = False
     #: Record domains it may advertise to us besides its own (``import.domains``).
     imports: Sequence[str] = ()
+    #: "full" or "summary" (Section 6.9).
+    replication: str = "full"
 
 
 def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
@@ -139,6 +141,8 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
         if peer.domain.name != domain.name:
             anchor = os.path.relpath(peer.domain.anchor, domain.directory)
             lines.append(f"anchor = {_toml(anchor)}")
+            if peer.replication != "full":
+                lines.append(f"replication = {_toml(peer.replication)}")
             if peer.transit:
                 transit = True if peer.transit is True else list(peer.transit)
                 lines.append(f"transit = {_toml(transit)}")

@@ -356,22 +356,34 @@ class Federation:
         """A record ADVERTISEd by ``peer`` (a gateway, authenticated): may we learn it?"""
         check_signature(signed)
         rec = signed.record
-        if peer.domain != self.domain:
-            imports = self.peer(peer.domain).imports.domains
-            if rec.domain == self.domain and rec.domain not in imports:
-                raise _denied(f"{peer.uri} may not advertise records of {self.domain}")
-            if rec.domain not in imports and not (
-                    rec.domain in self.bundled and self.transit.through(peer.domain)):
-                raise _denied(f"{peer.domain} may not advertise records of {rec.domain}")
-        elif rec.domain != self.domain and rec.domain not in self.peers \
-                and rec.domain not in self.bundled:
-            raise _denied(f"records of {rec.domain} are not accepted here")
+        self.check_domain(peer, rec.domain)
         chain = x5chain(signed)
         if chain:
             identity = check_certificate(self._origin_trust, chain[0], now)
             if identity.uri != rec.agent_uri or identity.entity_id != rec.agent_id:
                 raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                     "x5chain certificate is not the record's agent")
+
+    def check_domain(self, peer: Identity, domain: str) -> None:
+        """Whether ``peer`` (a gateway) may advertise records, or capability summaries,
+        of ``domain`` (module docstring); POLICY_DENIED otherwise."""
+        if peer.domain != self.domain:
+            imports = self.peer(peer.domain).imports.domains
+            if domain == self.domain and domain not in imports:
+                raise _denied(f"{peer.uri} may not advertise records of {self.domain}")
+            if domain not in imports and not (
+                    domain in self.bundled and self.transit.through(peer.domain)):
+                raise _denied(f"{peer.domain} may not advertise records of {domain}")
+        elif domain != self.domain and domain not in self.peers and domain not in self.bundled:
+            raise _denied(f"records of {domain} are not accepted here")
+
+    def transits(self, peer_domain: str, domain: str) -> bool:
+        """Whether records (or summaries) of ``domain`` may be shown to a gateway of
+        ``peer_domain``: always within our domain; to a peer domain, by its transit."""
+        if peer_domain == self.domain:
+            return True
+        peer = self.peers.get(peer_domain)
+        return peer is not None and (domain == self.domain or peer.transits(domain))
 
     def check_call(self, caller_uri: str, target: CapabilityRecord,
                    path: tuple[bytes, ...] = ()) -> None:

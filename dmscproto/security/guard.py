@@ -49,7 +49,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from cryptography import x509
 
@@ -73,6 +73,7 @@ from ..protocol.machine import Refusal
 from ..protocol.peering import ExportFor, OpenCheck
 from ..protocol.registration import RecordVerifier
 from ..protocol.routing import Outgoing
+from ..protocol.summary import SummaryCheck, SummaryTransit
 from .ca import Credential, Identity, Kind
 from .errors import SecurityError
 from .federation import Federation, check_open_identity, sign_origin
@@ -131,6 +132,8 @@ class NodeHooks(TypedDict):
     outgoing: Outgoing
     export_for: ExportFor
     discovery_policy: PolicyFor
+    summary_check: NotRequired[SummaryCheck]
+    transit: NotRequired[SummaryTransit]
 
 
 class GatewayGuard:
@@ -161,7 +164,8 @@ class GatewayGuard:
         """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
         return NodeHooks(admit=self.admit, verifier=self.verify_record,
                          accept_open=self.accept_open, outgoing=self.outgoing,
-                         export_for=self.export_for, discovery_policy=self.discovery_policy)
+                         export_for=self.export_for, discovery_policy=self.discovery_policy,
+                         summary_check=self.summary_check, transit=self.transit)
 
     # --- GatewayNode(admit=...) -------------------------------------------------------------
     def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None:
@@ -279,10 +283,14 @@ class GatewayGuard:
         self._remember(self._route_scope, (source, msg.transaction_id), token)
 
     def _target(self, msg: RouteRequest) -> CapabilityRecord | None:
+        """The target's record: held, or from a relayed DISCOVER answer."""
         if msg.target_agent is None:
             return None
         held = self.core.get(msg.target_agent)
-        return None if held is None else held.signed.record
+        if held is not None:
+            return held.signed.record
+        relayed = self.core.remote.get(msg.target_agent)
+        return None if relayed is None else relayed.record.record
 
     @staticmethod
     def _remember(table: OrderedDict[object, ScopeSet], key: object,
@@ -312,6 +320,30 @@ class GatewayGuard:
         except SecurityError as exc:
             return exc.refusal()
         return None
+
+    # --- GatewayNode(summary_check=..., transit=...): capability summaries -------------------
+    def summary_check(self, source: Handle, domain: str) -> Refusal | None:
+        """May the gateway behind ``source`` advertise summaries of ``domain``?  As for
+        its records (Section 10.5)."""
+        peer = self.peer_of(source)
+        try:
+            if peer is None:
+                raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE,
+                                    "the association is not authenticated")
+            if self.federation is not None:
+                self.federation.check_domain(peer.identity, domain)
+            elif domain != self.core.domain:
+                raise SecurityError(ErrorCode.POLICY_DENIED,
+                                    f"records of {domain} are not accepted here")
+        except SecurityError as exc:
+            return exc.refusal()
+        return None
+
+    def transit(self, peer_domain: str, domain: str) -> bool:
+        """Whether summaries and relayed answers of ``domain`` go to ``peer_domain``."""
+        if self.federation is None:
+            return peer_domain == self.core.domain
+        return self.federation.transits(peer_domain, domain)
 
     # --- GatewayNode(export_for=..., discovery_policy=...) -----------------------------------
     def export_for(self, domain: str) -> RecordFilter | None:

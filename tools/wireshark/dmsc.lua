@@ -89,6 +89,7 @@ vs.MessageType = {
   [0x33] = "DIGEST",
   [0x34] = "SYNC_REQUEST",
   [0x35] = "NOTIFY",
+  [0x3a] = "SUMMARY",
   [0x40] = "ECHO_REQUEST",
   [0x41] = "ECHO_REPLY",
   [0x42] = "TRACE_REQUEST",
@@ -133,6 +134,7 @@ vs.TlvType = {
   [0x801c] = "EXPORT_POLICY",
   [0x801d] = "SEQUENCE",
   [0x801e] = "HOP",
+  [0x8040] = "SUMMARY_FILTER",
 }
 
 -- Fields -------------------------------------------------------------------------------
@@ -202,6 +204,9 @@ f["dmsc.timeout"] = ProtoField.uint32("dmsc.timeout", "timeout", base.DEC)
 f["dmsc.export_policy"] = ProtoField.bytes("dmsc.export_policy", "export policy")
 f["dmsc.sequence"] = ProtoField.uint32("dmsc.sequence", "sequence", base.DEC)
 f["dmsc.hop"] = ProtoField.bytes("dmsc.hop", "hop")
+f["dmsc.summary_filter.hashes"] = ProtoField.uint8("dmsc.summary_filter.hashes", "summary filter hashes", base.DEC)
+f["dmsc.summary_filter.count"] = ProtoField.uint32("dmsc.summary_filter.count", "summary filter count", base.DEC)
+f["dmsc.summary_filter.bits"] = ProtoField.bytes("dmsc.summary_filter.bits", "summary filter bits")
 f["dmsc.flags.retransmission"] = ProtoField.bool("dmsc.flags.retransmission", "RETRANSMISSION", 16, nil, 0x1)
 local FLAG_FIELDS = { f["dmsc.flags.retransmission"] }
 
@@ -265,6 +270,7 @@ local layouts = {
   [0x801c] = { { kind = "cbor", size = nil, field = f["dmsc.export_policy"], cose = false } },
   [0x801d] = { { kind = "uint", size = 4, field = f["dmsc.sequence"], flags = nil, strict = nil, open = false } },
   [0x801e] = { { kind = "cbor", size = nil, field = f["dmsc.hop"], cose = false } },
+  [0x8040] = { { kind = "uint", size = 1, field = f["dmsc.summary_filter.hashes"], flags = nil, strict = nil, open = false }, { kind = "uint", size = 4, field = f["dmsc.summary_filter.count"], flags = nil, strict = nil, open = false }, { kind = "bytes", size = nil, field = f["dmsc.summary_filter.bits"], cose = false } },
 }
 
 -- Message types: TLV occurrence ("1", "0..1", "0..n") and field names (Sections 5, 6)
@@ -317,6 +323,9 @@ local messages = {
   [0x35] = { -- NOTIFY
     occurs = { [0x0002] = "0..1", [0x8005] = "1" },
     names = { [0x0002] = "diagnostic", [0x8005] = "status" } },
+  [0x3a] = { -- SUMMARY
+    occurs = { [0x8002] = "1", [0x8007] = "1", [0x800f] = "1", [0x8011] = "1", [0x8040] = "0..1" },
+    names = { [0x8002] = "gateway_id", [0x8007] = "timestamp", [0x800f] = "path", [0x8011] = "domain", [0x8040] = "summary" } },
   [0x40] = { -- ECHO_REQUEST
     occurs = { [0x0001] = "0..1", [0x8007] = "1", [0x8010] = "0..1", [0x801d] = "1" },
     names = { [0x0001] = "trace", [0x8007] = "timestamp", [0x8010] = "payload", [0x801d] = "sequence" } },

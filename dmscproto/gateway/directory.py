@@ -1,0 +1,89 @@
+"""Records known only from relayed DISCOVER answers (draft-dmsc-protocol-00, 5.2.1).
+
+A gateway that exchanges capability summaries with a peer instead of records (Section
+6.9) learns a remote domain's records only by relaying a FEDERATED DISCOVER to it.  The
+answers are kept for DISCOVERY_CACHE_TTL: each record with the peer it came from (the
+next hop towards it, so that a ROUTE_REQUEST naming that agent can follow the answer's
+way back), and each query's merged answer, so that the same query within the TTL is
+answered without relaying again.  Nothing here is stored durably, advertised or
+listed in a DIGEST.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..codec import cbor
+from ..codec.cose import SignedRecord
+from ..codec.registry import ErrorCode, timer
+from ..codec.values import DiscoveryQuery
+from .routing import MAX_PATH, Decision, Forward, Reject
+
+
+def query_key(query: DiscoveryQuery, max_results: int) -> bytes:
+    """Under which a relayed answer is kept: the query's CBOR and the limit."""
+    return cbor.dumps(query.to_cbor()) + max_results.to_bytes(2, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A record from a relayed answer: its score there and the peer it came from."""
+
+    score: int
+    record: SignedRecord
+    next_hop: bytes
+
+
+class RemoteDirectory:
+    """Relayed answers by query and the records in them by Agent ID (module doc)."""
+
+    def __init__(self, ttl: float = timer("DISCOVERY_CACHE_TTL")) -> None:
+        self.ttl = ttl
+        self._records: dict[bytes, tuple[float, Relayed]] = {}
+        self._answers: dict[bytes, tuple[float, tuple[Relayed, ...]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put(self, query_key: bytes, answers: tuple[Relayed, ...], now: float) -> None:
+        """Keep a relayed query's answers (``query_key``: the query and its limit,
+        encoded) and their records until ``now + ttl``."""
+        until = now + self.ttl
+        self._answers[query_key] = (until, answers)
+        for a in answers:
+            self._records[a.record.record.agent_id] = (until, a)
+
+    def answers(self, query_key: bytes, now: float) -> tuple[Relayed, ...] | None:
+        """The answers kept for ``query_key``, None if none or expired."""
+        held = self._answers.get(query_key)
+        if held is None or held[0] <= now:
+            return None
+        return held[1]
+
+    def get(self, agent_id: bytes, now: float | None = None) -> Relayed | None:
+        """The record of ``agent_id`` from a relayed answer (unexpired at ``now``)."""
+        held = self._records.get(agent_id)
+        if held is None or (now is not None and held[0] <= now):
+            return None
+        return held[1]
+
+    def expire(self, now: float) -> None:
+        """Forget what has outlived the TTL."""
+        self._records = {k: v for k, v in self._records.items() if v[0] > now}
+        self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
+
+    def next_expiry(self) -> float | None:
+        return min((t for t, _ in self._records.values()), default=None)
+
+    def decide(self, self_id: bytes, target: bytes, hop_limit: int, path: tuple[bytes, ...],
+               now: float) -> Decision | None:
+        """The forwarding decision towards a relayed answer's agent (the rules of
+        Section 5.3 with its one next hop), None if no unexpired answer names it."""
+        held = self.get(target, now)
+        if held is None:
+            return None
+        if held.next_hop in path:
+            return Reject(ErrorCode.LOOP_DETECTED)
+        if hop_limit <= 0 or len(path) >= MAX_PATH:
+            return Reject(ErrorCode.HOP_LIMIT_EXCEEDED)
+        return Forward(held.next_hop, hop_limit - 1, (*path, self_id))

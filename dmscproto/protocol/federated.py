@@ -1,0 +1,270 @@
+"""FEDERATED DISCOVER relayed to the domains whose summary matches (draft-dmsc-protocol-00,
+Sections 5.2.1 and 6.9), one machine per transaction at a gateway.
+
+A gateway that holds capability summaries answers a FEDERATED DISCOVER from its own
+records and, in the same transaction, relays it to the next hop towards each origin
+whose best summary may match the query (:meth:`SummaryTable.matching`) when
+
+* no record of that origin's domain is among its own answers (a domain whose records
+  it replicates is answered from them), the domain is not its own, and the transit
+  rule lets that domain's records be shown to the requester (a gateway of another
+  domain);
+* the next hop is not on the request's PATH_VECTOR, and HOP_LIMIT (DEFAULT_HOP_LIMIT
+  when absent) is above 0.
+
+One DISCOVER goes to each such next hop (the next hop relays further itself), with a
+new transaction id, the same QUERY, SCOPE and MAX_RESULTS, HOP_LIMIT less one, its own
+Gateway ID appended to PATH_VECTOR, without SOURCE_AGENT and ACCESS_TOKEN.  It waits
+for every answer or REQUEST_TIMEOUT times FORWARD_FRACTION to the power of (the path's
+length + 1), whichever comes first; an ERROR, or no answer, counts as no result.  Each
+relayed RESULT passes the record check towards the peer that sent it (signature, import
+policy: Section 10.5) or is dropped.  The answer merges its own and the relayed
+results: one per Agent ID (its own record first, else the highest score), ordered by
+score then Agent ID, passed through the requester's policy, limited to MAX_RESULTS.
+The relayed results are kept for DISCOVERY_CACHE_TTL (:class:`RemoteDirectory`): the
+same query and limit within it is answered without relaying, and a ROUTE_REQUEST naming
+one of those agents is forwarded to the peer its record came from.
+
+A ROUTE_REQUEST with a QUERY that no held record matches is resolved the same way
+first (the machine then has no requester and reports :class:`QueryResolved`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from ..codec.messages import Discover, DiscoverReply, Message, RouteRequest
+from ..codec.pdu import encode
+from ..codec.registry import (
+    DEFAULT_HOP_LIMIT,
+    MAX_PDU_SIZE,
+    ErrorCode,
+    MessageType,
+    Scope,
+    timer,
+)
+from ..codec.values import CapabilityRecord
+from ..codec.wire import Result
+from ..gateway.core import GatewayCore
+from ..gateway.directory import Relayed, query_key
+from .discovery import PduLimit, fit_results
+from .machine import Handle, Machine, Outbox, ProtocolError, TransactionIds
+from .registration import RecordVerifier
+from .summary import SummaryTable
+
+#: What a requester (an association) may be shown (None: everything).
+RecordFilter = Callable[[CapabilityRecord], bool] | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResolved:
+    """A ROUTE_REQUEST's QUERY was relayed and the answers are kept: route it now."""
+
+    source: Handle
+    request: RouteRequest
+
+
+@dataclass
+class DiscoveryContext:
+    """What the relayed DISCOVER transactions of one gateway share."""
+
+    core: GatewayCore
+    summaries: SummaryTable
+    txids: TransactionIds
+    #: The association of an ESTABLISHED peer session with a gateway id, if any.
+    peer_handle: Callable[[bytes], Handle | None]
+    #: The record check of a relayed RESULT, towards the peer that sent it.
+    verifier: RecordVerifier
+    #: The domain of the gateway behind an association (None: an agent).
+    gateway_domain: Callable[[Handle], str | None]
+    #: Whether records of a domain (second) may be shown to one (first): transit rule.
+    transit: Callable[[str, str], bool]
+    #: The largest PDU an association takes (the answer carries fewer RESULTs).
+    pdu_limit: PduLimit = lambda _handle: MAX_PDU_SIZE
+    request_timeout: float = timer("REQUEST_TIMEOUT")
+    forward_fraction: float = timer("FORWARD_FRACTION")
+
+
+class FedState(Enum):
+    IDLE = "IDLE"
+    RELAYED = "RELAYED"
+    DONE = "DONE"
+
+
+class FedInput(Enum):
+    LOCAL = "DISCOVER [no summary matches, or kept answers]"
+    RELAY = "DISCOVER [summaries match]"
+    REPLY = "DISCOVER_REPLY or ERROR [more pending]"
+    LAST_REPLY = "DISCOVER_REPLY or ERROR [last pending]"
+    TIMEOUT = "transaction timer"
+
+
+class FedAction(Enum):
+    ANSWER = "answer DISCOVER_REPLY from held records and kept answers (merged)"
+    RELAY = ("send DISCOVER to each next hop towards a matching summary (HOP_LIMIT - 1, "
+             "own id appended to PATH_VECTOR); start transaction timer")
+    COLLECT = "keep the RESULTs that pass the record check"
+    MERGE = ("keep the RESULTs that pass the record check; keep the relayed answers for "
+             "DISCOVERY_CACHE_TTL; answer merged DISCOVER_REPLY; stop transaction timer")
+
+
+_S, _I, _A = FedState, FedInput, FedAction
+
+
+class FederatedDiscovery(Machine):
+    """One FEDERATED DISCOVER relayed by a gateway (module doc)."""
+
+    NAME = "federated-discovery"
+    TITLE = "Discovery relayed to summarized domains, one transaction at a gateway"
+    State, Input, Action = FedState, FedInput, FedAction
+    INITIAL = FedState.IDLE
+    TIMERS = ("REQUEST_TIMEOUT", "DISCOVERY_CACHE_TTL")
+    MESSAGE_INPUTS = {
+        MessageType.DISCOVER: (_I.LOCAL, _I.RELAY),
+        MessageType.DISCOVER_REPLY: (_I.REPLY, _I.LAST_REPLY),
+        MessageType.ERROR: (_I.REPLY, _I.LAST_REPLY),
+    }
+    TABLE = {
+        (_S.IDLE, _I.LOCAL): (_A.ANSWER, _S.DONE),
+        (_S.IDLE, _I.RELAY): (_A.RELAY, _S.RELAYED),
+        (_S.RELAYED, _I.REPLY): (_A.COLLECT, _S.RELAYED),
+        (_S.RELAYED, _I.LAST_REPLY): (_A.MERGE, _S.DONE),
+        (_S.RELAYED, _I.TIMEOUT): (_A.MERGE, _S.DONE),
+    }
+
+    def __init__(self, outbox: Outbox, ctx: DiscoveryContext, upstream: Handle,
+                 request: Discover, allow: RecordFilter, *,
+                 resolving: RouteRequest | None = None) -> None:
+        super().__init__(outbox)
+        self.ctx = ctx
+        self.upstream = upstream
+        self.request = request
+        self.allow = allow
+        #: The ROUTE_REQUEST whose QUERY this resolves (no DISCOVER_REPLY then).
+        self.resolving = resolving
+        #: (association, transaction id) of each DISCOVER relayed, not yet answered.
+        self.pending: dict[tuple[Handle, int], bytes] = {}
+        self.deadline: float | None = None
+        self._local: list[Result] = []
+        self._relayed: dict[bytes, Relayed] = {}
+        self._next_hops: list[bytes] = []
+        self._source: Handle = None
+
+    @property
+    def done(self) -> bool:
+        return self.state is FedState.DONE
+
+    @property
+    def key(self) -> bytes:
+        return query_key(self.request.query, self.request.max_results)
+
+    # --- inputs -------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        """The guard of the first transition: held answers, then the summaries."""
+        req, core = self.request, self.ctx.core
+        self._local = core.discover(req.query, Scope.FEDERATED, req.max_results, now,
+                                    self.allow)
+        kept = core.remote.answers(self.key, now)
+        self._next_hops = [] if kept is not None else self._candidates()
+        self.step(_I.RELAY if self._next_hops else _I.LOCAL, now, req)
+
+    def _candidates(self) -> list[bytes]:
+        """The next hops to relay to (module doc)."""
+        req = self.request
+        hop_limit = DEFAULT_HOP_LIMIT if req.hop_limit is None else req.hop_limit
+        if hop_limit <= 0:
+            return []
+        path = req.path or ()
+        answered = {r.record.record.domain for r in self._local}
+        asking = self.ctx.gateway_domain(self.upstream)
+        own = self.ctx.core.domain
+        hops = {r.next_hop for r in self.ctx.summaries.matching(
+            req.query, lambda r: r.domain not in answered and r.domain != own
+            and r.next_hop not in path and self.ctx.peer_handle(r.next_hop) is not None
+            and (asking is None or self.ctx.transit(asking, r.domain)))}
+        return sorted(hops)
+
+    def receive(self, source: Handle, msg: Message, now: float) -> None:
+        """An answer to one of the relayed DISCOVERs (matched by the caller)."""
+        try:
+            if msg.TYPE not in (MessageType.DISCOVER_REPLY, MessageType.ERROR) \
+                    or (source, msg.transaction_id) not in self.pending:
+                raise self.unexpected(msg)
+            self._source = source
+            self.step(_I.LAST_REPLY if len(self.pending) == 1 else _I.REPLY, now, msg)
+        except ProtocolError as err:
+            self.refuse(source, msg, err)
+            raise
+
+    def get_timer(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            self.step(_I.TIMEOUT, now)
+
+    # --- actions ------------------------------------------------------------------------
+    def _answer(self, now: float, msg: Message | None) -> None:
+        kept = self.ctx.core.remote.answers(self.key, now) or ()
+        self._finish(kept)
+
+    def _relay(self, now: float, msg: Message | None) -> None:
+        req = self.request
+        hop_limit = DEFAULT_HOP_LIMIT if req.hop_limit is None else req.hop_limit
+        path = (*(req.path or ()), self.ctx.core.gateway_id)
+        for gid in self._next_hops:
+            handle = self.ctx.peer_handle(gid)
+            txid = self.ctx.txids()
+            self.pending[(handle, txid)] = gid
+            self.outbox.send(handle, Discover(
+                transaction_id=txid, query=req.query, scope=Scope.FEDERATED,
+                max_results=req.max_results, hop_limit=hop_limit - 1, path=path,
+                trace=req.trace))
+        self.deadline = now + self.ctx.request_timeout * self.ctx.forward_fraction ** len(path)
+
+    def _collect(self, now: float, msg: Message | None) -> None:
+        assert msg is not None
+        gid = self.pending.pop((self._source, msg.transaction_id))
+        if not isinstance(msg, DiscoverReply):
+            return
+        for r in msg.results:
+            aid = r.record.record.agent_id
+            if self.ctx.verifier(self._source, r.record, now) is not None \
+                    or aid in self.ctx.core:
+                continue
+            held = self._relayed.get(aid)
+            if held is None or r.score > held.score:
+                self._relayed[aid] = Relayed(r.score, r.record, gid)
+
+    def _merge(self, now: float, msg: Message | None) -> None:
+        if msg is not None:
+            self._collect(now, msg)
+        self.deadline = None
+        self.pending.clear()
+        kept = tuple(sorted(self._relayed.values(),
+                            key=lambda a: (-a.score, a.record.record.agent_id)))
+        remote = self.ctx.core.remote
+        remote.expire(now)
+        remote.put(self.key, kept, now)
+        self._finish(kept)
+
+    def _finish(self, kept: tuple[Relayed, ...]) -> None:
+        """Answer the requester with the merged results (or report the resolved query)."""
+        if self.resolving is not None:
+            self.outbox.emit(QueryResolved(self.upstream, self.resolving))
+            return
+        req = self.request
+        seen = {r.record.record.agent_id for r in self._local}
+        merged = list(self._local)
+        for a in kept:
+            if a.record.record.agent_id not in seen and (
+                    self.allow is None or self.allow(a.record.record)):
+                merged.append(Result(a.score, a.record))
+        merged.sort(key=lambda r: (-r.score, r.record.record.agent_id))
+        empty = DiscoverReply(transaction_id=req.transaction_id, status=ErrorCode.SUCCESS,
+                              trace=req.trace)
+        room = self.ctx.pdu_limit(self.upstream) - len(encode(empty))
+        self.outbox.send(self.upstream, replace(
+            empty, results=fit_results(merged[:req.max_results], room)))

@@ -1,0 +1,177 @@
+"""Capability summaries and relayed discovery in the fake-clock harness (draft Sections
+5.2.1 and 6.9): gateways of three domains exchange summaries instead of records; a
+FEDERATED DISCOVER and a ROUTE_REQUEST by query are relayed to the domain whose summary
+matches, the answers are kept for DISCOVERY_CACHE_TTL, and nothing else is relayed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dmscproto.codec import decode, encode
+from dmscproto.codec.errors import DecodeError
+from dmscproto.codec.examples import examples, weather_signed
+from dmscproto.codec.messages import Discover, DiscoverReply, RouteReply, Summary
+from dmscproto.codec.registry import ErrorCode, timer
+from dmscproto.codec.values import DiscoveryQuery, Skill
+from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
+from dmscproto.protocol.summary import Bloom, Replication, filter_size, may_match, record_terms
+from dmscproto.testing.harness import Network
+
+
+def summaries_only(_domain: str) -> Replication:
+    return Replication.SUMMARY
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    """gw-a (a.example) - gw-b (b.example) - gw-c (c.example), summaries only."""
+    n = Network(tmp_path)
+    for name, dom in (("gw-a", "a.example"), ("gw-b", "b.example"), ("gw-c", "c.example")):
+        n.gateway(name, dom, replication=summaries_only)
+    n.agent("alice", "gw-a")
+    n.agent("bob", "gw-b", skills=(Skill("forecast", "Forecast", ("weather",)),))
+    n.agent("carol", "gw-c", skills=(Skill("translate", "Translate", ("language",)),))
+    for agent in n.agents.values():
+        agent.register(n.now)
+    n.pump()
+    n.gateways["gw-a"].connect("gw-b", n.now)
+    n.gateways["gw-b"].connect("gw-c", n.now)
+    n.advance(2)
+    yield n
+    n.close()
+
+
+def answer(net: Network, name: str) -> object:
+    [done] = net.take(name, RequestCompleted)
+    return done.answer
+
+
+def test_records_stay_at_home_and_summaries_travel(net: Network) -> None:
+    a = net.gateways["gw-a"]
+    assert len(a.core) == 1  # alice only: no record of b or c
+    assert set(a.summaries.table.origins()) == {net.gateway_id("gw-b"), net.gateway_id("gw-c")}
+    best = a.summaries.table.best(net.gateway_id("gw-c"))
+    assert best is not None and best.path == (net.gateway_id("gw-c"), net.gateway_id("gw-b"))
+
+
+def test_discover_relayed_to_the_matching_domain_and_kept(net: Network) -> None:
+    alice, carol = net.agents["alice"], net.agents["carol"]
+    since = len(net.log)
+    alice.discover(DiscoveryQuery(skills=("translate",)), net.now)
+    net.pump()
+    reply = answer(net, "alice")
+    assert isinstance(reply, DiscoverReply) and reply.status is ErrorCode.SUCCESS
+    assert [r.record.record.agent_id for r in reply.results] == [carol.agent_id]
+    relayed = [s for s in net.log[since:] if isinstance(s.msg, Discover)
+               and s.source.startswith("gw-")]
+    assert [(s.source, s.dest) for s in relayed] == [("gw-a", "gw-b"), ("gw-b", "gw-c")]
+    assert relayed[1].msg.path == (net.gateway_id("gw-a"), net.gateway_id("gw-b"))
+    assert relayed[1].msg.hop_limit == relayed[0].msg.hop_limit - 1  # type: ignore[attr-defined]
+    # the same query within the TTL: answered from what was kept, nothing relayed
+    since = len(net.log)
+    alice.discover(DiscoveryQuery(skills=("translate",)), net.now)
+    net.pump()
+    assert [r.record.record.agent_id for r in answer(net, "alice").results] == [  # type: ignore[attr-defined]
+        carol.agent_id]
+    assert not [s for s in net.log[since:] if isinstance(s.msg, Discover)
+                and s.source.startswith("gw-")]
+    # a query no summary matches is not relayed at all
+    alice.discover(DiscoveryQuery(skills=("juggle",)), net.now)
+    net.pump()
+    assert answer(net, "alice").results == ()  # type: ignore[attr-defined]
+    assert not [s for s in net.log[since:] if isinstance(s.msg, Discover)
+                and s.source.startswith("gw-")]
+
+
+def call(net: Network, *, target: bytes | None = None, query: DiscoveryQuery | None = None
+         ) -> RouteReply:
+    net.agents["alice"].route(b"hi", net.now, target=target, query=query)
+    net.pump()
+    for req in net.take("carol", RouteRequestReceived):
+        net.agents["carol"].reply(req, b"hallo")
+    net.pump()
+    reply = answer(net, "alice")
+    assert isinstance(reply, RouteReply)
+    return reply
+
+
+def test_route_by_query_resolves_through_the_summaries(net: Network) -> None:
+    carol = net.agents["carol"]
+    reply = call(net, query=DiscoveryQuery(skills=("translate",)))
+    assert reply.status is ErrorCode.SUCCESS and reply.payload == b"hallo"
+    # then by Agent ID, along the way the answer came, while it is kept
+    assert call(net, target=carol.agent_id).status is ErrorCode.SUCCESS
+    net.advance(timer("DISCOVERY_CACHE_TTL") + 1)
+    assert call(net, target=carol.agent_id).status is ErrorCode.NO_ROUTE
+
+
+def test_withdrawn_capability_leaves_the_summary(net: Network) -> None:
+    net.agents["carol"].deregister(net.now)
+    since = len(net.log)
+    net.advance(timer("SUMMARY_INTERVAL") + 1)
+    assert [s.msg.domain for s in net.log[since:] if isinstance(s.msg, Summary)
+            and s.dest == "gw-a"] == ["c.example"]
+    net.agents["alice"].discover(DiscoveryQuery(skills=("translate",)), net.now)
+    net.pump()
+    assert answer(net, "alice").results == ()  # type: ignore[attr-defined]
+    assert not [s for s in net.log[since:] if isinstance(s.msg, Discover)
+                and s.source.startswith("gw-")]
+    # and a session that ends withdraws what came over it
+    net.gateways["gw-a"].disconnect("gw-b", net.now)
+    net.pump()
+    assert len(net.gateways["gw-a"].summaries.table) == 0
+
+
+def test_summary_vector_is_the_filter_of_the_weather_record() -> None:
+    """The "summary" vector's SUMMARY_FILTER is what the Section 6.9 algorithm
+    gives for the weather record; its terms are in it, and queries match as specified."""
+    record = weather_signed().record
+    vector = examples()["summary"]
+    assert isinstance(vector, Summary) and vector.summary is not None
+    bloom = Bloom.of([record])
+    assert bloom.value == vector.summary
+    assert (bloom.value.hashes, 8 * len(bloom.value.bits)) == (10, 128)
+    assert all(t in bloom for t in record_terms(record))
+    assert filter_size(0) == (64, 1) and filter_size(7000) == (65536, 6)
+    for query, expected in (
+            (DiscoveryQuery(skills=("forecast",)), True),
+            (DiscoveryQuery(skills=("forecast", "translate")), False),
+            (DiscoveryQuery(skills=("forecast",), domain="b.example"), False),
+            (DiscoveryQuery(tags=("Weather", "sport")), True),
+            (DiscoveryQuery(intent="severe storms"), True),
+            (DiscoveryQuery(tags=("sport",)), False),
+            (DiscoveryQuery(tags=("sport",), input_modes=("text/plain",)), True)):
+        assert may_match(query, "a.example", bloom) is expected, query
+
+
+def test_malformed_capability_summary_refused() -> None:
+    data = encode(examples()["summary"])
+    value_at = data.index(bytes.fromhex("8040")) + 4
+    for bad, code in ((bytes([0]), ErrorCode.INVALID_TLV_VALUE),
+                      (bytes([17]), ErrorCode.INVALID_TLV_VALUE)):
+        with pytest.raises(DecodeError) as err:
+            decode(data[:value_at] + bad + data[value_at + 1:])
+        assert err.value.code is code
+    short = data[:value_at - 2] + (12).to_bytes(2, "big") + data[value_at:value_at + 12]
+    short = short[:4] + len(short).to_bytes(4, "big") + short[8:]
+    with pytest.raises(DecodeError) as err:
+        decode(short)
+    assert err.value.code is ErrorCode.INVALID_TLV_LENGTH
+
+
+def test_summary_with_a_bad_path_is_ignored_and_a_loop_withdraws(net: Network) -> None:
+    a, b_id, c_id = net.gateways["gw-a"], net.gateway_id("gw-b"), net.gateway_id("gw-c")
+    held = a.summaries.table.best(c_id)
+    assert held is not None
+    forged = Summary(gateway_id=c_id, timestamp=held.timestamp + 1, path=(b_id,),
+                     domain="c.example", summary=Bloom.of([]).value)
+    for path in ((b_id,), (c_id,), (c_id, b_id, b_id), ()):  # origin not first, not from b
+        net.deliver("gw-b", "gw-a", replace(forged, path=path))
+    assert a.summaries.table.best(c_id) == held
+    # a path through gw-a itself is a loop: it withdraws what gw-b advertised
+    net.deliver("gw-b", "gw-a", replace(forged, path=(c_id, net.gateway_id("gw-a"), b_id)))
+    assert a.summaries.table.best(c_id) is None
