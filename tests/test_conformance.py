@@ -58,7 +58,10 @@ def test_checklist_check_says_what_to_add(tmp_path: Path,
                      encoding="utf-8")
     assert GEN.main(["--check", "--draft", str(draft)]) == 1
     err = capsys.readouterr().err
-    assert "Section 3.1 (draft line" in err and "drafts/conformance.toml" in err
+    (added,) = [r for r in GEN.requirements(draft.read_text(encoding="utf-8"))
+                if r.text == new]
+    assert f"Section {added.section} (draft line {added.line})" in err
+    assert "drafts/conformance.toml" in err
     assert f'[[requirement]]\ntext = "{new}"\ntests = ["tests/..."]' in err
     assert "out of date" in err
     # with an entry naming a test that does not exist, that is what it says
@@ -71,7 +74,7 @@ def test_checklist_check_says_what_to_add(tmp_path: Path,
         capsys.readouterr().err
     # rewritten, the checklist numbers the new sentence and its test
     assert GEN.main(["--draft", str(draft), "--mapping", str(mapping)]) == 1  # still bad
-    assert f"| C1 | 3.1 | {new} | `tests/test_nothing.py::test_no` |" in \
+    assert f"| {added.section} | {new} | `tests/test_nothing.py::test_no` |" in \
         draft.read_text(encoding="utf-8")
 
 
