@@ -175,3 +175,37 @@ def test_summary_with_a_bad_path_is_ignored_and_a_loop_withdraws(net: Network) -
     # a path through gw-a itself is a loop: it withdraws what gw-b advertised
     net.deliver("gw-b", "gw-a", replace(forged, path=(c_id, net.gateway_id("gw-a"), b_id)))
     assert a.summaries.table.best(c_id) is None
+
+
+def test_summary_folded_to_fit_a_small_pdu_limit(tmp_path: Path) -> None:
+    """gw-b's PDUs may hold 1200 octets (a lab-mode datagram link): the summary of
+    c.example (1000 terms: 16384 bits) it relays is folded to fit, and still finds every
+    skill of c.example."""
+    n = Network(tmp_path)
+    for name, dom in (("gw-a", "a.example"), ("gw-c", "c.example")):
+        n.gateway(name, dom, replication=summaries_only)
+    n.gateway("gw-b", "b.example", replication=summaries_only, pdu_limit=lambda _h: 1200)
+    n.agent("alice", "gw-a")
+    for i in range(280):
+        n.agent(f"c{i}", "gw-c", skills=tuple(
+            Skill(f"skill-{i}-{j}", f"Skill {i} {j}", (f"tag{i}",)) for j in range(3)))
+    for agent in n.agents.values():
+        agent.register(n.now)
+    n.pump()
+    n.gateways["gw-a"].connect("gw-b", n.now)
+    n.gateways["gw-b"].connect("gw-c", n.now)
+    n.advance(2)
+    from_b = [s for s in n.log if isinstance(s.msg, Summary) and s.source == "gw-b"
+              and s.dest == "gw-a" and s.msg.domain == "c.example"]
+    assert from_b and all(s.size <= 1200 for s in from_b)
+    held = n.gateways["gw-a"].summaries.table.best(n.gateway_id("gw-c"))
+    original = n.gateways["gw-b"].summaries.table.best(n.gateway_id("gw-c"))
+    assert held is not None and original is not None
+    assert len(held.bloom.value.bits) < len(original.bloom.value.bits)
+    assert all(may_match(DiscoveryQuery(skills=(f"skill-{i}-2",)), "c.example", held.bloom)
+               for i in range(280))
+    n.agents["alice"].discover(DiscoveryQuery(skills=("skill-217-1",)), n.now)
+    n.pump()
+    [found] = answer(n, "alice").results  # type: ignore[attr-defined]
+    assert found.record.record.name == "c217"
+    n.close()

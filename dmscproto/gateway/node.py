@@ -161,7 +161,8 @@ class GatewayNode:
                                 self.registration.handles.get, name, route_timeout,
                                 outgoing=outgoing)
         self.summaries = SummaryExchange(self._out, core, export_for=self._shown,
-                                         accepts=summary_check, transit=transit)
+                                         accepts=summary_check, transit=transit,
+                                         pdu_limit=pdu_limit)
         self.discovery_policy = discovery_policy
         self.fed_ctx = DiscoveryContext(core, self.summaries.table, self.txids,
                                         self.peers.get, verifier, self._peer_domain, transit,

@@ -30,26 +30,33 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from ..codec.messages import Summary
+from ..codec.pdu import encode
 from ..codec.registry import (
     ID_SIZE,
+    MAX_PDU_SIZE,
     SUMMARY_BITS_PER_ELEMENT,
     SUMMARY_MAX_BITS,
     SUMMARY_MAX_HASHES,
     SUMMARY_MIN_BITS,
+    TLV_HEADER_SIZE,
     ConstraintOp,
     timer,
 )
 from ..codec.values import CapabilityRecord, DiscoveryQuery
-from ..codec.wire import CapabilitySummary
+from ..codec.wire import CapabilitySummary, CapabilitySummaryFormat
 from ..gateway.core import GatewayCore
 from ..gateway.index import IndexTerms, words
 from ..gateway.routing import MAX_PATH
 from .machine import Handle, Outbox, Refusal
 from .peering import ExportFor
+
+#: Octets of SUMMARY_FILTER before the filter: hash functions and record count.
+SUMMARY_FILTER_HEAD = CapabilitySummaryFormat.subcons[0].sizeof() \
+    + CapabilitySummaryFormat.subcons[1].sizeof()
 
 
 def record_terms(record: CapabilityRecord) -> set[str]:
@@ -94,6 +101,16 @@ class Bloom:
             for b in _indices(term, hashes, bits):
                 out[b >> 3] |= 0x80 >> (b & 7)
         return cls(CapabilitySummary(hashes, count, bytes(out)))
+
+    def fold(self, octets: int) -> Bloom:
+        """The filter halved (bit ``b`` of the result is bit ``b`` or ``b + m/2`` of this
+        one) until it takes at most ``octets`` octets or is as small as allowed: the
+        same terms test present, since ``m/2`` divides ``m``."""
+        bits = self.value.bits
+        while len(bits) > octets and len(bits) % 16 == 0:
+            half = len(bits) // 2
+            bits = bytes(a | b for a, b in zip(bits[:half], bits[half:], strict=True))
+        return Bloom(replace(self.value, bits=bits))
 
     def __contains__(self, term: str) -> bool:
         v = self.value
@@ -234,8 +251,10 @@ class SummaryExchange:
     def __init__(self, outbox: Outbox, core: GatewayCore, *, export_for: ExportFor,
                  accepts: SummaryCheck = lambda _h, _d: None,
                  transit: SummaryTransit = lambda _p, _d: True,
+                 pdu_limit: Callable[[Handle], int] = lambda _h: MAX_PDU_SIZE,
                  interval: float = timer("SUMMARY_INTERVAL")) -> None:
         self.outbox = outbox
+        self.pdu_limit = pdu_limit
         self.core = core
         self.export_for = export_for
         self.accepts = accepts
@@ -320,7 +339,7 @@ class SummaryExchange:
             bloom = Bloom.of(own)
             if built is not None:
                 built[peer.domain] = bloom
-        self.outbox.send(peer.handle, Summary(
+        self._send(peer, Summary(
             gateway_id=self.core.gateway_id, timestamp=version,
             path=(self.core.gateway_id,), domain=self.core.domain, summary=bloom.value))
 
@@ -338,7 +357,7 @@ class SummaryExchange:
                 and peer.gateway_id not in best.path \
                 and self.transit(peer.domain, best.domain):
             told.add(peer.gateway_id)
-            self.outbox.send(peer.handle, Summary(
+            self._send(peer, Summary(
                 gateway_id=origin, timestamp=best.timestamp,
                 path=(*best.path, self.core.gateway_id), domain=best.domain,
                 summary=best.bloom.value))
@@ -346,8 +365,16 @@ class SummaryExchange:
             told.discard(peer.gateway_id)
             gone = best or before
             assert gone is not None
-            self.outbox.send(peer.handle, Summary(
+            self._send(peer, Summary(
                 gateway_id=origin, timestamp=gone.timestamp,
                 path=(*gone.path, self.core.gateway_id), domain=gone.domain))
         if not told:
             del self._told[origin]
+
+    def _send(self, peer: SummaryPeer, msg: Summary) -> None:
+        """Send ``msg``, its filter folded to fit the peer's PDU limit (Section 6.9)."""
+        if msg.summary is not None:
+            room = self.pdu_limit(peer.handle) - len(encode(replace(msg, summary=None))) \
+                - TLV_HEADER_SIZE - SUMMARY_FILTER_HEAD
+            msg = replace(msg, summary=Bloom(msg.summary).fold(room).value)
+        self.outbox.send(peer.handle, msg)
