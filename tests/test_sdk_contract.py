@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -22,20 +23,24 @@ from dmscproto.agent import (
     DeadlineExceeded,
     DmscError,
     ErrorCode,
+    MissingExtra,
     NotConnected,
     Request,
     Scope,
     Trace,
     TransportError,
 )
-from dmscproto.codec import DecodeError, decode
+from dmscproto.codec import DecodeError, EncodeError, decode
 from dmscproto.codec.messages import Deregister, DeregisterAck
 from dmscproto.gateway.store import StoreError
 from dmscproto.protocol.machine import ProtocolError
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.security.ca import CertificateError
 from dmscproto.security.errors import SecurityError
+from dmscproto.security.signing import SignatureError
+from dmscproto.security.token_server import TokenRequestError
 from dmscproto.transport import connect
 
 
@@ -60,8 +65,9 @@ async def slow(payload: bytes, request: Request) -> bytes:
 
 
 def test_every_error_is_a_dmsc_error_with_a_code() -> None:
-    for cls in (AgentError, TransportError, DecodeError, ProtocolError, SecurityError,
-                ConfigError, StoreError, NotConnected, DeadlineExceeded):
+    for cls in (AgentError, TransportError, DecodeError, EncodeError, ProtocolError,
+                SecurityError, CertificateError, SignatureError, TokenRequestError,
+                ConfigError, StoreError, NotConnected, DeadlineExceeded, MissingExtra):
         assert issubclass(cls, DmscError), cls
     with pytest.raises(DmscError) as err:
         decode(b"\x02" + bytes(15))
@@ -70,9 +76,13 @@ def test_every_error_is_a_dmsc_error_with_a_code() -> None:
     assert refused.code is refused.status is ErrorCode.NO_ROUTE
     assert str(refused) == "NO_ROUTE: no agent matches"
     assert issubclass(DeadlineExceeded, TimeoutError)
-    # what the README uses is importable from dmscproto.agent
-    assert Scope.FEDERATED and {"Agent", "Request", "Skill", "DiscoveryQuery", "Found",
-                                "Scope", "AgentError", "DmscError"} <= set(sdk.__all__)
+    # what the README's "Writing an agent" names is importable from dmscproto.agent
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Writing an agent\n")[1].split("\n## ")[0]
+    named = set(re.findall(r"`([A-Z][A-Za-z]+)[`(.]|\b([A-Z][a-z]+)\.[A-Z]", section))
+    named = {name for pair in named for name in pair if name}
+    others = {"AgentClient", "GatewayNode", "TimeoutError"}  # internals, a builtin
+    assert Scope.FEDERATED and named - others <= set(sdk.__all__), named - set(sdk.__all__)
 
 
 def test_an_unconnected_agent_says_so(tmp_path: Path) -> None:

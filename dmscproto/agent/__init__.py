@@ -5,12 +5,17 @@ Everything an application needs is importable from here: the agent and its resul
 the query and record types, and the errors (every one a :class:`DmscError`).
 """
 
+from ..codec.errors import DecodeError
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import DiscoveryQuery, HopRecord, Provider, Skill
 from ..errors import DeadlineExceeded, DmscError, MissingExtra, NotConnected
+from ..protocol.machine import ProtocolError
+from ..runtime.config import ConfigError
+from ..security.errors import SecurityError
 from ..transport.errors import TransportError
 from .sdk import Agent, AgentError, Found, Handler, Request, Trace
 
-__all__ = ["Agent", "AgentError", "DeadlineExceeded", "DiscoveryQuery", "DmscError",
-           "ErrorCode", "Found", "Handler", "HopRecord", "MissingExtra", "NotConnected",
-           "Provider", "Request", "Scope", "Skill", "Trace", "TransportError"]
+__all__ = ["Agent", "AgentError", "ConfigError", "DeadlineExceeded", "DecodeError",
+           "DiscoveryQuery", "DmscError", "ErrorCode", "Found", "Handler", "HopRecord",
+           "MissingExtra", "NotConnected", "ProtocolError", "Provider", "Request", "Scope",
+           "SecurityError", "Skill", "Trace", "TransportError"]

@@ -158,8 +158,8 @@ async def connect(agent: Agent, *, retry: bool) -> None:
         except (DmscError, OSError) as exc:
             if not retry:
                 raise
-            print(f"cannot reach the gateway at {agent.address}: {exc}; "
-                  f"retrying in {delay:g} s", file=sys.stderr, flush=True)
+            print(f"the gateway is not reachable: {exc}; retrying in {delay:g} s",
+                  file=sys.stderr, flush=True)
         await asyncio.sleep(delay)
         delay = min(delay * 2, RETRY_MAX)
 

@@ -48,6 +48,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from ..codec.registry import ErrorCode
+from ..errors import DmscError
 from .authority_store import AuthorityStore
 from .ca import Credential, Identity, parse_identity_uri
 from .errors import SecurityError
@@ -368,12 +370,19 @@ class TokenResponse:
     scope: str
 
 
-class TokenRequestError(Exception):
-    """The token endpoint refused: ``error`` is the RFC 6749 error code."""
+class TokenRequestError(DmscError):
+    """The token endpoint refused: ``error`` is the RFC 6749 error code, ``code`` the
+    DMSC one nearest to it (no token for that scope or audience, or none at all)."""
+
+    named = False
+    #: The DMSC error code of each RFC 6749 error an agent may get.
+    CODES = {"invalid_scope": ErrorCode.INSUFFICIENT_SCOPE,
+             "invalid_target": ErrorCode.WRONG_AUDIENCE}
 
     def __init__(self, status: int, error: str, description: str) -> None:
-        super().__init__(f"{status} {error}: {description}")
         self.status, self.error, self.description = status, error, description
+        super().__init__(f"{status} {error}: {description}",
+                         self.CODES.get(error, ErrorCode.INVALID_TOKEN))
 
 
 def client_context(anchors_pem: bytes, credential: Credential | None = None) -> ssl.SSLContext:

@@ -218,7 +218,8 @@ class DmscConnection(QuicConnectionProtocol):
         if (self._owns_transport and isinstance(exc, ConnectionRefusedError)
                 and not self._confirmed.done()):
             self._confirmed.set_exception(TransportError(
-                ErrorCode.TARGET_UNREACHABLE, f"connection refused: {exc.strerror}"))
+                ErrorCode.TARGET_UNREACHABLE,
+                "connection refused (nothing listens on that UDP port)"))
 
     @property
     def closed(self) -> bool:
