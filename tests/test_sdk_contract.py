@@ -6,6 +6,7 @@ QUIC on loopback."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import socket
@@ -36,7 +37,8 @@ from dmscproto.gateway.store import StoreError
 from dmscproto.protocol.machine import ProtocolError
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.runtime.logs import FIELDS
+from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import CertificateError
 from dmscproto.security.errors import SecurityError
 from dmscproto.security.signing import SignatureError
@@ -103,6 +105,31 @@ def test_an_unconnected_agent_says_so(tmp_path: Path) -> None:
             await asyncio.wait_for(agent.connect(), 3)
         assert err.value.code is ErrorCode.TARGET_UNREACHABLE
     run(scenario())
+
+
+def test_a_gateway_says_why_it_cannot_reach_a_peer(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    a, b = Domain.create(tmp_path, "a.example"), Domain.create(tmp_path, "b.example")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario() -> None:
+        config = write_gateway_config(a, "gw", peers=[PeerSpec(b, ("127.0.0.1", port))])
+        gw = GatewayRuntime(GatewayConfig.load(config))
+        await gw.start()
+        try:
+            for _ in range(300):
+                if any(r.getMessage() == "cannot reach peer" for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await gw.stop()
+    with caplog.at_level(logging.WARNING, logger="dmsc.gateway"):
+        run(scenario())
+    [said, *_] = [getattr(r, FIELDS) for r in caplog.records
+                  if r.getMessage() == "cannot reach peer"]
+    assert said["peer"] == f"127.0.0.1:{port}" and "refused" in said["error"]
 
 
 def test_register_again_replaces_the_record_and_concurrent_calls_queue(tmp_path: Path) -> None:
