@@ -137,9 +137,9 @@ FLOWS = (
          "the default ranking."),
     Flow("lab-discovery-federated.pcap", "Federated discovery (Section 5.2)",
          "The translator agent of b.example discovers, scope FEDERATED, by skill, tag and "
-         "intent; its gateway answers from the records it learned from a.example's "
-         "gateway (DISCOVER is not relayed between gateways in this version of the "
-         "implementation)."),
+         "intent; its gateway answers from the record it learned from a.example's "
+         "gateway (it holds a record of that domain, so it does not relay the DISCOVER, "
+         "Section 5.2.1)."),
     Flow("lab-route-local.pcap", "Routed call within a domain (Section 5.3)",
          "The planner agent calls the weather agent of its domain through their gateway: "
          "ROUTE_REQUEST in, delivered to the target (hop limit and path unchanged: local "
