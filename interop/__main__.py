@@ -92,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 def _debug(args: argparse.Namespace, impls: list[Implementation]) -> int:
     case = next((c for c in all_cases() if c.name == args.case), None)
     impl = next((i for i in impls if i.name == (args.impl or impls[0].name)), None)
-    if case is None or impl is None or args.yours not in labels(case):
-        print(f"python -m interop debug: no case {args.case!r}, implementation "
-              f"{args.impl!r} or endpoint {args.yours!r} (this case has "
-              f"{labels(case) if case else []})", file=sys.stderr)
+    problem = ("no such case" if case is None else
+               "the codec case has nothing to wait for: run it with `run --case codec`"
+               if case.decoder else f"no implementation {args.impl!r}" if impl is None else
+               f"{case.name} has no endpoint {args.yours!r} (it has {labels(case)})"
+               if args.yours not in labels(case) else None)
+    if problem is not None or case is None or impl is None:
+        print(f"python -m interop debug: {args.case}: {problem}", file=sys.stderr)
         return 2
     planned = next((p for p in plan([impl], [case], [args.transport])), None)
     if planned is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -112,26 +113,26 @@ class Endpoint:
 
     def hand_over(self) -> None:
         """Write the endpoint's environment to ``<label>.env`` and say how to use it."""
+        own = {k: v for k, v in sorted(self.env.items())
+               if k.startswith("DMSC_") or k == "SSLKEYLOGFILE"}
         path = self.directory.parent / f"{self.label}.env"
-        path.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.env.items())
-                                if k.startswith("DMSC_") or k == "SSLKEYLOGFILE"))
+        path.write_text("".join(f"{k}={v}\n" for k, v in own.items()))
+        waits = self.role is not c.Role.AGENT or self.env.get(c.PARTY) == c.Party.SERVER
         print(f"\nStart your {self.label} ({self.role.value}) now, with this environment "
-              f"(also in {path}):\n" + "".join(
-                  f"  export {k}={v}\n" for k, v in sorted(self.env.items())
-                  if k.startswith("DMSC_") or k == "SSLKEYLOGFILE")
-              + ("It is awaited until it creates DMSC_READY." if self.role is not c.Role.AGENT
-                 or self.env.get(c.PARTY) == c.Party.SERVER else
+              f"(also in {path}):\n" + "".join(f"  export {k}={v}\n" for k, v in own.items())
+              + ("It is awaited until it creates DMSC_READY." if waits else
                  "Press Ctrl-C when it is done: the runner then stops the rest and judges "
                  "the capture."), flush=True)
 
     async def wait_ready(self) -> None:
-        deadline = time.monotonic() + (MANUAL_TIMEOUT if self.manual else READY_TIMEOUT)
+        timeout = MANUAL_TIMEOUT if self.manual else READY_TIMEOUT
+        deadline = time.monotonic() + timeout
         while not self.ready_file.exists():
             if self.process is not None and self.process.returncode is not None:
                 self.check(self.process.returncode, "exited before it was ready")
                 raise CaseFailed(f"{self.label} exited 0 before it was ready")
             if time.monotonic() > deadline:
-                raise CaseFailed(f"{self.label} not ready after {READY_TIMEOUT:.0f} s")
+                raise CaseFailed(f"{self.label} not ready after {timeout:.0f} s")
             await asyncio.sleep(0.05)
 
     def check(self, status: int, when: str = "") -> None:
@@ -290,7 +291,7 @@ class CaseRun:
     async def run_decoder(self) -> None:
         ep = self.endpoint("decoder", c.Role.DECODER, self.impls["decoder"], GATEWAY)
         vectors = self.directory / "vectors.jsonl"
-        vectors.write_text("".join(f'{{"name": "{n}", "expect": "{e}", "hex": "{d.hex()}"}}\n'
+        vectors.write_text("".join(json.dumps({"name": n, "expect": e, "hex": d.hex()}) + "\n"
                                    for n, e, d in draft_vectors()), encoding="utf-8")
         await ep.start(stdin=vectors, stdout=ep.directory / "output.jsonl")
         assert ep.process is not None
