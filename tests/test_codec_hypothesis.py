@@ -149,6 +149,7 @@ VALUES: dict[TlvType, st.SearchStrategy[Any]] = {
         CapabilitySummary, st.integers(1, 16), uint32,
         st.integers(1, 8).flatmap(lambda words: st.binary(min_size=8 * words,
                                                           max_size=8 * words))),
+    TlvType.RETRY_AFTER: uint32,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -13,13 +14,18 @@ import pytest
 
 from dmscproto.codec import cbor
 from dmscproto.codec.errors import DecodeError
-from dmscproto.codec.registry import LIMITS, ErrorCode, limit
+from dmscproto.codec.messages import Discover, DiscoverReply, EchoReply, EchoRequest
+from dmscproto.codec.registry import LIMITS, ErrorCode, Scope, limit
+from dmscproto.codec.values import DiscoveryQuery
+from dmscproto.gateway.limits import RequestLimits
+from dmscproto.protocol.events import RequestCompleted
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.lab import LabAssociations
 from dmscproto.runtime.pump import Association, Link
 from dmscproto.runtime.sandbox import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
+from dmscproto.testing.harness import Network
 from dmscproto.transport.datagram import PayloadReceived, PeerClosed, PeerConnected
 from dmscproto.transport.quic import QuicLimits, QuicServer
 from dmscproto.transport.udp import CleartextEndpoint
@@ -117,3 +123,57 @@ def test_cbor_text_that_is_not_utf8_is_malformed_and_costs_no_memory() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 100_000, grown
+
+
+# --- rate, cost and query limits (Section 10.7) -----------------------------------------
+def test_token_bucket_and_query_limits() -> None:
+    values = {"RATE_AGENT": 10.0, "RATE_AGENT_BURST": 20.0, "DISCOVER_COST": 5.0,
+              "QUERY_MAX_INTENT": 16, "QUERY_MAX_TERMS": 3}
+    lim = RequestLimits(lambda name: values.get(name, limit(name)))
+    disc = Discover(transaction_id=1, query=DiscoveryQuery(skills=("x",)), scope=Scope.LOCAL,
+                    max_results=1)
+    assert [lim.check("a", disc, False, 0.0) for _ in range(4)] == [None] * 4
+    refused = lim.check("a", disc, False, 0.0)  # 20 tokens spent, a DISCOVER needs 5
+    assert refused is not None and refused.code is ErrorCode.RATE_LIMITED
+    assert refused.retry_after == 500  # 5 tokens at 10 a second
+    echo = EchoRequest(transaction_id=2, sequence=1, timestamp=0)
+    assert lim.check("b", echo, False, 0.0) is None  # another association: its own bucket
+    assert lim.check("a", disc, False, 0.5) is None  # refilled
+    for query, why in ((DiscoveryQuery(intent="x" * 17), "intent of 17 octets"),
+                       (DiscoveryQuery(skills=("a", "b"), tags=("c", "d")), "4 query terms")):
+        refused = lim.check("c", replace(disc, query=query), False, 0.0)
+        assert refused is not None and refused.code is ErrorCode.QUERY_TOO_LARGE
+        assert why in refused.diagnostic and refused.retry_after is None
+
+
+def test_node_answers_rate_limited_with_retry_after_and_serves_the_others(
+        tmp_path: Path) -> None:
+    """An agent beyond its bucket gets its DISCOVER_REPLY with RATE_LIMITED and
+    RETRY_AFTER at once; another agent is served meanwhile; a query beyond the size
+    limits is QUERY_TOO_LARGE; after RETRY_AFTER the first agent is served again."""
+    values = {"RATE_AGENT": 100.0, "RATE_AGENT_BURST": 300.0}
+    net = Network(tmp_path)
+    try:
+        net.gateway("gw", limits=RequestLimits(lambda name: values.get(name, limit(name))))
+        greedy, other = net.agent("greedy", "gw"), net.agent("other", "gw")
+        query = DiscoveryQuery(skills=("x",))
+        for _ in range(4):
+            greedy.discover(query, net.now)
+        other.echo(net.now)
+        net.pump()
+        answers = [e.answer for e in net.take("greedy", RequestCompleted)]
+        assert [a.status for a in answers] == [ErrorCode.SUCCESS] * 3 + [ErrorCode.RATE_LIMITED]
+        assert isinstance(answers[3], DiscoverReply) and answers[3].retry_after == 1000
+        [echoed] = net.take("other", RequestCompleted)
+        assert isinstance(echoed.answer, EchoReply)
+        greedy.discover(DiscoveryQuery(intent="w " * 600), net.now)
+        net.pump()
+        [big] = net.take("greedy", RequestCompleted)
+        assert big.answer.status is ErrorCode.QUERY_TOO_LARGE  # type: ignore[attr-defined]
+        net.advance(1.0)
+        greedy.discover(query, net.now)
+        net.pump()
+        [again] = net.take("greedy", RequestCompleted)
+        assert again.answer.status is ErrorCode.SUCCESS  # type: ignore[attr-defined]
+    finally:
+        net.close()

@@ -134,6 +134,7 @@ TLV_DOCS: dict[TlvType, tuple[str, str]] = {
     TlvType.SEQUENCE: ("echo sequence number", "6.8"),
     TlvType.HOP: ("one gateway's hop record", "7.6"),
     TlvType.SUMMARY_FILTER: ("Bloom filter of a domain's capability terms", "6.9"),
+    TlvType.RETRY_AFTER: ("milliseconds before the request may succeed again", "10.7"),
 }
 
 #: Meaning and defining section of every error code (Section 11.5).
@@ -182,6 +183,7 @@ ERROR_DOCS: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.RATE_LIMITED: ("the sender exceeds a rate limit", "10.7"),
     ErrorCode.RESOURCE_EXHAUSTED: ("the receiver lacks resources", "10.7"),
     ErrorCode.INTERNAL_ERROR: ("the receiver failed", "5.4"),
+    ErrorCode.QUERY_TOO_LARGE: ("a DISCOVER query exceeds a size or cost limit", "10.7"),
 }
 
 #: Units of the timers whose value is not in seconds (Section 8).

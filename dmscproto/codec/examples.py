@@ -229,6 +229,10 @@ def examples() -> dict[str, Message]:
                            path=(GATEWAY_A_ID,), domain="a.example",
                            summary=CapabilitySummary(
                                10, 1, bytes.fromhex("943b0507403aba500bf567c9caf8f529"))),
+        # a rate limit's refusal and when to try again (Section 10.7)
+        "discover-reply-rate-limited": DiscoverReply(
+            transaction_id=21, status=ErrorCode.RATE_LIMITED,
+            diagnostic="more than 20 requests a second", retry_after=250),
     }
 
 

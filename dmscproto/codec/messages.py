@@ -118,6 +118,7 @@ class RegisterAck(Message):
     agent_id: bytes | None = tlv(TlvType.AGENT_ID, default=None)
     lease: int | None = tlv(TlvType.LEASE, default=None)
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)
     trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
@@ -140,6 +141,7 @@ class RefreshAck(Message):
     status: ErrorCode = tlv(TlvType.STATUS)
     lease: int | None = tlv(TlvType.LEASE, default=None)
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)
     trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
@@ -160,6 +162,7 @@ class DeregisterAck(Message):
 
     status: ErrorCode = tlv(TlvType.STATUS)
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)
     trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
@@ -185,6 +188,7 @@ class DiscoverReply(Message):
     status: ErrorCode = tlv(TlvType.STATUS)
     results: tuple[Result, ...] = tlv(TlvType.RESULT, default=())
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)
     trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
@@ -213,6 +217,7 @@ class RouteReply(Message):
     path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, default=None)
     payload: bytes | None = tlv(TlvType.PAYLOAD, default=None)
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)
     trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
@@ -320,6 +325,7 @@ class TraceReply(Message):
     target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, default=None)
     hops: tuple[HopRecord, ...] = tlv(TlvType.HOP, default=())
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)
     trace: TraceContext | None = tlv(TlvType.TRACE_CONTEXT, default=None)
 
 
@@ -331,3 +337,4 @@ class Error(Message):
     status: ErrorCode = tlv(TlvType.STATUS)
     offending_type: int | None = tlv(TlvType.OFFENDING_TYPE, default=None)
     diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)

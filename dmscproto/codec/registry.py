@@ -96,6 +96,7 @@ class TlvType(IntEnum):
 
     TRACE_CONTEXT = 0x0001
     DIAGNOSTIC = 0x0002
+    RETRY_AFTER = 0x0050
     AGENT_ID = 0x8001
     GATEWAY_ID = 0x8002
     SIGNED_RECORD = 0x8003
@@ -200,6 +201,7 @@ class ErrorCode(IntEnum):
     RATE_LIMITED = 0x0601
     RESOURCE_EXHAUSTED = 0x0602
     INTERNAL_ERROR = 0x0603
+    QUERY_TOO_LARGE = 0x0604
 
     @classmethod
     def _missing_(cls, value: object) -> ErrorCode | None:
@@ -351,6 +353,19 @@ LIMITS: tuple[Limit, ...] = (
           "QUIC connections (handshakes included) from one source IP address"),
     Limit("QUIC_MAX_PER_IDENTITY", 16, "connections",
           "authenticated QUIC connections of one agent or gateway; the oldest is closed"),
+    Limit("RATE_AGENT", 2000, "tokens/s",
+          "token bucket refill of each agent association; a request costs one token, a "
+          "DISCOVER DISCOVER_COST (RATE_LIMITED with RETRY_AFTER beyond)"),
+    Limit("RATE_AGENT_BURST", 4000, "tokens", "token bucket size of each agent association"),
+    Limit("RATE_PEER", 20000, "tokens/s",
+          "token bucket refill of each peer gateway's association (its requests)"),
+    Limit("RATE_PEER_BURST", 40000, "tokens", "token bucket size of each peer association"),
+    Limit("DISCOVER_COST", 100, "tokens", "what a DISCOVER takes from its sender's bucket"),
+    Limit("QUERY_MAX_INTENT", 1024, "octets",
+          "longest intent of a query (DISCOVER, ROUTE_REQUEST): QUERY_TOO_LARGE beyond"),
+    Limit("QUERY_MAX_TERMS", 64, "terms",
+          "most skills, tags, modes and constraints of a query together: QUERY_TOO_LARGE "
+          "beyond"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

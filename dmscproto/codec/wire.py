@@ -361,6 +361,7 @@ class CapabilitySummaryCodec(ValueCodec[CapabilitySummary]):
 VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
     TlvType.TRACE_CONTEXT: CborCodec(TraceContext, cbor.scan_text_map),
     TlvType.DIAGNOSTIC: TextCodec(),
+    TlvType.RETRY_AFTER: FixedCodec(c.Int32ub),
     TlvType.AGENT_ID: FixedCodec(Id),
     TlvType.GATEWAY_ID: FixedCodec(Id),
     TlvType.SIGNED_RECORD: SignedRecordCodec(),

@@ -57,7 +57,7 @@ from ..codec.messages import (
     Summary,
     TraceRequest,
 )
-from ..codec.registry import MAX_PDU_SIZE, ErrorCode, MessageType, Scope, timer
+from ..codec.registry import ANSWER_TO, MAX_PDU_SIZE, ErrorCode, MessageType, Scope, timer
 from ..codec.values import CapabilityRecord
 from ..codec.wire import VersionedId
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
@@ -77,7 +77,6 @@ from ..protocol.machine import (
     Refusal,
     TransactionIds,
     earliest,
-    error_answer,
     refusal_answer,
 )
 from ..protocol.oam import EchoResponder, TraceRelay
@@ -100,6 +99,7 @@ from ..protocol.summary import (
 )
 from ..protocol.sync import PeerSync, SyncPeer
 from .core import GatewayCore
+from .limits import RequestLimits
 from .restart import RestartGrace
 
 #: Checks a message before dispatch; returns the refusal, or None to accept it.
@@ -133,6 +133,7 @@ class GatewayNode:
                  replication: Callable[[str], Replication] = lambda _d: Replication.FULL,
                  summary_check: SummaryCheck = lambda _h, _d: None,
                  transit: SummaryTransit = lambda _p, _d: True,
+                 limits: RequestLimits | None = None,
                  rng: random.Random | None = None) -> None:
         self.core = core
         self.name = name
@@ -145,6 +146,8 @@ class GatewayNode:
         self._export_for = export_for
         self.pdu_limit = pdu_limit
         self.replication = replication
+        #: Rate, cost and query limits of requests (Section 10.7; None: none).
+        self.limits = limits
         self.txids = TransactionIds(rng)
         self._out = Outbox()                   # what the machines produce
         self._events: deque[object] = deque()  # what the caller sees
@@ -259,18 +262,26 @@ class GatewayNode:
 
     def _answer_refused(self, source: Handle, msg: Message, err: ProtocolError,
                         queued: int) -> None:
-        """A refused request is answered at once (Section 5.4): ERROR with the refusal's
-        code, unless the machine that refused it has sent ``source`` its answer (or a
-        session's NOTIFY) since the first ``queued`` messages, so that no requester
-        waits for an answer that will never come."""
+        """A refused request is answered at once (Section 5): its answer message, or ERROR,
+        with the refusal's code, unless the machine that refused it has sent ``source``
+        its answer (or a session's NOTIFY) since the first ``queued`` messages, so that
+        no requester waits for an answer that will never come."""
         if any(dest == source for dest, _ in self._out.messages[queued:]):
             return
-        answer = error_answer(msg, err.code, err.diagnostic)
+        answer = refusal_answer(msg, err.code, err.diagnostic)
         if answer is not None:
             self._out.send(source, answer)
 
     def _dispatch(self, source: Handle, msg: Message, now: float) -> None:
         t = msg.TYPE
+        if self.limits is not None and t in ANSWER_TO and t not in SESSION_MESSAGES:
+            limited = self.limits.check(source, msg, source in self.sessions, now)
+            if limited is not None:  # before any cryptography the admission would do
+                answer = refusal_answer(msg, limited.code, limited.diagnostic,
+                                        limited.retry_after)
+                if answer is not None:
+                    self._out.send(source, answer)
+                raise ProtocolError(limited.code, limited.diagnostic, t)
         if self.admit is not None:
             refused = self.admit(source, msg, now)
             if refused is not None:
@@ -431,6 +442,8 @@ class GatewayNode:
                 self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
+                if self.limits is not None:
+                    self.limits.forget(ev.handle)
                 self._fail_relays_via(ev.handle, now)
                 if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
                     del self.peers[ev.gateway_id]

@@ -62,28 +62,31 @@ class Refusal:
     diagnostic: str
 
 
-def error_answer(msg: Message, code: ErrorCode, diagnostic: str) -> Error | None:
+def error_answer(msg: Message, code: ErrorCode, diagnostic: str,
+                 retry_after: int | None = None) -> Error | None:
     """The wire answer to a request that cannot be processed (Section 5.4): ERROR with the
-    request's transaction id and type.  Answers, one-way messages and ERROR itself are
-    never answered (None): they are dropped."""
+    request's transaction id and type (and RETRY_AFTER in ms, Section 10.7).  Answers,
+    one-way messages and ERROR itself are never answered (None): they are dropped."""
     if msg.TYPE not in ANSWER_TO:
         return None
     return Error(transaction_id=msg.transaction_id, status=code,
-                 offending_type=int(msg.TYPE), diagnostic=diagnostic)
+                 offending_type=int(msg.TYPE), diagnostic=diagnostic, retry_after=retry_after)
 
 
-def refusal_answer(msg: Message, code: ErrorCode, diagnostic: str) -> Message | None:
+def refusal_answer(msg: Message, code: ErrorCode, diagnostic: str,
+                   retry_after: int | None = None) -> Message | None:
     """The answer to a request that was decoded but cannot be accepted (Section 5): its
     answer message with the error in STATUS when that message has a STATUS TLV, ERROR
-    otherwise; nothing for answers and one-way messages."""
+    otherwise (either with RETRY_AFTER in ms if given, Section 10.7); nothing for
+    answers and one-way messages."""
     answer_type = ANSWER_TO.get(msg.TYPE)
     if answer_type is None:
         return None
     cls = MESSAGE_CLASSES[answer_type]
     if any(s.name == "status" for s in cls.SPEC) and answer_type is not MessageType.UPDATE:
         return cls(transaction_id=msg.transaction_id, status=code,  # type: ignore[call-arg]
-                   diagnostic=diagnostic)
-    return error_answer(msg, code, diagnostic)
+                   diagnostic=diagnostic, retry_after=retry_after)
+    return error_answer(msg, code, diagnostic, retry_after)
 
 
 @dataclass

@@ -48,6 +48,7 @@ from ..codec.messages import Message
 from ..codec.registry import MAX_PDU_SIZE, ErrorCode, timer
 from ..codec.values import ExportPolicy
 from ..gateway.core import GatewayCore
+from ..gateway.limits import RequestLimits
 from ..gateway.node import GatewayNode
 from ..gateway.store import RegistryStore
 from ..protocol.events import (
@@ -286,7 +287,7 @@ class GatewayRuntime:
                                 pdu_limit=_pdu_limit, session_timers=self._session_timers,
                                 replication=lambda domain: Replication.SUMMARY
                                 if domain in summary else Replication.FULL,
-                                **self.guard.node_hooks())
+                                limits=RequestLimits(c.limit), **self.guard.node_hooks())
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
                          on_receive=self.observer.received)
         if self.core.agent_ids(local_only=True):  # a restart (Section 6.1.2)

@@ -1,6 +1,8 @@
-"""QUIC handshake flood benchmark (draft Section 10.7; issue 13 item 1).
+"""Flood benchmarks (draft Section 10.7; issue 13 items 1 and 2): QUIC handshakes, or
+costly DISCOVERs.
 
     python tools/bench/flood.py [--initials N] [--rate R] [--seconds S] [--unlimited]
+    python tools/bench/flood.py --discover [--attack-seconds T] [--seconds S] [--unlimited]
 
 Three processes: ``dmsc gateway --config`` (the real gateway: SQLite store, mutual TLS,
 the QUIC limits of its ``[limits]`` table, defaults unless ``--unlimited``), the
@@ -14,6 +16,13 @@ sampled every 50 ms throughout.
 
 ``--unlimited`` sets the QUIC limits so high that none applies (no Retry, no caps, the
 handshake timeout at QUIC's idle timeout): the gateway as it was before the limits.
+
+With ``--discover`` the attacker is an authenticated agent instead (its own process, the
+SDK) that keeps 8 DISCOVERs in flight for T seconds, each with a 60 KB intent of
+distinct words, against 40 registered records; ``--unlimited`` then lifts the rate,
+cost and query limits (RATE_*, DISCOVER_COST, QUERY_*).  The JSON then has
+``discovers`` (answered) and ``discover_status`` (answers by status) instead of the
+handshake figures.
 
 Last line, one JSON object: ``initials``, ``attack_s``, ``rss_before_mb``,
 ``rss_peak_mb``, ``echo_p50_ms``/``echo_p99_ms`` during the flood and
@@ -34,17 +43,19 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dmscproto.agent import Agent
-from dmscproto.codec.registry import LIMITS, timer
+from dmscproto.agent import Agent, AgentError
+from dmscproto.codec.registry import LIMITS, ErrorCode, timer
 from dmscproto.runtime.sandbox import Domain, write_gateway_config
 from dmscproto.security.ca import Kind
 from dmscproto.testing.flood import flood
 
 HOST = "127.0.0.1"
 ATTACKER = "127.0.0.2"  # another source address on loopback (Linux routes 127/8 to lo)
+ATTACKER_AGENT = 63  # the certificate the DISCOVER attacker uses
 _CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
 
 
@@ -64,7 +75,9 @@ def _setup(root: Path, unlimited: bool) -> Path:
     if unlimited:
         off = {"QUIC_RETRY_THRESHOLD": 10**9, "QUIC_MAX_PENDING": 10**9,
                "QUIC_MAX_CONNECTIONS": 10**9, "QUIC_MAX_PER_ADDRESS": 10**9,
-               "QUIC_HANDSHAKE_TIMEOUT": timer("QUIC_IDLE_TIMEOUT")}
+               "QUIC_HANDSHAKE_TIMEOUT": timer("QUIC_IDLE_TIMEOUT"),
+               "RATE_AGENT": 10**9, "RATE_AGENT_BURST": 10**9, "DISCOVER_COST": 1,
+               "QUERY_MAX_INTENT": 10**9, "QUERY_MAX_TERMS": 10**9}
         assert set(off) <= {lim.name for lim in LIMITS}
         text = config.read_text()
         config.write_text(text.replace("[limits]\n", "[limits]\n" + "".join(
@@ -92,6 +105,7 @@ async def _run(keys: Path, gateway: subprocess.Popen[str], address: str,
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
+    targets = await _register_targets(keys, address) if args.discover else []
     prober = _agent(keys, 0, address)
     await prober.connect()
     for _ in range(100):  # warm-up
@@ -102,9 +116,14 @@ async def _run(keys: Path, gateway: subprocess.Popen[str], address: str,
         base.append(await prober.echo())
     rss_before = rss_mb(gateway.pid)
     host, port = address.rsplit(":", 1)
-    attacker = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--attack", host, port, str(args.initials),
-        str(args.rate), stdout=subprocess.PIPE)
+    if args.discover:
+        attacker = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--discover-attack", str(keys), address,
+            str(args.attack_seconds), stdout=subprocess.PIPE)
+    else:
+        attacker = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--attack", host, port, str(args.initials),
+            str(args.rate), stdout=subprocess.PIPE)
     under: list[float] = []
     failures = 0
     connects: list[float] = []
@@ -113,7 +132,7 @@ async def _run(keys: Path, gateway: subprocess.Popen[str], address: str,
     async def newcomers() -> None:
         nonlocal connect_failures
         i = 1
-        while attacker.returncode is None and i < 64:
+        while attacker.returncode is None and i < 20:
             started = time.perf_counter()
             agent = _agent(keys, i, address)
             try:
@@ -135,13 +154,16 @@ async def _run(keys: Path, gateway: subprocess.Popen[str], address: str,
         except Exception:
             failures += 1
     assert attacker.stdout is not None
-    attack_s = float((await attacker.stdout.read()).decode().strip() or "nan")
+    said = json.loads((await attacker.stdout.read()).decode())
     await joining
     await asyncio.sleep(1.0)  # memory after the flood, while handshakes expire
     sampler.cancel()
     await prober.close(deregister=False)
-    return {"initials": args.initials, "attack_s": round(attack_s, 2),
-            "unlimited": args.unlimited,
+    for agent in targets:
+        await agent.close(deregister=False)
+    attack = ({"discovers": said["answered"], "discover_status": said["status"]}
+              if args.discover else {"initials": args.initials})
+    return {**attack, "attack_s": round(said["seconds"], 2), "unlimited": args.unlimited,
             "rss_before_mb": round(rss_before, 1), "rss_peak_mb": round(max(rss), 1),
             "echo_p50_ms": _pct(under, 0.5), "echo_p99_ms": _pct(under, 0.99),
             "base_p50_ms": _pct(base, 0.5), "base_p99_ms": _pct(base, 0.99),
@@ -152,6 +174,43 @@ async def _run(keys: Path, gateway: subprocess.Popen[str], address: str,
             "echo_mean_ms": round(statistics.fmean(under) * 1e3, 3) if under else None}
 
 
+async def _discover_flood(keys: Path, address: str, seconds: float) -> dict[str, Any]:
+    """The costly-DISCOVER attacker: 8 in flight, each with a 60 KB intent."""
+    attacker = _agent(keys, ATTACKER_AGENT, address)
+    intent = " ".join(f"w{i}" for i in range(12_000))[:60_000]
+    status: Counter[str] = Counter()
+    answered = 0
+    await attacker.connect()
+    start = time.perf_counter()
+    end = start + seconds
+
+    async def loop() -> None:
+        nonlocal answered
+        while time.perf_counter() < end:
+            try:
+                await attacker.discover(intent=intent, tags=["bench"])
+                status["SUCCESS"] += 1
+            except AgentError as exc:
+                status[exc.status.name] += 1
+                if exc.status is ErrorCode.RATE_LIMITED:
+                    await asyncio.sleep(0.01)
+            answered += 1
+
+    await asyncio.gather(*(loop() for _ in range(8)))
+    took = time.perf_counter() - start
+    await attacker.close(deregister=False)
+    return {"seconds": took, "answered": answered, "status": dict(status)}
+
+
+async def _register_targets(keys: Path, address: str) -> list[Agent]:
+    """40 agents with records worth searching (the DISCOVER flood's haystack)."""
+    agents = [_agent(keys, 20 + i, address) for i in range(40)]
+    for i, agent in enumerate(agents):
+        await agent.register(["bench"], description=" ".join(f"w{j}" for j in
+                                                             range(i * 50, i * 50 + 200)))
+    return agents
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--initials", type=int, default=20_000)
@@ -159,6 +218,10 @@ def main() -> None:
                         help="Initials per second (0: as fast as the attacker makes them)")
     parser.add_argument("--seconds", type=float, default=3.0, help="baseline duration")
     parser.add_argument("--unlimited", action="store_true")
+    parser.add_argument("--discover", action="store_true",
+                        help="flood with costly DISCOVERs instead of QUIC Initials")
+    parser.add_argument("--attack-seconds", type=float, default=10.0)
+    parser.add_argument("--discover-attack", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--attack", nargs=4, metavar=("HOST", "PORT", "COUNT", "RATE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -166,7 +229,11 @@ def main() -> None:
         host, port, count, rate = args.attack
         took = asyncio.run(flood(host, int(port), int(count),
                                  rate=float(rate) or None, source=ATTACKER))
-        print(took)
+        print(json.dumps({"seconds": took}))
+        return
+    if args.discover_attack:
+        keys, address, seconds = args.discover_attack
+        print(json.dumps(asyncio.run(_discover_flood(Path(keys), address, float(seconds)))))
         return
     with tempfile.TemporaryDirectory() as tmp:
         keys = _setup(Path(tmp), args.unlimited)

@@ -71,6 +71,7 @@ vs.ErrorCode = {
   [0x0601] = "RATE_LIMITED",
   [0x0602] = "RESOURCE_EXHAUSTED",
   [0x0603] = "INTERNAL_ERROR",
+  [0x0604] = "QUERY_TOO_LARGE",
 }
 vs.MessageType = {
   [0x01] = "REGISTER",
@@ -104,6 +105,7 @@ vs.Scope = {
 vs.TlvType = {
   [0x0001] = "TRACE_CONTEXT",
   [0x0002] = "DIAGNOSTIC",
+  [0x0050] = "RETRY_AFTER",
   [0x8001] = "AGENT_ID",
   [0x8002] = "GATEWAY_ID",
   [0x8003] = "SIGNED_RECORD",
@@ -155,6 +157,7 @@ f["dmsc.capability_record"] = ProtoField.bytes("dmsc.capability_record",
     "Capability record (COSE payload)")
 f["dmsc.trace_context"] = ProtoField.bytes("dmsc.trace_context", "trace context")
 f["dmsc.diagnostic"] = ProtoField.string("dmsc.diagnostic", "diagnostic", base.UNICODE)
+f["dmsc.retry_after"] = ProtoField.uint32("dmsc.retry_after", "retry after", base.DEC)
 f["dmsc.agent_id"] = ProtoField.bytes("dmsc.agent_id", "agent id")
 f["dmsc.gateway_id"] = ProtoField.bytes("dmsc.gateway_id", "gateway id")
 f["dmsc.signed_record"] = ProtoField.bytes("dmsc.signed_record", "signed record")
@@ -240,6 +243,7 @@ dmsc.experts = expert_list
 local layouts = {
   [0x0001] = { { kind = "cbor", size = nil, field = f["dmsc.trace_context"], cose = false } },
   [0x0002] = { { kind = "text", size = nil, field = f["dmsc.diagnostic"], cose = false } },
+  [0x0050] = { { kind = "uint", size = 4, field = f["dmsc.retry_after"], flags = nil, strict = nil, open = false } },
   [0x8001] = { { kind = "bytes", size = 16, field = f["dmsc.agent_id"], cose = false } },
   [0x8002] = { { kind = "bytes", size = 16, field = f["dmsc.gateway_id"], cose = false } },
   [0x8003] = { { kind = "cbor", size = nil, field = f["dmsc.signed_record"], cose = true } },
@@ -279,32 +283,32 @@ local messages = {
     occurs = { [0x0001] = "0..1", [0x8003] = "1", [0x8004] = "1", [0x8006] = "1", [0x8007] = "1", [0x8019] = "0..1" },
     names = { [0x0001] = "trace", [0x8003] = "record", [0x8004] = "lease", [0x8006] = "nonce", [0x8007] = "timestamp", [0x8019] = "token" } },
   [0x02] = { -- REGISTER_ACK
-    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8001] = "0..1", [0x8004] = "0..1", [0x8005] = "1" },
-    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8001] = "agent_id", [0x8004] = "lease", [0x8005] = "status" } },
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x0050] = "0..1", [0x8001] = "0..1", [0x8004] = "0..1", [0x8005] = "1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8001] = "agent_id", [0x8004] = "lease", [0x8005] = "status" } },
   [0x03] = { -- REFRESH
     occurs = { [0x0001] = "0..1", [0x8001] = "1", [0x8004] = "1", [0x8006] = "1", [0x8007] = "1", [0x8019] = "0..1" },
     names = { [0x0001] = "trace", [0x8001] = "agent_id", [0x8004] = "lease", [0x8006] = "nonce", [0x8007] = "timestamp", [0x8019] = "token" } },
   [0x04] = { -- REFRESH_ACK
-    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8004] = "0..1", [0x8005] = "1" },
-    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8004] = "lease", [0x8005] = "status" } },
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x0050] = "0..1", [0x8004] = "0..1", [0x8005] = "1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8004] = "lease", [0x8005] = "status" } },
   [0x05] = { -- DEREGISTER
     occurs = { [0x0001] = "0..1", [0x8001] = "1", [0x8006] = "1", [0x8007] = "1", [0x8019] = "0..1" },
     names = { [0x0001] = "trace", [0x8001] = "agent_id", [0x8006] = "nonce", [0x8007] = "timestamp", [0x8019] = "token" } },
   [0x06] = { -- DEREGISTER_ACK
-    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1" },
-    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status" } },
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x0050] = "0..1", [0x8005] = "1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8005] = "status" } },
   [0x10] = { -- DISCOVER
     occurs = { [0x0001] = "0..1", [0x8008] = "1", [0x8009] = "1", [0x800a] = "1", [0x800c] = "0..1", [0x800e] = "0..1", [0x800f] = "0..1", [0x8019] = "0..1" },
     names = { [0x0001] = "trace", [0x8008] = "query", [0x8009] = "scope", [0x800a] = "max_results", [0x800c] = "source_agent", [0x800e] = "hop_limit", [0x800f] = "path", [0x8019] = "token" } },
   [0x11] = { -- DISCOVER_REPLY
-    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1", [0x800b] = "0..n" },
-    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status", [0x800b] = "results" } },
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x0050] = "0..1", [0x8005] = "1", [0x800b] = "0..n" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8005] = "status", [0x800b] = "results" } },
   [0x20] = { -- ROUTE_REQUEST
     occurs = { [0x0001] = "0..1", [0x8008] = "0..1", [0x800c] = "1", [0x800d] = "0..1", [0x800e] = "1", [0x800f] = "1", [0x8010] = "1", [0x8019] = "0..1", [0x801b] = "0..1" },
     names = { [0x0001] = "trace", [0x8008] = "query", [0x800c] = "source_agent", [0x800d] = "target_agent", [0x800e] = "hop_limit", [0x800f] = "path", [0x8010] = "payload", [0x8019] = "token", [0x801b] = "timeout_ms" } },
   [0x21] = { -- ROUTE_REPLY
-    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1", [0x800d] = "0..1", [0x800f] = "0..1", [0x8010] = "0..1" },
-    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status", [0x800d] = "target_agent", [0x800f] = "path", [0x8010] = "payload" } },
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x0050] = "0..1", [0x8005] = "1", [0x800d] = "0..1", [0x800f] = "0..1", [0x8010] = "0..1" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8005] = "status", [0x800d] = "target_agent", [0x800f] = "path", [0x8010] = "payload" } },
   [0x30] = { -- OPEN
     occurs = { [0x8002] = "1", [0x8011] = "1", [0x8012] = "1", [0x8013] = "1", [0x8019] = "0..1", [0x801c] = "0..1" },
     names = { [0x8002] = "gateway_id", [0x8011] = "domain", [0x8012] = "hold_time", [0x8013] = "capabilities", [0x8019] = "token", [0x801c] = "export_policy" } },
@@ -336,11 +340,11 @@ local messages = {
     occurs = { [0x0001] = "0..1", [0x800d] = "1", [0x800e] = "1", [0x800f] = "1", [0x801e] = "0..n" },
     names = { [0x0001] = "trace", [0x800d] = "target_agent", [0x800e] = "hop_limit", [0x800f] = "path", [0x801e] = "hops" } },
   [0x43] = { -- TRACE_REPLY
-    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x8005] = "1", [0x800d] = "0..1", [0x801e] = "0..n" },
-    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x8005] = "status", [0x800d] = "target_agent", [0x801e] = "hops" } },
+    occurs = { [0x0001] = "0..1", [0x0002] = "0..1", [0x0050] = "0..1", [0x8005] = "1", [0x800d] = "0..1", [0x801e] = "0..n" },
+    names = { [0x0001] = "trace", [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8005] = "status", [0x800d] = "target_agent", [0x801e] = "hops" } },
   [0x7f] = { -- ERROR
-    occurs = { [0x0002] = "0..1", [0x8005] = "1", [0x801a] = "0..1" },
-    names = { [0x0002] = "diagnostic", [0x8005] = "status", [0x801a] = "offending_type" } },
+    occurs = { [0x0002] = "0..1", [0x0050] = "0..1", [0x8005] = "1", [0x801a] = "0..1" },
+    names = { [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8005] = "status", [0x801a] = "offending_type" } },
 }
 
 local cbor = Dissector.get("cbor")

@@ -1,0 +1,115 @@
+"""Per-association rate and cost limits of a gateway (draft-dmsc-protocol-00, Section
+10.7), sans-I/O like the node that applies them.
+
+Each association has a token bucket: agents' buckets refill at RATE_AGENT tokens a
+second up to RATE_AGENT_BURST, peer gateways' at RATE_PEER up to RATE_PEER_BURST.  A
+request takes one token, a DISCOVER DISCOVER_COST (it is the request that costs a
+gateway most); one that finds too few tokens is refused with RATE_LIMITED and, in
+RETRY_AFTER, the milliseconds until enough will have been refilled.  So that no
+association takes more than its share of the gateway, however many it opens, buckets
+are kept per association and at most ``max_tracked`` of them (least recently used
+forgotten: a forgotten one starts full).  A query (of a DISCOVER, or of a ROUTE_REQUEST
+that names no target) longer than QUERY_MAX_INTENT octets of intent or with more than
+QUERY_MAX_TERMS skills, tags, modes and constraints is refused with QUERY_TOO_LARGE
+before it costs anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from ..codec.messages import Discover, Message, RouteRequest
+from ..codec.registry import ErrorCode, MessageType, limit
+from ..codec.values import DiscoveryQuery
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst``; full when made."""
+
+    rate: float
+    burst: float
+    tokens: float
+    at: float
+
+    def take(self, cost: float, now: float) -> float:
+        """Take ``cost`` tokens and return 0, or return the seconds until there will be
+        enough (nothing taken)."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Why a request is refused before it is processed; ``retry_after`` in ms."""
+
+    code: ErrorCode
+    diagnostic: str
+    retry_after: int | None = None
+
+
+class RequestLimits:
+    """Rate, cost and query-size limits of one gateway (module docstring).  ``value(name)``
+    gives each limit (default: the registry's)."""
+
+    def __init__(self, value: Callable[[str], float] = limit, *,
+                 max_tracked: int = 65536) -> None:
+        self.agent = (value("RATE_AGENT"), value("RATE_AGENT_BURST"))
+        self.peer = (value("RATE_PEER"), value("RATE_PEER_BURST"))
+        self.discover_cost = value("DISCOVER_COST")
+        self.max_intent = int(value("QUERY_MAX_INTENT"))
+        self.max_terms = int(value("QUERY_MAX_TERMS"))
+        self.max_tracked = max_tracked
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+
+    def check(self, source: Hashable, msg: Message, peer: bool, now: float) -> Refused | None:
+        """The refusal of request ``msg`` from ``source`` (a peer gateway's association
+        if ``peer``), or None to process it (its tokens taken)."""
+        query = msg.query if isinstance(msg, Discover | RouteRequest) else None
+        if query is not None:
+            refused = self.check_query(query)
+            if refused is not None:
+                return refused
+        cost = self.discover_cost if msg.TYPE is MessageType.DISCOVER else 1.0
+        wait = self._bucket(source, peer, now).take(cost, now)
+        if wait == 0.0:
+            return None
+        rate = (self.peer if peer else self.agent)[0]
+        return Refused(ErrorCode.RATE_LIMITED,
+                       f"over {rate:g} tokens a second ({cost:g} for {msg.TYPE.name})",
+                       max(1, math.ceil(wait * 1000)))
+
+    def check_query(self, query: DiscoveryQuery) -> Refused | None:
+        """QUERY_TOO_LARGE for a query beyond QUERY_MAX_INTENT or QUERY_MAX_TERMS."""
+        intent = len(query.intent.encode()) if query.intent else 0
+        if intent > self.max_intent:
+            return Refused(ErrorCode.QUERY_TOO_LARGE,
+                           f"intent of {intent} octets exceeds {self.max_intent}")
+        terms = (len(query.skills) + len(query.tags) + len(query.input_modes)
+                 + len(query.output_modes) + len(query.constraints))
+        if terms > self.max_terms:
+            return Refused(ErrorCode.QUERY_TOO_LARGE,
+                           f"{terms} query terms exceed {self.max_terms}")
+        return None
+
+    def forget(self, source: Hashable) -> None:
+        """An association is gone."""
+        self._buckets.pop(source, None)
+
+    def _bucket(self, source: Hashable, peer: bool, now: float) -> TokenBucket:
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            rate, burst = self.peer if peer else self.agent
+            bucket = self._buckets[source] = TokenBucket(rate, burst, burst, now)
+            if len(self._buckets) > self.max_tracked:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(source)
+        return bucket
