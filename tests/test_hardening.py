@@ -14,18 +14,19 @@ import pytest
 
 from dmscproto.codec import cbor
 from dmscproto.codec.errors import DecodeError
-from dmscproto.codec.messages import Discover, DiscoverReply, EchoReply, EchoRequest
+from dmscproto.codec.messages import Discover, DiscoverReply, EchoReply, EchoRequest, Update
 from dmscproto.codec.registry import LIMITS, ErrorCode, Scope, limit
 from dmscproto.codec.values import DiscoveryQuery
+from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.limits import RequestLimits
-from dmscproto.protocol.events import RequestCompleted
+from dmscproto.protocol.events import RequestCompleted, SessionClosed, SessionEstablished
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.lab import LabAssociations
 from dmscproto.runtime.pump import Association, Link
 from dmscproto.runtime.sandbox import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
-from dmscproto.testing.harness import Network
+from dmscproto.testing.harness import Network, make_record
 from dmscproto.transport.datagram import PayloadReceived, PeerClosed, PeerConnected
 from dmscproto.transport.quic import QuicLimits, QuicServer
 from dmscproto.transport.udp import CleartextEndpoint
@@ -175,5 +176,57 @@ def test_node_answers_rate_limited_with_retry_after_and_serves_the_others(
         net.pump()
         [again] = net.take("greedy", RequestCompleted)
         assert again.answer.status is ErrorCode.SUCCESS  # type: ignore[attr-defined]
+    finally:
+        net.close()
+
+
+# --- peer limits (Section 10.7) ---------------------------------------------------------
+def test_a_peer_beyond_its_record_limit_is_closed_with_notify(tmp_path: Path) -> None:
+    """BGP's maximum-prefix: the record that would make a peer's fourth route closes the
+    session with NOTIFY MAX_RECORDS_EXCEEDED, and what that peer advertised is dropped."""
+    net = Network(tmp_path)
+    try:
+        node_a = net.gateway("gw-a", "a.example")
+        node_a.core.max_peer_records = 3
+        net.gateway("gw-b", "b.example")
+        node_a.connect("gw-b", net.now)
+        net.pump()
+        assert net.take("gw-a", SessionEstablished)
+        for i in range(3):
+            net.agent(f"b{i}", "gw-b").register(net.now)
+        net.pump()
+        assert node_a.core.routes.count_via(net.gateway_id("gw-b")) == 3
+        net.agent("b3", "gw-b").register(net.now)
+        net.pump()
+        [closed] = net.take("gw-a", SessionClosed)
+        assert (closed.status, closed.by_peer) == (ErrorCode.MAX_RECORDS_EXCEEDED, False)
+        [theirs] = net.take("gw-b", SessionClosed)
+        assert (theirs.status, theirs.by_peer) == (ErrorCode.MAX_RECORDS_EXCEEDED, True)
+        assert node_a.core.routes.count_via(net.gateway_id("gw-b")) == 0
+    finally:
+        net.close()
+
+
+def test_an_advertised_path_beyond_the_limit_closes_the_session(tmp_path: Path) -> None:
+    net = Network(tmp_path)
+    try:
+        node_a = net.gateway("gw-a", "a.example")
+        node_a.core.max_peer_path = 4
+        net.gateway("gw-b", "b.example")
+        node_a.connect("gw-b", net.now)
+        net.pump()
+        far = make_record(40, "far", "b.example")
+        gw_b = net.gateway_id("gw-b")
+        for path_len, closes in ((4, False), (5, True)):
+            path = (*(bytes([i]) * 16 for i in range(1, path_len)), gw_b)
+            net.deliver("gw-b", "gw-a", Update(transaction_id=path_len, advertise=(
+                Advertisement(1, path, far),)))
+            net.pump()
+            closed = net.take("gw-a", SessionClosed)
+            assert bool(closed) is closes
+            if not closes:
+                assert far.record.agent_id in node_a.core  # four gateways: learned
+        assert closed[0].status is ErrorCode.PATH_TOO_LONG
+        assert far.record.agent_id not in node_a.core  # the session's routes are gone
     finally:
         net.close()

@@ -183,6 +183,8 @@ ERROR_DOCS: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.RATE_LIMITED: ("the sender exceeds a rate limit", "10.7"),
     ErrorCode.RESOURCE_EXHAUSTED: ("the receiver lacks resources", "10.7"),
     ErrorCode.INTERNAL_ERROR: ("the receiver failed", "5.4"),
+    ErrorCode.MAX_RECORDS_EXCEEDED: ("a peer advertised more records than allowed", "10.7"),
+    ErrorCode.PATH_TOO_LONG: ("an advertised path is longer than allowed", "10.7"),
     ErrorCode.QUERY_TOO_LARGE: ("a DISCOVER query exceeds a size or cost limit", "10.7"),
 }
 

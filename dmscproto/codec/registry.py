@@ -174,6 +174,8 @@ class ErrorCode(IntEnum):
     HOLD_TIMER_EXPIRED = 0x0202
     TRANSACTION_TIMEOUT = 0x0203
     CEASE = 0x0204
+    MAX_RECORDS_EXCEEDED = 0x020B
+    PATH_TOO_LONG = 0x020C
     # Registration errors (Section 5.1)
     UNKNOWN_AGENT = 0x0301
     NAME_CONFLICT = 0x0302
@@ -366,6 +368,12 @@ LIMITS: tuple[Limit, ...] = (
     Limit("QUERY_MAX_TERMS", 64, "terms",
           "most skills, tags, modes and constraints of a query together: QUERY_TOO_LARGE "
           "beyond"),
+    Limit("PEER_MAX_RECORDS", 20000, "records",
+          "records learned through one peer; one more closes the session with NOTIFY "
+          "MAX_RECORDS_EXCEEDED"),
+    Limit("PEER_MAX_PATH", 64, "gateways",
+          "longest path of an advertised record; a longer one closes the session with "
+          "NOTIFY PATH_TOO_LONG"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from ..codec.cose import SignedRecord
 from ..codec.digest import summarize
-from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
+from ..codec.registry import ID_SIZE, ErrorCode, Scope, limit, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, DigestSummary, Result, VersionedId
 from .directory import RemoteDirectory
@@ -152,7 +152,9 @@ class GatewayCore:
 
     def __init__(self, gateway_id: bytes, domain: str, store: RegistryStore, *,
                  min_lease: int = int(timer("MIN_LEASE")),
-                 max_lease: int = int(timer("MAX_LEASE"))) -> None:
+                 max_lease: int = int(timer("MAX_LEASE")),
+                 max_peer_records: int = int(limit("PEER_MAX_RECORDS")),
+                 max_peer_path: int = int(limit("PEER_MAX_PATH"))) -> None:
         if len(gateway_id) != ID_SIZE:
             raise ValueError(f"gateway id must be {ID_SIZE} octets")
         if not 0 < min_lease <= max_lease:
@@ -162,6 +164,9 @@ class GatewayCore:
         self.store = store
         self.min_lease = min_lease
         self.max_lease = max_lease
+        #: What one peer may make this gateway learn (:meth:`learn`, Section 10.7).
+        self.max_peer_records = max_peer_records
+        self.max_peer_path = max_peer_path
         self.index = CapabilityIndex()
         self.routes = RoutingTable()
         #: Records known only from relayed DISCOVER answers (Section 5.2.1).
@@ -421,6 +426,7 @@ class GatewayCore:
             return False
         if self.gateway_id in path:
             return self.withdraw(aid, adv.version, from_peer)
+        self._check_peer_limits(aid, path, from_peer)
         cur = self._records.get(aid)
         if cur is not None and cur.expires_at <= now:
             cur = None
@@ -442,6 +448,20 @@ class GatewayCore:
             self._evicted(h)
         self._install(entry, terms)
         return True
+
+    def _check_peer_limits(self, aid: bytes, path: tuple[bytes, ...], peer: bytes) -> None:
+        """The limits on what one peer may make this gateway learn (Section 10.7, BGP's
+        maximum-prefix): a path longer than ``max_peer_path``, or a record beyond
+        ``max_peer_records`` through ``peer``, raises :class:`ProtocolError`
+        (PATH_TOO_LONG, MAX_RECORDS_EXCEEDED), which closes the session with NOTIFY."""
+        from ..protocol.machine import ProtocolError  # protocol imports this module
+        if len(path) > self.max_peer_path:
+            raise ProtocolError(ErrorCode.PATH_TOO_LONG,
+                                f"path of {len(path)} gateways exceeds {self.max_peer_path}")
+        if self.routes.route_via(aid, peer) is None \
+                and self.routes.count_via(peer) >= self.max_peer_records:
+            raise ProtocolError(ErrorCode.MAX_RECORDS_EXCEEDED,
+                                f"more than {self.max_peer_records} records from this peer")
 
     def _add_route(self, cur: _Held, route: Route) -> bool:
         """Another route to a learned record of the same version."""

@@ -146,6 +146,10 @@ class RoutingTable:
             return None
         return min(routes.values(), key=Route.preference)
 
+    def count_via(self, peer: bytes) -> int:
+        """How many agents have a route through ``peer``."""
+        return len(self._via.get(peer, ()))
+
     def via(self, peer: bytes) -> list[bytes]:
         """Agents with a route through ``peer``, in ascending order."""
         return sorted(self._via.get(peer, ()))

@@ -270,7 +270,9 @@ class GatewayRuntime:
             self.crl.start()
         self.store = RegistryStore(c.store, exclusive=True)
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
-                                max_lease=c.max_lease)
+                                max_lease=c.max_lease,
+                                max_peer_records=int(c.limit("PEER_MAX_RECORDS")),
+                                max_peer_path=int(c.limit("PEER_MAX_PATH")))
         tokens = (TokenVerifier(self.federation.anchor, gateway_uri=self.identity.uri)
                   if c.require_tokens else None)
         if c.lab:
