@@ -37,6 +37,7 @@ from dmscproto.codec.messages import (
 from dmscproto.codec.registry import ErrorCode, GatewayCaps, Scope
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.codec.wire import Advertisement
+from dmscproto.gateway.core import ALREADY_REGISTERED
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.events import (
@@ -204,8 +205,16 @@ def test_registration_refusals_at_the_node(snet: SecureNet) -> None:
     assert snet.creds["good"].identity.entity_id in node.core
     first = replace(_reg(snet, "weather", token=token("weather")), transaction_id=1)
     assert snet.raw("weather", "gw-a", first).status is ErrorCode.SUCCESS  # type: ignore[attr-defined]
-    replayed = snet.raw("weather", "gw-a", replace(first, transaction_id=2))
+    # the same REGISTER again (its answer lost, say) is answered as the first was
+    # (Section 5.1): the record is the one registered, nothing changes
+    again = snet.raw("weather", "gw-a", replace(first, transaction_id=2))
+    assert isinstance(again, RegisterAck) and again.status is ErrorCode.SUCCESS
+    assert again.diagnostic == ALREADY_REGISTERED
+    # ... but its nonce with another record is a replay
+    newer = signed_of(snet.creds["weather"], version=2)
+    replayed = snet.raw("weather", "gw-a", replace(first, transaction_id=3, record=newer))
     assert isinstance(replayed, RegisterAck) and replayed.status is ErrorCode.REPLAY
+    assert node.core.get(newer.record.agent_id).signed == first.record  # type: ignore[union-attr]
     # the name is owned by the registered key: a re-issued certificate cannot take it
     snet.creds["weather2"] = a.issue("weather", now=T0)
     conflict = snet.raw("weather2", "gw-a", replace(

@@ -505,16 +505,28 @@ class Agent:
                 input_modes=input_modes, output_modes=output_modes, provider=provider,
                 attributes=attributes, lease=lease)
             client.signed = record
-            future: asyncio.Future[Registered] = asyncio.get_running_loop().create_future()
-            self._registration = future
-            pump.call(client.register, pump.now(), lease)
             try:
-                event = await future
-            except AgentError:
-                self.signed = None
-                raise
+                event = await self._register_once(pump, client, lease)
+            except AgentError as exc:
+                if exc.status is not ErrorCode.TRANSACTION_TIMEOUT:
+                    self.signed = None
+                    raise
+                # the gateway may have committed it: the same record again is answered
+                # SUCCESS either way (Section 5.1), so the agent knows where it stands
+                log.info("REGISTER of %s timed out; sending it again", self.identity.uri)
+                try:
+                    event = await self._register_once(pump, client, lease)
+                except AgentError:
+                    self.signed = None
+                    raise
             self.signed, self.requested_lease = record, lease
             return event.lease
+
+    async def _register_once(self, pump: Pump, client: AgentClient, lease: int) -> Registered:
+        future: asyncio.Future[Registered] = asyncio.get_running_loop().create_future()
+        self._registration = future
+        pump.call(client.register, pump.now(), lease)
+        return await future
 
     # --- serving (Section 5.3) ------------------------------------------------------------
     def handler(self, fn: Handler) -> Handler:

@@ -31,6 +31,10 @@ from .index import CapabilityIndex
 from .routing import MAX_PATH, Decision, Route, RoutingTable
 from .store import RegistryStore, StoredRecord, StoredRow
 
+#: The DIAGNOSTIC of a REGISTER_ACK whose record was registered already, unchanged (a
+#: retry of a REGISTER whose answer the agent did not get, Section 5.1): the lease is
+#: extended, nothing else changes.
+ALREADY_REGISTERED = "already registered: the same record was committed before"
 #: Largest record version (a u64 on the wire, Section 6.5).
 MAX_VERSION = 2**64 - 1
 
@@ -314,6 +318,9 @@ class GatewayCore:
         entry = _Held(rec.agent_id, rec.agent_uri, None, signed, now + lease, None,
                       rec.record_version, (), None)
         batch.add(entry, old, holder)
+        if old is not None and old.local and old.expires_at > now \
+                and signed.payload == old.signed.payload:
+            return RegisterOutcome(ErrorCode.SUCCESS, lease, ALREADY_REGISTERED)
         return RegisterOutcome(ErrorCode.SUCCESS, lease)
 
     def refresh(self, agent_id: bytes, requested_lease: int, now: float) -> RegisterOutcome:

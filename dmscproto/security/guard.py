@@ -191,7 +191,12 @@ class GatewayGuard:
             raise SecurityError(ErrorCode.POLICY_DENIED, f"{identity.uri} is not of this domain")
         check_role(identity, msg)
         if isinstance(msg, _AGENT_REQUESTS):
-            self.verifier.check(msg, peer.certificate, now)
+            try:
+                self.verifier.check(msg, peer.certificate, now)
+            except SecurityError as exc:
+                if not (exc.code is ErrorCode.REPLAY and isinstance(msg, Register)
+                        and self._committed(msg.record, now)):
+                    raise
             return
         check_claimed_source(msg, identity)
         if isinstance(msg, Discover):
@@ -200,6 +205,15 @@ class GatewayGuard:
             self._remember(self._discover_scope, source, token)
         elif isinstance(msg, RouteRequest):
             self._route(source, peer, msg, now)
+
+    def _committed(self, signed: SignedRecord, now: float) -> bool:
+        """Whether ``signed`` is the record registered here now, octet for octet: a
+        REGISTER sent again with its nonce (the agent did not get the answer) is then
+        answered as the first was, not REPLAY; its record and the sender's certificate
+        have been checked (Section 5.1), and the registry does not change."""
+        held = self.core.get(signed.record.agent_id)
+        return held is not None and held.origin is None and held.expires_at > now \
+            and held.signed.payload == signed.payload
 
     def _still_valid(self, cert: x509.Certificate, now: float) -> Identity:
         """The peer certificate checked again (it may have expired or been revoked since
