@@ -23,7 +23,7 @@ import pytest
 from dmscproto.agent import Agent, AgentError, DiscoveryQuery, Request
 from dmscproto.codec.messages import Message, Register, RegisterAck, RouteRequest
 from dmscproto.codec.registry import ErrorCode
-from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.core import ALREADY_REGISTERED, GatewayCore
 from dmscproto.protocol.events import ProtocolViolation
 from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
@@ -109,7 +109,8 @@ async def site(tmp: Path) -> AsyncIterator[Site]:
 
 def test_forged_record_signature_and_replayed_register(tmp_path: Path) -> None:
     """A REGISTER whose record signature is forged: BAD_SIGNATURE.  A REGISTER sent
-    again with its nonce: REPLAY, the record unchanged.  Then fresh ones succeed."""
+    again: SUCCESS, "already registered"; its nonce with another record: REPLAY, the
+    record unchanged.  Then fresh ones succeed."""
     async def scenario() -> None:
         async with site(tmp_path) as s:
             weather = await s.agent(s.a, "weather")
@@ -128,7 +129,13 @@ def test_forged_record_signature_and_replayed_register(tmp_path: Path) -> None:
                 assert isinstance(ack, RegisterAck) and ack.status is ErrorCode.SUCCESS
                 held = s.core.get(weather.agent_id)
                 assert held is not None
+                # the same REGISTER again (its answer lost): answered as the first was
                 ack = await conn.request(dataclasses.replace(good, transaction_id=3))
+                assert isinstance(ack, RegisterAck) and ack.status is ErrorCode.SUCCESS
+                assert ack.diagnostic == ALREADY_REGISTERED
+                # its nonce with another record: REPLAY, the record unchanged
+                ack = await conn.request(dataclasses.replace(
+                    good, transaction_id=5, record=weather.record(["forecast", "snow"])))
                 assert isinstance(ack, RegisterAck) and ack.status is ErrorCode.REPLAY
                 again = s.core.get(weather.agent_id)
                 assert again is not None and again.version == held.version
