@@ -161,6 +161,9 @@ def test_gateway_check_catches_a_wrong_key_and_warns_of_an_empty_export(
     wrong = dmsc("gateway", "--config", str(config), "--check")
     assert wrong.returncode == 2 and "is not the private key of the certificate" in \
         wrong.stderr
+    # dmsc init writes only into a new (or empty) directory
+    taken = dmsc("init", str(a.directory))
+    assert taken.returncode == 2 and "is not an empty directory" in taken.stderr
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -104,6 +104,8 @@ def test_an_unconnected_agent_says_so(tmp_path: Path) -> None:
         with pytest.raises(TransportError, match=f"127.0.0.1:{port}.*refused") as err:
             await asyncio.wait_for(agent.connect(), 3)
         assert err.value.code is ErrorCode.TARGET_UNREACHABLE
+        with pytest.raises(NotConnected):  # a failed connect leaves nothing to wait for
+            await agent.wait_closed()
     run(scenario())
 
 

@@ -301,7 +301,6 @@ class Agent:
         gateway could not be reached."""
         if self._conn is not None:
             return
-        self._closed = asyncio.Event()
         delay = RECONNECT_FIRST
         for attempt in range(1, attempts + 1):
             try:
@@ -314,6 +313,7 @@ class Agent:
                          *self.gateway, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
+        self._closed = asyncio.Event()  # connected: there is something to wait for
         self._watcher = asyncio.get_running_loop().create_task(self._keep())
 
     async def _open(self) -> None:
