@@ -315,3 +315,28 @@ def test_summary_of_a_domain_the_peer_may_not_advertise_is_refused(snet: SecureN
     best = table.best(b)
     assert best is not None and best.domain == "b.example"  # gw-b's own, kept
     assert snet.net.gateways["gw-a"].peers  # still peered
+
+
+def test_a_hub_gateway_reflects_its_domain_records_to_the_others(tmp_path: Path) -> None:
+    """Route reflector (Section 6.3): a2 and a3 peer only with the hub a1, yet each
+    learns and calls the other's agent through it; no full mesh is needed."""
+    net = Network(tmp_path)
+    for name in ("a1", "a2", "a3"):
+        net.gateway(name, "a.example")
+    two, three = net.agent("two", "a2"), net.agent("three", "a3")
+    for agent in (two, three):
+        agent.register(net.now)
+    net.pump()
+    for spoke in ("a2", "a3"):
+        net.gateways[spoke].connect("a1", net.now)
+        net.pump()
+    held = net.gateways["a2"].core.get(three.agent_id)
+    assert held is not None and held.path == (net.gateway_id("a3"), net.gateway_id("a1"))
+    two.route(b"hi", net.now, target=three.agent_id)
+    net.pump()
+    [req] = net.take("three", RouteRequestReceived)
+    three.reply(req, b"ho")
+    net.pump()
+    [done] = net.take("two", RequestCompleted)
+    assert isinstance(done.answer, RouteReply) and done.answer.payload == b"ho"
+    net.close()

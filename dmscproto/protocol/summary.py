@@ -44,6 +44,7 @@ from ..codec.registry import (
     SUMMARY_MIN_BITS,
     TLV_HEADER_SIZE,
     ConstraintOp,
+    Scope,
     timer,
 )
 from ..codec.values import CapabilityRecord, DiscoveryQuery
@@ -274,7 +275,7 @@ class SummaryExchange:
         """A session was established: send it our summary and every best summary."""
         self.peers[peer.gateway_id] = peer
         if peer.domain != self.core.domain:
-            self._originate_to(peer, self._version or self._next_version(now))
+            self._originate_to(peer, self._version or self._next_version(now), now)
         for origin in self.table.origins():
             self._advertise(origin, peer, None)
 
@@ -316,27 +317,22 @@ class SummaryExchange:
             built: dict[str, Bloom] = {}
             for peer in self.peers.values():
                 if peer.domain != self.core.domain:
-                    self._originate_to(peer, version, built)
+                    self._originate_to(peer, version, now, built)
 
     # --- output -------------------------------------------------------------------------
     def _next_version(self, now: float) -> int:
         self._version = max(self._version + 1, int(now * 1000))
         return self._version
 
-    def _originate_to(self, peer: SummaryPeer, version: int,
+    def _originate_to(self, peer: SummaryPeer, version: int, now: float,
                       built: dict[str, Bloom] | None = None) -> None:
         """Our domain's summary, as exported to ``peer``'s domain (``built``: the
         summaries built already, by peer domain)."""
         bloom = None if built is None else built.get(peer.domain)
-        if bloom is None:
-            allow = self.export_for(peer.domain)
-            own = []
-            for aid in self.core.agent_ids():
-                held = self.core.get(aid)
-                if held is not None and held.signed.record.domain == self.core.domain \
-                        and (allow is None or allow(held.signed.record)):
-                    own.append(held.signed.record)
-            bloom = Bloom.of(own)
+        if bloom is None:  # the domain's records only, from the index (not a full scan)
+            own = self.core.discover(DiscoveryQuery(), Scope.DOMAIN, len(self.core), now,
+                                     self.export_for(peer.domain))
+            bloom = Bloom.of(r.record.record for r in own)
             if built is not None:
                 built[peer.domain] = bloom
         self._send(peer, Summary(

@@ -19,7 +19,7 @@ certificate in every identity check (Section 9.4):
   configured peer's (POLICY_DENIED), and the association is bound to that gateway;
   its UPDATEs are checked as a federated gateway's would be
   (:meth:`~dmscproto.security.federation.Federation.check_advertisement`: signature,
-  which domains it may advertise);
+  which domains it may advertise), and so are the domains of its SUMMARYs;
 * from an association bound to an agent, REFRESH and DEREGISTER must name it
   (AGENT_ID), and so must SOURCE_AGENT and a ROUTE_REPLY's TARGET_AGENT
   (IDENTITY_MISMATCH, :func:`~dmscproto.security.guard.check_claimed_source`);
@@ -99,7 +99,9 @@ class LabGuard:
         """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
         return NodeHooks(admit=self.admit, verifier=self.verify_record,
                          accept_open=self.accept_open, outgoing=self.outgoing,
-                         export_for=self.export_for, discovery_policy=self.discovery_policy)
+                         export_for=self.export_for, discovery_policy=self.discovery_policy,
+                         summary_check=self.summary_check,
+                         transit=self.federation.transits)
 
     @staticmethod
     def identity(handle: Handle) -> Identity | None:
@@ -237,6 +239,17 @@ class LabGuard:
     def export_for(self, domain: str) -> RecordFilter | None:
         """Which records a peer of ``domain`` is shown (None: all, our own domain)."""
         return None if domain == self.core.domain else self.federation.export_filter(domain)
+
+    def summary_check(self, source: Handle, domain: str) -> Refusal | None:
+        """A SUMMARY from a bound gateway: the domains it may advertise, as for records."""
+        identity = self.identity(source)
+        if identity is None or identity.kind is not Kind.GATEWAY:
+            return Refusal(ErrorCode.UNEXPECTED_MESSAGE, "SUMMARY from no gateway")
+        try:
+            self.federation.check_domain(identity, domain)
+        except SecurityError as exc:
+            return exc.refusal()
+        return None
 
     def discovery_policy(self, source: Handle) -> RecordFilter | None:
         """A DISCOVER from a gateway sees what we export to its domain; an agent's
