@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,9 @@ from dmscproto.codec.messages import Discover, DiscoverReply, EchoReply, EchoReq
 from dmscproto.codec.registry import LIMITS, ErrorCode, Scope, limit
 from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.codec.wire import Advertisement
+from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.limits import RequestLimits
+from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.events import RequestCompleted, SessionClosed, SessionEstablished
 from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
@@ -230,3 +233,16 @@ def test_an_advertised_path_beyond_the_limit_closes_the_session(tmp_path: Path) 
         assert far.record.agent_id not in node_a.core  # the session's routes are gone
     finally:
         net.close()
+
+
+def test_a_core_on_an_empty_store_freezes_nothing(tmp_path: Path) -> None:
+    """gc.freeze() at start freezes every object then alive, garbage included: only a
+    restart (records loaded) may pay that (found by fuzzing: a process making cores on
+    empty stores grew by every node's cycles)."""
+    before = gc.get_freeze_count()
+    store = RegistryStore(tmp_path / "r.sqlite")
+    try:
+        GatewayCore(bytes(16), "a.example", store)
+    finally:
+        store.close()
+    assert gc.get_freeze_count() == before

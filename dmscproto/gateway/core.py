@@ -188,7 +188,10 @@ class GatewayCore:
         # it is paused during the load (else its collections rescan the growing heap
         # and make the load superlinear) and the loaded objects are then moved to the
         # permanent generation (gc.freeze), so that later collections do not stall a
-        # running gateway by rescanning the whole registry.
+        # running gateway by rescanning the whole registry.  Only when something was
+        # loaded: gc.freeze() also freezes every other object then alive, garbage
+        # cycles included, which is then never collected (a process that makes many
+        # cores on empty stores leaked them all; found by fuzzing).
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
@@ -196,7 +199,8 @@ class GatewayCore:
                 self._install(_Held.load(row), row.terms)
             self._cold = list(self._records)
         finally:
-            gc.freeze()
+            if self._records:
+                gc.freeze()
             if gc_was_enabled:
                 gc.enable()
 
