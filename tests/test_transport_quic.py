@@ -542,9 +542,9 @@ def test_retry_beyond_the_pending_threshold_and_pending_handshakes_expire(pki: P
 
 
 def test_handshakes_and_connections_beyond_the_caps_are_dropped(pki: Pki) -> None:
-    """Beyond QUIC_MAX_PENDING (or the per-address cap) an Initial is dropped: no
-    connection state, no answer; one identity keeps at most QUIC_MAX_PER_IDENTITY
-    connections, the oldest is closed."""
+    """Beyond QUIC_MAX_PENDING (or the per-address cap, or the Retry rate of an address)
+    an Initial is dropped: no connection state, no answer; one identity keeps at most
+    QUIC_MAX_PER_IDENTITY connections, the oldest is closed."""
     async def main() -> None:
         limits = QuicLimits(retry_threshold=100, max_pending=2, max_per_identity=1,
                             handshake_timeout=0.6)
@@ -562,4 +562,11 @@ def test_handshakes_and_connections_beyond_the_caps_are_dropped(pki: Pki) -> Non
         async with server(pki.gateway, Recorder(), limits=limits) as srv:
             await asyncio.to_thread(_send_initials, srv, 3)
             assert (srv.counters.accepted, srv.counters.dropped) == (1, 2)
+        # an address that does not echo its Retry tokens gets QUIC_RETRY_RATE a second
+        limits = QuicLimits(retry_threshold=0, retry_rate=2)
+        async with server(pki.gateway, Recorder(), limits=limits) as srv:
+            await asyncio.to_thread(_send_initials, srv, 5)
+            assert srv.counters.retries + srv.counters.dropped == 5
+            assert 2 <= srv.counters.retries <= 4  # 2 a second; the sending may span 2 s
+            assert srv.connections == 0
     run(main())

@@ -345,6 +345,9 @@ LIMITS: tuple[Limit, ...] = (
     Limit("QUIC_RETRY_THRESHOLD", 32, "handshakes",
           "QUIC handshakes in progress above which a new client must first echo a Retry "
           "token (0: always; at least QUIC_MAX_PENDING: never)"),
+    Limit("QUIC_RETRY_RATE", 100, "Retries/s",
+          "Retry packets sent to one source IP address a second; its further Initials "
+          "without a token are dropped"),
     Limit("QUIC_MAX_PENDING", 256, "handshakes",
           "QUIC handshakes in progress at once; further Initials are dropped"),
     Limit("QUIC_HANDSHAKE_TIMEOUT", 10, "s",

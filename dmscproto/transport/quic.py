@@ -482,6 +482,10 @@ class DmscConnection(QuicConnectionProtocol):
         self._transmit_soon()
 
 
+#: Source addresses whose Retry count a server keeps (beyond: all forgotten at once).
+_MAX_RETRIED = 65536
+
+
 @dataclass(frozen=True, slots=True)
 class QuicLimits:
     """Address validation and connection limits of a QUIC server (Sections 9.1, 10.7),
@@ -494,13 +498,16 @@ class QuicLimits:
     max_connections: int = int(limit("QUIC_MAX_CONNECTIONS"))
     max_per_address: int = int(limit("QUIC_MAX_PER_ADDRESS"))
     max_per_identity: int = int(limit("QUIC_MAX_PER_IDENTITY"))
+    #: Retry packets a second to one source address (beyond: its Initials are dropped).
+    retry_rate: int = int(limit("QUIC_RETRY_RATE"))
 
     @classmethod
     def of(cls, value: Callable[[str], float]) -> QuicLimits:
         """From ``value(name)`` of each QUIC_* limit (e.g. a gateway configuration's)."""
         return cls(int(value("QUIC_RETRY_THRESHOLD")), int(value("QUIC_MAX_PENDING")),
                    value("QUIC_HANDSHAKE_TIMEOUT"), int(value("QUIC_MAX_CONNECTIONS")),
-                   int(value("QUIC_MAX_PER_ADDRESS")), int(value("QUIC_MAX_PER_IDENTITY")))
+                   int(value("QUIC_MAX_PER_ADDRESS")), int(value("QUIC_MAX_PER_IDENTITY")),
+                   int(value("QUIC_RETRY_RATE")))
 
 
 @dataclass(slots=True)
@@ -541,6 +548,8 @@ class QuicServer(asyncio.DatagramProtocol):
         self._pending: dict[DmscConnection, asyncio.TimerHandle] = {}
         #: Authenticated connections by entity ID, oldest first.
         self._by_identity: dict[bytes, list[DmscConnection]] = {}
+        #: Retry packets sent this second, by source IP address.
+        self._retried: dict[str, tuple[int, int]] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.DatagramTransport | None = None
         self._recorder: _Recorder | None = None
@@ -596,7 +605,17 @@ class QuicServer(asyncio.DatagramProtocol):
                     return
                 retry_cid = header.destination_cid
             elif len(self._pending) >= lim.retry_threshold:
-                # prove the address first (RFC 9000, 8.1.2): no state until it does
+                # prove the address first (RFC 9000, 8.1.2): no state until it does; an
+                # address that does not come back gets at most retry_rate a second
+                second, sent = self._retried.get(host, (0, 0))
+                if second != int(now):
+                    if len(self._retried) >= _MAX_RETRIED:
+                        self._retried.clear()
+                    second, sent = int(now), 0
+                if sent >= lim.retry_rate:
+                    self.counters.dropped += 1
+                    return
+                self._retried[host] = (second, sent + 1)
                 retry_cid = os.urandom(8)
                 self._sender.sendto(encode_quic_retry(
                     version=header.version, source_cid=retry_cid,

@@ -14,7 +14,8 @@ and echoes every half second.  The baseline is the same agent's ECHO latency dur
 seconds before the flood, in the same run; the gateway's resident memory (VmRSS) is
 sampled every 50 ms throughout.
 
-``--unlimited`` sets the QUIC limits so high that none applies (no Retry, no caps, the
+``--limit NAME=VALUE`` sets one of the gateway's ``[limits]``; ``--unlimited`` sets the
+QUIC limits so high that none applies (no Retry, no caps, the
 handshake timeout at QUIC's idle timeout): the gateway as it was before the limits.
 
 With ``--discover`` the attacker is an authenticated agent instead (its own process, the
@@ -67,21 +68,23 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def _setup(root: Path, unlimited: bool) -> Path:
+def _setup(root: Path, unlimited: bool, limits: dict[str, float]) -> Path:
     domain = Domain.create(root, "bench.example")
     for i in range(64):
         domain.issue(f"agent{i}", Kind.AGENT)
     config = write_gateway_config(domain, "gw")
+    off: dict[str, float] = dict(limits)
     if unlimited:
-        off = {"QUIC_RETRY_THRESHOLD": 10**9, "QUIC_MAX_PENDING": 10**9,
+        off |= {"QUIC_RETRY_THRESHOLD": 10**9, "QUIC_MAX_PENDING": 10**9,
                "QUIC_MAX_CONNECTIONS": 10**9, "QUIC_MAX_PER_ADDRESS": 10**9,
                "QUIC_HANDSHAKE_TIMEOUT": timer("QUIC_IDLE_TIMEOUT"),
                "RATE_AGENT": 10**9, "RATE_AGENT_BURST": 10**9, "DISCOVER_COST": 1,
                "QUERY_MAX_INTENT": 10**9, "QUERY_MAX_TERMS": 10**9}
-        assert set(off) <= {lim.name for lim in LIMITS}
-        text = config.read_text()
-        config.write_text(text.replace("[limits]\n", "[limits]\n" + "".join(
-            f"{name.lower()} = {value}\n" for name, value in off.items())))
+    assert set(off) <= {lim.name for lim in LIMITS}
+    text = config.read_text()
+    config.write_text(text.replace("[limits]\n", "[limits]\n" + "".join(
+        f"{name.lower()} = {int(value) if value == int(value) else value}\n"
+        for name, value in off.items())))
     return domain.directory
 
 
@@ -218,6 +221,8 @@ def main() -> None:
                         help="Initials per second (0: as fast as the attacker makes them)")
     parser.add_argument("--seconds", type=float, default=3.0, help="baseline duration")
     parser.add_argument("--unlimited", action="store_true")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="a [limits] setting of the gateway, e.g. quic_retry_threshold=0")
     parser.add_argument("--discover", action="store_true",
                         help="flood with costly DISCOVERs instead of QUIC Initials")
     parser.add_argument("--attack-seconds", type=float, default=10.0)
@@ -236,7 +241,9 @@ def main() -> None:
         print(json.dumps(asyncio.run(_discover_flood(Path(keys), address, float(seconds)))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        keys = _setup(Path(tmp), args.unlimited)
+        keys = _setup(Path(tmp), args.unlimited, dict(
+            (name.upper(), float(value)) for name, value in
+            (item.split("=", 1) for item in args.limit)))
         gateway = subprocess.Popen(
             [sys.executable, "-c", _CLI, "gateway", "--config", str(keys / "gw.toml"),
              "--log-format", "json"], stderr=subprocess.PIPE, text=True)
