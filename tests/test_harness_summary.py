@@ -15,7 +15,7 @@ from dmscproto.codec import decode, encode
 from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.examples import examples, weather_signed
 from dmscproto.codec.messages import Discover, DiscoverReply, RouteReply, Summary
-from dmscproto.codec.registry import ErrorCode, timer
+from dmscproto.codec.registry import MAX_PDU_SIZE, ErrorCode, timer
 from dmscproto.codec.values import DiscoveryQuery, Skill
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
 from dmscproto.protocol.summary import Bloom, Replication, filter_size, may_match, record_terms
@@ -208,4 +208,29 @@ def test_summary_folded_to_fit_a_small_pdu_limit(tmp_path: Path) -> None:
     n.pump()
     [found] = answer(n, "alice").results  # type: ignore[attr-defined]
     assert found.record.record.name == "c217"
+    n.close()
+
+
+def test_summaries_repeated_on_datagram_links(tmp_path: Path) -> None:
+    """gw-b's link to gw-a is a datagram link (PDU limit 1200): a SUMMARY lost on it is
+    sent again within DIGEST_INTERVAL (Section 6.9)."""
+    n = Network(tmp_path)
+    for name, dom in (("gw-a", "a.example"), ("gw-c", "c.example")):
+        n.gateway(name, dom, replication=summaries_only)
+    n.gateway("gw-b", "b.example", replication=summaries_only,
+              pdu_limit=lambda h: 1200 if h == "gw-a" else MAX_PDU_SIZE)
+    n.agent("alice", "gw-a").register(n.now)
+    n.gateways["gw-a"].connect("gw-b", n.now)
+    n.gateways["gw-b"].connect("gw-c", n.now)
+    n.advance(2)
+    n.cut.add(frozenset(("gw-a", "gw-b")))  # what gw-b sends gw-a now is lost
+    carol = n.agent("carol", "gw-c", skills=(Skill("translate", "Translate", ()),))
+    carol.register(n.now)
+    n.advance(2)
+    query = DiscoveryQuery(skills=("translate",))
+    table = n.gateways["gw-a"].summaries.table
+    assert not table.matching(query)
+    n.cut.clear()
+    n.advance(timer("DIGEST_INTERVAL"))
+    assert [r.domain for r in table.matching(query)] == ["c.example"]
     n.close()

@@ -253,7 +253,8 @@ class SummaryExchange:
                  accepts: SummaryCheck = lambda _h, _d: None,
                  transit: SummaryTransit = lambda _p, _d: True,
                  pdu_limit: Callable[[Handle], int] = lambda _h: MAX_PDU_SIZE,
-                 interval: float = timer("SUMMARY_INTERVAL")) -> None:
+                 interval: float = timer("SUMMARY_INTERVAL"),
+                 repeat: float = timer("DIGEST_INTERVAL")) -> None:
         self.outbox = outbox
         self.pdu_limit = pdu_limit
         self.core = core
@@ -269,11 +270,17 @@ class SummaryExchange:
         self._sent_at = -math.inf
         #: When the pending origination is due (None: nothing changed).
         self.due: float | None = None
+        #: Datagram peers (their PDU limit is below MAX_PDU_SIZE), where a SUMMARY may be
+        #: lost: every summary advertised to them is repeated every ``repeat`` seconds.
+        self.repeat = repeat
+        self.next_repeat: float | None = None
 
     # --- inputs -------------------------------------------------------------------------
     def up(self, peer: SummaryPeer, now: float) -> None:
         """A session was established: send it our summary and every best summary."""
         self.peers[peer.gateway_id] = peer
+        if self.next_repeat is None and self._lossy(peer):
+            self.next_repeat = now + self.repeat
         if peer.domain != self.core.domain:
             self._originate_to(peer, self._version or self._next_version(now), now)
         for origin in self.table.origins():
@@ -307,9 +314,16 @@ class SummaryExchange:
             self.due = max(now, self._sent_at + self.interval)
 
     def get_timer(self) -> float | None:
-        return self.due
+        return self.due if self.next_repeat is None or (
+            self.due is not None and self.due < self.next_repeat) else self.next_repeat
 
     def handle_timer(self, now: float) -> None:
+        if self.next_repeat is not None and now >= self.next_repeat:
+            lossy = [p for p in self.peers.values() if self._lossy(p)]
+            self.next_repeat = now + self.repeat if lossy else None
+            for peer in lossy:
+                self.peers.pop(peer.gateway_id)
+                self.up(peer, now)  # our summary (same version) and every best one again
         if self.due is not None and now >= self.due:
             self.due = None
             self._sent_at = now
@@ -320,6 +334,9 @@ class SummaryExchange:
                     self._originate_to(peer, version, now, built)
 
     # --- output -------------------------------------------------------------------------
+    def _lossy(self, peer: SummaryPeer) -> bool:
+        return self.pdu_limit(peer.handle) < MAX_PDU_SIZE
+
     def _next_version(self, now: float) -> int:
         self._version = max(self._version + 1, int(now * 1000))
         return self._version
