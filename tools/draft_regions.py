@@ -21,11 +21,14 @@ REGION = re.compile(
 
 
 def regenerate(text: str, generators: Mapping[str, Callable[[], str]], *,
-               foreign: Collection[str] = ()) -> tuple[str, list[str]]:
+               foreign: Collection[str] = (), region: re.Pattern[str] = REGION
+               ) -> tuple[str, list[str]]:
     """Return ``text`` with every region rewritten by its generator, and the stale region
     names.  Regions named in ``foreign`` belong to another tool and are left as they are.
-    Raises ``ValueError`` for unknown, missing or repeated regions."""
-    found = [m["name"] for m in REGION.finditer(text)]
+    ``region`` matches a region (default: the draft's HTML comments; groups ``begin``,
+    ``name``, ``body``, ``end``).  Raises ``ValueError`` for unknown, missing or repeated
+    regions."""
+    found = [m["name"] for m in region.finditer(text)]
     unknown = sorted(set(found) - set(generators) - set(foreign))
     missing = sorted(set(generators) - set(found))
     twice = sorted({n for n in found if found.count(n) > 1})
@@ -43,7 +46,7 @@ def regenerate(text: str, generators: Mapping[str, Callable[[], str]], *,
             stale.append(m["name"])
         return m["begin"] + body + m["end"]
 
-    return REGION.sub(sub, text), stale
+    return region.sub(sub, text), stale
 
 
 def main(argv: list[str] | None, *, description: str, draft: Path, tool: str,
