@@ -14,6 +14,7 @@ them itself; tshark's own DMSC dissector is not used.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from dmscproto.codec import DecodeError, decode
 from dmscproto.codec.messages import Message, Open
 
 Address = tuple[str, int]
+#: The Wireshark dissector generated from the codec registry (to look at a capture).
+LUA = Path(__file__).resolve().parent.parent / "tools" / "wireshark" / "dmsc.lua"
 #: tshark's time limit for one capture (seconds).
 TSHARK_TIMEOUT = 60
 
@@ -115,17 +118,18 @@ def read_trace(pcap: Path, keylog: Path | None, transport: str,
     if tshark is None:
         raise WireError(f"tshark is needed to decrypt the {transport.upper()} capture "
                         "(install Wireshark's tshark)")
-    args = [tshark, "-n", "-r", str(pcap), "-T", "json", "--no-duplicate-keys"]
+    base = [tshark, "-n", "-r", str(pcap)]
     if keylog is not None:
-        args += ["-o", f"tls.keylog_file:{keylog}"]
+        base += ["-o", f"tls.keylog_file:{keylog}"]
     for port in listeners:
-        args += ["-d", f"udp.port=={port},{transport}"]
-    run = subprocess.run(args, capture_output=True, text=True, timeout=TSHARK_TIMEOUT,
-                         check=False)
+        base += ["-d", f"udp.port=={port},{transport}"]
+    run = subprocess.run([*base, "-T", "json", "--no-duplicate-keys"], capture_output=True,
+                         text=True, timeout=TSHARK_TIMEOUT, check=False)
     if run.returncode != 0:
         raise WireError(f"tshark failed: {run.stderr.strip()[-500:]}")
     packets = json.loads(run.stdout or "[]")
     trace = Trace(datagrams=len(packets))
+    trace.notes.append("# decrypted with: " + shlex.join([*base, "-X", f"lua_script:{LUA}"]))
     if transport == "quic":
         trace.messages = list(_quic(packets, listeners))
     else:
