@@ -279,6 +279,8 @@ class CaseRun:
         for ep in clients:
             await ep.finish(self.interrupted)
         if case.peering and not clients:  # let KEEPALIVE, UPDATE and DIGEST flow
+            while self.drop is not None and not self.drop.done:
+                await asyncio.sleep(0.1)  # (within the case's timeout)
             await asyncio.sleep(c.INTEROP_HOLD_TIME / 3 + 1.0)  # a KEEPALIVE interval
 
     def client(self, cl: Client, addresses: dict[str, str]) -> Endpoint:
