@@ -29,6 +29,7 @@ from dmscproto.codec import (
     ConstraintOp,
     CoseAlgorithm,
     DecodeError,
+    DigestNode,
     DigestSummary,
     DiscoveryQuery,
     Endpoint,
@@ -150,6 +151,11 @@ VALUES: dict[TlvType, st.SearchStrategy[Any]] = {
         st.integers(1, 8).flatmap(lambda words: st.binary(min_size=8 * words,
                                                           max_size=8 * words))),
     TlvType.RETRY_AFTER: uint32,
+    TlvType.PURGE: versioned,
+    TlvType.DIGEST_NODE: st.builds(DigestNode, uint8, uint16),
+    TlvType.DIGEST_CHILDREN: st.lists(st.builds(DigestSummary, uint32,
+                                                st.binary(min_size=32, max_size=32)),
+                                      max_size=3).map(tuple),
 }
 
 

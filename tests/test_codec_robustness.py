@@ -265,6 +265,8 @@ def test_missing_required_tlv(drop: TlvType) -> None:
     ("discover", TlvType.SCOPE, b"\x00\x02"),
     ("digest", TlvType.DIGEST_SUMMARY, bytes(35)),
     ("update", TlvType.WITHDRAW, bytes(23)),
+    ("update-purge", TlvType.PURGE, bytes(25)),
+    ("digest-request", TlvType.DIGEST_NODE, bytes(2)),
 ])
 def test_fixed_size_tlv_with_wrong_length(name: str, tlv: TlvType, value: bytes) -> None:
     raw = Raw.of(name).with_value(tlv, value)
@@ -276,7 +278,8 @@ def test_fixed_size_tlv_with_wrong_length(name: str, tlv: TlvType, value: bytes)
     ("route-request", TlvType.PATH_VECTOR, b"\x01" + bytes(17)),  # an octet after the array
     ("route-request", TlvType.PATH_VECTOR, b""),  # not even the count
     ("sync-request", TlvType.AGENT_IDS, b"\x00\x01" + bytes(15)),
-    ("digest", TlvType.DIGEST_ENTRIES, b"\x00\x01" + bytes(23)),
+    ("digest-entries", TlvType.DIGEST_ENTRIES, b"\x00\x01" + bytes(23)),
+    ("digest-children", TlvType.DIGEST_CHILDREN, b"\x01" + bytes(35)),
     ("discover-reply", TlvType.RESULT, b"\x25"),
     ("update", TlvType.ADVERTISE, bytes(8) + b"\x02" + bytes(16)),
     ("update", TlvType.ADVERTISE, bytes(8)),

@@ -89,7 +89,7 @@ def test_captures_cover_every_message_type_and_flow() -> None:
         "lab-route-cross-domain.pcap": {MessageType.ROUTE_REQUEST, MessageType.ROUTE_REPLY},
         "lab-route-errors.pcap": {MessageType.ROUTE_REQUEST, MessageType.ROUTE_REPLY},
         "lab-peering.pcap": {MessageType.OPEN, MessageType.KEEPALIVE, MessageType.UPDATE,
-                             MessageType.DIGEST, MessageType.SYNC_REQUEST, MessageType.NOTIFY,
+                             MessageType.DIGEST, MessageType.SYNC_ACK, MessageType.NOTIFY,
                              MessageType.SUMMARY},
         "lab-echo-trace.pcap": {MessageType.ECHO_REQUEST, MessageType.ECHO_REPLY,
                                 MessageType.TRACE_REQUEST, MessageType.TRACE_REPLY},
@@ -102,11 +102,13 @@ def test_captures_cover_every_message_type_and_flow() -> None:
 
 
 #: The message types of the draft when the captures were recorded (a new type needs a
-#: flow that shows it, and a new recording).
+#: flow that shows it, and a new recording).  DIGEST_REQUEST and SYNC_REQUEST are sent
+#: only when the digest trees of a session differ (a lost datagram, Section 6.6), which
+#: a recording without loss does not show.
 MESSAGE_TYPES_RECORDED = frozenset(MessageType[name] for name in (
     "REGISTER", "REGISTER_ACK", "REFRESH", "REFRESH_ACK", "DEREGISTER", "DEREGISTER_ACK",
     "DISCOVER", "DISCOVER_REPLY", "ROUTE_REQUEST", "ROUTE_REPLY", "OPEN", "KEEPALIVE",
-    "UPDATE", "DIGEST", "SYNC_REQUEST", "NOTIFY", "ECHO_REQUEST", "ECHO_REPLY",
+    "UPDATE", "DIGEST", "SYNC_ACK", "NOTIFY", "ECHO_REQUEST", "ECHO_REPLY",
     "TRACE_REQUEST", "TRACE_REPLY", "ERROR", "SUMMARY"))
 
 
@@ -158,8 +160,8 @@ def test_capture_follows_the_draft(path: Path) -> None:
         if isinstance(msg, Error) and (d.dst, d.src, msg.transaction_id) not in damaged:
             assert reply_to is not None and reply_to.msg is not None
             assert not _has_status(ANSWER_TO[reply_to.msg.TYPE])  # item 6
-        elif msg.TYPE in ANSWER_TO.values() and msg.TYPE not in (MessageType.OPEN,
-                                                                  MessageType.UPDATE):
+        elif msg.TYPE in ANSWER_TO.values() and msg.TYPE not in (
+                MessageType.OPEN, MessageType.UPDATE, MessageType.DIGEST):  # also one-way
             assert reply_to is not None and reply_to.msg is not None, msg
             assert ANSWER_TO[reply_to.msg.TYPE] is msg.TYPE
             previous = answered.setdefault((d.src, d.dst, msg.transaction_id), d.payload)

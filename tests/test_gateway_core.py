@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from dmscproto.codec.cose import SignedRecord
-from dmscproto.codec.digest import summarize
 from dmscproto.codec.examples import example_key, weather_record
-from dmscproto.codec.registry import ErrorCode, Scope
+from dmscproto.codec.registry import ErrorCode, Scope, timer
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
-from dmscproto.gateway.core import GatewayCore, RouteChanges
+from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.policy import export_filter, exportable
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.ports import TableChanges
 from dmscproto.security.signing import entity_id, sign_record, spki
 
 ME, P1, P2, FAR = (bytes([n]) * 16 for n in (0xEE, 0x01, 0x02, 0x0F))
@@ -146,10 +145,11 @@ def test_restart_keeps_registrations(db: Path) -> None:
     c.register(signed(1), 600, T0)
     c.register(signed(2, skill="alerts"), 600, T0)
     c.learn(Advertisement(1, (FAR, P1), signed(3, domain="b.example")), P1, T0)
-    before = c.digest()
+    before = [(a, r.version, r.path) for a in c.agent_ids() for r in c.routes.routes(a)]
     c.store.close()
     c = GatewayCore(ME, "a.example", RegistryStore(db))
-    assert len(c) == 3 and c.digest() == before
+    assert len(c) == 3
+    assert [(a, r.version, r.path) for a in c.agent_ids() for r in c.routes.routes(a)] == before
     assert c.warm(2) == 1 and c.warm(5) == 0  # decode the loaded records ahead of use
     assert sorted(found(c)) == sorted([agent(1), agent(3)])
     res = c.discover(q("alerts"), Scope.LOCAL, 10, T0)
@@ -271,42 +271,48 @@ def test_drop_peer(core: GatewayCore) -> None:
     core.learn(Advertisement(1, (FAR, P2), signed(3)), P2, T0)
     core.learn(Advertisement(1, (P2,), signed(4)), P2, T0)
     ch = core.drop_peer(P1)
-    assert ch == RouteChanges((VersionedId(agent(2), 1),), (agent(3),))
+    assert ch == TableChanges(advertised=(agent(3),), withdrawn=(VersionedId(agent(2), 1),))
     assert core.route(agent(3), 8, ()) == Forward(P2, 7, (ME,))
     assert core.store.get(agent(3)).next_hop == P2  # type: ignore[union-attr]
     assert agent(2) not in core and core.store.get(agent(2)) is None
-    assert core.drop_peer(P1) == RouteChanges()
+    assert core.drop_peer(P1) == TableChanges()
 
 
-def test_digest_and_missing_from(db: Path, tmp_path: Path) -> None:
-    a = GatewayCore(ME, "a.example", RegistryStore(db))
-    b = GatewayCore(P1, "a.example", RegistryStore(tmp_path / "other.db"))
-    for n in (1, 2, 3):
-        a.register(signed(n), 600, T0)
-    for n in (3, 2, 1):  # other order, same content
-        b.register(signed(n), 600, T0 + 5)
-    summary, entries = a.digest()
-    assert b.digest() == (summary, entries)
-    assert [e.agent_id for e in entries] == sorted(agent(n) for n in (1, 2, 3))
-    expected = hashlib.sha256(b"".join(e.agent_id + e.version.to_bytes(8, "big")
-                                       for e in entries)).digest()
-    assert (summary.count, summary.hash) == (3, expected)
-    # changing a version changes the summary
-    b.register(signed(2, version=5), 600, T0)
-    assert b.digest()[0] != summary
-    # a peer holding agent 4 and a newer agent 5 (learned here at version 1)
-    a.learn(Advertisement(1, (P2,), signed(5)), P2, T0)
-    peer = [VersionedId(agent(1), 9), VersionedId(agent(4), 1), VersionedId(agent(5), 2),
-            VersionedId(agent(5), 2), VersionedId(agent(3), 1)]
-    assert a.missing_from(peer) == sorted([agent(4), agent(5)])  # never a local agent
-    assert a.missing_from(a.digest()[1]) == []
-    # what P2's own DIGEST should hold: the routes through P2
-    assert a.peer_digest(P2) == (summarize([VersionedId(agent(5), 1)]),
-                                 [VersionedId(agent(5), 1)])
-    assert a.peer_digest(P1) == (summarize([]), [])
-    assert summarize([]).hash == hashlib.sha256(b"").digest()
-    a.store.close()
-    b.store.close()
+def test_purge_removes_every_route_and_holds_the_version(core: GatewayCore) -> None:
+    core.register(signed(1), 600, T0)
+    core.learn(Advertisement(1, (FAR, P1), signed(2)), P1, T0)
+    core.learn(Advertisement(1, (FAR, P2), signed(2)), P2, T0)
+    core.learn(Advertisement(2, (P2,), signed(3, version=2)), P2, T0)
+    ch = core.purge_many([VersionedId(agent(1), 1), VersionedId(agent(2), 1),
+                          VersionedId(agent(3), 1)], T0)
+    # never a local registration; a newer version stays
+    assert ch == TableChanges(purged=(VersionedId(agent(2), 1),))
+    assert agent(2) not in core and core.store.get(agent(2)) is None
+    assert agent(1) in core and agent(3) in core
+    # a late ADVERTISE of the purged version is ignored for PURGE_HOLD ...
+    assert not core.learn(Advertisement(1, (FAR, P1), signed(2)), P1, T0 + 1)
+    # ... unless it comes from the origin itself (it registered the record again)
+    assert core.learn(Advertisement(1, (FAR,), signed(2)), FAR, T0 + 2)
+    core.purge_many([VersionedId(agent(2), 1)], T0 + 3)
+    assert not core.learn(Advertisement(1, (FAR, P1), signed(2)), P1, T0 + 4)
+    assert core.learn(Advertisement(1, (FAR, P1), signed(2)), P1,
+                      T0 + 3 + timer("PURGE_HOLD"))
+    assert core.routes_via(P1) == [agent(2)]
+
+
+def test_learn_many_commits_once(core: GatewayCore) -> None:
+    ads = [Advertisement(1, (P1,), signed(n)) for n in range(2, 7)]
+    writes = []
+    real = core.store.put_many
+
+    def put_many(*args: object, **kwargs: object) -> list[bytes]:
+        writes.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    core.store.put_many = put_many  # type: ignore[method-assign]
+    ch = core.learn_many(ads, P1, T0)
+    assert ch.advertised == tuple(agent(n) for n in range(2, 7)) and len(writes) == 1
+    assert all(core.store.get(agent(n)) is not None for n in range(2, 7))
 
 
 def only_local(r: CapabilityRecord) -> bool:
@@ -319,13 +325,11 @@ def test_advertisements_for(core: GatewayCore) -> None:
     ads = core.advertisements_for([agent(1), agent(2), agent(9)])
     assert [(ad.version, ad.path) for ad in ads] == [(1, (ME,)), (1, (FAR, P1, ME))]
     assert ads[0].record.encode() == signed(1).encode()
-    # the digest towards a peer covers exactly what would be advertised to it
-    for peer, allow in ((None, None), (P1, None), (None, only_local)):
-        ads = core.advertisements_for(core.agent_ids(), peer, allow)
-        summary, entries = core.digest(peer, allow)
-        assert entries == [VersionedId(ad.record.record.agent_id, ad.version) for ad in ads]
-        assert summary.count == len(ads)
-    assert core.digest(P1)[0] != core.digest()[0]
+    # one record towards a peer: what advertisements_for gives
+    for peer, allow in ((P2, None), (P1, None), (P2, only_local)):
+        assert [core.advertisement(a, peer, allow) for a in (agent(1), agent(2))
+                if core.advertisement(a, peer, allow)] \
+            == core.advertisements_for([agent(1), agent(2)], peer, allow)
     # split horizon: P1 would drop its own advertisement as a loop
     assert [ad.path for ad in core.advertisements_for([agent(1), agent(2)], to_peer=P1)] \
         == [(ME,)]

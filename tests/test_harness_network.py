@@ -22,9 +22,9 @@ from dmscproto.codec.messages import (
     TraceReply,
     Update,
 )
-from dmscproto.codec.registry import ConstraintOp, ErrorCode, Scope
+from dmscproto.codec.registry import ConstraintOp, ErrorCode, Scope, timer
 from dmscproto.codec.values import Constraint, DiscoveryQuery, Skill
-from dmscproto.codec.wire import Advertisement
+from dmscproto.codec.wire import Advertisement, VersionedId
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.events import (
     RequestCompleted,
@@ -297,7 +297,8 @@ def test_cease_closes_both_sides(net: Network) -> None:
 def test_unexpected_message_on_a_session_is_answered_with_notify(net: Network) -> None:
     two_domains(net)
     net.deliver("gw-b", "gw-a", RouteReply(transaction_id=12345, status=ErrorCode.SUCCESS))
-    net.deliver("gw-b", "gw-a", Update(transaction_id=3))  # valid, changes nothing
+    # valid, changes nothing: a sequence number already applied
+    net.deliver("gw-b", "gw-a", Update(transaction_id=3, sequence=2**32 - 1))
     assert net.gateways["gw-a"].sessions["gw-b"].state is PeerState.ESTABLISHED
     assert net.gateways["gw-a"].messages_to_send() == []
     net.deliver("gw-b", "gw-a", Open(transaction_id=9, gateway_id=net.gateway_id("gw-b"),
@@ -322,12 +323,13 @@ def test_update_and_withdraw_propagate(net: Network) -> None:
     assert carol.agent_id in net.gateways["gw-b"].core
     carol.deregister(net.now)
     net.pump()
+    # the origin purges the version it registered (Section 6.5)
     [wd] = [s.msg for s in net.sent("gw-a", "gw-b") if isinstance(s.msg, Update)
-            and s.msg.withdraw]
-    assert isinstance(wd, Update)
-    assert [w.agent_id for w in wd.withdraw] == [carol.agent_id]
+            and s.msg.purge]
+    assert isinstance(wd, Update) and wd.withdraw == () and wd.sequence == up.sequence + 1
+    assert wd.purge == (VersionedId(carol.agent_id, 1),)
     assert carol.agent_id not in net.gateways["gw-b"].core
-    assert net.take("gw-b", TableChanged)[-1].withdrawn[0].agent_id == carol.agent_id
+    assert net.take("gw-b", TableChanged)[-1].purged[0].agent_id == carol.agent_id
 
 
 def test_lease_expiry_is_withdrawn_from_peers(net: Network) -> None:
@@ -339,7 +341,7 @@ def test_lease_expiry_is_withdrawn_from_peers(net: Network) -> None:
     assert alice.agent_id not in net.gateways["gw-a"].core
     assert alice.agent_id not in net.gateways["gw-b"].core
     [changed] = net.take("gw-b", TableChanged)[-1:]
-    assert [w.agent_id for w in changed.withdrawn] == [alice.agent_id]
+    assert [w.agent_id for w in changed.purged] == [alice.agent_id]
 
 
 def test_new_record_version_propagates(net: Network) -> None:
@@ -363,7 +365,9 @@ def test_digest_repairs_a_lost_update_pulling_only_what_differs(net: Network) ->
     net.cut.clear()
     assert carol.agent_id not in net.gateways["gw-b"].core
     net.log.clear()
-    net.advance(30)  # DIGEST_INTERVAL
+    # the next DIGEST arrives after a gap in the sequence: it is held for REORDER_TIMEOUT,
+    # then the gap is skipped and the digest trees compared
+    net.advance(timer("DIGEST_INTERVAL") + timer("REORDER_TIMEOUT"))
     pulls = [s.msg for s in net.sent("gw-b", "gw-a") if isinstance(s.msg, SyncRequest)]
     assert [list(p.agent_ids[0]) for p in pulls if isinstance(p, SyncRequest)] == \
         [[carol.agent_id]]
@@ -427,7 +431,10 @@ def test_advertise_with_own_id_in_path_is_ignored(net: Network) -> None:
     registered(net, x)
     b, c = net.gateway_id("gw-b"), net.gateway_id("gw-c")
     far = net.agent("far", "gw-a", domain="d.example")
-    loop = Update(transaction_id=5, advertise=(Advertisement(1, (b, c), far.signed),))
+    sync = net.gateways["gw-b"].sessions["gw-c"].sync
+    assert sync is not None
+    loop = Update(transaction_id=5, sequence=sync.inc.expected,
+                  advertise=(Advertisement(1, (b, c), far.signed),))
     net.deliver("gw-c", "gw-b", loop)
     assert far.agent_id not in net.gateways["gw-b"].core
 

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 
 import pytest
 
-from dmscproto.codec.digest import summarize
+from dmscproto.codec.digest import ROOT, DigestTree, summarize
 from dmscproto.codec.messages import (
     Digest,
+    DigestRequest,
     Discover,
     EchoRequest,
     Error,
@@ -22,12 +24,20 @@ from dmscproto.codec.messages import (
     Refresh,
     Register,
     RegisterAck,
+    SyncAck,
     SyncRequest,
     Update,
 )
-from dmscproto.codec.registry import MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageType, Scope
+from dmscproto.codec.registry import (
+    MAX_PDU_SIZE,
+    TLV_HEADER_SIZE,
+    ErrorCode,
+    MessageType,
+    Scope,
+    timer,
+)
 from dmscproto.codec.values import DiscoveryQuery
-from dmscproto.codec.wire import Advertisement, Result, VersionedId
+from dmscproto.codec.wire import Advertisement, DigestNode, Result, VersionedId
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
@@ -48,7 +58,8 @@ from dmscproto.protocol.machine import (
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
 from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.protocol.requester import Requests
-from dmscproto.protocol.sync import PeerSync, SyncPeer, SyncState
+from dmscproto.protocol.sync import PeerSync, SyncPeer
+from dmscproto.protocol.sync_in import InState, SyncIn
 from dmscproto.testing.harness import T0, make_record
 
 ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16
@@ -61,7 +72,7 @@ def core(tmp_path: Path) -> Iterator[GatewayCore]:
     c.store.close()
 
 
-def state(m: AgentRegistration | PeerSync) -> Enum:
+def state(m: AgentRegistration | SyncIn) -> Enum:
     """The machine's state, unnarrowed (mypy narrows ``m.state`` after a check)."""
     return m.state
 
@@ -214,40 +225,75 @@ def test_keepalive_restarts_the_hold_timer(core: GatewayCore) -> None:
 
 
 # --- sync -----------------------------------------------------------------------------------------
-def test_digest_in_runs_is_collected_before_comparing(core: GatewayCore) -> None:
-    out = Outbox()
+def _sync(core: GatewayCore, limit: int = 65535) -> tuple[PeerSync, list[Message]]:
     msgs: list[Message] = []
-    sync = PeerSync(out, core, SyncPeer("peer", PEER, "b.example",
-                                        lambda m, _t: msgs.append(m)),
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "b.example",
+                                             lambda m, _t: msgs.append(m), pdu_limit=limit),
                     TransactionIds(), lambda _h, _s, _t: None)
+    sync.start(T0)  # the table, then the DIGEST that closes it
+    assert type(msgs[-1]) is Digest
+    msgs.clear()
+    return sync, msgs
+
+
+def test_digest_answer_in_runs_is_collected_before_comparing(core: GatewayCore) -> None:
+    sync, msgs = _sync(core)
     entries = sorted((VersionedId(bytes([i]) * 16, 1) for i in range(3, 7)),
                      key=lambda e: e.agent_id)
     summary = summarize(entries)
-    sync.receive(Digest(summary=summary, entries=(tuple(entries[:2]),)), T0)
-    assert sync.state is SyncState.READY and msgs == []
-    sync.receive(Digest(summary=summary, entries=(tuple(entries[2:]),)), T0)
-    assert state(sync) is SyncState.PULLING
+    sync.receive(Digest(sequence=0, summary=summary), T0)          # the peer's table differs
+    assert state(sync.inc) is InState.RECONCILING
+    [ask] = msgs
+    assert isinstance(ask, DigestRequest) and ask.node == ROOT
+    msgs.clear()
+    sync.receive(Digest(transaction_id=ask.transaction_id, sequence=1, summary=summary,
+                        node=ROOT, entries=(tuple(entries[:2]),)), T0)
+    assert msgs == []
+    sync.receive(Digest(sequence=2, summary=summary, node=ROOT,
+                        entries=(tuple(entries[2:]),)), T0)
     [pull] = msgs
     assert isinstance(pull, SyncRequest)
     assert pull.agent_ids == (tuple(e.agent_id for e in entries),)
-    # the answer ends the pull even when it carries nothing
-    sync.receive(Update(transaction_id=pull.transaction_id), T0 + 1)
-    assert state(sync) is SyncState.READY and sync.get_timer() is None
+    # an answer without ADVERTISE ends the exchange
+    sync.receive(Update(transaction_id=pull.transaction_id, sequence=3), T0 + 1)
+    assert state(sync.inc) is InState.READY
+    assert sync.inc.get_timer() == T0 + timer("ACK_DELAY")   # only the ack is due
+    sync.handle_timer(T0 + 1)
+    [ack] = msgs[1:]
+    assert isinstance(ack, SyncAck) and ack.sequence == 4 and sync.inc.get_timer() is None
+
+
+def test_digest_tree_walk_down_to_the_leaves_that_differ(core: GatewayCore) -> None:
+    """Over a DTLS-sized session the root of 60 entries is answered with its children;
+    the receiver asks for the children that differ from its own tree, and only those."""
+    theirs, mine = _sync(core, 1163), _sync(core, 1163)
+    ids = [bytes([i * 4]) + bytes(15) for i in range(60)]   # first nibbles 0..14
+    for aid in ids:
+        theirs[0].out.tree.put(aid, 1)
+        mine[0].inc.tree.put(aid, 1)
+    mine[0].inc.tree.put(ids[0], 2)                            # one difference, under child 0
+    theirs[0].receive(DigestRequest(transaction_id=5, node=ROOT), T0)
+    [answer] = theirs[1]
+    assert isinstance(answer, Digest) and answer.children is not None and not answer.entries
+    mine[0].receive(Digest(sequence=0, summary=answer.summary), T0)
+    [ask_root] = mine[1]
+    assert isinstance(ask_root, DigestRequest)
+    mine[1].clear()
+    mine[0].receive(replace(answer, transaction_id=ask_root.transaction_id, sequence=1), T0)
+    [ask_child] = mine[1]
+    assert isinstance(ask_child, DigestRequest) and ask_child.node == DigestNode(1, 0)
 
 
 def test_sync_request_answer_skips_records_on_the_requesters_path(core: GatewayCore) -> None:
     mine, learned = make_record(30, "alice", "a.example"), make_record(31, "bob", "b.example")
     core.register(mine, 600, T0)
     assert core.learn(Advertisement(1, (PEER,), learned), PEER, T0)
-    out = Outbox()
-    msgs: list[Message] = []
-    sync = PeerSync(out, core, SyncPeer("peer", PEER, "b.example",
-                                        lambda m, _t: msgs.append(m)),
-                    TransactionIds(), lambda _h, _s, _t: None)
+    sync, msgs = _sync(core)
+    sync.out.tree = DigestTree()  # as if the bulk sync had been lost
     sync.receive(SyncRequest(transaction_id=77, agent_ids=((mine.record.agent_id,
                                                              learned.record.agent_id),)), T0)
     [up] = msgs
-    assert isinstance(up, Update) and up.transaction_id == 77
+    assert isinstance(up, Update) and up.transaction_id == 77 and up.sequence == 2
     assert [a.record.record.agent_id for a in up.advertise] == [mine.record.agent_id]
     assert up.advertise[0].path == (ME,)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dmscproto.codec.digest import DigestTree
 from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import (
     Digest,
@@ -26,7 +27,7 @@ from dmscproto.codec.messages import (
 )
 from dmscproto.codec.registry import ErrorCode, MessageType, Scope
 from dmscproto.codec.values import DiscoveryQuery
-from dmscproto.codec.wire import Advertisement, DigestSummary, VersionedId
+from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
@@ -40,13 +41,15 @@ from dmscproto.protocol.registration import AgentRegistration, GatewayRegistrati
 from dmscproto.protocol.requester import Requester
 from dmscproto.protocol.routing import RelayContext, RouteRelay
 from dmscproto.protocol.summary import Bloom, SummaryTable
-from dmscproto.protocol.sync import PeerSync, SyncPeer
+from dmscproto.protocol.sync import SyncPeer
+from dmscproto.protocol.sync_in import SyncIn
+from dmscproto.protocol.sync_out import Start, SyncOut, TableSent
 from dmscproto.testing.harness import T0, make_record
 
 M = MessageType
 #: Requests and their answers, as the draft's Section 3.3 table lists them.
 REQUESTS = {M.REGISTER, M.REFRESH, M.DEREGISTER, M.DISCOVER, M.ROUTE_REQUEST, M.OPEN,
-            M.SYNC_REQUEST, M.ECHO_REQUEST, M.TRACE_REQUEST}
+            M.SYNC_REQUEST, M.DIGEST_REQUEST, M.ECHO_REQUEST, M.TRACE_REQUEST}
 ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16
 EXAMPLE = {t: examples()[names[0]] for t, names in by_type().items()}
 
@@ -198,18 +201,30 @@ def _session(state: Enum, tmp_path: Path) -> Rig:
     return Rig(m, lambda msg: m.receive(msg, T0 + 1), out)
 
 
-def _sync(state: Enum, tmp_path: Path) -> Rig:
-    out = Outbox()
-    sent: list[Message] = []
-    m = PeerSync(out, _core(tmp_path), SyncPeer("peer", PEER, "b.example",
-                                                lambda msg, _now: sent.append(msg)),
-                 TransactionIds(), lambda _h, _s, _t: None)
-    if state is m.State.PULLING:
-        wanted = [VersionedId(bytes([9]) * 16, 1)]
-        m.receive(Digest(summary=DigestSummary(1, bytes(32)), entries=(tuple(wanted),)), T0)
+def _sync_link() -> SyncPeer:
+    return SyncPeer("peer", PEER, "b.example", lambda _msg, _now: None)
+
+
+def _sync_out(state: Enum, tmp_path: Path) -> Rig:
+    m = SyncOut(Outbox(), _core(tmp_path), _sync_link(), TransactionIds())
+    if state is not m.State.NEW:
+        m.run(Start(), T0)
+        if state is m.State.READY:
+            m.run(TableSent(), T0)
     assert m.state is state
-    return Rig(m, lambda msg: m.receive(msg, T0 + 1), out,
-               sent[-1].transaction_id if sent else 7)
+    return Rig(m, lambda msg: m.receive(msg, T0 + 1), m.outbox)
+
+
+def _sync_in(state: Enum, tmp_path: Path) -> Rig:
+    m = SyncIn(Outbox(), _core(tmp_path), _sync_link(), TransactionIds(),
+               lambda _h, _s, _t: None)
+    if state is not m.State.AWAITING_TABLE:
+        other = DigestTree()
+        if state is m.State.RECONCILING:
+            other.put(bytes([9]) * 16, 1)
+        m.receive(Digest(sequence=0, summary=other.summary()), T0)
+    assert m.state is state
+    return Rig(m, lambda msg: m.receive(msg, T0 + 1), m.outbox)
 
 
 def _federated(state: Enum, tmp_path: Path) -> Rig:
@@ -245,7 +260,8 @@ RIGS: dict[type[Machine], Callable[[Enum, Path], Rig]] = {
     RouteRelay: _relay(RouteRelay),
     TraceRelay: _relay(TraceRelay),
     PeerSession: _session,
-    PeerSync: _sync,
+    SyncOut: _sync_out,
+    SyncIn: _sync_in,
 }
 
 
@@ -299,8 +315,8 @@ def test_unexpected_message_is_refused(cls: type[Machine], state: Enum, mtype: M
             assert sent[0].status is ErrorCode.UNEXPECTED_MESSAGE
         assert rig.machine.state is PeerSession.State.IDLE
         return
-    if cls is PeerSync:
-        sent = []  # the session owning it answers (previous branch)
+    if cls in (SyncOut, SyncIn):
+        assert sent == []  # the session owning it answers (previous branch)
     elif mtype in REQUESTS:
         assert len(sent) == 1 and isinstance(sent[0], Error)
         err = sent[0]

@@ -404,7 +404,8 @@ def test_record_poisoning_through_sync_refused(snet: SecureNet) -> None:
             (third, ErrorCode.POLICY_DENIED, "may not advertise records of c.example"),
             (forged, ErrorCode.BAD_SIGNATURE, "signature"))):
         fresh = signed_of(snet.domains["b.example"].issue(f"fresh{i}", now=T0))
-        snet.net.deliver("gw-b", "gw-a", Update(transaction_id=40 + i, advertise=(
+        snet.net.deliver("gw-b", "gw-a", Update(
+            transaction_id=40 + i, sequence=snet.net.next_sequence("gw-b", "gw-a"), advertise=(
             Advertisement(1, path, fresh), Advertisement(1, path, bad))))
         snet.net.pump()
         [refused] = snet.net.take("gw-a", RecordRefused)
@@ -626,8 +627,9 @@ def test_record_key_of_unknown_algorithm_is_bad_signature(snet: SecureNet) -> No
     remote = sign_record(replace(record_of(far), public_key=record.public_key),
                          far.private_key)  # type: ignore[arg-type]
     gw_b = snet.net.gateways["gw-b"].core.gateway_id
-    snet.net.deliver("gw-b", "gw-a", Update(transaction_id=62, advertise=(
-        Advertisement(1, (gw_b,), remote),)))
+    snet.net.deliver("gw-b", "gw-a", Update(
+        transaction_id=62, sequence=snet.net.next_sequence("gw-b", "gw-a"),
+        advertise=(Advertisement(1, (gw_b,), remote),)))
     snet.net.pump()
     [refused] = snet.net.take("gw-a", RecordRefused)
     assert refused.status is ErrorCode.BAD_SIGNATURE

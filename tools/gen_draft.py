@@ -92,6 +92,7 @@ def message_section(m: MessageType) -> str:
         MessageType.OPEN: "6.4.1", MessageType.KEEPALIVE: "6.4.2",
         MessageType.UPDATE: "6.5", MessageType.DIGEST: "6.6.1",
         MessageType.SYNC_REQUEST: "6.6.2", MessageType.NOTIFY: "6.7",
+        MessageType.SYNC_ACK: "6.5.2", MessageType.DIGEST_REQUEST: "6.6.3",
         MessageType.ECHO_REQUEST: "6.8.1", MessageType.ECHO_REPLY: "6.8.1",
         MessageType.TRACE_REQUEST: "6.8.2", MessageType.TRACE_REPLY: "6.8.2",
         MessageType.SUMMARY: "6.9",
@@ -124,17 +125,20 @@ TLV_DOCS: dict[TlvType, tuple[str, str]] = {
     TlvType.GATEWAY_CAPS: ("gateway capability bits", "6.4"),
     TlvType.ADVERTISE: ("version, path and signed record", "6.5"),
     TlvType.WITHDRAW: ("Agent ID and version withdrawn", "6.5"),
-    TlvType.DIGEST_SUMMARY: ("entry count and SHA-256 of the entries", "6.6"),
-    TlvType.DIGEST_ENTRIES: ("(Agent ID, version) pairs", "6.6"),
+    TlvType.DIGEST_SUMMARY: ("entry count and XOR of the entries' hashes", "6.6.1"),
+    TlvType.DIGEST_ENTRIES: ("(Agent ID, version) pairs", "6.6.1"),
     TlvType.AGENT_IDS: ("Agent IDs requested", "6.6"),
     TlvType.ACCESS_TOKEN: ("OAuth 2.0 access token", "10.3"),
     TlvType.OFFENDING_TYPE: ("message type that caused an ERROR", "5.4"),
     TlvType.TIMEOUT: ("requester's deadline in milliseconds", "5.3"),
     TlvType.EXPORT_POLICY: ("what the sender exports to the peer", "7.4"),
-    TlvType.SEQUENCE: ("echo sequence number", "6.8"),
+    TlvType.SEQUENCE: ("sequence number of a sync message or an echo", "6.5.1"),
     TlvType.HOP: ("one gateway's hop record", "7.6"),
     TlvType.SUMMARY_FILTER: ("Bloom filter of a domain's capability terms", "6.9"),
     TlvType.RETRY_AFTER: ("milliseconds before the request may succeed again", "10.7"),
+    TlvType.PURGE: ("Agent ID and record version purged", "6.5"),
+    TlvType.DIGEST_NODE: ("level and index of a digest tree node", "6.6.1"),
+    TlvType.DIGEST_CHILDREN: ("count and hash of each child node", "6.6.1"),
 }
 
 #: Meaning and defining section of every error code (Section 11.5).
@@ -213,6 +217,9 @@ CONSTANTS: tuple[tuple[str, Any, str], ...] = (
     ("SUMMARY_MAX_BITS", reg.SUMMARY_MAX_BITS, "most bits of a summary's filter"),
     ("SUMMARY_BITS_PER_ELEMENT", reg.SUMMARY_BITS_PER_ELEMENT,
      "filter bits a sender aims at per term"),
+    ("SYNC_WINDOW", reg.SYNC_WINDOW, "UPDATEs a gateway sends beyond the acknowledged"),
+    ("DIGEST_FANOUT", reg.DIGEST_FANOUT, "children of a digest tree node"),
+    ("DIGEST_LEAF_LEVEL", reg.DIGEST_LEAF_LEVEL, "level of the digest tree's leaves"),
 )
 
 
@@ -723,19 +730,23 @@ def gen_vector_index() -> str:
     return table(("Message type or error", "Vectors"), rows, "Vector index")
 
 
-def digest_hash(entries: list[tuple[bytes, int]]) -> tuple[bytes, bytes]:
-    """The DIGEST_SUMMARY hash input and its SHA-256 (Section 6.6)."""
-    data = b"".join(a + v.to_bytes(8, "big") for a, v in sorted(entries))
-    return data, hashlib.sha256(data).digest()
-
-
 def gen_digest_example() -> str:
-    msg = examples()["digest"]
-    entries = [(e.agent_id, e.version) for chunk in msg.entries for e in chunk]  # type: ignore[attr-defined]
-    data, h = digest_hash(entries)
-    return (f"Hash input ({len(entries)} entries, {len(data)} octets):\n\n~~~~\n"
-            f"{hex_lines(data)}~~~~\n\nSHA-256 of the input (the summary hash):\n\n~~~~\n"
-            f"{hex_lines(h)}~~~~\n")
+    """The digest tree summary of the ``digest-entries`` vector, worked out (Section
+    6.6.1): each entry's hash, the leaf it falls into, and their XOR."""
+    msg = examples()["digest-entries"]
+    entries = [e for chunk in msg.entries for e in chunk]  # type: ignore[attr-defined]
+    out = []
+    acc = 0
+    for e in entries:
+        data = e.agent_id + e.version.to_bytes(8, "big")
+        h = hashlib.sha256(data).digest()
+        acc ^= int.from_bytes(h)
+        leaf = int.from_bytes(e.agent_id[:2]) >> (16 - 4 * reg.DIGEST_LEAF_LEVEL)
+        out.append(f"Entry (Agent ID, version {e.version}), leaf {leaf:#05x}; hash input and "
+                   f"its SHA-256:\n\n~~~~\n{hex_lines(data)}{hex_lines(h)}~~~~\n\n")
+    out.append(f"Summary: count {len(entries)}, hash (the XOR of the entries' hashes):\n\n"
+               f"~~~~\n{hex_lines(acc.to_bytes(32))}~~~~\n")
+    return "".join(out)
 
 
 GENERATORS: dict[str, Callable[[], str]] = {

@@ -66,6 +66,7 @@ from dmscproto.codec.registry import (
     TlvType,
 )
 from dmscproto.codec.wire import HEADER_STRUCT
+from dmscproto.gateway.node import SESSION_MESSAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcap-fixtures"
@@ -106,9 +107,8 @@ def _set_length(data: bytearray, length: int) -> bytearray:
 
 
 #: Session messages between the two gateways go to the peering capture, whenever sent.
-SESSION_TYPES = frozenset({MessageType.OPEN, MessageType.KEEPALIVE, MessageType.UPDATE,
-                           MessageType.DIGEST, MessageType.SYNC_REQUEST, MessageType.NOTIFY,
-                           MessageType.SUMMARY})
+#: The messages of a peer session, all of which go to lab-peering.pcap.
+SESSION_TYPES = SESSION_MESSAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +158,13 @@ FLOWS = (
          "an agent registered there, which is delivered."),
     Flow("lab-peering.pcap", "Gateway peering and sync (Section 6)",
          "Every session message between the two gateways during the whole recording: "
-         "OPEN both ways (the answering OPEN has the same transaction id), DIGESTs, "
-         "UPDATEs advertising and withdrawing the records registered and deregistered in "
-         "the other captures, SYNC_REQUEST and its answering UPDATE where a DIGEST "
-         "showed a record missing, KEEPALIVEs (hold time 3 s), each gateway's SUMMARY "
-         "of its domain's capabilities (Section 6.9) after each change, and the NOTIFY "
-         "CEASE that closes the session when the gateways stop."),
+         "OPEN both ways (the answering OPEN has the same transaction id), each "
+         "gateway's table transfer closed by a DIGEST, UPDATEs (numbered by SEQUENCE) "
+         "advertising the records registered in the other captures and purging those "
+         "deregistered, SYNC_ACKs, periodic DIGESTs of the digest tree root, KEEPALIVEs "
+         "(hold time 3 s), each gateway's SUMMARY of its domain's capabilities (Section "
+         "6.9) after each change, and the NOTIFY CEASE that closes the session when the "
+         "gateways stop."),
     Flow("lab-echo-trace.pcap", "Echo and trace (Section 6.8)",
          "The weather agent pings its gateway, then traces the route to the translator "
          "agent of the other domain: each gateway on the path adds its hop record."),

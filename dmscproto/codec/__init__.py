@@ -11,6 +11,7 @@ from .messages import (
     Deregister,
     DeregisterAck,
     Digest,
+    DigestRequest,
     Discover,
     DiscoverReply,
     EchoReply,
@@ -28,6 +29,7 @@ from .messages import (
     RouteReply,
     RouteRequest,
     Summary,
+    SyncAck,
     SyncRequest,
     TraceReply,
     TraceRequest,
@@ -55,16 +57,17 @@ from .values import (
     Skill,
     TraceContext,
 )
-from .wire import Advertisement, CapabilitySummary, DigestSummary, Result, VersionedId
+from .wire import Advertisement, CapabilitySummary, DigestNode, DigestSummary, Result, VersionedId
 
 __all__ = [
     "MESSAGE_CLASSES", "Advertisement", "CapabilityRecord", "CapabilitySummary", "Constraint",
     "ConstraintOp",
-    "CoseAlgorithm", "DecodeError", "Deregister", "DeregisterAck", "Digest", "DigestSummary",
+    "CoseAlgorithm", "DecodeError", "Deregister", "DeregisterAck", "Digest", "DigestNode",
+    "DigestRequest", "DigestSummary",
     "Discover", "DiscoverReply", "DiscoveryQuery", "EchoReply", "EchoRequest", "EncodeError",
     "Endpoint", "Error", "ErrorCode", "ExportPolicy", "Flags", "GatewayCaps", "HopRecord",
     "Keepalive", "Message", "MessageType", "Notify", "Open", "Provider", "RawTlv", "Refresh",
     "RefreshAck", "Register", "RegisterAck", "Result", "RouteReply", "RouteRequest", "Scope",
-    "SignedRecord", "Skill", "Summary", "SyncRequest", "TlvType", "TraceContext", "TraceReply",
-    "TraceRequest", "Update", "VersionedId", "decode", "encode", "peek_length",
+    "SignedRecord", "Skill", "Summary", "SyncAck", "SyncRequest", "TlvType", "TraceContext",
+    "TraceReply", "TraceRequest", "Update", "VersionedId", "decode", "encode", "peek_length",
 ]

@@ -12,11 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..security.signing import entity_id, sign_record, spki
 from .cose import SignedRecord
-from .digest import summarize
+from .digest import ROOT, DigestTree
 from .messages import (
     Deregister,
     DeregisterAck,
     Digest,
+    DigestRequest,
     Discover,
     DiscoverReply,
     EchoReply,
@@ -34,6 +35,7 @@ from .messages import (
     RouteReply,
     RouteRequest,
     Summary,
+    SyncAck,
     SyncRequest,
     TraceReply,
     TraceRequest,
@@ -152,8 +154,9 @@ def weather_query() -> DiscoveryQuery:
 def examples() -> dict[str, Message]:
     """Named example messages; at least one per message type."""
     weather, translator = weather_signed(), translator_signed()
-    digest_entries = tuple(sorted((VersionedId(AGENT_ID, 1), VersionedId(AGENT2_ID, 3)),
-                                  key=lambda e: e.agent_id))
+    tree = DigestTree()
+    tree.put(AGENT_ID, 1)
+    tree.put(AGENT2_ID, 3)
     return {
         "register": Register(transaction_id=1, record=weather, lease=3600, nonce=NONCE,
                              timestamp=NOW_MS, trace=TRACE),
@@ -191,11 +194,12 @@ def examples() -> dict[str, Message]:
                      export_policy=ExportPolicy(peer_domains=("b.example",),
                                                 include_tags=("weather",))),
         "keepalive": Keepalive(transaction_id=9),
-        "update": Update(transaction_id=10,
+        "update": Update(transaction_id=10, sequence=4,
                          advertise=(Advertisement(1, (GATEWAY_A_ID,), weather),),
                          withdraw=(VersionedId(AGENT2_ID, 3),)),
-        "digest": Digest(transaction_id=11, summary=summarize(digest_entries),
-                         entries=(digest_entries,)),
+        "update-purge": Update(transaction_id=23, sequence=5,
+                               purge=(VersionedId(AGENT_ID, 1),)),
+        "digest": Digest(transaction_id=11, sequence=6, summary=tree.summary()),
         "sync-request": SyncRequest(transaction_id=12, agent_ids=((AGENT2_ID,),)),
         "notify": Notify(transaction_id=13, status=ErrorCode.HOLD_TIMER_EXPIRED,
                          diagnostic=f"no KEEPALIVE for {HOLD_TIME} s"),
@@ -233,6 +237,12 @@ def examples() -> dict[str, Message]:
         "discover-reply-rate-limited": DiscoverReply(
             transaction_id=21, status=ErrorCode.RATE_LIMITED,
             diagnostic="more than 20 requests a second", retry_after=250),
+        "sync-ack": SyncAck(transaction_id=24, sequence=7),
+        "digest-request": DigestRequest(transaction_id=25, node=ROOT),
+        "digest-entries": Digest(transaction_id=25, sequence=7, summary=tree.summary(),
+                                 node=ROOT, entries=(tuple(tree.entries()),)),
+        "digest-children": Digest(transaction_id=26, sequence=8, summary=tree.summary(),
+                                  node=ROOT, children=tree.children(ROOT)),
     }
 
 

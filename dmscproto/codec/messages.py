@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 from .cose import SignedRecord
 from .registry import ErrorCode, MessageType, Scope, TlvType
 from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext
-from .wire import Advertisement, CapabilitySummary, DigestSummary, Result, VersionedId
+from .wire import Advertisement, CapabilitySummary, DigestNode, DigestSummary, Result, VersionedId
 
 
 class Occurs(Enum):
@@ -241,18 +241,25 @@ class Keepalive(Message):
 
 @message(MessageType.UPDATE)
 class Update(Message):
-    """UPDATE: records advertised and withdrawn, each with its version."""
+    """UPDATE: its place in the session's sequence, records advertised, routes withdrawn
+    and record versions purged."""
 
+    sequence: int = tlv(TlvType.SEQUENCE)
     advertise: tuple[Advertisement, ...] = tlv(TlvType.ADVERTISE, default=())
     withdraw: tuple[VersionedId, ...] = tlv(TlvType.WITHDRAW, default=())
+    purge: tuple[VersionedId, ...] = tlv(TlvType.PURGE, default=())
 
 
 @message(MessageType.DIGEST)
 class Digest(Message):
-    """DIGEST: an anti-entropy summary of the sender's table."""
+    """DIGEST: its place in the session's sequence and one node of the digest tree of
+    what the sender advertised on the session, with its children or its entries."""
 
+    sequence: int = tlv(TlvType.SEQUENCE)
     summary: DigestSummary = tlv(TlvType.DIGEST_SUMMARY)
     entries: tuple[tuple[VersionedId, ...], ...] = tlv(TlvType.DIGEST_ENTRIES, default=())
+    node: DigestNode | None = tlv(TlvType.DIGEST_NODE, default=None)
+    children: tuple[DigestSummary, ...] | None = tlv(TlvType.DIGEST_CHILDREN, default=None)
 
 
 @message(MessageType.SYNC_REQUEST)
@@ -260,6 +267,20 @@ class SyncRequest(Message):
     """SYNC-REQUEST: the records a peer wants after comparing a DIGEST."""
 
     agent_ids: tuple[tuple[bytes, ...], ...] = tlv(TlvType.AGENT_IDS, default=())
+
+
+@message(MessageType.SYNC_ACK)
+class SyncAck(Message):
+    """SYNC_ACK: how many sequenced sync messages of the session the sender has applied."""
+
+    sequence: int = tlv(TlvType.SEQUENCE)
+
+
+@message(MessageType.DIGEST_REQUEST)
+class DigestRequest(Message):
+    """DIGEST_REQUEST: asks for one node of the peer's digest tree."""
+
+    node: DigestNode = tlv(TlvType.DIGEST_NODE)
 
 
 @message(MessageType.NOTIFY)

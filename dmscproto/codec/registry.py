@@ -34,6 +34,14 @@ ALPN = "dmsc/1"
 DEFAULT_MAX_DATAGRAM = 1200
 #: UDP port for cleartext lab mode and DTLS (Section 9).
 UDP_PORT = 4760
+#: Sequenced sync messages a gateway may send on a session beyond what the peer has
+#: acknowledged with SYNC_ACK (Section 6.5.1).
+SYNC_WINDOW = 16
+#: Children of each node of the digest tree (Section 6.6.1).
+DIGEST_FANOUT = 16
+#: Level of the digest tree's leaves (the root is level 0), so DIGEST_FANOUT **
+#: DIGEST_LEAF_LEVEL leaves, each for the Agent IDs starting with its index (Section 6.6.1).
+DIGEST_LEAF_LEVEL = 3
 
 
 class MessageType(IntEnum):
@@ -56,6 +64,8 @@ class MessageType(IntEnum):
     SYNC_REQUEST = 0x34
     NOTIFY = 0x35
     SUMMARY = 0x3A
+    SYNC_ACK = 0x36
+    DIGEST_REQUEST = 0x37
     ECHO_REQUEST = 0x40
     ECHO_REPLY = 0x41
     TRACE_REQUEST = 0x42
@@ -73,13 +83,14 @@ ANSWER_TO: Mapping[MessageType, MessageType] = MappingProxyType({
     _M.ROUTE_REQUEST: _M.ROUTE_REPLY,
     _M.OPEN: _M.OPEN,
     _M.SYNC_REQUEST: _M.UPDATE,
+    _M.DIGEST_REQUEST: _M.DIGEST,
     _M.ECHO_REQUEST: _M.ECHO_REPLY,
     _M.TRACE_REQUEST: _M.TRACE_REPLY,
 })
 #: Messages sent without an answer and never retransmitted (Section 3.3); UPDATE is also
-#: SYNC-REQUEST's answer.
+#: SYNC-REQUEST's answer, DIGEST also DIGEST_REQUEST's.
 ONE_WAY: frozenset[MessageType] = frozenset({_M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.NOTIFY,
-                                             _M.SUMMARY})
+                                             _M.SUMMARY, _M.SYNC_ACK})
 del _M
 
 
@@ -128,6 +139,9 @@ class TlvType(IntEnum):
     SEQUENCE = 0x801D
     HOP = 0x801E
     SUMMARY_FILTER = 0x8040
+    PURGE = 0x8020
+    DIGEST_NODE = 0x8021
+    DIGEST_CHILDREN = 0x8022
 
     @property
     def critical(self) -> bool:
@@ -297,6 +311,12 @@ TIMERS: tuple[Timer, ...] = (
           "how long a restarted gateway withholds records whose agents have not come back"),
     Timer("AGENT_KEEPALIVE", 5,
           "silence after which an agent sends ECHO_REQUEST to its gateway"),
+    Timer("MIN_ADVERTISEMENT_INTERVAL", 2,
+          "least time between two ADVERTISEs of one record to one peer"),
+    Timer("ACK_DELAY", 0.1, "longest wait before a SYNC_ACK for applied sync messages"),
+    Timer("REORDER_TIMEOUT", 2,
+          "how long a receiver waits for a missing sequenced sync message"),
+    Timer("PURGE_HOLD", 30, "how long a purged record version is remembered"),
     Timer("RETRANSMIT_INITIAL", 0.5, "first retransmission timeout on datagram transports"),
     Timer("RETRANSMIT_MAX", 8, "largest retransmission timeout on datagram transports"),
     Timer("RETRANSMIT_LIMIT", 6, "retransmissions before a request is abandoned"),

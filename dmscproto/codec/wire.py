@@ -64,6 +64,8 @@ WithdrawFormat = DigestEntry
 CapabilitySummaryFormat = c.Struct("hashes" / c.Int8ub, "count" / c.Int32ub,
                                    "bits" / c.GreedyBytes)
 DigestEntriesFormat = c.PrefixedArray(c.Int16ub, DigestEntry)
+DigestNodeFormat = c.Struct("level" / c.Int8ub, "index" / c.Int16ub)
+DigestChildrenFormat = c.PrefixedArray(c.Int8ub, DigestSummaryFormat)
 
 #: The largest value a TLV can carry (its length field is 16 bits).
 MAX_TLV_VALUE = 0xFFFF
@@ -97,10 +99,20 @@ TLV_HEADER_STRUCT = fixed_struct(TlvHeader)
 # --- value codecs: one per TLV type ---------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class DigestSummary:
-    """DIGEST_SUMMARY (Section 6.6): entry count and SHA-256 over the sorted entries."""
+    """DIGEST_SUMMARY and DIGEST_CHILDREN items (Section 6.6.1): the number of entries
+    of a digest tree node and the XOR of their SHA-256 hashes."""
 
     count: int
     hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DigestNode:
+    """DIGEST_NODE (Section 6.6.1): a node of the digest tree, by level and index (the
+    root is level 0, index 0)."""
+
+    level: int
+    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +134,8 @@ class Advertisement:
 
 @dataclass(frozen=True, slots=True)
 class VersionedId:
-    """WITHDRAW and DIGEST_ENTRIES items (Section 6.5, 6.6): an agent and a version."""
+    """WITHDRAW, PURGE and DIGEST_ENTRIES items (Section 6.5, 6.6): an agent and a
+    version."""
 
     agent_id: bytes
     version: int
@@ -393,4 +406,7 @@ VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
     TlvType.SEQUENCE: FixedCodec(c.Int32ub),
     TlvType.HOP: CborCodec(HopRecord),
     TlvType.SUMMARY_FILTER: CapabilitySummaryCodec(),
+    TlvType.PURGE: StructCodec(WithdrawFormat, VersionedId),
+    TlvType.DIGEST_NODE: StructCodec(DigestNodeFormat, DigestNode),
+    TlvType.DIGEST_CHILDREN: ArrayCodec(DigestChildrenFormat, DigestSummary),
 }

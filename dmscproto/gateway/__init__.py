@@ -6,7 +6,7 @@ forwarding decisions, :mod:`.policy` export policy, and :mod:`.core` ties them t
 behind one sans-I/O API.
 """
 
-from .core import GatewayCore, RegisterOutcome, RouteChanges
+from .core import GatewayCore, RegisterOutcome
 from .index import CapabilityIndex, IndexTerms, Match
 from .policy import export_filter, exportable
 from .routing import Decision, DeliverLocal, Forward, Reject, Route, RoutingTable
@@ -24,7 +24,6 @@ __all__ = [
     "RegistryStore",
     "Reject",
     "Route",
-    "RouteChanges",
     "RoutingTable",
     "StoreError",
     "StoredRecord",

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from ..codec.cose import SignedRecord
-from ..codec.digest import summarize
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, limit, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
-from ..codec.wire import Advertisement, DigestSummary, Result, VersionedId
+from ..codec.wire import Advertisement, Result, VersionedId
+from ..protocol.ports import TableChanges
 from .directory import RemoteDirectory
 from .index import CapabilityIndex
 from .routing import MAX_PATH, Decision, Route, RoutingTable
@@ -46,16 +46,6 @@ class RegisterOutcome:
     status: ErrorCode
     lease: int = 0
     diagnostic: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RouteChanges:
-    """What a withdrawal or a lost peer changed, for propagation to the other peers:
-    records now gone (send WITHDRAW) and records whose best route changed (send a new
-    ADVERTISE with the new path)."""
-
-    withdrawn: tuple[VersionedId, ...] = ()
-    rerouted: tuple[bytes, ...] = ()
 
 
 class _Held:
@@ -158,7 +148,8 @@ class GatewayCore:
                  min_lease: int = int(timer("MIN_LEASE")),
                  max_lease: int = int(timer("MAX_LEASE")),
                  max_peer_records: int = int(limit("PEER_MAX_RECORDS")),
-                 max_peer_path: int = int(limit("PEER_MAX_PATH"))) -> None:
+                 max_peer_path: int = int(limit("PEER_MAX_PATH")),
+                 purge_hold: float = timer("PURGE_HOLD")) -> None:
         if len(gateway_id) != ID_SIZE:
             raise ValueError(f"gateway id must be {ID_SIZE} octets")
         if not 0 < min_lease <= max_lease:
@@ -171,6 +162,7 @@ class GatewayCore:
         #: What one peer may make this gateway learn (:meth:`learn`, Section 10.7).
         self.max_peer_records = max_peer_records
         self.max_peer_path = max_peer_path
+        self.purge_hold = purge_hold
         self.index = CapabilityIndex()
         self.routes = RoutingTable()
         #: Records known only from relayed DISCOVER answers (Section 5.2.1).
@@ -178,7 +170,8 @@ class GatewayCore:
         self._records: dict[bytes, _Held] = {}
         self._by_uri: dict[str, bytes] = {}
         self._local: set[bytes] = set()
-        self._digest: tuple[DigestSummary, list[VersionedId]] | None = None
+        #: Purged record versions (Section 6.5): agent id -> (version, until).
+        self._purged: dict[bytes, tuple[int, float]] = {}
         self._cold: list[bytes] = []
         #: Lapsed local registrations evicted when another agent took their name,
         #: kept (with their lease end) until :meth:`expire` reports them.
@@ -228,7 +221,6 @@ class GatewayCore:
             self._local.add(e.agent_id)
         self.index.add_encoded(e.agent_id, terms)
         self.routes.add(e.agent_id, Route(e.next_hop, e.path, e.version, e.origin))
-        self._digest = None
 
     def _uninstall(self, agent_id: bytes) -> _Held | None:
         e = self._records.pop(agent_id, None)
@@ -239,7 +231,6 @@ class GatewayCore:
         self._local.discard(agent_id)
         self.index.remove(agent_id)
         self.routes.remove_agent(agent_id)
-        self._digest = None
         return e
 
     def __len__(self) -> int:
@@ -413,64 +404,107 @@ class GatewayCore:
 
     # --- gateway sync (Section 6.5, 6.6) --------------------------------------------------
     def learn(self, adv: Advertisement, from_peer: bytes, now: float) -> bool:
-        """ADVERTISE from ``from_peer``.  Return whether the table changed in a way to
-        propagate (a new record or record version, or a new best route).
+        """One ADVERTISE (:meth:`learn_many`); whether the table changed."""
+        return bool(self.learn_many((adv,), from_peer, now))
 
-        Ignored (False, nothing written): a version different from the record's
+    def learn_many(self, ads: Sequence[Advertisement], from_peer: bytes,
+                   now: float) -> TableChanges:
+        """ADVERTISEs from ``from_peer``, new records written in one commit.  Return what
+        changed in a way to propagate (a new record or record version, or a new best
+        route; a route lost to a loop).
+
+        Ignored (nothing written): a version different from the record's
         ``record_version``; a path that is empty, longer than 255, has a malformed or
         repeated id or does not end with ``from_peer`` (each gateway appends itself
         before advertising); an agent registered here with a live lease (local beats
-        remote); a URI held by another live agent; a version older than the one held.
+        remote); a URI held by another live agent; a version older than the one held;
+        a version purged within PURGE_HOLD (:meth:`purge_many`), unless ``from_peer``
+        is the record's origin (a path of one: it registered the record again).
 
         A path that already holds this gateway is a loop: it is not learned, and it
         replaces (so withdraws) what ``from_peer`` advertised before for that agent,
         as in any path-vector protocol.  The same version through another peer adds an
-        alternative route.  Learned records have no lease: they live until withdrawn
-        or until :meth:`drop_peer`.
+        alternative route.  Learned records have no lease: they live until withdrawn,
+        purged or until :meth:`drop_peer`.
         """
-        signed = adv.record
-        rec = signed.record
-        aid, path = rec.agent_id, adv.path
-        if adv.version != rec.record_version or not path or len(path) > MAX_PATH \
-                or any(len(g) != ID_SIZE for g in path) or len(set(path)) != len(path) \
-                or path[-1] != from_peer:
-            return False
-        if self.gateway_id in path:
-            return self.withdraw(aid, adv.version, from_peer)
-        self._check_peer_limits(aid, path, from_peer)
-        cur = self._records.get(aid)
-        if cur is not None and cur.expires_at <= now:
-            cur = None
-        if cur is not None and (cur.local or adv.version < cur.version):
-            return False
-        holder_id = self._by_uri.get(rec.agent_uri)
-        evict: tuple[bytes, ...] = ()
-        if holder_id is not None and holder_id != aid:
-            if self._records[holder_id].expires_at > now:
-                return False
-            evict = (holder_id,)
-        route = Route(from_peer, path, adv.version, path[0])
-        if cur is not None and adv.version == cur.version:
-            return self._add_route(cur, route)
-        entry = _Held(aid, rec.agent_uri, None, signed, math.inf, path[0], adv.version, path,
-                      from_peer)
-        terms = self.store.put(entry.stored(), evict)
-        for h in evict:
-            self._evicted(h)
-        self._install(entry, terms)
-        return True
+        changed: list[bytes] = []
+        gone: list[VersionedId] = []
+        batch: dict[bytes, tuple[_Held, tuple[bytes, ...]]] = {}
+        uris: set[str] = set()
 
-    def _check_peer_limits(self, aid: bytes, path: tuple[bytes, ...], peer: bytes) -> None:
+        def commit() -> None:
+            if batch:
+                held = list(batch.values())
+                terms = self.store.put_many((e.stored() for e, _ in held),
+                                            [h for _, ev in held for h in ev])
+                for (entry, evict), t in zip(held, terms, strict=True):
+                    for h in evict:
+                        self._evicted(h)
+                    self._install(entry, t)
+                batch.clear()
+                uris.clear()
+
+        try:  # what was decided before a refusal (Section 10.7) is kept
+            for adv in ads:
+                rec = adv.record.record
+                aid, path = rec.agent_id, adv.path
+                if aid in batch or rec.agent_uri in uris:
+                    commit()
+                if adv.version != rec.record_version or not path or len(path) > MAX_PATH \
+                        or any(len(g) != ID_SIZE for g in path) or len(set(path)) != len(path) \
+                        or path[-1] != from_peer:
+                    continue
+                if self.gateway_id in path:
+                    ch = self._drop_routes([VersionedId(aid, adv.version)], from_peer)
+                    changed.extend(ch.advertised)
+                    gone.extend(ch.withdrawn)
+                    continue
+                self._check_peer_limits(aid, path, from_peer, len(batch))
+                if self._purged_at(aid, adv.version, now) and path != (from_peer,):
+                    continue
+                self._purged.pop(aid, None)
+                cur = self._records.get(aid)
+                if cur is not None and cur.expires_at <= now:
+                    cur = None
+                if cur is not None and (cur.local or adv.version < cur.version):
+                    continue
+                holder_id = self._by_uri.get(rec.agent_uri)
+                evict: tuple[bytes, ...] = ()
+                if holder_id is not None and holder_id != aid:
+                    if self._records[holder_id].expires_at > now:
+                        continue
+                    evict = (holder_id,)
+                route = Route(from_peer, path, adv.version, path[0])
+                if cur is not None and adv.version == cur.version:
+                    if self._add_route(cur, route):
+                        changed.append(aid)
+                    continue
+                batch[aid] = (_Held(aid, rec.agent_uri, None, adv.record, math.inf, path[0],
+                                    adv.version, path, from_peer), evict)
+                uris.add(rec.agent_uri)
+                changed.append(aid)
+        finally:
+            commit()
+        return TableChanges(tuple(dict.fromkeys(changed)), tuple(gone))
+
+    def _purged_at(self, agent_id: bytes, version: int, now: float) -> bool:
+        """Whether ``version`` of ``agent_id`` was purged within PURGE_HOLD."""
+        t = self._purged.get(agent_id)
+        return t is not None and now < t[1] and version <= t[0]
+
+    def _check_peer_limits(self, aid: bytes, path: tuple[bytes, ...], peer: bytes,
+                           pending: int = 0) -> None:
         """The limits on what one peer may make this gateway learn (Section 10.7, BGP's
         maximum-prefix): a path longer than ``max_peer_path``, or a record beyond
-        ``max_peer_records`` through ``peer``, raises :class:`ProtocolError`
-        (PATH_TOO_LONG, MAX_RECORDS_EXCEEDED), which closes the session with NOTIFY."""
+        ``max_peer_records`` through ``peer`` (``pending`` more are decided, not yet
+        committed), raises :class:`ProtocolError` (PATH_TOO_LONG, MAX_RECORDS_EXCEEDED),
+        which closes the session with NOTIFY."""
         from ..protocol.machine import ProtocolError  # protocol imports this module
         if len(path) > self.max_peer_path:
             raise ProtocolError(ErrorCode.PATH_TOO_LONG,
                                 f"path of {len(path)} gateways exceeds {self.max_peer_path}")
         if self.routes.route_via(aid, peer) is None \
-                and self.routes.count_via(peer) >= self.max_peer_records:
+                and self.routes.count_via(peer) + pending >= self.max_peer_records:
             raise ProtocolError(ErrorCode.MAX_RECORDS_EXCEEDED,
                                 f"more than {self.max_peer_records} records from this peer")
 
@@ -490,28 +524,57 @@ class GatewayCore:
         cur.set_route(best)
 
     def withdraw(self, agent_id: bytes, version: int, from_peer: bytes) -> bool:
-        """WITHDRAW from ``from_peer``: drop its route to ``agent_id`` if that route's
-        version is at most ``version``.  The record goes when its last route goes.
-        Return whether to propagate: the record is gone (:meth:`get` is None: send
-        WITHDRAW) or its best route changed (send the new ADVERTISE)."""
-        ch = self._drop_routes([agent_id], from_peer, version)
-        return bool(ch.withdrawn or ch.rerouted)
+        """One WITHDRAW (:meth:`withdraw_many`); whether to propagate."""
+        return bool(self.withdraw_many((VersionedId(agent_id, version),), from_peer))
 
-    def drop_peer(self, peer: bytes) -> RouteChanges:
+    def withdraw_many(self, items: Sequence[VersionedId], from_peer: bytes) -> TableChanges:
+        """WITHDRAWs from ``from_peer``: drop its route to each agent if that route's
+        version is at most the one withdrawn (one commit).  The record goes when its last
+        route goes.  Return what to propagate: records gone (``withdrawn``) and records
+        whose best route changed (``advertised``)."""
+        return self._drop_routes(items, from_peer)
+
+    def purge_many(self, items: Sequence[VersionedId], now: float) -> TableChanges:
+        """PURGEs (Section 6.5): remove each learned record held at the purged version or
+        an older one, with every route, in one commit, and remember the purged version
+        for PURGE_HOLD (:meth:`learn_many` then ignores it).  Records registered here
+        are never purged.  Return the records removed (``purged``)."""
+        until = now + self.purge_hold
+        self._purged = {a: t for a, t in self._purged.items() if t[1] > now}
+        gone: list[_Held] = []
+        for item in items:
+            t = self._purged.get(item.agent_id)
+            if t is None or t[0] < item.version:
+                self._purged[item.agent_id] = (item.version, until)
+            cur = self._records.get(item.agent_id)
+            if cur is not None and not cur.local and cur.version <= item.version:
+                gone.append(cur)
+        if gone:
+            self.store.delete_many(c.agent_id for c in gone)
+            for c in gone:
+                self._uninstall(c.agent_id)
+        return TableChanges(purged=tuple(VersionedId(c.agent_id, c.version) for c in gone))
+
+    def drop_peer(self, peer: bytes) -> TableChanges:
         """The session with ``peer`` ended: drop every route through it (one commit)."""
-        return self._drop_routes(self.routes.via(peer), peer, MAX_VERSION)
+        return self._drop_routes([VersionedId(a, MAX_VERSION) for a in self.routes.via(peer)],
+                                 peer)
 
-    def _drop_routes(self, agent_ids: Sequence[bytes], peer: bytes,
-                     version: int) -> RouteChanges:
+    def routes_via(self, peer: bytes) -> list[bytes]:
+        """The Agent IDs with a route through ``peer``."""
+        return list(self.routes.via(peer))
+
+    def _drop_routes(self, items: Sequence[VersionedId], peer: bytes) -> TableChanges:
         gone: list[_Held] = []
         moved: list[tuple[_Held, Route]] = []
-        for aid in agent_ids:
+        for item in items:
+            aid = item.agent_id
             cur = self._records.get(aid)
             if cur is None or cur.local:
                 continue
             routes = self.routes.routes(aid)
             mine = [r for r in routes if r.next_hop == peer]
-            if not mine or mine[0].version > version:
+            if not mine or mine[0].version > item.version:
                 continue
             rest = [r for r in routes if r.next_hop != peer]
             if not rest:
@@ -528,8 +591,8 @@ class GatewayCore:
             for c, b in moved:
                 c.set_route(b)
                 self.routes.remove(c.agent_id, peer)
-        return RouteChanges(tuple(VersionedId(c.agent_id, c.version) for c in gone),
-                            tuple(c.agent_id for c, _ in moved))
+        return TableChanges(tuple(c.agent_id for c, _ in moved),
+                            tuple(VersionedId(c.agent_id, c.version) for c in gone))
 
     def _exported(self, e: _Held, to_peer: bytes | None,
                   allow: Callable[[CapabilityRecord], bool] | None) -> bool:
@@ -539,6 +602,19 @@ class GatewayCore:
         if len(e.path) >= MAX_PATH:
             return False
         return allow is None or allow(e.signed.record)
+
+    def agent_ids_unordered(self) -> list[bytes]:
+        """Every agent id held, in no particular order (a snapshot)."""
+        return list(self._records)
+
+    def advertisement(self, agent_id: bytes, to_peer: bytes,
+                      allow: Callable[[CapabilityRecord], bool] | None) -> Advertisement | None:
+        """The ADVERTISE of one record towards ``to_peer`` (:meth:`advertisements_for`),
+        None when it is not exported to that peer."""
+        e = self._records.get(agent_id)
+        if e is None or not self._exported(e, to_peer, allow):
+            return None
+        return Advertisement(e.version, (*e.path, self.gateway_id), e.signed)
 
     def advertisements_for(self, agent_ids: Iterable[bytes], to_peer: bytes | None = None,
                            allow: Callable[[CapabilityRecord], bool] | None = None
@@ -554,43 +630,3 @@ class GatewayCore:
             if e is not None and self._exported(e, to_peer, allow):
                 out.append(Advertisement(e.version, (*e.path, self.gateway_id), e.signed))
         return out
-
-    def digest(self, to_peer: bytes | None = None,
-               allow: Callable[[CapabilityRecord], bool] | None = None
-               ) -> tuple[DigestSummary, list[VersionedId]]:
-        """DIGEST (Section 6.6) of the records held, local and learned, that
-        :meth:`advertisements_for` would advertise (to ``to_peer``, under ``allow``):
-        the entries, sorted by agent id, and their summary (the codec's
-        :func:`~dmscproto.codec.digest.summarize`).  The unfiltered digest is cached
-        until the table changes."""
-        if to_peer is None and allow is None and self._digest is not None:
-            summary, entries = self._digest
-            return summary, list(entries)
-        entries = [VersionedId(a, e.version) for a, e in sorted(self._records.items())
-                   if self._exported(e, to_peer, allow)]
-        result = (summarize(entries), entries)
-        if to_peer is None and allow is None:
-            self._digest = result
-        return result[0], list(entries)
-
-    def peer_digest(self, peer: bytes) -> tuple[DigestSummary, list[VersionedId]]:
-        """What ``peer``'s DIGEST should hold if it and this gateway agree: the
-        (agent id, version) of every route through ``peer``, sorted by agent id, and
-        their summary."""
-        entries = []
-        for aid in self.routes.via(peer):
-            r = self.routes.route_via(aid, peer)
-            assert r is not None
-            entries.append(VersionedId(aid, r.version))
-        return summarize(entries), entries
-
-    def missing_from(self, entries: Iterable[VersionedId]) -> list[bytes]:
-        """The ids in a peer's DIGEST entries that this gateway should SYNC-REQUEST:
-        unknown here, or with a newer version than held.  Agents registered here are
-        never requested (local beats remote).  Sorted, without duplicates."""
-        want = set()
-        for item in entries:
-            cur = self._records.get(item.agent_id)
-            if cur is None or (not cur.local and item.version > cur.version):
-                want.add(item.agent_id)
-        return sorted(want)

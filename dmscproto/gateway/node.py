@@ -59,7 +59,6 @@ from ..codec.messages import (
 )
 from ..codec.registry import ANSWER_TO, MAX_PDU_SIZE, ErrorCode, MessageType, Scope, timer
 from ..codec.values import CapabilityRecord
-from ..codec.wire import VersionedId
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.events import (
     AgentRegistered,
@@ -88,6 +87,7 @@ from ..protocol.peering import (
     PeerState,
     SessionTimers,
 )
+from ..protocol.ports import TableChanges
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
 from ..protocol.summary import (
@@ -108,7 +108,7 @@ Admission = Callable[[Handle, Message, float], Refusal | None]
 _M = MessageType
 #: The messages of a peer session (Section 6): only gateways send them.
 SESSION_MESSAGES = frozenset({_M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST,
-                              _M.NOTIFY, _M.SUMMARY})
+                              _M.NOTIFY, _M.SUMMARY, _M.SYNC_ACK, _M.DIGEST_REQUEST})
 _REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
 _RELAY_ANSWERS = frozenset({_M.ROUTE_REPLY, _M.TRACE_REPLY, _M.ERROR})
 _DISCOVERY_ANSWERS = frozenset({_M.DISCOVER_REPLY, _M.ERROR})
@@ -203,7 +203,7 @@ class GatewayNode:
         """Records no longer stale (their agents came back, or the grace ended)."""
         back = [a for a in agent_ids if self.grace is not None and self.grace.back(a)]
         if back:
-            self._announce(back, (), None, now)
+            self._announce(TableChanges(advertised=tuple(back)), now)
             self.summaries.changed(now)
 
     # --- peering (the sessions' PeeringPort) --------------------------------------------------
@@ -228,7 +228,7 @@ class GatewayNode:
                         SyncPeer(handle, gateway_id, domain,
                                  lambda msg, _now: self._out.send(handle, msg),
                                  allow if self.grace is None
-                                 else self.grace.exportable(allow)),
+                                 else self.grace.exportable(allow), self.pdu_limit(handle)),
                         self.txids, self.verifier)
 
     def _session(self, handle: Handle) -> PeerSession:
@@ -388,9 +388,9 @@ class GatewayNode:
         if due is not None and now >= due:
             self.registration.handle_timer(now)
         if self.grace is not None:
-            released = self.grace.expire(now)
-            self._announce(released, (), None, now)
+            released = tuple(self.grace.expire(now))
             if released:
+                self._announce(TableChanges(advertised=released), now)
                 self.summaries.changed(now)
         for s in list(self.sessions.values()):
             due = s.get_timer()
@@ -426,15 +426,15 @@ class GatewayNode:
             if isinstance(ev, AgentRegistered):
                 if self.grace is not None:
                     self.grace.back(ev.agent_id)
-                self._announce([ev.agent_id], (), None, now)
+                self._announce(TableChanges(advertised=(ev.agent_id,)), now)
                 self.summaries.changed(now)
             elif isinstance(ev, AgentRemoved):
                 if self.grace is not None:
                     self.grace.back(ev.withdrawn.agent_id)
-                self._announce((), [ev.withdrawn], None, now)
+                self._announce(TableChanges(purged=(ev.withdrawn,)), now)
                 self.summaries.changed(now)
             elif isinstance(ev, TableChanged):
-                self._announce(ev.advertised, ev.withdrawn, ev.from_handle, now)
+                self._announce(TableChanges(ev.advertised, ev.withdrawn, ev.purged), now)
                 if self._peer_domain(ev.from_handle) == self.core.domain:
                     self.summaries.changed(now)
             elif isinstance(ev, SessionEstablished):
@@ -448,8 +448,7 @@ class GatewayNode:
                 if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
                     del self.peers[ev.gateway_id]
                     self.summaries.down(ev.gateway_id, now)
-                    changes = self.core.drop_peer(ev.gateway_id)
-                    self._announce(changes.rerouted, changes.withdrawn, ev.handle, now)
+                    self._announce(self.core.drop_peer(ev.gateway_id), now)
             elif isinstance(ev, QueryResolved):  # the query is answered: route it now
                 self._relay(RouteRelay(self._out, self.ctx, ev.source, ev.request), now)
                 continue
@@ -466,9 +465,9 @@ class GatewayNode:
                                         diagnostic="the session with the next hop closed"),
                           now)
 
-    def _announce(self, advertised: Iterable[bytes], withdrawn: Iterable[VersionedId],
-                  except_handle: Handle, now: float) -> None:
-        adv, wd = tuple(advertised), tuple(withdrawn)
-        for handle, s in self.sessions.items():
-            if handle != except_handle and isinstance(s.sync, PeerSync):
-                s.sync.announce(adv, wd, now)
+    def _announce(self, changes: TableChanges, now: float) -> None:
+        """Tell every session (the one a change came from too: it may now have to
+        withdraw what it advertised there, Section 6.3)."""
+        for s in list(self.sessions.values()):
+            if isinstance(s.sync, PeerSync):
+                s.sync.announce(changes, now)

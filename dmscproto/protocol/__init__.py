@@ -16,11 +16,13 @@ from .registration import AgentRegistration, GatewayRegistration
 from .requester import Requester, Requests
 from .routing import RelayContext, RouteRelay
 from .sync import PeerSync
+from .sync_in import SyncIn
+from .sync_out import SyncOut
 
 #: Every table-driven machine, in the order of draft-dmsc-state-machines-00.
 MACHINES: tuple[type[Machine], ...] = (
     AgentRegistration, GatewayRegistration, Requester, DiscoveryResponder,
-    FederatedDiscovery, RouteRelay, PeerSession, PeerSync, EchoResponder, TraceRelay,
+    FederatedDiscovery, RouteRelay, PeerSession, SyncOut, SyncIn, EchoResponder, TraceRelay,
 )
 
 __all__ = [
@@ -28,5 +30,5 @@ __all__ = [
     "EchoResponder", "FederatedDiscovery", "GatewayRegistration", "LocalGateway", "Machine",
     "Outbox", "PeerSession",
     "PeerSync", "ProtocolError", "RelayContext", "Requester", "Requests", "RouteRelay",
-    "TraceRelay", "TransactionIds",
+    "SyncIn", "SyncOut", "TraceRelay", "TransactionIds",
 ]

@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from ..codec.messages import Discover, DiscoverReply, Message
 from ..codec.pdu import encode
 from ..codec.registry import MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageType
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Result
-from ..gateway.core import GatewayCore
 from .machine import Handle, Machine, Outbox, ProtocolError, expect
+
+if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
+    from ..gateway.core import GatewayCore
 
 #: The caller's policy for a requester: which records it may see (None: all).
 PolicyFor = Callable[[Handle], Callable[[CapabilityRecord], bool] | None]

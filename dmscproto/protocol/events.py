@@ -155,12 +155,14 @@ class SessionClosed:
 
 @dataclass(frozen=True, slots=True)
 class TableChanged:
-    """Records learned or withdrawn through a peer, to propagate to the other peers:
-    ``advertised`` have a new version or best route, ``withdrawn`` are gone."""
+    """Records learned, withdrawn or purged through a peer, to propagate to the other
+    peers: ``advertised`` have a new version or best route, ``withdrawn`` lost their
+    last route, ``purged`` were removed by their origin (Section 6.5)."""
 
     from_handle: Handle
     advertised: tuple[bytes, ...]
     withdrawn: tuple[VersionedId, ...]
+    purged: tuple[VersionedId, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,7 @@ class PeerInput(Enum):
     OPEN_ANSWER = "OPEN [answers ours, accepted]"
     OPEN_REFUSED = "OPEN [refused: the port's check, or hold time 1..MIN_HOLD_TIME-1]"
     KEEPALIVE = "KEEPALIVE"
-    SYNC = "UPDATE, DIGEST, SYNC_REQUEST"
+    SYNC = "UPDATE, DIGEST, SYNC_REQUEST, SYNC_ACK, DIGEST_REQUEST"
     ERROR = "ERROR"
     NOTIFY = "NOTIFY"
     UNEXPECTED = "any other message, or one the sync machine refuses"
@@ -138,7 +138,7 @@ class PeerAction(Enum):
     REFUSE_AND_CLOSE = "send NOTIFY with the refusal's code and reason; close"
     CONFIRM = "negotiate the hold time; send KEEPALIVE; establish"
     ESTABLISH = ("establish: restart the hold timer, start the keepalive timer, report "
-                 "SessionEstablished, start sync (DIGEST at once)")
+                 "SessionEstablished, start sync (table transfer)")
     ESTABLISH_AND_SYNC = "establish, then pass the message to sync"
     RESTART_HOLD = "restart the hold timer"
     SYNC = "restart the hold timer; pass the message to sync"
@@ -230,7 +230,8 @@ _M = MessageType
 _INPUT_OF: dict[MessageType, type[KeepaliveReceived | SyncReceived | ErrorReceived
                                   | NotifyReceived]] = {
     _M.KEEPALIVE: KeepaliveReceived, _M.UPDATE: SyncReceived, _M.DIGEST: SyncReceived,
-    _M.SYNC_REQUEST: SyncReceived, _M.ERROR: ErrorReceived, _M.NOTIFY: NotifyReceived,
+    _M.SYNC_REQUEST: SyncReceived, _M.SYNC_ACK: SyncReceived, _M.DIGEST_REQUEST: SyncReceived,
+    _M.ERROR: ErrorReceived, _M.NOTIFY: NotifyReceived,
 }
 _OPENING = (_S.OPEN_SENT, _S.OPEN_CONFIRM)
 _ACTIVE = (*_OPENING, _S.ESTABLISHED)

@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from ..codec.cose import SignedRecord
 from ..codec.messages import (
@@ -31,7 +32,6 @@ from ..codec.messages import (
 )
 from ..codec.registry import NONCE_SIZE, ErrorCode, MessageType, timer
 from ..codec.wire import VersionedId
-from ..gateway.core import GatewayCore
 from .events import (
     AgentRegistered,
     AgentRemoved,
@@ -52,6 +52,9 @@ from .machine import (
     expect,
     timestamp_ms,
 )
+
+if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
+    from ..gateway.core import GatewayCore
 
 #: Checks a signed record before it is stored or learned, given the association it came
 #: from (an agent's REGISTER, a peer's UPDATE) and ``now``; returns the refusal, or None.

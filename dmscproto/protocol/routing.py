@@ -17,15 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..codec.messages import Error, Message, RouteReply, RouteRequest, TraceReply, TraceRequest
 from ..codec.registry import ErrorCode, MessageType, Scope, timer
-from ..gateway.core import GatewayCore
 from ..gateway.directory import query_key
 from ..gateway.routing import Decision, DeliverLocal, Forward, Reject
 from .events import TransactionEnded
 from .machine import Handle, Machine, Outbox, ProtocolError, Refusal, TransactionIds, expect
+
+if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
+    from ..gateway.core import GatewayCore
 
 #: The ``outgoing`` hook: given the association a ROUTE_REQUEST came from, the request as
 #: it will be forwarded (resolved target, the next hop's HOP_LIMIT, PATH_VECTOR and

@@ -5,10 +5,12 @@
 :class:`~dmscproto.gateway.node.GatewayNode` gateways, each gateway with its registry in a
 real SQLite file under a directory the caller gives (``tmp_path``).  :meth:`Network.pump`
 delivers every queued message, ENCODING AND DECODING each one through
-:mod:`dmscproto.codec`, so the wire format is exercised on every hop;
+:mod:`dmscproto.codec`, so the wire format is exercised on every hop, and checks that a
+gateway's PDU fits the limit its node was given for that link (``pdu_limit``);
 :meth:`Network.advance` moves the clock from timer to timer.  Every endpoint is named by a
 string, which is also the handle the others use for it.  Links can be cut to lose
-messages (hold-timer expiry, timeouts).
+messages (hold-timer expiry, timeouts), and ``shuffle`` delivers each round of messages
+in a seeded random order (QUIC streams and datagrams are not ordered).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..gateway.node import GatewayNode
 from ..gateway.store import RegistryStore
 from ..protocol.agent import AgentClient
 from ..protocol.machine import Handle, ProtocolError, earliest
+from ..protocol.sync import PeerSync
 from ..security.signing import entity_id, sign_record, spki
 
 E = TypeVar("E")
@@ -88,6 +91,7 @@ class Network:
     log: list[Sent] = field(default_factory=list)
     events: dict[str, list[object]] = field(default_factory=dict)
     cut: set[frozenset[str]] = field(default_factory=set)
+    shuffle: bool = False
     _keys: int = 20
     _gw_keys: dict[str, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)
 
@@ -160,6 +164,9 @@ class Network:
         ``dest`` does not exist)."""
         assert isinstance(dest, str), dest
         data = encode(msg)
+        if source in self.gateways:
+            limit = self.gateways[source].pdu_limit(dest)
+            assert len(data) <= limit, f"{msg.TYPE.name} of {len(data)} octets > {limit}"
         if frozenset((source, dest)) in self.cut:
             return
         wire = decode(data)
@@ -178,7 +185,10 @@ class Network:
         only those that were just given a message."""
         n = 0
         batch = self._collect()
+        rng = random.Random(f"{self.seed}/shuffle/{self.now}")
         while batch:
+            if self.shuffle:
+                rng.shuffle(batch)
             receivers = set()
             for source, dest, msg in batch:
                 self.deliver(source, dest, msg)
@@ -205,6 +215,13 @@ class Network:
                     ep.handle_timer(self.now)
             self.pump()
         self.now = target
+
+    def next_sequence(self, source: str, dest: str) -> int:
+        """The SEQUENCE for an UPDATE a test injects as ``source``'s on its session with
+        ``dest`` (Section 6.5.1), taken from ``source``'s counter as if it had sent it."""
+        sync = self.gateways[source].sessions[dest].sync
+        assert isinstance(sync, PeerSync)
+        return sync.out.take_sequence()
 
     # --- looking --------------------------------------------------------------------------------
     def take(self, name: str, kind: type[E]) -> list[E]:

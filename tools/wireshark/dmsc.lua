@@ -93,6 +93,8 @@ vs.MessageType = {
   [0x34] = "SYNC_REQUEST",
   [0x35] = "NOTIFY",
   [0x3a] = "SUMMARY",
+  [0x36] = "SYNC_ACK",
+  [0x37] = "DIGEST_REQUEST",
   [0x40] = "ECHO_REQUEST",
   [0x41] = "ECHO_REPLY",
   [0x42] = "TRACE_REQUEST",
@@ -139,6 +141,9 @@ vs.TlvType = {
   [0x801d] = "SEQUENCE",
   [0x801e] = "HOP",
   [0x8040] = "SUMMARY_FILTER",
+  [0x8020] = "PURGE",
+  [0x8021] = "DIGEST_NODE",
+  [0x8022] = "DIGEST_CHILDREN",
 }
 
 -- Fields -------------------------------------------------------------------------------
@@ -212,6 +217,15 @@ f["dmsc.hop"] = ProtoField.bytes("dmsc.hop", "hop")
 f["dmsc.summary_filter.hashes"] = ProtoField.uint8("dmsc.summary_filter.hashes", "summary filter hashes", base.DEC)
 f["dmsc.summary_filter.count"] = ProtoField.uint32("dmsc.summary_filter.count", "summary filter count", base.DEC)
 f["dmsc.summary_filter.bits"] = ProtoField.bytes("dmsc.summary_filter.bits", "summary filter bits")
+f["dmsc.purge.agent_id"] = ProtoField.bytes("dmsc.purge.agent_id", "purge agent id")
+f["dmsc.purge.version"] = ProtoField.uint64("dmsc.purge.version", "purge version", base.DEC)
+f["dmsc.digest_node.level"] = ProtoField.uint8("dmsc.digest_node.level", "digest node level", base.DEC)
+f["dmsc.digest_node.index"] = ProtoField.uint16("dmsc.digest_node.index", "digest node index", base.DEC)
+f["dmsc.digest_children"] = ProtoField.none("dmsc.digest_children", "digest children")
+f["dmsc.digest_children.count"] = ProtoField.uint8("dmsc.digest_children.count", "count", base.DEC)
+f["dmsc.digest_children.entry"] = ProtoField.none("dmsc.digest_children.entry", "entry")
+f["dmsc.digest_children.count"] = ProtoField.uint32("dmsc.digest_children.count", "digest children count", base.DEC)
+f["dmsc.digest_children.hash"] = ProtoField.bytes("dmsc.digest_children.hash", "digest children hash")
 f["dmsc.flags.retransmission"] = ProtoField.bool("dmsc.flags.retransmission", "RETRANSMISSION", 16, nil, 0x1)
 local FLAG_FIELDS = { f["dmsc.flags.retransmission"] }
 
@@ -277,6 +291,9 @@ local layouts = {
   [0x801d] = { { kind = "uint", size = 4, field = f["dmsc.sequence"], flags = nil, strict = nil, open = false } },
   [0x801e] = { { kind = "cbor", size = nil, field = f["dmsc.hop"], cose = false } },
   [0x8040] = { { kind = "uint", size = 1, field = f["dmsc.summary_filter.hashes"], flags = nil, strict = nil, open = false }, { kind = "uint", size = 4, field = f["dmsc.summary_filter.count"], flags = nil, strict = nil, open = false }, { kind = "bytes", size = nil, field = f["dmsc.summary_filter.bits"], cose = false } },
+  [0x8020] = { { kind = "bytes", size = 16, field = f["dmsc.purge.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.purge.version"], flags = nil, strict = nil, open = false } },
+  [0x8021] = { { kind = "uint", size = 1, field = f["dmsc.digest_node.level"], flags = nil, strict = nil, open = false }, { kind = "uint", size = 2, field = f["dmsc.digest_node.index"], flags = nil, strict = nil, open = false } },
+  [0x8022] = { { kind = "list", field = f["dmsc.digest_children"], count_field = f["dmsc.digest_children.count"], count_size = 1, item_size = 36, entry_field = f["dmsc.digest_children.entry"], item = { { kind = "uint", size = 4, field = f["dmsc.digest_children.count"], flags = nil, strict = nil, open = false }, { kind = "bytes", size = 32, field = f["dmsc.digest_children.hash"], cose = false } } } },
 }
 
 -- Message types: TLV occurrence ("1", "0..1", "0..n") and field names (Sections 5, 6)
@@ -318,17 +335,23 @@ local messages = {
     occurs = {  },
     names = {  } },
   [0x32] = { -- UPDATE
-    occurs = { [0x8014] = "0..n", [0x8015] = "0..n" },
-    names = { [0x8014] = "advertise", [0x8015] = "withdraw" } },
+    occurs = { [0x8014] = "0..n", [0x8015] = "0..n", [0x801d] = "1", [0x8020] = "0..n" },
+    names = { [0x8014] = "advertise", [0x8015] = "withdraw", [0x801d] = "sequence", [0x8020] = "purge" } },
   [0x33] = { -- DIGEST
-    occurs = { [0x8016] = "1", [0x8017] = "0..n" },
-    names = { [0x8016] = "summary", [0x8017] = "entries" } },
+    occurs = { [0x8016] = "1", [0x8017] = "0..n", [0x801d] = "1", [0x8021] = "0..1", [0x8022] = "0..1" },
+    names = { [0x8016] = "summary", [0x8017] = "entries", [0x801d] = "sequence", [0x8021] = "node", [0x8022] = "children" } },
   [0x34] = { -- SYNC_REQUEST
     occurs = { [0x8018] = "0..n" },
     names = { [0x8018] = "agent_ids" } },
   [0x35] = { -- NOTIFY
     occurs = { [0x0002] = "0..1", [0x8005] = "1" },
     names = { [0x0002] = "diagnostic", [0x8005] = "status" } },
+  [0x36] = { -- SYNC_ACK
+    occurs = { [0x801d] = "1" },
+    names = { [0x801d] = "sequence" } },
+  [0x37] = { -- DIGEST_REQUEST
+    occurs = { [0x8021] = "1" },
+    names = { [0x8021] = "node" } },
   [0x3a] = { -- SUMMARY
     occurs = { [0x8002] = "1", [0x8007] = "1", [0x800f] = "1", [0x8011] = "1", [0x8040] = "0..1" },
     names = { [0x8002] = "gateway_id", [0x8007] = "timestamp", [0x800f] = "path", [0x8011] = "domain", [0x8040] = "summary" } },

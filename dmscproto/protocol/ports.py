@@ -1,0 +1,81 @@
+"""The small interfaces the gateway machines are written against (draft-dmsc-state-machines-00).
+
+A machine takes these Protocols, never the concrete
+:class:`~dmscproto.gateway.core.GatewayCore`, so its table and its actions are the whole
+of its behaviour and a test can drive it with anything that has the same few methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..codec.messages import Message
+from ..codec.values import CapabilityRecord
+from ..codec.wire import Advertisement, VersionedId
+from .machine import Handle
+
+#: The export filter towards a peer (None: export everything; Section 7.4).
+ExportFilter = Callable[[CapabilityRecord], bool] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TableChanges:
+    """What one input changed in a gateway's record table, for the other peers
+    (Section 6.5): ``advertised`` records have a new version or best route,
+    ``withdrawn`` ones lost their last route, ``purged`` ones were removed by their
+    origin."""
+
+    advertised: tuple[bytes, ...] = ()
+    withdrawn: tuple[VersionedId, ...] = ()
+    purged: tuple[VersionedId, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.advertised or self.withdrawn or self.purged)
+
+
+class SyncTable(Protocol):
+    """The record table gateway sync reads and changes (Sections 6.2, 6.5, 6.6)."""
+
+    def agent_ids_unordered(self) -> list[bytes]:
+        """Every record held, local and learned, as a snapshot."""
+
+    def advertisement(self, agent_id: bytes, to_peer: bytes,
+                      allow: ExportFilter) -> Advertisement | None:
+        """The ADVERTISE for ``agent_id`` towards ``to_peer`` (this gateway appended to
+        the path), or None when it is not exported to that peer."""
+
+    def learn_many(self, ads: Sequence[Advertisement], from_peer: bytes,
+                   now: float) -> TableChanges:
+        """Learn ADVERTISEs (already checked by the record check) in one commit."""
+
+    def withdraw_many(self, items: Sequence[VersionedId], from_peer: bytes) -> TableChanges:
+        """Drop the routes through ``from_peer`` of the given versions or older."""
+
+    def purge_many(self, items: Sequence[VersionedId], now: float) -> TableChanges:
+        """Remove learned records of the given versions or older, every route."""
+
+    def routes_via(self, peer: bytes) -> list[bytes]:
+        """The Agent IDs this gateway holds a route to through ``peer``."""
+
+
+class SyncLink(Protocol):
+    """The peer session gateway sync runs on (Section 6.1)."""
+
+    @property
+    def handle(self) -> Handle: ...
+
+    @property
+    def gateway_id(self) -> bytes: ...
+
+    @property
+    def pdu_limit(self) -> int:
+        """The largest PDU the session's transport carries (Section 9)."""
+
+    @property
+    def allow(self) -> ExportFilter:
+        """The export filter towards the peer."""
+
+    def send(self, msg: Message, now: float) -> None:
+        """Send on the session."""

@@ -1,0 +1,487 @@
+"""Gateway sync, the receiving half (draft-dmsc-protocol-00, Sections 6.5, 6.6).
+
+:class:`SyncIn` applies the peer's sequenced messages strictly in order, holding one that
+arrives early until the gap before it fills (or REORDER_TIMEOUT passes), and
+acknowledges them with SYNC_ACK.  It mirrors in its own tree what the peer advertised
+(records it refused included, so a refused record is not requested again until its
+version changes), compares the peer's DIGESTs with it, and on a difference walks the
+peer's tree with DIGEST_REQUEST down to the leaves that differ, then asks for the
+records it lacks with SYNC_REQUEST, asking again for those an answer left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from ..codec.digest import ROOT, DigestTree, children_of, leaf_of, leaves_under
+from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
+from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, MessageType, timer
+from ..codec.wire import Advertisement, DigestNode, DigestSummary, VersionedId
+from .events import RecordRefused, TableChanged
+from .machine import Outbox, TransactionIds, earliest
+from .ports import SyncLink, SyncTable, TableChanges
+from .registration import RecordVerifier
+from .sync_pdus import SEQUENCE_SPACE, ahead, ids_per_request, merge
+from .typed import StepInput, TypedMachine
+
+
+class InState(Enum):
+    AWAITING_TABLE = "AWAITING_TABLE"
+    READY = "READY"
+    RECONCILING = "RECONCILING"
+
+
+class InInput(Enum):
+    UPDATE = "UPDATE [next]"
+    ANSWER_MORE = "UPDATE [next, answers SYNC_REQUEST, more to ask]"
+    ANSWER_LAST = "UPDATE [next, answers SYNC_REQUEST, nothing left]"
+    DIGEST_SAME = "DIGEST [next, root, equal]"
+    DIGEST_DIFFERS = "DIGEST [next, root, differs]"
+    NODE_PARTIAL = "DIGEST [next, node, more runs to come]"
+    NODE_MORE = "DIGEST [next, node asked, more to ask]"
+    NODE_LAST = "DIGEST [next, node asked, nothing left]"
+    NODE_LATE = "DIGEST [next, node not asked]"
+    AHEAD = "UPDATE or DIGEST [ahead of sequence]"
+    STALE = "UPDATE or DIGEST [already applied], ERROR [answers no request]"
+    ERROR_MORE = "ERROR [answers a request, others remain]"
+    ERROR_LAST = "ERROR [answers the last request]"
+    ACK_DUE = "ack timer"
+    REORDER_DUE = "reorder timer"
+    REQUEST_DUE = "request timer"
+
+
+class InAction(Enum):
+    APPLY = ("apply: record what the peer advertised; learn the ADVERTISEs that pass the "
+             "record check (RecordRefused for the others), apply WITHDRAWs and PURGEs; "
+             "report TableChanged; acknowledge")
+    APPLY_ANSWER = "apply; ask again for the Agent IDs the answer left out"
+    APPLY_LAST_ANSWER = "apply; stop request timer"
+    SWEEP = ("remove routes through the peer to records it did not advertise on this "
+             "session (stale after a restart); acknowledge")
+    SWEEP_AND_RECONCILE = "sweep; send DIGEST_REQUEST for the root; start request timer"
+    NOTHING = "acknowledge"
+    RECONCILE = "send DIGEST_REQUEST for the root; start request timer; acknowledge"
+    COLLECT = "keep the run of entries; acknowledge"
+    DESCEND = ("remove routes to records the node's entries omit; DIGEST_REQUEST for each "
+               "child that differs, SYNC_REQUEST for each entry newer or unknown here; "
+               "acknowledge")
+    DESCEND_LAST = "as DESCEND; stop request timer"
+    HOLD = "hold it until the messages before it are applied; start reorder timer"
+    DROP = "discard it"
+    END_REQUEST = "forget the request"
+    END_LAST_REQUEST = "forget the request; stop request timer"
+    SEND_ACK = "send SYNC_ACK with the number of messages applied"
+    SKIP = "skip the missing messages (apply the held ones)"
+    SKIP_AND_RECONCILE = "skip the missing messages; send DIGEST_REQUEST for the root"
+    ABANDON = "forget every request (the next DIGEST decides again)"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNext(StepInput):
+    KIND = InInput.UPDATE
+    update: Update
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerMore(StepInput):
+    KIND = InInput.ANSWER_MORE
+    update: Update
+    ask_again: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerLast(StepInput):
+    KIND = InInput.ANSWER_LAST
+    update: Update
+
+
+@dataclass(frozen=True, slots=True)
+class RootSame(StepInput):
+    KIND = InInput.DIGEST_SAME
+
+
+@dataclass(frozen=True, slots=True)
+class RootDiffers(StepInput):
+    KIND = InInput.DIGEST_DIFFERS
+
+
+@dataclass(frozen=True, slots=True)
+class NodePartial(StepInput):
+    KIND = InInput.NODE_PARTIAL
+    digest: Digest
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDiff(StepInput):
+    """A node's answer, complete, compared with ours: what to do about it."""
+
+    KIND = InInput.NODE_MORE
+    node: DigestNode
+    children: tuple[DigestNode, ...]
+    wanted: tuple[bytes, ...]
+    omitted: tuple[VersionedId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDiffLast(NodeDiff):
+    KIND = InInput.NODE_LAST
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLate(StepInput):
+    KIND = InInput.NODE_LATE
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead(StepInput):
+    KIND = InInput.AHEAD
+    msg: Update | Digest
+
+
+@dataclass(frozen=True, slots=True)
+class Stale(StepInput):
+    KIND = InInput.STALE
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed(StepInput):
+    KIND = InInput.ERROR_MORE
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LastRequestFailed(RequestFailed):
+    KIND = InInput.ERROR_LAST
+
+
+@dataclass(frozen=True, slots=True)
+class AckDue(StepInput):
+    KIND = InInput.ACK_DUE
+
+
+@dataclass(frozen=True, slots=True)
+class ReorderDue(StepInput):
+    KIND = InInput.REORDER_DUE
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDue(StepInput):
+    KIND = InInput.REQUEST_DUE
+
+
+InEvent = (UpdateNext | AnswerMore | AnswerLast | RootSame | RootDiffers | NodePartial
+           | NodeDiff | NodeLate | Ahead | Stale | RequestFailed)
+_N, _NI, _NA = InState, InInput, InAction
+_ANY = tuple(InState)
+
+
+class SyncIn(TypedMachine):
+    """What the peer advertises on one session (Sections 6.5, 6.6; module doc)."""
+
+    NAME = "gateway-sync-in"
+    TITLE = "Gateway sync, receiving half"
+    State, Input, Action = InState, InInput, InAction
+    INITIAL = InState.AWAITING_TABLE
+    TIMERS = ("ACK_DELAY", "REORDER_TIMEOUT", "REQUEST_TIMEOUT")
+    MESSAGE_INPUTS = {
+        MessageType.UPDATE: (_NI.UPDATE, _NI.ANSWER_MORE, _NI.ANSWER_LAST, _NI.AHEAD,
+                             _NI.STALE),
+        MessageType.DIGEST: (_NI.DIGEST_SAME, _NI.DIGEST_DIFFERS, _NI.NODE_PARTIAL,
+                             _NI.NODE_MORE, _NI.NODE_LAST, _NI.NODE_LATE, _NI.AHEAD,
+                             _NI.STALE),
+        MessageType.ERROR: (_NI.ERROR_MORE, _NI.ERROR_LAST, _NI.STALE),
+    }
+    TABLE = {
+        **{(s, _NI.UPDATE): (_NA.APPLY, s) for s in _ANY},
+        (_N.RECONCILING, _NI.ANSWER_MORE): (_NA.APPLY_ANSWER, _N.RECONCILING),
+        (_N.RECONCILING, _NI.ANSWER_LAST): (_NA.APPLY_LAST_ANSWER, _N.READY),
+        (_N.AWAITING_TABLE, _NI.DIGEST_SAME): (_NA.SWEEP, _N.READY),
+        (_N.AWAITING_TABLE, _NI.DIGEST_DIFFERS): (_NA.SWEEP_AND_RECONCILE, _N.RECONCILING),
+        (_N.READY, _NI.DIGEST_SAME): (_NA.NOTHING, _N.READY),
+        (_N.READY, _NI.DIGEST_DIFFERS): (_NA.RECONCILE, _N.RECONCILING),
+        (_N.RECONCILING, _NI.DIGEST_SAME): (_NA.NOTHING, _N.RECONCILING),
+        (_N.RECONCILING, _NI.DIGEST_DIFFERS): (_NA.NOTHING, _N.RECONCILING),
+        (_N.RECONCILING, _NI.NODE_PARTIAL): (_NA.COLLECT, _N.RECONCILING),
+        (_N.RECONCILING, _NI.NODE_MORE): (_NA.DESCEND, _N.RECONCILING),
+        (_N.RECONCILING, _NI.NODE_LAST): (_NA.DESCEND_LAST, _N.READY),
+        **{(s, _NI.NODE_LATE): (_NA.NOTHING, s) for s in _ANY},
+        **{(s, _NI.AHEAD): (_NA.HOLD, s) for s in _ANY},
+        **{(s, _NI.STALE): (_NA.DROP, s) for s in _ANY},
+        (_N.RECONCILING, _NI.ERROR_MORE): (_NA.END_REQUEST, _N.RECONCILING),
+        (_N.RECONCILING, _NI.ERROR_LAST): (_NA.END_LAST_REQUEST, _N.READY),
+        **{(s, _NI.ACK_DUE): (_NA.SEND_ACK, s) for s in _ANY},
+        (_N.AWAITING_TABLE, _NI.REORDER_DUE): (_NA.SKIP, _N.AWAITING_TABLE),
+        (_N.READY, _NI.REORDER_DUE): (_NA.SKIP_AND_RECONCILE, _N.RECONCILING),
+        (_N.RECONCILING, _NI.REORDER_DUE): (_NA.SKIP_AND_RECONCILE, _N.RECONCILING),
+        (_N.RECONCILING, _NI.REQUEST_DUE): (_NA.ABANDON, _N.READY),
+    }
+
+    def __init__(self, outbox: Outbox, table: SyncTable, link: SyncLink,
+                 txids: TransactionIds, verifier: RecordVerifier, *,
+                 ack_delay: float = timer("ACK_DELAY"),
+                 reorder_timeout: float = timer("REORDER_TIMEOUT"),
+                 request_timeout: float = timer("REQUEST_TIMEOUT")) -> None:
+        super().__init__(outbox)
+        self.table = table
+        self.link = link
+        self._txids = txids
+        self.verifier = verifier
+        self.ack_delay = ack_delay
+        self.reorder_timeout = reorder_timeout
+        self.request_timeout = request_timeout
+        #: What the peer advertised on this session (refused records included).
+        self.tree = DigestTree()
+        self.expected = 0
+        self._early: dict[int, Update | Digest] = {}
+        self._unacked = 0
+        self._ack_at: float | None = None
+        self._reorder_at: float | None = None
+        self._request_at: float | None = None
+        #: Outstanding requests: DIGEST_REQUEST by node, SYNC_REQUEST by transaction id.
+        self._nodes: dict[DigestNode, int] = {}
+        self._records: dict[int, tuple[bytes, ...]] = {}
+        self._runs: tuple[DigestNode, DigestSummary, list[VersionedId]] | None = None
+
+    # --- inputs -----------------------------------------------------------------------------
+    def receive(self, msg: Message, now: float) -> None:
+        """UPDATE, DIGEST, or ERROR answering one of our requests."""
+        inp = self.classify(msg)
+        if not self.rows_for(inp.KIND):
+            raise self.unexpected(msg)
+        self.run(inp, now)
+
+    def classify(self, msg: Message) -> InEvent:
+        if isinstance(msg, Error):
+            if msg.transaction_id in self._records \
+                    or msg.transaction_id in self._nodes.values():
+                if self._outstanding == 1:
+                    return LastRequestFailed(msg.transaction_id)
+                return RequestFailed(msg.transaction_id)
+            return Stale()
+        if not isinstance(msg, Update | Digest):
+            raise self.unexpected(msg)
+        d = ahead(msg.sequence, self.expected)
+        if d > 0:
+            return Ahead(msg)
+        if d < 0:
+            return Stale()
+        if isinstance(msg, Update):
+            asked = self._records.get(msg.transaction_id)
+            if asked is None:
+                return UpdateNext(msg)
+            got = {ad.record.record.agent_id for ad in msg.advertise}
+            rest = tuple(a for a in asked if a not in got)
+            if msg.advertise and rest:
+                return AnswerMore(msg, rest)
+            if self._outstanding == 1:
+                return AnswerLast(msg)
+            return AnswerMore(msg, ())
+        if msg.node is None:
+            return RootSame() if self.tree.summary() == msg.summary else RootDiffers()
+        return self._compare(msg)
+
+    @property
+    def _outstanding(self) -> int:
+        return len(self._nodes) + len(self._records)
+
+    def _compare(self, d: Digest) -> NodeDiff | NodePartial | NodeLate:
+        """A node's answer against our tree (pure)."""
+        node = d.node
+        assert node is not None
+        if node not in self._nodes:
+            return NodeLate()
+        collected: list[VersionedId] = []
+        if self._runs is not None and self._runs[:2] == (node, d.summary):
+            collected = list(self._runs[2])
+        for run in d.entries:
+            collected.extend(run)
+        if d.children is None and len(collected) < d.summary.count:
+            return NodePartial(d)
+        children: tuple[DigestNode, ...] = ()
+        wanted: list[bytes] = []
+        omitted: list[VersionedId] = []
+        if d.children is not None:
+            if node.level < DIGEST_LEAF_LEVEL and len(d.children) == len(children_of(node)):
+                children = tuple(c for c, s in zip(children_of(node), d.children,
+                                                   strict=True)
+                                 if self.tree.summary(c) != s)
+        else:
+            listed = {e.agent_id: e.version for e in collected
+                      if leaf_of(e.agent_id) in leaves_under(node)}
+            wanted = [a for a, v in listed.items() if self.tree.get(a) != v]
+            omitted = [e for e in self.tree.entries(node) if e.agent_id not in listed]
+        kind = NodeDiff if children or wanted or self._outstanding > 1 else NodeDiffLast
+        return kind(node, children, tuple(wanted), tuple(omitted))
+
+    def get_timer(self) -> float | None:
+        return earliest(self._ack_at, self._reorder_at, self._request_at)
+
+    def due(self, now: float) -> Iterator[AckDue | ReorderDue | RequestDue]:
+        """The timer inputs due at ``now``."""
+        if self._request_at is not None and now >= self._request_at:
+            yield RequestDue()
+        if self._reorder_at is not None and now >= self._reorder_at:
+            yield ReorderDue()
+        if self._ack_at is not None and now >= self._ack_at:
+            yield AckDue()
+
+    def next_held(self) -> Update | Digest | None:
+        """A held message that is now next in sequence (to feed again), if any."""
+        return self._early.get(self.expected)
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _consume(self, now: float) -> None:
+        """One more sequenced message applied: acknowledge now or soon."""
+        self._early.pop(self.expected, None)
+        self.expected = (self.expected + 1) % SEQUENCE_SPACE
+        if not self._early:
+            self._reorder_at = None
+        self._unacked += 1
+        if self._unacked >= SYNC_WINDOW // 2:
+            self._send_ack(now, AckDue())
+        elif self._ack_at is None:
+            self._ack_at = now + self.ack_delay
+
+    def _ask_node(self, node: DigestNode, now: float) -> None:
+        txid = self._txids()
+        self._nodes[node] = txid
+        self._request_at = now + self.request_timeout
+        self.link.send(DigestRequest(transaction_id=txid, node=node), now)
+
+    def _ask_records(self, ids: Sequence[bytes], now: float) -> None:
+        per = ids_per_request(self.link.pdu_limit)
+        for i in range(0, len(ids), per):
+            txid = self._txids()
+            run = tuple(ids[i:i + per])
+            self._records[txid] = run
+            self._request_at = now + self.request_timeout
+            self.link.send(SyncRequest(transaction_id=txid, agent_ids=(run,)), now)
+
+    def _apply_update(self, up: Update, now: float) -> None:
+        peer = self.link.gateway_id
+        good: list[Advertisement] = []
+        for ad in up.advertise:
+            aid = ad.record.record.agent_id
+            self.tree.put(aid, ad.version)
+            refused = self.verifier(self.link.handle, ad.record, now)
+            if refused is None:
+                good.append(ad)
+            else:
+                self.outbox.emit(RecordRefused(self.link.handle, aid, refused.code,
+                                               refused.diagnostic))
+        for item in (*up.withdraw, *up.purge):
+            told = self.tree.get(item.agent_id)
+            if told is not None and told <= item.version:
+                self.tree.discard(item.agent_id)
+        self._report(merge(self.table.learn_many(good, peer, now),
+                           self.table.withdraw_many(up.withdraw, peer),
+                           self.table.purge_many(up.purge, now)))
+
+    def _report(self, ch: TableChanges) -> None:
+        if ch:
+            self.outbox.emit(TableChanged(self.link.handle, ch.advertised, ch.withdrawn,
+                                          ch.purged))
+
+    def _end_requests(self) -> None:
+        self._nodes.clear()
+        self._records.clear()
+        self._runs = None
+        self._request_at = None
+
+    # --- actions ----------------------------------------------------------------------------
+    def _apply(self, now: float, inp: UpdateNext) -> None:
+        self._apply_update(inp.update, now)
+        self._consume(now)
+
+    def _apply_answer(self, now: float, inp: AnswerMore) -> None:
+        self._records.pop(inp.update.transaction_id, None)
+        self._apply(now, UpdateNext(inp.update))
+        if inp.ask_again:
+            self._ask_records(inp.ask_again, now)
+
+    def _apply_last_answer(self, now: float, inp: AnswerLast) -> None:
+        self._apply(now, UpdateNext(inp.update))
+        self._end_requests()
+
+    def _sweep(self, now: float, inp: RootSame | RootDiffers) -> None:
+        peer = self.link.gateway_id
+        stale = [VersionedId(a, 2**64 - 1) for a in self.table.routes_via(peer)
+                 if a not in self.tree]
+        if stale:
+            self._report(self.table.withdraw_many(stale, peer))
+        self._consume(now)
+
+    def _sweep_and_reconcile(self, now: float, inp: RootDiffers) -> None:
+        self._sweep(now, inp)
+        self._ask_node(ROOT, now)
+
+    def _nothing(self, now: float, inp: object) -> None:
+        self._consume(now)
+
+    def _reconcile(self, now: float, inp: RootDiffers) -> None:
+        self._ask_node(ROOT, now)
+        self._consume(now)
+
+    def _collect(self, now: float, inp: NodePartial) -> None:
+        d = inp.digest
+        assert d.node is not None
+        if self._runs is None or self._runs[:2] != (d.node, d.summary):
+            self._runs = (d.node, d.summary, [])
+        for run in d.entries:
+            self._runs[2].extend(run)
+        self._consume(now)
+
+    def _descend(self, now: float, inp: NodeDiff) -> None:
+        self._nodes.pop(inp.node, None)
+        self._runs = None
+        if inp.omitted:
+            for item in inp.omitted:
+                self.tree.discard(item.agent_id)
+            self._report(self.table.withdraw_many(inp.omitted, self.link.gateway_id))
+        for child in inp.children:
+            self._ask_node(child, now)
+        if inp.wanted:
+            self._ask_records(inp.wanted, now)
+        self._consume(now)
+
+    def _descend_last(self, now: float, inp: NodeDiffLast) -> None:
+        self._descend(now, inp)
+        self._end_requests()
+
+    def _hold(self, now: float, inp: Ahead) -> None:
+        if len(self._early) >= 4 * SYNC_WINDOW:  # a gap that cannot be waited for
+            self._reorder_at = now
+        self._early[inp.msg.sequence] = inp.msg
+        if self._reorder_at is None:
+            self._reorder_at = now + self.reorder_timeout
+
+    def _drop(self, now: float, inp: Stale) -> None:
+        """Already applied (a duplicate), or too late to matter."""
+
+    def _end_request(self, now: float, inp: RequestFailed) -> None:
+        self._records.pop(inp.transaction_id, None)
+        self._nodes = {n: t for n, t in self._nodes.items() if t != inp.transaction_id}
+
+    def _end_last_request(self, now: float, inp: LastRequestFailed) -> None:
+        self._end_requests()
+
+    def _send_ack(self, now: float, inp: AckDue) -> None:
+        self._unacked = 0
+        self._ack_at = None
+        self.link.send(SyncAck(transaction_id=self._txids(), sequence=self.expected), now)
+
+    def _skip(self, now: float, inp: ReorderDue) -> None:
+        self._reorder_at = None
+        if self._early:
+            self.expected = min(self._early, key=lambda s: ahead(s, self.expected))
+
+    def _skip_and_reconcile(self, now: float, inp: ReorderDue) -> None:
+        self._skip(now, inp)
+        self._ask_node(ROOT, now)
+
+    def _abandon(self, now: float, inp: RequestDue) -> None:
+        self._end_requests()
+
+

@@ -1,0 +1,389 @@
+"""Gateway sync, the sending half (draft-dmsc-protocol-00, Sections 6.5, 6.6).
+
+:class:`SyncOut` remembers what it advertised to the peer (the records' versions in a
+:class:`~dmscproto.codec.digest.DigestTree` and their paths), so it never sends the same
+ADVERTISE twice, withdraws only what it advertised, and answers the peer's
+DIGEST_REQUEST from that tree.  When the session is established it sends its whole
+exportable table (bulk sync), packed into as many UPDATEs as needed, then a DIGEST that
+closes the table.  Changes are queued per record (a record changed twice before it is
+sent is sent once), ADVERTISEs of one record are at least MIN_ADVERTISEMENT_INTERVAL
+apart, WITHDRAW and PURGE go at once, at most SYNC_WINDOW UPDATEs are unacknowledged,
+and every message fits the transport's PDU limit.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+from ..codec.digest import DigestTree, valid
+from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
+from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, ErrorCode, MessageType, timer
+from ..codec.wire import Advertisement, VersionedId
+from .machine import Outbox, ProtocolError, TransactionIds, earliest
+from .ports import SyncLink, SyncTable, TableChanges
+from .sync_pdus import (
+    ITEM_SIZE,
+    SEQUENCE_SPACE,
+    PduSpace,
+    ad_size,
+    ahead,
+    entries_per_digest,
+    update_budget,
+)
+from .typed import StepInput, TypedMachine
+
+
+class OutState(Enum):
+    NEW = "NEW"
+    BULK = "BULK"
+    READY = "READY"
+
+
+class OutInput(Enum):
+    START = "session established"
+    CHANGED = "records changed"
+    ACK = "SYNC_ACK"
+    ACK_INVALID = "SYNC_ACK [more than was sent]"
+    SYNC_REQUEST = "SYNC_REQUEST"
+    DIGEST_REQUEST = "DIGEST_REQUEST"
+    DIGEST_REQUEST_INVALID = "DIGEST_REQUEST [no such node]"
+    TABLE_SENT = "[bulk table sent]"
+    ADVERTISE_DUE = "advertisement timer"
+    DIGEST_DUE = "digest timer"
+
+
+class OutAction(Enum):
+    BEGIN = "snapshot the exportable table; send it in UPDATEs as the window allows"
+    QUEUE = "queue the changed records; send what the window and the interval allow"
+    OPEN_WINDOW = "note what the peer applied; send what the window now allows"
+    REFUSE_ACK = "close the session (NOTIFY INVALID_TLV_VALUE)"
+    ANSWER_RECORDS = ("answer UPDATE: ADVERTISE of each requested record exported to the "
+                      "peer, in order, as many as fit")
+    ANSWER_NODE = "answer DIGEST of the node: its entries if they fit, else its children"
+    REFUSE_NODE = "answer ERROR INVALID_TLV_VALUE"
+    END_TABLE = "send DIGEST of the root (end of the table); start digest timer"
+    SEND_DUE = "queue the records whose interval ended; send what the window allows"
+    SEND_DIGEST = "send DIGEST of the root; restart digest timer"
+
+
+@dataclass(frozen=True, slots=True)
+class Start(StepInput):
+    KIND = OutInput.START
+
+
+@dataclass(frozen=True, slots=True)
+class Changed(StepInput):
+    KIND = OutInput.CHANGED
+    changes: TableChanges
+
+
+@dataclass(frozen=True, slots=True)
+class Acked(StepInput):
+    KIND = OutInput.ACK
+    applied: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckInvalid(StepInput):
+    KIND = OutInput.ACK_INVALID
+    applied: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsAsked(StepInput):
+    KIND = OutInput.SYNC_REQUEST
+    request: SyncRequest
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAsked(StepInput):
+    KIND = OutInput.DIGEST_REQUEST
+    request: DigestRequest
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInvalid(StepInput):
+    KIND = OutInput.DIGEST_REQUEST_INVALID
+    request: DigestRequest
+
+
+@dataclass(frozen=True, slots=True)
+class TableSent(StepInput):
+    KIND = OutInput.TABLE_SENT
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiseDue(StepInput):
+    KIND = OutInput.ADVERTISE_DUE
+
+
+@dataclass(frozen=True, slots=True)
+class DigestDue(StepInput):
+    KIND = OutInput.DIGEST_DUE
+
+
+_O, _OI, _OA = OutState, OutInput, OutAction
+_SENDING = (_O.BULK, _O.READY)
+
+
+class SyncOut(TypedMachine):
+    """What this gateway advertises on one session (Sections 6.5, 6.6; module doc)."""
+
+    NAME = "gateway-sync-out"
+    TITLE = "Gateway sync, sending half"
+    State, Input, Action = OutState, OutInput, OutAction
+    INITIAL = OutState.NEW
+    TIMERS = ("DIGEST_INTERVAL", "MIN_ADVERTISEMENT_INTERVAL")
+    MESSAGE_INPUTS = {
+        MessageType.SYNC_ACK: (_OI.ACK, _OI.ACK_INVALID),
+        MessageType.SYNC_REQUEST: (_OI.SYNC_REQUEST,),
+        MessageType.DIGEST_REQUEST: (_OI.DIGEST_REQUEST, _OI.DIGEST_REQUEST_INVALID),
+    }
+    TABLE = {
+        (_O.NEW, _OI.START): (_OA.BEGIN, _O.BULK),
+        (_O.BULK, _OI.TABLE_SENT): (_OA.END_TABLE, _O.READY),
+        (_O.READY, _OI.DIGEST_DUE): (_OA.SEND_DIGEST, _O.READY),
+        **{(s, _OI.CHANGED): (_OA.QUEUE, s) for s in _SENDING},
+        **{(s, _OI.ACK): (_OA.OPEN_WINDOW, s) for s in _SENDING},
+        **{(s, _OI.ACK_INVALID): (_OA.REFUSE_ACK, s) for s in _SENDING},
+        **{(s, _OI.SYNC_REQUEST): (_OA.ANSWER_RECORDS, s) for s in _SENDING},
+        **{(s, _OI.DIGEST_REQUEST): (_OA.ANSWER_NODE, s) for s in _SENDING},
+        **{(s, _OI.DIGEST_REQUEST_INVALID): (_OA.REFUSE_NODE, s) for s in _SENDING},
+        **{(s, _OI.ADVERTISE_DUE): (_OA.SEND_DUE, s) for s in _SENDING},
+    }
+
+    def __init__(self, outbox: Outbox, table: SyncTable, link: SyncLink,
+                 txids: TransactionIds, *,
+                 digest_interval: float = timer("DIGEST_INTERVAL"),
+                 min_interval: float = timer("MIN_ADVERTISEMENT_INTERVAL")) -> None:
+        super().__init__(outbox)
+        self.table = table
+        self.link = link
+        self._txids = txids
+        self.digest_interval = digest_interval
+        self.min_interval = min_interval
+        #: What the peer was told: the versions (a digest tree) and, per record, the
+        #: path and when it was last advertised.
+        self.tree = DigestTree()
+        self._sent: dict[bytes, tuple[tuple[bytes, ...], float]] = {}
+        #: Records to (re)consider, with the version purged if the origin purged it.
+        self._dirty: dict[bytes, int | None] = {}
+        #: Records whose next ADVERTISE waits for MIN_ADVERTISEMENT_INTERVAL.
+        self._held: list[tuple[float, bytes]] = []
+        self._bulk: list[bytes] = []
+        self.next_seq = 0
+        self.acked = 0
+        self.next_digest: float | None = None
+
+    # --- inputs -----------------------------------------------------------------------------
+    def receive(self, msg: Message, now: float) -> None:
+        """SYNC_ACK, SYNC_REQUEST or DIGEST_REQUEST from the peer."""
+        inp = self.classify(msg)
+        if not self.rows_for(inp.KIND):
+            raise self.unexpected(msg)
+        self.run(inp, now)
+
+    def classify(self, msg: Message) -> Acked | AckInvalid | RecordsAsked | NodeAsked \
+            | NodeInvalid:
+        if isinstance(msg, SyncAck):
+            if ahead(msg.sequence, self.acked) > self.in_flight:
+                return AckInvalid(msg.sequence)
+            return Acked(msg.sequence)
+        if isinstance(msg, SyncRequest):
+            return RecordsAsked(msg)
+        if isinstance(msg, DigestRequest):
+            return NodeAsked(msg) if valid(msg.node) else NodeInvalid(msg)
+        raise self.unexpected(msg)
+
+    @property
+    def in_flight(self) -> int:
+        """Sequenced messages sent and not yet acknowledged."""
+        return (self.next_seq - self.acked) % SEQUENCE_SPACE
+
+    @property
+    def table_sent(self) -> bool:
+        """Whether the bulk snapshot has been sent (the input TABLE_SENT is due)."""
+        return self.state is _O.BULK and not self._bulk
+
+    def get_timer(self) -> float | None:
+        return earliest(self.next_digest, self._held[0][0] if self._held else None)
+
+    def due(self, now: float) -> Iterator[AdvertiseDue | DigestDue]:
+        """The timer inputs due at ``now``."""
+        if self._held and now >= self._held[0][0]:
+            yield AdvertiseDue()
+        if self.next_digest is not None and now >= self.next_digest:
+            yield DigestDue()
+
+    # --- sending ----------------------------------------------------------------------------
+    def take_sequence(self) -> int:
+        """The next SEQUENCE, counted as sent (for a message built elsewhere: tests)."""
+        seq, self.next_seq = self.next_seq, (self.next_seq + 1) % SEQUENCE_SPACE
+        return seq
+
+    def _send_sequenced(self, msg: Update | Digest, now: float) -> None:
+        self.take_sequence()
+        self.link.send(msg, now)
+
+    def _decide(self, aid: bytes, purged: int | None,
+                now: float) -> Advertisement | tuple[str, VersionedId] | float | None:
+        """What to tell the peer about ``aid`` now: an ADVERTISE, ("withdraw" | "purge",
+        item), the time its ADVERTISE may be sent, or None (nothing to say)."""
+        ad = self.table.advertisement(aid, self.link.gateway_id, self.link.allow)
+        told = self.tree.get(aid)
+        if ad is not None:
+            sent = self._sent.get(aid)
+            if told == ad.version and sent is not None and sent[0] == ad.path[:-1]:
+                return None
+            if sent is not None and now < sent[1] + self.min_interval:
+                return sent[1] + self.min_interval
+            return ad
+        if told is None:
+            return None
+        if purged is not None and purged >= told:
+            return ("purge", VersionedId(aid, purged))
+        return ("withdraw", VersionedId(aid, told))
+
+    def _fill(self, pdu: PduSpace, aid: bytes, purged: int | None, now: float) -> bool:
+        """Put what ``aid`` needs into ``pdu``; False if it does not fit (nothing done)."""
+        what = self._decide(aid, purged, now)
+        if what is None:
+            return True
+        if isinstance(what, float):
+            heapq.heappush(self._held, (what, aid))
+            return True
+        if isinstance(what, Advertisement):
+            size = ad_size(what)
+            if size > pdu.room:
+                # a record too large for any UPDATE of this session is never advertised
+                return size > update_budget(self.link.pdu_limit)
+            pdu.advertise.append(what)
+            pdu.room -= size
+            self.tree.put(aid, what.version)
+            self._sent[aid] = (what.path[:-1], now)
+            return True
+        if pdu.room < ITEM_SIZE:
+            return False
+        kind, item = what
+        (pdu.purge if kind == "purge" else pdu.withdraw).append(item)
+        pdu.room -= ITEM_SIZE
+        self.tree.discard(aid)
+        self._sent.pop(aid, None)
+        return True
+
+    def _next_pdu(self, now: float) -> PduSpace:
+        """The next UPDATE's content: queued changes first, then the bulk snapshot."""
+        pdu = PduSpace(update_budget(self.link.pdu_limit), [], [], [])
+        while self._dirty:
+            aid = next(iter(self._dirty))
+            if not self._fill(pdu, aid, self._dirty[aid], now):
+                return pdu
+            del self._dirty[aid]
+        while self._bulk:
+            if not self._fill(pdu, self._bulk[-1], None, now):
+                return pdu
+            self._bulk.pop()
+        return pdu
+
+    def _flush(self, now: float) -> None:
+        """Send UPDATEs while the window is open and there is something to send."""
+        while self.in_flight < SYNC_WINDOW and (self._dirty or self._bulk):
+            pdu = self._next_pdu(now)
+            if not pdu:
+                continue
+            self._send_sequenced(Update(transaction_id=self._txids(), sequence=self.next_seq,
+                                        advertise=tuple(pdu.advertise),
+                                        withdraw=tuple(pdu.withdraw),
+                                        purge=tuple(pdu.purge)), now)
+
+    def _send_root(self, now: float) -> None:
+        self.next_digest = now + self.digest_interval
+        self._send_sequenced(Digest(transaction_id=self._txids(), sequence=self.next_seq,
+                                    summary=self.tree.summary()), now)
+
+    # --- actions ----------------------------------------------------------------------------
+    def _begin(self, now: float, inp: Start) -> None:
+        self._bulk = self.table.agent_ids_unordered()
+        self._flush(now)
+
+    def _queue(self, now: float, inp: Changed) -> None:
+        ch = inp.changes
+        for aid in ch.advertised:
+            self._dirty.setdefault(aid, None)
+        for w in ch.withdrawn:
+            self._dirty.setdefault(w.agent_id, None)
+        for p in ch.purged:
+            prev = self._dirty.get(p.agent_id)
+            self._dirty[p.agent_id] = p.version if prev is None else max(prev, p.version)
+        self._flush(now)
+
+    def _open_window(self, now: float, inp: Acked) -> None:
+        if ahead(inp.applied, self.acked) > 0:
+            self.acked = inp.applied
+        self._flush(now)
+
+    def _refuse_ack(self, now: float, inp: AckInvalid) -> None:
+        raise ProtocolError(ErrorCode.INVALID_TLV_VALUE,
+                            f"SYNC_ACK {inp.applied} acknowledges messages never sent",
+                            MessageType.SYNC_ACK)
+
+    def _answer_records(self, now: float, inp: RecordsAsked) -> None:
+        req = inp.request
+        pdu = PduSpace(update_budget(self.link.pdu_limit), [], [], [])
+        for aid in (a for run in req.agent_ids for a in run):
+            ad = self.table.advertisement(aid, self.link.gateway_id, self.link.allow)
+            if ad is None:
+                continue
+            size = ad_size(ad)
+            if size > pdu.room:
+                if pdu.advertise:
+                    break
+                continue  # larger than any PDU of this session: never sent
+            pdu.advertise.append(ad)
+            pdu.room -= size
+            self.tree.put(aid, ad.version)
+            self._sent[aid] = (ad.path[:-1], now)
+        self._send_sequenced(Update(transaction_id=req.transaction_id,
+                                    sequence=self.next_seq,
+                                    advertise=tuple(pdu.advertise)), now)
+
+    def _answer_node(self, now: float, inp: NodeAsked) -> None:
+        node = inp.request.node
+        summary = self.tree.summary(node)
+        per = entries_per_digest(self.link.pdu_limit)
+        txid = inp.request.transaction_id
+        if node.level < DIGEST_LEAF_LEVEL and summary.count > per:
+            self._send_sequenced(Digest(transaction_id=txid, sequence=self.next_seq,
+                                        summary=summary, node=node,
+                                        children=self.tree.children(node)), now)
+            return
+        entries = list(self.tree.entries(node))
+        for i in range(0, max(len(entries), 1), per):
+            run = tuple(entries[i:i + per])
+            self._send_sequenced(Digest(transaction_id=txid if i == 0 else self._txids(),
+                                        sequence=self.next_seq, summary=summary, node=node,
+                                        entries=(run,) if run else ()), now)
+
+    def _refuse_node(self, now: float, inp: NodeInvalid) -> None:
+        req = inp.request
+        self.link.send(Error(transaction_id=req.transaction_id,
+                             status=ErrorCode.INVALID_TLV_VALUE,
+                             offending_type=int(MessageType.DIGEST_REQUEST),
+                             diagnostic=f"no digest tree node {req.node.level}/"
+                                        f"{req.node.index}"), now)
+
+    def _end_table(self, now: float, inp: TableSent) -> None:
+        self._send_root(now)
+
+    def _send_due(self, now: float, inp: AdvertiseDue) -> None:
+        while self._held and self._held[0][0] <= now:
+            self._dirty.setdefault(heapq.heappop(self._held)[1], None)
+        self._flush(now)
+
+    def _send_digest(self, now: float, inp: DigestDue) -> None:
+        self._send_root(now)
+
+
