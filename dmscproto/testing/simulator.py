@@ -467,7 +467,7 @@ class Simulation:
         if isinstance(ev, TableChanged):
             self.last_change = self.now
             self._held(gw, ev.advertised)
-            self._dropped(gw, [w.agent_id for w in ev.withdrawn])
+            self._dropped(gw, [w.agent_id for w in (*ev.withdrawn, *ev.purged)])
         elif isinstance(ev, AgentRegistered):
             self.last_change = self.now
             self._held(gw, [ev.agent_id])
