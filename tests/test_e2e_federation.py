@@ -390,7 +390,9 @@ def test_eight_gateways_four_domains_churn_kill_restart_partition(
             c1.start()
             await fed.sessions_up()
             await fed.converged(gone)                      # cid's record is back
-            await fed.calls([("carol", "bob"), ("bob", "dave"), ("carol", "cid")])
+            # (not carol -> bob: sync over the DTLS link works now, so its shortest path
+            # runs c2 - c1 = b1 and the ROUTE_REQUEST is too large for DTLS, module doc)
+            await fed.calls([("carol", "dave"), ("bob", "dave"), ("carol", "cid")])
 
             # 3. partition {a2, d2, d1} | the rest for longer than the hold time,
             # registrations on both sides, healed: the sessions are dialled again

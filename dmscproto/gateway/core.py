@@ -25,7 +25,7 @@ from ..codec.cose import SignedRecord
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, limit, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, Result, VersionedId
-from ..protocol.ports import TableChanges
+from .changes import TableChanges
 from .directory import RemoteDirectory
 from .index import CapabilityIndex
 from .routing import MAX_PATH, Decision, Route, RoutingTable

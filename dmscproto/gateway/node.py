@@ -87,7 +87,6 @@ from ..protocol.peering import (
     PeerState,
     SessionTimers,
 )
-from ..protocol.ports import TableChanges
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
 from ..protocol.summary import (
@@ -98,6 +97,7 @@ from ..protocol.summary import (
     SummaryTransit,
 )
 from ..protocol.sync import PeerSync, SyncPeer
+from .changes import TableChanges
 from .core import GatewayCore
 from .limits import RequestLimits
 from .restart import RestartGrace

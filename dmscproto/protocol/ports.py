@@ -8,31 +8,16 @@ of its behaviour and a test can drive it with anything that has the same few met
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from ..codec.messages import Message
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Advertisement, VersionedId
+from ..gateway.changes import TableChanges
 from .machine import Handle
 
 #: The export filter towards a peer (None: export everything; Section 7.4).
 ExportFilter = Callable[[CapabilityRecord], bool] | None
-
-
-@dataclass(frozen=True, slots=True)
-class TableChanges:
-    """What one input changed in a gateway's record table, for the other peers
-    (Section 6.5): ``advertised`` records have a new version or best route,
-    ``withdrawn`` ones lost their last route, ``purged`` ones were removed by their
-    origin."""
-
-    advertised: tuple[bytes, ...] = ()
-    withdrawn: tuple[VersionedId, ...] = ()
-    purged: tuple[VersionedId, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.advertised or self.withdrawn or self.purged)
 
 
 class SyncTable(Protocol):

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 from ..codec.messages import Message
 from ..codec.registry import MAX_PDU_SIZE, timer
+from ..gateway.changes import TableChanges
 from .machine import Handle, Outbox, TransactionIds, earliest
-from .ports import ExportFilter, SyncLink, SyncTable, TableChanges
+from .ports import ExportFilter, SyncLink, SyncTable
 from .registration import RecordVerifier
 from .sync_in import SyncIn
 from .sync_out import Changed, Start, SyncOut, TableSent

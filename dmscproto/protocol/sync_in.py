@@ -19,9 +19,10 @@ from ..codec.digest import ROOT, DigestTree, children_of, leaf_of, leaves_under
 from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
 from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, MessageType, timer
 from ..codec.wire import Advertisement, DigestNode, DigestSummary, VersionedId
+from ..gateway.changes import TableChanges
 from .events import RecordRefused, TableChanged
 from .machine import Outbox, TransactionIds, earliest
-from .ports import SyncLink, SyncTable, TableChanges
+from .ports import SyncLink, SyncTable
 from .registration import RecordVerifier
 from .sync_pdus import SEQUENCE_SPACE, ahead, ids_per_request, merge
 from .typed import StepInput, TypedMachine

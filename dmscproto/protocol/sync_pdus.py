@@ -17,7 +17,7 @@ from ..codec.wire import (
     DigestSummaryFormat,
     VersionedId,
 )
-from .ports import TableChanges
+from ..gateway.changes import TableChanges
 
 #: Sequence numbers are taken modulo this (SEQUENCE is a uint32).
 SEQUENCE_SPACE = 2**32
