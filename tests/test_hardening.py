@@ -222,8 +222,9 @@ def test_an_advertised_path_beyond_the_limit_closes_the_session(tmp_path: Path) 
         gw_b = net.gateway_id("gw-b")
         for path_len, closes in ((4, False), (5, True)):
             path = (*(bytes([i]) * 16 for i in range(1, path_len)), gw_b)
-            net.deliver("gw-b", "gw-a", Update(transaction_id=path_len, advertise=(
-                Advertisement(1, path, far),)))
+            net.deliver("gw-b", "gw-a", Update(
+                transaction_id=path_len, sequence=net.next_sequence("gw-b", "gw-a"),
+                advertise=(Advertisement(1, path, far),)))
             net.pump()
             closed = net.take("gw-a", SessionClosed)
             assert bool(closed) is closes
