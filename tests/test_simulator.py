@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dmscproto.codec.registry import MessageType, timer
-from dmscproto.codec.values import CapabilityRecord
+from dmscproto.codec.registry import MessageType, Scope, timer
+from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, Skill
 from dmscproto.testing.harness import make_record
 from dmscproto.testing.simulator import (
     Edge,
@@ -173,3 +173,37 @@ def test_export_policy_bounds_where_a_record_is_expected(scratch: Path) -> None:
         assert set(policy.holders(b)) == set(gateways)
     finally:
         policy.close()
+
+
+def test_summaries_between_domains_keep_records_home_and_discovery_relayed(
+        scratch: Path) -> None:
+    """Per-peer summary mode (Section 6.9): a domain's records stay on its gateways, a
+    FEDERATED DISCOVER from another domain is relayed to it and finds them, and once
+    withdrawn they are found nowhere after the relayed answers' cache time."""
+    sim = Simulation(scratch, seed=2, summaries=True)
+    try:
+        gateways = names(6)
+        build(sim, gateways, chain(gateways))
+        skill = Skill("tide-tables", "Tide tables", ("sea",))
+        signed = make_record(100, "tides", "d2.example", skills=(skill,))
+        sim.register("gw-5", signed)
+        assert sim.settle(SETTLE)
+        assert sim.check().ok
+        aid = signed.record.agent_id
+        assert sim.holders(aid) == ["gw-4", "gw-5"]
+        assert sim.count(MessageType.SUMMARY) > 0
+
+        def found(scope: Scope) -> list[bytes]:
+            txid = sim.discover("gw-0", DiscoveryQuery(skills=("tide-tables",)), scope=scope)
+            sim.run(2)
+            return [r.record.record.agent_id for r in sim.answers.pop(txid).results]
+
+        assert found(Scope.FEDERATED) == [aid]
+        assert found(Scope.DOMAIN) == []
+        sim.deregister(aid)
+        assert sim.settle(SETTLE)
+        assert sim.check().ok
+        sim.run(timer("DISCOVERY_CACHE_TTL"))
+        assert found(Scope.FEDERATED) == []
+    finally:
+        sim.close()

@@ -47,9 +47,9 @@ from typing import Any
 
 from ..codec import decode, encode
 from ..codec.cose import SignedRecord
-from ..codec.messages import Deregister, Message, Register, Update
-from ..codec.registry import MessageType, timer
-from ..codec.values import CapabilityRecord
+from ..codec.messages import Deregister, Discover, DiscoverReply, Message, Register, Update
+from ..codec.registry import MessageType, Scope, timer
+from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement
 from ..gateway.core import GatewayCore
 from ..gateway.node import GatewayNode
@@ -64,6 +64,7 @@ from ..protocol.events import (
 from ..protocol.machine import Handle, Refusal
 from ..protocol.peering import PeerState
 from ..protocol.registration import verify_signature
+from ..protocol.summary import Replication
 from ..runtime.gateway import Redial
 from ..security.signing import entity_id
 from .harness import T0, numbered_key
@@ -176,8 +177,12 @@ class Simulation:
 
     def __init__(self, directory: Path, *, seed: int = 0, latency: float = 0.005,
                  jitter: float = 0.0, export: ExportRule | None = None,
-                 **node_options: Any) -> None:
+                 summaries: bool = False, **node_options: Any) -> None:
         self.directory = directory
+        #: Gateways of different domains exchange capability summaries, not records
+        #: (Section 6.9): a domain's records stay within its own gateways.
+        self.summaries = summaries
+        self._adjacency: dict[str, list[str]] | None = None
         self.rng = random.Random(seed)
         self.seed = seed
         self.latency = latency
@@ -200,6 +205,10 @@ class Simulation:
         self.withdrawn: set[bytes] = set()
         #: PDUs sent, by (source, destination, message type); agents are ``"agents"``.
         self.pdus: Counter[tuple[str, str, MessageType]] = Counter()
+        #: When a PDU of each type was last delivered between gateways.
+        self.delivered_at: dict[MessageType, float] = {}
+        #: DISCOVER_REPLYs to :meth:`discover`, by transaction id.
+        self.answers: dict[int, DiscoverReply] = {}
         #: PDUs lost on cut links or closed connections, by message type.
         self.lost: Counter[MessageType] = Counter()
         self.duplicates = 0
@@ -228,8 +237,9 @@ class Simulation:
                 return None
             return lambda rec: rule(own, peer_domain, rec)
 
+        mode = Replication.SUMMARY if self.summaries else Replication.FULL
         gw.node = GatewayNode(core, name=gw.name, verifier=self._verify,
-                              export_for=export_for,
+                              export_for=export_for, replication=lambda _domain: mode,
                               rng=random.Random(f"{self.seed}/{gw.name}/{gw.incarnation}"),
                               **self.node_options)
         gw.timer_at = None
@@ -240,6 +250,7 @@ class Simulation:
         link = _Link(a, b, self.latency if latency is None else latency,
                      Redial(random.Random(f"{self.seed}/{a}/{b}")))
         self.links[frozenset((a, b))] = link
+        self._adjacency = None
         self._schedule(self.now, lambda: self._dial(link))
 
     def build(self, domains: dict[str, str], edges: Iterable[Edge]) -> None:
@@ -400,8 +411,10 @@ class Simulation:
     def _send(self, gw: _Gateway, dest: Handle, msg: Message) -> None:
         data = encode(msg)
         conn = self._conns.get(dest) if isinstance(dest, str) else None
-        if conn is None:  # an agent: counted, dropped
+        if conn is None:  # an agent: counted, dropped (DISCOVER answers kept)
             self.pdus[(gw.name, "agents", msg.TYPE)] += 1
+            if isinstance(msg, DiscoverReply):
+                self.answers[msg.transaction_id] = msg
             return
         link = conn.link
         peer = link.b if gw.name == link.a else link.a
@@ -420,6 +433,7 @@ class Simulation:
             self.lost[msg.TYPE] += 1
             return
         msg = self._share(msg)
+        self.delivered_at[msg.TYPE] = self.now
         if isinstance(msg, Update):
             self._count_duplicates(gw, conn, msg)
         gw.node.receive(source, msg, self.now)
@@ -518,11 +532,24 @@ class Simulation:
         self.registered[aid] = (gateway, signed)
         self.withdrawn.discard(aid)
         self._dereg_watch.pop(aid, None)
-        self._reg_watch[aid] = _Watch(self.now, signed.record.record_version,
-                                      self.expected(aid))
+        self._watch(aid, self.expected(aid))
         self._from_agent(gw, aid, Register(
             transaction_id=next(self._txid), record=signed, lease=lease,
             nonce=self.rng.randbytes(16), timestamp=int(self.now * 1000)))
+
+    def discover(self, gateway: str, query: DiscoveryQuery, *,
+                 scope: Scope = Scope.FEDERATED, max_results: int = 10) -> int:
+        """An agent of ``gateway`` sends DISCOVER; its answer will be in
+        :attr:`answers` under the returned transaction id."""
+        txid = next(self._txid)
+        self._from_agent(self.gateways[gateway], bytes(16), Discover(
+            transaction_id=txid, query=query, scope=scope, max_results=max_results))
+        return txid
+
+    def _watch(self, agent_id: bytes, where: set[str]) -> None:
+        """Time the registration until every gateway in ``where`` holds it."""
+        version = self.registered[agent_id][1].record.record_version
+        self._reg_watch[agent_id] = _Watch(self.now, version, where)
 
     def deregister(self, agent_id: bytes) -> None:
         """The agent deregisters at its home gateway."""
@@ -544,9 +571,11 @@ class Simulation:
     def cut(self, a: str, b: str) -> None:
         """Lose everything on the link from now on (in flight too), until :meth:`heal`."""
         self.links[frozenset((a, b))].cut = True
+        self._adjacency = None
 
     def heal(self, a: str, b: str) -> None:
         self.links[frozenset((a, b))].cut = False
+        self._adjacency = None
 
     def kill(self, name: str) -> None:
         """The gateway dies (kill -9): its file stays; its peers are not told (what they
@@ -556,16 +585,41 @@ class Simulation:
         gw.node.core.store.close()
         gw.node = None
         gw.timer_at = None
+        self._adjacency = None
 
-    def restart(self, name: str) -> None:
-        """Start a killed gateway again on its file; it dials its links."""
+    def restart(self, name: str, *,
+                agents_back: float | None = 3 * timer("AGENT_KEEPALIVE")) -> None:
+        """Start a killed gateway again on its file, as the runtime does: its stored
+        registrations are withheld from peers until their agents register again or
+        RESTART_GRACE ends (Section 6.1.2); it dials its links.  Its agents register
+        again ``agents_back`` seconds later (their keepalive noticed the dead gateway;
+        None: they do not)."""
         gw = self.gateways[name]
         gw.incarnation += 1
         self._start_node(gw)
+        self._adjacency = None
+        node = self.node(name)
+        mine = node.core.agent_ids(local_only=True)
+        if mine:
+            node.restarted(self.now)
+            self._drain(gw)
+        for aid in mine:  # converged once they are everywhere again
+            if aid in self.registered:
+                self._watch(aid, self._reachable(name, self.registered[aid][1].record)
+                            - {name})
         for link in self.links.values():
             if link.a == name:
                 link.redial.reset()
                 self._schedule(self.now, lambda link=link: self._dial(link))  # type: ignore[misc]
+        if agents_back is not None:
+            inc = gw.incarnation
+            self._schedule(self.now + agents_back, lambda: self._agents_back(gw, inc))
+
+    def _agents_back(self, gw: _Gateway, inc: int) -> None:
+        if gw.node is None or gw.incarnation != inc:
+            return
+        for signed in [s for home, s in self.registered.values() if home == gw.name]:
+            self.register(gw.name, signed)
 
     # --- looking ------------------------------------------------------------------------------
     def node(self, name: str) -> GatewayNode:
@@ -578,27 +632,45 @@ class Simulation:
                 if gw.node is not None and agent_id in gw.node.core]
 
     def _reachable(self, gateway: str, record: CapabilityRecord) -> set[str]:
-        """Gateways reached from ``gateway`` over links up and allowed by the export rule."""
+        """Gateways reached from ``gateway`` over links up that carry the record (in
+        summary mode only links inside a domain) and allowed by the export rule."""
         seen = {gateway}
         todo = [gateway]
-        neighbours: dict[str, list[str]] = {}
-        for link in self.links.values():
-            if not link.cut and self._alive(link.a) and self._alive(link.b):
-                neighbours.setdefault(link.a, []).append(link.b)
-                neighbours.setdefault(link.b, []).append(link.a)
         while todo:
             u = todo.pop()
-            for v in neighbours.get(u, ()):
+            for v in self._neighbours().get(u, ()):
                 if v not in seen and (self.export is None or self.export(
                         self.gateways[u].domain, self.gateways[v].domain, record)):
                     seen.add(v)
                     todo.append(v)
         return seen
 
+    def _neighbours(self) -> dict[str, list[str]]:
+        """The links that are up and carry records (cached until one changes)."""
+        if self._adjacency is None:
+            self._adjacency = {}
+            for link in self.links.values():
+                if link.cut or not self._alive(link.a) or not self._alive(link.b) or (
+                        self.summaries and
+                        self.gateways[link.a].domain != self.gateways[link.b].domain):
+                    continue
+                self._adjacency.setdefault(link.a, []).append(link.b)
+                self._adjacency.setdefault(link.b, []).append(link.a)
+        return self._adjacency
+
     def expected(self, agent_id: bytes) -> set[str]:
-        """Where a live registration should be held: every gateway its home reaches."""
+        """Where a live registration should be held: every gateway its home reaches
+        (only its home while a restarted home withholds it, Section 6.1.2)."""
         home, signed = self.registered[agent_id]
-        return self._reachable(home, signed.record) if self._alive(home) else set()
+        if not self._alive(home):
+            return set()
+        if self._withheld(home, agent_id):
+            return {home}
+        return self._reachable(home, signed.record)
+
+    def _withheld(self, home: str, agent_id: bytes) -> bool:
+        grace = self.node(home).grace
+        return grace is not None and agent_id in grace.stale
 
     def check(self) -> Check:
         """Compare every running gateway's table with what is expected (class doc)."""
@@ -608,7 +680,9 @@ class Simulation:
         for aid, (home, signed) in self.registered.items():
             if not self._alive(home):
                 continue
-            if self.export is None:
+            if self._withheld(home, aid):
+                want[home].add(aid)
+            elif self.export is None:
                 if home not in cache:
                     cache[home] = self._reachable(home, signed.record)
                 where = cache[home]
