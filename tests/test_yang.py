@@ -5,16 +5,13 @@ warning; yanglint validates an RFC 7951 document against it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import require_tool
+from conftest import load_tool, require_tool
 from pyang import context, repository
 from pyang.statements import Statement
 
@@ -23,19 +20,7 @@ from dmscproto.codec.registry import TIMERS, ErrorCode, MessageType
 from dmscproto.protocol.peering import PeerState
 from dmscproto.runtime.transports import TRANSPORTS
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_yang", ROOT / "tools" / "gen_yang.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = _tool()
+GEN = load_tool("gen_yang")
 
 
 @pytest.fixture(scope="module")
