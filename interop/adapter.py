@@ -34,6 +34,7 @@ from dmscproto.codec.messages import (
     Discover,
     DiscoverReply,
     Message,
+    Refresh,
     Register,
     RegisterAck,
 )
@@ -270,10 +271,12 @@ def _register(agent: Agent, env: Mapping[str, str], *, lease: int = 60, **fields
     return replace(msg, **fields)
 
 
-async def _expect_ack(conn: Connection, msg: Register, status: ErrorCode) -> bool:
+async def _expect_ack(conn: Connection, msg: Message, status: ErrorCode) -> bool:
+    """Send ``msg``; whether its answer carries ``status``."""
     answer = await conn.request(msg)
-    got = answer.status if isinstance(answer, RegisterAck) else answer.TYPE.name
-    _log(f"REGISTER answered {got} (expected {status.name})")
+    got = getattr(answer, "status", None)
+    _log(f"{msg.TYPE.name} answered {answer.TYPE.name} {getattr(got, 'name', got)} "
+         f"(expected {status.name})")
     return got is status
 
 
@@ -317,10 +320,17 @@ async def case_identity_mismatch(agent: Agent, env: Mapping[str, str]) -> bool:
 
 @client_case
 async def case_replay(agent: Agent, env: Mapping[str, str]) -> bool:
+    """REGISTER, REFRESH, then the same REFRESH (NONCE, TIMESTAMP) again.  (The same
+    REGISTER again is not a replay: it is answered SUCCESS, "already registered",
+    Section 10.4.)"""
     conn = await _raw(agent, env)
-    msg = _register(agent, env)
-    return (await _expect_ack(conn, msg, ErrorCode.SUCCESS)
-            and await _expect_ack(conn, replace(msg, transaction_id=msg.transaction_id + 1),
+    refresh = Refresh(transaction_id=int.from_bytes(os.urandom(8), "big"),
+                      agent_id=agent.agent_id, lease=60, nonce=os.urandom(NONCE_SIZE),
+                      timestamp=timestamp_ms(time.time()))
+    return (await _expect_ack(conn, _register(agent, env), ErrorCode.SUCCESS)
+            and await _expect_ack(conn, refresh, ErrorCode.SUCCESS)
+            and await _expect_ack(conn, replace(refresh,
+                                                transaction_id=refresh.transaction_id + 1),
                                   ErrorCode.REPLAY))
 
 

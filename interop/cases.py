@@ -326,11 +326,14 @@ def _forged(_wire: WireMessage, msg: Register) -> bool:
 
 
 def rule_replay(ck: Check) -> list[str]:
+    """A REFRESH repeating the NONCE of one accepted before is answered REPLAY."""
     t = ck.trace
-    first = {r.msg.nonce: r for r, _ in answered(t, Register) if isinstance(r.msg, Register)}
-    again = [r for r, _ in answered(t, Register, ErrorCode.REPLAY)
-             if isinstance(r.msg, Register) and r.msg.nonce in first]
-    return need(again, "a REGISTER repeating an accepted NONCE answered REPLAY", t, Register)
+    accepted = {r.msg.nonce for r, _ in answered(t, Refresh) if isinstance(r.msg, Refresh)}
+    again = [r for r, _ in answered(t, Refresh, ErrorCode.REPLAY)
+             if isinstance(r.msg, Refresh) and r.msg.nonce in accepted]
+    return (need(registered(t, GATEWAY), "REGISTER answered SUCCESS", t, Register)
+            + need(again, "a REFRESH repeating the NONCE of an accepted one answered REPLAY",
+                   t, Refresh))
 
 
 def rule_peering(ck: Check) -> list[str]:
@@ -441,7 +444,7 @@ CASES: tuple[Case, ...] = (
          "IDENTITY_MISMATCH", _refused(ErrorCode.IDENTITY_MISMATCH, "of another key",
                                        lambda w, m: not _forged(w, m)),
          transports=("quic", "dtls")),
-    Case("replay", "the same REGISTER (NONCE, TIMESTAMP) twice: SUCCESS, then REPLAY",
+    Case("replay", "REGISTER, REFRESH, the same REFRESH (NONCE, TIMESTAMP) again: REPLAY",
          rule_replay),
     Case("stale-timestamp", "a REGISTER whose TIMESTAMP is older than FRESHNESS_WINDOW: "
          "STALE_TIMESTAMP", _refused(ErrorCode.STALE_TIMESTAMP, "with a stale TIMESTAMP",
