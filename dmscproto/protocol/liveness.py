@@ -15,20 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
 
 from ..codec.messages import Message
 from ..codec.registry import MessageType, timer
 from .events import GatewayLost
 from .machine import Outbox, earliest
+from .ports import LivenessPort
 from .typed import StepInput, TypedMachine
-
-
-class LivenessPort(Protocol):
-    """What the watch needs from the agent."""
-
-    def probe(self, now: float) -> None:
-        """Send ECHO_REQUEST to the home gateway."""
 
 
 class LivenessState(Enum):

@@ -33,13 +33,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
 
 from ..codec.messages import Error, Keepalive, Message, Notify, Open
 from ..codec.registry import ErrorCode, GatewayCaps, MessageType, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
 from .events import SessionClosed, SessionEstablished
 from .machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds, earliest
+from .ports import PeeringPort, SessionSync
 from .typed import StepInput, TypedMachine
 
 ALL_CAPS = GatewayCaps.ROUTING | GatewayCaps.DIGEST_SYNC | GatewayCaps.FEDERATION \
@@ -83,29 +83,6 @@ class SessionTimers:
 def acceptable_hold_time(seconds: int) -> bool:
     """0 (no hold timer) or at least MIN_HOLD_TIME (Section 6.4)."""
     return seconds == 0 or seconds >= MIN_HOLD_TIME
-
-
-class SessionSync(Protocol):
-    """The record exchange running on an established session (Sections 6.5, 6.6)."""
-
-    def start(self, now: float) -> None: ...
-
-    def receive(self, msg: Message, now: float) -> None: ...
-
-    def get_timer(self) -> float | None: ...
-
-    def handle_timer(self, now: float) -> None: ...
-
-
-class PeeringPort(Protocol):
-    """What a peer session needs from its gateway."""
-
-    def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
-        """Identity, federation policy, duplicate sessions: the refusal to NOTIFY, or
-        None to accept."""
-
-    def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> SessionSync:
-        """The sync machine for a session just established with ``gateway_id``."""
 
 
 class PeerState(Enum):

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..codec.messages import Message
+from ..codec.messages import Message, Open
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Advertisement, VersionedId
 from ..gateway.changes import TableChanges
-from .machine import Handle
+from .machine import Handle, Refusal
 
 #: The export filter towards a peer (None: export everything; Section 7.4).
 ExportFilter = Callable[[CapabilityRecord], bool] | None
@@ -64,3 +64,35 @@ class SyncLink(Protocol):
 
     def send(self, msg: Message, now: float) -> None:
         """Send on the session."""
+
+
+# --- peering (Sections 6.1, 6.4) -------------------------------------------------------------
+class SessionSync(Protocol):
+    """The record exchange running on an established session (Sections 6.5, 6.6)."""
+
+    def start(self, now: float) -> None: ...
+
+    def receive(self, msg: Message, now: float) -> None: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+class PeeringPort(Protocol):
+    """What a peer session needs from its gateway."""
+
+    def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
+        """Identity, federation policy, duplicate sessions: the refusal to NOTIFY, or
+        None to accept."""
+
+    def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> SessionSync:
+        """The sync machine for a session just established with ``gateway_id``."""
+
+
+# --- the agent keepalive (Section 6.8.3) ----------------------------------------------------
+class LivenessPort(Protocol):
+    """What the watch needs from the agent."""
+
+    def probe(self, now: float) -> None:
+        """Send ECHO_REQUEST to the home gateway."""
