@@ -65,10 +65,8 @@ def register(sim: Simulation, n: int, home: str) -> bytes:
     return signed.record.agent_id
 
 
-# Not yet on a full mesh: deregistrations leave ghosts there until the next DIGEST
-# (path hunting, issue 10 item 1).
 @pytest.mark.parametrize("topology", [
-    chain, ring, lambda g: random_graph(g, 3, random.Random(5))])
+    chain, ring, full_mesh, lambda g: random_graph(g, 3, random.Random(5))])
 def test_registrations_converge_without_ghosts(sim: Simulation,
                                                topology: Callable[[list[str]], list[Edge]]
                                                ) -> None:
@@ -90,15 +88,22 @@ def test_registrations_converge_without_ghosts(sim: Simulation,
 
 def test_update_pdus_per_registration_on_a_full_mesh(sim: Simulation) -> None:
     """Issue 10's 8-gateway, 4-domain full mesh: at most 2 UPDATEs per peer link for
-    one registration, none of them a duplicate."""
+    one registration and for one deregistration, none of them a duplicate, no ghost."""
     gateways = names(8)
     build(sim, gateways, full_mesh(gateways))
     links = len(sim.links)
+    ids = []
     for n in range(3):
         before = sim.count(MessageType.UPDATE)
-        register(sim, n, gateways[n])
+        ids.append(register(sim, n, gateways[n]))
         assert sim.settle(SETTLE)
         assert sim.count(MessageType.UPDATE) - before <= 2 * links
+    for aid in ids:
+        before = sim.count(MessageType.UPDATE)
+        sim.deregister(aid)
+        assert sim.settle(SETTLE)
+        assert sim.count(MessageType.UPDATE) - before <= 2 * links
+        assert sim.check().ok
     assert sim.duplicates == 0
     # every UPDATE counted went over a peer link, each one in each direction at most
     assert {(s, d) for (s, d, t) in sim.pdus if t is MessageType.UPDATE} <= \
