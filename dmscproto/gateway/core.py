@@ -460,7 +460,7 @@ class GatewayCore:
                     gone.extend(ch.withdrawn)
                     continue
                 self._check_peer_limits(aid, path, from_peer, len(batch))
-                if self._purged_at(aid, adv.version, now) and path != (from_peer,):
+                if self.purge_held(adv, from_peer, now):
                     continue
                 self._purged.pop(aid, None)
                 cur = self._records.get(aid)
@@ -487,10 +487,12 @@ class GatewayCore:
             commit()
         return TableChanges(tuple(dict.fromkeys(changed)), tuple(gone))
 
-    def _purged_at(self, agent_id: bytes, version: int, now: float) -> bool:
-        """Whether ``version`` of ``agent_id`` was purged within PURGE_HOLD."""
-        t = self._purged.get(agent_id)
-        return t is not None and now < t[1] and version <= t[0]
+    def purge_held(self, adv: Advertisement, from_peer: bytes, now: float) -> bool:
+        """Whether :meth:`learn_many` ignores ``adv`` for now (Section 6.5): its version
+        was purged within PURGE_HOLD and it does not come straight from its origin."""
+        t = self._purged.get(adv.record.record.agent_id)
+        return t is not None and now < t[1] and adv.version <= t[0] \
+            and adv.path != (from_peer,)
 
     def _check_peer_limits(self, aid: bytes, path: tuple[bytes, ...], peer: bytes,
                            pending: int = 0) -> None:

@@ -35,6 +35,10 @@ class SyncTable(Protocol):
                    now: float) -> TableChanges:
         """Learn ADVERTISEs (already checked by the record check) in one commit."""
 
+    def purge_held(self, adv: Advertisement, from_peer: bytes, now: float) -> bool:
+        """Whether :meth:`learn_many` ignores ``adv`` for now: a version purged within
+        PURGE_HOLD, not straight from its origin."""
+
     def withdraw_many(self, items: Sequence[VersionedId], from_peer: bytes) -> TableChanges:
         """Drop the routes through ``from_peer`` of the given versions or older."""
 

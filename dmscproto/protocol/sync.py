@@ -34,7 +34,7 @@ from ..gateway.changes import TableChanges
 from .machine import Handle, Outbox, TransactionIds, earliest
 from .ports import ExportFilter, SyncLink, SyncTable
 from .registration import RecordVerifier
-from .sync_in import SyncIn
+from .sync_in import Purged, SyncIn
 from .sync_out import Changed, Start, SyncOut, TableSent
 
 
@@ -74,6 +74,8 @@ class PeerSync:
     def announce(self, changes: TableChanges, now: float) -> None:
         """Records changed (local call): tell the peer what concerns it."""
         if changes:
+            if changes.purged:
+                self.inc.run(Purged(changes.purged), now)
             self.out.run(Changed(changes), now)
             self._settle(now)
 

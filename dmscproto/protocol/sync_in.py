@@ -51,6 +51,7 @@ class InInput(Enum):
     ACK_DUE = "ack timer"
     REORDER_DUE = "reorder timer"
     REQUEST_DUE = "request timer"
+    PURGED = "records purged from the table (a PURGE on any session)"
 
 
 class InAction(Enum):
@@ -77,6 +78,8 @@ class InAction(Enum):
     SKIP = "skip the missing messages (apply the held ones)"
     SKIP_AND_RECONCILE = "skip the missing messages; send DIGEST_REQUEST for the root"
     ABANDON = "forget every request (the next DIGEST decides again)"
+    FORGET = ("stop mirroring the purged versions, so that a DIGEST of a peer that still "
+              "advertises one differs and asks for it again")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,14 @@ class RequestDue(StepInput):
     KIND = InInput.REQUEST_DUE
 
 
+@dataclass(frozen=True, slots=True)
+class Purged(StepInput):
+    """Records purged from the table (:meth:`PeerSync.announce`)."""
+
+    KIND = InInput.PURGED
+    items: tuple[VersionedId, ...]
+
+
 InEvent = (UpdateNext | AnswerMore | AnswerLast | RootSame | RootDiffers | NodePartial
            | NodeDiff | NodeLate | Ahead | Stale | RequestFailed)
 _N, _NI, _NA = InState, InInput, InAction
@@ -217,6 +228,7 @@ class SyncIn(TypedMachine):
         (_N.READY, _NI.REORDER_DUE): (_NA.SKIP_AND_RECONCILE, _N.RECONCILING),
         (_N.RECONCILING, _NI.REORDER_DUE): (_NA.SKIP_AND_RECONCILE, _N.RECONCILING),
         (_N.RECONCILING, _NI.REQUEST_DUE): (_NA.ABANDON, _N.READY),
+        **{(s, _NI.PURGED): (_NA.FORGET, s) for s in _ANY},
     }
 
     def __init__(self, outbox: Outbox, table: SyncTable, link: SyncLink,
@@ -365,6 +377,11 @@ class SyncIn(TypedMachine):
         good: list[Advertisement] = []
         for ad in up.advertise:
             aid = ad.record.record.agent_id
+            if self.table.purge_held(ad, peer, now):
+                # Not mirrored: a later DIGEST differs and asks for it again, once the
+                # hold has ended (Section 6.5).
+                self.tree.discard(aid)
+                continue
             self.tree.put(aid, ad.version)
             refused = self.verifier(self.link.handle, ad.record, now)
             if refused is None:
@@ -372,13 +389,17 @@ class SyncIn(TypedMachine):
             else:
                 self.outbox.emit(RecordRefused(self.link.handle, aid, refused.code,
                                                refused.diagnostic))
-        for item in (*up.withdraw, *up.purge):
-            told = self.tree.get(item.agent_id)
-            if told is not None and told <= item.version:
-                self.tree.discard(item.agent_id)
+        self._unmirror((*up.withdraw, *up.purge))
         self._report(merge(self.table.learn_many(good, peer, now),
                            self.table.withdraw_many(up.withdraw, peer),
                            self.table.purge_many(up.purge, now)))
+
+    def _unmirror(self, items: Sequence[VersionedId]) -> None:
+        """Stop mirroring the records of these versions or older."""
+        for item in items:
+            told = self.tree.get(item.agent_id)
+            if told is not None and told <= item.version:
+                self.tree.discard(item.agent_id)
 
     def _report(self, ch: TableChanges) -> None:
         if ch:
@@ -484,5 +505,8 @@ class SyncIn(TypedMachine):
 
     def _abandon(self, now: float, inp: RequestDue) -> None:
         self._end_requests()
+
+    def _forget(self, now: float, inp: Purged) -> None:
+        self._unmirror(inp.items)
 
 
