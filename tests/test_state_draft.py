@@ -84,6 +84,12 @@ def test_transition_table_matches_the_code(machine: type[Machine]) -> None:
     assert numbers == list(range(1, len(expected) + 1))
 
 
+def _expand(item: str) -> range:
+    """Row numbers of a diagram label item: ``7`` or a run ``5-8``."""
+    first, _, last = item.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.NAME)
 def test_diagram_shows_every_state_and_transition(machine: type[Machine]) -> None:
     body = region(machine.NAME)
@@ -93,7 +99,8 @@ def test_diagram_shows_every_state_and_transition(machine: type[Machine]) -> Non
     assert max(len(line) for line in art.splitlines()) <= 72  # RFC 7322 line length
     boxes = re.findall(r"^\|\s*([A-Z_]+)\s*\|", art, re.M)
     assert boxes == [s.name for s in machine.State]
-    labels = [int(n) for group in re.findall(r"\[([\d,]+)\]", art) for n in group.split(",")]
+    labels = [n for group in re.findall(r"\[([\d,-]+)\]", art) for item in group.split(",")
+              for n in _expand(item)]
     assert sorted(labels) == list(range(1, len(machine.TABLE) + 1))
     # one arrowhead per pair of distinct states joined by transitions
     pairs = {(s, n) for (s, _), (_, n) in machine.TABLE.items() if s is not n}

@@ -15,7 +15,8 @@ written by hand.
 The diagram stacks the states vertically, in the order of the state enum.  Each pair of
 states joined by transitions gets one vertical lane to the right; an arrowhead ``<``
 marks the state a lane enters, and the numbers ``[n]`` at the right of the row a lane
-leaves from are the transitions' rows in the table.  ``--.`` / ``<-'`` is a
+leaves from are the transitions' rows in the table (``5-8``: rows 5 to 8).
+``--.`` / ``<-'`` is a
 transition back to the same state.
 """
 
@@ -58,7 +59,15 @@ def rows(machine: type[Machine]) -> list[Row]:
 
 
 def _numbers(ns: Sequence[int]) -> str:
-    return "[" + ",".join(map(str, ns)) + "]"
+    """``[1,2,5-8]``: row numbers, a run of three or more as first-last."""
+    runs: list[list[int]] = []
+    for n in sorted(ns):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return "[" + ",".join(f"{r[0]}-{r[-1]}" if len(r) >= 3 else ",".join(map(str, r))
+                          for r in runs) + "]"
 
 
 def diagram(machine: type[Machine]) -> str:

@@ -51,7 +51,7 @@ class InInput(Enum):
     ACK_DUE = "ack timer"
     REORDER_DUE = "reorder timer"
     REQUEST_DUE = "request timer"
-    PURGED = "records purged from the table (a PURGE on any session)"
+    PURGED = "records purged"
 
 
 class InAction(Enum):
@@ -78,8 +78,7 @@ class InAction(Enum):
     SKIP = "skip the missing messages (apply the held ones)"
     SKIP_AND_RECONCILE = "skip the missing messages; send DIGEST_REQUEST for the root"
     ABANDON = "forget every request (the next DIGEST decides again)"
-    FORGET = ("stop mirroring the purged versions, so that a DIGEST of a peer that still "
-              "advertises one differs and asks for it again")
+    FORGET = "stop mirroring them (Section 6.6.1)"
 
 
 @dataclass(frozen=True, slots=True)
