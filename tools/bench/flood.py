@@ -42,11 +42,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway_proc import start_gateway
 
 from dmscproto.agent import Agent, AgentError
 from dmscproto.codec.registry import LIMITS, ErrorCode, timer
@@ -57,7 +59,6 @@ from dmscproto.testing.flood import flood
 HOST = "127.0.0.1"
 ATTACKER = "127.0.0.2"  # another source address on loopback (Linux routes 127/8 to lo)
 ATTACKER_AGENT = 63  # the certificate the DISCOVER attacker uses
-_CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
 
 
 def rss_mb(pid: int) -> float:
@@ -244,21 +245,8 @@ def main() -> None:
         keys = _setup(Path(tmp), args.unlimited, dict(
             (name.upper(), float(value)) for name, value in
             (item.split("=", 1) for item in args.limit)))
-        gateway = subprocess.Popen(
-            [sys.executable, "-c", _CLI, "gateway", "--config", str(keys / "gw.toml"),
-             "--log-format", "json"], stderr=subprocess.PIPE, text=True)
+        gateway, address = start_gateway("--config", str(keys / "gw.toml"))
         try:
-            assert gateway.stderr is not None
-            address = None
-            for line in gateway.stderr:
-                event = json.loads(line) if line.startswith("{") else {}
-                if event.get("msg") == "gateway listening":
-                    address = event["address"]
-                    break
-            if address is None:
-                raise RuntimeError("the gateway did not start")
-            drain = gateway.stderr
-            threading.Thread(target=lambda: all(True for _ in drain), daemon=True).start()
             out = asyncio.run(_run(keys, gateway, address, args))
         finally:
             gateway.terminate()

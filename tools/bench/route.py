@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quic_transport
+from gateway_proc import start_gateway
 
 from dmscproto.agent import Agent, Request
 from dmscproto.runtime import loop as loops
@@ -45,7 +45,6 @@ from dmscproto.runtime.sandbox import Domain, write_gateway_config
 from dmscproto.security.ca import Kind
 
 HOST = "127.0.0.1"
-_CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
 
 
 def _agent(keys: Path, name: str, gateway: str) -> Agent:
@@ -85,19 +84,8 @@ async def _agents(keys: Path, gateway: str, args: argparse.Namespace
 def _measure_routed(keys: Path, loop: str, args: argparse.Namespace
                     ) -> tuple[float, list[float]]:
     config = keys / "gw.toml"
-    gateway = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "gateway", "--config", str(config), "--log-format",
-         "json", "--loop", loop], stderr=subprocess.PIPE, text=True)
+    gateway, address = start_gateway("--config", str(config), "--loop", loop)
     try:
-        assert gateway.stderr is not None
-        address = None
-        for line in gateway.stderr:
-            event = json.loads(line) if line.startswith("{") else {}
-            if event.get("msg") == "gateway listening":
-                address = event["address"]
-                break
-        if address is None:
-            raise RuntimeError("the gateway did not start")
         return loops.run(_agents(keys, address, args), loop)  # type: ignore[arg-type]
     finally:
         gateway.terminate()

@@ -1,0 +1,36 @@
+"""Start a ``dmsc gateway`` process for a benchmark and learn its address.
+
+The gateway logs JSON lines on stderr; its address is in the "gateway listening" line.
+The rest of stderr is drained by a thread, so a gateway that logs every connection never
+blocks on a full pipe (issue 18 found ``route.py`` stalling that way).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from typing import IO
+
+CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
+
+
+def start_gateway(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``dmsc gateway --log-format json ARGS...`` and the address it listens on."""
+    gateway = subprocess.Popen([sys.executable, "-c", CLI, "gateway", "--log-format", "json",
+                                *args], stderr=subprocess.PIPE, text=True)
+    stream = gateway.stderr
+    assert stream is not None
+    for line in stream:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("msg") == "gateway listening":
+            threading.Thread(target=_drain, args=(stream,), daemon=True).start()
+            return gateway, str(event["address"])
+    gateway.wait()
+    raise RuntimeError("the gateway did not start")
