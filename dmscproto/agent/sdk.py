@@ -41,12 +41,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..analysis.pcap import PcapWriter
 from ..codec.cose import SignedRecord
 from ..codec.messages import DiscoverReply, Message, RouteReply, TraceReply
-from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
+from ..codec.registry import ID_SIZE, ErrorCode, MessageType, Scope, timer
 from ..codec.values import (
     AttrValue,
     CapabilityRecord,
@@ -55,6 +55,7 @@ from ..codec.values import (
     HopRecord,
     Provider,
     Skill,
+    TraceContext,
 )
 from ..errors import DeadlineExceeded, DmscError, NotConnected
 from ..protocol.agent import AgentClient
@@ -70,10 +71,14 @@ from ..protocol.events import (
     RouteRequestReceived,
 )
 from ..runtime.pump import Association, Pump
+from ..runtime.telemetry import AgentSpans
 from ..runtime.transports import Connection, Peer, transport_named
 from ..security.ca import Credential, Identity, TrustStore
 from ..security.signing import sign_record, spki
 from ..transport.tls import TlsIdentity
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +199,12 @@ class Agent:
     ``keepalive`` (seconds, default AGENT_KEEPALIVE; None: off) is the agent keepalive
     (Section 6.8.3): ECHO_REQUEST after that much silence from the gateway, and the
     gateway taken for lost, the connection closed and re-opened, after three such
-    intervals, instead of the transport's idle timeout."""
+    intervals, instead of the transport's idle timeout.
+
+    Every request carries a W3C trace context (Section 7.5): the caller's (``trace=``),
+    else one the agent creates; with ``opentelemetry-api`` installed, a CLIENT span per
+    request and a SERVER span around each handler, recorded by ``tracer_provider``
+    (default: the global one).  The gateways on the path continue that trace."""
 
     def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
                  server_name: str | None = None, pcap: PcapWriter | None = None,
@@ -202,9 +212,11 @@ class Agent:
                  tls: TlsIdentity | None = None, transport: str = "quic",
                  reconnect: bool = True, token: bytes | str | None = None,
                  lab: bool = False,
-                 keepalive: float | None = timer("AGENT_KEEPALIVE")) -> None:
+                 keepalive: float | None = timer("AGENT_KEEPALIVE"),
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.tls = tls or TlsIdentity(credential, trust)
         self.identity: Identity = self.tls.identity
+        self._spans = AgentSpans(self.identity.uri, provider=tracer_provider)
         host, _, port = gateway.rpartition(":")
         self.gateway = (host.strip("[]"), int(port))
         self.server_name = server_name or _server_name(self.gateway[0])
@@ -243,12 +255,14 @@ class Agent:
                    pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
                    transport: str = "quic", reconnect: bool = True,
                    token: bytes | str | None = None, lab: bool = False,
-                   keepalive: float | None = timer("AGENT_KEEPALIVE")) -> Agent:
+                   keepalive: float | None = timer("AGENT_KEEPALIVE"),
+                   tracer_provider: TracerProvider | None = None) -> Agent:
         """An agent from its certificate and key files and its domain's anchor(s); the
         options are :class:`Agent`'s."""
         return cls(Credential.load(cert, key), TrustStore.load(anchors), gateway=gateway,
                    server_name=server_name, pcap=pcap, keylog=keylog, transport=transport,
-                   reconnect=reconnect, token=token, lab=lab, keepalive=keepalive)
+                   reconnect=reconnect, token=token, lab=lab, keepalive=keepalive,
+                   tracer_provider=tracer_provider)
 
     @classmethod
     def from_config(cls, path: str | Path, *, reconnect: bool = True) -> Agent:
@@ -447,10 +461,13 @@ class Agent:
             status = ErrorCode.TARGET_UNREACHABLE
         else:
             try:
-                result = self._handler(event.payload, request)
-                payload = await result if inspect.isawaitable(result) else result
-                if not isinstance(payload, bytes):
-                    raise TypeError(f"a handler returns bytes, not {type(payload).__name__}")
+                with self._spans.serve(MessageType.ROUTE_REQUEST, event.request.trace,
+                                       event.source_agent):
+                    result = self._handler(event.payload, request)
+                    payload = await result if inspect.isawaitable(result) else result
+                    if not isinstance(payload, bytes):
+                        raise TypeError("a handler returns bytes, not "
+                                        f"{type(payload).__name__}")
             except Exception:
                 log.exception("handler of %s failed", self.uri)
                 status = ErrorCode.INTERNAL_ERROR
@@ -574,28 +591,34 @@ class Agent:
                        skills: Sequence[str] = (), tags: Sequence[str] = (),
                        intent: str | None = None, domain: str | None = None,
                        scope: Scope = Scope.FEDERATED, max_results: int = 10,
-                       timeout: float | None = None) -> list[Found]:
+                       timeout: float | None = None,
+                       trace: TraceContext | None = None) -> list[Found]:
         """DISCOVER: records matching ``query`` (or one built from ``skills``, ``tags``,
         ``intent`` and ``domain``), best first; an empty list when none matches.
-        ``timeout`` (seconds) raises :class:`~dmscproto.errors.DeadlineExceeded`."""
+        ``timeout`` (seconds) raises :class:`~dmscproto.errors.DeadlineExceeded`;
+        ``trace`` is the caller's trace context (class docstring)."""
         q = query or DiscoveryQuery(skills=tuple(skills), tags=tuple(tags), intent=intent,
                                     domain=domain)
-        answer = await self._transaction(
-            lambda client, now: client.discover(q, now, scope=scope, max_results=max_results),
-            timeout)
+        ctx, span = self._spans.request(MessageType.DISCOVER, trace)
+        with span:
+            answer = await self._transaction(
+                lambda client, now: client.discover(q, now, scope=scope,
+                                                    max_results=max_results, trace=ctx),
+                timeout)
         assert isinstance(answer, DiscoverReply)
         if answer.status is not ErrorCode.SUCCESS:
             raise AgentError(answer.status, answer.diagnostic)
         return [Found(r.score, r.record) for r in answer.results]
 
     async def call(self, target: bytes | Found | DiscoveryQuery, payload: bytes, *,
-                   timeout: float | None = None) -> bytes:
+                   timeout: float | None = None, trace: TraceContext | None = None) -> bytes:
         """ROUTE_REQUEST: send ``payload`` to an agent (its Agent ID or a
         :class:`Found`) or to the best match of a query, through the gateways; return
         the answer's payload.  Raises :class:`AgentError` with the routing error.
         ``timeout`` (seconds) is sent to the gateways (the TIMEOUT TLV) and is also the
         local deadline: past it, :class:`~dmscproto.errors.DeadlineExceeded` (a
-        ``TimeoutError``) is raised and the request abandoned."""
+        ``TimeoutError``) is raised and the request abandoned.  ``trace`` is the caller's
+        trace context (class docstring)."""
         timeout_ms = None if timeout is None else max(1, int(timeout * 1000))
         if isinstance(target, DiscoveryQuery):
             query: DiscoveryQuery | None = target
@@ -604,10 +627,13 @@ class Agent:
             query, agent = None, target.agent_id if isinstance(target, Found) else target
             if len(agent) != ID_SIZE:
                 raise ValueError(f"an Agent ID is {ID_SIZE} octets")
+        ctx, span = self._spans.request(MessageType.ROUTE_REQUEST, trace)
         try:
-            answer = await self._transaction(
-                lambda client, now: client.route(payload, now, target=agent, query=query,
-                                                 timeout_ms=timeout_ms), timeout)
+            with span:
+                answer = await self._transaction(
+                    lambda client, now: client.route(payload, now, target=agent, query=query,
+                                                     timeout_ms=timeout_ms, trace=ctx),
+                    timeout)
         except AgentError as exc:  # the gateways' deadline: the same as the local one
             if timeout is not None and exc.code is ErrorCode.TRANSACTION_TIMEOUT:
                 raise DeadlineExceeded(f"no answer within {timeout:g} s") from exc
@@ -620,11 +646,15 @@ class Agent:
             raise AgentError(answer.status, answer.diagnostic)
         return answer.payload or b""
 
-    async def trace(self, target: bytes, *, timeout: float | None = None) -> Trace:
+    async def trace(self, target: bytes, *, timeout: float | None = None,
+                    trace: TraceContext | None = None) -> Trace:
         """TRACE_REQUEST towards an agent: every gateway on the path, and whether the
-        trace reached the target's gateway (:attr:`Trace.status`)."""
-        answer = await self._transaction(lambda client, now: client.trace(target, now),
-                                         timeout)
+        trace reached the target's gateway (:attr:`Trace.status`).  ``trace`` is the
+        caller's trace context (class docstring)."""
+        ctx, span = self._spans.request(MessageType.TRACE_REQUEST, trace)
+        with span:
+            answer = await self._transaction(
+                lambda client, now: client.trace(target, now, trace=ctx), timeout)
         assert isinstance(answer, TraceReply)
         return Trace(answer.status, answer.hops, answer.diagnostic)
 

@@ -97,6 +97,7 @@ from ..protocol.summary import (
     SummaryTransit,
 )
 from ..protocol.sync import PeerSync, SyncPeer
+from ..protocol.tracecontext import HopTracer, W3CHops
 from .changes import TableChanges
 from .core import GatewayCore
 from .limits import RequestLimits
@@ -134,6 +135,7 @@ class GatewayNode:
                  summary_check: SummaryCheck = lambda _h, _d: None,
                  transit: SummaryTransit = lambda _p, _d: True,
                  limits: RequestLimits | None = None,
+                 tracer: HopTracer | None = None,
                  rng: random.Random | None = None) -> None:
         self.core = core
         self.name = name
@@ -149,10 +151,13 @@ class GatewayNode:
         #: Rate, cost and query limits of requests (Section 10.7; None: none).
         self.limits = limits
         self.txids = TransactionIds(rng)
+        #: Begins this gateway's hop of each relayed or answered request's trace.
+        self.tracer = tracer or W3CHops()
         self._out = Outbox()                   # what the machines produce
         self._events: deque[object] = deque()  # what the caller sees
         self.registration = GatewayRegistration(self._out, core, verifier)
-        self.discovery = DiscoveryResponder(self._out, core, discovery_policy, pdu_limit)
+        self.discovery = DiscoveryResponder(self._out, core, discovery_policy, pdu_limit,
+                                            self.tracer)
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
@@ -162,14 +167,14 @@ class GatewayNode:
         self.grace: RestartGrace | None = None
         self.ctx = RelayContext(core, self.txids, self.peers.get,
                                 self.registration.handles.get, name, route_timeout,
-                                outgoing=outgoing)
+                                outgoing=outgoing, tracer=self.tracer)
         self.summaries = SummaryExchange(self._out, core, export_for=self._shown,
                                          accepts=summary_check, transit=transit,
                                          pdu_limit=pdu_limit)
         self.discovery_policy = discovery_policy
         self.fed_ctx = DiscoveryContext(core, self.summaries.table, self.txids,
                                         self.peers.get, verifier, self._peer_domain, transit,
-                                        pdu_limit)
+                                        pdu_limit, tracer=self.tracer)
         #: Relayed DISCOVERs by (association, transaction id) of each one sent.
         self.discoveries: dict[tuple[Handle, int], FederatedDiscovery] = {}
         self._relaying: list[FederatedDiscovery] = []  # may still time out
@@ -307,7 +312,7 @@ class GatewayNode:
             self._federated(FederatedDiscovery(
                 self._out, self.fed_ctx, source, Discover(
                     transaction_id=msg.transaction_id, query=msg.query,
-                    scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT),
+                    scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT, trace=msg.trace),
                 None, resolving=msg), now)
         elif t in SESSION_MESSAGES or (t is _M.ERROR and source in self.sessions):
             if t is not _M.OPEN and source not in self.sessions:

@@ -135,11 +135,11 @@ class AgentClient:
         """The keepalive's ECHO_REQUEST (its answer, or failure, is an event like any)."""
         self.echo(now)
 
-    def trace(self, target: bytes, now: float) -> int:
+    def trace(self, target: bytes, now: float, *, trace: TraceContext | None = None) -> int:
         """Send TRACE_REQUEST towards ``target`` (waiting as for a ROUTE_REQUEST)."""
         return self._request(TraceRequest(transaction_id=self.txids(), target_agent=target,
-                                          hop_limit=DEFAULT_HOP_LIMIT, path=()), now,
-                             self.route_timeout)
+                                          hop_limit=DEFAULT_HOP_LIMIT, path=(), trace=trace),
+                             now, self.route_timeout)
 
     def cancel(self, txid: int, now: float) -> bool:
         """Abandon the request ``txid`` (the caller stopped waiting): no event will

@@ -20,6 +20,7 @@ from ..codec.registry import MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageTy
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Result
 from .machine import Handle, Machine, Outbox, ProtocolError, expect
+from .tracecontext import HopTracer, W3CHops
 
 if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
     from ..gateway.core import GatewayCore
@@ -56,11 +57,14 @@ class DiscoveryResponder(Machine):
 
     def __init__(self, outbox: Outbox, core: GatewayCore,
                  policy: PolicyFor = lambda _source: None,
-                 pdu_limit: PduLimit = lambda _source: MAX_PDU_SIZE) -> None:
+                 pdu_limit: PduLimit = lambda _source: MAX_PDU_SIZE,
+                 tracer: HopTracer | None = None) -> None:
         super().__init__(outbox)
         self.core = core
         self.policy = policy
         self.pdu_limit = pdu_limit
+        #: Each DISCOVER answered is one hop of its trace (Section 7.5).
+        self.tracer = tracer or W3CHops()
         self._source: Handle = None
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
@@ -75,8 +79,10 @@ class DiscoveryResponder(Machine):
 
     def _answer(self, now: float, msg: Message | None) -> None:
         d = expect(msg, Discover)
+        hop = self.tracer.begin(d.TYPE, d.trace)
         found = self.core.discover(d.query, d.scope, d.max_results, now,
                                    self.policy(self._source))
+        hop.end(ErrorCode.SUCCESS, source=d.source_agent)
         empty = DiscoverReply(transaction_id=d.transaction_id, status=ErrorCode.SUCCESS,
                               trace=d.trace)
         room = self.pdu_limit(self._source) - len(encode(empty))

@@ -32,7 +32,7 @@ first (the machine then has no requester and reports :class:`QueryResolved`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from ..codec.messages import Discover, DiscoverReply, Message, RouteRequest
@@ -53,6 +53,7 @@ from .discovery import PduLimit, fit_results
 from .machine import Handle, Machine, Outbox, ProtocolError, TransactionIds
 from .registration import RecordVerifier
 from .summary import SummaryTable
+from .tracecontext import HopTracer, W3CHops
 
 #: What a requester (an association) may be shown (None: everything).
 RecordFilter = Callable[[CapabilityRecord], bool] | None
@@ -85,6 +86,8 @@ class DiscoveryContext:
     pdu_limit: PduLimit = lambda _handle: MAX_PDU_SIZE
     request_timeout: float = timer("REQUEST_TIMEOUT")
     forward_fraction: float = timer("FORWARD_FRACTION")
+    #: Each relayed DISCOVER is one hop of its trace (Section 7.5).
+    tracer: HopTracer = field(default_factory=W3CHops)
 
 
 class FedState(Enum):
@@ -151,6 +154,8 @@ class FederatedDiscovery(Machine):
         self._relayed: dict[bytes, Relayed] = {}
         self._next_hops: list[bytes] = []
         self._source: Handle = None
+        #: This gateway's hop of the request's trace (Section 7.5).
+        self.hop = ctx.tracer.begin(request.TYPE, request.trace)
 
     @property
     def done(self) -> bool:
@@ -221,7 +226,7 @@ class FederatedDiscovery(Machine):
             self.outbox.send(handle, Discover(
                 transaction_id=txid, query=req.query, scope=Scope.FEDERATED,
                 max_results=req.max_results, hop_limit=hop_limit - 1, path=path,
-                trace=req.trace))
+                trace=self.hop.context))
         self.deadline = now + self.ctx.request_timeout * self.ctx.forward_fraction ** len(path)
 
     def _collect(self, now: float, msg: Message | None) -> None:
@@ -252,6 +257,7 @@ class FederatedDiscovery(Machine):
 
     def _finish(self, kept: tuple[Relayed, ...]) -> None:
         """Answer the requester with the merged results (or report the resolved query)."""
+        self.hop.end(ErrorCode.SUCCESS, source=self.request.source_agent)
         if self.resolving is not None:
             self.outbox.emit(QueryResolved(self.upstream, self.resolving))
             return

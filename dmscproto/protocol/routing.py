@@ -15,7 +15,7 @@ smaller) expires.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
@@ -25,6 +25,7 @@ from ..gateway.directory import query_key
 from ..gateway.routing import Decision, DeliverLocal, Forward, Reject
 from .events import TransactionEnded
 from .machine import Handle, Machine, Outbox, ProtocolError, Refusal, TransactionIds, expect
+from .tracecontext import Hop, HopTracer, W3CHops
 
 if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
     from ..gateway.core import GatewayCore
@@ -53,6 +54,8 @@ class RelayContext:
     forward_fraction: float = timer("FORWARD_FRACTION")
     #: Prepares or refuses each ROUTE_REQUEST forwarded to a peer (module docstring).
     outgoing: Outgoing | None = None
+    #: Each relayed transaction is one hop of its trace (Section 7.5).
+    tracer: HopTracer = field(default_factory=W3CHops)
 
 
 class Relay(Machine):
@@ -76,6 +79,8 @@ class Relay(Machine):
         self.diagnostic: str | None = None
         #: The target agent, once a QUERY is resolved.
         self.target: bytes | None = None
+        #: This gateway's hop of the request's trace (Section 7.5).
+        self.hop: Hop = ctx.tracer.begin(request.TYPE, request.trace)
 
     @property
     def done(self) -> bool:
@@ -139,27 +144,34 @@ class Relay(Machine):
             timeout = min(timeout, self.request.timeout_ms / 1000)
         return timeout
 
-    def send_on(self, dest: Handle, msg: Message, now: float) -> None:
+    def send_on(self, dest: Handle, msg: RouteRequest | TraceRequest, now: float) -> None:
         txid = self.ctx.txids()
         self.downstream = (dest, txid)
         self.deadline = now + self.timeout()
-        self.outbox.send(dest, replace(msg, transaction_id=txid))
+        self.outbox.send(dest, replace(msg, transaction_id=txid, trace=self.hop.context))
 
-    def answer(self, reply: RouteReply | TraceReply) -> None:
-        """Send ``reply`` upstream with the incoming transaction id; end the transaction."""
+    def answer(self, reply: RouteReply | TraceReply, relayed: bool = False) -> None:
+        """Send ``reply`` upstream with the incoming transaction id and TRACE_CONTEXT
+        (Section 7.5); end the transaction (and the hop: ``relayed`` when the answer
+        came from downstream)."""
         self.deadline = None
-        reply = replace(reply, transaction_id=self.request.transaction_id)
+        reply = replace(reply, transaction_id=self.request.transaction_id,
+                        trace=self.request.trace)
+        self.hop.end(reply.status, reply.diagnostic, relayed=relayed,
+                     source=self.request.source_agent
+                     if isinstance(self.request, RouteRequest) else None,
+                     target=self.target or self.request.target_agent)
         self.outbox.send(self.upstream, reply)
         self.outbox.emit(TransactionEnded(self.request.TYPE, self.upstream,
                                           self.request.transaction_id, reply.status))
 
     def _relay_reply(self, now: float, msg: Message | None) -> None:
         assert isinstance(msg, RouteReply | TraceReply)
-        self.answer(msg)
+        self.answer(msg, relayed=True)
 
     def _relay_error(self, now: float, msg: Message | None) -> None:
         err = expect(msg, Error)
-        self.answer(self.failure(err.status, err.diagnostic))
+        self.answer(self.failure(err.status, err.diagnostic), relayed=True)
 
     def _reject(self, now: float, msg: Message | None) -> None:
         assert isinstance(self.decision, Reject)

@@ -39,13 +39,13 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
-from ..codec.messages import Message
-from ..codec.registry import MAX_PDU_SIZE, ErrorCode, timer
+from ..codec.messages import Error, Message
+from ..codec.registry import ANSWER_TO, MAX_PDU_SIZE, ErrorCode, MessageType, timer
 from ..codec.values import ExportPolicy
 from ..gateway.core import GatewayCore
 from ..gateway.limits import RequestLimits
@@ -62,6 +62,7 @@ from ..protocol.events import (
 from ..protocol.machine import Handle, ProtocolError
 from ..protocol.peering import SessionTimers
 from ..protocol.summary import Replication
+from ..protocol.tracecontext import trace_id_of
 from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from ..security.guard import Authenticated, GatewayGuard
@@ -73,9 +74,23 @@ from .config import ConfigError, GatewayConfig, PeerConfig
 from .lab import WARNING, LabAssociations, LabGuard
 from .logs import facts
 from .pump import Association, Pump
+from .telemetry import GatewayHops
 from .transports import Connection, Listener, Peer, transport_named
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 log = logging.getLogger("dmsc.gateway")
+
+_M = MessageType
+#: Answers whose error STATUS is this gateway's own decision, and the request each
+#: answers (ROUTE_REPLY and TRACE_REPLY may be relayed: their hop logs a refusal,
+#: :mod:`.telemetry`; ERROR names its request in OFFENDING_TYPE).
+_REFUSALS = {_M.REGISTER_ACK: _M.REGISTER, _M.REFRESH_ACK: _M.REFRESH,
+             _M.DEREGISTER_ACK: _M.DEREGISTER, _M.DISCOVER_REPLY: _M.DISCOVER}
+#: Requests whose refusal before their hop began is logged from ProtocolViolation.
+_HOPS = frozenset({_M.ROUTE_REQUEST, _M.TRACE_REQUEST})
+del _M
 
 
 
@@ -203,11 +218,15 @@ class _PeerLink:
 
 class GatewayRuntime:
     """One running gateway (module docstring).  ``pcap`` and ``keylog`` override the
-    configuration's capture files (the demo shares one of each among all nodes)."""
+    configuration's capture files (the demo shares one of each among all nodes);
+    ``tracer_provider`` records the gateway's OpenTelemetry spans (default: the global
+    provider; :mod:`.telemetry`)."""
 
     def __init__(self, config: GatewayConfig, *, pcap: PcapWriter | None = None,
-                 keylog: TextIO | None = None, observer: Observer | None = None) -> None:
+                 keylog: TextIO | None = None, observer: Observer | None = None,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.config = config
+        self.tracer_provider = tracer_provider
         self.observer = observer or Observer()
         self.federation = build_federation(config)
         credential = Credential.load(config.certificate, config.key)
@@ -289,8 +308,11 @@ class GatewayRuntime:
                                 pdu_limit=_pdu_limit, session_timers=self._session_timers,
                                 replication=lambda domain: Replication.SUMMARY
                                 if domain in summary else Replication.FULL,
-                                limits=RequestLimits(c.limit), **self.guard.node_hooks())
-        self.pump = Pump(self.node, on_event=self._on_event, on_send=self.observer.sent,
+                                limits=RequestLimits(c.limit),
+                                tracer=GatewayHops(self.name, c.domain,
+                                                   provider=self.tracer_provider),
+                                **self.guard.node_hooks())
+        self.pump = Pump(self.node, on_event=self._on_event, on_send=self._sent,
                          on_receive=self.observer.received)
         if self.core.agent_ids(local_only=True):  # a restart (Section 6.1.2)
             withheld = self.node.restarted(self.pump.now(), c.restart_grace)
@@ -405,6 +427,22 @@ class GatewayRuntime:
                 await asyncio.sleep(peer.redial.next())
 
     # --- events --------------------------------------------------------------------------
+    def _sent(self, dest: Handle, msg: Message) -> None:
+        """Every message sent: one INFO line per request this gateway refused."""
+        request: MessageType | int | None = _REFUSALS.get(msg.TYPE)
+        if isinstance(msg, Error) and msg.offending_type is not None:
+            request = msg.offending_type
+            with suppress(ValueError):
+                request = MessageType(request)
+        status = getattr(msg, "status", ErrorCode.SUCCESS)
+        if request is not None and status is not ErrorCode.SUCCESS:
+            log.info("request refused", extra=facts(
+                peer=_uri(dest), request=request, status=status,
+                reason=getattr(msg, "diagnostic", None),
+                trace_id=trace_id_of(getattr(msg, "trace", None))))
+        if self.observer.sent is not None:
+            self.observer.sent(dest, msg)
+
     def _on_event(self, event: object) -> None:
         if isinstance(event, SessionEstablished | SessionClosed):
             for peer in self._peers:
@@ -439,7 +477,11 @@ class GatewayRuntime:
             if isinstance(event.bound, Association):  # Section 5.1: tell the agent
                 cast(Connection, event.bound.link).close(
                     ErrorCode.UNKNOWN_AGENT, "registration removed from another connection")
-        elif isinstance(event, ProtocolViolation):
+        elif isinstance(event, ProtocolViolation) and event.message_type in _HOPS:
+            log.info("request refused", extra=facts(
+                peer=_uri(event.handle), request=event.message_type, status=event.status,
+                reason=event.diagnostic))
+        elif isinstance(event, ProtocolViolation) and event.message_type not in ANSWER_TO:
             log.warning("message refused", extra=facts(
                 peer=_uri(event.handle), message=event.message_type, status=event.status,
                 reason=event.diagnostic))

@@ -3,7 +3,8 @@
 A log call carries its facts as ``extra={"dmsc": {...}}``; :func:`setup` formats them as
 ``key=value`` pairs after the message (``text``) or as one JSON object per line
 (``json``: ``ts``, ``level``, ``logger``, ``msg`` and the facts), the form log
-collectors ingest.  Bytes are shown as hex.
+collectors ingest.  Bytes are shown as hex, message types and error codes (any enum)
+by name: ``status=POLICY_DENIED``, not ``status=1293``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any, TextIO
 
 #: The attribute of a LogRecord that holds the structured facts.
@@ -19,6 +21,8 @@ FIELDS = "dmsc"
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):  # before int: ErrorCode and MessageType are IntEnums
+        return value.name
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex()
     if isinstance(value, Mapping):

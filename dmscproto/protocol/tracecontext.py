@@ -1,0 +1,160 @@
+"""W3C Trace Context on every hop (draft-dmsc-protocol-00, Section 7.5).
+
+A request's TRACE_CONTEXT holds a W3C ``traceparent`` (version, trace-id, parent-id,
+trace-flags) and, optionally, ``tracestate``.  Each gateway a ROUTE_REQUEST, a relayed
+FEDERATED DISCOVER or a TRACE_REQUEST passes through is one *hop* (one span): it keeps
+the trace-id, sends on a traceparent whose parent-id is its own span id, and carries
+``tracestate`` unchanged; a request without a usable traceparent starts a new trace
+there when the gateway records its hop (else it is sent on without one).
+:func:`hop_context` is that rule; :class:`HopTracer` is the port through which
+the relaying machines begin and end their hop, so that the runtime can log it and
+record it as an OpenTelemetry span (:mod:`dmscproto.runtime.telemetry`) while the
+machines stay free of I/O.  :class:`W3CHops` is the plain implementation: ids only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..codec.registry import ErrorCode, MessageType
+from ..codec.values import TraceContext
+
+#: The traceparent version this implementation sends (W3C Trace Context, Level 1).
+VERSION = 0
+#: trace-flags: the caller may have recorded the trace (the only flag of Level 1).
+SAMPLED = 0x01
+TRACE_ID_SIZE, SPAN_ID_SIZE = 16, 8
+_V00 = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+#: Random octets of a given length (trace-ids and span ids).
+IdSource = Callable[[int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceParent:
+    """A parsed ``traceparent``: trace-id (16 octets), parent-id (8) and trace-flags."""
+
+    trace_id: bytes
+    parent_id: bytes
+    flags: int
+
+    @classmethod
+    def parse(cls, text: str) -> TraceParent | None:
+        """The traceparent as W3C Trace Context Section 3.2 parses it, or None when it
+        is invalid: version ff, an upper-case or malformed field, an all-zero trace-id
+        or parent-id, a version 00 header longer than 55 characters.  A higher version
+        is read as version 00 if its first 55 characters parse and any 56th is ``-``."""
+        m = _V00.match(text)
+        if m is None:
+            return None
+        version = int(m[1], 16)
+        if version == 0xFF or (version == VERSION and len(text) != 55) \
+                or (len(text) > 55 and text[55] != "-"):
+            return None
+        trace_id, parent_id = bytes.fromhex(m[2]), bytes.fromhex(m[3])
+        if not any(trace_id) or not any(parent_id):
+            return None
+        return cls(trace_id, parent_id, int(m[4], 16))
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.flags & SAMPLED)
+
+    def __str__(self) -> str:
+        return f"{VERSION:02x}-{self.trace_id.hex()}-{self.parent_id.hex()}-{self.flags:02x}"
+
+
+def new_ids(rng: random.Random | None = None) -> IdSource:
+    """Random ids from ``rng`` (tests) or the operating system."""
+    return (lambda n: rng.randbytes(n)) if rng is not None else os.urandom
+
+
+def _nonzero(ids: IdSource, size: int) -> bytes:
+    while not any(value := ids(size)):
+        pass
+    return value
+
+
+def new_span_id(ids: IdSource) -> bytes:
+    return _nonzero(ids, SPAN_ID_SIZE)
+
+
+def start_trace(ids: IdSource, *, sampled: bool = False) -> TraceContext:
+    """A new trace: random trace-id and parent-id, the sampled flag as given (set only
+    when the caller records the trace)."""
+    parent = TraceParent(_nonzero(ids, TRACE_ID_SIZE), new_span_id(ids),
+                         SAMPLED if sampled else 0)
+    return TraceContext(str(parent))
+
+
+def hop_context(incoming: TraceContext | None, span_id: bytes, ids: IdSource, *,
+                sampled: bool | None = None, start: bool = False) -> TraceContext | None:
+    """What a hop whose span id is ``span_id`` sends on (Section 7.5): the incoming
+    trace-id, ``span_id`` as parent-id, version 00, the sampled flag (as received
+    unless ``sampled`` says what this hop decided; the other flags zero) and the
+    tracestate unchanged.  Without a usable incoming traceparent: a new trace (a
+    trace-id from ``ids``, no tracestate) if ``start``, else nothing (None)."""
+    parent = None if incoming is None else TraceParent.parse(incoming.traceparent)
+    if parent is not None and incoming is not None:
+        trace_id, state, flag = parent.trace_id, incoming.tracestate, parent.sampled
+    elif start:
+        trace_id, state, flag = _nonzero(ids, TRACE_ID_SIZE), None, False
+    else:
+        return None
+    if sampled is not None:
+        flag = sampled
+    return TraceContext(str(TraceParent(trace_id, span_id, SAMPLED if flag else 0)), state)
+
+
+def trace_id_of(trace: TraceContext | None) -> str | None:
+    """The trace-id of a TRACE_CONTEXT as 32 hex digits (None: absent or unusable)."""
+    parent = None if trace is None else TraceParent.parse(trace.traceparent)
+    return None if parent is None else parent.trace_id.hex()
+
+
+class Hop(Protocol):
+    """One gateway's part in a traced transaction (its span)."""
+
+    @property
+    def context(self) -> TraceContext | None:
+        """The TRACE_CONTEXT this hop sends on (None: none)."""
+        ...
+
+    def end(self, status: ErrorCode, diagnostic: str | None = None, *,
+            source: bytes | None = None, target: bytes | None = None,
+            relayed: bool = False) -> None:
+        """The transaction was answered with ``status``; ``relayed`` when the answer
+        came from the next hop (or the agent) rather than from this gateway."""
+        ...
+
+
+class HopTracer(Protocol):
+    """Begins a hop for a request received with ``incoming`` TRACE_CONTEXT."""
+
+    def begin(self, request: MessageType, incoming: TraceContext | None) -> Hop: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainHop:
+    context: TraceContext | None
+
+    def end(self, status: ErrorCode, diagnostic: str | None = None, *,
+            source: bytes | None = None, target: bytes | None = None,
+            relayed: bool = False) -> None:
+        """Nothing is recorded."""
+
+
+class W3CHops:
+    """Hops with fresh span ids and nothing recorded (the machines' default): a
+    request without a usable traceparent is sent on without one."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.ids = new_ids(rng)
+
+    def begin(self, request: MessageType, incoming: TraceContext | None) -> Hop:
+        return _PlainHop(hop_context(incoming, new_span_id(self.ids), self.ids))

@@ -1,0 +1,206 @@
+"""Trace context, OpenTelemetry spans and logs of each hop (draft-dmsc-protocol-00,
+Section 7.5).
+
+:class:`GatewayHops` is the gateway's :class:`~dmscproto.protocol.tracecontext.HopTracer`:
+every ROUTE_REQUEST, TRACE_REQUEST and DISCOVER the gateway relays or answers is one
+hop, and each hop
+
+* sends on a traceparent with the incoming trace-id and its own span id as parent-id
+  (:func:`~dmscproto.protocol.tracecontext.hop_context`);
+* with ``opentelemetry-api`` installed and a recording ``TracerProvider`` (the global
+  one, or the one given), is an OpenTelemetry span (kind SERVER, named ``dmsc`` and the
+  request type) whose parent is the incoming traceparent, so that a trace collector
+  joins the hops of all gateways and agents into one trace; the span id sent on is
+  the span's own, and a request without a usable traceparent starts a new trace;
+* logs one DEBUG line when it ends (``routed call``, ``trace`` or ``discovery``, with
+  the trace id, source, target, status and latency) and one INFO line
+  (``request refused``) when this gateway, not the next hop, answered with an error.
+
+:class:`AgentSpans` does the same for the SDK: it creates the TRACE_CONTEXT of a request
+when the caller gives none (a CLIENT span's, child of the current OpenTelemetry
+context, or a new trace) and records a SERVER span around the handler of a request
+delivered to the agent.  Without ``opentelemetry-api`` only the trace context and the
+logs remain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+from ..codec.registry import ErrorCode, MessageType
+from ..codec.values import TraceContext
+from ..protocol.tracecontext import (
+    SAMPLED,
+    SPAN_ID_SIZE,
+    TRACE_ID_SIZE,
+    Hop,
+    TraceParent,
+    hop_context,
+    new_ids,
+    new_span_id,
+    start_trace,
+    trace_id_of,
+)
+from .logs import facts
+
+try:
+    from opentelemetry import trace as otel
+    from opentelemetry.context import Context
+except ImportError:  # the optional extra "telemetry"
+    otel = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+log = logging.getLogger("dmsc.gateway")
+
+#: The DEBUG line of a hop, by request type.
+_WHAT = {MessageType.ROUTE_REQUEST: "routed call", MessageType.TRACE_REQUEST: "trace",
+         MessageType.DISCOVER: "discovery"}
+
+
+def _tracer(provider: TracerProvider | None) -> Tracer | None:
+    return None if otel is None else otel.get_tracer("dmscproto", tracer_provider=provider)
+
+
+def _parent_context(parent: TraceParent | None, state: str | None) -> Context:
+    """The OpenTelemetry context whose span is the remote ``parent`` (an empty context,
+    a new trace, without one)."""
+    assert otel is not None
+    if parent is None:
+        return Context()
+    ctx = otel.SpanContext(int.from_bytes(parent.trace_id), int.from_bytes(parent.parent_id),
+                           is_remote=True, trace_flags=otel.TraceFlags(parent.flags & SAMPLED),
+                           trace_state=otel.TraceState.from_header([state]) if state else None)
+    return otel.set_span_in_context(otel.NonRecordingSpan(ctx), Context())
+
+
+def _start_span(tracer: Tracer | None, name: str, kind: Any, incoming: TraceContext | None,
+                attributes: dict[str, str]) -> tuple[Span | None, TraceContext | None]:
+    """A span child of ``incoming`` (a root span without a usable one) and the
+    TRACE_CONTEXT it sends on; (None, None) if nothing records it (no SDK configured:
+    the API's no-op span keeps its parent's id)."""
+    if tracer is None:
+        return None, None
+    parent = None if incoming is None else TraceParent.parse(incoming.traceparent)
+    span = tracer.start_span(name, context=_parent_context(
+        parent, incoming.tracestate if parent is not None and incoming is not None else None),
+        kind=kind, attributes=attributes)
+    sc = span.get_span_context()
+    span_id = sc.span_id.to_bytes(SPAN_ID_SIZE)
+    if not sc.is_valid or (parent is not None and span_id == parent.parent_id):
+        return None, None
+    sent = TraceParent(sc.trace_id.to_bytes(TRACE_ID_SIZE), span_id,
+                       SAMPLED if sc.trace_flags.sampled else 0)
+    state = incoming.tracestate if parent is not None and incoming is not None else None
+    return span, TraceContext(str(sent), state)
+
+
+def _end_span(span: Span | None, status: ErrorCode, diagnostic: str | None,
+              attributes: dict[str, str]) -> None:
+    if span is None:
+        return
+    assert otel is not None
+    span.set_attributes({"dmsc.status": status.name, **attributes})
+    if status is not ErrorCode.SUCCESS:
+        span.set_status(otel.Status(otel.StatusCode.ERROR, diagnostic or status.name))
+    span.end()
+
+
+class _GatewayHop:
+    """One hop at a gateway (:class:`~dmscproto.protocol.tracecontext.Hop`)."""
+
+    __slots__ = ("context", "request", "span", "started")
+
+    def __init__(self, request: MessageType, context: TraceContext | None,
+                 span: Span | None) -> None:
+        self.request = request
+        self.context = context
+        self.span = span
+        self.started = time.perf_counter()
+
+    def end(self, status: ErrorCode, diagnostic: str | None = None, *,
+            source: bytes | None = None, target: bytes | None = None,
+            relayed: bool = False) -> None:
+        trace_id = trace_id_of(self.context)
+        who = {"source": source.hex() if source else None,
+               "target": target.hex() if target else None}
+        if status is not ErrorCode.SUCCESS and not relayed:
+            log.info("request refused", extra=facts(
+                request=self.request, status=status, reason=diagnostic,
+                trace_id=trace_id, **who))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(_WHAT.get(self.request, self.request.name), extra=facts(
+                trace_id=trace_id, **who, status=status,
+                latency_ms=round((time.perf_counter() - self.started) * 1e3, 3)))
+        _end_span(self.span, status, diagnostic,
+                  {f"dmsc.{k}": v for k, v in who.items() if v is not None})
+
+
+class GatewayHops:
+    """The gateway's hops (module docstring): ``gateway`` and ``domain`` name it in its
+    spans; ``provider`` is the OpenTelemetry ``TracerProvider`` (default: the global
+    one), ``spans=False`` records none."""
+
+    def __init__(self, gateway: str, domain: str, *, provider: TracerProvider | None = None,
+                 spans: bool = True) -> None:
+        self.ids = new_ids()
+        self.attributes = {"dmsc.gateway": gateway, "dmsc.domain": domain}
+        self._tracer = _tracer(provider) if spans else None
+
+    def begin(self, request: MessageType, incoming: TraceContext | None) -> Hop:
+        span, sent = _start_span(self._tracer, f"dmsc {request.name}",
+                                 otel.SpanKind.SERVER if otel is not None else None,
+                                 incoming, self.attributes)
+        if span is None:
+            sent = hop_context(incoming, new_span_id(self.ids), self.ids)
+        return _GatewayHop(request, sent, span)
+
+
+class AgentSpans:
+    """The SDK's side of the trace (module docstring); ``provider`` as for
+    :class:`GatewayHops`."""
+
+    def __init__(self, agent: str, *, provider: TracerProvider | None = None) -> None:
+        self.ids = new_ids()
+        self.attributes = {"dmsc.agent": agent}
+        self._tracer = _tracer(provider)
+
+    def request(self, request: MessageType, trace: TraceContext | None
+                ) -> tuple[TraceContext, AbstractContextManager[object]]:
+        """The TRACE_CONTEXT to send a request with, and a context manager spanning the
+        wait for its answer: the caller's ``trace`` unchanged if given, else a CLIENT
+        span's (child of the current OpenTelemetry span, if any), else a new trace."""
+        if trace is not None:
+            return trace, nullcontext()
+        if self._tracer is not None:
+            assert otel is not None
+            span = self._tracer.start_span(f"dmsc {request.name}", kind=otel.SpanKind.CLIENT,
+                                           attributes=self.attributes)
+            sc = span.get_span_context()
+            if sc.is_valid:
+                sent = TraceParent(sc.trace_id.to_bytes(TRACE_ID_SIZE),
+                                   sc.span_id.to_bytes(SPAN_ID_SIZE),
+                                   SAMPLED if sc.trace_flags.sampled else 0)
+                state = sc.trace_state.to_header() or None
+                return TraceContext(str(sent), state), otel.use_span(span, end_on_exit=True)
+        return start_trace(self.ids), nullcontext()
+
+    @contextmanager
+    def serve(self, request: MessageType, trace: TraceContext | None,
+              source: bytes) -> Iterator[None]:
+        """A SERVER span, child of the request's traceparent, around its handler (the
+        handler's own spans nest in it)."""
+        span, _sent = _start_span(self._tracer, f"dmsc {request.name}",
+                                  otel.SpanKind.SERVER if otel is not None else None,
+                                  trace, {**self.attributes, "dmsc.source": source.hex()})
+        if span is None:
+            yield
+            return
+        assert otel is not None
+        with otel.use_span(span, end_on_exit=True):
+            yield

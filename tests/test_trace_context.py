@@ -1,0 +1,256 @@
+"""W3C trace context on every hop (draft-dmsc-protocol-00, Section 7.5; issue 11 items 4
+and 6): the traceparent rules, the relaying machines through the in-memory harness,
+and one trace across two domains of real gateways over real QUIC, recorded by the
+OpenTelemetry SDK's in-memory exporter, with the gateways' log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from dmscproto.agent import AgentError
+from dmscproto.codec.messages import (
+    Discover,
+    DiscoverReply,
+    Message,
+    RouteReply,
+    RouteRequest,
+    TraceReply,
+    TraceRequest,
+)
+from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.values import DiscoveryQuery, Skill, TraceContext
+from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
+from dmscproto.protocol.summary import Replication
+from dmscproto.protocol.tracecontext import TraceParent, hop_context, new_ids
+from dmscproto.runtime.config import GatewayConfig
+from dmscproto.runtime.gateway import GatewayRuntime
+from dmscproto.runtime.logs import TextFormatter
+from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.testing.harness import Network
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+STATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+
+
+# --- traceparent (W3C Trace Context, Section 3.2) --------------------------------------------
+@pytest.mark.parametrize("text, valid", [
+    (PARENT, True),
+    (PARENT.upper(), False),                                   # upper-case hex
+    ("ff" + PARENT[2:], False),                                # version ff
+    (f"00-{'0' * 32}-00f067aa0ba902b7-01", False),             # all-zero trace-id
+    (f"00-{TRACE_ID}-{'0' * 16}-01", False),                   # all-zero parent-id
+    (PARENT + "-extra", False),                                # version 00 is 55 long
+    (PARENT[:-1], False),
+    ("cc" + PARENT[2:] + "-what-the-future-holds", True),      # a higher version
+    ("cc" + PARENT[2:] + "x", False),
+    ("cc" + PARENT[2:], True),
+    ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", False),
+])
+def test_traceparent_parsing(text: str, valid: bool) -> None:
+    parsed = TraceParent.parse(text)
+    assert (parsed is not None) is valid
+    if parsed is not None:
+        assert (parsed.trace_id.hex(), parsed.parent_id.hex(), parsed.flags) == (
+            TRACE_ID, "00f067aa0ba902b7", 1)
+        assert str(parsed) == "00" + text[2:55]  # sent on as version 00
+
+
+def test_hop_context_keeps_the_trace_and_changes_the_parent() -> None:
+    ids = new_ids(random.Random(1))
+    span = bytes.fromhex("b7ad6b7169203331")
+    out = hop_context(TraceContext("cc" + PARENT[2:] + "-x", STATE), span, ids)
+    assert out == TraceContext(f"00-{TRACE_ID}-b7ad6b7169203331-01", STATE)
+    assert hop_context(TraceContext(PARENT), span, ids, sampled=False) == TraceContext(
+        f"00-{TRACE_ID}-b7ad6b7169203331-00")
+    # unusable or absent: nothing, or a new trace without the old tracestate
+    bad = TraceContext("00-xyz", STATE)
+    assert hop_context(bad, span, ids) is None and hop_context(None, span, ids) is None
+    new = hop_context(bad, span, ids, start=True)
+    assert new is not None and new.tracestate is None
+    parsed = TraceParent.parse(new.traceparent)
+    assert parsed is not None and parsed.parent_id == span and parsed.trace_id.hex() != TRACE_ID
+
+
+# --- every hop, through the in-memory harness -------------------------------------------------
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    """gw-a (a.example) - gw-b (b.example) - gw-c (c.example), summaries only; alice at
+    gw-a, carol (translate) at gw-c."""
+    n = Network(tmp_path)
+    for name, dom in (("gw-a", "a.example"), ("gw-b", "b.example"), ("gw-c", "c.example")):
+        n.gateway(name, dom, replication=lambda _d: Replication.SUMMARY)
+    n.agent("alice", "gw-a")
+    n.agent("carol", "gw-c", skills=(Skill("translate", "Translate", ("language",)),))
+    for agent in n.agents.values():
+        agent.register(n.now)
+    n.pump()
+    n.gateways["gw-a"].connect("gw-b", n.now)
+    n.gateways["gw-b"].connect("gw-c", n.now)
+    n.advance(2)
+    yield n
+    n.close()
+
+
+def carried(net: Network, since: int, request: type[Message], answer: type[Message]
+            ) -> list[tuple[str, str, TraceContext | None]]:
+    """The hops of one request since log entry ``since`` (source, destination, TRACE_CONTEXT);
+    checks that every answer carries the TRACE_CONTEXT of the request it answers on that
+    link (Section 7.5)."""
+    sent = net.log[since:]
+    hops = [(s.source, s.dest, s.msg.trace) for s in sent if isinstance(s.msg, request)]
+    for s in sent:
+        if isinstance(s.msg, answer):
+            [asked] = [t for src, dst, t in hops if (src, dst) == (s.dest, s.source)]
+            assert s.msg.trace == asked  # type: ignore[attr-defined]
+    return hops
+
+
+def one_trace(hops: list[tuple[str, str, TraceContext | None]], state: str | None) -> None:
+    """Every hop carries the first hop's trace-id and flags, its own parent-id, and the
+    tracestate unchanged."""
+    parsed = [TraceParent.parse(t.traceparent) if t else None for _, _, t in hops]
+    assert all(p is not None for p in parsed), hops
+    first = parsed[0]
+    assert first is not None
+    assert {(p.trace_id, p.flags) for p in parsed if p} == {(first.trace_id, first.flags)}
+    assert len({p.parent_id for p in parsed if p}) == len(hops)
+    assert {t.tracestate for _, _, t in hops if t} == {state}
+
+
+def test_route_request_carries_the_trace_on_every_hop(net: Network) -> None:
+    alice, carol = net.agents["alice"], net.agents["carol"]
+    since = len(net.log)
+    alice.route(b"hi", net.now, query=DiscoveryQuery(skills=("translate",)),
+                trace=TraceContext(PARENT, STATE))
+    net.pump()
+    [req] = net.take("carol", RouteRequestReceived)
+    carol.reply(req, b"hallo")
+    net.pump()
+    route = carried(net, since, RouteRequest, RouteReply)
+    assert [(s, d) for s, d, _ in route] == [("alice", "gw-a"), ("gw-a", "gw-b"),
+                                            ("gw-b", "gw-c"), ("gw-c", "carol")]
+    one_trace(route, STATE)
+    assert route[0][2] == TraceContext(PARENT, STATE)
+    # the QUERY was resolved by a DISCOVER relayed along the summaries: the same trace
+    resolve = carried(net, since, Discover, DiscoverReply)
+    assert [(s, d) for s, d, _ in resolve] == [("gw-a", "gw-b"), ("gw-b", "gw-c")]
+    one_trace([route[0], *resolve], STATE)
+
+
+def test_relayed_discover_and_trace_carry_the_trace(net: Network) -> None:
+    alice, carol = net.agents["alice"], net.agents["carol"]
+    since = len(net.log)
+    alice.discover(DiscoveryQuery(skills=("translate",)), net.now,
+                   trace=TraceContext(PARENT))
+    net.pump()
+    hops = carried(net, since, Discover, DiscoverReply)
+    assert [(s, d) for s, d, _ in hops] == [("alice", "gw-a"), ("gw-a", "gw-b"),
+                                           ("gw-b", "gw-c")]
+    one_trace(hops, None)
+    since = len(net.log)
+    alice.trace(carol.agent_id, net.now, trace=TraceContext(PARENT, STATE))
+    net.pump()
+    hops = carried(net, since, TraceRequest, TraceReply)
+    assert [(s, d) for s, d, _ in hops] == [("alice", "gw-a"), ("gw-a", "gw-b"),
+                                           ("gw-b", "gw-c")]
+    one_trace(hops, STATE)
+
+
+@pytest.mark.parametrize("trace", [None, TraceContext("00-not-a-traceparent", STATE)])
+def test_a_request_without_a_usable_traceparent_is_sent_on_without_one(
+        net: Network, trace: TraceContext | None) -> None:
+    """A gateway that records nothing starts no trace, and never passes on a traceparent
+    it cannot parse nor the tracestate that came with it."""
+    alice, carol = net.agents["alice"], net.agents["carol"]
+    alice.discover(DiscoveryQuery(skills=("translate",)), net.now)  # a route to carol
+    net.pump()
+    since = len(net.log)
+    alice.trace(carol.agent_id, net.now, trace=trace)
+    net.pump()
+    hops = carried(net, since, TraceRequest, TraceReply)
+    assert [t for _, _, t in hops] == [trace, None, None]
+    done = net.take("alice", RequestCompleted)[-1]
+    assert isinstance(done.answer, TraceReply) and done.answer.status is ErrorCode.SUCCESS
+
+
+# --- one trace across two domains: real gateways, real QUIC, OpenTelemetry -------------------
+@pytest.mark.oam
+def test_one_trace_with_a_span_per_hop_across_two_domains(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """caller (a.example) -> gw-a -> gw-b -> responder (b.example): the SDK's CLIENT span,
+    a SERVER span per gateway and the responder's SERVER span form one trace, each the
+    parent of the next; the gateways log the call with its trace id, and the refused
+    one by name."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    a, b = Domain.create(tmp_path, "a.example"), Domain.create(tmp_path, "b.example")
+    caplog.set_level(logging.DEBUG, logger="dmsc.gateway")
+
+    async def main() -> tuple[str, bytes, bytes]:
+        gw_b = GatewayRuntime(GatewayConfig.load(write_gateway_config(b, "gw-b", peers=[
+            PeerSpec(a)])), tracer_provider=provider)
+        await gw_b.start()
+        gw_a = GatewayRuntime(GatewayConfig.load(write_gateway_config(a, "gw-a", peers=[
+            PeerSpec(b, gw_b.address)])), tracer_provider=provider)
+        try:
+            await gw_a.start()
+            await gw_a.wait_peers(10)
+            caller = a.agent("caller", gw_a.address, tracer_provider=provider)
+            responder = b.agent("responder", gw_b.address, tracer_provider=provider)
+            responder.serve(lambda payload, _r: b"re: " + payload)
+            async with caller, responder:
+                await responder.register(skills=["echo"])
+                while gw_a.core is None or responder.agent_id not in gw_a.core:
+                    await asyncio.sleep(0.02)
+                exporter.clear()
+                assert await caller.call(responder.agent_id, b"hi") == b"re: hi"
+                trace_id = f"{exporter.get_finished_spans()[0].context.trace_id:032x}"
+                with pytest.raises(AgentError) as refused:
+                    await caller.call(bytes(16), b"nobody")
+                assert refused.value.code is ErrorCode.NO_ROUTE
+                return trace_id, caller.agent_id, responder.agent_id
+        finally:
+            await gw_a.stop()
+            await gw_b.stop()
+
+    trace_id, caller_id, responder_id = asyncio.run(asyncio.wait_for(main(), 30))
+    spans = [s for s in exporter.get_finished_spans()
+             if s.context is not None and f"{s.context.trace_id:032x}" == trace_id]
+    chain = sorted(spans, key=lambda s: s.start_time or 0)
+
+    def who(s: ReadableSpan) -> tuple[object, ...]:
+        attrs = s.attributes or {}
+        return (s.name, s.kind, attrs.get("dmsc.gateway") or attrs.get("dmsc.agent"))
+
+    assert [who(s) for s in chain] == [
+        ("dmsc ROUTE_REQUEST", SpanKind.CLIENT, "dmsc://a.example/caller"),
+        ("dmsc ROUTE_REQUEST", SpanKind.SERVER, "gw-a"),
+        ("dmsc ROUTE_REQUEST", SpanKind.SERVER, "gw-b"),
+        ("dmsc ROUTE_REQUEST", SpanKind.SERVER, "dmsc://b.example/responder")]
+    for parent, child in itertools.pairwise(chain):
+        assert child.parent is not None and parent.context is not None
+        assert child.parent.span_id == parent.context.span_id
+    assert chain[1].attributes is not None and chain[1].attributes["dmsc.status"] == "SUCCESS"
+    # the logs: the routed call at both gateways with the trace id, the refusal by name
+    calls = [r for r in caplog.records if r.getMessage() == "routed call"
+             and r.dmsc["trace_id"] == trace_id]  # type: ignore[attr-defined]
+    assert len(calls) == 2
+    assert all(r.dmsc["source"] == caller_id.hex()  # type: ignore[attr-defined]
+               and r.dmsc["target"] == responder_id.hex()  # type: ignore[attr-defined]
+               and r.dmsc["latency_ms"] > 0 for r in calls)  # type: ignore[attr-defined]
+    [refusal] = [r for r in caplog.records if r.getMessage() == "request refused"]
+    assert refusal.levelno == logging.INFO
+    assert "request=ROUTE_REQUEST status=NO_ROUTE" in TextFormatter().format(refusal)
