@@ -28,7 +28,14 @@ def summaries_only(_domain: str) -> Replication:
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
-    """gw-a (a.example) - gw-b (b.example) - gw-c (c.example), summaries only."""
+    n = summary_chain(tmp_path)
+    yield n
+    n.close()
+
+
+def summary_chain(tmp_path: Path) -> Network:
+    """gw-a (a.example) - gw-b (b.example) - gw-c (c.example), summaries only; alice at
+    gw-a, bob (forecast) at gw-b, carol (translate) at gw-c."""
     n = Network(tmp_path)
     for name, dom in (("gw-a", "a.example"), ("gw-b", "b.example"), ("gw-c", "c.example")):
         n.gateway(name, dom, replication=summaries_only)
@@ -41,8 +48,7 @@ def net(tmp_path: Path) -> Iterator[Network]:
     n.gateways["gw-a"].connect("gw-b", n.now)
     n.gateways["gw-b"].connect("gw-c", n.now)
     n.advance(2)
-    yield n
-    n.close()
+    return n
 
 
 def answer(net: Network, name: str) -> object:

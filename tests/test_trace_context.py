@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from test_harness_summary import summary_chain
 
 from dmscproto.agent import AgentError
 from dmscproto.codec.messages import (
@@ -29,9 +30,8 @@ from dmscproto.codec.messages import (
     TraceRequest,
 )
 from dmscproto.codec.registry import ErrorCode
-from dmscproto.codec.values import DiscoveryQuery, Skill, TraceContext
+from dmscproto.codec.values import DiscoveryQuery, TraceContext
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
-from dmscproto.protocol.summary import Replication
 from dmscproto.protocol.tracecontext import TraceParent, hop_context, new_ids
 from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
@@ -86,19 +86,7 @@ def test_hop_context_keeps_the_trace_and_changes_the_parent() -> None:
 # --- every hop, through the in-memory harness -------------------------------------------------
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
-    """gw-a (a.example) - gw-b (b.example) - gw-c (c.example), summaries only; alice at
-    gw-a, carol (translate) at gw-c."""
-    n = Network(tmp_path)
-    for name, dom in (("gw-a", "a.example"), ("gw-b", "b.example"), ("gw-c", "c.example")):
-        n.gateway(name, dom, replication=lambda _d: Replication.SUMMARY)
-    n.agent("alice", "gw-a")
-    n.agent("carol", "gw-c", skills=(Skill("translate", "Translate", ("language",)),))
-    for agent in n.agents.values():
-        agent.register(n.now)
-    n.pump()
-    n.gateways["gw-a"].connect("gw-b", n.now)
-    n.gateways["gw-b"].connect("gw-c", n.now)
-    n.advance(2)
+    n = summary_chain(tmp_path)
     yield n
     n.close()
 
@@ -221,6 +209,8 @@ def test_one_trace_with_a_span_per_hop_across_two_domains(
                 with pytest.raises(AgentError) as refused:
                     await caller.call(bytes(16), b"nobody")
                 assert refused.value.code is ErrorCode.NO_ROUTE
+                with pytest.raises(AgentError):  # another agent's record
+                    await caller.register(signed=responder.signed)
                 return trace_id, caller.agent_id, responder.agent_id
         finally:
             await gw_a.stop()
@@ -251,6 +241,8 @@ def test_one_trace_with_a_span_per_hop_across_two_domains(
     assert all(r.dmsc["source"] == caller_id.hex()  # type: ignore[attr-defined]
                and r.dmsc["target"] == responder_id.hex()  # type: ignore[attr-defined]
                and r.dmsc["latency_ms"] > 0 for r in calls)  # type: ignore[attr-defined]
-    [refusal] = [r for r in caplog.records if r.getMessage() == "request refused"]
-    assert refusal.levelno == logging.INFO
-    assert "request=ROUTE_REQUEST status=NO_ROUTE" in TextFormatter().format(refusal)
+    refusals = [TextFormatter().format(r) for r in caplog.records
+                if r.getMessage() == "request refused" and r.levelno == logging.INFO]
+    assert len(refusals) == 2
+    assert "request=ROUTE_REQUEST status=NO_ROUTE" in refusals[0]
+    assert "request=REGISTER status=" in refusals[1]

@@ -21,9 +21,10 @@ def _drain(stream: IO[str]) -> None:
         pass
 
 
-def start_gateway(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """``dmsc gateway --log-format json ARGS...`` and the address it listens on."""
-    gateway = subprocess.Popen([sys.executable, "-c", CLI, "gateway", "--log-format", "json",
+def start_gateway(*args: str, code: str = CLI) -> tuple[subprocess.Popen[str], str]:
+    """``dmsc gateway --log-format json ARGS...`` and the address it listens on; ``code``
+    is the ``python -c`` that runs the CLI (``traced.GATEWAY``: with OpenTelemetry)."""
+    gateway = subprocess.Popen([sys.executable, "-c", code, "gateway", "--log-format", "json",
                                 *args], stderr=subprocess.PIPE, text=True)
     stream = gateway.stderr
     assert stream is not None
