@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dmscproto.agent import Agent, AgentError, DiscoveryQuery, Found, Request
 from dmscproto.codec import DecodeError, decode, encode
-from dmscproto.codec.examples import examples
 from dmscproto.codec.messages import (
     Discover,
     DiscoverReply,
@@ -45,6 +44,7 @@ from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
 from dmscproto.runtime.transports import Connection
 from dmscproto.security.signing import entity_id, sign_record, spki
+from dmscproto.testing.examples import examples
 
 from . import contract as c
 from .vectors import draft_vectors

@@ -11,7 +11,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dmscproto.codec import examples
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.security.ca import (
     CertificateExpired,
@@ -27,6 +26,7 @@ from dmscproto.security.ca import (
     verify_chain,
 )
 from dmscproto.security.signing import entity_id
+from dmscproto.testing import examples
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 

@@ -26,7 +26,6 @@ from dmscproto.analysis.pcap import PcapWriter
 from dmscproto.cli import build_parser, main, subcommands
 from dmscproto.cli.decode import split_pdus
 from dmscproto.codec import DecodeError, Message, SignedRecord, decode, encode
-from dmscproto.codec.examples import examples
 from dmscproto.codec.registry import (
     CRITICAL_BIT,
     HEADER_SIZE,
@@ -40,6 +39,7 @@ from dmscproto.codec.registry import (
 )
 from dmscproto.codec.render import message_text, message_to_dict, summary
 from dmscproto.codec.wire import HEADER_STRUCT, TLV_HEADER_STRUCT
+from dmscproto.testing.examples import examples
 
 EXAMPLES = examples()
 PDUS = {name: encode(msg) for name, msg in EXAMPLES.items()}

@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmscproto.codec import DecodeError, TlvType, decode, encode, wire
-from dmscproto.codec.examples import examples
 from dmscproto.codec.registry import HEADER_SIZE
 from dmscproto.codec.wire import (
     VALUE_CODECS,
@@ -34,6 +33,7 @@ from dmscproto.codec.wire import (
     StructCodec,
     TextCodec,
 )
+from dmscproto.testing.examples import examples
 
 EXAMPLES: dict[str, Any] = examples()
 #: The examples, and one that carries an ACCESS_TOKEN (no example does).

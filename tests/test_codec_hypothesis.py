@@ -50,9 +50,9 @@ from dmscproto.codec import (
     decode,
     encode,
 )
-from dmscproto.codec.examples import examples
 from dmscproto.codec.messages import OPTIONAL, REPEATED
 from dmscproto.codec.registry import CRITICAL_BIT, HEADER_SIZE, ID_SIZE
+from dmscproto.testing.examples import examples
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

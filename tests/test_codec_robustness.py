@@ -32,7 +32,6 @@ from dmscproto.codec import (
     encode,
     peek_length,
 )
-from dmscproto.codec.examples import examples
 from dmscproto.codec.registry import (
     HEADER_SIZE,
     MAX_PDU_SIZE,
@@ -40,6 +39,7 @@ from dmscproto.codec.registry import (
     VERSION,
     ErrorClass,
 )
+from dmscproto.testing.examples import examples
 
 EX: dict[str, Any] = examples()  # Any: tests replace fields of every type
 HEADER = struct.Struct(">BBHIQ")

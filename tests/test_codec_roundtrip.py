@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dmscproto.codec import MessageType, decode, encode
-from dmscproto.codec.examples import by_type, examples
 from dmscproto.security.signing import verify_record
+from dmscproto.testing.examples import by_type, examples
 
 EXAMPLES = examples()
 

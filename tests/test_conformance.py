@@ -15,7 +15,6 @@ import cbor2
 import pytest
 
 from dmscproto.codec import decode, encode
-from dmscproto.codec.examples import AGENT_ID, examples
 from dmscproto.codec.messages import Discover, DiscoverReply, Keepalive, Register, RegisterAck
 from dmscproto.codec.registry import ErrorClass, ErrorCode, Flags
 from dmscproto.codec.values import Skill
@@ -25,6 +24,7 @@ from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.machine import Outbox, TransactionIds
 from dmscproto.protocol.registration import AgentRegistration, AgentState
+from dmscproto.testing.examples import AGENT_ID, examples
 from dmscproto.testing.harness import T0, make_record
 
 ROOT = Path(__file__).resolve().parent.parent

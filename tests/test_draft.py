@@ -26,7 +26,6 @@ import pytest
 from dmscproto.codec import DecodeError, MessageType, cbor, decode, encode, values
 from dmscproto.codec import registry as reg
 from dmscproto.codec.cose import SignedRecord
-from dmscproto.codec.examples import examples, weather_query, weather_record
 from dmscproto.codec.messages import MESSAGE_CLASSES, Message
 from dmscproto.codec.registry import (
     ANSWER_TO,
@@ -50,6 +49,7 @@ from dmscproto.codec.values import (
     TraceContext,
 )
 from dmscproto.codec.wire import MAX_TLV_VALUE, VALUE_CODECS, FixedCodec
+from dmscproto.testing.examples import examples, weather_query, weather_record
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAFT = ROOT / "drafts" / "draft-dmsc-protocol-00.md"

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from dmscproto.codec.changes import TableChanges
 from dmscproto.codec.cose import SignedRecord
-from dmscproto.codec.examples import example_key, weather_record
 from dmscproto.codec.registry import ErrorCode, Scope, timer
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
-from dmscproto.gateway.changes import TableChanges
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.policy import export_filter, exportable
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.security.signing import entity_id, sign_record, spki
+from dmscproto.testing.examples import example_key, weather_record
 
 ME, P1, P2, FAR = (bytes([n]) * 16 for n in (0xEE, 0x01, 0x02, 0x0F))
 T0 = 1_000_000.0

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmscproto.codec.examples import weather_record
 from dmscproto.codec.registry import ConstraintOp as Op
 from dmscproto.codec.values import (
     AttrValue,
@@ -28,6 +27,7 @@ from dmscproto.gateway.index import (
     constraint_holds,
     words,
 )
+from dmscproto.testing.examples import weather_record
 
 
 def aid(n: int) -> bytes:

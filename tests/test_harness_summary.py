@@ -13,12 +13,12 @@ import pytest
 
 from dmscproto.codec import decode, encode
 from dmscproto.codec.errors import DecodeError
-from dmscproto.codec.examples import examples, weather_signed
 from dmscproto.codec.messages import Discover, DiscoverReply, RouteReply, Summary
 from dmscproto.codec.registry import MAX_PDU_SIZE, ErrorCode, timer
 from dmscproto.codec.values import DiscoveryQuery, Skill
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
 from dmscproto.protocol.summary import Bloom, Replication, filter_size, may_match, record_terms
+from dmscproto.testing.examples import examples, weather_signed
 from dmscproto.testing.harness import Network
 
 

@@ -19,8 +19,8 @@ import pytest
 from conftest import require_tool
 
 from dmscproto.codec import DecodeError, encode
-from dmscproto.codec.examples import examples
 from dmscproto.codec.registry import ErrorCode
+from dmscproto.testing.examples import examples
 from interop.cases import Check, all_cases, rule_registration, wellformed
 from interop.contract import Role
 from interop.manifest import load

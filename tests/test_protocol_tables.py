@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from dmscproto.codec.digest import DigestTree
-from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import (
     Digest,
     Discover,
@@ -44,6 +43,7 @@ from dmscproto.protocol.summary import Bloom, SummaryTable
 from dmscproto.protocol.sync import SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
 from dmscproto.protocol.sync_out import Start, SyncOut, TableSent
+from dmscproto.testing.examples import by_type, examples
 from dmscproto.testing.harness import T0, make_record
 
 M = MessageType

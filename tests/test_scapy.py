@@ -35,9 +35,9 @@ from dmscproto.codec import (
     decode,
     encode,
 )
-from dmscproto.codec.examples import AGENT2_ID, AGENT_ID, GATEWAY_B_ID, TRACE, examples
 from dmscproto.codec.registry import HEADER_SIZE, UDP_PORT, Flags
 from dmscproto.codec.values import DiscoveryQuery
+from dmscproto.testing.examples import AGENT2_ID, AGENT_ID, GATEWAY_B_ID, TRACE, examples
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcap-fixtures"

@@ -19,7 +19,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from security_support import Domain, at, record_of, register, signed_of
 
-from dmscproto.codec.examples import example_key
 from dmscproto.codec.messages import (
     Discover,
     DiscoverReply,
@@ -56,6 +55,7 @@ from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.revocation import Revocation, issue_crl
 from dmscproto.security.signing import entity_id, sign_record, spki
 from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
+from dmscproto.testing.examples import example_key
 from dmscproto.testing.harness import T0, Network
 
 pytestmark = pytest.mark.security

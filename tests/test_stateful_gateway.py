@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dmscproto.codec import examples
 from dmscproto.codec.registry import ANSWER_TO, MessageType, timer
 from dmscproto.codec.values import DiscoveryQuery, Skill
 from dmscproto.protocol.agent import AgentClient
@@ -32,6 +31,7 @@ from dmscproto.protocol.events import (
     RequestCompleted,
     RequestFailed,
 )
+from dmscproto.testing import examples
 from dmscproto.testing.harness import Network
 
 AGENTS = ("a1", "a2", "b1", "b2")

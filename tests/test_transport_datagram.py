@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 from transport_support import echo, fast_retransmission, reply_to, run
 
-from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import Error, Keepalive, Message, RouteReply
 from dmscproto.codec.pdu import decode, encode
 from dmscproto.codec.registry import ANSWER_TO, ONE_WAY, ErrorCode, Flags, MessageType, timer
+from dmscproto.testing.examples import by_type, examples
 from dmscproto.transport import udp
 from dmscproto.transport.datagram import (
     DatagramRejected,
@@ -25,7 +25,7 @@ from dmscproto.transport.datagram import (
     PeerInfo,
     Reliability,
     ReliabilityEvent,
-    RequestFailed,
+    RequestAbandoned,
     RequestReceived,
     ResponseReceived,
 )
@@ -71,7 +71,7 @@ def run_schedule(r: Reliability, timeout: float | None) -> tuple[list[tuple[floa
         sends += [(now, decode(d).flags) for d, _ in r.datagrams_to_send()]
         evs = events(r)
         if evs:
-            assert isinstance(evs[0], RequestFailed)
+            assert isinstance(evs[0], RequestAbandoned)
             assert evs[0].code is ErrorCode.TRANSACTION_TIMEOUT
             return sends, now
     raise AssertionError("never abandoned")
@@ -267,7 +267,7 @@ def test_malformed_answer_fails_the_request() -> None:
     txid = r.send_request(A, echo(1), 0.0)
     r.datagrams_to_send()
     r.receive(A, encode(replace(reply_to(echo(1)), transaction_id=txid))[:-2], 0.1)
-    failed = [e for e in events(r) if isinstance(e, RequestFailed)]
+    failed = [e for e in events(r) if isinstance(e, RequestAbandoned)]
     assert len(failed) == 1 and failed[0].code is ErrorCode.TRUNCATED
     assert r.outstanding() == 0 and r.datagrams_to_send() == []
 

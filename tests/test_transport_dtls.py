@@ -17,10 +17,10 @@ from OpenSSL import SSL
 from transport_support import Pki, echo, fast_retransmission, reply_to, run
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
-from dmscproto.codec.examples import by_type, examples
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message
 from dmscproto.codec.registry import ANSWER_TO, ErrorCode, MessageType
 from dmscproto.security.ca import Credential, Kind
+from dmscproto.testing.examples import by_type, examples
 from dmscproto.transport import dtls
 from dmscproto.transport.datagram import (
     ChannelEvent,

@@ -22,14 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from transport_support import Pki
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
-from dmscproto.codec import examples
 from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteReply
 from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
 from dmscproto.security.ca import Kind, TrustStore
 from dmscproto.security.signing import entity_id
-from dmscproto.testing import flood
+from dmscproto.testing import examples, flood
 from dmscproto.transport import (
     ConnectionClosed,
     ConnectionPool,

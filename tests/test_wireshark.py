@@ -22,10 +22,10 @@ from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.analysis.scapy_dmsc import LAYOUTS, Part
 from dmscproto.codec import DecodeError, Message, SignedRecord, decode, encode
 from dmscproto.codec import cbor as dcbor
-from dmscproto.codec.examples import examples
 from dmscproto.codec.messages import MESSAGE_CLASSES, REPEATED
 from dmscproto.codec.registry import HEADER_SIZE, UDP_PORT, VERSION, TlvType
 from dmscproto.codec.wire import VALUE_CODECS, Pdu
+from dmscproto.testing.examples import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "tools" / "wireshark" / "dmsc.lua"

@@ -36,7 +36,6 @@ from dmscproto.codec import cbor, decode, encode
 from dmscproto.codec import registry as reg
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.errors import DecodeError
-from dmscproto.codec.examples import examples
 from dmscproto.codec.messages import MESSAGE_CLASSES, Message
 from dmscproto.codec.registry import (
     ANSWER_TO,
@@ -68,6 +67,7 @@ from dmscproto.codec.wire import (
     TextCodec,
     ValueCodec,
 )
+from dmscproto.testing.examples import examples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
 import draft_regions

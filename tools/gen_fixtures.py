@@ -51,12 +51,6 @@ from dmscproto.codec import (
     SignedRecord,
     encode,
 )
-from dmscproto.codec.examples import (
-    NOW_S,
-    examples,
-    translator_signed,
-    weather_signed,
-)
 from dmscproto.codec.registry import (
     HEADER_SIZE,
     MAX_PDU_SIZE,
@@ -67,6 +61,12 @@ from dmscproto.codec.registry import (
 )
 from dmscproto.codec.wire import HEADER_STRUCT
 from dmscproto.gateway.node import SESSION_MESSAGES
+from dmscproto.testing.examples import (
+    NOW_S,
+    examples,
+    translator_signed,
+    weather_signed,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "pcap-fixtures"

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         fmt = args.log_format or config.log_format
         level = "debug" if args.verbose > 1 else config.log_level
         logs.setup(fmt, level)
-        gateway = GatewayRuntime(config)
+        gateway = GatewayRuntime(config, tune_gc=True)  # this process is the gateway
     except (ConfigError, ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     for warning in config.warnings():

@@ -1,12 +1,12 @@
 """What one input changed in a gateway's record table (draft-dmsc-protocol-00, Section
-6.5): the value the core's sync methods return and gateway sync announces to the peers.
-It lives with the core, which must not import the protocol machines (they import it)."""
+6.5): the value the gateway core's sync methods return and gateway sync announces to the
+peers.  It sits in the codec, below both the protocol machines and the gateway."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codec.wire import VersionedId
+from .wire import VersionedId
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,16 @@
 
 :mod:`.store` is the durable registry (SQLite, WAL), :mod:`.index` the in-memory
 capability index with IAIP matching and ranking, :mod:`.routing` the routing table and
-forwarding decisions, :mod:`.policy` export policy, and :mod:`.core` ties them together
-behind one sans-I/O API.
+forwarding decisions, :mod:`.policy` export policy; :mod:`.registry` ties them together
+for registration and discovery, and :mod:`.core` adds what is learned from peers and
+exported to them, behind one sans-I/O API.
 """
 
-from .core import GatewayCore, RegisterOutcome
+from ..codec.changes import TableChanges
+from .core import GatewayCore
 from .index import CapabilityIndex, IndexTerms, Match
 from .policy import export_filter, exportable
+from .registry import RegisterOutcome, Registry
 from .routing import Decision, DeliverLocal, Forward, Reject, Route, RoutingTable
 from .store import RegistryStore, StoredRecord, StoredRow, StoreError
 
@@ -21,6 +24,7 @@ __all__ = [
     "IndexTerms",
     "Match",
     "RegisterOutcome",
+    "Registry",
     "RegistryStore",
     "Reject",
     "Route",
@@ -28,6 +32,7 @@ __all__ = [
     "StoreError",
     "StoredRecord",
     "StoredRow",
+    "TableChanges",
     "export_filter",
     "exportable",
 ]

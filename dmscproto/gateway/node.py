@@ -47,6 +47,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from ..codec.changes import TableChanges
 from ..codec.messages import (
     Discover,
     Error,
@@ -98,7 +99,6 @@ from ..protocol.summary import (
 )
 from ..protocol.sync import PeerSync, SyncPeer
 from ..protocol.tracecontext import HopTracer, W3CHops
-from .changes import TableChanges
 from .core import GatewayCore
 from .limits import RequestLimits
 from .restart import RestartGrace

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ..codec.changes import TableChanges
 from ..codec.messages import Message, Open
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Advertisement, VersionedId
-from ..gateway.changes import TableChanges
 from .machine import Handle, Refusal
 
 #: The export filter towards a peer (None: export everything; Section 7.4).

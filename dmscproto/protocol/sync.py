@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..codec.changes import TableChanges
 from ..codec.messages import Message
 from ..codec.registry import MAX_PDU_SIZE, timer
-from ..gateway.changes import TableChanges
 from .machine import Handle, Outbox, TransactionIds, earliest
 from .ports import ExportFilter, SyncLink, SyncTable
 from .registration import RecordVerifier

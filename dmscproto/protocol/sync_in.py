@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from ..codec.changes import TableChanges
 from ..codec.digest import ROOT, DigestTree, children_of, leaf_of, leaves_under
 from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
 from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, MessageType, timer
 from ..codec.wire import Advertisement, DigestNode, DigestSummary, VersionedId
-from ..gateway.changes import TableChanges
 from .events import RecordRefused, TableChanged
 from .machine import Outbox, TransactionIds, earliest
 from .ports import SyncLink, SyncTable
@@ -149,13 +149,13 @@ class Stale(StepInput):
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFailed(StepInput):
+class AnswerError(StepInput):
     KIND = InInput.ERROR_MORE
     transaction_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class LastRequestFailed(RequestFailed):
+class LastAnswerError(AnswerError):
     KIND = InInput.ERROR_LAST
 
 
@@ -183,7 +183,7 @@ class Purged(StepInput):
 
 
 InEvent = (UpdateNext | AnswerMore | AnswerLast | RootSame | RootDiffers | NodePartial
-           | NodeDiff | NodeLate | Ahead | Stale | RequestFailed)
+           | NodeDiff | NodeLate | Ahead | Stale | AnswerError)
 _N, _NI, _NA = InState, InInput, InAction
 _ANY = tuple(InState)
 
@@ -269,8 +269,8 @@ class SyncIn(TypedMachine):
             if msg.transaction_id in self._records \
                     or msg.transaction_id in self._nodes.values():
                 if self._outstanding == 1:
-                    return LastRequestFailed(msg.transaction_id)
-                return RequestFailed(msg.transaction_id)
+                    return LastAnswerError(msg.transaction_id)
+                return AnswerError(msg.transaction_id)
             return Stale()
         if not isinstance(msg, Update | Digest):
             raise self.unexpected(msg)
@@ -481,11 +481,11 @@ class SyncIn(TypedMachine):
     def _drop(self, now: float, inp: Stale) -> None:
         """Already applied (a duplicate), or too late to matter."""
 
-    def _end_request(self, now: float, inp: RequestFailed) -> None:
+    def _end_request(self, now: float, inp: AnswerError) -> None:
         self._records.pop(inp.transaction_id, None)
         self._nodes = {n: t for n, t in self._nodes.items() if t != inp.transaction_id}
 
-    def _end_last_request(self, now: float, inp: LastRequestFailed) -> None:
+    def _end_last_request(self, now: float, inp: LastAnswerError) -> None:
         self._end_requests()
 
     def _send_ack(self, now: float, inp: AckDue) -> None:

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
+from ..codec.changes import TableChanges
 from ..codec.digest import DigestTree, valid
 from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
 from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, ErrorCode, MessageType, timer
 from ..codec.wire import Advertisement, VersionedId
-from ..gateway.changes import TableChanges
 from .machine import Outbox, ProtocolError, TransactionIds, earliest
 from .ports import SyncLink, SyncTable
 from .sync_pdus import (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..codec.changes import TableChanges
 from ..codec.registry import HEADER_SIZE, ID_SIZE, TLV_HEADER_SIZE
 from ..codec.wire import (
     MAX_TLV_VALUE,
@@ -17,7 +18,6 @@ from ..codec.wire import (
     DigestSummaryFormat,
     VersionedId,
 )
-from ..gateway.changes import TableChanges
 
 #: Sequence numbers are taken modulo this (SEQUENCE is a uint32).
 SEQUENCE_SPACE = 2**32

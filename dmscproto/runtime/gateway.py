@@ -220,13 +220,15 @@ class GatewayRuntime:
     """One running gateway (module docstring).  ``pcap`` and ``keylog`` override the
     configuration's capture files (the demo shares one of each among all nodes);
     ``tracer_provider`` records the gateway's OpenTelemetry spans (default: the global
-    provider; :mod:`.telemetry`)."""
+    provider; :mod:`.telemetry`); ``tune_gc`` is for a process that is this gateway alone
+    (:mod:`..gateway.registry`)."""
 
     def __init__(self, config: GatewayConfig, *, pcap: PcapWriter | None = None,
                  keylog: TextIO | None = None, observer: Observer | None = None,
-                 tracer_provider: TracerProvider | None = None) -> None:
+                 tracer_provider: TracerProvider | None = None, tune_gc: bool = False) -> None:
         self.config = config
         self.tracer_provider = tracer_provider
+        self._tune_gc = tune_gc
         self.observer = observer or Observer()
         self.federation = build_federation(config)
         credential = Credential.load(config.certificate, config.key)
@@ -291,7 +293,8 @@ class GatewayRuntime:
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
                                 max_lease=c.max_lease,
                                 max_peer_records=int(c.limit("PEER_MAX_RECORDS")),
-                                max_peer_path=int(c.limit("PEER_MAX_PATH")))
+                                max_peer_path=int(c.limit("PEER_MAX_PATH")),
+                                tune_gc=self._tune_gc)
         tokens = (TokenVerifier(self.federation.anchor, gateway_uri=self.identity.uri)
                   if c.require_tokens else None)
         if c.lab:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..security.signing import entity_id, sign_record, spki
-from .cose import SignedRecord
-from .digest import ROOT, DigestTree
-from .messages import (
+from ..codec.cose import SignedRecord
+from ..codec.digest import ROOT, DigestTree
+from ..codec.messages import (
     Deregister,
     DeregisterAck,
     Digest,
@@ -41,7 +40,7 @@ from .messages import (
     TraceRequest,
     Update,
 )
-from .registry import (
+from ..codec.registry import (
     DEFAULT_HOP_LIMIT,
     ConstraintOp,
     ErrorCode,
@@ -51,7 +50,7 @@ from .registry import (
     Scope,
     timer,
 )
-from .values import (
+from ..codec.values import (
     CapabilityRecord,
     Constraint,
     DiscoveryQuery,
@@ -62,7 +61,8 @@ from .values import (
     Skill,
     TraceContext,
 )
-from .wire import Advertisement, CapabilitySummary, Result, VersionedId
+from ..codec.wire import Advertisement, CapabilitySummary, Result, VersionedId
+from ..security.signing import entity_id, sign_record, spki
 
 #: 2026-09-21T12:26:40Z, the fixed clock of the examples.
 NOW_S = 1790000000

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..codec import decode, encode
 from ..codec.cose import SignedRecord
-from ..codec.examples import NOW_S, example_key, weather_record
 from ..codec.messages import Message
 from ..codec.values import AttrValue, Skill
 from ..gateway.core import GatewayCore
@@ -36,6 +35,7 @@ from ..protocol.agent import AgentClient
 from ..protocol.machine import Handle, ProtocolError, earliest
 from ..protocol.sync import PeerSync
 from ..security.signing import entity_id, sign_record, spki
+from .examples import NOW_S, example_key, weather_record
 
 E = TypeVar("E")
 

@@ -111,7 +111,7 @@ class ResponseReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFailed:
+class RequestAbandoned:
     """The outstanding request ``transaction_id`` was abandoned."""
 
     peer: Address
@@ -128,7 +128,7 @@ class DatagramRejected:
     error: DecodeError
 
 
-ReliabilityEvent = RequestReceived | MessageReceived | ResponseReceived | RequestFailed \
+ReliabilityEvent = RequestReceived | MessageReceived | ResponseReceived | RequestAbandoned \
     | DatagramRejected
 
 
@@ -249,7 +249,7 @@ class Reliability:
         """Fail every request outstanding to ``peer`` (its association is gone)."""
         for key in [k for k in self._pending if k[0] == peer]:
             del self._pending[key]
-            self._events.append(RequestFailed(peer, key[1], ErrorCode.TARGET_UNREACHABLE,
+            self._events.append(RequestAbandoned(peer, key[1], ErrorCode.TARGET_UNREACHABLE,
                                               reason))
 
     def outstanding(self) -> int:
@@ -342,7 +342,7 @@ class Reliability:
         pending = self._pending.get((peer, txid))
         if pending is not None and mtype in pending.answers:
             del self._pending[(peer, txid)]
-            self._events.append(RequestFailed(peer, txid, exc.code, f"malformed answer: {exc}"))
+            self._events.append(RequestAbandoned(peer, txid, exc.code, f"malformed answer: {exc}"))
         elif (mtype not in _NOT_ANSWERED
               and not self._is_duplicate((peer, txid), _fingerprint(data), now)):
             self._answer(peer, txid, Error(status=exc.code, offending_type=mtype,
@@ -371,7 +371,7 @@ class Reliability:
             if now >= p.deadline or (exhausted and not math.isfinite(p.deadline)):
                 del self._pending[key]
                 self.counters.timeouts += 1
-                self._events.append(RequestFailed(
+                self._events.append(RequestAbandoned(
                     key[0], key[1], ErrorCode.TRANSACTION_TIMEOUT,
                     f"no answer after {p.retransmissions} retransmissions"))
                 continue
@@ -574,7 +574,7 @@ class DatagramNode(asyncio.DatagramProtocol):
         for addr in list(self.connections):
             self._peer_gone(addr, "socket closed")
         while (rev := self.reliability.next_event()) is not None:
-            if isinstance(rev, RequestFailed):  # fail the requests still waiting
+            if isinstance(rev, RequestAbandoned):  # fail the requests still waiting
                 self._on_reliability_event(rev)
         for fut in self._connecting.values():
             if not fut.done():
@@ -697,7 +697,7 @@ class DatagramNode(asyncio.DatagramProtocol):
         self.reliability.forget_peer(addr, reason)
 
     def _on_reliability_event(self, ev: ReliabilityEvent) -> None:
-        if isinstance(ev, ResponseReceived | RequestFailed):
+        if isinstance(ev, ResponseReceived | RequestAbandoned):
             fut = self._waiting.pop((ev.peer, ev.transaction_id), None)
             if fut is not None and not fut.done():
                 if isinstance(ev, ResponseReceived):

@@ -48,7 +48,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dmscproto.codec.cose import SignedRecord
-from dmscproto.codec.examples import weather_record
 from dmscproto.gateway.store import RegistryStore, StoredRecord
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.protocol.sync_out import DigestDue, Start, SyncOut, TableSent
@@ -57,6 +56,7 @@ from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.proof import check_signature
 from dmscproto.security.signing import entity_id, sign_record, spki
+from dmscproto.testing.examples import weather_record
 
 DOMAIN = "a.example"
 CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"

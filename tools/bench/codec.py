@@ -39,7 +39,7 @@ from typing import Any
 import cbor2
 
 from dmscproto.codec import Register, RouteRequest, decode, encode
-from dmscproto.codec.examples import examples
+from dmscproto.testing.examples import examples
 
 #: The common header written by hand (version, type, flags, length, transaction id).
 HAND_HEADER = struct.Struct(">BBHIQ")

@@ -23,6 +23,11 @@
    signed records are decoded lazily), then runs 1,000 of the queries again
    (``discover_after_reload_p99_ms``, which includes decoding the returned records).
    ``rss_mb`` is that process's peak RSS: what a gateway holding N agents needs.
+   The construction is timed with the gateway process's GC tuning (``tune_gc``, what
+   ``dmsc gateway`` does: the cyclic collector paused during the load, the loaded
+   records frozen) and, in another fresh process, without it (``*_untuned``);
+   ``gc_collect_ms`` is one full ``gc.collect()`` right after the load, the stall a
+   running gateway sees from the collector.
 
 Baselines measured in the same run: ``commit_baseline_per_s`` is bare SQLite
 single-row INSERT+COMMIT transactions on a second file with the same pragmas (the
@@ -38,6 +43,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import resource
@@ -158,10 +164,11 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="registry file (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reload-only", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--untuned", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     queries = [make_query(random.Random(args.seed + i)) for i in range(args.queries)]
     if args.reload_only:
-        reload_only(args.reload_only, args.agents, queries)
+        reload_only(args.reload_only, args.agents, queries, tune_gc=not args.untuned)
         return
     rng = random.Random(args.seed)
     tmp = tempfile.TemporaryDirectory(prefix="dmsc-bench-")
@@ -213,11 +220,13 @@ def main() -> None:
 
     core.store.close()
     del core, signed
-    child = subprocess.run(
-        [sys.executable, __file__, "--reload-only", str(db_path), "--agents", str(args.agents),
-         "--queries", str(args.queries), "--seed", str(args.seed)],
-        check=True, capture_output=True, text=True)
-    reloaded = json.loads(child.stdout.strip().splitlines()[-1])
+    reload = [sys.executable, __file__, "--reload-only", str(db_path), "--agents",
+              str(args.agents), "--queries", str(args.queries), "--seed", str(args.seed)]
+    reloaded = {}
+    for extra, suffix in (([], ""), (["--untuned"], "_untuned")):
+        child = subprocess.run([*reload, *extra], check=True, capture_output=True, text=True)
+        out = json.loads(child.stdout.strip().splitlines()[-1])
+        reloaded.update({f"{k}{suffix}": v for k, v in out.items()})
     tmp.cleanup()
 
     p50 = statistics.median(lat)
@@ -239,11 +248,15 @@ def main() -> None:
     }))
 
 
-def reload_only(db_path: Path, agents: int, queries: list[DiscoveryQuery]) -> None:
+def reload_only(db_path: Path, agents: int, queries: list[DiscoveryQuery], *,
+                tune_gc: bool) -> None:
     """Step 4, in a fresh process, so that ``rss_mb`` is a gateway's own footprint."""
     t0 = time.perf_counter()
-    core = GatewayCore(GATEWAY_ID, DOMAIN, RegistryStore(db_path))
+    core = GatewayCore(GATEWAY_ID, DOMAIN, RegistryStore(db_path), tune_gc=tune_gc)
     reload_s = time.perf_counter() - t0
+    t = time.perf_counter_ns()
+    gc.collect()
+    collect_ns = time.perf_counter_ns() - t
     if len(core) != agents:
         raise SystemExit(f"reload found {len(core)} of {agents} records")
     cold: list[int] = []
@@ -255,6 +268,7 @@ def reload_only(db_path: Path, agents: int, queries: list[DiscoveryQuery]) -> No
     core.store.close()
     print(json.dumps({
         "reload_s": round(reload_s, 3),
+        "gc_collect_ms": ms(collect_ns),
         "discover_after_reload_p99_ms": ms(p99(cold)),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))

@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 from draft_vectors import DRAFT, vectors  # noqa: E402
 
 from dmscproto.analysis.pcap import read_udp  # noqa: E402
-from dmscproto.codec import examples  # noqa: E402
 from dmscproto.codec.pdu import encode  # noqa: E402
 from dmscproto.codec.registry import HEADER_SIZE, TLV_HEADER_SIZE  # noqa: E402
+from dmscproto.testing import examples  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from targets import SOURCES, VALUE_TYPES  # noqa: E402
