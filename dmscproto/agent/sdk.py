@@ -131,6 +131,10 @@ class Request:
     source_agent: bytes
     payload: bytes
     transaction_id: int
+    #: The W3C trace context the request carried (Section 7.5), if any.
+    trace: TraceContext | None = None
+    #: The caller's deadline (the TIMEOUT TLV) in seconds, if it gave one.
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,8 +459,10 @@ class Agent:
 
     async def _answer(self, event: RouteRequestReceived) -> None:
         assert self._pump is not None and self._client is not None
-        request = Request(event.source_agent, event.payload, event.transaction_id)
-        status, payload = ErrorCode.SUCCESS, None
+        msg = event.request
+        request = Request(event.source_agent, event.payload, event.transaction_id, msg.trace,
+                          None if msg.timeout_ms is None else msg.timeout_ms / 1000)
+        status, payload, diagnostic = ErrorCode.SUCCESS, None, None
         if self._handler is None:
             status = ErrorCode.TARGET_UNREACHABLE
         else:
@@ -468,10 +474,12 @@ class Agent:
                     if not isinstance(payload, bytes):
                         raise TypeError("a handler returns bytes, not "
                                         f"{type(payload).__name__}")
+            except AgentError as exc:  # the handler's own refusal
+                status, diagnostic = exc.code, exc.diagnostic
             except Exception:
                 log.exception("handler of %s failed", self.uri)
                 status = ErrorCode.INTERNAL_ERROR
-        self._pump.call(self._client.reply, event, payload, status)
+        self._pump.call(self._client.reply, event, payload, status, diagnostic)
 
     # --- registration (Section 5.1) -----------------------------------------------------
     def record(self, skills: Sequence[str | Skill], *, name: str | None = None,
@@ -547,7 +555,9 @@ class Agent:
 
     # --- serving (Section 5.3) ------------------------------------------------------------
     def handler(self, fn: Handler) -> Handler:
-        """Decorator: ``fn(payload, request)`` answers ROUTE_REQUESTs for this agent."""
+        """Decorator: ``fn(payload, request)`` answers ROUTE_REQUESTs for this agent; an
+        :class:`AgentError` it raises is the answer's STATUS and DIAGNOSTIC, any other
+        exception INTERNAL_ERROR."""
         self._handler = fn
         return fn
 
@@ -674,19 +684,29 @@ class Agent:
             raise NotConnected("wait_closed() before connect(): nothing to wait for")
         await self._closed.wait()
 
+    async def deregister(self) -> None:
+        """DEREGISTER the record and stay connected (:meth:`register` brings it back);
+        nothing when not registered."""
+        async with self._register_lock:
+            await self._deregister()
+
+    async def _deregister(self) -> None:
+        if not (self.registered and self._conn is not None and not self._conn.closed):
+            return
+        assert self._pump is not None and self._client is not None
+        self._deregistration = asyncio.get_running_loop().create_future()
+        self._pump.call(self._client.deregister, self._pump.now())
+        try:
+            await asyncio.wait_for(self._deregistration, timer("REQUEST_TIMEOUT"))
+        except (TimeoutError, ConnectionError):
+            log.warning("no DEREGISTER_ACK for %s", self.uri)
+
     async def close(self, *, deregister: bool = True) -> None:
         """DEREGISTER (unless ``deregister`` is false: the gateway then expires the
         record when its lease ends) and close the connection."""
         self._closing = True
-        if deregister and self.registered and self._conn is not None \
-                and not self._conn.closed:
-            assert self._pump is not None and self._client is not None
-            self._deregistration = asyncio.get_running_loop().create_future()
-            self._pump.call(self._client.deregister, self._pump.now())
-            try:
-                await asyncio.wait_for(self._deregistration, timer("REQUEST_TIMEOUT"))
-            except (TimeoutError, ConnectionError):
-                log.warning("no DEREGISTER_ACK for %s", self.uri)
+        if deregister:
+            await self._deregister()
         for task in list(self._tasks):
             task.cancel()
         self._fail_waiters(AgentError(ErrorCode.CEASE, "agent closed"))

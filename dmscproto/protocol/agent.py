@@ -147,11 +147,11 @@ class AgentClient:
         return self.requests.cancel(txid, now)
 
     def reply(self, request: RouteRequestReceived, payload: bytes | None,
-              status: ErrorCode = ErrorCode.SUCCESS) -> None:
+              status: ErrorCode = ErrorCode.SUCCESS, diagnostic: str | None = None) -> None:
         """Answer a ROUTE_REQUEST delivered to this agent."""
         self.outbox.send(self.gateway, RouteReply(
             transaction_id=request.transaction_id, status=status, target_agent=self.agent_id,
-            payload=payload, trace=request.request.trace))
+            payload=payload, diagnostic=diagnostic, trace=request.request.trace))
 
     # --- input and output ---------------------------------------------------------------------
     def receive(self, msg: Message, now: float) -> None:
