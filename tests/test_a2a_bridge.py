@@ -7,6 +7,7 @@ refusals (bad token, policy, forged card signature) with the mapped A2A errors."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import ssl
@@ -31,10 +32,11 @@ from dmscproto.a2a.bridge import Bridge, TokenGate
 from dmscproto.a2a.http import HttpServer, Listen
 from dmscproto.a2a.proxy import Proxy
 from dmscproto.a2a.sample import SampleAgent
-from dmscproto.agent import Agent, AgentError
+from dmscproto.agent import Agent, AgentError, Request
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.codec.values import Skill
 from dmscproto.runtime.config import GatewayConfig
+from dmscproto.runtime.demo import run_demo
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Credential, Kind
@@ -53,13 +55,13 @@ def run(coro: Any) -> Any:
 class World:
     a: Domain
     b: Domain
-    gw_a: GatewayRuntime
-    gw_b: GatewayRuntime
     stack: AsyncExitStack
+    #: each domain's gateway, by domain name
+    gateway: dict[str, GatewayRuntime]
 
     async def agent(self, domain: Domain, name: str, skills: list[Skill] | None = None,
                     reply: bytes | None = None) -> Agent:
-        gw = self.gw_a if domain is self.a else self.gw_b
+        gw = self.gateway[domain.name]
         agent = domain.agent(name, gw.address, scope=SCOPE)
         if reply is not None:
             agent.serve(lambda payload, request: reply + payload)
@@ -97,9 +99,8 @@ async def world(tmp: Path, *, import_capabilities: list[str] | None = None
             await gw.start()
             stack.push_async_callback(gw.stop)
             gws.append(gw)
-        gw_b, gw_a = gws
-        await gw_a.wait_peers(10)
-        yield World(a, b, gw_a, gw_b, stack)
+        await gws[1].wait_peers(10)
+        yield World(a, b, stack, {"b.example": gws[0], "a.example": gws[1]})
 
 
 async def until(check: Any, timeout: float = 5.0) -> None:
@@ -126,8 +127,15 @@ def test_sdk_client_calls_dmsc_agent_across_two_gateways(tmp_path: Path) -> None
     DISCOVER, bearer tokens bound to the client certificate, policy refusal."""
     async def scenario() -> None:
         async with world(tmp_path, import_capabilities=["forecast"]) as w:
-            await w.agent(w.b, "weather", [Skill("forecast", "Weather forecast",
-                                                 ("weather", "public"))], b"sunny in ")
+            weather = await w.agent(w.b, "weather")
+            traces: list[str | None] = []
+
+            def forecast(payload: bytes, request: Request) -> bytes:
+                traces.append(request.trace.traceparent if request.trace else None)
+                return b"sunny in " + payload
+            weather.serve(forecast)
+            await weather.register([Skill("forecast", "Weather forecast",
+                                          ("weather", "public"))])
             await w.agent(w.b, "translator", [Skill("translate", "English to French",
                                                     ("language", "public"))], b"?")
             bridge_agent = await w.agent(w.a, "a2a-bridge")
@@ -160,6 +168,17 @@ def test_sdk_client_calls_dmsc_agent_across_two_gateways(tmp_path: Path) -> None
                 assert flow.client_credentials.token_url == "https://127.0.0.1:1/token"
                 answer = await send(client, "Paris")
                 assert [p.text for p in answer.parts] == ["sunny in Paris"]
+                assert traces[-1] is not None  # a new trace when the client sent none
+                # the client's W3C trace id reaches the agent (Section 6.2; each gateway
+                # puts its own span id as the parent)
+                parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                raw = await http.post(base, headers={"traceparent": parent}, json={
+                    "jsonrpc": "2.0", "id": 7, "method": "SendMessage", "params": {
+                        "message": {"messageId": "m3", "role": "ROLE_USER",
+                                    "parts": [{"text": "Oslo"}]}}})
+                assert raw.json()["result"]["message"]["parts"] == [{"text": "sunny in Oslo"}]
+                received = traces[-1]
+                assert received is not None and received.split("-")[1] == parent.split("-")[1]
 
                 # discovery: listing and search, DISCOVER's order, cards the SDK parses
                 listed = (await http.get(f"{server.url}/.well-known/agents",
@@ -242,7 +261,7 @@ def test_sdk_agent_imported_and_called_from_another_domain(tmp_path: Path) -> No
             token.write_text(TokenIssuer(w.a.authority).issue(
                 Credential.load(cert).certificate, caller.uri, ScopeSet.parse(SCOPE),
                 now=time.time()))
-            host, port = w.gw_a.address
+            host, port = w.gateway["a.example"].address
             cli = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", "import sys; from dmscproto.cli import main; "
                 "sys.exit(main())", "agent", "--cert", str(cert),
@@ -283,3 +302,15 @@ def test_sdk_agent_imported_and_called_from_another_domain(tmp_path: Path) -> No
 async def _found(agent: Agent, skill: str, n: int) -> bool:
     return len(await agent.discover(skills=[skill])) == n
 
+
+
+def test_demo_a2a_prints_the_calls_both_ways() -> None:
+    """``dmsc demo --a2a`` (in process): every step succeeds, the A2A answers shown."""
+    from dmscproto.a2a.demo import a2a_steps
+
+    out = io.StringIO()
+    assert asyncio.run(run_demo(out, quiet=True, extension=a2a_steps)) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "A2A answer 'sunny, 21 C'" in text
+    assert "answer 'A2A says: hello'" in text
+    assert "JWS signature verified" in text

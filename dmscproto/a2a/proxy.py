@@ -29,11 +29,13 @@ from a2a.types import (
 )
 from a2a.utils.errors import JSON_RPC_ERROR_CODE_MAP, A2AError
 from a2a.utils.signing import SignatureVerificationError, create_signature_verifier
+from google.protobuf import json_format
 from jwt.api_jwk import PyJWK, PyJWKSet
 from jwt.exceptions import PyJWKError, PyJWKSetError
 
 from ..agent import Agent, AgentError, Request
 from ..codec.registry import ErrorCode
+from ..errors import DmscError
 from ..security.errors import SecurityError
 from . import mapping as m
 
@@ -66,7 +68,7 @@ async def fetch_card(http: httpx.AsyncClient, url: str) -> Fetched:
     response.raise_for_status()
     try:
         return Fetched(m.parse_card(json.loads(response.content)), response.content)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, json_format.ParseError) as exc:
         raise SecurityError(ErrorCode.INVALID_TLV_VALUE, f"{url}: not an Agent Card: {exc}") \
             from None
 
@@ -215,7 +217,7 @@ class Proxy:
             await asyncio.sleep(every)
             try:
                 await self.sync()
-            except (SecurityError, AgentError) as exc:
+            except DmscError as exc:  # BAD_SIGNATURE, a refused REGISTER, ...
                 on_error(exc)
 
     # --- forwarding (Section 7.3) --------------------------------------------------------

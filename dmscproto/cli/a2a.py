@@ -10,6 +10,7 @@ the agent file.  Both run until SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -65,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         service = Service(config, say=lambda line: print(line, flush=True))
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await service.start()
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await service.close()
 

@@ -34,6 +34,10 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                         "fraction of datagrams (0-0.5) and duplicates and reorders 5%%")
     p.add_argument("--seed", type=int, default=1,
                    help="seed of the relays' random draws (default 1)")
+    p.add_argument("--a2a", action="store_true",
+                   help="also bridge A2A (draft-dmsc-a2a-00): an A2A client calling weather "
+                        "through a bridge and both gateways, an A2A agent imported into "
+                        "b.example and called by client (needs dmscproto[a2a])")
     return p
 
 
@@ -42,7 +46,17 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.loss <= 0.5:
         raise UsageError("--loss must be between 0 and 0.5")
-    from ..runtime.demo import run_demo
+    from ..runtime.demo import Extension, run_demo
+
+    extension: Extension | None = None
+    if args.a2a:
+        if args.transport == "udp":
+            raise UsageError("--a2a needs access tokens: not with --transport udp")
+        from ..errors import require_extra
+
+        require_extra("a2a.types", "a2a", "dmsc demo --a2a", "a2a-sdk")
+        from ..a2a.demo import a2a_steps
+        extension = a2a_steps
     return asyncio.run(run_demo(sys.stdout, capture=args.capture, keep=args.keep,
                                 quiet=args.quiet, transport=args.transport,
-                                loss=args.loss, seed=args.seed))
+                                loss=args.loss, seed=args.seed, extension=extension))

@@ -106,7 +106,28 @@ class StepFailed(Exception):
 
 
 @dataclass
-class _Display:
+class DemoWorld:
+    """What an extension of the demo (``dmsc demo --a2a``: :mod:`dmscproto.a2a.demo`)
+    gets, after the calls and before weather leaves: the display to print its steps,
+    the two domains and gateways (a, b), the agents by name, the exit stack that closes
+    everything at the end, and ``new_agent(domain, gateway, name)``: a connected agent
+    with a certificate and access token, closed at the end."""
+
+    display: Display
+    tmp: Path
+    domains: tuple[Domain, Domain]
+    gateways: tuple[GatewayRuntime, GatewayRuntime]
+    agents: dict[str, Agent]
+    stack: AsyncExitStack
+    new_agent: Callable[[Domain, GatewayRuntime, str], Awaitable[Agent]]
+
+
+#: An extension of the demo: more steps on the running world.
+Extension = Callable[[DemoWorld], Awaitable[None]]
+
+
+@dataclass
+class Display:
     """Prints numbered steps and the messages the gateways exchange during each."""
 
     out: TextIO
@@ -200,7 +221,7 @@ def _query(q: DiscoveryQuery | None) -> str:
     return "{" + " ".join(p for p in parts if p) + "}"
 
 
-def _observer(display: _Display, gateway: GatewayRuntime) -> Observer:
+def _observer(display: Display, gateway: GatewayRuntime) -> Observer:
     """Show what a gateway sends, and what agents send it (a message between two
     gateways is shown once, by its sender)."""
     def sent(dest: Handle, msg: Message) -> None:
@@ -235,15 +256,16 @@ async def _expect(awaitable: Awaitable[T], what: str, timeout: float = 10.0) -> 
 
 async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | None = None,
                    quiet: bool = False, transport: str = "quic", loss: float = 0.0,
-                   seed: int = 1) -> int:
+                   seed: int = 1, extension: Extension | None = None) -> int:
     """Run the demo, printing to ``out``; returns the exit status.  ``transport`` is the
-    agents' (the gateways peer over QUIC); ``loss`` and ``seed`` set the relays."""
-    display = _Display(out, show_messages=not quiet)
+    agents' (the gateways peer over QUIC); ``loss`` and ``seed`` set the relays;
+    ``extension`` runs its steps before weather deregisters."""
+    display = Display(out, show_messages=not quiet)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dmsc-demo-"))
     try:
         async with AsyncExitStack() as stack:
-            await _scenario(display, stack, tmp, capture, transport, loss, seed)
+            await _scenario(display, stack, tmp, capture, transport, loss, seed, extension)
         await asyncio.sleep(0)  # let cancelled tasks finish
         leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         if leftover:
@@ -279,7 +301,7 @@ def _pin(gw: GatewayRuntime, relayed: dict[tuple[str, int], tuple[str, int]]) ->
     path.write_text(text, encoding="utf-8")
 
 
-def _show_capture(display: _Display, capture: Path, *, lab: bool) -> None:
+def _show_capture(display: Display, capture: Path, *, lab: bool) -> None:
     """Where the capture is and the commands that show it: with the key log (QUIC,
     DTLS), or in clear (lab mode: the dissector's UDP heuristic finds DMSC on the demo's
     ephemeral ports)."""
@@ -295,9 +317,9 @@ def _show_capture(display: _Display, capture: Path, *, lab: bool) -> None:
                  f"  tshark -r {pcap} -X lua_script:{lua}")
 
 
-async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
-                    capture: Path | None, transport: str, loss: float, seed: int
-                    ) -> None:
+async def _scenario(d: Display, stack: AsyncExitStack, tmp: Path,
+                    capture: Path | None, transport: str, loss: float, seed: int,
+                    extension: Extension | None = None) -> None:
     front: dict[tuple[bytes, str], Relay] = {}  # (gateway id, transport) -> relay (--loss)
     # The gateways peer over QUIC (their primary listener); agents use ``transport``;
     # lab mode (udp) is cleartext UDP everywhere.
@@ -470,6 +492,17 @@ async def _scenario(d: _Display, stack: AsyncExitStack, tmp: Path,
         d.note(f"{d.ms()}  refused as expected: {exc}")
     else:
         raise StepFailed("a call to an unknown agent succeeded")
+
+    if extension is not None:
+        async def new_agent(dom: Domain, gw: GatewayRuntime, name: str) -> Agent:
+            ag = dom.agent(name, reach(gw, transport), scope=scope, pcap=pcap, keylog=keylog,
+                           transport=transport, lab=lab)
+            d.names[ag.agent_id] = name
+            await _expect(ag.connect(attempts=CONNECT_ATTEMPTS), f"{name} connecting", 120)
+            opened.append(ag)
+            return ag
+
+        await extension(DemoWorld(d, tmp, (a, b), (gw_a, gw_b), agents, stack, new_agent))
 
     d.step("weather deregisters; gw-b withdraws it from gw-a")
     await _expect(agents["weather"].close(), "weather DEREGISTER")
