@@ -10,9 +10,9 @@ describes it as ``code`` and a readable message as ``str(error)``:
   :class:`~dmscproto.transport.quic.ConnectionClosed`);
 * security: :class:`~dmscproto.security.errors.SecurityError`,
   :class:`~dmscproto.security.ca.CertificateError`,
-  :class:`~dmscproto.security.signing.SignatureError`, and the token endpoint's refusal
+  :class:`~dmscproto.codec.signing.SignatureError`, and the token endpoint's refusal
   :class:`~dmscproto.security.token_server.TokenRequestError`;
-* configuration and storage: :class:`~dmscproto.runtime.config.ConfigError`,
+* configuration and storage: :class:`~dmscproto.host.config.ConfigError`,
   :class:`~dmscproto.gateway.store.StoreError`;
 * the agent SDK: :class:`~dmscproto.agent.AgentError` (the gateway refused or failed a
   request), :class:`NotConnected`, :class:`DeadlineExceeded` (also a ``TimeoutError``)

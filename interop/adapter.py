@@ -38,12 +38,12 @@ from dmscproto.codec.messages import (
     RegisterAck,
 )
 from dmscproto.codec.registry import ANSWER_TO, NONCE_SIZE, ErrorCode, MessageType, Scope, timer
+from dmscproto.codec.signing import entity_id, sign_record, spki
+from dmscproto.host.config import GatewayConfig
+from dmscproto.host.transports import Connection
 from dmscproto.protocol.machine import Handle, timestamp_ms
 from dmscproto.runtime import logs
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
-from dmscproto.runtime.transports import Connection
-from dmscproto.security.signing import entity_id, sign_record, spki
 from dmscproto.testing.examples import examples
 
 from . import contract as c
@@ -102,7 +102,7 @@ def _toml(value: object) -> str:
 
 
 def gateway_toml(env: Mapping[str, str], logdir: Path) -> str:
-    """The gateway's configuration file (:mod:`dmscproto.runtime.config`) for the
+    """The gateway's configuration file (:mod:`dmscproto.host.config`) for the
     contract's environment."""
     transport = env[c.TRANSPORT]
     lab = transport == "udp"

@@ -33,7 +33,7 @@ from dmscproto.codec.messages import (
     Update,
 )
 from dmscproto.codec.registry import ANSWER_TO, VERSION, ErrorCode, MessageType, timer
-from dmscproto.security.signing import SignatureError, verify_record
+from dmscproto.codec.signing import SignatureError, verify_record
 
 from . import contract as c
 from .vectors import draft_vectors

@@ -2,8 +2,8 @@
 on every test case and transport they support.
 
 For each case it issues certificates from the run's two domain authorities
-(:class:`dmscproto.runtime.sandbox.Domain`), puts a recording relay in front of each
-gateway listener (:class:`dmscproto.testing.relay.Relay`, impaired for the ``-loss``
+(:class:`dmscproto.sandbox.domains.Domain`), puts a recording relay in front of each
+gateway listener (:class:`dmscproto.sandbox.relay.Relay`, impaired for the ``-loss``
 cases), starts the endpoints with the contract's environment (gateways, then server
 agents, then clients), stops them with SIGTERM, and judges the case on the decoded
 capture (:mod:`.wire`, :mod:`.cases`) as well as on the exit statuses.  Each case keeps
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from dmscproto.analysis.pcap import PcapWriter
-from dmscproto.runtime.demo import impairment
-from dmscproto.runtime.sandbox import Domain
+from dmscproto.sandbox.demo import impairment
+from dmscproto.sandbox.domains import Domain
+from dmscproto.sandbox.relay import Impairment, Relay
 from dmscproto.security.ca import Kind
-from dmscproto.testing.relay import Impairment, Relay
 
 from . import contract as c
 from .cases import GATEWAY, PEER, SKILL, Case, Check, Client, wellformed

@@ -2,7 +2,7 @@
 project's codec (interop/README.md, "How traffic is checked").
 
 The capture is the runner's own: every datagram passes a recording relay in front of
-each gateway listener (:class:`dmscproto.testing.relay.Relay` with a tap), written as it
+each gateway listener (:class:`dmscproto.sandbox.relay.Relay` with a tap), written as it
 left its sender.  Lab UDP datagrams are DMSC PDUs, one per datagram (Section 9.3), and
 are decoded directly.  QUIC and DTLS are decrypted by tshark with the key log the
 endpoints wrote (``DMSC_KEYLOG``): the runner takes the decrypted QUIC stream data

@@ -12,13 +12,13 @@ from cryptography import x509
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.messages import Register, RegisterAck
 from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.signing import PrivateKey, entity_id, sign_record, spki
 from dmscproto.codec.values import CapabilityRecord, Endpoint, Skill
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
 from dmscproto.security.errors import SecurityError
 from dmscproto.security.proof import RequestVerifier
-from dmscproto.security.signing import PrivateKey, entity_id, sign_record, spki
 
 NOW = 1_790_000_000.0  # a fixed "now" (2026-09-21) for the sans-I/O tests
 

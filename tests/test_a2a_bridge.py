@@ -35,10 +35,10 @@ from dmscproto.a2a.sample import SampleAgent
 from dmscproto.agent import Agent, AgentError, Request
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.codec.values import Skill
-from dmscproto.runtime.config import GatewayConfig
-from dmscproto.runtime.demo import run_demo
+from dmscproto.host.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.demo import run_demo
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Credential, Kind
 from dmscproto.security.errors import SecurityError
 from dmscproto.security.tokens import ScopeSet, TokenIssuer

@@ -9,7 +9,7 @@ import pytest
 
 from dmscproto.a2a.config import BridgeConfig
 from dmscproto.cli import main
-from dmscproto.runtime.config import ConfigError
+from dmscproto.host.config import ConfigError
 
 pytestmark = pytest.mark.a2a
 

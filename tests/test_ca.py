@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.signing import entity_id
 from dmscproto.security.ca import (
     CertificateExpired,
     Credential,
@@ -25,7 +26,6 @@ from dmscproto.security.ca import (
     parse_identity_uri,
     verify_chain,
 )
-from dmscproto.security.signing import entity_id
 from dmscproto.testing import examples
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Kind
 
 CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"

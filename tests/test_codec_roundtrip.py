@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dmscproto.codec import MessageType, decode, encode
-from dmscproto.security.signing import verify_record
+from dmscproto.codec.signing import verify_record
 from dmscproto.testing.examples import by_type, examples
 
 EXAMPLES = examples()

@@ -14,8 +14,8 @@ import pytest
 
 from dmscproto.cli import EXIT_USAGE, main
 from dmscproto.gateway.store import RegistryStore
-from dmscproto.runtime.config import ConfigError, GatewayConfig
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.host.config import ConfigError, GatewayConfig
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 
 CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
 

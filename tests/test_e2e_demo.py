@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from dmscproto.analysis.pcap import read_udp
-from dmscproto.runtime.config import GatewayConfig
-from dmscproto.runtime.demo import run_demo
+from dmscproto.host.config import GatewayConfig
+from dmscproto.sandbox.demo import run_demo
 
 
 def test_demo_runs_every_step_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from dmscproto.runtime.config import AgentConfig, GatewayConfig
+from dmscproto.host.config import AgentConfig, GatewayConfig
 from dmscproto.security.authority_store import AuthorityStore
 from dmscproto.security.ca import Kind
 

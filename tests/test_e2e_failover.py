@@ -14,11 +14,11 @@ import pytest
 
 from dmscproto.agent import AgentError, Request
 from dmscproto.codec.registry import ErrorCode
+from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.events import SessionClosed, SessionEstablished
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
-from dmscproto.testing.relay import Impairment, Relay
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.relay import Impairment, Relay
 
 HOLD, KEEPALIVE = 3, 1.0
 CUT = Impairment(loss=1.0)

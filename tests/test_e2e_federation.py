@@ -53,8 +53,8 @@ import pytest
 from dmscproto.agent import Agent, AgentError, Request
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.codec.values import Skill
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
-from dmscproto.testing.relay import Impairment, Relay
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.relay import Impairment, Relay
 
 CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
 HOST = "127.0.0.1"

@@ -20,10 +20,10 @@ from dmscproto.agent import Agent, AgentError, DiscoveryQuery, Request
 from dmscproto.codec.messages import Register, RegisterAck
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.gateway.core import GatewayCore
+from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.events import AgentRemoved
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import DomainAuthority, Kind, TrustStore
 from dmscproto.transport import ConnectionClosed, connect
 

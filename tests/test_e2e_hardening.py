@@ -15,11 +15,11 @@ from dmscproto.codec.messages import DiscoverReply, Message, Notify
 from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.codec.wire import Result
+from dmscproto.host.config import GatewayConfig
+from dmscproto.host.pump import Association, Pump
 from dmscproto.protocol.machine import Handle
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.pump import Association, Pump
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.transport import udp
 
 #: The largest PDU over DTLS (1200-octet datagrams less the record overhead) and lab UDP.

@@ -32,10 +32,10 @@ from dmscproto.codec.messages import (
 )
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.codec.values import DiscoveryQuery
-from dmscproto.runtime.config import ConfigError, GatewayConfig
+from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.lab import LabAssociations, LabGuard
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.transport import udp
 from dmscproto.transport.datagram import DatagramNode
 
@@ -209,7 +209,7 @@ def test_dmsc_agent_takes_lab_mode_from_its_configuration(tmp_path: Path) -> Non
     """``dmsc agent --config`` builds a lab-mode agent only when the file says lab = true."""
     from dmscproto.cli import UsageError
     from dmscproto.cli import agent as agent_cli
-    from dmscproto.runtime.sandbox import Domain
+    from dmscproto.sandbox.domains import Domain
     from dmscproto.security.ca import Kind
 
     domain = Domain.create(tmp_path, "a.example")

@@ -25,11 +25,11 @@ import pytest
 
 from dmscproto.agent import Agent, DiscoveryQuery, Request
 from dmscproto.codec.registry import Scope
+from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.events import AgentRegistered
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
-from dmscproto.testing.relay import Impairment, Relay
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.relay import Impairment, Relay
 
 SERVERS = 3
 ROUNDS = 4

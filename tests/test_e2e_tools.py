@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dmscproto.cli import EXIT_OK, EXIT_USAGE, main
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Kind
 
 CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"

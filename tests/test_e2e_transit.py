@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from dmscproto.agent import DiscoveryQuery, Request
+from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.events import ProtocolViolation, RecordRefused
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 
 pytestmark = pytest.mark.security
 NAMES = ("a", "b", "c", "d", "e")

@@ -18,6 +18,7 @@ from test_security_gateway import SecureNet
 from dmscproto.codec.messages import RouteReply, RouteRequest, Summary, Update
 from dmscproto.codec.registry import ErrorCode, MessageType
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
+from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.events import (
     ProtocolViolation,
@@ -27,10 +28,9 @@ from dmscproto.protocol.events import (
     SessionEstablished,
 )
 from dmscproto.protocol.summary import Bloom
-from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import build_federation
-from dmscproto.runtime.sandbox import Domain as SandboxDomain
-from dmscproto.runtime.sandbox import PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain as SandboxDomain
+from dmscproto.sandbox.domains import PeerSpec, write_gateway_config
 from dmscproto.security.federation import ImportPolicy, PeerDomain, TransitPolicy
 from dmscproto.testing.harness import T0, Network
 

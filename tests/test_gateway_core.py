@@ -12,13 +12,13 @@ import pytest
 from dmscproto.codec.changes import TableChanges
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.registry import ErrorCode, Scope, timer
+from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
 from dmscproto.gateway.core import GatewayCore
-from dmscproto.gateway.policy import export_filter, exportable
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore
-from dmscproto.security.signing import entity_id, sign_record, spki
+from dmscproto.protocol.policy import export_filter, exportable
 from dmscproto.testing.examples import example_key, weather_record
 
 ME, P1, P2, FAR = (bytes([n]) * 16 for n in (0xEE, 0x01, 0x02, 0x0F))

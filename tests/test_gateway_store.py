@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from dmscproto.codec.cose import SignedRecord
+from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.gateway.index import IndexTerms
 from dmscproto.gateway.store import RegistryStore, StoredRecord, StoreError
-from dmscproto.security.signing import entity_id, sign_record, spki
 from dmscproto.testing.examples import example_key, weather_record
 
 GW1, GW2 = b"\x01" * 16, b"\x02" * 16

@@ -22,12 +22,12 @@ from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.limits import RequestLimits
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.host.config import ConfigError, GatewayConfig
+from dmscproto.host.pump import Association, Link
 from dmscproto.protocol.events import RequestCompleted, SessionClosed, SessionEstablished
-from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.lab import LabAssociations
-from dmscproto.runtime.pump import Association, Link
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
 from dmscproto.testing.harness import Network, make_record
 from dmscproto.transport.datagram import PayloadReceived, PeerClosed, PeerConnected

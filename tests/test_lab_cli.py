@@ -11,9 +11,9 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from dmscproto.runtime.config import GatewayConfig
+from dmscproto.host.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Kind
 
 DMSC = [sys.executable, "-c", "import sys; from dmscproto.cli import main; sys.exit(main())"]

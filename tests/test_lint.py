@@ -22,3 +22,11 @@ def test_ruff_clean() -> None:
 def test_mypy_strict_clean() -> None:
     result = _run("mypy", "--cache-dir", "/dev/null")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_kept() -> None:
+    """The layer graph of pyproject.toml's [tool.importlinter] (issue 16)."""
+    result = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout, result.stdout

@@ -30,7 +30,7 @@ from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
-from dmscproto.protocol import MACHINES
+from dmscproto.protocol.catalog import MACHINES
 from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.federated import DiscoveryContext, FederatedDiscovery
 from dmscproto.protocol.machine import Machine, Outbox, ProtocolError, TransactionIds

@@ -1,4 +1,4 @@
-"""The impairment relay (dmscproto.testing.relay): it relays datagrams both ways, and
+"""The impairment relay (dmscproto.sandbox.relay): it relays datagrams both ways, and
 loses, duplicates and reorders them at the configured rates, reproducibly for a seed."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, cast
 import pytest
 
 from dmscproto.codec.messages import EchoReply, EchoRequest, Message
+from dmscproto.sandbox.relay import Impairment, Relay
 from dmscproto.security.ca import DomainAuthority, Kind
-from dmscproto.testing.relay import Impairment, Relay
 from dmscproto.transport import TransportError, quic
 from dmscproto.transport.tls import TlsIdentity
 
@@ -128,7 +128,7 @@ def test_rates_are_checked() -> None:
         Impairment(jitter_ms=-1)
 
 
-@pytest.mark.parametrize("module", ["dmscproto.testing.relay", "interop.relay"])
+@pytest.mark.parametrize("module", ["dmscproto.sandbox.relay", "interop.relay"])
 def test_command_line_runs_for_a_bounded_time(module: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", module, "--upstream", "127.0.0.1:9", "--loss", "0.1",

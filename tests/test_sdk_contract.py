@@ -33,15 +33,15 @@ from dmscproto.agent import (
 )
 from dmscproto.codec import DecodeError, EncodeError, decode
 from dmscproto.codec.messages import Deregister, DeregisterAck
+from dmscproto.codec.signing import SignatureError
 from dmscproto.gateway.store import StoreError
+from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.protocol.machine import ProtocolError
-from dmscproto.runtime.config import ConfigError, GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.logs import FIELDS
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import CertificateError
 from dmscproto.security.errors import SecurityError
-from dmscproto.security.signing import SignatureError
 from dmscproto.security.token_server import TokenRequestError
 from dmscproto.transport import connect
 
@@ -217,7 +217,7 @@ class NotInstalled(importlib.abc.MetaPathFinder):
         return None
 import dmscproto.agent, dmscproto.cli, dmscproto.runtime.gateway
 from dmscproto.errors import MissingExtra
-from dmscproto.runtime.transports import transport_named
+from dmscproto.host.transports import transport_named
 sys.meta_path.insert(0, NotInstalled())
 assert "scapy" not in sys.modules, "a plain agent imported scapy"
 assert "dmscproto.transport.dtls" not in sys.modules, "a QUIC agent imported DTLS"

@@ -24,10 +24,10 @@ from dmscproto.agent import Agent, AgentError, DiscoveryQuery, Request
 from dmscproto.codec.messages import Message, Register, RegisterAck, RouteRequest
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.gateway.core import ALREADY_REGISTERED, GatewayCore
+from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.events import ProtocolViolation
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Credential, DomainAuthority, Kind, TrustStore
 from dmscproto.security.revocation import Revocation, issue_crl, pem
 from dmscproto.transport import ConnectionClosed, connect

@@ -18,6 +18,7 @@ from security_support import NOW, Domain, core_for, record_of, signed_of
 from dmscproto.codec.cose import HDR_X5CHAIN
 from dmscproto.codec.messages import RouteRequest
 from dmscproto.codec.registry import ErrorCode, Scope
+from dmscproto.codec.signing import sign_record
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.codec.wire import Advertisement
 from dmscproto.security.ca import Credential, Kind
@@ -28,7 +29,6 @@ from dmscproto.security.federation import (
     PeerDomain,
     sign_origin,
 )
-from dmscproto.security.signing import sign_record
 from dmscproto.security.tokens import ScopeSet
 
 

@@ -34,6 +34,7 @@ from dmscproto.codec.messages import (
     Update,
 )
 from dmscproto.codec.registry import ErrorCode, GatewayCaps, Scope
+from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import ALREADY_REGISTERED
@@ -53,7 +54,6 @@ from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain, 
 from dmscproto.security.guard import GatewayGuard, NodeHooks
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.revocation import Revocation, issue_crl
-from dmscproto.security.signing import entity_id, sign_record, spki
 from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
 from dmscproto.testing.examples import example_key
 from dmscproto.testing.harness import T0, Network

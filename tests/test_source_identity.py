@@ -28,10 +28,10 @@ from dmscproto.codec.messages import (
 )
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.codec.values import DiscoveryQuery
-from dmscproto.runtime.config import GatewayConfig
+from dmscproto.host.config import GatewayConfig
+from dmscproto.host.transports import Connection
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
-from dmscproto.runtime.transports import Connection
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 
 
 def run(coro: Awaitable[Any]) -> Any:

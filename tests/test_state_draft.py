@@ -20,7 +20,7 @@ import pytest
 from conftest import require_tool
 
 from dmscproto.codec.registry import TIMERS, timer
-from dmscproto.protocol import MACHINES
+from dmscproto.protocol.catalog import MACHINES
 from dmscproto.protocol.machine import Machine
 
 ROOT = Path(__file__).resolve().parent.parent

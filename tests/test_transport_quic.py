@@ -26,8 +26,8 @@ from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteReply
 from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
+from dmscproto.codec.signing import entity_id
 from dmscproto.security.ca import Kind, TrustStore
-from dmscproto.security.signing import entity_id
 from dmscproto.testing import examples, flood
 from dmscproto.transport import (
     ConnectionClosed,

@@ -17,8 +17,8 @@ from pyang.statements import Statement
 
 from dmscproto import yang
 from dmscproto.codec.registry import TIMERS, ErrorCode, MessageType
+from dmscproto.host.transports import TRANSPORTS
 from dmscproto.protocol.peering import PeerState
-from dmscproto.runtime.transports import TRANSPORTS
 
 GEN = load_tool("gen_yang")
 

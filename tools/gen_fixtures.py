@@ -233,9 +233,9 @@ async def _record(root: Path, pcap: PcapWriter, rec: Recording) -> dict[str, Add
     import time
 
     from dmscproto.agent import Agent, AgentError
-    from dmscproto.runtime.config import GatewayConfig
+    from dmscproto.host.config import GatewayConfig
     from dmscproto.runtime.gateway import GatewayRuntime
-    from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+    from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
     from dmscproto.transport import udp
 
     dom_a, dom_b = Domain.create(root, "a.example"), Domain.create(root, "b.example")

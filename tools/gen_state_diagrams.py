@@ -1,6 +1,6 @@
 """Regenerate the state machine sections of drafts/draft-dmsc-state-machines-00.md.
 
-Each machine of :data:`dmscproto.protocol.MACHINES` has a region::
+Each machine of :data:`dmscproto.protocol.catalog.MACHINES` has a region::
 
     <!-- BEGIN GENERATED: <machine name> -->
     ...
@@ -30,7 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from dmscproto.codec.registry import TIMERS
-from dmscproto.protocol import MACHINES
+from dmscproto.protocol.catalog import MACHINES
 from dmscproto.protocol.machine import Machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package

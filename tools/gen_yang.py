@@ -28,8 +28,8 @@ from pathlib import Path
 
 from dmscproto import yang
 from dmscproto.codec.registry import TIMERS, ErrorCode, MessageType
+from dmscproto.host.transports import TRANSPORTS
 from dmscproto.protocol.peering import PeerState
-from dmscproto.runtime.transports import TRANSPORTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
 import draft_regions

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runtime.config import ConfigError
+from ..host.config import ConfigError
 from .http import Listen
 
 #: Default seconds between fetches of an imported card (Section 7.4).

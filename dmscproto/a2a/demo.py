@@ -20,7 +20,7 @@ from a2a.client import A2ACardResolver, ClientConfig, create_client
 from a2a.types import Message, Part, Role, SendMessageRequest
 
 from ..agent import DiscoveryQuery
-from ..runtime.demo import DemoWorld, StepFailed
+from ..sandbox.demo import DemoWorld, StepFailed
 from ..security.authority_store import AuthorityStore, State
 from ..security.ca import Kind
 from ..security.token_server import request_token, serve

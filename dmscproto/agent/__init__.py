@@ -9,8 +9,8 @@ from ..codec.errors import DecodeError
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import DiscoveryQuery, HopRecord, Provider, Skill
 from ..errors import DeadlineExceeded, DmscError, MissingExtra, NotConnected
+from ..host.config import ConfigError
 from ..protocol.machine import ProtocolError
-from ..runtime.config import ConfigError
 from ..security.errors import SecurityError
 from ..transport.errors import TransportError
 from .sdk import Agent, AgentError, Found, Handler, Request, Trace

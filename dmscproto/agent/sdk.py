@@ -4,7 +4,7 @@ An :class:`Agent` holds the agent's certificate and key (its identity, Section 3
 talks to its home gateway over one QUIC connection (Section 9.1) with mutual TLS.  The
 protocol is the sans-I/O :class:`~dmscproto.protocol.agent.AgentClient` (registration
 with lease refresh, request transactions), driven by a
-:class:`~dmscproto.runtime.pump.Pump`; this module only turns its events into awaitable
+:class:`~dmscproto.host.pump.Pump`; this module only turns its events into awaitable
 results and runs the application's handler for ROUTE_REQUESTs the gateway delivers
 over the same connection::
 
@@ -47,6 +47,7 @@ from ..analysis.pcap import PcapWriter
 from ..codec.cose import SignedRecord
 from ..codec.messages import DiscoverReply, Message, RouteReply, TraceReply
 from ..codec.registry import ID_SIZE, ErrorCode, MessageType, Scope, timer
+from ..codec.signing import sign_record, spki
 from ..codec.values import (
     AttrValue,
     CapabilityRecord,
@@ -58,6 +59,8 @@ from ..codec.values import (
     TraceContext,
 )
 from ..errors import DeadlineExceeded, DmscError, NotConnected
+from ..host.pump import Association, Pump
+from ..host.transports import Connection, Peer, transport_named
 from ..protocol.agent import AgentClient
 from ..protocol.events import (
     Deregistered,
@@ -70,11 +73,8 @@ from ..protocol.events import (
     RequestFailed,
     RouteRequestReceived,
 )
-from ..runtime.pump import Association, Pump
 from ..runtime.telemetry import AgentSpans
-from ..runtime.transports import Connection, Peer, transport_named
 from ..security.ca import Credential, Identity, TrustStore
-from ..security.signing import sign_record, spki
 from ..transport.tls import TlsIdentity
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ Handler = Callable[[bytes, Request], Awaitable[bytes] | bytes]
 
 
 class _Machine:
-    """:class:`AgentClient` in the :class:`~dmscproto.runtime.pump.Machine` shape (its
+    """:class:`AgentClient` in the :class:`~dmscproto.host.pump.Machine` shape (its
     only peer is the home gateway, so ``receive`` needs no source)."""
 
     def __init__(self, client: AgentClient) -> None:
@@ -272,9 +272,9 @@ class Agent:
     def from_config(cls, path: str | Path, *, reconnect: bool = True) -> Agent:
         """An agent from its TOML file (``[agent]``: certificate, key, trust anchors,
         gateway, server name, transport, token file; see
-        :class:`~dmscproto.runtime.config.AgentConfig`), as ``dmsc agent --config``
-        reads it.  Raises :class:`~dmscproto.runtime.config.ConfigError`."""
-        from ..runtime.config import AgentConfig
+        :class:`~dmscproto.host.config.AgentConfig`), as ``dmsc agent --config``
+        reads it.  Raises :class:`~dmscproto.host.config.ConfigError`."""
+        from ..host.config import AgentConfig
 
         c = AgentConfig.load(path)
         token = None if c.token is None else c.token.read_text(encoding="ascii").strip()

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     require_extra("a2a.types", "a2a", "dmsc a2a", "a2a-sdk")
     from ..a2a.config import BridgeConfig, ImportSpec
     from ..a2a.service import Service
-    from ..runtime.config import ConfigError
+    from ..host.config import ConfigError
 
     if args.a2a_command == "serve":
         try:

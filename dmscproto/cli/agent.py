@@ -20,7 +20,7 @@ from . import EXIT_FAILURE, EXIT_OK, Subparsers, UsageError
 
 if TYPE_CHECKING:
     from ..agent import Agent
-    from ..runtime.config import AgentConfig
+    from ..host.config import AgentConfig
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ RETRY_FIRST, RETRY_MAX = 0.5, 10.0
 
 def add_identity(p: argparse.ArgumentParser) -> None:
     """The options naming an agent's certificate, key, trust anchor and home gateway:
-    ``--config FILE`` (:class:`~dmscproto.runtime.config.AgentConfig`) or each one;
+    ``--config FILE`` (:class:`~dmscproto.host.config.AgentConfig`) or each one;
     and ``--timeout``."""
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="the agent's TOML configuration (instead of the four below)")
@@ -59,7 +59,7 @@ def agent_of(args: argparse.Namespace) -> tuple[Agent, AgentConfig | None]:
     configuration file's contents if ``--config`` was given."""
     from ..agent import Agent
     from ..codec.registry import timer
-    from ..runtime.config import AgentConfig, ConfigError
+    from ..host.config import AgentConfig, ConfigError
     config = None
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.loss <= 0.5:
         raise UsageError("--loss must be between 0 and 0.5")
-    from ..runtime.demo import Extension, run_demo
+    from ..sandbox.demo import Extension, run_demo
 
     extension: Extension | None = None
     if args.a2a:

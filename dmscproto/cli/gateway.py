@@ -1,6 +1,6 @@
 """``dmsc gateway --config FILE.toml``: run an Agent Gateway (Sections 5, 6 and 9).
 
-The file's format is :mod:`dmscproto.runtime.config`.  SIGTERM or SIGINT stop the gateway
+The file's format is :mod:`dmscproto.host.config`.  SIGTERM or SIGINT stop the gateway
 cleanly (peers are sent NOTIFY CEASE, connections closed, the registry closed; every
 acknowledged registration is already committed).  A configuration that cannot be used
 is reported with the key at fault and exit status 2.
@@ -18,7 +18,7 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "gateway", help="run an Agent Gateway from a TOML configuration",
         description="Run an Agent Gateway: registry, discovery, routing and peering over "
-                    "QUIC, configured by a TOML file (see dmscproto/runtime/config.py and "
+                    "QUIC, configured by a TOML file (see dmscproto/host/config.py and "
                     "examples/gateway-a.toml).  Stops cleanly on SIGTERM or SIGINT.")
     p.add_argument("--config", type=Path, required=True, metavar="FILE",
                    help="the gateway's TOML configuration")
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import DmscError
+    from ..host.config import ConfigError, GatewayConfig
     from ..runtime import logs, loop
-    from ..runtime.config import ConfigError, GatewayConfig
     from ..runtime.gateway import GatewayRuntime
 
     try:

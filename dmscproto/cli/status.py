@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from ..gateway.store import RegistryStore, StoreError
-    from ..runtime.config import ConfigError, GatewayConfig
+    from ..host.config import ConfigError, GatewayConfig
 
     try:
         config = GatewayConfig.load(args.config)

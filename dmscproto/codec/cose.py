@@ -1,7 +1,7 @@
 """COSE_Sign1 (RFC 9052, Section 4.2) envelopes for capability records.
 
 The codec checks structure only (draft-dmsc-protocol-00, Section 7.2.1); signature
-verification lives in :mod:`dmscproto.security.signing`, which uses
+verification lives in :mod:`dmscproto.codec.signing`, which uses
 :meth:`SignedRecord.to_be_signed`.
 """
 

@@ -25,6 +25,8 @@ MAX_PDU_SIZE = 65535
 CRITICAL_BIT = 0x8000
 #: Size of an Agent ID or Gateway ID (Section 3.2).
 ID_SIZE = 16
+#: Most gateway ids a PATH_VECTOR can carry (8-bit count, Section 4.3).
+MAX_PATH = 255
 #: Size of a NONCE: random octets, unique per request (Section 5.1).
 NONCE_SIZE = 16
 #: ALPN protocol identifier for DMSC over QUIC (Section 9.1).
@@ -91,6 +93,10 @@ ANSWER_TO: Mapping[MessageType, MessageType] = MappingProxyType({
 #: SYNC-REQUEST's answer, DIGEST also DIGEST_REQUEST's.
 ONE_WAY: frozenset[MessageType] = frozenset({_M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.NOTIFY,
                                              _M.SUMMARY, _M.SYNC_ACK})
+#: The messages of a peer session (Section 6): only gateways send them.
+SESSION_MESSAGES: frozenset[MessageType] = frozenset({
+    _M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST, _M.NOTIFY, _M.SUMMARY,
+    _M.SYNC_ACK, _M.DIGEST_REQUEST})
 del _M
 
 

@@ -3,7 +3,8 @@ and 7.2.1).
 
 An Agent ID (and a Gateway ID) is the first 16 octets of SHA-256 over the
 DER SubjectPublicKeyInfo of the entity's public key.  Records are signed as
-COSE_Sign1 with EdDSA (Ed25519) or ES256 (P-256).
+COSE_Sign1 with EdDSA (Ed25519) or ES256 (P-256).  It sits in the codec, below every
+layer that checks a record (the protocol machines' default record check included).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from ..codec.cose import HDR_KID, SignedRecord
-from ..codec.registry import ID_SIZE, CoseAlgorithm, ErrorCode
-from ..codec.values import CapabilityRecord
-from ..errors import DmscError
+from .cose import HDR_KID, SignedRecord
+from .errors import DmscError
+from .registry import ID_SIZE, CoseAlgorithm, ErrorCode
+from .values import CapabilityRecord
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey

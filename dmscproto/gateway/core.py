@@ -15,12 +15,14 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 from ..codec.changes import TableChanges
-from ..codec.registry import ID_SIZE, ErrorCode, limit, timer
+from ..codec.registry import ID_SIZE, MAX_PATH, ErrorCode, limit, timer
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Advertisement, VersionedId
+from ..protocol.machine import ProtocolError
+from ..protocol.ports import Decision, RegisterOutcome
 from .directory import RemoteDirectory
-from .registry import ALREADY_REGISTERED, RegisterOutcome, Registry, _Held
-from .routing import MAX_PATH, Decision, Route
+from .registry import ALREADY_REGISTERED, Registry, _Held
+from .routing import Route
 from .store import RegistryStore
 
 __all__ = ["ALREADY_REGISTERED", "MAX_VERSION", "GatewayCore", "RegisterOutcome"]
@@ -160,7 +162,6 @@ class GatewayCore(Registry):
         ``max_peer_records`` through ``peer`` (``pending`` more are decided, not yet
         committed), raises :class:`ProtocolError` (PATH_TOO_LONG, MAX_RECORDS_EXCEEDED),
         which closes the session with NOTIFY."""
-        from ..protocol.machine import ProtocolError  # protocol imports this module
         if len(path) > self.max_peer_path:
             raise ProtocolError(ErrorCode.PATH_TOO_LONG,
                                 f"path of {len(path)} gateways exceeds {self.max_peer_path}")

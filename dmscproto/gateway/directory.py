@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from ..codec import cbor
 from ..codec.cose import SignedRecord
-from ..codec.registry import ErrorCode, timer
+from ..codec.registry import MAX_PATH, ErrorCode, timer
 from ..codec.values import DiscoveryQuery
-from .routing import MAX_PATH, Decision, Forward, Reject
+from ..protocol.ports import Decision, Forward, Reject
 
 
 def query_key(query: DiscoveryQuery, max_results: int) -> bytes:

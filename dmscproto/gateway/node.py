@@ -58,7 +58,15 @@ from ..codec.messages import (
     Summary,
     TraceRequest,
 )
-from ..codec.registry import ANSWER_TO, MAX_PDU_SIZE, ErrorCode, MessageType, Scope, timer
+from ..codec.registry import (
+    ANSWER_TO,
+    MAX_PDU_SIZE,
+    SESSION_MESSAGES,
+    ErrorCode,
+    MessageType,
+    Scope,
+    timer,
+)
 from ..codec.values import CapabilityRecord
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.events import (
@@ -88,6 +96,7 @@ from ..protocol.peering import (
     PeerState,
     SessionTimers,
 )
+from ..protocol.ports import Admission
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
 from ..protocol.summary import (
@@ -103,13 +112,7 @@ from .core import GatewayCore
 from .limits import RequestLimits
 from .restart import RestartGrace
 
-#: Checks a message before dispatch; returns the refusal, or None to accept it.
-Admission = Callable[[Handle, Message, float], Refusal | None]
-
 _M = MessageType
-#: The messages of a peer session (Section 6): only gateways send them.
-SESSION_MESSAGES = frozenset({_M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST,
-                              _M.NOTIFY, _M.SUMMARY, _M.SYNC_ACK, _M.DIGEST_REQUEST})
 _REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
 _RELAY_ANSWERS = frozenset({_M.ROUTE_REPLY, _M.TRACE_REPLY, _M.ERROR})
 _DISCOVERY_ANSWERS = frozenset({_M.DISCOVER_REPLY, _M.ERROR})

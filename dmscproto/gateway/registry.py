@@ -20,12 +20,13 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..codec.cose import SignedRecord
 from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Result, VersionedId
+from ..protocol.ports import RegisterOutcome
 from .index import CapabilityIndex
 from .routing import Route, RoutingTable
 from .store import RegistryStore, StoredRecord, StoredRow
@@ -34,15 +35,6 @@ from .store import RegistryStore, StoredRecord, StoredRow
 #: retry of a REGISTER whose answer the agent did not get, Section 5.1): the lease is
 #: extended, nothing else changes.
 ALREADY_REGISTERED = "already registered: the same record was committed before"
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterOutcome:
-    """The answer to REGISTER or REFRESH: a status and, on success, the lease granted."""
-
-    status: ErrorCode
-    lease: int = 0
-    diagnostic: str | None = None
 
 
 class _Held:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codec.registry import ErrorCode
+from ..codec.registry import MAX_PATH, ErrorCode
+from ..protocol.ports import Decision, DeliverLocal, Forward, Reject
 
-#: Most gateway ids a PATH_VECTOR can carry (8-bit count, Section 4.3).
-MAX_PATH = 255
+__all__ = ["MAX_PATH", "Decision", "DeliverLocal", "Forward", "Reject", "Route", "RoutingTable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,32 +46,6 @@ class Route:
         if self.next_hop is None:
             return (0, 0, b"")
         return (1, len(self.path), self.next_hop)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverLocal:
-    """Hand the request to the local agent."""
-
-    agent_id: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """Send the request on to ``next_hop`` with the new hop limit and path."""
-
-    next_hop: bytes
-    hop_limit: int
-    path: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Answer the request with ``code``."""
-
-    code: ErrorCode
-
-
-Decision = DeliverLocal | Forward | Reject
 
 
 class RoutingTable:

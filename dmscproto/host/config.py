@@ -122,10 +122,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..codec.registry import LIMITS, limit, timer
+from ..codec.registry import LIMITS, MAX_PATH, limit, timer
 from ..codec.values import ExportPolicy
 from ..errors import DmscError
-from ..gateway.routing import MAX_PATH
 from ..protocol.peering import MIN_HOLD_TIME, acceptable_hold_time
 from ..security.ca import parse_identity_uri
 from ..security.federation import DEFAULT_MAX_PATH

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from ..codec.messages import Discover, DiscoverReply, Message
 from ..codec.pdu import encode
@@ -20,10 +19,8 @@ from ..codec.registry import MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageTy
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Result
 from .machine import Handle, Machine, Outbox, ProtocolError, expect
+from .ports import DiscoveryTable
 from .tracecontext import HopTracer, W3CHops
-
-if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
-    from ..gateway.core import GatewayCore
 
 #: The caller's policy for a requester: which records it may see (None: all).
 PolicyFor = Callable[[Handle], Callable[[CapabilityRecord], bool] | None]
@@ -55,7 +52,7 @@ class DiscoveryResponder(Machine):
     TABLE = {(ResponderState.READY, ResponderInput.DISCOVER):
              (ResponderAction.ANSWER, ResponderState.READY)}
 
-    def __init__(self, outbox: Outbox, core: GatewayCore,
+    def __init__(self, outbox: Outbox, core: DiscoveryTable,
                  policy: PolicyFor = lambda _source: None,
                  pdu_limit: PduLimit = lambda _source: MAX_PDU_SIZE,
                  tracer: HopTracer | None = None) -> None:

@@ -15,8 +15,8 @@ from enum import Enum
 from ..codec.messages import EchoReply, EchoRequest, Message, TraceReply, TraceRequest
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.values import HopRecord
-from ..gateway.routing import DeliverLocal, Forward
 from .machine import Handle, Machine, Outbox, ProtocolError, expect, timestamp_ms
+from .ports import DeliverLocal, Forward
 from .routing import Relay, RelayContext
 
 

@@ -8,16 +8,22 @@ of its behaviour and a test can drive it with anything that has the same few met
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..codec.changes import TableChanges
+from ..codec.cose import SignedRecord
 from ..codec.messages import Message, Open
-from ..codec.values import CapabilityRecord
-from ..codec.wire import Advertisement, VersionedId
+from ..codec.registry import ErrorCode, Scope
+from ..codec.values import CapabilityRecord, DiscoveryQuery
+from ..codec.wire import Advertisement, Result, VersionedId
 from .machine import Handle, Refusal
 
 #: The export filter towards a peer (None: export everything; Section 7.4).
 ExportFilter = Callable[[CapabilityRecord], bool] | None
+#: Checks a message before the gateway dispatches it (Section 10); returns the refusal,
+#: or None to accept it.
+Admission = Callable[[Handle, Message, float], Refusal | None]
 
 
 class SyncTable(Protocol):
@@ -100,3 +106,113 @@ class LivenessPort(Protocol):
 
     def probe(self, now: float) -> None:
         """Send ECHO_REQUEST to the home gateway."""
+
+
+# --- registration and discovery (Sections 5.1, 5.2) -----------------------------------------
+@dataclass(frozen=True, slots=True)
+class RegisterOutcome:
+    """The answer to REGISTER or REFRESH: a status and, on success, the lease granted."""
+
+    status: ErrorCode
+    lease: int = 0
+    diagnostic: str | None = None
+
+
+class RegistrationTable(Protocol):
+    """The registry the gateway's registration machine changes (Section 5.1): every
+    method that changes it returns only after the change is committed."""
+
+    def get(self, agent_id: bytes) -> HeldRecord | None: ...
+
+    def register(self, signed: SignedRecord, requested_lease: int,
+                 now: float) -> RegisterOutcome: ...
+
+    def refresh(self, agent_id: bytes, requested_lease: int, now: float) -> RegisterOutcome: ...
+
+    def deregister(self, agent_id: bytes, now: float) -> ErrorCode: ...
+
+    def expire(self, now: float) -> list[VersionedId]:
+        """Remove every local registration due at ``now`` (one commit); return them."""
+
+    def next_expiry(self) -> float | None: ...
+
+
+class DiscoveryTable(Protocol):
+    """The records a DISCOVER is answered from (Section 5.2)."""
+
+    def discover(self, query: DiscoveryQuery, scope: Scope, max_results: int, now: float,
+                 allow: ExportFilter = None) -> list[Result]: ...
+
+
+# --- what a gateway's guard reads (Section 10) ---------------------------------------------
+class HeldRecord(Protocol):
+    """A record the gateway holds: local (``origin`` None, with a lease) or learned."""
+
+    @property
+    def signed(self) -> SignedRecord: ...
+
+    @property
+    def origin(self) -> bytes | None: ...
+
+    @property
+    def expires_at(self) -> float: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def path(self) -> tuple[bytes, ...]: ...
+
+    @property
+    def next_hop(self) -> bytes | None: ...
+
+
+class RelayedRecord(Protocol):
+    """A record known from a relayed DISCOVER answer (Section 5.2.1)."""
+
+    @property
+    def record(self) -> SignedRecord: ...
+
+
+class RelayedRecords(Protocol):
+    def get(self, agent_id: bytes) -> RelayedRecord | None: ...
+
+
+class GuardedTable(Protocol):
+    """What the admission and policy checks of a gateway read of its records: its domain,
+    the records it holds and those known from relayed answers."""
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def remote(self) -> RelayedRecords: ...
+
+    def get(self, agent_id: bytes) -> HeldRecord | None: ...
+
+
+# --- forwarding decisions (Section 5.3) -----------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DeliverLocal:
+    """Hand the request to the local agent."""
+
+    agent_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request on to ``next_hop`` with the new hop limit and path."""
+
+    next_hop: bytes
+    hop_limit: int
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Answer the request with ``code``."""
+
+    code: ErrorCode
+
+
+Decision = DeliverLocal | Forward | Reject

@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from ..codec.cose import SignedRecord
 from ..codec.messages import (
@@ -31,6 +30,7 @@ from ..codec.messages import (
     RegisterAck,
 )
 from ..codec.registry import NONCE_SIZE, ErrorCode, MessageType, timer
+from ..codec.signing import SignatureError, verify_record
 from ..codec.wire import VersionedId
 from .events import (
     AgentRegistered,
@@ -52,9 +52,7 @@ from .machine import (
     expect,
     timestamp_ms,
 )
-
-if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
-    from ..gateway.core import GatewayCore
+from .ports import RegistrationTable
 
 #: Checks a signed record before it is stored or learned, given the association it came
 #: from (an agent's REGISTER, a peer's UPDATE) and ``now``; returns the refusal, or None.
@@ -303,7 +301,6 @@ class _Request:
 def verify_signature(source: Handle, signed: SignedRecord, now: float) -> Refusal | None:
     """The default record check, whoever sent it: the COSE signature and the
     key-derived Agent ID (Sections 7.2.1, 3.2); BAD_SIGNATURE on failure."""
-    from ..security.signing import SignatureError, verify_record
     try:
         verify_record(signed)
     except SignatureError as exc:
@@ -334,7 +331,7 @@ class GatewayRegistration(Machine):
                       MessageType.REFRESH: (_GI.REFRESH,),
                       MessageType.DEREGISTER: (_GI.DEREGISTER,)}
 
-    def __init__(self, outbox: Outbox, core: GatewayCore,
+    def __init__(self, outbox: Outbox, core: RegistrationTable,
                  verifier: RecordVerifier = verify_signature) -> None:
         super().__init__(outbox)
         self.core = core

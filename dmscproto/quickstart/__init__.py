@@ -32,7 +32,7 @@ GATEWAY = "gw"
 _GATEWAY_TOML = """\
 # The gateway of {domain}, written by `dmsc init`.  Run it:
 #   dmsc gateway --config gateway.toml
-# Every key is described in dmscproto/runtime/config.py; paths are relative to this file.
+# Every key is described in dmscproto/host/config.py; paths are relative to this file.
 
 [gateway]
 domain = "{domain}"
@@ -61,7 +61,7 @@ crl = ["ca/crl.pem"]   # the authority's CRL (dmsc authority crl ca), or its htt
 _AGENT_TOML = """\
 # The agent dmsc://{domain}/{name}, written by `dmsc init`:
 #   dmsc agent --config {name}.toml{serve}
-# Every key is described in dmscproto/runtime/config.py; paths are relative to this file.
+# Every key is described in dmscproto/host/config.py; paths are relative to this file.
 
 [agent]
 certificate = "ca/issued/{name}.pem"

@@ -9,7 +9,7 @@ The node decides everything; :class:`GatewayRuntime` only
   once (QUIC and DTLS: :mod:`.transports`, e.g. agents on DTLS beside peers on QUIC),
   and dials the configured peers, each over its configured transport, handing each
   authenticated connection to the node as an
-  :class:`~dmscproto.runtime.pump.Association` (peer sessions start with OPEN on the
+  :class:`~dmscproto.host.pump.Association` (peer sessions start with OPEN on the
   connections this gateway dials, with each peer's hold time and keepalive);
 * closes the association of every session that ends (hold timer, NOTIFY) and dials
   the peer again with :class:`Redial`'s backoff (Section 6.1.1);
@@ -20,7 +20,7 @@ The node decides everything; :class:`GatewayRuntime` only
   of other domains refused, tokens when required, the federation's OPEN, advertisement,
   import and export checks and origin assertions,
   :class:`~dmscproto.security.federation.Federation`);
-* moves messages and timers with a :class:`~dmscproto.runtime.pump.Pump` (a gateway's
+* moves messages and timers with a :class:`~dmscproto.host.pump.Pump` (a gateway's
   ROUTE_REQUEST to a local agent goes on a new stream of that agent's own connection);
 * in lab mode (``gateway.lab = true``, cleartext UDP only, Section 9.4), plugs
   :class:`~.lab.LabGuard` instead, which takes identities from REGISTER's signed record
@@ -51,6 +51,9 @@ from ..gateway.core import GatewayCore
 from ..gateway.limits import RequestLimits
 from ..gateway.node import GatewayNode
 from ..gateway.store import RegistryStore
+from ..host.config import ConfigError, GatewayConfig, PeerConfig
+from ..host.pump import Association, Pump
+from ..host.transports import Connection, Listener, Peer, transport_named
 from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
@@ -70,12 +73,9 @@ from ..security.proof import RequestVerifier
 from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
-from .config import ConfigError, GatewayConfig, PeerConfig
 from .lab import WARNING, LabAssociations, LabGuard
 from .logs import facts
-from .pump import Association, Pump
 from .telemetry import GatewayHops
-from .transports import Connection, Listener, Peer, transport_named
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider

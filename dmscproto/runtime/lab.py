@@ -65,6 +65,7 @@ from ..codec.messages import (
 from ..codec.registry import ErrorCode, limit
 from ..codec.values import CapabilityRecord
 from ..gateway.core import GatewayCore
+from ..host.pump import Association
 from ..protocol.machine import Handle, Refusal
 from ..security.ca import Identity, Kind, parse_identity_uri
 from ..security.errors import SecurityError
@@ -72,7 +73,6 @@ from ..security.federation import Federation
 from ..security.guard import NodeHooks, check_claimed_source, check_role
 from ..security.proof import check_signature
 from ..security.replay import ReplayCache
-from .pump import Association
 
 RecordFilter = Callable[[CapabilityRecord], bool]
 #: The caller URI of an unregistered lab sender: no import policy's callers name it.

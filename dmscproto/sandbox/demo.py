@@ -10,7 +10,7 @@ messages shown are those the gateways actually send and receive.  Each step chec
 its outcome; the exit status is 0 only if all of them succeeded.
 
 With ``loss``, every path (agent to gateway, gateway to gateway) runs through an
-impairment relay (:mod:`dmscproto.testing.relay`) that loses that fraction of the
+impairment relay (:mod:`dmscproto.sandbox.relay`) that loses that fraction of the
 datagrams and also duplicates and reorders some, from a seeded RNG: QUIC recovers by
 itself, DMSC over DTLS by its retransmission (Section 9.3), and handshakes that time out
 are retried.
@@ -52,13 +52,13 @@ from ..codec.messages import (
 )
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import Skill
+from ..host.config import GatewayConfig
+from ..host.pump import Association
 from ..protocol.machine import Handle
+from ..runtime.gateway import GatewayRuntime, Observer
+from ..sandbox.relay import Impairment, Relay
 from ..security.ca import Kind
-from ..testing.relay import Impairment, Relay
-from .config import GatewayConfig
-from .gateway import GatewayRuntime, Observer
-from .pump import Association
-from .sandbox import Domain, PeerSpec, write_gateway_config
+from .domains import Domain, PeerSpec, write_gateway_config
 
 T = TypeVar("T")
 

@@ -19,9 +19,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..agent import Agent
+from ..host.transports import transport_named
 from ..security.ca import CA_CERT_FILE, Credential, DomainAuthority, Kind
 from ..security.tokens import ScopeSet, TokenIssuer
-from .transports import transport_named
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ datagram it returns True for is dropped (counted in ``dropped``).
 Run it standalone (it stops after ``--duration`` seconds and prints its counters as one
 JSON line; ``python -m interop.relay`` in a source checkout is the same)::
 
-    python -m dmscproto.testing.relay --listen 127.0.0.1:4761 --upstream 127.0.0.1:4760 \\
+    python -m dmscproto.sandbox.relay --listen 127.0.0.1:4761 --upstream 127.0.0.1:4760 \\
         --loss 0.1 --reorder 0.05 --duplicate 0.05 --delay-ms 2 --jitter-ms 1 --seed 7
 """
 
@@ -249,7 +249,7 @@ async def _run(args: argparse.Namespace) -> Counters:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dmscproto.testing.relay",
+    parser = argparse.ArgumentParser(prog="python -m dmscproto.sandbox.relay",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--listen", type=_address, default=("127.0.0.1", 0),
                         help="client-facing HOST:PORT (default 127.0.0.1:0)")

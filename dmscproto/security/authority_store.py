@@ -30,9 +30,9 @@ from typing import Any
 
 from cryptography import x509
 
+from ..codec.signing import PublicKey
 from .ca import CA_VALIDITY, LEAF_VALIDITY, Credential, DomainAuthority, Kind
 from .revocation import CRL_VALIDITY, Revocation, issue_crl, load_crl, pem
-from .signing import PublicKey
 from .tokens import DEFAULT_SCOPE, ScopeSet
 
 STATE_FILE = "state.json"

@@ -7,7 +7,7 @@ Profile (Section 10):
   accepts Ed25519 certificates for both server and client authentication (tested in
   ``tests/test_transport_quic.py``), and an agent's certificate key is the same key
   that signs its capability record, so its Agent ID is
-  :func:`~dmscproto.security.signing.entity_id` of the certificate's public key.
+  :func:`~dmscproto.codec.signing.entity_id` of the certificate's public key.
   P-256 keys are accepted too (``issue(public_key=...)``), never required.
 * The CA certificate is self-signed, ``basicConstraints`` CA with path length 0,
   ``keyUsage`` keyCertSign and cRLSign, and a critical ``nameConstraints`` extension
@@ -44,8 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..codec.registry import ErrorCode
+from ..codec.signing import PrivateKey, PublicKey, entity_id
 from ..errors import DmscError
-from .signing import PrivateKey, PublicKey, entity_id
 
 #: URI scheme of DMSC identities (Section 3.2).
 URI_SCHEME = "dmsc"

@@ -2,7 +2,7 @@
 
 A :class:`Federation` is one gateway's view of the domains it peers with: for each peer
 domain its trust anchor, its export policy (which of our records it is shown, Section
-7.4, :func:`dmscproto.gateway.policy.exportable`) and its import policy (which record
+7.4, :func:`dmscproto.protocol.policy.exportable`) and its import policy (which record
 domains it may advertise to us, and which of its capabilities our agents may call).
 It answers the gateway's security questions:
 
@@ -63,7 +63,7 @@ from ..codec.cose import SignedRecord
 from ..codec.messages import Open, RouteRequest
 from ..codec.registry import ErrorCode, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
-from ..gateway.policy import exportable
+from ..protocol.policy import exportable
 from .ca import Credential, Identity, Kind, anchor_domains, parse_identity_uri
 from .errors import SecurityError
 from .proof import check_certificate, check_signature, x5chain

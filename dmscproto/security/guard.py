@@ -64,13 +64,12 @@ from ..codec.messages import (
     RouteReply,
     RouteRequest,
 )
-from ..codec.registry import ErrorCode
+from ..codec.registry import SESSION_MESSAGES, ErrorCode
 from ..codec.values import CapabilityRecord
-from ..gateway.core import GatewayCore
-from ..gateway.node import SESSION_MESSAGES, Admission
 from ..protocol.discovery import PolicyFor
 from ..protocol.machine import Refusal
 from ..protocol.peering import ExportFor, OpenCheck
+from ..protocol.ports import Admission, GuardedTable
 from ..protocol.registration import RecordVerifier
 from ..protocol.routing import Outgoing
 from ..protocol.summary import SummaryCheck, SummaryTransit
@@ -139,7 +138,7 @@ class NodeHooks(TypedDict):
 class GatewayGuard:
     """Admission, OPEN, export and discovery policy of one gateway (module docstring)."""
 
-    def __init__(self, core: GatewayCore, verifier: RequestVerifier,
+    def __init__(self, core: GuardedTable, verifier: RequestVerifier,
                  peer_of: Callable[[Any], Authenticated | None], *,
                  federation: Federation | None = None, credential: Credential | None = None,
                  require_origin: bool = False) -> None:

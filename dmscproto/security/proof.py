@@ -36,10 +36,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from ..codec.cose import HDR_X5CHAIN, SignedRecord
 from ..codec.messages import Deregister, Message, Refresh, Register
 from ..codec.registry import ErrorCode
+from ..codec.signing import SignatureError, spki, verify_record
 from .ca import CertificateError, Identity, Kind, TrustStore
 from .errors import SecurityError
 from .replay import ReplayCache
-from .signing import SignatureError, spki, verify_record
 from .tokens import AccessToken, Operation, TokenVerifier
 
 

@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..codec.registry import ErrorCode
+from ..codec.signing import PrivateKey
 from ..errors import DmscError
 from .authority_store import AuthorityStore
 from .ca import Credential, Identity, parse_identity_uri
@@ -56,7 +57,6 @@ from .errors import SecurityError
 from .proof import check_certificate, utc
 from .replay import ReplayCache
 from .revocation import CRL_MEDIA_TYPE, RevocationTrustStore
-from .signing import PrivateKey
 from .tokens import (
     ScopeSet,
     TokenIssuer,

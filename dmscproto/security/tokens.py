@@ -50,9 +50,9 @@ from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 
 from ..codec.registry import ErrorCode
+from ..codec.signing import PrivateKey, PublicKey
 from .ca import DomainAuthority, anchor_domains
 from .errors import SecurityError
-from .signing import PrivateKey, PublicKey
 
 #: ``typ`` of an RFC 9068 access token.
 ACCESS_TOKEN_TYPE = "at+jwt"

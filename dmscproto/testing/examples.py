@@ -50,6 +50,7 @@ from ..codec.registry import (
     Scope,
     timer,
 )
+from ..codec.signing import entity_id, sign_record, spki
 from ..codec.values import (
     CapabilityRecord,
     Constraint,
@@ -62,7 +63,6 @@ from ..codec.values import (
     TraceContext,
 )
 from ..codec.wire import Advertisement, CapabilitySummary, Result, VersionedId
-from ..security.signing import entity_id, sign_record, spki
 
 #: 2026-09-21T12:26:40Z, the fixed clock of the examples.
 NOW_S = 1790000000

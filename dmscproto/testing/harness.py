@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ..codec import decode, encode
 from ..codec.cose import SignedRecord
 from ..codec.messages import Message
+from ..codec.signing import entity_id, sign_record, spki
 from ..codec.values import AttrValue, Skill
 from ..gateway.core import GatewayCore
 from ..gateway.node import GatewayNode
@@ -34,7 +35,6 @@ from ..gateway.store import RegistryStore
 from ..protocol.agent import AgentClient
 from ..protocol.machine import Handle, ProtocolError, earliest
 from ..protocol.sync import PeerSync
-from ..security.signing import entity_id, sign_record, spki
 from .examples import NOW_S, example_key, weather_record
 
 E = TypeVar("E")

@@ -49,6 +49,7 @@ from ..codec import decode, encode
 from ..codec.cose import SignedRecord
 from ..codec.messages import Deregister, Discover, DiscoverReply, Message, Register, Update
 from ..codec.registry import MessageType, Scope, timer
+from ..codec.signing import entity_id
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement
 from ..gateway.core import GatewayCore
@@ -66,7 +67,6 @@ from ..protocol.peering import PeerState
 from ..protocol.registration import verify_signature
 from ..protocol.summary import Replication
 from ..runtime.gateway import Redial
-from ..security.signing import entity_id
 from .harness import T0, numbered_key
 
 #: Whether a gateway of the first domain exports a record to a peer of the second.

@@ -53,7 +53,6 @@ from typing import Any, Final, Protocol, TypeAlias, cast
 
 from cryptography import x509
 
-from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
@@ -72,6 +71,7 @@ from ..security.ca import Identity
 from .errors import TransportError
 from .peer import Handler as AnyHandler
 from .peer import PeerInfo as AnyPeerInfo
+from .tap import DatagramTap
 
 log = logging.getLogger(__name__)
 
@@ -532,7 +532,7 @@ class DatagramNode(asyncio.DatagramProtocol):
     client node has the one peer it connected to and closes its socket with it."""
 
     def __init__(self, channel: Channel, transport_name: str, handler: Handler | None, *,
-                 is_client: bool, pcap: PcapWriter | None = None,
+                 is_client: bool, pcap: DatagramTap | None = None,
                  reliability: Reliability | None = None,
                  on_close: Callable[[], None] | None = None) -> None:
         self.channel = channel
@@ -761,7 +761,7 @@ class DatagramNode(asyncio.DatagramProtocol):
 async def start_node(channel: Channel, transport_name: str, handler: Handler | None, *,
                      local_addr: tuple[str, int] | None = None,
                      remote_addr: tuple[str, int] | None = None,
-                     pcap: PcapWriter | None = None, reliability: Reliability | None = None,
+                     pcap: DatagramTap | None = None, reliability: Reliability | None = None,
                      on_close: Callable[[], None] | None = None) -> DatagramNode:
     """Run a :class:`DatagramNode` on a new UDP socket: a server bound to ``local_addr``,
     or a client connected to ``remote_addr`` (IPv4)."""
@@ -775,7 +775,7 @@ async def start_node(channel: Channel, transport_name: str, handler: Handler | N
 
 
 async def open_client(channel: Channel, transport_name: str, handler: Handler | None,
-                      host: str, port: int, timeout: float, *, pcap: PcapWriter | None = None,
+                      host: str, port: int, timeout: float, *, pcap: DatagramTap | None = None,
                       reliability: Reliability | None = None,
                       on_close: Callable[[], None] | None = None) -> DatagramConnection:
     """Associate with ``host``:``port`` from a new client socket; on failure the socket is

@@ -62,7 +62,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 
-from ..analysis.pcap import PcapWriter
 from ..codec.registry import ALPN, DEFAULT_MAX_DATAGRAM, ErrorCode, timer
 from ..security.ca import CertificateError, Credential, DomainAuthority, Identity, Kind
 from .datagram import (
@@ -80,6 +79,7 @@ from .datagram import (
     start_node,
 )
 from .keylog import KeyLog
+from .tap import DatagramTap
 from .tls import TlsIdentity
 
 #: DTLS 1.2 protocol version (RFC 6347, 4.1).
@@ -452,7 +452,7 @@ class DtlsEndpoint:
 
 # --- asyncio bindings ---------------------------------------------------------------------
 async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
-                pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                pcap: DatagramTap | None = None, keylog: str | Path | TextIO | None = None,
                 max_datagram: int = DEFAULT_MAX_DATAGRAM,
                 reliability: Reliability | None = None) -> DatagramNode:
     """Listen for DMSC over DTLS on ``host``:``port`` (0 for an ephemeral port).
@@ -469,7 +469,7 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
 
 async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | None = None,
                   expect_domain: str | None = None, handler: Handler | None = None,
-                  pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                  pcap: DatagramTap | None = None, keylog: str | Path | TextIO | None = None,
                   timeout: float = timer("REQUEST_TIMEOUT"),
                   max_datagram: int = DEFAULT_MAX_DATAGRAM,
                   reliability: Reliability | None = None) -> DatagramConnection:

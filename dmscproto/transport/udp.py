@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 
-from ..analysis.pcap import PcapWriter
 from ..codec.registry import DEFAULT_MAX_DATAGRAM, UDP_PORT, limit, timer
 from .datagram import (
     Address,
@@ -34,6 +33,7 @@ from .datagram import (
     open_client,
     start_node,
 )
+from .tap import DatagramTap
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _require_lab(lab: bool, what: str) -> None:
 
 
 async def serve(host: str, port: int, handler: Handler, *, lab: bool,
-                pcap: PcapWriter | None = None, max_datagram: int = DEFAULT_MAX_DATAGRAM,
+                pcap: DatagramTap | None = None, max_datagram: int = DEFAULT_MAX_DATAGRAM,
                 reliability: Reliability | None = None) -> DatagramNode:
     """Listen for DMSC over cleartext UDP (lab mode; ``lab=True`` is required).  The
     registered port is :data:`UDP_PORT`; 0 picks an ephemeral one."""
@@ -125,7 +125,7 @@ async def serve(host: str, port: int, handler: Handler, *, lab: bool,
 
 
 async def connect(host: str, port: int, *, lab: bool, handler: Handler | None = None,
-                  pcap: PcapWriter | None = None, timeout: float = timer("REQUEST_TIMEOUT"),
+                  pcap: DatagramTap | None = None, timeout: float = timer("REQUEST_TIMEOUT"),
                   max_datagram: int = DEFAULT_MAX_DATAGRAM,
                   reliability: Reliability | None = None) -> DatagramConnection:
     """Talk DMSC over cleartext UDP to ``host``:``port`` (lab mode; ``lab=True`` is

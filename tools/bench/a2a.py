@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Kind
 
 # this script is named a2a.py: its directory must not shadow the a2a-sdk's package

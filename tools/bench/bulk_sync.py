@@ -48,14 +48,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dmscproto.codec.cose import SignedRecord
+from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.gateway.store import RegistryStore, StoredRecord
+from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.protocol.sync_out import DigestDue, Start, SyncOut, TableSent
-from dmscproto.runtime.config import GatewayConfig
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.proof import check_signature
-from dmscproto.security.signing import entity_id, sign_record, spki
 from dmscproto.testing.examples import weather_record
 
 DOMAIN = "a.example"

@@ -7,7 +7,7 @@ Measured, all in this one process:
 * ``register``: the example REGISTER (draft-dmsc-protocol-00, Section 5.1) with its
   signed ~300-octet capability record (COSE_Sign1, Section 7.2.1).  Decoding checks the
   COSE structure, deterministic CBOR and the record schema; it does not verify the
-  signature (that is :func:`dmscproto.security.signing.verify_record`, not the codec).
+  signature (that is :func:`dmscproto.codec.signing.verify_record`, not the codec).
 * ``discover``: the example DISCOVER (Section 5.2) with its CBOR discovery query.
 * ``route_request``: the example ROUTE-REQUEST (Section 5.3) with a 1 KiB payload.
 * baseline ``header_struct``: a hand-written ``struct`` decoder and encoder of the same

@@ -5,7 +5,7 @@
 
 Two ``dmsc gateway --config`` processes, gw-a (a.example) and gw-b (b.example), each
 with the given hold time and keepalive towards the other; gw-a dials gw-b through the
-impairment relay (:mod:`dmscproto.testing.relay`) run by this process.  Two SDK agents
+impairment relay (:mod:`dmscproto.sandbox.relay`) run by this process.  Two SDK agents
 run here: ``server`` homed at gw-b (agent keepalive ``--keepalive``) and ``client``
 homed at gw-a.  Times are taken when this process sees them (a gateway's JSON log line
 as it arrives, an agent's connection closing):
@@ -44,8 +44,8 @@ from typing import Any
 
 from dmscproto.agent import Agent, AgentError
 from dmscproto.codec.registry import timer
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
-from dmscproto.testing.relay import Impairment, Relay
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.relay import Impairment, Relay
 
 _CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
 

@@ -52,7 +52,7 @@ from gateway_proc import start_gateway
 
 from dmscproto.agent import Agent, AgentError
 from dmscproto.codec.registry import LIMITS, ErrorCode, timer
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Kind
 from dmscproto.testing.flood import flood
 

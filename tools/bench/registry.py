@@ -59,11 +59,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.registry import ConstraintOp, Scope
+from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.codec.values import CapabilityRecord, Constraint, DiscoveryQuery, Endpoint, Skill
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.index import constraint_holds
 from dmscproto.gateway.store import RegistryStore
-from dmscproto.security.signing import entity_id, sign_record, spki
 
 DOMAIN = "bench.example"
 GATEWAY_ID = bytes(range(16))

@@ -49,7 +49,7 @@ from gateway_proc import CLI, start_gateway
 
 from dmscproto.agent import Agent, Request
 from dmscproto.runtime import loop as loops
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Kind
 
 HOST = "127.0.0.1"

@@ -33,6 +33,7 @@ import time
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dmscproto.codec.messages import Register, RouteRequest
+from dmscproto.codec.signing import sign_record, spki, verify_record
 from dmscproto.codec.values import CapabilityRecord, Endpoint, ExportPolicy, Skill
 from dmscproto.security.authority_store import AuthorityStore
 from dmscproto.security.ca import DomainAuthority, Kind
@@ -45,7 +46,6 @@ from dmscproto.security.federation import (
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.replay import ReplayCache
 from dmscproto.security.revocation import RevocationTrustStore, issue_crl
-from dmscproto.security.signing import sign_record, spki, verify_record
 from dmscproto.security.token_server import request_token, serve
 from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
 

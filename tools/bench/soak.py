@@ -39,7 +39,7 @@ from typing import Any
 
 from dmscproto.agent import Agent, AgentError
 from dmscproto.gateway.store import RegistryStore
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 
 HOST = "127.0.0.1"
 _CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
