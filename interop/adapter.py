@@ -39,10 +39,10 @@ from dmscproto.codec.messages import (
 )
 from dmscproto.codec.registry import ANSWER_TO, NONCE_SIZE, ErrorCode, MessageType, Scope, timer
 from dmscproto.codec.signing import entity_id, sign_record, spki
+from dmscproto.host import logs
 from dmscproto.host.config import GatewayConfig
 from dmscproto.host.transports import Connection
 from dmscproto.protocol.machine import Handle, timestamp_ms
-from dmscproto.runtime import logs
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
 from dmscproto.testing.examples import examples
 

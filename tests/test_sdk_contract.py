@@ -36,9 +36,9 @@ from dmscproto.codec.messages import Deregister, DeregisterAck
 from dmscproto.codec.signing import SignatureError
 from dmscproto.gateway.store import StoreError
 from dmscproto.host.config import ConfigError, GatewayConfig
+from dmscproto.host.logs import FIELDS
 from dmscproto.protocol.machine import ProtocolError
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.logs import FIELDS
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import CertificateError
 from dmscproto.security.errors import SecurityError

@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dmscproto.runtime.config import GatewayConfig
-from dmscproto.runtime.sandbox import Domain, PeerSpec, write_gateway_config
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -33,10 +31,12 @@ from dmscproto.codec.messages import (
 )
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.codec.values import DiscoveryQuery, TraceContext
+from dmscproto.host.config import GatewayConfig
+from dmscproto.host.logs import TextFormatter
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
 from dmscproto.protocol.tracecontext import TraceParent, hop_context, new_ids
 from dmscproto.runtime.gateway import GatewayRuntime
-from dmscproto.runtime.logs import TextFormatter
+from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.testing.harness import Network
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

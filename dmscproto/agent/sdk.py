@@ -60,6 +60,7 @@ from ..codec.values import (
 )
 from ..errors import DeadlineExceeded, DmscError, NotConnected
 from ..host.pump import Association, Pump
+from ..host.telemetry import AgentSpans
 from ..host.transports import Connection, Peer, transport_named
 from ..protocol.agent import AgentClient
 from ..protocol.events import (
@@ -73,7 +74,6 @@ from ..protocol.events import (
     RequestFailed,
     RouteRequestReceived,
 )
-from ..runtime.telemetry import AgentSpans
 from ..security.ca import Credential, Identity, TrustStore
 from ..transport.tls import TlsIdentity
 

@@ -40,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import DmscError
+    from ..host import logs
     from ..host.config import ConfigError, GatewayConfig
-    from ..runtime import logs, loop
+    from ..runtime import loop
     from ..runtime.gateway import GatewayRuntime
 
     try:

@@ -8,7 +8,7 @@ the trace-id, sends on a traceparent whose parent-id is its own span id, and car
 there when the gateway records its hop (else it is sent on without one).
 :func:`hop_context` is that rule; :class:`HopTracer` is the port through which
 the relaying machines begin and end their hop, so that the runtime can log it and
-record it as an OpenTelemetry span (:mod:`dmscproto.runtime.telemetry`) while the
+record it as an OpenTelemetry span (:mod:`dmscproto.host.telemetry`) while the
 machines stay free of I/O.  :class:`W3CHops` is the plain implementation: ids only.
 """
 

@@ -52,7 +52,9 @@ from ..gateway.limits import RequestLimits
 from ..gateway.node import GatewayNode
 from ..gateway.store import RegistryStore
 from ..host.config import ConfigError, GatewayConfig, PeerConfig
+from ..host.logs import facts
 from ..host.pump import Association, Pump
+from ..host.telemetry import GatewayHops
 from ..host.transports import Connection, Listener, Peer, transport_named
 from ..protocol.events import (
     AgentRegistered,
@@ -74,8 +76,6 @@ from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
 from .lab import WARNING, LabAssociations, LabGuard
-from .logs import facts
-from .telemetry import GatewayHops
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -85,7 +85,7 @@ log = logging.getLogger("dmsc.gateway")
 _M = MessageType
 #: Answers whose error STATUS is this gateway's own decision, and the request each
 #: answers (ROUTE_REPLY and TRACE_REPLY may be relayed: their hop logs a refusal,
-#: :mod:`.telemetry`; ERROR names its request in OFFENDING_TYPE).
+#: :mod:`..host.telemetry`; ERROR names its request in OFFENDING_TYPE).
 _REFUSALS = {_M.REGISTER_ACK: _M.REGISTER, _M.REFRESH_ACK: _M.REFRESH,
              _M.DEREGISTER_ACK: _M.DEREGISTER, _M.DISCOVER_REPLY: _M.DISCOVER}
 #: Requests whose refusal before their hop began is logged from ProtocolViolation.
@@ -220,7 +220,7 @@ class GatewayRuntime:
     """One running gateway (module docstring).  ``pcap`` and ``keylog`` override the
     configuration's capture files (the demo shares one of each among all nodes);
     ``tracer_provider`` records the gateway's OpenTelemetry spans (default: the global
-    provider; :mod:`.telemetry`); ``tune_gc`` is for a process that is this gateway alone
+    provider; :mod:`..host.telemetry`); ``tune_gc`` is for a process that is this gateway alone
     (:mod:`..gateway.registry`)."""
 
     def __init__(self, config: GatewayConfig, *, pcap: PcapWriter | None = None,
