@@ -52,6 +52,7 @@ from dmscproto.codec import (
 )
 from dmscproto.codec.messages import OPTIONAL, REPEATED
 from dmscproto.codec.registry import CRITICAL_BIT, HEADER_SIZE, ID_SIZE
+from dmscproto.codec.values import scan_record
 from dmscproto.testing.examples import examples
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -299,10 +300,11 @@ def outcome(fn: Any, data: bytes) -> Any:
 
 
 RECORD_ITEMS = [m.record.encode() for m in examples().values() if hasattr(m, "record")]
+RECORD_PAYLOADS = [SignedRecord.decode(r).payload for r in RECORD_ITEMS]
 CBOR_ITEMS = [cbor.dumps(v) for v in (
     examples()["discover"].query.to_cbor(),  # type: ignore[attr-defined]
     {1: [1, -1, 2**64, 1.5, None, True, "x", b"y"], 2: {"a": 1}}, [[], {}, ""],
-)] + [SignedRecord.decode(r).payload for r in RECORD_ITEMS]
+)] + RECORD_PAYLOADS
 
 
 @settings(SETTINGS, max_examples=300)
@@ -318,6 +320,25 @@ def test_fast_cose_decode_agrees_with_reference(data: bytes) -> None:
     assert fast == outcome(SignedRecord._decode_general, data)
     if fast[0] == "ok":
         assert fast[1].encode() == data
+
+
+def reference_record(data: bytes) -> Any:
+    return outcome(lambda d: CapabilityRecord.from_cbor(cbor.loads(d)), data)
+
+
+@settings(SETTINGS, max_examples=400)
+@given(mutated(st.sampled_from(RECORD_PAYLOADS))
+       | records().map(lambda r: cbor.dumps(r.to_cbor())))
+def test_fast_record_scan_agrees_with_reference(data: bytes) -> None:
+    """scan_record accepts only what the reference accepts, as the same record."""
+    scanned = scan_record(data)
+    if scanned is not None:
+        assert reference_record(data) == ("ok", scanned)
+
+
+def test_fast_record_scan_takes_every_example() -> None:
+    for payload in RECORD_PAYLOADS:
+        assert ("ok", scan_record(payload)) == reference_record(payload)
 
 
 def test_reused_cbor_workers_do_not_leak_state() -> None:

@@ -6,6 +6,8 @@ import math
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,6 +52,32 @@ def test_wal_and_full_sync(db: Path) -> None:
         assert st.settings() == {"journal_mode": "wal", "synchronous": 2}
     with sqlite3.connect(db) as raw:  # WAL mode is persistent in the file
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_learned_writes_skip_the_fsync_and_registrations_do_not(db: Path) -> None:
+    """What a peer may send again is committed with synchronous=NORMAL; the next
+    registration's commit is FULL again (module doc)."""
+    with RegistryStore(db) as st:
+        st.put_many([local(1)], durable=False)
+        assert st.settings()["synchronous"] == 1
+        st.put(local(2))
+        assert st.settings()["synchronous"] == 2 and len(list(st.all())) == 2
+
+
+def test_background_checkpoints(db: Path) -> None:
+    """With a checkpoint interval, commits never checkpoint; the store's thread copies
+    the WAL into the main file."""
+    st = RegistryStore(db, checkpoint_interval=0.01)
+    assert st._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    empty = db.stat().st_size
+    st.put_many([local(n) for n in range(1, 20)])
+    for _ in range(500):
+        if db.stat().st_size > empty + 16384:
+            break
+        time.sleep(0.01)
+    assert db.stat().st_size > empty + 16384
+    st.close()
+    assert not any(t.name == f"checkpoint {db.name}" for t in threading.enumerate())
 
 
 def test_put_close_reopen_get(db: Path) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -47,6 +47,7 @@ from dmscproto.protocol.events import (
     RegistrationLost,
     RequestFailed,
     SessionClosed,
+    TableChanged,
 )
 from dmscproto.protocol.machine import (
     Outbox,
@@ -72,7 +73,7 @@ def core(tmp_path: Path) -> Iterator[GatewayCore]:
     c.store.close()
 
 
-def state(m: AgentRegistration | SyncIn) -> Enum:
+def state(m: AgentRegistration | SyncIn | PeerSession) -> Enum:
     """The machine's state, unnarrowed (mypy narrows ``m.state`` after a check)."""
     return m.state
 
@@ -371,3 +372,64 @@ def test_open_with_a_hold_time_below_the_minimum_is_refused(core: GatewayCore,
     [notify] = sent(out)
     assert isinstance(notify, Notify) and notify.status is ErrorCode.INVALID_TLV_VALUE
     assert s.state is PeerState.IDLE and s.get_timer() is None
+
+
+# --- sync: a large UPDATE in slices (Section 6.5.1) ------------------------------------------
+def sliced() -> Callable[[], float]:
+    """A slice clock that advances one second per reading; with LEARN_SLICE 2.5 s a
+    slice checks three records."""
+    ticks = iter(range(10**6))
+    return lambda: float(next(ticks))
+
+
+def learned(n: int, first: int = 40) -> list[Advertisement]:
+    return [Advertisement(1, (PEER,), make_record(first + i, f"agent{first + i}", "b.example"))
+            for i in range(n)]
+
+
+def test_a_large_update_is_applied_in_slices(core: GatewayCore) -> None:
+    """A slice learns (and commits) what it checked; the next UPDATE waits, a duplicate
+    is dropped, and the UPDATE is acknowledged once its last slice is applied."""
+    msgs: list[Message] = []
+    out = Outbox()
+    sync = PeerSync(out, core, SyncPeer("peer", PEER, "b.example", lambda m, _t: msgs.append(m)),
+                    TransactionIds(), lambda _h, _s, _t: None, slice_clock=sliced(),
+                    learn_slice=2.5)
+    sync.start(T0)
+    msgs.clear()
+    ads = learned(6)
+    sync.receive(Update(sequence=0, advertise=tuple(ads[:5])), T0)
+    assert len(core) == 3 and sync.get_timer() == T0   # the rest at once, after other work
+    sync.receive(Update(sequence=1, advertise=(ads[5],)), T0)   # waits for it
+    sync.receive(Update(sequence=0, advertise=tuple(ads[:5])), T0)  # a duplicate
+    assert len(core) == 3 and sync.inc.expected == 0
+    sync.handle_timer(T0)
+    assert len(core) == 6 and sync.inc.expected == 2 and msgs == []
+    assert [type(e) for e in out.events] == [TableChanged] * 3
+    assert sync.get_timer() == T0 + timer("ACK_DELAY")
+    sync.handle_timer(T0 + timer("ACK_DELAY"))
+    [ack] = msgs
+    assert isinstance(ack, SyncAck) and ack.sequence == 2
+
+
+def test_a_slice_beyond_the_peer_limit_closes_the_session(tmp_path: Path) -> None:
+    """The limit on records from one peer is checked in every slice: one applied on the
+    timer closes the session with NOTIFY MAX_RECORDS_EXCEEDED (Section 10.7)."""
+    core = GatewayCore(ME, "a.example", RegistryStore(tmp_path / "gw.db"), max_peer_records=4)
+    out = Outbox()
+    node = GatewayNode(core, slice_clock=sliced())
+    node._out = out
+    s = PeerSession(out, "peer", LocalGateway(ME, "a.example"), node, TransactionIds())
+    s.receive(peer_open(), T0)
+    s.receive(Keepalive(transaction_id=3), T0)
+    assert s.state is PeerState.ESTABLISHED
+    assert s.sync is not None and isinstance(s.sync, PeerSync)
+    s.sync.inc.learn_slice = 2.5
+    sent(out)
+    s.receive(Update(sequence=0, advertise=tuple(learned(6))), T0)
+    assert len(core) == 3 and s.get_timer() == T0
+    s.handle_timer(T0)
+    notify = sent(out)[-1]
+    assert isinstance(notify, Notify) and notify.status is ErrorCode.MAX_RECORDS_EXCEEDED
+    assert state(s) is PeerState.IDLE and len(core) == 4
+    core.store.close()

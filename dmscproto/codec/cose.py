@@ -7,7 +7,7 @@ verification lives in :mod:`dmscproto.codec.signing`, which uses
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -16,7 +16,7 @@ from . import cbor
 from .cbor import bstr_head, string_span
 from .errors import DecodeError
 from .registry import CoseAlgorithm, ErrorCode
-from .values import CapabilityRecord
+from .values import CapabilityRecord, scan_record
 
 #: CBOR tag of COSE_Sign1_Tagged (RFC 9052, Section 2).
 COSE_SIGN1_TAG = 18
@@ -35,7 +35,10 @@ class SignedRecord:
     """A capability record inside a COSE_Sign1_Tagged envelope.
 
     ``protected``, ``payload`` and ``signature`` are the exact octets from the wire, so
-    re-encoding reproduces them and the signature stays verifiable.
+    re-encoding reproduces them and the signature stays verifiable.  The envelope's
+    octets are kept once known (decoded from them, or encoded once): :meth:`encode`
+    never serializes twice.  The parts are not to be changed in place (a new envelope
+    is made with ``dataclasses.replace``, which starts without them).
     """
 
     protected: bytes
@@ -44,6 +47,7 @@ class SignedRecord:
     signature: bytes
     record: CapabilityRecord
     algorithm: CoseAlgorithm
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def kid(self) -> bytes | None:
@@ -51,12 +55,19 @@ class SignedRecord:
         return kid if isinstance(kid, bytes) else None
 
     def to_be_signed(self) -> bytes:
-        """The Sig_structure for "Signature1" with empty external AAD (RFC 9052, 4.4)."""
-        return cbor.dumps(["Signature1", self.protected, b"", self.payload])
+        """The Sig_structure for "Signature1" with empty external AAD (RFC 9052, 4.4):
+        ``["Signature1", protected, h'', payload]`` in deterministic CBOR."""
+        protected, payload = self.protected, self.payload
+        return b"".join((_SIG_STRUCTURE_START, bstr_head(len(protected)), protected, b"\x40",
+                         bstr_head(len(payload)), payload))
 
     def encode(self) -> bytes:
         """The COSE_Sign1_Tagged item, deterministically encoded (Section 7.2.1)."""
-        return _envelope(self.protected, self.unprotected, self.payload, self.signature)
+        wire = self._wire
+        if wire is None:
+            wire = _envelope(self.protected, self.unprotected, self.payload, self.signature)
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     @classmethod
     def unsigned(cls, record: CapabilityRecord, algorithm: CoseAlgorithm,
@@ -84,8 +95,10 @@ class SignedRecord:
             return cls._decode_general(data)
         protected, algorithm, unprotected, start, end, signature = parts
         payload = data[start:end]
-        return cls(protected, unprotected, payload, signature,
-                   _payload_record(payload, start), algorithm)
+        signed = cls(protected, unprotected, payload, signature,
+                     _payload_record(payload, start), algorithm)
+        object.__setattr__(signed, "_wire", data)  # what _envelope() gives for these parts
+        return signed
 
     @classmethod
     def _decode_general(cls, data: bytes) -> SignedRecord:
@@ -134,12 +147,17 @@ def _envelope(protected: bytes, unprotected: dict[int, Any], payload: bytes,
 
 #: Tag 18 and a 4-element array head: how every deterministic COSE_Sign1_Tagged starts.
 _ENVELOPE_START = b"\xd2\x84"
+#: A 4-element array head and the text string "Signature1": how a Sig_structure starts.
+_SIG_STRUCTURE_START = b"\x84\x6aSignature1"
 #: The deterministic protected header of each accepted algorithm: exactly ``{1: alg}``.
 _PROTECTED = {cbor.dumps({HDR_ALG: int(alg)}): alg for alg in CoseAlgorithm}
 
 
 def _payload_record(payload: bytes, start: int) -> CapabilityRecord:
     """The capability record in ``payload``, found at offset ``start`` of the envelope."""
+    record = scan_record(payload)
+    if record is not None:
+        return record
     try:
         return CapabilityRecord.from_cbor(cbor.loads(payload))
     except DecodeError as exc:

@@ -403,6 +403,9 @@ LIMITS: tuple[Limit, ...] = (
     Limit("PEER_MAX_PATH", 64, "gateways",
           "longest path of an advertised record; a longer one closes the session with "
           "NOTIFY PATH_TOO_LONG"),
+    Limit("LEARN_SLICE", 0.005, "s",
+          "longest a gateway checks the records of one UPDATE before it commits what "
+          "passed and lets other work run (the rest follows in further slices)"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

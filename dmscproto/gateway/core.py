@@ -7,6 +7,9 @@ learning ADVERTISEs, WITHDRAWs and PURGEs, dropping a peer's routes and building
 ADVERTISEs towards a peer.  The same rules hold: committed first, memory after; input
 checked before anything is written; no I/O besides the store, no clock; records
 arrive verified by the security layer.
+
+Learned records are written without an fsync (``durable=False``, see
+:mod:`.store`): a peer sends them again on its next session.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class GatewayCore(Registry):
             if batch:
                 held = list(batch.values())
                 terms = self.store.put_many((e.stored() for e, _ in held),
-                                            [h for _, ev in held for h in ev])
+                                            [h for _, ev in held for h in ev], durable=False)
                 for (entry, evict), t in zip(held, terms, strict=True):
                     for h in evict:
                         self._evicted(h)
@@ -182,7 +185,7 @@ class GatewayCore(Registry):
         return best != before
 
     def _persist_route(self, cur: _Held, best: Route) -> None:
-        self.store.set_routes([_route_row(cur.agent_id, best)])
+        self.store.set_routes([_route_row(cur.agent_id, best)], durable=False)
         cur.set_route(best)
 
     def withdraw(self, agent_id: bytes, version: int, from_peer: bytes) -> bool:
@@ -212,7 +215,7 @@ class GatewayCore(Registry):
             if cur is not None and not cur.local and cur.version <= item.version:
                 gone.append(cur)
         if gone:
-            self.store.delete_many(c.agent_id for c in gone)
+            self.store.delete_many((c.agent_id for c in gone), durable=False)
             for c in gone:
                 self._uninstall(c.agent_id)
         return TableChanges(purged=tuple(VersionedId(c.agent_id, c.version) for c in gone))
@@ -247,7 +250,7 @@ class GatewayCore(Registry):
                 self.routes.remove(aid, peer)
         if gone or moved:
             self.store.set_routes([_route_row(c.agent_id, b) for c, b in moved],
-                                  [c.agent_id for c in gone])
+                                  [c.agent_id for c in gone], durable=False)
             for c in gone:
                 self._uninstall(c.agent_id)
             for c, b in moved:

@@ -65,6 +65,7 @@ from ..codec.registry import (
     ErrorCode,
     MessageType,
     Scope,
+    limit,
     timer,
 )
 from ..codec.values import CapabilityRecord
@@ -139,7 +140,9 @@ class GatewayNode:
                  transit: SummaryTransit = lambda _p, _d: True,
                  limits: RequestLimits | None = None,
                  tracer: HopTracer | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 slice_clock: Callable[[], float] | None = None,
+                 learn_slice: float = limit("LEARN_SLICE")) -> None:
         self.core = core
         self.name = name
         self.local = LocalGateway(core.gateway_id, core.domain)
@@ -153,6 +156,9 @@ class GatewayNode:
         self.replication = replication
         #: Rate, cost and query limits of requests (Section 10.7; None: none).
         self.limits = limits
+        #: A monotonic clock that ends each slice of a large UPDATE (None: one slice).
+        self.slice_clock = slice_clock
+        self.learn_slice = learn_slice
         self.txids = TransactionIds(rng)
         #: Begins this gateway's hop of each relayed or answered request's trace.
         self.tracer = tracer or W3CHops()
@@ -237,7 +243,8 @@ class GatewayNode:
                                  lambda msg, _now: self._out.send(handle, msg),
                                  allow if self.grace is None
                                  else self.grace.exportable(allow), self.pdu_limit(handle)),
-                        self.txids, self.verifier)
+                        self.txids, self.verifier, slice_clock=self.slice_clock,
+                        learn_slice=self.learn_slice)
 
     def _session(self, handle: Handle) -> PeerSession:
         s = self.sessions.get(handle)

@@ -9,6 +9,15 @@ acknowledged; ``FULL`` fsyncs the WAL at every commit, which is what "acknowledg
 durable" needs.  Throughput comes from batching (:meth:`RegistryStore.put_many`: one
 fsync for many records, all acknowledged after it), never from a weaker sync mode.
 
+The one exception is what a gateway learned from its peers (``durable=False``): those
+transactions are committed without an fsync (``synchronous=NORMAL``: after a crash of
+the process they are there, after a power loss the last ones may not be).  Nothing
+acknowledges them to an agent, and a peer sends its whole table again on every new
+session, which also sweeps what it no longer advertises (Sections 6.5.3, 6.6.3), so a
+restarted gateway relearns them; an fsync per slice of a bulk transfer would cost
+more than the records' check (and stall the gateway for as long as the disk takes).
+The WAL is sequential, so the next durable commit makes every earlier one durable too.
+
 Rows hold the raw COSE_Sign1 octets exactly as received (``SignedRecord.encode()``
 reproduces them) and, derived from them at write time, the record's
 :class:`IndexTerms` (a small CBOR array), so a restart rebuilds the capability index
@@ -25,6 +34,7 @@ import fcntl
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -170,6 +180,32 @@ def _load(row: tuple[bytes, bytes, float, bytes | None, int, bytes, bytes | None
                         _split(path), next_hop)
 
 
+class _Checkpointer(threading.Thread):
+    """Copies the WAL into the main file from a connection of its own, every
+    ``interval`` seconds (``PRAGMA wal_checkpoint(PASSIVE)``, which never waits for the
+    writer).  A checkpoint writes and fsyncs the main file: done by the writer's
+    automatic checkpoints it would stall the gateway's event loop inside a commit for
+    as long as the disk takes."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        super().__init__(name=f"checkpoint {path.name}", daemon=True)
+        self._path = path
+        self._interval = interval
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            while not self._stopping.wait(self._interval):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+
 class RegistryStore:
     """The SQLite registry file (WAL, ``synchronous=FULL``, one commit per call).
 
@@ -188,11 +224,14 @@ class RegistryStore:
     :class:`sqlite3.IntegrityError` and the transaction is rolled back.
     """
 
-    def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
+    def __init__(self, path: str | Path, *, exclusive: bool = False,
+                 checkpoint_interval: float | None = None) -> None:
         """Open (or create) the registry file.  ``exclusive`` (a gateway's own store)
         holds an advisory lock on it while open: a second gateway configured with the
         same file gets :class:`StoreError` instead of sharing it; readers such as
-        ``dmsc status`` do not lock."""
+        ``dmsc status`` do not lock.  With ``checkpoint_interval`` the WAL is
+        checkpointed by a thread of the store's own (:class:`_Checkpointer`) instead
+        of inside commits."""
         self.path = Path(path)
         self._lock: int | None = None
         if exclusive:
@@ -204,22 +243,32 @@ class RegistryStore:
             self._unlock()
             raise StoreError(f"{self.path}: cannot enable WAL mode (got {mode!r})")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._durable = True
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             self._db.close()
             self._unlock()
             raise StoreError(f"{self.path}: unknown schema version {version}")
         self._db.executescript(_SCHEMA)
+        self._checkpointer: _Checkpointer | None = None
+        if checkpoint_interval is not None:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = _Checkpointer(self.path, checkpoint_interval)
+            self._checkpointer.start()
         #: :meth:`next_expiry`'s answer, valid while ``_next_expiry_known``.
         self._next_expiry: float | None = None
         self._next_expiry_known = False
 
     # --- transactions ------------------------------------------------------------------
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction, committed on success and rolled back on any error;
-        it also forgets the cached earliest lease end (:meth:`next_expiry`)."""
+        it also forgets the cached earliest lease end (:meth:`next_expiry`).  Its
+        commit is fsynced unless ``durable`` is False (module doc)."""
         db = self._db
+        if durable is not self._durable:
+            db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            self._durable = durable
         db.execute("BEGIN IMMEDIATE")
         self._next_expiry_known = False
         try:
@@ -230,8 +279,8 @@ class RegistryStore:
         db.execute("COMMIT")
 
     def _write(self, sql: str, rows: Iterable[tuple[object, ...]],
-               evict: Iterable[bytes] = ()) -> None:
-        with self._transaction() as db:
+               evict: Iterable[bytes] = (), durable: bool = True) -> None:
+        with self._transaction(durable) as db:
             db.executemany("DELETE FROM entries WHERE agent_id = ?", ((i,) for i in evict))
             db.executemany(sql, rows)
 
@@ -240,9 +289,10 @@ class RegistryStore:
         Return its encoded :class:`IndexTerms` (as :meth:`put_many`)."""
         return self.put_many((entry,), evict)[0]
 
-    def put_many(self, entries: Iterable[StoredRecord],
-                 evict: Iterable[bytes] = ()) -> list[bytes]:
-        """Write many entries in one transaction: one commit (one fsync) for all.
+    def put_many(self, entries: Iterable[StoredRecord], evict: Iterable[bytes] = (), *,
+                 durable: bool = True) -> list[bytes]:
+        """Write many entries in one transaction: one commit (one fsync, unless not
+        ``durable``: module doc) for all.
 
         Every entry is checked first; on any error nothing is written.  Return the
         encoded :class:`IndexTerms` written for each entry, in order, so the caller
@@ -253,18 +303,18 @@ class RegistryStore:
             _check(e)
         terms = [IndexTerms.of(e.signed.record).encode() for e in batch]
         self._write(_UPSERT, [_row(e, t) for e, t in zip(batch, terms, strict=True)],
-                    list(evict))
+                    list(evict), durable)
         return terms
 
     def set_routes(self, routes: Iterable[tuple[bytes, bytes, tuple[bytes, ...], bytes]],
-                   delete: Iterable[bytes] = ()) -> None:
+                   delete: Iterable[bytes] = (), *, durable: bool = True) -> None:
         """For learned entries, set (agent id, origin, path, next hop) without rewriting
         the records, and delete the ``delete`` ids; one transaction, committed."""
         rows = [(origin, b"".join(path), next_hop, aid) for aid, origin, path, next_hop in routes]
         if any(len(x) % ID_SIZE or not x for row in rows for x in row):
             raise StoreError(f"route ids must be {ID_SIZE} octets")
         self._write("UPDATE entries SET origin = ?, path = ?, next_hop = ? "
-                    "WHERE agent_id = ? AND origin IS NOT NULL", rows, list(delete))
+                    "WHERE agent_id = ? AND origin IS NOT NULL", rows, list(delete), durable)
 
     def touch(self, agent_id: bytes, expires_at: float) -> bool:
         """Set the lease end of an entry (REFRESH), committed.  False if unknown."""
@@ -277,10 +327,10 @@ class RegistryStore:
         """Delete one entry, committed.  False if it was not there."""
         return bool(self.delete_many((agent_id,)))
 
-    def delete_many(self, agent_ids: Iterable[bytes]) -> list[bytes]:
+    def delete_many(self, agent_ids: Iterable[bytes], *, durable: bool = True) -> list[bytes]:
         """Delete entries in one transaction; return the ids that existed."""
         gone: list[bytes] = []
-        with self._transaction() as db:
+        with self._transaction(durable) as db:
             for aid in agent_ids:
                 if db.execute("DELETE FROM entries WHERE agent_id = ?", (aid,)).rowcount:
                     gone.append(aid)
@@ -338,6 +388,9 @@ class RegistryStore:
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close (then release the lock)."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
         self._unlock()

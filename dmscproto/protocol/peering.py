@@ -103,6 +103,7 @@ class PeerInput(Enum):
     ERROR = "ERROR"
     NOTIFY = "NOTIFY"
     UNEXPECTED = "any other message, or one the sync machine refuses"
+    SYNC_REFUSED = "the sync machine refuses what it applies on a timer (a slice)"
     KEEPALIVE_DUE = "keepalive timer"
     HOLD_EXPIRED = "hold timer"
 
@@ -125,6 +126,7 @@ class PeerAction(Enum):
     CEASE = "send NOTIFY CEASE; close"
     REFUSE_MESSAGE = "send NOTIFY UNEXPECTED_MESSAGE"
     CLOSE_UNEXPECTED = "send NOTIFY UNEXPECTED_MESSAGE; close"
+    CLOSE_REFUSED = "send NOTIFY with the sync machine's code and reason; close"
     DROP = "nothing (a NOTIFY is never answered)"
 
 
@@ -193,6 +195,12 @@ class Unexpected(StepInput):
 
 
 @dataclass(frozen=True, slots=True)
+class SyncRefused(StepInput):
+    KIND = _I.SYNC_REFUSED
+    error: ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
 class KeepaliveDue(StepInput):
     KIND = _I.KEEPALIVE_DUE
 
@@ -242,6 +250,7 @@ class PeerSession(TypedMachine):
         (_S.ESTABLISHED, _I.SYNC): (_A.SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.ERROR): (_A.SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.KEEPALIVE_DUE): (_A.SEND_KEEPALIVE, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.SYNC_REFUSED): (_A.CLOSE_REFUSED, _S.IDLE),
         **{(s, _I.OPEN_REFUSED): (_A.REFUSE_AND_CLOSE, _S.IDLE) for s in _OPENING},
         **{(s, _I.NOTIFY): (_A.PEER_CLOSED, _S.IDLE) for s in _ACTIVE},
         **{(s, _I.HOLD_EXPIRED): (_A.EXPIRE, _S.IDLE) for s in _ACTIVE},
@@ -318,7 +327,11 @@ class PeerSession(TypedMachine):
             self.run(HoldExpired(), now)
             return
         if self.sync is not None:
-            self.sync.handle_timer(now)
+            try:
+                self.sync.handle_timer(now)
+            except ProtocolError as err:  # e.g. a slice beyond the peer's record limit
+                self.run(SyncRefused(err), now)
+                return
         if self._keepalive_at is not None and now >= self._keepalive_at:
             self.run(KeepaliveDue(), now)
 
@@ -413,6 +426,10 @@ class PeerSession(TypedMachine):
         self._notify(inp.error.code, inp.error.diagnostic)
 
     def _close_unexpected(self, now: float, inp: Unexpected) -> None:
+        self._notify(inp.error.code, inp.error.diagnostic)
+        self._close(inp.error.code, by_peer=False)
+
+    def _close_refused(self, now: float, inp: SyncRefused) -> None:
         self._notify(inp.error.code, inp.error.diagnostic)
         self._close(inp.error.code, by_peer=False)
 

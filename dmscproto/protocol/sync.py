@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..codec.changes import TableChanges
 from ..codec.messages import Message
-from ..codec.registry import MAX_PDU_SIZE, timer
+from ..codec.registry import MAX_PDU_SIZE, limit, timer
 from .machine import Handle, Outbox, TransactionIds, earliest
 from .ports import ExportFilter, SyncLink, SyncTable
 from .registration import RecordVerifier
@@ -60,11 +60,14 @@ class PeerSync:
                  txids: TransactionIds, verifier: RecordVerifier, *,
                  digest_interval: float = timer("DIGEST_INTERVAL"),
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
-                 min_interval: float = timer("MIN_ADVERTISEMENT_INTERVAL")) -> None:
+                 min_interval: float = timer("MIN_ADVERTISEMENT_INTERVAL"),
+                 slice_clock: Callable[[], float] | None = None,
+                 learn_slice: float = limit("LEARN_SLICE")) -> None:
         self.out = SyncOut(outbox, table, link, txids, digest_interval=digest_interval,
                            min_interval=min_interval)
         self.inc = SyncIn(outbox, table, link, txids, verifier,
-                          request_timeout=request_timeout)
+                          request_timeout=request_timeout, slice_clock=slice_clock,
+                          learn_slice=learn_slice)
 
     def start(self, now: float) -> None:
         """The session is established: send the table (bulk sync), then a DIGEST."""

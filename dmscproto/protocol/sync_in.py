@@ -7,18 +7,23 @@ acknowledges them with SYNC_ACK.  It mirrors in its own tree what the peer adver
 version changes), compares the peer's DIGESTs with it, and on a difference walks the
 peer's tree with DIGEST_REQUEST down to the leaves that differ, then asks for the
 records it lacks with SYNC_REQUEST, asking again for those an answer left out.
+
+A large UPDATE is applied in slices (Section 6.5.1): each slice checks ADVERTISEs for
+at most LEARN_SLICE, learns those that pass in one commit and reports them, then lets
+the gateway's other work run before the next slice; the messages after it wait, and it
+is acknowledged when its last slice is applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from ..codec.changes import TableChanges
 from ..codec.digest import ROOT, DigestTree, children_of, leaf_of, leaves_under
 from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
-from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, MessageType, timer
+from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, MessageType, limit, timer
 from ..codec.wire import Advertisement, DigestNode, DigestSummary, VersionedId
 from .events import RecordRefused, TableChanged
 from .machine import Outbox, TransactionIds, earliest
@@ -45,7 +50,10 @@ class InInput(Enum):
     NODE_LAST = "DIGEST [next, node asked, nothing left]"
     NODE_LATE = "DIGEST [next, node not asked]"
     AHEAD = "UPDATE or DIGEST [ahead of sequence]"
-    STALE = "UPDATE or DIGEST [already applied], ERROR [answers no request]"
+    AHEAD_APPLYING = "UPDATE or DIGEST [ahead of sequence, an UPDATE being applied]"
+    STALE = ("UPDATE or DIGEST [already applied, being applied, or too many held], "
+             "ERROR [answers no request]")
+    SLICE_DUE = "next slice of the UPDATE being applied"
     ERROR_MORE = "ERROR [answers a request, others remain]"
     ERROR_LAST = "ERROR [answers the last request]"
     ACK_DUE = "ack timer"
@@ -55,9 +63,10 @@ class InInput(Enum):
 
 
 class InAction(Enum):
-    APPLY = ("apply: record what the peer advertised; learn the ADVERTISEs that pass the "
-             "record check (RecordRefused for the others), apply WITHDRAWs and PURGEs; "
-             "report TableChanged; acknowledge")
+    APPLY = ("apply, a slice (LEARN_SLICE) at a time: record what the peer advertised; "
+             "learn the ADVERTISEs that pass the record check (RecordRefused for the "
+             "others); report TableChanged; if more remain, stop reorder timer and start "
+             "slice timer, else apply WITHDRAWs and PURGEs, report, acknowledge")
     APPLY_ANSWER = "apply; ask again for the Agent IDs the answer left out"
     APPLY_LAST_ANSWER = "apply; stop request timer"
     SWEEP = ("remove routes through the peer to records it did not advertise on this "
@@ -71,6 +80,8 @@ class InAction(Enum):
                "acknowledge")
     DESCEND_LAST = "as DESCEND; stop request timer"
     HOLD = "hold it until the messages before it are applied; start reorder timer"
+    HOLD_BEHIND = "hold it until the UPDATE being applied is done (nothing is missing)"
+    APPLY_SLICE = "apply the next slice of the UPDATE (as APPLY)"
     DROP = "discard it"
     END_REQUEST = "forget the request"
     END_LAST_REQUEST = "forget the request; stop request timer"
@@ -144,8 +155,19 @@ class Ahead(StepInput):
 
 
 @dataclass(frozen=True, slots=True)
+class AheadApplying(StepInput):
+    KIND = InInput.AHEAD_APPLYING
+    msg: Update | Digest
+
+
+@dataclass(frozen=True, slots=True)
 class Stale(StepInput):
     KIND = InInput.STALE
+
+
+@dataclass(frozen=True, slots=True)
+class SliceDue(StepInput):
+    KIND = InInput.SLICE_DUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +205,16 @@ class Purged(StepInput):
 
 
 InEvent = (UpdateNext | AnswerMore | AnswerLast | RootSame | RootDiffers | NodePartial
-           | NodeDiff | NodeLate | Ahead | Stale | AnswerError)
+           | NodeDiff | NodeLate | Ahead | AheadApplying | Stale | AnswerError)
+
+
+@dataclass(slots=True)
+class _Applying:
+    """An UPDATE whose ADVERTISEs are being checked and learned, slice by slice."""
+
+    update: Update
+    #: How many of its ADVERTISEs are done.
+    done: int = 0
 _N, _NI, _NA = InState, InInput, InAction
 _ANY = tuple(InState)
 
@@ -198,10 +229,10 @@ class SyncIn(TypedMachine):
     TIMERS = ("ACK_DELAY", "REORDER_TIMEOUT", "REQUEST_TIMEOUT")
     MESSAGE_INPUTS = {
         MessageType.UPDATE: (_NI.UPDATE, _NI.ANSWER_MORE, _NI.ANSWER_LAST, _NI.AHEAD,
-                             _NI.STALE),
+                             _NI.AHEAD_APPLYING, _NI.STALE),
         MessageType.DIGEST: (_NI.DIGEST_SAME, _NI.DIGEST_DIFFERS, _NI.NODE_PARTIAL,
                              _NI.NODE_MORE, _NI.NODE_LAST, _NI.NODE_LATE, _NI.AHEAD,
-                             _NI.STALE),
+                             _NI.AHEAD_APPLYING, _NI.STALE),
         MessageType.ERROR: (_NI.ERROR_MORE, _NI.ERROR_LAST, _NI.STALE),
     }
     TABLE = {
@@ -219,6 +250,8 @@ class SyncIn(TypedMachine):
         (_N.RECONCILING, _NI.NODE_LAST): (_NA.DESCEND_LAST, _N.READY),
         **{(s, _NI.NODE_LATE): (_NA.NOTHING, s) for s in _ANY},
         **{(s, _NI.AHEAD): (_NA.HOLD, s) for s in _ANY},
+        **{(s, _NI.AHEAD_APPLYING): (_NA.HOLD_BEHIND, s) for s in _ANY},
+        **{(s, _NI.SLICE_DUE): (_NA.APPLY_SLICE, s) for s in _ANY},
         **{(s, _NI.STALE): (_NA.DROP, s) for s in _ANY},
         (_N.RECONCILING, _NI.ERROR_MORE): (_NA.END_REQUEST, _N.RECONCILING),
         (_N.RECONCILING, _NI.ERROR_LAST): (_NA.END_LAST_REQUEST, _N.READY),
@@ -234,7 +267,9 @@ class SyncIn(TypedMachine):
                  txids: TransactionIds, verifier: RecordVerifier, *,
                  ack_delay: float = timer("ACK_DELAY"),
                  reorder_timeout: float = timer("REORDER_TIMEOUT"),
-                 request_timeout: float = timer("REQUEST_TIMEOUT")) -> None:
+                 request_timeout: float = timer("REQUEST_TIMEOUT"),
+                 slice_clock: Callable[[], float] | None = None,
+                 learn_slice: float = limit("LEARN_SLICE")) -> None:
         super().__init__(outbox)
         self.table = table
         self.link = link
@@ -243,6 +278,10 @@ class SyncIn(TypedMachine):
         self.ack_delay = ack_delay
         self.reorder_timeout = reorder_timeout
         self.request_timeout = request_timeout
+        #: The clock that ends a slice after ``learn_slice`` seconds (a monotonic
+        #: one; None: an UPDATE is applied in one slice).
+        self.slice_clock = slice_clock
+        self.learn_slice = learn_slice
         #: What the peer advertised on this session (refused records included).
         self.tree = DigestTree()
         self.expected = 0
@@ -255,6 +294,8 @@ class SyncIn(TypedMachine):
         self._nodes: dict[DigestNode, int] = {}
         self._records: dict[int, tuple[bytes, ...]] = {}
         self._runs: tuple[DigestNode, DigestSummary, list[VersionedId]] | None = None
+        self._applying: _Applying | None = None
+        self._slice_at: float | None = None
 
     # --- inputs -----------------------------------------------------------------------------
     def receive(self, msg: Message, now: float) -> None:
@@ -275,6 +316,9 @@ class SyncIn(TypedMachine):
         if not isinstance(msg, Update | Digest):
             raise self.unexpected(msg)
         d = ahead(msg.sequence, self.expected)
+        if self._applying is not None:  # it holds sequence ``expected``
+            return AheadApplying(msg) if d > 0 and len(self._early) < 4 * SYNC_WINDOW \
+                else Stale()
         if d > 0:
             return Ahead(msg)
         if d < 0:
@@ -328,10 +372,12 @@ class SyncIn(TypedMachine):
         return kind(node, children, tuple(wanted), tuple(omitted))
 
     def get_timer(self) -> float | None:
-        return earliest(self._ack_at, self._reorder_at, self._request_at)
+        return earliest(self._ack_at, self._reorder_at, self._request_at, self._slice_at)
 
-    def due(self, now: float) -> Iterator[AckDue | ReorderDue | RequestDue]:
+    def due(self, now: float) -> Iterator[AckDue | ReorderDue | RequestDue | SliceDue]:
         """The timer inputs due at ``now``."""
+        if self._slice_at is not None and now >= self._slice_at:
+            yield SliceDue()
         if self._request_at is not None and now >= self._request_at:
             yield RequestDue()
         if self._reorder_at is not None and now >= self._reorder_at:
@@ -341,7 +387,7 @@ class SyncIn(TypedMachine):
 
     def next_held(self) -> Update | Digest | None:
         """A held message that is now next in sequence (to feed again), if any."""
-        return self._early.get(self.expected)
+        return None if self._applying is not None else self._early.get(self.expected)
 
     # --- helpers ----------------------------------------------------------------------------
     def _consume(self, now: float) -> None:
@@ -350,6 +396,8 @@ class SyncIn(TypedMachine):
         self.expected = (self.expected + 1) % SEQUENCE_SPACE
         if not self._early:
             self._reorder_at = None
+        elif self._reorder_at is None and self.expected not in self._early:
+            self._reorder_at = now + self.reorder_timeout
         self._unacked += 1
         if self._unacked >= SYNC_WINDOW // 2:
             self._send_ack(now, AckDue())
@@ -371,27 +419,48 @@ class SyncIn(TypedMachine):
             self._request_at = now + self.request_timeout
             self.link.send(SyncRequest(transaction_id=txid, agent_ids=(run,)), now)
 
-    def _apply_update(self, up: Update, now: float) -> None:
+    def _slice(self, now: float) -> None:
+        """Check and learn the next ADVERTISEs of the UPDATE being applied, for at most
+        ``learn_slice`` (at least one); once all are done, its WITHDRAWs and PURGEs."""
+        job = self._applying
+        assert job is not None
         peer = self.link.gateway_id
+        ads = job.update.advertise
+        clock = self.slice_clock
+        end = None if clock is None else clock() + self.learn_slice
         good: list[Advertisement] = []
-        for ad in up.advertise:
+        i = job.done
+        while i < len(ads):
+            ad = ads[i]
+            i += 1
             aid = ad.record.record.agent_id
             if self.table.purge_held(ad, peer, now):
                 # Not mirrored: a later DIGEST differs and asks for it again, once the
                 # hold has ended (Section 6.5).
                 self.tree.discard(aid)
-                continue
-            self.tree.put(aid, ad.version)
-            refused = self.verifier(self.link.handle, ad.record, now)
-            if refused is None:
-                good.append(ad)
             else:
-                self.outbox.emit(RecordRefused(self.link.handle, aid, refused.code,
-                                               refused.diagnostic))
+                self.tree.put(aid, ad.version)
+                refused = self.verifier(self.link.handle, ad.record, now)
+                if refused is None:
+                    good.append(ad)
+                else:
+                    self.outbox.emit(RecordRefused(self.link.handle, aid, refused.code,
+                                                   refused.diagnostic))
+            if end is not None and clock is not None and clock() >= end:
+                break
+        job.done = i
+        if good:
+            self._report(self.table.learn_many(good, peer, now))
+        if i < len(ads):
+            self._reorder_at = None  # nothing is missing before what is held now
+            self._slice_at = now
+            return
+        self._applying = self._slice_at = None
+        up = job.update
         self._unmirror((*up.withdraw, *up.purge))
-        self._report(merge(self.table.learn_many(good, peer, now),
-                           self.table.withdraw_many(up.withdraw, peer),
+        self._report(merge(self.table.withdraw_many(up.withdraw, peer),
                            self.table.purge_many(up.purge, now)))
+        self._consume(now)
 
     def _unmirror(self, items: Sequence[VersionedId]) -> None:
         """Stop mirroring the records of these versions or older."""
@@ -413,8 +482,11 @@ class SyncIn(TypedMachine):
 
     # --- actions ----------------------------------------------------------------------------
     def _apply(self, now: float, inp: UpdateNext) -> None:
-        self._apply_update(inp.update, now)
-        self._consume(now)
+        self._applying = _Applying(inp.update)
+        self._slice(now)
+
+    def _apply_slice(self, now: float, inp: SliceDue) -> None:
+        self._slice(now)
 
     def _apply_answer(self, now: float, inp: AnswerMore) -> None:
         self._records.pop(inp.update.transaction_id, None)
@@ -477,6 +549,9 @@ class SyncIn(TypedMachine):
         self._early[inp.msg.sequence] = inp.msg
         if self._reorder_at is None:
             self._reorder_at = now + self.reorder_timeout
+
+    def _hold_behind(self, now: float, inp: AheadApplying) -> None:
+        self._early[inp.msg.sequence] = inp.msg
 
     def _drop(self, now: float, inp: Stale) -> None:
         """Already applied (a duplicate), or too late to matter."""

@@ -63,6 +63,7 @@ from ..protocol.events import (
     RecordRefused,
     SessionClosed,
     SessionEstablished,
+    TableChanged,
 )
 from ..protocol.machine import Handle, ProtocolError
 from ..protocol.peering import SessionTimers
@@ -76,6 +77,7 @@ from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
 from .lab import WARNING, LabAssociations, LabGuard
+from .loop import HeapFreezer, LoopLag
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -225,10 +227,17 @@ class GatewayRuntime:
 
     def __init__(self, config: GatewayConfig, *, pcap: PcapWriter | None = None,
                  keylog: TextIO | None = None, observer: Observer | None = None,
-                 tracer_provider: TracerProvider | None = None, tune_gc: bool = False) -> None:
+                 tracer_provider: TracerProvider | None = None, tune_gc: bool = False,
+                 loop_probe: bool = False) -> None:
         self.config = config
         self.tracer_provider = tracer_provider
         self._tune_gc = tune_gc
+        #: The longest event-loop stall, measured when ``loop_probe`` (logged at stop).
+        self.loop_lag = LoopLag() if loop_probe else None
+        #: With ``tune_gc``, keeps the registry out of full garbage collections
+        #: (:class:`HeapFreezer`): for a process of its own (it freezes every object
+        #: then alive).
+        self._freezer = HeapFreezer() if tune_gc else None
         self.observer = observer or Observer()
         self.federation = build_federation(config)
         credential = Credential.load(config.certificate, config.key)
@@ -289,7 +298,7 @@ class GatewayRuntime:
             self.crl = CrlRefresher(self.federation.crl_feed())
             await self.crl.refresh()
             self.crl.start()
-        self.store = RegistryStore(c.store, exclusive=True)
+        self.store = RegistryStore(c.store, exclusive=True, checkpoint_interval=0.5)
         self.core = GatewayCore(self.gateway_id, c.domain, self.store, min_lease=c.min_lease,
                                 max_lease=c.max_lease,
                                 max_peer_records=int(c.limit("PEER_MAX_RECORDS")),
@@ -311,10 +320,15 @@ class GatewayRuntime:
                                 pdu_limit=_pdu_limit, session_timers=self._session_timers,
                                 replication=lambda domain: Replication.SUMMARY
                                 if domain in summary else Replication.FULL,
-                                limits=RequestLimits(c.limit),
+                                limits=RequestLimits(c.limit), slice_clock=time.perf_counter,
+                                learn_slice=c.limit("LEARN_SLICE"),
                                 tracer=GatewayHops(self.name, c.domain,
                                                    provider=self.tracer_provider),
                                 **self.guard.node_hooks())
+        if self._freezer is not None:
+            self._freezer.freeze()
+        if self.loop_lag is not None:
+            self.loop_lag.start()
         self.pump = Pump(self.node, on_event=self._on_event, on_send=self._sent,
                          on_receive=self.observer.received)
         if self.core.agent_ids(local_only=True):  # a restart (Section 6.1.2)
@@ -488,6 +502,8 @@ class GatewayRuntime:
             log.warning("message refused", extra=facts(
                 peer=_uri(event.handle), message=event.message_type, status=event.status,
                 reason=event.diagnostic))
+        elif isinstance(event, TableChanged) and self._freezer is not None:
+            self._freezer.grew(len(event.advertised))
         elif isinstance(event, RecordRefused):
             log.warning("advertised record refused", extra=facts(
                 peer=_uri(event.handle), agent_id=event.agent_id, status=event.status,
@@ -510,6 +526,9 @@ class GatewayRuntime:
         if self._stopping:
             return
         self._stopping = True
+        if self.loop_lag is not None:  # what it measured while running
+            log.info("event loop probe", extra=facts(
+                loop_stall_ms_max=round(await self.loop_lag.stop(), 1)))
         node, pump = self.node, self.pump
         if node is not None and pump is not None:
             for handle in list(node.sessions):

@@ -15,14 +15,24 @@
    the moment gw-l holds all N records.
 3. ``verify_per_s``, measured in the same run on the same machine: Ed25519 record
    verifications (``proof.check_signature``, what gw-l's record check runs) per second,
-   one thread, over the first 5,000 records (or N).  ``bulk_sync_vs_verify`` is the
-   ratio: signature checking alone would give 1.0.
+   in one thread of this process, over the first 5,000 records (or N).  gw-l verifies
+   every record on its event loop, in that one thread too.  ``bulk_sync_vs_verify`` is
+   the ratio: signature checking alone would give 1.0.
 4. ``digest_stall_ms_max``: the longest the event loop stays busy with a DIGEST at N
    records: gw-l's session compares a root DIGEST built by a sending half holding the
    N entries gw-x advertised (the digest trees are kept on write, Section 6.6.1), on
-   the running loop, 20 times; ``loop_stall_ms_max`` is the longest event-loop stall
-   gw-l's loop saw during the whole transfer (a 1 ms ticker; UPDATEs are applied one
-   PDU at a time, so this is the cost of one PDU of records).
+   the running loop, 20 times.  ``loop_stall_ms_max`` (gw-l, the learner) and
+   ``sender_loop_stall_ms_max`` (gw-x, run with ``--loop-probe``) are the longest
+   event-loop stalls each saw while the table was transferred (a 1 ms ticker,
+   :class:`~dmscproto.runtime.loop.LoopLag`): UPDATEs are applied in slices of at most
+   LEARN_SLICE of record checks, each slice committing what passed.  On a loaded
+   machine those include time the process was not scheduled at all, so
+   ``learn_step_ms_max`` and ``learn_step_cpu_ms_max`` give the longest single step of
+   gw-l's node (a message fed to it, or its timer: one slice), in wall and in thread
+   CPU time.
+
+This process holds no decoded copy of the N records while gw-l learns them (only their
+octets, written to gw-x's file first), so gw-l's heap is its own.
 
 The machine may be shared and loaded: rerun before trusting a single number.  The last
 line printed is one JSON object.
@@ -75,13 +85,14 @@ def _sign(first: int, count: int) -> list[bytes]:
     return out
 
 
-def make_records(n: int) -> list[SignedRecord]:
+def make_records(n: int) -> list[bytes]:
+    """N encoded signed records (signed in worker processes)."""
     workers = max(1, min(4, os.cpu_count() or 1))
     share = -(-n // (workers * 8))
     with ProcessPoolExecutor(workers) as pool:
         chunks = pool.map(_sign, range(0, n, share), [min(share, n - f) for f in
                                                      range(0, n, share)])
-        return [SignedRecord.decode(raw) for chunk in chunks for raw in chunk]
+        return [raw for chunk in chunks for raw in chunk]
 
 
 def free_port() -> int:
@@ -95,34 +106,40 @@ def with_limit(config: Path, line: str) -> None:
     config.write_text(text.replace("[limits]\n", f"[limits]\n{line}\n", 1))
 
 
-def verify_rate(records: list[SignedRecord]) -> float:
-    sample = records[:5000]
+def verify_rate(records: list[bytes]) -> float:
+    """Single-thread Ed25519 record verifications per second (the baseline)."""
+    sample = [SignedRecord.decode(raw) for raw in records[:5000]]
     start = time.perf_counter()
     for signed in sample:
         check_signature(signed)
     return len(sample) / (time.perf_counter() - start)
 
 
-class Ticker:
-    """The longest gap between ticks of a 1 ms timer on the running loop."""
+class StepTimes:
+    """The longest step of a runtime's node: a message fed to it, or its timer."""
 
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task = asyncio.get_running_loop().create_task(self._run())
+    def __init__(self, rt: GatewayRuntime) -> None:
+        self.wall = self.cpu = 0.0
+        pump = rt.pump
+        assert pump is not None
+        feed, fire = pump.feed, pump._fire
 
-    async def _run(self) -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            self.worst = max(self.worst, now - last - 0.001)
-            last = now
+        def timed_feed(source: object, msg: object) -> None:
+            w, c = time.perf_counter(), time.thread_time()
+            feed(source, msg)  # type: ignore[arg-type]
+            self.note(w, c)
 
-    async def stop(self) -> float:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        return self.worst * 1000
+        def timed_fire() -> None:
+            w, c = time.perf_counter(), time.thread_time()
+            fire()
+            self.note(w, c)
+
+        pump.feed = timed_feed  # type: ignore[method-assign]
+        pump._fire = timed_fire  # type: ignore[method-assign]
+
+    def note(self, wall: float, cpu: float) -> None:
+        self.wall = max(self.wall, time.perf_counter() - wall)
+        self.cpu = max(self.cpu, time.thread_time() - cpu)
 
 
 async def digest_stall(learner: GatewayRuntime, n: int) -> float:
@@ -151,7 +168,7 @@ async def digest_stall(learner: GatewayRuntime, n: int) -> float:
     return worst * 1000
 
 
-async def run(n: int, root: Path) -> dict[str, float | int]:
+async def run(n: int, root: Path) -> dict[str, float | int | None]:
     domain = Domain.create(root, DOMAIN)
     port = free_port()
     exporter = write_gateway_config(domain, "gw-x", listen=("127.0.0.1", port),
@@ -166,26 +183,31 @@ async def run(n: int, root: Path) -> dict[str, float | int]:
     expires = time.time() + 86000
     with RegistryStore(root / DOMAIN / "gw-x.sqlite") as store:
         for i in range(0, n, 5000):
+            chunk = [SignedRecord.decode(raw) for raw in records[i:i + 5000]]
             store.put_many(StoredRecord(s.record.agent_id, s, expires, None,
-                                        s.record.record_version)
-                           for s in records[i:i + 5000])
+                                        s.record.record_version) for s in chunk)
     verify_per_s = verify_rate(records)
+    del records, chunk
+    print(f"verify baseline: {verify_per_s:,.0f} Ed25519 record checks/s, one thread",
+          file=sys.stderr)
     log = (root / "gw-x.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "gateway", "--config", str(exporter)],
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "gateway", "--config", str(exporter),
+                             "--log-format", "json", "--loop-probe"],
                             stderr=log, cwd=exporter.parent)
     try:
-        rt = GatewayRuntime(GatewayConfig.load(learner))
+        rt = GatewayRuntime(GatewayConfig.load(learner), loop_probe=True, tune_gc=True)
         await rt.start()  # dials gw-x until it listens (it loads its registry first)
         await rt.wait_peers(timeout=180)
         start = time.perf_counter()
-        ticker = Ticker()
-        assert rt.core is not None
+        assert rt.core is not None and rt.loop_lag is not None
+        rt.loop_lag.worst = 0.0  # the transfer only
+        steps = StepTimes(rt)
         while len(rt.core) < n:
             await asyncio.sleep(0.01)
             if time.perf_counter() - start > 600:
                 raise TimeoutError(f"{len(rt.core)} of {n} records after 600 s")
         elapsed = time.perf_counter() - start
-        loop_stall = await ticker.stop()
+        loop_stall = await rt.loop_lag.stop()
         stall = await digest_stall(rt, n)
         await rt.stop()
     finally:
@@ -200,7 +222,20 @@ async def run(n: int, root: Path) -> dict[str, float | int]:
             "bulk_sync_records_per_s": round(rate), "verify_per_s": round(verify_per_s),
             "bulk_sync_vs_verify": round(rate / verify_per_s, 3),
             "digest_stall_ms_max": round(stall, 3),
-            "loop_stall_ms_max": round(loop_stall, 1)}
+            "loop_stall_ms_max": round(loop_stall, 1),
+            "learn_step_ms_max": round(steps.wall * 1000, 1),
+            "learn_step_cpu_ms_max": round(steps.cpu * 1000, 1),
+            "sender_loop_stall_ms_max": sender_stall(root / "gw-x.log")}
+
+
+def sender_stall(log: Path) -> float | None:
+    """gw-x's longest loop stall, from the line its probe logs at stop."""
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            fields = json.loads(line)
+            if "loop_stall_ms_max" in fields:
+                return float(fields["loop_stall_ms_max"])
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
