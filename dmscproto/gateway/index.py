@@ -54,6 +54,7 @@ from typing import Any, Generic, TypeVar
 
 import cbor2
 
+from ..codec import cbor
 from ..codec.registry import ConstraintOp
 from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQuery
 
@@ -152,9 +153,9 @@ class IndexTerms:
 
     def encode(self) -> bytes:
         """A CBOR array (sorted sets, canonical maps: equal terms give equal octets)."""
-        return cbor2.dumps([sorted(self.skills), sorted(self.tags), sorted(self.words),
-                            sorted(self.in_modes), sorted(self.out_modes), self.domain,
-                            self.attributes], canonical=True)
+        return cbor.dumps([sorted(self.skills), sorted(self.tags), sorted(self.words),
+                           sorted(self.in_modes), sorted(self.out_modes), self.domain,
+                           self.attributes])
 
     @classmethod
     def decode(cls, data: bytes) -> IndexTerms:
