@@ -9,9 +9,11 @@ hop, and each hop
   (:func:`~dmscproto.protocol.tracecontext.hop_context`);
 * with ``opentelemetry-api`` installed and a recording ``TracerProvider`` (the global
   one, or the one given), is an OpenTelemetry span (kind SERVER, named ``dmsc`` and the
-  request type) whose parent is the incoming traceparent, so that a trace collector
-  joins the hops of all gateways and agents into one trace; the span id sent on is
-  the span's own, and a request without a usable traceparent starts a new trace;
+  request type, attributes ``dmsc.gateway``, ``dmsc.domain`` and ``dmsc.status``) whose
+  parent is the incoming traceparent, so that a trace collector joins the hops of all
+  gateways and agents into one trace; the span id sent on is the span's own (also when
+  the provider's sampler drops the span), and a request without a usable traceparent
+  starts a new trace;
 * logs one DEBUG line when it ends (``routed call``, ``trace`` or ``discovery``, with
   the trace id, source, target, status and latency) and one INFO line
   (``request refused``) when this gateway, not the next hop, answered with an error.
@@ -63,8 +65,26 @@ _WHAT = {MessageType.ROUTE_REQUEST: "routed call", MessageType.TRACE_REQUEST: "t
          MessageType.DISCOVER: "discovery"}
 
 
-def _tracer(provider: TracerProvider | None) -> Tracer | None:
-    return None if otel is None else otel.get_tracer("dmscproto", tracer_provider=provider)
+class _Recorder:
+    """The OpenTelemetry tracer of ``provider``, or of the global provider once one that
+    records is set (None until then: the API's proxy would only hand out no-op spans,
+    at a cost)."""
+
+    def __init__(self, provider: TracerProvider | None) -> None:
+        self.provider = provider
+        self._tracer: Tracer | None = None
+        self._of: object = None
+
+    def tracer(self) -> Tracer | None:
+        if otel is None:
+            return None
+        tp = self.provider or otel.get_tracer_provider()
+        if tp is not self._of:
+            self._of = tp
+            self._tracer = None if isinstance(tp, otel.ProxyTracerProvider
+                                               | otel.NoOpTracerProvider) \
+                else tp.get_tracer("dmscproto")
+        return self._tracer
 
 
 def _parent_context(parent: TraceParent | None, state: str | None) -> Context:
@@ -79,33 +99,31 @@ def _parent_context(parent: TraceParent | None, state: str | None) -> Context:
     return otel.set_span_in_context(otel.NonRecordingSpan(ctx), Context())
 
 
-def _start_span(tracer: Tracer | None, name: str, kind: Any, incoming: TraceContext | None,
-                attributes: dict[str, str]) -> tuple[Span | None, TraceContext | None]:
-    """A span child of ``incoming`` (a root span without a usable one) and the
-    TRACE_CONTEXT it sends on; (None, None) if nothing records it (no SDK configured:
-    the API's no-op span keeps its parent's id)."""
+def _sent(span: Span, state: str | None) -> TraceContext:
+    """The TRACE_CONTEXT of ``span``, to send on with ``state`` as tracestate."""
+    sc = span.get_span_context()
+    return TraceContext(str(TraceParent(sc.trace_id.to_bytes(TRACE_ID_SIZE),
+                                        sc.span_id.to_bytes(SPAN_ID_SIZE),
+                                        SAMPLED if sc.trace_flags.sampled else 0)), state)
+
+
+def _start_span(tracer: Tracer | None, name: str, kind: Any, incoming: TraceContext | None
+                ) -> tuple[Span | None, TraceContext | None]:
+    """A span child of ``incoming`` (a root span without a usable one), if it records,
+    and the TRACE_CONTEXT it sends on (the incoming tracestate, if the traceparent was
+    usable); (None, None) without a recording tracer."""
     if tracer is None:
         return None, None
     parent = None if incoming is None else TraceParent.parse(incoming.traceparent)
-    span = tracer.start_span(name, context=_parent_context(
-        parent, incoming.tracestate if parent is not None and incoming is not None else None),
-        kind=kind, attributes=attributes)
-    sc = span.get_span_context()
-    span_id = sc.span_id.to_bytes(SPAN_ID_SIZE)
-    if not sc.is_valid or (parent is not None and span_id == parent.parent_id):
-        return None, None
-    sent = TraceParent(sc.trace_id.to_bytes(TRACE_ID_SIZE), span_id,
-                       SAMPLED if sc.trace_flags.sampled else 0)
     state = incoming.tracestate if parent is not None and incoming is not None else None
-    return span, TraceContext(str(sent), state)
+    span = tracer.start_span(name, context=_parent_context(parent, state), kind=kind)
+    # a span the sampler dropped still has its own id: sent on, nothing to end
+    return span if span.is_recording() else None, _sent(span, state)
 
 
-def _end_span(span: Span | None, status: ErrorCode, diagnostic: str | None,
-              attributes: dict[str, str]) -> None:
-    if span is None:
-        return
+def _end_span(span: Span, status: ErrorCode, diagnostic: str | None) -> None:
     assert otel is not None
-    span.set_attributes({"dmsc.status": status.name, **attributes})
+    span.set_attribute("dmsc.status", status.name)
     if status is not ErrorCode.SUCCESS:
         span.set_status(otel.Status(otel.StatusCode.ERROR, diagnostic or status.name))
     span.end()
@@ -126,38 +144,42 @@ class _GatewayHop:
     def end(self, status: ErrorCode, diagnostic: str | None = None, *,
             source: bytes | None = None, target: bytes | None = None,
             relayed: bool = False) -> None:
-        trace_id = trace_id_of(self.context)
+        if self.span is not None:
+            _end_span(self.span, status, diagnostic)
+        refused = status is not ErrorCode.SUCCESS and not relayed
+        debug = log.isEnabledFor(logging.DEBUG)
+        if not refused and not debug:
+            return
         who = {"source": source.hex() if source else None,
                "target": target.hex() if target else None}
-        if status is not ErrorCode.SUCCESS and not relayed:
+        if refused:
             log.info("request refused", extra=facts(
                 request=self.request, status=status, reason=diagnostic,
-                trace_id=trace_id, **who))
-        if log.isEnabledFor(logging.DEBUG):
+                trace_id=trace_id_of(self.context), **who))
+        if debug:
             log.debug(_WHAT.get(self.request, self.request.name), extra=facts(
-                trace_id=trace_id, **who, status=status,
+                trace_id=trace_id_of(self.context), **who, status=status,
                 latency_ms=round((time.perf_counter() - self.started) * 1e3, 3)))
-        _end_span(self.span, status, diagnostic,
-                  {f"dmsc.{k}": v for k, v in who.items() if v is not None})
 
 
 class GatewayHops:
     """The gateway's hops (module docstring): ``gateway`` and ``domain`` name it in its
     spans; ``provider`` is the OpenTelemetry ``TracerProvider`` (default: the global
-    one), ``spans=False`` records none."""
+    one)."""
 
-    def __init__(self, gateway: str, domain: str, *, provider: TracerProvider | None = None,
-                 spans: bool = True) -> None:
+    def __init__(self, gateway: str, domain: str, *,
+                 provider: TracerProvider | None = None) -> None:
         self.ids = new_ids()
         self.attributes = {"dmsc.gateway": gateway, "dmsc.domain": domain}
-        self._tracer = _tracer(provider) if spans else None
+        self._recorder = _Recorder(provider)
 
     def begin(self, request: MessageType, incoming: TraceContext | None) -> Hop:
-        span, sent = _start_span(self._tracer, f"dmsc {request.name}",
-                                 otel.SpanKind.SERVER if otel is not None else None,
-                                 incoming, self.attributes)
-        if span is None:
+        span, sent = _start_span(self._recorder.tracer(), f"dmsc {request.name}",
+                                 otel.SpanKind.SERVER if otel is not None else None, incoming)
+        if sent is None:  # nothing records: a span id of our own
             sent = hop_context(incoming, new_span_id(self.ids), self.ids)
+        if span is not None:
+            span.set_attributes(self.attributes)
         return _GatewayHop(request, sent, span)
 
 
@@ -168,39 +190,34 @@ class AgentSpans:
     def __init__(self, agent: str, *, provider: TracerProvider | None = None) -> None:
         self.ids = new_ids()
         self.attributes = {"dmsc.agent": agent}
-        self._tracer = _tracer(provider)
+        self._recorder = _Recorder(provider)
 
     def request(self, request: MessageType, trace: TraceContext | None
                 ) -> tuple[TraceContext, AbstractContextManager[object]]:
         """The TRACE_CONTEXT to send a request with, and a context manager spanning the
         wait for its answer: the caller's ``trace`` unchanged if given, else a CLIENT
         span's (child of the current OpenTelemetry span, if any), else a new trace."""
-        if trace is not None:
-            return trace, nullcontext()
-        if self._tracer is not None:
-            assert otel is not None
-            span = self._tracer.start_span(f"dmsc {request.name}", kind=otel.SpanKind.CLIENT,
-                                           attributes=self.attributes)
-            sc = span.get_span_context()
-            if sc.is_valid:
-                sent = TraceParent(sc.trace_id.to_bytes(TRACE_ID_SIZE),
-                                   sc.span_id.to_bytes(SPAN_ID_SIZE),
-                                   SAMPLED if sc.trace_flags.sampled else 0)
-                state = sc.trace_state.to_header() or None
-                return TraceContext(str(sent), state), otel.use_span(span, end_on_exit=True)
-        return start_trace(self.ids), nullcontext()
+        tracer = self._recorder.tracer()
+        if trace is not None or tracer is None:
+            return trace or start_trace(self.ids), nullcontext()
+        assert otel is not None
+        span = tracer.start_span(f"dmsc {request.name}", kind=otel.SpanKind.CLIENT,
+                                 attributes=self.attributes)
+        state = span.get_span_context().trace_state.to_header() or None
+        return _sent(span, state), otel.use_span(span, end_on_exit=True)
 
     @contextmanager
     def serve(self, request: MessageType, trace: TraceContext | None,
               source: bytes) -> Iterator[None]:
         """A SERVER span, child of the request's traceparent, around its handler (the
         handler's own spans nest in it)."""
-        span, _sent = _start_span(self._tracer, f"dmsc {request.name}",
-                                  otel.SpanKind.SERVER if otel is not None else None,
-                                  trace, {**self.attributes, "dmsc.source": source.hex()})
+        span, _sent_on = _start_span(self._recorder.tracer(), f"dmsc {request.name}",
+                                     otel.SpanKind.SERVER if otel is not None else None,
+                                     trace)
         if span is None:
             yield
             return
         assert otel is not None
+        span.set_attributes(self.attributes)
         with otel.use_span(span, end_on_exit=True):
             yield

@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.values import TraceContext
@@ -35,8 +35,7 @@ _V00 = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 IdSource = Callable[[int], bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class TraceParent:
+class TraceParent(NamedTuple):
     """A parsed ``traceparent``: trace-id (16 octets), parent-id (8) and trace-flags."""
 
     trace_id: bytes
