@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import random
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,3 +250,89 @@ def test_one_trace_with_a_span_per_hop_across_two_domains(
     assert len(refusals) == 2
     assert "request=ROUTE_REQUEST status=NO_ROUTE" in refusals[0]
     assert "request=REGISTER status=" in refusals[1]
+
+
+#: ``dmsc`` with an OpenTelemetry SDK whose spans go to the file named by the first
+#: argument, one JSON object per line (what ``opentelemetry-instrument`` sets up with an
+#: exporter).
+SPANS_CLI = """import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+out = open(sys.argv.pop(1), "a", encoding="utf-8")
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(
+    out=out, formatter=lambda span: span.to_json(indent=None) + "\\n")))
+trace.set_tracer_provider(provider)
+from dmscproto.cli import main
+sys.exit(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.oam
+def test_gateway_processes_record_a_span_per_hop(tmp_path: Path) -> None:
+    """Two ``dmsc gateway`` processes of two domains: a call with the caller's own
+    traceparent gives a span at gw-a (its parent: the caller's parent-id), one at gw-b
+    (its parent: gw-a's span) and the responder's (its parent: gw-b's span)."""
+    a, b = Domain.create(tmp_path, "a.example"), Domain.create(tmp_path, "b.example")
+    ports = {"gw-a": free_port(), "gw-b": free_port()}
+    configs = {
+        "gw-b": write_gateway_config(b, "gw-b", listen=("127.0.0.1", ports["gw-b"]),
+                                     peers=[PeerSpec(a)]),
+        "gw-a": write_gateway_config(a, "gw-a", listen=("127.0.0.1", ports["gw-a"]),
+                                     peers=[PeerSpec(b, ("127.0.0.1", ports["gw-b"]))])}
+    logs = {n: tmp_path / f"{n}.log" for n in configs}
+    procs = [subprocess.Popen([sys.executable, "-c", SPANS_CLI, str(tmp_path / f"{n}.json"),
+                               "gateway", "--config", str(c)], stderr=logs[n].open("wb"))
+             for n, c in configs.items()]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sent = TraceContext(PARENT, STATE)
+
+    async def main() -> None:
+        caller = a.agent("caller", ("127.0.0.1", ports["gw-a"]))
+        responder = b.agent("responder", ("127.0.0.1", ports["gw-b"]),
+                            tracer_provider=provider)
+        responder.serve(lambda payload, _r: payload)
+        while not all("gateway listening" in log.read_text() for log in logs.values()):
+            await asyncio.sleep(0.05)
+        async with caller, responder:
+            await responder.register(skills=["echo"])
+            while True:  # until gw-a has learned the responder's record
+                try:
+                    assert await caller.call(responder.agent_id, b"hi", trace=sent) == b"hi"
+                    return
+                except AgentError as exc:
+                    assert exc.code is ErrorCode.NO_ROUTE
+                    await asyncio.sleep(0.1)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 30))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    spans = {}
+    for name in configs:
+        lines = (tmp_path / f"{name}.json").read_text(encoding="utf-8").splitlines()
+        [ok] = [s for s in map(json.loads, lines) if s["context"]["trace_id"] == "0x" + TRACE_ID
+                and s["attributes"]["dmsc.status"] == "SUCCESS"]
+        assert (ok["name"], ok["kind"], ok["attributes"]["dmsc.gateway"]) == (
+            "dmsc ROUTE_REQUEST", "SpanKind.SERVER", name)
+        state = ok["context"]["trace_state"]  # carried unchanged, in order
+        assert 0 <= state.find("key=rojo, value=00f067aa0ba902b7") \
+            < state.find("key=congo, value=t61rcWkgMzE")
+        spans[name] = ok
+    assert spans["gw-a"]["parent_id"] == "0x00f067aa0ba902b7"
+    assert spans["gw-b"]["parent_id"] == spans["gw-a"]["context"]["span_id"]
+    [served] = [s for s in exporter.get_finished_spans()
+                if s.context is not None and f"{s.context.trace_id:032x}" == TRACE_ID]
+    assert served.parent is not None
+    assert f"0x{served.parent.span_id:016x}" == spans["gw-b"]["context"]["span_id"]
