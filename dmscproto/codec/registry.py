@@ -334,6 +334,11 @@ TIMERS: tuple[Timer, ...] = (
           "how long relayed DISCOVER answers and the routes they give are kept"),
     Timer("QUIC_PING_INTERVAL", 20,
           "interval of QUIC PINGs a client sends on an otherwise idle connection"),
+    Timer("QUIC_MAX_ACK_DELAY", 0.025,
+          "QUIC max_ack_delay transport parameter every endpoint advertises (Section 9.1)"),
+    Timer("QUIC_ACK_DELAY", 0.02,
+          "longest wait for a packet to carry the ACK of a 1-RTT packet; below "
+          "QUIC_MAX_ACK_DELAY"),
 )
 
 #: Default hop limit placed in ROUTE-REQUEST, DISCOVER and TRACE-REQUEST (Section 5.3).

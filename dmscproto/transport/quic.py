@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
@@ -150,6 +151,61 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
+#: Most datagrams read from a socket in one event-loop turn (asyncio reads one).
+_DRAIN = 64
+#: Largest UDP payload read.
+_MAX_DATAGRAM = 65535
+
+
+def _drain(sock: socket.socket, received: Callable[[bytes, NetworkAddress], None],
+           error: Callable[[Exception], None]) -> None:
+    """Hand ``received`` the datagrams already waiting on ``sock`` (non-blocking), up to
+    _DRAIN: one event-loop turn serves them all and their answers leave in one transmit
+    pass (asyncio's datagram transport reads one datagram per turn)."""
+    for _ in range(_DRAIN - 1):
+        try:
+            data, addr = sock.recvfrom(_MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # an ICMP error on a connected socket, or closed
+            error(exc)
+            return
+        received(data, addr)
+
+
+class _Flusher:
+    """The connections of one event loop with something to send.  They transmit once
+    per loop turn, together, after everything that ran in the turn queued its frames:
+    the datagrams received, the handlers that answered them, the ACKs they carry."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[DmscConnection, None] = {}
+        self._handle: asyncio.Handle | None = None
+
+    def add(self, conn: DmscConnection) -> None:
+        self._due[conn] = None
+        if self._handle is None:
+            self._handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        due, self._due = self._due, {}
+        for conn in due:
+            conn.transmit()
+
+
+_FLUSHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary())
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _FLUSHERS.get(loop)
+    if flusher is None:
+        flusher = _FLUSHERS[loop] = _Flusher(loop)
+    return flusher
+
+
 @dataclass(slots=True)
 class _Outgoing:
     """A transaction this end started: the response being reassembled."""
@@ -175,8 +231,10 @@ class DmscConnection(QuicConnectionProtocol):
     def __init__(self, quic: DmscQuicConnection, *, handler: Handler | None = None,
                  pcap: PcapWriter | None = None, owns_transport: bool = False,
                  on_close: Callable[[DmscConnection], None] | None = None,
-                 keepalive: float | None = None) -> None:
+                 keepalive: float | None = None, sock: socket.socket | None = None) -> None:
         super().__init__(quic)
+        #: The connection's own socket (``owns_transport``), read directly to drain it.
+        self._sock = sock
         self.handler = handler
         self.peer: PeerInfo | None = None
         self._pcap = pcap
@@ -192,6 +250,9 @@ class DmscConnection(QuicConnectionProtocol):
         self._confirmed.add_done_callback(_retrieve)
         self._keepalive = keepalive
         self._keepalive_handle: asyncio.TimerHandle | None = None
+        #: UDP datagrams this connection sent and received (benchmarks count them).
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
 
     # --- asyncio / aioquic plumbing --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -206,10 +267,38 @@ class DmscConnection(QuicConnectionProtocol):
         super().connection_made(sender)
         self._raw_transport = sender
 
+    def transmit(self) -> None:
+        """aioquic's, counting datagrams (and it leaves no transmit task behind)."""
+        transport = self._transport
+        assert transport is not None
+        for data, addr in self._quic.datagrams_to_send(now=self._loop.time()):
+            transport.sendto(data, addr)
+            self.datagrams_sent += 1
+        timer_at = self._quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
+
+    def _transmit_soon(self) -> None:
+        _flusher(self._loop).add(self)
+
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        self._received(cast(bytes, data), addr)
+        if self._sock is not None:
+            _drain(self._sock, self._received, self.error_received)
+
+    def _received(self, data: bytes, addr: NetworkAddress) -> None:
+        """One datagram: aioquic's processing, but the transmit that follows is left to
+        the end of this event-loop turn (the handlers' answers go with it)."""
+        self.datagrams_received += 1
         if self._recorder is not None:
-            self._recorder.received(cast(bytes, data), addr)
-        super().datagram_received(data, addr)
+            self._recorder.received(data, addr)
+        self._quic.receive_datagram(data, addr, now=self._loop.time())
+        self._process_events()
+        self._transmit_soon()
 
     def error_received(self, exc: Exception) -> None:
         """A client's own socket reports an ICMP error: during the handshake, a refused
@@ -270,15 +359,25 @@ class DmscConnection(QuicConnectionProtocol):
         stream_id = self._open(pdu)
         future: asyncio.Future[Message] = self._loop.create_future()
         self._s.outgoing[stream_id] = _Outgoing(StreamAssembler(), future)
+        expiry = (None if timeout is None
+                  else self._loop.call_later(timeout, self._expire, stream_id, timeout))
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            self._abandon(stream_id, ErrorCode.TRANSACTION_TIMEOUT)
-            raise TransportError(ErrorCode.TRANSACTION_TIMEOUT,
-                                 f"no response within {timeout} s") from None
+            return await future
         except asyncio.CancelledError:
             self._abandon(stream_id, ErrorCode.CEASE)
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    def _expire(self, stream_id: int, timeout: float) -> None:
+        """A request's answer did not come in time (a timer, not ``asyncio.wait_for``,
+        whose extra future costs a loop turn per request)."""
+        pending = self._s.outgoing.get(stream_id)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(TransportError(
+                ErrorCode.TRANSACTION_TIMEOUT, f"no response within {timeout} s"))
+            self._abandon(stream_id, ErrorCode.TRANSACTION_TIMEOUT)
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` on a new stream without waiting for an answer."""
@@ -333,6 +432,7 @@ class DmscConnection(QuicConnectionProtocol):
         if identity is None or cert is None:  # cannot happen with _MutualTlsContext
             self.close(ErrorCode.UNTRUSTED_CERTIFICATE, "peer not authenticated")
             return
+        self._quic.release_handshake_state()
         address = self._quic.get_peer_address() or ("", 0)
         self.peer = PeerInfo(identity, cert, address, self)
         if self._quic.configuration.is_client:
@@ -528,8 +628,10 @@ class QuicServer(asyncio.DatagramProtocol):
 
     def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: PcapWriter | None,
                  keylog: KeyLog, idle_timeout: float = IDLE_TIMEOUT,
-                 limits: QuicLimits | None = None) -> None:
+                 limits: QuicLimits | None = None, sock: socket.socket | None = None) -> None:
         self.tls = tls
+        #: The listening socket, read directly to drain it (see _drain).
+        self._sock = sock
         self.handler = handler
         self.peers: dict[bytes, DmscConnection] = {}
         self._configuration = tls.configuration(is_client=False, keylog=keylog.file,
@@ -567,6 +669,11 @@ class QuicServer(asyncio.DatagramProtocol):
         self._sender = _sender(self._transport, self._recorder)
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        self._received(data, addr)
+        if self._sock is not None:
+            _drain(self._sock, self._received, self.error_received)
+
+    def _received(self, data: bytes, addr: NetworkAddress) -> None:
         assert self._sender is not None
         if self._recorder is not None:
             self._recorder.received(data, addr)
@@ -735,10 +842,34 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
     (:class:`QuicLimits`), Initials are dropped; a handshake not completed in
     ``limits.handshake_timeout`` is closed."""
     loop = asyncio.get_running_loop()
+    sock = await _udp_socket(host, port, bind=True)
     server = QuicServer(tls, handler, pcap=pcap, keylog=KeyLog(keylog),
-                        idle_timeout=idle_timeout, limits=limits)
-    await loop.create_datagram_endpoint(lambda: server, local_addr=(host, port))
+                        idle_timeout=idle_timeout, limits=limits, sock=sock)
+    await loop.create_datagram_endpoint(lambda: server, sock=sock)
     return server
+
+
+async def _udp_socket(host: str, port: int, *, bind: bool) -> socket.socket:
+    """A non-blocking UDP socket bound to (``bind``) or connected to ``host``:``port``,
+    the first address of ``host`` that works (as ``create_datagram_endpoint`` does); the
+    caller keeps it to drain it (:func:`_drain`)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE if bind else 0)
+    error: OSError = OSError(f"no address for {host}:{port}")
+    for family, kind, proto, _name, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if bind:
+                sock.bind(addr)
+            else:
+                sock.connect(addr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error
 
 
 async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | None = None,
@@ -753,18 +884,18 @@ async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | 
     ``handler`` serves requests the server sends over this connection; ``keepalive``
     (seconds, None for none) keeps an idle connection open by sending PINGs."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    family, addr = infos[0][0], infos[0][4]
+    sock = await _udp_socket(host, port, bind=False)
+    addr = sock.getpeername()
     key_log = KeyLog(keylog)
     quic = DmscQuicConnection(
         configuration=tls.configuration(is_client=True, server_name=server_name,
                                         keylog=key_log.file, idle_timeout=idle_timeout),
         verifier=tls.verifier(server_name=server_name, expect_domain=expect_domain))
-    remote = cast(tuple[str, int], addr[:2] if family == socket.AF_INET else addr)
     transport, conn = await loop.create_datagram_endpoint(
         lambda: DmscConnection(quic, handler=handler, pcap=pcap, owns_transport=True,
-                               on_close=lambda _c: key_log.close(), keepalive=keepalive),
-        remote_addr=remote, family=family)
+                               on_close=lambda _c: key_log.close(), keepalive=keepalive,
+                               sock=sock),
+        sock=sock)
     try:
         conn.connect(addr)
         await asyncio.wait_for(conn.wait_established(), timeout)

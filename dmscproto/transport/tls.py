@@ -40,7 +40,6 @@ import service_identity
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicErrorCode
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -55,6 +54,8 @@ from ..security.ca import (
     Kind,
     TrustStore,
 )
+from .acks import DelayedAckConnection
+from .lean import LeanQuicConnection
 
 #: TLS alert sent for each certificate error code; anything else is bad_certificate.
 ALERTS: dict[ErrorCode, tls.AlertDescription] = {
@@ -182,8 +183,9 @@ class _MutualTlsContext(tls.Context):
         self._verify_peer(ExtendedKeyUsageOID.SERVER_AUTH)
 
 
-class DmscQuicConnection(QuicConnection):
-    """aioquic's sans-I/O QUIC connection with DMSC mutual TLS (Section 9.1)."""
+class DmscQuicConnection(DelayedAckConnection, LeanQuicConnection):
+    """aioquic's sans-I/O QUIC connection with DMSC mutual TLS (Section 9.1), delayed
+    and piggybacked acknowledgements (:mod:`.acks`) and less memory (:mod:`.lean`)."""
 
     def __init__(self, *, configuration: QuicConfiguration, verifier: PeerVerifier,
                  original_destination_connection_id: bytes | None = None,
