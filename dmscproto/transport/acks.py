@@ -40,6 +40,9 @@ MAX_ACK_DELAY_MS = round(timer("QUIC_MAX_ACK_DELAY") * 1000)
 class DelayedAckConnection(QuicConnection):
     """aioquic's sans-I/O QUIC connection with delayed, piggybacked ACKs (see module)."""
 
+    # slots: aioquic's instance dict is full (85 attributes), one more doubles it
+    __slots__ = ("_ack_at_once", "_piggyback", "_received_1rtt", "_unacked_eliciting")
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._ack_delay = ACK_DELAY

@@ -9,9 +9,12 @@ loss recovery or the 1-RTT keys:
   writes to (a DMSC endpoint issues no session tickets, and QUIC forbids TLS key updates
   and post-handshake authentication, RFC 9001 Sections 4.4 and 6);
 * the TLS context's ephemeral key-exchange private keys and the key schedules of the
-  cipher suites not chosen (also forward secrecy: the ephemeral keys are erased);
-* the frozensets of packet epochs in aioquic's frame-handler table, equal in every
-  connection, now shared;
+  cipher suites not chosen (also forward secrecy: the ephemeral keys are erased), and
+  the peer certificate's parsed fields cached by the checks (it is loaded afresh);
+* the key pairs, CRYPTO streams of the Initial and Handshake epochs (and of 0-RTT,
+  never used) once discarded: one spent, shared instance stands for them all;
+* aioquic's frame-handler table, a dict of bound methods and epoch sets built for each
+  connection: one table per class, bound when a frame is handled;
 * connection IDs: it issues at most QUIC_CONNECTION_IDS and advertises that many as
   ``active_connection_id_limit`` (2, RFC 9000's minimum: one in use and one spare for
   a path change) instead of aioquic's 8, each an entry in the server's routing table.
@@ -19,31 +22,67 @@ loss recovery or the 1-RTT keys:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.stream import QuicStream
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 #: Connection IDs an endpoint issues and accepts at once (RFC 9000, Section 5.1.1).
 QUIC_CONNECTION_IDS = 2
 #: What the TLS output buffers shrink to after the handshake.
 _SPENT_BUFFER = 64
 
-#: One instance of each epoch set in aioquic's frame-handler table, for every connection.
-_EPOCH_SETS: dict[frozenset[tls.Epoch], frozenset[tls.Epoch]] = {}
+#: A frame handler of aioquic's table, unbound, and the epochs its frame is allowed in.
+_Entry = tuple[Callable[..., None], frozenset[tls.Epoch]]
+#: aioquic's (name-mangled) attribute holding the frame-handler table.
+_HANDLERS = "_QuicConnection__frame_handlers"
+#: The frame-handler table of each connection class, unbound.
+_TABLES: dict[type[QuicConnection], dict[int, _Entry]] = {}
+
+
+class _FrameHandlers:
+    """Stands for aioquic's per-connection frame-handler dict (``frame type -> (bound
+    handler, epochs)``, looked up once per frame): the class's table, bound on lookup."""
+
+    __slots__ = ("_conn", "_table")
+
+    def __init__(self, conn: QuicConnection, table: dict[int, _Entry]) -> None:
+        self._conn = conn
+        self._table = table
+
+    def __getitem__(self, frame_type: int) -> tuple[Callable[..., None], frozenset[tls.Epoch]]:
+        handler, epochs = self._table[frame_type]
+        return handler.__get__(self._conn), epochs
+
+
+#: The keys of every discarded epoch: never set up, so nothing is sent or received with
+#: them (``is_valid()`` is false).
+_SPENT_KEYS = CryptoPair()
+#: The CRYPTO stream of every discarded epoch: only ever written empty data after that.
+_SPENT_STREAM = QuicStream()
 
 
 class LeanQuicConnection(QuicConnection):
     """aioquic's sans-I/O QUIC connection, leaner once established (see module)."""
 
+    __slots__ = ()  # aioquic's instance dict is full at 85 attributes: add none to it
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._local_active_connection_id_limit = QUIC_CONNECTION_IDS
-        handlers: dict[int, tuple[Any, frozenset[tls.Epoch]]] = (
-            self._QuicConnection__frame_handlers)  # type: ignore[attr-defined]
-        for frame_type, (handler, epochs) in handlers.items():
-            handlers[frame_type] = (handler, _EPOCH_SETS.setdefault(epochs, epochs))
+        table = _TABLES.get(type(self))
+        if table is None:
+            bound: dict[int, tuple[Any, frozenset[tls.Epoch]]] = getattr(self, _HANDLERS)
+            table = _TABLES[type(self)] = {
+                frame_type: (handler.__func__, epochs)
+                for frame_type, (handler, epochs) in bound.items()}
+        setattr(self, _HANDLERS, _FrameHandlers(self, table))
 
     def _replenish_connection_ids(self) -> None:
         limit = self._remote_active_connection_id_limit
@@ -66,3 +105,18 @@ class LeanQuicConnection(QuicConnection):
         context._x448_private_key = None
         context._key_schedule_psk = None
         context._key_schedule_proxy = None
+        context._peer_certificate_chain = []
+        if context._peer_certificate is not None:
+            context._peer_certificate = x509.load_der_x509_certificate(
+                context._peer_certificate.public_bytes(Encoding.DER))
+        for epoch in (tls.Epoch.INITIAL, tls.Epoch.ZERO_RTT, tls.Epoch.HANDSHAKE):
+            keys = self._cryptos[epoch]
+            if epoch != tls.Epoch.ZERO_RTT and not self._spaces[epoch].discarded:
+                continue  # a client keeps its Handshake keys until HANDSHAKE_DONE
+            if keys.send.is_valid() or keys.recv.is_valid():
+                continue  # 0-RTT, were it ever used
+            self._cryptos[epoch] = _SPENT_KEYS
+            if epoch in self._crypto_streams:
+                self._crypto_streams[epoch] = _SPENT_STREAM
+        if self._spaces[tls.Epoch.INITIAL].discarded:
+            self._cryptos_initial = dict.fromkeys(self._cryptos_initial, _SPENT_KEYS)

@@ -227,6 +227,11 @@ class DmscConnection(QuicConnectionProtocol):
     Requests are only handled and sent once the peer's certificate is verified."""
 
     _quic: DmscQuicConnection
+    # slots keep aioquic's instance dict at its smallest size (memory per connection)
+    __slots__ = ("_closed_error", "_confirmed", "_established", "_flusher", "_keepalive",
+                 "_keepalive_handle", "_local_bit", "_on_close", "_owns_transport", "_pcap",
+                 "_raw_transport", "_recorder", "_s", "_sock", "datagrams_received",
+                 "datagrams_sent", "handler", "peer")
 
     def __init__(self, quic: DmscQuicConnection, *, handler: Handler | None = None,
                  pcap: PcapWriter | None = None, owns_transport: bool = False,
@@ -250,6 +255,7 @@ class DmscConnection(QuicConnectionProtocol):
         self._confirmed.add_done_callback(_retrieve)
         self._keepalive = keepalive
         self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._flusher = _flusher(self._loop)
         #: UDP datagrams this connection sent and received (benchmarks count them).
         self.datagrams_sent = 0
         self.datagrams_received = 0
@@ -283,7 +289,7 @@ class DmscConnection(QuicConnectionProtocol):
         self._timer_at = timer_at
 
     def _transmit_soon(self) -> None:
-        _flusher(self._loop).add(self)
+        self._flusher.add(self)
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
         self._received(cast(bytes, data), addr)

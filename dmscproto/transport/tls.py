@@ -187,6 +187,8 @@ class DmscQuicConnection(DelayedAckConnection, LeanQuicConnection):
     """aioquic's sans-I/O QUIC connection with DMSC mutual TLS (Section 9.1), delayed
     and piggybacked acknowledgements (:mod:`.acks`) and less memory (:mod:`.lean`)."""
 
+    __slots__ = ("_peer_verifier",)
+
     def __init__(self, *, configuration: QuicConfiguration, verifier: PeerVerifier,
                  original_destination_connection_id: bytes | None = None,
                  retry_source_connection_id: bytes | None = None) -> None:
