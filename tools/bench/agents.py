@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_proc import start_gateway
 
 from dmscproto.codec.messages import EchoRequest
-from dmscproto.runtime.sandbox import Domain, write_gateway_config
+from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import DomainAuthority, Kind
 from dmscproto.transport import DmscConnection, TlsIdentity, connect
 
