@@ -71,12 +71,13 @@ class World:
             await agent.register(skills=skills, lease=60)
         return agent
 
-    def client_identity(self, name: str) -> tuple[Path, Path, str]:
+    def client_identity(self, name: str, scope: str = "route discover"
+                        ) -> tuple[Path, Path, str]:
         """An A2A client of domain a: certificate, key and access token (Section 6.3)."""
         cert, key = self.a.issue(name, Kind.AGENT)
         cred = Credential.load(cert, key)
         token = TokenIssuer(self.a.authority).issue(
-            cred.certificate, cred.identity.uri, ScopeSet.parse("route discover"),
+            cred.certificate, cred.identity.uri, ScopeSet.parse(scope),
             now=time.time())
         return cert, key, token
 
@@ -206,6 +207,15 @@ def test_sdk_client_calls_dmsc_agent_across_two_gateways(tmp_path: Path) -> None
                 unknown = await http.get(f"{server.url}/agents/b.example/nobody"
                                          "/.well-known/agent-card.json")
                 assert unknown.status_code == 404
+
+            # a narrower discover scope sees less, as at a gateway (Section 6.3)
+            cert, key, narrow = w.client_identity("narrow", "route discover:translate")
+            tls = ssl.create_default_context(cafile=str(w.a.anchor))
+            tls.load_cert_chain(cert, key)
+            async with httpx.AsyncClient(verify=tls, headers={
+                    "Authorization": f"Bearer {narrow}"}) as http:
+                seen = (await http.get(f"{server.url}/.well-known/agents")).json()["agents"]
+                assert [f["agentUri"] for f in seen] == ["dmsc://b.example/translator"]
 
             # bad tokens: none, forged, bound to another certificate: 401 invalid_token
             _, _, stolen = w.client_identity("other-client")

@@ -32,7 +32,7 @@ from ..codec.registry import ErrorCode, Scope
 from ..codec.values import DiscoveryQuery, TraceContext
 from ..errors import DeadlineExceeded, DmscError
 from ..security.errors import SecurityError
-from ..security.tokens import Operation, TokenVerifier
+from ..security.tokens import AccessToken, Operation, TokenVerifier
 from . import mapping as m
 from .http import client_certificate
 
@@ -69,13 +69,15 @@ class TokenGate:
         self.verifier = TokenVerifier(authority, gateway_uri=bridge_uri)
         self.access = m.Access(token_url)
 
-    def check(self, request: Request, op: Operation, capabilities: Sequence[str] = ()) -> None:
+    def check(self, request: Request, op: Operation,
+              capabilities: Sequence[str] = ()) -> AccessToken:
+        """The request's verified token, granting ``op`` on ``capabilities``."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(ErrorCode.INVALID_TOKEN, "a Bearer access token is required")
         try:
-            self.verifier.verify(token.strip(), peer_certificate=client_certificate(
+            return self.verifier.verify(token.strip(), peer_certificate=client_certificate(
                 request.scope), now=time.time(), operation=op, capabilities=capabilities)
         except SecurityError as exc:
             raise Refused(exc.code, exc.reason) from None
@@ -290,13 +292,15 @@ class Bridge:
         except (TypeError, ValueError):
             return JSONResponse({"error": f"limit must be 1-{LISTING_MAX}"}, 400)
         try:
-            if self.gate is not None:
-                self.gate.check(request, Operation.DISCOVER)
+            token = None if self.gate is None else self.gate.check(request, Operation.DISCOVER)
             try:
                 found = await self.agent.discover(query, scope=Scope.FEDERATED,
                                                   max_results=n, timeout=self.timeout)
             except AgentError as exc:
                 raise Refused(exc.code, exc.diagnostic or exc.code.name) from None
+            if token is not None:  # what the client's scope shows, as a gateway filters
+                found = [f for f in found
+                         if token.scope.visible(s.id for s in f.record.skills)]
         except Refused as exc:
             return refusal(None, exc)
         return JSONResponse({"agents": [
