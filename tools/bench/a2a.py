@@ -13,10 +13,14 @@ DMSC agent and back.  Direct: client -> A2A server (HTTP, JSON-RPC, the SDK's
 DefaultRequestHandler) and back.  Each (path, concurrency) runs S seconds per round,
 direct and bridged back to back; medians over R rounds.
 
+For reference, ``dmsc_N_per_s``: a DMSC agent calling the DMSC agent through the same
+gateway(s) with the SDK, i.e. the bridged path without HTTP and the bridge.
+
 Last line, one JSON object: ``bridged_1_per_s``, ``direct_1_per_s``, ``ratio_1``,
-``bridged_32_per_s``, ``direct_32_per_s``, ``ratio_32``, the p50 latencies in ms, and
-``ratio``: the smaller of ``ratio_1`` and ``ratio_32`` (bridged rate / direct rate; the
-target is >= 0.66, the bridged call costing at most 1.5x the direct one).
+``bridged_32_per_s``, ``direct_32_per_s``, ``ratio_32``, ``dmsc_1_per_s``,
+``dmsc_32_per_s``, the p50 latencies in ms, and ``ratio``: the smaller of ``ratio_1``
+and ``ratio_32`` (bridged rate / direct rate; the target is >= 0.66, the bridged call
+costing at most 1.5x the direct one).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
+from dmscproto.agent import Agent
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Kind
 
@@ -84,8 +90,36 @@ def _agent_toml(dom: Domain, name: str, gateway: str, skills: list[str] = ()) ->
     return path
 
 
-async def _measure(url: str, inflight: int, seconds: float) -> tuple[float, float]:
-    """Calls per second and the median latency (ms) of the SDK client on ``url``."""
+async def _rate(one: Callable[[int], Awaitable[None]], inflight: int,
+                seconds: float) -> tuple[float, float]:
+    """Calls per second of ``one`` kept ``inflight`` at a time for ``seconds``, and the
+    median latency in ms."""
+    latencies: list[float] = []
+
+    async def timed(i: int) -> None:
+        t = time.perf_counter()
+        await one(i)
+        latencies.append(time.perf_counter() - t)
+
+    for i in range(inflight):  # warm the connections
+        await timed(i)
+    latencies.clear()
+    end = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        i = 0
+        while time.perf_counter() < end:
+            await timed(w * 1_000_000 + i)
+            i += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(inflight)))
+    elapsed = time.perf_counter() - start
+    return len(latencies) / elapsed, statistics.median(latencies) * 1e3
+
+
+async def _a2a(url: str, inflight: int, seconds: float) -> tuple[float, float]:
+    """The a2a-sdk client calling ``url`` (the agent's base URL)."""
     import httpx
     from a2a.client import ClientConfig, create_client
     from a2a.types import Message, Part, Role, SendMessageRequest
@@ -93,31 +127,27 @@ async def _measure(url: str, inflight: int, seconds: float) -> tuple[float, floa
     limits = httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
         client = await create_client(url, ClientConfig(httpx_client=http, streaming=False))
-        latencies: list[float] = []
 
         async def one(i: int) -> None:
             request = SendMessageRequest(message=Message(
                 message_id=f"m{i}", role=Role.ROLE_USER, parts=[Part(text="ping")]))
-            t = time.perf_counter()
             async for response in client.send_message(request):
                 assert response.message.parts[0].text == "A2A says: ping", response
-            latencies.append(time.perf_counter() - t)
 
-        for i in range(inflight):  # warm the connections
-            await one(i)
-        latencies.clear()
-        end = time.perf_counter() + seconds
+        return await _rate(one, inflight, seconds)
 
-        async def worker(w: int) -> None:
-            i = 0
-            while time.perf_counter() < end:
-                await one(w * 1_000_000 + i)
-                i += 1
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(inflight)))
-        elapsed = time.perf_counter() - start
-        return len(latencies) / elapsed, statistics.median(latencies) * 1e3
+async def _dmsc(config: Path, target: str, inflight: int,
+                seconds: float) -> tuple[float, float]:
+    """For reference: a DMSC agent calling the DMSC agent through the gateway(s), the
+    bridged path without the bridge and HTTP."""
+    async with Agent.from_config(config) as caller:
+        [found] = await caller.discover(skills=[target])
+
+        async def one(i: int) -> None:
+            assert await caller.call(found, b"ping") == b"A2A says: ping"
+
+        return await _rate(one, inflight, seconds)
 
 
 def main() -> None:
@@ -148,6 +178,7 @@ def main() -> None:
             proc, _ = _spawn([sys.executable, "-c", CLI, "agent", "--config", str(echo),
                               "--reply", "A2A says: "], "registered")
             procs.append(proc)
+            caller = _agent_toml(a, "caller", addr_a)
             bridge = _agent_toml(a, "a2a-bridge", addr_a)
             conf = a.directory / "a2a.toml"
             conf.write_text(f'[a2a]\nagent = "{bridge.name}"\n'
@@ -162,8 +193,11 @@ def main() -> None:
             results: dict[str, list[float]] = {}
             for _ in range(args.rounds):
                 for n in (1, 32):
-                    for name, url in (("direct", direct_url), ("bridged", bridge_url)):
-                        rate, p50 = asyncio.run(_measure(url, n, args.seconds))
+                    runs = (("direct", _a2a(direct_url, n, args.seconds)),
+                            ("bridged", _a2a(bridge_url, n, args.seconds)),
+                            ("dmsc", _dmsc(caller, "echo", n, args.seconds)))
+                    for name, run in runs:
+                        rate, p50 = asyncio.run(run)
                         results.setdefault(f"{name}_{n}_per_s", []).append(rate)
                         results.setdefault(f"{name}_{n}_p50_ms", []).append(p50)
                     results.setdefault(f"ratio_{n}", []).append(
