@@ -37,10 +37,12 @@ card = "http://127.0.0.1:9/.well-known/agent-card.json"
 agent = "proxy.toml"
 jwks = "keys.json"
 require_signature = true
+token = "proxy.toml"
 """))
     assert cfg.listen is not None and cfg.listen.scheme == "https"
     assert cfg.listen.client_ca == tmp_path / "ca.pem" and cfg.timeout == 5.0
     assert cfg.imports[0].require_signature and cfg.imports[0].jwks == str(tmp_path / "keys.json")
+    assert cfg.imports[0].token == tmp_path / "proxy.toml"
 
 
 @pytest.mark.parametrize(("body", "key"), [

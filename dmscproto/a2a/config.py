@@ -18,6 +18,7 @@
     jwks = "keys.json"           # the card signers' JWK Set (file or URL); else jku
     require_signature = false    # refuse a card without a signature
     refresh = 30                 # seconds between fetches of the card
+    token = "agent.token"        # a bearer token of the A2A agent's own authority
 
 Relative paths are relative to the file.  With ``token_authority`` the listener must be
 https (the token's ``cnf`` binds it to the client's TLS certificate, Section 6.3), and
@@ -47,6 +48,8 @@ class ImportSpec:
     jwks: str | None = None
     require_signature: bool = False
     refresh: float = CARD_REFRESH
+    #: A file holding the bearer token the A2A agent wants (its card's securitySchemes).
+    token: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,8 @@ class BridgeConfig:
             raise fail("a2a.import", "use [[a2a.import]] tables")
         for i, t in enumerate(raw):
             where = f"a2a.import[{i}]"
-            only(t, where, {"card", "agent", "jwks", "require_signature", "refresh"})
+            only(t, where, {"card", "agent", "jwks", "require_signature", "refresh",
+                            "token"})
             card = get(t, where, "card", str)
             agent = file(t, where, "agent")
             if card is None or agent is None:
@@ -141,7 +145,7 @@ class BridgeConfig:
             imports.append(ImportSpec(card, agent, jwks,
                                       get(t, where, "require_signature", bool, False),
                                       float(get(t, where, "refresh", (int, float),
-                                                CARD_REFRESH))))
+                                                CARD_REFRESH)), file(t, where, "token")))
         agent = file(a2a, "a2a", "agent")
         if listen is not None and agent is None:
             raise fail("a2a.agent", "serving needs the bridge's identity (an agent file)")

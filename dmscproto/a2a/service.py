@@ -77,6 +77,11 @@ class Service:
             await self.add_import(spec, http)
 
     async def add_import(self, spec: ImportSpec, http: httpx.AsyncClient) -> Proxy:
+        if spec.token is not None:  # the A2A agent's own access control (Section 7.3)
+            token = spec.token.read_text(encoding="utf-8").strip()
+            http = httpx.AsyncClient(timeout=http.timeout,
+                                     headers={"Authorization": f"Bearer {token}"})
+            self._stack.push_async_callback(http.aclose)
         proxy = Proxy(await self._agent(str(spec.agent)), spec.card, http, jwks=spec.jwks,
                       require_signature=spec.require_signature)
         outcome = await proxy.sync()

@@ -40,6 +40,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                      help="refuse a card without a signature")
     imp.add_argument("--refresh", type=float, default=30.0, metavar="SECONDS",
                      help="fetch the card again every SECONDS (default 30)")
+    imp.add_argument("--token", type=Path, metavar="FILE",
+                     help="a bearer token the A2A agent requires (its card's "
+                          "securitySchemes say where to get one)")
     return p
 
 
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         if args.refresh <= 0:
             raise UsageError("--refresh must be positive")
         config = BridgeConfig(None, None, imports=(ImportSpec(
-            args.card, args.agent, args.jwks, args.require_signature, args.refresh),))
+            args.card, args.agent, args.jwks, args.require_signature, args.refresh,
+            args.token),))
 
     async def main() -> None:
         service = Service(config, say=lambda line: print(line, flush=True))
