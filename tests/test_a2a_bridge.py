@@ -40,11 +40,12 @@ from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.sandbox.demo import run_demo
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Credential, Kind
-from dmscproto.security.errors import SecurityError
 from dmscproto.security.tokens import ScopeSet, TokenIssuer
 
 pytestmark = [pytest.mark.a2a, pytest.mark.security]
 SCOPE = "register discover route"
+DMSC = (sys.executable, "-c", "import sys; from dmscproto.cli import main; sys.exit(main())")
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 def run(coro: Any) -> Any:
@@ -242,7 +243,7 @@ async def _listed(agent: Agent, n: int) -> bool:
 def test_sdk_agent_imported_and_called_from_another_domain(tmp_path: Path) -> None:
     """Section 7: a signed card verified and imported as a bridged record in b.example,
     called by ``dmsc agent --call`` in a.example; the card followed; a forged signature
-    refused with BAD_SIGNATURE."""
+    refused by ``dmsc a2a import`` with BAD_SIGNATURE."""
     async def scenario() -> None:
         async with world(tmp_path) as w:
             echo = SampleAgent(sign=True)
@@ -273,13 +274,11 @@ def test_sdk_agent_imported_and_called_from_another_domain(tmp_path: Path) -> No
                 now=time.time()))
             host, port = w.gateway["a.example"].address
             cli = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "import sys; from dmscproto.cli import main; "
-                "sys.exit(main())", "agent", "--cert", str(cert),
+                *DMSC, "agent", "--cert", str(cert),
                 "--key", str(w.a.directory / "caller.key"), "--ca", str(w.a.anchor),
                 "--gateway", f"{host}:{port}", "--token", f"@{token}", "--call", "echo",
                 "--payload", "hi from DMSC", "--timeout", "20",
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
             out, err = await cli.communicate()
             assert cli.returncode == 0, err.decode()
             assert out.decode().strip().endswith("A2A says: hi from DMSC")
@@ -299,13 +298,26 @@ def test_sdk_agent_imported_and_called_from_another_domain(tmp_path: Path) -> No
                 await caller.call(record.record.agent_id, b"anyone?")
             assert refused.value.status in (ErrorCode.NO_ROUTE, ErrorCode.TARGET_UNREACHABLE)
 
-            # a forged card signature is refused: nothing registered
-            bad = Proxy(await w.agent(w.b, "a2a-forged"),
-                        forged.url + "/.well-known/agent-card.json", http)
-            with pytest.raises(SecurityError) as forged_err:
-                await bad.sync()
-            assert forged_err.value.code is ErrorCode.BAD_SIGNATURE
-            assert not bad.agent.registered
+            # a forged card signature is refused by `dmsc a2a import`: nothing registered
+            cert, key = w.b.issue("a2a-forged", Kind.AGENT)
+            token = w.b.directory / "a2a-forged.token"
+            token.write_text(TokenIssuer(w.b.authority).issue(
+                Credential.load(cert).certificate, "dmsc://b.example/a2a-forged",
+                ScopeSet.parse(SCOPE), now=time.time()))
+            host, port = w.gateway["b.example"].address
+            identity = w.b.directory / "a2a-forged.toml"
+            identity.write_text(
+                f'[agent]\ncertificate = "{cert.name}"\nkey = "{key.name}"\n'
+                f'trust_anchors = ["ca.pem"]\ngateway = "{host}:{port}"\n'
+                f'token = "{token.name}"\n')
+            importer = await asyncio.create_subprocess_exec(
+                *DMSC, "a2a", "import", forged.url + "/.well-known/agent-card.json",
+                "--agent", str(identity), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=ENV)
+            out, err = await importer.communicate()
+            assert importer.returncode == 1, (out, err)
+            assert b"BAD_SIGNATURE" in err
+            assert await caller.discover(skills=["echo"]) == []
     run(scenario())
 
 
