@@ -467,8 +467,7 @@ class Agent:
             status = ErrorCode.TARGET_UNREACHABLE
         else:
             try:
-                with self._spans.serve(MessageType.ROUTE_REQUEST, event.request.trace,
-                                       event.source_agent):
+                with self._spans.serve(MessageType.ROUTE_REQUEST, event.request.trace):
                     result = self._handler(event.payload, request)
                     payload = await result if inspect.isawaitable(result) else result
                     if not isinstance(payload, bytes):

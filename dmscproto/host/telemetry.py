@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..codec.registry import ErrorCode, MessageType
@@ -204,20 +203,19 @@ class AgentSpans:
         span = tracer.start_span(f"dmsc {request.name}", kind=otel.SpanKind.CLIENT,
                                  attributes=self.attributes)
         state = span.get_span_context().trace_state.to_header() or None
+        if not span.is_recording():  # dropped by the sampler: its id, nothing to end
+            return _sent(span, state), nullcontext()
         return _sent(span, state), otel.use_span(span, end_on_exit=True)
 
-    @contextmanager
-    def serve(self, request: MessageType, trace: TraceContext | None,
-              source: bytes) -> Iterator[None]:
-        """A SERVER span, child of the request's traceparent, around its handler (the
+    def serve(self, request: MessageType, trace: TraceContext | None
+              ) -> AbstractContextManager[object]:
+        """A SERVER span, child of the request's traceparent, to run its handler in (the
         handler's own spans nest in it)."""
         span, _sent_on = _start_span(self._recorder.tracer(), f"dmsc {request.name}",
                                      otel.SpanKind.SERVER if otel is not None else None,
                                      trace)
         if span is None:
-            yield
-            return
+            return nullcontext()
         assert otel is not None
         span.set_attributes(self.attributes)
-        with otel.use_span(span, end_on_exit=True):
-            yield
+        return otel.use_span(span, end_on_exit=True)
