@@ -2,7 +2,7 @@
 (draft Sections 5.3 and 9.1; issue 18 items 1-2).
 
     python tools/bench/route.py [--seconds S] [--rounds R] [--inflight N] [--size BYTES]
-                                [--loop asyncio|uvloop] [--metrics]
+                                [--loop asyncio|uvloop] [--metrics [--sample RATIO]]
 
 A routed call runs across two processes: ``dmsc gateway --config`` (the real gateway
 process: SQLite store, mutual TLS) and this one, where two SDK agents run, a responder
@@ -34,7 +34,13 @@ same routed calls with OpenTelemetry on (opentelemetry-sdk: every span of the ag
 the gateway recorded and batched, then dropped: :mod:`traced`); the JSON line then also
 has ``metrics_per_s`` (N in flight) and ``metrics_ratio`` (median over rounds of
 metrics-on / plain, N in flight; the target is at least 0.9) and their one-at-a-time
-twins ``metrics_seq_per_s`` and ``metrics_seq_ratio``.  The plain run carries the W3C
+twins ``metrics_seq_per_s`` and ``metrics_seq_ratio``; ``metrics_gateway_cpu_ratio`` and
+``metrics_c32_gateway_cpu_ratio`` are the gateway's CPU per call with metrics on over
+without (medians over rounds), less sensitive to load from elsewhere than the rates.
+``--sample`` is the share of calls whose trace is recorded (``sample``; default 1: every
+span), by OpenTelemetry's ``parentbased_traceidratio`` sampler set for the agents and
+the gateway through ``OTEL_TRACES_SAMPLER``: the caller decides, the gateway follows
+its sampled flag.  The plain run carries the W3C
 trace context too: that is the protocol, not an option.
 """
 
@@ -210,7 +216,11 @@ def main() -> None:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--metrics", action="store_true",
                         help="also the routed calls with OpenTelemetry on (module doc)")
+    parser.add_argument("--sample", type=float, default=1.0,
+                        help="with --metrics: the share of traces recorded (module doc)")
     args = parser.parse_args()
+    os.environ |= {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                   "OTEL_TRACES_SAMPLER_ARG": str(args.sample)}
 
     routed: list[dict[str, float]] = []
     metered: list[dict[str, float]] = []
@@ -262,10 +272,15 @@ def main() -> None:
         "c32_gateway_cpu_us_per_call": routed_median("c32_cpu_us"),
     }
     if args.metrics:  # each round's plain and metrics-on runs are back to back
+        def metered_ratio(key: str) -> float:
+            return _median([m[key] / r[key] for m, r in zip(metered, routed, strict=True)], 3)
+
+        out["sample"] = args.sample
         for key, name in (("c32_per_s", "metrics"), ("seq_per_s", "metrics_seq")):
             out[f"{name}_per_s"] = _median([m[key] for m in metered])
-            out[f"{name}_ratio"] = _median(
-                [m[key] / r[key] for m, r in zip(metered, routed, strict=True)], 3)
+            out[f"{name}_ratio"] = metered_ratio(key)
+        out["metrics_gateway_cpu_ratio"] = metered_ratio("seq_cpu_us")
+        out["metrics_c32_gateway_cpu_ratio"] = metered_ratio("c32_cpu_us")
     print(json.dumps(out))
 
 
