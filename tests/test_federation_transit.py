@@ -16,7 +16,7 @@ from security_support import Domain
 from test_security_gateway import SecureNet
 
 from dmscproto.codec.messages import RouteReply, RouteRequest, Summary, Update
-from dmscproto.codec.registry import ErrorCode, MessageType
+from dmscproto.codec.registry import ErrorCode, MessageType, timer
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.protocol.agent import AgentClient
@@ -304,6 +304,7 @@ def test_summary_of_a_domain_the_peer_may_not_advertise_is_refused(snet: SecureN
     snet.gateway("gw-a", "a.example", peers=(peer(snet, "b.example"),))
     snet.gateway("gw-b", "b.example", peers=(peer(snet, "a.example"),))
     link(snet, ("gw-a", "gw-b"))
+    snet.net.advance(timer("SUMMARY_INTERVAL"))  # gw-b's own summary, originated then
     b = snet.net.gateway_id("gw-b")
     forged = Summary(gateway_id=b, timestamp=int(T0 * 1000) + 5, path=(b,),
                      domain="c.example", summary=Bloom.of([]).value)

@@ -365,13 +365,13 @@ class GatewayNode:
 
     def _relays_discovery(self, msg: Discover) -> bool:
         """A FEDERATED DISCOVER, once summaries are held, may be relayed."""
-        return msg.scope is Scope.FEDERATED and len(self.summaries.table) > 0
+        return msg.scope is Scope.FEDERATED and self.summaries.foreign()
 
     def _resolves_first(self, msg: RouteRequest, now: float) -> bool:
         """A ROUTE_REQUEST whose QUERY no held record matches is resolved by a relayed
         DISCOVER first, once summaries are held."""
         return msg.query is not None and msg.target_agent is None \
-            and len(self.summaries.table) > 0 \
+            and self.summaries.foreign() \
             and not self.core.discover(msg.query, Scope.FEDERATED, 1, now)
 
     def _federated(self, fed: FederatedDiscovery, now: float) -> None:

@@ -216,3 +216,18 @@ class Reject:
 
 
 Decision = DeliverLocal | Forward | Reject
+
+
+# --- capability summaries and relayed discovery (Sections 5.2.1, 6.9) ------------------------
+class RecordIndex(DiscoveryTable, Protocol):
+    """The records a gateway holds, as summaries and relayed discovery read them."""
+
+    @property
+    def gateway_id(self) -> bytes: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, agent_id: object) -> bool: ...

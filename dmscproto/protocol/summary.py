@@ -1,16 +1,19 @@
 """Capability summaries (draft-dmsc-protocol-00, Section 6.9).
 
 Per peer domain a gateway either replicates records (UPDATE, DIGEST: Sections 6.5, 6.6)
-or exchanges only summaries.  Either way each gateway originates, towards every peer of
-another domain, a SUMMARY of its own domain: a Bloom filter of the capability terms of
-the records of its domain it holds and exports to that peer's domain, with its Gateway
-ID as origin, a TIMESTAMP as version and a PATH_VECTOR.  A gateway keeps, per origin,
-the summary each peer advertised (the newest TIMESTAMP, then the shortest path, then
-the lowest next hop is best) and re-advertises the best one to its other peers with
-its own Gateway ID appended, under the transit rule of Section 6.3 applied to the
-summary's domain, never to a peer on its path; a summary whose path holds the receiver
-is a loop and withdraws the sender's.  A SUMMARY without SUMMARY_FILTER withdraws
-the origin's summary via that peer; a session that ends withdraws all of them.
+or exchanges only summaries.  Either way each domain's summary, a Bloom filter of the
+capability terms of its records, is originated once per change by its originator (the
+gateway with no established peer of its domain with a lower Gateway ID), with its
+Gateway ID as origin, a TIMESTAMP as version and a PATH_VECTOR, and reaches the other
+gateways of its domain, which pass it on (a gateway whose export policy hides records
+from a peer domain originates its own towards it).  A gateway keeps, per origin, the
+summary each peer advertised (the newest TIMESTAMP, then the shortest path, then the
+lowest next hop is best) and re-advertises the best one to its other peers with its own
+Gateway ID appended, under the transit rule of Section 6.3 applied to the summary's
+domain, never to a peer on its path nor to the summary's own domain, at most once per
+SUMMARY_INTERVAL per origin and peer (withdrawals at once); a summary whose path holds
+the receiver is a loop and withdraws the sender's.  A SUMMARY without SUMMARY_FILTER
+withdraws the origin's summary via that peer; a session that ends withdraws all of them.
 
 The filter (:class:`Bloom`): the terms of a record are ``s:`` + each skill id, ``t:``
 + each tag case-folded and ``w:`` + each word of its skills (Section 5.2.1: ids,
@@ -28,6 +31,7 @@ intent words only (Section 5.2.1, filter step), none of them is present.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -37,6 +41,7 @@ from ..codec.messages import Summary
 from ..codec.pdu import encode
 from ..codec.registry import (
     ID_SIZE,
+    MAX_PATH,
     MAX_PDU_SIZE,
     SUMMARY_BITS_PER_ELEMENT,
     SUMMARY_MAX_BITS,
@@ -49,11 +54,10 @@ from ..codec.registry import (
 )
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import CapabilitySummary, CapabilitySummaryFormat
-from ..gateway.core import GatewayCore
 from ..gateway.index import IndexTerms, words
-from ..gateway.routing import MAX_PATH
-from .machine import Handle, Outbox, Refusal
+from .machine import Handle, Outbox, Refusal, earliest
 from .peering import ExportFor
+from .ports import RecordIndex
 
 #: Octets of SUMMARY_FILTER before the filter: hash functions and record count.
 SUMMARY_FILTER_HEAD = CapabilitySummaryFormat.subcons[0].sizeof() \
@@ -246,10 +250,17 @@ class SummaryPeer:
 
 class SummaryExchange:
     """Originates, learns and re-advertises SUMMARYs on a gateway's peer sessions
-    (module doc).  One-way messages only, no transaction: it is a table, not a machine.
-    A change of the domain's records is originated at most once per ``interval``."""
+    (module doc; Section 6.9).  One-way messages only, no transaction: it is a table,
+    not a machine.
 
-    def __init__(self, outbox: Outbox, core: GatewayCore, *, export_for: ExportFor,
+    Damping: a change of the domain's records is originated SUMMARY_INTERVAL after it
+    (later changes coalesce), and only towards peer domains whose filter it changed; a
+    summary of an origin is re-advertised to a peer at most once per SUMMARY_INTERVAL
+    (the later best is sent when the interval ends), never twice the same, while a
+    withdrawal goes at once, as does the withdrawal of an advertised path whose
+    replacement is held back (ghost flushing)."""
+
+    def __init__(self, outbox: Outbox, source: RecordIndex, *, export_for: ExportFor,
                  accepts: SummaryCheck = lambda _h, _d: None,
                  transit: SummaryTransit = lambda _p, _d: True,
                  pdu_limit: Callable[[Handle], int] = lambda _h: MAX_PDU_SIZE,
@@ -257,21 +268,29 @@ class SummaryExchange:
                  repeat: float = timer("DIGEST_INTERVAL")) -> None:
         self.outbox = outbox
         self.pdu_limit = pdu_limit
-        self.core = core
+        self.source = source
+        self.self_id = source.gateway_id
+        self.domain = source.domain
         self.export_for = export_for
         self.accepts = accepts
         self.transit = transit
         self.interval = interval
-        self.table = SummaryTable(core.gateway_id)
+        self.table = SummaryTable(self.self_id)
         self.peers: dict[bytes, SummaryPeer] = {}
-        #: The peers each origin's summary is advertised to (to withdraw it from them).
-        self._told: dict[bytes, set[bytes]] = {}
+        #: What each peer was last sent of each origin (ours included), to send nothing
+        #: twice and withdraw only what was advertised: origin -> peer -> SUMMARY.
+        self._told: dict[bytes, dict[bytes, Summary]] = {}
+        #: When each (origin, peer) was last advertised, and re-advertisements held back.
+        self._sent_at: dict[tuple[bytes, bytes], float] = {}
+        self._held: dict[tuple[bytes, bytes], float] = {}
+        self._held_heap: list[tuple[float, bytes, bytes]] = []
+        #: Our summary per target (a peer domain, or ours for our own gateways).
+        self._own: dict[str, Summary] = {}
         self._version = 0
-        self._sent_at = -math.inf
         #: When the pending origination is due (None: nothing changed).
         self.due: float | None = None
         #: Datagram peers (their PDU limit is below MAX_PDU_SIZE), where a SUMMARY may be
-        #: lost: every summary advertised to them is repeated every ``repeat`` seconds.
+        #: lost: what they were told is repeated every ``repeat`` seconds.
         self.repeat = repeat
         self.next_repeat: float | None = None
 
@@ -281,20 +300,22 @@ class SummaryExchange:
         self.peers[peer.gateway_id] = peer
         if self.next_repeat is None and self._lossy(peer):
             self.next_repeat = now + self.repeat
-        if peer.domain != self.core.domain:
-            self._originate_to(peer, self._version or self._next_version(now), now)
+        self.changed(now)  # our summary, once the sessions coming up with it are up
         for origin in self.table.origins():
-            self._advertise(origin, peer, None)
+            self._advertise(origin, peer, now)
 
     def down(self, gateway_id: bytes, now: float) -> None:
         """A session ended: its summaries are withdrawn."""
         if self.peers.pop(gateway_id, None) is None:
             return
-        for told in self._told.values():
-            told.discard(gateway_id)
-        before = {o: self.table.best(o) for o in self.table.origins()}
+        for origin in list(self._told):
+            self._forget(origin, gateway_id)
+        for key in [k for k in self._sent_at if k[1] == gateway_id]:
+            del self._sent_at[key]
+            self._held.pop(key, None)
         for origin in self.table.drop_peer(gateway_id):
-            self._propagate(origin, before[origin])
+            self._propagate(origin, now)
+        self._originate(now, fresh=False)  # we may have become our domain's originator
 
     def receive(self, peer: SummaryPeer, msg: Summary, now: float) -> Refusal | None:
         """A SUMMARY on ``peer``'s session; returns the refusal of one it may not
@@ -303,84 +324,154 @@ class SummaryExchange:
             refused = self.accepts(peer.handle, msg.domain)
             if refused is not None:
                 return refused
-        before = self.table.best(msg.gateway_id)
-        if msg.gateway_id != self.core.gateway_id and self.table.learn(msg, peer.gateway_id):
-            self._propagate(msg.gateway_id, before)
+        if msg.gateway_id != self.self_id and self.table.learn(msg, peer.gateway_id):
+            self._propagate(msg.gateway_id, now)
         return None
 
     def changed(self, now: float) -> None:
-        """The domain's records changed: originate within ``interval``."""
+        """The domain's records changed: originate SUMMARY_INTERVAL later."""
         if self.due is None:
-            self.due = max(now, self._sent_at + self.interval)
+            self.due = now + self.interval
 
     def get_timer(self) -> float | None:
-        return self.due if self.next_repeat is None or (
-            self.due is not None and self.due < self.next_repeat) else self.next_repeat
+        while self._held_heap and self._held.get(
+                (self._held_heap[0][1], self._held_heap[0][2])) != self._held_heap[0][0]:
+            heapq.heappop(self._held_heap)
+        return earliest(self.due, self.next_repeat,
+                        self._held_heap[0][0] if self._held_heap else None)
 
     def handle_timer(self, now: float) -> None:
         if self.next_repeat is not None and now >= self.next_repeat:
             lossy = [p for p in self.peers.values() if self._lossy(p)]
             self.next_repeat = now + self.repeat if lossy else None
-            for peer in lossy:
-                self.peers.pop(peer.gateway_id)
-                self.up(peer, now)  # our summary (same version) and every best one again
+            for peer in lossy:  # everything it was told, again
+                for told in self._told.values():
+                    if peer.gateway_id in told:
+                        self._send(peer, told[peer.gateway_id])
+        while self._held_heap and self._held_heap[0][0] <= now:
+            due, origin, gid = heapq.heappop(self._held_heap)
+            if self._held.get((origin, gid)) == due:
+                del self._held[(origin, gid)]
+                to = self.peers.get(gid)
+                if to is not None:
+                    self._advertise(origin, to, now)
         if self.due is not None and now >= self.due:
             self.due = None
-            self._sent_at = now
-            version = self._next_version(now)
-            built: dict[str, Bloom] = {}
-            for peer in self.peers.values():
-                if peer.domain != self.core.domain:
-                    self._originate_to(peer, version, now, built)
+            self._originate(now, fresh=True)
 
-    # --- output -------------------------------------------------------------------------
+    # --- origination ----------------------------------------------------------------------
+    def foreign(self) -> bool:
+        """Whether a summary of another domain is held (relayed discovery can use it)."""
+        return any(r is not None and r.domain != self.domain
+                   for r in map(self.table.best, self.table.origins()))
+
+    def originator(self) -> bool:
+        """Whether this gateway originates its domain's summary for its domain: no
+        established peer of its domain has a lower Gateway ID (Section 6.9)."""
+        return all(p.gateway_id > self.self_id for p in self.peers.values()
+                   if p.domain == self.domain)
+
+    def _target(self, peer: SummaryPeer) -> str | None:
+        """What we originate towards ``peer``: the target whose summary it gets (its
+        domain, ours for a gateway of our domain), or None.  The originator sends its
+        summary to its own domain's gateways, which pass it on; a gateway also
+        originates itself towards a domain it does not show every record (Section 6.9)."""
+        if peer.domain == self.domain:
+            return self.domain if self.originator() else None
+        if self.originator() or self.export_for(peer.domain) is not None:
+            return peer.domain
+        return None
+
+    def _originate(self, now: float, *, fresh: bool) -> None:
+        """Our summary to every peer that should have it, our withdrawal from every peer
+        that should not any more.  ``fresh``: rebuilt from the records (a new version
+        where the filter changed), else the last one built (built now if none)."""
+        changed: set[str] = set()
+        built: dict[str, Bloom] = {}
+        for peer in list(self.peers.values()):
+            target = self._target(peer)
+            if target is None:
+                if peer.gateway_id in self._told.get(self.self_id, {}):
+                    self._withdraw(self.self_id, peer)
+                continue
+            held = self._own.get(target)
+            if held is None or (fresh and target not in built):
+                if target not in built:
+                    built[target] = self._build(target, now)
+                if held is None or held.summary != built[target].value:
+                    if not changed:
+                        self._version = max(self._version + 1, int(now * 1000))
+                    changed.add(target)
+                    self._own[target] = Summary(
+                        gateway_id=self.self_id, timestamp=self._version,
+                        path=(self.self_id,), domain=self.domain,
+                        summary=built[target].value)
+            msg = self._own[target]
+            if self._told.get(self.self_id, {}).get(peer.gateway_id) != msg:
+                self._told.setdefault(self.self_id, {})[peer.gateway_id] = msg
+                self._send(peer, msg)
+
+    def _build(self, target: str, now: float) -> Bloom:
+        """The filter of our domain's records that ``target`` is shown."""
+        own = self.source.discover(DiscoveryQuery(), Scope.DOMAIN, len(self.source), now,
+                                   self.export_for(target))
+        return Bloom.of(r.record.record for r in own)
+
+    # --- re-advertisement ----------------------------------------------------------------
     def _lossy(self, peer: SummaryPeer) -> bool:
         return self.pdu_limit(peer.handle) < MAX_PDU_SIZE
 
-    def _next_version(self, now: float) -> int:
-        self._version = max(self._version + 1, int(now * 1000))
-        return self._version
+    def _propagate(self, origin: bytes, now: float) -> None:
+        for peer in list(self.peers.values()):
+            self._advertise(origin, peer, now)
 
-    def _originate_to(self, peer: SummaryPeer, version: int, now: float,
-                      built: dict[str, Bloom] | None = None) -> None:
-        """Our domain's summary, as exported to ``peer``'s domain (``built``: the
-        summaries built already, by peer domain)."""
-        bloom = None if built is None else built.get(peer.domain)
-        if bloom is None:  # the domain's records only, from the index (not a full scan)
-            own = self.core.discover(DiscoveryQuery(), Scope.DOMAIN, len(self.core), now,
-                                     self.export_for(peer.domain))
-            bloom = Bloom.of(r.record.record for r in own)
-            if built is not None:
-                built[peer.domain] = bloom
-        self._send(peer, Summary(
-            gateway_id=self.core.gateway_id, timestamp=version,
-            path=(self.core.gateway_id,), domain=self.core.domain, summary=bloom.value))
+    def _shows(self, best: SummaryRoute, peer: SummaryPeer) -> bool:
+        """Whether ``peer`` is given the best summary (Section 6.9): never on its path;
+        one of our domain to our gateways, and to a peer domain we show every record;
+        another domain's to a peer of a third domain, under the transit rule."""
+        if peer.gateway_id in best.path:
+            return False
+        if best.domain == self.domain:
+            return peer.domain == self.domain or self.export_for(peer.domain) is None
+        return peer.domain != best.domain and self.transit(peer.domain, best.domain)
 
-    def _propagate(self, origin: bytes, before: SummaryRoute | None) -> None:
-        for peer in self.peers.values():
-            self._advertise(origin, peer, before)
-
-    def _advertise(self, origin: bytes, peer: SummaryPeer,
-                   before: SummaryRoute | None) -> None:
-        """The best summary of ``origin`` to ``peer`` (never to a peer on its path, nor
-        against the transit rule), or its withdrawal from a peer it was advertised to."""
+    def _advertise(self, origin: bytes, peer: SummaryPeer, now: float) -> None:
+        """The best summary of ``origin`` to ``peer`` (damped: class doc), or its
+        withdrawal from a peer it was advertised to."""
         best = self.table.best(origin)
-        told = self._told.setdefault(origin, set())
-        if best is not None and best.domain != self.core.domain \
-                and peer.gateway_id not in best.path \
-                and self.transit(peer.domain, best.domain):
-            told.add(peer.gateway_id)
-            self._send(peer, Summary(
-                gateway_id=origin, timestamp=best.timestamp,
-                path=(*best.path, self.core.gateway_id), domain=best.domain,
-                summary=best.bloom.value))
-        elif peer.gateway_id in told:
-            told.discard(peer.gateway_id)
-            gone = best or before
-            assert gone is not None
-            self._send(peer, Summary(
-                gateway_id=origin, timestamp=gone.timestamp,
-                path=(*gone.path, self.core.gateway_id), domain=gone.domain))
+        told = self._told.get(origin, {}).get(peer.gateway_id)
+        if best is None or not self._shows(best, peer):
+            if told is not None:
+                self._withdraw(origin, peer)
+            return
+        msg = Summary(gateway_id=origin, timestamp=best.timestamp,
+                      path=(*best.path, self.self_id), domain=best.domain,
+                      summary=best.bloom.value)
+        if told == msg:
+            return
+        key = (origin, peer.gateway_id)
+        ready = self._sent_at.get(key, -math.inf) + self.interval
+        if now < ready:
+            if key not in self._held:
+                self._held[key] = ready
+                heapq.heappush(self._held_heap, (ready, origin, peer.gateway_id))
+            if told is not None and told.timestamp >= best.timestamp:
+                self._withdraw(origin, peer)  # not newer: flush the path it holds now
+            return
+        self._held.pop(key, None)
+        self._sent_at[key] = now
+        self._told.setdefault(origin, {})[peer.gateway_id] = msg
+        self._send(peer, msg)
+
+    def _withdraw(self, origin: bytes, peer: SummaryPeer) -> None:
+        told = self._told[origin].pop(peer.gateway_id)
+        if not self._told[origin]:
+            del self._told[origin]
+        self._send(peer, replace(told, summary=None))
+
+    def _forget(self, origin: bytes, gateway_id: bytes) -> None:
+        told = self._told[origin]
+        told.pop(gateway_id, None)
         if not told:
             del self._told[origin]
 
