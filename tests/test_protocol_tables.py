@@ -236,7 +236,7 @@ def _federated(state: Enum, tmp_path: Path) -> Rig:
     bloom = Bloom.of([make_record(31, "bob", "b.example").record])
     assert table.learn(Summary(gateway_id=PEER, timestamp=1, path=(PEER,), domain="b.example",
                                summary=bloom.value), PEER)
-    ctx = DiscoveryContext(core, table, TransactionIds(), {PEER: "peer"}.get,
+    ctx = DiscoveryContext(core, core.remote, table, TransactionIds(), {PEER: "peer"}.get,
                            lambda _h, _s, _t: None, lambda _h: None, lambda _p, _d: True)
     skill = "juggle" if state is FederatedDiscovery.State.DONE else "forecast"
     m = FederatedDiscovery(out, ctx, "agent", Discover(

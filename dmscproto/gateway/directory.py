@@ -11,27 +11,8 @@ listed in a DIGEST.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..codec import cbor
-from ..codec.cose import SignedRecord
 from ..codec.registry import MAX_PATH, ErrorCode, timer
-from ..codec.values import DiscoveryQuery
-from ..protocol.ports import Decision, Forward, Reject
-
-
-def query_key(query: DiscoveryQuery, max_results: int) -> bytes:
-    """Under which a relayed answer is kept: the query's CBOR and the limit."""
-    return cbor.dumps(query.to_cbor()) + max_results.to_bytes(2, "big")
-
-
-@dataclass(frozen=True, slots=True)
-class Relayed:
-    """A record from a relayed answer: its score there and the peer it came from."""
-
-    score: int
-    record: SignedRecord
-    next_hop: bytes
+from ..protocol.ports import Decision, Forward, Reject, Relayed
 
 
 class RemoteDirectory:

@@ -181,9 +181,9 @@ class GatewayNode:
                                          accepts=summary_check, transit=transit,
                                          pdu_limit=pdu_limit)
         self.discovery_policy = discovery_policy
-        self.fed_ctx = DiscoveryContext(core, self.summaries.table, self.txids,
-                                        self.peers.get, verifier, self._peer_domain, transit,
-                                        pdu_limit, tracer=self.tracer)
+        self.fed_ctx = DiscoveryContext(core, core.remote, self.summaries.table, self.txids,
+                                        self.peers.get, verifier, self._peer_domain,
+                                        transit, pdu_limit, tracer=self.tracer)
         #: Relayed DISCOVERs by (association, transaction id) of each one sent.
         self.discoveries: dict[tuple[Handle, int], FederatedDiscovery] = {}
         self._relaying: list[FederatedDiscovery] = []  # may still time out

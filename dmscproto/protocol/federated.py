@@ -21,12 +21,16 @@ relayed RESULT passes the record check towards the peer that sent it (signature,
 policy: Section 10.5) or is dropped.  The answer merges its own and the relayed
 results: one per Agent ID (its own record first, else the highest score), ordered by
 score then Agent ID, passed through the requester's policy, limited to MAX_RESULTS.
-The relayed results are kept for DISCOVERY_CACHE_TTL (:class:`RemoteDirectory`): the
-same query and limit within it is answered without relaying, and a ROUTE_REQUEST naming
-one of those agents is forwarded to the peer its record came from.
+The relayed results are kept for DISCOVERY_CACHE_TTL (an :class:`~.ports.AnswerCache`):
+the same query and limit within it is answered without relaying, and a ROUTE_REQUEST
+naming one of those agents is forwarded to the peer its record came from.
 
 A ROUTE_REQUEST with a QUERY that no held record matches is resolved the same way
 first (the machine then has no requester and reports :class:`QueryResolved`).
+
+The machine is typed (:mod:`.typed`): what it reads of the gateway (its records, the
+kept answers, the summaries, its peers) comes through ports, and each input carries
+what its action needs.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from ..codec.messages import Discover, DiscoverReply, Message, RouteRequest
+from ..codec.messages import Discover, DiscoverReply, Error, Message, RouteRequest
 from ..codec.pdu import encode
 from ..codec.registry import (
     DEFAULT_HOP_LIMIT,
@@ -45,18 +49,17 @@ from ..codec.registry import (
     Scope,
     timer,
 )
-from ..codec.values import CapabilityRecord
 from ..codec.wire import Result
-from ..gateway.core import GatewayCore
-from ..gateway.directory import Relayed, query_key
 from .discovery import PduLimit, fit_results
-from .machine import Handle, Machine, Outbox, ProtocolError, TransactionIds
+from .machine import Handle, Outbox, ProtocolError, TransactionIds
+from .ports import AnswerCache, ExportFilter, RecordIndex, Relayed, query_key
 from .registration import RecordVerifier
 from .summary import SummaryTable
 from .tracecontext import HopTracer, W3CHops
+from .typed import StepInput, TypedMachine
 
 #: What a requester (an association) may be shown (None: everything).
-RecordFilter = Callable[[CapabilityRecord], bool] | None
+RecordFilter = ExportFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +72,11 @@ class QueryResolved:
 
 @dataclass
 class DiscoveryContext:
-    """What the relayed DISCOVER transactions of one gateway share."""
+    """What the relayed DISCOVER transactions of one gateway share: its ports."""
 
-    core: GatewayCore
+    records: RecordIndex
+    #: The relayed answers kept for DISCOVERY_CACHE_TTL.
+    kept: AnswerCache
     summaries: SummaryTable
     txids: TransactionIds
     #: The association of an ESTABLISHED peer session with a gateway id, if any.
@@ -116,7 +121,48 @@ class FedAction(Enum):
 _S, _I, _A = FedState, FedInput, FedAction
 
 
-class FederatedDiscovery(Machine):
+@dataclass(frozen=True, slots=True)
+class AnswerHeld(StepInput):
+    """The DISCOVER, answered from held records and the answers kept for it."""
+
+    KIND = _I.LOCAL
+    local: tuple[Result, ...]
+    kept: tuple[Relayed, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTo(StepInput):
+    """The DISCOVER, with the next hops towards the summaries that may match."""
+
+    KIND = _I.RELAY
+    local: tuple[Result, ...]
+    next_hops: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered(StepInput):
+    """An answer to a relayed DISCOVER, more pending."""
+
+    KIND = _I.REPLY
+    source: Handle
+    msg: DiscoverReply | Error
+
+
+@dataclass(frozen=True, slots=True)
+class LastAnswered(StepInput):
+    """The answer to the last relayed DISCOVER pending."""
+
+    KIND = _I.LAST_REPLY
+    source: Handle
+    msg: DiscoverReply | Error
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut(StepInput):
+    KIND = _I.TIMEOUT
+
+
+class FederatedDiscovery(TypedMachine):
     """One FEDERATED DISCOVER relayed by a gateway (module doc)."""
 
     NAME = "federated-discovery"
@@ -150,10 +196,8 @@ class FederatedDiscovery(Machine):
         #: (association, transaction id) of each DISCOVER relayed, not yet answered.
         self.pending: dict[tuple[Handle, int], bytes] = {}
         self.deadline: float | None = None
-        self._local: list[Result] = []
+        self._local: tuple[Result, ...] = ()
         self._relayed: dict[bytes, Relayed] = {}
-        self._next_hops: list[bytes] = []
-        self._source: Handle = None
         #: This gateway's hop of the request's trace (Section 7.5).
         self.hop = ctx.tracer.begin(request.TYPE, request.trace)
 
@@ -167,38 +211,45 @@ class FederatedDiscovery(Machine):
 
     # --- inputs -------------------------------------------------------------------------
     def start(self, now: float) -> None:
-        """The guard of the first transition: held answers, then the summaries."""
-        req, core = self.request, self.ctx.core
-        self._local = core.discover(req.query, Scope.FEDERATED, req.max_results, now,
-                                    self.allow)
-        kept = core.remote.answers(self.key, now)
-        self._next_hops = [] if kept is not None else self._candidates()
-        self.step(_I.RELAY if self._next_hops else _I.LOCAL, now, req)
+        """The DISCOVER: answered from what is held, or relayed (:meth:`classify`)."""
+        self.run(self.classify(now), now)
 
-    def _candidates(self) -> list[bytes]:
+    def classify(self, now: float) -> AnswerHeld | RelayTo:
+        """Held answers (own records, kept answers), else the summaries' next hops."""
+        req = self.request
+        local = tuple(self.ctx.records.discover(req.query, Scope.FEDERATED, req.max_results,
+                                                now, self.allow))
+        kept = self.ctx.kept.answers(self.key, now)
+        hops = () if kept is not None else self._candidates(local)
+        return RelayTo(local, hops) if hops else AnswerHeld(local, kept or ())
+
+    def _candidates(self, local: tuple[Result, ...]) -> tuple[bytes, ...]:
         """The next hops to relay to (module doc)."""
         req = self.request
         hop_limit = DEFAULT_HOP_LIMIT if req.hop_limit is None else req.hop_limit
         if hop_limit <= 0:
-            return []
+            return ()
         path = req.path or ()
-        answered = {r.record.record.domain for r in self._local}
+        answered = {r.record.record.domain for r in local}
         asking = self.ctx.gateway_domain(self.upstream)
-        own = self.ctx.core.domain
+        own = self.ctx.records.domain
         hops = {r.next_hop for r in self.ctx.summaries.matching(
             req.query, lambda r: r.domain not in answered and r.domain != own
             and r.next_hop not in path and self.ctx.peer_handle(r.next_hop) is not None
             and (asking is None or self.ctx.transit(asking, r.domain)))}
-        return sorted(hops)
+        return tuple(sorted(hops))
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         """An answer to one of the relayed DISCOVERs (matched by the caller)."""
         try:
-            if msg.TYPE not in (MessageType.DISCOVER_REPLY, MessageType.ERROR) \
+            if not isinstance(msg, DiscoverReply | Error) \
                     or (source, msg.transaction_id) not in self.pending:
                 raise self.unexpected(msg)
-            self._source = source
-            self.step(_I.LAST_REPLY if len(self.pending) == 1 else _I.REPLY, now, msg)
+            inp = LastAnswered(source, msg) if len(self.pending) == 1 \
+                else Answered(source, msg)
+            if not self.rows_for(inp.KIND):
+                raise self.unexpected(msg)
+            self.run(inp, now)
         except ProtocolError as err:
             self.refuse(source, msg, err)
             raise
@@ -208,18 +259,19 @@ class FederatedDiscovery(Machine):
 
     def handle_timer(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
-            self.step(_I.TIMEOUT, now)
+            self.run(TimedOut(), now)
 
     # --- actions ------------------------------------------------------------------------
-    def _answer(self, now: float, msg: Message | None) -> None:
-        kept = self.ctx.core.remote.answers(self.key, now) or ()
-        self._finish(kept)
+    def _answer(self, now: float, inp: AnswerHeld) -> None:
+        self._local = inp.local
+        self._finish(inp.kept)
 
-    def _relay(self, now: float, msg: Message | None) -> None:
+    def _relay(self, now: float, inp: RelayTo) -> None:
+        self._local = inp.local
         req = self.request
         hop_limit = DEFAULT_HOP_LIMIT if req.hop_limit is None else req.hop_limit
-        path = (*(req.path or ()), self.ctx.core.gateway_id)
-        for gid in self._next_hops:
+        path = (*(req.path or ()), self.ctx.records.gateway_id)
+        for gid in inp.next_hops:
             handle = self.ctx.peer_handle(gid)
             txid = self.ctx.txids()
             self.pending[(handle, txid)] = gid
@@ -229,30 +281,28 @@ class FederatedDiscovery(Machine):
                 trace=self.hop.context))
         self.deadline = now + self.ctx.request_timeout * self.ctx.forward_fraction ** len(path)
 
-    def _collect(self, now: float, msg: Message | None) -> None:
-        assert msg is not None
-        gid = self.pending.pop((self._source, msg.transaction_id))
-        if not isinstance(msg, DiscoverReply):
+    def _collect(self, now: float, inp: Answered | LastAnswered) -> None:
+        gid = self.pending.pop((inp.source, inp.msg.transaction_id))
+        if not isinstance(inp.msg, DiscoverReply):
             return
-        for r in msg.results:
+        for r in inp.msg.results:
             aid = r.record.record.agent_id
-            if self.ctx.verifier(self._source, r.record, now) is not None \
-                    or aid in self.ctx.core:
+            if self.ctx.verifier(inp.source, r.record, now) is not None \
+                    or aid in self.ctx.records:
                 continue
             held = self._relayed.get(aid)
             if held is None or r.score > held.score:
                 self._relayed[aid] = Relayed(r.score, r.record, gid)
 
-    def _merge(self, now: float, msg: Message | None) -> None:
-        if msg is not None:
-            self._collect(now, msg)
+    def _merge(self, now: float, inp: LastAnswered | TimedOut) -> None:
+        if isinstance(inp, LastAnswered):
+            self._collect(now, inp)
         self.deadline = None
         self.pending.clear()
         kept = tuple(sorted(self._relayed.values(),
                             key=lambda a: (-a.score, a.record.record.agent_id)))
-        remote = self.ctx.core.remote
-        remote.expire(now)
-        remote.put(self.key, kept, now)
+        self.ctx.kept.expire(now)
+        self.ctx.kept.put(self.key, kept, now)
         self._finish(kept)
 
     def _finish(self, kept: tuple[Relayed, ...]) -> None:

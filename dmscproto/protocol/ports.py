@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..codec import cbor
 from ..codec.changes import TableChanges
 from ..codec.cose import SignedRecord
 from ..codec.messages import Message, Open
@@ -231,3 +232,29 @@ class RecordIndex(DiscoveryTable, Protocol):
     def __len__(self) -> int: ...
 
     def __contains__(self, agent_id: object) -> bool: ...
+
+
+def query_key(query: DiscoveryQuery, max_results: int) -> bytes:
+    """Under which a relayed answer is kept: the query's CBOR and the limit."""
+    return cbor.dumps(query.to_cbor()) + max_results.to_bytes(2, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A record from a relayed answer: its score there and the peer it came from."""
+
+    score: int
+    record: SignedRecord
+    next_hop: bytes
+
+
+class AnswerCache(Protocol):
+    """Relayed DISCOVER answers kept for DISCOVERY_CACHE_TTL, by query key (Section 5.2.1)."""
+
+    def answers(self, query_key: bytes, now: float) -> tuple[Relayed, ...] | None:
+        """The answers kept for the query, or None when none are (any more)."""
+
+    def put(self, query_key: bytes, answers: tuple[Relayed, ...], now: float) -> None: ...
+
+    def expire(self, now: float) -> None:
+        """Forget the answers whose time is up."""

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..codec.messages import Error, Message, RouteReply, RouteRequest, TraceReply, TraceRequest
 from ..codec.registry import ErrorCode, MessageType, Scope, timer
-from ..gateway.directory import query_key
 from ..gateway.routing import Decision, DeliverLocal, Forward, Reject
 from .events import TransactionEnded
 from .machine import Handle, Machine, Outbox, ProtocolError, Refusal, TransactionIds, expect
+from .ports import query_key
 from .tracecontext import Hop, HopTracer, W3CHops
 
 if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
