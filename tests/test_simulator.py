@@ -212,3 +212,49 @@ def test_summaries_between_domains_keep_records_home_and_discovery_relayed(
         assert found(Scope.FEDERATED) == []
     finally:
         sim.close()
+
+
+def _summary_domains(sim: Simulation, gateway: str) -> set[str]:
+    table = sim.node(gateway).summaries.table
+    return {r.domain for r in map(table.best, table.origins()) if r is not None}
+
+
+def test_summaries_originated_once_per_domain_change_and_a_cut_domain_withdrawn(
+        scratch: Path) -> None:
+    """Section 6.9: one originator per domain (3 gateways in a full mesh), so a change
+    of the domain's records crosses each directed link at most once; a domain cut off
+    from the others has its summary withdrawn everywhere within the hold time (no path
+    exploration), and it comes back when the links heal."""
+    sim = Simulation(scratch, seed=3, summaries=True)
+    try:
+        gateways = names(12)
+        doms = [gateways[i:i + 3] for i in range(0, 12, 3)]
+        between = [(doms[0][0], doms[1][1]), (doms[1][2], doms[2][0]),
+                   (doms[2][1], doms[3][2]), (doms[3][0], doms[0][2]),
+                   (doms[0][1], doms[2][2])]
+        build(sim, gateways, [e for d in doms for e in full_mesh(d)] + between, per_domain=3)
+        directed = 2 * len(sim.links)
+        for d in doms:
+            assert sum(sim.node(g).summaries.originator() for g in d) == 1
+        assert sim.settle(SETTLE)
+        before = sim.count(MessageType.SUMMARY)
+        register(sim, 1, doms[1][2])  # at a gateway that is not d1's originator
+        assert sim.settle(SETTLE)
+        assert 0 < sim.count(MessageType.SUMMARY) - before <= directed
+        cut = [(a, b) for a, b in between if (a in doms[1]) != (b in doms[1])]
+        before = sim.count(MessageType.SUMMARY)
+        for a, b in cut:
+            sim.cut(a, b)
+        sim.run(2 * HOLD)
+        outside = [g for d in (doms[0], doms[2], doms[3]) for g in d]
+        assert not any("d1.example" in _summary_domains(sim, g) for g in outside)
+        # d1's summary withdrawn outside, the 3 others inside d1: about a withdrawal per
+        # directed link, with the switches to paths through the link that drops later
+        assert sim.count(MessageType.SUMMARY) - before <= 2 * directed
+        for a, b in cut:
+            sim.heal(a, b)
+        assert sim.settle(SETTLE, quiet=5)
+        assert all("d1.example" in _summary_domains(sim, g) for g in outside)
+        assert sim.check().ok
+    finally:
+        sim.close()
