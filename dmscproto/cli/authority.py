@@ -5,6 +5,7 @@ issued, its revocations and its CRL.
 
   dmsc authority init DIR --domain a.example
   dmsc authority issue DIR gw1 --kind gateway
+  dmsc authority issue DIR alice --kind operator   (for dmsc status --gateway)
   dmsc authority issue DIR weather --scope "register discover route:forecast"
   dmsc authority revoke DIR weather            (every certificate issued to weather)
   dmsc authority revoke DIR --serial 5c58ce2e...
@@ -48,7 +49,9 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p = actions.add_parser("issue", help="issue a certificate (and key) for NAME")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--kind", choices=("agent", "gateway"), default="agent")
+    p.add_argument("--kind", choices=("agent", "gateway", "operator"), default="agent",
+                   help="operator: for a gateway's management interface (dmsc status "
+                   "--gateway)")
     p.add_argument("--validity-days", type=float, default=365,
                    help="certificate lifetime (default 365)")
     p.add_argument("--scope", help="scopes its holder may get tokens for (default: "

@@ -50,6 +50,11 @@ about (``peers[1].address``) and what is wrong, as :class:`ConfigError`::
                                       # https:// URL, refreshed before nextUpdate
     require_origin = true             # calls from other domains carry an origin assertion
 
+    [management]                      # optional: the management listener (off without
+    listen = "127.0.0.1:8830"         # it): RESTCONF and /metrics over HTTPS with mutual
+                                      # TLS, for operator certificates of our authority
+                                      # (dmscproto.management)
+
     [[peers]]                         # a federated (or same-domain) gateway
     domain = "b.example"
     address = "127.0.0.1:4434"        # optional: dialled if given, else only accepted
@@ -217,6 +222,8 @@ class GatewayConfig:
     transit: TransitConfig = TransitConfig()
     #: Resource limits set in ``[limits]`` (Section 10.7), by registry name.
     resource_limits: tuple[tuple[str, float], ...] = ()
+    #: The management listener (``[management] listen``; None: off).
+    management: tuple[str, int] | None = None
     source: Path | None = field(default=None, compare=False)
 
     def limit(self, name: str) -> float:
@@ -247,7 +254,7 @@ class GatewayConfig:
                   source: Path | None = None) -> GatewayConfig:
         r = _Reader(source, base)
         r.only(data, "", {"gateway", "limits", "log", "capture", "security", "peers",
-                          "federation"})
+                          "federation", "management"})
         gw = r.table(data, "gateway", required=True)
         r.only(gw, "gateway", {"domain", "listen", "certificate", "key", "trust_anchors",
                                "store", "name", "transport", "require_tokens", "lab"})
@@ -260,6 +267,8 @@ class GatewayConfig:
         r.only(capture, "capture", {"pcap", "keylog"})
         security = r.table(data, "security")
         r.only(security, "security", {"crl", "require_origin"})
+        management = r.table(data, "management")
+        r.only(management, "management", {"listen"})
         min_lease = r.get(limits, "limits", "min_lease", int, int(timer("MIN_LEASE")))
         max_lease = r.get(limits, "limits", "max_lease", int, int(timer("MAX_LEASE")))
         if min_lease <= 0:
@@ -326,6 +335,7 @@ class GatewayConfig:
             lab=lab,
             transit=r.transit(r.table(data, "federation")),
             resource_limits=r.resource_limits(limits),
+            management=r.address(management, "management.listen", required=bool(management)),
             source=source,
         )
 

@@ -25,6 +25,9 @@ The node decides everything; :class:`GatewayRuntime` only
 * in lab mode (``gateway.lab = true``, cleartext UDP only, Section 9.4), plugs
   :class:`~.lab.LabGuard` instead, which takes identities from REGISTER's signed record
   and OPEN (what that does not protect: :mod:`.lab`), and logs a WARNING at start;
+* with ``[management] listen``, counts what it does (:mod:`dmscproto.management.metrics`:
+  every PDU sent and received, node events, DIGEST handling time, event-loop lag) and
+  serves RESTCONF and ``/metrics`` to operators (:mod:`dmscproto.management.server`);
 * shuts down cleanly: NOTIFY CEASE to the peers, connections closed, timers stopped,
   the store closed.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import random
 import time
@@ -56,6 +60,7 @@ from ..host.logs import facts
 from ..host.pump import Association, Pump
 from ..host.telemetry import GatewayHops
 from ..host.transports import Connection, Listener, Peer, transport_named
+from ..management.metrics import GatewayMetrics, probe_loop
 from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
@@ -81,6 +86,8 @@ from .loop import HeapFreezer, LoopLag
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
+
+    from ..management.server import ManagementServer
 
 log = logging.getLogger("dmsc.gateway")
 
@@ -269,6 +276,13 @@ class GatewayRuntime:
         self._peers = [_PeerLink(p) for p in config.peers if p.address is not None]
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
+        #: The transport of each association, by name.
+        self.transports: dict[Handle, str] = {}
+        #: The counters (only with a management listener: they cost a little per PDU).
+        self.metrics = GatewayMetrics(lambda h: self.transports.get(h, "unknown")) \
+            if config.management is not None else None
+        self.management: ManagementServer | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def gateway_id(self) -> bytes:
@@ -329,14 +343,21 @@ class GatewayRuntime:
             self._freezer.freeze()
         if self.loop_lag is not None:
             self.loop_lag.start()
-        self.pump = Pump(self.node, on_event=self._on_event, on_send=self._sent,
-                         on_receive=self.observer.received)
+        sent: Callable[[Handle, Message], None] = self._sent
+        received = self.observer.received
+        if self.metrics is not None:
+            sent = _both(self.metrics.sent, sent)
+            received = _both(self.metrics.received, received)
+        self.pump = Pump(self.node, on_event=self._on_event, on_send=sent,
+                         on_receive=received)
         if self.core.agent_ids(local_only=True):  # a restart (Section 6.1.2)
             withheld = self.node.restarted(self.pump.now(), c.restart_grace)
             log.info("restarted: records withheld from peers until their agents return",
                      extra=facts(records=withheld, grace_s=c.restart_grace))
         for name, (host, port) in c.listeners:
-            server = await transport_named(name).serve(host, port, self.tls, self._handle,
+            server = await transport_named(name).serve(host, port, self.tls,
+                                                       functools.partial(self._handle,
+                                                                         transport=name),
                                                        pcap=self._pcap,
                                                        keylog=self._keylog_file, lab=c.lab,
                                                        limits=c.limit)
@@ -344,9 +365,22 @@ class GatewayRuntime:
             log.info("gateway listening", extra=facts(
                 gateway=self.identity.uri, gateway_id=self.gateway_id, transport=name,
                 address=f"{server.address[0]}:{server.address[1]}", records=len(self.core)))
+        if c.management is not None:
+            await self._start_management(*c.management)
         self.pump.flush()  # arms the lease timer of records loaded from the store
         for peer in self._peers:
             peer.task = asyncio.get_running_loop().create_task(self._keep_peer(peer))
+
+    async def _start_management(self, host: str, port: int) -> None:
+        from ..management.server import ManagementServer  # the management extra
+
+        assert self.metrics is not None
+        self.management = ManagementServer(self)
+        await self.management.start(host, port)
+        self._probe = asyncio.get_running_loop().create_task(probe_loop(self.metrics))
+        address = self.management.address
+        log.info("management listening", extra=facts(
+            gateway=self.identity.uri, address=f"{address[0]}:{address[1]}"))
 
     async def wait_peers(self, timeout: float = 10.0) -> None:
         """Wait until every dialled peer's session is ESTABLISHED."""
@@ -354,13 +388,14 @@ class GatewayRuntime:
                                timeout)
 
     # --- associations --------------------------------------------------------------------
-    def _association(self, conn: Connection) -> Association:
+    def _association(self, conn: Connection, transport: str) -> Association:
         assoc = self._assocs.get(conn)
         if assoc is None:
             # None only in lab mode, until the LabGuard binds one
             assert conn.peer.identity is not None or self.config.lab
             assoc = Association(conn, conn.peer.identity, conn.peer.certificate)
             self._assocs[conn] = assoc
+            self.transports[assoc] = transport
             watcher = asyncio.get_running_loop().create_task(self._watch(conn, assoc))
             self._watchers.add(watcher)
             watcher.add_done_callback(self._watchers.discard)
@@ -370,6 +405,9 @@ class GatewayRuntime:
         """Tell the node when a peer gateway's connection is gone."""
         await conn.wait_closed()
         self._assocs.pop(conn, None)
+        self.transports.pop(assoc, None)
+        if self.metrics is not None:
+            self.metrics.ended(assoc)
         self.lab_associations.closed(assoc)
         node, pump = self.node, self.pump
         if self._stopping or node is None or pump is None:
@@ -392,25 +430,35 @@ class GatewayRuntime:
         self._lab_timer = None
         self._close_unbound(self.lab_associations.expired(time.monotonic()))
 
-    async def _handle(self, msg: Message, peer: Peer) -> Message | None:
+    async def _handle(self, msg: Message, peer: Peer, *, transport: str) -> Message | None:
         """A request or one-way message on a connection (either direction)."""
         assert self.pump is not None
-        assoc = self._association(peer.connection)
+        assoc = self._association(peer.connection, transport)
         if self.config.lab:
             self._close_unbound(self.lab_associations.heard(assoc, time.monotonic()))
+        if self.metrics is not None and msg.TYPE is MessageType.DIGEST:  # one-way: at once
+            started = time.perf_counter()
+            answer = await self.pump.deliver(assoc, msg)
+            self.metrics.digest_handled(assoc, time.perf_counter() - started)
+            return answer
         return await self.pump.deliver(assoc, msg)
 
-    def _session_timers(self, handle: Handle) -> SessionTimers:
-        """Hold time and keepalive towards the peer behind ``handle``: its ``[[peers]]``
-        entry (the one dialled over this association, else the first of its domain),
-        else ``[limits]``."""
-        c = self.config
+    def peer_config(self, handle: Handle) -> PeerConfig | None:
+        """The ``[[peers]]`` entry of the peer behind ``handle``: the one dialled over
+        this association, else the first of its domain (None: none)."""
         link = handle.link if isinstance(handle, Association) else None
         identity = handle.identity if isinstance(handle, Association) else None
         chosen = next((p.config for p in self._peers if link is not None
                        and p.connection is link), None)
         if chosen is None and identity is not None:
-            chosen = next((p for p in c.peers if p.domain == identity.domain), None)
+            chosen = next((p for p in self.config.peers if p.domain == identity.domain), None)
+        return chosen
+
+    def _session_timers(self, handle: Handle) -> SessionTimers:
+        """Hold time and keepalive towards the peer behind ``handle``: its ``[[peers]]``
+        entry (:meth:`peer_config`), else ``[limits]``."""
+        c = self.config
+        chosen = self.peer_config(handle)
         if chosen is None:
             return SessionTimers(c.hold_time, c.keepalive)
         return SessionTimers(c.hold_time if chosen.hold_time is None else chosen.hold_time,
@@ -426,15 +474,16 @@ class GatewayRuntime:
             try:
                 conn = await transport.connect(
                     host, port, self.tls, server_name=peer.config.server_name,
-                    expect_domain=peer.config.domain, handler=self._handle, pcap=self._pcap,
-                    keylog=self._keylog_file, lab=self.config.lab)
+                    expect_domain=peer.config.domain,
+                    handler=functools.partial(self._handle, transport=transport.name),
+                    pcap=self._pcap, keylog=self._keylog_file, lab=self.config.lab)
             except (ConnectionError, OSError, TimeoutError) as exc:
                 log.warning("cannot reach peer", extra=facts(
                     peer=f"{host}:{port}", domain=peer.config.domain, error=str(exc),
                     retry_s=round(peer.redial.delay, 3)))
             else:
                 peer.connection = conn
-                assoc = self._association(conn)
+                assoc = self._association(conn, transport.name)
                 assert self.pump is not None and self.node is not None
                 self.pump.call(self.node.connect, assoc, self.pump.now())
                 await conn.wait_closed()
@@ -461,6 +510,8 @@ class GatewayRuntime:
             self.observer.sent(dest, msg)
 
     def _on_event(self, event: object) -> None:
+        if self.metrics is not None:
+            self.metrics.event(event)
         if isinstance(event, SessionEstablished | SessionClosed):
             for peer in self._peers:
                 if peer.connection is not None and isinstance(event.handle, Association) \
@@ -529,6 +580,10 @@ class GatewayRuntime:
         if self.loop_lag is not None:  # what it measured while running
             log.info("event loop probe", extra=facts(
                 loop_stall_ms_max=round(await self.loop_lag.stop(), 1)))
+        if self._probe is not None:
+            self._probe.cancel()
+        if self.management is not None:
+            await self.management.stop()
         node, pump = self.node, self.pump
         if node is not None and pump is not None:
             for handle in list(node.sessions):
@@ -563,6 +618,18 @@ class GatewayRuntime:
         for file in self._owned:
             file.close()
         log.info("gateway stopped", extra=facts(gateway=self.identity.uri))
+
+
+def _both(first: Callable[[Handle, Message], None],
+          then: Callable[[Handle, Message], None] | None) -> Callable[[Handle, Message], None]:
+    """``first``, then ``then`` if there is one."""
+    if then is None:
+        return first
+
+    def both(handle: Handle, msg: Message) -> None:
+        first(handle, msg)
+        then(handle, msg)
+    return both
 
 
 def _peer_of(handle: object) -> Authenticated | None:

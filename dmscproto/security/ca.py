@@ -14,10 +14,13 @@ Profile (Section 10):
   whose only permitted URI subtree is the domain name: the authority of ``a.example``
   can only vouch for ``dmsc://a.example/...`` identities (RFC 5280, 4.2.1.10).
 * End-entity certificates are issued directly by the CA (no intermediates).  They carry
-  the identity as the SAN URI ``dmsc://<domain>/<name>``, the entity kind (``agent`` or
-  ``gateway``) as the subject's organizational unit, ``keyUsage`` digitalSignature, and
-  ``extKeyUsage`` serverAuth and clientAuth (a gateway is a client of its peers; an agent
-  is a QUIC client that also serves requests sent over its connection).  Gateway
+  the identity as the SAN URI ``dmsc://<domain>/<name>``, the entity kind (``agent``,
+  ``gateway`` or ``operator``) as the subject's organizational unit, ``keyUsage``
+  digitalSignature, and ``extKeyUsage`` serverAuth and clientAuth (a gateway is a client
+  of its peers; an agent is a QUIC client that also serves requests sent over its
+  connection).  An *operator* certificate (draft-dmsc-yang-00, Section 5) opens a
+  gateway's management interface and nothing else: clientAuth only, and gateways refuse
+  it on DMSC associations.  Gateway
   certificates also carry DNS names (default: ``localhost`` and the gateway's name) for
   TLS server-name checks.
 
@@ -68,6 +71,8 @@ class Kind(StrEnum):
 
     AGENT = "agent"
     GATEWAY = "gateway"
+    #: A person or tool managing the domain's gateways (management interface only).
+    OPERATOR = "operator"
 
 
 class CertificateError(DmscError, ValueError):
@@ -397,6 +402,8 @@ class DomainAuthority:
                              x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind.value),
                              x509.NameAttribute(NameOID.COMMON_NAME, name)])
         ca_pub = _public(self.certificate)
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if kind is Kind.OPERATOR \
+            else [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject).issuer_name(self.certificate.subject)
@@ -408,9 +415,7 @@ class DomainAuthority:
                 digital_signature=True, content_commitment=False, key_encipherment=False,
                 data_encipherment=False, key_agreement=False, key_cert_sign=False,
                 crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
                            critical=False)

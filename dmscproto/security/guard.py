@@ -181,6 +181,9 @@ class GatewayGuard:
             raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE,
                                 "the association is not authenticated")
         identity = self._still_valid(peer.certificate, now)
+        if identity.kind is Kind.OPERATOR:
+            raise SecurityError(ErrorCode.POLICY_DENIED, f"{identity.uri} is an operator "
+                                "certificate: the management interface only")
         if identity.kind is Kind.GATEWAY:
             self._from_gateway(peer, identity, msg, now)
             return
