@@ -371,4 +371,49 @@ def test_topology_of_a_document() -> None:
     assert f'"{me}" -> "{peer}" [color=darkgreen, style=solid, label="2 records"]' in text
     assert f'"{peer}" -> "{origin}"' in text
     assert '-> "peer:c" [color=red, style=dashed, label="idle"]' in text
-    assert 'label="c.example"' in text and "1 records" in text
+    assert 'label="c.example"' in text and "records: 1" in text
+
+
+def test_ping_operation(site: Site, model: DataModel) -> None:
+    peers = json.loads(site.get("/restconf/data/ietf-dmsc:dmsc/peers"))["ietf-dmsc:peers"]
+    b = next(p for p in peers["peer"] if p["domain"] == "b.example")
+    c = next(p for p in peers["peer"] if p["domain"] == "c.example")
+    output = model.get_schema_node("/ietf-dmsc:ping/output")
+
+    def ping(body: dict[str, Any]) -> dict[str, Any]:
+        answer = json.loads(site.operator.request(*site.management, "POST",
+                                                  "/restconf/operations/ietf-dmsc:ping",
+                                                  body))
+        output.from_raw(answer["ietf-dmsc:output"])  # types checked against the module
+        return dict(answer["ietf-dmsc:output"])
+    replies = ping({"ietf-dmsc:input": {"peer": b["name"], "count": 2}})["reply"]
+    assert [r["sequence"] for r in replies] == [1, 2]
+    assert {r["status"] for r in replies} == {"success"}
+    assert {r["responder"] for r in replies} == {b["gateway-id"]}
+    assert all(r["round-trip-time"] > 0 for r in replies)
+    idle = ping({"ietf-dmsc:input": {"peer": c["name"]}})["reply"]
+    assert idle == [{"sequence": 1, "status": "target-unreachable"}]
+    for body in ({"ietf-dmsc:input": {"peer": "nobody"}},
+                 {"ietf-dmsc:input": {"peer": b["name"], "count": 0}}, {"input": {}}):
+        with pytest.raises(ManagementError, match=": 400 "):
+            ping(body)
+
+
+def test_status_watch_redraws(site: Site) -> None:
+    op = site.operator
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "status", "--gateway",
+                             f"{site.management[0]}:{site.management[1]}", "--cert",
+                             str(op.certificate), "--key", str(op.key), "--ca",
+                             str(op.authority), "--watch", "0.2"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        frames = 0
+        for line in proc.stdout:
+            frames += line.startswith("\033[H\033[J")
+            if frames == 2:
+                break
+        assert frames == 2
+    finally:
+        proc.terminate()
+        proc.wait(10)

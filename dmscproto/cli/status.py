@@ -86,7 +86,7 @@ def _live(args: argparse.Namespace) -> int:
                 print(f"wrote {path}")
         if args.watch is not None:
             print("\033[H\033[J", end="")  # clear the terminal
-        print(json.dumps(document, indent=2) if args.json else render(document))
+        print(json.dumps(document, indent=2) if args.json else render(document), flush=True)
         if args.watch is None:
             return EXIT_OK
         time.sleep(args.watch)
@@ -117,7 +117,7 @@ def render(document: dict[str, Any], now: float | None = None) -> str:
            f"  listening: {listeners}"]
     peers = top.get("peers", {}).get("peer", [])
     names = {p["gateway-id"]: p["name"] for p in peers if "gateway-id" in p}
-    rows = [["Name", "Domain", "State", "Since", "Hold", "PDUs in/out", "Records rcv/acc/ref",
+    rows = [["Name", "Domain", "State", "Uptime", "Hold", "PDUs in/out", "Records rcv/acc/ref",
              "Last error"]]
     for p in peers:
         st = p.get("statistics", {})

@@ -17,6 +17,9 @@ from cryptography import x509
 from ..errors import DmscError
 from ..security.ca import CertificateError, Kind, anchor_domains, identity_of
 
+#: The media type of RFC 7951 JSON in RESTCONF (RFC 8040, Section 11.3.2).
+YANG_JSON = "application/yang-data+json"
+
 
 class ManagementError(DmscError):
     """The management listener could not be reached or refused the request."""
@@ -48,23 +51,33 @@ class Operator:
 
     def get(self, host: str, port: int, path: str, timeout: float = 10.0) -> bytes:
         """The body of ``GET path``; ManagementError for anything but 200."""
+        return self.request(host, port, "GET", path, timeout=timeout)
+
+    def request(self, host: str, port: int, method: str, path: str,
+                body: dict[str, Any] | None = None, timeout: float = 10.0) -> bytes:
+        """The body of the answer to ``method path`` (with ``body`` as JSON);
+        ManagementError for anything but 200."""
         conn = http.client.HTTPSConnection(host, port, context=self.context(),
                                            timeout=timeout)
+        headers = {"Accept": YANG_JSON}
+        if body is not None:
+            headers["Content-Type"] = YANG_JSON
         try:
             conn.connect()
             assert isinstance(conn.sock, ssl.SSLSocket)
             self._check_gateway(conn.sock.getpeercert(binary_form=True))
-            conn.request("GET", path, headers={"Accept": "application/yang-data+json"})
+            conn.request(method, path, headers=headers,
+                         body=None if body is None else json.dumps(body))
             answer = conn.getresponse()
-            body = answer.read()
+            data = answer.read()
         except (OSError, http.client.HTTPException) as exc:
             raise ManagementError(f"{host}:{port}: {exc}") from None
         finally:
             conn.close()
         if answer.status != 200:
             raise ManagementError(f"{host}:{port}{path}: {answer.status} {answer.reason}: "
-                                  f"{_error_message(body)}")
-        return body
+                                  f"{_error_message(data)}")
+        return data
 
     def _check_gateway(self, der: bytes | None) -> None:
         """The server is a gateway of the authority's domain (the chain was verified in

@@ -19,13 +19,17 @@ Resources (GET only):
   parameters are supported (400);
 * ``/metrics``: the Prometheus text exposition (:mod:`.prometheus`).
 
-Errors are RFC 8040 ``ietf-restconf:errors`` documents.
+and one operation (POST): ``/restconf/operations/ietf-dmsc:ping`` sends ECHO_REQUESTs
+over a peer's session (draft-dmsc-protocol-00, Section 6.8.1) and answers each one's
+responder, round-trip time and status.  Errors are RFC 8040 ``ietf-restconf:errors``
+documents.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -33,18 +37,22 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from ..codec.messages import EchoReply, EchoRequest, Message
+from ..codec.registry import ErrorCode, timer
+from ..protocol.machine import timestamp_ms
+from ..protocol.peering import PeerState
 from ..runtime.logs import facts
+from ..runtime.pump import Association
 from ..security.ca import CertificateError, Identity, Kind
 from . import prometheus
-from .state import LIST_KEYS, MODULE, StateDocument
+from .client import YANG_JSON
+from .state import LIST_KEYS, MODULE, PeerEntry, StateDocument, dmsc_id, error_code, peer_entries
 
 if TYPE_CHECKING:
     from ..runtime.gateway import GatewayRuntime
 
 log = logging.getLogger("dmsc.management")
 
-#: The media type of RFC 7951 JSON in RESTCONF (RFC 8040, Section 11.3.2).
-YANG_JSON = "application/yang-data+json"
 HOST_META = ("<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
              "  <Link rel='restconf' href='/restconf'/>\n</XRD>\n")
 
@@ -84,6 +92,7 @@ class ManagementServer:
         app.router.add_get("/restconf/data", self._data)
         app.router.add_get("/restconf/data/{path:.*}", self._data)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post(f"/restconf/operations/{MODULE}:ping", self._ping)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context())
@@ -139,6 +148,50 @@ class ManagementServer:
         if isinstance(found, web.Response):
             return found
         return web.json_response(found, content_type=YANG_JSON)
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        try:
+            args = (await request.json())[f"{MODULE}:input"]
+            name, count = str(args["peer"]), int(args.get("count", 1))
+        except (ValueError, KeyError, TypeError):
+            return restconf_error(400, "malformed-message", f"expected {{\"{MODULE}:input\": "
+                                  "{\"peer\": NAME, \"count\": N}}")
+        if not 1 <= count <= 100:
+            return restconf_error(400, "invalid-value", "count must be 1..100")
+        entry = next((e for e in peer_entries(self.rt) if e.name == name), None)
+        if entry is None:
+            return restconf_error(400, "invalid-value", f"no peer {name}")
+        replies = [await self._echo(entry, seq) for seq in range(1, count + 1)]
+        return web.json_response({f"{MODULE}:output": {"reply": replies}},
+                                 content_type=YANG_JSON)
+
+    async def _echo(self, entry: PeerEntry, sequence: int) -> dict[str, Any]:
+        """One ECHO_REQUEST over the peer's session, and what came of it."""
+        handle, session, node = entry.handle, entry.session, self.rt.node
+        if session is None or PeerState(session.state) is not PeerState.ESTABLISHED \
+                or not isinstance(handle, Association) or node is None:
+            return {"sequence": sequence, "status": error_code(ErrorCode.TARGET_UNREACHABLE)}
+        msg = EchoRequest(transaction_id=node.txids(), sequence=sequence,
+                          timestamp=timestamp_ms(time.time()))
+        metrics = self.rt.metrics
+        if metrics is not None:
+            metrics.sent(handle, msg)
+        started = time.perf_counter()
+        try:
+            answer: Message = await handle.link.request(msg, timer("REQUEST_TIMEOUT"))
+        except TimeoutError:
+            return {"sequence": sequence, "status": error_code(ErrorCode.TRANSACTION_TIMEOUT)}
+        except ConnectionError as exc:
+            code = getattr(exc, "code", ErrorCode.TARGET_UNREACHABLE)
+            return {"sequence": sequence, "status": error_code(code)}
+        rtt = time.perf_counter() - started
+        if metrics is not None:
+            metrics.received(handle, answer)
+        if isinstance(answer, EchoReply):
+            return {"sequence": sequence, "responder": dmsc_id(answer.gateway_id),
+                    "round-trip-time": round(rtt * 1e6), "status": "success"}
+        return {"sequence": sequence,
+                "status": error_code(getattr(answer, "status", ErrorCode.INTERNAL_ERROR))}
 
     def resolve(self, path: str) -> dict[str, Any] | web.Response:
         """The RFC 7951 answer for a data resource path below ``/restconf/data/``

@@ -23,8 +23,10 @@ from typing import Any
 _COLOURS = {"established": "darkgreen", "idle": "red"}
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _quote(*lines: str) -> str:
+    """A DOT string of one or more lines."""
+    return '"' + "\\n".join(t.replace("\\", "\\\\").replace('"', '\\"')
+                             for t in lines) + '"'
 
 
 def _short(gateway_id: str) -> str:
@@ -42,7 +44,7 @@ def dot(document: dict[str, Any]) -> str:
     me = gw["gateway-id"]
     records = top.get("records", {}).get("record", [])
     domain_of: dict[str, str] = {me: gw["domain"]}
-    label: dict[str, str] = {me: gw.get("name", _short(me))}
+    label: dict[str, str] = {me: gw.get("name", me)}
     peers = top.get("peers", {}).get("peer", [])
     for p in peers:
         pid = p.get("gateway-id", f"peer:{p['name']}")
@@ -80,11 +82,13 @@ def dot(document: dict[str, Any]) -> str:
         lines.append(f"  subgraph cluster_{i} {{")
         lines.append(f"    label={_quote(domain if domain != '?' else 'domain unknown')};")
         for n in members:
-            text = f"{label.get(n, _short(n))}\\n{_short(n)}"
+            text = [label.get(n, _short(n))]
+            if n in label and not n.startswith("peer:"):  # its Gateway ID after the name
+                text.append(_short(n))
             if originated[n]:
-                text += f"\\n{originated[n]} records"
+                text.append(f"records: {originated[n]}")
             extra = ", fillcolor=lightblue, penwidth=2" if n == me else ""
-            lines.append(f"    {_quote(n)} [label={_quote(text)}{extra}];")
+            lines.append(f"    {_quote(n)} [label={_quote(*text)}{extra}];")
         lines.append("  }")
     for (a, b), (colour, text) in sorted(edges.items()):
         style = "solid" if colour in ("darkgreen", "gray40") else "dashed"
