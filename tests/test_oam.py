@@ -417,3 +417,18 @@ def test_status_watch_redraws(site: Site) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_management_table_is_checked(tmp_path: Path) -> None:
+    from dmscproto.runtime.config import ConfigError, GatewayConfig
+
+    config = write_gateway_config(Domain.create(tmp_path, "a.example"), "gw")
+    assert GatewayConfig.load(config).management is None  # off unless configured
+    text = config.read_text(encoding="utf-8")
+    for table, error in (('listen = "127.0.0.1"', "management.listen: must be"),
+                         ('port = 1', "management.port"), ("", "management.listen")):
+        config.write_text(f"{text}\n[management]\n{table}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=error):
+            GatewayConfig.load(config)
+    config.write_text(f'{text}\n[management]\nlisten = "[::1]:8830"\n', encoding="utf-8")
+    assert GatewayConfig.load(config).management == ("::1", 8830)

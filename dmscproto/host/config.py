@@ -335,7 +335,8 @@ class GatewayConfig:
             lab=lab,
             transit=r.transit(r.table(data, "federation")),
             resource_limits=r.resource_limits(limits),
-            management=r.address(management, "management.listen", required=bool(management)),
+            management=r.address(management, "management.listen",
+                                 required="management" in data),
             source=source,
         )
 

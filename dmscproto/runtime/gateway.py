@@ -51,6 +51,7 @@ from ..analysis.pcap import PcapWriter
 from ..codec.messages import Error, Message
 from ..codec.registry import ANSWER_TO, MAX_PDU_SIZE, ErrorCode, MessageType, timer
 from ..codec.values import ExportPolicy
+from ..errors import require_extra
 from ..gateway.core import GatewayCore
 from ..gateway.limits import RequestLimits
 from ..gateway.node import GatewayNode
@@ -372,7 +373,10 @@ class GatewayRuntime:
             peer.task = asyncio.get_running_loop().create_task(self._keep_peer(peer))
 
     async def _start_management(self, host: str, port: int) -> None:
-        from ..management.server import ManagementServer  # the management extra
+        for module, package in (("aiohttp", "aiohttp"),
+                                ("prometheus_client", "prometheus-client")):
+            require_extra(module, "management", "the management listener", package)
+        from ..management.server import ManagementServer
 
         assert self.metrics is not None
         self.management = ManagementServer(self)
