@@ -420,7 +420,7 @@ def test_status_watch_redraws(site: Site) -> None:
 
 
 def test_management_table_is_checked(tmp_path: Path) -> None:
-    from dmscproto.runtime.config import ConfigError, GatewayConfig
+    from dmscproto.host.config import ConfigError, GatewayConfig
 
     config = write_gateway_config(Domain.create(tmp_path, "a.example"), "gw")
     assert GatewayConfig.load(config).management is None  # off unless configured

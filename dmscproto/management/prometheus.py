@@ -12,7 +12,6 @@ its queries against it).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -24,14 +23,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..codec.registry import ErrorCode
-from ..gateway.node import SESSION_MESSAGES
+from ..codec.registry import SESSION_MESSAGES, ErrorCode
 from ..protocol.peering import PeerState
 from .metrics import Histogram, message_counts
-from .state import peer_entries
-
-if TYPE_CHECKING:
-    from ..runtime.gateway import GatewayRuntime
+from .state import ManagedGateway, peer_entries
 
 #: Every metric family the gateway exposes (process_* aside), with its type.
 METRICS = {
@@ -77,7 +72,7 @@ def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
 class GatewayCollector(Collector):
     """The metric families of one running gateway, built on each scrape."""
 
-    def __init__(self, rt: GatewayRuntime) -> None:
+    def __init__(self, rt: ManagedGateway) -> None:
         self.rt = rt
 
     def collect(self) -> Iterator[Metric]:
@@ -193,7 +188,7 @@ class GatewayCollector(Collector):
         yield uptime
 
 
-def registry(rt: GatewayRuntime) -> CollectorRegistry:
+def registry(rt: ManagedGateway) -> CollectorRegistry:
     """A registry of the gateway's families and the process's (CPU, memory, files)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(GatewayCollector(rt))

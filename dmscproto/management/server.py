@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -39,17 +39,23 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..codec.messages import EchoReply, EchoRequest, Message
 from ..codec.registry import ErrorCode, timer
+from ..host.logs import facts
+from ..host.pump import Association
 from ..protocol.machine import timestamp_ms
 from ..protocol.peering import PeerState
-from ..runtime.logs import facts
-from ..runtime.pump import Association
 from ..security.ca import CertificateError, Identity, Kind
 from . import prometheus
 from .client import YANG_JSON
-from .state import LIST_KEYS, MODULE, PeerEntry, StateDocument, dmsc_id, error_code, peer_entries
-
-if TYPE_CHECKING:
-    from ..runtime.gateway import GatewayRuntime
+from .state import (
+    LIST_KEYS,
+    MODULE,
+    ManagedGateway,
+    PeerEntry,
+    StateDocument,
+    dmsc_id,
+    error_code,
+    peer_entries,
+)
 
 log = logging.getLogger("dmsc.management")
 
@@ -66,9 +72,9 @@ def restconf_error(status: int, tag: str, message: str, *,
 
 
 class ManagementServer:
-    """The management listener of one :class:`GatewayRuntime` (module docstring)."""
+    """The management listener of one :class:`~.state.ManagedGateway` (module docstring)."""
 
-    def __init__(self, rt: GatewayRuntime) -> None:
+    def __init__(self, rt: ManagedGateway) -> None:
         self.rt = rt
         self.state = StateDocument(rt)
         self.registry = prometheus.registry(rt)

@@ -1,8 +1,8 @@
 """The live state of a running gateway as RFC 7951 JSON of the ``ietf-dmsc`` module
 (draft-dmsc-yang-00, Section 3).
 
-:class:`StateDocument` reads a :class:`~dmscproto.runtime.gateway.GatewayRuntime` (its
-configuration, node, core, listeners and :class:`~.metrics.GatewayMetrics`) and builds
+:class:`StateDocument` reads a running gateway through the :class:`ManagedGateway` port
+(its configuration, node, core, listeners and :class:`~.metrics.GatewayMetrics`) and builds
 the ``dmsc`` container or one of its children on demand; nothing is cached, so every
 answer is the state at that moment.  Peers are the ``[[peers]]`` entries, named by
 :func:`peer_names`, each with the session matched to it the way the runtime picks a
@@ -17,18 +17,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..codec.registry import TIMERS, ErrorCode, timer
 from ..codec.values import ExportPolicy
+from ..gateway.core import GatewayCore
+from ..gateway.node import GatewayNode
+from ..host.config import GatewayConfig, PeerConfig
+from ..host.pump import Association
+from ..host.transports import Listener
 from ..protocol.machine import Handle
 from ..protocol.peering import PeerSession, PeerState
-from ..runtime.config import PeerConfig
-from ..runtime.pump import Association
-from .metrics import LinkStats, message_counts
-
-if TYPE_CHECKING:
-    from ..runtime.gateway import GatewayRuntime
+from ..security.ca import Identity
+from ..transport.tls import TlsIdentity
+from .metrics import GatewayMetrics, LinkStats, message_counts
 
 #: The module's name, the prefix of top-level members (RFC 7951, Section 4).
 MODULE = "ietf-dmsc"
@@ -94,7 +96,7 @@ class PeerEntry:
     session: PeerSession | None
 
 
-def peer_entries(rt: GatewayRuntime) -> list[PeerEntry]:
+def peer_entries(rt: ManagedGateway) -> list[PeerEntry]:
     """Every configured peer, then every session no configured entry claims."""
     configs = rt.config.peers
     claimed: dict[int, tuple[Handle, PeerSession]] = {}
@@ -117,10 +119,57 @@ def _uri(handle: Handle) -> str:
         else repr(handle)
 
 
+class Bound(Protocol):
+    """A listener that knows its address."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+
+class ManagedGateway(Protocol):
+    """What the management interface reads of a running gateway (the runtime's
+    :class:`~dmscproto.runtime.gateway.GatewayRuntime` is one)."""
+
+    @property
+    def config(self) -> GatewayConfig: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def gateway_id(self) -> bytes: ...
+
+    @property
+    def tls(self) -> TlsIdentity: ...
+
+    @property
+    def core(self) -> GatewayCore | None: ...
+
+    @property
+    def node(self) -> GatewayNode | None: ...
+
+    @property
+    def metrics(self) -> GatewayMetrics | None: ...
+
+    @property
+    def servers(self) -> dict[str, Listener]: ...
+
+    @property
+    def transports(self) -> dict[Handle, str]: ...
+
+    @property
+    def management(self) -> Bound | None: ...
+
+    def peer_config(self, handle: Handle) -> PeerConfig | None: ...
+
+
 class StateDocument:
     """The ``ietf-dmsc:dmsc`` container of one running gateway (module docstring)."""
 
-    def __init__(self, rt: GatewayRuntime, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, rt: ManagedGateway, clock: Callable[[], float] = time.time) -> None:
         self.rt = rt
         self.clock = clock
         self.children: dict[str, Callable[[], dict[str, Any]]] = {
