@@ -17,7 +17,6 @@ and discoveries (DISCOVER to DISCOVER_REPLY or ERROR), as histograms.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -127,9 +126,6 @@ class GatewayMetrics:
         #: Routed calls by the status of their answer (SUCCESS included).
         self.routed_by_status: dict[int, int] = {}
         self.discoveries = Histogram()
-        #: How late the event loop woke up last, and the worst seen (seconds).
-        self.loop_lag = 0.0
-        self.loop_lag_max = 0.0
 
     def link(self, handle: Handle) -> LinkStats:
         """The counters of ``handle`` (created on first use)."""
@@ -210,11 +206,6 @@ class GatewayMetrics:
         for key in [k for k in self._pending if k[0] is handle]:
             del self._pending[key]
 
-    def loop_woke(self, late: float) -> None:
-        """The event-loop probe woke ``late`` seconds after it asked to."""
-        self.loop_lag = late
-        self.loop_lag_max = max(self.loop_lag_max, late)
-
     # --- totals (for the exporters) ------------------------------------------------------
     def totals(self) -> dict[str, _Totals]:
         """PDU and error counts by transport, ended and live associations together."""
@@ -246,12 +237,3 @@ def message_counts(counts: list[int]) -> Iterable[tuple[MessageType, int]]:
 def _diagnostic(msg: Message) -> str | None:
     return getattr(msg, "diagnostic", None)
 
-
-async def probe_loop(metrics: GatewayMetrics, interval: float = 0.25) -> None:
-    """Measure event-loop lag until cancelled: how much later than asked a sleep of
-    ``interval`` seconds ends."""
-    loop = asyncio.get_running_loop()
-    while True:
-        start = loop.time()
-        await asyncio.sleep(interval)
-        metrics.loop_woke(max(0.0, loop.time() - start - interval))

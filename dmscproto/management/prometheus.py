@@ -134,10 +134,11 @@ class GatewayCollector(Collector):
             connections.add_metric([name], n)
         yield connections
         yield pending
+        lag = rt.loop_lag
         yield GaugeMetricFamily("dmsc_event_loop_lag_seconds", "How late the event loop "
-                                "last ran a timer.", value=m.loop_lag)
+                                "last woke a sleeping probe.", value=lag.last if lag else 0.0)
         yield GaugeMetricFamily("dmsc_event_loop_lag_max_seconds", "The worst event-loop "
-                                "lag seen.", value=m.loop_lag_max)
+                                "lag seen.", value=lag.worst if lag else 0.0)
 
     def _peers(self) -> Iterator[Metric]:
         rt = self.rt

@@ -126,6 +126,16 @@ class Bound(Protocol):
     def address(self) -> tuple[str, int]: ...
 
 
+class LagProbe(Protocol):
+    """An event-loop probe: the last and the longest stall seen (seconds)."""
+
+    @property
+    def last(self) -> float: ...
+
+    @property
+    def worst(self) -> float: ...
+
+
 class ManagedGateway(Protocol):
     """What the management interface reads of a running gateway (the runtime's
     :class:`~dmscproto.runtime.gateway.GatewayRuntime` is one)."""
@@ -162,6 +172,9 @@ class ManagedGateway(Protocol):
 
     @property
     def management(self) -> Bound | None: ...
+
+    @property
+    def loop_lag(self) -> LagProbe | None: ...
 
     def peer_config(self, handle: Handle) -> PeerConfig | None: ...
 

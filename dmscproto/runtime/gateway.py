@@ -61,7 +61,7 @@ from ..host.logs import facts
 from ..host.pump import Association, Pump
 from ..host.telemetry import GatewayHops
 from ..host.transports import Connection, Listener, Peer, transport_named
-from ..management.metrics import GatewayMetrics, probe_loop
+from ..management.metrics import GatewayMetrics
 from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
@@ -91,6 +91,8 @@ if TYPE_CHECKING:
     from ..management.server import ManagementServer
 
 log = logging.getLogger("dmsc.gateway")
+#: How often the event loop is probed for the management listener's lag metrics (s).
+MANAGEMENT_LOOP_PERIOD = 0.25
 
 _M = MessageType
 #: Answers whose error STATUS is this gateway's own decision, and the request each
@@ -240,8 +242,10 @@ class GatewayRuntime:
         self.config = config
         self.tracer_provider = tracer_provider
         self._tune_gc = tune_gc
-        #: The longest event-loop stall, measured when ``loop_probe`` (logged at stop).
-        self.loop_lag = LoopLag() if loop_probe else None
+        #: The event-loop stalls, measured when ``loop_probe`` (the longest logged at
+        #: stop) and, every quarter second, with a management listener (its metrics).
+        self.loop_lag = LoopLag() if loop_probe else \
+            LoopLag(MANAGEMENT_LOOP_PERIOD) if config.management is not None else None
         #: With ``tune_gc``, keeps the registry out of full garbage collections
         #: (:class:`HeapFreezer`): for a process of its own (it freezes every object
         #: then alive).
@@ -283,7 +287,6 @@ class GatewayRuntime:
         self.metrics = GatewayMetrics(lambda h: self.transports.get(h, "unknown")) \
             if config.management is not None else None
         self.management: ManagementServer | None = None
-        self._probe: asyncio.Task[None] | None = None
 
     @property
     def gateway_id(self) -> bytes:
@@ -381,7 +384,6 @@ class GatewayRuntime:
         assert self.metrics is not None
         self.management = ManagementServer(self)
         await self.management.start(host, port)
-        self._probe = asyncio.get_running_loop().create_task(probe_loop(self.metrics))
         address = self.management.address
         log.info("management listening", extra=facts(
             gateway=self.identity.uri, address=f"{address[0]}:{address[1]}"))
@@ -584,8 +586,6 @@ class GatewayRuntime:
         if self.loop_lag is not None:  # what it measured while running
             log.info("event loop probe", extra=facts(
                 loop_stall_ms_max=round(await self.loop_lag.stop(), 1)))
-        if self._probe is not None:
-            self._probe.cancel()
         if self.management is not None:
             await self.management.stop()
         node, pump = self.node, self.pump

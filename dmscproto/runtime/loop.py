@@ -43,8 +43,9 @@ class LoopLag:
 
     def __init__(self, period: float = 0.001) -> None:
         self.period = period
-        #: The longest stall seen, in seconds.
+        #: The longest stall seen, and the last one, in seconds.
         self.worst = 0.0
+        self.last = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -56,7 +57,8 @@ class LoopLag:
         while True:
             await asyncio.sleep(self.period)
             now = loop.time()
-            self.worst = max(self.worst, now - last - self.period)
+            self.last = now - last - self.period
+            self.worst = max(self.worst, self.last)
             last = now
 
     async def stop(self) -> float:
