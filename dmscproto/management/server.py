@@ -150,7 +150,7 @@ class ManagementServer:
         if request.query:
             return restconf_error(400, "invalid-value", "query parameters are not "
                                   f"supported: {', '.join(request.query)}")
-        found = self.resolve(request.match_info.get("path", ""))
+        found = await self.resolve(request.match_info.get("path", ""))
         if isinstance(found, web.Response):
             return found
         return web.json_response(found, content_type=YANG_JSON)
@@ -199,22 +199,22 @@ class ManagementServer:
         return {"sequence": sequence,
                 "status": error_code(getattr(answer, "status", ErrorCode.INTERNAL_ERROR))}
 
-    def resolve(self, path: str) -> dict[str, Any] | web.Response:
+    async def resolve(self, path: str) -> dict[str, Any] | web.Response:
         """The RFC 7951 answer for a data resource path below ``/restconf/data/``
         (RFC 8040, Section 3.5.3), or the error answer."""
         segments = [s for s in path.split("/") if s]
         top = f"{MODULE}:dmsc"
         if not segments:
-            return self.state.document()
+            return await self.state.document()
         if segments[0] != top:
             return restconf_error(404, "invalid-value", f"no data resource {segments[0]}")
         if len(segments) == 1:
-            return self.state.document()
+            return await self.state.document()
         child = _unprefixed(segments[1])
         build = self.state.children.get(child)
         if build is None:
             return restconf_error(404, "invalid-value", f"{top} has no child {child}")
-        node: Any = build()
+        node: Any = await build()
         name = child
         for segment in segments[2:]:
             name, _, key = _unprefixed(segment).partition("=")

@@ -4,17 +4,21 @@
 :class:`StateDocument` reads a running gateway through the :class:`ManagedGateway` port
 (its configuration, node, core, listeners and :class:`~.metrics.GatewayMetrics`) and builds
 the ``dmsc`` container or one of its children on demand; nothing is cached, so every
-answer is the state at that moment.  Peers are the ``[[peers]]`` entries, named by
-:func:`peer_names`, each with the session matched to it the way the runtime picks a
-peer's timers, plus any session no entry claims (named by its gateway's URI).
+answer is the state at that moment.  The records list yields to the event loop every
+:data:`RECORDS_PER_TURN` records, so that a gateway holding many keeps routing while an
+operator reads them (each is read as it is at its turn).  Peers are the ``[[peers]]``
+entries, named by :func:`peer_names`, each with the session matched to it the way the
+runtime picks a peer's timers, plus any session no entry claims (named by its gateway's
+URI).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -34,6 +38,8 @@ from .metrics import GatewayMetrics, LinkStats, message_counts
 
 #: The module's name, the prefix of top-level members (RFC 7951, Section 4).
 MODULE = "ietf-dmsc"
+#: Records converted between two yields to the event loop.
+RECORDS_PER_TURN = 500
 #: The key leaf of each list of the module (RFC 8040, Section 3.5.3).
 LIST_KEYS = {"listener": "transport", "export-policy": "name", "peer": "name",
              "record": "agent-id", "route": "peer-gateway-id", "refusal": "code",
@@ -43,6 +49,13 @@ _CONFIGURED = {"HOLD_TIME": lambda rt: rt.config.hold_time,
                "MIN_LEASE": lambda rt: rt.config.min_lease,
                "MAX_LEASE": lambda rt: rt.config.max_lease,
                "RESTART_GRACE": lambda rt: rt.config.restart_grace}
+
+
+def _now(build: Callable[[], dict[str, Any]]) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """A child built at once, as an awaitable like the records'."""
+    async def built() -> dict[str, Any]:
+        return build()
+    return built
 
 
 def yang_enum(member: Enum) -> str:
@@ -185,13 +198,15 @@ class StateDocument:
     def __init__(self, rt: ManagedGateway, clock: Callable[[], float] = time.time) -> None:
         self.rt = rt
         self.clock = clock
-        self.children: dict[str, Callable[[], dict[str, Any]]] = {
-            "gateway": self.gateway, "timers": self.timers, "policies": self.policies,
-            "peers": self.peers, "records": self.records, "statistics": self.statistics}
+        self.children: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "gateway": _now(self.gateway), "timers": _now(self.timers),
+            "policies": _now(self.policies), "peers": _now(self.peers),
+            "records": self.records, "statistics": _now(self.statistics)}
 
-    def document(self) -> dict[str, Any]:
+    async def document(self) -> dict[str, Any]:
         """The whole container, as ``{"ietf-dmsc:dmsc": {...}}``."""
-        return {f"{MODULE}:dmsc": {name: build() for name, build in self.children.items()}}
+        return {f"{MODULE}:dmsc": {name: await build()
+                                   for name, build in self.children.items()}}
 
     # --- children ------------------------------------------------------------------------
     def gateway(self) -> dict[str, Any]:
@@ -225,13 +240,15 @@ class StateDocument:
     def peers(self) -> dict[str, Any]:
         return {"peer": [self._peer(e) for e in peer_entries(self.rt)]}
 
-    def records(self) -> dict[str, Any]:
+    async def records(self) -> dict[str, Any]:
         rt = self.rt
         if rt.core is None or rt.node is None:
             return {}
         core, handles = rt.core, rt.node.registration.handles
         out = []
-        for aid in core.agent_ids():
+        for n, aid in enumerate(core.agent_ids()):
+            if n and n % RECORDS_PER_TURN == 0:
+                await asyncio.sleep(0)
             rec = core.get(aid)
             if rec is None:
                 continue
