@@ -6,6 +6,7 @@ then accepts the next good REGISTER.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -20,16 +21,19 @@ from dmscproto.codec.cose import HDR_X5CHAIN, SignedRecord
 from dmscproto.codec.messages import Deregister, Refresh, Register
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.gateway.core import GatewayCore
+from dmscproto.security import proof
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
 from dmscproto.security.errors import SecurityError
-from dmscproto.security.proof import RequestVerifier
+from dmscproto.security.proof import RequestVerifier, SignaturePrecheck
 from dmscproto.security.replay import FRESHNESS_WINDOW_MS, ReplayCache, check_fresh
 from dmscproto.security.revocation import (
     Revocation,
     RevocationTrustStore,
     issue_crl,
 )
+from dmscproto.security.signing import verify_record
 from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
+from dmscproto.testing.harness import make_record
 
 
 @dataclass
@@ -307,3 +311,29 @@ def test_check_dispatches_and_refuses_unauthenticated(gw: Gw) -> None:
     with pytest.raises(SecurityError) as err:
         gw.verifier.check(refresh, gw.weather.certificate, NOW)
     assert err.value.code is ErrorCode.REPLAY
+
+
+def test_signature_precheck_passes_each_checked_envelope_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signatures checked in the worker pass on the loop without a second check, once;
+    a failed one is checked again there and named (BAD_SIGNATURE)."""
+    calls: list[bytes] = []
+
+    def counted(signed: SignedRecord) -> None:
+        calls.append(signed.signature)
+        verify_record(signed)
+
+    monkeypatch.setattr(proof, "verify_record", counted)
+    good = make_record(60, "precheck", "a.example")
+    bad = replace(good, signature=bytes(64))
+    pre = SignaturePrecheck()
+    asyncio.run(pre.precheck([good, bad]))
+    assert len(calls) == 2
+    pre.check_signature(good)
+    assert len(calls) == 2
+    pre.check_signature(good)  # used once: checked again
+    assert len(calls) == 3
+    with pytest.raises(SecurityError) as info:
+        pre.check_signature(bad)
+    assert info.value.code is ErrorCode.BAD_SIGNATURE and len(calls) == 4
+    pre.close()

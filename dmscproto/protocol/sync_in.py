@@ -282,8 +282,18 @@ class SyncIn(TypedMachine):
         #: one; None: an UPDATE is applied in one slice).
         self.slice_clock = slice_clock
         self.learn_slice = learn_slice
+        #: When the current slice's time is up: slices in one turn of the caller (held
+        #: UPDATEs applied one after the other) share it.
+        self._slice_end = 0.0
+        #: What learning one checked record costs, as last measured (seconds; the
+        #: first slice assumes a millisecond).
+        self._learn_cost = 0.001
         #: What the peer advertised on this session (refused records included).
         self.tree = DigestTree()
+        #: The records routed through the peer when the session began (a restart
+        #: loaded them) that it has not advertised on this session yet: stale once
+        #: its table has ended (SWEEP), so that costs what is stale, not the table.
+        self._unconfirmed = set(table.routes_via(link.gateway_id))
         self.expected = 0
         self._early: dict[int, Update | Digest] = {}
         self._unacked = 0
@@ -420,17 +430,20 @@ class SyncIn(TypedMachine):
             self.link.send(SyncRequest(transaction_id=txid, agent_ids=(run,)), now)
 
     def _slice(self, now: float) -> None:
-        """Check and learn the next ADVERTISEs of the UPDATE being applied, for at most
-        ``learn_slice`` (at least one); once all are done, its WITHDRAWs and PURGEs."""
+        """Check and learn the next ADVERTISEs of the UPDATE being applied, until the
+        slice's time is up (``learn_slice``, learning included, as last measured);
+        once all are done, its WITHDRAWs and PURGEs."""
         job = self._applying
         assert job is not None
         peer = self.link.gateway_id
         ads = job.update.advertise
         clock = self.slice_clock
-        end = None if clock is None else clock() + self.learn_slice
+        if clock is not None and clock() >= self._slice_end:
+            self._slice_end = clock() + self.learn_slice
         good: list[Advertisement] = []
         i = job.done
-        while i < len(ads):
+        while i < len(ads) and (clock is None or clock() + len(good) * self._learn_cost
+                                < self._slice_end):
             ad = ads[i]
             i += 1
             aid = ad.record.record.agent_id
@@ -440,17 +453,19 @@ class SyncIn(TypedMachine):
                 self.tree.discard(aid)
             else:
                 self.tree.put(aid, ad.version)
+                self._unconfirmed.discard(aid)
                 refused = self.verifier(self.link.handle, ad.record, now)
                 if refused is None:
                     good.append(ad)
                 else:
                     self.outbox.emit(RecordRefused(self.link.handle, aid, refused.code,
                                                    refused.diagnostic))
-            if end is not None and clock is not None and clock() >= end:
-                break
         job.done = i
         if good:
+            start = None if clock is None else clock()
             self._report(self.table.learn_many(good, peer, now))
+            if clock is not None and start is not None:
+                self._learn_cost = (clock() - start) / len(good)
         if i < len(ads):
             self._reorder_at = None  # nothing is missing before what is held now
             self._slice_at = now
@@ -500,8 +515,8 @@ class SyncIn(TypedMachine):
 
     def _sweep(self, now: float, inp: RootSame | RootDiffers) -> None:
         peer = self.link.gateway_id
-        stale = [VersionedId(a, 2**64 - 1) for a in self.table.routes_via(peer)
-                 if a not in self.tree]
+        stale = [VersionedId(a, 2**64 - 1) for a in self._unconfirmed if a not in self.tree]
+        self._unconfirmed = set()
         if stale:
             self._report(self.table.withdraw_many(stale, peer))
         self._consume(now)

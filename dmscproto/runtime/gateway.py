@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, TextIO, cast
 from cryptography import x509
 
 from ..analysis.pcap import PcapWriter
-from ..codec.messages import Error, Message
+from ..codec.messages import Error, Message, Update
 from ..codec.registry import ANSWER_TO, MAX_PDU_SIZE, ErrorCode, MessageType, timer
 from ..codec.values import ExportPolicy
 from ..errors import require_extra
@@ -78,7 +78,7 @@ from ..protocol.tracecontext import trace_id_of
 from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from ..security.guard import Authenticated, GatewayGuard
-from ..security.proof import RequestVerifier
+from ..security.proof import RequestVerifier, SignaturePrecheck
 from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
 from ..transport.tls import TlsIdentity
@@ -252,6 +252,8 @@ class GatewayRuntime:
         self._freezer = HeapFreezer() if tune_gc else None
         self.observer = observer or Observer()
         self.federation = build_federation(config)
+        self._precheck = SignaturePrecheck()
+        self.federation.check_signature = self._precheck.check_signature
         credential = Credential.load(config.certificate, config.key)
         identity = credential.identity
         if identity.kind is not Kind.GATEWAY or identity.domain != config.domain:
@@ -437,11 +439,17 @@ class GatewayRuntime:
         self._close_unbound(self.lab_associations.expired(time.monotonic()))
 
     async def _handle(self, msg: Message, peer: Peer, *, transport: str) -> Message | None:
-        """A request or one-way message on a connection (either direction)."""
+        """A request or one-way message on a connection (either direction).  The record
+        signatures of a peer gateway's UPDATE are checked first, in a worker thread
+        (:class:`SignaturePrecheck`): the UPDATE may then reach the node after a later
+        sync message, which waits for it (Section 6.5.1)."""
         assert self.pump is not None
         assoc = self._association(peer.connection, transport)
         if self.config.lab:
             self._close_unbound(self.lab_associations.heard(assoc, time.monotonic()))
+        elif isinstance(msg, Update) and len(msg.advertise) > 1 and peer.identity is not None \
+                and peer.identity.kind is Kind.GATEWAY:
+            await self._precheck.precheck([ad.record for ad in msg.advertise])
         if self.metrics is not None and msg.TYPE is MessageType.DIGEST:  # one-way: at once
             started = time.perf_counter()
             answer = await self.pump.deliver(assoc, msg)
@@ -617,6 +625,7 @@ class GatewayRuntime:
             await pump.close()
         if self.crl is not None:
             await self.crl.stop()
+        self._precheck.close()
         if self.store is not None:
             self.store.close()
         for file in self._owned:

@@ -219,6 +219,9 @@ class Federation:
             raise ValueError(f"trust anchor is not the authority of {domain}")
         self.domain = domain
         self.anchor = anchor
+        #: How an advertised record's signature is checked (a gateway process may
+        #: check them ahead, :class:`~.proof.SignaturePrecheck`).
+        self.check_signature: Callable[[SignedRecord], None] = check_signature
         self.peers = {p.domain: p for p in peers}
         if domain in self.peers:
             raise ValueError("a domain does not federate with itself")
@@ -354,7 +357,7 @@ class Federation:
     # --- what we take (Section 10.5) ------------------------------------------------
     def check_advertisement(self, signed: SignedRecord, peer: Identity, now: float) -> None:
         """A record ADVERTISEd by ``peer`` (a gateway, authenticated): may we learn it?"""
-        check_signature(signed)
+        self.check_signature(signed)
         rec = signed.record
         self.check_domain(peer, rec.domain)
         chain = x5chain(signed)

@@ -25,8 +25,11 @@ AGENT_ID they name, then steps 3 and 4.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -85,6 +88,53 @@ def check_signature(signed: SignedRecord) -> None:
         verify_record(signed)
     except SignatureError as exc:
         raise SecurityError(ErrorCode.BAD_SIGNATURE, str(exc)) from None
+
+
+def _good_envelopes(records: Sequence[SignedRecord]) -> list[bytes]:
+    """The envelopes of ``records`` whose signature checks (in a worker thread)."""
+    good = []
+    for signed in records:
+        try:
+            verify_record(signed)
+        except SignatureError:
+            continue
+        good.append(signed.encode())
+    return good
+
+
+class SignaturePrecheck:
+    """Record signatures checked in worker threads, ahead of the machine that needs
+    them: a gateway receiving a bulk transfer checks the signatures of an UPDATE's
+    ADVERTISEs while its event loop applies the previous one.  Ed25519 runs in OpenSSL
+    without Python's global lock, so the check and the rest of the gateway's work
+    overlap.
+
+    :meth:`check_signature` is :func:`check_signature` for the machine: an envelope
+    (its exact octets) that passed here passes at once, once; anything else is checked
+    there and then (and a failure named there).  At most ``capacity`` passed envelopes
+    wait to be used, the oldest forgotten first."""
+
+    def __init__(self, workers: int = 1, capacity: int = 100_000) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dmsc-signatures")
+        self._passed: OrderedDict[bytes, bool] = OrderedDict()
+        self.capacity = capacity
+
+    async def precheck(self, records: Sequence[SignedRecord]) -> None:
+        """Check ``records`` in a worker thread; return once they are checked."""
+        good = await asyncio.get_running_loop().run_in_executor(
+            self._pool, _good_envelopes, records)
+        passed = self._passed
+        for envelope in good:
+            passed[envelope] = True
+        while len(passed) > self.capacity:
+            passed.popitem(last=False)
+
+    def check_signature(self, signed: SignedRecord) -> None:
+        if not self._passed.pop(signed.encode(), False):
+            check_signature(signed)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def check_record(signed: SignedRecord, identity: Identity, cert: x509.Certificate) -> None:
