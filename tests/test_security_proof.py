@@ -20,6 +20,7 @@ from security_support import NOW, Domain, at, core_for, handle_register, registe
 from dmscproto.codec.cose import HDR_X5CHAIN, SignedRecord
 from dmscproto.codec.messages import Deregister, Refresh, Register
 from dmscproto.codec.registry import ErrorCode
+from dmscproto.codec.signing import verify_record
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.security import proof
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
@@ -31,7 +32,6 @@ from dmscproto.security.revocation import (
     RevocationTrustStore,
     issue_crl,
 )
-from dmscproto.security.signing import verify_record
 from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
 from dmscproto.testing.harness import make_record
 
