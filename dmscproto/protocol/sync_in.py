@@ -278,8 +278,10 @@ class SyncIn(TypedMachine):
         self.ack_delay = ack_delay
         self.reorder_timeout = reorder_timeout
         self.request_timeout = request_timeout
-        #: The clock that ends a slice after ``learn_slice`` seconds (a monotonic
-        #: one; None: an UPDATE is applied in one slice).
+        #: The clock that ends a slice after ``learn_slice`` seconds (a gateway
+        #: process gives its thread's CPU time: what the slice costs, not the time the
+        #: machine gave to other processes meanwhile; None: an UPDATE is applied in
+        #: one slice).
         self.slice_clock = slice_clock
         self.learn_slice = learn_slice
         #: When the current slice's time is up: slices in one turn of the caller (held

@@ -340,7 +340,7 @@ class GatewayRuntime:
                                 pdu_limit=_pdu_limit, session_timers=self._session_timers,
                                 replication=lambda domain: Replication.SUMMARY
                                 if domain in summary else Replication.FULL,
-                                limits=RequestLimits(c.limit), slice_clock=time.perf_counter,
+                                limits=RequestLimits(c.limit), slice_clock=time.thread_time,
                                 learn_slice=c.limit("LEARN_SLICE"),
                                 tracer=GatewayHops(self.name, c.domain,
                                                    provider=self.tracer_provider),

@@ -31,7 +31,12 @@
    machine those include time the process was not scheduled at all, so
    ``learn_step_ms_max`` and ``learn_step_cpu_ms_max`` give the longest single step of
    gw-l's node (a message fed to it, or its timer: one slice), in wall and in thread
-   CPU time.
+   CPU time.  ``learner_cpu_s`` and ``sender_cpu_s`` are the CPU seconds each process
+   used during the transfer (the learner's include its signature-checking thread):
+   far below ``bulk_sync_s`` on a loaded machine means neither got a core.
+   ``bulk_sync_vs_verify_cpu`` is the same ratio in CPU time, which such a machine
+   does not distort: records learned per CPU second of the learner (all its threads)
+   over record checks per CPU second (``verify_cpu_per_s``).
 
 This process holds no decoded copy of the N records while gw-l learns them (only their
 octets, written to gw-x's file first), so gw-l's heap is its own.
@@ -108,13 +113,15 @@ def with_limit(config: Path, line: str) -> None:
     config.write_text(text.replace("[limits]\n", f"[limits]\n{line}\n", 1))
 
 
-def verify_rate(records: list[bytes]) -> float:
-    """Single-thread Ed25519 record verifications per second (the baseline)."""
+def verify_rate(records: list[bytes]) -> tuple[float, float]:
+    """Single-thread Ed25519 record verifications per second (the baseline), and per
+    second of that thread's CPU time."""
     sample = [SignedRecord.decode(raw) for raw in records[:5000]]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     for signed in sample:
         check_signature(signed)
-    return len(sample) / (time.perf_counter() - start)
+    return (len(sample) / (time.perf_counter() - start),
+            len(sample) / (time.thread_time() - cpu))
 
 
 class StepTimes:
@@ -188,7 +195,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
             chunk = [SignedRecord.decode(raw) for raw in records[i:i + 5000]]
             store.put_many(StoredRecord(s.record.agent_id, s, expires, None,
                                         s.record.record_version) for s in chunk)
-    verify_per_s = verify_rate(records)
+    verify_per_s, verify_cpu_per_s = verify_rate(records)
     del records, chunk
     print(f"verify baseline: {verify_per_s:,.0f} Ed25519 record checks/s, one thread "
           "(gw-l checks in one worker thread beside its event loop)", file=sys.stderr)
@@ -201,6 +208,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
         await rt.start()  # dials gw-x until it listens (it loads its registry first)
         await rt.wait_peers(timeout=180)
         start = time.perf_counter()
+        cpu = (time.process_time(), process_cpu(proc.pid))
         assert rt.core is not None and rt.loop_lag is not None
         rt.loop_lag.worst = 0.0  # the transfer only
         steps = StepTimes(rt)
@@ -209,6 +217,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
             if time.perf_counter() - start > 600:
                 raise TimeoutError(f"{len(rt.core)} of {n} records after 600 s")
         elapsed = time.perf_counter() - start
+        cpu = (time.process_time() - cpu[0], process_cpu(proc.pid) - cpu[1])
         loop_stall = await rt.loop_lag.stop()
         stall = await digest_stall(rt, n)
         await rt.stop()
@@ -227,7 +236,16 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
             "loop_stall_ms_max": round(loop_stall, 1),
             "learn_step_ms_max": round(steps.wall * 1000, 1),
             "learn_step_cpu_ms_max": round(steps.cpu * 1000, 1),
+            "learner_cpu_s": round(cpu[0], 2), "sender_cpu_s": round(cpu[1], 2),
+            "verify_cpu_per_s": round(verify_cpu_per_s),
+            "bulk_sync_vs_verify_cpu": round(n / cpu[0] / verify_cpu_per_s, 3),
             "sender_loop_stall_ms_max": sender_stall(root / "gw-x.log")}
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) another process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sender_stall(log: Path) -> float | None:
