@@ -432,9 +432,9 @@ class SyncIn(TypedMachine):
             self.link.send(SyncRequest(transaction_id=txid, agent_ids=(run,)), now)
 
     def _slice(self, now: float) -> None:
-        """Check and learn the next ADVERTISEs of the UPDATE being applied, until the
-        slice's time is up (``learn_slice``, learning included, as last measured);
-        once all are done, its WITHDRAWs and PURGEs."""
+        """Check and learn the next ADVERTISEs of the UPDATE being applied, at least one
+        and until the slice's time is up (``learn_slice``, learning included, as last
+        measured); once all are done, its WITHDRAWs and PURGEs."""
         job = self._applying
         assert job is not None
         peer = self.link.gateway_id
@@ -444,8 +444,8 @@ class SyncIn(TypedMachine):
             self._slice_end = clock() + self.learn_slice
         good: list[Advertisement] = []
         i = job.done
-        while i < len(ads) and (clock is None or clock() + len(good) * self._learn_cost
-                                < self._slice_end):
+        while i < len(ads) and (clock is None or i == job.done  # at least one a slice
+                                or clock() + len(good) * self._learn_cost < self._slice_end):
             ad = ads[i]
             i += 1
             aid = ad.record.record.agent_id
