@@ -30,7 +30,8 @@ over echo server CPU per echo, one at a time), and the medians ``routed_seq_per_
 ``gateway_cpu_us_per_call`` (one at a time), with a few more of the same kind.
 
 ``--metrics`` (issue 11 item 8) adds, in each round right after the plain routed run, the
-same routed calls with OpenTelemetry on (opentelemetry-sdk: every span of the agents and
+same routed calls with the gateway's management listener on (its Prometheus counters
+count every PDU) and OpenTelemetry on (opentelemetry-sdk: every span of the agents and
 the gateway recorded and batched, then dropped: :mod:`traced`); the JSON line then also
 has ``metrics_per_s`` (N in flight) and ``metrics_ratio`` (median over rounds of
 metrics-on / plain, N in flight; the target is at least 0.9) and their one-at-a-time
@@ -40,8 +41,8 @@ without (medians over rounds), less sensitive to load from elsewhere than the ra
 ``--sample`` is the share of calls whose trace is recorded (``sample``; default 1: every
 span), by OpenTelemetry's ``parentbased_traceidratio`` sampler set for the agents and
 the gateway through ``OTEL_TRACES_SAMPLER``: the caller decides, the gateway follows
-its sampled flag.  The plain run carries the W3C
-trace context too: that is the protocol, not an option.
+its sampled flag.  The plain run carries the W3C trace context too: that is the
+protocol, not an option.
 """
 
 from __future__ import annotations
@@ -149,14 +150,15 @@ async def _routed_client(keys: Path, gateway: str, pid: int, args: argparse.Name
 
 
 def _routed(keys: Path, args: argparse.Namespace, metrics: bool = False) -> dict[str, float]:
-    """Routed calls through a gateway process; with ``metrics``, OpenTelemetry on in the
+    """Routed calls through a gateway process; with ``metrics``, its management listener
+    on (the counters of :mod:`dmscproto.management.metrics`) and OpenTelemetry on in the
     gateway and the agents (:mod:`traced`)."""
-    code, provider = CLI, None
+    code, provider, config = CLI, None, "gw.toml"
     if metrics:
         import traced
 
-        code, provider = traced.GATEWAY, traced.provider()
-    gateway, address = start_gateway("--config", str(keys / "gw.toml"), "--loop", args.loop,
+        code, provider, config = traced.GATEWAY, traced.provider(), "gw-metrics.toml"
+    gateway, address = start_gateway("--config", str(keys / config), "--loop", args.loop,
                                      code=code)
     try:
         return loops.run(_routed_client(keys, address, gateway.pid, args, provider),
@@ -194,12 +196,15 @@ def _direct(keys: Path, args: argparse.Namespace) -> dict[str, float]:
 
 
 def _setup(root: Path) -> Path:
-    """One domain: the gateway's TOML configuration and the agents' certificates, plus
-    the files quic_transport's baseline expects (``ca.pem``, ``gw.*``)."""
+    """One domain: the gateway's TOML configuration (and ``gw-metrics.toml``, the same
+    with a management listener) and the agents' certificates, plus the files
+    quic_transport's baseline expects (``ca.pem``, ``gw.*``)."""
     domain = Domain.create(root, "bench.example")
     for name in ("responder", "caller"):
         domain.issue(name, Kind.AGENT)
-    write_gateway_config(domain, "gw")
+    config = write_gateway_config(domain, "gw")
+    config.with_name("gw-metrics.toml").write_text(
+        config.read_text() + '\n[management]\nlisten = "127.0.0.1:0"\n')
     return domain.directory
 
 
