@@ -77,7 +77,7 @@ from ..protocol.summary import Replication
 from ..protocol.tracecontext import trace_id_of
 from ..security.ca import Credential, Kind, anchor_domains
 from ..security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
-from ..security.guard import Authenticated, GatewayGuard
+from ..security.guard import Authenticated, GatewayGuard, Guard
 from ..security.proof import RequestVerifier, SignaturePrecheck
 from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
@@ -269,7 +269,7 @@ class GatewayRuntime:
         self.credential = credential
         #: The CRL refresher, when the configuration names CRL sources.
         self.crl: CrlRefresher | None = None
-        self.guard: GatewayGuard | LabGuard | None = None
+        self.guard: Guard | None = None
         self.store: RegistryStore | None = None
         self.core: GatewayCore | None = None
         self.node: GatewayNode | None = None

@@ -64,13 +64,13 @@ from ..codec.messages import (
 )
 from ..codec.registry import ErrorCode, limit
 from ..codec.values import CapabilityRecord
-from ..gateway.core import GatewayCore
 from ..host.pump import Association
 from ..protocol.machine import Handle, Refusal
+from ..protocol.ports import GuardedTable
 from ..security.ca import Identity, Kind, parse_identity_uri
 from ..security.errors import SecurityError
 from ..security.federation import Federation
-from ..security.guard import NodeHooks, check_claimed_source, check_role
+from ..security.guard import Guard, check_claimed_source, check_role
 from ..security.proof import check_signature
 from ..security.replay import ReplayCache
 
@@ -84,10 +84,10 @@ WARNING = ("LAB MODE: cleartext UDP, no confidentiality, no peer authentication 
            "outside a lab (Section 9.4)")
 
 
-class LabGuard:
+class LabGuard(Guard):
     """The node hooks of a lab gateway (module docstring)."""
 
-    def __init__(self, core: GatewayCore, federation: Federation,
+    def __init__(self, core: GuardedTable, federation: Federation,
                  replay: ReplayCache | None = None) -> None:
         if federation.domain != core.domain:
             raise ValueError("federation configuration is for another domain")
@@ -95,13 +95,9 @@ class LabGuard:
         self.federation = federation
         self.replay = replay or ReplayCache()
 
-    def node_hooks(self) -> NodeHooks:
-        """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
-        return NodeHooks(admit=self.admit, verifier=self.verify_record,
-                         accept_open=self.accept_open, outgoing=self.outgoing,
-                         export_for=self.export_for, discovery_policy=self.discovery_policy,
-                         summary_check=self.summary_check,
-                         transit=self.federation.transits)
+    def transit(self, peer_domain: str, domain: str) -> bool:
+        """Whether summaries and relayed answers of ``domain`` go to ``peer_domain``."""
+        return self.federation.transits(peer_domain, domain)
 
     @staticmethod
     def identity(handle: Handle) -> Identity | None:

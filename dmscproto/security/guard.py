@@ -135,7 +135,40 @@ class NodeHooks(TypedDict):
     transit: NotRequired[SummaryTransit]
 
 
-class GatewayGuard:
+class Guard(Protocol):
+    """A gateway's security hooks, the node's ``admit``, ``verifier``, ``accept_open``,
+    ``outgoing``, ``export_for``, ``discovery_policy``, ``summary_check`` and ``transit``
+    arguments: :class:`GatewayGuard` and lab mode's
+    :class:`~dmscproto.runtime.lab.LabGuard` are both one (they subclass it for
+    :meth:`node_hooks`)."""
+
+    def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None: ...
+
+    def verify_record(self, source: Handle, signed: SignedRecord, now: float
+                      ) -> Refusal | None: ...
+
+    def accept_open(self, source: Handle, msg: Open) -> Refusal | None: ...
+
+    def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
+                 now: float) -> RouteRequest | Refusal: ...
+
+    def export_for(self, domain: str) -> RecordFilter | None: ...
+
+    def discovery_policy(self, source: Handle) -> RecordFilter | None: ...
+
+    def summary_check(self, source: Handle, domain: str) -> Refusal | None: ...
+
+    def transit(self, peer_domain: str, domain: str) -> bool: ...
+
+    def node_hooks(self) -> NodeHooks:
+        """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
+        return NodeHooks(admit=self.admit, verifier=self.verify_record,
+                         accept_open=self.accept_open, outgoing=self.outgoing,
+                         export_for=self.export_for, discovery_policy=self.discovery_policy,
+                         summary_check=self.summary_check, transit=self.transit)
+
+
+class GatewayGuard(Guard):
     """Admission, OPEN, export and discovery policy of one gateway (module docstring)."""
 
     def __init__(self, core: GuardedTable, verifier: RequestVerifier,
@@ -158,13 +191,6 @@ class GatewayGuard:
         self._route_scope: OrderedDict[object, ScopeSet] = OrderedDict()
         #: id(certificate) -> (certificate, CRL generation, valid until, identity)
         self._valid: dict[int, tuple[x509.Certificate, int, float, Identity]] = {}
-
-    def node_hooks(self) -> NodeHooks:
-        """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
-        return NodeHooks(admit=self.admit, verifier=self.verify_record,
-                         accept_open=self.accept_open, outgoing=self.outgoing,
-                         export_for=self.export_for, discovery_policy=self.discovery_policy,
-                         summary_check=self.summary_check, transit=self.transit)
 
     # --- GatewayNode(admit=...) -------------------------------------------------------------
     def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None:
