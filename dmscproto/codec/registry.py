@@ -343,6 +343,12 @@ TIMERS: tuple[Timer, ...] = (
 
 #: Default hop limit placed in ROUTE-REQUEST, DISCOVER and TRACE-REQUEST (Section 5.3).
 DEFAULT_HOP_LIMIT = 8
+#: Implementation bounds, not on the wire: how much longer than the longest protocol
+#: transaction timer a transport waits for an answer (so that the machine's timer,
+#: which decides, fires first), and most per-request verdicts a gateway's guard keeps
+#: between admission and the node's use of them (Section 10).
+TRANSPORT_TIMEOUT_MARGIN = 2.0
+GUARD_MAX_PENDING = 4096
 #: Capability summary Bloom filters (Section 6.9): most hash functions, fewest and most
 #: filter bits, and the bits per element a sender aims at (about 1% false positives).
 SUMMARY_MAX_HASHES = 16

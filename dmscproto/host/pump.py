@@ -32,7 +32,13 @@ from cryptography import x509
 
 from ..codec.errors import EncodeError
 from ..codec.messages import Error, Message
-from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
+from ..codec.registry import (
+    ANSWER_TO,
+    TRANSPORT_TIMEOUT_MARGIN,
+    ErrorCode,
+    MessageType,
+    timer,
+)
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
 
@@ -42,7 +48,7 @@ log = logging.getLogger(__name__)
 #: abandoned: the longest protocol transaction timer (a requester's wait for a relayed
 #: ROUTE_REQUEST or TRACE_REQUEST: the gateway's ROUTE_TIMEOUT plus REQUEST_TIMEOUT,
 #: Section 9.3), plus a margin so the machine's own timer (which decides) fires first.
-TRANSPORT_TIMEOUT = timer("REQUEST_TIMEOUT") + timer("ROUTE_TIMEOUT") + 2.0
+TRANSPORT_TIMEOUT = timer("REQUEST_TIMEOUT") + timer("ROUTE_TIMEOUT") + TRANSPORT_TIMEOUT_MARGIN
 
 
 class Link(Protocol):

@@ -64,7 +64,7 @@ from ..codec.messages import (
     RouteReply,
     RouteRequest,
 )
-from ..codec.registry import SESSION_MESSAGES, ErrorCode
+from ..codec.registry import GUARD_MAX_PENDING, SESSION_MESSAGES, ErrorCode
 from ..codec.values import CapabilityRecord
 from ..protocol.discovery import PolicyFor
 from ..protocol.machine import Refusal
@@ -81,8 +81,6 @@ from .revocation import RevocationTrustStore
 from .tokens import AccessToken, Operation, ScopeSet
 
 Handle = object
-#: Most verified scopes kept between admit() and the node's use of them.
-MAX_PENDING = 4096
 RecordFilter = Callable[[CapabilityRecord], bool]
 _AGENT_REQUESTS = (Register, Refresh, Deregister)
 
@@ -261,7 +259,7 @@ class GatewayGuard(Guard):
         next_update = None if revocation is None else revocation.next_update()
         if next_update is not None:
             until = min(until, next_update.timestamp())
-        if len(self._valid) >= MAX_PENDING:
+        if len(self._valid) >= GUARD_MAX_PENDING:
             self._valid.clear()
         self._valid[id(cert)] = (cert, generation, until, identity)
         return identity
@@ -340,7 +338,7 @@ class GatewayGuard(Guard):
         table.pop(key, None)
         if token is not None:
             table[key] = token.scope
-            if len(table) > MAX_PENDING:
+            if len(table) > GUARD_MAX_PENDING:
                 table.popitem(last=False)
 
     # --- GatewayNode(accept_open=...) --------------------------------------------------------
