@@ -3,15 +3,15 @@ files in a directory, for ``dmsc demo``, the end-to-end tests and the benchmarks
 
 Everything is real: a :class:`~dmscproto.security.ca.DomainAuthority` per domain, its
 certificates saved as PEM files, gateway configurations written as the TOML files
-``dmsc gateway --config`` reads (:mod:`.config`).
+``dmsc gateway --config`` reads (:mod:`dmscproto.host.config`), from the keys
+:mod:`dmscproto.host.schema` declares.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..agent import Agent
+from ..host.schema import GATEWAY, LIMITS_TABLE, PEER_EXPORT, PEER_IMPORT, PEERS, Table, to_toml
 from ..host.transports import transport_named
 from ..security.ca import CA_CERT_FILE, Credential, DomainAuthority, Kind
 from ..security.tokens import ScopeSet, TokenIssuer
@@ -74,12 +75,6 @@ class Domain:
                                 gateway=f"{gateway[0]}:{gateway[1]}", **options)
 
 
-def _toml(value: object) -> str:
-    """A TOML value (strings, numbers, booleans and lists of them): JSON's syntax for
-    these is TOML's."""
-    return json.dumps(value)
-
-
 @dataclass(frozen=True)
 class PeerSpec:
     """A ``[[peers]]`` entry: the peer's domain and, to dial it, its address (and the
@@ -98,58 +93,51 @@ class PeerSpec:
 
 
 def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec] = (),
-                         listen: tuple[str, int] = ("127.0.0.1", 0), min_lease: int = 30,
-                         max_lease: int = 86400, hold_time: int = 90,
-                         keepalive: float | None = None, restart_grace: float | None = None,
-                         store: Path | None = None, transport: str | Sequence[str] = "quic",
-                         require_tokens: bool = False, lab: bool = False) -> Path:
+                         listen: tuple[str, int] = ("127.0.0.1", 0),
+                         min_lease: int | None = None, max_lease: int | None = None,
+                         hold_time: int | None = None, keepalive: float | None = None,
+                         restart_grace: float | None = None, store: Path | None = None,
+                         transport: str | Sequence[str] = "quic", require_tokens: bool = False,
+                         lab: bool = False) -> Path:
     """Issue a gateway certificate and write ``<name>.toml`` next to it; returns its path.
     Several ``transport`` names: a listener on ``listen`` per transport (port 0: each its
     own ephemeral one), the first one primary.  ``lab`` writes ``lab = true`` (cleartext
-    UDP, Section 9.4: ``transport`` and the peers' must then be ``udp``)."""
+    UDP, Section 9.4: ``transport`` and the peers' must then be ``udp``).  A ``[limits]``
+    value left None is the configuration's default (:mod:`dmscproto.host.schema`)."""
     names = [transport] if isinstance(transport, str) else list(transport)
     cert, key = domain.issue(name, Kind.GATEWAY, p256=any(
         transport_named(t).server_needs_p256 for t in names))
-    address = _toml(f"{listen[0]}:{listen[1]}")
-    lines = [
-        "[gateway]",
-        f"domain = {_toml(domain.name)}",
-        f"name = {_toml(name)}",
-        *([f"transport = {_toml(names[0])}", f"listen = {address}"] if len(names) == 1 else
-          [f"listen = {{ {', '.join(f'{t} = {address}' for t in names)} }}"]),
-        f"require_tokens = {_toml(require_tokens)}",
-        *(["lab = true"] if lab else []),
-        f"certificate = {_toml(cert.name)}",
-        f"key = {_toml(key.name)}",
-        f"trust_anchors = {_toml([CA_CERT_FILE])}",
-        f"store = {_toml(str(store) if store else f'{name}.sqlite')}",
-        "",
-        "[limits]",
-        f"min_lease = {min_lease}",
-        f"max_lease = {max_lease}",
-        f"hold_time = {hold_time}",
-        *([f"keepalive = {keepalive}"] if keepalive is not None else []),
-        *([f"restart_grace = {restart_grace}"] if restart_grace is not None else []),
-    ]
+    address = f"{listen[0]}:{listen[1]}"
+    gateway: dict[str, object] = {
+        "domain": domain.name, "name": name,
+        **({"transport": names[0], "listen": address} if len(names) == 1
+           else {"listen": dict.fromkeys(names, address)}),
+        "require_tokens": require_tokens, **({"lab": True} if lab else {}),
+        "certificate": cert.name, "key": key.name, "trust_anchors": [CA_CERT_FILE],
+        "store": str(store) if store else f"{name}.sqlite"}
+    limits = {k: v for k, v in (("min_lease", min_lease), ("max_lease", max_lease),
+                                ("hold_time", hold_time), ("keepalive", keepalive),
+                                ("restart_grace", restart_grace)) if v is not None}
+    tables: list[tuple[Table, Mapping[str, object]]] = [(GATEWAY, gateway),
+                                                        (LIMITS_TABLE, limits)]
     for peer in peers:
-        lines += ["", "[[peers]]", f"domain = {_toml(peer.domain.name)}"]
+        entry: dict[str, object] = {"domain": peer.domain.name}
         if peer.address is not None:
-            lines.append(f"address = {_toml(f'{peer.address[0]}:{peer.address[1]}')}")
-            lines.append('server_name = "localhost"')
+            entry |= {"address": f"{peer.address[0]}:{peer.address[1]}",
+                      "server_name": "localhost"}
         if peer.transport is not None:
-            lines.append(f"transport = {_toml(peer.transport)}")
-        if peer.domain.name != domain.name:
-            anchor = os.path.relpath(peer.domain.anchor, domain.directory)
-            lines.append(f"anchor = {_toml(anchor)}")
-            if peer.replication != "full":
-                lines.append(f"replication = {_toml(peer.replication)}")
-            if peer.transit:
-                transit = True if peer.transit is True else list(peer.transit)
-                lines.append(f"transit = {_toml(transit)}")
-            lines += ["[peers.export]", f"exclude_tags = {_toml(list(peer.exclude_tags))}"]
-            if peer.imports:
-                lines += ["[peers.import]",
-                          f"domains = {_toml([peer.domain.name, *peer.imports])}"]
+            entry["transport"] = peer.transport
+        if peer.domain.name == domain.name:
+            tables.append((PEERS, entry))
+            continue
+        entry["anchor"] = os.path.relpath(peer.domain.anchor, domain.directory)
+        if peer.replication != "full":
+            entry["replication"] = peer.replication
+        if peer.transit:
+            entry["transit"] = True if peer.transit is True else list(peer.transit)
+        tables += [(PEERS, entry), (PEER_EXPORT, {"exclude_tags": list(peer.exclude_tags)})]
+        if peer.imports:
+            tables.append((PEER_IMPORT, {"domains": [peer.domain.name, *peer.imports]}))
     path = domain.directory / f"{name}.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(to_toml(tables), encoding="utf-8")
     return path
