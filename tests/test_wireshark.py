@@ -19,9 +19,9 @@ import pytest
 from conftest import require_tool
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
-from dmscproto.analysis.scapy_dmsc import LAYOUTS, Part
 from dmscproto.codec import DecodeError, Message, SignedRecord, decode, encode
 from dmscproto.codec import cbor as dcbor
+from dmscproto.codec.layout import LAYOUTS, Part
 from dmscproto.codec.messages import MESSAGE_CLASSES, REPEATED
 from dmscproto.codec.registry import HEADER_SIZE, UDP_PORT, VERSION, TlvType
 from dmscproto.codec.wire import VALUE_CODECS, Pdu

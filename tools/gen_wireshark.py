@@ -6,7 +6,7 @@ Every number in the dissector comes from :mod:`dmscproto.codec.registry` (messag
 types, TLV types, flags, error codes, enumerations, sizes, port, ALPN), the per-message
 TLV tables from the message classes (:mod:`dmscproto.codec.messages`), and the value
 layouts from the codec's ``construct`` formats through
-:func:`dmscproto.analysis.scapy_dmsc.tlv_layout` (the scapy layer uses the same ones).
+:func:`dmscproto.codec.layout.tlv_layout` (the scapy layer uses the same ones).
 
 Usage:
   tools/gen_wireshark.py           write tools/wireshark/dmsc.lua
@@ -20,7 +20,7 @@ import sys
 from enum import IntEnum, IntFlag
 from pathlib import Path
 
-from dmscproto.analysis.scapy_dmsc import LAYOUTS, MEANINGS, Part
+from dmscproto.codec.layout import LAYOUTS, MEANINGS, Part
 from dmscproto.codec.messages import MESSAGE_CLASSES
 from dmscproto.codec.registry import (
     ALPN,
