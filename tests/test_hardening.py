@@ -30,7 +30,7 @@ from dmscproto.runtime.lab import LabAssociations
 from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
 from dmscproto.testing.harness import Network, make_record
-from dmscproto.transport.datagram import PayloadReceived, PeerClosed, PeerConnected
+from dmscproto.transport.channel import PayloadReceived, PeerClosed, PeerConnected
 from dmscproto.transport.quic import QuicLimits, QuicServer
 from dmscproto.transport.udp import CleartextEndpoint
 

@@ -18,18 +18,18 @@ from dmscproto.codec.pdu import decode, encode
 from dmscproto.codec.registry import ANSWER_TO, ONE_WAY, ErrorCode, Flags, MessageType, timer
 from dmscproto.testing.examples import by_type, examples
 from dmscproto.transport import udp
-from dmscproto.transport.datagram import (
+from dmscproto.transport.datagram import PeerInfo
+from dmscproto.transport.errors import TransportError
+from dmscproto.transport.reliability import (
     DatagramRejected,
     MessageReceived,
     PduTooLarge,
-    PeerInfo,
     Reliability,
     ReliabilityEvent,
     RequestAbandoned,
     RequestReceived,
     ResponseReceived,
 )
-from dmscproto.transport.errors import TransportError
 from interop.relay import Impairment, Relay
 
 EX = examples()

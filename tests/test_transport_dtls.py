@@ -22,15 +22,11 @@ from dmscproto.codec.registry import ANSWER_TO, ErrorCode, MessageType
 from dmscproto.security.ca import Credential, Kind
 from dmscproto.testing.examples import by_type, examples
 from dmscproto.transport import dtls
-from dmscproto.transport.datagram import (
-    ChannelEvent,
-    PduTooLarge,
-    PeerClosed,
-    PeerConnected,
-    PeerInfo,
-)
+from dmscproto.transport.channel import ChannelEvent, PeerClosed, PeerConnected
+from dmscproto.transport.datagram import PeerInfo
 from dmscproto.transport.dtls import _RECORD_HEADER, DtlsEndpoint, p256_identity
 from dmscproto.transport.errors import TransportError
+from dmscproto.transport.reliability import PduTooLarge
 from dmscproto.transport.tls import TlsIdentity
 from interop.relay import Impairment, Relay
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from dmscproto.codec.messages import EchoReply, EchoRequest
 from dmscproto.security.ca import DomainAuthority, Kind
-from dmscproto.transport.datagram import Reliability
+from dmscproto.transport.reliability import Reliability
 from dmscproto.transport.tls import TlsIdentity
 
 

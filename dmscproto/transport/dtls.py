@@ -23,7 +23,7 @@
   octets of UDP payload (default 1200): handshake messages are fragmented by DTLS to fit,
   and a PDU may be at most ``max_datagram`` - 37 octets (the DTLS record header, explicit
   nonce and AEAD tag): 1163 by default.  There is no DMSC-layer fragmentation: a larger
-  PDU is refused (:class:`~.datagram.PduTooLarge`; a responder sends ERROR PDU_TOO_LARGE,
+  PDU is refused (:class:`~.reliability.PduTooLarge`; a responder sends ERROR PDU_TOO_LARGE,
   Section 9.3).  Transfers that need large PDUs use QUIC.
 * Reliability (retransmission, duplicate detection) is the DMSC layer's, Section 9.3.
 * DTLS handshake retransmission uses OpenSSL's own timer (``DTLSv1_get_timeout`` /
@@ -64,21 +64,10 @@ from OpenSSL import SSL, crypto
 
 from ..codec.registry import ALPN, DEFAULT_MAX_DATAGRAM, ErrorCode, timer
 from ..security.ca import CertificateError, Credential, DomainAuthority, Identity, Kind
-from .datagram import (
-    Address,
-    ChannelEvent,
-    DatagramConnection,
-    DatagramNode,
-    Handler,
-    PayloadReceived,
-    PduTooLarge,
-    PeerClosed,
-    PeerConnected,
-    Reliability,
-    open_client,
-    start_node,
-)
+from .channel import ChannelEvent, PayloadReceived, PeerClosed, PeerConnected
+from .datagram import DatagramConnection, DatagramNode, Handler, open_client, start_node
 from .keylog import KeyLog
+from .reliability import Address, PduTooLarge, Reliability
 from .tap import DatagramTap
 from .tls import TlsIdentity
 
@@ -144,7 +133,7 @@ class _Session:
 
 class DtlsEndpoint:
     """Sans-I/O DTLS 1.2 for one UDP socket: a server (many peers) or a client; a
-    :class:`~.datagram.Channel`."""
+    :class:`~.channel.Channel`."""
 
     def __init__(self, tls: TlsIdentity, *, is_client: bool,
                  server_name: str | None = None, expect_domain: str | None = None,

@@ -19,20 +19,9 @@ import logging
 from collections import OrderedDict, deque
 
 from ..codec.registry import DEFAULT_MAX_DATAGRAM, UDP_PORT, limit, timer
-from .datagram import (
-    Address,
-    ChannelEvent,
-    DatagramConnection,
-    DatagramNode,
-    Handler,
-    PayloadReceived,
-    PduTooLarge,
-    PeerClosed,
-    PeerConnected,
-    Reliability,
-    open_client,
-    start_node,
-)
+from .channel import ChannelEvent, PayloadReceived, PeerClosed, PeerConnected
+from .datagram import DatagramConnection, DatagramNode, Handler, open_client, start_node
+from .reliability import Address, PduTooLarge, Reliability
 from .tap import DatagramTap
 
 log = logging.getLogger(__name__)
