@@ -9,15 +9,16 @@ where the target is registered answers TRACE_REPLY itself.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from ..codec.messages import EchoReply, EchoRequest, Message, TraceReply, TraceRequest
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.values import HopRecord
-from .machine import Handle, Machine, Outbox, ProtocolError, expect, timestamp_ms
+from .machine import Handle, Outbox, expect, timestamp_ms
 from .ports import DeliverLocal, Forward
 from .routing import Relay, RelayContext
+from .typed import StepInput, TypedMachine
 
 
 class EchoState(Enum):
@@ -32,8 +33,15 @@ class EchoAction(Enum):
     ANSWER = "answer ECHO_REPLY with SEQUENCE, TIMESTAMP and PAYLOAD unchanged"
 
 
-class EchoResponder(Machine):
-    """Answers ECHO_REQUEST at a gateway (one state)."""
+@dataclass(frozen=True, slots=True)
+class EchoRequested(StepInput):
+    KIND = EchoInput.ECHO_REQUEST
+    source: Handle
+    request: EchoRequest
+
+
+class EchoResponder(TypedMachine):
+    """Answers ECHO_REQUEST at a gateway (one state; a typed machine, :mod:`.typed`)."""
 
     NAME = "echo-responder"
     TITLE = "Echo, responder side (gateway)"
@@ -45,21 +53,17 @@ class EchoResponder(Machine):
     def __init__(self, outbox: Outbox, gateway_id: bytes) -> None:
         super().__init__(outbox)
         self.gateway_id = gateway_id
-        self._source: Handle = None
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
-        try:
-            if msg.TYPE is not MessageType.ECHO_REQUEST:
-                raise self.unexpected(msg)
-            self._source = source
-            self.step(EchoInput.ECHO_REQUEST, now, msg)
-        except ProtocolError as err:
+        if not isinstance(msg, EchoRequest):
+            err = self.unexpected(msg)
             self.refuse(source, msg, err)
-            raise
+            raise err
+        self.run(EchoRequested(source, msg), now)
 
-    def _answer(self, now: float, msg: Message | None) -> None:
-        req = expect(msg, EchoRequest)
-        self.outbox.send(self._source, EchoReply(
+    def _answer(self, now: float, inp: EchoRequested) -> None:
+        req = inp.request
+        self.outbox.send(inp.source, EchoReply(
             transaction_id=req.transaction_id, sequence=req.sequence, timestamp=req.timestamp,
             gateway_id=self.gateway_id, payload=req.payload, trace=req.trace))
 

@@ -1,5 +1,6 @@
 """The requester side of one transaction (draft-dmsc-protocol-00, Sections 3.3, 5.2, 5.3,
-6.8): send a request, wait REQUEST_TIMEOUT for its answer message or ERROR.
+6.8): send a request, wait REQUEST_TIMEOUT for its answer message or ERROR.  A typed
+machine (:mod:`.typed`): its inputs carry the answer or the ERROR.
 
 Agents use it for DISCOVER, ROUTE_REQUEST, ECHO_REQUEST and TRACE_REQUEST; the answer is
 matched by transaction id and by being the request's answer type (Section 3.3).
@@ -7,12 +8,14 @@ matched by transaction id and by being the request's answer type (Section 3.3).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 from ..codec.messages import Error, Message
-from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
+from ..codec.registry import ANSWER_TO, ErrorCode, timer
 from .events import RequestCompleted, RequestFailed
-from .machine import Handle, Machine, Outbox, ProtocolError, expect
+from .machine import Handle, Outbox, ProtocolError
+from .typed import StepInput, TypedMachine
 
 
 class RequesterState(Enum):
@@ -39,7 +42,35 @@ class RequesterAction(Enum):
 _S, _I, _A = RequesterState, RequesterInput, RequesterAction
 
 
-class Requester(Machine):
+# --- inputs (typed: each carries what its action needs) --------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send(StepInput):
+    KIND = _I.SEND
+
+
+@dataclass(frozen=True, slots=True)
+class Answered(StepInput):
+    KIND = _I.ANSWER
+    answer: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(StepInput):
+    KIND = _I.ERROR
+    error: Error
+
+
+@dataclass(frozen=True, slots=True)
+class Expired(StepInput):
+    KIND = _I.TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled(StepInput):
+    KIND = _I.CANCEL
+
+
+class Requester(TypedMachine):
     """One outstanding request to ``dest``."""
 
     NAME = "requester"
@@ -71,57 +102,65 @@ class Requester(Machine):
         return self.request.transaction_id
 
     def send(self, now: float) -> None:
-        self.step(_I.SEND, now)
+        self.run(Send(), now)
+
+    def classify(self, msg: Message) -> Answered | Refused:
+        """The input a received message is (its answer type, or ERROR); ProtocolError
+        for anything else, or when the state has no row for it."""
+        if msg.transaction_id != self.transaction_id:
+            raise self.unexpected(msg, "another transaction id")
+        inp: Answered | Refused
+        if msg.TYPE is ANSWER_TO[self.request.TYPE]:
+            inp = Answered(msg)
+        elif isinstance(msg, Error):
+            inp = Refused(msg)
+        else:
+            raise self.unexpected(msg, f"not an answer to {self.request.TYPE.name}")
+        if not self.rows_for(inp.KIND):
+            raise self.unexpected(msg)
+        return inp
 
     def receive(self, msg: Message, now: float) -> None:
         try:
-            if msg.transaction_id != self.transaction_id:
-                raise self.unexpected(msg, "another transaction id")
-            if msg.TYPE is ANSWER_TO[self.request.TYPE]:
-                inp = _I.ANSWER
-            elif msg.TYPE is MessageType.ERROR:
-                inp = _I.ERROR
-            else:
-                raise self.unexpected(msg, f"not an answer to {self.request.TYPE.name}")
-            self.step(inp, now, msg)
+            inp = self.classify(msg)
         except ProtocolError as err:
             self.refuse(self.dest, msg, err)
             raise
+        self.run(inp, now)
 
     def cancel(self, now: float) -> None:
         """The requester no longer wants the answer (a local deadline, a cancelled
         task): a late answer is then refused as matching no request."""
-        self.step(_I.CANCEL, now)
+        self.run(Cancelled(), now)
 
     def get_timer(self) -> float | None:
         return self.deadline
 
     def handle_timer(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
-            self.step(_I.TIMEOUT, now)
+            self.run(Expired(), now)
 
-    def _send(self, now: float, msg: Message | None) -> None:
+    # --- actions: the only places the request timer starts and stops ----------------------
+    def _send(self, now: float, inp: Send) -> None:
         self.sent_at, self.deadline = now, now + self.timeout
         self.outbox.send(self.dest, self.request)
 
-    def _complete(self, now: float, msg: Message | None) -> None:
-        assert msg is not None
+    def _complete(self, now: float, inp: Answered) -> None:
         self.deadline = None
-        self.outbox.emit(RequestCompleted(self.transaction_id, self.request, msg,
+        self.outbox.emit(RequestCompleted(self.transaction_id, self.request, inp.answer,
                                           now - self.sent_at))
 
-    def _abandon(self, now: float, msg: Message | None) -> None:
+    def _abandon(self, now: float, inp: Cancelled) -> None:
         self.deadline = None
 
-    def _fail(self, now: float, msg: Message | None) -> None:
+    def _fail(self, now: float, inp: Refused | Expired) -> None:
         self.deadline = None
-        if msg is None:
+        if isinstance(inp, Expired):
             self.outbox.emit(RequestFailed(self.transaction_id, self.request,
                                            ErrorCode.TRANSACTION_TIMEOUT))
         else:
-            err = expect(msg, Error)
-            self.outbox.emit(RequestFailed(self.transaction_id, self.request, err.status,
-                                           err.diagnostic))
+            self.outbox.emit(RequestFailed(self.transaction_id, self.request,
+                                           inp.error.status, inp.error.diagnostic))
 
 
 class Requests:
