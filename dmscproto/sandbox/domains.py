@@ -103,7 +103,8 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
     Several ``transport`` names: a listener on ``listen`` per transport (port 0: each its
     own ephemeral one), the first one primary.  ``lab`` writes ``lab = true`` (cleartext
     UDP, Section 9.4: ``transport`` and the peers' must then be ``udp``).  A ``[limits]``
-    value left None is the configuration's default (:mod:`dmscproto.host.schema`)."""
+    value left None is the configuration's default (:mod:`dmscproto.host.schema`), written
+    out for the leases and the hold time."""
     names = [transport] if isinstance(transport, str) else list(transport)
     cert, key = domain.issue(name, Kind.GATEWAY, p256=any(
         transport_named(t).server_needs_p256 for t in names))
@@ -115,9 +116,12 @@ def write_gateway_config(domain: Domain, name: str, *, peers: Sequence[PeerSpec]
         "require_tokens": require_tokens, **({"lab": True} if lab else {}),
         "certificate": cert.name, "key": key.name, "trust_anchors": [CA_CERT_FILE],
         "store": str(store) if store else f"{name}.sqlite"}
-    limits = {k: v for k, v in (("min_lease", min_lease), ("max_lease", max_lease),
-                                ("hold_time", hold_time), ("keepalive", keepalive),
-                                ("restart_grace", restart_grace)) if v is not None}
+    limits: dict[str, object] = {  # the lease and hold time are always written
+        "min_lease": min_lease or LIMITS_TABLE.default("min_lease"),
+        "max_lease": max_lease or LIMITS_TABLE.default("max_lease"),
+        "hold_time": LIMITS_TABLE.default("hold_time") if hold_time is None else hold_time,
+        **{k: v for k, v in (("keepalive", keepalive), ("restart_grace", restart_grace))
+           if v is not None}}
     tables: list[tuple[Table, Mapping[str, object]]] = [(GATEWAY, gateway),
                                                         (LIMITS_TABLE, limits)]
     for peer in peers:
