@@ -23,7 +23,7 @@ from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.limits import RequestLimits
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.host.config import ConfigError, GatewayConfig
-from dmscproto.host.pump import Association, Link
+from dmscproto.host.pump import Association
 from dmscproto.protocol.events import RequestCompleted, SessionClosed, SessionEstablished
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.runtime.lab import LabAssociations
@@ -31,6 +31,7 @@ from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
 from dmscproto.testing.harness import Network, make_record
 from dmscproto.transport.channel import PayloadReceived, PeerClosed, PeerConnected
+from dmscproto.transport.contract import Connection
 from dmscproto.transport.quic import QuicLimits, QuicServer
 from dmscproto.transport.udp import CleartextEndpoint
 
@@ -61,7 +62,7 @@ def test_lab_endpoint_forgets_the_least_recently_heard_beyond_its_bound() -> Non
 
 
 def _assoc() -> Association:
-    return Association(cast(Link, object()), None)
+    return Association(cast(Connection, object()), None)
 
 
 def test_lab_associations_bound_to_nobody_are_closed_when_silent_or_too_many() -> None:

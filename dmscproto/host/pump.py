@@ -14,8 +14,8 @@ In aioquic's style the machine decides and this module only moves messages and t
   fires; events (``machine.next_event()``) are handed to ``on_event`` in order.
 
 The association a machine sees as a *handle* is an :class:`Association`: the
-transport's :class:`Link` (a QUIC connection, or any transport offering the same two
-calls) and the peer identity the transport authenticated.
+transport's connection (:class:`~dmscproto.transport.contract.Connection`) and the peer
+identity the transport authenticated.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from ..codec.registry import (
 )
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
+from ..transport.contract import Connection
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,6 @@ log = logging.getLogger(__name__)
 #: ROUTE_REQUEST or TRACE_REQUEST: the gateway's ROUTE_TIMEOUT plus REQUEST_TIMEOUT,
 #: Section 9.3), plus a margin so the machine's own timer (which decides) fires first.
 TRANSPORT_TIMEOUT = timer("REQUEST_TIMEOUT") + timer("ROUTE_TIMEOUT") + TRANSPORT_TIMEOUT_MARGIN
-
-
-class Link(Protocol):
-    """What a transport association offers the runtime (QUIC's
-    :class:`~dmscproto.transport.quic.DmscConnection` is one)."""
-
-    async def request(self, msg: Message, timeout: float | None = ...) -> Message: ...
-
-    def send(self, msg: Message) -> None: ...
 
 
 class Machine(Protocol):
@@ -80,7 +72,7 @@ class Association:
     one the transport authenticated; in lab mode (Section 9.4) it is None until the
     gateway's lab guard binds what the protocol proved (:mod:`.lab`)."""
 
-    link: Link
+    link: Connection
     identity: Identity | None
     #: The peer's certificate, for checks made after the handshake (Section 10).
     certificate: x509.Certificate | None = None

@@ -427,7 +427,7 @@ class GatewayRuntime:
         """Lab mode: close the associations :class:`LabAssociations` gives up on, and keep
         a timer armed for the next one due (firing early is harmless: it re-arms)."""
         for assoc in assocs:
-            cast(Connection, assoc.link).close(ErrorCode.RESOURCE_EXHAUSTED,
+            assoc.link.close(ErrorCode.RESOURCE_EXHAUSTED,
                                                "lab association bound to nobody")
         at = self.lab_associations.next_expiry()
         if self._lab_timer is None and at is not None:
@@ -550,14 +550,14 @@ class GatewayRuntime:
             if isinstance(event.replaced, Association):  # Section 5.1: tell the other one
                 log.warning("registration replaced", extra=facts(
                     agent=_uri(event.handle), agent_id=event.agent_id))
-                cast(Connection, event.replaced.link).close(
+                event.replaced.link.close(
                     ErrorCode.NAME_CONFLICT,
                     f"{_uri(event.handle)} registered again on another connection")
         elif isinstance(event, AgentRemoved):
             log.info("agent removed", extra=facts(agent_id=event.withdrawn.agent_id,
                                                   status=event.status))
             if isinstance(event.bound, Association):  # Section 5.1: tell the agent
-                cast(Connection, event.bound.link).close(
+                event.bound.link.close(
                     ErrorCode.UNKNOWN_AGENT, "registration removed from another connection")
         elif isinstance(event, ProtocolViolation) and event.message_type in _HOPS:
             log.info("request refused", extra=facts(
@@ -655,7 +655,7 @@ def _peer_of(handle: object) -> Authenticated | None:
 def _pdu_limit(handle: Handle) -> int:
     """The largest PDU an association's transport carries (Sections 4.1, 9.2)."""
     if isinstance(handle, Association):
-        return cast(Connection, handle.link).max_pdu
+        return handle.link.max_pdu
     return MAX_PDU_SIZE
 
 
