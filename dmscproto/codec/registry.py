@@ -349,6 +349,10 @@ DEFAULT_HOP_LIMIT = 8
 #: between admission and the node's use of them (Section 10).
 TRANSPORT_TIMEOUT_MARGIN = 2.0
 GUARD_MAX_PENDING = 4096
+#: How long a QUIC client waits for its handshake and its confirmation, and how long a
+#: QUIC client pool closing waits for its connections' closing periods.
+QUIC_CONNECT_TIMEOUT = 5.0
+QUIC_CLOSE_WAIT = 1.0
 #: Capability summary Bloom filters (Section 6.9): most hash functions, fewest and most
 #: filter bits, and the bits per element a sender aims at (about 1% false positives).
 SUMMARY_MAX_HASHES = 16

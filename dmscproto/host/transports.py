@@ -19,9 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO
 
-from ..analysis.pcap import PcapWriter
 from ..codec.registry import limit
 from ..errors import require_extra
 from ..transport import quic, udp
@@ -52,9 +51,6 @@ class Transport:
             extra, module, package = self.extra
             require_extra(module, extra, f"the {self.name} transport", package)
 
-    # TEMPORARY casts on the QUIC calls only: DmscConnection.peer is Optional and quic.py
-    # takes a PcapWriter, until quic.py (latency's this session) types them as
-    # transport.contract's Connection and transport.tap's DatagramTap (issue 16 item 1).
     async def serve(self, host: str, port: int, tls: TlsIdentity, handler: Handler, *,
                     pcap: DatagramTap | None = None,
                     keylog: str | Path | TextIO | None = None, lab: bool = False,
@@ -67,8 +63,7 @@ class Transport:
         if self.name == "dtls":
             from ..transport import dtls  # the optional extra, checked above
             return await dtls.serve(host, port, tls, handler, pcap=pcap, keylog=keylog)
-        return await quic.serve(host, port, tls, cast(quic.Handler, handler),
-                                pcap=cast(PcapWriter | None, pcap), keylog=keylog,
+        return await quic.serve(host, port, tls, handler, pcap=pcap, keylog=keylog,
                                 limits=quic.QuicLimits.of(limits))
 
     async def connect(self, host: str, port: int, tls: TlsIdentity, *,
@@ -84,10 +79,9 @@ class Transport:
             return await dtls.connect(host, port, tls, server_name=server_name,
                                       expect_domain=expect_domain, handler=handler,
                                       pcap=pcap, keylog=keylog)
-        return cast(Connection, await quic.connect(
-            host, port, tls, server_name=server_name, expect_domain=expect_domain,
-            handler=cast(quic.Handler | None, handler), pcap=cast(PcapWriter | None, pcap),
-            keylog=keylog))
+        return await quic.connect(host, port, tls, server_name=server_name,
+                                  expect_domain=expect_domain, handler=handler, pcap=pcap,
+                                  keylog=keylog)
 
 
 TRANSPORTS: dict[str, Transport] = {

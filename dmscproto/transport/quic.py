@@ -15,11 +15,9 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
-import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
@@ -41,16 +39,24 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.retry import QuicRetryTokenHandler
 
-from ..analysis.pcap import PcapWriter
 from ..codec.errors import DecodeError, EncodeError
 from ..codec.messages import Error, Message
 from ..codec.pdu import decode, encode
-from ..codec.registry import MAX_PDU_SIZE, ErrorCode, limit, timer
+from ..codec.registry import (
+    MAX_PDU_SIZE,
+    QUIC_CLOSE_WAIT,
+    QUIC_CONNECT_TIMEOUT,
+    ErrorCode,
+    limit,
+    timer,
+)
 from .errors import TransportError
 from .framing import StreamAssembler
 from .keylog import KeyLog
 from .peer import Handler as AnyHandler
 from .peer import PeerInfo as AnyPeerInfo
+from .recorder import SocketRecorder, sender_for
+from .tap import DatagramTap
 from .tls import DmscQuicConnection, TlsIdentity, code_for_quic_error
 
 log = logging.getLogger(__name__)
@@ -58,7 +64,7 @@ log = logging.getLogger(__name__)
 #: How long a requester waits for an answer (Section 8).
 REQUEST_TIMEOUT = timer("REQUEST_TIMEOUT")
 #: How long connect() waits for the handshake and its confirmation.
-CONNECT_TIMEOUT = 5.0
+CONNECT_TIMEOUT = QUIC_CONNECT_TIMEOUT
 #: QUIC max_idle_timeout both ends advertise, and the interval at which a client sends
 #: a PING on an otherwise idle connection so that a gateway can keep using it to reach
 #: the agent (Sections 8 and 9.1).
@@ -94,50 +100,6 @@ class ConnectionClosed(TransportError):
 PeerInfo: TypeAlias = AnyPeerInfo["DmscConnection"]
 #: A request handler on QUIC connections; None answers with a bare FIN.
 Handler: TypeAlias = AnyHandler["DmscConnection"]
-
-
-def _ipv4(addr: NetworkAddress) -> tuple[str, int] | None:
-    host = str(addr[0]).removeprefix("::ffff:")
-    try:
-        return (host, int(addr[1])) if ipaddress.ip_address(host).version == 4 else None
-    except ValueError:
-        return None
-
-
-class _Recorder:
-    """Writes the datagrams of one UDP socket to a pcap (IPv4 only: the pcap format
-    used has synthetic IPv4 headers; IPv6 datagrams are not recorded).  A socket bound
-    to 0.0.0.0 is recorded as 127.0.0.1 when talking to a loopback peer."""
-
-    def __init__(self, pcap: PcapWriter, transport: asyncio.DatagramTransport) -> None:
-        self._pcap = pcap
-        self._local = _ipv4(transport.get_extra_info("sockname"))
-        self._transport = transport
-
-    def sendto(self, data: bytes, addr: NetworkAddress | None = None) -> None:
-        self._transport.sendto(data, addr)
-        peer = _ipv4(addr or self._transport.get_extra_info("peername"))
-        self._record(data, self._local_for(peer), peer)
-
-    def received(self, data: bytes, addr: NetworkAddress) -> None:
-        peer = _ipv4(addr)
-        self._record(data, peer, self._local_for(peer))
-
-    def _local_for(self, peer: tuple[str, int] | None) -> tuple[str, int] | None:
-        if (self._local is not None and self._local[0] == "0.0.0.0" and peer is not None
-                and ipaddress.ip_address(peer[0]).is_loopback):
-            return ("127.0.0.1", self._local[1])
-        return self._local
-
-    def _record(self, data: bytes, src: tuple[str, int] | None,
-                dst: tuple[str, int] | None) -> None:
-        if src is not None and dst is not None:
-            self._pcap.write_udp(src, dst, data, time.time())
-
-
-def _sender(transport: asyncio.DatagramTransport,
-            recorder: _Recorder | None) -> asyncio.DatagramTransport:
-    return cast(asyncio.DatagramTransport, recorder) if recorder else transport
 
 
 #: PING identifiers: the client's post-handshake confirmation (see wait_established),
@@ -230,20 +192,20 @@ class DmscConnection(QuicConnectionProtocol):
     # slots keep aioquic's instance dict at its smallest size (memory per connection)
     __slots__ = ("_closed_error", "_confirmed", "_established", "_flusher", "_keepalive",
                  "_keepalive_handle", "_local_bit", "_on_close", "_owns_transport", "_pcap",
-                 "_raw_transport", "_recorder", "_s", "_sock", "datagrams_received",
-                 "datagrams_sent", "handler", "peer")
+                 "_peer", "_raw_transport", "_recorder", "_s", "_sock", "datagrams_received",
+                 "datagrams_sent", "handler")
 
     def __init__(self, quic: DmscQuicConnection, *, handler: Handler | None = None,
-                 pcap: PcapWriter | None = None, owns_transport: bool = False,
+                 pcap: DatagramTap | None = None, owns_transport: bool = False,
                  on_close: Callable[[DmscConnection], None] | None = None,
                  keepalive: float | None = None, sock: socket.socket | None = None) -> None:
         super().__init__(quic)
         #: The connection's own socket (``owns_transport``), read directly to drain it.
         self._sock = sock
         self.handler = handler
-        self.peer: PeerInfo | None = None
+        self._peer: PeerInfo | None = None
         self._pcap = pcap
-        self._recorder: _Recorder | None = None
+        self._recorder: SocketRecorder | None = None
         self._owns_transport = owns_transport
         self._on_close = on_close
         self._established: list[Callable[[DmscConnection], None]] = []
@@ -264,11 +226,11 @@ class DmscConnection(QuicConnectionProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         dgram = cast(asyncio.DatagramTransport, transport)
         if self._owns_transport and self._pcap is not None:
-            self._recorder = _Recorder(self._pcap, dgram)
-        super().connection_made(_sender(dgram, self._recorder))
+            self._recorder = SocketRecorder(self._pcap, dgram)
+        super().connection_made(sender_for(dgram, self._recorder))
         self._raw_transport = dgram
 
-    def use_sender(self, sender: asyncio.DatagramTransport) -> None:
+    def usesender_for(self, sender: asyncio.DatagramTransport) -> None:
         """Server side: send through the listening socket (and its recorder)."""
         super().connection_made(sender)
         self._raw_transport = sender
@@ -315,6 +277,14 @@ class DmscConnection(QuicConnectionProtocol):
             self._confirmed.set_exception(TransportError(
                 ErrorCode.TARGET_UNREACHABLE,
                 "connection refused (nothing listens on that UDP port)"))
+
+    @property
+    def peer(self) -> PeerInfo:
+        """Who is at the other end (set once the handshake authenticated it: every
+        connection :func:`connect` returns or a handler sees has it)."""
+        if self._peer is None:
+            raise TransportError(ErrorCode.UNEXPECTED_MESSAGE, "connection not established")
+        return self._peer
 
     @property
     def closed(self) -> bool:
@@ -392,7 +362,7 @@ class DmscConnection(QuicConnectionProtocol):
     def _open(self, data: bytes) -> int:
         if self._closed_error is not None:
             raise self._closed_error
-        if self.peer is None:
+        if self._peer is None:
             raise TransportError(ErrorCode.UNEXPECTED_MESSAGE, "connection not established")
         stream_id = self._quic.get_next_available_stream_id()
         self._quic.send_stream_data(stream_id, data, end_stream=True)
@@ -414,7 +384,7 @@ class DmscConnection(QuicConnectionProtocol):
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.StreamDataReceived):
-            if self.peer is None:
+            if self._peer is None:
                 return  # nothing is processed before the peer is authenticated
             if event.stream_id & 1 == self._local_bit:
                 self._response_data(event.stream_id, event.data, event.end_stream)
@@ -440,7 +410,7 @@ class DmscConnection(QuicConnectionProtocol):
             return
         self._quic.release_handshake_state()
         address = self._quic.get_peer_address() or ("", 0)
-        self.peer = PeerInfo(identity, cert, address, self)
+        self._peer = PeerInfo(identity, cert, address, self)
         if self._quic.configuration.is_client:
             self._quic.send_ping(_CONFIRM_PING)  # sent by the transmit() that follows
         else:
@@ -556,7 +526,7 @@ class DmscConnection(QuicConnectionProtocol):
         task.add_done_callback(self._s.tasks.discard)
 
     async def _serve(self, stream_id: int, msg: Message) -> None:
-        assert self.peer is not None
+        peer = self.peer
         response: Message | None
         if self.handler is None:
             response = Error(transaction_id=msg.transaction_id,
@@ -564,10 +534,10 @@ class DmscConnection(QuicConnectionProtocol):
                              diagnostic="this endpoint serves no requests")
         else:
             try:
-                response = await self.handler(msg, self.peer)
+                response = await self.handler(msg, peer)
             except Exception:
                 log.exception("handler failed on %s from %s", msg.TYPE.name,
-                              self.peer.identity.uri if self.peer.identity else "?")
+                              peer.identity.uri if peer.identity else "?")
                 response = Error(transaction_id=msg.transaction_id,
                                  status=ErrorCode.INTERNAL_ERROR, offending_type=msg.TYPE)
         if self._closed_error is None:
@@ -632,7 +602,7 @@ class QuicServer(asyncio.DatagramProtocol):
     connection ID, and tracks authenticated peers by entity ID (:attr:`peers`) so that
     requests can be sent back over a peer's own connection."""
 
-    def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: PcapWriter | None,
+    def __init__(self, tls: TlsIdentity, handler: Handler, *, pcap: DatagramTap | None,
                  keylog: KeyLog, idle_timeout: float = IDLE_TIMEOUT,
                  limits: QuicLimits | None = None, sock: socket.socket | None = None) -> None:
         self.tls = tls
@@ -660,7 +630,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self._retried: dict[str, tuple[int, int]] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.DatagramTransport | None = None
-        self._recorder: _Recorder | None = None
+        self._recorder: SocketRecorder | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -671,8 +641,8 @@ class QuicServer(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
         if self._pcap is not None:
-            self._recorder = _Recorder(self._pcap, self._transport)
-        self._sender = _sender(self._transport, self._recorder)
+            self._recorder = SocketRecorder(self._pcap, self._transport)
+        self._sender = sender_for(self._transport, self._recorder)
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         self._received(data, addr)
@@ -754,7 +724,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self._per_address[host] += 1
         self._pending[protocol] = asyncio.get_running_loop().call_later(
             self.limits.handshake_timeout, self._handshake_expired, protocol)
-        protocol.use_sender(self._sender)
+        protocol.usesender_for(self._sender)
         protocol.on_established(self._established)
 
         def issued(cid: bytes) -> None:
@@ -836,7 +806,7 @@ class QuicServer(asyncio.DatagramProtocol):
 
 
 async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
-                pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                pcap: DatagramTap | None = None, keylog: str | Path | TextIO | None = None,
                 idle_timeout: float = IDLE_TIMEOUT,
                 limits: QuicLimits | None = None) -> QuicServer:
     """Listen for DMSC over QUIC on ``host``:``port`` (0 for an ephemeral port).
@@ -880,7 +850,7 @@ async def _udp_socket(host: str, port: int, *, bind: bool) -> socket.socket:
 
 async def connect(host: str, port: int, tls: TlsIdentity, *, server_name: str | None = None,
                   expect_domain: str | None = None, handler: Handler | None = None,
-                  pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                  pcap: DatagramTap | None = None, keylog: str | Path | TextIO | None = None,
                   timeout: float = CONNECT_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
                   keepalive: float | None = KEEPALIVE_INTERVAL) -> DmscConnection:
     """Open a DMSC connection to a gateway and wait until both ends are authenticated.
@@ -924,7 +894,7 @@ class ConnectionPool:
     """One reused connection per peer address (Section 9.1), opened on first use."""
 
     def __init__(self, tls: TlsIdentity, *, handler: Handler | None = None,
-                 pcap: PcapWriter | None = None, keylog: str | Path | TextIO | None = None,
+                 pcap: DatagramTap | None = None, keylog: str | Path | TextIO | None = None,
                  **connect_options: Any) -> None:
         self.tls = tls
         self._handler = handler
@@ -960,6 +930,6 @@ class ConnectionPool:
             conn.close()
         if conns:
             await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns],
-                               timeout=1.0)
+                               timeout=QUIC_CLOSE_WAIT)
         self._keylog.close()
 
