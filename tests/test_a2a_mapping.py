@@ -202,3 +202,31 @@ def test_cards_parse_as_the_sdk_parses_them() -> None:
 
     for obj in CARDS:
         assert isinstance(parse_agent_card(dict(obj)), AgentCard)
+
+
+def test_a_jku_of_another_origin_is_refused_without_fetching() -> None:
+    """Section 7.1: a card naming its own key set elsewhere proves nothing: BAD_SIGNATURE
+    before any fetch (the client below has no network to offer)."""
+    import asyncio
+    import base64
+
+    import httpx
+
+    from dmscproto.a2a.proxy import verify_card
+    from dmscproto.security.errors import SecurityError
+
+    card = m.parse_card(CARDS[0])
+    header = base64.urlsafe_b64encode(json.dumps(
+        {"alg": "ES256", "kid": "k1", "jku": "https://attacker.example/jwks.json"}).encode())
+    card.signatures.add(protected=header.decode().rstrip("="), signature="c2ln")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"fetched {request.url}")
+
+    async def check() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
+            with pytest.raises(SecurityError) as err:
+                await verify_card(http, card, "https://agent.example/.well-known/agent-card.json",
+                                  jwks=None, require=False)
+            assert err.value.code is ErrorCode.BAD_SIGNATURE and "origin" in str(err.value)
+    asyncio.run(check())

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from a2a.client import ClientConfig, ClientFactory
@@ -92,11 +93,17 @@ async def _key_set(http: httpx.AsyncClient, source: str) -> dict[str, PyJWK]:
     return {str(k.key_id): k for k in keys if k.key_id}
 
 
-async def verify_card(http: httpx.AsyncClient, card: AgentCard, *, jwks: str | None,
-                      require: bool) -> bool:
-    """Section 7.1: whether ``card`` is signed (it then verified); BAD_SIGNATURE when no
-    signature verifies, or when there is none and one is required.  Keys come from
-    ``jwks`` (a file or URL) or, without it, from each signature's ``jku``."""
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port
+
+
+async def verify_card(http: httpx.AsyncClient, card: AgentCard, url: str, *,
+                      jwks: str | None, require: bool) -> bool:
+    """Section 7.1: whether ``card`` (fetched from ``url``) is signed (it then verified);
+    BAD_SIGNATURE when no signature verifies, or when there is none and one is required.
+    Keys come from ``jwks`` (a file or URL) or, without it, from each signature's
+    ``jku``, which must then be of the card's own origin."""
     if not card.signatures:
         if require:
             raise SecurityError(ErrorCode.BAD_SIGNATURE, "the card has no signature")
@@ -105,6 +112,10 @@ async def verify_card(http: httpx.AsyncClient, card: AgentCard, *, jwks: str | N
     try:
         sources = [jwks] if jwks else [str(h["jku"]) for h in map(_protected, card.signatures)
                                        if "jku" in h]
+        for source in sources if not jwks else ():
+            if _origin(source) != _origin(url):
+                raise ValueError(f"jku {source} is not of the card's origin (pin the signers' "
+                                 "key set with jwks)")
         for source in dict.fromkeys(sources):
             keys.update(await _key_set(http, source))
     except (httpx.HTTPError, OSError, PyJWKError, PyJWKSetError, ValueError) as exc:
@@ -191,7 +202,7 @@ class Proxy:
         digest = m.card_hash(fetched.body)
         if digest == self.hash and self.agent.registered:
             return "unchanged"
-        self.signed = await verify_card(self.http, fetched.card, jwks=self.jwks,
+        self.signed = await verify_card(self.http, fetched.card, self.url, jwks=self.jwks,
                                         require=self.require_signature)
         fields = m.card_to_record(fetched.card, card_url=self.url, body=fetched.body)
         await self.agent.register(
