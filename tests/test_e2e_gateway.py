@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 
 from dmscproto.agent import Agent, AgentError, DiscoveryQuery, Request
-from dmscproto.codec.messages import Register, RegisterAck
+from dmscproto.codec.messages import Error, Open, Register, RegisterAck
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.events import AgentRemoved
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
-from dmscproto.security.ca import DomainAuthority, Kind, TrustStore
+from dmscproto.security.ca import Credential, DomainAuthority, Kind, TrustStore
 from dmscproto.transport import ConnectionClosed, connect
+from dmscproto.transport.tls import TlsIdentity
 
 
 def core(gw: GatewayRuntime) -> GatewayCore:
@@ -169,6 +170,19 @@ def test_agent_of_another_domain_cannot_register(tmp_path: Path) -> None:
                     nonce=os.urandom(16), timestamp=int(time.time() * 1000)))
             finally:
                 conn.close()
+            # a refused OPEN is answered with ERROR at once (Section 6.4): its dialler's
+            # transaction ends there, not at the transport's timeout
+            cred = Credential.load(*w.b.issue("gw-x", Kind.GATEWAY))
+            tls = TlsIdentity(cred, TrustStore.load([w.b.anchor, w.a.anchor]))
+            conn = await connect(*w.gw_a.address, tls, server_name="localhost")
+            try:
+                refused = await asyncio.wait_for(conn.request(Open(
+                    transaction_id=8, gateway_id=cred.identity.entity_id, domain="c.example",
+                    hold_time=90, capabilities=0)), 3)
+            finally:
+                conn.close()
+            assert isinstance(refused, Error) and refused.transaction_id == 8
+            assert refused.status is ErrorCode.IDENTITY_MISMATCH
             assert isinstance(ack, RegisterAck)
             assert ack.transaction_id == 7 and ack.status is ErrorCode.POLICY_DENIED
             assert stray.agent_id not in core(w.gw_a)

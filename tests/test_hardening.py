@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import random
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +16,15 @@ import pytest
 
 from dmscproto.codec import cbor
 from dmscproto.codec.errors import DecodeError
-from dmscproto.codec.messages import Discover, DiscoverReply, EchoReply, EchoRequest, Update
-from dmscproto.codec.registry import LIMITS, ErrorCode, Scope, limit
+from dmscproto.codec.messages import (
+    Discover,
+    DiscoverReply,
+    EchoReply,
+    EchoRequest,
+    Error,
+    Update,
+)
+from dmscproto.codec.registry import LIMITS, ErrorCode, Scope, limit, timer
 from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import GatewayCore
@@ -25,7 +33,7 @@ from dmscproto.gateway.store import RegistryStore
 from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.host.pump import Association
 from dmscproto.protocol.events import RequestCompleted, SessionClosed, SessionEstablished
-from dmscproto.runtime.gateway import GatewayRuntime
+from dmscproto.runtime.gateway import GatewayRuntime, Redial
 from dmscproto.runtime.lab import LabAssociations
 from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
@@ -207,8 +215,32 @@ def test_a_peer_beyond_its_record_limit_is_closed_with_notify(tmp_path: Path) ->
         [theirs] = net.take("gw-b", SessionClosed)
         assert (theirs.status, theirs.by_peer) == (ErrorCode.MAX_RECORDS_EXCEEDED, True)
         assert node_a.core.routes.count_via(net.gateway_id("gw-b")) == 0
+        # held (Section 6.1.1): gw-b dialling again at once is refused with an ERROR
+        # carrying the code and RETRY_AFTER, which ends its OPEN_SENT at once
+        net.now += 1
+        seen = len(net.log)
+        net.gateways["gw-b"].connect("gw-a", net.now)
+        net.pump()
+        [refused] = [s.msg for s in net.log[seen:] if isinstance(s.msg, Error)]
+        assert refused.status is ErrorCode.MAX_RECORDS_EXCEEDED
+        assert refused.retry_after == (node_a.limit_hold - 1) * 1000
+        [again] = net.take("gw-b", SessionClosed)
+        assert (again.status, again.by_peer) == (ErrorCode.MAX_RECORDS_EXCEEDED, True)
+        net.advance(node_a.limit_hold)
+        net.gateways["gw-b"].connect("gw-a", net.now)
+        net.pump()
+        assert net.take("gw-a", SessionEstablished)
     finally:
         net.close()
+
+
+def test_redial_after_a_peer_limit_waits_the_hold() -> None:
+    """The dialling side of a session closed for a peer limit waits PEER_LIMIT_HOLD
+    before its next dial, once (Section 6.1.1)."""
+    redial = Redial(random.Random(1))
+    redial.hold(limit("PEER_LIMIT_HOLD"))
+    assert redial.next() == limit("PEER_LIMIT_HOLD")
+    assert redial.next() < 2 * timer("REDIAL_INITIAL") * 1.25
 
 
 def test_an_advertised_path_beyond_the_limit_closes_the_session(tmp_path: Path) -> None:

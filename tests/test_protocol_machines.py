@@ -182,12 +182,21 @@ def peer_open(txid: int = 9, hold: int = 90) -> Open:
                 capabilities=0)
 
 
-def test_refused_open_is_notified(core: GatewayCore) -> None:
+def test_refused_open_is_answered_with_error(core: GatewayCore) -> None:
+    """A refused OPEN request gets ERROR with its transaction id (its transaction ends at
+    once, Section 6.4); an OPEN answering ours that is refused gets NOTIFY and closes."""
     s, out = session(core, refuse=Refusal(ErrorCode.POLICY_DENIED, "b.example is not federated"))
     s.receive(peer_open(), T0)
+    [err] = sent(out)
+    assert isinstance(err, Error) and err.status is ErrorCode.POLICY_DENIED
+    assert (err.transaction_id, err.offending_type) == (9, int(MessageType.OPEN))
+    assert err.diagnostic == "b.example is not federated"
+    assert s.state is PeerState.IDLE
+    s.start(T0)
+    [ours] = sent(out)
+    s.receive(peer_open(txid=ours.transaction_id), T0)
     [notify] = sent(out)
     assert isinstance(notify, Notify) and notify.status is ErrorCode.POLICY_DENIED
-    assert notify.diagnostic == "b.example is not federated"
     assert s.state is PeerState.IDLE
 
 
@@ -341,8 +350,8 @@ def test_open_from_ourselves_is_refused(core: GatewayCore) -> None:
     node = GatewayNode(core)
     node.receive("mirror", Open(transaction_id=1, gateway_id=ME, domain="a.example",
                                 hold_time=90, capabilities=0), T0)
-    [(_, notify)] = node.messages_to_send()
-    assert isinstance(notify, Notify) and notify.status is ErrorCode.IDENTITY_MISMATCH
+    [(_, err)] = node.messages_to_send()
+    assert isinstance(err, Error) and err.status is ErrorCode.IDENTITY_MISMATCH
     assert node.sessions == {}
 
 
@@ -369,8 +378,8 @@ def test_open_with_a_hold_time_below_the_minimum_is_refused(core: GatewayCore,
                                                             hold: int) -> None:
     s, out = session(core)
     s.receive(peer_open(hold=hold), T0)
-    [notify] = sent(out)
-    assert isinstance(notify, Notify) and notify.status is ErrorCode.INVALID_TLV_VALUE
+    [err] = sent(out)
+    assert isinstance(err, Error) and err.status is ErrorCode.INVALID_TLV_VALUE
     assert s.state is PeerState.IDLE and s.get_timer() is None
 
 

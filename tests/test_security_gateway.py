@@ -312,16 +312,16 @@ def test_route_reply_naming_another_agent_is_dropped(snet: SecureNet) -> None:
 
 def test_gateway_claiming_another_domain_in_open(snet: SecureNet) -> None:
     """mallory holds a valid gateway certificate of c.example (federated with a) and
-    sends OPEN with b.example's gateway ID and domain: refused with NOTIFY
+    sends OPEN with b.example's gateway ID and domain: refused with ERROR
     IDENTITY_MISMATCH, no session; the real gw-b session stays up."""
     federated(snet)
     c = snet.domains["c.example"]
     snet.creds["mallory"] = c.issue("mallory", Kind.GATEWAY, now=T0)
     gw_b = snet.net.gateways["gw-b"].core
-    notify = snet.raw("mallory", "gw-a", Open(transaction_id=9, gateway_id=gw_b.gateway_id,
-                                              domain="b.example", hold_time=90,
-                                              capabilities=int(GatewayCaps.ROUTING)))
-    assert isinstance(notify, Notify) and notify.status is ErrorCode.IDENTITY_MISMATCH
+    refused = snet.raw("mallory", "gw-a", Open(transaction_id=9, gateway_id=gw_b.gateway_id,
+                                               domain="b.example", hold_time=90,
+                                               capabilities=int(GatewayCaps.ROUTING)))
+    assert isinstance(refused, Error) and refused.status is ErrorCode.IDENTITY_MISMATCH
     node_a = snet.net.gateways["gw-a"]
     assert "mallory" not in node_a.peers.values()
     assert node_a.peers[gw_b.gateway_id] == "gw-b"

@@ -421,6 +421,9 @@ LIMITS: tuple[Limit, ...] = (
     Limit("LEARN_SLICE", 0.005, "s",
           "longest a gateway checks the records of one UPDATE before it commits what "
           "passed and lets other work run (the rest follows in further slices)"),
+    Limit("PEER_LIMIT_HOLD", 60, "s",
+          "how long a gateway neither accepts (ERROR with RETRY_AFTER to its OPEN) nor dials "
+          "a peer whose session closed for MAX_RECORDS_EXCEEDED or PATH_TOO_LONG"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

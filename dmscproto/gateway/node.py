@@ -43,6 +43,7 @@ transaction once any summary is held.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -90,6 +91,7 @@ from ..protocol.machine import (
 )
 from ..protocol.oam import EchoResponder, TraceRelay
 from ..protocol.peering import (
+    HELD_AFTER,
     ExportFor,
     LocalGateway,
     OpenCheck,
@@ -140,6 +142,7 @@ class GatewayNode:
                  transit: SummaryTransit = lambda _p, _d: True,
                  limits: RequestLimits | None = None,
                  tracer: HopTracer | None = None,
+                 limit_hold: float = limit("PEER_LIMIT_HOLD"),
                  rng: random.Random | None = None,
                  slice_clock: Callable[[], float] | None = None,
                  learn_slice: float = limit("LEARN_SLICE")) -> None:
@@ -159,6 +162,10 @@ class GatewayNode:
         #: A monotonic clock that ends each slice of a large UPDATE (None: one slice).
         self.slice_clock = slice_clock
         self.learn_slice = learn_slice
+        self.limit_hold = limit_hold
+        #: Peers whose session this gateway closed for exceeding a peer limit, and until
+        #: when their OPENs are refused (Section 6.1.1).
+        self.held: dict[bytes, tuple[float, ErrorCode]] = {}
         self.txids = TransactionIds(rng)
         #: Begins this gateway's hop of each relayed or answered request's trace.
         self.tracer = tracer or W3CHops()
@@ -221,12 +228,18 @@ class GatewayNode:
             self.summaries.changed(now)
 
     # --- peering (the sessions' PeeringPort) --------------------------------------------------
-    def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
+    def check_open(self, handle: Handle, msg: Open, now: float) -> Refusal | None:
         """The ``accept_open`` hook (identity and federation), then the node's own OPEN
-        check: not ourselves, not a gateway already peered over another association."""
+        check: not ourselves, not a gateway already peered over another association, not
+        a peer held after exceeding a peer limit (with RETRY_AFTER)."""
         refused = self.accept_open(handle, msg)
         if refused is not None:
             return refused
+        until, code = self.held.get(msg.gateway_id, (0.0, ErrorCode.SUCCESS))
+        if now < until:
+            return Refusal(code, f"held for {until - now:.0f} s after {code.name}",
+                           max(1, math.ceil((until - now) * 1000)))
+        self.held.pop(msg.gateway_id, None)
         if msg.gateway_id == self.core.gateway_id:
             return Refusal(ErrorCode.IDENTITY_MISMATCH, "OPEN carries our own gateway id")
         other = self.peers.get(msg.gateway_id)
@@ -460,6 +473,8 @@ class GatewayNode:
                 if self.limits is not None:
                     self.limits.forget(ev.handle)
                 self._fail_relays_via(ev.handle, now)
+                if ev.gateway_id is not None and ev.status in HELD_AFTER and not ev.by_peer:
+                    self.held[ev.gateway_id] = (now + self.limit_hold, ev.status)
                 if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
                     del self.peers[ev.gateway_id]
                     self.summaries.down(ev.gateway_id, now)

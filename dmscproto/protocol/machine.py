@@ -56,10 +56,12 @@ class ProtocolError(DmscError):
 class Refusal:
     """Why a node's hook (admission, OPEN check, record check, forwarding) refuses a
     message or a record: the registered error code for STATUS and the reason for the
-    DIAGNOSTIC TLV (Section 5.4) and the logs."""
+    DIAGNOSTIC TLV (Section 5.4) and the logs, and when to try again (RETRY_AFTER, in
+    ms), if the refusal is for a time."""
 
     code: ErrorCode
     diagnostic: str
+    retry_after: int | None = None
 
 
 def error_answer(msg: Message, code: ErrorCode, diagnostic: str,

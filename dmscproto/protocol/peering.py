@@ -45,6 +45,9 @@ from .typed import StepInput, TypedMachine
 ALL_CAPS = GatewayCaps.ROUTING | GatewayCaps.DIGEST_SYNC | GatewayCaps.FEDERATION \
     | GatewayCaps.OAM
 MIN_HOLD_TIME = int(timer("MIN_HOLD_TIME"))
+#: A session closed with one of these codes is not dialled, nor accepted from the peer,
+#: for PEER_LIMIT_HOLD (Section 6.1.1; BGP's max-prefix restart timer is the model).
+HELD_AFTER = frozenset({ErrorCode.MAX_RECORDS_EXCEEDED, ErrorCode.PATH_TOO_LONG})
 
 #: Checks a received OPEN (identity against the association, federation policy); returns
 #: the refusal to NOTIFY, or None to accept (the gateway's ``accept_open`` hook).
@@ -97,7 +100,9 @@ class PeerInput(Enum):
     STOP = "close()"
     OPEN_REQUEST = "OPEN [request, accepted]"
     OPEN_ANSWER = "OPEN [answers ours, accepted]"
-    OPEN_REFUSED = "OPEN [refused: the port's check, or hold time 1..MIN_HOLD_TIME-1]"
+    OPEN_REQUEST_REFUSED = ("OPEN [request, refused: the port's check, or hold time "
+                            "1..MIN_HOLD_TIME-1]")
+    OPEN_ANSWER_REFUSED = "OPEN [answers ours, refused]"
     KEEPALIVE = "KEEPALIVE"
     SYNC = "UPDATE, DIGEST, SYNC_REQUEST, SYNC_ACK, DIGEST_REQUEST"
     ERROR = "ERROR"
@@ -112,8 +117,11 @@ class PeerAction(Enum):
     SEND_OPEN = "send OPEN with our hold time; start the hold timer with it"
     ANSWER_OPEN = ("negotiate the hold time; answer OPEN with the request's transaction id; "
                    "restart the hold timer")
-    REFUSE_OPEN = "send NOTIFY with the refusal's code and reason"
-    REFUSE_AND_CLOSE = "send NOTIFY with the refusal's code and reason; close"
+    REFUSE_OPEN = ("answer ERROR with the refusal's code, reason and RETRY_AFTER (the OPEN's "
+                   "transaction id)")
+    REFUSE_AND_CLOSE = ("answer ERROR with the refusal's code, reason and RETRY_AFTER; send "
+                        "NOTIFY with the code; close")
+    REFUSE_ANSWER_AND_CLOSE = "send NOTIFY with the refusal's code and reason; close"
     CONFIRM = "negotiate the hold time; send KEEPALIVE; establish"
     ESTABLISH = ("establish: restart the hold timer, start the keepalive timer, report "
                  "SessionEstablished, start sync (table transfer)")
@@ -157,8 +165,15 @@ class OpenAnswer(StepInput):
 
 
 @dataclass(frozen=True, slots=True)
-class OpenRefused(StepInput):
-    KIND = _I.OPEN_REFUSED
+class OpenRequestRefused(StepInput):
+    KIND = _I.OPEN_REQUEST_REFUSED
+    msg: Open
+    refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAnswerRefused(StepInput):
+    KIND = _I.OPEN_ANSWER_REFUSED
     msg: Open
     refusal: Refusal
 
@@ -231,13 +246,14 @@ class PeerSession(TypedMachine):
     INITIAL = PeerState.IDLE
     TIMERS = ("HOLD_TIME", "MIN_HOLD_TIME", "KEEPALIVE_FRACTION")
     MESSAGE_INPUTS = {
-        _M.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REFUSED),
+        _M.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REQUEST_REFUSED,
+                  _I.OPEN_ANSWER_REFUSED),
         **{t: (cls.KIND,) for t, cls in _INPUT_OF.items()},
     }
     TABLE = {
         (_S.IDLE, _I.START): (_A.SEND_OPEN, _S.OPEN_SENT),
         (_S.IDLE, _I.OPEN_REQUEST): (_A.ANSWER_OPEN, _S.OPEN_CONFIRM),
-        (_S.IDLE, _I.OPEN_REFUSED): (_A.REFUSE_OPEN, _S.IDLE),
+        (_S.IDLE, _I.OPEN_REQUEST_REFUSED): (_A.REFUSE_OPEN, _S.IDLE),
         (_S.IDLE, _I.NOTIFY): (_A.DROP, _S.IDLE),
         (_S.IDLE, _I.UNEXPECTED): (_A.REFUSE_MESSAGE, _S.IDLE),
         (_S.OPEN_SENT, _I.OPEN_ANSWER): (_A.CONFIRM, _S.ESTABLISHED),
@@ -251,7 +267,9 @@ class PeerSession(TypedMachine):
         (_S.ESTABLISHED, _I.ERROR): (_A.SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.KEEPALIVE_DUE): (_A.SEND_KEEPALIVE, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.SYNC_REFUSED): (_A.CLOSE_REFUSED, _S.IDLE),
-        **{(s, _I.OPEN_REFUSED): (_A.REFUSE_AND_CLOSE, _S.IDLE) for s in _OPENING},
+        **{(s, _I.OPEN_REQUEST_REFUSED): (_A.REFUSE_AND_CLOSE, _S.IDLE) for s in _OPENING},
+        **{(s, _I.OPEN_ANSWER_REFUSED): (_A.REFUSE_ANSWER_AND_CLOSE, _S.IDLE)
+           for s in _OPENING},
         **{(s, _I.NOTIFY): (_A.PEER_CLOSED, _S.IDLE) for s in _ACTIVE},
         **{(s, _I.HOLD_EXPIRED): (_A.EXPIRE, _S.IDLE) for s in _ACTIVE},
         **{(s, _I.STOP): (_A.CEASE, _S.IDLE) for s in _ACTIVE},
@@ -290,7 +308,7 @@ class PeerSession(TypedMachine):
         """A message on the session's association.  One the state does not expect (or
         the sync machine refuses) is answered and raises :class:`ProtocolError` after
         its UNEXPECTED transition."""
-        inp = self._classify(msg)
+        inp = self._classify(msg, now)
         if not self.rows_for(inp.KIND):
             inp = Unexpected(msg, self.unexpected(msg))
         try:
@@ -301,18 +319,18 @@ class PeerSession(TypedMachine):
         if isinstance(inp, Unexpected):
             raise inp.error
 
-    def _classify(self, msg: Message) -> StepInput:
+    def _classify(self, msg: Message, now: float) -> StepInput:
         if isinstance(msg, Open):
-            refusal = self.port.check_open(self.handle, msg)
+            refusal = self.port.check_open(self.handle, msg, now)
             if refusal is None and not acceptable_hold_time(msg.hold_time):
                 refusal = Refusal(ErrorCode.INVALID_TLV_VALUE,
                                   f"hold time {msg.hold_time} s: 0 or at least "
                                   f"{MIN_HOLD_TIME} s")
+            answer = msg.transaction_id == self._open_txid
             if refusal is not None:
-                return OpenRefused(msg, refusal)
-            if msg.transaction_id == self._open_txid:
-                return OpenAnswer(msg)
-            return OpenRequest(msg)
+                return (OpenAnswerRefused(msg, refusal) if answer
+                        else OpenRequestRefused(msg, refusal))
+            return OpenAnswer(msg) if answer else OpenRequest(msg)
         cls = _INPUT_OF.get(msg.TYPE)
         if cls is None:
             return Unexpected(msg, self.unexpected(msg))
@@ -372,10 +390,18 @@ class PeerSession(TypedMachine):
         self._send(self._open(inp.msg.transaction_id))
         self._restart_hold_timer(now, self.hold_time)
 
-    def _refuse_open(self, now: float, inp: OpenRefused) -> None:
-        self._notify(inp.refusal.code, inp.refusal.diagnostic)
+    def _refuse_open(self, now: float, inp: OpenRequestRefused) -> None:
+        r = inp.refusal
+        self._send(Error(transaction_id=inp.msg.transaction_id, status=r.code,
+                         offending_type=int(MessageType.OPEN), diagnostic=r.diagnostic,
+                         retry_after=r.retry_after))
 
-    def _refuse_and_close(self, now: float, inp: OpenRefused) -> None:
+    def _refuse_and_close(self, now: float, inp: OpenRequestRefused) -> None:
+        self._refuse_open(now, inp)
+        self._notify(inp.refusal.code, inp.refusal.diagnostic)
+        self._close(inp.refusal.code, by_peer=False)
+
+    def _refuse_answer_and_close(self, now: float, inp: OpenAnswerRefused) -> None:
         self._notify(inp.refusal.code, inp.refusal.diagnostic)
         self._close(inp.refusal.code, by_peer=False)
 

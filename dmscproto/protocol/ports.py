@@ -93,9 +93,9 @@ class SessionSync(Protocol):
 class PeeringPort(Protocol):
     """What a peer session needs from its gateway."""
 
-    def check_open(self, handle: Handle, msg: Open) -> Refusal | None:
-        """Identity, federation policy, duplicate sessions: the refusal to NOTIFY, or
-        None to accept."""
+    def check_open(self, handle: Handle, msg: Open, now: float) -> Refusal | None:
+        """Identity, federation policy, duplicate sessions, a peer held after exceeding
+        its limits: the refusal to answer, or None to accept."""
 
     def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> SessionSync:
         """The sync machine for a session just established with ``gateway_id``."""

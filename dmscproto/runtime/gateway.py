@@ -72,7 +72,7 @@ from ..protocol.events import (
     TableChanged,
 )
 from ..protocol.machine import Handle, ProtocolError
-from ..protocol.peering import SessionTimers
+from ..protocol.peering import HELD_AFTER, SessionTimers
 from ..protocol.summary import Replication
 from ..protocol.tracecontext import trace_id_of
 from ..security.ca import Credential, Kind, anchor_domains
@@ -110,18 +110,25 @@ class Redial:
     """Delays between dials of one peer (Section 6.7): exponential from REDIAL_INITIAL,
     doubling up to REDIAL_MAX, each varied by +-REDIAL_JITTER at random so that gateways
     cut off together do not dial back in step; back to REDIAL_INITIAL once a session
-    was established."""
+    was established.  After a session closed for exceeding a peer limit the next delay
+    is at least PEER_LIMIT_HOLD (:meth:`hold`)."""
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
         self.delay = timer("REDIAL_INITIAL")
+        self._floor = 0.0
 
     def next(self) -> float:
         """The delay before the next dial; the one after is twice as long (capped)."""
         jitter = timer("REDIAL_JITTER")
-        wait = self.delay * (1 + self._rng.uniform(-jitter, jitter))
+        wait = max(self._floor, self.delay * (1 + self._rng.uniform(-jitter, jitter)))
         self.delay = min(self.delay * 2, timer("REDIAL_MAX"))
+        self._floor = 0.0
         return wait
+
+    def hold(self, seconds: float) -> None:
+        """The next dial waits at least ``seconds`` (Section 6.1.1, PEER_LIMIT_HOLD)."""
+        self._floor = seconds
 
     def reset(self) -> None:
         self.delay = timer("REDIAL_INITIAL")
@@ -344,6 +351,7 @@ class GatewayRuntime:
                                 learn_slice=c.limit("LEARN_SLICE"),
                                 tracer=GatewayHops(self.name, c.domain,
                                                    provider=self.tracer_provider),
+                                limit_hold=c.limit("PEER_LIMIT_HOLD"),
                                 **self.guard.node_hooks())
         if self._freezer is not None:
             self._freezer.freeze()
@@ -535,6 +543,8 @@ class GatewayRuntime:
                         peer.redial.reset()
                     else:
                         peer.established.clear()
+                        if event.status in HELD_AFTER:
+                            peer.redial.hold(self.config.limit("PEER_LIMIT_HOLD"))
         if isinstance(event, SessionClosed) and not self._stopping:
             self._close_association(event.handle, event.status)
         if isinstance(event, SessionEstablished):
