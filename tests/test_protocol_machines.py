@@ -15,6 +15,7 @@ from dmscproto.codec.messages import (
     Digest,
     DigestRequest,
     Discover,
+    EchoReply,
     EchoRequest,
     Error,
     Keepalive,
@@ -368,6 +369,39 @@ def test_keepalive_is_periodic_and_capped_by_the_negotiated_hold_time(core: Gate
         s.handle_timer(T0 + t)
         assert [type(m) for m in sent(out)] == [Keepalive]
     s.handle_timer(T0 + 5)  # nothing received for 3 s
+    [notify] = sent(out)
+    assert isinstance(notify, Notify) and notify.status is ErrorCode.HOLD_TIMER_EXPIRED
+    assert s.state is PeerState.IDLE and s.get_timer() is None
+
+
+def test_a_waited_on_peer_is_probed_and_closed_when_silent(core: GatewayCore) -> None:
+    """Section 6.1.1: while a relayed transaction waits on the session, silence of
+    PROBE_IDLE_FRACTION of the keepalive sends ECHO_REQUEST; an answer keeps the session,
+    silence for PROBE_TIMEOUT_FRACTION more closes it (HOLD_TIMER_EXPIRED), long before
+    the hold time."""
+    s, out = session(core, hold=3, keepalive=1.0)
+    waiting = [True]
+    s.port.relays_waiting = lambda _h: waiting[0]  # type: ignore[method-assign]
+    s.start(T0)
+    [mine] = sent(out)
+    s.receive(peer_open(txid=mine.transaction_id, hold=3), T0)
+    sent(out)
+    s.watch(T0)
+    assert s.get_timer() == T0 + 0.25
+    s.handle_timer(T0 + 0.25)
+    [probe] = sent(out)
+    assert isinstance(probe, EchoRequest) and s.get_timer() == T0 + 0.75
+    s.receive(EchoReply(transaction_id=probe.transaction_id, sequence=probe.sequence,
+                        timestamp=probe.timestamp, gateway_id=PEER), T0 + 0.3)  # answered
+    assert s.get_timer() == T0 + 0.55
+    waiting[0] = False  # nothing waits any more: no probe
+    s.handle_timer(T0 + 0.55)
+    assert sent(out) == [] and s.get_timer() == T0 + 1
+    waiting[0] = True
+    s.watch(T0 + 2)
+    s.handle_timer(T0 + 2.25)
+    assert [type(m) for m in sent(out)] == [EchoRequest, Keepalive]
+    s.handle_timer(T0 + 2.75)
     [notify] = sent(out)
     assert isinstance(notify, Notify) and notify.status is ErrorCode.HOLD_TIMER_EXPIRED
     assert s.state is PeerState.IDLE and s.get_timer() is None

@@ -309,6 +309,12 @@ TIMERS: tuple[Timer, ...] = (
     Timer("MIN_HOLD_TIME", 3, "smallest non-zero hold time a gateway proposes or accepts"),
     Timer("KEEPALIVE_FRACTION", 1 / 3,
           "largest fraction of the hold time between KEEPALIVEs (and agent keepalives)"),
+    Timer("PROBE_IDLE_FRACTION", 0.25,
+          "fraction of the keepalive interval of silence from a peer after which a gateway "
+          "with relayed transactions waiting on it sends ECHO_REQUEST"),
+    Timer("PROBE_TIMEOUT_FRACTION", 0.5,
+          "fraction of the keepalive interval a probed peer has to be heard from before "
+          "its session closes"),
     Timer("DIGEST_INTERVAL", 30, "interval between DIGEST messages on a session"),
     Timer("REDIAL_INITIAL", 0.5, "first delay before a gateway dials a peer again"),
     Timer("REDIAL_MAX", 30, "largest delay between two dials of a peer"),

@@ -118,6 +118,8 @@ from .restart import RestartGrace
 _M = MessageType
 _REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
 _RELAY_ANSWERS = frozenset({_M.ROUTE_REPLY, _M.TRACE_REPLY, _M.ERROR})
+#: Answers to what a peer session sends (ECHO_REPLY: its probe, Section 6.1.1).
+_SESSION_ANSWERS = frozenset({_M.ERROR, _M.ECHO_REPLY})
 _DISCOVERY_ANSWERS = frozenset({_M.DISCOVER_REPLY, _M.ERROR})
 #: The query limit a ROUTE_REQUEST's QUERY is relayed with (only the best is used).
 _RESOLVE_LIMIT = 1
@@ -248,6 +250,10 @@ class GatewayNode:
                            "a session with that gateway exists on another association")
         return None
 
+    def relays_waiting(self, handle: Handle) -> bool:
+        """Whether relayed ROUTE_REQUESTs or TRACE_REQUESTs wait on ``handle``."""
+        return any(h == handle for h, _ in self.relays)
+
     def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> PeerSync:
         """Record exchange on a session just established (Section 6.5)."""
         allow = self.export_for(domain)
@@ -337,7 +343,7 @@ class GatewayNode:
                     transaction_id=msg.transaction_id, query=msg.query,
                     scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT, trace=msg.trace),
                 None, resolving=msg), now)
-        elif t in SESSION_MESSAGES or (t is _M.ERROR and source in self.sessions):
+        elif t in SESSION_MESSAGES or (t in _SESSION_ANSWERS and source in self.sessions):
             if t is not _M.OPEN and source not in self.sessions:
                 raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                                     f"{t.name} outside a peer session", t)
@@ -399,6 +405,9 @@ class GatewayNode:
         if relay.downstream is not None:
             self.relays[relay.downstream] = relay
             self._unanswered.append(relay)
+            session = self.sessions.get(relay.downstream[0])
+            if session is not None:  # probe the next hop while it is waited on
+                session.watch(now)
 
     # --- timers -------------------------------------------------------------------------------
     def get_timer(self) -> float | None:

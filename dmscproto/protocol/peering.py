@@ -18,6 +18,12 @@ Timers (Section 6.4), each started and stopped only by the table's actions:
   more than KEEPALIVE_FRACTION of the negotiated hold time, so a peer's hold timer
   expires only after about three KEEPALIVEs were lost.
 
+While a relayed transaction waits on an established session (the port says so), the
+session probes the peer (Section 6.1.1): after PROBE_IDLE_FRACTION of the keepalive
+interval without hearing from it, it sends ECHO_REQUEST; if it then hears nothing for
+PROBE_TIMEOUT_FRACTION of the interval, it closes as if the hold timer had expired, so
+a call in flight through a dead next hop fails in well under a keepalive interval.
+
 A closed session is reported (:class:`~.events.SessionClosed`); its owner closes the
 association and dials again (Section 6.1.1).  Any message the session's state does not
 expect is answered with NOTIFY UNEXPECTED_MESSAGE and closes the session.  Record
@@ -34,11 +40,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from ..codec.messages import Error, Keepalive, Message, Notify, Open
+from ..codec.messages import EchoRequest, Error, Keepalive, Message, Notify, Open
 from ..codec.registry import ErrorCode, GatewayCaps, MessageType, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
 from .events import SessionClosed, SessionEstablished
-from .machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds, earliest
+from .machine import (
+    Handle,
+    Outbox,
+    ProtocolError,
+    Refusal,
+    TransactionIds,
+    earliest,
+    timestamp_ms,
+)
 from .ports import PeeringPort, SessionSync
 from .typed import StepInput, TypedMachine
 
@@ -111,6 +125,11 @@ class PeerInput(Enum):
     SYNC_REFUSED = "the sync machine refuses what it applies on a timer (a slice)"
     KEEPALIVE_DUE = "keepalive timer"
     HOLD_EXPIRED = "hold timer"
+    WATCH = "watch(): a relayed transaction waits on the session"
+    ECHO_REPLY = "ECHO_REPLY"
+    PROBE_DUE = "probe timer [relayed transactions wait]"
+    PROBE_IDLE = "probe timer [none waits]"
+    PROBE_LOST = "probe deadline"
 
 
 class PeerAction(Enum):
@@ -136,6 +155,10 @@ class PeerAction(Enum):
     CLOSE_UNEXPECTED = "send NOTIFY UNEXPECTED_MESSAGE; close"
     CLOSE_REFUSED = "send NOTIFY with the sync machine's code and reason; close"
     DROP = "nothing (a NOTIFY is never answered)"
+    START_PROBING = "start the probe timer (unless running)"
+    SEND_PROBE = "send ECHO_REQUEST; start the probe deadline"
+    STOP_PROBING = "stop the probe timer"
+    PROBE_EXPIRE = "send NOTIFY HOLD_TIMER_EXPIRED (probe unanswered); close"
 
 
 _S, _I, _A = PeerState, PeerInput, PeerAction
@@ -225,11 +248,38 @@ class HoldExpired(StepInput):
     KIND = _I.HOLD_EXPIRED
 
 
+@dataclass(frozen=True, slots=True)
+class Watch(StepInput):
+    KIND = _I.WATCH
+
+
+@dataclass(frozen=True, slots=True)
+class EchoReplyReceived(StepInput):
+    KIND = _I.ECHO_REPLY
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeDue(StepInput):
+    KIND = _I.PROBE_DUE
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeIdle(StepInput):
+    KIND = _I.PROBE_IDLE
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeLost(StepInput):
+    KIND = _I.PROBE_LOST
+
+
 _M = MessageType
 #: The input a received message becomes, by type (OPEN: by the guards in ``_classify``).
 _INPUT_OF: dict[MessageType, type[KeepaliveReceived | SyncReceived | ErrorReceived
-                                  | NotifyReceived]] = {
-    _M.KEEPALIVE: KeepaliveReceived, _M.UPDATE: SyncReceived, _M.DIGEST: SyncReceived,
+                                  | NotifyReceived | EchoReplyReceived]] = {
+    _M.KEEPALIVE: KeepaliveReceived, _M.ECHO_REPLY: EchoReplyReceived,
+    _M.UPDATE: SyncReceived, _M.DIGEST: SyncReceived,
     _M.SYNC_REQUEST: SyncReceived, _M.SYNC_ACK: SyncReceived, _M.DIGEST_REQUEST: SyncReceived,
     _M.ERROR: ErrorReceived, _M.NOTIFY: NotifyReceived,
 }
@@ -244,7 +294,8 @@ class PeerSession(TypedMachine):
     TITLE = "Gateway peering session"
     State, Input, Action = PeerState, PeerInput, PeerAction
     INITIAL = PeerState.IDLE
-    TIMERS = ("HOLD_TIME", "MIN_HOLD_TIME", "KEEPALIVE_FRACTION")
+    TIMERS = ("HOLD_TIME", "MIN_HOLD_TIME", "KEEPALIVE_FRACTION", "PROBE_IDLE_FRACTION",
+              "PROBE_TIMEOUT_FRACTION")
     MESSAGE_INPUTS = {
         _M.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REQUEST_REFUSED,
                   _I.OPEN_ANSWER_REFUSED),
@@ -267,6 +318,11 @@ class PeerSession(TypedMachine):
         (_S.ESTABLISHED, _I.ERROR): (_A.SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.KEEPALIVE_DUE): (_A.SEND_KEEPALIVE, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.SYNC_REFUSED): (_A.CLOSE_REFUSED, _S.IDLE),
+        (_S.ESTABLISHED, _I.WATCH): (_A.START_PROBING, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.ECHO_REPLY): (_A.RESTART_HOLD, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.PROBE_DUE): (_A.SEND_PROBE, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.PROBE_IDLE): (_A.STOP_PROBING, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.PROBE_LOST): (_A.PROBE_EXPIRE, _S.IDLE),
         **{(s, _I.OPEN_REQUEST_REFUSED): (_A.REFUSE_AND_CLOSE, _S.IDLE) for s in _OPENING},
         **{(s, _I.OPEN_ANSWER_REFUSED): (_A.REFUSE_ANSWER_AND_CLOSE, _S.IDLE)
            for s in _OPENING},
@@ -294,6 +350,11 @@ class PeerSession(TypedMachine):
         self._open_txid: int | None = None
         self._hold_at: float | None = None
         self._keepalive_at: float | None = None
+        #: Probing (module doc): when to send ECHO_REQUEST if nothing is heard, and,
+        #: once sent, when the session closes if still nothing is heard.
+        self._probe_at: float | None = None
+        self._probe_deadline: float | None = None
+        self._probes = 0
 
     # --- inputs -------------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -303,6 +364,12 @@ class PeerSession(TypedMachine):
     def close(self, now: float) -> None:
         """Close the session with NOTIFY CEASE (local call)."""
         self.run(Stop(), now)
+
+    def watch(self, now: float) -> None:
+        """A relayed transaction now waits on the session (local call): probe the peer
+        while any does (module doc)."""
+        if self.rows_for(_I.WATCH) and self.keepalive is not None:
+            self.run(Watch(), now)
 
     def receive(self, msg: Message, now: float) -> None:
         """A message on the session's association.  One the state does not expect (or
@@ -337,13 +404,20 @@ class PeerSession(TypedMachine):
         return cls(msg)  # type: ignore[arg-type]
 
     def get_timer(self) -> float | None:
-        return earliest(self._hold_at, self._keepalive_at,
+        return earliest(self._hold_at, self._keepalive_at, self._probe_at,
+                        self._probe_deadline,
                         None if self.sync is None else self.sync.get_timer())
 
     def handle_timer(self, now: float) -> None:
         if self._hold_at is not None and now >= self._hold_at:
             self.run(HoldExpired(), now)
             return
+        if self._probe_deadline is not None and now >= self._probe_deadline:
+            self.run(ProbeLost(), now)
+            return
+        if self._probe_at is not None and now >= self._probe_at:
+            self.run(ProbeDue() if self.port.relays_waiting(self.handle) else ProbeIdle(),
+                     now)
         if self.sync is not None:
             try:
                 self.sync.handle_timer(now)
@@ -372,11 +446,21 @@ class PeerSession(TypedMachine):
         self.keepalive = self.timers.keepalive_for(self.hold_time)
 
     def _restart_hold_timer(self, now: float, hold_time: int) -> None:
+        """The peer was heard from: the hold timer restarts, and a probe in progress is
+        answered (the probe timer restarts)."""
         self._hold_at = now + hold_time if hold_time else None
+        if self._probe_at is not None or self._probe_deadline is not None:
+            self._probe_deadline = None
+            self._probe_at = now + self._probe_idle()
+
+    def _probe_idle(self) -> float:
+        assert self.keepalive is not None
+        return self.keepalive * timer("PROBE_IDLE_FRACTION")
 
     def _close(self, status: ErrorCode, *, by_peer: bool) -> None:
         self.sync = None
         self._hold_at = self._keepalive_at = self._open_txid = None
+        self._probe_at = self._probe_deadline = None
         self.outbox.emit(SessionClosed(self.handle, self.peer_id, status, by_peer))
 
     # --- actions ------------------------------------------------------------------------------
@@ -436,6 +520,26 @@ class PeerSession(TypedMachine):
         assert self.keepalive is not None
         self._send(Keepalive(transaction_id=self._txids()))
         self._keepalive_at = now + self.keepalive
+
+    def _start_probing(self, now: float, inp: Watch) -> None:
+        if self._probe_at is None and self._probe_deadline is None:
+            self._probe_at = now + self._probe_idle()
+
+    def _send_probe(self, now: float, inp: ProbeDue) -> None:
+        assert self.keepalive is not None
+        self._probes += 1
+        self._send(EchoRequest(transaction_id=self._txids(), sequence=self._probes,
+                               timestamp=timestamp_ms(now)))
+        self._probe_at = None
+        self._probe_deadline = now + self.keepalive * timer("PROBE_TIMEOUT_FRACTION")
+
+    def _stop_probing(self, now: float, inp: ProbeIdle) -> None:
+        self._probe_at = None
+
+    def _probe_expire(self, now: float, inp: ProbeLost) -> None:
+        self._notify(ErrorCode.HOLD_TIMER_EXPIRED, "no answer to the probe of a peer that "
+                     "relayed transactions wait on")
+        self._close(ErrorCode.HOLD_TIMER_EXPIRED, by_peer=False)
 
     def _expire(self, now: float, inp: HoldExpired) -> None:
         self._notify(ErrorCode.HOLD_TIMER_EXPIRED, f"nothing received for {self.hold_time} s")

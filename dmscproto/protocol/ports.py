@@ -97,6 +97,10 @@ class PeeringPort(Protocol):
         """Identity, federation policy, duplicate sessions, a peer held after exceeding
         its limits: the refusal to answer, or None to accept."""
 
+    def relays_waiting(self, handle: Handle) -> bool:
+        """Whether relayed transactions wait on the session over ``handle`` (it probes
+        the peer while any does)."""
+
     def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> SessionSync:
         """The sync machine for a session just established with ``gateway_id``."""
 
