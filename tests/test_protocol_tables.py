@@ -38,7 +38,7 @@ from dmscproto.protocol.oam import EchoResponder, TraceRelay
 from dmscproto.protocol.peering import LocalGateway, PeerSession
 from dmscproto.protocol.registration import AgentRegistration, GatewayRegistration
 from dmscproto.protocol.requester import Requester
-from dmscproto.protocol.routing import RelayContext, RouteRelay
+from dmscproto.protocol.routing import RouteRelay
 from dmscproto.protocol.summary import Bloom, SummaryTable
 from dmscproto.protocol.sync import SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
@@ -156,8 +156,10 @@ def _relay(cls: type[RouteRelay] | type[TraceRelay]) -> Callable[..., Rig]:
         local, remote = make_record(30, "alice", "a.example"), make_record(31, "bob", "b.ex")
         core.register(local, 600, T0)
         assert core.learn(Advertisement(1, (PEER,), remote), PEER, T0)
-        ctx = RelayContext(core, TransactionIds(), {PEER: "peer"}.get,
-                           {local.record.agent_id: "alice"}.get)
+        node = GatewayNode(core)  # the routing port: its peer and agent associations
+        node.peers[PEER] = "peer"
+        node.registration.handles[local.record.agent_id] = "alice"
+        ctx = node.ctx
         target = {"DELIVERED": local, "FORWARDED": remote}.get(state.name, remote)
         if cls is TraceRelay and state.name == "DONE":
             target = local  # answered at once

@@ -69,7 +69,7 @@ from ..codec.registry import (
     limit,
     timer,
 )
-from ..codec.values import CapabilityRecord
+from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.events import (
     AgentRegistered,
@@ -99,7 +99,7 @@ from ..protocol.peering import (
     PeerState,
     SessionTimers,
 )
-from ..protocol.ports import Admission
+from ..protocol.ports import Admission, NextHop, query_key
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
 from ..protocol.summary import (
@@ -114,6 +114,7 @@ from ..protocol.tracecontext import HopTracer, W3CHops
 from .core import GatewayCore
 from .limits import RequestLimits
 from .restart import RestartGrace
+from .routing import DeliverLocal, Forward, Reject
 
 _M = MessageType
 _REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
@@ -183,9 +184,8 @@ class GatewayNode:
         self._unanswered: list[Relay] = []     # relays that may still time out
         #: Local records withheld from peers after a restart (Section 6.1.2), if any.
         self.grace: RestartGrace | None = None
-        self.ctx = RelayContext(core, self.txids, self.peers.get,
-                                self.registration.handles.get, name, route_timeout,
-                                outgoing=outgoing, tracer=self.tracer)
+        self.ctx = RelayContext(self, self.txids, core.gateway_id, core.domain, name,
+                                route_timeout, outgoing=outgoing, tracer=self.tracer)
         self.summaries = SummaryExchange(self._out, core, export_for=self._shown,
                                          accepts=summary_check, transit=transit,
                                          pdu_limit=pdu_limit)
@@ -249,6 +249,31 @@ class GatewayNode:
             return Refusal(ErrorCode.POLICY_DENIED,
                            "a session with that gateway exists on another association")
         return None
+
+    # --- routing (the relays' RoutingPort) ---------------------------------------------------
+    def next_hop(self, target: bytes, hop_limit: int, path: tuple[bytes, ...],
+                 now: float) -> NextHop | Refusal:
+        """The routing table's decision (Section 5.3), else a route kept from relayed
+        discovery answers (Section 5.2.1), with the association it goes to."""
+        core = self.core
+        d = core.route(target, hop_limit, path)
+        if isinstance(d, Reject) and d.code is ErrorCode.NO_ROUTE:
+            d = core.remote.decide(core.gateway_id, target, hop_limit, path, now) or d
+        if isinstance(d, DeliverLocal):
+            return NextHop(self.registration.handles.get(d.agent_id), hop_limit, path, True)
+        if isinstance(d, Forward):
+            dest = self.peers.get(d.next_hop)
+            if dest is not None:
+                return NextHop(dest, d.hop_limit, d.path)
+            d = Reject(ErrorCode.NO_ROUTE)
+        return Refusal(d.code, "")
+
+    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | None:
+        """The best record for a ROUTE_REQUEST's QUERY: held, else kept from relayed
+        discovery answers."""
+        best = self.core.discover(query, Scope.FEDERATED, 1, now) \
+            or self.core.remote.answers(query_key(query, 1), now)
+        return best[0].record.record.agent_id if best else None
 
     def relays_waiting(self, handle: Handle) -> bool:
         """Whether relayed ROUTE_REQUESTs or TRACE_REQUESTs wait on ``handle``."""

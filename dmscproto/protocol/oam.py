@@ -15,9 +15,8 @@ from enum import Enum
 from ..codec.messages import EchoReply, EchoRequest, Message, TraceReply, TraceRequest
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.values import HopRecord
-from .machine import Handle, Outbox, expect, timestamp_ms
-from .ports import DeliverLocal, Forward
-from .routing import Relay, RelayContext
+from .machine import Handle, Outbox, Refusal, timestamp_ms
+from .routing import Local, Onward, Refused, Relay, RelayContext, RelayInput
 from .typed import StepInput, TypedMachine
 
 
@@ -74,47 +73,38 @@ class TraceState(Enum):
     DONE = "DONE"
 
 
-class TraceInput(Enum):
-    REQUEST_LOCAL = "TRACE_REQUEST [target local]"
-    REQUEST_FORWARD = "TRACE_REQUEST [route]"
-    REQUEST_REJECT = "TRACE_REQUEST [refused]"
-    REPLY = "TRACE_REPLY"
-    ERROR = "ERROR"
-    TIMEOUT = "transaction timer"
-
-
 class TraceAction(Enum):
-    ANSWER = "answer TRACE_REPLY SUCCESS with every HOP, own last"
+    ANSWER = "append own HOP; answer TRACE_REPLY SUCCESS with every HOP"
     FORWARD = ("append own HOP; send to the next hop with a new transaction id, "
                "HOP_LIMIT - 1 and own id in PATH_VECTOR; start transaction timer")
-    REJECT = "answer TRACE_REPLY with the routing error and the HOPs, own last"
+    REJECT = "append own HOP; answer TRACE_REPLY with the routing error and the HOPs"
     RELAY_REPLY = "pass TRACE_REPLY upstream with the incoming transaction id"
     RELAY_ERROR = "answer TRACE_REPLY upstream with ERROR's STATUS"
     TIMED_OUT = "answer TRACE_REPLY TRANSACTION_TIMEOUT"
 
 
-_S, _I, _A = TraceState, TraceInput, TraceAction
+_S, _I, _A = TraceState, RelayInput, TraceAction
 
 
 class TraceRelay(Relay):
-    """One TRACE_REQUEST at a gateway (Section 6.8)."""
+    """One TRACE_REQUEST at a gateway (Section 6.8): the gateway where the target is
+    registered answers itself (no agent association is needed)."""
 
     NAME = "trace"
     TITLE = "Trace, one transaction at a gateway"
-    State, Input, Action = TraceState, TraceInput, TraceAction
+    State, Action = TraceState, TraceAction
     INITIAL = TraceState.IDLE
-    TIMERS = ("ROUTE_TIMEOUT",)
-    REQUEST = TraceRequest
+    TIMERS = ("ROUTE_TIMEOUT", "FORWARD_FRACTION")
     REPLY = MessageType.TRACE_REPLY
     MESSAGE_INPUTS = {
-        MessageType.TRACE_REQUEST: (_I.REQUEST_LOCAL, _I.REQUEST_FORWARD, _I.REQUEST_REJECT),
+        MessageType.TRACE_REQUEST: (_I.REQUEST_LOCAL, _I.REQUEST_FORWARD, _I.REQUEST_REFUSED),
         MessageType.TRACE_REPLY: (_I.REPLY,),
         MessageType.ERROR: (_I.ERROR,),
     }
     TABLE = {
         (_S.IDLE, _I.REQUEST_LOCAL): (_A.ANSWER, _S.DONE),
         (_S.IDLE, _I.REQUEST_FORWARD): (_A.FORWARD, _S.FORWARDED),
-        (_S.IDLE, _I.REQUEST_REJECT): (_A.REJECT, _S.DONE),
+        (_S.IDLE, _I.REQUEST_REFUSED): (_A.REJECT, _S.DONE),
         (_S.FORWARDED, _I.REPLY): (_A.RELAY_REPLY, _S.DONE),
         (_S.FORWARDED, _I.ERROR): (_A.RELAY_ERROR, _S.DONE),
         (_S.FORWARDED, _I.TIMEOUT): (_A.TIMED_OUT, _S.DONE),
@@ -123,40 +113,42 @@ class TraceRelay(Relay):
     def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,
                  request: TraceRequest) -> None:
         super().__init__(outbox, ctx, upstream, request)
+        #: The HOP records so far, this gateway's last once the request is classified.
         self.hops: tuple[HopRecord, ...] = request.hops
 
-    def classify(self, now: float) -> Enum:
-        req = expect(self.request, TraceRequest)
-        core = self.ctx.core
-        self.hops = (*req.hops, HopRecord(core.gateway_id, core.domain, timestamp_ms(now),
-                                          self.ctx.name))
-        # The gateway holding the target answers itself: no agent handle is needed.
-        self.decision = core.route(req.target_agent, req.hop_limit, req.path)
-        if isinstance(self.decision, DeliverLocal):
-            return _I.REQUEST_LOCAL
-        self.decision = self.decide(req.target_agent, now)
-        if isinstance(self.decision, Forward):
-            return _I.REQUEST_FORWARD
-        return _I.REQUEST_REJECT
+    def _with_own_hop(self, now: float) -> tuple[HopRecord, ...]:
+        req, ctx = self.request, self.ctx
+        assert isinstance(req, TraceRequest)
+        return (*req.hops, HopRecord(ctx.gateway_id, ctx.domain, timestamp_ms(now), ctx.name))
 
-    def _answer(self, now: float, msg: Message | None) -> None:
-        req = expect(self.request, TraceRequest)
-        self.answer(TraceReply(status=ErrorCode.SUCCESS, target_agent=req.target_agent,
-                               hops=self.hops, trace=req.trace))
+    def classify(self, now: float) -> StepInput:
+        req = self.request
+        assert isinstance(req, TraceRequest)
+        hop = self.ctx.port.next_hop(req.target_agent, req.hop_limit, req.path, now)
+        if isinstance(hop, Refusal):
+            return Refused(hop)
+        if hop.local:
+            return Local(None, req)
+        assert hop.dest is not None
+        return Onward(hop.dest, replace(req, hop_limit=hop.hop_limit, path=hop.path,
+                                        hops=self._with_own_hop(now)))
 
-    def _forward(self, now: float, msg: Message | None) -> None:
-        d = self.decision
-        assert isinstance(d, Forward)
-        dest = self.ctx.peer_handle(d.next_hop)
-        assert dest is not None
-        req = expect(self.request, TraceRequest)
-        self.send_on(dest, replace(req, hop_limit=d.hop_limit, path=d.path, hops=self.hops),
-                     now)
+    def _answer(self, now: float, inp: Local) -> None:
+        self.hops = self._with_own_hop(now)
+        self.answer(TraceReply(status=ErrorCode.SUCCESS, target_agent=inp.request.target_agent,
+                               hops=self.hops, trace=inp.request.trace))
 
-    def _timed_out(self, now: float, msg: Message | None) -> None:
-        self.answer(self.failure(ErrorCode.TRANSACTION_TIMEOUT, "no answer from the next hop"))
+    def _forward(self, now: float, inp: Onward) -> None:
+        assert isinstance(inp.request, TraceRequest)
+        self.hops = inp.request.hops
+        super()._forward(now, inp)
+
+    def _reject(self, now: float, inp: Refused) -> None:
+        self.hops = self._with_own_hop(now)
+        super()._reject(now, inp)
 
     def failure(self, status: ErrorCode, diagnostic: str | None) -> TraceReply:
-        req = expect(self.request, TraceRequest)
+        req = self.request
+        assert isinstance(req, TraceRequest)
         return TraceReply(status=status, target_agent=req.target_agent, hops=self.hops,
                           diagnostic=diagnostic, trace=req.trace)

@@ -262,3 +262,30 @@ class AnswerCache(Protocol):
 
     def expire(self, now: float) -> None:
         """Forget the answers whose time is up."""
+
+
+# --- routing (Section 5.3) -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class NextHop:
+    """Where a relayed request goes: ``local``, to the agent registered here (``dest`` its
+    association, None when it has none), or to the peer gateway whose association is
+    ``dest``, with the next hop's HOP_LIMIT and PATH_VECTOR."""
+
+    dest: Handle | None
+    hop_limit: int
+    path: tuple[bytes, ...]
+    local: bool = False
+
+
+class RoutingPort(Protocol):
+    """What relaying ROUTE_REQUEST and TRACE_REQUEST needs from its gateway."""
+
+    def next_hop(self, target: bytes, hop_limit: int, path: tuple[bytes, ...],
+                 now: float) -> NextHop | Refusal:
+        """The forwarding decision in Section 5.3's order (loop, local target, route,
+        hop limit; a route learned from relayed discovery answers too): the next hop, or
+        the routing error (NO_ROUTE also when the next hop has no established session)."""
+
+    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | None:
+        """The Agent ID of the best record matching a ROUTE_REQUEST's QUERY (held, or
+        kept from relayed discovery answers), if any."""

@@ -1,15 +1,23 @@
 """Routing at a gateway, one machine per transaction (draft-dmsc-protocol-00, Section 5.3).
 
-A ROUTE_REQUEST is decided in the draft's order (:meth:`GatewayCore.route`: loop, local
-target, route, hop limit) and then delivered to the local agent, forwarded to the next
-hop, or answered with the routing error.  A request to be forwarded first passes the
-gateway's ``outgoing`` hook (:class:`RelayContext`), which may rewrite it (the origin
-gateway replaces an agent's ACCESS_TOKEN with an origin assertion, Section 10.6) or
-refuse it (the import policy, once a QUERY is resolved to a remote target).  A
-delivered or forwarded request gets a new transaction id towards the next hop; the
-machine keeps the incoming association and transaction id (the return path) until the
-answer comes back or the transaction timer (ROUTE_TIMEOUT, or the request's TIMEOUT if
-smaller) expires.
+A ROUTE_REQUEST is classified in the draft's order (a request names TARGET_AGENT or
+QUERY; a QUERY is resolved to the best record; then the port's decision: loop, local
+target, route, hop limit) into one input carrying what its action needs: delivered to
+the local agent, forwarded to the next hop, or refused with the routing error.  A
+request to be forwarded first passes the gateway's ``outgoing`` hook
+(:class:`RelayContext`), which may rewrite it (the origin gateway replaces an agent's
+ACCESS_TOKEN with an origin assertion, Section 10.6) or refuse it (the import policy,
+once a QUERY is resolved to a remote target): a refusal is its own input.  A delivered
+or forwarded request gets a new transaction id towards the next hop; the machine keeps
+the incoming association and transaction id (the return path) until the answer comes
+back or the transaction timer (ROUTE_TIMEOUT, or the request's TIMEOUT if smaller)
+expires.
+
+The machines are :class:`~.typed.TypedMachine`\\ s written against the
+:class:`~.ports.RoutingPort`: the table and the actions are the whole behaviour, the
+timer is started and stopped only by actions.  :class:`Relay` is what ROUTE_REQUEST and
+TRACE_REQUEST relaying (:class:`~.oam.TraceRelay`) share: the inputs, the return path,
+the transaction timer.
 """
 
 from __future__ import annotations
@@ -17,18 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from ..codec.messages import Error, Message, RouteReply, RouteRequest, TraceReply, TraceRequest
-from ..codec.registry import ErrorCode, MessageType, Scope, timer
-from ..gateway.routing import Decision, DeliverLocal, Forward, Reject
+from ..codec.registry import ErrorCode, MessageType, timer
 from .events import TransactionEnded
-from .machine import Handle, Machine, Outbox, ProtocolError, Refusal, TransactionIds, expect
-from .ports import query_key
+from .machine import Handle, Outbox, Refusal, TransactionIds
+from .ports import NextHop, RoutingPort
 from .tracecontext import Hop, HopTracer, W3CHops
-
-if TYPE_CHECKING:  # the core is passed in; importing it here would be a cycle
-    from ..gateway.core import GatewayCore
+from .typed import StepInput, TypedMachine
 
 #: The ``outgoing`` hook: given the association a ROUTE_REQUEST came from, the request as
 #: it will be forwarded (resolved target, the next hop's HOP_LIMIT, PATH_VECTOR and
@@ -40,13 +45,11 @@ Outgoing = Callable[[Handle, RouteRequest, int, float], RouteRequest | Refusal]
 class RelayContext:
     """What relayed transactions of one gateway share."""
 
-    core: GatewayCore
+    port: RoutingPort
     txids: TransactionIds
-    #: The association of an ESTABLISHED peer session with a gateway id, if any.
-    peer_handle: Callable[[bytes], Handle | None]
-    #: The association of a locally registered agent, if known.
-    agent_handle: Callable[[bytes], Handle | None]
-    #: The gateway's name in HOP records (Section 7.6).
+    #: The gateway's id and domain and its name in HOP records (Section 6.8.2).
+    gateway_id: bytes
+    domain: str
     name: str | None = None
     route_timeout: float = timer("ROUTE_TIMEOUT")
     #: A forwarded request's TIMEOUT is this fraction of the forwarding gateway's own
@@ -58,11 +61,67 @@ class RelayContext:
     tracer: HopTracer = field(default_factory=W3CHops)
 
 
-class Relay(Machine):
-    """What ROUTE_REQUEST and TRACE_REQUEST relaying share: the decision, the return
-    path, the transaction timer.  Subclasses give the table and the answer messages."""
+class RelayInput(Enum):
+    """The inputs of both relays (ROUTE_REQUEST here, TRACE_REQUEST in :mod:`.oam`)."""
 
-    REQUEST: ClassVar[type[RouteRequest] | type[TraceRequest]]
+    REQUEST_LOCAL = "request [target registered here]"
+    REQUEST_FORWARD = "request [route to a peer; ROUTE_REQUEST: the outgoing hook accepts]"
+    REQUEST_REFUSED = "request [refused: routing error, or the outgoing hook's refusal]"
+    REPLY = "ROUTE_REPLY / TRACE_REPLY"
+    ERROR = "ERROR"
+    TIMEOUT = "transaction timer"
+
+
+_I = RelayInput
+
+
+@dataclass(frozen=True, slots=True)
+class Local(StepInput):
+    """The target is registered here: ``dest`` is its agent's association (None when
+    not known), ``request`` what it is given."""
+
+    KIND = _I.REQUEST_LOCAL
+    dest: Handle | None
+    request: RouteRequest | TraceRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Onward(StepInput):
+    """The request as it goes on to the next hop ``dest``."""
+
+    KIND = _I.REQUEST_FORWARD
+    dest: Handle
+    request: RouteRequest | TraceRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(StepInput):
+    KIND = _I.REQUEST_REFUSED
+    refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Answered(StepInput):
+    KIND = _I.REPLY
+    reply: RouteReply | TraceReply
+
+
+@dataclass(frozen=True, slots=True)
+class Failed(StepInput):
+    KIND = _I.ERROR
+    error: Error
+
+
+@dataclass(frozen=True, slots=True)
+class Expired(StepInput):
+    KIND = _I.TIMEOUT
+
+
+class Relay(TypedMachine):
+    """The shared part of ROUTE_REQUEST and TRACE_REQUEST relaying (module doc).
+    Subclasses give the table, :meth:`classify` and the answer messages."""
+
+    Input = RelayInput
     REPLY: ClassVar[MessageType]
 
     def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,
@@ -74,11 +133,8 @@ class Relay(Machine):
         #: Where the request went and with which transaction id, once sent on.
         self.downstream: tuple[Handle, int] | None = None
         self.deadline: float | None = None
-        self.decision: Decision = Reject(ErrorCode.NO_ROUTE)
-        #: The reason given with a Reject decision, if any.
-        self.diagnostic: str | None = None
-        #: The target agent, once a QUERY is resolved.
-        self.target: bytes | None = None
+        #: The target agent as resolved (a ROUTE_REQUEST's QUERY), once sent on.
+        self.target: bytes | None = request.target_agent
         #: This gateway's hop of the request's trace (Section 7.5).
         self.hop: Hop = ctx.tracer.begin(request.TYPE, request.trace)
 
@@ -87,52 +143,35 @@ class Relay(Machine):
         return self.state.name == "DONE"
 
     def start(self, now: float) -> None:
-        """Decide the request (the guard of the first transition) and run it."""
-        try:
-            self.step(self.classify(now), now, self.request)
-        except ProtocolError as err:
-            self.refuse(self.upstream, self.request, err)
-            raise
+        """Classify the request and run its transition."""
+        self.run(self.classify(now), now)
 
-    def classify(self, now: float) -> Enum:
+    def classify(self, now: float) -> StepInput:
+        """The input the request is (reads the port, writes nothing)."""
         raise NotImplementedError
-
-    def decide(self, target: bytes, now: float) -> Decision:
-        """The routing decision, with the association the request would go to."""
-        core = self.ctx.core
-        d = core.route(target, self.request.hop_limit, self.request.path)
-        if isinstance(d, Reject) and d.code is ErrorCode.NO_ROUTE:  # a relayed answer's?
-            d = core.remote.decide(core.gateway_id, target, self.request.hop_limit,
-                                   self.request.path, now) or d
-        if isinstance(d, DeliverLocal) and self.ctx.agent_handle(d.agent_id) is None:
-            return Reject(ErrorCode.TARGET_UNREACHABLE)
-        if isinstance(d, Forward) and self.ctx.peer_handle(d.next_hop) is None:
-            return Reject(ErrorCode.NO_ROUTE)
-        return d
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         """The answer from downstream (matched by the caller on association and
-        transaction id)."""
-        try:
-            if msg.TYPE is self.REPLY:
-                inp = self.Input["REPLY"]
-            elif msg.TYPE is MessageType.ERROR:
-                inp = self.Input["ERROR"]
-            else:
-                raise self.unexpected(msg)
-            self.step(inp, now, msg)
-        except ProtocolError as err:
+        transaction id); anything else is refused (ProtocolError)."""
+        inp: Answered | Failed | None = None
+        if isinstance(msg, RouteReply | TraceReply) and msg.TYPE is self.REPLY:
+            inp = Answered(msg)
+        elif isinstance(msg, Error):
+            inp = Failed(msg)
+        if inp is None or not self.rows_for(inp.KIND):
+            err = self.unexpected(msg)
             self.refuse(source, msg, err)
-            raise
+            raise err
+        self.run(inp, now)
 
     def get_timer(self) -> float | None:
         return self.deadline
 
     def handle_timer(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
-            self.step(self.Input["TIMEOUT"], now)
+            self.run(Expired(), now)
 
-    # --- shared actions -------------------------------------------------------------------------
+    # --- helpers (called by classify and by actions) ------------------------------------------
     def timeout(self) -> float:
         """The transaction time: ROUTE_TIMEOUT, or a ROUTE_REQUEST's TIMEOUT if smaller.
         TRACE_REQUEST has no TIMEOUT: each hop along its path waits ``forward_fraction``
@@ -145,40 +184,46 @@ class Relay(Machine):
         return timeout
 
     def send_on(self, dest: Handle, msg: RouteRequest | TraceRequest, now: float) -> None:
+        """Send the request on with a new transaction id; start the transaction timer."""
         txid = self.ctx.txids()
         self.downstream = (dest, txid)
+        self.target = msg.target_agent
         self.deadline = now + self.timeout()
         self.outbox.send(dest, replace(msg, transaction_id=txid, trace=self.hop.context))
 
     def answer(self, reply: RouteReply | TraceReply, relayed: bool = False) -> None:
         """Send ``reply`` upstream with the incoming transaction id and TRACE_CONTEXT
-        (Section 7.5); end the transaction (and the hop: ``relayed`` when the answer
-        came from downstream)."""
+        (Section 7.5); stop the timer; end the hop (``relayed`` when the answer came
+        from downstream)."""
         self.deadline = None
         reply = replace(reply, transaction_id=self.request.transaction_id,
                         trace=self.request.trace)
         self.hop.end(reply.status, reply.diagnostic, relayed=relayed,
                      source=self.request.source_agent
                      if isinstance(self.request, RouteRequest) else None,
-                     target=self.target or self.request.target_agent)
+                     target=self.target)
         self.outbox.send(self.upstream, reply)
         self.outbox.emit(TransactionEnded(self.request.TYPE, self.upstream,
                                           self.request.transaction_id, reply.status))
 
-    def _relay_reply(self, now: float, msg: Message | None) -> None:
-        assert isinstance(msg, RouteReply | TraceReply)
-        self.answer(msg, relayed=True)
-
-    def _relay_error(self, now: float, msg: Message | None) -> None:
-        err = expect(msg, Error)
-        self.answer(self.failure(err.status, err.diagnostic), relayed=True)
-
-    def _reject(self, now: float, msg: Message | None) -> None:
-        assert isinstance(self.decision, Reject)
-        self.answer(self.failure(self.decision.code, self.diagnostic))
-
     def failure(self, status: ErrorCode, diagnostic: str | None) -> RouteReply | TraceReply:
         raise NotImplementedError
+
+    # --- shared actions -------------------------------------------------------------------------
+    def _forward(self, now: float, inp: Onward) -> None:
+        self.send_on(inp.dest, inp.request, now)
+
+    def _relay_reply(self, now: float, inp: Answered) -> None:
+        self.answer(inp.reply, relayed=True)
+
+    def _relay_error(self, now: float, inp: Failed) -> None:
+        self.answer(self.failure(inp.error.status, inp.error.diagnostic), relayed=True)
+
+    def _reject(self, now: float, inp: Refused) -> None:
+        self.answer(self.failure(inp.refusal.code, inp.refusal.diagnostic or None))
+
+    def _timed_out(self, now: float, inp: Expired) -> None:
+        self.answer(self.failure(ErrorCode.TRANSACTION_TIMEOUT, "no answer from the next hop"))
 
 
 class RouteState(Enum):
@@ -188,29 +233,20 @@ class RouteState(Enum):
     DONE = "DONE"
 
 
-class RouteInput(Enum):
-    REQUEST_LOCAL = "ROUTE_REQUEST [target local]"
-    REQUEST_FORWARD = "ROUTE_REQUEST [route, outgoing hook accepts]"
-    REQUEST_REJECT = "ROUTE_REQUEST [refused]"
-    REPLY = "ROUTE_REPLY"
-    ERROR = "ERROR"
-    TIMEOUT = "transaction timer"
-
-
 class RouteAction(Enum):
     DELIVER = "send to the agent with a new transaction id; start transaction timer"
     FORWARD = ("send to the next hop with a new transaction id, HOP_LIMIT - 1, own id "
                "appended to PATH_VECTOR, TIMEOUT 9/10 of the transaction time and what the "
                "outgoing hook sets (ACCESS_TOKEN: origin assertion); start transaction timer")
-    REJECT = ("answer ROUTE_REPLY with the error (NO_ROUTE, LOOP_DETECTED, ..., or the "
-              "outgoing hook's refusal and its reason)")
-    RELAY_REPLY = "pass ROUTE_REPLY upstream with the incoming transaction id"
-    RELAY_ERROR = "answer ROUTE_REPLY upstream with ERROR's STATUS"
+    REJECT = ("answer ROUTE_REPLY with the refusal (NO_ROUTE, LOOP_DETECTED, "
+              "TARGET_UNREACHABLE, ..., or the outgoing hook's code and reason)")
+    RELAY_REPLY = "pass ROUTE_REPLY upstream with the incoming transaction id; stop the timer"
+    RELAY_ERROR = "answer ROUTE_REPLY upstream with ERROR's STATUS; stop the timer"
     UNREACHABLE = "answer ROUTE_REPLY TARGET_UNREACHABLE"
     TIMED_OUT = "answer ROUTE_REPLY TRANSACTION_TIMEOUT"
 
 
-_S, _I, _A = RouteState, RouteInput, RouteAction
+_S, _A = RouteState, RouteAction
 
 
 class RouteRelay(Relay):
@@ -218,20 +254,19 @@ class RouteRelay(Relay):
 
     NAME = "routing"
     TITLE = "Routing, one transaction at a gateway"
-    State, Input, Action = RouteState, RouteInput, RouteAction
+    State, Action = RouteState, RouteAction
     INITIAL = RouteState.IDLE
-    TIMERS = ("ROUTE_TIMEOUT",)
-    REQUEST = RouteRequest
+    TIMERS = ("ROUTE_TIMEOUT", "FORWARD_FRACTION")
     REPLY = MessageType.ROUTE_REPLY
     MESSAGE_INPUTS = {
-        MessageType.ROUTE_REQUEST: (_I.REQUEST_LOCAL, _I.REQUEST_FORWARD, _I.REQUEST_REJECT),
+        MessageType.ROUTE_REQUEST: (_I.REQUEST_LOCAL, _I.REQUEST_FORWARD, _I.REQUEST_REFUSED),
         MessageType.ROUTE_REPLY: (_I.REPLY,),
         MessageType.ERROR: (_I.ERROR,),
     }
     TABLE = {
         (_S.IDLE, _I.REQUEST_LOCAL): (_A.DELIVER, _S.DELIVERED),
         (_S.IDLE, _I.REQUEST_FORWARD): (_A.FORWARD, _S.FORWARDED),
-        (_S.IDLE, _I.REQUEST_REJECT): (_A.REJECT, _S.DONE),
+        (_S.IDLE, _I.REQUEST_REFUSED): (_A.REJECT, _S.DONE),
         (_S.DELIVERED, _I.REPLY): (_A.RELAY_REPLY, _S.DONE),
         (_S.DELIVERED, _I.ERROR): (_A.RELAY_ERROR, _S.DONE),
         (_S.DELIVERED, _I.TIMEOUT): (_A.UNREACHABLE, _S.DONE),
@@ -243,73 +278,49 @@ class RouteRelay(Relay):
     def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,
                  request: RouteRequest) -> None:
         super().__init__(outbox, ctx, upstream, request)
-        #: The request for the next hop, once the outgoing hook accepted it.
-        self.forwarded: RouteRequest | None = None
 
-    def classify(self, now: float) -> Enum:
-        req = expect(self.request, RouteRequest)
+    def classify(self, now: float) -> StepInput:
+        req = self.request
+        assert isinstance(req, RouteRequest)
         if req.target_agent is None and req.query is None:
-            self.decision = Reject(ErrorCode.MISSING_TLV)
-        elif req.target_agent is not None and req.query is not None:
-            self.decision = Reject(ErrorCode.INVALID_TLV_VALUE)
-        else:
-            self.target = req.target_agent
-            if self.target is None:
-                assert req.query is not None
-                best = self.ctx.core.discover(req.query, Scope.FEDERATED, 1, now)
-                kept = self.ctx.core.remote.answers(query_key(req.query, 1), now)
-                if best:
-                    self.target = best[0].record.record.agent_id
-                elif kept:
-                    self.target = kept[0].record.record.agent_id
-            self.decision = (Reject(ErrorCode.NO_ROUTE) if self.target is None
-                             else self.decide(self.target, now))
-        if isinstance(self.decision, Forward):
-            self.forwarded = self._outgoing(self.decision, now)
-        if isinstance(self.decision, DeliverLocal):
-            return _I.REQUEST_LOCAL
-        if isinstance(self.decision, Forward):
-            return _I.REQUEST_FORWARD
-        return _I.REQUEST_REJECT
+            return Refused(Refusal(ErrorCode.MISSING_TLV, ""))
+        if req.target_agent is not None and req.query is not None:
+            return Refused(Refusal(ErrorCode.INVALID_TLV_VALUE, ""))
+        port = self.ctx.port
+        target = req.target_agent
+        if target is None:
+            assert req.query is not None
+            target = port.resolve(req.query, now)
+            if target is None:
+                return Refused(Refusal(ErrorCode.NO_ROUTE, ""))
+        hop = port.next_hop(target, req.hop_limit, req.path, now)
+        if isinstance(hop, Refusal):
+            return Refused(hop)
+        # a QUERY is resolved once, at the first gateway: the request names its target
+        named = replace(req, target_agent=target, query=None)
+        if hop.local:
+            return (Refused(Refusal(ErrorCode.TARGET_UNREACHABLE, "")) if hop.dest is None
+                    else Local(hop.dest, named))
+        return self._outgoing(named, hop, now)
 
-    def _outgoing(self, d: Forward, now: float) -> RouteRequest | None:
-        """The request for the next hop, through the ``outgoing`` hook; a refusal turns
-        the decision into a Reject (None)."""
+    def _outgoing(self, named: RouteRequest, hop: NextHop, now: float) -> StepInput:
+        """The request for the next hop, through the ``outgoing`` hook."""
+        assert hop.dest is not None
         budget = int(self.timeout() * self.ctx.forward_fraction * 1000)
-        fwd = replace(self._target_only(), hop_limit=d.hop_limit, path=d.path,
-                      timeout_ms=budget)
-        if self.ctx.outgoing is None:
-            return fwd
-        out = self.ctx.outgoing(self.upstream, fwd, self.request.transaction_id, now)
-        if isinstance(out, Refusal):
-            self.decision, self.diagnostic = Reject(out.code), out.diagnostic
-            return None
-        return out
+        fwd = replace(named, hop_limit=hop.hop_limit, path=hop.path, timeout_ms=budget)
+        out = fwd if self.ctx.outgoing is None else \
+            self.ctx.outgoing(self.upstream, fwd, self.request.transaction_id, now)
+        return Refused(out) if isinstance(out, Refusal) else Onward(hop.dest, out)
 
-    def _target_only(self) -> RouteRequest:
-        """The request naming its resolved target (a QUERY is resolved once, at the
-        first gateway; a request carries TARGET_AGENT or QUERY, never both)."""
-        return replace(expect(self.request, RouteRequest), target_agent=self.target, query=None)
+    def _deliver(self, now: float, inp: Local) -> None:
+        assert inp.dest is not None
+        self.send_on(inp.dest, inp.request, now)
 
-    def _deliver(self, now: float, msg: Message | None) -> None:
-        assert isinstance(self.decision, DeliverLocal)
-        dest = self.ctx.agent_handle(self.decision.agent_id)
-        assert dest is not None
-        self.send_on(dest, self._target_only(), now)
-
-    def _forward(self, now: float, msg: Message | None) -> None:
-        d = self.decision
-        assert isinstance(d, Forward) and self.forwarded is not None
-        dest = self.ctx.peer_handle(d.next_hop)
-        assert dest is not None
-        self.send_on(dest, self.forwarded, now)
-
-    def _unreachable(self, now: float, msg: Message | None) -> None:
+    def _unreachable(self, now: float, inp: Expired) -> None:
         self.answer(self.failure(ErrorCode.TARGET_UNREACHABLE, "no answer from the agent"))
 
-    def _timed_out(self, now: float, msg: Message | None) -> None:
-        self.answer(self.failure(ErrorCode.TRANSACTION_TIMEOUT, "no answer from the next hop"))
-
     def failure(self, status: ErrorCode, diagnostic: str | None) -> RouteReply:
-        req = expect(self.request, RouteRequest)
+        req = self.request
+        assert isinstance(req, RouteRequest)
         return RouteReply(status=status, path=req.path, diagnostic=diagnostic, trace=req.trace)
+
