@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from dmscproto.agent import RateLimited
 from dmscproto.codec import cbor
 from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.messages import (
@@ -95,7 +96,8 @@ def test_resource_limits_are_configured_in_the_limits_table(tmp_path: Path) -> N
     path = write_gateway_config(dom, "gw")
     text = path.read_text()
     path.write_text(text.replace("[limits]\n", "[limits]\nquic_max_pending = 7\n"
-                                 "quic_handshake_timeout = 2.5\n"))
+                                 "quic_handshake_timeout = 2.5\nrate_agent = 1\n"
+                                 "rate_agent_burst = 150\n"))
     config = GatewayConfig.load(path)
     assert config.limit("QUIC_MAX_PENDING") == 7 and config.limit("QUIC_HANDSHAKE_TIMEOUT") == 2.5
     assert config.limit("QUIC_MAX_CONNECTIONS") == limit("QUIC_MAX_CONNECTIONS")
@@ -106,6 +108,19 @@ def test_resource_limits_are_configured_in_the_limits_table(tmp_path: Path) -> N
         try:
             server = gw.servers["quic"]
             assert isinstance(server, QuicServer)
+            # the SDK raises RateLimited with the gateway's RETRY_AFTER hint (seconds):
+            # 150 tokens, REGISTER takes 1, a DISCOVER 100, refilled at 1 a second
+            agent = dom.agent("busy", gw.address)
+            try:
+                await agent.register(skills=["x"], lease=60)
+                assert await agent.discover(skills=["x"])
+                with pytest.raises(RateLimited) as busy:
+                    await agent.discover(skills=["x"])
+                assert busy.value.status is ErrorCode.RATE_LIMITED
+                assert busy.value.retry_after is not None
+                assert 40 < busy.value.retry_after <= 52
+            finally:
+                await agent.close()
             return server.limits
         finally:
             await gw.stop()

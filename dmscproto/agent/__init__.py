@@ -13,9 +13,9 @@ from ..host.config import ConfigError
 from ..protocol.machine import ProtocolError
 from ..security.errors import SecurityError
 from ..transport.errors import TransportError
-from .sdk import Agent, AgentError, Found, Handler, Request, Trace
+from .sdk import Agent, AgentError, Found, Handler, RateLimited, Request, Trace
 
 __all__ = ["Agent", "AgentError", "ConfigError", "DeadlineExceeded", "DecodeError",
            "DiscoveryQuery", "DmscError", "ErrorCode", "Found", "Handler", "HopRecord",
-           "MissingExtra", "NotConnected", "ProtocolError", "Provider", "Request", "Scope",
-           "SecurityError", "Skill", "Trace", "TransportError"]
+           "MissingExtra", "NotConnected", "ProtocolError", "Provider", "RateLimited",
+           "Request", "Scope", "SecurityError", "Skill", "Trace", "TransportError"]

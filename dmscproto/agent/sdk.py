@@ -92,16 +92,34 @@ DEFAULT_LEASE = int(timer("DEFAULT_LEASE"))
 
 class AgentError(DmscError):
     """The gateway refused or failed a request: ``code`` is the STATUS it answered with
-    (also as ``status``), ``diagnostic`` its DIAGNOSTIC text, if any."""
+    (also as ``status``), ``diagnostic`` its DIAGNOSTIC text, if any, and
+    ``retry_after`` the seconds after which the gateway said the same request would be
+    accepted (its RETRY_AFTER, Section 10.7), if it said so."""
 
-    def __init__(self, status: ErrorCode, diagnostic: str | None = None) -> None:
+    def __init__(self, status: ErrorCode, diagnostic: str | None = None,
+                 retry_after: float | None = None) -> None:
         self.diagnostic = diagnostic
+        self.retry_after = retry_after
         super().__init__(diagnostic or "", status)
 
     @property
     def status(self) -> ErrorCode:
         """The error code (the same as ``code``)."""
         return self.code
+
+    @classmethod
+    def of(cls, status: ErrorCode, diagnostic: str | None,
+           retry_after_ms: int | None) -> AgentError:
+        """The error for an answer: :class:`RateLimited` for RATE_LIMITED."""
+        after = None if retry_after_ms is None else retry_after_ms / 1000
+        kind = RateLimited if status is ErrorCode.RATE_LIMITED else AgentError
+        return kind(status, diagnostic, after)
+
+
+class RateLimited(AgentError):
+    """RATE_LIMITED: the gateway refused the request for the sender's rate or cost
+    (Section 10.7); a caller should wait ``retry_after`` seconds (when the gateway gave
+    the hint) before sending it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +439,8 @@ class Agent:
             log.info("registered %s, lease %d s", self.uri, event.lease)
         elif isinstance(event, RegistrationFailed):
             if self._registration is not None and not self._registration.done():
-                self._registration.set_exception(AgentError(event.status, event.diagnostic))
+                self._registration.set_exception(AgentError.of(
+                    event.status, event.diagnostic, event.retry_after))
             else:
                 log.warning("re-registration of %s failed: %s", self.uri, event.status.name)
         elif isinstance(event, LeaseRefreshed):
@@ -440,7 +459,8 @@ class Agent:
             if isinstance(event, RequestCompleted):
                 waiter.set_result(event.answer)
             else:
-                waiter.set_exception(AgentError(event.status, event.diagnostic))
+                waiter.set_exception(AgentError.of(event.status, event.diagnostic,
+                                                   event.retry_after))
         elif isinstance(event, GatewayLost):
             log.warning("nothing from %s:%d for %.1f s; closing the connection",
                         *self.gateway, event.silent_s)
@@ -616,7 +636,7 @@ class Agent:
                 timeout)
         assert isinstance(answer, DiscoverReply)
         if answer.status is not ErrorCode.SUCCESS:
-            raise AgentError(answer.status, answer.diagnostic)
+            raise AgentError.of(answer.status, answer.diagnostic, answer.retry_after)
         return [Found(r.score, r.record) for r in answer.results]
 
     async def call(self, target: bytes | Found | DiscoveryQuery, payload: bytes, *,
@@ -652,7 +672,7 @@ class Agent:
             if timeout is not None and answer.status is ErrorCode.TRANSACTION_TIMEOUT:
                 raise DeadlineExceeded(f"no answer within {timeout:g} s: "
                                        f"{answer.diagnostic or 'the gateway gave up'}")
-            raise AgentError(answer.status, answer.diagnostic)
+            raise AgentError.of(answer.status, answer.diagnostic, answer.retry_after)
         return answer.payload or b""
 
     async def trace(self, target: bytes, *, timeout: float | None = None,

@@ -46,6 +46,8 @@ class RegistrationFailed:
 
     status: ErrorCode
     diagnostic: str | None = None
+    #: The answer's RETRY_AFTER (ms, Section 10.7), if it had one.
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class RequestFailed:
     request: Message
     status: ErrorCode
     diagnostic: str | None = None
+    #: The ERROR's RETRY_AFTER (ms, Section 10.7), if it had one.
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,7 +248,7 @@ class AgentRegistration(Machine):
     def _failed(self, now: float, msg: Message | None) -> None:
         self._clear()
         status, diag = _status_of(msg)
-        self.outbox.emit(RegistrationFailed(status, diag))
+        self.outbox.emit(RegistrationFailed(status, diag, getattr(msg, "retry_after", None)))
 
     def _reregister(self, now: float, msg: Message | None) -> None:
         status = ErrorCode.LEASE_EXPIRED if msg is None else _status_of(msg)[0]

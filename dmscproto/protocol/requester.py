@@ -160,7 +160,8 @@ class Requester(TypedMachine):
                                            ErrorCode.TRANSACTION_TIMEOUT))
         else:
             self.outbox.emit(RequestFailed(self.transaction_id, self.request,
-                                           inp.error.status, inp.error.diagnostic))
+                                           inp.error.status, inp.error.diagnostic,
+                                           inp.error.retry_after))
 
 
 class Requests:
