@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import random
 import tracemalloc
 from dataclasses import replace
@@ -29,16 +30,18 @@ from dmscproto.codec.registry import LIMITS, ErrorCode, Scope, limit, timer
 from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import GatewayCore
-from dmscproto.gateway.limits import RequestLimits
+from dmscproto.gateway.limits import Budget, RequestLimits
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.host.pump import Association
+from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.events import RequestCompleted, SessionClosed, SessionEstablished
+from dmscproto.protocol.machine import Outbox
 from dmscproto.runtime.gateway import GatewayRuntime, Redial
 from dmscproto.runtime.lab import LabAssociations
 from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.security.ca import Identity, Kind
-from dmscproto.testing.harness import Network, make_record
+from dmscproto.testing.harness import T0, Network, make_record
 from dmscproto.transport.channel import PayloadReceived, PeerClosed, PeerConnected
 from dmscproto.transport.contract import Connection
 from dmscproto.transport.quic import QuicLimits, QuicServer
@@ -205,6 +208,31 @@ def test_node_answers_rate_limited_with_retry_after_and_serves_the_others(
         assert again.answer.status is ErrorCode.SUCCESS  # type: ignore[attr-defined]
     finally:
         net.close()
+
+
+def test_a_discover_over_its_cpu_budget_is_refused(tmp_path: Path) -> None:
+    """Section 10.7: the evaluation of a DISCOVER stops once it has used DISCOVER_BUDGET
+    of CPU time and the DISCOVER is refused with QUERY_TOO_LARGE; within the budget it is
+    answered.  The clock here is a counter: every reading costs 4 ms."""
+    core = GatewayCore(bytes(16), "a.example", RegistryStore(tmp_path / "gw.db"))
+    for n in range(3):
+        core.register(make_record(30 + n, f"agent{n}", "a.example"), 600, T0)
+    ticks = itertools.count(step=0.004)
+    out = Outbox()
+    responder = DiscoveryResponder(out, core, budget=Budget(0.010,
+                                                            clock=lambda: next(ticks)).start)
+    query = DiscoveryQuery(intent="forecast weather one two three four five six")
+    responder.receive("agent", Discover(transaction_id=1, query=query, scope=Scope.LOCAL,
+                                        max_results=5), T0)
+    [(_, refused)] = out.messages_to_send()
+    assert isinstance(refused, DiscoverReply) and refused.status is ErrorCode.QUERY_TOO_LARGE
+    assert refused.results == () and "10 ms" in (refused.diagnostic or "")
+    cheap = DiscoveryResponder(out, core, budget=Budget(0.010, clock=lambda: 0.0).start)
+    cheap.receive("agent", Discover(transaction_id=2, query=query, scope=Scope.LOCAL,
+                                    max_results=5), T0)
+    [(_, answered)] = out.messages_to_send()
+    assert isinstance(answered, DiscoverReply) and answered.status is ErrorCode.SUCCESS
+    assert len(answered.results) == 3
 
 
 # --- peer limits (Section 10.7) ---------------------------------------------------------

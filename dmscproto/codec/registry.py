@@ -413,6 +413,9 @@ LIMITS: tuple[Limit, ...] = (
           "token bucket refill of each peer gateway's association (its requests)"),
     Limit("RATE_PEER_BURST", 40000, "tokens", "token bucket size of each peer association"),
     Limit("DISCOVER_COST", 100, "tokens", "what a DISCOVER takes from its sender's bucket"),
+    Limit("DISCOVER_BUDGET", 10, "ms",
+          "CPU time the evaluation (match and rank) of one DISCOVER may take; beyond it "
+          "the DISCOVER is refused with QUERY_TOO_LARGE"),
     Limit("QUERY_MAX_INTENT", 1024, "octets",
           "longest intent of a query (DISCOVER, ROUTE_REQUEST): QUERY_TOO_LARGE beyond"),
     Limit("QUERY_MAX_TERMS", 64, "terms",

@@ -316,10 +316,12 @@ class CapabilityIndex:
 
     @staticmethod
     def _refine(classes: dict[tuple[int, int], Set[bytes]], postings: _Postings[str],
-                terms: set[str], axis: int) -> dict[tuple[int, int], Set[bytes]]:
+                terms: set[str], axis: int,
+                spend: Callable[[], None]) -> dict[tuple[int, int], Set[bytes]]:
         """Split every class by membership of each term's posting set, counting the
         hits on ``axis`` (0: tags, 1: intent words).  Set operations only."""
         for t in terms:
+            spend()
             post = postings.get(t)
             out: dict[tuple[int, int], Set[bytes]] = {}
             for key, members in classes.items():
@@ -334,10 +336,13 @@ class CapabilityIndex:
 
     def match(self, query: DiscoveryQuery, limit: int,
               allow: Callable[[bytes], bool] | None = None,
-              within: Set[bytes] | None = None) -> list[Match]:
+              within: Set[bytes] | None = None,
+              spend: Callable[[], None] = lambda: None) -> list[Match]:
         """Filter, score, apply ``allow`` (asked with an agent id), then keep ``limit``
         (see the module doc).  ``within``, when given, is one more mandatory term: only
-        those agent ids can match (e.g. a gateway's own registrations).
+        those agent ids can match (e.g. a gateway's own registrations).  ``spend`` is
+        called before each scoring term and every 256 records walked: it raises to stop
+        an evaluation that exceeds its budget (:class:`~.limits.Budget`).
 
         Scoring has no per-record loop: the candidates are partitioned by set
         operations into classes of equal (tag hits, word hits, skill count), and one
@@ -358,8 +363,8 @@ class CapabilityIndex:
         nt, ni = len(tags) or 1, len(intent) or 1
         no_tag, no_word = (0 if tags else 1), (0 if intent else 1)
         classes: dict[tuple[int, int], Set[bytes]] = {(no_tag, no_word): candidates}
-        classes = self._refine(classes, self._tags, tags, 0)
-        classes = self._refine(classes, self._words, intent, 1)
+        classes = self._refine(classes, self._tags, tags, 0, spend)
+        classes = self._refine(classes, self._words, intent, 1, spend)
         groups: dict[int, list[bytes]] = {}
         for (ht, hi), members in classes.items():
             for n_skills, post in self._n_skills.sets.items():
@@ -371,8 +376,12 @@ class CapabilityIndex:
                     groups.setdefault(score, []).extend(same)
         out: list[Match] = []
         entries = self._entries
+        walked = 0
         for score in sorted(groups, reverse=True):
             for aid in sorted(groups[score]):
+                walked += 1
+                if walked % 256 == 0:
+                    spend()
                 if residual and not all(constraint_holds(c, entries[aid].attributes)
                                         for c in residual):
                     continue

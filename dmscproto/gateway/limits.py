@@ -11,12 +11,16 @@ are kept per association and at most ``max_tracked`` of them (least recently use
 forgotten: a forgotten one starts full).  A query (of a DISCOVER, or of a ROUTE_REQUEST
 that names no target) longer than QUERY_MAX_INTENT octets of intent or with more than
 QUERY_MAX_TERMS skills, tags, modes and constraints is refused with QUERY_TOO_LARGE
-before it costs anything.
+before it costs anything.  A DISCOVER whose evaluation (match and rank) takes more than
+DISCOVER_BUDGET of CPU time is stopped there and refused with QUERY_TOO_LARGE
+(:class:`Budget`), so that no query, whatever the limits and the table size, holds the
+event loop longer than that.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from ..codec.messages import Discover, Message, RouteRequest
 from ..codec.registry import ErrorCode, MessageType, limit
 from ..codec.values import DiscoveryQuery
+from ..protocol.machine import ProtocolError
 
 
 @dataclass(slots=True)
@@ -53,6 +58,28 @@ class Refused:
     code: ErrorCode
     diagnostic: str
     retry_after: int | None = None
+
+
+class Budget:
+    """A CPU-time budget per evaluation (Section 10.7): :meth:`start` gives the ``spend``
+    callback the index calls as it works, which raises :class:`ProtocolError`
+    QUERY_TOO_LARGE once ``seconds`` of the thread's CPU time (``clock``) are used.  CPU
+    time, not wall time, so a loaded machine does not refuse cheap queries."""
+
+    def __init__(self, seconds: float = limit("DISCOVER_BUDGET") / 1000,
+                 clock: Callable[[], float] = time.thread_time) -> None:
+        self.seconds = seconds
+        self.clock = clock
+
+    def start(self) -> Callable[[], None]:
+        deadline = self.clock() + self.seconds
+
+        def spend() -> None:
+            if self.clock() > deadline:
+                raise ProtocolError(ErrorCode.QUERY_TOO_LARGE,
+                                    f"evaluating the query took more than "
+                                    f"{self.seconds * 1000:g} ms", MessageType.DISCOVER)
+        return spend
 
 
 class RequestLimits:

@@ -112,7 +112,7 @@ from ..protocol.summary import (
 from ..protocol.sync import PeerSync, SyncPeer
 from ..protocol.tracecontext import HopTracer, W3CHops
 from .core import GatewayCore
-from .limits import RequestLimits
+from .limits import Budget, RequestLimits
 from .restart import RestartGrace
 from .routing import DeliverLocal, Forward, Reject
 
@@ -146,6 +146,7 @@ class GatewayNode:
                  limits: RequestLimits | None = None,
                  tracer: HopTracer | None = None,
                  limit_hold: float = limit("PEER_LIMIT_HOLD"),
+                 budget: Budget | None = None,
                  rng: random.Random | None = None,
                  slice_clock: Callable[[], float] | None = None,
                  learn_slice: float = limit("LEARN_SLICE")) -> None:
@@ -176,7 +177,8 @@ class GatewayNode:
         self._events: deque[object] = deque()  # what the caller sees
         self.registration = GatewayRegistration(self._out, core, verifier)
         self.discovery = DiscoveryResponder(self._out, core, discovery_policy, pdu_limit,
-                                            self.tracer)
+                                            self.tracer,
+                                            None if budget is None else budget.start)
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session

@@ -362,14 +362,16 @@ class Registry:
 
     # --- discovery (Section 5.2) ----------------------------------------------------------
     def discover(self, query: DiscoveryQuery, scope: Scope, max_results: int, now: float,
-                 allow: Callable[[CapabilityRecord], bool] | None = None) -> list[Result]:
+                 allow: Callable[[CapabilityRecord], bool] | None = None,
+                 spend: Callable[[], None] = lambda: None) -> list[Result]:
         """DISCOVER: ranked records (see :mod:`.index` for the filter and the score).
 
         ``scope`` LOCAL answers from this gateway's registrations, DOMAIN from every
         record of this gateway's domain (a query naming another domain gets nothing),
         FEDERATED from every record it knows; the scope is a mandatory term of the
         filter.  Records whose lease has ended are never returned.  ``allow`` is the
-        caller's policy, asked after scoring, before the limit.
+        caller's policy, asked after scoring, before the limit; ``spend`` stops an
+        evaluation over its budget (:meth:`.index.CapabilityIndex.match`).
         """
         if scope is Scope.DOMAIN:  # a mandatory term, so answered from the index
             if query.domain not in (None, self.domain):
@@ -383,4 +385,4 @@ class Registry:
 
         within = self._local if scope is Scope.LOCAL else None
         return [Result(m.score, records[m.agent_id].signed)
-                for m in self.index.match(query, max_results, permitted, within)]
+                for m in self.index.match(query, max_results, permitted, within, spend)]

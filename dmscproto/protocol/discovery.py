@@ -4,7 +4,9 @@ The requester side is a :class:`~.requester.Requester` transaction.  The respond
 answers every DISCOVER from the records the gateway holds, in IAIP's order (filter,
 rank, policy, limit: :meth:`GatewayCore.discover`), with fewer RESULTs when all would
 not fit into one PDU of the requester's transport (MAX_PDU_SIZE, or the datagram limit
-of Section 9.2: 1163 octets over DTLS, 1200 over lab UDP).
+of Section 9.2: 1163 octets over DTLS, 1200 over lab UDP).  An evaluation that exceeds
+the gateway's budget (:class:`~dmscproto.gateway.limits.Budget`) is refused with
+QUERY_TOO_LARGE (Section 10.7).
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ class ResponderInput(Enum):
 
 
 class ResponderAction(Enum):
-    ANSWER = "match, rank, apply policy and limit; answer DISCOVER_REPLY"
+    ANSWER = ("match, rank, apply policy and limit; answer DISCOVER_REPLY (QUERY_TOO_LARGE "
+              "if that takes more than DISCOVER_BUDGET)")
 
 
 class DiscoveryResponder(Machine):
-    """Answers DISCOVER at a gateway; it has one state and never refuses."""
+    """Answers DISCOVER at a gateway; it has one state and refuses only a DISCOVER whose
+    evaluation exceeds its budget (QUERY_TOO_LARGE, Section 10.7)."""
 
     NAME = "discovery-responder"
     TITLE = "Discovery, responder side (gateway)"
@@ -55,13 +59,16 @@ class DiscoveryResponder(Machine):
     def __init__(self, outbox: Outbox, core: DiscoveryTable,
                  policy: PolicyFor = lambda _source: None,
                  pdu_limit: PduLimit = lambda _source: MAX_PDU_SIZE,
-                 tracer: HopTracer | None = None) -> None:
+                 tracer: HopTracer | None = None,
+                 budget: Callable[[], Callable[[], None]] | None = None) -> None:
         super().__init__(outbox)
         self.core = core
         self.policy = policy
         self.pdu_limit = pdu_limit
         #: Each DISCOVER answered is one hop of its trace (Section 7.5).
         self.tracer = tracer or W3CHops()
+        #: Starts the ``spend`` callback of one evaluation (Section 10.7; None: none).
+        self.budget = budget
         self._source: Handle = None
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
@@ -77,11 +84,19 @@ class DiscoveryResponder(Machine):
     def _answer(self, now: float, msg: Message | None) -> None:
         d = expect(msg, Discover)
         hop = self.tracer.begin(d.TYPE, d.trace)
-        found = self.core.discover(d.query, d.scope, d.max_results, now,
-                                   self.policy(self._source))
-        hop.end(ErrorCode.SUCCESS, source=d.source_agent)
         empty = DiscoverReply(transaction_id=d.transaction_id, status=ErrorCode.SUCCESS,
                               trace=d.trace)
+        try:
+            found = self.core.discover(d.query, d.scope, d.max_results, now,
+                                       self.policy(self._source),
+                                       (lambda: None) if self.budget is None
+                                       else self.budget())
+        except ProtocolError as over:  # over its CPU budget (Section 10.7)
+            hop.end(over.code, over.diagnostic, source=d.source_agent)
+            self.outbox.send(self._source, replace(empty, status=over.code,
+                                                   diagnostic=over.diagnostic))
+            return
+        hop.end(ErrorCode.SUCCESS, source=d.source_agent)
         room = self.pdu_limit(self._source) - len(encode(empty))
         self.outbox.send(self._source, replace(empty, results=fit_results(found, room)))
 

@@ -146,7 +146,10 @@ class DiscoveryTable(Protocol):
     """The records a DISCOVER is answered from (Section 5.2)."""
 
     def discover(self, query: DiscoveryQuery, scope: Scope, max_results: int, now: float,
-                 allow: ExportFilter = None) -> list[Result]: ...
+                 allow: ExportFilter = None, spend: Callable[[], None] = ...
+                 ) -> list[Result]:
+        """Matching records, best first; ``spend`` raises to stop an evaluation over its
+        budget (Section 10.7)."""
 
 
 # --- what a gateway's guard reads (Section 10) ---------------------------------------------

@@ -53,7 +53,7 @@ from ..codec.registry import ANSWER_TO, MAX_PDU_SIZE, ErrorCode, MessageType, ti
 from ..codec.values import ExportPolicy
 from ..errors import require_extra
 from ..gateway.core import GatewayCore
-from ..gateway.limits import RequestLimits
+from ..gateway.limits import Budget, RequestLimits
 from ..gateway.node import GatewayNode
 from ..gateway.store import RegistryStore
 from ..host.config import ConfigError, GatewayConfig, PeerConfig
@@ -352,6 +352,7 @@ class GatewayRuntime:
                                 tracer=GatewayHops(self.name, c.domain,
                                                    provider=self.tracer_provider),
                                 limit_hold=c.limit("PEER_LIMIT_HOLD"),
+                                budget=Budget(c.limit("DISCOVER_BUDGET") / 1000),
                                 **self.guard.node_hooks())
         if self._freezer is not None:
             self._freezer.freeze()
