@@ -21,7 +21,9 @@ handshake timeout at QUIC's idle timeout): the gateway as it was before the limi
 With ``--discover`` the attacker is an authenticated agent instead (its own process, the
 SDK) that keeps 8 DISCOVERs in flight for T seconds, each with a 60 KB intent of
 distinct words, against 40 registered records; ``--unlimited`` then lifts the rate,
-cost and query limits (RATE_*, DISCOVER_COST, QUERY_*).  The JSON then has
+cost and query limits (RATE_*, DISCOVER_COST, QUERY_*, DISCOVER_BUDGET); ``--limit
+QUERY_MAX_INTENT=1000000000 --limit QUERY_MAX_TERMS=1000000000`` lifts only the query
+size limits, so that every DISCOVER is evaluated until its CPU budget stops it.  The JSON then has
 ``discovers`` (answered) and ``discover_status`` (answers by status) instead of the
 handshake figures.
 
@@ -80,7 +82,7 @@ def _setup(root: Path, unlimited: bool, limits: dict[str, float]) -> Path:
                "QUIC_MAX_CONNECTIONS": 10**9, "QUIC_MAX_PER_ADDRESS": 10**9,
                "QUIC_HANDSHAKE_TIMEOUT": timer("QUIC_IDLE_TIMEOUT"),
                "RATE_AGENT": 10**9, "RATE_AGENT_BURST": 10**9, "DISCOVER_COST": 1,
-               "QUERY_MAX_INTENT": 10**9, "QUERY_MAX_TERMS": 10**9}
+               "QUERY_MAX_INTENT": 10**9, "QUERY_MAX_TERMS": 10**9, "DISCOVER_BUDGET": 10**9}
     assert set(off) <= {lim.name for lim in LIMITS}
     text = config.read_text()
     config.write_text(text.replace("[limits]\n", "[limits]\n" + "".join(
