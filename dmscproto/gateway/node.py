@@ -270,11 +270,16 @@ class GatewayNode:
             d = Reject(ErrorCode.NO_ROUTE)
         return Refusal(d.code, "")
 
-    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | None:
+    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | Refusal | None:
         """The best record for a ROUTE_REQUEST's QUERY: held, else kept from relayed
-        discovery answers."""
-        best = self.core.discover(query, Scope.FEDERATED, 1, now) \
-            or self.core.remote.answers(query_key(query, 1), now)
+        discovery answers; QUERY_TOO_LARGE over the discovery budget (Section 10.7)."""
+        budget = self.discovery.budget
+        try:
+            best = self.core.discover(query, Scope.FEDERATED, 1, now,
+                                      spend=(lambda: None) if budget is None else budget()) \
+                or self.core.remote.answers(query_key(query, 1), now)
+        except ProtocolError as over:
+            return Refusal(over.code, over.diagnostic)
         return best[0].record.record.agent_id if best else None
 
     def relays_waiting(self, handle: Handle) -> bool:

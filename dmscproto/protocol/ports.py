@@ -289,6 +289,7 @@ class RoutingPort(Protocol):
         hop limit; a route learned from relayed discovery answers too): the next hop, or
         the routing error (NO_ROUTE also when the next hop has no established session)."""
 
-    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | None:
+    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | Refusal | None:
         """The Agent ID of the best record matching a ROUTE_REQUEST's QUERY (held, or
-        kept from relayed discovery answers), if any."""
+        kept from relayed discovery answers), if any; a refusal when evaluating the query
+        exceeds the discovery budget (QUERY_TOO_LARGE, Section 10.7)."""

@@ -290,9 +290,10 @@ class RouteRelay(Relay):
         target = req.target_agent
         if target is None:
             assert req.query is not None
-            target = port.resolve(req.query, now)
-            if target is None:
-                return Refused(Refusal(ErrorCode.NO_ROUTE, ""))
+            resolved = port.resolve(req.query, now)
+            if resolved is None or isinstance(resolved, Refusal):
+                return Refused(resolved or Refusal(ErrorCode.NO_ROUTE, ""))
+            target = resolved
         hop = port.next_hop(target, req.hop_limit, req.path, now)
         if isinstance(hop, Refusal):
             return Refused(hop)
