@@ -24,6 +24,7 @@ from dmscproto.codec.messages import (
     EchoReply,
     EchoRequest,
     Error,
+    Message,
     Update,
 )
 from dmscproto.codec.registry import LIMITS, ErrorCode, Scope, limit, timer
@@ -33,10 +34,10 @@ from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.limits import Budget, RequestLimits
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.host.config import ConfigError, GatewayConfig
-from dmscproto.host.pump import Association
+from dmscproto.host.pump import Association, Pump
 from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.events import RequestCompleted, SessionClosed, SessionEstablished
-from dmscproto.protocol.machine import Outbox
+from dmscproto.protocol.machine import Handle, Outbox
 from dmscproto.runtime.gateway import GatewayRuntime, Redial
 from dmscproto.runtime.lab import LabAssociations
 from dmscproto.sandbox.domains import Domain, write_gateway_config
@@ -328,3 +329,46 @@ def test_a_core_freezes_nothing_unless_tuned_and_loaded(tmp_path: Path) -> None:
     finally:
         store.close()
     assert gc.get_freeze_count() == before
+
+
+def test_requests_of_associations_are_fed_round_robin() -> None:
+    """Section 10.7, fairness: three requests of one association queued at once and one
+    of another are fed alternately (one per association per loop iteration), so the
+    other's waits for one of them, not all three."""
+    fed: list[str] = []
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.out: list[tuple[Handle, Message]] = []
+
+        def receive(self, source: Handle, msg: Message, now: float) -> None:
+            fed.append(f"{source}{msg.transaction_id}")
+            self.out.append((source, EchoReply(transaction_id=msg.transaction_id,
+                                               sequence=1, timestamp=0, gateway_id=bytes(16))))
+
+        def messages_to_send(self) -> list[tuple[Handle, Message]]:
+            out, self.out = self.out, []
+            return out
+
+        def next_event(self) -> object | None:
+            return None
+
+        def get_timer(self) -> float | None:
+            return None
+
+        def handle_timer(self, now: float) -> None:
+            pass
+
+    async def scenario() -> None:
+        pump = Pump(Recorder())
+
+        def echo(txid: int) -> EchoRequest:
+            return EchoRequest(transaction_id=txid, sequence=1, timestamp=0)
+
+        answers = await asyncio.gather(*(pump.deliver("a", echo(i)) for i in (1, 2, 3)),
+                                       pump.deliver("b", echo(1)))
+        assert [a.transaction_id for a in answers if a is not None] == [1, 2, 3, 1]
+        await pump.close()
+
+    asyncio.run(scenario())
+    assert fed == ["a1", "b1", "a2", "a3"]

@@ -9,6 +9,10 @@ In aioquic's style the machine decides and this module only moves messages and t
   transaction (on QUIC, the response on the request's stream, Section 9.1); a new
   *request* is sent as its own transaction and its answer (or the transport's
   failure, as an ERROR) is fed back to the machine; anything else is sent one-way;
+* requests from different associations are fed round robin (:class:`Turns`): an
+  association has at most one request fed per event loop iteration while others wait,
+  so one agent sending many costly requests at once delays another's by one of them,
+  not by all (Section 10.7);
 * ``machine.get_timer()`` is armed on the event loop (once per loop iteration; a timer
   already armed for an earlier deadline is kept) and ``handle_timer`` called when it
   fires; events (``machine.next_event()``) are handed to ``on_event`` in order.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -95,6 +100,48 @@ def _give_up(future: asyncio.Future[Message], msg: Message) -> None:
                                 diagnostic="no answer"))
 
 
+class Turns:
+    """Round robin between associations (module doc): :meth:`turn` returns at once for
+    an association that has had no turn in this loop iteration and none queued; the
+    others queue, and each later iteration wakes the first waiting request of every
+    association that has one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._served: set[Handle] = set()
+        self._queues: dict[Handle, deque[asyncio.Future[None]]] = {}
+        self._scheduled = False
+
+    async def turn(self, source: Handle) -> None:
+        if source not in self._served and source not in self._queues:
+            self._served.add(source)
+            self._schedule()
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._queues.setdefault(source, deque()).append(waiter)
+        self._schedule()
+        await waiter
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._round)
+
+    def _round(self) -> None:
+        self._scheduled = False
+        self._served.clear()
+        for source in list(self._queues):
+            queue = self._queues[source]
+            waiter = queue.popleft()
+            if not queue:
+                del self._queues[source]
+            if not waiter.done():  # a cancelled request gives its turn away
+                waiter.set_result(None)
+                self._served.add(source)
+        if self._served:
+            self._schedule()
+
+
 class Pump:
     """Drives one sans-I/O machine (module docstring).  ``clock`` gives ``now`` in
     seconds since the epoch (the machines put it in TIMESTAMP TLVs)."""
@@ -114,6 +161,7 @@ class Pump:
         self._tasks: set[asyncio.Task[None]] = set()
         #: The transport transactions of requests the machine sent, by (handle, txid).
         self._outgoing: dict[tuple[Handle, int], asyncio.Task[None]] = {}
+        self._turns = Turns(self._loop)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._arm_soon = False
@@ -137,6 +185,7 @@ class Pump:
         # The machine's own timers answer every request; this is only a safety net.
         guard = self._loop.call_later(TRANSPORT_TIMEOUT, _give_up, future, msg)
         try:
+            await self._turns.turn(source)
             self.feed(source, msg)
             return await future
         finally:
