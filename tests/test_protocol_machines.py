@@ -33,6 +33,7 @@ from dmscproto.codec.registry import (
     MAX_PDU_SIZE,
     TLV_HEADER_SIZE,
     ErrorCode,
+    GatewayCaps,
     MessageType,
     Scope,
     timer,
@@ -178,9 +179,9 @@ def session(core: GatewayCore, hold: int = 90, refuse: Refusal | None = None,
                        timers=SessionTimers(hold, keepalive)), out
 
 
-def peer_open(txid: int = 9, hold: int = 90) -> Open:
+def peer_open(txid: int = 9, hold: int = 90, caps: int = 0) -> Open:
     return Open(transaction_id=txid, gateway_id=PEER, domain="b.example", hold_time=hold,
-                capabilities=0)
+                capabilities=caps)
 
 
 def test_refused_open_is_answered_with_error(core: GatewayCore) -> None:
@@ -379,15 +380,17 @@ def test_a_waited_on_peer_is_probed_and_closed_when_silent(core: GatewayCore) ->
     PROBE_IDLE_FRACTION of the keepalive sends ECHO_REQUEST; an answer keeps the session,
     silence for PROBE_TIMEOUT_FRACTION more closes it (HOLD_TIMER_EXPIRED), long before
     the hold time."""
-    s, out = session(core, hold=3, keepalive=1.0)
     waiting = [True]
-    s.port.relays_waiting = lambda _h: waiting[0]  # type: ignore[method-assign]
-    s.start(T0)
-    [mine] = sent(out)
-    s.receive(peer_open(txid=mine.transaction_id, hold=3), T0)
-    sent(out)
-    s.watch(T0)
-    assert s.get_timer() == T0 + 0.25
+    for caps in (0, int(GatewayCaps.OAM)):
+        s, out = session(core, hold=3, keepalive=1.0)
+        s.port.relays_waiting = lambda _h: waiting[0]  # type: ignore[method-assign]
+        s.start(T0)
+        [mine] = sent(out)
+        s.receive(peer_open(txid=mine.transaction_id, hold=3, caps=caps), T0)
+        sent(out)
+        s.watch(T0)
+        # a peer without OAM in its OPEN does not answer ECHO_REQUEST: never probed
+        assert s.get_timer() == (T0 + 0.25 if caps else T0 + 1)
     s.handle_timer(T0 + 0.25)
     [probe] = sent(out)
     assert isinstance(probe, EchoRequest) and s.get_timer() == T0 + 0.75

@@ -343,6 +343,8 @@ class PeerSession(TypedMachine):
         self._txids = txids
         self.peer_id: bytes | None = None
         self.peer_domain: str | None = None
+        #: Whether the peer announced OAM in OPEN (it answers ECHO_REQUEST: probing).
+        self.peer_oam = False
         #: The negotiated hold time once OPEN is received (our proposal until then).
         self.hold_time = timers.hold_time
         self.keepalive: float | None = None
@@ -367,8 +369,8 @@ class PeerSession(TypedMachine):
 
     def watch(self, now: float) -> None:
         """A relayed transaction now waits on the session (local call): probe the peer
-        while any does (module doc)."""
-        if self.rows_for(_I.WATCH) and self.keepalive is not None:
+        while any does (module doc), if it answers ECHO_REQUEST (OAM in its OPEN)."""
+        if self.rows_for(_I.WATCH) and self.keepalive is not None and self.peer_oam:
             self.run(Watch(), now)
 
     def receive(self, msg: Message, now: float) -> None:
@@ -442,6 +444,7 @@ class PeerSession(TypedMachine):
 
     def _learn_peer(self, o: Open) -> None:
         self.peer_id, self.peer_domain = o.gateway_id, o.domain
+        self.peer_oam = bool(o.capabilities & GatewayCaps.OAM)
         self.hold_time = min(self.timers.hold_time, o.hold_time)
         self.keepalive = self.timers.keepalive_for(self.hold_time)
 
