@@ -43,6 +43,8 @@ transaction once any summary is held.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import random
 from collections import deque
@@ -126,6 +128,35 @@ _DISCOVERY_ANSWERS = frozenset({_M.DISCOVER_REPLY, _M.ERROR})
 _RESOLVE_LIMIT = 1
 
 
+class _Deadlines:
+    """The earliest timer of the peer sessions, recomputed only for the sessions marked
+    stale by what may have moved their timers (a heap with lazy deletion: each change
+    costs O(log n), not a walk of every session after each event)."""
+
+    def __init__(self) -> None:
+        self._at: dict[Handle, float] = {}
+        self._heap: list[tuple[float, int, Handle]] = []
+        self._stale: set[Handle] = set()
+        self._order = itertools.count()  # ties never compare handles
+
+    def stale(self, handle: Handle) -> None:
+        self._stale.add(handle)
+
+    def earliest(self, timer_of: Callable[[Handle], float | None]) -> float | None:
+        for handle in self._stale:
+            due = timer_of(handle)
+            if due is None:
+                self._at.pop(handle, None)
+            elif self._at.get(handle) != due:
+                self._at[handle] = due
+                heapq.heappush(self._heap, (due, next(self._order), handle))
+        self._stale.clear()
+        heap, at = self._heap, self._at
+        while heap and at.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+
 class GatewayNode:
     """One Agent Gateway (module doc)."""
 
@@ -181,6 +212,7 @@ class GatewayNode:
                                             None if budget is None else budget.start)
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
+        self._session_timers = _Deadlines()  # marked stale wherever a session is run
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
         self.relays: dict[tuple[Handle, int], Relay] = {}
         self._unanswered: list[Relay] = []     # relays that may still time out
@@ -303,6 +335,7 @@ class GatewayNode:
             s = PeerSession(self._out, handle, self.local, self, self.txids,
                             timers=self.session_timers(handle))
             self.sessions[handle] = s
+        self._session_timers.stale(handle)  # the caller is about to run it
         return s
 
     def connect(self, handle: Handle, now: float) -> None:
@@ -312,6 +345,7 @@ class GatewayNode:
 
     def disconnect(self, handle: Handle, now: float) -> None:
         """Close a peer session with NOTIFY CEASE."""
+        self._session_timers.stale(handle)
         self.sessions[handle].close(now)
         self._settle(now)
 
@@ -447,9 +481,13 @@ class GatewayNode:
         self._relaying = [f for f in self._relaying if not f.done]
         return earliest(self.registration.get_timer(), self.summaries.get_timer(),
                         None if self.grace is None else self.grace.get_timer(),
-                        *(s.get_timer() for s in self.sessions.values()),
+                        self._session_timers.earliest(self._session_timer),
                         *(r.get_timer() for r in self._unanswered),
                         *(f.get_timer() for f in self._relaying))
+
+    def _session_timer(self, handle: Handle) -> float | None:
+        s = self.sessions.get(handle)
+        return None if s is None else s.get_timer()
 
     def handle_timer(self, now: float) -> None:
         """Run every machine whose timer is due."""
@@ -461,9 +499,10 @@ class GatewayNode:
             if released:
                 self._announce(TableChanges(advertised=released), now)
                 self.summaries.changed(now)
-        for s in list(self.sessions.values()):
+        for handle, s in list(self.sessions.items()):
             due = s.get_timer()
             if due is not None and now >= due:
+                self._session_timers.stale(handle)
                 s.handle_timer(now)
         for r in self._unanswered:
             if not r.done:
@@ -511,6 +550,7 @@ class GatewayNode:
                 self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
+                self._session_timers.stale(ev.handle)
                 if self.limits is not None:
                     self.limits.forget(ev.handle)
                 self._fail_relays_via(ev.handle, now)
@@ -539,6 +579,7 @@ class GatewayNode:
     def _announce(self, changes: TableChanges, now: float) -> None:
         """Tell every session (the one a change came from too: it may now have to
         withdraw what it advertised there, Section 6.3)."""
-        for s in list(self.sessions.values()):
+        for handle, s in list(self.sessions.items()):
             if isinstance(s.sync, PeerSync):
+                self._session_timers.stale(handle)
                 s.sync.announce(changes, now)
