@@ -149,23 +149,37 @@ def _check_repeat(plan: _Plan, ttype: int, last_type: int, offset: int) -> None:
                           f"{TlvType(ttype).name} repeated in {plan.cls.TYPE.name}")
 
 
+#: How to encode one TLV of a message class: field name, TLV type, value builder, may
+#: repeat, required.
+_Build = tuple[str, int, Callable[[Any], bytes], bool, bool]
+#: The encoding plan of each message class, from its ``SPEC`` on first use.
+_BUILDS: dict[type[Message], tuple[_Build, ...]] = {}
+
+
+def _builds(cls: type[Message]) -> tuple[_Build, ...]:
+    plan = _BUILDS[cls] = tuple(
+        (s.name, s.tlv.value, VALUE_CODECS[s.tlv].build, s.occurs is REPEATED,
+         s.occurs is REQUIRED) for s in cls.SPEC)
+    return plan
+
+
 def encode(msg: Message) -> bytes:
     """Encode ``msg`` as one PDU, TLVs in ascending type order (Section 4.2)."""
     tlvs: list[tuple[int, bytes]] = [(t.type, t.value) for t in msg.unknown_tlvs]
-    for spec in msg.SPEC:
-        value = getattr(msg, spec.name)
+    cls = type(msg)
+    for name, ttype, build, repeated, required in _BUILDS.get(cls) or _builds(cls):
+        value = getattr(msg, name)
         if value is None:
-            if spec.occurs is REQUIRED:
-                raise EncodeError(f"{msg.TYPE.name}.{spec.name} is required")
+            if required:
+                raise EncodeError(f"{msg.TYPE.name}.{name} is required")
             continue
-        codec = VALUE_CODECS[spec.tlv]
         try:
-            if spec.occurs is REPEATED:
-                tlvs.extend((spec.tlv.value, codec.build(v)) for v in value)
+            if repeated:
+                tlvs.extend((ttype, build(v)) for v in value)
             else:
-                tlvs.append((spec.tlv.value, codec.build(value)))
+                tlvs.append((ttype, build(value)))
         except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
-            raise EncodeError(f"{msg.TYPE.name}.{spec.name}: {exc}") from exc
+            raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
     if msg.unknown_tlvs:
         tlvs.sort(key=lambda t: t[0])  # stable: repeated TLVs keep their order
     parts = []
