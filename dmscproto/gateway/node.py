@@ -410,15 +410,7 @@ class GatewayNode:
                     scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT, trace=msg.trace),
                 None, resolving=msg), now)
         elif t in SESSION_MESSAGES or (t in _SESSION_ANSWERS and source in self.sessions):
-            if t is not _M.OPEN and source not in self.sessions:
-                raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
-                                    f"{t.name} outside a peer session", t)
-            session = self._session(source)
-            try:
-                session.receive(msg, now)
-            finally:
-                if session.state is PeerState.IDLE:  # refused or closed: forget it
-                    self.sessions.pop(source, None)
+            self._session_message(source, msg, now)
         elif t in _REGISTRATION:
             self.registration.receive(source, msg, now)
             if isinstance(msg, Refresh) and self.registration.handles.get(msg.agent_id) \
@@ -437,7 +429,22 @@ class GatewayNode:
                                 f"{t.name} matches no transaction", t)
 
     # --- capability summaries and relayed discovery (Sections 5.2.1, 6.9) ---------------------
+    def _session_message(self, source: Handle, msg: Message, now: float) -> None:
+        t = msg.TYPE
+        if t is not _M.OPEN and source not in self.sessions:
+            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                f"{t.name} outside a peer session", t)
+        session = self._session(source)
+        try:
+            session.receive(msg, now)
+        finally:
+            if session.state is PeerState.IDLE:  # refused or closed: forget it
+                self.sessions.pop(source, None)
+
     def _summary(self, source: Handle, msg: Summary, now: float) -> None:
+        """The session machine first (a SUMMARY establishes it in OPEN_CONFIRM, as a
+        sync message does, and restarts the hold timer), then the summaries."""
+        self._session_message(source, msg, now)
         s = self.sessions.get(source)
         if s is None or s.state is not PeerState.ESTABLISHED or s.peer_id is None \
                 or s.peer_domain is None:

@@ -119,6 +119,7 @@ class PeerInput(Enum):
     OPEN_ANSWER_REFUSED = "OPEN [answers ours, refused]"
     KEEPALIVE = "KEEPALIVE"
     SYNC = "UPDATE, DIGEST, SYNC_REQUEST, SYNC_ACK, DIGEST_REQUEST"
+    SUMMARY = "SUMMARY (the gateway passes it to its summaries once established)"
     ERROR = "ERROR"
     NOTIFY = "NOTIFY"
     UNEXPECTED = "any other message, or one the sync machine refuses"
@@ -214,6 +215,12 @@ class SyncReceived(StepInput):
 
 
 @dataclass(frozen=True, slots=True)
+class SummaryReceived(StepInput):
+    KIND = _I.SUMMARY
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReceived(StepInput):
     KIND = _I.ERROR
     msg: Error
@@ -276,12 +283,12 @@ class ProbeLost(StepInput):
 
 _M = MessageType
 #: The input a received message becomes, by type (OPEN: by the guards in ``_classify``).
-_INPUT_OF: dict[MessageType, type[KeepaliveReceived | SyncReceived | ErrorReceived
-                                  | NotifyReceived | EchoReplyReceived]] = {
+_INPUT_OF: dict[MessageType, type[KeepaliveReceived | SyncReceived | SummaryReceived
+                                  | ErrorReceived | NotifyReceived | EchoReplyReceived]] = {
     _M.KEEPALIVE: KeepaliveReceived, _M.ECHO_REPLY: EchoReplyReceived,
     _M.UPDATE: SyncReceived, _M.DIGEST: SyncReceived,
     _M.SYNC_REQUEST: SyncReceived, _M.SYNC_ACK: SyncReceived, _M.DIGEST_REQUEST: SyncReceived,
-    _M.ERROR: ErrorReceived, _M.NOTIFY: NotifyReceived,
+    _M.SUMMARY: SummaryReceived, _M.ERROR: ErrorReceived, _M.NOTIFY: NotifyReceived,
 }
 _OPENING = (_S.OPEN_SENT, _S.OPEN_CONFIRM)
 _ACTIVE = (*_OPENING, _S.ESTABLISHED)
@@ -313,7 +320,9 @@ class PeerSession(TypedMachine):
         (_S.OPEN_CONFIRM, _I.OPEN_ANSWER): (_A.CONFIRM, _S.ESTABLISHED),
         (_S.OPEN_CONFIRM, _I.KEEPALIVE): (_A.ESTABLISH, _S.ESTABLISHED),
         (_S.OPEN_CONFIRM, _I.SYNC): (_A.ESTABLISH_AND_SYNC, _S.ESTABLISHED),
+        (_S.OPEN_CONFIRM, _I.SUMMARY): (_A.ESTABLISH, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.KEEPALIVE): (_A.RESTART_HOLD, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.SUMMARY): (_A.RESTART_HOLD, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.SYNC): (_A.SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.ERROR): (_A.SYNC, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.KEEPALIVE_DUE): (_A.SEND_KEEPALIVE, _S.ESTABLISHED),
@@ -511,7 +520,7 @@ class PeerSession(TypedMachine):
         self._establish(now, inp)
         self._sync(now, inp)
 
-    def _restart_hold(self, now: float, inp: KeepaliveReceived) -> None:
+    def _restart_hold(self, now: float, inp: KeepaliveReceived | SummaryReceived) -> None:
         self._restart_hold_timer(now, self.hold_time)
 
     def _sync(self, now: float, inp: SyncReceived | ErrorReceived) -> None:
