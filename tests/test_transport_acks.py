@@ -3,11 +3,14 @@ sans-I/O connections with a manual clock: real handshakes, real packets, no sock
 
 from __future__ import annotations
 
+import asyncio
+
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from transport_support import Pki
 
 from dmscproto.codec.registry import timer
+from dmscproto.transport.quic import _Flusher
 from dmscproto.transport.tls import DmscQuicConnection
 
 CLIENT, SERVER = ("10.0.0.1", 4433), ("10.0.0.2", 4433)
@@ -137,3 +140,28 @@ def test_a_lost_request_is_retransmitted_as_before(pki: Pki) -> None:
             if isinstance(event, events.StreamDataReceived) and event.stream_id == stream_id:
                 received += event.data
     assert received == b"x" * 100
+
+
+def test_one_failing_transmit_does_not_hold_back_the_others() -> None:
+    """The connections due in one event-loop turn transmit together: an exception in
+    one is logged and the others still send (each used to have a callback of its own)."""
+    loop = asyncio.new_event_loop()
+    sent: list[str] = []
+
+    class Conn:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def transmit(self) -> None:
+            if self.name == "broken":
+                raise RuntimeError("boom")
+            sent.append(self.name)
+
+    try:
+        flusher = _Flusher(loop)
+        for name in ("first", "broken", "last"):
+            flusher.add(Conn(name))  # type: ignore[arg-type]
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    assert sent == ["first", "last"]

@@ -154,7 +154,10 @@ class _Flusher:
         self._handle = None
         due, self._due = self._due, {}
         for conn in due:
-            conn.transmit()
+            try:
+                conn.transmit()
+            except Exception:  # as when each had a callback of its own: log, go on
+                log.exception("transmit failed on a QUIC connection")
 
 
 _FLUSHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
