@@ -33,11 +33,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from dmscproto.agent import Agent
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
@@ -51,6 +50,7 @@ assert _spec is not None and _spec.loader is not None
 gateway_proc = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gateway_proc)
 CLI, start_gateway = gateway_proc.CLI, gateway_proc.start_gateway
+_spawn, _stop = gateway_proc.spawn, gateway_proc.stop
 
 HOST = "127.0.0.1"
 SAMPLE = ("import asyncio\n"
@@ -61,24 +61,6 @@ SAMPLE = ("import asyncio\n"
           "    print(agent.url, flush=True)\n"
           "    await asyncio.Event().wait()\n"
           "asyncio.run(main())\n")
-
-
-def _drain(stream: IO[str]) -> None:
-    for _ in stream:
-        pass
-
-
-def _spawn(args: list[str], until: str) -> tuple[subprocess.Popen[str], str]:
-    """Start a process and wait for the first stdout line containing ``until``."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    out = proc.stdout
-    assert out is not None
-    for line in out:
-        if until in line:
-            threading.Thread(target=_drain, args=(out,), daemon=True).start()
-            return proc, line.strip()
-    proc.wait()
-    raise RuntimeError(f"{args[:4]} did not start")
 
 
 def _agent_toml(dom: Domain, name: str, gateway: str, skills: list[str] = ()) -> Path:
@@ -212,12 +194,7 @@ def main() -> None:
             print(json.dumps(out))
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,29 @@ def start_gateway(*args: str, code: str = CLI) -> tuple[subprocess.Popen[str], s
             return gateway, str(event["address"])
     gateway.wait()
     raise RuntimeError("the gateway did not start")
+
+
+def spawn(args: list[str], until: str, *,
+          quiet: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """Start a process and wait for its first stdout line containing ``until``; the
+    rest of stdout is drained by a thread (``quiet``: stderr discarded)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL if quiet else None)
+    out = proc.stdout
+    assert out is not None
+    for line in out:
+        if until in line:
+            threading.Thread(target=_drain, args=(out,), daemon=True).start()
+            return proc, line.strip()
+    proc.wait()
+    raise RuntimeError(f"{args[:4]} did not start")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

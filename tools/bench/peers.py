@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import route
+from gateway_proc import spawn, stop
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,31 +69,9 @@ def _a2a_bench() -> Any:
     return module
 
 
-def _spawn(args: list[str], until: str) -> tuple[subprocess.Popen[str], str]:
-    """Start a process; its first stdout line containing ``until``; the rest drained."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if until in line:
-            threading.Thread(target=lambda: [None for _ in proc.stdout or ()],
-                             daemon=True).start()
-            return proc, line.strip()
-    proc.wait()
-    raise RuntimeError(f"{args[:3]} did not start")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def _a2a(bench: Any, url: str, args: argparse.Namespace) -> dict[str, float]:
-    seq, seq_p50 = asyncio.run(bench._measure(url, 1, args.seconds))
-    c32, _p50 = asyncio.run(bench._measure(url, args.inflight, args.seconds))
+    seq, seq_p50 = asyncio.run(bench._a2a(url, 1, args.seconds))
+    c32, _p50 = asyncio.run(bench._a2a(url, args.inflight, args.seconds))
     return {"seq_per_s": seq, "seq_p50_ms": seq_p50, "c32_per_s": c32}
 
 
@@ -197,12 +175,13 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             keys = route._setup(Path(tmp))
-            proc, a2a_url = _spawn([sys.executable, "-c", bench.SAMPLE], "http://")
+            proc, a2a_url = spawn([sys.executable, "-c", bench.SAMPLE], "http://", quiet=True)
             procs.append(proc)
             slim_endpoint = ""
             if have_slim:
                 address = f"{HOST}:{_free_port()}"
-                procs.append(_spawn([sys.executable, "-c", SLIM_NODE, address], "ready")[0])
+                procs.append(spawn([sys.executable, "-c", SLIM_NODE, address], "ready",
+                                   quiet=True)[0])
                 slim_endpoint = f"http://{address}"
             systems: dict[str, Callable[[], dict[str, float]]] = {
                 "dmsc": lambda: route._routed(keys, args),
@@ -215,7 +194,7 @@ def main() -> None:
                     results.setdefault(name, []).append(measure())
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
 
     out: dict[str, Any] = {"inflight": args.inflight, "size": args.size,
                            "rounds": args.rounds, "seconds": args.seconds}
