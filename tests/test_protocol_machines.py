@@ -62,7 +62,8 @@ from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, Ses
 from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.protocol.requester import Requests
 from dmscproto.protocol.sync import PeerSync, SyncPeer
-from dmscproto.protocol.sync_in import InState, SyncIn
+from dmscproto.protocol.sync_in import SyncIn
+from dmscproto.protocol.sync_in_inputs import InState
 from dmscproto.testing.harness import T0, make_record
 
 ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16

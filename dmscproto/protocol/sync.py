@@ -34,7 +34,8 @@ from ..codec.registry import MAX_PDU_SIZE, limit, timer
 from .machine import Handle, Outbox, TransactionIds, earliest
 from .ports import ExportFilter, SyncLink, SyncTable
 from .registration import RecordVerifier
-from .sync_in import Purged, SyncIn
+from .sync_in import SyncIn
+from .sync_in_inputs import Purged
 from .sync_out import Changed, Start, SyncOut, TableSent
 
 
