@@ -52,7 +52,7 @@ from dmscproto.codec import (
 )
 from dmscproto.codec.messages import OPTIONAL, REPEATED
 from dmscproto.codec.registry import CRITICAL_BIT, HEADER_SIZE, ID_SIZE
-from dmscproto.codec.values import scan_record
+from dmscproto.codec.scan import scan_record
 from dmscproto.testing.examples import examples
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,

@@ -16,7 +16,8 @@ from . import cbor
 from .cbor import bstr_head, string_span
 from .errors import DecodeError
 from .registry import CoseAlgorithm, ErrorCode
-from .values import CapabilityRecord, scan_record
+from .scan import scan_record
+from .values import CapabilityRecord
 
 #: CBOR tag of COSE_Sign1_Tagged (RFC 9052, Section 2).
 COSE_SIGN1_TAG = 18
