@@ -30,8 +30,10 @@ from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.catalog import MACHINES
 from dmscproto.protocol.discovery import DiscoveryResponder
+from dmscproto.protocol.dispatch import starting_types
 from dmscproto.protocol.federated import DiscoveryContext, FederatedDiscovery
 from dmscproto.protocol.machine import Machine, Outbox, ProtocolError, TransactionIds
 from dmscproto.protocol.oam import EchoResponder, TraceRelay
@@ -327,3 +329,32 @@ def test_unexpected_message_is_refused(cls: type[Machine], state: Enum, mtype: M
     else:
         assert sent == [], "answers, one-way messages and ERROR are never answered"
     assert rig.machine.state is state, "the machine must stay where it was"
+
+
+# --- dispatch derived from the tables (dmscproto.protocol.dispatch) ---------------------------
+def test_the_types_that_start_a_transaction_come_from_the_tables() -> None:
+    assert {cls: starting_types(cls) for cls in (PeerSession, RouteRelay, TraceRelay,
+                                                 FederatedDiscovery, Requester)} == {
+        PeerSession: {M.OPEN}, RouteRelay: {M.ROUTE_REQUEST}, TraceRelay: {M.TRACE_REQUEST},
+        FederatedDiscovery: {M.DISCOVER}, Requester: set()}
+
+
+def test_node_dispatch_covers_its_machines_message_inputs(tmp_path: Path) -> None:
+    """The node takes exactly the types its machines have inputs for (the sync machines'
+    through the session's), each first by the transaction it may answer."""
+    node = GatewayNode(_core(tmp_path))
+    machines = {r.machine for r in node._receivers()}
+    assert machines == {GatewayRegistration, DiscoveryResponder, FederatedDiscovery,
+                        RouteRelay, PeerSession, EchoResponder, TraceRelay}
+    assert set(node._takers) == {t for cls in machines for t in cls.MESSAGE_INPUTS}
+    for sync in (SyncIn, SyncOut):
+        assert set(sync.MESSAGE_INPUTS) <= set(PeerSession.MESSAGE_INPUTS)
+    assert node._takers[M.ERROR] == (node._to_relay, node._to_federated, node._to_session)
+    assert node._takers[M.DISCOVER] == (node._relay_discover, node._discover)
+
+
+def test_agent_dispatch_covers_its_machines_message_inputs() -> None:
+    client = AgentClient(make_record(30, "alice", "a.example"), "gw")
+    assert set(client._takers) == (set(Requester.MESSAGE_INPUTS)
+                                   | set(AgentRegistration.MESSAGE_INPUTS) | {M.ROUTE_REQUEST})
+    assert client._takers[M.ERROR] == (client._to_request, client._to_registration)

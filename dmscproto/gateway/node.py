@@ -66,13 +66,13 @@ from ..codec.registry import (
     MAX_PDU_SIZE,
     SESSION_MESSAGES,
     ErrorCode,
-    MessageType,
     Scope,
     limit,
     timer,
 )
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
+from ..protocol.dispatch import Receiver, Role, dispatch_table
 from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
@@ -118,12 +118,6 @@ from .limits import Budget, RequestLimits
 from .restart import RestartGrace
 from .routing import DeliverLocal, Forward, Reject
 
-_M = MessageType
-_REGISTRATION = frozenset({_M.REGISTER, _M.REFRESH, _M.DEREGISTER})
-_RELAY_ANSWERS = frozenset({_M.ROUTE_REPLY, _M.TRACE_REPLY, _M.ERROR})
-#: Answers to what a peer session sends (ECHO_REPLY: its probe, Section 6.1.1).
-_SESSION_ANSWERS = frozenset({_M.ERROR, _M.ECHO_REPLY})
-_DISCOVERY_ANSWERS = frozenset({_M.DISCOVER_REPLY, _M.ERROR})
 #: The query limit a ROUTE_REQUEST's QUERY is relayed with (only the best is used).
 _RESOLVE_LIMIT = 1
 
@@ -230,6 +224,8 @@ class GatewayNode:
         #: Relayed DISCOVERs by (association, transaction id) of each one sent.
         self.discoveries: dict[tuple[Handle, int], FederatedDiscovery] = {}
         self._relaying: list[FederatedDiscovery] = []  # may still time out
+        #: Who takes each message type, in turn (:meth:`_receivers`).
+        self._takers = dispatch_table(self._receivers())
 
     def export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
         """The records advertised to a peer of ``domain``: none to a domain that gets
@@ -372,6 +368,24 @@ class GatewayNode:
         if answer is not None:
             self._out.send(source, answer)
 
+    def _receivers(self) -> tuple[Receiver, ...]:
+        """The node's machines, in the order they are asked for a message (an answer
+        goes to the transaction it matches first); :func:`dispatch_table` derives the
+        takers of each message type from their tables."""
+        return (
+            Receiver(RouteRelay, Role.CONTINUE, self._to_relay),
+            Receiver(TraceRelay, Role.CONTINUE, self._to_relay),
+            Receiver(FederatedDiscovery, Role.CONTINUE, self._to_federated),
+            Receiver(PeerSession, Role.CONTINUE, self._to_session),
+            Receiver(PeerSession, Role.START, self._open_session),
+            Receiver(FederatedDiscovery, Role.START, self._relay_discover),
+            Receiver(DiscoveryResponder, Role.ALL, self._discover),
+            Receiver(GatewayRegistration, Role.ALL, self._register),
+            Receiver(EchoResponder, Role.ALL, self._echo),
+            Receiver(RouteRelay, Role.START, self._route),
+            Receiver(TraceRelay, Role.START, self._trace),
+        )
+
     def _dispatch(self, source: Handle, msg: Message, now: float) -> None:
         t = msg.TYPE
         if self.limits is not None and t in ANSWER_TO and t not in SESSION_MESSAGES:
@@ -389,62 +403,94 @@ class GatewayNode:
                 if answer is not None:
                     self._out.send(source, answer)
                 raise ProtocolError(refused.code, refused.diagnostic, t)
-        relay = self.relays.get((source, msg.transaction_id)) if t in _RELAY_ANSWERS else None
-        fed = (self.discoveries.pop((source, msg.transaction_id), None)
-               if t in _DISCOVERY_ANSWERS and relay is None else None)
-        if relay is not None:
-            del self.relays[(source, msg.transaction_id)]
-            relay.receive(source, msg, now)
-        elif fed is not None:
-            fed.receive(source, msg, now)
-        elif isinstance(msg, Summary):
-            self._summary(source, msg, now)
-        elif isinstance(msg, Discover) and self._relays_discovery(msg):
-            self._federated(FederatedDiscovery(self._out, self.fed_ctx, source, msg,
-                                               self.discovery_policy(source)), now)
-        elif isinstance(msg, RouteRequest) and self._resolves_first(msg, now):
-            assert msg.query is not None
-            self._federated(FederatedDiscovery(
-                self._out, self.fed_ctx, source, Discover(
-                    transaction_id=msg.transaction_id, query=msg.query,
-                    scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT, trace=msg.trace),
-                None, resolving=msg), now)
-        elif t in SESSION_MESSAGES or (t in _SESSION_ANSWERS and source in self.sessions):
-            self._session_message(source, msg, now)
-        elif t in _REGISTRATION:
-            self.registration.receive(source, msg, now)
-            if isinstance(msg, Refresh) and self.registration.handles.get(msg.agent_id) \
-                    == source:
-                self._release([msg.agent_id], now)
-        elif t is _M.DISCOVER:
-            self.discovery.receive(source, msg, now)
-        elif t is _M.ECHO_REQUEST:
-            self.echo.receive(source, msg, now)
-        elif isinstance(msg, RouteRequest):
-            self._relay(RouteRelay(self._out, self.ctx, source, msg), now)
-        elif isinstance(msg, TraceRequest):
-            self._relay(TraceRelay(self._out, self.ctx, source, msg), now)
-        else:
-            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
-                                f"{t.name} matches no transaction", t)
+        for take in self._takers.get(t, ()):
+            if take(source, msg, now):
+                return
+        raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, f"{t.name} matches no transaction", t)
 
-    # --- capability summaries and relayed discovery (Sections 5.2.1, 6.9) ---------------------
-    def _session_message(self, source: Handle, msg: Message, now: float) -> None:
-        t = msg.TYPE
-        if t is not _M.OPEN and source not in self.sessions:
-            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
-                                f"{t.name} outside a peer session", t)
+    # --- the takers (:meth:`_receivers`) --------------------------------------------------------
+    def _to_relay(self, source: Handle, msg: Message, now: float) -> bool:
+        relay = self.relays.pop((source, msg.transaction_id), None)
+        if relay is None:
+            return False
+        relay.receive(source, msg, now)
+        return True
+
+    def _to_federated(self, source: Handle, msg: Message, now: float) -> bool:
+        fed = self.discoveries.pop((source, msg.transaction_id), None)
+        if fed is None:
+            return False
+        fed.receive(source, msg, now)
+        return True
+
+    def _to_session(self, source: Handle, msg: Message, now: float) -> bool:
+        """A message of an existing session; a SUMMARY then goes to the summaries."""
+        if source not in self.sessions:
+            if msg.TYPE in SESSION_MESSAGES:
+                raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                                    f"{msg.TYPE.name} outside a peer session", msg.TYPE)
+            return False  # an answer no session waits for
+        self._open_session(source, msg, now)
+        if isinstance(msg, Summary):
+            self._summary(source, msg, now)
+        return True
+
+    def _open_session(self, source: Handle, msg: Message, now: float) -> bool:
         session = self._session(source)
         try:
             session.receive(msg, now)
         finally:
             if session.state is PeerState.IDLE:  # refused or closed: forget it
                 self.sessions.pop(source, None)
+        return True
 
+    def _relay_discover(self, source: Handle, msg: Message, now: float) -> bool:
+        """A FEDERATED DISCOVER, once summaries are held, may be relayed."""
+        if not (isinstance(msg, Discover) and msg.scope is Scope.FEDERATED
+                and self.summaries.foreign()):
+            return False
+        self._federated(FederatedDiscovery(self._out, self.fed_ctx, source, msg,
+                                           self.discovery_policy(source)), now)
+        return True
+
+    def _discover(self, source: Handle, msg: Message, now: float) -> bool:
+        self.discovery.receive(source, msg, now)
+        return True
+
+    def _register(self, source: Handle, msg: Message, now: float) -> bool:
+        self.registration.receive(source, msg, now)
+        if isinstance(msg, Refresh) and self.registration.handles.get(msg.agent_id) == source:
+            self._release([msg.agent_id], now)
+        return True
+
+    def _echo(self, source: Handle, msg: Message, now: float) -> bool:
+        self.echo.receive(source, msg, now)
+        return True
+
+    def _route(self, source: Handle, msg: Message, now: float) -> bool:
+        """A ROUTE_REQUEST: relayed, or first resolved by a relayed DISCOVER when no
+        held record matches its QUERY (once summaries are held)."""
+        assert isinstance(msg, RouteRequest)
+        if msg.query is not None and msg.target_agent is None and self.summaries.foreign() \
+                and not self.core.discover(msg.query, Scope.FEDERATED, 1, now):
+            self._federated(FederatedDiscovery(
+                self._out, self.fed_ctx, source, Discover(
+                    transaction_id=msg.transaction_id, query=msg.query,
+                    scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT, trace=msg.trace),
+                None, resolving=msg), now)
+        else:
+            self._relay(RouteRelay(self._out, self.ctx, source, msg), now)
+        return True
+
+    def _trace(self, source: Handle, msg: Message, now: float) -> bool:
+        assert isinstance(msg, TraceRequest)
+        self._relay(TraceRelay(self._out, self.ctx, source, msg), now)
+        return True
+
+    # --- capability summaries and relayed discovery (Sections 5.2.1, 6.9) ---------------------
     def _summary(self, source: Handle, msg: Summary, now: float) -> None:
-        """The session machine first (a SUMMARY establishes it in OPEN_CONFIRM, as a
-        sync message does, and restarts the hold timer), then the summaries."""
-        self._session_message(source, msg, now)
+        """After the session machine (a SUMMARY establishes the session in OPEN_CONFIRM,
+        as a sync message does, and restarts the hold timer): the summaries."""
         s = self.sessions.get(source)
         if s is None or s.state is not PeerState.ESTABLISHED or s.peer_id is None \
                 or s.peer_domain is None:
@@ -454,17 +500,6 @@ class GatewayNode:
                                          now)
         if refused is not None:
             raise ProtocolError(refused.code, refused.diagnostic, msg.TYPE)
-
-    def _relays_discovery(self, msg: Discover) -> bool:
-        """A FEDERATED DISCOVER, once summaries are held, may be relayed."""
-        return msg.scope is Scope.FEDERATED and self.summaries.foreign()
-
-    def _resolves_first(self, msg: RouteRequest, now: float) -> bool:
-        """A ROUTE_REQUEST whose QUERY no held record matches is resolved by a relayed
-        DISCOVER first, once summaries are held."""
-        return msg.query is not None and msg.target_agent is None \
-            and self.summaries.foreign() \
-            and not self.core.discover(msg.query, Scope.FEDERATED, 1, now)
 
     def _federated(self, fed: FederatedDiscovery, now: float) -> None:
         fed.start(now)

@@ -38,6 +38,7 @@ from ..codec.registry import (
     timer,
 )
 from ..codec.values import DiscoveryQuery, TraceContext
+from .dispatch import Receiver, Role, dispatch_table
 from .events import RouteRequestReceived
 from .liveness import GatewayLiveness
 from .machine import (
@@ -50,12 +51,7 @@ from .machine import (
     timestamp_ms,
 )
 from .registration import AgentRegistration
-from .requester import Requests
-
-_REGISTRATION_ANSWERS = frozenset({MessageType.REGISTER_ACK, MessageType.REFRESH_ACK,
-                                   MessageType.DEREGISTER_ACK})
-_REQUEST_ANSWERS = frozenset({MessageType.DISCOVER_REPLY, MessageType.ROUTE_REPLY,
-                              MessageType.ECHO_REPLY, MessageType.TRACE_REPLY})
+from .requester import Requester, Requests
 
 
 class AgentClient:
@@ -89,6 +85,13 @@ class AgentClient:
         #: uses AGENT_KEEPALIVE), started by :meth:`watch_gateway`; None: no keepalive.
         self.liveness = None if keepalive is None else GatewayLiveness(self.outbox, self,
                                                                        keepalive)
+        #: Who takes each message type, in turn (derived from the machines' tables): an
+        #: answer goes to the request outstanding with its transaction id, else to the
+        #: registration; a ROUTE_REQUEST, which no machine runs, to the application.
+        self._takers = dispatch_table(
+            (Receiver(Requester, Role.CONTINUE, self._to_request),
+             Receiver(AgentRegistration, Role.ALL, self._to_registration)),
+            extra={MessageType.ROUTE_REQUEST: self._deliver})
 
     # --- local calls --------------------------------------------------------------------------
     def register(self, now: float, lease: int = int(timer("DEFAULT_LEASE"))) -> None:
@@ -159,22 +162,31 @@ class AgentClient:
         :class:`ProtocolError` (a request is answered with ERROR first)."""
         if self.liveness is not None:
             self.liveness.heard(msg, now)
-        t = msg.TYPE
-        if t in _REGISTRATION_ANSWERS or (t is MessageType.ERROR
-                                          and msg.transaction_id not in self.requests):
-            self.registration.receive(msg, now)
-        elif t in _REQUEST_ANSWERS or t is MessageType.ERROR:
-            self.requests.receive(msg, now)
-        elif isinstance(msg, RouteRequest):
-            self.outbox.emit(RouteRequestReceived(msg.transaction_id, msg.source_agent,
-                                                  msg.payload, msg))
-        else:
-            err = ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
-                                f"{t.name} is not for an agent", t)
-            answer = error_answer(msg, err.code, err.diagnostic)
-            if answer is not None:
-                self.outbox.send(self.gateway, answer)
-            raise err
+        for take in self._takers.get(msg.TYPE, ()):
+            if take(self.gateway, msg, now):
+                return
+        err = ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                            f"{msg.TYPE.name} is not for an agent", msg.TYPE)
+        answer = error_answer(msg, err.code, err.diagnostic)
+        if answer is not None:
+            self.outbox.send(self.gateway, answer)
+        raise err
+
+    def _to_request(self, source: Handle, msg: Message, now: float) -> bool:
+        if msg.transaction_id not in self.requests:
+            return False
+        self.requests.receive(msg, now)
+        return True
+
+    def _to_registration(self, source: Handle, msg: Message, now: float) -> bool:
+        self.registration.receive(msg, now)
+        return True
+
+    def _deliver(self, source: Handle, msg: Message, now: float) -> bool:
+        assert isinstance(msg, RouteRequest)
+        self.outbox.emit(RouteRequestReceived(msg.transaction_id, msg.source_agent,
+                                              msg.payload, msg))
+        return True
 
     def get_timer(self) -> float | None:
         return earliest(self.registration.get_timer(), self.requests.get_timer(),

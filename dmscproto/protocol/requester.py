@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..codec.messages import Error, Message
-from ..codec.registry import ANSWER_TO, ErrorCode, timer
+from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
 from .events import RequestCompleted, RequestFailed
 from .machine import Handle, Outbox, ProtocolError
 from .typed import StepInput, TypedMachine
@@ -78,6 +78,12 @@ class Requester(TypedMachine):
     State, Input, Action = RequesterState, RequesterInput, RequesterAction
     INITIAL = RequesterState.IDLE
     TIMERS = ("REQUEST_TIMEOUT", "ROUTE_TIMEOUT")
+    #: The answers to the requests it is used for; a transaction takes only its own.
+    MESSAGE_INPUTS = {
+        **{t: (_I.ANSWER,) for t in (MessageType.DISCOVER_REPLY, MessageType.ROUTE_REPLY,
+                                     MessageType.ECHO_REPLY, MessageType.TRACE_REPLY)},
+        MessageType.ERROR: (_I.ERROR,),
+    }
     TABLE = {
         (_S.IDLE, _I.SEND): (_A.SEND, _S.WAITING),
         (_S.WAITING, _I.ANSWER): (_A.COMPLETE, _S.DONE),
