@@ -54,13 +54,13 @@ from dmscproto.codec import (
 from dmscproto.codec.registry import (
     HEADER_SIZE,
     MAX_PDU_SIZE,
+    SESSION_MESSAGES,
     UDP_PORT,
     VERSION,
     Flags,
     TlvType,
 )
 from dmscproto.codec.wire import HEADER_STRUCT
-from dmscproto.gateway.node import SESSION_MESSAGES
 from dmscproto.testing.examples import (
     NOW_S,
     examples,

@@ -39,40 +39,25 @@ summary matches by a :class:`~dmscproto.protocol.federated.FederatedDiscovery`
 transaction once any summary is held.
 
 :meth:`dmscproto.security.guard.GatewayGuard.node_hooks` supplies all of them.
+
+The node's bases hold its other two parts: :class:`~.dispatch.NodeDispatch` takes each
+received message to the machine whose table has an input for it, and
+:class:`~.node_ports.NodePorts` answers what the machines ask of the gateway (their
+ports).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..codec.changes import TableChanges
-from ..codec.messages import (
-    Discover,
-    Error,
-    Message,
-    Open,
-    Refresh,
-    RouteRequest,
-    Summary,
-    TraceRequest,
-)
-from ..codec.registry import (
-    ANSWER_TO,
-    MAX_PDU_SIZE,
-    SESSION_MESSAGES,
-    ErrorCode,
-    Scope,
-    limit,
-    timer,
-)
-from ..codec.values import CapabilityRecord, DiscoveryQuery
+from ..codec.messages import Error, Message
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode, limit, timer
+from ..codec.values import CapabilityRecord
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
-from ..protocol.dispatch import Receiver, Role, dispatch_table
+from ..protocol.dispatch import dispatch_table
 from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
@@ -86,12 +71,11 @@ from ..protocol.machine import (
     Handle,
     Outbox,
     ProtocolError,
-    Refusal,
     TransactionIds,
     earliest,
     refusal_answer,
 )
-from ..protocol.oam import EchoResponder, TraceRelay
+from ..protocol.oam import EchoResponder
 from ..protocol.peering import (
     HELD_AFTER,
     ExportFor,
@@ -101,7 +85,7 @@ from ..protocol.peering import (
     PeerState,
     SessionTimers,
 )
-from ..protocol.ports import Admission, NextHop, query_key
+from ..protocol.ports import Admission
 from ..protocol.registration import GatewayRegistration, RecordVerifier, verify_signature
 from ..protocol.routing import Outgoing, Relay, RelayContext, RouteRelay
 from ..protocol.summary import (
@@ -111,47 +95,16 @@ from ..protocol.summary import (
     SummaryPeer,
     SummaryTransit,
 )
-from ..protocol.sync import PeerSync, SyncPeer
+from ..protocol.sync import PeerSync
 from ..protocol.tracecontext import HopTracer, W3CHops
 from .core import GatewayCore
+from .deadlines import SessionDeadlines
+from .dispatch import NodeDispatch
 from .limits import Budget, RequestLimits
 from .restart import RestartGrace
-from .routing import DeliverLocal, Forward, Reject
-
-#: The query limit a ROUTE_REQUEST's QUERY is relayed with (only the best is used).
-_RESOLVE_LIMIT = 1
 
 
-class _Deadlines:
-    """The earliest timer of the peer sessions, recomputed only for the sessions marked
-    stale by what may have moved their timers (a heap with lazy deletion: each change
-    costs O(log n), not a walk of every session after each event)."""
-
-    def __init__(self) -> None:
-        self._at: dict[Handle, float] = {}
-        self._heap: list[tuple[float, int, Handle]] = []
-        self._stale: set[Handle] = set()
-        self._order = itertools.count()  # ties never compare handles
-
-    def stale(self, handle: Handle) -> None:
-        self._stale.add(handle)
-
-    def earliest(self, timer_of: Callable[[Handle], float | None]) -> float | None:
-        for handle in self._stale:
-            due = timer_of(handle)
-            if due is None:
-                self._at.pop(handle, None)
-            elif self._at.get(handle) != due:
-                self._at[handle] = due
-                heapq.heappush(self._heap, (due, next(self._order), handle))
-        self._stale.clear()
-        heap, at = self._heap, self._at
-        while heap and at.get(heap[0][2]) != heap[0][0]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-
-class GatewayNode:
+class GatewayNode(NodeDispatch):
     """One Agent Gateway (module doc)."""
 
     def __init__(self, core: GatewayCore, *, name: str | None = None,
@@ -206,7 +159,7 @@ class GatewayNode:
                                             None if budget is None else budget.start)
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
-        self._session_timers = _Deadlines()  # marked stale wherever a session is run
+        self._session_timers = SessionDeadlines()  # marked stale wherever a session is run
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
         self.relays: dict[tuple[Handle, int], Relay] = {}
         self._unanswered: list[Relay] = []     # relays that may still time out
@@ -226,13 +179,6 @@ class GatewayNode:
         self._relaying: list[FederatedDiscovery] = []  # may still time out
         #: Who takes each message type, in turn (:meth:`_receivers`).
         self._takers = dispatch_table(self._receivers())
-
-    def export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
-        """The records advertised to a peer of ``domain``: none to a domain that gets
-        summaries only (``replication``), else the ``export_for`` hook's."""
-        if domain != self.core.domain and self.replication(domain) is Replication.SUMMARY:
-            return lambda _record: False
-        return self._export_for(domain)
 
     def _shown(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
         """What a capability summary towards ``domain`` covers: what the ``export_for``
@@ -258,81 +204,6 @@ class GatewayNode:
         if back:
             self._announce(TableChanges(advertised=tuple(back)), now)
             self.summaries.changed(now)
-
-    # --- peering (the sessions' PeeringPort) --------------------------------------------------
-    def check_open(self, handle: Handle, msg: Open, now: float) -> Refusal | None:
-        """The ``accept_open`` hook (identity and federation), then the node's own OPEN
-        check: not ourselves, not a gateway already peered over another association, not
-        a peer held after exceeding a peer limit (with RETRY_AFTER)."""
-        refused = self.accept_open(handle, msg)
-        if refused is not None:
-            return refused
-        until, code = self.held.get(msg.gateway_id, (0.0, ErrorCode.SUCCESS))
-        if now < until:
-            return Refusal(code, f"held for {until - now:.0f} s after {code.name}",
-                           max(1, math.ceil((until - now) * 1000)))
-        self.held.pop(msg.gateway_id, None)
-        if msg.gateway_id == self.core.gateway_id:
-            return Refusal(ErrorCode.IDENTITY_MISMATCH, "OPEN carries our own gateway id")
-        other = self.peers.get(msg.gateway_id)
-        if other is not None and other != handle:
-            return Refusal(ErrorCode.POLICY_DENIED,
-                           "a session with that gateway exists on another association")
-        return None
-
-    # --- routing (the relays' RoutingPort) ---------------------------------------------------
-    def next_hop(self, target: bytes, hop_limit: int, path: tuple[bytes, ...],
-                 now: float) -> NextHop | Refusal:
-        """The routing table's decision (Section 5.3), else a route kept from relayed
-        discovery answers (Section 5.2.1), with the association it goes to."""
-        core = self.core
-        d = core.route(target, hop_limit, path)
-        if isinstance(d, Reject) and d.code is ErrorCode.NO_ROUTE:
-            d = core.remote.decide(core.gateway_id, target, hop_limit, path, now) or d
-        if isinstance(d, DeliverLocal):
-            return NextHop(self.registration.handles.get(d.agent_id), hop_limit, path, True)
-        if isinstance(d, Forward):
-            dest = self.peers.get(d.next_hop)
-            if dest is not None:
-                return NextHop(dest, d.hop_limit, d.path)
-            d = Reject(ErrorCode.NO_ROUTE)
-        return Refusal(d.code, "")
-
-    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | Refusal | None:
-        """The best record for a ROUTE_REQUEST's QUERY: held, else kept from relayed
-        discovery answers; QUERY_TOO_LARGE over the discovery budget (Section 10.7)."""
-        budget = self.discovery.budget
-        try:
-            best = self.core.discover(query, Scope.FEDERATED, 1, now,
-                                      spend=(lambda: None) if budget is None else budget()) \
-                or self.core.remote.answers(query_key(query, 1), now)
-        except ProtocolError as over:
-            return Refusal(over.code, over.diagnostic)
-        return best[0].record.record.agent_id if best else None
-
-    def relays_waiting(self, handle: Handle) -> bool:
-        """Whether relayed ROUTE_REQUESTs or TRACE_REQUESTs wait on ``handle``."""
-        return any(h == handle for h, _ in self.relays)
-
-    def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> PeerSync:
-        """Record exchange on a session just established (Section 6.5)."""
-        allow = self.export_for(domain)
-        return PeerSync(self._out, self.core,
-                        SyncPeer(handle, gateway_id, domain,
-                                 lambda msg, _now: self._out.send(handle, msg),
-                                 allow if self.grace is None
-                                 else self.grace.exportable(allow), self.pdu_limit(handle)),
-                        self.txids, self.verifier, slice_clock=self.slice_clock,
-                        learn_slice=self.learn_slice)
-
-    def _session(self, handle: Handle) -> PeerSession:
-        s = self.sessions.get(handle)
-        if s is None:
-            s = PeerSession(self._out, handle, self.local, self, self.txids,
-                            timers=self.session_timers(handle))
-            self.sessions[handle] = s
-        self._session_timers.stale(handle)  # the caller is about to run it
-        return s
 
     def connect(self, handle: Handle, now: float) -> None:
         """Open a peer session over the association ``handle`` (we send OPEN)."""
@@ -367,155 +238,6 @@ class GatewayNode:
         answer = refusal_answer(msg, err.code, err.diagnostic)
         if answer is not None:
             self._out.send(source, answer)
-
-    def _receivers(self) -> tuple[Receiver, ...]:
-        """The node's machines, in the order they are asked for a message (an answer
-        goes to the transaction it matches first); :func:`dispatch_table` derives the
-        takers of each message type from their tables."""
-        return (
-            Receiver(RouteRelay, Role.CONTINUE, self._to_relay),
-            Receiver(TraceRelay, Role.CONTINUE, self._to_relay),
-            Receiver(FederatedDiscovery, Role.CONTINUE, self._to_federated),
-            Receiver(PeerSession, Role.CONTINUE, self._to_session),
-            Receiver(PeerSession, Role.START, self._open_session),
-            Receiver(FederatedDiscovery, Role.START, self._relay_discover),
-            Receiver(DiscoveryResponder, Role.ALL, self._discover),
-            Receiver(GatewayRegistration, Role.ALL, self._register),
-            Receiver(EchoResponder, Role.ALL, self._echo),
-            Receiver(RouteRelay, Role.START, self._route),
-            Receiver(TraceRelay, Role.START, self._trace),
-        )
-
-    def _dispatch(self, source: Handle, msg: Message, now: float) -> None:
-        t = msg.TYPE
-        if self.limits is not None and t in ANSWER_TO and t not in SESSION_MESSAGES:
-            limited = self.limits.check(source, msg, source in self.sessions, now)
-            if limited is not None:  # before any cryptography the admission would do
-                answer = refusal_answer(msg, limited.code, limited.diagnostic,
-                                        limited.retry_after)
-                if answer is not None:
-                    self._out.send(source, answer)
-                raise ProtocolError(limited.code, limited.diagnostic, t)
-        if self.admit is not None:
-            refused = self.admit(source, msg, now)
-            if refused is not None:
-                answer = refusal_answer(msg, refused.code, refused.diagnostic)
-                if answer is not None:
-                    self._out.send(source, answer)
-                raise ProtocolError(refused.code, refused.diagnostic, t)
-        for take in self._takers.get(t, ()):
-            if take(source, msg, now):
-                return
-        raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, f"{t.name} matches no transaction", t)
-
-    # --- the takers (:meth:`_receivers`) --------------------------------------------------------
-    def _to_relay(self, source: Handle, msg: Message, now: float) -> bool:
-        relay = self.relays.pop((source, msg.transaction_id), None)
-        if relay is None:
-            return False
-        relay.receive(source, msg, now)
-        return True
-
-    def _to_federated(self, source: Handle, msg: Message, now: float) -> bool:
-        fed = self.discoveries.pop((source, msg.transaction_id), None)
-        if fed is None:
-            return False
-        fed.receive(source, msg, now)
-        return True
-
-    def _to_session(self, source: Handle, msg: Message, now: float) -> bool:
-        """A message of an existing session; a SUMMARY then goes to the summaries."""
-        if source not in self.sessions:
-            if msg.TYPE in SESSION_MESSAGES:
-                raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
-                                    f"{msg.TYPE.name} outside a peer session", msg.TYPE)
-            return False  # an answer no session waits for
-        self._open_session(source, msg, now)
-        if isinstance(msg, Summary):
-            self._summary(source, msg, now)
-        return True
-
-    def _open_session(self, source: Handle, msg: Message, now: float) -> bool:
-        session = self._session(source)
-        try:
-            session.receive(msg, now)
-        finally:
-            if session.state is PeerState.IDLE:  # refused or closed: forget it
-                self.sessions.pop(source, None)
-        return True
-
-    def _relay_discover(self, source: Handle, msg: Message, now: float) -> bool:
-        """A FEDERATED DISCOVER, once summaries are held, may be relayed."""
-        if not (isinstance(msg, Discover) and msg.scope is Scope.FEDERATED
-                and self.summaries.foreign()):
-            return False
-        self._federated(FederatedDiscovery(self._out, self.fed_ctx, source, msg,
-                                           self.discovery_policy(source)), now)
-        return True
-
-    def _discover(self, source: Handle, msg: Message, now: float) -> bool:
-        self.discovery.receive(source, msg, now)
-        return True
-
-    def _register(self, source: Handle, msg: Message, now: float) -> bool:
-        self.registration.receive(source, msg, now)
-        if isinstance(msg, Refresh) and self.registration.handles.get(msg.agent_id) == source:
-            self._release([msg.agent_id], now)
-        return True
-
-    def _echo(self, source: Handle, msg: Message, now: float) -> bool:
-        self.echo.receive(source, msg, now)
-        return True
-
-    def _route(self, source: Handle, msg: Message, now: float) -> bool:
-        """A ROUTE_REQUEST: relayed, or first resolved by a relayed DISCOVER when no
-        held record matches its QUERY (once summaries are held)."""
-        assert isinstance(msg, RouteRequest)
-        if msg.query is not None and msg.target_agent is None and self.summaries.foreign() \
-                and not self.core.discover(msg.query, Scope.FEDERATED, 1, now):
-            self._federated(FederatedDiscovery(
-                self._out, self.fed_ctx, source, Discover(
-                    transaction_id=msg.transaction_id, query=msg.query,
-                    scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT, trace=msg.trace),
-                None, resolving=msg), now)
-        else:
-            self._relay(RouteRelay(self._out, self.ctx, source, msg), now)
-        return True
-
-    def _trace(self, source: Handle, msg: Message, now: float) -> bool:
-        assert isinstance(msg, TraceRequest)
-        self._relay(TraceRelay(self._out, self.ctx, source, msg), now)
-        return True
-
-    # --- capability summaries and relayed discovery (Sections 5.2.1, 6.9) ---------------------
-    def _summary(self, source: Handle, msg: Summary, now: float) -> None:
-        """After the session machine (a SUMMARY establishes the session in OPEN_CONFIRM,
-        as a sync message does, and restarts the hold timer): the summaries."""
-        s = self.sessions.get(source)
-        if s is None or s.state is not PeerState.ESTABLISHED or s.peer_id is None \
-                or s.peer_domain is None:
-            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
-                                "SUMMARY outside an established peer session", msg.TYPE)
-        refused = self.summaries.receive(SummaryPeer(source, s.peer_id, s.peer_domain), msg,
-                                         now)
-        if refused is not None:
-            raise ProtocolError(refused.code, refused.diagnostic, msg.TYPE)
-
-    def _federated(self, fed: FederatedDiscovery, now: float) -> None:
-        fed.start(now)
-        for key in fed.pending:
-            self.discoveries[key] = fed
-        if fed.pending:
-            self._relaying.append(fed)
-
-    def _relay(self, relay: Relay, now: float) -> None:
-        relay.start(now)
-        if relay.downstream is not None:
-            self.relays[relay.downstream] = relay
-            self._unanswered.append(relay)
-            session = self.sessions.get(relay.downstream[0])
-            if session is not None:  # probe the next hop while it is waited on
-                session.watch(now)
 
     # --- timers -------------------------------------------------------------------------------
     def get_timer(self) -> float | None:

@@ -1,0 +1,119 @@
+"""What a gateway's machines ask of it: the peering and routing ports
+(:mod:`dmscproto.protocol.ports`; draft-dmsc-protocol-00, Sections 5.3, 6.1, 6.5),
+answered from the state of the :class:`~.node.GatewayNode` they run in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from ..codec.messages import Open
+from ..codec.registry import ErrorCode, Scope
+from ..codec.values import CapabilityRecord, DiscoveryQuery
+from ..protocol.discovery import DiscoveryResponder
+from ..protocol.machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds
+from ..protocol.peering import ExportFor, OpenCheck
+from ..protocol.ports import NextHop, query_key
+from ..protocol.registration import GatewayRegistration, RecordVerifier
+from ..protocol.routing import Relay
+from ..protocol.summary import Replication
+from ..protocol.sync import PeerSync, SyncPeer
+from .core import GatewayCore
+from .restart import RestartGrace
+from .routing import DeliverLocal, Forward, Reject
+
+
+class NodePorts:
+    """The :class:`~dmscproto.protocol.ports.PeeringPort` and
+    :class:`~dmscproto.protocol.ports.RoutingPort` of a gateway node, a base of
+    :class:`~.node.GatewayNode`, which sets the attributes declared here."""
+
+    core: GatewayCore
+    accept_open: OpenCheck
+    _export_for: ExportFor
+    replication: Callable[[str], Replication]
+    pdu_limit: Callable[[Handle], int]
+    held: dict[bytes, tuple[float, ErrorCode]]
+    peers: dict[bytes, Handle]
+    relays: dict[tuple[Handle, int], Relay]
+    registration: GatewayRegistration
+    discovery: DiscoveryResponder
+    grace: RestartGrace | None
+    txids: TransactionIds
+    verifier: RecordVerifier
+    slice_clock: Callable[[], float] | None
+    learn_slice: float
+    _out: Outbox
+
+    def export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
+        """The records advertised to a peer of ``domain``: none to a domain that gets
+        summaries only (``replication``), else the ``export_for`` hook's."""
+        if domain != self.core.domain and self.replication(domain) is Replication.SUMMARY:
+            return lambda _record: False
+        return self._export_for(domain)
+
+    # --- peering (the sessions' PeeringPort) --------------------------------------------------
+    def check_open(self, handle: Handle, msg: Open, now: float) -> Refusal | None:
+        """The ``accept_open`` hook (identity and federation), then the node's own OPEN
+        check: not ourselves, not a gateway already peered over another association, not
+        a peer held after exceeding a peer limit (with RETRY_AFTER)."""
+        refused = self.accept_open(handle, msg)
+        if refused is not None:
+            return refused
+        until, code = self.held.get(msg.gateway_id, (0.0, ErrorCode.SUCCESS))
+        if now < until:
+            return Refusal(code, f"held for {until - now:.0f} s after {code.name}",
+                           max(1, math.ceil((until - now) * 1000)))
+        self.held.pop(msg.gateway_id, None)
+        if msg.gateway_id == self.core.gateway_id:
+            return Refusal(ErrorCode.IDENTITY_MISMATCH, "OPEN carries our own gateway id")
+        other = self.peers.get(msg.gateway_id)
+        if other is not None and other != handle:
+            return Refusal(ErrorCode.POLICY_DENIED,
+                           "a session with that gateway exists on another association")
+        return None
+
+    # --- routing (the relays' RoutingPort) ---------------------------------------------------
+    def next_hop(self, target: bytes, hop_limit: int, path: tuple[bytes, ...],
+                 now: float) -> NextHop | Refusal:
+        """The routing table's decision (Section 5.3), else a route kept from relayed
+        discovery answers (Section 5.2.1), with the association it goes to."""
+        core = self.core
+        d = core.route(target, hop_limit, path)
+        if isinstance(d, Reject) and d.code is ErrorCode.NO_ROUTE:
+            d = core.remote.decide(core.gateway_id, target, hop_limit, path, now) or d
+        if isinstance(d, DeliverLocal):
+            return NextHop(self.registration.handles.get(d.agent_id), hop_limit, path, True)
+        if isinstance(d, Forward):
+            dest = self.peers.get(d.next_hop)
+            if dest is not None:
+                return NextHop(dest, d.hop_limit, d.path)
+            d = Reject(ErrorCode.NO_ROUTE)
+        return Refusal(d.code, "")
+
+    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | Refusal | None:
+        """The best record for a ROUTE_REQUEST's QUERY: held, else kept from relayed
+        discovery answers; QUERY_TOO_LARGE over the discovery budget (Section 10.7)."""
+        budget = self.discovery.budget
+        try:
+            best = self.core.discover(query, Scope.FEDERATED, 1, now,
+                                      spend=(lambda: None) if budget is None else budget()) \
+                or self.core.remote.answers(query_key(query, 1), now)
+        except ProtocolError as over:
+            return Refusal(over.code, over.diagnostic)
+        return best[0].record.record.agent_id if best else None
+
+    def relays_waiting(self, handle: Handle) -> bool:
+        """Whether relayed ROUTE_REQUESTs or TRACE_REQUESTs wait on ``handle``."""
+        return any(h == handle for h, _ in self.relays)
+
+    def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> PeerSync:
+        """Record exchange on a session just established (Section 6.5)."""
+        allow = self.export_for(domain)
+        return PeerSync(self._out, self.core,
+                        SyncPeer(handle, gateway_id, domain,
+                                 lambda msg, _now: self._out.send(handle, msg),
+                                 allow if self.grace is None
+                                 else self.grace.exportable(allow), self.pdu_limit(handle)),
+                        self.txids, self.verifier, slice_clock=self.slice_clock,
+                        learn_slice=self.learn_slice)
