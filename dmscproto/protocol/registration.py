@@ -23,6 +23,7 @@ from ..codec.cose import SignedRecord
 from ..codec.messages import (
     Deregister,
     DeregisterAck,
+    Error,
     Message,
     Refresh,
     RefreshAck,
@@ -43,7 +44,6 @@ from .events import (
 )
 from .machine import (
     Handle,
-    Machine,
     Outbox,
     ProtocolError,
     Refusal,
@@ -96,8 +96,94 @@ class AgentAction(Enum):
 _S, _I, _A = AgentState, AgentInput, AgentAction
 
 
-class AgentRegistration(Machine):
-    """One agent's registration with its home gateway (Section 5.1)."""
+# --- inputs (typed: each carries what its action needs) --------------------------------------
+@dataclass(frozen=True, slots=True)
+class RegisterCall(StepInput):
+    """register(): the record to register and the lease asked for (seconds)."""
+
+    KIND = _I.REGISTER_CALL
+    signed: SignedRecord
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeregisterCall(StepInput):
+    KIND = _I.DEREGISTER_CALL
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterGranted(StepInput):
+    KIND = _I.REGISTER_ACK_OK
+    ack: RegisterAck
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterDenied(StepInput):
+    KIND = _I.REGISTER_ACK_REFUSED
+    ack: RegisterAck
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshGranted(StepInput):
+    KIND = _I.REFRESH_ACK_OK
+    ack: RefreshAck
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshDenied(StepInput):
+    KIND = _I.REFRESH_ACK_REFUSED
+    ack: RefreshAck
+
+
+@dataclass(frozen=True, slots=True)
+class DeregisterAnswered(StepInput):
+    KIND = _I.DEREGISTER_ACK
+    ack: DeregisterAck
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswered(StepInput):
+    KIND = _I.ERROR
+    error: Error
+
+
+@dataclass(frozen=True, slots=True)
+class RequestExpired(StepInput):
+    KIND = _I.REQUEST_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshDue(StepInput):
+    KIND = _I.REFRESH_DUE
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseEnd(StepInput):
+    KIND = _I.LEASE_END
+
+
+#: What an answer, or a timer, tells the agent: the status, the diagnostic and RETRY_AFTER.
+_Outcome = RegisterDenied | RefreshDenied | DeregisterAnswered | ErrorAnswered
+
+
+def _outcome(inp: StepInput) -> tuple[ErrorCode, str | None, int | None]:
+    """The STATUS, DIAGNOSTIC and RETRY_AFTER an answer carries; TRANSACTION_TIMEOUT
+    for the request timer, LEASE_EXPIRED for the lease timer."""
+    if isinstance(inp, RequestExpired):
+        return ErrorCode.TRANSACTION_TIMEOUT, None, None
+    if isinstance(inp, LeaseEnd):
+        return ErrorCode.LEASE_EXPIRED, None, None
+    if isinstance(inp, DeregisterAnswered):
+        return inp.ack.status, None, None
+    assert isinstance(inp, _Outcome)
+    answer = inp.error if isinstance(inp, ErrorAnswered) else inp.ack
+    return answer.status, answer.diagnostic, answer.retry_after
+
+
+class AgentRegistration(TypedMachine):
+    """One agent's registration with its home gateway (Section 5.1), a typed machine
+    (:mod:`.typed`): the answers are classified by type and STATUS
+    (``MESSAGE_INPUTS``), and the timers are started and stopped by the actions."""
 
     NAME = "agent-registration"
     TITLE = "Registration, agent side"
@@ -159,27 +245,42 @@ class AgentRegistration(Machine):
     # --- inputs -----------------------------------------------------------------------------
     def register(self, signed: SignedRecord, lease: int, now: float) -> None:
         """Register ``signed`` asking for ``lease`` seconds (local call)."""
-        self.lookup(self.state, _I.REGISTER_CALL)
-        self.signed, self.requested_lease = signed, lease
-        self.step(_I.REGISTER_CALL, now)
+        self.run(RegisterCall(signed, lease), now)
 
     def deregister(self, now: float) -> None:
         """End the registration (local call)."""
-        self.step(_I.DEREGISTER_CALL, now)
+        self.run(DeregisterCall(), now)
+
+    def classify(self, msg: Message) -> StepInput:
+        """The input an answer is: by its type and STATUS (``MESSAGE_INPUTS``);
+        ProtocolError for anything else, for an answer to no outstanding request, or
+        when the state has no row for it."""
+        inp: StepInput
+        if msg.transaction_id != self._pending and msg.TYPE in self.MESSAGE_INPUTS:
+            raise self.unexpected(msg, "no request outstanding with its transaction id")
+        ok = getattr(msg, "status", None) is ErrorCode.SUCCESS
+        if isinstance(msg, RegisterAck):
+            inp = RegisterGranted(msg) if ok else RegisterDenied(msg)
+        elif isinstance(msg, RefreshAck):
+            inp = RefreshGranted(msg) if ok else RefreshDenied(msg)
+        elif isinstance(msg, DeregisterAck):
+            inp = DeregisterAnswered(msg)
+        elif isinstance(msg, Error):
+            inp = ErrorAnswered(msg)
+        else:
+            raise self.unexpected(msg)
+        if not self.rows_for(inp.KIND):
+            raise self.unexpected(msg)
+        return inp
 
     def receive(self, msg: Message, now: float) -> None:
         """An answer from the home gateway."""
         try:
-            pair = self.MESSAGE_INPUTS.get(msg.TYPE)
-            if pair is None:
-                raise self.unexpected(msg)
-            if msg.transaction_id != self._pending:
-                raise self.unexpected(msg, "no request outstanding with its transaction id")
-            ok = getattr(msg, "status", None) is ErrorCode.SUCCESS
-            self.step(pair[0] if ok else pair[-1], now, msg)
+            inp = self.classify(msg)
         except ProtocolError as err:
             self.refuse(self.gateway, msg, err)
             raise
+        self.run(inp, now)
 
     def get_timer(self) -> float | None:
         return earliest(self._deadline, self._refresh_at,
@@ -188,13 +289,13 @@ class AgentRegistration(Machine):
     def handle_timer(self, now: float) -> None:
         if self.lease_end is not None and now >= self.lease_end \
                 and self.state is _S.REFRESHING:
-            self.step(_I.LEASE_END, now)
+            self.run(LeaseEnd(), now)
         elif self._deadline is not None and now >= self._deadline:
-            self.step(_I.REQUEST_TIMEOUT, now)
+            self.run(RequestExpired(), now)
         elif self._refresh_at is not None and now >= self._refresh_at:
-            self.step(_I.REFRESH_DUE, now)
+            self.run(RefreshDue(), now)
 
-    # --- actions ------------------------------------------------------------------------------
+    # --- helpers (called by actions only) -----------------------------------------------------
     def _request(self, msg: Message, now: float) -> None:
         self._pending = msg.transaction_id
         self._sent_at = now
@@ -202,24 +303,11 @@ class AgentRegistration(Machine):
         self._refresh_at = None
         self.outbox.send(self.gateway, msg)
 
-    def _send_register(self, now: float, msg: Message | None) -> None:
+    def _register(self, now: float) -> None:
         assert self.signed is not None
         self._request(Register(transaction_id=self._txids(), record=self.signed,
                                lease=self.requested_lease, nonce=self._nonce(),
                                timestamp=timestamp_ms(now), token=self._token()), now)
-
-    def _send_refresh(self, now: float, msg: Message | None) -> None:
-        assert self.agent_id is not None
-        self._request(Refresh(transaction_id=self._txids(), agent_id=self.agent_id,
-                              lease=self.requested_lease, nonce=self._nonce(),
-                              timestamp=timestamp_ms(now), token=self._token()), now)
-
-    def _send_deregister(self, now: float, msg: Message | None) -> None:
-        assert self.agent_id is not None
-        self._request(Deregister(transaction_id=self._txids(), agent_id=self.agent_id,
-                                 nonce=self._nonce(), timestamp=timestamp_ms(now),
-                                 token=self._token()), now)
-        self.lease_end = None
 
     def _start_lease(self, lease: int | None) -> None:
         # The lease is counted from when the request was sent, so the agent never
@@ -229,44 +317,53 @@ class AgentRegistration(Machine):
         self._refresh_at = self._sent_at + self.refresh_fraction * self.lease
         self._pending = self._deadline = None
 
-    def _granted(self, now: float, msg: Message | None) -> None:
-        ack = expect(msg, RegisterAck)
-        assert self.signed is not None
-        self.agent_id = ack.agent_id or self.signed.record.agent_id
-        self._start_lease(ack.lease)
-        assert self.lease_end is not None
-        self.outbox.emit(Registered(self.agent_id, self.lease, self.lease_end))
-
-    def _extended(self, now: float, msg: Message | None) -> None:
-        self._start_lease(expect(msg, RefreshAck).lease)
-        assert self.lease_end is not None
-        self.outbox.emit(LeaseRefreshed(self.lease, self.lease_end))
-
     def _clear(self) -> None:
         self._pending = self._deadline = self._refresh_at = self.lease_end = None
 
-    def _failed(self, now: float, msg: Message | None) -> None:
-        self._clear()
-        status, diag = _status_of(msg)
-        self.outbox.emit(RegistrationFailed(status, diag, getattr(msg, "retry_after", None)))
+    # --- actions ------------------------------------------------------------------------------
+    def _send_register(self, now: float, inp: RegisterCall) -> None:
+        self.signed, self.requested_lease = inp.signed, inp.lease
+        self._register(now)
 
-    def _reregister(self, now: float, msg: Message | None) -> None:
-        status = ErrorCode.LEASE_EXPIRED if msg is None else _status_of(msg)[0]
-        self._clear()
-        self.outbox.emit(RegistrationLost(status))
-        self._send_register(now, None)
+    def _send_refresh(self, now: float, inp: RefreshDue | RequestExpired) -> None:
+        assert self.agent_id is not None
+        self._request(Refresh(transaction_id=self._txids(), agent_id=self.agent_id,
+                              lease=self.requested_lease, nonce=self._nonce(),
+                              timestamp=timestamp_ms(now), token=self._token()), now)
 
-    def _deregistered(self, now: float, msg: Message | None) -> None:
+    def _send_deregister(self, now: float, inp: DeregisterCall) -> None:
+        assert self.agent_id is not None
+        self._request(Deregister(transaction_id=self._txids(), agent_id=self.agent_id,
+                                 nonce=self._nonce(), timestamp=timestamp_ms(now),
+                                 token=self._token()), now)
+        self.lease_end = None
+
+    def _granted(self, now: float, inp: RegisterGranted) -> None:
+        assert self.signed is not None
+        self.agent_id = inp.ack.agent_id or self.signed.record.agent_id
+        self._start_lease(inp.ack.lease)
+        assert self.lease_end is not None
+        self.outbox.emit(Registered(self.agent_id, self.lease, self.lease_end))
+
+    def _extended(self, now: float, inp: RefreshGranted) -> None:
+        self._start_lease(inp.ack.lease)
+        assert self.lease_end is not None
+        self.outbox.emit(LeaseRefreshed(self.lease, self.lease_end))
+
+    def _failed(self, now: float, inp: RegisterDenied | ErrorAnswered | RequestExpired) -> None:
+        self._clear()
+        self.outbox.emit(RegistrationFailed(*_outcome(inp)))
+
+    def _reregister(self, now: float, inp: RefreshDenied | ErrorAnswered | LeaseEnd) -> None:
+        self._clear()
+        self.outbox.emit(RegistrationLost(_outcome(inp)[0]))
+        self._register(now)
+
+    def _deregistered(self, now: float,
+                      inp: DeregisterAnswered | ErrorAnswered | RequestExpired) -> None:
         self._clear()
         self.agent_id = None
-        self.outbox.emit(Deregistered(_status_of(msg)[0]))
-
-
-def _status_of(msg: Message | None) -> tuple[ErrorCode, str | None]:
-    """The status an answer carries; TRANSACTION_TIMEOUT when there is none (a timer)."""
-    if msg is None:
-        return ErrorCode.TRANSACTION_TIMEOUT, None
-    return getattr(msg, "status"), getattr(msg, "diagnostic", None)  # noqa: B009
+        self.outbox.emit(Deregistered(_outcome(inp)[0]))
 
 
 # --- gateway side ------------------------------------------------------------------------------
