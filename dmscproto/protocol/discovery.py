@@ -12,7 +12,7 @@ QUERY_TOO_LARGE (Section 10.7).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from ..codec.messages import Discover, DiscoverReply, Message
@@ -20,9 +20,10 @@ from ..codec.pdu import encode
 from ..codec.registry import MAX_PDU_SIZE, TLV_HEADER_SIZE, ErrorCode, MessageType
 from ..codec.values import CapabilityRecord
 from ..codec.wire import Result
-from .machine import Handle, Machine, Outbox, ProtocolError, expect
+from .machine import Handle, Outbox, ProtocolError, Refusal
 from .ports import DiscoveryTable
-from .tracecontext import HopTracer, W3CHops
+from .tracecontext import Hop, HopTracer, W3CHops
+from .typed import StepInput, TypedMachine
 
 #: The caller's policy for a requester: which records it may see (None: all).
 PolicyFor = Callable[[Handle], Callable[[CapabilityRecord], bool] | None]
@@ -36,25 +37,55 @@ class ResponderState(Enum):
 
 
 class ResponderInput(Enum):
-    DISCOVER = "DISCOVER"
+    DISCOVER = "DISCOVER [evaluated within DISCOVER_BUDGET]"
+    DISCOVER_TOO_LARGE = "DISCOVER [its evaluation exceeds DISCOVER_BUDGET]"
 
 
 class ResponderAction(Enum):
-    ANSWER = ("match, rank, apply policy and limit; answer DISCOVER_REPLY (QUERY_TOO_LARGE "
-              "if that takes more than DISCOVER_BUDGET)")
+    ANSWER = ("answer DISCOVER_REPLY with the records matched, ranked, passed through the "
+              "policy and limited (as many RESULTs as fit the requester's PDU)")
+    REFUSE = "answer DISCOVER_REPLY QUERY_TOO_LARGE"
 
 
-class DiscoveryResponder(Machine):
-    """Answers DISCOVER at a gateway; it has one state and refuses only a DISCOVER whose
-    evaluation exceeds its budget (QUERY_TOO_LARGE, Section 10.7)."""
+_S, _I, _A = ResponderState, ResponderInput, ResponderAction
+
+
+# --- inputs: the evaluation of one DISCOVER, done by the classification ----------------------
+@dataclass(frozen=True, slots=True)
+class Evaluated(StepInput):
+    """A DISCOVER from ``source`` and the records it found; ``hop`` is this gateway's
+    hop of its trace (Section 7.5), begun before the evaluation."""
+
+    KIND = _I.DISCOVER
+    source: Handle
+    request: Discover
+    hop: Hop
+    results: list[Result]
+
+
+@dataclass(frozen=True, slots=True)
+class TooLarge(StepInput):
+    """A DISCOVER whose evaluation exceeded the gateway's budget (Section 10.7)."""
+
+    KIND = _I.DISCOVER_TOO_LARGE
+    source: Handle
+    request: Discover
+    hop: Hop
+    refusal: Refusal
+
+
+class DiscoveryResponder(TypedMachine):
+    """Answers DISCOVER at a gateway, a typed machine (:mod:`.typed`) with one state: the
+    classification evaluates the query, and an evaluation over the budget is its own
+    input, refused with QUERY_TOO_LARGE (Section 10.7)."""
 
     NAME = "discovery-responder"
     TITLE = "Discovery, responder side (gateway)"
     State, Input, Action = ResponderState, ResponderInput, ResponderAction
     INITIAL = ResponderState.READY
-    MESSAGE_INPUTS = {MessageType.DISCOVER: (ResponderInput.DISCOVER,)}
-    TABLE = {(ResponderState.READY, ResponderInput.DISCOVER):
-             (ResponderAction.ANSWER, ResponderState.READY)}
+    MESSAGE_INPUTS = {MessageType.DISCOVER: (_I.DISCOVER, _I.DISCOVER_TOO_LARGE)}
+    TABLE = {(_S.READY, _I.DISCOVER): (_A.ANSWER, _S.READY),
+             (_S.READY, _I.DISCOVER_TOO_LARGE): (_A.REFUSE, _S.READY)}
 
     def __init__(self, outbox: Outbox, core: DiscoveryTable,
                  policy: PolicyFor = lambda _source: None,
@@ -69,36 +100,45 @@ class DiscoveryResponder(Machine):
         self.tracer = tracer or W3CHops()
         #: Starts the ``spend`` callback of one evaluation (Section 10.7; None: none).
         self.budget = budget
-        self._source: Handle = None
 
-    def receive(self, source: Handle, msg: Message, now: float) -> None:
+    def classify(self, source: Handle, msg: Message, now: float) -> Evaluated | TooLarge:
+        """The DISCOVER evaluated (matched, ranked, policy, limit: the registry's
+        :meth:`~.ports.DiscoveryTable.discover`), or refused over the budget;
+        ProtocolError for any other message.  Writes nothing of the machine."""
+        if not isinstance(msg, Discover):
+            raise self.unexpected(msg)
+        hop = self.tracer.begin(msg.TYPE, msg.trace)
         try:
-            if msg.TYPE is not MessageType.DISCOVER:
-                raise self.unexpected(msg)
-            self._source = source
-            self.step(ResponderInput.DISCOVER, now, msg)
-        except ProtocolError as err:
-            self.refuse(source, msg, err)
-            raise
-
-    def _answer(self, now: float, msg: Message | None) -> None:
-        d = expect(msg, Discover)
-        hop = self.tracer.begin(d.TYPE, d.trace)
-        empty = DiscoverReply(transaction_id=d.transaction_id, status=ErrorCode.SUCCESS,
-                              trace=d.trace)
-        try:
-            found = self.core.discover(d.query, d.scope, d.max_results, now,
-                                       self.policy(self._source),
+            found = self.core.discover(msg.query, msg.scope, msg.max_results, now,
+                                       self.policy(source),
                                        (lambda: None) if self.budget is None
                                        else self.budget())
         except ProtocolError as over:  # over its CPU budget (Section 10.7)
-            hop.end(over.code, over.diagnostic, source=d.source_agent)
-            self.outbox.send(self._source, replace(empty, status=over.code,
-                                                   diagnostic=over.diagnostic))
-            return
-        hop.end(ErrorCode.SUCCESS, source=d.source_agent)
-        room = self.pdu_limit(self._source) - len(encode(empty))
-        self.outbox.send(self._source, replace(empty, results=fit_results(found, room)))
+            return TooLarge(source, msg, hop, Refusal(over.code, over.diagnostic))
+        return Evaluated(source, msg, hop, found)
+
+    def receive(self, source: Handle, msg: Message, now: float) -> None:
+        try:
+            inp = self.classify(source, msg, now)
+        except ProtocolError as err:
+            self.refuse(source, msg, err)
+            raise
+        self.run(inp, now)
+
+    def _answer(self, now: float, inp: Evaluated) -> None:
+        d = inp.request
+        inp.hop.end(ErrorCode.SUCCESS, source=d.source_agent)
+        empty = DiscoverReply(transaction_id=d.transaction_id, status=ErrorCode.SUCCESS,
+                              trace=d.trace)
+        room = self.pdu_limit(inp.source) - len(encode(empty))
+        self.outbox.send(inp.source, replace(empty, results=fit_results(inp.results, room)))
+
+    def _refuse(self, now: float, inp: TooLarge) -> None:
+        d, r = inp.request, inp.refusal
+        inp.hop.end(r.code, r.diagnostic, source=d.source_agent)
+        self.outbox.send(inp.source, DiscoverReply(
+            transaction_id=d.transaction_id, status=r.code, diagnostic=r.diagnostic,
+            trace=d.trace))
 
 
 def fit_results(results: list[Result], room: int) -> tuple[Result, ...]:
