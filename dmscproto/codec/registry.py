@@ -416,6 +416,14 @@ LIMITS: tuple[Limit, ...] = (
     Limit("DISCOVER_BUDGET", 10, "ms",
           "CPU time the evaluation (match and rank) of one DISCOVER may take; beyond it "
           "the DISCOVER is refused with QUERY_TOO_LARGE"),
+    Limit("REPLAY_PER_AGENT", 1024, "nonces",
+          "nonces of one agent remembered within the freshness window (Section 10.4); "
+          "its further requests are refused with RATE_LIMITED"),
+    Limit("REPLAY_CAPACITY", 1_000_000, "nonces",
+          "nonces remembered in all; further requests are refused with RESOURCE_EXHAUSTED"),
+    Limit("TOKEN_MAX_HEADER", 4096, "octets",
+          "longest protected header of an access token or origin assertion decoded (room "
+          "for an x5c certificate chain); INVALID_TOKEN beyond"),
     Limit("QUERY_MAX_INTENT", 1024, "octets",
           "longest intent of a query (DISCOVER, ROUTE_REQUEST): QUERY_TOO_LARGE beyond"),
     Limit("QUERY_MAX_TERMS", 64, "terms",

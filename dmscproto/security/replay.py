@@ -8,10 +8,11 @@ leaves the freshness window (at most twice the window after it arrived); after t
 timestamp check alone refuses a replay.
 
 Memory is bounded two ways, both refusing rather than forgetting (forgetting a live
-nonce would reopen the replay hole): at most ``per_agent`` live nonces per agent
-(RATE_LIMITED, so one agent cannot crowd out the others) and at most ``capacity`` in all
-(RESOURCE_EXHAUSTED).  Callers record a nonce only after the request is authenticated
-(:mod:`.proof`), so unauthenticated traffic cannot fill the cache.
+nonce would reopen the replay hole): at most ``per_agent`` (REPLAY_PER_AGENT) live
+nonces per agent (RATE_LIMITED, so one agent cannot crowd out the others) and at most
+``capacity`` (REPLAY_CAPACITY) in all (RESOURCE_EXHAUSTED).  Callers record a nonce only
+after the request is authenticated (:mod:`.proof`), so unauthenticated traffic cannot
+fill the cache.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 
-from ..codec.registry import ErrorCode, timer
+from ..codec.registry import ErrorCode, limit, timer
 from .errors import SecurityError
 
 #: FRESHNESS_WINDOW (Section 8) in milliseconds.
@@ -38,8 +39,9 @@ def check_fresh(timestamp_ms: int, now_ms: int, window_ms: int = FRESHNESS_WINDO
 class ReplayCache:
     """Nonces accepted within the freshness window, keyed by (entity id, nonce)."""
 
-    def __init__(self, *, window_ms: int = FRESHNESS_WINDOW_MS, capacity: int = 1_000_000,
-                 per_agent: int = 1024) -> None:
+    def __init__(self, *, window_ms: int = FRESHNESS_WINDOW_MS,
+                 capacity: int = int(limit("REPLAY_CAPACITY")),
+                 per_agent: int = int(limit("REPLAY_PER_AGENT"))) -> None:
         if window_ms <= 0 or capacity <= 0 or per_agent <= 0:
             raise ValueError("window, capacity and per_agent must be positive")
         self.window_ms = window_ms

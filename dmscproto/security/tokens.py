@@ -49,7 +49,7 @@ from joserfc import jwk, jwt
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 
-from ..codec.registry import ErrorCode
+from ..codec.registry import ErrorCode, limit
 from ..codec.signing import PrivateKey, PublicKey
 from .ca import DomainAuthority, anchor_domains
 from .errors import SecurityError
@@ -59,7 +59,7 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 #: Default access token lifetime in seconds.
 TOKEN_LIFETIME = 3600
 #: Largest JWS header accepted (joserfc's default, 512 octets, is too small for x5c).
-MAX_HEADER = 4096
+MAX_HEADER = int(limit("TOKEN_MAX_HEADER"))
 #: Clock skew tolerated on ``exp``, ``iat`` and ``nbf`` (seconds).
 LEEWAY = 30
 
