@@ -22,8 +22,8 @@ from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.index import CapabilityIndex
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.agent_registration import AgentRegistration, AgentState
 from dmscproto.protocol.machine import Outbox, TransactionIds
-from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.testing.examples import AGENT_ID, examples
 from dmscproto.testing.harness import T0, make_record
 

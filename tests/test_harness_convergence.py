@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dmscproto.codec.registry import timer
+from dmscproto.protocol.agent_registration import AgentState
 from dmscproto.protocol.peering import PeerState
-from dmscproto.protocol.registration import AgentState
 from dmscproto.testing.harness import Network
 
 GATEWAYS = ("gw-a", "gw-b", "gw-c")

@@ -13,6 +13,7 @@ import pytest
 from dmscproto.codec.messages import Deregister, Refresh, Register, RegisterAck
 from dmscproto.codec.registry import ErrorCode, MessageType, Scope
 from dmscproto.codec.values import DiscoveryQuery
+from dmscproto.protocol.agent_registration import AgentState
 from dmscproto.protocol.events import (
     AgentRegistered,
     AgentRemoved,
@@ -23,7 +24,6 @@ from dmscproto.protocol.events import (
     RegistrationLost,
     RequestCompleted,
 )
-from dmscproto.protocol.registration import AgentState
 from dmscproto.testing.harness import T0, Network, make_record
 
 

@@ -43,6 +43,7 @@ from dmscproto.codec.wire import Advertisement, DigestNode, Result, VersionedId
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.agent_registration import AgentRegistration, AgentState
 from dmscproto.protocol.discovery import fit_results
 from dmscproto.protocol.events import (
     ProtocolViolation,
@@ -59,7 +60,6 @@ from dmscproto.protocol.machine import (
     refusal_answer,
 )
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
-from dmscproto.protocol.registration import AgentRegistration, AgentState
 from dmscproto.protocol.requester import Requests
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.protocol.sync_in import SyncIn

@@ -31,6 +31,7 @@ from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.agent import AgentClient
+from dmscproto.protocol.agent_registration import AgentRegistration
 from dmscproto.protocol.catalog import MACHINES
 from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.dispatch import starting_types
@@ -38,7 +39,7 @@ from dmscproto.protocol.federated import DiscoveryContext, FederatedDiscovery
 from dmscproto.protocol.machine import Machine, Outbox, ProtocolError, TransactionIds
 from dmscproto.protocol.oam import EchoResponder, TraceRelay
 from dmscproto.protocol.peering import LocalGateway, PeerSession
-from dmscproto.protocol.registration import AgentRegistration, GatewayRegistration
+from dmscproto.protocol.registration import GatewayRegistration
 from dmscproto.protocol.requester import Requester
 from dmscproto.protocol.routing import RouteRelay
 from dmscproto.protocol.summary import Bloom, SummaryTable

@@ -38,6 +38,7 @@ from ..codec.registry import (
     timer,
 )
 from ..codec.values import DiscoveryQuery, TraceContext
+from .agent_registration import AgentRegistration
 from .dispatch import Receiver, Role, dispatch_table
 from .events import RouteRequestReceived
 from .liveness import GatewayLiveness
@@ -50,7 +51,6 @@ from .machine import (
     error_answer,
     timestamp_ms,
 )
-from .registration import AgentRegistration
 from .requester import Requester, Requests
 
 

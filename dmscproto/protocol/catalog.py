@@ -1,12 +1,13 @@
 """Every table-driven machine, in the order of draft-dmsc-state-machines-00 (the state
 diagrams and the table tests walk this list)."""
 
+from .agent_registration import AgentRegistration
 from .discovery import DiscoveryResponder
 from .federated import FederatedDiscovery
 from .machine import Machine
 from .oam import EchoResponder, TraceRelay
 from .peering import PeerSession
-from .registration import AgentRegistration, GatewayRegistration
+from .registration import GatewayRegistration
 from .requester import Requester
 from .routing import RouteRelay
 from .sync_in import SyncIn
