@@ -15,14 +15,8 @@ import pytest
 from dmscproto.codec.registry import MessageType, Scope, timer
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, Skill
 from dmscproto.testing.harness import make_record
-from dmscproto.testing.simulator import (
-    Edge,
-    Simulation,
-    chain,
-    full_mesh,
-    random_graph,
-    ring,
-)
+from dmscproto.testing.simulator import Simulation
+from dmscproto.testing.topology import Edge, chain, full_mesh, random_graph, ring
 
 DIGEST = timer("DIGEST_INTERVAL")
 HOLD = timer("HOLD_TIME")

@@ -73,7 +73,8 @@ from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.registry import MessageType, timer
 from dmscproto.codec.values import DiscoveryQuery, Skill
 from dmscproto.testing.harness import make_record
-from dmscproto.testing.simulator import Simulation, full_mesh, random_graph
+from dmscproto.testing.simulator import Simulation
+from dmscproto.testing.topology import full_mesh, random_graph
 
 HERE = Path(__file__).resolve().parent
 #: Records simulated by default (module doc).
