@@ -265,7 +265,8 @@ class Simulation(Network):
                 continue
             if self._withheld(home, aid):
                 want[home].add(aid)
-            elif self.export is None:
+                continue
+            if self.export is None:
                 if home not in cache:
                     cache[home] = self._reachable(home, signed.record)
                 where = cache[home]
