@@ -69,6 +69,12 @@ class Message:
     TYPE: ClassVar[MessageType]
     SPEC: ClassVar[tuple[FieldSpec, ...]]
     BY_TLV: ClassVar[dict[int, FieldSpec]]
+    BY_NAME: ClassVar[dict[str, FieldSpec]]
+    #: Every dataclass field's name: the header's and the TLVs'.
+    FIELD_NAMES: ClassVar[frozenset[str]]
+    #: Relayed by gateways: decoded with the image of its octets, so that what a relay
+    #: sends on copies the TLVs it did not change (:func:`~.pdu.rewrite`).
+    RELAYED: ClassVar[bool] = False
 
     transaction_id: int = 0
     flags: int = 0
@@ -92,6 +98,8 @@ def message(mtype: MessageType) -> Callable[[type[M]], type[M]]:
                      for f in fields(cls) if "tlv" in f.metadata)
         cls.SPEC = tuple(sorted(spec, key=lambda s: s.tlv.value))
         cls.BY_TLV = {s.tlv.value: s for s in spec}
+        cls.BY_NAME = {s.name: s for s in spec}
+        cls.FIELD_NAMES = frozenset(f.name for f in fields(cls))
         MESSAGE_CLASSES[mtype.value] = cls
         return cls
     return wrap
@@ -197,6 +205,7 @@ class DiscoverReply(Message):
 class RouteRequest(Message):
     """ROUTE-REQUEST: an opaque payload for an agent, or for the best match of a query."""
 
+    RELAYED = True
     source_agent: bytes = tlv(TlvType.SOURCE_AGENT)
     target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, default=None)
     query: DiscoveryQuery | None = tlv(TlvType.QUERY, default=None)
@@ -212,6 +221,7 @@ class RouteRequest(Message):
 class RouteReply(Message):
     """ROUTE-REPLY: the answer (or an error), back along the return path."""
 
+    RELAYED = True
     status: ErrorCode = tlv(TlvType.STATUS)
     target_agent: bytes | None = tlv(TlvType.TARGET_AGENT, default=None)
     path: tuple[bytes, ...] | None = tlv(TlvType.PATH_VECTOR, default=None)

@@ -4,13 +4,23 @@ Decoding checks, in this order: header size, version, message type, PDU size lim
 (before the body is read), length agreement, then each TLV in order (framing, ascending
 type order, known or skippable, repetition, value), then required TLVs.  Every failure
 is a :class:`DecodeError` carrying the registered error code and the offset.
+
+The relay fast path (Section 5.3): a message class marked ``RELAYED`` (ROUTE_REQUEST,
+ROUTE_REPLY) is decoded with a :class:`Wire` image of its octets.  A gateway relaying it
+makes what it sends on with :func:`rewrite` (the new transaction id and TRACE_CONTEXT
+and, towards a peer, HOP_LIMIT, PATH_VECTOR, TIMEOUT, a resolved TARGET_AGENT), which
+keeps the image and notes the fields changed; :func:`encode` then builds those TLVs and
+copies the others (the payload, the token, the agent ids...) as received, in runs of
+octets.  Decoding is canonical (what decodes re-encodes to the same octets), so the copy
+is what building would give: the fast path changes the cost, never the octets.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from .errors import DecodeError, EncodeError
 from .messages import MESSAGE_CLASSES, REPEATED, REQUIRED, Message, RawTlv
@@ -21,6 +31,68 @@ _unpack_header = HEADER_STRUCT.unpack_from
 _unpack_tlv = TLV_HEADER_STRUCT.unpack_from
 _pack_header = HEADER_STRUCT.pack
 _pack_tlv = TLV_HEADER_STRUCT.pack
+#: Where a decoded RELAYED message keeps its :class:`Wire` (an instance attribute that is
+#: no dataclass field: equality, ``repr`` and ``dataclasses.replace`` ignore it).
+_WIRE = "_wire"
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """The octets a RELAYED message was decoded from, and the fields :func:`rewrite`
+    changed since (by name)."""
+
+    data: bytes
+    changed: frozenset[str] = frozenset()
+
+    def splice(self, msg: Message) -> bytes | None:
+        """The TLVs of ``msg`` (the header is the caller's): the octets decoded, with the
+        TLVs of the changed fields built anew in their place; None if the unknown TLVs
+        changed (:func:`encode` then builds every TLV)."""
+        if "unknown_tlvs" in self.changed:
+            return None
+        cls = type(msg)
+        plans = _BY_NAME.get(cls) or _by_name(cls)
+        data, offset, size = self.data, HEADER_SIZE, len(self.data)
+        parts: list[bytes] = []
+        copied = offset  # octets before ``copied`` are in ``parts``
+        for plan in sorted(plans[name] for name in self.changed if name in plans):
+            ttype = plan[0]
+            while offset < size:  # to the first TLV of this type or a higher one
+                tlv_type, tlen = _unpack_tlv(data, offset)
+                if tlv_type >= ttype:
+                    break
+                offset += 4 + tlen
+            parts.append(data[copied:offset])
+            while offset < size:  # past this type's TLVs (a repeated type's are adjacent)
+                tlv_type, tlen = _unpack_tlv(data, offset)
+                if tlv_type != ttype:
+                    break
+                offset += 4 + tlen
+            copied = offset
+            _build_one(parts, msg, *plan)
+        parts.append(data[copied:])
+        return b"".join(parts)
+
+
+def rewrite(msg: M, **changes: Any) -> M:
+    """``dataclasses.replace`` for a message a relay sends on (module doc): the copy keeps
+    the :class:`Wire` image, if ``msg`` has one, with ``changes`` noted, so that
+    :func:`encode` copies the other TLVs.  Only field names are accepted (TypeError
+    otherwise)."""
+    cls = type(msg)
+    unknown = changes.keys() - cls.FIELD_NAMES
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
+    new = object.__new__(cls)
+    attrs = new.__dict__
+    attrs.update(msg.__dict__)
+    attrs.update(changes)
+    wire: Wire | None = attrs.get(_WIRE)
+    if wire is not None:
+        attrs[_WIRE] = Wire(wire.data, wire.changed | changes.keys())
+    return new
 
 
 def peek_length(data: bytes) -> int | None:
@@ -42,7 +114,7 @@ def peek_length(data: bytes) -> int | None:
 class _Plan:
     """How to decode the TLVs of one message class, precomputed from its ``SPEC``."""
 
-    __slots__ = ("cls", "fields", "repeated", "required")
+    __slots__ = ("cls", "fields", "relayed", "repeated", "required")
 
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
@@ -52,6 +124,7 @@ class _Plan:
             for s in cls.SPEC}
         self.required = tuple((s.name, s.tlv.name) for s in cls.SPEC if s.occurs is REQUIRED)
         self.repeated = tuple(s.name for s in cls.SPEC if s.occurs is REPEATED)
+        self.relayed = cls.RELAYED
 
 
 #: Decoding plans by message type code.
@@ -134,7 +207,10 @@ def decode(data: bytes) -> Message:
     for name in plan.repeated:
         if name in values:
             values[name] = tuple(values[name])
-    return plan.cls(transaction_id=txid, flags=flags, unknown_tlvs=tuple(unknown), **values)
+    msg = plan.cls(transaction_id=txid, flags=flags, unknown_tlvs=tuple(unknown), **values)
+    if plan.relayed:
+        msg.__dict__[_WIRE] = Wire(data)
+    return msg
 
 
 def _check_repeat(plan: _Plan, ttype: int, last_type: int, offset: int) -> None:
@@ -149,46 +225,34 @@ def _check_repeat(plan: _Plan, ttype: int, last_type: int, offset: int) -> None:
                           f"{TlvType(ttype).name} repeated in {plan.cls.TYPE.name}")
 
 
-#: How to encode one TLV of a message class: field name, TLV type, value builder, may
+#: How to encode one TLV of a message class: TLV type, field name, value builder, may
 #: repeat, required.
-_Build = tuple[str, int, Callable[[Any], bytes], bool, bool]
-#: The encoding plan of each message class, from its ``SPEC`` on first use.
+_Build = tuple[int, str, Callable[[Any], bytes], bool, bool]
+#: The encoding plan of each message class, from its ``SPEC`` on first use, in TLV type
+#: order, and the same by field name.
 _BUILDS: dict[type[Message], tuple[_Build, ...]] = {}
+_BY_NAME: dict[type[Message], dict[str, _Build]] = {}
 
 
 def _builds(cls: type[Message]) -> tuple[_Build, ...]:
     plan = _BUILDS[cls] = tuple(
-        (s.name, s.tlv.value, VALUE_CODECS[s.tlv].build, s.occurs is REPEATED,
+        (s.tlv.value, s.name, VALUE_CODECS[s.tlv].build, s.occurs is REPEATED,
          s.occurs is REQUIRED) for s in cls.SPEC)
     return plan
 
 
+def _by_name(cls: type[Message]) -> dict[str, _Build]:
+    plans = _BY_NAME[cls] = {plan[1]: plan for plan in _BUILDS.get(cls) or _builds(cls)}
+    return plans
+
+
 def encode(msg: Message) -> bytes:
-    """Encode ``msg`` as one PDU, TLVs in ascending type order (Section 4.2)."""
-    tlvs: list[tuple[int, bytes]] = [(t.type, t.value) for t in msg.unknown_tlvs]
-    cls = type(msg)
-    for name, ttype, build, repeated, required in _BUILDS.get(cls) or _builds(cls):
-        value = getattr(msg, name)
-        if value is None:
-            if required:
-                raise EncodeError(f"{msg.TYPE.name}.{name} is required")
-            continue
-        try:
-            if repeated:
-                tlvs.extend((ttype, build(v)) for v in value)
-            else:
-                tlvs.append((ttype, build(value)))
-        except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
-            raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
-    if msg.unknown_tlvs:
-        tlvs.sort(key=lambda t: t[0])  # stable: repeated TLVs keep their order
-    parts = []
-    for ttype, value in tlvs:
-        if len(value) > MAX_TLV_VALUE:
-            raise EncodeError(f"TLV 0x{ttype:04x} value of {len(value)} octets is too long")
-        parts.append(_pack_tlv(ttype, len(value)))
-        parts.append(value)
-    body = b"".join(parts)
+    """Encode ``msg`` as one PDU, TLVs in ascending type order (Section 4.2); a relayed
+    message's unchanged TLVs are copied from its :class:`Wire` image (module doc)."""
+    wire: Wire | None = msg.__dict__.get(_WIRE)
+    body = None if wire is None else wire.splice(msg)
+    if body is None:
+        body = _build(msg)
     length = HEADER_SIZE + len(body)
     if length > MAX_PDU_SIZE:
         raise EncodeError(f"PDU of {length} octets exceeds {MAX_PDU_SIZE}")
@@ -197,3 +261,45 @@ def encode(msg: Message) -> bytes:
     except struct.error as exc:
         raise EncodeError(f"header field out of range: {exc}") from exc
     return header + body
+
+
+def _build(msg: Message) -> bytes:
+    """Every TLV of ``msg``; unknown TLVs go before known ones of the same or a higher
+    type (a stable sort by type)."""
+    unknown = sorted(msg.unknown_tlvs, key=lambda t: t.type) if msg.unknown_tlvs else ()
+    next_unknown = 0
+    cls = type(msg)
+    parts: list[bytes] = []
+    for plan in _BUILDS.get(cls) or _builds(cls):
+        while next_unknown < len(unknown) and unknown[next_unknown].type <= plan[0]:
+            raw = unknown[next_unknown]
+            _append(parts, raw.type, raw.value)
+            next_unknown += 1
+        _build_one(parts, msg, *plan)
+    for raw in unknown[next_unknown:]:
+        _append(parts, raw.type, raw.value)
+    return b"".join(parts)
+
+
+def _build_one(parts: list[bytes], msg: Message, ttype: int, name: str,
+               build: Callable[[Any], bytes], repeated: bool, required: bool) -> None:
+    """The TLVs of the field ``name`` of ``msg`` (none if it is None)."""
+    value = getattr(msg, name)
+    if value is None:
+        if required:
+            raise EncodeError(f"{msg.TYPE.name}.{name} is required")
+        return
+    try:
+        built = [build(v) for v in value] if repeated else [build(value)]
+    except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
+        raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
+    for one in built:
+        _append(parts, ttype, one)
+
+
+def _append(parts: list[bytes], ttype: int, value: bytes) -> None:
+    """One TLV: its header and value."""
+    if len(value) > MAX_TLV_VALUE:
+        raise EncodeError(f"TLV 0x{ttype:04x} value of {len(value)} octets is too long")
+    parts.append(_pack_tlv(ttype, len(value)))
+    parts.append(value)

@@ -11,7 +11,9 @@ once a QUERY is resolved to a remote target): a refusal is its own input.  A del
 or forwarded request gets a new transaction id towards the next hop; the machine keeps
 the incoming association and transaction id (the return path) until the answer comes
 back or the transaction timer (ROUTE_TIMEOUT, or the request's TIMEOUT if smaller)
-expires.
+expires.  What a relay sends on is made with :func:`~dmscproto.codec.pdu.rewrite`:
+the received octets are kept and only the TLVs it changes are encoded again (the relay
+fast path; the checks of the request are those of the full decode, unchanged).
 
 The machines are :class:`~.typed.TypedMachine`\\ s written against the
 :class:`~.ports.RoutingPort`: the table and the actions are the whole behaviour, the
@@ -23,11 +25,12 @@ the transaction timer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
 from ..codec.messages import Error, Message, RouteReply, RouteRequest, TraceReply, TraceRequest
+from ..codec.pdu import rewrite
 from ..codec.registry import ErrorCode, MessageType, timer
 from .events import TransactionEnded
 from .machine import Handle, Outbox, Refusal, TransactionIds
@@ -189,14 +192,14 @@ class Relay(TypedMachine):
         self.downstream = (dest, txid)
         self.target = msg.target_agent
         self.deadline = now + self.timeout()
-        self.outbox.send(dest, replace(msg, transaction_id=txid, trace=self.hop.context))
+        self.outbox.send(dest, rewrite(msg, transaction_id=txid, trace=self.hop.context))
 
     def answer(self, reply: RouteReply | TraceReply, relayed: bool = False) -> None:
         """Send ``reply`` upstream with the incoming transaction id and TRACE_CONTEXT
         (Section 7.5); stop the timer; end the hop (``relayed`` when the answer came
         from downstream)."""
         self.deadline = None
-        reply = replace(reply, transaction_id=self.request.transaction_id,
+        reply = rewrite(reply, transaction_id=self.request.transaction_id,
                         trace=self.request.trace)
         self.hop.end(reply.status, reply.diagnostic, relayed=relayed,
                      source=self.request.source_agent
@@ -298,7 +301,7 @@ class RouteRelay(Relay):
         if isinstance(hop, Refusal):
             return Refused(hop)
         # a QUERY is resolved once, at the first gateway: the request names its target
-        named = replace(req, target_agent=target, query=None)
+        named = req if req.query is None else rewrite(req, target_agent=target, query=None)
         if hop.local:
             return (Refused(Refusal(ErrorCode.TARGET_UNREACHABLE, "")) if hop.dest is None
                     else Local(hop.dest, named))
@@ -308,7 +311,7 @@ class RouteRelay(Relay):
         """The request for the next hop, through the ``outgoing`` hook."""
         assert hop.dest is not None
         budget = int(self.timeout() * self.ctx.forward_fraction * 1000)
-        fwd = replace(named, hop_limit=hop.hop_limit, path=hop.path, timeout_ms=budget)
+        fwd = rewrite(named, hop_limit=hop.hop_limit, path=hop.path, timeout_ms=budget)
         out = fwd if self.ctx.outgoing is None else \
             self.ctx.outgoing(self.upstream, fwd, self.request.transaction_id, now)
         return Refused(out) if isinstance(out, Refusal) else Onward(hop.dest, out)

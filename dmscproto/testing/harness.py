@@ -164,6 +164,9 @@ class Network:
         ``dest`` does not exist)."""
         assert isinstance(dest, str), dest
         data = encode(msg)
+        # a gateway's relayed messages copy the octets they received (the relay fast path):
+        # what it sends must be what building every TLV gives (a copy has no wire image)
+        assert data == encode(replace(msg)), f"{msg.TYPE.name} relayed differs from built"
         if source in self.gateways:
             limit = self.gateways[source].pdu_limit(dest)
             assert len(data) <= limit, f"{msg.TYPE.name} of {len(data)} octets > {limit}"
