@@ -14,7 +14,6 @@ machines stay free of I/O.  :class:`W3CHops` is the plain implementation: ids on
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections.abc import Callable
@@ -69,8 +68,10 @@ class TraceParent(NamedTuple):
 
 
 def new_ids(rng: random.Random | None = None) -> IdSource:
-    """Random ids from ``rng`` (tests) or the operating system."""
-    return (lambda n: rng.randbytes(n)) if rng is not None else os.urandom
+    """Random ids from ``rng`` (tests), else from a generator the operating system seeds:
+    trace and span ids must be unique, not secret (OpenTelemetry's id generator is the
+    same kind), and a system call for each hop's span id would cost more than it buys."""
+    return (rng or random.Random()).randbytes
 
 
 def _nonzero(ids: IdSource, size: int) -> bytes:
