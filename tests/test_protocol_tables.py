@@ -27,6 +27,7 @@ from dmscproto.codec.messages import (
 from dmscproto.codec.registry import ErrorCode, MessageType, Scope
 from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.codec.wire import Advertisement
+from dmscproto.fsm import TableMachine
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
@@ -48,6 +49,7 @@ from dmscproto.protocol.sync_in import SyncIn
 from dmscproto.protocol.sync_out import Start, SyncOut, TableSent
 from dmscproto.testing.examples import by_type, examples
 from dmscproto.testing.harness import T0, make_record
+from dmscproto.transport.transactions import MACHINES as DATAGRAM_MACHINES
 
 M = MessageType
 #: Requests and their answers, as the draft's Section 3.3 table lists them.
@@ -61,8 +63,8 @@ def test_examples_cover_every_message_type() -> None:
     assert set(EXAMPLE) == set(MessageType)
 
 
-@pytest.mark.parametrize("cls", MACHINES, ids=lambda c: c.NAME)
-def test_table_is_well_formed(cls: type[Machine]) -> None:
+@pytest.mark.parametrize("cls", (*MACHINES, *DATAGRAM_MACHINES), ids=lambda c: c.NAME)
+def test_table_is_well_formed(cls: type[TableMachine]) -> None:
     states, inputs, actions = set(cls.State), set(cls.Input), set(cls.Action)
     used_inputs = set()
     used_actions = set()

@@ -1,6 +1,7 @@
 """Regenerate the state machine sections of drafts/draft-dmsc-state-machines-00.md.
 
-Each machine of :data:`dmscproto.protocol.catalog.MACHINES` has a region::
+Each machine of :data:`dmscproto.protocol.catalog.MACHINES` and of
+:data:`dmscproto.transport.transactions.MACHINES` has a region::
 
     <!-- BEGIN GENERATED: <machine name> -->
     ...
@@ -30,14 +31,17 @@ from fractions import Fraction
 from pathlib import Path
 
 from dmscproto.codec.registry import TIMERS
-from dmscproto.protocol.catalog import MACHINES
-from dmscproto.protocol.machine import Machine
+from dmscproto.fsm import TableMachine
+from dmscproto.protocol.catalog import MACHINES as PROTOCOL_MACHINES
+from dmscproto.transport.transactions import MACHINES as DATAGRAM_MACHINES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
 import draft_regions
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAFT = ROOT / "drafts" / "draft-dmsc-state-machines-00.md"
+#: Every machine with a region in the draft.
+MACHINES: tuple[type[TableMachine], ...] = (*PROTOCOL_MACHINES, *DATAGRAM_MACHINES)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Row:
     next: Enum
 
 
-def rows(machine: type[Machine]) -> list[Row]:
+def rows(machine: type[TableMachine]) -> list[Row]:
     """The table in state order, then input order, numbered from 1."""
     states, inputs = list(machine.State), list(machine.Input)
     keys = sorted(machine.TABLE, key=lambda k: (states.index(k[0]), inputs.index(k[1])))
@@ -70,7 +74,7 @@ def _numbers(ns: Sequence[int]) -> str:
                           for r in runs) + "]"
 
 
-def diagram(machine: type[Machine]) -> str:
+def diagram(machine: type[TableMachine]) -> str:
     """The ASCII state diagram (module doc)."""
     states = list(machine.State)
     index = {s: i for i, s in enumerate(states)}
@@ -153,14 +157,14 @@ def cell(text: str) -> str:
     return text.replace("[", "\\[").replace("]", "\\]")
 
 
-def transition_table(machine: type[Machine]) -> str:
+def transition_table(machine: type[TableMachine]) -> str:
     body = [(str(r.number), r.state.name, cell(str(r.input.value)), cell(str(r.action.value)),
              r.next.name) for r in rows(machine)]
     return md_table(("#", "State", "Input", "Action", "Next state"), body,
                     f"{machine.TITLE}: transitions")
 
 
-def machine_section(machine: type[Machine]) -> str:
+def machine_section(machine: type[TableMachine]) -> str:
     states = ", ".join(s.name for s in machine.State)
     return "\n".join([
         f"States: {states}.  Initial state: {machine.INITIAL.name}.",

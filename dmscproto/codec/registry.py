@@ -441,6 +441,10 @@ LIMITS: tuple[Limit, ...] = (
     Limit("PEER_LIMIT_HOLD", 60, "s",
           "how long a gateway neither accepts (ERROR with RETRY_AFTER to its OPEN) nor dials "
           "a peer whose session closed for MAX_RECORDS_EXCEEDED or PATH_TOO_LONG"),
+    Limit("DUPLICATE_CACHE_MAX", 65536, "requests",
+          "requests a datagram endpoint holds in its duplicate cache (Section 9.3); beyond, "
+          "the kept answer closest to expiry is forgotten, or a new request gets ERROR "
+          "RESOURCE_EXHAUSTED when none is answered yet"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

@@ -1,5 +1,7 @@
-"""Every table-driven machine, in the order of draft-dmsc-state-machines-00 (the state
-diagrams and the table tests walk this list)."""
+"""Every table-driven protocol machine, in the order of draft-dmsc-state-machines-00 (the
+state diagrams and the table tests walk this list; the datagram reliability layer's,
+which sit above the protocol layer, are :data:`dmscproto.transport.transactions.MACHINES`).
+"""
 
 from .agent_registration import AgentRegistration
 from .discovery import DiscoveryResponder

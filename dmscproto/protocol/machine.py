@@ -8,11 +8,11 @@ Each machine is sans-I/O, in the style of aioquic's ``QuicConnection`` and h11/h
 * it writes what to send and what happened into an :class:`Outbox` (``(destination,
   message)`` pairs and event dataclasses), and ``get_timer()`` says when it next wants
   ``handle_timer``;
-* its transitions are ONE table, ``TABLE[(State, Input)] = (Action, NextState)``.  An
-  input with no entry raises :class:`ProtocolError` carrying a registered
-  :class:`ErrorCode` (UNEXPECTED_MESSAGE), after the answer the draft prescribes has been
-  queued (:func:`error_answer`), and the state is left as it was.  An action may refuse
-  its input (it returns ``False``): the state is then left as it was, too.
+* its transitions are ONE table, ``TABLE[(State, Input)] = (Action, NextState)``, stepped
+  with input objects (:class:`~dmscproto.fsm.TableMachine`).  A message the state has no
+  row for raises :class:`ProtocolError` carrying a registered :class:`ErrorCode`
+  (UNEXPECTED_MESSAGE), after the answer the draft prescribes has been queued
+  (:func:`error_answer`), and the state is left as it was.
 
 The tables, and the input, state and action enums, are what
 ``tools/gen_state_diagrams.py`` renders into the draft.
@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 from ..codec.messages import MESSAGE_CLASSES, Error, Message
 from ..codec.registry import ANSWER_TO, ErrorCode, MessageType
 from ..errors import DmscError
+from ..fsm import TableMachine
 
 #: Who a message comes from or goes to: an agent, a peer gateway or a home gateway, as the
 #: caller names them (an address, a connection, a name).
@@ -127,52 +128,25 @@ class TransactionIds:
         return next(self._ids) % 2**64
 
 
-class Machine:
-    """Base of the table-driven machines: the table, the lookup and the step.
+class Machine(TableMachine):
+    """Base of the protocol machines: a :class:`~dmscproto.fsm.TableMachine` writing
+    into an :class:`Outbox`, whose missing rows are :class:`ProtocolError`."""
 
-    A subclass defines the enums, ``INITIAL``, ``TABLE`` and one method per action,
-    named ``_`` + the action's name in lower case, taking ``(now, msg)``."""
-
-    #: Short name used for the draft's generated regions and diagrams.
-    NAME: ClassVar[str]
-    #: One line for the draft: what the machine is and where it runs.
-    TITLE: ClassVar[str]
-    State: ClassVar[type[Enum]]
-    Input: ClassVar[type[Enum]]
-    Action: ClassVar[type[Enum]]
-    INITIAL: ClassVar[Enum]
-    TABLE: ClassVar[Mapping[tuple[Any, Any], tuple[Any, Any]]]
-    #: The inputs a received message of each type can be (its guards decide which);
-    #: a message of a type not listed is unexpected in every state.
     MESSAGE_INPUTS: ClassVar[Mapping[MessageType, tuple[Any, ...]]] = {}
-    #: The timers of draft-dmsc-protocol-00 Section 8 the machine uses, by name.
-    TIMERS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, outbox: Outbox) -> None:
+        super().__init__()
         self.outbox = outbox
-        self.state: Enum = self.INITIAL
 
-    def lookup(self, state: Enum, inp: Enum,
-               msg: Message | None = None) -> tuple[Any, Any]:
-        """The table entry for ``(state, inp)``, or :class:`ProtocolError`."""
-        entry = self.TABLE.get((state, inp))
-        if entry is None:
-            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
-                                f"{inp.value} in state {state.name} of {self.NAME}",
-                                None if msg is None else msg.TYPE)
-        return entry
+    def no_row(self, kind: Enum) -> ProtocolError:
+        return ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
+                             f"{kind.value} in state {self.state.name} of {self.NAME}")
 
     def unexpected(self, msg: Message, why: str = "") -> ProtocolError:
         """The error for a message this machine has no input for in its state."""
         return ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                              f"{msg.TYPE.name} in state {self.state.name} of {self.NAME}"
                              + (f" ({why})" if why else ""), msg.TYPE)
-
-    def step(self, inp: Enum, now: float, msg: Message | None = None) -> None:
-        """Run the transition for ``inp`` from the current state."""
-        action, nxt = self.lookup(self.state, inp, msg)
-        if getattr(self, "_" + action.name.lower())(now, msg) is not False:
-            self.state = nxt
 
     def refuse(self, source: Handle, msg: Message, err: ProtocolError) -> None:
         """Queue the wire answer to a message that raised ``err`` (default: ERROR for a

@@ -15,7 +15,7 @@ from ..codec.registry import (
     ErrorCode,
 )
 from ..security.ca import Identity
-from .reliability import Address
+from .reliability_events import Address
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,11 @@ from .channel import Channel, ChannelEvent, PayloadReceived, PeerConnected
 from .errors import TransportError
 from .peer import Handler as AnyHandler
 from .peer import PeerInfo as AnyPeerInfo
-from .reliability import (
+from .reliability import Reliability
+from .reliability_events import (
     Address,
+    DatagramRejected,
     MessageReceived,
-    Reliability,
     ReliabilityEvent,
     RequestAbandoned,
     RequestReceived,
@@ -288,7 +289,7 @@ class DatagramNode(asyncio.DatagramProtocol):
                 task = self._loop.create_task(self._serve(conn, ev))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        else:
+        elif isinstance(ev, DatagramRejected):
             log.info("%s: invalid PDU from %s: %s", self.transport_name, ev.peer, ev.error)
 
     async def _serve(self, conn: DatagramConnection,

@@ -67,7 +67,8 @@ from ..security.ca import CertificateError, Credential, DomainAuthority, Identit
 from .channel import ChannelEvent, PayloadReceived, PeerClosed, PeerConnected
 from .datagram import DatagramConnection, DatagramNode, Handler, open_client, start_node
 from .keylog import KeyLog
-from .reliability import Address, PduTooLarge, Reliability
+from .reliability import PduTooLarge, Reliability
+from .reliability_events import Address
 from .tap import DatagramTap
 from .tls import TlsIdentity
 

@@ -40,11 +40,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
-import math
 import secrets
-from collections import deque
-from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final
 
 from ..codec.errors import DecodeError, EncodeError
@@ -56,15 +53,38 @@ from ..codec.registry import (
     HEADER_SIZE,
     ONE_WAY,
     ErrorCode,
-    Flags,
     MessageType,
+    limit,
     timer,
 )
 from ..codec.wire import HEADER_STRUCT
+from .reliability_events import (
+    Address,
+    DatagramRejected,
+    MessageReceived,
+    ReliabilityEvent,
+)
+from .transactions import (
+    Answered,
+    BadAnswer,
+    Cancel,
+    DuplicateEntry,
+    Evict,
+    Expire,
+    Malformed,
+    PeerGone,
+    Repeat,
+    Request,
+    RequestFull,
+    Respond,
+    Retransmission,
+    RetransmitState,
+    Reused,
+    Send,
+    Sink,
+)
 
 log = logging.getLogger(__name__)
-
-Address = Hashable
 
 
 class PduTooLarge(EncodeError):
@@ -73,91 +93,16 @@ class PduTooLarge(EncodeError):
     code = ErrorCode.PDU_TOO_LARGE
 
 
-# --- events of the reliability layer ------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
-    """A new request to hand to the application; answer it with :meth:`Reliability.respond`."""
-
-    peer: Address
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """A one-way message (or an UPDATE that answers nothing outstanding)."""
-
-    peer: Address
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
-    """The answer to the outstanding request ``transaction_id``."""
-
-    peer: Address
-    transaction_id: int
-    response: Message
-
-
-@dataclass(frozen=True, slots=True)
-class RequestAbandoned:
-    """The outstanding request ``transaction_id`` was abandoned."""
-
-    peer: Address
-    transaction_id: int
-    code: ErrorCode
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class DatagramRejected:
-    """A datagram that is not a valid PDU (Section 4.4)."""
-
-    peer: Address
-    error: DecodeError
-
-
-ReliabilityEvent = RequestReceived | MessageReceived | ResponseReceived | RequestAbandoned \
-    | DatagramRejected
-
-
-@dataclass(slots=True)
-class _Pending:
-    answers: tuple[int, int]  # the answer's message type code, and ERROR's
-    data: bytes
-    rto: float
-    next_at: float
-    deadline: float
-    retransmissions: int = 0
-
-
-@dataclass(slots=True)
-class _Cached:
-    fingerprint: bytes
-    answer: bytes | None = None  # None while the request is being processed
-    expires: float = math.inf
-
-
-@dataclass(slots=True)
-class Counters:
-    """What the reliability layer did, for metrics and tests."""
-
-    requests_sent: int = 0
-    retransmissions: int = 0
-    timeouts: int = 0
-    duplicates_answered: int = 0
-    duplicates_in_progress: int = 0
-    stray_answers: int = 0
-    rejected: int = 0
-
-
 def _fingerprint(data: bytes) -> bytes:
     """What identifies a request apart from its header flags: type and body."""
     return hashlib.blake2b(data[1:2] + data[HEADER_SIZE:], digest_size=16).digest()
 
 
 class Reliability:
-    """Sans-I/O retransmission and duplicate detection for one endpoint (Section 9.3).
+    """Sans-I/O retransmission and duplicate detection for one endpoint (Section 9.3):
+    each request sent is a :class:`~.transactions.Retransmission`, each received a
+    :class:`~.transactions.DuplicateEntry`; this class classifies datagrams, calls and
+    timers into their inputs.
 
     ``peer`` values are opaque hashable addresses.  Timer values come from the registry
     (Section 8) unless overridden.
@@ -169,7 +114,7 @@ class Reliability:
                  retransmit_limit: int = int(timer("RETRANSMIT_LIMIT")),
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
                  duplicate_cache_time: float = timer("DUPLICATE_CACHE_TIME"),
-                 max_cache_entries: int = 65536) -> None:
+                 max_cache_entries: int = int(limit("DUPLICATE_CACHE_MAX"))) -> None:
         self.max_pdu = max_pdu
         self.retransmit_initial = retransmit_initial
         self.retransmit_max = retransmit_max
@@ -177,13 +122,10 @@ class Reliability:
         self.request_timeout = request_timeout
         self.duplicate_cache_time = duplicate_cache_time
         self.max_cache_entries = max_cache_entries
-        self.counters = Counters()
-        self._pending: dict[tuple[Address, int], _Pending] = {}
-        self._cache: dict[tuple[Address, int], _Cached] = {}
-        self._expiry: list[tuple[float, int, tuple[Address, int]]] = []  # heap
-        self._expiry_seq = 0
-        self._out: list[tuple[bytes, Address]] = []
-        self._events: deque[ReliabilityEvent] = deque()
+        self._sink = Sink()
+        self.counters = self._sink.counters
+        self._pending: dict[tuple[Address, int], Retransmission] = {}
+        self._cache: dict[tuple[Address, int], DuplicateEntry] = {}
 
     # -- requester side --------------------------------------------------------------------
     def send_request(self, peer: Address, msg: Message, now: float,
@@ -211,17 +153,18 @@ class Reliability:
         if key in self._pending:
             raise ValueError(f"transaction {txid} already outstanding")
         answer = ANSWER_TO.get(MessageType(mtype)) if mtype in _TYPE_CODES else None
-        rto = self.retransmit_initial
-        limit = self.request_timeout if timeout is None else timeout
-        self._pending[key] = _Pending((answer or MessageType.ERROR, MessageType.ERROR),
-                                      pdu, rto, now + rto, now + limit)
-        self._out.append((pdu, peer))
-        self.counters.requests_sent += 1
+        req = Retransmission(self._sink, peer, txid, (answer or MessageType.ERROR,
+                                                      MessageType.ERROR),
+                             pdu, self.retransmit_initial, self.retransmit_max,
+                             self.retransmit_limit,
+                             self.request_timeout if timeout is None else timeout)
+        req.run(Send(), now)
+        self._pending[key] = req
         return int(txid)
 
     def send_message(self, peer: Address, msg: Message) -> None:
         """Send a one-way message once (no retransmission, no answer expected)."""
-        self._out.append((self._encode_within_limit(msg), peer))
+        self._sink.out.append((self._encode_within_limit(msg), peer))
 
     def _encode_within_limit(self, msg: Message) -> bytes:
         data = encode(msg)
@@ -232,14 +175,14 @@ class Reliability:
 
     def cancel(self, peer: Address, transaction_id: int) -> None:
         """Stop retransmitting a request (its answer is no longer wanted)."""
-        self._pending.pop((peer, transaction_id), None)
+        req = self._pending.pop((peer, transaction_id), None)
+        if req is not None:
+            req.run(Cancel(), 0.0)
 
     def forget_peer(self, peer: Address, reason: str) -> None:
         """Fail every request outstanding to ``peer`` (its association is gone)."""
         for key in [k for k in self._pending if k[0] == peer]:
-            del self._pending[key]
-            self._events.append(RequestAbandoned(peer, key[1], ErrorCode.TARGET_UNREACHABLE,
-                                              reason))
+            self._pending.pop(key).run(PeerGone(reason), 0.0)
 
     def outstanding(self) -> int:
         return len(self._pending)
@@ -249,9 +192,7 @@ class Reliability:
         """Answer ``request`` (from a :class:`RequestReceived`) with ``response``; its
         transaction id is set to the request's.  An answer too large for one datagram is
         replaced by ERROR PDU_TOO_LARGE."""
-        self._answer(peer, request.transaction_id, response, now)
-
-    def _answer(self, peer: Address, txid: int, response: Message, now: float) -> None:
+        txid = request.transaction_id
         response = replace(response, transaction_id=txid)
         data = encode(response)
         if len(data) > self.max_pdu:
@@ -260,17 +201,14 @@ class Reliability:
                 offending_type=response.TYPE.value,
                 diagnostic=f"{response.TYPE.name} of {len(data)} octets exceeds "
                            f"{self.max_pdu}"))
-        key = (peer, txid)
-        entry = self._cache.get(key)
-        if entry is not None and entry.answer is None:
-            entry.answer = data
-            entry.expires = now + self.duplicate_cache_time
-            self._expiry_seq += 1
-            heapq.heappush(self._expiry, (entry.expires, self._expiry_seq, key))
-        self._out.append((data, peer))
+        entry = self._cache.get((peer, txid)) or self._entry(peer, txid, b"")
+        entry.run(Respond(data), now)
 
     def cached_answers(self) -> int:
         return len(self._cache)
+
+    def _entry(self, peer: Address, txid: int, fingerprint: bytes) -> DuplicateEntry:
+        return DuplicateEntry(self._sink, peer, txid, fingerprint, self.duplicate_cache_time)
 
     # -- input -----------------------------------------------------------------------------
     def receive(self, peer: Address, data: bytes, now: float) -> None:
@@ -279,7 +217,7 @@ class Reliability:
             msg = decode(data)
         except DecodeError as exc:
             self.counters.rejected += 1
-            self._events.append(DatagramRejected(peer, exc))
+            self._sink.events.append(DatagramRejected(peer, exc))
             if len(data) >= HEADER_SIZE:
                 self._undecodable(peer, data, exc, now)
             return
@@ -287,41 +225,33 @@ class Reliability:
         pending = self._pending.get(key)
         if pending is not None and msg.TYPE in pending.answers:
             del self._pending[key]
-            self._events.append(ResponseReceived(peer, msg.transaction_id, msg))
+            pending.run(Answered(msg), now)
             return
         if msg.TYPE in ANSWER_TO:
-            if self._is_duplicate(key, _fingerprint(data), now):
-                return
-            self._events.append(RequestReceived(peer, msg))
+            self._request(key, _fingerprint(data), Request(msg), now)
         elif msg.TYPE in ONE_WAY:
-            self._events.append(MessageReceived(peer, msg))
+            self._sink.events.append(MessageReceived(peer, msg))
         else:
             self.counters.stray_answers += 1
 
-    def _is_duplicate(self, key: tuple[Address, int], fingerprint: bytes, now: float) -> bool:
-        """Handle a request against the duplicate cache; False if it is new (and now held)."""
+    def _request(self, key: tuple[Address, int], fingerprint: bytes,
+                 new: Request | Malformed, now: float) -> None:
+        """A request against the duplicate cache: the input it is for the entry of its
+        (peer, transaction id), or ``new`` for a new entry (REQUEST_FULL if none fits)."""
         entry = self._cache.get(key)
         if entry is not None and entry.expires <= now:
             del self._cache[key]
+            entry.run(Expire(), now)
             entry = None
-        if entry is None:
-            if len(self._cache) >= self.max_cache_entries and not self._evict_one():
-                self._out.append((encode(Error(
-                    transaction_id=key[1], status=ErrorCode.RESOURCE_EXHAUSTED,
-                    diagnostic="duplicate cache full")), key[0]))
-                return True
-            self._cache[key] = _Cached(fingerprint)
-            return False
-        if entry.fingerprint != fingerprint:
-            self._out.append((encode(Error(
-                transaction_id=key[1], status=ErrorCode.UNEXPECTED_MESSAGE,
-                diagnostic="transaction id reused by a different request")), key[0]))
-        elif entry.answer is None:
-            self.counters.duplicates_in_progress += 1
-        else:
-            self.counters.duplicates_answered += 1
-            self._out.append((entry.answer, key[0]))
-        return True
+        if entry is not None:
+            entry.run(Repeat() if entry.fingerprint == fingerprint else Reused(), now)
+            return
+        entry = self._entry(key[0], key[1], fingerprint)
+        if len(self._cache) >= self.max_cache_entries and not self._evict_one(now):
+            entry.run(RequestFull(), now)
+            return
+        self._cache[key] = entry
+        entry.run(new, now)
 
     def _undecodable(self, peer: Address, data: bytes, exc: DecodeError, now: float) -> None:
         """A PDU that does not decode (Section 4.4): as the answer to an outstanding
@@ -331,64 +261,51 @@ class Reliability:
         pending = self._pending.get((peer, txid))
         if pending is not None and mtype in pending.answers:
             del self._pending[(peer, txid)]
-            self._events.append(RequestAbandoned(peer, txid, exc.code, f"malformed answer: {exc}"))
-        elif (mtype not in _NOT_ANSWERED
-              and not self._is_duplicate((peer, txid), _fingerprint(data), now)):
-            self._answer(peer, txid, Error(status=exc.code, offending_type=mtype,
-                                           diagnostic=exc.reason[:200]), now)
+            pending.run(BadAnswer(exc), now)
+        elif mtype not in _NOT_ANSWERED:
+            self._request((peer, txid), _fingerprint(data), Malformed(mtype, exc), now)
 
     # -- output, timers, events ------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        out, self._out = self._out, []
+        out, self._sink.out = self._sink.out, []
         return out
 
     def next_event(self) -> ReliabilityEvent | None:
-        return self._events.popleft() if self._events else None
+        events = self._sink.events
+        return events.popleft() if events else None
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or None."""
-        times = [min(p.next_at, p.deadline) for p in self._pending.values()]
-        if self._expiry:
-            times.append(self._expiry[0][0])
+        times = [p.get_timer() for p in self._pending.values()]
+        if self._sink.expiry:
+            times.append(self._sink.expiry[0][0])
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
-        for key, p in list(self._pending.items()):
-            if now < p.next_at and now < p.deadline:
+        for key, req in list(self._pending.items()):
+            inp = req.classify_timer(now)
+            if inp is None:
                 continue
-            exhausted = p.retransmissions >= self.retransmit_limit
-            if now >= p.deadline or (exhausted and not math.isfinite(p.deadline)):
+            req.run(inp, now)
+            if req.state is RetransmitState.DONE:
                 del self._pending[key]
-                self.counters.timeouts += 1
-                self._events.append(RequestAbandoned(
-                    key[0], key[1], ErrorCode.TRANSACTION_TIMEOUT,
-                    f"no answer after {p.retransmissions} retransmissions"))
-                continue
-            if exhausted:  # no more retransmissions: wait for the answer until the deadline
-                p.next_at = p.deadline
-                continue
-            if p.retransmissions == 0:
-                version, mtype, flags, length, txid = HEADER_STRUCT.unpack_from(p.data)
-                p.data = HEADER_STRUCT.pack(version, mtype, flags | Flags.RETRANSMISSION,
-                                            length, txid) + p.data[HEADER_SIZE:]
-            p.retransmissions += 1
-            self.counters.retransmissions += 1
-            p.rto = min(2 * p.rto, self.retransmit_max)
-            p.next_at = now + p.rto
-            self._out.append((p.data, key[0]))
-        while self._expiry and self._expiry[0][0] <= now:
-            expires, _seq, key = heapq.heappop(self._expiry)
+        expiry = self._sink.expiry
+        while expiry and expiry[0][0] <= now:
+            expires, _order, key = heapq.heappop(expiry)
             entry = self._cache.get(key)
             if entry is not None and entry.expires == expires:
                 del self._cache[key]
+                entry.run(Expire(), now)
 
-    def _evict_one(self) -> bool:
-        """Drop the answered cache entry closest to expiry; False if none is answered."""
-        while self._expiry:
-            expires, _seq, key = heapq.heappop(self._expiry)
+    def _evict_one(self, now: float) -> bool:
+        """Forget the kept answer closest to expiry; False if no answer is kept."""
+        expiry = self._sink.expiry
+        while expiry:
+            expires, _order, key = heapq.heappop(expiry)
             entry = self._cache.get(key)
             if entry is not None and entry.expires == expires:
                 del self._cache[key]
+                entry.run(Evict(), now)
                 return True
         return False
 

@@ -21,7 +21,8 @@ from collections import OrderedDict, deque
 from ..codec.registry import DEFAULT_MAX_DATAGRAM, UDP_PORT, limit, timer
 from .channel import ChannelEvent, PayloadReceived, PeerClosed, PeerConnected
 from .datagram import DatagramConnection, DatagramNode, Handler, open_client, start_node
-from .reliability import Address, PduTooLarge, Reliability
+from .reliability import PduTooLarge, Reliability
+from .reliability_events import Address
 from .tap import DatagramTap
 
 log = logging.getLogger(__name__)

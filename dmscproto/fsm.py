@@ -1,0 +1,75 @@
+"""Table-driven state machines: the one shape every DMSC machine has
+(draft-dmsc-state-machines-00, Section 1).
+
+It sits below every other layer, so that the protocol machines
+(:class:`dmscproto.protocol.machine.Machine`) and the reliability layer of the datagram
+transports (:mod:`dmscproto.transport.reliability`) share it:
+
+* a machine class declares its ``State``, ``Input`` and ``Action`` enums, ``INITIAL``
+  and ``TABLE[(State, Input)] = (Action, next State)``, the message types each input
+  can come from (``MESSAGE_INPUTS``) and the timers it uses (``TIMERS``); the draft's
+  diagrams are generated from these (``tools/gen_state_diagrams.py``);
+* it is stepped with input *objects*: each is a small frozen dataclass, a
+  :class:`StepInput` whose ``KIND`` is its member of ``Input``, carrying what the action
+  needs; the machine classifies everything it is given into such an input, refusals
+  included, so every outcome is a row of the table;
+* :meth:`TableMachine.run` is the only place the state changes; the action of a row is
+  the method ``_`` + the action's name in lower case, taking ``(now, input)``; actions
+  start and stop the machine's timers, nothing else does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class StepInput:
+    """Base of the input dataclasses: ``KIND`` is the input's member of ``Input``."""
+
+    KIND: ClassVar[Enum]
+
+
+class TableMachine:
+    """Base of the table-driven machines (module doc)."""
+
+    __slots__ = ("state",)
+
+    #: Short name used for the draft's generated regions and diagrams.
+    NAME: ClassVar[str]
+    #: One line for the draft: what the machine is and where it runs.
+    TITLE: ClassVar[str]
+    State: ClassVar[type[Enum]]
+    Input: ClassVar[type[Enum]]
+    Action: ClassVar[type[Enum]]
+    INITIAL: ClassVar[Enum]
+    TABLE: ClassVar[Mapping[tuple[Any, Any], tuple[Any, Any]]]
+    #: The inputs a received message of each type can be (the classification decides
+    #: which); a message of a type not listed is unexpected in every state.
+    MESSAGE_INPUTS: ClassVar[Mapping[Any, tuple[Any, ...]]] = {}
+    #: The timers of draft-dmsc-protocol-00 Section 8 the machine uses, by name.
+    TIMERS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.state: Enum = self.INITIAL
+
+    def no_row(self, kind: Enum) -> Exception:
+        """The error for an input the current state has no row for (machines classify
+        so that this does not happen)."""
+        return LookupError(f"{kind.value} in state {self.state.name} of {self.NAME}")
+
+    def run(self, inp: StepInput, now: float) -> None:
+        """Run the transition for ``inp`` from the current state."""
+        entry = self.TABLE.get((self.state, inp.KIND))
+        if entry is None:
+            raise self.no_row(inp.KIND)
+        action, nxt = entry
+        getattr(self, "_" + action.name.lower())(now, inp)
+        self.state = nxt
+
+    def rows_for(self, kind: Enum) -> bool:
+        """Whether the current state has a row for ``kind``."""
+        return (self.state, kind) in self.TABLE
