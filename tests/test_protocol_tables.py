@@ -4,6 +4,10 @@ refused with the right error on the wire while the machine stays consistent
 
 from __future__ import annotations
 
+import ast
+import inspect
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -36,7 +40,9 @@ from dmscproto.protocol.agent_registration import AgentRegistration
 from dmscproto.protocol.catalog import MACHINES
 from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.dispatch import starting_types
+from dmscproto.protocol.events import ProtocolEvent
 from dmscproto.protocol.federated import DiscoveryContext, FederatedDiscovery
+from dmscproto.protocol.liveness import GatewayLiveness
 from dmscproto.protocol.machine import Machine, Outbox, ProtocolError, TransactionIds
 from dmscproto.protocol.oam import EchoResponder, TraceRelay
 from dmscproto.protocol.peering import LocalGateway, PeerSession
@@ -361,3 +367,28 @@ def test_agent_dispatch_covers_its_machines_message_inputs() -> None:
     assert set(client._takers) == (set(Requester.MESSAGE_INPUTS)
                                    | set(AgentRegistration.MESSAGE_INPUTS) | {M.ROUTE_REQUEST})
     assert client._takers[M.ERROR] == (client._to_request, client._to_registration)
+
+
+# --- typed events: each machine reports on its own base (dmscproto.protocol.events) ----------
+def _emitted(cls: type) -> Iterator[type]:
+    """The event classes the source of ``cls`` and its protocol bases passes to emit()."""
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("dmscproto.protocol"):
+            continue
+        module = sys.modules[klass.__module__]
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(klass)))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "emit" and node.args \
+                    and isinstance(node.args[0], ast.Call) \
+                    and isinstance(node.args[0].func, ast.Name):
+                yield getattr(module, node.args[0].func.id)
+
+
+@pytest.mark.parametrize("cls", (*MACHINES, GatewayLiveness), ids=lambda c: c.NAME)
+def test_machine_events_share_its_event_base(cls: type[Machine]) -> None:
+    emitted = set(_emitted(cls))
+    if cls.EVENTS is None:
+        assert emitted == set(), "a machine that reports events declares their base"
+        return
+    assert emitted and all(issubclass(e, cls.EVENTS) for e in emitted), emitted
+    assert issubclass(cls.EVENTS, ProtocolEvent) and cls.EVENTS is not ProtocolEvent

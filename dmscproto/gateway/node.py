@@ -61,6 +61,7 @@ from ..protocol.dispatch import dispatch_table
 from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
+    ProtocolEvent,
     ProtocolViolation,
     SessionClosed,
     SessionEstablished,
@@ -152,7 +153,7 @@ class GatewayNode(NodeDispatch):
         #: Begins this gateway's hop of each relayed or answered request's trace.
         self.tracer = tracer or W3CHops()
         self._out = Outbox()                   # what the machines produce
-        self._events: deque[object] = deque()  # what the caller sees
+        self._events: deque[ProtocolEvent] = deque()  # what the caller sees
         self.registration = GatewayRegistration(self._out, core, verifier)
         self.discovery = DiscoveryResponder(self._out, core, discovery_policy, pdu_limit,
                                             self.tracer,
@@ -288,7 +289,7 @@ class GatewayNode(NodeDispatch):
     def messages_to_send(self) -> list[tuple[Handle, Message]]:
         return self._out.messages_to_send()
 
-    def next_event(self) -> object | None:
+    def next_event(self) -> ProtocolEvent | None:
         return self._events.popleft() if self._events else None
 
     # --- propagation (Section 6.5) ------------------------------------------------------------

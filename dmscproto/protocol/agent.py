@@ -40,7 +40,7 @@ from ..codec.registry import (
 from ..codec.values import DiscoveryQuery, TraceContext
 from .agent_registration import AgentRegistration
 from .dispatch import Receiver, Role, dispatch_table
-from .events import RouteRequestReceived
+from .events import ProtocolEvent, RouteRequestReceived
 from .liveness import GatewayLiveness
 from .machine import (
     Handle,
@@ -205,5 +205,5 @@ class AgentClient:
     def messages_to_send(self) -> list[tuple[Handle, Message]]:
         return self.outbox.messages_to_send()
 
-    def next_event(self) -> object | None:
+    def next_event(self) -> ProtocolEvent | None:
         return self.outbox.next_event()

@@ -31,6 +31,7 @@ from .events import (
     Deregistered,
     LeaseRefreshed,
     Registered,
+    RegistrationEvent,
     RegistrationFailed,
     RegistrationLost,
 )
@@ -172,6 +173,7 @@ class AgentRegistration(TypedMachine):
 
     NAME = "agent-registration"
     TITLE = "Registration, agent side"
+    EVENTS = RegistrationEvent
     State, Input, Action = AgentState, AgentInput, AgentAction
     INITIAL = AgentState.IDLE
     TIMERS = ("DEFAULT_LEASE", "REFRESH_FRACTION", "REQUEST_TIMEOUT")

@@ -1,6 +1,10 @@
 """Events the protocol machines report (draft-dmsc-state-machines-00).
 
-Small frozen dataclasses, drained from an :class:`~.machine.Outbox` with ``next_event()``.
+Small frozen dataclasses, drained from an :class:`~.machine.Outbox` with ``next_event()``,
+in the style of aioquic's ``QuicEvent``: every event is a :class:`ProtocolEvent`, and the
+events of each machine share its own base (its ``EVENTS``: :class:`RegistrationEvent`
+for an agent's registration, :class:`RequestEvent` for a requester transaction, and so
+on), so a consumer can tell by type which machine spoke.
 """
 
 from __future__ import annotations
@@ -13,9 +17,57 @@ from ..codec.wire import VersionedId
 from .machine import Handle
 
 
+@dataclass(frozen=True, slots=True)
+class ProtocolEvent:
+    """Base of every event a protocol machine, a gateway node or an agent reports."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationEvent(ProtocolEvent):
+    """What an agent's registration reports (:class:`~.agent_registration.AgentRegistration`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent(ProtocolEvent):
+    """What a requester transaction reports (:class:`~.requester.Requester`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent(ProtocolEvent):
+    """What an agent's client reports of its gateway (:class:`~.agent.AgentClient`, its
+    watch :class:`~.liveness.GatewayLiveness`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRegistrationEvent(ProtocolEvent):
+    """What a gateway's registration reports (:class:`~.registration.GatewayRegistration`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEvent(ProtocolEvent):
+    """What a relayed transaction reports (:class:`~.routing.RouteRelay`,
+    :class:`~.oam.TraceRelay`, :class:`~.federated.FederatedDiscovery`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent(ProtocolEvent):
+    """What a peer session reports (:class:`~.peering.PeerSession`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent(ProtocolEvent):
+    """What the record exchange on a session reports (:class:`~.sync_in.SyncIn`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent(ProtocolEvent):
+    """What a gateway node reports itself (:class:`~dmscproto.gateway.node.GatewayNode`)."""
+
+
+
 # --- registration, agent side (Section 5.1) -------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Registered:
+class Registered(RegistrationEvent):
     """REGISTER_ACK with SUCCESS: the agent is registered until ``expires_at``."""
 
     agent_id: bytes
@@ -24,7 +76,7 @@ class Registered:
 
 
 @dataclass(frozen=True, slots=True)
-class LeaseRefreshed:
+class LeaseRefreshed(RegistrationEvent):
     """REFRESH_ACK with SUCCESS: the lease now ends at ``expires_at``."""
 
     lease: int
@@ -32,7 +84,7 @@ class LeaseRefreshed:
 
 
 @dataclass(frozen=True, slots=True)
-class RegistrationLost:
+class RegistrationLost(RegistrationEvent):
     """The gateway no longer holds the registration (REFRESH refused, or the lease ended
     before a REFRESH was answered); the agent registers again."""
 
@@ -40,7 +92,7 @@ class RegistrationLost:
 
 
 @dataclass(frozen=True, slots=True)
-class RegistrationFailed:
+class RegistrationFailed(RegistrationEvent):
     """REGISTER was refused (``status``), answered with ERROR, or timed out
     (TRANSACTION_TIMEOUT); the agent is not registered."""
 
@@ -51,7 +103,7 @@ class RegistrationFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class Deregistered:
+class Deregistered(RegistrationEvent):
     """DEREGISTER was answered (``status``) or timed out (TRANSACTION_TIMEOUT)."""
 
     status: ErrorCode
@@ -59,7 +111,7 @@ class Deregistered:
 
 # --- requester transactions (Sections 5.2, 5.3, 6.8) -----------------------------------------
 @dataclass(frozen=True, slots=True)
-class RequestCompleted:
+class RequestCompleted(RequestEvent):
     """A request got its answer message; ``rtt`` is the round-trip time in seconds."""
 
     transaction_id: int
@@ -69,7 +121,7 @@ class RequestCompleted:
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFailed:
+class RequestFailed(RequestEvent):
     """A request got ERROR (its ``status``) or no answer in time (TRANSACTION_TIMEOUT)."""
 
     transaction_id: int
@@ -81,7 +133,7 @@ class RequestFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class RouteRequestReceived:
+class RouteRequestReceived(AgentEvent):
     """A ROUTE_REQUEST delivered to this agent; answer it with ``AgentClient.reply``."""
 
     transaction_id: int
@@ -91,7 +143,7 @@ class RouteRequestReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class GatewayLost:
+class GatewayLost(AgentEvent):
     """Nothing came from the home gateway for the agent hold time (``silent_s`` seconds,
     Section 6.8.3): the agent closes the association and reconnects."""
 
@@ -100,7 +152,7 @@ class GatewayLost:
 
 # --- gateway side ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class AgentRegistered:
+class AgentRegistered(GatewayRegistrationEvent):
     """A REGISTER was accepted and committed; ``handle`` reaches the agent.  ``replaced``
     is the other association the agent's registration was bound to until now (another
     process holding the same identity), which no longer gets its requests (Section
@@ -113,7 +165,7 @@ class AgentRegistered:
 
 
 @dataclass(frozen=True, slots=True)
-class AgentRemoved:
+class AgentRemoved(GatewayRegistrationEvent):
     """A registration ended: DEREGISTER (``status`` SUCCESS) or its lease ran out
     (LEASE_EXPIRED); ``withdrawn`` is what peers are told.  ``bound`` is the association
     the registration was bound to when the DEREGISTER came over another one (Section
@@ -125,7 +177,7 @@ class AgentRemoved:
 
 
 @dataclass(frozen=True, slots=True)
-class TransactionEnded:
+class TransactionEnded(RelayEvent):
     """A relayed ROUTE_REQUEST or TRACE_REQUEST was answered upstream with ``status``."""
 
     request_type: MessageType
@@ -135,7 +187,7 @@ class TransactionEnded:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionEstablished:
+class SessionEstablished(SessionEvent):
     """A peer session reached ESTABLISHED with the negotiated hold time (seconds) and
     this end's keepalive interval (None: no KEEPALIVEs)."""
 
@@ -147,7 +199,7 @@ class SessionEstablished:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionClosed:
+class SessionClosed(SessionEvent):
     """A peer session went back to IDLE: ``status`` is the NOTIFY code sent or received
     (``by_peer`` says which)."""
 
@@ -158,7 +210,7 @@ class SessionClosed:
 
 
 @dataclass(frozen=True, slots=True)
-class TableChanged:
+class TableChanged(SyncEvent):
     """Records learned, withdrawn or purged through a peer, to propagate to the other
     peers: ``advertised`` have a new version or best route, ``withdrawn`` lost their
     last route, ``purged`` were removed by their origin (Section 6.5)."""
@@ -170,7 +222,7 @@ class TableChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordRefused:
+class RecordRefused(SyncEvent):
     """An ADVERTISEd record failed the record check (signature, import policy; Sections
     6.5, 10.5) and was not learned; the rest of its UPDATE was applied."""
 
@@ -181,7 +233,7 @@ class RecordRefused:
 
 
 @dataclass(frozen=True, slots=True)
-class ProtocolViolation:
+class ProtocolViolation(NodeEvent):
     """A message was refused with ``status`` (and answered as the draft says)."""
 
     handle: Handle

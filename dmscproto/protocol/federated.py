@@ -51,6 +51,7 @@ from ..codec.registry import (
 )
 from ..codec.wire import Result
 from .discovery import PduLimit, fit_results
+from .events import RelayEvent
 from .machine import Handle, Outbox, ProtocolError, TransactionIds
 from .ports import AnswerCache, ExportFilter, RecordIndex, Relayed, query_key
 from .registration import RecordVerifier
@@ -63,7 +64,7 @@ RecordFilter = ExportFilter
 
 
 @dataclass(frozen=True, slots=True)
-class QueryResolved:
+class QueryResolved(RelayEvent):
     """A ROUTE_REQUEST's QUERY was relayed and the answers are kept: route it now."""
 
     source: Handle
@@ -167,6 +168,7 @@ class FederatedDiscovery(TypedMachine):
 
     NAME = "federated-discovery"
     TITLE = "Discovery relayed to summarized domains, one transaction at a gateway"
+    EVENTS = RelayEvent
     State, Input, Action = FedState, FedInput, FedAction
     INITIAL = FedState.IDLE
     TIMERS = ("REQUEST_TIMEOUT", "DISCOVERY_CACHE_TTL")

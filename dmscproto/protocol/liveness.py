@@ -18,7 +18,7 @@ from enum import Enum
 
 from ..codec.messages import Message
 from ..codec.registry import MessageType, timer
-from .events import GatewayLost
+from .events import AgentEvent, GatewayLost
 from .machine import Outbox, earliest
 from .ports import LivenessPort
 from .typed import StepInput, TypedMachine
@@ -74,6 +74,7 @@ class GatewayLiveness(TypedMachine):
 
     NAME = "agent-keepalive"
     TITLE = "Agent keepalive (agent side)"
+    EVENTS = AgentEvent
     State, Input, Action = LivenessState, LivenessInput, LivenessAction
     INITIAL = LivenessState.IDLE
     TIMERS = ("AGENT_KEEPALIVE", "KEEPALIVE_FRACTION")

@@ -26,12 +26,15 @@ from collections import deque
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..codec.messages import MESSAGE_CLASSES, Error, Message
 from ..codec.registry import ANSWER_TO, ErrorCode, MessageType
 from ..errors import DmscError
 from ..fsm import TableMachine
+
+if TYPE_CHECKING:
+    from .events import ProtocolEvent
 
 #: Who a message comes from or goes to: an agent, a peer gateway or a home gateway, as the
 #: caller names them (an address, a connection, a name).
@@ -100,19 +103,19 @@ class Outbox:
     :meth:`messages_to_send` and :meth:`next_event`."""
 
     messages: list[tuple[Handle, Message]] = field(default_factory=list)
-    events: deque[object] = field(default_factory=deque)
+    events: deque[ProtocolEvent] = field(default_factory=deque)
 
     def send(self, dest: Handle, msg: Message) -> None:
         self.messages.append((dest, msg))
 
-    def emit(self, event: object) -> None:
+    def emit(self, event: ProtocolEvent) -> None:
         self.events.append(event)
 
     def messages_to_send(self) -> list[tuple[Handle, Message]]:
         out, self.messages = self.messages, []
         return out
 
-    def next_event(self) -> object | None:
+    def next_event(self) -> ProtocolEvent | None:
         return self.events.popleft() if self.events else None
 
 
@@ -133,6 +136,8 @@ class Machine(TableMachine):
     into an :class:`Outbox`, whose missing rows are :class:`ProtocolError`."""
 
     MESSAGE_INPUTS: ClassVar[Mapping[MessageType, tuple[Any, ...]]] = {}
+    #: The base of the events the machine reports (:mod:`.events`; None: it reports none).
+    EVENTS: ClassVar[type[ProtocolEvent] | None] = None
 
     def __init__(self, outbox: Outbox) -> None:
         super().__init__()

@@ -43,7 +43,7 @@ from enum import Enum
 from ..codec.messages import EchoRequest, Error, Keepalive, Message, Notify, Open
 from ..codec.registry import ErrorCode, GatewayCaps, MessageType, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
-from .events import SessionClosed, SessionEstablished
+from .events import SessionClosed, SessionEstablished, SessionEvent
 from .machine import (
     Handle,
     Outbox,
@@ -299,6 +299,7 @@ class PeerSession(TypedMachine):
 
     NAME = "gateway-peering"
     TITLE = "Gateway peering session"
+    EVENTS = SessionEvent
     State, Input, Action = PeerState, PeerInput, PeerAction
     INITIAL = PeerState.IDLE
     TIMERS = ("HOLD_TIME", "MIN_HOLD_TIME", "KEEPALIVE_FRACTION", "PROBE_IDLE_FRACTION",

@@ -29,6 +29,7 @@ from ..codec.wire import VersionedId
 from .events import (
     AgentRegistered,
     AgentRemoved,
+    GatewayRegistrationEvent,
 )
 from .machine import (
     Handle,
@@ -144,6 +145,7 @@ class GatewayRegistration(TypedMachine):
 
     NAME = "gateway-registration"
     TITLE = "Registration, gateway side (per agent)"
+    EVENTS = GatewayRegistrationEvent
     State, Input, Action = GatewayState, GatewayInput, GatewayAction
     INITIAL = GatewayState.UNREGISTERED
     TIMERS = ("MIN_LEASE", "MAX_LEASE")

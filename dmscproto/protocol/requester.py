@@ -13,7 +13,7 @@ from enum import Enum
 
 from ..codec.messages import Error, Message
 from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
-from .events import RequestCompleted, RequestFailed
+from .events import RequestCompleted, RequestEvent, RequestFailed
 from .machine import Handle, Outbox, ProtocolError
 from .typed import StepInput, TypedMachine
 
@@ -75,6 +75,7 @@ class Requester(TypedMachine):
 
     NAME = "requester"
     TITLE = "Requester transaction (DISCOVER, ROUTE_REQUEST, ECHO_REQUEST, TRACE_REQUEST)"
+    EVENTS = RequestEvent
     State, Input, Action = RequesterState, RequesterInput, RequesterAction
     INITIAL = RequesterState.IDLE
     TIMERS = ("REQUEST_TIMEOUT", "ROUTE_TIMEOUT")

@@ -32,7 +32,7 @@ from typing import ClassVar
 from ..codec.messages import Error, Message, RouteReply, RouteRequest, TraceReply, TraceRequest
 from ..codec.pdu import rewrite
 from ..codec.registry import ErrorCode, MessageType, timer
-from .events import TransactionEnded
+from .events import RelayEvent, TransactionEnded
 from .machine import Handle, Outbox, Refusal, TransactionIds
 from .ports import NextHop, RoutingPort
 from .tracecontext import Hop, HopTracer, W3CHops
@@ -125,6 +125,7 @@ class Relay(TypedMachine):
     Subclasses give the table, :meth:`classify` and the answer messages."""
 
     Input = RelayInput
+    EVENTS = RelayEvent
     REPLY: ClassVar[MessageType]
 
     def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,

@@ -24,7 +24,7 @@ from ..codec.digest import ROOT, DigestTree, children_of, leaf_of, leaves_under
 from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
 from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, MessageType, limit, timer
 from ..codec.wire import Advertisement, DigestNode, DigestSummary, VersionedId
-from .events import RecordRefused, TableChanged
+from .events import RecordRefused, SyncEvent, TableChanged
 from .machine import Outbox, TransactionIds, earliest
 from .ports import SyncLink, SyncTable
 from .registration import RecordVerifier
@@ -73,6 +73,7 @@ class SyncIn(TypedMachine):
 
     NAME = "gateway-sync-in"
     TITLE = "Gateway sync, receiving half"
+    EVENTS = SyncEvent
     State, Input, Action = InState, InInput, InAction
     INITIAL = InState.AWAITING_TABLE
     TIMERS = ("ACK_DELAY", "REORDER_TIMEOUT", "REQUEST_TIMEOUT")
