@@ -6,6 +6,7 @@ which sit above the protocol layer, are :data:`dmscproto.transport.transactions.
 from .agent_registration import AgentRegistration
 from .discovery import DiscoveryResponder
 from .federated import FederatedDiscovery
+from .liveness import GatewayLiveness
 from .machine import Machine
 from .oam import EchoResponder, TraceRelay
 from .peering import PeerSession
@@ -18,4 +19,5 @@ from .sync_out import SyncOut
 MACHINES: tuple[type[Machine], ...] = (
     AgentRegistration, GatewayRegistration, Requester, DiscoveryResponder,
     FederatedDiscovery, RouteRelay, PeerSession, SyncOut, SyncIn, EchoResponder, TraceRelay,
+    GatewayLiveness,
 )
