@@ -6,11 +6,14 @@ import importlib.util
 import os
 import shutil
 import sys
+from enum import Enum
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from transport_support import Pki
+
+from dmscproto.fsm import StepInput, TableMachine
 
 
 def load_tool(name: str) -> ModuleType:
@@ -39,3 +42,27 @@ def require_tool(name: str) -> str:
 def pki() -> Pki:
     """A fresh transport PKI per test module (:class:`transport_support.Pki`)."""
     return Pki.create()
+
+
+#: Rows run: (machine class, state, input kind).
+Rows = set[tuple[type[TableMachine], Enum, Enum]]
+
+
+@pytest.fixture
+def table_rows(monkeypatch: pytest.MonkeyPatch) -> Rows:
+    """The table rows every machine runs during the test (draft-dmsc-state-machines-00),
+    for tests that step machines through all of theirs."""
+    ran: Rows = set()
+    step = TableMachine.run
+
+    def recorded(m: TableMachine, inp: StepInput, now: float) -> None:
+        ran.add((type(m), m.state, inp.KIND))
+        step(m, inp, now)
+
+    monkeypatch.setattr(TableMachine, "run", recorded)
+    return ran
+
+
+def every_row(*machines: type[TableMachine]) -> Rows:
+    """Every row of the tables of ``machines``."""
+    return {(m, s, i) for m in machines for s, i in m.TABLE}

@@ -11,12 +11,12 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+from conftest import Rows, every_row
 from transport_support import echo, fast_retransmission, reply_to, run
 
 from dmscproto.codec.messages import Error, Keepalive, Message, RouteReply
 from dmscproto.codec.pdu import decode, encode
 from dmscproto.codec.registry import ANSWER_TO, ONE_WAY, ErrorCode, Flags, MessageType, timer
-from dmscproto.fsm import StepInput, TableMachine
 from dmscproto.testing.examples import by_type, examples
 from dmscproto.transport import udp
 from dmscproto.transport.datagram import PeerInfo
@@ -273,17 +273,9 @@ def test_malformed_answer_fails_the_request() -> None:
     assert r.outstanding() == 0 and r.datagrams_to_send() == []
 
 
-def test_every_row_of_the_reliability_tables_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_row_of_the_reliability_tables_runs(table_rows: Rows) -> None:
     """The scenarios below step each machine of the reliability layer through every row
     of its table (draft-dmsc-state-machines-00, "Datagram Reliability")."""
-    ran: set[tuple[type[TableMachine], object, object]] = set()
-    step = TableMachine.run
-
-    def recorded(m: TableMachine, inp: StepInput, now: float) -> None:
-        ran.add((type(m), m.state, inp.KIND))
-        step(m, inp, now)
-
-    monkeypatch.setattr(TableMachine, "run", recorded)
     r = Reliability(retransmit_initial=1, retransmit_max=1, retransmit_limit=1)
 
     def answer(txid: int, cut: int = 0) -> bytes:
@@ -325,7 +317,7 @@ def test_every_row_of_the_reliability_tables_runs(monkeypatch: pytest.MonkeyPatc
     r.receive(A, encode(echo(1, txid=3)), 1.0)
     r.receive(A, encode(echo(1, txid=4)), 1.0)  # evicts the answer to 2
     r.receive(A, encode(echo(1, txid=5)), 1.0)  # 3 and 4 unanswered: full
-    assert ran == {(m, s, i) for m in DATAGRAM_MACHINES for s, i in m.TABLE}
+    assert table_rows == every_row(*DATAGRAM_MACHINES)
 
 
 def test_one_way_messages_are_delivered_not_answered() -> None:
