@@ -5,6 +5,7 @@ matches, the answers are kept for DISCOVERY_CACHE_TTL, and nothing else is relay
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +15,34 @@ import pytest
 from dmscproto.codec import decode, encode
 from dmscproto.codec.errors import DecodeError
 from dmscproto.codec.messages import Discover, DiscoverReply, RouteReply, Summary
-from dmscproto.codec.registry import MAX_PDU_SIZE, ErrorCode, timer
+from dmscproto.codec.registry import (
+    MAX_PDU_SIZE,
+    RELAY_HOP_SLACK,
+    ErrorCode,
+    MessageType,
+    Scope,
+    limit,
+    timer,
+)
 from dmscproto.codec.values import DiscoveryQuery, Skill
+from dmscproto.codec.wire import Result
+from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.limits import Budget
+from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
-from dmscproto.protocol.summary import Bloom, Replication, filter_size, may_match, record_terms
+from dmscproto.protocol.federated import DiscoveryContext, FederatedDiscovery
+from dmscproto.protocol.machine import Outbox, TransactionIds
+from dmscproto.protocol.registration import verify_signature
+from dmscproto.protocol.summary import (
+    Bloom,
+    Replication,
+    SummaryTable,
+    filter_size,
+    may_match,
+    record_terms,
+)
 from dmscproto.testing.examples import examples, weather_signed
-from dmscproto.testing.harness import Network
+from dmscproto.testing.harness import T0, Network, make_record
 
 
 def summaries_only(_domain: str) -> Replication:
@@ -33,12 +56,14 @@ def net(tmp_path: Path) -> Iterator[Network]:
     n.close()
 
 
-def summary_chain(tmp_path: Path) -> Network:
+def summary_chain(tmp_path: Path, budget: Budget | None = None) -> Network:
     """gw-a (a.example) - gw-b (b.example) - gw-c (c.example), summaries only; alice at
-    gw-a, bob (forecast) at gw-b, carol (translate) at gw-c."""
+    gw-a, bob (forecast) at gw-b, carol (translate) at gw-c; ``budget`` gw-a's discovery
+    budget."""
     n = Network(tmp_path)
     for name, dom in (("gw-a", "a.example"), ("gw-b", "b.example"), ("gw-c", "c.example")):
-        n.gateway(name, dom, replication=summaries_only)
+        n.gateway(name, dom, replication=summaries_only,
+                  budget=budget if name == "gw-a" else None)
     n.agent("alice", "gw-a")
     n.agent("bob", "gw-b", skills=(Skill("forecast", "Forecast", ("weather",)),))
     n.agent("carol", "gw-c", skills=(Skill("translate", "Translate", ("language",)),))
@@ -76,6 +101,8 @@ def test_discover_relayed_to_the_matching_domain_and_kept(net: Network) -> None:
                and s.source.startswith("gw-")]
     assert [(s.source, s.dest) for s in relayed] == [("gw-a", "gw-b"), ("gw-b", "gw-c")]
     assert relayed[1].msg.path == (net.gateway_id("gw-a"), net.gateway_id("gw-b"))
+    # gw-a starts the relaying: gw-c's summary came over 2 gateways, so gw-b relays
+    assert relayed[0].msg.hop_limit == 2 - 1 + RELAY_HOP_SLACK  # type: ignore[attr-defined]
     assert relayed[1].msg.hop_limit == relayed[0].msg.hop_limit - 1  # type: ignore[attr-defined]
     # the same query within the TTL: answered from what was kept, nothing relayed
     since = len(net.log)
@@ -91,6 +118,89 @@ def test_discover_relayed_to_the_matching_domain_and_kept(net: Network) -> None:
     assert answer(net, "alice").results == ()  # type: ignore[attr-defined]
     assert not [s for s in net.log[since:] if isinstance(s.msg, Discover)
                 and s.source.startswith("gw-")]
+
+
+def test_relayed_hop_limit_is_bounded_and_the_path_vector_obeyed(net: Network) -> None:
+    """Section 5.2.1: a DISCOVER that arrived with HOP_LIMIT 0, or whose PATH_VECTOR
+    holds the next hop, is answered without relaying; a large HOP_LIMIT is relayed with
+    at most RELAY_MAX_HOPS."""
+    a, c = net.gateway_id("gw-a"), net.gateway_id("gw-c")
+    cases = [(0, (a,)), (9, (a, c)), (255, (a,))]
+    for n, (hops, path) in enumerate(cases):
+        since = len(net.sent("gw-b"))
+        net.deliver("probe", "gw-b", Discover(
+            transaction_id=n + 1, query=DiscoveryQuery(skills=("translate",), tags=(str(n),)),
+            scope=Scope.FEDERATED, max_results=3, hop_limit=hops, path=path))
+        net.pump()
+        sent = [s.msg for s in net.sent("gw-b")[since:] if isinstance(s.msg, Discover)]
+        if n < 2:
+            assert sent == []
+        else:
+            assert [m.hop_limit for m in sent] == [limit("RELAY_MAX_HOPS")]
+
+
+def test_relaying_is_under_the_discover_budget(tmp_path: Path) -> None:
+    """Sections 5.2.1 and 10.7: a gateway whose evaluation of a relayable DISCOVER (held
+    records, then summaries) uses up DISCOVER_BUDGET relays nothing and refuses it with
+    QUERY_TOO_LARGE; a ROUTE_REQUEST by query being resolved gets ROUTE_REPLY
+    QUERY_TOO_LARGE.  The budget's clock here is a counter: every reading costs 6 ms."""
+    ticks = itertools.count(step=0.006)
+    net = summary_chain(tmp_path, budget=Budget(0.010, clock=lambda: next(ticks)))
+    try:
+        since = len(net.log)
+        net.agents["alice"].discover(DiscoveryQuery(skills=("translate",)), net.now)
+        net.pump()
+        reply = answer(net, "alice")
+        assert isinstance(reply, DiscoverReply)
+        assert reply.status is ErrorCode.QUERY_TOO_LARGE and "10 ms" in (reply.diagnostic or "")
+        net.agents["alice"].route(b"hi", net.now, query=DiscoveryQuery(skills=("translate",)))
+        net.pump()
+        reply = answer(net, "alice")
+        assert isinstance(reply, RouteReply) and reply.status is ErrorCode.QUERY_TOO_LARGE
+        assert not [s for s in net.log[since:] if s.source.startswith("gw-") and
+                    s.msg.TYPE in (MessageType.DISCOVER, MessageType.ROUTE_REQUEST)]
+    finally:
+        net.close()
+
+
+def test_relayed_results_checked_merged_and_limited(tmp_path: Path) -> None:
+    """Section 5.2.1: a relayed RESULT whose record fails the learned-record check (here
+    its signature) is dropped; the answer has one RESULT per Agent ID (the held record
+    first, else the highest score), by score, at most MAX_RESULTS."""
+    me, peers = bytes([0xEE]) * 16, (bytes([1]) * 16, bytes([2]) * 16)
+    core = GatewayCore(me, "a.example", RegistryStore(tmp_path / "gw.db"))
+    held = make_record(40, "held", "a.example",
+                       skills=(Skill("translate", "Translate", ("language",)),))
+    core.register(held, 600, T0)
+    far = [make_record(41 + n, f"far{n}", "c.example",
+                       skills=(Skill("translate", "Translate", ("language",)),))
+           for n in range(3)]
+    forged = replace(far[2], signature=bytes(64))
+    table = SummaryTable(me)
+    for n, gid in enumerate(peers):
+        table.learn(Summary(gateway_id=bytes([9 + n]) * 16, timestamp=1,
+                            path=(bytes([9 + n]) * 16, gid), domain=f"{'cd'[n]}.example",
+                            summary=Bloom.of(r.record for r in far).value), gid)
+    out = Outbox()
+    handles = {gid: f"peer{n}" for n, gid in enumerate(peers)}
+    ctx = DiscoveryContext(core, core.remote, table, TransactionIds(), handles.get,
+                           verify_signature, lambda _h: None, lambda _a, _d: True)
+    m = FederatedDiscovery(out, ctx, "agent", Discover(
+        transaction_id=5, query=DiscoveryQuery(skills=("translate",)),
+        scope=Scope.FEDERATED, max_results=3), None)
+    m.start(T0)
+    sent = out.messages_to_send()
+    assert [h for h, _ in sent] == ["peer0", "peer1"]
+    answers = [[Result(7000, far[0]), Result(9000, held), Result(9500, forged)],
+               [Result(8000, far[0]), Result(6000, far[1])]]
+    for (handle, msg), results in zip(sent, answers, strict=True):
+        m.receive(handle, DiscoverReply(transaction_id=msg.transaction_id,
+                                        status=ErrorCode.SUCCESS, results=tuple(results)),
+                  T0)
+    [(_, reply)] = out.messages_to_send()
+    assert isinstance(reply, DiscoverReply)
+    assert [(r.score, r.record.record.name) for r in reply.results] == [
+        (10000, "held"), (8000, "far0"), (6000, "far1")]
 
 
 def call(net: Network, *, target: bytes | None = None, query: DiscoveryQuery | None = None

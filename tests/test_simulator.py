@@ -178,19 +178,23 @@ def test_summaries_between_domains_keep_records_home_and_discovery_relayed(
         scratch: Path) -> None:
     """Per-peer summary mode (Section 6.9): a domain's records stay on its gateways, a
     FEDERATED DISCOVER from another domain is relayed to it and finds them, and once
-    withdrawn they are found nowhere after the relayed answers' cache time."""
+    withdrawn they are found nowhere after the relayed answers' cache time.  A chain of
+    6 domains of 2 gateways: the summary crossed 11 gateways, more than DEFAULT_HOP_LIMIT,
+    and the DISCOVER is relayed by the 10 between (Section 5.2.1), no further."""
     sim = Simulation(scratch, seed=2, summaries=True)
     try:
-        gateways = names(6)
+        gateways = names(12)
         build(sim, gateways, chain(gateways))
         skill = Skill("tide-tables", "Tide tables", ("sea",))
-        signed = make_record(100, "tides", "d2.example", skills=(skill,))
-        sim.register("gw-5", signed)
+        signed = make_record(100, "tides", "d5.example", skills=(skill,))
+        sim.register("gw-11", signed)
         assert sim.settle(SETTLE)
         assert sim.check().ok
         aid = signed.record.agent_id
-        assert sim.holders(aid) == ["gw-4", "gw-5"]
-        assert sim.count(MessageType.SUMMARY) > 0
+        assert sim.holders(aid) == ["gw-10", "gw-11"]
+        table = sim.node("gw-0").summaries.table
+        assert [len(r.path) for r in map(table.best, table.origins())
+                if r is not None and r.domain == "d5.example"] == [11]
 
         def found(scope: Scope) -> list[bytes]:
             txid = sim.discover("gw-0", DiscoveryQuery(skills=("tide-tables",)), scope=scope)
@@ -198,6 +202,7 @@ def test_summaries_between_domains_keep_records_home_and_discovery_relayed(
             return [r.record.record.agent_id for r in sim.answers.pop(txid).results]
 
         assert found(Scope.FEDERATED) == [aid]
+        assert sim.count(MessageType.DISCOVER) == 10
         assert found(Scope.DOMAIN) == []
         sim.deregister(aid)
         assert sim.settle(SETTLE)

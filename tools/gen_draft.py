@@ -208,6 +208,7 @@ CONSTANTS: tuple[tuple[str, Any, str], ...] = (
     ("ID_SIZE", reg.ID_SIZE, "octets in an Agent ID or Gateway ID"),
     ("NONCE_SIZE", reg.NONCE_SIZE, "octets in a NONCE"),
     ("DEFAULT_HOP_LIMIT", reg.DEFAULT_HOP_LIMIT, "initial HOP_LIMIT"),
+    ("RELAY_HOP_SLACK", reg.RELAY_HOP_SLACK, "spare hops of a relayed DISCOVER"),
     ("ALPN", reg.ALPN, "ALPN protocol ID over QUIC"),
     ("UDP_PORT", reg.UDP_PORT, "default UDP port (DTLS, lab UDP)"),
     ("DEFAULT_MAX_DATAGRAM", reg.DEFAULT_MAX_DATAGRAM,

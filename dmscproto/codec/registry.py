@@ -347,8 +347,11 @@ TIMERS: tuple[Timer, ...] = (
           "QUIC_MAX_ACK_DELAY"),
 )
 
-#: Default hop limit placed in ROUTE-REQUEST, DISCOVER and TRACE-REQUEST (Section 5.3).
+#: Default hop limit placed in ROUTE-REQUEST and TRACE-REQUEST (Section 5.3).
 DEFAULT_HOP_LIMIT = 8
+#: Hops a gateway that starts relaying a FEDERATED DISCOVER adds to the relays along the
+#: matching summary's path (Section 5.2.1): room for a path that grew by a detour.
+RELAY_HOP_SLACK = 2
 #: Implementation bounds, not on the wire: how much longer than the longest protocol
 #: transaction timer a transport waits for an answer (so that the machine's timer,
 #: which decides, fires first), and most per-request verdicts a gateway's guard keeps
@@ -435,6 +438,8 @@ LIMITS: tuple[Limit, ...] = (
     Limit("PEER_MAX_PATH", 64, "gateways",
           "longest path of an advertised record; a longer one closes the session with "
           "NOTIFY PATH_TOO_LONG"),
+    Limit("RELAY_MAX_HOPS", 64, "gateways",
+          "largest HOP_LIMIT a relayed FEDERATED DISCOVER is sent with (Section 5.2.1)"),
     Limit("LEARN_SLICE", 0.005, "s",
           "longest a gateway checks the records of one UPDATE before it commits what "
           "passed and lets other work run (the rest follows in further slices)"),

@@ -163,11 +163,10 @@ class NodeDispatch(NodePorts):
         return True
 
     def _route(self, source: Handle, msg: Message, now: float) -> bool:
-        """A ROUTE_REQUEST: relayed, or first resolved by a relayed DISCOVER when no
-        held record matches its QUERY (once summaries are held)."""
+        """A ROUTE_REQUEST: relayed; one with a QUERY first goes through a relayed
+        DISCOVER (once summaries are held), relayed when no held record matches it."""
         assert isinstance(msg, RouteRequest)
-        if msg.query is not None and msg.target_agent is None and self.summaries.foreign() \
-                and not self.core.discover(msg.query, Scope.FEDERATED, 1, now):
+        if msg.query is not None and msg.target_agent is None and self.summaries.foreign():
             self._federated(FederatedDiscovery(
                 self._out, self.fed_ctx, source, Discover(
                     transaction_id=msg.transaction_id, query=msg.query,

@@ -126,6 +126,7 @@ class GatewayNode(NodeDispatch):
                  tracer: HopTracer | None = None,
                  limit_hold: float = limit("PEER_LIMIT_HOLD"),
                  budget: Budget | None = None,
+                 relay_max_hops: int = int(limit("RELAY_MAX_HOPS")),
                  rng: random.Random | None = None,
                  slice_clock: Callable[[], float] | None = None,
                  learn_slice: float = limit("LEARN_SLICE")) -> None:
@@ -174,7 +175,9 @@ class GatewayNode(NodeDispatch):
         self.discovery_policy = discovery_policy
         self.fed_ctx = DiscoveryContext(core, core.remote, self.summaries.table, self.txids,
                                         self.peers.get, verifier, self._peer_domain,
-                                        transit, pdu_limit, tracer=self.tracer)
+                                        transit, pdu_limit, tracer=self.tracer,
+                                        max_hops=relay_max_hops,
+                                        budget=None if budget is None else budget.start)
         #: Relayed DISCOVERs by (association, transaction id) of each one sent.
         self.discoveries: dict[tuple[Handle, int], FederatedDiscovery] = {}
         self._relaying: list[FederatedDiscovery] = []  # may still time out

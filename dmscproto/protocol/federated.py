@@ -9,12 +9,17 @@ whose best summary may match the query (:meth:`SummaryTable.matching`) when
   it replicates is answered from them), the domain is not its own, and the transit
   rule lets that domain's records be shown to the requester (a gateway of another
   domain);
-* the next hop is not on the request's PATH_VECTOR, and HOP_LIMIT (DEFAULT_HOP_LIMIT
-  when absent) is above 0.
+* the next hop is not on the request's PATH_VECTOR, and the request has no HOP_LIMIT
+  or one above 0.
 
 One DISCOVER goes to each such next hop (the next hop relays further itself), with a
-new transaction id, the same QUERY, SCOPE and MAX_RESULTS, HOP_LIMIT less one, its own
-Gateway ID appended to PATH_VECTOR, without SOURCE_AGENT and ACCESS_TOKEN.  It waits
+new transaction id, the same QUERY, SCOPE and MAX_RESULTS, its own Gateway ID appended
+to PATH_VECTOR, without SOURCE_AGENT and ACCESS_TOKEN, and a HOP_LIMIT (:func:`hop_limit`)
+of the arriving one less one, or, where the DISCOVER arrived without one (this gateway
+starts the relaying), the gateways that relay along the longest best summary path through
+that next hop (its length less the origin) plus RELAY_HOP_SLACK; at most RELAY_MAX_HOPS
+either way.  A summary's path counts gateways, and crossing a domain costs two or more,
+so no fixed initial limit fits every federation; the path vector prevents loops.  It waits
 for every answer or REQUEST_TIMEOUT times FORWARD_FRACTION to the power of (the path's
 length + 1), whichever comes first; an ERROR, or no answer, counts as no result.  Each
 relayed RESULT passes the record check towards the peer that sent it (signature, import
@@ -25,8 +30,15 @@ The relayed results are kept for DISCOVERY_CACHE_TTL (an :class:`~.ports.AnswerC
 the same query and limit within it is answered without relaying, and a ROUTE_REQUEST
 naming one of those agents is forwarded to the peer its record came from.
 
-A ROUTE_REQUEST with a QUERY that no held record matches is resolved the same way
-first (the machine then has no requester and reports :class:`QueryResolved`).
+A ROUTE_REQUEST with a QUERY is resolved the same way first when no held record
+matches it (the machine then has no requester and reports :class:`QueryResolved`).
+
+The evaluation (match and rank of the held records, then the summaries checked) runs
+under the gateway's DISCOVER_BUDGET (Section 10.7): over it, the DISCOVER is answered
+QUERY_TOO_LARGE (a ROUTE_REQUEST being resolved gets ROUTE_REPLY QUERY_TOO_LARGE) and
+nothing is relayed.  Checking the relayed RESULTs is not budgeted: each is the record
+check of a learned record, at most MAX_RESULTS per answer (fewer when the PDU limit
+cuts them), and refusing then would waste the answers the other gateways gave.
 
 The machine is typed (:mod:`.typed`): what it reads of the gateway (its records, the
 kept answers, the summaries, its peers) comes through ports, and each input carries
@@ -39,14 +51,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from ..codec.messages import Discover, DiscoverReply, Error, Message, RouteRequest
+from ..codec.messages import (
+    Discover,
+    DiscoverReply,
+    Error,
+    Message,
+    RouteReply,
+    RouteRequest,
+)
 from ..codec.pdu import encode
 from ..codec.registry import (
-    DEFAULT_HOP_LIMIT,
     MAX_PDU_SIZE,
+    RELAY_HOP_SLACK,
     ErrorCode,
     MessageType,
     Scope,
+    limit,
     timer,
 )
 from ..codec.wire import Result
@@ -55,7 +75,7 @@ from .events import RelayEvent
 from .machine import Handle, Outbox, ProtocolError, TransactionIds
 from .ports import AnswerCache, ExportFilter, RecordIndex, Relayed, query_key
 from .registration import RecordVerifier
-from .summary import SummaryTable
+from .summary import SummaryRoute, SummaryTable
 from .tracecontext import HopTracer, W3CHops
 from .typed import StepInput, TypedMachine
 
@@ -94,6 +114,18 @@ class DiscoveryContext:
     forward_fraction: float = timer("FORWARD_FRACTION")
     #: Each relayed DISCOVER is one hop of its trace (Section 7.5).
     tracer: HopTracer = field(default_factory=W3CHops)
+    #: The largest HOP_LIMIT a relayed DISCOVER is sent with.
+    max_hops: int = int(limit("RELAY_MAX_HOPS"))
+    #: Starts the ``spend`` callback of one evaluation (Section 10.7; None: unbounded).
+    budget: Callable[[], Callable[[], None]] | None = None
+
+
+def hop_limit(arrived: int | None, path_length: int, max_hops: int) -> int:
+    """The HOP_LIMIT of a relayed DISCOVER (module doc): ``arrived`` less one, or, where
+    the DISCOVER had none, the relays along a best summary path of ``path_length``
+    gateways plus RELAY_HOP_SLACK; at most ``max_hops``."""
+    wanted = path_length - 1 + RELAY_HOP_SLACK if arrived is None else arrived - 1
+    return min(wanted, max_hops)
 
 
 class FedState(Enum):
@@ -105,6 +137,7 @@ class FedState(Enum):
 class FedInput(Enum):
     LOCAL = "DISCOVER [no summary matches, or kept answers]"
     RELAY = "DISCOVER [summaries match]"
+    OVER_BUDGET = "DISCOVER [evaluation over DISCOVER_BUDGET]"
     REPLY = "DISCOVER_REPLY or ERROR [more pending]"
     LAST_REPLY = "DISCOVER_REPLY or ERROR [last pending]"
     TIMEOUT = "transaction timer"
@@ -112,8 +145,10 @@ class FedInput(Enum):
 
 class FedAction(Enum):
     ANSWER = "answer DISCOVER_REPLY from held records and kept answers (merged)"
-    RELAY = ("send DISCOVER to each next hop towards a matching summary (HOP_LIMIT - 1, "
-             "own id appended to PATH_VECTOR); start transaction timer")
+    REFUSE = "answer QUERY_TOO_LARGE (ROUTE_REPLY when resolving a ROUTE_REQUEST)"
+    RELAY = ("send DISCOVER to each next hop towards a matching summary (HOP_LIMIT from "
+             "the summary's path or the arriving one, own id appended to PATH_VECTOR); "
+             "start transaction timer")
     COLLECT = "keep the RESULTs that pass the record check"
     MERGE = ("keep the RESULTs that pass the record check; keep the relayed answers for "
              "DISCOVERY_CACHE_TTL; answer merged DISCOVER_REPLY; stop transaction timer")
@@ -133,11 +168,20 @@ class AnswerHeld(StepInput):
 
 @dataclass(frozen=True, slots=True)
 class RelayTo(StepInput):
-    """The DISCOVER, with the next hops towards the summaries that may match."""
+    """The DISCOVER, with the next hops towards the summaries that may match and the
+    HOP_LIMIT to send each."""
 
     KIND = _I.RELAY
     local: tuple[Result, ...]
-    next_hops: tuple[bytes, ...]
+    next_hops: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OverBudget(StepInput):
+    """The DISCOVER, whose evaluation used up DISCOVER_BUDGET."""
+
+    KIND = _I.OVER_BUDGET
+    diagnostic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +217,14 @@ class FederatedDiscovery(TypedMachine):
     INITIAL = FedState.IDLE
     TIMERS = ("REQUEST_TIMEOUT", "DISCOVERY_CACHE_TTL")
     MESSAGE_INPUTS = {
-        MessageType.DISCOVER: (_I.LOCAL, _I.RELAY),
+        MessageType.DISCOVER: (_I.LOCAL, _I.RELAY, _I.OVER_BUDGET),
         MessageType.DISCOVER_REPLY: (_I.REPLY, _I.LAST_REPLY),
         MessageType.ERROR: (_I.REPLY, _I.LAST_REPLY),
     }
     TABLE = {
         (_S.IDLE, _I.LOCAL): (_A.ANSWER, _S.DONE),
         (_S.IDLE, _I.RELAY): (_A.RELAY, _S.RELAYED),
+        (_S.IDLE, _I.OVER_BUDGET): (_A.REFUSE, _S.DONE),
         (_S.RELAYED, _I.REPLY): (_A.COLLECT, _S.RELAYED),
         (_S.RELAYED, _I.LAST_REPLY): (_A.MERGE, _S.DONE),
         (_S.RELAYED, _I.TIMEOUT): (_A.MERGE, _S.DONE),
@@ -216,30 +261,43 @@ class FederatedDiscovery(TypedMachine):
         """The DISCOVER: answered from what is held, or relayed (:meth:`classify`)."""
         self.run(self.classify(now), now)
 
-    def classify(self, now: float) -> AnswerHeld | RelayTo:
-        """Held answers (own records, kept answers), else the summaries' next hops."""
+    def classify(self, now: float) -> AnswerHeld | RelayTo | OverBudget:
+        """Held answers (own records, kept answers), else the summaries' next hops; the
+        evaluation under the discovery budget (module doc)."""
         req = self.request
-        local = tuple(self.ctx.records.discover(req.query, Scope.FEDERATED, req.max_results,
-                                                now, self.allow))
-        kept = self.ctx.kept.answers(self.key, now)
-        hops = () if kept is not None else self._candidates(local)
+        spend = (lambda: None) if self.ctx.budget is None else self.ctx.budget()
+        try:
+            local = tuple(self.ctx.records.discover(req.query, Scope.FEDERATED,
+                                                    req.max_results, now, self.allow, spend))
+            kept = self.ctx.kept.answers(self.key, now)
+            hops = () if kept is not None or (self.resolving is not None and local) \
+                else self._candidates(local, spend)
+        except ProtocolError as over:
+            return OverBudget(over.diagnostic)
         return RelayTo(local, hops) if hops else AnswerHeld(local, kept or ())
 
-    def _candidates(self, local: tuple[Result, ...]) -> tuple[bytes, ...]:
-        """The next hops to relay to (module doc)."""
+    def _candidates(self, local: tuple[Result, ...], spend: Callable[[], None]
+                    ) -> tuple[tuple[bytes, int], ...]:
+        """The next hops to relay to and their HOP_LIMITs (module doc)."""
         req = self.request
-        hop_limit = DEFAULT_HOP_LIMIT if req.hop_limit is None else req.hop_limit
-        if hop_limit <= 0:
+        if req.hop_limit is not None and req.hop_limit <= 0:
             return ()
         path = req.path or ()
         answered = {r.record.record.domain for r in local}
         asking = self.ctx.gateway_domain(self.upstream)
         own = self.ctx.records.domain
-        hops = {r.next_hop for r in self.ctx.summaries.matching(
-            req.query, lambda r: r.domain not in answered and r.domain != own
-            and r.next_hop not in path and self.ctx.peer_handle(r.next_hop) is not None
-            and (asking is None or self.ctx.transit(asking, r.domain)))}
-        return tuple(sorted(hops))
+
+        def keep(r: SummaryRoute) -> bool:
+            spend()
+            return r.domain not in answered and r.domain != own \
+                and r.next_hop not in path and self.ctx.peer_handle(r.next_hop) is not None \
+                and (asking is None or self.ctx.transit(asking, r.domain))
+
+        longest: dict[bytes, int] = {}
+        for r in self.ctx.summaries.matching(req.query, keep):
+            longest[r.next_hop] = max(longest.get(r.next_hop, 0), len(r.path))
+        return tuple((gid, hop_limit(req.hop_limit, n, self.ctx.max_hops))
+                     for gid, n in sorted(longest.items()))
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         """An answer to one of the relayed DISCOVERs (matched by the caller)."""
@@ -268,18 +326,27 @@ class FederatedDiscovery(TypedMachine):
         self._local = inp.local
         self._finish(inp.kept)
 
+    def _refuse(self, now: float, inp: OverBudget) -> None:
+        self.hop.end(ErrorCode.QUERY_TOO_LARGE, inp.diagnostic,
+                     source=self.request.source_agent)
+        code, req = ErrorCode.QUERY_TOO_LARGE, self.resolving or self.request
+        self.outbox.send(self.upstream, RouteReply(
+            transaction_id=req.transaction_id, status=code, diagnostic=inp.diagnostic,
+            trace=req.trace) if isinstance(req, RouteRequest) else DiscoverReply(
+            transaction_id=req.transaction_id, status=code, diagnostic=inp.diagnostic,
+            trace=req.trace))
+
     def _relay(self, now: float, inp: RelayTo) -> None:
         self._local = inp.local
         req = self.request
-        hop_limit = DEFAULT_HOP_LIMIT if req.hop_limit is None else req.hop_limit
         path = (*(req.path or ()), self.ctx.records.gateway_id)
-        for gid in inp.next_hops:
+        for gid, hops in inp.next_hops:
             handle = self.ctx.peer_handle(gid)
             txid = self.ctx.txids()
             self.pending[(handle, txid)] = gid
             self.outbox.send(handle, Discover(
                 transaction_id=txid, query=req.query, scope=Scope.FEDERATED,
-                max_results=req.max_results, hop_limit=hop_limit - 1, path=path,
+                max_results=req.max_results, hop_limit=hops, path=path,
                 trace=self.hop.context))
         self.deadline = now + self.ctx.request_timeout * self.ctx.forward_fraction ** len(path)
 

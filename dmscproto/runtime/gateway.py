@@ -353,6 +353,7 @@ class GatewayRuntime:
                                                    provider=self.tracer_provider),
                                 limit_hold=c.limit("PEER_LIMIT_HOLD"),
                                 budget=Budget(c.limit("DISCOVER_BUDGET") / 1000),
+                                relay_max_hops=int(c.limit("RELAY_MAX_HOPS")),
                                 **self.guard.node_hooks())
         if self._freezer is not None:
             self._freezer.freeze()
