@@ -154,6 +154,9 @@ def test_killed_gateway_is_dropped_and_restarts_with_its_registrations(sim: Simu
     assert sim.settle(4 * DIGEST)
     assert sim.check().ok
     assert set(sim.holders(mine)) == set(gateways) == set(sim.holders(other))
+    # gw-2 kept its route to ``other`` in its file; gw-1's table transfer on the new
+    # session confirms it (Section 6.5.3): the same record again, but no duplicate
+    assert sim.duplicates == 0
 
 
 def test_export_policy_bounds_where_a_record_is_expected(scratch: Path) -> None:

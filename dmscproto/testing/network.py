@@ -18,8 +18,12 @@ ESTABLISHED within a hold time is abandoned and redialled.  Links deliver in ord
 as a QUIC stream or DTLS with its retransmissions does; ``jitter`` reorders them.
 
 Measured on the way: every PDU by type per link (:attr:`Network.pdus`), PDUs lost, and
-duplicates: ADVERTISEs of a (version, path) the receiver already holds from that peer,
-or of an older version (:attr:`Network.duplicates`).
+duplicates: ADVERTISEs of a record that the peer already advertised on the same
+connection, of a (version, path) the receiver still holds from it or of an older version
+(:attr:`Network.duplicates`).  Only the same connection counts: on a new session the peer
+sends its whole table (Section 6.5.3), and a gateway that restarted holds, from its file,
+routes through the peer that this transfer must confirm (or they are swept as stale), so
+those ADVERTISEs repeat what it stored but are no duplicates.
 
 Memory: records are decoded once per PDU but the signed records that gateways keep are
 shared (:class:`~.shared.SharedRecords`).  Each gateway's SQLite file holds its own
@@ -33,7 +37,7 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +95,8 @@ class _Conn:
     n: int
     incarnations: tuple[int, int]   # of a and b when dialled
     open: bool = True
+    #: Per receiving end, the Agent IDs advertised to it on this connection.
+    heard: dict[str, set[bytes]] = field(default_factory=dict)
 
     def handle_at(self, name: str) -> str:
         """The handle under which gateway ``name`` knows this connection."""
@@ -287,6 +293,7 @@ class Network:
         if not conn.open:
             return
         conn.open = False
+        conn.heard.clear()
         link = conn.link
         for name in (link.a, link.b):
             if not link.cut:
@@ -344,11 +351,14 @@ class Network:
         sender = conn.link.a if gw.name == conn.link.b else conn.link.b
         sender_id = self.gateways[sender].gateway_id
         routes = gw.node.core.routes
+        heard = conn.heard.setdefault(gw.name, set())
         for ad in msg.advertise:
-            held = routes.route_via(ad.record.record.agent_id, sender_id)
+            aid = ad.record.record.agent_id
+            held = routes.route_via(aid, sender_id) if aid in heard else None
             if held is not None and (held.version > ad.version or
                                      (held.version == ad.version and held.path == ad.path)):
                 self.duplicates += 1
+            heard.add(aid)
 
     # --- events -------------------------------------------------------------------------------
     def _event(self, gw: SimGateway, ev: object) -> None:

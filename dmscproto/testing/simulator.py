@@ -25,7 +25,7 @@ from typing import Any
 from ..codec import decode, encode
 from ..codec.cose import SignedRecord
 from ..codec.messages import Deregister, Discover, Message, Register
-from ..codec.registry import Scope, timer
+from ..codec.registry import MessageType, Scope, timer
 from ..codec.values import DiscoveryQuery
 from ..protocol.events import AgentRegistered, AgentRemoved, SessionClosed, TableChanged
 from .network import ExportRule, Network, SimGateway
@@ -81,12 +81,13 @@ class Simulation(Network):
 
     def settle(self, limit: float, *, quiet: float = 1.0) -> bool:
         """Run until every link that can be up is ESTABLISHED, every watched
-        (de)registration has converged and no table changed for ``quiet`` seconds, or
-        for ``limit`` seconds; return whether it converged."""
+        (de)registration has converged and no table changed and no SUMMARY was delivered
+        for ``quiet`` seconds, or for ``limit`` seconds; return whether it converged."""
         end = self.now + limit
         while self.now < end:
             self.run_until(min(end, self.now + quiet / 2))
-            if self.now - self.last_change >= quiet and self._settled():
+            changed = max(self.last_change, self.delivered_at.get(MessageType.SUMMARY, 0.0))
+            if self.now - changed >= quiet and self._settled():
                 return True
         return self._settled()
 

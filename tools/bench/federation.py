@@ -14,7 +14,9 @@ time):
   or 35 s passed).  ``updates_per_registration`` and ``updates_per_deregistration`` are
   the mean UPDATE PDUs between gateways per operation (target: at most 2 x 28 = 56),
   ``duplicates`` the ADVERTISEs of a version and path the receiver already held from
-  that peer (target 0), ``ghosts_after_converge`` the withdrawn records still held
+  that peer on the same session (target 0; a restarted gateway's stored routes that the
+  peer's table transfer confirms are not: :mod:`dmscproto.testing.network`),
+  ``ghosts_after_converge`` the withdrawn records still held
   after the settles, here and in the large federation (target 0);
 * the large federation: ``--gateways`` in ``--domains`` (full mesh inside a domain, a
   random connected graph of degree 3 between domains, each domain link between random
@@ -23,9 +25,12 @@ time):
   by relayed DISCOVER.  ``records`` (each with a skill of its own) are registered at
   once; ``converge_s`` is the simulated time until every gateway of the record's domain
   held it (registration seen everywhere its export policy allows),
-  ``summary_converge_s`` until the last SUMMARY was delivered; ``discover_found`` is how
-  many of 20 records, looked up by skill with a FEDERATED DISCOVER at a gateway of
-  another domain, were found.  ``summary_floods_per_change`` is the SUMMARY PDUs of
+  ``summary_converge_s`` until the last SUMMARY was delivered; once no SUMMARY has
+  been delivered for two SUMMARY_INTERVALs, ``discover_found`` is how many of 20
+  records, looked up by skill with a FEDERATED DISCOVER at a gateway of another domain,
+  were found (``discover_path_max``: the longest best summary path, in gateways, of
+  the domains looked up from where they were asked; the HOP_LIMIT of a relayed
+  DISCOVER follows from it, Section 5.2.1).  ``summary_floods_per_change`` is the SUMMARY PDUs of
   the load phase over the directed links times the domains: 1 when each domain's
   change crossed each link about once (one originator per domain, damped
   re-advertisement, Section 6.9), about the gateways per domain if every gateway
@@ -103,18 +108,24 @@ def _record(n: int, domain: str) -> SignedRecord:
 
 
 def _found(sim: Simulation, layout: dict[str, str], records: dict[int, bytes],
-           rng: random.Random) -> int:
+           rng: random.Random) -> tuple[int, int]:
     """How many of ``records`` (number -> agent id) a FEDERATED DISCOVER by skill, from
-    a gateway of another domain, finds."""
+    a gateway of another domain, finds; and the longest best summary path of a live
+    record's domain where it was asked."""
     asked = {}
+    longest = 0
     for n, aid in records.items():
         home = sim.registered[aid][0] if aid in sim.registered else None
         away = [g for g, dom in layout.items() if home is None or dom != layout[home]]
-        txid = sim.discover(rng.choice(away), DiscoveryQuery(skills=(f"skill-{n}",)))
-        asked[txid] = aid
+        where = rng.choice(away)
+        if home is not None:
+            table = sim.node(where).summaries.table
+            longest = max([longest, *(len(r.path) for r in map(table.best, table.origins())
+                                      if r is not None and r.domain == layout[home])])
+        asked[sim.discover(where, DiscoveryQuery(skills=(f"skill-{n}",)))] = aid
     sim.run(5)
     return sum(1 for txid, aid in asked.items() if txid in sim.answers and
-               aid in {r.record.record.agent_id for r in sim.answers[txid].results})
+               aid in {r.record.record.agent_id for r in sim.answers[txid].results}), longest
 
 
 def mesh8(seed: int) -> dict[str, Any]:
@@ -195,14 +206,15 @@ def large(gateways: int, domains: int, records: int, seed: int) -> dict[str, Any
             ids[n] = signed.record.agent_id
             sim.register(home, signed)
         start, before = sim.now, sim.count(MessageType.UPDATE)
-        sim.settle(4 * timer("DIGEST_INTERVAL"))
+        sim.settle(4 * timer("DIGEST_INTERVAL"), quiet=2 * timer("SUMMARY_INTERVAL"))
         out["converge_s"] = sim.convergence("register")
         last = sim.delivered_at.get(MessageType.SUMMARY)
         out["summary_converge_s"] = None if last is None else round(last - start, 3)
         out["load_updates"] = sim.count(MessageType.UPDATE) - before
         out["load_summaries"] = sim.count(MessageType.SUMMARY)
         sample = dict(rng.sample(sorted(ids.items()), min(SAMPLE, records)))
-        out["discover_found"] = f"{_found(sim, layout, sample, rng)}/{len(sample)}"
+        found, out["discover_path_max"] = _found(sim, layout, sample, rng)
+        out["discover_found"] = f"{found}/{len(sample)}"
         phases.end("load")
         out["summary_floods_per_change"] = round(
             phases.done["load"]["summaries"] / (2 * len(sim.links) * domains), 2)
@@ -256,7 +268,7 @@ def large(gateways: int, domains: int, records: int, seed: int) -> dict[str, Any
         out["phases"] = phases.done
         check = sim.check()
         gone = dict(list(left.items())[:SAMPLE])
-        out["discoverable_ghosts"] = f"{_found(sim, layout, gone, rng)}/{len(gone)}"
+        out["discoverable_ghosts"] = f"{_found(sim, layout, gone, rng)[0]}/{len(gone)}"
         out.update(scale_ghosts=check.ghost_count,
                    scale_missing=sum(map(len, check.missing.values())),
                    scale_strays=sum(map(len, check.strays.values())),
