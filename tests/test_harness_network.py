@@ -219,6 +219,24 @@ def test_silent_local_agent_is_unreachable(net: Network) -> None:
     assert net.gateways["gw-a"].relays == {} and net.gateways["gw-b"].relays == {}
 
 
+def test_answered_relays_leave_no_timer_behind_a_waiting_one(net: Network) -> None:
+    """A relay waiting out ROUTE_TIMEOUT stays the gateway's timer while many others are
+    answered, and those leave no state behind (the relays' deadline heap is rebuilt)."""
+    gw = net.gateway("gw")
+    alice, bob, carol = (net.agent(n, "gw") for n in ("alice", "bob", "carol"))
+    registered(net, alice, bob, carol)
+    alice.route(b"never answered", net.now, target=carol.agent_id)
+    net.pump()
+    deadline = gw.get_timer()
+    for _ in range(100):
+        alice.route(b"ping", net.now, target=bob.agent_id)
+        net.pump()
+        serve(net, "bob", b"pong")
+        assert gw.get_timer() == deadline
+    assert len(gw.relays) == len(gw._unanswered) == 1
+    assert len(gw._relay_timers._heap) <= 66
+
+
 def test_missing_or_double_target_is_refused(net: Network) -> None:
     net.gateway("gw")
     alice = net.agent("alice", "gw")

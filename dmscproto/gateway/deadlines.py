@@ -1,38 +1,43 @@
-"""The earliest timer of a gateway's peer sessions (draft-dmsc-state-machines-00)."""
+"""The earliest timer of a gateway's peer sessions and relays (draft-dmsc-state-machines-00)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
-from ..protocol.machine import Handle
+K = TypeVar("K", bound=Hashable)
 
 
-class SessionDeadlines:
-    """The earliest timer of the peer sessions, recomputed only for the sessions marked
-    stale by what may have moved their timers (a heap with lazy deletion: each change
-    costs O(log n), not a walk of every session after each event)."""
+class Deadlines(Generic[K]):
+    """The earliest timer of the peer sessions (or of the relays), recomputed only for
+    those marked stale by what may have moved their timers (a heap with lazy deletion,
+    rebuilt when mostly stale: each change costs O(log n), not a walk of them all after
+    each event)."""
 
     def __init__(self) -> None:
-        self._at: dict[Handle, float] = {}
-        self._heap: list[tuple[float, int, Handle]] = []
-        self._stale: set[Handle] = set()
-        self._order = itertools.count()  # ties never compare handles
+        self._at: dict[K, float] = {}
+        self._heap: list[tuple[float, int, K]] = []
+        self._stale: set[K] = set()
+        self._order = itertools.count()  # ties never compare keys
 
-    def stale(self, handle: Handle) -> None:
-        self._stale.add(handle)
+    def stale(self, key: K) -> None:
+        self._stale.add(key)
 
-    def earliest(self, timer_of: Callable[[Handle], float | None]) -> float | None:
-        for handle in self._stale:
-            due = timer_of(handle)
+    def earliest(self, timer_of: Callable[[K], float | None]) -> float | None:
+        for key in self._stale:
+            due = timer_of(key)
             if due is None:
-                self._at.pop(handle, None)
-            elif self._at.get(handle) != due:
-                self._at[handle] = due
-                heapq.heappush(self._heap, (due, next(self._order), handle))
+                self._at.pop(key, None)
+            elif self._at.get(key) != due:
+                self._at[key] = due
+                heapq.heappush(self._heap, (due, next(self._order), key))
         self._stale.clear()
         heap, at = self._heap, self._at
+        if len(heap) > 2 * len(at) + 64:  # answered relays' entries behind a long one
+            heap[:] = [(due, next(self._order), key) for key, due in at.items()]
+            heapq.heapify(heap)
         while heap and at.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None

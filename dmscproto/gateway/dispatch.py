@@ -25,7 +25,7 @@ from ..protocol.ports import Admission
 from ..protocol.registration import GatewayRegistration
 from ..protocol.routing import Relay, RelayContext, RouteRelay
 from ..protocol.summary import SummaryExchange, SummaryPeer
-from .deadlines import SessionDeadlines
+from .deadlines import Deadlines
 from .limits import RequestLimits
 from .node_ports import NodePorts
 
@@ -43,8 +43,9 @@ class NodeDispatch(NodePorts):
     limits: RequestLimits | None
     echo: EchoResponder
     sessions: dict[Handle, PeerSession]
-    _session_timers: SessionDeadlines
-    _unanswered: list[Relay]
+    _session_timers: Deadlines[Handle]
+    _unanswered: dict[Relay, None]
+    _relay_timers: Deadlines[Relay]
     ctx: RelayContext
     summaries: SummaryExchange
     discovery_policy: PolicyFor
@@ -108,7 +109,10 @@ class NodeDispatch(NodePorts):
         relay = self.relays.pop((source, msg.transaction_id), None)
         if relay is None:
             return False
-        relay.receive(source, msg, now)
+        try:
+            relay.receive(source, msg, now)
+        finally:
+            self._ran(relay)
         return True
 
     def _to_federated(self, source: Handle, msg: Message, now: float) -> bool:
@@ -204,9 +208,17 @@ class NodeDispatch(NodePorts):
 
     def _relay(self, relay: Relay, now: float) -> None:
         relay.start(now)
+        self._ran(relay)
         if relay.downstream is not None:
             self.relays[relay.downstream] = relay
-            self._unanswered.append(relay)
             session = self.sessions.get(relay.downstream[0])
             if session is not None:  # probe the next hop while it is waited on
                 session.watch(now)
+
+    def _ran(self, relay: Relay) -> None:
+        """A relay ran: its timer may have moved, and an answered one is forgotten."""
+        self._relay_timers.stale(relay)
+        if relay.done:
+            self._unanswered.pop(relay, None)
+        else:
+            self._unanswered[relay] = None

@@ -99,7 +99,7 @@ from ..protocol.summary import (
 from ..protocol.sync import PeerSync
 from ..protocol.tracecontext import HopTracer, W3CHops
 from .core import GatewayCore
-from .deadlines import SessionDeadlines
+from .deadlines import Deadlines
 from .dispatch import NodeDispatch
 from .limits import Budget, RequestLimits
 from .restart import RestartGrace
@@ -161,10 +161,11 @@ class GatewayNode(NodeDispatch):
                                             None if budget is None else budget.start)
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
-        self._session_timers = SessionDeadlines()  # marked stale wherever a session is run
+        self._session_timers = Deadlines[Handle]()  # marked stale wherever one is run
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
         self.relays: dict[tuple[Handle, int], Relay] = {}
-        self._unanswered: list[Relay] = []     # relays that may still time out
+        self._unanswered: dict[Relay, None] = {}  # relays that may still time out
+        self._relay_timers = Deadlines[Relay]()  # marked stale wherever one is run
         #: Local records withheld from peers after a restart (Section 6.1.2), if any.
         self.grace: RestartGrace | None = None
         self.ctx = RelayContext(self, self.txids, core.gateway_id, core.domain, name,
@@ -245,12 +246,11 @@ class GatewayNode(NodeDispatch):
 
     # --- timers -------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
-        self._unanswered = [r for r in self._unanswered if not r.done]
         self._relaying = [f for f in self._relaying if not f.done]
         return earliest(self.registration.get_timer(), self.summaries.get_timer(),
                         None if self.grace is None else self.grace.get_timer(),
                         self._session_timers.earliest(self._session_timer),
-                        *(r.get_timer() for r in self._unanswered),
+                        self._relay_timers.earliest(Relay.get_timer),
                         *(f.get_timer() for f in self._relaying))
 
     def _session_timer(self, handle: Handle) -> float | None:
@@ -272,11 +272,11 @@ class GatewayNode(NodeDispatch):
             if due is not None and now >= due:
                 self._session_timers.stale(handle)
                 s.handle_timer(now)
-        for r in self._unanswered:
-            if not r.done:
-                r.handle_timer(now)
-                if r.done and r.downstream is not None:
-                    self.relays.pop(r.downstream, None)
+        for r in [r for r in self._unanswered if (at := r.get_timer()) is not None and now >= at]:
+            r.handle_timer(now)
+            if r.done and r.downstream is not None:
+                self.relays.pop(r.downstream, None)
+            self._ran(r)
         for f in self._relaying:
             if not f.done:
                 f.handle_timer(now)
@@ -343,6 +343,7 @@ class GatewayNode(NodeDispatch):
                                         offending_type=int(relay.request.TYPE),
                                         diagnostic="the session with the next hop closed"),
                           now)
+            self._ran(relay)
 
     def _announce(self, changes: TableChanges, now: float) -> None:
         """Tell every session (the one a change came from too: it may now have to
