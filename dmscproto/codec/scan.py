@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-from operator import itemgetter
-from typing import Any
-
 from .errors import DecodeError
 from .registry import ID_SIZE
 from .schema import AttrValue
-from .values import _RECORD_REQUIRED, CapabilityRecord, Endpoint, Provider, Skill, _check_uri
+from .values import CapabilityRecord, Endpoint, Provider, Skill, _check_uri
 
 
 class _Unusual(Exception):
@@ -58,8 +55,14 @@ def _tstrs(d: bytes, pos: int, nonempty: bool) -> tuple[tuple[str, ...], int]:
     pos += 1
     out = []
     for _ in range(n):
-        t, pos = _tstr(d, pos)
-        out.append(t)
+        size = d[pos] - 0x60
+        if 0 <= size < 24:  # the head of a short string, read here: most are
+            end = pos + 1 + size
+            out.append(d[pos + 1:end].decode())
+            pos = end
+        else:
+            t, pos = _tstr(d, pos)
+            out.append(t)
     return tuple(out), pos
 
 
@@ -151,54 +154,75 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
     octets of a record in deterministic encoding, no intermediate CBOR objects and no
     re-encoding.  The record those would give, or None: then they decide (and name
     the error), as for every input whose shape is unusual here (tags, long arrays,
-    indefinite lengths, a record they refuse)."""
-    texts = _RECORD_TEXTS
+    indefinite lengths, a record they refuse).
+
+    Straight-line: the members in key order (deterministic encoding sorts them), the
+    optional ones (description 4, provider 6, attributes 16) where they may stand, and
+    the map's size checked against what was found."""
     try:
         n = d[0] - 0xA0
-        if not 13 <= n <= 16:
+        if not 13 <= n <= 16 or d[1] != 1:
             raise _Unusual
-        v: list[Any] = [None] * 17
-        pos, last = 1, 0
-        for _ in range(n):
-            key = d[pos]
-            if not last < key <= 16:
-                raise _Unusual
-            last = key
-            pos += 1
-            if key in texts:
-                v[key], pos = _tstr(d, pos)
-            elif key == 2 or key == 15:
-                v[key], pos = _bstr(d, pos)
-            elif 12 <= key <= 14:
-                v[key], pos = _arg(d, pos, 0)
-            elif key == 8 or key == 9:
-                v[key], pos = _tstrs(d, pos, False)
-            elif key == 7:
-                k = d[pos] - 0x80
-                if not 0 <= k < 24:
-                    raise _Unusual
-                pos += 1
-                skills = []
-                for _ in range(k):
-                    skill, pos = _skill(d, pos)
-                    skills.append(skill)
-                v[7] = tuple(skills)
-            elif key == 10:
-                v[10], pos = _endpoints(d, pos)
-            elif key == 6:
-                v[6], pos = _provider(d, pos)
-            else:  # 16
-                v[16], pos = _attributes(d, pos)
-        if pos != len(d) or None in itemgetter(*_RECORD_REQUIRED)(v) \
-                or len(v[2]) != ID_SIZE:
+        uri, pos = _tstr(d, 2)
+        if d[pos] != 2 or d[pos + 1] != 0x40 + ID_SIZE:  # a byte string of ID_SIZE
             raise _Unusual
-        _check_uri(v[1], v[11])
-        return CapabilityRecord(v[1], v[2], v[3], v[5], v[7], v[8], v[9], v[10], v[11],
-                                v[12], v[13], v[14], v[15], v[4], v[6],
-                                {} if v[16] is None else v[16])
+        agent_id = d[pos + 2:pos + 2 + ID_SIZE]
+        if d[pos + 2 + ID_SIZE] != 3:
+            raise _Unusual
+        name, pos = _tstr(d, pos + 3 + ID_SIZE)
+        found = 13
+        description = provider = None
+        if d[pos] == 4:
+            description, pos = _tstr(d, pos + 1)
+            found += 1
+        if d[pos] != 5:
+            raise _Unusual
+        version, pos = _tstr(d, pos + 1)
+        if d[pos] == 6:
+            provider, pos = _provider(d, pos + 1)
+            found += 1
+        k = d[pos + 1] - 0x80
+        if d[pos] != 7 or not 0 <= k < 24:
+            raise _Unusual
+        pos += 2
+        skills = []
+        for _ in range(k):
+            skill, pos = _skill(d, pos)
+            skills.append(skill)
+        if d[pos] != 8:
+            raise _Unusual
+        in_modes, pos = _tstrs(d, pos + 1, False)
+        if d[pos] != 9:
+            raise _Unusual
+        out_modes, pos = _tstrs(d, pos + 1, False)
+        if d[pos] != 10:
+            raise _Unusual
+        endpoints, pos = _endpoints(d, pos + 1)
+        if d[pos] != 11:
+            raise _Unusual
+        domain, pos = _tstr(d, pos + 1)
+        if d[pos] != 12:
+            raise _Unusual
+        issued_at, pos = _arg(d, pos + 1, 0)
+        if d[pos] != 13:
+            raise _Unusual
+        lease, pos = _arg(d, pos + 1, 0)
+        if d[pos] != 14:
+            raise _Unusual
+        record_version, pos = _arg(d, pos + 1, 0)
+        if d[pos] != 15:
+            raise _Unusual
+        public_key, pos = _bstr(d, pos + 1)
+        attributes: dict[str, AttrValue] = {}
+        if pos < len(d) and d[pos] == 16:
+            attributes, pos = _attributes(d, pos + 1)
+            found += 1
+        if pos != len(d) or n != found:
+            raise _Unusual
+        _check_uri(uri, domain)
+        return CapabilityRecord(uri, agent_id, name, version, tuple(skills), in_modes,
+                                out_modes, endpoints, domain, issued_at, lease,
+                                record_version, public_key, description, provider,
+                                attributes)
     except (_Unusual, IndexError, ValueError, DecodeError):
         return None
-
-
-#: The record's members that are text strings.
-_RECORD_TEXTS = frozenset({1, 3, 4, 5, 11})
