@@ -29,11 +29,14 @@
    :class:`~dmscproto.runtime.loop.LoopLag`): UPDATEs are applied in slices of at most
    LEARN_SLICE of record checks, each slice committing what passed.  On a loaded
    machine those include time the process was not scheduled at all, so
-   ``learn_step_ms_max`` and ``learn_step_cpu_ms_max`` give the longest single step of
-   gw-l's node (a message fed to it, or its timer: one slice), in wall and in thread
-   CPU time.  ``learner_cpu_s`` and ``sender_cpu_s`` are the CPU seconds each process
-   used during the transfer (the learner's include its signature-checking thread):
-   far below ``bulk_sync_s`` on a loaded machine means neither got a core.
+   ``loop_callback_cpu_ms_max`` gives gw-l's longest single event-loop callback in
+   thread CPU time (a datagram read with the PDUs it completes decoded, a slice, ...:
+   the stall an idle machine would see), and ``learn_step_ms_max`` and
+   ``learn_step_cpu_ms_max`` the longest single step of gw-l's node (a message fed to
+   it, or its timer: one slice), in wall and in thread CPU time.  ``learner_cpu_s``
+   and ``sender_cpu_s`` are the CPU seconds each process used during the transfer
+   (the learner's include its signature-checking thread): far below ``bulk_sync_s``
+   on a loaded machine means neither got a core.
    ``bulk_sync_vs_verify_cpu`` is the same ratio in CPU time, which such a machine
    does not distort: records learned per CPU second of the learner (all its threads)
    over record checks per CPU second (``verify_cpu_per_s``).
@@ -124,6 +127,31 @@ def verify_rate(records: list[bytes]) -> tuple[float, float]:
             len(sample) / (time.thread_time() - cpu))
 
 
+class CallbackTimes:
+    """The longest single callback of the running event loop, in thread CPU time: what
+    the loop stall would be on an idle machine.  Every callback (a datagram read, a
+    task step, a timer) runs through ``asyncio.Handle._run``, patched while this is
+    installed."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self._run = asyncio.Handle._run
+
+    def __enter__(self) -> CallbackTimes:
+        run, clock = self._run, time.thread_time
+
+        def timed_run(handle: asyncio.Handle) -> None:
+            start = clock()
+            run(handle)
+            self.cpu = max(self.cpu, clock() - start)
+
+        asyncio.Handle._run = timed_run  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.Handle._run = self._run  # type: ignore[method-assign]
+
+
 class StepTimes:
     """The longest step of a runtime's node: a message fed to it, or its timer."""
 
@@ -212,10 +240,11 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
         assert rt.core is not None and rt.loop_lag is not None
         rt.loop_lag.worst = 0.0  # the transfer only
         steps = StepTimes(rt)
-        while len(rt.core) < n:
-            await asyncio.sleep(0.01)
-            if time.perf_counter() - start > 600:
-                raise TimeoutError(f"{len(rt.core)} of {n} records after 600 s")
+        with CallbackTimes() as callbacks:
+            while len(rt.core) < n:
+                await asyncio.sleep(0.01)
+                if time.perf_counter() - start > 600:
+                    raise TimeoutError(f"{len(rt.core)} of {n} records after 600 s")
         elapsed = time.perf_counter() - start
         cpu = (time.process_time() - cpu[0], process_cpu(proc.pid) - cpu[1])
         loop_stall = await rt.loop_lag.stop()
@@ -234,6 +263,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
             "bulk_sync_vs_verify": round(rate / verify_per_s, 3),
             "digest_stall_ms_max": round(stall, 3),
             "loop_stall_ms_max": round(loop_stall, 1),
+            "loop_callback_cpu_ms_max": round(callbacks.cpu * 1000, 1),
             "learn_step_ms_max": round(steps.wall * 1000, 1),
             "learn_step_cpu_ms_max": round(steps.cpu * 1000, 1),
             "learner_cpu_s": round(cpu[0], 2), "sender_cpu_s": round(cpu[1], 2),
