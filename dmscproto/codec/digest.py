@@ -54,15 +54,16 @@ def leaves_under(node: DigestNode) -> range:
 
 class DigestTree:
     """A set of (Agent ID, version) entries with the summary of every tree node kept on
-    write (module doc): O(DIGEST_LEAF_LEVEL) per change, O(1) per summary."""
+    write (module doc): O(DIGEST_LEAF_LEVEL) per change, O(1) per summary.  Only the
+    leaves holding entries have a dict (one tree per session and direction: an empty
+    tree costs two lists of node summaries, not 4096 dicts)."""
 
     __slots__ = ("_counts", "_hashes", "_leaves")
 
     def __init__(self) -> None:
         self._counts = [[0] * DIGEST_FANOUT ** lv for lv in range(DIGEST_LEAF_LEVEL + 1)]
         self._hashes = [[0] * DIGEST_FANOUT ** lv for lv in range(DIGEST_LEAF_LEVEL + 1)]
-        self._leaves: list[dict[bytes, int]] = [{} for _ in range(DIGEST_FANOUT
-                                                                  ** DIGEST_LEAF_LEVEL)]
+        self._leaves: dict[int, dict[bytes, int]] = {}
 
     def _apply(self, leaf: int, h: int, delta: int) -> None:
         for lv in range(DIGEST_LEAF_LEVEL, -1, -1):
@@ -73,7 +74,7 @@ class DigestTree:
     def put(self, agent_id: bytes, version: int) -> None:
         """Set the entry of ``agent_id`` to ``version``."""
         leaf = leaf_of(agent_id)
-        entries = self._leaves[leaf]
+        entries = self._leaves.setdefault(leaf, {})
         old = entries.get(agent_id)
         if old == version:
             return
@@ -85,19 +86,21 @@ class DigestTree:
     def discard(self, agent_id: bytes) -> int | None:
         """Remove the entry of ``agent_id``; return its version (None if absent)."""
         leaf = leaf_of(agent_id)
-        old = self._leaves[leaf].pop(agent_id, None)
+        entries = self._leaves.get(leaf)
+        old = None if entries is None else entries.pop(agent_id, None)
         if old is not None:
             self._apply(leaf, entry_hash(agent_id, old), -1)
         return old
 
     def get(self, agent_id: bytes) -> int | None:
-        return self._leaves[leaf_of(agent_id)].get(agent_id)
+        entries = self._leaves.get(leaf_of(agent_id))
+        return None if entries is None else entries.get(agent_id)
 
     def __len__(self) -> int:
         return self._counts[0][0]
 
     def __contains__(self, agent_id: object) -> bool:
-        return isinstance(agent_id, bytes) and agent_id in self._leaves[leaf_of(agent_id)]
+        return isinstance(agent_id, bytes) and agent_id in self._leaves.get(leaf_of(agent_id), ())
 
     def summary(self, node: DigestNode = ROOT) -> DigestSummary:
         """The count and hash of ``node``."""
@@ -111,7 +114,7 @@ class DigestTree:
     def entries(self, node: DigestNode = ROOT) -> Iterator[VersionedId]:
         """The entries under ``node``, sorted by Agent ID."""
         for leaf in leaves_under(node):
-            items = self._leaves[leaf]
+            items = self._leaves.get(leaf, {})
             for aid in sorted(items):
                 yield VersionedId(aid, items[aid])
 
