@@ -4,12 +4,10 @@ it would come to the same answer)."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
-from typing import Any
+from dataclasses import replace
 
 from ..codec.cose import SignedRecord
-from ..codec.messages import Message
-from ..codec.wire import Advertisement
+from ..codec.messages import Message, Update
 from ..protocol.machine import Handle, Refusal
 from ..protocol.registration import verify_signature
 
@@ -22,15 +20,12 @@ class SharedRecords:
             = {}
 
     def share(self, msg: Message, now: float) -> Message:
-        """The message with every advertised record replaced by the shared copy of the
-        same signed octets."""
-        changes: dict[str, Any] = {}
-        for f in fields(msg):
-            value = getattr(msg, f.name)
-            if isinstance(value, tuple) and value and isinstance(value[0], Advertisement):
-                changes[f.name] = tuple(replace(ad, record=self._entry(ad.record, now)[0])
-                                        for ad in value)
-        return replace(msg, **changes) if changes else msg
+        """The message with every advertised record (an UPDATE's ADVERTISEs: no other
+        message carries one) replaced by the shared copy of the same signed octets."""
+        if not isinstance(msg, Update) or not msg.advertise:
+            return msg
+        return replace(msg, advertise=tuple(
+            replace(ad, record=self._entry(ad.record, now)[0]) for ad in msg.advertise))
 
     def _entry(self, signed: SignedRecord, now: float) -> tuple[SignedRecord, Refusal | None]:
         """The shared copy of these signed octets and their signature check."""
