@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..codec import decode, encode
-from ..codec.messages import DiscoverReply, Message, Update
+from ..codec.messages import DiscoverReply, Message, RouteRequest, Update
 from ..codec.registry import MessageType, timer
 from ..codec.signing import entity_id
 from ..codec.values import CapabilityRecord
@@ -137,6 +137,8 @@ class Network:
         self.delivered_at: dict[MessageType, float] = {}
         #: DISCOVER_REPLYs to agents, by transaction id.
         self.answers: dict[int, DiscoverReply] = {}
+        #: ROUTE_REQUESTs delivered to agents: the gateway that delivered each PAYLOAD.
+        self.called: dict[bytes, str] = {}
         #: PDUs lost on cut links or closed connections, by message type.
         self.lost: Counter[MessageType] = Counter()
         self.duplicates = 0
@@ -318,10 +320,12 @@ class Network:
     def _send(self, gw: SimGateway, dest: Handle, msg: Message) -> None:
         data = encode(msg)
         conn = self._conns.get(dest) if isinstance(dest, str) else None
-        if conn is None:  # an agent: counted, dropped (DISCOVER answers kept)
+        if conn is None:  # an agent: counted, dropped (DISCOVER answers, calls kept)
             self.pdus[(gw.name, "agents", msg.TYPE)] += 1
             if isinstance(msg, DiscoverReply):
                 self.answers[msg.transaction_id] = msg
+            elif isinstance(msg, RouteRequest):
+                self.called[msg.payload] = gw.name
             return
         link = conn.link
         peer = link.b if gw.name == link.a else link.a

@@ -24,8 +24,8 @@ from typing import Any
 
 from ..codec import decode, encode
 from ..codec.cose import SignedRecord
-from ..codec.messages import Deregister, Discover, Message, Register
-from ..codec.registry import MessageType, Scope, timer
+from ..codec.messages import Deregister, Discover, Message, Register, RouteRequest
+from ..codec.registry import DEFAULT_HOP_LIMIT, MessageType, Scope, timer
 from ..codec.values import DiscoveryQuery
 from ..protocol.events import AgentRegistered, AgentRemoved, SessionClosed, TableChanged
 from .network import ExportRule, Network, SimGateway
@@ -160,6 +160,13 @@ class Simulation(Network):
         self._from_agent(self.gateways[gateway], bytes(16), Discover(
             transaction_id=txid, query=query, scope=scope, max_results=max_results))
         return txid
+
+    def route(self, gateway: str, query: DiscoveryQuery, payload: bytes) -> None:
+        """An agent of ``gateway`` calls the best match of ``query`` (a ROUTE_REQUEST
+        with DEFAULT_HOP_LIMIT); where it was delivered will be in :attr:`called`."""
+        self._from_agent(self.gateways[gateway], bytes(16), RouteRequest(
+            transaction_id=next(self._txid), source_agent=bytes(16), query=query,
+            hop_limit=DEFAULT_HOP_LIMIT, path=(), payload=payload))
 
     def _watch(self, agent_id: bytes, where: set[str]) -> None:
         """Time the registration until every gateway in ``where`` holds it."""

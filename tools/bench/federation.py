@@ -30,9 +30,12 @@ time):
   records, looked up by skill with a FEDERATED DISCOVER at a gateway of another domain,
   were found (``discover_path_max``: the longest best summary path, in gateways, of
   the domains looked up from where they were asked; the HOP_LIMIT of a relayed
-  DISCOVER follows from it, Section 5.2.1).  ``summary_floods_per_change`` is the SUMMARY PDUs of
-  the load phase over the directed links times the domains: 1 when each domain's
-  change crossed each link about once (one originator per domain, damped
+  DISCOVER follows from it, Section 5.2.1), and ``route_by_query_found`` how many
+  ROUTE_REQUESTs by the same queries, from a gateway of another domain, reached the
+  record's home gateway (delivered to its agent; agents do not answer here).
+  ``summary_floods_per_change`` is the SUMMARY PDUs of the load phase over the
+  directed links times the domains: 1 when each domain's change crossed each link
+  about once (one originator per domain, damped
   re-advertisement, Section 6.9), about the gateways per domain if every gateway
   originated.  Then 1% churn; then a whole domain cut off from the others for twice
   the hold time (deregistrations inside) and healed: ``cut_summaries_left`` counts the
@@ -128,6 +131,21 @@ def _found(sim: Simulation, layout: dict[str, str], records: dict[int, bytes],
                aid in {r.record.record.agent_id for r in sim.answers[txid].results}), longest
 
 
+def _called(sim: Simulation, layout: dict[str, str], records: dict[int, bytes],
+            rng: random.Random) -> int:
+    """How many of the live ``records`` a ROUTE_REQUEST by query (their skill), from a
+    gateway of another domain, reached at their home gateway."""
+    homes = {}
+    for n, aid in records.items():
+        home = sim.registered[aid][0]
+        payload = f"call-{n}".encode()
+        homes[payload] = home
+        sim.route(rng.choice([g for g, dom in layout.items() if dom != layout[home]]),
+                  DiscoveryQuery(skills=(f"skill-{n}",)), payload)
+    sim.run(5)
+    return sum(1 for payload, home in homes.items() if sim.called.get(payload) == home)
+
+
 def mesh8(seed: int) -> dict[str, Any]:
     """The 8-gateway, 4-domain full mesh: UPDATE PDUs per (de)registration."""
     with tempfile.TemporaryDirectory(dir=_tmp()) as d:
@@ -215,6 +233,7 @@ def large(gateways: int, domains: int, records: int, seed: int) -> dict[str, Any
         sample = dict(rng.sample(sorted(ids.items()), min(SAMPLE, records)))
         found, out["discover_path_max"] = _found(sim, layout, sample, rng)
         out["discover_found"] = f"{found}/{len(sample)}"
+        out["route_by_query_found"] = f"{_called(sim, layout, sample, rng)}/{len(sample)}"
         phases.end("load")
         out["summary_floods_per_change"] = round(
             phases.done["load"]["summaries"] / (2 * len(sim.links) * domains), 2)
