@@ -22,7 +22,7 @@ from dmscproto.codec.messages import (
     TraceReply,
     Update,
 )
-from dmscproto.codec.registry import ConstraintOp, ErrorCode, Scope, timer
+from dmscproto.codec.registry import DEFAULT_HOP_LIMIT, ConstraintOp, ErrorCode, Scope, timer
 from dmscproto.codec.values import Constraint, DiscoveryQuery, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
 from dmscproto.protocol.agent import AgentClient
@@ -132,7 +132,8 @@ def test_route_to_a_local_agent(net: Network) -> None:
     req = serve(net, "bob", b"pong")
     assert req.payload == b"ping" and req.source_agent == alice.agent_id
     assert req.transaction_id != txid  # the gateway chose its own for the next hop
-    assert req.request.hop_limit == 8 and req.request.path == ()  # local: no hop consumed
+    # local delivery: no hop consumed
+    assert req.request.hop_limit == DEFAULT_HOP_LIMIT and req.request.path == ()
     done = answer(net, "alice")
     assert done.transaction_id == txid
     assert isinstance(done.answer, RouteReply)
@@ -145,7 +146,7 @@ def test_route_through_a_second_gateway_and_back(net: Network) -> None:
     txid = alice.route(b"to bob", net.now, target=bob.agent_id)
     net.pump()
     req = serve(net, "bob", b"from bob")
-    assert req.request.hop_limit == 7
+    assert req.request.hop_limit == DEFAULT_HOP_LIMIT - 1
     assert req.request.path == (net.gateway_id("gw-a"),)
     done = answer(net, "alice")
     assert isinstance(done.answer, RouteReply)
@@ -468,7 +469,7 @@ def test_route_and_trace_across_two_hops(net: Network) -> None:
     y.route(b"hello", net.now, target=x.agent_id)
     net.pump()
     req = serve(net, "x", b"hi")
-    assert req.request.path == (c, b) and req.request.hop_limit == 6
+    assert req.request.path == (c, b) and req.request.hop_limit == DEFAULT_HOP_LIMIT - 2
     assert reply(net, "y", RouteReply).payload == b"hi"
     y.trace(x.agent_id, net.now)
     net.pump()

@@ -348,7 +348,7 @@ TIMERS: tuple[Timer, ...] = (
 )
 
 #: Default hop limit placed in ROUTE-REQUEST and TRACE-REQUEST (Section 5.3).
-DEFAULT_HOP_LIMIT = 8
+DEFAULT_HOP_LIMIT = 64
 #: Hops a gateway that starts relaying a FEDERATED DISCOVER adds to the relays along the
 #: matching summary's path (Section 5.2.1): room for a path that grew by a detour.
 RELAY_HOP_SLACK = 2
