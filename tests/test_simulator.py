@@ -182,8 +182,8 @@ def test_summaries_between_domains_keep_records_home_and_discovery_relayed(
     """Per-peer summary mode (Section 6.9): a domain's records stay on its gateways, a
     FEDERATED DISCOVER from another domain is relayed to it and finds them, and once
     withdrawn they are found nowhere after the relayed answers' cache time.  A chain of
-    6 domains of 2 gateways: the summary crossed 11 gateways, more than DEFAULT_HOP_LIMIT,
-    and the DISCOVER is relayed by the 10 between (Section 5.2.1), no further."""
+    6 domains of 2 gateways: the summary crossed 11 gateways, and the DISCOVER is relayed
+    by the 10 between (Section 5.2.1), no further."""
     sim = Simulation(scratch, seed=2, summaries=True)
     try:
         gateways = names(12)
@@ -207,6 +207,11 @@ def test_summaries_between_domains_keep_records_home_and_discovery_relayed(
         assert found(Scope.FEDERATED) == [aid]
         assert sim.count(MessageType.DISCOVER) == 10
         assert found(Scope.DOMAIN) == []
+        # a call by the same query follows the relayed answer over the 11 gateways
+        # (DEFAULT_HOP_LIMIT allows any path a gateway learns, Section 5.3)
+        sim.route("gw-0", DiscoveryQuery(skills=("tide-tables",)), b"call")
+        sim.run(2)
+        assert sim.called == {b"call": "gw-11"}
         sim.deregister(aid)
         assert sim.settle(SETTLE)
         assert sim.check().ok
