@@ -7,7 +7,8 @@ temporary directory, each gateway is a :class:`~.gateway.GatewayRuntime` started
 TOML file as ``dmsc gateway`` would be (SQLite registry, mutual TLS 1.3, ALPN
 ``dmsc/1``, ephemeral ports), the agents use the SDK (:mod:`dmscproto.agent`).  The
 messages shown are those the gateways actually send and receive.  Each step checks
-its outcome; the exit status is 0 only if all of them succeeded.
+its outcome; the exit status is 0 only if all of them succeeded.  What is printed is
+:mod:`.display`'s, the capture (``--capture``) :mod:`.capture`'s.
 
 With ``loss``, every path (agent to gateway, gateway to gateway) runs through an
 impairment relay (:mod:`dmscproto.sandbox.relay`) that loses that fraction of the
@@ -29,65 +30,25 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 from ..agent import Agent, DiscoveryQuery, Request
 from ..analysis.pcap import PcapWriter
-from ..codec import render
-from ..codec.messages import (
-    Deregister,
-    Digest,
-    Discover,
-    DiscoverReply,
-    Message,
-    Open,
-    Refresh,
-    Register,
-    RegisterAck,
-    RouteReply,
-    RouteRequest,
-    Update,
-)
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import Skill
 from ..host.config import GatewayConfig
-from ..host.pump import Association
-from ..protocol.machine import Handle
-from ..runtime.gateway import GatewayRuntime, Observer
+from ..runtime.gateway import GatewayRuntime
 from ..sandbox.relay import Impairment, Relay
-from ..security.ca import Kind
+from .capture import KEYLOG_NAME, PCAP_NAME, OncePcap, show_capture
+from .display import Display, observer
 from .domains import Domain, PeerSpec, write_gateway_config
 
 T = TypeVar("T")
 
-PCAP_NAME = "dmsc-demo.pcap"
 #: What the demo's agents may do (Section 10.3); the gateways require tokens.
 SCOPE = "register discover route"
-KEYLOG_NAME = "keys.log"
-#: The Wireshark dissector generated from the codec registry (tools/gen_wireshark.py).
-LUA = Path(__file__).resolve().parents[2] / "tools" / "wireshark" / "dmsc.lua"
-
-
-class _OncePcap(PcapWriter):
-    """A pcap shared by every endpoint of one process: each datagram is offered twice
-    (by its sender and by its receiver) and written once."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self._seen: set[tuple[object, object, bytes]] = set()
-
-    def write_udp(self, src: tuple[str, int], dst: tuple[str, int], payload: bytes,
-                  timestamp: float) -> None:
-        key = (src, dst, payload)
-        if key in self._seen:
-            self._seen.discard(key)
-            return
-        self._seen.add(key)
-        super().write_udp(src, dst, payload, timestamp)
-
-
 #: Duplication and reordering rates beside the loss rate of ``--loss`` (each datagram).
 DUPLICATE, REORDER = 0.05, 0.05
 #: Connection attempts (a DTLS handshake can time out under loss; QUIC's rarely does).
@@ -124,117 +85,6 @@ class DemoWorld:
 
 #: An extension of the demo: more steps on the running world.
 Extension = Callable[[DemoWorld], Awaitable[None]]
-
-
-@dataclass
-class Display:
-    """Prints numbered steps and the messages the gateways exchange during each."""
-
-    out: TextIO
-    names: dict[bytes, str] = field(default_factory=dict)
-    step_no: int = 0
-    started: float = 0.0
-    show_messages: bool = True
-
-    def line(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
-
-    def step(self, title: str) -> None:
-        self.step_no += 1
-        self.started = time.perf_counter()
-        self.line(f"\n{self.step_no}. {title}")
-
-    def ms(self) -> str:
-        return f"{(time.perf_counter() - self.started) * 1e3:7.1f} ms"
-
-    def note(self, text: str) -> None:
-        self.line(f"   {text}")
-
-    def name(self, entity_id: bytes | None) -> str:
-        if entity_id is None:
-            return "-"
-        return self.names.get(entity_id, entity_id.hex()[:8])
-
-    def who(self, handle: Handle, msg: Message | None = None) -> str:
-        """The name of the peer behind ``handle``; in lab mode, before it is bound, the
-        agent its REGISTER names."""
-        if isinstance(handle, Association) and handle.identity is not None:
-            return self.name(handle.identity.entity_id)
-        if isinstance(msg, Register):
-            return self.name(msg.record.record.agent_id)
-        return repr(handle)
-
-    def message(self, src: str, dst: str, msg: Message) -> None:
-        if self.show_messages:
-            self.line(f"   {self.ms()}  {src:>10} -> {dst:<10} {msg.TYPE.name:<15}"
-                      f" {self.describe(msg)}")
-
-    def describe(self, msg: Message) -> str:
-        """The facts of ``msg`` worth a line, with names for ids."""
-        token = getattr(msg, "token", None)
-        text = self._describe(msg)
-        return text + (f" +ACCESS_TOKEN ({len(token)} octets)" if token else "")
-
-    def _describe(self, msg: Message) -> str:
-        if isinstance(msg, Register):
-            rec = msg.record.record
-            return (f"record v{rec.record_version} skills {[s.id for s in rec.skills]} "
-                    f"lease {msg.lease} s (COSE_Sign1, {msg.record.algorithm.name})")
-        if isinstance(msg, RegisterAck):
-            return f"{msg.status.name} agent {self.name(msg.agent_id)} lease {msg.lease} s"
-        if isinstance(msg, Refresh | Deregister):
-            return f"agent {self.name(msg.agent_id)}"
-        if isinstance(msg, Open):
-            return (f"gateway {self.name(msg.gateway_id)} domain {msg.domain} "
-                    f"hold {msg.hold_time} s")
-        if isinstance(msg, Update):
-            adv = [f"{self.name(a.record.record.agent_id)} v{a.version} path "
-                   f"[{', '.join(self.name(g) for g in a.path)}]" for a in msg.advertise]
-            wd = [self.name(w.agent_id) for w in msg.withdraw]
-            return (f"advertise {adv}" if adv else "") + (f" withdraw {wd}" if wd else "")
-        if isinstance(msg, Digest):
-            return f"{msg.summary.count} records, hash {msg.summary.hash.hex()[:12]}"
-        if isinstance(msg, Discover):
-            return f"query {_query(msg.query)} scope {msg.scope.name} max {msg.max_results}"
-        if isinstance(msg, DiscoverReply):
-            found = [f"{self.name(r.record.record.agent_id)} ({r.score})" for r in msg.results]
-            return f"{msg.status.name} {len(found)} result(s) {found}"
-        if isinstance(msg, RouteRequest):
-            target = (self.name(msg.target_agent) if msg.target_agent
-                      else f"best match of {_query(msg.query)}")
-            return (f"from {self.name(msg.source_agent)} to {target} hop_limit "
-                    f"{msg.hop_limit} path [{', '.join(self.name(g) for g in msg.path)}] "
-                    f"payload {msg.payload!r}")
-        if isinstance(msg, RouteReply):
-            if msg.status is not ErrorCode.SUCCESS:
-                return f"{msg.status.name} {msg.diagnostic or ''}"
-            return f"SUCCESS from {self.name(msg.target_agent)} payload {msg.payload!r}"
-        return render.summary(msg, 80)
-
-
-def _query(q: DiscoveryQuery | None) -> str:
-    if q is None:
-        return "{}"
-    parts = [f"skills={list(q.skills)}" if q.skills else "",
-             f"tags={list(q.tags)}" if q.tags else "",
-             f"intent={q.intent!r}" if q.intent else ""]
-    return "{" + " ".join(p for p in parts if p) + "}"
-
-
-def _observer(display: Display, gateway: GatewayRuntime) -> Observer:
-    """Show what a gateway sends, and what agents send it (a message between two
-    gateways is shown once, by its sender)."""
-    def sent(dest: Handle, msg: Message) -> None:
-        display.message(display.name(gateway.gateway_id), display.who(dest), msg)
-
-    def received(src: Handle, msg: Message) -> None:
-        if not isinstance(src, Association):
-            return
-        if src.identity.kind is Kind.AGENT if src.identity is not None else \
-                isinstance(msg, Register):  # lab mode: not bound before its REGISTER
-            display.message(display.who(src, msg), display.name(gateway.gateway_id), msg)
-
-    return Observer(sent=sent, received=received)
 
 
 async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -281,7 +131,7 @@ async def run_demo(out: TextIO, *, capture: Path | None = None, keep: Path | Non
                  f"{(time.perf_counter() - started) * 1e3:.0f} ms; every task, connection, "
                  "port and temporary file is gone.")
     if capture is not None:
-        _show_capture(display, capture, lab=transport == "udp")
+        show_capture(display, capture, lab=transport == "udp")
     return 0
 
 
@@ -301,22 +151,6 @@ def _pin(gw: GatewayRuntime, relayed: dict[tuple[str, int], tuple[str, int]]) ->
     path.write_text(text, encoding="utf-8")
 
 
-def _show_capture(display: Display, capture: Path, *, lab: bool) -> None:
-    """Where the capture is and the commands that show it: with the key log (QUIC,
-    DTLS), or in clear (lab mode: the dissector's UDP heuristic finds DMSC on the demo's
-    ephemeral ports)."""
-    pcap, keys = capture / PCAP_NAME, capture / KEYLOG_NAME
-    lua = LUA if LUA.is_file() else Path("tools/wireshark/dmsc.lua")
-    if not lab:
-        display.line(f"\nCapture: {pcap}\nKey log: {keys}\nShow it (Wireshark's tshark, "
-                     "with the DMSC dissector):")
-        display.line(f"  tshark -r {pcap} -o tls.keylog_file:{keys} -X lua_script:{lua}")
-        return
-    display.line(f"\nCapture: {pcap} (lab mode: cleartext, no key log)\nShow it:\n"
-                 f"  dmsc decode --pcap {pcap} --any-port\n"
-                 f"  tshark -r {pcap} -X lua_script:{lua}")
-
-
 async def _scenario(d: Display, stack: AsyncExitStack, tmp: Path,
                     capture: Path | None, transport: str, loss: float, seed: int,
                     extension: Extension | None = None) -> None:
@@ -330,7 +164,7 @@ async def _scenario(d: Display, stack: AsyncExitStack, tmp: Path,
     keylog: TextIO | None = None
     if capture is not None:
         capture.mkdir(parents=True, exist_ok=True)
-        pcap = stack.enter_context(_OncePcap(capture / PCAP_NAME))
+        pcap = stack.enter_context(OncePcap(capture / PCAP_NAME))
         if not lab:
             keylog = stack.enter_context(open(capture / KEYLOG_NAME, "w",  # noqa: SIM115
                                               encoding="ascii"))
@@ -365,7 +199,7 @@ async def _scenario(d: Display, stack: AsyncExitStack, tmp: Path,
 
     async def start(path: Path) -> GatewayRuntime:
         gw = GatewayRuntime(GatewayConfig.load(path), pcap=pcap, keylog=keylog)
-        gw.observer = _observer(d, gw)
+        gw.observer = observer(d, gw)
         d.names[gw.gateway_id] = gw.name
         await gw.start()
         gateways.append(gw)
