@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ SAMPLE = ("import asyncio\n"
           "asyncio.run(main())\n")
 
 
-def _agent_toml(dom: Domain, name: str, gateway: str, skills: list[str] = ()) -> Path:
+def _agent_toml(dom: Domain, name: str, gateway: str, skills: Sequence[str] = ()) -> Path:
     cert, key = dom.issue(name, Kind.AGENT)
     path = dom.directory / f"{name}-agent.toml"
     path.write_text(f'[agent]\ncertificate = "{cert.name}"\nkey = "{key.name}"\n'

@@ -12,7 +12,7 @@ S seconds each, R rounds interleaved so that load from elsewhere hits all alike:
 * ``a2a``: the A2A SDK (a2a-sdk 1.3, the ``a2a`` extra): ``SendMessage`` over HTTP
   (JSON-RPC) from the SDK client to an SDK server agent in another process, one hop
   (:class:`dmscproto.a2a.sample.SampleAgent`, as ``tools/bench/a2a.py`` measures it);
-* ``slim``: SLIM (``pip install slim-bindings``, 3.3.8 measured): a SLIM node (its Rust
+* ``slim``: SLIM (slim-bindings, the ``peers`` extra, 3.3.8 measured): a SLIM node (its Rust
   data plane) in one process, a caller and an echoing responder app in another, each
   call a message published on a point-to-point session and the answer received, through
   the node as a DMSC call goes through its gateway; N in flight are N sessions.  SLIM's
@@ -86,7 +86,9 @@ async def _slim_client(endpoint: str, args: argparse.Namespace) -> dict[str, flo
     """A caller and an echoing responder app of SLIM, connected to the node."""
     import slim_bindings as s
 
-    s.uniffi_set_event_loop(asyncio.get_running_loop())  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, asyncio.BaseEventLoop)  # what SLIM's bindings are typed for
+    s.uniffi_set_event_loop(loop)
     s.initialize_with_defaults()
     service = s.get_global_service()
     conn = await service.connect_async(s.new_insecure_client_config(endpoint))
@@ -211,7 +213,7 @@ def main() -> None:
                     d[f"{key}_per_s"] / p[f"{key}_per_s"]
                     for d, p in zip(results["dmsc"], runs, strict=True)), 3)
     if not have_slim:
-        out["slim"] = "not installed (pip install slim-bindings)"
+        out["slim"] = "not installed (pip install -e '.[peers]')"
     print(json.dumps(out))
 
 

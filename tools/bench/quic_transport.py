@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from aioquic.asyncio.client import connect as aioquic_connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -51,6 +51,8 @@ from dmscproto.codec.messages import EchoReply, EchoRequest, Message
 from dmscproto.codec.registry import ALPN
 from dmscproto.security.ca import DomainAuthority, Kind
 from dmscproto.transport import PeerInfo, TlsIdentity, connect, serve
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 
@@ -172,11 +174,13 @@ async def _client(mode: str, keys: Path, port: int, seconds: float, inflight: in
     return rate, lat, None
 
 
-def _run(coro: Awaitable[Any], use_uvloop: bool) -> Any:
+def _run(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
     if use_uvloop:
         import uvloop
-        return uvloop.run(coro)  # type: ignore[arg-type]
-    return asyncio.run(coro)  # type: ignore[arg-type]
+
+        result: T = uvloop.run(coro)
+        return result
+    return asyncio.run(coro)
 
 
 def _measure(mode: str, keys: Path, use_uvloop: bool,
@@ -188,7 +192,7 @@ def _measure(mode: str, keys: Path, use_uvloop: bool,
         assert child.stdout is not None and child.stdin is not None
         port = int(child.stdout.readline())
         try:
-            return _run(_client(mode, keys, port, args.seconds, args.inflight, args.size),  # type: ignore[no-any-return]
+            return _run(_client(mode, keys, port, args.seconds, args.inflight, args.size),
                         use_uvloop)
         finally:
             child.stdin.close()
