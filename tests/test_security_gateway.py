@@ -10,13 +10,16 @@ import base64
 import datetime as dt
 import json
 import os
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from security_support import Domain, at, record_of, register, signed_of
 
 from dmscproto.codec.messages import (
@@ -49,7 +52,7 @@ from dmscproto.protocol.events import (
 )
 from dmscproto.protocol.machine import Handle, Refusal
 from dmscproto.protocol.routing import Outgoing
-from dmscproto.security.ca import Credential, DomainAuthority, Kind
+from dmscproto.security.ca import Credential, DomainAuthority, Identity, Kind
 from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from dmscproto.security.guard import GatewayGuard, NodeHooks
 from dmscproto.security.proof import RequestVerifier
@@ -384,6 +387,39 @@ def test_revocation_applies_to_live_associations(snet: SecureNet) -> None:
     snet.net.now = T0 + 3 * 86400
     reply = snet.raw("zed", "gw-a", later)
     assert isinstance(reply, DiscoverReply) and reply.status is ErrorCode.UNTRUSTED_CERTIFICATE
+
+
+@dataclass(frozen=True)
+class _Peer:
+    """An association as the guard sees it (its handle is its peer here)."""
+
+    identity: Identity
+    certificate: x509.Certificate
+
+
+def test_live_certificate_check_keeps_no_parse_caches(snet: SecureNet) -> None:
+    """The per-message check of an association's certificate runs on a copy of it
+    (proof.check_held_certificate): what cryptography parses (extensions, names: about
+    6 KB) stays on the certificate object, kept for as long as the agent is connected
+    (issue 18 item 3).  The check itself is the same: see the revocation test above."""
+    federated(snet)
+    guard = snet.guards["gw-a"]
+    alice = snet.creds["alice"]
+    der = alice.certificate.public_bytes(Encoding.DER)
+    peers = [_Peer(alice.identity, x509.load_der_x509_certificate(der)) for _ in range(41)]
+    guard.peer_of = lambda handle: handle
+    query = Discover(transaction_id=20, query=DiscoveryQuery(skills=("translate",)),
+                     scope=Scope.FEDERATED, max_results=5)
+    assert guard.admit(peers[0], query, snet.net.now) is None  # warm: the anchors parsed
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for peer in peers[1:]:
+            assert guard.admit(peer, query, snet.net.now) is None
+        kept = (tracemalloc.get_traced_memory()[0] - before) / len(peers[1:])
+    finally:
+        tracemalloc.stop()
+    assert kept < 2000, f"{kept:.0f} octets kept per association"
 
 
 def test_record_poisoning_through_sync_refused(snet: SecureNet) -> None:

@@ -11,8 +11,9 @@ and reason, which the node sends in STATUS and DIAGNOSTIC.
 :class:`~.ca.Credential` in tests); ``None`` for an unauthenticated one, whose every
 request is refused with UNTRUSTED_CERTIFICATE.  The peer's certificate is checked again
 on every message (cached until its notAfter, the CRL's nextUpdate or the next CRL
-installed), so an association outliving its certificate or its revocation can do
-nothing more (CERTIFICATE_EXPIRED, CERTIFICATE_REVOKED).
+installed; :func:`~.proof.check_held_certificate`), so an association outliving its
+certificate or its revocation can do nothing more (CERTIFICATE_EXPIRED,
+CERTIFICATE_REVOKED).
 
 :meth:`GatewayGuard.admit` checks, before the node dispatches a message:
 
@@ -76,7 +77,7 @@ from ..protocol.summary import SummaryCheck, SummaryTransit
 from .ca import Credential, Identity, Kind
 from .errors import SecurityError
 from .federation import Federation, check_open_identity, sign_origin
-from .proof import RequestVerifier, check_certificate
+from .proof import RequestVerifier, check_held_certificate
 from .revocation import RevocationTrustStore
 from .tokens import AccessToken, Operation, ScopeSet
 
@@ -254,7 +255,7 @@ class GatewayGuard(Guard):
         if (cached is not None and cached[0] is cert and cached[1] == generation
                 and now <= cached[2]):
             return cached[3]
-        identity = check_certificate(trust, cert, now, usage=None)
+        identity = check_held_certificate(trust, cert, now, usage=None)
         until = cert.not_valid_after_utc.timestamp()
         next_update = None if revocation is None else revocation.next_update()
         if next_update is not None:

@@ -68,6 +68,17 @@ def check_certificate(trust: TrustStore, cert: x509.Certificate, now: float,
         raise SecurityError(exc.code, str(exc)) from None
 
 
+def check_held_certificate(trust: TrustStore, cert: x509.Certificate, now: float,
+                           usage: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CLIENT_AUTH
+                           ) -> Identity:
+    """:func:`check_certificate` of the certificate an association holds for its whole
+    life, run on a copy parsed afresh from its DER (the same octets, the same checks):
+    cryptography keeps what a check parses (extensions, names: about 6 KB) on the
+    certificate object, which would then cost that much per connected peer."""
+    copy = x509.load_der_x509_certificate(cert.public_bytes(serialization.Encoding.DER))
+    return check_certificate(trust, copy, now, usage)
+
+
 def x5chain(signed: SignedRecord) -> list[x509.Certificate]:
     """The certificates of a record's x5chain header (RFC 9360), leaf first."""
     value = signed.unprotected.get(HDR_X5CHAIN)
@@ -168,7 +179,7 @@ class RequestVerifier:
 
     def peer(self, cert: x509.Certificate, now: float) -> Identity:
         """Step 0: the agent's certificate, checked now."""
-        identity = check_certificate(self.trust, cert, now)
+        identity = check_held_certificate(self.trust, cert, now)
         if identity.kind is not Kind.AGENT:
             raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                 f"{identity.uri} is a {identity.kind}, not an agent")
