@@ -3,13 +3,16 @@ handshake is over, and that it still carries transactions afterwards."""
 
 from __future__ import annotations
 
+import pytest
 from aioquic import tls
 from aioquic.quic import events
+from aioquic.quic.packet import QuicErrorCode
 from cryptography.hazmat.primitives.serialization import Encoding
 from test_transport_acks import Pair
 from transport_support import Pki
 
-from dmscproto.transport.lean import _HANDLERS, QUIC_CONNECTION_IDS
+from dmscproto.codec.registry import ALPN
+from dmscproto.transport.lean import _HANDLERS, QUIC_CONNECTION_IDS, _Fifo, _SpentServerTls
 
 
 def test_released_handshake_state_and_the_connection_still_works(pki: Pki) -> None:
@@ -18,8 +21,12 @@ def test_released_handshake_state_and_the_connection_still_works(pki: Pki) -> No
     for conn in (pair.client, pair.server):
         conn.release_handshake_state()
         assert all(buf.capacity <= 64 for buf in conn._crypto_buffers.values())
-        assert conn.tls._x25519_private_key is None and not conn.tls._ec_private_keys
         assert len(conn._host_cids) <= QUIC_CONNECTION_IDS
+        assert isinstance(conn._events, _Fifo)
+        assert isinstance(conn._network_paths[0].local_challenges, _Fifo)
+    assert pair.client.tls._x25519_private_key is None and not pair.client.tls._ec_private_keys
+    assert type(pair.server.tls) is _SpentServerTls  # its keys, transcript, schedule: gone
+    assert pair.server.tls.alpn_negotiated == ALPN and pair.server.peer_identity is not None
     assert pair.server._cryptos[tls.Epoch.INITIAL] is pair.server._cryptos[tls.Epoch.HANDSHAKE]
     assert pair.server.tls._peer_certificate.public_bytes(Encoding.DER) == der
     stream_id = pair.request(b"after the handshake")
@@ -39,3 +46,27 @@ def test_one_frame_handler_table_for_every_connection(pki: Pki) -> None:
     tables = {id(getattr(c, _HANDLERS)._table)
               for c in (first.client, first.server, second.client, second.server)}
     assert len(tables) == 1
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_a_tls_message_after_the_handshake_is_refused_as_by_aioquic(pki: Pki,
+                                                                     released: bool) -> None:
+    """A QUIC server receives no TLS message after its handshake (RFC 9001 Sections 4.4
+    and 6): the spent context refuses one (here a KeyUpdate) as aioquic's context does,
+    closing the connection with unexpected_message."""
+    pair = Pair(pki)
+    if released:
+        pair.server.release_handshake_state()
+    pair.client._crypto_streams[tls.Epoch.ONE_RTT].sender.write(b"\x18\x00\x00\x01\x00")
+    pair.now += 0.001
+    pair.flight(pair.client, pair.server)
+    closing = pair.server._close_event
+    assert closing is not None and closing.error_code == \
+        QuicErrorCode.CRYPTO_ERROR + tls.AlertDescription.unexpected_message
+
+
+def test_a_bounded_fifo_drops_its_oldest() -> None:
+    """Path challenges sent are remembered as aioquic's deque(maxlen=...) would."""
+    window = _Fifo([b"a", b"b"], maxlen=2)
+    window.append(b"c")
+    assert window == [b"b", b"c"] and window.popleft() == b"b"

@@ -11,10 +11,17 @@ loss recovery or the 1-RTT keys:
 * the TLS context's ephemeral key-exchange private keys and the key schedules of the
   cipher suites not chosen (also forward secrecy: the ephemeral keys are erased), and
   the peer certificate's parsed fields cached by the checks (it is loaded afresh);
+* a server's whole TLS context (its transcript hash, key schedule, extensions and
+  instance dict, about 3 KB): a QUIC server receives no TLS message after the
+  handshake, so a :class:`_SpentServerTls` keeps only what is read afterwards and
+  refuses any message as aioquic's context does (unexpected_message); its output
+  buffers are shared, since nothing writes to them any more;
 * the key pairs, CRYPTO streams of the Initial and Handshake epochs (and of 0-RTT,
   never used) once discarded: one spent, shared instance stands for them all;
 * aioquic's frame-handler table, a dict of bound methods and epoch sets built for each
   connection: one table per class, bound when a frame is handled;
+* the queues of events, QUIC DATAGRAM frames and path challenges: deques of 760 octets
+  each even when empty, for a few items at most, become lists (:class:`_Fifo`);
 * connection IDs: it issues at most QUIC_CONNECTION_IDS and advertises that many as
   ``active_connection_id_limit`` (2, RFC 9000's minimum: one in use and one spare for
   a path change) instead of aioquic's 8, each an entry in the server's routing table.
@@ -22,16 +29,19 @@ loss recovery or the 1-RTT keys:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 from aioquic import tls
 from aioquic._buffer import Buffer
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import MAX_LOCAL_CHALLENGES, QuicConnection
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
+T = TypeVar("T")
 
 #: Connection IDs an endpoint issues and accepts at once (RFC 9000, Section 5.1.1).
 QUIC_CONNECTION_IDS = 2
@@ -61,11 +71,60 @@ class _FrameHandlers:
         return handler.__get__(self._conn), epochs
 
 
+class _Fifo(list[T]):
+    """What aioquic does with its small queues (``append``, ``popleft``, ``[0]``,
+    ``len``, ``in``, ``clear``), on a list: 56 octets empty where a deque takes 760.
+    With ``maxlen``, the oldest item goes when one more is appended (as a bounded
+    deque's)."""
+
+    __slots__ = ("maxlen",)
+
+    def __init__(self, items: Iterable[T] = (), maxlen: int | None = None) -> None:
+        super().__init__(items)
+        self.maxlen = maxlen
+
+    def append(self, item: T) -> None:
+        super().append(item)
+        if self.maxlen is not None and len(self) > self.maxlen:
+            del self[0]
+
+    def popleft(self) -> T:
+        return self.pop(0)
+
+
+def _fifo(items: Iterable[T] = (), maxlen: int | None = None) -> deque[T]:
+    """A :class:`_Fifo` where aioquic declares a deque (it uses only what both have)."""
+    return cast("deque[T]", _Fifo(items, maxlen))
+
+
+class _SpentServerTls(tls.Context):
+    """A server's TLS context after its handshake (see module): what the connection and
+    the DMSC layer read afterwards (the state, ALPN, the client random for the key log,
+    the peer certificate, and transport/tls.py's ``peer_identity`` and ``refusal``);
+    any TLS message is refused, as aioquic's context refuses every one in
+    SERVER_POST_HANDSHAKE (RFC 9001 Sections 4.4 and 6: a client sends none)."""
+
+    __slots__ = ("_peer_certificate", "alpn_negotiated", "client_random", "peer_identity",
+                 "refusal", "state")
+
+    def __init__(self, context: tls.Context) -> None:  # not tls.Context's: nothing else
+        for name in self.__slots__:
+            setattr(self, name, getattr(context, name, None))
+
+    def handle_message(self, input_data: bytes, output_buf: dict[tls.Epoch, Buffer]) -> None:
+        if input_data:
+            raise tls.AlertUnexpectedMessage
+
+
 #: The keys of every discarded epoch: never set up, so nothing is sent or received with
 #: them (``is_valid()`` is false).
 _SPENT_KEYS = CryptoPair()
 #: The CRYPTO stream of every discarded epoch: only ever written empty data after that.
 _SPENT_STREAM = QuicStream()
+#: The TLS output buffers of every server past its handshake: nothing writes to them.
+_SPENT_BUFFERS = {epoch: Buffer(capacity=_SPENT_BUFFER) for epoch in tls.Epoch}
+#: The Initial keys of every connection past its Initial epoch, by QUIC versions.
+_SPENT_INITIALS: dict[tuple[int, ...], dict[int, CryptoPair]] = {}
 
 
 class LeanQuicConnection(QuicConnection):
@@ -83,6 +142,8 @@ class LeanQuicConnection(QuicConnection):
                 frame_type: (handler.__func__, epochs)
                 for frame_type, (handler, epochs) in bound.items()}
         setattr(self, _HANDLERS, _FrameHandlers(self, table))
+        self._events = _fifo()
+        self._datagrams_pending = _fifo()
 
     def _replenish_connection_ids(self) -> None:
         limit = self._remote_active_connection_id_limit
@@ -95,20 +156,24 @@ class LeanQuicConnection(QuicConnection):
     def release_handshake_state(self) -> None:
         """Give back what only the handshake needed; call once it is complete (the
         TLS context has written its last message)."""
-        assert self.tls.state in (tls.State.CLIENT_POST_HANDSHAKE,
-                                  tls.State.SERVER_POST_HANDSHAKE)
-        self._crypto_buffers = {epoch: Buffer(capacity=_SPENT_BUFFER)
-                                for epoch in self._crypto_buffers}
         context = self.tls
-        context._ec_private_keys = []
-        context._x25519_private_key = None
-        context._x448_private_key = None
-        context._key_schedule_psk = None
-        context._key_schedule_proxy = None
-        context._peer_certificate_chain = []
+        assert context.state in (tls.State.CLIENT_POST_HANDSHAKE,
+                                 tls.State.SERVER_POST_HANDSHAKE)
         if context._peer_certificate is not None:
             context._peer_certificate = x509.load_der_x509_certificate(
                 context._peer_certificate.public_bytes(Encoding.DER))
+        if context.state is tls.State.SERVER_POST_HANDSHAKE:
+            self.tls = _SpentServerTls(context)
+            self._crypto_buffers = _SPENT_BUFFERS
+        else:
+            self._crypto_buffers = {epoch: Buffer(capacity=_SPENT_BUFFER)
+                                    for epoch in self._crypto_buffers}
+            context._ec_private_keys = []
+            context._x25519_private_key = None
+            context._x448_private_key = None
+            context._key_schedule_psk = None
+            context._key_schedule_proxy = None
+            context._peer_certificate_chain = []
         for epoch in (tls.Epoch.INITIAL, tls.Epoch.ZERO_RTT, tls.Epoch.HANDSHAKE):
             keys = self._cryptos[epoch]
             if epoch != tls.Epoch.ZERO_RTT and not self._spaces[epoch].discarded:
@@ -119,4 +184,9 @@ class LeanQuicConnection(QuicConnection):
             if epoch in self._crypto_streams:
                 self._crypto_streams[epoch] = _SPENT_STREAM
         if self._spaces[tls.Epoch.INITIAL].discarded:
-            self._cryptos_initial = dict.fromkeys(self._cryptos_initial, _SPENT_KEYS)
+            versions = tuple(self._cryptos_initial)
+            self._cryptos_initial = _SPENT_INITIALS.setdefault(
+                versions, dict.fromkeys(versions, _SPENT_KEYS))
+        for path in self._network_paths:
+            path.local_challenges = _fifo(path.local_challenges, MAX_LOCAL_CHALLENGES)
+            path.remote_challenges = _fifo(path.remote_challenges)

@@ -195,6 +195,8 @@ class QuicLink(QuicConnectionProtocol):
             self.close(ErrorCode.UNTRUSTED_CERTIFICATE, "peer not authenticated")
             return
         self._quic.release_handshake_state()
+        cert = self._quic.peer_certificate  # reloaded by the release: no parse caches
+        assert cert is not None
         address = self._quic.get_peer_address() or ("", 0)
         self._peer = PeerInfo(identity, cert, address, self)
         if self._quic.configuration.is_client:
