@@ -20,6 +20,7 @@ from dmscproto.codec.registry import ErrorCode, MessageType, timer
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.protocol.agent import AgentClient
+from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.events import (
     ProtocolViolation,
     RecordRefused,
@@ -27,7 +28,6 @@ from dmscproto.protocol.events import (
     RouteRequestReceived,
     SessionEstablished,
 )
-from dmscproto.protocol.summary import Bloom
 from dmscproto.runtime.gateway import build_federation
 from dmscproto.sandbox.domains import Domain as SandboxDomain
 from dmscproto.sandbox.domains import PeerSpec, write_gateway_config

@@ -29,18 +29,12 @@ from dmscproto.codec.wire import Result
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.limits import Budget
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.bloom import Bloom, filter_size, may_match, record_terms
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
 from dmscproto.protocol.federated import DiscoveryContext, FederatedDiscovery
 from dmscproto.protocol.machine import Outbox, TransactionIds
 from dmscproto.protocol.registration import verify_signature
-from dmscproto.protocol.summary import (
-    Bloom,
-    Replication,
-    SummaryTable,
-    filter_size,
-    may_match,
-    record_terms,
-)
+from dmscproto.protocol.summary import Replication, SummaryTable
 from dmscproto.testing.examples import examples, weather_signed
 from dmscproto.testing.harness import T0, Network, make_record
 

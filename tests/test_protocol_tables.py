@@ -37,6 +37,7 @@ from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.agent_registration import AgentRegistration
+from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.catalog import MACHINES
 from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.dispatch import starting_types
@@ -49,7 +50,7 @@ from dmscproto.protocol.peering import LocalGateway, PeerSession
 from dmscproto.protocol.registration import GatewayRegistration
 from dmscproto.protocol.requester import Requester
 from dmscproto.protocol.routing import RouteRelay
-from dmscproto.protocol.summary import Bloom, SummaryTable
+from dmscproto.protocol.summary import SummaryTable
 from dmscproto.protocol.sync import SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
 from dmscproto.protocol.sync_out import Start, SyncOut, TableSent
