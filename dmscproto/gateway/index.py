@@ -47,7 +47,6 @@ Policy and limit.  ``allow`` is asked about records in that order, and the first
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -57,16 +56,11 @@ import cbor2
 from ..codec import cbor
 from ..codec.registry import ConstraintOp
 from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQuery
+from ..protocol.terms import TermCounts, skill_words, summary_terms, words
 
-_WORD = re.compile(r"[^\W_]+")
 _EMPTY: frozenset[bytes] = frozenset()
 _ValueKey = tuple[bool, AttrValue]
 K = TypeVar("K")
-
-
-def words(text: str) -> set[str]:
-    """The words of ``text``: maximal runs of letters and digits, case-folded."""
-    return set(_WORD.findall(text.casefold()))
 
 
 def _vkey(v: AttrValue) -> _ValueKey:
@@ -136,13 +130,10 @@ class IndexTerms:
 
     @classmethod
     def of(cls, r: CapabilityRecord) -> IndexTerms:
-        ws: set[str] = set()
-        for s in r.skills:
-            ws |= words(" ".join((s.id, s.name, s.description or "", *s.tags)))
         return cls(
             skills=frozenset(s.id for s in r.skills),
             tags=frozenset(t.casefold() for s in r.skills for t in s.tags),
-            words=frozenset(ws),
+            words=frozenset(skill_words(r)),
             in_modes=frozenset(r.default_input_modes).union(
                 *(s.input_modes for s in r.skills)),
             out_modes=frozenset(r.default_output_modes).union(
@@ -220,9 +211,16 @@ class _Postings(Generic[K]):
 
 
 class CapabilityIndex:
-    """Inverted indexes over capability records, for :meth:`match` (module doc)."""
+    """Inverted indexes over capability records, for :meth:`match` (module doc).
 
-    def __init__(self) -> None:
+    For the records of ``domain`` (the gateway's own) it also keeps, on write, their
+    capability summary terms (``domain_terms``, Section 6.9) and which of them changed
+    since :meth:`take_changes` was last called."""
+
+    def __init__(self, domain: str | None = None) -> None:
+        self.domain = domain
+        self.domain_terms = TermCounts()
+        self._changed: dict[bytes, None] = {}
         self._entries: dict[bytes, _Entry] = {}
         self._skills = _Postings[str]()
         self._tags = _Postings[str]()
@@ -259,14 +257,39 @@ class CapabilityIndex:
         self._entries[agent_id] = _Entry(parsed[6], encoded)
         for postings, items in self._postings(parsed):
             postings.add(items, agent_id)
+        if parsed[5] == self.domain:
+            self._changed[agent_id] = None
+            self.domain_terms.add(summary_terms(*parsed[:3]))
 
     def remove(self, agent_id: bytes) -> bool:
         e = self._entries.pop(agent_id, None)
         if e is None:
             return False
-        for postings, items in self._postings(_parse(e.encoded)):
+        parsed = _parse(e.encoded)
+        for postings, items in self._postings(parsed):
             postings.remove(items, agent_id)
+        if parsed[5] == self.domain:
+            self._changed[agent_id] = None
+            self.domain_terms.remove(summary_terms(*parsed[:3]))
         return True
+
+    # --- the domain's summary terms (Section 6.9) ---------------------------------------
+    def summary_terms(self, agent_id: bytes) -> tuple[str, ...] | None:
+        """The summary terms of a record of ``domain`` (None: no such record)."""
+        e = self._entries.get(agent_id)
+        if e is None:
+            return None
+        parsed = _parse(e.encoded)
+        return summary_terms(*parsed[:3]) if parsed[5] == self.domain else None
+
+    def domain_ids(self) -> list[bytes]:
+        """The records of ``domain``, a snapshot."""
+        return [] if self.domain is None else list(self._domains.get(self.domain))
+
+    def take_changes(self) -> list[bytes]:
+        """The records of ``domain`` added, replaced or removed since the last call."""
+        out, self._changed = list(self._changed), {}
+        return out
 
     # --- matching -------------------------------------------------------------------------
     def _candidates(self, q: DiscoveryQuery, residual: list[Constraint],

@@ -28,7 +28,9 @@ Security plugs in through hooks, each returning a :class:`~dmscproto.protocol.ma
   requesters are shown (Section 7.4);
 * ``replication(domain)`` says whether a peer domain's gateways get records or only
   capability summaries (Section 6.9, :mod:`~dmscproto.protocol.summary`; our own
-  domain always gets records); ``summary_check(source, domain)`` whether a peer may
+  domain always gets records), ``summary_mode`` whether any peer domain gets only
+  summaries in this gateway's configuration (then our domain's summary also goes to
+  our own domain's gateways, to pass on); ``summary_check(source, domain)`` whether a peer may
   advertise summaries of that domain, ``transit(peer_domain, domain)`` whether
   summaries (and relayed answers) of ``domain`` are shown to ``peer_domain``.
 
@@ -55,7 +57,6 @@ from collections.abc import Callable, Iterable
 from ..codec.changes import TableChanges
 from ..codec.messages import Error, Message
 from ..codec.registry import MAX_PDU_SIZE, ErrorCode, limit, timer
-from ..codec.values import CapabilityRecord
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.dispatch import dispatch_table
 from ..protocol.events import (
@@ -75,6 +76,7 @@ from ..protocol.machine import (
     TransactionIds,
     earliest,
     refusal_answer,
+    slice_of,
 )
 from ..protocol.oam import EchoResponder
 from ..protocol.peering import (
@@ -101,6 +103,7 @@ from ..protocol.tracecontext import HopTracer, W3CHops
 from .core import GatewayCore
 from .deadlines import Deadlines
 from .dispatch import NodeDispatch
+from .drops import PeerDrops
 from .limits import Budget, RequestLimits
 from .restart import RestartGrace
 
@@ -120,6 +123,7 @@ class GatewayNode(NodeDispatch):
                  route_timeout: float = timer("ROUTE_TIMEOUT"),
                  pdu_limit: Callable[[Handle], int] = lambda _handle: MAX_PDU_SIZE,
                  replication: Callable[[str], Replication] = lambda _d: Replication.FULL,
+                 summary_mode: bool = False,
                  summary_check: SummaryCheck = lambda _h, _d: None,
                  transit: SummaryTransit = lambda _p, _d: True,
                  limits: RequestLimits | None = None,
@@ -129,7 +133,8 @@ class GatewayNode(NodeDispatch):
                  relay_max_hops: int = int(limit("RELAY_MAX_HOPS")),
                  rng: random.Random | None = None,
                  slice_clock: Callable[[], float] | None = None,
-                 learn_slice: float = limit("LEARN_SLICE")) -> None:
+                 learn_slice: float = limit("LEARN_SLICE"),
+                 work_slice: float = limit("WORK_SLICE")) -> None:
         self.core = core
         self.name = name
         self.local = LocalGateway(core.gateway_id, core.domain)
@@ -146,6 +151,8 @@ class GatewayNode(NodeDispatch):
         #: A monotonic clock that ends each slice of a large UPDATE (None: one slice).
         self.slice_clock = slice_clock
         self.learn_slice = learn_slice
+        #: The most one step spends on work over many records (WORK_SLICE).
+        self.work_slice = work_slice
         self.limit_hold = limit_hold
         #: Peers whose session this gateway closed for exceeding a peer limit, and until
         #: when their OPENs are refused (Section 6.1.1).
@@ -166,13 +173,18 @@ class GatewayNode(NodeDispatch):
         self.relays: dict[tuple[Handle, int], Relay] = {}
         self._unanswered: dict[Relay, None] = {}  # relays that may still time out
         self._relay_timers = Deadlines[Relay]()  # marked stale wherever one is run
+        #: Routes of closed sessions still to drop, and when the next slice is due.
+        self.drops = PeerDrops()
+        self._drop_at: float | None = None
         #: Local records withheld from peers after a restart (Section 6.1.2), if any.
         self.grace: RestartGrace | None = None
         self.ctx = RelayContext(self, self.txids, core.gateway_id, core.domain, name,
                                 route_timeout, outgoing=outgoing, tracer=self.tracer)
-        self.summaries = SummaryExchange(self._out, core, export_for=self._shown,
+        self.summaries = SummaryExchange(self._out, core, export_for=export_for,
+                                         withheld=self._withheld, inside=summary_mode,
                                          accepts=summary_check, transit=transit,
-                                         pdu_limit=pdu_limit)
+                                         pdu_limit=pdu_limit, slice_clock=slice_clock,
+                                         slice_s=work_slice)
         self.discovery_policy = discovery_policy
         self.fed_ctx = DiscoveryContext(core, core.remote, self.summaries.table, self.txids,
                                         self.peers.get, verifier, self._peer_domain,
@@ -185,11 +197,9 @@ class GatewayNode(NodeDispatch):
         #: Who takes each message type, in turn (:meth:`_receivers`).
         self._takers = dispatch_table(self._receivers())
 
-    def _shown(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
-        """What a capability summary towards ``domain`` covers: what the ``export_for``
-        hook shows it, less the records withheld after a restart."""
-        allow = self._export_for(domain)
-        return allow if self.grace is None else self.grace.exportable(allow)
+    def _withheld(self) -> set[bytes]:
+        """The local records withheld from peers after a restart (Section 6.1.2)."""
+        return set() if self.grace is None else self.grace.stale
 
     def _peer_domain(self, handle: Handle) -> str | None:
         """The domain of an ESTABLISHED peer session's gateway (None: not a peer)."""
@@ -208,7 +218,7 @@ class GatewayNode(NodeDispatch):
         back = [a for a in agent_ids if self.grace is not None and self.grace.back(a)]
         if back:
             self._announce(TableChanges(advertised=tuple(back)), now)
-            self.summaries.changed(now)
+            self.summaries.released(back, now)
 
     def connect(self, handle: Handle, now: float) -> None:
         """Open a peer session over the association ``handle`` (we send OPEN)."""
@@ -248,6 +258,7 @@ class GatewayNode(NodeDispatch):
     def get_timer(self) -> float | None:
         self._relaying = [f for f in self._relaying if not f.done]
         return earliest(self.registration.get_timer(), self.summaries.get_timer(),
+                        self._drop_at,
                         None if self.grace is None else self.grace.get_timer(),
                         self._session_timers.earliest(self._session_timer),
                         self._relay_timers.earliest(Relay.get_timer),
@@ -266,7 +277,7 @@ class GatewayNode(NodeDispatch):
             released = tuple(self.grace.expire(now))
             if released:
                 self._announce(TableChanges(advertised=released), now)
-                self.summaries.changed(now)
+                self.summaries.released(released, now)
         for handle, s in list(self.sessions.items()):
             due = s.get_timer()
             if due is not None and now >= due:
@@ -282,6 +293,8 @@ class GatewayNode(NodeDispatch):
                 f.handle_timer(now)
         self.discoveries = {k: f for k, f in self.discoveries.items() if not f.done}
         self.summaries.handle_timer(now)
+        if self._drop_at is not None and now >= self._drop_at:
+            self._drop_slice(now)
         self._settle(now)
 
     # --- output -------------------------------------------------------------------------------
@@ -315,6 +328,7 @@ class GatewayNode(NodeDispatch):
                     self.summaries.changed(now)
             elif isinstance(ev, SessionEstablished):
                 self.peers[ev.gateway_id] = ev.handle
+                self.drops.cancel(ev.gateway_id)
                 self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
@@ -327,11 +341,21 @@ class GatewayNode(NodeDispatch):
                 if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
                     del self.peers[ev.gateway_id]
                     self.summaries.down(ev.gateway_id, now)
-                    self._announce(self.core.drop_peer(ev.gateway_id), now)
+                    self.drops.start(ev.gateway_id, self.core.routes_via(ev.gateway_id))
+                    self._drop_slice(now)
             elif isinstance(ev, QueryResolved):  # the query is answered: route it now
                 self._relay(RouteRelay(self._out, self.ctx, ev.source, ev.request), now)
                 continue
             self._events.append(ev)
+
+    def _drop_slice(self, now: float) -> None:
+        """Drop routes of closed sessions for one slice (:class:`.drops.PeerDrops`) and
+        propagate what changed; the rest at the next timer."""
+        dropped = self.drops.work(self.core, slice_of(self.slice_clock, self.work_slice))
+        self._drop_at = now if self.drops else None
+        if dropped:
+            self.summaries.changed(now)
+            self._announce(dropped, now)
 
     def _fail_relays_via(self, handle: Handle, now: float) -> None:
         """Answer at once the relayed transactions waiting on a peer whose session just

@@ -43,6 +43,7 @@ class NodePorts:
     verifier: RecordVerifier
     slice_clock: Callable[[], float] | None
     learn_slice: float
+    work_slice: float
     _out: Outbox
 
     def export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
@@ -116,4 +117,4 @@ class NodePorts:
                                  allow if self.grace is None
                                  else self.grace.exportable(allow), self.pdu_limit(handle)),
                         self.txids, self.verifier, slice_clock=self.slice_clock,
-                        learn_slice=self.learn_slice)
+                        learn_slice=self.learn_slice, work_slice=self.work_slice)

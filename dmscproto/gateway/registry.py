@@ -27,6 +27,7 @@ from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Result, VersionedId
 from ..protocol.ports import RegisterOutcome
+from ..protocol.terms import TermCounts
 from .index import CapabilityIndex
 from .routing import Route, RoutingTable
 from .store import RegistryStore, StoredRecord, StoredRow
@@ -164,7 +165,7 @@ class Registry:
         self.store = store
         self.min_lease = min_lease
         self.max_lease = max_lease
-        self.index = CapabilityIndex()
+        self.index = CapabilityIndex(domain)
         self.routes = RoutingTable()
         self._records: dict[bytes, _Held] = {}
         self._by_uri: dict[str, bytes] = {}
@@ -386,3 +387,26 @@ class Registry:
         within = self._local if scope is Scope.LOCAL else None
         return [Result(m.score, records[m.agent_id].signed)
                 for m in self.index.match(query, max_results, permitted, within, spend)]
+
+    # --- the domain's capability summary (Section 6.9, the SummarySource port) -----------
+    @property
+    def domain_terms(self) -> TermCounts:
+        """The summary terms of the records of this gateway's domain, kept on write."""
+        return self.index.domain_terms
+
+    def domain_ids(self) -> list[bytes]:
+        """The records of this gateway's domain, a snapshot."""
+        return self.index.domain_ids()
+
+    def take_domain_changes(self) -> list[bytes]:
+        """The records of this gateway's domain changed since the last call."""
+        return self.index.take_changes()
+
+    def summary_terms(self, agent_id: bytes) -> tuple[str, ...] | None:
+        """The summary terms of a record of this gateway's domain (None: not held)."""
+        return self.index.summary_terms(agent_id)
+
+    def domain_record(self, agent_id: bytes) -> CapabilityRecord | None:
+        """A record held (decoded on first use)."""
+        e = self._records.get(agent_id)
+        return None if e is None else e.signed.record

@@ -16,8 +16,9 @@ intent words only (Section 5.2.1, filter step), none of them is present.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ..codec.registry import (
     SUMMARY_BITS_PER_ELEMENT,
@@ -28,19 +29,25 @@ from ..codec.registry import (
 )
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import CapabilitySummary
-from ..gateway.index import IndexTerms, words
+from .terms import skill_words, summary_terms, words
 
 
 def record_terms(record: CapabilityRecord) -> set[str]:
     """The summary terms of one record (module doc)."""
-    t = IndexTerms.of(record)
-    return ({"s:" + s for s in t.skills} | {"t:" + s for s in t.tags}
-            | {"w:" + s for s in t.words})
+    return set(summary_terms({s.id for s in record.skills},
+                             {t.casefold() for s in record.skills for t in s.tags},
+                             skill_words(record)))
+
+
+@lru_cache(maxsize=1 << 16)
+def _hash(term: str) -> tuple[int, int]:
+    """``h1`` and ``h2`` of a term (module doc), kept for the terms in use."""
+    d = hashlib.sha256(term.encode()).digest()
+    return int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big") | 1
 
 
 def _indices(term: str, hashes: int, bits: int) -> Iterable[int]:
-    d = hashlib.sha256(term.encode()).digest()
-    h1, h2 = int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big") | 1
+    h1, h2 = _hash(term)
     return ((h1 + i * h2) % bits for i in range(hashes))
 
 
@@ -62,17 +69,24 @@ class Bloom:
 
     @classmethod
     def of(cls, records: Iterable[CapabilityRecord]) -> Bloom:
+        """The filter of ``records``."""
         terms: set[str] = set()
         count = 0
         for r in records:
             terms |= record_terms(r)
             count += 1
+        return cls.of_terms(terms, count)
+
+    @classmethod
+    def of_terms(cls, terms: Collection[str], records: int) -> Bloom:
+        """The filter of ``records`` records whose distinct terms are ``terms``: it costs
+        about ``0.7 m`` bits set, whatever the number of records."""
         bits, hashes = filter_size(len(terms))
         out = bytearray(bits // 8)
         for term in terms:
             for b in _indices(term, hashes, bits):
                 out[b >> 3] |= 0x80 >> (b & 7)
-        return cls(CapabilitySummary(hashes, count, bytes(out)))
+        return cls(CapabilitySummary(hashes, records, bytes(out)))
 
     def fold(self, octets: int) -> Bloom:
         """The filter halved (bit ``b`` of the result is bit ``b`` or ``b + m/2`` of this

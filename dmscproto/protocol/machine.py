@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -176,3 +176,12 @@ def earliest(*deadlines: float | None) -> float | None:
     """The earliest of the deadlines that are set."""
     live = [d for d in deadlines if d is not None]
     return min(live) if live else None
+
+
+def slice_of(clock: Callable[[], float] | None, seconds: float) -> Callable[[], bool]:
+    """Whether a slice of ``seconds`` of ``clock``, begun now, has time left (always,
+    without a clock): work over many records checks it between records."""
+    if clock is None:
+        return lambda: True
+    end = clock() + seconds
+    return lambda: clock() < end

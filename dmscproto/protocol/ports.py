@@ -19,6 +19,7 @@ from ..codec.registry import ErrorCode, Scope
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, Result, VersionedId
 from .machine import Handle, Refusal
+from .terms import TermCounts
 
 #: The export filter towards a peer (None: export everything; Section 7.4).
 ExportFilter = Callable[[CapabilityRecord], bool] | None
@@ -239,6 +240,33 @@ class RecordIndex(DiscoveryTable, Protocol):
     def __len__(self) -> int: ...
 
     def __contains__(self, agent_id: object) -> bool: ...
+
+
+class SummarySource(Protocol):
+    """What a gateway's capability summaries are built from (Section 6.9): the summary
+    terms of its domain's records, kept on write, so that no summary walks the table."""
+
+    @property
+    def gateway_id(self) -> bytes: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def domain_terms(self) -> TermCounts:
+        """The terms of every record of the domain held, with their counts (live)."""
+
+    def domain_ids(self) -> list[bytes]:
+        """The records of the domain held, a snapshot."""
+
+    def take_domain_changes(self) -> list[bytes]:
+        """The records of the domain added, replaced or removed since the last call."""
+
+    def summary_terms(self, agent_id: bytes) -> tuple[str, ...] | None:
+        """The summary terms of a record of the domain (None: not held)."""
+
+    def domain_record(self, agent_id: bytes) -> CapabilityRecord | None:
+        """A record held, for an export filter (None: not held)."""
 
 
 def query_key(query: DiscoveryQuery, max_results: int) -> bytes:

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from enum import Enum
 
 from ..codec.messages import Summary
 from ..codec.pdu import encode
-from ..codec.registry import ID_SIZE, MAX_PATH, MAX_PDU_SIZE, TLV_HEADER_SIZE, Scope, timer
+from ..codec.registry import ID_SIZE, MAX_PATH, MAX_PDU_SIZE, TLV_HEADER_SIZE, limit, timer
 from ..codec.values import DiscoveryQuery
 from ..codec.wire import CapabilitySummaryFormat
 from .bloom import Bloom, may_match
 from .machine import Handle, Outbox, Refusal, earliest
 from .peering import ExportFor
-from .ports import RecordIndex
+from .ports import SummarySource
+from .shown import ShownTerms
 
 #: Octets of SUMMARY_FILTER before the filter: hash functions and record count.
 SUMMARY_FILTER_HEAD = CapabilitySummaryFormat.subcons[0].sizeof() \
@@ -158,18 +159,26 @@ class SummaryExchange:
     withdrawal goes at once, as does the withdrawal of an advertised path whose
     replacement is held back (ghost flushing)."""
 
-    def __init__(self, outbox: Outbox, source: RecordIndex, *, export_for: ExportFor,
+    def __init__(self, outbox: Outbox, source: SummarySource, *, export_for: ExportFor,
+                 withheld: Callable[[], Collection[bytes]] = lambda: (),
+                 inside: bool = False,
                  accepts: SummaryCheck = lambda _h, _d: None,
                  transit: SummaryTransit = lambda _p, _d: True,
                  pdu_limit: Callable[[Handle], int] = lambda _h: MAX_PDU_SIZE,
                  interval: float = timer("SUMMARY_INTERVAL"),
-                 repeat: float = timer("DIGEST_INTERVAL")) -> None:
+                 repeat: float = timer("DIGEST_INTERVAL"),
+                 slice_clock: Callable[[], float] | None = None,
+                 slice_s: float = limit("WORK_SLICE")) -> None:
         self.outbox = outbox
         self.pdu_limit = pdu_limit
-        self.source = source
         self.self_id = source.gateway_id
         self.domain = source.domain
         self.export_for = export_for
+        #: Whether our domain's originator sends its summary to our domain's gateways
+        #: (the gateway exchanges summaries with some peer domain; Section 6.9).
+        self.inside = inside
+        #: What each target is shown, kept on write.
+        self.shown = ShownTerms(source, export_for, withheld, slice_clock, slice_s)
         self.accepts = accepts
         self.transit = transit
         self.interval = interval
@@ -224,12 +233,19 @@ class SummaryExchange:
                 return refused
         if msg.gateway_id != self.self_id and self.table.learn(msg, peer.gateway_id):
             self._propagate(msg.gateway_id, now)
+            if msg.domain == self.domain:  # we may now pass it on instead of our own
+                self._originate(now, fresh=False)
         return None
 
     def changed(self, now: float) -> None:
         """The domain's records changed: originate SUMMARY_INTERVAL later."""
         if self.due is None:
             self.due = now + self.interval
+
+    def released(self, agent_ids: Collection[bytes], now: float) -> None:
+        """Records withheld after a restart are shown again."""
+        self.shown.reconsider(agent_ids)
+        self.changed(now)
 
     def get_timer(self) -> float | None:
         while self._held_heap and self._held.get(
@@ -253,7 +269,7 @@ class SummaryExchange:
                 to = self.peers.get(gid)
                 if to is not None:
                     self._advertise(origin, to, now)
-        if self.due is not None and now >= self.due:
+        if self.due is not None and now >= self.due and self.shown.gather():
             self.due = None
             self._originate(now, fresh=True)
 
@@ -269,14 +285,21 @@ class SummaryExchange:
         return all(p.gateway_id > self.self_id for p in self.peers.values()
                    if p.domain == self.domain)
 
+    def _holds_own(self) -> bool:
+        """Whether a summary of our domain from another gateway of it is held."""
+        return any(r is not None and r.domain == self.domain
+                   for r in map(self.table.best, self.table.origins()))
+
     def _target(self, peer: SummaryPeer) -> str | None:
         """What we originate towards ``peer``: the target whose summary it gets (its
         domain, ours for a gateway of our domain), or None.  The originator sends its
-        summary to its own domain's gateways, which pass it on; a gateway also
-        originates itself towards a domain it does not show every record (Section 6.9)."""
+        summary to its own domain's gateways, which pass it on, where ``inside``; a
+        gateway also originates itself towards a domain it does not show every record,
+        or when it holds no summary of its domain to pass on (Section 6.9)."""
         if peer.domain == self.domain:
-            return self.domain if self.originator() else None
-        if self.originator() or self.export_for(peer.domain) is not None:
+            return self.domain if self.inside and self.originator() else None
+        if self.originator() or self.export_for(peer.domain) is not None \
+                or not self._holds_own():
             return peer.domain
         return None
 
@@ -286,16 +309,22 @@ class SummaryExchange:
         where the filter changed), else the last one built (built now if none)."""
         changed: set[str] = set()
         built: dict[str, Bloom] = {}
+        targets: set[str] = set()
         for peer in list(self.peers.values()):
             target = self._target(peer)
             if target is None:
                 if peer.gateway_id in self._told.get(self.self_id, {}):
                     self._withdraw(self.self_id, peer)
                 continue
+            targets.add(target)
             held = self._own.get(target)
             if held is None or (fresh and target not in built):
                 if target not in built:
-                    built[target] = self._build(target, now)
+                    bloom = self.shown.bloom(target)
+                    if bloom is None:  # still gathered: originated when it is
+                        self.due = now if self.due is None else min(self.due, now)
+                        continue
+                    built[target] = bloom
                 if held is None or held.summary != built[target].value:
                     if not changed:
                         self._version = max(self._version + 1, int(now * 1000))
@@ -308,12 +337,7 @@ class SummaryExchange:
             if self._told.get(self.self_id, {}).get(peer.gateway_id) != msg:
                 self._told.setdefault(self.self_id, {})[peer.gateway_id] = msg
                 self._send(peer, msg)
-
-    def _build(self, target: str, now: float) -> Bloom:
-        """The filter of our domain's records that ``target`` is shown."""
-        own = self.source.discover(DiscoveryQuery(), Scope.DOMAIN, len(self.source), now,
-                                   self.export_for(target))
-        return Bloom.of(r.record.record for r in own)
+        self.shown.keep(targets)
 
     # --- re-advertisement ----------------------------------------------------------------
     def _lossy(self, peer: SummaryPeer) -> bool:

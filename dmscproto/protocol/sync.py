@@ -63,9 +63,11 @@ class PeerSync:
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
                  min_interval: float = timer("MIN_ADVERTISEMENT_INTERVAL"),
                  slice_clock: Callable[[], float] | None = None,
-                 learn_slice: float = limit("LEARN_SLICE")) -> None:
+                 learn_slice: float = limit("LEARN_SLICE"),
+                 work_slice: float = limit("WORK_SLICE")) -> None:
         self.out = SyncOut(outbox, table, link, txids, digest_interval=digest_interval,
-                           min_interval=min_interval)
+                           min_interval=min_interval, slice_clock=slice_clock,
+                           work_slice=work_slice)
         self.inc = SyncIn(outbox, table, link, txids, verifier,
                           request_timeout=request_timeout, slice_clock=slice_clock,
                           learn_slice=learn_slice)

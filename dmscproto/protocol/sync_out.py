@@ -8,22 +8,32 @@ exportable table (bulk sync), packed into as many UPDATEs as needed, then a DIGE
 closes the table.  Changes are queued per record (a record changed twice before it is
 sent is sent once), ADVERTISEs of one record are at least MIN_ADVERTISEMENT_INTERVAL
 apart, WITHDRAW and PURGE go at once, at most SYNC_WINDOW UPDATEs are unacknowledged,
-and every message fits the transport's PDU limit.
+and every message fits the transport's PDU limit.  UPDATEs are built in slices of at
+most WORK_SLICE (records not decoded since a restart cost a decode each): where a slice
+ends, the UPDATE being filled waits, and is filled on and sent in the next slice, after
+the gateway's other work.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
 from ..codec.changes import TableChanges
 from ..codec.digest import DigestTree, valid
 from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, SyncRequest, Update
-from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, ErrorCode, MessageType, timer
+from ..codec.registry import (
+    DIGEST_LEAF_LEVEL,
+    SYNC_WINDOW,
+    ErrorCode,
+    MessageType,
+    limit,
+    timer,
+)
 from ..codec.wire import Advertisement, VersionedId
-from .machine import Outbox, ProtocolError, TransactionIds, earliest
+from .machine import Outbox, ProtocolError, TransactionIds, earliest, slice_of
 from .ports import SyncLink, SyncTable
 from .sync_pdus import (
     ITEM_SIZE,
@@ -54,6 +64,7 @@ class OutInput(Enum):
     TABLE_SENT = "[bulk table sent]"
     ADVERTISE_DUE = "advertisement timer"
     DIGEST_DUE = "digest timer"
+    SLICE_DUE = "slice timer"
 
 
 class OutAction(Enum):
@@ -68,6 +79,7 @@ class OutAction(Enum):
     END_TABLE = "send DIGEST of the root (end of the table); start digest timer"
     SEND_DUE = "queue the records whose interval ended; send what the window allows"
     SEND_DIGEST = "send DIGEST of the root; restart digest timer"
+    SEND_SLICE = "fill on the UPDATE where the last slice ended; send what the window allows"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,11 @@ class DigestDue(StepInput):
     KIND = OutInput.DIGEST_DUE
 
 
+@dataclass(frozen=True, slots=True)
+class SliceDue(StepInput):
+    KIND = OutInput.SLICE_DUE
+
+
 _O, _OI, _OA = OutState, OutInput, OutAction
 _SENDING = (_O.BULK, _O.READY)
 
@@ -154,12 +171,15 @@ class SyncOut(TypedMachine):
         **{(s, _OI.DIGEST_REQUEST): (_OA.ANSWER_NODE, s) for s in _SENDING},
         **{(s, _OI.DIGEST_REQUEST_INVALID): (_OA.REFUSE_NODE, s) for s in _SENDING},
         **{(s, _OI.ADVERTISE_DUE): (_OA.SEND_DUE, s) for s in _SENDING},
+        **{(s, _OI.SLICE_DUE): (_OA.SEND_SLICE, s) for s in _SENDING},
     }
 
     def __init__(self, outbox: Outbox, table: SyncTable, link: SyncLink,
                  txids: TransactionIds, *,
                  digest_interval: float = timer("DIGEST_INTERVAL"),
-                 min_interval: float = timer("MIN_ADVERTISEMENT_INTERVAL")) -> None:
+                 min_interval: float = timer("MIN_ADVERTISEMENT_INTERVAL"),
+                 slice_clock: Callable[[], float] | None = None,
+                 work_slice: float = limit("WORK_SLICE")) -> None:
         super().__init__(outbox)
         self.table = table
         self.link = link
@@ -175,6 +195,12 @@ class SyncOut(TypedMachine):
         #: Records whose next ADVERTISE waits for MIN_ADVERTISEMENT_INTERVAL.
         self._held: list[tuple[float, bytes]] = []
         self._bulk: list[bytes] = []
+        #: The clock that ends a slice of UPDATE building after ``work_slice`` seconds
+        #: (None: no slices), the UPDATE a slice left unfinished, and when to go on.
+        self.slice_clock = slice_clock
+        self.work_slice = work_slice
+        self._pdu: PduSpace | None = None
+        self._slice_at: float | None = None
         self.next_seq = 0
         self.acked = 0
         self.next_digest: float | None = None
@@ -207,13 +233,16 @@ class SyncOut(TypedMachine):
     @property
     def table_sent(self) -> bool:
         """Whether the bulk snapshot has been sent (the input TABLE_SENT is due)."""
-        return self.state is _O.BULK and not self._bulk
+        return self.state is _O.BULK and not self._bulk and self._pdu is None
 
     def get_timer(self) -> float | None:
-        return earliest(self.next_digest, self._held[0][0] if self._held else None)
+        return earliest(self.next_digest, self._held[0][0] if self._held else None,
+                        self._slice_at)
 
-    def due(self, now: float) -> Iterator[AdvertiseDue | DigestDue]:
+    def due(self, now: float) -> Iterator[AdvertiseDue | DigestDue | SliceDue]:
         """The timer inputs due at ``now``."""
+        if self._slice_at is not None and now >= self._slice_at:
+            yield SliceDue()
         if self._held and now >= self._held[0][0]:
             yield AdvertiseDue()
         if self.next_digest is not None and now >= self.next_digest:
@@ -275,32 +304,52 @@ class SyncOut(TypedMachine):
         self._sent.pop(aid, None)
         return True
 
-    def _next_pdu(self, now: float) -> PduSpace:
-        """The next UPDATE's content: queued changes first, then the bulk snapshot."""
-        pdu = PduSpace(update_budget(self.link.pdu_limit), [], [], [])
+    def _fill_next(self, pdu: PduSpace, now: float, more: Callable[[], bool]) -> bool:
+        """Fill the next UPDATE: queued changes first, then the bulk snapshot.  True
+        when it is complete (full, or nothing is left), False when ``more()`` ended the
+        slice first (at least one record was looked at)."""
         while self._dirty:
             aid = next(iter(self._dirty))
             if not self._fill(pdu, aid, self._dirty[aid], now):
-                return pdu
+                return True
             del self._dirty[aid]
+            if not more():
+                return not (self._dirty or self._bulk)
         while self._bulk:
             if not self._fill(pdu, self._bulk[-1], None, now):
-                return pdu
+                return True
             self._bulk.pop()
-        return pdu
+            if not more():
+                return not self._bulk
+        return True
 
     def _flush(self, now: float) -> None:
-        """Send UPDATEs while the window is open and there is something to send."""
-        while self.in_flight < SYNC_WINDOW and (self._dirty or self._bulk):
-            pdu = self._next_pdu(now)
-            if not pdu:
-                continue
+        """Send UPDATEs while the window is open and there is something to send, until
+        the slice's time is up (then the slice timer goes on later)."""
+        more = slice_of(self.slice_clock, self.work_slice)
+        self._slice_at = None
+        while self.in_flight < SYNC_WINDOW and (self._dirty or self._bulk or self._pdu):
+            pdu = self._pdu or PduSpace(update_budget(self.link.pdu_limit), [], [], [])
+            self._pdu = None
+            if not self._fill_next(pdu, now, more):
+                self._pdu, self._slice_at = pdu, now
+                return
+            self._send_update(pdu, now)
+            if not more() and (self._dirty or self._bulk):
+                self._slice_at = now
+                return
+
+    def _send_update(self, pdu: PduSpace, now: float) -> None:
+        if pdu:
             self._send_sequenced(Update(transaction_id=self._txids(), sequence=self.next_seq,
                                         advertise=tuple(pdu.advertise),
                                         withdraw=tuple(pdu.withdraw),
                                         purge=tuple(pdu.purge)), now)
 
     def _send_root(self, now: float) -> None:
+        if self._pdu is not None:  # what the digest covers goes first
+            pdu, self._pdu = self._pdu, None
+            self._send_update(pdu, now)
         self.next_digest = now + self.digest_interval
         self._send_sequenced(Digest(transaction_id=self._txids(), sequence=self.next_seq,
                                     summary=self.tree.summary()), now)
@@ -386,5 +435,8 @@ class SyncOut(TypedMachine):
 
     def _send_digest(self, now: float, inp: DigestDue) -> None:
         self._send_root(now)
+
+    def _send_slice(self, now: float, inp: SliceDue) -> None:
+        self._flush(now)
 
 

@@ -347,8 +347,10 @@ class GatewayRuntime:
                                 pdu_limit=_pdu_limit, session_timers=self._session_timers,
                                 replication=lambda domain: Replication.SUMMARY
                                 if domain in summary else Replication.FULL,
+                                summary_mode=bool(summary),
                                 limits=RequestLimits(c.limit), slice_clock=time.thread_time,
                                 learn_slice=c.limit("LEARN_SLICE"),
+                                work_slice=c.limit("WORK_SLICE"),
                                 tracer=GatewayHops(self.name, c.domain,
                                                    provider=self.tracer_provider),
                                 limit_hold=c.limit("PEER_LIMIT_HOLD"),
@@ -518,7 +520,10 @@ class GatewayRuntime:
 
     # --- events --------------------------------------------------------------------------
     def _sent(self, dest: Handle, msg: Message) -> None:
-        """Every message sent: one INFO line per request this gateway refused."""
+        """Every message sent: one INFO line per request this gateway refused.  The
+        records of an UPDATE may have been decoded to be sent: the heap grew."""
+        if isinstance(msg, Update) and self._freezer is not None:
+            self._freezer.grew(len(msg.advertise))
         request: MessageType | int | None = _REFUSALS.get(msg.TYPE)
         if isinstance(msg, Error) and msg.offending_type is not None:
             request = msg.offending_type
@@ -605,7 +610,8 @@ class GatewayRuntime:
         self._stopping = True
         if self.loop_lag is not None:  # what it measured while running
             log.info("event loop probe", extra=facts(
-                loop_stall_ms_max=round(await self.loop_lag.stop(), 1)))
+                loop_stall_ms_max=round(await self.loop_lag.stop(), 1),
+                loop_stall_cpu_ms_max=round(self.loop_lag.worst_cpu * 1000, 1)))
         if self.management is not None:
             await self.management.stop()
         node, pump = self.node, self.pump

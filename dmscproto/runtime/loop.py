@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
+import time
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -38,14 +39,18 @@ def run(coro: Coroutine[Any, Any, T], loop: LoopName = "asyncio") -> T:
 
 class LoopLag:
     """The longest the running event loop was kept busy, measured from inside: a task
-    sleeps ``period`` at a time and notes how much later than asked it woke up.  Costs
-    about a thousand wake-ups a second: a probe for benchmarks and diagnosis."""
+    sleeps ``period`` at a time and notes how much later than asked it woke up, and how
+    much CPU time the loop's thread used meanwhile (``worst_cpu``: what the stall cost
+    the process, whatever else the machine ran).  Costs about a thousand wake-ups a
+    second: a probe for benchmarks and diagnosis."""
 
     def __init__(self, period: float = 0.001) -> None:
         self.period = period
         #: The longest stall seen, and the last one, in seconds.
         self.worst = 0.0
         self.last = 0.0
+        #: The most thread CPU time between two wake-ups, in seconds.
+        self.worst_cpu = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -53,13 +58,14 @@ class LoopLag:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        last = loop.time()
+        last, last_cpu = loop.time(), time.thread_time()
         while True:
             await asyncio.sleep(self.period)
-            now = loop.time()
+            now, cpu = loop.time(), time.thread_time()
             self.last = now - last - self.period
             self.worst = max(self.worst, self.last)
-            last = now
+            self.worst_cpu = max(self.worst_cpu, cpu - last_cpu)
+            last, last_cpu = now, cpu
 
     async def stop(self) -> float:
         """Stop the probe; the longest stall in milliseconds."""

@@ -164,6 +164,7 @@ class Network:
         mode = Replication.SUMMARY if self.summaries else Replication.FULL
         gw.node = GatewayNode(core, name=gw.name, verifier=self.records.verify,
                               export_for=export_for, replication=lambda _domain: mode,
+                              summary_mode=self.summaries,
                               rng=random.Random(f"{self.seed}/{gw.name}/{gw.incarnation}"),
                               **self.node_options)
         gw.timer_at = None

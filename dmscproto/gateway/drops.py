@@ -1,0 +1,58 @@
+"""The routes of closed peer sessions, dropped in slices (draft-dmsc-protocol-00,
+Section 6.1).
+
+When a session ends, every route through that peer goes (records whose last route it
+was are removed, the others move to their next best route).  Through one peer that can
+be the whole table: :class:`PeerDrops` drops them in commits of ``CHUNK`` records,
+for at most WORK_SLICE per step of the gateway (the caller's ``more``), so that a closed
+session does not stall the gateway.  A session with the same peer established again
+before the end stops the drop: its table transfer sweeps the routes it does not
+confirm (Section 6.5.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..codec.changes import TableChanges
+from ..codec.wire import VersionedId
+from .core import MAX_VERSION, GatewayCore
+
+#: Records dropped in one commit.
+CHUNK = 256
+
+
+class PeerDrops:
+    """The routes still to drop, per peer whose session ended (module doc)."""
+
+    def __init__(self) -> None:
+        self._left: dict[bytes, list[bytes]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._left)
+
+    def start(self, peer: bytes, agent_ids: Sequence[bytes]) -> None:
+        """The session with ``peer`` ended: drop its routes to ``agent_ids``."""
+        if agent_ids:
+            self._left[peer] = list(agent_ids)
+
+    def cancel(self, peer: bytes) -> None:
+        """A session with ``peer`` is established again."""
+        self._left.pop(peer, None)
+
+    def work(self, core: GatewayCore, more: Callable[[], bool]) -> TableChanges:
+        """Drop routes, a chunk at a time, while ``more()``; what changed."""
+        advertised: list[bytes] = []
+        withdrawn: list[VersionedId] = []
+        while self._left:
+            peer, left = next(iter(self._left.items()))
+            chunk = [VersionedId(a, MAX_VERSION) for a in left[-CHUNK:]]
+            del left[-CHUNK:]
+            if not left:
+                del self._left[peer]
+            ch = core.withdraw_many(chunk, peer)
+            advertised += ch.advertised
+            withdrawn += ch.withdrawn
+            if not more():
+                break
+        return TableChanges(tuple(advertised), tuple(withdrawn))

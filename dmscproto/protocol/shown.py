@@ -1,0 +1,121 @@
+"""What our capability summaries cover, kept on write (draft-dmsc-protocol-00, Section 6.9).
+
+A gateway's summary towards a target (a peer domain, or its own domain for its own
+gateways) covers the records of its domain it holds that its export policy shows the
+target, less those withheld after a restart (Section 6.1.2).  The
+:class:`~.ports.SummarySource` keeps the terms of every record of the domain as records
+are written; a target that is shown every record uses them as they are.  For a target
+with an export filter, :class:`ShownTerms` keeps its own counts: each record written
+since (the source's journal) is looked at again, O(changes) per summary.  Looking at
+every record once, when such a target first appears, is done in slices of at most
+``slice_s`` of ``slice_clock`` (none without a clock), so that no step of the gateway
+walks the whole table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from ..codec.wire import CapabilitySummary
+from .bloom import Bloom
+from .machine import slice_of
+from .peering import ExportFor
+from .ports import ExportFilter, SummarySource
+from .terms import TermCounts
+
+
+class _Filtered:
+    """The terms of the records a filtered target is shown, and the records still to
+    look at."""
+
+    __slots__ = ("allow", "counts", "members", "pending")
+
+    def __init__(self, allow: ExportFilter,
+                 pending: Collection[bytes]) -> None:
+        self.allow = allow
+        self.counts = TermCounts()
+        self.members: dict[bytes, tuple[str, ...]] = {}
+        self.pending: dict[bytes, None] = dict.fromkeys(pending)
+
+    def work(self, source: SummarySource, withheld: Collection[bytes],
+             more: Callable[[], bool]) -> bool:
+        """Look at pending records while ``more()``; whether none is left."""
+        pending, members, counts = self.pending, self.members, self.counts
+        while pending and more():
+            aid = next(iter(pending))
+            del pending[aid]
+            old = members.pop(aid, None)
+            if old is not None:
+                counts.remove(old)
+            terms = source.summary_terms(aid)
+            if terms is None or aid in withheld:
+                continue
+            if self.allow is not None:
+                record = source.domain_record(aid)
+                if record is None or not self.allow(record):
+                    continue
+            members[aid] = terms
+            counts.add(terms)
+        return not pending
+
+
+class ShownTerms:
+    """The summary terms each target is shown (module doc)."""
+
+    def __init__(self, source: SummarySource, export_for: ExportFor,
+                 withheld: Callable[[], Collection[bytes]],
+                 slice_clock: Callable[[], float] | None, slice_s: float) -> None:
+        self.source = source
+        self.export_for = export_for
+        self.withheld = withheld
+        self.slice_clock = slice_clock
+        self.slice_s = slice_s
+        self._filtered: dict[str, _Filtered] = {}
+        #: The last filter built per target: from which counts, at which version.
+        self._built: dict[str, tuple[TermCounts, int, CapabilitySummary]] = {}
+
+    def _counts(self, target: str) -> TermCounts | None:
+        """The counts of ``target`` (None: still being gathered)."""
+        allow, withheld = self.export_for(target), self.withheld()
+        if allow is None and not withheld:
+            self._filtered.pop(target, None)
+            return self.source.domain_terms
+        f = self._filtered.get(target)
+        if f is None:
+            f = self._filtered[target] = _Filtered(allow, self.source.domain_ids())
+        return None if f.pending else f.counts
+
+    def bloom(self, target: str) -> Bloom | None:
+        """The filter of what ``target`` is shown, None while it is being gathered
+        (:meth:`gather`).  Built again only when a term came or went."""
+        counts = self._counts(target)
+        if counts is None:
+            return None
+        built = self._built.get(target)
+        if built is None or built[0] is not counts or built[1] != counts.version:
+            value = Bloom.of_terms(counts.terms(), counts.records).value
+            self._built[target] = (counts, counts.version, value)
+        else:
+            value = CapabilitySummary(built[2].hashes, counts.records, built[2].bits)
+        return Bloom(value)
+
+    def reconsider(self, agent_ids: Collection[bytes]) -> None:
+        """Records whose export changed without a write (released after a restart)."""
+        for f in self._filtered.values():
+            f.pending.update(dict.fromkeys(agent_ids))
+
+    def gather(self) -> bool:
+        """Bring the filtered targets up to date, within one slice; whether they are."""
+        changed = self.source.take_domain_changes()
+        if changed:
+            self.reconsider(changed)
+        more = slice_of(self.slice_clock, self.slice_s)
+        withheld = self.withheld()
+        return all([f.work(self.source, withheld, more) for f in self._filtered.values()])
+
+    def keep(self, targets: Collection[str]) -> None:
+        """Forget the targets no peer needs any more."""
+        for target in [t for t in self._filtered if t not in targets]:
+            del self._filtered[target]
+        for target in [t for t in self._built if t not in targets]:
+            del self._built[target]

@@ -1,0 +1,158 @@
+"""No step over the whole table on the sending side (issue 10 item 4; draft-dmsc-protocol-00
+Sections 6.1, 6.5.3, 6.9): the bulk table is filled into UPDATEs a slice at a time, the
+routes of a closed session are dropped a slice at a time, and a capability summary is
+kept on write, never built by a walk over the records; the originator sends its summary
+into its own domain only where summaries are exchanged with some peer domain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dmscproto.codec.messages import Digest, Message, Summary, Update
+from dmscproto.codec.values import CapabilityRecord, Skill
+from dmscproto.gateway import drops
+from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.bloom import Bloom
+from dmscproto.protocol.machine import Outbox, TransactionIds
+from dmscproto.protocol.summary import Replication
+from dmscproto.protocol.sync import PeerSync, SyncPeer
+from dmscproto.testing.harness import T0, Network, make_record
+
+PEER = bytes([0x01]) * 16
+
+
+def sliced() -> Callable[[], float]:
+    """A slice clock that advances one second per reading (a slice of 2.5 s looks at a
+    record or two)."""
+    ticks = iter(range(10**6))
+    return lambda: float(next(ticks))
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> Iterator[GatewayCore]:
+    c = GatewayCore(bytes([0xEE]) * 16, "a.example", RegistryStore(tmp_path / "gw.db"))
+    for i in range(7):
+        c.register(make_record(40 + i, f"agent{i}", "a.example"), 3600, T0)
+    yield c
+    c.store.close()
+
+
+def test_bulk_table_filled_in_slices(core: GatewayCore) -> None:
+    """Each step fills the UPDATE for one slice; the UPDATE goes when it is full or the
+    table is done, and the DIGEST that closes the table after it."""
+    msgs: list[Message] = []
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "a.example",
+                                             lambda m, _t: msgs.append(m)),
+                    TransactionIds(), lambda _h, _s, _t: None, slice_clock=sliced(),
+                    work_slice=2.5)
+    sync.start(T0)
+    steps = 1
+    while sync.get_timer() == T0:
+        assert msgs == []  # nothing half-filled goes out, nor the closing DIGEST
+        sync.handle_timer(T0)
+        steps += 1
+    update, digest = msgs
+    assert isinstance(update, Update) and isinstance(digest, Digest) and steps >= 3
+    assert {a.record.record.agent_id for a in update.advertise} == set(core.agent_ids())
+
+
+def test_closed_session_routes_dropped_in_slices(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The routes through a peer whose session closed go a chunk per slice, each
+    propagated; a session with the same peer established again stops the drop."""
+    monkeypatch.setattr(drops, "CHUNK", 1)
+    net = Network(tmp_path)
+    a, b = net.gateway("gw-a"), net.gateway("gw-b")
+    for i in range(7):
+        net.agent(f"agent{i}", "gw-b").register(net.now)
+    a.connect("gw-b", net.now)
+    net.advance(2)
+    assert len(a.core) == 7
+    a.slice_clock, a.work_slice = sliced(), 1.5
+    a.disconnect("gw-b", net.now)
+    assert 0 < len(a.core) < 7 and a.get_timer() == net.now
+    a.handle_timer(net.now)
+    assert 0 < len(a.core) < 5
+    a.connect("gw-b", net.now)  # back before the end: its table transfer sweeps
+    net.advance(2)
+    assert len(a.core) == 7 and not a.drops and len(b.core) == 7
+    net.close()
+
+
+def skills(tag: str) -> tuple[Skill, ...]:
+    return (Skill(f"s-{tag}", "Skill", (tag,)),)
+
+
+def test_summary_kept_on_write(tmp_path: Path) -> None:
+    """What gw-a summarizes for b.example (everything) and for c.example (its export
+    filter: no "internal" tag) is, after registrations and deregistrations, the filter of
+    the records shown, as built from scratch (Section 6.9)."""
+    def export_for(domain: str) -> Callable[[CapabilityRecord], bool] | None:
+        if domain == "c.example":
+            return lambda r: all("internal" not in s.tags for s in r.skills)
+        return None
+
+    net = Network(tmp_path)
+    a = net.gateway("gw-a", "a.example", replication=lambda _d: Replication.SUMMARY,
+                    summary_mode=True, export_for=export_for)
+    for name, dom in (("gw-b", "b.example"), ("gw-c", "c.example")):
+        net.gateway(name, dom, replication=lambda _d: Replication.SUMMARY, summary_mode=True)
+        a.connect(name, net.now)
+    agents = [net.agent(f"agent{i}", "gw-a", skills=skills("internal" if i % 2 else f"t{i}"))
+              for i in range(6)]
+    for agent in agents[:4]:
+        agent.register(net.now)
+    net.advance(3)
+    for agent in agents[4:]:
+        agent.register(net.now)
+    agents[0].deregister(net.now)
+    agents[1].deregister(net.now)
+    net.advance(3)
+
+    def held(dom: str) -> list[CapabilityRecord]:
+        return [r.signed.record for aid in a.core.agent_ids()
+                if (r := a.core.get(aid)) is not None
+                and (export_for(dom) or (lambda _r: True))(r.signed.record)]
+
+    for name, dom in (("gw-b", "b.example"), ("gw-c", "c.example")):
+        best = net.gateways[name].summaries.table.best(a.core.gateway_id)
+        assert best is not None and best.bloom == Bloom.of(held(dom)), dom
+    assert len(held("c.example")) == 2 and len(held("b.example")) == 4
+    net.close()
+
+
+@pytest.mark.parametrize("summary_mode", [False, True])
+def test_summaries_inside_a_domain_only_in_summary_mode(tmp_path: Path,
+                                                        summary_mode: bool) -> None:
+    """Two gateways of one domain replicate every record: the originator sends its summary
+    to the other only when this gateway exchanges summaries with some peer domain."""
+    net = Network(tmp_path)
+    first, second = (net.gateway(n, "a.example", summary_mode=summary_mode)
+                     for n in ("gw-1", "gw-2"))
+    net.agent("alice", "gw-1").register(net.now)
+    first.connect("gw-2", net.now)
+    net.advance(5)
+    assert len(second.core) == 1
+    inside = [s for s in net.log if isinstance(s.msg, Summary)]
+    assert bool(inside) is summary_mode
+    net.close()
+
+
+def test_gateway_without_its_domains_summary_originates_its_own(tmp_path: Path) -> None:
+    """A gateway that shows a peer domain every record but is given no summary of its
+    domain to pass on (its originator is in full-replication mode) originates its own."""
+    net = Network(tmp_path)
+    one, two = net.gateway("gw-1", "a.example"), net.gateway("gw-2", "a.example")
+    low, high = sorted((one, two), key=lambda g: g.core.gateway_id)
+    b = net.gateway("gw-b", "b.example", replication=lambda _d: Replication.SUMMARY,
+                    summary_mode=True)
+    net.agent("alice", "gw-1").register(net.now)
+    one.connect("gw-2", net.now)
+    high.connect("gw-b", net.now)
+    net.advance(5)
+    assert not low.summaries.inside and b.summaries.table.origins() == [high.core.gateway_id]
+    net.close()
