@@ -18,6 +18,7 @@ from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.machine import Outbox, TransactionIds
+from dmscproto.protocol.shown import ShownTerms
 from dmscproto.protocol.summary import Replication
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.testing.harness import T0, Network, make_record
@@ -81,6 +82,26 @@ def test_closed_session_routes_dropped_in_slices(tmp_path: Path,
     net.advance(2)
     assert len(a.core) == 7 and not a.drops and len(b.core) == 7
     net.close()
+
+
+def test_filtered_summary_counted_in_slices(core: GatewayCore) -> None:
+    """A target with an export filter is counted once, a slice at a time (no filter until
+    then), and afterwards from the records written since (Section 6.9)."""
+    shown = ShownTerms(core, lambda _d: lambda r: r.name != "agent0", lambda: set(),
+                       sliced(), 2.5)
+    assert shown.bloom("b.example") is None
+    steps = 1
+    while not shown.gather():
+        steps += 1
+
+    def expected() -> Bloom:
+        return Bloom.of(r.signed.record for a in core.agent_ids()
+                        if (r := core.get(a)) is not None and r.signed.record.name != "agent0")
+
+    assert steps >= 3 and shown.bloom("b.example") == expected()
+    core.deregister(core.agent_ids()[-1], T0)
+    core.register(make_record(60, "agent9", "a.example", skills=skills("new")), 3600, T0)
+    assert shown.gather() and shown.bloom("b.example") == expected()
 
 
 def skills(tag: str) -> tuple[Skill, ...]:

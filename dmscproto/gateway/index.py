@@ -56,7 +56,7 @@ import cbor2
 from ..codec import cbor
 from ..codec.registry import ConstraintOp
 from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQuery
-from ..protocol.terms import TermCounts, skill_words, summary_terms, words
+from ..protocol.terms import RecordTerms, TermCounts, skill_words, words
 
 _EMPTY: frozenset[bytes] = frozenset()
 _ValueKey = tuple[bool, AttrValue]
@@ -259,7 +259,7 @@ class CapabilityIndex:
             postings.add(items, agent_id)
         if parsed[5] == self.domain:
             self._changed[agent_id] = None
-            self.domain_terms.add(summary_terms(*parsed[:3]))
+            self.domain_terms.add((parsed[0], parsed[1], parsed[2]))
 
     def remove(self, agent_id: bytes) -> bool:
         e = self._entries.pop(agent_id, None)
@@ -270,17 +270,17 @@ class CapabilityIndex:
             postings.remove(items, agent_id)
         if parsed[5] == self.domain:
             self._changed[agent_id] = None
-            self.domain_terms.remove(summary_terms(*parsed[:3]))
+            self.domain_terms.remove((parsed[0], parsed[1], parsed[2]))
         return True
 
     # --- the domain's summary terms (Section 6.9) ---------------------------------------
-    def summary_terms(self, agent_id: bytes) -> tuple[str, ...] | None:
+    def summary_terms(self, agent_id: bytes) -> RecordTerms | None:
         """The summary terms of a record of ``domain`` (None: no such record)."""
         e = self._entries.get(agent_id)
         if e is None:
             return None
         parsed = _parse(e.encoded)
-        return summary_terms(*parsed[:3]) if parsed[5] == self.domain else None
+        return (parsed[0], parsed[1], parsed[2]) if parsed[5] == self.domain else None
 
     def domain_ids(self) -> list[bytes]:
         """The records of ``domain``, a snapshot."""

@@ -27,7 +27,7 @@ from ..codec.registry import ID_SIZE, ErrorCode, Scope, timer
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Result, VersionedId
 from ..protocol.ports import RegisterOutcome
-from ..protocol.terms import TermCounts
+from ..protocol.terms import RecordTerms, TermCounts
 from .index import CapabilityIndex
 from .routing import Route, RoutingTable
 from .store import RegistryStore, StoredRecord, StoredRow
@@ -402,7 +402,7 @@ class Registry:
         """The records of this gateway's domain changed since the last call."""
         return self.index.take_changes()
 
-    def summary_terms(self, agent_id: bytes) -> tuple[str, ...] | None:
+    def summary_terms(self, agent_id: bytes) -> RecordTerms | None:
         """The summary terms of a record of this gateway's domain (None: not held)."""
         return self.index.summary_terms(agent_id)
 

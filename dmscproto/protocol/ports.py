@@ -19,7 +19,7 @@ from ..codec.registry import ErrorCode, Scope
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, Result, VersionedId
 from .machine import Handle, Refusal
-from .terms import TermCounts
+from .terms import RecordTerms, TermCounts
 
 #: The export filter towards a peer (None: export everything; Section 7.4).
 ExportFilter = Callable[[CapabilityRecord], bool] | None
@@ -262,7 +262,7 @@ class SummarySource(Protocol):
     def take_domain_changes(self) -> list[bytes]:
         """The records of the domain added, replaced or removed since the last call."""
 
-    def summary_terms(self, agent_id: bytes) -> tuple[str, ...] | None:
+    def summary_terms(self, agent_id: bytes) -> RecordTerms | None:
         """The summary terms of a record of the domain (None: not held)."""
 
     def domain_record(self, agent_id: bytes) -> CapabilityRecord | None:

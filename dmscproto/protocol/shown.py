@@ -21,29 +21,37 @@ from .bloom import Bloom
 from .machine import slice_of
 from .peering import ExportFor
 from .ports import ExportFilter, SummarySource
-from .terms import TermCounts
+from .terms import RecordTerms, TermCounts
 
 
 class _Filtered:
     """The terms of the records a filtered target is shown, and the records still to
     look at."""
 
-    __slots__ = ("allow", "counts", "members", "pending")
+    __slots__ = ("allow", "counts", "members", "pending", "todo")
 
-    def __init__(self, allow: ExportFilter,
-                 pending: Collection[bytes]) -> None:
+    def __init__(self, allow: ExportFilter, every: list[bytes]) -> None:
         self.allow = allow
         self.counts = TermCounts()
-        self.members: dict[bytes, tuple[str, ...]] = {}
-        self.pending: dict[bytes, None] = dict.fromkeys(pending)
+        self.members: dict[bytes, RecordTerms] = {}
+        #: Every record held when the target appeared, then those changed since.
+        self.todo = every
+        self.pending: dict[bytes, None] = {}
+
+    @property
+    def done(self) -> bool:
+        return not (self.todo or self.pending)
 
     def work(self, source: SummarySource, withheld: Collection[bytes],
              more: Callable[[], bool]) -> bool:
-        """Look at pending records while ``more()``; whether none is left."""
-        pending, members, counts = self.pending, self.members, self.counts
-        while pending and more():
-            aid = next(iter(pending))
-            del pending[aid]
+        """Look at the records to look at while ``more()``; whether none is left."""
+        todo, pending, members, counts = self.todo, self.pending, self.members, self.counts
+        while (todo or pending) and more():
+            if pending:
+                aid = next(iter(pending))
+                del pending[aid]
+            else:
+                aid = todo.pop()
             old = members.pop(aid, None)
             if old is not None:
                 counts.remove(old)
@@ -56,7 +64,7 @@ class _Filtered:
                     continue
             members[aid] = terms
             counts.add(terms)
-        return not pending
+        return self.done
 
 
 class ShownTerms:
@@ -83,7 +91,7 @@ class ShownTerms:
         f = self._filtered.get(target)
         if f is None:
             f = self._filtered[target] = _Filtered(allow, self.source.domain_ids())
-        return None if f.pending else f.counts
+        return f.counts if f.done else None
 
     def bloom(self, target: str) -> Bloom | None:
         """The filter of what ``target`` is shown, None while it is being gathered

@@ -4,9 +4,12 @@ Per peer domain a gateway either replicates records (UPDATE, DIGEST: Sections 6.
 or exchanges only summaries.  Either way each domain's summary, a Bloom filter of the
 capability terms of its records, is originated once per change by its originator (the
 gateway with no established peer of its domain with a lower Gateway ID), with its
-Gateway ID as origin, a TIMESTAMP as version and a PATH_VECTOR, and reaches the other
+Gateway ID as origin, a TIMESTAMP as version and a PATH_VECTOR, and, where the
+originator exchanges summaries with some peer domain (``inside``), reaches the other
 gateways of its domain, which pass it on (a gateway whose export policy hides records
-from a peer domain originates its own towards it).  A gateway keeps, per origin, the
+from a peer domain, or that holds no summary of its domain to pass on, originates its
+own towards it).  What a summary covers is kept on write (:mod:`.shown`): originating
+one never walks the records.  A gateway keeps, per origin, the
 summary each peer advertised (the newest TIMESTAMP, then the shortest path, then the
 lowest next hop is best) and re-advertises the best one to its other peers with its own
 Gateway ID appended, under the transit rule of Section 6.3 applied to the summary's

@@ -11,8 +11,7 @@ summary is kept on write, at the cost of the terms of the records that change.
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Iterable, KeysView
+from collections.abc import Iterable, Sequence
 
 from ..codec.values import CapabilityRecord
 
@@ -32,12 +31,15 @@ def skill_words(record: CapabilityRecord) -> set[str]:
     return ws
 
 
+#: A record's distinct skill ids, case-folded tags and words.
+RecordTerms = tuple[Sequence[str], Sequence[str], Sequence[str]]
+_PREFIXES = ("s:", "t:", "w:")
+
+
 def summary_terms(skills: Iterable[str], tags: Iterable[str],
-                  ws: Iterable[str]) -> tuple[str, ...]:
-    """The summary terms of a record with these skill ids, case-folded tags and words
-    (interned: the records of a domain share them)."""
-    return tuple(sys.intern(p + t) for p, ts in (("s:", skills), ("t:", tags), ("w:", ws))
-                 for t in ts)
+                  ws: Iterable[str]) -> list[str]:
+    """The summary terms of a record with these skill ids, case-folded tags and words."""
+    return [p + t for p, ts in zip(_PREFIXES, (skills, tags, ws), strict=True) for t in ts]
 
 
 class TermCounts:
@@ -48,31 +50,32 @@ class TermCounts:
     __slots__ = ("_counts", "records", "version")
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
+        self._counts: tuple[dict[str, int], ...] = ({}, {}, {})
         self.records = 0
         self.version = 0
 
-    def add(self, terms: Iterable[str]) -> None:
+    def add(self, terms: RecordTerms) -> None:
         """A record with these (distinct) terms joins the set."""
-        counts = self._counts
         self.records += 1
-        for t in terms:
-            c = counts.get(t, 0)
-            counts[t] = c + 1
-            if not c:
-                self.version += 1
+        for counts, ts in zip(self._counts, terms, strict=True):
+            for t in ts:
+                c = counts.get(t, 0)
+                counts[t] = c + 1
+                if not c:
+                    self.version += 1
 
-    def remove(self, terms: Iterable[str]) -> None:
+    def remove(self, terms: RecordTerms) -> None:
         """A record with these terms, added before, leaves the set."""
-        counts = self._counts
         self.records -= 1
-        for t in terms:
-            c = counts[t] - 1
-            if c:
-                counts[t] = c
-            else:
-                del counts[t]
-                self.version += 1
+        for counts, ts in zip(self._counts, terms, strict=True):
+            for t in ts:
+                c = counts[t] - 1
+                if c:
+                    counts[t] = c
+                else:
+                    del counts[t]
+                    self.version += 1
 
-    def terms(self) -> KeysView[str]:
-        return self._counts.keys()
+    def terms(self) -> list[str]:
+        """The distinct summary terms held."""
+        return summary_terms(*self._counts)
