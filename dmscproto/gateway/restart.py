@@ -25,7 +25,8 @@ class RestartGrace:
     """The stale local records of a restarted gateway and the end of their grace."""
 
     def __init__(self, stale: Iterable[bytes], until: float) -> None:
-        self.stale = set(stale)
+        self._order = list(stale)  # as given (sorted): what expire() reports, in order
+        self.stale = set(self._order)
         self.until: float | None = until if self.stale else None
 
     def exportable(self, allow: Allow) -> Allow:
@@ -48,8 +49,10 @@ class RestartGrace:
         return self.until
 
     def expire(self, now: float) -> list[bytes]:
-        """At the end of the grace period: the records stale until now, no longer so."""
+        """At the end of the grace period: the records stale until now, no longer so, in
+        the order given (no sort of the whole table in one step)."""
         if self.until is None or now < self.until:
             return []
-        ended, self.stale, self.until = sorted(self.stale), set(), None
+        ended = [a for a in self._order if a in self.stale]
+        self._order, self.stale, self.until = [], set(), None
         return ended
