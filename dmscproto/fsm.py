@@ -70,6 +70,13 @@ class TableMachine:
         getattr(self, "_" + action.name.lower())(now, inp)
         self.state = nxt
 
+    def run_from(self, state: Enum, inp: StepInput, now: float) -> None:
+        """Run the transition for ``inp`` from ``state``: the step of a machine whose
+        state is held per key elsewhere (a gateway's registry holds each agent's) and
+        loaded for each input."""
+        self.state = state
+        self.run(inp, now)
+
     def rows_for(self, kind: Enum) -> bool:
         """Whether the current state has a row for ``kind``."""
         return (self.state, kind) in self.TABLE

@@ -189,11 +189,9 @@ class GatewayRegistration(TypedMachine):
             self.refuse(source, msg, err)
             raise err
         before = self.state_of(aid)
-        inp = self._decide(source, msg, now)
-        self.state = before
-        self.run(inp, now)
+        self.run_from(before, self._decide(source, msg, now), now)
         # The table's next state is what the registry now holds: they cannot disagree.
-        assert self.state_of(aid) is self.state, (aid.hex(), inp.KIND)
+        assert self.state_of(aid) is self.state, aid.hex()
 
     def _decide(self, source: Handle, msg: Message, now: float) -> StepInput:
         """The registry's decision on ``msg``, committed when it is a success."""
@@ -224,8 +222,7 @@ class GatewayRegistration(TypedMachine):
         """Lease timer: the core removes every registration due, in one commit; then each
         goes through its (REGISTERED, LEASE_END) transition."""
         for vid in self.core.expire(now):
-            self.state = _GS.REGISTERED
-            self.run(LeaseEnded(vid), now)
+            self.run_from(_GS.REGISTERED, LeaseEnded(vid), now)
             assert self.state_of(vid.agent_id) is self.state
 
     # --- actions ------------------------------------------------------------------------------
