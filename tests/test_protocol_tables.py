@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 import pytest
+from conftest import Rows, every_row
 
 from dmscproto.codec.digest import DigestTree
 from dmscproto.codec.messages import (
@@ -62,7 +63,7 @@ M = MessageType
 #: Requests and their answers, as the draft's Section 3.3 table lists them.
 REQUESTS = {M.REGISTER, M.REFRESH, M.DEREGISTER, M.DISCOVER, M.ROUTE_REQUEST, M.OPEN,
             M.SYNC_REQUEST, M.DIGEST_REQUEST, M.ECHO_REQUEST, M.TRACE_REQUEST}
-ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16
+ME, PEER, PEER2 = bytes([0xEE]) * 16, bytes([0x01]) * 16, bytes([0x02]) * 16
 EXAMPLE = {t: examples()[names[0]] for t, names in by_type().items()}
 
 
@@ -242,15 +243,18 @@ def _sync_in(state: Enum, tmp_path: Path) -> Rig:
 
 
 def _federated(state: Enum, tmp_path: Path) -> Rig:
-    """gw-a holds a summary of b.example (through PEER) offering 'forecast'; a query for
-    it is relayed (RELAYED), one for 'juggle' answered at once (DONE)."""
+    """gw-a holds summaries of b.example (through PEER) and c.example (through PEER2)
+    offering 'forecast'; a query for it is relayed to both (RELAYED), one for 'juggle'
+    answered at once (DONE)."""
     out = Outbox()
     core = _core(tmp_path)
     table = SummaryTable(ME)
-    bloom = Bloom.of([make_record(31, "bob", "b.example").record])
-    assert table.learn(Summary(gateway_id=PEER, timestamp=1, path=(PEER,), domain="b.example",
-                               summary=bloom.value), PEER)
-    ctx = DiscoveryContext(core, core.remote, table, TransactionIds(), {PEER: "peer"}.get,
+    peers = {PEER: "peer", PEER2: "peer2"}  # two domains offer it: two DISCOVERs relayed
+    for n, (gid, domain) in enumerate(((PEER, "b.example"), (PEER2, "c.example"))):
+        bloom = Bloom.of([make_record(31 + n, "bob", domain).record])
+        assert table.learn(Summary(gateway_id=gid, timestamp=1, path=(gid,), domain=domain,
+                                   summary=bloom.value), gid)
+    ctx = DiscoveryContext(core, core.remote, table, TransactionIds(), peers.get,
                            lambda _h, _s, _t: None, lambda _h: None, lambda _p, _d: True)
     skill = "juggle" if state is FederatedDiscovery.State.DONE else "forecast"
     m = FederatedDiscovery(out, ctx, "agent", Discover(
@@ -410,3 +414,63 @@ def test_machine_events_share_its_event_base(cls: type[Machine]) -> None:
         return
     assert emitted and all(issubclass(e, cls.EVENTS) for e in emitted), emitted
     assert issubclass(cls.EVENTS, ProtocolEvent) and cls.EVENTS is not ProtocolEvent
+
+
+def test_every_row_of_the_relays_and_responders_runs(table_rows: Rows,
+                                                     tmp_path: Path) -> None:
+    """Routing, trace and relayed discovery transactions and both responders through every
+    row of their tables: each way a transaction starts, and each way a waiting one ends."""
+    n = iter(range(1000))
+
+    def rig(cls: type[Machine], state: str) -> Rig:
+        sub = tmp_path / str(next(n))
+        sub.mkdir()
+        return RIGS[cls](cls.State[state], sub)
+
+    for cls in (RouteRelay, TraceRelay):
+        for waiting in ("DELIVERED", "FORWARDED") if cls is RouteRelay else ("FORWARDED",):
+            for end in ("reply", "error", "timer"):
+                r = rig(cls, waiting)
+                assert isinstance(r.machine, RouteRelay | TraceRelay)
+                if end == "timer":
+                    r.machine.handle_timer(T0 + 1000)
+                else:
+                    reply = M.ROUTE_REPLY if cls is RouteRelay else M.TRACE_REPLY
+                    r.feed(replace(EXAMPLE[reply if end == "reply" else M.ERROR],
+                                   transaction_id=r.txid))
+        rig(cls, "DONE")
+    lost = TraceRelay(Outbox(), rig(RouteRelay, "IDLE").machine.ctx,  # type: ignore[attr-defined]
+                      "up", TraceRequest(transaction_id=1, target_agent=bytes(16),
+                                         hop_limit=8, path=()))
+    lost.start(T0)  # no route: refused
+    for end in ("replies", "timer"):
+        f = rig(FederatedDiscovery, "RELAYED")
+        assert isinstance(f.machine, FederatedDiscovery)
+        if end == "timer":
+            f.machine.handle_timer(T0 + 1000)
+        for source, txid in list(f.machine.pending) if end == "replies" else ():
+            f.machine.receive(source, replace(EXAMPLE[M.DISCOVER_REPLY], transaction_id=txid),
+                              T0 + 1)
+    rig(FederatedDiscovery, "DONE")
+    for cls in (DiscoveryResponder, EchoResponder):
+        rig(cls, "READY").feed(replace(EXAMPLE[M.DISCOVER if cls is DiscoveryResponder
+                                               else M.ECHO_REQUEST], transaction_id=3))
+
+    def over(_source: object = None) -> Callable[[], None]:
+        def spend() -> None:
+            raise ProtocolError(ErrorCode.QUERY_TOO_LARGE, "over budget")
+        return spend
+
+    core = _core(tmp_path)
+    core.register(make_record(30, "alice", "a.example"), 600, T0)
+    busy = DiscoveryResponder(Outbox(), core, budget=over)
+    costly = Discover(transaction_id=4, query=DiscoveryQuery(intent="forecast"),
+                      scope=Scope.FEDERATED, max_results=5)
+    busy.receive("agent", costly, T0)
+    ctx = DiscoveryContext(core, core.remote, SummaryTable(ME), TransactionIds(),
+                           lambda _g: None, lambda _h, _s, _t: None, lambda _h: None,
+                           lambda _p, _d: True, budget=over)
+    FederatedDiscovery(busy.outbox, ctx, "agent", costly, None).start(T0)
+    assert [m.status for _, m in busy.outbox.messages] == [ErrorCode.QUERY_TOO_LARGE] * 2
+    assert table_rows >= every_row(RouteRelay, TraceRelay, FederatedDiscovery,
+                                   DiscoveryResponder, EchoResponder)
