@@ -77,6 +77,21 @@ class TableMachine:
         self.state = state
         self.run(inp, now)
 
+    @property
+    def finished(self) -> bool:
+        """Whether the current state has no row leaving it (a transaction's last)."""
+        return self.state not in _states_with_rows(type(self))
+
     def rows_for(self, kind: Enum) -> bool:
         """Whether the current state has a row for ``kind``."""
         return (self.state, kind) in self.TABLE
+
+
+_LIVE: dict[type[TableMachine], frozenset[Enum]] = {}
+
+
+def _states_with_rows(machine: type[TableMachine]) -> frozenset[Enum]:
+    live = _LIVE.get(machine)
+    if live is None:
+        live = _LIVE[machine] = frozenset(state for state, _ in machine.TABLE)
+    return live

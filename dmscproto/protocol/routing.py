@@ -144,7 +144,7 @@ class Relay(TypedMachine):
 
     @property
     def done(self) -> bool:
-        return self.state.name == "DONE"
+        return self.finished
 
     def start(self, now: float) -> None:
         """Classify the request and run its transition."""
