@@ -20,7 +20,7 @@ transports (:mod:`dmscproto.transport.reliability`) share it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
@@ -53,6 +53,20 @@ class TableMachine:
     #: The timers of draft-dmsc-protocol-00 Section 8 the machine uses, by name.
     TIMERS: ClassVar[tuple[str, ...]] = ()
 
+    #: ``TABLE`` as :meth:`run` reads it, made when the class is: keyed by the identities
+    #: of the (singleton) enum members, whose hash is computed in Python, each action's
+    #: method looked up once; and the states some row leaves.
+    _ROWS: ClassVar[dict[tuple[int, int], tuple[Callable[[Any, float, Any], None], Enum]]]
+    _LIVE: ClassVar[frozenset[int]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = getattr(cls, "TABLE", None)
+        if table is not None:
+            cls._ROWS = {(id(s), id(i)): (getattr(cls, "_" + a.name.lower()), n)
+                         for (s, i), (a, n) in table.items()}
+            cls._LIVE = frozenset(id(s) for s, _ in table)
+
     def __init__(self) -> None:
         self.state: Enum = self.INITIAL
 
@@ -63,11 +77,11 @@ class TableMachine:
 
     def run(self, inp: StepInput, now: float) -> None:
         """Run the transition for ``inp`` from the current state."""
-        entry = self.TABLE.get((self.state, inp.KIND))
+        entry = self._ROWS.get((id(self.state), id(inp.KIND)))
         if entry is None:
             raise self.no_row(inp.KIND)
         action, nxt = entry
-        getattr(self, "_" + action.name.lower())(now, inp)
+        action(self, now, inp)
         self.state = nxt
 
     def run_from(self, state: Enum, inp: StepInput, now: float) -> None:
@@ -80,18 +94,8 @@ class TableMachine:
     @property
     def finished(self) -> bool:
         """Whether the current state has no row leaving it (a transaction's last)."""
-        return self.state not in _states_with_rows(type(self))
+        return id(self.state) not in self._LIVE
 
     def rows_for(self, kind: Enum) -> bool:
         """Whether the current state has a row for ``kind``."""
-        return (self.state, kind) in self.TABLE
-
-
-_LIVE: dict[type[TableMachine], frozenset[Enum]] = {}
-
-
-def _states_with_rows(machine: type[TableMachine]) -> frozenset[Enum]:
-    live = _LIVE.get(machine)
-    if live is None:
-        live = _LIVE[machine] = frozenset(state for state, _ in machine.TABLE)
-    return live
+        return (id(self.state), id(kind)) in self._ROWS
