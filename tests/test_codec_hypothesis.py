@@ -57,6 +57,7 @@ from dmscproto.codec.messages import OPTIONAL, REPEATED
 from dmscproto.codec.pdu import rewrite
 from dmscproto.codec.registry import CRITICAL_BIT, HEADER_SIZE, ID_SIZE
 from dmscproto.codec.scan import scan_record
+from dmscproto.codec.wire import VALUE_CODECS, CborCodec
 from dmscproto.testing.examples import examples
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -398,6 +399,33 @@ def test_text_map_scan_agrees_with_loads(data: bytes) -> None:
     fast = cbor.scan_text_map(data)
     if fast is not None:  # otherwise loads decides alone
         assert list(fast.items()) == list(cbor.loads(data).items())
+
+
+W3C_TRACES = st.builds(TraceContext, st.from_regex(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]",
+                                                    fullmatch=True))
+LONG_TRACES = st.builds(TraceContext, st.text(min_size=20, max_size=260),
+                        st.none() | short_text)
+
+
+#: Edges of the direct path: a non-shortest length head, 24 and 255 octets, a 2-octet
+#: length head, invalid UTF-8.
+TRACE_EDGES = [b"\xa1\x01\x78\x17" + b"x" * 23, b"\xa1\x01\x78\x18" + b"x" * 24,
+               b"\xa1\x01\x78\xff" + b"x" * 255, b"\xa1\x01\x79\x01\x00" + b"x" * 256,
+               b"\xa1\x01\x78\x18" + b"\xff" * 24]
+
+
+@settings(SETTINGS, max_examples=300)
+@given(mutated(st.sampled_from(TEXT_MAPS + TRACE_EDGES) | (W3C_TRACES | LONG_TRACES).map(
+    lambda t: cbor.dumps(t.to_cbor()))) | st.sampled_from(TRACE_EDGES)
+    | (W3C_TRACES | LONG_TRACES).map(lambda t: cbor.dumps(t.to_cbor())))
+def test_trace_context_codec_agrees_with_cbor(data: bytes) -> None:
+    """TRACE_CONTEXT's direct path reads and writes what the CBOR codec does."""
+    codec = VALUE_CODECS[TlvType.TRACE_CONTEXT]
+    general = CborCodec[TraceContext](TraceContext, cbor.scan_text_map)
+    read = outcome(codec.parse, data)
+    assert read == outcome(general.parse, data)
+    if read[0] == "ok":
+        assert codec.build(read[1]) == general.build(read[1]) == data
 
 
 def test_text_map_scan_takes_the_usual_shapes() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
@@ -262,6 +263,31 @@ class CborCodec(ValueCodec[T]):
         return cbor.dumps(value.to_cbor())  # type: ignore[attr-defined]
 
 
+class TraceCodec(CborCodec[TraceContext]):
+    """TRACE_CONTEXT (Section 7.5), on every request and answer a gateway relays: its
+    usual shape, a map holding only a traceparent of 24 to 255 octets (a W3C one has 55),
+    is read and written directly, octet for octet as the CBOR codec reads and writes it;
+    any other shape goes through that codec."""
+
+    _HEAD = b"\xa1\x01\x78"  # map(1), key 1, text string with a 1-octet length
+
+    def __init__(self) -> None:
+        super().__init__(TraceContext, cbor.scan_text_map)
+
+    def parse(self, data: bytes) -> TraceContext:
+        if data[:3] == self._HEAD and len(data) >= 28 and data[3] == len(data) - 4:
+            with suppress(UnicodeDecodeError):  # else the CBOR codec says why
+                return TraceContext(data[4:].decode())
+        return super().parse(data)
+
+    def build(self, value: TraceContext) -> bytes:
+        if value.tracestate is None:
+            text = value.traceparent.encode()
+            if 24 <= len(text) <= 0xFF:
+                return self._HEAD + bytes((len(text),)) + text
+        return super().build(value)
+
+
 class SignedRecordCodec(ValueCodec[SignedRecord]):
     fmt = c.GreedyBytes
 
@@ -372,7 +398,7 @@ class CapabilitySummaryCodec(ValueCodec[CapabilitySummary]):
 
 #: The value codec of every TLV type: the one table the message codec dispatches on.
 VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
-    TlvType.TRACE_CONTEXT: CborCodec(TraceContext, cbor.scan_text_map),
+    TlvType.TRACE_CONTEXT: TraceCodec(),
     TlvType.DIAGNOSTIC: TextCodec(),
     TlvType.RETRY_AFTER: FixedCodec(c.Int32ub),
     TlvType.AGENT_ID: FixedCodec(Id),
