@@ -10,7 +10,7 @@ from aioquic.quic.connection import QuicConnection
 from transport_support import Pki
 
 from dmscproto.codec.registry import timer
-from dmscproto.transport.quic.flush import Flusher
+from dmscproto.transport.driver import EndOfTurn
 from dmscproto.transport.tls import DmscQuicConnection
 
 CLIENT, SERVER = ("10.0.0.1", 4433), ("10.0.0.2", 4433)
@@ -158,9 +158,9 @@ def test_one_failing_transmit_does_not_hold_back_the_others() -> None:
             sent.append(self.name)
 
     try:
-        flusher = Flusher(loop)
+        turn = EndOfTurn(loop)
         for name in ("first", "broken", "last"):
-            flusher.add(Conn(name))  # type: ignore[arg-type]
+            turn.add(Conn(name).transmit)
         loop.run_until_complete(asyncio.sleep(0))
     finally:
         loop.close()

@@ -471,11 +471,14 @@ class Agent:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, msg: Message, peer: Peer) -> Message | None:
-        """Requests the gateway sends over this connection (ROUTE_REQUEST)."""
+    def _serve(self, msg: Message, peer: Peer) -> Awaitable[Message | None]:
+        """Requests the gateway sends over this connection (ROUTE_REQUEST): the pump's
+        future of the machine's answer."""
         if self._pump is None or self._assoc is None:
-            return None
-        return await self._pump.deliver(self._assoc, msg)
+            nothing: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+            nothing.set_result(None)
+            return nothing
+        return self._pump.deliver(self._assoc, msg)
 
     async def _answer(self, event: RouteRequestReceived) -> None:
         assert self._pump is not None and self._client is not None
@@ -613,8 +616,8 @@ class Agent:
             raise DeadlineExceeded(f"no answer within {timeout:g} s") from None
         finally:
             self._waiters.pop(txid, None)
-            if pump.call(client.cancel, txid, pump.now()):  # still outstanding
-                pump.abandon(self._assoc, txid)
+            pump.call(client.cancel, txid, pump.now())
+            pump.abandon(self._assoc, txid)  # if its transport transaction still runs
 
     async def discover(self, query: DiscoveryQuery | None = None, *,
                        skills: Sequence[str] = (), tags: Sequence[str] = (),

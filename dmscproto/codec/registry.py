@@ -352,11 +352,8 @@ DEFAULT_HOP_LIMIT = 64
 #: Hops a gateway that starts relaying a FEDERATED DISCOVER adds to the relays along the
 #: matching summary's path (Section 5.2.1): room for a path that grew by a detour.
 RELAY_HOP_SLACK = 2
-#: Implementation bounds, not on the wire: how much longer than the longest protocol
-#: transaction timer a transport waits for an answer (so that the machine's timer,
-#: which decides, fires first), and most per-request verdicts a gateway's guard keeps
-#: between admission and the node's use of them (Section 10).
-TRANSPORT_TIMEOUT_MARGIN = 2.0
+#: Implementation bound, not on the wire: most per-request verdicts a gateway's guard
+#: keeps between admission and the node's use of them (Section 10).
 GUARD_MAX_PENDING = 4096
 #: How long a QUIC client waits for its handshake and its confirmation, and how long a
 #: QUIC client pool closing waits for its connections' closing periods.
@@ -376,6 +373,22 @@ def timer(name: str) -> float:
         if t.name == name:
             return t.default_s
     raise KeyError(name)
+
+
+def transaction_time(request: MessageType, timeout_ms: int | None = None, *,
+                     request_timeout: float | None = None,
+                     route_timeout: float | None = None) -> float:
+    """The transaction timeout: how long a requester waits for the answer to ``request``,
+    on every transport (Section 9.3): REQUEST_TIMEOUT; for ROUTE_REQUEST and
+    TRACE_REQUEST, which gateways relay and answer when their own transaction time ends
+    (the request's TIMEOUT, ``timeout_ms``, else ROUTE_TIMEOUT), that time plus
+    REQUEST_TIMEOUT.  ``request_timeout`` and ``route_timeout`` override the timers."""
+    wait = timer("REQUEST_TIMEOUT") if request_timeout is None else request_timeout
+    if request in (MessageType.ROUTE_REQUEST, MessageType.TRACE_REQUEST):
+        if timeout_ms is not None:
+            return wait + timeout_ms / 1000
+        return wait + (timer("ROUTE_TIMEOUT") if route_timeout is None else route_timeout)
+    return wait
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,17 @@ In aioquic's style the machine decides and this module only moves messages and t
   association has at most one request fed per event loop iteration while others wait,
   so one agent sending many costly requests at once delays another's by one of them,
   not by all (Section 10.7);
-* ``machine.get_timer()`` is armed on the event loop (once per loop iteration; a timer
+* ``machine.get_timer()`` is armed on the event loop by the transports' one driver
+  (:class:`~dmscproto.transport.driver.Driver`: once per loop iteration; a timer
   already armed for an earlier deadline is kept) and ``handle_timer`` called when it
   fires; events (``machine.next_event()``) are handed to ``on_event`` in order.
+
+Nothing here runs a task or a timer per transaction: a request is answered through the
+future :meth:`Pump.deliver` returns (the transports send it when it is done), and a
+transaction the machine starts reports back through the transport's ``start_request``
+callback.  The machines' own timers are the transaction timers (Section 8): the pump
+only stops a transport transaction whose requester machine has given up on it by
+then (``TRANSPORT_TIMEOUT``), so that an answer that never comes holds nothing.
 
 The association a machine sees as a *handle* is an :class:`Association`: the
 transport's connection (:class:`~dmscproto.transport.contract.Connection`) and the peer
@@ -25,11 +33,11 @@ identity the transport authenticated.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,24 +45,18 @@ from cryptography import x509
 
 from ..codec.errors import EncodeError
 from ..codec.messages import Error, Message
-from ..codec.registry import (
-    ANSWER_TO,
-    TRANSPORT_TIMEOUT_MARGIN,
-    ErrorCode,
-    MessageType,
-    timer,
-)
+from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, transaction_time
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
 from ..transport.contract import Connection
+from ..transport.driver import Driver
 
 log = logging.getLogger(__name__)
 
-#: How long a transaction this end starts may take at the transport before it is
-#: abandoned: the longest protocol transaction timer (a requester's wait for a relayed
-#: ROUTE_REQUEST or TRACE_REQUEST: the gateway's ROUTE_TIMEOUT plus REQUEST_TIMEOUT,
-#: Section 9.3), plus a margin so the machine's own timer (which decides) fires first.
-TRANSPORT_TIMEOUT = timer("REQUEST_TIMEOUT") + timer("ROUTE_TIMEOUT") + TRANSPORT_TIMEOUT_MARGIN
+#: When the pump stops a transport transaction of its machine's: the longest transaction
+#: time (a relayed ROUTE_REQUEST's or TRACE_REQUEST's, Section 9.3), by which its
+#: requester machine, whose timer is the transaction timeout, has given up on it.
+TRANSPORT_TIMEOUT = transaction_time(MessageType.ROUTE_REQUEST)
 
 
 class Machine(Protocol):
@@ -89,38 +91,39 @@ class Association:
 @dataclass(slots=True)
 class _Waiting:
     request_type: MessageType
-    future: asyncio.Future[Message]
+    future: asyncio.Future[Message | None]
 
 
-def _give_up(future: asyncio.Future[Message], msg: Message) -> None:
-    if not future.done():
-        log.error("no answer to %s from the machine", msg.TYPE.name)
-        future.set_result(Error(transaction_id=msg.transaction_id,
-                                status=ErrorCode.INTERNAL_ERROR, offending_type=int(msg.TYPE),
-                                diagnostic="no answer"))
+def _failure(msg: Message, exc: Exception) -> Error:
+    """The ERROR a machine is fed when its request's transport transaction failed."""
+    default = (ErrorCode.TARGET_UNREACHABLE if isinstance(exc, ConnectionError)
+               else ErrorCode.INTERNAL_ERROR)  # else: a malformed answer (DecodeError)
+    return Error(transaction_id=msg.transaction_id, status=getattr(exc, "code", default),
+                 offending_type=int(msg.TYPE), diagnostic=str(exc))
 
 
 class Turns:
-    """Round robin between associations (module doc): :meth:`turn` returns at once for
-    an association that has had no turn in this loop iteration and none queued; the
-    others queue, and each later iteration wakes the first waiting request of every
+    """Round robin between associations (module doc): :meth:`turn` runs ``go`` at once
+    for an association that has had no turn in this loop iteration and none queued; the
+    others queue, and each later iteration runs the first waiting ``go`` of every
     association that has one."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._served: set[Handle] = set()
-        self._queues: dict[Handle, deque[asyncio.Future[None]]] = {}
+        self._queues: dict[Handle, deque[Callable[[], bool]]] = {}
         self._scheduled = False
 
-    async def turn(self, source: Handle) -> None:
+    def turn(self, source: Handle, go: Callable[[], bool]) -> None:
+        """Run ``go`` in ``source``'s turn; it returns False if it gave its turn away
+        (its request was cancelled meanwhile)."""
         if source not in self._served and source not in self._queues:
             self._served.add(source)
             self._schedule()
+            go()
             return
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._queues.setdefault(source, deque()).append(waiter)
+        self._queues.setdefault(source, deque()).append(go)
         self._schedule()
-        await waiter
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -132,11 +135,10 @@ class Turns:
         self._served.clear()
         for source in list(self._queues):
             queue = self._queues[source]
-            waiter = queue.popleft()
+            go = queue.popleft()
             if not queue:
                 del self._queues[source]
-            if not waiter.done():  # a cancelled request gives its turn away
-                waiter.set_result(None)
+            if go():  # a cancelled request gives its turn away
                 self._served.add(source)
         if self._served:
             self._schedule()
@@ -157,40 +159,46 @@ class Pump:
         self.on_receive = on_receive
         self.clock = clock
         self._loop = asyncio.get_running_loop()
+        #: Requests received and not answered yet, by (handle, txid).
         self._waiting: dict[tuple[Handle, int], _Waiting] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: The transport transactions of requests the machine sent, by (handle, txid).
-        self._outgoing: dict[tuple[Handle, int], asyncio.Task[None]] = {}
+        #: The transport transactions of requests the machine sent, by (handle, txid):
+        #: the transport's key and when the pump stops it (TRANSPORT_TIMEOUT), oldest
+        #: first (every one gets the same time, so the first is the next due).
+        self._outgoing: dict[tuple[Handle, int], tuple[int, float]] = {}
         self._turns = Turns(self._loop)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._arm_soon = False
+        self._driver = Driver(self, clock=clock, lazy=True, loop=self._loop)
+        self._flushing = 0
         self._closed = False
 
     # --- input -----------------------------------------------------------------------
-    async def deliver(self, source: Handle, msg: Message) -> Message | None:
-        """A message received from ``source``.  For a request, wait until the machine
-        answers it and return the answer; for anything else return None at once."""
+    def deliver(self, source: Handle, msg: Message) -> asyncio.Future[Message | None]:
+        """A message received from ``source``: a future of the machine's answer to a
+        request, done with None at once for anything else.  A transport sends the
+        answer when the future is done (cancelling it gives up on the answer)."""
+        future: asyncio.Future[Message | None] = self._loop.create_future()
         if msg.TYPE not in ANSWER_TO:
             self.feed(source, msg)
-            return None
+            future.set_result(None)
+            return future
         key = (source, msg.transaction_id)
         if key in self._waiting:  # a duplicate while the first is being answered
-            return Error(transaction_id=msg.transaction_id,
-                         status=ErrorCode.UNEXPECTED_MESSAGE,
-                         offending_type=int(msg.TYPE),
-                         diagnostic="transaction id already outstanding")
-        future: asyncio.Future[Message] = self._loop.create_future()
+            future.set_result(Error(transaction_id=msg.transaction_id,
+                                    status=ErrorCode.UNEXPECTED_MESSAGE,
+                                    offending_type=int(msg.TYPE),
+                                    diagnostic="transaction id already outstanding"))
+            return future
+        # The machine's own timers answer every request (module docstring).
         self._waiting[key] = _Waiting(msg.TYPE, future)
-        # The machine's own timers answer every request; this is only a safety net.
-        guard = self._loop.call_later(TRANSPORT_TIMEOUT, _give_up, future, msg)
-        try:
-            await self._turns.turn(source)
-            self.feed(source, msg)
-            return await future
-        finally:
-            guard.cancel()
+        self._turns.turn(source, functools.partial(self._admit, key, msg, future))
+        return future
+
+    def _admit(self, key: tuple[Handle, int], msg: Message,
+               future: asyncio.Future[Message | None]) -> bool:
+        if future.done():  # the transport gave up on it (its connection closed)
             self._waiting.pop(key, None)
+            return False
+        self.feed(key[0], msg)
+        return True
 
     def feed(self, source: Handle, msg: Message) -> None:
         """Give ``msg`` to the machine without waiting for an answer."""
@@ -218,20 +226,21 @@ class Pump:
     def flush(self) -> None:
         """Send what the machine queued, hand over its events, re-arm its timer."""
         machine = self.machine
-        while True:
-            messages = machine.messages_to_send()
-            for dest, msg in messages:
-                self._send(dest, msg)
-            event = machine.next_event()
-            if event is None and not messages:
-                break
-            while event is not None:  # a handler may make local calls: loop again
-                if self.on_event is not None:
-                    self.on_event(event)
+        self._flushing += 1
+        try:
+            while True:
+                for dest, msg in machine.messages_to_send():
+                    self._send(dest, msg)
                 event = machine.next_event()
-        if not self._arm_soon:  # once per loop iteration, however many flushes
-            self._arm_soon = True
-            self._loop.call_soon(self._arm)
+                if event is None:
+                    break
+                while event is not None:  # a handler may make local calls: loop again
+                    if self.on_event is not None:
+                        self.on_event(event)
+                    event = machine.next_event()
+        finally:
+            self._flushing -= 1
+        self._driver.arm_soon()  # once per loop iteration, however many flushes
 
     def _send(self, dest: Handle, msg: Message) -> None:
         if self.on_send is not None:
@@ -239,6 +248,7 @@ class Pump:
         waiting = self._waiting.get((dest, msg.transaction_id))
         if waiting is not None and (msg.TYPE is MessageType.ERROR
                                     or msg.TYPE is ANSWER_TO[waiting.request_type]):
+            del self._waiting[(dest, msg.transaction_id)]
             if not waiting.future.done():
                 waiting.future.set_result(msg)
             return
@@ -246,13 +256,7 @@ class Pump:
             log.error("cannot send %s to %r: not an association", msg.TYPE.name, dest)
             return
         if msg.TYPE in ANSWER_TO:
-            key = (dest, msg.transaction_id)
-            task = self._loop.create_task(self._transact(dest, msg))
-            self._tasks.add(task)
-            self._outgoing[key] = task
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(lambda t: self._outgoing.pop(key, None)
-                                   if self._outgoing.get(key) is t else None)
+            self._start(dest, msg)
             return
         try:
             dest.link.send(msg)
@@ -261,64 +265,68 @@ class Pump:
         except EncodeError as exc:  # e.g. over a datagram's limit: never into a timer
             log.error("cannot send %s to %r: %s", msg.TYPE.name, dest, exc)
 
+    def _start(self, dest: Association, msg: Message) -> None:
+        """A request of the machine's, as a transport transaction of its own."""
+        key = (dest, msg.transaction_id)
+        try:
+            token = dest.link.start_request(msg, functools.partial(self._answered, key, msg))
+        except Exception as exc:  # fed back later, as an answer would be, not in this flush
+            self._loop.call_soon(self.feed, dest, _failure(msg, exc))
+            return
+        self._outgoing[key] = (token, self.clock() + TRANSPORT_TIMEOUT)
+
+    def _answered(self, key: tuple[Handle, int], msg: Message,
+                  outcome: Message | Exception) -> None:
+        """A transaction of the machine's ended (called by the transport)."""
+        if self._outgoing.pop(key, None) is None:
+            return
+        answer = _failure(msg, outcome) if isinstance(outcome, Exception) else outcome
+        if self._flushing:  # the transport ended it inside a flush (its connection closed)
+            self._loop.call_soon(self.feed, key[0], answer)
+        else:
+            self.feed(key[0], answer)
+
     def abandon(self, dest: Handle, txid: int) -> None:
         """Stop the transport transaction of the request ``txid`` sent to ``dest`` (the
         machine abandoned it): on QUIC its stream is stopped (STOP_SENDING), so the
         answer is not even received."""
-        task = self._outgoing.pop((dest, txid), None)
-        if task is not None:
-            task.cancel()
+        outgoing = self._outgoing.pop((dest, txid), None)
+        if outgoing is not None and isinstance(dest, Association):
+            dest.link.stop_request(outgoing[0])
 
-    async def _transact(self, dest: Association, msg: Message) -> None:
-        try:
-            answer = await dest.link.request(msg, TRANSPORT_TIMEOUT)
-        except ConnectionError as exc:  # TransportError: code says why
-            code = getattr(exc, "code", ErrorCode.TARGET_UNREACHABLE)
-            answer = Error(transaction_id=msg.transaction_id, status=code,
-                           offending_type=int(msg.TYPE), diagnostic=str(exc))
-        except Exception as exc:  # a malformed answer (DecodeError)
-            code = getattr(exc, "code", ErrorCode.INTERNAL_ERROR)
-            answer = Error(transaction_id=msg.transaction_id, status=code,
-                           offending_type=int(msg.TYPE), diagnostic=str(exc))
-        self.feed(dest, answer)
-
-    # --- timers ----------------------------------------------------------------------
-    def _arm(self) -> None:
-        self._arm_soon = False
-        if self._closed:
-            return
+    # --- timers, for the driver ------------------------------------------------------
+    def get_timer(self) -> float | None:
         at = self.machine.get_timer()
-        if at is None or (self._timer_at is not None and at >= self._timer_at):
-            # A timer armed for an earlier deadline stays: firing early is harmless
-            # (handle_timer runs only what is due, then the timer is armed afresh), and
-            # re-arming on every deadline change would cost more than it saves.
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_later(max(0.0, at - self.clock()), self._fire)
+        if self._outgoing:
+            first = next(iter(self._outgoing.values()))[1]
+            at = first if at is None else min(at, first)
+        return at
 
-    def _fire(self) -> None:
-        self._timer = self._timer_at = None
+    def handle_timer(self, now: float) -> None:
+        """The machine's timers, then the transport transactions past TRANSPORT_TIMEOUT
+        (their requester machines gave up on them before)."""
         if self._closed:
             return
-        self.machine.handle_timer(self.clock())
+        self.machine.handle_timer(now)
+        while self._outgoing:
+            key, (token, at) = next(iter(self._outgoing.items()))
+            if at > now:
+                break
+            del self._outgoing[key]
+            assert isinstance(key[0], Association)
+            key[0].link.stop_request(token, ErrorCode.TRANSACTION_TIMEOUT)
         self.flush()
 
     # --- shutdown --------------------------------------------------------------------
     async def close(self) -> None:
-        """Stop the timer, cancel transactions in flight and wait for them to end."""
+        """Stop the timer, stop the transactions in flight and give up on the requests
+        not answered yet."""
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._driver.stop()
         for waiting in self._waiting.values():
             if not waiting.future.done():
                 waiting.future.cancel()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError):
-                await task
+        outgoing, self._outgoing = self._outgoing, {}
+        for (dest, _txid), (token, _at) in outgoing.items():
+            if isinstance(dest, Association):
+                dest.link.stop_request(token)

@@ -36,6 +36,7 @@ from ..codec.registry import (
     MessageType,
     Scope,
     timer,
+    transaction_time,
 )
 from ..codec.values import DiscoveryQuery, TraceContext
 from .agent_registration import AgentRegistration
@@ -100,8 +101,11 @@ class AgentClient:
     def deregister(self, now: float) -> None:
         self.registration.deregister(now)
 
-    def _request(self, msg: Message, now: float, wait: float = 0.0) -> int:
-        self.requests.start(self.gateway, msg, now, wait + self.request_timeout)
+    def _request(self, msg: Message, now: float, timeout_ms: int | None = None) -> int:
+        """Start a requester transaction with the transaction timeout (Section 9.3)."""
+        self.requests.start(self.gateway, msg, now, transaction_time(
+            msg.TYPE, timeout_ms, request_timeout=self.request_timeout,
+            route_timeout=self.route_timeout))
         return msg.transaction_id
 
     def discover(self, query: DiscoveryQuery, now: float, *, scope: Scope = Scope.FEDERATED,
@@ -117,11 +121,10 @@ class AgentClient:
         """Send ROUTE_REQUEST to ``target`` or the best match of ``query``.  The agent
         waits for the gateway's transaction timer (``timeout_ms``, else ROUTE_TIMEOUT) plus
         REQUEST_TIMEOUT, so that a TRANSACTION_TIMEOUT answer still reaches it."""
-        wait = self.route_timeout if timeout_ms is None else timeout_ms / 1000
         return self._request(RouteRequest(
             transaction_id=self.txids(), source_agent=self.agent_id, target_agent=target,
             query=query, hop_limit=DEFAULT_HOP_LIMIT, path=(), payload=payload,
-            timeout_ms=timeout_ms, trace=trace, token=self.token), now, wait)
+            timeout_ms=timeout_ms, trace=trace, token=self.token), now, timeout_ms)
 
     def echo(self, now: float, payload: bytes | None = None) -> int:
         """Send ECHO_REQUEST to the home gateway; the event's ``rtt`` is the round trip."""
@@ -142,7 +145,7 @@ class AgentClient:
         """Send TRACE_REQUEST towards ``target`` (waiting as for a ROUTE_REQUEST)."""
         return self._request(TraceRequest(transaction_id=self.txids(), target_agent=target,
                                           hop_limit=DEFAULT_HOP_LIMIT, path=(), trace=trace),
-                             now, self.route_timeout)
+                             now)
 
     def cancel(self, txid: int, now: float) -> bool:
         """Abandon the request ``txid`` (the caller stopped waiting): no event will

@@ -40,7 +40,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO, cast
@@ -81,6 +81,7 @@ from ..security.guard import Authenticated, GatewayGuard, Guard
 from ..security.proof import RequestVerifier, SignaturePrecheck
 from ..security.revocation import CrlFeed
 from ..security.tokens import TokenVerifier
+from ..transport.driver import Driver
 from ..transport.tls import TlsIdentity
 from .lab import WARNING, LabAssociations, LabGuard
 from .loop import HeapFreezer, LoopLag
@@ -286,7 +287,7 @@ class GatewayRuntime:
         self._assocs: dict[Connection, Association] = {}
         #: Lab mode: the associations bound to nobody yet, and the timer that closes them.
         self.lab_associations = LabAssociations()
-        self._lab_timer: asyncio.TimerHandle | None = None
+        self._lab_driver: Driver | None = None
         self._peers = [_PeerLink(p) for p in config.peers if p.address is not None]
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -357,6 +358,8 @@ class GatewayRuntime:
                                 budget=Budget(c.limit("DISCOVER_BUDGET") / 1000),
                                 relay_max_hops=int(c.limit("RELAY_MAX_HOPS")),
                                 **self.guard.node_hooks())
+        if c.lab:
+            self._lab_driver = Driver(_UnboundExpiry(self), lazy=True)
         if self._freezer is not None:
             self._freezer.freeze()
         if self.loop_lag is not None:
@@ -437,37 +440,44 @@ class GatewayRuntime:
 
     def _close_unbound(self, assocs: list[Association]) -> None:
         """Lab mode: close the associations :class:`LabAssociations` gives up on, and keep
-        a timer armed for the next one due (firing early is harmless: it re-arms)."""
+        the driver's timer armed for the next one due (firing early is harmless)."""
         for assoc in assocs:
-            assoc.link.close(ErrorCode.RESOURCE_EXHAUSTED,
-                                               "lab association bound to nobody")
-        at = self.lab_associations.next_expiry()
-        if self._lab_timer is None and at is not None:
-            self._lab_timer = asyncio.get_running_loop().call_later(
-                max(0.0, at - time.monotonic()), self._lab_expiry)
+            assoc.link.close(ErrorCode.RESOURCE_EXHAUSTED, "lab association bound to nobody")
+        if self._lab_driver is not None:
+            self._lab_driver.arm()
 
-    def _lab_expiry(self) -> None:
-        self._lab_timer = None
-        self._close_unbound(self.lab_associations.expired(time.monotonic()))
-
-    async def _handle(self, msg: Message, peer: Peer, *, transport: str) -> Message | None:
-        """A request or one-way message on a connection (either direction).  The record
-        signatures of a peer gateway's UPDATE are checked first, in a worker thread
-        (:class:`SignaturePrecheck`): the UPDATE may then reach the node after a later
-        sync message, which waits for it (Section 6.5.1)."""
-        assert self.pump is not None
+    def _handle(self, msg: Message, peer: Peer, *,
+                transport: str) -> Awaitable[Message | None]:
+        """A request or one-way message on a connection (either direction): the pump's
+        future of the node's answer.  The record signatures of a peer gateway's UPDATE
+        are checked first, in a worker thread (:class:`SignaturePrecheck`): the UPDATE
+        may then reach the node after a later sync message, which waits for it (Section
+        6.5.1)."""
         assoc = self._association(peer.connection, transport)
-        if self.config.lab:
-            self._close_unbound(self.lab_associations.heard(assoc, time.monotonic()))
+        if self._lab_driver is not None:
+            self._close_unbound(self.lab_associations.heard(assoc, self._lab_driver.now()))
         elif isinstance(msg, Update) and len(msg.advertise) > 1 and peer.identity is not None \
                 and peer.identity.kind is Kind.GATEWAY:
-            await self._precheck.precheck([ad.record for ad in msg.advertise])
-        if self.metrics is not None and msg.TYPE is MessageType.DIGEST:  # one-way: at once
-            started = time.perf_counter()
-            answer = await self.pump.deliver(assoc, msg)
-            self.metrics.digest_handled(assoc, time.perf_counter() - started)
-            return answer
-        return await self.pump.deliver(assoc, msg)
+            return self._prechecked(assoc, msg)
+        return self._deliver(assoc, msg)
+
+    async def _prechecked(self, assoc: Association, msg: Update) -> Message | None:
+        await self._precheck.precheck([ad.record for ad in msg.advertise])
+        return await self._deliver(assoc, msg)
+
+    def _deliver(self, assoc: Association, msg: Message) -> Awaitable[Message | None]:
+        assert self.pump is not None
+        if self.metrics is not None and msg.TYPE is MessageType.DIGEST:
+            return self._timed_digest(assoc, msg)
+        return self.pump.deliver(assoc, msg)
+
+    async def _timed_digest(self, assoc: Association, msg: Message) -> Message | None:
+        """DIGEST handling time, for the metrics (one-way: handled at once)."""
+        assert self.pump is not None and self.metrics is not None
+        started = time.perf_counter()
+        answer = await self.pump.deliver(assoc, msg)
+        self.metrics.digest_handled(assoc, time.perf_counter() - started)
+        return answer
 
     def peer_config(self, handle: Handle) -> PeerConfig | None:
         """The ``[[peers]]`` entry of the peer behind ``handle``: the one dialled over
@@ -623,8 +633,8 @@ class GatewayRuntime:
         for peer in self._peers:
             if peer.task is not None:
                 peer.task.cancel()
-        if self._lab_timer is not None:
-            self._lab_timer.cancel()
+        if self._lab_driver is not None:
+            self._lab_driver.stop()
         conns = list(self._assocs)
         for conn in conns:
             conn.close(ErrorCode.CEASE, "gateway shutting down")
@@ -649,6 +659,19 @@ class GatewayRuntime:
         for file in self._owned:
             file.close()
         log.info("gateway stopped", extra=facts(gateway=self.identity.uri))
+
+
+class _UnboundExpiry:
+    """Lab mode: the expiry of :class:`LabAssociations`, as the driver's timer."""
+
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self._runtime = runtime
+
+    def get_timer(self) -> float | None:
+        return self._runtime.lab_associations.next_expiry()
+
+    def handle_timer(self, now: float) -> None:
+        self._runtime._close_unbound(self._runtime.lab_associations.expired(now))
 
 
 def _both(first: Callable[[Handle, Message], None],

@@ -7,14 +7,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from cryptography import x509
 
 from ..codec.messages import Message
+from ..codec.registry import ErrorCode
 from ..security.ca import Identity
 from .errors import TransportError
+
+#: Told how a transaction this end started ended: its answer, or why there is none
+#: (:class:`TransportError`, or a DecodeError for a malformed answer).
+Done = Callable[[Message | Exception], None]
 
 
 class Connection(Protocol):
@@ -35,6 +41,15 @@ class Connection(Protocol):
         """Why it closed, once closed (None: closed by this end, or still open)."""
 
     async def request(self, msg: Message, timeout: float | None = ...) -> Message: ...
+
+    def start_request(self, msg: Message, done: Done, timeout: float | None = None) -> int:
+        """:meth:`request` without a task: ``done`` is called once with the outcome (at
+        once when the answer arrives, not later in the loop), unless the transaction is
+        stopped first; returns the key :meth:`stop_request` takes."""
+
+    def stop_request(self, key: int, code: ErrorCode = ErrorCode.CEASE) -> None:
+        """Abandon a transaction :meth:`start_request` started (no ``done`` call): on
+        QUIC its stream is stopped with ``code``."""
 
     def send(self, msg: Message) -> None: ...
 
@@ -68,3 +83,14 @@ class Listener(Protocol):
 
 #: A request handler: its answer goes back to the peer (None: no answer).
 Handler = Callable[[Message, Peer], Awaitable[Message | None]]
+
+
+def settle(future: asyncio.Future[Message], outcome: Message | Exception) -> None:
+    """A :data:`Done` that completes ``future`` (unless it is done already): how
+    ``request`` is made of ``start_request``."""
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

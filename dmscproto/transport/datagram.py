@@ -8,6 +8,7 @@ as the QUIC binding.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import socket
@@ -17,15 +18,15 @@ from typing import Any, TypeAlias, cast
 
 from cryptography import x509
 
-from ..codec.messages import Error, Message
-from ..codec.registry import (
-    ErrorCode,
-    timer,
-)
+from ..codec.messages import Error, Message, RouteRequest
+from ..codec.registry import ErrorCode, timer, transaction_time
 from ..security.ca import Identity
 from .channel import Channel, ChannelEvent, PayloadReceived, PeerConnected
+from .contract import Done, settle
+from .driver import Driver
 from .errors import TransportError
 from .peer import Handler as AnyHandler
+from .peer import Outcome, dispatch
 from .peer import PeerInfo as AnyPeerInfo
 from .reliability import Reliability
 from .reliability_events import (
@@ -90,6 +91,20 @@ class DatagramConnection:
         return await self.node.request(self.peer.address, pdu,
                                        math.inf if timeout is None else timeout)
 
+    def start_request(self, msg: Message, done: Done, timeout: float | None = None) -> int:
+        """Send request ``msg``; ``done`` gets its answer, or the exception :meth:`request`
+        would raise, as soon as it is known (by default after the transaction time of
+        Section 9.3).  Returns the transaction id, for :meth:`stop_request`."""
+        if timeout is None:
+            timeout = transaction_time(
+                msg.TYPE, msg.timeout_ms if isinstance(msg, RouteRequest) else None,
+                request_timeout=self.node.reliability.request_timeout)
+        return self.node.start_request(self.peer.address, msg, done, timeout)
+
+    def stop_request(self, key: int, code: ErrorCode = ErrorCode.CEASE) -> None:
+        """Stop retransmitting request ``key``; its ``done`` is not called."""
+        self.node.stop_request(self.peer.address, key)
+
     def send(self, msg: Message) -> None:
         """Send a one-way message once."""
         self.node.send_message(self.peer.address, msg)
@@ -127,11 +142,12 @@ class DatagramNode(asyncio.DatagramProtocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
         self._local: tuple[str, int] = ("0.0.0.0", 0)
-        self._waiting: dict[tuple[Address, int], asyncio.Future[Message]] = {}
+        self._waiting: dict[tuple[Address, int], Done] = {}
         self._connecting: dict[Address, asyncio.Future[DatagramConnection]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        #: The handlers' answers still awaited (futures and tasks).
+        self._running: set[asyncio.Future[Any]] = set()
+        #: The channel's and the reliability layer's timers, on the loop's clock.
+        self._driver = Driver(self, self._process, loop=self._loop)
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -159,10 +175,9 @@ class DatagramNode(asyncio.DatagramProtocol):
             if not fut.done():
                 fut.set_exception(TransportError(ErrorCode.TARGET_UNREACHABLE,
                                                  "socket closed"))
-        for task in self._tasks:
-            task.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
+        for running in list(self._running):
+            running.cancel()
+        self._driver.stop()
         if self._on_close is not None:
             self._on_close()
 
@@ -188,20 +203,30 @@ class DatagramNode(asyncio.DatagramProtocol):
             self._connecting.pop(addr, None)
 
     async def request(self, addr: Address, msg: Message | bytes, timeout: float) -> Message:
+        fut: asyncio.Future[Message] = self._loop.create_future()
+        txid = self.start_request(addr, msg, functools.partial(settle, fut), timeout)
+        try:
+            return await fut
+        finally:
+            self.stop_request(addr, txid)
+
+    def start_request(self, addr: Address, msg: Message | bytes, done: Done,
+                      timeout: float) -> int:
+        """Send a request; ``done`` gets the outcome.  Returns the transaction id."""
         if addr not in self.connections:
             raise TransportError(ErrorCode.TARGET_UNREACHABLE, f"no association with {addr}")
         now = self._loop.time()
         txid = (self.reliability.send_request_bytes(addr, msg, now, timeout)
                 if isinstance(msg, bytes)
                 else self.reliability.send_request(addr, msg, now, timeout))
-        fut: asyncio.Future[Message] = self._loop.create_future()
-        self._waiting[(addr, txid)] = fut
+        self._waiting[(addr, txid)] = done
         self._process()
-        try:
-            return await fut
-        finally:
-            if self._waiting.pop((addr, txid), None) is not None:
-                self.reliability.cancel(addr, txid)
+        return txid
+
+    def stop_request(self, addr: Address, txid: int) -> None:
+        """Stop retransmitting a request whose outcome is no longer wanted."""
+        if self._waiting.pop((addr, txid), None) is not None:
+            self.reliability.cancel(addr, txid)
 
     def send_message(self, addr: Address, msg: Message) -> None:
         if addr not in self.connections:
@@ -243,7 +268,7 @@ class DatagramNode(asyncio.DatagramProtocol):
                 if self._pcap is not None:
                     self._pcap.write_udp(self._local, addr, data,  # type: ignore[arg-type]
                                          time.time())
-        self._arm_timer()
+        self._driver.arm()
 
     def _on_channel_event(self, ev: ChannelEvent, now: float) -> None:
         if isinstance(ev, PayloadReceived):
@@ -276,35 +301,38 @@ class DatagramNode(asyncio.DatagramProtocol):
         self.reliability.forget_peer(addr, reason)
 
     def _on_reliability_event(self, ev: ReliabilityEvent) -> None:
+        # outcomes and requests are handed on in a loop callback of their own: what they
+        # send comes back here, and this runs inside _process
         if isinstance(ev, ResponseReceived | RequestAbandoned):
-            fut = self._waiting.pop((ev.peer, ev.transaction_id), None)
-            if fut is not None and not fut.done():
-                if isinstance(ev, ResponseReceived):
-                    fut.set_result(ev.response)
-                else:
-                    fut.set_exception(TransportError(ev.code, ev.reason))
+            done = self._waiting.pop((ev.peer, ev.transaction_id), None)
+            if done is not None:
+                self._loop.call_soon(done, ev.response if isinstance(ev, ResponseReceived)
+                                     else TransportError(ev.code, ev.reason))
         elif isinstance(ev, RequestReceived | MessageReceived):
             conn = self.connections.get(ev.peer)
-            if conn is not None:
-                task = self._loop.create_task(self._serve(conn, ev))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            if conn is None:
+                pass
+            elif self.handler is None:
+                self._loop.call_soon(self._answered, conn, ev, Error(
+                    status=ErrorCode.UNEXPECTED_MESSAGE, offending_type=ev.message.TYPE,
+                    diagnostic="this endpoint serves no requests"))
+            else:
+                self._loop.call_soon(dispatch, self.handler, ev.message, conn.peer,
+                                     functools.partial(self._answered, conn, ev),
+                                     self._running)
         elif isinstance(ev, DatagramRejected):
             log.info("%s: invalid PDU from %s: %s", self.transport_name, ev.peer, ev.error)
 
-    async def _serve(self, conn: DatagramConnection,
-                     ev: RequestReceived | MessageReceived) -> None:
+    def _answered(self, conn: DatagramConnection, ev: RequestReceived | MessageReceived,
+                  outcome: Outcome) -> None:
         msg = ev.message
         answer: Message | None
-        if self.handler is None:
-            answer = Error(status=ErrorCode.UNEXPECTED_MESSAGE, offending_type=msg.TYPE,
-                           diagnostic="this endpoint serves no requests")
+        if isinstance(outcome, BaseException):
+            log.error("%s handler failed on %s", self.transport_name, msg.TYPE.name,
+                      exc_info=outcome)
+            answer = Error(status=ErrorCode.INTERNAL_ERROR, offending_type=msg.TYPE)
         else:
-            try:
-                answer = await self.handler(msg, conn.peer)
-            except Exception:
-                log.exception("%s handler failed on %s", self.transport_name, msg.TYPE.name)
-                answer = Error(status=ErrorCode.INTERNAL_ERROR, offending_type=msg.TYPE)
+            answer = outcome
         if isinstance(ev, MessageReceived) or conn.closed:
             return
         if answer is None:
@@ -313,28 +341,15 @@ class DatagramNode(asyncio.DatagramProtocol):
         self.reliability.respond(ev.peer, msg, answer, self._loop.time())
         self._process()
 
-    def _arm_timer(self) -> None:
+    # -- the timers, for the driver --------------------------------------------------------
+    def get_timer(self) -> float | None:
         times = [t for t in (self.channel.get_timer(), self.reliability.get_timer())
                  if t is not None]
-        at = min(times) if times else None
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_at(at, self._on_timer)
+        return min(times) if times else None
 
-    def _on_timer(self) -> None:
-        # asyncio may run a timer up to one clock resolution early: never pass a time
-        # before the one asked for.
-        now = max(self._loop.time(), self._timer_at or 0.0)
-        self._timer = None
-        self._timer_at = None
+    def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
         self.reliability.handle_timer(now)
-        self._process()
 
 
 async def start_node(channel: Channel, transport_name: str, handler: Handler | None, *,

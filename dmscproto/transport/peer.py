@@ -1,8 +1,11 @@
 """Who is at the other end of a DMSC connection, as a request handler sees it
-(draft-dmsc-protocol-00, Section 9), for every transport."""
+(draft-dmsc-protocol-00, Section 9), for every transport, and how every transport runs
+a request handler (:func:`dispatch`)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -30,3 +33,36 @@ class PeerInfo(Generic[ConnectionT]):
 
 #: A request handler: its answer goes back to the peer (None: no answer).
 Handler = Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Message | None]]
+
+
+#: What a request handler gave: its answer (None: no answer), or the exception it raised.
+Outcome = Message | None | BaseException
+
+
+def dispatch(handler: Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Message | None]],
+             msg: Message, peer: PeerInfo[ConnectionT], answered: Callable[[Outcome], None],
+             running: set[asyncio.Future[Any]]) -> None:
+    """Run ``handler`` on ``msg`` and give ``answered`` its outcome.  A handler that
+    returns an asyncio future (a protocol machine's pump does) is answered when the
+    future is done, at once if it is, without a task; a coroutine runs as a task.  Both
+    stay in ``running`` until done, so that a closing connection can cancel them (a
+    cancelled one is not answered)."""
+    try:
+        pending = handler(msg, peer)
+    except Exception as exc:
+        answered(exc)
+        return
+    future = pending if isinstance(pending, asyncio.Future) else asyncio.ensure_future(pending)
+    if future.done():
+        _settled(answered, running, future)
+        return
+    running.add(future)
+    future.add_done_callback(functools.partial(_settled, answered, running))
+
+
+def _settled(answered: Callable[[Outcome], None], running: set[asyncio.Future[Any]],
+             future: asyncio.Future[Any]) -> None:
+    running.discard(future)
+    if not future.cancelled():
+        exc = future.exception()
+        answered(future.result() if exc is None else exc)

@@ -163,20 +163,20 @@ class StepTimes:
         self.wall = self.cpu = 0.0
         pump = rt.pump
         assert pump is not None
-        feed, fire = pump.feed, pump._fire
+        feed, fire = pump.feed, pump.handle_timer
 
         def timed_feed(source: object, msg: object) -> None:
             w, c = time.perf_counter(), time.thread_time()
             feed(source, msg)  # type: ignore[arg-type]
             self.note(w, c)
 
-        def timed_fire() -> None:
+        def timed_fire(now: float) -> None:
             w, c = time.perf_counter(), time.thread_time()
-            fire()
+            fire(now)
             self.note(w, c)
 
         pump.feed = timed_feed  # type: ignore[method-assign]
-        pump._fire = timed_fire  # type: ignore[method-assign]
+        pump.handle_timer = timed_fire  # type: ignore[method-assign]
 
     def note(self, wall: float, cpu: float) -> None:
         self.wall = max(self.wall, time.perf_counter() - wall)

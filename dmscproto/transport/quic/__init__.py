@@ -14,7 +14,7 @@
   headers, no root needed), and the TLS secrets to an SSLKEYLOGFILE-format key log.
 
 The connection (:mod:`.link`: handshake confirmation, keepalive, closing; its socket
-drained by :mod:`.sockets`, its transmits batched per loop turn by :mod:`.flush`), the
+drained by :mod:`.sockets`, its timer and transmits run by :mod:`..driver`), the
 transactions on it (:mod:`.streams`), the listening endpoint (:mod:`.server`) and the
 client side (:mod:`.client`: connect, connection pool).
 """

@@ -1,6 +1,7 @@
 """One authenticated QUIC connection on the event loop (draft-dmsc-protocol-00, Section
-9.1): aioquic's protocol with its socket drained per loop turn, its transmits batched
-per turn (:mod:`.flush`), the client's post-handshake confirmation, keepalive PINGs
+9.1): aioquic's protocol with its socket drained per loop turn, its timer and its
+transmits (once per loop turn, with every other connection's) run by the transports'
+one driver (:mod:`..driver`), the client's post-handshake confirmation, keepalive PINGs
 and closing.  What runs over it, the stream transactions, is :mod:`.streams`."""
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress
 
 from ...codec.registry import MAX_PDU_SIZE, ErrorCode, timer
+from ..driver import Driver, end_of_turn
 from ..errors import TransportError
 from ..peer import PeerInfo
 from ..recorder import SocketRecorder, sender_for
 from ..tap import DatagramTap
 from ..tls import DmscQuicConnection
 from .errors import ConnectionClosed
-from .flush import flusher
 from .sockets import drain
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ class QuicLink(QuicConnectionProtocol):
 
     _quic: DmscQuicConnection
     # slots keep aioquic's instance dict at its smallest size (memory per connection)
-    __slots__ = ("_closed_error", "_confirmed", "_established", "_flusher", "_keepalive",
+    __slots__ = ("_closed_error", "_confirmed", "_driver", "_established", "_keepalive",
                  "_keepalive_handle", "_on_close", "_owns_transport", "_pcap", "_peer",
-                 "_raw_transport", "_recorder", "_sock", "datagrams_received",
+                 "_raw_transport", "_recorder", "_sock", "_turn", "datagrams_received",
                  "datagrams_sent")
 
     def __init__(self, quic: DmscQuicConnection, *, pcap: DatagramTap | None = None,
@@ -73,7 +74,9 @@ class QuicLink(QuicConnectionProtocol):
         self._confirmed.add_done_callback(_retrieve)
         self._keepalive = keepalive
         self._keepalive_handle: asyncio.TimerHandle | None = None
-        self._flusher = flusher(self._loop)
+        self._turn = end_of_turn(self._loop)
+        #: aioquic's timer, on the loop's clock (aioquic's own _timer is left unused).
+        self._driver = Driver(quic, self._timer_fired, loop=self._loop)
         #: UDP datagrams this connection sent and received (benchmarks count them).
         self.datagrams_sent = 0
         self.datagrams_received = 0
@@ -98,16 +101,14 @@ class QuicLink(QuicConnectionProtocol):
         for data, addr in self._quic.datagrams_to_send(now=self._loop.time()):
             transport.sendto(data, addr)
             self.datagrams_sent += 1
-        timer_at = self._quic.get_timer()
-        if self._timer is not None and self._timer_at != timer_at:
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None and timer_at is not None:
-            self._timer = self._loop.call_at(timer_at, self._handle_timer)
-        self._timer_at = timer_at
+        self._driver.arm()
 
     def _transmit_soon(self) -> None:
-        self._flusher.add(self)
+        self._turn.add(self.transmit)
+
+    def _timer_fired(self) -> None:
+        self._process_events()
+        self.transmit()
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
         self._received(cast(bytes, data), addr)

@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from aioquic.quic import events
 
@@ -24,9 +25,11 @@ from ...codec.errors import DecodeError, EncodeError
 from ...codec.messages import Error, Message
 from ...codec.pdu import decode, encode
 from ...codec.registry import ErrorCode, timer
+from ..contract import Done, settle
 from ..errors import TransportError
 from ..framing import StreamAssembler
 from ..peer import Handler as AnyHandler
+from ..peer import Outcome, dispatch
 from ..peer import PeerInfo as AnyPeerInfo
 from ..tap import DatagramTap
 from ..tls import DmscQuicConnection
@@ -46,18 +49,20 @@ Handler: TypeAlias = AnyHandler["DmscConnection"]
 
 @dataclass(slots=True)
 class _Outgoing:
-    """A transaction this end started: the response being reassembled."""
+    """A transaction this end started: the response being reassembled, who is told the
+    outcome, and the timer of its ``timeout``, if it has one."""
 
     assembler: StreamAssembler
-    future: asyncio.Future[Message]
+    done: Done
+    expiry: asyncio.TimerHandle | None
 
 
 @dataclass(slots=True)
 class _State:
     outgoing: dict[int, _Outgoing | None] = field(default_factory=dict)
     incoming: dict[int, StreamAssembler | None] = field(default_factory=dict)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
+    #: The handlers' answers still awaited (futures and tasks).
+    running: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
 class DmscConnection(QuicLink):
@@ -89,28 +94,40 @@ class DmscConnection(QuicLink):
                             timeout: float | None = REQUEST_TIMEOUT) -> Message:
         """:meth:`request` with the request given as raw octets (which need not be a
         valid PDU: conformance tests send malformed ones)."""
-        stream_id = self._open(pdu)
         future: asyncio.Future[Message] = self._loop.create_future()
-        self._s.outgoing[stream_id] = _Outgoing(StreamAssembler(), future)
-        expiry = (None if timeout is None
-                  else self._loop.call_later(timeout, self._expire, stream_id, timeout))
+        stream_id = self._start(pdu, functools.partial(settle, future), timeout)
         try:
             return await future
         except asyncio.CancelledError:
             self._abandon(stream_id, ErrorCode.CEASE)
             raise
-        finally:
-            if expiry is not None:
-                expiry.cancel()
+
+    def start_request(self, msg: Message, done: Done, timeout: float | None = None) -> int:
+        """Send ``msg`` on a new stream; ``done`` gets the decoded response, or the
+        exception :meth:`request` would raise, as soon as it is known.  Returns the
+        stream ID, for :meth:`stop_request`."""
+        return self._start(encode(msg), done, timeout)
+
+    def stop_request(self, key: int, code: ErrorCode = ErrorCode.CEASE) -> None:
+        """Abandon the transaction on stream ``key`` (STOP_SENDING ``code``): its
+        ``done`` is not called."""
+        self._abandon(key, code)
+
+    def _start(self, pdu: bytes, done: Done, timeout: float | None) -> int:
+        stream_id = self._open(pdu)
+        self._s.outgoing[stream_id] = _Outgoing(
+            StreamAssembler(), done,
+            None if timeout is None
+            else self._loop.call_later(timeout, self._expire, stream_id, timeout))
+        return stream_id
 
     def _expire(self, stream_id: int, timeout: float) -> None:
         """A request's answer did not come in time (a timer, not ``asyncio.wait_for``,
         whose extra future costs a loop turn per request)."""
-        pending = self._s.outgoing.get(stream_id)
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(TransportError(
-                ErrorCode.TRANSACTION_TIMEOUT, f"no response within {timeout} s"))
-            self._abandon(stream_id, ErrorCode.TRANSACTION_TIMEOUT)
+        pending = self._abandon(stream_id, ErrorCode.TRANSACTION_TIMEOUT)
+        if pending is not None:
+            pending.done(TransportError(ErrorCode.TRANSACTION_TIMEOUT,
+                                        f"no response within {timeout} s"))
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` on a new stream without waiting for an answer."""
@@ -126,14 +143,20 @@ class DmscConnection(QuicLink):
         self._transmit_soon()
         return stream_id
 
-    def _abandon(self, stream_id: int, code: ErrorCode) -> None:
+    def _abandon(self, stream_id: int, code: ErrorCode) -> _Outgoing | None:
         """Stop reading a stream whose answer is no longer wanted; later data on it
-        is discarded until the peer resets or finishes it."""
-        if self._closed_error is None and stream_id in self._s.outgoing:
-            self._s.outgoing[stream_id] = None
-            with suppress(ValueError, AssertionError):
-                self._quic.stop_stream(stream_id, int(code))
-            self._transmit_soon()
+        is discarded until the peer resets or finishes it.  Returns the transaction
+        that was waiting for it, if any (its timer stopped, its ``done`` not called)."""
+        if self._closed_error is not None or stream_id not in self._s.outgoing:
+            return None
+        pending = self._s.outgoing[stream_id]
+        self._s.outgoing[stream_id] = None
+        if pending is not None and pending.expiry is not None:
+            pending.expiry.cancel()
+        with suppress(ValueError, AssertionError):
+            self._quic.stop_stream(stream_id, int(code))
+        self._transmit_soon()
+        return pending
 
     # --- events ----------------------------------------------------------------------
     def quic_event_received(self, event: events.QuicEvent) -> None:
@@ -154,22 +177,22 @@ class DmscConnection(QuicLink):
 
     def _fail_all(self, error: ConnectionClosed) -> None:
         super()._fail_all(error)
-        for pending in self._s.outgoing.values():
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(error)
+        outgoing = [p for p in self._s.outgoing.values() if p is not None]
         self._s.outgoing.clear()
         self._s.incoming.clear()
-        for task in self._s.tasks:
-            task.cancel()
+        for running in list(self._s.running):
+            running.cancel()
+        for pending in outgoing:
+            _finish(pending, error)
 
     def _stream_reset(self, stream_id: int, error_code: int) -> None:
         pending = self._s.outgoing.pop(stream_id, None)
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(TransportError(
+        self._s.incoming.pop(stream_id, None)
+        if pending is not None:
+            _finish(pending, TransportError(
                 ErrorCode.TRANSACTION_TIMEOUT
                 if error_code == ErrorCode.TRANSACTION_TIMEOUT else ErrorCode.INTERNAL_ERROR,
                 f"peer reset the stream (code 0x{error_code:x})"))
-        self._s.incoming.pop(stream_id, None)
 
     def _response_data(self, stream_id: int, data: bytes, end: bool) -> None:
         if stream_id not in self._s.outgoing:
@@ -186,18 +209,14 @@ class DmscConnection(QuicLink):
             if not pdu:
                 raise TransportError(ErrorCode.UNEXPECTED_MESSAGE,
                                      "peer finished the stream without a response")
-            result: Message | BaseException = decode(pdu)
+            result: Message | Exception = decode(pdu)
         except (DecodeError, TransportError) as exc:
             result = exc
-        if not pending.future.done():
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
         if end:
             del self._s.outgoing[stream_id]
         else:
             self._abandon(stream_id, ErrorCode.TRAILING_DATA)
+        _finish(pending, result)
 
     def _request_data(self, stream_id: int, data: bytes, end: bool) -> None:
         if stream_id in self._s.incoming:
@@ -230,27 +249,24 @@ class DmscConnection(QuicLink):
             else:
                 self._s.incoming.pop(stream_id, None)
             return
-        task = self._loop.create_task(self._serve(stream_id, msg))
-        self._s.tasks.add(task)
-        task.add_done_callback(self._s.tasks.discard)
-
-    async def _serve(self, stream_id: int, msg: Message) -> None:
-        peer = self.peer
-        response: Message | None
         if self.handler is None:
-            response = Error(transaction_id=msg.transaction_id,
-                             status=ErrorCode.UNEXPECTED_MESSAGE, offending_type=msg.TYPE,
-                             diagnostic="this endpoint serves no requests")
-        else:
-            try:
-                response = await self.handler(msg, peer)
-            except Exception:
-                log.exception("handler failed on %s from %s", msg.TYPE.name,
-                              peer.identity.uri if peer.identity else "?")
-                response = Error(transaction_id=msg.transaction_id,
-                                 status=ErrorCode.INTERNAL_ERROR, offending_type=msg.TYPE)
+            self._reply(stream_id, Error(
+                transaction_id=msg.transaction_id, status=ErrorCode.UNEXPECTED_MESSAGE,
+                offending_type=msg.TYPE, diagnostic="this endpoint serves no requests"))
+            return
+        dispatch(self.handler, msg, self.peer,
+                 functools.partial(self._answered, stream_id, msg), self._s.running)
+
+    def _answered(self, stream_id: int, msg: Message, outcome: Outcome) -> None:
+        """The handler's answer to ``msg`` (or its failure: INTERNAL_ERROR)."""
+        if isinstance(outcome, BaseException):
+            peer = self.peer
+            log.error("handler failed on %s from %s", msg.TYPE.name,
+                      peer.identity.uri if peer.identity else "?", exc_info=outcome)
+            outcome = Error(transaction_id=msg.transaction_id,
+                            status=ErrorCode.INTERNAL_ERROR, offending_type=msg.TYPE)
         if self._closed_error is None:
-            self._reply(stream_id, response)
+            self._reply(stream_id, outcome)
 
     def _reply(self, stream_id: int, response: Message | None) -> None:
         try:
@@ -266,3 +282,10 @@ class DmscConnection(QuicLink):
             return
         self._transmit_soon()
 
+
+
+def _finish(pending: _Outgoing, outcome: Message | Exception) -> None:
+    """Tell a transaction's requester how it ended (its timer stopped)."""
+    if pending.expiry is not None:
+        pending.expiry.cancel()
+    pending.done(outcome)

@@ -1,0 +1,144 @@
+"""The one driver of sans-I/O objects on asyncio (draft-dmsc-protocol-00, Section 8).
+
+Everything that keeps time here is sans-I/O in aioquic's style: a protocol machine
+(:class:`~dmscproto.gateway.node.GatewayNode`, the agent's client), aioquic's
+``QuicConnection``, the datagram transports' channel and reliability layer.  Each says
+when it next needs the time (``get_timer()``), is told when that time has come
+(``handle_timer(now)``) and queues what it has to send.  :class:`Driver` is the one
+piece that runs them on the event loop:
+
+* **clock**: ``now`` for the object comes from one clock of its own (:meth:`Driver.now`;
+  the protocol machines put it in TIMESTAMP TLVs, so theirs is ``time.time``; the
+  transports' is the loop's monotonic one), and the driver alone turns a deadline on
+  that clock into an event-loop timer;
+* **timers**: one event-loop timer per object, armed at ``get_timer()``; when it fires
+  the object gets ``handle_timer(now)`` with ``now`` never before the deadline asked
+  for (asyncio may run a timer a clock resolution early), then ``after`` (what the
+  owner does with the output) runs and the timer is armed afresh.  ``lazy`` keeps a
+  timer already armed for an earlier deadline (firing early is harmless: nothing is due
+  yet, and the timer is armed afresh), for objects whose deadline moves often;
+* **flush**: :func:`end_of_turn` runs work once at the end of the current event-loop
+  turn, after everything that ran in the turn queued its output, however often it was
+  asked for (QUIC transmits of every connection of the loop together, a machine's timer
+  re-armed once per turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Timed(Protocol):
+    """A sans-I/O object's timer interface (aioquic's ``get_timer``/``handle_timer``)."""
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+class EndOfTurn:
+    """Work deferred to the end of the current event-loop turn, each piece once (the
+    module docstring's flush): one loop callback for all of it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[Callable[[], None], None] = {}
+        self._handle: asyncio.Handle | None = None
+
+    def add(self, work: Callable[[], None]) -> None:
+        self._due[work] = None
+        if self._handle is None:
+            self._handle = self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        due, self._due = self._due, {}
+        for work in due:
+            try:
+                work()
+            except Exception:  # as if each had a callback of its own: log, go on
+                log.exception("deferred work failed: %r", work)
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EndOfTurn] = (
+    weakref.WeakKeyDictionary())
+
+
+def end_of_turn(loop: asyncio.AbstractEventLoop) -> EndOfTurn:
+    """The :class:`EndOfTurn` of ``loop``."""
+    turn = _TURNS.get(loop)
+    if turn is None:
+        turn = _TURNS[loop] = EndOfTurn(loop)
+    return turn
+
+
+class Driver:
+    """Runs one sans-I/O object's timer on the event loop (module docstring).  ``after``
+    runs after each ``handle_timer`` (send what it queued), unless the object's own
+    ``handle_timer`` does; ``clock`` is the object's clock (default: the loop's)."""
+
+    __slots__ = ("_after", "_at", "_handle", "_lazy", "_loop", "_loop_clock", "_stopped",
+                 "clock", "target")
+
+    def __init__(self, target: Timed, after: Callable[[], None] | None = None, *,
+                 clock: Callable[[], float] | None = None, lazy: bool = False,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self.target = target
+        self._after = after
+        self._loop_clock = clock is None
+        self.clock = clock or self._loop.time
+        self._lazy = lazy
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+        self._stopped = False
+
+    def now(self) -> float:
+        return self.clock()
+
+    def arm(self) -> None:
+        """Arm the timer at the object's ``get_timer()`` (or keep it: ``lazy``)."""
+        if self._stopped:
+            return
+        at = self.target.get_timer()
+        if at == self._at or (self._lazy and at is None) or (
+                self._lazy and self._at is not None and at is not None and at >= self._at):
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = at
+        if at is None:
+            return
+        if self._loop_clock:
+            self._handle = self._loop.call_at(at, self._fire)
+        else:
+            self._handle = self._loop.call_later(max(0.0, at - self.clock()), self._fire)
+
+    def arm_soon(self) -> None:
+        """:meth:`arm` once, at the end of this event-loop turn."""
+        end_of_turn(self._loop).add(self.arm)
+
+    def _fire(self) -> None:
+        at = self._at or 0.0
+        self._handle = self._at = None
+        if self._stopped:
+            return
+        self.target.handle_timer(max(self.clock(), at))
+        if self._after is not None:
+            self._after()
+        self.arm()
+
+    def stop(self) -> None:
+        """Disarm for good."""
+        self._stopped = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = None
