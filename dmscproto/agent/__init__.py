@@ -13,7 +13,8 @@ from ..host.config import ConfigError
 from ..protocol.machine import ProtocolError
 from ..security.errors import SecurityError
 from ..transport.errors import TransportError
-from .sdk import Agent, AgentError, Found, Handler, RateLimited, Request, Trace
+from .results import AgentError, Found, Handler, RateLimited, Request, Trace
+from .sdk import Agent
 
 __all__ = ["Agent", "AgentError", "ConfigError", "DeadlineExceeded", "DecodeError",
            "DiscoveryQuery", "DmscError", "ErrorCode", "Found", "Handler", "HopRecord",
