@@ -49,7 +49,7 @@ from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, transaction_time
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
 from ..transport.contract import Connection
-from ..transport.driver import Driver
+from ..transport.driver import Driver, end_of_turn
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Turns:
     association that has one."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._turn = end_of_turn(loop)
         self._served: set[Handle] = set()
         self._queues: dict[Handle, deque[Callable[[], bool]]] = {}
         self._scheduled = False
@@ -126,9 +126,9 @@ class Turns:
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._scheduled:
+        if not self._scheduled:  # with the transmits at the end of this loop turn
             self._scheduled = True
-            self._loop.call_soon(self._round)
+            self._turn.add(self._round)
 
     def _round(self) -> None:
         self._scheduled = False
