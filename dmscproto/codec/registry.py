@@ -352,9 +352,11 @@ DEFAULT_HOP_LIMIT = 64
 #: Hops a gateway that starts relaying a FEDERATED DISCOVER adds to the relays along the
 #: matching summary's path (Section 5.2.1): room for a path that grew by a detour.
 RELAY_HOP_SLACK = 2
-#: Implementation bound, not on the wire: most per-request verdicts a gateway's guard
-#: keeps between admission and the node's use of them (Section 10).
+#: Implementation bounds, not on the wire: most per-request verdicts a gateway's guard
+#: keeps between admission and the node's use of them, and the longest a gateway feeds
+#: queued requests round robin in one turn of its event loop, in seconds (Section 10.7).
 GUARD_MAX_PENDING = 4096
+FAIR_ROUND_QUANTUM = 0.002
 #: How long a QUIC client waits for its handshake and its confirmation, and how long a
 #: QUIC client pool closing waits for its connections' closing periods.
 QUIC_CONNECT_TIMEOUT = 5.0

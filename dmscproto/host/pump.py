@@ -10,9 +10,11 @@ In aioquic's style the machine decides and this module only moves messages and t
   *request* is sent as its own transaction and its answer (or the transport's
   failure, as an ERROR) is fed back to the machine; anything else is sent one-way;
 * requests from different associations are fed round robin (:class:`Turns`): an
-  association has at most one request fed per event loop iteration while others wait,
-  so one agent sending many costly requests at once delays another's by one of them,
-  not by all (Section 10.7);
+  association's first request in a turn of the event loop is fed at once, the others
+  at the end of the turn, alternately with those of every other association that has
+  several, for at most FAIR_ROUND_QUANTUM (then in the next turn), so one agent
+  sending many costly requests at once delays another's by one of them, not by all,
+  and one alone is never held back (Section 10.7);
 * ``machine.get_timer()`` is armed on the event loop by the transports' one driver
   (:class:`~dmscproto.transport.driver.Driver`: once per loop iteration; a timer
   already armed for an earlier deadline is kept) and ``handle_timer`` called when it
@@ -45,7 +47,13 @@ from cryptography import x509
 
 from ..codec.errors import EncodeError
 from ..codec.messages import Error, Message
-from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, transaction_time
+from ..codec.registry import (
+    ANSWER_TO,
+    FAIR_ROUND_QUANTUM,
+    ErrorCode,
+    MessageType,
+    transaction_time,
+)
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
 from ..transport.contract import Connection
@@ -105,8 +113,9 @@ def _failure(msg: Message, exc: Exception) -> Error:
 class Turns:
     """Round robin between associations (module doc): :meth:`turn` runs ``go`` at once
     for an association that has had no turn in this loop iteration and none queued; the
-    others queue, and each later iteration runs the first waiting ``go`` of every
-    association that has one."""
+    others queue, and at the end of the turn the queues are served one ``go`` of each
+    association at a time, round robin, until they are empty or FAIR_ROUND_QUANTUM has
+    passed (the rest in the next turn)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._turn = end_of_turn(loop)
@@ -133,14 +142,18 @@ class Turns:
     def _round(self) -> None:
         self._scheduled = False
         self._served.clear()
-        for source in list(self._queues):
-            queue = self._queues[source]
-            go = queue.popleft()
-            if not queue:
-                del self._queues[source]
-            if go():  # a cancelled request gives its turn away
-                self._served.add(source)
-        if self._served:
+        until = time.perf_counter() + FAIR_ROUND_QUANTUM
+        while self._queues:
+            for source in list(self._queues):
+                queue = self._queues[source]
+                go = queue.popleft()
+                if not queue:
+                    del self._queues[source]
+                if go():  # a cancelled request gives its turn away
+                    self._served.add(source)
+            if time.perf_counter() >= until:
+                break
+        if self._served or self._queues:
             self._schedule()
 
 
