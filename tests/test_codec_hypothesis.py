@@ -162,6 +162,8 @@ VALUES: dict[TlvType, st.SearchStrategy[Any]] = {
     TlvType.DIGEST_CHILDREN: st.lists(st.builds(DigestSummary, uint32,
                                                 st.binary(min_size=32, max_size=32)),
                                       max_size=3).map(tuple),
+    TlvType.CERTIFICATE_DER: st.binary(max_size=64),
+    TlvType.THUMBPRINT: st.binary(min_size=32, max_size=32),
 }
 
 

@@ -27,8 +27,9 @@ the federation must succeed:
    with registrations on both sides and a deregistration on one, then healed: the
    sessions are dialled again, no ghost.
 
-Calls between domains over the DTLS link are left out: their ROUTE_REQUEST, with its
-origin assertion, exceeds the DTLS PDU limit (PDU_TOO_LARGE).
+Calls between domains cross the DTLS link too: their origin assertions name the
+origin gateway's certificate, which crosses each link once in CERTIFICATE (Section 6.10),
+so every ROUTE_REQUEST fits a DTLS datagram.
 """
 
 from __future__ import annotations
@@ -356,11 +357,11 @@ def test_eight_gateways_four_domains_churn_kill_restart_partition(
                 await fed.agent(stack, name, home, skill, tags)
             await fed.converged(gone)
             # a.example's gateways through b.example, a2 - d2, the partitionable links,
-            # the lossy link.  Calls between domains over DTLS are left out: their
-            # ROUTE_REQUEST (with its origin assertion) exceeds the DTLS PDU limit.
+            # the lossy link, the DTLS link between domains (c1 = b1) both ways
             await fed.calls([("alice", "abe"), ("abe", "alice"), ("abe", "dave"),
                              ("dave", "abe"), ("bob", "abe"), ("carol", "dave"),
-                             ("carol", "cid"), ("cid", "carol"), ("dave", "dora")])
+                             ("carol", "cid"), ("cid", "carol"), ("dave", "dora"),
+                             ("cid", "bob"), ("bob", "cid")])
             await fed.refused("alice", "dora", ErrorCode.NO_ROUTE)  # d.example only
 
             # 1. churn
@@ -390,9 +391,9 @@ def test_eight_gateways_four_domains_churn_kill_restart_partition(
             c1.start()
             await fed.sessions_up()
             await fed.converged(gone)                      # cid's record is back
-            # (not carol -> bob: sync over the DTLS link works now, so its shortest path
-            # runs c2 - c1 = b1 and the ROUTE_REQUEST is too large for DTLS, module doc)
-            await fed.calls([("carol", "dave"), ("bob", "dave"), ("carol", "cid")])
+            # carol -> bob runs c2 - c1 = b1 (DTLS) - b2: c1's new sessions hold nothing
+            await fed.calls([("carol", "dave"), ("bob", "dave"), ("carol", "cid"),
+                             ("carol", "bob")])
 
             # 3. partition {a2, d2, d1} | the rest for longer than the hold time,
             # registrations on both sides, healed: the sessions are dialled again

@@ -18,6 +18,7 @@ from conftest import Rows, every_row
 
 from dmscproto.codec.digest import DigestTree
 from dmscproto.codec.messages import (
+    CertificateAck,
     Digest,
     Discover,
     Error,
@@ -25,6 +26,7 @@ from dmscproto.codec.messages import (
     Notify,
     Open,
     RegisterAck,
+    RouteReply,
     RouteRequest,
     Summary,
     TraceRequest,
@@ -40,6 +42,7 @@ from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.agent_registration import AgentRegistration
 from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.catalog import MACHINES
+from dmscproto.protocol.certificates import thumbprint
 from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.dispatch import starting_types
 from dmscproto.protocol.events import ProtocolEvent
@@ -50,7 +53,7 @@ from dmscproto.protocol.oam import EchoResponder, TraceRelay
 from dmscproto.protocol.peering import LocalGateway, PeerSession
 from dmscproto.protocol.registration import GatewayRegistration
 from dmscproto.protocol.requester import Requester
-from dmscproto.protocol.routing import RouteRelay
+from dmscproto.protocol.routing import Outbound, RouteRelay
 from dmscproto.protocol.summary import SummaryTable
 from dmscproto.protocol.sync import SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
@@ -62,7 +65,7 @@ from dmscproto.transport.transactions import MACHINES as DATAGRAM_MACHINES
 M = MessageType
 #: Requests and their answers, as the draft's Section 3.3 table lists them.
 REQUESTS = {M.REGISTER, M.REFRESH, M.DEREGISTER, M.DISCOVER, M.ROUTE_REQUEST, M.OPEN,
-            M.SYNC_REQUEST, M.DIGEST_REQUEST, M.ECHO_REQUEST, M.TRACE_REQUEST}
+            M.SYNC_REQUEST, M.DIGEST_REQUEST, M.ECHO_REQUEST, M.TRACE_REQUEST, M.CERTIFICATE}
 ME, PEER, PEER2 = bytes([0xEE]) * 16, bytes([0x01]) * 16, bytes([0x02]) * 16
 EXAMPLE = {t: examples()[names[0]] for t, names in by_type().items()}
 
@@ -170,10 +173,12 @@ def _relay(cls: type[RouteRelay] | type[TraceRelay]) -> Callable[..., Rig]:
         core.register(local, 600, T0)
         assert core.learn(Advertisement(1, (PEER,), remote), PEER, T0)
         node = GatewayNode(core)  # the routing port: its peer and agent associations
+        # the certificate an origin assertion would name goes with a forwarded request
+        node.ctx.outgoing = lambda _up, req, _txid, _now: Outbound(req, b"certificate")
         node.peers[PEER] = "peer"
         node.registration.handles[local.record.agent_id] = "alice"
         ctx = node.ctx
-        target = {"DELIVERED": local, "FORWARDED": remote}.get(state.name, remote)
+        target = {"DELIVERED": local}.get(state.name, remote)
         if cls is TraceRelay and state.name == "DONE":
             target = local  # answered at once
         path = (ME,) if state.name == "DONE" and cls is RouteRelay else ()
@@ -189,6 +194,10 @@ def _relay(cls: type[RouteRelay] | type[TraceRelay]) -> Callable[..., Rig]:
             m = TraceRelay(out, ctx, "up", req)
         if state is not m.State.IDLE:
             m.start(T0)
+        if state is RouteRelay.State.CERTIFYING:  # the next hop does not hold it
+            assert m.downstream is not None
+            m.receive("down", RouteReply(transaction_id=m.downstream[1],
+                                         status=ErrorCode.CERTIFICATE_UNKNOWN), T0)
         out.messages_to_send()
         assert m.state is state
         txid = m.downstream[1] if m.downstream else 7
@@ -427,17 +436,24 @@ def test_every_row_of_the_relays_and_responders_runs(table_rows: Rows,
         sub.mkdir()
         return RIGS[cls](cls.State[state], sub)
 
+    # (a relay waiting for CERTIFICATE_ACK: the rig's certificate is b"certificate")
+    acked = CertificateAck(status=ErrorCode.SUCCESS, thumbprint=thumbprint(b"certificate"))
     for cls in (RouteRelay, TraceRelay):
-        for waiting in ("DELIVERED", "FORWARDED") if cls is RouteRelay else ("FORWARDED",):
-            for end in ("reply", "error", "timer"):
+        waits = {"DELIVERED": ("reply", "error", "timer"),
+                 "FORWARDED": ("reply", "error", "timer"),
+                 "CERTIFYING": ("acked", "ack", "error", "timer")}
+        for waiting, ends in (waits.items() if cls is RouteRelay
+                              else [("FORWARDED", waits["FORWARDED"])]):
+            for end in ends:
                 r = rig(cls, waiting)
                 assert isinstance(r.machine, RouteRelay | TraceRelay)
+                reply = M.ROUTE_REPLY if cls is RouteRelay else M.TRACE_REPLY
+                answers = {"reply": EXAMPLE[reply], "error": EXAMPLE[M.ERROR],
+                           "acked": acked, "ack": EXAMPLE[M.CERTIFICATE_ACK]}
                 if end == "timer":
                     r.machine.handle_timer(T0 + 1000)
                 else:
-                    reply = M.ROUTE_REPLY if cls is RouteRelay else M.TRACE_REPLY
-                    r.feed(replace(EXAMPLE[reply if end == "reply" else M.ERROR],
-                                   transaction_id=r.txid))
+                    r.feed(replace(answers[end], transaction_id=r.txid))
         rig(cls, "DONE")
     lost = TraceRelay(Outbox(), rig(RouteRelay, "IDLE").machine.ctx,  # type: ignore[attr-defined]
                       "up", TraceRequest(transaction_id=1, target_agent=bytes(16),

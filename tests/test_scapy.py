@@ -166,7 +166,7 @@ def test_request_and_response_pairs() -> None:
              ("deregister", "deregister-ack"), ("discover", "discover-reply"),
              ("route-request", "route-reply"), ("echo-request", "echo-reply"),
              ("trace-request", "trace-reply"), ("open", "open"), ("sync-request", "update"),
-             ("digest-request", "digest-entries")]
+             ("digest-request", "digest-entries"), ("certificate", "certificate-ack")]
     assert {EXAMPLES[q].TYPE for q, _ in pairs} == set(RESPONSES)
     for req_name, resp_name in pairs:
         req = DMSC(encode(EXAMPLES[req_name]))

@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from security_support import NOW, Domain, core_for, record_of, signed_of
@@ -21,15 +23,17 @@ from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.codec.signing import sign_record
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.codec.wire import Advertisement
+from dmscproto.protocol.certificates import thumbprint
 from dmscproto.security.ca import Credential, Kind
 from dmscproto.security.errors import SecurityError
 from dmscproto.security.federation import (
+    X5T,
     Federation,
     ImportPolicy,
     PeerDomain,
     sign_origin,
 )
-from dmscproto.security.tokens import ScopeSet
+from dmscproto.security.tokens import ScopeSet, b64url
 
 
 @dataclass
@@ -215,9 +219,18 @@ class Call:
     target: Credential
     gateway: Credential
     source: Credential
+    #: The certificates the peer session holds, by thumbprint (Section 6.10).
+    held: dict[bytes, x509.Certificate] = field(default_factory=dict)
+
+    def hold(self, cert: x509.Certificate) -> None:
+        self.held[thumbprint(cert.public_bytes(serialization.Encoding.DER))] = cert
+
+    def resolve(self, key: bytes) -> x509.Certificate | None:
+        return self.held.get(key)
 
     def assertion(self, *, now: float = NOW, scope: str = "route",
                   gateway: Credential | None = None, domain: str = "b.example") -> bytes:
+        self.hold((gateway or self.gateway).certificate)
         return sign_origin(gateway or self.gateway, self.msg,
                            source_uri=self.source.identity.uri,
                            target_agent=self.target.identity.entity_id, target_domain=domain,
@@ -238,7 +251,7 @@ def call(world: World) -> Call:
 def test_origin_assertion_accepted_once(world: World, call: Call) -> None:
     rec = record_of(call.target, tags=("public",))
     token = call.assertion(scope="route:forecast")
-    claims = world.fed_b.verify_origin(token, call.msg, rec, NOW + 1)
+    claims = world.fed_b.verify_origin(token, call.msg, rec, NOW + 1, call.resolve)
     assert claims.gateway.uri == "dmsc://a.example/gw-a"
     assert claims.source_uri == "dmsc://a.example/weather"
     assert str(claims.scope) == "route:forecast"
@@ -246,7 +259,10 @@ def test_origin_assertion_accepted_once(world: World, call: Call) -> None:
     ec_key = isinstance(call.gateway.private_key, ec.EllipticCurvePrivateKey)
     assert header["typ"] == "dmsc-origin+jwt"
     assert header["alg"] == ("ES256" if ec_key else "Ed25519")
-    sec(ErrorCode.REPLAY, lambda: world.fed_b.verify_origin(token, call.msg, rec, NOW + 2))
+    der = call.gateway.certificate.public_bytes(serialization.Encoding.DER)
+    assert header["x5t#S256"] == b64url(thumbprint(der)) and "x5c" not in header
+    sec(ErrorCode.REPLAY, lambda: world.fed_b.verify_origin(token, call.msg, rec, NOW + 2,
+                                                            call.resolve))
 
 
 ORIGIN_CASES: dict[str, tuple[Callable[[World, Call], tuple[bytes, RouteRequest, bool]],
@@ -269,20 +285,40 @@ ORIGIN_CASES: dict[str, tuple[Callable[[World, Call], tuple[bytes, RouteRequest,
     "forged-signature": (lambda w, c: (c.assertion()[:-4] + b"AAAA", c.msg, True),
                          ErrorCode.INVALID_TOKEN),
     "garbage": (lambda w, c: (b"xyz", c.msg, True), ErrorCode.INVALID_TOKEN),
+    "certificate-not-held": (lambda w, c: (c.assertion(gateway=w.cred(
+        w.a, "gw-a2", Kind.GATEWAY)), c.msg, True), ErrorCode.CERTIFICATE_UNKNOWN),
+    "x5c-instead-of-x5t": (lambda w, c: (_resigned(c, _x5c), c.msg, True),
+                           ErrorCode.INVALID_TOKEN),
 }
 
 
-def _agent_signed(w: World, c: Call) -> bytes:
-    """An origin assertion made with an agent's key (sign_origin refuses, so by hand)."""
+def _resigned(c: Call, edit: Callable[[dict[str, Any]], object],
+              signer: Credential | None = None) -> bytes:
+    """A good origin assertion with its header edited, signed again by the gateway (or
+    by ``signer``, named iss: sign_origin refuses an agent's key, so by hand)."""
     from dmscproto.security.tokens import sign_jwt
     good = c.assertion()
     header = json.loads(base64.urlsafe_b64decode(good.split(b".")[0] + b"=="))
     claims = json.loads(base64.urlsafe_b64decode(good.split(b".")[1] + b"=="))
-    der = c.source.certificate.public_bytes(serialization.Encoding.DER)
-    header["x5c"] = [base64.b64encode(der).decode()]
     del header["alg"]
-    claims["iss"] = c.source.identity.uri
-    return sign_jwt(header, claims, c.source.private_key).encode()  # type: ignore[arg-type]
+    edit(header)
+    signer = signer or c.gateway
+    claims["iss"] = signer.identity.uri
+    return sign_jwt(header, claims, signer.private_key).encode()  # type: ignore[arg-type]
+
+
+def _x5c(header: dict[str, Any]) -> None:
+    """The certificate carried in x5c rather than named (the form before Section 6.10)."""
+    del header[X5T]
+    header["x5c"] = ["MIIB" + "A" * 60]
+
+
+def _agent_signed(w: World, c: Call) -> bytes:
+    """An origin assertion made with an agent's key, naming its certificate, which the
+    session holds."""
+    c.hold(c.source.certificate)
+    der = c.source.certificate.public_bytes(serialization.Encoding.DER)
+    return _resigned(c, lambda h: h.update({X5T: b64url(thumbprint(der))}), c.source)
 
 
 @pytest.mark.security
@@ -291,10 +327,14 @@ def test_origin_assertion_refused(world: World, call: Call, case: str) -> None:
     build, code = ORIGIN_CASES[case]
     token, msg, exported = build(world, call)
     rec = record_of(call.target, tags=("public",) if exported else ("private",))
-    sec(code, lambda: world.fed_b.verify_origin(token, msg, rec, NOW))
+    held = dict(call.held)
+    if case == "certificate-not-held":
+        call.held.clear()
+    sec(code, lambda: world.fed_b.verify_origin(token, msg, rec, NOW, call.resolve))
     # the destination still accepts the next good call
+    call.held = held
     good = record_of(call.target, tags=("public",))
-    world.fed_b.verify_origin(call.assertion(), call.msg, good, NOW)
+    world.fed_b.verify_origin(call.assertion(), call.msg, good, NOW, call.resolve)
 
 
 @pytest.mark.security

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from security_support import Domain, at, record_of, register, signed_of
 
 from dmscproto.codec.messages import (
+    Certificate,
+    CertificateAck,
     Discover,
     DiscoverReply,
     Error,
@@ -43,6 +45,7 @@ from dmscproto.codec.wire import Advertisement
 from dmscproto.gateway.core import ALREADY_REGISTERED
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.protocol.agent import AgentClient
+from dmscproto.protocol.certificates import thumbprint
 from dmscproto.protocol.events import (
     ProtocolViolation,
     RecordRefused,
@@ -51,13 +54,13 @@ from dmscproto.protocol.events import (
     SessionEstablished,
 )
 from dmscproto.protocol.machine import Handle, Refusal
-from dmscproto.protocol.routing import Outgoing
+from dmscproto.protocol.routing import Outbound, Outgoing
 from dmscproto.security.ca import Credential, DomainAuthority, Identity, Kind
 from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
 from dmscproto.security.guard import GatewayGuard, NodeHooks
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.revocation import Revocation, issue_crl
-from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier
+from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier, b64url
 from dmscproto.testing.examples import example_key
 from dmscproto.testing.harness import T0, Network
 
@@ -84,7 +87,7 @@ class SecureNet:
         def hook(key: str) -> Callable[..., Any]:
             return lambda *args: g[name].node_hooks()[key](*args)  # type: ignore[literal-required]
 
-        hooks = {k: hook(k) for k in NodeHooks.__annotations__}
+        hooks = {k: hook(k) for k in NodeHooks.__annotations__ if k != "certificates"}
         hooks["outgoing"] = outgoing(hooks["outgoing"])
         node = self.net.gateway(name, domain, **hooks)
         key = next(example_key(k) for k in range(200, 300)
@@ -100,6 +103,7 @@ class SecureNet:
             d.authority.certificate) if tokens else None)
         g[name] = GatewayGuard(node.core, verifier, self.creds.get, federation=fed,
                                credential=self.creds[name], require_origin=require_origin)
+        node.certificates = g[name].certificates  # what the guard reads, the node fills
         return node
 
     def agent(self, name: str, gateway: str, domain: str, *,
@@ -346,8 +350,10 @@ def test_origin_assertion_from_the_guard_verifies_at_the_destination(snet: Secur
                        target_agent=bob.agent_id, hop_limit=8, path=(), payload=b"hi",
                        token=os.urandom(8))
     assert guard_a.admit("alice", replace(req, token=None), snet.net.now) is None
-    fwd = guard_a.outgoing("alice", req, 5, snet.net.now)
-    assert not isinstance(fwd, Refusal) and fwd.token is not None and fwd.token != req.token
+    out = guard_a.outgoing("alice", req, 5, snet.net.now)
+    assert isinstance(out, Outbound)  # with gw-a's certificate, which its assertion names
+    fwd, der = out.request, snet.creds["gw-a"].certificate.public_bytes(Encoding.DER)
+    assert out.certificate == der and fwd.token is not None and fwd.token != req.token
     assert strict.admit("gw-a", fwd, snet.net.now) is None
 
     def code(msg: RouteRequest) -> ErrorCode | None:
@@ -364,7 +370,10 @@ def test_origin_assertion_from_the_guard_verifies_at_the_destination(snet: Secur
     fed_a = guard_a.federation
     assert fed_a is not None
     fed_a.peers["b.example"] = replace(fed_a.peers["b.example"], transit=("b.example",))
-    assert guard_a.outgoing("gw-b", fwd, 6, snet.net.now) is fwd
+    refused = guard_a.outgoing("gw-b", fwd, 6, snet.net.now)  # gw-b never sent gw-a's
+    assert isinstance(refused, Refusal) and refused.code is ErrorCode.CERTIFICATE_UNKNOWN
+    guard_a.certificates.keep("gw-b", der)
+    assert guard_a.outgoing("gw-b", fwd, 6, snet.net.now) == Outbound(fwd, der)
 
 
 def test_revocation_applies_to_live_associations(snet: SecureNet) -> None:
@@ -564,13 +573,13 @@ def test_call_with_stripped_or_tampered_origin_assertion_refused(
 
     def wrap(hook: Outgoing) -> Outgoing:
         def out(upstream: Handle, msg: RouteRequest, txid: int, now: float
-                ) -> RouteRequest | Refusal:
+                ) -> RouteRequest | Outbound | Refusal:
             fwd = hook(upstream, msg, txid, now)
-            if tampered or isinstance(fwd, Refusal):
+            if tampered or not isinstance(fwd, Outbound):
                 return fwd
-            tampered.append(fwd)
+            tampered.append(fwd.request)
             assert alice.token is not None
-            return TAMPER[tamper](fwd, alice.token)
+            return replace(fwd, request=TAMPER[tamper](fwd.request, alice.token))
         return out
 
     alice, bob = origin_net(snet, wrap)
@@ -609,11 +618,14 @@ def test_agent_client_sends_its_token_with_every_request(snet: SecureNet) -> Non
     assert len(snet.net.gateways["gw-a"].core) == 0
 
 
-def test_origin_assertion_through_a_transit_gateway_carries_the_certificate(
+def test_origin_certificate_passed_once_per_session_through_a_transit_gateway(
         snet: SecureNet) -> None:
-    """alice at gw-a1 calls bob at gw-b through gw-a2 (a1 - a2 - b): the next hop is
-    not bob's home gateway, so the assertion carries gw-a1's certificate in x5c; gw-a2
-    relays it unchanged and gw-b verifies it against a.example's anchor."""
+    """alice at gw-a1 calls bob at gw-b through gw-a2 (a1 - a2 - b, Section 6.10): the
+    assertion names gw-a1's certificate by x5t#S256; gw-a2 holds it (gw-a1's session
+    certificate), gw-b does not and answers CERTIFICATE_UNKNOWN; gw-a2 sends it in
+    CERTIFICATE, then the request again, which gw-b verifies against a.example's anchor.
+    The next call crosses with no exchange; after gw-b forgets (its cache is bounded),
+    the exchange runs again and the call still gets through."""
     b_peer = snet.peer_domain("b.example")
     snet.gateway("gw-a1", "a.example", peers=(b_peer,))
     snet.gateway("gw-a2", "a.example", peers=(b_peer,))
@@ -628,14 +640,60 @@ def test_origin_assertion_through_a_transit_gateway_carries_the_certificate(
         snet.net.gateways[left].connect(right, snet.net.now)
         snet.net.pump()
     assert bob.agent_id in snet.net.gateways["gw-a1"].core
-    alice.route(b"hallo", snet.net.now, target=bob.agent_id)
-    snet.net.pump()
+    der = snet.creds["gw-a1"].certificate.public_bytes(Encoding.DER)
+
+    def call() -> tuple[list[RouteRequest], list[RouteReply], list[Certificate]]:
+        since = len(snet.net.log)
+        alice.route(b"hallo", snet.net.now, target=bob.agent_id)
+        snet.net.pump()
+        bob_answers_alice(snet)
+        assert not snet.net.take("gw-b", ProtocolViolation)
+        return (snet.messages(RouteRequest, source="gw-a2", dest="gw-b", since=since),
+                snet.messages(RouteReply, source="gw-b", dest="gw-a2", since=since),
+                snet.messages(Certificate, source="gw-a2", dest="gw-b", since=since))
+
+    relayed, replies, sent = call()
     [first] = snet.messages(RouteRequest, source="gw-a1", dest="gw-a2")
-    [second] = snet.messages(RouteRequest, source="gw-a2", dest="gw-b")
-    assert first.token is not None and second.token == first.token
-    assert "x5c" in _jwt_part(first.token, 0)
-    bob_answers_alice(snet)
-    assert not snet.net.take("gw-b", ProtocolViolation)
+    assert first.token is not None and [r.token for r in relayed] == [first.token] * 2
+    header = _jwt_part(first.token, 0)
+    assert "x5c" not in header and header["x5t#S256"] == b64url(thumbprint(der))
+    assert [r.status for r in replies] == [ErrorCode.CERTIFICATE_UNKNOWN, ErrorCode.SUCCESS]
+    assert [c.certificate for c in sent] == [der]
+    [ack] = snet.messages(CertificateAck, source="gw-b", dest="gw-a2")
+    assert ack.status is ErrorCode.SUCCESS and ack.thumbprint == thumbprint(der)
+    assert relayed[0].transaction_id != relayed[1].transaction_id
+    relayed, replies, sent = call()  # held for the session now
+    assert len(relayed) == 1 and not sent
+    snet.guards["gw-b"].certificates.drop("gw-a2")
+    relayed, replies, sent = call()
+    assert len(relayed) == 2 and len(sent) == 1
+
+
+@pytest.mark.parametrize(("certificate", "code"), [
+    ("of an agent", ErrorCode.IDENTITY_MISMATCH),
+    ("of an unknown domain", ErrorCode.UNTRUSTED_CERTIFICATE),
+    ("not DER", ErrorCode.INVALID_TLV_VALUE),
+])
+def test_certificate_refused_is_not_kept(snet: SecureNet, certificate: str,
+                                         code: ErrorCode) -> None:
+    """A CERTIFICATE a gateway cannot use for origin assertions is answered with its code
+    and not kept (cache poisoning, Section 6.10); the session stays up and a good one is
+    kept under the thumbprint the receiver computes; an agent may send none."""
+    federated(snet)
+    der = {"of an agent": lambda: snet.creds["alice"].certificate.public_bytes(Encoding.DER),
+           "of an unknown domain": lambda: Domain.create("d.example").issue(
+               "gw-d", Kind.GATEWAY).certificate.public_bytes(Encoding.DER),
+           "not DER": lambda: b"\x30\x03abc"}[certificate]()
+    ack = snet.raw("gw-b", "gw-a", Certificate(transaction_id=77, certificate=der))
+    assert isinstance(ack, CertificateAck) and ack.status is code and ack.diagnostic
+    assert snet.guards["gw-a"].certificates.get("gw-b", thumbprint(der)) is None
+    good = snet.creds["gw-b"].certificate.public_bytes(Encoding.DER)
+    ack = snet.raw("gw-b", "gw-a", Certificate(transaction_id=78, certificate=good))
+    assert isinstance(ack, CertificateAck) and ack.thumbprint == thumbprint(good)
+    assert snet.guards["gw-a"].certificates.get("gw-b", thumbprint(good)) == good
+    refused = snet.raw("alice", "gw-a", Certificate(transaction_id=79, certificate=good))
+    assert isinstance(refused, CertificateAck)
+    assert refused.status is ErrorCode.UNEXPECTED_MESSAGE
 
 
 # --- right code at once (issue 13 item 5) -------------------------------------------------

@@ -96,6 +96,7 @@ def message_section(m: MessageType) -> str:
         MessageType.ECHO_REQUEST: "6.8.1", MessageType.ECHO_REPLY: "6.8.1",
         MessageType.TRACE_REQUEST: "6.8.2", MessageType.TRACE_REPLY: "6.8.2",
         MessageType.SUMMARY: "6.9",
+        MessageType.CERTIFICATE: "6.10.1", MessageType.CERTIFICATE_ACK: "6.10.2",
     }
     return sections[m]
 
@@ -139,6 +140,8 @@ TLV_DOCS: dict[TlvType, tuple[str, str]] = {
     TlvType.PURGE: ("Agent ID and record version purged", "6.5"),
     TlvType.DIGEST_NODE: ("level and index of a digest tree node", "6.6.1"),
     TlvType.DIGEST_CHILDREN: ("count and hash of each child node", "6.6.1"),
+    TlvType.CERTIFICATE_DER: ("a gateway's X.509 certificate, DER", "6.10"),
+    TlvType.THUMBPRINT: ("SHA-256 of a certificate's DER (x5t#S256)", "6.10"),
 }
 
 #: Meaning and defining section of every error code (Section 11.5).
@@ -164,6 +167,8 @@ ERROR_DOCS: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.HOLD_TIMER_EXPIRED: ("nothing received from the peer for the hold time", "6.4"),
     ErrorCode.TRANSACTION_TIMEOUT: ("no answer within the transaction's time", "5.3"),
     ErrorCode.CEASE: ("the peer closes the session administratively", "6.7"),
+    ErrorCode.CERTIFICATE_UNKNOWN: ("an origin assertion names a certificate the peer "
+                                    "session does not hold", "6.10"),
     ErrorCode.UNKNOWN_AGENT: ("no registration for this Agent ID", "5.1"),
     ErrorCode.NAME_CONFLICT: ("the agent URI is held by another key", "5.1"),
     ErrorCode.LEASE_EXPIRED: ("the lease ended; register again", "5.1"),

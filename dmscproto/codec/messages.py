@@ -315,6 +315,26 @@ class Summary(Message):
     summary: CapabilitySummary | None = tlv(TlvType.SUMMARY_FILTER, default=None)
 
 
+# --- Section 6.10: certificates of origin assertions --------------------------------------
+@message(MessageType.CERTIFICATE)
+class Certificate(Message):
+    """CERTIFICATE: a gateway certificate (DER) that origin assertions sent on this peer
+    session name by its SHA-256 thumbprint (x5t#S256); the receiver keeps it for the
+    session."""
+
+    certificate: bytes = tlv(TlvType.CERTIFICATE_DER)
+
+
+@message(MessageType.CERTIFICATE_ACK)
+class CertificateAck(Message):
+    """CERTIFICATE_ACK: the outcome; on success the thumbprint of what is kept."""
+
+    status: ErrorCode = tlv(TlvType.STATUS)
+    thumbprint: bytes | None = tlv(TlvType.THUMBPRINT, default=None)
+    diagnostic: str | None = tlv(TlvType.DIAGNOSTIC, default=None)
+    retry_after: int | None = tlv(TlvType.RETRY_AFTER, default=None)
+
+
 # --- Section 6.8: OAM --------------------------------------------------------------------
 @message(MessageType.ECHO_REQUEST)
 class EchoRequest(Message):

@@ -27,6 +27,8 @@ CRITICAL_BIT = 0x8000
 ID_SIZE = 16
 #: Most gateway ids a PATH_VECTOR can carry (8-bit count, Section 4.3).
 MAX_PATH = 255
+#: Size of a certificate THUMBPRINT: SHA-256 of its DER encoding, x5t#S256 (Section 6.10).
+THUMBPRINT_SIZE = 32
 #: Size of a NONCE: random octets, unique per request (Section 5.1).
 NONCE_SIZE = 16
 #: ALPN protocol identifier for DMSC over QUIC (Section 9.1).
@@ -68,6 +70,8 @@ class MessageType(IntEnum):
     SUMMARY = 0x3A
     SYNC_ACK = 0x36
     DIGEST_REQUEST = 0x37
+    CERTIFICATE = 0x38
+    CERTIFICATE_ACK = 0x39
     ECHO_REQUEST = 0x40
     ECHO_REPLY = 0x41
     TRACE_REQUEST = 0x42
@@ -86,6 +90,7 @@ ANSWER_TO: Mapping[MessageType, MessageType] = MappingProxyType({
     _M.OPEN: _M.OPEN,
     _M.SYNC_REQUEST: _M.UPDATE,
     _M.DIGEST_REQUEST: _M.DIGEST,
+    _M.CERTIFICATE: _M.CERTIFICATE_ACK,
     _M.ECHO_REQUEST: _M.ECHO_REPLY,
     _M.TRACE_REQUEST: _M.TRACE_REPLY,
 })
@@ -96,7 +101,7 @@ ONE_WAY: frozenset[MessageType] = frozenset({_M.KEEPALIVE, _M.UPDATE, _M.DIGEST,
 #: The messages of a peer session (Section 6): only gateways send them.
 SESSION_MESSAGES: frozenset[MessageType] = frozenset({
     _M.OPEN, _M.KEEPALIVE, _M.UPDATE, _M.DIGEST, _M.SYNC_REQUEST, _M.NOTIFY, _M.SUMMARY,
-    _M.SYNC_ACK, _M.DIGEST_REQUEST})
+    _M.SYNC_ACK, _M.DIGEST_REQUEST, _M.CERTIFICATE})
 del _M
 
 
@@ -148,6 +153,8 @@ class TlvType(IntEnum):
     PURGE = 0x8020
     DIGEST_NODE = 0x8021
     DIGEST_CHILDREN = 0x8022
+    CERTIFICATE_DER = 0x8058
+    THUMBPRINT = 0x8059
 
     @property
     def critical(self) -> bool:
@@ -194,6 +201,7 @@ class ErrorCode(IntEnum):
     HOLD_TIMER_EXPIRED = 0x0202
     TRANSACTION_TIMEOUT = 0x0203
     CEASE = 0x0204
+    CERTIFICATE_UNKNOWN = 0x0205
     MAX_RECORDS_EXCEEDED = 0x020B
     PATH_TOO_LONG = 0x020C
     # Registration errors (Section 5.1)
@@ -469,6 +477,9 @@ LIMITS: tuple[Limit, ...] = (
           "requests a datagram endpoint holds in its duplicate cache (Section 9.3); beyond, "
           "the kept answer closest to expiry is forgotten, or a new request gets ERROR "
           "RESOURCE_EXHAUSTED when none is answered yet"),
+    Limit("SESSION_MAX_CERTIFICATES", 64, "certificates",
+          "certificates received with CERTIFICATE that a gateway keeps per peer session "
+          "(least recently used forgotten first, Section 6.10)"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

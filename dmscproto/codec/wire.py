@@ -29,6 +29,7 @@ from .registry import (
     SUMMARY_MAX_BITS,
     SUMMARY_MAX_HASHES,
     SUMMARY_MIN_BITS,
+    THUMBPRINT_SIZE,
     ErrorCode,
     Scope,
     TlvType,
@@ -435,4 +436,6 @@ VALUE_CODECS: dict[TlvType, ValueCodec[Any]] = {
     TlvType.PURGE: StructCodec(WithdrawFormat, VersionedId),
     TlvType.DIGEST_NODE: StructCodec(DigestNodeFormat, DigestNode),
     TlvType.DIGEST_CHILDREN: ArrayCodec(DigestChildrenFormat, DigestSummary),
+    TlvType.CERTIFICATE_DER: BytesCodec(),
+    TlvType.THUMBPRINT: FixedCodec(c.Bytes(THUMBPRINT_SIZE)),
 }

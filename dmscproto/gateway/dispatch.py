@@ -98,6 +98,8 @@ class NodeDispatch(NodePorts):
                 answer = refusal_answer(msg, refused.code, refused.diagnostic)
                 if answer is not None:
                     self._out.send(source, answer)
+                if refused.code is ErrorCode.CERTIFICATE_UNKNOWN:
+                    return  # the sender passes the certificate and asks again (6.10)
                 raise ProtocolError(refused.code, refused.diagnostic, t)
         for take in self._takers.get(t, ()):
             if take(source, msg, now):
@@ -113,6 +115,8 @@ class NodeDispatch(NodePorts):
             relay.receive(source, msg, now)
         finally:
             self._ran(relay)
+        if not relay.done and relay.downstream is not None:  # sent on again (6.10)
+            self.relays[relay.downstream] = relay
         return True
 
     def _to_federated(self, source: Handle, msg: Message, now: float) -> bool:

@@ -24,6 +24,9 @@ Security plugs in through hooks, each returning a :class:`~dmscproto.protocol.ma
 * ``outgoing(upstream, request, incoming_txid, now)`` prepares or refuses each
   ROUTE_REQUEST forwarded to a peer (:class:`~dmscproto.protocol.routing.RelayContext`;
   the origin assertion of Section 10.6);
+* ``accept_certificate(source, der, now)`` checks a peer's CERTIFICATE, which the
+  session then keeps in ``certificates`` until it closes (Section 6.10; default: none
+  accepted);
 * ``export_for(domain)`` and ``discovery_policy(source)`` filter what peers and
   requesters are shown (Section 7.4);
 * ``replication(domain)`` says whether a peer domain's gateways get records or only
@@ -57,6 +60,7 @@ from collections.abc import Callable, Iterable
 from ..codec.changes import TableChanges
 from ..codec.messages import Error, Message
 from ..codec.registry import MAX_PDU_SIZE, ErrorCode, limit, timer
+from ..protocol.certificates import CertificateCheck, SessionCertificates
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.dispatch import dispatch_table
 from ..protocol.events import (
@@ -73,6 +77,7 @@ from ..protocol.machine import (
     Handle,
     Outbox,
     ProtocolError,
+    Refusal,
     TransactionIds,
     earliest,
     refusal_answer,
@@ -120,6 +125,9 @@ class GatewayNode(NodeDispatch):
                  export_for: ExportFor = lambda _domain: None,
                  discovery_policy: PolicyFor = lambda _source: None,
                  outgoing: Outgoing | None = None,
+                 accept_certificate: CertificateCheck = lambda _h, _der, _now: Refusal(
+                     ErrorCode.UNTRUSTED_CERTIFICATE, "no certificate is accepted here"),
+                 certificates: SessionCertificates | None = None,
                  route_timeout: float = timer("ROUTE_TIMEOUT"),
                  pdu_limit: Callable[[Handle], int] = lambda _handle: MAX_PDU_SIZE,
                  replication: Callable[[str], Replication] = lambda _d: Replication.FULL,
@@ -143,6 +151,9 @@ class GatewayNode(NodeDispatch):
         self.verifier = verifier
         self.admit = admit
         self.accept_open: OpenCheck = accept_open or (lambda _handle, _msg: None)
+        self.accept_certificate = accept_certificate
+        #: The certificates each peer session received (Section 6.10).
+        self.certificates = certificates or SessionCertificates()
         self._export_for = export_for
         self.pdu_limit = pdu_limit
         self.replication = replication
@@ -332,6 +343,7 @@ class GatewayNode(NodeDispatch):
                 self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
+                self.certificates.drop(ev.handle)
                 self._session_timers.stale(ev.handle)
                 if self.limits is not None:
                     self.limits.forget(ev.handle)

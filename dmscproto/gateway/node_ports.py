@@ -10,6 +10,7 @@ from collections.abc import Callable
 from ..codec.messages import Open
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import CapabilityRecord, DiscoveryQuery
+from ..protocol.certificates import CertificateCheck, SessionCertificates
 from ..protocol.discovery import DiscoveryResponder
 from ..protocol.machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds
 from ..protocol.peering import ExportFor, OpenCheck
@@ -30,6 +31,8 @@ class NodePorts:
 
     core: GatewayCore
     accept_open: OpenCheck
+    accept_certificate: CertificateCheck
+    certificates: SessionCertificates
     _export_for: ExportFor
     replication: Callable[[str], Replication]
     pdu_limit: Callable[[Handle], int]
@@ -73,6 +76,13 @@ class NodePorts:
             return Refusal(ErrorCode.POLICY_DENIED,
                            "a session with that gateway exists on another association")
         return None
+
+    def check_certificate(self, handle: Handle, der: bytes, now: float) -> Refusal | None:
+        """The ``accept_certificate`` hook (Section 6.10)."""
+        return self.accept_certificate(handle, der, now)
+
+    def keep_certificate(self, handle: Handle, der: bytes) -> bytes:
+        return self.certificates.keep(handle, der)
 
     # --- routing (the relays' RoutingPort) ---------------------------------------------------
     def next_hop(self, target: bytes, hop_limit: int, path: tuple[bytes, ...],

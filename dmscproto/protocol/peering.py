@@ -24,6 +24,11 @@ interval without hearing from it, it sends ECHO_REQUEST; if it then hears nothin
 PROBE_TIMEOUT_FRACTION of the interval, it closes as if the hold timer had expired, so
 a call in flight through a dead next hop fails in well under a keepalive interval.
 
+A CERTIFICATE on an established session is checked by the port (chain, gateway kind,
+Section 6.10); an accepted one is kept for the session and answered CERTIFICATE_ACK
+SUCCESS with its thumbprint, a refused one answered CERTIFICATE_ACK with the refusal, the
+session staying up either way.
+
 A closed session is reported (:class:`~.events.SessionClosed`); its owner closes the
 association and dials again (Section 6.1.1).  Any message the session's state does not
 expect is answered with NOTIFY UNEXPECTED_MESSAGE and closes the session.  Record
@@ -40,7 +45,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from ..codec.messages import EchoRequest, Error, Keepalive, Message, Notify, Open
+from ..codec.messages import (
+    Certificate,
+    CertificateAck,
+    EchoRequest,
+    Error,
+    Keepalive,
+    Message,
+    Notify,
+    Open,
+)
 from ..codec.registry import ErrorCode, GatewayCaps, MessageType, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
 from .events import SessionClosed, SessionEstablished, SessionEvent
@@ -131,6 +145,8 @@ class PeerInput(Enum):
     PROBE_DUE = "probe timer [relayed transactions wait]"
     PROBE_IDLE = "probe timer [none waits]"
     PROBE_LOST = "probe deadline"
+    CERTIFICATE = "CERTIFICATE [accepted by the port's check]"
+    CERTIFICATE_REFUSED = "CERTIFICATE [refused by the port's check]"
 
 
 class PeerAction(Enum):
@@ -160,6 +176,10 @@ class PeerAction(Enum):
     SEND_PROBE = "send ECHO_REQUEST; start the probe deadline"
     STOP_PROBING = "stop the probe timer"
     PROBE_EXPIRE = "send NOTIFY HOLD_TIMER_EXPIRED (probe unanswered); close"
+    KEEP_CERTIFICATE = ("restart the hold timer; keep the certificate for the session; "
+                        "answer CERTIFICATE_ACK SUCCESS with its THUMBPRINT")
+    REFUSE_CERTIFICATE = ("restart the hold timer; answer CERTIFICATE_ACK with the "
+                          "refusal's code and reason")
 
 
 _S, _I, _A = PeerState, PeerInput, PeerAction
@@ -281,6 +301,19 @@ class ProbeLost(StepInput):
     KIND = _I.PROBE_LOST
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateReceived(StepInput):
+    KIND = _I.CERTIFICATE
+    msg: Certificate
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRefused(StepInput):
+    KIND = _I.CERTIFICATE_REFUSED
+    msg: Certificate
+    refusal: Refusal
+
+
 _M = MessageType
 #: The input a received message becomes, by type (OPEN: by the guards in ``_classify``).
 _INPUT_OF: dict[MessageType, type[KeepaliveReceived | SyncReceived | SummaryReceived
@@ -308,6 +341,7 @@ class PeerSession(TypedMachine):
         _M.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REQUEST_REFUSED,
                   _I.OPEN_ANSWER_REFUSED),
         **{t: (cls.KIND,) for t, cls in _INPUT_OF.items()},
+        _M.CERTIFICATE: (_I.CERTIFICATE, _I.CERTIFICATE_REFUSED),
     }
     TABLE = {
         (_S.IDLE, _I.START): (_A.SEND_OPEN, _S.OPEN_SENT),
@@ -333,6 +367,8 @@ class PeerSession(TypedMachine):
         (_S.ESTABLISHED, _I.PROBE_DUE): (_A.SEND_PROBE, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.PROBE_IDLE): (_A.STOP_PROBING, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.PROBE_LOST): (_A.PROBE_EXPIRE, _S.IDLE),
+        (_S.ESTABLISHED, _I.CERTIFICATE): (_A.KEEP_CERTIFICATE, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.CERTIFICATE_REFUSED): (_A.REFUSE_CERTIFICATE, _S.ESTABLISHED),
         **{(s, _I.OPEN_REQUEST_REFUSED): (_A.REFUSE_AND_CLOSE, _S.IDLE) for s in _OPENING},
         **{(s, _I.OPEN_ANSWER_REFUSED): (_A.REFUSE_ANSWER_AND_CLOSE, _S.IDLE)
            for s in _OPENING},
@@ -410,6 +446,10 @@ class PeerSession(TypedMachine):
                 return (OpenAnswerRefused(msg, refusal) if answer
                         else OpenRequestRefused(msg, refusal))
             return OpenAnswer(msg) if answer else OpenRequest(msg)
+        if isinstance(msg, Certificate):
+            refused = self.port.check_certificate(self.handle, msg.certificate, now)
+            return CertificateReceived(msg) if refused is None \
+                else CertificateRefused(msg, refused)
         cls = _INPUT_OF.get(msg.TYPE)
         if cls is None:
             return Unexpected(msg, self.unexpected(msg))
@@ -575,6 +615,18 @@ class PeerSession(TypedMachine):
     def _close_refused(self, now: float, inp: SyncRefused) -> None:
         self._notify(inp.error.code, inp.error.diagnostic)
         self._close(inp.error.code, by_peer=False)
+
+    def _keep_certificate(self, now: float, inp: CertificateReceived) -> None:
+        self._restart_hold_timer(now, self.hold_time)
+        key = self.port.keep_certificate(self.handle, inp.msg.certificate)
+        self._send(CertificateAck(transaction_id=inp.msg.transaction_id,
+                                  status=ErrorCode.SUCCESS, thumbprint=key))
+
+    def _refuse_certificate(self, now: float, inp: CertificateRefused) -> None:
+        self._restart_hold_timer(now, self.hold_time)
+        r = inp.refusal
+        self._send(CertificateAck(transaction_id=inp.msg.transaction_id, status=r.code,
+                                  diagnostic=r.diagnostic, retry_after=r.retry_after))
 
     def _drop(self, now: float, inp: NotifyReceived) -> None:
         """A NOTIFY outside a session is never answered."""

@@ -105,6 +105,14 @@ class PeeringPort(Protocol):
     def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> SessionSync:
         """The sync machine for a session just established with ``gateway_id``."""
 
+    def check_certificate(self, handle: Handle, der: bytes, now: float) -> Refusal | None:
+        """A CERTIFICATE's certificate (Section 6.10): the refusal to answer, or None
+        to keep it."""
+
+    def keep_certificate(self, handle: Handle, der: bytes) -> bytes:
+        """Keep an accepted certificate for the session over ``handle``; returns its
+        thumbprint."""
+
 
 # --- the agent keepalive (Section 6.8.3) ----------------------------------------------------
 class LivenessPort(Protocol):

@@ -15,6 +15,13 @@ expires.  What a relay sends on is made with :func:`~dmscproto.codec.pdu.rewrite
 the received octets are kept and only the TLVs it changes are encoded again (the relay
 fast path; the checks of the request are those of the full decode, unchanged).
 
+A ROUTE_REQUEST's origin assertion names the origin gateway's certificate by thumbprint
+(Section 6.10): the hook also gives the certificate (DER), which the relay keeps.  When
+the next hop answers CERTIFICATE_UNKNOWN, the relay sends it the certificate in
+CERTIFICATE (state CERTIFYING) and, once CERTIFICATE_ACK confirms it, the request again
+with a new transaction id; once per transaction, and within the transaction time already
+running, so that no call is lost to a cache that forgot.
+
 The machines are :class:`~.typed.TypedMachine`\\ s written against the
 :class:`~.ports.RoutingPort`: the table and the actions are the whole behaviour, the
 timer is started and stopped only by actions.  :class:`Relay` is what ROUTE_REQUEST and
@@ -29,19 +36,40 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
-from ..codec.messages import Error, Message, RouteReply, RouteRequest, TraceReply, TraceRequest
+from ..codec.messages import (
+    Certificate,
+    CertificateAck,
+    Error,
+    Message,
+    RouteReply,
+    RouteRequest,
+    TraceReply,
+    TraceRequest,
+)
 from ..codec.pdu import rewrite
 from ..codec.registry import ErrorCode, MessageType, timer
+from .certificates import thumbprint
 from .events import RelayEvent, TransactionEnded
 from .machine import Handle, Outbox, Refusal, TransactionIds
 from .ports import NextHop, RoutingPort
 from .tracecontext import Hop, HopTracer, W3CHops
 from .typed import StepInput, TypedMachine
 
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A ROUTE_REQUEST to forward and the certificate (DER) its origin assertion names
+    by thumbprint, sent to a next hop that answers CERTIFICATE_UNKNOWN (Section 6.10)."""
+
+    request: RouteRequest
+    certificate: bytes
+
+
 #: The ``outgoing`` hook: given the association a ROUTE_REQUEST came from, the request as
 #: it will be forwarded (resolved target, the next hop's HOP_LIMIT, PATH_VECTOR and
-#: TIMEOUT), the incoming transaction id and ``now``, the request to send, or a refusal.
-Outgoing = Callable[[Handle, RouteRequest, int, float], RouteRequest | Refusal]
+#: TIMEOUT), the incoming transaction id and ``now``, the request to send (with the
+#: certificate its origin assertion names, if it has one), or a refusal.
+Outgoing = Callable[[Handle, RouteRequest, int, float], RouteRequest | Outbound | Refusal]
 
 
 @dataclass
@@ -83,50 +111,56 @@ class Local(StepInput):
     """The target is registered here: ``dest`` is its agent's association (None when
     not known), ``request`` what it is given."""
 
-    KIND = _I.REQUEST_LOCAL
+    KIND: ClassVar[Enum] = _I.REQUEST_LOCAL
     dest: Handle | None
     request: RouteRequest | TraceRequest
 
 
 @dataclass(frozen=True, slots=True)
 class Onward(StepInput):
-    """The request as it goes on to the next hop ``dest``."""
+    """The request as it goes on to the next hop ``dest`` (with the certificate its
+    origin assertion names, if any)."""
 
-    KIND = _I.REQUEST_FORWARD
+    KIND: ClassVar[Enum] = _I.REQUEST_FORWARD
     dest: Handle
     request: RouteRequest | TraceRequest
+    certificate: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Refused(StepInput):
-    KIND = _I.REQUEST_REFUSED
+    KIND: ClassVar[Enum] = _I.REQUEST_REFUSED
     refusal: Refusal
 
 
 @dataclass(frozen=True, slots=True)
 class Answered(StepInput):
-    KIND = _I.REPLY
+    KIND: ClassVar[Enum] = _I.REPLY
     reply: RouteReply | TraceReply
 
 
 @dataclass(frozen=True, slots=True)
 class Failed(StepInput):
-    KIND = _I.ERROR
+    KIND: ClassVar[Enum] = _I.ERROR
     error: Error
 
 
 @dataclass(frozen=True, slots=True)
 class Expired(StepInput):
-    KIND = _I.TIMEOUT
+    KIND: ClassVar[Enum] = _I.TIMEOUT
 
 
 class Relay(TypedMachine):
     """The shared part of ROUTE_REQUEST and TRACE_REQUEST relaying (module doc).
     Subclasses give the table, :meth:`classify` and the answer messages."""
 
-    Input = RelayInput
+    Input: ClassVar[type[Enum]] = RelayInput
     EVENTS = RelayEvent
     REPLY: ClassVar[MessageType]
+    #: The classes of the inputs the base makes, of the subclass's ``Input``.
+    ANSWERED: ClassVar[type[Answered]] = Answered
+    FAILED: ClassVar[type[Failed]] = Failed
+    EXPIRED: ClassVar[type[Expired]] = Expired
 
     def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,
                  request: RouteRequest | TraceRequest) -> None:
@@ -157,23 +191,27 @@ class Relay(TypedMachine):
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         """The answer from downstream (matched by the caller on association and
         transaction id); anything else is refused (ProtocolError)."""
-        inp: Answered | Failed | None = None
-        if isinstance(msg, RouteReply | TraceReply) and msg.TYPE is self.REPLY:
-            inp = Answered(msg)
-        elif isinstance(msg, Error):
-            inp = Failed(msg)
+        inp = self.answer_input(msg)
         if inp is None or not self.rows_for(inp.KIND):
             err = self.unexpected(msg)
             self.refuse(source, msg, err)
             raise err
         self.run(inp, now)
 
+    def answer_input(self, msg: Message) -> StepInput | None:
+        """The input an answer from downstream is (None: none this machine takes)."""
+        if isinstance(msg, RouteReply | TraceReply) and msg.TYPE is self.REPLY:
+            return self.ANSWERED(msg)
+        if isinstance(msg, Error):
+            return self.FAILED(msg)
+        return None
+
     def get_timer(self) -> float | None:
         return self.deadline
 
     def handle_timer(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
-            self.run(Expired(), now)
+            self.run(self.EXPIRED(), now)
 
     # --- helpers (called by classify and by actions) ------------------------------------------
     def timeout(self) -> float:
@@ -234,78 +272,163 @@ class RouteState(Enum):
     IDLE = "IDLE"
     DELIVERED = "DELIVERED"
     FORWARDED = "FORWARDED"
+    CERTIFYING = "CERTIFYING"
     DONE = "DONE"
+
+
+class RouteInput(Enum):
+    """The relay's inputs (:class:`RelayInput`'s, and the certificate exchange's)."""
+
+    REQUEST_LOCAL = _I.REQUEST_LOCAL.value
+    REQUEST_FORWARD = _I.REQUEST_FORWARD.value
+    REQUEST_REFUSED = _I.REQUEST_REFUSED.value
+    REPLY = "ROUTE_REPLY"
+    CERTIFICATE_UNKNOWN = ("ROUTE_REPLY CERTIFICATE_UNKNOWN [the certificate not sent yet "
+                           "in this transaction]")
+    CERTIFIED = "CERTIFICATE_ACK SUCCESS [THUMBPRINT is the certificate's]"
+    CERTIFICATE_REFUSED = "CERTIFICATE_ACK [another STATUS or THUMBPRINT]"
+    ERROR = _I.ERROR.value
+    TIMEOUT = _I.TIMEOUT.value
 
 
 class RouteAction(Enum):
     DELIVER = "send to the agent with a new transaction id; start transaction timer"
     FORWARD = ("send to the next hop with a new transaction id, HOP_LIMIT - 1, own id "
                "appended to PATH_VECTOR, TIMEOUT 9/10 of the transaction time and what the "
-               "outgoing hook sets (ACCESS_TOKEN: origin assertion); start transaction timer")
+               "outgoing hook sets (ACCESS_TOKEN: origin assertion; keep its certificate); "
+               "start transaction timer")
     REJECT = ("answer ROUTE_REPLY with the refusal (NO_ROUTE, LOOP_DETECTED, "
               "TARGET_UNREACHABLE, ..., or the outgoing hook's code and reason)")
     RELAY_REPLY = "pass ROUTE_REPLY upstream with the incoming transaction id; stop the timer"
     RELAY_ERROR = "answer ROUTE_REPLY upstream with ERROR's STATUS; stop the timer"
+    CERTIFICATE_REFUSED = ("answer ROUTE_REPLY upstream with CERTIFICATE_ACK's STATUS "
+                           "(INVALID_TLV_VALUE for another THUMBPRINT); stop the timer")
+    SEND_CERTIFICATE = ("send the kept certificate to the next hop in CERTIFICATE with a new "
+                        "transaction id")
+    RETRY = ("send the request to the next hop again with a new transaction id, TIMEOUT 9/10 "
+             "of the time left")
     UNREACHABLE = "answer ROUTE_REPLY TARGET_UNREACHABLE"
     TIMED_OUT = "answer ROUTE_REPLY TRANSACTION_TIMEOUT"
 
 
-_S, _A = RouteState, RouteAction
+_S, _R, _A = RouteState, RouteInput, RouteAction
+
+
+# --- the relay's inputs: those of :class:`Relay`, of kinds of :class:`RouteInput` -----------
+@dataclass(frozen=True, slots=True)
+class RouteLocal(Local):
+    KIND = _R.REQUEST_LOCAL
+
+
+@dataclass(frozen=True, slots=True)
+class RouteOnward(Onward):
+    KIND = _R.REQUEST_FORWARD
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRefused(Refused):
+    KIND = _R.REQUEST_REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAnswered(Answered):
+    KIND = _R.REPLY
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFailed(Failed):
+    KIND = _R.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class RouteExpired(Expired):
+    KIND = _R.TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateUnknown(StepInput):
+    KIND = _R.CERTIFICATE_UNKNOWN
+    reply: RouteReply
+
+
+@dataclass(frozen=True, slots=True)
+class Certified(StepInput):
+    KIND = _R.CERTIFIED
+    ack: CertificateAck
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRefused(StepInput):
+    KIND = _R.CERTIFICATE_REFUSED
+    ack: CertificateAck
 
 
 class RouteRelay(Relay):
-    """One ROUTE_REQUEST at a gateway (Section 5.3)."""
+    """One ROUTE_REQUEST at a gateway (Section 5.3; the certificate exchange of Section
+    6.10, module docstring)."""
 
     NAME = "routing"
     TITLE = "Routing, one transaction at a gateway"
-    State, Action = RouteState, RouteAction
+    State, Input, Action = RouteState, RouteInput, RouteAction
     INITIAL = RouteState.IDLE
     TIMERS = ("ROUTE_TIMEOUT", "FORWARD_FRACTION")
     REPLY = MessageType.ROUTE_REPLY
+    ANSWERED, FAILED, EXPIRED = RouteAnswered, RouteFailed, RouteExpired
     MESSAGE_INPUTS = {
-        MessageType.ROUTE_REQUEST: (_I.REQUEST_LOCAL, _I.REQUEST_FORWARD, _I.REQUEST_REFUSED),
-        MessageType.ROUTE_REPLY: (_I.REPLY,),
-        MessageType.ERROR: (_I.ERROR,),
+        MessageType.ROUTE_REQUEST: (_R.REQUEST_LOCAL, _R.REQUEST_FORWARD, _R.REQUEST_REFUSED),
+        MessageType.ROUTE_REPLY: (_R.REPLY, _R.CERTIFICATE_UNKNOWN),
+        MessageType.CERTIFICATE_ACK: (_R.CERTIFIED, _R.CERTIFICATE_REFUSED),
+        MessageType.ERROR: (_R.ERROR,),
     }
     TABLE = {
-        (_S.IDLE, _I.REQUEST_LOCAL): (_A.DELIVER, _S.DELIVERED),
-        (_S.IDLE, _I.REQUEST_FORWARD): (_A.FORWARD, _S.FORWARDED),
-        (_S.IDLE, _I.REQUEST_REFUSED): (_A.REJECT, _S.DONE),
-        (_S.DELIVERED, _I.REPLY): (_A.RELAY_REPLY, _S.DONE),
-        (_S.DELIVERED, _I.ERROR): (_A.RELAY_ERROR, _S.DONE),
-        (_S.DELIVERED, _I.TIMEOUT): (_A.UNREACHABLE, _S.DONE),
-        (_S.FORWARDED, _I.REPLY): (_A.RELAY_REPLY, _S.DONE),
-        (_S.FORWARDED, _I.ERROR): (_A.RELAY_ERROR, _S.DONE),
-        (_S.FORWARDED, _I.TIMEOUT): (_A.TIMED_OUT, _S.DONE),
+        (_S.IDLE, _R.REQUEST_LOCAL): (_A.DELIVER, _S.DELIVERED),
+        (_S.IDLE, _R.REQUEST_FORWARD): (_A.FORWARD, _S.FORWARDED),
+        (_S.IDLE, _R.REQUEST_REFUSED): (_A.REJECT, _S.DONE),
+        (_S.DELIVERED, _R.REPLY): (_A.RELAY_REPLY, _S.DONE),
+        (_S.DELIVERED, _R.ERROR): (_A.RELAY_ERROR, _S.DONE),
+        (_S.DELIVERED, _R.TIMEOUT): (_A.UNREACHABLE, _S.DONE),
+        (_S.FORWARDED, _R.REPLY): (_A.RELAY_REPLY, _S.DONE),
+        (_S.FORWARDED, _R.CERTIFICATE_UNKNOWN): (_A.SEND_CERTIFICATE, _S.CERTIFYING),
+        (_S.FORWARDED, _R.ERROR): (_A.RELAY_ERROR, _S.DONE),
+        (_S.FORWARDED, _R.TIMEOUT): (_A.TIMED_OUT, _S.DONE),
+        (_S.CERTIFYING, _R.CERTIFIED): (_A.RETRY, _S.FORWARDED),
+        (_S.CERTIFYING, _R.CERTIFICATE_REFUSED): (_A.CERTIFICATE_REFUSED, _S.DONE),
+        (_S.CERTIFYING, _R.ERROR): (_A.RELAY_ERROR, _S.DONE),
+        (_S.CERTIFYING, _R.TIMEOUT): (_A.TIMED_OUT, _S.DONE),
     }
 
     def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,
                  request: RouteRequest) -> None:
         super().__init__(outbox, ctx, upstream, request)
+        #: The request as forwarded and the certificate its origin assertion names.
+        self.forwarded: RouteRequest | None = None
+        self.certificate: bytes | None = None
+        #: Whether the certificate was sent in this transaction (it is, at most once).
+        self.certified = False
 
     def classify(self, now: float) -> StepInput:
         req = self.request
         assert isinstance(req, RouteRequest)
         if req.target_agent is None and req.query is None:
-            return Refused(Refusal(ErrorCode.MISSING_TLV, ""))
+            return RouteRefused(Refusal(ErrorCode.MISSING_TLV, ""))
         if req.target_agent is not None and req.query is not None:
-            return Refused(Refusal(ErrorCode.INVALID_TLV_VALUE, ""))
+            return RouteRefused(Refusal(ErrorCode.INVALID_TLV_VALUE, ""))
         port = self.ctx.port
         target = req.target_agent
         if target is None:
             assert req.query is not None
             resolved = port.resolve(req.query, now)
             if resolved is None or isinstance(resolved, Refusal):
-                return Refused(resolved or Refusal(ErrorCode.NO_ROUTE, ""))
+                return RouteRefused(resolved or Refusal(ErrorCode.NO_ROUTE, ""))
             target = resolved
         hop = port.next_hop(target, req.hop_limit, req.path, now)
         if isinstance(hop, Refusal):
-            return Refused(hop)
+            return RouteRefused(hop)
         # a QUERY is resolved once, at the first gateway: the request names its target
         named = req if req.query is None else rewrite(req, target_agent=target, query=None)
         if hop.local:
-            return (Refused(Refusal(ErrorCode.TARGET_UNREACHABLE, "")) if hop.dest is None
-                    else Local(hop.dest, named))
+            return (RouteRefused(Refusal(ErrorCode.TARGET_UNREACHABLE, "")) if hop.dest is None
+                    else RouteLocal(hop.dest, named))
         return self._outgoing(named, hop, now)
 
     def _outgoing(self, named: RouteRequest, hop: NextHop, now: float) -> StepInput:
@@ -315,7 +438,49 @@ class RouteRelay(Relay):
         fwd = rewrite(named, hop_limit=hop.hop_limit, path=hop.path, timeout_ms=budget)
         out = fwd if self.ctx.outgoing is None else \
             self.ctx.outgoing(self.upstream, fwd, self.request.transaction_id, now)
-        return Refused(out) if isinstance(out, Refusal) else Onward(hop.dest, out)
+        if isinstance(out, Refusal):
+            return RouteRefused(out)
+        if isinstance(out, Outbound):
+            return RouteOnward(hop.dest, out.request, out.certificate)
+        return RouteOnward(hop.dest, out)
+
+    def answer_input(self, msg: Message) -> StepInput | None:
+        if isinstance(msg, RouteReply) and msg.status is ErrorCode.CERTIFICATE_UNKNOWN \
+                and self.certificate is not None and not self.certified:
+            return CertificateUnknown(msg)
+        if isinstance(msg, CertificateAck):
+            ok = msg.status is ErrorCode.SUCCESS and self.certificate is not None \
+                and msg.thumbprint == thumbprint(self.certificate)
+            return Certified(msg) if ok else CertificateRefused(msg)
+        return super().answer_input(msg)
+
+    def _forward(self, now: float, inp: Onward) -> None:
+        assert isinstance(inp.request, RouteRequest)
+        self.forwarded, self.certificate = inp.request, inp.certificate
+        super()._forward(now, inp)
+
+    def _send_certificate(self, now: float, inp: CertificateUnknown) -> None:
+        assert self.downstream is not None and self.certificate is not None
+        dest, txid = self.downstream[0], self.ctx.txids()
+        self.certified = True
+        self.downstream = (dest, txid)
+        self.outbox.send(dest, Certificate(transaction_id=txid, certificate=self.certificate))
+
+    def _retry(self, now: float, inp: Certified) -> None:
+        assert self.downstream is not None and self.forwarded is not None
+        assert self.deadline is not None
+        dest, txid = self.downstream[0], self.ctx.txids()
+        self.downstream = (dest, txid)
+        budget = int(max(0.0, self.deadline - now) * self.ctx.forward_fraction * 1000)
+        self.outbox.send(dest, rewrite(self.forwarded, transaction_id=txid,
+                                       timeout_ms=budget, trace=self.hop.context))
+
+    def _certificate_refused(self, now: float, inp: CertificateRefused) -> None:
+        ack = inp.ack
+        status = ErrorCode.INVALID_TLV_VALUE if ack.status is ErrorCode.SUCCESS \
+            else ack.status
+        self.answer(self.failure(status, ack.diagnostic or "THUMBPRINT is not the "
+                                 "certificate's"), relayed=True)
 
     def _deliver(self, now: float, inp: Local) -> None:
         assert inp.dest is not None
@@ -328,4 +493,3 @@ class RouteRelay(Relay):
         req = self.request
         assert isinstance(req, RouteRequest)
         return RouteReply(status=status, path=req.path, diagnostic=diagnostic, trace=req.trace)
-

@@ -65,6 +65,7 @@ from ..codec.messages import (
 from ..codec.registry import ErrorCode, limit
 from ..codec.values import CapabilityRecord
 from ..host.pump import Association
+from ..protocol.certificates import SessionCertificates
 from ..protocol.machine import Handle, Refusal
 from ..protocol.ports import GuardedTable
 from ..security.ca import Identity, Kind, parse_identity_uri
@@ -94,6 +95,7 @@ class LabGuard(Guard):
         self.core = core
         self.federation = federation
         self.replay = replay or ReplayCache()
+        self.certificates = SessionCertificates()
 
     def transit(self, peer_domain: str, domain: str) -> bool:
         """Whether summaries and relayed answers of ``domain`` go to ``peer_domain``."""
@@ -235,6 +237,10 @@ class LabGuard(Guard):
     def export_for(self, domain: str) -> RecordFilter | None:
         """Which records a peer of ``domain`` is shown (None: all, our own domain)."""
         return None if domain == self.core.domain else self.federation.export_filter(domain)
+
+    def accept_certificate(self, source: Handle, der: bytes, now: float) -> Refusal | None:
+        """CERTIFICATE: refused (lab mode has no origin assertions to name one)."""
+        return Refusal(ErrorCode.POLICY_DENIED, "lab mode: no origin assertions")
 
     def summary_check(self, source: Handle, domain: str) -> Refusal | None:
         """A SUMMARY from a bound gateway: the domains it may advertise, as for records."""

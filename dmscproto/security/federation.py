@@ -35,12 +35,13 @@ It answers the gateway's security questions:
 * Origin assertions (:func:`sign_origin`, :meth:`Federation.verify_origin`): a
   forwarded ROUTE_REQUEST carries, in ACCESS_TOKEN, a JWT signed by the origin gateway
   stating which agent sent it to which target with which route scope, bound to the
-  payload hash.  The origin gateway's certificate is in ``x5c``, except when the next hop
-  is the target's home gateway: that one verifies the assertion with the certificate of
-  the TLS association it came over (which keeps the request within a DTLS datagram).
-  The gateway that delivers checks it against the origin domain's anchor, its own export
-  policy towards that domain, the scope and a replay cache, so a cross-domain call
-  proves the origin's authorization.
+  payload hash.  It names the origin gateway's certificate by its SHA-256 thumbprint
+  (``x5t#S256``), which each gateway resolves among the certificates of the peer session
+  the request came over: the peer's own, or one the peer sent with CERTIFICATE
+  (Section 6.10; :meth:`Federation.check_peer_certificate` is the check a CERTIFICATE
+  passes before it is kept).  The gateway that delivers checks the assertion against
+  the origin domain's anchor, its own export policy towards that domain, the scope and
+  a replay cache, so a cross-domain call proves the origin's authorization.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ from cryptography.hazmat.primitives import serialization
 
 from ..codec.cose import SignedRecord
 from ..codec.messages import Open, RouteRequest
-from ..codec.registry import ErrorCode, timer
+from ..codec.registry import THUMBPRINT_SIZE, ErrorCode, timer
 from ..codec.values import CapabilityRecord, ExportPolicy
+from ..protocol.certificates import thumbprint
 from ..protocol.policy import exportable
 from .ca import Credential, Identity, Kind, anchor_domains, parse_identity_uri
 from .errors import SecurityError
@@ -85,6 +87,9 @@ from .tokens import (
 ORIGIN_TYPE = "dmsc-origin+jwt"
 #: Lifetime of an origin assertion: the longest a forwarded transaction lives.
 ORIGIN_LIFETIME = int(timer("ROUTE_TIMEOUT"))
+#: The JWS header parameter naming the signer's certificate by SHA-256 thumbprint
+#: (RFC 7515, Section 4.1.8).
+X5T = "x5t#S256"
 #: Wildcard in an import policy's capabilities: every capability.
 ANY = "*"
 
@@ -174,12 +179,29 @@ def _payload_hash(payload: bytes) -> str:
     return b64url(hashlib.sha256(payload).digest())
 
 
+def origin_thumbprint(token: bytes) -> bytes | None:
+    """The certificate thumbprint (``x5t#S256``) an origin assertion names; None for a
+    token that is not an origin assertion; INVALID_TOKEN for one without a valid
+    thumbprint (Section 6.10)."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(token.split(b".", 1)[0] + b"==="))
+        if not isinstance(header, dict) or header.get("typ") != ORIGIN_TYPE:
+            return None
+        key = base64.urlsafe_b64decode(str(header[X5T]) + "==")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SecurityError(ErrorCode.INVALID_TOKEN, f"origin assertion: {exc}") from None
+    if len(key) != THUMBPRINT_SIZE:
+        raise SecurityError(ErrorCode.INVALID_TOKEN, "origin assertion: x5t#S256 is not a "
+                            "SHA-256 thumbprint")
+    return key
+
+
 def sign_origin(gateway: Credential, msg: RouteRequest, *, source_uri: str,
                 target_agent: bytes, target_domain: str, scope: ScopeSet,
-                now: float, with_certificate: bool = True) -> bytes:
+                now: float) -> bytes:
     """The origin assertion an origin gateway puts in a forwarded ROUTE_REQUEST's
-    ACCESS_TOKEN, after it authorized ``source_uri`` (its own agent) for ``scope``;
-    without ``x5c`` unless ``with_certificate`` (module docstring)."""
+    ACCESS_TOKEN, after it authorized ``source_uri`` (its own agent) for ``scope``; it
+    names the gateway's certificate by thumbprint (module docstring)."""
     if gateway.private_key is None or gateway.identity.kind is not Kind.GATEWAY:
         raise ValueError("an origin assertion is signed with a gateway's key")
     der = gateway.certificate.public_bytes(serialization.Encoding.DER)
@@ -190,9 +212,7 @@ def sign_origin(gateway: Credential, msg: RouteRequest, *, source_uri: str,
         "scope": str(scope), "src": b64url(msg.source_agent), "tgt": b64url(target_agent),
         "pld": _payload_hash(msg.payload),
     }
-    header: dict[str, Any] = {"typ": ORIGIN_TYPE}
-    if with_certificate:
-        header["x5c"] = [base64.b64encode(der).decode()]
+    header: dict[str, Any] = {"typ": ORIGIN_TYPE, X5T: b64url(thumbprint(der))}
     return sign_jwt(header, claims, gateway.private_key).encode()
 
 
@@ -416,31 +436,41 @@ class Federation:
             raise _denied(f"no transit from {from_domain} to {target.agent_uri}")
 
     # --- origin assertions --------------------------------------------------------------
-    def verify_origin(self, token: bytes, msg: RouteRequest, target: CapabilityRecord,
-                      now: float, previous_hop: x509.Certificate | None = None,
-                      via: str | None = None) -> OriginClaims:
-        """Check the origin assertion of a ROUTE_REQUEST about to be delivered to the
-        local agent ``target`` (module docstring); records its jti.  Without ``x5c`` it
-        must be signed by ``previous_hop``, the certificate of the gateway it came from.
-        From a remote domain of the trust bundle, ``via`` (the previous hop's domain)
-        must be a transit domain of the policy and the path at most ``max_path``."""
+    def check_peer_certificate(self, der: bytes, now: float) -> Identity:
+        """A certificate a peer sends with CERTIFICATE (Section 6.10): one DER
+        certificate (INVALID_TLV_VALUE) of a gateway (IDENTITY_MISMATCH) that chains to an
+        anchor origin assertions are accepted from (UNTRUSTED_CERTIFICATE, expired,
+        revoked), checked as an origin assertion's certificate is."""
         try:
-            header = json.loads(base64.urlsafe_b64decode(token.split(b".", 1)[0] + b"==="))
-            if header.get("typ") != ORIGIN_TYPE:
-                raise ValueError("not an origin assertion")
-            x5c = header.get("x5c")
-            if x5c is not None:
-                cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
-            elif previous_hop is not None:
-                cert = previous_hop
-            else:
-                raise ValueError("no x5c, and it did not come from a gateway")
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise SecurityError(ErrorCode.INVALID_TOKEN, f"origin assertion: {exc}") from None
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            raise SecurityError(ErrorCode.INVALID_TLV_VALUE, f"CERTIFICATE: {exc}") from None
+        return self._origin_gateway(cert, now)
+
+    def _origin_gateway(self, cert: x509.Certificate, now: float) -> Identity:
         gateway = check_certificate(self._origin_trust, cert, now, usage=None)
         if gateway.kind is not Kind.GATEWAY:
-            raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
-                                "origin assertion not signed by a gateway")
+            raise SecurityError(ErrorCode.IDENTITY_MISMATCH, f"{gateway.uri} is not a gateway")
+        return gateway
+
+    def verify_origin(self, token: bytes, msg: RouteRequest, target: CapabilityRecord,
+                      now: float, resolve: Callable[[bytes], x509.Certificate | None],
+                      via: str | None = None) -> OriginClaims:
+        """Check the origin assertion of a ROUTE_REQUEST about to be delivered to the
+        local agent ``target`` (module docstring); records its jti.  ``resolve`` gives
+        the certificate of a thumbprint held by the peer session the request came over
+        (CERTIFICATE_UNKNOWN if none).  From a remote domain of the trust bundle,
+        ``via`` (the previous hop's domain) must be a transit domain of the policy and
+        the path at most ``max_path``."""
+        key = origin_thumbprint(token)
+        if key is None:
+            raise SecurityError(ErrorCode.INVALID_TOKEN, "not an origin assertion")
+        cert = resolve(key)
+        if cert is None:
+            raise SecurityError(ErrorCode.CERTIFICATE_UNKNOWN,
+                                "the origin assertion's certificate is not held on this "
+                                "session: send it with CERTIFICATE")
+        gateway = self._origin_gateway(cert, now)
         c = verify_jwt(token, cert.public_key()).claims  # type: ignore[arg-type]
         if c.get("iss") != gateway.uri:
             raise SecurityError(ErrorCode.INVALID_TOKEN, "iss is not the signing gateway")

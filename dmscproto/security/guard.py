@@ -25,8 +25,16 @@ CERTIFICATE_REVOKED).
   the target's skills (or the query's), and the import policy for a remote target
   (POLICY_DENIED);
 * from a gateway: that its domain is ours or federated (POLICY_DENIED); agent requests
-  are refused (IDENTITY_MISMATCH); a ROUTE_REQUEST for an agent registered here must
-  carry a valid origin assertion when ``require_origin`` is set.
+  are refused (IDENTITY_MISMATCH); the certificate a ROUTE_REQUEST's origin assertion
+  names (``x5t#S256``) must be held on the session it came over, the peer's own or one
+  it sent with CERTIFICATE (CERTIFICATE_UNKNOWN, Section 6.10); a ROUTE_REQUEST for an
+  agent registered here must carry a valid origin assertion when ``require_origin`` is
+  set.
+
+:meth:`GatewayGuard.accept_certificate` is the check a peer's CERTIFICATE passes before
+its session keeps it in :attr:`GatewayGuard.certificates` (a gateway of this domain or a
+federated one; the certificate checked as an origin assertion's,
+:meth:`~.federation.Federation.check_peer_certificate`).
 
 :meth:`GatewayGuard.verify_record` is the node's record check: each record of a peer's
 UPDATE must pass :meth:`Federation.check_advertisement` (signature, and whether that
@@ -39,10 +47,11 @@ one of its agents before forwarding it to a peer: the import policy and the agen
 route scope are checked against the resolved target (a QUERY is resolved only after
 admission), and the agent's token, bound to the agent's certificate and useless to the
 next hop, is replaced by an origin assertion (:func:`~.federation.sign_origin`) carrying
-the route scope the agent was granted, and our certificate in ``x5c`` unless the next hop
-is the target's home gateway (which has it from the TLS handshake).  Relayed requests
-pass unchanged; one from a gateway of another domain only towards a target that we
-export to that domain (transit, :meth:`~.federation.Federation.check_relay`).
+the route scope the agent was granted and naming our certificate by thumbprint.  Relayed
+requests pass unchanged; one from a gateway of another domain only towards a target that
+we export to that domain (transit, :meth:`~.federation.Federation.check_relay`).  Either
+goes with the certificate its assertion names (:class:`~..protocol.routing.Outbound`),
+which the relay sends a next hop that answers CERTIFICATE_UNKNOWN.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from dataclasses import replace
 from typing import Any, NotRequired, Protocol, TypedDict
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ..codec.cose import SignedRecord
 from ..codec.messages import (
@@ -67,16 +77,17 @@ from ..codec.messages import (
 )
 from ..codec.registry import GUARD_MAX_PENDING, SESSION_MESSAGES, ErrorCode
 from ..codec.values import CapabilityRecord
+from ..protocol.certificates import CertificateCheck, SessionCertificates, thumbprint
 from ..protocol.discovery import PolicyFor
 from ..protocol.machine import Refusal
 from ..protocol.peering import ExportFor, OpenCheck
 from ..protocol.ports import Admission, GuardedTable
 from ..protocol.registration import RecordVerifier
-from ..protocol.routing import Outgoing
+from ..protocol.routing import Outbound, Outgoing
 from ..protocol.summary import SummaryCheck, SummaryTransit
 from .ca import Credential, Identity, Kind
 from .errors import SecurityError
-from .federation import Federation, check_open_identity, sign_origin
+from .federation import Federation, check_open_identity, origin_thumbprint, sign_origin
 from .proof import RequestVerifier, check_held_certificate
 from .revocation import RevocationTrustStore
 from .tokens import AccessToken, Operation, ScopeSet
@@ -132,6 +143,8 @@ class NodeHooks(TypedDict):
     discovery_policy: PolicyFor
     summary_check: NotRequired[SummaryCheck]
     transit: NotRequired[SummaryTransit]
+    accept_certificate: NotRequired[CertificateCheck]
+    certificates: NotRequired[SessionCertificates]
 
 
 class Guard(Protocol):
@@ -149,7 +162,7 @@ class Guard(Protocol):
     def accept_open(self, source: Handle, msg: Open) -> Refusal | None: ...
 
     def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
-                 now: float) -> RouteRequest | Refusal: ...
+                 now: float) -> RouteRequest | Outbound | Refusal: ...
 
     def export_for(self, domain: str) -> RecordFilter | None: ...
 
@@ -159,12 +172,20 @@ class Guard(Protocol):
 
     def transit(self, peer_domain: str, domain: str) -> bool: ...
 
+    def accept_certificate(self, source: Handle, der: bytes, now: float
+                           ) -> Refusal | None: ...
+
+    #: The certificates each peer session keeps (Section 6.10), shared with the node.
+    certificates: SessionCertificates
+
     def node_hooks(self) -> NodeHooks:
         """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
         return NodeHooks(admit=self.admit, verifier=self.verify_record,
                          accept_open=self.accept_open, outgoing=self.outgoing,
                          export_for=self.export_for, discovery_policy=self.discovery_policy,
-                         summary_check=self.summary_check, transit=self.transit)
+                         summary_check=self.summary_check, transit=self.transit,
+                         accept_certificate=self.accept_certificate,
+                         certificates=self.certificates)
 
 
 class GatewayGuard(Guard):
@@ -190,6 +211,7 @@ class GatewayGuard(Guard):
         self._route_scope: OrderedDict[object, ScopeSet] = OrderedDict()
         #: id(certificate) -> (certificate, CRL generation, valid until, identity)
         self._valid: dict[int, tuple[x509.Certificate, int, float, Identity]] = {}
+        self.certificates = SessionCertificates()
 
     # --- GatewayNode(admit=...) -------------------------------------------------------------
     def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None:
@@ -210,7 +232,7 @@ class GatewayGuard(Guard):
             raise SecurityError(ErrorCode.POLICY_DENIED, f"{identity.uri} is an operator "
                                 "certificate: the management interface only")
         if identity.kind is Kind.GATEWAY:
-            self._from_gateway(peer, identity, msg, now)
+            self._from_gateway(source, peer, identity, msg, now)
             return
         if self.federation is not None:
             self.federation.check_client(identity)
@@ -265,8 +287,8 @@ class GatewayGuard(Guard):
         self._valid[id(cert)] = (cert, generation, until, identity)
         return identity
 
-    def _from_gateway(self, peer: Authenticated, identity: Identity, msg: Message,
-                      now: float) -> None:
+    def _from_gateway(self, source: Handle, peer: Authenticated, identity: Identity,
+                      msg: Message, now: float) -> None:
         if isinstance(msg, _AGENT_REQUESTS):
             raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                 f"{identity.uri} is a gateway, not an agent")
@@ -277,16 +299,58 @@ class GatewayGuard(Guard):
                                 f"{identity.domain} is not a federated domain")
         else:
             self.federation.peer(identity.domain)
-        if isinstance(msg, RouteRequest) and self.require_origin and msg.target_agent:
+        if not isinstance(msg, RouteRequest):
+            return
+        cert = self._origin_certificate(source, peer, msg.token)  # delivered or relayed
+        if self._delivered_here(msg):
+            assert self.federation is not None and msg.target_agent is not None
+            if msg.token is None:
+                raise SecurityError(ErrorCode.INVALID_TOKEN,
+                                    "a relayed ROUTE_REQUEST needs an origin assertion")
             held = self.core.get(msg.target_agent)
-            if held is not None and held.origin is None:  # delivered here
-                assert self.federation is not None
-                if msg.token is None:
-                    raise SecurityError(ErrorCode.INVALID_TOKEN,
-                                        "a relayed ROUTE_REQUEST needs an origin assertion")
-                self.federation.verify_origin(msg.token, msg, held.signed.record, now,
-                                              previous_hop=peer.certificate,
-                                              via=identity.domain)
+            assert held is not None
+            self.federation.verify_origin(msg.token, msg, held.signed.record, now,
+                                          lambda _key: cert, via=identity.domain)
+
+    def _delivered_here(self, msg: RouteRequest) -> bool:
+        """Whether a gateway's ROUTE_REQUEST is for an agent registered here, whose
+        origin assertion is then required (``require_origin``)."""
+        if not self.require_origin or not msg.target_agent:
+            return False
+        held = self.core.get(msg.target_agent)
+        return held is not None and held.origin is None
+
+    def _origin_certificate(self, source: Handle, peer: Authenticated,
+                            token: bytes | None) -> x509.Certificate | None:
+        """The certificate an origin assertion in ``token`` names, held on the session
+        over ``source``: the peer's own (its (D)TLS handshake's) or one it sent with
+        CERTIFICATE (Section 6.10); CERTIFICATE_UNKNOWN if neither.  None without an
+        origin assertion.  A copy: the checks' parse caches do not stay on the
+        association's certificate (as :func:`~.proof.check_held_certificate`)."""
+        key = None if token is None else origin_thumbprint(token)
+        if key is None:
+            return None
+        own = peer.certificate.public_bytes(serialization.Encoding.DER)
+        der = own if thumbprint(own) == key else self.certificates.get(source, key)
+        if der is None:
+            raise SecurityError(ErrorCode.CERTIFICATE_UNKNOWN,
+                                "the origin assertion's certificate is not held on this "
+                                "session: send it with CERTIFICATE")
+        return x509.load_der_x509_certificate(der)
+
+    # --- GatewayNode(accept_certificate=...) -------------------------------------------------
+    def accept_certificate(self, source: Handle, der: bytes, now: float) -> Refusal | None:
+        """A peer's CERTIFICATE (Section 6.10; its sender, a gateway of our domain or a
+        federated one, was admitted by :meth:`admit`): a certificate an origin assertion
+        may name."""
+        try:
+            if self.federation is None:
+                raise SecurityError(ErrorCode.POLICY_DENIED, "no federation: origin "
+                                    "assertions are not accepted here")
+            self.federation.check_peer_certificate(der, now)
+        except SecurityError as exc:
+            return exc.refusal()
+        return None
 
     # --- GatewayNode(verifier=...) ----------------------------------------------------------
     def verify_record(self, source: Handle, signed: SignedRecord, now: float
@@ -410,16 +474,17 @@ class GatewayGuard(Guard):
 
     # --- GatewayNode(outgoing=...): the origin gateway's forwarding --------------------------
     def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
-                 now: float) -> RouteRequest | Refusal:
+                 now: float) -> RouteRequest | Outbound | Refusal:
         """The ROUTE_REQUEST to forward to a peer (module docstring): from one of our
         agents, checked against the resolved target and with its token replaced by an
-        origin assertion; relayed ones unchanged, where transit allows them."""
+        origin assertion; relayed ones unchanged, where transit allows them; either with
+        the certificate the assertion names."""
         peer = self.peer_of(upstream)
         scope = self._route_scope.pop((upstream, incoming_txid), None)
         if peer is None or msg.target_agent is None:
             return msg
         if peer.identity.kind is not Kind.AGENT:
-            return self._relayed(peer.identity, msg)
+            return self._relayed(upstream, peer, msg)
         if self.credential is None:
             raise ValueError("forwarding for agents needs the gateway's credential")
         target = self._target(msg)
@@ -439,20 +504,26 @@ class GatewayGuard(Guard):
                                     f"{target.agent_uri}")
         except SecurityError as exc:
             return exc.refusal()
-        direct = held is not None and held.next_hop == held.origin  # next hop is its home
         token = sign_origin(self.credential, msg, source_uri=peer.identity.uri,
                             target_agent=msg.target_agent, target_domain=target.domain,
-                            scope=granted, now=now, with_certificate=not direct)
-        return replace(msg, token=token)
+                            scope=granted, now=now)
+        return Outbound(replace(msg, token=token), self.credential.certificate.public_bytes(
+            serialization.Encoding.DER))
 
-    def _relayed(self, upstream: Identity, msg: RouteRequest) -> RouteRequest | Refusal:
+    def _relayed(self, source: Handle, upstream: Authenticated, msg: RouteRequest
+                 ) -> RouteRequest | Outbound | Refusal:
         """A gateway's ROUTE_REQUEST we forward on: unchanged, if a request from its
-        domain may transit us towards the target (:meth:`Federation.check_relay`)."""
+        domain may transit us towards the target (:meth:`Federation.check_relay`), with
+        the certificate its origin assertion names (held on the session it came over:
+        :meth:`admit` made sure)."""
         target = self._target(msg)
-        if upstream.domain == self.core.domain or self.federation is None or target is None:
-            return msg
+        domain = upstream.identity.domain
         try:
-            self.federation.check_relay(upstream.domain, target)
+            if domain != self.core.domain and self.federation is not None \
+                    and target is not None:
+                self.federation.check_relay(domain, target)
+            cert = self._origin_certificate(source, upstream, msg.token)
         except SecurityError as exc:
             return exc.refusal()
-        return msg
+        return msg if cert is None else \
+            Outbound(msg, cert.public_bytes(serialization.Encoding.DER))

@@ -8,11 +8,19 @@ octets.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from ..codec.cose import SignedRecord
 from ..codec.digest import ROOT, DigestTree
 from ..codec.messages import (
+    Certificate,
+    CertificateAck,
     Deregister,
     DeregisterAck,
     Digest,
@@ -141,6 +149,23 @@ def translator_signed() -> SignedRecord:
     return sign_record(translator_record(), AGENT2_KEY)
 
 
+def gateway_certificate() -> bytes:
+    """gw-a's certificate (DER), issued by a.example's authority (``example_key(10)``),
+    as CERTIFICATE carries it (Section 6.10): fixed serial number, dates and keys."""
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "a.example"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    start = dt.datetime.fromtimestamp(NOW_S, dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(name("gw-a")).issuer_name(name("a.example authority"))
+            .public_key(GATEWAY_A_KEY.public_key()).serial_number(0x0A)
+            .not_valid_before(start).not_valid_after(start + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("dmsc://a.example/gw-a")]), critical=False)
+            .sign(example_key(10), None))
+    return cert.public_bytes(Encoding.DER)
+
+
 def weather_query() -> DiscoveryQuery:
     return DiscoveryQuery(
         skills=("forecast",),
@@ -157,6 +182,7 @@ def examples() -> dict[str, Message]:
     tree = DigestTree()
     tree.put(AGENT_ID, 1)
     tree.put(AGENT2_ID, 3)
+    cert = gateway_certificate()
     return {
         "register": Register(transaction_id=1, record=weather, lease=3600, nonce=NONCE,
                              timestamp=NOW_MS, trace=TRACE),
@@ -243,6 +269,12 @@ def examples() -> dict[str, Message]:
                                  node=ROOT, entries=(tuple(tree.entries()),)),
         "digest-children": Digest(transaction_id=26, sequence=8, summary=tree.summary(),
                                   node=ROOT, children=tree.children(ROOT)),
+        "certificate": Certificate(transaction_id=27, certificate=cert),
+        "certificate-ack": CertificateAck(transaction_id=27, status=ErrorCode.SUCCESS,
+                                          thumbprint=hashlib.sha256(cert).digest()),
+        "route-reply-certificate-unknown": RouteReply(
+            transaction_id=28, status=ErrorCode.CERTIFICATE_UNKNOWN,
+            diagnostic="origin certificate not held on this session"),
     }
 
 

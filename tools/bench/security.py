@@ -131,7 +131,7 @@ def main() -> None:
                                   target_domain="b.example", scope=scope, now=now), req))
     t0 = time.perf_counter()
     for assertion, req in calls:
-        fed_b.verify_origin(assertion, req, target_rec, now)
+        fed_b.verify_origin(assertion, req, target_rec, now, lambda _key: gw.certificate)
     origin_s = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,6 +48,7 @@ vs.ErrorCode = {
   [0x0202] = "HOLD_TIMER_EXPIRED",
   [0x0203] = "TRANSACTION_TIMEOUT",
   [0x0204] = "CEASE",
+  [0x0205] = "CERTIFICATE_UNKNOWN",
   [0x020b] = "MAX_RECORDS_EXCEEDED",
   [0x020c] = "PATH_TOO_LONG",
   [0x0301] = "UNKNOWN_AGENT",
@@ -95,6 +96,8 @@ vs.MessageType = {
   [0x3a] = "SUMMARY",
   [0x36] = "SYNC_ACK",
   [0x37] = "DIGEST_REQUEST",
+  [0x38] = "CERTIFICATE",
+  [0x39] = "CERTIFICATE_ACK",
   [0x40] = "ECHO_REQUEST",
   [0x41] = "ECHO_REPLY",
   [0x42] = "TRACE_REQUEST",
@@ -144,6 +147,8 @@ vs.TlvType = {
   [0x8020] = "PURGE",
   [0x8021] = "DIGEST_NODE",
   [0x8022] = "DIGEST_CHILDREN",
+  [0x8058] = "CERTIFICATE_DER",
+  [0x8059] = "THUMBPRINT",
 }
 
 -- Fields -------------------------------------------------------------------------------
@@ -226,6 +231,8 @@ f["dmsc.digest_children.count"] = ProtoField.uint8("dmsc.digest_children.count",
 f["dmsc.digest_children.entry"] = ProtoField.none("dmsc.digest_children.entry", "entry")
 f["dmsc.digest_children.count"] = ProtoField.uint32("dmsc.digest_children.count", "digest children count", base.DEC)
 f["dmsc.digest_children.hash"] = ProtoField.bytes("dmsc.digest_children.hash", "digest children hash")
+f["dmsc.certificate_der"] = ProtoField.bytes("dmsc.certificate_der", "certificate der")
+f["dmsc.thumbprint"] = ProtoField.bytes("dmsc.thumbprint", "thumbprint")
 f["dmsc.flags.retransmission"] = ProtoField.bool("dmsc.flags.retransmission", "RETRANSMISSION", 16, nil, 0x1)
 local FLAG_FIELDS = { f["dmsc.flags.retransmission"] }
 
@@ -294,6 +301,8 @@ local layouts = {
   [0x8020] = { { kind = "bytes", size = 16, field = f["dmsc.purge.agent_id"], cose = false }, { kind = "uint", size = 8, field = f["dmsc.purge.version"], flags = nil, strict = nil, open = false } },
   [0x8021] = { { kind = "uint", size = 1, field = f["dmsc.digest_node.level"], flags = nil, strict = nil, open = false }, { kind = "uint", size = 2, field = f["dmsc.digest_node.index"], flags = nil, strict = nil, open = false } },
   [0x8022] = { { kind = "list", field = f["dmsc.digest_children"], count_field = f["dmsc.digest_children.count"], count_size = 1, item_size = 36, entry_field = f["dmsc.digest_children.entry"], item = { { kind = "uint", size = 4, field = f["dmsc.digest_children.count"], flags = nil, strict = nil, open = false }, { kind = "bytes", size = 32, field = f["dmsc.digest_children.hash"], cose = false } } } },
+  [0x8058] = { { kind = "bytes", size = nil, field = f["dmsc.certificate_der"], cose = false } },
+  [0x8059] = { { kind = "bytes", size = 32, field = f["dmsc.thumbprint"], cose = false } },
 }
 
 -- Message types: TLV occurrence ("1", "0..1", "0..n") and field names (Sections 5, 6)
@@ -352,6 +361,12 @@ local messages = {
   [0x37] = { -- DIGEST_REQUEST
     occurs = { [0x8021] = "1" },
     names = { [0x8021] = "node" } },
+  [0x38] = { -- CERTIFICATE
+    occurs = { [0x8058] = "1" },
+    names = { [0x8058] = "certificate" } },
+  [0x39] = { -- CERTIFICATE_ACK
+    occurs = { [0x0002] = "0..1", [0x0050] = "0..1", [0x8005] = "1", [0x8059] = "0..1" },
+    names = { [0x0002] = "diagnostic", [0x0050] = "retry_after", [0x8005] = "status", [0x8059] = "thumbprint" } },
   [0x3a] = { -- SUMMARY
     occurs = { [0x8002] = "1", [0x8007] = "1", [0x800f] = "1", [0x8011] = "1", [0x8040] = "0..1" },
     names = { [0x8002] = "gateway_id", [0x8007] = "timestamp", [0x800f] = "path", [0x8011] = "domain", [0x8040] = "summary" } },
