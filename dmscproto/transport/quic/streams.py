@@ -37,6 +37,9 @@ from .errors import ConnectionClosed
 from .link import QuicLink
 
 log = logging.getLogger(__name__)
+#: Requests up to this size are decoded in the callback that completed them (about
+#: 0.7 ms of CPU for 16 KiB of records); larger ones each in a callback of their own.
+_DECODE_INLINE = 16 * 1024
 
 #: How long a requester waits for an answer (Section 8).
 REQUEST_TIMEOUT = timer("REQUEST_TIMEOUT")
@@ -236,18 +239,23 @@ class DmscConnection(QuicLink):
             if not pdu:
                 self._reply(stream_id, None)
                 return
+        except DecodeError as exc:
+            self._refuse(stream_id, assembler, exc, end)
+            return
+        if len(pdu) <= _DECODE_INLINE:
+            self._decode_request(stream_id, pdu, assembler, end)
+        else:  # in a callback of its own: a read of many datagrams that completes several
+            # large requests (a bulk transfer's UPDATEs) does not decode them all at once
+            self._loop.call_soon(self._decode_request, stream_id, pdu, assembler, end)
+
+    def _decode_request(self, stream_id: int, pdu: bytes, assembler: StreamAssembler,
+                        end: bool) -> None:
+        if self._closed_error is not None:
+            return
+        try:
             msg = decode(pdu)
         except DecodeError as exc:
-            header = assembler.header()
-            self._reply(stream_id, Error(
-                transaction_id=header[1] if header else 0, status=exc.code,
-                offending_type=header[0] if header else None, diagnostic=exc.reason))
-            if not end:  # the rest of the stream is not wanted
-                self._s.incoming[stream_id] = None
-                with suppress(ValueError, AssertionError):
-                    self._quic.stop_stream(stream_id, int(exc.code))
-            else:
-                self._s.incoming.pop(stream_id, None)
+            self._refuse(stream_id, assembler, exc, end)
             return
         if self.handler is None:
             self._reply(stream_id, Error(
@@ -256,6 +264,20 @@ class DmscConnection(QuicLink):
             return
         dispatch(self.handler, msg, self.peer,
                  functools.partial(self._answered, stream_id, msg), self._s.running)
+
+    def _refuse(self, stream_id: int, assembler: StreamAssembler, exc: DecodeError,
+                end: bool) -> None:
+        """Answer a request that does not decode with ERROR (its code and reason)."""
+        header = assembler.header()
+        self._reply(stream_id, Error(
+            transaction_id=header[1] if header else 0, status=exc.code,
+            offending_type=header[0] if header else None, diagnostic=exc.reason))
+        if not end:  # the rest of the stream is not wanted
+            self._s.incoming[stream_id] = None
+            with suppress(ValueError, AssertionError):
+                self._quic.stop_stream(stream_id, int(exc.code))
+        else:
+            self._s.incoming.pop(stream_id, None)
 
     def _answered(self, stream_id: int, msg: Message, outcome: Outcome) -> None:
         """The handler's answer to ``msg`` (or its failure: INTERNAL_ERROR)."""
