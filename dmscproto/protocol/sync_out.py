@@ -47,6 +47,18 @@ from .sync_pdus import (
 from .typed import StepInput, TypedMachine
 
 
+class _Sent:
+    """The path and time of the last ADVERTISE of a record on the session.  An object
+    (always tracked by the garbage collector), not a tuple: a dict holding only tuples
+    of bytes and floats is untracked by each collection and tracked again by the next
+    insertion, young again, so every collection walked the whole table."""
+
+    __slots__ = ("at", "path")
+
+    def __init__(self, path: tuple[bytes, ...], at: float) -> None:
+        self.path, self.at = path, at
+
+
 class OutState(Enum):
     NEW = "NEW"
     BULK = "BULK"
@@ -189,7 +201,7 @@ class SyncOut(TypedMachine):
         #: What the peer was told: the versions (a digest tree) and, per record, the
         #: path and when it was last advertised.
         self.tree = DigestTree()
-        self._sent: dict[bytes, tuple[tuple[bytes, ...], float]] = {}
+        self._sent: dict[bytes, _Sent] = {}
         #: Records to (re)consider, with the version purged if the origin purged it.
         self._dirty: dict[bytes, int | None] = {}
         #: Records whose next ADVERTISE waits for MIN_ADVERTISEMENT_INTERVAL.
@@ -266,10 +278,10 @@ class SyncOut(TypedMachine):
         told = self.tree.get(aid)
         if ad is not None:
             sent = self._sent.get(aid)
-            if told == ad.version and sent is not None and sent[0] == ad.path[:-1]:
+            if told == ad.version and sent is not None and sent.path == ad.path[:-1]:
                 return None
-            if sent is not None and now < sent[1] + self.min_interval:
-                return sent[1] + self.min_interval
+            if sent is not None and now < sent.at + self.min_interval:
+                return sent.at + self.min_interval
             return ad
         if told is None:
             return None
@@ -293,7 +305,7 @@ class SyncOut(TypedMachine):
             pdu.advertise.append(what)
             pdu.room -= size
             self.tree.put(aid, what.version)
-            self._sent[aid] = (what.path[:-1], now)
+            self._sent[aid] = _Sent(what.path[:-1], now)
             return True
         if pdu.room < ITEM_SIZE:
             return False
@@ -395,7 +407,7 @@ class SyncOut(TypedMachine):
             pdu.advertise.append(ad)
             pdu.room -= size
             self.tree.put(aid, ad.version)
-            self._sent[aid] = (ad.path[:-1], now)
+            self._sent[aid] = _Sent(ad.path[:-1], now)
         self._send_sequenced(Update(transaction_id=req.transaction_id,
                                     sequence=self.next_seq,
                                     advertise=tuple(pdu.advertise)), now)
