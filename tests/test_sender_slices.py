@@ -17,7 +17,7 @@ from dmscproto.gateway import drops
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.bloom import Bloom
-from dmscproto.protocol.machine import Outbox, TransactionIds
+from dmscproto.protocol.machine import Outbox, TransactionIds, slice_of
 from dmscproto.protocol.shown import ShownTerms
 from dmscproto.protocol.summary import Replication
 from dmscproto.protocol.sync import PeerSync, SyncPeer
@@ -59,6 +59,19 @@ def test_bulk_table_filled_in_slices(core: GatewayCore) -> None:
     update, digest = msgs
     assert isinstance(update, Update) and isinstance(digest, Digest) and steps >= 3
     assert {a.record.record.agent_id for a in update.advertise} == set(core.agent_ids())
+
+
+def test_ended_session_memory_freed_in_slices(core: GatewayCore) -> None:
+    """What a session's sync remembered (a digest tree and a path per record) is freed a
+    part per slice after the session, not all in one step."""
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "a.example", lambda _m, _t: None),
+                    TransactionIds(), lambda _h, _s, _t: None)
+    sync.start(T0)
+    assert len(sync.out.tree) == 7
+    clock, steps = sliced(), 1
+    while not sync.shed(slice_of(clock, 1.5)):
+        steps += 1
+    assert steps >= 3 and sync.out.tree.get(core.agent_ids()[0]) is None
 
 
 def test_closed_session_routes_dropped_in_slices(tmp_path: Path,

@@ -12,7 +12,7 @@ and a summary is read, never computed over the table.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .registry import DIGEST_FANOUT, DIGEST_LEAF_LEVEL
 from .wire import DigestNode, DigestSummary, VersionedId
@@ -91,6 +91,18 @@ class DigestTree:
         if old is not None:
             self._apply(leaf, entry_hash(agent_id, old), -1)
         return old
+
+    def shed(self, more: Callable[[], bool]) -> bool:
+        """Free the entries of a tree no longer used, a leaf at a time (one at least)
+        until ``more()`` says no (freeing a large tree at once stalls its caller);
+        whether it is empty.  The node summaries are not updated: the tree is not to be
+        read again."""
+        leaves = self._leaves
+        while leaves:
+            leaves.popitem()
+            if not more():
+                break
+        return not leaves
 
     def get(self, agent_id: bytes) -> int | None:
         entries = self._leaves.get(leaf_of(agent_id))

@@ -186,6 +186,8 @@ class GatewayNode(NodeDispatch):
         self._relay_timers = Deadlines[Relay]()  # marked stale wherever one is run
         #: Routes of closed sessions still to drop, and when the next slice is due.
         self.drops = PeerDrops()
+        #: The sync machine of each established session (freed in slices after it).
+        self.syncs: dict[Handle, PeerSync] = {}
         self._drop_at: float | None = None
         #: Local records withheld from peers after a restart (Section 6.1.2), if any.
         self.grace: RestartGrace | None = None
@@ -354,7 +356,10 @@ class GatewayNode(NodeDispatch):
                     del self.peers[ev.gateway_id]
                     self.summaries.down(ev.gateway_id, now)
                     self.drops.start(ev.gateway_id, self.core.routes_via(ev.gateway_id))
-                    self._drop_slice(now)
+                sync = self.syncs.pop(ev.handle, None)
+                if sync is not None:
+                    self.drops.free(sync)
+                self._drop_slice(now)
             elif isinstance(ev, QueryResolved):  # the query is answered: route it now
                 self._relay(RouteRelay(self._out, self.ctx, ev.source, ev.request), now)
                 continue

@@ -47,6 +47,7 @@ class NodePorts:
     slice_clock: Callable[[], float] | None
     learn_slice: float
     work_slice: float
+    syncs: dict[Handle, PeerSync]
     _out: Outbox
 
     def export_for(self, domain: str) -> Callable[[CapabilityRecord], bool] | None:
@@ -121,10 +122,12 @@ class NodePorts:
     def start_sync(self, handle: Handle, gateway_id: bytes, domain: str) -> PeerSync:
         """Record exchange on a session just established (Section 6.5)."""
         allow = self.export_for(domain)
-        return PeerSync(self._out, self.core,
+        sync = PeerSync(self._out, self.core,
                         SyncPeer(handle, gateway_id, domain,
                                  lambda msg, _now: self._out.send(handle, msg),
                                  allow if self.grace is None
                                  else self.grace.exportable(allow), self.pdu_limit(handle)),
                         self.txids, self.verifier, slice_clock=self.slice_clock,
                         learn_slice=self.learn_slice, work_slice=self.work_slice)
+        self.syncs[handle] = sync  # freed in slices when the session ends
+        return sync

@@ -100,6 +100,11 @@ class PeerSync:
         if self.out.table_sent:
             self.out.run(TableSent(), now)
 
+    def shed(self, more: Callable[[], bool]) -> bool:
+        """Free both halves' memory of an ended session, a part at a time until
+        ``more()`` says no; whether all is freed."""
+        return self.out.shed(more) and self.inc.tree.shed(more)
+
     def get_timer(self) -> float | None:
         return earliest(self.out.get_timer(), self.inc.get_timer())
 

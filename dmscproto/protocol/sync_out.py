@@ -351,6 +351,17 @@ class SyncOut(TypedMachine):
                 self._slice_at = now
                 return
 
+    def shed(self, more: Callable[[], bool]) -> bool:
+        """Free what the session remembered, after it ended, a part at a time (one at
+        least) until ``more()`` says no; whether all is freed."""
+        sent = self._sent
+        while sent:
+            for _ in range(min(len(sent), 64)):
+                sent.popitem()
+            if not more():
+                return False
+        return self.tree.shed(more)
+
     def _send_update(self, pdu: PduSpace, now: float) -> None:
         if pdu:
             self._send_sequenced(Update(transaction_id=self._txids(), sequence=self.next_seq,
