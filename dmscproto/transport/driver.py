@@ -103,11 +103,12 @@ class Driver:
         return self.clock()
 
     def arm(self) -> None:
-        """Arm the timer at the object's ``get_timer()`` (or keep it: ``lazy``)."""
+        """Arm the timer at the object's ``get_timer()``, or keep one armed for an
+        earlier deadline (``lazy``); none when the object needs none."""
         if self._stopped:
             return
         at = self.target.get_timer()
-        if at == self._at or (self._lazy and at is None) or (
+        if at == self._at or (
                 self._lazy and self._at is not None and at is not None and at >= self._at):
             return
         if self._handle is not None:

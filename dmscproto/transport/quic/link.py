@@ -75,8 +75,10 @@ class QuicLink(QuicConnectionProtocol):
         self._keepalive = keepalive
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._turn = end_of_turn(self._loop)
-        #: aioquic's timer, on the loop's clock (aioquic's own _timer is left unused).
-        self._driver = Driver(quic, self._timer_fired, loop=self._loop)
+        #: aioquic's timer, on the loop's clock (aioquic's own _timer is left unused);
+        #: lazy: its deadline moves with every packet, and an earlier timer firing early
+        #: costs less than cancelling and arming one per transmit.
+        self._driver = Driver(quic, self._timer_fired, lazy=True, loop=self._loop)
         #: UDP datagrams this connection sent and received (benchmarks count them).
         self.datagrams_sent = 0
         self.datagrams_received = 0

@@ -91,6 +91,8 @@ class QuicServer(asyncio.DatagramProtocol):
         self._pcap = pcap
         self._keylog = keylog
         self._by_cid: dict[bytes, DmscConnection] = {}
+        #: The connection IDs each connection is routed by (forgotten with it).
+        self._cids: dict[DmscConnection, list[bytes]] = {}
         self.limits = limits or QuicLimits()
         self.counters = QuicServerCounters()
         self._retry = QuicRetryTokenHandler()
@@ -202,11 +204,16 @@ class QuicServer(asyncio.DatagramProtocol):
         protocol.usesender_for(self._sender)
         protocol.on_established(self._established)
 
+        cids = self._cids[protocol] = [cid, quic.host_cid]
+
         def issued(cid: bytes) -> None:
             self._by_cid[cid] = protocol
+            cids.append(cid)
 
         def retired(cid: bytes) -> None:
             self._by_cid.pop(cid, None)
+            if cid in cids:
+                cids.remove(cid)
 
         protocol._connection_id_issued_handler = issued
         protocol._connection_id_retired_handler = retired
@@ -234,8 +241,9 @@ class QuicServer(asyncio.DatagramProtocol):
                               "too many connections of this identity")
 
     def _forget(self, conn: DmscConnection) -> None:
-        for cid in [c for c, p in self._by_cid.items() if p is conn]:
-            del self._by_cid[cid]
+        for cid in self._cids.pop(conn, ()):
+            if self._by_cid.get(cid) is conn:
+                del self._by_cid[cid]
         timer_ = self._pending.pop(conn, None)
         if timer_ is not None:
             timer_.cancel()
@@ -244,7 +252,8 @@ class QuicServer(asyncio.DatagramProtocol):
             self._per_address[host] -= 1
             if not self._per_address[host]:
                 del self._per_address[host]
-        identity = conn.peer.identity if conn.peer is not None else None
+        peer = conn._peer  # None: closed before its handshake completed
+        identity = peer.identity if peer is not None else None
         if identity is not None:
             same = self._by_identity.get(identity.entity_id, [])
             if conn in same:
@@ -274,6 +283,7 @@ class QuicServer(asyncio.DatagramProtocol):
             timer_.cancel()
         self._pending.clear()
         self._by_cid.clear()
+        self._cids.clear()
         self.peers.clear()
         if self._transport is not None:
             self._transport.close()
