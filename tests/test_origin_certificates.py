@@ -32,7 +32,7 @@ from dmscproto.protocol.certificates import thumbprint
 from dmscproto.protocol.machine import Outbox
 from dmscproto.protocol.routing import Outbound, RouteRelay
 from dmscproto.security.ca import Kind
-from dmscproto.security.federation import X5T, sign_origin
+from dmscproto.security.origin import X5T, sign_origin
 from dmscproto.security.tokens import ScopeSet
 from dmscproto.testing.examples import TRACE
 from dmscproto.testing.harness import T0, make_record

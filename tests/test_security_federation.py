@@ -26,13 +26,8 @@ from dmscproto.codec.wire import Advertisement
 from dmscproto.protocol.certificates import thumbprint
 from dmscproto.security.ca import Credential, Kind
 from dmscproto.security.errors import SecurityError
-from dmscproto.security.federation import (
-    X5T,
-    Federation,
-    ImportPolicy,
-    PeerDomain,
-    sign_origin,
-)
+from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain
+from dmscproto.security.origin import X5T, sign_origin
 from dmscproto.security.tokens import ScopeSet, b64url
 
 

@@ -57,7 +57,8 @@ from dmscproto.protocol.machine import Handle, Refusal
 from dmscproto.protocol.routing import Outbound, Outgoing
 from dmscproto.security.ca import Credential, DomainAuthority, Identity, Kind
 from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain, TransitPolicy
-from dmscproto.security.guard import GatewayGuard, NodeHooks
+from dmscproto.security.guard import GatewayGuard
+from dmscproto.security.hooks import NodeHooks
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.revocation import Revocation, issue_crl
 from dmscproto.security.tokens import ScopeSet, TokenIssuer, TokenVerifier, b64url

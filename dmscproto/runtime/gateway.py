@@ -62,7 +62,8 @@ from ..management.metrics import GatewayMetrics
 from ..protocol.machine import Handle, ProtocolError
 from ..protocol.summary import Replication
 from ..security.ca import Credential, Kind
-from ..security.guard import Authenticated, GatewayGuard, Guard
+from ..security.guard import GatewayGuard
+from ..security.hooks import Authenticated, Guard
 from ..security.proof import RequestVerifier, SignaturePrecheck
 from ..security.tokens import TokenVerifier
 from ..transport.driver import Driver

@@ -22,7 +22,7 @@ certificate in every identity check (Section 9.4):
   which domains it may advertise), and so are the domains of its SUMMARYs;
 * from an association bound to an agent, REFRESH and DEREGISTER must name it
   (AGENT_ID), and so must SOURCE_AGENT and a ROUTE_REPLY's TARGET_AGENT
-  (IDENTITY_MISMATCH, :func:`~dmscproto.security.guard.check_claimed_source`);
+  (IDENTITY_MISMATCH, :func:`~dmscproto.security.hooks.check_claimed_source`);
 * an association bound to nobody is an *unregistered lab sender*: an agent of our
   domain without a name.  It may DISCOVER, ROUTE_REQUEST, ECHO_REQUEST and
   TRACE_REQUEST (what ``dmsc agent --call``, ``dmsc ping`` and ``dmsc trace`` send);
@@ -71,7 +71,7 @@ from ..protocol.ports import GuardedTable
 from ..security.ca import Identity, Kind, parse_identity_uri
 from ..security.errors import SecurityError
 from ..security.federation import Federation
-from ..security.guard import Guard, check_claimed_source, check_role
+from ..security.hooks import Guard, check_claimed_source, check_role
 from ..security.proof import check_signature
 from ..security.replay import ReplayCache
 

@@ -32,7 +32,7 @@ It answers the gateway's security questions:
   remote domains (their anchors) that we may call and be called by without peering,
   the peer domains they may be reached through, the longest path and what they see
   and may call.
-* Origin assertions (:func:`sign_origin`, :meth:`Federation.verify_origin`): a
+* Origin assertions (:func:`~.origin.sign_origin`, :meth:`Federation.verify_origin`): a
   forwarded ROUTE_REQUEST carries, in ACCESS_TOKEN, a JWT signed by the origin gateway
   stating which agent sent it to which target with which route scope, bound to the
   payload hash.  It names the origin gateway's certificate by its SHA-256 thumbprint
@@ -46,10 +46,7 @@ It answers the gateway's security questions:
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
-import secrets
 import ssl
 import tomllib
 from collections.abc import Callable, Iterable
@@ -58,16 +55,15 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ..codec.cose import SignedRecord
 from ..codec.messages import Open, RouteRequest
-from ..codec.registry import THUMBPRINT_SIZE, ErrorCode, timer
+from ..codec.registry import ErrorCode
 from ..codec.values import CapabilityRecord, ExportPolicy
-from ..protocol.certificates import thumbprint
 from ..protocol.policy import exportable
-from .ca import Credential, Identity, Kind, anchor_domains, parse_identity_uri
+from .ca import Identity, Kind, anchor_domains, parse_identity_uri
 from .errors import SecurityError
+from .origin import ORIGIN_LIFETIME, OriginClaims, origin_thumbprint, payload_hash
 from .proof import check_certificate, check_signature, x5chain
 from .replay import ReplayCache
 from .revocation import CrlFeed, RevocationChecker, RevocationTrustStore
@@ -79,17 +75,9 @@ from .tokens import (
     b64url,
     check_times,
     gateway_audience,
-    sign_jwt,
     verify_jwt,
 )
 
-#: ``typ`` of an origin assertion.
-ORIGIN_TYPE = "dmsc-origin+jwt"
-#: Lifetime of an origin assertion: the longest a forwarded transaction lives.
-ORIGIN_LIFETIME = int(timer("ROUTE_TIMEOUT"))
-#: The JWS header parameter naming the signer's certificate by SHA-256 thumbprint
-#: (RFC 7515, Section 4.1.8).
-X5T = "x5t#S256"
 #: Wildcard in an import policy's capabilities: every capability.
 ANY = "*"
 
@@ -163,57 +151,6 @@ class TransitPolicy:
     def through(self, peer_domain: str) -> bool:
         """Whether remote domains may be reached through ``peer_domain``."""
         return not self.via or peer_domain in self.via
-
-
-@dataclass(slots=True)
-class OriginClaims:
-    """A verified origin assertion."""
-
-    gateway: Identity
-    source_uri: str
-    scope: ScopeSet
-    jti: str
-
-
-def _payload_hash(payload: bytes) -> str:
-    return b64url(hashlib.sha256(payload).digest())
-
-
-def origin_thumbprint(token: bytes) -> bytes | None:
-    """The certificate thumbprint (``x5t#S256``) an origin assertion names; None for a
-    token that is not an origin assertion; INVALID_TOKEN for one without a valid
-    thumbprint (Section 6.10)."""
-    try:
-        header = json.loads(base64.urlsafe_b64decode(token.split(b".", 1)[0] + b"==="))
-        if not isinstance(header, dict) or header.get("typ") != ORIGIN_TYPE:
-            return None
-        key = base64.urlsafe_b64decode(str(header[X5T]) + "==")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SecurityError(ErrorCode.INVALID_TOKEN, f"origin assertion: {exc}") from None
-    if len(key) != THUMBPRINT_SIZE:
-        raise SecurityError(ErrorCode.INVALID_TOKEN, "origin assertion: x5t#S256 is not a "
-                            "SHA-256 thumbprint")
-    return key
-
-
-def sign_origin(gateway: Credential, msg: RouteRequest, *, source_uri: str,
-                target_agent: bytes, target_domain: str, scope: ScopeSet,
-                now: float) -> bytes:
-    """The origin assertion an origin gateway puts in a forwarded ROUTE_REQUEST's
-    ACCESS_TOKEN, after it authorized ``source_uri`` (its own agent) for ``scope``; it
-    names the gateway's certificate by thumbprint (module docstring)."""
-    if gateway.private_key is None or gateway.identity.kind is not Kind.GATEWAY:
-        raise ValueError("an origin assertion is signed with a gateway's key")
-    der = gateway.certificate.public_bytes(serialization.Encoding.DER)
-    claims = {
-        "iss": gateway.identity.uri, "sub": source_uri,
-        "aud": [gateway_audience(target_domain)], "iat": int(now),
-        "exp": int(now) + ORIGIN_LIFETIME, "jti": b64url(secrets.token_bytes(16)),
-        "scope": str(scope), "src": b64url(msg.source_agent), "tgt": b64url(target_agent),
-        "pld": _payload_hash(msg.payload),
-    }
-    header: dict[str, Any] = {"typ": ORIGIN_TYPE, X5T: b64url(thumbprint(der))}
-    return sign_jwt(header, claims, gateway.private_key).encode()
 
 
 def check_open_identity(msg: Open, peer: Identity) -> None:
@@ -485,7 +422,7 @@ class Federation:
             source_domain = None
         if source_domain != gateway.domain or c.get("src") != b64url(msg.source_agent) \
                 or c.get("tgt") != b64url(target.agent_id) \
-                or c.get("pld") != _payload_hash(msg.payload):
+                or c.get("pld") != payload_hash(msg.payload):
             raise SecurityError(ErrorCode.IDENTITY_MISMATCH,
                                 "origin assertion is for another source, target or payload")
         if gateway.domain in self.remote:

@@ -46,7 +46,7 @@ checked in full by :meth:`GatewayGuard.admit` (:meth:`RequestVerifier.register`)
 one of its agents before forwarding it to a peer: the import policy and the agent's
 route scope are checked against the resolved target (a QUERY is resolved only after
 admission), and the agent's token, bound to the agent's certificate and useless to the
-next hop, is replaced by an origin assertion (:func:`~.federation.sign_origin`) carrying
+next hop, is replaced by an origin assertion (:func:`~.origin.sign_origin`) carrying
 the route scope the agent was granted and naming our certificate by thumbprint.  Relayed
 requests pass unchanged; one from a gateway of another domain only towards a target that
 we export to that domain (transit, :meth:`~.federation.Federation.check_relay`).  Either
@@ -59,7 +59,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, NotRequired, Protocol, TypedDict
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -72,120 +72,24 @@ from ..codec.messages import (
     Open,
     Refresh,
     Register,
-    RouteReply,
     RouteRequest,
 )
-from ..codec.registry import GUARD_MAX_PENDING, SESSION_MESSAGES, ErrorCode
+from ..codec.registry import GUARD_MAX_PENDING, ErrorCode
 from ..codec.values import CapabilityRecord
-from ..protocol.certificates import CertificateCheck, SessionCertificates, thumbprint
-from ..protocol.discovery import PolicyFor
+from ..protocol.certificates import SessionCertificates, thumbprint
 from ..protocol.machine import Refusal
-from ..protocol.peering import ExportFor, OpenCheck
-from ..protocol.ports import Admission, GuardedTable
-from ..protocol.registration import RecordVerifier
-from ..protocol.routing import Outbound, Outgoing
-from ..protocol.summary import SummaryCheck, SummaryTransit
+from ..protocol.ports import GuardedTable
+from ..protocol.routing import Outbound
 from .ca import Credential, Identity, Kind
 from .errors import SecurityError
-from .federation import Federation, check_open_identity, origin_thumbprint, sign_origin
+from .federation import Federation, check_open_identity
+from .hooks import Authenticated, Guard, Handle, RecordFilter, check_claimed_source, check_role
+from .origin import origin_thumbprint, sign_origin
 from .proof import RequestVerifier, check_held_certificate
 from .revocation import RevocationTrustStore
 from .tokens import AccessToken, Operation, ScopeSet
 
-Handle = object
-RecordFilter = Callable[[CapabilityRecord], bool]
 _AGENT_REQUESTS = (Register, Refresh, Deregister)
-
-
-def check_claimed_source(msg: Message, agent: Identity) -> None:
-    """Section 10.2: a message in which an agent names itself (SOURCE_AGENT of DISCOVER
-    and ROUTE_REQUEST, TARGET_AGENT of the ROUTE_REPLY it answers with) must name the
-    agent behind the association: IDENTITY_MISMATCH otherwise.  (REGISTER, REFRESH and
-    DEREGISTER are checked in the order of Section 5.1 by their verifier.)"""
-    if isinstance(msg, Discover | RouteRequest):
-        claimed, name = msg.source_agent, "SOURCE_AGENT"
-    elif isinstance(msg, RouteReply):
-        claimed, name = msg.target_agent, "TARGET_AGENT"
-    else:
-        return
-    if claimed is not None and claimed != agent.entity_id:
-        raise SecurityError(ErrorCode.IDENTITY_MISMATCH, f"{name} is not the sender's Agent ID")
-
-
-def check_role(identity: Identity, msg: Message) -> None:
-    """An agent sends no peer-session message (Section 6): UNEXPECTED_MESSAGE at once,
-    whatever the gateway's session state (an OPEN or SYNC_REQUEST would otherwise wait
-    for an answer no role of the gateway gives)."""
-    if identity.kind is not Kind.GATEWAY and msg.TYPE in SESSION_MESSAGES:
-        raise SecurityError(ErrorCode.UNEXPECTED_MESSAGE,
-                            f"{msg.TYPE.name} is a gateway's message; {identity.uri} is an agent")
-
-
-class Authenticated(Protocol):
-    """Who is behind an association."""
-
-    @property
-    def identity(self) -> Identity: ...
-
-    @property
-    def certificate(self) -> x509.Certificate: ...
-
-
-class NodeHooks(TypedDict):
-    """The keyword arguments of :class:`~dmscproto.gateway.node.GatewayNode` a guard
-    supplies."""
-
-    admit: Admission
-    verifier: RecordVerifier
-    accept_open: OpenCheck
-    outgoing: Outgoing
-    export_for: ExportFor
-    discovery_policy: PolicyFor
-    summary_check: NotRequired[SummaryCheck]
-    transit: NotRequired[SummaryTransit]
-    accept_certificate: NotRequired[CertificateCheck]
-    certificates: NotRequired[SessionCertificates]
-
-
-class Guard(Protocol):
-    """A gateway's security hooks, the node's ``admit``, ``verifier``, ``accept_open``,
-    ``outgoing``, ``export_for``, ``discovery_policy``, ``summary_check`` and ``transit``
-    arguments: :class:`GatewayGuard` and lab mode's
-    :class:`~dmscproto.runtime.lab.LabGuard` are both one (they subclass it for
-    :meth:`node_hooks`)."""
-
-    def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None: ...
-
-    def verify_record(self, source: Handle, signed: SignedRecord, now: float
-                      ) -> Refusal | None: ...
-
-    def accept_open(self, source: Handle, msg: Open) -> Refusal | None: ...
-
-    def outgoing(self, upstream: Handle, msg: RouteRequest, incoming_txid: int,
-                 now: float) -> RouteRequest | Outbound | Refusal: ...
-
-    def export_for(self, domain: str) -> RecordFilter | None: ...
-
-    def discovery_policy(self, source: Handle) -> RecordFilter | None: ...
-
-    def summary_check(self, source: Handle, domain: str) -> Refusal | None: ...
-
-    def transit(self, peer_domain: str, domain: str) -> bool: ...
-
-    def accept_certificate(self, source: Handle, der: bytes, now: float
-                           ) -> Refusal | None: ...
-
-    #: The certificates each peer session keeps (Section 6.10), shared with the node.
-    certificates: SessionCertificates
-
-    def node_hooks(self) -> NodeHooks:
-        """Every hook, as ``GatewayNode(core, **guard.node_hooks())``."""
-        return NodeHooks(admit=self.admit, verifier=self.verify_record,
-                         accept_open=self.accept_open, outgoing=self.outgoing,
-                         export_for=self.export_for, discovery_policy=self.discovery_policy,
-                         summary_check=self.summary_check, transit=self.transit,
-                         accept_certificate=self.accept_certificate,
-                         certificates=self.certificates)
 
 
 class GatewayGuard(Guard):

@@ -37,12 +37,8 @@ from dmscproto.codec.signing import sign_record, spki, verify_record
 from dmscproto.codec.values import CapabilityRecord, Endpoint, ExportPolicy, Skill
 from dmscproto.security.authority_store import AuthorityStore
 from dmscproto.security.ca import DomainAuthority, Kind
-from dmscproto.security.federation import (
-    Federation,
-    ImportPolicy,
-    PeerDomain,
-    sign_origin,
-)
+from dmscproto.security.federation import Federation, ImportPolicy, PeerDomain
+from dmscproto.security.origin import sign_origin
 from dmscproto.security.proof import RequestVerifier
 from dmscproto.security.replay import ReplayCache
 from dmscproto.security.revocation import RevocationTrustStore, issue_crl
