@@ -34,9 +34,9 @@ association and dials again (Section 6.1.1).  Any message the session's state do
 expect is answered with NOTIFY UNEXPECTED_MESSAGE and closes the session.  Record
 exchange on the established session is the sync machine the :class:`PeeringPort` starts.
 
-The session is a :class:`~.typed.TypedMachine`: inputs are the dataclasses below, every
-refusal (a refused OPEN, an unexpected message) has its own rows, and the table is the
-whole behaviour.
+The session is a :class:`~.typed.TypedMachine`: its inputs are the dataclasses of
+:mod:`.peering_inputs`, every refusal (a refused OPEN, an unexpected message) has its
+own rows, and the table is the whole behaviour.
 """
 
 from __future__ import annotations
@@ -66,6 +66,32 @@ from .machine import (
     TransactionIds,
     earliest,
     timestamp_ms,
+)
+from .peering_inputs import (
+    INPUT_OF,
+    CertificateReceived,
+    CertificateRefused,
+    ErrorReceived,
+    HoldExpired,
+    KeepaliveDue,
+    KeepaliveReceived,
+    NotifyReceived,
+    OpenAnswer,
+    OpenAnswerRefused,
+    OpenRequest,
+    OpenRequestRefused,
+    PeerAction,
+    PeerInput,
+    ProbeDue,
+    ProbeIdle,
+    ProbeLost,
+    Start,
+    Stop,
+    SummaryReceived,
+    SyncReceived,
+    SyncRefused,
+    Unexpected,
+    Watch,
 )
 from .ports import PeeringPort, SessionSync
 from .typed import StepInput, TypedMachine
@@ -123,206 +149,10 @@ class PeerState(Enum):
     ESTABLISHED = "ESTABLISHED"
 
 
-class PeerInput(Enum):
-    START = "start()"
-    STOP = "close()"
-    OPEN_REQUEST = "OPEN [request, accepted]"
-    OPEN_ANSWER = "OPEN [answers ours, accepted]"
-    OPEN_REQUEST_REFUSED = ("OPEN [request, refused: the port's check, or hold time "
-                            "1..MIN_HOLD_TIME-1]")
-    OPEN_ANSWER_REFUSED = "OPEN [answers ours, refused]"
-    KEEPALIVE = "KEEPALIVE"
-    SYNC = "UPDATE, DIGEST, SYNC_REQUEST, SYNC_ACK, DIGEST_REQUEST"
-    SUMMARY = "SUMMARY (the gateway passes it to its summaries once established)"
-    ERROR = "ERROR"
-    NOTIFY = "NOTIFY"
-    UNEXPECTED = "any other message, or one the sync machine refuses"
-    SYNC_REFUSED = "the sync machine refuses what it applies on a timer (a slice)"
-    KEEPALIVE_DUE = "keepalive timer"
-    HOLD_EXPIRED = "hold timer"
-    WATCH = "watch(): a relayed transaction waits on the session"
-    ECHO_REPLY = "ECHO_REPLY"
-    PROBE_DUE = "probe timer [relayed transactions wait]"
-    PROBE_IDLE = "probe timer [none waits]"
-    PROBE_LOST = "probe deadline"
-    CERTIFICATE = "CERTIFICATE [accepted by the port's check]"
-    CERTIFICATE_REFUSED = "CERTIFICATE [refused by the port's check]"
-
-
-class PeerAction(Enum):
-    SEND_OPEN = "send OPEN with our hold time; start the hold timer with it"
-    ANSWER_OPEN = ("negotiate the hold time; answer OPEN with the request's transaction id; "
-                   "restart the hold timer")
-    REFUSE_OPEN = ("answer ERROR with the refusal's code, reason and RETRY_AFTER (the OPEN's "
-                   "transaction id)")
-    REFUSE_AND_CLOSE = ("answer ERROR with the refusal's code, reason and RETRY_AFTER; send "
-                        "NOTIFY with the code; close")
-    REFUSE_ANSWER_AND_CLOSE = "send NOTIFY with the refusal's code and reason; close"
-    CONFIRM = "negotiate the hold time; send KEEPALIVE; establish"
-    ESTABLISH = ("establish: restart the hold timer, start the keepalive timer, report "
-                 "SessionEstablished, start sync (table transfer)")
-    ESTABLISH_AND_SYNC = "establish, then pass the message to sync"
-    RESTART_HOLD = "restart the hold timer"
-    SYNC = "restart the hold timer; pass the message to sync"
-    SEND_KEEPALIVE = "send KEEPALIVE; restart the keepalive timer"
-    EXPIRE = "send NOTIFY HOLD_TIMER_EXPIRED; close"
-    PEER_CLOSED = "close with the peer's STATUS"
-    CEASE = "send NOTIFY CEASE; close"
-    REFUSE_MESSAGE = "send NOTIFY UNEXPECTED_MESSAGE"
-    CLOSE_UNEXPECTED = "send NOTIFY UNEXPECTED_MESSAGE; close"
-    CLOSE_REFUSED = "send NOTIFY with the sync machine's code and reason; close"
-    DROP = "nothing (a NOTIFY is never answered)"
-    START_PROBING = "start the probe timer (unless running)"
-    SEND_PROBE = "send ECHO_REQUEST; start the probe deadline"
-    STOP_PROBING = "stop the probe timer"
-    PROBE_EXPIRE = "send NOTIFY HOLD_TIMER_EXPIRED (probe unanswered); close"
-    KEEP_CERTIFICATE = ("restart the hold timer; keep the certificate for the session; "
-                        "answer CERTIFICATE_ACK SUCCESS with its THUMBPRINT")
-    REFUSE_CERTIFICATE = ("restart the hold timer; answer CERTIFICATE_ACK with the "
-                          "refusal's code and reason")
-
-
 _S, _I, _A = PeerState, PeerInput, PeerAction
-
-
-# --- inputs --------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Start(StepInput):
-    KIND = _I.START
-
-
-@dataclass(frozen=True, slots=True)
-class Stop(StepInput):
-    KIND = _I.STOP
-
-
-@dataclass(frozen=True, slots=True)
-class OpenRequest(StepInput):
-    KIND = _I.OPEN_REQUEST
-    msg: Open
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAnswer(StepInput):
-    KIND = _I.OPEN_ANSWER
-    msg: Open
-
-
-@dataclass(frozen=True, slots=True)
-class OpenRequestRefused(StepInput):
-    KIND = _I.OPEN_REQUEST_REFUSED
-    msg: Open
-    refusal: Refusal
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAnswerRefused(StepInput):
-    KIND = _I.OPEN_ANSWER_REFUSED
-    msg: Open
-    refusal: Refusal
-
-
-@dataclass(frozen=True, slots=True)
-class KeepaliveReceived(StepInput):
-    KIND = _I.KEEPALIVE
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class SyncReceived(StepInput):
-    KIND = _I.SYNC
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class SummaryReceived(StepInput):
-    KIND = _I.SUMMARY
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorReceived(StepInput):
-    KIND = _I.ERROR
-    msg: Error
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyReceived(StepInput):
-    KIND = _I.NOTIFY
-    msg: Notify
-
-
-@dataclass(frozen=True, slots=True)
-class Unexpected(StepInput):
-    KIND = _I.UNEXPECTED
-    msg: Message
-    error: ProtocolError
-
-
-@dataclass(frozen=True, slots=True)
-class SyncRefused(StepInput):
-    KIND = _I.SYNC_REFUSED
-    error: ProtocolError
-
-
-@dataclass(frozen=True, slots=True)
-class KeepaliveDue(StepInput):
-    KIND = _I.KEEPALIVE_DUE
-
-
-@dataclass(frozen=True, slots=True)
-class HoldExpired(StepInput):
-    KIND = _I.HOLD_EXPIRED
-
-
-@dataclass(frozen=True, slots=True)
-class Watch(StepInput):
-    KIND = _I.WATCH
-
-
-@dataclass(frozen=True, slots=True)
-class EchoReplyReceived(StepInput):
-    KIND = _I.ECHO_REPLY
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeDue(StepInput):
-    KIND = _I.PROBE_DUE
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeIdle(StepInput):
-    KIND = _I.PROBE_IDLE
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeLost(StepInput):
-    KIND = _I.PROBE_LOST
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateReceived(StepInput):
-    KIND = _I.CERTIFICATE
-    msg: Certificate
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateRefused(StepInput):
-    KIND = _I.CERTIFICATE_REFUSED
-    msg: Certificate
-    refusal: Refusal
-
-
 _M = MessageType
-#: The input a received message becomes, by type (OPEN: by the guards in ``_classify``).
-_INPUT_OF: dict[MessageType, type[KeepaliveReceived | SyncReceived | SummaryReceived
-                                  | ErrorReceived | NotifyReceived | EchoReplyReceived]] = {
-    _M.KEEPALIVE: KeepaliveReceived, _M.ECHO_REPLY: EchoReplyReceived,
-    _M.UPDATE: SyncReceived, _M.DIGEST: SyncReceived,
-    _M.SYNC_REQUEST: SyncReceived, _M.SYNC_ACK: SyncReceived, _M.DIGEST_REQUEST: SyncReceived,
-    _M.SUMMARY: SummaryReceived, _M.ERROR: ErrorReceived, _M.NOTIFY: NotifyReceived,
-}
+
+
 _OPENING = (_S.OPEN_SENT, _S.OPEN_CONFIRM)
 _ACTIVE = (*_OPENING, _S.ESTABLISHED)
 
@@ -340,7 +170,7 @@ class PeerSession(TypedMachine):
     MESSAGE_INPUTS = {
         _M.OPEN: (_I.OPEN_REQUEST, _I.OPEN_ANSWER, _I.OPEN_REQUEST_REFUSED,
                   _I.OPEN_ANSWER_REFUSED),
-        **{t: (cls.KIND,) for t, cls in _INPUT_OF.items()},
+        **{t: (cls.KIND,) for t, cls in INPUT_OF.items()},
         _M.CERTIFICATE: (_I.CERTIFICATE, _I.CERTIFICATE_REFUSED),
     }
     TABLE = {
@@ -450,7 +280,7 @@ class PeerSession(TypedMachine):
             refused = self.port.check_certificate(self.handle, msg.certificate, now)
             return CertificateReceived(msg) if refused is None \
                 else CertificateRefused(msg, refused)
-        cls = _INPUT_OF.get(msg.TYPE)
+        cls = INPUT_OF.get(msg.TYPE)
         if cls is None:
             return Unexpected(msg, self.unexpected(msg))
         return cls(msg)  # type: ignore[arg-type]
