@@ -133,6 +133,22 @@ def test_relayed_hop_limit_is_bounded_and_the_path_vector_obeyed(net: Network) -
             assert [m.hop_limit for m in sent] == [limit("RELAY_MAX_HOPS")]
 
 
+def test_kept_answers_of_a_shorter_relay_do_not_answer_a_longer_one(net: Network) -> None:
+    """Section 5.2.1: a query for alice's and carol's tags, arriving at gw-b with gw-c on
+    its PATH_VECTOR, is relayed to gw-a only and its answer kept; the same query from
+    bob, which gw-b relays to gw-c too, is not answered from it."""
+    query = DiscoveryQuery(tags=("weather", "language"))
+    net.deliver("probe", "gw-b", Discover(
+        transaction_id=1, query=query, scope=Scope.FEDERATED, max_results=10, hop_limit=5,
+        path=(net.gateway_id("gw-c"),)))
+    net.pump()
+    assert [s.dest for s in net.sent("gw-b") if isinstance(s.msg, Discover)] == ["gw-a"]
+    net.agents["bob"].discover(query, net.now)
+    net.pump()
+    found = {r.record.record.agent_id for r in answer(net, "bob").results}  # type: ignore[attr-defined]
+    assert {net.agents[n].agent_id for n in ("alice", "bob", "carol")} == found
+
+
 def test_relaying_is_under_the_discover_budget(tmp_path: Path) -> None:
     """Sections 5.2.1 and 10.7: a gateway whose evaluation of a relayable DISCOVER (held
     records, then summaries) uses up DISCOVER_BUDGET relays nothing and refuses it with

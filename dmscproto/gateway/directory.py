@@ -21,23 +21,29 @@ class RemoteDirectory:
     def __init__(self, ttl: float = timer("DISCOVERY_CACHE_TTL")) -> None:
         self.ttl = ttl
         self._records: dict[bytes, tuple[float, Relayed]] = {}
-        self._answers: dict[bytes, tuple[float, tuple[Relayed, ...]]] = {}
+        self._answers: dict[bytes, tuple[float, tuple[Relayed, ...], dict[bytes, int]]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def put(self, query_key: bytes, answers: tuple[Relayed, ...], now: float) -> None:
+    def put(self, query_key: bytes, answers: tuple[Relayed, ...], now: float,
+            reached: dict[bytes, int]) -> None:
         """Keep a relayed query's answers (``query_key``: the query and its limit,
-        encoded) and their records until ``now + ttl``."""
+        encoded), the next hops that gave them with the HOP_LIMIT each was sent, and
+        their records until ``now + ttl``."""
         until = now + self.ttl
-        self._answers[query_key] = (until, answers)
+        self._answers[query_key] = (until, answers, reached)
         for a in answers:
             self._records[a.record.record.agent_id] = (until, a)
 
-    def answers(self, query_key: bytes, now: float) -> tuple[Relayed, ...] | None:
-        """The answers kept for ``query_key``, None if none or expired."""
+    def answers(self, query_key: bytes, now: float,
+                reach: tuple[tuple[bytes, int], ...] = ()) -> tuple[Relayed, ...] | None:
+        """The answers kept for ``query_key``, None if none, expired, or kept from
+        relaying that did not reach every (next hop, HOP_LIMIT) of ``reach`` (a DISCOVER
+        whose PATH_VECTOR or HOP_LIMIT kept it from relaying as far)."""
         held = self._answers.get(query_key)
-        if held is None or held[0] <= now:
+        if held is None or held[0] <= now \
+                or any(held[2].get(gid, -1) < hops for gid, hops in reach):
             return None
         return held[1]
 

@@ -18,17 +18,20 @@ to PATH_VECTOR, without SOURCE_AGENT and ACCESS_TOKEN, and a HOP_LIMIT (:func:`h
 of the arriving one less one, or, where the DISCOVER arrived without one (this gateway
 starts the relaying), the gateways that relay along the longest best summary path through
 that next hop (its length less the origin) plus RELAY_HOP_SLACK; at most RELAY_MAX_HOPS
-either way.  A summary's path counts gateways, and crossing a domain costs two or more,
-so no fixed initial limit fits every federation; the path vector prevents loops.  It waits
+either way.  A summary's path counts gateways, and crossing a domain costs one or more,
+so the limit follows the path; the path vector prevents loops.  It waits
 for every answer or REQUEST_TIMEOUT times FORWARD_FRACTION to the power of (the path's
 length + 1), whichever comes first; an ERROR, or no answer, counts as no result.  Each
 relayed RESULT passes the record check towards the peer that sent it (signature, import
 policy: Section 10.5) or is dropped.  The answer merges its own and the relayed
 results: one per Agent ID (its own record first, else the highest score), ordered by
 score then Agent ID, passed through the requester's policy, limited to MAX_RESULTS.
-The relayed results are kept for DISCOVERY_CACHE_TTL (an :class:`~.ports.AnswerCache`):
-the same query and limit within it is answered without relaying, and a ROUTE_REQUEST
-naming one of those agents is forwarded to the peer its record came from.
+The relayed results are kept for DISCOVERY_CACHE_TTL (an :class:`~.ports.AnswerCache`),
+with the next hops that answered and the HOP_LIMIT each was sent: the same query and
+limit within it is answered without relaying when those reached every next hop it would
+be relayed to, as far (a DISCOVER that arrived with a PATH_VECTOR or a small HOP_LIMIT
+relays less far than one that starts here); a ROUTE_REQUEST naming one of those agents
+is forwarded to the peer its record came from.
 
 A ROUTE_REQUEST with a QUERY is resolved the same way first when no held record
 matches it (the machine then has no requester and reports :class:`QueryResolved`).
@@ -242,6 +245,9 @@ class FederatedDiscovery(TypedMachine):
         self.resolving = resolving
         #: (association, transaction id) of each DISCOVER relayed, not yet answered.
         self.pending: dict[tuple[Handle, int], bytes] = {}
+        #: The HOP_LIMIT of the DISCOVER relayed to each next hop, and those that answered.
+        self._sent: dict[bytes, int] = {}
+        self._reached: dict[bytes, int] = {}
         self.deadline: float | None = None
         self._local: tuple[Result, ...] = ()
         self._relayed: dict[bytes, Relayed] = {}
@@ -269,12 +275,13 @@ class FederatedDiscovery(TypedMachine):
         try:
             local = tuple(self.ctx.records.discover(req.query, Scope.FEDERATED,
                                                     req.max_results, now, self.allow, spend))
-            kept = self.ctx.kept.answers(self.key, now)
-            hops = () if kept is not None or (self.resolving is not None and local) \
+            hops = () if self.resolving is not None and local \
                 else self._candidates(local, spend)
         except ProtocolError as over:
             return OverBudget(over.diagnostic)
-        return RelayTo(local, hops) if hops else AnswerHeld(local, kept or ())
+        kept = self.ctx.kept.answers(self.key, now, hops)
+        return AnswerHeld(local, kept or ()) if kept is not None or not hops \
+            else RelayTo(local, hops)
 
     def _candidates(self, local: tuple[Result, ...], spend: Callable[[], None]
                     ) -> tuple[tuple[bytes, int], ...]:
@@ -344,6 +351,7 @@ class FederatedDiscovery(TypedMachine):
             handle = self.ctx.peer_handle(gid)
             txid = self.ctx.txids()
             self.pending[(handle, txid)] = gid
+            self._sent[gid] = hops
             self.outbox.send(handle, Discover(
                 transaction_id=txid, query=req.query, scope=Scope.FEDERATED,
                 max_results=req.max_results, hop_limit=hops, path=path,
@@ -352,8 +360,9 @@ class FederatedDiscovery(TypedMachine):
 
     def _collect(self, now: float, inp: Answered | LastAnswered) -> None:
         gid = self.pending.pop((inp.source, inp.msg.transaction_id))
-        if not isinstance(inp.msg, DiscoverReply):
+        if not isinstance(inp.msg, DiscoverReply) or inp.msg.status is not ErrorCode.SUCCESS:
             return
+        self._reached[gid] = self._sent[gid]
         for r in inp.msg.results:
             aid = r.record.record.agent_id
             if self.ctx.verifier(inp.source, r.record, now) is not None \
@@ -371,7 +380,7 @@ class FederatedDiscovery(TypedMachine):
         kept = tuple(sorted(self._relayed.values(),
                             key=lambda a: (-a.score, a.record.record.agent_id)))
         self.ctx.kept.expire(now)
-        self.ctx.kept.put(self.key, kept, now)
+        self.ctx.kept.put(self.key, kept, now, self._reached)
         self._finish(kept)
 
     def _finish(self, kept: tuple[Relayed, ...]) -> None:

@@ -294,10 +294,16 @@ class Relayed:
 class AnswerCache(Protocol):
     """Relayed DISCOVER answers kept for DISCOVERY_CACHE_TTL, by query key (Section 5.2.1)."""
 
-    def answers(self, query_key: bytes, now: float) -> tuple[Relayed, ...] | None:
-        """The answers kept for the query, or None when none are (any more)."""
+    def answers(self, query_key: bytes, now: float,
+                reach: tuple[tuple[bytes, int], ...] = ()) -> tuple[Relayed, ...] | None:
+        """The answers kept for the query, or None when none are (any more) or they came
+        from relaying that did not reach as far as ``reach`` (next hop, HOP_LIMIT) asks:
+        a next hop not answered, or answered with a lower HOP_LIMIT."""
 
-    def put(self, query_key: bytes, answers: tuple[Relayed, ...], now: float) -> None: ...
+    def put(self, query_key: bytes, answers: tuple[Relayed, ...], now: float,
+            reached: dict[bytes, int]) -> None:
+        """Keep the answers of the next hops in ``reached`` (with the HOP_LIMIT each was
+        sent)."""
 
     def expire(self, now: float) -> None:
         """Forget the answers whose time is up."""
