@@ -15,6 +15,7 @@ from dmscproto.codec.messages import Digest, Message, Summary, Update
 from dmscproto.codec.values import CapabilityRecord, Skill
 from dmscproto.gateway import drops
 from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.restart import RestartGrace
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.machine import Outbox, TransactionIds, slice_of
@@ -190,3 +191,17 @@ def test_gateway_without_its_domains_summary_originates_its_own(tmp_path: Path) 
     net.advance(5)
     assert not low.summaries.inside and b.summaries.table.origins() == [high.core.gateway_id]
     net.close()
+
+
+def test_restart_grace_ends_in_slices() -> None:
+    """At the end of the grace period (Section 6.1.2) the withheld records are released a
+    chunk per slice, in the order given, the timer due until the last one is."""
+    ids = [i.to_bytes(16, "big") for i in range(3000)]
+    grace = RestartGrace(ids, T0)
+    grace.back(ids[1])
+    clock, released, steps = sliced(), list[bytes](), 0
+    while grace.get_timer() is not None:
+        released += grace.expire(T0, slice_of(clock, 0.5))
+        steps += 1
+        assert grace.stale.isdisjoint(released)
+    assert released == [ids[0], *ids[2:]] and steps == 3

@@ -287,7 +287,8 @@ class GatewayNode(NodeDispatch):
         if due is not None and now >= due:
             self.registration.handle_timer(now)
         if self.grace is not None:
-            released = tuple(self.grace.expire(now))
+            released = tuple(self.grace.expire(now, slice_of(self.slice_clock,
+                                                             self.work_slice)))
             if released:
                 self._announce(TableChanges(advertised=released), now)
                 self.summaries.released(released, now)

@@ -21,11 +21,15 @@ from ..codec.values import CapabilityRecord
 Allow = Callable[[CapabilityRecord], bool] | None
 
 
+#: Records released in one go at the end of the grace period.
+_CHUNK = 1024
+
+
 class RestartGrace:
     """The stale local records of a restarted gateway and the end of their grace."""
 
     def __init__(self, stale: Iterable[bytes], until: float) -> None:
-        self._order = list(stale)  # as given (sorted): what expire() reports, in order
+        self._order = list(stale)[::-1]  # as given (sorted), last first: expire() pops
         self.stale = set(self._order)
         self.until: float | None = until if self.stale else None
 
@@ -48,11 +52,20 @@ class RestartGrace:
     def get_timer(self) -> float | None:
         return self.until
 
-    def expire(self, now: float) -> list[bytes]:
-        """At the end of the grace period: the records stale until now, no longer so, in
-        the order given (no sort of the whole table in one step)."""
+    def expire(self, now: float, more: Callable[[], bool] = lambda: True) -> list[bytes]:
+        """At the end of the grace period: records stale until now, no longer so, in the
+        order given, a chunk at a time until ``more()`` says no (the timer stays due
+        while any is left: a whole table is not released in one step)."""
         if self.until is None or now < self.until:
             return []
-        ended = [a for a in self._order if a in self.stale]
-        self._order, self.stale, self.until = [], set(), None
+        order, stale, ended = self._order, self.stale, []
+        while order:
+            chunk = order[-_CHUNK:]
+            del order[-_CHUNK:]
+            ended += [a for a in reversed(chunk) if a in stale]
+            stale.difference_update(chunk)
+            if not more():
+                break
+        if not order:
+            self.stale, self.until = set(), None
         return ended
