@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dmscproto.codec.messages import Digest, Message, Summary, Update
+from dmscproto.codec.registry import timer
 from dmscproto.codec.values import CapabilityRecord, Skill
 from dmscproto.gateway import drops
 from dmscproto.gateway.core import GatewayCore
@@ -190,6 +191,28 @@ def test_gateway_without_its_domains_summary_originates_its_own(tmp_path: Path) 
     high.connect("gw-b", net.now)
     net.advance(5)
     assert not low.summaries.inside and b.summaries.table.origins() == [high.core.gateway_id]
+    net.close()
+
+
+def test_gateway_awaits_its_domains_summary_before_originating_its_own(
+        tmp_path: Path) -> None:
+    """A gateway that exchanges summaries and comes up with a gateway of its domain with
+    a lower Gateway ID waits OWN_SUMMARY_WAIT for that originator's summary: it passes
+    that on and never floods one of its own (Section 6.9)."""
+    net = Network(tmp_path)
+    one = net.gateway("gw-1", "a.example", summary_mode=True)
+    two = net.gateway("gw-2", "a.example", summary_mode=True)
+    low, high = sorted((one, two), key=lambda g: g.core.gateway_id)
+    b = net.gateway("gw-b", "b.example", replication=lambda _d: Replication.SUMMARY,
+                    summary_mode=True)
+    net.agent("alice", "gw-1").register(net.now)
+    one.connect("gw-2", net.now)
+    high.connect("gw-b", net.now)
+    net.advance(timer("OWN_SUMMARY_WAIT") + 3)
+    origins = {s.msg.gateway_id for s in net.log
+               if isinstance(s.msg, Summary) and s.msg.summary is not None}
+    assert high.summaries.inside and high.core.gateway_id not in origins
+    assert b.summaries.table.origins() == [low.core.gateway_id]
     net.close()
 
 

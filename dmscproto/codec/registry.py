@@ -344,6 +344,8 @@ TIMERS: tuple[Timer, ...] = (
     Timer("QUIC_IDLE_TIMEOUT", 120, "QUIC max_idle_timeout; exceeds HOLD_TIME (Section 9.1)"),
     Timer("SUMMARY_INTERVAL", 1,
           "least time between two SUMMARYs a gateway originates (changes coalesce)"),
+    Timer("OWN_SUMMARY_WAIT", 2,
+          "how long a gateway awaits its domain's summary before originating its own"),
     Timer("DISCOVERY_CACHE_TTL", 30,
           "how long relayed DISCOVER answers and the routes they give are kept"),
     Timer("QUIC_PING_INTERVAL", 20,

@@ -169,6 +169,7 @@ class SummaryExchange:
                  transit: SummaryTransit = lambda _p, _d: True,
                  pdu_limit: Callable[[Handle], int] = lambda _h: MAX_PDU_SIZE,
                  interval: float = timer("SUMMARY_INTERVAL"),
+                 own_wait: float = timer("OWN_SUMMARY_WAIT"),
                  repeat: float = timer("DIGEST_INTERVAL"),
                  slice_clock: Callable[[], float] | None = None,
                  slice_s: float = limit("WORK_SLICE")) -> None:
@@ -185,6 +186,7 @@ class SummaryExchange:
         self.accepts = accepts
         self.transit = transit
         self.interval = interval
+        self.own_wait = own_wait
         self.table = SummaryTable(self.self_id)
         self.peers: dict[bytes, SummaryPeer] = {}
         #: What each peer was last sent of each origin (ours included), to send nothing
@@ -199,6 +201,9 @@ class SummaryExchange:
         self._version = 0
         #: When the pending origination is due (None: nothing changed).
         self.due: float | None = None
+        #: Until when a summary of our domain from its originator is awaited before we
+        #: originate for lack of one to pass on (None: not awaited; Section 6.9).
+        self.await_own: float | None = None
         #: Datagram peers (their PDU limit is below MAX_PDU_SIZE), where a SUMMARY may be
         #: lost: what they were told is repeated every ``repeat`` seconds.
         self.repeat = repeat
@@ -210,6 +215,8 @@ class SummaryExchange:
         self.peers[peer.gateway_id] = peer
         if self.next_repeat is None and self._lossy(peer):
             self.next_repeat = now + self.repeat
+        if self.inside and peer.domain == self.domain and peer.gateway_id < self.self_id:
+            self.await_own = now + self.own_wait
         self.changed(now)  # our summary, once the sessions coming up with it are up
         for origin in self.table.origins():
             self._advertise(origin, peer, now)
@@ -254,7 +261,7 @@ class SummaryExchange:
         while self._held_heap and self._held.get(
                 (self._held_heap[0][1], self._held_heap[0][2])) != self._held_heap[0][0]:
             heapq.heappop(self._held_heap)
-        return earliest(self.due, self.next_repeat,
+        return earliest(self.due, self.next_repeat, self.await_own,
                         self._held_heap[0][0] if self._held_heap else None)
 
     def handle_timer(self, now: float) -> None:
@@ -275,6 +282,9 @@ class SummaryExchange:
         if self.due is not None and now >= self.due and self.shown.gather():
             self.due = None
             self._originate(now, fresh=True)
+        if self.await_own is not None and now >= self.await_own:
+            self.await_own = None
+            self._originate(now, fresh=False)
 
     # --- origination ----------------------------------------------------------------------
     def foreign(self) -> bool:
@@ -293,16 +303,18 @@ class SummaryExchange:
         return any(r is not None and r.domain == self.domain
                    for r in map(self.table.best, self.table.origins()))
 
-    def _target(self, peer: SummaryPeer) -> str | None:
+    def _target(self, peer: SummaryPeer, now: float) -> str | None:
         """What we originate towards ``peer``: the target whose summary it gets (its
         domain, ours for a gateway of our domain), or None.  The originator sends its
         summary to its own domain's gateways, which pass it on, where ``inside``; a
         gateway also originates itself towards a domain it does not show every record,
-        or when it holds no summary of its domain to pass on (Section 6.9)."""
+        or when it holds no summary of its domain to pass on and awaits none from its
+        originator any more (Section 6.9)."""
         if peer.domain == self.domain:
             return self.domain if self.inside and self.originator() else None
-        if self.originator() or self.export_for(peer.domain) is not None \
-                or not self._holds_own():
+        if self.originator() or self.export_for(peer.domain) is not None:
+            return peer.domain
+        if not self._holds_own() and (self.await_own is None or now >= self.await_own):
             return peer.domain
         return None
 
@@ -314,7 +326,7 @@ class SummaryExchange:
         built: dict[str, Bloom] = {}
         targets: set[str] = set()
         for peer in list(self.peers.values()):
-            target = self._target(peer)
+            target = self._target(peer, now)
             if target is None:
                 if peer.gateway_id in self._told.get(self.self_id, {}):
                     self._withdraw(self.self_id, peer)
