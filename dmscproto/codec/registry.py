@@ -1,5 +1,9 @@
 """The DMSC registries: the single source of truth for every number on the wire.
 
+Long by design (about 500 lines): every registry, timer and limit is one table in
+this one module, so that nothing else defines a protocol number and the generators
+read a single place.
+
 Message types, TLV types, header flags, error codes and the small enumerations
 carried in TLVs live here and nowhere else (draft-dmsc-protocol-00, Section 11,
 "IANA Considerations").  The draft's tables, the Wireshark dissector and the scapy

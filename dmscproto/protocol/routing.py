@@ -1,5 +1,8 @@
 """Routing at a gateway, one machine per transaction (draft-dmsc-protocol-00, Section 5.3).
 
+About 500 lines, kept in one module: the generic :class:`Relay`, RouteRelay's table and
+the inputs its classification builds are read together (h2's ``stream.py`` is the model).
+
 A ROUTE_REQUEST is classified in the draft's order (a request names TARGET_AGENT or
 QUERY; a QUERY is resolved to the best record; then the port's decision: loop, local
 target, route, hop limit) into one input carrying what its action needs: delivered to

@@ -1,5 +1,8 @@
 """DMSC over DTLS 1.2 (draft-dmsc-protocol-00, Section 9.2).
 
+About 475 lines, kept in one module: the sans-I/O endpoint and its two thin asyncio
+bindings share the record parsing and the OpenSSL handling that only they need.
+
 * DTLS 1.2 (RFC 6347) with ECDHE and AEAD cipher suites only, through pyOpenSSL's DTLS
   methods on memory BIOs: :class:`DtlsEndpoint` is sans-I/O (datagrams and ``now`` in,
   datagrams, a timer and :mod:`.datagram` channel events out); :func:`serve` and
