@@ -16,6 +16,7 @@ from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
 from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.drops import PeerDrops
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.policy import export_filter, exportable
@@ -270,12 +271,20 @@ def test_drop_peer(core: GatewayCore) -> None:
     core.learn(Advertisement(1, (P1,), signed(3)), P1, T0)
     core.learn(Advertisement(1, (FAR, P2), signed(3)), P2, T0)
     core.learn(Advertisement(1, (P2,), signed(4)), P2, T0)
-    ch = core.drop_peer(P1)
+    ch = drop_peer(core, P1)
     assert ch == TableChanges(advertised=(agent(3),), withdrawn=(VersionedId(agent(2), 1),))
     assert core.route(agent(3), 8, ()) == Forward(P2, 7, (ME,))
     assert core.store.get(agent(3)).next_hop == P2  # type: ignore[union-attr]
     assert agent(2) not in core and core.store.get(agent(2)) is None
-    assert core.drop_peer(P1) == TableChanges()
+    assert drop_peer(core, P1) == TableChanges()
+
+
+def drop_peer(core: GatewayCore, peer: bytes) -> TableChanges:
+    """The node's path when the session with ``peer`` ends (:class:`PeerDrops`), run to
+    the end."""
+    drops = PeerDrops()
+    drops.start(peer, core.routes_via(peer))
+    return drops.work(core, lambda: True)
 
 
 def test_purge_removes_every_route_and_holds_the_version(core: GatewayCore) -> None:

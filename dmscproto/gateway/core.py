@@ -89,7 +89,7 @@ class GatewayCore(Registry):
         replaces (so withdraws) what ``from_peer`` advertised before for that agent,
         as in any path-vector protocol.  The same version through another peer adds an
         alternative route.  Learned records have no lease: they live until withdrawn,
-        purged or until :meth:`drop_peer`.
+        purged or until the session with ``from_peer`` ends (:class:`.drops.PeerDrops`).
         """
         changed: list[bytes] = []
         gone: list[VersionedId] = []
@@ -219,11 +219,6 @@ class GatewayCore(Registry):
             for c in gone:
                 self._uninstall(c.agent_id)
         return TableChanges(purged=tuple(VersionedId(c.agent_id, c.version) for c in gone))
-
-    def drop_peer(self, peer: bytes) -> TableChanges:
-        """The session with ``peer`` ended: drop every route through it (one commit)."""
-        return self._drop_routes([VersionedId(a, MAX_VERSION) for a in self.routes.via(peer)],
-                                 peer)
 
     def routes_via(self, peer: bytes) -> list[bytes]:
         """The Agent IDs with a route through ``peer``."""
