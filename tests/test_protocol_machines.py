@@ -469,30 +469,6 @@ def test_a_large_update_is_applied_in_slices(core: GatewayCore) -> None:
     assert isinstance(ack, SyncAck) and ack.sequence == 2
 
 
-def test_a_slice_beyond_the_peer_limit_closes_the_session(tmp_path: Path) -> None:
-    """The limit on records from one peer is checked in every slice: one applied on the
-    timer closes the session with NOTIFY MAX_RECORDS_EXCEEDED (Section 10.7)."""
-    core = GatewayCore(ME, "a.example", RegistryStore(tmp_path / "gw.db"), max_peer_records=4)
-    out = Outbox()
-    node = GatewayNode(core, slice_clock=sliced())
-    node._out = out
-    s = PeerSession(out, "peer", LocalGateway(ME, "a.example"), node, TransactionIds())
-    s.receive(peer_open(), T0)
-    s.receive(Keepalive(transaction_id=3), T0)
-    assert s.state is PeerState.ESTABLISHED
-    assert s.sync is not None and isinstance(s.sync, PeerSync)
-    s.sync.inc.learn_slice = 2.5
-    sent(out)
-    s.receive(Update(sequence=0, advertise=tuple(learned(6))), T0)
-    assert len(core) < 4 and s.get_timer() == T0
-    while state(s) is PeerState.ESTABLISHED and s.get_timer() == T0:
-        s.handle_timer(T0)
-    notify = sent(out)[-1]
-    assert isinstance(notify, Notify) and notify.status is ErrorCode.MAX_RECORDS_EXCEEDED
-    assert state(s) is PeerState.IDLE and len(core) == 4
-    core.store.close()
-
-
 # --- every row of the agent's tables and the gateway's registration -------------------------
 def _ack(req: Message, ok: bool = True) -> Message:
     status = ErrorCode.SUCCESS if ok else ErrorCode.UNKNOWN_AGENT

@@ -99,6 +99,36 @@ def test_table_is_well_formed(cls: type[TableMachine]) -> None:
         assert isinstance(t, MessageType) and set(inps) <= inputs
 
 
+def _table_machines() -> set[str]:
+    """The classes of the package that declare a ``TABLE`` (read from the source, so a
+    machine no catalog lists is found too)."""
+    src = Path(TableMachine.__module__.replace(".", "/")).parent
+    root = Path(__file__).resolve().parent.parent
+    return {node.name for f in (root / src).rglob("*.py")
+            for node in ast.walk(ast.parse(f.read_text()))
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(st, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TABLE"
+                                                   for t in st.targets)
+                for st in node.body)}
+
+
+def test_every_table_row_has_a_test() -> None:
+    """Every table machine is in a catalog (so the diagrams and these tests see it) and
+    has a test over all its rows: one asserting ``table_rows == every_row(M)`` (or
+    ``>=``), or row cases (``RowCases(M)``, one test per row, with a check that every
+    row has one).  A row added without a test fails those; a machine added without
+    them fails this."""
+    machines = _table_machines()
+    assert machines == {m.__name__ for m in (*MACHINES, *DATAGRAM_MACHINES)}
+    covered: set[str] = set()
+    for f in Path(__file__).parent.glob("test_*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("every_row", "RowCases"):
+                covered |= {a.id for a in node.args if isinstance(a, ast.Name)}
+    assert machines - covered == set(), "table machines no test runs row by row"
+
+
 # --- machines driven into each of their states by real inputs -------------------------------
 @dataclass
 class Rig:

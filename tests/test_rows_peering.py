@@ -1,0 +1,468 @@
+"""Every row of the peer session's table, one test each (draft-dmsc-protocol-00 Sections
+6.1, 6.4, 6.7, 6.10; :mod:`row_cases`): the session runs on a real gateway node and
+SQLite registry and is fed PDUs through the codec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Rows
+from row_cases import RowCases, wire
+
+from dmscproto.codec.messages import (
+    Certificate,
+    CertificateAck,
+    Digest,
+    EchoReply,
+    EchoRequest,
+    Error,
+    Keepalive,
+    Message,
+    Notify,
+    Open,
+    Summary,
+    Update,
+)
+from dmscproto.codec.registry import ErrorCode, GatewayCaps, MessageType, timer
+from dmscproto.codec.wire import Advertisement
+from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.node import GatewayNode
+from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.bloom import Bloom
+from dmscproto.protocol.certificates import thumbprint
+from dmscproto.protocol.events import (
+    ProtocolEvent,
+    SessionClosed,
+    SessionEstablished,
+    TableChanged,
+)
+from dmscproto.protocol.machine import Outbox, ProtocolError, Refusal, TransactionIds
+from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
+from dmscproto.protocol.peering_inputs import PeerInput
+from dmscproto.testing.examples import gateway_certificate
+from dmscproto.testing.harness import T0, make_record
+
+S, In = PeerState, PeerInput
+ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16
+HOLD, KEEP = 90, 10.0  # what this end proposes, its keepalive interval
+T1 = T0 + 1
+BOB = make_record(31, "bob", "b.example")
+#: Six records learned from the peer, one over its limit of four.
+ADS = [Advertisement(1, (PEER,), make_record(40 + i, f"agent{i}", "b.example"))
+       for i in range(6)]
+CASES = RowCases(PeerSession)
+row = CASES.row
+
+
+@dataclass
+class Peer:
+    """A session on a gateway node, in a state; ``refuse`` is what the node's OPEN check
+    (its ``accept_open`` hook) answers, ``waiting`` whether relays wait on the peer."""
+
+    s: PeerSession
+    node: GatewayNode
+    out: Outbox
+    refuse: list[Refusal | None]
+    waiting: list[bool]
+    mine: int = 0  # the transaction id of our OPEN, if we sent one
+
+    def feed(self, msg: Message, at: float = T1) -> None:
+        self.s.receive(wire(msg), at)
+
+    def sent(self) -> list[Message]:
+        return [wire(m) for _, m in self.out.messages_to_send()]
+
+    def events(self) -> list[ProtocolEvent]:
+        out = list(self.out.events)
+        self.out.events.clear()
+        return out
+
+    def closed(self, status: ErrorCode, *, by_peer: bool, peer: bytes | None = PEER) -> None:
+        """The session closed (reported, every timer stopped, back to IDLE)."""
+        assert self.events() == [SessionClosed("peer", peer, status, by_peer)]
+        assert self.s.state is S.IDLE and self.s.get_timer() is None and self.s.sync is None
+
+    def hold_until(self, deadline: float) -> None:
+        """The hold timer runs out at ``deadline``, not before."""
+        self.s.handle_timer(deadline - 0.01)
+        assert self.s.state is S.ESTABLISHED
+        self.sent()
+        self.s.handle_timer(deadline)
+        assert [(type(m), m.status) for m in self.sent() if isinstance(m, Notify)] == [
+            (Notify, ErrorCode.HOLD_TIMER_EXPIRED)]
+        assert self.s.state is S.IDLE
+
+
+def peer_open(txid: int = 9, hold: int = HOLD, caps: int = 0) -> Open:
+    return Open(transaction_id=txid, gateway_id=PEER, domain="b.example", hold_time=hold,
+                capabilities=caps)
+
+
+UNTRUSTED = Refusal(ErrorCode.UNTRUSTED_CERTIFICATE, "not from a federated authority")
+
+
+def rig(state: PeerState, tmp_path: Path, *, collided: bool = False, caps: int = 0,
+        accept_certificate: bool = False, max_peer_records: int | None = None) -> Peer:
+    """A session in ``state`` at T0: OPEN_SENT and ESTABLISHED opened by us,
+    OPEN_CONFIRM by the peer (``collided``: both at once, our OPEN unanswered).  With
+    ``max_peer_records`` an UPDATE is applied in slices of a record or two."""
+    core = GatewayCore(ME, "a.example", RegistryStore(tmp_path / "gw.db"),
+                       **({} if max_peer_records is None
+                          else {"max_peer_records": max_peer_records}))
+    refuse: list[Refusal | None] = [None]
+    waiting = [True]
+    ticks = iter(range(10**6))  # a slice clock: one second a reading
+    node = GatewayNode(core, accept_open=lambda _h, _o: refuse[0],
+                       accept_certificate=lambda _h, _d, _t: None if accept_certificate
+                       else UNTRUSTED,
+                       slice_clock=None if max_peer_records is None
+                       else lambda: float(next(ticks)), learn_slice=2.5)
+    node.relays_waiting = lambda _h: waiting[0]  # type: ignore[method-assign]
+    out = Outbox()
+    node._out = out  # the session's sync machine writes where the test reads
+    p = Peer(PeerSession(out, "peer", LocalGateway(ME, "a.example"), node, TransactionIds(),
+                         timers=SessionTimers(HOLD, KEEP)), node, out, refuse, waiting)
+    if state is not S.IDLE and (state is not S.OPEN_CONFIRM or collided):
+        p.s.start(T0)
+        [mine] = p.sent()
+        p.mine = mine.transaction_id
+    if state is S.OPEN_CONFIRM:
+        p.feed(peer_open(), T0)
+    elif state is S.ESTABLISHED:
+        p.feed(peer_open(p.mine, caps=caps), T0)
+    p.sent()
+    p.events()
+    assert p.s.state is state
+    return p
+
+
+# --- IDLE ------------------------------------------------------------------------------------
+@row(S.IDLE, In.START)
+def _start(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.s.start(T1)
+    [o] = p.sent()
+    assert isinstance(o, Open) and (o.gateway_id, o.hold_time) == (ME, HOLD)
+    assert p.s.state is S.OPEN_SENT and p.s.get_timer() == T1 + HOLD
+
+
+@row((S.IDLE, S.OPEN_SENT), In.OPEN_REQUEST)
+def _open_request(state: PeerState, tmp_path: Path) -> None:
+    """Answered with our OPEN on its transaction (a collision in OPEN_SENT)."""
+    p = rig(state, tmp_path)
+    p.feed(peer_open(txid=5, hold=60))
+    [o] = p.sent()
+    assert isinstance(o, Open) and (o.transaction_id, o.gateway_id) == (5, ME)
+    assert p.s.state is S.OPEN_CONFIRM and p.s.hold_time == 60
+    assert p.s.get_timer() == T1 + 60 and p.events() == []
+
+
+@row(S.IDLE, In.OPEN_REQUEST_REFUSED)
+def _refuse_open(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.refuse[0] = Refusal(ErrorCode.POLICY_DENIED, "not federated", 5000)
+    p.feed(peer_open(txid=5))
+    assert p.sent() == [Error(transaction_id=5, status=ErrorCode.POLICY_DENIED,
+                              offending_type=int(MessageType.OPEN),
+                              diagnostic="not federated", retry_after=5000)]
+    assert p.s.state is S.IDLE and p.s.get_timer() is None and p.events() == []
+
+
+@row(S.IDLE, In.NOTIFY)
+def _drop(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(Notify(transaction_id=5, status=ErrorCode.CEASE))
+    assert p.sent() == [] and p.events() == [] and p.s.state is S.IDLE
+
+
+@row(S.IDLE, In.UNEXPECTED)
+def _refuse_message(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    with pytest.raises(ProtocolError) as err:
+        p.feed(Keepalive(transaction_id=5))
+    assert err.value.code is ErrorCode.UNEXPECTED_MESSAGE
+    [n] = p.sent()
+    assert isinstance(n, Notify) and n.status is ErrorCode.UNEXPECTED_MESSAGE
+    assert p.events() == [] and p.s.state is S.IDLE
+
+
+# --- opening ---------------------------------------------------------------------------------
+@row((S.OPEN_SENT, S.OPEN_CONFIRM), In.OPEN_ANSWER)
+def _confirm(state: PeerState, tmp_path: Path) -> None:
+    """The answer to our OPEN (in OPEN_CONFIRM after a collision): KEEPALIVE, established,
+    sync begun (the empty table: its closing DIGEST)."""
+    p = rig(state, tmp_path, collided=True)
+    p.feed(peer_open(p.mine, hold=60))
+    assert [type(m) for m in p.sent()] == [Keepalive, Digest]
+    keepalive = SessionTimers(HOLD, KEEP).keepalive_for(60)
+    assert p.events() == [SessionEstablished("peer", PEER, "b.example", 60, keepalive)]
+    assert p.s.state is S.ESTABLISHED and p.s.get_timer() == T1 + KEEP
+
+
+@row(S.OPEN_SENT, In.ERROR)
+def _open_error(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(Error(transaction_id=p.mine, status=ErrorCode.POLICY_DENIED,
+                 offending_type=int(MessageType.OPEN)))
+    assert p.sent() == []
+    p.closed(ErrorCode.POLICY_DENIED, by_peer=True, peer=None)
+
+
+@row((S.OPEN_SENT, S.OPEN_CONFIRM), In.OPEN_REQUEST_REFUSED)
+def _refuse_and_close(state: PeerState, tmp_path: Path) -> None:
+    """An OPEN request proposing a hold time under MIN_HOLD_TIME while opening: ERROR on
+    its transaction, NOTIFY, closed."""
+    p = rig(state, tmp_path)
+    p.feed(peer_open(txid=11, hold=1))
+    err, n = p.sent()
+    assert isinstance(err, Error) and (err.transaction_id, err.status, err.offending_type) == \
+        (11, ErrorCode.INVALID_TLV_VALUE, int(MessageType.OPEN))
+    assert isinstance(n, Notify) and n.status is ErrorCode.INVALID_TLV_VALUE
+    p.closed(ErrorCode.INVALID_TLV_VALUE, by_peer=False,
+             peer=PEER if state is S.OPEN_CONFIRM else None)
+
+
+@row((S.OPEN_SENT, S.OPEN_CONFIRM), In.OPEN_ANSWER_REFUSED)
+def _refuse_answer_and_close(state: PeerState, tmp_path: Path) -> None:
+    """The answer to our OPEN refused by the node's check: NOTIFY (no ERROR), closed."""
+    p = rig(state, tmp_path, collided=True)
+    p.refuse[0] = Refusal(ErrorCode.POLICY_DENIED, "not federated")
+    p.feed(peer_open(p.mine))
+    [n] = p.sent()
+    assert isinstance(n, Notify) and (n.status, n.diagnostic) == (ErrorCode.POLICY_DENIED,
+                                                                  "not federated")
+    p.closed(ErrorCode.POLICY_DENIED, by_peer=False,
+             peer=PEER if state is S.OPEN_CONFIRM else None)
+
+
+@row(S.OPEN_CONFIRM, In.KEEPALIVE)
+def _establish(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(Keepalive(transaction_id=12))
+    assert [type(m) for m in p.sent()] == [Digest]  # sync begun; no KEEPALIVE answers it
+    assert p.events() == [SessionEstablished("peer", PEER, "b.example", HOLD, KEEP)]
+    assert p.s.state is S.ESTABLISHED and p.s.get_timer() == T1 + KEEP
+
+
+@row(S.OPEN_CONFIRM, In.SUMMARY)
+def _establish_on_summary(state: PeerState, tmp_path: Path) -> None:
+    """A SUMMARY that overtook the KEEPALIVE establishes the session."""
+    p = rig(state, tmp_path)
+    p.feed(Summary(gateway_id=PEER, timestamp=1, path=(PEER,), domain="b.example",
+                   summary=Bloom.of([BOB.record]).value))
+    assert [type(m) for m in p.sent()] == [Digest]
+    assert p.events() == [SessionEstablished("peer", PEER, "b.example", HOLD, KEEP)]
+    assert p.s.state is S.ESTABLISHED
+
+
+def _bob_update() -> Update:
+    return Update(sequence=0, advertise=(Advertisement(1, (PEER,), BOB),))
+
+
+@row(S.OPEN_CONFIRM, In.SYNC)
+def _establish_and_sync(state: PeerState, tmp_path: Path) -> None:
+    """An UPDATE that overtook the KEEPALIVE: established, then applied."""
+    p = rig(state, tmp_path)
+    p.feed(_bob_update())
+    aid = BOB.record.agent_id
+    assert p.events() == [SessionEstablished("peer", PEER, "b.example", HOLD, KEEP),
+                          TableChanged("peer", (aid,), ())]
+    assert aid in p.node.core and p.s.state is S.ESTABLISHED
+
+
+# --- ESTABLISHED -----------------------------------------------------------------------------
+@row(S.ESTABLISHED, In.KEEPALIVE)
+def _keepalive(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(Keepalive(transaction_id=12), T0 + 50)
+    assert p.sent() == []
+    p.hold_until(T0 + 50 + HOLD)
+
+
+@row(S.ESTABLISHED, In.SUMMARY)
+def _summary(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(Summary(gateway_id=PEER, timestamp=1, path=(PEER,), domain="b.example"), T0 + 50)
+    assert p.sent() == [] and p.events() == []  # the node, not the session, keeps it
+    p.hold_until(T0 + 50 + HOLD)
+
+
+@row(S.ESTABLISHED, In.ECHO_REPLY)
+def _echo_reply(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(EchoReply(transaction_id=12, sequence=1, timestamp=0, gateway_id=PEER), T0 + 50)
+    assert p.sent() == []
+    p.hold_until(T0 + 50 + HOLD)
+
+
+@row(S.ESTABLISHED, In.SYNC)
+def _sync(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(_bob_update(), T0 + 50)
+    aid = BOB.record.agent_id
+    assert p.events() == [TableChanged("peer", (aid,), ())] and aid in p.node.core
+    p.hold_until(T0 + 50 + HOLD)
+
+
+@row(S.ESTABLISHED, In.ERROR)
+def _sync_error(state: PeerState, tmp_path: Path) -> None:
+    """An ERROR goes to sync (answering none of its requests: dropped)."""
+    p = rig(state, tmp_path)
+    p.feed(Error(transaction_id=4242, status=ErrorCode.RATE_LIMITED,
+                 offending_type=int(MessageType.SYNC_REQUEST)), T0 + 50)
+    assert p.sent() == [] and p.events() == []
+    p.hold_until(T0 + 50 + HOLD)
+
+
+@row(S.ESTABLISHED, In.KEEPALIVE_DUE)
+def _send_keepalive(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    assert p.s.get_timer() == T0 + KEEP
+    p.s.handle_timer(T0 + KEEP)
+    assert [type(m) for m in p.sent()] == [Keepalive]
+    assert p.s.state is S.ESTABLISHED and p.s.get_timer() == T0 + 2 * KEEP
+
+
+@row(S.ESTABLISHED, In.SYNC_REFUSED)
+def _close_refused(state: PeerState, tmp_path: Path) -> None:
+    """A slice of an UPDATE applied on the timer goes beyond the peer's record limit
+    (Section 10.7): NOTIFY MAX_RECORDS_EXCEEDED, closed."""
+    p = rig(state, tmp_path, max_peer_records=4)
+    p.feed(Update(sequence=0, advertise=tuple(ADS)))
+    assert len(p.node.core) < 4 and p.s.get_timer() == T1  # the next slice
+    while p.s.state is S.ESTABLISHED and p.s.get_timer() == T1:
+        p.events()
+        p.s.handle_timer(T1)
+    [n] = p.sent()
+    assert isinstance(n, Notify) and n.status is ErrorCode.MAX_RECORDS_EXCEEDED
+    p.closed(ErrorCode.MAX_RECORDS_EXCEEDED, by_peer=False)
+    assert len(p.node.core) == 4
+
+
+def _probing(tmp_path: Path) -> Peer:
+    """An established session with a peer announcing OAM, watched since T1."""
+    p = rig(S.ESTABLISHED, tmp_path, caps=int(GatewayCaps.OAM))
+    p.s.watch(T1)
+    return p
+
+
+IDLE_PROBE = KEEP * timer("PROBE_IDLE_FRACTION")
+LOST_PROBE = KEEP * timer("PROBE_TIMEOUT_FRACTION")
+
+
+@row(S.ESTABLISHED, In.WATCH)
+def _start_probing(state: PeerState, tmp_path: Path) -> None:
+    p = _probing(tmp_path)
+    assert p.s.state is S.ESTABLISHED and p.s.get_timer() == T1 + IDLE_PROBE
+    assert p.sent() == []
+
+
+@row(S.ESTABLISHED, In.PROBE_DUE)
+def _send_probe(state: PeerState, tmp_path: Path) -> None:
+    p = _probing(tmp_path)
+    p.s.handle_timer(T1 + IDLE_PROBE)
+    [probe] = p.sent()
+    assert isinstance(probe, EchoRequest) and probe.sequence == 1
+    assert p.s.state is S.ESTABLISHED and p.s.get_timer() == T1 + IDLE_PROBE + LOST_PROBE
+
+
+@row(S.ESTABLISHED, In.PROBE_IDLE)
+def _stop_probing(state: PeerState, tmp_path: Path) -> None:
+    p = _probing(tmp_path)
+    p.waiting[0] = False
+    p.s.handle_timer(T1 + IDLE_PROBE)
+    assert p.sent() == [] and p.s.state is S.ESTABLISHED
+    assert p.s.get_timer() == T0 + KEEP  # the keepalive timer only
+
+
+@row(S.ESTABLISHED, In.PROBE_LOST)
+def _probe_expire(state: PeerState, tmp_path: Path) -> None:
+    p = _probing(tmp_path)
+    p.s.handle_timer(T1 + IDLE_PROBE)
+    p.sent()
+    p.s.handle_timer(T1 + IDLE_PROBE + LOST_PROBE)
+    [n] = p.sent()
+    assert isinstance(n, Notify) and n.status is ErrorCode.HOLD_TIMER_EXPIRED
+    p.closed(ErrorCode.HOLD_TIMER_EXPIRED, by_peer=False)
+
+
+@row(S.ESTABLISHED, In.CERTIFICATE)
+def _keep_certificate(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path, accept_certificate=True)
+    der = gateway_certificate()
+    p.feed(Certificate(transaction_id=77, certificate=der))
+    assert p.sent() == [CertificateAck(transaction_id=77, status=ErrorCode.SUCCESS,
+                                       thumbprint=thumbprint(der))]
+    assert p.node.certificates.get("peer", thumbprint(der)) == der
+    assert p.s.state is S.ESTABLISHED
+
+
+@row(S.ESTABLISHED, In.CERTIFICATE_REFUSED)
+def _refuse_certificate(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    der = gateway_certificate()
+    p.feed(Certificate(transaction_id=77, certificate=der))
+    [ack] = p.sent()
+    assert isinstance(ack, CertificateAck) and ack.transaction_id == 77
+    assert (ack.status, ack.diagnostic) == (UNTRUSTED.code, UNTRUSTED.diagnostic)
+    assert ack.thumbprint is None
+    assert p.node.certificates.get("peer", thumbprint(der)) is None
+    assert p.s.state is S.ESTABLISHED
+
+
+# --- every state of a session ----------------------------------------------------------------
+ACTIVE = (S.OPEN_SENT, S.OPEN_CONFIRM, S.ESTABLISHED)
+
+
+def _opened_by(state: PeerState) -> bytes | None:
+    """The peer's gateway id as the session knows it in ``state``."""
+    return None if state is S.OPEN_SENT else PEER
+
+
+@row(ACTIVE, In.NOTIFY)
+def _peer_closed(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.feed(Notify(transaction_id=5, status=ErrorCode.CEASE))
+    assert p.sent() == []
+    p.closed(ErrorCode.CEASE, by_peer=True, peer=_opened_by(state))
+
+
+@row(ACTIVE, In.HOLD_EXPIRED)
+def _expire(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.s.handle_timer(T0 + HOLD)
+    n = p.sent()[-1]
+    assert isinstance(n, Notify) and n.status is ErrorCode.HOLD_TIMER_EXPIRED
+    p.closed(ErrorCode.HOLD_TIMER_EXPIRED, by_peer=False, peer=_opened_by(state))
+
+
+@row(ACTIVE, In.STOP)
+def _cease(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    p.s.close(T1)
+    [n] = p.sent()
+    assert isinstance(n, Notify) and n.status is ErrorCode.CEASE
+    p.closed(ErrorCode.CEASE, by_peer=False, peer=_opened_by(state))
+
+
+@row(ACTIVE, In.UNEXPECTED)
+def _close_unexpected(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    with pytest.raises(ProtocolError) as err:
+        p.feed(EchoRequest(transaction_id=5, sequence=1, timestamp=0))
+    assert (err.value.code, err.value.message_type) == (ErrorCode.UNEXPECTED_MESSAGE,
+                                                        MessageType.ECHO_REQUEST)
+    [n] = p.sent()
+    assert isinstance(n, Notify) and n.status is ErrorCode.UNEXPECTED_MESSAGE
+    p.closed(ErrorCode.UNEXPECTED_MESSAGE, by_peer=False, peer=_opened_by(state))
+
+
+@pytest.mark.parametrize("row", CASES.params())
+def test_row(row: object, table_rows: Rows, tmp_path: Path) -> None:
+    CASES.run(row, table_rows, tmp_path)  # type: ignore[arg-type]
+
+
+def test_every_row_has_a_case() -> None:
+    CASES.check_complete()
