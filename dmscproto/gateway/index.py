@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import cbor2
 
@@ -57,10 +57,10 @@ from ..codec import cbor
 from ..codec.registry import ConstraintOp
 from ..codec.values import AttrValue, CapabilityRecord, Constraint, DiscoveryQuery
 from ..protocol.terms import RecordTerms, TermCounts, skill_words, words
+from .postings import Bits, Ordinals, Postings, bits, count, difference, intersection, union
+from .shards import ShardedDict
 
-_EMPTY: frozenset[bytes] = frozenset()
 _ValueKey = tuple[bool, AttrValue]
-K = TypeVar("K")
 
 
 def _vkey(v: AttrValue) -> _ValueKey:
@@ -173,41 +173,15 @@ def _parse(data: bytes) -> _Parsed:
 
 
 class _Entry:
-    """What the index keeps per record: the attributes for the residual constraint
-    checks, and the encoded terms to find the postings again on removal (compact: no
-    per-record sets; scoring works on the postings)."""
+    """What the index keeps per record: its ordinal in the posting bitmaps
+    (:mod:`.postings`), the attributes for the residual constraint checks, and the
+    encoded terms to find the postings again on removal (compact: no per-record sets;
+    scoring works on the postings)."""
 
-    __slots__ = ("attributes", "encoded")
+    __slots__ = ("attributes", "encoded", "ordinal")
 
-    def __init__(self, attributes: dict[str, AttrValue], encoded: bytes) -> None:
-        self.attributes, self.encoded = attributes, encoded
-
-
-class _Postings(Generic[K]):
-    """term -> set of agent ids."""
-
-    __slots__ = ("sets",)
-
-    def __init__(self) -> None:
-        self.sets: dict[K, set[bytes]] = {}
-
-    def add(self, terms: Iterable[K], agent_id: bytes) -> None:
-        for t in terms:
-            s = self.sets.get(t)
-            if s is None:
-                self.sets[t] = {agent_id}
-            else:
-                s.add(agent_id)
-
-    def remove(self, terms: Iterable[K], agent_id: bytes) -> None:
-        for t in terms:
-            s = self.sets[t]
-            s.discard(agent_id)
-            if not s:
-                del self.sets[t]
-
-    def get(self, term: K) -> Set[bytes]:
-        return self.sets.get(term, _EMPTY)
+    def __init__(self, ordinal: int, attributes: dict[str, AttrValue], encoded: bytes) -> None:
+        self.ordinal, self.attributes, self.encoded = ordinal, attributes, encoded
 
 
 class CapabilityIndex:
@@ -215,22 +189,27 @@ class CapabilityIndex:
 
     For the records of ``domain`` (the gateway's own) it also keeps, on write, their
     capability summary terms (``domain_terms``, Section 6.9) and which of them changed
-    since :meth:`take_changes` was last called."""
+    since :meth:`take_changes` was last called.
+
+    Adding or removing a record costs time bounded by its own terms, whatever the
+    number of records (:mod:`.postings`, :mod:`.shards`)."""
 
     def __init__(self, domain: str | None = None) -> None:
         self.domain = domain
         self.domain_terms = TermCounts()
-        self._changed: dict[bytes, None] = {}
-        self._entries: dict[bytes, _Entry] = {}
-        self._skills = _Postings[str]()
-        self._tags = _Postings[str]()
-        self._words = _Postings[str]()
-        self._in_modes = _Postings[str]()
-        self._out_modes = _Postings[str]()
-        self._domains = _Postings[str]()
-        self._attr_present = _Postings[str]()            # attribute name
-        self._attr_values = _Postings[tuple[str, _ValueKey]]()  # (name, value key)
-        self._n_skills = _Postings[int]()                # number of distinct skill ids
+        self._changed: ShardedDict[bytes, None] = ShardedDict()
+        self._entries: ShardedDict[bytes, _Entry] = ShardedDict()
+        self._ordinals = Ordinals()
+        self._all = Postings[None]()                     # every record
+        self._skills = Postings[str]()
+        self._tags = Postings[str]()
+        self._words = Postings[str]()
+        self._in_modes = Postings[str]()
+        self._out_modes = Postings[str]()
+        self._domains = Postings[str]()
+        self._attr_present = Postings[str]()            # attribute name
+        self._attr_values = Postings[tuple[str, _ValueKey]](per_record=True)
+        self._n_skills = Postings[int]()                # number of distinct skill ids
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -238,9 +217,9 @@ class CapabilityIndex:
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._entries
 
-    def _postings(self, p: _Parsed) -> Iterable[tuple[_Postings[Any], Iterable[Any]]]:
+    def _postings(self, p: _Parsed) -> Iterable[tuple[Postings[Any], Iterable[Any]]]:
         skills, tags, ws, in_modes, out_modes, domain, attrs = p
-        return ((self._skills, skills), (self._tags, tags), (self._words, ws),
+        return ((self._all, (None,)), (self._skills, skills), (self._tags, tags), (self._words, ws),
                 (self._in_modes, in_modes), (self._out_modes, out_modes),
                 (self._domains, (domain,)), (self._attr_present, attrs),
                 (self._attr_values, [(k, _vkey(v)) for k, v in attrs.items()]),
@@ -254,9 +233,10 @@ class CapabilityIndex:
         """Index a record by its encoded :class:`IndexTerms` (the restart path)."""
         parsed = _parse(encoded)
         self.remove(agent_id)
-        self._entries[agent_id] = _Entry(parsed[6], encoded)
+        ordinal = self._ordinals.add(agent_id)
+        self._entries[agent_id] = _Entry(ordinal, parsed[6], encoded)
         for postings, items in self._postings(parsed):
-            postings.add(items, agent_id)
+            postings.add(items, ordinal)
         if parsed[5] == self.domain:
             self._changed[agent_id] = None
             self.domain_terms.add((parsed[0], parsed[1], parsed[2]))
@@ -266,8 +246,9 @@ class CapabilityIndex:
         if e is None:
             return False
         parsed = _parse(e.encoded)
+        self._ordinals.remove(e.ordinal)
         for postings, items in self._postings(parsed):
-            postings.remove(items, agent_id)
+            postings.remove(items, e.ordinal)
         if parsed[5] == self.domain:
             self._changed[agent_id] = None
             self.domain_terms.remove((parsed[0], parsed[1], parsed[2]))
@@ -284,21 +265,22 @@ class CapabilityIndex:
 
     def domain_ids(self) -> list[bytes]:
         """The records of ``domain``, a snapshot."""
-        return [] if self.domain is None else list(self._domains.get(self.domain))
+        return [] if self.domain is None \
+            else self._ordinals.agent_ids(self._domains.get(self.domain))
 
     def take_changes(self) -> list[bytes]:
         """The records of ``domain`` added, replaced or removed since the last call."""
-        out, self._changed = list(self._changed), {}
+        out, self._changed = list(self._changed), ShardedDict()
         return out
 
     # --- matching -------------------------------------------------------------------------
     def _candidates(self, q: DiscoveryQuery, residual: list[Constraint],
                     tags: set[str], intent: set[str],
-                    within: Set[bytes] | None) -> Set[bytes]:
+                    within: Set[bytes] | None) -> Bits:
         """Intersect the posting sets of the mandatory terms, smallest first.  A term
         is a union of posting sets (several for IN); constraints without a complete
         posting set are appended to ``residual`` for a per-record check."""
-        terms: list[list[Set[bytes]]] = []
+        terms: list[list[Bits]] = []
         terms += ([self._skills.get(s)] for s in q.skills)
         terms += ([self._in_modes.get(m)] for m in q.input_modes)
         terms += ([self._out_modes.get(m)] for m in q.output_modes)
@@ -322,39 +304,36 @@ class CapabilityIndex:
             terms.append([*(self._tags.get(t) for t in tags),
                           *(self._words.get(w) for w in intent)])
         if within is not None:
-            terms.append([within])
+            entries = self._entries
+            terms.append([bits(entries[a].ordinal for a in within if a in entries)])
         if not terms:
-            return self._entries.keys()
-        terms.sort(key=lambda sets: sum(map(len, sets)))
-        first = terms[0]
-        result: Set[bytes] = first[0] if len(first) == 1 else set().union(*first)
+            return self._all.get(None)
+        terms.sort(key=lambda sets: sum(map(count, sets)))
+        result = union(terms[0])
         for sets in terms[1:]:
             if not result:
                 break
-            if len(sets) == 1:
-                result = result & sets[0]
-            else:  # each intersection iterates over the smaller operand
-                result = set().union(*(result & s for s in sets))
+            result = intersection(result, sets[0] if len(sets) == 1 else union(sets))
         return result
 
     @staticmethod
-    def _refine(classes: dict[tuple[int, int], Set[bytes]], postings: _Postings[str],
+    def _refine(classes: dict[tuple[int, int], Bits], postings: Postings[str],
                 terms: set[str], axis: int,
-                spend: Callable[[], None]) -> dict[tuple[int, int], Set[bytes]]:
+                spend: Callable[[], None]) -> dict[tuple[int, int], Bits]:
         """Split every class by membership of each term's posting set, counting the
         hits on ``axis`` (0: tags, 1: intent words).  Set operations only."""
         for t in terms:
             spend()
             post = postings.get(t)
-            out: dict[tuple[int, int], Set[bytes]] = {}
+            out: dict[tuple[int, int], list[Bits]] = {}
             for key, members in classes.items():
-                inside = members & post
-                parts = ((key, members - inside if inside else members),
+                inside = intersection(members, post)
+                parts = ((key, difference(members, inside) if inside else members),
                          ((key[0] + 1, key[1]) if axis == 0 else (key[0], key[1] + 1), inside))
                 for k, part in parts:
                     if part:
-                        out[k] = out[k] | part if k in out else part
-            classes = out
+                        out.setdefault(k, []).append(part)
+            classes = {k: union(parts_k) for k, parts_k in out.items()}
         return classes
 
     def match(self, query: DiscoveryQuery, limit: int,
@@ -385,23 +364,23 @@ class CapabilityIndex:
         n_req = len(set(query.skills))
         nt, ni = len(tags) or 1, len(intent) or 1
         no_tag, no_word = (0 if tags else 1), (0 if intent else 1)
-        classes: dict[tuple[int, int], Set[bytes]] = {(no_tag, no_word): candidates}
+        classes: dict[tuple[int, int], Bits] = {(no_tag, no_word): candidates}
         classes = self._refine(classes, self._tags, tags, 0, spend)
         classes = self._refine(classes, self._words, intent, 1, spend)
-        groups: dict[int, list[bytes]] = {}
+        groups: dict[int, list[Bits]] = {}
         for (ht, hi), members in classes.items():
             for n_skills, post in self._n_skills.sets.items():
-                same = members & post
+                same = intersection(members, post)
                 if same:
                     ns = 1 + n_skills - n_req
                     score = (5000 * ht * ni * ns + 3000 * hi * nt * ns + 2000 * nt * ni) \
                         // (nt * ni * ns)
-                    groups.setdefault(score, []).extend(same)
+                    groups.setdefault(score, []).append(same)
         out: list[Match] = []
         entries = self._entries
         walked = 0
         for score in sorted(groups, reverse=True):
-            for aid in sorted(groups[score]):
+            for aid in sorted(self._ordinals.agent_ids(union(groups[score]))):
                 walked += 1
                 if walked % 256 == 0:
                     spend()

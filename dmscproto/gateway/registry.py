@@ -30,6 +30,7 @@ from ..protocol.ports import RegisterOutcome
 from ..protocol.terms import RecordTerms, TermCounts
 from .index import CapabilityIndex
 from .routing import Route, RoutingTable
+from .shards import ShardedDict
 from .store import RegistryStore, StoredRecord, StoredRow
 
 #: The DIAGNOSTIC of a REGISTER_ACK whose record was registered already, unchanged (a
@@ -167,8 +168,9 @@ class Registry:
         self.max_lease = max_lease
         self.index = CapabilityIndex(domain)
         self.routes = RoutingTable()
-        self._records: dict[bytes, _Held] = {}
-        self._by_uri: dict[str, bytes] = {}
+        #: One entry per record: grown a shard at a time (:mod:`.shards`).
+        self._records: ShardedDict[bytes, _Held] = ShardedDict()
+        self._by_uri: ShardedDict[str, bytes] = ShardedDict()
         self._local: set[bytes] = set()
         self._cold: list[bytes] = []
         #: Lapsed local registrations evicted when another agent took their name,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..codec.registry import MAX_PATH, ErrorCode
 from ..protocol.ports import Decision, DeliverLocal, Forward, Reject
+from .shards import ShardedDict
 
 __all__ = ["MAX_PATH", "Decision", "DeliverLocal", "Forward", "Reject", "Route", "RoutingTable"]
 
@@ -54,8 +55,10 @@ class RoutingTable:
     pass over the table."""
 
     def __init__(self) -> None:
-        self._routes: dict[bytes, dict[bytes | None, Route]] = {}
-        self._via: dict[bytes, set[bytes]] = {}
+        #: One entry per record, and per record through each peer: grown a shard at a
+        #: time (:mod:`.shards`); ``_via`` values are sets (a key's value is None).
+        self._routes: ShardedDict[bytes, dict[bytes | None, Route]] = ShardedDict()
+        self._via: dict[bytes, ShardedDict[bytes, None]] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -67,7 +70,10 @@ class RoutingTable:
         """Install ``route`` (replacing the one via the same next hop).
         Return whether the best route changed."""
         if route.next_hop is not None:
-            self._via.setdefault(route.next_hop, set()).add(agent_id)
+            agents = self._via.get(route.next_hop)
+            if agents is None:
+                agents = self._via[route.next_hop] = ShardedDict()
+            agents[agent_id] = None
         routes = self._routes.get(agent_id)
         if routes is None:  # the common case: the first route to an agent
             self._routes[agent_id] = {route.next_hop: route}
@@ -82,7 +88,7 @@ class RoutingTable:
     def _unlink(self, agent_id: bytes, next_hop: bytes | None) -> None:
         if next_hop is not None:
             agents = self._via[next_hop]
-            agents.discard(agent_id)
+            agents.pop(agent_id, None)
             if not agents:
                 del self._via[next_hop]
 
