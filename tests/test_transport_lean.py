@@ -70,3 +70,35 @@ def test_a_bounded_fifo_drops_its_oldest() -> None:
     window = _Fifo([b"a", b"b"], maxlen=2)
     window.append(b"c")
     assert window == [b"b", b"c"] and window.popleft() == b"b"
+
+
+def test_a_quiet_receipt_needs_no_transmit_but_a_ping_or_a_loss_does(pki: Pki) -> None:
+    """transmit_due: STREAM and ACK frames received oblige no packet at once (the answer
+    and the delayed ACK come later); a PING does, and so does an ACK that declares a
+    packet lost, whose data the transmit that follows sends again."""
+    pair = Pair(pki)
+    first = pair.request()
+    pair.flight(pair.client, pair.server)
+    assert not pair.server.transmit_due(pair.now)  # a request: nothing to send yet
+    pair.server.send_stream_data(first, b"lost answer", end_stream=True)
+    pair.server.datagrams_to_send(pair.now)  # lost
+    pair.now += 0.05  # past the time threshold of loss detection
+    second = pair.request()
+    pair.flight(pair.client, pair.server)
+    pair.server.send_stream_data(second, b"answer", end_stream=True)
+    pair.flight(pair.server, pair.client)  # after a gap: the client's ACK goes at once
+    assert pair.flight(pair.client, pair.server) == 1
+    assert pair.server.transmit_due(pair.now)  # its ACK declared the first answer lost
+    pair.flight(pair.server, pair.client)
+    answers = {e.stream_id: e.data for e in iter(pair.client.next_event, None)
+               if isinstance(e, events.StreamDataReceived)}
+    assert answers == {first: b"lost answer", second: b"answer"}
+    pair.tick(0.1)
+    pair.flight(pair.server, pair.client)
+    pair.flight(pair.client, pair.server)
+    assert not pair.server.transmit_due(pair.now)
+    pair.client.send_ping(3)
+    pair.flight(pair.client, pair.server)
+    assert pair.server.transmit_due(pair.now)
+    assert pair.flight(pair.server, pair.client) == 1
+    assert not pair.server.transmit_due(pair.now)  # the transmit took care of it

@@ -15,8 +15,9 @@ piece that runs them on the event loop:
   the object gets ``handle_timer(now)`` with ``now`` never before the deadline asked
   for (asyncio may run a timer a clock resolution early), then ``after`` (what the
   owner does with the output) runs and the timer is armed afresh.  ``lazy`` keeps a
-  timer already armed for an earlier deadline (firing early is harmless: nothing is due
-  yet, and the timer is armed afresh), for objects whose deadline moves often;
+  timer already armed for an earlier deadline (when it fires before the object's
+  deadline, it is only armed afresh: nothing is due yet), for objects whose deadline
+  moves often;
 * **flush**: :func:`end_of_turn` runs work once at the end of the current event-loop
   turn, after everything that ran in the turn queued its output, however often it was
   asked for (QUIC transmits of every connection of the loop together, a machine's timer
@@ -105,9 +106,10 @@ class Driver:
     def arm(self) -> None:
         """Arm the timer at the object's ``get_timer()``, or keep one armed for an
         earlier deadline (``lazy``); none when the object needs none."""
-        if self._stopped:
-            return
-        at = self.target.get_timer()
+        if not self._stopped:
+            self._arm_at(self.target.get_timer())
+
+    def _arm_at(self, at: float | None) -> None:
         if at == self._at or (
                 self._lazy and self._at is not None and at is not None and at >= self._at):
             return
@@ -131,6 +133,11 @@ class Driver:
         self._handle = self._at = None
         if self._stopped:
             return
+        if self._lazy:  # armed for a deadline that has since moved later: re-arm only
+            due = self.target.get_timer()
+            if due is None or due > at:
+                self._arm_at(due)
+                return
         self.target.handle_timer(max(self.clock(), at))
         if self._after is not None:
             self._after()

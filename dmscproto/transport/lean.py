@@ -1,4 +1,4 @@
-"""Less memory per QUIC connection (draft-dmsc-protocol-00, Section 9.1).
+"""Less memory and less work per QUIC connection (draft-dmsc-protocol-00, Section 9.1).
 
 A gateway holds one QUIC connection per connected agent, idle most of the time.  Of what
 aioquic keeps per connection, :class:`LeanQuicConnection` gives back or shares what a
@@ -25,6 +25,20 @@ loss recovery or the 1-RTT keys:
 * connection IDs: it issues at most QUIC_CONNECTION_IDS and advertises that many as
   ``active_connection_id_limit`` (2, RFC 9000's minimum: one in use and one spare for
   a path change) instead of aioquic's 8, each an entry in the server's routing table.
+
+Less work: aioquic's asyncio protocol builds packets (``datagrams_to_send``) after every
+datagram received, though most received by a DMSC endpoint oblige it to send nothing
+at once: a request's STREAM frames are answered when the handler is done (its own
+transmit), a response's when the next request goes, and their acknowledgement waits
+for either (:mod:`.acks`).  :meth:`LeanQuicConnection.transmit_due` says whether the
+datagrams received since the last transmit need a packet-building pass at once; when it
+says no, the connection's timer (the ACK delay, loss detection) covers what remains.
+It says yes unless the connection is established (handshake confirmed), each frame
+received was PADDING, ACK or STREAM (RFC 9000, Section 19; any other frame may ask for
+an answer: PING, PATH_CHALLENGE, connection IDs, flow control), the ACKs declared no
+packet lost (its data is retransmitted at once, as aioquic does) and came when the
+congestion window was not full (they may let queued data go), the path did not
+change, and no ACK is due now.
 """
 
 from __future__ import annotations
@@ -35,8 +49,15 @@ from typing import Any, TypeVar, cast
 
 from aioquic import tls
 from aioquic._buffer import Buffer
-from aioquic.quic.connection import MAX_LOCAL_CHALLENGES, QuicConnection
+from aioquic.quic.connection import (
+    MAX_LOCAL_CHALLENGES,
+    NetworkAddress,
+    QuicConnection,
+    QuicConnectionState,
+)
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.recovery import QuicPacketRecovery
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -54,21 +75,43 @@ _Entry = tuple[Callable[..., None], frozenset[tls.Epoch]]
 _HANDLERS = "_QuicConnection__frame_handlers"
 #: The frame-handler table of each connection class, unbound.
 _TABLES: dict[type[QuicConnection], dict[int, _Entry]] = {}
+#: Frames whose receipt asks for nothing sent at once but their acknowledgement, which
+#: :mod:`.acks` times: PADDING, ACK, ACK_ECN and STREAM (RFC 9000, Section 19).
+_QUIET_FRAMES = frozenset({0x00, 0x02, 0x03, *range(0x08, 0x10)})
 
 
 class _FrameHandlers:
     """Stands for aioquic's per-connection frame-handler dict (``frame type -> (bound
     handler, epochs)``, looked up once per frame): the class's table, bound on lookup."""
 
-    __slots__ = ("_conn", "_table")
+    __slots__ = ("_conn", "_table", "loud")
 
     def __init__(self, conn: QuicConnection, table: dict[int, _Entry]) -> None:
         self._conn = conn
         self._table = table
+        #: A frame was handled that is not quiet (see module), or the connection is
+        #: otherwise due a transmit, since its last one (the connection's flag: it has
+        #: no room of its own).
+        self.loud = True
 
     def __getitem__(self, frame_type: int) -> tuple[Callable[..., None], frozenset[tls.Epoch]]:
+        if frame_type not in _QUIET_FRAMES:
+            self.loud = True
         handler, epochs = self._table[frame_type]
         return handler.__get__(self._conn), epochs
+
+
+class _Recovery(QuicPacketRecovery):
+    """aioquic's loss recovery, counting the times it declared packets lost (their data
+    is to be retransmitted: :meth:`LeanQuicConnection.transmit_due`)."""
+
+    #: Times packets were declared lost (a class attribute until the first: no memory).
+    losses = 0
+
+    def _on_packets_lost(self, *, packets: Iterable[QuicSentPacket], **kwargs: Any) -> None:
+        if packets:  # a list or a tuple: only when one was lost
+            self.losses += 1
+        super()._on_packets_lost(packets=packets, **kwargs)
 
 
 class _Fifo(list[T]):
@@ -134,6 +177,7 @@ class LeanQuicConnection(QuicConnection):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._loss.__class__ = _Recovery
         self._local_active_connection_id_limit = QUIC_CONNECTION_IDS
         table = _TABLES.get(type(self))
         if table is None:
@@ -144,6 +188,33 @@ class LeanQuicConnection(QuicConnection):
         setattr(self, _HANDLERS, _FrameHandlers(self, table))
         self._events = _fifo()
         self._datagrams_pending = _fifo()
+
+    @property
+    def _frames(self) -> _FrameHandlers:
+        return cast(_FrameHandlers, getattr(self, _HANDLERS))
+
+    def receive_datagram(self, data: bytes, addr: NetworkAddress, now: float) -> None:
+        loss = cast(_Recovery, self._loss)
+        losses, paths = loss.losses, self._network_paths
+        if (self._state is not QuicConnectionState.CONNECTED or not self._handshake_confirmed
+                or loss.bytes_in_flight + self._max_datagram_size > loss.congestion_window
+                or not paths or paths[0].addr != addr):
+            self._frames.loud = True
+        super().receive_datagram(data, addr, now)
+        if loss.losses != losses or len(self._network_paths) > 1:
+            self._frames.loud = True
+
+    def transmit_due(self, now: float) -> bool:
+        """Whether what was received since the last transmit needs one now (module
+        docstring); if not, the connection's timer covers the rest."""
+        if self._frames.loud:
+            return True
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        return space is not None and space.ack_at is not None and space.ack_at <= now
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        self._frames.loud = False
+        return super().datagrams_to_send(now)
 
     def _replenish_connection_ids(self) -> None:
         limit = self._remote_active_connection_id_limit

@@ -119,13 +119,19 @@ class QuicLink(QuicConnectionProtocol):
 
     def _received(self, data: bytes, addr: NetworkAddress) -> None:
         """One datagram: aioquic's processing, but the transmit that follows is left to
-        the end of this event-loop turn (the handlers' answers go with it)."""
+        the end of this event-loop turn (the handlers' answers go with it), and made
+        only if the datagram needs one at once (:meth:`.transmit_due`); otherwise
+        the timer, re-armed, covers its acknowledgement."""
         self.datagrams_received += 1
         if self._recorder is not None:
             self._recorder.received(data, addr)
-        self._quic.receive_datagram(data, addr, now=self._loop.time())
+        now = self._loop.time()
+        self._quic.receive_datagram(data, addr, now=now)
         self._process_events()
-        self._transmit_soon()
+        if self._quic.transmit_due(now):
+            self._transmit_soon()
+        else:
+            self._driver.arm()
 
     def error_received(self, exc: Exception) -> None:
         """A client's own socket reports an ICMP error: during the handshake, a refused

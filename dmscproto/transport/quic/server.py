@@ -87,6 +87,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self.peers: dict[bytes, DmscConnection] = {}
         self._configuration = tls.configuration(is_client=False, keylog=keylog.file,
                                                 idle_timeout=idle_timeout)
+        self._cid_length = self._configuration.connection_id_length
         self._verifier = tls.verifier()
         self._pcap = pcap
         self._keylog = keylog
@@ -130,9 +131,13 @@ class QuicServer(asyncio.DatagramProtocol):
         assert self._sender is not None
         if self._recorder is not None:
             self._recorder.received(data, addr)
+        if data and not data[0] & 0x80:  # short header: the connection ID follows at once
+            protocol = self._by_cid.get(data[1:1 + self._cid_length])
+            if protocol is not None:  # else not for a connection: dropped, as below
+                protocol.datagram_received(data, addr)
+            return
         try:
-            header = pull_quic_header(Buffer(data=data),
-                                      host_cid_length=self._configuration.connection_id_length)
+            header = pull_quic_header(Buffer(data=data), host_cid_length=self._cid_length)
         except ValueError:
             return
         protocol = self._by_cid.get(header.destination_cid)
