@@ -11,7 +11,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,50 @@ def test_deadlines_raise_timeout_error_and_abandon_the_request(tmp_path: Path) -
             trace = await caller.trace(sloth.agent_id, timeout=5)
             assert isinstance(trace, Trace) and trace.reached
             assert [h.name for h in trace.hops] == ["gw"]
+    run(scenario())
+
+
+def test_handlers_of_every_shape_answer(tmp_path: Path) -> None:
+    """A plain function's answer is made in the callback that delivered the request (no
+    task); a coroutine, or an awaitable a plain function returns, in a task; a refusal
+    is the answer's STATUS, anything else INTERNAL_ERROR."""
+    def plain(payload: bytes, request: Request) -> Any:
+        if payload == b"refuse":
+            raise AgentError(ErrorCode.POLICY_DENIED, "not today")
+        if payload == b"text":
+            return "not bytes"
+        return slow(b"0", request) if payload == b"later" else payload[::-1]
+
+    async def scenario() -> None:
+        async with gateway(tmp_path) as (domain, gw), \
+                domain.agent("plain", gw.address) as served, \
+                domain.agent("coro", gw.address) as coro, \
+                domain.agent("caller", gw.address) as caller:
+            spawned: list[str] = []
+
+            def counted(agent: sdk.Agent) -> None:
+                spawn = agent._spawn
+
+                def spawn_counted(task: Coroutine[Any, Any, None]) -> None:
+                    spawned.append(agent.uri)
+                    spawn(task)
+                agent._spawn = spawn_counted  # type: ignore[method-assign,assignment]
+            counted(served)
+            counted(coro)
+            served.serve(plain)
+            coro.serve(slow)
+            await served.register(skills=["plain"])
+            await coro.register(skills=["coro"])
+            assert await caller.call(served.agent_id, b"abc") == b"cba"
+            for payload, status in ((b"refuse", ErrorCode.POLICY_DENIED),
+                                    (b"text", ErrorCode.INTERNAL_ERROR)):
+                with pytest.raises(AgentError) as err:
+                    await caller.call(served.agent_id, payload)
+                assert err.value.status is status
+            assert spawned == []  # all answered at once
+            assert await caller.call(served.agent_id, b"later") == b"late"
+            assert await caller.call(coro.agent_id, b"0") == b"late"
+            assert spawned == [served.uri, coro.uri]
     run(scenario())
 
 

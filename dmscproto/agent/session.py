@@ -11,9 +11,10 @@ import asyncio
 import inspect
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..analysis.pcap import PcapWriter
 from ..codec.cose import SignedRecord
@@ -72,6 +73,13 @@ class _Machine:
 
     def handle_timer(self, now: float) -> None:
         self.client.handle_timer(now)
+
+
+def _payload(result: object) -> bytes:
+    """A handler's result, which must be bytes (else TypeError: INTERNAL_ERROR)."""
+    if not isinstance(result, bytes):
+        raise TypeError(f"a handler returns bytes, not {type(result).__name__}")
+    return result
 
 
 def _server_name(host: str) -> str | None:
@@ -220,7 +228,18 @@ class AgentSession:
         self._waiters.clear()
 
     def _on_event(self, event: object) -> None:
-        if isinstance(event, Registered):
+        if isinstance(event, RequestCompleted | RequestFailed):  # the calls' events first
+            waiter = self._waiters.pop(event.transaction_id, None)
+            if waiter is None or waiter.done():
+                return
+            if isinstance(event, RequestCompleted):
+                waiter.set_result(event.answer)
+            else:
+                waiter.set_exception(AgentError.of(event.status, event.diagnostic,
+                                                   event.retry_after))
+        elif isinstance(event, RouteRequestReceived):
+            self._answer(event)
+        elif isinstance(event, Registered):
             self.lease = event.lease
             if self._registration is not None and not self._registration.done():
                 self._registration.set_result(event)
@@ -240,24 +259,11 @@ class AgentSession:
         elif isinstance(event, Deregistered):
             if self._deregistration is not None and not self._deregistration.done():
                 self._deregistration.set_result(None)
-        elif isinstance(event, RequestCompleted | RequestFailed):
-            waiter = self._waiters.pop(event.transaction_id, None)
-            if waiter is None or waiter.done():
-                return
-            if isinstance(event, RequestCompleted):
-                waiter.set_result(event.answer)
-            else:
-                waiter.set_exception(AgentError.of(event.status, event.diagnostic,
-                                                   event.retry_after))
         elif isinstance(event, GatewayLost):
             log.warning("nothing from %s:%d for %.1f s; closing the connection",
                         *self.gateway, event.silent_s)
             if self._conn is not None:
                 self._conn.close(ErrorCode.HOLD_TIMER_EXPIRED, "gateway silent")
-        elif isinstance(event, RouteRequestReceived):
-            task = asyncio.get_running_loop().create_task(self._answer(event))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
     def _serve(self, msg: Message, peer: Peer) -> Awaitable[Message | None]:
         """Requests the gateway sends over this connection (ROUTE_REQUEST): the pump's
@@ -268,28 +274,66 @@ class AgentSession:
             return nothing
         return self._pump.deliver(self._assoc, msg)
 
-    async def _answer(self, event: RouteRequestReceived) -> None:
-        assert self._pump is not None and self._client is not None
+    def _answer(self, event: RouteRequestReceived) -> None:
+        """Answer a ROUTE_REQUEST delivered to this agent with its handler's result.  A
+        plain function with no span to record around it runs at once, within the pump's
+        flush, so that the transport sends the answer in the callback that received the
+        request (no task, no callback more); a coroutine function, or any handler with
+        a span to record, runs in a task (the span current while it runs)."""
+        handler = self._handler
+        if handler is None:
+            self._reply(event, ErrorCode.TARGET_UNREACHABLE)
+            return
         msg = event.request
         request = Request(event.source_agent, event.payload, event.transaction_id, msg.trace,
                           None if msg.timeout_ms is None else msg.timeout_ms / 1000)
-        status, payload, diagnostic = ErrorCode.SUCCESS, None, None
-        if self._handler is None:
-            status = ErrorCode.TARGET_UNREACHABLE
-        else:
-            try:
-                with self._spans.serve(MessageType.ROUTE_REQUEST, event.request.trace):
-                    result = self._handler(event.payload, request)
-                    payload = await result if inspect.isawaitable(result) else result
-                    if not isinstance(payload, bytes):
-                        raise TypeError("a handler returns bytes, not "
-                                        f"{type(payload).__name__}")
-            except AgentError as exc:  # the handler's own refusal
-                status, diagnostic = exc.code, exc.diagnostic
-            except Exception:
-                log.exception("handler of %s failed", self.uri)
-                status = ErrorCode.INTERNAL_ERROR
+        span = self._spans.serve(MessageType.ROUTE_REQUEST, msg.trace)
+        if span is not None or inspect.iscoroutinefunction(handler):
+            self._spawn(self._answer_later(event, request, span))
+            return
+        try:
+            result = handler(event.payload, request)
+            if not inspect.isawaitable(result):
+                self._reply(event, ErrorCode.SUCCESS, _payload(result))
+                return
+        except Exception as exc:
+            self._failed(event, exc)
+            return
+        self._spawn(self._answer_later(event, request, None, result))
+
+    async def _answer_later(self, event: RouteRequestReceived, request: Request,
+                            span: AbstractContextManager[object] | None,
+                            result: Awaitable[bytes] | None = None) -> None:
+        """The handler's answer in a task: ``result`` is what it returned (None: it is
+        called here, within ``span``)."""
+        assert self._handler is not None
+        try:
+            with span or nullcontext():
+                called = self._handler(event.payload, request) if result is None else result
+                payload = _payload(await called if inspect.isawaitable(called) else called)
+        except Exception as exc:
+            self._failed(event, exc)
+            return
+        self._reply(event, ErrorCode.SUCCESS, payload)
+
+    def _failed(self, event: RouteRequestReceived, exc: Exception) -> None:
+        """The handler raised: its own refusal (:class:`AgentError`: its STATUS and
+        DIAGNOSTIC), or INTERNAL_ERROR."""
+        if isinstance(exc, AgentError):
+            self._reply(event, exc.code, None, exc.diagnostic)
+            return
+        log.error("handler of %s failed", self.uri, exc_info=exc)
+        self._reply(event, ErrorCode.INTERNAL_ERROR)
+
+    def _reply(self, event: RouteRequestReceived, status: ErrorCode,
+               payload: bytes | None = None, diagnostic: str | None = None) -> None:
+        assert self._pump is not None and self._client is not None
         self._pump.call(self._client.reply, event, payload, status, diagnostic)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- registration (Section 5.1) -----------------------------------------------------
     async def _register_once(self, pump: Pump, client: AgentClient, lease: int) -> Registered:
@@ -319,13 +363,16 @@ class AgentSession:
         txid = pump.call(start, client, pump.now())
         self._waiters[txid] = future
         try:
+            if timeout is None:
+                return await future
             async with asyncio.timeout(timeout) as deadline:
                 return await future
         except TimeoutError:
-            if not deadline.expired():
+            if timeout is None or not deadline.expired():
                 raise
             raise DeadlineExceeded(f"no answer within {timeout:g} s") from None
         finally:
             self._waiters.pop(txid, None)
-            pump.call(client.cancel, txid, pump.now())
+            if txid in client.requests:  # not answered: the machine forgets it
+                pump.call(client.cancel, txid, pump.now())
             pump.abandon(self._assoc, txid)  # if its transport transaction still runs
