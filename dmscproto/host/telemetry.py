@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.values import TraceContext
@@ -64,6 +64,22 @@ _WHAT = {MessageType.ROUTE_REQUEST: "routed call", MessageType.TRACE_REQUEST: "t
          MessageType.DISCOVER: "discovery"}
 
 
+def _global_provider() -> TracerProvider | None:
+    """OpenTelemetry's global provider once one is set (None before: the API's proxy).
+    It is set at most once; ``get_tracer_provider()`` looks up an environment variable
+    on every call until then, a microsecond for every request and hop, so the module
+    global it returns is read directly (the API's own call when the module has none)."""
+    assert otel is not None
+    tp = getattr(otel, "_TRACER_PROVIDER", _UNREAD)
+    if tp is _UNREAD:
+        tp = otel.get_tracer_provider()
+    return None if tp is None or isinstance(tp, otel.ProxyTracerProvider) else \
+        cast("TracerProvider", tp)
+
+
+_UNREAD = object()
+
+
 class _Recorder:
     """The OpenTelemetry tracer of ``provider``, or of the global provider once one that
     records is set (None until then: the API's proxy would only hand out no-op spans,
@@ -73,11 +89,15 @@ class _Recorder:
         self.provider = provider
         self._tracer: Tracer | None = None
         self._of: object = None
+        if otel is not None and provider is None:
+            otel.get_tracer_provider()  # loads one OTEL_PYTHON_TRACER_PROVIDER names
 
     def tracer(self) -> Tracer | None:
         if otel is None:
             return None
-        tp = self.provider or otel.get_tracer_provider()
+        tp = self.provider or _global_provider()
+        if tp is None:
+            return None
         if tp is not self._of:
             self._of = tp
             self._tracer = None if isinstance(tp, otel.ProxyTracerProvider
@@ -208,14 +228,14 @@ class AgentSpans:
         return _sent(span, state), otel.use_span(span, end_on_exit=True)
 
     def serve(self, request: MessageType, trace: TraceContext | None
-              ) -> AbstractContextManager[object]:
+              ) -> AbstractContextManager[object] | None:
         """A SERVER span, child of the request's traceparent, to run its handler in (the
-        handler's own spans nest in it)."""
+        handler's own spans nest in it); None when no span records."""
         span, _sent_on = _start_span(self._recorder.tracer(), f"dmsc {request.name}",
                                      otel.SpanKind.SERVER if otel is not None else None,
                                      trace)
         if span is None:
-            return nullcontext()
+            return None
         assert otel is not None
         span.set_attributes(self.attributes)
         return otel.use_span(span, end_on_exit=True)

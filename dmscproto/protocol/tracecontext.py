@@ -29,9 +29,31 @@ VERSION = 0
 SAMPLED = 0x01
 TRACE_ID_SIZE, SPAN_ID_SIZE = 16, 8
 _V00 = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_VERSION, _FLAGS = f"{VERSION:02x}", ("00", f"{SAMPLED:02x}")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 2 * TRACE_ID_SIZE, "0" * 2 * SPAN_ID_SIZE
+#: The trace-flags (two hex digits) with the sampled flag set.
+_SAMPLED_FLAGS = frozenset(f"{f:02x}" for f in range(256) if f & SAMPLED)
 
 #: Random octets of a given length (trace-ids and span ids).
 IdSource = Callable[[int], bytes]
+
+
+def _usable(text: str) -> re.Match[str] | None:
+    """The fields of a traceparent W3C Trace Context Section 3.2 accepts, or None: not
+    version ff, no upper-case or malformed field, no all-zero trace-id or parent-id, a
+    version 00 header exactly 55 characters; a higher version read as version 00 if its
+    first 55 characters parse and any 56th is ``-``."""
+    m = _V00.match(text)
+    if m is None or m[1] == "ff" or (m[1] == "00" and len(text) != 55) \
+            or (len(text) > 55 and text[55] != "-") or m[2] == _ZERO_TRACE \
+            or m[3] == _ZERO_SPAN:
+        return None
+    return m
+
+
+def _text(trace_id: str, parent_id: str, sampled: bool) -> str:
+    """A version 00 traceparent of the ids in hex."""
+    return f"{_VERSION}-{trace_id}-{parent_id}-{_FLAGS[sampled]}"
 
 
 class TraceParent(NamedTuple):
@@ -43,28 +65,19 @@ class TraceParent(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> TraceParent | None:
-        """The traceparent as W3C Trace Context Section 3.2 parses it, or None when it
-        is invalid: version ff, an upper-case or malformed field, an all-zero trace-id
-        or parent-id, a version 00 header longer than 55 characters.  A higher version
-        is read as version 00 if its first 55 characters parse and any 56th is ``-``."""
-        m = _V00.match(text)
+        """The traceparent as W3C Trace Context Section 3.2 parses it (:func:`_usable`),
+        or None when it is invalid."""
+        m = _usable(text)
         if m is None:
             return None
-        version = int(m[1], 16)
-        if version == 0xFF or (version == VERSION and len(text) != 55) \
-                or (len(text) > 55 and text[55] != "-"):
-            return None
-        trace_id, parent_id = bytes.fromhex(m[2]), bytes.fromhex(m[3])
-        if not any(trace_id) or not any(parent_id):
-            return None
-        return cls(trace_id, parent_id, int(m[4], 16))
+        return cls(bytes.fromhex(m[2]), bytes.fromhex(m[3]), int(m[4], 16))
 
     @property
     def sampled(self) -> bool:
         return bool(self.flags & SAMPLED)
 
     def __str__(self) -> str:
-        return f"{VERSION:02x}-{self.trace_id.hex()}-{self.parent_id.hex()}-{self.flags:02x}"
+        return f"{_VERSION}-{self.trace_id.hex()}-{self.parent_id.hex()}-{self.flags:02x}"
 
 
 def new_ids(rng: random.Random | None = None) -> IdSource:
@@ -87,9 +100,8 @@ def new_span_id(ids: IdSource) -> bytes:
 def start_trace(ids: IdSource, *, sampled: bool = False) -> TraceContext:
     """A new trace: random trace-id and parent-id, the sampled flag as given (set only
     when the caller records the trace)."""
-    parent = TraceParent(_nonzero(ids, TRACE_ID_SIZE), new_span_id(ids),
-                         SAMPLED if sampled else 0)
-    return TraceContext(str(parent))
+    return TraceContext(_text(_nonzero(ids, TRACE_ID_SIZE).hex(), new_span_id(ids).hex(),
+                              sampled))
 
 
 def hop_context(incoming: TraceContext | None, span_id: bytes, ids: IdSource, *,
@@ -97,24 +109,24 @@ def hop_context(incoming: TraceContext | None, span_id: bytes, ids: IdSource, *,
     """What a hop whose span id is ``span_id`` sends on (Section 7.5): the incoming
     trace-id, ``span_id`` as parent-id, version 00, the sampled flag (as received
     unless ``sampled`` says what this hop decided; the other flags zero) and the
-    tracestate unchanged.  Without a usable incoming traceparent: a new trace (a
-    trace-id from ``ids``, no tracestate) if ``start``, else nothing (None)."""
-    parent = None if incoming is None else TraceParent.parse(incoming.traceparent)
-    if parent is not None and incoming is not None:
-        trace_id, state, flag = parent.trace_id, incoming.tracestate, parent.sampled
+    tracestate unchanged: the incoming text with its parent-id and flags rewritten,
+    nothing decoded.  Without a usable incoming traceparent: a new trace (a trace-id
+    from ``ids``, no tracestate) if ``start``, else nothing (None)."""
+    m = None if incoming is None else _usable(incoming.traceparent)
+    if m is not None and incoming is not None:
+        trace_id, state, flag = m[2], incoming.tracestate, m[4] in _SAMPLED_FLAGS
     elif start:
-        trace_id, state, flag = _nonzero(ids, TRACE_ID_SIZE), None, False
+        trace_id, state, flag = _nonzero(ids, TRACE_ID_SIZE).hex(), None, False
     else:
         return None
-    if sampled is not None:
-        flag = sampled
-    return TraceContext(str(TraceParent(trace_id, span_id, SAMPLED if flag else 0)), state)
+    return TraceContext(_text(trace_id, span_id.hex(), flag if sampled is None else sampled),
+                        state)
 
 
 def trace_id_of(trace: TraceContext | None) -> str | None:
     """The trace-id of a TRACE_CONTEXT as 32 hex digits (None: absent or unusable)."""
-    parent = None if trace is None else TraceParent.parse(trace.traceparent)
-    return None if parent is None else parent.trace_id.hex()
+    m = None if trace is None else _usable(trace.traceparent)
+    return None if m is None else m[2]
 
 
 class Hop(Protocol):
