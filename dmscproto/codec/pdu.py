@@ -17,10 +17,10 @@ is what building would give: the fast path changes the cost, never the octets.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .errors import DecodeError, EncodeError
 from .messages import MESSAGE_CLASSES, REPEATED, REQUIRED, Message, RawTlv
@@ -38,8 +38,7 @@ _WIRE = "_wire"
 M = TypeVar("M", bound=Message)
 
 
-@dataclass(frozen=True, slots=True)
-class Wire:
+class Wire(NamedTuple):
     """The octets a RELAYED message was decoded from, and the fields :func:`rewrite`
     changed since (by name)."""
 
@@ -71,7 +70,7 @@ class Wire:
                     break
                 offset += 4 + tlen
             copied = offset
-            _build_one(parts, msg, *plan)
+            _build_fields(parts, msg.__dict__, msg, (plan,))
         parts.append(data[copied:])
         return b"".join(parts)
 
@@ -114,10 +113,14 @@ def peek_length(data: bytes) -> int | None:
 class _Plan:
     """How to decode the TLVs of one message class, precomputed from its ``SPEC``."""
 
-    __slots__ = ("cls", "fields", "relayed", "repeated", "required")
+    __slots__ = ("cls", "defaults", "fields", "relayed", "repeated", "required")
 
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
+        #: The value of every field that has a default, which a decoded message starts
+        #: from (the values read replace them), as the dataclass's ``__init__`` would.
+        self.defaults = {f.name: f.default for f in dataclasses.fields(cls)
+                         if f.default is not dataclasses.MISSING}
         #: TLV type -> (field name, value parser, may repeat)
         self.fields: dict[int, tuple[str, Callable[[bytes], Any], bool]] = {
             s.tlv.value: (s.name, VALUE_CODECS[s.tlv].parse, s.occurs is REPEATED)
@@ -207,9 +210,17 @@ def decode(data: bytes) -> Message:
     for name in plan.repeated:
         if name in values:
             values[name] = tuple(values[name])
-    msg = plan.cls(transaction_id=txid, flags=flags, unknown_tlvs=tuple(unknown), **values)
+    # what the frozen dataclass's __init__ does (it has no __post_init__), without its
+    # object.__setattr__ per field
+    msg: Message = object.__new__(plan.cls)
+    attrs = msg.__dict__
+    attrs.update(plan.defaults)
+    attrs.update(values)
+    attrs["transaction_id"], attrs["flags"] = txid, flags
+    if unknown:
+        attrs["unknown_tlvs"] = tuple(unknown)
     if plan.relayed:
-        msg.__dict__[_WIRE] = Wire(data)
+        attrs[_WIRE] = Wire(data)
     return msg
 
 
@@ -266,40 +277,46 @@ def encode(msg: Message) -> bytes:
 def _build(msg: Message) -> bytes:
     """Every TLV of ``msg``; unknown TLVs go before known ones of the same or a higher
     type (a stable sort by type)."""
-    unknown = sorted(msg.unknown_tlvs, key=lambda t: t.type) if msg.unknown_tlvs else ()
-    next_unknown = 0
     cls = type(msg)
+    plans = _BUILDS.get(cls) or _builds(cls)
     parts: list[bytes] = []
-    for plan in _BUILDS.get(cls) or _builds(cls):
+    if not msg.unknown_tlvs:
+        _build_fields(parts, msg.__dict__, msg, plans)
+        return b"".join(parts)
+    unknown = sorted(msg.unknown_tlvs, key=lambda t: t.type)
+    next_unknown = 0
+    for plan in plans:
         while next_unknown < len(unknown) and unknown[next_unknown].type <= plan[0]:
             raw = unknown[next_unknown]
             _append(parts, raw.type, raw.value)
             next_unknown += 1
-        _build_one(parts, msg, *plan)
+        _build_fields(parts, msg.__dict__, msg, (plan,))
     for raw in unknown[next_unknown:]:
         _append(parts, raw.type, raw.value)
     return b"".join(parts)
 
 
-def _build_one(parts: list[bytes], msg: Message, ttype: int, name: str,
-               build: Callable[[Any], bytes], repeated: bool, required: bool) -> None:
-    """The TLVs of the field ``name`` of ``msg`` (none if it is None)."""
-    value = getattr(msg, name)
-    if value is None:
-        if required:
-            raise EncodeError(f"{msg.TYPE.name}.{name} is required")
-        return
-    try:
-        built = [build(v) for v in value] if repeated else [build(value)]
-    except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
-        raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
-    for one in built:
-        _append(parts, ttype, one)
+def _build_fields(parts: list[bytes], attrs: dict[str, Any], msg: Message,
+                  plans: tuple[_Build, ...]) -> None:
+    """The TLVs of the fields ``plans`` name, in that order, from ``msg``'s attributes
+    ``attrs`` (a field that is None has none)."""
+    for ttype, name, build, repeated, required in plans:
+        value = attrs[name]
+        if value is None:
+            if required:
+                raise EncodeError(f"{msg.TYPE.name}.{name} is required")
+            continue
+        try:
+            built = [build(v) for v in value] if repeated else (build(value),)
+        except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
+            raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
+        for one in built:
+            _append(parts, ttype, one)
 
 
 def _append(parts: list[bytes], ttype: int, value: bytes) -> None:
     """One TLV: its header and value."""
-    if len(value) > MAX_TLV_VALUE:
-        raise EncodeError(f"TLV 0x{ttype:04x} value of {len(value)} octets is too long")
-    parts.append(_pack_tlv(ttype, len(value)))
-    parts.append(value)
+    size = len(value)
+    if size > MAX_TLV_VALUE:
+        raise EncodeError(f"TLV 0x{ttype:04x} value of {size} octets is too long")
+    parts += (_pack_tlv(ttype, size), value)
