@@ -268,7 +268,7 @@ def encode(msg: Message) -> bytes:
     if length > MAX_PDU_SIZE:
         raise EncodeError(f"PDU of {length} octets exceeds {MAX_PDU_SIZE}")
     try:
-        header = _pack_header(VERSION, msg.TYPE.value, msg.flags, length, msg.transaction_id)
+        header = _pack_header(VERSION, msg.TYPE, msg.flags, length, msg.transaction_id)
     except struct.error as exc:
         raise EncodeError(f"header field out of range: {exc}") from exc
     return header + body

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
@@ -277,8 +276,10 @@ class TraceCodec(CborCodec[TraceContext]):
 
     def parse(self, data: bytes) -> TraceContext:
         if data[:3] == self._HEAD and len(data) >= 28 and data[3] == len(data) - 4:
-            with suppress(UnicodeDecodeError):  # else the CBOR codec says why
+            try:
                 return TraceContext(data[4:].decode())
+            except UnicodeDecodeError:  # the CBOR codec says why
+                pass
         return super().parse(data)
 
     def build(self, value: TraceContext) -> bytes:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.values import TraceContext
@@ -126,16 +126,18 @@ def _sent(span: Span, state: str | None) -> TraceContext:
                                         SAMPLED if sc.trace_flags.sampled else 0)), state)
 
 
-def _start_span(tracer: Tracer | None, name: str, kind: Any, incoming: TraceContext | None
+def _start_span(tracer: Tracer | None, request: MessageType, incoming: TraceContext | None
                 ) -> tuple[Span | None, TraceContext | None]:
-    """A span child of ``incoming`` (a root span without a usable one), if it records,
-    and the TRACE_CONTEXT it sends on (the incoming tracestate, if the traceparent was
-    usable); (None, None) without a recording tracer."""
+    """A SERVER span of ``request`` child of ``incoming`` (a root span without a usable
+    one), if it records, and the TRACE_CONTEXT it sends on (the incoming tracestate, if
+    the traceparent was usable); (None, None) without a recording tracer."""
     if tracer is None:
         return None, None
+    assert otel is not None
     parent = None if incoming is None else TraceParent.parse(incoming.traceparent)
     state = incoming.tracestate if parent is not None and incoming is not None else None
-    span = tracer.start_span(name, context=_parent_context(parent, state), kind=kind)
+    span = tracer.start_span(f"dmsc {request.name}", context=_parent_context(parent, state),
+                             kind=otel.SpanKind.SERVER)
     # a span the sampler dropped still has its own id: sent on, nothing to end
     return span if span.is_recording() else None, _sent(span, state)
 
@@ -193,8 +195,7 @@ class GatewayHops:
         self._recorder = _Recorder(provider)
 
     def begin(self, request: MessageType, incoming: TraceContext | None) -> Hop:
-        span, sent = _start_span(self._recorder.tracer(), f"dmsc {request.name}",
-                                 otel.SpanKind.SERVER if otel is not None else None, incoming)
+        span, sent = _start_span(self._recorder.tracer(), request, incoming)
         if sent is None:  # nothing records: a span id of our own
             sent = hop_context(incoming, new_span_id(self.ids), self.ids)
         if span is not None:
@@ -231,9 +232,7 @@ class AgentSpans:
               ) -> AbstractContextManager[object] | None:
         """A SERVER span, child of the request's traceparent, to run its handler in (the
         handler's own spans nest in it); None when no span records."""
-        span, _sent_on = _start_span(self._recorder.tracer(), f"dmsc {request.name}",
-                                     otel.SpanKind.SERVER if otel is not None else None,
-                                     trace)
+        span, _sent_on = _start_span(self._recorder.tracer(), request, trace)
         if span is None:
             return None
         assert otel is not None
