@@ -176,6 +176,32 @@ def test_late_answer_after_timeout_is_dropped() -> None:
     assert sent(out) == [reg]  # nothing answers a stray answer
 
 
+def test_requests_timer_is_the_earliest_outstanding_deadline() -> None:
+    reqs = Requests(Outbox())
+
+    def echo(txid: int, timeout: float) -> None:
+        reqs.start("gw", EchoRequest(transaction_id=txid, sequence=1, timestamp=0), T0,
+                   timeout=timeout)
+
+    def answer(txid: int) -> None:
+        reqs.receive(EchoReply(transaction_id=txid, sequence=1, timestamp=0, gateway_id=ME),
+                     T0)
+
+    for txid, timeout in ((1, 5), (2, 3), (3, 9)):
+        echo(txid, timeout)
+    assert reqs.get_timer() == T0 + 3
+    reqs.cancel(2, T0)
+    assert reqs.get_timer() == T0 + 5
+    answer(1)
+    assert reqs.get_timer() == T0 + 9
+    for txid in range(100, 400):  # answered behind one still waiting: kept few
+        echo(txid, 10)
+        answer(txid)
+    assert reqs.get_timer() == T0 + 9 and len(reqs._deadlines) <= 2 * len(reqs) + 65
+    reqs.cancel(3, T0)
+    assert reqs.get_timer() is None
+
+
 # --- peering ------------------------------------------------------------------------------------
 def session(core: GatewayCore, hold: int = 90, refuse: Refusal | None = None,
             keepalive: float | None = None) -> tuple[PeerSession, Outbox]:

@@ -8,6 +8,7 @@ matched by transaction id and by being the request's answer type (Section 3.3).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from enum import Enum
 
@@ -172,11 +173,16 @@ class Requester(TypedMachine):
 
 
 class Requests:
-    """The outstanding :class:`Requester` transactions of one endpoint, by transaction id."""
+    """The outstanding :class:`Requester` transactions of one endpoint, by transaction
+    id, and their deadlines in a heap (the earliest is asked for once per event-loop
+    turn: with many requests outstanding, a walk of them all each time would cost)."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self._open: dict[int, Requester] = {}
+        #: (deadline, transaction id) of each request when it was sent; an entry whose
+        #: request has ended (or whose id was reused since) is dropped when it surfaces.
+        self._deadlines: list[tuple[float, int]] = []
 
     def __len__(self) -> int:
         return len(self._open)
@@ -191,6 +197,12 @@ class Requests:
         req = Requester(self.outbox, dest, request, timeout)
         req.send(now)
         self._open[req.transaction_id] = req
+        heap = self._deadlines
+        if req.deadline is not None:
+            heapq.heappush(heap, (req.deadline, req.transaction_id))
+        if len(heap) > 2 * len(self._open) + 64:  # ended ones behind one still waiting
+            heap[:] = [(r.deadline, t) for t, r in self._open.items() if r.deadline is not None]
+            heapq.heapify(heap)
         return req
 
     def receive(self, msg: Message, now: float) -> None:
@@ -213,8 +225,14 @@ class Requests:
         return True
 
     def get_timer(self) -> float | None:
-        return min((d for r in self._open.values() if (d := r.get_timer()) is not None),
-                   default=None)
+        heap, open_ = self._deadlines, self._open
+        while heap:
+            at, txid = heap[0]
+            req = open_.get(txid)
+            if req is not None and req.deadline == at:
+                return at
+            heapq.heappop(heap)
+        return None
 
     def handle_timer(self, now: float) -> None:
         for txid, req in list(self._open.items()):
