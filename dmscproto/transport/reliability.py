@@ -65,22 +65,22 @@ from .reliability_events import (
     ReliabilityEvent,
 )
 from .transactions import (
+    CANCEL,
+    EVICT,
+    EXPIRE,
+    REPEAT,
+    REQUEST_FULL,
+    REUSED,
+    SEND,
     Answered,
     BadAnswer,
-    Cancel,
     DuplicateEntry,
-    Evict,
-    Expire,
     Malformed,
     PeerGone,
-    Repeat,
     Request,
-    RequestFull,
     Respond,
     Retransmission,
     RetransmitState,
-    Reused,
-    Send,
     Sink,
 )
 
@@ -152,13 +152,11 @@ class Reliability:
         key = (peer, txid)
         if key in self._pending:
             raise ValueError(f"transaction {txid} already outstanding")
-        answer = ANSWER_TO.get(MessageType(mtype)) if mtype in _TYPE_CODES else None
-        req = Retransmission(self._sink, peer, txid, (answer or MessageType.ERROR,
-                                                      MessageType.ERROR),
+        req = Retransmission(self._sink, peer, txid, _ANSWERS.get(mtype, _ERROR_ONLY),
                              pdu, self.retransmit_initial, self.retransmit_max,
                              self.retransmit_limit,
                              self.request_timeout if timeout is None else timeout)
-        req.run(Send(), now)
+        req.run(SEND, now)
         self._pending[key] = req
         return int(txid)
 
@@ -177,7 +175,7 @@ class Reliability:
         """Stop retransmitting a request (its answer is no longer wanted)."""
         req = self._pending.pop((peer, transaction_id), None)
         if req is not None:
-            req.run(Cancel(), 0.0)
+            req.run(CANCEL, 0.0)
 
     def forget_peer(self, peer: Address, reason: str) -> None:
         """Fail every request outstanding to ``peer`` (its association is gone)."""
@@ -193,7 +191,8 @@ class Reliability:
         transaction id is set to the request's.  An answer too large for one datagram is
         replaced by ERROR PDU_TOO_LARGE."""
         txid = request.transaction_id
-        response = replace(response, transaction_id=txid)
+        if response.transaction_id != txid:
+            response = replace(response, transaction_id=txid)
         data = encode(response)
         if len(data) > self.max_pdu:
             data = encode(Error(
@@ -201,14 +200,12 @@ class Reliability:
                 offending_type=response.TYPE.value,
                 diagnostic=f"{response.TYPE.name} of {len(data)} octets exceeds "
                            f"{self.max_pdu}"))
-        entry = self._cache.get((peer, txid)) or self._entry(peer, txid, b"")
+        entry = self._cache.get((peer, txid)) or DuplicateEntry(
+            self._sink, peer, txid, b"", self.duplicate_cache_time)
         entry.run(Respond(data), now)
 
     def cached_answers(self) -> int:
         return len(self._cache)
-
-    def _entry(self, peer: Address, txid: int, fingerprint: bytes) -> DuplicateEntry:
-        return DuplicateEntry(self._sink, peer, txid, fingerprint, self.duplicate_cache_time)
 
     # -- input -----------------------------------------------------------------------------
     def receive(self, peer: Address, data: bytes, now: float) -> None:
@@ -241,14 +238,15 @@ class Reliability:
         entry = self._cache.get(key)
         if entry is not None and entry.expires <= now:
             del self._cache[key]
-            entry.run(Expire(), now)
+            entry.run(EXPIRE, now)
             entry = None
         if entry is not None:
-            entry.run(Repeat() if entry.fingerprint == fingerprint else Reused(), now)
+            entry.run(REPEAT if entry.fingerprint == fingerprint else REUSED, now)
             return
-        entry = self._entry(key[0], key[1], fingerprint)
+        entry = DuplicateEntry(self._sink, key[0], key[1], fingerprint,
+                               self.duplicate_cache_time)
         if len(self._cache) >= self.max_cache_entries and not self._evict_one(now):
-            entry.run(RequestFull(), now)
+            entry.run(REQUEST_FULL, now)
             return
         self._cache[key] = entry
         entry.run(new, now)
@@ -276,10 +274,11 @@ class Reliability:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or None."""
-        times = [p.get_timer() for p in self._pending.values()]
-        if self._sink.expiry:
-            times.append(self._sink.expiry[0][0])
-        return min(times) if times else None
+        at = min([p.due for p in self._pending.values()], default=None)
+        expiry = self._sink.expiry
+        if expiry and (at is None or expiry[0][0] < at):
+            return expiry[0][0]
+        return at
 
     def handle_timer(self, now: float) -> None:
         for key, req in list(self._pending.items()):
@@ -295,7 +294,7 @@ class Reliability:
             entry = self._cache.get(key)
             if entry is not None and entry.expires == expires:
                 del self._cache[key]
-                entry.run(Expire(), now)
+                entry.run(EXPIRE, now)
 
     def _evict_one(self, now: float) -> bool:
         """Forget the kept answer closest to expiry; False if no answer is kept."""
@@ -305,7 +304,7 @@ class Reliability:
             entry = self._cache.get(key)
             if entry is not None and entry.expires == expires:
                 del self._cache[key]
-                entry.run(Evict(), now)
+                entry.run(EVICT, now)
                 return True
         return False
 
@@ -316,7 +315,10 @@ class Reliability:
                 return txid
 
 
-_TYPE_CODES: Final = frozenset(t.value for t in MessageType)
+#: By request type code: the answer's type code and ERROR's (:data:`ANSWER_TO`); a
+#: request of an unknown type is answered by ERROR only.
+_ANSWERS: Final = {int(t): (int(a), int(MessageType.ERROR)) for t, a in ANSWER_TO.items()}
+_ERROR_ONLY: Final = (int(MessageType.ERROR), int(MessageType.ERROR))
 #: Codes of the messages that are never answered, even with ERROR (Section 4.4).
 _NOT_ANSWERED: Final = frozenset(
     t.value for t in {*ANSWER_TO.values(), *ONE_WAY, MessageType.ERROR} - set(ANSWER_TO))

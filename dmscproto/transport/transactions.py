@@ -135,6 +135,11 @@ class PeerGone(StepInput):
     reason: str
 
 
+#: The inputs that carry no data, made once (each transaction is stepped with them).
+SEND, RETRANSMIT_DUE, EXHAUSTED = Send(), RetransmitDue(), Exhausted()
+EXHAUSTED_UNTIMED, TRANSACTION_TIMER, CANCEL = ExhaustedUntimed(), TransactionTimer(), Cancel()
+
+
 class Retransmission(TableMachine):
     """One request sent to ``peer`` as ``data`` (module doc)."""
 
@@ -142,6 +147,7 @@ class Retransmission(TableMachine):
         "answers",
         "data",
         "deadline",
+        "due",
         "limit",
         "next_at",
         "peer",
@@ -186,22 +192,24 @@ class Retransmission(TableMachine):
         #: How long the request may wait for its answer (math.inf: until the last
         #: retransmission's timeout).
         self.transaction_time = transaction_time
-        self.next_at = self.deadline = math.inf
+        #: When the retransmission timer and the transaction timer run out, and the
+        #: earlier of the two.
+        self.next_at = self.deadline = self.due = math.inf
         self.retransmissions = 0
 
     def classify_timer(self, now: float) -> StepInput | None:
         """The timer input due at ``now``, if any."""
-        if now < self.next_at and now < self.deadline:
+        if now < self.due:
             return None
         exhausted = self.retransmissions >= self.limit
         if now >= self.deadline:
-            return TransactionTimer()
+            return TRANSACTION_TIMER
         if exhausted:
-            return Exhausted() if math.isfinite(self.deadline) else ExhaustedUntimed()
-        return RetransmitDue()
+            return EXHAUSTED if math.isfinite(self.deadline) else EXHAUSTED_UNTIMED
+        return RETRANSMIT_DUE
 
     def get_timer(self) -> float:
-        return min(self.next_at, self.deadline)
+        return self.due
 
     def _abandon(self, code: ErrorCode, reason: str) -> None:
         self.sink.events.append(RequestAbandoned(self.peer, self.txid, code, reason))
@@ -210,6 +218,7 @@ class Retransmission(TableMachine):
     def _send(self, now: float, inp: Send) -> None:
         self.next_at = now + self.rto
         self.deadline = now + self.transaction_time
+        self.due = min(self.next_at, self.deadline)
         self.sink.out.append((self.data, self.peer))
         self.sink.counters.requests_sent += 1
 
@@ -222,10 +231,11 @@ class Retransmission(TableMachine):
         self.sink.counters.retransmissions += 1
         self.rto = min(2 * self.rto, self.rto_max)
         self.next_at = now + self.rto
+        self.due = min(self.next_at, self.deadline)
         self.sink.out.append((self.data, self.peer))
 
     def _stop_retransmitting(self, now: float, inp: Exhausted) -> None:
-        self.next_at = self.deadline
+        self.next_at = self.due = self.deadline
 
     def _deliver(self, now: float, inp: Answered) -> None:
         self.sink.events.append(ResponseReceived(self.peer, self.txid, inp.answer))
@@ -325,6 +335,10 @@ class Expire(StepInput):
 @dataclass(frozen=True, slots=True)
 class Evict(StepInput):
     KIND = _DI.EVICT
+
+
+#: The inputs that carry no data, made once.
+REQUEST_FULL, REPEAT, REUSED, EXPIRE, EVICT = RequestFull(), Repeat(), Reused(), Expire(), Evict()
 
 
 class DuplicateEntry(TableMachine):
