@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-import construct as c
 
 from dmscproto.codec import cbor, decode, encode
 from dmscproto.codec import registry as reg
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.errors import DecodeError
+from dmscproto.codec.layout import LAYOUTS, Part
 from dmscproto.codec.messages import MESSAGE_CLASSES, Message
 from dmscproto.codec.registry import (
     ANSWER_TO,
@@ -50,23 +50,7 @@ from dmscproto.codec.registry import (
     TlvType,
 )
 from dmscproto.codec.render import message_text
-from dmscproto.codec.wire import (
-    HEADER_STRUCT,
-    MAX_TLV_VALUE,
-    TLV_HEADER_STRUCT,
-    VALUE_CODECS,
-    AdvertiseCodec,
-    ArrayCodec,
-    BytesCodec,
-    CapabilitySummaryCodec,
-    CborCodec,
-    FixedCodec,
-    ResultCodec,
-    SignedRecordCodec,
-    StructCodec,
-    TextCodec,
-    ValueCodec,
-)
+from dmscproto.codec.wire import HEADER_STRUCT, MAX_TLV_VALUE, TLV_HEADER_STRUCT
 from dmscproto.testing.examples import examples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
@@ -238,55 +222,32 @@ def cddl_name(cls: type) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", cls.__name__).lower()
 
 
-# --- value formats (derived from the codec's construct definitions) ----------------------
-def _unwrap(fmt: c.Construct) -> c.Construct:
-    while isinstance(fmt, c.Renamed | c.Rebuild):
-        fmt = fmt.subcon
-    return fmt
-
-
-def _construct_format(fmt: c.Construct, rest: str = "octets") -> str:
-    """Describe ``fmt``; ``rest`` names what a trailing GreedyBytes holds."""
-    fmt = _unwrap(fmt)
-    if isinstance(fmt, c.FormatField):
-        return f"uint{8 * fmt.length}"
-    if isinstance(fmt, c.Bytes) and isinstance(fmt.length, int):
-        return f"{fmt.length} octets"
-    if isinstance(fmt, c.FocusedSeq):  # PrefixedArray: count, then the items
-        count = _construct_format(fmt.subcons[0])
-        items = _unwrap(fmt.subcons[1])
-        assert isinstance(items, c.Array)
-        item = _construct_format(items.subcon)
-        return f"{count} count, count * " + (f"({item})" if "," in item else item)
-    if isinstance(fmt, c.Struct):
-        return ", ".join(_construct_format(s, rest) for s in fmt.subcons)
-    if fmt is c.GreedyBytes:
-        return rest
-    raise TypeError(f"no format description for {fmt!r}")
+# --- value formats (from the codec's value layouts, dmscproto.codec.layout) -------------
+def _part_format(part: Part) -> str:
+    """Describe one field of a TLV value."""
+    if part.kind == "uint":
+        assert part.size is not None
+        base = f"uint{8 * part.size}"
+        return base if part.meaning is None else f"{base} {part.meaning.__name__}"
+    if part.kind == "bytes":
+        return "octets" if part.size is None else f"{part.size} octets"
+    if part.kind == "text":
+        return "UTF-8 text"
+    if part.kind == "cbor":
+        if part.is_signed_record:
+            return "COSE_Sign1"
+        assert part.value_class is not None
+        return f"CBOR {cddl_name(part.value_class)}"
+    if part.kind == "list":
+        item = ", ".join(_part_format(p) for p in part.item)
+        return (f"uint{8 * part.count_size} count, count * "
+                + (f"({item})" if len(part.item) > 1 else item))
+    raise TypeError(f"no format description for a {part.kind} part")
 
 
 def value_format(tlv: TlvType) -> str:
-    """A short description of TLV ``tlv``'s value, derived from its codec."""
-    codec: ValueCodec[Any] = VALUE_CODECS[tlv]
-    if isinstance(codec, FixedCodec):
-        convert = codec._convert
-        base = _construct_format(codec.fmt)
-        return base if convert is None else f"{base} {convert.__name__}"
-    if isinstance(codec, StructCodec | ArrayCodec):
-        return _construct_format(codec.fmt)
-    if isinstance(codec, ResultCodec | AdvertiseCodec):
-        return _construct_format(codec.fmt, rest="COSE_Sign1")
-    if isinstance(codec, CapabilitySummaryCodec):
-        return _construct_format(codec.fmt, rest="filter bits")
-    if isinstance(codec, SignedRecordCodec):
-        return "COSE_Sign1"
-    if isinstance(codec, CborCodec):
-        return f"CBOR {cddl_name(codec._cls)}"
-    if isinstance(codec, TextCodec):
-        return "UTF-8 text"
-    if isinstance(codec, BytesCodec):
-        return "octets"
-    raise TypeError(f"no format description for {tlv.name}")
+    """A short description of TLV ``tlv``'s value, from its layout (:data:`LAYOUTS`)."""
+    return ", ".join(_part_format(p) for p in LAYOUTS[tlv])
 
 
 # --- tables -----------------------------------------------------------------------------

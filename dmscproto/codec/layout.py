@@ -46,7 +46,8 @@ class Part:
     the rest of the value when ``size`` is None), ``text`` (UTF-8, the rest), ``cbor``
     (one CBOR item, the rest; ``decode`` is the codec's parser for it) or ``list``
     (a ``count_size``-octet count, then that many ``item``s of fixed size).
-    ``is_signed_record`` tells a COSE_Sign1 capability record (Section 7.2.1).
+    ``is_signed_record`` tells a COSE_Sign1 capability record (Section 7.2.1); any other
+    CBOR part decodes into ``value_class``.
     """
 
     name: str
@@ -56,6 +57,7 @@ class Part:
     count_size: int = 0
     item: tuple[Part, ...] = ()
     decode: Callable[[bytes], Any] | None = None
+    value_class: type | None = None
 
     @property
     def is_signed_record(self) -> bool:
@@ -98,7 +100,7 @@ def tlv_layout(tlv: TlvType) -> tuple[Part, ...]:
     if isinstance(codec, SignedRecordCodec):
         return (Part(name, "cbor", decode=SignedRecord.decode),)
     if isinstance(codec, CborCodec):
-        return (Part(name, "cbor", decode=codec.parse),)
+        return (Part(name, "cbor", decode=codec.parse, value_class=codec.value_class),)
     if isinstance(codec, TextCodec):
         return (Part(name, "text"),)
     if isinstance(codec, BytesCodec):

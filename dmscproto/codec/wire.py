@@ -250,14 +250,15 @@ class CborCodec(ValueCodec[T]):
     fmt = c.GreedyBytes
 
     def __init__(self, cls: Any, scan: Callable[[bytes], Any] | None = None) -> None:
-        self._cls = cls
+        #: The class the value decodes into (its CDDL rule, Section 7).
+        self.value_class: Any = cls
         self._scan = scan
 
     def parse(self, data: bytes) -> T:
         obj = None if self._scan is None else self._scan(data)
         if obj is None:
             obj = cbor.loads(data)
-        return self._cls.from_cbor(obj)  # type: ignore[no-any-return]
+        return self.value_class.from_cbor(obj)  # type: ignore[no-any-return]
 
     def build(self, value: T) -> bytes:
         return cbor.dumps(value.to_cbor())  # type: ignore[attr-defined]
