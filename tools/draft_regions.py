@@ -1,5 +1,6 @@
-"""The generated regions of a draft, shared by tools/gen_draft.py and
-tools/gen_state_diagrams.py.
+"""The generated regions of a draft, shared by tools/gen_draft.py,
+tools/gen_state_diagrams.py and tools/gen_checklist.py, and the markdown table they
+are mostly made of (:func:`table`).
 
 A region is the text between ``<!-- BEGIN GENERATED: name -->`` and
 ``<!-- END GENERATED: name -->``; a generator tool rewrites each from the code, and its
@@ -12,12 +13,23 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 REGION = re.compile(
     r"(?P<begin><!-- BEGIN GENERATED: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)"
     r"(?P<end><!-- END GENERATED: (?P=name) -->)", re.S)
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]], title: str) -> str:
+    """A markdown table with its kramdown title, columns padded, ending in a newline."""
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(x.ljust(w) for x, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *map(line, rows), f'{{: title="{title}"}}']) + "\n"
 
 
 def regenerate(text: str, generators: Mapping[str, Callable[[], str]], *,

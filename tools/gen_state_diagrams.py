@@ -160,8 +160,8 @@ def cell(text: str) -> str:
 def transition_table(machine: type[TableMachine]) -> str:
     body = [(str(r.number), r.state.name, cell(str(r.input.value)), cell(str(r.action.value)),
              r.next.name) for r in rows(machine)]
-    return md_table(("#", "State", "Input", "Action", "Next state"), body,
-                    f"{machine.TITLE}: transitions")
+    return draft_regions.table(("#", "State", "Input", "Action", "Next state"), body,
+                               f"{machine.TITLE}: transitions").rstrip("\n")
 
 
 def machine_section(machine: type[TableMachine]) -> str:
@@ -178,16 +178,6 @@ def machine_section(machine: type[TableMachine]) -> str:
     ])
 
 
-def md_table(head: Sequence[str], body: Sequence[Sequence[str]], title: str) -> str:
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *map(line, body), f'{{: title="{title}"}}'])
-
-
 def timers_section() -> str:
     """Which timers (Section 8 of the protocol draft) each machine uses."""
     body = []
@@ -198,7 +188,8 @@ def timers_section() -> str:
             if len(default) > 4:  # a ratio such as 1/3, written as the protocol draft does
                 default = str(Fraction(t.default_s).limit_denominator(100))
             body.append((t.name, default, ", ".join(users)))
-    return md_table(("Timer", "Default", "Machines"), body, "Timers used by each machine")
+    return draft_regions.table(("Timer", "Default", "Machines"), body,
+                               "Timers used by each machine").rstrip("\n")
 
 
 def generators() -> dict[str, Callable[[], str]]:
