@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-from transport_support import Pki, echo
+import pytest
+from transport_support import Pki, echo, reply_to
 
-from dmscproto.codec.messages import EchoReply, EchoRequest, Message
+from dmscproto.codec.messages import EchoReply, EchoRequest, Message, RouteRequest
 from dmscproto.codec.registry import MessageType, timer, transaction_time
 from dmscproto.host.pump import Association, Pump
 from dmscproto.protocol.machine import Handle
 from dmscproto.security.ca import Kind
+from dmscproto.testing.examples import examples
 from dmscproto.transport.driver import Driver
 from dmscproto.transport.quic import DmscConnection, PeerInfo, connect, serve
 from dmscproto.transport.tls import TlsIdentity
@@ -32,10 +35,11 @@ def test_the_transaction_timeout_is_the_drafts_on_every_transport() -> None:
     assert transaction_time(MessageType.ECHO_REQUEST, request_timeout=1) == 1
 
 
-def test_a_timer_fires_once_due_on_the_objects_clock() -> None:
-    """handle_timer never gets a time before the deadline asked for, on the object's own
-    clock (here one running 1000 s ahead of the loop's); a lazy timer armed for an
-    earlier deadline is kept, and when it fires before the object's deadline it is only
+def test_one_clock_a_machines_timer_fires_once_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machines' time is the loop's clock plus one offset read per loop: seconds since
+    the epoch, and a step of the system clock afterwards moves no timer.  handle_timer
+    never gets a time before the deadline asked for; a lazy timer armed for an earlier
+    deadline is kept, and when it fires before the object's deadline it is only
     re-armed: handle_timer is not called before anything is due."""
 
     class Timed:
@@ -52,16 +56,20 @@ def test_a_timer_fires_once_due_on_the_objects_clock() -> None:
                 self.at = None
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
         timed = Timed()
-        driver = Driver(timed, clock=lambda: loop.time() + 1000, lazy=True)
+        driver = Driver(timed, epoch=True, lazy=True)
+        assert abs(driver.now() - time.time()) < 0.5
         timed.at = driver.now() + 0.02
         driver.arm()
         first = timed.at
         timed.at += 0.03  # later: the armed timer is kept and fires early, harmlessly
         driver.arm()
+        stepped = time.time() + 3600
+        monkeypatch.setattr(time, "time", lambda: stepped)  # the system clock steps
+        assert abs(Driver(timed, epoch=True).now() - first) < 0.5
         await asyncio.sleep(0.1)  # fired early once: re-armed only, then once due
         assert len(timed.fired) == 1 and timed.fired[0] >= first + 0.03 and timed.at is None
+        assert timed.fired[0] < first + 1
         driver.stop()
     asyncio.run(scenario())
 
@@ -154,5 +162,78 @@ def test_a_pump_relays_over_quic_without_a_task_per_transaction(pki: Pki) -> Non
             await pump.close()
             near.close()
             far.close()
+            server.close()
+    asyncio.run(asyncio.wait_for(scenario(), 15))
+
+
+class _Requests:
+    """A machine that sends the requests it is given to ``far`` and keeps the answers."""
+
+    def __init__(self, far: Handle) -> None:
+        self.far = far
+        self.out: list[tuple[Handle, Message]] = []
+        self.answers: list[Message] = []
+
+    def send(self, msg: Message) -> None:
+        self.out.append((self.far, msg))
+
+    def receive(self, source: Handle, msg: Message, now: float) -> None:
+        self.answers.append(msg)
+
+    def messages_to_send(self) -> list[tuple[Handle, Message]]:
+        out, self.out = self.out, []
+        return out
+
+    def next_event(self) -> object | None:
+        return None
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+
+def test_a_pump_stops_a_transaction_at_its_own_transaction_time(pki: Pki) -> None:
+    """Section 9.3: the pump stops a transport transaction its machine started when that
+    request's transaction time has passed (REQUEST_TIMEOUT for an ECHO_REQUEST; TIMEOUT
+    plus REQUEST_TIMEOUT for a ROUTE_REQUEST), the one timeout of the registry, not
+    at the longest one; its answer, coming later, is not fed to the machine."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        release = asyncio.Event()
+
+        async def hold(msg: Message, peer: PeerInfo) -> Message | None:
+            if isinstance(msg, EchoRequest):
+                await release.wait()
+                return reply_to(msg)
+            await loop.create_future()  # a ROUTE_REQUEST is never answered
+            return None
+
+        server = await serve("127.0.0.1", 0, pki.gateway, hold)
+        near = await connect("127.0.0.1", server.address[1], pki.agent)
+        machine = _Requests(Association(near, near.peer.identity, near.peer.certificate))
+        pump = Pump(machine)
+        route = examples()["route-request"]
+        assert isinstance(route, RouteRequest) and route.timeout_ms == 5000
+        try:
+            sent = pump.now()
+            pump.call(machine.send, echo(1, txid=1))
+            pump.call(machine.send, route)
+            echo_stop, route_stop = (sent + transaction_time(MessageType.ECHO_REQUEST),
+                                     sent + transaction_time(MessageType.ROUTE_REQUEST, 5000))
+            assert pump.get_timer() == pytest.approx(echo_stop, abs=0.5)
+            pump.handle_timer(echo_stop + 0.5)
+            assert pump.get_timer() == pytest.approx(route_stop, abs=0.5)
+            assert route_stop - sent == 15 < transaction_time(MessageType.ROUTE_REQUEST)
+            release.set()  # the ECHO_REPLY comes now, after its transaction was stopped
+            await asyncio.sleep(0.3)
+            assert machine.answers == []
+            pump.handle_timer(route_stop + 0.5)
+            assert pump.get_timer() is None
+        finally:
+            await pump.close()
+            near.close()
             server.close()
     asyncio.run(asyncio.wait_for(scenario(), 15))

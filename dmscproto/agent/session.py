@@ -122,7 +122,7 @@ class AgentSession:
         self._waiters: dict[int, asyncio.Future[Message]] = {}
         self._registration: asyncio.Future[Registered] | None = None
         self._register_lock = asyncio.Lock()
-        self._deregistration: asyncio.Future[None] | None = None
+        self._deregistration: asyncio.Future[ErrorCode] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Event | None = None
         self._token = token.encode() if isinstance(token, str) else token
@@ -226,6 +226,8 @@ class AgentSession:
             if not waiter.done():
                 waiter.set_exception(error)
         self._waiters.clear()
+        if self._deregistration is not None and not self._deregistration.done():
+            self._deregistration.set_result(ErrorCode.TARGET_UNREACHABLE)  # pump closed
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, RequestCompleted | RequestFailed):  # the calls' events first
@@ -258,7 +260,7 @@ class AgentSession:
                         self.uri, event.status.name)
         elif isinstance(event, Deregistered):
             if self._deregistration is not None and not self._deregistration.done():
-                self._deregistration.set_result(None)
+                self._deregistration.set_result(event.status)
         elif isinstance(event, GatewayLost):
             log.warning("nothing from %s:%d for %.1f s; closing the connection",
                         *self.gateway, event.silent_s)

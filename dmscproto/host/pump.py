@@ -24,8 +24,11 @@ Nothing here runs a task or a timer per transaction: a request is answered throu
 future :meth:`Pump.deliver` returns (the transports send it when it is done), and a
 transaction the machine starts reports back through the transport's ``start_request``
 callback.  The machines' own timers are the transaction timers (Section 8): the pump
-only stops a transport transaction whose requester machine has given up on it by
-then (``TRANSPORT_TIMEOUT``), so that an answer that never comes holds nothing.
+only stops a transport transaction when its transaction time has passed
+(:func:`~dmscproto.transport.contract.transaction_time_of`, the longest its requester
+machine waits, Section 9.3), so that an answer that never comes holds nothing.
+The machine's clock is the driver's (seconds since the epoch, kept by the event loop's
+clock: :mod:`dmscproto.transport.driver`).
 
 The association a machine sees as a *handle* is an :class:`Association`: the
 transport's connection (:class:`~dmscproto.transport.contract.Connection`) and the peer
@@ -36,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -47,24 +52,13 @@ from cryptography import x509
 
 from ..codec.errors import EncodeError
 from ..codec.messages import Error, Message
-from ..codec.registry import (
-    ANSWER_TO,
-    FAIR_ROUND_QUANTUM,
-    ErrorCode,
-    MessageType,
-    transaction_time,
-)
+from ..codec.registry import ANSWER_TO, FAIR_ROUND_QUANTUM, ErrorCode, MessageType
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
-from ..transport.contract import Connection
+from ..transport.contract import Connection, transaction_time_of
 from ..transport.driver import Driver, end_of_turn
 
 log = logging.getLogger(__name__)
-
-#: When the pump stops a transport transaction of its machine's: the longest transaction
-#: time (a relayed ROUTE_REQUEST's or TRACE_REQUEST's, Section 9.3), by which its
-#: requester machine, whose timer is the transaction timeout, has given up on it.
-TRANSPORT_TIMEOUT = transaction_time(MessageType.ROUTE_REQUEST)
 
 
 class Machine(Protocol):
@@ -158,28 +152,30 @@ class Turns:
 
 
 class Pump:
-    """Drives one sans-I/O machine (module docstring).  ``clock`` gives ``now`` in
-    seconds since the epoch (the machines put it in TIMESTAMP TLVs)."""
+    """Drives one sans-I/O machine (module docstring); its ``now`` is in seconds since
+    the epoch (the machines put it in TIMESTAMP TLVs)."""
 
     def __init__(self, machine: Machine, *, on_event: Callable[[object], None] | None = None,
                  on_send: Callable[[Handle, Message], None] | None = None,
-                 on_receive: Callable[[Handle, Message], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 on_receive: Callable[[Handle, Message], None] | None = None) -> None:
         self.machine = machine
         self.on_event = on_event
         #: Called for every message sent and received (tracing, the demo's display).
         self.on_send = on_send
         self.on_receive = on_receive
-        self.clock = clock
         self._loop = asyncio.get_running_loop()
         #: Requests received and not answered yet, by (handle, txid).
         self._waiting: dict[tuple[Handle, int], _Waiting] = {}
         #: The transport transactions of requests the machine sent, by (handle, txid):
-        #: the transport's key and when the pump stops it (TRANSPORT_TIMEOUT), oldest
-        #: first (every one gets the same time, so the first is the next due).
+        #: the transport's key and when the pump stops it (its transaction time).
         self._outgoing: dict[tuple[Handle, int], tuple[int, float]] = {}
+        #: Those times, earliest first: a heap of (time, order, key); an entry whose
+        #: transaction ended stays until it comes up, or until the heap is rebuilt
+        #: from ``_outgoing`` when it holds more than twice as many (:meth:`_start`).
+        self._stops: list[tuple[float, int, tuple[Handle, int]]] = []
+        self._order = itertools.count()
         self._turns = Turns(self._loop)
-        self._driver = Driver(self, clock=clock, lazy=True, loop=self._loop)
+        self._driver = Driver(self, epoch=True, lazy=True, loop=self._loop)
         self._flushing = 0
         self._closed = False
 
@@ -220,13 +216,14 @@ class Pump:
         if self.on_receive is not None:
             self.on_receive(source, msg)
         try:
-            self.machine.receive(source, msg, self.clock())
+            self.machine.receive(source, msg, self._driver.now())
         except ProtocolError as err:  # the machine queued the draft's answer, if any
             log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
         self.flush()
 
     def now(self) -> float:
-        return self.clock()
+        """The machine's clock: seconds since the epoch (module docstring)."""
+        return self._driver.now()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A local call on the machine, then send what it queued."""
@@ -286,7 +283,13 @@ class Pump:
         except Exception as exc:  # fed back later, as an answer would be, not in this flush
             self._loop.call_soon(self.feed, dest, _failure(msg, exc))
             return
-        self._outgoing[key] = (token, self.clock() + TRANSPORT_TIMEOUT)
+        at = self._driver.now() + transaction_time_of(msg)
+        self._outgoing[key] = (token, at)
+        if len(self._stops) > 2 * len(self._outgoing) + 64:  # mostly ended: rebuild
+            self._stops = [(t, next(self._order), k) for k, (_tok, t) in self._outgoing.items()]
+            heapq.heapify(self._stops)
+        else:
+            heapq.heappush(self._stops, (at, next(self._order), key))
 
     def _answered(self, key: tuple[Handle, int], msg: Message,
                   outcome: Message | Exception) -> None:
@@ -310,22 +313,32 @@ class Pump:
     # --- timers, for the driver ------------------------------------------------------
     def get_timer(self) -> float | None:
         at = self.machine.get_timer()
-        if self._outgoing:
-            first = next(iter(self._outgoing.values()))[1]
-            at = first if at is None else min(at, first)
+        stop = self._next_stop()
+        if stop is not None:
+            at = stop if at is None else min(at, stop)
         return at
 
+    def _next_stop(self) -> float | None:
+        """When the next transport transaction running is stopped (the heap's entries of
+        ended ones on top are dropped)."""
+        stops, outgoing = self._stops, self._outgoing
+        while stops:
+            at, _order, key = stops[0]
+            running = outgoing.get(key)
+            if running is not None and running[1] == at:
+                return at
+            heapq.heappop(stops)
+        return None
+
     def handle_timer(self, now: float) -> None:
-        """The machine's timers, then the transport transactions past TRANSPORT_TIMEOUT
-        (their requester machines gave up on them before)."""
+        """The machine's timers, then the transport transactions past their transaction
+        time (their requester machines gave up on them before)."""
         if self._closed:
             return
         self.machine.handle_timer(now)
-        while self._outgoing:
-            key, (token, at) = next(iter(self._outgoing.items()))
-            if at > now:
-                break
-            del self._outgoing[key]
+        while (at := self._next_stop()) is not None and at <= now:
+            key = heapq.heappop(self._stops)[2]
+            token = self._outgoing.pop(key)[0]
             assert isinstance(key[0], Association)
             key[0].link.stop_request(token, ErrorCode.TRANSACTION_TIMEOUT)
         self.flush()
@@ -339,7 +352,7 @@ class Pump:
         for waiting in self._waiting.values():
             if not waiting.future.done():
                 waiting.future.cancel()
-        outgoing, self._outgoing = self._outgoing, {}
+        outgoing, self._outgoing, self._stops = self._outgoing, {}, []
         for (dest, _txid), (token, _at) in outgoing.items():
             if isinstance(dest, Association):
                 dest.link.stop_request(token)

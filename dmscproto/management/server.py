@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..codec.messages import EchoReply, EchoRequest, Message
-from ..codec.registry import ErrorCode, timer
+from ..codec.registry import ErrorCode
 from ..host.logs import facts
 from ..host.pump import Association
 from ..protocol.machine import timestamp_ms
@@ -184,7 +184,7 @@ class ManagementServer:
             metrics.sent(handle, msg)
         started = time.perf_counter()
         try:
-            answer: Message = await handle.link.request(msg, timer("REQUEST_TIMEOUT"))
+            answer: Message = await handle.link.request(msg)
         except TimeoutError:
             return {"sequence": sequence, "status": error_code(ErrorCode.TRANSACTION_TIMEOUT)}
         except ConnectionError as exc:

@@ -13,10 +13,19 @@ from typing import Protocol
 
 from cryptography import x509
 
-from ..codec.messages import Message
-from ..codec.registry import ErrorCode
+from ..codec.messages import Message, RouteRequest
+from ..codec.registry import ErrorCode, transaction_time
 from ..security.ca import Identity
 from .errors import TransportError
+
+
+def transaction_time_of(msg: Message, *, request_timeout: float | None = None) -> float:
+    """How long the requester of ``msg`` waits for its answer, on every transport
+    (Section 9.3; :func:`~dmscproto.codec.registry.transaction_time`, a ROUTE_REQUEST's
+    TIMEOUT included); ``request_timeout`` overrides REQUEST_TIMEOUT."""
+    return transaction_time(msg.TYPE, msg.timeout_ms if isinstance(msg, RouteRequest) else None,
+                            request_timeout=request_timeout)
+
 
 #: Told how a transaction this end started ended: its answer, or why there is none
 #: (:class:`TransportError`, or a DecodeError for a malformed answer).
@@ -40,7 +49,10 @@ class Connection(Protocol):
     def close_error(self) -> TransportError | None:
         """Why it closed, once closed (None: closed by this end, or still open)."""
 
-    async def request(self, msg: Message, timeout: float | None = ...) -> Message: ...
+    async def request(self, msg: Message, timeout: float | None = None) -> Message:
+        """Send request ``msg`` and return its answer, which may be ERROR; the transaction
+        ends after ``timeout`` seconds, by default ``msg``'s transaction time
+        (:func:`transaction_time_of`)."""
 
     def start_request(self, msg: Message, done: Done, timeout: float | None = None) -> int:
         """:meth:`request` without a task: ``done`` is called once with the outcome (at

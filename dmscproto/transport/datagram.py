@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import socket
 import time
 from collections.abc import Callable
@@ -18,11 +17,11 @@ from typing import Any, TypeAlias, cast
 
 from cryptography import x509
 
-from ..codec.messages import Error, Message, RouteRequest
-from ..codec.registry import ErrorCode, timer, transaction_time
+from ..codec.messages import Error, Message
+from ..codec.registry import ErrorCode
 from ..security.ca import Identity
 from .channel import Channel, ChannelEvent, PayloadReceived, PeerConnected
-from .contract import Done, settle
+from .contract import Done, settle, transaction_time_of
 from .driver import Driver
 from .errors import TransportError
 from .peer import Handler as AnyHandler
@@ -76,30 +75,33 @@ class DatagramConnection:
         """Always None: DTLS close_notify carries no code or reason."""
         return None
 
-    async def request(self, msg: Message,
-                      timeout: float | None = timer("REQUEST_TIMEOUT")) -> Message:
+    async def request(self, msg: Message, timeout: float | None = None) -> Message:
         """Send request ``msg`` (retransmitted as needed) and return its answer, which may
-        be ERROR.  Raises :class:`TransportError` (TRANSACTION_TIMEOUT, peer gone) or
+        be ERROR, within ``timeout`` (by default its transaction time, Section 9.3).
+        Raises :class:`TransportError` (TRANSACTION_TIMEOUT, peer gone) or
         :class:`PduTooLarge`."""
         return await self.node.request(self.peer.address, msg,
-                                       math.inf if timeout is None else timeout)
+                                       self._transaction_time(msg, timeout))
 
-    async def request_bytes(self, pdu: bytes,
-                            timeout: float | None = timer("REQUEST_TIMEOUT")) -> Message:
+    async def request_bytes(self, pdu: bytes, timeout: float | None = None) -> Message:
         """:meth:`request` with the request given as octets (which need not be a valid
-        PDU, but must hold a header: conformance tests send malformed ones)."""
-        return await self.node.request(self.peer.address, pdu,
-                                       math.inf if timeout is None else timeout)
+        PDU, but must hold a header: conformance tests send malformed ones); by default
+        it waits REQUEST_TIMEOUT."""
+        return await self.node.request(
+            self.peer.address, pdu,
+            self.node.reliability.request_timeout if timeout is None else timeout)
 
     def start_request(self, msg: Message, done: Done, timeout: float | None = None) -> int:
         """Send request ``msg``; ``done`` gets its answer, or the exception :meth:`request`
         would raise, as soon as it is known (by default after the transaction time of
         Section 9.3).  Returns the transaction id, for :meth:`stop_request`."""
-        if timeout is None:
-            timeout = transaction_time(
-                msg.TYPE, msg.timeout_ms if isinstance(msg, RouteRequest) else None,
-                request_timeout=self.node.reliability.request_timeout)
-        return self.node.start_request(self.peer.address, msg, done, timeout)
+        return self.node.start_request(self.peer.address, msg, done,
+                                       self._transaction_time(msg, timeout))
+
+    def _transaction_time(self, msg: Message, timeout: float | None) -> float:
+        if timeout is not None:
+            return timeout
+        return transaction_time_of(msg, request_timeout=self.node.reliability.request_timeout)
 
     def stop_request(self, key: int, code: ErrorCode = ErrorCode.CEASE) -> None:
         """Stop retransmitting request ``key``; its ``done`` is not called."""

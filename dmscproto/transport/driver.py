@@ -7,10 +7,12 @@ when it next needs the time (``get_timer()``), is told when that time has come
 (``handle_timer(now)``) and queues what it has to send.  :class:`Driver` is the one
 piece that runs them on the event loop:
 
-* **clock**: ``now`` for the object comes from one clock of its own (:meth:`Driver.now`;
-  the protocol machines put it in TIMESTAMP TLVs, so theirs is ``time.time``; the
-  transports' is the loop's monotonic one), and the driver alone turns a deadline on
-  that clock into an event-loop timer;
+* **clock**: one clock, the event loop's (monotonic): ``now`` for the object is the
+  loop's time (:meth:`Driver.now`), for the protocol machines (which put it in TIMESTAMP
+  TLVs and records) shifted to seconds since the epoch by the loop's
+  :func:`epoch_offset`, read once; a deadline is a loop time less that offset, so no
+  second clock is read and a step of the system clock moves no timer (the machines see
+  it when the process starts again);
 * **timers**: one event-loop timer per object, armed at ``get_timer()``; when it fires
   the object gets ``handle_timer(now)`` with ``now`` never before the deadline asked
   for (asyncio may run a timer a clock resolution early), then ``after`` (what the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -79,29 +82,43 @@ def end_of_turn(loop: asyncio.AbstractEventLoop) -> EndOfTurn:
     return turn
 
 
+_OFFSETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = (
+    weakref.WeakKeyDictionary())
+
+
+def epoch_offset(loop: asyncio.AbstractEventLoop) -> float:
+    """Seconds since the epoch at ``loop``'s time zero, read once per loop: the loop's time
+    plus this is the machines' clock (module docstring)."""
+    offset = _OFFSETS.get(loop)
+    if offset is None:
+        offset = _OFFSETS[loop] = time.time() - loop.time()
+    return offset
+
+
 class Driver:
     """Runs one sans-I/O object's timer on the event loop (module docstring).  ``after``
     runs after each ``handle_timer`` (send what it queued), unless the object's own
-    ``handle_timer`` does; ``clock`` is the object's clock (default: the loop's)."""
+    ``handle_timer`` does; with ``epoch`` the object's time is seconds since the epoch
+    (a protocol machine's), else the loop's."""
 
-    __slots__ = ("_after", "_at", "_handle", "_lazy", "_loop", "_loop_clock", "_stopped",
-                 "clock", "target")
+    __slots__ = ("_after", "_at", "_handle", "_lazy", "_loop", "_offset", "_stopped",
+                 "target")
 
     def __init__(self, target: Timed, after: Callable[[], None] | None = None, *,
-                 clock: Callable[[], float] | None = None, lazy: bool = False,
+                 epoch: bool = False, lazy: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self.target = target
         self._after = after
-        self._loop_clock = clock is None
-        self.clock = clock or self._loop.time
+        self._offset = epoch_offset(self._loop) if epoch else 0.0
         self._lazy = lazy
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
         self._stopped = False
 
     def now(self) -> float:
-        return self.clock()
+        """The object's time (module docstring)."""
+        return self._loop.time() + self._offset
 
     def arm(self) -> None:
         """Arm the timer at the object's ``get_timer()``, or keep one armed for an
@@ -119,10 +136,7 @@ class Driver:
         self._at = at
         if at is None:
             return
-        if self._loop_clock:
-            self._handle = self._loop.call_at(at, self._fire)
-        else:
-            self._handle = self._loop.call_later(max(0.0, at - self.clock()), self._fire)
+        self._handle = self._loop.call_at(at - self._offset, self._fire)
 
     def arm_soon(self) -> None:
         """:meth:`arm` once, at the end of this event-loop turn."""
@@ -138,7 +152,7 @@ class Driver:
             if due is None or due > at:
                 self._arm_at(due)
                 return
-        self.target.handle_timer(max(self.clock(), at))
+        self.target.handle_timer(max(self.now(), at))
         if self._after is not None:
             self._after()
         self.arm()
