@@ -198,7 +198,7 @@ def test_tlv_format_table() -> None:
         assert f"`{carried.get(TlvType[name], name.lower())}`" == field  # decoded name
         codec = VALUE_CODECS[TlvType[name]]
         if isinstance(codec, FixedCodec):
-            m = re.fullmatch(r"uint(\d+)(?: \w+)?|(\d+) octets", fmt)
+            m = re.fullmatch(r"uint(\d+)(?: [\w-]+)?|(\d+) octets", fmt)
             assert m is not None, fmt
             size = int(m.group(1)) // 8 if m.group(1) else int(m.group(2))
             assert size == codec.size, name

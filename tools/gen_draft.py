@@ -221,7 +221,7 @@ def _part_format(part: Part) -> str:
     if part.kind == "uint":
         assert part.size is not None
         base = f"uint{8 * part.size}"
-        return base if part.meaning is None else f"{base} {part.meaning.__name__}"
+        return base if part.meaning is None else f"{base} {cddl_name(part.meaning)}"
     if part.kind == "bytes":
         return "octets" if part.size is None else f"{part.size} octets"
     if part.kind == "text":
