@@ -495,6 +495,26 @@ def test_a_large_update_is_applied_in_slices(core: GatewayCore) -> None:
     assert isinstance(ack, SyncAck) and ack.sequence == 2
 
 
+def test_held_updates_applied_in_one_turn_share_its_slice(core: GatewayCore) -> None:
+    """An UPDATE that ends after the turn's LEARN_SLICE ran out does not open a new
+    slice for the held one after it in the same turn (that doubled a step of a bulk
+    sync): it learns one record, the rest at the next turns."""
+    t = [0.0]
+
+    def check(_h: object, _s: object, _t: float) -> None:
+        t[0] += 1  # a record check costs a second of the slice clock
+
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "b.example", lambda m, _t: None),
+                    TransactionIds(), check, slice_clock=lambda: t[0], learn_slice=3.5)
+    sync.start(T0)
+    ads = learned(10)
+    sync.receive(Update(sequence=1, advertise=tuple(ads[4:])), T0)  # held
+    sync.receive(Update(sequence=0, advertise=tuple(ads[:4])), T0)  # ends at 4 s of 3.5
+    assert len(core) == 5 and t[0] == 5  # the held UPDATE: one record in this turn
+    sync.handle_timer(T0 + 0.001)  # the next turn: a slice of its own
+    assert len(core) == 9 and t[0] == 9
+
+
 # --- every row of the agent's tables and the gateway's registration -------------------------
 def _ack(req: Message, ok: bool = True) -> Message:
     status = ErrorCode.SUCCESS if ok else ErrorCode.UNKNOWN_AGENT

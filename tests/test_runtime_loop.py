@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -35,3 +36,10 @@ def test_heap_freezer_collects_then_freezes_every_n_records(
     assert calls == ["collect", "freeze"]
     freezer.grew(9)
     assert calls == ["collect", "freeze"]
+    deferred: list[Callable[[], None]] = []  # a gateway's: a loop callback of its own
+    later = HeapFreezer(every=10, defer=deferred.append)
+    later.grew(12)
+    later.grew(12)
+    assert calls == ["collect", "freeze"] and len(deferred) == 1  # due once
+    deferred[0]()
+    assert calls == ["collect", "freeze"] * 2

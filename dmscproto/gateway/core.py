@@ -222,7 +222,7 @@ class GatewayCore(Registry):
 
     def routes_via(self, peer: bytes) -> list[bytes]:
         """The Agent IDs with a route through ``peer``."""
-        return list(self.routes.via(peer))
+        return self.routes.via(peer)
 
     def _drop_routes(self, items: Sequence[VersionedId], peer: bytes) -> TableChanges:
         gone: list[_Held] = []

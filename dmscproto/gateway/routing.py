@@ -131,8 +131,9 @@ class RoutingTable:
         return len(self._via.get(peer, ()))
 
     def via(self, peer: bytes) -> list[bytes]:
-        """Agents with a route through ``peer``, in ascending order."""
-        return sorted(self._via.get(peer, ()))
+        """Agents with a route through ``peer``, in no particular order (a session that
+        ends drops them in slices: sorting 100,000 ids takes about 30 ms at once)."""
+        return list(self._via.get(peer, ()))
 
     def decide(self, self_id: bytes, target: bytes, hop_limit: int,
                path: tuple[bytes, ...]) -> Decision:

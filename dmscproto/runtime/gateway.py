@@ -108,7 +108,8 @@ class GatewayRuntime(PeerDialing, Reactions):
         #: With ``tune_gc``, keeps the registry out of full garbage collections
         #: (:class:`HeapFreezer`): for a process of its own (it freezes every object
         #: then alive).
-        self._freezer = HeapFreezer() if tune_gc else None
+        self._freezer = HeapFreezer(
+            defer=lambda f: asyncio.get_running_loop().call_soon(f)) if tune_gc else None
         self.observer = observer or Observer()
         self.federation = build_federation(config)
         self._precheck = SignaturePrecheck()

@@ -37,7 +37,9 @@
    thread CPU time (a datagram read with the PDUs it completes decoded, a slice, ...:
    the stall an idle machine would see), and ``learn_step_ms_max`` and
    ``learn_step_cpu_ms_max`` the longest single step of gw-l's node (a message fed to
-   it, or its timer: one slice), in wall and in thread CPU time.  ``learner_cpu_s``
+   it, or its timer: one slice), in wall and in thread CPU time, both while the table
+   is transferred (not the session's end, after the DIGEST figure, when gw-l drops
+   its routes through gw-x in slices).  ``learner_cpu_s``
    and ``sender_cpu_s`` are the CPU seconds each process used during the transfer
    (the learner's include its signature-checking thread): far below ``bulk_sync_s``
    on a loaded machine means neither got a core.
@@ -157,12 +159,14 @@ class CallbackTimes:
 
 
 class StepTimes:
-    """The longest step of a runtime's node: a message fed to it, or its timer."""
+    """The longest step of a runtime's node (a message fed to it, or its timer) while
+    this is installed."""
 
     def __init__(self, rt: GatewayRuntime) -> None:
         self.wall = self.cpu = 0.0
         pump = rt.pump
         assert pump is not None
+        self._pump = pump
         feed, fire = pump.feed, pump.handle_timer
 
         def timed_feed(source: object, msg: object) -> None:
@@ -175,8 +179,15 @@ class StepTimes:
             fire(now)
             self.note(w, c)
 
-        pump.feed = timed_feed  # type: ignore[method-assign]
-        pump.handle_timer = timed_fire  # type: ignore[method-assign]
+        self._timed = (timed_feed, timed_fire)
+
+    def __enter__(self) -> StepTimes:
+        pump = self._pump
+        pump.feed, pump.handle_timer = self._timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self._pump.feed, self._pump.handle_timer  # the class's methods again
 
     def note(self, wall: float, cpu: float) -> None:
         self.wall = max(self.wall, time.perf_counter() - wall)
@@ -243,8 +254,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
         cpu = (time.process_time(), process_cpu(proc.pid))
         assert rt.core is not None and rt.loop_lag is not None
         rt.loop_lag.worst = 0.0  # the transfer only
-        steps = StepTimes(rt)
-        with CallbackTimes() as callbacks:
+        with CallbackTimes() as callbacks, StepTimes(rt) as steps:
             while len(rt.core) < n:
                 await asyncio.sleep(0.01)
                 if time.perf_counter() - start > 600:
