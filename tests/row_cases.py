@@ -63,7 +63,8 @@ class RowCases:
         return register
 
     def params(self) -> list[Any]:
-        return [pytest.param(r, id=f"{r[1].name}-{r[2].name}") for r in self.cases]
+        return [pytest.param(r, id=f"{r[0].__name__}-{r[1].name}-{r[2].name}")
+                for r in self.cases]
 
     def run(self, row: Row, ran: Rows, tmp_path: Path) -> None:
         """Run the case of ``row`` and check that the row ran."""

@@ -9,12 +9,9 @@ from enum import Enum
 from pathlib import Path
 
 import pytest
-from conftest import Rows, every_row
 
 from dmscproto.codec.digest import ROOT, DigestTree, summarize
 from dmscproto.codec.messages import (
-    Deregister,
-    DeregisterAck,
     Digest,
     DigestRequest,
     Discover,
@@ -26,7 +23,6 @@ from dmscproto.codec.messages import (
     Notify,
     Open,
     Refresh,
-    RefreshAck,
     Register,
     RegisterAck,
     SyncAck,
@@ -56,7 +52,6 @@ from dmscproto.protocol.events import (
     SessionClosed,
     TableChanged,
 )
-from dmscproto.protocol.liveness import GatewayLiveness
 from dmscproto.protocol.machine import (
     Outbox,
     ProtocolError,
@@ -65,8 +60,7 @@ from dmscproto.protocol.machine import (
     refusal_answer,
 )
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
-from dmscproto.protocol.registration import GatewayRegistration
-from dmscproto.protocol.requester import Requester, Requests
+from dmscproto.protocol.requester import Requests
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
 from dmscproto.protocol.sync_in_inputs import InState
@@ -513,123 +507,3 @@ def test_held_updates_applied_in_one_turn_share_its_slice(core: GatewayCore) -> 
     assert len(core) == 5 and t[0] == 5  # the held UPDATE: one record in this turn
     sync.handle_timer(T0 + 0.001)  # the next turn: a slice of its own
     assert len(core) == 9 and t[0] == 9
-
-
-# --- every row of the agent's tables and the gateway's registration -------------------------
-def _ack(req: Message, ok: bool = True) -> Message:
-    status = ErrorCode.SUCCESS if ok else ErrorCode.UNKNOWN_AGENT
-    if isinstance(req, Register):
-        return RegisterAck(transaction_id=req.transaction_id, status=status,
-                           agent_id=req.record.record.agent_id, lease=100)
-    if isinstance(req, Refresh):
-        return RefreshAck(transaction_id=req.transaction_id, status=status, lease=100)
-    return DeregisterAck(transaction_id=req.transaction_id, status=status)
-
-
-def _error(req: Message) -> Error:
-    return Error(transaction_id=req.transaction_id, status=ErrorCode.RATE_LIMITED)
-
-
-def test_every_row_of_the_agent_registration_runs(table_rows: Rows) -> None:
-    alice = make_record(30, "alice", "a.example")
-    # from IDLE: REGISTER twice, then refused, answered with ERROR, or unanswered
-    a = AgentRegistration(Outbox(), "gw", TransactionIds())
-    for end in ("refused", "error", "timer"):
-        a.register(alice, 100, T0)
-        a.register(alice, 100, T0)
-        reg = sent(a.outbox)[-1]
-        if end == "timer":
-            a.handle_timer(T0 + 10)
-        else:
-            a.receive(_ack(reg, ok=False) if end == "refused" else _error(reg), T0)
-        assert state(a) is AgentState.IDLE
-    # from REGISTERED (the lease: 100 s from T0, a REFRESH due at T0 + 50)
-    for end in ("register", "refresh", "deregister", "deregister-timer"):
-        m, out = registered_agent()
-        if end == "register":
-            m.register(alice, 100, T0 + 1)
-        elif end == "refresh":
-            m.handle_timer(T0 + 50)
-            m.receive(_ack(sent(out)[-1]), T0 + 50)
-        else:
-            m.deregister(T0 + 1)
-            if end == "deregister":
-                m.receive(_error(sent(out)[-1]), T0 + 1)
-            else:
-                m.handle_timer(T0 + 11)
-    # from REFRESHING
-    for end in ("refused", "error", "lease", "register", "deregister"):
-        m, out = registered_agent()
-        m.handle_timer(T0 + 50)
-        ref = sent(out)[-1]
-        if end == "lease":
-            m.handle_timer(T0 + 60)  # REQUEST_TIMEOUT: REFRESH again
-            m.handle_timer(T0 + 100)
-        elif end == "register":
-            m.register(alice, 100, T0 + 50)
-        elif end == "deregister":
-            m.deregister(T0 + 50)
-            m.receive(_ack(sent(out)[-1]), T0 + 50)
-        else:
-            m.receive(_ack(ref, ok=False) if end == "refused" else _error(ref), T0 + 50)
-    assert table_rows == every_row(AgentRegistration)
-
-
-def test_every_row_of_the_gateway_registration_runs(table_rows: Rows,
-                                                    core: GatewayCore) -> None:
-    refuse = [False]
-    g = GatewayRegistration(Outbox(), core,
-                            lambda _h, _s, _t: Refusal(ErrorCode.BAD_SIGNATURE, "no")
-                            if refuse[0] else None)
-    alice, nonce = make_record(30, "alice", "a.example"), bytes(16)
-    aid = alice.record.agent_id
-    reg = Register(transaction_id=1, record=alice, lease=60, nonce=nonce, timestamp=0)
-    ref = Refresh(transaction_id=2, agent_id=aid, lease=60, nonce=nonce, timestamp=0)
-    dereg = Deregister(transaction_id=3, agent_id=aid, nonce=nonce, timestamp=0)
-    refuse[0] = True
-    for msg in (reg, ref, dereg):  # refused while not registered
-        g.receive("alice", msg, T0)
-    refuse[0] = False
-    g.receive("alice", reg, T0)
-    refuse[0] = True
-    g.receive("alice", reg, T0)  # refused while registered
-    refuse[0] = False
-    for msg, at in ((reg, T0), (ref, T0), (ref, T0 + 600), (dereg, T0 + 600), (reg, T0 + 600)):
-        g.receive("alice", msg, at)  # the REFRESH at T0 + 600: its lease has ended
-    g.handle_timer(T0 + 2000)
-    assert table_rows == every_row(GatewayRegistration)
-
-
-def test_every_row_of_requester_and_keepalive_runs(table_rows: Rows) -> None:
-    reqs = Requests(Outbox())
-    for txid, end in enumerate(("answer", "error", "timer", "cancel"), 10):
-        echo = EchoRequest(transaction_id=txid, sequence=1, timestamp=0)
-        reqs.start("gw", echo, T0)
-        if end == "answer":
-            reqs.receive(EchoReply(transaction_id=txid, sequence=1, timestamp=0,
-                                   gateway_id=ME), T0)
-        elif end == "error":
-            reqs.receive(_error(echo), T0)
-        elif end == "cancel":
-            reqs.cancel(txid, T0)
-    reqs.handle_timer(T0 + 100)
-    probes: list[float] = []
-
-    class Port:
-        def probe(self, now: float) -> None:
-            probes.append(now)
-
-    for lost_from in ("WATCHING", "PROBING"):
-        w = GatewayLiveness(Outbox(), Port(), keepalive=1.0)
-        w.heard(Keepalive(), T0)
-        w.watch(T0)
-        w.heard(Keepalive(), T0)
-        if lost_from == "PROBING":
-            w.handle_timer(T0 + 1)
-            w.heard(Keepalive(), T0 + 1)
-            w.handle_timer(T0 + 2)
-            w.handle_timer(T0 + 3)
-        w.handle_timer(T0 + 5)
-        w.heard(Keepalive(), T0 + 5)
-    assert probes == [T0 + 1, T0 + 2, T0 + 3]
-    assert table_rows == every_row(Requester, GatewayLiveness)
