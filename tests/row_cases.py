@@ -77,6 +77,22 @@ class RowCases:
             f"{s.name} x {i.name}" for _, s, i in sorted(missing, key=str))
 
 
+def row_tests(*all_cases: RowCases) -> tuple[Callable[..., None], Callable[..., None]]:
+    """The two tests of a module of row cases: each row's case (``test_row``), and
+    that every row of each machine has one (``test_every_row_has_a_case``)."""
+    by_machine = {c.machine: c for c in all_cases}
+
+    @pytest.mark.parametrize("row", [p for c in all_cases for p in c.params()])
+    def test_row(row: Row, table_rows: Rows, tmp_path: Path) -> None:
+        by_machine[row[0]].run(row, table_rows, tmp_path)
+
+    @pytest.mark.parametrize("cases", all_cases, ids=[c.machine.__name__ for c in all_cases])
+    def test_every_row_has_a_case(cases: RowCases) -> None:
+        cases.check_complete()
+
+    return test_row, test_every_row_has_a_case
+
+
 # --- gateway sync on one session (both halves), for the sync machines' cases ---------------
 ME, PEER = bytes([0xEE]) * 16, bytes([0x01]) * 16
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -14,11 +15,9 @@ from enum import Enum
 from pathlib import Path
 
 import pytest
-from conftest import Rows, every_row
 
 from dmscproto.codec.digest import DigestTree
 from dmscproto.codec.messages import (
-    CertificateAck,
     Digest,
     Discover,
     Error,
@@ -42,7 +41,6 @@ from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.agent_registration import AgentRegistration
 from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.catalog import MACHINES
-from dmscproto.protocol.certificates import thumbprint
 from dmscproto.protocol.discovery import DiscoveryResponder
 from dmscproto.protocol.dispatch import starting_types
 from dmscproto.protocol.events import ProtocolEvent
@@ -102,10 +100,9 @@ def test_table_is_well_formed(cls: type[TableMachine]) -> None:
 def _table_machines() -> set[str]:
     """The classes of the package that declare a ``TABLE`` (read from the source, so a
     machine no catalog lists is found too)."""
-    src = Path(TableMachine.__module__.replace(".", "/")).parent
-    root = Path(__file__).resolve().parent.parent
-    return {node.name for f in (root / src).rglob("*.py")
-            for node in ast.walk(ast.parse(f.read_text()))
+    package = Path(__file__).resolve().parent.parent / "dmscproto"
+    return {node.name for f in package.rglob("*.py") if "TABLE = " in (text := f.read_text())
+            for node in ast.parse(text).body
             if isinstance(node, ast.ClassDef) and any(
                 isinstance(st, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TABLE"
                                                    for t in st.targets)
@@ -114,19 +111,14 @@ def _table_machines() -> set[str]:
 
 def test_every_table_row_has_a_test() -> None:
     """Every table machine is in a catalog (so the diagrams and these tests see it) and
-    has a test over all its rows: one asserting ``table_rows == every_row(M)`` (or
-    ``>=``), or row cases (``RowCases(M)``, one test per row, with a check that every
-    row has one).  A row added without a test fails those; a machine added without
-    them fails this."""
+    has row cases (``RowCases(M)`` in a ``tests/test_rows_*.py``: one test per row,
+    and a check that every row has one).  A row added without a case fails that
+    check; a machine added without row cases fails this."""
     machines = _table_machines()
     assert machines == {m.__name__ for m in (*MACHINES, *DATAGRAM_MACHINES)}
-    covered: set[str] = set()
-    for f in Path(__file__).parent.glob("test_*.py"):
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                    and node.func.id in ("every_row", "RowCases"):
-                covered |= {a.id for a in node.args if isinstance(a, ast.Name)}
-    assert machines - covered == set(), "table machines no test runs row by row"
+    covered = {name for f in Path(__file__).parent.glob("test_rows_*.py")
+               for name in re.findall(r"\bRowCases\((\w+)\)", f.read_text())}
+    assert machines - covered == set(), "table machines without row cases"
 
 
 # --- machines driven into each of their states by real inputs -------------------------------
@@ -453,70 +445,3 @@ def test_machine_events_share_its_event_base(cls: type[Machine]) -> None:
         return
     assert emitted and all(issubclass(e, cls.EVENTS) for e in emitted), emitted
     assert issubclass(cls.EVENTS, ProtocolEvent) and cls.EVENTS is not ProtocolEvent
-
-
-def test_every_row_of_the_relays_and_responders_runs(table_rows: Rows,
-                                                     tmp_path: Path) -> None:
-    """Routing, trace and relayed discovery transactions and both responders through every
-    row of their tables: each way a transaction starts, and each way a waiting one ends."""
-    n = iter(range(1000))
-
-    def rig(cls: type[Machine], state: str) -> Rig:
-        sub = tmp_path / str(next(n))
-        sub.mkdir()
-        return RIGS[cls](cls.State[state], sub)
-
-    # (a relay waiting for CERTIFICATE_ACK: the rig's certificate is b"certificate")
-    acked = CertificateAck(status=ErrorCode.SUCCESS, thumbprint=thumbprint(b"certificate"))
-    for cls in (RouteRelay, TraceRelay):
-        waits = {"DELIVERED": ("reply", "error", "timer"),
-                 "FORWARDED": ("reply", "error", "timer"),
-                 "CERTIFYING": ("acked", "ack", "error", "timer")}
-        for waiting, ends in (waits.items() if cls is RouteRelay
-                              else [("FORWARDED", waits["FORWARDED"])]):
-            for end in ends:
-                r = rig(cls, waiting)
-                assert isinstance(r.machine, RouteRelay | TraceRelay)
-                reply = M.ROUTE_REPLY if cls is RouteRelay else M.TRACE_REPLY
-                answers = {"reply": EXAMPLE[reply], "error": EXAMPLE[M.ERROR],
-                           "acked": acked, "ack": EXAMPLE[M.CERTIFICATE_ACK]}
-                if end == "timer":
-                    r.machine.handle_timer(T0 + 1000)
-                else:
-                    r.feed(replace(answers[end], transaction_id=r.txid))
-        rig(cls, "DONE")
-    lost = TraceRelay(Outbox(), rig(RouteRelay, "IDLE").machine.ctx,  # type: ignore[attr-defined]
-                      "up", TraceRequest(transaction_id=1, target_agent=bytes(16),
-                                         hop_limit=8, path=()))
-    lost.start(T0)  # no route: refused
-    for end in ("replies", "timer"):
-        f = rig(FederatedDiscovery, "RELAYED")
-        assert isinstance(f.machine, FederatedDiscovery)
-        if end == "timer":
-            f.machine.handle_timer(T0 + 1000)
-        for source, txid in list(f.machine.pending) if end == "replies" else ():
-            f.machine.receive(source, replace(EXAMPLE[M.DISCOVER_REPLY], transaction_id=txid),
-                              T0 + 1)
-    rig(FederatedDiscovery, "DONE")
-    for cls in (DiscoveryResponder, EchoResponder):
-        rig(cls, "READY").feed(replace(EXAMPLE[M.DISCOVER if cls is DiscoveryResponder
-                                               else M.ECHO_REQUEST], transaction_id=3))
-
-    def over(_source: object = None) -> Callable[[], None]:
-        def spend() -> None:
-            raise ProtocolError(ErrorCode.QUERY_TOO_LARGE, "over budget")
-        return spend
-
-    core = _core(tmp_path)
-    core.register(make_record(30, "alice", "a.example"), 600, T0)
-    busy = DiscoveryResponder(Outbox(), core, budget=over)
-    costly = Discover(transaction_id=4, query=DiscoveryQuery(intent="forecast"),
-                      scope=Scope.FEDERATED, max_results=5)
-    busy.receive("agent", costly, T0)
-    ctx = DiscoveryContext(core, core.remote, SummaryTable(ME), TransactionIds(),
-                           lambda _g: None, lambda _h, _s, _t: None, lambda _h: None,
-                           lambda _p, _d: True, budget=over)
-    FederatedDiscovery(busy.outbox, ctx, "agent", costly, None).start(T0)
-    assert [m.status for _, m in busy.outbox.messages] == [ErrorCode.QUERY_TOO_LARGE] * 2
-    assert table_rows >= every_row(RouteRelay, TraceRelay, FederatedDiscovery,
-                                   DiscoveryResponder, EchoResponder)

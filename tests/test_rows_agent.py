@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Rows
-from row_cases import ME, RowCases, wire
+from row_cases import ME, RowCases, row_tests, wire
 
 from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteRequest
 from dmscproto.codec.registry import ErrorCode, MessageType, timer
@@ -159,12 +158,4 @@ def _declare_lost(state: LivenessState, tmp_path: Path) -> None:
     assert watch_of(c).state is LS.LOST and watch_of(c).get_timer() is None
 
 
-@pytest.mark.parametrize("cases", [REQUESTER, WATCH], ids=["requester", "watch"])
-def test_every_row_has_a_case(cases: RowCases) -> None:
-    cases.check_complete()
-
-
-@pytest.mark.parametrize("row", [*REQUESTER.params(), *WATCH.params()])
-def test_row(row: object, table_rows: Rows, tmp_path: Path) -> None:
-    cases = REQUESTER if row[0] is Requester else WATCH  # type: ignore[index]
-    cases.run(row, table_rows, tmp_path)  # type: ignore[arg-type]
+test_row, test_every_row_has_a_case = row_tests(REQUESTER, WATCH)

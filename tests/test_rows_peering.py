@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Rows
-from row_cases import RowCases, wire
+from row_cases import RowCases, row_tests, wire
 
 from dmscproto.codec.messages import (
     Certificate,
@@ -459,10 +458,4 @@ def _close_unexpected(state: PeerState, tmp_path: Path) -> None:
     p.closed(ErrorCode.UNEXPECTED_MESSAGE, by_peer=False, peer=_opened_by(state))
 
 
-@pytest.mark.parametrize("row", CASES.params())
-def test_row(row: object, table_rows: Rows, tmp_path: Path) -> None:
-    CASES.run(row, table_rows, tmp_path)  # type: ignore[arg-type]
-
-
-def test_every_row_has_a_case() -> None:
-    CASES.check_complete()
+test_row, test_every_row_has_a_case = row_tests(CASES)

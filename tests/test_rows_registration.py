@@ -7,9 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from conftest import Rows
-from row_cases import ME, RowCases, wire
+from row_cases import ME, RowCases, row_tests, wire
 
 from dmscproto.codec.messages import (
     Deregister,
@@ -352,13 +350,4 @@ def _expire(state: GatewayState, tmp_path: Path) -> None:
     assert gw.state is GS.UNREGISTERED and gw.g.get_timer() is None
 
 
-@pytest.mark.parametrize("cases", [AGENT, GATEWAY], ids=["agent", "gateway"])
-def test_every_row_has_a_case(cases: RowCases) -> None:
-    cases.check_complete()
-
-
-@pytest.mark.parametrize("row", [*AGENT.params(), *GATEWAY.params()])
-def test_row(row: object, table_rows: Rows, tmp_path: Path) -> None:
-    cases = AGENT if row[0] is AgentRegistration else GATEWAY  # type: ignore[index]
-    cases.run(row, table_rows, tmp_path)  # type: ignore[arg-type]
-
+test_row, test_every_row_has_a_case = row_tests(AGENT, GATEWAY)

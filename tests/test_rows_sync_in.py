@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from conftest import Rows
-from row_cases import PEER, RowCases, SyncRig, sync_rig
+from row_cases import PEER, RowCases, SyncRig, row_tests, sync_rig
 
 from dmscproto.codec.cose import SignedRecord
 from dmscproto.codec.digest import ROOT, DigestTree, summarize
@@ -358,10 +356,4 @@ def _abandon(state: InState, tmp_path: Path) -> None:
     assert at.asks() == [] and at.inc.state is N.READY
 
 
-@pytest.mark.parametrize("row", CASES.params())
-def test_row(row: object, table_rows: Rows, tmp_path: Path) -> None:
-    CASES.run(row, table_rows, tmp_path)  # type: ignore[arg-type]
-
-
-def test_every_row_has_a_case() -> None:
-    CASES.check_complete()
+test_row, test_every_row_has_a_case = row_tests(CASES)

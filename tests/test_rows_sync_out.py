@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Rows
-from row_cases import ME, RowCases, SyncRig, sync_rig
+from row_cases import ME, RowCases, SyncRig, row_tests, sync_rig
 
 from dmscproto.codec.changes import TableChanges
 from dmscproto.codec.digest import ROOT, summarize
@@ -236,10 +235,4 @@ def _send_slice(state: OutState, tmp_path: Path) -> None:
     assert r.sync.out.state is Out.READY
 
 
-@pytest.mark.parametrize("row", CASES.params())
-def test_row(row: object, table_rows: Rows, tmp_path: Path) -> None:
-    CASES.run(row, table_rows, tmp_path)  # type: ignore[arg-type]
-
-
-def test_every_row_has_a_case() -> None:
-    CASES.check_complete()
+test_row, test_every_row_has_a_case = row_tests(CASES)

@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-from conftest import Rows, every_row
 from transport_support import echo, fast_retransmission, reply_to, run
 
 from dmscproto.codec.messages import Error, Keepalive, Message, RouteReply
@@ -30,7 +29,6 @@ from dmscproto.transport.reliability_events import (
     RequestReceived,
     ResponseReceived,
 )
-from dmscproto.transport.transactions import DuplicateEntry, Retransmission
 from interop.relay import Impairment, Relay
 
 EX = examples()
@@ -271,53 +269,6 @@ def test_malformed_answer_fails_the_request() -> None:
     failed = [e for e in events(r) if isinstance(e, RequestAbandoned)]
     assert len(failed) == 1 and failed[0].code is ErrorCode.TRUNCATED
     assert r.outstanding() == 0 and r.datagrams_to_send() == []
-
-
-def test_every_row_of_the_reliability_tables_runs(table_rows: Rows) -> None:
-    """The scenarios below step each machine of the reliability layer through every row
-    of its table (draft-dmsc-state-machines-00, "Datagram Reliability")."""
-    r = Reliability(retransmit_initial=1, retransmit_max=1, retransmit_limit=1)
-
-    def answer(txid: int, cut: int = 0) -> bytes:
-        data = encode(replace(reply_to(echo(1)), transaction_id=txid))
-        return data[:-cut] if cut else data
-
-    def sent(timeout: float | None = 10, peer: tuple[str, int] = A) -> int:
-        return r.send_request(peer, echo(1), 0.0, timeout)
-
-    # requester: answered, answered malformed, cancelled, peer gone, timed out; each
-    # while retransmitting (WAITING) and after the last retransmission (LAST_WAIT)
-    for last in (False, True):
-        waiting = {what: sent() for what in ("answer", "bad", "cancel", "timer")}
-        sent(peer=B)
-        if last:
-            r.handle_timer(1.0)  # retransmits
-            r.handle_timer(2.0)  # RETRANSMIT_LIMIT reached: LAST_WAIT
-        r.receive(A, answer(waiting["answer"]), 3.0)
-        r.receive(A, answer(waiting["bad"], cut=2), 3.0)
-        r.cancel(A, waiting["cancel"])
-        r.forget_peer(B, "gone")
-        r.handle_timer(10.0)
-        assert r.outstanding() == 0
-    sent(timeout=math.inf)
-    r.handle_timer(1.0)
-    r.handle_timer(2.0)  # no transaction time: abandoned after the last timeout
-    assert r.outstanding() == 0
-    # responder: repeat and reuse while processing and once answered, answers for
-    # requests held or not, expiry, a malformed request, a full cache and an eviction
-    r = Reliability(max_cache_entries=2)
-    r.receive(A, encode(echo(1, txid=1)), 0.0)
-    for _held in ("PROCESSING", "ANSWERED"):
-        r.receive(A, encode(echo(1, txid=1)), 0.0)
-        r.receive(A, encode(echo(2, txid=1)), 0.0)
-        r.respond(A, echo(1, txid=1), reply_to(echo(1)), 0.0)
-    r.respond(B, echo(1, txid=9), reply_to(echo(1)), 0.0)
-    r.handle_timer(timer("DUPLICATE_CACHE_TIME"))
-    r.receive(A, encode(echo(1, txid=2))[:-3], 1.0)
-    r.receive(A, encode(echo(1, txid=3)), 1.0)
-    r.receive(A, encode(echo(1, txid=4)), 1.0)  # evicts the answer to 2
-    r.receive(A, encode(echo(1, txid=5)), 1.0)  # 3 and 4 unanswered: full
-    assert table_rows == every_row(Retransmission, DuplicateEntry)
 
 
 def test_one_way_messages_are_delivered_not_answered() -> None:
