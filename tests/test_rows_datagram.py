@@ -229,12 +229,19 @@ def _keep_answer(state: DuplicateState, tmp_path: Path) -> None:
 
 @RECEIVED.row((DS.NEW, DS.ANSWERED), DI.RESPOND)
 def _send_answer(state: DuplicateState, tmp_path: Path) -> None:
-    """An answer to a request not held, or again: sent, nothing more kept."""
+    """An answer to a request not held, or again: sent, not kept (a repeat still gets
+    the answer kept first, which expires when it did)."""
     r = responder(state)
     before = r.cached_answers()
     r.respond(A, echo(1, txid=TXID), reply_to(echo(2)), 0.5)
     assert answers(r) == [replace(reply_to(echo(2)), transaction_id=TXID)]
     assert r.cached_answers() == before
+    if state is DS.NEW:
+        assert r.get_timer() is None
+        return
+    assert r.get_timer() == KEEP
+    r.receive(A, request(), 1.0)
+    assert answers(r) == [replace(reply_to(echo(1)), transaction_id=TXID)]
 
 
 @RECEIVED.row((DS.PROCESSING, DS.ANSWERED), DI.REUSED)
