@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from aioquic import tls
 from aioquic.quic import events
-from aioquic.quic.packet import QuicErrorCode
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import QuicErrorCode, QuicPacketType
+from aioquic.quic.packet_builder import QuicPacketBuilder
 from cryptography.hazmat.primitives.serialization import Encoding
 from test_transport_acks import Pair
 from transport_support import Pki
@@ -102,3 +104,37 @@ def test_a_quiet_receipt_needs_no_transmit_but_a_ping_or_a_loss_does(pki: Pki) -
     assert pair.server.transmit_due(pair.now)
     assert pair.flight(pair.server, pair.client) == 1
     assert not pair.server.transmit_due(pair.now)  # the transmit took care of it
+
+
+def test_a_pass_builds_no_empty_packet_after_one_with_room(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aioquic starts a 1-RTT packet after each until one is empty; an established
+    connection starts another only when the last is full: one packet for a small answer,
+    and a large one still goes whole, over as many packets as it takes."""
+    started: list[QuicPacketType] = []
+    start = QuicPacketBuilder.start_packet
+
+    def counted(builder: QuicPacketBuilder, packet_type: QuicPacketType,
+                crypto: CryptoPair) -> None:
+        started.append(packet_type)
+        start(builder, packet_type, crypto)
+
+    monkeypatch.setattr(QuicPacketBuilder, "start_packet", counted)
+    pair = Pair(pki)
+    small, large = pair.request(), pair.request()
+    pair.flight(pair.client, pair.server)
+    pair.server.send_stream_data(small, b"answer", end_stream=True)
+    started.clear()
+    assert pair.flight(pair.server, pair.client) == 1
+    assert started == [QuicPacketType.ONE_RTT]  # not a second, empty one
+    answer = bytes(range(256)) * 80  # 20,480 octets: about 18 full packets
+    pair.server.send_stream_data(large, answer, end_stream=True)
+    received = b""
+    for _ in range(20):
+        pair.flight(pair.server, pair.client)
+        pair.flight(pair.client, pair.server)
+        received += b"".join(e.data for e in iter(pair.client.next_event, None)
+                             if isinstance(e, events.StreamDataReceived)
+                             and e.stream_id == large)
+        pair.tick(0.01)
+    assert received == answer

@@ -39,12 +39,17 @@ an answer: PING, PATH_CHALLENGE, connection IDs, flow control), the ACKs declare
 packet lost (its data is retransmitted at once, as aioquic does) and came when the
 congestion window was not full (they may let queued data go), the path did not
 change, and no ACK is due now.
+
+And once the handshake is confirmed, a pass builds no 1-RTT packet after one that has
+room left (:func:`_start_packet`): aioquic's writer starts packets until one comes
+out empty, so each pass of a transaction's few hundred octets built an empty second one.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from types import MethodType
 from typing import Any, TypeVar, cast
 
 from aioquic import tls
@@ -54,9 +59,15 @@ from aioquic.quic.connection import (
     NetworkAddress,
     QuicConnection,
     QuicConnectionState,
+    QuicNetworkPath,
 )
 from aioquic.quic.crypto import CryptoPair
-from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.packet import QuicPacketType
+from aioquic.quic.packet_builder import (
+    QuicPacketBuilder,
+    QuicPacketBuilderStop,
+    QuicSentPacket,
+)
 from aioquic.quic.recovery import QuicPacketRecovery
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
@@ -99,6 +110,24 @@ class _FrameHandlers:
             self.loud = True
         handler, epochs = self._table[frame_type]
         return handler.__get__(self._conn), epochs
+
+
+#: Room (octets) left in a 1-RTT packet that shows everything pending went into it: a
+#: STREAM frame that does not fit is cut to fill the packet, and any other frame that
+#: does not fit ends aioquic's pass; the largest frame header is 25 octets.
+_ROOM = 64
+
+
+def _start_packet(builder: QuicPacketBuilder, packet_type: QuicPacketType,
+                  crypto: CryptoPair) -> None:
+    """aioquic's ``start_packet`` while an established connection writes its 1-RTT
+    packets: another packet is started only when the one built so far is full (see
+    :data:`_ROOM`); otherwise the pass ends there, as it would after building an empty
+    one (module docstring)."""
+    if (builder._packet is not None and not builder.packet_is_empty
+            and builder.remaining_flight_space >= _ROOM):
+        raise QuicPacketBuilderStop
+    QuicPacketBuilder.start_packet(builder, packet_type, crypto)
 
 
 class _Recovery(QuicPacketRecovery):
@@ -215,6 +244,12 @@ class LeanQuicConnection(QuicConnection):
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         self._frames.loud = False
         return super().datagrams_to_send(now)
+
+    def _write_application(self, builder: QuicPacketBuilder, network_path: QuicNetworkPath,
+                           now: float) -> None:
+        if self._handshake_confirmed:  # no Initial or Handshake packet in this pass
+            builder.start_packet = MethodType(_start_packet, builder)  # type: ignore[method-assign]
+        super()._write_application(builder, network_path, now)
 
     def _replenish_connection_ids(self) -> None:
         limit = self._remote_active_connection_id_limit
