@@ -78,6 +78,8 @@ class DelayedAckConnection(QuicConnection):
                 or space.largest_received_packet - largest != self._received_1rtt):
             space.ack_at = now
         self._ack_at_once = False
+        if self._handshake_confirmed:  # the Initial and Handshake spaces are discarded
+            return
         for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
             other = self._spaces.get(epoch)
             if other is not None and other.ack_at is not None and other.ack_at > now:
