@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
@@ -20,6 +20,8 @@ from dmscproto.protocol.machine import Handle
 from dmscproto.security.ca import Kind
 from dmscproto.testing.examples import examples
 from dmscproto.transport.driver import Driver
+from dmscproto.transport.peer import PeerInfo as AnyPeer
+from dmscproto.transport.peer import dispatch
 from dmscproto.transport.quic import DmscConnection, PeerInfo, connect, serve
 from dmscproto.transport.tls import TlsIdentity
 
@@ -237,3 +239,36 @@ def test_a_pump_stops_a_transaction_at_its_own_transaction_time(pki: Pki) -> Non
             near.close()
             server.close()
     asyncio.run(asyncio.wait_for(scenario(), 15))
+
+
+def test_a_pump_answer_reaches_the_transport_in_the_call_that_gives_it() -> None:
+    """A relayed answer is handed to the transport in the call that gives it (the
+    pump's Answer), not a loop turn later through a future's done callback."""
+
+    class Far:
+        def __init__(self) -> None:
+            self.started: list[tuple[Message, Callable[[Message | Exception], None]]] = []
+
+        def start_request(self, msg: Message, done: Callable[[Message | Exception], None],
+                          timeout: float | None = None) -> int:
+            self.started.append((msg, done))
+            return len(self.started)
+
+        def stop_request(self, key: int, code: object = None) -> None:
+            pass
+
+    async def scenario() -> None:
+        relay, far = _Relay(), Far()
+        pump = Pump(relay)
+        relay.far = Association(far, None)  # type: ignore[arg-type]
+        heard: list[object] = []
+        dispatch(lambda msg, _peer: pump.deliver("near", msg), echo(1, 7, b"abc"),
+                 AnyPeer(None, None, None, None), heard.append, set())
+        [(sent, done)] = far.started
+        assert heard == []
+        done(EchoReply(transaction_id=sent.transaction_id, sequence=1, timestamp=0,
+                       gateway_id=bytes(16), payload=b"cba"))
+        assert [(type(h), getattr(h, "transaction_id", None)) for h in heard] == [
+            (EchoReply, 7)]
+        await pump.close()
+    asyncio.run(scenario())

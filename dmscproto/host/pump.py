@@ -21,7 +21,8 @@ In aioquic's style the machine decides and this module only moves messages and t
   fires; events (``machine.next_event()``) are handed to ``on_event`` in order.
 
 Nothing here runs a task or a timer per transaction: a request is answered through the
-future :meth:`Pump.deliver` returns (the transports send it when it is done), and a
+:class:`~dmscproto.transport.peer.Answer` :meth:`Pump.deliver` returns (its transport
+sends the answer in the call that gives it, not a loop turn later), and a
 transaction the machine starts reports back through the transport's ``start_request``
 callback.  The machines' own timers are the transaction timers (Section 8): the pump
 only stops a transport transaction when its transaction time has passed
@@ -57,6 +58,7 @@ from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
 from ..transport.contract import Connection, transaction_time_of
 from ..transport.driver import Driver, end_of_turn
+from ..transport.peer import Answer
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class Association:
 @dataclass(slots=True)
 class _Waiting:
     request_type: MessageType
-    future: asyncio.Future[Message | None]
+    future: Answer
 
 
 def _failure(msg: Message, exc: Exception) -> Error:
@@ -180,11 +182,11 @@ class Pump:
         self._closed = False
 
     # --- input -----------------------------------------------------------------------
-    def deliver(self, source: Handle, msg: Message) -> asyncio.Future[Message | None]:
-        """A message received from ``source``: a future of the machine's answer to a
+    def deliver(self, source: Handle, msg: Message) -> Answer:
+        """A message received from ``source``: the future of the machine's answer to a
         request, done with None at once for anything else.  A transport sends the
-        answer when the future is done (cancelling it gives up on the answer)."""
-        future: asyncio.Future[Message | None] = self._loop.create_future()
+        answer when it is given (cancelling the future gives up on it)."""
+        future = Answer(self._loop)
         if msg.TYPE not in ANSWER_TO:
             self.feed(source, msg)
             future.set_result(None)
@@ -201,8 +203,7 @@ class Pump:
         self._turns.turn(source, functools.partial(self._admit, key, msg, future))
         return future
 
-    def _admit(self, key: tuple[Handle, int], msg: Message,
-               future: asyncio.Future[Message | None]) -> bool:
+    def _admit(self, key: tuple[Handle, int], msg: Message, future: Answer) -> bool:
         if future.done():  # the transport gave up on it (its connection closed)
             self._waiting.pop(key, None)
             return False
@@ -260,7 +261,7 @@ class Pump:
                                     or msg.TYPE is ANSWER_TO[waiting.request_type]):
             del self._waiting[(dest, msg.transaction_id)]
             if not waiting.future.done():
-                waiting.future.set_result(msg)
+                waiting.future.give(msg)  # the transport sends it in this call
             return
         if not isinstance(dest, Association):
             log.error("cannot send %s to %r: not an association", msg.TYPE.name, dest)

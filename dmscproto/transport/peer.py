@@ -39,14 +39,40 @@ Handler = Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Message | None]]
 Outcome = Message | None | BaseException
 
 
+class Answer(asyncio.Future[Message | None]):
+    """The answer to a request that a handler gives later (a protocol machine's pump
+    does), an asyncio future whose transport is told of it in the call that gives it
+    (:meth:`give`), not a loop turn later through a done callback: a gateway's relayed
+    answer leaves with what that call sends.  Awaitable and cancellable as any future
+    (awaiting it is the usual done callback)."""
+
+    __slots__ = ("taker",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        #: Told when the answer is given or the future cancelled (:func:`dispatch`).
+        self.taker: Callable[[Answer], None] | None = None
+
+    def give(self, answer: Message | None) -> None:
+        self.set_result(answer)
+        if self.taker is not None:
+            self.taker(self)
+
+    def cancel(self, msg: Any = None) -> bool:
+        cancelled = super().cancel(msg)
+        if cancelled and self.taker is not None:
+            self.taker(self)
+        return cancelled
+
+
 def dispatch(handler: Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Message | None]],
              msg: Message, peer: PeerInfo[ConnectionT], answered: Callable[[Outcome], None],
              running: set[asyncio.Future[Any]]) -> None:
     """Run ``handler`` on ``msg`` and give ``answered`` its outcome.  A handler that
     returns an asyncio future (a protocol machine's pump does) is answered when the
-    future is done, at once if it is, without a task; a coroutine runs as a task.  Both
-    stay in ``running`` until done, so that a closing connection can cancel them (a
-    cancelled one is not answered)."""
+    future is done, at once if it is, without a task (an :class:`Answer` in the call
+    that gives it); a coroutine runs as a task.  Both stay in ``running`` until done,
+    so that a closing connection can cancel them (a cancelled one is not answered)."""
     try:
         pending = handler(msg, peer)
     except Exception as exc:
@@ -57,7 +83,11 @@ def dispatch(handler: Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Messa
         _settled(answered, running, future)
         return
     running.add(future)
-    future.add_done_callback(functools.partial(_settled, answered, running))
+    settled = functools.partial(_settled, answered, running)
+    if isinstance(future, Answer):
+        future.taker = settled
+    else:
+        future.add_done_callback(settled)
 
 
 def _settled(answered: Callable[[Outcome], None], running: set[asyncio.Future[Any]],
