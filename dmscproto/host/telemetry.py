@@ -64,6 +64,10 @@ _WHAT = {MessageType.ROUTE_REQUEST: "routed call", MessageType.TRACE_REQUEST: "t
          MessageType.DISCOVER: "discovery"}
 
 
+#: What ``getattr`` gives for a module global the API does not have.
+_UNREAD = object()
+
+
 def _global_provider() -> TracerProvider | None:
     """OpenTelemetry's global provider once one is set (None before: the API's proxy).
     It is set at most once; ``get_tracer_provider()`` looks up an environment variable
@@ -75,9 +79,6 @@ def _global_provider() -> TracerProvider | None:
         tp = otel.get_tracer_provider()
     return None if tp is None or isinstance(tp, otel.ProxyTracerProvider) else \
         cast("TracerProvider", tp)
-
-
-_UNREAD = object()
 
 
 class _Recorder:
