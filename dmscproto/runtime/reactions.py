@@ -26,6 +26,7 @@ from ..protocol.events import (
     SessionClosed,
     SessionEstablished,
     TableChanged,
+    TransactionEnded,
 )
 from ..protocol.machine import Handle
 from ..protocol.peering import HELD_AFTER
@@ -87,6 +88,10 @@ class Reactions:
             self.observer.sent(dest, msg)
 
     def _on_event(self, event: object) -> None:
+        if type(event) is TransactionEnded:  # every relayed call's: nothing to do here
+            if self.observer.event is not None:
+                self.observer.event(event)
+            return
         if self.metrics is not None:
             self.metrics.event(event)
         if isinstance(event, SessionEstablished | SessionClosed):
