@@ -102,7 +102,7 @@ class Driver:
     (a protocol machine's), else the loop's."""
 
     __slots__ = ("_after", "_at", "_handle", "_lazy", "_loop", "_offset", "_stopped",
-                 "target")
+                 "_turn", "target")
 
     def __init__(self, target: Timed, after: Callable[[], None] | None = None, *,
                  epoch: bool = False, lazy: bool = False,
@@ -115,6 +115,9 @@ class Driver:
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
         self._stopped = False
+        #: The loop's EndOfTurn, looked up once (a pump's arm_soon() runs on every flush,
+        #: several times a routed call).
+        self._turn = end_of_turn(self._loop)
 
     def now(self) -> float:
         """The object's time (module docstring)."""
@@ -140,7 +143,7 @@ class Driver:
 
     def arm_soon(self) -> None:
         """:meth:`arm` once, at the end of this event-loop turn."""
-        end_of_turn(self._loop).add(self.arm)
+        self._turn.add(self.arm)
 
     def _fire(self) -> None:
         at = self._at or 0.0
