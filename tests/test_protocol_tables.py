@@ -55,7 +55,8 @@ from dmscproto.protocol.routing import Outbound, RouteRelay
 from dmscproto.protocol.summary import SummaryTable
 from dmscproto.protocol.sync import SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
-from dmscproto.protocol.sync_out import Start, SyncOut, TableSent
+from dmscproto.protocol.sync_out import SyncOut
+from dmscproto.protocol.sync_out_inputs import Start, TableSent
 from dmscproto.testing.examples import by_type, examples
 from dmscproto.testing.harness import T0, make_record
 from dmscproto.transport.transactions import MACHINES as DATAGRAM_MACHINES

@@ -36,7 +36,8 @@ from .ports import ExportFilter, SyncLink, SyncTable
 from .registration import RecordVerifier
 from .sync_in import SyncIn
 from .sync_in_inputs import Purged
-from .sync_out import Changed, Start, SyncOut, TableSent
+from .sync_out import SyncOut
+from .sync_out_inputs import Changed, Start, TableSent
 
 
 @dataclass

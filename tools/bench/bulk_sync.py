@@ -78,7 +78,8 @@ from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.gateway.store import RegistryStore, StoredRecord
 from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.sync import PeerSync, SyncPeer
-from dmscproto.protocol.sync_out import DigestDue, Start, SyncOut, TableSent
+from dmscproto.protocol.sync_out import SyncOut
+from dmscproto.protocol.sync_out_inputs import DigestDue, Start, TableSent
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.proof import check_signature
