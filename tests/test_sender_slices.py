@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from dmscproto.codec.messages import Digest, Message, Summary, Update
-from dmscproto.codec.registry import timer
+from dmscproto.codec.changes import TableChanges
+from dmscproto.codec.messages import Digest, Message, Summary, SyncRequest, Update
+from dmscproto.codec.registry import ErrorCode, timer
 from dmscproto.codec.values import CapabilityRecord, Skill
+from dmscproto.codec.wire import VersionedId
 from dmscproto.gateway import drops
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.restart import RestartGrace
@@ -23,6 +25,7 @@ from dmscproto.protocol.machine import Outbox, TransactionIds, slice_of
 from dmscproto.protocol.shown import ShownTerms
 from dmscproto.protocol.summary import Replication
 from dmscproto.protocol.sync import PeerSync, SyncPeer
+from dmscproto.protocol.sync_out_inputs import DigestDue, Start
 from dmscproto.testing.harness import T0, Network, make_record
 
 PEER = bytes([0x01]) * 16
@@ -61,6 +64,44 @@ def test_bulk_table_filled_in_slices(core: GatewayCore) -> None:
     update, digest = msgs
     assert isinstance(update, Update) and isinstance(digest, Digest) and steps >= 3
     assert {a.record.record.agent_id for a in update.advertise} == set(core.agent_ids())
+
+
+def test_sync_request_answered_in_slices(core: GatewayCore) -> None:
+    """The UPDATE answering a SYNC_REQUEST is filled a slice at a time: it carries every
+    record asked for, in order, under the request's transaction id; a change queued
+    meanwhile goes after it, and a DIGEST sent meanwhile does not cover its records."""
+    msgs: list[Message] = []
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "a.example",
+                                             lambda m, _t: msgs.append(m)),
+                    TransactionIds(), lambda _h, _s, _t: None)
+    asked = sorted(core.agent_ids())
+    gone = asked[0]
+    sync.out.tree.discard(gone)  # as if the bulk transfer had not sent it
+    sync.out.slice_clock, sync.out.work_slice = sliced(), 2.5
+    sync.out.run(Start(), T0)
+    while sync.get_timer() == T0:
+        sync.handle_timer(T0)
+    del msgs[:]
+    sync.out.tree.discard(gone)
+    sync.receive(SyncRequest(transaction_id=77, agent_ids=(tuple(asked),)), T0)
+    assert msgs == []  # one slice looked at some of the records asked for
+    told = sync.out.tree.get(asked[-1])
+    assert told is not None and core.deregister(asked[-1], T0 + 1) is ErrorCode.SUCCESS
+    sync.announce(TableChanges(withdrawn=(VersionedId(asked[-1], told),)), T0 + 1)
+    sync.out.run(DigestDue(), T0 + 1)
+    assert [type(m) for m in msgs] == [Digest]
+    assert sync.out.tree.get(gone) is None and msgs[0].summary.count == len(asked) - 1
+    steps = 1
+    while sync.get_timer() == T0 + 1:
+        sync.handle_timer(T0 + 1)
+        steps += 1
+    _, answer, withdraw = msgs
+    assert isinstance(answer, Update) and isinstance(withdraw, Update) and steps >= 2
+    assert answer.transaction_id == 77
+    # the last record asked for was gone when the answer came to it
+    assert [a.record.record.agent_id for a in answer.advertise] == asked[:-1]
+    assert [w.agent_id for w in withdraw.withdraw] == [asked[-1]]
+    assert sync.out.tree.get(gone) is not None
 
 
 def test_ended_session_memory_freed_in_slices(core: GatewayCore) -> None:

@@ -474,8 +474,9 @@ LIMITS: tuple[Limit, ...] = (
           "passed and lets other work run (the rest follows in further slices)"),
     Limit("WORK_SLICE", 0.002, "s",
           "longest a gateway spends in one step on work over many records (filling the "
-          "UPDATEs of a table it sends, counting what a summary covers, dropping the "
-          "routes of a closed session) before it lets other work run"),
+          "UPDATEs of a table it sends or of an answer to SYNC_REQUEST, counting what a "
+          "summary covers, dropping the routes of a closed session) before it lets other "
+          "work run"),
     Limit("PEER_LIMIT_HOLD", 60, "s",
           "how long a gateway neither accepts (ERROR with RETRY_AFTER to its OPEN) nor dials "
           "a peer whose session closed for MAX_RECORDS_EXCEEDED or PATH_TOO_LONG"),

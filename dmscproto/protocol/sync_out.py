@@ -11,12 +11,14 @@ apart, WITHDRAW and PURGE go at once, at most SYNC_WINDOW UPDATEs are unacknowle
 and every message fits the transport's PDU limit.  UPDATEs are built in slices of at
 most WORK_SLICE (records not decoded since a restart cost a decode each): where a slice
 ends, the UPDATE being filled waits, and is filled on and sent in the next slice, after
-the gateway's other work.
+the gateway's other work.  So are the answers to SYNC_REQUESTs, each sent before any
+other UPDATE, and taken into the session's memory only once sent.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from ..codec.digest import DigestTree, valid
@@ -72,6 +74,21 @@ class _Sent:
         self.path, self.at = path, at
 
 
+class _Answer:
+    """The UPDATE answering a SYNC_REQUEST, filled a slice at a time: the Agent IDs asked
+    for, in order, how many were looked at, and the ADVERTISEs (and their Agent IDs)
+    that fit so far."""
+
+    __slots__ = ("ads", "ids", "looked", "room", "txid")
+
+    def __init__(self, request: SyncRequest, room: int) -> None:
+        self.txid = request.transaction_id
+        self.ids = [a for run in request.agent_ids for a in run]
+        self.looked = 0
+        self.room = room
+        self.ads: list[tuple[bytes, Advertisement]] = []
+
+
 _O, _OI, _OA = OutState, OutInput, OutAction
 _SENDING = (_O.BULK, _O.READY)
 
@@ -124,6 +141,8 @@ class SyncOut(TypedMachine):
         #: Records whose next ADVERTISE waits for MIN_ADVERTISEMENT_INTERVAL.
         self._held: list[tuple[float, bytes]] = []
         self._bulk: list[bytes] = []
+        #: Answers to SYNC_REQUESTs, in the order asked, the first being filled.
+        self._answers: deque[_Answer] = deque()
         #: The clock that ends a slice of UPDATE building after ``work_slice`` seconds
         #: (None: no slices), the UPDATE a slice left unfinished, and when to go on.
         self.slice_clock = slice_clock
@@ -253,10 +272,19 @@ class SyncOut(TypedMachine):
         return True
 
     def _flush(self, now: float) -> None:
-        """Send UPDATEs while the window is open and there is something to send, until
-        the slice's time is up (then the slice timer goes on later)."""
+        """Send the answers to SYNC_REQUESTs, then UPDATEs while the window is open and
+        there is something to send, until the slice's time is up (then the slice timer
+        goes on later)."""
         more = slice_of(self.slice_clock, self.work_slice)
         self._slice_at = None
+        while self._answers:
+            if not self._fill_answer(self._answers[0], more):
+                self._slice_at = now
+                return
+            self._send_answer(self._answers.popleft(), now)
+            if not more() and (self._answers or self._dirty or self._bulk or self._pdu):
+                self._slice_at = now
+                return
         while self.in_flight < SYNC_WINDOW and (self._dirty or self._bulk or self._pdu):
             pdu = self._pdu or PduSpace(update_budget(self.link.pdu_limit), [], [], [])
             self._pdu = None
@@ -268,9 +296,40 @@ class SyncOut(TypedMachine):
                 self._slice_at = now
                 return
 
+    def _fill_answer(self, answer: _Answer, more: Callable[[], bool]) -> bool:
+        """Fill ``answer`` with the ADVERTISE of each record asked for that is exported to
+        the peer, in order, as many as fit (a record larger than any UPDATE of the session
+        is left out); True when it is complete, False when ``more()`` ended the slice
+        first (at least one record was looked at)."""
+        ids = answer.ids
+        while answer.looked < len(ids):
+            aid = ids[answer.looked]
+            ad = self.table.advertisement(aid, self.link.gateway_id, self.link.allow)
+            if ad is not None:
+                size = ad_size(ad)
+                if size <= answer.room:
+                    answer.ads.append((aid, ad))
+                    answer.room -= size
+                elif answer.ads:
+                    return True
+            answer.looked += 1
+            if not more():
+                return answer.looked == len(ids)
+        return True
+
+    def _send_answer(self, answer: _Answer, now: float) -> None:
+        """Send a filled answer; only now is the peer told what it holds (the DIGESTs sent
+        while it was filled did not cover it)."""
+        for aid, ad in answer.ads:
+            self.tree.put(aid, ad.version)
+            self._sent[aid] = _Sent(ad.path[:-1], now)
+        self._send_sequenced(Update(transaction_id=answer.txid, sequence=self.next_seq,
+                                    advertise=tuple(ad for _aid, ad in answer.ads)), now)
+
     def shed(self, more: Callable[[], bool]) -> bool:
         """Free what the session remembered, after it ended, a part at a time (one at
         least) until ``more()`` says no; whether all is freed."""
+        self._answers.clear()
         sent = self._sent
         while sent:
             for _ in range(min(len(sent), 64)):
@@ -321,24 +380,8 @@ class SyncOut(TypedMachine):
                             MessageType.SYNC_ACK)
 
     def _answer_records(self, now: float, inp: RecordsAsked) -> None:
-        req = inp.request
-        pdu = PduSpace(update_budget(self.link.pdu_limit), [], [], [])
-        for aid in (a for run in req.agent_ids for a in run):
-            ad = self.table.advertisement(aid, self.link.gateway_id, self.link.allow)
-            if ad is None:
-                continue
-            size = ad_size(ad)
-            if size > pdu.room:
-                if pdu.advertise:
-                    break
-                continue  # larger than any PDU of this session: never sent
-            pdu.advertise.append(ad)
-            pdu.room -= size
-            self.tree.put(aid, ad.version)
-            self._sent[aid] = _Sent(ad.path[:-1], now)
-        self._send_sequenced(Update(transaction_id=req.transaction_id,
-                                    sequence=self.next_seq,
-                                    advertise=tuple(pdu.advertise)), now)
+        self._answers.append(_Answer(inp.request, update_budget(self.link.pdu_limit)))
+        self._flush(now)
 
     def _answer_node(self, now: float, inp: NodeAsked) -> None:
         node = inp.request.node

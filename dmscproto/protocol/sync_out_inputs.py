@@ -38,13 +38,15 @@ class OutAction(Enum):
     OPEN_WINDOW = "note what the peer applied; send what the window now allows"
     REFUSE_ACK = "close the session (NOTIFY INVALID_TLV_VALUE)"
     ANSWER_RECORDS = ("answer UPDATE: ADVERTISE of each requested record exported to the "
-                      "peer, in order, as many as fit")
+                      "peer, in order, as many as fit, filled a slice at a time and sent "
+                      "before any other UPDATE")
     ANSWER_NODE = "answer DIGEST of the node: its entries if they fit, else its children"
     REFUSE_NODE = "answer ERROR INVALID_TLV_VALUE"
     END_TABLE = "send DIGEST of the root (end of the table); start digest timer"
     SEND_DUE = "queue the records whose interval ended; send what the window allows"
     SEND_DIGEST = "send DIGEST of the root; restart digest timer"
-    SEND_SLICE = "fill on the UPDATE where the last slice ended; send what the window allows"
+    SEND_SLICE = ("fill on the answer or UPDATE where the last slice ended; send what the "
+                  "window allows")
 
 
 @dataclass(frozen=True, slots=True)
