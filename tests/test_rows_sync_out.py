@@ -29,7 +29,8 @@ from dmscproto.codec.registry import (
 )
 from dmscproto.codec.wire import DigestNode, VersionedId
 from dmscproto.protocol.machine import ProtocolError
-from dmscproto.protocol.sync_out import OutInput, OutState, SyncOut
+from dmscproto.protocol.sync_out import SyncOut
+from dmscproto.protocol.sync_out_inputs import OutInput, OutState
 from dmscproto.testing.harness import T0, make_record
 
 Out, OI = OutState, OutInput
@@ -204,9 +205,10 @@ def _send_due_in_bulk(state: OutState, tmp_path: Path) -> None:
     name, n = ("alice", 30) if first == A else ("carol", 32)
     assert r.core.register(make_record(n, name, "a.example", version=2), 600,
                            T1).status is ErrorCode.SUCCESS
-    r.sync.announce(TableChanges(advertised=(first,)), T1)
+    r.sync.announce(TableChanges(advertised=(first,)), T1)  # left to the slice timer
+    r.sync.handle_timer(T1)  # the slice timer (due since T0): the change waits
     assert r.sent() == [] and r.sync.out.state is Out.BULK
-    r.sync.handle_timer(T0 + MIN_INTERVAL)  # the slice timer (due since T1), then this
+    r.sync.handle_timer(T0 + MIN_INTERVAL)  # the last slice of the table, then this
     table, again, digest = r.sent()
     assert sorted(advertised(table)) == sorted([(first, 1), (second, 1)])
     assert advertised(again) == [(first, 2)] and again.sequence == 1

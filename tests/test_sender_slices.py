@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dmscproto.codec.changes import TableChanges
-from dmscproto.codec.messages import Digest, Message, Summary, SyncRequest, Update
+from dmscproto.codec.messages import Digest, Message, Summary, SyncAck, SyncRequest, Update
 from dmscproto.codec.registry import ErrorCode, timer
 from dmscproto.codec.values import CapabilityRecord, Skill
 from dmscproto.codec.wire import VersionedId
@@ -66,6 +66,30 @@ def test_bulk_table_filled_in_slices(core: GatewayCore) -> None:
     assert {a.record.record.agent_id for a in update.advertise} == set(core.agent_ids())
 
 
+def test_one_slice_per_turn(core: GatewayCore) -> None:
+    """While a slice is due, a SYNC_ACK (or a change) fills nothing: the slice timer
+    does, so one turn of the loop fills at most one slice of the session."""
+    reads = [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return float(reads[0])
+
+    msgs: list[Message] = []
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "a.example",
+                                             lambda m, _t: msgs.append(m)),
+                    TransactionIds(), lambda _h, _s, _t: None, slice_clock=clock,
+                    work_slice=2.5)
+    sync.start(T0)
+    assert sync.get_timer() == T0 and msgs == []
+    before = reads[0]
+    sync.receive(SyncAck(sequence=0), T0)
+    sync.announce(TableChanges(advertised=(core.agent_ids()[0],)), T0)
+    assert reads[0] == before and msgs == []
+    sync.handle_timer(T0)
+    assert reads[0] > before
+
+
 def test_sync_request_answered_in_slices(core: GatewayCore) -> None:
     """The UPDATE answering a SYNC_REQUEST is filled a slice at a time: it carries every
     record asked for, in order, under the request's transaction id; a change queued
@@ -92,7 +116,7 @@ def test_sync_request_answered_in_slices(core: GatewayCore) -> None:
     assert [type(m) for m in msgs] == [Digest]
     assert sync.out.tree.get(gone) is None and msgs[0].summary.count == len(asked) - 1
     steps = 1
-    while sync.get_timer() == T0 + 1:
+    while (due := sync.get_timer()) is not None and due <= T0 + 1:
         sync.handle_timer(T0 + 1)
         steps += 1
     _, answer, withdraw = msgs

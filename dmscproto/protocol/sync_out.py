@@ -11,8 +11,10 @@ apart, WITHDRAW and PURGE go at once, at most SYNC_WINDOW UPDATEs are unacknowle
 and every message fits the transport's PDU limit.  UPDATEs are built in slices of at
 most WORK_SLICE (records not decoded since a restart cost a decode each): where a slice
 ends, the UPDATE being filled waits, and is filled on and sent in the next slice, after
-the gateway's other work.  So are the answers to SYNC_REQUESTs, each sent before any
-other UPDATE, and taken into the session's memory only once sent.
+the gateway's other work; until then, inputs that would send (a SYNC_ACK, a change)
+leave the sending to the slice timer, so that the session fills at most one slice per
+turn of the gateway's loop.  The answer to a SYNC_REQUEST is filled the same way, sent
+before any other UPDATE, and taken into the session's memory only once sent.
 """
 
 from __future__ import annotations
@@ -271,10 +273,14 @@ class SyncOut(TypedMachine):
                 return not self._bulk
         return True
 
-    def _flush(self, now: float) -> None:
+    def _flush(self, now: float, *, slice_due: bool = False) -> None:
         """Send the answers to SYNC_REQUESTs, then UPDATEs while the window is open and
         there is something to send, until the slice's time is up (then the slice timer
-        goes on later)."""
+        goes on later).  While a slice is due, only the slice timer works: an input
+        between two slices (a SYNC_ACK, a change) leaves the work to it, so that one
+        turn of the gateway's loop fills at most one slice per session."""
+        if self._slice_at is not None and not slice_due:
+            return
         more = slice_of(self.slice_clock, self.work_slice)
         self._slice_at = None
         while self._answers:
@@ -420,6 +426,6 @@ class SyncOut(TypedMachine):
         self._send_root(now)
 
     def _send_slice(self, now: float, inp: SliceDue) -> None:
-        self._flush(now)
+        self._flush(now, slice_due=True)
 
 
