@@ -16,10 +16,12 @@ from dmscproto.codec.signing import entity_id, sign_record, spki
 from dmscproto.codec.values import CapabilityRecord, DiscoveryQuery, ExportPolicy, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
 from dmscproto.gateway.core import GatewayCore
+from dmscproto.gateway.directory import RemoteDirectory
 from dmscproto.gateway.drops import PeerDrops
 from dmscproto.gateway.routing import DeliverLocal, Forward, Reject
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.policy import export_filter, exportable
+from dmscproto.protocol.ports import Relayed
 from dmscproto.testing.examples import example_key, weather_record
 
 ME, P1, P2, FAR = (bytes([n]) * 16 for n in (0xEE, 0x01, 0x02, 0x0F))
@@ -374,3 +376,18 @@ def test_export_filter_in_discovery_and_updates(core: GatewayCore) -> None:
     assert core.discover(q(), Scope.FEDERATED, 10, T0, allow=only_agent2) == []
     ads = core.advertisements_for(core.agent_ids(), allow=only_agent2)
     assert [ad.record.record.agent_id for ad in ads] == [agent(2)]
+
+
+def test_remote_directory_expires_from_the_front() -> None:
+    """Relayed answers and their records are forgotten in the order they expire, a record
+    kept again by a later answer only with that answer (Section 5.2.1)."""
+    one, two, peer = signed(71), signed(72), bytes([0x01]) * 16
+    d = RemoteDirectory(ttl=10)
+    d.put(b"q1", (Relayed(1, one, peer), Relayed(1, two, peer)), T0, {peer: 8})
+    d.put(b"q2", (Relayed(1, one, peer),), T0 + 5, {peer: 8})
+    d.expire(T0 + 10)
+    assert d.answers(b"q1", T0 + 10) is None and d.answers(b"q2", T0 + 10) is not None
+    assert d.get(two.record.agent_id) is None and len(d) == 1
+    assert d.get(one.record.agent_id, T0 + 14) is not None
+    d.expire(T0 + 15)
+    assert len(d) == 0 and d.answers(b"q2", T0) is None

@@ -30,11 +30,15 @@ class RemoteDirectory:
             reached: dict[bytes, int]) -> None:
         """Keep a relayed query's answers (``query_key``: the query and its limit,
         encoded), the next hops that gave them with the HOP_LIMIT each was sent, and
-        their records until ``now + ttl``."""
+        their records until ``now + ttl``.  What is kept again moves to the end, so both
+        tables stay in the order they expire (one TTL, a clock that does not go back)."""
         until = now + self.ttl
+        self._answers.pop(query_key, None)
         self._answers[query_key] = (until, answers, reached)
         for a in answers:
-            self._records[a.record.record.agent_id] = (until, a)
+            aid = a.record.record.agent_id
+            self._records.pop(aid, None)
+            self._records[aid] = (until, a)
 
     def answers(self, query_key: bytes, now: float,
                 reach: tuple[tuple[bytes, int], ...] = ()) -> tuple[Relayed, ...] | None:
@@ -55,12 +59,15 @@ class RemoteDirectory:
         return held[1]
 
     def expire(self, now: float) -> None:
-        """Forget what has outlived the TTL."""
-        self._records = {k: v for k, v in self._records.items() if v[0] > now}
-        self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
-
-    def next_expiry(self) -> float | None:
-        return min((t for t, _ in self._records.values()), default=None)
+        """Forget what has outlived the TTL: O(what is forgotten), from the front of each
+        table (:meth:`put`).  Lookups check the time themselves, so an entry a clock
+        that went back left behind a later one is only forgotten late."""
+        for table in (self._records, self._answers):
+            while table:
+                key = next(iter(table))
+                if table[key][0] > now:
+                    break
+                del table[key]
 
     def decide(self, self_id: bytes, target: bytes, hop_limit: int, path: tuple[bytes, ...],
                now: float) -> Decision | None:
