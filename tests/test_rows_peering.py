@@ -197,7 +197,7 @@ def _confirm(state: PeerState, tmp_path: Path) -> None:
     assert [type(m) for m in p.sent()] == [Keepalive, Digest]
     keepalive = SessionTimers(HOLD, KEEP).keepalive_for(60)
     assert p.events() == [SessionEstablished("peer", PEER, "b.example", 60, keepalive)]
-    assert p.s.state is S.ESTABLISHED and p.s.get_timer() == T1 + KEEP
+    assert p.s.state is S.ESTABLISHED
 
 
 @row(S.OPEN_SENT, In.ERROR)
@@ -242,7 +242,7 @@ def _establish(state: PeerState, tmp_path: Path) -> None:
     p.feed(Keepalive(transaction_id=12))
     assert [type(m) for m in p.sent()] == [Digest]  # sync begun; no KEEPALIVE answers it
     assert p.events() == [SessionEstablished("peer", PEER, "b.example", HOLD, KEEP)]
-    assert p.s.state is S.ESTABLISHED and p.s.get_timer() == T1 + KEEP
+    assert p.s.state is S.ESTABLISHED
 
 
 @row(S.OPEN_CONFIRM, In.SUMMARY)
@@ -387,18 +387,19 @@ def _probe_expire(state: PeerState, tmp_path: Path) -> None:
     p.closed(ErrorCode.HOLD_TIMER_EXPIRED, by_peer=False)
 
 
-@row(S.ESTABLISHED, In.CERTIFICATE)
+@row((S.OPEN_CONFIRM, S.ESTABLISHED), In.CERTIFICATE)
 def _keep_certificate(state: PeerState, tmp_path: Path) -> None:
+    """Taken in OPEN_CONFIRM too: the peer may be established before us (6.10)."""
     p = rig(state, tmp_path, accept_certificate=True)
     der = gateway_certificate()
     p.feed(Certificate(transaction_id=77, certificate=der))
     assert p.sent() == [CertificateAck(transaction_id=77, status=ErrorCode.SUCCESS,
                                        thumbprint=thumbprint(der))]
     assert p.node.certificates.get("peer", thumbprint(der)) == der
-    assert p.s.state is S.ESTABLISHED
+    assert p.s.state is state
 
 
-@row(S.ESTABLISHED, In.CERTIFICATE_REFUSED)
+@row((S.OPEN_CONFIRM, S.ESTABLISHED), In.CERTIFICATE_REFUSED)
 def _refuse_certificate(state: PeerState, tmp_path: Path) -> None:
     p = rig(state, tmp_path)
     der = gateway_certificate()
@@ -408,7 +409,47 @@ def _refuse_certificate(state: PeerState, tmp_path: Path) -> None:
     assert (ack.status, ack.diagnostic) == (UNTRUSTED.code, UNTRUSTED.diagnostic)
     assert ack.thumbprint is None
     assert p.node.certificates.get("peer", thumbprint(der)) is None
+    assert p.s.state is state
+
+
+def _offered(p: Peer) -> CertificateAck:
+    """An established session offered the gateway certificate: the SUCCESS it expects."""
+    der = gateway_certificate()
+    p.s.offer(der, T1)
+    [cert] = p.sent()
+    assert isinstance(cert, Certificate) and cert.certificate == der
+    return CertificateAck(transaction_id=cert.transaction_id, status=ErrorCode.SUCCESS,
+                          thumbprint=thumbprint(der))
+
+
+@row(S.ESTABLISHED, In.OFFER)
+def _send_certificate(state: PeerState, tmp_path: Path) -> None:
+    """Sent once per session (a second offer sends nothing)."""
+    p = rig(state, tmp_path)
+    ack = _offered(p)
+    p.s.offer(gateway_certificate(), T1)
+    assert p.sent() == [] and p.s.awaits(ack) and p.s.state is S.ESTABLISHED
+
+
+@row(S.ESTABLISHED, In.OFFER_ACCEPTED)
+def _offer_held(state: PeerState, tmp_path: Path) -> None:
+    p = rig(state, tmp_path)
+    ack = _offered(p)
+    p.feed(ack, T1 + 5)
+    assert p.sent() == [] and not p.s.awaits(ack) and p.s.offered(gateway_certificate())
     assert p.s.state is S.ESTABLISHED
+
+
+@row(S.ESTABLISHED, In.OFFER_REFUSED)
+def _forget_offer(state: PeerState, tmp_path: Path) -> None:
+    """Forgotten: offered again by the next request that needs it."""
+    p = rig(state, tmp_path)
+    ack = _offered(p)
+    p.feed(CertificateAck(transaction_id=ack.transaction_id,
+                          status=ErrorCode.UNTRUSTED_CERTIFICATE), T1 + 5)
+    assert p.sent() == [] and not p.s.offered(gateway_certificate())
+    assert p.s.state is S.ESTABLISHED
+    _offered(p)
 
 
 # --- every state of a session ----------------------------------------------------------------

@@ -487,6 +487,14 @@ LIMITS: tuple[Limit, ...] = (
     Limit("SESSION_MAX_CERTIFICATES", 64, "certificates",
           "certificates received with CERTIFICATE that a gateway keeps per peer session "
           "(least recently used forgotten first, Section 6.10)"),
+    Limit("CERTIFICATE_MAX_SIZE", 4096, "octets",
+          "longest CERTIFICATE_DER a gateway checks (Section 6.10); CERTIFICATE_ACK "
+          "INVALID_TLV_LENGTH beyond"),
+    Limit("CERTIFICATE_RATE", 10, "certificates/s",
+          "token bucket refill for the CERTIFICATEs of each peer association (each costs "
+          "a chain check); CERTIFICATE_ACK RATE_LIMITED with RETRY_AFTER beyond"),
+    Limit("CERTIFICATE_BURST", 64, "certificates",
+          "token bucket size for the CERTIFICATEs of each peer association"),
     Limit("LAB_MAX_PEERS", 4096, "associations",
           "lab mode: UDP source addresses associated at once (least recently heard "
           "forgotten first)"),

@@ -84,7 +84,8 @@ class NodeDispatch(NodePorts):
 
     def _dispatch(self, source: Handle, msg: Message, now: float) -> None:
         t = msg.TYPE
-        if self.limits is not None and t in ANSWER_TO and t not in SESSION_MESSAGES:
+        if self.limits is not None and t in ANSWER_TO \
+                and (t not in SESSION_MESSAGES or t is MessageType.CERTIFICATE):
             limited = self.limits.check(source, msg, source in self.sessions, now)
             if limited is not None:  # before any cryptography the admission would do
                 answer = refusal_answer(msg, limited.code, limited.diagnostic,
@@ -133,6 +134,8 @@ class NodeDispatch(NodePorts):
                 raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                                     f"{msg.TYPE.name} outside a peer session", msg.TYPE)
             return False  # an answer no session waits for
+        if msg.TYPE is MessageType.CERTIFICATE_ACK and not self.sessions[source].awaits(msg):
+            return False  # answers no offer of the session (Section 6.10)
         self._open_session(source, msg, now)
         if isinstance(msg, Summary):
             self._summary(source, msg, now)

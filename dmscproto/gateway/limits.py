@@ -8,7 +8,10 @@ gateway most); one that finds too few tokens is refused with RATE_LIMITED and, i
 RETRY_AFTER, the milliseconds until enough will have been refilled.  So that no
 association takes more than its share of the gateway, however many it opens, buckets
 are kept per association and at most ``max_tracked`` of them (least recently used
-forgotten: a forgotten one starts full).  A query (of a DISCOVER, or of a ROUTE_REQUEST
+forgotten: a forgotten one starts full).  A peer's CERTIFICATEs (Section 6.10) draw on a
+bucket of their own, CERTIFICATE_RATE up to CERTIFICATE_BURST, and one longer than
+CERTIFICATE_MAX_SIZE is refused with INVALID_TLV_LENGTH, before the certificate chain
+check each would cost.  A query (of a DISCOVER, or of a ROUTE_REQUEST
 that names no target) longer than QUERY_MAX_INTENT octets of intent or with more than
 QUERY_MAX_TERMS skills, tags, modes and constraints is refused with QUERY_TOO_LARGE
 before it costs anything.  A DISCOVER whose evaluation (match and rank) takes more than
@@ -25,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from ..codec.messages import Discover, Message, RouteRequest
+from ..codec.messages import Certificate, Discover, Message, RouteRequest
 from ..codec.registry import ErrorCode, MessageType, limit
 from ..codec.values import DiscoveryQuery
 from ..protocol.machine import ProtocolError
@@ -90,25 +93,30 @@ class RequestLimits:
                  max_tracked: int = 65536) -> None:
         self.agent = (value("RATE_AGENT"), value("RATE_AGENT_BURST"))
         self.peer = (value("RATE_PEER"), value("RATE_PEER_BURST"))
+        self.certificate = (value("CERTIFICATE_RATE"), value("CERTIFICATE_BURST"))
+        self.max_certificate = int(value("CERTIFICATE_MAX_SIZE"))
         self.discover_cost = value("DISCOVER_COST")
         self.max_intent = int(value("QUERY_MAX_INTENT"))
         self.max_terms = int(value("QUERY_MAX_TERMS"))
         self.max_tracked = max_tracked
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+        self._certificates: OrderedDict[Hashable, TokenBucket] = OrderedDict()
 
     def check(self, source: Hashable, msg: Message, peer: bool, now: float) -> Refused | None:
         """The refusal of request ``msg`` from ``source`` (a peer gateway's association
         if ``peer``), or None to process it (its tokens taken)."""
+        if isinstance(msg, Certificate):
+            return self.check_certificate(source, msg, now)
         query = msg.query if isinstance(msg, Discover | RouteRequest) else None
         if query is not None:
             refused = self.check_query(query)
             if refused is not None:
                 return refused
         cost = self.discover_cost if msg.TYPE is MessageType.DISCOVER else 1.0
-        wait = self._bucket(source, peer, now).take(cost, now)
+        rate, burst = self.peer if peer else self.agent
+        wait = self._bucket(self._buckets, source, rate, burst, now).take(cost, now)
         if wait == 0.0:
             return None
-        rate = (self.peer if peer else self.agent)[0]
         return Refused(ErrorCode.RATE_LIMITED,
                        f"over {rate:g} tokens a second ({cost:g} for {msg.TYPE.name})",
                        max(1, math.ceil(wait * 1000)))
@@ -126,17 +134,34 @@ class RequestLimits:
                            f"{terms} query terms exceed {self.max_terms}")
         return None
 
+    def check_certificate(self, source: Hashable, msg: Certificate,
+                          now: float) -> Refused | None:
+        """A peer's CERTIFICATE (Section 6.10), before the chain check it costs:
+        INVALID_TLV_LENGTH beyond CERTIFICATE_MAX_SIZE octets, RATE_LIMITED (with
+        RETRY_AFTER) beyond the association's CERTIFICATE_RATE and CERTIFICATE_BURST."""
+        if len(msg.certificate) > self.max_certificate:
+            return Refused(ErrorCode.INVALID_TLV_LENGTH,
+                           f"a certificate of {len(msg.certificate)} octets exceeds "
+                           f"{self.max_certificate}")
+        rate, burst = self.certificate
+        wait = self._bucket(self._certificates, source, rate, burst, now).take(1.0, now)
+        if wait == 0.0:
+            return None
+        return Refused(ErrorCode.RATE_LIMITED, f"over {rate:g} CERTIFICATEs a second",
+                       max(1, math.ceil(wait * 1000)))
+
     def forget(self, source: Hashable) -> None:
         """An association is gone."""
         self._buckets.pop(source, None)
+        self._certificates.pop(source, None)
 
-    def _bucket(self, source: Hashable, peer: bool, now: float) -> TokenBucket:
-        bucket = self._buckets.get(source)
+    def _bucket(self, table: OrderedDict[Hashable, TokenBucket], source: Hashable,
+                rate: float, burst: float, now: float) -> TokenBucket:
+        bucket = table.get(source)
         if bucket is None:
-            rate, burst = self.peer if peer else self.agent
-            bucket = self._buckets[source] = TokenBucket(rate, burst, burst, now)
-            if len(self._buckets) > self.max_tracked:
-                self._buckets.popitem(last=False)
+            bucket = table[source] = TokenBucket(rate, burst, burst, now)
+            if len(table) > self.max_tracked:
+                table.popitem(last=False)
         else:
-            self._buckets.move_to_end(source)
+            table.move_to_end(source)
         return bucket

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from ..codec.messages import Open
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import CapabilityRecord, DiscoveryQuery
-from ..protocol.certificates import CertificateCheck, SessionCertificates
+from ..protocol.certificates import CertificateCheck, SessionCertificates, thumbprint
 from ..protocol.discovery import DiscoveryResponder
 from ..protocol.machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds
-from ..protocol.peering import ExportFor, OpenCheck
+from ..protocol.peering import ExportFor, OpenCheck, PeerSession
 from ..protocol.ports import NextHop, query_key
 from ..protocol.registration import GatewayRegistration, RecordVerifier
 from ..protocol.routing import Relay
@@ -39,6 +39,7 @@ class NodePorts:
     held: dict[bytes, tuple[float, ErrorCode]]
     peers: dict[bytes, Handle]
     relays: dict[tuple[Handle, int], Relay]
+    sessions: dict[Handle, PeerSession]
     registration: GatewayRegistration
     discovery: DiscoveryResponder
     grace: RestartGrace | None
@@ -84,6 +85,12 @@ class NodePorts:
 
     def keep_certificate(self, handle: Handle, der: bytes) -> bytes:
         return self.certificates.keep(handle, der)
+
+    def offer_certificate(self, dest: Handle, der: bytes, now: float) -> None:
+        """Offered on the session over ``dest`` unless ours (Section 6.10)."""
+        session = self.sessions.get(dest)
+        if session is not None and thumbprint(der) != self.certificates.own:
+            session.offer(der, now)
 
     # --- routing (the relays' RoutingPort) ---------------------------------------------------
     def next_hop(self, target: bytes, hop_limit: int, path: tuple[bytes, ...],

@@ -32,10 +32,14 @@ def thumbprint(der: bytes) -> bytes:
 class SessionCertificates:
     """The certificates each peer session received, by thumbprint: at most
     ``per_session`` a session, the least recently used forgotten first; all of a
-    session's when it closes (:meth:`drop`)."""
+    session's when it closes (:meth:`drop`).  ``own`` is the thumbprint of this
+    gateway's certificate, which every peer holds from the handshake (None: it signs
+    no origin assertion)."""
 
-    def __init__(self, per_session: int = int(limit("SESSION_MAX_CERTIFICATES"))) -> None:
+    def __init__(self, per_session: int = int(limit("SESSION_MAX_CERTIFICATES")),
+                 own: bytes | None = None) -> None:
         self.per_session = per_session
+        self.own = own
         self._held: dict[Handle, OrderedDict[bytes, bytes]] = {}
 
     def keep(self, handle: Handle, der: bytes) -> bytes:

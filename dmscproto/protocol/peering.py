@@ -24,10 +24,8 @@ interval without hearing from it, it sends ECHO_REQUEST; if it then hears nothin
 PROBE_TIMEOUT_FRACTION of the interval, it closes as if the hold timer had expired, so
 a call in flight through a dead next hop fails in well under a keepalive interval.
 
-A CERTIFICATE on an established session is checked by the port (chain, gateway kind,
-Section 6.10); an accepted one is kept for the session and answered CERTIFICATE_ACK
-SUCCESS with its thumbprint, a refused one answered CERTIFICATE_ACK with the refusal, the
-session staying up either way.
+CERTIFICATE and CERTIFICATE_ACK (Section 6.10), received and offered, are the rows of
+:mod:`.peering_certs`.
 
 A closed session is reported (:class:`~.events.SessionClosed`); its owner closes the
 association and dials again (Section 6.1.1).  Any message the session's state does not
@@ -67,6 +65,7 @@ from .machine import (
     earliest,
     timestamp_ms,
 )
+from .peering_certs import SessionCertificateActions
 from .peering_inputs import (
     INPUT_OF,
     CertificateReceived,
@@ -76,6 +75,7 @@ from .peering_inputs import (
     KeepaliveDue,
     KeepaliveReceived,
     NotifyReceived,
+    Offer,
     OpenAnswer,
     OpenAnswerRefused,
     OpenRequest,
@@ -155,9 +155,11 @@ _M = MessageType
 
 _OPENING = (_S.OPEN_SENT, _S.OPEN_CONFIRM)
 _ACTIVE = (*_OPENING, _S.ESTABLISHED)
+#: Where a CERTIFICATE is taken: the peer may be established before us (Section 6.10).
+_CERTIFYING = (_S.OPEN_CONFIRM, _S.ESTABLISHED)
 
 
-class PeerSession(TypedMachine):
+class PeerSession(SessionCertificateActions, TypedMachine):
     """One peer session (module docstring)."""
 
     NAME = "gateway-peering"
@@ -172,6 +174,7 @@ class PeerSession(TypedMachine):
                   _I.OPEN_ANSWER_REFUSED),
         **{t: (cls.KIND,) for t, cls in INPUT_OF.items()},
         _M.CERTIFICATE: (_I.CERTIFICATE, _I.CERTIFICATE_REFUSED),
+        _M.CERTIFICATE_ACK: (_I.OFFER_ACCEPTED, _I.OFFER_REFUSED),
     }
     TABLE = {
         (_S.IDLE, _I.START): (_A.SEND_OPEN, _S.OPEN_SENT),
@@ -197,8 +200,11 @@ class PeerSession(TypedMachine):
         (_S.ESTABLISHED, _I.PROBE_DUE): (_A.SEND_PROBE, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.PROBE_IDLE): (_A.STOP_PROBING, _S.ESTABLISHED),
         (_S.ESTABLISHED, _I.PROBE_LOST): (_A.PROBE_EXPIRE, _S.IDLE),
-        (_S.ESTABLISHED, _I.CERTIFICATE): (_A.KEEP_CERTIFICATE, _S.ESTABLISHED),
-        (_S.ESTABLISHED, _I.CERTIFICATE_REFUSED): (_A.REFUSE_CERTIFICATE, _S.ESTABLISHED),
+        **{(s, _I.CERTIFICATE): (_A.KEEP_CERTIFICATE, s) for s in _CERTIFYING},
+        **{(s, _I.CERTIFICATE_REFUSED): (_A.REFUSE_CERTIFICATE, s) for s in _CERTIFYING},
+        (_S.ESTABLISHED, _I.OFFER): (_A.SEND_CERTIFICATE, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.OFFER_ACCEPTED): (_A.OFFER_HELD, _S.ESTABLISHED),
+        (_S.ESTABLISHED, _I.OFFER_REFUSED): (_A.FORGET_OFFER, _S.ESTABLISHED),
         **{(s, _I.OPEN_REQUEST_REFUSED): (_A.REFUSE_AND_CLOSE, _S.IDLE) for s in _OPENING},
         **{(s, _I.OPEN_ANSWER_REFUSED): (_A.REFUSE_ANSWER_AND_CLOSE, _S.IDLE)
            for s in _OPENING},
@@ -233,6 +239,7 @@ class PeerSession(TypedMachine):
         self._probe_at: float | None = None
         self._probe_deadline: float | None = None
         self._probes = 0
+        self._init_offers()
 
     # --- inputs -------------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -248,6 +255,13 @@ class PeerSession(TypedMachine):
         while any does (module doc), if it answers ECHO_REQUEST (OAM in its OPEN)."""
         if self.rows_for(_I.WATCH) and self.keepalive is not None and self.peer_oam:
             self.run(Watch(), now)
+
+    def offer(self, der: bytes, now: float) -> None:
+        """A relayed request about to go out on the session names the certificate
+        ``der``, which the peer does not hold from the handshake: offer it, unless it
+        was offered already (:mod:`.peering_certs`)."""
+        if self.rows_for(_I.OFFER) and not self.offered(der):
+            self.run(Offer(der), now)
 
     def receive(self, msg: Message, now: float) -> None:
         """A message on the session's association.  One the state does not expect (or
@@ -280,6 +294,8 @@ class PeerSession(TypedMachine):
             refused = self.port.check_certificate(self.handle, msg.certificate, now)
             return CertificateReceived(msg) if refused is None \
                 else CertificateRefused(msg, refused)
+        if isinstance(msg, CertificateAck) and self.awaits(msg):
+            return self._classify_ack(msg)
         cls = INPUT_OF.get(msg.TYPE)
         if cls is None:
             return Unexpected(msg, self.unexpected(msg))
@@ -342,6 +358,7 @@ class PeerSession(TypedMachine):
 
     def _close(self, status: ErrorCode, *, by_peer: bool) -> None:
         self.sync = None
+        self._init_offers()
         self._hold_at = self._keepalive_at = self._open_txid = None
         self._probe_at = self._probe_deadline = None
         self.outbox.emit(SessionClosed(self.handle, self.peer_id, status, by_peer))
@@ -445,18 +462,6 @@ class PeerSession(TypedMachine):
     def _close_refused(self, now: float, inp: SyncRefused) -> None:
         self._notify(inp.error.code, inp.error.diagnostic)
         self._close(inp.error.code, by_peer=False)
-
-    def _keep_certificate(self, now: float, inp: CertificateReceived) -> None:
-        self._restart_hold_timer(now, self.hold_time)
-        key = self.port.keep_certificate(self.handle, inp.msg.certificate)
-        self._send(CertificateAck(transaction_id=inp.msg.transaction_id,
-                                  status=ErrorCode.SUCCESS, thumbprint=key))
-
-    def _refuse_certificate(self, now: float, inp: CertificateRefused) -> None:
-        self._restart_hold_timer(now, self.hold_time)
-        r = inp.refusal
-        self._send(CertificateAck(transaction_id=inp.msg.transaction_id, status=r.code,
-                                  diagnostic=r.diagnostic, retry_after=r.retry_after))
 
     def _drop(self, now: float, inp: NotifyReceived) -> None:
         """A NOTIFY outside a session is never answered."""

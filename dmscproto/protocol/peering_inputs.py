@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ..codec.messages import Certificate, Error, Message, Notify, Open
+from ..codec.messages import Certificate, CertificateAck, Error, Message, Notify, Open
 from ..codec.registry import MessageType
 from .machine import ProtocolError, Refusal
 from .typed import StepInput
@@ -37,6 +37,10 @@ class PeerInput(Enum):
     PROBE_LOST = "probe deadline"
     CERTIFICATE = "CERTIFICATE [accepted by the port's check]"
     CERTIFICATE_REFUSED = "CERTIFICATE [refused by the port's check]"
+    OFFER = ("offer(): a relayed request names a certificate [not offered on the "
+             "session]")
+    OFFER_ACCEPTED = "CERTIFICATE_ACK [answers our offer: SUCCESS, its THUMBPRINT]"
+    OFFER_REFUSED = "CERTIFICATE_ACK [answers our offer: another STATUS or THUMBPRINT]"
 
 
 class PeerAction(Enum):
@@ -70,6 +74,11 @@ class PeerAction(Enum):
                         "answer CERTIFICATE_ACK SUCCESS with its THUMBPRINT")
     REFUSE_CERTIFICATE = ("restart the hold timer; answer CERTIFICATE_ACK with the "
                           "refusal's code and reason")
+    SEND_CERTIFICATE = ("send CERTIFICATE with a new transaction id; note it offered (as "
+                        "many noted as the peer keeps, the oldest forgotten first)")
+    OFFER_HELD = "restart the hold timer; the offer's transaction ends"
+    FORGET_OFFER = ("restart the hold timer; forget the offer (the certificate is passed "
+                    "again when a request needs it)")
 
 
 _I = PeerInput
@@ -202,6 +211,24 @@ class CertificateRefused(StepInput):
     KIND = _I.CERTIFICATE_REFUSED
     msg: Certificate
     refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Offer(StepInput):
+    KIND = _I.OFFER
+    certificate: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OfferAccepted(StepInput):
+    KIND = _I.OFFER_ACCEPTED
+    msg: CertificateAck
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRefused(StepInput):
+    KIND = _I.OFFER_REFUSED
+    msg: CertificateAck
 
 
 _M = MessageType

@@ -335,3 +335,8 @@ class RoutingPort(Protocol):
         """The Agent ID of the best record matching a ROUTE_REQUEST's QUERY (held, or
         kept from relayed discovery answers), if any; a refusal when evaluating the query
         exceeds the discovery budget (QUERY_TOO_LARGE, Section 10.7)."""
+
+    def offer_certificate(self, dest: Handle, der: bytes, now: float) -> None:
+        """A ROUTE_REQUEST about to be forwarded to ``dest`` carries an origin assertion
+        naming the certificate ``der``: unless the peer holds it from the handshake (it
+        is this gateway's), its session offers it once (Section 6.10)."""

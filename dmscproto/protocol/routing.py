@@ -298,8 +298,9 @@ class RouteAction(Enum):
     DELIVER = "send to the agent with a new transaction id; start transaction timer"
     FORWARD = ("send to the next hop with a new transaction id, HOP_LIMIT - 1, own id "
                "appended to PATH_VECTOR, TIMEOUT 9/10 of the transaction time and what the "
-               "outgoing hook sets (ACCESS_TOKEN: origin assertion; keep its certificate); "
-               "start transaction timer")
+               "outgoing hook sets (ACCESS_TOKEN: origin assertion; keep its certificate, "
+               "offered on the next hop's session first unless it is ours); start "
+               "transaction timer")
     REJECT = ("answer ROUTE_REPLY with the refusal (NO_ROUTE, LOOP_DETECTED, "
               "TARGET_UNREACHABLE, ..., or the outgoing hook's code and reason)")
     RELAY_REPLY = "pass ROUTE_REPLY upstream with the incoming transaction id; stop the timer"
@@ -460,6 +461,8 @@ class RouteRelay(Relay):
     def _forward(self, now: float, inp: Onward) -> None:
         assert isinstance(inp.request, RouteRequest)
         self.forwarded, self.certificate = inp.request, inp.certificate
+        if inp.certificate is not None:
+            self.ctx.port.offer_certificate(inp.dest, inp.certificate, now)
         super()._forward(now, inp)
 
     def _send_certificate(self, now: float, inp: CertificateUnknown) -> None:

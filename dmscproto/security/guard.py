@@ -115,7 +115,8 @@ class GatewayGuard(Guard):
         self._route_scope: OrderedDict[object, ScopeSet] = OrderedDict()
         #: id(certificate) -> (certificate, CRL generation, valid until, identity)
         self._valid: dict[int, tuple[x509.Certificate, int, float, Identity]] = {}
-        self.certificates = SessionCertificates()
+        self.certificates = SessionCertificates(own=None if credential is None else thumbprint(
+            credential.certificate.public_bytes(serialization.Encoding.DER)))
 
     # --- GatewayNode(admit=...) -------------------------------------------------------------
     def admit(self, source: Handle, msg: Message, now: float) -> Refusal | None:
