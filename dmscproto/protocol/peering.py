@@ -18,11 +18,8 @@ Timers (Section 6.4), each started and stopped only by the table's actions:
   more than KEEPALIVE_FRACTION of the negotiated hold time, so a peer's hold timer
   expires only after about three KEEPALIVEs were lost.
 
-While a relayed transaction waits on an established session (the port says so), the
-session probes the peer (Section 6.1.1): after PROBE_IDLE_FRACTION of the keepalive
-interval without hearing from it, it sends ECHO_REQUEST; if it then hears nothing for
-PROBE_TIMEOUT_FRACTION of the interval, it closes as if the hold timer had expired, so
-a call in flight through a dead next hop fails in well under a keepalive interval.
+While a relayed transaction waits on an established session, the session probes the
+peer (Section 6.1.1; the rows of :mod:`.peering_probe`).
 
 CERTIFICATE and CERTIFICATE_ACK (Section 6.10), received and offered, are the rows of
 :mod:`.peering_certs`.
@@ -46,7 +43,6 @@ from enum import Enum
 from ..codec.messages import (
     Certificate,
     CertificateAck,
-    EchoRequest,
     Error,
     Keepalive,
     Message,
@@ -63,7 +59,6 @@ from .machine import (
     Refusal,
     TransactionIds,
     earliest,
-    timestamp_ms,
 )
 from .peering_certs import SessionCertificateActions
 from .peering_inputs import (
@@ -93,6 +88,7 @@ from .peering_inputs import (
     Unexpected,
     Watch,
 )
+from .peering_probe import SessionProbe
 from .ports import PeeringPort, SessionSync
 from .typed import StepInput, TypedMachine
 
@@ -159,7 +155,7 @@ _ACTIVE = (*_OPENING, _S.ESTABLISHED)
 _CERTIFYING = (_S.OPEN_CONFIRM, _S.ESTABLISHED)
 
 
-class PeerSession(SessionCertificateActions, TypedMachine):
+class PeerSession(SessionProbe, SessionCertificateActions, TypedMachine):
     """One peer session (module docstring)."""
 
     NAME = "gateway-peering"
@@ -352,10 +348,6 @@ class PeerSession(SessionCertificateActions, TypedMachine):
             self._probe_deadline = None
             self._probe_at = now + self._probe_idle()
 
-    def _probe_idle(self) -> float:
-        assert self.keepalive is not None
-        return self.keepalive * timer("PROBE_IDLE_FRACTION")
-
     def _close(self, status: ErrorCode, *, by_peer: bool) -> None:
         self.sync = None
         self._init_offers()
@@ -420,26 +412,6 @@ class PeerSession(SessionCertificateActions, TypedMachine):
         assert self.keepalive is not None
         self._send(Keepalive(transaction_id=self._txids()))
         self._keepalive_at = now + self.keepalive
-
-    def _start_probing(self, now: float, inp: Watch) -> None:
-        if self._probe_at is None and self._probe_deadline is None:
-            self._probe_at = now + self._probe_idle()
-
-    def _send_probe(self, now: float, inp: ProbeDue) -> None:
-        assert self.keepalive is not None
-        self._probes += 1
-        self._send(EchoRequest(transaction_id=self._txids(), sequence=self._probes,
-                               timestamp=timestamp_ms(now)))
-        self._probe_at = None
-        self._probe_deadline = now + self.keepalive * timer("PROBE_TIMEOUT_FRACTION")
-
-    def _stop_probing(self, now: float, inp: ProbeIdle) -> None:
-        self._probe_at = None
-
-    def _probe_expire(self, now: float, inp: ProbeLost) -> None:
-        self._notify(ErrorCode.HOLD_TIMER_EXPIRED, "no answer to the probe of a peer that "
-                     "relayed transactions wait on")
-        self._close(ErrorCode.HOLD_TIMER_EXPIRED, by_peer=False)
 
     def _expire(self, now: float, inp: HoldExpired) -> None:
         self._notify(ErrorCode.HOLD_TIMER_EXPIRED, f"nothing received for {self.hold_time} s")
