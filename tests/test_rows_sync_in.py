@@ -141,7 +141,7 @@ def _hold(state: InState, tmp_path: Path) -> None:
     learn(at, BOB, seq=at.seq + 1)
     assert B not in at.r.core and at.inc.expected == at.seq and at.inc.state is state
     learn(at, DAVE)
-    assert {B, D} <= set(at.r.core.agent_ids_unordered())
+    assert {B, D} <= set(at.r.core.agent_ids())
     assert at.inc.expected == at.seq + 2 and at.inc.state is state
 
 
@@ -176,7 +176,7 @@ def _apply_slice(state: InState, tmp_path: Path) -> None:
     while at.r.sync.get_timer() == T1:
         at.r.sync.handle_timer(T1)
         assert at.inc.state is state
-    assert set(at.r.core.agent_ids_unordered()) == {aid(s) for s in (*five, IVY)}
+    assert set(at.r.core.agent_ids()) == {aid(s) for s in (*five, IVY)}
     assert at.inc.expected == at.seq + 2
     assert {type(e) for e in at.r.events()} == {TableChanged}
 
@@ -316,7 +316,7 @@ def _apply_last_answer(state: InState, tmp_path: Path) -> None:
     at, pull = asked_records(tmp_path)
     at.r.feed(Update(transaction_id=pull.transaction_id, sequence=2,
                      advertise=(ad(BOB), ad(DAVE))), T1)
-    assert {B, D} <= set(at.r.core.agent_ids_unordered())
+    assert {B, D} <= set(at.r.core.agent_ids())
     assert at.asks() == [] and at.inc.state is N.READY
     assert at.r.sync.get_timer() == T1 + ACK_DELAY  # no request timer
 

@@ -19,6 +19,7 @@ from dmscproto.codec.wire import VersionedId
 from dmscproto.gateway import drops
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.restart import RestartGrace
+from dmscproto.gateway.shards import ShardedDict
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.machine import Outbox, TransactionIds, slice_of
@@ -293,3 +294,19 @@ def test_restart_grace_ends_in_slices() -> None:
         steps += 1
         assert grace.stale.isdisjoint(released)
     assert released == [ids[0], *ids[2:]] and steps == 3
+
+
+def test_table_walked_a_shard_at_a_time_while_it_grows() -> None:
+    """The table transfer takes the table a shard at a time (ShardedDict.chunks): no
+    chunk is the whole table, and a key held from the first chunk to the last is in one,
+    though shards split meanwhile (some of them walked already)."""
+    d: ShardedDict[int, None] = ShardedDict((k, None) for k in range(3000))
+    chunks = d.chunks()
+    walked = [next(chunks)]
+    for k in range(3000, 9000):
+        d[k] = None
+    for k in range(0, 3000, 7):
+        del d[k]
+    walked += chunks
+    assert max(map(len, walked)) < 3 * ShardedDict.LOAD and len(walked) > 10
+    assert {k for k in range(3000) if k % 7} <= {k for c in walked for k in c}

@@ -234,9 +234,11 @@ class Registry:
         """Known agent ids in ascending order."""
         return sorted(a for a, e in self._records.items() if e.local or not local_only)
 
-    def agent_ids_unordered(self) -> list[bytes]:
-        """Every agent id held, in no particular order (a snapshot)."""
-        return list(self._records)
+    def agent_id_chunks(self) -> Iterator[list[bytes]]:
+        """Every agent id held, a chunk (a shard of the table, some hundreds) at a time
+        (:meth:`ShardedDict.chunks`): a walk in slices never copies the whole table in
+        one step."""
+        return self._records.chunks()
 
     def _lease(self, requested: int) -> int:
         return min(max(requested, self.min_lease), self.max_lease)

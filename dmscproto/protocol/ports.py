@@ -7,7 +7,7 @@ of its behaviour and a test can drive it with anything that has the same few met
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,8 +31,10 @@ Admission = Callable[[Handle, Message, float], Refusal | None]
 class SyncTable(Protocol):
     """The record table gateway sync reads and changes (Sections 6.2, 6.5, 6.6)."""
 
-    def agent_ids_unordered(self) -> list[bytes]:
-        """Every record held, local and learned, as a snapshot."""
+    def agent_id_chunks(self) -> Iterator[list[bytes]]:
+        """Every record held, local and learned, a chunk at a time, each chunk taken when
+        reached: a record held from the first chunk to the last is in one at least
+        (maybe two); records added or removed meanwhile are reported as changes."""
 
     def advertisement(self, agent_id: bytes, to_peer: bytes,
                       allow: ExportFilter) -> Advertisement | None:

@@ -9,7 +9,8 @@ closes the table.  Changes are queued per record (a record changed twice before 
 sent is sent once), ADVERTISEs of one record are at least MIN_ADVERTISEMENT_INTERVAL
 apart, WITHDRAW and PURGE go at once, at most SYNC_WINDOW UPDATEs are unacknowledged,
 and every message fits the transport's PDU limit.  UPDATEs are built in slices of at
-most WORK_SLICE (records not decoded since a restart cost a decode each): where a slice
+most WORK_SLICE (records not decoded since a restart cost a decode each), the table
+taken a chunk at a time, so no step copies it whole: where a slice
 ends, the UPDATE being filled waits, and is filled on and sent in the next slice, after
 the gateway's other work; until then, inputs that would send (a SYNC_ACK, a change)
 leave the sending to the slice timer, so that the session fills at most one slice per
@@ -142,7 +143,9 @@ class SyncOut(TypedMachine):
         self._dirty: dict[bytes, int | None] = {}
         #: Records whose next ADVERTISE waits for MIN_ADVERTISEMENT_INTERVAL.
         self._held: list[tuple[float, bytes]] = []
+        #: The table snapshot: the chunk being sent, and the chunks still to take.
         self._bulk: list[bytes] = []
+        self._chunks: Iterator[list[bytes]] | None = None
         #: Answers to SYNC_REQUESTs, in the order asked, the first being filled.
         self._answers: deque[_Answer] = deque()
         #: The clock that ends a slice of UPDATE building after ``work_slice`` seconds
@@ -183,7 +186,7 @@ class SyncOut(TypedMachine):
     @property
     def table_sent(self) -> bool:
         """Whether the bulk snapshot has been sent (the input TABLE_SENT is due)."""
-        return self.state is _O.BULK and not self._bulk and self._pdu is None
+        return self.state is _O.BULK and not self._bulk_pending and self._pdu is None
 
     def get_timer(self) -> float | None:
         return earliest(self.next_digest, self._held[0][0] if self._held else None,
@@ -264,14 +267,29 @@ class SyncOut(TypedMachine):
                 return True
             del self._dirty[aid]
             if not more():
-                return not (self._dirty or self._bulk)
-        while self._bulk:
+                return not (self._dirty or self._bulk_left())
+        while self._bulk_left():
             if not self._fill(pdu, self._bulk[-1], None, now):
                 return True
             self._bulk.pop()
             if not more():
-                return not self._bulk
+                return not self._bulk_left()
         return True
+
+    @property
+    def _bulk_pending(self) -> bool:
+        return bool(self._bulk) or self._chunks is not None
+
+    def _bulk_left(self) -> bool:
+        """Whether records of the table snapshot are left, the next chunk taken (a shard
+        of the table copied) when the last is done."""
+        while not self._bulk and self._chunks is not None:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._chunks = None
+            else:
+                self._bulk = chunk
+        return bool(self._bulk)
 
     def _flush(self, now: float, *, slice_due: bool = False) -> None:
         """Send the answers to SYNC_REQUESTs, then UPDATEs while the window is open and
@@ -288,17 +306,18 @@ class SyncOut(TypedMachine):
                 self._slice_at = now
                 return
             self._send_answer(self._answers.popleft(), now)
-            if not more() and (self._answers or self._dirty or self._bulk or self._pdu):
+            if not more() and (self._answers or self._dirty or self._pdu
+                               or self._bulk_left()):
                 self._slice_at = now
                 return
-        while self.in_flight < SYNC_WINDOW and (self._dirty or self._bulk or self._pdu):
+        while self.in_flight < SYNC_WINDOW and (self._dirty or self._pdu or self._bulk_left()):
             pdu = self._pdu or PduSpace(update_budget(self.link.pdu_limit), [], [], [])
             self._pdu = None
             if not self._fill_next(pdu, now, more):
                 self._pdu, self._slice_at = pdu, now
                 return
             self._send_update(pdu, now)
-            if not more() and (self._dirty or self._bulk):
+            if not more() and (self._dirty or self._bulk_left()):
                 self._slice_at = now
                 return
 
@@ -336,6 +355,7 @@ class SyncOut(TypedMachine):
         """Free what the session remembered, after it ended, a part at a time (one at
         least) until ``more()`` says no; whether all is freed."""
         self._answers.clear()
+        self._bulk, self._chunks = [], None
         sent = self._sent
         while sent:
             for _ in range(min(len(sent), 64)):
@@ -361,7 +381,7 @@ class SyncOut(TypedMachine):
 
     # --- actions ----------------------------------------------------------------------------
     def _begin(self, now: float, inp: Start) -> None:
-        self._bulk = self.table.agent_ids_unordered()
+        self._chunks = self.table.agent_id_chunks()
         self._flush(now)
 
     def _queue(self, now: float, inp: Changed) -> None:

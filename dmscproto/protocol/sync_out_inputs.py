@@ -33,7 +33,8 @@ class OutInput(Enum):
 
 
 class OutAction(Enum):
-    BEGIN = "snapshot the exportable table; send it in UPDATEs as the window allows"
+    BEGIN = ("take the table a chunk at a time, each copied when reached; send its "
+             "exported records in UPDATEs as the window allows")
     QUEUE = "queue the changed records; send what the window and the interval allow"
     OPEN_WINDOW = "note what the peer applied; send what the window now allows"
     REFUSE_ACK = "close the session (NOTIFY INVALID_TLV_VALUE)"
