@@ -47,7 +47,7 @@ Policy and limit.  ``allow`` is asked about records in that order, and the first
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Collection, Iterable, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,10 +268,11 @@ class CapabilityIndex:
         return [] if self.domain is None \
             else self._ordinals.agent_ids(self._domains.get(self.domain))
 
-    def take_changes(self) -> list[bytes]:
-        """The records of ``domain`` added, replaced or removed since the last call."""
-        out, self._changed = list(self._changed), ShardedDict()
-        return out
+    def take_changes(self) -> Collection[bytes]:
+        """The records of ``domain`` added, replaced or removed since the last call (the
+        journal itself, handed over: no copy of what may be every record)."""
+        out, self._changed = self._changed, ShardedDict()
+        return out.keys()
 
     # --- matching -------------------------------------------------------------------------
     def _candidates(self, q: DiscoveryQuery, residual: list[Constraint],

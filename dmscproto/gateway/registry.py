@@ -18,7 +18,7 @@ its authorization first.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -402,7 +402,7 @@ class Registry:
         """The records of this gateway's domain, a snapshot."""
         return self.index.domain_ids()
 
-    def take_domain_changes(self) -> list[bytes]:
+    def take_domain_changes(self) -> Collection[bytes]:
         """The records of this gateway's domain changed since the last call."""
         return self.index.take_changes()
 

@@ -7,7 +7,7 @@ of its behaviour and a test can drive it with anything that has the same few met
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -269,7 +269,7 @@ class SummarySource(Protocol):
     def domain_ids(self) -> list[bytes]:
         """The records of the domain held, a snapshot."""
 
-    def take_domain_changes(self) -> list[bytes]:
+    def take_domain_changes(self) -> Collection[bytes]:
         """The records of the domain added, replaced or removed since the last call."""
 
     def summary_terms(self, agent_id: bytes) -> RecordTerms | None:
