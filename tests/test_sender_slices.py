@@ -310,3 +310,20 @@ def test_table_walked_a_shard_at_a_time_while_it_grows() -> None:
     walked += chunks
     assert max(map(len, walked)) < 3 * ShardedDict.LOAD and len(walked) > 10
     assert {k for k in range(3000) if k % 7} <= {k for c in walked for k in c}
+
+
+def test_summary_filter_built_in_slices(core: GatewayCore) -> None:
+    """A filter of many terms is built a batch of terms per slice (none until it is
+    done, gather() going on with it), the same filter as built in one go; a term that
+    comes meanwhile starts it again (Section 6.9)."""
+    for i in range(60):
+        core.register(make_record(100 + i, f"many{i}", "a.example", skills=skills(f"x{i}")),
+                      3600, T0)
+    shown = ShownTerms(core, lambda _d: None, lambda: set(), sliced(), 1.5)
+    assert shown.bloom("b.example") is None
+    core.register(make_record(99, "late", "a.example", skills=skills("late")), 3600, T0)
+    steps = 1
+    while not shown.gather():
+        steps += 1
+    held = [r.signed.record for a in core.agent_ids() if (r := core.get(a)) is not None]
+    assert steps >= 2 and shown.bloom("b.example") == Bloom.of(held)

@@ -51,6 +51,14 @@ def _indices(term: str, hashes: int, bits: int) -> Iterable[int]:
     return ((h1 + i * h2) % bits for i in range(hashes))
 
 
+def set_terms(out: bytearray, terms: Iterable[str], hashes: int) -> None:
+    """Set the bits of ``terms`` in the filter ``out`` (of ``8 * len(out)`` bits)."""
+    bits = 8 * len(out)
+    for term in terms:
+        for b in _indices(term, hashes, bits):
+            out[b >> 3] |= 0x80 >> (b & 7)
+
+
 def filter_size(n: int) -> tuple[int, int]:
     """(bits, hash functions) for ``n`` distinct terms (module doc)."""
     bits = SUMMARY_MIN_BITS
@@ -83,9 +91,7 @@ class Bloom:
         about ``0.7 m`` bits set, whatever the number of records."""
         bits, hashes = filter_size(len(terms))
         out = bytearray(bits // 8)
-        for term in terms:
-            for b in _indices(term, hashes, bits):
-                out[b >> 3] |= 0x80 >> (b & 7)
+        set_terms(out, terms, hashes)
         return cls(CapabilitySummary(hashes, records, bytes(out)))
 
     def fold(self, octets: int) -> Bloom:

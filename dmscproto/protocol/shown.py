@@ -9,7 +9,8 @@ with an export filter, :class:`ShownTerms` keeps its own counts: each record wri
 since (the source's journal) is looked at again, O(changes) per summary.  Looking at
 every record once, when such a target first appears, is done in slices of at most
 ``slice_s`` of ``slice_clock`` (none without a clock), so that no step of the gateway
-walks the whole table.
+walks the whole table; so is building a target's filter when a term came or went (a
+batch of terms at a time, from a snapshot of them; a change meanwhile starts it again).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from ..codec.wire import CapabilitySummary
-from .bloom import Bloom
+from .bloom import Bloom, filter_size, set_terms
 from .machine import slice_of
 from .peering import ExportFor
 from .ports import ExportFilter, SummarySource
@@ -67,6 +68,35 @@ class _Filtered:
         return self.done
 
 
+class _Build:
+    """A target's filter being built from a snapshot of its terms, a batch at a time (a
+    filter of thousands of terms costs milliseconds: Section 10.7's WORK_SLICE)."""
+
+    __slots__ = ("counts", "hashes", "out", "todo", "version")
+
+    #: Terms set between two looks at the clock.
+    BATCH = 64
+
+    def __init__(self, counts: TermCounts) -> None:
+        self.counts, self.version = counts, counts.version
+        self.todo = counts.snapshot()
+        bits, self.hashes = filter_size(len(counts))
+        self.out = bytearray(bits // 8)
+
+    def work(self, more: Callable[[], bool]) -> bool:
+        """Set the bits of the terms left while ``more()``; whether the filter is done."""
+        todo, n = self.todo, self.BATCH
+        while todo:
+            prefix, terms = todo[-1]
+            while terms:
+                set_terms(self.out, [prefix + t for t in terms[-n:]], self.hashes)
+                del terms[-n:]
+                if not more():
+                    return not (terms or len(todo) > 1)
+            todo.pop()
+        return True
+
+
 class ShownTerms:
     """The summary terms each target is shown (module doc)."""
 
@@ -79,8 +109,10 @@ class ShownTerms:
         self.slice_clock = slice_clock
         self.slice_s = slice_s
         self._filtered: dict[str, _Filtered] = {}
-        #: The last filter built per target: from which counts, at which version.
+        #: The last filter built per target: from which counts, at which version; and
+        #: the filters being built.
         self._built: dict[str, tuple[TermCounts, int, CapabilitySummary]] = {}
+        self._builds: dict[str, _Build] = {}
 
     def _counts(self, target: str) -> TermCounts | None:
         """The counts of ``target`` (None: still being gathered)."""
@@ -94,18 +126,31 @@ class ShownTerms:
         return f.counts if f.done else None
 
     def bloom(self, target: str) -> Bloom | None:
-        """The filter of what ``target`` is shown, None while it is being gathered
-        (:meth:`gather`).  Built again only when a term came or went."""
+        """The filter of what ``target`` is shown, None while it is being gathered or
+        built (:meth:`gather` goes on).  Built again, a slice at a time, only when a term
+        came or went."""
         counts = self._counts(target)
         if counts is None:
             return None
         built = self._built.get(target)
         if built is None or built[0] is not counts or built[1] != counts.version:
-            value = Bloom.of_terms(counts.terms(), counts.records).value
-            self._built[target] = (counts, counts.version, value)
-        else:
-            value = CapabilitySummary(built[2].hashes, counts.records, built[2].bits)
-        return Bloom(value)
+            if not self._build(target, counts, slice_of(self.slice_clock, self.slice_s)):
+                return None
+            built = self._built[target]
+        return Bloom(CapabilitySummary(built[2].hashes, counts.records, built[2].bits))
+
+    def _build(self, target: str, counts: TermCounts, more: Callable[[], bool]) -> bool:
+        """Build on the filter of ``target`` (from the start if its terms changed since
+        it was begun); whether it is done."""
+        b = self._builds.get(target)
+        if b is None or b.counts is not counts or b.version != counts.version:
+            b = self._builds[target] = _Build(counts)
+        if not b.work(more):
+            return False
+        del self._builds[target]
+        self._built[target] = (counts, b.version,
+                               CapabilitySummary(b.hashes, counts.records, bytes(b.out)))
+        return True
 
     def reconsider(self, agent_ids: Collection[bytes]) -> None:
         """Records whose export changed without a write (released after a restart)."""
@@ -119,7 +164,9 @@ class ShownTerms:
             self.reconsider(changed)
         more = slice_of(self.slice_clock, self.slice_s)
         withheld = self.withheld()
-        return all([f.work(self.source, withheld, more) for f in self._filtered.values()])
+        counted = all([f.work(self.source, withheld, more) for f in self._filtered.values()])
+        return all([self._build(t, b.counts, more) for t, b in list(self._builds.items())]) \
+            and counted
 
     def keep(self, targets: Collection[str]) -> None:
         """Forget the targets no peer needs any more."""
@@ -127,3 +174,5 @@ class ShownTerms:
             del self._filtered[target]
         for target in [t for t in self._built if t not in targets]:
             del self._built[target]
+        for target in [t for t in self._builds if t not in targets]:
+            del self._builds[target]

@@ -79,3 +79,12 @@ class TermCounts:
     def terms(self) -> list[str]:
         """The distinct summary terms held."""
         return summary_terms(*self._counts)
+
+    def __len__(self) -> int:
+        """How many distinct terms are held."""
+        return sum(map(len, self._counts))
+
+    def snapshot(self) -> list[tuple[str, list[str]]]:
+        """The distinct terms held, by prefix and without it (copies, for a filter built
+        in steps while the counts change)."""
+        return [(p, list(c)) for p, c in zip(_PREFIXES, self._counts, strict=True)]
