@@ -73,8 +73,10 @@ def _fail(state: RequesterState, tmp_path: Path) -> None:
 def _abandon(state: RequesterState, tmp_path: Path) -> None:
     """Given up: nothing reported, and a late answer matches no request."""
     reqs, req = waiting()
+    reqs.outbox.messages_to_send()
     assert reqs.cancel(7, T0 + 1)
     assert req.state is RS.DONE and reqs.get_timer() is None and not reqs.outbox.events
+    assert reqs.outbox.messages_to_send() == []
     with pytest.raises(ProtocolError) as err:
         reqs.receive(wire(EchoReply(transaction_id=7, sequence=1, timestamp=0,
                                     gateway_id=ME)), T0 + 2)
@@ -119,6 +121,9 @@ def _watch(state: LivenessState, tmp_path: Path) -> None:
     c = client(state)
     c.watch_gateway(T0 + 5)
     assert watch_of(c).state is LS.WATCHING and watch_of(c).get_timer() == T0 + 6
+    assert sent(c) == []
+    c.handle_timer(T0 + 8)  # the hold timer started too: 3 s of silence, lost
+    assert list(c.outbox.events) == [GatewayLost(3.0)]
 
 
 @WATCH.row((LS.IDLE, LS.LOST), LI.HEARD)
@@ -127,7 +132,7 @@ def _ignore(state: LivenessState, tmp_path: Path) -> None:
     c = client(state)
     c.receive(route_request(), T0 + 5)
     assert watch_of(c).state is state and watch_of(c).get_timer() is None
-    assert sent(c) == []
+    assert sent(c) == [] and not any(isinstance(e, GatewayLost) for e in c.outbox.events)
 
 
 @WATCH.row((LS.WATCHING, LS.PROBING), LI.HEARD)

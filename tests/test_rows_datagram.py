@@ -92,6 +92,8 @@ def _send(state: RetransmitState, tmp_path: Path) -> None:
     assert peer == A and decode(data) == echo(1, txid=TXID)
     assert not flags(data) & Flags.RETRANSMISSION
     assert r.outstanding() == 1 and r.get_timer() == 1.0 and r.counters.requests_sent == 1
+    r.handle_timer(1.0)  # waiting: retransmitted
+    assert len(r.datagrams_to_send()) == 1
 
 
 @SENT.row(RS.WAITING, RI.RETRANSMIT_DUE)
@@ -102,6 +104,8 @@ def _retransmit(state: RetransmitState, tmp_path: Path) -> None:
     assert flags(data) & Flags.RETRANSMISSION
     assert decode(data) == replace(echo(1, txid=TXID), flags=Flags.RETRANSMISSION)
     assert r.get_timer() == 3.0 and r.counters.retransmissions == 1 and r.outstanding() == 1
+    r.handle_timer(3.0)  # still waiting: retransmitted again
+    assert len(r.datagrams_to_send()) == 1 and r.counters.retransmissions == 2
 
 
 @SENT.row(RS.WAITING, RI.EXHAUSTED)
@@ -114,6 +118,10 @@ def _stop_retransmitting(state: RetransmitState, tmp_path: Path) -> None:
     r.handle_timer(5.0)
     assert r.datagrams_to_send() == [] and events(r) == []
     assert r.get_timer() == 10 and r.outstanding() == 1
+    r.handle_timer(10)
+    [abandoned] = events(r)
+    assert isinstance(abandoned, RequestAbandoned)
+    assert abandoned.code is ErrorCode.TRANSACTION_TIMEOUT
 
 
 @SENT.row(RS.WAITING, RI.EXHAUSTED_UNTIMED)
@@ -204,6 +212,8 @@ def _pass_up(state: DuplicateState, tmp_path: Path) -> None:
     r = responder(state)
     passed_up(r, request(), 0.0)
     assert r.cached_answers() == 1 and r.datagrams_to_send() == []
+    r.receive(A, request(), 0.5)  # processing: a repeat waits for the answer
+    assert events(r) == [] and r.datagrams_to_send() == []
 
 
 @RECEIVED.row(DS.PROCESSING, DI.REPEAT)
@@ -212,6 +222,10 @@ def _ignore_repeat(state: DuplicateState, tmp_path: Path) -> None:
     r.receive(A, request(), 0.5)
     assert events(r) == [] and r.datagrams_to_send() == []
     assert r.counters.duplicates_in_progress == 1
+    r.respond(A, echo(1, txid=TXID), reply_to(echo(1)), 0.6)  # still processing: kept
+    r.datagrams_to_send()
+    r.receive(A, request(), 0.7)
+    assert answers(r) == [replace(reply_to(echo(1)), transaction_id=TXID)]
 
 
 @RECEIVED.row(DS.PROCESSING, DI.RESPOND)
@@ -222,9 +236,10 @@ def _keep_answer(state: DuplicateState, tmp_path: Path) -> None:
     r.respond(A, echo(1, txid=TXID), reply_to(echo(1)), 0.5)
     reply = replace(reply_to(echo(1)), transaction_id=TXID)
     assert answers(r) == [reply]
-    r.receive(A, request(), 1.0)
-    assert events(r) == [] and answers(r) == [reply]
-    assert r.counters.duplicates_answered == 1
+    for n, at in enumerate((1.0, 2.0), 1):
+        r.receive(A, request(), at)
+        assert events(r) == [] and answers(r) == [reply]
+        assert r.counters.duplicates_answered == n
 
 
 @RECEIVED.row((DS.NEW, DS.ANSWERED), DI.RESPOND)
@@ -252,6 +267,9 @@ def _refuse_reuse(state: DuplicateState, tmp_path: Path) -> None:
     assert isinstance(err, Error) and (err.transaction_id, err.status) == \
         (TXID, ErrorCode.UNEXPECTED_MESSAGE)
     assert events(r) == []
+    r.receive(A, request(), 1.0)  # the request held is as it was
+    assert answers(r) == ([] if state is DS.PROCESSING
+                          else [replace(reply_to(echo(1)), transaction_id=TXID)])
 
 
 @RECEIVED.row(DS.ANSWERED, DI.EXPIRE)
@@ -261,6 +279,7 @@ def _forget(state: DuplicateState, tmp_path: Path) -> None:
     assert r.get_timer() == KEEP
     r.handle_timer(KEEP)
     assert r.cached_answers() == 0 and r.get_timer() is None
+    assert r.datagrams_to_send() == [] and events(r) == []
     passed_up(r, request(), KEEP + 1)
 
 
@@ -271,7 +290,7 @@ def _evict(state: DuplicateState, tmp_path: Path) -> None:
     r = responder(state)
     passed_up(r, request(txid=8), 1.0)
     passed_up(r, request(txid=9), 1.0)
-    assert r.cached_answers() == 2
+    assert r.cached_answers() == 2 and r.datagrams_to_send() == []
     r.respond(A, echo(1, txid=8), reply_to(echo(1)), 1.5)
     r.datagrams_to_send()
     passed_up(r, request(), 2.0)

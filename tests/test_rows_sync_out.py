@@ -116,6 +116,10 @@ def _queue(state: OutState, tmp_path: Path) -> None:
     if state is Out.READY:
         [up] = r.sent()
         assert advertised(up) == [(C, 1)] and up.sequence == 2
+        assert r.core.deregister(A, T1) is ErrorCode.SUCCESS  # and what is withdrawn
+        r.sync.announce(TableChanges(withdrawn=(VersionedId(A, 1),)), T1)
+        [up] = r.sent()
+        assert isinstance(up, Update) and up.withdraw == (VersionedId(A, 1),)
         return
     assert r.sent() == []
     r.feed(SyncAck(sequence=SYNC_WINDOW), T1)
