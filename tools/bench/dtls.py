@@ -15,7 +15,9 @@ certificate and mutual authentication):
 * ``dtls_lossy_rate``: the same over DTLS through the impairment relay at ``--loss``
   with as much reordering and duplication (the relay runs in the client's process).  The
   DMSC retransmission timers are at their registry values, so the tail latency is
-  RETRANSMIT_INITIAL doubling (0.5, 1.5, 3.5 s after one, two, three losses).
+  RETRANSMIT_INITIAL doubling (0.5, 1.5, 3.5 s after one, two, three losses);
+  ``dtls_lossy_failed`` counts the requests abandoned at their transaction time
+  (every copy of the request or of its answer lost: rare at 10%).
 
 Ratios are DTLS over QUIC.  The last line printed is one JSON object.
 """
@@ -37,8 +39,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from dmscproto.codec.messages import EchoReply, EchoRequest, Message
+from dmscproto.codec.registry import ErrorCode
 from dmscproto.security.ca import Credential, DomainAuthority, Kind
 from dmscproto.transport import dtls, quic
+from dmscproto.transport.errors import TransportError
 from dmscproto.transport.tls import TlsIdentity
 
 HOST = "127.0.0.1"
@@ -87,27 +91,37 @@ async def handshakes(connect: Connect, port: int, count: int) -> float:
     return statistics.median(times)
 
 
-async def rate(conn: Any, seconds: float, inflight: int) -> tuple[float, float, float]:
-    """Round trips completed within ``seconds`` per second, and their median and 99th
-    percentile latency in ms (requests still outstanding at the end are not counted)."""
+async def rate(conn: Any, seconds: float, inflight: int) -> tuple[float, float, float, int]:
+    """Round trips completed within ``seconds`` per second, their median and 99th
+    percentile latency in ms (requests still outstanding at the end are not counted),
+    and how many requests were abandoned at their transaction time (TRANSACTION_TIMEOUT:
+    through the lossy relay every copy of a request, or of its answer, can be lost)."""
     latencies: list[float] = []
+    failed = 0
     start = time.perf_counter()
     deadline = start + seconds
 
     async def worker(w: int) -> None:
+        nonlocal failed
         seq = 0
         while time.perf_counter() < deadline:
             seq += 1
             sent = time.perf_counter()
-            answer = await conn.request(EchoRequest(sequence=seq, timestamp=w,
-                                                    payload=PAYLOAD))
+            try:
+                answer = await conn.request(EchoRequest(sequence=seq, timestamp=w,
+                                                        payload=PAYLOAD))
+            except TransportError as exc:
+                if exc.code is not ErrorCode.TRANSACTION_TIMEOUT:
+                    raise
+                failed += 1
+                continue
             assert isinstance(answer, EchoReply)
             if time.perf_counter() <= deadline:
                 latencies.append(time.perf_counter() - sent)
     await asyncio.gather(*(worker(w) for w in range(inflight)))
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
-    return len(latencies) / seconds, statistics.median(latencies) * 1000, p99 * 1000
+    return len(latencies) / seconds, statistics.median(latencies) * 1000, p99 * 1000, failed
 
 
 async def client(args: argparse.Namespace, directory: Path, ports: dict[str, int]
@@ -125,14 +139,16 @@ async def client(args: argparse.Namespace, directory: Path, ports: dict[str, int
             await handshakes(connect, ports[name], args.handshakes), 3)
         conn = await connect(ports[name])
         await rate(conn, 0.3, args.inflight)  # warm up
+        *figures, out[f"{name}_failed"] = await rate(conn, args.seconds, args.inflight)
         out[f"{name}_rate"], out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = (
-            round(v, 3) for v in await rate(conn, args.seconds, args.inflight))
+            round(v, 3) for v in figures)
         conn.close()
     relay = await Relay.start((HOST, 0), (HOST, ports["dtls"]), Impairment(
         loss=args.loss, duplicate=args.loss, reorder=args.loss, seed=1))
     conn = await dtls.connect(*relay.address, agent, timeout=10)
+    *figures, out["dtls_lossy_failed"] = await rate(conn, args.seconds, args.inflight)
     out["dtls_lossy_rate"], out["dtls_lossy_p50_ms"], out["dtls_lossy_p99_ms"] = (
-        round(v, 3) for v in await rate(conn, args.seconds, args.inflight))
+        round(v, 3) for v in figures)
     out["loss"] = args.loss
     conn.close()
     relay.close()
