@@ -243,7 +243,9 @@ def test_a_pump_stops_a_transaction_at_its_own_transaction_time(pki: Pki) -> Non
 
 def test_a_pump_answer_reaches_the_transport_in_the_call_that_gives_it() -> None:
     """A relayed answer is handed to the transport in the call that gives it (the
-    pump's Answer), not a loop turn later through a future's done callback."""
+    pump's Answer), not a loop turn later through a future's done callback; a transport
+    failing on it is reported as a callback's failure would be, not raised into the
+    pump."""
 
     class Far:
         def __init__(self) -> None:
@@ -270,5 +272,18 @@ def test_a_pump_answer_reaches_the_transport_in_the_call_that_gives_it() -> None
                        gateway_id=bytes(16), payload=b"cba"))
         assert [(type(h), getattr(h, "transaction_id", None)) for h in heard] == [
             (EchoReply, 7)]
+
+        def broken(_outcome: object) -> None:
+            raise RuntimeError("transport failed")
+
+        reported: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _l, c: reported.append(c))
+        dispatch(lambda msg, _peer: pump.deliver("near", msg), echo(2, 8, b"x"),
+                 AnyPeer(None, None, None, None), broken, set())
+        await asyncio.sleep(0)  # "near" had its turn in this one: fed at its end
+        sent, done = far.started[1]
+        done(EchoReply(transaction_id=sent.transaction_id, sequence=2, timestamp=0,
+                       gateway_id=bytes(16), payload=b"x"))
+        assert [type(c["exception"]) for c in reported] == [RuntimeError]
         await pump.close()
     asyncio.run(scenario())

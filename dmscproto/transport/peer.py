@@ -55,14 +55,25 @@ class Answer(asyncio.Future[Message | None]):
 
     def give(self, answer: Message | None) -> None:
         self.set_result(answer)
-        if self.taker is not None:
-            self.taker(self)
+        self._tell()
 
     def cancel(self, msg: Any = None) -> bool:
         cancelled = super().cancel(msg)
-        if cancelled and self.taker is not None:
-            self.taker(self)
+        if cancelled:
+            self._tell()
         return cancelled
+
+    def _tell(self) -> None:
+        """Tell the taker; what it raises is reported as a done callback's would be,
+        not raised into the code that gave the answer."""
+        if self.taker is None:
+            return
+        try:
+            self.taker(self)
+        except Exception as exc:
+            self.get_loop().call_exception_handler({
+                "message": "the taker of an answer failed", "exception": exc,
+                "future": self})
 
 
 def dispatch(handler: Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Message | None]],
