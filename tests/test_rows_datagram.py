@@ -280,6 +280,7 @@ def _forget(state: DuplicateState, tmp_path: Path) -> None:
     r.handle_timer(KEEP)
     assert r.cached_answers() == 0 and r.get_timer() is None
     assert r.datagrams_to_send() == [] and events(r) == []
+    assert r.counters.duplicates_in_progress == r.counters.duplicates_answered == 0
     passed_up(r, request(), KEEP + 1)
 
 
@@ -291,6 +292,7 @@ def _evict(state: DuplicateState, tmp_path: Path) -> None:
     passed_up(r, request(txid=8), 1.0)
     passed_up(r, request(txid=9), 1.0)
     assert r.cached_answers() == 2 and r.datagrams_to_send() == []
+    assert r.counters.duplicates_in_progress == r.counters.duplicates_answered == 0
     r.respond(A, echo(1, txid=8), reply_to(echo(1)), 1.5)
     r.datagrams_to_send()
     passed_up(r, request(), 2.0)
