@@ -9,10 +9,11 @@ piece that runs them on the event loop:
 
 * **clock**: one clock, the event loop's (monotonic): ``now`` for the object is the
   loop's time (:meth:`Driver.now`), for the protocol machines (which put it in TIMESTAMP
-  TLVs and records) shifted to seconds since the epoch by the loop's
-  :func:`epoch_offset`, read once; a deadline is a loop time less that offset, so no
-  second clock is read and a step of the system clock moves no timer (the machines see
-  it when the process starts again);
+  TLVs, records and token checks) shifted to seconds since the epoch by their loop's
+  :class:`EpochClock` offset, and every timer is armed on the loop's clock at the
+  deadline less that offset.  The offset is read again only when the system clock has
+  been stepped (by more than CLOCK_STEP): the machines' time then follows it, and the
+  timers already armed still run out when they were due;
 * **timers**: one event-loop timer per object, armed at ``get_timer()``; when it fires
   the object gets ``handle_timer(now)`` with ``now`` never before the deadline asked
   for (asyncio may run a timer a clock resolution early), then ``after`` (what the
@@ -82,17 +83,41 @@ def end_of_turn(loop: asyncio.AbstractEventLoop) -> EndOfTurn:
     return turn
 
 
-_OFFSETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = (
+#: Seconds the system clock may drift from the machines' clock before it counts as
+#: stepped and they follow it (both are slewed alike by NTP: only a step parts them).
+CLOCK_STEP = 1.0
+
+
+class EpochClock:
+    """The machines' clock on one loop (module docstring): the loop's time plus
+    ``offset``, seconds since the epoch at the loop's time zero."""
+
+    __slots__ = ("_loop", "offset")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.offset = time.time() - loop.time()
+
+    def now(self) -> float:
+        at = self._loop.time()
+        now = at + self.offset
+        wall = time.time()
+        if abs(wall - now) > CLOCK_STEP:  # the system clock was stepped: follow it
+            self.offset = wall - at
+            return wall
+        return now
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EpochClock] = (
     weakref.WeakKeyDictionary())
 
 
-def epoch_offset(loop: asyncio.AbstractEventLoop) -> float:
-    """Seconds since the epoch at ``loop``'s time zero, read once per loop: the loop's time
-    plus this is the machines' clock (module docstring)."""
-    offset = _OFFSETS.get(loop)
-    if offset is None:
-        offset = _OFFSETS[loop] = time.time() - loop.time()
-    return offset
+def epoch_clock(loop: asyncio.AbstractEventLoop) -> EpochClock:
+    """The :class:`EpochClock` of ``loop``."""
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = EpochClock(loop)
+    return clock
 
 
 class Driver:
@@ -101,7 +126,7 @@ class Driver:
     ``handle_timer`` does; with ``epoch`` the object's time is seconds since the epoch
     (a protocol machine's), else the loop's."""
 
-    __slots__ = ("_after", "_at", "_handle", "_lazy", "_loop", "_offset", "_stopped",
+    __slots__ = ("_after", "_at", "_clock", "_handle", "_lazy", "_loop", "_stopped",
                  "_turn", "target")
 
     def __init__(self, target: Timed, after: Callable[[], None] | None = None, *,
@@ -110,7 +135,7 @@ class Driver:
         self._loop = loop or asyncio.get_running_loop()
         self.target = target
         self._after = after
-        self._offset = epoch_offset(self._loop) if epoch else 0.0
+        self._clock = epoch_clock(self._loop) if epoch else None
         self._lazy = lazy
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
@@ -121,7 +146,7 @@ class Driver:
 
     def now(self) -> float:
         """The object's time (module docstring)."""
-        return self._loop.time() + self._offset
+        return self._loop.time() if self._clock is None else self._clock.now()
 
     def arm(self) -> None:
         """Arm the timer at the object's ``get_timer()``, or keep one armed for an
@@ -139,7 +164,8 @@ class Driver:
         self._at = at
         if at is None:
             return
-        self._handle = self._loop.call_at(at - self._offset, self._fire)
+        self._handle = self._loop.call_at(
+            at if self._clock is None else at - self._clock.offset, self._fire)
 
     def arm_soon(self) -> None:
         """:meth:`arm` once, at the end of this event-loop turn."""
