@@ -76,19 +76,6 @@ def test_the_ack_of_a_request_travels_with_the_answer(pki: Pki) -> None:
         assert pair.client._loss.bytes_in_flight == 0  # the request is acknowledged
 
 
-def test_max_streams_travels_with_an_answer(pki: Pki) -> None:
-    """A stream credit (MAX_STREAMS, about every 64 transactions) goes in the packet of
-    an answer, not in a datagram of its own after it."""
-    pair = Pair(pki)
-    credit = pair.client._remote_max_streams_bidi
-    for _ in range(3 * credit // 2):
-        stream_id = pair.request()
-        assert pair.flight(pair.client, pair.server) == 1
-        pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
-        assert pair.flight(pair.server, pair.client) == 1
-    assert pair.client._remote_max_streams_bidi > 3 * credit // 2  # credit was raised
-
-
 def test_a_lone_ack_waits_no_longer_than_the_ack_delay(pki: Pki) -> None:
     pair = Pair(pki)
     pair.request()

@@ -138,3 +138,16 @@ def test_a_pass_builds_no_empty_packet_after_one_with_room(
                              and e.stream_id == large)
         pair.tick(0.01)
     assert received == answer
+
+
+def test_max_streams_travels_with_an_answer(pki: Pki) -> None:
+    """A stream credit (MAX_STREAMS, about every 64 transactions) goes in the packet of
+    an answer, not in a datagram of its own after it."""
+    pair = Pair(pki)
+    credit = pair.client._remote_max_streams_bidi
+    for _ in range(3 * credit // 2):
+        stream_id = pair.request()
+        assert pair.flight(pair.client, pair.server) == 1
+        pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
+        assert pair.flight(pair.server, pair.client) == 1
+    assert pair.client._remote_max_streams_bidi > 3 * credit // 2  # credit was raised

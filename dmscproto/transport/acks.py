@@ -16,12 +16,6 @@ acknowledges at once
   quickly, so its loss recovery runs as before);
 * a packet carrying a PING, which a peer sends to learn that the path works (a
   client's confirmation after the handshake, keepalives, loss probes).
-
-MAX_STREAMS is piggybacked too: aioquic discards a finished stream (and credits the
-peer with one more, RFC 9000 Section 4.6) while it writes the streams' frames, after the
-connection limits, so the MAX_STREAMS that credit raises took a packet, and a datagram,
-of its own about every 64 transactions; finished streams are discarded before the
-packet is built instead, and the MAX_STREAMS goes with the frames it is built with.
 """
 
 from __future__ import annotations
@@ -34,7 +28,6 @@ from aioquic.quic.connection import (
     NetworkAddress,
     QuicConnection,
     QuicReceiveContext,
-    stream_is_client_initiated,
 )
 from aioquic.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -106,24 +99,7 @@ class DelayedAckConnection(QuicConnection):
             space = self._spaces[tls.Epoch.ONE_RTT]
             if space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
-        if any(stream.is_finished for stream in self._streams_queue):
-            self._discard_finished_streams()
         return super().datagrams_to_send(now)
-
-    def _discard_finished_streams(self) -> None:
-        """What aioquic does with a finished stream when it comes to it while writing
-        frames, done before the packet is built (see module)."""
-        kept = []
-        for stream in self._streams_queue:
-            if not stream.is_finished:
-                kept.append(stream)
-                continue
-            stream_id = stream.stream_id
-            assert stream_id is not None  # only the CRYPTO streams have none
-            del self._streams[stream_id]
-            if stream_is_client_initiated(stream_id) != self._is_client:
-                self._stream_limit(stream_id).value += 1
-        self._streams_queue = kept
 
     def _write_ack_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                          now: float) -> None:

@@ -43,6 +43,10 @@ change, and no ACK is due now.
 And once the handshake is confirmed, a pass builds no 1-RTT packet after one that has
 room left (:func:`_start_packet`): aioquic's writer starts packets until one comes
 out empty, so each pass of a transaction's few hundred octets built an empty second one.
+The one thing aioquic put in a second packet was the stream credit (MAX_STREAMS) that
+finished streams give back, which it counts while writing the streams' frames, after
+the connection limits: in a packet, and a datagram, of its own about every 64
+transactions.  It goes in the first packet of the next pass instead, with an answer.
 """
 
 from __future__ import annotations
