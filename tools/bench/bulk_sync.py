@@ -35,10 +35,12 @@
    ``sender_loop_stall_ms_max`` (gw-x, run with ``--loop-probe``, from its start) are
    the longest event-loop stalls each saw while the table was transferred (a 1 ms
    ticker, :class:`~dmscproto.runtime.loop.LoopLag`; ``sender_loop_stall_cpu_ms_max``
-   is gw-x's longest in its loop thread's CPU time, which a loaded machine does not
-   stretch: gw-x sends its table in UPDATEs filled a WORK_SLICE at a time, its records
-   not decoded since its restart decoded on the way, and keeps its domain's summary
-   on write): UPDATEs are applied in slices of at most
+   is gw-x's longest in its loop thread's CPU time, which a loaded machine stretches
+   little (a core shared by two hardware threads does run slower): gw-x sends its
+   table in UPDATEs filled a WORK_SLICE at a time, a slice's length apart, the table
+   taken a shard at a time, its records not decoded since its restart decoded on the
+   way, and keeps its domain's summary on write): UPDATEs are applied in slices of at
+   most
    LEARN_SLICE of record checks, each slice committing what passed.  On a loaded
    machine those include time the process was not scheduled at all, so
    ``loop_callback_cpu_ms_max`` gives gw-l's longest single event-loop callback in
