@@ -57,6 +57,25 @@ def test_example_requests_have_example_answers() -> None:
         assert types[request] and types[response]
 
 
+def test_a_transaction_id_set_in_the_pdu_is_the_messages_encoding_with_it() -> None:
+    """Reliability sets the transaction id of a request sent without one, and of an
+    answer to a request, in the encoded header: the octets are those of the message
+    with that id, for every example request and answer (no TLV repeats the id)."""
+    ex, types = examples(), by_type()
+    for request_type, answer_type in ANSWER_TO.items():
+        for name in types[request_type]:
+            r = Reliability(max_pdu=1 << 16)
+            txid = r.send_request(A, replace(ex[name], transaction_id=0), 0.0)
+            [(sent, _)] = r.datagrams_to_send()
+            assert txid and sent == encode(replace(ex[name], transaction_id=txid)), name
+        for name in types[answer_type]:
+            r = Reliability(max_pdu=1 << 16)
+            request = replace(ex[types[request_type][0]], transaction_id=7)
+            r.respond(A, request, replace(ex[name], transaction_id=0), 0.0)
+            [(sent, _)] = r.datagrams_to_send()
+            assert sent == encode(replace(ex[name], transaction_id=7)), name
+
+
 # --- requester: retransmission schedule --------------------------------------------------
 def run_schedule(r: Reliability, timeout: float | None) -> tuple[list[tuple[float, int]], float]:
     """Drive one unanswered request with a fake clock: (time, flags) of every send and the

@@ -41,7 +41,6 @@ import hashlib
 import heapq
 import logging
 import secrets
-from dataclasses import replace
 from typing import Final
 
 from ..codec.errors import DecodeError, EncodeError
@@ -134,9 +133,10 @@ class Reliability:
         id is replaced by a random one.  Raises :class:`PduTooLarge` or ValueError."""
         if msg.TYPE not in ANSWER_TO:
             raise ValueError(f"{msg.TYPE.name} is not a request")
+        data = self._encode_within_limit(msg)
         if msg.transaction_id == 0:
-            msg = replace(msg, transaction_id=self._free_transaction_id(peer))
-        return self.send_request_bytes(peer, self._encode_within_limit(msg), now, timeout)
+            data = _with_transaction_id(data, self._free_transaction_id(peer))
+        return self.send_request_bytes(peer, data, now, timeout)
 
     def send_request_bytes(self, peer: Address, pdu: bytes, now: float,
                            timeout: float | None = None) -> int:
@@ -191,9 +191,9 @@ class Reliability:
         transaction id is set to the request's.  An answer too large for one datagram is
         replaced by ERROR PDU_TOO_LARGE."""
         txid = request.transaction_id
-        if response.transaction_id != txid:
-            response = replace(response, transaction_id=txid)
         data = encode(response)
+        if response.transaction_id != txid:
+            data = _with_transaction_id(data, txid)
         if len(data) > self.max_pdu:
             data = encode(Error(
                 transaction_id=txid, status=ErrorCode.PDU_TOO_LARGE,
@@ -313,6 +313,13 @@ class Reliability:
             txid = secrets.randbits(64)
             if txid and (peer, txid) not in self._pending:
                 return txid
+
+
+def _with_transaction_id(pdu: bytes, txid: int) -> bytes:
+    """``pdu`` with another transaction id in its header (Section 4.1), which no TLV
+    repeats: what encoding a copy of the message with that id gives, without the copy."""
+    version, mtype, flags, length, _old = HEADER_STRUCT.unpack_from(pdu)
+    return HEADER_STRUCT.pack(version, mtype, flags, length, txid) + pdu[HEADER_SIZE:]
 
 
 #: By request type code: the answer's type code and ERROR's (:data:`ANSWER_TO`); a
