@@ -102,6 +102,25 @@ def error(req: Message) -> Error:
                  offending_type=int(req.TYPE), diagnostic="slow down", retry_after=3000)
 
 
+#: How an agent's request ends in the cases below: its answer (a refusal), ERROR, or a
+#: timer (the request's, or the lease's).
+ENDS = ("answer", "error", "timer")
+
+
+def end(a: Agent, req: Message, how: str, answer: Message, timer_at: float,
+        timed_out: ErrorCode) -> tuple[ErrorCode, str | None, int | None]:
+    """End ``req`` as ``how`` says; the STATUS, DIAGNOSTIC and RETRY_AFTER the agent
+    reports for it."""
+    if how == "answer":
+        a.answer(answer)
+        return answer.status, getattr(answer, "diagnostic", None), None  # type: ignore[attr-defined]
+    if how == "error":
+        a.answer(error(req))
+        return ErrorCode.RATE_LIMITED, "slow down", 3000
+    a.m.handle_timer(timer_at)
+    return timed_out, None, None
+
+
 @AGENT.row((AS.IDLE, AS.REGISTERING, AS.REGISTERED, AS.REFRESHING), AI.REGISTER_CALL)
 def _send_register(state: AgentState, tmp_path: Path) -> None:
     """register() (again: a new record replaces the one registered or being sent)."""
@@ -128,20 +147,14 @@ def _granted(state: AgentState, tmp_path: Path) -> None:
 @AGENT.row(AS.REGISTERING, AI.REQUEST_TIMEOUT)
 def _failed(state: AgentState, tmp_path: Path) -> None:
     """Refused, answered with ERROR, or unanswered: not registered."""
-    for end in ("refused", "error", "timer"):
+    for how in ENDS:
         a, req = agent(state)
         assert req is not None
-        if end == "refused":
-            a.answer(RegisterAck(transaction_id=req.transaction_id,
-                                 status=ErrorCode.NAME_CONFLICT, diagnostic="taken"))
-            expect = RegistrationFailed(ErrorCode.NAME_CONFLICT, "taken")
-        elif end == "error":
-            a.answer(error(req))
-            expect = RegistrationFailed(ErrorCode.RATE_LIMITED, "slow down", 3000)
-        else:
-            a.m.handle_timer(T0 + WAIT)
-            expect = RegistrationFailed(ErrorCode.TRANSACTION_TIMEOUT)
-        assert drain(a.out) == ([], [expect])
+        outcome = end(a, req, how, RegisterAck(transaction_id=req.transaction_id,
+                                               status=ErrorCode.NAME_CONFLICT,
+                                               diagnostic="taken"),
+                      T0 + WAIT, ErrorCode.TRANSACTION_TIMEOUT)
+        assert drain(a.out) == ([], [RegistrationFailed(*outcome)])
         assert a.m.state is AS.IDLE and a.m.get_timer() is None
 
 
@@ -184,20 +197,14 @@ def _extended(state: AgentState, tmp_path: Path) -> None:
 @AGENT.row(AS.REFRESHING, AI.ERROR)
 @AGENT.row(AS.REFRESHING, AI.LEASE_END)
 def _reregister(state: AgentState, tmp_path: Path) -> None:
-    """The gateway no longer holds the registration: REGISTER again."""
-    for end in ("refused", "error", "lease"):
+    """The gateway no longer holds the registration (REFRESH refused, ERROR, the lease
+    over): REGISTER again."""
+    for how in ENDS:
         a, req = agent(state)
         assert req is not None
-        if end == "refused":
-            a.answer(RefreshAck(transaction_id=req.transaction_id,
-                                status=ErrorCode.UNKNOWN_AGENT))
-            status = ErrorCode.UNKNOWN_AGENT
-        elif end == "error":
-            a.answer(error(req))
-            status = ErrorCode.RATE_LIMITED
-        else:
-            a.m.handle_timer(T0 + LEASE)
-            status = ErrorCode.LEASE_EXPIRED
+        status, _, _ = end(a, req, how, RefreshAck(transaction_id=req.transaction_id,
+                                                   status=ErrorCode.UNKNOWN_AGENT),
+                           T0 + LEASE, ErrorCode.LEASE_EXPIRED)
         [again], events = drain(a.out)
         assert events == [RegistrationLost(status)]
         assert isinstance(again, Register) and again.record == ALICE
@@ -208,19 +215,12 @@ def _reregister(state: AgentState, tmp_path: Path) -> None:
 @AGENT.row(AS.DEREGISTERING, AI.ERROR)
 @AGENT.row(AS.DEREGISTERING, AI.REQUEST_TIMEOUT)
 def _deregistered(state: AgentState, tmp_path: Path) -> None:
-    for end in ("ack", "error", "timer"):
+    for how in ENDS:
         a, req = agent(state)
         assert req is not None
-        if end == "ack":
-            a.answer(DeregisterAck(transaction_id=req.transaction_id,
-                                   status=ErrorCode.SUCCESS))
-            status = ErrorCode.SUCCESS
-        elif end == "error":
-            a.answer(error(req))
-            status = ErrorCode.RATE_LIMITED
-        else:
-            a.m.handle_timer(T1 + WAIT)
-            status = ErrorCode.TRANSACTION_TIMEOUT
+        status, _, _ = end(a, req, how, DeregisterAck(transaction_id=req.transaction_id,
+                                                      status=ErrorCode.SUCCESS),
+                           T1 + WAIT, ErrorCode.TRANSACTION_TIMEOUT)
         assert drain(a.out) == ([], [Deregistered(status)])
         assert a.m.state is AS.IDLE and a.m.get_timer() is None and a.m.agent_id is None
 
