@@ -42,7 +42,7 @@ from dmscproto.transport import (
     serve,
 )
 from dmscproto.transport.framing import StreamAssembler
-from dmscproto.transport.quic import QuicLimits
+from dmscproto.transport.quic import QuicLimits, streams
 from dmscproto.transport.tls import DmscQuicConnection
 
 LOOPBACK = "127.0.0.1"
@@ -292,7 +292,12 @@ def test_malformed_pdus_answered_with_error(pki: Pki) -> None:
     run(main())
 
 
-def test_handler_failures(pki: Pki) -> None:
+def test_handler_failures(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that fails is INTERNAL_ERROR, one that gives no answer a bare FIN, one
+    that never answers a TRANSACTION_TIMEOUT: after the timeout given, by default the
+    request's transaction time (Section 9.3; shortened here)."""
+    monkeypatch.setattr(streams, "transaction_time_of", lambda msg: 0.2)
+
     async def respond(msg: Message) -> Message | None:
         if isinstance(msg, EchoRequest):
             if msg.sequence == 1:
@@ -317,10 +322,14 @@ def test_handler_failures(pki: Pki) -> None:
             with pytest.raises(TransportError) as info:
                 await conn.request(echo(3), timeout=0.2)
             assert info.value.code is ErrorCode.TRANSACTION_TIMEOUT
+            with pytest.raises(TransportError) as info:
+                await asyncio.wait_for(conn.request(echo(4)), 5)  # its transaction time
+            assert info.value.code is ErrorCode.TRANSACTION_TIMEOUT
             conn.send(echo(2))  # one-way: no answer expected
             ka = examples.examples()["keepalive"]
             assert await conn.request(ka) == ka
-        assert [m.sequence for m, _ in handler.calls if isinstance(m, EchoRequest)] == [1, 2, 3, 2]
+        sequences = [m.sequence for m, _ in handler.calls if isinstance(m, EchoRequest)]
+        assert sequences == [1, 2, 3, 4, 2]
     run(main())
 
 

@@ -16,7 +16,7 @@ from ..tls import DmscQuicConnection, TlsIdentity
 from .errors import ConnectionClosed
 from .link import IDLE_TIMEOUT, KEEPALIVE_INTERVAL
 from .sockets import udp_socket
-from .streams import REQUEST_TIMEOUT, DmscConnection, Handler
+from .streams import DmscConnection, Handler
 
 #: How long connect() waits for the handshake and its confirmation.
 CONNECT_TIMEOUT = QUIC_CONNECT_TIMEOUT
@@ -90,7 +90,9 @@ class ConnectionPool:
         return await asyncio.shield(task)
 
     async def request(self, host: str, port: int, msg: Message,
-                      timeout: float | None = REQUEST_TIMEOUT) -> Message:
+                      timeout: float | None = None) -> Message:
+        """:meth:`DmscConnection.request` on the connection to ``host``:``port``
+        (``timeout`` by default ``msg``'s transaction time, Section 9.3)."""
         return await (await self.get(host, port)).request(msg, timeout)
 
     async def close(self) -> None:

@@ -25,7 +25,7 @@ from ...codec.errors import DecodeError, EncodeError
 from ...codec.messages import Error, Message
 from ...codec.pdu import decode, encode
 from ...codec.registry import ErrorCode, timer
-from ..contract import Done, settle
+from ..contract import Done, settle, transaction_time_of
 from ..errors import TransportError
 from ..framing import StreamAssembler
 from ..peer import Handler as AnyHandler
@@ -86,12 +86,15 @@ class DmscConnection(QuicLink):
         self._s = _State()
 
     # --- transactions ----------------------------------------------------------------
-    async def request(self, msg: Message, timeout: float | None = REQUEST_TIMEOUT) -> Message:
-        """Send ``msg`` on a new stream and return the response PDU, decoded.
+    async def request(self, msg: Message, timeout: float | None = None) -> Message:
+        """Send ``msg`` on a new stream and return the response PDU, decoded, within
+        ``timeout`` seconds, by default ``msg``'s transaction time (Section 9.3,
+        :func:`~dmscproto.transport.contract.transaction_time_of`).
 
         Raises :class:`TransportError` (TRANSACTION_TIMEOUT, connection closed, no
         response) or :class:`DecodeError` for a malformed response."""
-        return await self.request_bytes(encode(msg), timeout)
+        return await self.request_bytes(
+            encode(msg), transaction_time_of(msg) if timeout is None else timeout)
 
     async def request_bytes(self, pdu: bytes,
                             timeout: float | None = REQUEST_TIMEOUT) -> Message:
