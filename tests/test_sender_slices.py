@@ -16,10 +16,9 @@ from dmscproto.codec.messages import Digest, Message, Summary, SyncAck, SyncRequ
 from dmscproto.codec.registry import ErrorCode, timer
 from dmscproto.codec.values import CapabilityRecord, Skill
 from dmscproto.codec.wire import VersionedId
-from dmscproto.gateway import drops
+from dmscproto.gateway import drops, registry
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.restart import RestartGrace
-from dmscproto.gateway.shards import ShardedDict
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.bloom import Bloom
 from dmscproto.protocol.machine import Outbox, TransactionIds, slice_of
@@ -301,20 +300,24 @@ def test_restart_grace_ends_in_slices() -> None:
     assert released == [ids[0], *ids[2:]] and steps == 3
 
 
-def test_table_walked_a_shard_at_a_time_while_it_grows() -> None:
-    """The table transfer takes the table a shard at a time (ShardedDict.chunks): no
-    chunk is the whole table, and a key held from the first chunk to the last is in one,
-    though shards split meanwhile (some of them walked already)."""
-    d: ShardedDict[int, None] = ShardedDict((k, None) for k in range(3000))
-    chunks = d.chunks()
+def test_table_walked_a_chunk_at_a_time_in_agent_id_order(
+        core: GatewayCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table transfer takes the table a chunk at a time from the store, in agent id
+    order (Registry.agent_id_chunks): no chunk is the whole table, and a record held
+    from the first chunk to the last is in exactly one, though the table grows
+    meanwhile."""
+    monkeypatch.setattr(registry, "WALK_CHUNK", 4)
+    for i in range(20):
+        core.register(make_record(100 + i, f"w{i}", "a.example"), 3600, T0)
+    held = set(core.agent_ids())
+    chunks = core.agent_id_chunks()
     walked = [next(chunks)]
-    for k in range(3000, 9000):
-        d[k] = None
-    for k in range(0, 3000, 7):
-        del d[k]
+    for i in range(5):
+        core.register(make_record(200 + i, f"late{i}", "a.example"), 3600, T0)
     walked += chunks
-    assert max(map(len, walked)) < 3 * ShardedDict.LOAD and len(walked) > 10
-    assert {k for k in range(3000) if k % 7} <= {k for c in walked for k in c}
+    flat = [a for c in walked for a in c]
+    assert flat == sorted(set(flat)) and max(map(len, walked)) == 4
+    assert held <= set(flat)
 
 
 def test_summary_filter_built_in_slices(core: GatewayCore) -> None:

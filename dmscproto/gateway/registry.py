@@ -33,6 +33,9 @@ from .routing import Route, RoutingTable
 from .shards import ShardedDict
 from .store import RegistryStore, StoredRecord, StoredRow
 
+#: Agent ids per chunk of :meth:`Registry.agent_id_chunks`.
+WALK_CHUNK = 256
+
 #: The DIAGNOSTIC of a REGISTER_ACK whose record was registered already, unchanged (a
 #: retry of a REGISTER whose answer the agent did not get, Section 5.1): the lease is
 #: extended, nothing else changes.
@@ -235,10 +238,17 @@ class Registry:
         return sorted(a for a, e in self._records.items() if e.local or not local_only)
 
     def agent_id_chunks(self) -> Iterator[list[bytes]]:
-        """Every agent id held, a chunk (a shard of the table, some hundreds) at a time
-        (:meth:`ShardedDict.chunks`): a walk in slices never copies the whole table in
-        one step."""
-        return self._records.chunks()
+        """Every agent id held, in ascending order, WALK_CHUNK at a time, each read from
+        the store when reached (after the last id of the one before): a walk in slices
+        never copies the whole table in one step, and a record held from the first
+        chunk to the last is in exactly one.  In that order a peer learning the table
+        writes it in its own store's key order: in hash order (the shards of
+        :class:`ShardedDict`) its inserts land all over its table and cost it about
+        twice the CPU (60 us a record instead of 29 at 30,000 records)."""
+        after = b""
+        while ids := self.store.agent_ids_after(after, WALK_CHUNK):
+            after = ids[-1]  # the taker may empty the list
+            yield ids
 
     def _lease(self, requested: int) -> int:
         return min(max(requested, self.min_lease), self.max_lease)

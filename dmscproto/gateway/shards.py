@@ -96,16 +96,6 @@ class ShardedDict(MutableMapping[K, V]):
     def __len__(self) -> int:
         return self._len
 
-    def chunks(self) -> Iterator[list[K]]:
-        """The keys a shard at a time, each shard copied when it is reached, for a walk
-        done in steps while the mapping changes: a key present from the first chunk to
-        the last is in one of them at least (a split moves keys only to a new last
-        shard), and a key a split moved meanwhile maybe in two."""
-        shards, i = self._shards, 0
-        while i < len(shards):
-            yield list(shards[i])
-            i += 1
-
     @overload
     def get(self, key: K, /) -> V | None: ...
     @overload

@@ -392,6 +392,12 @@ class RegistryStore:
             self._next_expiry_known = True
         return self._next_expiry
 
+    def agent_ids_after(self, after: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` agent ids above ``after``, ascending (a walk in steps)."""
+        return [r[0] for r in self._db.execute(
+            "SELECT agent_id FROM entries WHERE agent_id > ? ORDER BY agent_id LIMIT ?",
+            (after, limit))]
+
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
 

@@ -281,8 +281,8 @@ class SyncOut(TypedMachine):
         return bool(self._bulk) or self._chunks is not None
 
     def _bulk_left(self) -> bool:
-        """Whether records of the table snapshot are left, the next chunk taken (a shard
-        of the table copied) when the last is done."""
+        """Whether records of the table are left, the next chunk taken (read from the
+        store, in agent id order) when the last is done."""
         while not self._bulk and self._chunks is not None:
             chunk = next(self._chunks, None)
             if chunk is None:
