@@ -12,8 +12,8 @@ and every message fits the transport's PDU limit.  UPDATEs are built in slices o
 most WORK_SLICE (records not decoded since a restart cost a decode each), the table
 taken a chunk at a time, so no step copies it whole: where a slice
 ends, the UPDATE being filled waits, and is filled on and sent in the next slice, after
-the gateway's other work, a slice's length later (the session takes at most half of
-the gateway's time); until then, inputs that would send (a SYNC_ACK, a change) leave
+the gateway's other work (the slice timer is due at once: whatever else is ready or
+due runs first); until then, inputs that would send (a SYNC_ACK, a change) leave
 the sending to the slice timer.  The answer to a SYNC_REQUEST is filled the same way, sent
 before any other UPDATE, and taken into the session's memory only once sent.
 """
@@ -293,9 +293,8 @@ class SyncOut(TypedMachine):
 
     def _flush(self, now: float, *, slice_due: bool = False) -> None:
         """Send the answers to SYNC_REQUESTs, then UPDATEs while the window is open and
-        there is something to send, until the slice's time is up; the slice timer goes
-        on a slice's length later, so the gateway's other work always has as long.
-        Until then only the slice timer works: an input between two slices (a SYNC_ACK,
+        there is something to send, until the slice's time is up; the slice timer, due at
+        once, goes on after the gateway's other work.  Until then only the slice timer works: an input between two slices (a SYNC_ACK,
         a change) leaves the work to it."""
         if self._slice_at is not None and not slice_due:
             return
@@ -303,22 +302,22 @@ class SyncOut(TypedMachine):
         self._slice_at = None
         while self._answers:
             if not self._fill_answer(self._answers[0], more):
-                self._slice_at = now + self.work_slice
+                self._slice_at = now
                 return
             self._send_answer(self._answers.popleft(), now)
             if not more() and (self._answers or self._dirty or self._pdu
                                or self._bulk_left()):
-                self._slice_at = now + self.work_slice
+                self._slice_at = now
                 return
         while self.in_flight < SYNC_WINDOW and (self._dirty or self._pdu or self._bulk_left()):
             pdu = self._pdu or PduSpace(update_budget(self.link.pdu_limit), [], [], [])
             self._pdu = None
             if not self._fill_next(pdu, now, more):
-                self._pdu, self._slice_at = pdu, now + self.work_slice
+                self._pdu, self._slice_at = pdu, now
                 return
             self._send_update(pdu, now)
             if not more() and (self._dirty or self._bulk_left()):
-                self._slice_at = now + self.work_slice
+                self._slice_at = now
                 return
 
     def _fill_answer(self, answer: _Answer, more: Callable[[], bool]) -> bool:

@@ -37,8 +37,8 @@
    ticker, :class:`~dmscproto.runtime.loop.LoopLag`; ``sender_loop_stall_cpu_ms_max``
    is gw-x's longest in its loop thread's CPU time, which a loaded machine stretches
    little (a core shared by two hardware threads does run slower): gw-x sends its
-   table in UPDATEs filled a WORK_SLICE at a time, a slice's length apart, the table
-   taken a shard at a time, its records not decoded since its restart decoded on the
+   table in UPDATEs filled a WORK_SLICE at a time, the next after its loop's other
+   work, the table taken in chunks of agent ids, its records not decoded since its restart decoded on the
    way, and keeps its domain's summary on write): UPDATEs are applied in slices of at
    most
    LEARN_SLICE of record checks, each slice committing what passed.  On a loaded
