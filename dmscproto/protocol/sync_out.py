@@ -294,8 +294,8 @@ class SyncOut(TypedMachine):
     def _flush(self, now: float, *, slice_due: bool = False) -> None:
         """Send the answers to SYNC_REQUESTs, then UPDATEs while the window is open and
         there is something to send, until the slice's time is up; the slice timer, due at
-        once, goes on after the gateway's other work.  Until then only the slice timer works: an input between two slices (a SYNC_ACK,
-        a change) leaves the work to it."""
+        once, goes on after the gateway's other work.  Until then only the slice timer
+        works: an input between two slices (a SYNC_ACK, a change) leaves the work to it."""
         if self._slice_at is not None and not slice_due:
             return
         more = slice_of(self.slice_clock, self.work_slice)

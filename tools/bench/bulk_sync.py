@@ -38,11 +38,10 @@
    is gw-x's longest in its loop thread's CPU time, which a loaded machine stretches
    little (a core shared by two hardware threads does run slower): gw-x sends its
    table in UPDATEs filled a WORK_SLICE at a time, the next after its loop's other
-   work, the table taken in chunks of agent ids, its records not decoded since its restart decoded on the
-   way, and keeps its domain's summary on write): UPDATEs are applied in slices of at
-   most
-   LEARN_SLICE of record checks, each slice committing what passed.  On a loaded
-   machine those include time the process was not scheduled at all, so
+   work, the table taken in chunks of agent ids, its records not decoded since its
+   restart decoded on the way, and keeps its domain's summary on write): UPDATEs are
+   applied in slices of at most LEARN_SLICE of record checks, each slice committing
+   what passed.  On a loaded machine those include time the process was not scheduled at all, so
    ``loop_callback_cpu_ms_max`` gives gw-l's longest single event-loop callback in
    thread CPU time (a datagram read with the PDUs it completes decoded, a slice, ...:
    the stall an idle machine would see), and ``learn_step_ms_max`` and
