@@ -41,7 +41,9 @@
    work, the table taken in chunks of agent ids, its records not decoded since its
    restart decoded on the way, and keeps its domain's summary on write): UPDATEs are
    applied in slices of at most LEARN_SLICE of record checks, each slice committing
-   what passed.  On a loaded machine those include time the process was not scheduled at all, so
+   what passed.  ``loop_stall_cpu_ms_max`` is gw-l's longest in its loop thread's
+   CPU time between two ticks: one turn of its loop, every callback ready in it.  On a
+   loaded machine those include time the process was not scheduled at all, so
    ``loop_callback_cpu_ms_max`` gives gw-l's longest single event-loop callback in
    thread CPU time (a datagram read with the PDUs it completes decoded, a slice, ...:
    the stall an idle machine would see), and ``learn_step_ms_max`` and
@@ -269,7 +271,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
         start = time.perf_counter()
         cpu = (time.process_time(), process_cpu(proc.pid))
         assert rt.core is not None and rt.loop_lag is not None
-        rt.loop_lag.worst = 0.0  # the transfer only
+        rt.loop_lag.worst = rt.loop_lag.worst_cpu = 0.0  # the transfer only
         with CallbackTimes() as callbacks, StepTimes(rt) as steps:
             while len(rt.core) < n:
                 await asyncio.sleep(0.01)
@@ -278,6 +280,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
         elapsed = time.perf_counter() - start
         cpu = (time.process_time() - cpu[0], process_cpu(proc.pid) - cpu[1])
         loop_stall = await rt.loop_lag.stop()
+        loop_stall_cpu = rt.loop_lag.worst_cpu * 1000
         verify_after = verify_rate(sample)[0]  # gw-x idle again, gw-l's probes stopped
         stall = await digest_stall(rt, n)
         await rt.stop()
@@ -298,6 +301,7 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
             "bulk_sync_vs_verify_before": round(rate / verify_before, 3),
             "digest_stall_ms_max": round(stall, 3),
             "loop_stall_ms_max": round(loop_stall, 1),
+            "loop_stall_cpu_ms_max": round(loop_stall_cpu, 1),
             "loop_callback_cpu_ms_max": round(callbacks.cpu * 1000, 1),
             "learn_step_ms_max": round(steps.wall * 1000, 1),
             "learn_step_cpu_ms_max": round(steps.cpu * 1000, 1),
