@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
-from transport_support import Pki, echo, reply_to
+from transport_support import Pki, StubMachine, echo, reply_to
 
 from dmscproto.codec.messages import EchoReply, EchoRequest, Message, RouteRequest
 from dmscproto.codec.registry import MessageType, timer, transaction_time
@@ -76,13 +76,13 @@ def test_one_clock_a_machines_timer_fires_once_due(monkeypatch: pytest.MonkeyPat
     asyncio.run(scenario())
 
 
-class _Relay:
+class _Relay(StubMachine):
     """A machine that answers each ECHO_REQUEST with the answer ``far`` gives to an
     ECHO_REQUEST of its own (a relay, as a gateway's ROUTE_REQUEST is)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.far: Handle | None = None
-        self.out: list[tuple[Handle, Message]] = []
         self._ids = itertools.count(1)
         self._relayed: dict[int, tuple[Handle, EchoRequest]] = {}
 
@@ -97,19 +97,6 @@ class _Relay:
             self.out.append((origin, EchoReply(
                 transaction_id=request.transaction_id, sequence=msg.sequence,
                 timestamp=0, gateway_id=bytes(16), payload=msg.payload)))
-
-    def messages_to_send(self) -> list[tuple[Handle, Message]]:
-        out, self.out = self.out, []
-        return out
-
-    def next_event(self) -> object | None:
-        return None
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
 
 
 def test_a_pump_relays_over_quic_without_a_task_per_transaction(pki: Pki) -> None:
@@ -168,12 +155,12 @@ def test_a_pump_relays_over_quic_without_a_task_per_transaction(pki: Pki) -> Non
     asyncio.run(asyncio.wait_for(scenario(), 15))
 
 
-class _Requests:
+class _Requests(StubMachine):
     """A machine that sends the requests it is given to ``far`` and keeps the answers."""
 
     def __init__(self, far: Handle) -> None:
+        super().__init__()
         self.far = far
-        self.out: list[tuple[Handle, Message]] = []
         self.answers: list[Message] = []
 
     def send(self, msg: Message) -> None:
@@ -181,19 +168,6 @@ class _Requests:
 
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         self.answers.append(msg)
-
-    def messages_to_send(self) -> list[tuple[Handle, Message]]:
-        out, self.out = self.out, []
-        return out
-
-    def next_event(self) -> object | None:
-        return None
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
 
 
 def test_a_pump_stops_a_transaction_at_its_own_transaction_time(pki: Pki) -> None:

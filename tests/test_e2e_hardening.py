@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transport_support import StubMachine
 
 from dmscproto.agent import Agent
 from dmscproto.codec.messages import DiscoverReply, Message, Notify
@@ -17,7 +18,6 @@ from dmscproto.codec.registry import ErrorCode
 from dmscproto.codec.wire import Result
 from dmscproto.host.config import GatewayConfig
 from dmscproto.host.pump import Association, Pump
-from dmscproto.protocol.machine import Handle
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.sandbox.domains import Domain, write_gateway_config
 from dmscproto.transport import udp
@@ -68,23 +68,13 @@ def test_discover_answer_is_truncated_to_the_datagram(tmp_path: Path, transport:
     run(scenario())
 
 
-class _Sender:
+class _Sender(StubMachine):
     """A machine whose timer sends one message to ``dest``, then one more."""
 
     def __init__(self, dest: Association, *messages: Message) -> None:
+        super().__init__()
         self.dest = dest
         self.pending = list(messages)
-        self.out: list[tuple[Handle, Message]] = []
-
-    def receive(self, source: Handle, msg: Message, now: float) -> None:
-        pass
-
-    def messages_to_send(self) -> list[tuple[Handle, Message]]:
-        out, self.out = self.out, []
-        return out
-
-    def next_event(self) -> object | None:
-        return None
 
     def get_timer(self) -> float | None:
         return 0.0 if self.pending else None

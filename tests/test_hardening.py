@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from transport_support import StubMachine
 
 from dmscproto.agent import RateLimited
 from dmscproto.codec import cbor
@@ -338,27 +339,11 @@ def test_requests_of_associations_are_fed_round_robin() -> None:
     held back a loop turn per request when nothing else waits)."""
     fed: list[str] = []
 
-    class Recorder:
-        def __init__(self) -> None:
-            self.out: list[tuple[Handle, Message]] = []
-
+    class Recorder(StubMachine):
         def receive(self, source: Handle, msg: Message, now: float) -> None:
             fed.append(f"{source}{msg.transaction_id}")
             self.out.append((source, EchoReply(transaction_id=msg.transaction_id,
                                                sequence=1, timestamp=0, gateway_id=bytes(16))))
-
-        def messages_to_send(self) -> list[tuple[Handle, Message]]:
-            out, self.out = self.out, []
-            return out
-
-        def next_event(self) -> object | None:
-            return None
-
-        def get_timer(self) -> float | None:
-            return None
-
-        def handle_timer(self, now: float) -> None:
-            pass
 
     async def scenario() -> None:
         pump = Pump(Recorder())

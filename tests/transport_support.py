@@ -8,7 +8,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from dmscproto.codec.messages import EchoReply, EchoRequest
+from dmscproto.codec.messages import EchoReply, EchoRequest, Message
+from dmscproto.protocol.machine import Handle
 from dmscproto.security.ca import DomainAuthority, Kind
 from dmscproto.transport.reliability import Reliability
 from dmscproto.transport.tls import TlsIdentity
@@ -52,3 +53,27 @@ def fast_retransmission() -> Reliability:
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+class StubMachine:
+    """A machine for a pump, with no events and no timer of its own: what a subclass's
+    ``receive`` puts in ``out`` is what it sends."""
+
+    def __init__(self) -> None:
+        self.out: list[tuple[Handle, Message]] = []
+
+    def receive(self, source: Handle, msg: Message, now: float) -> None:
+        pass
+
+    def messages_to_send(self) -> list[tuple[Handle, Message]]:
+        out, self.out = self.out, []
+        return out
+
+    def next_event(self) -> object | None:
+        return None
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
