@@ -269,13 +269,16 @@ class GatewayNode(NodeDispatch):
 
     # --- timers -------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
-        self._relaying = [f for f in self._relaying if not f.done]
-        return earliest(self.registration.get_timer(), self.summaries.get_timer(),
-                        self._drop_at,
-                        None if self.grace is None else self.grace.get_timer(),
-                        self._session_timers.earliest(self._session_timer),
-                        self._relay_timers.earliest(Relay.get_timer),
-                        *(f.get_timer() for f in self._relaying))
+        # asked for after every turn that ran the node (twice a routed call): no list
+        # or generator made when there is nothing to make it of
+        if self._relaying:
+            self._relaying = [f for f in self._relaying if not f.done]
+        at = earliest(self.registration.get_timer(), self.summaries.get_timer(),
+                      self._drop_at, None if self.grace is None else self.grace.get_timer(),
+                      self._session_timers.earliest(self._session_timer),
+                      self._relay_timers.earliest(Relay.get_timer))
+        return earliest(at, *(f.get_timer() for f in self._relaying)) if self._relaying \
+            else at
 
     def _session_timer(self, handle: Handle) -> float | None:
         s = self.sessions.get(handle)

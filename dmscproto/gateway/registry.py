@@ -369,11 +369,13 @@ class Registry:
     def next_expiry(self) -> float | None:
         """The earliest lease end, for the caller's timer (None when nothing expires);
         in the past while :meth:`expire` has lapsed registrations to report."""
-        ends = [t for t, _ in self._lapsed]
         stored = self.store.next_expiry()
+        if not self._lapsed:  # asked for after every turn that ran the node
+            return stored
+        ends = [t for t, _ in self._lapsed]
         if stored is not None:
             ends.append(stored)
-        return min(ends, default=None)
+        return min(ends)
 
     # --- discovery (Section 5.2) ----------------------------------------------------------
     def discover(self, query: DiscoveryQuery, scope: Scope, max_results: int, now: float,

@@ -174,8 +174,11 @@ def timestamp_ms(now: float) -> int:
 
 def earliest(*deadlines: float | None) -> float | None:
     """The earliest of the deadlines that are set."""
-    live = [d for d in deadlines if d is not None]
-    return min(live) if live else None
+    at = None
+    for d in deadlines:  # no list (asked for after every turn that ran a machine)
+        if d is not None and (at is None or d < at):
+            at = d
+    return at
 
 
 def slice_of(clock: Callable[[], float] | None, seconds: float) -> Callable[[], bool]:
