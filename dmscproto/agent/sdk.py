@@ -257,12 +257,12 @@ class Agent(AgentSession):
         """Decorator: ``fn(payload, request)`` answers ROUTE_REQUESTs for this agent; an
         :class:`AgentError` it raises is the answer's STATUS and DIAGNOSTIC, any other
         exception INTERNAL_ERROR."""
-        self._handler = fn
+        self._serve_with(fn)
         return fn
 
     def serve(self, fn: Handler) -> None:
         """Answer ROUTE_REQUESTs with ``fn`` (same as the :meth:`handler` decorator)."""
-        self._handler = fn
+        self._serve_with(fn)
 
     async def discover(self, query: DiscoveryQuery | None = None, *,
                        skills: Sequence[str] = (), tags: Sequence[str] = (),

@@ -115,6 +115,7 @@ class AgentSession:
         self._pcap = pcap
         self._keylog = keylog
         self._handler: Handler | None = None
+        self._handler_async = False  # a coroutine function: it runs in a task
         self._conn: Connection | None = None
         self._assoc: Association | None = None
         self._pump: Pump | None = None
@@ -276,6 +277,12 @@ class AgentSession:
             return nothing
         return self._pump.deliver(self._assoc, msg)
 
+    def _serve_with(self, handler: Handler) -> None:
+        """Answer ROUTE_REQUESTs with ``handler`` (whether it is a coroutine function is
+        looked up once, not for every request)."""
+        self._handler = handler
+        self._handler_async = inspect.iscoroutinefunction(handler)
+
     def _answer(self, event: RouteRequestReceived) -> None:
         """Answer a ROUTE_REQUEST delivered to this agent with its handler's result.  A
         plain function with no span to record around it runs at once, within the pump's
@@ -290,12 +297,12 @@ class AgentSession:
         request = Request(event.source_agent, event.payload, event.transaction_id, msg.trace,
                           None if msg.timeout_ms is None else msg.timeout_ms / 1000)
         span = self._spans.serve(MessageType.ROUTE_REQUEST, msg.trace)
-        if span is not None or inspect.iscoroutinefunction(handler):
+        if span is not None or self._handler_async:
             self._spawn(self._answer_later(event, request, span))
             return
         try:
             result = handler(event.payload, request)
-            if not inspect.isawaitable(result):
+            if isinstance(result, bytes) or not inspect.isawaitable(result):
                 self._reply(event, ErrorCode.SUCCESS, _payload(result))
                 return
         except Exception as exc:
