@@ -55,7 +55,7 @@ from ..security.ca import (
     TrustStore,
 )
 from .acks import DelayedAckConnection
-from .lean import LeanQuicConnection
+from .fastpath import FastPathConnection
 
 #: TLS alert sent for each certificate error code; anything else is bad_certificate.
 ALERTS: dict[ErrorCode, tls.AlertDescription] = {
@@ -183,9 +183,10 @@ class _MutualTlsContext(tls.Context):
         self._verify_peer(ExtendedKeyUsageOID.SERVER_AUTH)
 
 
-class DmscQuicConnection(DelayedAckConnection, LeanQuicConnection):
+class DmscQuicConnection(DelayedAckConnection, FastPathConnection):
     """aioquic's sans-I/O QUIC connection with DMSC mutual TLS (Section 9.1), delayed
-    and piggybacked acknowledgements (:mod:`.acks`) and less memory (:mod:`.lean`)."""
+    and piggybacked acknowledgements (:mod:`.acks`), less memory (:mod:`.lean`) and a fast
+    path for the common 1-RTT packet (:mod:`.fastpath`)."""
 
     __slots__ = ("_peer_verifier",)
 

@@ -1,0 +1,134 @@
+"""The 1-RTT fast path (transport/fastpath.py): taken in the common case, with a stock
+aioquic peer too, and it ends every packet as aioquic's own code does (differential:
+the same packets to a connection with the fast path and to one without)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aioquic import tls
+from aioquic.quic import events
+from aioquic.quic.connection import QuicConnection
+from test_transport_acks import CLIENT, Pair
+from transport_support import Pki
+
+from dmscproto.transport.fastpath import FastPathConnection
+
+
+def _sealed(pair: Pair, payload: bytes, first: int = 0x41) -> bytes:
+    """A 1-RTT packet from the client with ``payload`` as its frames (padded for the
+    header protection sample), first byte ``first``, the next packet number."""
+    client, server = pair.client, pair.server
+    number = server._spaces[tls.Epoch.ONE_RTT].largest_received_packet + 1
+    client._packet_number = number + 1
+    header = bytes([first]) + client._peer_cid.cid + (number & 0xFFFF).to_bytes(2, "big")
+    return client._cryptos[tls.Epoch.ONE_RTT].encrypt_packet(
+        header, payload.ljust(24, b"\x00"), number)
+
+
+def _outcome(pair: Pair, payload: bytes, first: int = 0x41) -> tuple[Any, ...]:
+    """What the server makes of one crafted packet: its close (code, frame, reason), the
+    events, and what it records for acknowledgement."""
+    server = pair.server
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    largest = space.largest_received_packet
+    data = _sealed(pair, payload, first)
+    server.receive_datagram(data, CLIENT, pair.now)
+    server.receive_datagram(data, CLIENT, pair.now)  # a duplicate: ignored by both
+    close = server._close_event
+    got = [(type(e).__name__, getattr(e, "stream_id", None), getattr(e, "data", None))
+           for e in iter(server.next_event, None)]
+    return ((close.error_code, close.frame_type, close.reason_phrase) if close else None,
+            got, space.largest_received_packet - largest, space.ack_at is not None,
+            server._state.name)
+
+
+def _established(pki: Pki, fast: bool) -> Pair:
+    pair = Pair(pki)
+    for conn in (pair.client, pair.server):
+        conn.release_handshake_state()
+        while conn.next_event() is not None:
+            pass
+    if not fast:  # aioquic's own receive path, for comparison
+        pair.server._fast_keys = lambda: None  # type: ignore[method-assign]
+    return pair
+
+
+PAYLOADS = {
+    "stream": (b"\x0b\x00\x05hello", 0x41),
+    "ping": (b"\x01", 0x41),
+    "padding only": (b"", 0x41),
+    "unknown frame": (b"\x21", 0x41),
+    "truncated stream": (b"\x0b\x00\x40\x30", 0x41),
+    "handshake done from a client": (b"\x1e", 0x41),
+    "reserved bits": (b"\x01", 0x41 | 0x18),
+    "ack of a packet never sent": (b"\x02\x32\x00\x00\x00", 0x41),
+    "max data": (b"\x10\x44\x00", 0x41),
+    "key phase flipped (undecryptable)": (b"\x01", 0x41 | 0x04),
+}
+
+
+@pytest.mark.parametrize("name", PAYLOADS)
+def test_a_packet_ends_as_in_aioquic(pki: Pki, name: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    payload, first = PAYLOADS[name]
+    taken: list[bytes] = []
+    short = FastPathConnection._receive_short
+
+    def spied(self: FastPathConnection, data: bytes, *args: Any) -> None:
+        taken.append(data)
+        short(self, data, *args)
+
+    monkeypatch.setattr(FastPathConnection, "_receive_short", spied)
+    with_fast, without = _established(pki, fast=True), _established(pki, fast=False)
+    taken.clear()
+    fast = _outcome(with_fast, payload, first)
+    assert len(taken) == 2  # both copies went the fast way
+    assert fast == _outcome(without, payload, first)
+    assert len(taken) == 2
+
+
+def test_a_stock_aioquic_client_is_served_on_the_fast_path(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken: list[int] = []
+    short = FastPathConnection._receive_short
+
+    def spied(self: FastPathConnection, *args: Any) -> None:
+        taken.append(1)
+        short(self, *args)
+
+    monkeypatch.setattr(FastPathConnection, "_receive_short", spied)
+    monkeypatch.setattr("test_transport_acks.DmscQuicConnection", _StockClientFirst(pki))
+    pair = Pair(pki)
+    assert type(pair.client) is QuicConnection
+    for n in range(3):
+        stream_id = pair.request(b"request %d" % n)
+        pair.flight(pair.client, pair.server)
+        got = [e for e in iter(pair.server.next_event, None)
+               if isinstance(e, events.StreamDataReceived)]
+        assert got[-1].data == b"request %d" % n and got[-1].end_stream
+        pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
+        pair.flight(pair.server, pair.client)
+        pair.tick(0.03)  # the stock client acknowledges on its own timer
+        pair.flight(pair.client, pair.server)
+    assert len(taken) >= 6
+    assert pair.server._loss.bytes_in_flight == 0  # its answers acknowledged
+    assert pair.server._close_event is None
+
+
+class _StockClientFirst:
+    """Stands for DmscQuicConnection in :class:`Pair`: the first connection made (the
+    client) is aioquic's own, with the agent's certificate; the server is ours."""
+
+    def __init__(self, pki: Pki) -> None:
+        from dmscproto.transport.tls import DmscQuicConnection
+
+        self._made = 0
+        self._ours = DmscQuicConnection
+
+    def __call__(self, **kwargs: Any) -> QuicConnection:
+        self._made += 1
+        if self._made == 1:
+            return QuicConnection(configuration=kwargs["configuration"])
+        return self._ours(**kwargs)
