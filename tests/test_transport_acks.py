@@ -165,3 +165,30 @@ def test_one_failing_transmit_does_not_hold_back_the_others() -> None:
     finally:
         loop.close()
     assert sent == ["first", "last"]
+
+
+def test_work_added_while_a_reader_holds_the_turn_runs_when_it_is_done() -> None:
+    """A socket's reader holds the end-of-turn work (driver.EndOfTurn.hold): what it adds
+    runs at its release, in the same loop callback, each piece once; work already given
+    a loop callback runs then too, not twice."""
+    loop = asyncio.new_event_loop()
+    ran: list[str] = []
+    try:
+        turn = EndOfTurn(loop)
+        turn.add(lambda: ran.append("before"))
+        assert turn.hold() and not turn.hold()  # the outer reader holds, the inner not
+        for name in ("first", "second"):
+            work = (lambda n: lambda: ran.append(n))(name)
+            turn.add(work)
+            turn.add(work)
+        assert ran == []
+        turn.release()
+        assert ran == ["before", "first", "second"]
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ran == ["before", "first", "second"]
+        turn.add(lambda: ran.append("later"))  # not held: a loop callback of its own
+        assert ran[-1] == "second"
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ran[-1] == "later"
+    finally:
+        loop.close()

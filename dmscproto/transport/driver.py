@@ -24,7 +24,8 @@ piece that runs them on the event loop:
 * **flush**: :func:`end_of_turn` runs work once at the end of the current event-loop
   turn, after everything that ran in the turn queued its output, however often it was
   asked for (QUIC transmits of every connection of the loop together, a machine's timer
-  re-armed once per turn).
+  re-armed once per turn); a socket's reader holds it while it handles the datagrams
+  it read, and runs it when done.
 """
 
 from __future__ import annotations
@@ -49,17 +50,40 @@ class Timed(Protocol):
 
 class EndOfTurn:
     """Work deferred to the end of the current event-loop turn, each piece once (the
-    module docstring's flush): one loop callback for all of it."""
+    module docstring's flush): one loop callback for all of it.  While a socket's
+    reader holds it (:meth:`hold`), work is not given a callback of its own: it runs
+    when the reader is done (:meth:`release`), in the same turn, so that the answers to
+    the datagrams read leave without another pass of the event loop (a poll of the
+    sockets and a callback per turn saved)."""
+
+    __slots__ = ("_due", "_handle", "_held", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due: dict[Callable[[], None], None] = {}
         self._handle: asyncio.Handle | None = None
+        self._held = False
 
     def add(self, work: Callable[[], None]) -> None:
         self._due[work] = None
-        if self._handle is None:
+        if self._handle is None and not self._held:
             self._handle = self._loop.call_soon(self._run)
+
+    def hold(self) -> bool:
+        """Defer the work added from now on to :meth:`release`; False if already held
+        (by a caller further up, who releases it)."""
+        if self._held:
+            return False
+        self._held = True
+        return True
+
+    def release(self) -> None:
+        """Run the work due now (that of the loop callback already scheduled too)."""
+        self._held = False
+        if self._due:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._run()
 
     def _run(self) -> None:
         self._handle = None

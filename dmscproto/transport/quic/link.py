@@ -113,9 +113,14 @@ class QuicLink(QuicConnectionProtocol):
         self.transmit()
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
-        self._received(cast(bytes, data), addr)
-        if self._sock is not None:
-            drain(self._sock, self._received, self.error_received)
+        held = self._turn.hold()  # the transmits follow these datagrams at once
+        try:
+            self._received(cast(bytes, data), addr)
+            if self._sock is not None:
+                drain(self._sock, self._received, self.error_received)
+        finally:
+            if held:
+                self._turn.release()
 
     def _received(self, data: bytes, addr: NetworkAddress) -> None:
         """One datagram: aioquic's processing, but the transmit that follows is left to

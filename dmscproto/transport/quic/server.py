@@ -25,6 +25,7 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ...codec.registry import ErrorCode, limit
+from ..driver import EndOfTurn, end_of_turn
 from ..keylog import KeyLog
 from ..recorder import SocketRecorder, sender_for
 from ..tap import DatagramTap
@@ -109,6 +110,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.DatagramTransport | None = None
         self._recorder: SocketRecorder | None = None
+        self._turn: EndOfTurn | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -121,11 +123,19 @@ class QuicServer(asyncio.DatagramProtocol):
         if self._pcap is not None:
             self._recorder = SocketRecorder(self._pcap, self._transport)
         self._sender = sender_for(self._transport, self._recorder)
+        self._turn = end_of_turn(asyncio.get_running_loop())
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        self._received(data, addr)
-        if self._sock is not None:
-            drain(self._sock, self._received, self.error_received)
+        turn = self._turn
+        assert turn is not None
+        held = turn.hold()  # the transmits follow these datagrams at once
+        try:
+            self._received(data, addr)
+            if self._sock is not None:
+                drain(self._sock, self._received, self.error_received)
+        finally:
+            if held:
+                turn.release()
 
     def _received(self, data: bytes, addr: NetworkAddress) -> None:
         assert self._sender is not None
