@@ -200,23 +200,30 @@ def _send_due(state: OutState, tmp_path: Path) -> None:
 
 @row(Out.BULK, OI.ADVERTISE_DUE)
 def _send_due_in_bulk(state: OutState, tmp_path: Path) -> None:
-    """The same while the table is being sent in slices: the record's first version is
-    in the UPDATE being filled, its second waits MIN_ADVERTISEMENT_INTERVAL, then the
-    table (its last slice) and the second version go, then the DIGEST."""
-    r = sync_rig(tmp_path, local=(ALICE, CAROL), sliced=True)
+    """The same while the table is being sent in slices (a record a slice, from the
+    highest Agent ID down): the middle record's first version went in the answer to a
+    SYNC_REQUEST, and its second, made at once, waits MIN_ADVERTISEMENT_INTERVAL while
+    the table goes on; then the table's UPDATE (its last slice, without it) and its
+    second version go, then the DIGEST."""
+    r = sync_rig(tmp_path, local=(ALICE, CAROL, ERIN), sliced=True)
+    low, middle, high = sorted((A, C, E))
     r.sync.start(T0)
-    [(first, _)] = [(e.agent_id, e.version) for e in r.sync.out.tree.entries()]
-    second = C if first == A else A
-    name, n = ("alice", 30) if first == A else ("carol", 32)
+    assert [e.agent_id for e in r.sync.out.tree.entries()] == [high]  # being filled
+    r.feed(SyncRequest(transaction_id=77, agent_ids=((middle,),)), T0)
+    r.sync.handle_timer(T0)  # the slice timer: the answer
+    [answer] = r.sent()
+    assert advertised(answer) == [(middle, 1)] and answer.transaction_id == 77
+    n, name = {A: (30, "alice"), C: (32, "carol"), E: (34, "erin")}[middle]
     assert r.core.register(make_record(n, name, "a.example", version=2), 600,
                            T1).status is ErrorCode.SUCCESS
-    r.sync.announce(TableChanges(advertised=(first,)), T1)  # left to the slice timer
-    r.sync.handle_timer(T1)  # the slice timer (due since T0): the change waits
+    r.sync.announce(TableChanges(advertised=(middle,)), T1)  # left to the slice timer
+    r.sync.handle_timer(T1)  # the slice timer: the change waits
+    r.sync.handle_timer(T1)  # and the table's slice that comes to it
     assert r.sent() == [] and r.sync.out.state is Out.BULK
     r.sync.handle_timer(T0 + MIN_INTERVAL)  # the last slice of the table, then this
     table, again, digest = r.sent()
-    assert sorted(advertised(table)) == sorted([(first, 1), (second, 1)])
-    assert advertised(again) == [(first, 2)] and again.sequence == 1
+    assert sorted(advertised(table)) == sorted([(high, 1), (low, 1)])
+    assert advertised(again) == [(middle, 2)] and again.sequence == 2
     assert isinstance(digest, Digest) and r.sync.out.state is Out.READY
 
 

@@ -335,3 +335,33 @@ def test_summary_filter_built_in_slices(core: GatewayCore) -> None:
         steps += 1
     held = [r.signed.record for a in core.agent_ids() if (r := core.get(a)) is not None]
     assert steps >= 2 and shown.bloom("b.example") == Bloom.of(held)
+
+
+def test_pending_update_carries_a_records_newest_state_only(core: GatewayCore) -> None:
+    """A record changed, more than MIN_ADVERTISEMENT_INTERVAL later, while the UPDATE it
+    went into is still being filled has its TLV there replaced (one ADVERTISE, the new
+    version), and one withdrawn meanwhile that the peer was never told of leaves that
+    UPDATE without ADVERTISE or WITHDRAW of it (Section 6.5)."""
+    msgs: list[Message] = []
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "a.example",
+                                             lambda m, _t: msgs.append(m)),
+                    TransactionIds(), lambda _h, _s, _t: None, slice_clock=sliced(),
+                    work_slice=4.5)
+    sync.start(T0)  # one slice
+    pending = [a for a in core.agent_ids() if sync.out.tree.get(a) is not None]
+    assert msgs == [] and len(pending) >= 2  # in the UPDATE still being filled
+    changed, gone = pending[:2]
+    later = T0 + timer("MIN_ADVERTISEMENT_INTERVAL") + 1
+    i = next(i for i in range(7)
+             if make_record(40 + i, f"agent{i}", "a.example").record.agent_id == changed)
+    core.register(make_record(40 + i, f"agent{i}", "a.example", version=2), 3600, later)
+    assert core.deregister(gone, later) is ErrorCode.SUCCESS
+    sync.announce(TableChanges(advertised=(changed,), withdrawn=(VersionedId(gone, 1),)),
+                  later)
+    run_slices(sync, later)
+    updates = [m for m in msgs if isinstance(m, Update)]
+    ads = [a for u in updates for a in u.advertise]
+    assert [a.version for a in ads if a.record.record.agent_id == changed] == [2]
+    assert gone not in {a.record.record.agent_id for a in ads}
+    assert not any(u.withdraw or u.purge for u in updates)
+    assert sync.out.tree.get(changed) == 2 and sync.out.tree.get(gone) is None

@@ -6,7 +6,8 @@ ADVERTISE twice, withdraws only what it advertised, and answers the peer's
 DIGEST_REQUEST from that tree.  When the session is established it sends its whole
 exportable table (bulk sync), packed into as many UPDATEs as needed, then a DIGEST that
 closes the table.  Changes are queued per record (a record changed twice before it is
-sent is sent once), ADVERTISEs of one record are at least MIN_ADVERTISEMENT_INTERVAL
+sent is sent once; one already in the UPDATE being filled has its TLV there replaced),
+ADVERTISEs of one record are at least MIN_ADVERTISEMENT_INTERVAL
 apart, WITHDRAW and PURGE go at once, at most SYNC_WINDOW UPDATEs are unacknowledged,
 and every message fits the transport's PDU limit.  UPDATEs are built in slices of at
 most WORK_SLICE (records not decoded since a restart cost a decode each), the table
@@ -153,6 +154,10 @@ class SyncOut(TypedMachine):
         self.slice_clock = slice_clock
         self.work_slice = work_slice
         self._pdu: PduSpace | None = None
+        #: Per record in the UPDATE being filled, what the peer was told of it before
+        #: (version, last ADVERTISE): a later change of the record in the same UPDATE
+        #: replaces its TLV, decided against that (Section 6.5).
+        self._before: dict[bytes, tuple[int | None, _Sent | None]] = {}
         self._slice_at: float | None = None
         self.next_seq = 0
         self.acked = 0
@@ -231,10 +236,16 @@ class SyncOut(TypedMachine):
         return ("withdraw", VersionedId(aid, told))
 
     def _fill(self, pdu: PduSpace, aid: bytes, purged: int | None, now: float) -> bool:
-        """Put what ``aid`` needs into ``pdu``; False if it does not fit (nothing done)."""
+        """Put what ``aid`` needs into ``pdu``, instead of what ``pdu`` held for it; False
+        if it does not fit (then ``pdu`` holds nothing for it)."""
         what = self._decide(aid, purged, now)
         if what is None:
             return True
+        if aid in self._before:  # decided again against what the peer was told before
+            self._undo(pdu, aid)
+            what = self._decide(aid, purged, now)
+            if what is None:
+                return True
         if isinstance(what, float):
             heapq.heappush(self._held, (what, aid))
             return True
@@ -243,7 +254,8 @@ class SyncOut(TypedMachine):
             if size > pdu.room:
                 # a record too large for any UPDATE of this session is never advertised
                 return size > update_budget(self.link.pdu_limit)
-            pdu.advertise.append(what)
+            self._before[aid] = (self.tree.get(aid), self._sent.get(aid))
+            pdu.advertise[aid] = what
             pdu.room -= size
             self.tree.put(aid, what.version)
             self._sent[aid] = _Sent(what.path[:-1], now)
@@ -251,11 +263,26 @@ class SyncOut(TypedMachine):
         if pdu.room < ITEM_SIZE:
             return False
         kind, item = what
-        (pdu.purge if kind == "purge" else pdu.withdraw).append(item)
+        self._before[aid] = (self.tree.get(aid), self._sent.get(aid))
+        (pdu.purge if kind == "purge" else pdu.withdraw)[aid] = item
         pdu.room -= ITEM_SIZE
         self.tree.discard(aid)
         self._sent.pop(aid, None)
         return True
+
+    def _undo(self, pdu: PduSpace, aid: bytes) -> None:
+        """Take ``aid``'s TLV out of the unsent ``pdu``: the peer's state of it is again
+        what it was told before."""
+        pdu.take(aid)
+        version, sent = self._before.pop(aid)
+        if version is None:
+            self.tree.discard(aid)
+        else:
+            self.tree.put(aid, version)
+        if sent is None:
+            self._sent.pop(aid, None)
+        else:
+            self._sent[aid] = sent
 
     def _fill_next(self, pdu: PduSpace, now: float, more: Callable[[], bool]) -> bool:
         """Fill the next UPDATE: queued changes first, then the bulk snapshot.  True
@@ -310,7 +337,7 @@ class SyncOut(TypedMachine):
                 self._slice_at = now
                 return
         while self.in_flight < SYNC_WINDOW and (self._dirty or self._pdu or self._bulk_left()):
-            pdu = self._pdu or PduSpace(update_budget(self.link.pdu_limit), [], [], [])
+            pdu = self._pdu or PduSpace(update_budget(self.link.pdu_limit))
             self._pdu = None
             if not self._fill_next(pdu, now, more):
                 self._pdu, self._slice_at = pdu, now
@@ -345,6 +372,9 @@ class SyncOut(TypedMachine):
         """Send a filled answer; only now is the peer told what it holds (the DIGESTs sent
         while it was filled did not cover it)."""
         for aid, ad in answer.ads:
+            if aid in self._before:  # the UPDATE being filled goes after the answer
+                self._before[aid] = (ad.version, _Sent(ad.path[:-1], now))
+                continue
             self.tree.put(aid, ad.version)
             self._sent[aid] = _Sent(ad.path[:-1], now)
         self._send_sequenced(Update(transaction_id=answer.txid, sequence=self.next_seq,
@@ -364,11 +394,12 @@ class SyncOut(TypedMachine):
         return self.tree.shed(more)
 
     def _send_update(self, pdu: PduSpace, now: float) -> None:
+        self._before.clear()
         if pdu:
             self._send_sequenced(Update(transaction_id=self._txids(), sequence=self.next_seq,
-                                        advertise=tuple(pdu.advertise),
-                                        withdraw=tuple(pdu.withdraw),
-                                        purge=tuple(pdu.purge)), now)
+                                        advertise=tuple(pdu.advertise.values()),
+                                        withdraw=tuple(pdu.withdraw.values()),
+                                        purge=tuple(pdu.purge.values())), now)
 
     def _send_root(self, now: float) -> None:
         if self._pdu is not None:  # what the digest covers goes first

@@ -6,7 +6,7 @@ transport (Section 9): these functions say how much fits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..codec.changes import TableChanges
 from ..codec.registry import HEADER_SIZE, ID_SIZE, TLV_HEADER_SIZE
@@ -67,12 +67,21 @@ def merge(*changes: TableChanges) -> TableChanges:
 
 @dataclass
 class PduSpace:
-    """An UPDATE being filled up to the session's budget."""
+    """An UPDATE being filled up to the session's budget: at most one TLV per record,
+    keyed by Agent ID (Section 6.5: a pending UPDATE carries a record's newest state)."""
 
     room: int
-    advertise: list[Advertisement]
-    withdraw: list[VersionedId]
-    purge: list[VersionedId]
+    advertise: dict[bytes, Advertisement] = field(default_factory=dict)
+    withdraw: dict[bytes, VersionedId] = field(default_factory=dict)
+    purge: dict[bytes, VersionedId] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.advertise or self.withdraw or self.purge)
+
+    def take(self, aid: bytes) -> None:
+        """Take ``aid``'s TLV out again, giving its octets back."""
+        ad = self.advertise.pop(aid, None)
+        if ad is not None:
+            self.room += ad_size(ad)
+        elif self.withdraw.pop(aid, None) is not None or self.purge.pop(aid, None) is not None:
+            self.room += ITEM_SIZE
