@@ -15,8 +15,15 @@ import pytest
 from security_support import Domain
 from test_security_gateway import SecureNet
 
-from dmscproto.codec.messages import RouteReply, RouteRequest, Summary, Update
-from dmscproto.codec.registry import ErrorCode, MessageType, timer
+from dmscproto.codec.messages import (
+    Discover,
+    DiscoverReply,
+    RouteReply,
+    RouteRequest,
+    Summary,
+    Update,
+)
+from dmscproto.codec.registry import ErrorCode, MessageType, Scope, timer
 from dmscproto.codec.values import DiscoveryQuery, ExportPolicy
 from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.protocol.agent import AgentClient
@@ -28,6 +35,7 @@ from dmscproto.protocol.events import (
     RouteRequestReceived,
     SessionEstablished,
 )
+from dmscproto.protocol.summary import Replication
 from dmscproto.runtime.gateway import build_federation
 from dmscproto.sandbox.domains import Domain as SandboxDomain
 from dmscproto.sandbox.domains import PeerSpec, write_gateway_config
@@ -343,3 +351,50 @@ def test_a_hub_gateway_reflects_its_domain_records_to_the_others(tmp_path: Path)
     [done] = net.take("two", RequestCompleted)
     assert isinstance(done.answer, RouteReply) and done.answer.payload == b"ho"
     net.close()
+
+
+def test_kept_discovery_answers_are_shown_only_where_transit_allows(
+        snet: SecureNet) -> None:
+    """Sections 5.2.1, 10.6 (summaries only): gw-b keeps the answer it relayed for
+    a.example's query (carol, c.example, which it shows a.example); the same query from
+    d.example, which it does not show c.example, is answered from that cache without
+    carol, and a ROUTE_REQUEST by that query from d.example does not reach her."""
+    summaries = {"replication": lambda _domain: Replication.SUMMARY, "summary_mode": True}
+    snet.gateway("gw-a", "a.example", peers=(peer(snet, "b.example", imports=("c.example",)),),
+                 **summaries)
+    snet.gateway("gw-b", "b.example", peers=(
+        peer(snet, "a.example", transit=True), peer(snet, "c.example"),
+        peer(snet, "d.example")), **summaries)
+    snet.gateway("gw-c", "c.example", peers=(peer(snet, "b.example"),), **summaries)
+    snet.gateway("gw-d", "d.example", peers=(peer(snet, "b.example", imports=("c.example",)),),
+                 **summaries)
+    alice = snet.agent("alice", "gw-a", "a.example")
+    carol = snet.agent("carol", "gw-c", "c.example", skills=("translate",))
+    for agent in (alice, carol):
+        agent.register(snet.net.now)
+    snet.net.pump()
+    link(snet, ("gw-a", "gw-b"), ("gw-b", "gw-c"), ("gw-d", "gw-b"))
+    snet.net.advance(timer("SUMMARY_INTERVAL") + 1)
+    query = DiscoveryQuery(skills=("translate",))
+    alice.discover(query, snet.net.now)
+    snet.net.pump()
+    [done] = snet.net.take("alice", RequestCompleted)
+    assert isinstance(done.answer, DiscoverReply)
+    assert [r.record.record.agent_id for r in done.answer.results] == [carol.agent_id]
+    since = len(snet.net.log)
+    call(snet, "alice", "carol", by_query=True)  # gw-a resolves it through gw-b first
+    [resolved] = snet.messages(DiscoverReply, source="gw-b", dest="gw-a", since=since)
+    assert [r.record.record.agent_id for r in resolved.results] == [carol.agent_id]
+    since = len(snet.net.log)
+    snet.net.deliver("gw-d", "gw-b", Discover(transaction_id=7, query=query,
+                                              scope=Scope.FEDERATED, max_results=10))
+    snet.net.deliver("gw-d", "gw-b", RouteRequest(
+        transaction_id=8, source_agent=bytes(16), query=query, hop_limit=8, path=(),
+        payload=b"x"))
+    snet.net.pump()
+    assert not snet.messages(Discover, source="gw-b", since=since)  # answered from the cache
+    [reply] = snet.messages(DiscoverReply, source="gw-b", dest="gw-d", since=since)
+    assert reply.status is ErrorCode.SUCCESS and reply.results == ()
+    assert not snet.messages(RouteRequest, dest="gw-c", since=since)
+    [routed] = snet.messages(RouteReply, source="gw-b", dest="gw-d", since=since)
+    assert routed.status is ErrorCode.NO_ROUTE, routed.diagnostic

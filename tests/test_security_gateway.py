@@ -81,8 +81,9 @@ class SecureNet:
     def gateway(self, name: str, domain: str, *, peers: tuple[PeerDomain, ...] = (),
                 tokens: bool = False, require_origin: bool = False,
                 outgoing: Callable[[Outgoing], Outgoing] = lambda hook: hook,
-                transit: TransitPolicy | None = None) -> GatewayNode:
-        """A gateway with every hook of its guard (``outgoing`` may wrap the guard's)."""
+                transit: TransitPolicy | None = None, **options: Any) -> GatewayNode:
+        """A gateway with every hook of its guard (``outgoing`` may wrap the guard's),
+        and the node's other ``options``."""
         g = self.guards
 
         def hook(key: str) -> Callable[..., Any]:
@@ -90,7 +91,7 @@ class SecureNet:
 
         hooks = {k: hook(k) for k in NodeHooks.__annotations__ if k != "certificates"}
         hooks["outgoing"] = outgoing(hooks["outgoing"])
-        node = self.net.gateway(name, domain, **hooks)
+        node = self.net.gateway(name, domain, **hooks, **options)
         key = next(example_key(k) for k in range(200, 300)
                    if entity_id(example_key(k).public_key()) == node.core.gateway_id)
         d = self.domains[domain]

@@ -182,7 +182,7 @@ class NodeDispatch(NodePorts):
                 self._out, self.fed_ctx, source, Discover(
                     transaction_id=msg.transaction_id, query=msg.query,
                     scope=Scope.FEDERATED, max_results=_RESOLVE_LIMIT, trace=msg.trace),
-                None, resolving=msg), now)
+                self.resolving_policy(source), resolving=msg), now)
         else:
             self._relay(RouteRelay(self._out, self.ctx, source, msg), now)
         return True

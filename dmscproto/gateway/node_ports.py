@@ -11,7 +11,7 @@ from ..codec.messages import Open
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..protocol.certificates import CertificateCheck, SessionCertificates, thumbprint
-from ..protocol.discovery import DiscoveryResponder
+from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds
 from ..protocol.peering import ExportFor, OpenCheck, PeerSession
 from ..protocol.ports import NextHop, query_key
@@ -42,6 +42,7 @@ class NodePorts:
     sessions: dict[Handle, PeerSession]
     registration: GatewayRegistration
     discovery: DiscoveryResponder
+    discovery_policy: PolicyFor
     grace: RestartGrace | None
     txids: TransactionIds
     verifier: RecordVerifier
@@ -110,17 +111,30 @@ class NodePorts:
             d = Reject(ErrorCode.NO_ROUTE)
         return Refusal(d.code, "")
 
-    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | Refusal | None:
-        """The best record for a ROUTE_REQUEST's QUERY: held, else kept from relayed
-        discovery answers; QUERY_TOO_LARGE over the discovery budget (Section 10.7)."""
+    def resolve(self, query: DiscoveryQuery, now: float,
+                requester: Handle) -> bytes | Refusal | None:
+        """The best record for a ROUTE_REQUEST's QUERY that the requester may be shown
+        (:meth:`resolving_policy`): held, else kept from relayed discovery answers;
+        QUERY_TOO_LARGE over the discovery budget (Section 10.7)."""
         budget = self.discovery.budget
+        allow = self.resolving_policy(requester)
         try:
-            best = self.core.discover(query, Scope.FEDERATED, 1, now,
-                                      spend=(lambda: None) if budget is None else budget()) \
-                or self.core.remote.answers(query_key(query, 1), now)
+            best = self.core.discover(query, Scope.FEDERATED, 1, now, allow,
+                                      spend=(lambda: None) if budget is None else budget())
         except ProtocolError as over:
             return Refusal(over.code, over.diagnostic)
-        return best[0].record.record.agent_id if best else None
+        if best:
+            return best[0].record.record.agent_id
+        kept = self.core.remote.answers(query_key(query, 1), now) or ()
+        return next((a.record.record.agent_id for a in kept
+                     if allow is None or allow(a.record.record)), None)
+
+    def resolving_policy(self, requester: Handle) -> Callable[[CapabilityRecord], bool] | None:
+        """The records a ROUTE_REQUEST's QUERY may resolve to for ``requester``: for a
+        peer gateway, what a DISCOVER of its domain is shown (Section 10.6: no record
+        hidden from that domain is chosen, nor named in a refusal); for an agent, any
+        (the import policy is checked on the record resolved)."""
+        return self.discovery_policy(requester) if requester in self.sessions else None
 
     def relays_waiting(self, handle: Handle) -> bool:
         """Whether relayed ROUTE_REQUESTs or TRACE_REQUESTs wait on ``handle``."""

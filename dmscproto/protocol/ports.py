@@ -333,10 +333,12 @@ class RoutingPort(Protocol):
         hop limit; a route learned from relayed discovery answers too): the next hop, or
         the routing error (NO_ROUTE also when the next hop has no established session)."""
 
-    def resolve(self, query: DiscoveryQuery, now: float) -> bytes | Refusal | None:
+    def resolve(self, query: DiscoveryQuery, now: float,
+                requester: Handle) -> bytes | Refusal | None:
         """The Agent ID of the best record matching a ROUTE_REQUEST's QUERY (held, or
-        kept from relayed discovery answers), if any; a refusal when evaluating the query
-        exceeds the discovery budget (QUERY_TOO_LARGE, Section 10.7)."""
+        kept from relayed discovery answers) that ``requester`` may be shown (a gateway:
+        what its domain is shown, Section 10.6), if any; a refusal when evaluating the
+        query exceeds the discovery budget (QUERY_TOO_LARGE, Section 10.7)."""
 
     def offer_certificate(self, dest: Handle, der: bytes, now: float) -> None:
         """A ROUTE_REQUEST about to be forwarded to ``dest`` carries an origin assertion

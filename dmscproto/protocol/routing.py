@@ -421,7 +421,7 @@ class RouteRelay(Relay):
         target = req.target_agent
         if target is None:
             assert req.query is not None
-            resolved = port.resolve(req.query, now)
+            resolved = port.resolve(req.query, now, self.upstream)
             if resolved is None or isinstance(resolved, Refusal):
                 return RouteRefused(resolved or Refusal(ErrorCode.NO_ROUTE, ""))
             target = resolved
