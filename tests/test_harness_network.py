@@ -13,20 +13,31 @@ import pytest
 from dmscproto.codec.messages import (
     DiscoverReply,
     EchoReply,
+    Error,
     Message,
     Notify,
     Open,
     RouteReply,
     RouteRequest,
+    SyncAck,
     SyncRequest,
     TraceReply,
     Update,
 )
-from dmscproto.codec.registry import DEFAULT_HOP_LIMIT, ConstraintOp, ErrorCode, Scope, timer
+from dmscproto.codec.registry import (
+    DEFAULT_HOP_LIMIT,
+    ConstraintOp,
+    ErrorCode,
+    MessageType,
+    Scope,
+    timer,
+)
 from dmscproto.codec.values import Constraint, DiscoveryQuery, Skill
 from dmscproto.codec.wire import Advertisement, VersionedId
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.events import (
+    LateMessage,
+    ProtocolViolation,
     RequestCompleted,
     RequestFailed,
     RouteRequestReceived,
@@ -311,6 +322,33 @@ def test_cease_closes_both_sides(net: Network) -> None:
     [theirs] = net.take("gw-b", SessionClosed)
     assert (mine.status, mine.by_peer, theirs.status, theirs.by_peer) == \
         (ErrorCode.CEASE, False, ErrorCode.CEASE, True)
+
+
+def test_late_messages_of_a_closed_session_are_dropped_quietly(net: Network) -> None:
+    """Section 6.1: a SYNC_ACK gw-b sent before it heard gw-a's NOTIFY CEASE is dropped
+    by gw-a and reported as LateMessage, not as a protocol violation; a SYNC_REQUEST
+    still gets its ERROR (no requester waits), which gw-b, its session closed too,
+    drops in turn; after REQUEST_TIMEOUT the SYNC_ACK is UNEXPECTED_MESSAGE again."""
+    two_domains(net)
+    net.gateways["gw-a"].disconnect("gw-b", net.now)
+    since = len(net.log)
+    ack, request = SyncAck(sequence=1), SyncRequest(transaction_id=9,
+                                                     agent_ids=((bytes(16),),))
+    for msg in (ack, request):
+        net.deliver("gw-b", "gw-a", msg)
+    net.pump()
+    assert [type(s.msg) for s in net.log[since:] if s.source == "gw-a"] == [Notify, Error]
+    assert [e.message_type for e in net.take("gw-a", LateMessage)] == [MessageType.SYNC_ACK]
+    assert [e.message_type for e in net.take("gw-a", ProtocolViolation)] == [
+        MessageType.SYNC_REQUEST]
+    assert [e.message_type for e in net.take("gw-b", LateMessage)] == [MessageType.ERROR]
+    assert not net.take("gw-b", ProtocolViolation)
+    net.advance(timer("REQUEST_TIMEOUT") + 1)
+    net.deliver("gw-b", "gw-a", ack)
+    net.pump()
+    assert not net.take("gw-a", LateMessage)
+    assert [e.status for e in net.take("gw-a", ProtocolViolation)] == [
+        ErrorCode.UNEXPECTED_MESSAGE]
 
 
 def test_unexpected_message_on_a_session_is_answered_with_notify(net: Network) -> None:

@@ -14,9 +14,17 @@ from ..codec.messages import (
     Summary,
     TraceRequest,
 )
-from ..codec.registry import ANSWER_TO, SESSION_MESSAGES, ErrorCode, MessageType, Scope
+from ..codec.registry import (
+    ANSWER_TO,
+    SESSION_MESSAGES,
+    ErrorCode,
+    MessageType,
+    Scope,
+    timer,
+)
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.dispatch import Receiver, Role, Take
+from ..protocol.events import LateMessage
 from ..protocol.federated import DiscoveryContext, FederatedDiscovery
 from ..protocol.machine import Handle, ProtocolError, refusal_answer
 from ..protocol.oam import EchoResponder, TraceRelay
@@ -31,6 +39,8 @@ from .node_ports import NodePorts
 
 #: The query limit a ROUTE_REQUEST's QUERY is relayed with (only the best is used).
 _RESOLVE_LIMIT = 1
+#: How long after its session closed a message over an association is late (6.1).
+_LATE = timer("REQUEST_TIMEOUT")
 
 
 class NodeDispatch(NodePorts):
@@ -54,10 +64,13 @@ class NodeDispatch(NodePorts):
     _relaying: list[FederatedDiscovery]
     _takers: dict[MessageType, tuple[Take, ...]]
     _release: Callable[[Iterable[bytes], float], None]
+    #: Associations whose peer session closed, and when (oldest first; Section 6.1).
+    _closed: dict[Handle, float]
 
     def _session(self, handle: Handle) -> PeerSession:
         s = self.sessions.get(handle)
         if s is None:
+            self._closed.pop(handle, None)
             s = PeerSession(self._out, handle, self.local, self, self.txids,
                             timers=self.session_timers(handle))
             self.sessions[handle] = s
@@ -82,8 +95,31 @@ class NodeDispatch(NodePorts):
             Receiver(TraceRelay, Role.START, self._trace),
         )
 
+    def _closing(self, handle: Handle, now: float) -> None:
+        """The peer session over ``handle`` closed: what still arrives over it is late
+        for REQUEST_TIMEOUT (:meth:`_late`); older closes are forgotten."""
+        closed = self._closed
+        while closed and (first := next(iter(closed))) is not None \
+                and closed[first] + _LATE < now:
+            del closed[first]
+        closed.pop(handle, None)
+        closed[handle] = now
+
+    def _late(self, source: Handle, msg: Message, now: float) -> bool:
+        """Whether ``msg`` is late (Section 6.1): one-way or an answer, over an
+        association whose session closed at most REQUEST_TIMEOUT ago; then it is dropped
+        and reported as :class:`LateMessage` (not a protocol violation).  A request is
+        answered as usual, so that no requester waits."""
+        closed = self._closed.get(source)
+        if closed is None or now > closed + _LATE or msg.TYPE in ANSWER_TO:
+            return False
+        self._out.emit(LateMessage(source, msg.TYPE))
+        return True
+
     def _dispatch(self, source: Handle, msg: Message, now: float) -> None:
         t = msg.TYPE
+        if self._closed and self._late(source, msg, now):
+            return
         if self.limits is not None and t in ANSWER_TO \
                 and (t not in SESSION_MESSAGES or t is MessageType.CERTIFICATE):
             limited = self.limits.check(source, msg, source in self.sessions, now)

@@ -179,6 +179,7 @@ class GatewayNode(NodeDispatch):
                                             None if budget is None else budget.start)
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
+        self._closed: dict[Handle, float] = {}
         self._session_timers = Deadlines[Handle]()  # marked stale wherever one is run
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
         self.relays: dict[tuple[Handle, int], Relay] = {}
@@ -349,6 +350,7 @@ class GatewayNode(NodeDispatch):
                 self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
+                self._closing(ev.handle, now)
                 self.certificates.drop(ev.handle)
                 self._session_timers.stale(ev.handle)
                 if self.limits is not None:

@@ -233,6 +233,16 @@ class RecordRefused(SyncEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class LateMessage(NodeEvent):
+    """A one-way message or an answer arrived over an association whose peer session
+    closed less than REQUEST_TIMEOUT before (the peer sent it before it learned of the
+    close): dropped (draft-dmsc-protocol-00, Section 6.1)."""
+
+    handle: Handle
+    message_type: MessageType
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolViolation(NodeEvent):
     """A message was refused with ``status`` (and answered as the draft says)."""
 

@@ -21,6 +21,7 @@ from ..management.metrics import GatewayMetrics
 from ..protocol.events import (
     AgentRegistered,
     AgentRemoved,
+    LateMessage,
     ProtocolViolation,
     RecordRefused,
     SessionClosed,
@@ -129,6 +130,9 @@ class Reactions:
             if isinstance(event.bound, Association):  # Section 5.1: tell the agent
                 event.bound.link.close(
                     ErrorCode.UNKNOWN_AGENT, "registration removed from another connection")
+        elif isinstance(event, LateMessage):
+            log.debug("late message dropped", extra=facts(
+                peer=_uri(event.handle), message=event.message_type))
         elif isinstance(event, ProtocolViolation) and event.message_type in _HOPS:
             log.info("request refused", extra=facts(
                 peer=_uri(event.handle), request=event.message_type, status=event.status,
