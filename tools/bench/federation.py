@@ -2,7 +2,7 @@
 plus the real-process figures of the other federation benchmarks (issue 10 item 9).
 
     python tools/bench/federation.py [--gateways 200] [--domains 50] [--records 100000]
-                                     [--sim-records N] [--seed S] [--no-real]
+                                     [--sim-records N] [--seed S] [--no-real] [--serial]
 
 Two simulated federations (:mod:`dmscproto.testing.simulator`: real gateway nodes,
 SQLite files on a tmpfs when there is one, every PDU encoded and decoded, simulated
@@ -56,10 +56,13 @@ Real processes: ``tools/bench/bulk_sync.py`` (``bulk_sync_records_per_s``,
 ``bulk_sync_vs_verify``, ``digest_stall_ms_max``) and then ``tools/bench/failover.py``
 (``failure_detect_s``) are run as subprocesses and their last line merged; a figure
 whose benchmark is missing, failed or took more than REAL_TIMEOUT is null (stderr says
-why).  They run while the simulator does, each core busy with one of them, so that the
-default run fits in five minutes on two cores; their figures are then those of a busier
-machine (``bulk_sync_vs_verify`` divides by verifications measured in the same run):
-``--serial`` runs them after the simulator.
+why).  ``failover.py`` runs while the simulator does (a busier machine can only make its
+figure worse); ``bulk_sync.py`` runs after it, alone: ``bulk_sync_vs_verify`` divides
+its learner's rate by the higher of two Ed25519 verification rates measured just before
+and just after the transfer, and one of them measured once the simulator had finished
+would be an idle machine's against a transfer under load (0.13 instead of about 0.36).
+``bulk_sync_load`` is the 1-minute load average when it starts.  ``--serial`` runs
+``failover.py`` after the simulator as well.
 
 Last line: one JSON object.
 """
@@ -68,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -94,6 +98,8 @@ REAL = {
     "bulk_sync.py": ("bulk_sync_records_per_s", "bulk_sync_vs_verify", "digest_stall_ms_max"),
     "failover.py": ("failure_detect_s",),
 }
+#: The real-process benchmarks run alongside the simulator unless --serial (module doc).
+ALONGSIDE = ("failover.py",)
 SETTLE = 35.0
 #: Seconds a real-process benchmark may take before its figures are null.
 REAL_TIMEOUT = 600
@@ -298,10 +304,12 @@ def large(gateways: int, domains: int, records: int, seed: int) -> dict[str, Any
         return out
 
 
-def real_figures(skip: bool) -> dict[str, Any]:
-    """The real-process benchmarks' figures (module doc)."""
+def real_figures(skip: bool, scripts: tuple[str, ...]) -> dict[str, Any]:
+    """The figures of the real-process benchmarks ``scripts``, run one after the other
+    (module doc)."""
     out: dict[str, Any] = {}
-    for script, keys in REAL.items():
+    for script in scripts:
+        keys = REAL[script]
         out.update(dict.fromkeys(keys))
         path = HERE / script
         if skip:
@@ -312,6 +320,8 @@ def real_figures(skip: bool) -> dict[str, Any]:
             print(f"federation: tools/bench/{script} is not on main yet: "
                   f"{', '.join(keys)} null", file=sys.stderr)
             continue
+        if script == "bulk_sync.py":
+            out["bulk_sync_load"] = round(os.getloadavg()[0], 2)
         try:
             run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                                  timeout=REAL_TIMEOUT, check=False)
@@ -345,7 +355,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-real", action="store_true", help="simulator figures only")
     p.add_argument("--serial", action="store_true",
-                   help="the real-process benchmarks after the simulator, not alongside")
+                   help="every real-process benchmark after the simulator (module doc)")
     args = p.parse_args()
     records = args.sim_records or min(args.records, SIM_RECORDS)
     if records < args.records:
@@ -355,14 +365,14 @@ def main() -> None:
     result: dict[str, Any] = {"gateways": args.gateways, "domains": args.domains,
                               "records": records, "records_asked": args.records}
     real: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: real.update(real_figures(args.no_real)))
-    if not args.serial:
-        worker.start()  # alongside the simulator (module doc)
+    alongside = () if args.serial else ALONGSIDE
+    worker = threading.Thread(target=lambda: real.update(real_figures(args.no_real,
+                                                                       alongside)))
+    worker.start()
     big = large(args.gateways, args.domains, records, args.seed)
     small = mesh8(args.seed)
-    if args.serial:
-        worker.start()
     worker.join()
+    real.update(real_figures(args.no_real, tuple(s for s in REAL if s not in alongside)))
     result["converge_s"] = big.pop("converge_s")
     result.update(small)
     result["ghosts_after_converge"] = small["mesh8_ghosts"] + big["scale_ghosts"]
