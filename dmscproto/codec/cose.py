@@ -17,7 +17,7 @@ from .cbor import bstr_head, string_span
 from .errors import DecodeError
 from .registry import CoseAlgorithm, ErrorCode
 from .scan import scan_record
-from .values import CapabilityRecord
+from .values import CapabilityRecord, twin
 
 #: CBOR tag of COSE_Sign1_Tagged (RFC 9052, Section 2).
 COSE_SIGN1_TAG = 18
@@ -91,15 +91,8 @@ class SignedRecord:
         errors where the octets go wrong, and record errors the payload's first octet or
         the position inside it.
         """
-        parts = _scan_envelope(data)
-        if parts is None:
-            return cls._decode_general(data)
-        protected, algorithm, unprotected, start, end, signature = parts
-        payload = data[start:end]
-        signed = cls(protected, unprotected, payload, signature,
-                     _payload_record(payload, start), algorithm)
-        object.__setattr__(signed, "_wire", data)  # what _envelope() gives for these parts
-        return signed
+        signed = _scan_envelope(data)
+        return cls._decode_general(data) if signed is None else signed
 
     @classmethod
     def _decode_general(cls, data: bytes) -> SignedRecord:
@@ -165,14 +158,13 @@ def _payload_record(payload: bytes, start: int) -> CapabilityRecord:
         raise exc.at(start) from None
 
 
-def _scan_envelope(data: bytes) -> tuple[bytes, CoseAlgorithm, dict[int, Any], int, int,
-                                         bytes] | None:
+def _scan_envelope(data: bytes) -> SignedRecord | None:
     """Fast path of :meth:`SignedRecord.decode` for the usual shape: a deterministic
     envelope whose unprotected labels are 0-23 with byte string values.
 
-    Returns (protected, algorithm, unprotected, payload start, payload end, signature)
-    only where :meth:`SignedRecord._decode_general` would accept the envelope with the
-    same parts; None sends every other input there.
+    Returns the envelope :meth:`SignedRecord._decode_general` would return for
+    ``data``, or raises the error it would raise for the payload's record; returns
+    None to send every other input there.
     """
     if data[:2] != _ENVELOPE_START:
         return None
@@ -199,4 +191,12 @@ def _scan_envelope(data: bytes) -> tuple[bytes, CoseAlgorithm, dict[int, Any], i
         return None
     if sig_end != len(data):
         return None
-    return protected, algorithm, unprotected, start, end, data[sig_start:sig_end]
+    payload = data[start:end]
+    signed = _SignedTwin(protected, unprotected, payload, data[sig_start:sig_end],
+                         _payload_record(payload, start), algorithm)
+    signed._wire = data  # what _envelope() gives for these parts
+    signed.__class__ = SignedRecord
+    return signed  # type: ignore[no-any-return]
+
+
+_SignedTwin = twin(SignedRecord)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from .errors import DecodeError, EncodeError
 from .messages import MESSAGE_CLASSES, REPEATED, REQUIRED, Message, RawTlv
@@ -113,7 +113,8 @@ def peek_length(data: bytes) -> int | None:
 class _Plan:
     """How to decode the TLVs of one message class, precomputed from its ``SPEC``."""
 
-    __slots__ = ("cls", "defaults", "fields", "relayed", "repeated", "required")
+    __slots__ = ("cls", "defaults", "fields", "relayed", "repeated", "required",
+                 "required_names")
 
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
@@ -126,6 +127,7 @@ class _Plan:
             s.tlv.value: (s.name, VALUE_CODECS[s.tlv].parse, s.occurs is REPEATED)
             for s in cls.SPEC}
         self.required = tuple((s.name, s.tlv.name) for s in cls.SPEC if s.occurs is REQUIRED)
+        self.required_names = frozenset(name for name, _ in self.required)
         self.repeated = tuple(s.name for s in cls.SPEC if s.occurs is REPEATED)
         self.relayed = cls.RELAYED
 
@@ -152,19 +154,9 @@ def decode(data: bytes) -> Message:
     if size < HEADER_SIZE:
         raise DecodeError(ErrorCode.TRUNCATED, size, f"{size} octets, header needs {HEADER_SIZE}")
     version, mtype, flags, length, txid = _unpack_header(data)
-    if version != VERSION:
-        raise DecodeError(ErrorCode.UNSUPPORTED_VERSION, 0, f"version {version}")
     plan = _PLANS.get(mtype) or _plan(mtype)
-    if plan is None:
-        raise DecodeError(ErrorCode.UNKNOWN_MESSAGE_TYPE, 1, f"message type 0x{mtype:02x}")
-    if length > MAX_PDU_SIZE:
-        raise DecodeError(ErrorCode.PDU_TOO_LARGE, 4, f"PDU length {length} > {MAX_PDU_SIZE}")
-    if length < HEADER_SIZE:
-        raise DecodeError(ErrorCode.LENGTH_MISMATCH, 4, f"PDU length {length} < header size")
-    if size < length:
-        raise DecodeError(ErrorCode.TRUNCATED, size, f"{size} octets, header says {length}")
-    if size > length:
-        raise DecodeError(ErrorCode.TRAILING_DATA, length, f"{size - length} octets after the PDU")
+    if version != VERSION or plan is None or length != size or size > MAX_PDU_SIZE:
+        _header_error(version, mtype, length, size)
 
     fields = plan.fields
     values: dict[str, Any] = {}
@@ -203,10 +195,11 @@ def decode(data: bytes) -> Message:
         last_type = ttype
         offset = end
 
-    for name, tlv_name in plan.required:
-        if name not in values:
-            raise DecodeError(ErrorCode.MISSING_TLV, length,
-                              f"{plan.cls.TYPE.name} lacks {tlv_name}")
+    if not plan.required_names <= values.keys():
+        for name, tlv_name in plan.required:
+            if name not in values:
+                raise DecodeError(ErrorCode.MISSING_TLV, length,
+                                  f"{plan.cls.TYPE.name} lacks {tlv_name}")
     for name in plan.repeated:
         if name in values:
             values[name] = tuple(values[name])
@@ -222,6 +215,22 @@ def decode(data: bytes) -> Message:
     if plan.relayed:
         attrs[_WIRE] = Wire(data)
     return msg
+
+
+def _header_error(version: int, mtype: int, length: int, size: int) -> NoReturn:
+    """The first of the header's errors, in the order of the module doc (``size``, at
+    least HEADER_SIZE, checked by the caller): one of them is there."""
+    if version != VERSION:
+        raise DecodeError(ErrorCode.UNSUPPORTED_VERSION, 0, f"version {version}")
+    if mtype not in MESSAGE_CLASSES:
+        raise DecodeError(ErrorCode.UNKNOWN_MESSAGE_TYPE, 1, f"message type 0x{mtype:02x}")
+    if length > MAX_PDU_SIZE:
+        raise DecodeError(ErrorCode.PDU_TOO_LARGE, 4, f"PDU length {length} > {MAX_PDU_SIZE}")
+    if length < HEADER_SIZE:
+        raise DecodeError(ErrorCode.LENGTH_MISMATCH, 4, f"PDU length {length} < header size")
+    if size < length:
+        raise DecodeError(ErrorCode.TRUNCATED, size, f"{size} octets, header says {length}")
+    raise DecodeError(ErrorCode.TRAILING_DATA, length, f"{size - length} octets after the PDU")
 
 
 def _check_repeat(plan: _Plan, ttype: int, last_type: int, offset: int) -> None:

@@ -3,15 +3,26 @@
 
 from __future__ import annotations
 
+import struct
+
 from .errors import DecodeError
 from .registry import ID_SIZE
 from .schema import AttrValue
-from .values import CapabilityRecord, Endpoint, Provider, Skill, _check_uri
+from .values import CapabilityRecord, Endpoint, Provider, Skill, _check_uri, twin
 
 
 class _Unusual(Exception):
     """The octets are not in the shape :func:`scan_record` decides; :func:`cbor.loads`
     and :meth:`CapabilityRecord.from_cbor` will."""
+
+
+_SkillTwin = twin(Skill)
+_EndpointTwin = twin(Endpoint)
+_ProviderTwin = twin(Provider)
+_RecordTwin = twin(CapabilityRecord)
+#: Readers of an argument of 2, 4 and 8 octets (head info 25, 26, 27).
+_UINT = {25: struct.Struct(">H").unpack_from, 26: struct.Struct(">I").unpack_from,
+         27: struct.Struct(">Q").unpack_from}
 
 
 def _arg(d: bytes, pos: int, major: int) -> tuple[int, int]:
@@ -24,17 +35,15 @@ def _arg(d: bytes, pos: int, major: int) -> tuple[int, int]:
     info = d[pos] - (major << 5)
     if 0 <= info < 24:
         return info, pos + 1
-    if 24 <= info <= 27:
-        size = 1 << (info - 24)
-        n = int.from_bytes(d[pos + 1:pos + 1 + size], "big")
-        if n >= (24 if size == 1 else 1 << (4 * size)):
-            return n, pos + 1 + size
+    if info == 24:
+        n = d[pos + 1]
+        if n >= 24:
+            return n, pos + 2
+    elif 25 <= info <= 27:
+        (n,) = _UINT[info](d, pos + 1)
+        if n >> (4 << (info - 24)):  # not below 2**(4 * size): it needs this size
+            return n, pos + 1 + (1 << (info - 24))
     raise _Unusual
-
-
-def _bstr(d: bytes, pos: int) -> tuple[bytes, int]:
-    n, pos = _arg(d, pos, 2)
-    return d[pos:pos + n], pos + n
 
 
 def _tstr(d: bytes, pos: int) -> tuple[str, int]:
@@ -42,21 +51,30 @@ def _tstr(d: bytes, pos: int) -> tuple[str, int]:
     n = d[pos] - 0x60
     if 0 <= n < 24:
         pos += 1
+    elif n == 24 and d[pos + 1] >= 24:  # a 1-octet length: URIs and descriptions
+        n = d[pos + 1]
+        pos += 2
     else:
         n, pos = _arg(d, pos, 3)
-    return d[pos:pos + n].decode(), pos + n
+    end = pos + n
+    return d[pos:end].decode(), end
 
 
 def _tstrs(d: bytes, pos: int, nonempty: bool) -> tuple[tuple[str, ...], int]:
     """``[* tstr]`` (``[+ tstr]`` if ``nonempty``), at most 23 of them."""
     n = d[pos] - 0x80
+    if n == 1:  # one short string: most are
+        size = d[pos + 1] - 0x60
+        if 0 <= size < 24:
+            end = pos + 2 + size
+            return (d[pos + 2:end].decode(),), end
     if not (nonempty <= n < 24):
         raise _Unusual
     pos += 1
     out = []
     for _ in range(n):
         size = d[pos] - 0x60
-        if 0 <= size < 24:  # the head of a short string, read here: most are
+        if 0 <= size < 24:  # the head of a short string, read here
             end = pos + 1 + size
             out.append(d[pos + 1:end].decode())
             pos = end
@@ -89,7 +107,9 @@ def _skill(d: bytes, pos: int) -> tuple[Skill, int]:
             raise _Unusual
         modes[key - 5], pos = _tstrs(d, pos + 1, True)
         last = key
-    return Skill(sid, name, tags, description, modes[0], modes[1]), pos
+    skill = _SkillTwin(sid, name, tags, description, modes[0], modes[1])
+    skill.__class__ = Skill
+    return skill, pos
 
 
 def _endpoints(d: bytes, pos: int) -> tuple[tuple[Endpoint, ...], int]:
@@ -105,7 +125,9 @@ def _endpoints(d: bytes, pos: int) -> tuple[tuple[Endpoint, ...], int]:
         if d[pos] != 2:
             raise _Unusual
         uri, pos = _tstr(d, pos + 1)
-        out.append(Endpoint(transport, uri))
+        endpoint = _EndpointTwin(transport, uri)
+        endpoint.__class__ = Endpoint
+        out.append(endpoint)
     return tuple(out), pos
 
 
@@ -119,7 +141,9 @@ def _provider(d: bytes, pos: int) -> tuple[Provider, int]:
         if d[pos] != 2:
             raise _Unusual
         url, pos = _tstr(d, pos + 1)
-    return Provider(org, url), pos
+    provider = _ProviderTwin(org, url)
+    provider.__class__ = Provider
+    return provider, pos
 
 
 def _attributes(d: bytes, pos: int) -> tuple[dict[str, AttrValue], int]:
@@ -128,13 +152,16 @@ def _attributes(d: bytes, pos: int) -> tuple[dict[str, AttrValue], int]:
         raise _Unusual
     pos += 1
     out: dict[str, AttrValue] = {}
-    last = (0, "")
+    last = b""
     for _ in range(n):
+        start = pos
         name, pos = _tstr(d, pos)
-        order = (len(name.encode()), name)
-        if order <= last:  # deterministic order (RFC 8949, 4.2.1), no duplicate
+        key = d[start:pos]
+        # deterministic order, no duplicate: the encoded keys ascend bytewise, which for
+        # text strings is by UTF-8 length, then by octets (RFC 8949, 4.2.1)
+        if key <= last:
             raise _Unusual
-        last = order
+        last = key
         b = d[pos]
         if b == 0xF4 or b == 0xF5:
             out[name] = b == 0xF5
@@ -212,7 +239,9 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
         record_version, pos = _arg(d, pos + 1, 0)
         if d[pos] != 15:
             raise _Unusual
-        public_key, pos = _bstr(d, pos + 1)
+        k, pos = _arg(d, pos + 1, 2)
+        public_key = d[pos:pos + k]
+        pos += k
         attributes: dict[str, AttrValue] = {}
         if pos < len(d) and d[pos] == 16:
             attributes, pos = _attributes(d, pos + 1)
@@ -220,9 +249,10 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
         if pos != len(d) or n != found:
             raise _Unusual
         _check_uri(uri, domain)
-        return CapabilityRecord(uri, agent_id, name, version, tuple(skills), in_modes,
-                                out_modes, endpoints, domain, issued_at, lease,
-                                record_version, public_key, description, provider,
-                                attributes)
-    except (_Unusual, IndexError, ValueError, DecodeError):
+        record = _RecordTwin(uri, agent_id, name, version, tuple(skills), in_modes,
+                             out_modes, endpoints, domain, issued_at, lease, record_version,
+                             public_key, description, provider, attributes)
+        record.__class__ = CapabilityRecord
+        return record  # type: ignore[no-any-return]
+    except (_Unusual, IndexError, ValueError, DecodeError, struct.error):
         return None

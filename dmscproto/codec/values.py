@@ -11,6 +11,7 @@ does every accepted value re-encode to the octets it came from.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -354,3 +355,17 @@ class HopRecord:
 
 
 _HOP_KEYS = _Keys("hop record", frozenset({1, 2, 3}), frozenset({4}))
+
+
+def twin(cls: type[Any]) -> Any:
+    """A mutable twin of the frozen slots dataclass ``cls``: the same fields, hence the
+    same slots in the same order.  An instance of the twin filled in by its own
+    ``__init__`` (a plain slot store per field, where the frozen ``__init__`` calls
+    ``object.__setattr__``, about 5x slower) becomes the object ``cls(*values)`` would
+    be by assigning ``cls`` to its ``__class__`` (Python checks the layouts agree)."""
+    return dataclasses.make_dataclass(
+        f"{cls.__name__}Twin",
+        [(f.name, f.type, dataclasses.field(default=f.default, init=f.init,
+                                            default_factory=f.default_factory))
+         for f in dataclasses.fields(cls)],
+        slots=True)
