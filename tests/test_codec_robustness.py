@@ -32,6 +32,7 @@ from dmscproto.codec import (
     encode,
     peek_length,
 )
+from dmscproto.codec.pdu import PduDecoder
 from dmscproto.codec.registry import (
     HEADER_SIZE,
     MAX_PDU_SIZE,
@@ -92,19 +93,35 @@ class Raw:
         return replace(self, tlvs=[(t, value if t == tlv else v) for t, v in self.tlvs])
 
 
+def stepped(data: bytes) -> Any:
+    """``data`` decoded a TLV at a time (:class:`PduDecoder`, what a QUIC connection does
+    with a large request): every test here checks that it agrees with :func:`decode`."""
+    decoder = PduDecoder(data)
+    while (msg := decoder.step(1)) is None:
+        pass
+    return msg
+
+
 def fails(data: bytes, code: ErrorCode, offset: int) -> DecodeError:
-    with pytest.raises(DecodeError) as info:
-        decode(data)
-    err = info.value
-    assert (err.code, err.offset) == (code, offset), err
-    assert isinstance(err.code, ErrorCode) and err.code.name in str(err)
+    for how in (decode, stepped):
+        with pytest.raises(DecodeError) as info:
+            how(data)
+        err = info.value
+        assert (err.code, err.offset) == (code, offset), (how, err)
+        assert isinstance(err.code, ErrorCode) and err.code.name in str(err)
     return err
 
 
 def roundtrips(data: bytes) -> Any:
     msg = decode(data)
     assert encode(msg) == data
+    assert stepped(data) == msg
     return msg
+
+
+def test_every_example_decodes_alike_a_tlv_at_a_time() -> None:
+    for name, msg in EX.items():
+        assert stepped(encode(msg)) == msg, name
 
 
 @pytest.mark.parametrize("kind", [bytearray, memoryview])

@@ -19,7 +19,7 @@ from dmscproto.host.pump import Association, Pump
 from dmscproto.protocol.machine import Handle
 from dmscproto.security.ca import Kind
 from dmscproto.testing.examples import examples
-from dmscproto.transport.driver import Driver
+from dmscproto.transport.driver import Driver, TurnBudget, turn_budget
 from dmscproto.transport.peer import PeerInfo as AnyPeer
 from dmscproto.transport.peer import dispatch
 from dmscproto.transport.quic import DmscConnection, PeerInfo, connect, serve
@@ -260,4 +260,32 @@ def test_a_pump_answer_reaches_the_transport_in_the_call_that_gives_it() -> None
                        gateway_id=bytes(16), payload=b"x"))
         assert [type(c["exception"]) for c in reported] == [RuntimeError]
         await pump.close()
+    asyncio.run(scenario())
+
+
+def test_a_turn_budget_is_counted_per_loop_turn() -> None:
+    """TurnBudget: ``seconds`` of the loop thread's clock per event-loop turn, from its
+    start; reading and decoding (``fits``) take at most half of it, except the first
+    piece of a turn, which always runs; the next turn starts afresh, and after idle
+    turns the count starts at the next use."""
+    t = [0.0]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        assert turn_budget(loop) is turn_budget(loop)
+        budget = TurnBudget(loop, 1.0, clock=lambda: t[0])
+        assert budget.left() == 1.0
+        t[0] += 0.7
+        assert budget.left() == pytest.approx(0.3)
+        assert budget.fits(0.1)  # the first piece of the turn
+        assert not budget.fits(0.0)
+        await asyncio.sleep(0)  # the next turn
+        assert budget.left() == pytest.approx(1.0)
+        assert budget.fits(0.4) and budget.fits(0.4)
+        t[0] += 0.2
+        assert not budget.fits(0.4) and budget.fits(0.3)
+        for _ in range(3):  # turns without a use: the count stops
+            await asyncio.sleep(0)
+        t[0] += 5
+        assert budget.left() == 1.0
     asyncio.run(scenario())

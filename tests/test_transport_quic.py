@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import re
 import socket
@@ -24,12 +25,14 @@ from transport_support import Pki
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec.errors import DecodeError
-from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteReply
+from dmscproto.codec.messages import EchoReply, EchoRequest, Error, Message, RouteReply, Update
 from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
 from dmscproto.codec.signing import entity_id
+from dmscproto.codec.wire import Advertisement
 from dmscproto.security.ca import Kind, TrustStore
 from dmscproto.testing import examples, flood
+from dmscproto.testing.harness import make_record
 from dmscproto.transport import (
     ConnectionClosed,
     ConnectionPool,
@@ -41,6 +44,7 @@ from dmscproto.transport import (
     connect,
     serve,
 )
+from dmscproto.transport.driver import turn_budget
 from dmscproto.transport.framing import StreamAssembler
 from dmscproto.transport.quic import QuicLimits, streams
 from dmscproto.transport.tls import DmscQuicConnection
@@ -461,6 +465,45 @@ def test_large_pdu_spans_many_stream_frames(pki: Pki) -> None:
         async with server(pki.gateway, Recorder()) as srv, client(srv, pki.agent) as conn:
             assert len(encode(big)) > 60_000
             assert await conn.request(big) == big
+    run(main())
+
+
+def test_large_requests_are_decoded_a_step_a_turn(pki: Pki) -> None:
+    """A request larger than 16 KiB is decoded a step (about 4 KiB of TLVs) at a time
+    within the event loop's turn budget (TurnBudget), the rest in later turns: with no
+    budget, a step a turn, so UPDATEs of 40 KB each sent at once (a bulk transfer's)
+    reach the handler whole, each many turns after the one before, not together in
+    one turn."""
+    ads = tuple(Advertisement(1, (bytes(16),), make_record(i, f"agent{i}", "b.example"))
+                for i in range(100))
+    updates = [Update(transaction_id=70 + i, sequence=i, advertise=ads) for i in range(3)]
+    assert all(len(encode(u)) > 40_000 for u in updates)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        turn_budget(loop).seconds = 0.0  # a turn runs one piece of such work
+        turns = [0]
+
+        def tick() -> None:  # counts the loop's turns
+            turns[0] += 1
+            loop.call_soon(tick)
+
+        tick()
+        seen: list[tuple[Message, int]] = []
+
+        async def took(msg: Message) -> None:
+            seen.append((msg, turns[0]))
+
+        async with server(pki.gateway, Recorder(took)) as srv, \
+                client(srv, pki.agent) as conn:
+            for update in updates:
+                conn.send(update)
+            while len(seen) < 3:
+                await asyncio.sleep(0.01)
+        assert sorted(m.transaction_id for m, _ in seen) == [70, 71, 72]
+        assert all(m == updates[m.transaction_id - 70] for m, _ in seen)
+        at = [turn for _, turn in seen]
+        assert all(b - a >= 40_000 // 4096 for a, b in itertools.pairwise(at)), at
     run(main())
 
 

@@ -148,6 +148,45 @@ def _plan(mtype: int) -> _Plan | None:
 def decode(data: bytes) -> Message:
     """Decode exactly one PDU from ``data`` (any bytes-like object) into its message
     dataclass, whose byte fields are then ``bytes``."""
+    data, plan, flags, length, txid = _header(data)
+    values: dict[str, Any] = {}
+    unknown: list[RawTlv] = []
+    _read_tlvs(data, plan, HEADER_SIZE, length, -1, values, unknown)
+    return _message(data, plan, flags, length, txid, values, unknown)
+
+
+class PduDecoder:
+    """Decodes one PDU a part at a time, as :func:`decode` does at once (same checks,
+    errors and message): the TLVs of a large PDU cost milliseconds (a bulk transfer's
+    UPDATE of 64 KiB of records), and a caller that must not be kept busy that long
+    (an event loop) takes them a few at a time.  The header is checked at once."""
+
+    __slots__ = ("_data", "_flags", "_last", "_length", "_offset", "_plan", "_txid",
+                 "_unknown", "_values")
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._plan, self._flags, self._length, self._txid = _header(data)
+        self._values: dict[str, Any] = {}
+        self._unknown: list[RawTlv] = []
+        self._offset = HEADER_SIZE
+        self._last = -1
+
+    def step(self, octets: int) -> Message | None:
+        """Decode the next TLVs, about ``octets`` of them (whole TLVs, at least one if
+        any is left); the message once the last is decoded, else None."""
+        length = self._length
+        self._offset, self._last = _read_tlvs(self._data, self._plan, self._offset,
+                                              min(length, self._offset + octets),
+                                              self._last, self._values, self._unknown)
+        if self._offset < length:
+            return None
+        return _message(self._data, self._plan, self._flags, length, self._txid,
+                        self._values, self._unknown)
+
+
+def _header(data: bytes) -> tuple[bytes, _Plan, int, int, int]:
+    """``data`` as bytes, the plan of its message type, flags, length and transaction
+    id, once its header is checked against it (module doc)."""
     if type(data) is not bytes:
         data = bytes(data)
     size = len(data)
@@ -157,13 +196,16 @@ def decode(data: bytes) -> Message:
     plan = _PLANS.get(mtype) or _plan(mtype)
     if version != VERSION or plan is None or length != size or size > MAX_PDU_SIZE:
         _header_error(version, mtype, length, size)
+    return data, plan, flags, length, txid
 
+
+def _read_tlvs(data: bytes, plan: _Plan, offset: int, stop: int, last_type: int,
+               values: dict[str, Any], unknown: list[RawTlv]) -> tuple[int, int]:
+    """Decode the TLVs from ``offset`` into ``values`` and ``unknown``, whole TLVs until
+    ``stop`` is reached; where the next TLV starts, and the last one's type."""
     fields = plan.fields
-    values: dict[str, Any] = {}
-    unknown: list[RawTlv] = []
-    offset = HEADER_SIZE
-    last_type = -1
-    while offset < length:
+    length = len(data)
+    while offset < stop:
         if length - offset < 4:
             raise DecodeError(ErrorCode.LENGTH_MISMATCH, offset,
                               "TLV header runs past the end of the PDU")
@@ -194,7 +236,12 @@ def decode(data: bytes) -> Message:
                 values[name] = value
         last_type = ttype
         offset = end
+    return offset, last_type
 
+
+def _message(data: bytes, plan: _Plan, flags: int, length: int, txid: int,
+             values: dict[str, Any], unknown: list[RawTlv]) -> Message:
+    """The message of the TLVs read, once the required ones are there."""
     if not plan.required_names <= values.keys():
         for name, tlv_name in plan.required:
             if name not in values:

@@ -25,7 +25,11 @@ piece that runs them on the event loop:
   turn, after everything that ran in the turn queued its output, however often it was
   asked for (QUIC transmits of every connection of the loop together, a machine's timer
   re-armed once per turn); a socket's reader holds it while it handles the datagrams
-  it read, and runs it when done.
+  it read, and runs it when done;
+* **budget**: :func:`turn_budget` is the CPU time one turn of the loop gives to work that
+  can wait for the next turn (:class:`TurnBudget`), so that no turn, and no wait of a
+  timer or a datagram for its turn, lasts long: a QUIC socket's waiting datagrams are
+  read, and large requests decoded a step at a time, while it lasts.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol
+
+from ..codec.registry import limit
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,71 @@ def end_of_turn(loop: asyncio.AbstractEventLoop) -> EndOfTurn:
     if turn is None:
         turn = _TURNS[loop] = EndOfTurn(loop)
     return turn
+
+
+class TurnBudget:
+    """``seconds`` of CPU time a turn of the event loop gives to work that can wait for
+    the next turn (module docstring's **budget**), shared by everything on the loop:
+    reading a socket's waiting datagrams, decoding large PDUs, a gateway's learning of
+    records.  A turn is counted in the loop thread's CPU time from its start (a
+    callback first in each turn while the budget is in use), so work that cannot wait
+    spends it too.  Reading and decoding ask :meth:`fits` with a piece's expected cost:
+    they take at most half of the turn (the rest is left to the work they feed), but
+    the first piece of a turn always runs, so each turn makes progress; a piece that
+    does not fit waits for the next turn.  Other work asks :meth:`left`."""
+
+    __slots__ = ("_claimed", "_clock", "_loop", "_marked", "_start", "_used", "seconds")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float,
+                 clock: Callable[[], float] = time.thread_time) -> None:
+        self._loop = loop
+        self.seconds = seconds
+        self._clock = clock
+        self._start = 0.0
+        #: Whether the turn marker is scheduled, a piece ran in this turn, the budget was
+        #: asked about in this turn (the marker keeps running while it is).
+        self._marked = self._claimed = self._used = False
+
+    def _mark(self) -> None:
+        """The first callback of a turn: the turn's count starts."""
+        self._start = self._clock()
+        self._claimed = False
+        if self._used:
+            self._used = False
+            self._loop.call_soon(self._mark)
+        else:
+            self._marked = False
+
+    def left(self) -> float:
+        """CPU seconds left in this turn (negative: overspent)."""
+        self._used = True
+        if not self._marked:  # the first use after idle turns: counted from now
+            self._marked = True
+            self._start = self._clock()
+            self._claimed = False
+            self._loop.call_soon(self._mark)
+        return self.seconds - (self._clock() - self._start)
+
+    def fits(self, cost: float) -> bool:
+        """Whether a piece of reading or decoding expected to cost ``cost`` runs in this
+        turn (class docstring)."""
+        if self.left() - self.seconds / 2 >= cost or not self._claimed:
+            self._claimed = True
+            return True
+        return False
+
+
+_BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBudget] = (
+    weakref.WeakKeyDictionary())
+
+
+def turn_budget(loop: asyncio.AbstractEventLoop) -> TurnBudget:
+    """The :class:`TurnBudget` of ``loop``: LEARN_SLICE a turn unless its owner sets
+    ``seconds`` (a gateway: its configured LEARN_SLICE)."""
+    budget = _BUDGETS.get(loop)
+    if budget is None:
+        budget = _BUDGETS[loop] = TurnBudget(loop, limit("LEARN_SLICE"))
+    return budget
 
 
 #: Seconds the system clock may drift from the machines' clock before it counts as

@@ -9,8 +9,13 @@ from collections.abc import Callable
 
 from aioquic.quic.connection import NetworkAddress
 
+from ..driver import turn_budget
+
 #: Most datagrams read from a socket in one event-loop turn (asyncio reads one).
 DRAIN = 64
+#: Datagrams read before the loop's turn budget is asked whether more fit in this
+#: turn (:class:`~..driver.TurnBudget`): a few are read at once.
+_FREE = 3
 #: Largest UDP payload read.
 _MAX_DATAGRAM = 65535
 
@@ -18,9 +23,13 @@ _MAX_DATAGRAM = 65535
 def drain(sock: socket.socket, received: Callable[[bytes, NetworkAddress], None],
           error: Callable[[Exception], None]) -> None:
     """Hand ``received`` the datagrams already waiting on ``sock`` (non-blocking), up to
-    DRAIN: one event-loop turn serves them all and their answers leave in one transmit
-    pass (asyncio's datagram transport reads one datagram per turn)."""
-    for _ in range(DRAIN - 1):
+    DRAIN and while the loop's turn budget lasts: one event-loop turn serves them and
+    their answers leave in one transmit pass (asyncio's datagram transport reads one
+    datagram per turn); the rest wait for the next turn."""
+    budget = turn_budget(asyncio.get_running_loop())
+    for n in range(DRAIN - 1):
+        if n >= _FREE and not budget.fits(0.0):
+            return
         try:
             data, addr = sock.recvfrom(_MAX_DATAGRAM)
         except (BlockingIOError, InterruptedError):
