@@ -209,6 +209,11 @@ class GuardedTable(Protocol):
 
     def get(self, agent_id: bytes) -> HeldRecord | None: ...
 
+    def domain_record(self, agent_id: bytes) -> CapabilityRecord | None:
+        """The record held for ``agent_id`` (``get(...).signed.record``, without the
+        rest of the entry)."""
+        ...
+
 
 # --- forwarding decisions (Section 5.3) -----------------------------------------------------
 @dataclass(frozen=True, slots=True)

@@ -296,9 +296,9 @@ class GatewayGuard(Guard):
         """The target's record: held, or from a relayed DISCOVER answer."""
         if msg.target_agent is None:
             return None
-        held = self.core.get(msg.target_agent)
+        held = self.core.domain_record(msg.target_agent)  # no StoredRecord made per call
         if held is not None:
-            return held.signed.record
+            return held
         relayed = self.core.remote.get(msg.target_agent)
         return None if relayed is None else relayed.record.record
 
