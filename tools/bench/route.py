@@ -18,7 +18,7 @@ seconds, after a warm-up; R rounds are interleaved so that load from elsewhere o
 machine hits both alike.  Around each measured window this process reads
 
 * the CPU time (user + system, ``/proc/PID/stat``) of the gateway process and of the
-  echo server process;
+  echo server process, and of this process (the two agents, or the echo's client);
 * the UDP datagrams the two agents sent and received (every datagram the gateway sends
   or receives for a routed call is one of them: loopback loses none).
 
@@ -27,7 +27,11 @@ Last line, one JSON object; the ratios are medians over rounds of each round's r
 (at the gateway, one call at a time), ``gateway_cpu_ratio`` (gateway CPU per routed call
 over echo server CPU per echo, one at a time), and the medians ``routed_seq_per_s``,
 ``routed_seq_p50_ms``, ``routed_c32_per_s``, ``direct_seq_per_s``, ``direct_c32_per_s``,
-``gateway_cpu_us_per_call`` (one at a time), with a few more of the same kind.
+``gateway_cpu_us_per_call`` (one at a time), with a few more of the same kind.  The SDK's
+side: ``agents_cpu_us_per_call`` (this process's CPU per routed call, one at a time: the
+caller's and the responder's ends of the two hops), ``echo_client_cpu_us_per_call`` and
+``agents_cpu_ratio`` (the agents' CPU per call over the echo client's and server's
+together per echo: the same two ends of one hop each, without the SDK).
 
 ``--metrics`` (issue 11 item 8) adds, in each round right after the plain routed run, the
 same routed calls with the gateway's management listener on (its Prometheus counters
@@ -92,12 +96,14 @@ def _datagrams(conns: list[DmscConnection]) -> int:
 async def _windows(call: Callable[[], Awaitable[object]], args: argparse.Namespace,
                    pid: int, conns: list[DmscConnection]) -> dict[str, float]:
     """Warm up, then one call at a time for S seconds, then N in flight: rates,
-    latencies, the server's CPU per call and (if ``conns``) datagrams per call."""
+    latencies, the server's and this process's CPU per call and (if ``conns``)
+    datagrams per call."""
     for _ in range(WARMUP):
         await call()
     out: dict[str, float] = {}
     for name, inflight in (("seq", 1), ("c32", args.inflight)):
-        cpu, grams, start = _cpu(pid), _datagrams(conns), time.perf_counter()
+        cpu, own = _cpu(pid), _cpu(os.getpid())
+        grams, start = _datagrams(conns), time.perf_counter()
         latencies = await _load(call, inflight, start + args.seconds)
         elapsed, calls = time.perf_counter() - start, len(latencies)
         latencies.sort()
@@ -105,6 +111,7 @@ async def _windows(call: Callable[[], Awaitable[object]], args: argparse.Namespa
                 f"{name}_p50_ms": latencies[calls // 2] * 1e3,
                 f"{name}_p99_ms": latencies[int(calls * 0.99)] * 1e3,
                 f"{name}_cpu_us": (_cpu(pid) - cpu) / calls * 1e6,
+                f"{name}_own_cpu_us": (_cpu(os.getpid()) - own) / calls * 1e6,
                 f"{name}_datagrams": (_datagrams(conns) - grams) / calls}
         await asyncio.sleep(0.1)  # let delayed acknowledgements of this window go out
     return out
@@ -279,6 +286,11 @@ def main() -> None:
         "c32_datagrams_per_call": routed_median("c32_datagrams", 2),
         "c32_gateway_cpu_ratio": ratio("c32_cpu_us"),
         "c32_gateway_cpu_us_per_call": routed_median("c32_cpu_us"),
+        "agents_cpu_us_per_call": routed_median("seq_own_cpu_us"),
+        "echo_client_cpu_us_per_call": direct_median("seq_own_cpu_us"),
+        "agents_cpu_ratio": _median([r["seq_own_cpu_us"] / (d["seq_own_cpu_us"]
+                                                            + d["seq_cpu_us"])
+                                     for r, d in zip(routed, direct, strict=True)], 3),
     }
     if args.metrics:  # each round's plain and metrics-on runs are back to back
         def metered_ratio(key: str) -> float:
