@@ -379,6 +379,41 @@ def test_fast_record_scan_takes_every_example() -> None:
         assert ("ok", scan_record(payload)) == reference_record(payload)
 
 
+def test_fast_record_scan_takes_the_length_and_integer_edges() -> None:
+    """Text of 23, 24, 255 and 256 octets (the head grows by one octet at each), and
+    integers at every head size's edges, everywhere a record holds them: the scan reads
+    them as the reference does (their heads are read by separate paths)."""
+    base = examples()["register"].record.record  # type: ignore[attr-defined]
+    texts = ["", "x" * 23, "é" * 12, "x" * 255, "x" * 256]
+    ints = [0, 23, 24, 255, 256, 2**16 - 1, 2**16, 2**32 - 1, 2**32, 2**64 - 1]
+    skill, provider = base.skills[0], base.provider
+    variants = [replace(base, issued_at=i, lease=i % 2**32, record_version=i,
+                        attributes={"k": i, "n": -1 - i}) for i in ints]
+    for t in texts:
+        variants += [replace(base, name=t, version=t, description=t, domain="d" + t,
+                             agent_uri=f"dmsc://d{t}/a", public_key=t.encode(),
+                             attributes={t or "k": t}, default_input_modes=(t, t),
+                             provider=replace(provider, organization=t, url=t),
+                             skills=(replace(skill, id=t, name=t, description=t,
+                                             tags=(t,), input_modes=(t, t)),),
+                             endpoints=(Endpoint(t, t),))]
+    for record in variants:
+        payload = cbor.dumps(record.to_cbor())
+        assert ("ok", scan_record(payload)) == reference_record(payload) == ("ok", record)
+    for value in ints + texts:  # the last attribute's value with a longer head: refused
+        payload = cbor.dumps(replace(base, attributes={"k": value}).to_cbor())
+        item = cbor.dumps(value)
+        n, major, body = ((value, 0, b"") if isinstance(value, int)
+                          else (len(value.encode()), 0x60, value.encode()))
+        for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+            if size > len(item) - len(body) - 1 and n < 2**(8 * size):
+                longer = (payload[:-len(item)] + bytes((major + info,))
+                          + n.to_bytes(size, "big") + body)
+                assert scan_record(longer) is None
+                assert reference_record(longer)[:2] == ("error",
+                                                        ErrorCode.NON_DETERMINISTIC_CBOR)
+
+
 def test_reused_cbor_workers_do_not_leak_state() -> None:
     """A shared-value or string-reference from an earlier item is not visible later."""
     for first in (b"\xd8\x1c\x63abc", b"\xd9\x01\x00\x82\x63abc\xd8\x19\x00"):

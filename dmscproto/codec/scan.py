@@ -99,15 +99,16 @@ def _skill(d: bytes, pos: int) -> tuple[Skill, int]:
     if d[pos] != 4:
         raise _Unusual
     tags, pos = _tstrs(d, pos + 1, False)
-    modes: list[tuple[str, ...]] = [(), ()]
-    last = 4
-    for _ in range(n - 3):
-        key = d[pos]
-        if not last < key <= 6:
+    input_modes: tuple[str, ...] = ()
+    output_modes: tuple[str, ...] = ()
+    if n > 3 and d[pos] == 5:
+        input_modes, pos = _tstrs(d, pos + 1, True)
+        n -= 1
+    if n > 3:  # one member left, which can only be 6
+        if n > 4 or d[pos] != 6:
             raise _Unusual
-        modes[key - 5], pos = _tstrs(d, pos + 1, True)
-        last = key
-    skill = _SkillTwin(sid, name, tags, description, modes[0], modes[1])
+        output_modes, pos = _tstrs(d, pos + 1, True)
+    skill = _SkillTwin(sid, name, tags, description, input_modes, output_modes)
     skill.__class__ = Skill
     return skill, pos
 
