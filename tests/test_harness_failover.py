@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from dmscproto.codec.messages import RouteReply
+from dmscproto.codec.messages import EchoRequest, RouteReply
 from dmscproto.codec.registry import ErrorCode, timer
 from dmscproto.protocol.events import RequestCompleted, SessionClosed
 from dmscproto.runtime.gateway import Redial
@@ -84,3 +84,28 @@ def test_redial_delays_double_up_to_the_cap_with_jitter_and_reset() -> None:
     assert len(set(waits[-3:])) == 3  # capped, yet not in step
     redial.reset()
     assert first * (1 - jitter) <= redial.next() <= first * (1 + jitter)
+
+
+def test_a_peer_a_call_waits_on_is_probed_a_probe_interval_after_the_call(tmp_path: Path
+                                                                           ) -> None:
+    """Section 6.1.1: the ECHO_REQUEST probe of the next hop a forwarded call waits on is
+    due PROBE_IDLE_FRACTION of the keepalive after the call went out; the node's timer
+    must say so then, not only once something else ran that session."""
+    net = Network(tmp_path)
+    try:
+        gwa = net.gateway("gw-a", hold_time=3)  # keepalive 1 s
+        net.gateway("gw-b", "b.example", hold_time=3)
+        server = net.agent("server", "gw-b")
+        client = net.agent("client", "gw-a")
+        server.register(net.now)
+        client.register(net.now)
+        gwa.connect("gw-b", net.now)
+        net.pump()
+        net.advance(0.1)
+        sent_at = net.now
+        client.route(b"hi", net.now, target=server.agent_id)  # the server never answers
+        net.advance(0.9)
+        probes = [s.time for s in net.sent("gw-a", "gw-b") if isinstance(s.msg, EchoRequest)]
+        assert probes and probes[0] == sent_at + timer("PROBE_IDLE_FRACTION")
+    finally:
+        net.close()

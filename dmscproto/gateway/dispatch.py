@@ -257,6 +257,7 @@ class NodeDispatch(NodePorts):
             session = self.sessions.get(relay.downstream[0])
             if session is not None:  # probe the next hop while it is waited on
                 session.watch(now)
+                self._session_timers.stale(relay.downstream[0])  # its probe timer
 
     def _ran(self, relay: Relay) -> None:
         """A relay ran: its timer may have moved, and an answered one is forgotten."""
