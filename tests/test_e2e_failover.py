@@ -16,6 +16,7 @@ from dmscproto.agent import AgentError, Request
 from dmscproto.codec.registry import ErrorCode
 from dmscproto.host.config import GatewayConfig
 from dmscproto.protocol.events import SessionClosed, SessionEstablished
+from dmscproto.protocol.peering import PeerState
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.sandbox.relay import Impairment, Relay
@@ -124,3 +125,50 @@ def test_agent_notices_a_silent_gateway_and_reconnects(tmp_path: Path) -> None:
             await until(lambda: agent._conn is not first and agent.registered, 10)
             assert await agent.echo() >= 0
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_gateways_that_dial_each_other_keep_one_session(tmp_path: Path) -> None:
+    """Section 6.7: gw-a and gw-b each have the other's address.  gw-b's dial wins; gw-a's
+    OPEN over its own connection is refused (a session exists on another association),
+    and gw-a then counts the peer as established and dials no more while that session
+    runs (it used to dial again and again with backoff, each refused); once the session
+    ends, they dial again and one session comes back."""
+    async def scenario() -> None:
+        a, b = Domain.create(tmp_path, "a.example"), Domain.create(tmp_path, "b.example")
+        events: list[object] = []
+        async with AsyncExitStack() as stack:
+            relay = await Relay.start(("127.0.0.1", 0), ("127.0.0.1", 9))  # to gw-b, soon
+            stack.callback(relay.close)
+            gws: list[GatewayRuntime] = []
+            for dom, name, other in ((a, "gw-a", b), (b, "gw-b", a)):
+                address = gws[0].address if gws else relay.address
+                gw = GatewayRuntime(GatewayConfig.load(write_gateway_config(
+                    dom, name, peers=[PeerSpec(other, address)], hold_time=HOLD,
+                    keepalive=KEEPALIVE)), observer=Observer(event=events.append))
+                await gw.start()
+                stack.push_async_callback(gw.stop)
+                gws.append(gw)
+            gw_a, gw_b = gws
+            relay.upstream = gw_b.address
+
+            def sessions(gw: GatewayRuntime) -> int:
+                assert gw.node is not None
+                return sum(s.state is PeerState.ESTABLISHED for s in gw.node.sessions.values())
+
+            def refused() -> int:
+                return sum(isinstance(e, SessionClosed) and e.status is ErrorCode.POLICY_DENIED
+                           for e in events)
+
+            for gw in gws:
+                await gw.wait_peers(10)
+            before = refused()
+            await asyncio.sleep(3)  # redials every 0.5, 1, 2 s would be refused
+            assert refused() == before and (sessions(gw_a), sessions(gw_b)) == (1, 1)
+            assert gw_b.node is not None and gw_b.pump is not None
+            [handle] = gw_b.node.sessions
+            gw_b.pump.call(gw_b.node.disconnect, handle, gw_b.pump.now())
+            await until(lambda: (sessions(gw_a), sessions(gw_b)) == (0, 0), 5)
+            await until(lambda: (sessions(gw_a), sessions(gw_b)) == (1, 1), 10)
+            for gw in gws:
+                await gw.wait_peers(5)
+    asyncio.run(asyncio.wait_for(scenario(), 40))

@@ -1,7 +1,10 @@
 """The peers a gateway dials (draft-dmsc-protocol-00, Sections 6.1 and 6.7): each
 configured peer with an address is dialled, its session started with OPEN, and dialled
-again with :class:`Redial`'s backoff when the connection ends; its ``[[peers]]`` entry
-gives the session's hold time and keepalive."""
+again with :class:`Redial`'s backoff when the connection ends, unless the gateway it
+reached there has a session with us over another association (it dialled us as well,
+and its session won): dials then wait until that session ends, since a gateway dials
+only until a session is established; its ``[[peers]]`` entry gives the session's hold
+time and keepalive."""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from ..host.logs import facts
 from ..host.pump import Association, Pump
 from ..host.transports import Connection, Peer, transport_named
 from ..protocol.machine import Handle
-from ..protocol.peering import SessionTimers
+from ..protocol.peering import PeerState, SessionTimers
+from ..security.ca import Identity
 from ..transport.tls import TlsIdentity
 
 log = logging.getLogger("dmsc.gateway")
@@ -65,6 +69,10 @@ class PeerLink:
     connection: Connection | None = None
     established: asyncio.Event = field(default_factory=asyncio.Event)
     redial: Redial = field(default_factory=Redial)
+    #: The gateway the last dial reached, and (set) when its session over another
+    #: association closed (:meth:`PeerDialing._peered_elsewhere`).
+    reached: Identity | None = None
+    elsewhere_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class PeerDialing:
@@ -89,6 +97,26 @@ class PeerDialing:
         """Wait until every dialled peer's session is ESTABLISHED."""
         await asyncio.wait_for(asyncio.gather(*(p.established.wait() for p in self._peers)),
                                timeout)
+
+    async def _peered_elsewhere(self, peer: PeerLink) -> None:
+        """While the gateway the last dial reached has an ESTABLISHED session over
+        another association (it dialled us too and that session won, so our OPEN was
+        refused), count the peer as established and wait for that session to end; the
+        next dial then comes REDIAL_INITIAL later (Section 6.7: a gateway dials until a
+        session is established)."""
+        while not self._stopping and self._session_with(peer.reached):
+            peer.established.set()
+            peer.redial.reset()
+            peer.elsewhere_closed.clear()
+            await peer.elsewhere_closed.wait()
+        peer.established.clear()
+
+    def _session_with(self, identity: Identity | None) -> bool:
+        """Whether an ESTABLISHED session runs with the gateway ``identity``."""
+        node = self.node
+        return identity is not None and node is not None and any(
+            isinstance(h, Association) and h.identity == identity
+            and s.state is PeerState.ESTABLISHED for h, s in node.sessions.items())
 
     def peer_config(self, handle: Handle) -> PeerConfig | None:
         """The ``[[peers]]`` entry of the peer behind ``handle``: the one dialled over
@@ -129,12 +157,13 @@ class PeerDialing:
                     peer=f"{host}:{port}", domain=peer.config.domain, error=str(exc),
                     retry_s=round(peer.redial.delay, 3)))
             else:
-                peer.connection = conn
+                peer.connection, peer.reached = conn, conn.peer.identity
                 assoc = self._association(conn, transport.name)
                 assert self.pump is not None and self.node is not None
                 self.pump.call(self.node.connect, assoc, self.pump.now())
                 await conn.wait_closed()
                 peer.established.clear()
                 peer.connection = None
+                await self._peered_elsewhere(peer)
             if not self._stopping:
                 await asyncio.sleep(peer.redial.next())

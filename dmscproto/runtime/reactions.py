@@ -106,6 +106,9 @@ class Reactions:
                         peer.established.clear()
                         if event.status in HELD_AFTER:
                             peer.redial.hold(self.config.limit("PEER_LIMIT_HOLD"))
+                elif isinstance(event, SessionClosed) and isinstance(event.handle, Association) \
+                        and peer.reached is not None and event.handle.identity == peer.reached:
+                    peer.elsewhere_closed.set()  # its dialler may dial again
         if isinstance(event, SessionClosed) and not self._stopping:
             self._close_association(event.handle, event.status)
         if isinstance(event, SessionEstablished):
