@@ -507,3 +507,25 @@ def test_held_updates_applied_in_one_turn_share_its_slice(core: GatewayCore) -> 
     assert len(core) == 5 and t[0] == 5  # the held UPDATE: one record in this turn
     sync.handle_timer(T0 + 0.001)  # the next turn: a slice of its own
     assert len(core) == 9 and t[0] == 9
+
+
+def test_sessions_learning_at_once_share_the_gateways_budget(core: GatewayCore) -> None:
+    """The sessions of one gateway share its learning budget (LEARN_SLICE a step; in a
+    gateway process, what is left of its event loop's turn budget): UPDATEs of two
+    peers applied in one step learn what one alone would, not twice that."""
+    t = [0.0]
+
+    def check(_h: object, _s: object, _t: float) -> None:
+        t[0] += 1  # a record check costs a second of the slice clock
+
+    node = GatewayNode(core, verifier=check, slice_clock=lambda: t[0], learn_slice=3.5)
+    other = bytes([7]) * 16
+    syncs = [node.start_sync(name, gw, "b.example") for name, gw in (("a", PEER), ("b", other))]
+    for i, (sync, gw) in enumerate(zip(syncs, (PEER, other), strict=True)):
+        sync.start(T0)
+        ads = tuple(Advertisement(1, (gw,), make_record(40 + 10 * i + j, f"agent{i}{j}",
+                                                        "b.example")) for j in range(4))
+        sync.receive(Update(sequence=0, advertise=ads), T0)
+    assert len(core) == 5  # the first UPDATE's four, the second's one (at least one)
+    syncs[1].handle_timer(T0 + 0.001)  # the next step
+    assert len(core) == 8

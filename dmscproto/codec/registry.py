@@ -469,9 +469,10 @@ LIMITS: tuple[Limit, ...] = (
           "NOTIFY PATH_TOO_LONG"),
     Limit("RELAY_MAX_HOPS", 64, "gateways",
           "largest HOP_LIMIT a relayed FEDERATED DISCOVER is sent with (Section 5.2.1)"),
-    Limit("LEARN_SLICE", 0.005, "s",
-          "longest a gateway checks the records of one UPDATE before it commits what "
-          "passed and lets other work run (the rest follows in further slices)"),
+    Limit("LEARN_SLICE", 0.003, "s",
+          "longest a gateway spends between two turns of its other work on checking and "
+          "learning the records of UPDATEs (every session's together) and on reading and "
+          "decoding large PDUs; what passed is committed, the rest follows in further slices"),
     Limit("WORK_SLICE", 0.002, "s",
           "longest a gateway spends in one step on work over many records (filling the "
           "UPDATEs of a table it sends or of an answer to SYNC_REQUEST, counting what a "

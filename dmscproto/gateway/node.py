@@ -80,6 +80,7 @@ from ..protocol.machine import (
     Refusal,
     TransactionIds,
     earliest,
+    learning_budget,
     refusal_answer,
     slice_of,
 )
@@ -142,7 +143,8 @@ class GatewayNode(NodeDispatch):
                  rng: random.Random | None = None,
                  slice_clock: Callable[[], float] | None = None,
                  learn_slice: float = limit("LEARN_SLICE"),
-                 work_slice: float = limit("WORK_SLICE")) -> None:
+                 work_slice: float = limit("WORK_SLICE"),
+                 learn_budget: Callable[[float], float] | None = None) -> None:
         self.core = core
         self.name = name
         self.local = LocalGateway(core.gateway_id, core.domain)
@@ -162,6 +164,10 @@ class GatewayNode(NodeDispatch):
         #: A monotonic clock that ends each slice of a large UPDATE (None: one slice).
         self.slice_clock = slice_clock
         self.learn_slice = learn_slice
+        #: The time left for learning records in a step (every session's UPDATEs share
+        #: it): ``learn_budget`` if given (a gateway process: its event loop's turn
+        #: budget), else ``learn_slice`` of ``slice_clock`` per step (None: no slices).
+        self.learn_budget = learning_budget(learn_budget, slice_clock, learn_slice)
         #: The most one step spends on work over many records (WORK_SLICE).
         self.work_slice = work_slice
         self.limit_hold = limit_hold

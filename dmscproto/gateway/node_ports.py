@@ -48,6 +48,7 @@ class NodePorts:
     verifier: RecordVerifier
     slice_clock: Callable[[], float] | None
     learn_slice: float
+    learn_budget: Callable[[float], float] | None
     work_slice: float
     syncs: dict[Handle, PeerSync]
     _out: Outbox
@@ -149,6 +150,7 @@ class NodePorts:
                                  allow if self.grace is None
                                  else self.grace.exportable(allow), self.pdu_limit(handle)),
                         self.txids, self.verifier, slice_clock=self.slice_clock,
-                        learn_slice=self.learn_slice, work_slice=self.work_slice)
+                        learn_slice=self.learn_slice, work_slice=self.work_slice,
+                        learn_budget=self.learn_budget)
         self.syncs[handle] = sync  # freed in slices when the session ends
         return sync

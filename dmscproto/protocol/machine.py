@@ -188,3 +188,34 @@ def slice_of(clock: Callable[[], float] | None, seconds: float) -> Callable[[], 
         return lambda: True
     end = clock() + seconds
     return lambda: clock() < end
+
+
+class StepBudget:
+    """Time for learning records, shared by the machines of one gateway (every
+    session's UPDATEs): ``seconds`` of ``clock`` per step of the gateway, a step known
+    by its ``now`` (the machines of one step are given one time).  :meth:`left` is the
+    ``learn_budget`` of :class:`~.sync_in.SyncIn`; a gateway process gives its event
+    loop's turn budget instead (:class:`~dmscproto.transport.driver.TurnBudget`)."""
+
+    __slots__ = ("_clock", "_end", "_now", "seconds")
+
+    def __init__(self, clock: Callable[[], float], seconds: float) -> None:
+        self._clock = clock
+        self.seconds = seconds
+        self._now: float | None = None
+        self._end = 0.0
+
+    def left(self, now: float) -> float:
+        """Seconds of ``clock`` left in the step at ``now`` (a new step starts with it)."""
+        if now != self._now:
+            self._now, self._end = now, self._clock() + self.seconds
+        return self._end - self._clock()
+
+
+def learning_budget(budget: Callable[[float], float] | None, clock: Callable[[], float] | None,
+                    seconds: float) -> Callable[[float], float] | None:
+    """``budget`` if given, else ``seconds`` of ``clock`` per step (:class:`StepBudget`);
+    None without either (no slices)."""
+    if budget is not None or clock is None:
+        return budget
+    return StepBudget(clock, seconds).left

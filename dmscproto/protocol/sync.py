@@ -65,13 +65,14 @@ class PeerSync:
                  min_interval: float = timer("MIN_ADVERTISEMENT_INTERVAL"),
                  slice_clock: Callable[[], float] | None = None,
                  learn_slice: float = limit("LEARN_SLICE"),
-                 work_slice: float = limit("WORK_SLICE")) -> None:
+                 work_slice: float = limit("WORK_SLICE"),
+                 learn_budget: Callable[[float], float] | None = None) -> None:
         self.out = SyncOut(outbox, table, link, txids, digest_interval=digest_interval,
                            min_interval=min_interval, slice_clock=slice_clock,
                            work_slice=work_slice)
         self.inc = SyncIn(outbox, table, link, txids, verifier,
                           request_timeout=request_timeout, slice_clock=slice_clock,
-                          learn_slice=learn_slice)
+                          learn_slice=learn_slice, learn_budget=learn_budget)
 
     def start(self, now: float) -> None:
         """The session is established: send the table (bulk sync), then a DIGEST."""

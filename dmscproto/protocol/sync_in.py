@@ -8,10 +8,12 @@ version changes), compares the peer's DIGESTs with it, and on a difference walks
 peer's tree with DIGEST_REQUEST down to the leaves that differ, then asks for the
 records it lacks with SYNC_REQUEST, asking again for those an answer left out.
 
-A large UPDATE is applied in slices (Section 6.5.1): each slice checks ADVERTISEs for
-at most LEARN_SLICE, learns those that pass in one commit and reports them, then lets
-the gateway's other work run before the next slice; the messages after it wait, and it
-is acknowledged when its last slice is applied.
+A large UPDATE is applied in slices (Section 6.5.1): each slice checks ADVERTISEs while
+the gateway's learning budget for the current step lasts (``learn_budget``: LEARN_SLICE a
+step shared by every session of the gateway, in a gateway process what is left of its
+event loop's turn budget), learns those that pass in one commit and reports them, then
+lets the gateway's other work run before the next slice; the messages after it wait,
+and it is acknowledged when its last slice is applied.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..codec.messages import Digest, DigestRequest, Error, Message, SyncAck, Syn
 from ..codec.registry import DIGEST_LEAF_LEVEL, SYNC_WINDOW, MessageType, limit, timer
 from ..codec.wire import Advertisement, DigestNode, DigestSummary, VersionedId
 from .events import RecordRefused, SyncEvent, TableChanged
-from .machine import Outbox, TransactionIds, earliest
+from .machine import Outbox, TransactionIds, earliest, learning_budget
 from .ports import SyncLink, SyncTable
 from .registration import RecordVerifier
 from .sync_in_inputs import (
@@ -119,7 +121,8 @@ class SyncIn(TypedMachine):
                  reorder_timeout: float = timer("REORDER_TIMEOUT"),
                  request_timeout: float = timer("REQUEST_TIMEOUT"),
                  slice_clock: Callable[[], float] | None = None,
-                 learn_slice: float = limit("LEARN_SLICE")) -> None:
+                 learn_slice: float = limit("LEARN_SLICE"),
+                 learn_budget: Callable[[float], float] | None = None) -> None:
         super().__init__(outbox)
         self.table = table
         self.link = link
@@ -128,21 +131,15 @@ class SyncIn(TypedMachine):
         self.ack_delay = ack_delay
         self.reorder_timeout = reorder_timeout
         self.request_timeout = request_timeout
-        #: The clock that ends a slice after ``learn_slice`` seconds (a gateway
-        #: process gives its thread's CPU time: what the slice costs, not the time the
-        #: machine gave to other processes meanwhile; None: an UPDATE is applied in
-        #: one slice).
-        self.slice_clock = slice_clock
-        self.learn_slice = learn_slice
-        #: When the current slice's time is up, and the turn of the caller it was set
-        #: in (its ``now``): slices in one turn (held UPDATEs applied one after the
-        #: other as each ends) share it, so a turn costs one LEARN_SLICE, plus one
-        #: record per UPDATE begun after it ran out.
-        self._slice_end = 0.0
-        self._slice_turn: float | None = None
+        #: The time left for learning in the caller's current step or turn, given its
+        #: ``now`` (seconds; shared with the gateway's other sessions, and in a gateway
+        #: process with its event loop's other work: one budget per loop); by default
+        #: ``learn_slice`` of ``slice_clock`` per step for this session alone (None:
+        #: an UPDATE is applied in one slice).
+        self.learn_budget = learning_budget(learn_budget, slice_clock, learn_slice)
         #: What learning one checked record costs (seconds; the first slice assumes a
-        #: millisecond): :meth:`_measured`.
-        self._learn_cost = 0.001
+        #: fifth of a millisecond, several times what it is): :meth:`_measured`.
+        self._learn_cost = 0.0002
         #: What the peer advertised on this session (refused records included).
         self.tree = DigestTree()
         #: The records routed through the peer when the session began (a restart
@@ -286,19 +283,19 @@ class SyncIn(TypedMachine):
 
     def _slice(self, now: float) -> None:
         """Check and learn the next ADVERTISEs of the UPDATE being applied, at least one
-        and until the slice's time is up (``learn_slice``, learning included, as last
-        measured); once all are done, its WITHDRAWs and PURGEs."""
+        and until the learning budget is spent (learning included, as last measured);
+        once all are done, its WITHDRAWs and PURGEs."""
         job = self._applying
         assert job is not None
         peer = self.link.gateway_id
         ads = job.update.advertise
-        clock = self.slice_clock
-        if clock is not None and now != self._slice_turn:
-            self._slice_turn, self._slice_end = now, clock() + self.learn_slice
+        left = self.learn_budget
+        if left is not None:
+            left(now)  # a step's budget starts before its first record
         good: list[Advertisement] = []
         i = job.done
-        while i < len(ads) and (clock is None or i == job.done  # at least one a slice
-                                or clock() + len(good) * self._learn_cost < self._slice_end):
+        while i < len(ads) and (left is None or i == job.done  # at least one a slice
+                                or left(now) > len(good) * self._learn_cost):
             ad = ads[i]
             i += 1
             aid = ad.record.record.agent_id
@@ -317,10 +314,10 @@ class SyncIn(TypedMachine):
                                                    refused.diagnostic))
         job.done = i
         if good:
-            start = None if clock is None else clock()
+            before = None if left is None else left(now)
             self._report(self.table.learn_many(good, peer, now))
-            if clock is not None and start is not None:
-                self._measured((clock() - start) / len(good), len(good))
+            if left is not None and before is not None:
+                self._measured((before - left(now)) / len(good), len(good))
         if i < len(ads):
             self._reorder_at = None  # nothing is missing before what is held now
             self._slice_at = now

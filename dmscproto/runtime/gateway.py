@@ -66,7 +66,7 @@ from ..security.guard import GatewayGuard
 from ..security.hooks import Authenticated, Guard
 from ..security.proof import RequestVerifier, SignaturePrecheck
 from ..security.tokens import TokenVerifier
-from ..transport.driver import Driver
+from ..transport.driver import Driver, turn_budget
 from ..transport.tls import TlsIdentity
 from .lab import WARNING, LabAssociations, LabGuard
 from .loop import HeapFreezer, LoopLag
@@ -203,6 +203,7 @@ class GatewayRuntime(PeerDialing, Reactions):
                                 summary_mode=bool(summary),
                                 limits=RequestLimits(c.limit), slice_clock=time.thread_time,
                                 learn_slice=c.limit("LEARN_SLICE"),
+                                learn_budget=self._learn_budget(),
                                 work_slice=c.limit("WORK_SLICE"),
                                 tracer=GatewayHops(self.name, c.domain,
                                                    provider=self.tracer_provider),
@@ -243,6 +244,14 @@ class GatewayRuntime(PeerDialing, Reactions):
         self.pump.flush()  # arms the lease timer of records loaded from the store
         for peer in self._peers:
             peer.task = asyncio.get_running_loop().create_task(self._keep_peer(peer))
+
+    def _learn_budget(self) -> Callable[[float], float]:
+        """The node's time for learning records: what is left of its event loop's turn
+        budget (LEARN_SLICE a turn, shared with reading and decoding, and with every
+        other gateway on the loop)."""
+        budget = turn_budget(asyncio.get_running_loop())
+        budget.seconds = self.config.limit("LEARN_SLICE")
+        return lambda _now: budget.left()
 
     async def _start_management(self, host: str, port: int) -> None:
         for module, package in (("aiohttp", "aiohttp"),

@@ -90,15 +90,14 @@ class HeapFreezer:
     each freeze keeps that to what is in use at that moment.
 
     A collection costs what was allocated since the last freeze and still lives:
-    every 250 records, a few milliseconds at most (every 1,000 took 5-17 ms of CPU in
-    ``tools/bench/bulk_sync.py`` at 100,000 records on a loaded machine), for the same
-    CPU in all.  ``defer`` runs it: a gateway gives ``loop.call_soon``, so that it is
-    an event-loop callback of its own, not added to the step that learned the records
-    (a slice of LEARN_SLICE, then up to 5 ms of collection: 10.7 ms in one callback);
+    every 100 records learned, up to 2-3 ms (every 250 took up to 4-6 ms, every 1,000
+    5-17 ms of CPU in ``tools/bench/bulk_sync.py`` on a loaded machine), for the same
+    CPU in all.  ``defer`` runs it: a gateway gives ``loop.call_soon``, so that it is an
+    event-loop callback of its own, not added to the step that learned the records;
     by default it runs at once.
     """
 
-    def __init__(self, every: int = 250,
+    def __init__(self, every: int = 100,
                  defer: Callable[[Callable[[], None]], object] = lambda f: f()) -> None:
         self.every = every
         self._defer = defer

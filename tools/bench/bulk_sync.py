@@ -39,10 +39,14 @@
    little (a core shared by two hardware threads does run slower): gw-x sends its
    table in UPDATEs filled a WORK_SLICE at a time, the next after its loop's other
    work, the table taken in chunks of agent ids, its records not decoded since its
-   restart decoded on the way, and keeps its domain's summary on write): UPDATEs are
-   applied in slices of at most LEARN_SLICE of record checks, each slice committing
-   what passed.  ``loop_stall_cpu_ms_max`` is gw-l's longest in its loop thread's
-   CPU time between two ticks: one turn of its loop, every callback ready in it.  On a
+   restart decoded on the way, and keeps its domain's summary on write): gw-l reads
+   datagrams, decodes large UPDATEs (a step at a time) and applies them (in slices of
+   record checks, each committing what passed) within one CPU budget a turn of its
+   event loop, LEARN_SLICE (:class:`~dmscproto.transport.driver.TurnBudget`).
+   ``loop_stall_cpu_ms_max`` is gw-l's longest in its loop thread's CPU time between
+   two ticks: the rest of the turn a tick ran in, the turn its timer is due in, and
+   the next one up to the tick (asyncio.sleep's future is set by a timer callback,
+   the task step follows a turn later), every callback ready in them.  On a
    loaded machine those include time the process was not scheduled at all, so
    ``loop_callback_cpu_ms_max`` gives gw-l's longest single event-loop callback in
    thread CPU time (a datagram read with the PDUs it completes decoded, a slice, ...:
