@@ -132,3 +132,44 @@ class _StockClientFirst:
         if self._made == 1:
             return QuicConnection(configuration=kwargs["configuration"])
         return self._ours(**kwargs)
+
+
+def _answers_sent(pki: Pki, monkeypatch: pytest.MonkeyPatch, fast: bool) -> list[bytes]:
+    """The plaintext of every 1-RTT packet a server sends to answer 40 requests at once
+    (one of 3,000 octets: packets cut STREAM frames), acknowledged in turn."""
+    if not fast:
+        monkeypatch.setattr(FastPathConnection, "_write_stream_frame",
+                            QuicConnection._write_stream_frame)
+    pair = _established(pki, fast=True)
+    sent: list[bytes] = []
+    keys = pair.server._cryptos[tls.Epoch.ONE_RTT]
+    seal = keys.encrypt_packet
+
+    def recorded(header: bytes, payload: bytes, number: int) -> bytes:
+        sent.append(payload)
+        return seal(header, payload, number)
+
+    keys.encrypt_packet = recorded  # type: ignore[method-assign,assignment]
+    streams = []
+    for n in range(40):
+        streams.append(pair.request(b"q%d" % n))
+    while pair.flight(pair.client, pair.server):
+        pair.tick(0.001)
+    for n, stream_id in enumerate(streams):
+        pair.server.send_stream_data(stream_id, b"a" * (3000 if n == 7 else 150 + n),
+                                     end_stream=True)
+    for _ in range(50):
+        pair.flight(pair.server, pair.client)
+        pair.tick(0.001)
+        pair.flight(pair.client, pair.server)
+    monkeypatch.undo()
+    return sent
+
+
+def test_a_pass_of_many_answers_sends_what_aioquic_sends(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_write_stream_frame skips the calls that cannot write: same packets, octet for
+    octet (every answer in them, and the FINs)."""
+    fast = _answers_sent(pki, monkeypatch, fast=True)
+    assert fast == _answers_sent(pki, monkeypatch, fast=False)
+    assert sum(p.count(b"a" * 150) for p in fast) >= 39 and len(fast) > 6
