@@ -104,6 +104,11 @@ class DelayedAckConnection(QuicConnection):
     def _write_ack_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                          now: float) -> None:
         super()._write_ack_frame(builder, space, now)
+        self._ack_written(space)
+
+    def _ack_written(self, space: QuicPacketSpace) -> None:
+        """An ACK frame for ``space`` was written (here, or by a packet writer of a
+        subclass that says so)."""
         if space is self._spaces[tls.Epoch.ONE_RTT]:
             self._unacked_eliciting = 0
 

@@ -35,27 +35,36 @@ from typing import Any
 from aioquic import tls
 from aioquic._buffer import Buffer, BufferReadError
 from aioquic._crypto import CryptoError
+from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import (
     NetworkAddress,
     QuicConnectionError,
     QuicConnectionState,
     QuicReceiveContext,
+    stream_is_client_initiated,
 )
 from aioquic.quic.crypto import CryptoPair, KeyUnavailableError
 from aioquic.quic.packet import (
     NON_ACK_ELICITING_FRAME_TYPES,
     PACKET_FIXED_BIT,
     PACKET_LONG_HEADER,
+    PACKET_NUMBER_MAX_SIZE,
     PACKET_SPIN_BIT,
     PROBING_FRAME_TYPES,
     QuicErrorCode,
     QuicFrameType,
+    QuicPacketType,
+    push_ack_frame,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.packet_builder import (
+    PACKET_NUMBER_SEND_SIZE,
+    QuicPacketBuilder,
+    QuicSentPacket,
+)
 from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
 from aioquic.quic.stream import QuicStream, StreamFinishedError
 
-from .lean import _QUIET_FRAMES, _TABLES, LeanQuicConnection, _Recovery
+from .lean import _QUIET_FRAMES, _ROOM, _TABLES, LeanQuicConnection, _Recovery
 
 _ONE_RTT = tls.Epoch.ONE_RTT
 _ZERO_RTT = tls.Epoch.ZERO_RTT
@@ -66,6 +75,11 @@ _SAMPLE_END = 4 + 16
 #: The smallest STREAM frame header: type, stream ID and length (aioquic's frame overhead
 #: ``3 + size_uint_var(stream_id)``, plus the offset's size when not zero).
 _STREAM_HEADER = 4
+#: The largest ACK frame of one range: type, four variable-length integers.
+_ACK_SIZE = 1 + 4 * 8
+#: Payload octets a 1-RTT packet needs for header protection to sample (aioquic pads
+#: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
+_SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
 
 
 class FastPathConnection(LeanQuicConnection):
@@ -231,3 +245,169 @@ class FastPathConnection(LeanQuicConnection):
         if not len(sender._pending) and not sender._pending_eof:
             sender.buffer_is_empty = True
         return used
+
+    # --- sending --------------------------------------------------------------------
+    def _ack_written(self, space: QuicPacketSpace) -> None:
+        """An ACK frame for ``space`` went into a packet built here (a subclass that
+        counts what it acknowledges hears of it, as of aioquic's ``_write_ack_frame``)."""
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        sent = self._send_short(now)
+        if sent is None:
+            return super().datagrams_to_send(now)
+        self._frames.loud = False  # what LeanQuicConnection's does first
+        return sent
+
+    def _short_plan(self, keys: CryptoPair) -> tuple[int, list[QuicStream]] | None:
+        """The payload size of the one packet a pass would build, and the streams with
+        data for it, if it is the common one (module docstring): nothing to send but an
+        ACK and the STREAM frames that all fit in one packet with room left; None
+        otherwise (aioquic's pass then runs)."""
+        paths = self._network_paths
+        if (self._state is not _CONNECTED or self._close_pending
+                or not self._handshake_confirmed or self._quic_logger is not None
+                or len(paths) != 1 or not paths[0].is_validated or paths[0].remote_challenges
+                or self._probe_pending or self._ping_pending or self._datagrams_pending
+                or self._handshake_done_pending or self._streams_blocked_pending
+                or self._retire_connection_ids or keys._update_key_requested
+                or not keys.send.is_valid()
+                or (self._is_client and self._remote_preferred_address is not None)
+                or not all(c.was_sent for c in self._host_cids)
+                or not self._crypto_streams[_ONE_RTT].sender.buffer_is_empty):
+            return None
+        max_data = self._local_max_data
+        if max_data.used * 2 > max_data.value:
+            return None  # MAX_DATA to raise
+        for limit in (max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
+            if limit.value != limit.sent and (
+                    limit is max_data or limit.sent - limit.used < limit.value - limit.sent):
+                return None  # MAX_DATA or MAX_STREAMS to send
+        for stream in self._streams.values():
+            local = stream.max_stream_data_local
+            if ((local and stream.receiver.highest_offset * 2 > local)
+                    or stream.max_stream_data_local_sent != local):
+                return None  # MAX_STREAM_DATA to send
+        size, streams = 0, []
+        credit = self._remote_max_data - self._remote_max_data_used
+        for stream in self._streams_queue:
+            sender = stream.sender
+            if stream.receiver.stop_pending or sender.reset_pending:
+                return None
+            if stream.is_finished or stream.is_blocked or sender.buffer_is_empty:
+                continue
+            pending = sender._pending
+            if len(pending) > 1:
+                return None  # a retransmission in pieces: one frame each, aioquic's way
+            if len(pending):
+                start, stop = pending[0].start, pending[0].stop
+            elif sender._pending_eof:
+                start = stop = sender._buffer_stop  # a FIN alone
+            else:  # all sent: aioquic's call finds that out and writes nothing
+                sender.buffer_is_empty = True
+                continue
+            if stop > min(sender.highest_offset + credit, stream.max_stream_data_remote):
+                return None  # flow control cuts it
+            credit -= max(0, stop - sender.highest_offset)
+            size += (3 + size_uint_var(stream.stream_id or 0)
+                     + (size_uint_var(start) if start else 0) + stop - start)
+            streams.append(stream)
+        return size, streams
+
+    def _send_short(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
+        """aioquic's ``datagrams_to_send`` for the common pass (:meth:`_short_plan`),
+        its steps in its order, the packet written as its packet builder writes it."""
+        keys = self._cryptos[_ONE_RTT]
+        plan = self._short_plan(keys)
+        if plan is None:
+            return None
+        size, streams = plan
+        space = self._spaces[_ONE_RTT]
+        ack = space.ack_at is not None and space.ack_at <= now
+        if ack:
+            if len(space.ack_queue) != 1:
+                return None  # ranges: aioquic may add an ACK-of-ACK PING
+            size += _ACK_SIZE
+        loss, path = self._loss, self._network_paths[0]
+        peer_cid = self._peer_cid.cid
+        header_size = 3 + len(peer_cid)
+        room = min(self._max_datagram_size, loss.congestion_window - loss.bytes_in_flight)
+        if header_size + size + keys.aead_tag_size + _ROOM > room:
+            return None  # more than one packet, or the congestion window: aioquic's way
+        self._pacing_at = None
+        if space.ack_at is None or space.ack_at >= now:  # pacing, unless an ACK is late
+            self._pacing_at = loss._pacer.next_send_time(now=now)
+            if self._pacing_at is not None:
+                return []
+        finished = [s for s in self._streams_queue if s.is_finished]
+        if not ack and not streams:
+            if finished:
+                return None  # an empty packet and discarded streams: aioquic loops on
+            return []
+        number = self._packet_number
+        buf = Buffer(capacity=self._max_datagram_size)
+        handlers: list[tuple[Callable[..., None], Any]] = []
+        if ack:
+            assert space.largest_received_time is not None
+            delay = int((now - space.largest_received_time) * 1000000)
+            buf.push_uint_var(QuicFrameType.ACK)
+            push_ack_frame(buf, space.ack_queue, delay >> self._local_ack_delay_exponent,
+                           self._max_datagram_size)
+            handlers.append((self._on_ack_delivery, (space, space.largest_received_packet)))
+            space.ack_at = None
+            self._ack_written(space)
+        for stream in finished:
+            stream_id = stream.stream_id
+            assert stream_id is not None
+            del self._streams[stream_id]
+            if stream_is_client_initiated(stream_id) != self._is_client:
+                self._stream_limit(stream_id).value += 1  # RFC 9000, Section 4.6
+        sent: set[QuicStream] = set()
+        for stream in streams:
+            sender = stream.sender
+            before = sender.highest_offset
+            frame = sender.get_frame(self._max_datagram_size, None)
+            assert frame is not None
+            frame_type = QuicFrameType.STREAM_BASE | 2 | (4 if frame.offset else 0) | (
+                1 if frame.fin else 0)
+            buf.push_uint_var(frame_type)
+            buf.push_uint_var(stream.stream_id or 0)
+            if frame.offset:
+                buf.push_uint_var(frame.offset)
+            buf.push_uint16(len(frame.data) | 0x4000)
+            buf.push_bytes(frame.data)
+            handlers.append((sender.on_data_delivery,
+                             (frame.offset, frame.offset + len(frame.data), frame.fin)))
+            used = sender.highest_offset - before
+            self._remote_max_data_used += used
+            if used > 0:
+                sent.add(stream)
+            if not len(sender._pending) and not sender._pending_eof:
+                sender.buffer_is_empty = True
+        if finished or sent:
+            gone = set(finished)
+            self._streams_queue = [s for s in self._streams_queue
+                                   if not (s in gone or s in sent)]
+            self._streams_queue.extend(sent)
+        payload = buf.data
+        in_flight = bool(streams)
+        if len(payload) < _SAMPLE_PAD:  # room for the header protection sample
+            payload += bytes(_SAMPLE_PAD - len(payload))
+            in_flight = True
+        header = (bytes([PACKET_FIXED_BIT | (self._spin_bit << 5) | (keys.key_phase << 2)
+                         | (PACKET_NUMBER_SEND_SIZE - 1)])
+                  + peer_cid + (number & 0xFFFF).to_bytes(2, "big"))
+        datagram = keys.encrypt_packet(header, payload, number)
+        loss._pacer.update_after_send(now=now)
+        if space.ack_at is None or space.ack_at >= now:  # aioquic's loop, once more
+            self._pacing_at = loss._pacer.next_send_time(now=now)
+        self._packet_number = number + 1
+        packet = QuicSentPacket(
+            epoch=_ONE_RTT, in_flight=in_flight, is_ack_eliciting=bool(streams),
+            is_crypto_packet=False, packet_number=number, packet_type=QuicPacketType.ONE_RTT,
+            sent_time=now, sent_bytes=len(datagram), delivery_handlers=handlers)
+        loss.on_packet_sent(packet=packet, space=space)
+        if packet.is_ack_eliciting and not self._ack_eliciting_sent_since_receipt:
+            self._close_at = now + self._idle_timeout()  # RFC 9000, Section 10.1
+            self._ack_eliciting_sent_since_receipt = True
+        path.bytes_sent += len(datagram)
+        return [(datagram, path.addr)]
