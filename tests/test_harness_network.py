@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import pytest
 
+from dmscproto.codec import decode, encode
 from dmscproto.codec.messages import (
     DiscoverReply,
     EchoReply,
@@ -349,6 +350,35 @@ def test_late_messages_of_a_closed_session_are_dropped_quietly(net: Network) -> 
     assert not net.take("gw-a", LateMessage)
     assert [e.status for e in net.take("gw-a", ProtocolViolation)] == [
         ErrorCode.UNEXPECTED_MESSAGE]
+
+
+def test_gateways_dialling_each_other_at_once_keep_one_session(net: Network) -> None:
+    """Section 6.7: gw-a and gw-b dial each other at the same time, their OPENs cross and
+    both sessions are established; each end then closes the one over the association
+    that the gateway with the lower Gateway ID dialled (NOTIFY CEASE), the same one, and
+    neither loses the records learned (they used to keep both, and closing either later
+    dropped the other's routes)."""
+    a, b = net.gateway("gw-a", "a.example"), net.gateway("gw-b", "b.example")
+    for n, node in enumerate((a, b)):
+        node.core.register(make_record(60 + n, f"agent{n}", node.core.domain), 600, net.now)
+    # each end's handle of the association each dialled: (a's, b's)
+    wires = {(a, "to-b"): (b, "from-a"), (a, "from-b"): (b, "to-a")}
+    wires |= {v: k for k, v in wires.items()}
+    a.connect("to-b", net.now)
+    b.connect("to-a", net.now)
+    while out := [(src, dest, msg) for src in (a, b) for dest, msg in src.messages_to_send()]:
+        for src, dest, msg in out:  # a round at a time: the OPENs cross
+            node, handle = wires[(src, dest)]
+            node.receive(handle, decode(encode(msg)), net.now)
+    higher = max((a, b), key=lambda g: g.core.gateway_id)
+    kept = {a: "to-b", b: "from-a"} if higher is a else {a: "from-b", b: "to-a"}
+    for node in (a, b):
+        assert list(node.sessions) == [kept[node]]
+        assert node.sessions[kept[node]].state is PeerState.ESTABLISHED
+        assert len(node.core) == 2  # its own record and the other's
+    closed = [e for node in (a, b) for e in iter(node.next_event, None)
+              if isinstance(e, SessionClosed)]
+    assert [e.status for e in closed] == [ErrorCode.CEASE] * 2
 
 
 def test_unexpected_message_on_a_session_is_answered_with_notify(net: Network) -> None:

@@ -186,6 +186,7 @@ class GatewayNode(NodeDispatch):
         self.echo = EchoResponder(self._out, core.gateway_id)
         self.sessions: dict[Handle, PeerSession] = {}
         self._closed: dict[Handle, float] = {}
+        self._dialled: set[Handle] = set()  # associations whose session we started
         self._session_timers = Deadlines[Handle]()  # marked stale wherever one is run
         self.peers: dict[bytes, Handle] = {}   # gateway id -> handle of an established session
         self.relays: dict[tuple[Handle, int], Relay] = {}
@@ -242,6 +243,7 @@ class GatewayNode(NodeDispatch):
 
     def connect(self, handle: Handle, now: float) -> None:
         """Open a peer session over the association ``handle`` (we send OPEN)."""
+        self._dialled.add(handle)
         self._session(handle).start(now)
         self._settle(now)
 
@@ -351,11 +353,17 @@ class GatewayNode(NodeDispatch):
                 if self._peer_domain(ev.from_handle) == self.core.domain:
                     self.summaries.changed(now)
             elif isinstance(ev, SessionEstablished):
-                self.peers[ev.gateway_id] = ev.handle
-                self.drops.cancel(ev.gateway_id)
-                self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
+                loser = self._collision_loser(ev)
+                if loser != ev.handle:
+                    self.peers[ev.gateway_id] = ev.handle
+                    self.drops.cancel(ev.gateway_id)
+                    self.summaries.up(SummaryPeer(ev.handle, ev.gateway_id, ev.domain), now)
+                if loser is not None:  # its routes are the winner's: none is dropped
+                    self._session_timers.stale(loser)
+                    self.sessions[loser].close(now)
             elif isinstance(ev, SessionClosed):
                 self.sessions.pop(ev.handle, None)
+                self._dialled.discard(ev.handle)
                 self._closing(ev.handle, now)
                 self.certificates.drop(ev.handle)
                 self._session_timers.stale(ev.handle)
@@ -376,6 +384,18 @@ class GatewayNode(NodeDispatch):
                 self._relay(RouteRelay(self._out, self.ctx, ev.source, ev.request), now)
                 continue
             self._events.append(ev)
+
+    def _collision_loser(self, ev: SessionEstablished) -> Handle | None:
+        """When ``ev`` establishes a second session with one gateway (each dialled the
+        other at once, Section 6.7), the one to close: the session over the association
+        that the gateway with the lower Gateway ID dialled, so that both ends keep the
+        same one (RFC 4271, Section 6.8, is the model), else the newer."""
+        other = self.peers.get(ev.gateway_id)
+        if other is None or other == ev.handle or other not in self.sessions:
+            return None
+        ours_higher = self.core.gateway_id > ev.gateway_id
+        kept = [h for h in (other, ev.handle) if (h in self._dialled) == ours_higher]
+        return other if kept == [ev.handle] else ev.handle
 
     def _drop_slice(self, now: float) -> None:
         """Drop routes of closed sessions for one slice (:class:`.drops.PeerDrops`) and
