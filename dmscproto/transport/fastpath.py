@@ -258,11 +258,13 @@ class FastPathConnection(LeanQuicConnection):
         self._frames.loud = False  # what LeanQuicConnection's does first
         return sent
 
-    def _short_plan(self, keys: CryptoPair) -> tuple[int, list[QuicStream]] | None:
-        """The payload size of the one packet a pass would build, and the streams with
+    def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace,
+                    now: float) -> tuple[bool, list[QuicStream]] | None:
+        """Whether the one packet a pass would build has an ACK, and the streams with
         data for it, if it is the common one (module docstring): nothing to send but an
         ACK and the STREAM frames that all fit in one packet with room left; None
-        otherwise (aioquic's pass then runs)."""
+        otherwise (aioquic's pass then runs).  The checks that fail most often, at many
+        transactions in flight, come first."""
         paths = self._network_paths
         if (self._state is not _CONNECTED or self._close_pending
                 or not self._handshake_confirmed or self._quic_logger is not None
@@ -275,19 +277,14 @@ class FastPathConnection(LeanQuicConnection):
                 or not all(c.was_sent for c in self._host_cids)
                 or not self._crypto_streams[_ONE_RTT].sender.buffer_is_empty):
             return None
-        max_data = self._local_max_data
-        if max_data.used * 2 > max_data.value:
-            return None  # MAX_DATA to raise
-        for limit in (max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent and (
-                    limit is max_data or limit.sent - limit.used < limit.value - limit.sent):
-                return None  # MAX_DATA or MAX_STREAMS to send
-        for stream in self._streams.values():
-            local = stream.max_stream_data_local
-            if ((local and stream.receiver.highest_offset * 2 > local)
-                    or stream.max_stream_data_local_sent != local):
-                return None  # MAX_STREAM_DATA to send
-        size, streams = 0, []
+        ack = space.ack_at is not None and space.ack_at <= now
+        if ack and len(space.ack_queue) != 1:
+            return None  # ranges: aioquic may add an ACK-of-ACK PING
+        loss = self._loss
+        room = (min(self._max_datagram_size, loss.congestion_window - loss.bytes_in_flight)
+                - 3 - len(self._peer_cid.cid) - keys.aead_tag_size - _ROOM
+                - (_ACK_SIZE if ack else 0))  # header, tag, the room aioquic stops at
+        streams = []
         credit = self._remote_max_data - self._remote_max_data_used
         for stream in self._streams_queue:
             sender = stream.sender
@@ -308,31 +305,37 @@ class FastPathConnection(LeanQuicConnection):
             if stop > min(sender.highest_offset + credit, stream.max_stream_data_remote):
                 return None  # flow control cuts it
             credit -= max(0, stop - sender.highest_offset)
-            size += (3 + size_uint_var(stream.stream_id or 0)
+            room -= (3 + size_uint_var(stream.stream_id or 0)
                      + (size_uint_var(start) if start else 0) + stop - start)
+            if room < 0:
+                return None  # more than one packet, or the congestion window
             streams.append(stream)
-        return size, streams
+        if room < 0:
+            return None
+        max_data = self._local_max_data
+        if max_data.used * 2 > max_data.value:
+            return None  # MAX_DATA to raise
+        for limit in (max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
+            if limit.value != limit.sent and (
+                    limit is max_data or limit.sent - limit.used < limit.value - limit.sent):
+                return None  # MAX_DATA or MAX_STREAMS to send
+        for stream in self._streams.values():
+            local = stream.max_stream_data_local
+            if ((local and stream.receiver.highest_offset * 2 > local)
+                    or stream.max_stream_data_local_sent != local):
+                return None  # MAX_STREAM_DATA to send
+        return ack, streams
 
     def _send_short(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
         """aioquic's ``datagrams_to_send`` for the common pass (:meth:`_short_plan`),
         its steps in its order, the packet written as its packet builder writes it."""
-        keys = self._cryptos[_ONE_RTT]
-        plan = self._short_plan(keys)
+        keys, space = self._cryptos[_ONE_RTT], self._spaces[_ONE_RTT]
+        plan = self._short_plan(keys, space, now)
         if plan is None:
             return None
-        size, streams = plan
-        space = self._spaces[_ONE_RTT]
-        ack = space.ack_at is not None and space.ack_at <= now
-        if ack:
-            if len(space.ack_queue) != 1:
-                return None  # ranges: aioquic may add an ACK-of-ACK PING
-            size += _ACK_SIZE
+        ack, streams = plan
         loss, path = self._loss, self._network_paths[0]
         peer_cid = self._peer_cid.cid
-        header_size = 3 + len(peer_cid)
-        room = min(self._max_datagram_size, loss.congestion_window - loss.bytes_in_flight)
-        if header_size + size + keys.aead_tag_size + _ROOM > room:
-            return None  # more than one packet, or the congestion window: aioquic's way
         self._pacing_at = None
         if space.ack_at is None or space.ack_at >= now:  # pacing, unless an ACK is late
             self._pacing_at = loss._pacer.next_send_time(now=now)
