@@ -285,7 +285,7 @@ def drop_peer(core: GatewayCore, peer: bytes) -> TableChanges:
     """The node's path when the session with ``peer`` ends (:class:`PeerDrops`), run to
     the end."""
     drops = PeerDrops()
-    drops.start(peer, core.routes_via(peer))
+    drops.start(peer, core.route_chunks_via(peer))
     return drops.work(core, lambda: True)
 
 
@@ -308,7 +308,7 @@ def test_purge_removes_every_route_and_holds_the_version(core: GatewayCore) -> N
     assert not core.learn(Advertisement(1, (FAR, P1), signed(2)), P1, T0 + 4)
     assert core.learn(Advertisement(1, (FAR, P1), signed(2)), P1,
                       T0 + 3 + timer("PURGE_HOLD"))
-    assert core.routes_via(P1) == [agent(2)]
+    assert [a for chunk in core.route_chunks_via(P1) for a in chunk] == [agent(2)]
 
 
 def test_learn_many_commits_once(core: GatewayCore) -> None:

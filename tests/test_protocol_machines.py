@@ -509,6 +509,37 @@ def test_held_updates_applied_in_one_turn_share_its_slice(core: GatewayCore) -> 
     assert len(core) == 9 and t[0] == 9
 
 
+def test_routes_from_before_a_session_are_confirmed_a_shard_a_slice(
+        core: GatewayCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The routes through the peer that a restart loaded are taken from the routing
+    table a shard (a few hundred) at a time, one in each slice of the table transfer,
+    not copied whole when the session begins (about 4 ms at 100,000), the rest when
+    the table ends: then those the peer did not advertise on the session go."""
+    recs = [make_record(100 + i, f"agent{i}", "b.example") for i in range(600)]
+    core.learn_many([Advertisement(1, (PEER,), r) for r in recs], PEER, T0)
+    pulled: list[int] = []
+    walk = core.route_chunks_via
+
+    def counted(peer: bytes) -> Iterator[list[bytes]]:
+        for chunk in walk(peer):
+            pulled.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(core, "route_chunks_via", counted)
+    sync = PeerSync(Outbox(), core, SyncPeer("peer", PEER, "b.example", lambda m, _t: None),
+                    TransactionIds(), lambda _h, _s, _t: None)
+    sync.start(T0)
+    assert pulled == []
+    advertised = recs[::3]
+    for seq in range(2):
+        sync.receive(Update(sequence=seq, advertise=tuple(
+            Advertisement(1, (PEER,), r) for r in advertised[seq::2])), T0)
+        assert len(pulled) == seq + 1 and pulled[-1] < 600
+    sync.receive(Digest(sequence=2, summary=sync.inc.tree.summary()), T0)
+    assert sum(pulled) == 600
+    assert {r.record.agent_id for r in advertised} == set(core.agent_ids())
+
+
 def test_sessions_learning_at_once_share_the_gateways_budget(core: GatewayCore) -> None:
     """The sessions of one gateway share its learning budget (LEARN_SLICE a step; in a
     gateway process, what is left of its event loop's turn budget): UPDATEs of two

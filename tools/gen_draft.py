@@ -257,7 +257,7 @@ def number(v: float) -> str:
     if float(v).is_integer():
         return str(int(v))
     text = repr(float(v))
-    if len(text) <= 5:
+    if len(text) <= 6:
         return text
     frac = Fraction(v).limit_denominator(1000)
     if float(frac) != v:

@@ -469,7 +469,7 @@ LIMITS: tuple[Limit, ...] = (
           "NOTIFY PATH_TOO_LONG"),
     Limit("RELAY_MAX_HOPS", 64, "gateways",
           "largest HOP_LIMIT a relayed FEDERATED DISCOVER is sent with (Section 5.2.1)"),
-    Limit("LEARN_SLICE", 0.003, "s",
+    Limit("LEARN_SLICE", 0.0025, "s",
           "longest a gateway spends between two turns of its other work on checking and "
           "learning the records of UPDATEs (every session's together) and on reading and "
           "decoding large PDUs; what passed is committed, the rest follows in further slices"),

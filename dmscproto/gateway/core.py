@@ -15,7 +15,7 @@ Learned records are written without an fsync (``durable=False``, see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..codec.changes import TableChanges
 from ..codec.registry import ID_SIZE, MAX_PATH, ErrorCode, limit, timer
@@ -220,9 +220,9 @@ class GatewayCore(Registry):
                 self._uninstall(c.agent_id)
         return TableChanges(purged=tuple(VersionedId(c.agent_id, c.version) for c in gone))
 
-    def routes_via(self, peer: bytes) -> list[bytes]:
-        """The Agent IDs with a route through ``peer``."""
-        return self.routes.via(peer)
+    def route_chunks_via(self, peer: bytes) -> Iterator[list[bytes]]:
+        """The Agent IDs with a route through ``peer``, a few hundred at a time."""
+        return self.routes.via_chunks(peer)
 
     def _drop_routes(self, items: Sequence[VersionedId], peer: bytes) -> TableChanges:
         gone: list[_Held] = []

@@ -13,7 +13,7 @@ confirm (Section 6.5.3).  What an ended session's sync machines remembered (at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from ..codec.changes import TableChanges
@@ -36,7 +36,9 @@ class PeerDrops:
     sync machines to free (module doc)."""
 
     def __init__(self) -> None:
-        self._left: dict[bytes, list[bytes]] = {}
+        #: Per peer, its routes' Agent IDs still to drop: the ones taken from the
+        #: table (a shard at a time: no step copies them all) and the rest of the table's.
+        self._left: dict[bytes, tuple[list[bytes], Iterator[list[bytes]]]] = {}
         self._shed: list[Shed] = []
 
     def __bool__(self) -> bool:
@@ -46,10 +48,10 @@ class PeerDrops:
         """An ended session's sync machine, to free."""
         self._shed.append(sync)
 
-    def start(self, peer: bytes, agent_ids: Sequence[bytes]) -> None:
-        """The session with ``peer`` ended: drop its routes to ``agent_ids``."""
-        if agent_ids:
-            self._left[peer] = list(agent_ids)
+    def start(self, peer: bytes, agent_ids: Iterable[list[bytes]]) -> None:
+        """The session with ``peer`` ended: drop its routes to ``agent_ids`` (lists of
+        them, taken one at a time: :meth:`.GatewayCore.route_chunks_via`)."""
+        self._left[peer] = ([], iter(agent_ids))
 
     def cancel(self, peer: bytes) -> None:
         """A session with ``peer`` is established again."""
@@ -61,11 +63,16 @@ class PeerDrops:
         advertised: list[bytes] = []
         withdrawn: list[VersionedId] = []
         while self._left:
-            peer, left = next(iter(self._left.items()))
+            peer, (left, rest) = next(iter(self._left.items()))
+            if not left:  # the next shard's, if any
+                taken = next(rest, None)
+                if taken is None:
+                    del self._left[peer]
+                else:
+                    self._left[peer] = (taken, rest)
+                continue
             chunk = [VersionedId(a, MAX_VERSION) for a in left[-CHUNK:]]
             del left[-CHUNK:]
-            if not left:
-                del self._left[peer]
             ch = core.withdraw_many(chunk, peer)
             advertised += ch.advertised
             withdrawn += ch.withdrawn

@@ -375,7 +375,7 @@ class GatewayNode(NodeDispatch):
                 if ev.gateway_id is not None and self.peers.get(ev.gateway_id) == ev.handle:
                     del self.peers[ev.gateway_id]
                     self.summaries.down(ev.gateway_id, now)
-                    self.drops.start(ev.gateway_id, self.core.routes_via(ev.gateway_id))
+                    self.drops.start(ev.gateway_id, self.core.route_chunks_via(ev.gateway_id))
                 sync = self.syncs.pop(ev.handle, None)
                 if sync is not None:
                     self.drops.free(sync)

@@ -96,6 +96,16 @@ class ShardedDict(MutableMapping[K, V]):
     def __len__(self) -> int:
         return self._len
 
+    def key_chunks(self) -> Iterator[list[K]]:
+        """The keys a shard at a time, each shard's copied when it is reached: a walk over
+        every key in bounded steps, without a copy of them all.  A key added meanwhile
+        may be missed; one moved by a split meanwhile may come twice (a split moves
+        keys into a shard added at the end), none is missed."""
+        i = 0
+        while i < len(self._shards):
+            yield list(self._shards[i])
+            i += 1
+
     @overload
     def get(self, key: K, /) -> V | None: ...
     @overload

@@ -55,8 +55,9 @@ class SyncTable(Protocol):
     def purge_many(self, items: Sequence[VersionedId], now: float) -> TableChanges:
         """Remove learned records of the given versions or older, every route."""
 
-    def routes_via(self, peer: bytes) -> list[bytes]:
-        """The Agent IDs this gateway holds a route to through ``peer``."""
+    def route_chunks_via(self, peer: bytes) -> Iterator[list[bytes]]:
+        """The Agent IDs this gateway holds a route to through ``peer``, a few hundred
+        at a time (taken when needed: no step copies them all)."""
 
 
 class SyncLink(Protocol):

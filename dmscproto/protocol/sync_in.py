@@ -18,7 +18,7 @@ and it is acknowledged when its last slice is applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..codec.changes import TableChanges
@@ -144,8 +144,14 @@ class SyncIn(TypedMachine):
         self.tree = DigestTree()
         #: The records routed through the peer when the session began (a restart
         #: loaded them) that it has not advertised on this session yet: stale once
+        #: The records routed through the peer when the session began (a restart
+        #: loaded them) that it has not advertised on this session yet: stale once
         #: its table has ended (SWEEP), so that costs what is stale, not the table.
-        self._unconfirmed = set(table.routes_via(link.gateway_id))
+        #: Taken from the routing table a shard at a time, one in each slice (no step
+        #: copies them all), the rest at the sweep.
+        self._unconfirmed: set[bytes] = set()
+        self._to_confirm: Iterator[list[bytes]] | None = table.route_chunks_via(
+            link.gateway_id)
         self.expected = 0
         self._early: dict[int, Update | Digest] = {}
         self._unacked = 0
@@ -292,6 +298,12 @@ class SyncIn(TypedMachine):
         left = self.learn_budget
         if left is not None:
             left(now)  # a step's budget starts before its first record
+        if self._to_confirm is not None:
+            taken = next(self._to_confirm, None)
+            if taken is None:
+                self._to_confirm = None
+            else:
+                self._unconfirmed.update(self._unadvertised(taken))
         good: list[Advertisement] = []
         i = job.done
         while i < len(ads) and (left is None or i == job.done  # at least one a slice
@@ -328,6 +340,11 @@ class SyncIn(TypedMachine):
         self._report(merge(self.table.withdraw_many(up.withdraw, peer),
                            self.table.purge_many(up.purge, now)))
         self._consume(now)
+
+    def _unadvertised(self, agent_ids: Iterable[bytes]) -> Iterator[bytes]:
+        """Those of ``agent_ids`` the peer has not advertised on this session."""
+        tree = self.tree
+        return (a for a in agent_ids if a not in tree)
 
     def _measured(self, cost: float, n: int) -> None:
         """A slice learned ``n`` records at ``cost`` each.  The estimate that sizes the
@@ -377,8 +394,11 @@ class SyncIn(TypedMachine):
 
     def _sweep(self, now: float, inp: RootSame | RootDiffers) -> None:
         peer = self.link.gateway_id
-        stale = [VersionedId(a, 2**64 - 1) for a in self._unconfirmed if a not in self.tree]
-        self._unconfirmed = set()
+        unconfirmed = list(self._unadvertised(self._unconfirmed))
+        for taken in self._to_confirm or ():
+            unconfirmed += self._unadvertised(taken)
+        stale = [VersionedId(a, 2**64 - 1) for a in unconfirmed]
+        self._unconfirmed, self._to_confirm = set(), None
         if stale:
             self._report(self.table.withdraw_many(stale, peer))
         self._consume(now)
