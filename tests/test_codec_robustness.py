@@ -367,8 +367,13 @@ def test_deeply_nested_cbor(value: bytes) -> None:
     fails(raw.build(), ErrorCode.MALFORMED_CBOR, raw.value_offset(TlvType.QUERY))
 
 
-def test_cbor_item_followed_by_more_data() -> None:
+@pytest.mark.parametrize("non_deterministic", [False, True])
+def test_cbor_item_followed_by_more_data(non_deterministic: bool) -> None:
+    """One item filling the value is checked before its encoding (Section 7.1): data
+    after an item is MALFORMED_CBOR even when the item is not deterministic."""
     raw, q = _query()
+    if non_deterministic:
+        q = bytes.fromhex("a1180181") + b"\x68forecast"  # key 1 in two octets
     raw = raw.with_value(TlvType.QUERY, q + b"\x00")
     fails(raw.build(), ErrorCode.MALFORMED_CBOR, raw.value_offset(TlvType.QUERY) + len(q))
 

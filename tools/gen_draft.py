@@ -174,10 +174,14 @@ ERROR_DOCS: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.QUERY_TOO_LARGE: ("a DISCOVER query exceeds a size or cost limit", "10.7"),
 }
 
-#: Units of the timers whose value is not in seconds (Section 8).
-TIMER_UNITS = {"REFRESH_FRACTION": "ratio", "KEEPALIVE_FRACTION": "ratio",
-               "FORWARD_FRACTION": "ratio", "REDIAL_JITTER": "ratio",
-               "RETRANSMIT_LIMIT": "count"}
+#: Units of the timers whose value is not in seconds (Section 8); every *_FRACTION
+#: timer is a ratio too (timer_unit).
+TIMER_UNITS = {"REDIAL_JITTER": "ratio", "RETRANSMIT_LIMIT": "count"}
+
+
+def timer_unit(name: str) -> str:
+    """The unit of the named timer in the draft's timers table."""
+    return "ratio" if name.endswith("_FRACTION") else TIMER_UNITS.get(name, "seconds")
 
 #: The protocol constants shown in Section 4.5, with their meaning.
 CONSTANTS: tuple[tuple[str, Any, str], ...] = (
@@ -350,7 +354,7 @@ def gen_cose_algorithms() -> str:
 
 
 def gen_timers() -> str:
-    rows = [(t.name, number(t.default_s), TIMER_UNITS.get(t.name, "seconds"), t.description)
+    rows = [(t.name, number(t.default_s), timer_unit(t.name), t.description)
             for t in reg.TIMERS]
     return table(("Timer", "Default", "Unit", "Meaning"), rows, "Timers and defaults")
 
