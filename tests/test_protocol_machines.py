@@ -492,7 +492,8 @@ def test_a_large_update_is_applied_in_slices(core: GatewayCore) -> None:
 def test_held_updates_applied_in_one_turn_share_its_slice(core: GatewayCore) -> None:
     """An UPDATE that ends after the turn's LEARN_SLICE ran out does not open a new
     slice for the held one after it in the same turn (that doubled a step of a bulk
-    sync): it learns one record, the rest at the next turns."""
+    sync): it learns nothing in that turn (not even one record and its commit), the
+    rest at the next turns."""
     t = [0.0]
 
     def check(_h: object, _s: object, _t: float) -> None:
@@ -504,9 +505,10 @@ def test_held_updates_applied_in_one_turn_share_its_slice(core: GatewayCore) -> 
     ads = learned(10)
     sync.receive(Update(sequence=1, advertise=tuple(ads[4:])), T0)  # held
     sync.receive(Update(sequence=0, advertise=tuple(ads[:4])), T0)  # ends at 4 s of 3.5
-    assert len(core) == 5 and t[0] == 5  # the held UPDATE: one record in this turn
+    assert len(core) == 4 and t[0] == 4  # the held UPDATE: nothing in this turn
+    assert sync.get_timer() == T0
     sync.handle_timer(T0 + 0.001)  # the next turn: a slice of its own
-    assert len(core) == 9 and t[0] == 9
+    assert len(core) == 8 and t[0] == 8
 
 
 def test_routes_from_before_a_session_are_confirmed_a_shard_a_slice(
@@ -557,6 +559,6 @@ def test_sessions_learning_at_once_share_the_gateways_budget(core: GatewayCore) 
         ads = tuple(Advertisement(1, (gw,), make_record(40 + 10 * i + j, f"agent{i}{j}",
                                                         "b.example")) for j in range(4))
         sync.receive(Update(sequence=0, advertise=ads), T0)
-    assert len(core) == 5  # the first UPDATE's four, the second's one (at least one)
+    assert len(core) == 4  # the first UPDATE's four, none of the second's
     syncs[1].handle_timer(T0 + 0.001)  # the next step
     assert len(core) == 8

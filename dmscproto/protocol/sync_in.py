@@ -377,6 +377,12 @@ class SyncIn(TypedMachine):
     # --- actions ----------------------------------------------------------------------------
     def _apply(self, now: float, inp: UpdateNext) -> None:
         self._applying = _Applying(inp.update)
+        if self.learn_budget is not None and self.learn_budget(now) <= 0:
+            # the step's budget is spent (an UPDATE held behind the one that spent it,
+            # or other work): its first slice is the next step's
+            self._reorder_at = None
+            self._slice_at = now
+            return
         self._slice(now)
 
     def _apply_slice(self, now: float, inp: SliceDue) -> None:

@@ -314,6 +314,8 @@ class GatewayRuntime(PeerDialing, Reactions):
             self._close_unbound(self.lab_associations.heard(assoc, self._lab_driver.now()))
         elif isinstance(msg, Update) and len(msg.advertise) > 1 and peer.identity is not None \
                 and peer.identity.kind is Kind.GATEWAY:
+            if self._freezer is not None:  # its records, decoded: the heap grew
+                self._freezer.grew(len(msg.advertise))
             return self._prechecked(assoc, msg)
         return self._deliver(assoc, msg)
 

@@ -56,6 +56,11 @@ class LoopLag:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The ticking task, while it runs."""
+        return self._task
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last, last_cpu = loop.time(), time.thread_time()
@@ -90,7 +95,8 @@ class HeapFreezer:
     each freeze keeps that to what is in use at that moment.
 
     A collection costs what was allocated since the last freeze and still lives:
-    every 100 records learned, up to 2-3 ms (every 250 took up to 4-6 ms, every 1,000
+    every 100 records decoded or learned (a learner counts each record twice, a
+    sender once), up to about 2 ms (every 250 learned took up to 4-6 ms, every 1,000
     5-17 ms of CPU in ``tools/bench/bulk_sync.py`` on a loaded machine), for the same
     CPU in all.  ``defer`` runs it: a gateway gives ``loop.call_soon``, so that it is an
     event-loop callback of its own, not added to the step that learned the records;

@@ -74,6 +74,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import itertools
 import json
 import os
 import shutil
@@ -82,6 +84,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -99,6 +102,7 @@ from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.proof import check_signature
 from dmscproto.testing.examples import weather_record
+from dmscproto.transport.driver import EndOfTurn
 
 DOMAIN = "a.example"
 CLI = "import sys; from dmscproto.cli import main; sys.exit(main())"
@@ -178,6 +182,94 @@ class CallbackTimes:
         asyncio.Handle._run = self._run  # type: ignore[method-assign]
 
 
+#: One event of gw-l's loop for ``--turns``: what ("turn", "cb", "gc"), its name, and
+#: the loop thread's CPU time when it began and ended.
+Event = tuple[str, str, float, float]
+
+
+class TurnLog:
+    """``--turns``: what gw-l's event loop ran between two ticks of its loop probe, for
+    the windows that cost the most CPU time (``loop_stall_cpu_ms_max`` is the worst),
+    printed to stderr: each callback in the loop thread's CPU time, named (a task by its
+    coroutine, deferred end-of-turn work by its pieces), the start of each turn, and
+    each garbage collection.  A diagnosis: it slows the loop a little."""
+
+    def __init__(self, tick: asyncio.Task[None] | None) -> None:
+        self.events: list[Event] = []
+        self._tick = tick
+        self._run = asyncio.Handle._run  # both set again when entered
+        self._once: Callable[[asyncio.BaseEventLoop], None] = (
+            asyncio.BaseEventLoop._run_once)  # type: ignore[attr-defined]
+        self._gc_start = 0.0
+
+    def _name(self, handle: asyncio.Handle) -> str:
+        callback = handle._callback  # type: ignore[attr-defined]
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            return "TICK" if owner is self._tick else \
+                f"task {getattr(owner.get_coro(), '__qualname__', '?')}"
+        if isinstance(owner, EndOfTurn):
+            return "end of turn: " + ", ".join(
+                getattr(getattr(w, "func", w), "__qualname__", "?") for w in owner._due)
+        callback = getattr(callback, "func", callback)
+        return str(getattr(callback, "__qualname__", callback))
+
+    def _collected(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.thread_time()
+        else:
+            self.events.append(("gc", f"gen{info['generation']} collection",
+                                self._gc_start, time.thread_time()))
+
+    def __enter__(self) -> TurnLog:
+        self._run = run = asyncio.Handle._run  # CallbackTimes' too, if entered first
+        self._once = once = asyncio.BaseEventLoop._run_once  # type: ignore[attr-defined]
+        clock, events = time.thread_time, self.events
+
+        def logged_run(handle: asyncio.Handle) -> None:
+            name, start = self._name(handle), clock()
+            run(handle)
+            events.append(("cb", name, start, clock()))
+
+        def logged_once(loop: asyncio.BaseEventLoop) -> None:
+            events.append(("turn", "", clock(), 0.0))
+            once(loop)
+
+        asyncio.Handle._run = logged_run  # type: ignore[method-assign,assignment]
+        asyncio.BaseEventLoop._run_once = logged_once  # type: ignore[attr-defined]
+        gc.callbacks.append(self._collected)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.Handle._run = self._run  # type: ignore[method-assign]
+        asyncio.BaseEventLoop._run_once = self._once  # type: ignore[attr-defined]
+        gc.callbacks.remove(self._collected)
+
+    def report(self, worst: int = 5) -> str:
+        """The ``worst`` windows between two ticks, and the callbacks' totals."""
+        ev = self.events
+        ticks = [i for i, e in enumerate(ev) if e[1] == "TICK"]
+        windows = sorted(((ev[b][2] - ev[a][3], a, b) for a, b in itertools.pairwise(ticks)),
+                         reverse=True)
+        lines = [f"{len(ticks)} ticks; CPU ms of the worst windows: "
+                 + ", ".join(f"{w * 1000:.1f}" for w, _, _ in windows[:20])]
+        for cpu, a, b in windows[:worst]:
+            lines.append(f"--- {cpu * 1000:.1f} ms between two ticks")
+            lines += ["  | a turn begins" if e[0] == "turn" else
+                      f"  {(e[3] - e[2]) * 1000:6.2f} ms  {e[1]}" for e in ev[a + 1:b]]
+        totals: dict[str, list[float]] = {}
+        for kind, name, start, end in ev:
+            if kind != "turn":
+                t = totals.setdefault(name[:70], [0, 0.0, 0.0])
+                t[0] += 1
+                t[1] += end - start
+                t[2] = max(t[2], end - start)
+        lines.append("--- callbacks: count, CPU s in all, longest CPU ms")
+        lines += [f"  {n:8.0f} {s:7.2f} {m * 1000:7.2f}  {name}" for name, (n, s, m) in
+                  sorted(totals.items(), key=lambda x: -x[1][1])[:20]]
+        return "\n".join(lines)
+
+
 class StepTimes:
     """The longest step of a runtime's node (a message fed to it, or its timer) while
     this is installed."""
@@ -240,7 +332,7 @@ async def digest_stall(learner: GatewayRuntime, n: int) -> float:
     return worst * 1000
 
 
-async def run(n: int, root: Path) -> dict[str, float | int | None]:
+async def run(n: int, root: Path, turns: bool = False) -> dict[str, float | int | None]:
     domain = Domain.create(root, DOMAIN)
     port = free_port()
     exporter = write_gateway_config(domain, "gw-x", listen=("127.0.0.1", port),
@@ -276,7 +368,8 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
         cpu = (time.process_time(), process_cpu(proc.pid))
         assert rt.core is not None and rt.loop_lag is not None
         rt.loop_lag.worst = rt.loop_lag.worst_cpu = 0.0  # the transfer only
-        with CallbackTimes() as callbacks, StepTimes(rt) as steps:
+        log_turns = TurnLog(rt.loop_lag.task) if turns else contextlib.nullcontext()
+        with CallbackTimes() as callbacks, StepTimes(rt) as steps, log_turns:
             while len(rt.core) < n:
                 await asyncio.sleep(0.01)
                 if time.perf_counter() - start > 600:
@@ -284,6 +377,8 @@ async def run(n: int, root: Path) -> dict[str, float | int | None]:
         elapsed = time.perf_counter() - start
         cpu = (time.process_time() - cpu[0], process_cpu(proc.pid) - cpu[1])
         loop_stall = await rt.loop_lag.stop()
+        if isinstance(log_turns, TurnLog):  # not in the step CallbackTimes measured last
+            print(log_turns.report(), file=sys.stderr)
         loop_stall_cpu = rt.loop_lag.worst_cpu * 1000
         verify_after = verify_rate(sample)[0]  # gw-x idle again, gw-l's probes stopped
         stall = await digest_stall(rt, n)
@@ -338,11 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="keep the files in this directory")
+    parser.add_argument("--turns", action="store_true",
+                        help="print what gw-l's loop ran in the costliest windows between "
+                        "two ticks of its probe (stderr; a diagnosis: slows it a little)")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="dmsc-bulk-")) if args.keep is None else args.keep
     root.mkdir(parents=True, exist_ok=True)
     try:
-        result = asyncio.run(run(args.records, root))
+        result = asyncio.run(run(args.records, root, args.turns))
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
