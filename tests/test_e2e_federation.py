@@ -146,6 +146,16 @@ class Gateway:
         msgs = [e["msg"] for e in self.logs()]
         return msgs.count("peer session established") - msgs.count("peer session closed")
 
+    def why_not(self, degree: int) -> str:
+        """For a failure message: this gateway's state and last log lines if it is not
+        running or holds other than ``degree`` sessions, else nothing."""
+        if self.proc is None or (self.proc.poll() is None and self.sessions() == degree):
+            return ""
+        with self.log.open("rb") as f:
+            f.seek(max(self.log_start, self.log.stat().st_size - 1500))
+            tail = f.read().decode("utf-8", errors="replace")
+        return f"\n{self.name} (exit {self.proc.poll()}), its log ends:\n{tail}"
+
     def table(self) -> set[bytes]:
         """The agent ids the registry file holds, local and learned."""
         if not self.store.exists():
@@ -275,7 +285,8 @@ class Federation:
         degree = {n: sum(n in (a, b) for a, b, _t, _r in self.LINKS) for n in self.gws}
         await until(lambda: all(gw.sessions() == degree[n] for n, gw in self.gws.items()
                                 if gw.proc is not None), timeout,
-                    lambda: "sessions: " + str({n: gw.sessions() for n, gw in self.gws.items()}))
+                    lambda: "sessions: " + str({n: gw.sessions() for n, gw in self.gws.items()})
+                    + "".join(gw.why_not(degree[n]) for n, gw in self.gws.items()))
 
     async def call(self, caller: str, callee: str) -> bytes:
         ag, _ = self.agents[caller]
