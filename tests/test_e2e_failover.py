@@ -128,7 +128,7 @@ def test_agent_notices_a_silent_gateway_and_reconnects(tmp_path: Path) -> None:
 
 
 def test_gateways_that_dial_each_other_keep_one_session(tmp_path: Path) -> None:
-    """Section 6.7: gw-a and gw-b each have the other's address.  gw-b's dial wins; gw-a's
+    """Section 6.1.1: gw-a and gw-b each have the other's address.  gw-b's dial wins; gw-a's
     OPEN over its own connection is refused (a session exists on another association),
     and gw-a then counts the peer as established and dials no more while that session
     runs (it used to dial again and again with backoff, each refused); once the session

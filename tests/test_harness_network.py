@@ -353,7 +353,7 @@ def test_late_messages_of_a_closed_session_are_dropped_quietly(net: Network) -> 
 
 
 def test_gateways_dialling_each_other_at_once_keep_one_session(net: Network) -> None:
-    """Section 6.7: gw-a and gw-b dial each other at the same time, their OPENs cross and
+    """Section 6.1.1: gw-a and gw-b dial each other at the same time, their OPENs cross and
     both sessions are established; each end then closes the one over the association
     that the gateway with the lower Gateway ID dialled (NOTIFY CEASE), the same one, and
     neither loses the records learned (they used to keep both, and closing either later

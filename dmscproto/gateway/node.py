@@ -387,7 +387,7 @@ class GatewayNode(NodeDispatch):
 
     def _collision_loser(self, ev: SessionEstablished) -> Handle | None:
         """When ``ev`` establishes a second session with one gateway (each dialled the
-        other at once, Section 6.7), the one to close: the session over the association
+        other at once, Section 6.1.1), the one to close: the session over the association
         that the gateway with the lower Gateway ID dialled, so that both ends keep the
         same one (RFC 4271, Section 6.8, is the model), else the newer."""
         other = self.peers.get(ev.gateway_id)
@@ -408,7 +408,7 @@ class GatewayNode(NodeDispatch):
 
     def _fail_relays_via(self, handle: Handle, now: float) -> None:
         """Answer at once the relayed transactions waiting on a peer whose session just
-        closed (Section 6.7): TARGET_UNREACHABLE, as if the next hop had said so."""
+        closed (Section 6.1.1): TARGET_UNREACHABLE, as if the next hop had said so."""
         for key in [k for k in self.relays if k[0] == handle]:
             relay = self.relays.pop(key)
             relay.receive(handle, Error(transaction_id=key[1],

@@ -33,7 +33,7 @@ log = logging.getLogger("dmsc.gateway")
 
 
 class Redial:
-    """Delays between dials of one peer (Section 6.7): exponential from REDIAL_INITIAL,
+    """Delays between dials of one peer (Section 6.1.1): exponential from REDIAL_INITIAL,
     doubling up to REDIAL_MAX, each varied by +-REDIAL_JITTER at random so that gateways
     cut off together do not dial back in step; back to REDIAL_INITIAL once a session
     was established.  After a session closed for exceeding a peer limit the next delay
@@ -102,7 +102,7 @@ class PeerDialing:
         """While the gateway the last dial reached has an ESTABLISHED session over
         another association (it dialled us too and that session won, so our OPEN was
         refused), count the peer as established and wait for that session to end; the
-        next dial then comes REDIAL_INITIAL later (Section 6.7: a gateway dials until a
+        next dial then comes REDIAL_INITIAL later (Section 6.1.1: a gateway dials until a
         session is established)."""
         while not self._stopping and self._session_with(peer.reached):
             peer.established.set()

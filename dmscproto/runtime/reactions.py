@@ -154,7 +154,7 @@ class Reactions:
             self.observer.event(event)
 
     def _close_association(self, handle: Handle, status: ErrorCode) -> None:
-        """A session ended: close its association (Section 6.7), once what the node
+        """A session ended: close its association (Section 6.1.1), once what the node
         queued for it (its NOTIFY) is on its way; the peer is then dialled again."""
         for conn, assoc in self._assocs.items():
             if assoc is handle:
