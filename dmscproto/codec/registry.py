@@ -353,7 +353,7 @@ TIMERS: tuple[Timer, ...] = (
     Timer("DISCOVERY_CACHE_TTL", 30,
           "how long relayed DISCOVER answers and the routes they give are kept"),
     Timer("QUIC_PING_INTERVAL", 20,
-          "interval of QUIC PINGs a client sends on an otherwise idle connection"),
+          "interval of the QUIC PINGs a client sends on its connection (Section 9.1)"),
     Timer("QUIC_MAX_ACK_DELAY", 0.025,
           "QUIC max_ack_delay transport parameter every endpoint advertises (Section 9.1)"),
     Timer("QUIC_ACK_DELAY", 0.02,
