@@ -9,6 +9,8 @@ from pathlib import Path
 
 from dmscproto.codec.messages import EchoRequest, RouteReply
 from dmscproto.codec.registry import ErrorCode, timer
+from dmscproto.gateway.node import GatewayNode
+from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.events import RequestCompleted, SessionClosed
 from dmscproto.runtime.gateway import Redial
 from dmscproto.testing.harness import Network
@@ -48,18 +50,26 @@ def test_restarted_gateway_withholds_records_until_their_agents_return(tmp_path:
         net.close()
 
 
+def _caller_and_server_across_two_gateways(
+        net: Network) -> tuple[GatewayNode, AgentClient, AgentClient]:
+    """gw-a (a.example) peered with gw-b (b.example), hold time 3 s; ``client`` registered
+    at gw-a, ``server`` at gw-b: gw-a, the server and the client."""
+    gwa = net.gateway("gw-a", hold_time=3)
+    net.gateway("gw-b", "b.example", hold_time=3)
+    server = net.agent("server", "gw-b")
+    client = net.agent("client", "gw-a")
+    server.register(net.now)
+    client.register(net.now)
+    gwa.connect("gw-b", net.now)
+    net.pump()
+    return gwa, server, client
+
+
 def test_call_through_a_next_hop_that_went_silent_fails_at_hold_expiry(tmp_path: Path
                                                                        ) -> None:
     net = Network(tmp_path)
     try:
-        gwa = net.gateway("gw-a", hold_time=3)
-        net.gateway("gw-b", "b.example", hold_time=3)
-        server = net.agent("server", "gw-b")
-        client = net.agent("client", "gw-a")
-        server.register(net.now)
-        client.register(net.now)
-        gwa.connect("gw-b", net.now)
-        net.pump()
+        gwa, server, client = _caller_and_server_across_two_gateways(net)
         assert server.agent_id in gwa.core
         net.cut.add(frozenset(("gw-a", "gw-b")))  # gw-b dies: nothing comes back
         sent_at = net.now
@@ -93,14 +103,7 @@ def test_a_peer_a_call_waits_on_is_probed_a_probe_interval_after_the_call(tmp_pa
     must say so then, not only once something else ran that session."""
     net = Network(tmp_path)
     try:
-        gwa = net.gateway("gw-a", hold_time=3)  # keepalive 1 s
-        net.gateway("gw-b", "b.example", hold_time=3)
-        server = net.agent("server", "gw-b")
-        client = net.agent("client", "gw-a")
-        server.register(net.now)
-        client.register(net.now)
-        gwa.connect("gw-b", net.now)
-        net.pump()
+        _gwa, server, client = _caller_and_server_across_two_gateways(net)  # keepalive 1 s
         net.advance(0.1)
         sent_at = net.now
         client.route(b"hi", net.now, target=server.agent_id)  # the server never answers
