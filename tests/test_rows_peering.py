@@ -10,7 +10,7 @@ import pytest
 from peering_rig import HOLD, KEEP, T1, UNTRUSTED, Peer, peer_open, rig
 from row_cases import ME, PEER, RowCases, row_tests
 
-from dmscproto.codec.digest import summarize
+from dmscproto.codec.digest import ROOT, summarize
 from dmscproto.codec.messages import (
     Certificate,
     CertificateAck,
@@ -20,9 +20,12 @@ from dmscproto.codec.messages import (
     EchoRequest,
     Error,
     Keepalive,
+    Message,
     Notify,
     Open,
     Summary,
+    SyncAck,
+    SyncRequest,
     Update,
 )
 from dmscproto.codec.registry import ErrorCode, GatewayCaps, MessageType, timer
@@ -419,6 +422,20 @@ def _close_unexpected(state: PeerState, tmp_path: Path) -> None:
     [n] = p.sent()
     assert isinstance(n, Notify) and n.status is ErrorCode.UNEXPECTED_MESSAGE
     p.closed(ErrorCode.UNEXPECTED_MESSAGE, by_peer=False, peer=_opened_by(state))
+
+
+@pytest.mark.parametrize("msg", [
+    Update(sequence=0), Digest(sequence=0, summary=summarize([])),
+    SyncRequest(agent_ids=()), SyncAck(sequence=0), DigestRequest(node=ROOT),
+], ids=lambda m: type(m).__name__)
+def test_every_sync_message_establishes_in_open_confirm(msg: Message, tmp_path: Path) -> None:
+    """Section 6.4.2: each sync message may overtake the peer's KEEPALIVE (QUIC streams
+    are not ordered) and establishes the session as the KEEPALIVE would, no NOTIFY."""
+    p = rig(S.OPEN_CONFIRM, tmp_path)
+    p.feed(msg)
+    assert p.s.state is S.ESTABLISHED
+    assert not any(isinstance(m, Notify) for m in p.sent())
+    assert p.events()[0] == SessionEstablished("peer", PEER, "b.example", HOLD, KEEP)
 
 
 test_row, test_every_row_has_a_case = row_tests(CASES)
