@@ -276,7 +276,8 @@ def gen_constants() -> str:
 
 
 def gen_message_types() -> str:
-    rows = [(hex8(m), message_name(m), f"Section {message_section(m)}") for m in MessageType]
+    rows = [(hex8(m), message_name(m), f"Section {message_section(m)}")
+            for m in sorted(MessageType)]  # registries in numeric order
     return table(("Code", "Name", "Reference"), rows, "DMSC Message Types, initial contents")
 
 
@@ -317,14 +318,14 @@ def gen_tlv_formats() -> str:
 
 def gen_tlv_types() -> str:
     rows = [(hex16(t), t.name, "yes" if t.critical else "no", f"Section {TLV_DOCS[t][1]}")
-            for t in TlvType]
+            for t in sorted(TlvType)]
     return table(("Code", "Name", "Critical", "Reference"), rows,
                  "DMSC TLV Types, initial contents")
 
 
 def gen_error_codes() -> str:
     rows = [(hex16(e), e.name, ERROR_DOCS[e][0], f"Section {ERROR_DOCS[e][1]}")
-            for e in ErrorCode]
+            for e in sorted(ErrorCode)]
     return table(("Code", "Name", "Meaning", "Reference"), rows,
                  "DMSC Error Codes, initial contents")
 
