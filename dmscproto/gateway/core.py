@@ -158,6 +158,18 @@ class GatewayCore(Registry):
         return t is not None and now < t[1] and adv.version <= t[0] \
             and adv.path != (from_peer,)
 
+    def holds(self, adv: Advertisement, from_peer: bytes) -> bool:
+        """Whether learning ``adv`` from ``from_peer`` would change nothing (Section 6.5):
+        this very record (the same signed octets) is held, learned, at ``adv``'s version,
+        with a route of that version through ``from_peer`` over ``adv``'s path."""
+        rec = adv.record
+        cur = self._records.get(rec.record.agent_id)
+        if cur is None or cur.local or cur.version != adv.version:
+            return False
+        r = self.routes.route_via(cur.agent_id, from_peer)
+        return r is not None and r.version == adv.version and r.path == adv.path \
+            and cur.signed.encode() == rec.encode()
+
     def _check_peer_limits(self, aid: bytes, path: tuple[bytes, ...], peer: bytes,
                            pending: int = 0) -> None:
         """The limits on what one peer may make this gateway learn (Section 10.7, BGP's

@@ -49,6 +49,10 @@ class SyncTable(Protocol):
         """Whether :meth:`learn_many` ignores ``adv`` for now: a version purged within
         PURGE_HOLD, not straight from its origin."""
 
+    def holds(self, adv: Advertisement, from_peer: bytes) -> bool:
+        """Whether learning ``adv`` from ``from_peer`` would change nothing: the same
+        signed record, version and path are held through ``from_peer``."""
+
     def withdraw_many(self, items: Sequence[VersionedId], from_peer: bytes) -> TableChanges:
         """Drop the routes through ``from_peer`` of the given versions or older."""
 

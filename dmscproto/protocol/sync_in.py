@@ -164,6 +164,10 @@ class SyncIn(TypedMachine):
         self._runs: tuple[DigestNode, DigestSummary, list[VersionedId]] | None = None
         self._applying: _Applying | None = None
         self._slice_at: float | None = None
+        #: ADVERTISEs not checked because learning them would change nothing: the same
+        #: signed record, version and path this session's peer advertised before and
+        #: the table holds through it, or one that passed earlier in the same slice.
+        self.unchanged = 0
 
     # --- inputs -----------------------------------------------------------------------------
     def receive(self, msg: Message, now: float) -> None:
@@ -290,7 +294,9 @@ class SyncIn(TypedMachine):
     def _slice(self, now: float) -> None:
         """Check and learn the next ADVERTISEs of the UPDATE being applied, at least one
         and until the learning budget is spent (learning included, as last measured);
-        once all are done, its WITHDRAWs and PURGEs."""
+        once all are done, its WITHDRAWs and PURGEs.  An ADVERTISE that would change
+        nothing is not checked again (:attr:`unchanged`): a sender MUST NOT repeat one
+        (Section 6.5), and checking each copy would let a peer spend the gateway's CPU."""
         job = self._applying
         assert job is not None
         peer = self.link.gateway_id
@@ -305,6 +311,7 @@ class SyncIn(TypedMachine):
             else:
                 self._unconfirmed.update(self._unadvertised(taken))
         good: list[Advertisement] = []
+        passed: dict[bytes, tuple[int, tuple[bytes, ...], bytes]] = {}
         i = job.done
         while i < len(ads) and (left is None or i == job.done  # at least one a slice
                                 or left(now) > len(good) * self._learn_cost):
@@ -316,11 +323,20 @@ class SyncIn(TypedMachine):
                 # hold has ended (Section 6.5).
                 self.tree.discard(aid)
             else:
+                told = self.tree.get(aid)
                 self.tree.put(aid, ad.version)
                 self._unconfirmed.discard(aid)
+                key = (ad.version, ad.path, ad.record.encode())
+                # the table is compared only while this slice has passed nothing for
+                # the record: learned in order, the last of its ADVERTISEs decides
+                if key == passed[aid] if aid in passed \
+                        else told == ad.version and self.table.holds(ad, peer):
+                    self.unchanged += 1
+                    continue
                 refused = self.verifier(self.link.handle, ad.record, now)
                 if refused is None:
                     good.append(ad)
+                    passed[aid] = key
                 else:
                     self.outbox.emit(RecordRefused(self.link.handle, aid, refused.code,
                                                    refused.diagnostic))
