@@ -24,8 +24,8 @@ piece that runs them on the event loop:
 * **flush**: :func:`end_of_turn` runs work once at the end of the current event-loop
   turn, after everything that ran in the turn queued its output, however often it was
   asked for (QUIC transmits of every connection of the loop together, a machine's timer
-  re-armed once per turn); a socket's reader holds it while it handles the datagrams
-  it read, and runs it when done;
+  re-armed once per turn); a link's socket reader holds it while it handles the
+  datagrams it read, and runs it when done;
 * **budget**: :func:`turn_budget` is the CPU time one turn of the loop gives to work that
   can wait for the next turn (:class:`TurnBudget`), so that no turn, and no wait of a
   timer or a datagram for its turn, lasts long: a QUIC socket's waiting datagrams are
