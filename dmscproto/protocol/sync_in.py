@@ -1,5 +1,8 @@
 """Gateway sync, the receiving half (draft-dmsc-protocol-00, Sections 6.5, 6.6).
 
+About 505 lines, kept in one module: SyncIn's table, its classification of a message
+into inputs and the slice that learns records are read together (as ``routing.py``).
+
 :class:`SyncIn` applies the peer's sequenced messages strictly in order, holding one that
 arrives early until the gap before it fills (or REORDER_TIMEOUT passes), and
 acknowledges them with SYNC_ACK.  It mirrors in its own tree what the peer advertised

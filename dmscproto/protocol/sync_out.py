@@ -1,5 +1,8 @@
 """Gateway sync, the sending half (draft-dmsc-protocol-00, Sections 6.5, 6.6).
 
+About 480 lines, kept in one module: SyncOut's table, its per-record queue and the
+UPDATE filling its rows drive are read together (as ``routing.py``).
+
 :class:`SyncOut` remembers what it advertised to the peer (the records' versions in a
 :class:`~dmscproto.codec.digest.DigestTree` and their paths), so it never sends the same
 ADVERTISE twice, withdraws only what it advertised, and answers the peer's
