@@ -39,7 +39,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..codec.registry import limit
 
@@ -101,16 +101,26 @@ class EndOfTurn:
                 log.exception("deferred work failed: %r", work)
 
 
+_T = TypeVar("_T")
+
+
+def _of_loop(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T],
+             loop: asyncio.AbstractEventLoop,
+             make: Callable[[asyncio.AbstractEventLoop], _T]) -> _T:
+    """``loop``'s one object of ``table``, made by ``make`` on first use."""
+    got = table.get(loop)
+    if got is None:
+        got = table[loop] = make(loop)
+    return got
+
+
 _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EndOfTurn] = (
     weakref.WeakKeyDictionary())
 
 
 def end_of_turn(loop: asyncio.AbstractEventLoop) -> EndOfTurn:
     """The :class:`EndOfTurn` of ``loop``."""
-    turn = _TURNS.get(loop)
-    if turn is None:
-        turn = _TURNS[loop] = EndOfTurn(loop)
-    return turn
+    return _of_loop(_TURNS, loop, EndOfTurn)
 
 
 class TurnBudget:
@@ -172,10 +182,7 @@ _BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBudget] = (
 def turn_budget(loop: asyncio.AbstractEventLoop) -> TurnBudget:
     """The :class:`TurnBudget` of ``loop``: LEARN_SLICE a turn unless its owner sets
     ``seconds`` (a gateway: its configured LEARN_SLICE)."""
-    budget = _BUDGETS.get(loop)
-    if budget is None:
-        budget = _BUDGETS[loop] = TurnBudget(loop, limit("LEARN_SLICE"))
-    return budget
+    return _of_loop(_BUDGETS, loop, lambda loop: TurnBudget(loop, limit("LEARN_SLICE")))
 
 
 #: Seconds the system clock may drift from the machines' clock before it counts as
@@ -209,10 +216,7 @@ _CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EpochClock] = (
 
 def epoch_clock(loop: asyncio.AbstractEventLoop) -> EpochClock:
     """The :class:`EpochClock` of ``loop``."""
-    clock = _CLOCKS.get(loop)
-    if clock is None:
-        clock = _CLOCKS[loop] = EpochClock(loop)
-    return clock
+    return _of_loop(_CLOCKS, loop, EpochClock)
 
 
 class Driver:
