@@ -147,8 +147,6 @@ class SyncIn(TypedMachine):
         self.tree = DigestTree()
         #: The records routed through the peer when the session began (a restart
         #: loaded them) that it has not advertised on this session yet: stale once
-        #: The records routed through the peer when the session began (a restart
-        #: loaded them) that it has not advertised on this session yet: stale once
         #: its table has ended (SWEEP), so that costs what is stale, not the table.
         #: Taken from the routing table a shard at a time, one in each slice (no step
         #: copies them all), the rest at the sweep.
@@ -332,8 +330,11 @@ class SyncIn(TypedMachine):
                 key = (ad.version, ad.path, ad.record.encode())
                 # the table is compared only while this slice has passed nothing for
                 # the record: learned in order, the last of its ADVERTISEs decides
-                if key == passed[aid] if aid in passed \
-                        else told == ad.version and self.table.holds(ad, peer):
+                if aid in passed:
+                    unchanged = key == passed[aid]
+                else:
+                    unchanged = told == ad.version and self.table.holds(ad, peer)
+                if unchanged:
                     self.unchanged += 1
                     continue
                 refused = self.verifier(self.link.handle, ad.record, now)
