@@ -99,8 +99,10 @@ class NodeDispatch(NodePorts):
         """The peer session over ``handle`` closed: what still arrives over it is late
         for REQUEST_TIMEOUT (:meth:`_late`); older closes are forgotten."""
         closed = self._closed
-        while closed and (first := next(iter(closed))) is not None \
-                and closed[first] + _LATE < now:
+        while closed:
+            first = next(iter(closed))
+            if closed[first] + _LATE >= now:
+                break
             del closed[first]
         closed.pop(handle, None)
         closed[handle] = now
