@@ -182,7 +182,11 @@ _BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBudget] = (
 def turn_budget(loop: asyncio.AbstractEventLoop) -> TurnBudget:
     """The :class:`TurnBudget` of ``loop``: LEARN_SLICE a turn unless its owner sets
     ``seconds`` (a gateway: its configured LEARN_SLICE)."""
-    return _of_loop(_BUDGETS, loop, lambda loop: TurnBudget(loop, limit("LEARN_SLICE")))
+    return _of_loop(_BUDGETS, loop, _learn_slice_budget)
+
+
+def _learn_slice_budget(loop: asyncio.AbstractEventLoop) -> TurnBudget:
+    return TurnBudget(loop, limit("LEARN_SLICE"))
 
 
 #: Seconds the system clock may drift from the machines' clock before it counts as
