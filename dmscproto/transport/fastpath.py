@@ -18,6 +18,12 @@ long header, another address or connection ID, a packet too short to hold a head
 protection sample, a connection not yet confirmed or closing, a qlog being written)
 goes to aioquic's code unchanged.
 
+Its ACK frames, nearly always of one range, go to loss recovery without aioquic's range
+set and with loss detection only when a packet at or below the one acknowledged is
+left (:meth:`FastPathConnection._handle_ack`), and the timer of a connection established
+on a validated path is found in one pass over the packet spaces
+(:meth:`FastPathConnection.get_timer`): the same state, the same time, as aioquic's.
+
 On the way out, aioquic's packet writer offers every stream queued a STREAM frame for
 every packet of a transmit pass, though once a packet is full none fits, and offers a
 stream that has sent its last octet and FIN once more in the next pass, to learn that
@@ -197,7 +203,9 @@ class FastPathConnection(LeanQuicConnection):
                     frame_type=None,  # type: ignore[arg-type]  # as aioquic does
                     reason_phrase="Malformed frame type") from None
             handler: Callable[..., None]
-            if frame_type in _QUIET_FRAMES:  # allowed in 1-RTT, no transmit due
+            if frame_type == QuicFrameType.ACK:
+                handler = self._handle_ack
+            elif frame_type in _QUIET_FRAMES:  # allowed in 1-RTT, no transmit due
                 handler = MethodType(table[frame_type][0], self)
             else:
                 try:
@@ -230,6 +238,52 @@ class FastPathConnection(LeanQuicConnection):
                 error_code=QuicErrorCode.PROTOCOL_VIOLATION, frame_type=QuicFrameType.PADDING,
                 reason_phrase="Packet contains no frames")
         return eliciting, bool(probing)
+
+    def _handle_ack(self, context: QuicReceiveContext, frame_type: int, buf: Buffer) -> None:
+        """aioquic's ``_handle_ack_frame`` for a 1-RTT ACK frame (RFC 9000, Section 19.3)
+        of one range, without a qlog: to :meth:`.lean._Recovery.on_ack_range`; any
+        other (more ranges, a negative packet number, a qlog) to aioquic's, from the
+        frame's start."""
+        start = buf.tell()
+        largest = buf.pull_uint_var()
+        delay = buf.pull_uint_var()
+        if buf.pull_uint_var() or self._quic_logger is not None:
+            buf.seek(start)
+            self._handle_ack_frame(context, frame_type, buf)
+            return
+        lowest = largest - buf.pull_uint_var()
+        if lowest < 0:
+            buf.seek(start)
+            self._handle_ack_frame(context, frame_type, buf)
+            return
+        loss = self._loss
+        assert isinstance(loss, _Recovery)
+        loss.peer_completed_address_validation = True  # as aioquic's: 1-RTT
+        loss.on_ack_range(lowest, largest,
+                          (delay << self._remote_ack_delay_exponent) / 1000000,
+                          context.time, self._spaces[_ONE_RTT])
+
+    def get_timer(self) -> float | None:
+        """aioquic's, for a connection established on a validated path (no
+        anti-amplification limit, no path validation deadline, every space arming the
+        PTO) in one pass; aioquic's own otherwise."""
+        paths = self._network_paths
+        loss = self._loss
+        timer_at = self._close_at
+        if (self._state is not _CONNECTED or not loss.handshake_confirmed
+                or not loss.peer_completed_address_validation
+                or not paths or not paths[0].is_validated or timer_at is None):
+            return super().get_timer()
+        assert isinstance(loss, _Recovery)
+        for space in loss.spaces:
+            if space.ack_at is not None and space.ack_at < timer_at:
+                timer_at = space.ack_at
+        self._loss_at = loss_at = loss.confirmed_loss_detection_time()
+        if loss_at is not None and loss_at < timer_at:
+            timer_at = loss_at
+        if self._pacing_at is not None and self._pacing_at < timer_at:
+            timer_at = self._pacing_at
+        return timer_at
 
     def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                             stream: QuicStream, max_offset: int) -> int:

@@ -51,6 +51,7 @@ transactions.  It goes in the first packet of the next pass instead, with an ans
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import MethodType
@@ -68,11 +69,12 @@ from aioquic.quic.connection import (
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import (
+    QuicDeliveryState,
     QuicPacketBuilder,
     QuicPacketBuilderStop,
     QuicSentPacket,
 )
-from aioquic.quic.recovery import QuicPacketRecovery
+from aioquic.quic.recovery import QuicPacketRecovery, QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -145,6 +147,78 @@ class _Recovery(QuicPacketRecovery):
         if packets:  # a list or a tuple: only when one was lost
             self.losses += 1
         super()._on_packets_lost(packets=packets, **kwargs)
+
+    def on_ack_range(self, lowest: int, largest: int, ack_delay: float, now: float,
+                     space: QuicPacketSpace) -> None:
+        """aioquic's ``on_ack_received`` for an ACK frame of one range, ``lowest`` to
+        ``largest`` (RFC 9002, Sections 5 and 6.1), with no qlog: its steps in its
+        order, without a range set, and loss detection only when a packet at or below
+        the largest acknowledged is left unacknowledged (with none, aioquic's
+        ``_detect_loss`` only clears the space's loss time)."""
+        if largest > space.largest_acked_packet:
+            space.largest_acked_packet = largest
+        sent = space.sent_packets
+        numbers = list(sent)  # in the order sent: sorted
+        acked = numbers[bisect_left(numbers, lowest):bisect_left(numbers, largest + 1)]
+        if not acked:
+            return
+        cc = self._cc
+        eliciting = False
+        for number in acked:
+            packet = sent.pop(number)
+            if packet.is_ack_eliciting:
+                eliciting = True
+                space.ack_eliciting_in_flight -= 1
+            if packet.in_flight:
+                cc.on_packet_acked(packet=packet, now=now)
+            for handler, args in packet.delivery_handlers:
+                handler(QuicDeliveryState.ACKED, *args)
+        if acked[-1] == largest and eliciting:  # an RTT sample, as aioquic takes it
+            assert packet.sent_time is not None  # the last acknowledged: the largest
+            latest_rtt = now - packet.sent_time
+            ack_delay = min(ack_delay, self.max_ack_delay)
+            self._rtt_latest = max(latest_rtt, 0.001)
+            if self._rtt_latest < self._rtt_min:
+                self._rtt_min = self._rtt_latest
+            if self._rtt_latest > self._rtt_min + ack_delay:
+                self._rtt_latest -= ack_delay
+            if not self._rtt_initialized:
+                self._rtt_first_sample_time = now
+                self._rtt_initialized = True
+                self._rtt_variance = latest_rtt / 2
+                self._rtt_smoothed = latest_rtt
+            else:
+                self._rtt_variance = 3 / 4 * self._rtt_variance + 1 / 4 * abs(
+                    self._rtt_min - self._rtt_latest)
+                self._rtt_smoothed = 7 / 8 * self._rtt_smoothed + 1 / 8 * self._rtt_latest
+            cc.on_rtt_measurement(now=now, rtt=latest_rtt)
+            self._pacer.update_rate(congestion_window=cc.congestion_window,
+                                    smoothed_rtt=self._rtt_smoothed)
+        oldest = next(iter(sent), None)
+        if oldest is not None and oldest <= space.largest_acked_packet:
+            self._detect_loss(now=now, space=space)
+        else:
+            space.loss_time = None
+        if self.peer_completed_address_validation:
+            self._pto_count = 0
+
+    def confirmed_loss_detection_time(self) -> float | None:
+        """aioquic's ``get_loss_detection_time(amplification_limited=False)`` once the
+        handshake is confirmed (RFC 9002, Section 6.2.1: every space arms the PTO, and
+        its period includes max_ack_delay), in one pass over the spaces."""
+        loss_time: float | None = None
+        in_flight = 0
+        for space in self.spaces:
+            at = space.loss_time
+            if at is not None and (loss_time is None or at < loss_time):
+                loss_time = at
+            in_flight += space.ack_eliciting_in_flight
+        if loss_time is not None:
+            return loss_time
+        if in_flight:
+            timeout: float = self.get_probe_timeout() * (2 ** self._pto_count)
+            return self._time_of_last_sent_ack_eliciting_packet + timeout
+        return None
 
 
 class _Fifo(list[T]):

@@ -1,0 +1,213 @@
+"""The receive side's loss recovery and timer in fewer steps (transport/lean.py's
+``_Recovery.on_ack_range`` and ``confirmed_loss_detection_time``, transport/fastpath.py's
+``_handle_ack`` and ``get_timer``), differential: aioquic's code and the short one on the
+same input leave the same state, float for float (RFC 9002)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from aioquic import tls
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
+from aioquic.quic.rangeset import RangeSet
+from aioquic.quic.recovery import QuicPacketSpace
+from test_transport_acks import Pair
+from transport_support import Pki
+
+from dmscproto.transport.fastpath import FastPathConnection
+from dmscproto.transport.lean import _Recovery
+
+
+def _recovery(validated: bool) -> tuple[_Recovery, list[Any]]:
+    """A confirmed connection's loss recovery with one (application) space, and the
+    log its packets' delivery handlers write to."""
+    loss = _Recovery(congestion_control_algorithm="reno", initial_rtt=0.1,
+                     max_datagram_size=1200, peer_completed_address_validation=validated,
+                     send_probe=lambda: None)
+    loss.handshake_confirmed = True
+    loss.spaces = [QuicPacketSpace(is_application_data=True)]
+    return loss, []
+
+
+def _state(loss: _Recovery, log: list[Any]) -> tuple[Any, ...]:
+    space = loss.spaces[0]
+    mine = {k: v for k, v in vars(loss).items() if k not in ("_cc", "_pacer", "spaces")}
+    del mine["_send_probe"]
+    cc = dict(vars(loss._cc), _rtt_monitor=vars(loss._cc._rtt_monitor))
+    return (sorted(mine.items()), sorted(cc.items()),
+            sorted(vars(loss._pacer).items()), list(space.sent_packets),
+            space.largest_acked_packet, space.loss_time, space.ack_eliciting_in_flight,
+            list(log))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_an_ack_of_one_range_leaves_what_aioquic_leaves(seed: int) -> None:
+    """Random flights of packets (ack-eliciting or not, in flight or not) and random
+    one-range ACKs: in order, late, repeated, reordered, leaving gaps (packet and time
+    threshold losses), after probe timeouts; aioquic's ``on_ack_received`` on one
+    recovery, ``on_ack_range`` on the other, and their whole state compared after each.
+    The loss detection time is aioquic's too, throughout."""
+    rnd = random.Random(seed)
+    validated = seed % 4 != 3
+    ref, ref_log = _recovery(validated)
+    fast, fast_log = _recovery(validated)
+    now, number, losses = 1000.0, 0, 0
+    for _ in range(400):
+        now += rnd.choice((0.0, 0.0001, 0.002, 0.03, 0.3))
+        if rnd.random() < 0.55 or not number:
+            for _ in range(rnd.randint(1, 4)):
+                eliciting = rnd.random() < 0.8
+                in_flight, size = eliciting or rnd.random() < 0.5, rnd.randint(30, 1200)
+                for loss, log in ((ref, ref_log), (fast, fast_log)):
+                    handler = (lambda state, n, log=log: log.append((state, n)), (number,))
+                    loss.on_packet_sent(packet=QuicSentPacket(
+                        epoch=tls.Epoch.ONE_RTT, in_flight=in_flight,
+                        is_ack_eliciting=eliciting, is_crypto_packet=False,
+                        packet_number=number, packet_type=QuicPacketType.ONE_RTT,
+                        sent_time=now, sent_bytes=size,
+                        delivery_handlers=[handler]), space=loss.spaces[0])
+                number += 1
+            continue
+        if rnd.random() < 0.05:
+            ref._pto_count = fast._pto_count = rnd.randint(1, 3)
+        largest = rnd.choice((number - 1, number - 1, rnd.randrange(number)))
+        lowest = max(0, largest - rnd.choice((0, 1, 2, largest)))
+        delay = rnd.choice((0.0, 0.001, 0.03))
+        ref.on_ack_received(ack_rangeset=RangeSet([range(lowest, largest + 1)]),
+                            ack_delay=delay, now=now, space=ref.spaces[0])
+        fast.on_ack_range(lowest, largest, delay, now, fast.spaces[0])
+        assert _state(fast, fast_log) == _state(ref, ref_log)
+        if validated:
+            assert (fast.confirmed_loss_detection_time()
+                    == ref.get_loss_detection_time(amplification_limited=False))
+        losses += any(state == QuicDeliveryState.LOST for state, _ in fast_log)
+    assert fast._rtt_initialized and losses  # RTT samples taken, packets declared lost
+
+
+def _established(pki: Pki) -> Pair:
+    """A pair past its handshake, each end's congestion window (and pacing rate) set
+    alike in every run: it counts the handshake's octets, which vary by a few from one
+    run to the next."""
+    pair = Pair(pki)
+    for conn in (pair.client, pair.server):
+        conn.release_handshake_state()
+        while conn.next_event() is not None:
+            pass
+        assert conn._loss.bytes_in_flight == 0
+        loss = conn._loss
+        loss._cc.congestion_window = 12000
+        loss._pacer.update_rate(congestion_window=12000, smoothed_rtt=loss._rtt_smoothed)
+    return pair
+
+
+def _ack_conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
+                      fast: bool) -> list[Any]:
+    """Both ends' loss recovery and timers after every step of a conversation with
+    lost, reordered and late packets; aioquic's ACK handler for every ACK unless
+    ``fast``.  Each end's timer is checked against aioquic's ``get_timer`` at each
+    step."""
+    if not fast:
+        monkeypatch.setattr(FastPathConnection, "_handle_ack",
+                            lambda self, *args: self._handle_ack_frame(*args))
+    taken: list[int] = []
+    short = _Recovery.on_ack_range
+
+    def spied(self: _Recovery, *args: Any) -> None:
+        taken.append(1)
+        short(self, *args)
+
+    monkeypatch.setattr(_Recovery, "on_ack_range", spied)
+    pair = _established(pki)
+    seen: list[Any] = []
+
+    def state() -> None:
+        for conn in (pair.client, pair.server):
+            loss = conn._loss
+            space = conn._spaces[tls.Epoch.ONE_RTT]
+            due = conn.get_timer()
+            loss_at = conn._loss_at
+            assert due == QuicConnection.get_timer(conn) and conn._loss_at == loss_at
+            seen.append((due, loss_at, loss.bytes_in_flight, loss.congestion_window,
+                         loss._rtt_smoothed, loss._rtt_variance, loss._rtt_min,
+                         loss._pto_count, loss._pacer.packet_time, space.loss_time,
+                         space.largest_acked_packet, list(space.sent_packets),
+                         sorted(conn._streams), conn._close_at))
+
+    rnd = random.Random(7)
+    for n in range(120):
+        stream_id = pair.request(b"request %d" % n)
+        pair.flight(pair.client, pair.server)
+        state()
+        pair.server.send_stream_data(stream_id, b"answer %d" % n, end_stream=True)
+        if n % 11 == 3:  # two answers at once, the ACK of them reordered
+            other = pair.server.get_next_available_stream_id()
+            pair.server.send_stream_data(other, b"push %d" % n, end_stream=True)
+        pair.flight(pair.server, pair.client, drop=0 if n % 13 == 7 else None,
+                    order=slice(None, None, -1))
+        state()
+        pair.tick(rnd.choice((0.0, 0.001, 0.01, 0.2)))
+        pair.flight(pair.client, pair.server, drop=0 if n % 17 == 5 else None,
+                    order=slice(None, None, -1))  # an ACK lost now and then
+        pair.flight(pair.server, pair.client)
+        state()
+    monkeypatch.undo()
+    assert taken if fast else not taken
+    assert all(isinstance(c._loss, _Recovery) and c._loss.losses
+               for c in (pair.client, pair.server))  # both declared packets lost
+    return seen
+
+
+def test_acks_over_a_conversation_leave_what_aioquic_leaves(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ACK fast path and aioquic's handler, each over the same conversation (losses,
+    reordering, timeouts): the same recovery state, timers and streams at every step;
+    and at every step of both, the timer is aioquic's."""
+    assert (_ack_conversation(pki, monkeypatch, fast=True)
+            == _ack_conversation(pki, monkeypatch, fast=False))
+
+
+ACKS = {
+    "one range": b"\x02\x05\x00\x00\x00",
+    "two ranges": b"\x02\x05\x00\x01\x00\x00\x01",
+    "a negative packet number": b"\x02\x05\x00\x00\x07",
+    "ack_ecn": b"\x03\x05\x00\x00\x00\x01\x02\x03",
+    "truncated": b"\x02\x05\x00",
+    "truncated second range": b"\x02\x05\x00\x01\x00",
+}
+
+
+@pytest.mark.parametrize("name", ACKS)
+def test_an_ack_frame_ends_as_in_aioquic(pki: Pki, name: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ACK frame of each kind, to a server with packets in flight: the fast handler
+    and aioquic's leave the same recovery state, or close the connection alike."""
+    def outcome(fast: bool) -> tuple[Any, ...]:
+        if not fast:
+            monkeypatch.setattr(FastPathConnection, "_handle_ack",
+                                lambda self, *args: self._handle_ack_frame(*args))
+        pair = _established(pki)
+        server = pair.server
+        for n in range(6):  # server packets 0..5 of the 1-RTT space in flight
+            server.send_stream_data(server.get_next_available_stream_id(), b"push %d" % n,
+                                    end_stream=True)
+            server.datagrams_to_send(pair.now)
+            pair.now += 0.001
+        space = server._spaces[tls.Epoch.ONE_RTT]
+        sent = list(space.sent_packets)
+        number = space.largest_received_packet + 1
+        pair.client._packet_number = number + 1
+        header = (b"\x41" + pair.client._peer_cid.cid + (number & 0xFFFF).to_bytes(2, "big"))
+        payload = ACKS[name].replace(b"\x05", bytes([sent[-1]]), 1)
+        server.receive_datagram(pair.client._cryptos[tls.Epoch.ONE_RTT].encrypt_packet(
+            header, payload.ljust(24, b"\x00"), number), ("10.0.0.1", 4433), pair.now)
+        close = server._close_event
+        monkeypatch.undo()
+        return ((close.error_code, close.frame_type, close.reason_phrase) if close else None,
+                list(space.sent_packets), space.largest_acked_packet,
+                server._loss.bytes_in_flight, server._loss._rtt_smoothed, server.get_timer())
+
+    assert outcome(fast=True) == outcome(fast=False)
