@@ -383,12 +383,13 @@ SUMMARY_MAX_BITS = 65536
 SUMMARY_BITS_PER_ELEMENT = 10
 
 
+#: The timers' defaults by name (:func:`timer` runs on every transaction).
+_TIMER_DEFAULTS: dict[str, float] = {t.name: t.default_s for t in TIMERS}
+
+
 def timer(name: str) -> float:
     """Return the default value of the named timer in seconds (or as a fraction)."""
-    for t in TIMERS:
-        if t.name == name:
-            return t.default_s
-    raise KeyError(name)
+    return _TIMER_DEFAULTS[name]
 
 
 def transaction_time(request: MessageType, timeout_ms: int | None = None, *,
@@ -507,9 +508,10 @@ LIMITS: tuple[Limit, ...] = (
 )
 
 
+#: The limits' defaults by name.
+_LIMIT_DEFAULTS: dict[str, int | float] = {lim.name: lim.default for lim in LIMITS}
+
+
 def limit(name: str) -> int | float:
     """Return the default value of the named resource limit."""
-    for lim in LIMITS:
-        if lim.name == name:
-            return lim.default
-    raise KeyError(name)
+    return _LIMIT_DEFAULTS[name]
