@@ -26,18 +26,24 @@ class Deadlines(Generic[K]):
         self._stale.add(key)
 
     def earliest(self, timer_of: Callable[[K], float | None]) -> float | None:
-        for key in self._stale:
-            due = timer_of(key)
-            if due is None:
-                self._at.pop(key, None)
-            elif self._at.get(key) != due:
-                self._at[key] = due
-                heapq.heappush(self._heap, (due, next(self._order), key))
-        self._stale.clear()
+        # asked for after every turn that ran the node: nothing made, nothing walked
+        # when nothing is stale or due (the sessions' timers, most of the time)
         heap, at = self._heap, self._at
-        if len(heap) > 2 * len(at) + 64:  # answered relays' entries behind a long one
-            heap[:] = [(due, next(self._order), key) for key, due in at.items()]
-            heapq.heapify(heap)
-        while heap and at.get(heap[0][2]) != heap[0][0]:
+        if self._stale:
+            for key in self._stale:
+                due = timer_of(key)
+                if due is None:
+                    at.pop(key, None)
+                elif at.get(key) != due:
+                    at[key] = due
+                    heapq.heappush(heap, (due, next(self._order), key))
+            self._stale.clear()
+            if len(heap) > 2 * len(at) + 64:  # answered relays' entries behind a long one
+                heap[:] = [(due, next(self._order), key) for key, due in at.items()]
+                heapq.heapify(heap)
+        while heap:
+            due, _order, key = heap[0]
+            if at.get(key) == due:
+                return due
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return None
