@@ -144,11 +144,12 @@ class RoutingTable:
         """The forwarding decision for a request to ``target`` (module doc)."""
         if self_id in path:
             return Reject(ErrorCode.LOOP_DETECTED)
-        routes = self.routes(target)
-        if not routes:
+        held = self._routes.get(target)
+        if not held:
             return Reject(ErrorCode.NO_ROUTE)
-        if routes[0].next_hop is None:
+        if None in held:  # the local route, the best there is: no sort
             return DeliverLocal(target)
+        routes = sorted(held.values(), key=Route.preference)
         usable = [r for r in routes if r.next_hop not in path]
         if not usable:
             return Reject(ErrorCode.LOOP_DETECTED)
