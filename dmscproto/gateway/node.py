@@ -71,6 +71,7 @@ from ..protocol.events import (
     SessionClosed,
     SessionEstablished,
     TableChanged,
+    TransactionEnded,
 )
 from ..protocol.federated import DiscoveryContext, FederatedDiscovery, QueryResolved
 from ..protocol.machine import (
@@ -338,6 +339,9 @@ class GatewayNode(NodeDispatch):
     def _settle(self, now: float) -> None:
         """React to what the machines reported, then pass the events on."""
         while (ev := self._out.next_event()) is not None:
+            if type(ev) is TransactionEnded:  # every relayed call's: only passed on
+                self._events.append(ev)
+                continue
             if isinstance(ev, AgentRegistered):
                 if self.grace is not None:
                     self.grace.back(ev.agent_id)

@@ -196,9 +196,11 @@ class GatewayHops:
         self._recorder = _Recorder(provider)
 
     def begin(self, request: MessageType, incoming: TraceContext | None) -> Hop:
-        span, sent = _start_span(self._recorder.tracer(), request, incoming)
-        if sent is None:  # nothing records: a span id of our own
-            sent = hop_context(incoming, new_span_id(self.ids), self.ids)
+        tracer = self._recorder.tracer()
+        if tracer is None:  # nothing records: a span id of our own
+            return _GatewayHop(request, hop_context(incoming, new_span_id(self.ids), self.ids),
+                               None)
+        span, sent = _start_span(tracer, request, incoming)
         if span is not None:
             span.set_attributes(self.attributes)
         return _GatewayHop(request, sent, span)
