@@ -45,7 +45,7 @@ from dmscproto.transport import (
     serve,
 )
 from dmscproto.transport.driver import turn_budget
-from dmscproto.transport.framing import StreamAssembler
+from dmscproto.transport.framing import StreamAssembler, header_of, whole
 from dmscproto.transport.quic import QuicLimits, streams
 from dmscproto.transport.tls import DmscQuicConnection
 
@@ -456,6 +456,28 @@ def test_stream_assembler_errors(chunks: list[bytes], code: ErrorCode) -> None:
         for i, chunk in enumerate(chunks):
             asm.feed(chunk, i == len(chunks) - 1)
     assert info.value.code is code
+
+
+@pytest.mark.parametrize("octets", [
+    b"", b"\x01", header(MessageType.KEEPALIVE, 16, 1), header(MessageType.KEEPALIVE, 16, 1) + b"x",
+    header(MessageType.KEEPALIVE, 20, 1) + b"ab", header(MessageType.KEEPALIVE, 8, 1)[:12],
+    b"\x02\x31\x00\x00\x00\x00\x00\x10", header(MessageType.KEEPALIVE, 2**20, 1),
+    encode(examples.examples()["register"])])
+def test_a_pdu_in_one_piece_is_taken_as_the_assembler_takes_it(octets: bytes) -> None:
+    """:func:`whole` (a stream direction's octets all at once, with FIN) gives what a
+    new assembler fed them gives, or raises the same error; :func:`header_of` is the
+    assembler's header."""
+    asm = StreamAssembler()
+    try:
+        expected: bytes | ErrorCode = asm.feed(octets, True) or b""
+    except DecodeError as exc:
+        expected = exc.code
+    try:
+        got: bytes | ErrorCode = whole(octets)
+    except DecodeError as exc:
+        got = exc.code
+    assert got == expected
+    assert header_of(octets) == asm.header()
 
 
 def test_large_pdu_spans_many_stream_frames(pki: Pki) -> None:

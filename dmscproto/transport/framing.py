@@ -22,6 +22,34 @@ from ..codec.registry import HEADER_SIZE, ErrorCode
 from ..codec.wire import HEADER_STRUCT
 
 
+def whole(data: bytes) -> bytes:
+    """The PDU of a stream direction whose octets all came at once, with FIN (the usual
+    case: a PDU that fits a packet): what a new :class:`StreamAssembler` fed ``data``
+    and FIN returns or raises, without its buffer."""
+    _check(len(data), peek_length(data), True)
+    return data
+
+
+def header_of(data: bytes | bytearray) -> tuple[int, int] | None:
+    """``(message type, transaction id)`` of the PDU whose first octets are ``data``, if
+    its header is complete: what an ERROR answer to a malformed PDU echoes (Section 5.4)."""
+    if len(data) < HEADER_SIZE:
+        return None
+    _version, mtype, _flags, _length, txid = HEADER_STRUCT.unpack_from(data)
+    return int(mtype), int(txid)
+
+
+def _check(size: int, length: int | None, end_stream: bool) -> None:
+    """``size`` octets of a stream direction whose header announced ``length`` (None: not
+    known yet), FIN received if ``end_stream`` (module docstring)."""
+    if length is not None and size > length:
+        raise DecodeError(ErrorCode.TRAILING_DATA, length,
+                          f"more than the {length} octets the header announces")
+    if end_stream and size and size < max(HEADER_SIZE, length or 0):
+        raise DecodeError(ErrorCode.TRUNCATED, size,
+                          f"stream ended after {size} of {length or HEADER_SIZE} octets")
+
+
 class StreamAssembler:
     """Collects the single PDU of one stream direction."""
 
@@ -38,20 +66,9 @@ class StreamAssembler:
         size = len(self._buffer)
         if self._length is None:
             self._length = peek_length(bytes(self._buffer[:8]))
-        if self._length is not None and size > self._length:
-            raise DecodeError(ErrorCode.TRAILING_DATA, self._length,
-                              f"more than the {self._length} octets the header announces")
-        if not end_stream:
-            return None
-        if size and size < max(HEADER_SIZE, self._length or 0):
-            raise DecodeError(ErrorCode.TRUNCATED, size,
-                              f"stream ended after {size} of {self._length or HEADER_SIZE} octets")
-        return bytes(self._buffer)
+        _check(size, self._length, end_stream)
+        return bytes(self._buffer) if end_stream else None
 
     def header(self) -> tuple[int, int] | None:
-        """``(message type, transaction id)`` of the PDU received so far, if the header
-        is complete: what an ERROR answer to a malformed PDU echoes (Section 5.4)."""
-        if len(self._buffer) < HEADER_SIZE:
-            return None
-        _version, mtype, _flags, _length, txid = HEADER_STRUCT.unpack_from(self._buffer)
-        return int(mtype), int(txid)
+        """:func:`header_of` the octets received so far."""
+        return header_of(self._buffer)

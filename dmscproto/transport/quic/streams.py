@@ -29,7 +29,7 @@ from ...codec.registry import ErrorCode, timer
 from ..contract import Done, settle, transaction_time_of
 from ..driver import turn_budget
 from ..errors import TransportError
-from ..framing import StreamAssembler
+from ..framing import StreamAssembler, header_of, whole
 from ..peer import Handler as AnyHandler
 from ..peer import Outcome, dispatch
 from ..peer import PeerInfo as AnyPeerInfo
@@ -59,10 +59,11 @@ Handler: TypeAlias = AnyHandler["DmscConnection"]
 
 @dataclass(slots=True)
 class _Outgoing:
-    """A transaction this end started: the response being reassembled, who is told the
+    """A transaction this end started: the response being reassembled (None until part
+    of it came without FIN: a response in one piece needs none), who is told the
     outcome, and the timer of its ``timeout``, if it has one."""
 
-    assembler: StreamAssembler
+    assembler: StreamAssembler | None
     done: Done
     expiry: asyncio.TimerHandle | None
 
@@ -73,9 +74,8 @@ class _State:
     incoming: dict[int, StreamAssembler | None] = field(default_factory=dict)
     #: The handlers' answers still awaited (futures and tasks).
     running: set[asyncio.Future[Any]] = field(default_factory=set)
-    #: Large requests being decoded, oldest first (stream id, decoder, assembler, end).
-    large: deque[tuple[int, PduDecoder, StreamAssembler, bool]] = field(
-        default_factory=deque)
+    #: Large requests being decoded, oldest first (stream id, decoder, PDU, end).
+    large: deque[tuple[int, PduDecoder, bytes, bool]] = field(default_factory=deque)
 
 
 class DmscConnection(QuicLink):
@@ -132,7 +132,7 @@ class DmscConnection(QuicLink):
     def _start(self, pdu: bytes, done: Done, timeout: float | None) -> int:
         stream_id = self._open(pdu)
         self._s.outgoing[stream_id] = _Outgoing(
-            StreamAssembler(), done,
+            None, done,
             None if timeout is None
             else self._loop.call_later(timeout, self._expire, stream_id, timeout))
         return stream_id
@@ -219,9 +219,14 @@ class DmscConnection(QuicLink):
                 del self._s.outgoing[stream_id]
             return
         try:
-            pdu = pending.assembler.feed(data, end)
-            if pdu is None:
-                return
+            if end and pending.assembler is None:  # the whole response at once
+                pdu: bytes | None = whole(data)
+            else:
+                if pending.assembler is None:
+                    pending.assembler = StreamAssembler()
+                pdu = pending.assembler.feed(data, end)
+                if pdu is None:
+                    return
             if not pdu:
                 raise TransportError(ErrorCode.UNEXPECTED_MESSAGE,
                                      "peer finished the stream without a response")
@@ -235,37 +240,51 @@ class DmscConnection(QuicLink):
         _finish(pending, result)
 
     def _request_data(self, stream_id: int, data: bytes, end: bool) -> None:
-        if stream_id in self._s.incoming:
-            known = self._s.incoming[stream_id]
-            if known is None:  # refused earlier: discard the rest of the stream
-                if end:
-                    del self._s.incoming[stream_id]
+        if end and stream_id not in self._s.incoming:  # the whole request at once
+            try:
+                pdu: bytes | None = whole(data)
+            except DecodeError as exc:
+                self._refuse(stream_id, header_of(data), exc, end)
                 return
-            assembler = known
         else:
-            assembler = self._s.incoming[stream_id] = StreamAssembler()
-        try:
-            pdu = assembler.feed(data, end)
+            pdu = self._assemble(stream_id, data, end)
             if pdu is None:
                 return
-            del self._s.incoming[stream_id]
-            if not pdu:
-                self._reply(stream_id, None)
-                return
-        except DecodeError as exc:
-            self._refuse(stream_id, assembler, exc, end)
+        if not pdu:
+            self._reply(stream_id, None)
             return
         try:
             decoded = decode(pdu) if len(pdu) <= _DECODE_INLINE else PduDecoder(pdu)
         except DecodeError as exc:
-            self._refuse(stream_id, assembler, exc, end)
+            self._refuse(stream_id, header_of(pdu), exc, end)
             return
         if not isinstance(decoded, PduDecoder):
             self._request(stream_id, decoded)
             return
         if not self._s.large:
             self._loop.call_soon(self._decode_large)
-        self._s.large.append((stream_id, decoded, assembler, end))
+        self._s.large.append((stream_id, decoded, pdu, end))
+
+    def _assemble(self, stream_id: int, data: bytes, end: bool) -> bytes | None:
+        """A request that comes in pieces: its PDU once complete; None before, and for
+        one refused (now, or earlier: the rest of its stream is discarded)."""
+        incoming = self._s.incoming
+        if stream_id in incoming:
+            assembler = incoming[stream_id]
+            if assembler is None:  # refused earlier
+                if end:
+                    del incoming[stream_id]
+                return None
+        else:
+            assembler = incoming[stream_id] = StreamAssembler()
+        try:
+            pdu = assembler.feed(data, end)
+        except DecodeError as exc:
+            self._refuse(stream_id, assembler.header(), exc, end)
+            return None
+        if pdu is not None:
+            del incoming[stream_id]
+        return pdu
 
     def _decode_large(self) -> None:
         """Decode the large requests waiting, in order, a step at a time while the event
@@ -277,12 +296,12 @@ class DmscConnection(QuicLink):
         budget = turn_budget(self._loop)
         try:
             while large and self._closed_error is None and budget.fits(_STEP_COST):
-                stream_id, decoder, assembler, end = large[0]
+                stream_id, decoder, pdu, end = large[0]
                 try:
                     msg = decoder.step(_DECODE_STEP)
                 except DecodeError as exc:
                     large.popleft()
-                    self._refuse(stream_id, assembler, exc, end)
+                    self._refuse(stream_id, header_of(pdu), exc, end)
                     continue
                 if msg is not None:
                     large.popleft()
@@ -303,10 +322,10 @@ class DmscConnection(QuicLink):
         dispatch(self.handler, msg, self.peer,
                  functools.partial(self._answered, stream_id, msg), self._s.running)
 
-    def _refuse(self, stream_id: int, assembler: StreamAssembler, exc: DecodeError,
+    def _refuse(self, stream_id: int, header: tuple[int, int] | None, exc: DecodeError,
                 end: bool) -> None:
-        """Answer a request that does not decode with ERROR (its code and reason)."""
-        header = assembler.header()
+        """Answer a request that does not decode with ERROR (its code and reason), echoing
+        the ``header`` (message type, transaction id) of what was received, if complete."""
         self._reply(stream_id, Error(
             transaction_id=header[1] if header else 0, status=exc.code,
             offending_type=header[0] if header else None, diagnostic=exc.reason))
