@@ -186,7 +186,7 @@ class Pump:
         """A message received from ``source``: the future of the machine's answer to a
         request, done with None at once for anything else.  A transport sends the
         answer when it is given (cancelling the future gives up on it)."""
-        future = Answer(self._loop)
+        future = Answer(loop=self._loop)
         if msg.TYPE not in ANSWER_TO:
             self.feed(source, msg)
             future.set_result(None)
@@ -256,10 +256,11 @@ class Pump:
     def _send(self, dest: Handle, msg: Message) -> None:
         if self.on_send is not None:
             self.on_send(dest, msg)
-        waiting = self._waiting.get((dest, msg.transaction_id))
+        key = (dest, msg.transaction_id)
+        waiting = self._waiting.get(key)
         if waiting is not None and (msg.TYPE is MessageType.ERROR
                                     or msg.TYPE is ANSWER_TO[waiting.request_type]):
-            del self._waiting[(dest, msg.transaction_id)]
+            del self._waiting[key]
             if not waiting.future.done():
                 waiting.future.give(msg)  # the transport sends it in this call
             return

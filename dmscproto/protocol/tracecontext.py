@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from ..codec.registry import ErrorCode, MessageType
-from ..codec.values import TraceContext
+from ..codec.values import TraceContext, twin
 
 #: The traceparent version this implementation sends (W3C Trace Context, Level 1).
 VERSION = 0
@@ -119,8 +119,12 @@ def hop_context(incoming: TraceContext | None, span_id: bytes, ids: IdSource, *,
         trace_id, state, flag = _nonzero(ids, TRACE_ID_SIZE).hex(), None, False
     else:
         return None
-    return TraceContext(_text(trace_id, span_id.hex(), flag if sampled is None else sampled),
-                        state)
+    sent = _Sent(_text(trace_id, span_id.hex(), flag if sampled is None else sampled), state)
+    sent.__class__ = TraceContext  # made as its twin: every relayed request's
+    return sent  # type: ignore[no-any-return]
+
+
+_Sent = twin(TraceContext)
 
 
 def trace_id_of(trace: TraceContext | None) -> str | None:

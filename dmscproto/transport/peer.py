@@ -46,12 +46,9 @@ class Answer(asyncio.Future[Message | None]):
     answer leaves with what that call sends.  Awaitable and cancellable as any future
     (awaiting it is the usual done callback)."""
 
-    __slots__ = ("taker",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        #: Told when the answer is given or the future cancelled (:func:`dispatch`).
-        self.taker: Callable[[Answer], None] | None = None
+    #: Told when the answer is given or the future cancelled (:func:`dispatch`); a class
+    #: default, so that making one is asyncio's own ``__init__`` (one per request).
+    taker: Callable[[Answer], None] | None = None
 
     def give(self, answer: Message | None) -> None:
         self.set_result(answer)
