@@ -24,17 +24,32 @@ left (:meth:`FastPathConnection._handle_ack`), and the timer of a connection est
 on a validated path is found in one pass over the packet spaces
 (:meth:`FastPathConnection.get_timer`): the same state, the same time, as aioquic's.
 
-On the way out, aioquic's packet writer offers every stream queued a STREAM frame for
-every packet of a transmit pass, though once a packet is full none fits, and offers a
-stream that has sent its last octet and FIN once more in the next pass, to learn that
-its buffer is empty: at 32 transactions in flight, 12 calls per answer sent where 2
-write something.  :meth:`FastPathConnection._write_stream_frame` skips those calls
-(their result is known: nothing written, nothing changed but that flag, set at once).
+On the way out, nearly every transmit pass of an established connection sends an ACK
+and STREAM frames (requests, answers, their FINs), in one packet or, with many
+transactions in flight, a few.  aioquic builds them with a packet builder that checks,
+for every frame, what only the handshake, a path change or a limit can need, and it
+visits every stream queued for every packet.  :meth:`FastPathConnection._send_short`
+works out first, changing nothing, what aioquic's writer would put in each packet of
+the pass (:meth:`~FastPathConnection._short_plan`: the same frames, cut where its
+packets would cut them, in the same order of service), then writes those packets with
+the same octets, the same loss-recovery records (delivery handlers, bytes in flight),
+pacing, idle timer and stream order; any other pass (another frame due, a limit to
+raise, flow control cutting a frame, a retransmission in pieces, ACK ranges) is
+aioquic's.  The packets are sealed with the connection's 1-RTT keys as aioquic seals
+them (:func:`_seal`: its AEAD and header protection, without its generic steps).
+
+aioquic's own writer offers every stream queued a STREAM frame for every packet of a
+transmit pass, though once a packet is full none fits, and offers a stream that has
+sent its last octet and FIN once more in the next pass, to learn that its buffer is
+empty: at 32 transactions in flight, 12 calls per answer sent where 2 write something.
+:meth:`FastPathConnection._write_stream_frame` skips those calls (their result is
+known: nothing written, nothing changed but that flag, set at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from types import MethodType
 from typing import Any
 
@@ -43,13 +58,13 @@ from aioquic._buffer import Buffer, BufferReadError
 from aioquic._crypto import CryptoError
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import (
+    Limit,
     NetworkAddress,
     QuicConnectionError,
     QuicConnectionState,
     QuicReceiveContext,
-    stream_is_client_initiated,
 )
-from aioquic.quic.crypto import CryptoPair, KeyUnavailableError
+from aioquic.quic.crypto import CryptoContext, CryptoPair, KeyUnavailableError
 from aioquic.quic.packet import (
     NON_ACK_ELICITING_FRAME_TYPES,
     PACKET_FIXED_BIT,
@@ -60,13 +75,13 @@ from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
-    push_ack_frame,
 )
 from aioquic.quic.packet_builder import (
     PACKET_NUMBER_SEND_SIZE,
     QuicPacketBuilder,
     QuicSentPacket,
 )
+from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
 from aioquic.quic.stream import QuicStream, StreamFinishedError
 
@@ -86,11 +101,22 @@ _ACK_SIZE = 1 + 4 * 8
 #: Payload octets a 1-RTT packet needs for header protection to sample (aioquic pads
 #: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
 _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
+_ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+#: The ranges of a RangeSet, its list (aioquic's ``len()`` and ``[0]`` on it are Python
+#: calls).
+_ranges: Callable[[RangeSet], list[range]] = attrgetter("_RangeSet__ranges")
+#: A STREAM frame to write: the stream, its offsets (start, stop) and FIN.
+_Frame = tuple[QuicStream, int, int, bool]
+#: A pass: the ACK frame of its first packet (or none), the streams it discards and the
+#: stream credit (MAX_STREAMS, bidirectional and unidirectional) that gives back, and
+#: its packets: each its STREAM frames and the streams whose highest offset they raise.
+_Plan = tuple[bytes, list[QuicStream], list[int],
+              list[tuple[list[_Frame], set[QuicStream]]]]
 
 
 class FastPathConnection(LeanQuicConnection):
-    """:class:`~.lean.LeanQuicConnection` receiving the common 1-RTT packet with less
-    work (see module)."""
+    """:class:`~.lean.LeanQuicConnection` receiving and sending the common 1-RTT
+    packets with less work (see module)."""
 
     __slots__ = ()  # a second base with slots of its own cannot be combined with acks'
 
@@ -312,13 +338,17 @@ class FastPathConnection(LeanQuicConnection):
         self._frames.loud = False  # what LeanQuicConnection's does first
         return sent
 
-    def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace,
-                    now: float) -> tuple[bool, list[QuicStream]] | None:
-        """Whether the one packet a pass would build has an ACK, and the streams with
-        data for it, if it is the common one (module docstring): nothing to send but an
-        ACK and the STREAM frames that all fit in one packet with room left; None
-        otherwise (aioquic's pass then runs).  The checks that fail most often, at many
-        transactions in flight, come first."""
+    def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace, now: float) -> _Plan | None:
+        """The packets a pass would build, if they are the common ones (module
+        docstring): an ACK in the first, STREAM frames, nothing else; None otherwise
+        (aioquic's pass then runs).  It follows aioquic's writer packet by packet
+        without changing anything: the streams in their order of service, each
+        frame whole or cut to fill the packet (flow control cutting none), the next
+        packet started only after one left with less than :data:`~.lean._ROOM`
+        (:func:`~.lean._start_packet`), in the congestion window left, streams served
+        moved to the end of the order, and no MAX_STREAMS due from the streams
+        discarded (aioquic would write one in the second packet).  The checks that
+        fail most often, at many transactions in flight, come first."""
         paths = self._network_paths
         if (self._state is not _CONNECTED or self._close_pending
                 or not self._handshake_confirmed or self._quic_logger is not None
@@ -328,143 +358,235 @@ class FastPathConnection(LeanQuicConnection):
                 or self._retire_connection_ids or keys._update_key_requested
                 or not keys.send.is_valid()
                 or (self._is_client and self._remote_preferred_address is not None)
-                or not all(c.was_sent for c in self._host_cids)
                 or not self._crypto_streams[_ONE_RTT].sender.buffer_is_empty):
             return None
-        ack = space.ack_at is not None and space.ack_at <= now
-        if ack and len(space.ack_queue) != 1:
-            return None  # ranges: aioquic may add an ACK-of-ACK PING
-        loss = self._loss
-        room = (min(self._max_datagram_size, loss.congestion_window - loss.bytes_in_flight)
-                - 3 - len(self._peer_cid.cid) - keys.aead_tag_size - _ROOM
-                - (_ACK_SIZE if ack else 0))  # header, tag, the room aioquic stops at
-        streams = []
-        credit = self._remote_max_data - self._remote_max_data_used
-        for stream in self._streams_queue:
-            sender = stream.sender
-            if stream.receiver.stop_pending or sender.reset_pending:
-                return None
-            if stream.is_finished or stream.is_blocked or sender.buffer_is_empty:
+        for cid in self._host_cids:
+            if not cid.was_sent:
+                return None  # NEW_CONNECTION_ID to send
+        ack = b""
+        if space.ack_at is not None and space.ack_at <= now:
+            received = _ranges(space.ack_queue)
+            if len(received) != 1:
+                return None  # ranges: aioquic may add an ACK-of-ACK PING
+            assert space.largest_received_time is not None
+            delay = int((now - space.largest_received_time) * 1000000)
+            buf = Buffer(capacity=_ACK_SIZE)  # push_ack_frame's frame of one range:
+            buf.push_uint_var(QuicFrameType.ACK)
+            buf.push_uint_var(received[0].stop - 1)  # largest acknowledged
+            buf.push_uint_var(delay >> self._local_ack_delay_exponent)
+            buf.push_uint_var(0)  # further ranges
+            buf.push_uint_var(received[0].stop - 1 - received[0].start)
+            ack = buf.data
+        queue = self._streams_queue
+        if len(queue) != len(self._streams):
+            return None  # not aioquic's invariant: the checks below need it
+        finished: list[QuicStream] = []
+        raised = [0, 0]  # MAX_STREAMS credit the finished give back: bidi, uni
+        order: list[list[Any]] = []  # [stream, start, stop, highest offset, fin]
+        for stream in queue:
+            receiver, sender = stream.receiver, stream.sender
+            local = stream.max_stream_data_local
+            if (stream.max_stream_data_local_sent != local
+                    or (local and receiver.highest_offset * 2 > local)):
+                return None  # MAX_STREAM_DATA to send (aioquic's check of every stream)
+            if receiver.is_finished and sender.is_finished:
+                finished.append(stream)
+                stream_id = stream.stream_id or 0
+                if stream_id & 1 == self._is_client:  # the peer opened it (RFC 9000, 4.6)
+                    raised[stream_id >> 1 & 1] += 1
                 continue
-            pending = sender._pending
-            if len(pending) > 1:
-                return None  # a retransmission in pieces: one frame each, aioquic's way
-            if len(pending):
+            if receiver.stop_pending or sender.reset_pending:
+                return None
+            if stream.is_blocked or sender.buffer_is_empty:
+                continue
+            pending = _ranges(sender._pending)
+            if pending:
+                if len(pending) > 1:
+                    return None  # a retransmission in pieces: one frame each, aioquic's way
                 start, stop = pending[0].start, pending[0].stop
+                fin = sender._buffer_fin == stop
+                if sender._pending_eof and not fin:
+                    return None  # data, then a FIN in a frame of its own
             elif sender._pending_eof:
                 start = stop = sender._buffer_stop  # a FIN alone
+                fin = True
             else:  # all sent: aioquic's call finds that out and writes nothing
                 sender.buffer_is_empty = True
                 continue
-            if stop > min(sender.highest_offset + credit, stream.max_stream_data_remote):
-                return None  # flow control cuts it
-            credit -= max(0, stop - sender.highest_offset)
-            room -= (3 + size_uint_var(stream.stream_id or 0)
-                     + (size_uint_var(start) if start else 0) + stop - start)
-            if room < 0:
-                return None  # more than one packet, or the congestion window
-            streams.append(stream)
-        if room < 0:
-            return None
+            order.append([stream, start, stop, sender.highest_offset, fin])
         max_data = self._local_max_data
         if max_data.used * 2 > max_data.value:
             return None  # MAX_DATA to raise
-        for limit in (max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent and (
-                    limit is max_data or limit.sent - limit.used < limit.value - limit.sent):
-                return None  # MAX_DATA or MAX_STREAMS to send
-        for stream in self._streams.values():
-            local = stream.max_stream_data_local
-            if ((local and stream.receiver.highest_offset * 2 > local)
-                    or stream.max_stream_data_local_sent != local):
-                return None  # MAX_STREAM_DATA to send
-        return ack, streams
+        if max_data.value != max_data.sent or _credit_due(self._local_max_streams_bidi, 0) \
+                or _credit_due(self._local_max_streams_uni, 0):
+            return None  # MAX_DATA or MAX_STREAMS to send
+        loss = self._loss
+        credit = self._remote_max_data - self._remote_max_data_used
+        window = loss.congestion_window - loss.bytes_in_flight
+        overhead = 3 + len(self._peer_cid.cid) + keys.aead_tag_size  # header and tag
+        packets: list[tuple[list[_Frame], set[QuicStream]]] = []
+        length = len(ack)
+        first = True
+        while True:
+            room = min(self._max_datagram_size, window) - overhead - length
+            frames: list[_Frame] = []
+            sent: set[QuicStream] = set()
+            cut: list[Any] | None = None
+            for entry in order:
+                if room < _STREAM_HEADER:
+                    break  # _write_stream_frame writes nothing more in this packet
+                stream, start, stop, highest, fin = entry
+                size = 3 + size_uint_var(stream.stream_id) + (
+                    size_uint_var(start) if start else 0)
+                if stop > min(highest + credit, stream.max_stream_data_remote):
+                    return None  # flow control cuts it
+                if size + stop - start <= room:
+                    room -= size + stop - start
+                    entry[1] = None  # all of it sent
+                elif stop > start and room > size:
+                    stop, fin, room = start + room - size, False, 0
+                    entry[1] = stop
+                    cut = entry
+                else:
+                    return None  # a frame that fits nowhere in a packet with room left
+                frames.append((stream, start, stop, fin))
+                length += size + stop - start
+                if stop > highest:
+                    credit -= stop - highest
+                    entry[3] = stop
+                    sent.add(stream)
+            if length:
+                packets.append((frames, sent))
+                if frames or length < _SAMPLE_PAD:  # in flight
+                    window -= overhead + max(length, _SAMPLE_PAD)
+                if room >= _ROOM:
+                    break  # everything went: lean's _start_packet ends the pass here
+            elif not (first and finished):
+                break  # an empty packet ends aioquic's pass (after discarding: the next)
+            if first and (_credit_due(self._local_max_streams_bidi, raised[0])
+                          or _credit_due(self._local_max_streams_uni, raised[1])):
+                return None  # aioquic's next packet would carry MAX_STREAMS
+            order = [e for e in order if e[1] is not None and e[0] not in sent]
+            if cut is not None and cut[0] in sent:
+                order.append(cut)  # served: to the end of the order
+            first = False
+            length = 0
+        return ack, finished, raised, packets
 
     def _send_short(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
         """aioquic's ``datagrams_to_send`` for the common pass (:meth:`_short_plan`),
-        its steps in its order, the packet written as its packet builder writes it."""
+        its steps in its order, each packet written as its packet builder writes it."""
         keys, space = self._cryptos[_ONE_RTT], self._spaces[_ONE_RTT]
         plan = self._short_plan(keys, space, now)
         if plan is None:
             return None
-        ack, streams = plan
+        ack, finished, raised, packets = plan
         loss, path = self._loss, self._network_paths[0]
-        peer_cid = self._peer_cid.cid
+        pacer = loss._pacer
         self._pacing_at = None
         if space.ack_at is None or space.ack_at >= now:  # pacing, unless an ACK is late
-            self._pacing_at = loss._pacer.next_send_time(now=now)
+            self._pacing_at = pacer.next_send_time(now=now)
             if self._pacing_at is not None:
                 return []
-        finished = [s for s in self._streams_queue if s.is_finished]
-        if not ack and not streams:
-            if finished:
-                return None  # an empty packet and discarded streams: aioquic loops on
+        if not packets and not finished:
             return []
-        number = self._packet_number
-        buf = Buffer(capacity=self._max_datagram_size)
-        handlers: list[tuple[Callable[..., None], Any]] = []
-        if ack:
-            assert space.largest_received_time is not None
-            delay = int((now - space.largest_received_time) * 1000000)
-            buf.push_uint_var(QuicFrameType.ACK)
-            push_ack_frame(buf, space.ack_queue, delay >> self._local_ack_delay_exponent,
-                           self._max_datagram_size)
-            handlers.append((self._on_ack_delivery, (space, space.largest_received_packet)))
-            space.ack_at = None
-            self._ack_written(space)
         for stream in finished:
-            stream_id = stream.stream_id
-            assert stream_id is not None
-            del self._streams[stream_id]
-            if stream_is_client_initiated(stream_id) != self._is_client:
-                self._stream_limit(stream_id).value += 1  # RFC 9000, Section 4.6
-        sent: set[QuicStream] = set()
-        for stream in streams:
-            sender = stream.sender
-            before = sender.highest_offset
-            frame = sender.get_frame(self._max_datagram_size, None)
-            assert frame is not None
-            frame_type = QuicFrameType.STREAM_BASE | 2 | (4 if frame.offset else 0) | (
-                1 if frame.fin else 0)
-            buf.push_uint_var(frame_type)
-            buf.push_uint_var(stream.stream_id or 0)
-            if frame.offset:
-                buf.push_uint_var(frame.offset)
-            buf.push_uint16(len(frame.data) | 0x4000)
-            buf.push_bytes(frame.data)
-            handlers.append((sender.on_data_delivery,
-                             (frame.offset, frame.offset + len(frame.data), frame.fin)))
-            used = sender.highest_offset - before
-            self._remote_max_data_used += used
-            if used > 0:
-                sent.add(stream)
-            if not len(sender._pending) and not sender._pending_eof:
-                sender.buffer_is_empty = True
-        if finished or sent:
-            gone = set(finished)
-            self._streams_queue = [s for s in self._streams_queue
-                                   if not (s in gone or s in sent)]
-            self._streams_queue.extend(sent)
-        payload = buf.data
-        in_flight = bool(streams)
-        if len(payload) < _SAMPLE_PAD:  # room for the header protection sample
-            payload += bytes(_SAMPLE_PAD - len(payload))
-            in_flight = True
-        header = (bytes([PACKET_FIXED_BIT | (self._spin_bit << 5) | (keys.key_phase << 2)
-                         | (PACKET_NUMBER_SEND_SIZE - 1)])
-                  + peer_cid + (number & 0xFFFF).to_bytes(2, "big"))
-        datagram = keys.encrypt_packet(header, payload, number)
-        loss._pacer.update_after_send(now=now)
-        if space.ack_at is None or space.ack_at >= now:  # aioquic's loop, once more
-            self._pacing_at = loss._pacer.next_send_time(now=now)
-        self._packet_number = number + 1
-        packet = QuicSentPacket(
-            epoch=_ONE_RTT, in_flight=in_flight, is_ack_eliciting=bool(streams),
-            is_crypto_packet=False, packet_number=number, packet_type=QuicPacketType.ONE_RTT,
-            sent_time=now, sent_bytes=len(datagram), delivery_handlers=handlers)
-        loss.on_packet_sent(packet=packet, space=space)
-        if packet.is_ack_eliciting and not self._ack_eliciting_sent_since_receipt:
-            self._close_at = now + self._idle_timeout()  # RFC 9000, Section 10.1
-            self._ack_eliciting_sent_since_receipt = True
-        path.bytes_sent += len(datagram)
-        return [(datagram, path.addr)]
+            del self._streams[stream.stream_id or 0]
+        self._local_max_streams_bidi.value += raised[0]  # RFC 9000, Section 4.6
+        self._local_max_streams_uni.value += raised[1]
+        gone: set[QuicStream] = set(finished)
+        queue = self._streams_queue
+        if not packets:  # aioquic's next packet: empty
+            self._streams_queue = [s for s in queue if s not in gone]
+            self._pacing_at = pacer.next_send_time(now=now)
+            return []
+        header = bytes([PACKET_FIXED_BIT | (self._spin_bit << 5)
+                        | (keys.recv.key_phase << 2)  # keys.key_phase: no update requested
+                        | (PACKET_NUMBER_SEND_SIZE - 1)]) + self._peer_cid.cid
+        number = self._packet_number
+        built: list[QuicSentPacket] = []
+        datagrams: list[tuple[bytes, NetworkAddress]] = []
+        for frames, sent in packets:
+            buf = Buffer(capacity=self._max_datagram_size)
+            handlers: list[tuple[Callable[..., None], Any]] = []
+            if ack:
+                buf.push_bytes(ack)
+                handlers.append((self._on_ack_delivery, (space, space.largest_received_packet)))
+                space.ack_at = None
+                self._ack_written(space)
+                ack = b""
+            for stream, start, stop, fin in frames:
+                sender = stream.sender
+                buf.push_uint_var(QuicFrameType.STREAM_BASE | 2 | (4 if start else 0)
+                                  | (1 if fin else 0))
+                buf.push_uint_var(stream.stream_id or 0)
+                if start:
+                    buf.push_uint_var(start)
+                buf.push_uint16((stop - start) | 0x4000)
+                if stop > start:  # what sender.get_frame does for this frame
+                    offset = sender._buffer_start
+                    buf.push_bytes(bytes(sender._buffer[start - offset:stop - offset]))
+                    pending = _ranges(sender._pending)
+                    if stop == pending[0].stop:
+                        del pending[0]
+                    else:
+                        pending[0] = range(stop, pending[0].stop)
+                    if stop > sender.highest_offset:
+                        self._remote_max_data_used += stop - sender.highest_offset
+                        sender.highest_offset = stop
+                if fin:
+                    sender._pending_eof = False
+                if not _ranges(sender._pending) and not sender._pending_eof:
+                    sender.buffer_is_empty = True
+                handlers.append((sender.on_data_delivery, (start, stop, fin)))
+            if gone or sent:  # aioquic's new order of service
+                queue = [s for s in queue if not (s in gone or s in sent)]
+                queue.extend(sent)
+                self._streams_queue = queue
+                gone = set()
+            payload = buf.data
+            in_flight = bool(frames)
+            if len(payload) < _SAMPLE_PAD:  # room for the header protection sample
+                payload += bytes(_SAMPLE_PAD - len(payload))
+                in_flight = True
+            datagram = _seal(keys.send, header, payload, number)
+            built.append(QuicSentPacket(_ONE_RTT, in_flight, bool(frames), False, number,
+                                        _ONE_RTT_PACKET, now, len(datagram), handlers))
+            datagrams.append((datagram, path.addr))
+            number += 1
+            pacer.update_after_send(now=now)
+            if space.ack_at is None or space.ack_at >= now:  # aioquic's loop, once more
+                self._pacing_at = pacer.next_send_time(now=now)
+                if self._pacing_at is not None:
+                    break
+        self._packet_number = number
+        for packet in built:
+            loss.on_packet_sent(packet=packet, space=space)
+            if packet.is_ack_eliciting and not self._ack_eliciting_sent_since_receipt:
+                self._close_at = now + self._idle_timeout()  # RFC 9000, Section 10.1
+                self._ack_eliciting_sent_since_receipt = True
+            path.bytes_sent += packet.sent_bytes
+        return datagrams
+
+
+def _credit_due(limit: Limit, more: int) -> bool:
+    """Whether aioquic's ``_write_connection_limits`` would send the MAX_STREAMS of
+    ``limit`` were its value ``more`` higher: it waits until the peer has fewer streams
+    left to open than the update grants."""
+    value = limit.value + more
+    return value != limit.sent and limit.sent - limit.used < value - limit.sent
+
+
+def _seal(keys: CryptoContext, header: bytes, payload: bytes, number: int) -> bytes:
+    """``keys.encrypt_packet`` (payload, then header protection: RFC 9001, Section 5.4)
+    of a 1-RTT packet with ``header`` less its 2-octet packet number."""
+    aead = keys.aead
+    hp = keys.hp
+    assert aead is not None and hp is not None
+    number_bytes = (number & 0xFFFF).to_bytes(2, "big")
+    sealed = aead._aead.encrypt((aead._iv ^ number).to_bytes(12, "big"), payload,
+                                header + number_bytes)
+    mask = hp._mask(sealed[2:18])  # the sample: 4 octets after the packet number's start
+    return b"".join((bytes((header[0] ^ (mask[0] & 0x1F),)), header[1:],
+                     ((number & 0xFFFF) ^ ((mask[1] << 8) | mask[2])).to_bytes(2, "big"),
+                     sealed))
