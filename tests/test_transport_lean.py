@@ -15,7 +15,13 @@ from transport_support import Pki
 
 from dmscproto.codec.registry import ALPN
 from dmscproto.transport.fastpath import FastPathConnection
-from dmscproto.transport.lean import _HANDLERS, QUIC_CONNECTION_IDS, _Fifo, _SpentServerTls
+from dmscproto.transport.lean import (
+    _HANDLERS,
+    QUIC_CONNECTION_IDS,
+    _Fifo,
+    _fifo,
+    _SpentServerTls,
+)
 
 
 def test_released_handshake_state_and_the_connection_still_works(pki: Pki) -> None:
@@ -70,7 +76,7 @@ def test_a_tls_message_after_the_handshake_is_refused_as_by_aioquic(pki: Pki,
 
 def test_a_bounded_fifo_drops_its_oldest() -> None:
     """Path challenges sent are remembered as aioquic's deque(maxlen=...) would."""
-    window = _Fifo([b"a", b"b"], maxlen=2)
+    window = _fifo([b"a", b"b"], maxlen=2)
     window.append(b"c")
     assert window == [b"b", b"c"] and window.popleft() == b"b"
 

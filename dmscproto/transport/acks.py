@@ -64,7 +64,8 @@ class DelayedAckConnection(QuicConnection):
         largest = space.largest_received_packet if space is not None else -1
         self._received_1rtt = 0
         super().receive_datagram(data, addr, now)
-        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is None:  # the first datagram: the spaces are made for it
+            space = self._spaces.get(tls.Epoch.ONE_RTT)
         if space is not None and space.ack_at is not None and space.ack_at > now and (
                 self._ack_at_once or self._unacked_eliciting >= 2
                 # in order and no gap: the largest grew by exactly the packets received

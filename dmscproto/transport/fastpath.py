@@ -144,7 +144,8 @@ class FastPathConnection(LeanQuicConnection):
         loss = self._loss
         assert isinstance(loss, _Recovery)
         losses = loss.losses
-        if loss.bytes_in_flight + self._max_datagram_size > loss.congestion_window:
+        cc = loss._cc
+        if cc.bytes_in_flight + self._max_datagram_size > cc.congestion_window:
             self._frames.loud = True  # what the ACKs free may let queued data go
         self._receive_short(data, keys, cid, paths[0], now)
         if loss.losses != losses or len(self._network_paths) > 1:

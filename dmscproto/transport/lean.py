@@ -40,6 +40,10 @@ packet lost (its data is retransmitted at once, as aioquic does) and came when t
 congestion window was not full (they may let queued data go), the path did not
 change, and no ACK is due now.
 
+The connection's events are taken as aioquic takes them, but an empty queue ends a batch
+without an exception raised and caught (:meth:`LeanQuicConnection.next_event`: once per
+datagram received).
+
 And once the handshake is confirmed, a pass builds no 1-RTT packet after one that has
 room left (:func:`_start_packet`): aioquic's writer starts packets until one comes
 out empty, so each pass of a transaction's few hundred octets built an empty second one.
@@ -59,6 +63,7 @@ from typing import Any, TypeVar, cast
 
 from aioquic import tls
 from aioquic._buffer import Buffer
+from aioquic.quic import events
 from aioquic.quic.connection import (
     MAX_LOCAL_CHALLENGES,
     NetworkAddress,
@@ -177,23 +182,24 @@ class _Recovery(QuicPacketRecovery):
             assert packet.sent_time is not None  # the last acknowledged: the largest
             latest_rtt = now - packet.sent_time
             ack_delay = min(ack_delay, self.max_ack_delay)
-            self._rtt_latest = max(latest_rtt, 0.001)
-            if self._rtt_latest < self._rtt_min:
-                self._rtt_min = self._rtt_latest
-            if self._rtt_latest > self._rtt_min + ack_delay:
-                self._rtt_latest -= ack_delay
+            latest = max(latest_rtt, 0.001)
+            rtt_min = self._rtt_min
+            if latest < rtt_min:
+                self._rtt_min = rtt_min = latest
+            if latest > rtt_min + ack_delay:
+                latest -= ack_delay
+            self._rtt_latest = latest
             if not self._rtt_initialized:
                 self._rtt_first_sample_time = now
                 self._rtt_initialized = True
                 self._rtt_variance = latest_rtt / 2
-                self._rtt_smoothed = latest_rtt
+                self._rtt_smoothed = smoothed = latest_rtt
             else:
-                self._rtt_variance = 3 / 4 * self._rtt_variance + 1 / 4 * abs(
-                    self._rtt_min - self._rtt_latest)
-                self._rtt_smoothed = 7 / 8 * self._rtt_smoothed + 1 / 8 * self._rtt_latest
+                self._rtt_variance = 3 / 4 * self._rtt_variance + 1 / 4 * abs(rtt_min - latest)
+                self._rtt_smoothed = smoothed = 7 / 8 * self._rtt_smoothed + 1 / 8 * latest
             cc.on_rtt_measurement(now=now, rtt=latest_rtt)
             self._pacer.update_rate(congestion_window=cc.congestion_window,
-                                    smoothed_rtt=self._rtt_smoothed)
+                                    smoothed_rtt=smoothed)
         oldest = next(iter(sent), None)
         if oldest is not None and oldest <= space.largest_acked_packet:
             self._detect_loss(now=now, space=space)
@@ -223,28 +229,34 @@ class _Recovery(QuicPacketRecovery):
 
 class _Fifo(list[T]):
     """What aioquic does with its small queues (``append``, ``popleft``, ``[0]``,
-    ``len``, ``in``, ``clear``), on a list: 56 octets empty where a deque takes 760.
-    With ``maxlen``, the oldest item goes when one more is appended (as a bounded
-    deque's)."""
+    ``len``, ``in``, ``clear``), on a list: 56 octets empty where a deque takes 760."""
 
-    __slots__ = ("maxlen",)
-
-    def __init__(self, items: Iterable[T] = (), maxlen: int | None = None) -> None:
-        super().__init__(items)
-        self.maxlen = maxlen
-
-    def append(self, item: T) -> None:
-        super().append(item)
-        if self.maxlen is not None and len(self) > self.maxlen:
-            del self[0]
+    __slots__ = ()
 
     def popleft(self) -> T:
         return self.pop(0)
 
 
+class _BoundedFifo(_Fifo[T]):
+    """A :class:`_Fifo` whose oldest item goes when one more than ``maxlen`` is
+    appended (as a bounded deque's)."""
+
+    __slots__ = ("maxlen",)
+
+    def __init__(self, items: Iterable[T], maxlen: int) -> None:
+        super().__init__(items)
+        self.maxlen = maxlen
+
+    def append(self, item: T) -> None:
+        super().append(item)
+        if len(self) > self.maxlen:
+            del self[0]
+
+
 def _fifo(items: Iterable[T] = (), maxlen: int | None = None) -> deque[T]:
-    """A :class:`_Fifo` where aioquic declares a deque (it uses only what both have)."""
-    return cast("deque[T]", _Fifo(items, maxlen))
+    """A :class:`_Fifo` (with ``maxlen``, a :class:`_BoundedFifo`) where aioquic
+    declares a deque (it uses only what both have)."""
+    return cast("deque[T]", _Fifo(items) if maxlen is None else _BoundedFifo(items, maxlen))
 
 
 class _SpentServerTls(tls.Context):
@@ -310,6 +322,12 @@ class LeanQuicConnection(QuicConnection):
         super().receive_datagram(data, addr, now)
         if loss.losses != losses or len(self._network_paths) > 1:
             self._frames.loud = True
+
+    def next_event(self) -> events.QuicEvent | None:
+        """aioquic's, without raising and catching an exception when there is none (at
+        the end of every batch of events)."""
+        queue = self._events
+        return queue.popleft() if queue else None
 
     def transmit_due(self, now: float) -> bool:
         """Whether what was received since the last transmit needs one now (module
