@@ -11,11 +11,16 @@
   built TLV by TLV (the relay fast path, :func:`~dmscproto.codec.pdu.rewrite`).
 * The fast paths of the CBOR and COSE decoders decide every mutated input exactly as
   their reference paths do.
+* The message codec's shortcuts (a raw byte string copied without its value codec, the
+  constant TLV header of a fixed-size value) change nothing: every message encodes, and
+  every PDU, valid or mutated, decodes (or fails at the same offset) as without them.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from typing import Any
 
@@ -52,7 +57,9 @@ from dmscproto.codec import (
     cbor,
     decode,
     encode,
+    pdu,
 )
+from dmscproto.codec.errors import EncodeError
 from dmscproto.codec.messages import OPTIONAL, REPEATED
 from dmscproto.codec.pdu import rewrite
 from dmscproto.codec.registry import CRITICAL_BIT, HEADER_SIZE, ID_SIZE
@@ -468,3 +475,118 @@ def test_trace_context_codec_agrees_with_cbor(data: bytes) -> None:
 def test_text_map_scan_takes_the_usual_shapes() -> None:
     for data in TEXT_MAPS:
         assert cbor.scan_text_map(data) == cbor.loads(data)
+
+
+# --- the message codec's shortcuts: what the value codecs would give -----------------------
+@contextmanager
+def general_codec() -> Iterator[None]:
+    """The message codec without its shortcuts (a raw value copied without its parser or
+    builder, the constant TLV header of a fixed-size value): its plans made anew with
+    none, then the usual ones back."""
+    saved = pdu._PLANS.copy(), pdu._BUILDS.copy(), pdu._BY_NAME.copy()
+    raw, header = pdu._raw, pdu._fixed_header
+    for cache in (pdu._PLANS, pdu._BUILDS, pdu._BY_NAME):
+        cache.clear()
+    pdu._raw, pdu._fixed_header = (lambda tlv: -2), (lambda tlv: None)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        pdu._raw, pdu._fixed_header = raw, header  # type: ignore[assignment]
+        for cache, old in zip((pdu._PLANS, pdu._BUILDS, pdu._BY_NAME), saved, strict=True):
+            cache.clear()
+            cache.update(old)  # type: ignore[attr-defined]
+
+
+def both_ways(fn: Any, arg: Any) -> tuple[Any, Any]:
+    """What ``fn(arg)`` gives (or the error it raises), with and without the shortcuts."""
+    def run() -> Any:
+        try:
+            out = fn(arg)
+        except DecodeError as exc:
+            return ("error", exc.code, exc.offset, exc.reason)
+        except EncodeError as exc:
+            return ("error", str(exc))
+        return (type(out), out, encode(out) if isinstance(out, Message) else None)
+    fast = run()
+    with general_codec():
+        general = run()
+    return fast, general
+
+
+def test_raw_values_are_what_their_codecs_give() -> None:
+    """A raw value is its octets both ways, and only at its length."""
+    raw = {tlv: codec for tlv, codec in VALUE_CODECS.items() if codec.raw is not None}
+    assert {TlvType.AGENT_ID, TlvType.PAYLOAD, TlvType.ACCESS_TOKEN} <= raw.keys()
+    for tlv, codec in raw.items():
+        for size in {0, 1, ID_SIZE - 1, ID_SIZE, ID_SIZE + 1, 300, codec.raw} - {-1}:
+            value = bytes(range(size % 251)) + bytes(size - size % 251)
+            if codec.raw in (-1, size):
+                assert codec.parse(value) == value == codec.build(value), tlv
+            else:
+                with pytest.raises(DecodeError):
+                    codec.parse(value)
+
+
+FIXED = [tlv for tlv, codec in VALUE_CODECS.items() if codec.fixed is not None]
+
+
+@pytest.mark.parametrize("tlv", FIXED, ids=[t.name for t in FIXED])
+def test_fixed_size_values_build_to_their_size(tlv: TlvType) -> None:
+    codec = VALUE_CODECS[tlv]
+
+    @SETTINGS
+    @given(VALUES[tlv])
+    def check(value: Any) -> None:
+        assert len(codec.build(value)) == codec.fixed
+
+    check()
+
+
+@settings(SETTINGS, max_examples=300)
+@given(any_message)
+def test_encode_with_shortcuts_is_encode_without(msg: Message) -> None:
+    fast, general = both_ways(encode, msg)
+    assert fast == general
+
+
+@settings(SETTINGS, max_examples=200)
+@given(st.sampled_from(CLASSES).flatmap(messages), st.data())
+def test_encode_of_odd_byte_values_with_shortcuts_is_encode_without(
+        msg: Message, data: st.DataObject) -> None:
+    """Byte strings of any length and bytes-like values in the fields of raw values."""
+    raw = [s.name for s in msg.SPEC if VALUE_CODECS[s.tlv].raw is not None]
+    if not raw:
+        return
+    name = data.draw(st.sampled_from(raw))
+    value = data.draw(st.binary(max_size=40).flatmap(
+        lambda b: st.sampled_from([b, bytearray(b), memoryview(b)])))
+    fast, general = both_ways(encode, replace(msg, **{name: value}))
+    assert fast == general
+
+
+@st.composite
+def resized(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
+    """A PDU of ``base`` with the value of one TLV a few octets shorter or longer, its
+    TLV length and the PDU length set to match (the framing stays right)."""
+    data = bytearray(draw(base))
+    at = draw(st.sampled_from(tlv_length_fields(bytes(data)) or [0]))
+    if not at:
+        return bytes(data)
+    size = struct.unpack_from(">H", data, at)[0]
+    new = draw(st.integers(max(0, size - 3), size + 3))
+    end = at + 2 + size
+    data[end:end] = bytes(max(0, new - size))
+    del data[at + 2 + new:end]
+    struct.pack_into(">H", data, at, new)
+    struct.pack_into(">I", data, 4, len(data))
+    return bytes(data)
+
+
+@settings(SETTINGS, max_examples=500)
+@given(mutated(st.sampled_from(EXAMPLE_PDUS) | any_message.map(encode), pdu=True)
+       | resized(st.sampled_from(EXAMPLE_PDUS) | any_message.map(encode)))
+def test_decode_with_shortcuts_is_decode_without(data: bytes) -> None:
+    """Valid, mutated and resized PDUs: the same message, or the same error at the same
+    offset."""
+    fast, general = both_ways(decode, data)
+    assert fast == general

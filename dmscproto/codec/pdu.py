@@ -36,6 +36,9 @@ _pack_tlv = TLV_HEADER_STRUCT.pack
 _WIRE = "_wire"
 
 M = TypeVar("M", bound=Message)
+_new_tuple = tuple.__new__
+#: The ``changed`` of a :class:`Wire` as decoded.
+_UNCHANGED: frozenset[str] = frozenset()
 
 
 class Wire(NamedTuple):
@@ -122,10 +125,11 @@ class _Plan:
         #: from (the values read replace them), as the dataclass's ``__init__`` would.
         self.defaults = {f.name: f.default for f in dataclasses.fields(cls)
                          if f.default is not dataclasses.MISSING}
-        #: TLV type -> (field name, value parser, may repeat)
-        self.fields: dict[int, tuple[str, Callable[[bytes], Any], bool]] = {
-            s.tlv.value: (s.name, VALUE_CODECS[s.tlv].parse, s.occurs is REPEATED)
-            for s in cls.SPEC}
+        #: TLV type -> (field name, value parser, may repeat, the length of a value that
+        #: is the TLV's octets as they are: -1 any, -2 none, :attr:`ValueCodec.raw`)
+        self.fields: dict[int, tuple[str, Callable[[bytes], Any], bool, int]] = {
+            s.tlv.value: (s.name, VALUE_CODECS[s.tlv].parse, s.occurs is REPEATED,
+                          _raw(s.tlv)) for s in cls.SPEC}
         self.required = tuple((s.name, s.tlv.name) for s in cls.SPEC if s.occurs is REQUIRED)
         self.required_names = frozenset(name for name, _ in self.required)
         self.repeated = tuple(s.name for s in cls.SPEC if s.occurs is REPEATED)
@@ -204,12 +208,13 @@ def _read_tlvs(data: bytes, plan: _Plan, offset: int, stop: int, last_type: int,
     """Decode the TLVs from ``offset`` into ``values`` and ``unknown``, whole TLVs until
     ``stop`` is reached; where the next TLV starts, and the last one's type."""
     fields = plan.fields
-    length = len(data)
+    length = len(data)  # the PDU's (checked by _header)
     while offset < stop:
-        if length - offset < 4:
+        try:
+            ttype, tlen = _unpack_tlv(data, offset)
+        except struct.error:  # fewer than 4 octets left
             raise DecodeError(ErrorCode.LENGTH_MISMATCH, offset,
-                              "TLV header runs past the end of the PDU")
-        ttype, tlen = _unpack_tlv(data, offset)
+                              "TLV header runs past the end of the PDU") from None
         start = offset + 4
         end = start + tlen
         if end > length:
@@ -225,11 +230,14 @@ def _read_tlvs(data: bytes, plan: _Plan, offset: int, stop: int, last_type: int,
                                   f"{plan.cls.TYPE.name}")
             unknown.append(RawTlv(ttype, data[start:end]))
         else:
-            name, parse, repeated = field
-            try:
-                value = parse(data[start:end])
-            except DecodeError as exc:
-                raise exc.at(start) from None
+            name, parse, repeated, raw = field
+            if raw == tlen or raw == -1:  # what its parser would return: the octets
+                value = data[start:end]
+            else:
+                try:
+                    value = parse(data[start:end])
+                except DecodeError as exc:
+                    raise exc.at(start) from None
             if repeated:
                 values.setdefault(name, []).append(value)
             else:
@@ -260,7 +268,7 @@ def _message(data: bytes, plan: _Plan, flags: int, length: int, txid: int,
     if unknown:
         attrs["unknown_tlvs"] = tuple(unknown)
     if plan.relayed:
-        attrs[_WIRE] = Wire(data)
+        attrs[_WIRE] = _new_tuple(Wire, (data, _UNCHANGED))  # not NamedTuple's __new__
     return msg
 
 
@@ -293,8 +301,9 @@ def _check_repeat(plan: _Plan, ttype: int, last_type: int, offset: int) -> None:
 
 
 #: How to encode one TLV of a message class: TLV type, field name, value builder, may
-#: repeat, required.
-_Build = tuple[int, str, Callable[[Any], bytes], bool, bool]
+#: repeat, required, the TLV header of a fixed-size value (else None), and the length
+#: of a value that is its octets as they are (:attr:`ValueCodec.raw`: -1 any, -2 none).
+_Build = tuple[int, str, Callable[[Any], bytes], bool, bool, bytes | None, int]
 #: The encoding plan of each message class, from its ``SPEC`` on first use, in TLV type
 #: order, and the same by field name.
 _BUILDS: dict[type[Message], tuple[_Build, ...]] = {}
@@ -304,8 +313,20 @@ _BY_NAME: dict[type[Message], dict[str, _Build]] = {}
 def _builds(cls: type[Message]) -> tuple[_Build, ...]:
     plan = _BUILDS[cls] = tuple(
         (s.tlv.value, s.name, VALUE_CODECS[s.tlv].build, s.occurs is REPEATED,
-         s.occurs is REQUIRED) for s in cls.SPEC)
+         s.occurs is REQUIRED, _fixed_header(s.tlv), _raw(s.tlv)) for s in cls.SPEC)
     return plan
+
+
+def _raw(tlv: TlvType) -> int:
+    """:attr:`ValueCodec.raw` of ``tlv``'s codec, -2 for None (no length is -2)."""
+    raw = VALUE_CODECS[tlv].raw
+    return -2 if raw is None else raw
+
+
+def _fixed_header(tlv: TlvType) -> bytes | None:
+    """The TLV header of every value of ``tlv``, if its values are of a fixed size."""
+    size = VALUE_CODECS[tlv].fixed
+    return None if size is None else _pack_tlv(tlv.value, size)
 
 
 def _by_name(cls: type[Message]) -> dict[str, _Build]:
@@ -356,18 +377,41 @@ def _build_fields(parts: list[bytes], attrs: dict[str, Any], msg: Message,
                   plans: tuple[_Build, ...]) -> None:
     """The TLVs of the fields ``plans`` name, in that order, from ``msg``'s attributes
     ``attrs`` (a field that is None has none)."""
-    for ttype, name, build, repeated, required in plans:
+    for ttype, name, build, repeated, required, header, raw in plans:
         value = attrs[name]
         if value is None:
             if required:
                 raise EncodeError(f"{msg.TYPE.name}.{name} is required")
             continue
-        try:
-            built = [build(v) for v in value] if repeated else (build(value),)
-        except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
-            raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
-        for one in built:
+        if repeated:
+            _build_repeated(parts, msg, ttype, name, build, value)
+            continue
+        if type(value) is bytes and (raw == -1 or raw == len(value)):
+            one = value  # what its builder would return: the octets
+        else:
+            try:
+                one = build(value)
+            except _BUILD_ERRORS as exc:
+                raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
+        if header is None:
             _append(parts, ttype, one)
+        else:  # a fixed-size value
+            parts += (header, one)
+
+
+#: What a value builder raises for a value it cannot encode.
+_BUILD_ERRORS = (struct.error, OverflowError, ValueError, TypeError, AttributeError)
+
+
+def _build_repeated(parts: list[bytes], msg: Message, ttype: int, name: str,
+                    build: Callable[[Any], bytes], values: Any) -> None:
+    """The TLVs of a repeated field, one per value of ``values``."""
+    try:
+        built = [build(v) for v in values]
+    except _BUILD_ERRORS as exc:
+        raise EncodeError(f"{msg.TYPE.name}.{name}: {exc}") from exc
+    for one in built:
+        _append(parts, ttype, one)
 
 
 def _append(parts: list[bytes], ttype: int, value: bytes) -> None:

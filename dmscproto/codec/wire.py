@@ -156,6 +156,13 @@ class ValueCodec(Generic[T]):
     """Parses and builds one TLV type's value.  ``fmt`` is its construct definition."""
 
     fmt: c.Construct
+    #: For a value that is its TLV's octets as they are (a byte string parsed and built
+    #: unchanged): the length it must have, -1 for any; None for any other value.  The
+    #: message codec then copies such a value itself, without a call.
+    raw: int | None = None
+    #: The length of every value built, for a fixed-size value (its TLV header is then
+    #: always the same); None otherwise.
+    fixed: int | None = None
 
     def parse(self, data: bytes) -> T:
         raise NotImplementedError
@@ -170,10 +177,11 @@ class FixedCodec(ValueCodec[T]):
     def __init__(self, fmt: c.Construct, convert: type[IntEnum] | None = None) -> None:
         self.fmt = fmt
         self._struct = fixed_struct(fmt)
-        self.size = self._struct.size
+        self.size = self.fixed = self._struct.size
         self._convert = convert
         self._members = None if convert is None else dict(convert._value2member_map_)
         self._is_bytes = self._struct.format.endswith("s")
+        self.raw = self.size if self._is_bytes else None
 
     def parse(self, data: bytes) -> T:
         if len(data) != self.size:
@@ -205,6 +213,7 @@ class StructCodec(ValueCodec[T]):
     def __init__(self, fmt: c.Struct, cls: Callable[..., T]) -> None:
         self.fmt = fmt
         self._struct = fixed_struct(fmt)
+        self.fixed = self._struct.size
         self._cls = cls
 
     def parse(self, data: bytes) -> T:
@@ -219,6 +228,7 @@ class StructCodec(ValueCodec[T]):
 
 class BytesCodec(ValueCodec[bytes]):
     fmt = c.GreedyBytes
+    raw = -1
 
     def parse(self, data: bytes) -> bytes:
         return data
@@ -322,8 +332,12 @@ class ArrayCodec(ValueCodec[tuple[T, ...]]):
         self._item_struct = fixed_struct(_unwrap(items).subcon)
         self._item = item
         self._id_size = self._item_struct.size
+        #: The array of no item (the path of a request at its first gateway).
+        self._empty = self._count.pack(0)
 
     def parse(self, data: bytes) -> tuple[T, ...]:
+        if data == self._empty:
+            return ()
         head, size = self._count.size, self._item_struct.size
         if len(data) < head:
             raise DecodeError(ErrorCode.INVALID_TLV_LENGTH, 0, "array count missing")
@@ -337,6 +351,8 @@ class ArrayCodec(ValueCodec[tuple[T, ...]]):
         return tuple(item(*v) for v in self._item_struct.iter_unpack(data[head:]))
 
     def build(self, value: tuple[T, ...]) -> bytes:
+        if value == ():
+            return self._empty
         if self._item is None:
             if any(len(v) != self._id_size for v in value):  # type: ignore[arg-type]
                 raise ValueError(f"array item is not {self._id_size} octets")
