@@ -18,11 +18,12 @@
 
 from __future__ import annotations
 
+import inspect
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
-from typing import Any
+from dataclasses import MISSING, FrozenInstanceError, field, fields, make_dataclass, replace
+from typing import Any, get_type_hints
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -252,6 +253,46 @@ def test_message_fields_are_all_generated() -> None:
     for cls in MESSAGE_CLASSES.values():
         names = {f.name for f in fields(cls)}
         assert names == {s.name for s in cls.SPEC} | {"transaction_id", "flags", "unknown_tlvs"}
+
+
+def dataclass_twin(cls: type[Message]) -> Any:
+    """``cls`` as a plain frozen keyword-only dataclass, with the ``__init__`` that
+    :mod:`dataclasses` makes (the message classes' own stores into ``__dict__``)."""
+    return make_dataclass(cls.__name__, [(f.name, f.type, field(default=f.default))
+                                         if f.default is not MISSING else (f.name, f.type)
+                                         for f in fields(cls)], frozen=True, kw_only=True)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=[c.TYPE.name for c in CLASSES])
+def test_message_init_is_the_dataclass_init(cls: type[Message]) -> None:
+    """The same parameters and defaults; the same fields set from the same arguments;
+    the same TypeError for a missing or unknown argument; still frozen."""
+    twin = dataclass_twin(cls)
+    assert str(inspect.signature(cls)) == str(inspect.signature(twin))
+    assert cls.__init__.__qualname__ == f"{cls.__name__}.__init__"
+    hints = get_type_hints(cls.__init__)  # its annotations name what they name
+    assert hints == {f.name: get_type_hints(cls)[f.name] for f in fields(cls)} | {
+        "return": type(None)}
+
+    @SETTINGS
+    @given(messages(cls))
+    def check(msg: Message) -> None:
+        given_ = {f.name: getattr(msg, f.name) for f in fields(cls)
+                  if f.default is MISSING or getattr(msg, f.name) != f.default}
+        assert vars(cls(**given_)) == vars(twin(**given_)) == vars(msg)
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        wrong = [given_ | {"bogus": 1}, *({k: v for k, v in given_.items() if k != name}
+                                          for name in required[:1])]
+        for args in wrong:
+            with pytest.raises(TypeError) as ours:
+                cls(**args)
+            with pytest.raises(TypeError) as theirs:
+                twin(**args)
+            assert str(ours.value) == str(theirs.value)
+        with pytest.raises(FrozenInstanceError):
+            msg.flags = 1  # type: ignore[misc]
+
+    check()
 
 
 # --- mutations --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ tables are both driven by that metadata.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
@@ -100,9 +101,32 @@ def message(mtype: MessageType) -> Callable[[type[M]], type[M]]:
         cls.BY_TLV = {s.tlv.value: s for s in spec}
         cls.BY_NAME = {s.name: s for s in spec}
         cls.FIELD_NAMES = frozenset(f.name for f in fields(cls))
+        cls.__init__ = _dict_init(cls)  # type: ignore[method-assign]
         MESSAGE_CLASSES[mtype.value] = cls
         return cls
     return wrap
+
+
+def _dict_init(cls: type[Message]) -> Callable[..., None]:
+    """The ``__init__`` of the message dataclass ``cls`` (the same keyword-only
+    parameters, defaults and annotations) storing every field into the instance's
+    ``__dict__`` at once: the frozen dataclass's own stores each with
+    ``object.__setattr__``, at twice the cost, and a message is made for every request
+    and answer sent.  Made from source, as :mod:`dataclasses` makes its own."""
+    names = [f.name for f in fields(cls)]
+    defaults = {f"_default_{f.name}": f.default for f in fields(cls) if f.default is not MISSING}
+    params = ", ".join(n if f"_default_{n}" not in defaults else f"{n}=_default_{n}"
+                       for n in names)
+    source = (f"def __init__(self, *, {params}):\n"
+              f"    self.__dict__.update({', '.join(f'{n}={n}' for n in names)})\n")
+    namespace = dict(defaults)
+    # the source is made of field names only; the function's globals are its module's,
+    # where its annotations name what they name (for documentation tools)
+    exec(source, sys.modules[cls.__module__].__dict__, namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    return init
 
 
 # --- Section 5.1: registration ---------------------------------------------------------
