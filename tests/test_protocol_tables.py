@@ -313,7 +313,7 @@ def _liveness(state: Enum, tmp_path: Path) -> Rig:
         m.watch(T0)
         m.handle_timer(T0 + {"WATCHING": 0.0, "PROBING": 1.0, "LOST": 3.0}[state.name])
     assert m.state is state
-    return Rig(m, lambda msg: m.heard(msg, T0 + 3), out)
+    return Rig(m, lambda msg: m.heard(T0 + 3), out)
 
 
 RIGS: dict[type[Machine], Callable[[Enum, Path], Rig]] = {

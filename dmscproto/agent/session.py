@@ -64,15 +64,16 @@ class _Machine:
         self.client = client
         self.messages_to_send = client.messages_to_send
         self.next_event = client.next_event
+        self.get_timer = client.get_timer
+        self.handle_timer = client.handle_timer
 
     def receive(self, source: object, msg: Message, now: float) -> None:
         self.client.receive(msg, now)
 
-    def get_timer(self) -> float | None:
-        return self.client.get_timer()
 
-    def handle_timer(self, now: float) -> None:
-        self.client.handle_timer(now)
+#: The events of a request ending, the most frequent (a tuple made once, where
+#: ``A | B`` would make a union on every event).
+_ENDED = (RequestCompleted, RequestFailed)
 
 
 def _payload(result: object) -> bytes:
@@ -231,7 +232,7 @@ class AgentSession:
             self._deregistration.set_result(ErrorCode.TARGET_UNREACHABLE)  # pump closed
 
     def _on_event(self, event: object) -> None:
-        if isinstance(event, RequestCompleted | RequestFailed):  # the calls' events first
+        if isinstance(event, _ENDED):  # the calls' events first
             waiter = self._waiters.pop(event.transaction_id, None)
             if waiter is None or waiter.done():
                 return

@@ -164,7 +164,7 @@ class AgentClient:
         """A message from the home gateway.  One this agent cannot take raises
         :class:`ProtocolError` (a request is answered with ERROR first)."""
         if self.liveness is not None:
-            self.liveness.heard(msg, now)
+            self.liveness.heard(now)
         for take in self._takers.get(msg.TYPE, ()):
             if take(self.gateway, msg, now):
                 return
@@ -176,10 +176,7 @@ class AgentClient:
         raise err
 
     def _to_request(self, source: Handle, msg: Message, now: float) -> bool:
-        if msg.transaction_id not in self.requests:
-            return False
-        self.requests.receive(msg, now)
-        return True
+        return self.requests.take(msg, now)
 
     def _to_registration(self, source: Handle, msg: Message, now: float) -> bool:
         self.registration.receive(msg, now)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ..codec.messages import Message
 from ..codec.registry import MessageType, timer
 from .events import AgentEvent, GatewayLost
 from .machine import Outbox, earliest
@@ -56,7 +55,6 @@ class Watch(StepInput):
 @dataclass(frozen=True, slots=True)
 class Heard(StepInput):
     KIND = _I.HEARD
-    msg: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +65,10 @@ class Quiet(StepInput):
 @dataclass(frozen=True, slots=True)
 class Silent(StepInput):
     KIND = _I.SILENT
+
+
+#: The inputs that carry nothing (one each, not one per message received).
+_HEARD = Heard()
 
 
 class GatewayLiveness(TypedMachine):
@@ -106,8 +108,9 @@ class GatewayLiveness(TypedMachine):
         """Start watching (the association is open)."""
         self.run(Watch(), now)
 
-    def heard(self, msg: Message, now: float) -> None:
-        self.run(Heard(msg), now)
+    def heard(self, now: float) -> None:
+        """A message came from the gateway (any: the silence ends)."""
+        self.run(_HEARD, now)
 
     def get_timer(self) -> float | None:
         return earliest(self._quiet_at, self._silent_at)

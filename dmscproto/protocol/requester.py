@@ -71,6 +71,10 @@ class Cancelled(StepInput):
     KIND = _I.CANCEL
 
 
+#: The inputs that carry nothing (one each, not one per request).
+_SEND, _EXPIRED, _CANCELLED = Send(), Expired(), Cancelled()
+
+
 class Requester(TypedMachine):
     """One outstanding request to ``dest``."""
 
@@ -110,7 +114,7 @@ class Requester(TypedMachine):
         return self.request.transaction_id
 
     def send(self, now: float) -> None:
-        self.run(Send(), now)
+        self.run(_SEND, now)
 
     def classify(self, msg: Message) -> Answered | Refused:
         """The input a received message is (its answer type, or ERROR); ProtocolError
@@ -139,14 +143,14 @@ class Requester(TypedMachine):
     def cancel(self, now: float) -> None:
         """The requester no longer wants the answer (a local deadline, a cancelled
         task): a late answer is then refused as matching no request."""
-        self.run(Cancelled(), now)
+        self.run(_CANCELLED, now)
 
     def get_timer(self) -> float | None:
         return self.deadline
 
     def handle_timer(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
-            self.run(Expired(), now)
+            self.run(_EXPIRED, now)
 
     # --- actions: the only places the request timer starts and stops ----------------------
     def _send(self, now: float, inp: Send) -> None:
@@ -208,13 +212,21 @@ class Requests:
     def receive(self, msg: Message, now: float) -> None:
         """An answer; one that matches no outstanding request raises
         :class:`ProtocolError` and is dropped (Section 9.3)."""
-        req = self._open.get(msg.transaction_id)
-        if req is None:
+        if not self.take(msg, now):
             raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE,
                                 f"{msg.TYPE.name} matches no outstanding request", msg.TYPE)
+
+    def take(self, msg: Message, now: float) -> bool:
+        """:meth:`receive`, but False (and nothing done) when ``msg`` matches no
+        outstanding request (another machine may take it)."""
+        txid = msg.transaction_id
+        req = self._open.get(txid)
+        if req is None:
+            return False
         req.receive(msg, now)
         if req.state is _S.DONE:
-            del self._open[req.transaction_id]
+            del self._open[txid]
+        return True
 
     def cancel(self, txid: int, now: float) -> bool:
         """Abandon the outstanding request ``txid``; False if there is none."""
