@@ -107,11 +107,11 @@ def _failure(msg: Message, exc: Exception) -> Error:
 
 
 class Turns:
-    """Round robin between associations (module doc): :meth:`turn` runs ``go`` at once
-    for an association that has had no turn in this loop iteration and none queued; the
-    others queue, and at the end of the turn the queues are served one ``go`` of each
-    association at a time, round robin, until they are empty or FAIR_ROUND_QUANTUM has
-    passed (the rest in the next turn)."""
+    """Round robin between associations (module doc): an association that has had no
+    turn in this loop iteration and has none queued goes at once (:meth:`first`); the
+    others queue (:meth:`later`), and at the end of the turn the queues are served one
+    ``go`` of each association at a time, round robin, until they are empty or
+    FAIR_ROUND_QUANTUM has passed (the rest in the next turn)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._turn = end_of_turn(loop)
@@ -119,14 +119,18 @@ class Turns:
         self._queues: dict[Handle, deque[Callable[[], bool]]] = {}
         self._scheduled = False
 
-    def turn(self, source: Handle, go: Callable[[], bool]) -> None:
-        """Run ``go`` in ``source``'s turn; it returns False if it gave its turn away
-        (its request was cancelled meanwhile)."""
-        if source not in self._served and source not in self._queues:
-            self._served.add(source)
-            self._schedule()
-            go()
-            return
+    def first(self, source: Handle) -> bool:
+        """Whether ``source`` goes at once (it has had no turn in this loop iteration and
+        has none queued): then this is its turn, and the caller goes."""
+        if source in self._served or source in self._queues:
+            return False
+        self._served.add(source)
+        self._schedule()
+        return True
+
+    def later(self, source: Handle, go: Callable[[], bool]) -> None:
+        """Queue ``go`` for ``source``'s next turn; it returns False if it gave its turn
+        away (its request was cancelled meanwhile)."""
         self._queues.setdefault(source, deque()).append(go)
         self._schedule()
 
@@ -200,7 +204,10 @@ class Pump:
             return future
         # The machine's own timers answer every request (module docstring).
         self._waiting[key] = _Waiting(msg.TYPE, future)
-        self._turns.turn(source, functools.partial(self._admit, key, msg, future))
+        if self._turns.first(source):
+            self.feed(source, msg)
+        else:
+            self._turns.later(source, functools.partial(self._admit, key, msg, future))
         return future
 
     def _admit(self, key: tuple[Handle, int], msg: Message, future: Answer) -> bool:
