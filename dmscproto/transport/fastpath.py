@@ -8,7 +8,8 @@ parser and a loop written for coalesced long-header packets, a scan of every con
 ID issued, and a dozen look-ups keyed by its ``Epoch`` enum (whose hash is a Python
 function).  :class:`FastPathConnection` takes that packet straight to the same steps,
 with aioquic's own cryptography and frame handlers: header protection and payload
-decrypted by the connection's 1-RTT keys (key phase changes included), duplicates
+decrypted by the connection's 1-RTT keys (:func:`_open`: its AEAD and header
+protection, without copying the packet; a key phase change is aioquic's), duplicates
 dropped, reserved bits checked, the spin bit, the idle timer, path promotion, and the
 packet recorded for acknowledgement (ACK ranges, the ACK timer); its frames go through
 one loop that calls aioquic's handlers (ACK: loss recovery, RTT and congestion control;
@@ -75,6 +76,7 @@ from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
+    decode_packet_number,
 )
 from aioquic.quic.packet_builder import (
     PACKET_NUMBER_SEND_SIZE,
@@ -84,6 +86,7 @@ from aioquic.quic.packet_builder import (
 from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
 from aioquic.quic.stream import QuicStream, StreamFinishedError
+from cryptography.exceptions import InvalidTag
 
 from .lean import _QUIET_FRAMES, _ROOM, _TABLES, LeanQuicConnection, _Recovery
 
@@ -157,11 +160,13 @@ class FastPathConnection(LeanQuicConnection):
         ``path`` (the active, validated one), its steps in its order."""
         space = self._spaces[_ONE_RTT]
         try:
-            plain_header, payload, number = keys.decrypt_packet(
-                data, 1 + len(cid), space.expected_packet_number)
+            opened = _open(keys.recv, data, 1 + len(cid), space.expected_packet_number)
+            if opened is None:  # the peer's next key phase: aioquic's, which updates keys
+                opened = keys.decrypt_packet(data, 1 + len(cid), space.expected_packet_number)
         except (KeyUnavailableError, CryptoError) as exc:
             self._logger.debug(exc)
             return
+        plain_header, payload, number = opened
         if number in space.received_packets:
             return  # a duplicate (RFC 9000, Section 12.3)
         if plain_header[0] & 0x18:
@@ -576,6 +581,34 @@ def _credit_due(limit: Limit, more: int) -> bool:
     left to open than the update grants."""
     value = limit.value + more
     return value != limit.sent and limit.sent - limit.used < value - limit.sent
+
+
+def _open(keys: CryptoContext, data: bytes, offset: int,
+          expected: int) -> tuple[bytes, bytes, int] | None:
+    """``keys.decrypt_packet`` (header protection, then payload: RFC 9001, Section 5.4) of
+    a short-header packet whose packet number starts at ``offset``, without copying the
+    packet to remove header protection: its plain header, payload and packet number;
+    None if it is of the other key phase (aioquic's then decrypts it with the next keys
+    and updates them, Section 6).  CryptoError if it does not decrypt."""
+    aead = keys.aead
+    hp = keys.hp
+    assert aead is not None and hp is not None  # _fast_keys: valid
+    mask = hp._mask(data[offset + 4:offset + 20])  # the sample, as at sending
+    first = data[0] ^ (mask[0] & 0x1F)
+    if (first >> 2) & 1 != keys.key_phase:
+        return None
+    length = (first & 3) + 1
+    end = offset + length
+    truncated = (int.from_bytes(data[offset:end], "big")
+                 ^ int.from_bytes(mask[1:1 + length], "big"))
+    header = b"".join((bytes((first,)), data[1:offset], truncated.to_bytes(length, "big")))
+    number = decode_packet_number(truncated, length * 8, expected)
+    try:
+        payload = aead._aead.decrypt((aead._iv ^ number).to_bytes(12, "big"), data[end:],
+                                     header)
+    except InvalidTag as exc:
+        raise CryptoError(str(exc)) from exc  # as aioquic's AEAD does
+    return header, payload, number
 
 
 def _seal(keys: CryptoContext, header: bytes, payload: bytes, number: int) -> bytes:
