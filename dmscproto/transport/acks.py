@@ -35,6 +35,8 @@ from aioquic.quic.recovery import QuicPacketSpace
 
 from ..codec.registry import timer
 
+#: The 1-RTT epoch, looked up once (an enum member's look-up by attribute is slow).
+_ONE_RTT = tls.Epoch.ONE_RTT
 #: How long an ack-eliciting 1-RTT packet may wait for something to carry its ACK.
 ACK_DELAY = timer("QUIC_ACK_DELAY")
 #: The ``max_ack_delay`` transport parameter every endpoint advertises (milliseconds).
@@ -60,12 +62,12 @@ class DelayedAckConnection(QuicConnection):
 
     # --- receiving --------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: NetworkAddress, now: float) -> None:
-        space = self._spaces.get(tls.Epoch.ONE_RTT)  # none before the first Initial
+        space = self._spaces.get(_ONE_RTT)  # none before the first Initial
         largest = space.largest_received_packet if space is not None else -1
         self._received_1rtt = 0
         super().receive_datagram(data, addr, now)
         if space is None:  # the first datagram: the spaces are made for it
-            space = self._spaces.get(tls.Epoch.ONE_RTT)
+            space = self._spaces.get(_ONE_RTT)
         if space is not None and space.ack_at is not None and space.ack_at > now and (
                 self._ack_at_once or self._unacked_eliciting >= 2
                 # in order and no gap: the largest grew by exactly the packets received
@@ -83,7 +85,7 @@ class DelayedAckConnection(QuicConnection):
                           crypto_frame_required: bool = False) -> tuple[bool, bool]:
         eliciting, probing = super()._payload_received(
             context, plain, crypto_frame_required=crypto_frame_required)
-        if context.epoch == tls.Epoch.ONE_RTT:
+        if context.epoch == _ONE_RTT:
             self._received_1rtt += 1
             self._unacked_eliciting += eliciting
         return eliciting, probing
@@ -97,7 +99,7 @@ class DelayedAckConnection(QuicConnection):
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         if self._piggyback:
             self._piggyback = False
-            space = self._spaces[tls.Epoch.ONE_RTT]
+            space = self._spaces[_ONE_RTT]
             if space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
         return super().datagrams_to_send(now)
@@ -110,7 +112,7 @@ class DelayedAckConnection(QuicConnection):
     def _ack_written(self, space: QuicPacketSpace) -> None:
         """An ACK frame for ``space`` was written (here, or by a packet writer of a
         subclass that says so)."""
-        if space is self._spaces[tls.Epoch.ONE_RTT]:
+        if space is self._spaces[_ONE_RTT]:
             self._unacked_eliciting = 0
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:

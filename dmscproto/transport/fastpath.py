@@ -80,6 +80,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import (
     PACKET_NUMBER_SEND_SIZE,
+    QuicDeliveryState,
     QuicPacketBuilder,
     QuicSentPacket,
 )
@@ -88,11 +89,12 @@ from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
 from aioquic.quic.stream import QuicStream, StreamFinishedError
 from cryptography.exceptions import InvalidTag
 
-from .lean import _QUIET_FRAMES, _ROOM, _TABLES, LeanQuicConnection, _Recovery
+from .lean import _ACKED, _QUIET_FRAMES, _ROOM, _TABLES, LeanQuicConnection, _Recovery
 
 _ONE_RTT = tls.Epoch.ONE_RTT
 _ZERO_RTT = tls.Epoch.ZERO_RTT
 _CONNECTED = QuicConnectionState.CONNECTED
+_ACK_FRAME = int(QuicFrameType.ACK)  # an enum member's look-up is slow (see lean._ACKED)
 #: Octets after the packet number's offset that header protection samples (RFC 9001,
 #: Section 5.4.2): a shorter packet goes to aioquic's code, which drops it.
 _SAMPLE_END = 4 + 16
@@ -235,7 +237,7 @@ class FastPathConnection(LeanQuicConnection):
                     frame_type=None,  # type: ignore[arg-type]  # as aioquic does
                     reason_phrase="Malformed frame type") from None
             handler: Callable[..., None]
-            if frame_type == QuicFrameType.ACK:
+            if frame_type == _ACK_FRAME:
                 handler = self._handle_ack
             elif frame_type in _QUIET_FRAMES:  # allowed in 1-RTT, no transmit due
                 handler = MethodType(table[frame_type][0], self)
@@ -294,6 +296,13 @@ class FastPathConnection(LeanQuicConnection):
         loss.on_ack_range(lowest, largest,
                           (delay << self._remote_ack_delay_exponent) / 1000000,
                           context.time, self._spaces[_ONE_RTT])
+
+    def _on_ack_delivery(self, delivery: QuicDeliveryState, space: QuicPacketSpace,
+                         highest_acked: int) -> None:
+        """aioquic's (an ACK frame sent was acknowledged: the packets it acknowledged
+        need no acknowledgement any more), the state compared with a constant."""
+        if delivery is _ACKED:
+            space.ack_queue.subtract(0, highest_acked + 1)
 
     def get_timer(self) -> float | None:
         """aioquic's, for a connection established on a validated path (no
