@@ -209,8 +209,10 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
     after every step, through: 80 request/answer rounds (streams discarded, stream
     credit raised), 30 requests at one instant (paced), 40 answers at once (several
     packets, paced), lone ACKs on the ACK timer, and a lost answer sent again."""
-    if not fast:  # aioquic's writer for every pass
+    if not fast:  # aioquic's writer for every pass, its streams
         monkeypatch.setattr(FastPathConnection, "_send_short", lambda self, now: None)
+        for name in ("_get_or_create_stream_for_send", "_get_or_create_stream"):
+            monkeypatch.setattr(FastPathConnection, name, getattr(QuicConnection, name))
     # aioquic orders streams through a set of them, hashed by address: by stream ID
     # here, so that two runs order them alike
     monkeypatch.setattr(QuicStream, "__hash__", lambda self: self.stream_id)
@@ -323,3 +325,19 @@ def test_the_common_pass_sends_what_aioquic_sends(pki: Pki,
     slow, slow_timing = _conversation(pki, monkeypatch, fast=False)
     assert fast == slow
     assert fast_timing == pytest.approx(slow_timing, abs=1e-6)
+
+
+def _fields(stream: QuicStream) -> list[Any]:
+    """Every attribute of a stream, its receiver's and its sender's, in the order set."""
+    return [[(k, v) for k, v in vars(stream).items() if k not in ("receiver", "sender")],
+            list(vars(stream.receiver).items()), list(vars(stream.sender).items())]
+
+
+@pytest.mark.parametrize("stream_id", [0, 1, 4, 401, 2**30])
+def test_a_stream_is_made_as_aioquic_makes_it(stream_id: int) -> None:
+    made = fastpath._new_stream(stream_id, 1 << 20, 3 << 19)
+    assert _fields(made) == _fields(QuicStream(
+        stream_id=stream_id, max_stream_data_local=1 << 20, max_stream_data_remote=3 << 19))
+    assert list(vars(made)) == list(vars(QuicStream()))
+    made.sender.write(b"data", end_stream=True)  # its own range sets, buffers
+    assert fastpath._new_stream(stream_id, 1, 1).sender._pending != made.sender._pending

@@ -112,7 +112,7 @@ class DelayedAckConnection(QuicConnection):
     def _ack_written(self, space: QuicPacketSpace) -> None:
         """An ACK frame for ``space`` was written (here, or by a packet writer of a
         subclass that says so)."""
-        if space is self._spaces[_ONE_RTT]:
+        if space.is_application_data:  # the 1-RTT space
             self._unacked_eliciting = 0
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:

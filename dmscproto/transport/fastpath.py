@@ -86,7 +86,12 @@ from aioquic.quic.packet_builder import (
 )
 from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
-from aioquic.quic.stream import QuicStream, StreamFinishedError
+from aioquic.quic.stream import (
+    QuicStream,
+    QuicStreamReceiver,
+    QuicStreamSender,
+    StreamFinishedError,
+)
 from cryptography.exceptions import InvalidTag
 
 from .lean import _ACKED, _QUIET_FRAMES, _ROOM, _TABLES, LeanQuicConnection, _Recovery
@@ -107,6 +112,8 @@ _ACK_SIZE = 1 + 4 * 8
 #: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
 _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+#: The STREAM frame type with its Length field (as _ACK_FRAME: a plain integer).
+_STREAM_LEN = int(QuicFrameType.STREAM_BASE) | 2
 #: The ranges of a RangeSet, its list (aioquic's ``len()`` and ``[0]`` on it are Python
 #: calls).
 _ranges: Callable[[RangeSet], list[range]] = attrgetter("_RangeSet__ranges")
@@ -326,6 +333,40 @@ class FastPathConnection(LeanQuicConnection):
             timer_at = self._pacing_at
         return timer_at
 
+    # --- streams --------------------------------------------------------------------
+    def _get_or_create_stream_for_send(self, stream_id: int) -> QuicStream:
+        """aioquic's, with the stream a transaction opens (this end's next bidirectional
+        one) made by :func:`_new_stream`; any other as aioquic does it."""
+        if stream_id != self._local_next_stream_id_bidi or stream_id in self._streams:
+            return super()._get_or_create_stream_for_send(stream_id)
+        stream = self._streams[stream_id] = _new_stream(
+            stream_id, self._local_max_stream_data_bidi_local,
+            self._remote_max_stream_data_bidi_remote)
+        self._streams_queue.append(stream)
+        self._local_next_stream_id_bidi = stream_id + 4
+        if stream_id // 4 >= self._remote_max_streams_bidi:  # RFC 9000, Section 4.6
+            stream.is_blocked = True
+            self._streams_blocked_bidi.append(stream)
+            self._streams_blocked_pending = True
+        return stream
+
+    def _get_or_create_stream(self, frame_type: int, stream_id: int) -> QuicStream:
+        """aioquic's, with the stream of a transaction the peer opens (its next
+        bidirectional one, within the limit) made by :func:`_new_stream`; any other as
+        aioquic does it (a known stream, a gap, the limit exceeded, a wrong
+        initiator)."""
+        limit = self._local_max_streams_bidi
+        if (stream_id & 2 or stream_id & 1 != self._is_client  # not the peer's bidi
+                or stream_id >> 2 != limit.used or limit.used >= limit.value):
+            return super()._get_or_create_stream(frame_type, stream_id)
+        self._logger.debug("Stream %d created by peer", stream_id)
+        stream = self._streams[stream_id] = _new_stream(
+            stream_id, self._local_max_stream_data_bidi_remote,
+            self._remote_max_stream_data_bidi_local)
+        self._streams_queue.append(stream)
+        limit.used += 1
+        return stream
+
     def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                             stream: QuicStream, max_offset: int) -> int:
         """aioquic's, without the calls that cannot write anything: a packet with less
@@ -386,7 +427,7 @@ class FastPathConnection(LeanQuicConnection):
             assert space.largest_received_time is not None
             delay = int((now - space.largest_received_time) * 1000000)
             buf = Buffer(capacity=_ACK_SIZE)  # push_ack_frame's frame of one range:
-            buf.push_uint_var(QuicFrameType.ACK)
+            buf.push_uint_var(_ACK_FRAME)
             buf.push_uint_var(received[0].stop - 1)  # largest acknowledged
             buf.push_uint_var(delay >> self._local_ack_delay_exponent)
             buf.push_uint_var(0)  # further ranges
@@ -432,12 +473,14 @@ class FastPathConnection(LeanQuicConnection):
         max_data = self._local_max_data
         if max_data.used * 2 > max_data.value:
             return None  # MAX_DATA to raise
-        if max_data.value != max_data.sent or _credit_due(self._local_max_streams_bidi, 0) \
-                or _credit_due(self._local_max_streams_uni, 0):
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        if (max_data.value != max_data.sent
+                or (bidi.value != bidi.sent and _credit_due(bidi, 0))
+                or (uni.value != uni.sent and _credit_due(uni, 0))):
             return None  # MAX_DATA or MAX_STREAMS to send
         loss = self._loss
         credit = self._remote_max_data - self._remote_max_data_used
-        window = loss.congestion_window - loss.bytes_in_flight
+        window = loss._cc.congestion_window - loss._cc.bytes_in_flight
         overhead = 3 + len(self._peer_cid.cid) + keys.aead_tag_size  # header and tag
         packets: list[tuple[list[_Frame], set[QuicStream]]] = []
         length = len(ack)
@@ -451,8 +494,7 @@ class FastPathConnection(LeanQuicConnection):
                 if room < _STREAM_HEADER:
                     break  # _write_stream_frame writes nothing more in this packet
                 stream, start, stop, highest, fin = entry
-                size = 3 + size_uint_var(stream.stream_id) + (
-                    size_uint_var(start) if start else 0)
+                size = 3 + _size(stream.stream_id) + (_size(start) if start else 0)
                 if stop > min(highest + credit, stream.max_stream_data_remote):
                     return None  # flow control cuts it
                 if size + stop - start <= room:
@@ -478,8 +520,7 @@ class FastPathConnection(LeanQuicConnection):
                     break  # everything went: lean's _start_packet ends the pass here
             elif not (first and finished):
                 break  # an empty packet ends aioquic's pass (after discarding: the next)
-            if first and (_credit_due(self._local_max_streams_bidi, raised[0])
-                          or _credit_due(self._local_max_streams_uni, raised[1])):
+            if first and (_credit_due(bidi, raised[0]) or _credit_due(uni, raised[1])):
                 return None  # aioquic's next packet would carry MAX_STREAMS
             order = [e for e in order if e[1] is not None and e[0] not in sent]
             if cut is not None and cut[0] in sent:
@@ -532,8 +573,7 @@ class FastPathConnection(LeanQuicConnection):
                 ack = b""
             for stream, start, stop, fin in frames:
                 sender = stream.sender
-                buf.push_uint_var(QuicFrameType.STREAM_BASE | 2 | (4 if start else 0)
-                                  | (1 if fin else 0))
+                buf.push_uint_var(_STREAM_LEN | (4 if start else 0) | (1 if fin else 0))
                 buf.push_uint_var(stream.stream_id or 0)
                 if start:
                     buf.push_uint_var(start)
@@ -582,6 +622,12 @@ class FastPathConnection(LeanQuicConnection):
                 self._ack_eliciting_sent_since_receipt = True
             path.bytes_sent += packet.sent_bytes
         return datagrams
+
+
+def _size(value: int) -> int:
+    """aioquic's ``size_uint_var`` (RFC 9000, Section 16) of a stream ID or offset."""
+    return (1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 0x40000000
+            else size_uint_var(value))
 
 
 def _credit_due(limit: Limit, more: int) -> bool:
@@ -633,3 +679,55 @@ def _seal(keys: CryptoContext, header: bytes, payload: bytes, number: int) -> by
     return b"".join((bytes((header[0] ^ (mask[0] & 0x1F),)), header[1:],
                      ((number & 0xFFFF) ^ ((mask[1] << 8) | mask[2])).to_bytes(2, "big"),
                      sealed))
+
+
+_new = object.__new__
+
+
+def _new_stream(stream_id: int, max_stream_data_local: int,
+                max_stream_data_remote: int) -> QuicStream:
+    """``QuicStream(stream_id, max_stream_data_local, max_stream_data_remote)``, a
+    bidirectional stream, made without the five ``__init__`` calls (its own, its
+    receiver's, its sender's, their range sets'): the same attributes, set in the same
+    order, to the same values."""
+    receiver = _new(QuicStreamReceiver)
+    receiver.highest_offset = 0
+    receiver.is_finished = False
+    receiver.stop_pending = False
+    receiver._buffer = bytearray()
+    receiver._buffer_start = 0
+    receiver._final_size = None
+    receiver._ranges = _new_ranges()
+    receiver._stream_id = stream_id
+    receiver._stop_error_code = None
+    sender = _new(QuicStreamSender)
+    sender.buffer_is_empty = True
+    sender.highest_offset = 0
+    sender.is_finished = False
+    sender.reset_pending = False
+    sender._acked = _new_ranges()
+    sender._acked_fin = False
+    sender._buffer = bytearray()
+    sender._buffer_fin = None
+    sender._buffer_start = 0
+    sender._buffer_stop = 0
+    sender._pending = _new_ranges()
+    sender._pending_eof = False
+    sender._reset_error_code = None
+    sender._stream_id = stream_id
+    stream = _new(QuicStream)
+    stream.is_blocked = False
+    stream.max_stream_data_local = max_stream_data_local
+    stream.max_stream_data_local_sent = max_stream_data_local
+    stream.max_stream_data_remote = max_stream_data_remote
+    stream.receiver = receiver
+    stream.sender = sender
+    stream.stream_id = stream_id
+    return stream
+
+
+def _new_ranges() -> RangeSet:
+    """An empty ``RangeSet()``."""
+    ranges = _new(RangeSet)
+    ranges._RangeSet__ranges = []  # type: ignore[attr-defined]
+    return ranges
