@@ -264,6 +264,19 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
         pair.tick(0.002)
         pair.flight(pair.client, pair.server)
         state()
+    for size in (100, 300, 500, 700):  # rounds of 24 answers at once: stream credit
+        streams = [pair.request(b"r%d" % n) for n in range(24)]
+        for _ in range(3):
+            pair.flight(pair.client, pair.server)
+            pair.tick(0.001)
+        for stream_id in streams:
+            pair.server.send_stream_data(stream_id, b"b" * size, end_stream=True)
+        for _ in range(4):
+            pair.flight(pair.server, pair.client)
+            state()
+            pair.tick(0.002)
+            pair.flight(pair.client, pair.server)
+            state()
     stream_id = pair.request(b"lost answer")
     pair.flight(pair.client, pair.server)
     pair.server.send_stream_data(stream_id, b"answer, lost", end_stream=True)

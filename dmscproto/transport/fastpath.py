@@ -26,15 +26,16 @@ on a validated path is found in one pass over the packet spaces
 (:meth:`FastPathConnection.get_timer`): the same state, the same time, as aioquic's.
 
 On the way out, nearly every transmit pass of an established connection sends an ACK
-and STREAM frames (requests, answers, their FINs), in one packet or, with many
-transactions in flight, a few.  aioquic builds them with a packet builder that checks,
-for every frame, what only the handshake, a path change or a limit can need, and it
-visits every stream queued for every packet.  :meth:`FastPathConnection._send_short`
+and STREAM frames (requests, answers, their FINs), now and then stream credit
+(MAX_STREAMS), in one packet or, with many transactions in flight, a few.  aioquic
+builds them with a packet builder that checks, for every frame, what only the
+handshake, a path change or a limit can need, and it visits every stream queued for
+every packet.  :meth:`FastPathConnection._send_short`
 works out first, changing nothing, what aioquic's writer would put in each packet of
 the pass (:meth:`~FastPathConnection._short_plan`: the same frames, cut where its
 packets would cut them, in the same order of service), then writes those packets with
 the same octets, the same loss-recovery records (delivery handlers, bytes in flight),
-pacing, idle timer and stream order; any other pass (another frame due, a limit to
+pacing, idle timer and stream order; any other pass (another frame due, MAX_DATA to
 raise, flow control cutting a frame, a retransmission in pieces, ACK ranges) is
 aioquic's.  The packets are sealed with the connection's 1-RTT keys as aioquic seals
 them (:func:`_seal`: its AEAD and header protection, without its generic steps).
@@ -59,6 +60,7 @@ from aioquic._buffer import Buffer, BufferReadError
 from aioquic._crypto import CryptoError
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import (
+    CONNECTION_LIMIT_FRAME_CAPACITY,
     Limit,
     NetworkAddress,
     QuicConnectionError,
@@ -119,11 +121,13 @@ _STREAM_LEN = int(QuicFrameType.STREAM_BASE) | 2
 _ranges: Callable[[RangeSet], list[range]] = attrgetter("_RangeSet__ranges")
 #: A STREAM frame to write: the stream, its offsets (start, stop) and FIN.
 _Frame = tuple[QuicStream, int, int, bool]
+#: A packet to write: its MAX_DATA and MAX_STREAMS frames (the limit, its new value), its
+#: STREAM frames, and the streams whose highest offset they raise.
+_Packet = tuple[list[tuple[Limit, int]], list[_Frame], set[QuicStream]]
 #: A pass: the ACK frame of its first packet (or none), the streams it discards and the
 #: stream credit (MAX_STREAMS, bidirectional and unidirectional) that gives back, and
-#: its packets: each its STREAM frames and the streams whose highest offset they raise.
-_Plan = tuple[bytes, list[QuicStream], list[int],
-              list[tuple[list[_Frame], set[QuicStream]]]]
+#: its packets.
+_Plan = tuple[bytes, list[QuicStream], list[int], list[_Packet]]
 
 
 class FastPathConnection(LeanQuicConnection):
@@ -396,15 +400,16 @@ class FastPathConnection(LeanQuicConnection):
 
     def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace, now: float) -> _Plan | None:
         """The packets a pass would build, if they are the common ones (module
-        docstring): an ACK in the first, STREAM frames, nothing else; None otherwise
-        (aioquic's pass then runs).  It follows aioquic's writer packet by packet
-        without changing anything: the streams in their order of service, each
-        frame whole or cut to fill the packet (flow control cutting none), the next
-        packet started only after one left with less than :data:`~.lean._ROOM`
-        (:func:`~.lean._start_packet`), in the congestion window left, streams served
-        moved to the end of the order, and no MAX_STREAMS due from the streams
-        discarded (aioquic would write one in the second packet).  The checks that
-        fail most often, at many transactions in flight, come first."""
+        docstring): an ACK in the first, MAX_DATA and MAX_STREAMS frames, STREAM
+        frames, nothing else; None otherwise (aioquic's pass then runs).  It follows
+        aioquic's writer packet by packet without changing anything: the connection
+        limits due at the start of each packet (stream credit from the streams
+        discarded in the first counted from the second), the streams in their order
+        of service, each frame whole or cut to fill the packet (flow control cutting
+        none), the next packet started only after one left with less than
+        :data:`~.lean._ROOM` (:func:`~.lean._start_packet`), in the congestion window
+        left, streams served moved to the end of the order.  The checks that fail
+        most often, at many transactions in flight, come first."""
         paths = self._network_paths
         if (self._state is not _CONNECTED or self._close_pending
                 or not self._handshake_confirmed or self._quic_logger is not None
@@ -473,20 +478,30 @@ class FastPathConnection(LeanQuicConnection):
         max_data = self._local_max_data
         if max_data.used * 2 > max_data.value:
             return None  # MAX_DATA to raise
-        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
-        if (max_data.value != max_data.sent
-                or (bidi.value != bidi.sent and _credit_due(bidi, 0))
-                or (uni.value != uni.sent and _credit_due(uni, 0))):
-            return None  # MAX_DATA or MAX_STREAMS to send
+        # [limit, value, value sent] of MAX_DATA and MAX_STREAMS, as the pass goes
+        limits: list[list[Any]] = [[limit, limit.value, limit.sent] for limit in (
+            max_data, self._local_max_streams_bidi, self._local_max_streams_uni)]
         loss = self._loss
         credit = self._remote_max_data - self._remote_max_data_used
         window = loss._cc.congestion_window - loss._cc.bytes_in_flight
         overhead = 3 + len(self._peer_cid.cid) + keys.aead_tag_size  # header and tag
-        packets: list[tuple[list[_Frame], set[QuicStream]]] = []
+        packets: list[_Packet] = []
         length = len(ack)
         first = True
         while True:
             room = min(self._max_datagram_size, window) - overhead - length
+            credits: list[tuple[Limit, int]] = []
+            for entry in limits:  # aioquic's _write_connection_limits
+                limit, value, sent_value = entry
+                if value != sent_value and (limit is max_data or (  # MAX_STREAMS batched
+                        sent_value - limit.used < value - sent_value)):
+                    if room < CONNECTION_LIMIT_FRAME_CAPACITY:
+                        return None  # aioquic's pass stops there
+                    size = 1 + _size(value)
+                    room -= size
+                    length += size
+                    entry[2] = value
+                    credits.append((limit, value))
             frames: list[_Frame] = []
             sent: set[QuicStream] = set()
             cut: list[Any] | None = None
@@ -513,15 +528,16 @@ class FastPathConnection(LeanQuicConnection):
                     entry[3] = stop
                     sent.add(stream)
             if length:
-                packets.append((frames, sent))
-                if frames or length < _SAMPLE_PAD:  # in flight
+                packets.append((credits, frames, sent))
+                if frames or credits or length < _SAMPLE_PAD:  # in flight
                     window -= overhead + max(length, _SAMPLE_PAD)
                 if room >= _ROOM:
                     break  # everything went: lean's _start_packet ends the pass here
             elif not (first and finished):
                 break  # an empty packet ends aioquic's pass (after discarding: the next)
-            if first and (_credit_due(bidi, raised[0]) or _credit_due(uni, raised[1])):
-                return None  # aioquic's next packet would carry MAX_STREAMS
+            if first:  # the streams discarded give stream credit back (RFC 9000, 4.6)
+                limits[1][1] += raised[0]
+                limits[2][1] += raised[1]
             order = [e for e in order if e[1] is not None and e[0] not in sent]
             if cut is not None and cut[0] in sent:
                 order.append(cut)  # served: to the end of the order
@@ -562,7 +578,7 @@ class FastPathConnection(LeanQuicConnection):
         number = self._packet_number
         built: list[QuicSentPacket] = []
         datagrams: list[tuple[bytes, NetworkAddress]] = []
-        for frames, sent in packets:
+        for credits, frames, sent in packets:
             buf = Buffer(capacity=self._max_datagram_size)
             handlers: list[tuple[Callable[..., None], Any]] = []
             if ack:
@@ -571,6 +587,11 @@ class FastPathConnection(LeanQuicConnection):
                 space.ack_at = None
                 self._ack_written(space)
                 ack = b""
+            for limit, value in credits:
+                buf.push_uint_var(limit.frame_type)
+                buf.push_uint_var(value)
+                limit.sent = value
+                handlers.append((self._on_connection_limit_delivery, (limit,)))
             for stream, start, stop, fin in frames:
                 sender = stream.sender
                 buf.push_uint_var(_STREAM_LEN | (4 if start else 0) | (1 if fin else 0))
@@ -600,12 +621,12 @@ class FastPathConnection(LeanQuicConnection):
                 self._streams_queue = queue
                 gone = set()
             payload = buf.data
-            in_flight = bool(frames)
+            in_flight = eliciting = bool(frames or credits)
             if len(payload) < _SAMPLE_PAD:  # room for the header protection sample
                 payload += bytes(_SAMPLE_PAD - len(payload))
                 in_flight = True
             datagram = _seal(keys.send, header, payload, number)
-            built.append(QuicSentPacket(_ONE_RTT, in_flight, bool(frames), False, number,
+            built.append(QuicSentPacket(_ONE_RTT, in_flight, eliciting, False, number,
                                         _ONE_RTT_PACKET, now, len(datagram), handlers))
             datagrams.append((datagram, path.addr))
             number += 1
@@ -628,14 +649,6 @@ def _size(value: int) -> int:
     """aioquic's ``size_uint_var`` (RFC 9000, Section 16) of a stream ID or offset."""
     return (1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 0x40000000
             else size_uint_var(value))
-
-
-def _credit_due(limit: Limit, more: int) -> bool:
-    """Whether aioquic's ``_write_connection_limits`` would send the MAX_STREAMS of
-    ``limit`` were its value ``more`` higher: it waits until the peer has fewer streams
-    left to open than the update grants."""
-    value = limit.value + more
-    return value != limit.sent and limit.sent - limit.used < value - limit.sent
 
 
 def _open(keys: CryptoContext, data: bytes, offset: int,
