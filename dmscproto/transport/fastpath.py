@@ -395,7 +395,9 @@ class FastPathConnection(LeanQuicConnection):
         sent = self._send_short(now)
         if sent is None:
             return super().datagrams_to_send(now)
-        self._frames.loud = False  # what LeanQuicConnection's does first
+        # what LeanQuicConnection's does first, on aioquic's attribute (its _frames
+        # property costs a call and a getattr, once a pass)
+        self._QuicConnection__frame_handlers.loud = False  # type: ignore[attr-defined]
         return sent
 
     def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace, now: float) -> _Plan | None:
@@ -615,11 +617,14 @@ class FastPathConnection(LeanQuicConnection):
                 if not _ranges(sender._pending) and not sender._pending_eof:
                     sender.buffer_is_empty = True
                 handlers.append((sender.on_data_delivery, (start, stop, fin)))
-            if gone or sent:  # aioquic's new order of service
+            if gone:  # aioquic's new order of service
                 queue = [s for s in queue if not (s in gone or s in sent)]
+                gone = set()
+            elif sent:
+                queue = [s for s in queue if s not in sent]
+            if sent or queue is not self._streams_queue:
                 queue.extend(sent)
                 self._streams_queue = queue
-                gone = set()
             payload = buf.data
             in_flight = eliciting = bool(frames or credits)
             if len(payload) < _SAMPLE_PAD:  # room for the header protection sample
