@@ -12,8 +12,9 @@
 * The fast paths of the CBOR and COSE decoders decide every mutated input exactly as
   their reference paths do.
 * The message codec's shortcuts (a raw byte string copied without its value codec, the
-  constant TLV header of a fixed-size value) change nothing: every message encodes, and
-  every PDU, valid or mutated, decodes (or fails at the same offset) as without them.
+  constant TLV header of a fixed-size value, the reader of a message's usual TLVs)
+  change nothing: every message encodes, and every PDU, valid or mutated, decodes (or
+  fails at the same offset) as without them.
 """
 
 from __future__ import annotations
@@ -522,17 +523,19 @@ def test_text_map_scan_takes_the_usual_shapes() -> None:
 @contextmanager
 def general_codec() -> Iterator[None]:
     """The message codec without its shortcuts (a raw value copied without its parser or
-    builder, the constant TLV header of a fixed-size value): its plans made anew with
-    none, then the usual ones back."""
+    builder, the constant TLV header of a fixed-size value, the reader of the usual
+    TLVs): its plans made anew with none, then the usual ones back."""
     saved = pdu._PLANS.copy(), pdu._BUILDS.copy(), pdu._BY_NAME.copy()
-    raw, header = pdu._raw, pdu._fixed_header
+    raw, header, usual = pdu._raw, pdu._fixed_header, pdu._usual_reader
     for cache in (pdu._PLANS, pdu._BUILDS, pdu._BY_NAME):
         cache.clear()
     pdu._raw, pdu._fixed_header = (lambda tlv: -2), (lambda tlv: None)  # type: ignore[assignment]
+    pdu._usual_reader = lambda cls: (lambda data, size: None)  # type: ignore[assignment]
     try:
         yield
     finally:
-        pdu._raw, pdu._fixed_header = raw, header  # type: ignore[assignment]
+        pdu._raw, pdu._fixed_header, pdu._usual_reader = (  # type: ignore[assignment]
+            raw, header, usual)
         for cache, old in zip((pdu._PLANS, pdu._BUILDS, pdu._BY_NAME), saved, strict=True):
             cache.clear()
             cache.update(old)  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from .errors import DecodeError, EncodeError
@@ -116,8 +116,8 @@ def peek_length(data: bytes) -> int | None:
 class _Plan:
     """How to decode the TLVs of one message class, precomputed from its ``SPEC``."""
 
-    __slots__ = ("cls", "defaults", "fields", "relayed", "repeated", "required",
-                 "required_names")
+    __slots__ = ("cls", "defaults", "fields", "read_usual", "relayed", "repeated",
+                 "required", "required_names")
 
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
@@ -134,6 +134,54 @@ class _Plan:
         self.required_names = frozenset(name for name, _ in self.required)
         self.repeated = tuple(s.name for s in cls.SPEC if s.occurs is REPEATED)
         self.relayed = cls.RELAYED
+        #: The reader of the usual TLVs (:func:`_usual_reader`).
+        self.read_usual = _usual_reader(cls)
+
+
+def _usual_reader(cls: type[Message]) -> Callable[[bytes, int], dict[str, Any] | None]:
+    """A reader of the TLVs of a ``cls`` PDU in their usual shape: known types in
+    ascending order, only a repeated field's repeated, every value parsed without
+    error.  It returns the values :func:`_read_tlvs` would read from such a PDU, or
+    None for any other (an unknown, repeated or misplaced TLV, a framing or value
+    error, which :func:`_read_tlvs` then reads or refuses, naming the error).
+
+    Its source is made from the class's ``SPEC``: for each field in TLV order, a test
+    of the next TLV's type (all an absent optional field costs) and the reading of its
+    value, without the general loop's look-ups and checks per TLV; :func:`decode`
+    tries it first."""
+    next_tlv = "t, n = unpack(data, o) if size - o >= 4 else (-1, 0)"
+    lines = ["def read(data, size):",
+             "    values = {}",
+             "    o = HEADER_SIZE",
+             "    try:",
+             f"        {next_tlv}"]
+    namespace: dict[str, Any] = {"HEADER_SIZE": HEADER_SIZE, "unpack": _unpack_tlv,
+                                 "DecodeError": DecodeError}
+    for i, spec in enumerate(cls.SPEC):
+        raw = _raw(spec.tlv)
+        if raw == -2:
+            namespace[f"parse{i}"] = VALUE_CODECS[spec.tlv].parse
+        value = "data[s:o]" if raw != -2 else f"parse{i}(data[s:o])"
+        repeated = spec.occurs is REPEATED
+        one = ["s = o + 4",
+               "o = s + n",
+               "if o > size" + (f" or n != {raw}:" if raw >= 0 else ":"),
+               "    return None",
+               f"items.append({value})" if repeated else f"values[{spec.name!r}] = {value}",
+               next_tlv]
+        lines.append(f"        if t == {spec.tlv.value}:")
+        if repeated:
+            lines += [f"            values[{spec.name!r}] = items = []",
+                      f"            while t == {spec.tlv.value}:",
+                      *("                " + line for line in one)]
+        else:
+            lines += ["            " + line for line in one]
+    lines += ["    except DecodeError:",
+              "        return None",
+              "    return values if o == size else None"]
+    exec("\n".join(lines), namespace)  # the source is made of the SPEC's names and types
+    read: Callable[[bytes, int], dict[str, Any] | None] = namespace["read"]
+    return read
 
 
 #: Decoding plans by message type code.
@@ -153,7 +201,10 @@ def decode(data: bytes) -> Message:
     """Decode exactly one PDU from ``data`` (any bytes-like object) into its message
     dataclass, whose byte fields are then ``bytes``."""
     data, plan, flags, length, txid = _header(data)
-    values: dict[str, Any] = {}
+    values = plan.read_usual(data, length)
+    if values is not None:
+        return _message(data, plan, flags, length, txid, values, _NO_TLVS)
+    values = {}
     unknown: list[RawTlv] = []
     _read_tlvs(data, plan, HEADER_SIZE, length, -1, values, unknown)
     return _message(data, plan, flags, length, txid, values, unknown)
@@ -247,8 +298,12 @@ def _read_tlvs(data: bytes, plan: _Plan, offset: int, stop: int, last_type: int,
     return offset, last_type
 
 
+#: No unknown TLV.
+_NO_TLVS: tuple[RawTlv, ...] = ()
+
+
 def _message(data: bytes, plan: _Plan, flags: int, length: int, txid: int,
-             values: dict[str, Any], unknown: list[RawTlv]) -> Message:
+             values: dict[str, Any], unknown: Sequence[RawTlv]) -> Message:
     """The message of the TLVs read, once the required ones are there."""
     if not plan.required_names <= values.keys():
         for name, tlv_name in plan.required:
