@@ -12,8 +12,8 @@
 * The fast paths of the CBOR and COSE decoders decide every mutated input exactly as
   their reference paths do.
 * The message codec's shortcuts (a raw byte string copied without its value codec, the
-  constant TLV header of a fixed-size value, the reader of a message's usual TLVs)
-  change nothing: every message encodes, and every PDU, valid or mutated, decodes (or
+  constant TLV header of a fixed-size value, the reader and the builder of a message's
+  usual TLVs) change nothing: every message encodes, and every PDU, valid or mutated, decodes (or
   fails at the same offset) as without them.
 """
 
@@ -523,20 +523,23 @@ def test_text_map_scan_takes_the_usual_shapes() -> None:
 @contextmanager
 def general_codec() -> Iterator[None]:
     """The message codec without its shortcuts (a raw value copied without its parser or
-    builder, the constant TLV header of a fixed-size value, the reader of the usual
-    TLVs): its plans made anew with none, then the usual ones back."""
-    saved = pdu._PLANS.copy(), pdu._BUILDS.copy(), pdu._BY_NAME.copy()
-    raw, header, usual = pdu._raw, pdu._fixed_header, pdu._usual_reader
-    for cache in (pdu._PLANS, pdu._BUILDS, pdu._BY_NAME):
+    builder, the constant TLV header of a fixed-size value, the reader and the builder
+    of the usual TLVs): its plans made anew with none, then the usual ones back."""
+    caches = (pdu._PLANS, pdu._BUILDS, pdu._BY_NAME, pdu._USUAL)
+    saved = [cache.copy() for cache in caches]
+    raw, header = pdu._raw, pdu._fixed_header
+    reader, builder = pdu._usual_reader, pdu._usual_builder
+    for cache in caches:
         cache.clear()
     pdu._raw, pdu._fixed_header = (lambda tlv: -2), (lambda tlv: None)  # type: ignore[assignment]
     pdu._usual_reader = lambda cls: (lambda data, size: None)  # type: ignore[assignment]
+    pdu._usual_builder = lambda cls: (lambda attrs: None)  # type: ignore[assignment]
     try:
         yield
     finally:
-        pdu._raw, pdu._fixed_header, pdu._usual_reader = (  # type: ignore[assignment]
-            raw, header, usual)
-        for cache, old in zip((pdu._PLANS, pdu._BUILDS, pdu._BY_NAME), saved, strict=True):
+        pdu._raw, pdu._fixed_header = raw, header  # type: ignore[assignment]
+        pdu._usual_reader, pdu._usual_builder = reader, builder  # type: ignore[assignment]
+        for cache, old in zip(caches, saved, strict=True):
             cache.clear()
             cache.update(old)  # type: ignore[attr-defined]
 
