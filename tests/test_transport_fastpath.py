@@ -235,6 +235,16 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
             # eighth decimal place
             timing.extend((conn._pacing_at or -1.0, conn.get_timer() or -1.0))
 
+    def answers(rounds: int) -> None:
+        """The server's answers out and the client's acknowledgements back, ``rounds``
+        times, the state of both ends taken after each flight."""
+        for _ in range(rounds):
+            pair.flight(pair.server, pair.client)
+            state()
+            pair.tick(0.002)
+            pair.flight(pair.client, pair.server)
+            state()
+
     for n in range(80):
         stream_id = pair.request(b"request %d" % n)
         pair.flight(pair.client, pair.server)
@@ -258,12 +268,7 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
     for n, stream_id in enumerate(streams):
         pair.server.send_stream_data(stream_id, b"a" * (3000 if n == 7 else 150 + n),
                                      end_stream=True)
-    for _ in range(8):
-        pair.flight(pair.server, pair.client)
-        state()
-        pair.tick(0.002)
-        pair.flight(pair.client, pair.server)
-        state()
+    answers(8)
     for size in (100, 300, 500, 700):  # rounds of 24 answers at once: stream credit
         streams = [pair.request(b"r%d" % n) for n in range(24)]
         for _ in range(3):
@@ -271,12 +276,7 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
             pair.tick(0.001)
         for stream_id in streams:
             pair.server.send_stream_data(stream_id, b"b" * size, end_stream=True)
-        for _ in range(4):
-            pair.flight(pair.server, pair.client)
-            state()
-            pair.tick(0.002)
-            pair.flight(pair.client, pair.server)
-            state()
+        answers(4)
     stream_id = pair.request(b"lost answer")
     pair.flight(pair.client, pair.server)
     pair.server.send_stream_data(stream_id, b"answer, lost", end_stream=True)
