@@ -6,9 +6,11 @@ import importlib.util
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from transport_support import Pki
@@ -42,6 +44,27 @@ def require_tool(name: str) -> str:
 def pki() -> Pki:
     """A fresh transport PKI per test module (:class:`transport_support.Pki`)."""
     return Pki.create()
+
+
+#: ``spy(owner, name)``: see :func:`spy`.
+Spy = Callable[[type, str], list[tuple[Any, ...]]]
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    """``spy(owner, name)`` wraps the method ``owner.name`` for the test: it still runs,
+    and the list returned gets the arguments (after ``self``) of each call."""
+    def install(owner: type, name: str) -> list[tuple[Any, ...]]:
+        calls: list[tuple[Any, ...]] = []
+        real = getattr(owner, name)
+
+        def spied(self: Any, *args: Any) -> Any:
+            calls.append(args)
+            return real(self, *args)
+
+        monkeypatch.setattr(owner, name, spied)
+        return calls
+    return install
 
 
 #: Rows run: (machine class, state, input kind).

@@ -16,6 +16,7 @@ from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.quic.stream import QuicStream
+from conftest import Spy
 from test_transport_acks import CLIENT, Pair
 from transport_support import Pki
 
@@ -77,17 +78,9 @@ PAYLOADS = {
 
 
 @pytest.mark.parametrize("name", PAYLOADS)
-def test_a_packet_ends_as_in_aioquic(pki: Pki, name: str,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_packet_ends_as_in_aioquic(pki: Pki, name: str, spy: Spy) -> None:
     payload, first = PAYLOADS[name]
-    taken: list[bytes] = []
-    short = FastPathConnection._receive_short
-
-    def spied(self: FastPathConnection, data: bytes, *args: Any) -> None:
-        taken.append(data)
-        short(self, data, *args)
-
-    monkeypatch.setattr(FastPathConnection, "_receive_short", spied)
+    taken = spy(FastPathConnection, "_receive_short")
     with_fast, without = _established(pki, fast=True), _established(pki, fast=False)
     taken.clear()
     fast = _outcome(with_fast, payload, first)
@@ -97,15 +90,8 @@ def test_a_packet_ends_as_in_aioquic(pki: Pki, name: str,
 
 
 def test_a_stock_aioquic_client_is_served_on_the_fast_path(
-        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
-    taken: list[int] = []
-    short = FastPathConnection._receive_short
-
-    def spied(self: FastPathConnection, *args: Any) -> None:
-        taken.append(1)
-        short(self, *args)
-
-    monkeypatch.setattr(FastPathConnection, "_receive_short", spied)
+        pki: Pki, monkeypatch: pytest.MonkeyPatch, spy: Spy) -> None:
+    taken = spy(FastPathConnection, "_receive_short")
     monkeypatch.setattr("test_transport_acks.DmscQuicConnection", _StockClientFirst(pki))
     pair = Pair(pki)
     assert type(pair.client) is QuicConnection

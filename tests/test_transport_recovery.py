@@ -15,6 +15,7 @@ from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
 from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import QuicPacketSpace
+from conftest import Spy
 from test_transport_acks import Pair
 from transport_support import Pki
 
@@ -104,7 +105,7 @@ def _established(pki: Pki) -> Pair:
     return pair
 
 
-def _ack_conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
+def _ack_conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch, spy: Spy,
                       fast: bool) -> list[Any]:
     """Both ends' loss recovery and timers after every step of a conversation with
     lost, reordered and late packets; aioquic's ACK handler for every ACK unless
@@ -113,14 +114,7 @@ def _ack_conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
     if not fast:
         monkeypatch.setattr(FastPathConnection, "_handle_ack",
                             lambda self, *args: self._handle_ack_frame(*args))
-    taken: list[int] = []
-    short = _Recovery.on_ack_range
-
-    def spied(self: _Recovery, *args: Any) -> None:
-        taken.append(1)
-        short(self, *args)
-
-    monkeypatch.setattr(_Recovery, "on_ack_range", spied)
+    taken = spy(_Recovery, "on_ack_range")
     pair = _established(pki)
     seen: list[Any] = []
 
@@ -162,12 +156,12 @@ def _ack_conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_acks_over_a_conversation_leave_what_aioquic_leaves(
-        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+        pki: Pki, monkeypatch: pytest.MonkeyPatch, spy: Spy) -> None:
     """The ACK fast path and aioquic's handler, each over the same conversation (losses,
     reordering, timeouts): the same recovery state, timers and streams at every step;
     and at every step of both, the timer is aioquic's."""
-    assert (_ack_conversation(pki, monkeypatch, fast=True)
-            == _ack_conversation(pki, monkeypatch, fast=False))
+    assert (_ack_conversation(pki, monkeypatch, spy, fast=True)
+            == _ack_conversation(pki, monkeypatch, spy, fast=False))
 
 
 ACKS = {
