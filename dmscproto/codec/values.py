@@ -369,3 +369,14 @@ def twin(cls: type[Any]) -> Any:
                                             default_factory=f.default_factory))
          for f in dataclasses.fields(cls)],
         slots=True)
+
+
+_TraceTwin = twin(TraceContext)
+
+
+def trace_context(traceparent: str, tracestate: str | None = None) -> TraceContext:
+    """``TraceContext(traceparent, tracestate)``, made as its :func:`twin` (every relayed
+    request carries one: decoded, and made anew at each hop)."""
+    trace = _TraceTwin(traceparent, tracestate)
+    trace.__class__ = TraceContext
+    return trace  # type: ignore[no-any-return]

@@ -33,7 +33,7 @@ from .registry import (
     Scope,
     TlvType,
 )
-from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext, twin
+from .values import DiscoveryQuery, ExportPolicy, HopRecord, TraceContext, trace_context
 
 T = TypeVar("T")
 
@@ -288,11 +288,9 @@ class TraceCodec(CborCodec[TraceContext]):
     def parse(self, data: bytes) -> TraceContext:
         if data[:3] == self._HEAD and len(data) >= 28 and data[3] == len(data) - 4:
             try:
-                trace = _TraceTwin(data[4:].decode())
+                return trace_context(data[4:].decode())
             except UnicodeDecodeError:  # the CBOR codec says why
                 return super().parse(data)
-            trace.__class__ = TraceContext
-            return trace  # type: ignore[no-any-return]
         return super().parse(data)
 
     def build(self, value: TraceContext) -> bytes:
@@ -301,9 +299,6 @@ class TraceCodec(CborCodec[TraceContext]):
             if 24 <= len(text) <= 0xFF:
                 return self._HEAD + bytes((len(text),)) + text
         return super().build(value)
-
-
-_TraceTwin = twin(TraceContext)
 
 
 class SignedRecordCodec(ValueCodec[SignedRecord]):

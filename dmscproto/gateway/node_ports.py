@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from ..codec.messages import Open
 from ..codec.registry import ErrorCode, Scope
-from ..codec.values import CapabilityRecord, DiscoveryQuery, twin
+from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..protocol.certificates import CertificateCheck, SessionCertificates, thumbprint
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.machine import Handle, Outbox, ProtocolError, Refusal, TransactionIds
@@ -22,8 +22,6 @@ from ..protocol.sync import PeerSync, SyncPeer
 from .core import GatewayCore
 from .restart import RestartGrace
 from .routing import DeliverLocal, Forward, Reject
-
-_NextHop = twin(NextHop)
 
 
 class NodePorts:
@@ -106,13 +104,13 @@ class NodePorts:
         if isinstance(d, Reject) and d.code is ErrorCode.NO_ROUTE:
             d = core.remote.decide(core.gateway_id, target, hop_limit, path, now) or d
         if isinstance(d, DeliverLocal):
-            hop = _NextHop(self.registration.handles.get(d.agent_id), hop_limit, path, True)
-        elif isinstance(d, Forward) and (dest := self.peers.get(d.next_hop)) is not None:
-            hop = _NextHop(dest, d.hop_limit, d.path)
-        else:
-            return Refusal(d.code if isinstance(d, Reject) else ErrorCode.NO_ROUTE, "")
-        hop.__class__ = NextHop  # made as its twin: every routed call's
-        return hop  # type: ignore[no-any-return]
+            return NextHop(self.registration.handles.get(d.agent_id), hop_limit, path, True)
+        if isinstance(d, Forward):
+            dest = self.peers.get(d.next_hop)
+            if dest is not None:
+                return NextHop(dest, d.hop_limit, d.path)
+            d = Reject(ErrorCode.NO_ROUTE)
+        return Refusal(d.code, "")
 
     def resolve(self, query: DiscoveryQuery, now: float,
                 requester: Handle) -> bytes | Refusal | None:

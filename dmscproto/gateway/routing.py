@@ -149,12 +149,12 @@ class RoutingTable:
             return Reject(ErrorCode.NO_ROUTE)
         if None in held:  # the local route, the best there is: no sort
             return DeliverLocal(target)
-        routes = sorted(held.values(), key=Route.preference)
-        usable = [r for r in routes if r.next_hop not in path]
-        if not usable:
+        best = min((r for r in held.values() if r.next_hop not in path),
+                   key=Route.preference, default=None)
+        if best is None:
             return Reject(ErrorCode.LOOP_DETECTED)
         if hop_limit <= 0 or len(path) >= MAX_PATH:
             return Reject(ErrorCode.HOP_LIMIT_EXCEEDED)
-        nh = usable[0].next_hop
+        nh = best.next_hop
         assert nh is not None
         return Forward(nh, hop_limit - 1, (*path, self_id))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from ..codec.registry import ErrorCode, MessageType
-from ..codec.values import TraceContext, twin
+from ..codec.values import TraceContext, trace_context
 
 #: The traceparent version this implementation sends (W3C Trace Context, Level 1).
 VERSION = 0
@@ -119,12 +119,8 @@ def hop_context(incoming: TraceContext | None, span_id: bytes, ids: IdSource, *,
         trace_id, state, flag = _nonzero(ids, TRACE_ID_SIZE).hex(), None, False
     else:
         return None
-    sent = _Sent(_text(trace_id, span_id.hex(), flag if sampled is None else sampled), state)
-    sent.__class__ = TraceContext  # made as its twin: every relayed request's
-    return sent  # type: ignore[no-any-return]
-
-
-_Sent = twin(TraceContext)
+    return trace_context(_text(trace_id, span_id.hex(), flag if sampled is None else sampled),
+                         state)
 
 
 def trace_id_of(trace: TraceContext | None) -> str | None:
