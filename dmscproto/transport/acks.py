@@ -34,9 +34,8 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 
 from ..codec.registry import timer
+from .lean import _ONE_RTT
 
-#: The 1-RTT epoch, looked up once (an enum member's look-up by attribute is slow).
-_ONE_RTT = tls.Epoch.ONE_RTT
 #: How long an ack-eliciting 1-RTT packet may wait for something to carry its ACK.
 ACK_DELAY = timer("QUIC_ACK_DELAY")
 #: The ``max_ack_delay`` transport parameter every endpoint advertises (milliseconds).
@@ -66,8 +65,7 @@ class DelayedAckConnection(QuicConnection):
         largest = space.largest_received_packet if space is not None else -1
         self._received_1rtt = 0
         super().receive_datagram(data, addr, now)
-        if space is None:  # the first datagram: the spaces are made for it
-            space = self._spaces.get(_ONE_RTT)
+        space = self._spaces.get(_ONE_RTT)  # made anew by the first Initial and a Retry
         if space is not None and space.ack_at is not None and space.ack_at > now and (
                 self._ack_at_once or self._unacked_eliciting >= 2
                 # in order and no gap: the largest grew by exactly the packets received

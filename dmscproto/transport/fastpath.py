@@ -96,12 +96,20 @@ from aioquic.quic.stream import (
 )
 from cryptography.exceptions import InvalidTag
 
-from .lean import _ACKED, _QUIET_FRAMES, _ROOM, _TABLES, LeanQuicConnection, _Recovery
+from .lean import (
+    _ACKED,
+    _HANDLERS,
+    _ONE_RTT,
+    _QUIET_FRAMES,
+    _ROOM,
+    _TABLES,
+    LeanQuicConnection,
+    _Recovery,
+)
 
-_ONE_RTT = tls.Epoch.ONE_RTT
 _ZERO_RTT = tls.Epoch.ZERO_RTT
 _CONNECTED = QuicConnectionState.CONNECTED
-_ACK_FRAME = int(QuicFrameType.ACK)  # an enum member's look-up is slow (see lean._ACKED)
+_ACK_FRAME = int(QuicFrameType.ACK)  # looked up once (see lean._ACKED)
 #: Octets after the packet number's offset that header protection samples (RFC 9001,
 #: Section 5.4.2): a shorter packet goes to aioquic's code, which drops it.
 _SAMPLE_END = 4 + 16
@@ -292,12 +300,9 @@ class FastPathConnection(LeanQuicConnection):
         start = buf.tell()
         largest = buf.pull_uint_var()
         delay = buf.pull_uint_var()
-        if buf.pull_uint_var() or self._quic_logger is not None:
-            buf.seek(start)
-            self._handle_ack_frame(context, frame_type, buf)
-            return
+        more = buf.pull_uint_var()  # ranges after the first
         lowest = largest - buf.pull_uint_var()
-        if lowest < 0:
+        if more or lowest < 0 or self._quic_logger is not None:
             buf.seek(start)
             self._handle_ack_frame(context, frame_type, buf)
             return
@@ -395,10 +400,22 @@ class FastPathConnection(LeanQuicConnection):
         sent = self._send_short(now)
         if sent is None:
             return super().datagrams_to_send(now)
-        # what LeanQuicConnection's does first, on aioquic's attribute (its _frames
-        # property costs a call and a getattr, once a pass)
-        self._QuicConnection__frame_handlers.loud = False  # type: ignore[attr-defined]
+        # what LeanQuicConnection's does first, without its _frames property's call
+        getattr(self, _HANDLERS).loud = False
         return sent
+
+    def _ack_frame(self, space: QuicPacketSpace, received: range, now: float) -> bytes:
+        """aioquic's ``push_ack_frame`` of an ACK frame of one range (RFC 9000,
+        Section 19.3)."""
+        assert space.largest_received_time is not None
+        delay = int((now - space.largest_received_time) * 1000000)
+        buf = Buffer(capacity=_ACK_SIZE)
+        buf.push_uint_var(_ACK_FRAME)
+        buf.push_uint_var(received.stop - 1)  # largest acknowledged
+        buf.push_uint_var(delay >> self._local_ack_delay_exponent)
+        buf.push_uint_var(0)  # further ranges
+        buf.push_uint_var(received.stop - 1 - received.start)
+        return buf.data
 
     def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace, now: float) -> _Plan | None:
         """The packets a pass would build, if they are the common ones (module
@@ -426,20 +443,11 @@ class FastPathConnection(LeanQuicConnection):
         for cid in self._host_cids:
             if not cid.was_sent:
                 return None  # NEW_CONNECTION_ID to send
-        ack = b""
+        received = None  # what an ACK due acknowledges, built once no check fails
         if space.ack_at is not None and space.ack_at <= now:
             received = _ranges(space.ack_queue)
             if len(received) != 1:
                 return None  # ranges: aioquic may add an ACK-of-ACK PING
-            assert space.largest_received_time is not None
-            delay = int((now - space.largest_received_time) * 1000000)
-            buf = Buffer(capacity=_ACK_SIZE)  # push_ack_frame's frame of one range:
-            buf.push_uint_var(_ACK_FRAME)
-            buf.push_uint_var(received[0].stop - 1)  # largest acknowledged
-            buf.push_uint_var(delay >> self._local_ack_delay_exponent)
-            buf.push_uint_var(0)  # further ranges
-            buf.push_uint_var(received[0].stop - 1 - received[0].start)
-            ack = buf.data
         queue = self._streams_queue
         if len(queue) != len(self._streams):
             return None  # not aioquic's invariant: the checks below need it
@@ -480,6 +488,7 @@ class FastPathConnection(LeanQuicConnection):
         max_data = self._local_max_data
         if max_data.used * 2 > max_data.value:
             return None  # MAX_DATA to raise
+        ack = b"" if received is None else self._ack_frame(space, received[0], now)
         # [limit, value, value sent] of MAX_DATA and MAX_STREAMS, as the pass goes
         limits: list[list[Any]] = [[limit, limit.value, limit.sent] for limit in (
             max_data, self._local_max_streams_bidi, self._local_max_streams_uni)]
@@ -499,7 +508,7 @@ class FastPathConnection(LeanQuicConnection):
                         sent_value - limit.used < value - sent_value)):
                     if room < CONNECTION_LIMIT_FRAME_CAPACITY:
                         return None  # aioquic's pass stops there
-                    size = 1 + _size(value)
+                    size = 1 + size_uint_var(value)
                     room -= size
                     length += size
                     entry[2] = value
@@ -511,7 +520,7 @@ class FastPathConnection(LeanQuicConnection):
                 if room < _STREAM_HEADER:
                     break  # _write_stream_frame writes nothing more in this packet
                 stream, start, stop, highest, fin = entry
-                size = 3 + _size(stream.stream_id) + (_size(start) if start else 0)
+                size = 3 + size_uint_var(stream.stream_id) + (size_uint_var(start) if start else 0)
                 if stop > min(highest + credit, stream.max_stream_data_remote):
                     return None  # flow control cuts it
                 if size + stop - start <= room:
@@ -650,12 +659,6 @@ class FastPathConnection(LeanQuicConnection):
         return datagrams
 
 
-def _size(value: int) -> int:
-    """aioquic's ``size_uint_var`` (RFC 9000, Section 16) of a stream ID or offset."""
-    return (1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 0x40000000
-            else size_uint_var(value))
-
-
 def _open(keys: CryptoContext, data: bytes, offset: int,
           expected: int) -> tuple[bytes, bytes, int] | None:
     """``keys.decrypt_packet`` (header protection, then payload: RFC 9001, Section 5.4) of
@@ -666,7 +669,7 @@ def _open(keys: CryptoContext, data: bytes, offset: int,
     aead = keys.aead
     hp = keys.hp
     assert aead is not None and hp is not None  # _fast_keys: valid
-    mask = hp._mask(data[offset + 4:offset + 20])  # the sample, as at sending
+    mask = hp._mask(data[offset + 4:offset + _SAMPLE_END])  # the sample, as at sending
     first = data[0] ^ (mask[0] & 0x1F)
     if (first >> 2) & 1 != keys.key_phase:
         return None
