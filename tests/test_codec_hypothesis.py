@@ -23,7 +23,15 @@ import inspect
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, FrozenInstanceError, field, fields, make_dataclass, replace
+from dataclasses import (
+    MISSING,
+    FrozenInstanceError,
+    dataclass,
+    field,
+    fields,
+    make_dataclass,
+    replace,
+)
 from typing import Any, get_type_hints
 
 import pytest
@@ -62,7 +70,7 @@ from dmscproto.codec import (
     pdu,
 )
 from dmscproto.codec.errors import EncodeError
-from dmscproto.codec.messages import OPTIONAL, REPEATED
+from dmscproto.codec.messages import OPTIONAL, REPEATED, _dict_init
 from dmscproto.codec.pdu import rewrite
 from dmscproto.codec.registry import CRITICAL_BIT, HEADER_SIZE, ID_SIZE
 from dmscproto.codec.scan import scan_record
@@ -262,6 +270,23 @@ def dataclass_twin(cls: type[Message]) -> Any:
     return make_dataclass(cls.__name__, [(f.name, f.type, field(default=f.default))
                                          if f.default is not MISSING else (f.name, f.type)
                                          for f in fields(cls)], frozen=True, kw_only=True)
+
+
+def test_message_init_refuses_what_it_cannot_stand_for() -> None:
+    """The made ``__init__`` sets plain fields only: a class with a default factory or a
+    ``__post_init__`` is refused when defined, not given an ``__init__`` that skips them."""
+    @dataclass(frozen=True, kw_only=True)
+    class WithFactory(Message):
+        items: list[int] = field(default_factory=list)
+
+    @dataclass(frozen=True, kw_only=True)
+    class WithPostInit(Message):
+        def __post_init__(self) -> None:
+            pass
+
+    for cls in (WithFactory, WithPostInit):
+        with pytest.raises(TypeError, match="would not honour"):
+            _dict_init(cls)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=[c.TYPE.name for c in CLASSES])

@@ -7,13 +7,22 @@ from dmscproto.gateway.deadlines import Deadlines
 
 def test_earliest_follows_the_keys_marked_stale_only() -> None:
     timers: dict[str, float | None] = {"a": 5.0, "b": 3.0}
+    asked: list[str] = []
+
+    def timer_of(key: str) -> float | None:
+        asked.append(key)
+        return timers[key]
+
     deadlines = Deadlines[str]()
-    assert deadlines.earliest(timers.get) is None  # nothing marked yet
+    assert deadlines.earliest(timer_of) is None  # nothing marked yet
+    assert asked == []
     deadlines.stale("a")
     deadlines.stale("b")
-    assert deadlines.earliest(timers.get) == 3.0
-    timers["b"] = 9.0  # not marked: the old deadline stands
-    assert deadlines.earliest(timers.get) == 3.0
+    assert deadlines.earliest(timer_of) == 3.0
+    assert sorted(asked) == ["a", "b"]
+    timers["b"] = 9.0  # not marked: the old deadline stands, no timer asked for
+    assert deadlines.earliest(timer_of) == 3.0
+    assert len(asked) == 2
     deadlines.stale("b")
     assert deadlines.earliest(timers.get) == 5.0
     timers["a"] = None

@@ -36,9 +36,6 @@ _pack_tlv = TLV_HEADER_STRUCT.pack
 _WIRE = "_wire"
 
 M = TypeVar("M", bound=Message)
-_new_tuple = tuple.__new__
-#: The ``changed`` of a :class:`Wire` as decoded.
-_UNCHANGED: frozenset[str] = frozenset()
 
 
 class Wire(NamedTuple):
@@ -323,7 +320,7 @@ def _message(data: bytes, plan: _Plan, flags: int, length: int, txid: int,
     if unknown:
         attrs["unknown_tlvs"] = tuple(unknown)
     if plan.relayed:
-        attrs[_WIRE] = _new_tuple(Wire, (data, _UNCHANGED))  # not NamedTuple's __new__
+        attrs[_WIRE] = Wire(data)
     return msg
 
 

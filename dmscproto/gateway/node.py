@@ -340,9 +340,8 @@ class GatewayNode(NodeDispatch):
         """React to what the machines reported, then pass the events on."""
         while (ev := self._out.next_event()) is not None:
             if type(ev) is TransactionEnded:  # every relayed call's: only passed on
-                self._events.append(ev)
-                continue
-            if isinstance(ev, AgentRegistered):
+                pass
+            elif isinstance(ev, AgentRegistered):
                 if self.grace is not None:
                     self.grace.back(ev.agent_id)
                 self._announce(TableChanges(advertised=(ev.agent_id,)), now)
