@@ -38,7 +38,7 @@ from dmscproto.codec.values import DiscoveryQuery, TraceContext
 from dmscproto.host.config import GatewayConfig
 from dmscproto.host.logs import TextFormatter
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
-from dmscproto.protocol.tracecontext import TraceParent, hop_context, new_ids
+from dmscproto.protocol.tracecontext import TraceParent, hop_context, new_ids, start_trace
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.testing.harness import Network
@@ -85,6 +85,19 @@ def test_hop_context_keeps_the_trace_and_changes_the_parent() -> None:
     assert new is not None and new.tracestate is None
     parsed = TraceParent.parse(new.traceparent)
     assert parsed is not None and parsed.parent_id == span and parsed.trace_id.hex() != TRACE_ID
+
+
+@pytest.mark.parametrize("zero", [slice(0, 16), slice(16, 24)])
+def test_a_new_trace_draws_again_an_all_zero_id(zero: slice) -> None:
+    """start_trace takes both ids from one draw: one that is all zero (W3C forbids
+    either) is not sent, the next draw is."""
+    first_bad = bytearray(range(1, 25))
+    first_bad[zero] = bytes(zero.stop - zero.start)
+    draws = iter([bytes(first_bad), bytes(range(1, 25))])
+    trace = start_trace(lambda n: next(draws), sampled=True)
+    parsed = TraceParent.parse(trace.traceparent)
+    assert parsed is not None and parsed.sampled and trace.tracestate is None
+    assert parsed.trace_id + parsed.parent_id == bytes(range(1, 25))
 
 
 # --- every hop, through the in-memory harness -------------------------------------------------
