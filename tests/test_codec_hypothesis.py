@@ -557,7 +557,7 @@ def general_codec() -> Iterator[None]:
     for cache in caches:
         cache.clear()
     pdu._raw, pdu._fixed_header = (lambda tlv: -2), (lambda tlv: None)  # type: ignore[assignment]
-    pdu._usual_reader = lambda cls: (lambda data, size: None)  # type: ignore[assignment]
+    pdu._usual_reader = lambda cls, defaults: (lambda data, size, flags, txid: None)  # type: ignore[assignment]
     pdu._usual_builder = lambda cls: (lambda attrs: None)  # type: ignore[assignment]
     try:
         yield

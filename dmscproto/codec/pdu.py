@@ -132,28 +132,33 @@ class _Plan:
         self.repeated = tuple(s.name for s in cls.SPEC if s.occurs is REPEATED)
         self.relayed = cls.RELAYED
         #: The reader of the usual TLVs (:func:`_usual_reader`).
-        self.read_usual = _usual_reader(cls)
+        self.read_usual = _usual_reader(cls, self.defaults)
 
 
-def _usual_reader(cls: type[Message]) -> Callable[[bytes, int], dict[str, Any] | None]:
-    """A reader of the TLVs of a ``cls`` PDU in their usual shape: known types in
-    ascending order, only a repeated field's repeated, every value parsed without
-    error.  It returns the values :func:`_read_tlvs` would read from such a PDU, or
-    None for any other (an unknown, repeated or misplaced TLV, a framing or value
-    error, which :func:`_read_tlvs` then reads or refuses, naming the error).
+def _usual_reader(cls: type[Message], defaults: dict[str, Any]
+                  ) -> Callable[[bytes, int, int, int], Message | None]:
+    """A reader of a ``cls`` PDU whose TLVs are in their usual shape: known types in
+    ascending order, only a repeated field's repeated, every required one there, every
+    value parsed without error.  Given the PDU, its length, flags and transaction id
+    (checked by :func:`_header`), it returns the message :func:`_read_tlvs` and
+    :func:`_message` would make of such a PDU, or None for any other (an unknown,
+    repeated, misplaced or missing TLV, a framing or value error, which they then read
+    or refuse, naming the error).
 
     Its source is made from the class's ``SPEC``: for each field in TLV order, a test
     of the next TLV's type (all an absent optional field costs) and the reading of its
-    value, without the general loop's look-ups and checks per TLV; :func:`decode`
-    tries it first."""
+    value into the message's attributes, without the general loop's look-ups and
+    checks per TLV; :func:`decode` tries it first.  ``defaults`` are the values of the
+    fields that have one, which the message starts from."""
     next_tlv = "t, n = unpack(data, o) if size - o >= 4 else (-1, 0)"
-    lines = ["def read(data, size):",
-             "    values = {}",
+    lines = ["def read(data, size, flags, txid):",
+             "    values = DEFAULTS.copy()",
              "    o = HEADER_SIZE",
              "    try:",
              f"        {next_tlv}"]
     namespace: dict[str, Any] = {"HEADER_SIZE": HEADER_SIZE, "unpack": _unpack_tlv,
-                                 "DecodeError": DecodeError}
+                                 "DecodeError": DecodeError, "Wire": Wire, "new": object.__new__,
+                                 "cls": cls, "DEFAULTS": defaults}
     for i, spec in enumerate(cls.SPEC):
         raw = _raw(spec.tlv)
         if raw == -2:
@@ -168,16 +173,25 @@ def _usual_reader(cls: type[Message]) -> Callable[[bytes, int], dict[str, Any] |
                next_tlv]
         lines.append(f"        if t == {spec.tlv.value}:")
         if repeated:
-            lines += [f"            values[{spec.name!r}] = items = []",
+            lines += ["            items = []",
                       f"            while t == {spec.tlv.value}:",
-                      *("                " + line for line in one)]
+                      *("                " + line for line in one),
+                      f"            values[{spec.name!r}] = tuple(items)"]
         else:
             lines += ["            " + line for line in one]
+        if spec.occurs is REQUIRED:
+            lines += ["        else:", "            return None"]
     lines += ["    except DecodeError:",
               "        return None",
-              "    return values if o == size else None"]
+              "    if o != size:",
+              "        return None",
+              "    values['transaction_id'], values['flags'] = txid, flags",
+              *([f"    values[{_WIRE!r}] = Wire(data)"] if cls.RELAYED else []),
+              "    msg = new(cls)",
+              "    msg.__dict__.update(values)",
+              "    return msg"]
     exec("\n".join(lines), namespace)  # the source is made of the SPEC's names and types
-    read: Callable[[bytes, int], dict[str, Any] | None] = namespace["read"]
+    read: Callable[[bytes, int, int, int], Message | None] = namespace["read"]
     return read
 
 
@@ -198,10 +212,10 @@ def decode(data: bytes) -> Message:
     """Decode exactly one PDU from ``data`` (any bytes-like object) into its message
     dataclass, whose byte fields are then ``bytes``."""
     data, plan, flags, length, txid = _header(data)
-    values = plan.read_usual(data, length)
-    if values is not None:
-        return _message(data, plan, flags, length, txid, values, _NO_TLVS)
-    values = {}
+    msg = plan.read_usual(data, length, flags, txid)
+    if msg is not None:
+        return msg
+    values: dict[str, Any] = {}
     unknown: list[RawTlv] = []
     _read_tlvs(data, plan, HEADER_SIZE, length, -1, values, unknown)
     return _message(data, plan, flags, length, txid, values, unknown)
@@ -293,10 +307,6 @@ def _read_tlvs(data: bytes, plan: _Plan, offset: int, stop: int, last_type: int,
         last_type = ttype
         offset = end
     return offset, last_type
-
-
-#: No unknown TLV.
-_NO_TLVS: tuple[RawTlv, ...] = ()
 
 
 def _message(data: bytes, plan: _Plan, flags: int, length: int, txid: int,
