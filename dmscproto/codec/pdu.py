@@ -51,12 +51,12 @@ class Wire(NamedTuple):
         changed (:func:`encode` then builds every TLV)."""
         if "unknown_tlvs" in self.changed:
             return None
-        cls = type(msg)
-        plans = _BY_NAME.get(cls) or _by_name(cls)
+        key = (type(msg), self.changed)
+        plans = _SPLICES.get(key) or _splice_plans(*key)
         data, offset, size = self.data, HEADER_SIZE, len(self.data)
         parts: list[bytes] = []
         copied = offset  # octets before ``copied`` are in ``parts``
-        for plan in sorted(plans[name] for name in self.changed if name in plans):
+        for plan in plans:
             ttype = plan[0]
             while offset < size:  # to the first TLV of this type or a higher one
                 tlv_type, tlen = _unpack_tlv(data, offset)
@@ -81,8 +81,8 @@ def rewrite(msg: M, **changes: Any) -> M:
     :func:`encode` copies the other TLVs.  Only field names are accepted (TypeError
     otherwise)."""
     cls = type(msg)
-    unknown = changes.keys() - cls.FIELD_NAMES
-    if unknown:
+    if not cls.FIELD_NAMES.issuperset(changes):
+        unknown = changes.keys() - cls.FIELD_NAMES
         raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
     new = object.__new__(cls)
     attrs = new.__dict__
@@ -90,7 +90,7 @@ def rewrite(msg: M, **changes: Any) -> M:
     attrs.update(changes)
     wire: Wire | None = attrs.get(_WIRE)
     if wire is not None:
-        attrs[_WIRE] = Wire(wire.data, wire.changed | changes.keys())
+        attrs[_WIRE] = Wire(wire.data, wire.changed.union(changes))
     return new
 
 
@@ -370,6 +370,8 @@ _Build = tuple[int, str, Callable[[Any], bytes], bool, bool, bytes | None, int]
 #: order, and the same by field name.
 _BUILDS: dict[type[Message], tuple[_Build, ...]] = {}
 _BY_NAME: dict[type[Message], dict[str, _Build]] = {}
+#: The plans :meth:`Wire.splice` builds, by class and changed fields (:func:`_splice_plans`).
+_SPLICES: dict[tuple[type[Message], frozenset[str]], tuple[_Build, ...]] = {}
 #: The builder of each message class's usual TLVs (:func:`_usual_builder`).
 _USUAL: dict[type[Message], Callable[[dict[str, Any]], bytes | None]] = {}
 
@@ -448,6 +450,16 @@ def _usual_builder(cls: type[Message]) -> Callable[[dict[str, Any]], bytes | Non
     usual: Callable[[dict[str, Any]], bytes | None] = namespace["build"]
     _USUAL[cls] = usual
     return usual
+
+
+def _splice_plans(cls: type[Message], changed: frozenset[str]) -> tuple[_Build, ...]:
+    """The encoding plans of the TLVs :meth:`Wire.splice` builds anew for the fields
+    ``changed`` (the transaction id is in the header), in TLV type order; kept by
+    class and fields, a handful of sets (a relay changes the same ones each time)."""
+    plans = _BY_NAME.get(cls) or _by_name(cls)
+    splice = _SPLICES[cls, changed] = tuple(
+        sorted(plans[name] for name in changed if name in plans))
+    return splice
 
 
 def _by_name(cls: type[Message]) -> dict[str, _Build]:
