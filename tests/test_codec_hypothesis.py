@@ -578,7 +578,11 @@ def both_ways(fn: Any, arg: Any) -> tuple[Any, Any]:
             return ("error", exc.code, exc.offset, exc.reason)
         except EncodeError as exc:
             return ("error", str(exc))
-        return (type(out), out, encode(out) if isinstance(out, Message) else None)
+        if not isinstance(out, Message):
+            return (type(out), out, None)
+        # the type of every field too: a registered code decodes to its enum member,
+        # which compares equal to the plain integer
+        return (type(out), out, encode(out), {k: type(v) for k, v in vars(out).items()})
     fast = run()
     with general_codec():
         general = run()

@@ -160,14 +160,23 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
                                  "DecodeError": DecodeError, "Wire": Wire, "new": object.__new__,
                                  "cls": cls, "DEFAULTS": defaults}
     for i, spec in enumerate(cls.SPEC):
-        raw = _raw(spec.tlv)
-        if raw == -2:
-            namespace[f"parse{i}"] = VALUE_CODECS[spec.tlv].parse
-        value = "data[s:o]" if raw != -2 else f"parse{i}(data[s:o])"
+        codec = VALUE_CODECS[spec.tlv]
+        raw, size = _raw(spec.tlv), -1
+        if codec.integer is not None:  # a registered member, else the general path
+            namespace[f"unpack{i}"], namespace[f"members{i}"] = codec.integer
+            value = (f"unpack{i}(data, s)[0]" if codec.integer[1] is None
+                     else f"members{i}[unpack{i}(data, s)[0]]")
+            size = codec.fixed or 0
+        elif raw == -2:
+            namespace[f"parse{i}"] = codec.parse
+            value = f"parse{i}(data[s:o])"
+        else:
+            value = "data[s:o]"
+            size = raw
         repeated = spec.occurs is REPEATED
         one = ["s = o + 4",
                "o = s + n",
-               "if o > size" + (f" or n != {raw}:" if raw >= 0 else ":"),
+               "if o > size" + (f" or n != {size}:" if size >= 0 else ":"),
                "    return None",
                f"items.append({value})" if repeated else f"values[{spec.name!r}] = {value}",
                next_tlv]
@@ -181,7 +190,7 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
             lines += ["            " + line for line in one]
         if spec.occurs is REQUIRED:
             lines += ["        else:", "            return None"]
-    lines += ["    except DecodeError:",
+    lines += ["    except (DecodeError, KeyError):",
               "        return None",
               "    if o != size:",
               "        return None",
