@@ -163,7 +163,8 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
         codec = VALUE_CODECS[spec.tlv]
         raw, size = _raw(spec.tlv), -1
         if codec.integer is not None:  # a registered member, else the general path
-            namespace[f"unpack{i}"], namespace[f"members{i}"] = codec.integer
+            namespace[f"unpack{i}"] = codec.integer[0].unpack_from
+            namespace[f"members{i}"] = codec.integer[1]
             value = (f"unpack{i}(data, s)[0]" if codec.integer[1] is None
                      else f"members{i}[unpack{i}(data, s)[0]]")
             size = codec.fixed or 0
@@ -441,6 +442,9 @@ def _usual_builder(cls: type[Message]) -> Callable[[dict[str, Any]], bytes | Non
                    "    return None",
                    f"parts += (header{i}, value)"]
         elif header is not None:
+            integer = VALUE_CODECS[TlvType(ttype)].integer
+            if integer is not None:  # what its builder does, without the call
+                namespace[f"build{i}"] = integer[0].pack
             tlv = [f"parts += (header{i}, build{i}(value))"]
         else:
             tlv = [f"value = build{i}(value)",

@@ -163,11 +163,11 @@ class ValueCodec(Generic[T]):
     #: The length of every value built, for a fixed-size value (its TLV header is then
     #: always the same); None otherwise.
     fixed: int | None = None
-    #: For a value that is one integer of :attr:`fixed` octets: the reader of its
-    #: ``(integer,)`` at an offset and the registered members it stands for (None: the
-    #: integer itself), with which the message codec reads a registered one without a
-    #: call; None for any other value.
-    integer: tuple[Callable[[bytes, int], tuple[Any, ...]], dict[int, Any] | None] | None = None
+    #: For a value that is one integer of :attr:`fixed` octets: its ``struct`` and the
+    #: registered members it stands for (None: the integer itself), with which the
+    #: message codec reads a registered one, and builds one, without a call; None for
+    #: any other value.
+    integer: tuple[struct.Struct, dict[int, Any] | None] | None = None
 
     def parse(self, data: bytes) -> T:
         raise NotImplementedError
@@ -188,7 +188,7 @@ class FixedCodec(ValueCodec[T]):
         self._is_bytes = self._struct.format.endswith("s")
         self.raw = self.size if self._is_bytes else None
         if not self._is_bytes:
-            self.integer = (self._struct.unpack_from, self._members)
+            self.integer = (self._struct, self._members)
 
     def parse(self, data: bytes) -> T:
         if len(data) != self.size:
