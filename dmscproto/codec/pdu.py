@@ -167,7 +167,8 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
             namespace[f"members{i}"] = codec.integer[1]
             value = (f"unpack{i}(data, s)[0]" if codec.integer[1] is None
                      else f"members{i}[unpack{i}(data, s)[0]]")
-            size = codec.fixed or 0
+            assert codec.fixed is not None
+            size = codec.fixed
         elif raw == -2:
             namespace[f"parse{i}"] = codec.parse
             value = f"parse{i}(data[s:o])"
