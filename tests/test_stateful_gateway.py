@@ -31,6 +31,7 @@ from dmscproto.protocol.events import (
     RequestCompleted,
     RequestFailed,
 )
+from dmscproto.protocol.machine import earliest
 from dmscproto.testing import examples
 from dmscproto.testing.harness import Network
 
@@ -164,6 +165,17 @@ class GatewayPair(RuleBasedStateMachine):
             want = {self.agents[n].signed.record.agent_id for n in self.registered
                     if home(n) == gateway}
             assert self._locals(gateway) == want
+
+    @invariant()
+    def each_timer_is_its_machines_earliest(self) -> None:
+        for node in self.net.gateways.values():
+            want = earliest(
+                node.registration.get_timer(), node.summaries.get_timer(), node._drop_at,
+                None if node.grace is None else node.grace.get_timer(),
+                *(s.get_timer() for s in node.sessions.values()),
+                *(r.get_timer() for r in node._unanswered),
+                *(f.get_timer() for f in node._relaying if not f.done))
+            assert node.get_timer() == want
 
 
 GatewayPair.TestCase.settings = settings(

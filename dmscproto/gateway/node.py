@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable
 
 from ..codec.changes import TableChanges
 from ..codec.messages import Error, Message
-from ..codec.registry import MAX_PDU_SIZE, ErrorCode, limit, timer
+from ..codec.registry import MAX_PDU_SIZE, ErrorCode, MessageType, limit, timer
 from ..protocol.certificates import CertificateCheck, SessionCertificates
 from ..protocol.discovery import DiscoveryResponder, PolicyFor
 from ..protocol.dispatch import dispatch_table
@@ -113,6 +113,9 @@ from .dispatch import NodeDispatch
 from .drops import PeerDrops
 from .limits import Budget, RequestLimits
 from .restart import RestartGrace
+
+#: The messages of relayed calls, which move no timer but the relays' and sessions'.
+_RELAYED = frozenset({MessageType.ROUTE_REQUEST, MessageType.ROUTE_REPLY})
 
 
 class GatewayNode(NodeDispatch):
@@ -179,6 +182,11 @@ class GatewayNode(NodeDispatch):
         #: Begins this gateway's hop of each relayed or answered request's trace.
         self.tracer = tracer or W3CHops()
         self._out = Outbox()                   # what the machines produce
+        #: The earliest timer of the machines a relayed ROUTE_REQUEST or ROUTE_REPLY never
+        #: moves (registration, summaries, route drops, restart grace), while known:
+        #: forgotten by every other input, and every event but TransactionEnded.
+        self._steady: float | None = None
+        self._steady_known = False
         self._events: deque[ProtocolEvent] = deque()  # what the caller sees
         self.registration = GatewayRegistration(self._out, core, verifier)
         self.discovery = DiscoveryResponder(self._out, core, discovery_policy, pdu_limit,
@@ -232,6 +240,7 @@ class GatewayNode(NodeDispatch):
         """This gateway restarted on its registry (Section 6.1.2): withhold the local
         records loaded from it from peers until their agents come back or ``grace``
         seconds pass.  Returns how many records are withheld."""
+        self._steady_known = False
         self.grace = RestartGrace(self.core.agent_ids(local_only=True), now + grace)
         return len(self.grace.stale)
 
@@ -244,12 +253,14 @@ class GatewayNode(NodeDispatch):
 
     def connect(self, handle: Handle, now: float) -> None:
         """Open a peer session over the association ``handle`` (we send OPEN)."""
+        self._steady_known = False
         self._dialled.add(handle)
         self._session(handle).start(now)
         self._settle(now)
 
     def disconnect(self, handle: Handle, now: float) -> None:
         """Close a peer session with NOTIFY CEASE."""
+        self._steady_known = False
         self._session_timers.stale(handle)
         self.sessions[handle].close(now)
         self._settle(now)
@@ -257,6 +268,8 @@ class GatewayNode(NodeDispatch):
     # --- input --------------------------------------------------------------------------------
     def receive(self, source: Handle, msg: Message, now: float) -> None:
         """Dispatch one decoded message from ``source``."""
+        if msg.TYPE not in _RELAYED:
+            self._steady_known = False
         queued = len(self._out.messages)
         try:
             self._dispatch(source, msg, now)
@@ -280,15 +293,19 @@ class GatewayNode(NodeDispatch):
     # --- timers -------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
         # asked for after every turn that ran the node (twice a routed call): no list
-        # or generator made when there is nothing to make it of
+        # or generator made when there is nothing to make it of, and the timers a
+        # relayed message never moves kept from the last turn that may have moved them
+        if not self._steady_known:
+            self._steady_known = True
+            self._steady = earliest(self.registration.get_timer(), self.summaries.get_timer(),
+                                    self._drop_at,
+                                    None if self.grace is None else self.grace.get_timer())
+        at = earliest(self._steady, self._session_timers.earliest(self._session_timer),
+                      self._relay_timers.earliest(Relay.get_timer))
         if self._relaying:
             self._relaying = [f for f in self._relaying if not f.done]
-        at = earliest(self.registration.get_timer(), self.summaries.get_timer(),
-                      self._drop_at, None if self.grace is None else self.grace.get_timer(),
-                      self._session_timers.earliest(self._session_timer),
-                      self._relay_timers.earliest(Relay.get_timer))
-        return earliest(at, *(f.get_timer() for f in self._relaying)) if self._relaying \
-            else at
+            return earliest(at, *(f.get_timer() for f in self._relaying))
+        return at
 
     def _session_timer(self, handle: Handle) -> float | None:
         s = self.sessions.get(handle)
@@ -296,6 +313,7 @@ class GatewayNode(NodeDispatch):
 
     def handle_timer(self, now: float) -> None:
         """Run every machine whose timer is due."""
+        self._steady_known = False
         due = self.registration.get_timer()
         if due is not None and now >= due:
             self.registration.handle_timer(now)
@@ -340,8 +358,10 @@ class GatewayNode(NodeDispatch):
         """React to what the machines reported, then pass the events on."""
         while (ev := self._out.next_event()) is not None:
             if type(ev) is TransactionEnded:  # every relayed call's: only passed on
-                pass
-            elif isinstance(ev, AgentRegistered):
+                self._events.append(ev)
+                continue
+            self._steady_known = False  # what follows may move them
+            if isinstance(ev, AgentRegistered):
                 if self.grace is not None:
                     self.grace.back(ev.agent_id)
                 self._announce(TableChanges(advertised=(ev.agent_id,)), now)
