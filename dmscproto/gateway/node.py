@@ -356,7 +356,9 @@ class GatewayNode(NodeDispatch):
     # --- propagation (Section 6.5) ------------------------------------------------------------
     def _settle(self, now: float) -> None:
         """React to what the machines reported, then pass the events on."""
-        while (ev := self._out.next_event()) is not None:
+        events = self._out.events
+        while events:
+            ev = events.popleft()
             if type(ev) is TransactionEnded:  # every relayed call's: only passed on
                 self._events.append(ev)
                 continue

@@ -142,6 +142,8 @@ class Turns:
     def _round(self) -> None:
         self._scheduled = False
         self._served.clear()
+        if not self._queues:  # no association had a second request in the turn
+            return
         until = time.perf_counter() + FAIR_ROUND_QUANTUM
         while self._queues:
             for source in list(self._queues):
