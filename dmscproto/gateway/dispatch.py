@@ -153,8 +153,8 @@ class NodeDispatch(NodePorts):
         try:
             relay.receive(source, msg, now)
         finally:
-            self._ran(relay)
-        if not relay.done and relay.downstream is not None:  # sent on again (6.10)
+            done = self._ran(relay)
+        if not done and relay.downstream is not None:  # sent on again (6.10)
             self.relays[relay.downstream] = relay
         return True
 
@@ -261,10 +261,12 @@ class NodeDispatch(NodePorts):
                 session.watch(now)
                 self._session_timers.stale(relay.downstream[0])  # its probe timer
 
-    def _ran(self, relay: Relay) -> None:
-        """A relay ran: its timer may have moved, and an answered one is forgotten."""
+    def _ran(self, relay: Relay) -> bool:
+        """A relay ran: its timer may have moved, and an answered one is forgotten.
+        Whether it is done."""
         self._relay_timers.stale(relay)
         if relay.done:
             self._unanswered.pop(relay, None)
-        else:
-            self._unanswered[relay] = None
+            return True
+        self._unanswered[relay] = None
+        return False

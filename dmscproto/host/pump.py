@@ -57,7 +57,7 @@ from ..codec.registry import ANSWER_TO, FAIR_ROUND_QUANTUM, ErrorCode, MessageTy
 from ..protocol.machine import Handle, ProtocolError
 from ..security.ca import Identity
 from ..transport.contract import Connection, transaction_time_of
-from ..transport.driver import Driver, end_of_turn
+from ..transport.driver import Driver, end_of_turn, epoch_clock
 from ..transport.peer import Answer
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,8 @@ class Pump:
         self._order = itertools.count()
         self._turns = Turns(self._loop)
         self._driver = Driver(self, epoch=True, lazy=True, loop=self._loop)
+        #: The driver's clock, read directly (asked for with every message).
+        self._clock = epoch_clock(self._loop)
         self._flushing = 0
         self._closed = False
 
@@ -226,14 +228,14 @@ class Pump:
         if self.on_receive is not None:
             self.on_receive(source, msg)
         try:
-            self.machine.receive(source, msg, self._driver.now())
+            self.machine.receive(source, msg, self._clock.now())
         except ProtocolError as err:  # the machine queued the draft's answer, if any
             log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
         self.flush()
 
     def now(self) -> float:
         """The machine's clock: seconds since the epoch (module docstring)."""
-        return self._driver.now()
+        return self._clock.now()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A local call on the machine, then send what it queued."""
@@ -294,7 +296,7 @@ class Pump:
         except Exception as exc:  # fed back later, as an answer would be, not in this flush
             self._loop.call_soon(self.feed, dest, _failure(msg, exc))
             return
-        at = self._driver.now() + transaction_time_of(msg)
+        at = self._clock.now() + transaction_time_of(msg)
         self._outgoing[key] = (token, at)
         if len(self._stops) > 2 * len(self._outgoing) + 64:  # mostly ended: rebuild
             self._stops = [(t, next(self._order), k) for k, (_tok, t) in self._outgoing.items()]

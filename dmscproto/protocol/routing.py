@@ -401,14 +401,12 @@ class RouteRelay(Relay):
         (_S.CERTIFYING, _R.TIMEOUT): (_A.TIMED_OUT, _S.DONE),
     }
 
-    def __init__(self, outbox: Outbox, ctx: RelayContext, upstream: Handle,
-                 request: RouteRequest) -> None:
-        super().__init__(outbox, ctx, upstream, request)
-        #: The request as forwarded and the certificate its origin assertion names.
-        self.forwarded: RouteRequest | None = None
-        self.certificate: bytes | None = None
-        #: Whether the certificate was sent in this transaction (it is, at most once).
-        self.certified = False
+    #: The request as forwarded and the certificate its origin assertion names (class
+    #: defaults until :meth:`_forward`: no ``__init__`` of its own, one per routed call).
+    forwarded: RouteRequest | None = None
+    certificate: bytes | None = None
+    #: Whether the certificate was sent in this transaction (it is, at most once).
+    certified = False
 
     def classify(self, now: float) -> StepInput:
         req = self.request
