@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any
 
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.values import TraceContext
@@ -74,11 +74,10 @@ def _global_provider() -> TracerProvider | None:
     on every call until then, a microsecond for every request and hop, so the module
     global it returns is read directly (the API's own call when the module has none)."""
     assert otel is not None
-    tp = getattr(otel, "_TRACER_PROVIDER", _UNREAD)
+    tp: Any = getattr(otel, "_TRACER_PROVIDER", _UNREAD)  # Any: no cast() call per hop
     if tp is _UNREAD:
         tp = otel.get_tracer_provider()
-    return None if tp is None or isinstance(tp, otel.ProxyTracerProvider) else \
-        cast("TracerProvider", tp)
+    return None if tp is None or isinstance(tp, otel.ProxyTracerProvider) else tp
 
 
 class _Recorder:
