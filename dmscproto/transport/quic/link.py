@@ -24,7 +24,7 @@ from ..recorder import SocketRecorder, sender_for
 from ..tap import DatagramTap
 from ..tls import DmscQuicConnection
 from .errors import ConnectionClosed
-from .sockets import drain
+from .sockets import Drain
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,18 @@ class QuicLink(QuicConnectionProtocol):
 
     _quic: DmscQuicConnection
     # slots keep aioquic's instance dict at its smallest size (memory per connection)
-    __slots__ = ("_closed_error", "_confirmed", "_driver", "_established", "_keepalive",
+    __slots__ = ("_closed_error", "_confirmed", "_drain", "_driver", "_established", "_keepalive",
                  "_keepalive_handle", "_on_close", "_owns_transport", "_pcap", "_peer",
-                 "_raw_transport", "_recorder", "_sock", "_turn", "datagrams_received",
+                 "_raw_transport", "_recorder", "_turn", "datagrams_received",
                  "datagrams_sent")
 
     def __init__(self, quic: DmscQuicConnection, *, pcap: DatagramTap | None = None,
                  owns_transport: bool = False, on_close: Callable[[Self], None] | None = None,
                  keepalive: float | None = None, sock: socket.socket | None = None) -> None:
         super().__init__(quic)
-        #: The connection's own socket (``owns_transport``), read directly to drain it.
-        self._sock = sock
+        #: Reads the datagrams waiting on the connection's own socket (``owns_transport``).
+        self._drain = (None if sock is None
+                       else Drain(sock, self._received, self.error_received, self._loop))
         self._peer: PeerInfo[Self] | None = None
         self._pcap = pcap
         self._recorder: SocketRecorder | None = None
@@ -116,8 +117,8 @@ class QuicLink(QuicConnectionProtocol):
         held = self._turn.hold()  # the transmits follow these datagrams at once
         try:
             self._received(cast(bytes, data), addr)
-            if self._sock is not None:
-                drain(self._sock, self._received, self.error_received)
+            if self._drain is not None:
+                self._drain()
         finally:
             if held:
                 self._turn.release()

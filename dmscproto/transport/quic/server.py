@@ -30,7 +30,7 @@ from ..recorder import SocketRecorder, sender_for
 from ..tap import DatagramTap
 from ..tls import DmscQuicConnection, TlsIdentity
 from .link import IDLE_TIMEOUT
-from .sockets import drain, udp_socket
+from .sockets import Drain, udp_socket
 from .streams import DmscConnection, Handler
 
 #: Source addresses whose Retry count a server keeps (beyond: all forgotten at once).
@@ -81,8 +81,9 @@ class QuicServer(asyncio.DatagramProtocol):
                  keylog: KeyLog, idle_timeout: float = IDLE_TIMEOUT,
                  limits: QuicLimits | None = None, sock: socket.socket | None = None) -> None:
         self.tls = tls
-        #: The listening socket, read directly to drain it (see :func:`.sockets.drain`).
-        self._sock = sock
+        #: Reads the datagrams waiting on the listening socket.
+        self._drain = (None if sock is None else Drain(
+            sock, self._received, self.error_received, asyncio.get_running_loop()))
         self.handler = handler
         self.peers: dict[bytes, DmscConnection] = {}
         self._configuration = tls.configuration(is_client=False, keylog=keylog.file,
@@ -129,8 +130,8 @@ class QuicServer(asyncio.DatagramProtocol):
         # it here cut routed calls at 32 in flight by about 30% (tools/bench/route.py
         # c32: 3,700/s held, 5,700-6,000/s not; one call at a time alike).
         self._received(data, addr)
-        if self._sock is not None:
-            drain(self._sock, self._received, self.error_received)
+        if self._drain is not None:
+            self._drain()
 
     def _received(self, data: bytes, addr: NetworkAddress) -> None:
         assert self._sender is not None

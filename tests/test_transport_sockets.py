@@ -1,0 +1,101 @@
+"""The draining of a QUIC socket (transport.quic.sockets.Drain) on a real event loop and
+real UDP sockets on loopback: every datagram is read, in order; datagrams waiting
+together are read in one wake-up, those of a flood a turn budget at a time, and after
+datagrams that came alone the next wake-ups read only their own."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aioquic.quic.connection import NetworkAddress
+
+from dmscproto.transport.driver import turn_budget
+from dmscproto.transport.quic.sockets import _FREE, ALONE, IDLE_SKIP, Drain
+
+
+class _Reader(asyncio.DatagramProtocol):
+    """Reads its socket as QuicServer does: the datagram that woke the loop, then the
+    Drain; records the datagrams of each wake-up."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.wakeups: list[list[bytes]] = []
+        self.errors: list[Exception] = []
+        self.drain = Drain(sock, self._received, self.errors.append,
+                           asyncio.get_running_loop())
+        self.arrived = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        self.wakeups.append([])
+        self._received(data, addr)
+        self.drain()
+        self.arrived.set()
+
+    def _received(self, data: bytes, addr: NetworkAddress) -> None:
+        self.wakeups[-1].append(data)
+
+    async def read(self, sender: socket.socket, count: int) -> list[list[bytes]]:
+        """Send ``count`` datagrams at once (loopback queues them before the loop
+        polls), and the wake-ups that read them."""
+        start = len(self.wakeups)
+        sent = [b"%d" % i for i in range(count)]
+        for data in sent:
+            sender.send(data)
+        while sum(map(len, self.wakeups[start:])) < count:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 5)
+        got = self.wakeups[start:]
+        assert [d for wakeup in got for d in wakeup] == sent  # all, in order
+        return got
+
+
+@contextmanager
+def _pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        sender.connect(receiver.getsockname())
+        yield receiver, sender
+
+
+def test_datagrams_waiting_together_are_read_in_one_wakeup_until_they_come_alone() -> None:
+    async def main() -> None:
+        with _pair() as (receiver, sender):
+            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Reader(receiver), sock=receiver)
+            try:
+                assert await reader.read(sender, 5) == [[b"%d" % i for i in range(5)]]
+                for _ in range(ALONE):  # each wake-up looks: nothing more is waiting
+                    assert len(await reader.read(sender, 1)) == 1
+                # the next IDLE_SKIP wake-ups read one datagram each; the one after
+                # looks again and reads what is left
+                got = await reader.read(sender, IDLE_SKIP + 3)
+                assert list(map(len, got)) == [1] * IDLE_SKIP + [3]
+                assert len(await reader.read(sender, 5)) == 1  # draining again
+                for _ in range(ALONE - 1):  # fewer lone ones in a row than ALONE
+                    assert len(await reader.read(sender, 1)) == 1
+                assert len(await reader.read(sender, 3)) == 1  # still draining
+                assert not reader.errors
+            finally:
+                transport.close()
+    asyncio.run(main())
+
+
+def test_a_flood_is_read_a_turn_budget_at_a_time() -> None:
+    """With no turn budget left, a wake-up reads _FREE datagrams after its own and one
+    more (the first piece of the turn's budget); the rest wait for later turns."""
+    async def main() -> None:
+        turn_budget(asyncio.get_running_loop()).seconds = 0.0
+        with _pair() as (receiver, sender):
+            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Reader(receiver), sock=receiver)
+            try:
+                got = await reader.read(sender, 30)
+                assert list(map(len, got)) == [_FREE + 2] * 6
+            finally:
+                transport.close()
+    asyncio.run(main())
