@@ -30,6 +30,8 @@ from dmscproto.codec.pdu import encode
 from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
 from dmscproto.codec.signing import entity_id
 from dmscproto.codec.wire import Advertisement
+from dmscproto.runtime import loop as loops
+from dmscproto.runtime.loop import have_uvloop
 from dmscproto.security.ca import Kind, TrustStore
 from dmscproto.testing import examples, flood
 from dmscproto.testing.harness import make_record
@@ -123,6 +125,17 @@ def test_concurrent_requests_on_one_connection(pki: Pki) -> None:
         assert len(handler.calls) == 32
         assert len({id(peer.connection) for _, peer in handler.calls}) == 1
     run(main())
+
+
+@pytest.mark.skipif(not have_uvloop(), reason="uvloop is not installed")
+def test_requests_on_uvloop(pki: Pki) -> None:
+    """On uvloop too (runtime.loop.run): a client sends on its connected socket without
+    an address, which uvloop refuses (EISCONN: no handshake) where asyncio allows it."""
+    async def main() -> None:
+        async with server(pki.gateway, Recorder()) as srv, client(srv, pki.agent) as conn:
+            request = EchoRequest(transaction_id=1, sequence=1, timestamp=0, payload=b"x")
+            assert await conn.request(request) == request
+    loops.run(asyncio.wait_for(main(), 15), "uvloop")
 
 
 def test_both_ends_see_verified_identities(pki: Pki) -> None:

@@ -98,11 +98,14 @@ class QuicLink(QuicConnectionProtocol):
         self._raw_transport = sender
 
     def transmit(self) -> None:
-        """aioquic's, counting datagrams (and it leaves no transmit task behind)."""
+        """aioquic's, counting datagrams (and it leaves no transmit task behind).  The
+        connection's own socket is connected: sent to without an address (uvloop refuses
+        one there, EISCONN, where asyncio checks it is the peer's)."""
         transport = self._transport
         assert transport is not None
+        owned = self._owns_transport
         for data, addr in self._quic.datagrams_to_send(now=self._loop.time()):
-            transport.sendto(data, addr)
+            transport.sendto(data, None if owned else addr)
             self.datagrams_sent += 1
         self._driver.arm()
 
