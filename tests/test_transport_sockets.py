@@ -1,7 +1,7 @@
 """The draining of a QUIC socket (transport.quic.sockets.Drain) on a real event loop and
 real UDP sockets on loopback: every datagram is read, in order; datagrams waiting
 together are read in one wake-up, those of a flood a turn budget at a time, and after
-datagrams that came alone the next wake-ups read only their own."""
+datagrams that came alone the next wake-ups of an adaptive drain read only their own."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ class _Reader(asyncio.DatagramProtocol):
     """Reads its socket as QuicServer does: the datagram that woke the loop, then the
     Drain; records the datagrams of each wake-up."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, adaptive: bool = True) -> None:
         self.wakeups: list[list[bytes]] = []
         self.errors: list[Exception] = []
         self.drain = Drain(sock, self._received, self.errors.append,
-                           asyncio.get_running_loop())
+                           asyncio.get_running_loop(), adaptive=adaptive)
         self.arrived = asyncio.Event()
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
@@ -80,6 +80,22 @@ def test_datagrams_waiting_together_are_read_in_one_wakeup_until_they_come_alone
                     assert len(await reader.read(sender, 1)) == 1
                 assert len(await reader.read(sender, 3)) == 1  # still draining
                 assert not reader.errors
+            finally:
+                transport.close()
+    asyncio.run(main())
+
+
+def test_a_drain_not_adaptive_always_looks() -> None:
+    """A client's socket (adaptive=False) reads what waits after any number of lone
+    datagrams."""
+    async def main() -> None:
+        with _pair() as (receiver, sender):
+            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Reader(receiver, adaptive=False), sock=receiver)
+            try:
+                for _ in range(ALONE + 1):
+                    assert len(await reader.read(sender, 1)) == 1
+                assert len(await reader.read(sender, 5)) == 1
             finally:
                 transport.close()
     asyncio.run(main())

@@ -61,8 +61,8 @@ class QuicLink(QuicConnectionProtocol):
                  keepalive: float | None = None, sock: socket.socket | None = None) -> None:
         super().__init__(quic)
         #: Reads the datagrams waiting on the connection's own socket (``owns_transport``).
-        self._drain = (None if sock is None
-                       else Drain(sock, self._received, self.error_received, self._loop))
+        self._drain = (None if sock is None else Drain(
+            sock, self._received, self.error_received, self._loop, adaptive=False))
         self._peer: PeerInfo[Self] | None = None
         self._pcap = pcap
         self._recorder: SocketRecorder | None = None

@@ -83,7 +83,8 @@ class QuicServer(asyncio.DatagramProtocol):
         self.tls = tls
         #: Reads the datagrams waiting on the listening socket.
         self._drain = (None if sock is None else Drain(
-            sock, self._received, self.error_received, asyncio.get_running_loop()))
+            sock, self._received, self.error_received, asyncio.get_running_loop(),
+            adaptive=True))
         self.handler = handler
         self.peers: dict[bytes, DmscConnection] = {}
         self._configuration = tls.configuration(is_client=False, keylog=keylog.file,
