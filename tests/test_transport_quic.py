@@ -31,7 +31,6 @@ from dmscproto.codec.registry import ALPN, ErrorCode, MessageType
 from dmscproto.codec.signing import entity_id
 from dmscproto.codec.wire import Advertisement
 from dmscproto.runtime import loop as loops
-from dmscproto.runtime.loop import have_uvloop
 from dmscproto.security.ca import Kind, TrustStore
 from dmscproto.testing import examples, flood
 from dmscproto.testing.harness import make_record
@@ -127,7 +126,6 @@ def test_concurrent_requests_on_one_connection(pki: Pki) -> None:
     run(main())
 
 
-@pytest.mark.skipif(not have_uvloop(), reason="uvloop is not installed")
 def test_requests_on_uvloop(pki: Pki) -> None:
     """On uvloop too (runtime.loop.run): a client sends on its connected socket without
     an address, which uvloop refuses (EISCONN: no handshake) where asyncio allows it."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
@@ -22,10 +21,6 @@ from typing import Any, Literal, TypeVar
 T = TypeVar("T")
 
 LoopName = Literal["asyncio", "uvloop"]
-
-
-def have_uvloop() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
 
 
 def run(coro: Coroutine[Any, Any, T], loop: LoopName = "asyncio") -> T:
