@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 from aioquic import tls
+from aioquic._buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.logger import QuicLoggerTrace
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.quic.stream import QuicStream
@@ -199,6 +201,8 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setattr(FastPathConnection, "_send_short", lambda self, now: None)
         for name in ("_get_or_create_stream_for_send", "_get_or_create_stream"):
             monkeypatch.setattr(FastPathConnection, name, getattr(QuicConnection, name))
+        monkeypatch.setattr(FastPathConnection, "_handle_stream",
+                            QuicConnection._handle_stream_frame)
     # aioquic orders streams through a set of them, hashed by address: by stream ID
     # here, so that two runs order them alike
     monkeypatch.setattr(QuicStream, "__hash__", lambda self: self.stream_id)
@@ -340,3 +344,119 @@ def test_a_stream_is_made_as_aioquic_makes_it(stream_id: int) -> None:
     assert list(vars(made)) == list(vars(QuicStream()))
     made.sender.write(b"data", end_stream=True)  # its own range sets, buffers
     assert fastpath._new_stream(stream_id, 1, 1).sender._pending != made.sender._pending
+
+
+def _frame(stream_id: int, data: bytes, *, offset: int = 0, fin: bool = True,
+           length: int | None = None) -> bytes:
+    """A STREAM frame: with its Offset field when ``offset``, its Length field unless
+    ``length`` is -1 (the frame then runs to the packet's end), FIN when ``fin``."""
+    frame_type = 0x08 | (4 if offset else 0) | (0 if length == -1 else 2) | (1 if fin else 0)
+    out = Buffer(capacity=32 + len(data))
+    out.push_uint_var(frame_type)
+    out.push_uint_var(stream_id)
+    if offset:
+        out.push_uint_var(offset)
+    if length != -1:
+        out.push_uint_var(len(data) if length is None else length)
+    out.push_bytes(data)
+    return out.data
+
+
+#: Packets of STREAM frames from the client (stream IDs 0, 4, 8... are its bidirectional
+#: streams, 1, 5, 9... the server's, 2, 6... its unidirectional ones, 3 the server's), in
+#: order, to a server that opened streams 1 and 3, allows 12 bidirectional streams of 32
+#: octets, and 20 octets more on the connection before the last packet.
+STREAM_PACKETS: list[tuple[str, bytes]] = [
+    ("a request with FIN", _frame(0, b"request 0")),
+    ("two requests in a packet", _frame(4, b"request 4") + _frame(8, b"request 8")),
+    ("the first piece of a request", _frame(12, b"first", fin=False)),
+    ("its next piece", _frame(12, b" and last", offset=5)),
+    ("a request without a Length field", _frame(16, b"to the end", length=-1)),
+    ("a bare FIN on a new stream", _frame(20, b"")),
+    ("a gap: streams 24 and 28 opened by 32", _frame(32, b"after a gap")),
+    ("then 24, opened by the gap", _frame(24, b"late")),
+    ("a stream finished, once more", _frame(0, b"request 0")),
+    ("an answer on the server's stream", _frame(1, b"answer 1")),
+    ("a piece at an offset first", _frame(36, b"tail", offset=4)),
+    ("then its head", _frame(36, b"head", fin=False)),
+    ("an empty frame on a new stream", _frame(40, b"", fin=False)),
+    ("the client's unidirectional streams 2 to 46", _frame(46, b"one way")),
+    ("within the connection's data limit", _frame(44, b"z" * 20)),
+]
+#: A last packet instead, which closes the connection: its frame, and the server's
+#: limits of bidirectional streams and of octets more on the connection.
+STREAM_ENDINGS: dict[str, tuple[bytes, int, int]] = {
+    "beyond the stream limit": (_frame(44, b"too many"), 11, 20),
+    "on a stream the server would open": (_frame(45, b"not opened"), 12, 20),
+    "on the server's unidirectional stream (send-only)": (_frame(3, b"wrong way"), 12, 20),
+    "a Length beyond the packet": (_frame(44, b"short", length=500), 12, 20),
+    "over the stream's data limit": (_frame(44, b"x" * 40), 12, 100),
+    "over the connection's data limit": (_frame(44, b"y" * 30), 12, 20),
+    "data after a bare FIN": (_frame(20, b"late"), 12, 20),
+}
+
+
+def _stream_state(conn: QuicConnection) -> list[Any]:
+    """What receiving STREAM frames changes: streams (every field), their order, the
+    stream and data limits, the close, the events (taken)."""
+    close = conn._close_event
+    return [{sid: _fields(s) for sid, s in conn._streams.items()},
+            [s.stream_id for s in conn._streams_queue],
+            *(dict(vars(limit)) for limit in (conn._local_max_streams_bidi,
+                                              conn._local_max_streams_uni,
+                                              conn._local_max_data)),
+            (close.error_code, close.frame_type, close.reason_phrase) if close else None,
+            conn._state.name, [vars(e) for e in iter(conn.next_event, None)]]
+
+
+def _received(pki: Pki, monkeypatch: pytest.MonkeyPatch, fast: bool, qlog: bool,
+              packets: list[bytes], streams: int, room: int) -> list[Any]:
+    """The server's state after each of ``packets`` (in order), received with the
+    STREAM fast path or with aioquic's handler (limits: see STREAM_PACKETS), and the
+    frames it logged if it writes a qlog."""
+    with monkeypatch.context() as patch:
+        if not fast:
+            patch.setattr(FastPathConnection, "_handle_stream",
+                          QuicConnection._handle_stream_frame)
+            patch.setattr(FastPathConnection, "_get_or_create_stream",
+                          QuicConnection._get_or_create_stream)
+        pair = _established(pki, fast=True)
+        server = pair.server
+        logger = server._quic_logger = (
+            QuicLoggerTrace(is_client=False, odcid=b"") if qlog else None)
+        server._local_max_streams_bidi.value = streams
+        server._local_max_stream_data_bidi_remote = 32
+        for stream_id in (1, 3):
+            server.send_stream_data(stream_id, b"request %d" % stream_id, end_stream=True)
+        states = [_stream_state(server)]
+        for n, payload in enumerate(packets):
+            if n == len(packets) - 1:
+                server._local_max_data.value = server._local_max_data.used + room
+            server.receive_datagram(_sealed(pair, payload), CLIENT, pair.now)
+            states.append(_stream_state(server))
+        return [*states, [event["data"]["frames"] for event in logger._events
+                          if "frames" in event["data"]] if logger else None]
+
+
+@pytest.mark.parametrize(("ending", "qlog"),
+                         [(None, False), (None, True), *((e, False) for e in STREAM_ENDINGS)])
+def test_stream_frames_are_received_as_aioquic_receives_them(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch, spy: Spy, ending: str | None,
+        qlog: bool) -> None:
+    """The STREAM fast path against aioquic's handler: the same streams, every field of
+    theirs, limits, events and errors (and qlog), after each packet of a conversation
+    that takes the usual case and every way out of it."""
+    packets = [p for _, p in STREAM_PACKETS]
+    limits = 12, 20
+    if ending is not None:  # an error that closes the connection, instead of the last
+        packets[-1], *limits = STREAM_ENDINGS[ending]
+    handled = spy(QuicConnection, "_handle_stream_frame")
+    fast = _received(pki, monkeypatch, True, qlog, packets, *limits)
+    fallbacks = len(handled)
+    slow = _received(pki, monkeypatch, False, qlog, packets, *limits)
+    assert fast == slow
+    if qlog:  # every frame logged, by aioquic's handler
+        assert fallbacks * 2 == len(handled) and sum(map(len, fast[-1])) > 20
+    else:
+        assert fallbacks < len(handled) - 8  # the fast path took most frames
+    assert (fast[-2][5] is None) == (ending is None)  # the endings close

@@ -19,7 +19,11 @@ long header, another address or connection ID, a packet too short to hold a head
 protection sample, a connection not yet confirmed or closing, a qlog being written)
 goes to aioquic's code unchanged.
 
-Its ACK frames, nearly always of one range, go to loss recovery without aioquic's range
+Its STREAM frames, nearly always a transaction's whole request or answer (the first
+octets, usually with FIN, of the peer's next stream or of one this end opened), are
+taken as aioquic's handler takes them, without its frame object and the calls through
+the stream's receiver (:meth:`FastPathConnection._handle_stream`).  Its ACK frames,
+nearly always of one range, go to loss recovery without aioquic's range
 set and with loss detection only when a packet at or below the one acknowledged is
 left (:meth:`FastPathConnection._handle_ack`), and the timer of a connection established
 on a validated path is found in one pass over the packet spaces
@@ -59,6 +63,7 @@ from aioquic import tls
 from aioquic._buffer import Buffer, BufferReadError
 from aioquic._crypto import CryptoError
 from aioquic.buffer import size_uint_var
+from aioquic.quic import events
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     Limit,
@@ -124,6 +129,8 @@ _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
 #: The STREAM frame type with its Length field (as _ACK_FRAME: a plain integer).
 _STREAM_LEN = int(QuicFrameType.STREAM_BASE) | 2
+#: The STREAM frame types (RFC 9000, Section 19.8).
+_STREAM_FRAMES = range(_STREAM_LEN & ~7, (_STREAM_LEN & ~7) + 8)
 #: The ranges of a RangeSet, its list (aioquic's ``len()`` and ``[0]`` on it are Python
 #: calls).
 _ranges: Callable[[RangeSet], list[range]] = attrgetter("_RangeSet__ranges")
@@ -258,6 +265,8 @@ class FastPathConnection(LeanQuicConnection):
             handler: Callable[..., None]
             if frame_type == _ACK_FRAME:
                 handler = self._handle_ack
+            elif frame_type in _STREAM_FRAMES:
+                handler = self._handle_stream
             elif frame_type in _QUIET_FRAMES:  # allowed in 1-RTT, no transmit due
                 handler = MethodType(table[frame_type][0], self)
             else:
@@ -361,20 +370,69 @@ class FastPathConnection(LeanQuicConnection):
 
     def _get_or_create_stream(self, frame_type: int, stream_id: int) -> QuicStream:
         """aioquic's, with the stream of a transaction the peer opens (its next
-        bidirectional one, within the limit) made by :func:`_new_stream`; any other as
+        bidirectional one, within the limit) made by :meth:`_peer_stream`; any other as
         aioquic does it (a known stream, a gap, the limit exceeded, a wrong
         initiator)."""
         limit = self._local_max_streams_bidi
         if (stream_id & 2 or stream_id & 1 != self._is_client  # not the peer's bidi
                 or stream_id >> 2 != limit.used or limit.used >= limit.value):
             return super()._get_or_create_stream(frame_type, stream_id)
+        return self._peer_stream(stream_id)
+
+    def _peer_stream(self, stream_id: int) -> QuicStream:
+        """The peer's next bidirectional stream, ``stream_id``, within its limit: made by
+        :func:`_new_stream` and registered as aioquic's ``_get_or_create_stream`` does."""
         self._logger.debug("Stream %d created by peer", stream_id)
         stream = self._streams[stream_id] = _new_stream(
             stream_id, self._local_max_stream_data_bidi_remote,
             self._remote_max_stream_data_bidi_local)
         self._streams_queue.append(stream)
-        limit.used += 1
+        self._local_max_streams_bidi.used += 1
         return stream
+
+    def _handle_stream(self, context: QuicReceiveContext, frame_type: int,
+                       buf: Buffer) -> None:
+        """aioquic's ``_handle_stream_frame`` (RFC 9000, Section 19.8) for the usual
+        STREAM frame of a transaction: octets at offset 0 of a bidirectional stream
+        nothing was received on yet (the peer's next, within its stream limit, or one
+        this end opened), within flow control, without a qlog.  The same checks, state
+        and event, without its frame object and its calls through the stream's receiver;
+        any other frame to aioquic's, from its start."""
+        start = buf.tell()
+        stream_id = buf.pull_uint_var()
+        offset = buf.pull_uint_var() if frame_type & 4 else 0
+        length = buf.pull_uint_var() if frame_type & 2 else buf.capacity - buf.tell()
+        stream = self._streams.get(stream_id)
+        if stream is None:  # the peer's next bidirectional stream, within its limit?
+            limit = self._local_max_streams_bidi
+            usual = (not stream_id & 2 and stream_id & 1 == self._is_client
+                     and stream_id >> 2 == limit.used < limit.value)
+            max_local = self._local_max_stream_data_bidi_remote
+        else:  # nothing received (or reset) on it yet? (finished if it cannot receive)
+            receiver = stream.receiver
+            usual = not receiver.highest_offset and not receiver.is_finished
+            max_local = stream.max_stream_data_local
+        max_data = self._local_max_data
+        if (not usual or offset or not length or length > max_local
+                or max_data.used + length > max_data.value
+                or self._quic_logger is not None):
+            buf.seek(start)
+            self._handle_stream_frame(context, frame_type, buf)
+            return
+        data = buf.pull_bytes(length)
+        if stream is None:
+            stream = self._peer_stream(stream_id)
+        receiver = stream.receiver  # what its handle_frame does with the frame
+        fin = bool(frame_type & 1)
+        if fin:
+            receiver._final_size = length
+        receiver.highest_offset = length
+        receiver._buffer_start = length
+        if fin:
+            receiver.is_finished = True
+        self._events.append(events.StreamDataReceived(data=data, end_stream=fin,
+                                                      stream_id=stream_id))
+        max_data.used += length
 
     def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                             stream: QuicStream, max_offset: int) -> int:
