@@ -460,3 +460,26 @@ def test_stream_frames_are_received_as_aioquic_receives_them(
     else:
         assert fallbacks < len(handled) - 8  # the fast path took most frames
     assert (fast[-2][5] is None) == (ending is None)  # the endings close
+
+
+def test_a_stream_to_send_on_is_found_as_aioquic_finds_it(pki: Pki) -> None:
+    """The stream to send on, of every kind a server may be asked for (its own and the
+    client's, bidirectional and unidirectional, held, discarded or not yet opened):
+    the same one, or the same refusal, as aioquic's."""
+    pair = _established(pki, fast=True)
+    server = pair.server
+    for stream_id in (1, 3, 7):  # the server's: bidirectional, unidirectional (two)
+        server.send_stream_data(stream_id, b"out", end_stream=stream_id == 7)
+    for stream_id in (0, 2, 6):  # the client's: bidirectional, unidirectional (two)
+        server.receive_datagram(_sealed(pair, _frame(stream_id, b"in")), CLIENT, pair.now)
+    del server._streams[6], server._streams[7]  # discarded
+    for stream_id in (0, 1, 2, 3, 4, 6, 7, 11):  # 11: made, then found by aioquic's
+        found: list[QuicStream | str] = []
+        for method in (FastPathConnection._get_or_create_stream_for_send,
+                       QuicConnection._get_or_create_stream_for_send):
+            try:
+                found.append(method(server, stream_id))
+            except ValueError as exc:
+                found.append(str(exc))
+        assert found[0] is found[1] or found[0] == found[1], stream_id
+    assert sorted(server._streams) == [0, 1, 2, 3, 11]

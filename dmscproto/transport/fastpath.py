@@ -353,9 +353,13 @@ class FastPathConnection(LeanQuicConnection):
 
     # --- streams --------------------------------------------------------------------
     def _get_or_create_stream_for_send(self, stream_id: int) -> QuicStream:
-        """aioquic's, with the stream a transaction opens (this end's next bidirectional
-        one) made by :func:`_new_stream`; any other as aioquic does it."""
-        if stream_id != self._local_next_stream_id_bidi or stream_id in self._streams:
+        """aioquic's, with a bidirectional stream held (an answer's) returned at once, and
+        the stream a transaction opens (this end's next bidirectional one) made by
+        :func:`_new_stream`; any other as aioquic does it."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and not stream_id & 2:
+            return stream  # aioquic's checks pass: any end sends on it, not discarded
+        if stream_id != self._local_next_stream_id_bidi or stream is not None:
             return super()._get_or_create_stream_for_send(stream_id)
         stream = self._streams[stream_id] = _new_stream(
             stream_id, self._local_max_stream_data_bidi_local,
