@@ -249,8 +249,6 @@ class FastPathConnection(LeanQuicConnection):
         does it (its table, its epoch check)."""
         if context.epoch is not _ONE_RTT or crypto_frame_required:
             return super()._payload_received(context, plain, crypto_frame_required)
-        table = _TABLES[type(self)]
-        frames = self._frames
         buf = Buffer(data=plain)
         eliciting = found = False
         probing: bool | None = None
@@ -268,10 +266,10 @@ class FastPathConnection(LeanQuicConnection):
             elif frame_type in _STREAM_FRAMES:
                 handler = self._handle_stream
             elif frame_type in _QUIET_FRAMES:  # allowed in 1-RTT, no transmit due
-                handler = MethodType(table[frame_type][0], self)
+                handler = MethodType(_TABLES[type(self)][frame_type][0], self)
             else:
                 try:
-                    handler, epochs = frames[frame_type]
+                    handler, epochs = self._frames[frame_type]
                 except KeyError:
                     raise QuicConnectionError(
                         error_code=QuicErrorCode.FRAME_ENCODING_ERROR,

@@ -338,7 +338,7 @@ class LeanQuicConnection(QuicConnection):
     def transmit_due(self, now: float) -> bool:
         """Whether what was received since the last transmit needs one now (module
         docstring); if not, the connection's timer covers the rest."""
-        if self._frames.loud:
+        if getattr(self, _HANDLERS).loud:  # not the property's call: once a datagram
             return True
         space = self._spaces.get(_ONE_RTT)
         return space is not None and space.ack_at is not None and space.ack_at <= now
