@@ -61,7 +61,7 @@ def _established(pki: Pki, fast: bool) -> Pair:
         while conn.next_event() is not None:
             pass
     if not fast:  # aioquic's own receive path, for comparison
-        pair.server._fast_keys = lambda: None  # type: ignore[method-assign]
+        pair.server._one_rtt = lambda: None  # type: ignore[method-assign]
     return pair
 
 
@@ -483,3 +483,28 @@ def test_a_stream_to_send_on_is_found_as_aioquic_finds_it(pki: Pki) -> None:
                 found.append(str(exc))
         assert found[0] is found[1] or found[0] == found[1], stream_id
     assert sorted(server._streams) == [0, 1, 2, 3, 11]
+
+
+def test_the_1rtt_keys_and_space_held_are_aioquic_s(pki: Pki) -> None:
+    """What the fast path holds (lean.OneRtt) is what aioquic's dicts hold for the 1-RTT
+    epoch, from the handshake's confirmation on, through key updates from either end;
+    nothing is held before."""
+    pair = Pair(pki)
+    assert FastPathConnection._one_rtt(pair.client) is not None
+    for n in range(6):
+        if n in (1, 3):
+            (pair.client if n == 1 else pair.server).request_key_update()
+        stream_id = pair.request(b"request %d" % n)
+        pair.flight(pair.client, pair.server)
+        pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
+        pair.flight(pair.server, pair.client)
+        for conn in (pair.client, pair.server):
+            held = conn._frames.one_rtt
+            assert held is not None
+            assert held[0] is conn._cryptos[tls.Epoch.ONE_RTT]
+            assert held[1] is conn._spaces[tls.Epoch.ONE_RTT]
+    assert pair.server._cryptos[tls.Epoch.ONE_RTT].recv.key_phase == 0  # updated twice
+    assert pair.client._close_event is None and pair.server._close_event is None
+    unconfirmed = type(pair.client)(configuration=pki.agent.configuration(is_client=True),
+                                    verifier=pki.agent.verifier())
+    assert unconfirmed._one_rtt() is None and unconfirmed._frames.one_rtt is None

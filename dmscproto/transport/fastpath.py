@@ -109,6 +109,8 @@ from .lean import (
     _ROOM,
     _TABLES,
     LeanQuicConnection,
+    OneRtt,
+    _FrameHandlers,
     _Recovery,
 )
 
@@ -151,23 +153,27 @@ class FastPathConnection(LeanQuicConnection):
 
     __slots__ = ()  # a second base with slots of its own cannot be combined with acks'
 
-    def _fast_keys(self) -> CryptoPair | None:
-        """The 1-RTT keys, if the fast path may be taken at all: confirmed, connected,
-        no qlog, no 0-RTT keys left to tear down (aioquic does that on the first 1-RTT
-        packet)."""
-        if (not self._handshake_confirmed or self._state is not _CONNECTED
-                or self._quic_logger is not None
-                or self._cryptos[_ZERO_RTT].recv.is_valid()):
+    def _one_rtt(self) -> OneRtt | None:
+        """The 1-RTT keys and packet space, if the fast path may be taken at all:
+        confirmed, no 0-RTT keys left to tear down (aioquic does that on the first 1-RTT
+        packet; then both are held: :data:`.lean.OneRtt`), connected, no qlog."""
+        frames: _FrameHandlers = getattr(self, _HANDLERS)
+        held = frames.one_rtt
+        if held is None:
+            if not self._handshake_confirmed or self._cryptos[_ZERO_RTT].recv.is_valid():
+                return None
+            held = frames.one_rtt = (self._cryptos[_ONE_RTT], self._spaces[_ONE_RTT])
+        if (self._state is not _CONNECTED or self._quic_logger is not None
+                or not held[0].recv.is_valid()):
             return None
-        keys = self._cryptos[_ONE_RTT]
-        return keys if keys.recv.is_valid() else None
+        return held
 
     def receive_datagram(self, data: bytes, addr: NetworkAddress, now: float) -> None:
         cid = self.host_cid
         paths = self._network_paths
         if (not data or data[0] & (PACKET_LONG_HEADER | PACKET_FIXED_BIT) != PACKET_FIXED_BIT
                 or len(data) < 1 + len(cid) + _SAMPLE_END
-                or (keys := self._fast_keys()) is None or not paths
+                or (held := self._one_rtt()) is None or not paths
                 or paths[0].addr != addr or not paths[0].is_validated
                 or data[1:1 + len(cid)] != cid):
             super().receive_datagram(data, addr, now)
@@ -178,15 +184,14 @@ class FastPathConnection(LeanQuicConnection):
         cc = loss._cc
         if cc.bytes_in_flight + self._max_datagram_size > cc.congestion_window:
             self._frames.loud = True  # what the ACKs free may let queued data go
-        self._receive_short(data, keys, cid, paths[0], now)
+        self._receive_short(data, *held, cid, paths[0], now)
         if loss.losses != losses or len(self._network_paths) > 1:
             self._frames.loud = True
 
-    def _receive_short(self, data: bytes, keys: CryptoPair, cid: bytes, path: Any,
-                       now: float) -> None:
+    def _receive_short(self, data: bytes, keys: CryptoPair, space: QuicPacketSpace,
+                       cid: bytes, path: Any, now: float) -> None:
         """aioquic's ``receive_datagram`` for one short-header packet to ``cid`` from
         ``path`` (the active, validated one), its steps in its order."""
-        space = self._spaces[_ONE_RTT]
         try:
             opened = _open(keys.recv, data, 1 + len(cid), space.expected_packet_number)
             if opened is None:  # the peer's next key phase: aioquic's, which updates keys
@@ -317,9 +322,10 @@ class FastPathConnection(LeanQuicConnection):
         loss = self._loss
         assert isinstance(loss, _Recovery)
         loss.peer_completed_address_validation = True  # as aioquic's: 1-RTT
+        held = getattr(self, _HANDLERS).one_rtt
         loss.on_ack_range(lowest, largest,
                           (delay << self._remote_ack_delay_exponent) / 1000000,
-                          context.time, self._spaces[_ONE_RTT])
+                          context.time, self._spaces[_ONE_RTT] if held is None else held[1])
 
     def _on_ack_delivery(self, delivery: QuicDeliveryState, space: QuicPacketSpace,
                          highest_acked: int) -> None:
@@ -620,7 +626,10 @@ class FastPathConnection(LeanQuicConnection):
     def _send_short(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
         """aioquic's ``datagrams_to_send`` for the common pass (:meth:`_short_plan`),
         its steps in its order, each packet written as its packet builder writes it."""
-        keys, space = self._cryptos[_ONE_RTT], self._spaces[_ONE_RTT]
+        held = self._one_rtt()
+        if held is None:
+            return None
+        keys, space = held
         plan = self._short_plan(keys, space, now)
         if plan is None:
             return None
@@ -729,7 +738,7 @@ def _open(keys: CryptoContext, data: bytes, offset: int,
     and updates them, Section 6).  CryptoError if it does not decrypt."""
     aead = keys.aead
     hp = keys.hp
-    assert aead is not None and hp is not None  # _fast_keys: valid
+    assert aead is not None and hp is not None  # _one_rtt: valid
     mask = hp._mask(data[offset + 4:offset + _SAMPLE_END])  # the sample, as at sending
     first = data[0] ^ (mask[0] & 0x1F)
     if (first >> 2) & 1 != keys.key_phase:
