@@ -128,7 +128,8 @@ def test_concurrent_requests_on_one_connection(pki: Pki) -> None:
 
 def test_requests_on_uvloop(pki: Pki) -> None:
     """On uvloop too (runtime.loop.run): a client sends on its connected socket without
-    an address, which uvloop refuses (EISCONN: no handshake) where asyncio allows it."""
+    an address (uvloop refuses a send with one, EISCONN: no handshake completed, where
+    asyncio allows it)."""
     async def main() -> None:
         async with server(pki.gateway, Recorder()) as srv, client(srv, pki.agent) as conn:
             request = EchoRequest(transaction_id=1, sequence=1, timestamp=0, payload=b"x")

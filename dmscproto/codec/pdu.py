@@ -52,7 +52,9 @@ class Wire(NamedTuple):
         if "unknown_tlvs" in self.changed:
             return None
         key = (type(msg), self.changed)
-        plans = _SPLICES.get(key) or _splice_plans(*key)
+        plans = _SPLICES.get(key)
+        if plans is None:  # an empty plan (only the transaction id changed) is kept too
+            plans = _splice_plans(*key)
         data, offset, size = self.data, HEADER_SIZE, len(self.data)
         parts: list[bytes] = []
         copied = offset  # octets before ``copied`` are in ``parts``
