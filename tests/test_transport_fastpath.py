@@ -16,7 +16,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.logger import QuicLoggerTrace
 from aioquic.quic.packet import QuicProtocolVersion
-from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
 from aioquic.quic.stream import QuicStream
 from conftest import Spy
 from test_transport_acks import CLIENT, Pair
@@ -196,7 +196,8 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
     """Everything both ends of a pair send, in plaintext, and the sending state of each
     after every step, through: 80 request/answer rounds (streams discarded, stream
     credit raised), 30 requests at one instant (paced), 40 answers at once (several
-    packets, paced), lone ACKs on the ACK timer, and a lost answer sent again."""
+    packets, paced), lone ACKs on the ACK timer, a lost MAX_DATA sent again, and a lost
+    answer sent again."""
     if not fast:  # aioquic's writer for every pass, its streams
         monkeypatch.setattr(FastPathConnection, "_send_short", lambda self, now: None)
         for name in ("_get_or_create_stream_for_send", "_get_or_create_stream"):
@@ -218,7 +219,7 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
             seen.append((conn._packet_number, conn._loss.bytes_in_flight, conn._close_at,
                          sorted(conn._streams), [s.stream_id for s in conn._streams_queue],
                          space.ack_at, conn._remote_max_data_used,
-                         conn._local_max_streams_bidi.value,
+                         conn._local_max_streams_bidi.value, conn._local_max_data.sent,
                          conn._network_paths[0].bytes_sent,
                          [_sent_packet(p) for p in space.sent_packets.values()]))
             # times derived from the RTT estimate, which aioquic's own runs vary in the
@@ -267,6 +268,14 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
         for stream_id in streams:
             pair.server.send_stream_data(stream_id, b"b" * size, end_stream=True)
         answers(4)
+    # a MAX_DATA frame lost (aioquic's handler of that): due as the next pass starts
+    pair.server._on_connection_limit_delivery(QuicDeliveryState.LOST,
+                                              pair.server._local_max_data)
+    stream_id = pair.request(b"after a lost MAX_DATA")
+    pair.flight(pair.client, pair.server)
+    pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
+    pair.flight(pair.server, pair.client)
+    state()
     stream_id = pair.request(b"lost answer")
     pair.flight(pair.client, pair.server)
     pair.server.send_stream_data(stream_id, b"answer, lost", end_stream=True)

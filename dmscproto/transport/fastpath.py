@@ -556,9 +556,13 @@ class FastPathConnection(LeanQuicConnection):
         if max_data.used * 2 > max_data.value:
             return None  # MAX_DATA to raise
         ack = b"" if received is None else self._ack_frame(space, received[0], now)
-        # [limit, value, value sent] of MAX_DATA and MAX_STREAMS, as the pass goes
-        limits: list[list[Any]] = [[limit, limit.value, limit.sent] for limit in (
-            max_data, self._local_max_streams_bidi, self._local_max_streams_uni)]
+        # [limit, value, value sent] of MAX_DATA and MAX_STREAMS, as the pass goes: made
+        # for the first packet only if one is due then (12 passes of 1609: micro.py)
+        limits: list[list[Any]] = []
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        if (max_data.value != max_data.sent or _due(bidi, bidi.value, bidi.sent)
+                or _due(uni, uni.value, uni.sent)):
+            limits = self._limits()
         loss = self._loss
         credit = self._remote_max_data - self._remote_max_data_used
         window = loss._cc.congestion_window - loss._cc.bytes_in_flight
@@ -571,8 +575,7 @@ class FastPathConnection(LeanQuicConnection):
             credits: list[tuple[Limit, int]] = []
             for entry in limits:  # aioquic's _write_connection_limits
                 limit, value, sent_value = entry
-                if value != sent_value and (limit is max_data or (  # MAX_STREAMS batched
-                        sent_value - limit.used < value - sent_value)):
+                if (limit is max_data and value != sent_value) or _due(limit, value, sent_value):
                     if room < CONNECTION_LIMIT_FRAME_CAPACITY:
                         return None  # aioquic's pass stops there
                     size = 1 + size_uint_var(value)
@@ -614,6 +617,7 @@ class FastPathConnection(LeanQuicConnection):
             elif not (first and finished):
                 break  # an empty packet ends aioquic's pass (after discarding: the next)
             if first:  # the streams discarded give stream credit back (RFC 9000, 4.6)
+                limits = limits or self._limits()
                 limits[1][1] += raised[0]
                 limits[2][1] += raised[1]
             order = [e for e in order if e[1] is not None and e[0] not in sent]
@@ -622,6 +626,12 @@ class FastPathConnection(LeanQuicConnection):
             first = False
             length = 0
         return ack, finished, raised, packets
+
+    def _limits(self) -> list[list[Any]]:
+        """[limit, value, value sent] of MAX_DATA and MAX_STREAMS (bidirectional,
+        unidirectional), for :meth:`_short_plan` to follow through a pass."""
+        return [[limit, limit.value, limit.sent] for limit in (
+            self._local_max_data, self._local_max_streams_bidi, self._local_max_streams_uni)]
 
     def _send_short(self, now: float) -> list[tuple[bytes, NetworkAddress]] | None:
         """aioquic's ``datagrams_to_send`` for the common pass (:meth:`_short_plan`),
@@ -727,6 +737,13 @@ class FastPathConnection(LeanQuicConnection):
                 self._ack_eliciting_sent_since_receipt = True
             path.bytes_sent += packet.sent_bytes
         return datagrams
+
+
+def _due(streams: Limit, value: int, sent: int) -> bool:
+    """aioquic's ``_write_connection_limits``: a MAX_STREAMS frame due, raising
+    ``streams`` from ``sent`` to ``value`` (batched: only once the peer has fewer streams
+    left to open than that would grant)."""
+    return value != sent and sent - streams.used < value - sent
 
 
 def _open(keys: CryptoContext, data: bytes, offset: int,
