@@ -648,7 +648,7 @@ class FastPathConnection(LeanQuicConnection):
         pacer = loss._pacer
         self._pacing_at = None
         if space.ack_at is None or space.ack_at >= now:  # pacing, unless an ACK is late
-            self._pacing_at = pacer.next_send_time(now=now)
+            self._pacing_at = pacer.next_send_time(now)
             if self._pacing_at is not None:
                 return []
         if not packets and not finished:
@@ -661,7 +661,7 @@ class FastPathConnection(LeanQuicConnection):
         queue = self._streams_queue
         if not packets:  # aioquic's next packet: empty
             self._streams_queue = [s for s in queue if s not in gone]
-            self._pacing_at = pacer.next_send_time(now=now)
+            self._pacing_at = pacer.next_send_time(now)
             return []
         header = bytes([PACKET_FIXED_BIT | (self._spin_bit << 5)
                         | (keys.recv.key_phase << 2)  # keys.key_phase: no update requested
@@ -724,9 +724,9 @@ class FastPathConnection(LeanQuicConnection):
                                         _ONE_RTT_PACKET, now, len(datagram), handlers))
             datagrams.append((datagram, path.addr))
             number += 1
-            pacer.update_after_send(now=now)
+            pacer.update_after_send(now)
             if space.ack_at is None or space.ack_at >= now:  # aioquic's loop, once more
-                self._pacing_at = pacer.next_send_time(now=now)
+                self._pacing_at = pacer.next_send_time(now)
                 if self._pacing_at is not None:
                     break
         self._packet_number = number
