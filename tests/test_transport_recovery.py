@@ -23,10 +23,10 @@ from dmscproto.transport.fastpath import FastPathConnection
 from dmscproto.transport.lean import _Recovery
 
 
-def _recovery(validated: bool) -> tuple[_Recovery, list[Any]]:
+def _recovery(validated: bool, algorithm: str) -> tuple[_Recovery, list[Any]]:
     """A confirmed connection's loss recovery with one (application) space, and the
     log its packets' delivery handlers write to."""
-    loss = _Recovery(congestion_control_algorithm="reno", initial_rtt=0.1,
+    loss = _Recovery(congestion_control_algorithm=algorithm, initial_rtt=0.1,
                      max_datagram_size=1200, peer_completed_address_validation=validated,
                      send_probe=lambda: None)
     loss.handshake_confirmed = True
@@ -45,17 +45,20 @@ def _state(loss: _Recovery, log: list[Any]) -> tuple[Any, ...]:
             list(log))
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(15))
 def test_an_ack_of_one_range_leaves_what_aioquic_leaves(seed: int) -> None:
     """Random flights of packets (ack-eliciting or not, in flight or not) and random
     one-range ACKs: in order, late, repeated, reordered, leaving gaps (packet and time
-    threshold losses), after probe timeouts; aioquic's ``on_ack_received`` on one
-    recovery, ``on_ack_range`` on the other, and their whole state compared after each.
-    The loss detection time is aioquic's too, throughout."""
+    threshold losses), after probe timeouts, with the pacer's bucket spent or not and
+    congestion windows small and large; aioquic's ``on_ack_received`` on one recovery,
+    ``on_ack_range`` on the other, and their whole state compared after each.  The loss
+    detection time is aioquic's too, throughout.  Reno (whose steps ``on_ack_range``
+    takes itself), Cubic for a few seeds."""
     rnd = random.Random(seed)
     validated = seed % 4 != 3
-    ref, ref_log = _recovery(validated)
-    fast, fast_log = _recovery(validated)
+    algorithm = "cubic" if seed % 5 == 4 else "reno"
+    ref, ref_log = _recovery(validated, algorithm)
+    fast, fast_log = _recovery(validated, algorithm)
     now, number, losses = 1000.0, 0, 0
     for _ in range(400):
         now += rnd.choice((0.0, 0.0001, 0.002, 0.03, 0.3))
@@ -75,6 +78,10 @@ def test_an_ack_of_one_range_leaves_what_aioquic_leaves(seed: int) -> None:
             continue
         if rnd.random() < 0.05:
             ref._pto_count = fast._pto_count = rnd.randint(1, 3)
+        if rnd.random() < 0.05:  # a window the pacer's bucket is capped in, or not
+            ref._cc.congestion_window = fast._cc.congestion_window = rnd.choice(
+                (2400, 40000, 120000))
+        ref._pacer.bucket_time = fast._pacer.bucket_time = rnd.choice((0.0, 0.0005, 0.1))
         largest = rnd.choice((number - 1, number - 1, rnd.randrange(number)))
         lowest = max(0, largest - rnd.choice((0, 1, 2, largest)))
         delay = rnd.choice((0.0, 0.001, 0.03))

@@ -64,6 +64,7 @@ from typing import Any, TypeVar, cast
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.quic import events
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import (
     MAX_LOCAL_CHALLENGES,
     NetworkAddress,
@@ -79,7 +80,12 @@ from aioquic.quic.packet_builder import (
     QuicPacketBuilderStop,
     QuicSentPacket,
 )
-from aioquic.quic.recovery import QuicPacketRecovery, QuicPacketSpace
+from aioquic.quic.recovery import (
+    K_MICRO_SECOND,
+    K_SECOND,
+    QuicPacketRecovery,
+    QuicPacketSpace,
+)
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -178,7 +184,10 @@ class _Recovery(QuicPacketRecovery):
         ``largest`` (RFC 9002, Sections 5 and 6.1), with no qlog: its steps in its
         order, without a range set, and loss detection only when a packet at or below
         the largest acknowledged is left unacknowledged (with none, aioquic's
-        ``_detect_loss`` only clears the space's loss time)."""
+        ``_detect_loss`` only clears the space's loss time).  Reno's ``on_packet_acked``
+        and the pacer's ``update_rate`` are taken here, their steps without their calls,
+        and Reno's ``on_rtt_measurement`` only in slow start (it does nothing after):
+        2.0k instructions fewer a transaction (callgrind: 568.9k -> 566.9k)."""
         if largest > space.largest_acked_packet:
             space.largest_acked_packet = largest
         sent = space.sent_packets
@@ -187,13 +196,30 @@ class _Recovery(QuicPacketRecovery):
         if not acked:
             return
         cc = self._cc
+        reno = cc if type(cc) is RenoCongestionControl else None  # its steps taken here
         eliciting = False
         for number in acked:
             packet = sent.pop(number)
             if packet.is_ack_eliciting:
                 eliciting = True
                 space.ack_eliciting_in_flight -= 1
-            if packet.in_flight:
+            if not packet.in_flight:
+                pass
+            elif reno is not None:  # Reno's on_packet_acked
+                size, sent_time = packet.sent_bytes, packet.sent_time
+                assert sent_time is not None  # the packet was sent
+                reno.bytes_in_flight -= size
+                if sent_time > reno._congestion_recovery_start_time:
+                    ssthresh = reno.ssthresh
+                    if ssthresh is None or reno.congestion_window < ssthresh:
+                        reno.congestion_window += size  # slow start
+                    else:  # congestion avoidance
+                        reno._congestion_stash += size
+                        count = reno._congestion_stash // reno.congestion_window
+                        if count:
+                            reno._congestion_stash -= count * reno.congestion_window
+                            reno.congestion_window += count * reno._max_datagram_size
+            else:
                 cc.on_packet_acked(packet=packet, now=now)
             for handler, args in packet.delivery_handlers:
                 handler(_ACKED, *args)
@@ -216,9 +242,17 @@ class _Recovery(QuicPacketRecovery):
             else:
                 self._rtt_variance = 3 / 4 * self._rtt_variance + 1 / 4 * abs(rtt_min - latest)
                 self._rtt_smoothed = smoothed = 7 / 8 * self._rtt_smoothed + 1 / 8 * latest
-            cc.on_rtt_measurement(now=now, rtt=latest_rtt)
-            self._pacer.update_rate(congestion_window=cc.congestion_window,
-                                    smoothed_rtt=smoothed)
+            if reno is None or reno.ssthresh is None:  # Reno's: nothing after slow start
+                cc.on_rtt_measurement(now=now, rtt=latest_rtt)
+            # the pacer's update_rate, its steps
+            pacer = self._pacer
+            window = cc.congestion_window
+            size = pacer._max_datagram_size
+            rate = window / max(smoothed, K_MICRO_SECOND)
+            pacer.packet_time = max(K_MICRO_SECOND, min(size / rate, K_SECOND))
+            pacer.bucket_max = bucket_max = max(2 * size, min(window // 4, 16 * size)) / rate
+            if pacer.bucket_time > bucket_max:
+                pacer.bucket_time = bucket_max
         oldest = next(iter(sent), None)
         if oldest is not None and oldest <= space.largest_acked_packet:
             self._detect_loss(now=now, space=space)
