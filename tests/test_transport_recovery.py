@@ -15,6 +15,7 @@ from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
 from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStreamSender
 from conftest import Spy
 from test_transport_acks import Pair
 from transport_support import Pki
@@ -59,6 +60,7 @@ def test_an_ack_of_one_range_leaves_what_aioquic_leaves(seed: int) -> None:
     algorithm = "cubic" if seed % 5 == 4 else "reno"
     ref, ref_log = _recovery(validated, algorithm)
     fast, fast_log = _recovery(validated, algorithm)
+    senders: list[tuple[QuicStreamSender, QuicStreamSender]] = []
     now, number, losses = 1000.0, 0, 0
     for _ in range(400):
         now += rnd.choice((0.0, 0.0001, 0.002, 0.03, 0.3))
@@ -66,14 +68,29 @@ def test_an_ack_of_one_range_leaves_what_aioquic_leaves(seed: int) -> None:
             for _ in range(rnd.randint(1, 4)):
                 eliciting = rnd.random() < 0.8
                 in_flight, size = eliciting or rnd.random() < 0.5, rnd.randint(30, 1200)
-                for loss, log in ((ref, ref_log), (fast, fast_log)):
-                    handler = (lambda state, n, log=log: log.append((state, n)), (number,))
+                if (not senders or senders[-1][0].buffer_is_empty  # a new stream's data
+                        or senders[-1][0].reset_pending):
+                    senders.append((QuicStreamSender(0, True), QuicStreamSender(0, True)))
+                    data, end = b"x" * rnd.randint(0, 3000), rnd.random() < 0.9
+                    for sender in senders[-1]:
+                        sender.write(data, end_stream=end)
+                chunk = rnd.randint(50, 600)
+                frames = [sender.get_frame(chunk) for sender in senders[-1]]
+                if rnd.random() < 0.03:  # its data sent so far still to be acknowledged
+                    for sender in senders[-1]:
+                        sender.reset(error_code=7)
+                for loss, log, sender, frame in zip((ref, fast), (ref_log, fast_log),
+                                                    senders[-1], frames, strict=True):
+                    handlers = [(lambda state, n, log=log: log.append((state, n)), (number,))]
+                    if frame is not None and eliciting:
+                        handlers.append((sender.on_data_delivery, (
+                            frame.offset, frame.offset + len(frame.data), frame.fin)))
                     loss.on_packet_sent(packet=QuicSentPacket(
                         epoch=tls.Epoch.ONE_RTT, in_flight=in_flight,
                         is_ack_eliciting=eliciting, is_crypto_packet=False,
                         packet_number=number, packet_type=QuicPacketType.ONE_RTT,
                         sent_time=now, sent_bytes=size,
-                        delivery_handlers=[handler]), space=loss.spaces[0])
+                        delivery_handlers=handlers), space=loss.spaces[0])
                 number += 1
             continue
         if rnd.random() < 0.05:
@@ -89,11 +106,13 @@ def test_an_ack_of_one_range_leaves_what_aioquic_leaves(seed: int) -> None:
                             ack_delay=delay, now=now, space=ref.spaces[0])
         fast.on_ack_range(lowest, largest, delay, now, fast.spaces[0])
         assert _state(fast, fast_log) == _state(ref, ref_log)
+        assert [vars(f) for _, f in senders] == [vars(r) for r, _ in senders]
         if validated:
             assert (fast.confirmed_loss_detection_time()
                     == ref.get_loss_detection_time(amplification_limited=False))
         losses += any(state == QuicDeliveryState.LOST for state, _ in fast_log)
     assert fast._rtt_initialized and losses  # RTT samples taken, packets declared lost
+    assert sum(f.is_finished for _, f in senders) > 1  # streams wholly acknowledged
 
 
 def _established(pki: Pki) -> Pair:

@@ -86,7 +86,7 @@ from aioquic.quic.recovery import (
     QuicPacketRecovery,
     QuicPacketSpace,
 )
-from aioquic.quic.stream import QuicStream
+from aioquic.quic.stream import QuicStream, QuicStreamSender
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -97,6 +97,9 @@ T = TypeVar("T")
 #: plain attribute took 27 ns.
 _ACKED = QuicDeliveryState.ACKED
 _ONE_RTT = tls.Epoch.ONE_RTT
+#: A stream sender's delivery handler, which :meth:`_Recovery.on_ack_range` takes in
+#: its own steps for data acknowledged in order.
+_DATA_DELIVERY = QuicStreamSender.on_data_delivery
 
 #: Connection IDs an endpoint issues and accepts at once (RFC 9000, Section 5.1.1).
 QUIC_CONNECTION_IDS = 2
@@ -187,7 +190,9 @@ class _Recovery(QuicPacketRecovery):
         ``_detect_loss`` only clears the space's loss time).  Reno's ``on_packet_acked``
         and the pacer's ``update_rate`` are taken here, their steps without their calls,
         and Reno's ``on_rtt_measurement`` only in slow start (it does nothing after):
-        2.0k instructions fewer a transaction (callgrind: 568.9k -> 566.9k)."""
+        2.0k instructions fewer a transaction (callgrind: 568.9k -> 566.9k).  So is a
+        stream sender's ``on_data_delivery`` for the data next in order (with an enum
+        compared by ``==`` and three calls on a range set): 566.9k -> 560.5k."""
         if largest > space.largest_acked_packet:
             space.largest_acked_packet = largest
         sent = space.sent_packets
@@ -222,6 +227,23 @@ class _Recovery(QuicPacketRecovery):
             else:
                 cc.on_packet_acked(packet=packet, now=now)
             for handler, args in packet.delivery_handlers:
+                if getattr(handler, "__func__", None) is _DATA_DELIVERY:
+                    sender: QuicStreamSender = handler.__self__  # type: ignore[attr-defined]
+                    start, stop, fin = args
+                    if (start == sender._buffer_start and sender._reset_error_code is None
+                            and not sender._acked._RangeSet__ranges):  # type: ignore[attr-defined]
+                        # its on_data_delivery, for the data next in order with none
+                        # acknowledged beyond it: what that adds to the range set of
+                        # data acknowledged, it takes out at once
+                        assert not fin or stop == sender._buffer_fin
+                        if stop > start:
+                            sender._buffer_start = stop
+                            del sender._buffer[:stop - start]
+                        if fin:
+                            sender._acked_fin = True
+                        if sender._buffer_start == sender._buffer_fin and sender._acked_fin:
+                            sender.is_finished = True
+                        continue
                 handler(_ACKED, *args)
         if acked[-1] == largest and eliciting:  # an RTT sample, as aioquic takes it
             assert packet.sent_time is not None  # the last acknowledged: the largest
