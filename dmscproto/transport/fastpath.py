@@ -20,7 +20,8 @@ protection sample, a connection not yet confirmed or closing, a qlog being writt
 goes to aioquic's code unchanged.
 
 Its STREAM frames, nearly always a transaction's whole request or answer (the first
-octets, usually with FIN, of the peer's next stream or of one this end opened), are
+octets, usually with FIN, of the peer's next stream or of an open one nothing was
+received on yet, such as one this end opened), are
 taken as aioquic's handler takes them, without its frame object and the calls through
 the stream's receiver (:meth:`FastPathConnection._handle_stream`).  Its ACK frames,
 nearly always of one range, go to loss recovery without aioquic's range
@@ -402,9 +403,10 @@ class FastPathConnection(LeanQuicConnection):
     def _handle_stream(self, context: QuicReceiveContext, frame_type: int,
                        buf: Buffer) -> None:
         """aioquic's ``_handle_stream_frame`` (RFC 9000, Section 19.8) for the usual
-        STREAM frame of a transaction: octets at offset 0 of a bidirectional stream
-        nothing was received on yet (the peer's next, within its stream limit, or one
-        this end opened), within flow control, without a qlog.  The same checks, state
+        STREAM frame of a transaction: octets at offset 0 of a stream nothing was
+        received on yet (the peer's next bidirectional stream, within its stream limit,
+        or any stream already open that can receive: one this end opened, or a peer's
+        stream opened by a gap), within flow control, without a qlog.  The same checks, state
         and event, without its frame object and its calls through the stream's receiver;
         any other frame to aioquic's, from its start."""
         start = buf.tell()
