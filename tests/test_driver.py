@@ -238,14 +238,22 @@ def test_a_pump_answer_reaches_the_transport_in_the_call_that_gives_it() -> None
         pump = Pump(relay)
         relay.far = Association(far, None)  # type: ignore[arg-type]
         heard: list[object] = []
+        running: set[asyncio.Future[Any]] = set()
         dispatch(lambda msg, _peer: pump.deliver("near", msg), echo(1, 7, b"abc"),
-                 AnyPeer(None, None, None, None), heard.append, set())
+                 AnyPeer(None, None, None, None), heard.append, running)
         [(sent, done)] = far.started
-        assert heard == []
+        assert heard == [] and len(running) == 1  # a closing connection cancels it
         done(EchoReply(transaction_id=sent.transaction_id, sequence=1, timestamp=0,
                        gateway_id=bytes(16), payload=b"cba"))
         assert [(type(h), getattr(h, "transaction_id", None)) for h in heard] == [
             (EchoReply, 7)]
+        assert not running
+        await asyncio.sleep(0)  # the next turn: "near" goes at once again
+        dispatch(lambda msg, _peer: pump.deliver("near", msg), echo(3, 9, b"y"),
+                 AnyPeer(None, None, None, None), heard.append, running)
+        [answer] = running
+        answer.cancel()  # its connection closed: not answered, no longer running
+        assert not running and len(heard) == 1
 
         def broken(_outcome: object) -> None:
             raise RuntimeError("transport failed")
@@ -255,7 +263,7 @@ def test_a_pump_answer_reaches_the_transport_in_the_call_that_gives_it() -> None
         dispatch(lambda msg, _peer: pump.deliver("near", msg), echo(2, 8, b"x"),
                  AnyPeer(None, None, None, None), broken, set())
         await asyncio.sleep(0)  # "near" had its turn in this one: fed at its end
-        sent, done = far.started[1]
+        sent, done = far.started[2]
         done(EchoReply(transaction_id=sent.transaction_id, sequence=2, timestamp=0,
                        gateway_id=bytes(16), payload=b"x"))
         assert [type(c["exception"]) for c in reported] == [RuntimeError]

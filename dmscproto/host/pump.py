@@ -92,12 +92,6 @@ class Association:
         return f"<{self.identity.uri if self.identity else 'unauthenticated'}>"
 
 
-@dataclass(slots=True)
-class _Waiting:
-    request_type: MessageType
-    future: Answer
-
-
 def _failure(msg: Message, exc: Exception) -> Error:
     """The ERROR a machine is fed when its request's transport transaction failed."""
     default = (ErrorCode.TARGET_UNREACHABLE if isinstance(exc, ConnectionError)
@@ -172,8 +166,9 @@ class Pump:
         self.on_send = on_send
         self.on_receive = on_receive
         self._loop = asyncio.get_running_loop()
-        #: Requests received and not answered yet, by (handle, txid).
-        self._waiting: dict[tuple[Handle, int], _Waiting] = {}
+        #: Requests received and not answered yet, by (handle, txid): the type of their
+        #: answer (besides ERROR) and its future.
+        self._waiting: dict[tuple[Handle, int], tuple[MessageType, Answer]] = {}
         #: The transport transactions of requests the machine sent, by (handle, txid):
         #: the transport's key and when the pump stops it (its transaction time).
         self._outgoing: dict[tuple[Handle, int], tuple[int, float]] = {}
@@ -195,7 +190,8 @@ class Pump:
         request, done with None at once for anything else.  A transport sends the
         answer when it is given (cancelling the future gives up on it)."""
         future = Answer(loop=self._loop)
-        if msg.TYPE not in ANSWER_TO:
+        answer_type = ANSWER_TO.get(msg.TYPE)
+        if answer_type is None:
             self.feed(source, msg)
             future.set_result(None)
             return future
@@ -207,7 +203,7 @@ class Pump:
                                     diagnostic="transaction id already outstanding"))
             return future
         # The machine's own timers answer every request (module docstring).
-        self._waiting[key] = _Waiting(msg.TYPE, future)
+        self._waiting[key] = (answer_type, future)
         if self._turns.first(source):
             self.feed(source, msg)
         else:
@@ -269,11 +265,10 @@ class Pump:
             self.on_send(dest, msg)
         key = (dest, msg.transaction_id)
         waiting = self._waiting.get(key)
-        if waiting is not None and (msg.TYPE is MessageType.ERROR
-                                    or msg.TYPE is ANSWER_TO[waiting.request_type]):
+        if waiting is not None and (msg.TYPE is waiting[0] or msg.TYPE is MessageType.ERROR):
             del self._waiting[key]
-            if not waiting.future.done():
-                waiting.future.give(msg)  # the transport sends it in this call
+            if not waiting[1].done():
+                waiting[1].give(msg)  # the transport sends it in this call
             return
         if not isinstance(dest, Association):
             log.error("cannot send %s to %r: not an association", msg.TYPE.name, dest)
@@ -362,9 +357,9 @@ class Pump:
         not answered yet."""
         self._closed = True
         self._driver.stop()
-        for waiting in self._waiting.values():
-            if not waiting.future.done():
-                waiting.future.cancel()
+        for _answer_type, future in self._waiting.values():
+            if not future.done():
+                future.cancel()
         outgoing, self._outgoing, self._stops = self._outgoing, {}, []
         for (dest, _txid), (token, _at) in outgoing.items():
             if isinstance(dest, Association):

@@ -46,31 +46,30 @@ class Answer(asyncio.Future[Message | None]):
     answer leaves with what that call sends.  Awaitable and cancellable as any future
     (awaiting it is the usual done callback)."""
 
-    #: Told when the answer is given or the future cancelled (:func:`dispatch`); a class
-    #: default, so that making one is asyncio's own ``__init__`` (one per request).
-    taker: Callable[[Answer], None] | None = None
+    #: Who is told the answer, and the set the future stays in until it is given or
+    #: cancelled (:func:`dispatch`); a class default, so that making one is asyncio's
+    #: own ``__init__`` (one per request).
+    _taker: tuple[Callable[[Outcome], None], set[asyncio.Future[Any]]] | None = None
 
     def give(self, answer: Message | None) -> None:
         self.set_result(answer)
-        self._tell()
-
-    def cancel(self, msg: Any = None) -> bool:
-        cancelled = super().cancel(msg)
-        if cancelled:
-            self._tell()
-        return cancelled
-
-    def _tell(self) -> None:
-        """Tell the taker; what it raises is reported as a done callback's would be,
-        not raised into the code that gave the answer."""
-        if self.taker is None:
+        taker = self._taker
+        if taker is None:
             return
-        try:
-            self.taker(self)
+        answered, running = taker
+        running.discard(self)
+        try:  # what the taker raises is reported as a done callback's would be
+            answered(answer)
         except Exception as exc:
             self.get_loop().call_exception_handler({
                 "message": "the taker of an answer failed", "exception": exc,
                 "future": self})
+
+    def cancel(self, msg: Any = None) -> bool:
+        cancelled = super().cancel(msg)
+        if cancelled and self._taker is not None:  # a cancelled one is not answered
+            self._taker[1].discard(self)
+        return cancelled
 
 
 def dispatch(handler: Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Message | None]],
@@ -91,11 +90,10 @@ def dispatch(handler: Callable[[Message, PeerInfo[ConnectionT]], Awaitable[Messa
         _settled(answered, running, future)
         return
     running.add(future)
-    settled = functools.partial(_settled, answered, running)
     if isinstance(future, Answer):
-        future.taker = settled
+        future._taker = (answered, running)
     else:
-        future.add_done_callback(settled)
+        future.add_done_callback(functools.partial(_settled, answered, running))
 
 
 def _settled(answered: Callable[[Outcome], None], running: set[asyncio.Future[Any]],
