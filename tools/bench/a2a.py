@@ -157,7 +157,7 @@ def main() -> None:
                 addr_b = addr_a
             procs.append(gw_a)
             echo = _agent_toml(b, "echo", addr_b, ["echo"])
-            proc, _ = _spawn([sys.executable, "-c", CLI, "agent", "--config", str(echo),
+            proc, _ = _spawn([sys.executable, "-P", "-c", CLI, "agent", "--config", str(echo),
                               "--reply", "A2A says: "], "registered")
             procs.append(proc)
             caller = _agent_toml(a, "caller", addr_a)
@@ -165,11 +165,11 @@ def main() -> None:
             conf = a.directory / "a2a.toml"
             conf.write_text(f'[a2a]\nagent = "{bridge.name}"\n'
                             f'listen = "http://{HOST}:0"\n')
-            proc, line = _spawn([sys.executable, "-c", CLI, "a2a", "serve", "--config",
+            proc, line = _spawn([sys.executable, "-P", "-c", CLI, "a2a", "serve", "--config",
                                  str(conf)], "serving A2A at")
             procs.append(proc)
             bridge_url = line.split()[3] + f"/agents/{b.name}/echo"
-            proc, direct_url = _spawn([sys.executable, "-c", SAMPLE], "http://")
+            proc, direct_url = _spawn([sys.executable, "-P", "-c", SAMPLE], "http://")
             procs.append(proc)
 
             results: dict[str, list[float]] = {}

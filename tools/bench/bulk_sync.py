@@ -357,7 +357,7 @@ async def run(n: int, root: Path, turns: bool = False) -> dict[str, float | int 
           "(gw-l checks in one worker thread beside its event loop); again after the "
           "transfer", file=sys.stderr)
     log = (root / "gw-x.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "gateway", "--config", str(exporter),
+    proc = subprocess.Popen([sys.executable, "-P", "-c", CLI, "gateway", "--config", str(exporter),
                              "--log-format", "json", "--loop-probe"],
                             stderr=log, cwd=exporter.parent)
     try:

@@ -64,7 +64,7 @@ class Gateway:
     @classmethod
     async def start(cls, config: Path) -> Gateway:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CLI, "gateway", "--config", str(config),
+            sys.executable, "-P", "-c", _CLI, "gateway", "--config", str(config),
             "--log-format", "json", stderr=asyncio.subprocess.PIPE)
         gw = cls(proc)
         await gw.wait_for(lambda e: e["msg"] == "gateway listening", 20)

@@ -23,9 +23,12 @@ def _drain(stream: IO[str]) -> None:
 
 def start_gateway(*args: str, code: str = CLI) -> tuple[subprocess.Popen[str], str]:
     """``dmsc gateway --log-format json ARGS...`` and the address it listens on; ``code``
-    is the ``python -c`` that runs the CLI (``traced.GATEWAY``: with OpenTelemetry)."""
-    gateway = subprocess.Popen([sys.executable, "-c", code, "gateway", "--log-format", "json",
-                                *args], stderr=subprocess.PIPE, text=True)
+    is the ``python -c`` that runs the CLI (``traced.GATEWAY``: with OpenTelemetry).
+    ``-P``: the current directory is not put on ``sys.path``, so the gateway runs the
+    dmscproto this Python has installed, not a checkout it was started beside (an A/B
+    of two checkouts run from one of them measured that one's gateway twice)."""
+    gateway = subprocess.Popen([sys.executable, "-P", "-c", code, "gateway", "--log-format",
+                                "json", *args], stderr=subprocess.PIPE, text=True)
     stream = gateway.stderr
     assert stream is not None
     for line in stream:

@@ -177,12 +177,12 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             keys = route._setup(Path(tmp))
-            proc, a2a_url = spawn([sys.executable, "-c", bench.SAMPLE], "http://", quiet=True)
+            proc, a2a_url = spawn([sys.executable, "-P", "-c", bench.SAMPLE], "http://", quiet=True)
             procs.append(proc)
             slim_endpoint = ""
             if have_slim:
                 address = f"{HOST}:{_free_port()}"
-                procs.append(spawn([sys.executable, "-c", SLIM_NODE, address], "ready",
+                procs.append(spawn([sys.executable, "-P", "-c", SLIM_NODE, address], "ready",
                                    quiet=True)[0])
                 slim_endpoint = f"http://{address}"
             systems: dict[str, Callable[[], dict[str, float]]] = {

@@ -71,7 +71,7 @@ class Gateway:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CLI, "gateway", "--config", str(self.config),
+            [sys.executable, "-P", "-c", _CLI, "gateway", "--config", str(self.config),
              "--log-format", "json"], stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
