@@ -24,6 +24,7 @@ from transport_support import Pki
 
 from dmscproto.transport import fastpath
 from dmscproto.transport.fastpath import FastPathConnection
+from dmscproto.transport.tls import DmscQuicConnection
 
 
 def _sealed(pair: Pair, payload: bytes, first: int = 0x41) -> bytes:
@@ -517,3 +518,33 @@ def test_the_1rtt_keys_and_space_held_are_aioquic_s(pki: Pki) -> None:
     unconfirmed = type(pair.client)(configuration=pki.agent.configuration(is_client=True),
                                     verifier=pki.agent.verifier())
     assert unconfirmed._one_rtt() is None and unconfirmed._frames.one_rtt is None
+
+
+def test_nothing_is_held_while_the_handshake_is_unconfirmed(pki: Pki) -> None:
+    """Flight by flight through a handshake: the fast path holds no 1-RTT keys (and is
+    not taken) on an end that has them but has not confirmed the handshake (the client
+    between the server's Finished and HANDSHAKE_DONE), and holds them once it has."""
+    client = DmscQuicConnection(configuration=pki.agent.configuration(is_client=True),
+                                     verifier=pki.agent.verifier())
+    server = DmscQuicConnection(
+        configuration=pki.gateway.configuration(is_client=False),
+        verifier=pki.gateway.verifier(),
+        original_destination_connection_id=client.original_destination_connection_id)
+    now = 1000.0
+    client.connect(CLIENT, now=now)
+    unconfirmed_with_keys = 0
+    for _ in range(10):
+        for sender, receiver in ((client, server), (server, client)):
+            for data, _addr in sender.datagrams_to_send(now):
+                receiver.receive_datagram(data, CLIENT, now)
+            for conn in (client, server):
+                held = conn._one_rtt()
+                if not conn._handshake_confirmed:
+                    unconfirmed_with_keys += conn._cryptos[tls.Epoch.ONE_RTT].recv.is_valid()
+                    assert held is None and conn._frames.one_rtt is None
+                else:
+                    assert held is not None
+                    assert held[1] is conn._spaces[tls.Epoch.ONE_RTT]
+        now += 0.01
+    assert client._handshake_confirmed and server._handshake_confirmed
+    assert unconfirmed_with_keys  # the case this test is about did occur
