@@ -550,7 +550,7 @@ def general_codec() -> Iterator[None]:
     """The message codec without its shortcuts (a raw value copied without its parser or
     builder, the constant TLV header of a fixed-size value, the reader and the builder
     of the usual TLVs): its plans made anew with none, then the usual ones back."""
-    caches = (pdu._PLANS, pdu._BUILDS, pdu._BY_NAME, pdu._SPLICES, pdu._USUAL)
+    caches = (pdu._PLANS, pdu._BUILDS, pdu._SPLICES, pdu._USUAL)
     saved = [cache.copy() for cache in caches]
     raw, header = pdu._raw, pdu._fixed_header
     reader, builder = pdu._usual_reader, pdu._usual_builder

@@ -468,7 +468,8 @@ def test_stream_frames_are_received_as_aioquic_receives_them(
     if qlog:  # every frame logged, by aioquic's handler
         assert fallbacks * 2 == len(handled) and sum(map(len, fast[-1])) > 20
     else:
-        assert fallbacks < len(handled) - 8  # the fast path took most frames
+        taken = len(handled) - 2 * fallbacks  # the slow run's frames less the fallbacks
+        assert taken >= 7  # the conversation's usual frames (7-8 of 16-17) went fast
     assert (fast[-2][5] is None) == (ending is None)  # the endings close
 
 
@@ -501,9 +502,11 @@ def test_the_1rtt_keys_and_space_held_are_aioquic_s(pki: Pki) -> None:
     nothing is held before."""
     pair = Pair(pki)
     assert FastPathConnection._one_rtt(pair.client) is not None
+    phases = []
     for n in range(6):
         if n in (1, 3):
             (pair.client if n == 1 else pair.server).request_key_update()
+            phases.append(pair.server._cryptos[tls.Epoch.ONE_RTT].recv.key_phase)
         stream_id = pair.request(b"request %d" % n)
         pair.flight(pair.client, pair.server)
         pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
@@ -513,7 +516,8 @@ def test_the_1rtt_keys_and_space_held_are_aioquic_s(pki: Pki) -> None:
             assert held is not None
             assert held[0] is conn._cryptos[tls.Epoch.ONE_RTT]
             assert held[1] is conn._spaces[tls.Epoch.ONE_RTT]
-    assert pair.server._cryptos[tls.Epoch.ONE_RTT].recv.key_phase == 0  # updated twice
+    phases.append(pair.server._cryptos[tls.Epoch.ONE_RTT].recv.key_phase)
+    assert phases == [0, 1, 0]  # updated once by each end, the held pair's keys with it
     assert pair.client._close_event is None and pair.server._close_event is None
     unconfirmed = type(pair.client)(configuration=pki.agent.configuration(is_client=True),
                                     verifier=pki.agent.verifier())

@@ -380,9 +380,8 @@ def _check_repeat(plan: _Plan, ttype: int, last_type: int, offset: int) -> None:
 #: of a value that is its octets as they are (:attr:`ValueCodec.raw`: -1 any, -2 none).
 _Build = tuple[int, str, Callable[[Any], bytes], bool, bool, bytes | None, int]
 #: The encoding plan of each message class, from its ``SPEC`` on first use, in TLV type
-#: order, and the same by field name.
+#: order.
 _BUILDS: dict[type[Message], tuple[_Build, ...]] = {}
-_BY_NAME: dict[type[Message], dict[str, _Build]] = {}
 #: The plans :meth:`Wire.splice` builds, by class and changed fields (:func:`_splice_plans`).
 _SPLICES: dict[tuple[type[Message], frozenset[str]], tuple[_Build, ...]] = {}
 #: The builder of each message class's usual TLVs (:func:`_usual_builder`).
@@ -472,15 +471,10 @@ def _splice_plans(cls: type[Message], changed: frozenset[str]) -> tuple[_Build, 
     """The encoding plans of the TLVs :meth:`Wire.splice` builds anew for the fields
     ``changed`` (the transaction id is in the header), in TLV type order; kept by
     class and fields, a handful of sets (a relay changes the same ones each time)."""
-    plans = _BY_NAME.get(cls) or _by_name(cls)
+    plans = {plan[1]: plan for plan in _BUILDS.get(cls) or _builds(cls)}
     splice = _SPLICES[cls, changed] = tuple(
         sorted(plans[name] for name in changed if name in plans))
     return splice
-
-
-def _by_name(cls: type[Message]) -> dict[str, _Build]:
-    plans = _BY_NAME[cls] = {plan[1]: plan for plan in _BUILDS.get(cls) or _builds(cls)}
-    return plans
 
 
 def encode(msg: Message) -> bytes:

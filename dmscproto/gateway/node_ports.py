@@ -109,7 +109,7 @@ class NodePorts:
             dest = self.peers.get(d.next_hop)
             if dest is not None:
                 return NextHop(dest, d.hop_limit, d.path)
-            d = Reject(ErrorCode.NO_ROUTE)
+            return Refusal(ErrorCode.NO_ROUTE, "")
         return Refusal(d.code, "")
 
     def resolve(self, query: DiscoveryQuery, now: float,

@@ -265,11 +265,13 @@ class Pump:
             self.on_send(dest, msg)
         key = (dest, msg.transaction_id)
         waiting = self._waiting.get(key)
-        if waiting is not None and (msg.TYPE is waiting[0] or msg.TYPE is MessageType.ERROR):
-            del self._waiting[key]
-            if not waiting[1].done():
-                waiting[1].give(msg)  # the transport sends it in this call
-            return
+        if waiting is not None:
+            answer_type, future = waiting
+            if msg.TYPE is answer_type or msg.TYPE is MessageType.ERROR:
+                del self._waiting[key]
+                if not future.done():
+                    future.give(msg)  # the transport sends it in this call
+                return
         if not isinstance(dest, Association):
             log.error("cannot send %s to %r: not an association", msg.TYPE.name, dest)
             return

@@ -100,7 +100,8 @@ def new_span_id(ids: IdSource) -> bytes:
 def start_trace(ids: IdSource, *, sampled: bool = False) -> TraceContext:
     """A new trace: random trace-id and parent-id, the sampled flag as given (set only
     when the caller records the trace).  Both ids come from one draw, drawn again if
-    either is all zero (0.63 us against 0.89 for a draw of each, one per request)."""
+    either is all zero (timeit: 0.63 us against 0.89 for a draw of each; one per trace
+    started, a request sent without one)."""
     while True:
         text = ids(TRACE_ID_SIZE + SPAN_ID_SIZE).hex()
         trace_id, parent_id = text[:2 * TRACE_ID_SIZE], text[2 * TRACE_ID_SIZE:]

@@ -34,7 +34,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 
 from ..codec.registry import timer
-from .lean import _HANDLERS, _ONE_RTT
+from .lean import _ONE_RTT, one_rtt_space
 
 #: How long an ack-eliciting 1-RTT packet may wait for something to carry its ACK.
 ACK_DELAY = timer("QUIC_ACK_DELAY")
@@ -63,13 +63,11 @@ class DelayedAckConnection(QuicConnection):
 
     # --- receiving --------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: NetworkAddress, now: float) -> None:
-        held = getattr(self, _HANDLERS).one_rtt  # once held, not made anew (lean.OneRtt)
-        space = self._spaces.get(_ONE_RTT) if held is None else held[1]
+        space = one_rtt_space(self)
         largest = space.largest_received_packet if space is not None else -1
         self._received_1rtt = 0
         super().receive_datagram(data, addr, now)
-        if held is None:  # made anew by the first Initial and a Retry
-            space = self._spaces.get(_ONE_RTT)
+        space = one_rtt_space(self)  # made anew by the first Initial and a Retry
         if space is not None and space.ack_at is not None and space.ack_at > now and (
                 self._ack_at_once or self._unacked_eliciting >= 2
                 # in order and no gap: the largest grew by exactly the packets received
@@ -101,9 +99,8 @@ class DelayedAckConnection(QuicConnection):
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         if self._piggyback:
             self._piggyback = False
-            held = getattr(self, _HANDLERS).one_rtt
-            space = self._spaces[_ONE_RTT] if held is None else held[1]
-            if space.ack_at is not None and space.ack_at > now:
+            space = one_rtt_space(self)
+            if space is not None and space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
         return super().datagrams_to_send(now)
 

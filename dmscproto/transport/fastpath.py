@@ -108,11 +108,13 @@ from .lean import (
     _ONE_RTT,
     _QUIET_FRAMES,
     _ROOM,
+    _STREAM_FRAMES,
     _TABLES,
     LeanQuicConnection,
     OneRtt,
     _FrameHandlers,
     _Recovery,
+    one_rtt_space,
 )
 
 _ZERO_RTT = tls.Epoch.ZERO_RTT
@@ -132,8 +134,6 @@ _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
 #: The STREAM frame type with its Length field (as _ACK_FRAME: a plain integer).
 _STREAM_LEN = int(QuicFrameType.STREAM_BASE) | 2
-#: The STREAM frame types (RFC 9000, Section 19.8).
-_STREAM_FRAMES = range(_STREAM_LEN & ~7, (_STREAM_LEN & ~7) + 8)
 #: The ranges of a RangeSet, its list (aioquic's ``len()`` and ``[0]`` on it are Python
 #: calls).
 _ranges: Callable[[RangeSet], list[range]] = attrgetter("_RangeSet__ranges")
@@ -215,7 +215,7 @@ class FastPathConnection(LeanQuicConnection):
             self._spin_bit = not spin if self._is_client else spin
             self._spin_highest_pn = number
         # epoch, host_cid, network_path, quic_logger_frames, time, version: positional,
-        # the dataclass's __init__ takes 164 ns so and 681 ns by keyword (timeit)
+        # the dataclass's __init__ takes 164 ns so, 681 ns by keyword (timeit)
         context = QuicReceiveContext(_ONE_RTT, cid, path, None, now, None)
         try:
             eliciting, probing = self._payload_received(context, payload)
@@ -323,10 +323,11 @@ class FastPathConnection(LeanQuicConnection):
         loss = self._loss
         assert isinstance(loss, _Recovery)
         loss.peer_completed_address_validation = True  # as aioquic's: 1-RTT
-        held = getattr(self, _HANDLERS).one_rtt
+        space = one_rtt_space(self)
+        assert space is not None  # a 1-RTT packet was opened
         loss.on_ack_range(lowest, largest,
                           (delay << self._remote_ack_delay_exponent) / 1000000,
-                          context.time, self._spaces[_ONE_RTT] if held is None else held[1])
+                          context.time, space)
 
     def _on_ack_delivery(self, delivery: QuicDeliveryState, space: QuicPacketSpace,
                          highest_acked: int) -> None:
@@ -559,7 +560,8 @@ class FastPathConnection(LeanQuicConnection):
             return None  # MAX_DATA to raise
         ack = b"" if received is None else self._ack_frame(space, received[0], now)
         # [limit, value, value sent] of MAX_DATA and MAX_STREAMS, as the pass goes: made
-        # for the first packet only if one is due then (12 passes of 1609: micro.py)
+        # for the first packet only if one is due then (rarely: 12 passes of 1609 in a
+        # sans-I/O run of one transaction at a time)
         limits: list[list[Any]] = []
         bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
         if (max_data.value != max_data.sent or _due(bidi, bidi.value, bidi.sent)

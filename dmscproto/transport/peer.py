@@ -56,7 +56,7 @@ class Answer(asyncio.Future[Message | None]):
         taker = self._taker
         if taker is None:
             return
-        answered, running = taker
+        answered, running = taker  # as _settled, without asking this future its result
         running.discard(self)
         try:  # what the taker raises is reported as a done callback's would be
             answered(answer)
@@ -68,7 +68,7 @@ class Answer(asyncio.Future[Message | None]):
     def cancel(self, msg: Any = None) -> bool:
         cancelled = super().cancel(msg)
         if cancelled and self._taker is not None:  # a cancelled one is not answered
-            self._taker[1].discard(self)
+            _settled(*self._taker, self)
         return cancelled
 
 
