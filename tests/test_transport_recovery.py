@@ -1,7 +1,8 @@
 """The receive side's loss recovery and timer in fewer steps (transport/lean.py's
-``_Recovery.on_ack_range`` and ``confirmed_loss_detection_time``, transport/fastpath.py's
-``_handle_ack`` and ``get_timer``), differential: aioquic's code and the short one on the
-same input leave the same state, float for float (RFC 9002)."""
+``_Recovery.on_ack_range``, ``confirmed_loss_detection_time``, ``probe_timeout`` and
+the idle timeout, transport/fastpath.py's ``_handle_ack`` and ``get_timer``),
+differential: aioquic's code and the short one on the same input leave the same state,
+float for float (RFC 9002)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from test_transport_acks import Pair
 from transport_support import Pki
 
 from dmscproto.transport.fastpath import FastPathConnection
-from dmscproto.transport.lean import _Recovery
+from dmscproto.transport.lean import _Recovery, probe_timeout
 
 
 def _recovery(validated: bool, algorithm: str) -> tuple[_Recovery, list[Any]]:
@@ -151,6 +152,7 @@ def _ack_conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch, spy: Spy,
             due = conn.get_timer()
             loss_at = conn._loss_at
             assert due == QuicConnection.get_timer(conn) and conn._loss_at == loss_at
+            assert conn._idle_timeout() == QuicConnection._idle_timeout(conn)
             seen.append((due, loss_at, loss.bytes_in_flight, loss.congestion_window,
                          loss._rtt_smoothed, loss._rtt_variance, loss._rtt_min,
                          loss._pto_count, loss._pacer.packet_time, space.loss_time,
@@ -188,6 +190,27 @@ def test_acks_over_a_conversation_leave_what_aioquic_leaves(
     and at every step of both, the timer is aioquic's."""
     assert (_ack_conversation(pki, monkeypatch, spy, fast=True)
             == _ack_conversation(pki, monkeypatch, spy, fast=False))
+
+
+def test_the_idle_timeout_is_aioquic_s(pki: Pki) -> None:
+    """The idle timeout (RFC 9000, Section 10.1) and the PTO period it is bounded by, as
+    aioquic computes them: the peer's timeout absent, shorter or longer than this
+    end's; no RTT sample yet, RTT variance under the timer granularity or not, and a
+    PTO long enough that three of them exceed the idle timeout."""
+    conn = _established(pki).server
+    loss = conn._loss
+    seen = set()
+    for remote in (None, 0.05, 1.0, conn._configuration.idle_timeout, 500.0):
+        conn._remote_max_idle_timeout = remote
+        for initialized, smoothed, variance in ((False, 0.0, 0.0), (True, 0.01, 0.0001),
+                                                (True, 0.01, 0.0), (True, 2.0, 1.5),
+                                                (True, 40.0, 0.2)):
+            loss._rtt_initialized = initialized
+            loss._rtt_smoothed, loss._rtt_variance = smoothed, variance
+            assert probe_timeout(loss) == loss.get_probe_timeout()
+            assert conn._idle_timeout() == QuicConnection._idle_timeout(conn)
+            seen.add(conn._idle_timeout())
+    assert len(seen) > 5  # bounded by either end's timeout, or by the PTO
 
 
 ACKS = {

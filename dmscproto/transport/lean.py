@@ -64,6 +64,7 @@ from typing import Any, TypeVar, cast
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.quic import events
+from aioquic.quic.congestion.base import K_GRANULARITY
 from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import (
     MAX_LOCAL_CHALLENGES,
@@ -176,6 +177,16 @@ def _start_packet(builder: QuicPacketBuilder, packet_type: QuicPacketType,
             and builder.remaining_flight_space >= _ROOM):
         raise QuicPacketBuilderStop
     QuicPacketBuilder.start_packet(builder, packet_type, crypto)
+
+
+def probe_timeout(loss: QuicPacketRecovery) -> float:
+    """aioquic's ``loss.get_probe_timeout()`` (max_ack_delay included), its arithmetic in
+    its order, without its keyword argument's handling and ``max()`` call."""
+    if not loss._rtt_initialized:
+        return 2 * loss._rtt_initial
+    variance = 4 * loss._rtt_variance
+    return (loss._rtt_smoothed + (variance if variance >= K_GRANULARITY else K_GRANULARITY)
+            + loss.max_ack_delay)
 
 
 class _Recovery(QuicPacketRecovery):
@@ -306,7 +317,7 @@ class _Recovery(QuicPacketRecovery):
         if loss_time is not None:
             return loss_time
         if in_flight:
-            timeout: float = self.get_probe_timeout() * (2 ** self._pto_count)
+            timeout = probe_timeout(self) * (1 << self._pto_count)
             return self._time_of_last_sent_ack_eliciting_packet + timeout
         return None
 
@@ -431,6 +442,18 @@ class LeanQuicConnection(QuicConnection):
         if self._handshake_confirmed:  # no Initial or Handshake packet in this pass
             builder.start_packet = MethodType(_start_packet, builder)  # type: ignore[method-assign]
         super()._write_application(builder, network_path, now)
+
+    def _idle_timeout(self) -> float:
+        """aioquic's (RFC 9000, Section 10.1: the smaller of the two ends' idle timeouts,
+        at least three PTOs), with :func:`probe_timeout` and without the
+        ``min()`` and ``max()`` calls: it runs for every packet received and the first
+        ack-eliciting one sent after it."""
+        idle = self._configuration.idle_timeout
+        remote = self._remote_max_idle_timeout
+        if remote is not None and remote < idle:
+            idle = remote
+        probes = 3 * probe_timeout(self._loss)
+        return probes if probes > idle else idle
 
     def _replenish_connection_ids(self) -> None:
         limit = self._remote_active_connection_id_limit
