@@ -225,7 +225,8 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
                          [_sent_packet(p) for p in space.sent_packets.values()]))
             # times derived from the RTT estimate, which aioquic's own runs vary in the
             # eighth decimal place
-            timing.extend((conn._pacing_at or -1.0, conn.get_timer() or -1.0))
+            timing.extend((conn._pacing_at or -1.0, conn.get_timer() or -1.0,
+                           conn._loss._pacer.bucket_time, conn._loss._pacer.evaluation_time))
 
     def answers(rounds: int) -> None:
         """The server's answers out and the client's acknowledgements back, ``rounds``
@@ -321,8 +322,8 @@ def test_the_common_pass_sends_what_aioquic_sends(pki: Pki,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The send fast path (one packet: an ACK and STREAM frames) against aioquic's
     writer: the same packets, octet for octet, and the same sending state (packet
-    numbers, bytes in flight, pacing, idle timer, streams and their order, credit,
-    timers) after every step of a conversation."""
+    numbers, bytes in flight, pacing and its bucket, idle timer, streams and their
+    order, credit, timers) after every step of a conversation."""
     taken: list[int] = []  # datagrams of each pass, -1: aioquic's writer
     short = FastPathConnection._send_short
 

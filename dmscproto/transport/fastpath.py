@@ -65,6 +65,7 @@ from aioquic._buffer import Buffer, BufferReadError
 from aioquic._crypto import CryptoError
 from aioquic.buffer import size_uint_var
 from aioquic.quic import events
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     Limit,
@@ -93,7 +94,7 @@ from aioquic.quic.packet_builder import (
     QuicSentPacket,
 )
 from aioquic.quic.rangeset import RangeSet
-from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketSpace
+from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketPacer, QuicPacketSpace
 from aioquic.quic.stream import (
     QuicStream,
     QuicStreamReceiver,
@@ -126,8 +127,12 @@ _SAMPLE_END = 4 + 16
 #: The smallest STREAM frame header: type, stream ID and length (aioquic's frame overhead
 #: ``3 + size_uint_var(stream_id)``, plus the offset's size when not zero).
 _STREAM_HEADER = 4
-#: The largest ACK frame of one range: type, four variable-length integers.
-_ACK_SIZE = 1 + 4 * 8
+#: Where an ACK frame of one range is written (its octets are copied out at once): room
+#: for the largest, a type and four variable-length integers.
+_ACK_BUFFER = Buffer(capacity=1 + 4 * 8)
+#: Where a packet's payload is written (copied out at once): room for the largest UDP
+#: payload, so for any max_datagram_size.
+_PACKET_BUFFER = Buffer(capacity=65536)
 #: Payload octets a 1-RTT packet needs for header protection to sample (aioquic pads
 #: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
 _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
@@ -479,7 +484,8 @@ class FastPathConnection(LeanQuicConnection):
         Section 19.3)."""
         assert space.largest_received_time is not None
         delay = int((now - space.largest_received_time) * 1000000)
-        buf = Buffer(capacity=_ACK_SIZE)
+        buf = _ACK_BUFFER
+        buf.seek(0)
         buf.push_uint_var(_ACK_FRAME)
         buf.push_uint_var(received.stop - 1)  # largest acknowledged
         buf.push_uint_var(delay >> self._local_ack_delay_exponent)
@@ -652,7 +658,7 @@ class FastPathConnection(LeanQuicConnection):
         pacer = loss._pacer
         self._pacing_at = None
         if space.ack_at is None or space.ack_at >= now:  # pacing, unless an ACK is late
-            self._pacing_at = pacer.next_send_time(now)
+            self._pacing_at = _next_send_time(pacer, now)
             if self._pacing_at is not None:
                 return []
         if not packets and not finished:
@@ -665,7 +671,7 @@ class FastPathConnection(LeanQuicConnection):
         queue = self._streams_queue
         if not packets:  # aioquic's next packet: empty
             self._streams_queue = [s for s in queue if s not in gone]
-            self._pacing_at = pacer.next_send_time(now)
+            self._pacing_at = _next_send_time(pacer, now)
             return []
         header = bytes([PACKET_FIXED_BIT | (self._spin_bit << 5)
                         | (keys.recv.key_phase << 2)  # keys.key_phase: no update requested
@@ -674,7 +680,8 @@ class FastPathConnection(LeanQuicConnection):
         built: list[QuicSentPacket] = []
         datagrams: list[tuple[bytes, NetworkAddress]] = []
         for credits, frames, sent in packets:
-            buf = Buffer(capacity=self._max_datagram_size)
+            buf = _PACKET_BUFFER
+            buf.seek(0)
             handlers: list[tuple[Callable[..., None], Any]] = []
             if ack:
                 buf.push_bytes(ack)
@@ -694,10 +701,10 @@ class FastPathConnection(LeanQuicConnection):
                 if start:
                     buf.push_uint_var(start)
                 buf.push_uint16((stop - start) | 0x4000)
+                pending = _ranges(sender._pending)
                 if stop > start:  # what sender.get_frame does for this frame
                     offset = sender._buffer_start
                     buf.push_bytes(bytes(sender._buffer[start - offset:stop - offset]))
-                    pending = _ranges(sender._pending)
                     if stop == pending[0].stop:
                         del pending[0]
                     else:
@@ -707,7 +714,7 @@ class FastPathConnection(LeanQuicConnection):
                         sender.highest_offset = stop
                 if fin:
                     sender._pending_eof = False
-                if not _ranges(sender._pending) and not sender._pending_eof:
+                if not pending and not sender._pending_eof:
                     sender.buffer_is_empty = True
                 handlers.append((sender.on_data_delivery, (start, stop, fin)))
             if gone:  # aioquic's new order of service
@@ -728,19 +735,53 @@ class FastPathConnection(LeanQuicConnection):
                                         _ONE_RTT_PACKET, now, len(datagram), handlers))
             datagrams.append((datagram, path.addr))
             number += 1
-            pacer.update_after_send(now)
+            packet_time = pacer.packet_time  # the pacer's update_after_send, its steps
+            if packet_time is not None:
+                bucket = _bucket(pacer, now)
+                pacer.bucket_time = 0.0 if bucket < packet_time else bucket - packet_time
             if space.ack_at is None or space.ack_at >= now:  # aioquic's loop, once more
-                self._pacing_at = pacer.next_send_time(now)
+                self._pacing_at = _next_send_time(pacer, now)
                 if self._pacing_at is not None:
                     break
         self._packet_number = number
+        cc = loss._cc
+        reno = cc if type(cc) is RenoCongestionControl and loss._quic_logger is None else None
         for packet in built:
-            loss.on_packet_sent(packet=packet, space=space)
+            if reno is None:
+                loss.on_packet_sent(packet=packet, space=space)
+            else:  # its steps, and Reno's on_packet_sent, without their keyword calls
+                space.sent_packets[packet.packet_number] = packet
+                if packet.is_ack_eliciting:
+                    space.ack_eliciting_in_flight += 1
+                if packet.in_flight:
+                    if packet.is_ack_eliciting and loss.handshake_confirmed:
+                        loss._time_of_last_sent_ack_eliciting_packet = now  # its sent_time
+                    reno.bytes_in_flight += packet.sent_bytes
             if packet.is_ack_eliciting and not self._ack_eliciting_sent_since_receipt:
                 self._close_at = now + self._idle_timeout()  # RFC 9000, Section 10.1
                 self._ack_eliciting_sent_since_receipt = True
             path.bytes_sent += packet.sent_bytes
         return datagrams
+
+
+def _bucket(pacer: QuicPacketPacer, now: float) -> float:
+    """The pacer's ``update_bucket(now)``, its steps: its bucket then."""
+    bucket = pacer.bucket_time
+    if now > pacer.evaluation_time:
+        bucket += now - pacer.evaluation_time
+        if pacer.bucket_max < bucket:
+            bucket = pacer.bucket_max
+        pacer.bucket_time = bucket
+        pacer.evaluation_time = now
+    return bucket
+
+
+def _next_send_time(pacer: QuicPacketPacer, now: float) -> float | None:
+    """The pacer's ``next_send_time(now)``, its steps without its keyword calls."""
+    packet_time = pacer.packet_time
+    if packet_time is not None and _bucket(pacer, now) <= 0:
+        return now + packet_time
+    return None
 
 
 def _due(streams: Limit, value: int, sent: int) -> bool:
@@ -787,7 +828,9 @@ def _seal(keys: CryptoContext, header: bytes, payload: bytes, number: int) -> by
     number_bytes = (number & 0xFFFF).to_bytes(2, "big")
     sealed = aead._aead.encrypt((aead._iv ^ number).to_bytes(12, "big"), payload,
                                 header + number_bytes)
-    mask = hp._mask(sealed[2:18])  # the sample: 4 octets after the packet number's start
+    sample = sealed[2:18]  # 4 octets after the packet number's start
+    # its _mask(sample): for AES, the cipher's update, called here
+    mask = hp._mask(sample) if hp._is_chacha20 else hp._encryptor.update(sample)
     return b"".join((bytes((header[0] ^ (mask[0] & 0x1F),)), header[1:],
                      ((number & 0xFFFF) ^ ((mask[1] << 8) | mask[2])).to_bytes(2, "big"),
                      sealed))
