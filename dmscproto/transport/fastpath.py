@@ -116,6 +116,7 @@ from .lean import (
     _FrameHandlers,
     _Recovery,
     one_rtt_space,
+    probe_timeout,
 )
 
 _ZERO_RTT = tls.Epoch.ZERO_RTT
@@ -352,11 +353,20 @@ class FastPathConnection(LeanQuicConnection):
                 or not loss.peer_completed_address_validation
                 or not paths or not paths[0].is_validated or timer_at is None):
             return super().get_timer()
-        assert isinstance(loss, _Recovery)
+        loss_at: float | None = None  # aioquic's get_loss_detection_time, confirmed
+        in_flight = 0
         for space in loss.spaces:
-            if space.ack_at is not None and space.ack_at < timer_at:
-                timer_at = space.ack_at
-        self._loss_at = loss_at = loss.confirmed_loss_detection_time()
+            at = space.ack_at
+            if at is not None and at < timer_at:
+                timer_at = at
+            at = space.loss_time
+            if at is not None and (loss_at is None or at < loss_at):
+                loss_at = at
+            in_flight += space.ack_eliciting_in_flight
+        if loss_at is None and in_flight:  # the PTO (RFC 9002, Section 6.2.1)
+            loss_at = (loss._time_of_last_sent_ack_eliciting_packet
+                       + probe_timeout(loss) * (1 << loss._pto_count))
+        self._loss_at = loss_at
         if loss_at is not None and loss_at < timer_at:
             timer_at = loss_at
         if self._pacing_at is not None and self._pacing_at < timer_at:

@@ -303,24 +303,6 @@ class _Recovery(QuicPacketRecovery):
         if self.peer_completed_address_validation:
             self._pto_count = 0
 
-    def confirmed_loss_detection_time(self) -> float | None:
-        """aioquic's ``get_loss_detection_time(amplification_limited=False)`` once the
-        handshake is confirmed (RFC 9002, Section 6.2.1: every space arms the PTO, and
-        its period includes max_ack_delay), in one pass over the spaces."""
-        loss_time: float | None = None
-        in_flight = 0
-        for space in self.spaces:
-            at = space.loss_time
-            if at is not None and (loss_time is None or at < loss_time):
-                loss_time = at
-            in_flight += space.ack_eliciting_in_flight
-        if loss_time is not None:
-            return loss_time
-        if in_flight:
-            timeout = probe_timeout(self) * (1 << self._pto_count)
-            return self._time_of_last_sent_ack_eliciting_packet + timeout
-        return None
-
 
 class _Fifo(list[T]):
     """What aioquic does with its small queues (``append``, ``popleft``, ``[0]``,
