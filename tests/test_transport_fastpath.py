@@ -5,12 +5,14 @@ the same packets to a connection with the fast path and to one without)."""
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aioquic import tls
 from aioquic._buffer import Buffer
+from aioquic.buffer import size_uint_var
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoPair
@@ -192,13 +194,14 @@ def test_a_pass_of_many_answers_sends_what_aioquic_sends(
     assert sum(p.count(b"a" * 150) for p in fast) >= 39 and len(fast) > 6
 
 
-def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
-                  fast: bool) -> tuple[list[Any], list[float]]:
+def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch, fast: bool,
+                  tight: bool = False) -> tuple[list[Any], list[float]]:
     """Everything both ends of a pair send, in plaintext, and the sending state of each
     after every step, through: 80 request/answer rounds (streams discarded, stream
     credit raised), 30 requests at one instant (paced), 40 answers at once (several
     packets, paced), lone ACKs on the ACK timer, a lost MAX_DATA sent again, and a lost
-    answer sent again."""
+    answer sent again.  ``tight``: the server's congestion window and the client's
+    connection credit small, so that they cut passes."""
     if not fast:  # aioquic's writer for every pass, its streams
         monkeypatch.setattr(FastPathConnection, "_send_short", lambda self, now: None)
         for name in ("_get_or_create_stream_for_send", "_get_or_create_stream"):
@@ -209,6 +212,11 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
     # here, so that two runs order them alike
     monkeypatch.setattr(QuicStream, "__hash__", lambda self: self.stream_id)
     pair = _established(pki, fast=True)
+    if tight:
+        credit = pair.client._local_max_data
+        credit.value = credit.sent = pair.server._remote_max_data = credit.used + 3000
+        reno = pair.server._loss._cc
+        reno.congestion_window = reno.ssthresh = 1800
     seen: list[Any] = []
     timing: list[float] = []
     _record(pair, monkeypatch, lambda side, header, number, payload: seen.append(
@@ -231,7 +239,12 @@ def _conversation(pki: Pki, monkeypatch: pytest.MonkeyPatch,
     def answers(rounds: int) -> None:
         """The server's answers out and the client's acknowledgements back, ``rounds``
         times, the state of both ends taken after each flight."""
-        for _ in range(rounds):
+        for n in range(rounds):
+            if tight:  # room for a packet and a bit: the window cuts the pass
+                reno.congestion_window = reno.bytes_in_flight + 1500
+                if n == rounds - 1:  # and less credit: flow control cuts it
+                    server = pair.server
+                    server._remote_max_data = server._remote_max_data_used + 900
             pair.flight(pair.server, pair.client)
             state()
             pair.tick(0.002)
@@ -318,12 +331,14 @@ def suite_hash_size(suite: tls.CipherSuite) -> int:
     return tls.cipher_suite_hash(suite).digest_size
 
 
-def test_the_common_pass_sends_what_aioquic_sends(pki: Pki,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("tight", [False, True])
+def test_the_common_pass_sends_what_aioquic_sends(pki: Pki, monkeypatch: pytest.MonkeyPatch,
+                                                 tight: bool) -> None:
     """The send fast path (one packet: an ACK and STREAM frames) against aioquic's
     writer: the same packets, octet for octet, and the same sending state (packet
     numbers, bytes in flight, pacing and its bucket, idle timer, streams and their
-    order, credit, timers) after every step of a conversation."""
+    order, credit, timers) after every step of a conversation, also one where the
+    congestion window and flow control cut passes."""
     taken: list[int] = []  # datagrams of each pass, -1: aioquic's writer
     short = FastPathConnection._send_short
 
@@ -333,10 +348,10 @@ def test_the_common_pass_sends_what_aioquic_sends(pki: Pki,
         return sent
 
     monkeypatch.setattr(FastPathConnection, "_send_short", spied)
-    fast, fast_timing = _conversation(pki, monkeypatch, fast=True)
+    fast, fast_timing = _conversation(pki, monkeypatch, fast=True, tight=tight)
     assert sum(n >= 0 for n in taken) > 150 and -1 in taken  # mostly the fast way
     assert sum(n > 1 for n in taken) >= 2  # passes of several packets among them
-    slow, slow_timing = _conversation(pki, monkeypatch, fast=False)
+    slow, slow_timing = _conversation(pki, monkeypatch, fast=False, tight=tight)
     assert fast == slow
     assert fast_timing == pytest.approx(slow_timing, abs=1e-6)
 
@@ -553,3 +568,13 @@ def test_nothing_is_held_while_the_handshake_is_unconfirmed(pki: Pki) -> None:
         now += 0.01
     assert client._handshake_confirmed and server._handshake_confirmed
     assert unconfirmed_with_keys  # the case this test is about did occur
+
+
+def test_a_variable_length_integer_is_sized_as_aioquic_sizes_it() -> None:
+    """The send plan's look-up of a variable-length integer's size (RFC 9000, Section
+    16), at each size's bounds and between: aioquic's ``size_uint_var``."""
+    values = [0, 1, 2**62 - 1, *(b + d for e in (6, 14, 30) for b in (2**e,) for d in (-1, 0, 1))]
+    values += [random.Random(n).randrange(2**62) >> random.Random(n).randrange(62)
+               for n in range(500)]
+    assert [fastpath._VARINT_SIZE[v.bit_length()] for v in values] == list(
+        map(size_uint_var, values))

@@ -63,7 +63,6 @@ from typing import Any
 from aioquic import tls
 from aioquic._buffer import Buffer, BufferReadError
 from aioquic._crypto import CryptoError
-from aioquic.buffer import size_uint_var
 from aioquic.quic import events
 from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import (
@@ -134,6 +133,9 @@ _ACK_BUFFER = Buffer(capacity=1 + 4 * 8)
 #: Where a packet's payload is written (copied out at once): room for the largest UDP
 #: payload, so for any max_datagram_size.
 _PACKET_BUFFER = Buffer(capacity=65536)
+#: The size of a variable-length integer by its value's bit length (aioquic's
+#: ``size_uint_var``, a look-up instead of a call: RFC 9000, Section 16).
+_VARINT_SIZE = (1,) * 7 + (2,) * 8 + (4,) * 16 + (8,) * 32
 #: Payload octets a 1-RTT packet needs for header protection to sample (aioquic pads
 #: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
 _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
@@ -522,7 +524,7 @@ class FastPathConnection(LeanQuicConnection):
                 or self._probe_pending or self._ping_pending or self._datagrams_pending
                 or self._handshake_done_pending or self._streams_blocked_pending
                 or self._retire_connection_ids or keys._update_key_requested
-                or not keys.send.is_valid()
+                or keys.send.aead is None  # not keys.send.is_valid(), without its call
                 or (self._is_client and self._remote_preferred_address is not None)
                 or not self._crypto_streams[_ONE_RTT].sender.buffer_is_empty):
             return None
@@ -591,14 +593,15 @@ class FastPathConnection(LeanQuicConnection):
         length = len(ack)
         first = True
         while True:
-            room = min(self._max_datagram_size, window) - overhead - length
+            most = self._max_datagram_size
+            room = (window if window < most else most) - overhead - length
             credits: list[tuple[Limit, int]] = []
             for entry in limits:  # aioquic's _write_connection_limits
                 limit, value, sent_value = entry
                 if (limit is max_data and value != sent_value) or _due(limit, value, sent_value):
                     if room < CONNECTION_LIMIT_FRAME_CAPACITY:
                         return None  # aioquic's pass stops there
-                    size = 1 + size_uint_var(value)
+                    size = 1 + _VARINT_SIZE[value.bit_length()]
                     room -= size
                     length += size
                     entry[2] = value
@@ -610,8 +613,9 @@ class FastPathConnection(LeanQuicConnection):
                 if room < _STREAM_HEADER:
                     break  # _write_stream_frame writes nothing more in this packet
                 stream, start, stop, highest, fin = entry
-                size = 3 + size_uint_var(stream.stream_id) + (size_uint_var(start) if start else 0)
-                if stop > min(highest + credit, stream.max_stream_data_remote):
+                size = (3 + _VARINT_SIZE[stream.stream_id.bit_length()]
+                        + (_VARINT_SIZE[start.bit_length()] if start else 0))
+                if stop > highest + credit or stop > stream.max_stream_data_remote:
                     return None  # flow control cuts it
                 if size + stop - start <= room:
                     room -= size + stop - start
@@ -631,7 +635,7 @@ class FastPathConnection(LeanQuicConnection):
             if length:
                 packets.append((credits, frames, sent))
                 if frames or credits or length < _SAMPLE_PAD:  # in flight
-                    window -= overhead + max(length, _SAMPLE_PAD)
+                    window -= overhead + (length if length > _SAMPLE_PAD else _SAMPLE_PAD)
                 if room >= _ROOM:
                     break  # everything went: lean's _start_packet ends the pass here
             elif not (first and finished):
