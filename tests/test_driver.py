@@ -76,6 +76,42 @@ def test_one_clock_a_machines_timer_fires_once_due(monkeypatch: pytest.MonkeyPat
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_timer_is_armed_afresh_only_when_its_deadline_moves(lazy: bool) -> None:
+    """The event-loop timer after each ``arm()``: armed at the object's deadline, left
+    alone when that did not move (the same handle, no cancel and no new one), moved
+    when it did (a lazy one only when it moved earlier), disarmed when there is none."""
+
+    class Timed:
+        at: float | None = None
+
+        def get_timer(self) -> float | None:
+            return self.at
+
+        def handle_timer(self, now: float) -> None:
+            raise AssertionError("not run")
+
+    loop = asyncio.new_event_loop()
+    try:
+        timed = Timed()
+        driver = Driver(timed, loop=loop, lazy=lazy)
+        armed: list[float | None] = []
+        handles = set()
+        for at in (None, 10.0, 10.0, 20.0, 20.0, 5.0, 7.0, None, None, 3.0):
+            timed.at = at
+            driver.arm()
+            handle = driver._handle
+            armed.append(None if handle is None else handle.when())
+            assert handle is None or not handle.cancelled()
+            handles.add(handle)
+        later = [10.0, 10.0] if lazy else [20.0, 20.0]  # 20 after 10
+        assert armed == [None, 10.0, 10.0, *later, 5.0, 5.0 if lazy else 7.0, None, None, 3.0]
+        assert len(handles) == len(set(armed))  # a new handle only when the time moved
+        assert sum(not h.cancelled() for h in loop._scheduled) == 1  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+
+
 class _Relay(StubMachine):
     """A machine that answers each ECHO_REQUEST with the answer ``far`` gives to an
     ECHO_REQUEST of its own (a relay, as a gateway's ROUTE_REQUEST is)."""

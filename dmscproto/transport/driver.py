@@ -254,13 +254,15 @@ class Driver:
     def arm(self) -> None:
         """Arm the timer at the object's ``get_timer()``, or keep one armed for an
         earlier deadline (``lazy``); none when the object needs none."""
-        if not self._stopped:
-            self._arm_at(self.target.get_timer())
+        if self._stopped:
+            return
+        at = self.target.get_timer()
+        armed = self._at
+        if at != armed and (armed is None or at is None or at < armed or not self._lazy):
+            self._arm_at(at)
 
     def _arm_at(self, at: float | None) -> None:
-        if at == self._at or (
-                self._lazy and self._at is not None and at is not None and at >= self._at):
-            return
+        """Arm the timer at ``at`` (none: disarmed), in place of the one armed."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
