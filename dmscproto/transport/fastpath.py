@@ -691,8 +691,9 @@ class FastPathConnection(LeanQuicConnection):
                         | (keys.recv.key_phase << 2)  # keys.key_phase: no update requested
                         | (PACKET_NUMBER_SEND_SIZE - 1)]) + self._peer_cid.cid
         number = self._packet_number
-        built: list[QuicSentPacket] = []
         datagrams: list[tuple[bytes, NetworkAddress]] = []
+        cc = loss._cc
+        reno = cc if type(cc) is RenoCongestionControl and loss._quic_logger is None else None
         for credits, frames, sent in packets:
             buf = _PACKET_BUFFER
             buf.seek(0)
@@ -745,8 +746,26 @@ class FastPathConnection(LeanQuicConnection):
                 payload += bytes(_SAMPLE_PAD - len(payload))
                 in_flight = True
             datagram = _seal(keys.send, header, payload, number)
-            built.append(QuicSentPacket(_ONE_RTT, in_flight, eliciting, False, number,
-                                        _ONE_RTT_PACKET, now, len(datagram), handlers))
+            size = len(datagram)
+            packet = QuicSentPacket(_ONE_RTT, in_flight, eliciting, False, number,
+                                    _ONE_RTT_PACKET, now, size, handlers)
+            # what aioquic does with each packet once its pass is built (nothing the next
+            # packets are built from): loss recovery's record, the idle timer, path
+            # statistics
+            if reno is None:
+                loss.on_packet_sent(packet=packet, space=space)
+            else:  # its steps, and Reno's on_packet_sent, without their keyword calls
+                space.sent_packets[number] = packet
+                if eliciting:
+                    space.ack_eliciting_in_flight += 1
+                if in_flight:
+                    if eliciting and loss.handshake_confirmed:
+                        loss._time_of_last_sent_ack_eliciting_packet = now  # its sent_time
+                    reno.bytes_in_flight += size
+            if eliciting and not self._ack_eliciting_sent_since_receipt:
+                self._close_at = now + self._idle_timeout()  # RFC 9000, Section 10.1
+                self._ack_eliciting_sent_since_receipt = True
+            path.bytes_sent += size
             datagrams.append((datagram, path.addr))
             number += 1
             packet_time = pacer.packet_time  # the pacer's update_after_send, its steps
@@ -758,23 +777,6 @@ class FastPathConnection(LeanQuicConnection):
                 if self._pacing_at is not None:
                     break
         self._packet_number = number
-        cc = loss._cc
-        reno = cc if type(cc) is RenoCongestionControl and loss._quic_logger is None else None
-        for packet in built:
-            if reno is None:
-                loss.on_packet_sent(packet=packet, space=space)
-            else:  # its steps, and Reno's on_packet_sent, without their keyword calls
-                space.sent_packets[packet.packet_number] = packet
-                if packet.is_ack_eliciting:
-                    space.ack_eliciting_in_flight += 1
-                if packet.in_flight:
-                    if packet.is_ack_eliciting and loss.handshake_confirmed:
-                        loss._time_of_last_sent_ack_eliciting_packet = now  # its sent_time
-                    reno.bytes_in_flight += packet.sent_bytes
-            if packet.is_ack_eliciting and not self._ack_eliciting_sent_since_receipt:
-                self._close_at = now + self._idle_timeout()  # RFC 9000, Section 10.1
-                self._ack_eliciting_sent_since_receipt = True
-            path.bytes_sent += packet.sent_bytes
         return datagrams
 
 
