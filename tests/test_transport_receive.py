@@ -5,20 +5,27 @@ phases, intact or damaged (RFC 9001, Sections 5.3, 5.4 and 6)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aioquic import tls
 from aioquic._crypto import CryptoError
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoContext
+from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.tls import CipherSuite
-from test_transport_acks import Pair
+from test_transport_acks import CLIENT, Pair
 from transport_support import Pki
 
 from dmscproto.transport import fastpath
-from dmscproto.transport.fastpath import _open
+from dmscproto.transport.fastpath import FastPathConnection, _open
+from dmscproto.transport.quic.streams import DmscConnection
 
 CID = bytes(range(8))
 
@@ -105,3 +112,127 @@ def test_the_peer_s_key_update_is_followed(pki: Pki, monkeypatch: pytest.MonkeyP
         pair.flight(pair.server, pair.client)
     assert pair.server._close_event is None and pair.client._close_event is None
     assert opened.count(False) == 1 and opened[-1]  # the first of the new phase only
+
+
+def _arrivals(seed: int) -> list[tuple[str, int]]:
+    """A random run of what reaches a server: packet numbers mostly in order, some lost
+    (a gap), late (reordered), repeated (duplicates, also of very old packets), jumps
+    past the duplicate window (sliding and pruning it), and the client's acknowledgements
+    of ACKs the server sent (``("acked", highest)``: its ranges cut below)."""
+    rnd = random.Random(seed)
+    got: list[tuple[str, int]] = []
+    late: list[int] = []
+    number = 0
+    for _ in range(900):
+        roll = rnd.random()
+        if roll < 0.04 and number:
+            got.append(("packet", rnd.randrange(number)))  # a duplicate, or lost then late
+        elif roll < 0.08:
+            late.append(number)  # overtaken by the next ones
+            number += 1
+        elif roll < 0.11 and late:
+            got.append(("packet", late.pop(rnd.randrange(len(late)))))
+        elif roll < 0.13:
+            number += rnd.choice((2, 3, 40, 200))  # a gap, or many lost
+        elif roll < 0.35 and number:
+            got.append(("acked", rnd.randrange(max(0, number - 30), number)))
+        else:
+            got.append(("packet", number))
+            number += 1
+    for gap in range(80):  # a gap before each, unacknowledged: more ranges than kept
+        got.append(("packet", number + gap * 2))
+    return got
+
+
+def _ranges_received(pair: Pair, arrivals: list[tuple[str, int]],
+                     delivery: Callable[..., None]) -> list[Any]:
+    """The server's record of packets received (ranges to acknowledge, duplicate window,
+    largest, ACK timer) after each arrival, its ACKs acknowledged by ``delivery``."""
+    server = pair.server
+    keys = pair.client._cryptos[tls.Epoch.ONE_RTT]
+    cid = pair.client._peer_cid.cid
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    states: list[Any] = []
+    for kind, number in arrivals:
+        if kind == "acked":
+            delivery(server, QuicDeliveryState.ACKED, space, number)
+        else:
+            pair.now += 0.0001
+            header = bytes([0x41]) + cid + (number & 0xFFFF).to_bytes(2, "big")
+            payload = b"\x01" if number % 3 else b"\x00" * 24  # PING, or PADDING only
+            server.receive_datagram(keys.encrypt_packet(header, payload.ljust(24, b"\x00"),
+                                                        number), CLIENT, pair.now)
+        window = space.received_packets
+        states.append((list(space.ack_queue), window._lower, sorted(window._received),
+                       space.largest_received_packet, space.expected_packet_number,
+                       space.ack_at, server._close_event))
+    return states
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_packets_received_are_recorded_as_aioquic_records_them(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """The fast path's record of packets received (fastpath ``_record``, the duplicate
+    check, ``_on_ack_delivery``) against aioquic's (its receive path, its range set and
+    window), differential over random arrivals: in order, lost, reordered, duplicated,
+    far ahead, with ACKs acknowledged between; the same state after each."""
+    recorded: list[int] = []
+
+    def spied(space: Any, number: int) -> None:
+        recorded.append(number)
+        record(space, number)
+
+    record = fastpath._record
+    monkeypatch.setattr(fastpath, "_record", spied)
+    arrivals = _arrivals(seed)
+    fast_pair, slow_pair = Pair(pki), Pair(pki)
+    slow_pair.server._one_rtt = lambda: None  # type: ignore[method-assign]
+    fast = _ranges_received(fast_pair, arrivals, FastPathConnection._on_ack_delivery)
+    assert len(recorded) > 500  # the fast path recorded them
+    assert fast == _ranges_received(slow_pair, arrivals, QuicConnection._on_ack_delivery)
+    assert fast[-1][-1] is None
+    assert max(len(s[0]) for s in fast) == MAX_ACK_RANGES and min(len(s[0]) for s in fast) == 0
+
+
+def _delivered(pki: Pki, process: Callable[[DmscConnection], None]) -> list[Any]:
+    """What a connection's protocol is handed, in order, from a queue of events (the
+    data of streams among others, one handler queueing another event), by
+    ``process``."""
+
+    async def main() -> list[Any]:
+        got: list[Any] = []
+        quic = Pair(pki).server
+        while quic.next_event() is not None:
+            pass
+        protocol = DmscConnection(quic)
+        more = events.ConnectionIdRetired(connection_id=b"later")
+
+        def received(event: events.QuicEvent) -> None:
+            got.append(event)
+            if getattr(event, "data", None) == b"b":
+                quic._events.append(more)  # queued while the queue is taken
+
+        protocol.quic_event_received = received  # type: ignore[method-assign]
+        protocol._connection_id_issued_handler = lambda cid: got.append(("issued", cid))
+        protocol._connection_id_retired_handler = lambda cid: got.append(("retired", cid))
+        protocol._ping_waiters[7] = waiter = asyncio.get_running_loop().create_future()
+        quic._events.extend([
+            events.StreamDataReceived(b"a", False, 0),
+            events.StreamDataReceived(b"b", True, 0),
+            events.PingAcknowledged(uid=7),
+            events.StreamDataReceived(b"c", True, 4),
+            events.ConnectionIdIssued(connection_id=b"new"),
+            events.StreamDataReceived(b"d", True, 8)])
+        process(protocol)
+        process(protocol)  # nothing left
+        return [*got, waiter.done(), len(quic._events)]
+
+    return asyncio.run(main())
+
+
+def test_events_are_handed_over_as_aioquic_hands_them(pki: Pki) -> None:
+    """QuicLink's ``_process_events`` (the data of streams to ``quic_event_received`` at
+    once) against aioquic's: the same events, handlers and order."""
+    fast = _delivered(pki, DmscConnection._process_events)
+    assert fast == _delivered(pki, QuicConnectionProtocol._process_events)
+    assert len(fast) == 11 and fast[-2:] == [True, 0]

@@ -67,14 +67,16 @@ class DelayedAckConnection(QuicConnection):
         largest = space.largest_received_packet if space is not None else -1
         self._received_1rtt = 0
         super().receive_datagram(data, addr, now)
-        space = one_rtt_space(self)  # made anew by the first Initial and a Retry
+        confirmed = self._handshake_confirmed
+        if not confirmed:  # made anew by the first Initial and a Retry (not after)
+            space = one_rtt_space(self)
         if space is not None and space.ack_at is not None and space.ack_at > now and (
                 self._ack_at_once or self._unacked_eliciting >= 2
                 # in order and no gap: the largest grew by exactly the packets received
                 or space.largest_received_packet - largest != self._received_1rtt):
             space.ack_at = now
         self._ack_at_once = False
-        if self._handshake_confirmed:  # the Initial and Handshake spaces are discarded
+        if confirmed:  # the Initial and Handshake spaces are discarded
             return
         for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
             other = self._spaces.get(epoch)

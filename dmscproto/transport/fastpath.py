@@ -56,6 +56,7 @@ known: nothing written, nothing changed but that flag, set at once).
 from __future__ import annotations
 
 from collections.abc import Callable
+from logging import DEBUG
 from operator import attrgetter
 from types import MethodType
 from typing import Any
@@ -173,7 +174,7 @@ class FastPathConnection(LeanQuicConnection):
                 return None
             held = frames.one_rtt = (self._cryptos[_ONE_RTT], self._spaces[_ONE_RTT])
         if (self._state is not _CONNECTED or self._quic_logger is not None
-                or not held[0].recv.is_valid()):
+                or held[0].recv.aead is None):  # its is_valid()
             return None
         return held
 
@@ -187,8 +188,7 @@ class FastPathConnection(LeanQuicConnection):
                 or data[1:1 + len(cid)] != cid):
             super().receive_datagram(data, addr, now)
             return
-        loss = self._loss
-        assert isinstance(loss, _Recovery)
+        loss: _Recovery = self._loss  # type: ignore[assignment]  # lean's
         losses = loss.losses
         cc = loss._cc
         if cc.bytes_in_flight + self._max_datagram_size > cc.congestion_window:
@@ -209,7 +209,8 @@ class FastPathConnection(LeanQuicConnection):
             self._logger.debug(exc)
             return
         plain_header, payload, number = opened
-        if number in space.received_packets:
+        window = space.received_packets
+        if number < window._lower or number in window._received:  # its __contains__
             return  # a duplicate (RFC 9000, Section 12.3)
         if plain_header[0] & 0x18:
             self.close(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
@@ -250,10 +251,7 @@ class FastPathConnection(LeanQuicConnection):
             if number > space.largest_received_packet:
                 space.largest_received_packet = number
                 space.largest_received_time = now
-            space.ack_queue.add(number)
-            space.received_packets.add(number)
-            if len(space.ack_queue) > MAX_ACK_RANGES:
-                space.ack_queue.shift()
+            _record(space, number)
             if eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay
 
@@ -328,10 +326,10 @@ class FastPathConnection(LeanQuicConnection):
             buf.seek(start)
             self._handle_ack_frame(context, frame_type, buf)
             return
-        loss = self._loss
-        assert isinstance(loss, _Recovery)
+        loss: _Recovery = self._loss  # type: ignore[assignment]  # lean's
         loss.peer_completed_address_validation = True  # as aioquic's: 1-RTT
-        space = one_rtt_space(self)
+        held = getattr(self, _HANDLERS).one_rtt  # one_rtt_space's, without its call
+        space = one_rtt_space(self) if held is None else held[1]
         assert space is not None  # a 1-RTT packet was opened
         loss.on_ack_range(lowest, largest,
                           (delay << self._remote_ack_delay_exponent) / 1000000,
@@ -340,9 +338,15 @@ class FastPathConnection(LeanQuicConnection):
     def _on_ack_delivery(self, delivery: QuicDeliveryState, space: QuicPacketSpace,
                          highest_acked: int) -> None:
         """aioquic's (an ACK frame sent was acknowledged: the packets it acknowledged
-        need no acknowledgement any more), the state compared with a constant."""
-        if delivery is _ACKED:
-            space.ack_queue.subtract(0, highest_acked + 1)
+        need no acknowledgement any more), the state compared with a constant, the
+        range set cut without its call."""
+        if delivery is _ACKED:  # its ack_queue.subtract(0, highest_acked + 1), its steps
+            ranges = _ranges(space.ack_queue)
+            stop = highest_acked + 1
+            while ranges and ranges[0].stop <= stop:
+                del ranges[0]
+            if ranges and ranges[0].start < stop:
+                ranges[0] = range(stop, ranges[0].stop)
 
     def get_timer(self) -> float | None:
         """aioquic's, for a connection established on a validated path (no
@@ -410,7 +414,8 @@ class FastPathConnection(LeanQuicConnection):
     def _peer_stream(self, stream_id: int) -> QuicStream:
         """The peer's next bidirectional stream, ``stream_id``, within its limit: made by
         :func:`_new_stream` and registered as aioquic's ``_get_or_create_stream`` does."""
-        self._logger.debug("Stream %d created by peer", stream_id)
+        if self._logger.logger.isEnabledFor(DEBUG):  # its adapter's check, in 1 call of 4
+            self._logger.debug("Stream %d created by peer", stream_id)
         stream = self._streams[stream_id] = _new_stream(
             stream_id, self._local_max_stream_data_bidi_remote,
             self._remote_max_stream_data_bidi_local)
@@ -807,6 +812,35 @@ def _due(streams: Limit, value: int, sent: int) -> bool:
     return value != sent and sent - streams.used < value - sent
 
 
+def _record(space: QuicPacketSpace, number: int) -> None:
+    """aioquic's record of a packet received, ``number``, not a duplicate: added to the
+    ranges to acknowledge (at most MAX_ACK_RANGES of them kept) and to the window of
+    packets received.  A packet above every range (nearly always with none left: the
+    peer's packet acknowledged the ACK of the one before) and a window with nothing to
+    prune, in their steps without the calls to the range set and the window (``add``,
+    ``len``, ``add``); anything else by those calls."""
+    ranges: list[range] = _ranges(space.ack_queue)
+    if not ranges or ranges[-1].stop < number:  # a range of its own, the last
+        ranges.append(range(number, number + 1))
+        if len(ranges) > MAX_ACK_RANGES:
+            del ranges[0]
+    elif ranges[-1].stop == number:  # joins the last range
+        ranges[-1] = range(ranges[-1].start, number + 1)
+    else:
+        space.ack_queue.add(number)
+        if len(space.ack_queue) > MAX_ACK_RANGES:
+            space.ack_queue.shift()
+    window = space.received_packets
+    received = window._received
+    lower = number - window._size + 1
+    if lower > window._lower and len(received) >= 2 * window._size:
+        window.add(number)  # its window slides and it prunes its set
+        return
+    received.add(number)  # not below the window: not a duplicate
+    if lower > window._lower:
+        window._lower = lower
+
+
 def _open(keys: CryptoContext, data: bytes, offset: int,
           expected: int) -> tuple[bytes, bytes, int] | None:
     """``keys.decrypt_packet`` (header protection, then payload: RFC 9001, Section 5.4) of
@@ -817,7 +851,9 @@ def _open(keys: CryptoContext, data: bytes, offset: int,
     aead = keys.aead
     hp = keys.hp
     assert aead is not None and hp is not None  # _one_rtt: valid
-    mask = hp._mask(data[offset + 4:offset + _SAMPLE_END])  # the sample, as at sending
+    sample = data[offset + 4:offset + _SAMPLE_END]  # as at sending
+    # its _mask, for AES without the call (ChaCha20's nonce is the sample: its own)
+    mask = hp._mask(sample) if hp._is_chacha20 else hp._encryptor.update(sample)
     first = data[0] ^ (mask[0] & 0x1F)
     if (first >> 2) & 1 != keys.key_phase:
         return None
