@@ -3,9 +3,13 @@ handshake is over, and that it still carries transactions afterwards."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
+
 import pytest
 from aioquic import tls
 from aioquic.quic import events
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import QuicErrorCode, QuicPacketType
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -160,3 +164,27 @@ def test_max_streams_travels_with_an_answer(pki: Pki) -> None:
         pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
         assert pair.flight(pair.server, pair.client) == 1
     assert pair.client._remote_max_streams_bidi > 3 * credit // 2  # credit was raised
+
+
+def test_the_idle_timeout_is_aioquic_s(pki: Pki) -> None:
+    """LeanQuicConnection's ``_idle_timeout`` (the PTO worked out in it) against
+    aioquic's, differential over random RTT estimates (none yet too), ends' idle
+    timeouts and max_ack_delay, ties included: the same value, of the same type."""
+    rnd = random.Random(18)
+    conn = Pair(pki).server
+    loss = conn._loss
+    larger = 0
+    for _ in range(3000):
+        conn._configuration = dataclasses.replace(
+            conn._configuration, idle_timeout=rnd.choice((0.5, 3.0, 30.0, 60.0)))
+        conn._remote_max_idle_timeout = rnd.choice((None, 0.3, 3.0, 30.0, 90.0))
+        loss._rtt_initialized = rnd.random() < 0.9
+        loss._rtt_initial = rnd.choice((0.1, 0.333, 10, 20.0))  # 3 PTOs: 60, a tie
+        loss._rtt_smoothed = rnd.choice((0.0002, 0.01, rnd.uniform(0, 12)))
+        loss._rtt_variance = rnd.choice((0.0, 0.00025, 0.0001, rnd.uniform(0, 3)))
+        loss.max_ack_delay = rnd.choice((0.0, 0.025, 0.5))
+        got, want = conn._idle_timeout(), QuicConnection._idle_timeout(conn)
+        assert (got, type(got)) == (want, type(want))
+        larger += want > min(conn._configuration.idle_timeout,
+                             conn._remote_max_idle_timeout or 1e9)
+    assert 100 < larger < 2900  # three PTOs above the idle timeouts, and below

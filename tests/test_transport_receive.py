@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from transport_support import Pki
 
 from dmscproto.transport import fastpath
 from dmscproto.transport.fastpath import FastPathConnection, _open
+from dmscproto.transport.quic.link import _clock
 from dmscproto.transport.quic.streams import DmscConnection
 
 CID = bytes(range(8))
@@ -236,3 +238,22 @@ def test_events_are_handed_over_as_aioquic_hands_them(pki: Pki) -> None:
     fast = _delivered(pki, DmscConnection._process_events)
     assert fast == _delivered(pki, QuicConnectionProtocol._process_events)
     assert len(fast) == 11 and fast[-2:] == [True, 0]
+
+
+def test_a_link_reads_the_loop_s_clock() -> None:
+    """QuicLink's clock is its loop's ``time()``: asyncio's, ``time.monotonic`` itself;
+    a loop's own clock (a subclass's, one set on the loop) as it is."""
+
+    class Shifted(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return super().time() + 1000.0
+
+    plain, shifted = asyncio.new_event_loop(), Shifted()
+    try:
+        assert _clock(plain) is time.monotonic
+        assert 999.0 < _clock(shifted)() - time.monotonic() < 1001.0
+        plain.time = lambda: 5.0  # type: ignore[method-assign]
+        assert _clock(plain)() == 5.0
+    finally:
+        plain.close()
+        shifted.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Self, cast
 
@@ -41,6 +42,14 @@ KEEPALIVE_INTERVAL = timer("QUIC_PING_INTERVAL")
 _CONFIRM_PING, _KEEPALIVE_PING = 0, 1
 
 
+def _clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``: asyncio's is ``time.monotonic()``, called here without its method
+    (a Python call at every datagram received and every transmit)."""
+    if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
 def _retrieve(future: asyncio.Future[None]) -> None:
     """Mark a future's exception as retrieved: nobody need wait for it."""
     if not future.cancelled():
@@ -53,9 +62,9 @@ class QuicLink(QuicConnectionProtocol):
 
     _quic: DmscQuicConnection
     # slots keep aioquic's instance dict at its smallest size (memory per connection)
-    __slots__ = ("_closed_error", "_confirmed", "_drain", "_driver", "_established", "_keepalive",
-                 "_keepalive_handle", "_on_close", "_owns_transport", "_pcap", "_peer",
-                 "_raw_transport", "_recorder", "_turn", "datagrams_received",
+    __slots__ = ("_clock", "_closed_error", "_confirmed", "_drain", "_driver", "_established",
+                 "_keepalive", "_keepalive_handle", "_on_close", "_owns_transport", "_pcap",
+                 "_peer", "_raw_transport", "_recorder", "_turn", "datagrams_received",
                  "datagrams_sent")
 
     def __init__(self, quic: DmscQuicConnection, *, pcap: DatagramTap | None = None,
@@ -78,6 +87,7 @@ class QuicLink(QuicConnectionProtocol):
         self._keepalive = keepalive
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._turn = end_of_turn(self._loop)
+        self._clock = _clock(self._loop)
         #: aioquic's timer, on the loop's clock (aioquic's own _timer is left unused);
         #: lazy: its deadline moves with every packet, and an earlier timer firing early
         #: costs less than cancelling and arming one per transmit.
@@ -106,7 +116,7 @@ class QuicLink(QuicConnectionProtocol):
         transport = self._transport
         assert transport is not None
         owned = self._owns_transport
-        for data, addr in self._quic.datagrams_to_send(now=self._loop.time()):
+        for data, addr in self._quic.datagrams_to_send(now=self._clock()):
             transport.sendto(data, None if owned else addr)
             self.datagrams_sent += 1
         self._driver.arm()
@@ -136,7 +146,7 @@ class QuicLink(QuicConnectionProtocol):
         self.datagrams_received += 1
         if self._recorder is not None:
             self._recorder.received(data, addr)
-        now = self._loop.time()
+        now = self._clock()
         self._quic.receive_datagram(data, addr, now=now)
         self._process_events()
         if self._quic.transmit_due(now):
