@@ -112,6 +112,27 @@ def test_an_ack_of_one_range_leaves_what_aioquic_leaves(seed: int) -> None:
     assert sum(f.is_finished for _, f in senders) > 1  # streams wholly acknowledged
 
 
+@pytest.mark.parametrize(("rtt", "window"), [(3.0, 2400), (0.0001, 10**9), (0.05, 40000)])
+def test_the_pacer_s_limits_are_aioquic_s(rtt: float, window: int) -> None:
+    """The pacer's rate as ``on_ack_range`` sets it at an RTT sample, against aioquic's,
+    at its limits: one packet a second at most (a small window over a long RTT), its
+    bucket at most 16 packets (a large window), and in between."""
+    ref, ref_log = _recovery(True, "reno")
+    fast, fast_log = _recovery(True, "reno")
+    for loss in (ref, fast):
+        loss._cc.congestion_window = window
+        loss._cc.ssthresh = window  # no slow start: the window stays as set
+        loss.on_packet_sent(packet=QuicSentPacket(
+            epoch=tls.Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True,
+            is_crypto_packet=False, packet_number=0, packet_type=QuicPacketType.ONE_RTT,
+            sent_time=1000.0, sent_bytes=1200, delivery_handlers=[]), space=loss.spaces[0])
+    ref.on_ack_received(ack_rangeset=RangeSet([range(0, 1)]), ack_delay=0.0,
+                        now=1000.0 + rtt, space=ref.spaces[0])
+    fast.on_ack_range(0, 0, 0.0, 1000.0 + rtt, fast.spaces[0])
+    assert _state(fast, fast_log) == _state(ref, ref_log)
+    assert fast._rtt_initialized
+
+
 def _established(pki: Pki) -> Pair:
     """A pair past its handshake, each end's congestion window (and pacing rate) set
     alike in every run: it counts the handshake's octets, which vary by a few from one

@@ -268,8 +268,10 @@ class _Recovery(QuicPacketRecovery):
         if acked[-1] == largest and eliciting:  # an RTT sample, as aioquic takes it
             assert packet.sent_time is not None  # the last acknowledged: the largest
             latest_rtt = now - packet.sent_time
-            ack_delay = min(ack_delay, self.max_ack_delay)
-            latest = max(latest_rtt, 0.001)
+            # min() and max() as conditionals, here and below: 88 ns a call, 9 (timeit)
+            if self.max_ack_delay < ack_delay:
+                ack_delay = self.max_ack_delay
+            latest = 0.001 if latest_rtt < 0.001 else latest_rtt
             rtt_min = self._rtt_min
             if latest < rtt_min:
                 self._rtt_min = rtt_min = latest
@@ -290,9 +292,15 @@ class _Recovery(QuicPacketRecovery):
             pacer = self._pacer
             window = cc.congestion_window
             size = pacer._max_datagram_size
-            rate = window / max(smoothed, K_MICRO_SECOND)
-            pacer.packet_time = max(K_MICRO_SECOND, min(size / rate, K_SECOND))
-            pacer.bucket_max = bucket_max = max(2 * size, min(window // 4, 16 * size)) / rate
+            rate = window / (K_MICRO_SECOND if smoothed < K_MICRO_SECOND else smoothed)
+            packet_time = size / rate
+            if packet_time > K_SECOND:
+                packet_time = K_SECOND
+            pacer.packet_time = packet_time if packet_time > K_MICRO_SECOND else K_MICRO_SECOND
+            bucket = window // 4
+            if bucket > 16 * size:
+                bucket = 16 * size
+            pacer.bucket_max = bucket_max = (bucket if bucket > 2 * size else 2 * size) / rate
             if pacer.bucket_time > bucket_max:
                 pacer.bucket_time = bucket_max
         oldest = next(iter(sent), None)
