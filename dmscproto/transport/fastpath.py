@@ -328,8 +328,7 @@ class FastPathConnection(LeanQuicConnection):
             return
         loss: _Recovery = self._loss  # type: ignore[assignment]  # lean's
         loss.peer_completed_address_validation = True  # as aioquic's: 1-RTT
-        held = getattr(self, _HANDLERS).one_rtt  # one_rtt_space's, without its call
-        space = one_rtt_space(self) if held is None else held[1]
+        space = one_rtt_space(self)
         assert space is not None  # a 1-RTT packet was opened
         loss.on_ack_range(lowest, largest,
                           (delay << self._remote_ack_delay_exponent) / 1000000,
