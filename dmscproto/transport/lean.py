@@ -408,25 +408,6 @@ class LeanQuicConnection(QuicConnection):
         if loss.losses != losses or len(self._network_paths) > 1:
             self._frames.loud = True
 
-    def _idle_timeout(self) -> float:
-        """aioquic's (RFC 9000, Section 10.1: the smaller of the two ends' idle timeouts,
-        at least three PTOs) with the PTO worked out here, as loss recovery's
-        ``get_probe_timeout()`` does it (max_ack_delay included): one call where
-        aioquic's makes two, the second by keyword, and three to min and max (run at
-        every packet received, and sent with anything to acknowledge)."""
-        idle: float = self._configuration.idle_timeout
-        remote = self._remote_max_idle_timeout
-        if remote is not None and remote < idle:
-            idle = remote
-        loss = self._loss
-        if loss._rtt_initialized:
-            variance = 4 * loss._rtt_variance
-            pto = (loss._rtt_smoothed + (K_GRANULARITY if variance < K_GRANULARITY else variance)
-                   + loss.max_ack_delay)
-        else:
-            pto = 2 * loss._rtt_initial
-        return 3 * pto if 3 * pto > idle else idle
-
     def next_event(self) -> events.QuicEvent | None:
         """aioquic's, without raising and catching an exception when there is none (at
         the end of every batch of events)."""
