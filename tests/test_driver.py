@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
-from transport_support import Pki, StubMachine, echo, reply_to
+from transport_support import Pki, StubMachine, echo, loop_turns, reply_to
 
 from dmscproto.codec.messages import EchoReply, EchoRequest, Message, RouteRequest
 from dmscproto.codec.registry import MessageType, timer, transaction_time
@@ -19,7 +19,7 @@ from dmscproto.host.pump import Association, Pump
 from dmscproto.protocol.machine import Handle
 from dmscproto.security.ca import Kind
 from dmscproto.testing.examples import examples
-from dmscproto.transport.driver import Driver, TurnBudget, turn_budget
+from dmscproto.transport.driver import Driver, EndOfTurn, TurnBudget, turn_budget
 from dmscproto.transport.peer import PeerInfo as AnyPeer
 from dmscproto.transport.peer import dispatch
 from dmscproto.transport.quic import DmscConnection, PeerInfo, connect, serve
@@ -332,4 +332,40 @@ def test_a_turn_budget_is_counted_per_loop_turn() -> None:
             await asyncio.sleep(0)
         t[0] += 5
         assert budget.left() == 1.0
+    asyncio.run(scenario())
+
+
+def test_end_of_turn_follows_a_woken_task_into_its_turn() -> None:
+    """EndOfTurn.follow: the work a task adds in the turn a waiter's result wakes it
+    in runs in that turn (its request leaves without another pass of the loop), both
+    when the waiter is resolved while the end of turn is held (a socket reader) and
+    when it is not; without follow it would run in the next turn."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        turn = EndOfTurn(loop)
+        now = loop_turns(loop)
+        await asyncio.sleep(0)
+
+        async def requester(waiter: asyncio.Future[None], ran: list[tuple[int, int]]) -> None:
+            await waiter
+            woke = now()
+            turn.add(lambda: ran.append((woke, now())))
+
+        for held in (True, False):
+            waiter: asyncio.Future[None] = loop.create_future()
+            ran: list[tuple[int, int]] = []
+            task = loop.create_task(requester(waiter, ran))
+            await asyncio.sleep(0)  # it waits
+            if held:
+                assert turn.hold()
+            turn.add(lambda: None)  # work due before the task wakes
+            waiter.set_result(None)
+            turn.follow()
+            if held:
+                turn.release()
+            await task
+            await asyncio.sleep(0)
+            [(woke, sent)] = ran
+            assert sent == woke, held
     asyncio.run(scenario())

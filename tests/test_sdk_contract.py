@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transport_support import loop_turns
 
 import dmscproto.agent as sdk
 from dmscproto.agent import (
@@ -178,6 +179,35 @@ def test_deadlines_raise_timeout_error_and_abandon_the_request(tmp_path: Path) -
             trace = await caller.trace(sloth.agent_id, timeout=5)
             assert isinstance(trace, Trace) and trace.reached
             assert [h.name for h in trace.hops] == ["gw"]
+    run(scenario())
+
+
+def test_the_next_call_leaves_in_the_turn_the_answer_wakes_its_caller_in(
+        tmp_path: Path) -> None:
+    """Issue 18: a caller woken by its answer sends its next request in the event-loop
+    turn it runs in (the session has the end of turn follow the task it wakes), not in
+    one more pass of the loop."""
+    async def scenario() -> None:
+        async with gateway(tmp_path) as (domain, gw), \
+                domain.agent("echo", gw.address) as responder, \
+                domain.agent("caller", gw.address) as caller:
+            responder.serve(lambda payload, request: payload)
+            await responder.register(skills=["echo"])
+            assert await caller.call(responder.agent_id, b"warm") == b"warm"
+            now = loop_turns(asyncio.get_running_loop())
+            conn = caller._conn
+            assert conn is not None
+            sent: list[int] = []
+            transmit = conn.transmit
+
+            def counted() -> None:
+                sent.append(now())
+                transmit()
+            conn.transmit = counted  # type: ignore[method-assign]
+            for i in range(5):
+                woke, sent[:] = now(), []  # the turn the last answer woke this task in
+                assert await caller.call(responder.agent_id, b"%d" % i) == b"%d" % i
+                assert not i or sent[0] == woke, (i, woke, sent)
     run(scenario())
 
 

@@ -1,10 +1,11 @@
 """What the transport tests share (draft-dmsc-protocol-00, Sections 9 and 10): the PKI,
-echo messages, fast retransmission for lossy paths, an event loop runner."""
+echo messages, fast retransmission for lossy paths, an event loop runner and a count of
+its turns."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,19 @@ def fast_retransmission() -> Reliability:
     lossy relay is fast and a run of unlucky losses cannot fail it."""
     return Reliability(retransmit_initial=0.1, retransmit_max=0.8, retransmit_limit=12,
                        request_timeout=30)
+
+
+def loop_turns(loop: asyncio.AbstractEventLoop) -> Callable[[], int]:
+    """The event-loop turns run from now on, counted by a callback that schedules itself
+    again each turn: it runs first in every turn, so whatever else runs in a turn reads
+    that turn's number."""
+    turns = [0]
+
+    def tick() -> None:
+        turns[0] += 1
+        loop.call_soon(tick)
+    loop.call_soon(tick)
+    return lambda: turns[0]
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -40,6 +40,7 @@ from ..protocol.events import (
     RouteRequestReceived,
 )
 from ..security.ca import Credential, Identity, TrustStore
+from ..transport.driver import EndOfTurn, end_of_turn
 from ..transport.tls import TlsIdentity
 from .results import AgentError, Handler, Request
 
@@ -96,6 +97,10 @@ def _server_name(host: str) -> str | None:
 class AgentSession:
     """The session part of :class:`~.sdk.Agent` (module docstring; the options are
     :class:`~.sdk.Agent`'s)."""
+
+    #: The event loop of the connection, and its end of turn (set by :meth:`_open`).
+    _loop: asyncio.AbstractEventLoop
+    _turn: EndOfTurn
 
     def __init__(self, credential: Credential, trust: TrustStore, *, gateway: str,
                  server_name: str | None = None, pcap: PcapWriter | None = None,
@@ -172,6 +177,8 @@ class AgentSession:
         self._client = AgentClient(self.signed or self.record(()), self._assoc,
                                    token=self._token, keepalive=self.keepalive)
         self._pump = Pump(_Machine(self._client), on_event=self._on_event)
+        self._loop = asyncio.get_running_loop()  # a getpid syscall: looked up once
+        self._turn = end_of_turn(self._loop)
         self._pump.call(self._client.watch_gateway, self._pump.now())
 
     async def _keep(self) -> None:
@@ -241,6 +248,9 @@ class AgentSession:
             else:
                 waiter.set_exception(AgentError.of(event.status, event.diagnostic,
                                                    event.retry_after))
+            # the task it wakes sends its next request in the loop turn it runs in, not
+            # in one more (strace, route calls one at a time: 4 -> 3 epoll_wait a call)
+            self._turn.follow()
         elif isinstance(event, RouteRequestReceived):
             self._answer(event)
         elif isinstance(event, Registered):
@@ -369,7 +379,7 @@ class AgentSession:
         caller stops waiting (the deadline, a cancellation), the request is abandoned:
         the machine forgets it and its transport transaction is stopped."""
         pump, client = self._machine()
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Message] = self._loop.create_future()
         txid = pump.call(start, client, pump.now())
         self._waiters[txid] = future
         try:

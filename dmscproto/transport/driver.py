@@ -60,15 +60,17 @@ class EndOfTurn:
     reader holds it (:meth:`hold`), work is not given a callback of its own: it runs
     when the reader is done (:meth:`release`), in the same turn, so that the answers to
     the datagrams read leave without another pass of the event loop (a poll of the
-    sockets and a callback per turn saved)."""
+    sockets and a callback per turn saved); :meth:`follow` does the same for a task
+    woken by what was read."""
 
-    __slots__ = ("_due", "_handle", "_held", "_loop")
+    __slots__ = ("_due", "_follow", "_handle", "_held", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due: dict[Callable[[], None], None] = {}
         self._handle: asyncio.Handle | None = None
         self._held = False
+        self._follow = False
 
     def add(self, work: Callable[[], None]) -> None:
         self._due[work] = None
@@ -83,6 +85,18 @@ class EndOfTurn:
         self._held = True
         return True
 
+    def follow(self) -> None:
+        """Have the next run come after the loop callbacks scheduled so far (a task a
+        future's result just woke, say), so that the work they add runs in their loop
+        turn, not in one more; while held, it is scheduled when released, after every
+        callback the reader's datagrams scheduled."""
+        if self._held:
+            self._follow = True
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_soon(self._run)
+
     def release(self) -> None:
         """Run the work due now (that of the loop callback already scheduled too)."""
         self._held = False
@@ -90,6 +104,10 @@ class EndOfTurn:
             if self._handle is not None:
                 self._handle.cancel()
             self._run()
+        if self._follow:
+            self._follow = False
+            if self._handle is None:
+                self._handle = self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._handle = None
