@@ -63,8 +63,10 @@ class _Machine:
 
     def __init__(self, client: AgentClient) -> None:
         self.client = client
-        self.messages_to_send = client.messages_to_send
-        self.next_event = client.next_event
+        # its outbox's own (the pump drains it after every call and message: 14 calls of
+        # these a routed call, one frame each less)
+        self.messages_to_send = client.outbox.messages_to_send
+        self.next_event = client.outbox.next_event
         self.get_timer = client.get_timer
         self.handle_timer = client.handle_timer
 

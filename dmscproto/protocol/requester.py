@@ -105,13 +105,13 @@ class Requester(TypedMachine):
         super().__init__(outbox)
         self.dest = dest
         self.request = request
+        #: The request's transaction id and the type of its answer (read with every
+        #: answer and event: attributes, not properties).
+        self.transaction_id: int = request.transaction_id
+        self.answer_type = ANSWER_TO[request.TYPE]
         self.timeout = timeout
         self.sent_at = 0.0
         self.deadline: float | None = None
-
-    @property
-    def transaction_id(self) -> int:
-        return self.request.transaction_id
 
     def send(self, now: float) -> None:
         self.run(_SEND, now)
@@ -122,7 +122,7 @@ class Requester(TypedMachine):
         if msg.transaction_id != self.transaction_id:
             raise self.unexpected(msg, "another transaction id")
         inp: Answered | Refused
-        if msg.TYPE is ANSWER_TO[self.request.TYPE]:
+        if msg.TYPE is self.answer_type:
             inp = Answered(msg)
         elif isinstance(msg, Error):
             inp = Refused(msg)
@@ -196,14 +196,15 @@ class Requests:
 
     def start(self, dest: Handle, request: Message, now: float,
               timeout: float = timer("REQUEST_TIMEOUT")) -> Requester:
-        if request.transaction_id in self._open:
-            raise ValueError(f"transaction id {request.transaction_id} is outstanding")
+        txid = request.transaction_id
+        if txid in self._open:
+            raise ValueError(f"transaction id {txid} is outstanding")
         req = Requester(self.outbox, dest, request, timeout)
         req.send(now)
-        self._open[req.transaction_id] = req
+        self._open[txid] = req
         heap = self._deadlines
         if req.deadline is not None:
-            heapq.heappush(heap, (req.deadline, req.transaction_id))
+            heapq.heappush(heap, (req.deadline, txid))
         if len(heap) > 2 * len(self._open) + 64:  # ended ones behind one still waiting
             heap[:] = [(r.deadline, t) for t, r in self._open.items() if r.deadline is not None]
             heapq.heapify(heap)
