@@ -211,6 +211,39 @@ def test_the_next_call_leaves_in_the_turn_the_answer_wakes_its_caller_in(
     run(scenario())
 
 
+def test_a_coroutine_handlers_answer_leaves_in_the_turn_it_is_given_in(
+        tmp_path: Path) -> None:
+    """Issue 18: a handler that runs in a task (a coroutine function) and answers at its
+    first step has its answer sent in that event-loop turn, not in one more pass of the
+    loop."""
+    async def scenario() -> None:
+        async with gateway(tmp_path) as (domain, gw), \
+                domain.agent("echo", gw.address) as responder, \
+                domain.agent("caller", gw.address) as caller:
+            now = loop_turns(asyncio.get_running_loop())
+            answered: list[int] = []
+
+            async def echo(payload: bytes, request: Request) -> bytes:
+                answered.append(now())
+                return payload
+            responder.serve(echo)
+            await responder.register(skills=["echo"])
+            conn = responder._conn
+            assert conn is not None
+            sent: list[int] = []
+            transmit = conn.transmit
+
+            def counted() -> None:
+                sent.append(now())
+                transmit()
+            conn.transmit = counted  # type: ignore[method-assign]
+            for i in range(3):
+                answered[:], sent[:] = [], []
+                assert await caller.call(responder.agent_id, b"%d" % i) == b"%d" % i
+                assert answered and answered[0] in sent, (i, answered, sent)
+    run(scenario())
+
+
 def test_handlers_of_every_shape_answer(tmp_path: Path) -> None:
     """A plain function's answer is made in the callback that delivered the request (no
     task); a coroutine, or an awaitable a plain function returns, in a task; a refusal

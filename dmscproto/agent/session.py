@@ -353,9 +353,10 @@ class AgentSession:
         self._pump.call(self._client.reply, event, payload, status, diagnostic)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._turn.follow()  # an answer given at its first step leaves in that turn
 
     # --- registration (Section 5.1) -----------------------------------------------------
     async def _register_once(self, pump: Pump, client: AgentClient, lease: int) -> Registered:
