@@ -337,9 +337,10 @@ def test_a_turn_budget_is_counted_per_loop_turn() -> None:
 
 def test_end_of_turn_follows_a_woken_task_into_its_turn() -> None:
     """EndOfTurn.follow: the work a task adds in the turn a waiter's result wakes it
-    in runs in that turn (its request leaves without another pass of the loop), both
-    when the waiter is resolved while the end of turn is held (a socket reader) and
-    when it is not; without follow it would run in the next turn."""
+    in runs in that turn (its request leaves without another pass of the loop), when
+    the waiter is resolved while the end of turn is held (a socket reader), with work
+    due or with only an earlier follow's run to come, and when it is not held; without
+    follow it would run in the next turn."""
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -352,14 +353,17 @@ def test_end_of_turn_follows_a_woken_task_into_its_turn() -> None:
             woke = now()
             turn.add(lambda: ran.append((woke, now())))
 
-        for held in (True, False):
+        for held, due in ((True, True), (True, False), (False, True)):
             waiter: asyncio.Future[None] = loop.create_future()
             ran: list[tuple[int, int]] = []
             task = loop.create_task(requester(waiter, ran))
             await asyncio.sleep(0)  # it waits
+            if not due:
+                turn.follow()  # its run, with nothing to do, is scheduled before the wake-up
             if held:
                 assert turn.hold()
-            turn.add(lambda: None)  # work due before the task wakes
+            if due:
+                turn.add(lambda: None)  # work due before the task wakes
             waiter.set_result(None)
             turn.follow()
             if held:
@@ -367,5 +371,5 @@ def test_end_of_turn_follows_a_woken_task_into_its_turn() -> None:
             await task
             await asyncio.sleep(0)
             [(woke, sent)] = ran
-            assert sent == woke, held
+            assert sent == woke, (held, due)
     asyncio.run(scenario())

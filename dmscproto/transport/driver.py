@@ -106,8 +106,7 @@ class EndOfTurn:
             self._run()
         if self._follow:
             self._follow = False
-            if self._handle is None:
-                self._handle = self._loop.call_soon(self._run)
+            self.follow()
 
     def _run(self) -> None:
         self._handle = None
