@@ -154,7 +154,9 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
     fields that have one, which the message starts from."""
     next_tlv = "t, n = unpack(data, o) if size - o >= 4 else (-1, 0)"
     lines = ["def read(data, size, flags, txid):",
-             "    values = DEFAULTS.copy()",
+             "    msg = new(cls)",
+             "    values = msg.__dict__",
+             "    values.update(DEFAULTS)",
              "    o = HEADER_SIZE",
              "    try:",
              f"        {next_tlv}"]
@@ -200,8 +202,6 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
               "        return None",
               "    values['transaction_id'], values['flags'] = txid, flags",
               *([f"    values[{_WIRE!r}] = Wire(data)"] if cls.RELAYED else []),
-              "    msg = new(cls)",
-              "    msg.__dict__.update(values)",
               "    return msg"]
     exec("\n".join(lines), namespace)  # the source is made of the SPEC's names and types
     read: Callable[[bytes, int, int, int], Message | None] = namespace["read"]

@@ -31,6 +31,7 @@ TRACE_ID_SIZE, SPAN_ID_SIZE = 16, 8
 _V00 = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _VERSION, _FLAGS = f"{VERSION:02x}", ("00", f"{SAMPLED:02x}")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 2 * TRACE_ID_SIZE, "0" * 2 * SPAN_ID_SIZE
+_NO_SPAN = bytes(SPAN_ID_SIZE)
 #: The trace-flags (two hex digits) with the sampled flag set.
 _SAMPLED_FLAGS = frozenset(f"{f:02x}" for f in range(256) if f & SAMPLED)
 
@@ -94,7 +95,12 @@ def _nonzero(ids: IdSource, size: int) -> bytes:
 
 
 def new_span_id(ids: IdSource) -> bytes:
-    return _nonzero(ids, SPAN_ID_SIZE)
+    """A span id: 8 random octets, not all zero (one per hop: compared with a constant
+    rather than through :func:`_nonzero`'s ``any``)."""
+    value = ids(SPAN_ID_SIZE)
+    while value == _NO_SPAN:
+        value = ids(SPAN_ID_SIZE)
+    return value
 
 
 def start_trace(ids: IdSource, *, sampled: bool = False) -> TraceContext:
@@ -117,8 +123,7 @@ def hop_context(incoming: TraceContext | None, span_id: bytes, ids: IdSource, *,
     tracestate unchanged: the incoming text with its parent-id and flags rewritten,
     nothing decoded.  Without a usable incoming traceparent: a new trace (a trace-id
     from ``ids``, no tracestate) if ``start``, else nothing (None)."""
-    m = None if incoming is None else _usable(incoming.traceparent)
-    if m is not None and incoming is not None:
+    if incoming is not None and (m := _usable(incoming.traceparent)) is not None:
         trace_id, state, flag = m[2], incoming.tracestate, m[4] in _SAMPLED_FLAGS
     elif start:
         trace_id, state, flag = _nonzero(ids, TRACE_ID_SIZE).hex(), None, False
