@@ -38,7 +38,13 @@ from dmscproto.codec.values import DiscoveryQuery, TraceContext
 from dmscproto.host.config import GatewayConfig
 from dmscproto.host.logs import TextFormatter
 from dmscproto.protocol.events import RequestCompleted, RouteRequestReceived
-from dmscproto.protocol.tracecontext import TraceParent, hop_context, new_ids, start_trace
+from dmscproto.protocol.tracecontext import (
+    TraceParent,
+    hop_context,
+    new_ids,
+    new_span_id,
+    start_trace,
+)
 from dmscproto.runtime.gateway import GatewayRuntime
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.testing.harness import Network
@@ -98,6 +104,13 @@ def test_a_new_trace_draws_again_an_all_zero_id(zero: slice) -> None:
     parsed = TraceParent.parse(trace.traceparent)
     assert parsed is not None and parsed.sampled and trace.tracestate is None
     assert parsed.trace_id + parsed.parent_id == bytes(range(1, 25))
+
+
+def test_a_span_id_draws_again_an_all_zero_one() -> None:
+    """A hop's span id is never all zero (W3C forbids it as a parent-id): such a draw is
+    not used, the next is."""
+    draws = iter([bytes(8), bytes(8), bytes(range(1, 9))])
+    assert new_span_id(lambda n: next(draws)[:n]) == bytes(range(1, 9))
 
 
 # --- every hop, through the in-memory harness -------------------------------------------------
