@@ -21,7 +21,7 @@ from dmscproto.codec.messages import Error, Open, Register, RegisterAck
 from dmscproto.codec.registry import ErrorCode, Scope
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.host.config import GatewayConfig
-from dmscproto.protocol.events import AgentRemoved
+from dmscproto.protocol.events import AgentRemoved, TransactionEnded
 from dmscproto.runtime.gateway import GatewayRuntime, Observer
 from dmscproto.sandbox.domains import Domain, PeerSpec, write_gateway_config
 from dmscproto.security.ca import Credential, DomainAuthority, Kind, TrustStore
@@ -71,6 +71,8 @@ async def start(path: Path, events: list[object] | None = None) -> GatewayRuntim
     gw = GatewayRuntime(GatewayConfig.load(path),
                         observer=Observer(event=None if events is None else events.append))
     await gw.start()
+    # relayed calls' ends are made only for an observer of events
+    assert gw.node.ctx.report_ends is (events is not None)
     return gw
 
 
@@ -123,6 +125,8 @@ def test_register_discover_and_route_local_and_across_domains(tmp_path: Path,
             with pytest.raises(AgentError) as err:
                 await client.call(bytes(16), b"?")
             assert err.value.status is ErrorCode.NO_ROUTE
+            ended = [e.status for e in w.events if isinstance(e, TransactionEnded)]
+            assert ended.count(ErrorCode.SUCCESS) >= 5 and ErrorCode.NO_ROUTE in ended
     run(scenario())
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
 from row_cases import ME, PEER, RowCases, row_tests, wire
 
 from dmscproto.codec.messages import (
@@ -28,7 +29,7 @@ from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
 from dmscproto.protocol.certificates import thumbprint
-from dmscproto.protocol.events import TransactionEnded
+from dmscproto.protocol.events import ProtocolEvent, TransactionEnded
 from dmscproto.protocol.machine import timestamp_ms
 from dmscproto.protocol.oam import TraceRelay, TraceState
 from dmscproto.protocol.routing import (
@@ -78,11 +79,12 @@ class Relay:
         return reply
 
 
-def node(tmp_path: Path) -> GatewayNode:
+def node(tmp_path: Path, transaction_events: bool = True) -> GatewayNode:
     """A gateway holding alice (her association "alice") and bob through PEER ("peer");
     a forwarded ROUTE_REQUEST names DER (the outgoing hook)."""
     core = GatewayCore(ME, "a.example", RegistryStore(tmp_path / "gw.db"))
-    n = GatewayNode(core, outgoing=lambda _up, req, _txid, _now: Outbound(req, DER))
+    n = GatewayNode(core, outgoing=lambda _up, req, _txid, _now: Outbound(req, DER),
+                    transaction_events=transaction_events)
     n.receive("alice", wire(Register(transaction_id=1, record=ALICE, lease=600,
                                      nonce=bytes(16), timestamp=0)), T0)
     n.messages_to_send()
@@ -297,3 +299,31 @@ def _trace_ends(state: TraceState, tmp_path: Path) -> None:
 
 
 test_row, test_every_row_has_a_case = row_tests(ROUTE, TRACE)
+
+
+@pytest.mark.parametrize("events", [True, False])
+def test_a_transactions_end_is_reported_only_when_asked_for(tmp_path: Path,
+                                                            events: bool) -> None:
+    """A relayed call through the node: its end is reported (TransactionEnded) by
+    default; with ``transaction_events=False`` no event is made at all, and the call is
+    relayed alike."""
+    n = node(tmp_path, events)
+    made: list[ProtocolEvent] = []
+    emit = n._out.emit
+
+    def emitted(event: ProtocolEvent) -> None:  # every event made, then emitted
+        made.append(event)
+        emit(event)
+
+    n._out.emit = emitted  # type: ignore[method-assign]
+    n.receive("up", wire(RouteRequest(transaction_id=5, source_agent=bytes(16),
+                                      target_agent=A, hop_limit=8, path=(),
+                                      payload=b"where?")), T1)
+    [(dest, fwd)] = n.messages_to_send()
+    assert dest == "alice" and n.next_event() is None
+    n.receive("alice", wire(replace(route_reply(), transaction_id=fwd.transaction_id)), T1)
+    [(dest, reply)] = n.messages_to_send()
+    assert dest == "up" and reply.transaction_id == 5 and reply.payload == b"here"
+    ended = TransactionEnded(MessageType.ROUTE_REQUEST, "up", 5, ErrorCode.SUCCESS)
+    assert made == ([ended] if events else [])
+    assert n.next_event() == (ended if events else None) and n.next_event() is None

@@ -45,6 +45,10 @@ transaction once any summary is held.
 
 :meth:`dmscproto.security.guard.GatewayGuard.node_hooks` supplies all of them.
 
+Each relayed ROUTE_REQUEST or TRACE_REQUEST answered is reported as
+:class:`~dmscproto.protocol.events.TransactionEnded`, unless ``transaction_events`` is
+False (a caller that reads none: then none is made).
+
 The node's bases hold its other two parts: :class:`~.dispatch.NodeDispatch` takes each
 received message to the machine whose table has an input for it, and
 :class:`~.node_ports.NodePorts` answers what the machines ask of the gateway (their
@@ -148,7 +152,8 @@ class GatewayNode(NodeDispatch):
                  slice_clock: Callable[[], float] | None = None,
                  learn_slice: float = limit("LEARN_SLICE"),
                  work_slice: float = limit("WORK_SLICE"),
-                 learn_budget: Callable[[float], float] | None = None) -> None:
+                 learn_budget: Callable[[float], float] | None = None,
+                 transaction_events: bool = True) -> None:
         self.core = core
         self.name = name
         self.local = LocalGateway(core.gateway_id, core.domain)
@@ -209,7 +214,8 @@ class GatewayNode(NodeDispatch):
         #: Local records withheld from peers after a restart (Section 6.1.2), if any.
         self.grace: RestartGrace | None = None
         self.ctx = RelayContext(self, self.txids, core.gateway_id, core.domain, name,
-                                route_timeout, outgoing=outgoing, tracer=self.tracer)
+                                route_timeout, outgoing=outgoing, tracer=self.tracer,
+                                report_ends=transaction_events)
         self.summaries = SummaryExchange(self._out, core, export_for=export_for,
                                          withheld=self._withheld, inside=summary_mode,
                                          accepts=summary_check, transit=transit,

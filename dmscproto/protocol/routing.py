@@ -93,6 +93,10 @@ class RelayContext:
     outgoing: Outgoing | None = None
     #: Each relayed transaction is one hop of its trace (Section 7.5).
     tracer: HopTracer = field(default_factory=W3CHops)
+    #: Whether each transaction's end is reported (:class:`TransactionEnded`): only
+    #: when something reads it (a gateway runtime's observer), not made for nothing on
+    #: every relayed call.
+    report_ends: bool = True
 
 
 class RelayInput(Enum):
@@ -248,8 +252,9 @@ class Relay(TypedMachine):
                      if isinstance(self.request, RouteRequest) else None,
                      target=self.target)
         self.outbox.send(self.upstream, reply)
-        self.outbox.emit(TransactionEnded(self.request.TYPE, self.upstream,
-                                          self.request.transaction_id, reply.status))
+        if self.ctx.report_ends:
+            self.outbox.emit(TransactionEnded(self.request.TYPE, self.upstream,
+                                              self.request.transaction_id, reply.status))
 
     def failure(self, status: ErrorCode, diagnostic: str | None) -> RouteReply | TraceReply:
         raise NotImplementedError

@@ -210,6 +210,7 @@ class GatewayRuntime(PeerDialing, Reactions):
                                 limit_hold=c.limit("PEER_LIMIT_HOLD"),
                                 budget=Budget(c.limit("DISCOVER_BUDGET") / 1000),
                                 relay_max_hops=int(c.limit("RELAY_MAX_HOPS")),
+                                transaction_events=self.observer.event is not None,
                                 **self.guard.node_hooks())
         if c.lab:
             self._lab_driver = Driver(_UnboundExpiry(self), lazy=True)

@@ -51,7 +51,9 @@ del _M
 @dataclass
 class Observer:
     """Optional callbacks for every message the gateway sends and receives and every
-    event of its node (the demo's step display, tests)."""
+    event of its node (the demo's step display, tests).  Whether ``event`` is set is
+    read when the gateway starts: the node reports relayed transactions' ends
+    (TransactionEnded) only if it is."""
 
     sent: Callable[[Handle, Message], None] | None = None
     received: Callable[[Handle, Message], None] | None = None
@@ -89,7 +91,7 @@ class Reactions:
             self.observer.sent(dest, msg)
 
     def _on_event(self, event: object) -> None:
-        if type(event) is TransactionEnded:  # every relayed call's: nothing to do here
+        if type(event) is TransactionEnded:  # made only for the observer (node.py)
             if self.observer.event is not None:
                 self.observer.event(event)
             return
