@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Coroutine, Generator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -303,6 +304,97 @@ def test_a_pump_answer_reaches_the_transport_in_the_call_that_gives_it() -> None
         done(EchoReply(transaction_id=sent.transaction_id, sequence=2, timestamp=0,
                        gateway_id=bytes(16), payload=b"x"))
         assert [type(c["exception"]) for c in reported] == [RuntimeError]
+        await pump.close()
+    asyncio.run(scenario())
+
+
+class _Evented(StubMachine):
+    """Reports each message received as an event, and counts how often it is drained;
+    with ``has_output``, says whether anything waits to be drained."""
+
+    def __init__(self, has_output: bool) -> None:
+        super().__init__()
+        self.events: list[tuple[Handle, Message]] = []
+        self.drained = 0
+        if has_output:
+            self.has_output = lambda: bool(self.out or self.events)
+
+    def receive(self, source: Handle, msg: Message, now: float) -> None:
+        self.events.append((source, msg))
+
+    def messages_to_send(self) -> list[tuple[Handle, Message]]:
+        self.drained += 1
+        return super().messages_to_send()
+
+    def next_event(self) -> object | None:
+        return self.events.pop(0) if self.events else None
+
+
+@pytest.mark.parametrize("has_output", [False, True])
+def test_what_a_machine_queues_on_its_own_event_is_sent(has_output: bool) -> None:
+    """An event's handler that makes the machine queue a message directly (not through
+    the pump) has it sent in the same flush; a machine that says it has no output left
+    after its events is not drained once more for nothing."""
+
+    async def scenario() -> None:
+        machine = _Evented(has_output)
+        answering = True
+
+        def on_event(event: object) -> None:
+            assert isinstance(event, tuple)
+            source, msg = event
+            if answering:
+                assert isinstance(msg, EchoRequest)
+                machine.out.append((source, replace(reply_to(msg),
+                                                    transaction_id=msg.transaction_id)))
+
+        pump = Pump(machine, on_event=on_event)
+        answer = pump.deliver("near", echo(1, 7, b"abc"))
+        assert answer.done() and isinstance(answer.result(), EchoReply)
+        assert answer.result().transaction_id == 7
+        answering = False
+        await asyncio.sleep(0)  # the next turn: "near" goes at once again
+        drained = machine.drained
+        pump.feed("near", echo(2, 8, b"x"))  # an event, and nothing queued on it
+        assert machine.drained - drained == (1 if has_output else 2)
+        await pump.close()
+    asyncio.run(scenario())
+
+
+def test_a_request_made_on_a_message_is_stopped_from_the_time_it_was_fed_at(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Section 9.3: a request the machine sends on a message is stopped at its
+    transaction time from the time the machine was given that message, and one sent by
+    a later local call from the clock's time then (the system clock stepped between)."""
+
+    class Far:
+        def start_request(self, msg: Message, done: Callable[[Message | Exception], None],
+                          timeout: float | None = None) -> int:
+            return msg.transaction_id
+
+        def stop_request(self, key: int, code: object = None) -> None:
+            pass
+
+    class Asking(_Requests):
+        def __init__(self, far: Handle) -> None:
+            super().__init__(far)
+            self.now: list[float] = []
+
+        def receive(self, source: Handle, msg: Message, now: float) -> None:
+            self.now.append(now)
+            self.send(echo(1, 11))
+
+    async def scenario() -> None:
+        far = Association(Far(), None)  # type: ignore[arg-type]
+        machine = Asking(far)
+        pump = Pump(machine)
+        pump.feed("near", echo(9, 5))
+        wait = transaction_time(MessageType.ECHO_REQUEST)
+        assert pump._outgoing[(far, 11)][1] == machine.now[0] + wait
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() + 3600)  # the system clock steps
+        pump.call(machine.send, echo(2, 12))
+        assert pump._outgoing[(far, 12)][1] - machine.now[0] - wait > 3599
         await pump.close()
     asyncio.run(scenario())
 

@@ -64,7 +64,10 @@ log = logging.getLogger(__name__)
 
 
 class Machine(Protocol):
-    """The sans-I/O side: a gateway node, an agent endpoint."""
+    """The sans-I/O side: a gateway node, an agent endpoint.  One that also has
+    ``has_output()`` (whether messages or events wait to be drained) is asked it after
+    its events are handed over, instead of drained once more for what their handlers
+    may have made it queue."""
 
     def receive(self, source: Handle, msg: Message, now: float) -> None: ...
 
@@ -178,9 +181,14 @@ class Pump:
         self._stops: list[tuple[float, int, tuple[Handle, int]]] = []
         self._order = itertools.count()
         self._turns = Turns(self._loop)
+        self._has_output: Callable[[], bool] | None = getattr(machine, "has_output", None)
         self._driver = Driver(self, epoch=True, lazy=True, loop=self._loop)
         #: The driver's clock, read directly (asked for with every message).
         self._clock = epoch_clock(self._loop)
+        #: The time the message being fed was given to the machine at, while it is fed
+        #: (None: read the clock): the requests it makes the machine send are stopped
+        #: at their transaction time from that time, as the machine's own timers run.
+        self._now: float | None = None
         self._flushing = 0
         self._closed = False
 
@@ -223,11 +231,15 @@ class Pump:
             return
         if self.on_receive is not None:
             self.on_receive(source, msg)
+        now = self._now = self._clock.now()
         try:
-            self.machine.receive(source, msg, self._clock.now())
-        except ProtocolError as err:  # the machine queued the draft's answer, if any
-            log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
-        self.flush()
+            try:
+                self.machine.receive(source, msg, now)
+            except ProtocolError as err:  # the machine queued the draft's answer, if any
+                log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
+            self.flush()
+        finally:
+            self._now = None
 
     def now(self) -> float:
         """The machine's clock: seconds since the epoch (module docstring)."""
@@ -256,6 +268,8 @@ class Pump:
                     if self.on_event is not None:
                         self.on_event(event)
                     event = machine.next_event()
+                if self._has_output is not None and not self._has_output():
+                    break
         finally:
             self._flushing -= 1
         self._driver.arm_soon()  # once per loop iteration, however many flushes
@@ -293,7 +307,8 @@ class Pump:
         except Exception as exc:  # fed back later, as an answer would be, not in this flush
             self._loop.call_soon(self.feed, dest, _failure(msg, exc))
             return
-        at = self._clock.now() + transaction_time_of(msg)
+        now = self._now
+        at = (self._clock.now() if now is None else now) + transaction_time_of(msg)
         self._outgoing[key] = (token, at)
         if len(self._stops) > 2 * len(self._outgoing) + 64:  # mostly ended: rebuild
             self._stops = [(t, next(self._order), k) for k, (_tok, t) in self._outgoing.items()]
