@@ -361,44 +361,6 @@ def test_what_a_machine_queues_on_its_own_event_is_sent(has_output: bool) -> Non
     asyncio.run(scenario())
 
 
-def test_a_request_made_on_a_message_is_stopped_from_the_time_it_was_fed_at(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Section 9.3: a request the machine sends on a message is stopped at its
-    transaction time from the time the machine was given that message, and one sent by
-    a later local call from the clock's time then (the system clock stepped between)."""
-
-    class Far:
-        def start_request(self, msg: Message, done: Callable[[Message | Exception], None],
-                          timeout: float | None = None) -> int:
-            return msg.transaction_id
-
-        def stop_request(self, key: int, code: object = None) -> None:
-            pass
-
-    class Asking(_Requests):
-        def __init__(self, far: Handle) -> None:
-            super().__init__(far)
-            self.now: list[float] = []
-
-        def receive(self, source: Handle, msg: Message, now: float) -> None:
-            self.now.append(now)
-            self.send(echo(1, 11))
-
-    async def scenario() -> None:
-        far = Association(Far(), None)  # type: ignore[arg-type]
-        machine = Asking(far)
-        pump = Pump(machine)
-        pump.feed("near", echo(9, 5))
-        wait = transaction_time(MessageType.ECHO_REQUEST)
-        assert pump._outgoing[(far, 11)][1] == machine.now[0] + wait
-        wall = time.time
-        monkeypatch.setattr(time, "time", lambda: wall() + 3600)  # the system clock steps
-        pump.call(machine.send, echo(2, 12))
-        assert pump._outgoing[(far, 12)][1] - machine.now[0] - wait > 3599
-        await pump.close()
-    asyncio.run(scenario())
-
-
 def test_a_turn_budget_is_counted_per_loop_turn() -> None:
     """TurnBudget: ``seconds`` of the loop thread's clock per event-loop turn, from its
     start; reading and decoding (``fits``) take at most half of it, except the first

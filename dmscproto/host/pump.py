@@ -185,10 +185,6 @@ class Pump:
         self._driver = Driver(self, epoch=True, lazy=True, loop=self._loop)
         #: The driver's clock, read directly (asked for with every message).
         self._clock = epoch_clock(self._loop)
-        #: The time the message being fed was given to the machine at, while it is fed
-        #: (None: read the clock): the requests it makes the machine send are stopped
-        #: at their transaction time from that time, as the machine's own timers run.
-        self._now: float | None = None
         self._flushing = 0
         self._closed = False
 
@@ -231,15 +227,11 @@ class Pump:
             return
         if self.on_receive is not None:
             self.on_receive(source, msg)
-        now = self._now = self._clock.now()
         try:
-            try:
-                self.machine.receive(source, msg, now)
-            except ProtocolError as err:  # the machine queued the draft's answer, if any
-                log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
-            self.flush()
-        finally:
-            self._now = None
+            self.machine.receive(source, msg, self._clock.now())
+        except ProtocolError as err:  # the machine queued the draft's answer, if any
+            log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
+        self.flush()
 
     def now(self) -> float:
         """The machine's clock: seconds since the epoch (module docstring)."""
@@ -307,8 +299,7 @@ class Pump:
         except Exception as exc:  # fed back later, as an answer would be, not in this flush
             self._loop.call_soon(self.feed, dest, _failure(msg, exc))
             return
-        now = self._now
-        at = (self._clock.now() if now is None else now) + transaction_time_of(msg)
+        at = self._clock.now() + transaction_time_of(msg)
         self._outgoing[key] = (token, at)
         if len(self._stops) > 2 * len(self._outgoing) + 64:  # mostly ended: rebuild
             self._stops = [(t, next(self._order), k) for k, (_tok, t) in self._outgoing.items()]
