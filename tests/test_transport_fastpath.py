@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -578,3 +580,67 @@ def test_a_variable_length_integer_is_sized_as_aioquic_sizes_it() -> None:
                for n in range(500)]
     assert [fastpath._VARINT_SIZE[v.bit_length()] for v in values] == list(
         map(size_uint_var, values))
+
+
+def test_connections_on_two_threads_do_not_share_what_they_write(pki: Pki) -> None:
+    """Two pairs, each driven by its own thread and switching threads every microsecond:
+    each client gets exactly the answers its own server sent (with one write buffer
+    for the process, a thread switch mid-packet sent one connection's octets, sealed,
+    to the other's peer: most runs failed)."""
+    previous = sys.getswitchinterval()
+    pairs = [Pair(pki), Pair(pki)]
+    wrong: list[object] = []
+
+    def run(tag: bytes, pair: Pair) -> None:
+        try:
+            for n in range(300):
+                sid = pair.request(tag * 50)
+                pair.flight(pair.client, pair.server)
+                while pair.server.next_event() is not None:
+                    pass
+                answer = tag * 300 + b"%d" % n
+                pair.server.send_stream_data(sid, answer, end_stream=True)
+                pair.flight(pair.server, pair.client)
+                while (event := pair.client.next_event()) is not None:
+                    if isinstance(event, events.StreamDataReceived) and event.data not in (
+                            b"", answer):
+                        wrong.append((tag, event.data[:20]))
+                    elif isinstance(event, events.ConnectionTerminated):
+                        wrong.append((tag, event.reason_phrase))
+                        return
+                pair.tick(0.002)
+        except Exception as exc:  # reported by the assertion below
+            wrong.append((tag, repr(exc)))
+
+    threads = [threading.Thread(target=run, args=(tag, pair))
+               for tag, pair in zip((b"A", b"B"), pairs, strict=True)]
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert not wrong, wrong[:3]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_sending_again_without_a_receipt_keeps_the_idle_timer(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """RFC 9000, Section 10.1: only the first ack-eliciting packet sent after a receipt
+    restarts the idle timer; three passes 0.5 s apart with nothing received between
+    leave it where the first put it, on the fast path as on aioquic's."""
+    if not fast:
+        monkeypatch.setattr(fastpath.FastPathConnection, "_send_short",
+                            lambda self, now: None)
+    pair = Pair(pki)
+    server = pair.server
+    seen = []
+    for n in range(3):
+        pair.now += 0.5
+        sid = server.get_next_available_stream_id()
+        server.send_stream_data(sid, b"push %d" % n, end_stream=True)
+        assert server.datagrams_to_send(pair.now)
+        seen.append(server._close_at)
+    assert seen[0] == seen[1] == seen[2], seen

@@ -167,7 +167,7 @@ def test_max_streams_travels_with_an_answer(pki: Pki) -> None:
 
 
 def test_the_idle_timeout_is_aioquic_s(pki: Pki) -> None:
-    """LeanQuicConnection's ``_idle_timeout`` (the PTO worked out in it) against
+    """LeanQuicConnection's ``_idle_timeout`` (with ``lean.probe_timeout``) against
     aioquic's, differential over random RTT estimates (none yet too), ends' idle
     timeouts and max_ack_delay, ties included: the same value, of the same type."""
     rnd = random.Random(18)

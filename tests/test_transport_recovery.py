@@ -242,7 +242,7 @@ def test_the_timer_is_aioquic_s(pki: Pki, seed: int) -> None:
     assert earliest == {"idle", "loss", "pacing", "ack"}
 
 
-def test_the_idle_timeout_is_aioquic_s(pki: Pki) -> None:
+def test_the_pto_and_the_idle_timeout_are_aioquic_s_at_the_edges(pki: Pki) -> None:
     """The idle timeout (RFC 9000, Section 10.1) and the PTO period it is bounded by, as
     aioquic computes them: the peer's timeout absent, shorter or longer than this
     end's; no RTT sample yet, RTT variance under the timer granularity or not, and a

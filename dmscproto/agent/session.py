@@ -67,6 +67,8 @@ class _Machine:
         # these a routed call, one frame each less)
         self.messages_to_send = client.outbox.messages_to_send
         self.next_event = client.outbox.next_event
+        # the pump asks it after handing events over, rather than draining once more
+        self.has_output = client.has_output
         self.get_timer = client.get_timer
         self.handle_timer = client.handle_timer
 

@@ -55,6 +55,7 @@ known: nothing written, nothing changed but that flag, set at once).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from logging import DEBUG
 from operator import attrgetter
@@ -128,12 +129,21 @@ _SAMPLE_END = 4 + 16
 #: The smallest STREAM frame header: type, stream ID and length (aioquic's frame overhead
 #: ``3 + size_uint_var(stream_id)``, plus the offset's size when not zero).
 _STREAM_HEADER = 4
-#: Where an ACK frame of one range is written (its octets are copied out at once): room
-#: for the largest, a type and four variable-length integers.
-_ACK_BUFFER = Buffer(capacity=1 + 4 * 8)
-#: Where a packet's payload is written (copied out at once): room for the largest UDP
-#: payload, so for any max_datagram_size.
-_PACKET_BUFFER = Buffer(capacity=65536)
+
+
+class _Buffers(threading.local):
+    """Where this thread's connections write (each copied out at once), reused: an ACK
+    frame of one range (room for the largest: a type and four variable-length
+    integers) and a packet's payload (room for the largest UDP payload, so for any
+    max_datagram_size).  Per thread, as the codec's workers are: connections of two
+    event loops in two threads must not write into one buffer."""
+
+    def __init__(self) -> None:
+        self.ack = Buffer(capacity=1 + 4 * 8)
+        self.packet = Buffer(capacity=65536)
+
+
+_BUFFERS = _Buffers()
 #: The size of a variable-length integer by its value's bit length (aioquic's
 #: ``size_uint_var``, a look-up instead of a call: RFC 9000, Section 16).
 _VARINT_SIZE = (1,) * 7 + (2,) * 8 + (4,) * 16 + (8,) * 32
@@ -500,7 +510,7 @@ class FastPathConnection(LeanQuicConnection):
         Section 19.3)."""
         assert space.largest_received_time is not None
         delay = int((now - space.largest_received_time) * 1000000)
-        buf = _ACK_BUFFER
+        buf = _BUFFERS.ack
         buf.seek(0)
         buf.push_uint_var(_ACK_FRAME)
         buf.push_uint_var(received.stop - 1)  # largest acknowledged
@@ -699,7 +709,7 @@ class FastPathConnection(LeanQuicConnection):
         cc = loss._cc
         reno = cc if type(cc) is RenoCongestionControl and loss._quic_logger is None else None
         for credits, frames, sent in packets:
-            buf = _PACKET_BUFFER
+            buf = _BUFFERS.packet
             buf.seek(0)
             handlers: list[tuple[Callable[..., None], Any]] = []
             if ack:
@@ -745,6 +755,8 @@ class FastPathConnection(LeanQuicConnection):
                 queue.extend(sent)
                 self._streams_queue = queue
             payload = buf.data
+            # the plan's room, as aioquic's builder of max_datagram_size would enforce
+            assert len(payload) <= self._max_datagram_size
             in_flight = eliciting = bool(frames or credits)
             if len(payload) < _SAMPLE_PAD:  # room for the header protection sample
                 payload += bytes(_SAMPLE_PAD - len(payload))
