@@ -203,6 +203,8 @@ class AgentClient:
         return bool(self.outbox.messages or self.outbox.events)
 
     def messages_to_send(self) -> list[tuple[Handle, Message]]:
+        # a plain forward, as next_event is: the SDK's pump drains the outbox itself
+        # (agent.session._Machine), so nothing may be added here
         return self.outbox.messages_to_send()
 
     def next_event(self) -> ProtocolEvent | None:

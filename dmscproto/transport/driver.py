@@ -89,7 +89,9 @@ class EndOfTurn:
         """Have the next run come after the loop callbacks scheduled so far (a task a
         future's result just woke, say), so that the work they add runs in their loop
         turn, not in one more; while held, it is scheduled when released, after every
-        callback the reader's datagrams scheduled."""
+        callback the reader's datagrams scheduled.  Work already due moves with the run:
+        called from a callback queued ahead of that run, it runs one turn later (at most:
+        a datagram's :meth:`release` runs it)."""
         if self._held:
             self._follow = True
             return
@@ -98,7 +100,8 @@ class EndOfTurn:
         self._handle = self._loop.call_soon(self._run)
 
     def release(self) -> None:
-        """Run the work due now (that of the loop callback already scheduled too)."""
+        """Run the work due now (that of the loop callback already scheduled too), then
+        schedule the run a :meth:`follow` while held asked for."""
         self._held = False
         if self._due:
             if self._handle is not None:
