@@ -34,15 +34,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import suppress
+from collections.abc import Awaitable, Coroutine, Iterable, Sequence
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..analysis.pcap import PcapWriter
 from ..codec.cose import SignedRecord
-from ..codec.messages import DiscoverReply, RouteReply, TraceReply
+from ..codec.messages import DiscoverReply, Message, RouteReply, TraceReply
 from ..codec.registry import ID_SIZE, ErrorCode, MessageType, Scope, timer
 from ..codec.signing import sign_record, spki
 from ..codec.values import (
@@ -73,6 +73,19 @@ log = logging.getLogger(__name__)
 
 def _skill(s: str | Skill) -> Skill:
     return s if isinstance(s, Skill) else Skill(id=s, name=s)
+
+
+def _spanned(span: AbstractContextManager[object] | None,
+             waited: Coroutine[Any, Any, Message]) -> Awaitable[Message]:
+    """``waited`` within ``span`` (its client span), if telemetry gave one: no context
+    manager entered per request when nothing records."""
+    return waited if span is None else _within(span, waited)
+
+
+async def _within(span: AbstractContextManager[object],
+                  waited: Coroutine[Any, Any, Message]) -> Message:
+    with span:
+        return await waited
 
 
 class Agent(AgentSession):
@@ -277,11 +290,10 @@ class Agent(AgentSession):
         q = query or DiscoveryQuery(skills=tuple(skills), tags=tuple(tags), intent=intent,
                                     domain=domain)
         ctx, span = self._spans.request(MessageType.DISCOVER, trace)
-        with span:
-            answer = await self._transaction(
-                lambda client, now: client.discover(q, now, scope=scope,
-                                                    max_results=max_results, trace=ctx),
-                timeout)
+        answer = await _spanned(span, self._transaction(
+            lambda client, now: client.discover(q, now, scope=scope,
+                                                max_results=max_results, trace=ctx),
+            timeout))
         assert isinstance(answer, DiscoverReply)
         if answer.status is not ErrorCode.SUCCESS:
             raise AgentError.of(answer.status, answer.diagnostic, answer.retry_after)
@@ -306,11 +318,10 @@ class Agent(AgentSession):
                 raise ValueError(f"an Agent ID is {ID_SIZE} octets")
         ctx, span = self._spans.request(MessageType.ROUTE_REQUEST, trace)
         try:
-            with span:
-                answer = await self._transaction(
-                    lambda client, now: client.route(payload, now, target=agent, query=query,
-                                                     timeout_ms=timeout_ms, trace=ctx),
-                    timeout)
+            answer = await _spanned(span, self._transaction(
+                lambda client, now: client.route(payload, now, target=agent, query=query,
+                                                 timeout_ms=timeout_ms, trace=ctx),
+                timeout))
         except AgentError as exc:  # the gateways' deadline: the same as the local one
             if timeout is not None and exc.code is ErrorCode.TRANSACTION_TIMEOUT:
                 raise DeadlineExceeded(f"no answer within {timeout:g} s") from exc
@@ -329,9 +340,8 @@ class Agent(AgentSession):
         trace reached the target's gateway (:attr:`Trace.status`).  ``trace`` is the
         caller's trace context (class docstring)."""
         ctx, span = self._spans.request(MessageType.TRACE_REQUEST, trace)
-        with span:
-            answer = await self._transaction(
-                lambda client, now: client.trace(target, now, trace=ctx), timeout)
+        answer = await _spanned(span, self._transaction(
+            lambda client, now: client.trace(target, now, trace=ctx), timeout))
         assert isinstance(answer, TraceReply)
         return Trace(answer.status, answer.hops, answer.diagnostic)
 

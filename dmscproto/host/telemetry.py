@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..codec.registry import ErrorCode, MessageType
@@ -217,26 +217,30 @@ class AgentSpans:
         self._recorder = _Recorder(provider)
 
     def request(self, request: MessageType, trace: TraceContext | None
-                ) -> tuple[TraceContext, AbstractContextManager[object]]:
+                ) -> tuple[TraceContext, AbstractContextManager[object] | None]:
         """The TRACE_CONTEXT to send a request with, and a context manager spanning the
-        wait for its answer: the caller's ``trace`` unchanged if given, else a CLIENT
-        span's (child of the current OpenTelemetry span, if any), else a new trace."""
+        wait for its answer (None when there is no span to end): the caller's ``trace``
+        unchanged if given, else a CLIENT span's (child of the current OpenTelemetry
+        span, if any), else a new trace."""
         tracer = self._recorder.tracer()
         if trace is not None or tracer is None:
-            return trace or start_trace(self.ids), nullcontext()
+            return trace or start_trace(self.ids), None
         assert otel is not None
         span = tracer.start_span(f"dmsc {request.name}", kind=otel.SpanKind.CLIENT,
                                  attributes=self.attributes)
         state = span.get_span_context().trace_state.to_header() or None
         if not span.is_recording():  # dropped by the sampler: its id, nothing to end
-            return _sent(span, state), nullcontext()
+            return _sent(span, state), None
         return _sent(span, state), otel.use_span(span, end_on_exit=True)
 
     def serve(self, request: MessageType, trace: TraceContext | None
               ) -> AbstractContextManager[object] | None:
         """A SERVER span, child of the request's traceparent, to run its handler in (the
         handler's own spans nest in it); None when no span records."""
-        span, _sent_on = _start_span(self._recorder.tracer(), request, trace)
+        tracer = self._recorder.tracer()
+        if tracer is None:  # nothing records (the common case: no span to start)
+            return None
+        span, _sent_on = _start_span(tracer, request, trace)
         if span is None:
             return None
         assert otel is not None
