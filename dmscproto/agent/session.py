@@ -304,7 +304,8 @@ class AgentSession:
         flush, so that the transport sends the answer in the callback that received the
         request (no task, no callback more); a coroutine function, or any handler with
         a span to record, runs in a task (the span current while it runs)."""
-        handler = self._handler
+        handler, client = self._handler, self._client
+        assert client is not None  # the pump that handed the event over is its
         if handler is None:
             self._reply(event, ErrorCode.TARGET_UNREACHABLE)
             return
@@ -318,7 +319,9 @@ class AgentSession:
         try:
             result = handler(event.payload, request)
             if isinstance(result, bytes) or not inspect.isawaitable(result):
-                self._reply(event, ErrorCode.SUCCESS, _payload(result))
+                # queued only: the pump's flush that handed this event over sends it
+                # (no local call, and no flush, of its own)
+                client.reply(event, _payload(result))
                 return
         except Exception as exc:
             self._failed(event, exc)

@@ -183,6 +183,9 @@ class Pump:
         self._turns = Turns(self._loop)
         self._has_output: Callable[[], bool] | None = getattr(machine, "has_output", None)
         self._driver = Driver(self, epoch=True, lazy=True, loop=self._loop)
+        #: The driver's ``arm_soon`` without its frame (a flush ends with it, 4 a
+        #: routed call at the agents): its arm added to the end of the turn directly.
+        self._arm, self._at_end = self._driver.arm, end_of_turn(self._loop).add
         #: The driver's clock, read directly (asked for with every message).
         self._clock = epoch_clock(self._loop)
         self._flushing = 0
@@ -264,7 +267,7 @@ class Pump:
                     break
         finally:
             self._flushing -= 1
-        self._driver.arm_soon()  # once per loop iteration, however many flushes
+        self._at_end(self._arm)  # once per loop iteration, however many flushes
 
     def _send(self, dest: Handle, msg: Message) -> None:
         if self.on_send is not None:
@@ -329,9 +332,11 @@ class Pump:
     # --- timers, for the driver ------------------------------------------------------
     def get_timer(self) -> float | None:
         at = self.machine.get_timer()
+        if not self._stops:  # no transport transaction of the machine's running
+            return at
         stop = self._next_stop()
-        if stop is not None:
-            at = stop if at is None else min(at, stop)
+        if stop is not None and (at is None or stop < at):
+            at = stop
         return at
 
     def _next_stop(self) -> float | None:
