@@ -52,6 +52,21 @@ def _complete(state: RequesterState, tmp_path: Path) -> None:
     assert req.state is RS.DONE and 7 not in reqs and reqs.get_timer() is None
 
 
+def test_answer_not_classified_is_the_classified_step() -> None:
+    """Requester.receive runs its answer's row without classifying it: the same event
+    and state as the step of the classified input."""
+    answer = wire(EchoReply(transaction_id=7, sequence=1, timestamp=timestamp_ms(T0),
+                            gateway_id=ME))
+    (fast_reqs, fast), (_, table) = waiting(), waiting()
+    fast_reqs.receive(answer, T0 + 0.25)
+    table.run(table.classify(answer), T0 + 0.25)
+    assert list(fast.outbox.events) == list(table.outbox.events) == [
+        RequestCompleted(7, fast.request, answer, 0.25)]
+    assert fast.state is table.state is RS.DONE and fast.deadline is table.deadline is None
+    with pytest.raises(ProtocolError):  # answered: the same answer again is refused
+        fast.receive(answer, T0 + 0.5)
+
+
 @REQUESTER.row(RS.WAITING, RI.ERROR)
 @REQUESTER.row(RS.WAITING, RI.TIMEOUT)
 def _fail(state: RequesterState, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from enum import Enum
 
 from ..codec.registry import MessageType, timer
 from .events import AgentEvent, GatewayLost
-from .machine import Outbox, earliest
+from .machine import Outbox
 from .ports import LivenessPort
 from .typed import StepInput, TypedMachine
 
@@ -113,7 +113,9 @@ class GatewayLiveness(TypedMachine):
         self.run(_HEARD, now)
 
     def get_timer(self) -> float | None:
-        return earliest(self._quiet_at, self._silent_at)
+        # earliest(quiet, silent) without the call: asked for after every turn
+        quiet, silent = self._quiet_at, self._silent_at
+        return quiet if silent is None or (quiet is not None and quiet <= silent) else silent
 
     def handle_timer(self, now: float) -> None:
         if self._silent_at is not None and now >= self._silent_at:

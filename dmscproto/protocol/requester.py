@@ -133,6 +133,12 @@ class Requester(TypedMachine):
         return inp
 
     def receive(self, msg: Message, now: float) -> None:
+        if msg.TYPE is self.answer_type and self.state is _S.WAITING \
+                and msg.transaction_id == self.transaction_id:
+            # its answer, in the one state with a row for it: not classified (once a
+            # request, every routed call)
+            self.run(Answered(msg), now)
+            return
         try:
             inp = self.classify(msg)
         except ProtocolError as err:
