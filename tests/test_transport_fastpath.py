@@ -515,9 +515,9 @@ def test_a_stream_to_send_on_is_found_as_aioquic_finds_it(pki: Pki) -> None:
 
 
 def test_the_1rtt_keys_and_space_held_are_aioquic_s(pki: Pki) -> None:
-    """What the fast path holds (lean.OneRtt) is what aioquic's dicts hold for the 1-RTT
-    epoch, from the handshake's confirmation on, through key updates from either end;
-    nothing is held before."""
+    """What the fast path holds (lean.OneRtt: keys, space, CRYPTO stream) is what
+    aioquic's dicts hold for the 1-RTT epoch, from the handshake's confirmation on,
+    through key updates from either end; nothing is held before."""
     pair = Pair(pki)
     assert FastPathConnection._one_rtt(pair.client) is not None
     phases = []
@@ -534,6 +534,7 @@ def test_the_1rtt_keys_and_space_held_are_aioquic_s(pki: Pki) -> None:
             assert held is not None
             assert held[0] is conn._cryptos[tls.Epoch.ONE_RTT]
             assert held[1] is conn._spaces[tls.Epoch.ONE_RTT]
+            assert held[2] is conn._crypto_streams[tls.Epoch.ONE_RTT]
     phases.append(pair.server._cryptos[tls.Epoch.ONE_RTT].recv.key_phase)
     assert phases == [0, 1, 0]  # updated once by each end, the held pair's keys with it
     assert pair.client._close_event is None and pair.server._close_event is None

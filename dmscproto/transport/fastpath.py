@@ -182,7 +182,8 @@ class FastPathConnection(LeanQuicConnection):
         if held is None:
             if not self._handshake_confirmed or self._cryptos[_ZERO_RTT].recv.is_valid():
                 return None
-            held = frames.one_rtt = (self._cryptos[_ONE_RTT], self._spaces[_ONE_RTT])
+            held = frames.one_rtt = (self._cryptos[_ONE_RTT], self._spaces[_ONE_RTT],
+                                     self._crypto_streams[_ONE_RTT])
         if (self._state is not _CONNECTED or self._quic_logger is not None
                 or held[0].recv.aead is None):  # its is_valid()
             return None
@@ -203,7 +204,7 @@ class FastPathConnection(LeanQuicConnection):
         cc = loss._cc
         if cc.bytes_in_flight + self._max_datagram_size > cc.congestion_window:
             self._frames.loud = True  # what the ACKs free may let queued data go
-        self._receive_short(data, *held, cid, paths[0], now)
+        self._receive_short(data, held[0], held[1], cid, paths[0], now)
         if loss.losses != losses or len(self._network_paths) > 1:
             self._frames.loud = True
 
@@ -519,7 +520,8 @@ class FastPathConnection(LeanQuicConnection):
         buf.push_uint_var(received.stop - 1 - received.start)
         return buf.data
 
-    def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace, now: float) -> _Plan | None:
+    def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace, crypto: QuicStream,
+                    now: float) -> _Plan | None:
         """The packets a pass would build, if they are the common ones (module
         docstring): an ACK in the first, MAX_DATA and MAX_STREAMS frames, STREAM
         frames, nothing else; None otherwise (aioquic's pass then runs).  It follows
@@ -540,7 +542,7 @@ class FastPathConnection(LeanQuicConnection):
                 or self._retire_connection_ids or keys._update_key_requested
                 or keys.send.aead is None  # not keys.send.is_valid(), without its call
                 or (self._is_client and self._remote_preferred_address is not None)
-                or not self._crypto_streams[_ONE_RTT].sender.buffer_is_empty):
+                or not crypto.sender.buffer_is_empty):
             return None
         for cid in self._host_cids:
             if not cid.was_sent:
@@ -677,8 +679,8 @@ class FastPathConnection(LeanQuicConnection):
         held = self._one_rtt()
         if held is None:
             return None
-        keys, space = held
-        plan = self._short_plan(keys, space, now)
+        keys, space, crypto = held
+        plan = self._short_plan(keys, space, crypto, now)
         if plan is None:
             return None
         ack, finished, raised, packets = plan

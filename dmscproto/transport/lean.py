@@ -145,13 +145,14 @@ class _FrameHandlers:
         return handler.__get__(self._conn), epochs
 
 
-#: The 1-RTT keys and packet space of a connection whose handshake is confirmed with no
-#: 0-RTT keys left: neither object is replaced after that (aioquic makes them when the
-#: first Initial goes or comes, and updates keys in place).  Held, they are not looked up
-#: in aioquic's dicts by ``Epoch.ONE_RTT``, whose hash is a Python call: the 20 look-ups
-#: of a transaction at both ends took 4.5% of the transport's instructions; held, 2.4%
-#: fewer (callgrind: 584k -> 570k a transaction).
-OneRtt = tuple[CryptoPair, QuicPacketSpace]
+#: The 1-RTT keys, packet space and CRYPTO stream of a connection whose handshake is
+#: confirmed with no 0-RTT keys left: none is replaced after that (aioquic makes them
+#: when the first Initial goes or comes, and updates keys in place;
+#: :meth:`LeanQuicConnection.release_handshake_state` spends only the other epochs'
+#: streams).  Held, they are not looked up in aioquic's dicts by ``Epoch.ONE_RTT``, whose
+#: hash is a Python call: the 20 look-ups of a transaction at both ends took 4.5% of the
+#: transport's instructions; held, 2.4% fewer (callgrind: 584k -> 570k a transaction).
+OneRtt = tuple[CryptoPair, QuicPacketSpace, QuicStream]
 
 
 def one_rtt_space(conn: QuicConnection) -> QuicPacketSpace | None:
