@@ -115,3 +115,25 @@ def test_a_flood_is_read_a_turn_budget_at_a_time() -> None:
             finally:
                 transport.close()
     asyncio.run(main())
+
+
+def test_an_empty_datagram_waiting_is_read_in_the_next_wakeup() -> None:
+    """FIONREAD says 0 both when nothing waits and when an empty datagram does: the
+    drain leaves it, and the next wake-up reads it and what follows it, in order."""
+    async def main() -> None:
+        with _pair() as (receiver, sender):
+            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Reader(receiver, adaptive=False), sock=receiver)
+            try:
+                start = len(reader.wakeups)
+                for data in (b"a", b"", b"b", b"c"):
+                    sender.send(data)
+                while sum(map(len, reader.wakeups[start:])) < 4:
+                    reader.arrived.clear()
+                    await asyncio.wait_for(reader.arrived.wait(), 5)
+                assert reader.wakeups[start:] == [[b"a"], [b"", b"b", b"c"]]
+                assert len(await reader.read(sender, 3)) == 1  # draining as before
+                assert not reader.errors
+            finally:
+                transport.close()
+    asyncio.run(main())

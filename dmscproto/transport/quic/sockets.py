@@ -5,7 +5,10 @@ datagrams come faster than they are served."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import termios
+from array import array
 from collections.abc import Callable
 
 from aioquic.quic.connection import NetworkAddress
@@ -23,6 +26,7 @@ ALONE = 2
 IDLE_SKIP = 7
 #: Largest UDP payload read.
 _MAX_DATAGRAM = 65535
+_FIONREAD = termios.FIONREAD
 
 
 class Drain:
@@ -32,8 +36,13 @@ class Drain:
     leave in one transmit pass (asyncio's datagram transport reads one datagram per
     turn); the rest wait for the next turn.
 
-    ``adaptive`` (a server's socket): a read that finds nothing waiting costs a failing
-    ``recvfrom`` (EAGAIN, an exception); after ALONE wake-ups in a row whose datagram
+    Whether one waits is asked first (``FIONREAD``: the next datagram's size, 0 when
+    none; an empty datagram is then left for the next turn, which reads it): a failing
+    ``recvfrom`` (EAGAIN, an exception) cost 0.90 us where the question costs 0.31 us, and
+    a drain that finds one pays 0.37 us more for it (timeit, loopback); a client's finds
+    none twice a routed call.
+
+    ``adaptive`` (a server's socket): after ALONE wake-ups in a row whose datagram
     came alone, the next IDLE_SKIP read only theirs, then one looks again.  Nothing is
     lost meanwhile: the loop polls the socket level-triggered, so a datagram left
     waiting wakes it again in the next turn.  (On uvloop, which reads up to 32 datagrams
@@ -48,13 +57,16 @@ class Drain:
     gateway (0.82-0.84 sent a call, 0.74-0.77 without).
     """
 
-    __slots__ = ("_alone", "_budget", "_error", "_idle", "_received", "_skip_after",
-                 "_sock")
+    __slots__ = ("_alone", "_budget", "_error", "_fd", "_idle", "_received", "_skip_after",
+                 "_sock", "_waiting")
 
     def __init__(self, sock: socket.socket, received: Callable[[bytes, NetworkAddress], None],
                  error: Callable[[Exception], None], loop: asyncio.AbstractEventLoop, *,
                  adaptive: bool) -> None:
         self._sock = sock
+        self._fd = sock.fileno()
+        #: FIONREAD's answer: the size of the next datagram waiting, 0 if none.
+        self._waiting = array("i", [0])
         self._received = received
         self._error = error
         #: Looked up once: asyncio.get_running_loop() makes a getpid syscall.
@@ -70,6 +82,17 @@ class Drain:
         if self._idle:
             self._idle -= 1
             return
+        try:
+            fcntl.ioctl(self._fd, _FIONREAD, self._waiting)
+        except OSError as exc:  # closed
+            self._error(exc)
+            return
+        if not self._waiting[0]:  # none (or an empty one, read in the next turn)
+            if self._skip_after:
+                self._alone += 1
+                if self._alone >= self._skip_after:
+                    self._idle = IDLE_SKIP
+            return
         sock, received, budget = self._sock, self._received, self._budget
         for n in range(DRAIN - 1):
             if n >= _FREE and not budget.fits(0.0):
@@ -77,12 +100,7 @@ class Drain:
             try:
                 data, addr = sock.recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
-                if n or not self._skip_after:
-                    break
-                self._alone += 1
-                if self._alone >= self._skip_after:
-                    self._idle = IDLE_SKIP
-                return
+                break
             except OSError as exc:  # an ICMP error on a connected socket, or closed
                 self._error(exc)
                 return
