@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from enum import Enum
@@ -43,6 +44,7 @@ from dmscproto.codec.wire import Advertisement, DigestNode, Result, VersionedId
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.agent_registration import AgentRegistration, AgentState
 from dmscproto.protocol.discovery import fit_results
 from dmscproto.protocol.events import (
@@ -57,6 +59,7 @@ from dmscproto.protocol.machine import (
     ProtocolError,
     Refusal,
     TransactionIds,
+    earliest,
     refusal_answer,
 )
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
@@ -153,6 +156,38 @@ def test_register_again_replaces_the_record() -> None:
     m.receive(RegisterAck(transaction_id=reg.transaction_id, status=ErrorCode.SUCCESS,
                           agent_id=newer.record.agent_id, lease=100), T0 + 1)
     assert m.state is AgentState.REGISTERED and m.signed == newer
+
+
+def test_agent_timer_is_the_earliest_of_its_machines() -> None:
+    """AgentClient.get_timer (and its registration's, both written out without
+    earliest()) against earliest() of what each machine holds, over random states in
+    which each timer is unset, the earliest, or tied with another (the lease end counts
+    only while REFRESHING)."""
+    rng = random.Random(18)
+    client = AgentClient(make_record(30, "alice", "a.example"), "gw", keepalive=30.0)
+    reg, live = client.registration, client.liveness
+    assert live is not None
+    picks = (None, T0 + 1, T0 + 2, T0 + 3)
+    seen: set[int] = set()
+    for txid in range(2000):
+        reg.state = rng.choice(list(AgentState))
+        reg._deadline, reg._refresh_at, reg.lease_end = (rng.choice(picks) for _ in range(3))
+        live._quiet_at, live._silent_at = rng.choice(picks), rng.choice(picks)
+        for open_txid in list(client.requests._open):
+            client.cancel(open_txid, T0)
+        request = rng.choice(picks)
+        if request is not None:
+            client.requests.start("gw", EchoRequest(transaction_id=txid, sequence=1,
+                                                    timestamp=0), T0, timeout=request - T0)
+        lease_end = reg.lease_end if reg.state is AgentState.REFRESHING else None
+        registration = earliest(reg._deadline, reg._refresh_at, lease_end)
+        assert reg.get_timer() == registration
+        expected = earliest(registration, request, live._quiet_at, live._silent_at)
+        assert client.get_timer() == expected
+        seen.update(i for i, t in enumerate((reg._deadline, reg._refresh_at, lease_end,
+                                              request, live._quiet_at, live._silent_at))
+                    if t is not None and t == expected)
+    assert seen == set(range(6))  # each of them was the earliest in some state
 
 
 # --- requester ----------------------------------------------------------------------------------

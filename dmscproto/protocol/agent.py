@@ -48,7 +48,6 @@ from .machine import (
     Outbox,
     ProtocolError,
     TransactionIds,
-    earliest,
     error_answer,
     timestamp_ms,
 )
@@ -189,8 +188,15 @@ class AgentClient:
         return True
 
     def get_timer(self) -> float | None:
-        return earliest(self.registration.get_timer(), self.requests.get_timer(),
-                        None if self.liveness is None else self.liveness.get_timer())
+        # earliest() without its call: asked for after every loop turn that ran the agent
+        at, req = self.registration.get_timer(), self.requests.get_timer()
+        if req is not None and (at is None or req < at):
+            at = req
+        if self.liveness is not None:
+            live = self.liveness.get_timer()
+            if live is not None and (at is None or live < at):
+                at = live
+        return at
 
     def handle_timer(self, now: float) -> None:
         self.registration.handle_timer(now)
