@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..codec.cose import SignedRecord
 from ..codec.registry import ErrorCode
-from ..codec.values import CapabilityRecord, HopRecord, TraceContext
+from ..codec.values import CapabilityRecord, HopRecord, TraceContext, twin
 from ..errors import DmscError
 
 
@@ -76,6 +76,19 @@ class Request:
     trace: TraceContext | None = None
     #: The caller's deadline (the TIMEOUT TLV) in seconds, if it gave one.
     timeout: float | None = None
+
+
+#: :class:`Request`'s mutable twin (:func:`~dmscproto.codec.values.twin`).
+_RequestTwin = twin(Request)
+
+
+def served(source_agent: bytes, payload: bytes, transaction_id: int,
+           trace: TraceContext | None, timeout: float | None) -> Request:
+    """``Request(source_agent, payload, transaction_id, trace, timeout)``, made as its
+    twin (one per request an agent serves: 0.20 us against 0.52, timeit)."""
+    request = _RequestTwin(source_agent, payload, transaction_id, trace, timeout)
+    request.__class__ = Request
+    return request  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Read on every call, bound once (an Enum member read is ~60 ns, timeit).
+_ROUTE_REQUEST, _SUCCESS = MessageType.ROUTE_REQUEST, ErrorCode.SUCCESS
+
 
 def _skill(s: str | Skill) -> Skill:
     return s if isinstance(s, Skill) else Skill(id=s, name=s)
@@ -316,7 +319,7 @@ class Agent(AgentSession):
             query, agent = None, target.agent_id if isinstance(target, Found) else target
             if len(agent) != ID_SIZE:
                 raise ValueError(f"an Agent ID is {ID_SIZE} octets")
-        ctx, span = self._spans.request(MessageType.ROUTE_REQUEST, trace)
+        ctx, span = self._spans.request(_ROUTE_REQUEST, trace)
         try:
             answer = await _spanned(span, self._transaction(
                 lambda client, now: client.route(payload, now, target=agent, query=query,
@@ -327,7 +330,7 @@ class Agent(AgentSession):
                 raise DeadlineExceeded(f"no answer within {timeout:g} s") from exc
             raise
         assert isinstance(answer, RouteReply)
-        if answer.status is not ErrorCode.SUCCESS:
+        if answer.status is not _SUCCESS:
             if timeout is not None and answer.status is ErrorCode.TRANSACTION_TIMEOUT:
                 raise DeadlineExceeded(f"no answer within {timeout:g} s: "
                                        f"{answer.diagnostic or 'the gateway gave up'}")

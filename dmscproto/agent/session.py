@@ -42,7 +42,7 @@ from ..protocol.events import (
 from ..security.ca import Credential, Identity, TrustStore
 from ..transport.driver import EndOfTurn, end_of_turn
 from ..transport.tls import TlsIdentity
-from .results import AgentError, Handler, Request
+from .results import AgentError, Handler, Request, served
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -79,6 +79,8 @@ class _Machine:
 #: The events of a request ending, the most frequent (a tuple made once, where
 #: ``A | B`` would make a union on every event).
 _ENDED = (RequestCompleted, RequestFailed)
+#: Read for every request served, bound once (an Enum member read is ~60 ns, timeit).
+_ROUTE_REQUEST = MessageType.ROUTE_REQUEST
 
 
 def _payload(result: object) -> bytes:
@@ -310,18 +312,21 @@ class AgentSession:
             self._reply(event, ErrorCode.TARGET_UNREACHABLE)
             return
         msg = event.request
-        request = Request(event.source_agent, event.payload, event.transaction_id, msg.trace,
-                          None if msg.timeout_ms is None else msg.timeout_ms / 1000)
-        span = self._spans.serve(MessageType.ROUTE_REQUEST, msg.trace)
+        request = served(event.source_agent, event.payload, event.transaction_id, msg.trace,
+                         None if msg.timeout_ms is None else msg.timeout_ms / 1000)
+        span = self._spans.serve(_ROUTE_REQUEST, msg.trace)
         if span is not None or self._handler_async:
             self._spawn(self._answer_later(event, request, span))
             return
         try:
             result = handler(event.payload, request)
-            if isinstance(result, bytes) or not inspect.isawaitable(result):
-                # queued only: the pump's flush that handed this event over sends it
-                # (no local call, and no flush, of its own)
-                client.reply(event, _payload(result))
+            # queued only: the pump's flush that handed this event over sends it (no
+            # local call, and no flush, of its own)
+            if isinstance(result, bytes):
+                client.reply(event, result)
+                return
+            if not inspect.isawaitable(result):
+                client.reply(event, _payload(result))  # not bytes: TypeError
                 return
         except Exception as exc:
             self._failed(event, exc)
