@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +43,7 @@ from dmscproto.codec.registry import (
 )
 from dmscproto.codec.values import DiscoveryQuery
 from dmscproto.codec.wire import Advertisement, DigestNode, Result, VersionedId
+from dmscproto.fsm import slot_stores
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
@@ -50,7 +53,9 @@ from dmscproto.protocol.discovery import fit_results
 from dmscproto.protocol.events import (
     ProtocolViolation,
     RegistrationLost,
+    RequestCompleted,
     RequestFailed,
+    RouteRequestReceived,
     SessionClosed,
     TableChanged,
 )
@@ -63,7 +68,7 @@ from dmscproto.protocol.machine import (
     refusal_answer,
 )
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
-from dmscproto.protocol.requester import Requests
+from dmscproto.protocol.requester import Answered, Requests
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
 from dmscproto.protocol.sync_in_inputs import InState
@@ -188,6 +193,48 @@ def test_agent_timer_is_the_earliest_of_its_machines() -> None:
                                               request, live._quiet_at, live._silent_at))
                     if t is not None and t == expected)
     assert seen == set(range(6))  # each of them was the earliest in some state
+
+
+@pytest.mark.parametrize("cls", [RequestCompleted, RouteRequestReceived, Answered])
+def test_slot_stores_makes_what_the_frozen_dataclass_makes(cls: type[Any]) -> None:
+    """An object a slot_stores __init__ made against one made as the frozen dataclass's
+    __init__ makes it (object.__setattr__ per field): the same fields, equality, hash,
+    repr, still frozen; positional or by keyword, no field missing or extra."""
+    names = [f.name for f in fields(cls)]
+    values = [object() for _ in names]
+    reference = object.__new__(cls)
+    for name, value in zip(names, values, strict=True):
+        object.__setattr__(reference, name, value)
+    made, by_keyword = cls(*values), cls(**dict(zip(names, values, strict=True)))
+    for got in (made, by_keyword):
+        assert type(got) is cls and got == reference and hash(got) == hash(reference)
+        assert repr(got) == repr(reference)
+        assert [getattr(got, n) for n in names] == values
+    assert list(inspect.signature(cls).parameters) == names
+    with pytest.raises(FrozenInstanceError):
+        setattr(made, names[0], None)
+    with pytest.raises(TypeError):
+        cls(*values[1:])
+    with pytest.raises(TypeError):
+        cls(*values, None)
+
+
+def test_slot_stores_refuses_what_it_would_not_honour() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Defaulted:
+        a: int
+        b: int = 0
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            assert self.a > 0
+
+    for cls in (Defaulted, Checked):
+        with pytest.raises(TypeError):
+            slot_stores(cls)
 
 
 # --- requester ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..codec.messages import Message, RouteRequest
 from ..codec.registry import ErrorCode, MessageType
 from ..codec.wire import VersionedId
+from ..fsm import slot_stores
 from .machine import Handle
 
 
@@ -110,6 +111,7 @@ class Deregistered(RegistrationEvent):
 
 
 # --- requester transactions (Sections 5.2, 5.3, 6.8) -----------------------------------------
+@slot_stores  # one a request (slot_stores' docstring)
 @dataclass(frozen=True, slots=True)
 class RequestCompleted(RequestEvent):
     """A request got its answer message; ``rtt`` is the round-trip time in seconds."""
@@ -132,6 +134,7 @@ class RequestFailed(RequestEvent):
     retry_after: int | None = None
 
 
+@slot_stores  # one a request (slot_stores' docstring)
 @dataclass(frozen=True, slots=True)
 class RouteRequestReceived(AgentEvent):
     """A ROUTE_REQUEST delivered to this agent; answer it with ``AgentClient.reply``."""

@@ -14,6 +14,7 @@ from enum import Enum
 
 from ..codec.messages import Error, Message
 from ..codec.registry import ANSWER_TO, ErrorCode, MessageType, timer
+from ..fsm import slot_stores
 from .events import RequestCompleted, RequestEvent, RequestFailed
 from .machine import Handle, Outbox, ProtocolError
 from .typed import StepInput, TypedMachine
@@ -49,6 +50,7 @@ class Send(StepInput):
     KIND = _I.SEND
 
 
+@slot_stores  # one an answer (slot_stores' docstring)
 @dataclass(frozen=True, slots=True)
 class Answered(StepInput):
     KIND = _I.ANSWER
