@@ -9,6 +9,7 @@ import random
 import pytest
 from aioquic import tls
 from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import QuicErrorCode, QuicPacketType
@@ -22,8 +23,10 @@ from dmscproto.transport.fastpath import FastPathConnection
 from dmscproto.transport.lean import (
     _HANDLERS,
     QUIC_CONNECTION_IDS,
+    LeanQuicConnection,
     _Fifo,
     _fifo,
+    _Recovery,
     _SpentServerTls,
 )
 
@@ -52,6 +55,33 @@ def test_released_handshake_state_and_the_connection_still_works(pki: Pki) -> No
     answers = [e for e in iter(pair.client.next_event, None)
                if isinstance(e, events.StreamDataReceived)]
     assert answers[-1].data == b"answer" and answers[-1].end_stream
+
+
+@pytest.mark.parametrize("algorithm", ["reno", "cubic"])
+def test_loss_recovery_is_made_as_aioquic_makes_it(algorithm: str) -> None:
+    """A lean connection's loss recovery is a _Recovery (made anew: see lean._recovery)
+    with the attributes aioquic gives its own connection's, in their order, of the same
+    values: its own congestion control and pacer as aioquic makes them, the
+    connection's probe callback and logger."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN],
+                               congestion_control_algorithm=algorithm, initial_rtt=0.05)
+    ref = QuicConnection(configuration=config)._loss
+    conn = LeanQuicConnection(configuration=config)
+    loss = conn._loss
+    assert type(loss) is _Recovery and loss.losses == 0
+    assert list(vars(loss)) == list(vars(ref))
+    for name, want in vars(ref).items():
+        got = getattr(loss, name)
+        if name in ("_cc", "_pacer"):
+            assert type(got) is type(want) and got is not want
+            assert {k: v for k, v in vars(got).items() if k != "_rtt_monitor"} == {
+                k: v for k, v in vars(want).items() if k != "_rtt_monitor"}
+        elif name == "_send_probe":
+            assert got == conn._send_probe
+        elif name == "_logger":
+            assert got is conn._logger
+        else:
+            assert (got, type(got)) == (want, type(want)), name
 
 
 def test_one_frame_handler_table_for_every_connection(pki: Pki) -> None:

@@ -313,6 +313,18 @@ class _Recovery(QuicPacketRecovery):
             self._pto_count = 0
 
 
+def _recovery(loss: QuicPacketRecovery) -> _Recovery:
+    """aioquic's loss recovery as a :class:`_Recovery`: a new one, its attributes set in
+    their order.  Its class swapped in place (``loss.__class__ = _Recovery``), it would keep
+    the layout of aioquic's class, and CPython 3.11 could specialise none of the
+    attribute reads of loss recovery (RTT, PTO, idle timeout, congestion control: about
+    30 ns more each, timeit)."""
+    new = _Recovery.__new__(_Recovery)
+    for name, value in vars(loss).items():
+        setattr(new, name, value)
+    return new
+
+
 class _Fifo(list[T]):
     """What aioquic does with its small queues (``append``, ``popleft``, ``[0]``,
     ``len``, ``in``, ``clear``), on a list: 56 octets empty where a deque takes 760."""
@@ -382,7 +394,7 @@ class LeanQuicConnection(QuicConnection):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._loss.__class__ = _Recovery
+        self._loss = _recovery(self._loss)
         self._local_active_connection_id_limit = QUIC_CONNECTION_IDS
         table = _TABLES.get(type(self))
         if table is None:
