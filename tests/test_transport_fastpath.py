@@ -16,10 +16,10 @@ from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.buffer import size_uint_var
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicReceiveContext
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.logger import QuicLoggerTrace
-from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.quic.packet import QuicPacketType, QuicProtocolVersion
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
 from aioquic.quic.stream import QuicStream
 from conftest import Spy
@@ -372,6 +372,37 @@ def test_a_stream_is_made_as_aioquic_makes_it(stream_id: int) -> None:
     assert list(vars(made)) == list(vars(QuicStream()))
     made.sender.write(b"data", end_stream=True)  # its own range sets, buffers
     assert fastpath._new_stream(stream_id, 1, 1).sender._pending != made.sender._pending
+
+
+def _made(made: Any) -> tuple[Any, ...]:
+    """An object's class and fields, in the order they were set."""
+    return type(made), list(vars(made).items())
+
+
+def test_the_objects_made_per_packet_are_made_as_aioquic_makes_them(
+        pki: Pki, spy: Spy) -> None:
+    """What the fast path makes without ``__init__`` (fastpath._new) for a request
+    received and its answer sent: the receive context, the stream's event and the
+    packet sent, each of aioquic's class with the fields its ``__init__`` sets, in its
+    order, to the same values."""
+    pair = _established(pki, fast=True)
+    server = pair.server
+    frames = spy(FastPathConnection, "_handle_stream")
+    stream_id = pair.request(b"a request")
+    pair.flight(pair.client, pair.server)
+    [(context, _type, _buf)] = frames
+    assert _made(context) == _made(QuicReceiveContext(
+        tls.Epoch.ONE_RTT, server.host_cid, server._network_paths[0], None, pair.now, None))
+    event = server.next_event()
+    assert _made(event) == _made(events.StreamDataReceived(b"a request", True, stream_id))
+    server.send_stream_data(stream_id, b"an answer", end_stream=True)
+    [(datagram, _addr)] = server.datagrams_to_send(pair.now)
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    [packet] = space.sent_packets.values()
+    assert _made(packet) == _made(QuicSentPacket(
+        tls.Epoch.ONE_RTT, True, True, False, packet.packet_number,
+        QuicPacketType.ONE_RTT, pair.now, len(datagram), packet.delivery_handlers))
+    assert packet.quic_logger_frames == [] and packet.delivery_handlers
 
 
 def _frame(stream_id: int, data: bytes, *, offset: int = 0, fin: bool = True,
