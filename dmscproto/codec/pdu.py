@@ -77,6 +77,13 @@ class Wire(NamedTuple):
         return b"".join(parts)
 
 
+#: A :class:`Wire` is made as ``_new_tuple(Wire, (data, changed))``: tuple's own
+#: ``__new__``, a C call, where ``Wire(...)`` runs the named tuple's Python-level one
+#: (at each decode of a relayed message and each rewrite, 4 a routed call at a gateway).
+_new_tuple = tuple.__new__
+_UNCHANGED: frozenset[str] = frozenset()
+
+
 def rewrite(msg: M, **changes: Any) -> M:
     """``dataclasses.replace`` for a message a relay sends on (module doc): the copy keeps
     the :class:`Wire` image, if ``msg`` has one, with ``changes`` noted, so that
@@ -92,7 +99,7 @@ def rewrite(msg: M, **changes: Any) -> M:
     attrs.update(changes)
     wire: Wire | None = attrs.get(_WIRE)
     if wire is not None:
-        attrs[_WIRE] = Wire(wire.data, wire.changed.union(changes))
+        attrs[_WIRE] = _new_tuple(Wire, (wire.data, wire.changed.union(changes)))
     return new
 
 
@@ -162,6 +169,7 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
              f"        {next_tlv}"]
     namespace: dict[str, Any] = {"HEADER_SIZE": HEADER_SIZE, "unpack": _unpack_tlv,
                                  "DecodeError": DecodeError, "Wire": Wire, "new": object.__new__,
+                                 "new_tuple": _new_tuple, "UNCHANGED": _UNCHANGED,
                                  "cls": cls, "DEFAULTS": defaults}
     for i, spec in enumerate(cls.SPEC):
         codec = VALUE_CODECS[spec.tlv]
@@ -201,7 +209,8 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
               "    if o != size:",
               "        return None",
               "    values['transaction_id'], values['flags'] = txid, flags",
-              *([f"    values[{_WIRE!r}] = Wire(data)"] if cls.RELAYED else []),
+              *([f"    values[{_WIRE!r}] = new_tuple(Wire, (data, UNCHANGED))"]
+                if cls.RELAYED else []),
               "    return msg"]
     exec("\n".join(lines), namespace)  # the source is made of the SPEC's names and types
     read: Callable[[bytes, int, int, int], Message | None] = namespace["read"]
@@ -343,7 +352,7 @@ def _message(data: bytes, plan: _Plan, flags: int, length: int, txid: int,
     if unknown:
         attrs["unknown_tlvs"] = tuple(unknown)
     if plan.relayed:
-        attrs[_WIRE] = Wire(data)
+        attrs[_WIRE] = _new_tuple(Wire, (data, _UNCHANGED))
     return msg
 
 
