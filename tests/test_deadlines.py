@@ -52,3 +52,21 @@ def test_many_ended_keys_behind_a_long_one_are_dropped() -> None:
     deadlines.stale(0)
     assert deadlines.earliest(timers.get) is None
     assert deadlines._heap == []
+
+
+def test_put_is_what_earliest_finds_for_a_key_marked_stale() -> None:
+    """A deadline put (known by the caller) against the same deadlines marked stale and
+    asked for, through new, moved (earlier, later), unchanged and ended keys, and many
+    ended keys behind a long one (the heap stays bounded)."""
+    steps: list[tuple[int, float | None]] = [(0, 5.0), (1, 3.0), (1, 3.0), (1, 7.0), (0, 1.0),
+                                             (2, 2.0), (0, None), (2, None), (1, None)]
+    steps += [(k, 100.0 + k) for k in range(3, 400)] + [(k, None) for k in range(4, 400)]
+    put, marked = Deadlines[int](), Deadlines[int]()
+    timers: dict[int, float | None] = {}
+    for key, due in steps:
+        put.put(key, due)
+        timers[key] = due
+        marked.stale(key)
+        assert put.earliest(timers.get) == marked.earliest(timers.get)
+        assert len(put._heap) <= 2 * len(put._at) + 64
+    assert put.earliest(timers.get) == 103.0

@@ -25,22 +25,28 @@ class Deadlines(Generic[K]):
     def stale(self, key: K) -> None:
         self._stale.add(key)
 
+    def put(self, key: K, due: float | None) -> None:
+        """``key``'s timer is ``due`` (None: it has none), known by the caller: what
+        :meth:`earliest` would ask of a key marked stale, without marking it (a relay
+        after each of its runs, twice a routed call)."""
+        at, heap = self._at, self._heap
+        if due is None:
+            at.pop(key, None)
+        elif at.get(key) != due:
+            at[key] = due
+            heapq.heappush(heap, (due, next(self._order), key))
+        if len(heap) > 2 * len(at) + 64:  # ended keys' entries behind a long one
+            heap[:] = [(due, next(self._order), key) for key, due in at.items()]
+            heapq.heapify(heap)
+
     def earliest(self, timer_of: Callable[[K], float | None]) -> float | None:
         # asked for after every turn that ran the node: nothing made, nothing walked
         # when nothing is stale or due (the sessions' timers, most of the time)
-        heap, at = self._heap, self._at
         if self._stale:
             for key in self._stale:
-                due = timer_of(key)
-                if due is None:
-                    at.pop(key, None)
-                elif at.get(key) != due:
-                    at[key] = due
-                    heapq.heappush(heap, (due, next(self._order), key))
+                self.put(key, timer_of(key))
             self._stale.clear()
-            if len(heap) > 2 * len(at) + 64:  # answered relays' entries behind a long one
-                heap[:] = [(due, next(self._order), key) for key, due in at.items()]
-                heapq.heapify(heap)
+        heap, at = self._heap, self._at
         while heap:
             due, _order, key = heap[0]
             if at.get(key) == due:

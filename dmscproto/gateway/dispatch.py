@@ -264,7 +264,7 @@ class NodeDispatch(NodePorts):
     def _ran(self, relay: Relay) -> bool:
         """A relay ran: its timer may have moved, and an answered one is forgotten.
         Whether it is done."""
-        self._relay_timers.stale(relay)
+        self._relay_timers.put(relay, relay.deadline)
         if relay.done:
             self._unanswered.pop(relay, None)
             return True
