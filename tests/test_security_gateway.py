@@ -277,6 +277,11 @@ def test_cross_domain_call_refused_by_import_policy(snet: SecureNet) -> None:
     assert isinstance(done.answer, RouteReply)
     assert done.answer.status is ErrorCode.POLICY_DENIED
     assert not snet.net.take("dave", RouteRequestReceived)
+    # refused by the admission itself (outgoing() would refuse it again, later)
+    call = RouteRequest(transaction_id=90, source_agent=alice.agent_id,
+                        target_agent=dave.agent_id, hop_limit=8, path=(), payload=b"x")
+    refused = snet.guards["gw-a"].admit("alice", call, snet.net.now)
+    assert isinstance(refused, Refusal) and refused.code is ErrorCode.POLICY_DENIED
     alice.route(b"translate please", snet.net.now, target=bob.agent_id)  # allowed
     snet.net.pump()
     [req] = snet.net.take("bob", RouteRequestReceived)

@@ -290,7 +290,10 @@ class GatewayGuard(Guard):
             list(msg.query.skills) if msg.query is not None else []
         token = self.verifier.authorize(msg.token, peer.certificate, now, Operation.ROUTE,
                                         caps)
-        if target is not None and self.federation is not None:
+        # our own domain's target is past the import policy (check_call's first test,
+        # made here: no call, and no identity.uri made, for a call within the domain)
+        if target is not None and self.federation is not None \
+                and target.domain != self.core.domain:
             self.federation.check_call(identity.uri, target)
         self._remember(self._route_scope, (source, msg.transaction_id), token)
 
