@@ -285,7 +285,8 @@ class GatewayNode(NodeDispatch):
         except ProtocolError as err:
             self._answer_refused(source, msg, err, queued)
             self._events.append(ProtocolViolation(source, msg.TYPE, err.code, err.diagnostic))
-        self._settle(now)
+        if self._out.events:  # none, on a routed call's messages: no call to find that
+            self._settle(now)
 
     def _answer_refused(self, source: Handle, msg: Message, err: ProtocolError,
                         queued: int) -> None:
