@@ -70,18 +70,6 @@ _SUCCESS = ErrorCode.SUCCESS
 _UNREAD = object()
 
 
-def _global_provider() -> TracerProvider | None:
-    """OpenTelemetry's global provider once one is set (None before: the API's proxy).
-    It is set at most once; ``get_tracer_provider()`` looks up an environment variable
-    on every call until then, a microsecond for every request and hop, so the module
-    global it returns is read directly (the API's own call when the module has none)."""
-    assert otel is not None
-    tp: Any = getattr(otel, "_TRACER_PROVIDER", _UNREAD)  # Any: no cast() call per hop
-    if tp is _UNREAD:
-        tp = otel.get_tracer_provider()
-    return None if tp is None or isinstance(tp, otel.ProxyTracerProvider) else tp
-
-
 class _Recorder:
     """The OpenTelemetry tracer of ``provider``, or of the global provider once one that
     records is set (None until then: the API's proxy would only hand out no-op spans,
@@ -95,11 +83,20 @@ class _Recorder:
             otel.get_tracer_provider()  # loads one OTEL_PYTHON_TRACER_PROVIDER names
 
     def tracer(self) -> Tracer | None:
+        """The tracer, or None when nothing records.  Without a provider given, the
+        global one: OpenTelemetry's module global, read directly, once one is set (it
+        is set at most once; ``get_tracer_provider()`` looks up an environment variable
+        on every call until then, a microsecond for every request and hop), the API's
+        own call when the module has none; its proxy (none set yet) records nothing."""
         if otel is None:
             return None
-        tp = self.provider or _global_provider()
+        tp: Any = self.provider  # Any: no cast() call per hop
         if tp is None:
-            return None
+            tp = getattr(otel, "_TRACER_PROVIDER", _UNREAD)
+            if tp is _UNREAD:
+                tp = otel.get_tracer_provider()
+            if tp is None:
+                return None
         if tp is not self._of:
             self._of = tp
             self._tracer = None if isinstance(tp, otel.ProxyTracerProvider
