@@ -549,21 +549,24 @@ def test_text_map_scan_takes_the_usual_shapes() -> None:
 def general_codec() -> Iterator[None]:
     """The message codec without its shortcuts (a raw value copied without its parser or
     builder, the constant TLV header of a fixed-size value, the reader and the builder
-    of the usual TLVs): its plans made anew with none, then the usual ones back."""
-    caches = (pdu._PLANS, pdu._BUILDS, pdu._SPLICES, pdu._USUAL)
+    of the usual TLVs, the splicer of the usual changed ones): its plans made anew with
+    none, then the usual ones back."""
+    caches = (pdu._PLANS, pdu._BUILDS, pdu._SPLICES, pdu._USUAL, pdu._SPLICERS)
     saved = [cache.copy() for cache in caches]
     raw, header = pdu._raw, pdu._fixed_header
-    reader, builder = pdu._usual_reader, pdu._usual_builder
+    reader, builder, splicer = pdu._usual_reader, pdu._usual_builder, pdu._usual_splicer
     for cache in caches:
         cache.clear()
     pdu._raw, pdu._fixed_header = (lambda tlv: -2), (lambda tlv: None)  # type: ignore[assignment]
     pdu._usual_reader = lambda cls, defaults: (lambda data, size, flags, txid: None)  # type: ignore[assignment]
     pdu._usual_builder = lambda cls: (lambda attrs: None)  # type: ignore[assignment]
+    pdu._usual_splicer = lambda cls, changed: pdu._no_splice  # type: ignore[assignment]
     try:
         yield
     finally:
         pdu._raw, pdu._fixed_header = raw, header  # type: ignore[assignment]
         pdu._usual_reader, pdu._usual_builder = reader, builder  # type: ignore[assignment]
+        pdu._usual_splicer = splicer  # type: ignore[assignment]
         for cache, old in zip(caches, saved, strict=True):
             cache.clear()
             cache.update(old)  # type: ignore[attr-defined]
@@ -637,6 +640,25 @@ def test_encode_of_odd_byte_values_with_shortcuts_is_encode_without(
     value = data.draw(st.binary(max_size=40).flatmap(
         lambda b: st.sampled_from([b, bytearray(b), memoryview(b)])))
     fast, general = both_ways(encode, replace(msg, **{name: value}))
+    assert fast == general
+
+
+@settings(SETTINGS, max_examples=300)
+@given(st.sampled_from(RELAYED).flatmap(lambda cls: st.tuples(messages(cls), messages(cls))),
+       st.data())
+def test_rewritten_relayed_encode_with_shortcuts_is_encode_without(
+        pair: tuple[Message, Message], data: st.DataObject) -> None:
+    """A relayed message rewritten (fields of another message, at times a raw field a
+    byte string of any length), its changed TLVs spliced in by the usual splicer or by
+    the general splice: the same octets, or the same error."""
+    msg, other = pair
+    names = sorted(type(msg).FIELD_NAMES)
+    change = {name: getattr(other, name)
+              for name in data.draw(st.sets(st.sampled_from(names), min_size=1))}
+    if data.draw(st.booleans()):
+        raw = [s.name for s in msg.SPEC if VALUE_CODECS[s.tlv].raw is not None]
+        change[data.draw(st.sampled_from(raw))] = data.draw(st.binary(max_size=40))
+    fast, general = both_ways(encode, rewrite(decode(encode(msg)), **change))
     assert fast == general
 
 
