@@ -332,7 +332,8 @@ class Pump:
     # --- timers, for the driver ------------------------------------------------------
     def get_timer(self) -> float | None:
         at = self.machine.get_timer()
-        if not self._stops:  # no transport transaction of the machine's running
+        if not self._outgoing:  # none running: the stops left are of ended ones (a
+            self._stops.clear()  # routed call's, when its answer came), none is due
             return at
         stop = self._next_stop()
         if stop is not None and (at is None or stop < at):
