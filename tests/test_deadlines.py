@@ -70,3 +70,14 @@ def test_put_is_what_earliest_finds_for_a_key_marked_stale() -> None:
         assert put.earliest(timers.get) == marked.earliest(timers.get)
         assert len(put._heap) <= 2 * len(put._at) + 64
     assert put.earliest(timers.get) == 103.0
+
+
+def test_earliest_than_another_deadline() -> None:
+    """``than``, the node's other timers, is given back when earlier or the only one."""
+    deadlines = Deadlines[str]()
+    assert deadlines.earliest({}.get, None) is None
+    assert deadlines.earliest({}.get, 4.0) == 4.0
+    deadlines.put("a", 5.0)
+    assert deadlines.earliest({}.get, None) == 5.0
+    assert deadlines.earliest({}.get, 4.0) == 4.0
+    assert deadlines.earliest({}.get, 6.0) == 5.0

@@ -39,7 +39,10 @@ class Deadlines(Generic[K]):
             heap[:] = [(due, next(self._order), key) for key, due in at.items()]
             heapq.heapify(heap)
 
-    def earliest(self, timer_of: Callable[[K], float | None]) -> float | None:
+    def earliest(self, timer_of: Callable[[K], float | None],
+                 than: float | None = None) -> float | None:
+        """The earliest deadline, or ``than`` if that is earlier (the node's other timers:
+        no call of :func:`~dmscproto.protocol.machine.earliest` to compare them)."""
         # asked for after every turn that ran the node: nothing made, nothing walked
         # when nothing is stale or due (the sessions' timers, most of the time)
         if self._stale:
@@ -50,6 +53,6 @@ class Deadlines(Generic[K]):
         while heap:
             due, _order, key = heap[0]
             if at.get(key) == due:
-                return due
+                return due if than is None or due < than else than
             heapq.heappop(heap)
-        return None
+        return than

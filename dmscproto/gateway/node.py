@@ -310,8 +310,8 @@ class GatewayNode(NodeDispatch):
             self._steady = earliest(self.registration.get_timer(), self.summaries.get_timer(),
                                     self._drop_at,
                                     None if self.grace is None else self.grace.get_timer())
-        at = earliest(self._steady, self._session_timers.earliest(self._session_timer),
-                      self._relay_timers.earliest(Relay.get_timer))
+        at = self._relay_timers.earliest(
+            Relay.get_timer, self._session_timers.earliest(self._session_timer, self._steady))
         if self._relaying:
             self._relaying = [f for f in self._relaying if not f.done]
             return earliest(at, *(f.get_timer() for f in self._relaying))
