@@ -91,6 +91,8 @@ def _tstrs(d: bytes, pos: int, nonempty: bool) -> tuple[tuple[str, ...], int]:
 
 
 def _attributes(d: bytes, pos: int) -> tuple[dict[str, AttrValue], int]:
+    """The attributes map; short text names and values, and integers 0-23, read here
+    (18.6k -> 15.7k instructions for the example's two, callgrind)."""
     n = d[pos] - 0xA0
     if not 1 <= n < 24:
         raise _Unusual
@@ -98,24 +100,36 @@ def _attributes(d: bytes, pos: int) -> tuple[dict[str, AttrValue], int]:
     out: dict[str, AttrValue] = {}
     last = b""
     for _ in range(n):
-        start = pos
-        name, pos = _tstr(d, pos)
-        key = d[start:pos]
+        k = _SHORT_TEXT[d[pos]]
+        if k >= 0:
+            end = pos + 1 + k
+            key = d[pos:end]
+            name = key[1:].decode()
+        else:
+            name, end = _tstr(d, pos)
+            key = d[pos:end]
         # deterministic order, no duplicate: the encoded keys ascend bytewise, which for
         # text strings is by UTF-8 length, then by octets (RFC 8949, 4.2.1)
         if key <= last:
             raise _Unusual
         last = key
-        b = d[pos]
-        if b == 0xF4 or b == 0xF5:
+        b = d[end]
+        k = _SHORT_TEXT[b]
+        if k >= 0:
+            pos = end + 1 + k
+            out[name] = d[end + 1:pos].decode()
+        elif b < 24:
+            out[name] = b
+            pos = end + 1
+        elif b == 0xF4 or b == 0xF5:
             out[name] = b == 0xF5
-            pos += 1
+            pos = end + 1
         elif b >> 5 == 3:
-            out[name], pos = _tstr(d, pos)
+            out[name], pos = _tstr(d, end)
         elif b >> 5 == 0:
-            out[name], pos = _arg(d, pos, 0)
+            out[name], pos = _arg(d, end, 0)
         else:
-            n1, pos = _arg(d, pos, 1)
+            n1, pos = _arg(d, end, 1)
             out[name] = -1 - n1
     return out, pos
 
