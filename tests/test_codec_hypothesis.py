@@ -488,6 +488,30 @@ def test_fast_record_scan_takes_the_length_and_integer_edges() -> None:
                                                         ErrorCode.NON_DETERMINISTIC_CBOR)
 
 
+def test_fast_record_scan_refuses_longer_heads_of_its_integers() -> None:
+    """Issued-at, lease and record version (read in one unpack when their heads are the
+    usual ones) and the public key's length: each with every head longer than its
+    shortest is refused by the scan and non-deterministic for the reference, and each
+    at its shortest is read as the reference reads it."""
+    base = examples()["register"].record.record  # type: ignore[attr-defined]
+    ints = [0, 23, 24, 255, 256, 2**16 - 1, 2**16, 2**32 - 1]
+    for key, field_name in ((12, "issued_at"), (13, "lease"), (14, "record_version")):
+        for value in ints:
+            record = replace(base, **{field_name: value})
+            members = record.to_cbor()
+            assert ("ok", scan_record(cbor.dumps(members))) == reference_record(
+                cbor.dumps(members)) == ("ok", record)
+            for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+                if size > cbor.head_size(value) - 1 and value < 2**(8 * size):
+                    longer = bytes((0xA0 + len(members),)) + b"".join(
+                        cbor.dumps(k) + (bytes((info,)) + value.to_bytes(size, "big")
+                                         if k == key else cbor.dumps(v))
+                        for k, v in sorted(members.items()))
+                    assert scan_record(longer) is None, (field_name, value, size)
+                    assert reference_record(longer)[:2] == (
+                        "error", ErrorCode.NON_DETERMINISTIC_CBOR)
+
+
 def test_reused_cbor_workers_do_not_leak_state() -> None:
     """A shared-value or string-reference from an earlier item is not visible later."""
     for first in (b"\xd8\x1c\x63abc", b"\xd9\x01\x00\x82\x63abc\xd8\x19\x00"):

@@ -23,6 +23,14 @@ _RecordTwin = twin(CapabilityRecord)
 #: Readers of an argument of 2, 4 and 8 octets (head info 25, 26, 27).
 _UINT = {25: struct.Struct(">H").unpack_from, 26: struct.Struct(">I").unpack_from,
          27: struct.Struct(">Q").unpack_from}
+#: Members 12-14 of a record in their usual shape, one unpack: key 12 and the head of an
+#: issued-at of 4 octets (0x1A, checked first: every time from 1970-01-01T18:12 to 2106),
+#: key 13 and a lease's head (2 octets, 0x19, expected), key 14 and a record version's
+#: (below 24), where :func:`_arg` reads each by itself: REGISTER decode 174.0k -> 166.4k
+#: instructions (callgrind).
+_TIMES = struct.Struct(">BxIBBHBB")
+_times = _TIMES.unpack_from
+_TIMES_SIZE = _TIMES.size
 
 
 def _arg(d: bytes, pos: int, major: int) -> tuple[int, int]:
@@ -264,15 +272,23 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
             pos = end
         else:
             domain, pos = _tstr(d, pos + 1)
-        if d[pos] != 12:
-            raise _Unusual
-        issued_at, pos = _arg(d, pos + 1, 0)
-        if d[pos] != 13:
-            raise _Unusual
-        lease, pos = _arg(d, pos + 1, 0)
-        if d[pos] != 14:
-            raise _Unusual
-        record_version, pos = _arg(d, pos + 1, 0)
+        if d[pos + 1] == 0x1A:  # (a valid record holds at least 2 octets more)
+            key12, issued_at, key13, head13, lease, key14, record_version = _times(d, pos)
+        else:
+            key12 = 0
+        if (key12 == 12 and key13 == 13 and head13 == 0x19 and key14 == 14
+                and record_version < 24 and issued_at >> 16 and lease >> 8):
+            pos += _TIMES_SIZE
+        else:  # not the usual heads: each read by its own
+            if d[pos] != 12:
+                raise _Unusual
+            issued_at, pos = _arg(d, pos + 1, 0)
+            if d[pos] != 13:
+                raise _Unusual
+            lease, pos = _arg(d, pos + 1, 0)
+            if d[pos] != 14:
+                raise _Unusual
+            record_version, pos = _arg(d, pos + 1, 0)
         if d[pos] != 15:
             raise _Unusual
         k, pos = _arg(d, pos + 1, 2)
