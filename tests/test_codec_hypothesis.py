@@ -512,6 +512,19 @@ def test_fast_record_scan_refuses_longer_heads_of_its_integers() -> None:
                         "error", ErrorCode.NON_DETERMINISTIC_CBOR)
 
 
+def test_fast_record_scan_refuses_a_longer_head_of_its_uri() -> None:
+    """The agent URI (its 1-octet length read first) of 18 to 23 octets with the head of
+    a 1-octet length: refused by the scan, non-deterministic for the reference."""
+    base = examples()["register"].record.record  # type: ignore[attr-defined]
+    for size in range(1, 7):
+        uri = f"dmsc://{base.domain}/{'a' * size}"
+        payload = cbor.dumps(replace(base, agent_uri=uri).to_cbor())
+        assert len(uri) < 24 and payload[2] == 0x60 + len(uri)
+        longer = payload[:2] + bytes((0x78, len(uri))) + payload[3:]
+        assert scan_record(longer) is None, uri
+        assert reference_record(longer)[:2] == ("error", ErrorCode.NON_DETERMINISTIC_CBOR)
+
+
 def test_reused_cbor_workers_do_not_leak_state() -> None:
     """A shared-value or string-reference from an earlier item is not visible later."""
     for first in (b"\xd8\x1c\x63abc", b"\xd9\x01\x00\x82\x63abc\xd8\x19\x00"):

@@ -160,7 +160,11 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
         n = d[0] - 0xA0
         if not 13 <= n <= 16 or d[1] != 1:
             raise _Unusual
-        uri, pos = _tstr(d, 2)
+        if d[2] == 0x78 and d[3] >= 24:  # the URI, most often of 24 to 255 octets
+            pos = 4 + d[3]
+            uri = d[4:pos].decode()
+        else:
+            uri, pos = _tstr(d, 2)
         if d[pos] != 2 or d[pos + 1] != 0x40 + ID_SIZE:  # a byte string of ID_SIZE
             raise _Unusual
         end = pos + 2 + ID_SIZE
