@@ -532,6 +532,8 @@ RECORD_VIOLATIONS: dict[str, Any] = {
     "uri other domain": _change(1, "dmsc://b.example/weather"),
     "uri no agent name": _change(1, "dmsc://a.example/"),
     "uri nested": _change(1, "dmsc://a.example/x/y"),
+    "uri other scheme": _change(1, "dmsx://a.example/weather"),
+    "uri longer domain": _change(1, "dmsc://xa.example/weather"),
     "negative issued-at": _change(12, -1),
     "lease is text": _change(13, "3600"),
     "version is bool": _change(14, True),

