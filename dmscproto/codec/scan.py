@@ -20,6 +20,9 @@ _SkillTwin = twin(Skill)
 _EndpointTwin = twin(Endpoint)
 _ProviderTwin = twin(Provider)
 _RecordTwin = twin(CapabilityRecord)
+#: A twin made empty and filled slot by slot (a record and its skills): fewer instructions
+#: than its ``__init__`` through the class call (a record: 4.6k -> 3.1k, callgrind).
+_new = object.__new__
 #: Readers of an argument of 2, 4 and 8 octets (head info 25, 26, 27).
 _UINT = {25: struct.Struct(">H").unpack_from, 26: struct.Struct(">I").unpack_from,
          27: struct.Struct(">Q").unpack_from}
@@ -243,7 +246,13 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
                 if m > 4 or d[pos] != 6:
                     raise _Unusual
                 output_modes, pos = _tstrs(d, pos + 1, True)
-            skill = _SkillTwin(sid, sname, tags, sdescription, input_modes, output_modes)
+            skill = _new(_SkillTwin)
+            skill.id = sid
+            skill.name = sname
+            skill.tags = tags
+            skill.description = sdescription
+            skill.input_modes = input_modes
+            skill.output_modes = output_modes
             skill.__class__ = Skill
             skills.append(skill)
         if d[pos] != 8:
@@ -305,9 +314,23 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
         if pos != len(d) or n != found:
             raise _Unusual
         _check_uri(uri, domain)
-        record = _RecordTwin(uri, agent_id, name, version, tuple(skills), in_modes,
-                             out_modes, tuple(endpoints), domain, issued_at, lease,
-                             record_version, public_key, description, provider, attributes)
+        record = _new(_RecordTwin)
+        record.agent_uri = uri
+        record.agent_id = agent_id
+        record.name = name
+        record.version = version
+        record.skills = tuple(skills)
+        record.default_input_modes = in_modes
+        record.default_output_modes = out_modes
+        record.endpoints = tuple(endpoints)
+        record.domain = domain
+        record.issued_at = issued_at
+        record.lease = lease
+        record.record_version = record_version
+        record.public_key = public_key
+        record.description = description
+        record.provider = provider
+        record.attributes = attributes
         record.__class__ = CapabilityRecord
         return record  # type: ignore[no-any-return]
     except (_Unusual, IndexError, ValueError, DecodeError, struct.error):
