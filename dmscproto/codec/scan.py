@@ -20,8 +20,8 @@ _SkillTwin = twin(Skill)
 _EndpointTwin = twin(Endpoint)
 _ProviderTwin = twin(Provider)
 _RecordTwin = twin(CapabilityRecord)
-#: A twin made empty and filled slot by slot (a record and its skills): fewer instructions
-#: than its ``__init__`` through the class call (a record: 4.6k -> 3.1k, callgrind).
+#: A twin made empty and filled slot by slot: fewer instructions than its ``__init__``
+#: through the class call (a record: 4.6k -> 3.1k, an endpoint 2.4k -> 1.8k, callgrind).
 _new = object.__new__
 #: Readers of an argument of 2, 4 and 8 octets (head info 25, 26, 27).
 _UINT = {25: struct.Struct(">H").unpack_from, 26: struct.Struct(">I").unpack_from,
@@ -204,7 +204,9 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
                 if d[pos] != 2:
                     raise _Unusual
                 url, pos = _tstr(d, pos + 1)
-            provider = _ProviderTwin(organization, url)
+            provider = _new(_ProviderTwin)
+            provider.organization = organization
+            provider.url = url
             provider.__class__ = Provider
             found += 1
         k = d[pos + 1] - 0x80
@@ -273,7 +275,9 @@ def scan_record(d: bytes) -> CapabilityRecord | None:
             if d[pos] != 2:
                 raise _Unusual
             endpoint_uri, pos = _tstr(d, pos + 1)
-            endpoint = _EndpointTwin(transport, endpoint_uri)
+            endpoint = _new(_EndpointTwin)
+            endpoint.transport = transport
+            endpoint.uri = endpoint_uri
             endpoint.__class__ = Endpoint
             endpoints.append(endpoint)
         if d[pos] != 11:
