@@ -363,8 +363,9 @@ _HOP_KEYS = _Keys("hop record", frozenset({1, 2, 3}), frozenset({4}))
 def twin(cls: type[Any]) -> Any:
     """A mutable twin of the frozen slots dataclass ``cls``: the same fields, hence the
     same slots in the same order.  An instance of the twin filled in by its own
-    ``__init__`` (a plain slot store per field, where the frozen ``__init__`` calls
-    ``object.__setattr__``, about 5x slower) becomes the object ``cls(*values)`` would
+    ``__init__``, or made empty (``object.__new__``) and given every field by a slot
+    store (cheaper still: no class call), where the frozen ``__init__`` calls
+    ``object.__setattr__``, about 5x slower, becomes the object ``cls(*values)`` would
     be by assigning ``cls`` to its ``__class__`` (Python checks the layouts agree)."""
     return dataclasses.make_dataclass(
         f"{cls.__name__}Twin",
