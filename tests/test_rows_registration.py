@@ -173,6 +173,17 @@ def _send_refresh(state: AgentState, tmp_path: Path) -> None:
     assert a.m.state is AS.REFRESHING and a.m.get_timer() == REFRESH_AT + 2 * WAIT
 
 
+def test_refreshing_agent_timer_is_the_lease_end_before_the_request_timer() -> None:
+    """Refreshing, the lease's end is the agent's timer when it comes before the
+    request timer of a REFRESH sent again (LEASE_END's row), and then ends the lease."""
+    a, _ = agent(AS.REFRESHING)
+    a.m.handle_timer(T0 + LEASE - WAIT / 2)  # unanswered: sent again, timed past the lease
+    assert isinstance(a.request(), Refresh) and a.m.state is AS.REFRESHING
+    assert a.m.get_timer() == T0 + LEASE
+    a.m.handle_timer(T0 + LEASE)
+    assert a.m.state is AS.REGISTERING
+
+
 @AGENT.row((AS.REGISTERED, AS.REFRESHING), AI.DEREGISTER_CALL)
 def _send_deregister(state: AgentState, tmp_path: Path) -> None:
     a, _ = agent(state)

@@ -764,3 +764,19 @@ def test_gateway_messages_from_an_agent_refused_at_once(snet: SecureNet) -> None
     answer = snet.raw("gw-c", "gw-a", SyncRequest(transaction_id=72))
     assert isinstance(answer, Error) and answer.status is ErrorCode.UNEXPECTED_MESSAGE
     assert "outside a peer session" in (answer.diagnostic or "")
+
+
+def test_route_request_needs_a_token_granting_route(snet: SecureNet) -> None:
+    """The guard authorizes a ROUTE_REQUEST for the ROUTE operation: a token of the
+    caller's that grants DISCOVER (and REGISTER) but not ROUTE is refused."""
+    alice, bob = origin_net(snet)
+    cred, guard = snet.creds["alice"], snet.guards["gw-a"]
+    no_route = TokenIssuer(snet.domains["a.example"].authority).issue(
+        cred.certificate, cred.identity.uri, ScopeSet.parse("register discover"),
+        now=T0).encode()
+    req = RouteRequest(transaction_id=5, source_agent=alice.agent_id,
+                       target_agent=bob.agent_id, hop_limit=8, path=(), payload=b"hi",
+                       token=no_route)
+    refused = guard.admit("alice", req, snet.net.now)
+    assert refused is not None and refused.code is ErrorCode.INSUFFICIENT_SCOPE
+    assert guard.admit("alice", replace(req, token=alice.token), snet.net.now) is None

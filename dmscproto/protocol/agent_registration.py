@@ -79,6 +79,9 @@ class AgentAction(Enum):
 
 
 _S, _I, _A = AgentState, AgentInput, AgentAction
+#: read at each get_timer (3 a routed call): a module constant, where ``_S.REFRESHING``
+#: (an enum member read through its class) costs ~120 ns on Python 3.11
+_REFRESHING = _S.REFRESHING
 
 
 # --- inputs (typed: each carries what its action needs) --------------------------------------
@@ -275,7 +278,7 @@ class AgentRegistration(TypedMachine):
         if refresh is not None and (at is None or refresh < at):
             at = refresh
         end = self.lease_end
-        if end is not None and self.state is _S.REFRESHING and (at is None or end < at):
+        if end is not None and self.state is _REFRESHING and (at is None or end < at):
             at = end
         return at
 

@@ -42,6 +42,9 @@ class RequesterAction(Enum):
 
 
 _S, _I, _A = RequesterState, RequesterInput, RequesterAction
+#: module constants for the per-request reads: an enum member read through its class
+#: costs ~120 ns on Python 3.11
+_WAITING, _DONE = _S.WAITING, _S.DONE
 
 
 # --- inputs (typed: each carries what its action needs) --------------------------------------
@@ -135,7 +138,7 @@ class Requester(TypedMachine):
         return inp
 
     def receive(self, msg: Message, now: float) -> None:
-        if msg.TYPE is self.answer_type and self.state is _S.WAITING \
+        if msg.TYPE is self.answer_type and self.state is _WAITING \
                 and msg.transaction_id == self.transaction_id:
             # its answer, in the one state with a row for it: not classified (once a
             # request, every routed call)
@@ -233,7 +236,7 @@ class Requests:
         if req is None:
             return False
         req.receive(msg, now)
-        if req.state is _S.DONE:
+        if req.state is _DONE:
             del self._open[txid]
         return True
 
@@ -258,5 +261,5 @@ class Requests:
     def handle_timer(self, now: float) -> None:
         for txid, req in list(self._open.items()):
             req.handle_timer(now)
-            if req.state is _S.DONE:
+            if req.state is _DONE:
                 del self._open[txid]

