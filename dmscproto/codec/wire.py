@@ -281,19 +281,23 @@ class CborCodec(ValueCodec[T]):
         return cbor.dumps(value.to_cbor())  # type: ignore[attr-defined]
 
 
+#: The usual TRACE_CONTEXT's first octets: map(1), key 1, text string with a 1-octet length
+#: (a module constant: a class attribute read through ``self`` is never specialised on
+#: Python 3.11, ~20 ns a read; read by each parse and build, 4 a routed call at a gateway)
+_TC_HEAD = b"\xa1\x01\x78"
+
+
 class TraceCodec(CborCodec[TraceContext]):
     """TRACE_CONTEXT (Section 7.5), on every request and answer a gateway relays: its
     usual shape, a map holding only a traceparent of 24 to 255 octets (a W3C one has 55),
     is read and written directly, octet for octet as the CBOR codec reads and writes it;
     any other shape goes through that codec."""
 
-    _HEAD = b"\xa1\x01\x78"  # map(1), key 1, text string with a 1-octet length
-
     def __init__(self) -> None:
         super().__init__(TraceContext, cbor.scan_text_map)
 
     def parse(self, data: bytes) -> TraceContext:
-        if data[:3] == self._HEAD and len(data) >= 28 and data[3] == len(data) - 4:
+        if data[:3] == _TC_HEAD and len(data) >= 28 and data[3] == len(data) - 4:
             try:
                 return trace_context(data[4:].decode())
             except UnicodeDecodeError:  # the CBOR codec says why
@@ -304,7 +308,7 @@ class TraceCodec(CborCodec[TraceContext]):
         if value.tracestate is None:
             text = value.traceparent.encode()
             if 24 <= len(text) <= 0xFF:
-                return self._HEAD + bytes((len(text),)) + text
+                return _TC_HEAD + bytes((len(text),)) + text
         return super().build(value)
 
 
