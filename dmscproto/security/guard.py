@@ -287,10 +287,13 @@ class GatewayGuard(Guard):
                now: float) -> None:
         identity = peer.identity
         target = self._target(msg)
-        caps = [s.id for s in target.skills] if target is not None else \
-            list(msg.query.skills) if msg.query is not None else []
-        token = self.verifier.authorize(msg.token, peer.certificate, now, _ROUTE,
-                                        caps)
+        token = None
+        # the target's capabilities listed only for a token verifier to check them against
+        # (authorize is None without one): ~0.3 us a routed call (timeit)
+        if self.verifier.tokens is not None:
+            caps = [s.id for s in target.skills] if target is not None else \
+                list(msg.query.skills) if msg.query is not None else []
+            token = self.verifier.authorize(msg.token, peer.certificate, now, _ROUTE, caps)
         # our own domain's target is past the import policy (check_call's first test,
         # made here: no call, and no identity.uri made, for a call within the domain)
         if target is not None and self.federation is not None \
