@@ -434,6 +434,40 @@ def test_fast_cose_decode_agrees_with_reference(data: bytes) -> None:
         assert fast[1].encode() == data
 
 
+def _bstr_heads(n: int) -> list[bytes]:
+    """Every head of a byte string of ``n`` octets with an argument of at most 4 octets,
+    the shortest first."""
+    heads = [bytes((0x40 + n,))] if n < 24 else []
+    heads += [b"\x58" + n.to_bytes(1, "big")] if n <= 0xFF else []
+    heads += [b"\x59" + n.to_bytes(2, "big")] if n <= 0xFFFF else []
+    return [*heads, b"\x5a" + n.to_bytes(4, "big")]
+
+
+@pytest.mark.parametrize("item", RECORD_ITEMS)
+def test_cose_payload_and_signature_heads_agree_with_reference(item: bytes) -> None:
+    """The envelope's payload and signature, read where they stand in their usual heads
+    (a payload of 256 octets or more, a signature of 24 to 255), in every head and of
+    sizes about those bounds, decode as the general path decodes them, and only the
+    shortest heads of a record's payload and signature decode."""
+    signed = SignedRecord.decode(item)
+    prefix = item[:item.index(signed.payload) - 3]
+    assert item[len(prefix)] == 0x59  # the example's payload: a 2-octet length
+    cases = 0
+    for payload in (signed.payload, signed.payload[:255], signed.payload[:24]):
+        for signature in (signed.signature, signed.signature[:23], signed.signature[:24],
+                          signed.signature * 4):
+            for i, p_head in enumerate(_bstr_heads(len(payload))):
+                for j, s_head in enumerate(_bstr_heads(len(signature))):
+                    data = prefix + p_head + payload + s_head + signature
+                    for cut in (data, data[:-1], data + b"\x00"):
+                        fast = outcome(SignedRecord.decode, cut)
+                        assert fast == outcome(SignedRecord._decode_general, cut), (i, j)
+                        ok = cut is data and i == j == 0 and payload is signed.payload
+                        assert (fast[0] == "ok") == ok, (i, j, fast)
+                        cases += 1
+    assert cases > 100
+
+
 def reference_record(data: bytes) -> Any:
     return outcome(lambda d: CapabilityRecord.from_cbor(cbor.loads(d)), data)
 

@@ -202,8 +202,19 @@ def _scan_envelope(data: bytes) -> SignedRecord | None:
                 start, pos = string_span(data, pos + 1, 2)
             unprotected[label] = data[start:pos]
             last = label
-        start, end = string_span(data, pos, 2)
-        sig_start, sig_end = string_span(data, end, 2)
+        # the payload (256 octets or more: a 2-octet length, not 0x00 first) and the
+        # signature (24 to 255: a 1-octet length) read where they stand, as
+        # string_span would: REGISTER decode 154.7k -> 151.0k instructions (callgrind)
+        if data[pos] == 0x59 and data[pos + 1]:
+            start = pos + 3
+            end = start + (data[pos + 1] << 8 | data[pos + 2])
+        else:
+            start, end = string_span(data, pos, 2)
+        if data[end] == 0x58 and data[end + 1] >= 24:
+            sig_start = end + 2
+            sig_end = sig_start + data[end + 1]
+        else:
+            sig_start, sig_end = string_span(data, end, 2)
     except (IndexError, ValueError):
         return None
     if sig_end != len(data):
