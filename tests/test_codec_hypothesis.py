@@ -559,6 +559,29 @@ def test_fast_record_scan_refuses_a_longer_head_of_its_uri() -> None:
         assert reference_record(longer)[:2] == ("error", ErrorCode.NON_DETERMINISTIC_CBOR)
 
 
+def test_fast_record_scan_refuses_longer_heads_of_its_long_texts() -> None:
+    """The description, the provider's URL and an endpoint's URI (each read where it
+    stands when its head has a 1-octet length) of 0 to 23 octets with that head:
+    refused by the scan, non-deterministic for the reference; at their shortest, read
+    as the reference reads them."""
+    base = examples()["register"].record.record  # type: ignore[attr-defined]
+    for size in range(24):
+        texts = ["!" * size, "#" * size, "%" * size]
+        record = replace(base, description=texts[0], endpoints=(Endpoint("quic", texts[2]),),
+                         provider=replace(base.provider, url=texts[1]))
+        payload = cbor.dumps(record.to_cbor())
+        assert ("ok", scan_record(payload)) == reference_record(payload) == ("ok", record)
+        before = [cbor.dumps(base.name) + b"\x04",  # the key before each, and what precedes it
+                  cbor.dumps(base.provider.organization) + b"\x02", b"\x64quic\x02"]
+        for text, prefix in zip(texts, before, strict=True):
+            item = prefix + bytes((0x60 + size,)) + text.encode()
+            assert payload.count(item) == 1
+            where = payload.index(item) + len(prefix)
+            longer = payload[:where] + bytes((0x78, size)) + payload[where + 1:]
+            assert scan_record(longer) is None, (size, text)
+            assert reference_record(longer)[:2] == ("error", ErrorCode.NON_DETERMINISTIC_CBOR)
+
+
 def test_reused_cbor_workers_do_not_leak_state() -> None:
     """A shared-value or string-reference from an earlier item is not visible later."""
     for first in (b"\xd8\x1c\x63abc", b"\xd9\x01\x00\x82\x63abc\xd8\x19\x00"):
