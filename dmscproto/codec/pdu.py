@@ -250,7 +250,7 @@ def _run_reader(first: int, run: list[FieldSpec], namespace: dict[str, Any]) -> 
     checks each (REGISTER's lease, nonce and timestamp: decode 165.5k -> 162.7k
     instructions, callgrind).  The run, like each of its TLVs, is there whole or the
     reader gives None."""
-    fmt, names, checked, expected, stores, total = ">", [], [], [], [], 0
+    fmt, names, checks, stores, total = ">", [], [], [], 0
     for k, spec in enumerate(run, first):
         codec = VALUE_CODECS[spec.tlv]
         if codec.integer is not None:
@@ -264,16 +264,16 @@ def _run_reader(first: int, run: list[FieldSpec], namespace: dict[str, Any]) -> 
         fmt += f"HH{piece}"
         names += [f"h{k}", f"m{k}", f"v{k}"]
         if k > first:  # the first's type is known: the next TLV's
-            checked.append(f"h{k}")
-            expected.append(spec.tlv.value)
-        checked.append(f"m{k}")
-        expected.append(size)
+            checks.append(f"h{k} != {spec.tlv.value}")
+        checks.append(f"m{k} != {size}")
         stores.append(f"            values[{spec.name!r}] = {value}")
         total += 4 + size
     namespace[f"run{first}"] = struct.Struct(fmt).unpack_from
     return [f"        if t == {run[0].tlv.value} and size - o >= {total}:",
             f"            {', '.join(names)} = run{first}(data, o)",
-            f"            if ({', '.join(checked)}) != {tuple(expected)}:",
+            # each compared by itself, no tuple built and compared: REGISTER decode
+            # 146.9k -> 146.5k instructions (callgrind)
+            f"            if {' or '.join(checks)}:",
             "                return None",
             *stores,
             f"            o += {total}",
