@@ -168,7 +168,7 @@ def test_one_failing_transmit_does_not_hold_back_the_others() -> None:
 
 
 def test_work_added_while_a_reader_holds_the_turn_runs_when_it_is_done() -> None:
-    """A socket's reader holds the end-of-turn work (driver.EndOfTurn.hold): what it adds
+    """A socket's reader holds the end-of-turn work (driver.EndOfTurn.held): what it adds
     runs at its release, in the same loop callback, each piece once; work already given
     a loop callback runs then too, not twice."""
     loop = asyncio.new_event_loop()
@@ -176,7 +176,8 @@ def test_work_added_while_a_reader_holds_the_turn_runs_when_it_is_done() -> None
     try:
         turn = EndOfTurn(loop)
         turn.add(lambda: ran.append("before"))
-        assert turn.hold() and not turn.hold()  # the outer reader holds, the inner not
+        assert not turn.held
+        turn.held = True  # a reader holds it
         for name in ("first", "second"):
             work = (lambda n: lambda: ran.append(n))(name)
             turn.add(work)
@@ -184,6 +185,7 @@ def test_work_added_while_a_reader_holds_the_turn_runs_when_it_is_done() -> None
         assert ran == []
         turn.release()
         assert ran == ["before", "first", "second"]
+        assert all(h.cancelled() for h in loop._ready)  # type: ignore[attr-defined]
         loop.run_until_complete(asyncio.sleep(0))
         assert ran == ["before", "first", "second"]
         turn.add(lambda: ran.append("later"))  # not held: a loop callback of its own

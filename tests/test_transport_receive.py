@@ -25,8 +25,8 @@ from test_transport_acks import CLIENT, Pair
 from transport_support import Pki
 
 from dmscproto.transport import fastpath
+from dmscproto.transport.driver import EpochClock, loop_clock
 from dmscproto.transport.fastpath import FastPathConnection, _open
-from dmscproto.transport.quic.link import _clock
 from dmscproto.transport.quic.streams import DmscConnection
 
 CID = bytes(range(8))
@@ -241,8 +241,9 @@ def test_events_are_handed_over_as_aioquic_hands_them(pki: Pki) -> None:
 
 
 def test_a_link_reads_the_loop_s_clock() -> None:
-    """QuicLink's clock is its loop's ``time()``: asyncio's, ``time.monotonic`` itself;
-    a loop's own clock (a subclass's, one set on the loop) as it is."""
+    """QuicLink's and the machines' clock is their loop's ``time()``: asyncio's,
+    ``time.monotonic`` itself; a loop's own clock (a subclass's, one set on the loop) as
+    it is, and the machines' time since the epoch follows it."""
 
     class Shifted(asyncio.SelectorEventLoop):
         def time(self) -> float:
@@ -250,10 +251,14 @@ def test_a_link_reads_the_loop_s_clock() -> None:
 
     plain, shifted = asyncio.new_event_loop(), Shifted()
     try:
-        assert _clock(plain) is time.monotonic
-        assert 999.0 < _clock(shifted)() - time.monotonic() < 1001.0
+        assert loop_clock(plain) is time.monotonic
+        assert 999.0 < loop_clock(shifted)() - time.monotonic() < 1001.0
+        epoch = EpochClock(shifted)
+        assert abs(epoch.now() - time.time()) < 0.5
+        assert abs(epoch.offset - (time.time() - shifted.time())) < 0.5
         plain.time = lambda: 5.0  # type: ignore[method-assign]
-        assert _clock(plain)() == 5.0
+        assert loop_clock(plain)() == 5.0
+        assert EpochClock(plain).offset == pytest.approx(time.time() - 5.0, abs=0.5)
     finally:
         plain.close()
         shifted.close()

@@ -57,33 +57,29 @@ class Timed(Protocol):
 class EndOfTurn:
     """Work deferred to the end of the current event-loop turn, each piece once (the
     module docstring's flush): one loop callback for all of it.  While a socket's
-    reader holds it (:meth:`hold`), work is not given a callback of its own: it runs
+    reader holds it (:attr:`held`), work is not given a callback of its own: it runs
     when the reader is done (:meth:`release`), in the same turn, so that the answers to
     the datagrams read leave without another pass of the event loop (a poll of the
     sockets and a callback per turn saved); :meth:`follow` does the same for a task
     woken by what was read."""
 
-    __slots__ = ("_due", "_follow", "_handle", "_held", "_loop")
+    __slots__ = ("_due", "_follow", "_handle", "_loop", "held")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due: dict[Callable[[], None], None] = {}
         self._handle: asyncio.Handle | None = None
-        self._held = False
+        #: Whether a socket's reader holds the work added (it sets this, and the one
+        #: that set it calls :meth:`release`; a reader further down finds it set and
+        #: leaves both to that one): an attribute, not a method's call, at every
+        #: datagram read.
+        self.held = False
         self._follow = False
 
     def add(self, work: Callable[[], None]) -> None:
         self._due[work] = None
-        if self._handle is None and not self._held:
+        if self._handle is None and not self.held:
             self._handle = self._loop.call_soon(self._run)
-
-    def hold(self) -> bool:
-        """Defer the work added from now on to :meth:`release`; False if already held
-        (by a caller further up, who releases it)."""
-        if self._held:
-            return False
-        self._held = True
-        return True
 
     def follow(self) -> None:
         """Have the next run come after the loop callbacks scheduled so far (a task a
@@ -92,7 +88,7 @@ class EndOfTurn:
         callback the reader's datagrams scheduled.  Work already due moves with the run:
         called from a callback queued ahead of that run, it runs one turn later (at most:
         a datagram's :meth:`release` runs it)."""
-        if self._held:
+        if self.held:
             self._follow = True
             return
         if self._handle is not None:
@@ -102,23 +98,27 @@ class EndOfTurn:
     def release(self) -> None:
         """Run the work due now (that of the loop callback already scheduled too), then
         schedule the run a :meth:`follow` while held asked for."""
-        self._held = False
-        if self._due:
+        self.held = False
+        due = self._due
+        if due:
             if self._handle is not None:
                 self._handle.cancel()
-            self._run()
+                self._handle = None
+            self._due = {}
+            for work in due:
+                try:
+                    work()
+                except Exception:  # as if each had a callback of its own: log, go on
+                    log.exception("deferred work failed: %r", work)
         if self._follow:
             self._follow = False
             self.follow()
 
     def _run(self) -> None:
+        """The loop callback: :meth:`release`'s run (nothing holds the work while a loop
+        callback runs, and no :meth:`follow` waits for a release)."""
         self._handle = None
-        due, self._due = self._due, {}
-        for work in due:
-            try:
-                work()
-            except Exception:  # as if each had a callback of its own: log, go on
-                log.exception("deferred work failed: %r", work)
+        self.release()
 
 
 _T = TypeVar("_T")
@@ -214,18 +214,26 @@ def _learn_slice_budget(loop: asyncio.AbstractEventLoop) -> TurnBudget:
 CLOCK_STEP = 1.0
 
 
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``: asyncio's is ``time.monotonic()``, called here without its method
+    (a Python call at every datagram received, every transmit, every machine's ``now``)."""
+    if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
 class EpochClock:
     """The machines' clock on one loop (module docstring): the loop's time plus
     ``offset``, seconds since the epoch at the loop's time zero."""
 
-    __slots__ = ("_loop", "offset")
+    __slots__ = ("_time", "offset")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.offset = time.time() - loop.time()
+        self._time = loop_clock(loop)
+        self.offset = time.time() - self._time()
 
     def now(self) -> float:
-        at = self._loop.time()
+        at = self._time()
         now = at + self.offset
         wall = time.time()
         if abs(wall - now) > CLOCK_STEP:  # the system clock was stepped: follow it

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Callable
 from typing import Self, cast
 
@@ -18,7 +17,7 @@ from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress
 
 from ...codec.registry import MAX_PDU_SIZE, ErrorCode, timer
-from ..driver import Driver, end_of_turn
+from ..driver import Driver, end_of_turn, loop_clock
 from ..errors import TransportError
 from ..peer import PeerInfo
 from ..recorder import SocketRecorder, sender_for
@@ -40,14 +39,6 @@ KEEPALIVE_INTERVAL = timer("QUIC_PING_INTERVAL")
 #: PING identifiers: the client's post-handshake confirmation (see wait_established),
 #: and keepalives.
 _CONFIRM_PING, _KEEPALIVE_PING = 0, 1
-
-
-def _clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time``: asyncio's is ``time.monotonic()``, called here without its method
-    (a Python call at every datagram received and every transmit)."""
-    if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
-        return time.monotonic
-    return loop.time
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -87,7 +78,7 @@ class QuicLink(QuicConnectionProtocol):
         self._keepalive = keepalive
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._turn = end_of_turn(self._loop)
-        self._clock = _clock(self._loop)
+        self._clock = loop_clock(self._loop)
         #: aioquic's timer, on the loop's clock (aioquic's own _timer is left unused);
         #: lazy: its deadline moves with every packet, and an earlier timer firing early
         #: costs less than cancelling and arming one per transmit.
@@ -116,7 +107,7 @@ class QuicLink(QuicConnectionProtocol):
         transport = self._transport
         assert transport is not None
         owned = self._owns_transport
-        for data, addr in self._quic.datagrams_to_send(now=self._clock()):
+        for data, addr in self._quic.datagrams_to_send(self._clock()):
             transport.sendto(data, None if owned else addr)
             self.datagrams_sent += 1
         self._driver.arm()
@@ -129,14 +120,16 @@ class QuicLink(QuicConnectionProtocol):
         self.transmit()
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
-        held = self._turn.hold()  # the transmits follow these datagrams at once
+        turn = self._turn
+        holds = not turn.held  # the transmits follow these datagrams at once
+        turn.held = True
         try:
-            self._received(cast(bytes, data), addr)
+            self._received(data, addr)  # type: ignore[arg-type]  # bytes: a UDP socket's
             if self._drain is not None:
                 self._drain()
         finally:
-            if held:
-                self._turn.release()
+            if holds:
+                turn.release()
 
     def _received(self, data: bytes, addr: NetworkAddress) -> None:
         """One datagram: aioquic's processing, but the transmit that follows is left to
@@ -147,7 +140,7 @@ class QuicLink(QuicConnectionProtocol):
         if self._recorder is not None:
             self._recorder.received(data, addr)
         now = self._clock()
-        self._quic.receive_datagram(data, addr, now=now)
+        self._quic.receive_datagram(data, addr, now)
         self._process_events()
         if self._quic.transmit_due(now):
             self._transmit_soon()
@@ -159,9 +152,10 @@ class QuicLink(QuicConnectionProtocol):
         :meth:`quic_event_received` at once (aioquic's tests each against five other
         event types first, and asks for one more at the end); from any other event on,
         aioquic's."""
-        queue = self._quic._events
-        while queue and type(queue[0]) is _STREAM_DATA:
-            self.quic_event_received(queue.popleft())
+        queue = self._quic._events  # a list or a deque: del, not popleft (lean's a call)
+        while queue and type(event := queue[0]) is _STREAM_DATA:
+            del queue[0]
+            self.quic_event_received(event)
         if queue:
             super()._process_events()
 
