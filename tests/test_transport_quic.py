@@ -21,7 +21,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from conftest import require_tool
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from transport_support import Pki
+from transport_support import Pki, loop_turns
 
 from dmscproto.analysis.pcap import PcapWriter, read_udp
 from dmscproto.codec.errors import DecodeError
@@ -135,6 +135,45 @@ def test_requests_on_uvloop(pki: Pki) -> None:
             request = EchoRequest(transaction_id=1, sequence=1, timestamp=0, payload=b"x")
             assert await conn.request(request) == request
     loops.run(asyncio.wait_for(main(), 15), "uvloop")
+
+
+def test_a_servers_answer_leaves_in_the_turn_its_request_was_read_in(pki: Pki) -> None:
+    """The server's reader (its drain, on asyncio's loop) holds the end of turn while a
+    connection processes a datagram: the transmit a handler's immediate answer asks for
+    runs when the connection is done with it, in that event-loop turn, not in a loop
+    callback of its own one turn later."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        now = loop_turns(loop)
+        handled: list[int] = []
+        sent: list[int] = []
+
+        def answer(msg: Message, peer: PeerInfo) -> asyncio.Future[Message]:
+            handled.append(now())
+            done: asyncio.Future[Message] = loop.create_future()
+            done.set_result(msg)
+            return done
+
+        async with server(pki.gateway, answer) as srv, client(srv, pki.agent) as conn:
+            drain = srv._drain  # the loop's reader of the server's socket (Drain.install)
+            assert drain is not None
+            key = loop._selector.get_key(drain._fd)  # type: ignore[attr-defined]
+            assert key.data[0]._callback == drain.read
+            request = EchoRequest(transaction_id=1, sequence=1, timestamp=0, payload=b"x")
+            assert await conn.request(request) == request
+            [served] = srv.peers.values()
+            transmit = served.transmit
+
+            def counted() -> None:
+                sent.append(now())
+                transmit()
+            served.transmit = counted  # type: ignore[method-assign]
+            for i in range(3):
+                handled[:], sent[:] = [], []
+                assert await conn.request(replace(request, sequence=i)) == replace(
+                    request, sequence=i)
+                assert handled and sent and sent[0] == handled[0], (i, handled, sent)
+    run(main())
 
 
 def test_both_ends_see_verified_identities(pki: Pki) -> None:

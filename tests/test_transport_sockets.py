@@ -10,30 +10,55 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from aioquic.quic.connection import NetworkAddress
 
 from dmscproto.transport.driver import turn_budget
 from dmscproto.transport.quic.sockets import _FREE, ALONE, IDLE_SKIP, Drain
 
 
+class _Wakeups(Drain):
+    """A Drain that marks where each wake-up of the loop's reader starts."""
+
+    def __init__(self, sock: socket.socket, reader: _Reader, *, adaptive: bool) -> None:
+        super().__init__(sock, reader.received, reader.errors.append,
+                         asyncio.get_running_loop(), adaptive=adaptive)
+        self.reader = reader
+
+    def read(self, woken: bool = False) -> None:
+        if woken:
+            self.reader.wakeups.append([])
+        super().read(woken)
+        self.reader.arrived.set()
+
+
 class _Reader(asyncio.DatagramProtocol):
     """Reads its socket as QuicServer does: the datagram that woke the loop, then the
-    Drain; records the datagrams of each wake-up."""
+    Drain, or (``installed``, on asyncio's loop) the Drain as the loop's reader of the
+    socket; records the datagrams of each wake-up."""
 
-    def __init__(self, sock: socket.socket, *, adaptive: bool = True) -> None:
+    def __init__(self, sock: socket.socket, *, adaptive: bool = True,
+                 installed: bool = False) -> None:
         self.wakeups: list[list[bytes]] = []
         self.errors: list[Exception] = []
-        self.drain = Drain(sock, self._received, self.errors.append,
-                           asyncio.get_running_loop(), adaptive=adaptive)
+        self.drain = _Wakeups(sock, self, adaptive=adaptive)
+        self.installed = installed
         self.arrived = asyncio.Event()
 
-    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        self.wakeups.append([])
-        self._received(data, addr)
-        self.drain()
-        self.arrived.set()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.installed:  # once the transport's own reader is registered
+            asyncio.get_running_loop().call_soon(self._install)
 
-    def _received(self, data: bytes, addr: NetworkAddress) -> None:
+    def _install(self) -> None:
+        assert self.drain.install(asyncio.get_running_loop())
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        assert not self.installed
+        self.wakeups.append([])
+        self.received(data, addr)
+        self.drain.read()
+
+    def received(self, data: bytes, addr: NetworkAddress) -> None:
         self.wakeups[-1].append(data)
 
     async def read(self, sender: socket.socket, count: int) -> list[list[bytes]]:
@@ -62,11 +87,13 @@ def _pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield receiver, sender
 
 
-def test_datagrams_waiting_together_are_read_in_one_wakeup_until_they_come_alone() -> None:
+@pytest.mark.parametrize("installed", [False, True])
+def test_datagrams_waiting_together_are_read_in_one_wakeup_until_they_come_alone(
+        installed: bool) -> None:
     async def main() -> None:
         with _pair() as (receiver, sender):
             transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver), sock=receiver)
+                lambda: _Reader(receiver, installed=installed), sock=receiver)
             try:
                 assert await reader.read(sender, 5) == [[b"%d" % i for i in range(5)]]
                 for _ in range(ALONE):  # each wake-up looks: nothing more is waiting
@@ -85,13 +112,15 @@ def test_datagrams_waiting_together_are_read_in_one_wakeup_until_they_come_alone
     asyncio.run(main())
 
 
-def test_a_drain_not_adaptive_always_looks() -> None:
+@pytest.mark.parametrize("installed", [False, True])
+def test_a_drain_not_adaptive_always_looks(installed: bool) -> None:
     """A client's socket (adaptive=False) reads what waits after any number of lone
     datagrams."""
     async def main() -> None:
         with _pair() as (receiver, sender):
             transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver, adaptive=False), sock=receiver)
+                lambda: _Reader(receiver, adaptive=False, installed=installed),
+                sock=receiver)
             try:
                 for _ in range(ALONE + 1):
                     assert len(await reader.read(sender, 1)) == 1
@@ -101,14 +130,15 @@ def test_a_drain_not_adaptive_always_looks() -> None:
     asyncio.run(main())
 
 
-def test_a_flood_is_read_a_turn_budget_at_a_time() -> None:
+@pytest.mark.parametrize("installed", [False, True])
+def test_a_flood_is_read_a_turn_budget_at_a_time(installed: bool) -> None:
     """With no turn budget left, a wake-up reads _FREE datagrams after its own and one
     more (the first piece of the turn's budget); the rest wait for later turns."""
     async def main() -> None:
         turn_budget(asyncio.get_running_loop()).seconds = 0.0
         with _pair() as (receiver, sender):
             transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver), sock=receiver)
+                lambda: _Reader(receiver, installed=installed), sock=receiver)
             try:
                 got = await reader.read(sender, 30)
                 assert list(map(len, got)) == [_FREE + 2] * 6
@@ -117,13 +147,15 @@ def test_a_flood_is_read_a_turn_budget_at_a_time() -> None:
     asyncio.run(main())
 
 
-def test_an_empty_datagram_waiting_is_read_in_the_next_wakeup() -> None:
+@pytest.mark.parametrize("installed", [False, True])
+def test_an_empty_datagram_waiting_is_read_in_the_next_wakeup(installed: bool) -> None:
     """FIONREAD says 0 both when nothing waits and when an empty datagram does: the
     drain leaves it, and the next wake-up reads it and what follows it, in order."""
     async def main() -> None:
         with _pair() as (receiver, sender):
             transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver, adaptive=False), sock=receiver)
+                lambda: _Reader(receiver, adaptive=False, installed=installed),
+                sock=receiver)
             try:
                 start = len(reader.wakeups)
                 for data in (b"a", b"", b"b", b"c"):

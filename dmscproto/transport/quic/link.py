@@ -126,7 +126,7 @@ class QuicLink(QuicConnectionProtocol):
         try:
             self._received(data, addr)  # type: ignore[arg-type]  # bytes: a UDP socket's
             if self._drain is not None:
-                self._drain()
+                self._drain.read()
         finally:
             if holds:
                 turn.release()

@@ -25,6 +25,7 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ...codec.registry import ErrorCode, limit
+from ..driver import end_of_turn
 from ..keylog import KeyLog
 from ..recorder import SocketRecorder, sender_for
 from ..tap import DatagramTap
@@ -86,6 +87,7 @@ class QuicServer(asyncio.DatagramProtocol):
             sock, self._received, self.error_received, asyncio.get_running_loop(),
             adaptive=True))
         self.handler = handler
+        self._turn = end_of_turn(asyncio.get_running_loop())
         self.peers: dict[bytes, DmscConnection] = {}
         self._configuration = tls.configuration(is_client=False, keylog=keylog.file,
                                                 idle_timeout=idle_timeout)
@@ -129,19 +131,28 @@ class QuicServer(asyncio.DatagramProtocol):
         # end-of-turn work while it reads: with many connections it runs once after
         # every callback of the turn (decodes, answers), not after each read.  Holding
         # it here cut routed calls at 32 in flight by about 30% (tools/bench/route.py
-        # c32: 3,700/s held, 5,700-6,000/s not; one call at a time alike).
+        # c32: 3,700/s held, 5,700-6,000/s not; one call at a time alike).  On asyncio's
+        # own loop, serve() has the drain read the socket instead (Drain.install).
         self._received(data, addr)
         if self._drain is not None:
-            self._drain()
+            self._drain.read()
 
     def _received(self, data: bytes, addr: NetworkAddress) -> None:
-        assert self._sender is not None
         if self._recorder is not None:
             self._recorder.received(data, addr)
         if data and not data[0] & 0x80:  # short header: the connection ID follows at once
             protocol = self._by_cid.get(data[1:1 + self._cid_length])
             if protocol is not None:  # else not for a connection: dropped, as below
-                protocol.datagram_received(data, addr)
+                # its datagram_received without that call's frame: the end of turn held
+                # while it is read (the connection's transmits follow it at once)
+                turn = self._turn
+                holds = not turn.held
+                turn.held = True
+                try:
+                    protocol._received(data, addr)
+                finally:
+                    if holds:
+                        turn.release()
             return
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=self._cid_length)
@@ -149,6 +160,7 @@ class QuicServer(asyncio.DatagramProtocol):
             return
         protocol = self._by_cid.get(header.destination_cid)
         if protocol is None:
+            assert self._sender is not None
             supported = self._configuration.supported_versions
             if (header.packet_type != QuicPacketType.VERSION_NEGOTIATION
                     and header.version is not None and header.version not in supported):
@@ -319,5 +331,7 @@ async def serve(host: str, port: int, tls: TlsIdentity, handler: Handler, *,
     server = QuicServer(tls, handler, pcap=pcap, keylog=KeyLog(keylog),
                         idle_timeout=idle_timeout, limits=limits, sock=sock)
     await loop.create_datagram_endpoint(lambda: server, sock=sock)
+    assert server._drain is not None
+    server._drain.install(loop)  # on asyncio's loop, datagram_received is not called
     return server
 

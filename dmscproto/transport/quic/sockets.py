@@ -9,6 +9,7 @@ import fcntl
 import socket
 import termios
 from array import array
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 
 from aioquic.quic.connection import NetworkAddress
@@ -76,9 +77,33 @@ class Drain:
         self._skip_after = ALONE if adaptive else 0
         self._alone = self._idle = 0
 
-    def __call__(self) -> None:
-        """Read the datagrams waiting (class docstring); ``received`` has been handed the
-        one that woke the loop."""
+    def install(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Become the event loop's reader of the socket, in place of that of the asyncio
+        datagram transport made on it (which still sends, and stops the reading when
+        closed): :meth:`read` is then called with ``woken``, one call instead of three a
+        wake-up (the transport's ``_read_ready``, the protocol's ``datagram_received``,
+        this drain's).  Only on asyncio's selector loops, through their ``_add_reader``
+        (the public ``add_reader`` refuses a transport's socket); False on others, whose
+        transport keeps reading.  Call it once the transport is made (its reader
+        registered)."""
+        if not isinstance(loop, BaseSelectorEventLoop):
+            return False
+        loop._add_reader(self._fd, self.read, True)  # type: ignore[attr-defined]
+        return True
+
+    def read(self, woken: bool = False) -> None:
+        """Read the datagrams waiting (class docstring): ``woken``, as the loop's reader
+        (:meth:`install`), the one that woke the loop first; else ``received`` has been
+        handed that one."""
+        if woken:
+            try:
+                data, addr = self._sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):  # read already: nothing waits
+                return
+            except OSError as exc:  # an ICMP error, or closed
+                self._error(exc)
+                return
+            self._received(data, addr)
         if self._idle:
             self._idle -= 1
             return
