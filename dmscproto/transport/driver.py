@@ -233,7 +233,8 @@ class EpochClock:
         self.offset = time.time() - self._time()
 
     def now(self) -> float:
-        at = self._time()
+        clock = self._time  # self._time() is never specialised (~100 instructions more)
+        at = clock()
         now = at + self.offset
         wall = time.time()
         if abs(wall - now) > CLOCK_STEP:  # the system clock was stepped: follow it

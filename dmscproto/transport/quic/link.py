@@ -104,16 +104,13 @@ class QuicLink(QuicConnectionProtocol):
         """aioquic's, counting datagrams (and it leaves no transmit task behind).  The
         connection's own socket is connected: sent to without an address (uvloop refuses
         one there, EISCONN, where asyncio checks it is the peer's)."""
-        transport = self._transport
+        transport, clock = self._transport, self._clock
         assert transport is not None
         owned = self._owns_transport
-        for data, addr in self._quic.datagrams_to_send(self._clock()):
+        for data, addr in self._quic.datagrams_to_send(clock()):
             transport.sendto(data, None if owned else addr)
             self.datagrams_sent += 1
         self._driver.arm()
-
-    def _transmit_soon(self) -> None:
-        self._turn.add(self.transmit)
 
     def _timer_fired(self) -> None:
         self._process_events()
@@ -139,11 +136,12 @@ class QuicLink(QuicConnectionProtocol):
         self.datagrams_received += 1
         if self._recorder is not None:
             self._recorder.received(data, addr)
-        now = self._clock()
+        clock = self._clock  # self._clock() is never specialised (~100 instructions more)
+        now = clock()
         self._quic.receive_datagram(data, addr, now)
         self._process_events()
         if self._quic.transmit_due(now):
-            self._transmit_soon()
+            self._turn.add(self.transmit)
         else:
             self._driver.arm()
 

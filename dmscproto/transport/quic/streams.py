@@ -84,6 +84,7 @@ class DmscConnection(QuicLink):
     Requests are only handled and sent once the peer's certificate is verified."""
 
     __slots__ = ("_local_bit", "_s", "handler")
+    _peer: PeerInfo | None
 
     def __init__(self, quic: DmscQuicConnection, *, handler: Handler | None = None,
                  pcap: DatagramTap | None = None, owns_transport: bool = False,
@@ -129,9 +130,16 @@ class DmscConnection(QuicLink):
         ``done`` is not called."""
         self._abandon(key, code)
 
-    def _start(self, pdu: bytes, done: Done, timeout: float | None) -> int:
-        stream_id = self._open(pdu)
-        self._s.outgoing[stream_id] = _Outgoing(
+    def _start(self, pdu: bytes, done: Done | None, timeout: float | None) -> int:
+        """Send ``pdu`` on a new stream; ``done`` gets its answer (None: none is wanted)."""
+        if self._closed_error is not None:
+            raise self._closed_error
+        if self._peer is None:
+            raise TransportError(ErrorCode.UNEXPECTED_MESSAGE, "connection not established")
+        stream_id = self._quic.get_next_available_stream_id()
+        self._quic.send_stream_data(stream_id, pdu, True)  # end_stream: positional, faster
+        self._turn.add(self.transmit)
+        self._s.outgoing[stream_id] = None if done is None else _Outgoing(
             None, done,
             None if timeout is None
             else self._loop.call_later(timeout, self._expire, stream_id, timeout))
@@ -147,17 +155,7 @@ class DmscConnection(QuicLink):
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` on a new stream without waiting for an answer."""
-        self._s.outgoing[self._open(encode(msg))] = None
-
-    def _open(self, data: bytes) -> int:
-        if self._closed_error is not None:
-            raise self._closed_error
-        if self._peer is None:
-            raise TransportError(ErrorCode.UNEXPECTED_MESSAGE, "connection not established")
-        stream_id = self._quic.get_next_available_stream_id()
-        self._quic.send_stream_data(stream_id, data, end_stream=True)
-        self._transmit_soon()
-        return stream_id
+        self._start(encode(msg), None, None)
 
     def _abandon(self, stream_id: int, code: ErrorCode) -> _Outgoing | None:
         """Stop reading a stream whose answer is no longer wanted; later data on it
@@ -171,7 +169,7 @@ class DmscConnection(QuicLink):
             pending.expiry.cancel()
         with suppress(ValueError, AssertionError):
             self._quic.stop_stream(stream_id, int(code))
-        self._transmit_soon()
+        self._turn.add(self.transmit)
         return pending
 
     # --- events ----------------------------------------------------------------------
@@ -319,7 +317,9 @@ class DmscConnection(QuicLink):
                 transaction_id=msg.transaction_id, status=ErrorCode.UNEXPECTED_MESSAGE,
                 offending_type=msg.TYPE, diagnostic="this endpoint serves no requests"))
             return
-        dispatch(self.handler, msg, self.peer,
+        peer = self._peer  # set: requests are handled only once it is
+        assert peer is not None
+        dispatch(self.handler, msg, peer,
                  functools.partial(self._answered, stream_id, msg), self._s.running)
 
     def _refuse(self, stream_id: int, header: tuple[int, int] | None, exc: DecodeError,
@@ -355,11 +355,11 @@ class DmscConnection(QuicLink):
             data = encode(Error(transaction_id=response.transaction_id if response else 0,
                                 status=ErrorCode.INTERNAL_ERROR, diagnostic="response encoding"))
         try:
-            self._quic.send_stream_data(stream_id, data, end_stream=True)
+            self._quic.send_stream_data(stream_id, data, True)  # end_stream
         except (ValueError, AssertionError) as exc:  # peer reset the stream meanwhile
             log.debug("stream %d gone before the response: %s", stream_id, exc)
             return
-        self._transmit_soon()
+        self._turn.add(self.transmit)
 
 
 
@@ -367,4 +367,5 @@ def _finish(pending: _Outgoing, outcome: Message | Exception) -> None:
     """Tell a transaction's requester how it ended (its timer stopped)."""
     if pending.expiry is not None:
         pending.expiry.cancel()
-    pending.done(outcome)
+    done = pending.done  # pending.done() is never specialised (~100 instructions more)
+    done(outcome)
