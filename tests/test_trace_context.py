@@ -93,6 +93,35 @@ def test_hop_context_keeps_the_trace_and_changes_the_parent() -> None:
     assert parsed is not None and parsed.parent_id == span and parsed.trace_id.hex() != TRACE_ID
 
 
+_ODD_PARENTS = [
+    PARENT, PARENT.upper(), PARENT[:-2] + "00", PARENT[:-2] + "03", PARENT[:-2] + "fe",
+    PARENT[:-2] + "ff", PARENT[:-2] + "0g", "ff" + PARENT[2:], "01" + PARENT[2:],
+    "cc" + PARENT[2:] + "-x", "cc" + PARENT[2:] + "x", PARENT + "-x", PARENT + "\n",
+    PARENT[:-1], " " + PARENT[1:], PARENT.replace("-", "_", 1),
+    f"00-{'0' * 32}-00f067aa0ba902b7-01", f"00-{TRACE_ID}-{'0' * 16}-01",
+    f"00-{'0' * 31}1-{'0' * 15}1-01", f"00-1{'0' * 31}-1{'0' * 15}-00",
+    f"00-{TRACE_ID[:-1]}G-00f067aa0ba902b7-01", f"00-{TRACE_ID}-00f067aa0ba902bZ-01",
+]
+
+
+@pytest.mark.parametrize("sampled", [None, False, True])
+def test_hop_context_of_any_traceparent_as_parsed_whole(sampled: bool | None) -> None:
+    """hop_context's usual traceparent, kept as it is but for its parent-id and flags,
+    sends on what the whole parse (TraceParent.parse) makes of it: the fast read
+    against the general one, for every near-miss of its pattern and random ones."""
+    rng = random.Random(7)
+    texts = _ODD_PARENTS + [start_trace(rng.randbytes, sampled=rng.random() < 0.5).traceparent
+                            for _ in range(200)]
+    span = bytes.fromhex("b7ad6b7169203331")
+    for text in texts:
+        parsed = TraceParent.parse(text)
+        flags = int(sampled if sampled is not None else parsed is not None and parsed.sampled)
+        expected = None if parsed is None else TraceContext(
+            str(parsed._replace(parent_id=span, flags=flags)), STATE)
+        assert hop_context(TraceContext(text, STATE), span, new_ids(rng),
+                           sampled=sampled) == expected, text
+
+
 @pytest.mark.parametrize("zero", [slice(0, 16), slice(16, 24)])
 def test_a_new_trace_draws_again_an_all_zero_id(zero: slice) -> None:
     """start_trace takes both ids from one draw: one that is all zero (W3C forbids
@@ -109,8 +138,8 @@ def test_a_new_trace_draws_again_an_all_zero_id(zero: slice) -> None:
 def test_a_span_id_draws_again_an_all_zero_one() -> None:
     """A hop's span id is never all zero (W3C forbids it as a parent-id): such a draw is
     not used, the next is."""
-    draws = iter([bytes(8), bytes(8), bytes(range(1, 9))])
-    assert new_span_id(lambda n: next(draws)[:n]) == bytes(range(1, 9))
+    draws = iter([0, 0, int.from_bytes(bytes(range(1, 9)), "little")])
+    assert new_span_id(lambda n: next(draws) if n == 64 else -1) == bytes(range(1, 9))
 
 
 # --- every hop, through the in-memory harness -------------------------------------------------

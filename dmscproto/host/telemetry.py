@@ -28,6 +28,7 @@ logs remain.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -189,14 +190,15 @@ class GatewayHops:
 
     def __init__(self, gateway: str, domain: str, *,
                  provider: TracerProvider | None = None) -> None:
-        self.ids = new_ids()
+        rng = random.Random()
+        self.ids, self.bits = new_ids(rng), rng.getrandbits
         self.attributes = {"dmsc.gateway": gateway, "dmsc.domain": domain}
         self._recorder = _Recorder(provider)
 
     def begin(self, request: MessageType, incoming: TraceContext | None) -> Hop:
         tracer = self._recorder.tracer()
         if tracer is None:  # nothing records: a span id of our own
-            return _GatewayHop(request, hop_context(incoming, new_span_id(self.ids), self.ids),
+            return _GatewayHop(request, hop_context(incoming, new_span_id(self.bits), self.ids),
                                None)
         span, sent = _start_span(tracer, request, incoming)
         if span is not None:
