@@ -378,6 +378,21 @@ class CertificateRefused(StepInput):
     ack: CertificateAck
 
 
+_new = object.__new__
+#: Local's slot descriptors (``vars``: mypy reads a class's field as its instances').
+_set_dest, _set_request = vars(Local)["dest"].__set__, vars(Local)["request"].__set__
+
+
+def _route_local(dest: Handle, request: RouteRequest) -> RouteLocal:
+    """``RouteLocal(dest, request)``, its slots set by their descriptors (its frozen
+    ``__init__`` sets each through ``object.__setattr__``: 284 -> 168 ns, timeit; one a
+    call delivered here)."""
+    inp = _new(RouteLocal)
+    _set_dest(inp, dest)
+    _set_request(inp, request)
+    return inp
+
+
 class RouteRelay(Relay):
     """One ROUTE_REQUEST at a gateway (Section 5.3; the certificate exchange of Section
     6.10, module docstring)."""
@@ -441,7 +456,7 @@ class RouteRelay(Relay):
         named = req if req.query is None else rewrite(req, target_agent=target, query=None)
         if hop.local:
             return (RouteRefused(Refusal(ErrorCode.TARGET_UNREACHABLE, "")) if hop.dest is None
-                    else RouteLocal(hop.dest, named))
+                    else _route_local(hop.dest, named))
         return self._outgoing(named, hop, now)
 
     def _outgoing(self, named: RouteRequest, hop: NextHop, now: float) -> StepInput:
