@@ -327,3 +327,18 @@ def test_a_transactions_end_is_reported_only_when_asked_for(tmp_path: Path,
     ended = TransactionEnded(MessageType.ROUTE_REQUEST, "up", 5, ErrorCode.SUCCESS)
     assert made == ([ended] if events else [])
     assert n.next_event() == (ended if events else None) and n.next_event() is None
+
+
+def test_a_reply_input_made_without_its_frozen_init(tmp_path: Path) -> None:
+    """The input of a reply from downstream, made slot by slot, is the frozen
+    RouteAnswered its ``__init__`` makes (fails with the reply left out or misplaced)."""
+    from dataclasses import FrozenInstanceError
+
+    from dmscproto.protocol.routing import RouteAnswered
+
+    r = route(tmp_path, A, RS.DELIVERED)
+    msg = wire(route_reply())
+    inp = r.m.answer_input(msg)
+    assert type(inp) is RouteAnswered and inp == RouteAnswered(msg) and inp.reply is msg
+    with pytest.raises(FrozenInstanceError):
+        inp.reply = msg  # type: ignore[misc]

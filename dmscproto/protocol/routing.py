@@ -163,6 +163,13 @@ class Expired(StepInput):
     KIND: ClassVar[Enum] = _I.TIMEOUT
 
 
+_new = object.__new__
+#: The slot descriptors of Local and Answered, to make a routed call's inputs without
+#: their frozen ``__init__`` (``vars``: mypy reads a class's field as its instances').
+_set_dest, _set_request = vars(Local)["dest"].__set__, vars(Local)["request"].__set__
+_set_reply = vars(Answered)["reply"].__set__
+
+
 class Relay(TypedMachine):
     """The shared part of ROUTE_REQUEST and TRACE_REQUEST relaying (module doc).
     Subclasses give the table, :meth:`classify` and the answer messages."""
@@ -214,7 +221,9 @@ class Relay(TypedMachine):
     def answer_input(self, msg: Message) -> StepInput | None:
         """The input an answer from downstream is (None: none this machine takes)."""
         if isinstance(msg, _REPLIES) and msg.TYPE is self.REPLY:
-            return self.ANSWERED(msg)
+            inp = _new(self.ANSWERED)  # its frozen __init__'s work (_route_local)
+            _set_reply(inp, msg)
+            return inp
         if isinstance(msg, Error):
             return self.FAILED(msg)
         return None
@@ -376,11 +385,6 @@ class Certified(StepInput):
 class CertificateRefused(StepInput):
     KIND = _R.CERTIFICATE_REFUSED
     ack: CertificateAck
-
-
-_new = object.__new__
-#: Local's slot descriptors (``vars``: mypy reads a class's field as its instances').
-_set_dest, _set_request = vars(Local)["dest"].__set__, vars(Local)["request"].__set__
 
 
 def _route_local(dest: Handle, request: RouteRequest) -> RouteLocal:
