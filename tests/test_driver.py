@@ -9,6 +9,7 @@ import itertools
 import time
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -427,3 +428,36 @@ def test_end_of_turn_follows_a_woken_task_into_its_turn() -> None:
             [(woke, sent)] = ran
             assert sent == woke, (held, due)
     asyncio.run(scenario())
+
+
+def test_a_pump_drives_its_machines_own_methods(tmp_path: Path) -> None:
+    """The pump feeds, drains and times the machine it was given (its methods bound
+    once): a REGISTER to a real gateway node is answered, its event handed over, and
+    the lease it starts is the pump's timer."""
+    from row_cases import ME, wire
+
+    from dmscproto.codec.messages import Register, RegisterAck
+    from dmscproto.codec.registry import ErrorCode
+    from dmscproto.gateway.core import GatewayCore
+    from dmscproto.gateway.node import GatewayNode
+    from dmscproto.gateway.store import RegistryStore
+    from dmscproto.protocol.events import AgentRegistered
+    from dmscproto.testing.harness import make_record
+
+    async def scenario() -> None:
+        node = GatewayNode(GatewayCore(ME, "a.example", RegistryStore(tmp_path / "gw.db")))
+        events: list[object] = []
+        pump = Pump(node, on_event=events.append)
+        try:
+            alice = Association(None, None)  # type: ignore[arg-type]  # answered by future
+            assert pump.get_timer() is None
+            answer = await pump.deliver(alice, wire(Register(
+                transaction_id=1, record=make_record(30, "alice", "a.example"), lease=600,
+                nonce=bytes(16), timestamp=int(time.time()))))
+            assert isinstance(answer, RegisterAck) and answer.status is ErrorCode.SUCCESS
+            assert [type(e) for e in events] == [AgentRegistered]
+            at = node.get_timer()
+            assert at is not None and pump.get_timer() == at
+        finally:
+            await pump.close()
+    asyncio.run(asyncio.wait_for(scenario(), 15))

@@ -188,6 +188,11 @@ class Pump:
         self._arm, self._at_end = self._driver.arm, end_of_turn(self._loop).add
         #: The driver's clock, read directly (asked for with every message).
         self._clock = epoch_clock(self._loop)
+        #: The machine's methods of every message and flush, bound once, not loaded
+        #: through ``self.machine`` each time (a gateway node, sans I/O: 361.4k -> 359.2k
+        #: instructions a routed call, callgrind).
+        self._receive, self._to_send = machine.receive, machine.messages_to_send
+        self._next_event, self._timer = machine.next_event, machine.get_timer
         self._flushing = 0
         self._closed = False
 
@@ -231,7 +236,7 @@ class Pump:
         if self.on_receive is not None:
             self.on_receive(source, msg)
         try:
-            self.machine.receive(source, msg, self._clock.now())
+            self._receive(source, msg, self._clock.now())
         except ProtocolError as err:  # the machine queued the draft's answer, if any
             log.info("refused %s from %r: %s", msg.TYPE.name, source, err)
         self.flush()
@@ -250,19 +255,19 @@ class Pump:
     # --- output ----------------------------------------------------------------------
     def flush(self) -> None:
         """Send what the machine queued, hand over its events, re-arm its timer."""
-        machine = self.machine
+        to_send, next_event = self._to_send, self._next_event
         self._flushing += 1
         try:
             while True:
-                for dest, msg in machine.messages_to_send():
+                for dest, msg in to_send():
                     self._send(dest, msg)
-                event = machine.next_event()
+                event = next_event()
                 if event is None:
                     break
                 while event is not None:  # a handler may make local calls: loop again
                     if self.on_event is not None:
                         self.on_event(event)
-                    event = machine.next_event()
+                    event = next_event()
                 if self._has_output is not None and not self._has_output():
                     break
         finally:
@@ -331,7 +336,7 @@ class Pump:
 
     # --- timers, for the driver ------------------------------------------------------
     def get_timer(self) -> float | None:
-        at = self.machine.get_timer()
+        at = self._timer()
         if not self._outgoing:  # none running: the stops left are of ended ones (a
             self._stops.clear()  # routed call's, when its answer came), none is due
             return at
