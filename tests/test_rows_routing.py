@@ -342,3 +342,15 @@ def test_a_reply_input_made_without_its_frozen_init(tmp_path: Path) -> None:
     assert type(inp) is RouteAnswered and inp == RouteAnswered(msg) and inp.reply is msg
     with pytest.raises(FrozenInstanceError):
         inp.reply = msg  # type: ignore[misc]
+
+
+def test_a_machine_starts_as_the_table_machine_does(tmp_path: Path) -> None:
+    """Machine's ``__init__`` does TableMachine's itself (a frame less per relayed call):
+    a relay made has every attribute TableMachine's ``__init__`` would give it."""
+    from dmscproto.fsm import TableMachine
+
+    made = route(tmp_path, A).m
+    probe = object.__new__(RouteRelay)
+    TableMachine.__init__(probe)
+    assert TableMachine.__slots__ == ("state",) and made.state is probe.state is RS.IDLE
+    assert vars(probe).items() <= vars(made).items()

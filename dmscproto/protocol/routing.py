@@ -484,7 +484,7 @@ class RouteRelay(Relay):
             ok = msg.status is ErrorCode.SUCCESS and self.certificate is not None \
                 and msg.thumbprint == thumbprint(self.certificate)
             return Certified(msg) if ok else CertificateRefused(msg)
-        return super().answer_input(msg)
+        return Relay.answer_input(self, msg)  # no super object made (one a routed call)
 
     def _forward(self, now: float, inp: Onward) -> None:
         assert isinstance(inp.request, RouteRequest)
