@@ -120,6 +120,8 @@ from .restart import RestartGrace
 
 #: The messages of relayed calls, which move no timer but the relays' and sessions'.
 _RELAYED = frozenset({MessageType.ROUTE_REQUEST, MessageType.ROUTE_REPLY})
+#: A relay's timer, read through the class once (twice a routed call: never specialised).
+_relay_timer = Relay.get_timer
 
 
 class GatewayNode(NodeDispatch):
@@ -311,7 +313,7 @@ class GatewayNode(NodeDispatch):
                                     self._drop_at,
                                     None if self.grace is None else self.grace.get_timer())
         at = self._relay_timers.earliest(
-            Relay.get_timer, self._session_timers.earliest(self._session_timer, self._steady))
+            _relay_timer, self._session_timers.earliest(self._session_timer, self._steady))
         if self._relaying:
             self._relaying = [f for f in self._relaying if not f.done]
             return earliest(at, *(f.get_timer() for f in self._relaying))

@@ -162,7 +162,7 @@ class _GatewayHop:
         self.span = span
         self.started = time.perf_counter()
 
-    def end(self, status: ErrorCode, diagnostic: str | None = None, *,
+    def end(self, status: ErrorCode, diagnostic: str | None = None,
             source: bytes | None = None, target: bytes | None = None,
             relayed: bool = False) -> None:
         if self.span is not None:

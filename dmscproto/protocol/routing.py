@@ -260,16 +260,16 @@ class Relay(TypedMachine):
         (Section 7.5); stop the timer; end the hop (``relayed`` when the answer came
         from downstream)."""
         self.deadline = None
-        reply = rewrite(reply, transaction_id=self.request.transaction_id,
-                        trace=self.request.trace)
-        self.hop.end(reply.status, reply.diagnostic, relayed=relayed,
-                     source=self.request.source_agent
-                     if isinstance(self.request, RouteRequest) else None,
-                     target=self.target)
+        request = self.request
+        reply = rewrite(reply, transaction_id=request.transaction_id, trace=request.trace)
+        # its arguments by position (a keyword call is slower on 3.11)
+        self.hop.end(reply.status, reply.diagnostic,
+                     request.source_agent if isinstance(request, RouteRequest) else None,
+                     self.target, relayed)
         self.outbox.send(self.upstream, reply)
         if self.ctx.report_ends:
-            self.outbox.emit(TransactionEnded(self.request.TYPE, self.upstream,
-                                              self.request.transaction_id, reply.status))
+            self.outbox.emit(TransactionEnded(request.TYPE, self.upstream,
+                                              request.transaction_id, reply.status))
 
     def failure(self, status: ErrorCode, diagnostic: str | None) -> RouteReply | TraceReply:
         raise NotImplementedError

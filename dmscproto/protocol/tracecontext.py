@@ -158,7 +158,7 @@ class Hop(Protocol):
         """The TRACE_CONTEXT this hop sends on (None: none)."""
         ...
 
-    def end(self, status: ErrorCode, diagnostic: str | None = None, *,
+    def end(self, status: ErrorCode, diagnostic: str | None = None,
             source: bytes | None = None, target: bytes | None = None,
             relayed: bool = False) -> None:
         """The transaction was answered with ``status``; ``relayed`` when the answer
@@ -176,7 +176,7 @@ class HopTracer(Protocol):
 class _PlainHop:
     context: TraceContext | None
 
-    def end(self, status: ErrorCode, diagnostic: str | None = None, *,
+    def end(self, status: ErrorCode, diagnostic: str | None = None,
             source: bytes | None = None, target: bytes | None = None,
             relayed: bool = False) -> None:
         """Nothing is recorded."""
