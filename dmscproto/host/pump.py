@@ -290,7 +290,7 @@ class Pump:
             log.error("cannot send %s to %r: not an association", msg.TYPE.name, dest)
             return
         if msg.TYPE in ANSWER_TO:
-            self._start(dest, msg)
+            self._start(dest, msg, key)
             return
         try:
             dest.link.send(msg)
@@ -299,9 +299,9 @@ class Pump:
         except EncodeError as exc:  # e.g. over a datagram's limit: never into a timer
             log.error("cannot send %s to %r: %s", msg.TYPE.name, dest, exc)
 
-    def _start(self, dest: Association, msg: Message) -> None:
-        """A request of the machine's, as a transport transaction of its own."""
-        key = (dest, msg.transaction_id)
+    def _start(self, dest: Association, msg: Message, key: tuple[Handle, int]) -> None:
+        """A request of the machine's, as a transport transaction of its own; ``key`` is
+        ``(dest, msg.transaction_id)``, as :meth:`_send` made it."""
         try:
             token = dest.link.start_request(msg, functools.partial(self._answered, key, msg))
         except Exception as exc:  # fed back later, as an answer would be, not in this flush
