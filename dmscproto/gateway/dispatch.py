@@ -131,8 +131,9 @@ class NodeDispatch(NodePorts):
                 if answer is not None:
                     self._out.send(source, answer)
                 raise ProtocolError(limited.code, limited.diagnostic, t)
-        if self.admit is not None:
-            refused = self.admit(source, msg, now)
+        admit = self.admit  # a hook held by the node: a method load of it is not specialised
+        if admit is not None:
+            refused = admit(source, msg, now)
             if refused is not None:
                 answer = refusal_answer(msg, refused.code, refused.diagnostic)
                 if answer is not None:

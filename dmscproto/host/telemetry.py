@@ -67,8 +67,9 @@ _WHAT = {MessageType.ROUTE_REQUEST: "routed call", MessageType.TRACE_REQUEST: "t
 _SUCCESS = ErrorCode.SUCCESS
 
 
-#: What ``getattr`` gives for a module global the API does not have.
-_UNREAD = object()
+#: Whether the API keeps its global provider where :meth:`_Recorder.tracer` reads it
+#: (an attribute read, not a ``getattr`` call with a default, each hop).
+_GLOBAL_READ = otel is not None and hasattr(otel, "_TRACER_PROVIDER")
 
 
 class _Recorder:
@@ -93,9 +94,7 @@ class _Recorder:
             return None
         tp: Any = self.provider  # Any: no cast() call per hop
         if tp is None:
-            tp = getattr(otel, "_TRACER_PROVIDER", _UNREAD)
-            if tp is _UNREAD:
-                tp = otel.get_tracer_provider()
+            tp = otel._TRACER_PROVIDER if _GLOBAL_READ else otel.get_tracer_provider()
             if tp is None:
                 return None
         if tp is not self._of:

@@ -131,7 +131,8 @@ class GatewayGuard(Guard):
 
     def check(self, source: Handle, msg: Message, now: float) -> None:
         """:meth:`admit`, raising :class:`SecurityError` with the reason."""
-        peer = self.peer_of(source)
+        peer_of = self.peer_of  # a function held: a method load of it is not specialised
+        peer = peer_of(source)
         if peer is None:
             raise SecurityError(ErrorCode.UNTRUSTED_CERTIFICATE,
                                 "the association is not authenticated")
