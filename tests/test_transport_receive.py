@@ -26,7 +26,8 @@ from transport_support import Pki
 
 from dmscproto.transport import fastpath
 from dmscproto.transport.driver import EpochClock, loop_clock
-from dmscproto.transport.fastpath import FastPathConnection, _open
+from dmscproto.transport.fastpath import _open
+from dmscproto.transport.lean import LeanQuicConnection
 from dmscproto.transport.quic.streams import DmscConnection
 
 CID = bytes(range(8))
@@ -189,7 +190,7 @@ def test_packets_received_are_recorded_as_aioquic_records_them(
     arrivals = _arrivals(seed)
     fast_pair, slow_pair = Pair(pki), Pair(pki)
     slow_pair.server._one_rtt = lambda: None  # type: ignore[method-assign]
-    fast = _ranges_received(fast_pair, arrivals, FastPathConnection._on_ack_delivery)
+    fast = _ranges_received(fast_pair, arrivals, LeanQuicConnection._on_ack_delivery)
     assert len(recorded) > 500  # the fast path recorded them
     assert fast == _ranges_received(slow_pair, arrivals, QuicConnection._on_ack_delivery)
     assert fast[-1][-1] is None

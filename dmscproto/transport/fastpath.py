@@ -90,7 +90,6 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import (
     PACKET_NUMBER_SEND_SIZE,
-    QuicDeliveryState,
     QuicPacketBuilder,
     QuicSentPacket,
 )
@@ -105,7 +104,6 @@ from aioquic.quic.stream import (
 from cryptography.exceptions import InvalidTag
 
 from .lean import (
-    _ACKED,
     _HANDLERS,
     _ONE_RTT,
     _QUIET_FRAMES,
@@ -359,19 +357,6 @@ class FastPathConnection(LeanQuicConnection):
         loss.on_ack_range(lowest, largest,
                           (delay << self._remote_ack_delay_exponent) / 1000000,
                           context.time, space)
-
-    def _on_ack_delivery(self, delivery: QuicDeliveryState, space: QuicPacketSpace,
-                         highest_acked: int) -> None:
-        """aioquic's (an ACK frame sent was acknowledged: the packets it acknowledged
-        need no acknowledgement any more), the state compared with a constant, the
-        range set cut without its call."""
-        if delivery is _ACKED:  # its ack_queue.subtract(0, highest_acked + 1), its steps
-            ranges = _ranges(space.ack_queue)
-            stop = highest_acked + 1
-            while ranges and ranges[0].stop <= stop:
-                del ranges[0]
-            if ranges and ranges[0].start < stop:
-                ranges[0] = range(stop, ranges[0].stop)
 
     def get_timer(self) -> float | None:
         """aioquic's, for a connection established on a validated path (no

@@ -55,7 +55,6 @@ transactions.  It goes in the first packet of the next pass instead, with an ans
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import MethodType
@@ -217,8 +216,12 @@ class _Recovery(QuicPacketRecovery):
         if largest > space.largest_acked_packet:
             space.largest_acked_packet = largest
         sent = space.sent_packets
-        numbers = list(sent)  # in the order sent: sorted
-        acked = numbers[bisect_left(numbers, lowest):bisect_left(numbers, largest + 1)]
+        acked = []
+        for number in sent:  # in the order sent: sorted
+            if number > largest:
+                break
+            if number >= lowest:
+                acked.append(number)
         if not acked:
             return
         cc = self._cc
@@ -248,7 +251,11 @@ class _Recovery(QuicPacketRecovery):
             else:
                 cc.on_packet_acked(packet=packet, now=now)
             for handler, args in packet.delivery_handlers:
-                if getattr(handler, "__func__", None) is _DATA_DELIVERY:
+                func = getattr(handler, "__func__", None)
+                if func is _ACK_DELIVERY:  # the call's, not the handler's (timeit: 90 ns, 25)
+                    _ack_acked(*args)
+                    continue
+                if func is _DATA_DELIVERY:
                     sender: QuicStreamSender = handler.__self__  # type: ignore[attr-defined]
                     start, stop, fin = args
                     if (start == sender._buffer_start and sender._reset_error_code is None
@@ -311,6 +318,18 @@ class _Recovery(QuicPacketRecovery):
             space.loss_time = None
         if self.peer_completed_address_validation:
             self._pto_count = 0
+
+
+def _ack_acked(space: QuicPacketSpace, highest_acked: int) -> None:
+    """An ACK frame of ``space`` acknowledging up to ``highest_acked`` was acknowledged: the
+    packets it acknowledged need no acknowledgement any more (aioquic's
+    ``space.ack_queue.subtract(0, highest_acked + 1)``, its steps)."""
+    ranges: list[range] = space.ack_queue._RangeSet__ranges  # type: ignore[attr-defined]
+    stop = highest_acked + 1
+    while ranges and ranges[0].stop <= stop:
+        del ranges[0]
+    if ranges and ranges[0].start < stop:
+        ranges[0] = range(stop, ranges[0].stop)
 
 
 def _recovery(loss: QuicPacketRecovery) -> _Recovery:
@@ -452,6 +471,14 @@ class LeanQuicConnection(QuicConnection):
             builder.start_packet = MethodType(_start_packet, builder)  # type: ignore[method-assign]
         super()._write_application(builder, network_path, now)
 
+    def _on_ack_delivery(self, delivery: QuicDeliveryState, space: QuicPacketSpace,
+                         highest_acked: int) -> None:
+        """aioquic's (an ACK frame sent was acknowledged), the state compared with a
+        constant, the rest in :func:`_ack_acked` (which :meth:`_Recovery.on_ack_range`
+        calls without this call)."""
+        if delivery is _ACKED:
+            _ack_acked(space, highest_acked)
+
     def _idle_timeout(self) -> float:
         """aioquic's (RFC 9000, Section 10.1: the smaller of the two ends' idle timeouts,
         at least three PTOs), with :func:`probe_timeout` and without the
@@ -509,3 +536,8 @@ class LeanQuicConnection(QuicConnection):
         for path in self._network_paths:
             path.local_challenges = _fifo(path.local_challenges, MAX_LOCAL_CHALLENGES)
             path.remote_challenges = _fifo(path.remote_challenges)
+
+
+#: The delivery handler of an ACK frame, which :meth:`_Recovery.on_ack_range` takes in
+#: its own steps.
+_ACK_DELIVERY = LeanQuicConnection._on_ack_delivery
