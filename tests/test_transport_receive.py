@@ -86,6 +86,30 @@ def test_a_short_packet_opens_as_aioquic_opens_it(suite: CipherSuite) -> None:
     assert opened > 200 and refused > 10
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 4])
+def test_a_packet_number_is_decoded_as_aioquic_decodes_it(length: int) -> None:
+    """Packet numbers at the edges of the window about the one expected (RFC 9000,
+    Appendix A.3: half a window below and above, and near 2^62), which ``_open`` decodes
+    in its own steps: the same number as aioquic's, or the same failure."""
+    sender, receiver = _keys(CipherSuite.AES_128_GCM_SHA256)
+    half = 1 << (8 * length - 1)
+    decoded = 0
+    for expected in (0, 1, half, 3 * half + 7, 2**62 - 2 * half, 2**62 - 1):
+        base = expected & -(2 * half)  # where the window's candidates start
+        for number in {base - 1, base, base + 2 * half - 1, *(
+                expected + delta for delta in (-half - 1, -half, -half + 1, 0,
+                                               half - 1, half, half + 1))}:
+            if not 0 <= number < 2**62:
+                continue
+            header = (bytes([0x40 | (length - 1)]) + CID
+                      + (number % (1 << (8 * length))).to_bytes(length, "big"))
+            data = sender.encrypt_packet(header, bytes(20), number)
+            want, got = _outcome(receiver, data, expected)
+            assert got == (None if want is None else want[:3])
+            decoded += got is not None
+    assert decoded >= 20
+
+
 def test_the_peer_s_key_update_is_followed(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client updates its keys (RFC 9001, Section 6): the server's fast path leaves the
     first packet of the new phase to aioquic's, which updates the server's keys too, and

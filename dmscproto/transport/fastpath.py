@@ -86,7 +86,6 @@ from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
-    decode_packet_number,
 )
 from aioquic.quic.packet_builder import (
     PACKET_NUMBER_SEND_SIZE,
@@ -297,25 +296,32 @@ class FastPathConnection(LeanQuicConnection):
                     error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
                     frame_type=None,  # type: ignore[arg-type]  # as aioquic does
                     reason_phrase="Malformed frame type") from None
-            handler: Callable[..., None]
-            if frame_type == _ACK_FRAME:
-                handler = self._handle_ack
-            elif frame_type in _STREAM_FRAMES:
-                handler = self._handle_stream
-            elif frame_type in _QUIET_FRAMES:  # allowed in 1-RTT, no transmit due
-                handler = MethodType(_TABLES[type(self)][frame_type][0], self)
-            else:
-                try:
-                    handler, epochs = self._frames[frame_type]
-                except KeyError:
-                    raise QuicConnectionError(
-                        error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
-                        frame_type=frame_type, reason_phrase="Unknown frame type") from None
-                if _ONE_RTT not in epochs:
-                    raise QuicConnectionError(
-                        error_code=QuicErrorCode.PROTOCOL_VIOLATION, frame_type=frame_type,
-                        reason_phrase="Unexpected frame type")
-            try:
+            found = True
+            try:  # ACK and STREAM: neither probing, only STREAM ack-eliciting
+                if frame_type == _ACK_FRAME:
+                    self._handle_ack(context, frame_type, buf)
+                    probing = False
+                    continue
+                if frame_type in _STREAM_FRAMES:
+                    self._handle_stream(context, frame_type, buf)
+                    eliciting = True
+                    probing = False
+                    continue
+                handler: Callable[..., None]
+                if frame_type in _QUIET_FRAMES:  # allowed in 1-RTT, no transmit due
+                    handler = MethodType(_TABLES[type(self)][frame_type][0], self)
+                else:
+                    try:
+                        handler, epochs = self._frames[frame_type]
+                    except KeyError:
+                        raise QuicConnectionError(
+                            error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                            frame_type=frame_type,
+                            reason_phrase="Unknown frame type") from None
+                    if _ONE_RTT not in epochs:
+                        raise QuicConnectionError(
+                            error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                            frame_type=frame_type, reason_phrase="Unexpected frame type")
                 handler(context, frame_type, buf)
             except BufferReadError:
                 raise QuicConnectionError(
@@ -323,7 +329,6 @@ class FastPathConnection(LeanQuicConnection):
                     reason_phrase="Failed to parse frame") from None
             except StreamFinishedError:
                 pass  # no state left for the stream: the frame is ignored
-            found = True
             if frame_type not in NON_ACK_ELICITING_FRAME_TYPES:
                 eliciting = True
             if frame_type not in PROBING_FRAME_TYPES:
@@ -879,18 +884,28 @@ def _open(keys: CryptoContext, data: bytes, offset: int,
     sample = data[offset + 4:offset + _SAMPLE_END]  # as at sending
     # its _mask, for AES without the call (ChaCha20's nonce is the sample: its own)
     mask = hp._mask(sample) if hp._is_chacha20 else hp._encryptor.update(sample)
-    first = data[0] ^ (mask[0] & 0x1F)
+    masked = mask[0] & 0x1F
+    first = data[0] ^ masked
     if (first >> 2) & 1 != keys.key_phase:
         return None
-    length = (first & 3) + 1
-    end = offset + length
-    truncated = (int.from_bytes(data[offset:end], "big")
-                 ^ int.from_bytes(mask[1:1 + length], "big"))
-    header = b"".join((bytes((first,)), data[1:offset], truncated.to_bytes(length, "big")))
-    number = decode_packet_number(truncated, length * 8, expected)
+    end = offset + (first & 3) + 1
+    # the header, its first octet and packet number unmasked, as one integer (one slice,
+    # no join: aioquic's order, big-endian, Python 3.11's default)
+    bits = 8 * (end - offset)
+    plain = (int.from_bytes(data[:end]) ^ (masked << (8 * end - 8))
+             ^ (int.from_bytes(mask[1:end - offset + 1])))
+    header = plain.to_bytes(end)
+    truncated = plain & ((1 << bits) - 1)
+    # decode_packet_number(truncated, bits, expected), its steps (RFC 9000, Appendix A.3)
+    window = 1 << bits
+    half = window // 2
+    number = (expected & ~(window - 1)) | truncated
+    if number <= expected - half and number < (1 << 62) - window:
+        number += window
+    elif number > expected + half and number >= window:
+        number -= window
     try:
-        payload = aead._aead.decrypt((aead._iv ^ number).to_bytes(12, "big"), data[end:],
-                                     header)
+        payload = aead._aead.decrypt((aead._iv ^ number).to_bytes(12), data[end:], header)
     except InvalidTag as exc:
         raise CryptoError(str(exc)) from exc  # as aioquic's AEAD does
     return header, payload, number
