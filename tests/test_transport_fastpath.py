@@ -96,6 +96,44 @@ def test_a_packet_ends_as_in_aioquic(pki: Pki, name: str, spy: Spy) -> None:
     assert len(taken) == 2
 
 
+#: Frames a 1-RTT payload is made of in the test below: ack-eliciting or not, probing
+#: or not (RFC 9000, Sections 13.2 and 9.1), and ones that end the connection.
+FRAMES = [b"\x00", b"\x00\x00\x00", b"\x01", b"\x02\x00\x00\x00\x00", b"\x10\x44\x00",
+          b"\x1a" + bytes(range(8)), b"\x21", b"\x1e", b"\x02\x00\x00\x01"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_payload_s_frames_are_taken_as_aioquic_takes_them(pki: Pki, seed: int) -> None:
+    """Random 1-RTT payloads (ACK, STREAM, PADDING, PING, MAX_DATA, PATH_CHALLENGE, an
+    unknown frame, a frame not allowed, a truncated one) to the fast path's frame loop
+    (``_payload_received``) and to aioquic's, on two connections in the same state: the
+    same answer (ack-eliciting, probing) or the same error, and the same events."""
+    rnd = random.Random(seed)
+    fast, slow = _established(pki, fast=True), _established(pki, fast=True)
+    kinds = set()
+    for n in range(150):
+        frames = [rnd.choice(FRAMES) for _ in range(rnd.randint(0, 4))]
+        if rnd.random() < 0.4:  # a STREAM frame: a new stream of the peer's, with FIN
+            frames.insert(rnd.randint(0, len(frames)),
+                          b"\x0b" + (0x4000 | 4 * n).to_bytes(2, "big") + b"\x02ok")
+        outcomes = []
+        for pair, loop in ((fast, type(fast.server)._payload_received),
+                           (slow, QuicConnection._payload_received)):
+            server = pair.server
+            context = QuicReceiveContext(
+                epoch=tls.Epoch.ONE_RTT, host_cid=server.host_cid,
+                network_path=server._network_paths[0], quic_logger_frames=None,
+                time=pair.now, version=None)
+            try:
+                got: Any = loop(server, context, b"".join(frames))
+            except fastpath.QuicConnectionError as exc:
+                got = (exc.error_code, exc.frame_type, exc.reason_phrase)
+            outcomes.append((got, [vars(e) for e in iter(server.next_event, None)]))
+        assert outcomes[0] == outcomes[1]
+        kinds.add(repr(outcomes[0][0]))
+    assert {"(True, False)", "(False, False)", "(False, True)", "(True, True)"} <= kinds
+
+
 def test_a_stock_aioquic_client_is_served_on_the_fast_path(
         pki: Pki, monkeypatch: pytest.MonkeyPatch, spy: Spy) -> None:
     taken = spy(FastPathConnection, "_receive_short")

@@ -347,11 +347,14 @@ class FastPathConnection(LeanQuicConnection):
         other (more ranges, a negative packet number, a qlog) to aioquic's, from the
         frame's start."""
         start = buf.tell()
-        largest = buf.pull_uint_var()
-        delay = buf.pull_uint_var()
-        more = buf.pull_uint_var()  # ranges after the first
-        lowest = largest - buf.pull_uint_var()
-        if more or lowest < 0 or self._quic_logger is not None:
+        try:
+            largest = buf.pull_uint_var()
+            delay = buf.pull_uint_var()
+            more = buf.pull_uint_var()  # ranges after the first
+            lowest = largest - buf.pull_uint_var()
+        except BufferReadError:  # cut short: aioquic's says so (its reason phrase)
+            lowest = -1
+        if lowest < 0 or more or self._quic_logger is not None:
             buf.seek(start)
             self._handle_ack_frame(context, frame_type, buf)
             return
