@@ -113,7 +113,6 @@ from .lean import (
     OneRtt,
     _FrameHandlers,
     _Recovery,
-    one_rtt_space,
     probe_timeout,
 )
 
@@ -263,13 +262,16 @@ class FastPathConnection(LeanQuicConnection):
             self.host_cid = cid  # the connection ID in use was retired meanwhile
             if path.peer_cid is None:
                 self.change_connection_id()
-        if path not in self._network_paths:
-            self._add_network_path(path)
-        idx = self._network_paths.index(path)
-        if not self._is_client and idx and not probing and number > space.largest_received_packet:
-            self._network_paths.insert(0, self._network_paths.pop(idx))  # promoted
-            if path.peer_cid is not None:
-                self._use_reserved_peer_cid(path)
+        paths = self._network_paths
+        if not paths or paths[0] is not path:  # no longer the active path: aioquic's steps
+            if path not in paths:
+                self._add_network_path(path)
+            idx = self._network_paths.index(path)
+            if (not self._is_client and idx and not probing
+                    and number > space.largest_received_packet):
+                self._network_paths.insert(0, self._network_paths.pop(idx))  # promoted
+                if path.peer_cid is not None:
+                    self._use_reserved_peer_cid(path)
         if not space.discarded:
             if number > space.largest_received_packet:
                 space.largest_received_packet = number
@@ -360,8 +362,10 @@ class FastPathConnection(LeanQuicConnection):
             return
         loss: _Recovery = self._loss  # type: ignore[assignment]  # lean's
         loss.peer_completed_address_validation = True  # as aioquic's: 1-RTT
-        space = one_rtt_space(self)
-        assert space is not None  # a 1-RTT packet was opened
+        held: OneRtt | None = self._QuicConnection__frame_handlers.one_rtt  # type: ignore[attr-defined]
+        # one_rtt_space's steps, without its call (lean._FrameHandlers is not a Python
+        # attribute of the class: the name is aioquic's own, mangled)
+        space = self._spaces[_ONE_RTT] if held is None else held[1]
         loss.on_ack_range(lowest, largest,
                           (delay << self._remote_ack_delay_exponent) / 1000000,
                           context.time, space)
