@@ -17,11 +17,12 @@ from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStreamSender
 from conftest import Spy
-from test_transport_acks import Pair
+from test_transport_acks import SERVER, Pair
 from transport_support import Pki
 
 from dmscproto.transport.fastpath import FastPathConnection
 from dmscproto.transport.lean import _Recovery, probe_timeout
+from dmscproto.transport.tls import DmscQuicConnection
 
 
 def _recovery(validated: bool, algorithm: str) -> tuple[_Recovery, list[Any]]:
@@ -240,6 +241,50 @@ def test_the_timer_is_aioquic_s(pki: Pki, seed: int) -> None:
             ("idle", conn._close_at), ("loss", loss_at), ("pacing", conn._pacing_at),
             *(("ack", space.ack_at) for space in loss.spaces)) if at == due))
     assert earliest == {"idle", "loss", "pacing", "ack"}
+
+
+def test_the_spaces_discarded_change_no_timer(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loss recovery drops the Initial and Handshake spaces once discarded (lean's
+    ``_Recovery.discard_space``): over a handshake with lost and late packets (probe
+    timeouts, CRYPTO data sent again) and a conversation after it, each end's timer and
+    loss detection time, wherever asked, are those aioquic's ``get_timer`` finds over all
+    three spaces."""
+    spaces_seen = set()
+    timer = FastPathConnection.get_timer
+
+    def checked(conn: FastPathConnection) -> float | None:
+        due, loss_at = timer(conn), conn._loss_at
+        loss = conn._loss
+        kept = loss.spaces
+        spaces_seen.add(len(kept))
+        loss.spaces = list(conn._spaces.values())
+        try:
+            assert QuicConnection.get_timer(conn) == due and conn._loss_at == loss_at
+        finally:
+            loss.spaces = kept
+        return due
+
+    monkeypatch.setattr(FastPathConnection, "get_timer", checked)
+    pair = Pair.__new__(Pair)
+    pair.now = 1000.0
+    pair.client = DmscQuicConnection(configuration=pki.agent.configuration(is_client=True),
+                                     verifier=pki.agent.verifier())
+    pair.server = DmscQuicConnection(
+        configuration=pki.gateway.configuration(is_client=False),
+        verifier=pki.gateway.verifier(),
+        original_destination_connection_id=pair.client.original_destination_connection_id)
+    pair.client.connect(SERVER, now=pair.now)
+    for n in range(40):  # the handshake, a datagram lost now and then
+        pair.flight(pair.client, pair.server, drop=0 if n in (2, 5) else None)
+        pair.flight(pair.server, pair.client, drop=0 if n in (0, 1, 3) else None)
+        pair.tick(0.05)
+        if n > 20:
+            stream_id = pair.request(b"request %d" % n)
+            pair.flight(pair.client, pair.server, drop=0 if n % 7 == 0 else None)
+            if stream_id in pair.server._streams:  # not lost
+                pair.server.send_stream_data(stream_id, b"answer", end_stream=True)
+    assert pair.client._handshake_confirmed and pair.server._handshake_confirmed
+    assert {1, 3} <= spaces_seen
 
 
 def test_the_pto_and_the_idle_timeout_are_aioquic_s_at_the_edges(pki: Pki) -> None:

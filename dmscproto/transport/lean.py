@@ -201,6 +201,16 @@ class _Recovery(QuicPacketRecovery):
             self.losses += 1
         super()._on_packets_lost(packets=packets, **kwargs)
 
+    def discard_space(self, space: QuicPacketSpace) -> None:
+        """aioquic's, and the space leaves :attr:`spaces`: discarded (once, for good:
+        RFC 9001, Section 4.9), it has nothing in flight and no ACK, loss or probe
+        timer, and gets none again (its keys are gone; aioquic records packets received
+        only in a space not discarded), so every loop over the spaces (the timer's,
+        the loss detection timer's, a probe's) would pass it by: an established
+        connection's timer (``get_timer``) goes over one space, not three."""
+        super().discard_space(space)
+        self.spaces.remove(space)
+
     def on_ack_range(self, lowest: int, largest: int, ack_delay: float, now: float,
                      space: QuicPacketSpace) -> None:
         """aioquic's ``on_ack_received`` for an ACK frame of one range, ``lowest`` to
