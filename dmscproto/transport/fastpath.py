@@ -856,7 +856,7 @@ def _record(space: QuicPacketSpace, number: int) -> None:
     peer's packet acknowledged the ACK of the one before) and a window with nothing to
     prune, in their steps without the calls to the range set and the window (``add``,
     ``len``, ``add``); anything else by those calls."""
-    ranges: list[range] = _ranges(space.ack_queue)
+    ranges: list[range] = space.ack_queue._RangeSet__ranges  # type: ignore[attr-defined]
     if not ranges or ranges[-1].stop < number:  # a range of its own, the last
         ranges.append(range(number, number + 1))
         if len(ranges) > MAX_ACK_RANGES:

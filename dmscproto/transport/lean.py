@@ -157,7 +157,8 @@ OneRtt = tuple[CryptoPair, QuicPacketSpace, QuicStream]
 def one_rtt_space(conn: QuicConnection) -> QuicPacketSpace | None:
     """A lean connection's 1-RTT packet space: the one held (:data:`OneRtt`), else
     aioquic's, if made yet."""
-    held: OneRtt | None = getattr(conn, _HANDLERS).one_rtt
+    # aioquic's attribute by its mangled name (_HANDLERS), read without getattr's call
+    held: OneRtt | None = conn._QuicConnection__frame_handlers.one_rtt  # type: ignore[attr-defined]
     return conn._spaces.get(_ONE_RTT) if held is None else held[1]
 
 
@@ -193,8 +194,11 @@ class _Recovery(QuicPacketRecovery):
     """aioquic's loss recovery, counting the times it declared packets lost (their data
     is to be retransmitted: :meth:`LeanQuicConnection.transmit_due`)."""
 
-    #: Times packets were declared lost (a class attribute until the first: no memory).
-    losses = 0
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Times packets were declared lost (an attribute of each instance, not a class
+        #: default read through it: CPython 3.11 specialises only the former's reads).
+        self.losses = 0
 
     def _on_packets_lost(self, *, packets: Iterable[QuicSentPacket], **kwargs: Any) -> None:
         if packets:  # a list or a tuple: only when one was lost
@@ -355,6 +359,7 @@ def _recovery(loss: QuicPacketRecovery) -> _Recovery:
     new = _Recovery.__new__(_Recovery)
     for name, value in vars(loss).items():
         setattr(new, name, value)
+    new.losses = 0
     cc = new._cc
     cc.bytes_in_flight, cc.ssthresh = cc.bytes_in_flight, cc.ssthresh
     return new
@@ -465,10 +470,12 @@ class LeanQuicConnection(QuicConnection):
     def transmit_due(self, now: float) -> bool:
         """Whether what was received since the last transmit needs one now (module
         docstring); if not, the connection's timer covers the rest."""
-        frames = getattr(self, _HANDLERS)  # not the property's call: once a datagram
+        # not the property's call, nor getattr's (aioquic's mangled name): once a datagram
+        frames: _FrameHandlers = self._QuicConnection__frame_handlers  # type: ignore[attr-defined]
         if frames.loud:
             return True
-        space = one_rtt_space(self)
+        held = frames.one_rtt
+        space = one_rtt_space(self) if held is None else held[1]
         return space is not None and space.ack_at is not None and space.ack_at <= now
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
