@@ -420,9 +420,10 @@ def _made(made: Any) -> tuple[Any, ...]:
 def test_the_objects_made_per_packet_are_made_as_aioquic_makes_them(
         pki: Pki, spy: Spy) -> None:
     """What the fast path makes without ``__init__`` (fastpath._new) for a request
-    received and its answer sent: the receive context, the stream's event and the
-    packet sent, each of aioquic's class with the fields its ``__init__`` sets, in its
-    order, to the same values."""
+    received and its answer sent, the stream's event and the packet sent, and the
+    receive context it hands the frame handlers (its thread's, reused): each of
+    aioquic's class with the fields its ``__init__`` sets, in its order, to the same
+    values."""
     pair = _established(pki, fast=True)
     server = pair.server
     frames = spy(FastPathConnection, "_handle_stream")
@@ -652,14 +653,25 @@ def test_a_variable_length_integer_is_sized_as_aioquic_sizes_it() -> None:
         map(size_uint_var, values))
 
 
-def test_connections_on_two_threads_do_not_share_what_they_write(pki: Pki) -> None:
+def test_connections_on_two_threads_do_not_share_what_they_write(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two pairs, each driven by its own thread and switching threads every microsecond:
     each client gets exactly the answers its own server sent (with one write buffer
     for the process, a thread switch mid-packet sent one connection's octets, sealed,
-    to the other's peer: most runs failed)."""
+    to the other's peer: most runs failed), and each connection's frame handlers get
+    its own receive context (with one for the process, the other's, now and then)."""
     previous = sys.getswitchinterval()
     pairs = [Pair(pki), Pair(pki)]
     wrong: list[object] = []
+    handle = FastPathConnection._handle_stream
+
+    def checked(conn: FastPathConnection, context: QuicReceiveContext, *args: Any) -> None:
+        if context.host_cid != conn.host_cid or context.network_path is not (
+                conn._network_paths[0]):
+            wrong.append("another connection's context")
+        handle(conn, context, *args)
+
+    monkeypatch.setattr(FastPathConnection, "_handle_stream", checked)
 
     def run(tag: bytes, pair: Pair) -> None:
         try:
