@@ -299,7 +299,7 @@ class FastPathConnection(LeanQuicConnection):
         does it (its table, its epoch check)."""
         if context.epoch is not _ONE_RTT or crypto_frame_required:
             return super()._payload_received(context, plain, crypto_frame_required)
-        buf = Buffer(data=plain)
+        buf = Buffer(0, plain)  # positional: no keyword dict made and parsed (Buffer(data=))
         eliciting = found = False
         probing: bool | None = None
         while not buf.eof():
