@@ -222,12 +222,13 @@ class _Recovery(QuicPacketRecovery):
         order, without a range set, and loss detection only when a packet at or below
         the largest acknowledged is left unacknowledged (with none, aioquic's
         ``_detect_loss`` only clears the space's loss time).  Reno's ``on_packet_acked``
-        and the pacer's ``update_rate`` are taken here, their steps without their calls,
-        and Reno's ``on_rtt_measurement`` (its RTT monitor called only in slow start: it
-        does nothing after; 20.8k -> 20.3k an ACK frame, sans-I/O): 2.0k instructions
-        fewer a transaction (callgrind: 568.9k -> 566.9k).  So is a
-        stream sender's ``on_data_delivery`` for the data next in order (with an enum
-        compared by ``==`` and three calls on a range set): 566.9k -> 560.5k."""
+        and the pacer's ``update_rate`` are taken here, their steps without their calls:
+        2.0k instructions fewer a transaction (callgrind: 568.9k -> 566.9k); so is
+        Reno's ``on_rtt_measurement`` (its RTT monitor called only in slow start: it does
+        nothing after): 20.8k -> 20.3k an ACK frame (sans-I/O).  So is a stream sender's
+        ``on_data_delivery`` for the data next in order (with an enum compared by ``==``
+        and three calls on a range set): 566.9k -> 560.5k; and an ACK frame's delivery
+        (:func:`_ack_acked`, without the handler's call)."""
         if largest > space.largest_acked_packet:
             space.largest_acked_packet = largest
         sent = space.sent_packets
