@@ -713,10 +713,17 @@ class FastPathConnection(LeanQuicConnection):
         ack, finished, raised, packets = plan
         loss, path = self._loss, self._network_paths[0]
         pacer = loss._pacer
+        packet_time = pacer.packet_time
         self._pacing_at = None
-        if space.ack_at is None or space.ack_at >= now:  # pacing, unless an ACK is late
-            self._pacing_at = _next_send_time(pacer, now)
-            if self._pacing_at is not None:
+        # pacing, unless an ACK is late: the pacer's next_send_time(now), its steps; its
+        # bucket, once updated at now, follows the pass here (the pacer's later updates
+        # at now change nothing)
+        paced = space.ack_at is None or space.ack_at >= now
+        bucket = 0.0
+        if packet_time is not None and paced:
+            bucket = _bucket(pacer, now)
+            if bucket <= 0:
+                self._pacing_at = now + packet_time
                 return []
         if not packets and not finished:
             return []
@@ -737,6 +744,8 @@ class FastPathConnection(LeanQuicConnection):
         datagrams: list[tuple[bytes, NetworkAddress]] = []
         cc = loss._cc
         reno = cc if type(cc) is RenoCongestionControl and loss._quic_logger is None else None
+        if packet_time is not None and not paced:  # the first update_after_send's update
+            bucket = _bucket(pacer, now)
         for credits, frames, sent in packets:
             buf = _BUFFERS.packet
             buf.seek(0)
@@ -822,13 +831,13 @@ class FastPathConnection(LeanQuicConnection):
             path.bytes_sent += size
             datagrams.append((datagram, path.addr))
             number += 1
-            packet_time = pacer.packet_time  # the pacer's update_after_send, its steps
-            if packet_time is not None:
-                bucket = _bucket(pacer, now)
-                pacer.bucket_time = 0.0 if bucket < packet_time else bucket - packet_time
-            if space.ack_at is None or space.ack_at >= now:  # aioquic's loop, once more
-                self._pacing_at = _next_send_time(pacer, now)
-                if self._pacing_at is not None:
+            if packet_time is not None:  # the pacer's update_after_send, its steps
+                bucket = 0.0 if bucket < packet_time else bucket - packet_time
+                pacer.bucket_time = bucket
+                # aioquic's loop, once more: its next_send_time (an ACK late went in the
+                # first packet)
+                if bucket <= 0:
+                    self._pacing_at = now + packet_time
                     break
         self._packet_number = number
         return datagrams
