@@ -129,14 +129,12 @@ _STREAM_HEADER = 4
 
 
 class _Buffers(threading.local):
-    """Where this thread's connections write (each copied out at once), reused: an ACK
-    frame of one range (room for the largest: a type and four variable-length
-    integers) and a packet's payload (room for the largest UDP payload, so for any
-    max_datagram_size).  Per thread, as the codec's workers are: connections of two
-    event loops in two threads must not write into one buffer."""
+    """Where this thread's connections write a packet's payload (copied out at once),
+    reused: room for the largest UDP payload, so for any max_datagram_size.  Per
+    thread, as the codec's workers are: connections of two event loops in two threads
+    must not write into one buffer."""
 
     def __init__(self) -> None:
-        self.ack = Buffer(capacity=1 + 4 * 8)
         self.packet = Buffer(capacity=65536)
 
 
@@ -183,10 +181,11 @@ _Frame = tuple[QuicStream, int, int, bool]
 #: A packet to write: its MAX_DATA and MAX_STREAMS frames (the limit, its new value), its
 #: STREAM frames, and the streams whose highest offset they raise.
 _Packet = tuple[list[tuple[Limit, int]], list[_Frame], set[QuicStream]]
-#: A pass: the ACK frame of its first packet (or none), the streams it discards and the
-#: stream credit (MAX_STREAMS, bidirectional and unidirectional) that gives back, and
-#: its packets.
-_Plan = tuple[bytes, list[QuicStream], list[int], list[_Packet]]
+#: A pass: the length of the ACK frame of its first packet (0: none; written where that
+#: packet starts: :meth:`FastPathConnection._ack_frame`), the streams it discards and
+#: the stream credit (MAX_STREAMS, bidirectional and unidirectional) that gives back,
+#: and its packets.
+_Plan = tuple[int, list[QuicStream], list[int], list[_Packet]]
 
 
 class FastPathConnection(LeanQuicConnection):
@@ -533,19 +532,20 @@ class FastPathConnection(LeanQuicConnection):
         getattr(self, _HANDLERS).loud = False
         return sent
 
-    def _ack_frame(self, space: QuicPacketSpace, received: range, now: float) -> bytes:
+    def _ack_frame(self, space: QuicPacketSpace, received: range, now: float) -> int:
         """aioquic's ``push_ack_frame`` of an ACK frame of one range (RFC 9000,
-        Section 19.3)."""
+        Section 19.3), at the start of this thread's packet buffer (where the first
+        packet of the pass is written next): its length."""
         assert space.largest_received_time is not None
         delay = int((now - space.largest_received_time) * 1000000)
-        buf = _BUFFERS.ack
+        buf = _BUFFERS.packet
         buf.seek(0)
         buf.push_uint_var(_ACK_FRAME)
         buf.push_uint_var(received.stop - 1)  # largest acknowledged
         buf.push_uint_var(delay >> self._local_ack_delay_exponent)
         buf.push_uint_var(0)  # further ranges
         buf.push_uint_var(received.stop - 1 - received.start)
-        return buf.data
+        return buf.tell()
 
     def _short_plan(self, keys: CryptoPair, space: QuicPacketSpace, crypto: QuicStream,
                     now: float) -> _Plan | None:
@@ -619,21 +619,23 @@ class FastPathConnection(LeanQuicConnection):
         max_data = self._local_max_data
         if max_data.used * 2 > max_data.value:
             return None  # MAX_DATA to raise
-        ack = b"" if received is None else self._ack_frame(space, received[0], now)
+        # written where the first packet starts (nothing else writes there before it)
+        ack = 0 if received is None else self._ack_frame(space, received[0], now)
         # [limit, value, value sent] of MAX_DATA and MAX_STREAMS, as the pass goes: made
         # for the first packet only if one is due then (rarely: 12 passes of 1609 in a
         # sans-I/O run of one transaction at a time)
         limits: list[list[Any]] = []
         bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
-        if (max_data.value != max_data.sent or _due(bidi, bidi.value, bidi.sent)
-                or _due(uni, uni.value, uni.sent)):
+        if (max_data.value != max_data.sent  # _due's first check without its call
+                or (bidi.value != bidi.sent and _due(bidi, bidi.value, bidi.sent))
+                or (uni.value != uni.sent and _due(uni, uni.value, uni.sent))):
             limits = self._limits()
         loss = self._loss
         credit = self._remote_max_data - self._remote_max_data_used
         window = loss._cc.congestion_window - loss._cc.bytes_in_flight
         overhead = 3 + len(self._peer_cid.cid) + keys.aead_tag_size  # header and tag
         packets: list[_Packet] = []
-        length = len(ack)
+        length = ack
         first = True
         while True:
             most = self._max_datagram_size
@@ -746,16 +748,15 @@ class FastPathConnection(LeanQuicConnection):
         reno = cc if type(cc) is RenoCongestionControl and loss._quic_logger is None else None
         if packet_time is not None and not paced:  # the first update_after_send's update
             bucket = _bucket(pacer, now)
+        buf = _BUFFERS.packet
         for credits, frames, sent in packets:
-            buf = _BUFFERS.packet
-            buf.seek(0)
+            buf.seek(ack)  # after the ACK frame the plan wrote there, in the first packet
             handlers: list[tuple[Callable[..., None], Any]] = []
             if ack:
-                buf.push_bytes(ack)
                 handlers.append((self._on_ack_delivery, (space, space.largest_received_packet)))
                 space.ack_at = None
                 self._ack_written(space)
-                ack = b""
+                ack = 0
             for limit, value in credits:
                 buf.push_uint_var(limit.frame_type)
                 buf.push_uint_var(value)
