@@ -561,12 +561,12 @@ class FastPathConnection(LeanQuicConnection):
         left, streams served moved to the end of the order.  The checks that fail
         most often, at many transactions in flight, come first."""
         paths = self._network_paths
-        if (self._state is not _CONNECTED or self._close_pending
-                or not self._handshake_confirmed or self._quic_logger is not None
-                or len(paths) != 1 or not paths[0].is_validated or paths[0].remote_challenges
-                or self._probe_pending or self._ping_pending or self._datagrams_pending
-                or self._handshake_done_pending or self._streams_blocked_pending
-                or self._retire_connection_ids or keys._update_key_requested
+        # connected, confirmed, no qlog: _one_rtt's checks, passed as the pass began
+        if (self._close_pending or len(paths) != 1 or not paths[0].is_validated
+                or paths[0].remote_challenges or self._probe_pending or self._ping_pending
+                or self._datagrams_pending or self._handshake_done_pending
+                or self._streams_blocked_pending or self._retire_connection_ids
+                or keys._update_key_requested
                 or keys.send.aead is None  # not keys.send.is_valid(), without its call
                 or (self._is_client and self._remote_preferred_address is not None)
                 or not crypto.sender.buffer_is_empty):
