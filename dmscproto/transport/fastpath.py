@@ -104,7 +104,6 @@ from aioquic.quic.stream import (
 from cryptography.exceptions import InvalidTag
 
 from .lean import (
-    _HANDLERS,
     _ONE_RTT,
     _QUIET_FRAMES,
     _ROOM,
@@ -193,12 +192,15 @@ class FastPathConnection(LeanQuicConnection):
     packets with less work (see module)."""
 
     __slots__ = ()  # a second base with slots of its own cannot be combined with acks'
+    #: lean's table of frame handlers (:data:`.lean._HANDLERS`), read by its name here:
+    #: ``getattr(self, _HANDLERS)`` costs a call, 16 ns more a read (timeit)
+    _QuicConnection__frame_handlers: _FrameHandlers
 
     def _one_rtt(self) -> OneRtt | None:
         """The 1-RTT keys and packet space, if the fast path may be taken at all:
         confirmed, no 0-RTT keys left to tear down (aioquic does that on the first 1-RTT
         packet; then both are held: :data:`.lean.OneRtt`), connected, no qlog."""
-        frames: _FrameHandlers = getattr(self, _HANDLERS)
+        frames: _FrameHandlers = self._QuicConnection__frame_handlers
         held = frames.one_rtt
         if held is None:
             if not self._handshake_confirmed or self._cryptos[_ZERO_RTT].recv.is_valid():
@@ -529,7 +531,7 @@ class FastPathConnection(LeanQuicConnection):
         if sent is None:
             return super().datagrams_to_send(now)
         # what LeanQuicConnection's does first, without its _frames property's call
-        getattr(self, _HANDLERS).loud = False
+        self._QuicConnection__frame_handlers.loud = False
         return sent
 
     def _ack_frame(self, space: QuicPacketSpace, received: range, now: float) -> int:
