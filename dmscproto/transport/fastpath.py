@@ -170,6 +170,8 @@ _VARINT_SIZE = (1,) * 7 + (2,) * 8 + (4,) * 16 + (8,) * 32
 #: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
 _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+#: The first octet of a short header, less its spin and key phase bits.
+_SHORT_HEADER = PACKET_FIXED_BIT | (PACKET_NUMBER_SEND_SIZE - 1)
 #: The STREAM frame type with its Length field (as _ACK_FRAME: a plain integer).
 _STREAM_LEN = int(QuicFrameType.STREAM_BASE) | 2
 #: The ranges of a RangeSet, its list (aioquic's ``len()`` and ``[0]`` on it are Python
@@ -734,17 +736,19 @@ class FastPathConnection(LeanQuicConnection):
             return []
         for stream in finished:
             del self._streams[stream.stream_id or 0]
-        self._local_max_streams_bidi.value += raised[0]  # RFC 9000, Section 4.6
-        self._local_max_streams_uni.value += raised[1]
+        if raised[0]:  # RFC 9000, Section 4.6
+            self._local_max_streams_bidi.value += raised[0]
+        if raised[1]:
+            self._local_max_streams_uni.value += raised[1]
         gone: set[QuicStream] = set(finished)
         queue = self._streams_queue
         if not packets:  # aioquic's next packet: empty
             self._streams_queue = [s for s in queue if s not in gone]
             self._pacing_at = _next_send_time(pacer, now)
             return []
-        header = bytes([PACKET_FIXED_BIT | (self._spin_bit << 5)
+        header = bytes([_SHORT_HEADER | (self._spin_bit << 5)
                         | (keys.recv.key_phase << 2)  # keys.key_phase: no update requested
-                        | (PACKET_NUMBER_SEND_SIZE - 1)]) + self._peer_cid.cid
+                        ]) + self._peer_cid.cid
         number = self._packet_number
         datagrams: list[tuple[bytes, NetworkAddress]] = []
         cc = loss._cc
