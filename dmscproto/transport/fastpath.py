@@ -683,10 +683,10 @@ class FastPathConnection(LeanQuicConnection):
                     sent.add(stream)
             if length:
                 packets.append((credits, frames, sent))
-                if frames or credits or length < _SAMPLE_PAD:  # in flight
-                    window -= overhead + (length if length > _SAMPLE_PAD else _SAMPLE_PAD)
                 if room >= _ROOM:
                     break  # everything went: lean's _start_packet ends the pass here
+                if frames or credits or length < _SAMPLE_PAD:  # in flight
+                    window -= overhead + (length if length > _SAMPLE_PAD else _SAMPLE_PAD)
             elif not (first and finished):
                 break  # an empty packet ends aioquic's pass (after discarding: the next)
             if first:  # the streams discarded give stream credit back (RFC 9000, 4.6)
