@@ -184,9 +184,9 @@ _Frame = tuple[QuicStream, int, int, bool]
 _Packet = tuple[list[tuple[Limit, int]], list[_Frame], set[QuicStream]]
 #: A pass: the length of the ACK frame of its first packet (0: none; written where that
 #: packet starts: :meth:`FastPathConnection._ack_frame`), the streams it discards and
-#: the stream credit (MAX_STREAMS, bidirectional and unidirectional) that gives back,
-#: and its packets.
-_Plan = tuple[int, list[QuicStream], list[int], list[_Packet]]
+#: the stream credit (MAX_STREAMS, bidirectional, unidirectional) that gives back, and
+#: its packets.
+_Plan = tuple[int, list[QuicStream], int, int, list[_Packet]]
 
 
 class FastPathConnection(LeanQuicConnection):
@@ -587,7 +587,7 @@ class FastPathConnection(LeanQuicConnection):
         if len(queue) != len(self._streams):
             return None  # not aioquic's invariant: the checks below need it
         finished: list[QuicStream] = []
-        raised = [0, 0]  # MAX_STREAMS credit the finished give back: bidi, uni
+        bidi_raised = uni_raised = 0  # MAX_STREAMS credit the finished give back
         order: list[list[Any]] = []  # [stream, start, stop, highest offset, fin]
         for stream in queue:
             receiver, sender = stream.receiver, stream.sender
@@ -599,7 +599,10 @@ class FastPathConnection(LeanQuicConnection):
                 finished.append(stream)
                 stream_id = stream.stream_id or 0
                 if stream_id & 1 == self._is_client:  # the peer opened it (RFC 9000, 4.6)
-                    raised[stream_id >> 1 & 1] += 1
+                    if stream_id & 2:
+                        uni_raised += 1
+                    else:
+                        bidi_raised += 1
                 continue
             if receiver.stop_pending or sender.reset_pending:
                 return None
@@ -691,14 +694,14 @@ class FastPathConnection(LeanQuicConnection):
                 break  # an empty packet ends aioquic's pass (after discarding: the next)
             if first:  # the streams discarded give stream credit back (RFC 9000, 4.6)
                 limits = limits or self._limits()
-                limits[1][1] += raised[0]
-                limits[2][1] += raised[1]
+                limits[1][1] += bidi_raised
+                limits[2][1] += uni_raised
             order = [e for e in order if e[1] is not None and e[0] not in sent]
             if cut is not None and cut[0] in sent:
                 order.append(cut)  # served: to the end of the order
             first = False
             length = 0
-        return ack, finished, raised, packets
+        return ack, finished, bidi_raised, uni_raised, packets
 
     def _limits(self) -> list[list[Any]]:
         """[limit, value, value sent] of MAX_DATA and MAX_STREAMS (bidirectional,
@@ -717,7 +720,7 @@ class FastPathConnection(LeanQuicConnection):
         plan = self._short_plan(keys, space, crypto, buf, now)
         if plan is None:
             return None
-        ack, finished, raised, packets = plan
+        ack, finished, bidi_raised, uni_raised, packets = plan
         loss, path = self._loss, self._network_paths[0]
         pacer = loss._pacer
         packet_time = pacer.packet_time
@@ -736,10 +739,10 @@ class FastPathConnection(LeanQuicConnection):
             return []
         for stream in finished:
             del self._streams[stream.stream_id or 0]
-        if raised[0]:  # RFC 9000, Section 4.6
-            self._local_max_streams_bidi.value += raised[0]
-        if raised[1]:
-            self._local_max_streams_uni.value += raised[1]
+        if bidi_raised:  # RFC 9000, Section 4.6
+            self._local_max_streams_bidi.value += bidi_raised
+        if uni_raised:
+            self._local_max_streams_uni.value += uni_raised
         gone: set[QuicStream] = set(finished)
         queue = self._streams_queue
         if not packets:  # aioquic's next packet: empty
@@ -770,7 +773,7 @@ class FastPathConnection(LeanQuicConnection):
                 handlers.append((self._on_connection_limit_delivery, (limit,)))
             for stream, start, stop, fin in frames:
                 sender = stream.sender
-                buf.push_uint_var(_STREAM_LEN | (4 if start else 0) | (1 if fin else 0))
+                buf.push_uint_var(_STREAM_LEN | (4 if start else 0) | fin)  # FIN: bit 0
                 buf.push_uint_var(stream.stream_id or 0)
                 if start:
                     buf.push_uint_var(start)
