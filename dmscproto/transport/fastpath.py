@@ -743,9 +743,9 @@ class FastPathConnection(LeanQuicConnection):
             self._local_max_streams_bidi.value += bidi_raised
         if uni_raised:
             self._local_max_streams_uni.value += uni_raised
-        gone: set[QuicStream] = set(finished)
         queue = self._streams_queue
         if not packets:  # aioquic's next packet: empty
+            gone = set(finished)
             self._streams_queue = [s for s in queue if s not in gone]
             self._pacing_at = _next_send_time(pacer, now)
             return []
@@ -794,9 +794,16 @@ class FastPathConnection(LeanQuicConnection):
                 if not pending and not sender._pending_eof:
                     sender.buffer_is_empty = True
                 handlers.append((sender.on_data_delivery, (start, stop, fin)))
-            if gone:  # aioquic's new order of service
-                queue = [s for s in queue if not (s in gone or s in sent)]
-                gone = set()
+            if finished:  # aioquic's new order of service, the discarded left out
+                # the plan took both from the queue, which holds each stream once: when
+                # they are all of it, nothing else is left (a pass at one transaction in
+                # flight: the stream answered before and the one served now)
+                if len(finished) + len(sent) == len(queue):
+                    queue = []
+                else:
+                    gone = set(finished)
+                    queue = [s for s in queue if not (s in gone or s in sent)]
+                finished = []
             elif sent:
                 queue = [s for s in queue if s not in sent]
             if sent or queue is not self._streams_queue:
