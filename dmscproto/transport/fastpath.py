@@ -170,8 +170,11 @@ _VARINT_SIZE = (1,) * 7 + (2,) * 8 + (4,) * 16 + (8,) * 32
 #: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
 _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
-#: The first octet of a short header, less its spin and key phase bits.
-_SHORT_HEADER = PACKET_FIXED_BIT | (PACKET_NUMBER_SEND_SIZE - 1)
+#: The first octet of a short header sent, by its spin and key phase bits
+#: (``spin << 1 | phase``).
+_SHORT_FIRST = tuple(
+    bytes((PACKET_FIXED_BIT | spin << 5 | phase << 2 | (PACKET_NUMBER_SEND_SIZE - 1),))
+    for spin in (0, 1) for phase in (0, 1))
 #: The STREAM frame type with its Length field (as _ACK_FRAME: a plain integer).
 _STREAM_LEN = int(QuicFrameType.STREAM_BASE) | 2
 #: The ranges of a RangeSet, its list (aioquic's ``len()`` and ``[0]`` on it are Python
@@ -749,9 +752,8 @@ class FastPathConnection(LeanQuicConnection):
             self._streams_queue = [s for s in queue if s not in gone]
             self._pacing_at = _next_send_time(pacer, now)
             return []
-        header = bytes([_SHORT_HEADER | (self._spin_bit << 5)
-                        | (keys.recv.key_phase << 2)  # keys.key_phase: no update requested
-                        ]) + self._peer_cid.cid
+        # keys.key_phase (no update requested: the plan's check)
+        header = _SHORT_FIRST[self._spin_bit << 1 | keys.recv.key_phase] + self._peer_cid.cid
         number = self._packet_number
         datagrams: list[tuple[bytes, NetworkAddress]] = []
         cc = loss._cc
