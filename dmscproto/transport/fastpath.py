@@ -56,7 +56,7 @@ known: nothing written, nothing changed but that flag, set at once).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from logging import DEBUG
 from operator import attrgetter
 from types import MethodType
@@ -184,7 +184,7 @@ _ranges: Callable[[RangeSet], list[range]] = attrgetter("_RangeSet__ranges")
 _Frame = tuple[QuicStream, int, int, bool]
 #: A packet to write: its MAX_DATA and MAX_STREAMS frames (the limit, its new value), its
 #: STREAM frames, and the streams whose highest offset they raise.
-_Packet = tuple[list[tuple[Limit, int]], list[_Frame], set[QuicStream]]
+_Packet = tuple[Sequence[tuple[Limit, int]], list[_Frame], set[QuicStream]]
 #: A pass: the length of the ACK frame of its first packet (0: none; written where that
 #: packet starts: :meth:`FastPathConnection._ack_frame`), the streams it discards and
 #: the stream credit (MAX_STREAMS, bidirectional, unidirectional) that gives back, and
@@ -650,17 +650,20 @@ class FastPathConnection(LeanQuicConnection):
         while True:
             most = self._max_datagram_size
             room = (window if window < most else most) - overhead - length
-            credits: list[tuple[Limit, int]] = []
-            for entry in limits:  # aioquic's _write_connection_limits
-                limit, value, sent_value = entry
-                if (limit is max_data and value != sent_value) or _due(limit, value, sent_value):
-                    if room < CONNECTION_LIMIT_FRAME_CAPACITY:
-                        return None  # aioquic's pass stops there
-                    size = 1 + _VARINT_SIZE[value.bit_length()]
-                    room -= size
-                    length += size
-                    entry[2] = value
-                    credits.append((limit, value))
+            credits: Sequence[tuple[Limit, int]] = ()  # a list only when limits are followed
+            if limits:
+                credits = granted = []
+                for entry in limits:  # aioquic's _write_connection_limits
+                    limit, value, sent_value = entry
+                    if ((limit is max_data and value != sent_value)
+                            or _due(limit, value, sent_value)):
+                        if room < CONNECTION_LIMIT_FRAME_CAPACITY:
+                            return None  # aioquic's pass stops there
+                        size = 1 + _VARINT_SIZE[value.bit_length()]
+                        room -= size
+                        length += size
+                        entry[2] = value
+                        granted.append((limit, value))
             frames: list[_Frame] = []
             sent: set[QuicStream] = set()
             cut: list[Any] | None = None
