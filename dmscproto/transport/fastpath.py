@@ -565,8 +565,10 @@ class FastPathConnection(LeanQuicConnection):
         of service, each frame whole or cut to fill the packet (flow control cutting
         none), the next packet started only after one left with less than
         :data:`~.lean._ROOM` (:func:`~.lean._start_packet`), in the congestion window
-        left, streams served moved to the end of the order.  The checks that fail
-        most often, at many transactions in flight, come first."""
+        left, streams served moved to the end of the order.  Its ACK frame goes where
+        the first packet starts in ``buf``, this thread's packet buffer (only that is
+        written).  The checks that fail most often, at many transactions in flight,
+        come first."""
         paths = self._network_paths
         # connected, confirmed, no qlog: _one_rtt's checks, passed as the pass began
         if (self._close_pending or len(paths) != 1 or not paths[0].is_validated
