@@ -170,6 +170,8 @@ _VARINT_SIZE = (1,) * 7 + (2,) * 8 + (4,) * 16 + (8,) * 32
 #: shorter ones: PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE).
 _SAMPLE_PAD = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+#: Each octet value as bytes (``bytes((value,))`` costs a call: 71 vs 7 ns, timeit).
+_OCTETS = tuple(bytes((value,)) for value in range(256))
 #: The first octet of a short header sent, by its spin and key phase bits
 #: (``spin << 1 | phase``).
 _SHORT_FIRST = tuple(
@@ -975,7 +977,7 @@ def _seal(keys: CryptoContext, header: bytes, payload: bytes, number: int) -> by
     sample = sealed[2:18]  # 4 octets after the packet number's start
     # its _mask(sample): for AES, the cipher's update, called here
     mask = hp._mask(sample) if hp._is_chacha20 else hp._encryptor.update(sample)
-    return b"".join((bytes((header[0] ^ (mask[0] & 0x1F),)), header[1:],
+    return b"".join((_OCTETS[header[0] ^ (mask[0] & 0x1F)], header[1:],
                      ((number & 0xFFFF) ^ ((mask[1] << 8) | mask[2])).to_bytes(2, "big"),
                      sealed))
 
