@@ -790,7 +790,10 @@ class FastPathConnection(LeanQuicConnection):
                 pending = _ranges(sender._pending)
                 if stop > start:  # what sender.get_frame does for this frame
                     offset = sender._buffer_start
-                    buf.push_bytes(bytes(sender._buffer[start - offset:stop - offset]))
+                    data = sender._buffer
+                    if start != offset or stop - offset != len(data):  # not all of it
+                        data = data[start - offset:stop - offset]
+                    buf.push_bytes(bytes(data))  # all of it: one copy, not two
                     if stop == pending[0].stop:
                         del pending[0]
                     else:
