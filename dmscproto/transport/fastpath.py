@@ -382,7 +382,7 @@ class FastPathConnection(LeanQuicConnection):
             return
         loss: _Recovery = self._loss  # type: ignore[assignment]  # lean's
         loss.peer_completed_address_validation = True  # as aioquic's: 1-RTT
-        held: OneRtt | None = self._QuicConnection__frame_handlers.one_rtt  # type: ignore[attr-defined]
+        held: OneRtt | None = self._QuicConnection__frame_handlers.one_rtt
         # one_rtt_space's steps, without its call (lean._FrameHandlers is not a Python
         # attribute of the class: the name is aioquic's own, mangled)
         space = self._spaces[_ONE_RTT] if held is None else held[1]
