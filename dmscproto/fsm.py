@@ -34,28 +34,30 @@ _T = TypeVar("_T", bound="DataclassInstance")
 
 def slot_stores(cls: type[_T]) -> type[_T]:
     """Class decorator, outside ``@dataclass(frozen=True, slots=True)``: the same
-    ``__init__`` (its parameters in field order, positional or by keyword) storing each
-    field through its slot's descriptor, where the frozen dataclass's calls
-    ``object.__setattr__`` per field (a RequestCompleted in 0.6x the time, timeit); the
-    instance is as frozen as before.  For objects made on every request and answer;
-    only for fields without defaults and no ``__post_init__`` (TypeError otherwise)."""
+    ``__init__`` (its parameters in field order, positional or by keyword, with their
+    defaults) storing each field through its slot's descriptor, where the frozen
+    dataclass's calls ``object.__setattr__`` per field (a RequestCompleted in 0.6x the
+    time, timeit); the instance is as frozen as before.  For objects made on every
+    request and answer; not for a field with a default factory, keyword-only or left out
+    of ``__init__``, nor with a ``__post_init__`` (TypeError)."""
     made = fields(cls)
     if hasattr(cls, "__post_init__") or any(
-            f.default is not MISSING or f.default_factory is not MISSING or not f.init
-            or f.kw_only for f in made):
+            f.default_factory is not MISSING or not f.init or f.kw_only for f in made):
         raise TypeError(f"{cls.__name__}: a field or __post_init__ slot_stores would not "
                         "honour")
     names = [f.name for f in made]
-    setters = ", ".join(f"_set_{n}" for n in names)
+    defaults = {f.name: f.default for f in made if f.default is not MISSING}
+    closure = [f"_set_{n}" for n in names] + [f"_default_{n}" for n in defaults]
+    params = [f"{n}=_default_{n}" if n in defaults else n for n in names]
     namespace: dict[str, Any] = {}
     # made from source, of field names only, as dataclasses makes its own; the function's
     # globals are its module's, where its annotations name what they name (for
-    # documentation tools), the slots' setters its closure's
-    exec(f"def make({setters}):\n"
-         f"    def __init__(self, {', '.join(names)}):\n"
+    # documentation tools), the slots' setters and the defaults its closure's
+    exec(f"def make({', '.join(closure)}):\n"
+         f"    def __init__(self, {', '.join(params)}):\n"
          + "".join(f"        _set_{n}(self, {n})\n" for n in names)
          + "    return __init__\n", sys.modules[cls.__module__].__dict__, namespace)
-    init = namespace["make"](*(getattr(cls, n).__set__ for n in names))
+    init = namespace["make"](*(getattr(cls, n).__set__ for n in names), *defaults.values())
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__annotations__ = dict(cls.__init__.__annotations__)
     cls.__init__ = init  # type: ignore[method-assign]

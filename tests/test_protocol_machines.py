@@ -6,13 +6,14 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import FrozenInstanceError, dataclass, fields, replace
+from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dmscproto.agent.results import Request
 from dmscproto.codec.digest import ROOT, DigestTree, summarize
 from dmscproto.codec.messages import (
     Digest,
@@ -47,6 +48,7 @@ from dmscproto.fsm import slot_stores
 from dmscproto.gateway.core import GatewayCore
 from dmscproto.gateway.node import GatewayNode
 from dmscproto.gateway.store import RegistryStore
+from dmscproto.protocol import routing
 from dmscproto.protocol.agent import AgentClient
 from dmscproto.protocol.agent_registration import AgentRegistration, AgentState
 from dmscproto.protocol.discovery import fit_results
@@ -68,7 +70,9 @@ from dmscproto.protocol.machine import (
     refusal_answer,
 )
 from dmscproto.protocol.peering import LocalGateway, PeerSession, PeerState, SessionTimers
+from dmscproto.protocol.ports import NextHop
 from dmscproto.protocol.requester import Answered, Requests
+from dmscproto.protocol.routing import RouteAnswered, RouteLocal
 from dmscproto.protocol.sync import PeerSync, SyncPeer
 from dmscproto.protocol.sync_in import SyncIn
 from dmscproto.protocol.sync_in_inputs import InState
@@ -195,35 +199,52 @@ def test_agent_timer_is_the_earliest_of_its_machines() -> None:
     assert seen == set(range(6))  # each of them was the earliest in some state
 
 
-@pytest.mark.parametrize("cls", [RequestCompleted, RouteRequestReceived, Answered])
+@pytest.mark.parametrize("cls", [RequestCompleted, RouteRequestReceived, Answered, NextHop,
+                                 RouteLocal, routing.Answered, RouteAnswered, Request])
 def test_slot_stores_makes_what_the_frozen_dataclass_makes(cls: type[Any]) -> None:
     """An object a slot_stores __init__ made against one made as the frozen dataclass's
     __init__ makes it (object.__setattr__ per field): the same fields, equality, hash,
-    repr, still frozen; positional or by keyword, no field missing or extra."""
-    names = [f.name for f in fields(cls)]
+    repr, still frozen; positional or by keyword, a default where none is given, no
+    field missing or extra."""
+    made_fields = fields(cls)
+    names = [f.name for f in made_fields]
+    required = sum(f.default is MISSING for f in made_fields)
     values = [object() for _ in names]
-    reference = object.__new__(cls)
-    for name, value in zip(names, values, strict=True):
-        object.__setattr__(reference, name, value)
+
+    def reference(given: list[object]) -> object:
+        ref = object.__new__(cls)
+        for f, value in zip(made_fields, given + [f.default for f in made_fields[len(given):]],
+                            strict=True):
+            object.__setattr__(ref, f.name, value)
+        return ref
+
     made, by_keyword = cls(*values), cls(**dict(zip(names, values, strict=True)))
     for got in (made, by_keyword):
-        assert type(got) is cls and got == reference and hash(got) == hash(reference)
-        assert repr(got) == repr(reference)
+        expected = reference(values)
+        assert type(got) is cls and got == expected and hash(got) == hash(expected)
+        assert repr(got) == repr(expected)
         assert [getattr(got, n) for n in names] == values
+    if required < len(names):  # the defaults given where a value is not
+        assert cls(*values[:required]) == reference(values[:required])
     assert list(inspect.signature(cls).parameters) == names
     with pytest.raises(FrozenInstanceError):
         setattr(made, names[0], None)
     with pytest.raises(TypeError):
-        cls(*values[1:])
+        cls(*values[:required - 1])
     with pytest.raises(TypeError):
         cls(*values, None)
 
 
 def test_slot_stores_refuses_what_it_would_not_honour() -> None:
     @dataclass(frozen=True, slots=True)
-    class Defaulted:
+    class Factory:
         a: int
-        b: int = 0
+        b: list[int] = field(default_factory=list)
+
+    @dataclass(frozen=True, slots=True)
+    class KeywordOnly:
+        a: int
+        b: int = field(default=0, kw_only=True)
 
     @dataclass(frozen=True, slots=True)
     class Checked:
@@ -232,7 +253,7 @@ def test_slot_stores_refuses_what_it_would_not_honour() -> None:
         def __post_init__(self) -> None:
             assert self.a > 0
 
-    for cls in (Defaulted, Checked):
+    for cls in (Factory, KeywordOnly, Checked):
         with pytest.raises(TypeError):
             slot_stores(cls)
 

@@ -13,7 +13,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import FrozenInstanceError
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,9 @@ from dmscproto.agent import (
     Trace,
     TransportError,
 )
-from dmscproto.agent.results import served
 from dmscproto.codec import DecodeError, EncodeError, decode
 from dmscproto.codec.messages import Deregister, DeregisterAck
 from dmscproto.codec.signing import SignatureError
-from dmscproto.codec.values import trace_context
 from dmscproto.gateway.store import StoreError
 from dmscproto.host.config import ConfigError, GatewayConfig
 from dmscproto.host.logs import FIELDS
@@ -289,19 +286,6 @@ def test_handlers_of_every_shape_answer(tmp_path: Path) -> None:
             assert await caller.call(coro.agent_id, b"0") == b"late"
             assert spawned == [served.uri, coro.uri]
     run(scenario())
-
-
-def test_the_request_a_handler_gets_is_a_request_like_any() -> None:
-    """The session makes a handler's Request as its mutable twin (results.served): the
-    object is the one Request(...) makes, field for field, frozen and hashable."""
-    trace = trace_context("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "k=v")
-    fields = (b"\x01" * 16, b"payload", 7, trace, 2.5)
-    got, made = served(*fields), Request(*fields)
-    assert type(got) is Request and got == made and hash(got) == hash(made)
-    assert repr(got) == repr(made) and got.trace is trace and got.timeout == 2.5
-    with pytest.raises(FrozenInstanceError):
-        got.payload = b"other"  # type: ignore[misc]
-    assert served(b"\x01" * 16, b"", 8, None, None) == Request(b"\x01" * 16, b"", 8)
 
 
 def test_a_registration_removed_from_another_connection_is_made_again(

@@ -14,7 +14,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
 from aioquic.quic.rangeset import RangeSet
-from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.recovery import QuicPacketRecovery, QuicPacketSpace
 from aioquic.quic.stream import QuicStreamSender
 from conftest import Spy
 from test_transport_acks import SERVER, Pair
@@ -22,15 +22,16 @@ from transport_support import Pki
 
 from dmscproto.transport.fastpath import FastPathConnection
 from dmscproto.transport.lean import _Recovery, probe_timeout
+from dmscproto.transport.lean import _recovery as lean_recovery
 from dmscproto.transport.tls import DmscQuicConnection
 
 
 def _recovery(validated: bool, algorithm: str) -> tuple[_Recovery, list[Any]]:
     """A confirmed connection's loss recovery with one (application) space, and the
     log its packets' delivery handlers write to."""
-    loss = _Recovery(congestion_control_algorithm=algorithm, initial_rtt=0.1,
-                     max_datagram_size=1200, peer_completed_address_validation=validated,
-                     send_probe=lambda: None)
+    loss = lean_recovery(QuicPacketRecovery(
+        congestion_control_algorithm=algorithm, initial_rtt=0.1, max_datagram_size=1200,
+        peer_completed_address_validation=validated, send_probe=lambda: None))
     loss.handshake_confirmed = True
     loss.spaces = [QuicPacketSpace(is_application_data=True)]
     return loss, []

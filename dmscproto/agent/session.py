@@ -42,7 +42,7 @@ from ..protocol.events import (
 from ..security.ca import Credential, Identity, TrustStore
 from ..transport.driver import EndOfTurn, end_of_turn
 from ..transport.tls import TlsIdentity
-from .results import AgentError, Handler, Request, served
+from .results import AgentError, Handler, Request
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -312,8 +312,8 @@ class AgentSession:
             self._reply(event, ErrorCode.TARGET_UNREACHABLE)
             return
         msg = event.request
-        request = served(event.source_agent, event.payload, event.transaction_id, msg.trace,
-                         None if msg.timeout_ms is None else msg.timeout_ms / 1000)
+        request = Request(event.source_agent, event.payload, event.transaction_id, msg.trace,
+                          None if msg.timeout_ms is None else msg.timeout_ms / 1000)
         span = self._spans.serve(_ROUTE_REQUEST, msg.trace)
         if span is not None or self._handler_async:
             self._spawn(self._answer_later(event, request, span))

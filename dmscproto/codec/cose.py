@@ -220,9 +220,7 @@ def _scan_envelope(data: bytes) -> SignedRecord | None:
     if sig_end != len(data):
         return None
     payload = data[start:end]
-    record = scan_record(payload)
-    if record is None:
-        record = _general_record(payload, start)
+    record = _payload_record(payload, start)
     signed = _new(_SignedTwin)  # slot by slot: REGISTER decode 157.0k -> 155.9k instructions
     signed.protected = protected
     signed.unprotected = unprotected

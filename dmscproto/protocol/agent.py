@@ -48,6 +48,7 @@ from .machine import (
     Outbox,
     ProtocolError,
     TransactionIds,
+    earliest,
     error_answer,
     timestamp_ms,
 )
@@ -188,15 +189,8 @@ class AgentClient:
         return True
 
     def get_timer(self) -> float | None:
-        # earliest() without its call: asked for after every loop turn that ran the agent
-        at, req = self.registration.get_timer(), self.requests.get_timer()
-        if req is not None and (at is None or req < at):
-            at = req
-        if self.liveness is not None:
-            live = self.liveness.get_timer()
-            if live is not None and (at is None or live < at):
-                at = live
-        return at
+        return earliest(self.registration.get_timer(), self.requests.get_timer(),
+                        None if self.liveness is None else self.liveness.get_timer())
 
     def handle_timer(self, now: float) -> None:
         self.registration.handle_timer(now)

@@ -40,6 +40,7 @@ from .machine import (
     Outbox,
     ProtocolError,
     TransactionIds,
+    earliest,
     timestamp_ms,
 )
 from .typed import StepInput, TypedMachine
@@ -272,15 +273,8 @@ class AgentRegistration(TypedMachine):
         self.run(inp, now)
 
     def get_timer(self) -> float | None:
-        # earliest() of the three without its call: asked for after every loop turn that
-        # ran the agent (3 a routed call)
-        at, refresh = self._deadline, self._refresh_at
-        if refresh is not None and (at is None or refresh < at):
-            at = refresh
-        end = self.lease_end
-        if end is not None and self.state is _REFRESHING and (at is None or end < at):
-            at = end
-        return at
+        return earliest(self._deadline, self._refresh_at,
+                        self.lease_end if self.state is _REFRESHING else None)
 
     def handle_timer(self, now: float) -> None:
         if self.lease_end is not None and now >= self.lease_end \

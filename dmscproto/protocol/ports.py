@@ -18,6 +18,7 @@ from ..codec.messages import Message, Open
 from ..codec.registry import ErrorCode, Scope
 from ..codec.values import CapabilityRecord, DiscoveryQuery
 from ..codec.wire import Advertisement, Result, VersionedId
+from ..fsm import slot_stores
 from .machine import Handle, Refusal
 from .terms import RecordTerms, TermCounts
 
@@ -322,6 +323,7 @@ class AnswerCache(Protocol):
 
 
 # --- routing (Section 5.3) -------------------------------------------------------------------
+@slot_stores  # one a relayed call (slot_stores' docstring)
 @dataclass(frozen=True, slots=True)
 class NextHop:
     """Where a relayed request goes: ``local``, to the agent registered here (``dest`` its

@@ -194,11 +194,10 @@ class _Recovery(QuicPacketRecovery):
     """aioquic's loss recovery, counting the times it declared packets lost (their data
     is to be retransmitted: :meth:`LeanQuicConnection.transmit_due`)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        #: Times packets were declared lost (an attribute of each instance, not a class
-        #: default read through it: CPython 3.11 specialises only the former's reads).
-        self.losses = 0
+    #: Times packets were declared lost: set on each instance by :func:`_recovery`, the
+    #: one maker of this class (a class default read through an instance is never
+    #: specialised by CPython 3.11).
+    losses: int
 
     def _on_packets_lost(self, *, packets: Iterable[QuicSentPacket], **kwargs: Any) -> None:
         if packets:  # a list or a tuple: only when one was lost
