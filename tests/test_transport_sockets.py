@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aioquic.quic.connection import NetworkAddress
@@ -76,39 +76,41 @@ class _Reader(asyncio.DatagramProtocol):
         return got
 
 
-@contextmanager
-def _pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+@asynccontextmanager
+async def _reading(**options: bool) -> AsyncIterator[tuple[_Reader, socket.socket]]:
+    """A :class:`_Reader` (``options``: its own) of a loopback socket as an asyncio
+    datagram endpoint, and a socket sending to it."""
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with receiver, sender:
         receiver.bind(("127.0.0.1", 0))
         receiver.setblocking(False)
         sender.connect(receiver.getsockname())
-        yield receiver, sender
+        transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Reader(receiver, **options), sock=receiver)
+        try:
+            yield reader, sender
+        finally:
+            transport.close()
 
 
 @pytest.mark.parametrize("installed", [False, True])
 def test_datagrams_waiting_together_are_read_in_one_wakeup_until_they_come_alone(
         installed: bool) -> None:
     async def main() -> None:
-        with _pair() as (receiver, sender):
-            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver, installed=installed), sock=receiver)
-            try:
-                assert await reader.read(sender, 5) == [[b"%d" % i for i in range(5)]]
-                for _ in range(ALONE):  # each wake-up looks: nothing more is waiting
-                    assert len(await reader.read(sender, 1)) == 1
-                # the next IDLE_SKIP wake-ups read one datagram each; the one after
-                # looks again and reads what is left
-                got = await reader.read(sender, IDLE_SKIP + 3)
-                assert list(map(len, got)) == [1] * IDLE_SKIP + [3]
-                assert len(await reader.read(sender, 5)) == 1  # draining again
-                for _ in range(ALONE - 1):  # fewer lone ones in a row than ALONE
-                    assert len(await reader.read(sender, 1)) == 1
-                assert len(await reader.read(sender, 3)) == 1  # still draining
-                assert not reader.errors
-            finally:
-                transport.close()
+        async with _reading(installed=installed) as (reader, sender):
+            assert await reader.read(sender, 5) == [[b"%d" % i for i in range(5)]]
+            for _ in range(ALONE):  # each wake-up looks: nothing more is waiting
+                assert len(await reader.read(sender, 1)) == 1
+            # the next IDLE_SKIP wake-ups read one datagram each; the one after
+            # looks again and reads what is left
+            got = await reader.read(sender, IDLE_SKIP + 3)
+            assert list(map(len, got)) == [1] * IDLE_SKIP + [3]
+            assert len(await reader.read(sender, 5)) == 1  # draining again
+            for _ in range(ALONE - 1):  # fewer lone ones in a row than ALONE
+                assert len(await reader.read(sender, 1)) == 1
+            assert len(await reader.read(sender, 3)) == 1  # still draining
+            assert not reader.errors
     asyncio.run(main())
 
 
@@ -117,16 +119,10 @@ def test_a_drain_not_adaptive_always_looks(installed: bool) -> None:
     """A client's socket (adaptive=False) reads what waits after any number of lone
     datagrams."""
     async def main() -> None:
-        with _pair() as (receiver, sender):
-            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver, adaptive=False, installed=installed),
-                sock=receiver)
-            try:
-                for _ in range(ALONE + 1):
-                    assert len(await reader.read(sender, 1)) == 1
-                assert len(await reader.read(sender, 5)) == 1
-            finally:
-                transport.close()
+        async with _reading(adaptive=False, installed=installed) as (reader, sender):
+            for _ in range(ALONE + 1):
+                assert len(await reader.read(sender, 1)) == 1
+            assert len(await reader.read(sender, 5)) == 1
     asyncio.run(main())
 
 
@@ -136,14 +132,9 @@ def test_a_flood_is_read_a_turn_budget_at_a_time(installed: bool) -> None:
     more (the first piece of the turn's budget); the rest wait for later turns."""
     async def main() -> None:
         turn_budget(asyncio.get_running_loop()).seconds = 0.0
-        with _pair() as (receiver, sender):
-            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver, installed=installed), sock=receiver)
-            try:
-                got = await reader.read(sender, 30)
-                assert list(map(len, got)) == [_FREE + 2] * 6
-            finally:
-                transport.close()
+        async with _reading(installed=installed) as (reader, sender):
+            got = await reader.read(sender, 30)
+            assert list(map(len, got)) == [_FREE + 2] * 6
     asyncio.run(main())
 
 
@@ -152,20 +143,14 @@ def test_an_empty_datagram_waiting_is_read_in_the_next_wakeup(installed: bool) -
     """FIONREAD says 0 both when nothing waits and when an empty datagram does: the
     drain leaves it, and the next wake-up reads it and what follows it, in order."""
     async def main() -> None:
-        with _pair() as (receiver, sender):
-            transport, reader = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Reader(receiver, adaptive=False, installed=installed),
-                sock=receiver)
-            try:
-                start = len(reader.wakeups)
-                for data in (b"a", b"", b"b", b"c"):
-                    sender.send(data)
-                while sum(map(len, reader.wakeups[start:])) < 4:
-                    reader.arrived.clear()
-                    await asyncio.wait_for(reader.arrived.wait(), 5)
-                assert reader.wakeups[start:] == [[b"a"], [b"", b"b", b"c"]]
-                assert len(await reader.read(sender, 3)) == 1  # draining as before
-                assert not reader.errors
-            finally:
-                transport.close()
+        async with _reading(adaptive=False, installed=installed) as (reader, sender):
+            start = len(reader.wakeups)
+            for data in (b"a", b"", b"b", b"c"):
+                sender.send(data)
+            while sum(map(len, reader.wakeups[start:])) < 4:
+                reader.arrived.clear()
+                await asyncio.wait_for(reader.arrived.wait(), 5)
+            assert reader.wakeups[start:] == [[b"a"], [b"", b"b", b"c"]]
+            assert len(await reader.read(sender, 3)) == 1  # draining as before
+            assert not reader.errors
     asyncio.run(main())
